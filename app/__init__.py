@@ -1,0 +1,1 @@
+"""IonPlan desktop application (Kivy). Calls planning.api only; never computes physics."""

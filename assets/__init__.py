@@ -1,0 +1,1 @@
+"""Shipped data (machine beam data, stopping powers, HLUT), read through importlib.resources."""

@@ -1,0 +1,53 @@
+"""Atomic file writes: a temporary file in the target folder, flushed, then renamed over the target.
+
+An interrupted write leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+
+@contextmanager
+def atomic_binary_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a temporary file next to ``path`` for writing; rename it onto ``path`` on success.
+
+    The folder of ``path`` must exist (FileNotFoundError naming it otherwise).
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+    """
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "output folder does not exist", str(target.parent))
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_binary_file(path) as fh:
+        fh.write(text.encode("utf-8"))
+
+
+def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[BinaryIO], None]) -> None:
+    """Call ``writer(fh)`` on a temporary binary file and rename it onto ``path`` atomically."""
+    with atomic_binary_file(path) as fh:
+        writer(fh)

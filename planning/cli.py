@@ -1,0 +1,133 @@
+"""The ``ionplan`` command line.
+
+Every user error (bad argument, unreadable file, energy out of range) ends in one line on stderr,
+``ionplan: error: ...``, and a non-zero exit status; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from planning import __version__
+from planning.errors import IonPlanError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line: ``ionplan: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"ionplan: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive finite number")
+    return value
+
+
+def _cmd_depth_dose(args: argparse.Namespace) -> int:
+    from planning import api
+
+    n_rows = api.write_depth_dose_csv(args.energy, args.csv, machine_path=args.machine)
+    print(f"wrote {n_rows} depths for {args.energy:g} MeV/u to {args.csv}")
+    return EXIT_OK
+
+
+def _cmd_machine_info(args: argparse.Namespace) -> int:
+    from planning import api
+
+    print(api.machine_summary(args.machine))
+    return EXIT_OK
+
+
+def _cmd_generate_machine(args: argparse.Namespace) -> int:
+    from planning import api
+
+    api.generate_generic_machine(args.out, progress=_terminal_progress("generating machine"))
+    print(f"wrote {args.out}")
+    return EXIT_OK
+
+
+def _terminal_progress(label: str) -> Callable[[float, str], None] | None:
+    """A progress callback drawing a one-line bar on stderr when it is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+
+    def report(fraction: float, stage: str) -> None:
+        width = 30
+        filled = round(width * min(max(fraction, 0.0), 1.0))
+        bar = "#" * filled + "-" * (width - filled)
+        sys.stderr.write(f"\r{label}: [{bar}] {100 * fraction:5.1f}% {stage[:40]:<40}")
+        if fraction >= 1.0:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog="ionplan",
+        description="IonPlan: carbon-ion treatment planning. With no command, runs the demo.",
+    )
+    parser.add_argument("--version", action="version", version=f"ionplan {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", parser_class=_OneLineParser)
+
+    p = sub.add_parser("depth-dose", help="write the depth dose of one pencil beam in water")
+    p.add_argument("--energy", type=_positive_float, required=True, metavar="MEV_U",
+                   help="kinetic energy per nucleon (MeV/u), inside the machine's range")
+    p.add_argument("--csv", required=True, metavar="FILE",
+                   help="output CSV with columns depth_mm,idd,letd_kev_um")
+    p.add_argument("--machine", metavar="FILE",
+                   help="machine file (.npz IonPlan or .mat matRad); default: generic carbon")
+    p.set_defaults(func=_cmd_depth_dose)
+
+    p = sub.add_parser("machine-info", help="summarise a machine file")
+    p.add_argument("--machine", metavar="FILE", help="machine file; default: generic carbon")
+    p.set_defaults(func=_cmd_machine_info)
+
+    p = sub.add_parser("generate-machine", help="regenerate the generic carbon machine file")
+    p.add_argument("out", metavar="OUT.npz")
+    p.set_defaults(func=_cmd_generate_machine)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ionplan`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        args = parser.parse_args(["machine-info"])
+    try:
+        return args.func(args)
+    except IonPlanError as exc:
+        print(f"ionplan: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:
+        name = f" {exc.filename}" if exc.filename else ""
+        print(f"ionplan: error:{name}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("ionplan: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

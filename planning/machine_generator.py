@@ -1,0 +1,562 @@
+"""Generator of the generic IonPlan carbon machine, from first principles.
+
+For each beam energy it computes, in water, the laterally integrated depth dose (IDD) of a 12C
+pencil beam with its fragmentation tail, the double-Gaussian lateral spread, the dose-averaged
+LET and the per-depth fluence spectra of all charged species (Z = 1..6). The physics and its
+sources are described in docs/physics.md; in short:
+
+- primaries slow down continuously (tabulated stopping powers, :mod:`planning.physics.stopping`),
+  are removed by nuclear reactions with an energy-independent cross-section
+  (:mod:`planning.physics.nuclear`), and their range is spread by Bohr straggling, the beam's
+  energy spread and a ripple filter (one Gaussian in residual range);
+- each reaction emits fragments (H, He, Li, Be, B and 11C) at the projectile's velocity with
+  fixed mean multiplicities; fragments slow down with their own stopping powers, are attenuated by
+  their own cross-sections and spread laterally by their Goldhaber emission angle and their own
+  multiple scattering; the remaining projectile nucleons leave as neutrons;
+- the core's lateral sigma is the Fermi-Eyges/Highland scattering of the primaries
+  (:mod:`planning.physics.scattering`); the halo is the dose-weighted variance of all fragments.
+
+The generator is deterministic: the same settings give the same machine, bit for bit on one
+platform. ``python -m planning.machine_generator OUT.npz`` rebuilds the shipped file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.ndimage import gaussian_filter1d
+
+from planning.machine import Machine, Spectra, save_machine
+from planning.physics.nuclear import (
+    CARBON_FRAGMENTS,
+    FragmentSpecies,
+    macroscopic_cross_section_per_mm,
+    neutron_multiplicity,
+)
+from planning.physics.scattering import (
+    HIGHLAND_MEV,
+    WATER_RADIATION_LENGTH_MM,
+    highland_log_factor,
+    lateral_sigma_mm,
+    p_beta_c_mev,
+)
+from planning.physics.stopping import RangeEnergy, StoppingTable, load_stopping_table
+from planning.physics.straggling import bohr_range_straggling_mm
+
+GENERATOR_VERSION = "1.0.0"
+FloatArray = NDArray[np.float64]
+_log = logging.getLogger(__name__)
+
+PRIMARY_Z, PRIMARY_A = 6, 12
+
+
+@dataclass(frozen=True)
+class GeneratorSettings:
+    """Settings of the generic carbon machine.
+
+    Attributes
+    ----------
+    energy_min_mev_u, energy_max_mev_u : float
+        Energy range of the machine.
+    range_step_mm : float
+        Target step in CSDA range between consecutive energies (the actual step is the range
+        interval divided by the nearest whole number of steps).
+    stopping_source : str
+        Stopping-power table (see :data:`planning.physics.stopping.STOPPING_SOURCES`).
+    energy_spread_rel : float
+        One-sigma relative spread of the beam's kinetic energy.
+    ripple_filter_sigma_mm : float
+        Extra Gaussian range spread from a ripple filter (a 3 mm filter spreads ranges about
+        uniformly over 3 mm: sigma = 3/sqrt(12) = 0.87 mm). 0 disables it.
+    spot_fwhm_air_mm : tuple of (energy, fwhm) pairs
+        In-air spot FWHM at the isocentre at the lowest and highest energy (linear in between).
+    sad_mm : tuple of float
+        Virtual source-axis distances (x, y).
+    fragments : tuple of FragmentSpecies
+        Fragment species and multiplicities per reaction.
+    n_depth_nodes : tuple of int
+        Storage depth nodes in the plateau, the Bragg peak region and the fragment tail.
+    n_spectrum_depths : tuple of int
+        Spectrum depth nodes in the plateau, peak region and tail.
+    spectrum_bin_edges_mev_u : tuple of float
+        Energy-per-nucleon bin edges of the spectra.
+    n_fragment_cells : int
+        Depth cells of the fragment transport grid.
+    """
+
+    energy_min_mev_u: float = 80.0
+    energy_max_mev_u: float = 430.0
+    range_step_mm: float = 1.0
+    stopping_source: str = "mstar_3_12"
+    energy_spread_rel: float = 0.001
+    ripple_filter_sigma_mm: float = 0.87
+    spot_fwhm_air_mm: tuple[tuple[float, float], tuple[float, float]] = ((80.0, 10.0),
+                                                                         (430.0, 5.0))
+    sad_mm: tuple[float, float] = (6500.0, 7200.0)
+    fragments: tuple[FragmentSpecies, ...] = CARBON_FRAGMENTS
+    n_depth_nodes: tuple[int, int, int] = (80, 120, 56)
+    n_spectrum_depths: tuple[int, int, int] = (12, 24, 12)
+    spectrum_bin_edges_mev_u: tuple[float, ...] = field(
+        default_factory=lambda: (0.0, *(float(x) for x in np.geomspace(0.5, 600.0, 29)))
+    )
+    n_fragment_cells: int = 600
+
+
+@dataclass(frozen=True)
+class EnergyBudget:
+    """Where the kinetic energy of one primary goes, MeV per primary.
+
+    ``incident = deposited + neutrons + fragment_reactions + escaped`` up to discretisation.
+    ``deposited`` is the integral of the computed IDD over the whole transport grid.
+    """
+
+    incident_mev: float
+    deposited_mev: float
+    neutrons_mev: float
+    fragment_reactions_mev: float
+    escaped_mev: float
+
+
+@dataclass(frozen=True)
+class EnergyData:
+    """Generated beam data of one energy (see :class:`planning.machine.Machine` for units)."""
+
+    energy_mev_u: float
+    csda_range_mm: float
+    range_sigma_mm: float
+    peak_depth_mm: float
+    depth_mm: FloatArray
+    idd_mev_cm2_per_g: FloatArray
+    sigma_core_mm: FloatArray
+    sigma_halo_mm: FloatArray
+    halo_weight: FloatArray
+    letd_kev_um: FloatArray
+    spectrum_depth_mm: FloatArray
+    fluence_per_primary: FloatArray  # (S, 6, B)
+    budget: EnergyBudget
+
+
+class _Species:
+    """Range-energy and LET-integral tables of one ion species (internal)."""
+
+    def __init__(self, table: StoppingTable, mass_number: int) -> None:
+        self.z = table.z
+        self.a = mass_number
+        self.table = table
+        self.range_energy = RangeEnergy(table, mass_number)
+        self.sigma_reaction_per_mm = macroscopic_cross_section_per_mm(mass_number)
+        e = np.geomspace(1e-4, 1000.0, 6000)
+        let = table.let_kev_um(e)
+        q = np.concatenate(([0.0], np.cumsum(0.5 * (let[1:] + let[:-1]) * np.diff(e))))
+        q += let[0] * e[0] / 1.5  # L ~ sqrt(E) below the first node
+        self._q_e, self._q = e, q
+
+    def let_energy_integral(self, energy_mev_u: FloatArray) -> FloatArray:
+        """Q(E) = integral_0^E L(E') dE', keV/um * MeV/u (0 at E = 0)."""
+        return np.interp(energy_mev_u, self._q_e, self._q, left=0.0)
+
+
+class CarbonMachineGenerator:
+    """Builds the generic carbon machine for :class:`GeneratorSettings`."""
+
+    def __init__(self, settings: GeneratorSettings | None = None) -> None:
+        self.settings = settings or GeneratorSettings()
+        src = self.settings.stopping_source
+        tables = {z: load_stopping_table(z, src) for z in range(1, 7)}
+        self.primary = _Species(tables[PRIMARY_Z], PRIMARY_A)
+        self.fragments = [(f, _Species(tables[f.z], f.a)) for f in self.settings.fragments]
+        self.neutrons_per_reaction = neutron_multiplicity(self.settings.fragments, PRIMARY_A)
+
+    # ----------------------------------------------------------------- energy grid
+
+    @cached_property
+    def energies_mev_u(self) -> FloatArray:
+        """Machine energies: equal steps in CSDA range of about ``range_step_mm``, rounded to
+        0.01 MeV/u, first and last exactly the configured limits."""
+        s = self.settings
+        re = self.primary.range_energy
+        r_lo, r_hi = float(re.range_mm(s.energy_min_mev_u)), float(re.range_mm(s.energy_max_mev_u))
+        n_steps = max(1, round((r_hi - r_lo) / s.range_step_mm))
+        ranges = np.linspace(r_lo, r_hi, n_steps + 1)
+        e = np.round(re.energy_mev_u(ranges), 2)
+        e[0], e[-1] = s.energy_min_mev_u, s.energy_max_mev_u
+        return e
+
+    def spot_sigma_air_mm(self, energy_mev_u: float) -> float:
+        (e0, f0), (e1, f1) = self.settings.spot_fwhm_air_mm
+        fwhm = np.interp(energy_mev_u, [e0, e1], [f0, f1])
+        return float(fwhm / (2 * np.sqrt(2 * np.log(2))))
+
+    def range_sigma_mm(self, energy_mev_u: float) -> float:
+        """Total Gaussian range spread: Bohr straggling, energy spread and ripple filter."""
+        s = self.settings
+        re = self.primary.range_energy
+        strag = bohr_range_straggling_mm(self.primary.table, PRIMARY_A, energy_mev_u)
+        # Energy spread maps onto range through dR/dE.
+        de = s.energy_spread_rel * energy_mev_u
+        dr_de = float(re.range_mm(energy_mev_u * 1.001) - re.range_mm(energy_mev_u * 0.999)) / (
+            0.002 * energy_mev_u
+        )
+        return float(np.sqrt(strag**2 + (dr_de * de) ** 2 + s.ripple_filter_sigma_mm**2))
+
+    # ----------------------------------------------------------------- one energy
+
+    def generate_energy(self, energy_mev_u: float) -> EnergyData:
+        """Beam data in water of one energy on its storage depth nodes."""
+        s = self.settings
+        prim = self.primary
+        r0 = float(prim.range_energy.range_mm(energy_mev_u))
+        sigma_r = self.range_sigma_mm(energy_mev_u)
+        z_end = self._transport_depth_mm(energy_mev_u, r0)
+        depth = _storage_nodes(r0, sigma_r, z_end, s.n_depth_nodes)
+        spec_depth = _spectrum_nodes(r0, sigma_r, z_end, s.n_spectrum_depths)
+
+        p_dose, p_letnum = self._primary_dose(energy_mev_u, r0, sigma_r, depth)
+        frag = _FragmentTransport(self, energy_mev_u, r0, z_end)
+        f_dose = np.interp(depth, frag.centers_mm, frag.dose_mev_cm)
+        f_letnum = np.interp(depth, frag.centers_mm, frag.let_dose)
+        f_var = np.interp(depth, frag.centers_mm, frag.lateral_var_dose)
+
+        idd = p_dose + f_dose
+        with np.errstate(invalid="ignore", divide="ignore"):
+            letd = np.where(idd > 0, (p_letnum + f_letnum) / idd, 0.0)
+            halo_w = np.where(idd > 0, f_dose / idd, 0.0)
+            sigma_halo = np.sqrt(np.where(f_dose > 0, f_var / f_dose, 0.0))
+        sigma_core = lateral_sigma_mm(prim.range_energy, PRIMARY_Z, energy_mev_u, depth)
+        # Where no fragment dose exists yet (entrance), the halo has the core's width.
+        sigma_halo = np.where(sigma_halo > 0, np.maximum(sigma_halo, sigma_core), sigma_core)
+        halo_w = np.clip(halo_w, 0.0, 0.999)
+
+        fluence = self._primary_spectra(r0, sigma_r, spec_depth) + frag.spectra(spec_depth)
+        peak = _peak_depth(depth, idd)
+        budget = self._budget(energy_mev_u, r0, sigma_r, frag)
+        return EnergyData(
+            energy_mev_u=float(energy_mev_u),
+            csda_range_mm=r0,
+            range_sigma_mm=sigma_r,
+            peak_depth_mm=peak,
+            depth_mm=depth,
+            idd_mev_cm2_per_g=idd,
+            sigma_core_mm=sigma_core,
+            sigma_halo_mm=sigma_halo,
+            halo_weight=halo_w,
+            letd_kev_um=letd,
+            spectrum_depth_mm=spec_depth,
+            fluence_per_primary=fluence,
+            budget=budget,
+        )
+
+    def _transport_depth_mm(self, energy_mev_u: float, r0: float) -> float:
+        """Depth beyond which no charged fragment survives (longest fragment range + margin)."""
+        reach = max(float(sp.range_energy.range_mm(energy_mev_u)) for _, sp in self.fragments)
+        return max(reach, r0) * 1.02 + 5.0
+
+    def _residual_range_grid(self, r0: float, sigma_r: float) -> tuple[FloatArray, float]:
+        dr = min(sigma_r / 10.0, 0.05)
+        r_edges = np.arange(-8 * sigma_r - dr, r0 + 8 * sigma_r + 2 * dr, dr)
+        return r_edges, dr
+
+    def primary_profiles(
+        self, energy_mev_u: float, depth_mm: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Primary-ion dose, LET x dose and fluence per primary at arbitrary depths.
+
+        Returns (dose MeV/cm, LET x dose keV/um MeV/cm, fluence) with the shape of ``depth_mm``.
+        """
+        r0 = float(self.primary.range_energy.range_mm(energy_mev_u))
+        sigma_r = self.range_sigma_mm(energy_mev_u)
+        dose, letnum = self._primary_dose(energy_mev_u, r0, sigma_r, depth_mm)
+        r_edges, dr = self._residual_range_grid(r0, sigma_r)
+        alive = (0.5 * (r_edges[1:] + r_edges[:-1]) > 0).astype(np.float64)
+        alive = gaussian_filter1d(alive, sigma_r / dr, mode="nearest", truncate=6.0)
+        r_mid = 0.5 * (r_edges[1:] + r_edges[:-1])
+        attenuation = np.exp(-self.primary.sigma_reaction_per_mm * np.asarray(depth_mm))
+        fluence = np.interp(r0 - np.asarray(depth_mm), r_mid, alive) * attenuation
+        return dose, letnum, fluence
+
+    def _primary_dose(
+        self, energy_mev_u: float, r0: float, sigma_r: float, depth_mm: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """Straggled primary dose and LET x dose (per primary, MeV/cm and keV/um MeV/cm).
+
+        The unstraggled energy loss per unit residual range is averaged over fine cells (exact
+        integral of dE, so the 1/sqrt-like singularity at the end of range is handled), then
+        convolved in residual range with the Gaussian range spread; attenuation depends on depth.
+        """
+        prim = self.primary
+        r_edges, dr = self._residual_range_grid(r0, sigma_r)
+        e_edges = prim.range_energy.energy_mev_u(r_edges)  # 0 for r <= 0
+        de = np.diff(e_edges) * prim.a  # MeV per cell (total ion energy)
+        dq = np.diff(prim.let_energy_integral(e_edges)) * prim.a
+        g = de / (dr / 10.0)  # MeV/cm
+        gl = dq / (dr / 10.0)
+        width = sigma_r / dr
+        g_s = gaussian_filter1d(g, width, mode="nearest", truncate=6.0)
+        gl_s = gaussian_filter1d(gl, width, mode="nearest", truncate=6.0)
+        r_mid = 0.5 * (r_edges[1:] + r_edges[:-1])
+        z = np.asarray(depth_mm, dtype=np.float64)
+        attenuation = np.exp(-prim.sigma_reaction_per_mm * z)
+        dose = np.interp(r0 - z, r_mid, g_s, left=0.0) * attenuation
+        letnum = np.interp(r0 - z, r_mid, gl_s, left=0.0) * attenuation
+        return dose, letnum
+
+    def _primary_spectra(self, r0: float, sigma_r: float, depth_mm: FloatArray) -> FloatArray:
+        """Primary fluence spectra (S, 6, B): Gaussian quadrature over the range spread."""
+        edges = np.asarray(self.settings.spectrum_bin_edges_mev_u)
+        n_b = edges.size - 1
+        delta = np.linspace(-5.0, 5.0, 81)
+        w = np.exp(-0.5 * delta**2)
+        w /= w.sum()
+        r = (r0 - depth_mm)[:, None] + sigma_r * delta[None, :]
+        e = self.primary.range_energy.energy_mev_u(r)
+        alive = r > 0
+        b = np.clip(np.searchsorted(edges, e, side="right") - 1, 0, n_b - 1)
+        att = np.exp(-self.primary.sigma_reaction_per_mm * depth_mm)
+        weights = (w[None, :] * alive) * att[:, None]
+        rows = np.repeat(np.arange(depth_mm.size), delta.size)
+        flat = np.bincount(rows * n_b + b.ravel(), weights=weights.ravel(),
+                           minlength=depth_mm.size * n_b)
+        out = np.zeros((depth_mm.size, 6, n_b))
+        out[:, PRIMARY_Z - 1, :] = flat.reshape(depth_mm.size, n_b)
+        return out
+
+    def _budget(self, energy_mev_u: float, r0: float, sigma_r: float,
+                frag: _FragmentTransport) -> EnergyBudget:
+        incident = PRIMARY_A * energy_mev_u
+        # Deposited: primaries (fine residual-range grid) plus fragments (transport cells).
+        z_fine = np.linspace(0.0, r0 + 8 * sigma_r, 20001)
+        p_dose, _ = self._primary_dose(energy_mev_u, r0, sigma_r, z_fine)
+        deposited = float(np.trapezoid(p_dose, z_fine) / 10.0) + frag.deposited_mev
+        return EnergyBudget(
+            incident_mev=incident,
+            deposited_mev=deposited,
+            neutrons_mev=frag.neutron_energy_mev,
+            fragment_reactions_mev=frag.reaction_loss_mev,
+            escaped_mev=frag.escaped_mev,
+        )
+
+    # ----------------------------------------------------------------- whole machine
+
+    def generate(self, progress: Callable[[float, str], None] | None = None) -> Machine:
+        """Generate all energies and assemble the :class:`Machine`."""
+        energies = self.energies_mev_u
+        rows = []
+        for i, e in enumerate(energies):
+            rows.append(self.generate_energy(float(e)))
+            if progress is not None:
+                progress((i + 1) / energies.size, f"machine energy {e:.2f} MeV/u")
+
+        def stack(name: str) -> FloatArray:
+            return _float32_precision(np.stack([getattr(r, name) for r in rows]))
+
+        s = self.settings
+        spectra = Spectra(
+            depth_mm=stack("spectrum_depth_mm"),
+            bin_edges_mev_u=_float32_precision(s.spectrum_bin_edges_mev_u),
+            species_z=np.arange(1, 7, dtype=np.int64),
+            species_a=np.array([1, 4, 7, 7, 11, 12], dtype=np.int64),
+            fluence_per_primary=stack("fluence_per_primary"),
+        )
+        return Machine(
+            name="IonPlan generic 12C",
+            ion_z=PRIMARY_Z,
+            ion_a=PRIMARY_A,
+            energies_mev_u=np.asarray(energies, dtype=np.float64),
+            peak_depth_mm=_float32_precision([r.peak_depth_mm for r in rows]),
+            depth_mm=stack("depth_mm"),
+            idd_mev_cm2_per_g=stack("idd_mev_cm2_per_g"),
+            sigma_core_mm=stack("sigma_core_mm"),
+            sigma_halo_mm=stack("sigma_halo_mm"),
+            halo_weight=stack("halo_weight"),
+            letd_kev_um=stack("letd_kev_um"),
+            spot_sigma_air_mm=_float32_precision(
+                [self.spot_sigma_air_mm(float(e)) for e in energies]),
+            sad_mm=s.sad_mm,
+            spectra=spectra,
+            provenance=self.provenance(),
+        )
+
+    def provenance(self) -> dict[str, object]:
+        s = asdict(self.settings)
+        s["fragments"] = [asdict(f) for f in self.settings.fragments]
+        # JSON-normalised (tuples become lists) so that it equals what a file reads back.
+        return json.loads(json.dumps({
+            "generator": "planning.machine_generator",
+            "generator_version": GENERATOR_VERSION,
+            "settings": s,
+            "stopping_powers": f"{self.settings.stopping_source} (assets/stopping_power, "
+                               "compiled in pymkm 1.0.0; see README there)",
+            "nuclear_cross_sections": "Sihver et al. 1993, Phys Rev C 47:1225",
+            "fragment_angles": "Goldhaber 1974, Phys Lett B 53:306 (sigma0 = 90 MeV/c)",
+            "scattering": "Highland 1975 (PDG form), differential, L_R = 36.08 cm",
+            "straggling": "Bohr, relativistic factor (1 - beta^2/2)/(1 - beta^2)",
+            "neutrons_per_reaction": self.neutrons_per_reaction,
+            "units": {
+                "depth_mm": "mm water", "idd_mev_cm2_per_g": "MeV cm^2/g per primary",
+                "sigma_*_mm": "mm", "letd_kev_um": "keV/um",
+                "fluence_per_primary": "particles per primary per bin, laterally integrated",
+            },
+            "docs": "docs/physics.md",
+        }))
+
+
+class _FragmentTransport:
+    """Fragment production and transport for one primary energy on a uniform depth-cell grid.
+
+    Birth slices are the cells before the primary range; a fragment born in slice j at depth
+    z'_j with the primary's energy per nucleon is followed straight to every downstream cell,
+    depositing A_f [E(r_in) - E(r_out)] (exact CSDA energy loss across the cell) times its
+    survival probability exp(-Sigma_f (z - z'_j)).
+    """
+
+    def __init__(self, gen: CarbonMachineGenerator, energy_mev_u: float, r0: float,
+                 z_end: float) -> None:
+        self.gen = gen
+        n = gen.settings.n_fragment_cells
+        self.edges_mm = np.linspace(0.0, z_end, n + 1)
+        self.centers_mm = 0.5 * (self.edges_mm[1:] + self.edges_mm[:-1])
+        dz = self.edges_mm[1] - self.edges_mm[0]
+        prim = gen.primary
+        # Reactions per primary in each birth slice, and the primary's energy there.
+        top = np.minimum(self.edges_mm, r0)
+        phi = np.exp(-prim.sigma_reaction_per_mm * top)
+        born = phi[:-1] - phi[1:]
+        mid_alive = 0.5 * (top[:-1] + top[1:])
+        slices = np.nonzero(born > 0)[0]
+        self.birth_z = mid_alive[slices]
+        self.birth_n = born[slices]
+        self.birth_e = prim.range_energy.energy_mev_u(r0 - self.birth_z)
+        self.birth_sigma_core = lateral_sigma_mm(prim.range_energy, PRIMARY_Z, energy_mev_u,
+                                                 self.birth_z)
+        reaction_energy = self.birth_n * self.birth_e  # MeV/u per primary, per slice
+        self.neutron_energy_mev = float(gen.neutrons_per_reaction * reaction_energy.sum())
+
+        n_c = self.centers_mm.size
+        self.dose_mev_cm = np.zeros(n_c)
+        self.let_dose = np.zeros(n_c)
+        self.lateral_var_dose = np.zeros(n_c)
+        self.deposited_mev = 0.0
+        self.reaction_loss_mev = 0.0
+        self.escaped_mev = 0.0
+        self._spec_inputs: list[tuple[FragmentSpecies, _Species, FloatArray, FloatArray]] = []
+        lo, hi = self.edges_mm[:-1][None, :], self.edges_mm[1:][None, :]
+        zb = self.birth_z[:, None]
+        entry = np.maximum(lo, zb)
+        downstream = hi > zb
+        for frag, sp in gen.fragments:
+            n_f = self.birth_n * frag.multiplicity  # fragments per primary per slice
+            r_birth = sp.range_energy.range_mm(self.birth_e)[:, None]
+            r_in = np.where(downstream, r_birth - (entry - zb), 0.0)
+            r_out = np.where(downstream, r_birth - (hi - zb), 0.0)
+            r_in, r_out = np.maximum(r_in, 0.0), np.maximum(r_out, 0.0)
+            e_in = sp.range_energy.energy_mev_u(r_in)
+            e_out = sp.range_energy.energy_mev_u(r_out)
+            surv_in = np.exp(-sp.sigma_reaction_per_mm * np.maximum(entry - zb, 0.0))
+            surv_out = np.exp(-sp.sigma_reaction_per_mm * np.maximum(hi - zb, 0.0))
+            surv_mid = np.sqrt(surv_in * surv_out)
+            weight = n_f[:, None] * downstream
+            dep = sp.a * (e_in - e_out) * surv_mid * weight  # MeV per primary in the cell
+            q = sp.let_energy_integral
+            let_dep = sp.a * (q(e_in) - q(e_out)) * surv_mid * weight
+            # Energy carried into nuclear reactions (alive fragments only).
+            e_mid = 0.5 * (e_in + e_out)
+            lost = sp.a * e_mid * (surv_in - surv_out) * weight * (r_in > 0)
+            # Lateral variance of this fragment at the cell centre.
+            dist = np.maximum(0.5 * (lo + hi) - zb, 0.0)
+            theta = frag.emission_sigma_rad(self.birth_e)
+            pbc = p_beta_c_mev(np.maximum(self.birth_e, 1e-3), sp.a)
+            t_power = (HIGHLAND_MEV * frag.z / pbc) ** 2 / WATER_RADIATION_LENGTH_MM
+            var = ((theta[:, None] * dist) ** 2
+                   + t_power[:, None] * dist**3 / 3.0 * highland_log_factor(dist) ** 2
+                   + self.birth_sigma_core[:, None] ** 2)
+            self.dose_mev_cm += dep.sum(axis=0) / (dz / 10.0)
+            self.let_dose += let_dep.sum(axis=0) / (dz / 10.0)
+            self.lateral_var_dose += (dep * var).sum(axis=0) / (dz / 10.0)
+            self.deposited_mev += float(dep.sum())
+            self.reaction_loss_mev += float(lost.sum())
+            # Energy still carried past the end of the grid.
+            last_e = e_out[:, -1] * surv_out[:, -1] * weight[:, -1]
+            self.escaped_mev += float(sp.a * last_e.sum())
+            self._spec_inputs.append((frag, sp, n_f, r_birth[:, 0]))
+
+    def spectra(self, depth_mm: FloatArray) -> FloatArray:
+        """Fragment fluence spectra (S, 6, B) at the spectrum depths."""
+        edges = np.asarray(self.gen.settings.spectrum_bin_edges_mev_u)
+        n_b = edges.size - 1
+        out = np.zeros((depth_mm.size, 6, n_b))
+        dist = depth_mm[:, None] - self.birth_z[None, :]  # (S, J)
+        for frag, sp, n_f, r_birth in self._spec_inputs:
+            r = r_birth[None, :] - dist
+            alive = (dist >= 0) & (r > 0)
+            e = sp.range_energy.energy_mev_u(np.maximum(r, 0.0))
+            b = np.clip(np.searchsorted(edges, e, side="right") - 1, 0, n_b - 1)
+            w = n_f[None, :] * np.exp(-sp.sigma_reaction_per_mm * np.maximum(dist, 0)) * alive
+            rows = np.repeat(np.arange(depth_mm.size), self.birth_z.size)
+            flat = np.bincount(rows * n_b + b.ravel(), weights=w.ravel(),
+                               minlength=depth_mm.size * n_b)
+            out[:, frag.z - 1, :] += flat.reshape(depth_mm.size, n_b)
+        return out
+
+
+def _float32_precision(values: object) -> FloatArray:
+    """Round to float32, the storage precision of machine files, so that a generated machine
+    equals the same machine read back from its file."""
+    return np.asarray(values, dtype=np.float32).astype(np.float64)
+
+
+def _storage_nodes(r0: float, sigma_r: float, z_end: float, n: tuple[int, int, int]) -> FloatArray:
+    """Depth nodes: uniform plateau, fine Bragg-peak region, tail with growing steps."""
+    n_plateau, n_peak, n_tail = n
+    z1 = max(r0 - 15.0, 0.5 * r0)
+    z2 = r0 + max(6.0 * sigma_r, 3.0)
+    plateau = np.linspace(0.0, z1, n_plateau, endpoint=False)
+    peak = np.linspace(z1, z2, n_peak, endpoint=False)
+    t = np.linspace(0.0, 1.0, n_tail)
+    tail = z2 + (max(z_end, z2 + 1.0) - z2) * t**1.5
+    return np.concatenate((plateau, peak, tail))
+
+
+def _spectrum_nodes(r0: float, sigma_r: float, z_end: float,
+                    n: tuple[int, int, int]) -> FloatArray:
+    n_plateau, n_peak, n_tail = n
+    z1 = 0.85 * r0
+    z2 = r0 + 4.0 * sigma_r
+    plateau = np.linspace(0.0, z1, n_plateau, endpoint=False)
+    peak = np.linspace(z1, z2, n_peak, endpoint=False)
+    tail = np.linspace(z2, max(z_end, z2 + 1.0), n_tail)
+    return np.concatenate((plateau, peak, tail))
+
+
+def _peak_depth(depth: FloatArray, idd: FloatArray) -> float:
+    """Depth of the IDD maximum, refined by a parabola through the three highest nodes."""
+    i = int(np.argmax(idd))
+    if 0 < i < idd.size - 1:
+        x = depth[i - 1:i + 2]
+        y = idd[i - 1:i + 2]
+        coef = np.polyfit(x, y, 2)
+        if coef[0] < 0:
+            xv = -coef[1] / (2 * coef[0])
+            if x[0] <= xv <= x[2]:
+                return float(xv)
+    return float(depth[i])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Regenerate the generic carbon machine file."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", help="output .npz file (assets/machines/generic_carbon.npz)")
+    args = parser.parse_args(argv)
+    machine = CarbonMachineGenerator().generate()
+    save_machine(machine, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,2 @@
+"""First-principles beam physics used to generate machine data (stopping, straggling, scattering,
+nuclear interactions)."""
