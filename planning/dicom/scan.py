@@ -1,0 +1,264 @@
+"""Find the CT series and RT Structure Sets in a folder.
+
+The folder is searched recursively; file names do not matter. Each file's header is read without
+its pixel data (``stop_before_pixels``). Files are sorted into
+
+* CT series, grouped by Series Instance UID (the headers are kept, small, for the importer);
+* RT Structure Sets (only a summary is kept; the importer reads the file again);
+* skipped files: not DICOM Part 10 files, or DICOM objects IonPlan does not import (MR, RT Plan,
+  DICOMDIR, ...), each with the reason;
+* damaged files: DICOM files that cannot be parsed at all, and CT images without a Series
+  Instance UID. These might be slices of a series, so the CT importer refuses to load while
+  they are present unless told otherwise (a silently missing end slice would shrink the volume).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from planning.dicom._values import PathLike, get_sequence, get_str, reading
+from planning.dicom.errors import DicomImportError
+
+logger = logging.getLogger(__name__)
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+LEGACY_ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.2"
+RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+MEDIA_STORAGE_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"
+_CT_CLASSES = (CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE, LEGACY_ENHANCED_CT_IMAGE_STORAGE)
+_PREAMBLE_BYTES = 132
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file that was not imported, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, eq=False)
+class CtFileHeader:
+    """The header (no pixel data) of one CT image file."""
+
+    path: str
+    dataset: Dataset
+
+
+@dataclass(frozen=True, eq=False)
+class CtSeriesFiles:
+    """The files of one CT series, in path order (not yet sorted along the slice normal).
+
+    Attributes
+    ----------
+    series_instance_uid : str
+        The series' UID.
+    files : tuple of CtFileHeader
+        Header of each file.
+    """
+
+    series_instance_uid: str
+    files: tuple[CtFileHeader, ...]
+
+    def attribute(self, keyword: str) -> str:
+        """A string attribute of the first file (``""`` if absent or unreadable)."""
+        first = self.files[0]
+        try:
+            return get_str(first.dataset, keyword, first.path)
+        except DicomImportError:
+            return ""
+
+    def describe(self) -> str:
+        """One line: UID, description, file count, patient position."""
+        description = self.attribute("SeriesDescription") or "(no description)"
+        position = self.attribute("PatientPosition") or "?"
+        return (
+            f"{self.series_instance_uid}  {description!r}  {len(self.files)} files  "
+            f"position {position}"
+        )
+
+
+@dataclass(frozen=True)
+class RtStructSummary:
+    """What a folder scan learns about an RT Structure Set file (cheap, header-level).
+
+    Attributes
+    ----------
+    path : str
+        The file.
+    sop_instance_uid : str
+        Its SOP Instance UID.
+    label : str
+        Structure Set Label.
+    frame_of_reference_uids : tuple of str
+        Frames of reference listed in its Referenced Frame of Reference Sequence.
+    referenced_series_uids : tuple of str
+        The image series it says its contours were drawn on.
+    roi_count : int
+        Number of items in its Structure Set ROI Sequence.
+    """
+
+    path: str
+    sop_instance_uid: str
+    label: str
+    frame_of_reference_uids: tuple[str, ...]
+    referenced_series_uids: tuple[str, ...]
+    roi_count: int
+
+    def describe(self) -> str:
+        """One line: label, UID, ROI count."""
+        label = self.label or "(no label)"
+        return f"{self.sop_instance_uid}  {label!r}  {self.roi_count} ROIs  ({self.path})"
+
+
+@dataclass(frozen=True, eq=False)
+class FolderScan:
+    """Everything found in a folder.
+
+    Attributes
+    ----------
+    folder : str
+        The folder searched.
+    ct_series : tuple of CtSeriesFiles
+        CT series, sorted by Series Instance UID.
+    structure_sets : tuple of RtStructSummary
+        RT Structure Sets, sorted by path.
+    skipped : tuple of SkippedFile
+        Files that are not DICOM, or DICOM objects IonPlan does not import.
+    damaged : tuple of SkippedFile
+        DICOM files that cannot be parsed, or CT images that cannot be assigned to a series.
+    """
+
+    folder: str
+    ct_series: tuple[CtSeriesFiles, ...]
+    structure_sets: tuple[RtStructSummary, ...]
+    skipped: tuple[SkippedFile, ...]
+    damaged: tuple[SkippedFile, ...]
+
+    def find_series(self, series_uid: str) -> CtSeriesFiles | None:
+        """The CT series with that UID, or None."""
+        for series in self.ct_series:
+            if series.series_instance_uid == series_uid:
+                return series
+        return None
+
+
+def _is_part10(path: Path) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(_PREAMBLE_BYTES)
+    return len(head) == _PREAMBLE_BYTES and head[128:132] == b"DICM"
+
+
+def _summarize_rtstruct(ds: Dataset, path: str) -> RtStructSummary:
+    frames: list[str] = []
+    series: list[str] = []
+    for ref in get_sequence(ds, "ReferencedFrameOfReferenceSequence", path):
+        frames.append(get_str(ref, "FrameOfReferenceUID", path))
+        for study in get_sequence(ref, "RTReferencedStudySequence", path):
+            for ser in get_sequence(study, "RTReferencedSeriesSequence", path):
+                series.append(get_str(ser, "SeriesInstanceUID", path))
+    return RtStructSummary(
+        path=path,
+        sop_instance_uid=get_str(ds, "SOPInstanceUID", path),
+        label=get_str(ds, "StructureSetLabel", path),
+        frame_of_reference_uids=tuple(f for f in frames if f),
+        referenced_series_uids=tuple(s for s in series if s),
+        roi_count=len(get_sequence(ds, "StructureSetROISequence", path)),
+    )
+
+
+def iter_files(folder: PathLike) -> list[Path]:
+    """All regular files under ``folder`` (recursively), sorted by path.
+
+    Raises
+    ------
+    DicomImportError
+        If ``folder`` is not a readable folder.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DicomImportError(root, "not a folder (give the folder that holds the DICOM files)")
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        found.extend(Path(dirpath) / name for name in filenames)
+    return sorted(p for p in found if p.is_file())
+
+
+def scan_folder(folder: PathLike) -> FolderScan:
+    """Classify every file under ``folder`` (see the module docstring).
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        Folder to search recursively.
+
+    Returns
+    -------
+    FolderScan
+
+    Raises
+    ------
+    DicomImportError
+        If ``folder`` is not a folder. Bad files never raise here; they are listed.
+    """
+    by_series: dict[str, list[CtFileHeader]] = {}
+    structure_sets: list[RtStructSummary] = []
+    skipped: list[SkippedFile] = []
+    damaged: list[SkippedFile] = []
+    for file in iter_files(folder):
+        path = str(file)
+        try:
+            if not _is_part10(file):
+                skipped.append(SkippedFile(path, "not a DICOM file (no 'DICM' marker)"))
+                continue
+        except OSError as exc:
+            skipped.append(SkippedFile(path, f"cannot be read: {exc.strerror or exc}"))
+            continue
+        try:
+            with reading(path, "cannot parse the DICOM header"):
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+            sop_class = get_str(ds, "SOPClassUID", path)
+            modality = get_str(ds, "Modality", path)
+            if not sop_class and not modality:
+                damaged.append(
+                    SkippedFile(path, "no SOP Class UID and no Modality: truncated or corrupt")
+                )
+            elif sop_class == RT_STRUCTURE_SET_STORAGE or (
+                not sop_class and modality == "RTSTRUCT"
+            ):
+                structure_sets.append(_summarize_rtstruct(ds, path))
+            elif sop_class in _CT_CLASSES or (not sop_class and modality == "CT"):
+                series_uid = get_str(ds, "SeriesInstanceUID", path)
+                if not series_uid:
+                    damaged.append(SkippedFile(path, "CT image without Series Instance UID"))
+                else:
+                    by_series.setdefault(series_uid, []).append(CtFileHeader(path, ds))
+            elif sop_class == MEDIA_STORAGE_DIRECTORY_STORAGE:
+                skipped.append(SkippedFile(path, "DICOMDIR (index file)"))
+            else:
+                kind = modality or "no modality"
+                skipped.append(
+                    SkippedFile(path, f"not a CT image or RT Structure Set ({kind}, {sop_class})")
+                )
+        except DicomImportError as exc:
+            damaged.append(SkippedFile(path, exc.reason))
+    for item in skipped:
+        logger.info("skipped %s: %s", item.path, item.reason)
+    for item in damaged:
+        logger.warning("damaged DICOM file %s: %s", item.path, item.reason)
+    series = tuple(CtSeriesFiles(uid, tuple(files)) for uid, files in sorted(by_series.items()))
+    return FolderScan(
+        folder=str(folder),
+        ct_series=series,
+        structure_sets=tuple(sorted(structure_sets, key=lambda s: s.path)),
+        skipped=tuple(skipped),
+        damaged=tuple(damaged),
+    )

@@ -1,0 +1,114 @@
+"""LEM I (Scholz and Kraft 1996; Scholz et al. 1997) with the Kraemer–Scholz (2006) rapid beta.
+
+Published anchors: the photon parameter sets of HSG (0.313 /Gy, 0.0615 /Gy^2, D_t 7.5 Gy) and
+V79 (0.184 /Gy, 0.020 /Gy^2, D_t 17 Gy) used for LEM calculations by Friedrich et al. 2013
+(J Radiat Res 54:494, Fig. 8); the LEM I track (r_min = 10 nm, r_max = 0.062 E^1.7 um); the
+beta limits of the rapid scheme; the low-LET limit alpha_ion -> alpha_x; and the shape of the
+carbon RBE_alpha curve for V79 (rise with LET to a maximum of 3–5, overkill decrease beyond;
+Kraemer and Scholz 2006, Elsaesser and Scholz 2007).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from planning.errors import InputError
+from planning.physics.stopping import load_stopping_table
+from planning.rbe import DEFAULT_TISSUES, LemModel, Tissue, tissue_by_name
+from planning.rbe.lem import lem1_alpha_beta, rapid_beta_gy2
+from planning.rbe.track import GY_UM2_PER_KEV_UM, scholz_kraft
+
+
+def test_default_tissues_are_the_published_sets() -> None:
+    hsg, v79, chordoma = tissue_by_name("HSG"), tissue_by_name("v79"), tissue_by_name("chordoma")
+    assert (hsg.alpha_x_gy, hsg.beta_x_gy2, hsg.d_t_gy) == (0.313, 0.0615, 7.5)
+    assert (v79.alpha_x_gy, v79.beta_x_gy2, v79.d_t_gy) == (0.184, 0.020, 17.0)
+    assert chordoma.alpha_beta_ratio_gy == pytest.approx(2.0)
+    assert chordoma.d_t_gy == 30.0
+    assert len({t.name for t in DEFAULT_TISSUES}) == len(DEFAULT_TISSUES)
+
+
+def test_photon_response_is_continuous_with_slope_s_max_above_threshold() -> None:
+    t = tissue_by_name("v79")
+    d_t = t.d_t_gy
+    below, above = t.photon_effect(np.array([d_t - 1e-9, d_t + 1e-9]))
+    assert below == pytest.approx(above, rel=1e-9)
+    slope = (t.photon_effect(np.array(d_t + 2.0)) - t.photon_effect(np.array(d_t + 1.0)))
+    assert float(slope) == pytest.approx(t.alpha_x_gy + 2 * t.beta_x_gy2 * d_t, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["hsg", "v79", "chordoma"])
+def test_rapid_beta_limits(name: str) -> None:
+    # Kraemer and Scholz 2006: beta_z = (alpha_z/alpha_P)^2 (s_max - alpha_P)/(2 D_t):
+    # beta_x for a photon-like particle, (s_max - alpha)/(2 D_t) without saturation, 0 at s_max,
+    # and suppressed by (alpha_z/alpha_P)^2 when single traversals saturate.
+    t = tissue_by_name(name)
+    assert float(rapid_beta_gy2(t.alpha_x_gy, t.alpha_x_gy, t)) == pytest.approx(t.beta_x_gy2,
+                                                                                 rel=1e-12)
+    a = 0.5 * (t.alpha_x_gy + t.s_max_gy)
+    assert float(rapid_beta_gy2(a, a, t)) == pytest.approx((t.s_max_gy - a) / (2 * t.d_t_gy))
+    assert float(rapid_beta_gy2(t.s_max_gy, t.s_max_gy, t)) == pytest.approx(0.0, abs=1e-15)
+    assert float(rapid_beta_gy2(0.1 * a, a, t)) == pytest.approx(0.01 * float(
+        rapid_beta_gy2(a, a, t)))
+
+
+def test_lem1_track_parameters() -> None:
+    # Scholz and Kraft 1996: r_min = 0.01 um, r_max = 0.062 E^1.7 um, integral = LET.
+    track = scholz_kraft([100.0], [26.26])
+    assert track.core_radius_um[0] == pytest.approx(0.01)
+    assert track.max_radius_um[0] == pytest.approx(0.062 * 100.0**1.7)
+    assert track.energy_per_length_gy_um2()[0] == pytest.approx(GY_UM2_PER_KEV_UM * 26.26,
+                                                                  rel=1e-12)
+
+
+def test_alpha_tends_to_alpha_x_at_low_let() -> None:
+    # As LET -> 0 every local dose is small, so alpha_ion -> alpha_x (Scholz et al. 1997).
+    t = tissue_by_name("v79")
+    alpha, beta = lem1_alpha_beta(np.array([1000.0]), np.array([0.01]), t)
+    assert alpha[0] == pytest.approx(t.alpha_x_gy, rel=0.01)
+    assert beta[0] == pytest.approx(t.beta_x_gy2, rel=0.02)
+    # Fast protons (0.3 keV/um) in V79 are within a few per cent of the photon alpha.
+    table = LemModel(t).particle_tables([1], [430.0])
+    assert table.quantities[0][0, 0] / t.alpha_x_gy == pytest.approx(1.0, abs=0.06)
+
+
+def test_v79_carbon_rbe_alpha_rises_to_a_maximum_and_falls_by_overkill() -> None:
+    t = tissue_by_name("v79")
+    energies = np.geomspace(0.5, 430.0, 40)
+    table = LemModel(t).particle_tables([6], energies)
+    rbe_alpha = table.quantities[0][0][::-1] / t.alpha_x_gy  # increasing LET
+    let = table.let_kev_um[0][::-1]
+    i_max = int(np.argmax(rbe_alpha))
+    assert 1.3 < rbe_alpha[0] < 2.0                        # 430 MeV/u, about 11 keV/um
+    assert 3.0 <= rbe_alpha[i_max] <= 5.0
+    assert let[i_max] > 100.0
+    assert np.all(np.diff(rbe_alpha[: i_max + 1]) > 0)
+    assert rbe_alpha[-1] < rbe_alpha[i_max]
+    # The inactivation cross-section saturates near the nucleus area (pi 5^2 = 78.5 um^2).
+    sigma = table.quantities[0][0] * GY_UM2_PER_KEV_UM * table.let_kev_um[0]
+    assert sigma.max() < 1.3 * np.pi * t.nucleus_radius_um**2
+
+
+def test_carbon_beta_falls_from_beta_x_towards_zero_with_let() -> None:
+    # Rapid scheme: beta_z -> beta_x at low LET and -> 0 where single traversals saturate.
+    t = tissue_by_name("hsg")
+    energies = np.geomspace(0.5, 430.0, 30)
+    let = load_stopping_table(6).let_kev_um(energies)
+    _, beta = lem1_alpha_beta(energies, let, t)
+    assert np.all(beta >= 0.0) and np.all(beta <= t.beta_x_gy2)
+    assert np.all(np.diff(beta[energies > 0.9]) > 0)   # decreasing with LET (increasing E)
+    assert beta[-1] > 0.7 * t.beta_x_gy2
+    assert beta[0] < 0.01 * t.beta_x_gy2
+
+
+def test_user_defined_tissue_and_invalid_input() -> None:
+    custom = Tissue("prostate-like", 0.15, 0.1, 20.0, nucleus_radius_um=4.0)
+    table = LemModel(custom).particle_tables([6], [100.0])
+    assert table.quantities[0][0, 0] > custom.alpha_x_gy
+    with pytest.raises(InputError, match="beta_x_gy2"):
+        Tissue("bad", 0.1, 0.0, 30.0)
+    with pytest.raises(InputError, match="d_t_gy"):
+        Tissue("bad", 0.1, 0.05, float("nan"))
+    with pytest.raises(InputError, match="unknown tissue"):
+        tissue_by_name("liver")
