@@ -5,6 +5,10 @@ installation never needs it. Nothing here keeps state: the caller chooses the de
 arrays; every kernel works in the namespace of the arrays it receives ("array type in equals
 array type out").
 
+CuPy arrays get CuPy's namespace, completed by :func:`with_standard_names` with the few
+array-API spellings (``cumulative_sum``, ``concat``...) that CuPy releases before its NumPy 2
+alignment lack.
+
 Because ``kernels`` must not import ``planning`` (imports point app -> planning -> kernels),
 an unavailable device raises :class:`DeviceUnavailableError`, a ``RuntimeError``; the planning
 layer turns it into ``planning.errors.DeviceError``.
@@ -18,6 +22,55 @@ from typing import Any
 import numpy as np
 
 DEVICES = ("auto", "cpu", "gpu")
+
+#: Array-API spellings the kernels use that older CuPy releases (NumPy 1 era) lack.
+_STANDARD_NAMES = ("astype", "concat", "permute_dims", "cumulative_sum")
+
+
+class _StandardNames:
+    """A namespace with the array-API functions the kernels need added where missing.
+
+    Attribute access falls through to the wrapped module; only the missing standard names are
+    supplied, from the classic NumPy-style functions (``concatenate``, ``transpose``,
+    ``cumsum``, the ``astype`` method).
+    """
+
+    def __init__(self, module: ModuleType) -> None:
+        self._module = module
+        self.__name__ = module.__name__
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def astype(self, x: Any, dtype: Any, /, *, copy: bool = True) -> Any:
+        return x.astype(dtype, copy=copy)
+
+    def concat(self, arrays: Any, /, *, axis: int = 0) -> Any:
+        return self._module.concatenate(arrays, axis=axis)
+
+    def permute_dims(self, x: Any, /, axes: tuple[int, ...]) -> Any:
+        return self._module.transpose(x, axes)
+
+    def cumulative_sum(self, x: Any, /, *, axis: int | None = None, dtype: Any = None,
+                       include_initial: bool = False) -> Any:
+        if axis is None:
+            if x.ndim != 1:
+                raise ValueError("axis is required for arrays of more than one dimension")
+            axis = 0
+        out = self._module.cumsum(x, axis=axis, dtype=dtype)
+        if not include_initial:
+            return out
+        shape = list(out.shape)
+        shape[axis] = 1
+        zero = self._module.zeros(tuple(shape), dtype=out.dtype)
+        return self._module.concatenate([zero, out], axis=axis)
+
+
+def with_standard_names(module: Any) -> Any:
+    """``module`` itself if it has every array-API name the kernels use, else a shim."""
+    if all(hasattr(module, n) for n in _STANDARD_NAMES):
+        return module
+    return _StandardNames(module)
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -82,7 +135,7 @@ def namespace_for(device: str) -> ModuleType:
         return np
     cupy, _ = _cupy_with_device()
     assert cupy is not None  # resolve_device already checked
-    return cupy
+    return with_standard_names(cupy)
 
 
 def array_namespace(*arrays: Any) -> Any:
@@ -100,10 +153,17 @@ def array_namespace(*arrays: Any) -> Any:
         if a is None or isinstance(a, (bool, int, float, complex)):
             continue
         get = getattr(a, "__array_namespace__", None)
-        if get is None:
+        if get is not None:
+            ns = get()
+        elif type(a).__module__.startswith("cupy"):
+            import cupy  # arrays of CuPy releases without __array_namespace__
+
+            ns = cupy
+        else:
             raise TypeError(f"{type(a).__name__} is not an array with an array namespace")
-        ns = get()
-        if all(ns is not s for s in spaces):
+        if getattr(ns, "__name__", "").startswith("cupy"):
+            ns = with_standard_names(ns)
+        if all(getattr(ns, "_module", ns) is not getattr(s, "_module", s) for s in spaces):
             spaces.append(ns)
     if not spaces:
         raise TypeError("array_namespace needs at least one array")
@@ -123,8 +183,3 @@ def to_numpy(x: Any) -> np.ndarray:
         return np.from_dlpack(x)
     except (TypeError, AttributeError, BufferError, RuntimeError):
         return np.asarray(x)
-
-
-def is_numpy_namespace(xp: Any) -> bool:
-    """True when ``xp`` is NumPy itself (fast paths that need mutable NumPy arrays)."""
-    return xp is np

@@ -9,11 +9,16 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from planning.atomic import atomic_write_text
+from planning.errors import InputError
 from planning.machine import Machine, load_machine, pencil_beam_data, save_machine
+
+if TYPE_CHECKING:
+    from planning.rbe import RbeModel, Tissue
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -87,3 +92,81 @@ def generate_generic_machine(
     machine = CarbonMachineGenerator().generate(progress=progress)
     save_machine(machine, out_path)
     return machine
+
+
+def run_headless_demo(device: str = "auto", progress: ProgressCallback | None = None) -> str:
+    """Plan the bundled demo patient end to end without a display; return a summary."""
+    from planning.demo import run_headless_demo as demo
+
+    return demo(device=device, progress=progress)
+
+
+def folder_summary(folder: str | os.PathLike[str]) -> str:
+    """Printable summary of the DICOM series and structure sets found under ``folder``."""
+    from planning.dicom import describe_folder
+
+    return describe_folder(folder)
+
+
+def write_demo_patient(out_dir: str | os.PathLike[str]) -> list[str]:
+    """Write the demo patient (CT series and RTSTRUCT) into ``out_dir``; return the file paths."""
+    from planning.dicom import write_demo_patient as write
+
+    return [str(p) for p in write(out_dir)]
+
+
+def rbe_model(name: str, tissue: str | None = None, constant_rbe: float | None = None) -> RbeModel:
+    """An RBE model by CLI name: ``mkm``, ``lem1``, ``const`` or ``physical``.
+
+    ``tissue`` (LEM I) is a tissue class name (chordoma, hsg, v79) or ``alpha_x,beta_x,D_t`` in
+    1/Gy, 1/Gy^2 and Gy.
+    """
+    from planning.rbe import ConstantRbe, LemModel, MkmModel, PhysicalDose
+
+    key = name.strip().lower()
+    if key == "mkm":
+        return MkmModel()
+    if key == "lem1":
+        return LemModel(parse_tissue(tissue)) if tissue else LemModel()
+    if key == "const":
+        if constant_rbe is None:
+            raise InputError("a constant RBE model needs its value (there is no accepted "
+                             "constant RBE for carbon ions)")
+        return ConstantRbe(constant_rbe)
+    if key == "physical":
+        return PhysicalDose()
+    raise InputError(f"unknown RBE model {name!r}; choose mkm, lem1, const or physical")
+
+
+def parse_tissue(text: str) -> Tissue:
+    """A LEM I tissue from a class name or from ``alpha_x,beta_x,D_t``."""
+    from planning.rbe import Tissue, tissue_by_name
+
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) == 1:
+        return tissue_by_name(parts[0])
+    if len(parts) != 3:
+        raise InputError(f"tissue {text!r}: give a name or alpha_x,beta_x,D_t")
+    try:
+        ax, bx, dt = (float(p) for p in parts)
+    except ValueError:
+        raise InputError(f"tissue {text!r}: alpha_x, beta_x and D_t must be numbers") from None
+    return Tissue(name=f"user({text})", alpha_x_gy=ax, beta_x_gy2=bx, d_t_gy=dt)
+
+
+ION_CHARGES = {"H": 1, "HE": 2, "LI": 3, "BE": 4, "B": 5, "C": 6}
+
+
+def rbe_table(model_name: str, ion: str, energies_mev_u: list[float],
+              tissue: str | None = None) -> list[dict[str, float]]:
+    """Rows ``energy_mev_u, let_kev_um, alpha, beta`` of one ion species under an RBE model."""
+    from planning.rbe import rbe_table_rows
+
+    z = ION_CHARGES.get(ion.strip().upper())
+    if z is None:
+        raise InputError(f"unknown ion {ion!r}; choose one of {', '.join(ION_CHARGES)}")
+    if model_name.strip().lower() not in ("mkm", "lem1"):
+        raise InputError("rbe-table needs a model with per-particle LQ parameters: mkm or lem1")
+    rows = rbe_table_rows(rbe_model(model_name, tissue), z, energies_mev_u)
+    return [{"energy_mev_u": r.energy_mev_u, "let_kev_um": r.let_kev_um, "alpha": r.alpha_gy,
+             "beta": r.beta_gy2} for r in rows]

@@ -7,7 +7,9 @@ Every user error (bad argument, unreadable file, energy out of range) ends in on
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -61,6 +63,43 @@ def _cmd_generate_machine(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from planning import api
+
+    print(api.run_headless_demo(device=args.device, progress=_terminal_progress("demo")))
+    return EXIT_OK
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from planning import api
+
+    print(api.folder_summary(args.folder))
+    return EXIT_OK
+
+
+def _cmd_demo_patient(args: argparse.Namespace) -> int:
+    from planning import api
+
+    files = api.write_demo_patient(args.out_dir)
+    print(f"wrote {len(files)} files (CT series and RTSTRUCT) to {args.out_dir}")
+    return EXIT_OK
+
+
+def _cmd_rbe_table(args: argparse.Namespace) -> int:
+    from planning import api
+
+    rows = api.rbe_table(args.model, args.ion, args.energies, tissue=args.tissue)
+    print(json.dumps(rows, indent=1))
+    return EXIT_OK
+
+
+def _energy_list(text: str) -> list[float]:
+    values = [_positive_float(part) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one energy, e.g. 10,50,100,290")
+    return values
+
+
 def _terminal_progress(label: str) -> Callable[[float, str], None] | None:
     """A progress callback drawing a one-line bar on stderr when it is a terminal."""
     if not sys.stderr.isatty():
@@ -104,6 +143,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT.npz")
     p.set_defaults(func=_cmd_generate_machine)
 
+    p = sub.add_parser("demo", help="headless end-to-end demo plan on the demo patient")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("info", help="list the DICOM series and structures in a folder")
+    p.add_argument("folder", metavar="DIR")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("demo-patient", help="write the demo patient as DICOM CT + RTSTRUCT")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.set_defaults(func=_cmd_demo_patient)
+
+    p = sub.add_parser("rbe-table", help="LQ parameters of an ion under an RBE model (JSON)")
+    p.add_argument("--model", choices=("mkm", "lem1"), required=True)
+    p.add_argument("--ion", default="C", help="H, He, Li, Be, B or C (default C)")
+    p.add_argument("--energies", type=_energy_list, required=True, metavar="E1,E2,...",
+                   help="kinetic energies per nucleon, MeV/u")
+    p.add_argument("--tissue", help="LEM I tissue: chordoma, hsg, v79 or alpha_x,beta_x,D_t")
+    p.set_defaults(func=_cmd_rbe_table)
     return parser
 
 
@@ -114,15 +172,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.command is None:
-        args = parser.parse_args(["machine-info"])
+        args = parser.parse_args(["demo"])
     try:
         return args.func(args)
     except IonPlanError as exc:
         print(f"ionplan: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away: not an error of ours; silence the final flush.
+        sys.stdout = open(os.devnull, "w")
+        return EXIT_OK
     except OSError as exc:
-        name = f" {exc.filename}" if exc.filename else ""
-        print(f"ionplan: error:{name}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"ionplan: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("ionplan: interrupted", file=sys.stderr)

@@ -1,0 +1,953 @@
+"""Pencil-beam dose engine: spot placement, dose-influence matrices and forward dose.
+
+This module orchestrates the kernels (:mod:`kernels.wepl`, :mod:`kernels.influence`) for the
+CLI and the GUI. Frames and units follow :mod:`planning.geometry`: positions in LPS mm, volumes
+indexed ``(z, y, x)``; spot positions ``(u, v)`` in mm on the isocentre plane of the beam's-eye
+view; spot weights in units of 10^6 primary ions.
+
+Influence matrices
+------------------
+:func:`build_influence` returns :class:`DoseInfluence`: a SciPy CSR matrix of float32 doses
+(Gy per 10^6 primaries) with one row per dose-grid voxel, in C order of the ``(z, y, x)`` grid
+(row = flat index), and one column per spot: the spots of ``spot_maps[0]`` in their order, then
+those of ``spot_maps[1]``, and so on. A second CSR matrix shares the same ``indices`` and
+``indptr`` arrays and holds LET x dose (keV/um x Gy), so LETd of a plan is
+``(L @ w) / (D @ w)``. Rows of voxels outside the calculation region are empty.
+
+The build makes two passes. The first counts the entries of every row (index arithmetic per
+window row, no pair is visited), which fixes the CSR row pointers and, per row, where each
+beam's entries start. The second evaluates the pencil beams and writes every entry straight to
+its final place: no concatenation, no sort, so the peak memory is the result (12 bytes per entry
+for both quantities, 6 per quantity) plus bounded per-thread work buffers. The work items are
+blocks of a beam's voxels (in WEPL order): a block runs all layers of its beam, in column order,
+and owns its rows within that beam's part of each row, so blocks are independent; on the CPU
+they run in a thread pool (NumPy releases the GIL in its loops). Within a row, entries come in
+column order when each layer's spots are consecutive columns in row-major lattice order (as
+:func:`place_spots` makes them); the matrices then carry ``has_sorted_indices``.
+
+On the GPU (CuPy) the same kernels run on the device, one block after the other, and the
+finished arrays are copied to the host, so the result is always a SciPy matrix (the optimizer
+runs on the host; a GPU-resident copy is one ``cupyx.scipy.sparse.csr_matrix`` call away).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import ArrayLike, NDArray
+
+from kernels import backend
+from kernels.influence import (
+    DEFAULT_CHUNK_CANDIDATES,
+    BeamVoxels,
+    LayerPlan,
+    LayerSetup,
+    PencilBeamTables,
+    beam_voxels,
+    chunk_pairs,
+    count_pairs,
+    plan_layer,
+    prepare_layer,
+)
+from kernels.wepl import sample_volume, sample_wepl, wepl_cube
+from planning.errors import DeviceError, MachineError, PlanningError
+from planning.geometry import BeamFrame, beam_frame, lps_to_bev, voxel_centers_lps
+from planning.machine import MEV_PER_G_TO_GY, Machine, pencil_beam_data
+from planning.progress import CancelToken, ProgressCallback, report
+
+log = logging.getLogger(__name__)
+
+#: Spot weights are in units of this many primary ions.
+PRIMARIES_PER_WEIGHT_UNIT = 1.0e6
+
+#: Gy per weight unit, per IDD unit (MeV cm^2/g), per lateral density unit (1/mm^2):
+#: 10^6 primaries x 100 mm^2/cm^2 x MeV/g -> Gy.
+DOSE_SCALE_GY = PRIMARIES_PER_WEIGHT_UNIT * 100.0 * MEV_PER_G_TO_GY
+
+IntArray = NDArray[np.int64]
+FloatArray = NDArray[np.float64]
+
+
+# --------------------------------------------------------------------------- plan state
+
+
+@dataclass(frozen=True)
+class DoseGrid:
+    """An axis-aligned voxel grid (the dose grid, or the CT grid of an RSP volume).
+
+    Attributes
+    ----------
+    shape : (nz, ny, nx)
+        Number of voxels per axis, array order.
+    spacing_mm : (sz, sy, sx)
+        Voxel spacing, array order, mm.
+    origin_mm : (x, y, z)
+        LPS position of the centre of voxel ``(0, 0, 0)``, mm.
+    """
+
+    shape: tuple[int, int, int]
+    spacing_mm: tuple[float, float, float]
+    origin_mm: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        if len(self.shape) != 3 or min(self.shape) < 1:
+            raise PlanningError(f"grid shape must be three positive sizes, got {self.shape}")
+        if len(self.spacing_mm) != 3 or not all(
+            math.isfinite(s) and s > 0 for s in self.spacing_mm
+        ):
+            raise PlanningError(f"grid spacing must be three positive mm, got {self.spacing_mm}")
+        if len(self.origin_mm) != 3 or not all(math.isfinite(o) for o in self.origin_mm):
+            raise PlanningError(f"grid origin must be three finite mm, got {self.origin_mm}")
+
+    @property
+    def n_voxels(self) -> int:
+        return int(np.prod(self.shape))
+
+    def voxel_centers_lps(self, flat_indices: ArrayLike | None = None) -> FloatArray:
+        """(N, 3) LPS centres of all voxels (C order) or of the given flat indices."""
+        return voxel_centers_lps(self.shape, self.spacing_mm, self.origin_mm, flat_indices)
+
+    @classmethod
+    def covering(cls, grid: DoseGrid, spacing_mm: float | Sequence[float]) -> DoseGrid:
+        """A grid of another spacing covering the extent of ``grid``, centred on it.
+
+        Parameters
+        ----------
+        grid : DoseGrid
+            The grid to cover (e.g. the CT grid).
+        spacing_mm : float or (sz, sy, sx)
+            The new spacing, mm.
+        """
+        new_sp = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (3,))
+        old_sp = np.asarray(grid.spacing_mm, dtype=np.float64)
+        extent = np.asarray(grid.shape) * old_sp  # outer boundaries, array order
+        shape = np.maximum(np.ceil(extent / new_sp - 1e-9).astype(int), 1)
+        centre_zyx = (np.asarray(grid.origin_mm)[::-1]
+                      + 0.5 * (np.asarray(grid.shape) - 1) * old_sp)
+        origin_zyx = centre_zyx - 0.5 * (shape - 1) * new_sp
+        return cls(
+            shape=(int(shape[0]), int(shape[1]), int(shape[2])),
+            spacing_mm=(float(new_sp[0]), float(new_sp[1]), float(new_sp[2])),
+            origin_mm=(float(origin_zyx[2]), float(origin_zyx[1]), float(origin_zyx[0])),
+        )
+
+
+@dataclass(frozen=True)
+class Beam:
+    """One treatment beam.
+
+    Attributes
+    ----------
+    isocenter_mm : (x, y, z)
+        Isocentre in LPS, mm.
+    gantry_deg, couch_deg : float
+        IEC 61217 gantry and patient-support angles (see :mod:`planning.geometry`).
+    name : str
+        Label for messages.
+    """
+
+    isocenter_mm: tuple[float, float, float]
+    gantry_deg: float = 0.0
+    couch_deg: float = 0.0
+    name: str = ""
+
+    @property
+    def frame(self) -> BeamFrame:
+        return beam_frame(self.gantry_deg, self.couch_deg)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"beam G{self.gantry_deg:g} C{self.couch_deg:g}"
+
+
+@dataclass(frozen=True, eq=False)
+class SpotMap:
+    """The spots of one beam, on a regular lateral lattice at the isocentre plane.
+
+    Attributes
+    ----------
+    energy_mev_u : (n,) float array
+        Energy of each spot (a machine energy, or one inside the machine's range).
+    layer : (n,) int array
+        Energy layer of each spot; all spots of a layer share its energy.
+    u_mm, v_mm : (n,) float arrays
+        Spot positions on the isocentre plane of the beam's-eye view, mm.
+    spacing_mm : (du, dv)
+        Lattice spacing; every spot lies at ``lattice_origin_mm + (i du, j dv)``.
+    lattice_origin_mm : (u0, v0)
+        Lattice node (0, 0), mm.
+    """
+
+    energy_mev_u: FloatArray
+    layer: IntArray
+    u_mm: FloatArray
+    v_mm: FloatArray
+    spacing_mm: tuple[float, float]
+    lattice_origin_mm: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        n = np.shape(self.energy_mev_u)
+        for name in ("layer", "u_mm", "v_mm"):
+            if np.shape(getattr(self, name)) != n:
+                raise PlanningError(f"spot map: {name} has shape {np.shape(getattr(self, name))},"
+                                    f" expected {n} like energy_mev_u")
+        if len(n) != 1:
+            raise PlanningError("spot map arrays must be 1-D")
+        for name in ("energy_mev_u", "u_mm", "v_mm"):
+            if not np.all(np.isfinite(getattr(self, name))):
+                raise PlanningError(f"spot map: {name} contains non-finite values")
+        if len(self.spacing_mm) != 2 or min(self.spacing_mm) <= 0:
+            raise PlanningError(f"spot map: lattice spacing must be two positive mm, "
+                                f"got {self.spacing_mm}")
+        if n[0]:
+            energies = np.asarray(self.energy_mev_u)
+            layer = np.asarray(self.layer)
+            ids, inv = np.unique(layer, return_inverse=True)
+            e_first = np.full(ids.size, np.nan)
+            e_first[inv[::-1]] = energies[::-1]
+            if not np.allclose(energies, e_first[inv], rtol=0, atol=1e-6):
+                raise PlanningError("spot map: spots of one layer have different energies")
+
+    @property
+    def n_spots(self) -> int:
+        return int(np.shape(self.energy_mev_u)[0])
+
+    def lattice_indices(self) -> tuple[IntArray, IntArray]:
+        """Integer lattice indices ``(iu, iv)`` of the spots.
+
+        Raises
+        ------
+        PlanningError
+            If a spot lies off the lattice (more than 1 um from a node).
+        """
+        fu = (np.asarray(self.u_mm) - self.lattice_origin_mm[0]) / self.spacing_mm[0]
+        fv = (np.asarray(self.v_mm) - self.lattice_origin_mm[1]) / self.spacing_mm[1]
+        iu, iv = np.rint(fu).astype(np.int64), np.rint(fv).astype(np.int64)
+        off = np.hypot((fu - iu) * self.spacing_mm[0], (fv - iv) * self.spacing_mm[1])
+        if off.size and off.max() > 1e-3:
+            k = int(np.argmax(off))
+            raise PlanningError(
+                f"spot map: spot {k} at (u, v) = ({self.u_mm[k]:.3f}, {self.v_mm[k]:.3f}) mm is "
+                f"not on the lattice of spacing {self.spacing_mm} mm; the dose engine needs "
+                "spots on a regular lattice")
+        return iu, iv
+
+
+@dataclass(frozen=True)
+class DoseEngineSettings:
+    """Settings of the pencil-beam dose engine.
+
+    Attributes
+    ----------
+    lateral_cutoff_fraction : float
+        Fraction of each pencil beam's lateral (2-D) integral kept in the influence matrix.
+        0.99 drops the outer 1 % of every spot's dose, deposited as a low-dose bath up to
+        several cm away (fragment halo). In a broad uniform field the truncated tails add up
+        to about 1 % of the local dose, which the optimizer absorbs into the weights; for
+        final dose reporting recompute with 0.999. Each extra "9" roughly doubles the matrix.
+    device : {"auto", "cpu", "gpu"}
+        Compute device; "auto" uses a CUDA GPU through CuPy when there is one.
+    wepl_step_mm : float or None
+        Sampling step along the rays of the WEPL calculation; None uses half the smallest CT
+        voxel spacing.
+    n_threads : int or None
+        Worker threads on the CPU; None uses all cores.
+    chunk_candidates : int
+        Bound on the (voxel, spot) pairs evaluated at once (about 60 bytes each, per thread).
+    block_voxels : int
+        Voxels per work item: all layers of a beam are evaluated on a block before the next,
+        so that the entries written to a block's rows stay in the processor cache.
+    min_rsp_for_dose : float
+        Without an explicit calculation region, dose is computed in dose-grid voxels whose
+        interpolated RSP is at least this (0.05 excludes air, keeps lung).
+    """
+
+    lateral_cutoff_fraction: float = 0.99
+    device: str = "auto"
+    wepl_step_mm: float | None = None
+    n_threads: int | None = None
+    chunk_candidates: int = DEFAULT_CHUNK_CANDIDATES
+    block_voxels: int = 1 << 17
+    min_rsp_for_dose: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.lateral_cutoff_fraction < 1.0:
+            raise PlanningError(f"lateral_cutoff_fraction must lie in [0.5, 1), got "
+                                f"{self.lateral_cutoff_fraction}")
+        if self.device not in backend.DEVICES:
+            raise PlanningError(f"device must be one of {', '.join(backend.DEVICES)}, "
+                                f"got {self.device!r}")
+        if self.wepl_step_mm is not None and not (0 < self.wepl_step_mm <= 10):
+            raise PlanningError(f"wepl_step_mm must lie in (0, 10] mm, got {self.wepl_step_mm}")
+        if self.n_threads is not None and self.n_threads < 1:
+            raise PlanningError(f"n_threads must be >= 1, got {self.n_threads}")
+        if self.chunk_candidates < 1024:
+            raise PlanningError(f"chunk_candidates must be >= 1024, got {self.chunk_candidates}")
+        if self.block_voxels < 64:
+            raise PlanningError(f"block_voxels must be >= 64, got {self.block_voxels}")
+
+
+@dataclass(frozen=True, eq=False)
+class SpotTable:
+    """The columns of an influence matrix: one entry per spot, all beams concatenated.
+
+    Attributes
+    ----------
+    beam, layer : (n,) int arrays
+        Beam index (into the ``beams`` given) and layer index (of that beam's spot map).
+    energy_mev_u, u_mm, v_mm : (n,) float arrays
+        As in :class:`SpotMap`.
+    """
+
+    beam: IntArray
+    layer: IntArray
+    energy_mev_u: FloatArray
+    u_mm: FloatArray
+    v_mm: FloatArray
+
+    @property
+    def n_spots(self) -> int:
+        return int(self.beam.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class DoseInfluence:
+    """Dose and LET x dose influence matrices of a set of beams on a dose grid.
+
+    Attributes
+    ----------
+    dose : scipy.sparse.csr_array, float32, (n_voxels, n_spots)
+        Dose in Gy per 10^6 primaries. Row = C-order flat index of the ``(z, y, x)`` dose grid.
+    let_dose : scipy.sparse.csr_array, float32, (n_voxels, n_spots)
+        LETd x dose (keV/um x Gy per 10^6 primaries). It shares the memory of ``indices`` and
+        ``indptr`` with ``dose``; those arrays are read-only: copy a matrix before modifying
+        its structure.
+    grid : DoseGrid
+        The dose grid.
+    spots : SpotTable
+        The columns.
+    calc_mask : (nz, ny, nx) bool array
+        Voxels in which dose was computed.
+    device : str
+        Where it was computed ("cpu" or "gpu").
+    """
+
+    dose: sp.csr_array
+    let_dose: sp.csr_array
+    grid: DoseGrid
+    spots: SpotTable
+    calc_mask: NDArray[np.bool_]
+    device: str = field(default="cpu")
+
+    @property
+    def nnz(self) -> int:
+        return int(self.dose.nnz)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by both matrices (shared index arrays counted once)."""
+        d = self.dose
+        return int(d.data.nbytes + self.let_dose.data.nbytes + d.indices.nbytes
+                   + d.indptr.nbytes)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def resolve_device(device: str) -> str:
+    """Resolve "auto" / "cpu" / "gpu" to "cpu" or "gpu".
+
+    Raises
+    ------
+    DeviceError
+        When "gpu" is asked for and no CUDA device is usable.
+    PlanningError
+        For an unknown device name.
+    """
+    try:
+        return backend.resolve_device(device)
+    except backend.DeviceUnavailableError as exc:
+        raise DeviceError(str(exc)) from None
+    except ValueError as exc:
+        raise PlanningError(str(exc)) from None
+
+
+def _check_volume(rsp_volume: ArrayLike, ct_grid: DoseGrid) -> NDArray[np.float32]:
+    rsp = np.asarray(rsp_volume, dtype=np.float32)
+    if rsp.shape != tuple(ct_grid.shape):
+        raise PlanningError(f"the RSP volume has shape {rsp.shape} but its grid says "
+                            f"{tuple(ct_grid.shape)}")
+    if not np.all(np.isfinite(rsp)) or rsp.min() < 0:
+        raise PlanningError("the RSP volume must be finite and >= 0 (pass RSP, not HU)")
+    if rsp.max() <= 0:
+        raise PlanningError("the RSP volume is zero everywhere: was the HU-to-RSP calibration "
+                            "applied?")
+    return rsp
+
+
+def _wepl_points(xp: Any, rsp_x: Any, ct_grid: DoseGrid, frame: BeamFrame, points: Any,
+                 step_mm: float | None) -> Any:
+    cube = wepl_cube(rsp_x, ct_grid.spacing_mm, ct_grid.origin_mm, frame.direction,
+                     frame.u_axis, frame.v_axis, depth_step_mm=step_mm)
+    return sample_wepl(cube, points)
+
+
+def compute_wepl(
+    rsp_volume: ArrayLike,
+    ct_grid: DoseGrid,
+    beam: Beam,
+    points: ArrayLike,
+    *,
+    settings: DoseEngineSettings | None = None,
+) -> NDArray[np.float32]:
+    """Water-equivalent depth of LPS points along the (parallel) rays of a beam.
+
+    Parameters
+    ----------
+    rsp_volume : (nz, ny, nx) float array
+        Relative stopping power on ``ct_grid``.
+    ct_grid : DoseGrid
+        Geometry of the RSP volume.
+    beam : Beam
+        Gives the beam direction.
+    points : (N, 3) float array
+        LPS points, mm.
+    settings : DoseEngineSettings, optional
+        Device and WEPL step.
+
+    Returns
+    -------
+    (N,) float32 array
+        WEPL in mm from the entry into the RSP volume's bounding box.
+    """
+    settings = settings or DoseEngineSettings()
+    rsp = _check_volume(rsp_volume, ct_grid)
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise PlanningError(f"points must have shape (N, 3), got {pts.shape}")
+    xp = backend.namespace_for(resolve_device(settings.device))
+    w = _wepl_points(xp, xp.asarray(rsp), ct_grid, beam.frame, xp.asarray(pts),
+                     settings.wepl_step_mm)
+    return backend.to_numpy(w).astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------- spot placement
+
+
+def place_spots(
+    machine: Machine,
+    rsp_volume: ArrayLike,
+    ct_grid: DoseGrid,
+    beam: Beam,
+    target_mask: ArrayLike,
+    *,
+    spot_spacing_mm: float = 5.0,
+    lateral_margin_mm: float = 3.0,
+    energy_margin_mm: float = 3.0,
+    settings: DoseEngineSettings | None = None,
+) -> SpotMap:
+    """Spots covering a target: a lateral lattice and, per lattice ray, its energies.
+
+    The target voxel centres are projected onto the isocentre plane along the diverging rays.
+    A lattice ray (spacing ``spot_spacing_mm``, node (0, 0) at the isocentre) is used when its
+    square lattice cell lies within ``lateral_margin_mm`` of a projected target voxel. Its WEPL
+    interval is that of those voxels; it gets every machine energy whose Bragg peak depth lies
+    in the interval widened by ``energy_margin_mm`` on both sides (the nearest one when the
+    interval is thinner than the layer spacing).
+
+    Parameters
+    ----------
+    machine : Machine
+        Beam data; its tabulated energies are the candidate layers.
+    rsp_volume : (nz, ny, nx) float array
+        Relative stopping power on ``ct_grid``.
+    ct_grid : DoseGrid
+        Grid of ``rsp_volume`` and ``target_mask``.
+    beam : Beam
+        The beam.
+    target_mask : (nz, ny, nx) bool array
+        Target voxels.
+    spot_spacing_mm, lateral_margin_mm, energy_margin_mm : float
+        Lattice spacing and margins, mm.
+    settings : DoseEngineSettings, optional
+        Device and WEPL step for the depth calculation.
+
+    Returns
+    -------
+    SpotMap
+        Layers ordered by decreasing energy (layer 0 = highest); within a layer, spots in
+        row-major lattice order (v, then u).
+
+    Raises
+    ------
+    PlanningError
+        For an empty or misshapen target, bad spacing, or a target outside the machine's ranges.
+    """
+    if not (0.5 <= spot_spacing_mm <= 50):
+        raise PlanningError(f"spot spacing must lie in [0.5, 50] mm, got {spot_spacing_mm}")
+    if lateral_margin_mm < 0 or energy_margin_mm < 0:
+        raise PlanningError("margins must be >= 0 mm")
+    mask = np.asarray(target_mask)
+    if mask.shape != tuple(ct_grid.shape):
+        raise PlanningError(f"target mask has shape {mask.shape}, expected the CT grid "
+                            f"{tuple(ct_grid.shape)}")
+    flat = np.flatnonzero(mask.astype(bool, copy=False))
+    if flat.size == 0:
+        raise PlanningError(f"{beam.label}: the target mask is empty")
+    centres = ct_grid.voxel_centers_lps(flat)
+    wepl = compute_wepl(rsp_volume, ct_grid, beam, centres, settings=settings).astype(np.float64)
+    bev = lps_to_bev(centres, beam.isocenter_mm, beam.frame)
+    sad_u, sad_v = machine.sad_mm
+    a = bev[:, 0] * sad_u / (sad_u + bev[:, 2]) / spot_spacing_mm
+    b = bev[:, 1] * sad_v / (sad_v + bev[:, 2]) / spot_spacing_mm
+    m = lateral_margin_mm / spot_spacing_mm
+    reach = math.ceil(m + 0.5)
+    ia, ib = np.rint(a).astype(np.int64), np.rint(b).astype(np.int64)
+    keys, depths = [], []
+    for di in range(-reach, reach + 1):
+        for dj in range(-reach, reach + 1):
+            ci, cj = ia + di, ib + dj
+            gx = np.maximum(np.abs(a - ci) - 0.5, 0.0)
+            gy = np.maximum(np.abs(b - cj) - 0.5, 0.0)
+            ok = gx * gx + gy * gy <= m * m + 1e-12
+            keys.append(np.stack([cj[ok], ci[ok]], axis=1))
+            depths.append(wepl[ok])
+    ray, inverse = np.unique(np.concatenate(keys), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    all_depth = np.concatenate(depths)
+    w_lo = np.full(ray.shape[0], np.inf)
+    w_hi = np.full(ray.shape[0], -np.inf)
+    np.minimum.at(w_lo, inverse, all_depth)
+    np.maximum.at(w_hi, inverse, all_depth)
+
+    peaks = np.asarray(machine.peak_depth_mm, dtype=np.float64)
+    order = np.argsort(peaks)
+    peaks_sorted = peaks[order]
+    deepest, shallowest = float(w_hi.max()), float(w_lo.min())
+    if deepest > peaks_sorted[-1] + energy_margin_mm:
+        raise PlanningError(
+            f"{beam.label}: the target reaches a water-equivalent depth of {deepest:.1f} mm but "
+            f"the highest energy of machine '{machine.name}' peaks at {peaks_sorted[-1]:.1f} mm; "
+            "choose another beam direction or a machine with higher energies")
+    if shallowest < peaks_sorted[0] - energy_margin_mm:
+        raise PlanningError(
+            f"{beam.label}: the target starts at a water-equivalent depth of {shallowest:.1f} mm,"
+            f" shallower than the lowest energy's Bragg peak ({peaks_sorted[0]:.1f} mm) of "
+            f"machine '{machine.name}'; a range shifter would be needed (not supported)")
+    i_lo = np.searchsorted(peaks_sorted, w_lo - energy_margin_mm, side="left")
+    i_hi = np.searchsorted(peaks_sorted, w_hi + energy_margin_mm, side="right")
+    mid = 0.5 * (w_lo + w_hi)
+    nearest = np.argmin(np.abs(peaks_sorted[None, :] - mid[:, None]), axis=1)
+    thin = i_hi <= i_lo
+    i_lo = np.where(thin, nearest, i_lo)
+    i_hi = np.where(thin, nearest + 1, i_hi)
+    n_per_ray = i_hi - i_lo
+    ray_of_spot = np.repeat(np.arange(ray.shape[0]), n_per_ray)
+    first = np.repeat(i_lo - np.concatenate([[0], np.cumsum(n_per_ray)[:-1]]), n_per_ray)
+    energy_idx = order[first + np.arange(ray_of_spot.size)]
+    # Sort: energy descending, then v, then u (row-major lattice order).
+    iv, iu = ray[ray_of_spot, 0], ray[ray_of_spot, 1]
+    e = machine.energies_mev_u[energy_idx]
+    srt = np.lexsort((iu, iv, -e))
+    e, iu, iv = e[srt], iu[srt], iv[srt]
+    _, layer = np.unique(-e, return_inverse=True)
+    log.info("%s: %d spots in %d layers on %d rays", beam.label, e.size, layer.max() + 1,
+             ray.shape[0])
+    return SpotMap(
+        energy_mev_u=e,
+        layer=layer.reshape(-1).astype(np.int64),
+        u_mm=iu * float(spot_spacing_mm),
+        v_mm=iv * float(spot_spacing_mm),
+        spacing_mm=(float(spot_spacing_mm), float(spot_spacing_mm)),
+    )
+
+
+# --------------------------------------------------------------------------- influence
+
+
+@dataclass(frozen=True)
+class _BeamWork:
+    """One beam's voxels and its layers, in increasing order of their spots' columns."""
+
+    beam: int
+    voxels: BeamVoxels
+    layers: tuple[LayerSetup, ...]
+    first_column: tuple[int, ...]  # smallest column of each layer
+    row_major: tuple[bool, ...]  # columns consecutive, in row-major lattice order
+
+
+def _layer_tables(machine: Machine, energy: float, where: str) -> PencilBeamTables:
+    try:
+        pb = pencil_beam_data(machine, energy)
+    except MachineError as exc:
+        raise PlanningError(f"{where}: {exc.reason}") from None
+    return PencilBeamTables(
+        depth_mm=pb.depth_mm, idd=pb.idd_mev_cm2_per_g, sigma_core_mm=pb.sigma_core_mm,
+        sigma_halo_mm=pb.sigma_halo_mm, halo_weight=pb.halo_weight,
+        letd_kev_um=pb.letd_kev_um, sigma_air_mm=pb.spot_sigma_air_mm,
+    )
+
+
+def _calc_rows(xp: Any, rsp_x: Any, ct_grid: DoseGrid, dose_grid: DoseGrid,
+               calc_mask: ArrayLike | None, min_rsp: float) -> NDArray[np.bool_]:
+    if calc_mask is not None:
+        mask = np.asarray(calc_mask, dtype=bool)
+        if mask.shape != tuple(dose_grid.shape):
+            raise PlanningError(f"calculation mask has shape {mask.shape}, expected the dose "
+                                f"grid {tuple(dose_grid.shape)}")
+        return mask
+    centres = xp.asarray(dose_grid.voxel_centers_lps())
+    rsp_at = backend.to_numpy(sample_volume(rsp_x, ct_grid.spacing_mm, ct_grid.origin_mm,
+                                            centres))
+    return (rsp_at >= min_rsp).reshape(dose_grid.shape)
+
+
+def _spot_table(spot_maps: Sequence[SpotMap]) -> SpotTable:
+    return SpotTable(
+        beam=np.concatenate([np.full(s.n_spots, b, dtype=np.int64)
+                             for b, s in enumerate(spot_maps)]),
+        layer=np.concatenate([np.asarray(s.layer, dtype=np.int64) for s in spot_maps]),
+        energy_mev_u=np.concatenate([np.asarray(s.energy_mev_u, dtype=np.float64)
+                                     for s in spot_maps]),
+        u_mm=np.concatenate([np.asarray(s.u_mm, dtype=np.float64) for s in spot_maps]),
+        v_mm=np.concatenate([np.asarray(s.v_mm, dtype=np.float64) for s in spot_maps]),
+    )
+
+
+def _check_energies(machine: Machine, beam: Beam, spots: SpotMap) -> None:
+    lo, hi = machine.energy_range_mev_u
+    e = np.asarray(spots.energy_mev_u)
+    bad = (e < lo - 1e-9) | (e > hi + 1e-9)
+    if np.any(bad):
+        raise PlanningError(
+            f"{beam.label}: {int(bad.sum())} spots have energies outside the range "
+            f"{lo:g}-{hi:g} MeV/u of machine '{machine.name}' (e.g. {e[bad][0]:g} MeV/u)")
+
+
+def build_influence(
+    machine: Machine,
+    rsp_volume: ArrayLike,
+    ct_grid: DoseGrid,
+    dose_grid: DoseGrid,
+    beams: Sequence[Beam],
+    spot_maps: Sequence[SpotMap],
+    settings: DoseEngineSettings | None = None,
+    *,
+    calc_mask: ArrayLike | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> DoseInfluence:
+    """Dose and LET x dose influence matrices of the spots of all beams.
+
+    Parameters
+    ----------
+    machine : Machine
+        Beam data.
+    rsp_volume : (nz, ny, nx) float array
+        Relative stopping power on ``ct_grid``.
+    ct_grid : DoseGrid
+        Geometry of ``rsp_volume``.
+    dose_grid : DoseGrid
+        Grid of the rows of the matrices.
+    beams : sequence of Beam
+        The beams.
+    spot_maps : sequence of SpotMap
+        The spots of each beam, same length as ``beams``.
+    settings : DoseEngineSettings, optional
+        Cut-off, device, threads.
+    calc_mask : (nz, ny, nx) bool array on ``dose_grid``, optional
+        Voxels to compute (e.g. the body contour). By default, voxels whose RSP is at least
+        ``settings.min_rsp_for_dose``.
+    progress : callable, optional
+        ``progress(fraction, stage)``.
+    cancel : CancelToken, optional
+        Checked between work items; raises :class:`planning.progress.OperationCancelled`.
+
+    Returns
+    -------
+    DoseInfluence
+        See the module docstring for the layout.
+
+    Raises
+    ------
+    PlanningError
+        For inconsistent input or when no spot reaches any voxel.
+    DeviceError
+        When the GPU is requested and unavailable.
+    """
+    settings = settings or DoseEngineSettings()
+    if len(beams) == 0 or len(beams) != len(spot_maps):
+        raise PlanningError(f"need one spot map per beam; got {len(beams)} beams and "
+                            f"{len(spot_maps)} spot maps")
+    rsp = _check_volume(rsp_volume, ct_grid)
+    for beam, sm in zip(beams, spot_maps, strict=True):
+        if sm.n_spots == 0:
+            raise PlanningError(f"{beam.label}: the spot map has no spots")
+        _check_energies(machine, beam, sm)
+    device = resolve_device(settings.device)
+    xp = backend.namespace_for(device)
+    n_threads = 1 if device == "gpu" else (settings.n_threads or os.cpu_count() or 1)
+    run = _Run(xp, settings, progress, cancel)
+
+    rsp_x = xp.asarray(rsp)
+    run.report(0.0, "selecting voxels")
+    mask = _calc_rows(xp, rsp_x, ct_grid, dose_grid, calc_mask, settings.min_rsp_for_dose)
+    if not mask.any():
+        raise PlanningError("the dose calculation region is empty")
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        work = _beam_work(run, pool, machine, rsp_x, ct_grid, dose_grid, np.flatnonzero(mask),
+                          beams, spot_maps)
+        blocks = [(bw, start, min(start + settings.block_voxels, bw.voxels.n))
+                  for bw in work for start in range(0, bw.voxels.n, settings.block_voxels)]
+        csr = _CsrAssembly.allocate(xp, _count_rows(run, pool, blocks, work,
+                                                    dose_grid.n_voxels))
+        _write_entries(run, pool, blocks, csr)
+    if not csr.complete:
+        raise RuntimeError("influence matrix assembly is inconsistent (counts differ between "
+                           "passes); please report this as a bug")
+    run.report(0.98, "building sparse matrices")
+    n_spots = sum(s.n_spots for s in spot_maps)
+    dose_m, let_m = csr.to_scipy((dose_grid.n_voxels, n_spots),
+                                 sorted_rows=_rows_sorted(work))
+    run.report(1.0, "done")
+    return DoseInfluence(dose=dose_m, let_dose=let_m, grid=dose_grid,
+                         spots=_spot_table(spot_maps), calc_mask=mask, device=device)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one influence build needs: namespace, settings, progress, cancel."""
+
+    xp: Any
+    settings: DoseEngineSettings
+    progress: ProgressCallback | None
+    cancel: CancelToken | None
+
+    def report(self, fraction: float, stage: str) -> None:
+        report(self.progress, fraction, stage)
+
+    def check(self) -> None:
+        if self.cancel is not None:
+            self.cancel.raise_if_cancelled("influence matrix calculation")
+
+    def plans(self, bw: _BeamWork, start: int, stop: int) -> Iterator[LayerPlan]:
+        """The plans of all layers of a beam on one block of its voxels, in column order."""
+        for layer in bw.layers:
+            self.check()
+            plan = plan_layer(bw.voxels, layer, start=start, stop=stop,
+                              chunk_candidates=self.settings.chunk_candidates)
+            if plan is not None:
+                yield plan
+
+
+_Block = tuple[_BeamWork, int, int]
+
+
+def _beam_work(
+    run: _Run, pool: ThreadPoolExecutor, machine: Machine, rsp_x: Any, ct_grid: DoseGrid,
+    dose_grid: DoseGrid, rows: IntArray, beams: Sequence[Beam], spot_maps: Sequence[SpotMap],
+) -> list[_BeamWork]:
+    """Per beam (in parallel): WEPL and lattice coordinates of the voxels, layer set-ups."""
+    xp = run.xp
+    centres = dose_grid.voxel_centers_lps(rows)
+    rows_x = xp.asarray(rows.astype(np.int64))
+    centres_x = xp.asarray(centres)
+    offsets = np.cumsum([0] + [s.n_spots for s in spot_maps])
+
+    def prepare(b: int) -> _BeamWork:
+        run.check()
+        beam, sm = beams[b], spot_maps[b]
+        frame = beam.frame
+        wepl = _wepl_points(xp, rsp_x, ct_grid, frame, centres_x, run.settings.wepl_step_mm)
+        bev = xp.asarray(lps_to_bev(centres, beam.isocenter_mm, frame))
+        vox = beam_voxels(rows_x, bev[:, 0], bev[:, 1], bev[:, 2], wepl,
+                          lattice_spacing_mm=sm.spacing_mm,
+                          lattice_origin_mm=sm.lattice_origin_mm, sad_mm=machine.sad_mm)
+        iu, iv = sm.lattice_indices()
+        layer = np.asarray(sm.layer)
+        setups = []
+        for lay in np.unique(layer):
+            sel = np.flatnonzero(layer == lay)
+            width = int(iu[sel].max() - iu[sel].min()) + 2
+            key = (iv[sel] - iv[sel].min()) * width + (iu[sel] - iu[sel].min())
+            if np.unique(key).size != sel.size:
+                raise PlanningError(f"{beam.label}: layer {lay} has two spots at the same "
+                                    "position")
+            energy = float(np.asarray(sm.energy_mev_u)[sel[0]])
+            tables = _layer_tables(machine, energy, f"{beam.label}, layer {lay}")
+            setup = prepare_layer(iu[sel], iv[sel], tables, spot_ids=sel + offsets[b],
+                                  cutoff_fraction=run.settings.lateral_cutoff_fraction,
+                                  dose_scale=DOSE_SCALE_GY, xp=xp)
+            row_major = bool(np.all(np.diff(key) > 0) and np.all(np.diff(sel) == 1))
+            setups.append((int(sel[0] + offsets[b]), setup, row_major))
+        setups.sort(key=lambda t: t[0])
+        return _BeamWork(b, vox, tuple(t[1] for t in setups), tuple(t[0] for t in setups),
+                         tuple(t[2] for t in setups))
+
+    run.report(0.02, "water-equivalent depth")
+    work = []
+    for b, bw in enumerate(pool.map(prepare, range(len(beams)))):
+        work.append(bw)
+        run.report(0.02 + 0.08 * (b + 1) / len(beams), "water-equivalent depth")
+    return work
+
+
+def _count_rows(run: _Run, pool: ThreadPoolExecutor, blocks: Sequence[_Block],
+                work: Sequence[_BeamWork], n_rows: int) -> list[Any]:
+    """First pass: entries of every row per beam, returned as cumulative row offsets.
+
+    Returns ``offsets`` with ``offsets[b][r]`` = entries of row ``r`` from beams before ``b``
+    (``offsets[n_beams]`` = all entries of the row), int32.
+    """
+    xp = run.xp
+
+    def count(block: _Block) -> Any:
+        bw, start, stop = block
+        local = xp.zeros((stop - start,), dtype=xp.int32)
+        for plan in run.plans(bw, start, stop):
+            local[plan.voxel - start] += xp.astype(count_pairs(plan), xp.int32)
+        return local
+
+    per_beam = [xp.zeros((n_rows,), dtype=xp.int32) for _ in work]
+    run.report(0.1, "counting entries")
+    for i, (block, local) in enumerate(zip(blocks, pool.map(count, blocks), strict=True)):
+        bw, start, stop = block
+        per_beam[bw.beam][bw.voxels.index[start:stop]] = local  # rows of a beam are distinct
+        run.report(0.1 + 0.1 * (i + 1) / len(blocks), "counting entries")
+    offsets = [xp.zeros((n_rows,), dtype=xp.int32)]
+    for counts in per_beam:
+        offsets.append(offsets[-1] + counts)
+    return offsets
+
+
+def _write_entries(run: _Run, pool: ThreadPoolExecutor, blocks: Sequence[_Block],
+                   csr: _CsrAssembly) -> None:
+    """Second pass: every block evaluates all its beam's layers and writes them in place.
+
+    Blocks of one beam have distinct rows and each beam writes after the entries of the beams
+    before it, so blocks are independent and run in parallel.
+    """
+    done = 0
+    for ok in pool.map(lambda block: csr.write_block(run, *block), blocks):
+        csr.complete &= ok
+        done += 1
+        run.report(0.2 + 0.78 * done / len(blocks), "computing pencil beams")
+
+
+class _CsrAssembly:
+    """CSR arrays allocated from the row counts and filled in place, block by block."""
+
+    def __init__(self, xp: Any, offsets: list[Any]) -> None:
+        self.xp = xp
+        self.offsets = offsets
+        self.indptr = xp.cumulative_sum(xp.astype(offsets[-1], xp.int64), include_initial=True)
+        nnz = int(self.indptr[-1])
+        if nnz == 0:
+            raise PlanningError("no spot deposits dose in the calculation region: check the "
+                                "isocentre, the spot positions and the calculation mask")
+        log.info("influence matrix: %d rows, %d entries", int(offsets[-1].shape[0]), nnz)
+        self.data = xp.empty((nnz,), dtype=xp.float32)
+        self.let_data = xp.empty((nnz,), dtype=xp.float32)
+        self.indices = xp.empty((nnz,), dtype=xp.int32)
+        self.complete = True
+
+    @classmethod
+    def allocate(cls, xp: Any, offsets: list[Any]) -> _CsrAssembly:
+        return cls(xp, offsets)
+
+    def write_block(self, run: _Run, bw: _BeamWork, start: int, stop: int) -> bool:
+        """Evaluate all layers of a beam on a block and write their entries.
+
+        Returns True when every row of the block received exactly its counted entries.
+        """
+        xp = self.xp
+        rows = bw.voxels.index[start:stop]
+        fill = xp.take(self.indptr, rows) + xp.astype(xp.take(self.offsets[bw.beam], rows),
+                                                     xp.int64)
+        for plan in run.plans(bw, start, stop):
+            local = plan.voxel - start
+            for chunk in plan.chunks:
+                at = local[chunk.start:chunk.stop]
+                row_start = xp.take(fill, at)
+                pairs = chunk_pairs(plan, chunk, row_start=row_start)
+                self.data[pairs.dest] = pairs.dose
+                self.let_data[pairs.dest] = pairs.let_dose
+                self.indices[pairs.dest] = pairs.spot
+                fill[at] = row_start + pairs.counts
+        end = xp.take(self.indptr, rows) + xp.astype(xp.take(self.offsets[bw.beam + 1], rows),
+                                                    xp.int64)
+        return bool(xp.all(fill == end))
+
+    def to_scipy(self, shape: tuple[int, int], *, sorted_rows: bool
+                 ) -> tuple[sp.csr_array, sp.csr_array]:
+        """Host SciPy matrices for dose and LET x dose, sharing read-only index arrays."""
+        nnz = int(self.indptr[-1])
+        idx_dtype = np.int32 if max(nnz, shape[1]) < 2**31 - 1 else np.int64
+        indptr = backend.to_numpy(self.indptr).astype(idx_dtype)
+        indices = backend.to_numpy(self.indices).astype(idx_dtype, copy=False)
+        # Read-only, so that an in-place operation on one matrix (eliminate_zeros,
+        # sort_indices...) fails instead of silently corrupting the other.
+        indices.flags.writeable = False
+        indptr.flags.writeable = False
+        dose_m = sp.csr_array((backend.to_numpy(self.data), indices, indptr), shape=shape,
+                              copy=False)
+        let_m = sp.csr_array((backend.to_numpy(self.let_data), indices, indptr), shape=shape,
+                             copy=False)
+        if sorted_rows:
+            dose_m.has_sorted_indices = True
+            let_m.has_sorted_indices = True
+        return dose_m, let_m
+
+
+def _rows_sorted(work: Sequence[_BeamWork]) -> bool:
+    """True when the entries of every row come out in increasing column order.
+
+    That holds when each layer's spots are consecutive columns in row-major lattice order,
+    since layers are written in increasing column order and beams one after the other.
+    """
+    return all(all(bw.row_major) for bw in work) and all(
+        a.first_column[-1] < b.first_column[0] for a, b in itertools.pairwise(work))
+
+
+# --------------------------------------------------------------------------- forward dose
+
+
+def forward_dose(
+    influence: DoseInfluence, weights: ArrayLike
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Dose and LETd cubes of spot weights.
+
+    Parameters
+    ----------
+    influence : DoseInfluence
+        The matrices.
+    weights : (n_spots,) float array
+        Spot weights in 10^6 primaries, >= 0.
+
+    Returns
+    -------
+    dose_gy : (nz, ny, nx) float32 array
+        Physical dose, Gy.
+    letd_kev_um : (nz, ny, nx) float32 array
+        Dose-averaged LET, keV/um (0 where the dose is 0).
+    """
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    n = influence.spots.n_spots
+    if w.size != n:
+        raise PlanningError(f"got {w.size} spot weights for {n} spots")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise PlanningError("spot weights must be finite and >= 0")
+    dose = influence.dose @ w
+    let_dose = influence.let_dose @ w
+    letd = np.divide(let_dose, dose, out=np.zeros_like(dose), where=dose > 0)
+    shape = influence.grid.shape
+    return dose.reshape(shape).astype(np.float32), letd.reshape(shape).astype(np.float32)
