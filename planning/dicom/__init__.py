@@ -19,18 +19,30 @@ from planning.dicom.demo_patient import load_demo_patient, write_demo_patient
 from planning.dicom.errors import DicomImportError, SeriesSelectionError
 from planning.dicom.info import describe_folder, folder_info, format_folder_info
 from planning.dicom.patient_import import load_patient
+from planning.dicom.rtdose_export import export_rt_dose
+from planning.dicom.rtdose_import import DoseVolume, load_rt_dose
+from planning.dicom.rtplan_export import export_rt_ion_plan
+from planning.dicom.rtplan_import import ImportedPlan, load_rt_ion_plan
+from planning.dicom.rtstruct_export import export_rtstruct
 from planning.dicom.rtstruct_import import load_rtstruct
 from planning.dicom.scan import scan_folder
 
 __all__ = [
     "DicomImportError",
+    "DoseVolume",
+    "ImportedPlan",
     "SeriesSelectionError",
     "describe_folder",
+    "export_rt_dose",
+    "export_rt_ion_plan",
+    "export_rtstruct",
     "folder_info",
     "format_folder_info",
     "load_ct_series",
     "load_demo_patient",
     "load_patient",
+    "load_rt_dose",
+    "load_rt_ion_plan",
     "load_rtstruct",
     "scan_folder",
     "write_demo_patient",

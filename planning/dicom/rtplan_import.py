@@ -1,0 +1,305 @@
+"""Import an RT Ion Plan made elsewhere (or by IonPlan) as a :class:`planning.plan.Plan`.
+
+What is read
+------------
+* Beams: only TREATMENT beams referenced by the (single) fraction group; setup beams are
+  skipped with a warning. Gantry and patient support angles, isocentre and the particle
+  (Radiation Type ION with the expected mass and atomic numbers) are checked; arcs, couch
+  motion, gantry pitch and table-top pitch or roll are refused.
+* Spots: every control point's spots with a non-zero total weight form one energy layer
+  (IonPlan writes one control-point pair per layer, the second with zero weights; any vendor
+  layout where the weights of control point ``i`` are delivered between ``i`` and ``i + 1`` is
+  read the same way). Layers whose spots all have zero weight are dropped. Positions are put on
+  a regular lattice (:mod:`planning.dicom._spot_lattice`).
+* Metersets: a spot receives ``weight x Beam Meterset / Final Cumulative Meterset Weight`` of
+  the Primary Dosimeter Unit per fraction. NP (particles) is converted to the plan's unit of
+  10^6 primaries; MU needs the caller's ``particles_per_mu`` (machine calibration), without it
+  the import is refused.
+* Range shifters: their water-equivalent thickness (Range Shifter Water Equivalent Thickness in
+  the Range Shifter Settings) is summed into ``BeamPlan.range_shifter_wet_mm``; a shifter
+  without it, or one whose setting changes between layers, is refused.
+* Devices: wedges, compensators, boli, blocks and range modulators (ridge filters) are refused,
+  naming the beam; lateral spreading devices (scatterers, monitor chambers) are ignored with a
+  warning: the machine's beam data are assumed to include them.
+* Scan Mode must be MODULATED (spot scanning).
+* Prescription: the first TARGET Dose Reference with a Target Prescription Dose (read as the
+  total dose of the plan) and the fraction group's number of fractions; the target's name is
+  the ROI name of its Referenced ROI Number when a structure set is given, else the Dose
+  Reference Description. When the plan has none, ``fallback_prescription`` is used and
+  :attr:`ImportedPlan.prescription_found` is False; without a fallback the import is refused.
+* RBE model: the text after ``"RBE model: "`` in the RT Plan Description (as IonPlan writes it),
+  ``"unknown"`` otherwise.
+
+All bad input raises :class:`DicomImportError` naming the file (and the beam where it applies).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from planning.dicom._beam_import import BeamReadSettings, read_beam
+from planning.dicom._export_common import RBE_MODEL_PREFIX, RT_ION_PLAN_STORAGE
+from planning.dicom._rt_values import get_optional_float
+from planning.dicom._values import (
+    PathLike,
+    get_int,
+    get_sequence,
+    get_str,
+    reading,
+)
+from planning.dicom.errors import DicomImportError
+from planning.errors import PlanningError
+from planning.patient import StructureSet
+from planning.plan import BeamPlan, Plan, Prescription
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class ImportedPlan:
+    """An imported RT Ion Plan and what the import learned about it.
+
+    Attributes
+    ----------
+    plan : Plan
+        The plan; spot weights in 10^6 primary ions per fraction.
+    prescription_found : bool
+        True when the prescription came from the file, False when ``fallback_prescription``
+        was used.
+    sop_instance_uid : str
+        The RT Ion Plan's SOP Instance UID.
+    frame_of_reference_uid : str
+        Its Frame of Reference UID (``""`` if absent).
+    referenced_structure_set_uid : str
+        SOP Instance UID of the RT Structure Set it references (``""`` if none).
+    patient_position : str
+        Patient Position of its first patient setup (``""`` if absent).
+    sad_mm : tuple of (float, float) or None
+        Virtual source-axis distances of each imported beam, if stated.
+    warnings : tuple of str
+        Things ignored or assumed (skipped beams, lateral spreading devices, ...).
+    source_path : str
+        The file read.
+    """
+
+    plan: Plan
+    prescription_found: bool
+    sop_instance_uid: str
+    frame_of_reference_uid: str
+    referenced_structure_set_uid: str
+    patient_position: str
+    sad_mm: tuple[tuple[float, float] | None, ...]
+    warnings: tuple[str, ...]
+    source_path: str
+
+
+def _fraction_group(ds: Dataset, path: PathLike) -> tuple[int, dict[int, float]]:
+    """(number of fractions, Beam Meterset by beam number) of the only fraction group."""
+    groups = get_sequence(ds, "FractionGroupSequence", path)
+    if not groups:
+        raise DicomImportError(
+            path, "the plan has no Fraction Group Sequence: fractions and beam metersets unknown"
+        )
+    if len(groups) > 1:
+        raise DicomImportError(
+            path, f"the plan has {len(groups)} fraction groups; IonPlan imports plans with one"
+        )
+    group = groups[0]
+    n_fractions = get_int(group, "NumberOfFractionsPlanned", path, minimum=1, maximum=100)
+    metersets: dict[int, float] = {}
+    for ref in get_sequence(group, "ReferencedBeamSequence", path):
+        number = get_int(ref, "ReferencedBeamNumber", path)
+        meterset = get_optional_float(ref, "BeamMeterset", path)
+        if meterset is None:
+            raise DicomImportError(path, f"beam {number}: Beam Meterset missing in the fraction "
+                                         "group; the spot metersets cannot be scaled")
+        if meterset < 0:
+            raise DicomImportError(path, f"beam {number}: negative Beam Meterset {meterset}")
+        metersets[number] = meterset
+    if not metersets:
+        raise DicomImportError(path, "the fraction group references no beam")
+    return n_fractions, metersets
+
+
+def _prescription(
+    ds: Dataset, path: PathLike, n_fractions: int, structure_set: StructureSet | None
+) -> Prescription | None:
+    for item in get_sequence(ds, "DoseReferenceSequence", path):
+        if get_str(item, "DoseReferenceType", path).upper() != "TARGET":
+            continue
+        dose_gy = get_optional_float(item, "TargetPrescriptionDose", path)
+        if dose_gy is None:
+            continue
+        name = get_str(item, "DoseReferenceDescription", path)
+        roi_text = get_str(item, "ReferencedROINumber", path)
+        if structure_set is not None and roi_text:
+            number = get_int(item, "ReferencedROINumber", path)
+            for s in structure_set.structures:
+                if s.roi_number == number:
+                    name = s.name
+        if not name:
+            return None
+        try:
+            return Prescription(target=name, total_dose_gy_rbe=dose_gy, n_fractions=n_fractions)
+        except PlanningError as exc:
+            raise DicomImportError(path, f"prescription of the plan: {exc}") from exc
+    return None
+
+
+def _rbe_model(ds: Dataset, path: PathLike) -> str:
+    description = get_str(ds, "RTPlanDescription", path)
+    at = description.rfind(RBE_MODEL_PREFIX)
+    if at < 0:
+        return "unknown"
+    return description[at + len(RBE_MODEL_PREFIX) :].strip() or "unknown"
+
+
+def read_rt_ion_plan(
+    ds: Dataset,
+    *,
+    path: PathLike = "",
+    structure_set: StructureSet | None = None,
+    fallback_prescription: Prescription | None = None,
+    ion_z: int = 6,
+    ion_a: int = 12,
+    particles_per_mu: float | None = None,
+    lattice_tolerance_mm: float = 0.01,
+) -> ImportedPlan:
+    """Build a plan from an RT Ion Plan dataset; see :func:`load_rt_ion_plan`."""
+    where = str(path) or "RT Ion Plan"
+    sop_class = get_str(ds, "SOPClassUID", where)
+    if sop_class != RT_ION_PLAN_STORAGE:
+        modality = get_str(ds, "Modality", where)
+        raise DicomImportError(
+            where, f"not an RT Ion Plan (SOP Class {sop_class or '?'}, Modality {modality or '?'})"
+        )
+    n_fractions, metersets = _fraction_group(ds, where)
+    settings = BeamReadSettings(
+        ion_z=ion_z,
+        ion_a=ion_a,
+        particles_per_mu=particles_per_mu,
+        lattice_tolerance_mm=lattice_tolerance_mm,
+    )
+    warnings: list[str] = []
+    beams: list[BeamPlan] = []
+    sads: list[tuple[float, float] | None] = []
+    machines: list[str] = []
+    for item in get_sequence(ds, "IonBeamSequence", where):
+        number = get_int(item, "BeamNumber", where)
+        name = get_str(item, "BeamName", where) or f"beam {number}"
+        delivery = get_str(item, "TreatmentDeliveryType", where).upper() or "TREATMENT"
+        if delivery != "TREATMENT":
+            warnings.append(f"beam {name!r}: {delivery} beam skipped")
+            continue
+        if number not in metersets:
+            warnings.append(f"beam {name!r} is not in the fraction group and was skipped")
+            continue
+        read = read_beam(item, where, name, metersets[number], settings)
+        beams.append(read.beam_plan)
+        sads.append(read.sad_mm)
+        machines.append(read.machine_name)
+        warnings.extend(read.warnings)
+    if not beams:
+        raise DicomImportError(where, "the plan has no treatment beam to import")
+    if len(set(machines)) > 1:
+        warnings.append(f"beams name different machines {sorted(set(machines))}; "
+                        f"the plan is assigned to {machines[0]!r}")
+    prescription = _prescription(ds, where, n_fractions, structure_set)
+    found = prescription is not None
+    if prescription is None:
+        if fallback_prescription is None:
+            raise DicomImportError(
+                where, "the plan states no target prescription dose (Dose Reference Sequence); "
+                       "pass fallback_prescription to import it"
+            )
+        prescription = fallback_prescription
+        warnings.append("the plan states no target prescription: the given one is used")
+    setups = get_sequence(ds, "PatientSetupSequence", where)
+    position = get_str(setups[0], "PatientPosition", where) if setups else ""
+    if position and position != "HFS":
+        warnings.append(f"patient position {position}: IonPlan's beam geometry assumes HFS")
+    rs_refs = get_sequence(ds, "ReferencedStructureSetSequence", where)
+    try:
+        plan = Plan(
+            label=get_str(ds, "RTPlanLabel", where) or "imported",
+            machine_name=machines[0],
+            beams=tuple(beams),
+            prescription=prescription,
+            rbe_model=_rbe_model(ds, where),
+            ion_z=ion_z,
+            ion_a=ion_a,
+        )
+    except PlanningError as exc:
+        raise DicomImportError(where, str(exc)) from exc
+    for line in warnings:
+        logger.warning("%s: %s", where, line)
+    return ImportedPlan(
+        plan=plan,
+        prescription_found=found,
+        sop_instance_uid=get_str(ds, "SOPInstanceUID", where, required=True),
+        frame_of_reference_uid=get_str(ds, "FrameOfReferenceUID", where),
+        referenced_structure_set_uid=(
+            get_str(rs_refs[0], "ReferencedSOPInstanceUID", where) if rs_refs else ""
+        ),
+        patient_position=position,
+        sad_mm=tuple(sads),
+        warnings=tuple(warnings),
+        source_path=str(path),
+    )
+
+
+def load_rt_ion_plan(
+    path: PathLike,
+    *,
+    structure_set: StructureSet | None = None,
+    fallback_prescription: Prescription | None = None,
+    ion_z: int = 6,
+    ion_a: int = 12,
+    particles_per_mu: float | None = None,
+    lattice_tolerance_mm: float = 0.01,
+) -> ImportedPlan:
+    """Read an RT Ion Plan file as a :class:`planning.plan.Plan` (see the module docstring).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The RT Ion Plan file.
+    structure_set : StructureSet, optional
+        The structure set the plan was made on; used to name the target from the Dose
+        Reference's Referenced ROI Number.
+    fallback_prescription : Prescription, optional
+        Used when the plan states no target prescription dose.
+    ion_z, ion_a : int
+        The machine's ion (12C by default); beams of another particle are refused.
+    particles_per_mu : float, optional
+        Primary particles per monitor unit, needed for plans whose Primary Dosimeter Unit is MU.
+    lattice_tolerance_mm : float
+        Largest snap of a spot position onto the inferred lattice.
+
+    Returns
+    -------
+    ImportedPlan
+
+    Raises
+    ------
+    DicomImportError
+        Unreadable or not an RT Ion Plan; unsupported particle, scan mode or beam modifiers;
+        spots off a lattice; missing angles, isocentre, metersets or prescription; any
+        inconsistency. The message names the file and, where it applies, the beam.
+    """
+    with reading(path, "cannot read the RT Ion Plan"):
+        ds = pydicom.dcmread(path)
+    return read_rt_ion_plan(
+        ds,
+        path=path,
+        structure_set=structure_set,
+        fallback_prescription=fallback_prescription,
+        ion_z=ion_z,
+        ion_a=ion_a,
+        particles_per_mu=particles_per_mu,
+        lattice_tolerance_mm=lattice_tolerance_mm,
+    )

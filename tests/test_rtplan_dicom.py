@@ -1,0 +1,603 @@
+"""RT Ion Plan export and import: dciodvfy, own consistency checks, round trip, bad input, fuzz.
+
+The plan is built by hand on the demo patient (isocentre at the PTV centre, spots on a 3 mm
+lattice), independent of the dose engine's spot placement. Also holds two helpers used by the
+RT Dose and RT Structure Set tests: :func:`dciodvfy_report` and :func:`fuzz_cases`.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import random
+import shutil
+import subprocess
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom import config
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+
+from planning.dicom import (
+    DicomImportError,
+    export_rt_ion_plan,
+    export_rtstruct,
+    load_ct_series,
+    load_demo_patient,
+    load_rt_ion_plan,
+)
+from planning.dicom._spot_lattice import LatticeError, fit_lattice
+from planning.dose_engine import Beam, SpotMap
+from planning.errors import InputError
+from planning.machine import Machine
+from planning.patient import Patient, RoiMask, Structure, StructureSet
+from planning.plan import BeamPlan, Plan, Prescription
+from tests.dicom_factory import ORIENTATIONS, SeriesSpec, write_ct_series
+
+LOG = logging.getLogger(__name__)
+SAD_MM = (6500.0, 7200.0)
+SIGMA_MM = 3.0
+FUZZ_CASES = 100
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def dciodvfy_report(path: Path) -> tuple[list[str], list[str]]:
+    """(errors, warnings) lines of dciodvfy on ``path``; skips the test if it is not installed."""
+    exe = shutil.which("dciodvfy") or "/usr/bin/dciodvfy"
+    if not Path(exe).exists():
+        pytest.skip("dciodvfy not installed (apt-get install dicom3tools)")
+    run = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=120)
+    lines = (run.stdout + run.stderr).splitlines()
+    assert not any(line.startswith("Abort") for line in lines), lines[:5]
+    errors = [line for line in lines if line.startswith("Error")]
+    notes = [line for line in lines if line.startswith("Warning")]
+    LOG.info("dciodvfy %s: %d errors, %d warnings", path.name, len(errors), len(notes))
+    return errors, notes
+
+
+def _elements(ds: Dataset) -> Iterator[tuple[Dataset, int]]:
+    for elem in list(ds):
+        yield ds, int(elem.tag)
+        if elem.VR == "SQ":
+            for item in elem.value:
+                yield from _elements(item)
+
+
+def _wrong_value(tag: int, rng: random.Random) -> DataElement:
+    choice = rng.randrange(6)
+    if choice == 0:
+        return DataElement(tag, "LO", "garbage", validation_mode=config.IGNORE)
+    if choice == 1:
+        return DataElement(tag, "DS", "NaN", validation_mode=config.IGNORE)
+    if choice == 2:
+        return DataElement(tag, "OB", b"\x00\x01\x02\x03", validation_mode=config.IGNORE)
+    if choice == 3:
+        return DataElement(tag, "SQ", DicomSequence([]), validation_mode=config.IGNORE)
+    if choice == 4:
+        return DataElement(tag, "IS", "-7", validation_mode=config.IGNORE)
+    return DataElement(tag, "FL", [1e30, -1.0], validation_mode=config.IGNORE)
+
+
+def fuzz_cases(path: Path, n_cases: int, seed: str) -> Iterator[tuple[bytes, str]]:
+    """Damaged copies of a DICOM file: truncated, bytes flipped, an element deleted or given a
+    value of the wrong type. Seeded; yields ``(file bytes, description)``."""
+    data = path.read_bytes()
+    base = pydicom.dcmread(path)
+    kinds = ("truncate", "flip", "delete", "retype")
+    for case in range(n_cases):
+        kind = kinds[case % len(kinds)]
+        rng = random.Random(f"{seed}-{case}")
+        if kind == "truncate":
+            at = rng.randrange(len(data))
+            yield data[:at], f"truncated at {at}"
+        elif kind == "flip":
+            out = bytearray(data)
+            limit = len(data) if rng.random() < 0.3 else min(len(data), 4000)
+            spots = [rng.randrange(limit) for _ in range(rng.randint(1, 8))]
+            for at in spots:
+                out[at] ^= rng.randint(1, 255)
+            yield bytes(out), f"bytes flipped at {spots}"
+        else:
+            ds = copy.deepcopy(base)
+            parent, tag = rng.choice(list(_elements(ds)))
+            if kind == "delete":
+                del parent[tag]
+                what = f"deleted {pydicom.tag.Tag(tag)}"
+            else:
+                parent.add(_wrong_value(tag, rng))
+                what = f"{pydicom.tag.Tag(tag)} retyped to {parent[tag].VR}"
+            buf = io.BytesIO()
+            pydicom.dcmwrite(buf, ds, enforce_file_format=False)
+            yield buf.getvalue(), what
+
+
+def run_fuzz(source: Path, tmp_path: Path, loader: Callable[[Path], object], seed: str) -> int:
+    """Load every fuzz case; only success or DicomImportError may come out. Returns failures."""
+    target = tmp_path / "fuzzed.dcm"
+    rejected = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for data, what in fuzz_cases(source, FUZZ_CASES, seed):
+            target.write_bytes(data)
+            try:
+                loader(target)
+            except DicomImportError:
+                rejected += 1
+            except Exception as exc:  # pragma: no cover - reported as the failure
+                pytest.fail(f"{what}: {type(exc).__name__}: {exc}")
+    return rejected
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _spot_map(energies: list[float], radius_mm: float, spacing_mm: float = 3.0) -> SpotMap:
+    e, layer, u, v = [], [], [], []
+    n = int(radius_mm // spacing_mm)
+    for k, energy in enumerate(energies):
+        for i in range(-n, n + 1):
+            for j in range(-n, n + 1):
+                if np.hypot(i, j) * spacing_mm <= radius_mm - 1.5 * k:
+                    e.append(energy)
+                    layer.append(k)
+                    u.append(i * spacing_mm)
+                    v.append(j * spacing_mm)
+    return SpotMap(np.array(e), np.array(layer), np.array(u), np.array(v),
+                   (spacing_mm, spacing_mm))
+
+
+def ptv_centre(patient: Patient) -> tuple[float, float, float]:
+    """LPS centroid of the demo PTV, mm."""
+    assert patient.structure_set is not None
+    k, j, i = np.nonzero(patient.structure_set.get("PTV").mask.to_dense())
+    z_mm, y_mm, x_mm = patient.ct.axis_positions_mm()
+    return (float(x_mm[i].mean()), float(y_mm[j].mean()), float(z_mm[k].mean()))
+
+
+def build_plan(patient: Patient) -> Plan:
+    """Three beams (G90 C0, G270 C0 with a 20 mm range shifter, G270 C10) on the PTV."""
+    iso = ptv_centre(patient)
+    rng = np.random.default_rng(7)
+    beams = []
+    for gantry, couch, wet in ((90.0, 0.0, 0.0), (270.0, 0.0, 20.0), (270.0, 10.0, 0.0)):
+        spots = _spot_map([180.5, 170.25, 160.0], radius_mm=12.0)
+        weights = rng.uniform(0.5, 5.0, spots.n_spots)
+        weights[3] = 0.0  # a zero-weight spot inside a delivered layer is kept
+        beams.append(BeamPlan(Beam(iso, gantry, couch, name=f"G{gantry:g} C{couch:g}"), spots,
+                              weights, range_shifter_wet_mm=wet))
+    return Plan(label="Demo plan", machine_name="GenericC12", beams=tuple(beams),
+                prescription=Prescription("PTV", 60.0, 20), rbe_model="mMKM HSG Fclin=2.41")
+
+
+@pytest.fixture(scope="module")
+def patient() -> Patient:
+    return load_demo_patient()
+
+
+@pytest.fixture(scope="module")
+def plan(patient: Patient) -> Plan:
+    return build_plan(patient)
+
+
+@pytest.fixture(scope="module")
+def plan_file(tmp_path_factory: pytest.TempPathFactory, plan: Plan, patient: Patient) -> Path:
+    path = tmp_path_factory.mktemp("rtplan") / "RP_demo.dcm"
+    export_rt_ion_plan(plan, patient, path, sad_mm=SAD_MM, machine_spot_sigma_mm=SIGMA_MM,
+                       isocenter_to_range_shifter_mm=300.0)
+    return path
+
+
+def _edited(plan_file: Path, tmp_path: Path, edit: Callable[[Dataset], None]) -> Path:
+    ds = pydicom.dcmread(plan_file)
+    edit(ds)
+    out = tmp_path / "edited.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    return out
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_dciodvfy_finds_no_error(plan_file: Path) -> None:
+    errors, notes = dciodvfy_report(plan_file)
+    assert errors == []
+    assert notes == []
+
+
+def test_exported_attributes(plan_file: Path, plan: Plan, patient: Patient) -> None:
+    ds = pydicom.dcmread(plan_file)
+    ct = patient.ct
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.481.8"
+    assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    assert ds.StudyInstanceUID == ct.study.study_instance_uid
+    assert ds.FrameOfReferenceUID == ct.frame_of_reference_uid
+    assert ds.SeriesInstanceUID != ct.series_instance_uid
+    assert ds.RTPlanLabel == "Demo plan" and ds.RTPlanGeometry == "PATIENT"
+    assert ds.RTPlanDescription.endswith("RBE model: mMKM HSG Fclin=2.41")
+    assert patient.structure_set is not None
+    assert (ds.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID
+            == patient.structure_set.sop_instance_uid)
+    assert ds.PatientSetupSequence[0].PatientPosition == "HFS"
+    ref = ds.DoseReferenceSequence[0]
+    assert ref.DoseReferenceType == "TARGET" and float(ref.TargetPrescriptionDose) == 60.0
+    assert ref.ReferencedROINumber == patient.structure_set.get("PTV").roi_number
+    group = ds.FractionGroupSequence[0]
+    assert group.NumberOfFractionsPlanned == 20 and group.NumberOfBeams == 3
+    for beam, bp, ref_beam in zip(ds.IonBeamSequence, plan.beams, group.ReferencedBeamSequence,
+                                  strict=True):
+        assert (beam.RadiationType, beam.RadiationMassNumber, beam.RadiationAtomicNumber,
+                beam.RadiationChargeState) == ("ION", 12, 6, 6)
+        assert beam.ScanMode == "MODULATED" and beam.PrimaryDosimeterUnit == "NP"
+        assert list(beam.VirtualSourceAxisDistances) == list(SAD_MM)
+        points = beam.IonControlPointSequence
+        n_layers = np.unique(bp.spots.layer).size
+        assert beam.NumberOfControlPoints == len(points) == 2 * n_layers
+        first = points[0]
+        # what dciodvfy does not check: angles present, spot counts matching the maps
+        for keyword in ("GantryAngle", "PatientSupportAngle", "IsocenterPosition",
+                        "NominalBeamEnergy"):
+            assert keyword in first and first[keyword].value not in (None, "")
+        assert float(first.GantryAngle) == bp.beam.gantry_deg
+        assert float(first.PatientSupportAngle) == bp.beam.couch_deg
+        cumulative = 0.0
+        for index, cp in enumerate(points):
+            assert cp.ControlPointIndex == index
+            n = int(cp.NumberOfScanSpotPositions)
+            assert len(cp.ScanSpotPositionMap) == 2 * n
+            weights = np.atleast_1d(np.asarray(cp.ScanSpotMetersetWeights, dtype=np.float64))
+            assert weights.size == n
+            assert float(cp.CumulativeMetersetWeight) == pytest.approx(cumulative, rel=1e-9)
+            if index % 2:
+                assert np.all(weights == 0)
+                assert float(cp.NominalBeamEnergy) == float(points[index - 1].NominalBeamEnergy)
+            cumulative += float(weights.sum())
+            assert list(cp.ScanningSpotSize) == pytest.approx([2.3548 * SIGMA_MM] * 2, rel=1e-4)
+        assert float(beam.FinalCumulativeMetersetWeight) == pytest.approx(cumulative, rel=1e-9)
+        assert float(ref_beam.BeamMeterset) == pytest.approx(bp.weights.sum() * 1e6, rel=1e-6)
+        if bp.range_shifter_wet_mm:
+            assert beam.NumberOfRangeShifters == 1
+            setting = first.RangeShifterSettingsSequence[0]
+            assert setting.RangeShifterWaterEquivalentThickness == bp.range_shifter_wet_mm
+            assert setting.IsocenterToRangeShifterDistance == 300.0
+        else:
+            assert beam.NumberOfRangeShifters == 0
+
+
+def test_positions_are_iec_gantry_xy(plan_file: Path, plan: Plan) -> None:
+    ds = pydicom.dcmread(plan_file)
+    bp = plan.beams[0]
+    first_layer = bp.spots.layer == bp.spots.layer[0]
+    xy = np.asarray(ds.IonBeamSequence[0].IonControlPointSequence[0].ScanSpotPositionMap)
+    np.testing.assert_allclose(xy[0::2], bp.spots.u_mm[first_layer])
+    np.testing.assert_allclose(xy[1::2], bp.spots.v_mm[first_layer])
+
+
+def test_uids_deterministic_with_seed(tmp_path: Path, plan: Plan, patient: Patient) -> None:
+    a = export_rt_ion_plan(plan, patient, tmp_path / "a.dcm", sad_mm=SAD_MM, uid_seed="x")
+    b = export_rt_ion_plan(plan, patient, tmp_path / "b.dcm", sad_mm=SAD_MM, uid_seed="x")
+    c = export_rt_ion_plan(plan, patient, tmp_path / "c.dcm", sad_mm=SAD_MM)
+    assert a == b != c
+    assert "ScanningSpotSize" not in pydicom.dcmread(tmp_path / "c.dcm").IonBeamSequence[0] \
+        .IonControlPointSequence[0]
+
+
+def test_machine_spot_size(tmp_path: Path, plan: Plan, patient: Patient, machine: Machine) -> None:
+    def sigma(energy_mev_u: float) -> float:
+        return float(np.interp(energy_mev_u, machine.energies_mev_u, machine.spot_sigma_air_mm))
+
+    path = tmp_path / "p.dcm"
+    export_rt_ion_plan(plan, patient, path, sad_mm=machine.sad_mm, machine_spot_sigma_mm=sigma)
+    beam = pydicom.dcmread(path).IonBeamSequence[0]
+    assert list(beam.VirtualSourceAxisDistances) == pytest.approx(list(machine.sad_mm))
+    for cp in beam.IonControlPointSequence:
+        fwhm = 2.0 * np.sqrt(2.0 * np.log(2.0)) * sigma(float(cp.NominalBeamEnergy))
+        assert list(cp.ScanningSpotSize) == pytest.approx([fwhm, fwhm], rel=1e-6)
+
+
+def test_export_refuses_bad_input(tmp_path: Path, plan: Plan, patient: Patient) -> None:
+    bare = Patient(ct=patient.ct)
+    with pytest.raises(InputError, match="Structure Set"):
+        export_rt_ion_plan(plan, bare, tmp_path / "p.dcm", sad_mm=SAD_MM)
+    export_rt_ion_plan(plan, bare, tmp_path / "p.dcm", sad_mm=SAD_MM, structure_set_uid="1.2.3")
+    with pytest.raises(InputError, match="sad_mm"):
+        export_rt_ion_plan(plan, patient, tmp_path / "q.dcm", sad_mm=(-1.0, 5.0))
+    with pytest.raises(InputError, match="sigma"):
+        export_rt_ion_plan(plan, patient, tmp_path / "q.dcm", sad_mm=SAD_MM,
+                           machine_spot_sigma_mm=lambda e: float("nan"))
+    assert not (tmp_path / "q.dcm").exists()
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+def test_round_trip(plan_file: Path, plan: Plan, patient: Patient) -> None:
+    imported = load_rt_ion_plan(plan_file, structure_set=patient.structure_set)
+    assert imported.prescription_found
+    assert imported.warnings == ()
+    back = imported.plan
+    assert back.prescription == plan.prescription
+    assert (back.label, back.machine_name, back.rbe_model) == (
+        plan.label, plan.machine_name, plan.rbe_model)
+    assert (back.ion_z, back.ion_a) == (6, 12)
+    assert imported.sad_mm == (SAD_MM,) * 3
+    assert imported.frame_of_reference_uid == patient.ct.frame_of_reference_uid
+    assert imported.patient_position == "HFS"
+    for a, b in zip(plan.beams, back.beams, strict=True):
+        assert b.beam == a.beam
+        assert b.range_shifter_wet_mm == a.range_shifter_wet_mm
+        assert b.spots.spacing_mm == a.spots.spacing_mm
+        assert b.spots.lattice_origin_mm == a.spots.lattice_origin_mm
+        np.testing.assert_array_equal(b.spots.layer, a.spots.layer)
+        np.testing.assert_array_equal(b.spots.energy_mev_u, a.spots.energy_mev_u)
+        np.testing.assert_array_equal(b.spots.u_mm, a.spots.u_mm)
+        np.testing.assert_array_equal(b.spots.v_mm, a.spots.v_mm)
+        # float32 meterset weights: 6e-8 relative
+        np.testing.assert_allclose(b.weights, a.weights, rtol=2e-7, atol=0)
+        assert b.weights[3] == 0.0
+
+
+def test_negative_angles_normalised(tmp_path: Path, plan: Plan, patient: Patient) -> None:
+    bp = plan.beams[2]
+    turned = replace(bp, beam=replace(bp.beam, gantry_deg=-90.0, couch_deg=-10.0))
+    path = tmp_path / "p.dcm"
+    export_rt_ion_plan(replace(plan, beams=(turned,)), patient, path, sad_mm=SAD_MM)
+    first = pydicom.dcmread(path).IonBeamSequence[0].IonControlPointSequence[0]
+    assert (float(first.GantryAngle), float(first.PatientSupportAngle)) == (270.0, 350.0)
+    beam = load_rt_ion_plan(path).plan.beams[0].beam
+    assert (beam.gantry_deg, beam.couch_deg) == (270.0, -10.0)
+
+
+def test_plan_on_feet_first_ct(tmp_path: Path, plan: Plan) -> None:
+    spec = SeriesSpec(rows=8, columns=8, n_slices=3, orientation=ORIENTATIONS["FFS"],
+                      patient_position="", tag="plan-ffs")  # position from the orientation
+    write_ct_series(tmp_path / "ct", spec, lambda p: np.zeros(p.shape[:-1]))
+    ct = load_ct_series(tmp_path / "ct")
+    target = np.zeros(ct.shape, dtype=bool)
+    target[1, 2:5, 2:5] = True
+    structures = StructureSet((Structure("PTV", 1, "PTV", None, RoiMask.from_dense(target)),),
+                              ct.frame_of_reference_uid, "", "")
+    rs_uid = export_rtstruct(structures, ct, tmp_path / "rs.dcm", label="FFS")
+    path = tmp_path / "plan.dcm"
+    export_rt_ion_plan(plan, Patient(ct=ct), path, sad_mm=SAD_MM, structure_set_uid=rs_uid)
+    errors, notes = dciodvfy_report(path)
+    assert errors == [] and notes == []
+    ds = pydicom.dcmread(path)
+    assert ds.PatientSetupSequence[0].PatientPosition == "FFS"
+    assert ds.FrameOfReferenceUID == spec.frame_uid
+    assert ds.DoseReferenceSequence[0].DoseReferenceStructureType == "SITE"  # no ROI known
+    imported = load_rt_ion_plan(path)
+    assert imported.referenced_structure_set_uid == rs_uid
+    assert imported.patient_position == "FFS"
+    assert any("assumes HFS" in w for w in imported.warnings)
+
+
+# --------------------------------------------------------------------------- import rules
+
+
+def _beam(ds: Dataset, n: int = 0) -> Dataset:
+    return ds.IonBeamSequence[n]
+
+
+def _set_proton(ds: Dataset) -> None:
+    _beam(ds).RadiationType = "PROTON"
+
+
+def _set_helium(ds: Dataset) -> None:
+    _beam(ds).RadiationAtomicNumber = 2
+    _beam(ds).RadiationMassNumber = 4
+
+
+def _set_uniform(ds: Dataset) -> None:
+    _beam(ds).ScanMode = "UNIFORM"
+
+
+def _add_modulator(ds: Dataset) -> None:
+    _beam(ds).NumberOfRangeModulators = 1
+
+
+def _add_compensator(ds: Dataset) -> None:
+    _beam(ds).NumberOfCompensators = 1
+
+
+def _add_bolus(ds: Dataset) -> None:
+    _beam(ds).NumberOfBoli = 1
+
+
+def _drop_wet(ds: Dataset) -> None:
+    del _beam(ds, 1).IonControlPointSequence[0].RangeShifterSettingsSequence[0] \
+        .RangeShifterWaterEquivalentThickness
+
+
+def _drop_shifter_settings(ds: Dataset) -> None:
+    del _beam(ds, 1).IonControlPointSequence[0].RangeShifterSettingsSequence
+
+
+def _drop_gantry(ds: Dataset) -> None:
+    del _beam(ds).IonControlPointSequence[0].GantryAngle
+
+
+def _drop_isocentre(ds: Dataset) -> None:
+    _beam(ds).IonControlPointSequence[0].IsocenterPosition = None
+
+
+def _arc(ds: Dataset) -> None:
+    _beam(ds).IonControlPointSequence[2].GantryAngle = 95
+
+
+def _miscount(ds: Dataset) -> None:
+    cp = _beam(ds).IonControlPointSequence[0]
+    cp.NumberOfScanSpotPositions = int(cp.NumberOfScanSpotPositions) + 1
+
+
+def _off_lattice(ds: Dataset) -> None:
+    cp = _beam(ds).IonControlPointSequence[0]
+    xy = list(cp.ScanSpotPositionMap)
+    xy[0] += 0.4
+    cp.ScanSpotPositionMap = xy
+
+
+def _duplicate_spot(ds: Dataset) -> None:
+    cp = _beam(ds).IonControlPointSequence[0]
+    xy = list(cp.ScanSpotPositionMap)
+    xy[2:4] = xy[0:2]
+    cp.ScanSpotPositionMap = xy
+
+
+def _meterset_mismatch(ds: Dataset) -> None:
+    _beam(ds).FinalCumulativeMetersetWeight = "1"
+
+
+def _unit_minute(ds: Dataset) -> None:
+    _beam(ds).PrimaryDosimeterUnit = "MINUTE"
+
+
+def _two_groups(ds: Dataset) -> None:
+    ds.FractionGroupSequence.append(copy.deepcopy(ds.FractionGroupSequence[0]))
+
+
+def _no_group(ds: Dataset) -> None:
+    del ds.FractionGroupSequence
+
+
+def _not_ion(ds: Dataset) -> None:
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.481.5"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_set_proton, "radiation type PROTON"),
+        (_set_helium, "atomic number 2"),
+        (_set_uniform, "Scan Mode UNIFORM"),
+        (_add_modulator, "ridge filter"),
+        (_add_compensator, "compensator"),
+        (_add_bolus, "bolus"),
+        (_drop_wet, "G270 C0.*Water Equivalent Thickness"),
+        (_drop_shifter_settings, "G270 C0.*range shifters"),
+        (_drop_gantry, "G90 C0.*GantryAngle missing"),
+        (_drop_isocentre, "IsocenterPosition missing"),
+        (_arc, "GantryAngle changes"),
+        (_miscount, "Number of Scan Spot Positions"),
+        (_off_lattice, "G90 C0.*not on a regular lattice"),
+        (_duplicate_spot, "G90 C0.*same position"),
+        (_meterset_mismatch, "Final Cumulative Meterset Weight"),
+        (_unit_minute, "Primary Dosimeter Unit MINUTE"),
+        (_two_groups, "2 fraction groups"),
+        (_no_group, "Fraction Group"),
+        (_not_ion, "not an RT Ion Plan"),
+    ],
+)
+def test_import_refuses(
+    plan_file: Path, tmp_path: Path, edit: Callable[[Dataset], None], message: str
+) -> None:
+    path = _edited(plan_file, tmp_path, edit)
+    with pytest.raises(DicomImportError, match=message) as info:
+        load_rt_ion_plan(path)
+    assert str(path) in str(info.value)
+
+
+def test_mu_needs_particles_per_mu(plan_file: Path, tmp_path: Path, plan: Plan) -> None:
+    def to_mu(ds: Dataset) -> None:
+        for beam in ds.IonBeamSequence:
+            beam.PrimaryDosimeterUnit = "MU"
+        for ref in ds.FractionGroupSequence[0].ReferencedBeamSequence:
+            ref.BeamMeterset = f"{float(ref.BeamMeterset) / 2e5:.10g}"
+
+    path = _edited(plan_file, tmp_path, to_mu)
+    with pytest.raises(DicomImportError, match="particles_per_mu"):
+        load_rt_ion_plan(path)
+    back = load_rt_ion_plan(path, particles_per_mu=2e5).plan
+    for a, b in zip(plan.beams, back.beams, strict=True):
+        np.testing.assert_allclose(b.weights, a.weights, rtol=1e-6)
+
+
+def test_missing_prescription_needs_fallback(plan_file: Path, tmp_path: Path) -> None:
+    path = _edited(plan_file, tmp_path, lambda ds: delattr(ds, "DoseReferenceSequence"))
+    with pytest.raises(DicomImportError, match="fallback_prescription"):
+        load_rt_ion_plan(path)
+    fallback = Prescription("CTV", 54.0, 18)
+    imported = load_rt_ion_plan(path, fallback_prescription=fallback)
+    assert not imported.prescription_found
+    assert imported.plan.prescription == fallback
+
+
+def test_target_named_from_roi_number(plan_file: Path, tmp_path: Path, patient: Patient) -> None:
+    path = _edited(plan_file, tmp_path,
+                   lambda ds: delattr(ds.DoseReferenceSequence[0], "DoseReferenceDescription"))
+    assert load_rt_ion_plan(path, structure_set=patient.structure_set).plan.prescription \
+        .target == "PTV"
+    assert not load_rt_ion_plan(path, fallback_prescription=Prescription("X", 1.0, 1)) \
+        .prescription_found
+
+
+def test_lateral_spreading_device_warns(plan_file: Path, tmp_path: Path) -> None:
+    def add(ds: Dataset) -> None:
+        _beam(ds).NumberOfLateralSpreadingDevices = 1
+
+    imported = load_rt_ion_plan(_edited(plan_file, tmp_path, add))
+    assert any("lateral spreading" in w for w in imported.warnings)
+
+
+def test_setup_beam_skipped(plan_file: Path, tmp_path: Path) -> None:
+    def setup(ds: Dataset) -> None:
+        _beam(ds, 2).TreatmentDeliveryType = "SETUP"
+
+    imported = load_rt_ion_plan(_edited(plan_file, tmp_path, setup))
+    assert len(imported.plan.beams) == 2
+    assert any("SETUP beam skipped" in w for w in imported.warnings)
+
+
+def test_positions_snapped_within_tolerance(plan_file: Path, tmp_path: Path, plan: Plan) -> None:
+    def jitter(ds: Dataset) -> None:
+        rng = np.random.default_rng(3)
+        for cp in _beam(ds).IonControlPointSequence:
+            xy = np.asarray(cp.ScanSpotPositionMap, dtype=np.float64)
+            cp.ScanSpotPositionMap = (xy + rng.uniform(-0.004, 0.004, xy.size)).tolist()
+
+    back = load_rt_ion_plan(_edited(plan_file, tmp_path, jitter)).plan.beams[0].spots
+    np.testing.assert_array_equal(back.u_mm, plan.beams[0].spots.u_mm)
+    assert back.spacing_mm == (3.0, 3.0)
+
+
+# --------------------------------------------------------------------------- lattice
+
+
+def test_lattice_fits_interleaved_and_offset_patterns() -> None:
+    # hexagonal-like: odd rows shifted by half a spacing -> u lattice of 2.5 mm
+    u, v = [], []
+    for j in range(6):
+        for i in range(5):
+            u.append(i * 5.0 + (2.5 if j % 2 else 0.0) + 1.0)
+            v.append(j * 4.0 - 7.0)
+    fit = fit_lattice(np.array(u, np.float32), np.array(v, np.float32))
+    assert fit.spacing_mm == (2.5, 4.0)
+    assert fit.origin_mm == (1.0, 1.0)  # -7 lies on the 4 mm lattice through 1
+    np.testing.assert_allclose(fit.u_mm, u, atol=1e-12)
+    single = fit_lattice(np.array([2.0]), np.array([-3.0]))
+    assert single.spacing_mm == (1.0, 1.0)
+    np.testing.assert_array_equal(single.u_mm, [2.0])
+    column = fit_lattice(np.array([4.0, 4.0, 4.0]), np.array([0.0, 3.0, 9.0]))
+    assert column.spacing_mm == (3.0, 3.0) and column.origin_mm == (1.0, 0.0)
+
+
+def test_lattice_refuses_irregular_positions() -> None:
+    with pytest.raises(LatticeError, match="not on a regular lattice"):
+        fit_lattice(np.array([0.0, 3.0, 6.0, 7.1]), np.zeros(4))
+
+
+# --------------------------------------------------------------------------- fuzz
+
+
+def test_fuzz_rt_ion_plan(plan_file: Path, tmp_path: Path) -> None:
+    rejected = run_fuzz(plan_file, tmp_path, lambda p: load_rt_ion_plan(p), "rtplan")
+    assert 0 < rejected < FUZZ_CASES
