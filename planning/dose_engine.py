@@ -249,11 +249,13 @@ class DoseEngineSettings:
     Attributes
     ----------
     lateral_cutoff_fraction : float
-        Fraction of each pencil beam's lateral (2-D) integral kept in the influence matrix.
-        0.99 drops the outer 1 % of every spot's dose, deposited as a low-dose bath up to
-        several cm away (fragment halo). In a broad uniform field the truncated tails add up
-        to about 1 % of the local dose, which the optimizer absorbs into the weights; for
-        final dose reporting recompute with 0.999. Each extra "9" roughly doubles the matrix.
+        Fraction of each pencil beam's whole dose integral (over depth and the lateral plane)
+        kept in the influence matrix; the lowest dose densities are dropped first
+        (:func:`kernels.influence.pencil_beam_cutoff_radius_mm`), which is mostly the faint,
+        wide fragment halo behind the Bragg peak. 0.99 drops 1 % of every spot's dose as a
+        low-dose bath; in a broad field the truncated tails add up to about 1 % of the local
+        dose, which the optimizer absorbs into the weights; for final dose reporting recompute
+        with 0.999.
     device : {"auto", "cpu", "gpu"}
         Compute device; "auto" uses a CUDA GPU through CuPy when there is one.
     wepl_step_mm : float or None

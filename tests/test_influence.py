@@ -14,6 +14,7 @@ from kernels.influence import (
     count_pairs,
     cutoff_radius_mm,
     layer_csr,
+    pencil_beam_cutoff_radius_mm,
     plan_layer,
     prepare_layer,
 )
@@ -65,6 +66,31 @@ def test_cutoff_radius_double_gaussian_keeps_fraction(f):
         assert r[i] == pytest.approx(ref, rel=1e-8)
 
 
+@pytest.mark.parametrize("f", [0.9, 0.99, 0.999])
+def test_pencil_beam_cutoff_equals_per_depth_cutoff_for_uniform_beam(f):
+    d = np.linspace(0.0, 100.0, 11)
+    ones = np.ones_like(d)
+    r = pencil_beam_cutoff_radius_mm(d, 5 * ones, 2 * ones, 9 * ones, 0.2 * ones, f)
+    np.testing.assert_allclose(r, cutoff_radius_mm(2.0, 9.0, 0.2, f) * ones, rtol=1e-6)
+
+
+@pytest.mark.parametrize("f", [0.95, 0.99, 0.999])
+def test_pencil_beam_cutoff_keeps_fraction_and_drops_faint_depths(f):
+    """A peaked IDD with a faint, wide tail: the kept dose over all depths is ``f`` and the
+    tail nodes lose more than the peak."""
+    d = np.linspace(0.0, 300.0, 301)
+    idd = np.where(d < 150, 1 + 3 * np.exp(-((d - 145) / 3) ** 2), 0.08)
+    sc = 1 + 0.01 * d
+    sh = np.where(d < 150, 5 + 0.03 * d, 40.0)
+    h = np.where(d < 150, 0.05, 0.999)
+    r = pencil_beam_cutoff_radius_mm(d, idd, sc, sh, h, f)
+    outside = (1 - h) * np.exp(-r * r / (2 * sc * sc)) + h * np.exp(-r * r / (2 * sh * sh))
+    kept = np.trapezoid(idd * (1 - outside), d) / np.trapezoid(idd, d)
+    assert kept == pytest.approx(f, abs=2e-4)
+    per_depth_kept = 1 - outside
+    assert per_depth_kept[d > 200].max() < per_depth_kept[140:150].min()
+
+
 def test_cutoff_radius_rejects_bad_fraction():
     with pytest.raises(ValueError):
         cutoff_radius_mm(1.0, 2.0, 0.1, 1.0)
@@ -100,14 +126,17 @@ def _dose_on_voxels(plan, vox):
 @pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
 @pytest.mark.parametrize("f", [0.9, 0.99])
 def test_single_spot_keeps_the_stated_fraction(backend, f):
+    """Summed over planes at all depths, one spot keeps ``f`` of its depth-integrated dose."""
     xp = _xp(backend)
     tab = _tables(halo=0.15)
-    wepl = 120.0
-    vox, _, _ = _plane(xp, wepl, step=0.25)
-    plan = _plan(vox, [0], [0], tab, cutoff_fraction=f, dose_scale=DOSE_SCALE, xp=xp)
-    total = _dose_on_voxels(plan, vox).sum() * 0.25 * 0.25
-    idd = 100.0 + 0.5 * wepl
-    assert total / idd == pytest.approx(f, abs=2e-3)
+    depths = np.linspace(0.0, 200.0, 21)
+    kept = []
+    for wepl in depths:
+        vox, _, _ = _plane(xp, float(wepl), step=0.25)
+        plan = _plan(vox, [0], [0], tab, cutoff_fraction=f, dose_scale=DOSE_SCALE, xp=xp)
+        kept.append(_dose_on_voxels(plan, vox).sum() * 0.25 * 0.25)
+    idd = 100.0 + 0.5 * depths
+    assert np.trapezoid(kept, depths) / np.trapezoid(idd, depths) == pytest.approx(f, abs=3e-3)
 
 
 def test_lateral_profile_integrates_to_idd():
@@ -143,7 +172,11 @@ def test_entries_match_brute_force_double_gaussian():
     sa2 = 9.0
     sc2 = sa2 + (0.01 * w) ** 2
     sh2 = sa2 + (4.0 + 0.05 * w) ** 2
-    radius = cutoff_radius_mm(np.sqrt(sc2), np.sqrt(sh2), 0.25, f)
+    d = tab.depth_mm
+    node_radius = pencil_beam_cutoff_radius_mm(
+        d, tab.idd, np.sqrt(sa2 + tab.sigma_core_mm**2), np.sqrt(sa2 + tab.sigma_halo_mm**2),
+        tab.halo_weight, f)
+    radius = np.interp(w, d, node_radius)
     us = iu * 5.0
     vs = iv * 4.0
     du = u[:, None] - us[None, :] * (sad[0] + t[:, None]) / sad[0]
