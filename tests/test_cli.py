@@ -72,3 +72,50 @@ def test_machine_info_lists_energy_range() -> None:
     proc = run_cli("machine-info")
     assert proc.returncode == 0
     assert "80-430 MeV/u" in proc.stdout
+
+
+def test_rbe_table_json_rows() -> None:
+    import json
+
+    proc = run_cli("rbe-table", "--model", "lem1", "--ion", "C", "--energies", "10,50,100,290")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["energy_mev_u"] for r in rows] == [10.0, 50.0, 100.0, 290.0]
+    assert set(rows[0]) == {"energy_mev_u", "let_kev_um", "alpha", "beta"}
+    # Higher LET at lower energy, and alpha above the tissue's photon alpha (0.1 /Gy).
+    assert rows[0]["let_kev_um"] > rows[-1]["let_kev_um"]
+    assert all(r["alpha"] > 0.1 for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["rbe-table", "--model", "lem1", "--energies", "10", "--tissue", "foo"],
+         "unknown tissue"),
+        (["rbe-table", "--model", "mkm", "--energies", "10", "--ion", "Xe"], "unknown ion"),
+        (["rbe-table", "--model", "mkm", "--energies", "ten"], "not a number"),
+        (["info", "/no/such/folder"], "not a folder"),
+    ],
+)
+def test_more_bad_arguments(args: list[str], message: str) -> None:
+    proc = run_cli(*args)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_demo_patient_then_info(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    out.mkdir()
+    assert run_cli("demo-patient", str(out)).returncode == 0
+    proc = run_cli("info", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "PTV" in proc.stdout and "Brainstem" in proc.stdout and "HFS" in proc.stdout
+
+
+def test_headless_demo_plans_the_demo_patient() -> None:
+    proc = run_cli("demo", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    ptv = next(line for line in proc.stdout.splitlines() if line.strip().startswith("PTV"))
+    d95, mean = (float(x) for x in ptv.split()[1:4:2])
+    assert d95 > 1.9 and abs(mean - 2.0) < 0.05
