@@ -94,11 +94,23 @@ def generate_generic_machine(
     return machine
 
 
-def run_headless_demo(device: str = "auto", progress: ProgressCallback | None = None) -> str:
-    """Plan the bundled demo patient end to end without a display; return a summary."""
-    from planning.demo import run_headless_demo as demo
+def run_headless_demo(
+    device: str = "auto",
+    progress: ProgressCallback | None = None,
+    *,
+    hlut_path: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+) -> str:
+    """Plan the bundled demo patient end to end without a display; return a summary.
 
-    return demo(device=device, progress=progress)
+    ``hlut_path`` is a user HU to relative stopping power CSV; ``out_dir`` an existing folder
+    that receives the demo patient, the plan and its dose as DICOM.
+    """
+    from planning.demo import run_headless_demo as demo
+    from planning.hlut import load_hlut_csv
+
+    hlut = load_hlut_csv(hlut_path) if hlut_path is not None else None
+    return demo(device=device, progress=progress, hlut=hlut, out_dir=out_dir)
 
 
 def folder_summary(folder: str | os.PathLike[str]) -> str:

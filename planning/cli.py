@@ -66,7 +66,8 @@ def _cmd_generate_machine(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from planning import api
 
-    print(api.run_headless_demo(device=args.device, progress=_terminal_progress("demo")))
+    print(api.run_headless_demo(device=args.device, progress=_terminal_progress("demo"),
+                                hlut_path=args.hlut, out_dir=args.out))
     return EXIT_OK
 
 
@@ -145,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="headless end-to-end demo plan on the demo patient")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    p.add_argument("--hlut", metavar="CSV", help="HU to relative stopping power curve (hu,rsp)")
+    p.add_argument("--out", metavar="DIR",
+                   help="existing folder for the demo patient, RTPLAN.dcm and RTDOSE_PHYSICAL.dcm")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("info", help="list the DICOM series and structures in a folder")

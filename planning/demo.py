@@ -9,25 +9,35 @@ organ-at-risk objectives is :mod:`planning` issue "Radiobiology and inverse plan
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize
 from scipy.sparse import sparray
 
-from planning.dicom import load_demo_patient
+from planning.dicom import (
+    export_rt_dose,
+    export_rt_ion_plan,
+    load_demo_patient,
+    write_demo_patient,
+)
 from planning.dose_engine import (
     Beam,
     DoseEngineSettings,
     DoseGrid,
+    SpotMap,
     build_influence,
     forward_dose,
     place_spots,
 )
-from planning.hlut import default_hlut
+from planning.hlut import HlutCurve, default_hlut
 from planning.machine import Machine, load_machine
-from planning.patient import CtVolume
+from planning.patient import CtVolume, Patient
+from planning.plan import BeamPlan, Plan, Prescription
 from planning.progress import CancelToken, ProgressCallback
 
 DEMO_DOSE_GY = 2.0
@@ -44,14 +54,23 @@ def run_headless_demo(
     machine: Machine | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    *,
+    hlut: HlutCurve | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
 ) -> str:
-    """Plan two opposed carbon beams on the demo patient's PTV and summarise the result."""
+    """Plan two opposed carbon beams on the demo patient's PTV and summarise the result.
+
+    ``hlut`` replaces the default HU to stopping-power curve. With ``out_dir`` (an existing
+    folder) the demo patient (CT series and RTSTRUCT), the plan (RTPLAN.dcm, one fraction of
+    2 Gy) and its physical dose (RTDOSE_PHYSICAL.dcm) are written there as DICOM.
+    """
     t0 = time.perf_counter()
     machine = machine or load_machine()
     patient = load_demo_patient()
     assert patient.structure_set is not None  # the demo patient always has its structures
     grid = ct_grid(patient.ct)
-    rsp = default_hlut().hu_to_rsp(np.asarray(patient.ct.hu, dtype=np.float32))
+    hlut = hlut or default_hlut()
+    rsp = hlut.hu_to_rsp(np.asarray(patient.ct.hu, dtype=np.float32))
     target = patient.structure_set.get(DEMO_TARGET).mask.to_dense()
     centre_zyx = np.argwhere(target).mean(axis=0)
     iso = np.asarray(grid.origin_mm) + centre_zyx[::-1] * np.asarray(grid.spacing_mm)[::-1]
@@ -90,8 +109,37 @@ def run_headless_demo(
     d_target = dose.reshape(-1)[target_rows]
     lines.append(f"  mean LETd in {DEMO_TARGET}: "
                  f"{np.average(letd.reshape(-1)[target_rows], weights=d_target):.0f} keV/um")
+    if out_dir is not None:
+        plan = Plan(label="IonPlan demo", machine_name=machine.name[:16],
+                    beams=tuple(BeamPlan(b, s, w) for b, s, w in
+                                zip(beams, spot_maps, _split(weights, spot_maps), strict=True)),
+                    prescription=Prescription(DEMO_TARGET, DEMO_DOSE_GY, 1),
+                    rbe_model="physical dose", ion_z=machine.ion_z, ion_a=machine.ion_a)
+        written = _export(plan, patient, dose, dose_grid, machine, Path(out_dir))
+        lines.append(f"  wrote {written} DICOM files to {out_dir}")
+    lines.append(f"  HLUT: {hlut.name}")
     lines.append(f"  total {time.perf_counter() - t0:.2f} s")
     return "\n".join(lines)
+
+
+def _split(weights: NDArray[np.float64], spot_maps: list[SpotMap]) -> list[NDArray[np.float64]]:
+    """Per-beam slices of the concatenated spot weights (influence column order)."""
+    bounds = np.cumsum([0] + [s.n_spots for s in spot_maps])
+    return [weights[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def _export(plan: Plan, patient: Patient, dose_gy: NDArray[np.float32], dose_grid: DoseGrid,
+            machine: Machine, out: Path) -> int:
+    """Write the demo patient, the plan and its physical dose; return the number of files."""
+    files = write_demo_patient(out)
+    plan_uid = export_rt_ion_plan(
+        plan, patient, out / "RTPLAN.dcm", sad_mm=machine.sad_mm,
+        machine_spot_sigma_mm=lambda e: float(np.interp(e, machine.energies_mev_u,
+                                                        machine.spot_sigma_air_mm)))
+    export_rt_dose(dose_gy * plan.prescription.n_fractions, dose_grid, patient,
+                   out / "RTDOSE_PHYSICAL.dcm", dose_type="PHYSICAL",
+                   comment="IonPlan demo: physical dose", referenced_plan_uid=plan_uid)
+    return len(files) + 2
 
 
 def _fit_uniform_dose(a_target: sparray, dose_gy: float) -> NDArray[np.float64]:

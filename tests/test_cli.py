@@ -113,9 +113,17 @@ def test_demo_patient_then_info(tmp_path: Path) -> None:
     assert "PTV" in proc.stdout and "Brainstem" in proc.stdout and "HFS" in proc.stdout
 
 
-def test_headless_demo_plans_the_demo_patient() -> None:
-    proc = run_cli("demo", "--device", "cpu")
+def test_headless_demo_plans_and_exports_the_demo_patient(tmp_path: Path) -> None:
+    from planning.dicom import load_rt_dose, load_rt_ion_plan
+
+    proc = run_cli("demo", "--device", "cpu", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     ptv = next(line for line in proc.stdout.splitlines() if line.strip().startswith("PTV"))
     d95, mean = (float(x) for x in ptv.split()[1:4:2])
     assert d95 > 1.9 and abs(mean - 2.0) < 0.05
+    plan = load_rt_ion_plan(tmp_path / "RTPLAN.dcm").plan
+    assert [b.beam.gantry_deg for b in plan.beams] == [90.0, 270.0]
+    dose = load_rt_dose(tmp_path / "RTDOSE_PHYSICAL.dcm")
+    assert dose.dose_type == "PHYSICAL"
+    assert 1.9 < float(dose.dose_gy.max()) < 2.3
+    assert "Traceback" not in proc.stderr
