@@ -1,0 +1,123 @@
+"""A treatment plan: prescription, beams with their spots and weights, and the model used.
+
+Spot weights are numbers of primary ions per fraction, in units of
+:data:`planning.dose_engine.PRIMARIES_PER_WEIGHT_UNIT` (10^6), the unit of the influence matrices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from planning.dose_engine import Beam, SpotMap
+from planning.errors import PlanningError
+
+
+@dataclass(frozen=True)
+class Prescription:
+    """RBE-weighted prescription to a target structure.
+
+    Attributes
+    ----------
+    target : str
+        Name of the target ROI.
+    total_dose_gy_rbe : float
+        Total prescribed dose, Gy(RBE) (Gy for physical-dose plans).
+    n_fractions : int
+        Number of fractions.
+    """
+
+    target: str
+    total_dose_gy_rbe: float
+    n_fractions: int
+
+    def __post_init__(self) -> None:
+        if not self.target.strip():
+            raise PlanningError("the prescription needs a target structure name")
+        if not (math.isfinite(self.total_dose_gy_rbe) and 0 < self.total_dose_gy_rbe <= 200):
+            raise PlanningError(f"prescribed dose must lie in (0, 200] Gy(RBE), got "
+                                f"{self.total_dose_gy_rbe}")
+        if not 1 <= self.n_fractions <= 100:
+            raise PlanningError(f"number of fractions must lie in 1..100, got {self.n_fractions}")
+
+    @property
+    def dose_per_fraction_gy_rbe(self) -> float:
+        return self.total_dose_gy_rbe / self.n_fractions
+
+
+@dataclass(frozen=True, eq=False)
+class BeamPlan:
+    """One beam of a plan.
+
+    Attributes
+    ----------
+    beam : Beam
+        Geometry (isocentre, gantry and couch angles) and name.
+    spots : SpotMap
+        Spot energies and positions at the isocentre plane.
+    weights : (n_spots,) float array
+        Primary ions per fraction, in units of 10^6, >= 0.
+    range_shifter_wet_mm : float
+        Water-equivalent thickness of a range shifter in the beam (0 = none).
+    """
+
+    beam: Beam
+    spots: SpotMap
+    weights: NDArray[np.float64]
+    range_shifter_wet_mm: float = 0.0
+
+    def __post_init__(self) -> None:
+        w = np.asarray(self.weights)
+        if w.shape != (self.spots.n_spots,):
+            raise PlanningError(f"{self.beam.label}: {w.size} weights for "
+                                f"{self.spots.n_spots} spots")
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise PlanningError(f"{self.beam.label}: spot weights must be finite and >= 0")
+        if not (math.isfinite(self.range_shifter_wet_mm) and self.range_shifter_wet_mm >= 0):
+            raise PlanningError(f"{self.beam.label}: range shifter WET must be >= 0 mm")
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """A carbon-ion spot-scanning plan.
+
+    Attributes
+    ----------
+    label : str
+        Plan label (DICOM RT Plan Label, at most 16 characters when exported).
+    machine_name : str
+        Name of the machine whose beam data the plan was made with.
+    beams : tuple of BeamPlan
+        The beams.
+    prescription : Prescription
+        Target, total dose and fractions.
+    rbe_model : str
+        One-line description of the RBE model the plan was optimized with
+        (``RbeModel.describe()``), e.g. "mMKM HSG Fclin=2.41".
+    ion_z, ion_a : int
+        The ion species (12C: 6, 12).
+    """
+
+    label: str
+    machine_name: str
+    beams: tuple[BeamPlan, ...]
+    prescription: Prescription
+    rbe_model: str
+    ion_z: int = 6
+    ion_a: int = 12
+    notes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.beams:
+            raise PlanningError("a plan needs at least one beam")
+
+    @property
+    def n_spots(self) -> int:
+        return sum(b.spots.n_spots for b in self.beams)
+
+    def all_weights(self) -> NDArray[np.float64]:
+        """Weights of all beams concatenated, in the column order of an influence matrix."""
+        return np.concatenate([np.asarray(b.weights, dtype=np.float64) for b in self.beams])
