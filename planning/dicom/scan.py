@@ -1,12 +1,13 @@
-"""Find the CT series and RT Structure Sets in a folder.
+"""Find the CT series, RT Structure Sets, RT Ion Plans and RT Doses in a folder.
 
 The folder is searched recursively; file names do not matter. Each file's header is read without
 its pixel data (``stop_before_pixels``). Files are sorted into
 
 * CT series, grouped by Series Instance UID (the headers are kept, small, for the importer);
 * RT Structure Sets (only a summary is kept; the importer reads the file again);
-* skipped files: not DICOM Part 10 files, or DICOM objects IonPlan does not import (MR, RT Plan,
-  DICOMDIR, ...), each with the reason;
+* RT Ion Plans and RT Doses, by SOP Class (only the paths are kept; their importers read them);
+* skipped files: not DICOM Part 10 files, or DICOM objects IonPlan does not import (MR, photon
+  RT Plan, DICOMDIR, ...), each with the reason;
 * damaged files: DICOM files that cannot be parsed at all, and CT images without a Series
   Instance UID. These might be slices of a series, so the CT importer refuses to load while
   they are present unless told otherwise (a silently missing end slice would shrink the volume).
@@ -16,12 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
 
+from planning.dicom._export_common import RT_DOSE_STORAGE, RT_ION_PLAN_STORAGE
 from planning.dicom._values import PathLike, get_sequence, get_str, reading
 from planning.dicom.errors import DicomImportError
 
@@ -134,6 +136,10 @@ class FolderScan:
         Files that are not DICOM, or DICOM objects IonPlan does not import.
     damaged : tuple of SkippedFile
         DICOM files that cannot be parsed, or CT images that cannot be assigned to a series.
+    rt_ion_plans : tuple of str
+        Paths of the RT Ion Plan files, sorted.
+    rt_doses : tuple of str
+        Paths of the RT Dose files, sorted.
     """
 
     folder: str
@@ -141,6 +147,8 @@ class FolderScan:
     structure_sets: tuple[RtStructSummary, ...]
     skipped: tuple[SkippedFile, ...]
     damaged: tuple[SkippedFile, ...]
+    rt_ion_plans: tuple[str, ...] = ()
+    rt_doses: tuple[str, ...] = ()
 
     def find_series(self, series_uid: str) -> CtSeriesFiles | None:
         """The CT series with that UID, or None."""
@@ -192,6 +200,74 @@ def iter_files(folder: PathLike) -> list[Path]:
     return sorted(p for p in found if p.is_file())
 
 
+@dataclass
+class _Found:
+    """What :func:`scan_folder` has collected so far."""
+
+    by_series: dict[str, list[CtFileHeader]] = field(default_factory=dict)
+    structure_sets: list[RtStructSummary] = field(default_factory=list)
+    plans: list[str] = field(default_factory=list)
+    doses: list[str] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    damaged: list[SkippedFile] = field(default_factory=list)
+
+
+def _add_ct(ds: Dataset, path: str, found: _Found) -> None:
+    series_uid = get_str(ds, "SeriesInstanceUID", path)
+    if not series_uid:
+        found.damaged.append(SkippedFile(path, "CT image without Series Instance UID"))
+    else:
+        found.by_series.setdefault(series_uid, []).append(CtFileHeader(path, ds))
+
+
+def _classify(ds: Dataset, path: str, found: _Found) -> None:
+    """File the parsed header ``ds`` of ``path`` under its kind.
+
+    Raises
+    ------
+    DicomImportError
+        If an attribute needed to classify it cannot be read.
+    """
+    sop_class = get_str(ds, "SOPClassUID", path)
+    modality = get_str(ds, "Modality", path)
+    if not sop_class and not modality:
+        found.damaged.append(
+            SkippedFile(path, "no SOP Class UID and no Modality: truncated or corrupt")
+        )
+    elif sop_class == RT_STRUCTURE_SET_STORAGE or (not sop_class and modality == "RTSTRUCT"):
+        found.structure_sets.append(_summarize_rtstruct(ds, path))
+    elif sop_class in _CT_CLASSES or (not sop_class and modality == "CT"):
+        _add_ct(ds, path, found)
+    elif sop_class == RT_ION_PLAN_STORAGE:
+        found.plans.append(path)
+    elif sop_class == RT_DOSE_STORAGE:
+        found.doses.append(path)
+    elif sop_class == MEDIA_STORAGE_DIRECTORY_STORAGE:
+        found.skipped.append(SkippedFile(path, "DICOMDIR (index file)"))
+    else:
+        kind = modality or "no modality"
+        found.skipped.append(SkippedFile(
+            path, f"not a CT image, RT Structure Set, RT Ion Plan or RT Dose ({kind}, {sop_class})"
+        ))
+
+
+def _scan_file(file: Path, found: _Found) -> None:
+    path = str(file)
+    try:
+        if not _is_part10(file):
+            found.skipped.append(SkippedFile(path, "not a DICOM file (no 'DICM' marker)"))
+            return
+    except OSError as exc:
+        found.skipped.append(SkippedFile(path, f"cannot be read: {exc.strerror or exc}"))
+        return
+    try:
+        with reading(path, "cannot parse the DICOM header"):
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        _classify(ds, path, found)
+    except DicomImportError as exc:
+        found.damaged.append(SkippedFile(path, exc.reason))
+
+
 def scan_folder(folder: PathLike) -> FolderScan:
     """Classify every file under ``folder`` (see the module docstring).
 
@@ -209,56 +285,22 @@ def scan_folder(folder: PathLike) -> FolderScan:
     DicomImportError
         If ``folder`` is not a folder. Bad files never raise here; they are listed.
     """
-    by_series: dict[str, list[CtFileHeader]] = {}
-    structure_sets: list[RtStructSummary] = []
-    skipped: list[SkippedFile] = []
-    damaged: list[SkippedFile] = []
+    found = _Found()
     for file in iter_files(folder):
-        path = str(file)
-        try:
-            if not _is_part10(file):
-                skipped.append(SkippedFile(path, "not a DICOM file (no 'DICM' marker)"))
-                continue
-        except OSError as exc:
-            skipped.append(SkippedFile(path, f"cannot be read: {exc.strerror or exc}"))
-            continue
-        try:
-            with reading(path, "cannot parse the DICOM header"):
-                ds = pydicom.dcmread(path, stop_before_pixels=True)
-            sop_class = get_str(ds, "SOPClassUID", path)
-            modality = get_str(ds, "Modality", path)
-            if not sop_class and not modality:
-                damaged.append(
-                    SkippedFile(path, "no SOP Class UID and no Modality: truncated or corrupt")
-                )
-            elif sop_class == RT_STRUCTURE_SET_STORAGE or (
-                not sop_class and modality == "RTSTRUCT"
-            ):
-                structure_sets.append(_summarize_rtstruct(ds, path))
-            elif sop_class in _CT_CLASSES or (not sop_class and modality == "CT"):
-                series_uid = get_str(ds, "SeriesInstanceUID", path)
-                if not series_uid:
-                    damaged.append(SkippedFile(path, "CT image without Series Instance UID"))
-                else:
-                    by_series.setdefault(series_uid, []).append(CtFileHeader(path, ds))
-            elif sop_class == MEDIA_STORAGE_DIRECTORY_STORAGE:
-                skipped.append(SkippedFile(path, "DICOMDIR (index file)"))
-            else:
-                kind = modality or "no modality"
-                skipped.append(
-                    SkippedFile(path, f"not a CT image or RT Structure Set ({kind}, {sop_class})")
-                )
-        except DicomImportError as exc:
-            damaged.append(SkippedFile(path, exc.reason))
-    for item in skipped:
+        _scan_file(file, found)
+    for item in found.skipped:
         logger.info("skipped %s: %s", item.path, item.reason)
-    for item in damaged:
+    for item in found.damaged:
         logger.warning("damaged DICOM file %s: %s", item.path, item.reason)
-    series = tuple(CtSeriesFiles(uid, tuple(files)) for uid, files in sorted(by_series.items()))
+    series = tuple(
+        CtSeriesFiles(uid, tuple(files)) for uid, files in sorted(found.by_series.items())
+    )
     return FolderScan(
         folder=str(folder),
         ct_series=series,
-        structure_sets=tuple(sorted(structure_sets, key=lambda s: s.path)),
-        skipped=tuple(skipped),
-        damaged=tuple(damaged),
+        structure_sets=tuple(sorted(found.structure_sets, key=lambda s: s.path)),
+        skipped=tuple(found.skipped),
+        damaged=tuple(found.damaged),
+        rt_ion_plans=tuple(sorted(found.plans)),
+        rt_doses=tuple(sorted(found.doses)),
     )
