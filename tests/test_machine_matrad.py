@@ -503,3 +503,19 @@ def test_non_finite_values(tmp_path: Path) -> None:
 def test_peak_depth_not_positive(tmp_path: Path) -> None:
     entries = [_energy_entry(e, offset_mm=-30.0) for e in ENERGIES]
     _assert_machine_error(_write_machine(tmp_path, entries), "peakPos + offset")
+
+
+def test_cli_depth_dose_with_a_matrad_machine(tmp_path: Path) -> None:
+    """Bring-your-own beam data through the command line: ``--machine file.mat``."""
+    from planning.cli import main
+
+    path = _write_machine(tmp_path, [_energy_entry(e) for e in ENERGIES])
+    out = tmp_path / "dd.csv"
+    machine = load_matrad_machine(path)
+    energy = float(0.5 * (machine.energies_mev_u[0] + machine.energies_mev_u[1]))
+    assert main(["depth-dose", "--energy", f"{energy}", "--csv", str(out), "--machine",
+                 str(path)]) == 0
+    rows = np.loadtxt(out, delimiter=",", skiprows=1)
+    assert rows.shape[1] == 3 and np.all(np.diff(rows[:, 0]) > 0)
+    peak = rows[np.argmax(rows[:, 1]), 0]
+    assert machine.peak_depth_mm[0] - 1 < peak < machine.peak_depth_mm[1] + 1
