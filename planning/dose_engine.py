@@ -153,16 +153,23 @@ class Beam:
         IEC 61217 gantry and patient-support angles (see :mod:`planning.geometry`).
     name : str
         Label for messages.
+    patient_position : str
+        DICOM patient position of the CT the beam is planned on (HFS, HFP, FFS, FFP); it sets
+        how the IEC room axes lie in patient coordinates.
     """
 
     isocenter_mm: tuple[float, float, float]
     gantry_deg: float = 0.0
     couch_deg: float = 0.0
     name: str = ""
+    patient_position: str = "HFS"
 
     @property
     def frame(self) -> BeamFrame:
-        return beam_frame(self.gantry_deg, self.couch_deg)
+        try:
+            return beam_frame(self.gantry_deg, self.couch_deg, self.patient_position)
+        except ValueError as exc:
+            raise PlanningError(f"{self.label}: {exc}") from None
 
     @property
     def label(self) -> str:

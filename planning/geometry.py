@@ -16,8 +16,10 @@ IEC patient support system ``s``
     The fixed system rotated by the couch (patient support) angle about ``Z_f``; a positive angle
     turns the couch counter-clockwise seen from above: ``p_f = Rz(couch) @ p_s``.
     A head-first-supine (HFS) patient on the couch has ``X_s`` = left (+x LPS),
-    ``Y_s`` = superior (+z LPS), ``Z_s`` = anterior (-y LPS). HFS is the only patient position
-    handled.
+    ``Y_s`` = superior (+z LPS), ``Z_s`` = anterior (-y LPS). For the other positions ``Y_s``
+    (towards the gantry) is superior for head-first and inferior for feet-first, ``Z_s`` (up)
+    is anterior for supine and posterior for prone, and ``X_s = Y_s x Z_s`` (right-handed):
+    HFP ``X_s`` = right, FFS right, FFP left (DICOM PS3.3 C.7.3.1.1.2 patient positions).
 IEC gantry system ``g``
     The fixed system rotated by the gantry angle about ``Y_f``, clockwise seen from the isocentre
     looking at the gantry. The radiation source sits on ``+Z_g``:
@@ -42,12 +44,32 @@ from numpy.typing import ArrayLike, NDArray
 
 FloatArray = NDArray[np.float64]
 
-#: Columns are the LPS components of the IEC patient-support axes X_s, Y_s, Z_s for HFS.
-HFS_SUPPORT_TO_LPS: FloatArray = np.array(
-    [[1.0, 0.0, 0.0],
-     [0.0, 0.0, -1.0],
-     [0.0, 1.0, 0.0]]
-)
+#: LPS directions of the IEC patient-support axes Y_s (towards the gantry) and Z_s (up) for the
+#: patient positions handled.
+_SUPPORT_Y_Z_IN_LPS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "HFS": ((0.0, 0.0, 1.0), (0.0, -1.0, 0.0)),
+    "HFP": ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0)),
+    "FFS": ((0.0, 0.0, -1.0), (0.0, -1.0, 0.0)),
+    "FFP": ((0.0, 0.0, -1.0), (0.0, 1.0, 0.0)),
+}
+PATIENT_POSITIONS = tuple(_SUPPORT_Y_Z_IN_LPS)
+
+
+def support_to_lps_matrix(patient_position: str = "HFS") -> FloatArray:
+    """(3, 3) matrix whose columns are the LPS components of X_s, Y_s, Z_s.
+
+    Raises
+    ------
+    ValueError
+        For positions other than HFS, HFP, FFS and FFP (decubitus positions are not handled).
+    """
+    try:
+        y_s, z_s = (np.asarray(v) for v in _SUPPORT_Y_Z_IN_LPS[patient_position.upper()])
+    except KeyError:
+        raise ValueError(f"patient position {patient_position!r} is not handled; choose one of "
+                         f"{', '.join(PATIENT_POSITIONS)}") from None
+    return np.stack([np.cross(y_s, z_s), y_s, z_s], axis=1)
+
 
 
 @dataclass(frozen=True)
@@ -80,24 +102,27 @@ def _rot_z(angle_deg: float) -> FloatArray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def fixed_to_lps_matrix(couch_deg: float) -> FloatArray:
-    """Matrix taking IEC fixed-system vectors to patient LPS vectors (HFS patient).
+def fixed_to_lps_matrix(couch_deg: float, patient_position: str = "HFS") -> FloatArray:
+    """Matrix taking IEC fixed-system vectors to patient LPS vectors.
 
     Parameters
     ----------
     couch_deg : float
         IEC patient support angle in degrees (counter-clockwise seen from above).
+    patient_position : str
+        DICOM patient position (HFS, HFP, FFS, FFP).
 
     Returns
     -------
     (3, 3) float array
         ``v_lps = M @ v_fixed``.
     """
-    return HFS_SUPPORT_TO_LPS @ _rot_z(couch_deg).T
+    return support_to_lps_matrix(patient_position) @ _rot_z(couch_deg).T
 
 
-def beam_frame(gantry_deg: float, couch_deg: float = 0.0) -> BeamFrame:
-    """Beam direction and lateral BEV axes in LPS for a gantry and couch angle (HFS patient).
+def beam_frame(gantry_deg: float, couch_deg: float = 0.0,
+               patient_position: str = "HFS") -> BeamFrame:
+    """Beam direction and lateral BEV axes in LPS for a gantry and couch angle.
 
     Parameters
     ----------
@@ -105,6 +130,8 @@ def beam_frame(gantry_deg: float, couch_deg: float = 0.0) -> BeamFrame:
         IEC gantry angle in degrees.
     couch_deg : float
         IEC patient support angle in degrees.
+    patient_position : str
+        DICOM patient position (HFS, HFP, FFS, FFP).
 
     Returns
     -------
@@ -113,7 +140,7 @@ def beam_frame(gantry_deg: float, couch_deg: float = 0.0) -> BeamFrame:
     """
     g = np.deg2rad(gantry_deg)
     sg, cg = np.sin(g), np.cos(g)
-    to_lps = fixed_to_lps_matrix(couch_deg)
+    to_lps = fixed_to_lps_matrix(couch_deg, patient_position)
     z_g = np.array([sg, 0.0, cg])
     x_g = np.array([cg, 0.0, -sg])
     y_g = np.array([0.0, 1.0, 0.0])

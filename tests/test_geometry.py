@@ -92,3 +92,33 @@ def test_voxel_centers_follow_c_order():
     np.testing.assert_allclose(c[4], (0, 1, 0))
     np.testing.assert_allclose(c[12], (0, 0, 1))
     np.testing.assert_allclose(voxel_centers_lps((2, 3, 4), (1, 1, 1), (0, 0, 0), [13]), [c[13]])
+
+
+@pytest.mark.parametrize(
+    ("position", "gantry", "direction"),
+    [
+        # Gantry 0 shoots down from the ceiling: into the anterior of a supine patient,
+        # into the posterior of a prone one.
+        ("HFS", 0.0, (0, 1, 0)),
+        ("HFP", 0.0, (0, -1, 0)),
+        ("FFS", 0.0, (0, 1, 0)),
+        ("FFP", 0.0, (0, -1, 0)),
+        # Gantry 90: source on the room's X_f side (right of an observer at the couch foot
+        # looking at the gantry): the patient's left for HFS and FFP, right for HFP and FFS.
+        ("HFS", 90.0, (-1, 0, 0)),
+        ("HFP", 90.0, (1, 0, 0)),
+        ("FFS", 90.0, (1, 0, 0)),
+        ("FFP", 90.0, (-1, 0, 0)),
+    ],
+)
+def test_beam_direction_for_each_patient_position(position, gantry, direction):
+    frame = beam_frame(gantry, 0.0, position)
+    np.testing.assert_allclose(frame.direction, direction, atol=1e-12)
+    # The BEV axes stay orthonormal and right-handed with the beam: u x v = -direction.
+    np.testing.assert_allclose(np.cross(frame.u_axis, frame.v_axis), -frame.direction,
+                               atol=1e-12)
+
+
+def test_unknown_patient_position_is_rejected():
+    with pytest.raises(ValueError, match="LFS"):
+        beam_frame(0.0, 0.0, "LFS")

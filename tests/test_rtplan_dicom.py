@@ -378,7 +378,8 @@ def test_plan_on_feet_first_ct(tmp_path: Path, plan: Plan) -> None:
     imported = load_rt_ion_plan(path)
     assert imported.referenced_structure_set_uid == rs_uid
     assert imported.patient_position == "FFS"
-    assert any("assumes HFS" in w for w in imported.warnings)
+    assert all(b.beam.patient_position == "FFS" for b in imported.plan.beams)
+    assert not any("patient position" in w for w in imported.warnings)
 
 
 # --------------------------------------------------------------------------- import rules

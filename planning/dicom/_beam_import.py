@@ -44,6 +44,7 @@ class BeamReadSettings:
     ion_a: int
     particles_per_mu: float | None
     lattice_tolerance_mm: float
+    patient_position: str = "HFS"
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,7 +144,7 @@ def _same(first: Dataset, cp: Dataset, keyword: str, path: str, tol: float) -> N
                                      "are not supported")
 
 
-def _geometry(first: Dataset, path: str, beam: str) -> Beam:
+def _geometry(first: Dataset, path: str, beam: str, patient_position: str) -> Beam:
     for keyword in ("GantryAngle", "PatientSupportAngle", "IsocenterPosition"):
         if not is_present(first, keyword, path):
             raise DicomImportError(path, f"beam {beam!r}: {keyword} missing in the first "
@@ -157,7 +158,8 @@ def _geometry(first: Dataset, path: str, beam: str) -> Beam:
     couch = (get_floats(first, "PatientSupportAngle", path, 1)[0] + 180.0) % 360.0 - 180.0
     x, y, z = get_floats(first, "IsocenterPosition", path, 3)
     return Beam(isocenter_mm=(x, y, z), gantry_deg=gantry + 0.0,
-                couch_deg=180.0 if couch == -180.0 else couch + 0.0, name=beam)
+                couch_deg=180.0 if couch == -180.0 else couch + 0.0, name=beam,
+                patient_position=patient_position)
 
 
 def _spots(cp: Dataset, path: str, where: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -209,7 +211,7 @@ def read_beam(item: Dataset, path: PathLike, name: str, beam_meterset: float,
         raise DicomImportError(where, f"beam {name!r}: Number of Control Points is {stated} but "
                                       f"the sequence has {len(points)}")
     first = points[0]
-    beam = _geometry(first, where, name)
+    beam = _geometry(first, where, name, settings.patient_position)
     shifter_numbers = _shifter_numbers(item, where, name)
     shifters: dict[int, float] = {}
     wet_mm: float | None = None

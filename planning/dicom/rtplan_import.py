@@ -53,6 +53,7 @@ from planning.dicom._values import (
 )
 from planning.dicom.errors import DicomImportError
 from planning.errors import PlanningError
+from planning.geometry import PATIENT_POSITIONS
 from planning.patient import StructureSet
 from planning.plan import BeamPlan, Plan, Prescription
 
@@ -178,13 +179,19 @@ def read_rt_ion_plan(
             where, f"not an RT Ion Plan (SOP Class {sop_class or '?'}, Modality {modality or '?'})"
         )
     n_fractions, metersets = _fraction_group(ds, where)
+    warnings: list[str] = []
+    setups = get_sequence(ds, "PatientSetupSequence", where)
+    position = get_str(setups[0], "PatientPosition", where) if setups else ""
+    if position and position not in PATIENT_POSITIONS:
+        warnings.append(f"patient position {position}: IonPlan computes dose for "
+                        f"{', '.join(PATIENT_POSITIONS)} only")
     settings = BeamReadSettings(
         ion_z=ion_z,
         ion_a=ion_a,
         particles_per_mu=particles_per_mu,
         lattice_tolerance_mm=lattice_tolerance_mm,
+        patient_position=position or "HFS",
     )
-    warnings: list[str] = []
     beams: list[BeamPlan] = []
     sads: list[tuple[float, float] | None] = []
     machines: list[str] = []
@@ -218,10 +225,6 @@ def read_rt_ion_plan(
             )
         prescription = fallback_prescription
         warnings.append("the plan states no target prescription: the given one is used")
-    setups = get_sequence(ds, "PatientSetupSequence", where)
-    position = get_str(setups[0], "PatientPosition", where) if setups else ""
-    if position and position != "HFS":
-        warnings.append(f"patient position {position}: IonPlan's beam geometry assumes HFS")
     rs_refs = get_sequence(ds, "ReferencedStructureSetSequence", where)
     try:
         plan = Plan(
