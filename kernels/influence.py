@@ -10,7 +10,9 @@ water-equivalent depth ``w`` and lateral distance ``r`` from the spot axis (in t
 
 with ``s_c^2 = sigma_air^2 + sigma_core(w)^2``, ``s_h^2 = sigma_air^2 + sigma_halo(w)^2`` and
 ``h = halo_weight(w)``: the double Gaussian integrates to ``idd(w)`` over the plane. The LET x dose
-entry is ``dose * letd(w)``. The spot axis diverges from virtual sources at the scanning magnets:
+entry is ``dose * letd(w)``; likewise each extra per-depth quantity ``q_k(w)`` of the layer (e.g.
+the dose-averaged quantities of an RBE model) gives an entry ``dose * q_k(w)`` at the same place.
+The spot axis diverges from virtual sources at the scanning magnets:
 a spot at ``(u_s, v_s)`` on the isocentre plane lies at ``u_s (SAD_u + t) / SAD_u`` (same for v)
 at geometric depth ``t`` from the isocentre. Pairs beyond the cut-off radius ``R(w)``, which keeps
 the fraction ``cutoff_fraction`` of the double Gaussian's 2-D integral, are dropped.
@@ -81,6 +83,9 @@ class PencilBeamTables:
         Dose-averaged LET, keV/um.
     sigma_air_mm : float
         In-air spot sigma at the isocentre, added in quadrature to both sigmas.
+    model_quantities : tuple of (D,) float arrays
+        Extra dose-averaged quantities ``q_k`` (any unit) whose dose-weighted entries
+        ``dose * q_k`` are evaluated along with the dose; empty by default.
     """
 
     depth_mm: NDArray[np.float64]
@@ -90,6 +95,7 @@ class PencilBeamTables:
     halo_weight: NDArray[np.float64]
     letd_kev_um: NDArray[np.float64]
     sigma_air_mm: float
+    model_quantities: tuple[NDArray[np.float64], ...] = ()
 
 
 def cutoff_radius_mm(
@@ -289,9 +295,9 @@ class LayerSetup:
         Deepest WEPL with dose (last depth node with a positive IDD); -1 when there is none.
     radius_mm : (L,) float32 array
         Cut-off radius on the uniform WEPL grid of step ``WEPL_TABLE_STEP_MM``.
-    dose_tables : (5 * L,) float32 array
+    dose_tables : ((5 + K) * L,) float32 array
         On the same grid, one after the other: ``dose_scale * idd``, halo weight, ``s_c^2``,
-        ``s_h^2`` (mm^2) and LETd.
+        ``s_h^2`` (mm^2), LETd and the ``K`` model quantities.
     table_nodes : int
         ``L``.
     rank_table : (H * W,) int64 array
@@ -305,6 +311,8 @@ class LayerSetup:
         Lattice column of the spot of each row-major rank.
     rank_to_spot : (n_spots,) int32 (int64 if needed) array or None
         Spot identifier of each row-major rank, None when it is the rank itself.
+    n_model : int
+        ``K``: number of model quantities in ``dose_tables``.
     """
 
     depth_max_mm: float
@@ -319,6 +327,7 @@ class LayerSetup:
     iv_max: int
     spot_iu: Any
     rank_to_spot: Any
+    n_model: int = 0
 
 
 @dataclass(frozen=True)
@@ -456,6 +465,9 @@ def _validate_tables(tables: PencilBeamTables) -> None:
     for name in ("idd", "sigma_core_mm", "sigma_halo_mm", "halo_weight", "letd_kev_um"):
         if np.shape(getattr(tables, name)) != d.shape:
             raise ValueError(f"{name} must have the shape of depth_mm {d.shape}")
+    for k, q in enumerate(tables.model_quantities):
+        if np.shape(q) != d.shape:
+            raise ValueError(f"model quantity {k} must have the shape of depth_mm {d.shape}")
     if not tables.sigma_air_mm > 0:
         raise ValueError("sigma_air_mm must be positive")
 
@@ -465,14 +477,15 @@ def _uniform_tables(
 ) -> tuple[float, NDArray[np.float32], NDArray[np.float32]]:
     """Depth reached, cut-off radius and dose tables on the uniform WEPL grid.
 
-    Returns ``(depth_max, radius (L,), dosimetric (5, L))``; beyond ``depth_max`` (the last
-    node with a positive IDD) the layer deposits nothing.
+    Returns ``(depth_max, radius (L,), dosimetric (5 + K, L))``; beyond ``depth_max`` (the
+    last node with a positive IDD) the layer deposits nothing.
     """
+    n_rows = 5 + len(tables.model_quantities)
     depth = np.asarray(tables.depth_mm, dtype=np.float64)
     idd = np.asarray(tables.idd, dtype=np.float64)
     positive = np.flatnonzero(idd > 0)
     if positive.size == 0:
-        return -1.0, np.zeros(2, np.float32), np.zeros((5, 2), np.float32)
+        return -1.0, np.zeros(2, np.float32), np.zeros((n_rows, 2), np.float32)
     depth_max = float(depth[positive[-1]])
     sa2 = float(tables.sigma_air_mm) ** 2
     sc2 = sa2 + np.asarray(tables.sigma_core_mm, dtype=np.float64) ** 2
@@ -482,7 +495,8 @@ def _uniform_tables(
                                           cutoff_fraction)
     n_nodes = math.floor(depth_max / WEPL_TABLE_STEP_MM) + 2
     grid = np.arange(n_nodes) * WEPL_TABLE_STEP_MM
-    rows = [idd * dose_scale, h, sc2, sh2, np.asarray(tables.letd_kev_um, dtype=np.float64)]
+    rows = [idd * dose_scale, h, sc2, sh2, np.asarray(tables.letd_kev_um, dtype=np.float64),
+            *(np.asarray(q, dtype=np.float64) for q in tables.model_quantities)]
     dosimetric = np.stack([np.interp(grid, depth, r) for r in rows]).astype(np.float32)
     return depth_max, np.interp(grid, depth, radius).astype(np.float32), dosimetric
 
@@ -560,6 +574,7 @@ def prepare_layer(
         rank_table=xp.asarray(q_excl), table_width=int(width), iu_min=iu_min, iu_max=iu_max,
         iv_min=iv_min, iv_max=iv_max, spot_iu=xp.asarray(spot_iu_by_rank),
         rank_to_spot=None if identity else xp.asarray(rank_ids),
+        n_model=len(tables.model_quantities),
     )
 
 
@@ -713,8 +728,10 @@ class ChunkPairs:
         Spot identifier (see :func:`prepare_layer`).
     dose : (nnz,) float32 array
         Dose per spot weight unit.
-    let_dose : (nnz,) float32 array
-        ``dose * LETd`` in keV/um times the dose unit.
+    let_dose : (nnz,) float32 array or None
+        ``dose * LETd`` in keV/um times the dose unit; None when not asked for.
+    model_dose : tuple of (nnz,) float32 arrays
+        ``dose * q_k`` for each model quantity of the layer.
     """
 
     voxel: Any
@@ -723,6 +740,7 @@ class ChunkPairs:
     spot: Any
     dose: Any
     let_dose: Any
+    model_dose: tuple[Any, ...] = ()
 
 
 def _segment_ids(xp: Any, counts: Any, total: int) -> Any:
@@ -735,8 +753,9 @@ def _segment_ids(xp: Any, counts: Any, total: int) -> Any:
     return xp.repeat(xp.arange(n, dtype=xp.int64), counts)
 
 
-def chunk_pairs(plan: LayerPlan, chunk: Chunk, row_start: Any = None) -> ChunkPairs:
-    """Evaluate the dose and LET x dose of all pairs of one chunk of a layer.
+def chunk_pairs(plan: LayerPlan, chunk: Chunk, row_start: Any = None, *,
+                let: bool = True) -> ChunkPairs:
+    """Evaluate the dose, LET x dose and model quantity x dose of all pairs of one chunk.
 
     Parameters
     ----------
@@ -746,6 +765,8 @@ def chunk_pairs(plan: LayerPlan, chunk: Chunk, row_start: Any = None) -> ChunkPa
         One of ``plan.chunks``.
     row_start : (n,) int64 array, optional
         Offset added to the ranks of each of the chunk's voxels (0 by default).
+    let : bool
+        Evaluate LET x dose (else ``let_dose`` is None).
     """
     xp = array_namespace(plan.cu)
     a, b = chunk.start, chunk.stop
@@ -754,7 +775,10 @@ def chunk_pairs(plan: LayerPlan, chunk: Chunk, row_start: Any = None) -> ChunkPa
     # Depth-dependent quantities of the chunk's voxels.
     w_idx, w_frac = plan.wepl_index[a:b], plan.wepl_frac[a:b]
     tab, n_nodes = plan.layer.dose_tables, plan.layer.table_nodes
-    idd, halo, sc2, sh2, letd = (_lerp(xp, tab, w_idx, w_frac, q * n_nodes) for q in range(5))
+    idd, halo, sc2, sh2 = (_lerp(xp, tab, w_idx, w_frac, q * n_nodes) for q in range(4))
+    # Per-voxel LETd and model quantities, evaluated per pair through the segment index.
+    per_voxel = [_lerp(xp, tab, w_idx, w_frac, q * n_nodes)
+                 for q in ([4] if let else []) + list(range(5, 5 + plan.layer.n_model))]
     two_pi = 2.0 * math.pi
     coef_core = (idd * (1.0 - halo) / (two_pi * sc2))[None, :]
     coef_halo = (idd * halo / (two_pi * sh2))[None, :]
@@ -790,7 +814,7 @@ def chunk_pairs(plan: LayerPlan, chunk: Chunk, row_start: Any = None) -> ChunkPa
     col_off = xp.reshape(
         xp.broadcast_to(voxel * n_cols - xp.astype(plan.iu0[a:b][:, None], xp.int64),
                         (n, n_rows)), (-1,))
-    letd_seg = xp.reshape(xp.broadcast_to(letd[:, None], (n, n_rows)), (-1,))
+    per_seg = [xp.reshape(xp.broadcast_to(v[:, None], (n, n_rows)), (-1,)) for v in per_voxel]
     core_v, halo_v = voxel_major(core_v), voxel_major(halo_v)
     core_u, halo_u = voxel_major(core_u), voxel_major(halo_u)
 
@@ -800,10 +824,11 @@ def chunk_pairs(plan: LayerPlan, chunk: Chunk, row_start: Any = None) -> ChunkPa
     dest = running + xp.take(dest_off, s)
     k = xp.take(plan.layer.spot_iu, q) + xp.take(col_off, s)
     dose = xp.take(core_u, k) * xp.take(core_v, s) + xp.take(halo_u, k) * xp.take(halo_v, s)
-    let_dose = dose * xp.take(letd_seg, s)
+    weighted = [dose * xp.take(v, s) for v in per_seg]
+    let_dose = weighted.pop(0) if let else None
     spot = q if plan.layer.rank_to_spot is None else xp.take(plan.layer.rank_to_spot, q)
     return ChunkPairs(voxel=plan.voxel[a:b], counts=counts, dest=dest, spot=spot, dose=dose,
-                      let_dose=let_dose)
+                      let_dose=let_dose, model_dose=tuple(weighted))
 
 
 def iter_chunk_pairs(plan: LayerPlan) -> Iterator[ChunkPairs]:
@@ -826,6 +851,8 @@ class LayerCSR:
         Spot identifier of each entry, increasing in row-major lattice order within a row.
     dose, let_dose : (nnz,) float32 arrays
         Dose and LET x dose per spot weight unit.
+    model_dose : tuple of (nnz,) float32 arrays
+        Model quantity x dose, one array per quantity of the layer.
     """
 
     voxel: Any
@@ -833,6 +860,7 @@ class LayerCSR:
     spot: Any
     dose: Any
     let_dose: Any
+    model_dose: tuple[Any, ...] = ()
 
 
 def layer_csr(plan: LayerPlan) -> LayerCSR:
@@ -849,5 +877,7 @@ def layer_csr(plan: LayerPlan) -> LayerCSR:
         return xp.concat([getattr(p, name) for p in pieces])
 
     indptr = xp.cumulative_sum(xp.astype(counts, xp.int64), include_initial=True)
+    model_dose = tuple(xp.concat([p.model_dose[k] for p in pieces])
+                       for k in range(plan.layer.n_model))
     return LayerCSR(voxel=plan.voxel, indptr=indptr, spot=cat("spot"), dose=cat("dose"),
-                    let_dose=cat("let_dose"))
+                    let_dose=cat("let_dose"), model_dose=model_dose)

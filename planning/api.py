@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -182,3 +182,41 @@ def rbe_table(model_name: str, ion: str, energies_mev_u: list[float],
     rows = rbe_table_rows(rbe_model(model_name, tissue), z, energies_mev_u)
     return [{"energy_mev_u": r.energy_mev_u, "let_kev_um": r.let_kev_um, "alpha": r.alpha_gy,
              "beta": r.beta_gy2} for r in rows]
+
+
+def make_plan(
+    ct_dir: str | os.PathLike[str],
+    *,
+    target: str,
+    dose_gy_rbe: float,
+    fractions: int,
+    gantry_deg: list[float],
+    out_dir: str | os.PathLike[str],
+    couch_deg: list[float] | None = None,
+    rbe: str = "mkm",
+    rbe_value: float | None = None,
+    tissue: str | None = None,
+    spot_spacing_mm: float = 3.0,
+    grid_mm: float = 3.0,
+    config_path: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    progress: ProgressCallback | None = None,
+    hlut_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Plan a CT folder end to end and write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm
+    and report.json into ``out_dir`` (see :mod:`planning.planner`); return the report."""
+    from planning.planner import PlanRequest, write_plan_outputs
+    from planning.planner import make_plan as plan
+
+    request = PlanRequest(
+        target=target, total_dose_gy_rbe=float(dose_gy_rbe), n_fractions=int(fractions),
+        gantry_deg=tuple(float(g) for g in gantry_deg),
+        couch_deg=tuple(float(c) for c in couch_deg or ()), ct_dir=os.fspath(ct_dir),
+        rbe_model=rbe, rbe_value=rbe_value, tissue=tissue, spot_spacing_mm=spot_spacing_mm,
+        dose_grid_mm=grid_mm, config_path=None if config_path is None else os.fspath(config_path),
+        device=device, output_dir=os.fspath(out_dir),
+        hlut_path=None if hlut_path is None else os.fspath(hlut_path))
+    machine = get_machine()
+    result = plan(request, machine=machine, progress=progress)
+    write_plan_outputs(result, out_dir, machine=machine)
+    return result.report

@@ -94,6 +94,46 @@ def _cmd_rbe_table(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from planning import api
+
+    report = api.make_plan(
+        args.ct_dir, target=args.target, dose_gy_rbe=args.dose, fractions=args.fractions,
+        gantry_deg=args.gantry, couch_deg=args.couch, out_dir=args.out, rbe=args.rbe,
+        rbe_value=args.rbe_value, tissue=args.tissue, spot_spacing_mm=args.spot_spacing,
+        grid_mm=args.grid, config_path=args.config, device=args.device,
+        progress=_terminal_progress("plan"), hlut_path=args.hlut)
+    target = report["structures"][args.target] if args.target in report["structures"] else None
+    line = f"wrote RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm and report.json to {args.out}"
+    if target is not None:
+        p = args.dose
+        line += (f"; {args.target} D95 {100 * target['d95_gy_rbe'] / p:.1f} %, "
+                 f"D5 {100 * target['d5_gy_rbe'] / p:.1f} % of {p:g} Gy(RBE)")
+    print(line)
+    return EXIT_OK
+
+
+def _angle_list(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of "
+                                         "angles in degrees") from None
+    if not values or not all(abs(v) <= 360 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give angles in degrees, e.g. 90,270")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
 def _energy_list(text: str) -> list[float]:
     values = [_positive_float(part) for part in text.split(",") if part.strip()]
     if not values:
@@ -166,6 +206,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kinetic energies per nucleon, MeV/u")
     p.add_argument("--tissue", help="LEM I tissue: chordoma, hsg, v79 or alpha_x,beta_x,D_t")
     p.set_defaults(func=_cmd_rbe_table)
+
+    p = sub.add_parser("plan", help="optimize a carbon-ion plan on a CT and export DICOM RT")
+    p.add_argument("ct_dir", metavar="CT_DIR", help="folder with the CT and its RTSTRUCT")
+    p.add_argument("--target", required=True, metavar="ROI", help="target structure name")
+    p.add_argument("--dose", type=_positive_float, required=True, metavar="GY_RBE",
+                   help="total prescribed dose, Gy(RBE)")
+    p.add_argument("--fractions", type=_positive_int, required=True, metavar="N")
+    p.add_argument("--gantry", type=_angle_list, required=True, metavar="G1,G2,...",
+                   help="gantry angle of each beam, degrees")
+    p.add_argument("--couch", type=_angle_list, metavar="C1,C2,...",
+                   help="couch angle of each beam (default 0)")
+    p.add_argument("--rbe", choices=("mkm", "lem1", "const", "physical"), default="mkm")
+    p.add_argument("--rbe-value", type=_positive_float, metavar="X",
+                   help="the RBE of --rbe const")
+    p.add_argument("--tissue", help="LEM I tissue: chordoma, hsg, v79 or alpha_x,beta_x,D_t")
+    p.add_argument("--spot-spacing", type=_positive_float, default=3.0, metavar="MM")
+    p.add_argument("--grid", type=_positive_float, default=3.0, metavar="MM",
+                   help="dose grid spacing (default 3 mm)")
+    p.add_argument("--config", metavar="PLAN_FILE",
+                   help="objectives file, TOML or JSON (see planning.planner)")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    p.add_argument("--hlut", metavar="CSV", help="HU to relative stopping power curve (hu,rsp)")
+    p.add_argument("--out", required=True, metavar="OUT_DIR")
+    p.set_defaults(func=_cmd_plan)
     return parser
 
 

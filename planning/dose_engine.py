@@ -10,20 +10,24 @@ Influence matrices
 :func:`build_influence` returns :class:`DoseInfluence`: a SciPy CSR matrix of float32 doses
 (Gy per 10^6 primaries) with one row per dose-grid voxel, in C order of the ``(z, y, x)`` grid
 (row = flat index), and one column per spot: the spots of ``spot_maps[0]`` in their order, then
-those of ``spot_maps[1]``, and so on. A second CSR matrix shares the same ``indices`` and
-``indptr`` arrays and holds LET x dose (keV/um x Gy), so LETd of a plan is
-``(L @ w) / (D @ w)``. Rows of voxels outside the calculation region are empty.
+those of ``spot_maps[1]``, and so on. Further CSR matrices share the same ``indices`` and
+``indptr`` arrays: LET x dose (keV/um x Gy; optional, ``DoseEngineSettings.store_let_dose``),
+so LETd of a plan is ``(L @ w) / (D @ w)``, and, when the depth tables of an RBE model are given,
+one matrix per model quantity ``q_k`` holding ``dose x q_k`` (the dose-weighted sums S_k of
+:mod:`planning.rbe.models`). Rows of voxels outside the calculation region are empty.
 
 The build makes two passes. The first counts the entries of every row (index arithmetic per
 window row, no pair is visited), which fixes the CSR row pointers and, per row, where each
 beam's entries start. The second evaluates the pencil beams and writes every entry straight to
-its final place: no concatenation, no sort, so the peak memory is the result (12 bytes per entry
-for both quantities, 6 per quantity) plus bounded per-thread work buffers. The work items are
-blocks of a beam's voxels (in WEPL order): a block runs all layers of its beam, in column order,
-and owns its rows within that beam's part of each row, so blocks are independent; on the CPU
-they run in a thread pool (NumPy releases the GIL in its loops). Within a row, entries come in
-column order when each layer's spots are consecutive columns in row-major lattice order (as
-:func:`place_spots` makes them); the matrices then carry ``has_sorted_indices``.
+its final place: no concatenation, no sort, so the peak memory is the result (4 bytes per entry
+for the shared column indices plus 4 per stored quantity: 12 for dose and LET x dose, 16 with
+the one quantity of mMKM, 20 with the two of LEM I) plus bounded per-thread work buffers.
+The work items are blocks of a beam's voxels (in WEPL order): a block runs all layers of its
+beam, in column order, and owns its rows within that beam's part of each row, so blocks are
+independent; on the CPU they run in a thread pool (NumPy releases the GIL in its loops).
+Within a row, entries come in column order when each layer's spots are consecutive columns in
+row-major lattice order (as :func:`place_spots` makes them); the matrices then carry
+``has_sorted_indices``.
 
 On the GPU (CuPy) the same kernels run on the device, one block after the other, and the
 finished arrays are copied to the host, so the result is always a SciPy matrix (the optimizer
@@ -61,8 +65,9 @@ from kernels.influence import (
 from kernels.wepl import sample_volume, sample_wepl, wepl_cube
 from planning.errors import DeviceError, MachineError, PlanningError
 from planning.geometry import BeamFrame, beam_frame, lps_to_bev, voxel_centers_lps
-from planning.machine import MEV_PER_G_TO_GY, Machine, pencil_beam_data
+from planning.machine import MEV_PER_G_TO_GY, Machine, pencil_beam_data, per_depth_at_energy
 from planning.progress import CancelToken, ProgressCallback, report
+from planning.rbe.tables import DepthTables
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +283,9 @@ class DoseEngineSettings:
     min_rsp_for_dose : float
         Without an explicit calculation region, dose is computed in dose-grid voxels whose
         interpolated RSP is at least this (0.05 excludes air, keeps lung).
+    store_let_dose : bool
+        Keep the LET x dose matrix (4 bytes per entry). Without it
+        :attr:`DoseInfluence.let_dose` is None and :func:`forward_dose` cannot give LETd.
     """
 
     lateral_cutoff_fraction: float = 0.99
@@ -287,6 +295,7 @@ class DoseEngineSettings:
     chunk_candidates: int = DEFAULT_CHUNK_CANDIDATES
     block_voxels: int = 1 << 17
     min_rsp_for_dose: float = 0.05
+    store_let_dose: bool = True
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.lateral_cutoff_fraction < 1.0:
@@ -336,10 +345,10 @@ class DoseInfluence:
     ----------
     dose : scipy.sparse.csr_array, float32, (n_voxels, n_spots)
         Dose in Gy per 10^6 primaries. Row = C-order flat index of the ``(z, y, x)`` dose grid.
-    let_dose : scipy.sparse.csr_array, float32, (n_voxels, n_spots)
-        LETd x dose (keV/um x Gy per 10^6 primaries). It shares the memory of ``indices`` and
-        ``indptr`` with ``dose``; those arrays are read-only: copy a matrix before modifying
-        its structure.
+    let_dose : scipy.sparse.csr_array, float32, (n_voxels, n_spots), or None
+        LETd x dose (keV/um x Gy per 10^6 primaries); None when the settings asked not to keep
+        it. It shares the memory of ``indices`` and ``indptr`` with ``dose``; those arrays are
+        read-only: copy a matrix before modifying its structure.
     grid : DoseGrid
         The dose grid.
     spots : SpotTable
@@ -348,25 +357,42 @@ class DoseInfluence:
         Voxels in which dose was computed.
     device : str
         Where it was computed ("cpu" or "gpu").
+    model_sums : tuple of scipy.sparse.csr_array, float32, (n_voxels, n_spots)
+        Dose x model quantity ``q_k`` per 10^6 primaries (Gy x unit of ``q_k``), one matrix per
+        name of ``model_quantity_names``, sharing ``indices`` and ``indptr`` with ``dose``.
+    model_quantity_names : tuple of str
+        Names of the model quantities (``RbeModel.quantity_names``); empty without a model.
+    model_description : str
+        ``RbeModel.describe()`` of the model whose depth tables made ``model_sums``.
     """
 
     dose: sp.csr_array
-    let_dose: sp.csr_array
+    let_dose: sp.csr_array | None
     grid: DoseGrid
     spots: SpotTable
     calc_mask: NDArray[np.bool_]
     device: str = field(default="cpu")
+    model_sums: tuple[sp.csr_array, ...] = ()
+    model_quantity_names: tuple[str, ...] = ()
+    model_description: str = ""
 
     @property
     def nnz(self) -> int:
         return int(self.dose.nnz)
 
     @property
+    def n_quantities(self) -> int:
+        """Number of stored data arrays (dose, LET x dose if kept, the model sums)."""
+        return 1 + (self.let_dose is not None) + len(self.model_sums)
+
+    @property
     def nbytes(self) -> int:
-        """Bytes held by both matrices (shared index arrays counted once)."""
+        """Bytes held by all matrices (shared index arrays counted once)."""
         d = self.dose
-        return int(d.data.nbytes + self.let_dose.data.nbytes + d.indices.nbytes
-                   + d.indptr.nbytes)
+        data = d.data.nbytes + sum(m.data.nbytes for m in self.model_sums)
+        if self.let_dose is not None:
+            data += self.let_dose.data.nbytes
+        return int(data + d.indices.nbytes + d.indptr.nbytes)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -462,6 +488,7 @@ def place_spots(
     spot_spacing_mm: float = 5.0,
     lateral_margin_mm: float = 3.0,
     energy_margin_mm: float = 3.0,
+    layer_spacing_mm: float = 2.0,
     settings: DoseEngineSettings | None = None,
 ) -> SpotMap:
     """Spots covering a target: a lateral lattice and, per lattice ray, its energies.
@@ -472,6 +499,12 @@ def place_spots(
     interval is that of those voxels; it gets every machine energy whose Bragg peak depth lies
     in the interval widened by ``energy_margin_mm`` on both sides (the nearest one when the
     interval is thinner than the layer spacing).
+
+    The candidate energies are thinned first (:func:`select_layer_energies`): from the deepest
+    needed Bragg peak down, each next layer peaks at least ``layer_spacing_mm`` shallower, and
+    the shallowest needed one is always kept. A carbon beam with a 3 mm ripple filter has a
+    Bragg peak a few mm wide, so 2 mm layers lose nothing against the machine's 1 mm steps and
+    halve the spots and the influence matrix. ``layer_spacing_mm = 0`` keeps every energy.
 
     Parameters
     ----------
@@ -487,6 +520,9 @@ def place_spots(
         Target voxels.
     spot_spacing_mm, lateral_margin_mm, energy_margin_mm : float
         Lattice spacing and margins, mm.
+    layer_spacing_mm : float
+        Smallest water-equivalent distance between the Bragg peaks of consecutive layers, mm
+        (0 to 30).
     settings : DoseEngineSettings, optional
         Device and WEPL step for the depth calculation.
 
@@ -505,6 +541,8 @@ def place_spots(
         raise PlanningError(f"spot spacing must lie in [0.5, 50] mm, got {spot_spacing_mm}")
     if lateral_margin_mm < 0 or energy_margin_mm < 0:
         raise PlanningError("margins must be >= 0 mm")
+    if not (0 <= layer_spacing_mm <= 30):
+        raise PlanningError(f"layer spacing must lie in [0, 30] mm, got {layer_spacing_mm}")
     mask = np.asarray(target_mask)
     if mask.shape != tuple(ct_grid.shape):
         raise PlanningError(f"target mask has shape {mask.shape}, expected the CT grid "
@@ -559,10 +597,19 @@ def place_spots(
     thin = i_hi <= i_lo
     i_lo = np.where(thin, nearest, i_lo)
     i_hi = np.where(thin, nearest + 1, i_hi)
-    n_per_ray = i_hi - i_lo
+    # The energies kept (indices into peaks_sorted, increasing), then each ray's share of them.
+    kept = select_layer_energies(peaks_sorted, int(i_lo.min()), int(i_hi.max()) - 1,
+                                 layer_spacing_mm)
+    k_lo = np.searchsorted(kept, i_lo, side="left")
+    k_hi = np.searchsorted(kept, i_hi, side="left")
+    nearest_kept = np.argmin(np.abs(peaks_sorted[kept][None, :] - mid[:, None]), axis=1)
+    none = k_hi <= k_lo
+    k_lo = np.where(none, nearest_kept, k_lo)
+    k_hi = np.where(none, nearest_kept + 1, k_hi)
+    n_per_ray = k_hi - k_lo
     ray_of_spot = np.repeat(np.arange(ray.shape[0]), n_per_ray)
-    first = np.repeat(i_lo - np.concatenate([[0], np.cumsum(n_per_ray)[:-1]]), n_per_ray)
-    energy_idx = order[first + np.arange(ray_of_spot.size)]
+    first = np.repeat(k_lo - np.concatenate([[0], np.cumsum(n_per_ray)[:-1]]), n_per_ray)
+    energy_idx = order[kept[first + np.arange(ray_of_spot.size)]]
     # Sort: energy descending, then v, then u (row-major lattice order).
     iv, iu = ray[ray_of_spot, 0], ray[ray_of_spot, 1]
     e = machine.energies_mev_u[energy_idx]
@@ -580,6 +627,45 @@ def place_spots(
     )
 
 
+def select_layer_energies(peak_depth_mm: ArrayLike, first: int, last: int,
+                          spacing_mm: float) -> IntArray:
+    """Energies ``first .. last`` thinned to Bragg peaks at least ``spacing_mm`` apart.
+
+    Parameters
+    ----------
+    peak_depth_mm : (E,) float array
+        Bragg peak depths of the machine energies, increasing, mm.
+    first, last : int
+        Shallowest and deepest needed energy (indices), ``first <= last``.
+    spacing_mm : float
+        Smallest peak distance of consecutive kept energies, mm; 0 keeps all.
+
+    Returns
+    -------
+    (n,) int array
+        Kept indices, increasing; always holds ``first`` and ``last``. Going from ``last``
+        down, each next index is the deepest one at least ``spacing_mm`` shallower; when the
+        last pick would lie closer than ``spacing_mm`` to ``first``, ``first`` replaces it
+        (so only that one gap may be up to twice the spacing). Gaps are never below the
+        spacing, except when ``first`` and ``last`` themselves lie closer than it.
+    """
+    peaks = np.asarray(peak_depth_mm, dtype=np.float64)
+    if spacing_mm <= 0 or last <= first:
+        return np.arange(first, last + 1, dtype=np.int64)
+    picked = [last]
+    while True:
+        j = int(np.searchsorted(peaks, peaks[picked[-1]] - spacing_mm + 1e-9, side="right")) - 1
+        if j < first:
+            break
+        picked.append(j)
+    if picked[-1] != first:
+        if len(picked) > 1 and peaks[picked[-1]] - peaks[first] < spacing_mm:
+            picked[-1] = first
+        else:
+            picked.append(first)
+    return np.asarray(picked[::-1], dtype=np.int64)
+
+
 # --------------------------------------------------------------------------- influence
 
 
@@ -594,15 +680,19 @@ class _BeamWork:
     row_major: tuple[bool, ...]  # columns consecutive, in row-major lattice order
 
 
-def _layer_tables(machine: Machine, energy: float, where: str) -> PencilBeamTables:
+def _layer_tables(machine: Machine, energy: float, where: str,
+                  model_tables: DepthTables | None = None) -> PencilBeamTables:
     try:
         pb = pencil_beam_data(machine, energy)
+        quantities = () if model_tables is None else tuple(
+            per_depth_at_energy(machine, v, energy) for v in model_tables.values)
     except MachineError as exc:
         raise PlanningError(f"{where}: {exc.reason}") from None
     return PencilBeamTables(
         depth_mm=pb.depth_mm, idd=pb.idd_mev_cm2_per_g, sigma_core_mm=pb.sigma_core_mm,
         sigma_halo_mm=pb.sigma_halo_mm, halo_weight=pb.halo_weight,
         letd_kev_um=pb.letd_kev_um, sigma_air_mm=pb.spot_sigma_air_mm,
+        model_quantities=quantities,
     )
 
 
@@ -652,10 +742,11 @@ def build_influence(
     settings: DoseEngineSettings | None = None,
     *,
     calc_mask: ArrayLike | None = None,
+    model_tables: DepthTables | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> DoseInfluence:
-    """Dose and LET x dose influence matrices of the spots of all beams.
+    """Dose, LET x dose and model-quantity x dose influence matrices of all beams' spots.
 
     Parameters
     ----------
@@ -676,6 +767,10 @@ def build_influence(
     calc_mask : (nz, ny, nx) bool array on ``dose_grid``, optional
         Voxels to compute (e.g. the body contour). By default, voxels whose RSP is at least
         ``settings.min_rsp_for_dose``.
+    model_tables : DepthTables, optional
+        Dose-averaged RBE-model quantities of ``machine`` per energy and depth
+        (:func:`planning.rbe.depth_tables`); each gives a matrix of ``dose x q_k``, the
+        quantity interpolated to the layer energy like the LETd table.
     progress : callable, optional
         ``progress(fraction, stage)``.
     cancel : CancelToken, optional
@@ -694,6 +789,10 @@ def build_influence(
         When the GPU is requested and unavailable.
     """
     settings = settings or DoseEngineSettings()
+    if model_tables is not None and any(
+            np.shape(v) != machine.depth_mm.shape for v in model_tables.values):
+        raise PlanningError(f"the RBE depth tables ({model_tables.model_description}) do not "
+                            f"match machine '{machine.name}': make them from this machine")
     if len(beams) == 0 or len(beams) != len(spot_maps):
         raise PlanningError(f"need one spot map per beam; got {len(beams)} beams and "
                             f"{len(spot_maps)} spot maps")
@@ -705,7 +804,7 @@ def build_influence(
     device = resolve_device(settings.device)
     xp = backend.namespace_for(device)
     n_threads = 1 if device == "gpu" else (settings.n_threads or os.cpu_count() or 1)
-    run = _Run(xp, settings, progress, cancel)
+    run = _Run(xp, settings, progress, cancel, model_tables)
 
     rsp_x = xp.asarray(rsp)
     run.report(0.0, "selecting voxels")
@@ -717,19 +816,24 @@ def build_influence(
                           beams, spot_maps)
         blocks = [(bw, start, min(start + settings.block_voxels, bw.voxels.n))
                   for bw in work for start in range(0, bw.voxels.n, settings.block_voxels)]
+        n_model = 0 if model_tables is None else len(model_tables.values)
         csr = _CsrAssembly.allocate(xp, _count_rows(run, pool, blocks, work,
-                                                    dose_grid.n_voxels))
+                                                    dose_grid.n_voxels),
+                                    let=settings.store_let_dose, n_model=n_model)
         _write_entries(run, pool, blocks, csr)
     if not csr.complete:
         raise RuntimeError("influence matrix assembly is inconsistent (counts differ between "
                            "passes); please report this as a bug")
     run.report(0.98, "building sparse matrices")
     n_spots = sum(s.n_spots for s in spot_maps)
-    dose_m, let_m = csr.to_scipy((dose_grid.n_voxels, n_spots),
-                                 sorted_rows=_rows_sorted(work))
+    dose_m, let_m, model_m = csr.to_scipy((dose_grid.n_voxels, n_spots),
+                                          sorted_rows=_rows_sorted(work))
     run.report(1.0, "done")
-    return DoseInfluence(dose=dose_m, let_dose=let_m, grid=dose_grid,
-                         spots=_spot_table(spot_maps), calc_mask=mask, device=device)
+    return DoseInfluence(
+        dose=dose_m, let_dose=let_m, grid=dose_grid, spots=_spot_table(spot_maps),
+        calc_mask=mask, device=device, model_sums=model_m,
+        model_quantity_names=() if model_tables is None else model_tables.quantity_names,
+        model_description="" if model_tables is None else model_tables.model_description)
 
 
 @dataclass(frozen=True)
@@ -740,6 +844,7 @@ class _Run:
     settings: DoseEngineSettings
     progress: ProgressCallback | None
     cancel: CancelToken | None
+    model_tables: DepthTables | None = None
 
     def report(self, fraction: float, stage: str) -> None:
         report(self.progress, fraction, stage)
@@ -792,7 +897,8 @@ def _beam_work(
                 raise PlanningError(f"{beam.label}: layer {lay} has two spots at the same "
                                     "position")
             energy = float(np.asarray(sm.energy_mev_u)[sel[0]])
-            tables = _layer_tables(machine, energy, f"{beam.label}, layer {lay}")
+            tables = _layer_tables(machine, energy, f"{beam.label}, layer {lay}",
+                                   run.model_tables)
             setup = prepare_layer(iu[sel], iv[sel], tables, spot_ids=sel + offsets[b],
                                   cutoff_fraction=run.settings.lateral_cutoff_fraction,
                                   dose_scale=DOSE_SCALE_GY, xp=xp)
@@ -855,7 +961,7 @@ def _write_entries(run: _Run, pool: ThreadPoolExecutor, blocks: Sequence[_Block]
 class _CsrAssembly:
     """CSR arrays allocated from the row counts and filled in place, block by block."""
 
-    def __init__(self, xp: Any, offsets: list[Any]) -> None:
+    def __init__(self, xp: Any, offsets: list[Any], *, let: bool, n_model: int) -> None:
         self.xp = xp
         self.offsets = offsets
         self.indptr = xp.cumulative_sum(xp.astype(offsets[-1], xp.int64), include_initial=True)
@@ -865,13 +971,15 @@ class _CsrAssembly:
                                 "isocentre, the spot positions and the calculation mask")
         log.info("influence matrix: %d rows, %d entries", int(offsets[-1].shape[0]), nnz)
         self.data = xp.empty((nnz,), dtype=xp.float32)
-        self.let_data = xp.empty((nnz,), dtype=xp.float32)
+        self.let_data = xp.empty((nnz,), dtype=xp.float32) if let else None
+        self.model_data = [xp.empty((nnz,), dtype=xp.float32) for _ in range(n_model)]
         self.indices = xp.empty((nnz,), dtype=xp.int32)
         self.complete = True
 
     @classmethod
-    def allocate(cls, xp: Any, offsets: list[Any]) -> _CsrAssembly:
-        return cls(xp, offsets)
+    def allocate(cls, xp: Any, offsets: list[Any], *, let: bool = True, n_model: int = 0
+                 ) -> _CsrAssembly:
+        return cls(xp, offsets, let=let, n_model=n_model)
 
     def write_block(self, run: _Run, bw: _BeamWork, start: int, stop: int) -> bool:
         """Evaluate all layers of a beam on a block and write their entries.
@@ -887,9 +995,13 @@ class _CsrAssembly:
             for chunk in plan.chunks:
                 at = local[chunk.start:chunk.stop]
                 row_start = xp.take(fill, at)
-                pairs = chunk_pairs(plan, chunk, row_start=row_start)
+                pairs = chunk_pairs(plan, chunk, row_start=row_start,
+                                    let=self.let_data is not None)
                 self.data[pairs.dest] = pairs.dose
-                self.let_data[pairs.dest] = pairs.let_dose
+                if self.let_data is not None:
+                    self.let_data[pairs.dest] = pairs.let_dose
+                for out, values in zip(self.model_data, pairs.model_dose, strict=True):
+                    out[pairs.dest] = values
                 self.indices[pairs.dest] = pairs.spot
                 fill[at] = row_start + pairs.counts
         end = xp.take(self.indptr, rows) + xp.astype(xp.take(self.offsets[bw.beam + 1], rows),
@@ -897,8 +1009,9 @@ class _CsrAssembly:
         return bool(xp.all(fill == end))
 
     def to_scipy(self, shape: tuple[int, int], *, sorted_rows: bool
-                 ) -> tuple[sp.csr_array, sp.csr_array]:
-        """Host SciPy matrices for dose and LET x dose, sharing read-only index arrays."""
+                 ) -> tuple[sp.csr_array, sp.csr_array | None, tuple[sp.csr_array, ...]]:
+        """Host SciPy matrices (dose, LET x dose or None, model sums) sharing read-only
+        index arrays."""
         nnz = int(self.indptr[-1])
         idx_dtype = np.int32 if max(nnz, shape[1]) < 2**31 - 1 else np.int64
         indptr = backend.to_numpy(self.indptr).astype(idx_dtype)
@@ -907,14 +1020,14 @@ class _CsrAssembly:
         # sort_indices...) fails instead of silently corrupting the other.
         indices.flags.writeable = False
         indptr.flags.writeable = False
-        dose_m = sp.csr_array((backend.to_numpy(self.data), indices, indptr), shape=shape,
-                              copy=False)
-        let_m = sp.csr_array((backend.to_numpy(self.let_data), indices, indptr), shape=shape,
-                             copy=False)
-        if sorted_rows:
-            dose_m.has_sorted_indices = True
-            let_m.has_sorted_indices = True
-        return dose_m, let_m
+        def matrix(data: Any) -> sp.csr_array:
+            m = sp.csr_array((backend.to_numpy(data), indices, indptr), shape=shape, copy=False)
+            if sorted_rows:
+                m.has_sorted_indices = True
+            return m
+
+        let_m = None if self.let_data is None else matrix(self.let_data)
+        return matrix(self.data), let_m, tuple(matrix(d) for d in self.model_data)
 
 
 def _rows_sorted(work: Sequence[_BeamWork]) -> bool:
@@ -949,6 +1062,9 @@ def forward_dose(
     letd_kev_um : (nz, ny, nx) float32 array
         Dose-averaged LET, keV/um (0 where the dose is 0).
     """
+    if influence.let_dose is None:
+        raise PlanningError("the influence matrices were built without LET x dose "
+                            "(DoseEngineSettings.store_let_dose=False), so LETd is unavailable")
     w = np.asarray(weights, dtype=np.float64).reshape(-1)
     n = influence.spots.n_spots
     if w.size != n:

@@ -385,19 +385,7 @@ class PencilBeamData:
     spot_sigma_air_mm: float
 
 
-def pencil_beam_data(machine: Machine, energy_mev_u: float) -> PencilBeamData:
-    """Pencil-beam data at any energy inside the machine's range.
-
-    Between two tabulated energies the curves are interpolated at equal *reduced depth*
-    (depth divided by the Bragg peak depth), which keeps the Bragg peak sharp instead of
-    averaging two peaks at different depths; the peak depth itself is interpolated linearly.
-
-    Raises
-    ------
-    MachineError
-        If ``energy_mev_u`` lies outside the machine's energy range.
-    """
-    e = machine.energies_mev_u
+def _check_energy(machine: Machine, energy_mev_u: float) -> None:
     lo_e, hi_e = machine.energy_range_mev_u
     if not np.isfinite(energy_mev_u) or not (lo_e - 1e-9 <= energy_mev_u <= hi_e + 1e-9):
         raise MachineError(
@@ -405,24 +393,92 @@ def pencil_beam_data(machine: Machine, energy_mev_u: float) -> PencilBeamData:
             f"energy {energy_mev_u:g} MeV/u is outside the machine's range "
             f"{lo_e:g}-{hi_e:g} MeV/u",
         )
+
+
+def _energy_bracket(machine: Machine, energy_mev_u: float) -> tuple[int, int, float]:
+    """Tabulated energies ``(i_lo, i_hi)`` around ``energy_mev_u`` and the weight ``t`` of
+    ``i_hi``; ``i_lo == i_hi`` (t = 0) for a tabulated energy."""
+    e = machine.energies_mev_u
     i_hi = int(np.clip(np.searchsorted(e, energy_mev_u), 1, max(e.size - 1, 1)))
     if e.size == 1 or np.isclose(e[i_hi - 1], energy_mev_u, rtol=0, atol=1e-9):
-        return _row(machine, i_hi - 1 if e.size > 1 else 0)
+        i = i_hi - 1 if e.size > 1 else 0
+        return i, i, 0.0
     if np.isclose(e[i_hi], energy_mev_u, rtol=0, atol=1e-9):
-        return _row(machine, i_hi)
-    i_lo = i_hi - 1
-    t = (energy_mev_u - e[i_lo]) / (e[i_hi] - e[i_lo])
+        return i_hi, i_hi, 0.0
+    return i_hi - 1, i_hi, float((energy_mev_u - e[i_hi - 1]) / (e[i_hi] - e[i_hi - 1]))
+
+
+def per_depth_at_energy(
+    machine: Machine, table: FloatArray, energy_mev_u: float, *, zero_beyond: bool = False
+) -> FloatArray:
+    """A per-energy, per-depth table of the machine interpolated to any energy in its range.
+
+    The interpolation is the one of :func:`pencil_beam_data` (equal reduced depth between the
+    two neighbouring tabulated energies), so the result lies on the depth nodes
+    ``pencil_beam_data(machine, energy_mev_u).depth_mm``.
+
+    Parameters
+    ----------
+    machine : Machine
+        Gives the energies, depth nodes and Bragg peak depths.
+    table : (E, D) float array
+        Values on ``machine.depth_mm`` (e.g. ``planning.rbe.depth_tables(...).values[k]``).
+    energy_mev_u : float
+        Energy, MeV/u, inside the machine's range.
+    zero_beyond : bool
+        Values beyond the last depth node are 0 (IDD-like) instead of the last value.
+
+    Returns
+    -------
+    (D,) float array
+
+    Raises
+    ------
+    MachineError
+        If ``energy_mev_u`` lies outside the machine's energy range or ``table`` is misshapen.
+    """
+    _check_energy(machine, energy_mev_u)
+    values = np.asarray(table, dtype=np.float64)
+    if values.shape != machine.depth_mm.shape:
+        raise MachineError(machine.provenance.get("source_file", machine.name),
+                           f"a per-depth table has shape {values.shape}, expected "
+                           f"{machine.depth_mm.shape} (energies x depth nodes)")
+    i_lo, i_hi, t = _energy_bracket(machine, energy_mev_u)
+    if i_lo == i_hi:
+        return values[i_lo].copy()
+    peak = (1 - t) * machine.peak_depth_mm[i_lo] + t * machine.peak_depth_mm[i_hi]
+    depth = machine.depth_mm[i_lo] * (peak / machine.peak_depth_mm[i_lo])
+    vals = []
+    for i in (i_lo, i_hi):
+        scale = machine.peak_depth_mm[i] / peak
+        vals.append(np.interp(depth * scale, machine.depth_mm[i], values[i],
+                              right=0.0 if zero_beyond else None))
+    return (1 - t) * vals[0] + t * vals[1]
+
+
+def pencil_beam_data(machine: Machine, energy_mev_u: float) -> PencilBeamData:
+    """Pencil-beam data at any energy inside the machine's range.
+
+    Between two tabulated energies the curves are interpolated at equal *reduced depth*
+    (depth divided by the Bragg peak depth), which keeps the Bragg peak sharp instead of
+    averaging two peaks at different depths; the peak depth itself is interpolated linearly
+    (:func:`per_depth_at_energy` does the same for any other per-depth table).
+
+    Raises
+    ------
+    MachineError
+        If ``energy_mev_u`` lies outside the machine's energy range.
+    """
+    _check_energy(machine, energy_mev_u)
+    i_lo, i_hi, t = _energy_bracket(machine, energy_mev_u)
+    if i_lo == i_hi:
+        return _row(machine, i_lo)
     peak = (1 - t) * machine.peak_depth_mm[i_lo] + t * machine.peak_depth_mm[i_hi]
     # Depth nodes of the result: the lower energy's nodes, stretched to the new peak depth.
     depth = machine.depth_mm[i_lo] * (peak / machine.peak_depth_mm[i_lo])
-    out: dict[str, FloatArray] = {}
-    for name in _PER_DEPTH_FIELDS:
-        vals = []
-        for i in (i_lo, i_hi):
-            scale = machine.peak_depth_mm[i] / peak
-            vals.append(np.interp(depth * scale, machine.depth_mm[i], getattr(machine, name)[i],
-                                  right=0.0 if name == "idd_mev_cm2_per_g" else None))
-        out[name] = (1 - t) * vals[0] + t * vals[1]
+    out = {name: per_depth_at_energy(machine, getattr(machine, name), energy_mev_u,
+                                     zero_beyond=name == "idd_mev_cm2_per_g")
+           for name in _PER_DEPTH_FIELDS}
     sig_air = (1 - t) * machine.spot_sigma_air_mm[i_lo] + t * machine.spot_sigma_air_mm[i_hi]
     return PencilBeamData(
         energy_mev_u=float(energy_mev_u),

@@ -1,0 +1,534 @@
+"""Inverse planning from a CT with structures to an optimized, exported carbon-ion plan.
+
+:func:`make_plan` runs the whole pipeline of one :class:`PlanRequest`: load the patient, HU to
+RSP through the default HLUT, isocentre at the target centroid, spots per beam
+(:func:`planning.dose_engine.place_spots`), the RBE model's depth tables, the influence matrices
+(dose, LET x dose and the model sums) on the dose grid inside the body, spot-weight optimization
+on RBE-weighted dose per fraction (:mod:`planning.optimization`), the forward dose cubes and the
+metrics per structure (:mod:`planning.evaluation`). :func:`write_plan_outputs` exports
+``RTPLAN.dcm``, ``RTDOSE_PHYSICAL.dcm``, ``RTDOSE_RBE.dcm`` (total plan doses) and
+``report.json``.
+
+Objectives
+----------
+Without a configuration file the objectives are, with ``p`` the prescription:
+
+- target: ``squared_deviation`` to ``p`` (weight 100), ``min_dose`` at 0.97 ``p`` and
+  ``max_dose`` at 1.03 ``p`` (weight 100 each; a little inside the 95-105 % goals so that D95
+  and D5 land inside them);
+- every ROI of interpreted type ORGAN or AVOIDANCE: ``max_dose`` at ``p`` (weight 1), a mild
+  guard against hot spots that does not compete with target coverage (give real organ limits in
+  a configuration file).
+
+A configuration file (TOML or JSON) holds ``objectives``, a list of tables with ``structure``,
+``type``, ``dose_gy_rbe`` (total plan dose), ``weight`` and, for DVH types,
+``volume_fraction``; an objective on the same structure and type as a default replaces it, the
+others are added. ``replace_defaults = true`` drops all defaults. An optional ``[optimizer]``
+table sets :class:`planning.optimization.OptimizerSettings` fields (``max_iterations``,
+``min_spot_weight``, ``tolerance``); the planner's default is 100 iterations.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from planning.atomic import atomic_write_text
+from planning.dose_engine import (
+    Beam,
+    DoseEngineSettings,
+    DoseGrid,
+    DoseInfluence,
+    build_influence,
+    place_spots,
+)
+from planning.errors import InputError, PlanningError
+from planning.evaluation import dose_metrics
+from planning.hlut import default_hlut, load_hlut_csv
+from planning.machine import Machine, load_machine
+from planning.optimization import (
+    Objective,
+    OptimizationProblem,
+    OptimizerSettings,
+    optimize_weights,
+)
+from planning.patient import Patient
+from planning.plan import BeamPlan, Plan, Prescription
+from planning.progress import CancelToken, ProgressCallback, report
+from planning.rbe import RbeModel, depth_tables
+
+log = logging.getLogger(__name__)
+
+OAR_TYPES = ("ORGAN", "AVOIDANCE")
+#: Optimizer settings without an ``[optimizer]`` table: 100 iterations reach D95/D5 within
+#: 1 % of the prescription on the demo patient; more mostly polish the objective value.
+PLANNER_OPTIMIZER = OptimizerSettings(max_iterations=100)
+BODY_NAMES = ("external", "body", "skin")
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What to plan.
+
+    Attributes
+    ----------
+    target : str
+        Target ROI name.
+    total_dose_gy_rbe : float
+        Prescribed dose of the whole plan, Gy(RBE) (Gy for ``rbe_model="physical"``).
+    n_fractions : int
+        Number of fractions.
+    gantry_deg : tuple of float
+        One gantry angle per beam, degrees (IEC 61217).
+    couch_deg : tuple of float
+        Couch angle of each beam; empty means 0 for every beam.
+    ct_dir : str or None
+        DICOM folder with the CT and its structure set (unless ``patient`` is given).
+    patient : Patient or None
+        An already loaded patient.
+    rbe_model : {"mkm", "lem1", "const", "physical"}
+        RBE model (see :func:`planning.api.rbe_model`).
+    rbe_value : float or None
+        The RBE of ``"const"``.
+    tissue : str or None
+        LEM I tissue (name or ``alpha_x,beta_x,D_t``).
+    spot_spacing_mm, dose_grid_mm, layer_spacing_mm : float
+        Lateral spot lattice, dose grid spacing and Bragg peak spacing of the layers, mm.
+    config_path : str or None
+        Objectives configuration file (TOML or JSON; see the module docstring).
+    device : {"auto", "cpu", "gpu"}
+        Compute device of the dose engine.
+    output_dir : str or None
+        Where :func:`write_plan_outputs` writes; None writes nothing.
+    cutoff_fraction : float
+        :attr:`planning.dose_engine.DoseEngineSettings.lateral_cutoff_fraction`.
+    hlut_path : str or None
+        HU to relative stopping power CSV (``hu,rsp``); None uses the generic default curve.
+    label : str
+        RT Plan Label (at most 16 characters).
+    """
+
+    target: str
+    total_dose_gy_rbe: float
+    n_fractions: int
+    gantry_deg: tuple[float, ...]
+    couch_deg: tuple[float, ...] = ()
+    ct_dir: str | None = None
+    patient: Patient | None = None
+    rbe_model: str = "mkm"
+    rbe_value: float | None = None
+    tissue: str | None = None
+    spot_spacing_mm: float = 3.0
+    dose_grid_mm: float = 3.0
+    layer_spacing_mm: float = 2.0
+    config_path: str | None = None
+    device: str = "auto"
+    output_dir: str | None = None
+    cutoff_fraction: float = 0.99
+    label: str = "IonPlan"
+    hlut_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.ct_dir is None) == (self.patient is None):
+            raise InputError("give either a CT folder or a loaded patient")
+        if not self.gantry_deg:
+            raise InputError("give at least one gantry angle")
+        if self.couch_deg and len(self.couch_deg) != len(self.gantry_deg):
+            raise InputError(f"{len(self.couch_deg)} couch angles for {len(self.gantry_deg)} "
+                             "gantry angles: give one per beam")
+        for name in ("spot_spacing_mm", "dose_grid_mm"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.5 <= value <= 20):
+                raise InputError(f"{name} must lie in [0.5, 20] mm, got {value}")
+        if not all(math.isfinite(a) for a in (*self.gantry_deg, *self.couch_deg)):
+            raise InputError("beam angles must be finite numbers of degrees")
+
+
+@dataclass(frozen=True, eq=False)
+class PlanResult:
+    """An optimized plan, its dose cubes (whole plan, all fractions) and its report.
+
+    Attributes
+    ----------
+    plan : Plan
+        Beams with spot weights per fraction (10^6 primaries).
+    patient : Patient
+        The patient planned on.
+    dose_grid : DoseGrid
+        Grid of the cubes.
+    physical_dose_gy, rbe_dose_gy_rbe : (nz, ny, nx) float32 arrays
+        Total physical and RBE-weighted dose.
+    letd_kev_um, rbe : (nz, ny, nx) float32 arrays
+        Dose-averaged LET (0 without dose, or when LET was not kept) and RBE (0 without dose).
+    report : dict
+        The content of ``report.json``.
+    """
+
+    plan: Plan
+    patient: Patient
+    dose_grid: DoseGrid
+    physical_dose_gy: NDArray[np.float32]
+    rbe_dose_gy_rbe: NDArray[np.float32]
+    letd_kev_um: NDArray[np.float32]
+    rbe: NDArray[np.float32]
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """Objectives and optimizer settings read from a configuration file."""
+
+    objectives: tuple[Objective, ...] = ()
+    replace_defaults: bool = False
+    optimizer: OptimizerSettings = field(default_factory=lambda: PLANNER_OPTIMIZER)
+
+
+def load_plan_config(path: str | os.PathLike[str]) -> PlanConfig:
+    """Read a TOML (``.toml``) or JSON objectives file (see the module docstring).
+
+    Raises
+    ------
+    InputError
+        Unreadable or malformed file, unknown keys, bad values.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read the plan configuration ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: not valid {'TOML' if p.suffix == '.toml' else 'JSON'} "
+                         f"({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{p}: the configuration must be a table/object")
+    unknown = set(data) - {"objectives", "optimizer", "replace_defaults"}
+    if unknown:
+        raise InputError(f"{p}: unknown keys {sorted(unknown)}; expected objectives, "
+                         "optimizer, replace_defaults")
+    objectives = []
+    for i, item in enumerate(data.get("objectives", [])):
+        if not isinstance(item, dict):
+            raise InputError(f"{p}: objective {i + 1} must be a table/object")
+        try:
+            vf = item.get("volume_fraction")
+            objectives.append(Objective(
+                structure=str(item["structure"]), kind=str(item["type"]),
+                dose_gy_rbe=float(item["dose_gy_rbe"]), weight=float(item.get("weight", 1.0)),
+                volume_fraction=None if vf is None else float(vf)))
+        except KeyError as exc:
+            raise InputError(f"{p}: objective {i + 1} lacks {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{p}: objective {i + 1}: {exc}") from None
+        except PlanningError as exc:
+            raise InputError(f"{p}: {exc}") from None
+    opt = data.get("optimizer", {})
+    allowed = {f.name for f in fields(OptimizerSettings)}
+    if not isinstance(opt, dict) or set(opt) - allowed:
+        raise InputError(f"{p}: [optimizer] may hold only {', '.join(sorted(allowed))}")
+    try:
+        settings = OptimizerSettings(**{"max_iterations": PLANNER_OPTIMIZER.max_iterations,
+                                        **opt})
+    except (TypeError, PlanningError) as exc:
+        raise InputError(f"{p}: [optimizer]: {exc}") from None
+    return PlanConfig(tuple(objectives), bool(data.get("replace_defaults", False)), settings)
+
+
+def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float
+                       ) -> list[Objective]:
+    """The default objectives of the module docstring."""
+    p = total_dose_gy_rbe
+    out = [Objective(target, "squared_deviation", p, 100.0),
+           Objective(target, "min_dose", 0.97 * p, 100.0),
+           Objective(target, "max_dose", 1.03 * p, 100.0)]
+    assert patient.structure_set is not None
+    for s in patient.structure_set.structures:
+        if s.interpreted_type.upper() in OAR_TYPES and s.name != target:
+            out.append(Objective(s.name, "max_dose", p, 1.0))
+    return out
+
+
+def merge_objectives(defaults: Sequence[Objective], config: PlanConfig) -> list[Objective]:
+    """Defaults, with those of the same (structure, type) as a configured one replaced."""
+    if config.replace_defaults:
+        return list(config.objectives)
+    given = {(o.structure, o.kind) for o in config.objectives}
+    return [o for o in defaults if (o.structure, o.kind) not in given] + list(config.objectives)
+
+
+def _stage(progress: ProgressCallback | None, lo: float, hi: float) -> ProgressCallback | None:
+    if progress is None:
+        return None
+    cb = progress
+
+    def sub(fraction: float, stage: str) -> None:
+        cb(lo + (hi - lo) * fraction, stage)
+
+    return sub
+
+
+def structure_rows(mask: NDArray[np.bool_], ct_grid: DoseGrid, dose_grid: DoseGrid
+                   ) -> NDArray[np.int64]:
+    """Flat dose-grid indices whose centres fall in ``mask`` (nearest CT voxel).
+
+    Parameters
+    ----------
+    mask : (nz, ny, nx) bool array on ``ct_grid``
+    ct_grid, dose_grid : DoseGrid
+
+    Returns
+    -------
+    (n,) int64 array, increasing.
+    """
+    centres = dose_grid.voxel_centers_lps()
+    idx = np.rint((centres[:, ::-1] - np.asarray(ct_grid.origin_mm)[::-1])
+                  / np.asarray(ct_grid.spacing_mm)).astype(np.int64)
+    inside = np.all((idx >= 0) & (idx < np.asarray(ct_grid.shape)), axis=1)
+    rows = np.flatnonzero(inside)
+    k = idx[rows]
+    return rows[mask[k[:, 0], k[:, 1], k[:, 2]]].astype(np.int64)
+
+
+def _model(request: PlanRequest) -> RbeModel:
+    from planning.api import rbe_model  # the facade owns the CLI names of the models
+
+    return rbe_model(request.rbe_model, request.tissue, request.rbe_value)
+
+
+def _body_mask(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid
+               ) -> NDArray[np.bool_] | None:
+    assert patient.structure_set is not None
+    for s in patient.structure_set.structures:
+        if s.interpreted_type.upper() == "EXTERNAL" or s.name.casefold() in BODY_NAMES:
+            mask = np.zeros(dose_grid.n_voxels, dtype=bool)
+            mask[structure_rows(s.mask.to_dense(), ct_grid, dose_grid)] = True
+            if mask.any():
+                return mask.reshape(dose_grid.shape)
+    return None  # the dose engine falls back to an RSP threshold
+
+
+def make_plan(request: PlanRequest, *, machine: Machine | None = None,
+              progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+              ) -> PlanResult:
+    """Run the planning pipeline of the module docstring (no files written).
+
+    Raises
+    ------
+    InputError, PlanningError, DicomImportError, DeviceError
+        Bad request, missing target, unreachable target, unusable data.
+    OperationCancelled
+        When ``cancel`` is set.
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    model = _model(request)
+    prescription = Prescription(request.target, request.total_dose_gy_rbe, request.n_fractions)
+    config = load_plan_config(request.config_path) if request.config_path else PlanConfig()
+    if request.patient is not None:
+        patient = request.patient
+    else:
+        from planning.dicom import load_patient
+
+        assert request.ct_dir is not None
+        patient = load_patient(request.ct_dir, progress=_stage(progress, 0.0, 0.05),
+                               cancel=cancel)
+    if patient.structure_set is None:
+        raise PlanningError("the CT has no structure set: the target must be contoured")
+    try:
+        target = patient.structure_set.get(request.target)
+    except KeyError as exc:
+        raise PlanningError(str(exc.args[0])) from None
+    target_mask = target.mask.to_dense()
+    if not target_mask.any():
+        raise PlanningError(f"the target {target.name!r} has no voxels on the CT grid")
+    machine = machine or load_machine()
+    ct = patient.ct
+    ct_grid = DoseGrid(ct.shape, ct.spacing_mm, ct.origin_mm)
+    hlut = load_hlut_csv(request.hlut_path) if request.hlut_path else default_hlut()
+    rsp = hlut.hu_to_rsp(np.asarray(ct.hu, dtype=np.float32))
+    iso = ct_grid.voxel_centers_lps(np.flatnonzero(target_mask)).mean(axis=0)
+    iso_mm = (float(iso[0]), float(iso[1]), float(iso[2]))
+    couch = request.couch_deg or (0.0,) * len(request.gantry_deg)
+    beams = [Beam(iso_mm, float(g), float(c), f"G{g:g}C{c:g}" if c else f"G{g:g}",
+                  patient_position=ct.patient_position or "HFS")
+             for g, c in zip(request.gantry_deg, couch, strict=True)]
+    settings = DoseEngineSettings(device=request.device,
+                                  lateral_cutoff_fraction=request.cutoff_fraction)
+    report(progress, 0.05, "placing spots")
+    t0 = time.perf_counter()
+    spot_maps = [place_spots(machine, rsp, ct_grid, b, target_mask,
+                             spot_spacing_mm=request.spot_spacing_mm,
+                             layer_spacing_mm=request.layer_spacing_mm, settings=settings)
+                 for b in beams]
+    tables = depth_tables(machine, model) if model.quantity_names else None
+    timings["spots_and_tables"] = time.perf_counter() - t0
+    dose_grid = DoseGrid.covering(ct_grid, request.dose_grid_mm)
+    t0 = time.perf_counter()
+    influence = build_influence(machine, rsp, ct_grid, dose_grid, beams, spot_maps, settings,
+                                calc_mask=_body_mask(patient, ct_grid, dose_grid),
+                                model_tables=tables, progress=_stage(progress, 0.1, 0.55),
+                                cancel=cancel)
+    timings["dose_influence"] = time.perf_counter() - t0
+
+    objectives = merge_objectives(
+        default_objectives(patient, target.name, prescription.total_dose_gy_rbe), config)
+    names = {o.structure for o in objectives}
+    rows_by_name: dict[str, NDArray[np.int64]] = {}
+    for name in sorted(names | {target.name}):
+        try:
+            s = patient.structure_set.get(name)
+        except KeyError as exc:
+            raise PlanningError(f"objective: {exc.args[0]}") from None
+        rows_by_name[name] = structure_rows(s.mask.to_dense(), ct_grid, dose_grid)
+    objectives = [Objective(patient.structure_set.get(o.structure).name, o.kind, o.dose_gy_rbe,
+                            o.weight, o.volume_fraction) for o in objectives]
+    t0 = time.perf_counter()
+    problem = _problem(influence, rows_by_name, model, prescription.n_fractions)
+    result = optimize_weights(problem, objectives, prescription.dose_per_fraction_gy_rbe,
+                              target.name, config.optimizer,
+                              progress=_stage(progress, 0.55, 0.95), cancel=cancel)
+    timings["optimization"] = time.perf_counter() - t0
+
+    report(progress, 0.95, "dose cubes and metrics")
+    cubes = forward_cubes(influence, result.weights, model, prescription.n_fractions)
+    offsets = np.cumsum([0] + [s.n_spots for s in spot_maps])
+    plan = Plan(label=request.label[:16], machine_name=machine.name,
+                beams=tuple(BeamPlan(b, s, result.weights[offsets[i]:offsets[i + 1]])
+                            for i, (b, s) in enumerate(zip(beams, spot_maps, strict=True))),
+                prescription=prescription, rbe_model=model.describe())
+    structures = {}
+    phys_flat, rbe_flat = cubes[0].reshape(-1), cubes[1].reshape(-1)
+    for s in patient.structure_set.structures:
+        rows = rows_by_name.get(s.name)
+        if rows is None:
+            rows = structure_rows(s.mask.to_dense(), ct_grid, dose_grid)
+        if rows.size == 0:
+            continue
+        m = dose_metrics(rbe_flat[rows], prescription.total_dose_gy_rbe)
+        structures[s.name] = {
+            "interpreted_type": s.interpreted_type, "voxels": int(rows.size),
+            "d98_gy_rbe": m.d98, "d95_gy_rbe": m.d95, "d50_gy_rbe": m.d50, "d5_gy_rbe": m.d5,
+            "d2_gy_rbe": m.d2, "dmax_gy_rbe": m.max, "mean_gy_rbe": m.mean,
+            "mean_gy": float(phys_flat[rows].mean()), "v95": m.v95, "v107": m.v107,
+            "homogeneity_index": m.homogeneity_index}
+    timings["total"] = time.perf_counter() - t_start
+    rep: dict[str, Any] = {
+        "prescription": {"target": target.name,
+                         "total_dose_gy_rbe": prescription.total_dose_gy_rbe,
+                         "n_fractions": prescription.n_fractions,
+                         "dose_per_fraction_gy_rbe": prescription.dose_per_fraction_gy_rbe},
+        "rbe_model": model.describe(),
+        "machine": machine.name,
+        "beams": [{"name": b.label, "gantry_deg": b.gantry_deg, "couch_deg": b.couch_deg,
+                   "isocenter_mm": list(b.isocenter_mm), "spots": s.n_spots,
+                   "layers": int(np.unique(s.layer).size)}
+                  for b, s in zip(beams, spot_maps, strict=True)],
+        "spots": int(influence.spots.n_spots),
+        "influence_nnz": influence.nnz,
+        "influence_mib": influence.nbytes / 2**20,
+        "device": influence.device,
+        "dose_grid": {"shape": list(dose_grid.shape), "spacing_mm": list(dose_grid.spacing_mm),
+                      "origin_mm": list(dose_grid.origin_mm)},
+        "objectives": [{"structure": o.structure, "type": o.kind, "dose_gy_rbe": o.dose_gy_rbe,
+                        "weight": o.weight, "volume_fraction": o.volume_fraction}
+                       for o in objectives],
+        "iterations": result.iterations,
+        "objective_value": result.objective,
+        "optimizer_message": result.message,
+        "structures": structures,
+        "timings_s": timings,
+    }
+    report(progress, 1.0, "plan done")
+    phys_cube, rbe_cube, letd_cube, rbe_ratio = cubes
+    return PlanResult(plan, patient, dose_grid, phys_cube, rbe_cube, letd_cube, rbe_ratio,
+                      report=rep)
+
+
+def _problem(influence: DoseInfluence, rows_by_name: dict[str, NDArray[np.int64]],
+             model: RbeModel, n_fractions: int) -> OptimizationProblem:
+    """The rows of the structures with objectives, as float64 matrices (the optimizer's
+    products then need no per-call conversion of the float32 data)."""
+    union = np.unique(np.concatenate(list(rows_by_name.values())))
+
+    def rows_of(m: Any) -> Any:
+        return m[union].astype(np.float64)
+
+    return OptimizationProblem(
+        dose=rows_of(influence.dose),
+        model_sums=tuple(rows_of(m) for m in influence.model_sums),
+        structure_rows=tuple((name, np.searchsorted(union, rows).astype(np.int64))
+                             for name, rows in rows_by_name.items()),
+        model=model, n_fractions=n_fractions)
+
+
+def forward_cubes(influence: DoseInfluence, weights: NDArray[np.float64], model: RbeModel,
+                  n_fractions: int
+                  ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32],
+                             NDArray[np.float32]]:
+    """Whole-plan cubes of spot weights per fraction.
+
+    Returns
+    -------
+    physical_dose_gy, rbe_dose_gy_rbe, letd_kev_um, rbe : (nz, ny, nx) float32 arrays
+        Total physical and RBE-weighted dose (per-fraction dose x ``n_fractions``; the
+        RBE-weighted dose is computed per fraction, where the model applies), LETd and RBE.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    d = influence.dose @ w
+    rbe_d = np.asarray(model.rbe_weighted_dose_from_sums(
+        d, tuple(m @ w for m in influence.model_sums)))
+    positive = d > 0
+    letd = np.zeros_like(d)
+    if influence.let_dose is not None:
+        np.divide(influence.let_dose @ w, d, out=letd, where=positive)
+    rbe = np.divide(rbe_d, d, out=np.zeros_like(d), where=positive)
+    shape = influence.grid.shape
+
+    def cube(a: NDArray[np.float64]) -> NDArray[np.float32]:
+        return a.reshape(shape).astype(np.float32)
+
+    return cube(d * n_fractions), cube(rbe_d * n_fractions), cube(letd), cube(rbe)
+
+
+def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
+                       machine: Machine | None = None) -> list[Path]:
+    """Write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm and report.json into ``out_dir``.
+
+    The report gets ``files`` and ``timings_s["export"]``; it is written last, atomically.
+    """
+    from planning.dicom import export_rt_dose, export_rt_ion_plan
+
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+    machine = machine or load_machine()
+    sigma_e, sigma_mm = machine.energies_mev_u, machine.spot_sigma_air_mm
+    plan_uid = export_rt_ion_plan(
+        result.plan, result.patient, out / "RTPLAN.dcm", sad_mm=machine.sad_mm,
+        machine_spot_sigma_mm=lambda e: float(np.interp(e, sigma_e, sigma_mm)))
+    export_rt_dose(result.physical_dose_gy, result.dose_grid, result.patient,
+                   out / "RTDOSE_PHYSICAL.dcm", dose_type="PHYSICAL", comment="physical dose",
+                   referenced_plan_uid=plan_uid)
+    export_rt_dose(result.rbe_dose_gy_rbe, result.dose_grid, result.patient,
+                   out / "RTDOSE_RBE.dcm", dose_type="EFFECTIVE",
+                   comment=result.plan.rbe_model[:64], referenced_plan_uid=plan_uid)
+    files = [out / n for n in ("RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm",
+                               "report.json")]
+    result.report["files"] = [f.name for f in files]
+    result.report["timings_s"]["export"] = time.perf_counter() - t0
+    atomic_write_text(out / "report.json", json.dumps(result.report, indent=1) + "\n")
+    return files

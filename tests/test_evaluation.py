@@ -1,0 +1,46 @@
+"""DVH and dose metrics on hand-made dose arrays with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from planning.errors import PlanningError
+from planning.evaluation import conformity_index, cumulative_dvh, dose_at_volume, dose_metrics
+
+
+def test_metrics_of_a_uniform_ramp() -> None:
+    # 101 voxels at 0, 1, ..., 100 Gy: D_x = 100 - x exactly (linear percentile).
+    d = np.arange(101.0)
+    assert dose_at_volume(d, 95) == pytest.approx(5.0)
+    assert dose_at_volume(d, 5) == pytest.approx(95.0)
+    m = dose_metrics(d, prescription=50.0)
+    assert (m.d98, m.d95, m.d50, m.d5, m.d2) == pytest.approx((2.0, 5.0, 50.0, 95.0, 98.0))
+    assert m.mean == pytest.approx(50.0) and m.max == 100.0 and m.min == 0.0
+    # V95: voxels >= 47.5 Gy -> 48..100 = 53 of 101; V107: >= 53.5 -> 54..100 = 47.
+    assert m.v95 == pytest.approx(53 / 101) and m.v107 == pytest.approx(47 / 101)
+    assert m.homogeneity_index == pytest.approx((98.0 - 2.0) / 50.0)
+
+
+def test_uniform_dose_and_conformity() -> None:
+    dose = np.zeros((4, 4, 4))
+    target = np.zeros_like(dose, dtype=bool)
+    target[1:3, 1:3, 1:3] = True
+    dose[target] = 60.0
+    dose[0, 0, 0] = 59.0  # outside the target, above 95 %
+    m = dose_metrics(dose[target], 60.0)
+    assert m.d95 == m.d5 == m.mean == 60.0 and m.homogeneity_index == 0.0 and m.v95 == 1.0
+    assert conformity_index(dose, target, 60.0) == pytest.approx(9 / 8)
+
+
+def test_cumulative_dvh_steps() -> None:
+    dvh = cumulative_dvh("T", [10.0, 10.0, 20.0, 30.0], voxel_volume_mm3=1000.0,
+                         max_dose=40.0, n_bins=4)
+    # bins of 10.01 Gy: voxels >= edge 0, 10.01, 20.02, 30.03, 40.04
+    np.testing.assert_allclose(dvh.volume_fraction, [1.0, 0.5, 0.25, 0.0, 0.0])
+    assert dvh.volume_cm3 == pytest.approx(4.0)
+
+
+def test_empty_structure_is_an_error() -> None:
+    with pytest.raises(PlanningError):
+        dose_metrics([], 60.0)

@@ -1,0 +1,173 @@
+"""Inverse planning end to end: model-sum matrices, layer spacing, the planner and its CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from planning.cli import main
+from planning.dicom import load_rt_dose, load_rt_ion_plan, write_demo_patient
+from planning.dose_engine import (
+    Beam,
+    DoseEngineSettings,
+    DoseGrid,
+    SpotMap,
+    build_influence,
+    place_spots,
+    select_layer_energies,
+)
+from planning.machine import pencil_beam_data, per_depth_at_energy
+from planning.rbe import DepthTables
+from tests.synthetic_machine import make_synthetic_machine
+
+CPU = DoseEngineSettings(device="cpu", n_threads=2)
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return make_synthetic_machine(min_range_mm=20.0, max_range_mm=160.0, peak_spacing_mm=1.0)
+
+
+def _grid(shape, spacing):
+    nz, ny, nx = shape
+    sz, sy, sx = spacing
+    return DoseGrid(shape, spacing, (-(nx - 1) / 2 * sx, -(ny - 1) / 2 * sy, -(nz - 1) / 2 * sz))
+
+
+def test_per_depth_at_energy_reproduces_the_pencil_beam_interpolation(synth):
+    e = 0.5 * (synth.energies_mev_u[10] + synth.energies_mev_u[11])
+    pb = pencil_beam_data(synth, e)
+    np.testing.assert_array_equal(per_depth_at_energy(synth, synth.letd_kev_um, e),
+                                  pb.letd_kev_um)
+    np.testing.assert_array_equal(per_depth_at_energy(synth, synth.letd_kev_um,
+                                                      float(synth.energies_mev_u[3])),
+                                  synth.letd_kev_um[3])
+
+
+def test_model_sums_share_the_structure_and_weight_the_dose(synth):
+    grid = _grid((9, 60, 9), (3.0, 3.0, 3.0))
+    rsp = np.ones(grid.shape, np.float32)
+    energies = synth.energies_mev_u[[40, 47]]  # two layers between tabulated depth nodes
+    sm = SpotMap(np.repeat(energies + 0.3, 3), np.repeat([0, 1], 3),
+                 np.tile([-5.0, 0.0, 5.0], 2), np.zeros(6), (5.0, 5.0))
+    # Quantity 0: the LETd table itself (must equal LET x dose); quantity 1: a constant 2.5.
+    tables = DepthTables("test", ("letd", "const"),
+                         (synth.letd_kev_um, np.full(synth.depth_mm.shape, 2.5)), (), None)
+    beam = Beam((0.0, 0.0, 0.0))
+    inf = build_influence(synth, rsp, grid, grid, [beam], [sm], CPU, model_tables=tables)
+    assert inf.model_quantity_names == ("letd", "const") and inf.n_quantities == 4
+    for m in inf.model_sums:
+        assert m.dtype == np.float32
+        assert np.shares_memory(m.indices, inf.dose.indices)
+        assert np.shares_memory(m.indptr, inf.dose.indptr)
+    np.testing.assert_allclose(inf.model_sums[0].data, inf.let_dose.data, rtol=1e-6)
+    np.testing.assert_allclose(inf.model_sums[1].data, 2.5 * inf.dose.data, rtol=1e-6)
+    lean = build_influence(synth, rsp, grid, grid, [beam], [sm],
+                           DoseEngineSettings(device="cpu", store_let_dose=False),
+                           model_tables=tables)
+    assert lean.let_dose is None and lean.nbytes < inf.nbytes
+    np.testing.assert_array_equal(lean.model_sums[1].data, inf.model_sums[1].data)
+
+
+def test_select_layer_energies():
+    peaks = np.arange(0.0, 20.0, 1.0)
+    np.testing.assert_array_equal(select_layer_energies(peaks, 3, 12, 0.0), np.arange(3, 13))
+    np.testing.assert_array_equal(select_layer_energies(peaks, 3, 12, 2.0),
+                                  [3, 6, 8, 10, 12])
+    np.testing.assert_array_equal(select_layer_energies(peaks, 3, 12, 3.0), [3, 6, 9, 12])
+    for spacing in (1.5, 2.0, 2.5, 4.0):
+        kept = select_layer_energies(peaks, 2, 17, spacing)
+        assert kept[0] == 2 and kept[-1] == 17
+        assert np.all(np.diff(peaks[kept]) >= spacing - 1e-9)
+
+
+def test_layer_spacing_thins_the_layers(synth):
+    grid = _grid((15, 60, 15), (3.0, 3.0, 3.0))
+    rsp = np.ones(grid.shape, np.float32)
+    target = np.zeros(grid.shape, bool)
+    target[5:10, 25:40, 5:10] = True
+    beam = Beam((0.0, 0.0, 0.0))
+    every = place_spots(synth, rsp, grid, beam, target, layer_spacing_mm=0.0, settings=CPU)
+    thin = place_spots(synth, rsp, grid, beam, target, layer_spacing_mm=2.0, settings=CPU)
+    assert thin.n_spots < 0.6 * every.n_spots
+    peaks = np.interp(np.unique(thin.energy_mev_u), synth.energies_mev_u, synth.peak_depth_mm)
+    assert np.all(np.diff(peaks) >= 2.0 - 1e-6)
+    assert thin.energy_mev_u.max() == every.energy_mev_u.max()
+    assert thin.energy_mev_u.min() == every.energy_mev_u.min()
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("demo_ct")
+    write_demo_patient(path)
+    return path
+
+
+REPORT_KEYS = {"structures", "timings_s", "influence_nnz", "spots", "iterations",
+               "prescription", "rbe_model", "beams"}
+
+
+def _check_outputs(out, dose, fractions, model_word):
+    report = json.loads((out / "report.json").read_text())
+    assert REPORT_KEYS <= set(report)
+    assert {"dose_influence", "optimization", "total"} <= set(report["timings_s"])
+    ptv = report["structures"]["PTV"]
+    for key in ("d95_gy_rbe", "d5_gy_rbe", "mean_gy_rbe", "mean_gy", "d98_gy_rbe", "v95"):
+        assert key in ptv
+    assert ptv["d95_gy_rbe"] >= 0.95 * dose
+    assert ptv["d5_gy_rbe"] <= 1.05 * dose
+    assert ptv["mean_gy"] < ptv["mean_gy_rbe"]  # carbon RBE > 1 in the target
+    imported = load_rt_ion_plan(out / "RTPLAN.dcm")
+    assert imported.plan.n_spots == report["spots"]
+    assert imported.plan.prescription.n_fractions == fractions
+    rbe = load_rt_dose(out / "RTDOSE_RBE.dcm")
+    phys = load_rt_dose(out / "RTDOSE_PHYSICAL.dcm")
+    assert rbe.dose_type == "EFFECTIVE" and model_word in rbe.comment
+    assert phys.dose_type == "PHYSICAL"
+    assert rbe.summation_type == "PLAN"
+    # Total plan dose: the maximum is around the prescription, not the per-fraction dose.
+    assert 0.95 * dose < float(rbe.dose_gy.max()) < 1.3 * dose
+    return report
+
+
+def test_plan_cli_mkm_default_settings(demo_dir, tmp_path, capsys):
+    # NIRS head and neck: 57.6 Gy(RBE) in 16 fractions, mMKM clinical dose; default 3 mm.
+    out = tmp_path / "mkm"
+    rc = main(["plan", str(demo_dir), "--target", "PTV", "--dose", "57.6", "--fractions",
+               "16", "--gantry", "90,270", "--rbe", "mkm", "--device", "cpu", "--out",
+               str(out)])
+    assert rc == 0, capsys.readouterr().err
+    report = _check_outputs(out, 57.6, 16, "mMKM")
+    assert report["beams"][0]["gantry_deg"] == 90.0
+
+
+def test_plan_cli_lem1_with_config(demo_dir, tmp_path, capsys):
+    # LEM I, 60 Gy(RBE) in 20 fractions, coarser spots and grid, an organ objective added.
+    config = tmp_path / "plan.json"
+    config.write_text(json.dumps({
+        "objectives": [{"structure": "Brainstem", "type": "max_dose", "dose_gy_rbe": 40.0,
+                        "weight": 5.0}],
+        "optimizer": {"max_iterations": 60}}))
+    out = tmp_path / "lem"
+    rc = main(["plan", str(demo_dir), "--target", "PTV", "--dose", "60", "--fractions", "20",
+               "--gantry", "90,270", "--couch", "0,0", "--rbe", "lem1", "--spot-spacing", "4",
+               "--grid", "4", "--config", str(config), "--device", "cpu", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    report = _check_outputs(out, 60.0, 20, "LEM I")
+    assert {"structure": "Brainstem", "type": "max_dose", "dose_gy_rbe": 40.0, "weight": 5.0,
+            "volume_fraction": None} in report["objectives"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--target", "Tumour"], "Tumour"),
+    (["--target", "PTV", "--rbe", "const"], "constant RBE"),
+    (["--target", "PTV", "--couch", "0"], "couch"),
+])
+def test_plan_cli_bad_input_is_one_line(demo_dir, tmp_path, capsys, extra, message):
+    rc = main(["plan", str(demo_dir), "--dose", "60", "--fractions", "20", "--gantry", "90,270",
+               "--out", str(tmp_path / "x"), *extra])
+    err = capsys.readouterr().err
+    assert rc != 0 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "x" / "report.json").exists()
