@@ -143,7 +143,7 @@ def clip_text(value: str, limit: int, what: str) -> str:
     """``value`` cleaned like :func:`check_text`, cut to ``limit`` characters with a log note."""
     text = "".join(ch for ch in value if ch.isprintable() and ch != "\\").strip()
     if len(text) > limit:
-        logger.warning("%s %r cut to %d characters for DICOM", what, value, limit)
+        logger.info("%s %r cut to %d characters for DICOM", what, value, limit)
         text = text[:limit].rstrip()
     return text
 
