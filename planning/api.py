@@ -202,9 +202,13 @@ def make_plan(
     device: str = "auto",
     progress: ProgressCallback | None = None,
     hlut_path: str | os.PathLike[str] | None = None,
+    exchange: bool = False,
 ) -> dict[str, Any]:
     """Plan a CT folder end to end and write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm
-    and report.json into ``out_dir`` (see :mod:`planning.planner`); return the report."""
+    and report.json into ``out_dir`` (see :mod:`planning.planner`); return the report.
+
+    ``exchange`` adds the mMKM / LEM I exchange view (:mod:`planning.exchange`):
+    RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm and ``report["exchange"]``."""
     from planning.planner import PlanRequest, write_plan_outputs
     from planning.planner import make_plan as plan
 
@@ -215,7 +219,7 @@ def make_plan(
         rbe_model=rbe, rbe_value=rbe_value, tissue=tissue, spot_spacing_mm=spot_spacing_mm,
         dose_grid_mm=grid_mm, config_path=None if config_path is None else os.fspath(config_path),
         device=device, output_dir=os.fspath(out_dir),
-        hlut_path=None if hlut_path is None else os.fspath(hlut_path))
+        hlut_path=None if hlut_path is None else os.fspath(hlut_path), exchange=exchange)
     machine = get_machine()
     result = plan(request, machine=machine, progress=progress)
     write_plan_outputs(result, out_dir, machine=machine)

@@ -102,9 +102,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         gantry_deg=args.gantry, couch_deg=args.couch, out_dir=args.out, rbe=args.rbe,
         rbe_value=args.rbe_value, tissue=args.tissue, spot_spacing_mm=args.spot_spacing,
         grid_mm=args.grid, config_path=args.config, device=args.device,
-        progress=_terminal_progress("plan"), hlut_path=args.hlut)
+        progress=_terminal_progress("plan"), hlut_path=args.hlut, exchange=args.exchange)
     target = report["structures"][args.target] if args.target in report["structures"] else None
-    line = f"wrote RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm and report.json to {args.out}"
+    line = f"wrote {', '.join(report['files'][:-1])} and report.json to {args.out}"
     if target is not None:
         p = args.dose
         line += (f"; {args.target} D95 {100 * target['d95_gy_rbe'] / p:.1f} %, "
@@ -228,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="objectives file, TOML or JSON (see planning.planner)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     p.add_argument("--hlut", metavar="CSV", help="HU to relative stopping power curve (hu,rsp)")
+    p.add_argument("--exchange", action="store_true",
+                   help="also evaluate the plan under mMKM and LEM I side by side "
+                        "(RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm, report 'exchange')")
     p.add_argument("--out", required=True, metavar="OUT_DIR")
     p.set_defaults(func=_cmd_plan)
     return parser

@@ -30,6 +30,7 @@ table sets :class:`planning.optimization.OptimizerSettings` fields (``max_iterat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -55,6 +56,13 @@ from planning.dose_engine import (
 )
 from planning.errors import InputError, PlanningError
 from planning.evaluation import dose_metrics
+from planning.exchange import (
+    ExchangeView,
+    exchange_report,
+    exchange_view,
+    paired_models,
+    write_exchange_doses,
+)
 from planning.hlut import default_hlut, load_hlut_csv
 from planning.machine import Machine, load_machine
 from planning.optimization import (
@@ -66,7 +74,7 @@ from planning.optimization import (
 from planning.patient import Patient
 from planning.plan import BeamPlan, Plan, Prescription
 from planning.progress import CancelToken, ProgressCallback, report
-from planning.rbe import RbeModel, depth_tables
+from planning.rbe import LemModel, RbeModel, depth_tables
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +125,10 @@ class PlanRequest:
         HU to relative stopping power CSV (``hu,rsp``); None uses the generic default curve.
     label : str
         RT Plan Label (at most 16 characters).
+    exchange : bool
+        Also evaluate the optimized plan under mMKM and LEM I (:mod:`planning.exchange`):
+        ``report["exchange"]`` and, from :func:`write_plan_outputs`, ``RTDOSE_RBE_MKM.dcm``
+        and ``RTDOSE_RBE_LEM1.dcm``.
     """
 
     target: str
@@ -138,6 +150,7 @@ class PlanRequest:
     cutoff_fraction: float = 0.99
     label: str = "IonPlan"
     hlut_path: str | None = None
+    exchange: bool = False
 
     def __post_init__(self) -> None:
         if (self.ct_dir is None) == (self.patient is None):
@@ -173,6 +186,8 @@ class PlanResult:
         Dose-averaged LET (0 without dose, or when LET was not kept) and RBE (0 without dose).
     report : dict
         The content of ``report.json``.
+    exchange : ExchangeView or None
+        The mMKM / LEM I exchange view when ``PlanRequest.exchange`` was set.
     """
 
     plan: Plan
@@ -183,6 +198,7 @@ class PlanResult:
     letd_kev_um: NDArray[np.float32]
     rbe: NDArray[np.float32]
     report: dict[str, Any] = field(default_factory=dict)
+    exchange: ExchangeView | None = None
 
 
 @dataclass(frozen=True)
@@ -375,8 +391,9 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
     timings["spots_and_tables"] = time.perf_counter() - t0
     dose_grid = DoseGrid.covering(ct_grid, request.dose_grid_mm)
     t0 = time.perf_counter()
+    body = _body_mask(patient, ct_grid, dose_grid)
     influence = build_influence(machine, rsp, ct_grid, dose_grid, beams, spot_maps, settings,
-                                calc_mask=_body_mask(patient, ct_grid, dose_grid),
+                                calc_mask=body,
                                 model_tables=tables, progress=_stage(progress, 0.1, 0.55),
                                 cancel=cancel)
     timings["dose_influence"] = time.perf_counter() - t0
@@ -407,7 +424,7 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
                 beams=tuple(BeamPlan(b, s, result.weights[offsets[i]:offsets[i + 1]])
                             for i, (b, s) in enumerate(zip(beams, spot_maps, strict=True))),
                 prescription=prescription, rbe_model=model.describe())
-    structures = {}
+    structures, exchange_rows = {}, {}
     phys_flat, rbe_flat = cubes[0].reshape(-1), cubes[1].reshape(-1)
     for s in patient.structure_set.structures:
         rows = rows_by_name.get(s.name)
@@ -415,6 +432,7 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
             rows = structure_rows(s.mask.to_dense(), ct_grid, dose_grid)
         if rows.size == 0:
             continue
+        exchange_rows[s.name] = rows
         m = dose_metrics(rbe_flat[rows], prescription.total_dose_gy_rbe)
         structures[s.name] = {
             "interpreted_type": s.interpreted_type, "voxels": int(rows.size),
@@ -449,10 +467,23 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
         "structures": structures,
         "timings_s": timings,
     }
+    view = None
+    if request.exchange:
+        t0 = time.perf_counter()
+        del problem, influence  # the exchange view builds its own matrices
+        lem = _model(dataclasses.replace(request, rbe_model="lem1"))  # the request's tissue
+        mkm_model, lem_model = paired_models(model, lem if isinstance(lem, LemModel) else None)
+        view = exchange_view(machine, rsp, ct_grid, dose_grid, beams, spot_maps, result.weights,
+                             prescription.n_fractions, calc_mask=body, mkm=mkm_model,
+                             lem=lem_model, settings=settings,
+                             progress=_stage(progress, 0.95, 1.0), cancel=cancel)
+        rep["exchange"] = exchange_report(view, exchange_rows)
+        timings["exchange"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - t_start
     report(progress, 1.0, "plan done")
     phys_cube, rbe_cube, letd_cube, rbe_ratio = cubes
     return PlanResult(plan, patient, dose_grid, phys_cube, rbe_cube, letd_cube, rbe_ratio,
-                      report=rep)
+                      report=rep, exchange=view)
 
 
 def _problem(influence: DoseInfluence, rows_by_name: dict[str, NDArray[np.int64]],
@@ -503,7 +534,8 @@ def forward_cubes(influence: DoseInfluence, weights: NDArray[np.float64], model:
 
 def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
                        machine: Machine | None = None) -> list[Path]:
-    """Write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm and report.json into ``out_dir``.
+    """Write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm and report.json into ``out_dir``
+    (and RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm with an exchange view).
 
     The report gets ``files`` and ``timings_s["export"]``; it is written last, atomically.
     """
@@ -526,8 +558,10 @@ def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
     export_rt_dose(result.rbe_dose_gy_rbe, result.dose_grid, result.patient,
                    out / "RTDOSE_RBE.dcm", dose_type="EFFECTIVE",
                    comment=result.plan.rbe_model[:64], referenced_plan_uid=plan_uid)
-    files = [out / n for n in ("RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm",
-                               "report.json")]
+    names = ["RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm"]
+    if result.exchange is not None:
+        names += write_exchange_doses(result.exchange, result.patient, out, plan_uid)
+    files = [out / n for n in (*names, "report.json")]
     result.report["files"] = [f.name for f in files]
     result.report["timings_s"]["export"] = time.perf_counter() - t0
     atomic_write_text(out / "report.json", json.dumps(result.report, indent=1) + "\n")

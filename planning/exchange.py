@@ -1,0 +1,221 @@
+"""Exchange view: one physical plan under mMKM and under LEM I, side by side.
+
+Centres that prescribe in mMKM (NIRS/QST and the Japanese facilities) and in LEM I (European
+facilities) cannot compare Gy(RBE) directly. :func:`exchange_view` evaluates one set of spot
+weights under both models: one influence build carries the depth tables of both models
+(mMKM: ``z1d_star_gy``; LEM I: ``alpha_gy``, ``sqrt_beta_gy``), the RBE-weighted dose of each
+model is computed per fraction (where the models apply) and scaled to the whole plan, and the
+voxel-wise ratio LEM I / mMKM is given.
+
+The expected magnitude (Zhang et al. 2020, Radiat Oncol 15, doi 10.1186/s13014-020-01723-z:
+20 recurrent nasopharynx patients planned with LEM I and recalculated with MKM): in the
+target, LEM/MKM = 1.37 at 3.00 Gy(RBE) per fraction (LEM), 1.46 at 2.70 Gy(RBE), rising
+steeply towards low doses per fraction (3.09 at 0.24 Gy(RBE)).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from planning.dose_engine import Beam, DoseEngineSettings, DoseGrid, SpotMap, build_influence
+from planning.errors import PlanningError
+from planning.evaluation import dose_at_volume
+from planning.machine import Machine
+from planning.patient import Patient
+from planning.progress import CancelToken, ProgressCallback, report
+from planning.rbe import DepthTables, LemModel, MkmModel, RbeModel, depth_tables
+
+#: The ratio cube is 0 where the mMKM dose is below this fraction of its maximum.
+RATIO_THRESHOLD_FRACTION = 0.01
+
+Cube = NDArray[np.float32]
+
+
+@dataclass(frozen=True, eq=False)
+class ExchangeView:
+    """Whole-plan dose cubes of one plan under mMKM and LEM I (all on ``dose_grid``).
+
+    Attributes
+    ----------
+    dose_grid : DoseGrid
+        Grid of the cubes.
+    dose_gy : (nz, ny, nx) float32 array
+        Total physical dose, Gy.
+    mkm_dose_gy_rbe, lem_dose_gy_rbe : (nz, ny, nx) float32 arrays
+        Total RBE-weighted dose under mMKM and under LEM I (evaluated per fraction), Gy(RBE).
+    ratio_lem_over_mkm : (nz, ny, nx) float32 array
+        ``lem_dose_gy_rbe / mkm_dose_gy_rbe``; 0 where the mMKM dose is below
+        :data:`RATIO_THRESHOLD_FRACTION` (1 %) of its maximum.
+    mkm_model, lem_model : str
+        ``describe()`` of the two models.
+    n_fractions : int
+        Number of fractions of the totals.
+    """
+
+    dose_grid: DoseGrid
+    dose_gy: Cube
+    mkm_dose_gy_rbe: Cube
+    lem_dose_gy_rbe: Cube
+    ratio_lem_over_mkm: Cube
+    mkm_model: str
+    lem_model: str
+    n_fractions: int
+
+
+def paired_models(model: RbeModel, lem_default: LemModel | None = None
+                  ) -> tuple[MkmModel, LemModel]:
+    """The (mMKM, LEM I) pair of an exchange: ``model`` where it is one of them, else the
+    default mMKM and ``lem_default`` (default :class:`LemModel`)."""
+    mkm = model if isinstance(model, MkmModel) else MkmModel()
+    lem = model if isinstance(model, LemModel) else (lem_default or LemModel())
+    return mkm, lem
+
+
+def exchange_view(machine: Machine, rsp: ArrayLike, ct_grid: DoseGrid, dose_grid: DoseGrid,
+                  beams: Sequence[Beam], spot_maps: Sequence[SpotMap],
+                  weights_per_fraction: ArrayLike, n_fractions: int, *,
+                  calc_mask: ArrayLike | None = None, mkm: MkmModel | None = None,
+                  lem: LemModel | None = None, settings: DoseEngineSettings | None = None,
+                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+                  ) -> ExchangeView:
+    """RBE-weighted dose of one plan under mMKM and LEM I and their voxel-wise ratio.
+
+    Parameters
+    ----------
+    machine : Machine
+        Beam data with particle spectra.
+    rsp : (nz, ny, nx) float array
+        Relative stopping power on ``ct_grid``.
+    ct_grid, dose_grid : DoseGrid
+        Grids of ``rsp`` and of the result.
+    beams, spot_maps : sequences of Beam and SpotMap
+        The plan's beams and spots.
+    weights_per_fraction : (n_spots,) float array
+        Spot weights per fraction, 10^6 primaries, in the order of ``spot_maps``.
+    n_fractions : int
+        Number of fractions (totals are per-fraction doses x ``n_fractions``).
+    calc_mask : (nz, ny, nx) bool array on ``dose_grid``, optional
+        Voxels to compute (see :func:`planning.dose_engine.build_influence`).
+    mkm, lem : MkmModel, LemModel, optional
+        The models (defaults: ``MkmModel()``, ``LemModel()``).
+    settings : DoseEngineSettings, optional
+        Dose engine settings; LET x dose is never stored here.
+    progress, cancel : optional
+        Progress callback and cancel token of the influence build.
+
+    Returns
+    -------
+    ExchangeView
+
+    Raises
+    ------
+    PlanningError
+        Bad weights or fraction count, or the dose engine's errors.
+    """
+    mkm, lem = mkm or MkmModel(), lem or LemModel()
+    if n_fractions < 1:
+        raise PlanningError(f"n_fractions must be >= 1, got {n_fractions}")
+    w = np.asarray(weights_per_fraction, dtype=np.float64)
+    if w.shape != (sum(s.n_spots for s in spot_maps),):
+        raise PlanningError(f"{w.size} weights for {sum(s.n_spots for s in spot_maps)} spots")
+    t_mkm, t_lem = depth_tables(machine, mkm), depth_tables(machine, lem)
+    tables = DepthTables(  # build_influence uses only the values; particles are mMKM's
+        f"{t_mkm.model_description} + {t_lem.model_description}",
+        t_mkm.quantity_names + t_lem.quantity_names, t_mkm.values + t_lem.values,
+        t_mkm.spectrum_values + t_lem.spectrum_values, t_mkm.particles)
+    settings = dataclasses.replace(settings or DoseEngineSettings(), store_let_dose=False)
+    influence = build_influence(machine, rsp, ct_grid, dose_grid, beams, spot_maps, settings,
+                                calc_mask=calc_mask, model_tables=tables, progress=progress,
+                                cancel=cancel)
+    d = influence.dose @ w
+    sums = tuple(m @ w for m in influence.model_sums)
+    del influence  # free the matrices before the cubes
+    n_mkm = len(mkm.quantity_names)
+    mkm_d = np.asarray(mkm.rbe_weighted_dose_from_sums(d, sums[:n_mkm]), dtype=np.float64)
+    lem_d = np.asarray(lem.rbe_weighted_dose_from_sums(d, sums[n_mkm:]), dtype=np.float64)
+    ratio = np.zeros_like(d)
+    top = float(mkm_d.max()) if mkm_d.size else 0.0
+    np.divide(lem_d, mkm_d, out=ratio,
+              where=(mkm_d >= RATIO_THRESHOLD_FRACTION * top) & (mkm_d > 0))
+    report(progress, 1.0, "exchange view done")
+
+    def cube(a: NDArray[np.float64], scale: float = 1.0) -> Cube:
+        return (a * scale).reshape(dose_grid.shape).astype(np.float32)
+
+    return ExchangeView(dose_grid, cube(d, n_fractions), cube(mkm_d, n_fractions),
+                        cube(lem_d, n_fractions), cube(ratio), mkm.describe(), lem.describe(),
+                        int(n_fractions))
+
+
+def exchange_metrics(view: ExchangeView, structure_masks: Sequence[tuple[str, ArrayLike]]
+                     ) -> dict[str, dict[str, float | None]]:
+    """Per-structure D95, D50 and mean of both models and the ratio statistics.
+
+    Parameters
+    ----------
+    view : ExchangeView
+    structure_masks : sequence of (name, (nz, ny, nx) bool array on ``view.dose_grid``)
+        Structures; empty ones are left out.
+
+    Returns
+    -------
+    dict
+        ``{name: {"mkm_d95_gy_rbe", "lem_d95_gy_rbe", "mkm_d50_gy_rbe", "lem_d50_gy_rbe",
+        "mkm_mean_gy_rbe", "lem_mean_gy_rbe", "ratio_mean", "ratio_median"}}``, total doses in
+        Gy(RBE). The ratio statistics use the structure's voxels with a ratio (mMKM dose at
+        least 1 % of its maximum); None when there are none.
+    """
+    out: dict[str, dict[str, float | None]] = {}
+    for name, mask in structure_masks:
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != view.dose_grid.shape:
+            raise PlanningError(f"{name}: mask shape {m.shape} is not the dose grid's "
+                                f"{view.dose_grid.shape}")
+        if not m.any():
+            continue
+        mkm, lem, ratio = (view.mkm_dose_gy_rbe[m], view.lem_dose_gy_rbe[m],
+                           view.ratio_lem_over_mkm[m])
+        ratio = ratio[ratio > 0].astype(np.float64)
+        out[name] = {
+            "mkm_d95_gy_rbe": dose_at_volume(mkm, 95), "lem_d95_gy_rbe": dose_at_volume(lem, 95),
+            "mkm_d50_gy_rbe": dose_at_volume(mkm, 50), "lem_d50_gy_rbe": dose_at_volume(lem, 50),
+            "mkm_mean_gy_rbe": float(mkm.mean()), "lem_mean_gy_rbe": float(lem.mean()),
+            "ratio_mean": float(ratio.mean()) if ratio.size else None,
+            "ratio_median": float(np.median(ratio)) if ratio.size else None}
+    return out
+
+
+def exchange_report(view: ExchangeView, structure_rows: Mapping[str, NDArray[np.int64]]
+                    ) -> dict[str, Any]:
+    """The ``report["exchange"]`` entry of a plan: model descriptions and per-structure
+    metrics (:func:`exchange_metrics`), structures given as flat dose-grid indices."""
+    def mask(rows: NDArray[np.int64]) -> NDArray[np.bool_]:
+        m = np.zeros(view.dose_grid.n_voxels, dtype=bool)
+        m[rows] = True
+        return m.reshape(view.dose_grid.shape)
+
+    return {"mkm_model": view.mkm_model, "lem_model": view.lem_model,
+            "structures": exchange_metrics(
+                view, [(name, mask(rows)) for name, rows in structure_rows.items()])}
+
+
+def write_exchange_doses(view: ExchangeView, patient: Patient, out_dir: Path,
+                         referenced_plan_uid: str) -> list[str]:
+    """Write ``RTDOSE_RBE_MKM.dcm`` and ``RTDOSE_RBE_LEM1.dcm`` (EFFECTIVE, total plan dose,
+    the model description as comment, cut to 64 characters); return the file names."""
+    from planning.dicom import export_rt_dose
+
+    names = []
+    for name, cube, model in (("RTDOSE_RBE_MKM.dcm", view.mkm_dose_gy_rbe, view.mkm_model),
+                              ("RTDOSE_RBE_LEM1.dcm", view.lem_dose_gy_rbe, view.lem_model)):
+        export_rt_dose(cube, view.dose_grid, patient, out_dir / name, dose_type="EFFECTIVE",
+                       comment=model[:64], referenced_plan_uid=referenced_plan_uid)
+        names.append(name)
+    return names
