@@ -51,8 +51,10 @@ from planning.dose_engine import (
     DoseEngineSettings,
     DoseGrid,
     DoseInfluence,
+    SpotMap,
     build_influence,
     place_spots,
+    resolve_device,
 )
 from planning.errors import InputError, PlanningError
 from planning.evaluation import dose_metrics
@@ -74,9 +76,13 @@ from planning.optimization import (
 from planning.patient import Patient
 from planning.plan import BeamPlan, Plan, Prescription
 from planning.progress import CancelToken, ProgressCallback, report
-from planning.rbe import LemModel, RbeModel, depth_tables
+from planning.rbe import DepthTables, LemModel, RbeModel, depth_tables
 
 log = logging.getLogger(__name__)
+
+#: Spots whose influence the forward pass of the final cubes builds at a time (whole layers):
+#: about 10-30 thousand nonzeros per spot, so a few hundred MB per pass.
+FORWARD_SPOTS_PER_PASS = 1000
 
 OAR_TYPES = ("ORGAN", "AVOIDANCE")
 #: Optimizer settings without an ``[optimizer]`` table: 100 iterations reach D95/D5 within
@@ -390,13 +396,7 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
     tables = depth_tables(machine, model) if model.quantity_names else None
     timings["spots_and_tables"] = time.perf_counter() - t0
     dose_grid = DoseGrid.covering(ct_grid, request.dose_grid_mm)
-    t0 = time.perf_counter()
     body = _body_mask(patient, ct_grid, dose_grid)
-    influence = build_influence(machine, rsp, ct_grid, dose_grid, beams, spot_maps, settings,
-                                calc_mask=body,
-                                model_tables=tables, progress=_stage(progress, 0.1, 0.55),
-                                cancel=cancel)
-    timings["dose_influence"] = time.perf_counter() - t0
 
     objectives = merge_objectives(
         default_objectives(patient, target.name, prescription.total_dose_gy_rbe), config)
@@ -410,15 +410,32 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
         rows_by_name[name] = structure_rows(s.mask.to_dense(), ct_grid, dose_grid)
     objectives = [Objective(patient.structure_set.get(o.structure).name, o.kind, o.dose_gy_rbe,
                             o.weight, o.volume_fraction) for o in objectives]
+    # The optimizer only needs the rows of structures with objectives: the matrices are built
+    # there (without LET), and the whole-body cubes come from a forward pass afterwards.
+    objective_mask = np.zeros(dose_grid.n_voxels, dtype=bool)
+    for objective_rows in rows_by_name.values():
+        objective_mask[objective_rows] = True
+    t0 = time.perf_counter()
+    influence = build_influence(
+        machine, rsp, ct_grid, dose_grid, beams, spot_maps,
+        dataclasses.replace(settings, store_let_dose=False),
+        calc_mask=objective_mask.reshape(dose_grid.shape), model_tables=tables,
+        progress=_stage(progress, 0.1, 0.45), cancel=cancel)
+    timings["dose_influence"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     problem = _problem(influence, rows_by_name, model, prescription.n_fractions)
     result = optimize_weights(problem, objectives, prescription.dose_per_fraction_gy_rbe,
                               target.name, config.optimizer,
-                              progress=_stage(progress, 0.55, 0.95), cancel=cancel)
+                              progress=_stage(progress, 0.45, 0.85), cancel=cancel)
     timings["optimization"] = time.perf_counter() - t0
 
-    report(progress, 0.95, "dose cubes and metrics")
-    cubes = forward_cubes(influence, result.weights, model, prescription.n_fractions)
+    influence_nnz, influence_mib = influence.nnz, influence.nbytes / 2**20
+    del problem, influence
+    t0 = time.perf_counter()
+    cubes = forward_cubes(machine, rsp, ct_grid, dose_grid, beams, spot_maps, result.weights,
+                          model, tables, prescription.n_fractions, settings, calc_mask=body,
+                          progress=_stage(progress, 0.85, 0.98), cancel=cancel)
+    timings["forward_dose"] = time.perf_counter() - t0
     offsets = np.cumsum([0] + [s.n_spots for s in spot_maps])
     plan = Plan(label=request.label[:16], machine_name=machine.name,
                 beams=tuple(BeamPlan(b, s, result.weights[offsets[i]:offsets[i + 1]])
@@ -452,10 +469,10 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
                    "isocenter_mm": list(b.isocenter_mm), "spots": s.n_spots,
                    "layers": int(np.unique(s.layer).size)}
                   for b, s in zip(beams, spot_maps, strict=True)],
-        "spots": int(influence.spots.n_spots),
-        "influence_nnz": influence.nnz,
-        "influence_mib": influence.nbytes / 2**20,
-        "device": influence.device,
+        "spots": int(sum(sm.n_spots for sm in spot_maps)),
+        "influence_nnz": influence_nnz,
+        "influence_mib": influence_mib,
+        "device": resolve_device(request.device),
         "dose_grid": {"shape": list(dose_grid.shape), "spacing_mm": list(dose_grid.spacing_mm),
                       "origin_mm": list(dose_grid.origin_mm)},
         "objectives": [{"structure": o.structure, "type": o.kind, "dose_gy_rbe": o.dose_gy_rbe,
@@ -470,7 +487,6 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
     view = None
     if request.exchange:
         t0 = time.perf_counter()
-        del problem, influence  # the exchange view builds its own matrices
         lem = _model(dataclasses.replace(request, rbe_model="lem1"))  # the request's tissue
         mkm_model, lem_model = paired_models(model, lem if isinstance(lem, LemModel) else None)
         view = exchange_view(machine, rsp, ct_grid, dose_grid, beams, spot_maps, result.weights,
@@ -503,11 +519,18 @@ def _problem(influence: DoseInfluence, rows_by_name: dict[str, NDArray[np.int64]
         model=model, n_fractions=n_fractions)
 
 
-def forward_cubes(influence: DoseInfluence, weights: NDArray[np.float64], model: RbeModel,
-                  n_fractions: int
-                  ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32],
-                             NDArray[np.float32]]:
-    """Whole-plan cubes of spot weights per fraction.
+def forward_cubes(
+    machine: Machine, rsp: NDArray[np.float32], ct_grid: DoseGrid, dose_grid: DoseGrid,
+    beams: Sequence[Beam], spot_maps: Sequence[SpotMap], weights: NDArray[np.float64],
+    model: RbeModel, tables: DepthTables | None, n_fractions: int,
+    settings: DoseEngineSettings, *, calc_mask: NDArray[np.bool_] | None = None,
+    spots_per_pass: int = FORWARD_SPOTS_PER_PASS,
+    progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
+    """Whole-plan cubes of spot weights per fraction, by a forward pass.
+
+    The influence of at most ``spots_per_pass`` spots (whole energy layers of one beam) is built
+    at a time, multiplied by their weights and dropped, so memory stays that of one pass.
 
     Returns
     -------
@@ -515,21 +538,58 @@ def forward_cubes(influence: DoseInfluence, weights: NDArray[np.float64], model:
         Total physical and RBE-weighted dose (per-fraction dose x ``n_fractions``; the
         RBE-weighted dose is computed per fraction, where the model applies), LETd and RBE.
     """
-    w = np.asarray(weights, dtype=np.float64)
-    d = influence.dose @ w
-    rbe_d = np.asarray(model.rbe_weighted_dose_from_sums(
-        d, tuple(m @ w for m in influence.model_sums)))
+    w_all = np.asarray(weights, dtype=np.float64)
+    n_q = len(model.quantity_names)
+    d = np.zeros(dose_grid.n_voxels)
+    let_d = np.zeros(dose_grid.n_voxels)
+    sums = [np.zeros(dose_grid.n_voxels) for _ in range(n_q)]
+    passes = [(b, sel) for b, sm in enumerate(spot_maps) for sel in _layer_groups(sm,
+                                                                                  spots_per_pass)]
+    offsets = np.cumsum([0] + [sm.n_spots for sm in spot_maps])
+    with_let = dataclasses.replace(settings, store_let_dose=True)
+    for k, (b, sel) in enumerate(passes):
+        sm = spot_maps[b]
+        sub = SpotMap(sm.energy_mev_u[sel], sm.layer[sel], sm.u_mm[sel], sm.v_mm[sel],
+                      sm.spacing_mm, sm.lattice_origin_mm)
+        w = w_all[offsets[b]:offsets[b + 1]][sel]
+        if not np.any(w > 0):
+            continue
+        part = build_influence(machine, rsp, ct_grid, dose_grid, [beams[b]], [sub], with_let,
+                               calc_mask=calc_mask, model_tables=tables, cancel=cancel)
+        d += part.dose @ w
+        assert part.let_dose is not None
+        let_d += part.let_dose @ w
+        for acc, m in zip(sums, part.model_sums, strict=True):
+            acc += m @ w
+        del part
+        report(progress, (k + 1) / len(passes), "dose cubes")
+    rbe_d = np.asarray(model.rbe_weighted_dose_from_sums(d, tuple(sums)))
     positive = d > 0
-    letd = np.zeros_like(d)
-    if influence.let_dose is not None:
-        np.divide(influence.let_dose @ w, d, out=letd, where=positive)
+    letd = np.divide(let_d, d, out=np.zeros_like(d), where=positive)
     rbe = np.divide(rbe_d, d, out=np.zeros_like(d), where=positive)
-    shape = influence.grid.shape
 
     def cube(a: NDArray[np.float64]) -> NDArray[np.float32]:
-        return a.reshape(shape).astype(np.float32)
+        return a.reshape(dose_grid.shape).astype(np.float32)
 
     return cube(d * n_fractions), cube(rbe_d * n_fractions), cube(letd), cube(rbe)
+
+
+def _layer_groups(spot_map: SpotMap, max_spots: int) -> list[NDArray[np.int64]]:
+    """Spot indices of ``spot_map`` in groups of whole energy layers, each of at most
+    ``max_spots`` spots (or one layer, if a layer alone is larger)."""
+    groups: list[NDArray[np.int64]] = []
+    current: list[NDArray[np.int64]] = []
+    count = 0
+    for layer in np.unique(spot_map.layer):
+        idx = np.flatnonzero(spot_map.layer == layer)
+        if current and count + idx.size > max_spots:
+            groups.append(np.concatenate(current))
+            current, count = [], 0
+        current.append(idx)
+        count += idx.size
+    if current:
+        groups.append(np.concatenate(current))
+    return groups
 
 
 def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
