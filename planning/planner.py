@@ -57,7 +57,7 @@ from planning.dose_engine import (
     resolve_device,
 )
 from planning.errors import InputError, PlanningError
-from planning.evaluation import dose_metrics
+from planning.evaluation import conformity_index, cumulative_dvh, dose_metrics
 from planning.exchange import (
     ExchangeView,
     exchange_report,
@@ -194,6 +194,8 @@ class PlanResult:
         The content of ``report.json``.
     exchange : ExchangeView or None
         The mMKM / LEM I exchange view when ``PlanRequest.exchange`` was set.
+    beam_physical_dose_gy : tuple of (nz, ny, nx) float32 arrays
+        Total physical dose of each beam, in the order of ``plan.beams``.
     """
 
     plan: Plan
@@ -205,6 +207,18 @@ class PlanResult:
     rbe: NDArray[np.float32]
     report: dict[str, Any] = field(default_factory=dict)
     exchange: ExchangeView | None = None
+    beam_physical_dose_gy: tuple[NDArray[np.float32], ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class DoseCubes:
+    """Whole-plan cubes (nz, ny, nx) float32 of a forward pass (see :func:`forward_cubes`)."""
+
+    physical_dose_gy: NDArray[np.float32]
+    rbe_dose_gy_rbe: NDArray[np.float32]
+    letd_kev_um: NDArray[np.float32]
+    rbe: NDArray[np.float32]
+    beam_physical_dose_gy: tuple[NDArray[np.float32], ...]
 
 
 @dataclass(frozen=True)
@@ -442,7 +456,8 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
                             for i, (b, s) in enumerate(zip(beams, spot_maps, strict=True))),
                 prescription=prescription, rbe_model=model.describe())
     structures, exchange_rows = {}, {}
-    phys_flat, rbe_flat = cubes[0].reshape(-1), cubes[1].reshape(-1)
+    phys_flat = cubes.physical_dose_gy.reshape(-1)
+    rbe_flat = cubes.rbe_dose_gy_rbe.reshape(-1)
     for s in patient.structure_set.structures:
         rows = rows_by_name.get(s.name)
         if rows is None:
@@ -457,6 +472,14 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
             "d2_gy_rbe": m.d2, "dmax_gy_rbe": m.max, "mean_gy_rbe": m.mean,
             "mean_gy": float(phys_flat[rows].mean()), "v95": m.v95, "v107": m.v107,
             "homogeneity_index": m.homogeneity_index}
+    target_rows = rows_by_name[target.name]
+    target_on_grid = np.zeros(dose_grid.n_voxels, dtype=bool)
+    target_on_grid[target_rows] = True
+    structures[target.name]["conformity_index"] = conformity_index(
+        rbe_flat, target_on_grid, prescription.total_dose_gy_rbe)
+    dvh_top = 1.1 * float(rbe_flat.max()) if rbe_flat.size else 1.0
+    dvhs = {name: cumulative_dvh(name, rbe_flat[rows], 1.0, max_dose=dvh_top, n_bins=100)
+            for name, rows in exchange_rows.items()}
     timings["total"] = time.perf_counter() - t_start
     rep: dict[str, Any] = {
         "prescription": {"target": target.name,
@@ -467,8 +490,10 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
         "machine": machine.name,
         "beams": [{"name": b.label, "gantry_deg": b.gantry_deg, "couch_deg": b.couch_deg,
                    "isocenter_mm": list(b.isocenter_mm), "spots": s.n_spots,
-                   "layers": int(np.unique(s.layer).size)}
-                  for b, s in zip(beams, spot_maps, strict=True)],
+                   "layers": int(np.unique(s.layer).size),
+                   "target_mean_gy": float(bd.reshape(-1)[target_rows].mean())}
+                  for b, s, bd in zip(beams, spot_maps, cubes.beam_physical_dose_gy,
+                                      strict=True)],
         "spots": int(sum(sm.n_spots for sm in spot_maps)),
         "influence_nnz": influence_nnz,
         "influence_mib": influence_mib,
@@ -482,6 +507,9 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
         "objective_value": result.objective,
         "optimizer_message": result.message,
         "structures": structures,
+        "dvh_gy_rbe": {name: {"dose_gy_rbe": [round(float(x), 4) for x in h.dose_gy],
+                              "volume_fraction": [round(float(x), 5) for x in h.volume_fraction]}
+                       for name, h in dvhs.items()},
         "timings_s": timings,
     }
     view = None
@@ -497,9 +525,9 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
         timings["exchange"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
     report(progress, 1.0, "plan done")
-    phys_cube, rbe_cube, letd_cube, rbe_ratio = cubes
-    return PlanResult(plan, patient, dose_grid, phys_cube, rbe_cube, letd_cube, rbe_ratio,
-                      report=rep, exchange=view)
+    return PlanResult(plan, patient, dose_grid, cubes.physical_dose_gy, cubes.rbe_dose_gy_rbe,
+                      cubes.letd_kev_um, cubes.rbe, report=rep, exchange=view,
+                      beam_physical_dose_gy=cubes.beam_physical_dose_gy)
 
 
 def _problem(influence: DoseInfluence, rows_by_name: dict[str, NDArray[np.int64]],
@@ -526,7 +554,7 @@ def forward_cubes(
     settings: DoseEngineSettings, *, calc_mask: NDArray[np.bool_] | None = None,
     spots_per_pass: int = FORWARD_SPOTS_PER_PASS,
     progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
+) -> DoseCubes:
     """Whole-plan cubes of spot weights per fraction, by a forward pass.
 
     The influence of at most ``spots_per_pass`` spots (whole energy layers of one beam) is built
@@ -534,13 +562,14 @@ def forward_cubes(
 
     Returns
     -------
-    physical_dose_gy, rbe_dose_gy_rbe, letd_kev_um, rbe : (nz, ny, nx) float32 arrays
+    DoseCubes
         Total physical and RBE-weighted dose (per-fraction dose x ``n_fractions``; the
-        RBE-weighted dose is computed per fraction, where the model applies), LETd and RBE.
+        RBE-weighted dose is computed per fraction, where the model applies), LETd, RBE and the
+        total physical dose of each beam.
     """
     w_all = np.asarray(weights, dtype=np.float64)
     n_q = len(model.quantity_names)
-    d = np.zeros(dose_grid.n_voxels)
+    d_beam = [np.zeros(dose_grid.n_voxels) for _ in spot_maps]
     let_d = np.zeros(dose_grid.n_voxels)
     sums = [np.zeros(dose_grid.n_voxels) for _ in range(n_q)]
     passes = [(b, sel) for b, sm in enumerate(spot_maps) for sel in _layer_groups(sm,
@@ -556,13 +585,14 @@ def forward_cubes(
             continue
         part = build_influence(machine, rsp, ct_grid, dose_grid, [beams[b]], [sub], with_let,
                                calc_mask=calc_mask, model_tables=tables, cancel=cancel)
-        d += part.dose @ w
+        d_beam[b] += part.dose @ w
         assert part.let_dose is not None
         let_d += part.let_dose @ w
         for acc, m in zip(sums, part.model_sums, strict=True):
             acc += m @ w
         del part
         report(progress, (k + 1) / len(passes), "dose cubes")
+    d = np.sum(d_beam, axis=0) if d_beam else np.zeros(dose_grid.n_voxels)
     rbe_d = np.asarray(model.rbe_weighted_dose_from_sums(d, tuple(sums)))
     positive = d > 0
     letd = np.divide(let_d, d, out=np.zeros_like(d), where=positive)
@@ -571,7 +601,8 @@ def forward_cubes(
     def cube(a: NDArray[np.float64]) -> NDArray[np.float32]:
         return a.reshape(dose_grid.shape).astype(np.float32)
 
-    return cube(d * n_fractions), cube(rbe_d * n_fractions), cube(letd), cube(rbe)
+    return DoseCubes(cube(d * n_fractions), cube(rbe_d * n_fractions), cube(letd), cube(rbe),
+                     tuple(cube(db * n_fractions) for db in d_beam))
 
 
 def _layer_groups(spot_map: SpotMap, max_spots: int) -> list[NDArray[np.int64]]:

@@ -119,6 +119,14 @@ def _check_outputs(out, dose, fractions, model_word):
     assert ptv["d95_gy_rbe"] >= 0.95 * dose
     assert ptv["d5_gy_rbe"] <= 1.05 * dose
     assert ptv["mean_gy"] < ptv["mean_gy_rbe"]  # carbon RBE > 1 in the target
+    # Per-beam physical doses add up to the plan's; the 95 % isodose covers the PTV and more.
+    beam_sum = sum(b["target_mean_gy"] for b in report["beams"])
+    assert beam_sum == pytest.approx(ptv["mean_gy"], rel=1e-4)
+    assert ptv["conformity_index"] >= ptv["v95"]
+    dvh = report["dvh_gy_rbe"]["PTV"]
+    assert dvh["volume_fraction"][0] == 1.0 and dvh["volume_fraction"][-1] == 0.0
+    d95_from_dvh = np.interp(-0.95, -np.asarray(dvh["volume_fraction"]), dvh["dose_gy_rbe"])
+    assert d95_from_dvh == pytest.approx(ptv["d95_gy_rbe"], rel=0.02)
     imported = load_rt_ion_plan(out / "RTPLAN.dcm")
     assert imported.plan.n_spots == report["spots"]
     assert imported.plan.prescription.n_fractions == fractions
