@@ -151,19 +151,11 @@ def rbe_model(name: str, tissue: str | None = None, constant_rbe: float | None =
 
 
 def parse_tissue(text: str) -> Tissue:
-    """A LEM I tissue from a class name or from ``alpha_x,beta_x,D_t``."""
-    from planning.rbe import Tissue, tissue_by_name
+    """A LEM I tissue from a class name or from ``alpha_x,beta_x,D_t``
+    (:func:`planning.rbe.lem.parse_tissue`)."""
+    from planning.rbe import parse_tissue as parse
 
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) == 1:
-        return tissue_by_name(parts[0])
-    if len(parts) != 3:
-        raise InputError(f"tissue {text!r}: give a name or alpha_x,beta_x,D_t")
-    try:
-        ax, bx, dt = (float(p) for p in parts)
-    except ValueError:
-        raise InputError(f"tissue {text!r}: alpha_x, beta_x and D_t must be numbers") from None
-    return Tissue(name=f"user({text})", alpha_x_gy=ax, beta_x_gy2=bx, d_t_gy=dt)
+    return parse(text)
 
 
 ION_CHARGES = {"H": 1, "HE": 2, "LI": 3, "BE": 4, "B": 5, "C": 6}

@@ -111,6 +111,25 @@ class OptimizerSettings:
 
 
 @dataclass(frozen=True)
+class RbeGroup:
+    """Rows of a problem evaluated with their own RBE model (e.g. a LEM I tissue per structure).
+
+    Attributes
+    ----------
+    model : RbeModel
+    rows : int array
+        Positions in the problem's rows.
+    sum_indices : tuple of int
+        Which of the problem's ``model_sums`` are this model's sums, in its
+        ``quantity_names`` order.
+    """
+
+    model: RbeModel
+    rows: NDArray[np.int64]
+    sum_indices: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class OptimizationProblem:
     """The rows of the influence matrices the objectives need, and the RBE model.
 
@@ -124,6 +143,9 @@ class OptimizationProblem:
         For each structure, its positions in the rows.
     model : RbeModel
     n_fractions : int
+    groups : tuple of RbeGroup
+        When given, each group's rows are evaluated with its own model and sums (the groups
+        should cover every row; rows in none get 0); ``model`` is then only descriptive.
     """
 
     dose: sp.csr_array
@@ -131,6 +153,7 @@ class OptimizationProblem:
     structure_rows: tuple[tuple[str, NDArray[np.int64]], ...]
     model: RbeModel
     n_fractions: int
+    groups: tuple[RbeGroup, ...] = ()
 
     def rows_of(self, name: str) -> NDArray[np.int64]:
         for n, rows in self.structure_rows:
@@ -143,7 +166,13 @@ class OptimizationProblem:
         """RBE-weighted dose per fraction in the problem's rows."""
         d = self.dose @ weights
         sums = tuple(b @ weights for b in self.model_sums)
-        return np.asarray(self.model.rbe_weighted_dose_from_sums(d, sums))
+        if not self.groups:
+            return np.asarray(self.model.rbe_weighted_dose_from_sums(d, sums))
+        out = np.zeros_like(d)
+        for g in self.groups:
+            out[g.rows] = g.model.rbe_weighted_dose_from_sums(
+                d[g.rows], tuple(sums[k][g.rows] for k in g.sum_indices))
+        return out
 
 
 @dataclass(frozen=True)
@@ -195,12 +224,31 @@ def objective_and_weight_gradient(
     """
     d_phys = problem.dose @ weights
     sums = tuple(b @ weights for b in problem.model_sums)
-    grad_model = problem.model.rbe_weighted_dose_gradient(d_phys, sums)
-    value, g = objective_value_and_gradient(objectives, problem,
-                                            np.asarray(grad_model.dose_gy_rbe))
-    grad = np.asarray(problem.dose.T @ (g * np.asarray(grad_model.d_dose)), dtype=np.float64)
-    for b, d_s in zip(problem.model_sums, grad_model.d_sums, strict=True):
-        grad += b.T @ (g * np.asarray(d_s))
+    if not problem.groups:
+        grad_model = problem.model.rbe_weighted_dose_gradient(d_phys, sums)
+        value, g = objective_value_and_gradient(objectives, problem,
+                                                np.asarray(grad_model.dose_gy_rbe))
+        grad = np.asarray(problem.dose.T @ (g * np.asarray(grad_model.d_dose)),
+                          dtype=np.float64)
+        for b, d_s in zip(problem.model_sums, grad_model.d_sums, strict=True):
+            grad += b.T @ (g * np.asarray(d_s))
+        return value, grad
+    # Per group: its rows' RBE-weighted dose and derivatives, scattered into full-length
+    # per-row factors of the dose and of each model sum (zero outside the group's rows).
+    rbe_dose = np.zeros_like(d_phys)
+    d_dose = np.zeros_like(d_phys)
+    d_sums = [np.zeros_like(d_phys) for _ in problem.model_sums]
+    for grp in problem.groups:
+        gm = grp.model.rbe_weighted_dose_gradient(
+            d_phys[grp.rows], tuple(sums[k][grp.rows] for k in grp.sum_indices))
+        rbe_dose[grp.rows] = gm.dose_gy_rbe
+        d_dose[grp.rows] = gm.d_dose
+        for k, d_s in zip(grp.sum_indices, gm.d_sums, strict=True):
+            d_sums[k][grp.rows] = d_s
+    value, g = objective_value_and_gradient(objectives, problem, rbe_dose)
+    grad = np.asarray(problem.dose.T @ (g * d_dose), dtype=np.float64)
+    for b, d_s_full in zip(problem.model_sums, d_sums, strict=True):
+        grad += b.T @ (g * d_s_full)
     return value, grad
 
 

@@ -26,6 +26,15 @@ A configuration file (TOML or JSON) holds ``objectives``, a list of tables with 
 others are added. ``replace_defaults = true`` drops all defaults. An optional ``[optimizer]``
 table sets :class:`planning.optimization.OptimizerSettings` fields (``max_iterations``,
 ``min_spot_weight``, ``tolerance``); the planner's default is 100 iterations.
+
+Tissues (LEM I only)
+--------------------
+An optional ``tissues`` table maps structure names to LEM I tissues, each a class name
+(``chordoma``, ``hsg``, ``v79``) or ``"alpha_x,beta_x,D_t"`` (1/Gy, 1/Gy^2, Gy). The dose-grid
+voxels of a listed structure are evaluated (in the optimization and in the dose cubes) with
+LEM I for its tissue; voxels in no listed structure use the plan's tissue (``--tissue`` or the
+default class). Where listed structures overlap, the first listed wins. With any other RBE
+model a ``tissues`` table is an error.
 """
 
 from __future__ import annotations
@@ -71,12 +80,13 @@ from planning.optimization import (
     Objective,
     OptimizationProblem,
     OptimizerSettings,
+    RbeGroup,
     optimize_weights,
 )
 from planning.patient import Patient
 from planning.plan import BeamPlan, Plan, Prescription
 from planning.progress import CancelToken, ProgressCallback, report
-from planning.rbe import DepthTables, LemModel, RbeModel, depth_tables
+from planning.rbe import DepthTables, LemModel, RbeModel, Tissue, depth_tables, parse_tissue
 
 log = logging.getLogger(__name__)
 
@@ -223,11 +233,13 @@ class DoseCubes:
 
 @dataclass(frozen=True)
 class PlanConfig:
-    """Objectives and optimizer settings read from a configuration file."""
+    """Objectives, optimizer settings and LEM I tissues per structure (in the file's order)
+    read from a configuration file."""
 
     objectives: tuple[Objective, ...] = ()
     replace_defaults: bool = False
     optimizer: OptimizerSettings = field(default_factory=lambda: PLANNER_OPTIMIZER)
+    tissues: tuple[tuple[str, Tissue], ...] = ()
 
 
 def load_plan_config(path: str | os.PathLike[str]) -> PlanConfig:
@@ -249,10 +261,10 @@ def load_plan_config(path: str | os.PathLike[str]) -> PlanConfig:
                          f"({exc})") from None
     if not isinstance(data, dict):
         raise InputError(f"{p}: the configuration must be a table/object")
-    unknown = set(data) - {"objectives", "optimizer", "replace_defaults"}
+    unknown = set(data) - {"objectives", "optimizer", "replace_defaults", "tissues"}
     if unknown:
         raise InputError(f"{p}: unknown keys {sorted(unknown)}; expected objectives, "
-                         "optimizer, replace_defaults")
+                         "optimizer, replace_defaults, tissues")
     objectives = []
     for i, item in enumerate(data.get("objectives", [])):
         if not isinstance(item, dict):
@@ -278,7 +290,17 @@ def load_plan_config(path: str | os.PathLike[str]) -> PlanConfig:
                                         **opt})
     except (TypeError, PlanningError) as exc:
         raise InputError(f"{p}: [optimizer]: {exc}") from None
-    return PlanConfig(tuple(objectives), bool(data.get("replace_defaults", False)), settings)
+    tissue_table = data.get("tissues", {})
+    if not isinstance(tissue_table, dict) or not all(
+            isinstance(v, str) for v in tissue_table.values()):
+        raise InputError(f"{p}: tissues must map structure names to a tissue class name or "
+                         "\"alpha_x,beta_x,D_t\"")
+    try:
+        tissues = tuple((str(k), parse_tissue(v)) for k, v in tissue_table.items())
+    except InputError as exc:
+        raise InputError(f"{p}: tissues: {exc}") from None
+    return PlanConfig(tuple(objectives), bool(data.get("replace_defaults", False)), settings,
+                      tissues)
 
 
 def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float
@@ -379,6 +401,9 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
         assert request.ct_dir is not None
         patient = load_patient(request.ct_dir, progress=_stage(progress, 0.0, 0.05),
                                cancel=cancel)
+    if config.tissues and not isinstance(model, LemModel):
+        raise PlanningError(f"the configuration's tissues apply to LEM I only, not to "
+                            f"{model.name}; plan with --rbe lem1 or drop the tissues table")
     if patient.structure_set is None:
         raise PlanningError("the CT has no structure set: the target must be contoured")
     try:
@@ -407,7 +432,9 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
                              spot_spacing_mm=request.spot_spacing_mm,
                              layer_spacing_mm=request.layer_spacing_mm, settings=settings)
                  for b in beams]
-    tables = depth_tables(machine, model) if model.quantity_names else None
+    tissue_models = _tissue_models(model, config)
+    tables = (_concatenated_tables([depth_tables(machine, m) for m in tissue_models])
+              if model.quantity_names else None)
     timings["spots_and_tables"] = time.perf_counter() - t0
     dose_grid = DoseGrid.covering(ct_grid, request.dose_grid_mm)
     body = _body_mask(patient, ct_grid, dose_grid)
@@ -437,7 +464,8 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
         progress=_stage(progress, 0.1, 0.45), cancel=cancel)
     timings["dose_influence"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    problem = _problem(influence, rows_by_name, model, prescription.n_fractions)
+    voxel_groups = _voxel_groups(patient, config, tissue_models, ct_grid, dose_grid)
+    problem = _problem(influence, rows_by_name, model, prescription.n_fractions, voxel_groups)
     result = optimize_weights(problem, objectives, prescription.dose_per_fraction_gy_rbe,
                               target.name, config.optimizer,
                               progress=_stage(progress, 0.45, 0.85), cancel=cancel)
@@ -448,6 +476,7 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
     t0 = time.perf_counter()
     cubes = forward_cubes(machine, rsp, ct_grid, dose_grid, beams, spot_maps, result.weights,
                           model, tables, prescription.n_fractions, settings, calc_mask=body,
+                          groups=voxel_groups,
                           progress=_stage(progress, 0.85, 0.98), cancel=cancel)
     timings["forward_dose"] = time.perf_counter() - t0
     offsets = np.cumsum([0] + [s.n_spots for s in spot_maps])
@@ -512,6 +541,9 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
                        for name, h in dvhs.items()},
         "timings_s": timings,
     }
+    if config.tissues:
+        rep["tissues"] = {patient.structure_set.get(name).name: LemModel(t).describe()
+                          for name, t in config.tissues}
     view = None
     if request.exchange:
         t0 = time.perf_counter()
@@ -530,11 +562,68 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
                       beam_physical_dose_gy=cubes.beam_physical_dose_gy)
 
 
+def _tissue_models(model: RbeModel, config: PlanConfig) -> list[RbeModel]:
+    """The plan's model first, then LEM I for each further distinct tissue of the config."""
+    models: list[RbeModel] = [model]
+    if isinstance(model, LemModel):
+        seen = [model.tissue]
+        for _, tissue in config.tissues:
+            if tissue not in seen:
+                seen.append(tissue)
+                models.append(LemModel(tissue))
+    return models
+
+
+def _concatenated_tables(tables: Sequence[DepthTables]) -> DepthTables:
+    """One DepthTables whose values are those of ``tables`` in order (the influence then has
+    the model sums of every table, concatenated)."""
+    if len(tables) == 1:
+        return tables[0]
+    return DepthTables(
+        " + ".join(t.model_description for t in tables),
+        tuple(q for t in tables for q in t.quantity_names),
+        tuple(v for t in tables for v in t.values),
+        tuple(v for t in tables for v in t.spectrum_values),
+        tables[0].particles)
+
+
+def _voxel_groups(patient: Patient, config: PlanConfig, models: Sequence[RbeModel],
+                  ct_grid: DoseGrid, dose_grid: DoseGrid) -> tuple[RbeGroup, ...]:
+    """Dose-grid voxels of each tissue model (rows: flat dose-grid indices); empty when the
+    configuration lists no tissues. The first listed structure wins where structures overlap."""
+    if not config.tissues:
+        return ()
+    assert patient.structure_set is not None
+    label = np.full(dose_grid.n_voxels, -1, dtype=np.int64)
+    tissues = [m.tissue if isinstance(m, LemModel) else None for m in models]
+    for name, tissue in config.tissues:
+        try:
+            s = patient.structure_set.get(name)
+        except KeyError as exc:
+            raise PlanningError(f"tissues: {exc.args[0]}") from None
+        rows = structure_rows(s.mask.to_dense(), ct_grid, dose_grid)
+        rows = rows[label[rows] < 0]
+        label[rows] = tissues.index(tissue)
+    label[label < 0] = 0
+    n_q = len(models[0].quantity_names)
+    return tuple(RbeGroup(m, np.flatnonzero(label == i).astype(np.int64),
+                          tuple(range(n_q * i, n_q * (i + 1))))
+                 for i, m in enumerate(models))
+
+
 def _problem(influence: DoseInfluence, rows_by_name: dict[str, NDArray[np.int64]],
-             model: RbeModel, n_fractions: int) -> OptimizationProblem:
+             model: RbeModel, n_fractions: int, voxel_groups: Sequence[RbeGroup] = ()
+             ) -> OptimizationProblem:
     """The rows of the structures with objectives, as float64 matrices (the optimizer's
-    products then need no per-call conversion of the float32 data)."""
+    products then need no per-call conversion of the float32 data); ``voxel_groups`` (rows on
+    the dose grid) become groups of the problem's rows."""
     union = np.unique(np.concatenate(list(rows_by_name.values())))
+    groups = []
+    for g in voxel_groups:
+        in_union = np.isin(union, g.rows)
+        if in_union.any():
+            groups.append(RbeGroup(g.model, np.flatnonzero(in_union).astype(np.int64),
+                                   g.sum_indices))
 
     def rows_of(m: Any) -> Any:
         return m[union].astype(np.float64)
@@ -544,7 +633,7 @@ def _problem(influence: DoseInfluence, rows_by_name: dict[str, NDArray[np.int64]
         model_sums=tuple(rows_of(m) for m in influence.model_sums),
         structure_rows=tuple((name, np.searchsorted(union, rows).astype(np.int64))
                              for name, rows in rows_by_name.items()),
-        model=model, n_fractions=n_fractions)
+        model=model, n_fractions=n_fractions, groups=tuple(groups))
 
 
 def forward_cubes(
@@ -554,11 +643,16 @@ def forward_cubes(
     settings: DoseEngineSettings, *, calc_mask: NDArray[np.bool_] | None = None,
     spots_per_pass: int = FORWARD_SPOTS_PER_PASS,
     progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+    groups: Sequence[RbeGroup] = (),
 ) -> DoseCubes:
     """Whole-plan cubes of spot weights per fraction, by a forward pass.
 
     The influence of at most ``spots_per_pass`` spots (whole energy layers of one beam) is built
     at a time, multiplied by their weights and dropped, so memory stays that of one pass.
+
+    With ``groups`` (rows: flat dose-grid indices; ``tables`` holding the sums of every group's
+    model, concatenated) each group's voxels get the RBE-weighted dose of its own model and
+    sums; voxels in no group get 0.
 
     Returns
     -------
@@ -568,7 +662,7 @@ def forward_cubes(
         total physical dose of each beam.
     """
     w_all = np.asarray(weights, dtype=np.float64)
-    n_q = len(model.quantity_names)
+    n_q = len(tables.values) if tables is not None else len(model.quantity_names)
     d_beam = [np.zeros(dose_grid.n_voxels) for _ in spot_maps]
     let_d = np.zeros(dose_grid.n_voxels)
     sums = [np.zeros(dose_grid.n_voxels) for _ in range(n_q)]
@@ -593,7 +687,13 @@ def forward_cubes(
         del part
         report(progress, (k + 1) / len(passes), "dose cubes")
     d = np.sum(d_beam, axis=0) if d_beam else np.zeros(dose_grid.n_voxels)
-    rbe_d = np.asarray(model.rbe_weighted_dose_from_sums(d, tuple(sums)))
+    if groups:
+        rbe_d = np.zeros_like(d)
+        for g in groups:
+            rbe_d[g.rows] = g.model.rbe_weighted_dose_from_sums(
+                d[g.rows], tuple(sums[k][g.rows] for k in g.sum_indices))
+    else:
+        rbe_d = np.asarray(model.rbe_weighted_dose_from_sums(d, tuple(sums)))
     positive = d > 0
     letd = np.divide(let_d, d, out=np.zeros_like(d), where=positive)
     rbe = np.divide(rbe_d, d, out=np.zeros_like(d), where=positive)

@@ -5,7 +5,7 @@ See :mod:`planning.rbe.models` for the common interface, :mod:`planning.rbe.mkm`
 :mod:`planning.rbe.tables` for the machine depth tables and the ``rbe-table`` rows.
 """
 
-from planning.rbe.lem import DEFAULT_TISSUES, LemModel, Tissue, tissue_by_name
+from planning.rbe.lem import DEFAULT_TISSUES, LemModel, Tissue, parse_tissue, tissue_by_name
 from planning.rbe.mkm import MkmModel
 from planning.rbe.models import ConstantRbe, ParticleTable, PhysicalDose, RbeGradient, RbeModel
 from planning.rbe.tables import DepthTables, RbeTableRow, depth_tables, rbe_table_rows
@@ -23,6 +23,7 @@ __all__ = [
     "RbeTableRow",
     "Tissue",
     "depth_tables",
+    "parse_tissue",
     "rbe_table_rows",
     "tissue_by_name",
 ]

@@ -136,6 +136,21 @@ def tissue_by_name(name: str) -> Tissue:
                      "and D_t explicitly")
 
 
+def parse_tissue(text: str) -> Tissue:
+    """A LEM I tissue from a class name (:data:`DEFAULT_TISSUES`) or from ``alpha_x,beta_x,D_t``
+    (1/Gy, 1/Gy^2, Gy); raise :class:`InputError`."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) == 1:
+        return tissue_by_name(parts[0])
+    if len(parts) != 3:
+        raise InputError(f"tissue {text!r}: give a name or alpha_x,beta_x,D_t")
+    try:
+        ax, bx, dt = (float(p) for p in parts)
+    except ValueError:
+        raise InputError(f"tissue {text!r}: alpha_x, beta_x and D_t must be numbers") from None
+    return Tissue(name=f"user({text})", alpha_x_gy=ax, beta_x_gy2=bx, d_t_gy=dt)
+
+
 def lem1_alpha_beta(energies_mev_u: ArrayLike, let_kev_um: ArrayLike, tissue: Tissue
                     ) -> tuple[FloatArray, FloatArray]:
     """LEM I low-dose alpha_z (1/Gy) and rapid-scheme beta_z (1/Gy^2) of single ions.
