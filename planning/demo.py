@@ -36,17 +36,13 @@ from planning.dose_engine import (
 )
 from planning.hlut import HlutCurve, default_hlut
 from planning.machine import Machine, load_machine
-from planning.patient import CtVolume, Patient
+from planning.patient import Patient
 from planning.plan import BeamPlan, Plan, Prescription
+from planning.planner import grid_of, structure_rows
 from planning.progress import CancelToken, ProgressCallback
 
 DEMO_DOSE_GY = 2.0
 DEMO_TARGET = "PTV"
-
-
-def ct_grid(ct: CtVolume) -> DoseGrid:
-    """The dose-engine grid of a CT volume."""
-    return DoseGrid(shape=ct.shape, spacing_mm=ct.spacing_mm, origin_mm=ct.origin_mm)
 
 
 def run_headless_demo(
@@ -68,7 +64,7 @@ def run_headless_demo(
     machine = machine or load_machine()
     patient = load_demo_patient()
     assert patient.structure_set is not None  # the demo patient always has its structures
-    grid = ct_grid(patient.ct)
+    grid = grid_of(patient.ct)
     hlut = hlut or default_hlut()
     rsp = hlut.hu_to_rsp(np.asarray(patient.ct.hu, dtype=np.float32))
     target = patient.structure_set.get(DEMO_TARGET).mask.to_dense()
@@ -84,7 +80,7 @@ def run_headless_demo(
     influence = build_influence(machine, rsp, grid, dose_grid, beams, spot_maps, settings,
                                 progress=progress, cancel=cancel)
     t2 = time.perf_counter()
-    target_rows = _rows_inside(target, grid, dose_grid)
+    target_rows = structure_rows(target, grid, dose_grid)
     weights = _fit_uniform_dose(influence.dose[target_rows], DEMO_DOSE_GY)
     t3 = time.perf_counter()
     dose, letd = forward_dose(influence, weights)
@@ -100,7 +96,7 @@ def run_headless_demo(
         "  physical dose per structure (Gy): D95 / mean / D5 / max",
     ]
     for s in patient.structure_set.structures:
-        rows = _rows_inside(s.mask.to_dense(), grid, dose_grid)
+        rows = structure_rows(s.mask.to_dense(), grid, dose_grid)
         if rows.size == 0:
             continue
         d = dose.reshape(-1)[rows]
@@ -157,14 +153,3 @@ def _fit_uniform_dose(a_target: sparray, dose_gy: float) -> NDArray[np.float64]:
     result = minimize(objective, start, jac=True, method="L-BFGS-B",
                       bounds=[(0.0, None)] * a.shape[1], options={"maxiter": 300})
     return np.asarray(result.x)
-
-
-def _rows_inside(mask: NDArray[np.bool_], grid: DoseGrid, dose_grid: DoseGrid) -> NDArray[np.int64]:
-    """Flat dose-grid indices whose centres fall in ``mask`` voxels (nearest voxel of ``grid``)."""
-    centers = dose_grid.voxel_centers_lps()
-    idx = np.rint((centers[:, ::-1] - np.asarray(grid.origin_mm)[::-1])
-                  / np.asarray(grid.spacing_mm)).astype(np.int64)
-    inside = np.all((idx >= 0) & (idx < np.asarray(grid.shape)), axis=1)
-    rows = np.nonzero(inside)[0]
-    k = idx[rows]
-    return rows[mask[k[:, 0], k[:, 1], k[:, 2]]]

@@ -83,7 +83,7 @@ from planning.optimization import (
     RbeGroup,
     optimize_weights,
 )
-from planning.patient import Patient
+from planning.patient import CtVolume, Patient
 from planning.plan import BeamPlan, Plan, Prescription
 from planning.progress import CancelToken, ProgressCallback, report
 from planning.rbe import DepthTables, LemModel, RbeModel, Tissue, depth_tables, parse_tissue
@@ -336,6 +336,11 @@ def _stage(progress: ProgressCallback | None, lo: float, hi: float) -> ProgressC
     return sub
 
 
+def grid_of(ct: CtVolume) -> DoseGrid:
+    """The dose-engine grid of a CT volume."""
+    return DoseGrid(shape=ct.shape, spacing_mm=ct.spacing_mm, origin_mm=ct.origin_mm)
+
+
 def structure_rows(mask: NDArray[np.bool_], ct_grid: DoseGrid, dose_grid: DoseGrid
                    ) -> NDArray[np.int64]:
     """Flat dose-grid indices whose centres fall in ``mask`` (nearest CT voxel).
@@ -415,7 +420,7 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
         raise PlanningError(f"the target {target.name!r} has no voxels on the CT grid")
     machine = machine or load_machine()
     ct = patient.ct
-    ct_grid = DoseGrid(ct.shape, ct.spacing_mm, ct.origin_mm)
+    ct_grid = grid_of(ct)
     hlut = load_hlut_csv(request.hlut_path) if request.hlut_path else default_hlut()
     rsp = hlut.hu_to_rsp(np.asarray(ct.hu, dtype=np.float32))
     iso = ct_grid.voxel_centers_lps(np.flatnonzero(target_mask)).mean(axis=0)
