@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,7 +19,13 @@ from planning.errors import InputError
 from planning.machine import Machine, load_machine, pencil_beam_data, save_machine
 
 if TYPE_CHECKING:
+    from planning.dose_engine import DoseGrid
+    from planning.optimization import Objective
+    from planning.patient import Patient
+    from planning.planner import PlanResult
+    from planning.progress import CancelToken
     from planning.rbe import RbeModel, Tissue
+    from planning.structure_dose import StructureDose
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -125,6 +132,123 @@ def write_demo_patient(out_dir: str | os.PathLike[str]) -> list[str]:
     from planning.dicom import write_demo_patient as write
 
     return [str(p) for p in write(out_dir)]
+
+
+@dataclass(frozen=True)
+class SeriesChoice:
+    """One CT series of a folder, as offered to the user."""
+
+    series_uid: str
+    description: str
+    n_images: int
+    patient_position: str
+
+
+def list_ct_series(folder: str | os.PathLike[str]) -> list[SeriesChoice]:
+    """The CT series found under ``folder`` (header scan only; no pixel data read)."""
+    from planning.dicom import scan_folder
+
+    return [SeriesChoice(s.series_instance_uid, s.attribute("SeriesDescription"),
+                         len(s.files), s.attribute("PatientPosition"))
+            for s in scan_folder(folder).ct_series]
+
+
+def load_patient(folder: str | os.PathLike[str], *, series_uid: str | None = None,
+                 progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None) -> Patient:
+    """The CT of a folder (the given series, or the only one) and its structure set."""
+    from planning.dicom import load_patient as load
+
+    return load(folder, series_uid=series_uid, progress=progress, cancel=cancel)
+
+
+def demo_patient() -> Patient:
+    """The bundled demo patient, built in memory."""
+    from planning.dicom import load_demo_patient
+
+    return load_demo_patient()
+
+
+def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float
+                       ) -> list[Objective]:
+    """The objectives ``ionplan plan`` uses when none are configured (target homogeneity,
+    organs at risk below the prescription)."""
+    from planning.planner import default_objectives as defaults
+
+    return defaults(patient, target, total_dose_gy_rbe)
+
+
+def gpu_available() -> bool:
+    """True when a CUDA device is usable by the dose engine."""
+    from planning.dose_engine import resolve_device
+    from planning.errors import DeviceError
+
+    try:
+        return resolve_device("gpu") == "gpu"
+    except DeviceError:
+        return False
+
+
+def beam_direction_lps(gantry_deg: float, couch_deg: float, patient_position: str = "HFS"
+                       ) -> tuple[float, float, float]:
+    """Unit vector of a beam's direction of travel (source towards isocentre) in LPS."""
+    from planning.geometry import beam_frame
+
+    d = beam_frame(gantry_deg, couch_deg, patient_position or "HFS").direction
+    return float(d[0]), float(d[1]), float(d[2])
+
+
+def plan_patient(
+    patient: Patient,
+    *,
+    target: str,
+    dose_gy_rbe: float,
+    fractions: int,
+    gantry_deg: list[float],
+    couch_deg: list[float] | None = None,
+    rbe: str = "mkm",
+    rbe_value: float | None = None,
+    tissue: str | None = None,
+    spot_spacing_mm: float = 3.0,
+    grid_mm: float = 3.0,
+    objectives: list[Objective] | None = None,
+    device: str = "auto",
+    exchange: bool = False,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> PlanResult:
+    """Optimize a plan on a loaded patient (nothing written); see :func:`make_plan`.
+
+    ``objectives``, when given, replace the default objectives entirely.
+    """
+    from planning.planner import PlanConfig, PlanRequest
+    from planning.planner import make_plan as plan
+
+    config = None if objectives is None else PlanConfig(tuple(objectives),
+                                                        replace_defaults=True)
+    request = PlanRequest(
+        target=target, total_dose_gy_rbe=float(dose_gy_rbe), n_fractions=int(fractions),
+        gantry_deg=tuple(float(g) for g in gantry_deg),
+        couch_deg=tuple(float(c) for c in couch_deg or ()), patient=patient,
+        rbe_model=rbe, rbe_value=rbe_value, tissue=tissue, spot_spacing_mm=spot_spacing_mm,
+        dose_grid_mm=grid_mm, device=device, exchange=exchange, config=config)
+    return plan(request, machine=get_machine(), progress=progress, cancel=cancel)
+
+
+def export_plan(result: PlanResult, out_dir: str | os.PathLike[str]) -> list[str]:
+    """Write a plan's RTPLAN.dcm, RT Doses and report.json into ``out_dir``; return the paths."""
+    from planning.planner import write_plan_outputs
+
+    return [str(p) for p in write_plan_outputs(result, out_dir, machine=get_machine())]
+
+
+def structure_dose_statistics(patient: Patient, dose: np.ndarray, dose_grid: DoseGrid,
+                              reference: float) -> list[StructureDose]:
+    """DVH and metrics of every structure on a dose cube
+    (:func:`planning.structure_dose.structure_dose_statistics`)."""
+    from planning.structure_dose import structure_dose_statistics as stats
+
+    return stats(patient, dose, dose_grid, reference)
 
 
 def rbe_model(name: str, tissue: str | None = None, constant_rbe: float | None = None) -> RbeModel:

@@ -71,6 +71,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_gui(args: argparse.Namespace) -> int:
+    # Kivy is imported only on this path, so every other command runs without a display.
+    from app.main import run_gui
+
+    return run_gui(args.folder, screenshot=args.screenshot)
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from planning import api
 
@@ -161,7 +168,8 @@ def _terminal_progress(label: str) -> Callable[[float, str], None] | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="ionplan",
-        description="IonPlan: carbon-ion treatment planning. With no command, runs the demo.",
+        description="IonPlan: carbon-ion treatment planning. With no command, opens the desktop "
+                    "application on the demo patient.",
     )
     parser.add_argument("--version", action="version", version=f"ionplan {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -183,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate-machine", help="regenerate the generic carbon machine file")
     p.add_argument("out", metavar="OUT.npz")
     p.set_defaults(func=_cmd_generate_machine)
+
+    p = sub.add_parser("gui", help="open the desktop application (the default with no command)")
+    p.add_argument("folder", nargs="?", metavar="DIR",
+                   help="DICOM folder to open; default: the demo patient")
+    p.add_argument("--screenshot", metavar="PNG",
+                   help="open, render the main window, save it to PNG and exit (smoke test)")
+    p.set_defaults(func=_cmd_gui)
 
     p = sub.add_parser("demo", help="headless end-to-end demo plan on the demo patient")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
@@ -243,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.command is None:
-        args = parser.parse_args(["demo"])
+        args = parser.parse_args(["gui"])
     try:
         return args.func(args)
     except IonPlanError as exc:

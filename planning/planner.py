@@ -145,6 +145,9 @@ class PlanRequest:
         Also evaluate the optimized plan under mMKM and LEM I (:mod:`planning.exchange`):
         ``report["exchange"]`` and, from :func:`write_plan_outputs`, ``RTDOSE_RBE_MKM.dcm``
         and ``RTDOSE_RBE_LEM1.dcm``.
+    config : PlanConfig or None
+        Objectives, optimizer settings and tissues given in memory (the GUI's plan setup);
+        exclusive with ``config_path``.
     """
 
     target: str
@@ -167,10 +170,14 @@ class PlanRequest:
     label: str = "IonPlan"
     hlut_path: str | None = None
     exchange: bool = False
+    config: PlanConfig | None = None
 
     def __post_init__(self) -> None:
         if (self.ct_dir is None) == (self.patient is None):
             raise InputError("give either a CT folder or a loaded patient")
+        if self.config is not None and self.config_path is not None:
+            raise InputError("give the plan configuration either as a file or in memory, "
+                             "not both")
         if not self.gantry_deg:
             raise InputError("give at least one gantry angle")
         if self.couch_deg and len(self.couch_deg) != len(self.gantry_deg):
@@ -397,7 +404,8 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
     timings: dict[str, float] = {}
     model = _model(request)
     prescription = Prescription(request.target, request.total_dose_gy_rbe, request.n_fractions)
-    config = load_plan_config(request.config_path) if request.config_path else PlanConfig()
+    config = (request.config if request.config is not None
+              else load_plan_config(request.config_path) if request.config_path else PlanConfig())
     if request.patient is not None:
         patient = request.patient
     else:
