@@ -1,0 +1,522 @@
+"""Forward dose of an imported RT Ion Plan on its CT (``ionplan recalc``).
+
+A plan made here or by another system (:func:`planning.dicom.load_rt_ion_plan`) is checked
+against the CT it is recalculated on (Frame of Reference and patient position must agree), its
+spots are traced through the CT's relative stopping power (HLUT) and its spot weights (per
+fraction) are passed forward through the dose engine (:func:`planning.planner.forward_cubes`):
+whole-plan physical and RBE-weighted dose, LETd and RBE on a dose grid covering the CT, and a
+report shaped like ``ionplan plan``'s (metrics and DVHs per structure, beams, timings).
+
+The RBE model is, unless the caller names one, the model the plan file states (IonPlan writes
+``RBE model: <description>`` into the RT Plan Description; :func:`model_from_description`
+reads it back with its parameters), else mMKM. Plans with range shifters are refused: the dose
+engine does not model them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from planning.dose_engine import Beam, DoseEngineSettings, DoseGrid, SpotMap, resolve_device
+from planning.errors import InputError, PlanningError
+from planning.evaluation import conformity_index, cumulative_dvh, dose_metrics
+from planning.exchange import exchange_report, exchange_view, paired_models
+from planning.hlut import default_hlut, load_hlut_csv
+from planning.machine import Machine, load_machine
+from planning.patient import Patient
+from planning.plan import Plan
+from planning.planner import (
+    PlanResult,
+    _body_mask,
+    _stage,
+    forward_cubes,
+    grid_of,
+    structure_rows,
+    write_plan_outputs,
+)
+from planning.progress import CancelToken, ProgressCallback, report
+from planning.rbe import (
+    ConstantRbe,
+    LemModel,
+    MkmModel,
+    PhysicalDose,
+    RbeModel,
+    Tissue,
+    depth_tables,
+)
+
+log = logging.getLogger(__name__)
+
+#: Number of bins of the report's DVHs (as ``ionplan plan``).
+DVH_BINS = 100
+_KEY_VALUE = re.compile(r"([A-Za-z/]+)=([-+0-9.eE]+)(?:um|Gy)?(?=\s|$)")
+_MKM_KEYS = {"a0": "alpha0_gy", "b": "beta_gy2", "rd": "domain_radius_um",
+             "Rn": "nucleus_radius_um", "Fclin": "f_clin", "ar": "alpha_ref_gy",
+             "br": "beta_ref_gy2"}
+
+
+@dataclass(frozen=True, eq=False)
+class RecalcSetup:
+    """Everything the forward dose of one plan on one CT needs.
+
+    Attributes
+    ----------
+    patient : Patient
+        The CT (and structures) the plan is recalculated on.
+    plan : Plan
+        The plan (spot weights per fraction, 10^6 primaries).
+    machine : Machine
+        Beam data.
+    rsp : (nz, ny, nx) float32 array
+        Relative stopping power on ``ct_grid``.
+    ct_grid, dose_grid : DoseGrid
+        CT grid and the grid of the result.
+    beams : tuple of Beam
+        The plan's beams, with the CT's patient position.
+    spot_maps : tuple of SpotMap
+        Spots of each beam.
+    weights_per_fraction : (n_spots,) float64 array
+        All spot weights, in the order of ``spot_maps``.
+    body_mask : (nz, ny, nx) bool array on ``dose_grid``, or None
+        Voxels to compute (the EXTERNAL structure); None lets the engine use an RSP threshold.
+    settings : DoseEngineSettings
+        Dose engine settings.
+    warnings : tuple of str
+        Things the checks found that do not stop the recalculation.
+    """
+
+    patient: Patient
+    plan: Plan
+    machine: Machine
+    rsp: NDArray[np.float32]
+    ct_grid: DoseGrid
+    dose_grid: DoseGrid
+    beams: tuple[Beam, ...]
+    spot_maps: tuple[SpotMap, ...]
+    weights_per_fraction: NDArray[np.float64]
+    body_mask: NDArray[np.bool_] | None
+    settings: DoseEngineSettings
+    warnings: tuple[str, ...] = ()
+
+
+def model_from_description(text: str) -> RbeModel | None:
+    """The RBE model an IonPlan ``RbeModel.describe()`` line names, with its parameters.
+
+    Parameters
+    ----------
+    text : str
+        E.g. ``"mMKM HSG a0=0.172 b=0.0615 rd=0.32um Rn=3.9um Fclin=2.41 ar=0.764
+        br=0.0615"``, ``"LEM I chordoma ax=0.1 bx=0.05 ax/bx=2Gy Dt=30Gy Rn=5um"``,
+        ``"constant RBE 3"`` or ``"physical dose"``.
+
+    Returns
+    -------
+    RbeModel or None
+        None when the text names no model IonPlan knows (e.g. another system's description).
+    """
+    s = text.strip()
+    values = {k: float(v) for k, v in _KEY_VALUE.findall(s)}
+    try:
+        if s.startswith("mMKM"):
+            parts = s.split()
+            kwargs: dict[str, Any] = {field: values[key] for key, field in _MKM_KEYS.items()
+                                      if key in values}
+            if len(parts) > 1 and "=" not in parts[1]:
+                kwargs["cell_line"] = parts[1]
+            return MkmModel(**kwargs)
+        if s.startswith("LEM I "):
+            name = s.split()[2]
+            if not {"ax", "bx", "Dt"} <= set(values):
+                return None
+            return LemModel(Tissue(name, values["ax"], values["bx"], values["Dt"],
+                                   values.get("Rn", 5.0)))
+        if s.startswith("constant RBE "):
+            return ConstantRbe(float(s.split()[2]))
+        if s == "physical dose":
+            return PhysicalDose()
+    except (ValueError, IndexError, InputError, PlanningError):
+        return None
+    return None
+
+
+def choose_model(plan: Plan, name: str | None, *, tissue: str | None = None,
+                 rbe_value: float | None = None) -> tuple[RbeModel, str]:
+    """The RBE model of a recalculation and where it came from.
+
+    Parameters
+    ----------
+    plan : Plan
+        The imported plan (its ``rbe_model`` description).
+    name : {"mkm", "lem1", "const", "physical"} or None
+        The caller's choice; None takes the plan's model, else mMKM.
+    tissue, rbe_value : optional
+        LEM I tissue and constant RBE of a named model (:func:`planning.api.rbe_model`).
+
+    Returns
+    -------
+    (RbeModel, str)
+        The model and its source: ``"requested"``, ``"plan"`` or ``"default"``.
+    """
+    from planning.api import rbe_model  # the facade owns the CLI names of the models
+
+    if name is not None:
+        return rbe_model(name, tissue, rbe_value), "requested"
+    if tissue is not None or rbe_value is not None:
+        raise InputError("--tissue and --rbe-value need an RBE model named with --rbe")
+    model = model_from_description(plan.rbe_model)
+    if model is not None:
+        return model, "plan"
+    log.warning("the plan names RBE model %r, which IonPlan does not know: mMKM is used",
+                plan.rbe_model)
+    return rbe_model("mkm"), "default"
+
+
+def check_plan_on_ct(patient: Patient, frame_of_reference_uid: str, patient_position: str,
+                     plan_path: str = "the plan") -> list[str]:
+    """Refuse a plan whose Frame of Reference or patient position is not the CT's.
+
+    Parameters
+    ----------
+    patient : Patient
+        The CT to recalculate on.
+    frame_of_reference_uid, patient_position : str
+        Those of the plan (``""`` when the file did not state them).
+    plan_path : str
+        Named in messages.
+
+    Returns
+    -------
+    list of str
+        Warnings (a plan or CT that does not state its frame or position).
+
+    Raises
+    ------
+    PlanningError
+        Different Frames of Reference or patient positions.
+    """
+    ct = patient.ct
+    warnings = []
+    if frame_of_reference_uid and ct.frame_of_reference_uid:
+        if frame_of_reference_uid != ct.frame_of_reference_uid:
+            raise PlanningError(
+                f"{plan_path}: Frame of Reference {frame_of_reference_uid} is not the CT's "
+                f"({ct.frame_of_reference_uid}); recalculate the plan on the CT it was made on "
+                "(or register the CT and re-export the plan)")
+    else:
+        warnings.append("the plan or the CT states no Frame of Reference UID: it could not be "
+                        "checked that the plan belongs to this CT")
+    if patient_position and ct.patient_position:
+        if patient_position != ct.patient_position:
+            raise PlanningError(
+                f"{plan_path}: patient position {patient_position} but the CT was scanned "
+                f"{ct.patient_position}; the beam geometry would be wrong")
+    elif not patient_position:
+        warnings.append(f"the plan states no patient position: "
+                        f"{ct.patient_position or 'HFS'} (the CT's) is assumed")
+    return warnings
+
+
+def prepare_recalc(patient: Patient, plan: Plan, *, machine: Machine | None = None,
+                   grid_mm: float | DoseGrid = 3.0, hlut_path: str | os.PathLike[str] | None = None,
+                   device: str = "auto", cutoff_fraction: float = 0.99) -> RecalcSetup:
+    """RSP, grids, beams and spots of ``plan`` on ``patient``'s CT.
+
+    Parameters
+    ----------
+    patient : Patient
+        The CT with its structure set (the EXTERNAL contour limits the calculation).
+    plan : Plan
+        The plan; its beams take the CT's patient position.
+    machine : Machine, optional
+        Beam data (default: the shipped generic machine). A different machine name than the
+        plan's is a warning.
+    grid_mm : float or DoseGrid
+        Dose grid spacing (a grid covering the CT) in mm, or the dose grid itself.
+    hlut_path : path, optional
+        HU to RSP curve (``hu,rsp`` CSV); default: the generic curve.
+    device : {"auto", "cpu", "gpu"}
+        Dose engine device.
+    cutoff_fraction : float
+        :attr:`DoseEngineSettings.lateral_cutoff_fraction` (0.99 as ``ionplan plan``, so that
+        a plan recalculates to its own dose).
+
+    Raises
+    ------
+    PlanningError
+        Range shifters, or a bad grid.
+    """
+    machine = machine or load_machine()
+    warnings = []
+    for bp in plan.beams:
+        if bp.range_shifter_wet_mm > 0:
+            raise PlanningError(
+                f"beam {bp.beam.label!r} has a range shifter ({bp.range_shifter_wet_mm:g} mm "
+                "water-equivalent), which the dose engine does not model")
+    # DICOM's Treatment Machine Name holds 16 characters: compare what fits.
+    if plan.machine_name and plan.machine_name.strip() != machine.name[:16].strip():
+        warnings.append(f"the plan names machine {plan.machine_name!r}; its dose is computed "
+                        f"with the beam data of {machine.name!r}")
+    ct = patient.ct
+    ct_grid = grid_of(ct)
+    if isinstance(grid_mm, DoseGrid):
+        dose_grid = grid_mm
+    else:
+        if not (np.isfinite(grid_mm) and 0.5 <= grid_mm <= 20):
+            raise InputError(f"dose grid spacing must lie in [0.5, 20] mm, got {grid_mm}")
+        dose_grid = DoseGrid.covering(ct_grid, float(grid_mm))
+    hlut = load_hlut_csv(hlut_path) if hlut_path is not None else default_hlut()
+    rsp = hlut.hu_to_rsp(np.asarray(ct.hu, dtype=np.float32))
+    position = ct.patient_position or "HFS"
+    beams = tuple(dataclasses.replace(bp.beam, patient_position=position) for bp in plan.beams)
+    settings = DoseEngineSettings(device=device, lateral_cutoff_fraction=cutoff_fraction)
+    body = _body_mask(patient, ct_grid, dose_grid) if patient.structure_set is not None else None
+    return RecalcSetup(patient, plan, machine, rsp, ct_grid, dose_grid, beams,
+                       tuple(bp.spots for bp in plan.beams), plan.all_weights(), body, settings,
+                       tuple(warnings))
+
+
+def structure_sections(setup: RecalcSetup, physical_gy: NDArray[np.float32],
+                       rbe_gy_rbe: NDArray[np.float32]
+                       ) -> tuple[dict[str, Any], dict[str, Any], dict[str, NDArray[np.int64]]]:
+    """The ``structures`` and ``dvh_gy_rbe`` entries of the report, shaped like ``ionplan
+    plan``'s, and the dose-grid rows of each non-empty structure."""
+    patient, plan = setup.patient, setup.plan
+    structures: dict[str, Any] = {}
+    rows_by_name: dict[str, NDArray[np.int64]] = {}
+    if patient.structure_set is None:
+        return structures, {}, rows_by_name
+    p = plan.prescription.total_dose_gy_rbe
+    phys, rbe = physical_gy.reshape(-1), rbe_gy_rbe.reshape(-1)
+    for s in patient.structure_set.structures:
+        rows = structure_rows(s.mask.to_dense(), setup.ct_grid, setup.dose_grid)
+        if rows.size == 0:
+            continue
+        rows_by_name[s.name] = rows
+        m = dose_metrics(rbe[rows], p)
+        structures[s.name] = {
+            "interpreted_type": s.interpreted_type, "voxels": int(rows.size),
+            "d98_gy_rbe": m.d98, "d95_gy_rbe": m.d95, "d50_gy_rbe": m.d50, "d5_gy_rbe": m.d5,
+            "d2_gy_rbe": m.d2, "dmax_gy_rbe": m.max, "mean_gy_rbe": m.mean,
+            "mean_gy": float(phys[rows].mean()), "v95": m.v95, "v107": m.v107,
+            "homogeneity_index": m.homogeneity_index}
+    target = _target_name(patient, plan)
+    if target is not None and target in rows_by_name:
+        on_grid = np.zeros(setup.dose_grid.n_voxels, dtype=bool)
+        on_grid[rows_by_name[target]] = True
+        structures[target]["conformity_index"] = conformity_index(rbe, on_grid, p)
+    top = 1.1 * float(rbe.max()) if rbe.size and rbe.max() > 0 else 1.0
+    voxel_mm3 = float(np.prod(setup.dose_grid.spacing_mm))
+    dvhs = {}
+    for name, rows in rows_by_name.items():
+        h = cumulative_dvh(name, rbe[rows], voxel_mm3, max_dose=top, n_bins=DVH_BINS)
+        dvhs[name] = {"dose_gy_rbe": [round(float(x), 4) for x in h.dose_gy],
+                      "volume_fraction": [round(float(x), 5) for x in h.volume_fraction]}
+    return structures, dvhs, rows_by_name
+
+
+def _target_name(patient: Patient, plan: Plan) -> str | None:
+    """The structure-set name of the plan's target, or None when it has no such structure."""
+    if patient.structure_set is None:
+        return None
+    try:
+        return patient.structure_set.get(plan.prescription.target).name
+    except KeyError:
+        return None
+
+
+def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: str = "requested",
+                machine: Machine | None = None, grid_mm: float | DoseGrid = 3.0,
+                hlut_path: str | os.PathLike[str] | None = None, device: str = "auto",
+                cutoff_fraction: float = 0.99, exchange: bool = False,
+                source: Mapping[str, Any] | None = None,
+                progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+                ) -> PlanResult:
+    """Forward dose of ``plan`` on ``patient``'s CT (no files written).
+
+    Parameters
+    ----------
+    patient : Patient
+        The CT and its structures. The caller checks that the plan belongs to it
+        (:func:`check_plan_on_ct`).
+    plan : Plan
+        Spot weights per fraction; ``plan.prescription`` gives the fractions and the dose the
+        metrics (V95, V107, conformity) refer to.
+    model : RbeModel
+        The RBE model of the RBE-weighted dose.
+    model_source : str
+        Where the model came from (``"requested"``, ``"plan"``, ``"default"``), reported.
+    machine, grid_mm, hlut_path, device, cutoff_fraction :
+        See :func:`prepare_recalc`.
+    exchange : bool
+        Also evaluate the plan under mMKM and LEM I (:mod:`planning.exchange`).
+    source : mapping, optional
+        Facts about the imported file for the report (path, SOP Instance UID, warnings).
+    progress, cancel : optional
+        Progress callback ``(fraction, stage)`` and cancel token.
+
+    Returns
+    -------
+    PlanResult
+        The plan, total cubes on the dose grid (nz, ny, nx) float32 (Gy, Gy(RBE), keV/um),
+        per-beam physical dose, the exchange view if asked, and the report (``structures``,
+        ``dvh_gy_rbe``, ``beams``, ``timings_s`` like ``ionplan plan``, plus ``source_plan``,
+        ``rbe_model_source`` and ``warnings``).
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    report(progress, 0.0, "preparing recalculation")
+    setup = prepare_recalc(patient, plan, machine=machine, grid_mm=grid_mm, hlut_path=hlut_path,
+                           device=device, cutoff_fraction=cutoff_fraction)
+    t0 = time.perf_counter()
+    tables = depth_tables(setup.machine, model) if model.quantity_names else None
+    timings["tables"] = time.perf_counter() - t0
+    if cancel is not None:
+        cancel.raise_if_cancelled("recalculation")
+    t0 = time.perf_counter()
+    n_fx = plan.prescription.n_fractions
+    cubes = forward_cubes(setup.machine, setup.rsp, setup.ct_grid, setup.dose_grid,
+                          setup.beams, setup.spot_maps, setup.weights_per_fraction, model,
+                          tables, n_fx, setup.settings, calc_mask=setup.body_mask,
+                          progress=_stage(progress, 0.05, 0.8 if exchange else 0.95),
+                          cancel=cancel)
+    timings["forward_dose"] = time.perf_counter() - t0
+    structures, dvhs, rows_by_name = structure_sections(setup, cubes.physical_dose_gy,
+                                                        cubes.rbe_dose_gy_rbe)
+    target = _target_name(patient, plan)
+    warnings = [*(source or {}).get("warnings", ()), *setup.warnings]
+    if target is None:
+        warnings.append(f"the plan's target {plan.prescription.target!r} is not a structure "
+                        "of the CT's structure set")
+
+    def target_mean(beam_dose: NDArray[np.float32]) -> float | None:
+        if target is None or target not in rows_by_name:
+            return None
+        return float(beam_dose.reshape(-1)[rows_by_name[target]].mean())
+
+    rep: dict[str, Any] = {
+        "source_plan": dict(source or {}),
+        "prescription": {"target": target or plan.prescription.target,
+                         "total_dose_gy_rbe": plan.prescription.total_dose_gy_rbe,
+                         "n_fractions": n_fx,
+                         "dose_per_fraction_gy_rbe": plan.prescription.dose_per_fraction_gy_rbe},
+        "rbe_model": model.describe(),
+        "rbe_model_source": model_source,
+        "plan_rbe_model": plan.rbe_model,
+        "machine": setup.machine.name,
+        "beams": [{"name": b.label, "gantry_deg": b.gantry_deg, "couch_deg": b.couch_deg,
+                   "isocenter_mm": list(b.isocenter_mm), "spots": s.n_spots,
+                   "layers": int(np.unique(s.layer).size),
+                   "target_mean_gy": target_mean(bd)}
+                  for b, s, bd in zip(setup.beams, setup.spot_maps, cubes.beam_physical_dose_gy,
+                                      strict=True)],
+        "spots": int(plan.n_spots),
+        "device": resolve_device(device),
+        "lateral_cutoff_fraction": cutoff_fraction,
+        "dose_grid": {"shape": list(setup.dose_grid.shape),
+                      "spacing_mm": list(setup.dose_grid.spacing_mm),
+                      "origin_mm": list(setup.dose_grid.origin_mm)},
+        "structures": structures,
+        "dvh_gy_rbe": dvhs,
+        "warnings": warnings,
+        "timings_s": timings,
+    }
+    view = None
+    if exchange:
+        t0 = time.perf_counter()
+        lem_default = model if isinstance(model, LemModel) else None
+        mkm, lem = paired_models(model, lem_default)
+        view = exchange_view(setup.machine, setup.rsp, setup.ct_grid, setup.dose_grid,
+                             setup.beams, setup.spot_maps, setup.weights_per_fraction, n_fx,
+                             calc_mask=setup.body_mask, mkm=mkm, lem=lem,
+                             settings=setup.settings, progress=_stage(progress, 0.8, 0.99),
+                             cancel=cancel)
+        rep["exchange"] = exchange_report(view, rows_by_name)
+        timings["exchange"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    report(progress, 1.0, "recalculation done")
+    return PlanResult(plan, patient, setup.dose_grid, cubes.physical_dose_gy,
+                      cubes.rbe_dose_gy_rbe, cubes.letd_kev_um, cubes.rbe, report=rep,
+                      exchange=view, beam_physical_dose_gy=cubes.beam_physical_dose_gy)
+
+
+def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike[str] | Plan,
+                      *, rbe: str | None = None, rbe_value: float | None = None,
+                      tissue: str | None = None, machine: Machine | None = None,
+                      grid_mm: float | DoseGrid = 3.0,
+                      hlut_path: str | os.PathLike[str] | None = None, device: str = "auto",
+                      cutoff_fraction: float = 0.99, exchange: bool = False,
+                      out_dir: str | os.PathLike[str] | None = None,
+                      progress: ProgressCallback | None = None,
+                      cancel: CancelToken | None = None) -> PlanResult:
+    """Load (where given as paths), check and recalculate; write the outputs to ``out_dir``.
+
+    Parameters
+    ----------
+    ct : path or Patient
+        DICOM folder with the CT (and its RT Structure Set), or a loaded patient.
+    rtplan : path or Plan
+        RT Ion Plan file, or a plan in memory (not checked against the CT's frame: a
+        :class:`Plan` carries none).
+    rbe : {"mkm", "lem1", "const", "physical"} or None
+        RBE model; None uses the plan's (:func:`choose_model`).
+    out_dir : path, optional
+        Where RTPLAN.dcm (the plan as recalculated), RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm
+        (RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm with ``exchange``) and report.json go.
+
+    Other parameters are those of :func:`recalculate`.
+
+    Raises
+    ------
+    DicomImportError
+        Unreadable CT, structure set or plan.
+    PlanningError
+        The plan does not belong to the CT, or cannot be computed.
+    """
+    from planning.dicom import load_patient, load_rt_ion_plan
+
+    if isinstance(ct, Patient):
+        patient = ct
+    else:
+        if not Path(ct).is_dir():
+            raise InputError(f"{ct}: not a folder; give the folder of the CT series")
+        patient = load_patient(ct, progress=_stage(progress, 0.0, 0.03), cancel=cancel)
+    source: dict[str, Any] = {}
+    if isinstance(rtplan, Plan):
+        plan = rtplan
+        source["path"] = None
+    else:
+        if not Path(rtplan).is_file():
+            raise InputError(f"{rtplan}: no such file; give the RT Ion Plan file")
+        imported = load_rt_ion_plan(rtplan, structure_set=patient.structure_set)
+        plan = imported.plan
+        warnings = check_plan_on_ct(patient, imported.frame_of_reference_uid,
+                                    imported.patient_position, str(rtplan))
+        ss = patient.structure_set
+        if (imported.referenced_structure_set_uid and ss is not None
+                and imported.referenced_structure_set_uid != ss.sop_instance_uid):
+            warnings.append("the plan references another RT Structure Set than the CT "
+                            "folder's; structure metrics use the folder's")
+        source = {"path": str(rtplan), "sop_instance_uid": imported.sop_instance_uid,
+                  "frame_of_reference_uid": imported.frame_of_reference_uid,
+                  "prescription_found": imported.prescription_found,
+                  "warnings": [*imported.warnings, *warnings]}
+    model, model_source = choose_model(plan, rbe, tissue=tissue, rbe_value=rbe_value)
+    machine = machine or load_machine()
+    result = recalculate(patient, plan, model=model, model_source=model_source, machine=machine,
+                         grid_mm=grid_mm, hlut_path=hlut_path, device=device,
+                         cutoff_fraction=cutoff_fraction, exchange=exchange, source=source,
+                         progress=_stage(progress, 0.03, 1.0), cancel=cancel)
+    if out_dir is not None:
+        write_plan_outputs(result, out_dir, machine=machine)  # adds timings_s["export"]
+    return result
