@@ -198,6 +198,21 @@ def beam_direction_lps(gantry_deg: float, couch_deg: float, patient_position: st
     return float(d[0]), float(d[1]), float(d[2])
 
 
+def target_isocenter_mm(patient: Patient, target: str) -> tuple[float, float, float]:
+    """LPS position (mm) where the planner puts the isocentre for ``target``."""
+    from planning.planner import target_isocenter_mm as iso
+
+    if patient.structure_set is None:
+        raise InputError("the patient has no structure set")
+    try:
+        mask = patient.structure_set.get(target).mask.to_dense()
+    except KeyError as exc:
+        raise InputError(str(exc.args[0])) from None
+    if not mask.any():
+        raise InputError(f"the target {target!r} has no voxels on the CT grid")
+    return iso(patient.ct, mask)
+
+
 def plan_patient(
     patient: Patient,
     *,

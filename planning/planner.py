@@ -348,6 +348,13 @@ def grid_of(ct: CtVolume) -> DoseGrid:
     return DoseGrid(shape=ct.shape, spacing_mm=ct.spacing_mm, origin_mm=ct.origin_mm)
 
 
+def target_isocenter_mm(ct: CtVolume, target_mask: NDArray[np.bool_]
+                        ) -> tuple[float, float, float]:
+    """The isocentre the planner uses: the mean LPS position (mm) of the target's CT voxels."""
+    iso = grid_of(ct).voxel_centers_lps(np.flatnonzero(target_mask)).mean(axis=0)
+    return float(iso[0]), float(iso[1]), float(iso[2])
+
+
 def structure_rows(mask: NDArray[np.bool_], ct_grid: DoseGrid, dose_grid: DoseGrid
                    ) -> NDArray[np.int64]:
     """Flat dose-grid indices whose centres fall in ``mask`` (nearest CT voxel).
@@ -431,8 +438,7 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
     ct_grid = grid_of(ct)
     hlut = load_hlut_csv(request.hlut_path) if request.hlut_path else default_hlut()
     rsp = hlut.hu_to_rsp(np.asarray(ct.hu, dtype=np.float32))
-    iso = ct_grid.voxel_centers_lps(np.flatnonzero(target_mask)).mean(axis=0)
-    iso_mm = (float(iso[0]), float(iso[1]), float(iso[2]))
+    iso_mm = target_isocenter_mm(ct, target_mask)
     couch = request.couch_deg or (0.0,) * len(request.gantry_deg)
     beams = [Beam(iso_mm, float(g), float(c), f"G{g:g}C{c:g}" if c else f"G{g:g}",
                   patient_position=ct.patient_position or "HFS")

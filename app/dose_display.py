@@ -1,0 +1,97 @@
+"""How a plan's cube is shown: unit (absolute or % of prescription), wash threshold, opacity,
+isodose levels. Turns a :class:`~app.session.DoseLayer` and the user's
+:class:`DoseDisplay` choices into the viewer's :class:`~app.viewer_state.DoseOverlay`.
+No Kivy widgets here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.session import DoseLayer
+from app.viewer_state import DoseOverlay
+from planning.dose_engine import DoseGrid
+from planning.errors import InputError
+
+DEFAULT_ISODOSE_PERCENT = (107.0, 95.0, 80.0, 50.0, 30.0)
+
+
+@dataclass(frozen=True)
+class DoseDisplay:
+    """The user's display choices.
+
+    Attributes
+    ----------
+    percent : bool
+        Show values as % of the layer's reference (the prescription for RBE-weighted dose).
+    wash : bool
+        Draw the colour wash.
+    isodoses : bool
+        Draw isodose lines.
+    threshold_percent : float
+        Wash starts at this % of the reference (0..100).
+    opacity : float
+        Wash opacity, 0..1.
+    isodose_percent : tuple of float
+        Isodose levels in % of the reference.
+    """
+
+    percent: bool = False
+    wash: bool = True
+    isodoses: bool = True
+    threshold_percent: float = 10.0
+    opacity: float = 0.45
+    isodose_percent: tuple[float, ...] = DEFAULT_ISODOSE_PERCENT
+
+
+def parse_levels(text: str) -> tuple[float, ...]:
+    """Isodose levels typed as ``"107, 95, 80"`` (% of the reference), highest first."""
+    values = []
+    for part in text.replace(";", ",").split(","):
+        part = part.strip().rstrip("%")
+        if not part:
+            continue
+        try:
+            v = float(part)
+        except ValueError:
+            raise InputError(f"isodose level {part!r} is not a number (give % values, "
+                             "e.g. 95, 80, 50)") from None
+        if not (math.isfinite(v) and 0 < v <= 500):
+            raise InputError(f"isodose level {v:g} % must lie in (0, 500]")
+        values.append(v)
+    return tuple(sorted(set(values), reverse=True))
+
+
+def overlay_for(layer: DoseLayer, display: DoseDisplay) -> DoseOverlay:
+    """The viewer overlay of ``layer`` as ``display`` asks.
+
+    The colour scale runs from 0 to the larger of the cube's maximum and 110 % of the
+    reference, so 100 % always sits at the same colour whatever the hot spots.
+    """
+    ref = layer.reference
+    top = max(float(np.max(layer.cube)) if layer.cube.size else 0.0, 1.1 * ref, 1e-6)
+    if display.percent:
+        cube = layer.cube * np.float32(100.0 / ref)
+        unit, scale, vmax = "%", 100.0, 100.0 * top / ref
+    else:
+        cube, unit, scale, vmax = layer.cube, layer.unit, ref, top
+    levels = (tuple(p / 100.0 * scale for p in display.isodose_percent)
+              if display.isodoses else ())
+    threshold = display.threshold_percent / 100.0 * scale
+    opacity = display.opacity if display.wash else 0.0
+    return DoseOverlay(dose=cube, grid=layer.grid, unit=unit, vmin=0.0, vmax=vmax,
+                       threshold=threshold, opacity=opacity, isodose_levels=levels,
+                       label=layer.label)
+
+
+def difference_overlay(diff: np.ndarray, grid: DoseGrid, unit: str, *, label: str,
+                       opacity: float = 0.6, threshold: float = 0.0) -> DoseOverlay:
+    """A symmetric diverging overlay for ``diff`` (B - A) with its own colour scale."""
+    peak = float(np.max(np.abs(diff))) if diff.size else 0.0
+    peak = peak if peak > 0 else 1.0
+    return DoseOverlay(dose=np.asarray(diff, dtype=np.float32), grid=grid,
+                       unit=unit, vmin=-peak, vmax=peak, threshold=threshold, opacity=opacity,
+                       colormap="diverging", label=label)

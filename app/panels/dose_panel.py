@@ -1,0 +1,151 @@
+"""Dose tab: which plan and cube to show, in which unit, wash threshold and opacity, isodoses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.checkbox import CheckBox
+from kivy.uix.label import Label
+from kivy.uix.slider import Slider
+from kivy.uix.spinner import Spinner
+from kivy.uix.textinput import TextInput
+
+from app.dose_display import DEFAULT_ISODOSE_PERCENT, DoseDisplay, parse_levels
+from app.session import DoseLayer
+from app.theme import MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
+from planning.errors import InputError
+
+UNITS = ("Absolute", "% of prescription")
+
+
+def _label(text: str, width: int = 120) -> Label:
+    lab = Label(text=text, size_hint_x=None, width=width, halign="left", valign="middle")
+    lab.bind(size=lambda w, s: setattr(w, "text_size", s))
+    return lab
+
+
+def _row(*widgets: object, height: int = ROW_HEIGHT) -> BoxLayout:
+    row = BoxLayout(size_hint_y=None, height=height, spacing=PAD)
+    for w in widgets:
+        row.add_widget(w)  # type: ignore[arg-type]
+    return row
+
+
+class DosePanel(BoxLayout):
+    """Display choices for the dose on the views; tells ``on_change`` after every edit.
+
+    Parameters
+    ----------
+    on_change : callable
+        ``on_change()``; read :attr:`plan_name`, :attr:`layer_key` and :meth:`display`.
+    on_error : callable
+        ``on_error(exception)`` for a bad isodose list.
+    """
+
+    def __init__(self, *, on_change: Callable[[], None],
+                 on_error: Callable[[BaseException], None]) -> None:
+        super().__init__(orientation="vertical", spacing=4, padding=PAD)
+        self._on_change = on_change
+        self._on_error = on_error
+        self._layers: list[DoseLayer] = []
+        self._levels = DEFAULT_ISODOSE_PERCENT
+        self.plan = Spinner(text="(no plan yet)", values=[], size_hint_y=None,
+                            height=ROW_HEIGHT)
+        self.quantity = Spinner(text="", values=[], size_hint_y=None, height=ROW_HEIGHT,
+                                font_size="13sp")
+        self.unit = Spinner(text=UNITS[0], values=list(UNITS), size_hint_y=None,
+                            height=ROW_HEIGHT)
+        self.wash = CheckBox(active=True, size_hint_x=None, width=30)
+        self.isodoses = CheckBox(active=True, size_hint_x=None, width=30)
+        self.threshold = Slider(min=0, max=100, value=10, step=1)
+        self.threshold_text = _label("10 %", 56)
+        self.opacity = Slider(min=0, max=1, value=0.45, step=0.05)
+        self.opacity_text = _label("0.45", 56)
+        self.levels = TextInput(text=", ".join(f"{v:g}" for v in DEFAULT_ISODOSE_PERCENT),
+                                multiline=False, size_hint_y=None, height=ROW_HEIGHT)
+        self.add_widget(_row(_label("Plan"), self.plan))
+        self.add_widget(_row(_label("Quantity"), self.quantity))
+        self.add_widget(_row(_label("Unit"), self.unit))
+        self.add_widget(_row(self.wash, _label("Colour wash", 110), self.isodoses,
+                             _label("Isodose lines", 110)))
+        self.add_widget(_row(_label("Threshold"), self.threshold, self.threshold_text))
+        self.add_widget(_row(_label("Opacity"), self.opacity, self.opacity_text))
+        self.add_widget(_row(_label("Isodoses (%)"), self.levels))
+        hint = Label(text="Levels and threshold are % of the prescription (doses) or of the "
+                          "maximum (LET, RBE).", color=MUTED_TEXT_RGBA, font_size="12sp",
+                     size_hint_y=None, height=36, halign="left", valign="top")
+        hint.bind(size=lambda w, s: setattr(w, "text_size", s))
+        self.add_widget(hint)
+        self.legend_holder = BoxLayout(size_hint_y=None, height=90)
+        self.add_widget(self.legend_holder)
+        self.add_widget(Label())  # keeps the rows at the top
+        self.plan.bind(text=lambda *_: self._changed())
+        self.quantity.bind(text=lambda *_: self._changed())
+        self.unit.bind(text=lambda *_: self._changed())
+        self.wash.bind(active=lambda *_: self._changed())
+        self.isodoses.bind(active=lambda *_: self._changed())
+        self.threshold.bind(value=lambda *_: self._slider_changed())
+        self.opacity.bind(value=lambda *_: self._slider_changed())
+        self.levels.bind(on_text_validate=lambda *_: self._levels_changed(),
+                         focus=lambda _w, focused: None if focused else self._levels_changed())
+
+    # --- filling ---------------------------------------------------------------------------
+    def set_plans(self, names: Sequence[str], select: str | None = None) -> None:
+        self.plan.values = list(names)
+        if select is not None:
+            self.plan.text = select
+        elif not names:
+            self.plan.text = "(no plan yet)"
+
+    def set_layers(self, layers: Sequence[DoseLayer]) -> None:
+        """Offer the cubes of the selected plan; keep the current choice when it still exists."""
+        self._layers = list(layers)
+        labels = [layer.label for layer in layers]
+        current = self.quantity.text
+        self.quantity.values = labels
+        if current not in labels:
+            self.quantity.text = labels[0] if labels else ""
+
+    # --- reading ---------------------------------------------------------------------------
+    @property
+    def plan_name(self) -> str:
+        return self.plan.text if self.plan.text in self.plan.values else ""
+
+    @property
+    def layer_key(self) -> str:
+        for layer in self._layers:
+            if layer.label == self.quantity.text:
+                return layer.key
+        return ""
+
+    def select_layer(self, key: str) -> None:
+        for layer in self._layers:
+            if layer.key == key:
+                self.quantity.text = layer.label
+                return
+        raise KeyError(f"no cube {key!r} in the selected plan")
+
+    def display(self) -> DoseDisplay:
+        return DoseDisplay(percent=self.unit.text == UNITS[1], wash=bool(self.wash.active),
+                           isodoses=bool(self.isodoses.active),
+                           threshold_percent=float(self.threshold.value),
+                           opacity=float(self.opacity.value), isodose_percent=self._levels)
+
+    def _slider_changed(self) -> None:
+        self.threshold_text.text = f"{self.threshold.value:.0f} %"
+        self.opacity_text.text = f"{self.opacity.value:.2f}"
+        self._changed()
+
+    def _levels_changed(self) -> None:
+        try:
+            levels = parse_levels(self.levels.text)
+        except InputError as exc:
+            self._on_error(exc)
+            return
+        if levels != self._levels:
+            self._levels = levels
+            self._changed()
+
+    def _changed(self) -> None:
+        self._on_change()

@@ -1,0 +1,319 @@
+"""Plan tab: target, prescription, beams, RBE model, spots, grid, device, objectives, Compute."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.button import Button
+from kivy.uix.checkbox import CheckBox
+from kivy.uix.gridlayout import GridLayout
+from kivy.uix.label import Label
+from kivy.uix.scrollview import ScrollView
+from kivy.uix.spinner import Spinner
+from kivy.uix.textinput import TextInput
+
+from app.plan_setup import (
+    DEVICES,
+    RBE_MODELS,
+    BeamSetup,
+    PlanSetup,
+    parse_beam,
+    parse_objective,
+    parse_plan_setup,
+)
+from app.theme import BUTTON_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
+from planning.errors import InputError
+from planning.optimization import OBJECTIVE_KINDS, Objective
+
+DEFAULT_BEAMS = (BeamSetup(90.0), BeamSetup(270.0))
+TARGET_TYPES = ("PTV", "CTV", "GTV")
+
+
+def _field(text: str = "", width: int | None = None, **kwargs: object) -> TextInput:
+    ti = TextInput(text=text, multiline=False, write_tab=False, size_hint_y=None,
+                   height=ROW_HEIGHT, padding=(6, 6), **kwargs)
+    if width is not None:
+        ti.size_hint_x = None
+        ti.width = width
+    return ti
+
+
+def _label(text: str, width: int | None = None, muted: bool = False) -> Label:
+    lab = Label(text=text, size_hint_y=None, height=ROW_HEIGHT, halign="left", valign="middle",
+                color=MUTED_TEXT_RGBA if muted else (1, 1, 1, 1))
+    if width is not None:
+        lab.size_hint_x = None
+        lab.width = width
+    lab.bind(size=lambda w, s: setattr(w, "text_size", s))
+    return lab
+
+
+def _section(text: str) -> Label:
+    lab = Label(text=f"[b]{text}[/b]", markup=True, size_hint_y=None, height=26,
+                halign="left", valign="bottom")
+    lab.bind(size=lambda w, s: setattr(w, "text_size", s))
+    return lab
+
+
+class BeamRow(BoxLayout):
+    """Gantry and couch angle of one beam, and a remove button."""
+
+    def __init__(self, beam: BeamSetup, on_change: Callable[[], None],
+                 on_remove: Callable[[BeamRow], None]) -> None:
+        super().__init__(size_hint_y=None, height=ROW_HEIGHT, spacing=PAD)
+        self.gantry = _field(f"{beam.gantry_deg:g}", input_filter="float")
+        self.couch = _field(f"{beam.couch_deg:g}", input_filter="float")
+        remove = Button(text="x", size_hint_x=None, width=34)
+        remove.bind(on_release=lambda *_: on_remove(self))
+        for ti in (self.gantry, self.couch):
+            ti.bind(text=lambda *_: on_change())
+        self.add_widget(_label("gantry", 52, muted=True))
+        self.add_widget(self.gantry)
+        self.add_widget(_label("couch", 48, muted=True))
+        self.add_widget(self.couch)
+        self.add_widget(remove)
+
+
+class ObjectiveRow(BoxLayout):
+    """Structure, type, dose, weight and DVH volume of one objective."""
+
+    def __init__(self, structures: Sequence[str], objective: Objective,
+                 on_remove: Callable[[ObjectiveRow], None]) -> None:
+        super().__init__(size_hint_y=None, height=ROW_HEIGHT, spacing=3)
+        self.structure = Spinner(text=objective.structure, values=list(structures),
+                                 size_hint_x=0.3, font_size="12sp")
+        self.kind = Spinner(text=objective.kind, values=list(OBJECTIVE_KINDS),
+                            size_hint_x=0.34, font_size="12sp")
+        self.dose = _field(f"{objective.dose_gy_rbe:.4g}", input_filter="float",
+                           font_size="12sp")
+        self.weight = _field(f"{objective.weight:g}", input_filter="float", font_size="12sp")
+        vf = objective.volume_fraction
+        self.volume = _field("" if vf is None else f"{100 * vf:g}", input_filter="float",
+                             font_size="12sp", hint_text="%")
+        remove = Button(text="x", size_hint_x=None, width=28)
+        remove.bind(on_release=lambda *_: on_remove(self))
+        for w in (self.structure, self.kind, self.dose, self.weight, self.volume, remove):
+            self.add_widget(w)
+
+    def objective(self, index: int) -> Objective:
+        return parse_objective(self.structure.text, self.kind.text, self.dose.text,
+                               self.weight.text, self.volume.text, index)
+
+
+class PlanPanel(ScrollView):
+    """The plan-setup form.
+
+    Parameters
+    ----------
+    on_compute : callable
+        ``on_compute(setup)`` with a checked :class:`PlanSetup`.
+    on_error : callable
+        ``on_error(exception)`` for a bad field.
+    on_beams_changed : callable
+        ``on_beams_changed(beams)`` whenever a beam is added, removed or edited (valid rows only),
+        so the views can draw them.
+    default_objectives : callable
+        ``default_objectives(target, total_dose_gy_rbe) -> list[Objective]``.
+    gpu_available : bool
+        Whether the GPU choice is offered.
+    """
+
+    def __init__(self, *, on_compute: Callable[[PlanSetup], None],
+                 on_error: Callable[[BaseException], None],
+                 on_beams_changed: Callable[[list[BeamSetup]], None],
+                 default_objectives: Callable[[str, float], list[Objective]],
+                 gpu_available: bool) -> None:
+        super().__init__(do_scroll_x=False)
+        self._on_compute = on_compute
+        self._on_error = on_error
+        self._on_beams_changed = on_beams_changed
+        self._default_objectives = default_objectives
+        self._structures: list[str] = []
+        form = BoxLayout(orientation="vertical", size_hint_y=None, spacing=4, padding=PAD)
+        form.bind(minimum_height=form.setter("height"))
+        self.form = form
+        self.add_widget(form)
+
+        form.add_widget(_section("Target and prescription"))
+        self.target = Spinner(text="", values=[], size_hint_y=None, height=ROW_HEIGHT)
+        self.target.bind(text=lambda *_: self.reset_objectives())
+        form.add_widget(self.target)
+        row = BoxLayout(size_hint_y=None, height=ROW_HEIGHT, spacing=PAD)
+        self.dose = _field("57.6", input_filter="float")
+        self.fractions = _field("16", input_filter="int")
+        self.per_fraction = _label("", muted=True)
+        for ti in (self.dose, self.fractions):
+            ti.bind(text=lambda *_: self._show_per_fraction())
+        for w in (_label("Gy(RBE)", 58), self.dose, _label("fx", 22), self.fractions,
+                  self.per_fraction):
+            row.add_widget(w)
+        form.add_widget(row)
+
+        form.add_widget(_section("Beams"))
+        self.beam_rows = BoxLayout(orientation="vertical", size_hint_y=None, spacing=3)
+        self.beam_rows.bind(minimum_height=self.beam_rows.setter("height"))
+        form.add_widget(self.beam_rows)
+        self.add_beam_button = Button(text="Add beam", size_hint_y=None, height=ROW_HEIGHT)
+        self.add_beam_button.bind(on_release=lambda *_: self.add_beam(BeamSetup(0.0)))
+        form.add_widget(self.add_beam_button)
+
+        form.add_widget(_section("Radiobiology"))
+        self.rbe = Spinner(text=RBE_MODELS[0][0], values=[m[0] for m in RBE_MODELS],
+                           size_hint_y=None, height=ROW_HEIGHT)
+        self.rbe.bind(text=lambda *_: self._show_model_fields())
+        form.add_widget(self.rbe)
+        grid = GridLayout(cols=2, size_hint_y=None, height=2 * ROW_HEIGHT + 4, spacing=4)
+        self.tissue = _field("chordoma", hint_text="chordoma | hsg | v79 | ax,bx,Dt")
+        self.rbe_value = _field("", input_filter="float", hint_text="e.g. 3.0")
+        grid.add_widget(_label("LEM I tissue", 130))
+        grid.add_widget(self.tissue)
+        grid.add_widget(_label("Constant RBE", 130))
+        grid.add_widget(self.rbe_value)
+        form.add_widget(grid)
+
+        form.add_widget(_section("Spots, grid and device"))
+        grid = GridLayout(cols=2, size_hint_y=None, height=3 * ROW_HEIGHT + 8, spacing=4)
+        self.spot_spacing = _field("5", input_filter="float")
+        self.grid_mm = _field("4", input_filter="float")
+        devices = [d[0] for d in DEVICES if d[1] != "gpu" or gpu_available]
+        self.device = Spinner(text="Auto", values=devices, size_hint_y=None, height=ROW_HEIGHT)
+        for text, w in (("Spot spacing (mm)", self.spot_spacing),
+                        ("Dose grid (mm)", self.grid_mm), ("Device", self.device)):
+            grid.add_widget(_label(text, 130))
+            grid.add_widget(w)
+        form.add_widget(grid)
+        row = BoxLayout(size_hint_y=None, height=ROW_HEIGHT)
+        self.exchange = CheckBox(active=True, size_hint_x=None, width=30)
+        row.add_widget(self.exchange)
+        row.add_widget(_label("Also evaluate under mMKM and LEM I (exchange)"))
+        form.add_widget(row)
+
+        form.add_widget(_section("Objectives (whole-plan dose)"))
+        header = BoxLayout(size_hint_y=None, height=20, spacing=3)
+        for text, hint in (("structure", 0.3), ("type", 0.34), ("Gy(RBE)", 0.12),
+                           ("weight", 0.12), ("vol %", 0.12)):
+            lab = Label(text=text, font_size="11sp", color=MUTED_TEXT_RGBA, size_hint_x=hint)
+            header.add_widget(lab)
+        header.add_widget(Label(size_hint_x=None, width=28))
+        form.add_widget(header)
+        self.objective_rows = BoxLayout(orientation="vertical", size_hint_y=None, spacing=3)
+        self.objective_rows.bind(minimum_height=self.objective_rows.setter("height"))
+        form.add_widget(self.objective_rows)
+        row = BoxLayout(size_hint_y=None, height=ROW_HEIGHT, spacing=PAD)
+        add = Button(text="Add objective")
+        add.bind(on_release=lambda *_: self.add_objective(
+            Objective(self._structures[0] if self._structures else "", "max_dose", 1.0)))
+        defaults = Button(text="Default objectives")
+        defaults.bind(on_release=lambda *_: self.reset_objectives())
+        row.add_widget(add)
+        row.add_widget(defaults)
+        form.add_widget(row)
+
+        self.compute_button = Button(text="Compute plan", size_hint_y=None,
+                                     height=BUTTON_HEIGHT + 8, bold=True,
+                                     background_color=(0.35, 0.75, 1.0, 1.0))
+        self.compute_button.bind(on_release=lambda *_: self.compute())
+        form.add_widget(self.compute_button)
+        for beam in DEFAULT_BEAMS:
+            self.add_beam(beam)
+        self._show_model_fields()
+        self._show_per_fraction()
+
+    # --- filling -----------------------------------------------------------------------------
+    def set_structures(self, names: Sequence[str], types: Sequence[str]) -> None:
+        """Offer the patient's structures; pick the first PTV/CTV/GTV as target."""
+        self._structures = list(names)
+        self.target.values = list(names)
+        target = ""
+        for wanted in TARGET_TYPES:
+            target = next((n for n, t in zip(names, types, strict=True)
+                           if t.upper() == wanted), "")
+            if target:
+                break
+        self.target.text = target or (names[0] if names else "")
+        self.reset_objectives()
+
+    def reset_objectives(self) -> None:
+        """Replace the objective rows by the defaults for the target and prescription."""
+        self.objective_rows.clear_widgets()
+        if not self.target.text:
+            return
+        try:
+            dose = float(self.dose.text)
+        except ValueError:
+            return
+        for objective in self._default_objectives(self.target.text, dose):
+            self.add_objective(objective)
+
+    def add_objective(self, objective: Objective) -> ObjectiveRow:
+        row = ObjectiveRow(self._structures, objective, self._remove_objective)
+        self.objective_rows.add_widget(row, index=0)
+        return row
+
+    def _remove_objective(self, row: ObjectiveRow) -> None:
+        self.objective_rows.remove_widget(row)
+
+    def add_beam(self, beam: BeamSetup) -> BeamRow:
+        row = BeamRow(beam, self._beams_changed, self._remove_beam)
+        self.beam_rows.add_widget(row, index=0)
+        self._beams_changed()
+        return row
+
+    def _remove_beam(self, row: BeamRow) -> None:
+        self.beam_rows.remove_widget(row)
+        self._beams_changed()
+
+    # --- reading -----------------------------------------------------------------------------
+    @property
+    def beam_row_list(self) -> list[BeamRow]:
+        return list(reversed([c for c in self.beam_rows.children if isinstance(c, BeamRow)]))
+
+    @property
+    def objective_row_list(self) -> list[ObjectiveRow]:
+        return list(reversed([c for c in self.objective_rows.children
+                              if isinstance(c, ObjectiveRow)]))
+
+    def beams(self) -> list[BeamSetup]:
+        return [parse_beam(r.gantry.text, r.couch.text, i)
+                for i, r in enumerate(self.beam_row_list)]
+
+    def setup(self) -> PlanSetup:
+        """The checked form; raises InputError naming the first bad field."""
+        return parse_plan_setup(
+            target=self.target.text, dose_text=self.dose.text,
+            fractions_text=self.fractions.text, beams=self.beams(), rbe_label=self.rbe.text,
+            rbe_value_text=self.rbe_value.text, tissue_text=self.tissue.text,
+            spot_spacing_text=self.spot_spacing.text, grid_text=self.grid_mm.text,
+            device_label=self.device.text, exchange=bool(self.exchange.active),
+            objectives=[r.objective(i) for i, r in enumerate(self.objective_row_list)])
+
+    def compute(self) -> None:
+        try:
+            setup = self.setup()
+        except InputError as exc:
+            self._on_error(exc)
+            return
+        self._on_compute(setup)
+
+    def _beams_changed(self) -> None:
+        valid = []
+        for i, r in enumerate(self.beam_row_list):
+            try:
+                valid.append(parse_beam(r.gantry.text, r.couch.text, i))
+            except InputError:
+                continue
+        self._on_beams_changed(valid)
+
+    def _show_model_fields(self) -> None:
+        model = dict(RBE_MODELS).get(self.rbe.text, "mkm")
+        self.tissue.disabled = model != "lem1"
+        self.rbe_value.disabled = model != "const"
+
+    def _show_per_fraction(self) -> None:
+        try:
+            per = float(self.dose.text) / int(self.fractions.text)
+        except (ValueError, ZeroDivisionError):
+            self.per_fraction.text = ""
+            return
+        self.per_fraction.text = f"= {per:.2f} Gy(RBE)/fx"

@@ -1,0 +1,122 @@
+"""What the plan-setup form holds, read from text fields and checked (no Kivy here).
+
+The form (:mod:`app.panels.plan_panel`) gives strings; :func:`parse_plan_setup` turns them into
+a :class:`PlanSetup` or raises :class:`planning.errors.InputError` naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from planning.errors import InputError, PlanningError
+from planning.optimization import Objective
+
+#: RBE model choices: (label shown, ``planning.api.rbe_model`` name).
+RBE_MODELS: tuple[tuple[str, str], ...] = (
+    ("mMKM (NIRS clinical dose)", "mkm"),
+    ("LEM I", "lem1"),
+    ("Constant RBE", "const"),
+    ("Physical dose", "physical"),
+)
+DEVICES: tuple[tuple[str, str], ...] = (("Auto", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "gpu"))
+
+
+@dataclass(frozen=True)
+class BeamSetup:
+    gantry_deg: float
+    couch_deg: float = 0.0
+
+
+@dataclass(frozen=True)
+class PlanSetup:
+    """A complete, checked plan request as entered in the form."""
+
+    target: str
+    total_dose_gy_rbe: float
+    fractions: int
+    beams: tuple[BeamSetup, ...]
+    rbe: str
+    rbe_value: float | None
+    tissue: str | None
+    spot_spacing_mm: float
+    grid_mm: float
+    device: str
+    exchange: bool
+    objectives: tuple[Objective, ...] = field(default=())
+
+    @property
+    def dose_per_fraction_gy_rbe(self) -> float:
+        return self.total_dose_gy_rbe / self.fractions
+
+    def summary(self) -> str:
+        beams = ", ".join(f"G{b.gantry_deg:g}" + (f"/C{b.couch_deg:g}" if b.couch_deg else "")
+                          for b in self.beams)
+        model = dict((v, k) for k, v in RBE_MODELS)[self.rbe]
+        return (f"{self.target} {self.total_dose_gy_rbe:g} Gy(RBE) in {self.fractions} fx, "
+                f"{model}, beams {beams}, spots {self.spot_spacing_mm:g} mm, "
+                f"grid {self.grid_mm:g} mm")
+
+
+def _number(text: str, what: str, *, lo: float, hi: float) -> float:
+    try:
+        value = float(text.strip().replace(",", "."))
+    except ValueError:
+        raise InputError(f"{what}: {text!r} is not a number") from None
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise InputError(f"{what} must lie between {lo:g} and {hi:g}, got {value:g}")
+    return value
+
+
+def parse_beam(gantry_text: str, couch_text: str, index: int) -> BeamSetup:
+    g = _number(gantry_text, f"beam {index + 1} gantry angle (deg)", lo=-360, hi=360)
+    c = _number(couch_text or "0", f"beam {index + 1} couch angle (deg)", lo=-360, hi=360)
+    return BeamSetup(g % 360.0, c % 360.0)
+
+
+def parse_objective(structure: str, kind: str, dose_text: str, weight_text: str,
+                    volume_text: str, index: int) -> Objective:
+    """One objective row; ``volume_text`` is a percentage, needed by the DVH objectives."""
+    what = f"objective {index + 1} ({structure})"
+    dose = _number(dose_text, f"{what} dose (Gy(RBE), whole plan)", lo=0, hi=1000)
+    weight = _number(weight_text, f"{what} weight", lo=1e-6, hi=1e6)
+    volume = None
+    if kind in ("max_dvh", "min_dvh"):
+        volume = _number(volume_text, f"{what} volume (%)", lo=0.1, hi=99.9) / 100.0
+    try:
+        return Objective(structure, kind, dose, weight, volume)
+    except PlanningError as exc:
+        raise InputError(str(exc)) from None
+
+
+def parse_plan_setup(*, target: str, dose_text: str, fractions_text: str,
+                     beams: list[BeamSetup], rbe_label: str, rbe_value_text: str,
+                     tissue_text: str, spot_spacing_text: str, grid_text: str,
+                     device_label: str, exchange: bool,
+                     objectives: list[Objective]) -> PlanSetup:
+    """Check the form's values; raise InputError naming the first bad field."""
+    if not target:
+        raise InputError("choose a target structure")
+    dose = _number(dose_text, "prescribed dose (Gy(RBE), whole plan)", lo=0.01, hi=200)
+    fractions_value = _number(fractions_text, "number of fractions", lo=1, hi=100)
+    if fractions_value != int(fractions_value):
+        raise InputError(f"number of fractions must be a whole number, got {fractions_text!r}")
+    if not beams:
+        raise InputError("add at least one beam")
+    models = dict(RBE_MODELS)
+    if rbe_label not in models:
+        raise InputError(f"unknown RBE model {rbe_label!r}")
+    rbe = models[rbe_label]
+    rbe_value = (_number(rbe_value_text, "constant RBE", lo=0.5, hi=10) if rbe == "const"
+                 else None)
+    tissue = tissue_text.strip() or None if rbe == "lem1" else None
+    if not any(o.structure == target for o in objectives):
+        raise InputError(f"the target {target!r} has no objective: add one (e.g. "
+                         "squared_deviation at the prescribed dose)")
+    return PlanSetup(
+        target=target, total_dose_gy_rbe=dose, fractions=int(fractions_value),
+        beams=tuple(beams), rbe=rbe, rbe_value=rbe_value, tissue=tissue,
+        spot_spacing_mm=_number(spot_spacing_text, "spot spacing (mm)", lo=0.5, hi=20),
+        grid_mm=_number(grid_text, "dose grid (mm)", lo=0.5, hi=20),
+        device=dict(DEVICES).get(device_label, "auto"), exchange=exchange,
+        objectives=tuple(objectives))

@@ -1,0 +1,153 @@
+"""The GUI's view-model: the loaded patient, the plans computed on it, and what each can show.
+
+Plain Python (no Kivy) so it is tested without a window. Widgets subscribe with
+:meth:`Session.subscribe` and are told ``"patient"`` or ``"plans"`` when either changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from planning.dose_engine import DoseGrid
+from planning.patient import Patient
+from planning.planner import PlanResult
+
+
+@dataclass(frozen=True, eq=False)
+class DoseLayer:
+    """One cube a plan can display.
+
+    Attributes
+    ----------
+    key : str
+        Stable identifier (``"rbe"``, ``"physical"``, ``"letd"``, ``"rbe_factor"``,
+        ``"beam0"``, ``"mkm"``, ``"lem1"``, ``"ratio"``).
+    label : str
+        What the user reads in the quantity chooser.
+    cube : (nz, ny, nx) float32 array
+        Values on ``grid``.
+    grid : DoseGrid
+        The cube's grid.
+    unit : str
+        ``"Gy(RBE)"``, ``"Gy"``, ``"keV/µm"`` or ``""`` (dimensionless).
+    reference : float
+        The value 100 % stands for (the prescription, for doses), or the cube's maximum.
+    is_dose : bool
+        True for dose cubes (DVHs, metrics, % of prescription and isodoses make sense).
+    """
+
+    key: str
+    label: str
+    cube: NDArray[np.float32]
+    grid: DoseGrid
+    unit: str
+    reference: float
+    is_dose: bool
+
+
+@dataclass(frozen=True, eq=False)
+class PlanEntry:
+    """A plan computed in this session and the settings it was computed with."""
+
+    name: str
+    result: PlanResult
+    summary: str
+
+    @property
+    def prescription_gy_rbe(self) -> float:
+        return self.result.plan.prescription.total_dose_gy_rbe
+
+    def layers(self) -> list[DoseLayer]:
+        """Every cube of the plan the user can display, RBE-weighted dose first."""
+        r = self.result
+        p = self.prescription_gy_rbe
+        grid = r.dose_grid
+        model = r.plan.rbe_model
+        out = [DoseLayer("rbe", f"RBE-weighted dose ({model})", r.rbe_dose_gy_rbe, grid,
+                         "Gy(RBE)", p, True),
+               DoseLayer("physical", "Physical dose", r.physical_dose_gy, grid, "Gy",
+                         _max_or_one(r.physical_dose_gy), True),
+               DoseLayer("letd", "Dose-averaged LET", r.letd_kev_um, grid, "keV/µm",
+                         _max_or_one(r.letd_kev_um), False),
+               DoseLayer("rbe_factor", "RBE", r.rbe, grid, "", _max_or_one(r.rbe), False)]
+        for i, (beam, cube) in enumerate(zip(r.plan.beams, r.beam_physical_dose_gy,
+                                             strict=True)):
+            out.append(DoseLayer(f"beam{i}", f"Physical dose of beam {beam.beam.label}", cube,
+                                 grid, "Gy", _max_or_one(cube), True))
+        x = r.exchange
+        if x is not None:
+            out += [DoseLayer("mkm", f"mMKM clinical dose ({x.mkm_model})", x.mkm_dose_gy_rbe,
+                              x.dose_grid, "Gy(RBE)", p, True),
+                    DoseLayer("lem1", f"LEM I RBE-weighted dose ({x.lem_model})",
+                              x.lem_dose_gy_rbe, x.dose_grid, "Gy(RBE)", p, True),
+                    DoseLayer("ratio", "LEM I / mMKM ratio", x.ratio_lem_over_mkm, x.dose_grid,
+                              "", _max_or_one(x.ratio_lem_over_mkm), False)]
+        return out
+
+    def layer(self, key: str) -> DoseLayer:
+        for candidate in self.layers():
+            if candidate.key == key:
+                return candidate
+        raise KeyError(f"plan {self.name!r} has no {key!r} cube")
+
+
+def _max_or_one(cube: NDArray[np.float32]) -> float:
+    top = float(np.max(cube)) if cube.size else 0.0
+    return top if top > 0 else 1.0
+
+
+Listener = Callable[[str], None]
+
+
+class Session:
+    """The patient on screen and the plans made on it (newest last).
+
+    Loading another patient drops the plans (they belong to the previous CT).
+    """
+
+    def __init__(self) -> None:
+        self.patient: Patient | None = None
+        self.source: str = ""
+        self.plans: list[PlanEntry] = []
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener("patient")`` or ``listener("plans")`` after each change."""
+        self._listeners.append(listener)
+
+    def _emit(self, what: str) -> None:
+        for listener in list(self._listeners):
+            listener(what)
+
+    def set_patient(self, patient: Patient, source: str) -> None:
+        """Show ``patient`` (read from ``source``: a folder, or "demo patient")."""
+        self.patient = patient
+        self.source = source
+        self.plans = []
+        self._emit("patient")
+        self._emit("plans")
+
+    def add_plan(self, result: PlanResult, summary: str) -> PlanEntry:
+        """Keep a newly computed plan under a fresh name ("Plan 1", "Plan 2", ...)."""
+        taken = {p.name for p in self.plans}
+        n = len(self.plans) + 1
+        while f"Plan {n}" in taken:
+            n += 1
+        entry = PlanEntry(f"Plan {n}", result, summary)
+        self.plans.append(entry)
+        self._emit("plans")
+        return entry
+
+    def plan(self, name: str) -> PlanEntry:
+        for entry in self.plans:
+            if entry.name == name:
+                return entry
+        raise KeyError(f"no plan named {name!r}")
+
+    @property
+    def latest_plan(self) -> PlanEntry | None:
+        return self.plans[-1] if self.plans else None
