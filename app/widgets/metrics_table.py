@@ -1,0 +1,205 @@
+"""Table of per-structure dose metrics (D98, D95, D2, Dmean, Dmax, V95, ...) beside the DVH.
+
+The caller formats the values (the metrics come from ``planning.evaluation.dose_metrics``); the
+table shows a fixed header row and a scrolling body with one row per structure, each with a
+swatch of the structure's colour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kivy.graphics import Color, Rectangle
+from kivy.metrics import dp
+from kivy.properties import ColorProperty, NumericProperty
+from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.gridlayout import GridLayout
+from kivy.uix.label import Label
+from kivy.uix.scrollview import ScrollView
+from kivy.uix.widget import Widget
+
+from planning.errors import InputError
+
+_NAME_WEIGHT = 2.2  # the name column is this many times as wide as a value column
+
+
+@dataclass(frozen=True)
+class MetricsRow:
+    """One structure's row.
+
+    Attributes
+    ----------
+    name : str
+        Structure name (with the plan or model, if the caller wants it: "PTV (LEM I)").
+    colour_rgb : tuple of 3 int
+        Swatch colour, 0-255 per channel.
+    values : list of str
+        Formatted values, one per metric column ("57.1", "98.7 %", "-" for not applicable).
+    """
+
+    name: str
+    colour_rgb: tuple[int, int, int]
+    values: list[str]
+
+
+class _Swatch(Widget):
+    """A filled square in one colour, centred in its cell."""
+
+    def __init__(self, rgba: tuple[float, float, float, float], **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        with self.canvas:
+            Color(*rgba)
+            self._rect = Rectangle()
+        self.bind(pos=self._place, size=self._place)
+
+    def _place(self, *_args: object) -> None:
+        side = min(self.width, self.height) * 0.6
+        self._rect.size = (side, side)
+        # From x/y directly: the cached center aliases may not have updated yet in a pos callback.
+        self._rect.pos = (self.x + (self.width - side) / 2, self.y + (self.height - side) / 2)
+
+
+class _Cell(Label):
+    """A one-line label whose text is aligned inside its own box."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(shorten=True, shorten_from="right", valign="middle", **kwargs)
+        self.bind(size=self._fit)
+
+    def _fit(self, *_args: object) -> None:
+        self.text_size = (max(self.width - dp(6), 0), self.height)
+
+
+class _Row(BoxLayout):
+    """A table row: optional swatch, name cell and value cells, with an optional background."""
+
+    def __init__(self, rgba_background: tuple[float, ...] | None, **kwargs: object) -> None:
+        super().__init__(orientation="horizontal", size_hint_y=None, **kwargs)
+        if rgba_background is not None:
+            with self.canvas.before:
+                Color(*rgba_background)
+                self._bg = Rectangle()
+            self.bind(pos=self._place_bg, size=self._place_bg)
+
+    def _place_bg(self, *_args: object) -> None:
+        self._bg.pos = self.pos
+        self._bg.size = self.size
+
+
+class MetricsTable(BoxLayout):
+    """Header row plus a scrolling body of per-structure metric rows.
+
+    Call :meth:`set_rows` with the column titles and one :class:`MetricsRow` per structure.
+    """
+
+    font_size = NumericProperty(dp(13))
+    row_height = NumericProperty(dp(24))
+    background_color = ColorProperty((0.11, 0.12, 0.13, 1.0))
+    stripe_color = ColorProperty((0.15, 0.16, 0.18, 1.0))
+    foreground_color = ColorProperty((0.88, 0.89, 0.90, 1.0))
+    header_color = ColorProperty((0.20, 0.22, 0.25, 1.0))
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(orientation="vertical", **kwargs)
+        self._columns: list[str] = []
+        self._rows: list[MetricsRow] = []
+        with self.canvas.before:
+            self._bg_color = Color(*self.background_color)
+            self._bg = Rectangle()
+        self.bind(pos=self._place_bg, size=self._place_bg,
+                  background_color=lambda *_a: setattr(self._bg_color, "rgba",
+                                                       self.background_color))
+        self._header = BoxLayout(orientation="horizontal", size_hint_y=None)
+        with self._header.canvas.before:
+            self._header_bg_color = Color(*self.header_color)
+            self._header_bg = Rectangle()
+        self._header.bind(pos=self._place_header_bg, size=self._place_header_bg)
+        self._scroll = ScrollView(do_scroll_x=False, bar_width=dp(6))
+        self._body = GridLayout(cols=1, size_hint_y=None)
+        self._body.bind(minimum_height=self._body.setter("height"))
+        self._scroll.add_widget(self._body)
+        self.add_widget(self._header)
+        self.add_widget(self._scroll)
+        self.bind(font_size=self._rebuild, row_height=self._rebuild,
+                  foreground_color=self._rebuild, stripe_color=self._rebuild,
+                  header_color=self._rebuild)
+        self._rebuild()
+
+    def _place_bg(self, *_args: object) -> None:
+        self._bg.pos = self.pos
+        self._bg.size = self.size
+
+    def _place_header_bg(self, *_args: object) -> None:
+        self._header_bg.pos = self._header.pos
+        self._header_bg.size = self._header.size
+
+    # ------------------------------------------------------------------ public interface
+    def set_rows(self, columns: Sequence[str], rows: Sequence[MetricsRow]) -> None:
+        """Show ``rows`` under the metric column titles ``columns`` (the name column is implied).
+
+        Raises
+        ------
+        InputError
+            If a row does not have one value per column.
+        """
+        for r in rows:
+            if len(r.values) != len(columns):
+                raise InputError(f"metrics row {r.name!r} has {len(r.values)} values for "
+                                 f"{len(columns)} columns {list(columns)}")
+            if len(r.colour_rgb) != 3 or not all(0 <= int(c) <= 255 for c in r.colour_rgb):
+                raise InputError(f"metrics row {r.name!r}: colour_rgb must be 3 ints in 0..255, "
+                                 f"got {r.colour_rgb}")
+        self._columns = list(columns)
+        self._rows = list(rows)
+        self._rebuild()
+
+    @property
+    def columns(self) -> list[str]:
+        """Metric column titles last set (without the name column)."""
+        return list(self._columns)
+
+    @property
+    def rows(self) -> list[MetricsRow]:
+        """Rows last set."""
+        return list(self._rows)
+
+    @property
+    def content_height(self) -> float:
+        """Height (pixels) that shows the header and every row without scrolling."""
+        return float(self.row_height * (1 + len(self._rows)))
+
+    def cell_texts(self) -> list[list[str]]:
+        """Texts as shown: the header row, then one list per structure row (name first)."""
+        out = [[c.text for c in reversed(self._header.children) if isinstance(c, Label)]]
+        for row in reversed(self._body.children):
+            out.append([c.text for c in reversed(row.children) if isinstance(c, Label)])
+        return out
+
+    # ------------------------------------------------------------------ building
+    def _cell(self, text: str, *, bold: bool = False, halign: str = "right",
+              weight: float = 1.0) -> _Cell:
+        return _Cell(text=text, bold=bold, halign=halign, font_size=self.font_size,
+                     color=self.foreground_color, size_hint_x=weight)
+
+    def _rebuild(self, *_args: object) -> None:
+        h = self.row_height
+        swatch_w = h
+        self._header.clear_widgets()
+        self._header.height = h
+        self._header_bg_color.rgba = tuple(self.header_color)
+        self._header.add_widget(Widget(size_hint_x=None, width=swatch_w))
+        self._header.add_widget(self._cell("Structure", bold=True, halign="left",
+                                           weight=_NAME_WEIGHT))
+        for title in self._columns:
+            self._header.add_widget(self._cell(title, bold=True))
+        self._body.clear_widgets()
+        for i, r in enumerate(self._rows):
+            stripe = tuple(self.stripe_color) if i % 2 else None
+            row = _Row(stripe, height=h)
+            rgba = (r.colour_rgb[0] / 255, r.colour_rgb[1] / 255, r.colour_rgb[2] / 255, 1.0)
+            row.add_widget(_Swatch(rgba, size_hint_x=None, width=swatch_w))
+            row.add_widget(self._cell(r.name, halign="left", weight=_NAME_WEIGHT))
+            for v in r.values:
+                row.add_widget(self._cell(v))
+            self._body.add_widget(row)
