@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from planning import __version__
+from planning.about import VersionAction
 from planning.errors import IonPlanError
 
 EXIT_OK = 0
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="IonPlan: carbon-ion treatment planning. With no command, opens the desktop "
                     "application on the demo patient.",
     )
-    parser.add_argument("--version", action="version", version=f"ionplan {__version__}")
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", parser_class=_OneLineParser)
 
