@@ -259,4 +259,5 @@ class VersionAction(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: object, option_string: str | None = None) -> None:
-        parser.exit(0, version_text() + "\n")
+        sys.stdout.write(version_text() + "\n")
+        parser.exit(0)
