@@ -1,0 +1,403 @@
+"""The compare pipeline (``ionplan compare``) and its typed result.
+
+Two doses, A (the reference) and B (evaluated), each an RT Dose file, a plan output folder or a
+dose in memory (:mod:`planning.compare.sources`), of the same Frame of Reference (different
+frames are an error naming both), are brought onto one grid (A's when the grids are equal,
+else the common grid of :func:`planning.compare.resample.common_grid`, trilinear), then:
+
+- dose-difference statistics of B - A (:mod:`planning.compare.dose_diff`);
+- the 3D gamma index of B against A for each criterion (default global 3 %/3 mm and
+  2 %/2 mm, 10 % low-dose threshold of A's maximum), with timings;
+- DVHs and metric differences per structure (:mod:`planning.compare.dvh_compare`) when a CT with
+  structures is available (given, or found in a side's folder);
+- the cross-model view of each side that is a plan with a CT (:mod:`planning.compare.cross_model`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from planning.compare.cross_model import CrossModelView, cross_model_view
+from planning.compare.dose_diff import DoseDifferenceStats, difference_stats
+from planning.compare.dvh_compare import (
+    StructureComparison,
+    compare_structures,
+    dvh_curves_dict,
+    structure_masks,
+)
+from planning.compare.gamma import GammaCriteria, GammaResult, gamma_index
+from planning.compare.resample import common_grid, grids_equal, resample_to_grid
+from planning.compare.sources import DoseSide, load_side
+from planning.dose_engine import DoseGrid
+from planning.errors import InputError, PlanningError
+from planning.machine import Machine
+from planning.patient import Patient
+from planning.planner import _stage, grid_of
+from planning.progress import CancelToken, ProgressCallback, report
+
+#: Gamma criteria of a comparison by default: (dose %, distance-to-agreement mm).
+DEFAULT_GAMMA = ((3.0, 3.0), (2.0, 2.0))
+#: HU of air, outside the CT (for the CT underlay of the report's slices).
+AIR_HU = -1000.0
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """What to compute.
+
+    Attributes
+    ----------
+    gamma : tuple of (dose_percent, dta_mm)
+        Gamma criteria, global; dose in (0, 100] %, DTA in (0, 50] mm.
+    threshold_percent : float
+        Low-dose threshold of the gamma index and the difference statistics, percent of the
+        reference (A) maximum, in [0, 100).
+    quantity : {"rbe", "physical", "mkm", "lem1"}
+        Which dose of a plan output folder.
+    prescription_gy : float or None
+        Total prescription for V95 and the percentages of the prescription; None takes the
+        prescription of a side's plan (RBE-weighted quantities only).
+    cross_model : bool
+        Compute the cross-model view of the sides that are plans with a CT.
+    device : {"auto", "cpu", "gpu"}
+        Dose engine device of the cross-model view.
+    hlut_path : str or None
+        HU to RSP curve of the cross-model view.
+    lem_tissue : str or None
+        LEM I tissue of the cross-model view.
+    """
+
+    gamma: tuple[tuple[float, float], ...] = DEFAULT_GAMMA
+    threshold_percent: float = 10.0
+    quantity: str = "rbe"
+    prescription_gy: float | None = None
+    cross_model: bool = True
+    device: str = "auto"
+    hlut_path: str | None = None
+    lem_tissue: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.gamma:
+            raise InputError("give at least one gamma criterion, e.g. 3,3")
+        for dose_percent, dta_mm in self.gamma:
+            if not (math.isfinite(dose_percent) and 0 < dose_percent <= 100):
+                raise InputError(f"gamma dose criterion must lie in (0, 100] %, got "
+                                 f"{dose_percent:g}")
+            if not (math.isfinite(dta_mm) and 0 < dta_mm <= 50):
+                raise InputError(f"gamma distance criterion must lie in (0, 50] mm, got "
+                                 f"{dta_mm:g}")
+        if not (math.isfinite(self.threshold_percent) and 0 <= self.threshold_percent < 100):
+            raise InputError(f"low-dose threshold must lie in [0, 100) %, got "
+                             f"{self.threshold_percent:g}")
+        if self.prescription_gy is not None and not (
+                math.isfinite(self.prescription_gy) and self.prescription_gy > 0):
+            raise InputError(f"prescription must be a positive dose, got {self.prescription_gy}")
+
+    def criteria(self) -> tuple[GammaCriteria, ...]:
+        """The gamma criteria (global, normalized to the reference maximum)."""
+        return tuple(GammaCriteria(dose_percent=float(d), dta_mm=float(r),
+                                   low_dose_threshold_percent=self.threshold_percent)
+                     for d, r in self.gamma)
+
+
+@dataclass(frozen=True, eq=False)
+class ComparisonResult:
+    """Everything a comparison found (all cubes (nz, ny, nx) float32 on ``grid``).
+
+    Attributes
+    ----------
+    a, b : DoseSide
+        The reference and the evaluated side as loaded (their own grids).
+    grid : DoseGrid
+        The common grid.
+    resampled : tuple of str
+        Labels of the sides resampled onto ``grid`` (empty when the grids were equal).
+    reference_gy, evaluated_gy, difference_gy : arrays
+        A, B and B - A on ``grid``.
+    stats : DoseDifferenceStats
+        Difference statistics.
+    gamma : tuple of GammaResult
+        One per criterion, in the settings' order.
+    gamma_seconds : tuple of float
+        Time of each gamma evaluation.
+    structures : tuple of StructureComparison
+        Per structure DVHs and metrics (empty without a CT with structures).
+    cross_model : tuple of CrossModelView
+        The cross-model view of each side that is a plan with a CT.
+    patient : Patient or None
+        The CT used for structures.
+    ct_hu : array or None
+        The CT on ``grid`` (HU, air outside), for display.
+    focus_index : tuple of 3 int
+        (z, y, x) grid index of the slices shown: the target's centre, else A's maximum.
+    focus_name : str
+        What ``focus_index`` is (``"PTV centre"``, ``"reference maximum"``).
+    settings : CompareSettings
+    warnings : tuple of str
+    timings_s : dict
+    """
+
+    a: DoseSide
+    b: DoseSide
+    grid: DoseGrid
+    resampled: tuple[str, ...]
+    reference_gy: NDArray[np.float32]
+    evaluated_gy: NDArray[np.float32]
+    difference_gy: NDArray[np.float32]
+    stats: DoseDifferenceStats
+    gamma: tuple[GammaResult, ...]
+    gamma_seconds: tuple[float, ...]
+    structures: tuple[StructureComparison, ...]
+    cross_model: tuple[CrossModelView, ...]
+    patient: Patient | None
+    ct_hu: NDArray[np.float32] | None
+    focus_index: tuple[int, int, int]
+    focus_name: str
+    settings: CompareSettings
+    warnings: tuple[str, ...] = ()
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def unit(self) -> str:
+        """``"Gy(RBE)"`` when both doses are RBE-weighted, else ``"Gy"``."""
+        both = {self.a.dose_type, self.b.dose_type} == {"EFFECTIVE"}
+        return "Gy(RBE)" if both else "Gy"
+
+    def to_report(self) -> dict[str, Any]:
+        """The content of report.json (no cubes; DVH curves rounded)."""
+        def side(s: DoseSide) -> dict[str, Any]:
+            return {"label": s.label, "source": s.source, "dose_type": s.dose_type,
+                    "description": s.description,
+                    "frame_of_reference_uid": s.frame_of_reference_uid,
+                    "max_gy": float(s.dose_gy.max()), "grid": _grid_dict(s.grid),
+                    "plan": s.plan.label if s.plan is not None else None,
+                    "prescription": None if s.prescription is None else {
+                        "target": s.prescription.target,
+                        "total_dose_gy_rbe": s.prescription.total_dose_gy_rbe,
+                        "n_fractions": s.prescription.n_fractions}}
+
+        return {
+            "a": side(self.a), "b": side(self.b), "unit": self.unit,
+            "grid": _grid_dict(self.grid), "resampled": list(self.resampled),
+            "focus": {"name": self.focus_name, "index_zyx": list(self.focus_index),
+                      "lps_mm": [float(v) for v in self.grid.voxel_centers_lps(
+                          [np.ravel_multi_index(self.focus_index, self.grid.shape)])[0]]},
+            "dose_difference": self.stats.as_dict(),
+            "gamma": [{"criteria": g.criteria.label,
+                       "dose_percent": g.criteria.dose_percent, "dta_mm": g.criteria.dta_mm,
+                       "low_dose_threshold_percent": g.criteria.low_dose_threshold_percent,
+                       "global": g.criteria.global_normalization,
+                       "normalization_dose_gy": g.normalization_dose_gy,
+                       "pass_rate_percent": g.pass_rate_percent,
+                       "evaluated_voxels": g.evaluated_voxels, "mean_gamma": g.mean_gamma,
+                       "gamma_p95": g.gamma_p95, "seconds": t}
+                      for g, t in zip(self.gamma, self.gamma_seconds, strict=True)],
+            "structures": {s.name: s.as_dict() for s in self.structures},
+            "dvh": dvh_curves_dict(self.structures),
+            "cross_model": [v.as_dict() for v in self.cross_model],
+            "warnings": list(self.warnings),
+            "timings_s": dict(self.timings_s),
+        }
+
+
+def _grid_dict(g: DoseGrid) -> dict[str, list[float] | list[int]]:
+    return {"shape": list(g.shape), "spacing_mm": list(g.spacing_mm),
+            "origin_mm": list(g.origin_mm)}
+
+
+def check_same_frame(a: DoseSide, b: DoseSide) -> list[str]:
+    """Refuse doses of different Frames of Reference; warn when one is unknown."""
+    fa, fb = a.frame_of_reference_uid, b.frame_of_reference_uid
+    if fa and fb and fa != fb:
+        raise InputError(f"{a.source} (Frame of Reference {fa}) and {b.source} (Frame of "
+                         f"Reference {fb}) are not in the same patient frame; compare doses "
+                         "of the same CT, or register the CTs first")
+    if not (fa and fb):
+        return ["a dose states no Frame of Reference: it is assumed to be the other's"]
+    return []
+
+
+def _patient_for(patient: Patient | str | os.PathLike[str] | None, a: DoseSide, b: DoseSide,
+                 frame: str, progress: ProgressCallback | None, cancel: CancelToken | None
+                 ) -> Patient | None:
+    """The CT for structures: the given one, else a side's; checked against the doses' frame."""
+    if isinstance(patient, (str, os.PathLike)):
+        from planning.dicom import load_patient
+
+        if not os.path.isdir(patient):
+            raise InputError(f"{patient}: not a folder; give the folder of the CT series")
+        patient = load_patient(patient, progress=progress, cancel=cancel)
+    chosen = patient or a.patient or b.patient
+    if chosen is not None and frame and chosen.ct.frame_of_reference_uid and (
+            chosen.ct.frame_of_reference_uid != frame):
+        raise InputError(f"the CT (Frame of Reference {chosen.ct.frame_of_reference_uid}) is not "
+                         f"the doses' frame ({frame}); give the CT the doses were computed on")
+    return chosen
+
+
+def _focus(grid: DoseGrid, reference: NDArray[np.float32],
+           structures: Sequence[tuple[Any, NDArray[np.int64]]], target: str | None
+           ) -> tuple[tuple[int, int, int], str]:
+    """Slice position: the target's centre of mass, else the reference maximum."""
+    for s, rows in structures:
+        if target is not None and s.name.casefold() == target.casefold():
+            centre = np.rint(np.mean(np.unravel_index(rows, grid.shape), axis=1)).astype(int)
+            return (int(centre[0]), int(centre[1]), int(centre[2])), f"{s.name} centre"
+    k = np.unravel_index(int(np.argmax(reference)), grid.shape)
+    return (int(k[0]), int(k[1]), int(k[2])), "reference maximum"
+
+
+def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None = None,
+            settings: CompareSettings | None = None, machine: Machine | None = None,
+            progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+            ) -> ComparisonResult:
+    """Compare dose B against the reference A (see the module docstring).
+
+    Parameters
+    ----------
+    a, b : path, DoseSide, DoseVolume or PlanResult
+        The reference and the evaluated dose (:func:`planning.compare.sources.load_side`).
+    patient : Patient or path, optional
+        CT with structures; default: one found with a side.
+    settings : CompareSettings, optional
+    machine : Machine, optional
+        Beam data of the cross-model view (default: the generic machine).
+    progress, cancel : optional
+        Progress callback ``(fraction, stage)`` and cancel token.
+
+    Raises
+    ------
+    InputError
+        Unreadable or unsuitable inputs, different Frames of Reference, bad settings.
+    OperationCancelled
+        When ``cancel`` is set.
+    """
+    settings = settings or CompareSettings()
+    criteria = settings.criteria()
+    timings: dict[str, float] = {}
+    t_start = t0 = time.perf_counter()
+    report(progress, 0.0, "loading doses")
+    side_a = load_side(a, label="A", quantity=settings.quantity)
+    side_b = load_side(b, label="B", quantity=settings.quantity)
+    warnings = check_same_frame(side_a, side_b)
+    if side_a.dose_type != side_b.dose_type:
+        warnings.append(f"A is a {side_a.dose_type} dose and B a {side_b.dose_type} dose: "
+                        "their difference mixes physical and RBE-weighted dose")
+    frame = side_a.frame_of_reference_uid or side_b.frame_of_reference_uid
+    chosen = _patient_for(patient, side_a, side_b, frame, _stage(progress, 0.0, 0.05), cancel)
+    timings["load"] = time.perf_counter() - t0
+    if cancel is not None:
+        cancel.raise_if_cancelled("the comparison")
+
+    t0 = time.perf_counter()
+    resampled: list[str] = []
+    if grids_equal(side_a.grid, side_b.grid):
+        grid = side_a.grid
+        ref, ev = side_a.dose_gy, side_b.dose_gy
+    else:
+        grid = common_grid(side_a.grid, side_b.grid)
+        ref, ev = side_a.dose_gy, side_b.dose_gy
+        if not grids_equal(side_a.grid, grid):
+            ref = resample_to_grid(side_a.dose_gy, side_a.grid, grid)
+            resampled.append("A")
+        if not grids_equal(side_b.grid, grid):
+            ev = resample_to_grid(side_b.dose_gy, side_b.grid, grid)
+            resampled.append("B")
+        warnings.append(f"the dose grids differ: {', '.join(resampled)} resampled "
+                        f"(trilinear) onto a common grid of {grid.spacing_mm} mm")
+    ref = np.ascontiguousarray(ref, dtype=np.float32)
+    ev = np.ascontiguousarray(ev, dtype=np.float32)
+    timings["resample"] = time.perf_counter() - t0
+
+    prescription = settings.prescription_gy
+    plan_rx = side_a.prescription or side_b.prescription
+    if prescription is None and plan_rx is not None and side_a.dose_type == "EFFECTIVE":
+        prescription = plan_rx.total_dose_gy_rbe
+    target = plan_rx.target if plan_rx is not None else None
+
+    t0 = time.perf_counter()
+    report(progress, 0.1, "dose difference")
+    stats = difference_stats(ref, ev, threshold_percent=settings.threshold_percent,
+                             prescription_gy=prescription)
+    timings["difference"] = time.perf_counter() - t0
+
+    gammas, seconds = [], []
+    span = 0.5 if settings.cross_model else 0.8
+    for i, c in enumerate(criteria):
+        t0 = time.perf_counter()
+        lo = 0.1 + span * i / len(criteria)
+        gammas.append(gamma_index(ref, ev, grid.spacing_mm, c,
+                                  progress=_stage(progress, lo, lo + span / len(criteria)),
+                                  cancel=cancel))
+        seconds.append(time.perf_counter() - t0)
+    timings["gamma"] = float(sum(seconds))
+
+    t0 = time.perf_counter()
+    report(progress, 0.1 + span, "structures")
+    masks = structure_masks(chosen, grid) if chosen is not None else []
+    structures = (compare_structures(ref, ev, grid, chosen, prescription_gy=prescription)
+                  if chosen is not None else ())
+    if chosen is None:
+        warnings.append("no CT with structures: give --ct for DVH metrics")
+    elif not structures:
+        warnings.append("the CT has no structure with voxels on the dose grid")
+    focus, focus_name = _focus(grid, ref, masks, target)
+    ct_hu = None
+    if chosen is not None:
+        ct_hu = resample_to_grid(np.asarray(chosen.ct.hu, dtype=np.float32),
+                                 grid_of(chosen.ct), grid, fill_value=AIR_HU)
+    timings["structures"] = time.perf_counter() - t0
+
+    views: list[CrossModelView] = []
+    if settings.cross_model:
+        t0 = time.perf_counter()
+        sides = [s for s in (side_a, side_b) if s.plan is not None]
+        for k, s in enumerate(sides):
+            ct_patient = s.patient or chosen
+            lo = 0.6 + 0.4 * k / len(sides)
+            view = _cross_model_of(s, ct_patient, settings, machine, warnings,
+                                   _stage(progress, lo, lo + 0.4 / len(sides)), cancel)
+            if view is not None:
+                views.append(view)
+        if not sides:
+            warnings.append("cross-model view: neither side is a plan (RTPLAN.dcm) with a CT")
+        timings["cross_model"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    report(progress, 1.0, "comparison done")
+    return ComparisonResult(
+        a=side_a, b=side_b, grid=grid, resampled=tuple(resampled), reference_gy=ref,
+        evaluated_gy=ev, difference_gy=(ev - ref).astype(np.float32), stats=stats,
+        gamma=tuple(gammas), gamma_seconds=tuple(seconds), structures=structures,
+        cross_model=tuple(views), patient=chosen, ct_hu=ct_hu, focus_index=focus,
+        focus_name=focus_name, settings=settings, warnings=tuple(warnings), timings_s=timings)
+
+
+def _cross_model_of(side: DoseSide, patient: Patient | None, settings: CompareSettings,
+                    machine: Machine | None, warnings: list[str],
+                    progress: ProgressCallback | None, cancel: CancelToken | None
+                    ) -> CrossModelView | None:
+    """The cross-model view of one side, or None (with a warning saying why)."""
+    from planning.compare.recalc import check_plan_on_ct
+
+    assert side.plan is not None
+    if patient is None:
+        warnings.append(f"cross-model view of {side.label}: no CT (give --ct)")
+        return None
+    try:
+        check_plan_on_ct(patient, side.plan_frame_of_reference_uid, side.plan_patient_position,
+                         side.source)
+        return cross_model_view(patient, side.plan, label=side.label, dose_grid=side.grid,
+                                machine=machine, hlut_path=settings.hlut_path,
+                                device=settings.device, lem_tissue=settings.lem_tissue,
+                                progress=progress, cancel=cancel)
+    except PlanningError as exc:
+        warnings.append(f"cross-model view of {side.label} not computed: {exc}")
+        return None

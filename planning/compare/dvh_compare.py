@@ -1,0 +1,137 @@
+"""Per-structure DVH curves and metric differences of two doses on one grid.
+
+Structures come from the CT's structure set; a dose-grid voxel belongs to a structure when the
+CT voxel nearest to its centre does (:func:`planning.planner.structure_rows`). Metrics follow
+ICRU 83 (:mod:`planning.evaluation`): D98, D95, D50, D2, mean and maximum, and V95 (the fraction
+of the structure receiving at least 95 % of the prescription, only when it is known).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from planning.dose_engine import DoseGrid
+from planning.evaluation import Dvh, cumulative_dvh, dose_metrics
+from planning.patient import Patient
+from planning.planner import grid_of, structure_rows
+
+#: Metrics compared, in report order.
+METRICS = ("d98", "d95", "d50", "d2", "mean", "max", "v95")
+DVH_BINS = 200
+#: Colours of structures whose structure set gives none (RGB 0-255).
+FALLBACK_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
+                    (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127),
+                    (188, 189, 34), (23, 190, 207))
+
+
+@dataclass(frozen=True, eq=False)
+class StructureComparison:
+    """One structure's DVHs and metrics under the reference (A) and evaluated (B) dose.
+
+    Attributes
+    ----------
+    name : str
+        ROI name.
+    interpreted_type : str
+        RT ROI Interpreted Type.
+    colour_rgb : tuple of 3 int
+        Display colour (the structure set's, else a fixed palette colour).
+    voxels : int
+        Dose-grid voxels in the structure.
+    metrics_a, metrics_b : dict
+        ``{metric: value}`` for :data:`METRICS`; doses in Gy (Gy(RBE)), V95 a fraction in
+        [0, 1] or None without a prescription.
+    dvh_a, dvh_b : Dvh
+        Cumulative DVHs on the same dose bins.
+    """
+
+    name: str
+    interpreted_type: str
+    colour_rgb: tuple[int, int, int]
+    voxels: int
+    metrics_a: dict[str, float | None]
+    metrics_b: dict[str, float | None]
+    dvh_a: Dvh
+    dvh_b: Dvh
+
+    @property
+    def difference(self) -> dict[str, float | None]:
+        """``B - A`` of each metric (None where either is None)."""
+        out: dict[str, float | None] = {}
+        for k in METRICS:
+            a, b = self.metrics_a[k], self.metrics_b[k]
+            out[k] = None if a is None or b is None else b - a
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready metrics (DVH curves left out: see :func:`dvh_curves_dict`)."""
+        return {"interpreted_type": self.interpreted_type, "voxels": self.voxels,
+                "colour_rgb": list(self.colour_rgb), "a": self.metrics_a, "b": self.metrics_b,
+                "b_minus_a": self.difference}
+
+
+def structure_masks(patient: Patient, grid: DoseGrid) -> list[tuple[Any, NDArray[np.int64]]]:
+    """``(structure, flat rows on grid)`` of every structure with voxels on ``grid``."""
+    if patient.structure_set is None:
+        return []
+    ct_grid = grid_of(patient.ct)
+    out = []
+    for s in patient.structure_set.structures:
+        rows = structure_rows(s.mask.to_dense(), ct_grid, grid)
+        if rows.size:
+            out.append((s, rows))
+    return out
+
+
+def _metrics(doses: NDArray[np.float64], prescription_gy: float | None
+             ) -> dict[str, float | None]:
+    m = dose_metrics(doses, prescription_gy if prescription_gy else 1.0)
+    return {"d98": m.d98, "d95": m.d95, "d50": m.d50, "d2": m.d2, "mean": m.mean,
+            "max": m.max, "v95": m.v95 if prescription_gy else None}
+
+
+def compare_structures(reference: ArrayLike, evaluated: ArrayLike, grid: DoseGrid,
+                       patient: Patient, *, prescription_gy: float | None = None,
+                       n_bins: int = DVH_BINS) -> tuple[StructureComparison, ...]:
+    """DVHs and metrics of every structure of ``patient`` under both doses.
+
+    Parameters
+    ----------
+    reference, evaluated : (nz, ny, nx) float arrays on ``grid``
+        Doses A and B, Gy or Gy(RBE).
+    grid : DoseGrid
+        Their common grid (same Frame of Reference as the patient's CT).
+    patient : Patient
+        CT and structure set; structures without voxels on ``grid`` are left out.
+    prescription_gy : float, optional
+        Total prescribed dose for V95.
+    n_bins : int
+        DVH dose bins, shared by A and B (0 to 1.05 x the larger maximum).
+    """
+    ref = np.asarray(reference, dtype=np.float64).reshape(-1)
+    ev = np.asarray(evaluated, dtype=np.float64).reshape(-1)
+    top = 1.05 * max(float(ref.max()), float(ev.max()), 1e-9)
+    voxel_mm3 = float(np.prod(grid.spacing_mm))
+    out = []
+    for i, (s, rows) in enumerate(structure_masks(patient, grid)):
+        colour = s.colour_rgb or FALLBACK_COLOURS[i % len(FALLBACK_COLOURS)]
+        out.append(StructureComparison(
+            name=s.name, interpreted_type=s.interpreted_type,
+            colour_rgb=(int(colour[0]), int(colour[1]), int(colour[2])), voxels=int(rows.size),
+            metrics_a=_metrics(ref[rows], prescription_gy),
+            metrics_b=_metrics(ev[rows], prescription_gy),
+            dvh_a=cumulative_dvh(s.name, ref[rows], voxel_mm3, max_dose=top, n_bins=n_bins),
+            dvh_b=cumulative_dvh(s.name, ev[rows], voxel_mm3, max_dose=top, n_bins=n_bins)))
+    return tuple(out)
+
+
+def dvh_curves_dict(structures: tuple[StructureComparison, ...]) -> dict[str, Any]:
+    """``{name: {"dose_gy", "a", "b"}}``: the DVH curves for report.json (rounded)."""
+    return {s.name: {"dose_gy": [round(float(x), 4) for x in s.dvh_a.dose_gy],
+                     "a": [round(float(x), 5) for x in s.dvh_a.volume_fraction],
+                     "b": [round(float(x), 5) for x in s.dvh_b.volume_fraction]}
+            for s in structures}

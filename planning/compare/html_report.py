@@ -1,0 +1,260 @@
+"""The comparison's report.json and a self-contained, readable report.html.
+
+report.html holds everything inline: slice images (PNG, base64) through the focus point (the
+target's centre, else the reference maximum) of dose A, dose B, B - A on its own diverging
+scale and each gamma map, over the CT where one is known; the DVH overlay (SVG, A solid, B
+dashed, one colour per structure); and tables of the difference statistics, gamma pass rates,
+DVH metrics and the cross-model view.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from planning.atomic import atomic_write_text
+from planning.compare.comparison import ComparisonResult
+from planning.compare.images import (
+    colour_bar,
+    colour_map,
+    dvh_svg,
+    grey_ct,
+    overlay,
+    planes,
+    png_bytes,
+    upscale,
+)
+from planning.errors import InputError
+
+_CSS = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1400px; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f0f0f0; } td.l, th.l { text-align: left; }
+.grid { display: grid; grid-template-columns: repeat(var(--cols), auto); gap: 6px;
+        align-items: start; }
+.grid figure { margin: 0; } figcaption { font-size: 0.8em; text-align: center; }
+.bar { display: flex; align-items: center; gap: 6px; font-size: 0.8em; margin: 2px 0; }
+.warn { color: #8a4b00; } .pass { color: #006400; } .fail { color: #a00000; }
+"""
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "&ndash;"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "&ndash;"
+        return f"{value:.{digits}g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    return escape(str(value))
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1) -> str:
+    head = "".join(f'<th class="{"l" if i < left else ""}">{escape(h)}</th>'
+                   for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{_fmt(c)}</td>'
+                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _img(image: NDArray[np.uint8], caption: str) -> str:
+    data = base64.b64encode(png_bytes(image)).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{escape(caption)}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>")
+
+
+def _bar(scale: str, lo: str, hi: str, title: str) -> str:
+    data = base64.b64encode(png_bytes(colour_bar(scale))).decode("ascii")
+    return (f'<div class="bar"><span>{escape(title)}</span><span>{escape(lo)}</span>'
+            f'<img src="data:image/png;base64,{data}" alt="{escape(title)} scale">'
+            f"<span>{escape(hi)}</span></div>")
+
+
+def slice_figures(result: ComparisonResult) -> str:
+    """HTML of the slice images (rows: axial, coronal, sagittal) and their colour scales."""
+    ref, ev, diff = result.reference_gy, result.evaluated_gy, result.difference_gy
+    grid = result.grid
+    top = max(float(ref.max()), float(ev.max()), 1e-9)
+    wash = result.settings.threshold_percent / 100.0 * float(ref.max())
+    region = (ref >= wash) | (ev >= wash)
+    d = np.abs(diff[region])
+    limit = max(float(np.percentile(d, 99)) if d.size else 0.0, 0.01 * float(ref.max()), 1e-9)
+    max_gamma = max((g.criteria.max_gamma for g in result.gamma), default=2.0)
+    unit = result.unit
+    columns: list[tuple[str, NDArray[Any], str, float, float, NDArray[np.bool_] | None]] = [
+        (f"A ({unit})", ref, "dose", 0.0, top, ref >= wash),
+        (f"B ({unit})", ev, "dose", 0.0, top, ev >= wash),
+        (f"B - A ({unit})", diff, "diff", -limit, limit, region)]
+    for g in result.gamma:
+        columns.append((f"gamma {g.criteria.label}", g.gamma, "gamma", 0.0, max_gamma,
+                        None))
+    rows = []
+    for plane in planes(grid.shape, grid.spacing_mm, result.focus_index):
+        base_cube = result.ct_hu
+        for title, cube, scale, lo, hi, mask in columns:
+            values = plane.take(cube)
+            if base_cube is not None:
+                base = grey_ct(plane.take(base_cube))
+            else:
+                base = np.full((*values.shape, 3), 40, dtype=np.uint8)
+            shown = np.asarray(~np.isnan(values) if mask is None else plane.take(mask), dtype=bool)
+            image = overlay(base, colour_map(values, lo, hi, scale), shown)
+            rows.append(_img(upscale(image, plane.pixel_mm),
+                             f"{title}, {plane.name} slice {plane.index}"))
+    bars = (_bar("dose", "0", f"{top:.3g}", f"dose ({unit}), shown above "
+                                             f"{result.settings.threshold_percent:g} % of A's max")
+            + _bar("diff", f"{-limit:.3g}", f"{limit:.3g}", f"B - A ({unit})")
+            + _bar("gamma", "0", f"{max_gamma:g}", "gamma (green passes, < 1)"))
+    return (bars + f'<div class="grid" style="--cols: {len(columns)}">' + "".join(rows)
+            + "</div>")
+
+
+def _sides_table(result: ComparisonResult) -> str:
+    rows = []
+    for s in (result.a, result.b):
+        rows.append((s.label, s.source, s.dose_type, s.description or None,
+                     float(s.dose_gy.max()), " x ".join(str(n) for n in s.grid.shape),
+                     ", ".join(f"{v:g}" for v in s.grid.spacing_mm),
+                     "yes" if s.label in result.resampled else "no"))
+    return _table(["side", "source", "dose type", "description", f"max ({result.unit})",
+                   "grid (z, y, x)", "spacing mm", "resampled"], rows, left=4)
+
+
+def _stats_table(result: ComparisonResult) -> str:
+    st = result.stats.as_dict()
+    keys = list(st["gy"])
+    rows = [(k, st["gy"][k], st["percent_of_reference_max"][k],
+             (st["percent_of_prescription"] or {}).get(k)) for k in keys]
+    note = (f"<p>{st['voxels']} voxels where A or B reach {st['threshold_percent']:g} % of A's "
+            f"maximum ({_fmt(st['reference_max_gy'])} {result.unit}); integral dose ratio B/A "
+            f"{_fmt(st['integral_ratio'], 4)}; prescription "
+            f"{_fmt(st['prescription_gy'])} {result.unit}.</p>")
+    return note + _table(["B - A", result.unit, "% of A max", "% of prescription"], rows)
+
+
+def _gamma_table(result: ComparisonResult) -> str:
+    rows = []
+    for g, t in zip(result.gamma, result.gamma_seconds, strict=True):
+        rows.append((g.criteria.label, g.pass_rate_percent, g.evaluated_voxels, g.mean_gamma,
+                     g.gamma_p95, g.normalization_dose_gy, t))
+    return _table(["criteria (global)", "pass rate %", "evaluated voxels", "mean gamma",
+                   "gamma 95th pct", f"normalization ({result.unit})", "seconds"], rows)
+
+
+def _structures_table(result: ComparisonResult) -> str:
+    if not result.structures:
+        return "<p>No structures (give a CT with an RT Structure Set).</p>"
+    header = ["structure", "voxels"]
+    names = {"d98": "D98", "d95": "D95", "d50": "D50", "d2": "D2", "mean": "Dmean",
+             "max": "Dmax", "v95": "V95 %"}
+    for k in names.values():
+        header += [f"{k} A", f"{k} B", f"{k} B-A"]
+    rows = []
+    for s in result.structures:
+        row: list[Any] = [s.name, s.voxels]
+        diff = s.difference
+        for k in names:
+            scale = 100.0 if k == "v95" else 1.0
+            row += [None if v is None else scale * v
+                    for v in (s.metrics_a[k], s.metrics_b[k], diff[k])]
+        rows.append(row)
+    return f"<p>Doses in {result.unit}.</p>" + _table(header, rows)
+
+
+def _cross_model_section(result: ComparisonResult) -> str:
+    if not result.cross_model:
+        return "<p>Not computed: neither side is a plan (RTPLAN.dcm) with its CT.</p>"
+    out = []
+    for v in result.cross_model:
+        rows = [(name, m["mkm_d95_gy_rbe"], m["lem_d95_gy_rbe"], m["mkm_d50_gy_rbe"],
+                 m["lem_d50_gy_rbe"], m["mkm_mean_gy_rbe"], m["lem_mean_gy_rbe"],
+                 m["ratio_mean"], m["ratio_median"])
+                for name, m in v.structures.items()]
+        ratio = v.target_ratio_mean
+        out.append(
+            f"<h3>{escape(v.label)}: plan {escape(v.plan_label)}</h3>"
+            f"<p>Optimized with {escape(v.plan_rbe_model)}; prescription "
+            f"{v.prescription_gy_rbe:g} Gy(RBE) to {escape(str(v.target))}. Under "
+            f"<b>mMKM</b> ({escape(v.view.mkm_model)}) and <b>LEM I</b> "
+            f"({escape(v.view.lem_model)}); mean LEM I / mMKM ratio in the target: "
+            f"<b>{_fmt(ratio, 4)}</b>.</p>"
+            + _table(["structure", "mMKM D95", "LEM I D95", "mMKM D50", "LEM I D50",
+                      "mMKM mean", "LEM I mean", "ratio mean", "ratio median"], rows))
+    return "<p>Total doses in Gy(RBE).</p>" + "".join(out)
+
+
+def render_html(result: ComparisonResult) -> str:
+    """The report page as one HTML string (no external resources)."""
+    warnings = "".join(f'<li class="warn">{escape(w)}</li>' for w in result.warnings)
+    gamma_summary = ", ".join(f"{g.criteria.label}: {g.pass_rate_percent:.2f} %"
+                              for g in result.gamma)
+    dvh = (dvh_svg(result.structures, result.unit) if result.structures
+           else "<p>No structures.</p>")
+    timings = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings_s.items())
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>IonPlan dose comparison</title><style>{_CSS}</style></head><body>"
+        "<h1>IonPlan dose comparison: B against the reference A</h1>"
+        f"<p>Gamma pass rates (global, {result.settings.threshold_percent:g} % low-dose "
+        f"threshold): <b>{escape(gamma_summary)}</b>. Slices through the "
+        f"{escape(result.focus_name)} (grid index z, y, x = {result.focus_index}).</p>"
+        + (f"<ul>{warnings}</ul>" if warnings else "")
+        + "<h2>Doses</h2>" + _sides_table(result)
+        + "<h2>Slices</h2>" + slice_figures(result)
+        + "<h2>Dose difference</h2>" + _stats_table(result)
+        + "<h2>Gamma index</h2>" + _gamma_table(result)
+        + "<h2>DVH</h2><p>A solid, B dashed.</p>" + dvh
+        + "<h2>DVH metrics</h2>" + _structures_table(result)
+        + "<h2>Cross-model view (mMKM and LEM I)</h2>" + _cross_model_section(result)
+        + f"<h2>Timings</h2><p>{escape(timings)}</p>"
+        + "</body></html>\n")
+
+
+def write_comparison_report(result: ComparisonResult, out_dir: str | os.PathLike[str]
+                            ) -> list[Path]:
+    """Write ``report.json`` and ``report.html`` into ``out_dir`` (created), atomically.
+
+    Returns
+    -------
+    list of Path
+        The two files.
+
+    Raises
+    ------
+    InputError
+        The folder cannot be created.
+    """
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+    html_path, json_path = out / "report.html", out / "report.json"
+    atomic_write_text(html_path, render_html(result))
+    data = result.to_report()
+    data["files"] = [html_path.name, json_path.name]
+    atomic_write_text(json_path, json.dumps(_finite(data), indent=1, allow_nan=False) + "\n")
+    return [json_path, html_path]
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NumPy scalars made Python numbers and NaN/inf made None (valid JSON)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

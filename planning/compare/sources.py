@@ -1,0 +1,249 @@
+"""The two sides of a comparison: an RT Dose file, a plan output folder, or a dose in memory.
+
+A plan output folder is what ``ionplan plan`` and ``ionplan recalc`` write: ``RTPLAN.dcm``,
+``RTDOSE_PHYSICAL.dcm``, ``RTDOSE_RBE.dcm`` (``RTDOSE_RBE_MKM.dcm``, ``RTDOSE_RBE_LEM1.dcm``
+with ``--exchange``) and ``report.json``; the quantity chooses the dose file. An RT Dose file
+next to the RT Ion Plan it references (``RTPLAN.dcm`` with that SOP Instance UID) also counts as
+a plan. A folder that holds a CT series (e.g. ``ionplan demo --out``) provides the patient.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from planning.dose_engine import DoseGrid
+from planning.errors import InputError, IonPlanError
+from planning.plan import Plan, Prescription
+
+if TYPE_CHECKING:
+    from planning.dicom import DoseVolume
+    from planning.patient import Patient
+    from planning.planner import PlanResult
+
+#: Dose file of each quantity in a plan output folder, and its DICOM Dose Type.
+QUANTITY_FILES = {"rbe": ("RTDOSE_RBE.dcm", "EFFECTIVE"),
+                  "physical": ("RTDOSE_PHYSICAL.dcm", "PHYSICAL"),
+                  "mkm": ("RTDOSE_RBE_MKM.dcm", "EFFECTIVE"),
+                  "lem1": ("RTDOSE_RBE_LEM1.dcm", "EFFECTIVE")}
+PLAN_FILE = "RTPLAN.dcm"
+REPORT_FILE = "report.json"
+
+
+@dataclass(frozen=True, eq=False)
+class DoseSide:
+    """One side of a comparison.
+
+    Attributes
+    ----------
+    label : str
+        Short name for tables and plots (``"A"``, ``"B"`` or what the caller gave).
+    source : str
+        Where the dose came from (file path, or a description of an in-memory dose).
+    dose_gy : (nz, ny, nx) float32 array
+        Total dose, Gy (PHYSICAL) or Gy(RBE) (EFFECTIVE), on ``grid``.
+    grid : DoseGrid
+        Its grid (LPS, axes along +x, +y, +z).
+    dose_type : str
+        ``"PHYSICAL"`` or ``"EFFECTIVE"``.
+    description : str
+        The dose's comment (IonPlan writes the RBE model there).
+    frame_of_reference_uid : str
+        Frame of Reference of the grid (``""`` when unknown, for doses built in memory).
+    plan : Plan or None
+        The plan the dose belongs to, when known (needed for the cross-model view).
+    plan_frame_of_reference_uid : str
+        The plan file's Frame of Reference (``""`` when unknown).
+    plan_patient_position : str
+        The plan file's patient position (``""`` when unknown).
+    prescription : Prescription or None
+        From the folder's report.json or the plan.
+    patient : Patient or None
+        A CT (with structures) that came with the side (folder CT, or a PlanResult's patient).
+    """
+
+    label: str
+    source: str
+    dose_gy: NDArray[np.float32]
+    grid: DoseGrid
+    dose_type: str
+    description: str = ""
+    frame_of_reference_uid: str = ""
+    plan: Plan | None = None
+    plan_frame_of_reference_uid: str = ""
+    plan_patient_position: str = ""
+    prescription: Prescription | None = None
+    patient: Patient | None = None
+
+    def __post_init__(self) -> None:
+        if np.shape(self.dose_gy) != tuple(self.grid.shape):
+            raise InputError(f"{self.source}: dose shape {np.shape(self.dose_gy)} is not its "
+                             f"grid's {self.grid.shape}")
+
+
+def load_side(spec: Any, *, label: str, quantity: str = "rbe") -> DoseSide:
+    """A comparison side from a path or an in-memory dose.
+
+    Parameters
+    ----------
+    spec : path, DoseSide, DoseVolume or PlanResult
+        RT Dose file, plan output folder, or a dose already loaded. A PlanResult gives its
+        RBE-weighted or physical cube (``quantity`` ``"rbe"`` or ``"physical"``).
+    label : str
+        Name of the side in the report.
+    quantity : {"rbe", "physical", "mkm", "lem1"}
+        Which dose of a folder or PlanResult (ignored for a single RT Dose file).
+
+    Raises
+    ------
+    InputError
+        Missing path, folder without the dose file, unknown quantity.
+    DicomImportError
+        An unreadable or wrong DICOM file.
+    """
+    from planning.dicom import DoseVolume
+    from planning.planner import PlanResult
+
+    if quantity not in QUANTITY_FILES:
+        raise InputError(f"unknown dose quantity {quantity!r}; choose "
+                         f"{', '.join(QUANTITY_FILES)}")
+    if isinstance(spec, DoseSide):
+        return spec
+    if isinstance(spec, DoseVolume):
+        return _side_of_volume(spec, label)
+    if isinstance(spec, PlanResult):
+        return _side_of_result(spec, label, quantity)
+    if not isinstance(spec, (str, os.PathLike)):
+        raise InputError(f"cannot compare a {type(spec).__name__}: give an RT Dose file, a plan "
+                         "output folder, a DoseVolume or a PlanResult")
+    path = Path(spec)
+    if path.is_dir():
+        return _side_of_folder(path, label, quantity)
+    if path.is_file():
+        return _side_of_file(path, label)
+    raise InputError(f"{path}: no such file or folder; give an RT Dose file or a plan output "
+                     "folder")
+
+
+def _side_of_volume(volume: DoseVolume, label: str, **extra: Any) -> DoseSide:
+    if volume.dose_type not in ("PHYSICAL", "EFFECTIVE"):
+        raise InputError(f"{volume.source_path or label}: Dose Type {volume.dose_type}; only "
+                         "PHYSICAL and EFFECTIVE doses can be compared")
+    if volume.units.upper() != "GY":
+        raise InputError(f"{volume.source_path or label}: Dose Units {volume.units}; only "
+                         "absolute doses (GY) can be compared")
+    return DoseSide(label=label, source=volume.source_path or "RT Dose in memory",
+                    dose_gy=np.asarray(volume.dose_gy, dtype=np.float32), grid=volume.grid,
+                    dose_type=volume.dose_type, description=volume.comment,
+                    frame_of_reference_uid=volume.frame_of_reference_uid, **extra)
+
+
+def _side_of_result(result: PlanResult, label: str, quantity: str) -> DoseSide:
+    if quantity == "physical":
+        dose, dose_type, text = result.physical_dose_gy, "PHYSICAL", "physical dose"
+    elif quantity == "rbe":
+        dose, dose_type, text = (result.rbe_dose_gy_rbe, "EFFECTIVE",
+                                 str(result.report.get("rbe_model", result.plan.rbe_model)))
+    elif result.exchange is None:
+        raise InputError(f"{label}: the {quantity} dose needs a plan computed with the exchange "
+                         "view")
+    elif quantity == "mkm":
+        dose, dose_type, text = (result.exchange.mkm_dose_gy_rbe, "EFFECTIVE",
+                                 result.exchange.mkm_model)
+    else:
+        dose, dose_type, text = (result.exchange.lem_dose_gy_rbe, "EFFECTIVE",
+                                 result.exchange.lem_model)
+    ct = result.patient.ct
+    return DoseSide(label=label, source=f"plan {result.plan.label!r} in memory", dose_gy=dose,
+                    grid=result.dose_grid, dose_type=dose_type, description=text,
+                    frame_of_reference_uid=ct.frame_of_reference_uid, plan=result.plan,
+                    plan_frame_of_reference_uid=ct.frame_of_reference_uid,
+                    plan_patient_position=ct.patient_position,
+                    prescription=result.plan.prescription, patient=result.patient)
+
+
+def _side_of_file(path: Path, label: str) -> DoseSide:
+    from planning.dicom import load_rt_dose
+
+    volume = load_rt_dose(path)
+    plan_path = path.parent / PLAN_FILE
+    extra = _plan_facts(plan_path, volume.referenced_plan_uid) if plan_path.is_file() else {}
+    if extra and "prescription" not in extra:
+        extra["prescription"] = extra["plan"].prescription
+    return _side_of_volume(volume, label, **extra)
+
+
+def _side_of_folder(folder: Path, label: str, quantity: str) -> DoseSide:
+    from planning.dicom import load_rt_dose
+
+    name, expected_type = QUANTITY_FILES[quantity]
+    dose_path = folder / name
+    if not dose_path.is_file():
+        present = sorted(p.name for p in folder.glob("RTDOSE*.dcm"))
+        raise InputError(f"{folder}: no {name} for --quantity {quantity}; the folder holds "
+                         f"{', '.join(present) if present else 'no RTDOSE*.dcm file'} (give an "
+                         "RT Dose file or an ionplan plan/recalc output folder)")
+    volume = load_rt_dose(dose_path)
+    if volume.dose_type != expected_type:
+        raise InputError(f"{dose_path}: Dose Type {volume.dose_type}, expected {expected_type} "
+                         f"for --quantity {quantity}")
+    extra: dict[str, Any] = {}
+    plan_path = folder / PLAN_FILE
+    if plan_path.is_file():
+        extra = _plan_facts(plan_path, volume.referenced_plan_uid)
+    prescription = _report_prescription(folder / REPORT_FILE)
+    if prescription is not None:
+        extra["prescription"] = prescription
+    elif extra:
+        extra["prescription"] = extra["plan"].prescription
+    patient = _folder_patient(folder)
+    if patient is not None:
+        extra["patient"] = patient
+    return _side_of_volume(volume, label, **extra)
+
+
+def _plan_facts(plan_path: Path, referenced_plan_uid: str) -> dict[str, Any]:
+    """The plan of a dose, when ``plan_path`` is the RT Ion Plan the dose references (or the
+    dose references none); empty otherwise."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from planning.dicom import load_rt_ion_plan
+
+    try:
+        uid = str(pydicom.dcmread(plan_path, stop_before_pixels=True,
+                                  specific_tags=["SOPInstanceUID"]).get("SOPInstanceUID", ""))
+    except (OSError, InvalidDicomError):
+        return {}
+    if referenced_plan_uid and uid != referenced_plan_uid:
+        return {}
+    imported = load_rt_ion_plan(plan_path)
+    return {"plan": imported.plan,
+            "plan_frame_of_reference_uid": imported.frame_of_reference_uid,
+            "plan_patient_position": imported.patient_position}
+
+
+def _report_prescription(path: Path) -> Prescription | None:
+    """The prescription of an ``ionplan plan``/``recalc`` report.json, if readable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        p = data["prescription"]
+        return Prescription(str(p["target"]), float(p["total_dose_gy_rbe"]),
+                            int(p["n_fractions"]))
+    except (OSError, ValueError, KeyError, TypeError, IonPlanError):
+        return None
+
+
+def _folder_patient(folder: Path) -> Patient | None:
+    """The CT (and structure set) of a folder, when it holds a CT series."""
+    from planning.dicom import load_patient, scan_folder
+
+    if not scan_folder(folder).ct_series:
+        return None
+    return load_patient(folder)
