@@ -11,6 +11,9 @@ import sys
 
 from planning.errors import IonPlanError
 
+#: Initial window size (width, height), pixels.
+WINDOW_SIZE_PX = (1440, 900)
+
 
 class NoDisplayError(IonPlanError):
     """The desktop application was started where there is no screen to show it on."""
@@ -31,6 +34,8 @@ def prepare_environment(environ: dict[str, str] | os._Environ[str] = os.environ)
     """
     environ.setdefault("KIVY_NO_ARGS", "1")
     environ.setdefault("KIVY_LOG_MODE", "MIXED")
+    # SDL's own clipboard: Kivy would otherwise probe xclip/xsel and log their absence.
+    environ.setdefault("KIVY_CLIPBOARD", "sdl2")
     if sys.platform.startswith("linux") and "SDL_VIDEODRIVER" not in environ:
         if not environ.get("DISPLAY") and not environ.get("WAYLAND_DISPLAY"):
             raise NoDisplayError(
@@ -56,6 +61,11 @@ def run_gui(folder: str | None = None, *, screenshot: str | None = None) -> int:
         Exit status: 0, or 1 when the start-up patient could not be shown in screenshot mode.
     """
     prepare_environment()
+    from kivy.config import Config
+
+    # Before the window exists: a laptop-sized window, the size the layout is designed for.
+    Config.set("graphics", "width", str(WINDOW_SIZE_PX[0]))
+    Config.set("graphics", "height", str(WINDOW_SIZE_PX[1]))
     from app.ionplan_app import IonPlanApp
 
     app = IonPlanApp(start_folder=folder, screenshot_path=screenshot)

@@ -60,7 +60,7 @@ class DosePanel(BoxLayout):
         self.isodoses = CheckBox(active=True, size_hint_x=None, width=30)
         self.threshold = Slider(min=0, max=100, value=10, step=1)
         self.threshold_text = _label("10 %", 56)
-        self.opacity = Slider(min=0, max=1, value=0.45, step=0.05)
+        self.opacity_slider = Slider(min=0, max=1, value=0.45, step=0.05)
         self.opacity_text = _label("0.45", 56)
         self.levels = TextInput(text=", ".join(f"{v:g}" for v in DEFAULT_ISODOSE_PERCENT),
                                 multiline=False, size_hint_y=None, height=ROW_HEIGHT)
@@ -70,7 +70,7 @@ class DosePanel(BoxLayout):
         self.add_widget(_row(self.wash, _label("Colour wash", 110), self.isodoses,
                              _label("Isodose lines", 110)))
         self.add_widget(_row(_label("Threshold"), self.threshold, self.threshold_text))
-        self.add_widget(_row(_label("Opacity"), self.opacity, self.opacity_text))
+        self.add_widget(_row(_label("Opacity"), self.opacity_slider, self.opacity_text))
         self.add_widget(_row(_label("Isodoses (%)"), self.levels))
         hint = Label(text="Levels and threshold are % of the prescription (doses) or of the "
                           "maximum (LET, RBE).", color=MUTED_TEXT_RGBA, font_size="12sp",
@@ -86,7 +86,7 @@ class DosePanel(BoxLayout):
         self.wash.bind(active=lambda *_: self._changed())
         self.isodoses.bind(active=lambda *_: self._changed())
         self.threshold.bind(value=lambda *_: self._slider_changed())
-        self.opacity.bind(value=lambda *_: self._slider_changed())
+        self.opacity_slider.bind(value=lambda *_: self._slider_changed())
         self.levels.bind(on_text_validate=lambda *_: self._levels_changed(),
                          focus=lambda _w, focused: None if focused else self._levels_changed())
 
@@ -130,11 +130,11 @@ class DosePanel(BoxLayout):
         return DoseDisplay(percent=self.unit.text == UNITS[1], wash=bool(self.wash.active),
                            isodoses=bool(self.isodoses.active),
                            threshold_percent=float(self.threshold.value),
-                           opacity=float(self.opacity.value), isodose_percent=self._levels)
+                           opacity=float(self.opacity_slider.value), isodose_percent=self._levels)
 
     def _slider_changed(self) -> None:
         self.threshold_text.text = f"{self.threshold.value:.0f} %"
-        self.opacity_text.text = f"{self.opacity.value:.2f}"
+        self.opacity_text.text = f"{self.opacity_slider.value:.2f}"
         self._changed()
 
     def _levels_changed(self) -> None:

@@ -216,7 +216,7 @@ class PlanPanel(ScrollView):
         self.compute_button.bind(on_release=lambda *_: self.compute())
         form.add_widget(self.compute_button)
         for beam in DEFAULT_BEAMS:
-            self.add_beam(beam)
+            self.add_beam(beam, notify=False)
         self._show_model_fields()
         self._show_per_fraction()
 
@@ -254,10 +254,11 @@ class PlanPanel(ScrollView):
     def _remove_objective(self, row: ObjectiveRow) -> None:
         self.objective_rows.remove_widget(row)
 
-    def add_beam(self, beam: BeamSetup) -> BeamRow:
+    def add_beam(self, beam: BeamSetup, *, notify: bool = True) -> BeamRow:
         row = BeamRow(beam, self._beams_changed, self._remove_beam)
         self.beam_rows.add_widget(row, index=0)
-        self._beams_changed()
+        if notify:
+            self._beams_changed()
         return row
 
     def _remove_beam(self, row: BeamRow) -> None:

@@ -1,0 +1,263 @@
+"""The compare screen: two doses side by side with synchronized slices, their difference,
+DVH overlay (A solid, B dashed), gamma pass rates and metric differences.
+
+A and B are any of the session's plans, as RBE-weighted or physical dose, or, for plans
+computed with the exchange view, the same plan under mMKM and under LEM I. The comparison
+itself (resampling, gamma, statistics) is :func:`planning.api.compare_doses`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.button import Button
+from kivy.uix.label import Label
+from kivy.uix.screenmanager import Screen
+from kivy.uix.slider import Slider
+from kivy.uix.spinner import Spinner
+
+from app.dose_display import DoseDisplay, difference_overlay, overlay_for
+from app.session import DoseLayer, PlanEntry, Session
+from app.theme import BOTTOM_PANEL_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
+from app.viewer_state import StructureOverlay, ViewerState
+from app.widgets.color_legend import ColorLegend
+from app.widgets.dvh_plot import DvhCurve, DvhPlot
+from app.widgets.metrics_table import MetricsRow, MetricsTable
+from app.widgets.slice_view import SliceView
+from planning import api
+from planning.geometry import lps_to_index
+
+if TYPE_CHECKING:
+    from app.planning_screen import TaskHost
+
+#: The quantities a plan offers for comparison: (layer key, text).
+QUANTITIES = (("rbe", "RBE-weighted"), ("physical", "physical"), ("mkm", "mMKM"),
+              ("lem1", "LEM I"))
+
+
+@dataclass(frozen=True)
+class CompareChoice:
+    """One selectable dose: a plan and one of its cubes."""
+
+    plan_name: str
+    quantity: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.plan_name}: {dict(QUANTITIES)[self.quantity]}"
+
+
+def choices_for(plans: list[PlanEntry]) -> list[CompareChoice]:
+    """Every dose the session's plans can put on either side."""
+    out = []
+    for entry in plans:
+        keys = {layer.key for layer in entry.layers()}
+        out += [CompareChoice(entry.name, q) for q, _ in QUANTITIES if q in keys]
+    return out
+
+
+def default_pair(plans: list[PlanEntry]) -> tuple[CompareChoice, CompareChoice] | None:
+    """The newest plan under mMKM vs LEM I when it has both; else the two newest plans."""
+    if not plans:
+        return None
+    latest = plans[-1]
+    keys = {layer.key for layer in latest.layers()}
+    if {"mkm", "lem1"} <= keys:
+        return CompareChoice(latest.name, "mkm"), CompareChoice(latest.name, "lem1")
+    if len(plans) >= 2:
+        return CompareChoice(plans[-2].name, "rbe"), CompareChoice(latest.name, "rbe")
+    return None
+
+
+class ComparePanel(BoxLayout):
+    """One side (or the difference): a title, an axial view and its colour legend."""
+
+    def __init__(self, title: str, state: ViewerState) -> None:
+        super().__init__(orientation="vertical", spacing=2)
+        self.title = Label(text=title, size_hint_y=None, height=24, shorten=True)
+        self.view = SliceView(state, "axial")
+        self.legend = ColorLegend(size_hint_y=None, height=56)
+        for w in (self.title, self.view, self.legend):
+            self.add_widget(w)
+
+
+class CompareScreen(Screen):
+    """Compare two doses of the session."""
+
+    def __init__(self, session: Session, host: TaskHost, **kwargs: Any) -> None:
+        super().__init__(name="compare", **kwargs)
+        self.session = session
+        self.host = host
+        self.result: Any = None
+        self._choices: list[CompareChoice] = []
+        self._shown_patient: Any = None
+        root = BoxLayout(orientation="vertical", spacing=PAD, padding=PAD)
+        bar = BoxLayout(size_hint_y=None, height=ROW_HEIGHT + 4, spacing=PAD)
+        self.side_a = Spinner(text="", values=[], size_hint_x=0.3)
+        self.side_b = Spinner(text="", values=[], size_hint_x=0.3)
+        self.compare_button = Button(text="Compare", size_hint_x=None, width=120, bold=True)
+        self.compare_button.bind(on_release=lambda *_: self.run_comparison())
+        for w in (Label(text="A (reference)", size_hint_x=None, width=100), self.side_a,
+                  Label(text="B", size_hint_x=None, width=24), self.side_b,
+                  self.compare_button):
+            bar.add_widget(w)
+        self.criteria_label = Label(text="gamma 3%/3mm and 2%/2mm, global, 10 % threshold",
+                                    color=MUTED_TEXT_RGBA, font_size="12sp")
+        bar.add_widget(self.criteria_label)
+        root.add_widget(bar)
+
+        self.states = [ViewerState(), ViewerState(), ViewerState()]
+        self.states[1].link(self.states[0])
+        self.states[2].link(self.states[0])
+        self.states[0].link(self.states[1])
+        self.states[0].link(self.states[2])
+        views = BoxLayout(spacing=PAD)
+        self.panels = [ComparePanel(t, s) for t, s in
+                       zip(("A", "B", "Difference B - A"), self.states, strict=True)]
+        for p in self.panels:
+            views.add_widget(p)
+        body = BoxLayout(orientation="vertical", spacing=PAD)
+        body.add_widget(views)
+        self.slice_slider = Slider(min=0, max=1, value=0, step=1, size_hint_y=None, height=28)
+        self.slice_slider.bind(value=lambda _s, v: setattr(self.panels[0].view, "slice_index",
+                                                           int(v)))
+        body.add_widget(self.slice_slider)
+        root.add_widget(body)
+
+        bottom = BoxLayout(size_hint_y=None, height=BOTTOM_PANEL_HEIGHT, spacing=PAD)
+        self.dvh = DvhPlot(size_hint_x=0.5)
+        right = BoxLayout(orientation="vertical", size_hint_x=0.5, spacing=2)
+        self.summary = Label(text="Choose A and B, then Compare.", size_hint_y=None,
+                             height=70, halign="left", valign="top", markup=True,
+                             font_size="13sp")
+        self.summary.bind(size=lambda w, s: setattr(w, "text_size", s))
+        self.table = MetricsTable()
+        right.add_widget(self.summary)
+        right.add_widget(self.table)
+        bottom.add_widget(self.dvh)
+        bottom.add_widget(right)
+        root.add_widget(bottom)
+        self.add_widget(root)
+        self.panels[0].view.bind(slice_index=lambda _v, i: setattr(self.slice_slider,
+                                                                   "value", i))
+        session.subscribe(lambda what: self.refresh_choices())
+
+    # --- choices ----------------------------------------------------------------------------
+    def refresh_choices(self) -> None:
+        """Offer the session's doses; pre-select the most useful pair."""
+        self._choices = choices_for(self.session.plans)
+        texts = [c.text for c in self._choices]
+        self.side_a.values = texts
+        self.side_b.values = texts
+        pair = default_pair(self.session.plans)
+        if self.side_a.text not in texts or self.side_b.text not in texts:
+            self.side_a.text, self.side_b.text = ((pair[0].text, pair[1].text) if pair
+                                                  else ("", ""))
+        self._show_patient()
+
+    def _choice(self, text: str) -> CompareChoice | None:
+        return next((c for c in self._choices if c.text == text), None)
+
+    def _show_patient(self) -> None:
+        patient = self.session.patient
+        if patient is None or patient is self._shown_patient:
+            return
+        self._shown_patient = patient
+        self.result = None
+        structures = [] if patient.structure_set is None else [
+            StructureOverlay(s.name, s.colour_rgb or (200, 200, 200), s.mask)
+            for s in patient.structure_set.structures]
+        for state in self.states:
+            state.set_dose(None)
+            state.set_ct(patient.ct)
+            state.set_structures(structures)
+        self.slice_slider.max = max(patient.ct.shape[0] - 1, 1)
+        self.summary.text = "Choose A and B, then Compare."
+
+    def _layer(self, choice: CompareChoice) -> DoseLayer:
+        return self.session.plan(choice.plan_name).layer(choice.quantity)
+
+    # --- comparing --------------------------------------------------------------------------
+    def run_comparison(self) -> None:
+        a, b = self._choice(self.side_a.text), self._choice(self.side_b.text)
+        if a is None or b is None:
+            self.host.show_error("Compare", "choose two doses (compute a plan with the "
+                                            "exchange view, or two plans, first)")
+            return
+        if a == b:
+            self.host.show_error("Compare", "A and B are the same dose: choose another B")
+            return
+        patient = self.session.patient
+        result_a = self.session.plan(a.plan_name).result
+        result_b = self.session.plan(b.plan_name).result
+
+        def work(progress: Any, cancel: Any) -> Any:
+            side_a = api.comparison_side(result_a, label=a.text, quantity=a.quantity)
+            side_b = api.comparison_side(result_b, label=b.text, quantity=b.quantity)
+            return api.compare_doses(side_a, side_b, patient=patient, cross_model=False,
+                                     progress=progress, cancel=cancel)
+
+        self.host.run_task("Comparing doses", work, lambda r: self.show_result(a, b, r))
+
+    def show_result(self, a: CompareChoice, b: CompareChoice, result: Any) -> None:
+        """Put a comparison result on the views, the DVH overlay and the tables."""
+        self.result = result
+        display = DoseDisplay()
+        for state, panel, choice in zip(self.states[:2], self.panels[:2], (a, b), strict=True):
+            overlay = overlay_for(self._layer(choice), display)
+            state.set_dose(overlay)
+            panel.legend.set_overlay(overlay)
+            panel.title.text = choice.text
+        unit = result.unit
+        diff = difference_overlay(result.difference_gy, result.grid, unit,
+                                  label="B - A", threshold=0.01 * result.stats.reference_max_gy)
+        self.states[2].set_dose(diff)
+        self.panels[2].legend.set_overlay(diff)
+        self._show_focus(result)
+        curves: list[DvhCurve] = []
+        for s in result.structures:
+            curves.append(DvhCurve(s.name, s.colour_rgb, s.dvh_a.dose_gy,
+                                   100 * s.dvh_a.volume_fraction, group="A"))
+            curves.append(DvhCurve(s.name, s.colour_rgb, s.dvh_b.dose_gy,
+                                   100 * s.dvh_b.volume_fraction, dashed=True, group="B"))
+        self.dvh.x_label = f"Dose ({unit})"
+        self.dvh.set_curves(curves)
+        gamma = "   ".join(f"γ {g.criteria.label}: [b]{g.pass_rate_percent:.1f} %[/b]"
+                           for g in result.gamma)
+        st = result.stats
+        self.summary.text = (
+            f"{gamma}\nB - A: mean {st.mean_gy:+.3f}, SD {st.sd_gy:.3f}, max |d| "
+            f"{st.max_abs_gy:.3f} {unit} ({st.voxels} voxels >= "
+            f"{st.threshold_percent:g} % of A's max {st.reference_max_gy:.2f})")
+        self.table.set_rows(
+            [f"D95 A ({unit})", "D95 B", "ΔD95", "Dmean A", "Dmean B", "ΔDmean"],
+            [MetricsRow(s.name, s.colour_rgb, [
+                _fmt(s.metrics_a["d95"]), _fmt(s.metrics_b["d95"]),
+                _fmt(s.difference["d95"], signed=True), _fmt(s.metrics_a["mean"]),
+                _fmt(s.metrics_b["mean"]), _fmt(s.difference["mean"], signed=True)])
+             for s in result.structures])
+
+    def _show_focus(self, result: Any) -> None:
+        """Move the linked cursor to the comparison's focus (target centre or A's maximum)."""
+        patient = self.session.patient
+        if patient is None:
+            return
+        lps = result.grid.voxel_centers_lps([_ravel(result.focus_index, result.grid.shape)])
+        ct = patient.ct
+        index = np.rint(lps_to_index(lps, ct.spacing_mm, ct.origin_mm)[0]).astype(int)
+        ijk = [min(max(int(v), 0), n - 1) for v, n in zip(index, ct.shape, strict=True)]
+        self.states[0].set_cursor(*ijk)
+
+
+def _ravel(index: tuple[int, int, int], shape: tuple[int, int, int]) -> int:
+    z, y, x = index
+    return (z * shape[1] + y) * shape[2] + x
+
+
+def _fmt(value: float | None, *, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"

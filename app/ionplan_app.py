@@ -1,0 +1,288 @@
+"""The IonPlan Kivy application: toolbar, the planning and compare screens, the task bar.
+
+It owns the session, runs one background task at a time and shows every error in a dialog
+(the user's patient and plans stay as they were).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from kivy.app import App
+from kivy.clock import Clock
+from kivy.core.window import Window
+from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.button import Button
+from kivy.uix.label import Label
+from kivy.uix.screenmanager import NoTransition, ScreenManager
+from kivy.uix.togglebutton import ToggleButton
+
+from app import dialogs, export
+from app.compare_screen import CompareScreen
+from app.panels.task_bar import TaskBar
+from app.planning_screen import PlanningScreen
+from app.recent import RecentFolders
+from app.session import Session
+from app.tasks import BackgroundTask, Work
+from app.theme import BACKGROUND_RGBA, PAD, TOOLBAR_HEIGHT
+from planning import __version__, api
+from planning.about import third_party_notices, version_text
+
+log = logging.getLogger(__name__)
+
+#: Frames rendered after the start-up patient appears before a --screenshot is taken.
+SCREENSHOT_SETTLE_FRAMES = 5
+
+
+class IonPlanApp(App):
+    """The desktop application.
+
+    Parameters
+    ----------
+    start_folder : str, optional
+        DICOM folder opened at start; default: the demo patient.
+    screenshot_path : str, optional
+        Smoke-test mode: save the window to this PNG once the start-up patient is shown, quit.
+    user_data_dir_override : str, optional
+        Where the recent-folders list lives (tests); default: Kivy's per-user data folder.
+    """
+
+    title = f"IonPlan {__version__}"
+
+    def __init__(self, start_folder: str | None = None, screenshot_path: str | None = None,
+                 user_data_dir_override: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.start_folder = start_folder
+        self.screenshot_path = screenshot_path
+        self.exit_status = 0
+        self.session = Session()
+        self._data_dir = user_data_dir_override
+        self.recent: RecentFolders | None = None
+        self.task: BackgroundTask | None = None
+        self.last_error: str = ""
+        self.last_export: list[str] = []
+
+    # --- building ----------------------------------------------------------------------------
+    def build(self) -> BoxLayout:
+        Window.clearcolor = BACKGROUND_RGBA
+        self.recent = RecentFolders(self._data_dir or self.user_data_dir)
+        root = BoxLayout(orientation="vertical", spacing=2)
+        self.toolbar = self._build_toolbar()
+        root.add_widget(self.toolbar)
+        self.screens = ScreenManager(transition=NoTransition())
+        self.planning = PlanningScreen(self.session, self)
+        self.compare = CompareScreen(self.session, self)
+        self.screens.add_widget(self.planning)
+        self.screens.add_widget(self.compare)
+        root.add_widget(self.screens)
+        self.task_bar = TaskBar()
+        root.add_widget(self.task_bar)
+        return root
+
+    def _build_toolbar(self) -> BoxLayout:
+        bar = BoxLayout(size_hint_y=None, height=TOOLBAR_HEIGHT, spacing=PAD, padding=(PAD, 4))
+        self.buttons: dict[str, Button] = {}
+
+        def button(key: str, text: str, action: Any, width: int = 120) -> Button:
+            b = Button(text=text, size_hint_x=None, width=width)
+            b.bind(on_release=lambda *_: action())
+            self.buttons[key] = b
+            bar.add_widget(b)
+            return b
+
+        button("open", "Open folder...", self.open_folder, 130)
+        button("demo", "Demo patient", self.open_demo)
+        for key, text in (("planning", "Plan & review"), ("compare", "Compare")):
+            t = ToggleButton(text=text, group="screens", size_hint_x=None, width=120,
+                             state="down" if key == "planning" else "normal",
+                             allow_no_selection=False)
+            t.bind(on_release=lambda _b, k=key: self.show_screen(k))
+            self.buttons[key] = t
+            bar.add_widget(t)
+        bar.add_widget(Label())
+        button("export_dicom", "Export DICOM...", self.export_dicom, 140)
+        button("export_png", "Save view PNG...", self.export_view_png, 140)
+        button("export_report", "Plan report...", self.export_report, 130)
+        button("about", "About", self.show_about, 80)
+        return bar
+
+    def show_screen(self, name: str) -> None:
+        self.screens.current = name
+        for key in ("planning", "compare"):
+            self.buttons[key].state = "down" if key == name else "normal"
+        if name == "compare":
+            self.compare.refresh_choices()
+
+    def on_start(self) -> None:
+        if self.start_folder:
+            self.load_folder(self.start_folder)
+        else:
+            self.open_demo()
+
+    # --- tasks and errors --------------------------------------------------------------------
+    def run_task(self, name: str, work: Work, on_done: Any) -> bool:
+        """Start ``work`` in the background unless another task runs (then say so)."""
+        if self.task is not None and self.task.running:
+            self.show_error(name, f"{self.task.name} is still running: wait for it or "
+                                  "press Cancel")
+            return False
+
+        def done(result: Any) -> None:
+            self.task_bar.finish(f"{name}: done in {task.elapsed_s:.1f} s")
+            on_done(result)
+
+        def failed(exc: BaseException) -> None:
+            self.task_bar.finish(f"{name}: failed")
+            self.show_error(name, exc)
+            if self.screenshot_path:
+                self.exit_status = 1
+                self.stop()
+
+        def cancelled() -> None:
+            self.task_bar.finish(f"{name}: cancelled after {task.elapsed_s:.1f} s")
+
+        task = BackgroundTask(name, work, on_done=done, on_error=failed,
+                              on_cancelled=cancelled)
+        self.task = task
+        task.start()
+        self.task_bar.watch(task)
+        return True
+
+    def show_error(self, title: str, error: BaseException | str) -> None:
+        self.last_error = str(error)
+        log.warning("%s: %s", title, error)
+        dialogs.error_dialog(title, error)
+
+    # --- patients ----------------------------------------------------------------------------
+    def open_demo(self) -> None:
+        self.run_task("Loading the demo patient", lambda progress, cancel: api.demo_patient(),
+                      lambda patient: self._patient_loaded(patient, "demo patient"))
+
+    def open_folder(self) -> None:
+        recent = self.recent.load() if self.recent else []
+        start = recent[0] if recent else str(Path.home())
+        dialogs.folder_dialog("Open a DICOM folder (CT and RT Structure Set)", start,
+                              self.load_folder, recent=recent)
+
+    def load_folder(self, folder: str) -> None:
+        """Scan ``folder``; ask which CT series when there are several; import it."""
+        if not os.path.isdir(folder):
+            self.show_error("Open folder", f"{folder}: not a folder")
+            return
+
+        def chosen(series: list[api.SeriesChoice]) -> None:
+            if not series:
+                self.show_error("Open folder", f"{folder}: no CT series found "
+                                               f"(see 'ionplan info {folder}')")
+            elif len(series) == 1:
+                self._import(folder, series[0].series_uid)
+            else:
+                dialogs.choice_dialog(
+                    "Choose a CT series", f"{folder} holds {len(series)} CT series:",
+                    [(s.series_uid, f"{s.description or '(no description)'} - "
+                                    f"{s.n_images} images - {s.patient_position or '?'}")
+                     for s in series],
+                    lambda uid: self._import(folder, uid))
+
+        self.run_task("Scanning the folder", lambda p, c: api.list_ct_series(folder), chosen)
+
+    def _import(self, folder: str, series_uid: str) -> None:
+        def work(progress: Any, cancel: Any) -> Any:
+            return api.load_patient(folder, series_uid=series_uid, progress=progress,
+                                    cancel=cancel)
+
+        def done(patient: Any) -> None:
+            if self.recent is not None:
+                self.recent.add(folder)
+            self._patient_loaded(patient, folder)
+
+        self.run_task("Importing the CT", work, done)
+
+    def _patient_loaded(self, patient: Any, source: str) -> None:
+        self.session.set_patient(patient, source)
+        if self.screenshot_path:
+            Clock.schedule_once(lambda _dt: self._take_screenshot(SCREENSHOT_SETTLE_FRAMES), 0)
+
+    def _take_screenshot(self, frames_left: int) -> None:
+        if frames_left > 0:
+            Clock.schedule_once(lambda _dt: self._take_screenshot(frames_left - 1), 0)
+            return
+        assert self.screenshot_path is not None
+        try:
+            export.save_window_png(self.screenshot_path)
+        except (OSError, ValueError) as exc:
+            log.error("cannot save the screenshot %s: %s", self.screenshot_path, exc)
+            self.exit_status = 1
+        self.stop()
+
+    # --- export ------------------------------------------------------------------------------
+    def _ask_folder(self, title: str, then: Any) -> None:
+        recent = self.recent.load() if self.recent else []
+        dialogs.folder_dialog(title, recent[0] if recent else str(Path.home()), then,
+                              action="Save here")
+
+    def export_dicom(self) -> None:
+        entry = self.planning.shown_plan
+        if entry is None:
+            self.show_error("Export DICOM", "compute a plan first")
+            return
+        self._ask_folder("Export RT Ion Plan and RT Doses to a folder",
+                         lambda folder: self.export_dicom_to(folder))
+
+    def export_dicom_to(self, folder: str) -> None:
+        entry = self.planning.shown_plan
+        if entry is None:
+            return
+
+        def done(paths: list[str]) -> None:
+            self.last_export = paths
+            dialogs.message_dialog("Export DICOM", "Wrote:\n" + "\n".join(paths),
+                                   name="export_dialog")
+
+        self.run_task("Exporting DICOM", lambda p, c: api.export_plan(entry.result, folder),
+                      done)
+
+    def export_view_png(self) -> None:
+        self._ask_folder("Save the current view as PNG",
+                         lambda folder: self.export_view_png_to(folder))
+
+    def export_view_png_to(self, folder: str) -> None:
+        screen = self.screens.current_screen
+        try:
+            path = export.save_widget_png(screen, Path(folder) / f"ionplan_{screen.name}.png")
+        except (OSError, ValueError, api.InputError) as exc:
+            self.show_error("Save view PNG", exc)
+            return
+        self.last_export = [str(path)]
+        dialogs.message_dialog("Save view PNG", f"Wrote {path}", name="export_dialog")
+
+    def export_report(self) -> None:
+        if self.planning.shown_plan is None:
+            self.show_error("Plan report", "compute a plan first")
+            return
+        self._ask_folder("Save the plan report (PNG and PDF)",
+                         lambda folder: self.export_report_to(folder))
+
+    def export_report_to(self, folder: str) -> None:
+        entry = self.planning.shown_plan
+        if entry is None:
+            return
+        try:
+            paths = export.write_plan_report(self.planning, entry, Path(folder))
+        except (OSError, ValueError, api.InputError) as exc:
+            self.show_error("Plan report", exc)
+            return
+        self.last_export = [str(p) for p in paths]
+        dialogs.message_dialog("Plan report", "Wrote:\n" + "\n".join(self.last_export),
+                               name="export_dialog")
+
+    # --- about -------------------------------------------------------------------------------
+    def show_about(self) -> None:
+        text = (version_text() + "\n\nCarbon-ion treatment planning: pencil-beam dose, mMKM "
+                "and LEM I RBE-weighted dose, spot-weight optimization, DICOM RT.\nNot a "
+                "certified medical device: for research and plan comparison.\n\n"
+                "Third-party software:\n" + third_party_notices()[:20000])
+        dialogs.message_dialog("About IonPlan", text, name="about_dialog", size=(760, 560))

@@ -1,0 +1,236 @@
+"""The planning screen: patient/plan/dose tabs, the three slice views, DVH and metrics.
+
+It turns session changes into what the widgets show and user actions into session changes or
+background tasks (through the :class:`TaskHost`, the application).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.screenmanager import Screen
+from kivy.uix.tabbedpanel import TabbedPanel, TabbedPanelItem
+
+from app import review
+from app.dose_display import overlay_for
+from app.panels.dose_panel import DosePanel
+from app.panels.patient_panel import PatientPanel
+from app.panels.plan_panel import PlanPanel
+from app.plan_setup import BeamSetup, PlanSetup
+from app.session import PlanEntry, Session
+from app.tasks import Work
+from app.theme import BOTTOM_PANEL_HEIGHT, PAD, SIDE_PANEL_WIDTH
+from app.viewer_state import BeamOverlay, StructureOverlay, ViewerState
+from app.widgets.color_legend import ColorLegend
+from app.widgets.dvh_plot import DvhPlot
+from app.widgets.metrics_table import MetricsTable
+from app.widgets.viewer_panel import ViewerPanel
+from planning import api
+from planning.errors import IonPlanError
+
+BEAM_COLOURS = ((255, 220, 60), (60, 220, 255), (255, 120, 220), (140, 255, 120),
+                (255, 160, 60), (180, 160, 255))
+
+
+class TaskHost(Protocol):
+    """What the screen needs from the application."""
+
+    def run_task(self, name: str, work: Work, on_done: Any) -> bool: ...
+    def show_error(self, title: str, error: BaseException | str) -> None: ...
+    def open_folder(self) -> None: ...
+    def open_demo(self) -> None: ...
+
+
+class PlanningScreen(Screen):
+    """Plan on the loaded patient and review the dose."""
+
+    def __init__(self, session: Session, host: TaskHost, **kwargs: Any) -> None:
+        super().__init__(name="planning", **kwargs)
+        self.session = session
+        self.host = host
+        self.state = ViewerState()
+        self._stats_cache: dict[tuple[str, str], list] = {}
+        root = BoxLayout(orientation="horizontal", spacing=PAD)
+        self.tabs = TabbedPanel(do_default_tab=False, size_hint_x=None, width=SIDE_PANEL_WIDTH,
+                                tab_width=SIDE_PANEL_WIDTH / 3 - 2)
+        self.patient_panel = PatientPanel(on_open_folder=host.open_folder,
+                                          on_open_demo=host.open_demo,
+                                          on_toggle_structure=self._toggle_structure)
+        self.plan_panel = PlanPanel(on_compute=self.compute_plan,
+                                    on_error=lambda e: host.show_error("Plan setup", e),
+                                    on_beams_changed=self._show_beams,
+                                    default_objectives=self._default_objectives,
+                                    gpu_available=api.gpu_available())
+        self.dose_panel = DosePanel(on_change=self.refresh_dose,
+                                    on_error=lambda e: host.show_error("Dose display", e))
+        self.legend = ColorLegend()
+        self.dose_panel.legend_holder.add_widget(self.legend)
+        self.tab_items = {}
+        for title, panel in (("Patient", self.patient_panel), ("Plan", self.plan_panel),
+                             ("Dose", self.dose_panel)):
+            item = TabbedPanelItem(text=title)
+            item.add_widget(panel)
+            self.tabs.add_widget(item)
+            self.tab_items[title] = item
+        self.tabs.switch_to(self.tab_items["Patient"])
+        root.add_widget(self.tabs)
+        right = BoxLayout(orientation="vertical", spacing=PAD)
+        self.viewer = ViewerPanel(self.state)
+        right.add_widget(self.viewer)
+        bottom = BoxLayout(orientation="horizontal", size_hint_y=None,
+                           height=BOTTOM_PANEL_HEIGHT, spacing=PAD)
+        self.dvh = DvhPlot(size_hint_x=0.5)
+        self.metrics = MetricsTable(size_hint_x=0.5)
+        bottom.add_widget(self.dvh)
+        bottom.add_widget(self.metrics)
+        right.add_widget(bottom)
+        root.add_widget(right)
+        self.add_widget(root)
+        session.subscribe(self._session_changed)
+
+    # --- session -> widgets ----------------------------------------------------------------
+    def _session_changed(self, what: str) -> None:
+        if what == "patient":
+            self._show_patient()
+        else:
+            self._show_plans()
+
+    def _show_patient(self) -> None:
+        patient = self.session.patient
+        if patient is None:
+            return
+        self._stats_cache.clear()
+        self.state.set_dose(None)
+        self.state.set_ct(patient.ct)
+        ss = patient.structure_set
+        structures = [] if ss is None else [
+            StructureOverlay(s.name, s.colour_rgb or (200, 200, 200), s.mask)
+            for s in ss.structures]
+        self.state.set_structures(structures)
+        self.patient_panel.show_patient(patient, self.session.source)
+        names = [] if ss is None else list(ss.names)
+        types = [] if ss is None else [s.interpreted_type for s in ss.structures]
+        self.plan_panel.set_structures(names, types)
+        self.dvh.set_curves([])
+        self.metrics.set_rows(review.metric_columns(""), [])
+        self._show_beams(self._form_beams())
+
+    def _show_plans(self) -> None:
+        names = [p.name for p in self.session.plans]
+        latest = self.session.latest_plan
+        self.dose_panel.set_plans(names, select=latest.name if latest else None)
+        self.refresh_dose()
+
+    # --- dose display ------------------------------------------------------------------------
+    @property
+    def shown_plan(self) -> PlanEntry | None:
+        name = self.dose_panel.plan_name
+        if not name:
+            return None
+        try:
+            return self.session.plan(name)
+        except KeyError:
+            return None
+
+    def refresh_dose(self) -> None:
+        """Show the chosen plan's chosen cube with the chosen display settings."""
+        entry = self.shown_plan
+        if entry is None:
+            self.state.set_dose(None)
+            return
+        layers = entry.layers()
+        self.dose_panel.set_layers(layers)
+        try:
+            layer = entry.layer(self.dose_panel.layer_key or "rbe")
+        except KeyError:
+            layer = layers[0]
+        overlay = overlay_for(layer, self.dose_panel.display())
+        self.state.set_dose(overlay)
+        self.legend.set_overlay(overlay)
+        self._show_beams([BeamSetup(b.beam.gantry_deg, b.beam.couch_deg)
+                          for b in entry.result.plan.beams],
+                         isocenter=entry.result.plan.beams[0].beam.isocenter_mm)
+        self._show_dvh(entry, layer.key if layer.is_dose else "rbe")
+
+    def _show_dvh(self, entry: PlanEntry, key: str) -> None:
+        layer = entry.layer(key)
+        patient = entry.result.patient
+        cache_key = (entry.name, key)
+        stats = self._stats_cache.get(cache_key)
+        if stats is None:
+            stats = api.structure_dose_statistics(patient, layer.cube, layer.grid,
+                                                  layer.reference)
+            self._stats_cache[cache_key] = stats
+        self.dvh.x_label = f"{layer.label} ({layer.unit})" if layer.unit else layer.label
+        self.dvh.set_curves(review.dvh_curves(stats))
+        self.dvh.set_prescription(layer.reference if key in ("rbe", "mkm", "lem1") else None)
+        for s in stats:
+            self.dvh.set_visible(s.name, s.name in self.state.visible_structures)
+        self.metrics.set_rows(review.metric_columns(layer.unit), review.metrics_rows(stats))
+
+    # --- structures and beams ----------------------------------------------------------------
+    def _toggle_structure(self, name: str, visible: bool) -> None:
+        self.state.set_structure_visible(name, visible)
+        if self.dvh.curves:
+            self.dvh.set_visible(name, visible)
+
+    def _form_beams(self) -> list[BeamSetup]:
+        try:
+            return self.plan_panel.beams()
+        except IonPlanError:
+            return []
+
+    def _show_beams(self, beams: list[BeamSetup],
+                    isocenter: tuple[float, float, float] | None = None) -> None:
+        patient = self.session.patient
+        target = self.plan_panel.target.text
+        if patient is None:
+            return
+        if isocenter is None:
+            if not target:
+                self.state.set_beams([])
+                return
+            try:
+                isocenter = api.target_isocenter_mm(patient, target)
+            except IonPlanError:
+                self.state.set_beams([])
+                return
+        position = patient.ct.patient_position or "HFS"
+        self.state.set_beams([
+            BeamOverlay(f"G{b.gantry_deg:g}" + (f" C{b.couch_deg:g}" if b.couch_deg else ""),
+                        isocenter, api.beam_direction_lps(b.gantry_deg, b.couch_deg, position),
+                        BEAM_COLOURS[i % len(BEAM_COLOURS)])
+            for i, b in enumerate(beams)])
+
+    def _default_objectives(self, target: str, dose_gy_rbe: float) -> list:
+        patient = self.session.patient
+        if patient is None or patient.structure_set is None:
+            return []
+        return api.default_objectives(patient, target, dose_gy_rbe)
+
+    # --- computing ---------------------------------------------------------------------------
+    def compute_plan(self, setup: PlanSetup) -> None:
+        """Optimize the plan of ``setup`` in the background; show it when done."""
+        patient = self.session.patient
+        if patient is None:
+            self.host.show_error("Compute plan", "load a patient first")
+            return
+
+        def work(progress: Any, cancel: Any) -> Any:
+            return api.plan_patient(
+                patient, target=setup.target, dose_gy_rbe=setup.total_dose_gy_rbe,
+                fractions=setup.fractions, gantry_deg=[b.gantry_deg for b in setup.beams],
+                couch_deg=[b.couch_deg for b in setup.beams], rbe=setup.rbe,
+                rbe_value=setup.rbe_value, tissue=setup.tissue,
+                spot_spacing_mm=setup.spot_spacing_mm, grid_mm=setup.grid_mm,
+                objectives=list(setup.objectives), device=setup.device,
+                exchange=setup.exchange, progress=progress, cancel=cancel)
+
+        def done(result: Any) -> None:
+            if self.session.patient is not patient:
+                return  # another patient was opened meanwhile: the plan belongs to the old one
+            self.session.add_plan(result, setup.summary())
+            self.tabs.switch_to(self.tab_items["Dose"])
+
+        self.host.run_task("Computing plan", work, done)

@@ -1,0 +1,40 @@
+"""Per-structure dose statistics shaped for the DVH plot and the metrics table (no Kivy).
+
+The numbers come from :func:`planning.api.structure_dose_statistics`; this module only picks
+columns, formats values and builds curves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from app.widgets.dvh_plot import DvhCurve
+from app.widgets.metrics_table import MetricsRow
+from planning.structure_dose import StructureDose
+
+METRIC_COLUMNS = ("D98", "D95", "D2", "Dmean", "Dmax", "V95")
+
+
+def dvh_curves(stats: Sequence[StructureDose], *, dashed: bool = False, group: str = ""
+               ) -> list[DvhCurve]:
+    """One curve per structure in its RTSTRUCT colour."""
+    return [DvhCurve(s.name, s.colour_rgb, s.dvh.dose_gy, 100.0 * s.dvh.volume_fraction,
+                     dashed=dashed, group=group) for s in stats]
+
+
+def metrics_rows(stats: Sequence[StructureDose], *, suffix: str = "") -> list[MetricsRow]:
+    """D98, D95, D2, Dmean, Dmax (in the cube's unit) and V95 (% of the structure's volume)."""
+    rows = []
+    for s in stats:
+        m = s.metrics
+        rows.append(MetricsRow(
+            f"{s.name} ({suffix})" if suffix else s.name, s.colour_rgb,
+            [f"{m.d98:.2f}", f"{m.d95:.2f}", f"{m.d2:.2f}", f"{m.mean:.2f}", f"{m.max:.2f}",
+             f"{100 * m.v95:.1f} %"]))
+    return rows
+
+
+def metric_columns(unit: str) -> list[str]:
+    """Column titles with the unit of the dose columns."""
+    u = f" ({unit})" if unit else ""
+    return [f"{c}{u}" if c != "V95" else "V95 (%)" for c in METRIC_COLUMNS]
