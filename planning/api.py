@@ -19,6 +19,8 @@ from planning.errors import InputError
 from planning.machine import Machine, load_machine, pencil_beam_data, save_machine
 
 if TYPE_CHECKING:
+    from planning.compare.comparison import ComparisonResult
+    from planning.compare.cross_model import CrossModelView
     from planning.dose_engine import DoseGrid
     from planning.optimization import Objective
     from planning.patient import Patient
@@ -355,3 +357,104 @@ def make_plan(
     result = plan(request, machine=machine, progress=progress)
     write_plan_outputs(result, out_dir, machine=machine)
     return result.report
+
+
+# --------------------------------------------------------------- recalculation and comparison
+
+
+def recalculate_plan(
+    ct: str | os.PathLike[str] | Patient,
+    rtplan: str | os.PathLike[str] | Any,
+    *,
+    rbe: str | None = None,
+    rbe_value: float | None = None,
+    tissue: str | None = None,
+    machine_path: str | os.PathLike[str] | None = None,
+    grid_mm: float = 3.0,
+    hlut_path: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    exchange: bool = False,
+    out_dir: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> PlanResult:
+    """Forward dose of an RT Ion Plan (path, or a :class:`planning.plan.Plan`) on a CT (folder,
+    or a loaded :class:`Patient`); see :mod:`planning.compare.recalc`.
+
+    ``rbe`` None uses the model the plan names, else mMKM. With ``out_dir``, writes RTPLAN.dcm,
+    RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm (and the exchange pair) and report.json there.
+    ``cancel`` is a :class:`planning.progress.CancelToken`."""
+    from planning.compare.recalc import recalculate_files
+
+    return recalculate_files(ct, rtplan, rbe=rbe, rbe_value=rbe_value, tissue=tissue,
+                             machine=get_machine(machine_path), grid_mm=grid_mm,
+                             hlut_path=hlut_path, device=device, exchange=exchange,
+                             out_dir=out_dir, progress=progress, cancel=cancel)
+
+
+def compare_doses(
+    a: Any,
+    b: Any,
+    *,
+    structures: Patient | str | os.PathLike[str] | None = None,
+    criteria: list[tuple[float, float]] | None = None,
+    threshold_percent: float = 10.0,
+    quantity: str = "rbe",
+    prescription_gy: float | None = None,
+    cross_model: bool = True,
+    device: str = "auto",
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> ComparisonResult:
+    """Compare dose B against the reference A (:mod:`planning.compare.comparison`).
+
+    ``a`` and ``b`` are RT Dose files, plan output folders, :class:`planning.dicom.DoseVolume`
+    or :class:`PlanResult`; ``structures`` a CT folder or a loaded patient; ``criteria`` gamma
+    ``(dose %, DTA mm)`` pairs (default 3 %/3 mm and 2 %/2 mm, global). Returns the typed
+    result: cubes on the common grid, difference statistics, gamma per criterion, per-structure
+    DVHs and metrics, and the cross-model view of plan sides."""
+    from planning.compare.comparison import DEFAULT_GAMMA, CompareSettings, compare
+
+    settings = CompareSettings(
+        gamma=tuple((float(d), float(r)) for d, r in criteria) if criteria else DEFAULT_GAMMA,
+        threshold_percent=float(threshold_percent), quantity=quantity,
+        prescription_gy=prescription_gy, cross_model=cross_model, device=device)
+    return compare(a, b, patient=structures, settings=settings, progress=progress,
+                   cancel=cancel)
+
+
+def cross_model_view(
+    ct: str | os.PathLike[str] | Patient,
+    rtplan: str | os.PathLike[str] | Any,
+    *,
+    grid_mm: float = 3.0,
+    lem_tissue: str | None = None,
+    device: str = "auto",
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> CrossModelView:
+    """A plan (RT Ion Plan path or :class:`planning.plan.Plan`) on its CT under mMKM and LEM I
+    side by side, with per-structure metrics and the LEM I / mMKM ratio in the target
+    (:mod:`planning.compare.cross_model`)."""
+    from planning.compare.cross_model import cross_model_view as view
+    from planning.compare.recalc import check_plan_on_ct
+    from planning.dicom import load_patient as load
+    from planning.dicom import load_rt_ion_plan
+    from planning.patient import Patient
+
+    patient = ct if isinstance(ct, Patient) else load(ct, progress=progress, cancel=cancel)
+    if isinstance(rtplan, (str, os.PathLike)):
+        imported = load_rt_ion_plan(rtplan, structure_set=patient.structure_set)
+        check_plan_on_ct(patient, imported.frame_of_reference_uid, imported.patient_position,
+                         os.fspath(rtplan))
+        rtplan = imported.plan
+    return view(patient, rtplan, dose_grid=grid_mm, lem_tissue=lem_tissue, device=device,
+                progress=progress, cancel=cancel)
+
+
+def write_comparison_report(result: ComparisonResult, out_dir: str | os.PathLike[str]
+                            ) -> list[str]:
+    """Write report.json and the self-contained report.html of a comparison; return paths."""
+    from planning.compare.html_report import write_comparison_report as write
+
+    return [str(p) for p in write(result, out_dir)]

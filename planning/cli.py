@@ -120,6 +120,69 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_recalc(args: argparse.Namespace) -> int:
+    from planning import api
+
+    result = api.recalculate_plan(
+        args.ct_dir, args.rtplan, rbe=args.rbe, rbe_value=args.rbe_value, tissue=args.tissue,
+        machine_path=args.machine, grid_mm=args.grid, hlut_path=args.hlut,
+        device=args.device, exchange=args.exchange, out_dir=args.out,
+        progress=_terminal_progress("recalc"))
+    rep = result.report
+    line = (f"wrote {', '.join(rep['files'][:-1])} and report.json to {args.out} "
+            f"({rep['rbe_model_source']} RBE model: {rep['rbe_model'].split(' ')[0]})")
+    target = rep["structures"].get(rep["prescription"]["target"])
+    if target is not None:
+        p = rep["prescription"]["total_dose_gy_rbe"]
+        line += (f"; {rep['prescription']['target']} D95 {100 * target['d95_gy_rbe'] / p:.1f} "
+                 f"%, D50 {100 * target['d50_gy_rbe'] / p:.1f} % of {p:g}")
+    print(line)
+    for warning in rep["warnings"]:
+        print(f"ionplan: warning: {warning}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from planning import api
+
+    result = api.compare_doses(
+        args.a, args.b, structures=args.ct, criteria=args.gamma or None,
+        threshold_percent=args.threshold, quantity=args.quantity,
+        prescription_gy=args.prescription, cross_model=not args.no_cross_model,
+        device=args.device, progress=_terminal_progress("compare"))
+    api.write_comparison_report(result, args.out)
+    rates = ", ".join(f"{g.criteria.label} {g.pass_rate_percent:.2f} %" for g in result.gamma)
+    st = result.stats
+    print(f"wrote report.json and report.html to {args.out}; gamma pass rates {rates}; "
+          f"B - A mean {st.mean_gy:+.3g}, max |diff| {st.max_abs_gy:.3g} {result.unit} "
+          f"({100 * st.max_abs_gy / st.reference_max_gy:.2f} % of A's max)")
+    for warning in result.warnings:
+        print(f"ionplan: warning: {warning}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _gamma_criterion(text: str) -> tuple[float, float]:
+    parts = text.replace("/", ",").replace("%", "").replace("mm", "").split(",")
+    try:
+        dose, dta = (float(x) for x in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give dose %,distance mm, e.g. 3,3") from None
+    if not (0 < dose <= 100 and 0 < dta <= 50):
+        raise argparse.ArgumentTypeError(f"{text!r}: the dose criterion must lie in (0, 100] % "
+                                         "and the distance in (0, 50] mm")
+    return dose, dta
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 100:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 100) %")
+    return value
+
+
 def _angle_list(text: str) -> list[float]:
     try:
         values = [float(part) for part in text.split(",") if part.strip()]
@@ -248,6 +311,48 @@ def build_parser() -> argparse.ArgumentParser:
                         "(RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm, report 'exchange')")
     p.add_argument("--out", required=True, metavar="OUT_DIR")
     p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("recalc", help="forward dose of an RT Ion Plan on its CT")
+    p.add_argument("ct_dir", metavar="CT_DIR", help="folder with the CT and its RTSTRUCT")
+    p.add_argument("rtplan", metavar="RTPLAN.dcm", help="the RT Ion Plan to recalculate")
+    p.add_argument("--rbe", choices=("mkm", "lem1", "const", "physical"),
+                   help="RBE model (default: the plan's, else mkm)")
+    p.add_argument("--rbe-value", type=_positive_float, metavar="X",
+                   help="the RBE of --rbe const")
+    p.add_argument("--tissue", help="LEM I tissue: chordoma, hsg, v79 or alpha_x,beta_x,D_t")
+    p.add_argument("--machine", metavar="FILE",
+                   help="machine file (.npz IonPlan or .mat matRad); default: generic carbon")
+    p.add_argument("--grid", type=_positive_float, default=3.0, metavar="MM",
+                   help="dose grid spacing (default 3 mm)")
+    p.add_argument("--hlut", metavar="CSV", help="HU to relative stopping power curve (hu,rsp)")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="dose engine device (auto: a CUDA GPU when there is one)")
+    p.add_argument("--exchange", action="store_true",
+                   help="also evaluate the plan under mMKM and LEM I side by side "
+                        "(RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm, report 'exchange')")
+    p.add_argument("--out", required=True, metavar="OUT_DIR")
+    p.set_defaults(func=_cmd_recalc)
+
+    p = sub.add_parser("compare", help="compare two doses: differences, gamma, DVHs, models")
+    p.add_argument("a", metavar="A", help="reference: RT Dose file or plan output folder")
+    p.add_argument("b", metavar="B", help="evaluated: RT Dose file or plan output folder")
+    p.add_argument("--ct", metavar="CT_DIR", help="CT with structures for DVH metrics "
+                                                  "(default: a CT found in A's or B's folder)")
+    p.add_argument("--gamma", type=_gamma_criterion, action="append", metavar="DOSE%,MM",
+                   help="gamma criterion, repeatable (default: --gamma 3,3 --gamma 2,2)")
+    p.add_argument("--threshold", type=_percent, default=10.0, metavar="PERCENT",
+                   help="low-dose threshold, %% of A's maximum (default 10)")
+    p.add_argument("--quantity", choices=("rbe", "physical", "mkm", "lem1"), default="rbe",
+                   help="dose of a plan folder to compare (default rbe)")
+    p.add_argument("--prescription", type=_positive_float, metavar="GY",
+                   help="total prescription for V95 and %% of prescription "
+                        "(default: the plan's)")
+    p.add_argument("--no-cross-model", action="store_true",
+                   help="skip the mMKM / LEM I view of plan sides (it recalculates them)")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="dose engine device of the cross-model view")
+    p.add_argument("--out", required=True, metavar="OUT_DIR")
+    p.set_defaults(func=_cmd_compare)
     return parser
 
 
