@@ -32,6 +32,8 @@ def _rgb_pixels(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
         raise InputError(f"PDF image must be uint8, got {a.dtype}")
     if a.shape[2] == 3:
         return np.ascontiguousarray(a)
+    if bool((a[:, :, 3] == 255).all()):
+        return np.ascontiguousarray(a[:, :, :3])
     alpha = a[:, :, 3:4].astype(np.uint16)
     rgb = a[:, :, :3].astype(np.uint16)
     over_white = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
