@@ -1,0 +1,1 @@
+"""Kivy widgets of the IonPlan desktop application."""

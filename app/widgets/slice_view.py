@@ -1,0 +1,619 @@
+"""One orthogonal slice view (axial, coronal or sagittal) of a :class:`ViewerState`.
+
+Drawing
+-------
+Everything is in the widget's one canvas. Images and lines are drawn in *plane* mm (see
+:mod:`app.rendering`) under a ``Translate`` + ``Scale`` pair, so pan and zoom change two
+instructions only, and a coarse dose grid's texture is placed by its own extent in mm and
+interpolated by the GPU (no resampling in NumPy). A slice change re-uploads the CT and dose
+textures (``blit_buffer`` into textures that are kept) and rebuilds the line groups (isodoses,
+structure outlines: cached per slice). Lines are 1 px GL line strips (``Line`` with width 1,
+joint and cap ``"none"``). Redraws are coalesced to one per frame with a Clock trigger.
+
+Interaction
+-----------
+Wheel (or up/down, page up/page down over the view): next/previous slice; Ctrl+wheel: zoom
+about the mouse; left drag: pan; left click (press and release without moving): move the
+crosshair there (the other views go to its slices); right drag: window (horizontal, wider to the
+right) and level (vertical, higher upwards); hover: position, HU and dose into
+``state.readout_text``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from kivy.clock import Clock
+from kivy.core.text import Label as CoreLabel
+from kivy.core.window import Window
+from kivy.graphics import (
+    Color,
+    InstructionGroup,
+    Line,
+    PopMatrix,
+    PushMatrix,
+    Rectangle,
+    Scale,
+    StencilPop,
+    StencilPush,
+    StencilUnUse,
+    StencilUse,
+    Translate,
+)
+from kivy.graphics.texture import Texture
+from kivy.input.motionevent import MotionEvent
+from kivy.properties import BooleanProperty, ListProperty, NumericProperty
+from kivy.uix.widget import Widget
+from numpy.typing import NDArray
+
+from app import rendering
+from app.viewer_state import ViewerState
+from planning.errors import InputError
+
+#: Pointer travel (px) below which a left press + release is a click, not a pan.
+CLICK_SLOP_PX = 4.0
+#: Zoom factor per Ctrl+wheel step, and the zoom limits.
+ZOOM_STEP = 1.15
+MIN_ZOOM, MAX_ZOOM = 0.25, 32.0
+#: Slices moved by page up / page down.
+PAGE_STEP = 5
+#: Right-drag sensitivity: HU per pixel per HU of window width at the start of the drag.
+WL_GAIN_PER_PX = 1.0 / 200.0
+_KEY_UP, _KEY_DOWN, _KEY_PAGEUP, _KEY_PAGEDOWN = 273, 274, 280, 281
+_KEY_LCTRL, _KEY_RCTRL = 305, 306
+#: Wheel buttons: Kivy names the physical wheel-up event "scrolldown" (kivy issue 2070).
+_WHEEL_AWAY = "scrolldown"
+_WHEEL_TOWARDS = "scrollup"
+_CROSSHAIR_RGBA = (1.0, 1.0, 1.0, 0.45)
+_LABEL_RGBA = (1.0, 0.85, 0.2, 1.0)
+_FAR_MM = 1.0e5
+#: Beams are drawn from this far upstream of the isocentre (beyond any body).
+BEAM_LENGTH_MM = 250.0
+
+
+def _text_texture(text: str, font_size: float, bold: bool = False) -> Texture:
+    label = CoreLabel(text=text, font_size=font_size, bold=bold)
+    label.refresh()
+    return label.texture
+
+
+def _flat(points: NDArray[np.float64]) -> list[float]:
+    return points.reshape(-1).tolist()
+
+
+class SliceView(Widget):
+    """A slice view of ``state`` in one orientation.
+
+    Parameters
+    ----------
+    state : ViewerState
+        Shared with the other views of the viewer.
+    orientation : ``"axial"``, ``"coronal"`` or ``"sagittal"``
+
+    Properties
+    ----------
+    slice_index : int
+        The slice shown: the cursor's component along this view's normal (setting it moves the
+        cursor).
+    slice_count : int
+        Number of slices in this orientation (0 before a CT is set).
+    zoom : float
+        Magnification relative to fitting the whole CT slice in the view.
+    pan_mm : [du, dv]
+        Plane offset (mm) of the view centre from the CT slice centre.
+    show_crosshair : bool
+        Whether the crosshair lines are drawn.
+    """
+
+    slice_index = NumericProperty(0)
+    slice_count = NumericProperty(0)
+    zoom = NumericProperty(1.0)
+    pan_mm = ListProperty([0.0, 0.0])
+    show_crosshair = BooleanProperty(True)
+
+    def __init__(self, state: ViewerState, orientation: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.state = state
+        self.orientation: rendering.Orientation = rendering.check_orientation(orientation)
+        self._axis = rendering.NORMAL_AXIS[self.orientation]
+        self._ct_mapping: rendering.PlaneMapping | None = None
+        self._dose_mapping: rendering.PlaneMapping | None = None
+        self._ct_texture: Texture | None = None
+        self._dose_texture: Texture | None = None
+        self._lut: NDArray[np.uint32] | None = None
+        self._lut_key: tuple[float, float] | None = None
+        self._outlines = rendering.OutlineCache()
+        self._dirty: set[str] = set()
+        self._ctrl_down = False
+        self._hover_plane: tuple[float, float] | None = None
+        self._beam_labels: list[tuple[Rectangle, float, float]] = []
+        self._build_canvas()
+        self._trigger = Clock.create_trigger(self._refresh, -1)
+        state.bind(on_data=self._on_data, cursor_ijk=self._on_cursor,
+                   window_hu=self._on_window_level, level_hu=self._on_window_level)
+        self.bind(pos=self._on_geometry, size=self._on_geometry, zoom=self._on_geometry,
+                  pan_mm=self._on_geometry, slice_index=self._on_slice_index,
+                  show_crosshair=self._on_show_crosshair)
+        Window.bind(mouse_pos=self._on_mouse_pos, on_key_down=self._on_key_down,
+                    on_key_up=self._on_key_up)
+        if state.ct is not None:
+            self._on_data(state, "ct")
+            for what in ("structures", "dose", "beams"):
+                self._on_data(state, what)
+
+    # ------------------------------------------------------------------ canvas
+    def _build_canvas(self) -> None:
+        with self.canvas:
+            Color(0.0, 0.0, 0.0, 1.0)
+            self._background = Rectangle(pos=self.pos, size=self.size)
+            StencilPush()
+            self._stencil_rect = Rectangle(pos=self.pos, size=self.size)
+            StencilUse()
+            PushMatrix()
+            self._translate = Translate(0.0, 0.0)
+            self._scale = Scale(1.0, 1.0, 1.0)
+            Color(1.0, 1.0, 1.0, 1.0)
+            self._ct_rect = Rectangle(pos=(0, 0), size=(0, 0))
+            self._dose_colour = Color(1.0, 1.0, 1.0, 1.0)
+            self._dose_rect = Rectangle(pos=(0, 0), size=(0, 0))
+            self._isodose_group = InstructionGroup()
+            self._structure_group = InstructionGroup()
+            self._beam_group = InstructionGroup()
+            self._cross_colour = Color(*_CROSSHAIR_RGBA)
+            self._cross_v = Line(points=[0, 0, 0, 0], width=1.0, cap="none", joint="none")
+            self._cross_h = Line(points=[0, 0, 0, 0], width=1.0, cap="none", joint="none")
+            PopMatrix()
+            self._overlay_group = InstructionGroup()
+            self._beam_label_group = InstructionGroup()
+            StencilUnUse()
+            self._stencil_unuse_rect = Rectangle(pos=self.pos, size=self.size)
+            StencilPop()
+        self._edge_labels: dict[str, Rectangle] = {}
+        self._info_rect: Rectangle | None = None
+        self._build_edge_labels()
+
+    def _build_edge_labels(self) -> None:
+        group = self._overlay_group
+        group.add(Color(*_LABEL_RGBA))
+        for edge, letter in rendering.EDGE_LABELS[self.orientation].items():
+            texture = _text_texture(letter, 15, bold=True)
+            rect = Rectangle(texture=texture, size=texture.size)
+            group.add(rect)
+            self._edge_labels[edge] = rect
+        self._info_rect = Rectangle(size=(0, 0))
+        group.add(self._info_rect)
+
+    # ------------------------------------------------------------------ state events
+    def _on_data(self, _state: ViewerState, what: str) -> None:
+        if what == "ct":
+            self._set_ct()
+            self._dirty.update({"ct", "dose", "structures", "beams", "cross"})
+        elif what == "dose":
+            self._set_dose()
+            self._dirty.add("dose")
+        elif what in ("structures", "visibility"):
+            if what == "structures":
+                self._outlines.clear()
+            self._dirty.add("structures")
+        elif what == "beams":
+            self._dirty.add("beams")
+        self._trigger()
+
+    def _on_cursor(self, _state: ViewerState, cursor: list[int]) -> None:
+        index = int(cursor[self._axis])
+        if index != self.slice_index:
+            self.slice_index = index
+        self._dirty.add("cross")
+        self._trigger()
+
+    def _on_slice_index(self, _view: SliceView, index: float) -> None:
+        if self.state.ct is not None and int(index) != self.state.cursor_ijk[self._axis]:
+            self.state.set_slice(self.orientation, int(index))
+            return
+        self._dirty.update({"ct", "dose", "structures", "info"})
+        self._trigger()
+
+    def _on_window_level(self, *_args: object) -> None:
+        self._dirty.add("ct")
+        self._trigger()
+
+    def _on_show_crosshair(self, _view: SliceView, show: bool) -> None:
+        self._cross_colour.a = _CROSSHAIR_RGBA[3] if show else 0.0
+        self.canvas.ask_update()
+
+    def _on_geometry(self, *_args: object) -> None:
+        self._update_transform()
+
+    def _set_ct(self) -> None:
+        ct = self.state.ct
+        assert ct is not None
+        self._outlines.clear()
+        mapping = rendering.plane_mapping(ct, self.orientation)
+        self._ct_mapping = mapping
+        rows, cols = mapping.shape
+        texture = Texture.create(size=(cols, rows), colorfmt="rgba", bufferfmt="ubyte")
+        texture.flip_vertical()
+        self._ct_texture = texture
+        self._ct_rect.texture = texture
+        u_min, v_min, u_max, v_max = mapping.extent_mm
+        self._ct_rect.pos = (u_min, v_min)
+        self._ct_rect.size = (u_max - u_min, v_max - v_min)
+        self.slice_count = rendering.slice_count(ct, self.orientation)
+        self.slice_index = int(self.state.cursor_ijk[self._axis])
+        self.zoom = 1.0
+        self.pan_mm = [0.0, 0.0]
+        self._set_dose()
+        self._update_transform()
+
+    def _set_dose(self) -> None:
+        overlay = self.state.dose
+        if overlay is None:
+            self._dose_mapping = None
+            self._dose_texture = None
+            self._dose_rect.texture = None
+            self._dose_rect.size = (0, 0)
+            return
+        mapping = rendering.plane_mapping(overlay.grid, self.orientation)
+        self._dose_mapping = mapping
+        rows, cols = mapping.shape
+        texture = Texture.create(size=(cols, rows), colorfmt="rgba", bufferfmt="ubyte")
+        texture.flip_vertical()
+        self._dose_texture = texture
+        self._dose_rect.texture = texture
+        u_min, v_min, u_max, v_max = mapping.extent_mm
+        self._dose_rect.pos = (u_min, v_min)
+        self._dose_rect.size = (u_max - u_min, v_max - v_min)
+
+    # ------------------------------------------------------------------ redraw
+    def _refresh(self, *_args: object) -> None:
+        """Bring the dirty parts of the canvas up to date (runs once per frame at most)."""
+        dirty, self._dirty = self._dirty, set()
+        if self.state.ct is None or self._ct_mapping is None:
+            return
+        if "ct" in dirty:
+            self._draw_ct()
+        if "dose" in dirty:
+            self._draw_dose()
+        if "structures" in dirty:
+            self._draw_structures()
+        if "beams" in dirty:
+            self._draw_beams()
+        if "cross" in dirty:
+            self._draw_crosshair()
+        if dirty & {"ct", "info"}:
+            self._draw_info()
+        if self._hover_plane is not None and dirty & {"ct", "dose"}:
+            self._update_readout(*self._hover_plane)
+        self.canvas.ask_update()
+
+    def _draw_ct(self) -> None:
+        ct = self.state.ct
+        assert ct is not None and self._ct_texture is not None
+        key = (float(self.state.window_hu), float(self.state.level_hu))
+        if key != self._lut_key:
+            self._lut = rendering.window_level_lut(*key)
+            self._lut_key = key
+        assert self._lut is not None
+        hu = rendering.extract_slice(ct.hu, self.orientation, int(self.slice_index))
+        rgba = rendering.hu_to_rgba(hu, self._lut)
+        self._ct_texture.blit_buffer(rgba.reshape(-1), colorfmt="rgba", bufferfmt="ubyte")
+
+    def _current_dose_slice(self) -> NDArray[np.float32] | None:
+        overlay = self.state.dose
+        ct = self.state.ct
+        if overlay is None or ct is None:
+            return None
+        position = rendering.slice_position_mm(ct, self.orientation, int(self.slice_index))
+        return rendering.interpolated_slice(overlay.dose, overlay.grid, self.orientation,
+                                            position)
+
+    def _draw_dose(self) -> None:
+        self._isodose_group.clear()
+        overlay = self.state.dose
+        dose_slice = self._current_dose_slice()
+        if overlay is None or dose_slice is None or self._dose_texture is None:
+            self._dose_colour.a = 0.0
+            return
+        assert self._dose_mapping is not None
+        self._dose_colour.a = 1.0
+        rgba = rendering.dose_to_rgba(
+            dose_slice, colormap=overlay.colormap, vmin=overlay.vmin, vmax=overlay.vmax,
+            threshold=overlay.threshold, opacity=overlay.opacity,
+        )
+        self._dose_texture.blit_buffer(rgba.reshape(-1), colorfmt="rgba", bufferfmt="ubyte")
+        levels = overlay.isodose_levels
+        if not levels:
+            return
+        lines = rendering.isodose_lines(dose_slice, self._dose_mapping, levels)
+        group = self._isodose_group
+        for colour, polylines in zip(overlay.level_colours, lines, strict=True):
+            if not polylines:
+                continue
+            group.add(Color(colour[0] / 255.0, colour[1] / 255.0, colour[2] / 255.0, 1.0))
+            for poly in polylines:
+                group.add(Line(points=_flat(poly), width=1.0, cap="none", joint="none"))
+
+    def _draw_structures(self) -> None:
+        group = self._structure_group
+        group.clear()
+        assert self._ct_mapping is not None
+        index = int(self.slice_index)
+        for overlay in self.state.structures:
+            if overlay.name not in self.state.visible_structures:
+                continue
+            polylines = self._outlines.outlines(overlay.mask, self._ct_mapping, index)
+            if not polylines:
+                continue
+            r, g, b = overlay.colour_rgb
+            group.add(Color(r / 255.0, g / 255.0, b / 255.0, 1.0))
+            for poly in polylines:
+                group.add(Line(points=_flat(poly), width=1.0, cap="none", joint="none",
+                               close=True))
+
+    def _draw_beams(self) -> None:
+        group = self._beam_group
+        group.clear()
+        self._beam_label_group.clear()
+        self._beam_labels = []
+        for beam in self.state.beams:
+            seg = rendering.beam_segment(beam.isocenter_mm, beam.direction_lps, BEAM_LENGTH_MM,
+                                         self.orientation)
+            if seg is None:
+                continue
+            r, g, b = beam.colour_rgb
+            group.add(Color(r / 255.0, g / 255.0, b / 255.0, 1.0))
+            group.add(Line(points=_flat(seg), width=1.0, cap="none", joint="none"))
+            texture = _text_texture(beam.label, 13)
+            rect = Rectangle(texture=texture, size=texture.size)
+            self._beam_label_group.add(Color(r / 255.0, g / 255.0, b / 255.0, 1.0))
+            self._beam_label_group.add(rect)
+            self._beam_labels.append((rect, float(seg[0, 0]), float(seg[0, 1])))
+        self._place_beam_labels()
+
+    def _draw_crosshair(self) -> None:
+        ct = self.state.ct
+        assert ct is not None
+        point = rendering.voxel_to_lps(ct, self.state.cursor_ijk)
+        (u, v), = rendering.lps_to_plane(point, self.orientation)
+        self._cross_v.points = [u, -_FAR_MM, u, _FAR_MM]
+        self._cross_h.points = [-_FAR_MM, v, _FAR_MM, v]
+
+    def _draw_info(self) -> None:
+        ct = self.state.ct
+        if ct is None or self._info_rect is None:
+            return
+        axis_name = "zyx"[self._axis]
+        position = rendering.slice_position_mm(ct, self.orientation, int(self.slice_index))
+        text = (f"{self.orientation}  {axis_name} {position:.1f} mm  "
+                f"{int(self.slice_index) + 1}/{int(self.slice_count)}")
+        texture = _text_texture(text, 12)
+        self._info_rect.texture = texture
+        self._info_rect.size = texture.size
+        self._info_rect.pos = (self.x + 4, self.top - texture.height - 4)
+
+    # ------------------------------------------------------------------ transform
+    def view_scale(self) -> float:
+        """Screen pixels per mm."""
+        if self._ct_mapping is None or self.width <= 0 or self.height <= 0:
+            return 1.0
+        u_min, v_min, u_max, v_max = self._ct_mapping.extent_mm
+        fit = min(self.width / (u_max - u_min), self.height / (v_max - v_min))
+        return fit * float(self.zoom)
+
+    def _view_centre_mm(self) -> tuple[float, float]:
+        if self._ct_mapping is None:
+            return (0.0, 0.0)
+        u_min, v_min, u_max, v_max = self._ct_mapping.extent_mm
+        return (0.5 * (u_min + u_max) + float(self.pan_mm[0]),
+                0.5 * (v_min + v_max) + float(self.pan_mm[1]))
+
+    def plane_to_screen(self, u_mm: float, v_mm: float) -> tuple[float, float]:
+        """Widget (parent) coordinates of a plane point."""
+        s = self.view_scale()
+        uc, vc = self._view_centre_mm()
+        return (self.center_x + (u_mm - uc) * s, self.center_y + (v_mm - vc) * s)
+
+    def screen_to_plane(self, x: float, y: float) -> tuple[float, float]:
+        """Plane mm of a point in widget (parent) coordinates."""
+        s = self.view_scale()
+        uc, vc = self._view_centre_mm()
+        return (uc + (x - self.center_x) / s, vc + (y - self.center_y) / s)
+
+    def screen_to_lps(self, x: float, y: float) -> tuple[float, float, float] | None:
+        """LPS mm of a point of the view on the current slice; None without a CT."""
+        ct = self.state.ct
+        if ct is None:
+            return None
+        u, v = self.screen_to_plane(x, y)
+        normal = rendering.slice_position_mm(ct, self.orientation, int(self.slice_index))
+        return rendering.plane_to_lps(u, v, self.orientation, normal)
+
+    def _update_transform(self) -> None:
+        s = self.view_scale()
+        uc, vc = self._view_centre_mm()
+        self._translate.xy = (self.center_x - uc * s, self.center_y - vc * s)
+        self._scale.xyz = (s, s, 1.0)
+        for rect in (self._background, self._stencil_rect, self._stencil_unuse_rect):
+            rect.pos = self.pos
+            rect.size = self.size
+        self._place_edge_labels()
+        self._place_beam_labels()
+        if self._info_rect is not None:
+            self._info_rect.pos = (self.x + 4, self.top - self._info_rect.size[1] - 4)
+
+    def _place_edge_labels(self) -> None:
+        pad = 4.0
+        for edge, rect in self._edge_labels.items():
+            w, h = rect.size
+            if edge == "top":
+                rect.pos = (self.center_x - w / 2, self.top - h - pad)
+            elif edge == "bottom":
+                rect.pos = (self.center_x - w / 2, self.y + pad)
+            elif edge == "left":
+                rect.pos = (self.x + pad, self.center_y - h / 2)
+            else:
+                rect.pos = (self.right - w - pad, self.center_y - h / 2)
+
+    def _place_beam_labels(self) -> None:
+        for rect, u, v in self._beam_labels:
+            x, y = self.plane_to_screen(u, v)
+            rect.pos = (x - rect.size[0] / 2, y + 2)
+
+    # ------------------------------------------------------------------ input
+    def _ctrl(self) -> bool:
+        return self._ctrl_down or "ctrl" in Window.modifiers
+
+    def on_touch_down(self, touch: MotionEvent) -> bool:
+        if not self.collide_point(*touch.pos) or self.state.ct is None:
+            return super().on_touch_down(touch)
+        button = getattr(touch, "button", "left")
+        if button in (_WHEEL_AWAY, _WHEEL_TOWARDS):
+            step = 1 if button == _WHEEL_AWAY else -1
+            if self._ctrl():
+                self.zoom_about(touch.x, touch.y, ZOOM_STEP ** step)
+            else:
+                self.step_slice(step)
+            return True
+        if button not in ("left", "right"):
+            return super().on_touch_down(touch)
+        touch.grab(self)
+        touch.ud[self._ud_key] = {
+            "button": button, "start": touch.pos, "moved": False,
+            "pan": tuple(self.pan_mm), "window": float(self.state.window_hu),
+            "level": float(self.state.level_hu),
+        }
+        return True
+
+    @property
+    def _ud_key(self) -> str:
+        return f"slice_view_{id(self)}"
+
+    def on_touch_move(self, touch: MotionEvent) -> bool:
+        if touch.grab_current is not self:
+            return super().on_touch_move(touch)
+        info = touch.ud.get(self._ud_key)
+        if info is None:
+            return False
+        dx = touch.x - info["start"][0]
+        dy = touch.y - info["start"][1]
+        if not info["moved"] and math.hypot(dx, dy) < CLICK_SLOP_PX:
+            return True
+        info["moved"] = True
+        if info["button"] == "left":
+            s = self.view_scale()
+            self.pan_mm = [info["pan"][0] - dx / s, info["pan"][1] - dy / s]
+        else:
+            gain = max(info["window"], 50.0) * WL_GAIN_PER_PX
+            self.state.set_window_level(info["window"] + dx * gain, info["level"] + dy * gain)
+        return True
+
+    def on_touch_up(self, touch: MotionEvent) -> bool:
+        if touch.grab_current is not self:
+            return super().on_touch_up(touch)
+        touch.ungrab(self)
+        info = touch.ud.pop(self._ud_key, None)
+        if info is not None and info["button"] == "left" and not info["moved"]:
+            self.click_at(*touch.pos)
+        return True
+
+    def click_at(self, x: float, y: float) -> None:
+        """Move the crosshair to the voxel under widget point ``(x, y)`` (kept in the CT)."""
+        ct = self.state.ct
+        point = self.screen_to_lps(x, y)
+        if ct is None or point is None:
+            return
+        k, j, i = rendering.lps_to_voxel(ct, point)
+        cursor = [round(k), round(j), round(i)]
+        cursor[self._axis] = int(self.slice_index)
+        self.state.set_cursor(*cursor)
+
+    def step_slice(self, step: int) -> None:
+        """Show the slice ``step`` slices further (clipped to the CT)."""
+        if self.state.ct is None:
+            return
+        self.state.set_slice(self.orientation, int(self.slice_index) + int(step))
+
+    def zoom_about(self, x: float, y: float, factor: float) -> None:
+        """Multiply the zoom by ``factor`` keeping the plane point under ``(x, y)`` in place."""
+        u, v = self.screen_to_plane(x, y)
+        new_zoom = min(max(float(self.zoom) * factor, MIN_ZOOM), MAX_ZOOM)
+        if self._ct_mapping is None or new_zoom == self.zoom:
+            return
+        self.zoom = new_zoom
+        s = self.view_scale()
+        u_min, v_min, u_max, v_max = self._ct_mapping.extent_mm
+        uc = u - (x - self.center_x) / s
+        vc = v - (y - self.center_y) / s
+        self.pan_mm = [uc - 0.5 * (u_min + u_max), vc - 0.5 * (v_min + v_max)]
+
+    def reset_view(self) -> None:
+        """Fit the whole slice (zoom 1, no pan)."""
+        self.zoom = 1.0
+        self.pan_mm = [0.0, 0.0]
+
+    def _under_mouse(self) -> bool:
+        if self.get_root_window() is None:
+            return False
+        return self.collide_point(*self.to_widget(*Window.mouse_pos))
+
+    def _on_key_down(self, _window: object, key: int, *_args: object) -> bool:
+        if key in (_KEY_LCTRL, _KEY_RCTRL):
+            self._ctrl_down = True
+            return False
+        steps = {_KEY_UP: 1, _KEY_DOWN: -1, _KEY_PAGEUP: PAGE_STEP, _KEY_PAGEDOWN: -PAGE_STEP}
+        if key not in steps or not self._under_mouse():
+            return False
+        self.step_slice(steps[key])
+        return True
+
+    def _on_key_up(self, _window: object, key: int, *_args: object) -> bool:
+        if key in (_KEY_LCTRL, _KEY_RCTRL):
+            self._ctrl_down = False
+        return False
+
+    def _on_mouse_pos(self, _window: object, pos: tuple[float, float]) -> None:
+        if self.get_root_window() is None or self.state.ct is None:
+            return
+        x, y = self.to_widget(*pos)
+        if not self.collide_point(x, y):
+            self._hover_plane = None
+            return
+        self._hover_plane = self.screen_to_plane(x, y)
+        self._update_readout(*self._hover_plane)
+
+    def _update_readout(self, u_mm: float, v_mm: float) -> None:
+        ct = self.state.ct
+        if ct is None:
+            return
+        normal = rendering.slice_position_mm(ct, self.orientation, int(self.slice_index))
+        point = rendering.plane_to_lps(u_mm, v_mm, self.orientation, normal)
+        self.state.readout_text = self.state.readout_at(point)
+
+    # ------------------------------------------------------------------ export
+    def export_png(self, path: str | os.PathLike[str]) -> Path:
+        """Write the view as it is drawn to a PNG file, atomically (temporary file, then rename).
+
+        Raises
+        ------
+        InputError
+            If ``path`` does not end in ``.png`` or its folder does not exist.
+        """
+        target = Path(path)
+        if target.suffix.lower() != ".png":
+            raise InputError(f"{target}: a view is exported as PNG; use a .png file name")
+        if not target.parent.is_dir():
+            raise InputError(f"{target}: folder {target.parent} does not exist")
+        self._refresh()
+        tmp = target.with_name(f".{target.stem}.{os.getpid()}.{id(self)}.tmp.png")
+        try:
+            self.export_to_png(str(tmp))
+            if not tmp.is_file():
+                raise InputError(f"{target}: the view could not be rendered to PNG")
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return target
