@@ -238,24 +238,39 @@ def start_xvfb(size_px: tuple[int, int], timeout_s: float = 20.0) -> XvfbServer:
 
 _PROBE_SCRIPT = textwrap.dedent(
     """
+    import logging
+    import re
     import sys
     sys.path.insert(0, {tests_parent!r})
     from pathlib import Path
     from tests.gui.driver import configure_kivy_environment
     configure_kivy_environment(Path({home!r}), {backend!r})
+    reasons = []
+
+    class Reasons(logging.Handler):
+        def emit(self, record):
+            for line in record.getMessage().splitlines():
+                if re.match(r"^\\w+ - \\w+(Error|Exception): ", line):
+                    reasons.append(line.strip())
+
+    logging.getLogger("kivy").addHandler(Reasons(logging.ERROR))
     from kivy.config import Config
     Config.set("graphics", "width", "64")
     Config.set("graphics", "height", "48")
     from kivy.core.window import Window
+    if Window is None:
+        print("PROBE-REASON: Kivy found no window provider: " + "; ".join(reasons))
+        sys.exit(2)
     from kivy.graphics import Color, Rectangle
     from kivy.graphics.opengl import GL_RGBA, GL_UNSIGNED_BYTE, glReadPixels
     with Window.canvas:
         Color(1, 0, 0, 1)
         Rectangle(pos=(0, 0), size=(64, 48))
     Window.dispatch("on_draw")
-    data = glReadPixels(10, 10, 1, 1, GL_RGBA, GL_UNSIGNED_BYTE)
-    print("PIXEL", tuple(data))
-    sys.exit(0 if tuple(data)[:3] == (255, 0, 0) else 3)
+    pixel = tuple(glReadPixels(10, 10, 1, 1, GL_RGBA, GL_UNSIGNED_BYTE))
+    if pixel[:3] != (255, 0, 0):
+        print(f"PROBE-REASON: a red square read back as RGBA {{pixel}}")
+        sys.exit(3)
     """
 )
 
@@ -285,11 +300,16 @@ def probe_gl(backend: str, timeout_s: float = 60.0) -> str | None:
             return f"opening a Kivy window ({backend}) took over {timeout_s:.0f} s"
     if result.returncode == 0:
         return None
-    tail = (result.stdout + result.stderr).strip().splitlines()[-6:]
-    hint = (
-        "install the Debian packages libegl1 libgl1-mesa-dri libgl1 (and xvfb xauth for "
-        f"{BACKEND_ENV_VAR}=xvfb)"
-    )
+    output = (result.stdout + result.stderr).strip().splitlines()
+    reasons = [line.removeprefix("PROBE-REASON: ") for line in output
+               if line.startswith("PROBE-REASON: ")]
+    tail = reasons or output[-6:]
+    hint = {
+        "offscreen": "install the Debian packages libegl1 libgl1-mesa-dri libgl1",
+        "x11": f"is an X server running on DISPLAY={os.environ.get('DISPLAY', '')!r}? "
+        f"unset DISPLAY (or set {BACKEND_ENV_VAR}=offscreen) to render without one",
+        "xvfb": "install the Debian packages xvfb xauth libgl1-mesa-dri libgl1",
+    }[backend]
     return (
         f"no OpenGL window available for GUI tests (backend {backend}, exit status "
         f"{result.returncode}; {hint}): " + " | ".join(tail)
@@ -869,18 +889,26 @@ class GuiDriver:
         numpy.ndarray
             (H, W, 4) uint8 RGBA, row 0 at the top of the window.
         """
-        from kivy.graphics.opengl import GL_RGBA, GL_UNSIGNED_BYTE, glReadPixels
-
-        self.frames(1)
         width, height = (int(v) for v in self.window.system_size)
-        self.window.canvas.ask_update()
-        self.window.dispatch("on_draw")
-        data = glReadPixels(0, 0, width, height, GL_RGBA, GL_UNSIGNED_BYTE)
-        self.window.dispatch("on_flip")
-        rgba = np.frombuffer(data, dtype=np.uint8).reshape(height, width, 4)[::-1].copy()
+        rgba = self._render_and_read(0, 0, width, height)
         if name is not None:
             self.save_png(rgba, self.screenshot_dir / f"{name}.png")
         return rgba
+
+    def _render_and_read(self, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """Run a frame, redraw the window and read a block of its pixels before the flip.
+
+        Reading before the buffer swap is what makes this exact: after a swap the back
+        buffer's content is undefined. Returns (height, width, 4) uint8, row 0 = top.
+        """
+        from kivy.graphics.opengl import GL_RGBA, GL_UNSIGNED_BYTE, glReadPixels
+
+        self.frames(1)
+        self.window.canvas.ask_update()
+        self.window.dispatch("on_draw")
+        data = glReadPixels(x, y, width, height, GL_RGBA, GL_UNSIGNED_BYTE)
+        self.window.dispatch("on_flip")
+        return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 4)[::-1].copy()
 
     @staticmethod
     def save_png(rgba: np.ndarray, path: Path) -> Path:
@@ -893,7 +921,7 @@ class GuiDriver:
             raise ValueError(f"expected an (H, W, 4) uint8 array, got {rgba.shape} {rgba.dtype}")
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_binary_file(path) as handle:
-            Image.fromarray(rgba, mode="RGBA").save(handle, format="PNG")
+            Image.fromarray(rgba).save(handle, format="PNG")
         return path
 
     def pixel(self, x: float, y: float) -> tuple[int, int, int, int]:
@@ -902,6 +930,5 @@ class GuiDriver:
         ix, iy = int(x), int(y)
         if not (0 <= ix < width and 0 <= iy < height):
             raise GuiHarnessError(f"pixel ({x:g}, {y:g}) is outside the {width}x{height} window")
-        rgba = self.screenshot()
-        r, g, b, a = (int(v) for v in rgba[height - 1 - iy, ix])
+        r, g, b, a = (int(v) for v in self._render_and_read(ix, iy, 1, 1)[0, 0])
         return r, g, b, a

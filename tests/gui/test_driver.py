@@ -211,8 +211,8 @@ def test_wheel_up_means_away_from_the_user_in_kivy_widgets(gui: GuiDriver) -> No
     recorder = make_recorder()
     slider = Slider(min=0, max=100, value=50)
     scroll = ScrollView(do_scroll_x=False)
-    content = BoxLayout(orientation="vertical", size_hint_y=None, height=5000)
-    for i in range(50):
+    content = BoxLayout(orientation="vertical", size_hint_y=None, height=3000)
+    for i in range(10):
         content.add_widget(Label(text=f"row {i}"))
     scroll.add_widget(content)
 
@@ -237,11 +237,11 @@ def test_wheel_up_means_away_from_the_user_in_kivy_widgets(gui: GuiDriver) -> No
     # ... and a ScrollView starts at the top (scroll_y 1); wheel towards the user scrolls down.
     assert scroll.scroll_y == pytest.approx(1.0)
     gui.scroll(scroll, "down", clicks=3)
-    gui.advance(1.0)
+    gui.advance(0.3)
     assert scroll.scroll_y < 0.99
     after_down = scroll.scroll_y
     gui.scroll(scroll, "up")
-    gui.advance(1.0)
+    gui.advance(0.3)
     assert scroll.scroll_y > after_down
 
 
