@@ -361,11 +361,11 @@ _DOSE_ANCHORS = np.array(
 #: Diverging map: blue (negative) through white (zero) to red (positive).
 _DIVERGING_ANCHORS = np.array([[0.0, 0.0, 0.85], [1.0, 1.0, 1.0], [0.85, 0.0, 0.0]])
 COLORMAPS = ("dose", "diverging")
-_COLORMAP_SIZE = 256
+_COLORMAP_SIZE = 255  # odd: 0 of a symmetric diverging scale hits the centre entry
 
 
 def colormap_rgb(name: str, n: int = _COLORMAP_SIZE) -> NDArray[np.uint8]:
-    """``(n, 3)`` uint8 colours of a colour map, low to high.
+    """``(n, 3)`` uint8 colours of a colour map, low to high (n odd keeps a centre entry).
 
     ``"dose"``: blue - cyan - green - yellow - red, linear between anchors (hue falls
     monotonically from 240 to 0 degrees). ``"diverging"``: blue - white - red, white at the centre.
