@@ -1,7 +1,10 @@
 """Fixtures for GUI tests: one Kivy window per test session, a fresh :class:`GuiDriver` per test.
 
-Kivy reads its environment on first import, so this module configures it on import, before
-any test module under tests/gui imports kivy or app. The backend is chosen by
+Kivy reads its environment on first import, so this module imports Kivy (not its window) on
+import, before any test module under tests/gui imports kivy or app; the variables are set only
+for that import and restored after it, so other tests' subprocesses never inherit them. Test
+modules must not create the window at import time (no module-level
+``from kivy.core.window import Window``): the session fixture creates it. The backend is chosen by
 ``$IONPLAN_GUI_BACKEND`` ("offscreen", "x11", "xvfb"); by default "x11" when ``$DISPLAY`` is
 set (e.g. under ``xvfb-run``) and SDL's "offscreen" driver (Mesa EGL, no X server) otherwise.
 When no OpenGL window can be opened, every test using ``gui`` is skipped with the reason.
@@ -13,6 +16,7 @@ mark to every test that uses the fixture, so ``-m "not gui"`` deselects them).
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import tempfile
 import warnings
@@ -29,19 +33,26 @@ from tests.gui.driver import (
     GuiDriver,
     XvfbServer,
     choose_backend,
-    configure_kivy_environment,
+    import_kivy,
+    kivy_environment,
     kivy_imported,
     open_window,
     probe_gl,
     start_xvfb,
+    video_environment,
 )
 
 _BACKEND = choose_backend()
+#: Values of the variables the harness sets temporarily, as they were before it ran.
+ENVIRONMENT_BEFORE: dict[str, str | None] = {
+    name: os.environ.get(name)
+    for name in (*kivy_environment(Path()), "SDL_VIDEODRIVER", "DISPLAY")
+}
 _KIVY_IMPORTED_EARLY = kivy_imported()
 _KIVY_HOME = Path(tempfile.mkdtemp(prefix="ionplan-kivy-home-"))
 atexit.register(shutil.rmtree, _KIVY_HOME, True)
 if not _KIVY_IMPORTED_EARLY:
-    configure_kivy_environment(_KIVY_HOME, _BACKEND)
+    import_kivy(_KIVY_HOME)
 
 
 @dataclass
@@ -83,13 +94,14 @@ def gui_session(gui_window_size: tuple[int, int]) -> Iterator[GuiSession]:
             xvfb = start_xvfb(gui_window_size)
         except (FileNotFoundError, RuntimeError) as exc:
             pytest.skip(f"GUI tests: could not start Xvfb ({exc}); apt-get install xvfb xauth")
-    reason = probe_gl(_BACKEND)
+    video_env = video_environment(_BACKEND, xvfb.display if xvfb is not None else None)
+    reason = probe_gl(_BACKEND, video_env)
     if reason is not None:
         if xvfb is not None:
             xvfb.stop()
         pytest.skip(reason)
 
-    window = open_window(gui_window_size)
+    window = open_window(gui_window_size, video_env)
     from kivy.clock import Clock
 
     real_time = Clock.time

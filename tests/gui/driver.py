@@ -15,8 +15,10 @@ Coordinates: "window px" are Kivy window coordinates (origin bottom-left, y up),
 ``KIVY_METRICS_DENSITY=1`` so that 1 dp = 1 px. Screenshots are (H, W, 4) uint8 RGBA arrays
 with row 0 at the top of the window.
 
-Nothing here imports Kivy at module import time: :func:`configure_kivy_environment` must run
-before the first ``import kivy`` (tests/gui/conftest.py calls it on import).
+Nothing here imports Kivy at module import time: :func:`import_kivy` must be the first
+``import kivy`` of the process (tests/gui/conftest.py calls it on import). The environment
+variables Kivy and SDL need are set only while they are read, then restored, so that
+subprocesses started by other tests do not inherit them.
 """
 
 from __future__ import annotations
@@ -134,40 +136,86 @@ def choose_backend(environ: dict[str, str] | None = None) -> str:
     return "x11" if env.get("DISPLAY") else "offscreen"
 
 
-def configure_kivy_environment(kivy_home: Path, backend: str) -> None:
-    """Set the environment Kivy reads on its first import.
+def kivy_environment(kivy_home: Path) -> dict[str, str]:
+    """The environment Kivy must see when it is first imported in a test process.
 
-    Must run before anything imports ``kivy``. Sets a private ``KIVY_HOME`` (no user config
-    or logs are touched), no command-line parsing (pytest's arguments are not Kivy's), the
-    default config, Python logging (so ``caplog`` sees Kivy), density 1 (1 dp = 1 px), and
-    ``SDL_VIDEODRIVER`` for the backend.
+    A private ``KIVY_HOME`` (no user config or logs are touched), no command-line parsing
+    (pytest's arguments are not Kivy's), the default config, Python logging so that
+    ``caplog`` sees Kivy's messages, density 1 (1 dp = 1 px) and the SDL2 window provider
+    only (Kivy's X11 fallback provider exits the process when it finds no X server).
 
     Parameters
     ----------
     kivy_home : Path
-        Existing directory for Kivy's home (config, logs).
+        Existing directory for Kivy's home.
+    """
+    return {
+        "KIVY_HOME": str(kivy_home),
+        "KIVY_NO_ARGS": "1",
+        "KIVY_USE_DEFAULTCONFIG": "1",
+        "KIVY_LOG_MODE": "PYTHON",
+        "KIVY_NO_FILELOG": "1",
+        "KIVY_NO_CONSOLELOG": "1",
+        "KIVY_METRICS_DENSITY": "1",
+        "KIVY_WINDOW": "sdl2",
+    }
+
+
+def video_environment(backend: str, display: str | None = None) -> dict[str, str]:
+    """The environment SDL must see when the window is created.
+
+    Parameters
+    ----------
     backend : str
         One of :data:`VIDEO_BACKENDS`.
+    display : str, optional
+        X display (":99") of a private Xvfb; required for "xvfb".
     """
     if backend not in VIDEO_BACKENDS:
         raise ValueError(f"unknown GUI test backend {backend!r}; use one of {VIDEO_BACKENDS}")
-    os.environ["KIVY_HOME"] = str(kivy_home)
-    os.environ["KIVY_NO_ARGS"] = "1"
-    os.environ["KIVY_USE_DEFAULTCONFIG"] = "1"
-    os.environ["KIVY_LOG_MODE"] = "PYTHON"
-    os.environ["KIVY_METRICS_DENSITY"] = "1"
-    os.environ["KIVY_NO_FILELOG"] = "1"
-    os.environ["KIVY_NO_CONSOLELOG"] = "1"
-    os.environ["KIVY_WINDOW"] = "sdl2"
     if backend == "offscreen":
-        os.environ["SDL_VIDEODRIVER"] = "offscreen"
-    else:
-        os.environ["SDL_VIDEODRIVER"] = "x11"
+        return {"SDL_VIDEODRIVER": "offscreen"}
+    if backend == "xvfb":
+        if not display:
+            raise ValueError("the xvfb backend needs the display of the started Xvfb")
+        return {"SDL_VIDEODRIVER": "x11", "DISPLAY": display}
+    return {"SDL_VIDEODRIVER": "x11"}
+
+
+@contextlib.contextmanager
+def temporary_environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a block, then restore the old ones.
+
+    Kivy and SDL read their variables once (on import, on window creation); leaving them
+    set would leak into every subprocess that later tests start (an app started by a
+    packaging test would silently render offscreen instead of failing without a display).
+    """
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 def kivy_imported() -> bool:
-    """Whether some module already imported kivy (then the environment is fixed)."""
+    """Whether some module already imported kivy (then its environment is fixed)."""
     return "kivy" in sys.modules
+
+
+def import_kivy(kivy_home: Path) -> None:
+    """Import Kivy (not its window) with the test environment, which is then restored.
+
+    ``kivy``, ``kivy.logger``, ``kivy.config`` and ``kivy.metrics`` read their environment
+    variables on import; the window is created later by :func:`open_window`.
+    """
+    with temporary_environ(kivy_environment(kivy_home)):
+        # Imported for the side effect: Kivy reads the environment now.
+        import kivy.metrics  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -188,7 +236,7 @@ class XvfbServer:
 
 
 def start_xvfb(size_px: tuple[int, int], timeout_s: float = 20.0) -> XvfbServer:
-    """Start ``Xvfb`` on a free display number and set ``$DISPLAY`` to it.
+    """Start ``Xvfb`` on a free display number (``$DISPLAY`` is not changed).
 
     Parameters
     ----------
@@ -232,7 +280,6 @@ def start_xvfb(size_px: tuple[int, int], timeout_s: float = 20.0) -> XvfbServer:
             f"{err.decode(errors='replace').strip()[-500:]}"
         )
     display = f":{int(number)}"
-    os.environ["DISPLAY"] = display
     return XvfbServer(process=process, display=display)
 
 
@@ -241,10 +288,6 @@ _PROBE_SCRIPT = textwrap.dedent(
     import logging
     import re
     import sys
-    sys.path.insert(0, {tests_parent!r})
-    from pathlib import Path
-    from tests.gui.driver import configure_kivy_environment
-    configure_kivy_environment(Path({home!r}), {backend!r})
     reasons = []
 
     class Reasons(logging.Handler):
@@ -269,17 +312,24 @@ _PROBE_SCRIPT = textwrap.dedent(
     Window.dispatch("on_draw")
     pixel = tuple(glReadPixels(10, 10, 1, 1, GL_RGBA, GL_UNSIGNED_BYTE))
     if pixel[:3] != (255, 0, 0):
-        print(f"PROBE-REASON: a red square read back as RGBA {{pixel}}")
+        print(f"PROBE-REASON: a red square read back as RGBA {pixel}")
         sys.exit(3)
     """
 )
 
 
-def probe_gl(backend: str, timeout_s: float = 60.0) -> str | None:
+def probe_gl(backend: str, video_env: dict[str, str], timeout_s: float = 60.0) -> str | None:
     """Check in a child process that a Kivy window can render and read back pixels.
 
     A missing libEGL or GL driver can abort the process that opens the window, so the check
     runs in a subprocess and the test session only opens its window when the check passed.
+
+    Parameters
+    ----------
+    backend : str
+        The backend name (for the message).
+    video_env : dict
+        From :func:`video_environment`.
 
     Returns
     -------
@@ -287,13 +337,10 @@ def probe_gl(backend: str, timeout_s: float = 60.0) -> str | None:
         None when rendering works, else a one-paragraph reason for skipping GUI tests.
     """
     with tempfile.TemporaryDirectory(prefix="ionplan-gl-probe-") as home:
-        script = _PROBE_SCRIPT.format(
-            tests_parent=str(Path(__file__).resolve().parents[2]), home=home, backend=backend
-        )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KIVY_")}
+        env = {**os.environ, **kivy_environment(Path(home)), **video_env}
         try:
             result = subprocess.run(
-                [sys.executable, "-c", script], capture_output=True, text=True,
+                [sys.executable, "-c", _PROBE_SCRIPT], capture_output=True, text=True,
                 timeout=timeout_s, env=env, check=False,
             )
         except subprocess.TimeoutExpired:
@@ -339,7 +386,7 @@ class FakeClockTime:
         self._now_s += dt_s
 
 
-def open_window(size_px: tuple[int, int]) -> WindowBase:
+def open_window(size_px: tuple[int, int], video_env: dict[str, str]) -> WindowBase:
     """Create Kivy's Window (the process-wide singleton) for the test session.
 
     Configures Kivy first: no frame-rate cap, no real input devices (only the mouse
@@ -349,6 +396,8 @@ def open_window(size_px: tuple[int, int]) -> WindowBase:
     ----------
     size_px : tuple of int
         (width, height) in px.
+    video_env : dict
+        From :func:`video_environment`; set only while the window is created.
     """
     from kivy.config import Config
 
@@ -362,7 +411,9 @@ def open_window(size_px: tuple[int, int]) -> WindowBase:
     Config.set("input", "mouse", "mouse,disable_multitouch")
 
     from kivy.clock import Clock
-    from kivy.core.window import Window
+
+    with temporary_environ(video_env):
+        from kivy.core.window import Window
 
     if Window is None:
         raise GuiHarnessError("Kivy could not create a window (see the Kivy log above)")

@@ -93,6 +93,17 @@ def test_backend_choice_follows_display_and_override() -> None:
         choose_backend({"IONPLAN_GUI_BACKEND": "wayland"})
 
 
+def test_harness_environment_does_not_leak_to_subprocesses(gui: GuiDriver) -> None:
+    import os
+
+    from tests.gui.conftest import ENVIRONMENT_BEFORE
+
+    gui.start(make_app(make_recorder))
+    now = {name: os.environ.get(name) for name in ENVIRONMENT_BEFORE}
+    assert now == ENVIRONMENT_BEFORE
+    assert "KIVY_NO_ARGS" in ENVIRONMENT_BEFORE
+
+
 def test_window_has_the_session_size_and_unit_density(gui: GuiDriver) -> None:
     from kivy.metrics import dp
 
