@@ -69,6 +69,7 @@ class DvhCurve:
     # Derived once: float64 copies that callers cannot change under the widget.
     _dose: FloatArray = field(init=False, repr=False)
     _volume: FloatArray = field(init=False, repr=False)
+    _last_dose: float = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         dose = np.array(self.dose, dtype=np.float64).ravel()
@@ -92,6 +93,10 @@ class DvhCurve:
         volume.setflags(write=False)
         object.__setattr__(self, "_dose", dose)
         object.__setattr__(self, "_volume", np.clip(volume, 0.0, _VOLUME_MAX_PERCENT))
+        nonzero = np.flatnonzero(self._volume > 0)
+        # The curve reaches 0 % at the point after the last nonzero one.
+        last = dose[min(int(nonzero[-1]) + 1, dose.size - 1)] if nonzero.size else dose[0]
+        object.__setattr__(self, "_last_dose", float(last))
 
     @property
     def label(self) -> str:
@@ -108,12 +113,8 @@ class DvhCurve:
         return float(np.interp(dose, self._dose, self._volume))
 
     def last_dose_with_volume(self) -> float:
-        """Largest dose at which some volume remains (> 0 %), or the first dose if none."""
-        nonzero = np.flatnonzero(self._volume > 0)
-        if nonzero.size == 0:
-            return float(self._dose[0])
-        # The curve reaches 0 % at the point after the last nonzero one.
-        return float(self._dose[min(int(nonzero[-1]) + 1, self._dose.size - 1)])
+        """Dose where the curve reaches 0 % for good (its first dose if it never leaves 0)."""
+        return self._last_dose
 
 
 def _unit_of(label: str) -> str:
@@ -159,6 +160,9 @@ class DvhPlot(Widget):
         self._legend_labels: list[str] = []
         self._bound_window: object | None = None
         self._x_decimals = 0
+        # Drawn instructions per curve (by id), reused while axes and line width are unchanged,
+        # so that showing/hiding structures and moving the marker do not rebuild every line.
+        self._curve_cache: dict[int, tuple[tuple[object, ...], list[object]]] = {}
         super().__init__(**kwargs)
         self._plot_group = InstructionGroup()
         self._cursor_group = InstructionGroup()
@@ -183,6 +187,7 @@ class DvhPlot(Widget):
             if not isinstance(c, DvhCurve):
                 raise InputError(f"DvhPlot.set_curves takes DvhCurve objects, got {type(c)}")
         self._curves = list(curves)
+        self._curve_cache = {}
         self.redraw()
 
     @property
@@ -454,18 +459,14 @@ class DvhPlot(Widget):
                                                           round(top - h - dp(2)))))
 
         # Curves.
+        key = (xm, ym, float(self.line_width))
         for c in self._visible_curves():
-            xy = _clip_to_dose(c._dose, c._volume, dose_max)
-            pts = np.empty((xy.shape[0], 2))
-            pts[:, 0] = xm.to_pixel(xy[:, 0])
-            pts[:, 1] = ym.to_pixel(xy[:, 1])
-            pts = _drop_collinear(pts)
-            g.add(Color(*_rgba(c.colour_rgb)))
-            if c.dashed:
-                self._add_dashed(g, pts, self.line_width, dp(7), dp(5))
-            else:
-                g.add(Line(points=pts.ravel().tolist(), width=self.line_width,
-                           joint="bevel", cap="none"))
+            cached = self._curve_cache.get(id(c))
+            if cached is None or cached[0] != key:
+                cached = (key, self._curve_instructions(c, xm, ym))
+                self._curve_cache[id(c)] = cached
+            for instruction in cached[1]:
+                g.add(instruction)
 
         # Legend, right of the plot area.
         if entries:
@@ -492,14 +493,26 @@ class DvhPlot(Widget):
                 self._legend_labels.append(text)
         self._draw_cursor()
 
+    def _curve_instructions(self, c: DvhCurve, xm: AxisMapping, ym: AxisMapping
+                            ) -> list[object]:
+        """Colour and line (or dash mesh) instructions of one curve on the given axes."""
+        xy = _clip_to_dose(c._dose, c._volume, xm.data_hi)
+        pts = np.empty((xy.shape[0], 2))
+        pts[:, 0] = xm.to_pixel(xy[:, 0])
+        pts[:, 1] = ym.to_pixel(xy[:, 1])
+        pts = _drop_collinear(pts)
+        out: list[object] = [Color(*_rgba(c.colour_rgb))]
+        if c.dashed:
+            out.extend(_dash_meshes(pts, self.line_width, dp(7), dp(5)))
+        else:
+            out.append(Line(points=pts.ravel().tolist(), width=self.line_width,
+                            joint="bevel", cap="none"))
+        return out
+
     def _add_dashed(self, g: InstructionGroup, pts: FloatArray, width: float,
                     dash: float, gap: float) -> None:
-        segments = dash_segments(pts, dash, gap)
-        if segments.shape[0] == 0:
-            return
-        # 4 vertices per piece; Kivy meshes index with 16-bit integers, so chunk.
-        for start in range(0, segments.shape[0], 16000):
-            g.add(_quads_mesh(segments[start:start + 16000], width))
+        for mesh in _dash_meshes(pts, width, dash, gap):
+            g.add(mesh)
 
     def _draw_cursor(self) -> None:
         cg = self._cursor_group
@@ -574,6 +587,14 @@ def _drop_collinear(pts: FloatArray) -> FloatArray:
     upright = (a[:, 0] == b[:, 0]) & (b[:, 0] == c[:, 0]) & (falling | rising)
     keep = np.concatenate(([True], ~(flat | upright), [True]))
     return pts[keep]
+
+
+def _dash_meshes(pts: FloatArray, width: float, dash: float, gap: float) -> list[Mesh]:
+    """Triangle meshes drawing the dashes of a polyline (pixels) ``width`` px wide."""
+    segments = dash_segments(pts, dash, gap)
+    # 4 vertices per piece; Kivy meshes index with 16-bit integers, so chunk.
+    return [_quads_mesh(segments[start:start + 16000], width)
+            for start in range(0, segments.shape[0], 16000)]
 
 
 def _quads_mesh(segments: FloatArray, width: float) -> Mesh:
