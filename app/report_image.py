@@ -266,10 +266,9 @@ def _build_page(content: ReportContent, width: int, height: int) -> tuple[_Page,
     table.set_rows(content.metrics_columns, content.metrics_rows)
     available = top - bottom
     min_dvh = 0.18 * height
-    rows = 1 + len(content.metrics_rows)
-    row_h = 38 * s
-    if available - rows * row_h - gap < min_dvh:
-        row_h = (available - gap - min_dvh) / rows
+    if available - table.content_height - gap < min_dvh:
+        # Shrink rows (and their text) until the table fits under a DVH of minimum height.
+        row_h = table.row_height * (available - gap - min_dvh) / table.content_height
         if row_h < 20 * s:
             raise InputError(
                 f"the report page ({width} x {height} px) has no room for {len(views)} views, "
@@ -277,7 +276,7 @@ def _build_page(content: ReportContent, width: int, height: int) -> tuple[_Page,
                 "views")
         table.row_height = row_h
         table.font_size = min(22 * s, 0.58 * row_h)
-    table_h = rows * row_h
+    table_h = table.content_height
     # DVH right under the views, the table right under the DVH; spare room stays at the bottom.
     dvh_h = min(available - table_h - gap, 0.42 * height)
     plot = DvhPlot(font_size=22 * s, line_width=max(1.0, 2.5 * s),

@@ -61,10 +61,11 @@ class _Swatch(Widget):
 
 
 class _Cell(Label):
-    """A one-line label whose text is aligned inside its own box."""
+    """A label whose text is aligned inside its own box: one line cut short with an ellipsis
+    (``wrap=False``), or wrapped onto more lines (header titles with units)."""
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(shorten=True, shorten_from="right", valign="middle", **kwargs)
+    def __init__(self, *, wrap: bool = False, **kwargs: object) -> None:
+        super().__init__(shorten=not wrap, shorten_from="right", valign="middle", **kwargs)
         self.bind(size=self._fit)
 
     def _fit(self, *_args: object) -> None:
@@ -167,7 +168,12 @@ class MetricsTable(BoxLayout):
     @property
     def content_height(self) -> float:
         """Height (pixels) that shows the header and every row without scrolling."""
-        return float(self.row_height * (1 + len(self._rows)))
+        return float(self._header_height() + self.row_height * len(self._rows))
+
+    def _header_height(self) -> float:
+        # Titles with units ("D98 (Gy(RBE))") get room for two lines.
+        two_lines = any(" " in t and len(t) > 6 for t in self._columns)
+        return float(self.row_height * (1.8 if two_lines else 1.0))
 
     def cell_texts(self) -> list[list[str]]:
         """Texts as shown: the header row, then one list per structure row (name first)."""
@@ -178,21 +184,21 @@ class MetricsTable(BoxLayout):
 
     # ------------------------------------------------------------------ building
     def _cell(self, text: str, *, bold: bool = False, halign: str = "right",
-              weight: float = 1.0) -> _Cell:
-        return _Cell(text=text, bold=bold, halign=halign, font_size=self.font_size,
+              weight: float = 1.0, wrap: bool = False) -> _Cell:
+        return _Cell(wrap=wrap, text=text, bold=bold, halign=halign, font_size=self.font_size,
                      color=self.foreground_color, size_hint_x=weight)
 
     def _rebuild(self, *_args: object) -> None:
         h = self.row_height
         swatch_w = h
         self._header.clear_widgets()
-        self._header.height = h
+        self._header.height = self._header_height()
         self._header_bg_color.rgba = tuple(self.header_color)
         self._header.add_widget(Widget(size_hint_x=None, width=swatch_w))
         self._header.add_widget(self._cell("Structure", bold=True, halign="left",
                                            weight=_NAME_WEIGHT))
         for title in self._columns:
-            self._header.add_widget(self._cell(title, bold=True))
+            self._header.add_widget(self._cell(title, bold=True, wrap=True))
         self._body.clear_widgets()
         for i, r in enumerate(self._rows):
             stripe = tuple(self.stripe_color) if i % 2 else None

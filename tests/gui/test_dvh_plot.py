@@ -363,3 +363,40 @@ def test_screenshot_of_the_dvh_panel(gui: GuiDriver) -> None:
     assert shot.shape == (900, 1440, 4)
     for _, rgb, *_ in [(c.name, c.colour_rgb) for c in curves]:
         assert _mask(shot, rgb, tol=20).sum() > 100
+
+
+def test_header_titles_with_units_wrap_instead_of_being_cut(gui: GuiDriver) -> None:
+    from kivy.uix.label import Label
+
+    from app.widgets.metrics_table import MetricsRow
+
+    panel = _start(gui)
+    columns = [f"{c} (Gy(RBE))" for c in ("D98", "D95", "D2", "Dmean", "Dmax")] + ["V95 (%)"]
+    panel.table.set_rows(columns, [MetricsRow("PTV", RED, ["1"] * 6)])
+    gui.frames(3)
+    single_line = panel.table.row_height
+    header = [w for w in panel.table.walk() if isinstance(w, Label) and w.text in columns]
+    assert len(header) == 6
+    for lab in header:
+        assert lab.texture_size[0] <= lab.width
+        assert lab.texture_size[1] <= lab.height
+        assert not lab.shorten
+    # The narrow value columns need two lines for "Dmean (Gy(RBE))".
+    dmean = next(lab for lab in header if lab.text.startswith("Dmean"))
+    assert dmean.texture_size[1] > 0.9 * single_line
+    assert panel.table.content_height == pytest.approx(2.8 * single_line)
+
+
+def test_plot_follows_a_resize(gui: GuiDriver) -> None:
+    panel = _start(gui)
+    before = panel.plot.plot_area
+    panel.plot.size_hint_x = 0.35
+    gui.frames(3)
+    after = panel.plot.plot_area
+    assert after[2] < before[2] - 100
+    shot = gui.screenshot()
+    blue = _mask(shot, BLUE)
+    for dose in (20.0, 40.0, 60.0):
+        x, y = _expected_xy(panel.plot, dose, 100.0 - 100.0 * dose / 80.0)
+        rows = np.flatnonzero(blue[:, round(x)])
+        assert rows.size and np.abs(rows - _row(gui, y)).min() <= panel.plot.line_width + 2
