@@ -197,7 +197,7 @@ class CompareScreen(Screen):
         def work(progress: Any, cancel: Any) -> Any:
             side_a = api.comparison_side(result_a, label=a.text, quantity=a.quantity)
             side_b = api.comparison_side(result_b, label=b.text, quantity=b.quantity)
-            return api.compare_doses(side_a, side_b, patient=patient, cross_model=False,
+            return api.compare_doses(side_a, side_b, structures=patient, cross_model=False,
                                      progress=progress, cancel=cancel)
 
         self.host.run_task("Comparing doses", work, lambda r: self.show_result(a, b, r))

@@ -22,7 +22,6 @@ from app.session import PlanEntry, Session
 from app.tasks import Work
 from app.theme import BOTTOM_PANEL_HEIGHT, PAD, SIDE_PANEL_WIDTH
 from app.viewer_state import BeamOverlay, StructureOverlay, ViewerState
-from app.widgets.color_legend import ColorLegend
 from app.widgets.dvh_plot import DvhPlot
 from app.widgets.metrics_table import MetricsTable
 from app.widgets.viewer_panel import ViewerPanel
@@ -64,8 +63,6 @@ class PlanningScreen(Screen):
                                     gpu_available=api.gpu_available())
         self.dose_panel = DosePanel(on_change=self.refresh_dose,
                                     on_error=lambda e: host.show_error("Dose display", e))
-        self.legend = ColorLegend()
-        self.dose_panel.legend_holder.add_widget(self.legend)
         self.tab_items = {}
         for title, panel in (("Patient", self.patient_panel), ("Plan", self.plan_panel),
                              ("Dose", self.dose_panel)):
@@ -147,7 +144,6 @@ class PlanningScreen(Screen):
             layer = layers[0]
         overlay = overlay_for(layer, self.dose_panel.display())
         self.state.set_dose(overlay)
-        self.legend.set_overlay(overlay)
         self._show_beams([BeamSetup(b.beam.gantry_deg, b.beam.couch_deg)
                           for b in entry.result.plan.beams],
                          isocenter=entry.result.plan.beams[0].beam.isocenter_mm)

@@ -1,8 +1,8 @@
-"""Entry script of the PyInstaller build: the ``ionplan`` console script (planning.cli:main)."""
+"""Entry script of the PyInstaller build: the ``ionplan`` console script (app.launcher:main)."""
 
 import sys
 
-from planning.cli import main
+from app.launcher import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -268,6 +268,15 @@ def structure_dose_statistics(patient: Patient, dose: np.ndarray, dose_grid: Dos
     return stats(patient, dose, dose_grid, reference)
 
 
+def comparison_side(result: PlanResult, *, label: str, quantity: str = "rbe") -> Any:
+    """One dose of a plan computed in memory as a side of :func:`compare_doses`:
+    ``quantity`` ``"rbe"``, ``"physical"``, or ``"mkm"`` / ``"lem1"`` (plans computed with the
+    exchange view), so that the same plan under mMKM and LEM I can be compared."""
+    from planning.compare.sources import load_side
+
+    return load_side(result, label=label, quantity=quantity)
+
+
 def rbe_model(name: str, tissue: str | None = None, constant_rbe: float | None = None) -> RbeModel:
     """An RBE model by CLI name: ``mkm``, ``lem1``, ``const`` or ``physical``.
 

@@ -71,11 +71,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_gui(args: argparse.Namespace) -> int:
-    # Kivy is imported only on this path, so every other command runs without a display.
-    from app.main import run_gui
+GuiRunner = Callable[..., int]
 
-    return run_gui(args.folder, screenshot=args.screenshot)
+
+def _cmd_gui(args: argparse.Namespace) -> int:
+    runner: GuiRunner | None = args.gui_runner
+    if runner is None:
+        raise IonPlanError("the desktop application is not part of this installation; "
+                           "the command-line tools are (ionplan --help)")
+    return runner(args.folder, screenshot=args.screenshot)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -356,14 +360,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ionplan`` console script; returns the exit status."""
+def main(argv: Sequence[str] | None = None, *, gui: GuiRunner | None = None) -> int:
+    """Run one ``ionplan`` command; returns the exit status.
+
+    ``gui(folder, screenshot=...)`` opens the desktop application (``ionplan gui``, and
+    ``ionplan`` with no command). It is passed in by :mod:`app.launcher`, the console script,
+    because planning never imports the GUI.
+    """
     parser = build_parser()
+    parser.set_defaults(gui_runner=gui)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.command is None:
         args = parser.parse_args(["gui"])
+        args.gui_runner = gui
     try:
         return args.func(args)
     except IonPlanError as exc:

@@ -77,8 +77,6 @@ class DosePanel(BoxLayout):
                      size_hint_y=None, height=36, halign="left", valign="top")
         hint.bind(size=lambda w, s: setattr(w, "text_size", s))
         self.add_widget(hint)
-        self.legend_holder = BoxLayout(size_hint_y=None, height=90)
-        self.add_widget(self.legend_holder)
         self.add_widget(Label())  # keeps the rows at the top
         self.plan.bind(text=lambda *_: self._changed())
         self.quantity.bind(text=lambda *_: self._changed())

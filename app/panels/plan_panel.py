@@ -101,8 +101,8 @@ class ObjectiveRow(BoxLayout):
                                self.weight.text, self.volume.text, index)
 
 
-class PlanPanel(ScrollView):
-    """The plan-setup form.
+class PlanPanel(BoxLayout):
+    """The plan-setup form (scrolling) with the Compute button always in view.
 
     Parameters
     ----------
@@ -124,7 +124,8 @@ class PlanPanel(ScrollView):
                  on_beams_changed: Callable[[list[BeamSetup]], None],
                  default_objectives: Callable[[str, float], list[Objective]],
                  gpu_available: bool) -> None:
-        super().__init__(do_scroll_x=False)
+        super().__init__(orientation="vertical", spacing=PAD)
+        self.scroll = ScrollView(do_scroll_x=False)
         self._on_compute = on_compute
         self._on_error = on_error
         self._on_beams_changed = on_beams_changed
@@ -133,7 +134,8 @@ class PlanPanel(ScrollView):
         form = BoxLayout(orientation="vertical", size_hint_y=None, spacing=4, padding=PAD)
         form.bind(minimum_height=form.setter("height"))
         self.form = form
-        self.add_widget(form)
+        self.scroll.add_widget(form)
+        self.add_widget(self.scroll)
 
         form.add_widget(_section("Target and prescription"))
         self.target = Spinner(text="", values=[], size_hint_y=None, height=ROW_HEIGHT)
@@ -214,7 +216,7 @@ class PlanPanel(ScrollView):
                                      height=BUTTON_HEIGHT + 8, bold=True,
                                      background_color=(0.35, 0.75, 1.0, 1.0))
         self.compute_button.bind(on_release=lambda *_: self.compute())
-        form.add_widget(self.compute_button)
+        self.add_widget(self.compute_button)
         for beam in DEFAULT_BEAMS:
             self.add_beam(beam, notify=False)
         self._show_model_fields()

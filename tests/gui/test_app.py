@@ -1,0 +1,213 @@
+"""The real IonPlan application in a real window, driven like a user: start on the demo
+patient, browse slices, window/level, structures, plan, review dose and DVH, compare, export.
+
+Screenshots of each main screen go to docs/screenshots/ (README shows them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from planning.geometry import lps_to_index
+
+pytestmark = pytest.mark.gui
+
+PLAN_TIMEOUT_S = 600.0
+
+
+def _start(gui, tmp_path: Path, folder: str | None = None):
+    from app.ionplan_app import IonPlanApp
+
+    app = gui.start(IonPlanApp(start_folder=folder, user_data_dir_override=str(tmp_path)))
+    gui.wait_until(lambda: app.session.patient is not None or app.last_error, 120,
+                   "the start-up patient")
+    gui.frames(3)
+    return app
+
+
+def _region_pixels(gui, widget) -> np.ndarray:
+    """RGBA pixels of the screenshot inside ``widget`` (row 0 at the top)."""
+    shot = gui.screenshot()
+    h = shot.shape[0]
+    x0, y0 = (int(v) for v in widget.to_window(*widget.pos))
+    x1, y1 = x0 + int(widget.width), y0 + int(widget.height)
+    return shot[h - y1:h - y0, x0:x1]
+
+
+def _colour_count(pixels: np.ndarray, rgb: tuple[int, int, int], tol: int = 40) -> int:
+    diff = np.abs(pixels[..., :3].astype(int) - np.array(rgb)).max(axis=-1)
+    return int(np.count_nonzero(diff <= tol))
+
+
+def _click_tab(gui, screen, title: str) -> None:
+    gui.click(screen.tab_items[title])
+    gui.frames(2)
+    assert screen.tabs.current_tab is screen.tab_items[title]
+
+
+def test_start_shows_demo_patient_and_views_respond(gui, tmp_path):
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    patient = app.session.patient
+    assert patient is not None and app.session.source == "demo patient"
+    assert "PTV" in patient.structure_set.names
+    viewer = screen.viewer
+    axial = viewer.axial
+    pixels = _region_pixels(gui, axial)
+    # A real CT: many grey levels in the head, and the external contour in its green.
+    assert len(np.unique(pixels[..., 0])) > 20
+    assert _colour_count(pixels, (0, 255, 0), tol=30) > 50
+    gui.screenshot("main_window")
+
+    # Mouse wheel over the axial view changes the slice, arrow keys too.
+    before = int(axial.slice_index)
+    gui.move(axial)
+    gui.scroll(axial, "up")
+    gui.frames(2)
+    after_wheel = int(axial.slice_index)
+    assert after_wheel != before
+    gui.key("down")
+    gui.frames(2)
+    assert int(axial.slice_index) != after_wheel
+    # The coronal and sagittal views follow the crosshair set by a click in the axial view.
+    cor, sag = int(viewer.coronal.slice_index), int(viewer.sagittal.slice_index)
+    gui.click((axial.to_window(*axial.pos)[0] + axial.width * 0.3,
+               axial.to_window(*axial.pos)[1] + axial.height * 0.6))
+    gui.frames(2)
+    assert (int(viewer.coronal.slice_index), int(viewer.sagittal.slice_index)) != (cor, sag)
+
+    # Window/level: a preset, then a right-drag.
+    gui.click(viewer.preset_buttons["bone"])
+    gui.frames(1)
+    assert (screen.state.window_hu, screen.state.level_hu) == (1800.0, 400.0)
+    x, y = axial.to_window(*axial.center)
+    gui.drag((x, y), (x + 80, y + 40), button="right")
+    gui.frames(1)
+    assert (screen.state.window_hu, screen.state.level_hu) != (1800.0, 400.0)
+    gui.click(viewer.preset_buttons["soft tissue"])
+
+    # Hiding the external contour removes its green from the axial view.
+    row = screen.patient_panel.row("External")
+    gui.click(row.checkbox)
+    gui.frames(3)
+    assert "External" not in screen.state.visible_structures
+    assert _colour_count(_region_pixels(gui, axial), (0, 255, 0), tol=30) < 10
+    gui.click(row.checkbox)
+    gui.frames(2)
+    assert "External" in screen.state.visible_structures
+
+
+def test_bad_folder_shows_a_dialog_and_keeps_the_patient(gui, tmp_path):
+    app = _start(gui, tmp_path)
+    patient = app.session.patient
+    empty = tmp_path / "not_dicom"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not a DICOM file")
+    app.load_folder(str(empty))
+    gui.wait_until(lambda: app.last_error, 60, "the import error")
+    gui.frames(3)
+    assert "no CT series" in app.last_error
+    dialog = gui.find(lambda w: getattr(w, "name", "") == "error_dialog")
+    assert dialog is not None
+    gui.screenshot("import_error")
+    gui.click(gui.find(lambda w: getattr(w, "name", "") == "error_dialog_ok"))
+    gui.frames(2)
+    assert app.session.patient is patient
+
+
+def test_plan_review_compare_and_export(gui, tmp_path):
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    _click_tab(gui, screen, "Plan")
+    form = screen.plan_panel
+    assert form.target.text == "PTV"
+    # A small, quick plan: coarse spots and grid.
+    form.spot_spacing.text = "6"
+    form.grid_mm.text = "5"
+    assert len(form.beam_row_list) == 2
+    gui.frames(2)
+    # The beams are drawn on the views while they are set up.
+    assert len(screen.state.beams) == 2
+    gui.screenshot("plan_setup")
+    gui.click(form.compute_button)
+    gui.frames(2)
+    assert app.task is not None and app.task.running
+    assert "Computing plan" in app.task_bar.status.text
+    gui.wait_until(lambda: app.session.plans or app.last_error, PLAN_TIMEOUT_S, "the plan")
+    assert not app.last_error, app.last_error
+    gui.frames(5)
+
+    entry = app.session.latest_plan
+    assert entry is not None
+    rx = entry.prescription_gy_rbe
+    assert screen.tabs.current_tab is screen.tab_items["Dose"]
+    # Dose wash on the axial view at the target, DVH curves, metrics table.
+    assert screen.state.dose is not None
+    names = [c.name for c in screen.dvh.curves]
+    assert "PTV" in names and "Brainstem" in names
+    ptv_row = next(r for r in screen.metrics.rows if r.name == "PTV")
+    d95 = float(ptv_row.values[1])
+    assert 0.9 * rx < d95 < 1.05 * rx
+    ct = entry.result.patient.ct
+    iso = entry.result.plan.beams[0].beam.isocenter_mm
+    k, j, i = np.rint(lps_to_index([iso], ct.spacing_mm, ct.origin_mm)[0]).astype(int)
+    screen.state.set_cursor(int(k), int(j), int(i))
+    gui.frames(3)
+    gui.screenshot("dose_review")
+
+    # Other quantities: LETd and % of prescription.
+    panel = screen.dose_panel
+    panel.select_layer("letd")
+    gui.frames(2)
+    assert screen.state.dose.unit == "keV/µm"
+    panel.select_layer("rbe")
+    panel.unit.text = "% of prescription"
+    gui.frames(2)
+    assert screen.state.dose.unit == "%"
+    assert 100.0 in [round(v) for v in screen.state.dose.isodose_levels] or \
+        95.0 in [round(v) for v in screen.state.dose.isodose_levels]
+
+    # Compare: the plan under mMKM (A) and LEM I (B).
+    gui.click(app.buttons["compare"])
+    gui.frames(3)
+    compare = app.compare
+    assert "mMKM" in compare.side_a.text and "LEM I" in compare.side_b.text
+    gui.click(compare.compare_button)
+    gui.wait_until(lambda: compare.result is not None or app.last_error, 300,
+                   "the comparison")
+    assert not app.last_error, app.last_error
+    gui.frames(4)
+    result = compare.result
+    assert len(result.gamma) == 2
+    assert "3%/3mm" in compare.summary.text
+    # LEM I exceeds mMKM in the target (Zhang et al. 2020): B - A > 0 on average there.
+    ptv = next(s for s in result.structures if s.name == "PTV")
+    assert ptv.metrics_b["mean"] > ptv.metrics_a["mean"]
+    assert any(c.dashed for c in compare.dvh.curves)
+    gui.screenshot("compare")
+
+    # Export: DICOM through the folder dialog, then a PNG of the view and the plan report.
+    gui.click(app.buttons["planning"])
+    gui.frames(2)
+    out = tmp_path / "export"
+    out.mkdir()
+    gui.click(app.buttons["export_dicom"])
+    gui.frames(2)
+    dialog = gui.find(lambda w: getattr(w, "name", "") == "folder_dialog")
+    dialog.path_input.text = str(out)
+    gui.click(dialog.choose_button)
+    gui.wait_until(lambda: (out / "report.json").exists() or app.last_error, 120,
+                   "the DICOM export")
+    assert {"RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm"} <= {
+        p.name for p in out.iterdir()}
+    gui.frames(2)
+    app.export_view_png_to(str(out))
+    app.export_report_to(str(out))
+    assert not app.last_error, app.last_error
+    png = out / "ionplan_planning.png"
+    assert png.stat().st_size > 10_000
+    assert (out / "plan_1_report.png").stat().st_size > 10_000
+    assert (out / "plan_1_report.pdf").read_bytes().startswith(b"%PDF")
