@@ -287,6 +287,50 @@ def test_dose_wash_appears_where_the_dose_is(viewer) -> None:
     assert r == g == b
 
 
+def test_dose_wash_is_placed_by_its_own_grid_in_every_view(viewer) -> None:
+    """An opaque wash of a tilted linear dose on the coarse grid shows, at each probed pixel,
+    the colour of the analytic dose there: any flip, offset or scale error of the dose quad
+    (or of its crop to the washed region) shifts the colours."""
+    from app.rendering import colormap_rgb, colour_index
+    from app.viewer_state import DoseOverlay
+
+    gui, panel, state = viewer
+    for name in ("PTV", "BODY"):
+        state.set_structure_visible(name, False)
+    for view in panel.views:
+        view.show_crosshair = False
+    grid = DoseGrid(shape=(30, 30, 30), spacing_mm=(3.0, 3.0, 3.0),
+                    origin_mm=(-40.0, -55.0, -45.0))
+    gz, gy, gx = np.meshgrid(*(grid.origin_mm[2 - a] + 3.0 * np.arange(30) for a in range(3)),
+                             indexing="ij")
+
+    def dose_at(x: float, y: float, z: float) -> float:
+        return 30.0 + 0.45 * x - 0.25 * y + 0.3 * z
+
+    cube = dose_at(gx, gy, gz).astype(np.float32)
+    state.set_dose(DoseOverlay(dose=cube, grid=grid, unit="Gy", vmin=0.0, vmax=60.0,
+                               threshold=-1e6, opacity=1.0))
+    rgba = gui.screenshot()
+    height = rgba.shape[0]
+    lut = colormap_rgb("dose").astype(int)
+    probes = [(20.0, -30.0, 0.0), (-25.0, 10.0, 0.0), (30.0, 15.0, 0.0), (-10.0, -40.0, 0.0),
+              (0.0, 0.0, 25.0), (15.0, -10.0, -30.0)]
+    checked = 0
+    for view in panel.views:
+        for point in probes:
+            # Only points on the view's slice (the slice through the cursor).
+            normal = view.screen_to_lps(*view.center)
+            axis = {"axial": 2, "coronal": 1, "sagittal": 0}[view.orientation]
+            on_slice = list(point)
+            on_slice[axis] = normal[axis]
+            x, y = _window_xy(view, tuple(on_slice))
+            got = rgba[height - 1 - int(y), int(x), :3].astype(int)
+            want = lut[colour_index(np.array([dose_at(*on_slice)]), 0.0, 60.0)[0]]
+            assert np.abs(got - want).max() <= 12, (view.orientation, on_slice, got, want)
+            checked += 1
+    assert checked == 18
+
+
 def test_coronal_and_sagittal_keep_the_aspect_ratio(viewer) -> None:
     """The bone sphere's chords through its centre span (voxels on the chord) x spacing in mm
     on screen, horizontally and vertically, in every view, whatever the voxel aspect."""
