@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import subprocess
 import sys
@@ -37,6 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from kivy.app import App
@@ -457,6 +460,8 @@ class GuiDriver:
         self.close_requested = False
         self._held_modifiers: list[str] = []
         self._buttons_down: set[str] = set()
+        self._baseline_observers = self._window_observer_ids()
+        self._baseline_managers = list(getattr(window, "event_managers", []))
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -520,6 +525,7 @@ class GuiDriver:
         self._held_modifiers = []
         self._buttons_down = set()
         self._cancel_app_clock_events()
+        self._remove_app_window_bindings()
         gc.collect()
         self.close_requested = False
         if errors:
@@ -534,6 +540,45 @@ class GuiDriver:
             module = getattr(callback, "__module__", "") or ""
             if not module.startswith("kivy"):
                 event.cancel()
+
+    def _window_observer_ids(self) -> set[int]:
+        """Identities of every callback bound to a Window event or property now."""
+        ids: set[int] = set()
+        for name in self._window_bindable_names():
+            for entry in self.window.get_property_observers(name, args=True):
+                ids.add(id(entry[0]))
+        return ids
+
+    def _window_bindable_names(self) -> list[str]:
+        return [*self.window.events(), *self.window.properties()]
+
+    def _remove_app_window_bindings(self) -> None:
+        """Unbind what the app bound to the Window and left behind (not Kivy's own bindings).
+
+        The Window outlives every app in the session; a handler left bound (a key handler,
+        a ``mouse_pos`` observer, an event manager) would otherwise react in later tests.
+        """
+        for name in self._window_bindable_names():
+            for callback, _largs, _kwargs, is_ref, uid in self.window.get_property_observers(
+                name, args=True
+            ):
+                if id(callback) in self._baseline_observers:
+                    continue
+                target = callback() if is_ref else callback
+                if target is None:
+                    continue  # a weakly bound method whose object is gone: inert
+                module = getattr(target, "__module__", "") or ""
+                if module.startswith("kivy"):
+                    continue
+                logger.debug("unbinding leftover Window %s handler %r", name, target)
+                if uid is not None:
+                    self.window.unbind_uid(name, uid)
+                else:
+                    self.window.unbind(**{name: target})
+        for manager in list(getattr(self.window, "event_managers", [])):
+            if manager not in self._baseline_managers:
+                logger.debug("unregistering leftover Window event manager %r", manager)
+                self.window.unregister_event_manager(manager)
 
     @property
     def app_stopped(self) -> bool:
@@ -678,12 +723,15 @@ class GuiDriver:
             self.frames(1)
 
     def double_click(self, target: Widget | Sequence[float]) -> None:
-        """Two left clicks in quick succession (Kivy marks the second touch is_double_tap)."""
+        """Two left clicks in quick succession (Kivy marks the second touch is_double_tap).
+
+        Kivy's double-tap detection compares real time (250 ms by default), so the clicks
+        are one frame apart: the first click's effects run before the second arrives.
+        """
         pos = self.window_pos(target)
         self._hover_to(pos)
         for _ in range(2):
             self._mouse_down(pos, "left")
-            self.frames(1)
             self._mouse_up(pos, "left")
             self.frames(1)
 

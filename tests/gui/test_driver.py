@@ -258,15 +258,36 @@ def test_wheel_up_means_away_from_the_user_in_kivy_widgets(gui: GuiDriver) -> No
 
 def test_hover_moves_the_window_mouse_position_without_touches(gui: GuiDriver) -> None:
     from kivy.core.window import Window
+    from kivy.eventmanager import EventManagerBase
+
+    class HoverRecorder(EventManagerBase):
+        """Receives Kivy's hover motion events (the mouse provider makes them from mouse_pos)."""
+
+        type_ids = ("hover",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.hovers: list[tuple[float, float]] = []
+
+        def dispatch(self, etype: str, me: Any) -> bool:
+            if etype in ("begin", "update"):
+                me.push()
+                self.window.transform_motion_event_2d(me)
+                self.hovers.append((me.x, me.y))
+                me.pop()
+            return False
 
     recorder = make_recorder()
+    hover = HoverRecorder()
     seen: list[tuple[float, float]] = []
 
     def on_start(app: Any) -> None:
         Window.bind(mouse_pos=app.on_mouse_pos)
+        Window.register_event_manager(hover)
 
     def on_stop(app: Any) -> None:
         Window.unbind(mouse_pos=app.on_mouse_pos)
+        Window.unregister_event_manager(hover)
 
     app = make_app(lambda: recorder, on_start=on_start, on_stop=on_stop)
     app.on_mouse_pos = lambda _w, pos: seen.append(tuple(pos))
@@ -275,6 +296,7 @@ def test_hover_moves_the_window_mouse_position_without_touches(gui: GuiDriver) -
     gui.move(recorder)
     assert seen == [(123.0, 456.0), (720.0, 450.0)]
     assert tuple(Window.mouse_pos) == (720.0, 450.0)
+    assert np.allclose(hover.hovers, [(123.0, 456.0), (720.0, 450.0)], atol=1e-6)
     assert recorder.events == []
 
 
@@ -522,9 +544,11 @@ def test_an_exception_in_a_handler_fails_the_step_and_the_window_recovers(
     ticks_before = len(ticks)
     gui.advance(0.5)
     assert len(ticks) == ticks_before  # the leaked interval was cancelled at stop
+    key_handlers = [cb() if is_ref else cb for cb, _la, _kw, is_ref, _uid
+                    in Window.get_property_observers("on_key_down", args=True)]
+    assert broken.swallow not in key_handlers  # the leaked Window handler was unbound
     gui.click(gui.window.children[0])
     assert presses == [1]
-    Window.unbind(on_key_down=broken.swallow)
 
 
 @pytest.mark.parametrize("run", range(3))
