@@ -33,6 +33,7 @@ from planning.geometry import lps_to_index
 if TYPE_CHECKING:
     from app.planning_screen import TaskHost
 
+LEGEND_WIDTH_PX = 64
 #: The quantities a plan offers for comparison: (layer key, text).
 QUANTITIES = (("rbe", "RBE-weighted"), ("physical", "physical"), ("mkm", "mMKM"),
               ("lem1", "LEM I"))
@@ -79,9 +80,12 @@ class ComparePanel(BoxLayout):
         super().__init__(orientation="vertical", spacing=2)
         self.title = Label(text=title, size_hint_y=None, height=24, shorten=True)
         self.view = SliceView(state, "axial")
-        self.legend = ColorLegend(size_hint_y=None, height=56)
-        for w in (self.title, self.view, self.legend):
-            self.add_widget(w)
+        self.legend = ColorLegend(size_hint_x=None, width=LEGEND_WIDTH_PX)
+        row = BoxLayout(spacing=2)
+        row.add_widget(self.view)
+        row.add_widget(self.legend)
+        self.add_widget(self.title)
+        self.add_widget(row)
 
 
 class CompareScreen(Screen):

@@ -66,7 +66,7 @@ class PlanEntry:
         r = self.result
         p = self.prescription_gy_rbe
         grid = r.dose_grid
-        model = r.plan.rbe_model
+        model = short_model_name(r.plan.rbe_model)
         out = [DoseLayer("rbe", f"RBE-weighted dose ({model})", r.rbe_dose_gy_rbe, grid,
                          "Gy(RBE)", p, True),
                DoseLayer("physical", "Physical dose", r.physical_dose_gy, grid, "Gy",
@@ -80,9 +80,9 @@ class PlanEntry:
                                  grid, "Gy", _max_or_one(cube), True))
         x = r.exchange
         if x is not None:
-            out += [DoseLayer("mkm", f"mMKM clinical dose ({x.mkm_model})", x.mkm_dose_gy_rbe,
+            out += [DoseLayer("mkm", "mMKM clinical dose", x.mkm_dose_gy_rbe,
                               x.dose_grid, "Gy(RBE)", p, True),
-                    DoseLayer("lem1", f"LEM I RBE-weighted dose ({x.lem_model})",
+                    DoseLayer("lem1", f"LEM I RBE-weighted dose ({short_model_name(x.lem_model)})",
                               x.lem_dose_gy_rbe, x.dose_grid, "Gy(RBE)", p, True),
                     DoseLayer("ratio", "LEM I / mMKM ratio", x.ratio_lem_over_mkm, x.dose_grid,
                               "", _max_or_one(x.ratio_lem_over_mkm), False)]
@@ -93,6 +93,17 @@ class PlanEntry:
             if candidate.key == key:
                 return candidate
         raise KeyError(f"plan {self.name!r} has no {key!r} cube")
+
+
+def short_model_name(description: str) -> str:
+    """``"mMKM"``, ``"LEM I chordoma"``, ``"constant RBE 3"``, ``"physical dose"`` from a
+    model's full description (its parameters are in the plan report and the DICOM comment)."""
+    words = description.split()
+    if description.startswith("LEM I") and len(words) >= 3:
+        return " ".join(words[:3])
+    if description.startswith("mMKM"):
+        return "mMKM"
+    return description
 
 
 def _max_or_one(cube: NDArray[np.float32]) -> float:

@@ -53,7 +53,7 @@ class DosePanel(BoxLayout):
         self.plan = Spinner(text="(no plan yet)", values=[], size_hint_y=None,
                             height=ROW_HEIGHT)
         self.quantity = Spinner(text="", values=[], size_hint_y=None, height=ROW_HEIGHT,
-                                font_size="13sp")
+                                font_size="13sp", shorten=True)
         self.unit = Spinner(text=UNITS[0], values=list(UNITS), size_hint_y=None,
                             height=ROW_HEIGHT)
         self.wash = CheckBox(active=True, size_hint_x=None, width=30)

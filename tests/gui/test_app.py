@@ -211,3 +211,81 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     assert png.stat().st_size > 10_000
     assert (out / "plan_1_report.png").stat().st_size > 10_000
     assert (out / "plan_1_report.pdf").read_bytes().startswith(b"%PDF")
+
+
+def _two_series_folder(tmp_path: Path) -> Path:
+    """The demo patient plus a copy of its CT under another series UID."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from planning.dicom import write_demo_patient
+
+    folder = tmp_path / "two_series"
+    files = write_demo_patient(folder)
+    copy = folder / "copy"
+    copy.mkdir()
+    series_uid = generate_uid()
+    for path in files:
+        ds = pydicom.dcmread(path)
+        if ds.Modality != "CT":
+            continue
+        ds.SeriesInstanceUID = series_uid
+        ds.SeriesDescription = "second reconstruction"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(copy / Path(path).name)
+    return folder
+
+
+def test_open_folder_dialog_series_choice_and_recent_list(gui, tmp_path):
+    app = _start(gui, tmp_path)
+    folder = _two_series_folder(tmp_path)
+    gui.click(app.buttons["open"])
+    gui.frames(2)
+    dialog = gui.find(lambda w: getattr(w, "name", "") == "folder_dialog")
+    dialog.path_input.text = str(folder)
+    gui.click(dialog.choose_button)
+    gui.wait_until(lambda: any(getattr(w, "name", "") == "choice_dialog" for w in gui.walk()),
+                   120, "the series choice")
+    gui.frames(2)
+    gui.screenshot("series_choice")
+    choice = gui.find(lambda w: getattr(w, "choice_key", None) is not None
+                      and "second" not in w.text)
+    gui.click(choice)
+    gui.wait_until(lambda: app.session.source == str(folder), 120, "the imported CT")
+    patient = app.session.patient
+    assert patient.structure_set is not None and "PTV" in patient.structure_set.names
+    assert app.recent.load()[0] == str(folder.resolve())
+    # The next open dialog offers it among the recent folders.
+    gui.frames(2)
+    app.open_folder()
+    gui.frames(2)
+    assert any(getattr(w, "text", "") == str(folder.resolve()) for w in gui.walk())
+
+
+def test_compute_can_be_cancelled_and_the_app_keeps_responding(gui, tmp_path):
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    _click_tab(gui, screen, "Plan")
+    gui.click(screen.plan_panel.compute_button)
+    gui.wait_until(lambda: app.task is not None and app.task.fraction > 0.0, 120,
+                   "the plan to start")
+    # The interface responds while the plan runs: slices still change.
+    before = int(screen.viewer.axial.slice_index)
+    gui.scroll(screen.viewer.axial, "down")
+    gui.frames(2)
+    assert int(screen.viewer.axial.slice_index) != before
+    gui.click(app.task_bar.cancel_button)
+    gui.wait_until(lambda: not app.task.running, 180, "the cancellation")
+    gui.frames(2)
+    assert "cancelled" in app.task_bar.status.text
+    assert app.session.plans == [] and not app.last_error
+
+
+def test_about_shows_version_and_licences(gui, tmp_path):
+    app = _start(gui, tmp_path)
+    gui.click(app.buttons["about"])
+    gui.frames(3)
+    dialog = gui.find(lambda w: getattr(w, "name", "") == "about_dialog")
+    text = " ".join(getattr(w, "text", "") for w in dialog.walk())
+    assert "BSD-3-Clause" in text and "Kivy" in text
+    gui.screenshot("about")

@@ -1,0 +1,61 @@
+"""Dose display choices -> viewer overlay (no window needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.dose_display import DoseDisplay, difference_overlay, overlay_for, parse_levels
+from app.session import DoseLayer
+from planning.dose_engine import DoseGrid
+from planning.errors import InputError
+
+GRID = DoseGrid((2, 3, 4), (3.0, 3.0, 3.0), (0.0, 0.0, 0.0))
+
+
+def _layer(rx=60.0, top=66.0):
+    cube = np.zeros(GRID.shape, np.float32)
+    cube[1, 1, 1] = top
+    cube[0, 0, 0] = rx
+    return DoseLayer("rbe", "RBE-weighted dose (mMKM)", cube, GRID, "Gy(RBE)", rx, True)
+
+
+def test_absolute_overlay_levels_and_threshold_follow_the_prescription():
+    o = overlay_for(_layer(), DoseDisplay(isodose_percent=(95.0, 50.0), threshold_percent=10))
+    assert o.unit == "Gy(RBE)"
+    assert o.isodose_levels == pytest.approx((57.0, 30.0))
+    assert o.threshold == pytest.approx(6.0)
+    assert o.vmin == 0.0 and o.vmax == pytest.approx(66.0)  # max(66, 1.1 x 60)
+
+
+def test_percent_overlay_puts_the_prescription_at_100():
+    o = overlay_for(_layer(), DoseDisplay(percent=True, isodose_percent=(100.0,)))
+    assert o.unit == "%"
+    assert o.dose[0, 0, 0] == pytest.approx(100.0)
+    assert o.dose[1, 1, 1] == pytest.approx(110.0)
+    assert o.isodose_levels == pytest.approx((100.0,))
+
+
+def test_wash_and_isodoses_can_be_switched_off():
+    o = overlay_for(_layer(), DoseDisplay(wash=False, isodoses=False))
+    assert o.opacity == 0.0 and o.isodose_levels == ()
+
+
+def test_scale_never_below_110_percent_of_prescription():
+    o = overlay_for(_layer(top=30.0), DoseDisplay())
+    assert o.vmax == pytest.approx(66.0)
+
+
+def test_difference_overlay_is_symmetric():
+    diff = np.zeros(GRID.shape, np.float32)
+    diff[0, 0, 0], diff[1, 2, 3] = -2.0, 5.0
+    o = difference_overlay(diff, GRID, "Gy", label="B - A")
+    assert (o.vmin, o.vmax, o.colormap) == (-5.0, 5.0, "diverging")
+
+
+def test_isodose_level_text():
+    assert parse_levels("95, 107,50%; 95") == (107.0, 95.0, 50.0)
+    with pytest.raises(InputError, match="not a number"):
+        parse_levels("95, abc")
+    with pytest.raises(InputError, match="must lie"):
+        parse_levels("-5")

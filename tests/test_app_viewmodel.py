@@ -1,0 +1,137 @@
+"""The GUI's view-model pieces that need no window: plan-setup parsing, recent folders,
+the session, and per-structure dose statistics (planning.structure_dose)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from app.plan_setup import BeamSetup, parse_beam, parse_objective, parse_plan_setup
+from app.recent import RecentFolders
+from app.session import Session, short_model_name
+from planning.dicom import load_demo_patient
+from planning.dose_engine import DoseGrid
+from planning.errors import InputError
+from planning.optimization import Objective
+from planning.planner import grid_of
+from planning.structure_dose import structure_dose_statistics
+
+
+def _setup(**over):
+    values = dict(target="PTV", dose_text="57.6", fractions_text="16",
+                  beams=[BeamSetup(90.0), BeamSetup(270.0)], rbe_label="LEM I",
+                  rbe_value_text="", tissue_text="chordoma", spot_spacing_text="5",
+                  grid_text="4", device_label="CPU", exchange=True,
+                  objectives=[Objective("PTV", "squared_deviation", 57.6, 100.0)])
+    values.update(over)
+    return parse_plan_setup(**values)
+
+
+def test_plan_setup_reads_a_valid_form():
+    s = _setup()
+    assert (s.rbe, s.tissue, s.device, s.fractions) == ("lem1", "chordoma", "cpu", 16)
+    assert s.dose_per_fraction_gy_rbe == pytest.approx(3.6)
+    assert "LEM I" in s.summary() and "G90" in s.summary()
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("dose_text", "abc", "prescribed dose"),
+    ("dose_text", "-3", "prescribed dose"),
+    ("fractions_text", "2.5", "whole number"),
+    ("fractions_text", "0", "number of fractions"),
+    ("spot_spacing_text", "0.1", "spot spacing"),
+    ("grid_text", "nan", "dose grid"),
+    ("beams", [], "at least one beam"),
+    ("target", "", "target"),
+    ("rbe_label", "LEM II", "unknown RBE model"),
+])
+def test_plan_setup_names_the_bad_field(field, value, message):
+    with pytest.raises(InputError, match=message):
+        _setup(**{field: value})
+
+
+def test_constant_rbe_needs_its_value_and_the_target_an_objective():
+    with pytest.raises(InputError, match="constant RBE"):
+        _setup(rbe_label="Constant RBE", rbe_value_text="")
+    assert _setup(rbe_label="Constant RBE", rbe_value_text="3").rbe_value == 3.0
+    with pytest.raises(InputError, match="has no objective"):
+        _setup(objectives=[Objective("Brainstem", "max_dose", 50.0)])
+
+
+def test_beam_and_objective_rows():
+    assert parse_beam("-90", "", 0) == BeamSetup(270.0, 0.0)
+    with pytest.raises(InputError, match="beam 2 gantry"):
+        parse_beam("x", "0", 1)
+    o = parse_objective("Brainstem", "max_dvh", "50", "10", "5", 0)
+    assert o.volume_fraction == pytest.approx(0.05)
+    with pytest.raises(InputError, match="volume"):
+        parse_objective("Brainstem", "max_dvh", "50", "10", "", 0)
+    with pytest.raises(InputError, match="weight"):
+        parse_objective("Brainstem", "max_dose", "50", "0", "", 0)
+
+
+def test_recent_folders_most_recent_first_without_duplicates(tmp_path):
+    recent = RecentFolders(tmp_path / "data", max_entries=3)
+    assert recent.load() == []
+    for name in ("a", "b", "c", "a", "d"):
+        (tmp_path / name).mkdir(exist_ok=True)
+        recent.add(tmp_path / name)
+    assert recent.load() == [str((tmp_path / n).resolve()) for n in ("d", "a", "c")]
+    # a damaged file is ignored, not fatal
+    recent.path.write_text("{not json")
+    assert recent.load() == []
+    recent.path.write_text(json.dumps({"a": 1}))
+    assert recent.load() == []
+
+
+def test_session_drops_plans_of_the_previous_patient():
+    session = Session()
+    events: list[str] = []
+    session.subscribe(events.append)
+    patient = load_demo_patient()
+    session.set_patient(patient, "demo patient")
+    assert events == ["patient", "plans"] and session.plans == []
+    with pytest.raises(KeyError):
+        session.plan("Plan 1")
+    assert session.latest_plan is None
+
+
+def test_short_model_names():
+    assert short_model_name("mMKM HSG a0=0.172 b=0.0615 rd=0.32um") == "mMKM"
+    assert short_model_name("LEM I chordoma ax=0.1 bx=0.05") == "LEM I chordoma"
+    assert short_model_name("constant RBE 3") == "constant RBE 3"
+
+
+def test_structure_statistics_of_a_dose_linear_in_z():
+    """Dose = z (mm) on a 5 mm grid: each structure's mean dose is the mean z of its CT
+    voxels (to within the grid's half-spacing), its minimum at least its lowest z - 5 mm."""
+    patient = load_demo_patient()
+    ct = patient.ct
+    grid = DoseGrid.covering(grid_of(ct), 5.0)
+    z_mm = grid.origin_mm[2] + grid.spacing_mm[0] * np.arange(grid.shape[0])
+    dose = np.broadcast_to(z_mm[:, None, None], grid.shape).astype(np.float32) + 200.0
+    stats = {s.name: s for s in structure_dose_statistics(patient, dose, grid, 200.0)}
+    assert set(stats) <= set(patient.structure_set.names)
+    for name in ("PTV", "Brainstem", "Brain"):
+        mask = patient.structure_set.get(name).mask.to_dense()
+        k = np.nonzero(mask)[0]
+        z_ct = ct.origin_mm[2] + ct.spacing_mm[0] * k + 200.0
+        s = stats[name]
+        assert s.metrics.mean == pytest.approx(z_ct.mean(), abs=2.5)
+        assert s.metrics.min >= z_ct.min() - 5.0
+        assert s.metrics.max <= z_ct.max() + 5.0
+        assert s.dvh.volume_fraction[0] == 1.0 and s.dvh.volume_fraction[-1] == 0.0
+        # D95 of a linear dose: the 5th percentile of z
+        assert s.metrics.d95 == pytest.approx(np.percentile(z_ct, 5), abs=5.0)
+    assert stats["PTV"].colour_rgb == patient.structure_set.get("PTV").colour_rgb
+
+
+def test_structure_statistics_reject_bad_input():
+    patient = load_demo_patient()
+    grid = DoseGrid.covering(grid_of(patient.ct), 5.0)
+    with pytest.raises(InputError, match="does not match"):
+        structure_dose_statistics(patient, np.zeros((2, 2, 2)), grid, 1.0)
+    with pytest.raises(InputError, match="reference"):
+        structure_dose_statistics(patient, np.zeros(grid.shape), grid, 0.0)
