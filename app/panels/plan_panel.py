@@ -82,15 +82,17 @@ class ObjectiveRow(BoxLayout):
                  on_remove: Callable[[ObjectiveRow], None]) -> None:
         super().__init__(size_hint_y=None, height=ROW_HEIGHT, spacing=3)
         self.structure = Spinner(text=objective.structure, values=list(structures),
-                                 size_hint_x=0.3, font_size="12sp")
+                                 size_hint_x=0.3, font_size="12sp", shorten=True)
         self.kind = Spinner(text=objective.kind, values=list(OBJECTIVE_KINDS),
-                            size_hint_x=0.34, font_size="12sp")
+                            size_hint_x=0.34, font_size="12sp", shorten=True)
         self.dose = _field(f"{objective.dose_gy_rbe:.4g}", input_filter="float",
                            font_size="12sp")
         self.weight = _field(f"{objective.weight:g}", input_filter="float", font_size="12sp")
         vf = objective.volume_fraction
         self.volume = _field("" if vf is None else f"{100 * vf:g}", input_filter="float",
                              font_size="12sp", hint_text="%")
+        for ti in (self.dose, self.weight, self.volume):
+            ti.size_hint_x = 0.12
         remove = Button(text="x", size_hint_x=None, width=28)
         remove.bind(on_release=lambda *_: on_remove(self))
         for w in (self.structure, self.kind, self.dose, self.weight, self.volume, remove):
