@@ -182,6 +182,12 @@ def test_slider_changes_the_slice(viewer) -> None:
     assert state.cursor_ijk[2] == SHAPE[2] - 1
     gui.click(slider.to_window(slider.x + 2, slider.center_y))
     assert panel.sagittal.slice_index == 0
+    # Dragging the thumb to the middle of its travel: slice (n - 1) / 2, rounded.
+    gui.drag(slider.to_window(slider.x + 2, slider.center_y), slider.to_window(*slider.center))
+    assert abs(panel.sagittal.slice_index - (SHAPE[2] - 1) / 2) <= 0.5
+    # The slider follows the wheel on the view.
+    gui.scroll(panel.sagittal, "up")
+    assert slider.value == panel.sagittal.slice_index == state.cursor_ijk[2]
 
 
 def test_click_moves_the_crosshair_and_the_other_views(viewer) -> None:
