@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 #: Number of bins of the report's DVHs (as ``ionplan plan``).
 DVH_BINS = 100
-_KEY_VALUE = re.compile(r"([A-Za-z/]+)=([-+0-9.eE]+)(?:um|Gy)?(?=\s|$)")
+_KEY_VALUE = re.compile(r"([A-Za-z][A-Za-z0-9/]*)=([-+0-9.eE]+)(?:um|Gy)?(?=\s|$)")
 _MKM_KEYS = {"a0": "alpha0_gy", "b": "beta_gy2", "rd": "domain_radius_um",
              "Rn": "nucleus_radius_um", "Fclin": "f_clin", "ar": "alpha_ref_gy",
              "br": "beta_ref_gy2"}

@@ -1,0 +1,197 @@
+"""ionplan recalc: an exported plan recalculates to its own dose; changed plans change as they must.
+
+The plan (demo patient, two opposed beams, 4 mm grid, 5 mm spots) is made once per session by
+:func:`demo_plan_dirs` and shared with the compare tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from planning import api
+from planning.cli import main
+from planning.compare.recalc import check_plan_on_ct, model_from_description, prepare_recalc
+from planning.dicom import load_patient, load_rt_dose, load_rt_ion_plan, write_demo_patient
+from planning.errors import InputError, PlanningError
+from planning.plan import BeamPlan
+from planning.rbe import DEFAULT_TISSUES, ConstantRbe, LemModel, MkmModel, PhysicalDose
+
+PLAN_ARGS = ["--target", "PTV", "--dose", "60", "--fractions", "12", "--gantry", "90,270",
+             "--grid", "4", "--spot-spacing", "5"]
+
+
+def demo_plan_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(CT folder, ``ionplan plan`` output folder) of the demo patient, made once a session."""
+    base = tmp_path_factory.getbasetemp() / "compare_demo_plan"
+    ct, out = base / "ct", base / "plan"
+    if not (out / "report.json").is_file():
+        base.mkdir(exist_ok=True)
+        write_demo_patient(ct)
+        assert main(["plan", str(ct), *PLAN_ARGS, "--out", str(out)]) == 0
+    return ct, out
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    ct, plan_dir = demo_plan_dirs(tmp_path_factory)
+    patient = load_patient(ct)
+    recalc_dir = tmp_path_factory.mktemp("recalc")
+    result = api.recalculate_plan(patient, plan_dir / "RTPLAN.dcm", grid_mm=4.0,
+                                  out_dir=recalc_dir)
+    return ct, plan_dir, patient, recalc_dir, result
+
+
+def test_recalculated_plan_reproduces_its_dose(demo):
+    _, plan_dir, _, recalc_dir, _ = demo
+    for name in ("RTDOSE_RBE.dcm", "RTDOSE_PHYSICAL.dcm"):
+        planned, recalculated = load_rt_dose(plan_dir / name), load_rt_dose(recalc_dir / name)
+        assert planned.grid == recalculated.grid
+        top = float(planned.dose_gy.max())
+        # Same spots, weights and engine settings: equal up to float32 and DICOM scaling.
+        assert np.abs(recalculated.dose_gy - planned.dose_gy).max() < 1e-4 * top
+    comparison = api.compare_doses(plan_dir, recalc_dir, criteria=[(1.0, 1.0)],
+                                   cross_model=False)
+    assert comparison.gamma[0].pass_rate_percent == 100.0
+    assert comparison.gamma[0].evaluated_voxels > 1000
+    assert comparison.stats.max_abs_gy < 1e-4 * comparison.stats.reference_max_gy
+
+
+def test_recalc_report_is_shaped_like_the_plans(demo):
+    _, plan_dir, _, recalc_dir, result = demo
+    planned = json.loads((plan_dir / "report.json").read_text())
+    report = json.loads((recalc_dir / "report.json").read_text())
+    for key in ("prescription", "rbe_model", "machine", "beams", "spots", "dose_grid",
+                "structures", "dvh_gy_rbe", "timings_s", "files"):
+        assert key in report, key
+    assert report["rbe_model"] == planned["rbe_model"]
+    assert report["rbe_model_source"] == "plan"
+    assert report["prescription"] == planned["prescription"]
+    assert set(report["structures"]) == set(planned["structures"])
+    for key in ("d95_gy_rbe", "d50_gy_rbe", "mean_gy", "v95", "conformity_index"):
+        assert report["structures"]["PTV"][key] == pytest.approx(
+            planned["structures"]["PTV"][key], rel=1e-4, abs=1e-6)
+    # The per-beam physical doses add up to the total.
+    beam_sum = sum(b["target_mean_gy"] for b in report["beams"])
+    assert beam_sum == pytest.approx(report["structures"]["PTV"]["mean_gy"], rel=1e-4)
+    assert report["files"] == ["RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm",
+                               "report.json"]
+    assert {"forward_dose", "total", "export"} <= set(report["timings_s"])
+    # The rewritten plan is the same plan.
+    again = load_rt_ion_plan(recalc_dir / "RTPLAN.dcm").plan
+    assert np.allclose(again.all_weights(), result.plan.all_weights(), rtol=1e-6)
+
+
+def test_weights_of_one_beam_scaled_by_5_percent(demo):
+    _, _, patient, _, base = demo
+    plan = base.plan
+    first = plan.beams[0]
+    scaled_plan = dataclasses.replace(plan, beams=(
+        BeamPlan(first.beam, first.spots, first.weights * 1.05), *plan.beams[1:]))
+    scaled = api.recalculate_plan(patient, scaled_plan, grid_mm=4.0)
+    beam0 = base.beam_physical_dose_gy[0]
+    comparison = api.compare_doses(base, scaled, quantity="physical",
+                                   criteria=[(1.0, 1.0), (4.0, 3.0)], cross_model=False)
+    top = float(base.physical_dose_gy.max())
+    # Physical dose is linear in the weights: B - A is 5 % of beam 0's dose, voxel by voxel.
+    assert np.abs(comparison.difference_gy - 0.05 * beam0).max() < 1e-4 * top
+    # Voxel by voxel B / A = 1 + 0.05 x beam 0's share of the dose.
+    dosed = comparison.reference_gy > 0.1 * top
+    ratio = comparison.evaluated_gy[dosed] / comparison.reference_gy[dosed]
+    share0 = beam0[dosed] / base.physical_dose_gy[dosed]
+    assert np.abs(ratio - (1.0 + 0.05 * share0)).max() < 1e-4
+    # Opposed beams: beam 1's fragment tail reaches beam 0's entrance, so no dosed voxel is
+    # beam 0's alone; its entrance region still shows most of the 5 %.
+    assert share0.max() > 0.6 and ratio.max() > 1.03
+    # 1 %/1 mm fails, and only where beam 0 adds more than 1 % of the maximum; 4 %/3 mm passes
+    # everywhere, since the largest difference (5 % of beam 0's maximum) is under 4 %.
+    tight, loose = comparison.gamma
+    assert tight.pass_rate_percent < 100.0
+    failing = np.nan_to_num(tight.gamma) > 1
+    # gamma(r) <= |B(r) - A(r)| / (1 % of the maximum), so a failing voxel has that much more.
+    assert np.all(0.05 * beam0[failing] > 0.0099 * top)
+    assert 0.05 * beam0.max() < 0.04 * top
+    assert loose.pass_rate_percent == 100.0
+    # The DVH metrics of the PTV move by about half of 5 % (two beams of similar weight).
+    ptv = next(s for s in comparison.structures if s.name == "PTV")
+    assert 1.015 < ptv.metrics_b["mean"] / ptv.metrics_a["mean"] < 1.035
+
+
+def test_isocentre_shift_of_3_mm_moves_the_dose(demo):
+    _, _, patient, _, base = demo
+    plan = base.plan
+    shifted_plan = dataclasses.replace(plan, beams=tuple(
+        BeamPlan(dataclasses.replace(bp.beam, isocenter_mm=(
+            bp.beam.isocenter_mm[0], bp.beam.isocenter_mm[1] + 3.0, bp.beam.isocenter_mm[2])),
+            bp.spots, bp.weights) for bp in plan.beams))
+    shifted = api.recalculate_plan(patient, shifted_plan, grid_mm=4.0)
+    comparison = api.compare_doses(base, shifted, quantity="physical",
+                                   criteria=[(3.0, 4.0), (2.0, 2.0), (1.0, 1.0)],
+                                   cross_model=False)
+
+    def centroid_y(dose):
+        w = dose / dose.sum()
+        return float((w.sum(axis=(0, 2)) * np.arange(dose.shape[1])).sum()) * 4.0
+
+    # Beams along x (gantry 90 and 270): a shift along y (posterior) moves the dose with it.
+    assert centroid_y(shifted.physical_dose_gy) - centroid_y(base.physical_dose_gy) == (
+        pytest.approx(3.0, abs=0.6))
+    rates = [g.pass_rate_percent for g in comparison.gamma]
+    assert rates[0] > 99.5  # a 4 mm DTA absorbs a 3 mm shift (up to the skull's effect)
+    assert rates[2] < rates[1] < 95.0
+    # The 2 %/2 mm failures sit where the dose falls off along y, the direction of the shift
+    # (B - A ~ 3 mm x dA/dy there), not along x.
+    ref = comparison.reference_gy
+    top = float(ref.max())
+    failing = np.nan_to_num(comparison.gamma[1].gamma) > 1
+    along_y = np.abs(np.gradient(ref, 4.0, axis=1))[failing] * 3.0
+    along_x = np.abs(np.gradient(ref, 4.0, axis=2))[failing] * 3.0
+    assert np.median(along_y) > 0.02 * top
+    assert np.median(along_y) > 3 * np.median(along_x)
+
+
+def test_frame_of_reference_and_patient_position_are_checked(demo, tmp_path):
+    _, plan_dir, patient, _, _ = demo
+    ds = pydicom.dcmread(plan_dir / "RTPLAN.dcm")
+    ds.FrameOfReferenceUID = "1.2.3.4.5"
+    ds.save_as(tmp_path / "other_frame.dcm")
+    with pytest.raises(PlanningError, match=r"Frame of Reference 1\.2\.3\.4\.5 is not the CT's"):
+        api.recalculate_plan(patient, tmp_path / "other_frame.dcm")
+    ds = pydicom.dcmread(plan_dir / "RTPLAN.dcm")
+    ds.PatientSetupSequence[0].PatientPosition = "HFP"
+    ds.save_as(tmp_path / "prone.dcm")
+    with pytest.raises(PlanningError, match="patient position HFP but the CT was scanned HFS"):
+        api.recalculate_plan(patient, tmp_path / "prone.dcm")
+    assert check_plan_on_ct(patient, "", "", "x")  # unknown frame and position: warnings
+
+
+def test_range_shifter_is_refused(demo):
+    _, _, patient, _, base = demo
+    first = base.plan.beams[0]
+    plan = dataclasses.replace(base.plan, beams=(
+        BeamPlan(first.beam, first.spots, first.weights, range_shifter_wet_mm=20.0),))
+    with pytest.raises(PlanningError, match="range shifter"):
+        prepare_recalc(patient, plan)
+
+
+@pytest.mark.parametrize("model", [
+    MkmModel(), MkmModel(f_clin=2.0, alpha0_gy=0.2), *(LemModel(t) for t in DEFAULT_TISSUES),
+    ConstantRbe(2.5), PhysicalDose()])
+def test_model_description_round_trips(model):
+    assert model_from_description(model.describe()) == model
+
+
+@pytest.mark.parametrize("text", ["", "unknown", "RBE 1.1", "LEM I chordoma", "LEM IV x"])
+def test_unknown_model_descriptions(text):
+    assert model_from_description(text) is None
+
+
+def test_tissue_without_a_model_is_an_error(demo):
+    _, plan_dir, patient, _, _ = demo
+    with pytest.raises(InputError, match="need an RBE model named"):
+        api.recalculate_plan(patient, plan_dir / "RTPLAN.dcm", tissue="hsg")
