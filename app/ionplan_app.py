@@ -24,7 +24,7 @@ from app import dialogs, export
 from app.compare_screen import CompareScreen
 from app.panels.task_bar import TaskBar
 from app.planning_screen import PlanningScreen
-from app.recent import RecentFolders
+from app.recent import RecentFolders, user_data_dir
 from app.session import Session
 from app.tasks import BackgroundTask, Work
 from app.theme import BACKGROUND_RGBA, PAD, TOOLBAR_HEIGHT
@@ -68,7 +68,7 @@ class IonPlanApp(App):
     # --- building ----------------------------------------------------------------------------
     def build(self) -> BoxLayout:
         Window.clearcolor = BACKGROUND_RGBA
-        self.recent = RecentFolders(self._data_dir or self.user_data_dir)
+        self.recent = RecentFolders(self._data_dir or user_data_dir())
         root = BoxLayout(orientation="vertical", spacing=2)
         self.toolbar = self._build_toolbar()
         root.add_widget(self.toolbar)

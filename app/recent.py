@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 from planning.atomic import atomic_write_text
@@ -17,6 +18,21 @@ log = logging.getLogger(__name__)
 
 MAX_RECENT = 10
 FILE_NAME = "recent_folders.json"
+
+
+def user_data_dir(app_name: str = "ionplan") -> Path:
+    """The per-user settings folder (not created here; :meth:`RecentFolders.add` creates it).
+
+    ``%APPDATA%\\ionplan`` on Windows, ``~/Library/Application Support/ionplan`` on macOS,
+    ``$XDG_CONFIG_HOME/ionplan`` (default ``~/.config/ionplan``) elsewhere. Kivy's
+    ``App.user_data_dir`` is not used: it fails when ``~/.config`` itself does not exist.
+    """
+    if sys.platform == "win32" and os.environ.get("APPDATA"):
+        return Path(os.environ["APPDATA"]) / app_name
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / app_name
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / app_name
 
 
 class RecentFolders:

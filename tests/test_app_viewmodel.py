@@ -135,3 +135,14 @@ def test_structure_statistics_reject_bad_input():
         structure_dose_statistics(patient, np.zeros((2, 2, 2)), grid, 1.0)
     with pytest.raises(InputError, match="reference"):
         structure_dose_statistics(patient, np.zeros(grid.shape), grid, 0.0)
+
+
+def test_user_data_dir_is_created_with_its_parents(tmp_path, monkeypatch):
+    from app.recent import user_data_dir
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no" / "such" / "config"))
+    monkeypatch.setattr("sys.platform", "linux")
+    folder = user_data_dir()
+    assert folder == tmp_path / "no" / "such" / "config" / "ionplan"
+    RecentFolders(folder).add(tmp_path)
+    assert RecentFolders(folder).load() == [str(tmp_path.resolve())]

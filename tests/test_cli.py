@@ -22,7 +22,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_version() -> None:
     proc = run_cli("--version")
     assert proc.returncode == 0
-    assert proc.stdout.strip() == f"ionplan {__version__}"
+    assert proc.stdout.splitlines()[0] == f"ionplan {__version__}"
 
 
 def test_depth_dose_csv(tmp_path: Path) -> None:
