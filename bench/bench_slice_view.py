@@ -16,14 +16,19 @@ instructions; ``other`` = crosshair, slice label, readout and the property handl
 drawing the window (all three views) and glFinish. Two sweeps over the same slices: ``cold``
 (outline cache empty: first visit of each slice) and ``warm`` (outlines cached).
 
-Run: ``python bench/bench_slice_view.py [--changes N]``. Uses SDL's offscreen driver (Mesa
-llvmpipe) unless $DISPLAY is set.
+Cases (each in its own process, the window size is fixed at start): ``panel`` = the whole
+ViewerPanel in a 1440 x 900 window (axial view about 840 x 840 px); ``single`` = one axial
+SliceView filling a 512 x 512 window (one CT pixel per screen pixel).
+
+Run: ``python bench/bench_slice_view.py [--case panel|single] [--changes N]`` (both cases when
+--case is omitted). Uses SDL's offscreen driver (Mesa llvmpipe) unless $DISPLAY is set.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +48,10 @@ ISODOSE_LEVELS_GY = (57.0, 54.0, 48.0, 36.0, 24.0, 12.0)
 PARTS = ("ct", "dose", "structures", "other", "frame")
 
 
-def _configure_kivy() -> None:
+WINDOW_PX = {"panel": (1440, 900), "single": (512, 512)}
+
+
+def _configure_kivy(window_px: tuple[int, int]) -> None:
     home = Path(tempfile.mkdtemp(prefix="ionplan-bench-kivy-"))
     os.environ.update({
         "KIVY_HOME": str(home), "KIVY_NO_ARGS": "1", "KIVY_USE_DEFAULTCONFIG": "1",
@@ -54,8 +62,8 @@ def _configure_kivy() -> None:
         os.environ["SDL_VIDEODRIVER"] = "offscreen"
     from kivy.config import Config
 
-    Config.set("graphics", "width", "1440")
-    Config.set("graphics", "height", "900")
+    Config.set("graphics", "width", str(window_px[0]))
+    Config.set("graphics", "height", str(window_px[1]))
     Config.set("graphics", "maxfps", "0")
     for option in list(Config.options("input")):
         Config.remove_option("input", option)
@@ -123,13 +131,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--changes", type=int, default=120,
                         help="slice changes per sweep (default 120)")
+    parser.add_argument("--case", choices=tuple(WINDOW_PX),
+                        help="panel (1440 x 900) or single (512 x 512); both when omitted")
     args = parser.parse_args()
-    _configure_kivy()
+    if args.case is None:
+        for case in WINDOW_PX:
+            subprocess.run([sys.executable, __file__, "--case", case, "--changes",
+                            str(args.changes)], check=True)
+        return
+    _configure_kivy(WINDOW_PX[args.case])
     from kivy.base import EventLoop, runTouchApp
     from kivy.core.window import Window
     from kivy.graphics.opengl import glFinish
 
     from app.viewer_state import DoseOverlay, StructureOverlay, ViewerState
+    from app.widgets.slice_view import SliceView
     from app.widgets.viewer_panel import ViewerPanel
 
     t = time.perf_counter()
@@ -143,12 +159,18 @@ def main() -> None:
     state.set_dose(DoseOverlay(dose=dose, grid=grid, unit="Gy(RBE)", vmin=0.0, vmax=60.0,
                                threshold=3.0, opacity=0.45, isodose_levels=ISODOSE_LEVELS_GY,
                                label="RBE-weighted dose"))
-    panel = ViewerPanel(state)
-    runTouchApp(panel, embedded=True)
-    Window.size = (1440, 900)
+    if args.case == "panel":
+        panel = ViewerPanel(state)
+        root = panel
+        views = list(panel.views)
+    else:
+        root = SliceView(state, "axial")
+        views = [root]
+    runTouchApp(root, embedded=True)
+    Window.size = WINDOW_PX[args.case]
     for _ in range(5):
         EventLoop.idle()
-    view = panel.axial
+    view = views[0]
 
     timings: dict[str, float] = {}
 
@@ -177,7 +199,7 @@ def main() -> None:
         glFinish()
         for index in indices:
             timings.clear()
-            for v in panel.views:
+            for v in views:
                 v.refresh_seconds = 0.0
             t0 = time.perf_counter()
             state.set_slice("axial", index)
@@ -185,7 +207,7 @@ def main() -> None:
             EventLoop.idle()  # runs the view's refresh trigger, then draws the frame
             glFinish()
             t2 = time.perf_counter()
-            refresh = sum(v.refresh_seconds for v in panel.views)
+            refresh = sum(v.refresh_seconds for v in views)
             drawn = sum(timings.values())
             parts["ct"].append(timings.get("ct", 0.0))
             parts["dose"].append(timings.get("dose", 0.0))
@@ -199,6 +221,9 @@ def main() -> None:
         results[sweep] = parts
 
     gl_renderer = _gl_renderer()
+    load = os.getloadavg()[0]
+    print(f"case {args.case}: window {WINDOW_PX[args.case][0]}x{WINDOW_PX[args.case][1]}, "
+          f"load average {load:.1f} on {os.cpu_count()} CPUs")
     print(f"synthetic data built in {build_s:.1f} s; CT {SHAPE[2]}x{SHAPE[1]}x{SHAPE[0]}, "
           f"dose grid {grid.shape[2]}x{grid.shape[1]}x{grid.shape[0]} at {DOSE_SPACING_MM} mm, "
           f"{len(masks)} structures, {len(ISODOSE_LEVELS_GY)} isodose levels; "
