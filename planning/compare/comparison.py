@@ -246,11 +246,20 @@ def _patient_for(patient: Patient | str | os.PathLike[str] | None, a: DoseSide, 
 def _focus(grid: DoseGrid, reference: NDArray[np.float32],
            structures: Sequence[tuple[Any, NDArray[np.int64]]], target: str | None
            ) -> tuple[tuple[int, int, int], str]:
-    """Slice position: the target's centre of mass, else the reference maximum."""
-    for s, rows in structures:
+    """Slice position: the centre of mass of the plan's target (else of the first PTV, CTV or
+    GTV), else the reference maximum."""
+    def wanted(s: Any) -> int:
         if target is not None and s.name.casefold() == target.casefold():
-            centre = np.rint(np.mean(np.unravel_index(rows, grid.shape), axis=1)).astype(int)
-            return (int(centre[0]), int(centre[1]), int(centre[2])), f"{s.name} centre"
+            return 0
+        kinds = ("PTV", "CTV", "GTV")
+        kind = s.interpreted_type.upper()
+        return 1 + kinds.index(kind) if kind in kinds else len(kinds) + 1
+
+    ranked = sorted(((wanted(s), i) for i, (s, _) in enumerate(structures)))
+    if ranked and ranked[0][0] <= 3:
+        s, rows = structures[ranked[0][1]]
+        centre = np.rint(np.mean(np.unravel_index(rows, grid.shape), axis=1)).astype(int)
+        return (int(centre[0]), int(centre[1]), int(centre[2])), f"{s.name} centre"
     k = np.unravel_index(int(np.argmax(reference)), grid.shape)
     return (int(k[0]), int(k[1]), int(k[2])), "reference maximum"
 

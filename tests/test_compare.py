@@ -1,0 +1,211 @@
+"""The compare pipeline on doses with known answers: statistics, frames, grids, DVHs, report."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import re
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from planning import api
+from planning.compare.comparison import CompareSettings, compare
+from planning.compare.dose_diff import difference_stats
+from planning.compare.html_report import write_comparison_report
+from planning.compare.images import colour_map, png_bytes
+from planning.compare.sources import DoseSide
+from planning.dicom import load_demo_patient
+from planning.dose_engine import DoseGrid
+from planning.errors import InputError
+from planning.planner import grid_of, structure_rows
+from planning.progress import CancelToken, OperationCancelled
+
+FRAME = "1.2.826.0.1.3680043.8.498.1"
+
+
+def _side(label, dose, grid, frame=FRAME, dose_type="EFFECTIVE", **kw):
+    return DoseSide(label=label, source=f"dose {label}", dose_gy=np.asarray(dose, np.float32),
+                    grid=grid, dose_type=dose_type, frame_of_reference_uid=frame, **kw)
+
+
+def _block(shape=(20, 24, 28), spacing=2.0, value=10.0):
+    grid = DoseGrid(shape, (spacing,) * 3, (0.0, 0.0, 0.0))
+    dose = np.zeros(shape, np.float32)
+    dose[5:15, 6:18, 7:21] = value
+    return grid, dose
+
+
+def test_difference_stats_of_a_uniform_2_percent_scale():
+    _, ref = _block()
+    st = difference_stats(ref, 1.02 * ref, threshold_percent=10.0, prescription_gy=8.0)
+    assert st.voxels == 10 * 12 * 14
+    assert st.mean_gy == pytest.approx(0.2, rel=1e-5)
+    assert st.sd_gy == pytest.approx(0.0, abs=1e-5)
+    assert st.max_abs_gy == pytest.approx(0.2, rel=1e-5)
+    assert st.integral_ratio == pytest.approx(1.02, rel=1e-6)
+    d = st.as_dict()
+    assert d["percent_of_reference_max"]["mean"] == pytest.approx(2.0, rel=1e-5)
+    assert d["percent_of_prescription"]["max_abs"] == pytest.approx(2.5, rel=1e-5)
+    assert dict(st.percentiles_gy)[50.0] == pytest.approx(0.2, rel=1e-5)
+
+
+def test_difference_stats_locate_the_largest_difference():
+    _, ref = _block()
+    ev = ref.copy()
+    ev[9, 10, 11] += 3.0
+    ev[9, 10, 12] -= 1.0
+    st = difference_stats(ref, ev)
+    assert st.max_abs_index == (9, 10, 11) and st.max_abs_gy == pytest.approx(3.0)
+    assert st.mean_gy == pytest.approx(2.0 / st.voxels, rel=1e-5)
+    with pytest.raises(InputError, match="zero everywhere"):
+        difference_stats(np.zeros((2, 2, 2)), np.ones((2, 2, 2)))
+    with pytest.raises(InputError, match="shapes"):
+        difference_stats(np.ones((2, 2, 2)), np.ones((2, 2, 3)))
+
+
+def test_different_frames_of_reference_are_an_error_naming_both():
+    grid, dose = _block()
+    a = _side("A", dose, grid, frame="1.2.3.1")
+    b = _side("B", dose, grid, frame="1.2.3.2")
+    with pytest.raises(InputError, match=r"1\.2\.3\.1.*1\.2\.3\.2"):
+        compare(a, b, settings=CompareSettings(cross_model=False))
+
+
+def test_identical_doses_pass_everything():
+    grid, dose = _block()
+    result = compare(_side("A", dose, grid), _side("B", dose, grid),
+                     settings=CompareSettings(gamma=((1.0, 1.0),), cross_model=False))
+    assert result.gamma[0].pass_rate_percent == 100.0
+    assert result.stats.max_abs_gy == 0.0
+    assert result.resampled == ()
+    assert result.unit == "Gy(RBE)"
+
+
+def test_mismatched_grids_are_resampled_onto_a_common_grid():
+    # A linear field is reproduced exactly by trilinear interpolation: after resampling the two
+    # doses agree wherever both grids cover.
+    def field(grid):
+        c = grid.voxel_centers_lps()
+        return (20.0 + 0.1 * c[:, 0] - 0.05 * c[:, 1] + 0.02 * c[:, 2]).reshape(grid.shape)
+
+    ga = DoseGrid((20, 22, 24), (2.0, 2.0, 2.0), (-20.0, -20.0, -20.0))
+    gb = DoseGrid((14, 15, 16), (3.0, 3.0, 3.0), (-17.0, -19.0, -16.0))
+    result = compare(_side("A", field(ga), ga), _side("B", field(gb), gb),
+                     settings=CompareSettings(gamma=((1.0, 1.0),), threshold_percent=0.0,
+                                              cross_model=False))
+    assert result.grid.spacing_mm == (2.0, 2.0, 2.0)
+    assert "B" in result.resampled
+    assert np.abs(result.difference_gy).max() < 1e-3
+    assert result.gamma[0].pass_rate_percent == 100.0
+    assert any("resampled" in w for w in result.warnings)
+
+
+def test_dvh_metric_differences_per_structure():
+    patient = load_demo_patient()
+    grid = DoseGrid.covering(grid_of(patient.ct), 4.0)
+    ptv = patient.structure_set.get("PTV")
+    rows = structure_rows(ptv.mask.to_dense(), grid_of(patient.ct), grid)
+    a = np.zeros(grid.n_voxels, np.float32)
+    a[rows] = 60.0
+    a = a.reshape(grid.shape)
+    frame = patient.ct.frame_of_reference_uid
+    result = compare(_side("A", a, grid, frame), _side("B", 1.05 * a, grid, frame),
+                     patient=patient,
+                     settings=CompareSettings(prescription_gy=60.0, cross_model=False))
+    by_name = {s.name: s for s in result.structures}
+    p = by_name["PTV"]
+    assert p.voxels == rows.size
+    for k in ("d98", "d95", "d50", "d2", "mean", "max"):
+        assert p.metrics_a[k] == pytest.approx(60.0)
+        assert p.difference[k] == pytest.approx(3.0, rel=1e-5)
+    assert p.metrics_a["v95"] == 1.0 and p.metrics_b["v95"] == 1.0
+    assert p.colour_rgb == ptv.colour_rgb
+    # DVHs share the bins: A drops to 0 above 60, B above 63.
+    edges = p.dvh_a.dose_gy
+    assert np.array_equal(edges, p.dvh_b.dose_gy)
+    assert p.dvh_a.volume_fraction[np.searchsorted(edges, 61.0)] == 0.0
+    assert p.dvh_b.volume_fraction[np.searchsorted(edges, 62.0)] == 1.0
+    assert result.focus_name == "PTV centre"
+    assert result.ct_hu is not None and result.ct_hu.shape == grid.shape
+    # A 5 % increase against a global 3 % criterion fails in the flat interior of the PTV.
+    assert result.gamma[0].pass_rate_percent < 100.0
+
+
+def test_report_files_are_self_contained(tmp_path):
+    patient = load_demo_patient()
+    grid = DoseGrid.covering(grid_of(patient.ct), 6.0)
+    centres = grid.voxel_centers_lps()
+    dose = (60.0 * np.exp(-np.sum((centres - [27.0, 12.0, 10.0]) ** 2, axis=1) / 800.0)
+            ).reshape(grid.shape).astype(np.float32)
+    frame = patient.ct.frame_of_reference_uid
+    result = compare(_side("A", dose, grid, frame), _side("B", 1.03 * dose, grid, frame),
+                     patient=patient, settings=CompareSettings(cross_model=False))
+    files = write_comparison_report(result, tmp_path / "out")
+    assert [f.name for f in files] == ["report.json", "report.html"]
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [g["criteria"] for g in data["gamma"]] == ["3%/3mm", "2%/2mm"]
+    assert data["dose_difference"]["percent_of_reference_max"]["max_abs"] == pytest.approx(
+        3.0, rel=1e-3)
+    assert set(data["structures"]) == set(data["dvh"])
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    images = re.findall(r'data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)"', html)
+    captions = [alt for _, alt in images]
+    for plane in ("axial", "coronal", "sagittal"):
+        for column in ("A (Gy(RBE))", "B (Gy(RBE))", "B - A (Gy(RBE))", "gamma 3%/3mm",
+                       "gamma 2%/2mm"):
+            assert any(c.startswith(column) and plane in c for c in captions), (column, plane)
+    for data64, _ in images:  # an independent decoder reads every image
+        assert iio.imread(base64.b64decode(data64)).ndim == 3
+    polylines = re.findall(r"<polyline [^>]*>", html)
+    assert len(polylines) == 2 * len(result.structures)  # A solid and B dashed per structure
+    assert sum("stroke-dasharray" in p for p in polylines) == len(result.structures)
+
+
+def test_png_writer_round_trips_through_an_independent_decoder():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, size=(7, 13, 3), dtype=np.uint8)
+    assert np.array_equal(iio.imread(png_bytes(image)), image)
+    with pytest.raises(InputError, match="PNG"):
+        png_bytes(np.zeros((4, 4), np.uint8))
+
+
+def test_colour_scales_end_points():
+    rgb = colour_map(np.array([-5.0, 0.0, 5.0, 99.0]), -5.0, 5.0, "diff")
+    assert tuple(rgb[1]) == (247, 247, 247)  # no difference is white
+    assert rgb[0][2] > rgb[0][0] and rgb[2][0] > rgb[2][2]  # B < A blue, B > A red
+    assert np.array_equal(rgb[3], rgb[2])  # clipped
+
+
+def test_progress_and_cancel():
+    grid, dose = _block()
+    seen = []
+    compare(_side("A", dose, grid), _side("B", dose * 1.01, grid),
+            settings=CompareSettings(cross_model=False),
+            progress=lambda f, stage: seen.append(f))
+    assert seen[0] == 0.0 and seen[-1] == 1.0
+    assert all(b >= a for a, b in itertools.pairwise(seen))
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(OperationCancelled):
+        compare(_side("A", dose, grid), _side("B", dose, grid),
+                settings=CompareSettings(cross_model=False), cancel=token)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"gamma": ((0.0, 3.0),)}, "dose criterion"), ({"gamma": ((3.0, -1.0),)}, "distance"),
+    ({"gamma": ()}, "at least one"), ({"threshold_percent": 100.0}, "threshold"),
+    ({"prescription_gy": -1.0}, "prescription")])
+def test_bad_settings(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        CompareSettings(**kwargs)
+
+
+def test_api_compare_doses_takes_in_memory_sides():
+    grid, dose = _block()
+    result = api.compare_doses(_side("A", dose, grid), _side("B", dose, grid),
+                               criteria=[(2.0, 2.0)], cross_model=False)
+    assert [g.criteria.label for g in result.gamma] == ["2%/2mm"]
