@@ -422,3 +422,77 @@ def test_export_png_writes_the_view_atomically(viewer, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["coronal.png"]
     with pytest.raises(InputError, match="PNG"):
         panel.coronal.export_png(tmp_path / "coronal.jpg")
+
+
+def test_beams_are_drawn_in_the_planes_they_cross(viewer) -> None:
+    from app.viewer_state import BeamOverlay
+
+    gui, panel, state = viewer
+    colour = (40, 255, 200)
+    # From the patient's right (+x travel): seen in axial and coronal, end-on in sagittal.
+    # The isocentre is off the crosshair lines, which are drawn over beams.
+    iso = (10.0, 5.0, 5.0)
+    state.set_beams([BeamOverlay("B1", iso, (1.0, 0.0, 0.0), colour)])
+    rgba = gui.screenshot()
+    assert _colour_count(rgba, panel.axial, colour) > 100
+    assert _colour_count(rgba, panel.coronal, colour) > 50
+    assert _colour_count(rgba, panel.sagittal, colour) < 5  # at most the label's antialiasing
+    # The line ends at the isocentre: nothing of it on the patient's left of the isocentre
+    # (checked on the coronal view).
+    x_iso, y_iso = _window_xy(panel.coronal, iso)
+    height = rgba.shape[0]
+    row = rgba[height - 1 - int(y_iso), :, :3]
+    hits = np.flatnonzero(np.all(row == np.asarray(colour, np.uint8), axis=-1))
+    assert hits.size > 0 and hits.max() <= x_iso + 1
+    state.set_beams([])
+    assert _colour_count(gui.screenshot(), panel.axial, colour) == 0
+
+
+def test_linked_states_follow_each_others_cursor_and_window() -> None:
+    from app.viewer_state import ViewerState
+
+    ct, _ = make_phantom()
+    a, b = ViewerState(), ViewerState()
+    a.set_ct(ct)
+    b.set_ct(ct)
+    a.set_cursor(3, 4, 5)
+    a.link(b)
+    assert list(b.cursor_ijk) == [3, 4, 5]
+    b.set_slice("axial", 20)
+    assert list(a.cursor_ijk) == [20, 4, 5]
+    a.apply_preset("bone")
+    assert (b.window_hu, b.level_hu) == (1800.0, 400.0)
+    a.unlink(b)
+    a.set_cursor(1, 1, 1)
+    assert list(b.cursor_ijk) == [20, 4, 5]
+
+
+def test_overlays_reject_inconsistent_input() -> None:
+    from app.viewer_state import BeamOverlay, DoseOverlay, StructureOverlay, ViewerState
+    from planning.errors import InputError
+
+    grid = DoseGrid(shape=(2, 3, 4), spacing_mm=(3.0, 3.0, 3.0), origin_mm=(0.0, 0.0, 0.0))
+    with pytest.raises(InputError, match="does not match its grid"):
+        DoseOverlay(dose=np.zeros((2, 3, 5), np.float32), grid=grid, unit="Gy", vmin=0, vmax=1)
+    with pytest.raises(InputError, match="vmin < vmax"):
+        DoseOverlay(dose=np.zeros((2, 3, 4), np.float32), grid=grid, unit="Gy", vmin=1, vmax=1)
+    with pytest.raises(InputError, match="2 isodose colours for 1 levels"):
+        DoseOverlay(dose=np.zeros((2, 3, 4), np.float32), grid=grid, unit="Gy", vmin=0, vmax=1,
+                    isodose_levels=(0.5,), isodose_colours=((1, 2, 3), (4, 5, 6)))
+    with pytest.raises(InputError, match="unit vector"):
+        BeamOverlay("B", (0.0, 0.0, 0.0), (1.0, 1.0, 0.0))
+    state = ViewerState()
+    with pytest.raises(InputError, match="before a CT"):
+        state.set_dose(DoseOverlay(dose=np.zeros((2, 3, 4), np.float32), grid=grid,
+                                   unit="Gy", vmin=0, vmax=1))
+    ct, masks = make_phantom()
+    state.set_ct(ct)
+    small = RoiMask.empty((2, 3, 4))
+    with pytest.raises(InputError, match="is not the CT grid"):
+        state.set_structures([StructureOverlay("X", (1, 2, 3), small)])
+    with pytest.raises(InputError, match="unique"):
+        state.set_structures([StructureOverlay("X", (1, 2, 3), masks["PTV"])] * 2)
+    with pytest.raises(InputError, match="no structure named"):
+        state.set_structure_visible("X", False)
+    with pytest.raises(InputError, match="not one of"):
+        state.apply_preset("liver")
