@@ -16,7 +16,6 @@ from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.label import Label
 from kivy.uix.screenmanager import Screen
-from kivy.uix.slider import Slider
 from kivy.uix.spinner import Spinner
 
 from app.dose_display import DoseDisplay, difference_overlay, overlay_for
@@ -27,6 +26,7 @@ from app.widgets.color_legend import ColorLegend
 from app.widgets.dvh_plot import DvhCurve, DvhPlot
 from app.widgets.metrics_table import MetricsRow, MetricsTable
 from app.widgets.slice_view import SliceView
+from app.widgets.viewer_panel import SliceSlider
 from planning import api
 from planning.geometry import lps_to_index
 
@@ -125,7 +125,7 @@ class CompareScreen(Screen):
             views.add_widget(p)
         body = BoxLayout(orientation="vertical", spacing=PAD)
         body.add_widget(views)
-        self.slice_slider = Slider(min=0, max=1, value=0, step=1, size_hint_y=None, height=28)
+        self.slice_slider = SliceSlider(min=0, max=1, value=0, size_hint_y=None, height=28)
         self.slice_slider.bind(value=lambda _s, v: setattr(self.panels[0].view, "slice_index",
                                                            int(v)))
         body.add_widget(self.slice_slider)

@@ -7,13 +7,13 @@ from collections.abc import Callable, Sequence
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.checkbox import CheckBox
 from kivy.uix.label import Label
-from kivy.uix.slider import Slider
 from kivy.uix.spinner import Spinner
 from kivy.uix.textinput import TextInput
 
 from app.dose_display import DEFAULT_ISODOSE_PERCENT, DoseDisplay, parse_levels
 from app.session import DoseLayer
 from app.theme import MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
+from app.widgets.viewer_panel import SliceSlider
 from planning.errors import InputError
 
 UNITS = ("Absolute", "% of prescription")
@@ -58,10 +58,11 @@ class DosePanel(BoxLayout):
                             height=ROW_HEIGHT)
         self.wash = CheckBox(active=True, size_hint_x=None, width=30)
         self.isodoses = CheckBox(active=True, size_hint_x=None, width=30)
-        self.threshold = Slider(min=0, max=100, value=10, step=1)
+        # Plain-rectangle sliders: Kivy's Slider redraws a full-window buffer every frame.
+        self.threshold = SliceSlider(min=0, max=100, value=10)
         self.threshold_text = _label("10 %", 56)
-        self.opacity_slider = Slider(min=0, max=1, value=0.45, step=0.05)
-        self.opacity_text = _label("0.45", 56)
+        self.opacity_slider = SliceSlider(min=0, max=100, value=45)
+        self.opacity_text = _label("45 %", 56)
         self.levels = TextInput(text=", ".join(f"{v:g}" for v in DEFAULT_ISODOSE_PERCENT),
                                 multiline=False, size_hint_y=None, height=ROW_HEIGHT)
         self.add_widget(_row(_label("Plan"), self.plan))
@@ -128,11 +129,12 @@ class DosePanel(BoxLayout):
         return DoseDisplay(percent=self.unit.text == UNITS[1], wash=bool(self.wash.active),
                            isodoses=bool(self.isodoses.active),
                            threshold_percent=float(self.threshold.value),
-                           opacity=float(self.opacity_slider.value), isodose_percent=self._levels)
+                           opacity=float(self.opacity_slider.value) / 100.0,
+                           isodose_percent=self._levels)
 
     def _slider_changed(self) -> None:
         self.threshold_text.text = f"{self.threshold.value:.0f} %"
-        self.opacity_text.text = f"{self.opacity_slider.value:.2f}"
+        self.opacity_text.text = f"{self.opacity_slider.value:.0f} %"
         self._changed()
 
     def _levels_changed(self) -> None:
