@@ -100,6 +100,24 @@ _WHEEL_BUTTONS: dict[str, str] = {
 _MOUSE_BUTTONS = ("left", "right", "middle", "mouse4", "mouse5")
 
 
+# Window properties an app may set (theme, sizing) that the harness resets between apps.
+_RESTORED_WINDOW_PROPERTIES = (
+    "clearcolor", "minimum_width", "minimum_height", "softinput_mode", "show_cursor",
+    "allow_screensaver",
+)
+
+
+def _config_snapshot() -> dict[str, dict[str, str]]:
+    """Kivy's global Config as plain strings: {section: {option: value}}."""
+    from kivy.config import Config
+
+    return {
+        section: {option: Config.get(section, option, raw=True)
+                  for option in Config.options(section)}
+        for section in Config.sections()
+    }
+
+
 class GuiHarnessError(AssertionError):
     """A GUI test step could not be carried out (bad target, timeout, app stopped)."""
 
@@ -462,6 +480,10 @@ class GuiDriver:
         self._buttons_down: set[str] = set()
         self._baseline_observers = self._window_observer_ids()
         self._baseline_managers = list(getattr(window, "event_managers", []))
+        self._baseline_window_state = {
+            name: getattr(window, name) for name in _RESTORED_WINDOW_PROPERTIES
+        }
+        self._baseline_config = _config_snapshot()
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -526,6 +548,7 @@ class GuiDriver:
         self._buttons_down = set()
         self._cancel_app_clock_events()
         self._remove_app_window_bindings()
+        self._restore_window_and_config()
         gc.collect()
         self.close_requested = False
         if errors:
@@ -579,6 +602,27 @@ class GuiDriver:
             if manager not in self._baseline_managers:
                 logger.debug("unregistering leftover Window event manager %r", manager)
                 self.window.unregister_event_manager(manager)
+
+    def _restore_window_and_config(self) -> None:
+        """Undo what the app changed on the shared Window and in Kivy's global Config."""
+        from kivy.config import Config
+
+        for name, value in self._baseline_window_state.items():
+            if getattr(self.window, name) != value:
+                setattr(self.window, name, value)
+        now = _config_snapshot()
+        for section, options in now.items():
+            for option in options:
+                if option not in self._baseline_config.get(section, {}):
+                    Config.remove_option(section, option)
+            if section not in self._baseline_config:
+                Config.remove_section(section)
+        for section, options in self._baseline_config.items():
+            if not Config.has_section(section):
+                Config.add_section(section)
+            for option, value in options.items():
+                if now.get(section, {}).get(option) != value:
+                    Config.set(section, option, value)
 
     @property
     def app_stopped(self) -> bool:

@@ -551,6 +551,26 @@ def test_an_exception_in_a_handler_fails_the_step_and_the_window_recovers(
     assert presses == [1]
 
 
+def test_window_theme_and_config_changes_are_undone_for_the_next_app(gui: GuiDriver) -> None:
+    from kivy.config import Config
+    from kivy.core.window import Window
+
+    def on_start(_app: Any) -> None:
+        Window.clearcolor = (0.2, 0.4, 0.6, 1)
+        Config.set("kivy", "exit_on_escape", "0")
+        Config.set("graphics", "multisamples", "4")
+
+    gui.start(make_app(make_recorder, on_start=on_start))
+    assert gui.pixel(5, 5) == (51, 102, 153, 255)
+    gui.key("escape")  # harmless now: the app disabled exit_on_escape
+    assert not gui.app_stopped
+    gui.stop()
+    gui.start(make_app(make_recorder))
+    assert gui.pixel(5, 5) == (0, 0, 0, 255)
+    assert Config.get("kivy", "exit_on_escape") == "1"
+    assert Config.get("graphics", "multisamples") == "2"
+
+
 @pytest.mark.parametrize("run", range(3))
 def test_apps_run_one_after_another(gui: GuiDriver, run: int) -> None:
     from kivy.uix.label import Label
