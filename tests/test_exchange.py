@@ -3,8 +3,12 @@
 Published magnitude (Zhang et al. 2020, Radiat Oncol 15, doi 10.1186/s13014-020-01723-z; 20
 nasopharynx patients planned with LEM I, recalculated with MKM): in the target LEM/MKM = 1.37
 at 3.00 Gy(RBE) per fraction and 1.46 at 2.70 Gy(RBE), rising at lower doses per fraction.
-Accepted here: the PTV mean ratio in 1.2-1.6 at 3 Gy(RBE) per fraction (LEM I), and higher
-with the spot weights scaled down.
+Zhang's band is reproduced at the centre of a 6 cm SOBP (tests/test_rbe_mixing.py,
+tests/test_exchange_ratio.py). The demo patient's PTV is small (12 cm3) and treated with two
+opposed fields, so its dose-averaged LET is high (about 85 keV/um against 46 at the 6 cm SOBP
+centre) and its ratio lower: about 1.17 at 3 Gy(RBE) per fraction (LEM I). Accepted here: a
+PTV mean ratio above 1 and below 1.6, and higher with the spot weights scaled down
+(docs/physics.md, "LEM I / mMKM ratio in small targets").
 """
 
 from __future__ import annotations
@@ -57,9 +61,11 @@ def test_exchange_files_and_report(planned):
     assert 1.0 < ptv["ratio_mean"] < 1.6
 
 
-@pytest.mark.xfail(strict=True, reason="measured PTV LEM I / mMKM = 1.17 on the demo patient "
-                   "(two opposed fields), below Zhang 2020's 1.37 at 3 Gy(RBE) per fraction; "
-                   "the single-field SOBP centre (test_rbe_mixing) does reach 1.3-1.5")
+@pytest.mark.xfail(strict=True, reason="physics, not a bug: the demo PTV (12 cm3, two opposed "
+                   "fields) has LETd ~85 keV/um (6 cm SOBP centre: 46), and LEM I / mMKM falls "
+                   "with LET; measured 1.17 at 3 Gy(RBE)/fx LEM, where a 2 cm SOBP centre gives "
+                   "1.15 and the 6 cm centre 1.30 (docs/physics.md, 'LEM I / mMKM ratio in small "
+                   "targets'); Zhang 2020's 1.37 is for larger nasopharynx targets")
 def test_exchange_ptv_ratio_matches_zhang_2020(planned):
     assert 1.2 <= planned[2]["exchange"]["structures"]["PTV"]["ratio_mean"] <= 1.6
 
