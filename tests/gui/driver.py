@@ -524,10 +524,14 @@ class GuiDriver:
         keyboard grabs. Safe to call twice and after a failed test.
         """
         from kivy.app import App as KivyApp
-        from kivy.base import EventLoop, stopTouchApp
+        from kivy.base import EventLoop, runTouchApp, stopTouchApp
 
         app, self.app = self.app, None
         errors: list[str] = []
+        if app is not None and EventLoop.status not in ("started", "closed"):
+            # start() failed before the loop ran (e.g. build() raised). Kivy's stopTouchApp
+            # would then defer the stop to a later frame, where it would stop the next app.
+            runTouchApp(embedded=True)
         if app is not None:
             with contextlib.suppress(Exception):
                 for button in list(self._buttons_down):

@@ -551,6 +551,21 @@ def test_an_exception_in_a_handler_fails_the_step_and_the_window_recovers(
     assert presses == [1]
 
 
+def test_an_app_whose_build_fails_does_not_stop_the_next_app(gui: GuiDriver) -> None:
+    def failing_build() -> Any:
+        raise RuntimeError("build failed on purpose")
+
+    with pytest.raises(RuntimeError, match="on purpose"):
+        gui.start(make_app(failing_build))
+    gui.stop()
+    recorder = make_recorder()
+    gui.start(make_app(lambda: recorder))
+    gui.frames(3)
+    assert not gui.app_stopped
+    gui.click((10, 10))
+    assert [e[0] for e in recorder.events] == ["down", "up"]
+
+
 def test_window_theme_and_config_changes_are_undone_for_the_next_app(gui: GuiDriver) -> None:
     from kivy.config import Config
     from kivy.core.window import Window
