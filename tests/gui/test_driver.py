@@ -20,8 +20,6 @@ from tests.gui.driver import (
     choose_backend,
 )
 
-pytestmark = pytest.mark.gui
-
 
 def make_app(build_root: Callable[[], Any], **handlers: Callable[..., Any]) -> Any:
     """An App whose build() returns ``build_root()``; ``handlers`` become on_start/on_stop."""
