@@ -1,0 +1,118 @@
+"""``ionplan recalc`` and ``ionplan compare`` from the command line: outputs, exit codes, errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+
+from planning.cli import main
+from planning.dicom import load_rt_dose
+from tests.test_recalc import demo_plan_dirs
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    ct, plan_dir = demo_plan_dirs(tmp_path_factory)
+    other = tmp_path_factory.mktemp("other_frame")
+    ds = pydicom.dcmread(plan_dir / "RTDOSE_RBE.dcm")
+    ds.FrameOfReferenceUID = "1.2.3.4.99"
+    ds.save_as(other / "RTDOSE_OTHER.dcm")
+    ds = pydicom.dcmread(plan_dir / "RTPLAN.dcm")
+    ds.FrameOfReferenceUID = "1.2.3.4.99"
+    ds.save_as(other / "RTPLAN_OTHER.dcm")
+    lone = tmp_path_factory.mktemp("lone_dose")
+    shutil.copy(plan_dir / "RTDOSE_RBE.dcm", lone / "dose.dcm")
+    return ct, plan_dir, other, lone / "dose.dcm"
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("ionplan: error:") and "Traceback" not in err[0]
+    return err[0]
+
+
+def test_compare_cli_plan_folder_against_a_dose_file(demo, tmp_path, capsys):
+    ct, plan_dir, _, lone = demo
+    out = tmp_path / "cmp"
+    assert main(["compare", str(plan_dir), str(lone), "--ct", str(ct), "--out", str(out)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "3%/3mm 100.00 %" in line and "2%/2mm 100.00 %" in line
+    report = json.loads((out / "report.json").read_text())
+    assert report["a"]["plan"] is not None and report["b"]["plan"] is None
+    assert report["dose_difference"]["gy"]["max_abs"] == 0.0  # the same file's data
+    planned = json.loads((plan_dir / "report.json").read_text())
+    assert report["structures"]["PTV"]["a"]["d95"] == pytest.approx(
+        planned["structures"]["PTV"]["d95_gy_rbe"], rel=1e-4)
+    # The cross-model view of the plan side: its mMKM dose is the plan's own (an mMKM plan),
+    # computed through the exchange engine instead of the planner's forward pass.
+    (view,) = report["cross_model"]
+    assert view["label"] == "A" and view["target"] == "PTV"
+    ptv = view["structures"]["PTV"]
+    assert ptv["mkm_mean_gy_rbe"] == pytest.approx(planned["structures"]["PTV"]["mean_gy_rbe"],
+                                                   rel=1e-3)
+    assert ptv["lem_mean_gy_rbe"] / ptv["mkm_mean_gy_rbe"] == pytest.approx(
+        view["target_ratio_lem_over_mkm_mean"], rel=0.05)
+    assert (out / "report.html").read_text().count("data:image/png;base64,") >= 15
+
+
+def test_recalc_cli_physical_model(demo, tmp_path, capsys):
+    ct, plan_dir, _, _ = demo
+    out = tmp_path / "recalc"
+    assert main(["recalc", str(ct), str(plan_dir / "RTPLAN.dcm"), "--rbe", "physical",
+                 "--grid", "4", "--out", str(out)]) == 0
+    assert "requested RBE model" in capsys.readouterr().out
+    physical = load_rt_dose(out / "RTDOSE_PHYSICAL.dcm").dose_gy
+    rbe = load_rt_dose(out / "RTDOSE_RBE.dcm").dose_gy
+    assert np.allclose(rbe, physical, rtol=1e-5, atol=1e-5 * float(physical.max()))
+    planned = load_rt_dose(plan_dir / "RTDOSE_PHYSICAL.dcm").dose_gy
+    assert np.abs(physical - planned).max() < 1e-4 * float(planned.max())
+    report = json.loads((out / "report.json").read_text())
+    assert report["rbe_model"] == "physical dose" and report["rbe_model_source"] == "requested"
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["A=missing", "B=lone"], 1, "no such file or folder"),
+    (["A=plan/RTPLAN.dcm", "B=lone"], 1, "not an RT Dose"),
+    (["A=plan", "B=other/RTDOSE_OTHER.dcm"], 1, r"1\.2\.3\.4\.99"),
+    (["A=plan", "B=lone", "--quantity", "mkm"], 1, "no RTDOSE_RBE_MKM.dcm"),
+    (["A=plan", "B=lone", "--gamma", "3"], 2, "give dose %,distance mm"),
+    (["A=plan", "B=lone", "--gamma", "0,3"], 2, "dose criterion must lie in"),
+    (["A=plan", "B=lone", "--gamma", "3,x"], 2, "give dose %,distance mm"),
+    (["A=plan", "B=lone", "--threshold", "150"], 2, r"must lie in \[0, 100\)"),
+])
+def test_compare_cli_errors_are_one_line(demo, tmp_path, capsys, args, code, message):
+    _, plan_dir, other, lone = demo
+    paths = {"missing": tmp_path / "nothing.dcm", "lone": lone, "plan": plan_dir,
+             "plan/RTPLAN.dcm": plan_dir / "RTPLAN.dcm",
+             "other/RTDOSE_OTHER.dcm": other / "RTDOSE_OTHER.dcm"}
+    argv = [str(paths[a.split("=", 1)[1]]) if a.startswith(("A=", "B=")) else a for a in args]
+    try:
+        status = main(["compare", *argv, "--no-cross-model", "--out", str(tmp_path / "o")])
+    except SystemExit as exc:  # argparse's usage errors
+        status = exc.code
+    assert status == code
+    assert re.search(message, _one_line_error(capsys))
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+@pytest.mark.parametrize("ct_arg, plan_arg, message", [
+    ("missing", "plan/RTPLAN.dcm", "not a folder"),
+    ("ct", "missing", "no such file"),
+    ("ct", "plan/RTDOSE_RBE.dcm", "not an RT Ion Plan"),
+    ("ct", "other/RTPLAN_OTHER.dcm", r"Frame of Reference 1\.2\.3\.4\.99 is not the CT's"),
+])
+def test_recalc_cli_errors_are_one_line(demo, tmp_path, capsys, ct_arg, plan_arg, message):
+    ct, plan_dir, other, _ = demo
+    paths = {"missing": tmp_path / "nothing", "ct": ct,
+             "plan/RTPLAN.dcm": plan_dir / "RTPLAN.dcm",
+             "plan/RTDOSE_RBE.dcm": plan_dir / "RTDOSE_RBE.dcm",
+             "other/RTPLAN_OTHER.dcm": other / "RTPLAN_OTHER.dcm"}
+    assert main(["recalc", str(paths[ct_arg]), str(paths[plan_arg]), "--out",
+                 str(tmp_path / "o")]) == 1
+    assert re.search(message, _one_line_error(capsys))
