@@ -5,9 +5,9 @@ grids of 100 x 100 x 75 and 200 x 200 x 150 voxels (x, y, z; 4 mm and 2 mm spaci
 40 x 40 x 30 cm volume). Each field has an entrance plateau at 35 % of its SOBP dose, a spread-out
 Bragg peak over the target depth, a distal fall-off (sigma 1.5 mm) and a fragment tail at 8 %,
 and lateral penumbrae (sigma 3 mm); the target is 200 x 160 x 120 mm. The evaluated dose is the
-same plan recomputed with small, realistic differences: shifted by (0.6, -0.4, 0.8) mm (x, y, z),
-the SOBP of one field 1.5 % higher and its range 1 mm longer, and uncorrelated noise of 1 % of
-the local dose (Monte Carlo-like; fixed seed).
+same plan recomputed with realistic differences: shifted by (1.0, -0.8, 1.2) mm (x, y, z), the
+SOBP of one field 2.5 % higher and its range 2 mm longer, and uncorrelated noise of 1.5 % (one
+sigma) of the local dose (Monte Carlo-like; fixed seed).
 
 Each case runs in a fresh subprocess so that its peak memory is its own; the table lists the
 grid, criteria, evaluated voxels, pass rate, mean and 95th percentile gamma, wall seconds, CPU
@@ -92,8 +92,8 @@ def run_case(size: str, criteria_index: int, step_fraction: float) -> dict[str, 
     shape, spacing = SIZES[size]
     crit = CRITERIA[criteria_index]
     ref = clinical_dose(shape, spacing)
-    ev = clinical_dose(shape, spacing, shift_mm=(0.6, -0.4, 0.8), sobp_scale=1.015,
-                       range_shift_mm=1.0, noise=0.01, seed=1)
+    ev = clinical_dose(shape, spacing, shift_mm=(1.0, -0.8, 1.2), sobp_scale=1.025,
+                       range_shift_mm=2.0, noise=0.015, seed=1)
     load = os.getloadavg()[0]
     tracemalloc.start()
     t0, c0 = time.perf_counter(), time.process_time()

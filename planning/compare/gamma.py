@@ -40,7 +40,7 @@ shrinks with the search step (see docs/physics.md, "Gamma index").
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +61,9 @@ _REFINE_TOLERANCE = 1e-3
 
 #: Voxels per chunk of the local minimisation (its temporaries are ~100 arrays of this size).
 _CHUNK_VOXELS = 1 << 15
+
+#: Voxels per chunk of the lattice search (its work arrays take ~60 bytes per voxel).
+_SEARCH_CHUNK_VOXELS = 1 << 18
 
 #: Voxels whose search has ended are dropped from the work arrays once they are this fraction.
 _COMPRESS_FRACTION = 0.1
@@ -487,6 +490,101 @@ def _lattice(spacing: tuple[float, float, float], step_mm: float, radius_mm: flo
     return _Lattice(off, d2, corners, starts, pad)
 
 
+def _lattice_search(
+    padded: F32,
+    pshape: tuple[int, int, int],
+    lattice: _Lattice,
+    shape: tuple[int, ...],
+    vox: _Voxels,
+    a: F32,
+    lip: F32,
+    best_in: F32,
+    dta: float,
+    cap2: float,
+    cancel: CancelToken | None,
+    on_group: Callable[[float], None],
+) -> tuple[F32, NDArray[np.int32]]:
+    """Search the lattice offsets, nearest shells first, for the voxels ``vox``.
+
+    ``padded`` is the flattened evaluated dose with a NaN border of ``lattice.pad`` voxels (so a
+    lattice point outside the grid gives NaN and is never taken). ``a`` = ``|De(r) - Dr(r)|`` and
+    ``lip`` (gradient bound, Gy/mm) give the stop bound; ``best_in`` is gamma^2 found so far.
+    Returns gamma^2 and the index of the lattice offset that gave it (-1: none was better).
+    """
+    inv_dta2 = 1.0 / dta**2
+    cz, cy, cx = np.unravel_index(vox.flat, shape)
+    pidx = (((cz + lattice.pad[0]) * pshape[1] + cy + lattice.pad[1]) * pshape[2]
+            + cx + lattice.pad[2]).astype(np.intp)
+    del cz, cy, cx
+    best = best_in.copy()
+    best_k = np.full(best.shape, -1, dtype=np.int32)
+    # work arrays over the voxels still searching; `rows` maps them to `vox`
+    rows = np.arange(best.size, dtype=np.intp)
+    w_pidx, w_dr, w_inv, w_a, w_lip = pidx, vox.dr, vox.inv_dd2, a, lip
+    w_best, w_k = best.copy(), best_k.copy()
+    ibuf = np.empty(best.shape, dtype=np.intp)
+    vbuf = np.empty(best.shape, dtype=np.float32)
+    acc = np.empty(best.shape, dtype=np.float32)
+    better = np.empty(best.shape, dtype=bool)
+    dta2 = dta**2
+    n_groups = len(lattice.group_starts) - 1
+    for g in range(n_groups):
+        if rows.size == 0:
+            break
+        if cancel is not None:
+            cancel.raise_if_cancelled("gamma index")
+        start, stop = lattice.group_starts[g], lattice.group_starts[g + 1]
+        t2 = float(lattice.dist2_mm2[start])
+        if t2 * inv_dta2 >= cap2:
+            break
+        # lower bound of gamma^2 over all offsets at distance >= t: h(max(t, t*))
+        t = math.sqrt(t2)
+        dd2 = np.float32(1.0) / w_inv
+        t_star = w_a * w_lip * np.float32(dta2) / (dd2 + w_lip * w_lip * np.float32(dta2))
+        u = np.maximum(np.float32(t), t_star)
+        rest = np.maximum(w_a - w_lip * u, np.float32(0.0))
+        bound = u * u * np.float32(inv_dta2) + rest * rest * w_inv
+        done = (w_best <= bound) | (bound >= cap2)
+        n_done = int(np.count_nonzero(done))
+        if n_done and n_done >= _COMPRESS_FRACTION * rows.size:
+            best[rows[done]] = w_best[done]
+            best_k[rows[done]] = w_k[done]
+            keep = ~done
+            rows = rows[keep]
+            w_pidx, w_dr, w_a, w_lip = w_pidx[keep], w_dr[keep], w_a[keep], w_lip[keep]
+            w_best, w_k = w_best[keep], w_k[keep]
+            if not isinstance(w_inv, float):
+                w_inv = w_inv[keep]
+            if rows.size == 0:
+                break
+        n = rows.size
+        ib, vb, ac, bt = ibuf[:n], vbuf[:n], acc[:n], better[:n]
+        for kk in range(start, stop):
+            offs, weights = lattice.corners[kk]
+            for c in range(offs.size):
+                np.add(w_pidx, offs[c], out=ib)
+                np.take(padded, ib, out=vb, mode="clip")
+                if c == 0:
+                    if weights[0] == 1.0:
+                        ac[...] = vb
+                    else:
+                        np.multiply(vb, weights[0], out=ac)
+                else:
+                    vb *= weights[c]
+                    ac += vb
+            ac -= w_dr
+            ac *= ac
+            ac *= w_inv
+            ac += np.float32(t2 * inv_dta2)
+            np.less(ac, w_best, out=bt)
+            np.copyto(w_best, ac, where=bt)
+            np.copyto(w_k, kk, where=bt)
+        on_group((g + 1) / n_groups)
+    best[rows] = w_best
+    best_k[rows] = w_k
+    return best, best_k
+
+
 # --------------------------------------------------------------------------- gamma
 
 
@@ -566,7 +664,6 @@ def gamma_index(
     vox = _Voxels(flat, dr, inv_dd2)
     radius = criteria.max_gamma * dta
     cap2 = np.float32(criteria.max_gamma**2)
-    inv_dta2 = 1.0 / dta**2
     report(progress, 0.0, "gamma: gradient bound")
 
     lattice = _lattice(spacing, step_mm, radius, ref.shape)
@@ -588,78 +685,22 @@ def gamma_index(
     # 2. lattice search, nearest shells first
     padded = np.pad(ev, [(p, p) for p in lattice.pad], mode="constant",
                     constant_values=np.nan).reshape(-1)
-    pshape = tuple(n + 2 * p for n, p in zip(ref.shape, lattice.pad, strict=True))
-    cz, cy, cx = np.unravel_index(flat, ref.shape)
-    pidx = ((cz + lattice.pad[0]) * pshape[1] + cy + lattice.pad[1]) * pshape[2] \
-        + cx + lattice.pad[2]
-    del cz, cy, cx
-    pidx = pidx.astype(np.intp)
+    pshape = (ref.shape[0] + 2 * lattice.pad[0], ref.shape[1] + 2 * lattice.pad[1],
+              ref.shape[2] + 2 * lattice.pad[2])
     best_k = np.full(flat.shape, -1, dtype=np.int32)
-    # work arrays over the voxels still searching; `rows` maps them to the evaluated voxels
-    rows = np.arange(flat.size, dtype=np.intp)
-    w_pidx, w_dr, w_inv, w_a, w_lip = pidx, vox.dr, vox.inv_dd2, a, lip
-    w_best, w_k = best.copy(), best_k.copy()
-    ibuf = np.empty(flat.shape, dtype=np.intp)
-    vbuf = np.empty(flat.shape, dtype=np.float32)
-    acc = np.empty(flat.shape, dtype=np.float32)
-    better = np.empty(flat.shape, dtype=bool)
-    dta2 = dta**2
-    n_groups = len(lattice.group_starts) - 1
-    for g in range(n_groups):
-        if rows.size == 0:
-            break
-        if cancel is not None:
-            cancel.raise_if_cancelled("gamma index")
-        start, stop = lattice.group_starts[g], lattice.group_starts[g + 1]
-        t2 = float(lattice.dist2_mm2[start])
-        if t2 * inv_dta2 >= cap2:
-            break
-        # lower bound of gamma^2 over all offsets at distance >= t: h(max(t, t*))
-        t = math.sqrt(t2)
-        dd2 = np.float32(1.0) / w_inv
-        t_star = w_a * w_lip * np.float32(dta2) / (dd2 + w_lip * w_lip * np.float32(dta2))
-        u = np.maximum(np.float32(t), t_star)
-        rest = np.maximum(w_a - w_lip * u, np.float32(0.0))
-        bound = u * u * np.float32(inv_dta2) + rest * rest * w_inv
-        done = (w_best <= bound) | (bound >= cap2)
-        n_done = int(np.count_nonzero(done))
-        if n_done and n_done >= _COMPRESS_FRACTION * rows.size:
-            best[rows[done]] = w_best[done]
-            best_k[rows[done]] = w_k[done]
-            keep = ~done
-            rows = rows[keep]
-            w_pidx, w_dr, w_a, w_lip = w_pidx[keep], w_dr[keep], w_a[keep], w_lip[keep]
-            w_best, w_k = w_best[keep], w_k[keep]
-            if not isinstance(w_inv, float):
-                w_inv = w_inv[keep]
-            if rows.size == 0:
-                break
-        n = rows.size
-        ib, vb, ac, bt = ibuf[:n], vbuf[:n], acc[:n], better[:n]
-        for kk in range(start, stop):
-            offs, weights = lattice.corners[kk]
-            for c in range(offs.size):
-                np.add(w_pidx, offs[c], out=ib)
-                np.take(padded, ib, out=vb, mode="clip")
-                if c == 0:
-                    if weights[0] == 1.0:
-                        ac[...] = vb
-                    else:
-                        np.multiply(vb, weights[0], out=ac)
-                else:
-                    vb *= weights[c]
-                    ac += vb
-            ac -= w_dr
-            ac *= ac
-            ac *= w_inv
-            ac += np.float32(t2 * inv_dta2)
-            np.less(ac, w_best, out=bt)
-            np.copyto(w_best, ac, where=bt)
-            np.copyto(w_k, kk, where=bt)
-        report(progress, 0.1 + 0.8 * (g + 1) / n_groups, "gamma: search")
-    best[rows] = w_best
-    best_k[rows] = w_k
-    del padded, ibuf, vbuf, acc, better, w_pidx, pidx, lip, a
+    n_chunks = -(-flat.size // _SEARCH_CHUNK_VOXELS)
+    for ci in range(n_chunks):
+        part = slice(ci * _SEARCH_CHUNK_VOXELS, (ci + 1) * _SEARCH_CHUNK_VOXELS)
+        sub = _Voxels(flat[part], vox.dr[part],
+                      vox.inv_dd2 if isinstance(vox.inv_dd2, float) else vox.inv_dd2[part])
+
+        def on_group(fraction: float, ci: int = ci) -> None:
+            report(progress, 0.1 + 0.8 * (ci + fraction) / n_chunks, "gamma: search")
+
+        best[part], best_k[part] = _lattice_search(
+            padded, pshape, lattice, ref.shape, sub, a[part], lip[part], best[part], dta,
+            float(cap2), cancel, on_group)
+    del padded, lip, a
 
     # 3. Gauss-Newton and axis line searches from the best point found
     report(progress, 0.9, "gamma: local minimisation")
