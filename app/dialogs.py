@@ -119,3 +119,23 @@ def choice_dialog(title: str, prompt: str, choices: Sequence[tuple[str, str]],
     popup.name = "choice_dialog"  # type: ignore[attr-defined]
     popup.open()
     return popup
+
+
+def confirm_dialog(title: str, text: str, *, confirm_text: str,
+                   on_confirm: Callable[[], None]) -> Popup:
+    """Ask before something that cannot be undone; Cancel (or Escape) does nothing."""
+    body = BoxLayout(orientation="vertical", spacing=PAD, padding=PAD)
+    body.add_widget(_wrapped_label(text))
+    buttons = BoxLayout(size_hint_y=None, height=BUTTON_HEIGHT, spacing=PAD)
+    cancel = Button(text="Cancel")
+    confirm = Button(text=confirm_text)
+    buttons.add_widget(cancel)
+    buttons.add_widget(confirm)
+    body.add_widget(buttons)
+    popup = Popup(title=title, content=body, size_hint=(None, None), size=(520, 220),
+                  auto_dismiss=True)
+    cancel.bind(on_release=lambda *_: popup.dismiss())
+    confirm.bind(on_release=lambda *_: (popup.dismiss(), on_confirm()))
+    popup.confirm_button = confirm  # type: ignore[attr-defined]
+    popup.open()
+    return popup

@@ -33,6 +33,7 @@ from planning.about import third_party_notices, version_text
 
 log = logging.getLogger(__name__)
 
+ESCAPE_KEY = 27
 #: Frames rendered after the start-up patient appears before a --screenshot is taken.
 SCREENSHOT_SETTLE_FRAMES = 5
 
@@ -64,10 +65,13 @@ class IonPlanApp(App):
         self.task: BackgroundTask | None = None
         self.last_error: str = ""
         self.last_export: list[str] = []
+        self.exported_plans: set[str] = set()
+        self._closing = False
 
     # --- building ----------------------------------------------------------------------------
     def build(self) -> BoxLayout:
         Window.clearcolor = BACKGROUND_RGBA
+        Window.bind(on_request_close=self._confirm_close, on_keyboard=self._swallow_escape)
         self.recent = RecentFolders(self._data_dir or user_data_dir())
         root = BoxLayout(orientation="vertical", spacing=2)
         self.toolbar = self._build_toolbar()
@@ -239,6 +243,7 @@ class IonPlanApp(App):
 
         def done(paths: list[str]) -> None:
             self.last_export = paths
+            self.exported_plans.add(entry.name)
             dialogs.message_dialog("Export DICOM", "Wrote:\n" + "\n".join(paths),
                                    name="export_dialog")
 
@@ -278,6 +283,31 @@ class IonPlanApp(App):
         self.last_export = [str(p) for p in paths]
         dialogs.message_dialog("Plan report", "Wrote:\n" + "\n".join(self.last_export),
                                name="export_dialog")
+
+    def on_stop(self) -> None:
+        Window.unbind(on_request_close=self._confirm_close, on_keyboard=self._swallow_escape)
+
+    @staticmethod
+    def _swallow_escape(_window: Any, key: int, *_args: Any) -> bool:
+        """Escape closes an open dialog (the dialog handles it first), never the application
+        with the user's plans in it."""
+        return key == ESCAPE_KEY
+
+    def _confirm_close(self, *_args: Any, **_kwargs: Any) -> bool:
+        """Ask before closing when plans computed in this session were not exported."""
+        unsaved = [p.name for p in self.session.plans if p.name not in self.exported_plans]
+        if not unsaved or self._closing:
+            return False
+        popup = dialogs.confirm_dialog(
+            "Quit IonPlan?",
+            f"{', '.join(unsaved)} {'was' if len(unsaved) == 1 else 'were'} not exported and "
+            "will be lost.", confirm_text="Quit", on_confirm=self._close_now)
+        popup.name = "quit_dialog"
+        return True
+
+    def _close_now(self) -> None:
+        self._closing = True
+        self.stop()
 
     # --- about -------------------------------------------------------------------------------
     def show_about(self) -> None:

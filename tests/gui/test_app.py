@@ -158,6 +158,17 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     gui.frames(3)
     gui.screenshot("dose_review")
 
+    # Closing the window with an unexported plan asks first; Escape does not quit.
+    gui.key("escape")
+    gui.frames(2)
+    assert not gui.app_stopped
+    assert gui.window.dispatch("on_request_close") is True
+    gui.frames(2)
+    quit_dialog = gui.find(lambda w: getattr(w, "name", "") == "quit_dialog")
+    assert "Plan 1" in " ".join(getattr(w, "text", "") for w in quit_dialog.walk())
+    quit_dialog.dismiss()
+    gui.advance(0.5)  # the dialog's closing animation
+
     # Other quantities: LETd and % of prescription.
     panel = screen.dose_panel
     panel.select_layer("letd")
@@ -204,6 +215,7 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     assert {"RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm"} <= {
         p.name for p in out.iterdir()}
     gui.frames(2)
+    assert not gui.window.dispatch("on_request_close")  # exported: nothing would be lost
     app.export_view_png_to(str(out))
     app.export_report_to(str(out))
     assert not app.last_error, app.last_error
