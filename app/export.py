@@ -72,9 +72,8 @@ def widget_pixels(widget: Widget) -> NDArray[np.uint8]:
     """(H, W, 4) RGBA pixels of a widget as drawn, row 0 at the top."""
     texture = widget.export_as_image().texture
     w, h = texture.size
-    rgba = np.frombuffer(texture.pixels, dtype=np.uint8).reshape(h, w, 4)
-    # export_as_image renders into an Fbo whose row 0 is the bottom row.
-    return np.ascontiguousarray(rgba[::-1])
+    # export_as_image hands back the Fbo texture flipped, so its pixel rows start at the top.
+    return np.frombuffer(texture.pixels, dtype=np.uint8).reshape(h, w, 4).copy()
 
 
 def report_content(screen: PlanningScreen, entry: PlanEntry) -> ReportContent:

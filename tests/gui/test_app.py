@@ -61,6 +61,13 @@ def test_start_shows_demo_patient_and_views_respond(gui, tmp_path):
     assert len(np.unique(pixels[..., 0])) > 20
     assert _colour_count(pixels, (0, 255, 0), tol=30) > 50
     gui.screenshot("main_window")
+    # What the plan report grabs of a view is what the screen shows, the right way up.
+    from app.export import widget_pixels
+
+    grabbed = widget_pixels(axial)[..., :3].astype(int)
+    h, w = min(grabbed.shape[0], pixels.shape[0]), min(grabbed.shape[1], pixels.shape[1])
+    same = np.abs(grabbed[:h, :w] - pixels[:h, :w, :3].astype(int)).max(axis=-1) <= 8
+    assert same.mean() > 0.9
 
     # Mouse wheel over the axial view changes the slice, arrow keys too.
     before = int(axial.slice_index)
@@ -157,6 +164,15 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     screen.state.set_cursor(int(k), int(j), int(i))
     gui.frames(3)
     gui.screenshot("dose_review")
+    # HU and dose under the mouse.
+    gui.move(screen.viewer.axial)
+    gui.frames(2)
+    assert "HU" in screen.state.readout_text and "Gy(RBE)" in screen.state.readout_text
+    # Each beam's own dose.
+    screen.dose_panel.select_layer("beam0")
+    gui.frames(2)
+    assert screen.state.dose.unit == "Gy"
+    assert float(np.max(screen.state.dose.dose)) < float(np.max(entry.result.physical_dose_gy))
 
     # Closing the window with an unexported plan asks first; Escape does not quit.
     gui.key("escape")
