@@ -317,3 +317,14 @@ def test_about_shows_version_and_licences(gui, tmp_path):
     text = " ".join(getattr(w, "text", "") for w in dialog.walk())
     assert "BSD-3-Clause" in text and "Kivy" in text
     gui.screenshot("about")
+
+
+def test_start_on_a_folder_given_on_the_command_line(gui, tmp_path):
+    from planning.dicom import write_demo_patient
+
+    folder = tmp_path / "patient"
+    write_demo_patient(folder)
+    app = _start(gui, tmp_path, folder=str(folder))
+    assert app.session.source == str(folder)
+    assert app.session.patient.ct.series_description == "Demo head phantom CT"
+    assert "From: " + str(folder) in app.planning.patient_panel.summary.text
