@@ -114,8 +114,7 @@ class CompareScreen(Screen):
         root.add_widget(bar)
 
         self.states = [ViewerState(), ViewerState(), ViewerState()]
-        self.states[1].link(self.states[0])
-        self.states[2].link(self.states[0])
+        # Linking is symmetric: A leads B and the difference, and follows them.
         self.states[0].link(self.states[1])
         self.states[0].link(self.states[2])
         views = BoxLayout(spacing=PAD)

@@ -28,6 +28,17 @@ def _wrapped_label(text: str) -> Label:
     return label
 
 
+def _cancel_and(body: BoxLayout, action: str) -> tuple[Button, Button]:
+    """A row of Cancel and ``action`` buttons at the bottom of ``body``."""
+    buttons = BoxLayout(size_hint_y=None, height=BUTTON_HEIGHT, spacing=PAD)
+    cancel = Button(text="Cancel")
+    act = Button(text=action)
+    buttons.add_widget(cancel)
+    buttons.add_widget(act)
+    body.add_widget(buttons)
+    return cancel, act
+
+
 def message_dialog(title: str, text: str, *, name: str = "message_dialog",
                    size: tuple[int, int] = (640, 320)) -> Popup:
     """A message with an OK button; long text scrolls."""
@@ -79,12 +90,7 @@ def folder_dialog(title: str, start_dir: str, on_choose: Callable[[str], None], 
             b.bind(on_release=lambda btn: setattr(path_input, "text", btn.text))
             box.add_widget(b)
         body.add_widget(box)
-    buttons = BoxLayout(size_hint_y=None, height=BUTTON_HEIGHT, spacing=PAD)
-    cancel = Button(text="Cancel")
-    choose = Button(text=action)
-    buttons.add_widget(cancel)
-    buttons.add_widget(choose)
-    body.add_widget(buttons)
+    cancel, choose = _cancel_and(body, action)
 
     def accept(*_: object) -> None:
         folder = path_input.text.strip()
@@ -126,12 +132,7 @@ def confirm_dialog(title: str, text: str, *, confirm_text: str,
     """Ask before something that cannot be undone; Cancel (or Escape) does nothing."""
     body = BoxLayout(orientation="vertical", spacing=PAD, padding=PAD)
     body.add_widget(_wrapped_label(text))
-    buttons = BoxLayout(size_hint_y=None, height=BUTTON_HEIGHT, spacing=PAD)
-    cancel = Button(text="Cancel")
-    confirm = Button(text=confirm_text)
-    buttons.add_widget(cancel)
-    buttons.add_widget(confirm)
-    body.add_widget(buttons)
+    cancel, confirm = _cancel_and(body, confirm_text)
     popup = Popup(title=title, content=body, size_hint=(None, None), size=(520, 220),
                   auto_dismiss=True)
     cancel.bind(on_release=lambda *_: popup.dismiss())

@@ -82,6 +82,19 @@ def _flat(points: NDArray[np.float64]) -> list[float]:
     return points.reshape(-1).tolist()
 
 
+def _place_texture(rect: Rectangle, mapping: rendering.PlaneMapping) -> Texture:
+    """A new RGBA texture of the plane's pixel shape (numpy row 0 shown at the top), set on
+    ``rect``, which is placed over the plane's extent in mm."""
+    rows, cols = mapping.shape
+    texture = Texture.create(size=(cols, rows), colorfmt="rgba", bufferfmt="ubyte")
+    texture.flip_vertical()
+    rect.texture = texture
+    u_min, v_min, u_max, v_max = mapping.extent_mm
+    rect.pos = (u_min, v_min)
+    rect.size = (u_max - u_min, v_max - v_min)
+    return texture
+
+
 class SliceView(Widget):
     """A slice view of ``state`` in one orientation.
 
@@ -233,14 +246,7 @@ class SliceView(Widget):
         self._outlines.clear()
         mapping = rendering.plane_mapping(ct, self.orientation)
         self._ct_mapping = mapping
-        rows, cols = mapping.shape
-        texture = Texture.create(size=(cols, rows), colorfmt="rgba", bufferfmt="ubyte")
-        texture.flip_vertical()
-        self._ct_texture = texture
-        self._ct_rect.texture = texture
-        u_min, v_min, u_max, v_max = mapping.extent_mm
-        self._ct_rect.pos = (u_min, v_min)
-        self._ct_rect.size = (u_max - u_min, v_max - v_min)
+        self._ct_texture = _place_texture(self._ct_rect, mapping)
         self.slice_count = rendering.slice_count(ct, self.orientation)
         self.slice_index = int(self.state.cursor_ijk[self._axis])
         self.zoom = 1.0
@@ -258,14 +264,7 @@ class SliceView(Widget):
             return
         mapping = rendering.plane_mapping(overlay.grid, self.orientation)
         self._dose_mapping = mapping
-        rows, cols = mapping.shape
-        texture = Texture.create(size=(cols, rows), colorfmt="rgba", bufferfmt="ubyte")
-        texture.flip_vertical()
-        self._dose_texture = texture
-        self._dose_rect.texture = texture
-        u_min, v_min, u_max, v_max = mapping.extent_mm
-        self._dose_rect.pos = (u_min, v_min)
-        self._dose_rect.size = (u_max - u_min, v_max - v_min)
+        self._dose_texture = _place_texture(self._dose_rect, mapping)
 
     # ------------------------------------------------------------------ redraw
     def _refresh(self, *_args: object) -> None:
