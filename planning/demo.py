@@ -38,8 +38,8 @@ from planning.hlut import HlutCurve, default_hlut
 from planning.machine import Machine, load_machine
 from planning.patient import Patient
 from planning.plan import BeamPlan, Plan, Prescription
-from planning.planner import grid_of, structure_rows
 from planning.progress import CancelToken, ProgressCallback
+from planning.structure_dose import grid_of, structure_rows
 
 DEMO_DOSE_GY = 2.0
 DEMO_TARGET = "PTV"

@@ -9,32 +9,14 @@ metrics per structure (:mod:`planning.evaluation`). :func:`write_plan_outputs` e
 ``RTPLAN.dcm``, ``RTDOSE_PHYSICAL.dcm``, ``RTDOSE_RBE.dcm`` (total plan doses) and
 ``report.json``.
 
-Objectives
-----------
-Without a configuration file the objectives are, with ``p`` the prescription:
+The objectives, optimizer settings and LEM I tissues come from a plan configuration
+(:mod:`planning.plan_config`, with its defaults); the final cubes from a forward pass
+(:mod:`planning.forward_dose`); the per-structure metrics and DVHs of the report from
+:func:`planning.plan_report.structure_report`. Which dose-grid voxels belong to a structure,
+and the body, come from :mod:`planning.structure_dose`.
 
-- target: ``squared_deviation`` to ``p`` (weight 100), ``min_dose`` at 0.97 ``p`` and
-  ``max_dose`` at 1.03 ``p`` (weight 100 each; a little inside the 95-105 % goals so that D95
-  and D5 land inside them);
-- every ROI of interpreted type ORGAN or AVOIDANCE: ``max_dose`` at ``p`` (weight 1), a mild
-  guard against hot spots that does not compete with target coverage (give real organ limits in
-  a configuration file).
-
-A configuration file (TOML or JSON) holds ``objectives``, a list of tables with ``structure``,
-``type``, ``dose_gy_rbe`` (total plan dose), ``weight`` and, for DVH types,
-``volume_fraction``; an objective on the same structure and type as a default replaces it, the
-others are added. ``replace_defaults = true`` drops all defaults. An optional ``[optimizer]``
-table sets :class:`planning.optimization.OptimizerSettings` fields (``max_iterations``,
-``min_spot_weight``, ``tolerance``); the planner's default is 100 iterations.
-
-Tissues (LEM I only)
---------------------
-An optional ``tissues`` table maps structure names to LEM I tissues, each a class name
-(``chordoma``, ``hsg``, ``v79``) or ``"alpha_x,beta_x,D_t"`` (1/Gy, 1/Gy^2, Gy). The dose-grid
-voxels of a listed structure are evaluated (in the optimization and in the dose cubes) with
-LEM I for its tissue; voxels in no listed structure use the plan's tissue (``--tissue`` or the
-default class). Where listed structures overlap, the first listed wins. With any other RBE
-model a ``tissues`` table is an error.
+``PlanConfig``, ``load_plan_config``, ``default_objectives``, ``forward_cubes``, ``grid_of``
+and ``structure_rows`` are re-exported here for callers of the pipeline.
 """
 
 from __future__ import annotations
@@ -45,9 +27,8 @@ import logging
 import math
 import os
 import time
-import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +41,11 @@ from planning.dose_engine import (
     DoseEngineSettings,
     DoseGrid,
     DoseInfluence,
-    SpotMap,
     build_influence,
     place_spots,
     resolve_device,
 )
 from planning.errors import InputError, PlanningError
-from planning.evaluation import conformity_index, cumulative_dvh, dose_metrics
 from planning.exchange import (
     ExchangeView,
     exchange_report,
@@ -74,31 +53,44 @@ from planning.exchange import (
     paired_models,
     write_exchange_doses,
 )
+from planning.forward_dose import forward_cubes
 from planning.hlut import default_hlut, load_hlut_csv
 from planning.machine import Machine, load_machine
 from planning.optimization import (
     Objective,
     OptimizationProblem,
-    OptimizerSettings,
     RbeGroup,
     optimize_weights,
 )
 from planning.patient import CtVolume, Patient
 from planning.plan import BeamPlan, Plan, Prescription
+from planning.plan_config import (
+    PlanConfig,
+    default_objectives,
+    load_plan_config,
+    merge_objectives,
+)
+from planning.plan_report import structure_report
 from planning.progress import CancelToken, ProgressCallback, report
-from planning.rbe import DepthTables, LemModel, RbeModel, Tissue, depth_tables, parse_tissue
+from planning.rbe import DepthTables, LemModel, RbeModel, depth_tables
+from planning.structure_dose import body_mask, grid_of, structure_rows
+
+__all__ = [
+    "PlanConfig",
+    "PlanRequest",
+    "PlanResult",
+    "default_objectives",
+    "forward_cubes",
+    "grid_of",
+    "load_plan_config",
+    "make_plan",
+    "stage_progress",
+    "structure_rows",
+    "target_isocenter_mm",
+    "write_plan_outputs",
+]
 
 log = logging.getLogger(__name__)
-
-#: Spots whose influence the forward pass of the final cubes builds at a time (whole layers):
-#: about 10-30 thousand nonzeros per spot, so a few hundred MB per pass.
-FORWARD_SPOTS_PER_PASS = 1000
-
-OAR_TYPES = ("ORGAN", "AVOIDANCE")
-#: Optimizer settings without an ``[optimizer]`` table: 100 iterations reach D95/D5 within
-#: 1 % of the prescription on the demo patient; more mostly polish the objective value.
-PLANNER_OPTIMIZER = OptimizerSettings(max_iterations=100)
-BODY_NAMES = ("external", "body", "skin")
 
 
 @dataclass(frozen=True)
@@ -227,112 +219,23 @@ class PlanResult:
     beam_physical_dose_gy: tuple[NDArray[np.float32], ...] = ()
 
 
-@dataclass(frozen=True, eq=False)
-class DoseCubes:
-    """Whole-plan cubes (nz, ny, nx) float32 of a forward pass (see :func:`forward_cubes`)."""
+def stage_progress(progress: ProgressCallback | None, lo: float, hi: float
+                   ) -> ProgressCallback | None:
+    """A progress callback for one stage of a longer task.
 
-    physical_dose_gy: NDArray[np.float32]
-    rbe_dose_gy_rbe: NDArray[np.float32]
-    letd_kev_um: NDArray[np.float32]
-    rbe: NDArray[np.float32]
-    beam_physical_dose_gy: tuple[NDArray[np.float32], ...]
+    Parameters
+    ----------
+    progress : ProgressCallback or None
+        The task's callback ``(fraction, stage)``.
+    lo, hi : float
+        The part of the task's progress, in [0, 1], that the stage covers.
 
-
-@dataclass(frozen=True)
-class PlanConfig:
-    """Objectives, optimizer settings and LEM I tissues per structure (in the file's order)
-    read from a configuration file."""
-
-    objectives: tuple[Objective, ...] = ()
-    replace_defaults: bool = False
-    optimizer: OptimizerSettings = field(default_factory=lambda: PLANNER_OPTIMIZER)
-    tissues: tuple[tuple[str, Tissue], ...] = ()
-
-
-def load_plan_config(path: str | os.PathLike[str]) -> PlanConfig:
-    """Read a TOML (``.toml``) or JSON objectives file (see the module docstring).
-
-    Raises
-    ------
-    InputError
-        Unreadable or malformed file, unknown keys, bad values.
+    Returns
+    -------
+    ProgressCallback or None
+        A callback mapping the stage's fraction 0..1 onto ``lo..hi`` of ``progress``; None
+        when ``progress`` is None.
     """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-        data = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
-    except OSError as exc:
-        raise InputError(f"{p}: cannot read the plan configuration ({exc.strerror})") from None
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p}: not valid {'TOML' if p.suffix == '.toml' else 'JSON'} "
-                         f"({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{p}: the configuration must be a table/object")
-    unknown = set(data) - {"objectives", "optimizer", "replace_defaults", "tissues"}
-    if unknown:
-        raise InputError(f"{p}: unknown keys {sorted(unknown)}; expected objectives, "
-                         "optimizer, replace_defaults, tissues")
-    objectives = []
-    for i, item in enumerate(data.get("objectives", [])):
-        if not isinstance(item, dict):
-            raise InputError(f"{p}: objective {i + 1} must be a table/object")
-        try:
-            vf = item.get("volume_fraction")
-            objectives.append(Objective(
-                structure=str(item["structure"]), kind=str(item["type"]),
-                dose_gy_rbe=float(item["dose_gy_rbe"]), weight=float(item.get("weight", 1.0)),
-                volume_fraction=None if vf is None else float(vf)))
-        except KeyError as exc:
-            raise InputError(f"{p}: objective {i + 1} lacks {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{p}: objective {i + 1}: {exc}") from None
-        except PlanningError as exc:
-            raise InputError(f"{p}: {exc}") from None
-    opt = data.get("optimizer", {})
-    allowed = {f.name for f in fields(OptimizerSettings)}
-    if not isinstance(opt, dict) or set(opt) - allowed:
-        raise InputError(f"{p}: [optimizer] may hold only {', '.join(sorted(allowed))}")
-    try:
-        settings = OptimizerSettings(**{"max_iterations": PLANNER_OPTIMIZER.max_iterations,
-                                        **opt})
-    except (TypeError, PlanningError) as exc:
-        raise InputError(f"{p}: [optimizer]: {exc}") from None
-    tissue_table = data.get("tissues", {})
-    if not isinstance(tissue_table, dict) or not all(
-            isinstance(v, str) for v in tissue_table.values()):
-        raise InputError(f"{p}: tissues must map structure names to a tissue class name or "
-                         "\"alpha_x,beta_x,D_t\"")
-    try:
-        tissues = tuple((str(k), parse_tissue(v)) for k, v in tissue_table.items())
-    except InputError as exc:
-        raise InputError(f"{p}: tissues: {exc}") from None
-    return PlanConfig(tuple(objectives), bool(data.get("replace_defaults", False)), settings,
-                      tissues)
-
-
-def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float
-                       ) -> list[Objective]:
-    """The default objectives of the module docstring."""
-    p = total_dose_gy_rbe
-    out = [Objective(target, "squared_deviation", p, 100.0),
-           Objective(target, "min_dose", 0.97 * p, 100.0),
-           Objective(target, "max_dose", 1.03 * p, 100.0)]
-    assert patient.structure_set is not None
-    for s in patient.structure_set.structures:
-        if s.interpreted_type.upper() in OAR_TYPES and s.name != target:
-            out.append(Objective(s.name, "max_dose", p, 1.0))
-    return out
-
-
-def merge_objectives(defaults: Sequence[Objective], config: PlanConfig) -> list[Objective]:
-    """Defaults, with those of the same (structure, type) as a configured one replaced."""
-    if config.replace_defaults:
-        return list(config.objectives)
-    given = {(o.structure, o.kind) for o in config.objectives}
-    return [o for o in defaults if (o.structure, o.kind) not in given] + list(config.objectives)
-
-
-def _stage(progress: ProgressCallback | None, lo: float, hi: float) -> ProgressCallback | None:
     if progress is None:
         return None
     cb = progress
@@ -343,11 +246,6 @@ def _stage(progress: ProgressCallback | None, lo: float, hi: float) -> ProgressC
     return sub
 
 
-def grid_of(ct: CtVolume) -> DoseGrid:
-    """The dose-engine grid of a CT volume."""
-    return DoseGrid(shape=ct.shape, spacing_mm=ct.spacing_mm, origin_mm=ct.origin_mm)
-
-
 def target_isocenter_mm(ct: CtVolume, target_mask: NDArray[np.bool_]
                         ) -> tuple[float, float, float]:
     """The isocentre the planner uses: the mean LPS position (mm) of the target's CT voxels."""
@@ -355,44 +253,10 @@ def target_isocenter_mm(ct: CtVolume, target_mask: NDArray[np.bool_]
     return float(iso[0]), float(iso[1]), float(iso[2])
 
 
-def structure_rows(mask: NDArray[np.bool_], ct_grid: DoseGrid, dose_grid: DoseGrid
-                   ) -> NDArray[np.int64]:
-    """Flat dose-grid indices whose centres fall in ``mask`` (nearest CT voxel).
-
-    Parameters
-    ----------
-    mask : (nz, ny, nx) bool array on ``ct_grid``
-    ct_grid, dose_grid : DoseGrid
-
-    Returns
-    -------
-    (n,) int64 array, increasing.
-    """
-    centres = dose_grid.voxel_centers_lps()
-    idx = np.rint((centres[:, ::-1] - np.asarray(ct_grid.origin_mm)[::-1])
-                  / np.asarray(ct_grid.spacing_mm)).astype(np.int64)
-    inside = np.all((idx >= 0) & (idx < np.asarray(ct_grid.shape)), axis=1)
-    rows = np.flatnonzero(inside)
-    k = idx[rows]
-    return rows[mask[k[:, 0], k[:, 1], k[:, 2]]].astype(np.int64)
-
-
 def _model(request: PlanRequest) -> RbeModel:
     from planning.api import rbe_model  # the facade owns the CLI names of the models
 
     return rbe_model(request.rbe_model, request.tissue, request.rbe_value)
-
-
-def _body_mask(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid
-               ) -> NDArray[np.bool_] | None:
-    assert patient.structure_set is not None
-    for s in patient.structure_set.structures:
-        if s.interpreted_type.upper() == "EXTERNAL" or s.name.casefold() in BODY_NAMES:
-            mask = np.zeros(dose_grid.n_voxels, dtype=bool)
-            mask[structure_rows(s.mask.to_dense(), ct_grid, dose_grid)] = True
-            if mask.any():
-                return mask.reshape(dose_grid.shape)
-    return None  # the dose engine falls back to an RSP threshold
 
 
 def make_plan(request: PlanRequest, *, machine: Machine | None = None,
@@ -419,7 +283,7 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
         from planning.dicom import load_patient
 
         assert request.ct_dir is not None
-        patient = load_patient(request.ct_dir, progress=_stage(progress, 0.0, 0.05),
+        patient = load_patient(request.ct_dir, progress=stage_progress(progress, 0.0, 0.05),
                                cancel=cancel)
     if config.tissues and not isinstance(model, LemModel):
         raise PlanningError(f"the configuration's tissues apply to LEM I only, not to "
@@ -456,7 +320,7 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
               if model.quantity_names else None)
     timings["spots_and_tables"] = time.perf_counter() - t0
     dose_grid = DoseGrid.covering(ct_grid, request.dose_grid_mm)
-    body = _body_mask(patient, ct_grid, dose_grid)
+    body = body_mask(patient, ct_grid, dose_grid)
 
     objectives = merge_objectives(
         default_objectives(patient, target.name, prescription.total_dose_gy_rbe), config)
@@ -480,14 +344,14 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
         machine, rsp, ct_grid, dose_grid, beams, spot_maps,
         dataclasses.replace(settings, store_let_dose=False),
         calc_mask=objective_mask.reshape(dose_grid.shape), model_tables=tables,
-        progress=_stage(progress, 0.1, 0.45), cancel=cancel)
+        progress=stage_progress(progress, 0.1, 0.45), cancel=cancel)
     timings["dose_influence"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     voxel_groups = _voxel_groups(patient, config, tissue_models, ct_grid, dose_grid)
     problem = _problem(influence, rows_by_name, model, prescription.n_fractions, voxel_groups)
     result = optimize_weights(problem, objectives, prescription.dose_per_fraction_gy_rbe,
                               target.name, config.optimizer,
-                              progress=_stage(progress, 0.45, 0.85), cancel=cancel)
+                              progress=stage_progress(progress, 0.45, 0.85), cancel=cancel)
     timings["optimization"] = time.perf_counter() - t0
 
     influence_nnz, influence_mib = influence.nnz, influence.nbytes / 2**20
@@ -496,38 +360,17 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
     cubes = forward_cubes(machine, rsp, ct_grid, dose_grid, beams, spot_maps, result.weights,
                           model, tables, prescription.n_fractions, settings, calc_mask=body,
                           groups=voxel_groups,
-                          progress=_stage(progress, 0.85, 0.98), cancel=cancel)
+                          progress=stage_progress(progress, 0.85, 0.98), cancel=cancel)
     timings["forward_dose"] = time.perf_counter() - t0
     offsets = np.cumsum([0] + [s.n_spots for s in spot_maps])
     plan = Plan(label=request.label[:16], machine_name=machine.name,
                 beams=tuple(BeamPlan(b, s, result.weights[offsets[i]:offsets[i + 1]])
                             for i, (b, s) in enumerate(zip(beams, spot_maps, strict=True))),
                 prescription=prescription, rbe_model=model.describe())
-    structures, exchange_rows = {}, {}
-    phys_flat = cubes.physical_dose_gy.reshape(-1)
-    rbe_flat = cubes.rbe_dose_gy_rbe.reshape(-1)
-    for s in patient.structure_set.structures:
-        rows = rows_by_name.get(s.name)
-        if rows is None:
-            rows = structure_rows(s.mask.to_dense(), ct_grid, dose_grid)
-        if rows.size == 0:
-            continue
-        exchange_rows[s.name] = rows
-        m = dose_metrics(rbe_flat[rows], prescription.total_dose_gy_rbe)
-        structures[s.name] = {
-            "interpreted_type": s.interpreted_type, "voxels": int(rows.size),
-            "d98_gy_rbe": m.d98, "d95_gy_rbe": m.d95, "d50_gy_rbe": m.d50, "d5_gy_rbe": m.d5,
-            "d2_gy_rbe": m.d2, "dmax_gy_rbe": m.max, "mean_gy_rbe": m.mean,
-            "mean_gy": float(phys_flat[rows].mean()), "v95": m.v95, "v107": m.v107,
-            "homogeneity_index": m.homogeneity_index}
+    sections = structure_report(patient, dose_grid, cubes.physical_dose_gy,
+                                cubes.rbe_dose_gy_rbe, prescription.total_dose_gy_rbe,
+                                target.name, known_rows=rows_by_name)
     target_rows = rows_by_name[target.name]
-    target_on_grid = np.zeros(dose_grid.n_voxels, dtype=bool)
-    target_on_grid[target_rows] = True
-    structures[target.name]["conformity_index"] = conformity_index(
-        rbe_flat, target_on_grid, prescription.total_dose_gy_rbe)
-    dvh_top = 1.1 * float(rbe_flat.max()) if rbe_flat.size else 1.0
-    dvhs = {name: cumulative_dvh(name, rbe_flat[rows], 1.0, max_dose=dvh_top, n_bins=100)
-            for name, rows in exchange_rows.items()}
     timings["total"] = time.perf_counter() - t_start
     rep: dict[str, Any] = {
         "prescription": {"target": target.name,
@@ -554,10 +397,8 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
         "iterations": result.iterations,
         "objective_value": result.objective,
         "optimizer_message": result.message,
-        "structures": structures,
-        "dvh_gy_rbe": {name: {"dose_gy_rbe": [round(float(x), 4) for x in h.dose_gy],
-                              "volume_fraction": [round(float(x), 5) for x in h.volume_fraction]}
-                       for name, h in dvhs.items()},
+        "structures": sections.structures,
+        "dvh_gy_rbe": sections.dvh_gy_rbe,
         "timings_s": timings,
     }
     if config.tissues:
@@ -571,8 +412,8 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
         view = exchange_view(machine, rsp, ct_grid, dose_grid, beams, spot_maps, result.weights,
                              prescription.n_fractions, calc_mask=body, mkm=mkm_model,
                              lem=lem_model, settings=settings,
-                             progress=_stage(progress, 0.95, 1.0), cancel=cancel)
-        rep["exchange"] = exchange_report(view, exchange_rows)
+                             progress=stage_progress(progress, 0.95, 1.0), cancel=cancel)
+        rep["exchange"] = exchange_report(view, sections.rows_by_name)
         timings["exchange"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
     report(progress, 1.0, "plan done")
@@ -653,93 +494,6 @@ def _problem(influence: DoseInfluence, rows_by_name: dict[str, NDArray[np.int64]
         structure_rows=tuple((name, np.searchsorted(union, rows).astype(np.int64))
                              for name, rows in rows_by_name.items()),
         model=model, n_fractions=n_fractions, groups=tuple(groups))
-
-
-def forward_cubes(
-    machine: Machine, rsp: NDArray[np.float32], ct_grid: DoseGrid, dose_grid: DoseGrid,
-    beams: Sequence[Beam], spot_maps: Sequence[SpotMap], weights: NDArray[np.float64],
-    model: RbeModel, tables: DepthTables | None, n_fractions: int,
-    settings: DoseEngineSettings, *, calc_mask: NDArray[np.bool_] | None = None,
-    spots_per_pass: int = FORWARD_SPOTS_PER_PASS,
-    progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-    groups: Sequence[RbeGroup] = (),
-) -> DoseCubes:
-    """Whole-plan cubes of spot weights per fraction, by a forward pass.
-
-    The influence of at most ``spots_per_pass`` spots (whole energy layers of one beam) is built
-    at a time, multiplied by their weights and dropped, so memory stays that of one pass.
-
-    With ``groups`` (rows: flat dose-grid indices; ``tables`` holding the sums of every group's
-    model, concatenated) each group's voxels get the RBE-weighted dose of its own model and
-    sums; voxels in no group get 0.
-
-    Returns
-    -------
-    DoseCubes
-        Total physical and RBE-weighted dose (per-fraction dose x ``n_fractions``; the
-        RBE-weighted dose is computed per fraction, where the model applies), LETd, RBE and the
-        total physical dose of each beam.
-    """
-    w_all = np.asarray(weights, dtype=np.float64)
-    n_q = len(tables.values) if tables is not None else len(model.quantity_names)
-    d_beam = [np.zeros(dose_grid.n_voxels) for _ in spot_maps]
-    let_d = np.zeros(dose_grid.n_voxels)
-    sums = [np.zeros(dose_grid.n_voxels) for _ in range(n_q)]
-    passes = [(b, sel) for b, sm in enumerate(spot_maps) for sel in _layer_groups(sm,
-                                                                                  spots_per_pass)]
-    offsets = np.cumsum([0] + [sm.n_spots for sm in spot_maps])
-    with_let = dataclasses.replace(settings, store_let_dose=True)
-    for k, (b, sel) in enumerate(passes):
-        sm = spot_maps[b]
-        sub = SpotMap(sm.energy_mev_u[sel], sm.layer[sel], sm.u_mm[sel], sm.v_mm[sel],
-                      sm.spacing_mm, sm.lattice_origin_mm)
-        w = w_all[offsets[b]:offsets[b + 1]][sel]
-        if not np.any(w > 0):
-            continue
-        part = build_influence(machine, rsp, ct_grid, dose_grid, [beams[b]], [sub], with_let,
-                               calc_mask=calc_mask, model_tables=tables, cancel=cancel)
-        d_beam[b] += part.dose @ w
-        assert part.let_dose is not None
-        let_d += part.let_dose @ w
-        for acc, m in zip(sums, part.model_sums, strict=True):
-            acc += m @ w
-        del part
-        report(progress, (k + 1) / len(passes), "dose cubes")
-    d = np.sum(d_beam, axis=0) if d_beam else np.zeros(dose_grid.n_voxels)
-    if groups:
-        rbe_d = np.zeros_like(d)
-        for g in groups:
-            rbe_d[g.rows] = g.model.rbe_weighted_dose_from_sums(
-                d[g.rows], tuple(sums[k][g.rows] for k in g.sum_indices))
-    else:
-        rbe_d = np.asarray(model.rbe_weighted_dose_from_sums(d, tuple(sums)))
-    positive = d > 0
-    letd = np.divide(let_d, d, out=np.zeros_like(d), where=positive)
-    rbe = np.divide(rbe_d, d, out=np.zeros_like(d), where=positive)
-
-    def cube(a: NDArray[np.float64]) -> NDArray[np.float32]:
-        return a.reshape(dose_grid.shape).astype(np.float32)
-
-    return DoseCubes(cube(d * n_fractions), cube(rbe_d * n_fractions), cube(letd), cube(rbe),
-                     tuple(cube(db * n_fractions) for db in d_beam))
-
-
-def _layer_groups(spot_map: SpotMap, max_spots: int) -> list[NDArray[np.int64]]:
-    """Spot indices of ``spot_map`` in groups of whole energy layers, each of at most
-    ``max_spots`` spots (or one layer, if a layer alone is larger)."""
-    groups: list[NDArray[np.int64]] = []
-    current: list[NDArray[np.int64]] = []
-    count = 0
-    for layer in np.unique(spot_map.layer):
-        idx = np.flatnonzero(spot_map.layer == layer)
-        if current and count + idx.size > max_spots:
-            groups.append(np.concatenate(current))
-            current, count = [], 0
-        current.append(idx)
-        count += idx.size
-    if current:
-        groups.append(np.concatenate(current))
-    return groups
 
 
 def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,

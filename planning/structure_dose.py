@@ -1,13 +1,14 @@
-"""Dose statistics of every structure on a dose cube: cumulative DVH and metrics.
+"""Structures on a dose grid: which voxels each one covers, and its dose statistics.
 
 The structure masks live on the CT grid; a dose cube lives on its own (usually coarser) grid.
 A dose-grid voxel belongs to a structure when its centre falls in a CT voxel of the structure
-(:func:`planning.planner.structure_rows`), the rule the planner's report uses.
+(:func:`structure_rows`, nearest CT voxel): the rule of the planner's report, the
+recalculation, the comparison and the GUI's statistics (:func:`structure_dose_statistics`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,8 +17,104 @@ from numpy.typing import NDArray
 from planning.dose_engine import DoseGrid
 from planning.errors import InputError
 from planning.evaluation import DoseMetrics, Dvh, cumulative_dvh, dose_metrics
-from planning.patient import Patient
-from planning.planner import grid_of, structure_rows
+from planning.patient import CtVolume, Patient, Structure
+
+#: Names (case-insensitive) that mark the body contour when no ROI is of type EXTERNAL.
+BODY_NAMES = ("external", "body", "skin")
+
+
+def grid_of(ct: CtVolume) -> DoseGrid:
+    """The dose-engine grid of a CT volume."""
+    return DoseGrid(shape=ct.shape, spacing_mm=ct.spacing_mm, origin_mm=ct.origin_mm)
+
+
+def structure_rows(mask: NDArray[np.bool_], ct_grid: DoseGrid, dose_grid: DoseGrid
+                   ) -> NDArray[np.int64]:
+    """Flat dose-grid indices whose centres fall in ``mask`` (nearest CT voxel).
+
+    Parameters
+    ----------
+    mask : (nz, ny, nx) bool array on ``ct_grid``
+    ct_grid, dose_grid : DoseGrid
+
+    Returns
+    -------
+    (n,) int64 array, increasing.
+    """
+    centres = dose_grid.voxel_centers_lps()
+    idx = np.rint((centres[:, ::-1] - np.asarray(ct_grid.origin_mm)[::-1])
+                  / np.asarray(ct_grid.spacing_mm)).astype(np.int64)
+    inside = np.all((idx >= 0) & (idx < np.asarray(ct_grid.shape)), axis=1)
+    rows = np.flatnonzero(inside)
+    k = idx[rows]
+    return rows[mask[k[:, 0], k[:, 1], k[:, 2]]].astype(np.int64)
+
+
+def structures_on_grid(patient: Patient, dose_grid: DoseGrid, *,
+                       names: Sequence[str] | None = None,
+                       known_rows: Mapping[str, NDArray[np.int64]] | None = None
+                       ) -> list[tuple[Structure, NDArray[np.int64]]]:
+    """Every structure with voxels on ``dose_grid`` and its flat dose-grid rows.
+
+    Parameters
+    ----------
+    patient : Patient
+        CT and structure set (masks on the CT grid); no structure set gives an empty list.
+    dose_grid : DoseGrid
+        Grid in the CT's frame.
+    names : sequence of str, optional
+        Only these structures (exact ROI names; default: all).
+    known_rows : mapping of str to (n,) int64 array, optional
+        Rows already computed with :func:`structure_rows`, by exact ROI name (reused, not
+        recomputed).
+
+    Returns
+    -------
+    list of (Structure, (n,) int64 array)
+        In structure-set order; structures without a dose-grid voxel are left out.
+    """
+    if patient.structure_set is None:
+        return []
+    ct_grid = grid_of(patient.ct)
+    wanted = None if names is None else set(names)
+    known = known_rows or {}
+    out = []
+    for s in patient.structure_set.structures:
+        if wanted is not None and s.name not in wanted:
+            continue
+        rows = known.get(s.name)
+        if rows is None:
+            rows = structure_rows(s.mask.to_dense(), ct_grid, dose_grid)
+        if rows.size:
+            out.append((s, rows))
+    return out
+
+
+def body_mask(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid
+              ) -> NDArray[np.bool_] | None:
+    """The body on the dose grid: the first ROI of type EXTERNAL or named as in
+    :data:`BODY_NAMES` that has dose-grid voxels.
+
+    Parameters
+    ----------
+    patient : Patient
+        CT with a structure set.
+    ct_grid, dose_grid : DoseGrid
+        The CT's grid (:func:`grid_of`) and the dose grid.
+
+    Returns
+    -------
+    (nz, ny, nx) bool array on ``dose_grid``, or None
+        None without such a structure (the dose engine then falls back to an RSP threshold).
+    """
+    assert patient.structure_set is not None
+    for s in patient.structure_set.structures:
+        if s.interpreted_type.upper() == "EXTERNAL" or s.name.casefold() in BODY_NAMES:
+            mask = np.zeros(dose_grid.n_voxels, dtype=bool)
+            mask[structure_rows(s.mask.to_dense(), ct_grid, dose_grid)] = True
+            if mask.any():
+                return mask.reshape(dose_grid.shape)
+    return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,15 +190,8 @@ def structure_dose_statistics(
     flat = cube.reshape(-1)
     top = 1.05 * float(flat.max()) if flat.size and flat.max() > 0 else 1.0
     voxel_mm3 = float(np.prod(dose_grid.spacing_mm))
-    ct_grid = grid_of(patient.ct)
-    wanted = None if names is None else set(names)
     out = []
-    for s in patient.structure_set.structures:
-        if wanted is not None and s.name not in wanted:
-            continue
-        rows = structure_rows(s.mask.to_dense(), ct_grid, dose_grid)
-        if rows.size == 0:
-            continue
+    for s, rows in structures_on_grid(patient, dose_grid, names=names):
         values = flat[rows]
         out.append(StructureDose(
             name=s.name, colour_rgb=s.colour_rgb or NO_COLOUR_RGB,

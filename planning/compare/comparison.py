@@ -40,8 +40,9 @@ from planning.dose_engine import DoseGrid
 from planning.errors import InputError, PlanningError
 from planning.machine import Machine
 from planning.patient import Patient
-from planning.planner import _stage, grid_of
+from planning.planner import stage_progress
 from planning.progress import CancelToken, ProgressCallback, report
+from planning.structure_dose import grid_of
 
 #: Gamma criteria of a comparison by default: (dose %, distance-to-agreement mm).
 DEFAULT_GAMMA = ((3.0, 3.0), (2.0, 2.0))
@@ -301,7 +302,8 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
         warnings.append(f"A is a {side_a.dose_type} dose and B a {side_b.dose_type} dose: "
                         "their difference mixes physical and RBE-weighted dose")
     frame = side_a.frame_of_reference_uid or side_b.frame_of_reference_uid
-    chosen = _patient_for(patient, side_a, side_b, frame, _stage(progress, 0.0, 0.05), cancel)
+    chosen = _patient_for(patient, side_a, side_b, frame, stage_progress(progress, 0.0, 0.05),
+                          cancel)
     timings["load"] = time.perf_counter() - t0
     if cancel is not None:
         cancel.raise_if_cancelled("the comparison")
@@ -344,7 +346,7 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
         t0 = time.perf_counter()
         lo = 0.1 + span * i / len(criteria)
         gammas.append(gamma_index(ref, ev, grid.spacing_mm, c,
-                                  progress=_stage(progress, lo, lo + span / len(criteria)),
+                                  progress=stage_progress(progress, lo, lo + span / len(criteria)),
                                   cancel=cancel))
         seconds.append(time.perf_counter() - t0)
     timings["gamma"] = float(sum(seconds))
@@ -373,7 +375,7 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
             ct_patient = s.patient or chosen
             lo = 0.6 + 0.4 * k / len(sides)
             view = _cross_model_of(s, ct_patient, settings, machine, warnings,
-                                   _stage(progress, lo, lo + 0.4 / len(sides)), cancel)
+                                   stage_progress(progress, lo, lo + 0.4 / len(sides)), cancel)
             if view is not None:
                 views.append(view)
         if not sides:

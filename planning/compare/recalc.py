@@ -3,7 +3,7 @@
 A plan made here or by another system (:func:`planning.dicom.load_rt_ion_plan`) is checked
 against the CT it is recalculated on (Frame of Reference and patient position must agree), its
 spots are traced through the CT's relative stopping power (HLUT) and its spot weights (per
-fraction) are passed forward through the dose engine (:func:`planning.planner.forward_cubes`):
+fraction) are passed forward through the dose engine (:func:`planning.forward_dose.forward_cubes`):
 whole-plan physical and RBE-weighted dose, LETd and RBE on a dose grid covering the CT, and a
 report shaped like ``ionplan plan``'s (metrics and DVHs per structure, beams, timings).
 
@@ -30,21 +30,14 @@ from numpy.typing import NDArray
 
 from planning.dose_engine import Beam, DoseEngineSettings, DoseGrid, SpotMap, resolve_device
 from planning.errors import InputError, PlanningError
-from planning.evaluation import conformity_index, cumulative_dvh, dose_metrics
 from planning.exchange import exchange_report, exchange_view, paired_models
+from planning.forward_dose import forward_cubes
 from planning.hlut import default_hlut, load_hlut_csv
 from planning.machine import Machine, load_machine
 from planning.patient import Patient
 from planning.plan import Plan
-from planning.planner import (
-    PlanResult,
-    _body_mask,
-    _stage,
-    forward_cubes,
-    grid_of,
-    structure_rows,
-    write_plan_outputs,
-)
+from planning.plan_report import structure_report
+from planning.planner import PlanResult, stage_progress, write_plan_outputs
 from planning.progress import CancelToken, ProgressCallback, report
 from planning.rbe import (
     ConstantRbe,
@@ -55,11 +48,10 @@ from planning.rbe import (
     Tissue,
     depth_tables,
 )
+from planning.structure_dose import body_mask, grid_of
 
 log = logging.getLogger(__name__)
 
-#: Number of bins of the report's DVHs (as ``ionplan plan``).
-DVH_BINS = 100
 _KEY_VALUE = re.compile(r"([A-Za-z][A-Za-z0-9/]*)=([-+0-9.eE]+)(?:um|Gy)?(?=\s|$)")
 _MKM_KEYS = {"a0": "alpha0_gy", "b": "beta_gy2", "rd": "domain_radius_um",
              "Rn": "nucleus_radius_um", "Fclin": "f_clin", "ar": "alpha_ref_gy",
@@ -280,49 +272,10 @@ def prepare_recalc(patient: Patient, plan: Plan, *, machine: Machine | None = No
     position = ct.patient_position or "HFS"
     beams = tuple(dataclasses.replace(bp.beam, patient_position=position) for bp in plan.beams)
     settings = DoseEngineSettings(device=device, lateral_cutoff_fraction=cutoff_fraction)
-    body = _body_mask(patient, ct_grid, dose_grid) if patient.structure_set is not None else None
+    body = body_mask(patient, ct_grid, dose_grid) if patient.structure_set is not None else None
     return RecalcSetup(patient, plan, machine, rsp, ct_grid, dose_grid, beams,
                        tuple(bp.spots for bp in plan.beams), plan.all_weights(), body, settings,
                        tuple(warnings))
-
-
-def structure_sections(setup: RecalcSetup, physical_gy: NDArray[np.float32],
-                       rbe_gy_rbe: NDArray[np.float32]
-                       ) -> tuple[dict[str, Any], dict[str, Any], dict[str, NDArray[np.int64]]]:
-    """The ``structures`` and ``dvh_gy_rbe`` entries of the report, shaped like ``ionplan
-    plan``'s, and the dose-grid rows of each non-empty structure."""
-    patient, plan = setup.patient, setup.plan
-    structures: dict[str, Any] = {}
-    rows_by_name: dict[str, NDArray[np.int64]] = {}
-    if patient.structure_set is None:
-        return structures, {}, rows_by_name
-    p = plan.prescription.total_dose_gy_rbe
-    phys, rbe = physical_gy.reshape(-1), rbe_gy_rbe.reshape(-1)
-    for s in patient.structure_set.structures:
-        rows = structure_rows(s.mask.to_dense(), setup.ct_grid, setup.dose_grid)
-        if rows.size == 0:
-            continue
-        rows_by_name[s.name] = rows
-        m = dose_metrics(rbe[rows], p)
-        structures[s.name] = {
-            "interpreted_type": s.interpreted_type, "voxels": int(rows.size),
-            "d98_gy_rbe": m.d98, "d95_gy_rbe": m.d95, "d50_gy_rbe": m.d50, "d5_gy_rbe": m.d5,
-            "d2_gy_rbe": m.d2, "dmax_gy_rbe": m.max, "mean_gy_rbe": m.mean,
-            "mean_gy": float(phys[rows].mean()), "v95": m.v95, "v107": m.v107,
-            "homogeneity_index": m.homogeneity_index}
-    target = _target_name(patient, plan)
-    if target is not None and target in rows_by_name:
-        on_grid = np.zeros(setup.dose_grid.n_voxels, dtype=bool)
-        on_grid[rows_by_name[target]] = True
-        structures[target]["conformity_index"] = conformity_index(rbe, on_grid, p)
-    top = 1.1 * float(rbe.max()) if rbe.size and rbe.max() > 0 else 1.0
-    voxel_mm3 = float(np.prod(setup.dose_grid.spacing_mm))
-    dvhs = {}
-    for name, rows in rows_by_name.items():
-        h = cumulative_dvh(name, rbe[rows], voxel_mm3, max_dose=top, n_bins=DVH_BINS)
-        dvhs[name] = {"dose_gy_rbe": [round(float(x), 4) for x in h.dose_gy],
-                      "volume_fraction": [round(float(x), 5) for x in h.volume_fraction]}
-    return structures, dvhs, rows_by_name
 
 
 def _target_name(patient: Patient, plan: Plan) -> str | None:
@@ -388,12 +341,14 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
     cubes = forward_cubes(setup.machine, setup.rsp, setup.ct_grid, setup.dose_grid,
                           setup.beams, setup.spot_maps, setup.weights_per_fraction, model,
                           tables, n_fx, setup.settings, calc_mask=setup.body_mask,
-                          progress=_stage(progress, 0.05, 0.8 if exchange else 0.95),
+                          progress=stage_progress(progress, 0.05, 0.8 if exchange else 0.95),
                           cancel=cancel)
     timings["forward_dose"] = time.perf_counter() - t0
-    structures, dvhs, rows_by_name = structure_sections(setup, cubes.physical_dose_gy,
-                                                        cubes.rbe_dose_gy_rbe)
     target = _target_name(patient, plan)
+    sections = structure_report(patient, setup.dose_grid, cubes.physical_dose_gy,
+                                cubes.rbe_dose_gy_rbe, plan.prescription.total_dose_gy_rbe,
+                                target)
+    rows_by_name = sections.rows_by_name
     warnings = [*(source or {}).get("warnings", ()), *setup.warnings]
     if target is None:
         warnings.append(f"the plan's target {plan.prescription.target!r} is not a structure "
@@ -426,8 +381,8 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
         "dose_grid": {"shape": list(setup.dose_grid.shape),
                       "spacing_mm": list(setup.dose_grid.spacing_mm),
                       "origin_mm": list(setup.dose_grid.origin_mm)},
-        "structures": structures,
-        "dvh_gy_rbe": dvhs,
+        "structures": sections.structures,
+        "dvh_gy_rbe": sections.dvh_gy_rbe,
         "warnings": warnings,
         "timings_s": timings,
     }
@@ -439,7 +394,7 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
         view = exchange_view(setup.machine, setup.rsp, setup.ct_grid, setup.dose_grid,
                              setup.beams, setup.spot_maps, setup.weights_per_fraction, n_fx,
                              calc_mask=setup.body_mask, mkm=mkm, lem=lem,
-                             settings=setup.settings, progress=_stage(progress, 0.8, 0.99),
+                             settings=setup.settings, progress=stage_progress(progress, 0.8, 0.99),
                              cancel=cancel)
         rep["exchange"] = exchange_report(view, rows_by_name)
         timings["exchange"] = time.perf_counter() - t0
@@ -490,7 +445,7 @@ def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.Pat
     else:
         if not Path(ct).is_dir():
             raise InputError(f"{ct}: not a folder; give the folder of the CT series")
-        patient = load_patient(ct, progress=_stage(progress, 0.0, 0.03), cancel=cancel)
+        patient = load_patient(ct, progress=stage_progress(progress, 0.0, 0.03), cancel=cancel)
     source: dict[str, Any] = {}
     if isinstance(rtplan, Plan):
         plan = rtplan
@@ -516,7 +471,7 @@ def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.Pat
     result = recalculate(patient, plan, model=model, model_source=model_source, machine=machine,
                          grid_mm=grid_mm, hlut_path=hlut_path, device=device,
                          cutoff_fraction=cutoff_fraction, exchange=exchange, source=source,
-                         progress=_stage(progress, 0.03, 1.0), cancel=cancel)
+                         progress=stage_progress(progress, 0.03, 1.0), cancel=cancel)
     if out_dir is not None:
         write_plan_outputs(result, out_dir, machine=machine)  # adds timings_s["export"]
     return result

@@ -1,0 +1,144 @@
+"""The plan configuration file: objectives, optimizer settings and LEM I tissues per structure.
+
+Objectives
+----------
+Without a configuration file the objectives are, with ``p`` the prescription:
+
+- target: ``squared_deviation`` to ``p`` (weight 100), ``min_dose`` at 0.97 ``p`` and
+  ``max_dose`` at 1.03 ``p`` (weight 100 each; a little inside the 95-105 % goals so that D95
+  and D5 land inside them);
+- every ROI of interpreted type ORGAN or AVOIDANCE: ``max_dose`` at ``p`` (weight 1), a mild
+  guard against hot spots that does not compete with target coverage (give real organ limits in
+  a configuration file).
+
+A configuration file (TOML or JSON) holds ``objectives``, a list of tables with ``structure``,
+``type``, ``dose_gy_rbe`` (total plan dose), ``weight`` and, for DVH types,
+``volume_fraction``; an objective on the same structure and type as a default replaces it, the
+others are added. ``replace_defaults = true`` drops all defaults. An optional ``[optimizer]``
+table sets :class:`planning.optimization.OptimizerSettings` fields (``max_iterations``,
+``min_spot_weight``, ``tolerance``); the planner's default is 100 iterations.
+
+Tissues (LEM I only)
+--------------------
+An optional ``tissues`` table maps structure names to LEM I tissues, each a class name
+(``chordoma``, ``hsg``, ``v79``) or ``"alpha_x,beta_x,D_t"`` (1/Gy, 1/Gy^2, Gy). The dose-grid
+voxels of a listed structure are evaluated (in the optimization and in the dose cubes) with
+LEM I for its tissue; voxels in no listed structure use the plan's tissue (``--tissue`` or the
+default class). Where listed structures overlap, the first listed wins. With any other RBE
+model a ``tissues`` table is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from planning.errors import InputError, PlanningError
+from planning.optimization import Objective, OptimizerSettings
+from planning.patient import Patient
+from planning.rbe import Tissue, parse_tissue
+
+#: ROI interpreted types that get the default organ-at-risk objective.
+OAR_TYPES = ("ORGAN", "AVOIDANCE")
+#: Optimizer settings without an ``[optimizer]`` table: 100 iterations reach D95/D5 within
+#: 1 % of the prescription on the demo patient; more mostly polish the objective value.
+PLANNER_OPTIMIZER = OptimizerSettings(max_iterations=100)
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """Objectives, optimizer settings and LEM I tissues per structure (in the file's order)
+    read from a configuration file."""
+
+    objectives: tuple[Objective, ...] = ()
+    replace_defaults: bool = False
+    optimizer: OptimizerSettings = field(default_factory=lambda: PLANNER_OPTIMIZER)
+    tissues: tuple[tuple[str, Tissue], ...] = ()
+
+
+def load_plan_config(path: str | os.PathLike[str]) -> PlanConfig:
+    """Read a TOML (``.toml``) or JSON objectives file (see the module docstring).
+
+    Raises
+    ------
+    InputError
+        Unreadable or malformed file, unknown keys, bad values.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read the plan configuration ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: not valid {'TOML' if p.suffix == '.toml' else 'JSON'} "
+                         f"({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{p}: the configuration must be a table/object")
+    unknown = set(data) - {"objectives", "optimizer", "replace_defaults", "tissues"}
+    if unknown:
+        raise InputError(f"{p}: unknown keys {sorted(unknown)}; expected objectives, "
+                         "optimizer, replace_defaults, tissues")
+    objectives = []
+    for i, item in enumerate(data.get("objectives", [])):
+        if not isinstance(item, dict):
+            raise InputError(f"{p}: objective {i + 1} must be a table/object")
+        try:
+            vf = item.get("volume_fraction")
+            objectives.append(Objective(
+                structure=str(item["structure"]), kind=str(item["type"]),
+                dose_gy_rbe=float(item["dose_gy_rbe"]), weight=float(item.get("weight", 1.0)),
+                volume_fraction=None if vf is None else float(vf)))
+        except KeyError as exc:
+            raise InputError(f"{p}: objective {i + 1} lacks {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{p}: objective {i + 1}: {exc}") from None
+        except PlanningError as exc:
+            raise InputError(f"{p}: {exc}") from None
+    opt = data.get("optimizer", {})
+    allowed = {f.name for f in fields(OptimizerSettings)}
+    if not isinstance(opt, dict) or set(opt) - allowed:
+        raise InputError(f"{p}: [optimizer] may hold only {', '.join(sorted(allowed))}")
+    try:
+        settings = OptimizerSettings(**{"max_iterations": PLANNER_OPTIMIZER.max_iterations,
+                                        **opt})
+    except (TypeError, PlanningError) as exc:
+        raise InputError(f"{p}: [optimizer]: {exc}") from None
+    tissue_table = data.get("tissues", {})
+    if not isinstance(tissue_table, dict) or not all(
+            isinstance(v, str) for v in tissue_table.values()):
+        raise InputError(f"{p}: tissues must map structure names to a tissue class name or "
+                         "\"alpha_x,beta_x,D_t\"")
+    try:
+        tissues = tuple((str(k), parse_tissue(v)) for k, v in tissue_table.items())
+    except InputError as exc:
+        raise InputError(f"{p}: tissues: {exc}") from None
+    return PlanConfig(tuple(objectives), bool(data.get("replace_defaults", False)), settings,
+                      tissues)
+
+
+def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float
+                       ) -> list[Objective]:
+    """The default objectives of the module docstring."""
+    p = total_dose_gy_rbe
+    out = [Objective(target, "squared_deviation", p, 100.0),
+           Objective(target, "min_dose", 0.97 * p, 100.0),
+           Objective(target, "max_dose", 1.03 * p, 100.0)]
+    assert patient.structure_set is not None
+    for s in patient.structure_set.structures:
+        if s.interpreted_type.upper() in OAR_TYPES and s.name != target:
+            out.append(Objective(s.name, "max_dose", p, 1.0))
+    return out
+
+
+def merge_objectives(defaults: Sequence[Objective], config: PlanConfig) -> list[Objective]:
+    """Defaults, with those of the same (structure, type) as a configured one replaced."""
+    if config.replace_defaults:
+        return list(config.objectives)
+    given = {(o.structure, o.kind) for o in config.objectives}
+    return [o for o in defaults if (o.structure, o.kind) not in given] + list(config.objectives)
+
