@@ -1,7 +1,8 @@
 """Per-structure DVH curves and metric differences of two doses on one grid.
 
 Structures come from the CT's structure set; a dose-grid voxel belongs to a structure when the
-CT voxel nearest to its centre does (:func:`planning.planner.structure_rows`). Metrics follow
+CT voxel nearest to its centre does (:func:`planning.structure_dose.structures_on_grid`, the
+rule of the planner's report and the GUI's statistics). Metrics follow
 ICRU 83 (:mod:`planning.evaluation`): D98, D95, D50, D2, mean and maximum, and V95 (the fraction
 of the structure receiving at least 95 % of the prescription, only when it is known).
 """
@@ -16,8 +17,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from planning.dose_engine import DoseGrid
 from planning.evaluation import Dvh, cumulative_dvh, dose_metrics
-from planning.patient import Patient
-from planning.planner import grid_of, structure_rows
+from planning.patient import Patient, Structure
+from planning.structure_dose import structures_on_grid
 
 #: Metrics compared, in report order.
 METRICS = ("d98", "d95", "d50", "d2", "mean", "max", "v95")
@@ -74,17 +75,10 @@ class StructureComparison:
                 "b_minus_a": self.difference}
 
 
-def structure_masks(patient: Patient, grid: DoseGrid) -> list[tuple[Any, NDArray[np.int64]]]:
-    """``(structure, flat rows on grid)`` of every structure with voxels on ``grid``."""
-    if patient.structure_set is None:
-        return []
-    ct_grid = grid_of(patient.ct)
-    out = []
-    for s in patient.structure_set.structures:
-        rows = structure_rows(s.mask.to_dense(), ct_grid, grid)
-        if rows.size:
-            out.append((s, rows))
-    return out
+def structure_masks(patient: Patient, grid: DoseGrid) -> list[tuple[Structure, NDArray[np.int64]]]:
+    """``(structure, flat rows on grid)`` of every structure with voxels on ``grid``
+    (:func:`planning.structure_dose.structures_on_grid`)."""
+    return structures_on_grid(patient, grid)
 
 
 def _metrics(doses: NDArray[np.float64], prescription_gy: float | None
