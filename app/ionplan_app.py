@@ -99,6 +99,7 @@ class IonPlanApp(App):
 
         button("open", "Open folder...", self.open_folder, 130)
         button("demo", "Demo patient", self.open_demo)
+        button("import_plan", "Import RT plan...", self.import_plan, 140)
         for key, text in (("planning", "Plan & review"), ("compare", "Compare")):
             t = ToggleButton(text=text, group="screens", size_hint_x=None, width=120,
                              state="down" if key == "planning" else "normal",
@@ -204,6 +205,42 @@ class IonPlanApp(App):
             self._patient_loaded(patient, folder)
 
         self.run_task("Importing the CT", work, done)
+
+    def import_plan(self) -> None:
+        """Recalculate a received RT Ion Plan (ours or another system's) on the open CT."""
+        if self.session.patient is None:
+            self.show_error("Import RT plan", "open the plan's CT first")
+            return
+        recent = self.recent.load() if self.recent else []
+        dialogs.folder_dialog("Choose an RT Ion Plan file (recalculated on the open CT)",
+                              recent[0] if recent else str(Path.home()),
+                              self.import_plan_file, action="Recalculate")
+
+    def import_plan_file(self, path: str) -> None:
+        patient = self.session.patient
+        if patient is None:
+            return
+        if not os.path.isfile(path):
+            self.show_error("Import RT plan", f"{path}: not a file; choose the RT Ion Plan "
+                                              "(RTPLAN*.dcm)")
+            return
+
+        try:  # the dose grid the user set up for planning
+            grid_mm = float(self.planning.plan_panel.grid_mm.text)
+        except ValueError:
+            grid_mm = 3.0
+
+        def work(progress: Any, cancel: Any) -> Any:
+            return api.recalculate_plan(patient, path, grid_mm=grid_mm, exchange=True,
+                                        progress=progress, cancel=cancel)
+
+        def done(result: Any) -> None:
+            if self.session.patient is not patient:
+                return
+            self.session.add_plan(result, f"recalculated from {path} ({result.plan.rbe_model})")
+            self.planning.tabs.switch_to(self.planning.tab_items["Dose"])
+
+        self.run_task("Recalculating the imported plan", work, done)
 
     def _patient_loaded(self, patient: Any, source: str) -> None:
         self.session.set_patient(patient, source)

@@ -240,6 +240,33 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     assert (out / "plan_1_report.png").stat().st_size > 10_000
     assert (out / "plan_1_report.pdf").read_bytes().startswith(b"%PDF")
 
+    # The user closes the confirmations of the exports.
+    for ok in reversed(gui.find_all(lambda w: getattr(w, "name", "") == "export_dialog_ok")):
+        gui.click(ok)
+        gui.advance(0.5)
+    assert not gui.find_all(lambda w: getattr(w, "name", "") == "export_dialog")
+
+    # The exported plan comes back as a received plan: recalculated on the CT, it is Plan 2,
+    # and it compares equal to Plan 1.
+    gui.click(app.buttons["import_plan"])
+    gui.frames(2)
+    dialog = gui.find(lambda w: getattr(w, "name", "") == "folder_dialog")
+    dialog.path_input.text = str(out / "RTPLAN.dcm")
+    gui.click(dialog.choose_button)
+    gui.wait_until(lambda: len(app.session.plans) == 2 or app.last_error, 300,
+                   "the recalculated plan")
+    assert not app.last_error, app.last_error
+    gui.click(app.buttons["compare"])
+    gui.frames(3)
+    compare.side_a.text, compare.side_b.text = "Plan 1: RBE-weighted", "Plan 2: RBE-weighted"
+    compare.result = None
+    gui.click(compare.compare_button)
+    gui.wait_until(lambda: compare.result is not None or app.last_error, 300,
+                   "the comparison with the recalculated plan")
+    assert not app.last_error, app.last_error
+    assert min(g.pass_rate_percent for g in compare.result.gamma) == 100.0
+    assert compare.result.stats.max_abs_gy < 1e-3 * compare.result.stats.reference_max_gy
+
 
 def _two_series_folder(tmp_path: Path) -> Path:
     """The demo patient plus a copy of its CT under another series UID."""
