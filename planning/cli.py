@@ -232,6 +232,26 @@ def _terminal_progress(label: str) -> Callable[[float, str], None] | None:
     return report
 
 
+def _add_dose_options(p: argparse.ArgumentParser, *, rbe_default: str | None,
+                      rbe_help: str) -> None:
+    """Options shared by ``plan`` and ``recalc``: RBE model, grid, HLUT, device, exchange,
+    output folder."""
+    p.add_argument("--rbe", choices=("mkm", "lem1", "const", "physical"), default=rbe_default,
+                   help=rbe_help)
+    p.add_argument("--rbe-value", type=_positive_float, metavar="X",
+                   help="the RBE of --rbe const")
+    p.add_argument("--tissue", help="LEM I tissue: chordoma, hsg, v79 or alpha_x,beta_x,D_t")
+    p.add_argument("--grid", type=_positive_float, default=3.0, metavar="MM",
+                   help="dose grid spacing (default 3 mm)")
+    p.add_argument("--hlut", metavar="CSV", help="HU to relative stopping power curve (hu,rsp)")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="dose engine device (auto: a CUDA GPU when there is one)")
+    p.add_argument("--exchange", action="store_true",
+                   help="also evaluate the plan under mMKM and LEM I side by side "
+                        "(RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm, report 'exchange')")
+    p.add_argument("--out", required=True, metavar="OUT_DIR")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="ionplan",
@@ -299,42 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gantry angle of each beam, degrees")
     p.add_argument("--couch", type=_angle_list, metavar="C1,C2,...",
                    help="couch angle of each beam (default 0)")
-    p.add_argument("--rbe", choices=("mkm", "lem1", "const", "physical"), default="mkm")
-    p.add_argument("--rbe-value", type=_positive_float, metavar="X",
-                   help="the RBE of --rbe const")
-    p.add_argument("--tissue", help="LEM I tissue: chordoma, hsg, v79 or alpha_x,beta_x,D_t")
     p.add_argument("--spot-spacing", type=_positive_float, default=3.0, metavar="MM")
-    p.add_argument("--grid", type=_positive_float, default=3.0, metavar="MM",
-                   help="dose grid spacing (default 3 mm)")
     p.add_argument("--config", metavar="PLAN_FILE",
-                   help="objectives file, TOML or JSON (see planning.planner)")
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
-    p.add_argument("--hlut", metavar="CSV", help="HU to relative stopping power curve (hu,rsp)")
-    p.add_argument("--exchange", action="store_true",
-                   help="also evaluate the plan under mMKM and LEM I side by side "
-                        "(RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm, report 'exchange')")
-    p.add_argument("--out", required=True, metavar="OUT_DIR")
+                   help="objectives file, TOML or JSON (see planning.plan_config)")
+    _add_dose_options(p, rbe_default="mkm", rbe_help="RBE model (default mkm)")
     p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("recalc", help="forward dose of an RT Ion Plan on its CT")
     p.add_argument("ct_dir", metavar="CT_DIR", help="folder with the CT and its RTSTRUCT")
     p.add_argument("rtplan", metavar="RTPLAN.dcm", help="the RT Ion Plan to recalculate")
-    p.add_argument("--rbe", choices=("mkm", "lem1", "const", "physical"),
-                   help="RBE model (default: the plan's, else mkm)")
-    p.add_argument("--rbe-value", type=_positive_float, metavar="X",
-                   help="the RBE of --rbe const")
-    p.add_argument("--tissue", help="LEM I tissue: chordoma, hsg, v79 or alpha_x,beta_x,D_t")
     p.add_argument("--machine", metavar="FILE",
                    help="machine file (.npz IonPlan or .mat matRad); default: generic carbon")
-    p.add_argument("--grid", type=_positive_float, default=3.0, metavar="MM",
-                   help="dose grid spacing (default 3 mm)")
-    p.add_argument("--hlut", metavar="CSV", help="HU to relative stopping power curve (hu,rsp)")
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
-                   help="dose engine device (auto: a CUDA GPU when there is one)")
-    p.add_argument("--exchange", action="store_true",
-                   help="also evaluate the plan under mMKM and LEM I side by side "
-                        "(RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm, report 'exchange')")
-    p.add_argument("--out", required=True, metavar="OUT_DIR")
+    _add_dose_options(p, rbe_default=None, rbe_help="RBE model (default: the plan's, else mkm)")
     p.set_defaults(func=_cmd_recalc)
 
     p = sub.add_parser("compare", help="compare two doses: differences, gamma, DVHs, models")
