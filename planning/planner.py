@@ -71,7 +71,7 @@ from planning.plan_config import (
     merge_objectives,
 )
 from planning.plan_report import structure_report
-from planning.progress import CancelToken, ProgressCallback, report
+from planning.progress import CancelToken, ProgressCallback, report, stage_progress
 from planning.rbe import DepthTables, LemModel, RbeModel, depth_tables
 from planning.structure_dose import body_mask, grid_of, structure_rows
 
@@ -84,7 +84,6 @@ __all__ = [
     "grid_of",
     "load_plan_config",
     "make_plan",
-    "stage_progress",
     "structure_rows",
     "target_isocenter_mm",
     "write_plan_outputs",
@@ -217,33 +216,6 @@ class PlanResult:
     report: dict[str, Any] = field(default_factory=dict)
     exchange: ExchangeView | None = None
     beam_physical_dose_gy: tuple[NDArray[np.float32], ...] = ()
-
-
-def stage_progress(progress: ProgressCallback | None, lo: float, hi: float
-                   ) -> ProgressCallback | None:
-    """A progress callback for one stage of a longer task.
-
-    Parameters
-    ----------
-    progress : ProgressCallback or None
-        The task's callback ``(fraction, stage)``.
-    lo, hi : float
-        The part of the task's progress, in [0, 1], that the stage covers.
-
-    Returns
-    -------
-    ProgressCallback or None
-        A callback mapping the stage's fraction 0..1 onto ``lo..hi`` of ``progress``; None
-        when ``progress`` is None.
-    """
-    if progress is None:
-        return None
-    cb = progress
-
-    def sub(fraction: float, stage: str) -> None:
-        cb(lo + (hi - lo) * fraction, stage)
-
-    return sub
 
 
 def target_isocenter_mm(ct: CtVolume, target_mask: NDArray[np.bool_]

@@ -46,3 +46,30 @@ def report(progress: ProgressCallback | None, fraction: float, stage: str) -> No
     """Call ``progress`` (if any) with ``fraction`` clamped to [0, 1]."""
     if progress is not None:
         progress(min(max(float(fraction), 0.0), 1.0), stage)
+
+
+def stage_progress(progress: ProgressCallback | None, lo: float, hi: float
+                   ) -> ProgressCallback | None:
+    """A progress callback for one stage of a longer task.
+
+    Parameters
+    ----------
+    progress : ProgressCallback or None
+        The task's callback ``(fraction, stage)``.
+    lo, hi : float
+        The part of the task's progress, in [0, 1], that the stage covers.
+
+    Returns
+    -------
+    ProgressCallback or None
+        A callback mapping the stage's fraction 0..1 onto ``lo..hi`` of ``progress``; None
+        when ``progress`` is None.
+    """
+    if progress is None:
+        return None
+    cb = progress
+
+    def sub(fraction: float, stage: str) -> None:
+        cb(lo + (hi - lo) * fraction, stage)
+
+    return sub

@@ -40,8 +40,7 @@ from planning.dose_engine import DoseGrid
 from planning.errors import InputError, PlanningError
 from planning.machine import Machine
 from planning.patient import Patient
-from planning.planner import stage_progress
-from planning.progress import CancelToken, ProgressCallback, report
+from planning.progress import CancelToken, ProgressCallback, report, stage_progress
 from planning.structure_dose import grid_of
 
 #: Gamma criteria of a comparison by default: (dose %, distance-to-agreement mm).

@@ -37,8 +37,8 @@ from planning.machine import Machine, load_machine
 from planning.patient import Patient
 from planning.plan import Plan
 from planning.plan_report import structure_report
-from planning.planner import PlanResult, stage_progress, write_plan_outputs
-from planning.progress import CancelToken, ProgressCallback, report
+from planning.planner import PlanResult, write_plan_outputs
+from planning.progress import CancelToken, ProgressCallback, report, stage_progress
 from planning.rbe import (
     ConstantRbe,
     LemModel,
