@@ -9,6 +9,7 @@ itself (resampling, gamma, statistics) is :func:`planning.api.compare_doses`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from app.widgets.metrics_table import MetricsRow, MetricsTable
 from app.widgets.slice_view import SliceView
 from app.widgets.viewer_panel import SliceSlider
 from planning import api
+from planning.errors import InputError
 from planning.geometry import lps_to_index
 
 if TYPE_CHECKING:
@@ -37,6 +39,8 @@ LEGEND_WIDTH_PX = 64
 #: The quantities a plan offers for comparison: (layer key, text).
 QUANTITIES = (("rbe", "RBE-weighted"), ("physical", "physical"), ("mkm", "mMKM"),
               ("lem1", "LEM I"))
+#: The quantity of an imported RT Dose file (the dose as stored).
+EXTERNAL = "file"
 
 
 @dataclass(frozen=True)
@@ -48,16 +52,18 @@ class CompareChoice:
 
     @property
     def text(self) -> str:
+        if self.quantity == EXTERNAL:
+            return f"RT Dose: {self.plan_name}"
         return f"{self.plan_name}: {dict(QUANTITIES)[self.quantity]}"
 
 
-def choices_for(plans: list[PlanEntry]) -> list[CompareChoice]:
-    """Every dose the session's plans can put on either side."""
+def choices_for(plans: list[PlanEntry], external: tuple[str, ...] = ()) -> list[CompareChoice]:
+    """Every dose the session's plans can put on either side, then the imported RT Doses."""
     out = []
     for entry in plans:
         keys = {layer.key for layer in entry.layers()}
         out += [CompareChoice(entry.name, q) for q, _ in QUANTITIES if q in keys]
-    return out
+    return out + [CompareChoice(name, EXTERNAL) for name in external]
 
 
 def default_pair(plans: list[PlanEntry]) -> tuple[CompareChoice, CompareChoice] | None:
@@ -96,6 +102,7 @@ class CompareScreen(Screen):
         self.session = session
         self.host = host
         self.result: Any = None
+        self.external: dict[str, Any] = {}  # imported RT Doses (comparison sides) by file name
         self._choices: list[CompareChoice] = []
         self._shown_patient: Any = None
         root = BoxLayout(orientation="vertical", spacing=PAD, padding=PAD)
@@ -104,9 +111,11 @@ class CompareScreen(Screen):
         self.side_b = Spinner(text="", values=[], size_hint_x=0.3)
         self.compare_button = Button(text="Compare", size_hint_x=None, width=120, bold=True)
         self.compare_button.bind(on_release=lambda *_: self.run_comparison())
+        self.add_dose_button = Button(text="Add RT Dose...", size_hint_x=None, width=130)
+        self.add_dose_button.bind(on_release=lambda *_: self.ask_rt_dose())
         for w in (Label(text="A (reference)", size_hint_x=None, width=100), self.side_a,
                   Label(text="B", size_hint_x=None, width=24), self.side_b,
-                  self.compare_button):
+                  self.compare_button, self.add_dose_button):
             bar.add_widget(w)
         self.criteria_label = Label(text="gamma 3%/3mm and 2%/2mm, global, 10 % threshold",
                                     color=MUTED_TEXT_RGBA, font_size="12sp")
@@ -151,7 +160,7 @@ class CompareScreen(Screen):
     # --- choices ----------------------------------------------------------------------------
     def refresh_choices(self) -> None:
         """Offer the session's doses; pre-select the most useful pair."""
-        self._choices = choices_for(self.session.plans)
+        self._choices = choices_for(self.session.plans, tuple(self.external))
         texts = [c.text for c in self._choices]
         self.side_a.values = texts
         self.side_b.values = texts
@@ -170,6 +179,7 @@ class CompareScreen(Screen):
             return
         self._shown_patient = patient
         self.result = None
+        self.external.clear()
         structures = [] if patient.structure_set is None else [
             StructureOverlay(s.name, s.colour_rgb or (200, 200, 200), s.mask)
             for s in patient.structure_set.structures]
@@ -181,7 +191,56 @@ class CompareScreen(Screen):
         self.summary.text = "Choose A and B, then Compare."
 
     def _layer(self, choice: CompareChoice) -> DoseLayer:
-        return self.session.plan(choice.plan_name).layer(choice.quantity)
+        if choice.quantity != EXTERNAL:
+            return self.session.plan(choice.plan_name).layer(choice.quantity)
+        side = self.external[choice.plan_name]
+        rx = side.prescription.total_dose_gy_rbe if side.prescription is not None else None
+        top = float(np.max(side.dose_gy)) or 1.0
+        effective = side.dose_type == "EFFECTIVE"
+        return DoseLayer(EXTERNAL, choice.text, side.dose_gy, side.grid,
+                         "Gy(RBE)" if effective else "Gy",
+                         rx if rx is not None and effective else top, True)
+
+    def _source(self, choice: CompareChoice) -> Any:
+        """What a choice compares: an imported RT Dose side, or the plan's (immutable) result."""
+        if choice.quantity == EXTERNAL:
+            return self.external[choice.plan_name]
+        return self.session.plan(choice.plan_name).result
+
+    # --- importing a dose -------------------------------------------------------------------
+    def ask_rt_dose(self) -> None:
+        if self.session.patient is None:
+            self.host.show_error("Add RT Dose", "open the patient's CT first")
+            return
+        from app import dialogs
+
+        dialogs.folder_dialog("Choose an RT Dose file (e.g. a partner centre's plan dose)",
+                              str(Path.home()), self.add_rt_dose, action="Add")
+
+    def add_rt_dose(self, path: str) -> None:
+        """Read an RT Dose of the open patient as a comparison side."""
+        patient = self.session.patient
+        if patient is None:
+            return
+        name = Path(path).name
+
+        def work(progress: Any, cancel: Any) -> Any:
+            side = api.comparison_side(path, label=f"RT Dose: {name}")
+            frame = patient.ct.frame_of_reference_uid
+            if side.frame_of_reference_uid and frame and side.frame_of_reference_uid != frame:
+                raise InputError(f"{path}: its Frame of Reference {side.frame_of_reference_uid} "
+                                 f"is not the open CT's ({frame}): a dose of another patient "
+                                 "or scan")
+            return side
+
+        def done(side: Any) -> None:
+            if self.session.patient is not patient:
+                return
+            self.external[name] = side
+            self.refresh_choices()
+            self.side_b.text = CompareChoice(name, EXTERNAL).text
+
+        self.host.run_task("Reading the RT Dose", work, done)
 
     # --- comparing --------------------------------------------------------------------------
     def run_comparison(self) -> None:
@@ -194,12 +253,13 @@ class CompareScreen(Screen):
             self.host.show_error("Compare", "A and B are the same dose: choose another B")
             return
         patient = self.session.patient
-        result_a = self.session.plan(a.plan_name).result
-        result_b = self.session.plan(b.plan_name).result
+
+        sources = [(self._source(c), c) for c in (a, b)]  # read on the main thread
 
         def work(progress: Any, cancel: Any) -> Any:
-            side_a = api.comparison_side(result_a, label=a.text, quantity=a.quantity)
-            side_b = api.comparison_side(result_b, label=b.text, quantity=b.quantity)
+            side_a, side_b = (src if c.quantity == EXTERNAL else
+                              api.comparison_side(src, label=c.text, quantity=c.quantity)
+                              for src, c in sources)
             return api.compare_doses(side_a, side_b, structures=patient, cross_model=False,
                                      progress=progress, cancel=cancel)
 

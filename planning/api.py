@@ -268,13 +268,15 @@ def structure_dose_statistics(patient: Patient, dose: np.ndarray, dose_grid: Dos
     return stats(patient, dose, dose_grid, reference)
 
 
-def comparison_side(result: PlanResult, *, label: str, quantity: str = "rbe") -> Any:
-    """One dose of a plan computed in memory as a side of :func:`compare_doses`:
-    ``quantity`` ``"rbe"``, ``"physical"``, or ``"mkm"`` / ``"lem1"`` (plans computed with the
-    exchange view), so that the same plan under mMKM and LEM I can be compared."""
+def comparison_side(source: PlanResult | str | os.PathLike[str], *, label: str,
+                    quantity: str = "rbe") -> Any:
+    """A side of :func:`compare_doses`: one dose of a plan computed in memory (``quantity``
+    ``"rbe"``, ``"physical"``, or ``"mkm"`` / ``"lem1"`` for plans computed with the exchange
+    view, so that the same plan under mMKM and LEM I can be compared), or an RT Dose file or
+    plan output folder (e.g. a partner centre's dose)."""
     from planning.compare.sources import load_side
 
-    return load_side(result, label=label, quantity=quantity)
+    return load_side(source, label=label, quantity=quantity)
 
 
 def rbe_model(name: str, tissue: str | None = None, constant_rbe: float | None = None) -> RbeModel:

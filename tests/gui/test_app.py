@@ -267,6 +267,25 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     assert min(g.pass_rate_percent for g in compare.result.gamma) == 100.0
     assert compare.result.stats.max_abs_gy < 1e-3 * compare.result.stats.reference_max_gy
 
+    # A dose received as an RT Dose file (here Plan 1's own export) is compared the same way.
+    gui.click(compare.add_dose_button)
+    gui.frames(2)
+    dialog = gui.find(lambda w: getattr(w, "name", "") == "folder_dialog")
+    dialog.path_input.text = str(out / "RTDOSE_RBE.dcm")
+    gui.click(dialog.choose_button)
+    gui.wait_until(lambda: compare.external or app.last_error, 120, "the RT Dose")
+    assert not app.last_error, app.last_error
+    gui.advance(0.5)  # the file dialog's closing animation
+    assert compare.side_b.text == "RT Dose: RTDOSE_RBE.dcm"
+    compare.side_a.text = "Plan 1: RBE-weighted"
+    compare.result = None
+    gui.click(compare.compare_button)
+    gui.wait_until(lambda: compare.result is not None or app.last_error, 300,
+                   "the comparison with the RT Dose")
+    assert not app.last_error, app.last_error
+    assert min(g.pass_rate_percent for g in compare.result.gamma) == 100.0
+    gui.screenshot("compare_rt_dose")
+
 
 def _two_series_folder(tmp_path: Path) -> Path:
     """The demo patient plus a copy of its CT under another series UID."""
