@@ -8,6 +8,7 @@ itself (resampling, gamma, statistics) is :func:`planning.api.compare_doses`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -189,6 +190,11 @@ class CompareScreen(Screen):
             state.set_structures(structures)
         self.slice_slider.max = max(patient.ct.shape[0] - 1, 1)
         self.summary.text = "Choose A and B, then Compare."
+        self.dvh.set_curves([])
+        self.table.set_rows([], [])
+        for panel, title in zip(self.panels, ("A", "B", "Difference B - A"), strict=True):
+            panel.title.text = title
+            panel.legend.set_overlay(None)
 
     def _layer(self, choice: CompareChoice) -> DoseLayer:
         if choice.quantity != EXTERNAL:
@@ -222,15 +228,20 @@ class CompareScreen(Screen):
         patient = self.session.patient
         if patient is None:
             return
-        name = Path(path).name
+        source = Path(path).expanduser()
+        name = source.name if source.name not in self.external else (
+            f"{source.parent.name}/{source.name}")
 
         def work(progress: Any, cancel: Any) -> Any:
-            side = api.comparison_side(path, label=f"RT Dose: {name}")
+            side = api.comparison_side(source, label=f"RT Dose: {name}")
             frame = patient.ct.frame_of_reference_uid
-            if side.frame_of_reference_uid and frame and side.frame_of_reference_uid != frame:
-                raise InputError(f"{path}: its Frame of Reference {side.frame_of_reference_uid} "
-                                 f"is not the open CT's ({frame}): a dose of another patient "
-                                 "or scan")
+            if not side.frame_of_reference_uid:
+                raise InputError(f"{source}: the RT Dose states no Frame of Reference, so it "
+                                 "cannot be placed on the open CT")
+            if frame and side.frame_of_reference_uid != frame:
+                raise InputError(f"{source}: its Frame of Reference "
+                                 f"{side.frame_of_reference_uid} is not the open CT's "
+                                 f"({frame}): a dose of another patient or scan")
             return side
 
         def done(side: Any) -> None:
@@ -269,8 +280,12 @@ class CompareScreen(Screen):
         """Put a comparison result on the views, the DVH overlay and the tables."""
         self.result = result
         display = DoseDisplay()
-        for state, panel, choice in zip(self.states[:2], self.panels[:2], (a, b), strict=True):
-            overlay = overlay_for(self._layer(choice), display)
+        overlays = [overlay_for(self._layer(c), display) for c in (a, b)]
+        # One colour scale for both sides, so that one colour is one dose in A and in B.
+        top = max(o.vmax for o in overlays)
+        for state, panel, choice, overlay in zip(self.states[:2], self.panels[:2], (a, b),
+                                                 overlays, strict=True):
+            overlay = dataclasses.replace(overlay, vmax=top)
             state.set_dose(overlay)
             panel.legend.set_overlay(overlay)
             panel.title.text = choice.text
@@ -291,10 +306,11 @@ class CompareScreen(Screen):
         gamma = "   ".join(f"γ {g.criteria.label}: [b]{g.pass_rate_percent:.1f} %[/b]"
                            for g in result.gamma)
         st = result.stats
+        warnings = "".join(f"\n[color=ffb040]{w}[/color]" for w in result.warnings)
         self.summary.text = (
             f"{gamma}\nB - A: mean {st.mean_gy:+.3f}, SD {st.sd_gy:.3f}, max |d| "
             f"{st.max_abs_gy:.3f} {unit} ({st.voxels} voxels >= "
-            f"{st.threshold_percent:g} % of A's max {st.reference_max_gy:.2f})")
+            f"{st.threshold_percent:g} % of A's max {st.reference_max_gy:.2f}){warnings}")
         self.table.set_rows(
             [f"D95 A ({unit})", "D95 B", "ΔD95", "Dmean A", "Dmean B", "ΔDmean"],
             [MetricsRow(s.name, s.colour_rgb, [

@@ -93,9 +93,11 @@ def folder_dialog(title: str, start_dir: str, on_choose: Callable[[str], None], 
     cancel, choose = _cancel_and(body, action)
 
     def accept(*_: object) -> None:
-        folder = path_input.text.strip()
+        text = path_input.text.strip()
+        if not text:
+            return  # nothing chosen yet: the dialog stays open
         popup.dismiss()
-        on_choose(folder)
+        on_choose(os.path.abspath(os.path.expanduser(text)))
 
     cancel.bind(on_release=lambda *_: popup.dismiss())
     choose.bind(on_release=accept)

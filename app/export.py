@@ -105,7 +105,7 @@ def report_content(screen: PlanningScreen, entry: PlanEntry) -> ReportContent:
         view_images=views,
         dvh_curves=list(screen.dvh.curves),
         dvh_x_label=screen.dvh.x_label,
-        prescription=rx.total_dose_gy_rbe,
+        prescription=screen.dvh.prescription,
         metrics_columns=list(screen.metrics.columns),
         metrics_rows=list(rows) if rows else review.metrics_rows([]),
         footer=(f"IonPlan {__version__} - {datetime.datetime.now():%Y-%m-%d %H:%M} - "

@@ -23,13 +23,15 @@ from kivy.uix.togglebutton import ToggleButton
 from app import dialogs, export
 from app.compare_screen import CompareScreen
 from app.panels.task_bar import TaskBar
+from app.plan_setup import parse_grid_mm
 from app.planning_screen import PlanningScreen
 from app.recent import RecentFolders, user_data_dir
-from app.session import Session
+from app.session import PlanEntry, Session
 from app.tasks import BackgroundTask, Work
 from app.theme import BACKGROUND_RGBA, PAD, TOOLBAR_HEIGHT
 from planning import __version__, api
 from planning.about import third_party_notices, version_text
+from planning.errors import IonPlanError
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ class IonPlanApp(App):
         self.task: BackgroundTask | None = None
         self.last_error: str = ""
         self.last_export: list[str] = []
-        self.exported_plans: set[str] = set()
+        self.exported: set[PlanEntry] = set()  # plans written out (by identity)
         self._closing = False
 
     # --- building ----------------------------------------------------------------------------
@@ -128,8 +130,13 @@ class IonPlanApp(App):
             self.open_demo()
 
     # --- tasks and errors --------------------------------------------------------------------
-    def run_task(self, name: str, work: Work, on_done: Any) -> bool:
-        """Start ``work`` in the background unless another task runs (then say so)."""
+    def run_task(self, name: str, work: Work, on_done: Any, *, cancellable: bool = True
+                 ) -> bool:
+        """Start ``work`` in the background unless another task runs (then say so).
+
+        ``on_done(result)`` runs on the main thread; an exception there is shown in a dialog
+        like a failure of the work itself, and the session stays as it was.
+        """
         if self.task is not None and self.task.running:
             self.show_error(name, f"{self.task.name} is still running: wait for it or "
                                   "press Cancel")
@@ -137,7 +144,11 @@ class IonPlanApp(App):
 
         def done(result: Any) -> None:
             self.task_bar.finish(f"{name}: done in {task.elapsed_s:.1f} s")
-            on_done(result)
+            try:
+                on_done(result)
+            except Exception as exc:  # a bad result must not take the user's plans with it
+                log.exception("%s: showing the result failed", name)
+                failed(exc)
 
         def failed(exc: BaseException) -> None:
             self.task_bar.finish(f"{name}: failed")
@@ -150,7 +161,7 @@ class IonPlanApp(App):
             self.task_bar.finish(f"{name}: cancelled after {task.elapsed_s:.1f} s")
 
         task = BackgroundTask(name, work, on_done=done, on_error=failed,
-                              on_cancelled=cancelled)
+                              on_cancelled=cancelled, cancellable=cancellable)
         self.task = task
         task.start()
         self.task_bar.watch(task)
@@ -162,15 +173,33 @@ class IonPlanApp(App):
         dialogs.error_dialog(title, error)
 
     # --- patients ----------------------------------------------------------------------------
+    def unexported_plans(self) -> list[str]:
+        """Names of the plans of this session not exported yet."""
+        return [p.name for p in self.session.plans if p not in self.exported]
+
+    def _unless_plans_would_be_lost(self, action: str, proceed: Any) -> None:
+        """Run ``proceed()`` now, or after the user confirms losing unexported plans."""
+        unsaved = self.unexported_plans()
+        if not unsaved:
+            proceed()
+            return
+        popup = dialogs.confirm_dialog(
+            f"{action}?", f"{', '.join(unsaved)} of the open patient "
+            f"{'was' if len(unsaved) == 1 else 'were'} not exported and will be lost.",
+            confirm_text=action, on_confirm=proceed)
+        popup.name = "discard_dialog"
+
     def open_demo(self) -> None:
-        self.run_task("Loading the demo patient", lambda progress, cancel: api.demo_patient(),
-                      lambda patient: self._patient_loaded(patient, "demo patient"))
+        self._unless_plans_would_be_lost("Open the demo patient", lambda: self.run_task(
+            "Loading the demo patient", lambda progress, cancel: api.demo_patient(),
+            lambda patient: self._patient_loaded(patient, "demo patient"), cancellable=False))
 
     def open_folder(self) -> None:
         recent = self.recent.load() if self.recent else []
         start = recent[0] if recent else str(Path.home())
-        dialogs.folder_dialog("Open a DICOM folder (CT and RT Structure Set)", start,
-                              self.load_folder, recent=recent)
+        self._unless_plans_would_be_lost("Open another patient", lambda: dialogs.folder_dialog(
+            "Open a DICOM folder (CT and RT Structure Set)", start, self.load_folder,
+            recent=recent))
 
     def load_folder(self, folder: str) -> None:
         """Scan ``folder``; ask which CT series when there are several; import it."""
@@ -192,7 +221,8 @@ class IonPlanApp(App):
                      for s in series],
                     lambda uid: self._import(folder, uid))
 
-        self.run_task("Scanning the folder", lambda p, c: api.list_ct_series(folder), chosen)
+        self.run_task("Scanning the folder", lambda p, c: api.list_ct_series(folder), chosen,
+                      cancellable=False)
 
     def _import(self, folder: str, series_uid: str) -> None:
         def work(progress: Any, cancel: Any) -> Any:
@@ -226,9 +256,10 @@ class IonPlanApp(App):
             return
 
         try:  # the dose grid the user set up for planning
-            grid_mm = float(self.planning.plan_panel.grid_mm.text)
-        except ValueError:
-            grid_mm = 3.0
+            grid_mm = parse_grid_mm(self.planning.plan_panel.grid_mm.text)
+        except IonPlanError as exc:
+            self.show_error("Import RT plan", exc)
+            return
 
         def work(progress: Any, cancel: Any) -> Any:
             return api.recalculate_plan(patient, path, grid_mm=grid_mm, exchange=True,
@@ -237,12 +268,18 @@ class IonPlanApp(App):
         def done(result: Any) -> None:
             if self.session.patient is not patient:
                 return
-            self.session.add_plan(result, f"recalculated from {path} ({result.plan.rbe_model})")
+            rep = result.report
+            model = f"{rep.get('rbe_model', '?')} ({rep.get('rbe_model_source', '?')})"
+            self.session.add_plan(result, f"recalculated from {path}; RBE model {model}")
             self.planning.tabs.switch_to(self.planning.tab_items["Dose"])
+            notes = [f"RBE model: {model}", *rep.get("warnings", [])]
+            dialogs.message_dialog("Imported plan recalculated", "\n".join(notes),
+                                   name="import_notes_dialog")
 
         self.run_task("Recalculating the imported plan", work, done)
 
     def _patient_loaded(self, patient: Any, source: str) -> None:
+        self.exported.clear()
         self.session.set_patient(patient, source)
         if self.screenshot_path:
             Clock.schedule_once(lambda _dt: self._take_screenshot(SCREENSHOT_SETTLE_FRAMES), 0)
@@ -278,14 +315,20 @@ class IonPlanApp(App):
         if entry is None:
             return
 
+        target = Path(folder).expanduser() / entry.name.replace(" ", "_").lower()
+        if target.exists() and any(target.iterdir()):
+            self.show_error("Export DICOM", f"{target} already holds files: choose another "
+                                            "folder (an export never overwrites another)")
+            return
+
         def done(paths: list[str]) -> None:
             self.last_export = paths
-            self.exported_plans.add(entry.name)
+            self.exported.add(entry)
             dialogs.message_dialog("Export DICOM", "Wrote:\n" + "\n".join(paths),
                                    name="export_dialog")
 
-        self.run_task("Exporting DICOM", lambda p, c: api.export_plan(entry.result, folder),
-                      done)
+        self.run_task("Exporting DICOM", lambda p, c: api.export_plan(entry.result, target),
+                      done, cancellable=False)
 
     def export_view_png(self) -> None:
         self._ask_folder("Save the current view as PNG",
@@ -295,7 +338,7 @@ class IonPlanApp(App):
         screen = self.screens.current_screen
         try:
             path = export.save_widget_png(screen, Path(folder) / f"ionplan_{screen.name}.png")
-        except (OSError, ValueError, api.InputError) as exc:
+        except (OSError, ValueError, IonPlanError) as exc:
             self.show_error("Save view PNG", exc)
             return
         self.last_export = [str(path)]
@@ -314,7 +357,7 @@ class IonPlanApp(App):
             return
         try:
             paths = export.write_plan_report(self.planning, entry, Path(folder))
-        except (OSError, ValueError, api.InputError) as exc:
+        except (OSError, ValueError, IonPlanError) as exc:
             self.show_error("Plan report", exc)
             return
         self.last_export = [str(p) for p in paths]
@@ -332,13 +375,18 @@ class IonPlanApp(App):
 
     def _confirm_close(self, *_args: Any, **_kwargs: Any) -> bool:
         """Ask before closing when plans computed in this session were not exported."""
-        unsaved = [p.name for p in self.session.plans if p.name not in self.exported_plans]
-        if not unsaved or self._closing:
+        unsaved = self.unexported_plans()
+        running = self.task is not None and self.task.running
+        if not (unsaved or running) or self._closing:
             return False
+        lost = [f"{', '.join(unsaved)} {'was' if len(unsaved) == 1 else 'were'} not exported"
+                ] if unsaved else []
+        if running:
+            assert self.task is not None
+            lost.append(f"{self.task.name} is still running")
         popup = dialogs.confirm_dialog(
-            "Quit IonPlan?",
-            f"{', '.join(unsaved)} {'was' if len(unsaved) == 1 else 'were'} not exported and "
-            "will be lost.", confirm_text="Quit", on_confirm=self._close_now)
+            "Quit IonPlan?", "; ".join(lost) + ": quitting now loses that work.",
+            confirm_text="Quit", on_confirm=self._close_now)
         popup.name = "quit_dialog"
         return True
 

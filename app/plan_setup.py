@@ -19,6 +19,9 @@ RBE_MODELS: tuple[tuple[str, str], ...] = (
     ("Constant RBE", "const"),
     ("Physical dose", "physical"),
 )
+#: Largest relative difference between the target's squared-deviation objective and the
+#: prescription that the form accepts.
+TARGET_OBJECTIVE_TOLERANCE = 0.02
 DEVICES: tuple[tuple[str, str], ...] = (("Auto", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "gpu"))
 
 
@@ -68,6 +71,11 @@ def _number(text: str, what: str, *, lo: float, hi: float) -> float:
     return value
 
 
+def parse_grid_mm(text: str) -> float:
+    """The dose grid spacing field, mm."""
+    return _number(text, "dose grid (mm)", lo=0.5, hi=20)
+
+
 def parse_beam(gantry_text: str, couch_text: str, index: int) -> BeamSetup:
     g = _number(gantry_text, f"beam {index + 1} gantry angle (deg)", lo=-360, hi=360)
     c = _number(couch_text or "0", f"beam {index + 1} couch angle (deg)", lo=-360, hi=360)
@@ -109,14 +117,22 @@ def parse_plan_setup(*, target: str, dose_text: str, fractions_text: str,
     rbe = models[rbe_label]
     rbe_value = (_number(rbe_value_text, "constant RBE", lo=0.5, hi=10) if rbe == "const"
                  else None)
-    tissue = tissue_text.strip() or None if rbe == "lem1" else None
+    # The LEM I tissue applies to a LEM I plan and to the LEM I side of the exchange view.
+    tissue = tissue_text.strip() or None if rbe == "lem1" or exchange else None
     if not any(o.structure == target for o in objectives):
         raise InputError(f"the target {target!r} has no objective: add one (e.g. "
                          "squared_deviation at the prescribed dose)")
+    for o in objectives:
+        if (o.structure == target and o.kind == "squared_deviation"
+                and abs(o.dose_gy_rbe - dose) > TARGET_OBJECTIVE_TOLERANCE * dose):
+            raise InputError(
+                f"the target objective asks for {o.dose_gy_rbe:g} Gy(RBE) but the prescription "
+                f"is {dose:g} Gy(RBE): the plan would be optimized to another dose than it is "
+                "labelled with; press 'Default objectives' or correct the objective")
     return PlanSetup(
         target=target, total_dose_gy_rbe=dose, fractions=int(fractions_value),
         beams=tuple(beams), rbe=rbe, rbe_value=rbe_value, tissue=tissue,
         spot_spacing_mm=_number(spot_spacing_text, "spot spacing (mm)", lo=0.5, hi=20),
-        grid_mm=_number(grid_text, "dose grid (mm)", lo=0.5, hi=20),
+        grid_mm=parse_grid_mm(grid_text),
         device=dict(DEVICES).get(device_label, "auto"), exchange=exchange,
         objectives=tuple(objectives))

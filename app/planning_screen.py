@@ -144,9 +144,10 @@ class PlanningScreen(Screen):
             layer = layers[0]
         overlay = overlay_for(layer, self.dose_panel.display())
         self.state.set_dose(overlay)
-        self._show_beams([BeamSetup(b.beam.gantry_deg, b.beam.couch_deg)
-                          for b in entry.result.plan.beams],
-                         isocenter=entry.result.plan.beams[0].beam.isocenter_mm)
+        self.dose_panel.reference.text = layer.reference_text
+        beams = entry.result.plan.beams
+        self._show_beams([BeamSetup(b.beam.gantry_deg, b.beam.couch_deg) for b in beams],
+                         isocenters=[b.beam.isocenter_mm for b in beams])
         self._show_dvh(entry, layer.key if layer.is_dose else "rbe")
 
     def _show_dvh(self, entry: PlanEntry, key: str) -> None:
@@ -160,10 +161,12 @@ class PlanningScreen(Screen):
             self._stats_cache[cache_key] = stats
         self.dvh.x_label = f"{layer.label} ({layer.unit})" if layer.unit else layer.label
         self.dvh.set_curves(review.dvh_curves(stats))
-        self.dvh.set_prescription(layer.reference if key in ("rbe", "mkm", "lem1") else None)
+        self.dvh.set_prescription(layer.reference
+                                  if layer.reference_name.startswith("prescription") else None)
         for s in stats:
             self.dvh.set_visible(s.name, s.name in self.state.visible_structures)
-        self.metrics.set_rows(review.metric_columns(layer.unit), review.metrics_rows(stats))
+        self.metrics.set_rows(review.metric_columns(layer.unit, layer.reference_name),
+                              review.metrics_rows(stats))
 
     # --- structures and beams ----------------------------------------------------------------
     def _toggle_structure(self, name: str, visible: bool) -> None:
@@ -178,26 +181,25 @@ class PlanningScreen(Screen):
             return []
 
     def _show_beams(self, beams: list[BeamSetup],
-                    isocenter: tuple[float, float, float] | None = None) -> None:
+                    isocenters: list[tuple[float, float, float]] | None = None) -> None:
+        """Draw ``beams`` up to their isocentres (default: the planner's, at the target)."""
         patient = self.session.patient
         target = self.plan_panel.target.text
         if patient is None:
             return
-        if isocenter is None:
-            if not target:
-                self.state.set_beams([])
-                return
-            try:
-                isocenter = api.target_isocenter_mm(patient, target)
-            except IonPlanError:
-                self.state.set_beams([])
-                return
-        position = patient.ct.patient_position or "HFS"
-        self.state.set_beams([
-            BeamOverlay(f"G{b.gantry_deg:g}" + (f" C{b.couch_deg:g}" if b.couch_deg else ""),
-                        isocenter, api.beam_direction_lps(b.gantry_deg, b.couch_deg, position),
-                        BEAM_COLOURS[i % len(BEAM_COLOURS)])
-            for i, b in enumerate(beams)])
+        try:
+            if isocenters is None:
+                iso = api.target_isocenter_mm(patient, target) if target else None
+                isocenters = [iso] * len(beams) if iso is not None else []
+            position = patient.ct.patient_position or "HFS"
+            overlays = [
+                BeamOverlay(f"G{b.gantry_deg:g}" + (f" C{b.couch_deg:g}" if b.couch_deg else ""),
+                            iso, api.beam_direction_lps(b.gantry_deg, b.couch_deg, position),
+                            BEAM_COLOURS[i % len(BEAM_COLOURS)])
+                for i, (b, iso) in enumerate(zip(beams, isocenters, strict=False))]
+        except IonPlanError:
+            overlays = []  # no target yet, or a position beams cannot be drawn for
+        self.state.set_beams(overlays)
 
     def _default_objectives(self, target: str, dose_gy_rbe: float) -> list:
         patient = self.session.patient

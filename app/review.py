@@ -34,7 +34,9 @@ def metrics_rows(stats: Sequence[StructureDose], *, suffix: str = "") -> list[Me
     return rows
 
 
-def metric_columns(unit: str) -> list[str]:
-    """Column titles with the unit of the dose columns."""
+def metric_columns(unit: str, reference_name: str = "prescription") -> list[str]:
+    """Column titles with the unit of the dose columns; V95 says what its 100 % is when that
+    is not the prescription (e.g. the maximum of a physical-dose cube)."""
     u = f" ({unit})" if unit else ""
-    return [f"{c}{u}" if c != "V95" else "V95 (%)" for c in METRIC_COLUMNS]
+    v95 = "V95 (%)" if reference_name.startswith("prescription") else "V95 of max (%)"
+    return [f"{c}{u}" if c != "V95" else v95 for c in METRIC_COLUMNS]

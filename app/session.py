@@ -38,6 +38,8 @@ class DoseLayer:
         The value 100 % stands for (the prescription, for doses), or the cube's maximum.
     is_dose : bool
         True for dose cubes (DVHs, metrics, % of prescription and isodoses make sense).
+    reference_name : str
+        What ``reference`` is: ``"prescription"`` or ``"maximum"`` (of this cube).
     """
 
     key: str
@@ -47,6 +49,13 @@ class DoseLayer:
     unit: str
     reference: float
     is_dose: bool
+    reference_name: str = "maximum"
+
+    @property
+    def reference_text(self) -> str:
+        """``"100 % = 57.6 Gy(RBE) (prescription)"``."""
+        unit = f" {self.unit}" if self.unit else ""
+        return f"100 % = {self.reference:.4g}{unit} ({self.reference_name})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,9 +75,11 @@ class PlanEntry:
         r = self.result
         p = self.prescription_gy_rbe
         grid = r.dose_grid
-        model = short_model_name(r.plan.rbe_model)
+        # A recalculated plan's report names the model its dose was computed with.
+        model = short_model_name(str(r.report.get("rbe_model", r.plan.rbe_model)))
+        rx = "prescription"
         out = [DoseLayer("rbe", f"RBE-weighted dose ({model})", r.rbe_dose_gy_rbe, grid,
-                         "Gy(RBE)", p, True),
+                         "Gy(RBE)", p, True, rx),
                DoseLayer("physical", "Physical dose", r.physical_dose_gy, grid, "Gy",
                          _max_or_one(r.physical_dose_gy), True),
                DoseLayer("letd", "Dose-averaged LET", r.letd_kev_um, grid, "keV/µm",
@@ -80,10 +91,11 @@ class PlanEntry:
                                  grid, "Gy", _max_or_one(cube), True))
         x = r.exchange
         if x is not None:
+            rx_of = f"prescription, {model}"
             out += [DoseLayer("mkm", "mMKM clinical dose", x.mkm_dose_gy_rbe,
-                              x.dose_grid, "Gy(RBE)", p, True),
+                              x.dose_grid, "Gy(RBE)", p, True, rx_of),
                     DoseLayer("lem1", f"LEM I RBE-weighted dose ({short_model_name(x.lem_model)})",
-                              x.lem_dose_gy_rbe, x.dose_grid, "Gy(RBE)", p, True),
+                              x.lem_dose_gy_rbe, x.dose_grid, "Gy(RBE)", p, True, rx_of),
                     DoseLayer("ratio", "LEM I / mMKM ratio", x.ratio_lem_over_mkm, x.dose_grid,
                               "", _max_or_one(x.ratio_lem_over_mkm), False)]
         return out

@@ -38,12 +38,16 @@ class BackgroundTask:
         ``on_error(exception)`` on the main thread, for any exception but a cancellation.
     on_cancelled : callable, optional
         Called on the main thread when the work stopped because of :meth:`cancel`.
+    cancellable : bool
+        Whether the work checks the cancel token (the UI offers Cancel only then).
     """
 
     def __init__(self, name: str, work: Work, *, on_done: Callable[[Any], None],
                  on_error: Callable[[BaseException], None],
-                 on_cancelled: Callable[[], None] | None = None) -> None:
+                 on_cancelled: Callable[[], None] | None = None,
+                 cancellable: bool = True) -> None:
         self.name = name
+        self.cancellable = cancellable
         self._work = work
         self._on_done = on_done
         self._on_error = on_error

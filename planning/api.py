@@ -196,7 +196,10 @@ def beam_direction_lps(gantry_deg: float, couch_deg: float, patient_position: st
     """Unit vector of a beam's direction of travel (source towards isocentre) in LPS."""
     from planning.geometry import beam_frame
 
-    d = beam_frame(gantry_deg, couch_deg, patient_position or "HFS").direction
+    try:
+        d = beam_frame(gantry_deg, couch_deg, patient_position or "HFS").direction
+    except ValueError as exc:  # e.g. a decubitus position, which the dose engine refuses too
+        raise InputError(str(exc)) from None
     return float(d[0]), float(d[1]), float(d[2])
 
 

@@ -16,7 +16,7 @@ from app.theme import MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
 from app.widgets.viewer_panel import SliceSlider
 from planning.errors import InputError
 
-UNITS = ("Absolute", "% of prescription")
+UNITS = ("Absolute", "% of reference")
 
 
 def _label(text: str, width: int = 120) -> Label:
@@ -73,9 +73,14 @@ class DosePanel(BoxLayout):
         self.add_widget(_row(_label("Threshold"), self.threshold, self.threshold_text))
         self.add_widget(_row(_label("Opacity"), self.opacity_slider, self.opacity_text))
         self.add_widget(_row(_label("Isodoses (%)"), self.levels))
-        hint = Label(text="Levels and threshold are % of the prescription (doses) or of the "
-                          "maximum (LET, RBE).", color=MUTED_TEXT_RGBA, font_size="12sp",
-                     size_hint_y=None, height=36, halign="left", valign="top")
+        self.reference = Label(text="", size_hint_y=None, height=22, halign="left",
+                               valign="middle", font_size="13sp")
+        self.reference.bind(size=lambda w, s: setattr(w, "text_size", s))
+        self.add_widget(self.reference)
+        hint = Label(text="Levels, threshold and % are of the reference: the prescription for "
+                          "RBE-weighted doses, the cube's maximum otherwise.",
+                     color=MUTED_TEXT_RGBA, font_size="12sp", size_hint_y=None, height=36,
+                     halign="left", valign="top")
         hint.bind(size=lambda w, s: setattr(w, "text_size", s))
         self.add_widget(hint)
         self.add_widget(Label())  # keeps the rows at the top

@@ -141,7 +141,9 @@ class PlanPanel(BoxLayout):
 
         form.add_widget(_section("Target and prescription"))
         self.target = Spinner(text="", values=[], size_hint_y=None, height=ROW_HEIGHT)
-        self.target.bind(text=lambda *_: self.reset_objectives())
+        self.target.bind(text=lambda *_: self._target_changed())
+        self._target_name = ""
+        self._objectives_rx_gy: float | None = None  # prescription the rows were written for
         form.add_widget(self.target)
         row = BoxLayout(size_hint_y=None, height=ROW_HEIGHT, spacing=PAD)
         self.dose = _field("57.6", input_filter="float")
@@ -149,6 +151,8 @@ class PlanPanel(BoxLayout):
         self.per_fraction = _label("", muted=True)
         for ti in (self.dose, self.fractions):
             ti.bind(text=lambda *_: self._show_per_fraction())
+        self.dose.bind(on_text_validate=lambda *_: self._prescription_changed(),
+                       focus=lambda _w, on: None if on else self._prescription_changed())
         for w in (_label("Gy(RBE)", 58), self.dose, _label("fx", 22), self.fractions,
                   self.per_fraction):
             row.add_widget(w)
@@ -189,6 +193,7 @@ class PlanPanel(BoxLayout):
         form.add_widget(grid)
         row = BoxLayout(size_hint_y=None, height=ROW_HEIGHT)
         self.exchange = CheckBox(active=True, size_hint_x=None, width=30)
+        self.exchange.bind(active=lambda *_: self._show_model_fields())
         row.add_widget(self.exchange)
         row.add_widget(_label("Also evaluate under mMKM and LEM I (exchange)"))
         form.add_widget(row)
@@ -239,16 +244,47 @@ class PlanPanel(BoxLayout):
         self.reset_objectives()
 
     def reset_objectives(self) -> None:
-        """Replace the objective rows by the defaults for the target and prescription."""
-        self.objective_rows.clear_widgets()
-        if not self.target.text:
-            return
+        """Replace the objective rows by the defaults for the target and prescription
+        (nothing changes while the prescription field holds no number)."""
         try:
             dose = float(self.dose.text)
         except ValueError:
             return
+        self.objective_rows.clear_widgets()
+        self._target_name = self.target.text
+        self._objectives_rx_gy = dose
+        if not self.target.text:
+            return
         for objective in self._default_objectives(self.target.text, dose):
             self.add_objective(objective)
+
+    def _target_changed(self) -> None:
+        """The objectives of the previous target now belong to the new one; the others stay."""
+        old, new = self._target_name, self.target.text
+        rows = self.objective_row_list
+        if not rows or not old:
+            self.reset_objectives()
+            return
+        for row in rows:
+            if row.structure.text == old:
+                row.structure.text = new
+        self._target_name = new
+
+    def _prescription_changed(self) -> None:
+        """Objective doses follow the prescription: all are scaled by new / old."""
+        try:
+            dose = float(self.dose.text)
+        except ValueError:
+            return
+        old = self._objectives_rx_gy
+        if old is None or dose <= 0 or dose == old:
+            return
+        for row in self.objective_row_list:
+            try:
+                row.dose.text = f"{float(row.dose.text) * dose / old:.6g}"
+            except ValueError:
+                continue  # a row the user is still typing in: its check comes at Compute
+        self._objectives_rx_gy = dose
 
     def add_objective(self, objective: Objective) -> ObjectiveRow:
         row = ObjectiveRow(self._structures, objective, self._remove_objective)
@@ -312,7 +348,8 @@ class PlanPanel(BoxLayout):
 
     def _show_model_fields(self) -> None:
         model = dict(RBE_MODELS).get(self.rbe.text, "mkm")
-        self.tissue.disabled = model != "lem1"
+        # The tissue also sets the LEM I side of the exchange view.
+        self.tissue.disabled = model != "lem1" and not self.exchange.active
         self.rbe_value.disabled = model != "const"
 
     def _show_per_fraction(self) -> None:

@@ -38,7 +38,7 @@ class TaskBar(BoxLayout):
     def watch(self, task: BackgroundTask) -> None:
         """Follow ``task`` until it ends (the caller has started it)."""
         self.task = task
-        self.cancel_button.disabled = False
+        self.cancel_button.disabled = not task.cancellable
         self.bar.value = 0.0
         if self._poll is None:
             self._poll = Clock.schedule_interval(lambda _dt: self.refresh(), POLL_INTERVAL_S)

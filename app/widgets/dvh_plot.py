@@ -207,6 +207,11 @@ class DvhPlot(Widget):
         """Whether curves of the structure ``name`` are drawn."""
         return name not in self._hidden
 
+    @property
+    def prescription(self) -> float | None:
+        """The prescription marker's dose, or None when none is drawn."""
+        return self._prescription
+
     def set_prescription(self, value: float | None) -> None:
         """Draw a vertical marker at the prescribed dose (plot units), or remove it (None)."""
         if value is not None and not (math.isfinite(value) and value > 0):

@@ -184,6 +184,14 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     assert "Plan 1" in " ".join(getattr(w, "text", "") for w in quit_dialog.walk())
     quit_dialog.dismiss()
     gui.advance(0.5)  # the dialog's closing animation
+    # Opening another patient would drop the plan: the app asks first.
+    patient = app.session.patient
+    gui.click(app.buttons["demo"])
+    gui.frames(2)
+    discard = gui.find(lambda w: getattr(w, "name", "") == "discard_dialog")
+    discard.dismiss()
+    gui.advance(0.5)
+    assert app.session.patient is patient and len(app.session.plans) == 1
 
     # Other quantities: LETd and % of prescription.
     panel = screen.dose_panel
@@ -191,7 +199,7 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     gui.frames(2)
     assert screen.state.dose.unit == "keV/µm"
     panel.select_layer("rbe")
-    panel.unit.text = "% of prescription"
+    panel.unit.text = "% of reference"
     gui.frames(2)
     assert screen.state.dose.unit == "%"
     assert 100.0 in [round(v) for v in screen.state.dose.isodose_levels] or \
@@ -226,10 +234,11 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     dialog = gui.find(lambda w: getattr(w, "name", "") == "folder_dialog")
     dialog.path_input.text = str(out)
     gui.click(dialog.choose_button)
-    gui.wait_until(lambda: (out / "report.json").exists() or app.last_error, 120,
+    exported = out / "plan_1"  # each plan in its own folder: no export overwrites another
+    gui.wait_until(lambda: (exported / "report.json").exists() or app.last_error, 120,
                    "the DICOM export")
     assert {"RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm"} <= {
-        p.name for p in out.iterdir()}
+        p.name for p in exported.iterdir()}
     gui.frames(2)
     assert not gui.window.dispatch("on_request_close")  # exported: nothing would be lost
     app.export_view_png_to(str(out))
@@ -251,11 +260,15 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     gui.click(app.buttons["import_plan"])
     gui.frames(2)
     dialog = gui.find(lambda w: getattr(w, "name", "") == "folder_dialog")
-    dialog.path_input.text = str(out / "RTPLAN.dcm")
+    dialog.path_input.text = str(exported / "RTPLAN.dcm")
     gui.click(dialog.choose_button)
     gui.wait_until(lambda: len(app.session.plans) == 2 or app.last_error, 300,
                    "the recalculated plan")
     assert not app.last_error, app.last_error
+    notes = gui.find(lambda w: getattr(w, "name", "") == "import_notes_dialog")
+    assert "mMKM" in " ".join(getattr(w, "text", "") for w in notes.walk())
+    gui.click(gui.find(lambda w: getattr(w, "name", "") == "import_notes_dialog_ok"))
+    gui.advance(0.5)
     gui.click(app.buttons["compare"])
     gui.frames(3)
     compare.side_a.text, compare.side_b.text = "Plan 1: RBE-weighted", "Plan 2: RBE-weighted"
@@ -271,7 +284,7 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     gui.click(compare.add_dose_button)
     gui.frames(2)
     dialog = gui.find(lambda w: getattr(w, "name", "") == "folder_dialog")
-    dialog.path_input.text = str(out / "RTDOSE_RBE.dcm")
+    dialog.path_input.text = str(exported / "RTDOSE_RBE.dcm")
     gui.click(dialog.choose_button)
     gui.wait_until(lambda: compare.external or app.last_error, 120, "the RT Dose")
     assert not app.last_error, app.last_error
@@ -374,3 +387,39 @@ def test_start_on_a_folder_given_on_the_command_line(gui, tmp_path):
     assert app.session.source == str(folder)
     assert app.session.patient.ct.series_description == "Demo head phantom CT"
     assert "From: " + str(folder) in app.planning.patient_panel.summary.text
+
+
+def test_plan_form_follows_the_prescription_and_asks_before_discarding(gui, tmp_path):
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    _click_tab(gui, screen, "Plan")
+    form = screen.plan_panel
+    before = {(r.structure.text, r.kind.text): float(r.dose.text)
+              for r in form.objective_row_list}
+    assert before[("PTV", "squared_deviation")] == 57.6
+    # A new prescription: every objective dose follows it when the field is left.
+    gui.type_text(form.dose, "")
+    form.dose.text = "70.4"
+    form.dose.focus = False
+    gui.frames(2)
+    after = {(r.structure.text, r.kind.text): float(r.dose.text)
+             for r in form.objective_row_list}
+    for key, dose in before.items():
+        assert after[key] == pytest.approx(dose * 70.4 / 57.6, rel=1e-5)
+    assert form.setup().total_dose_gy_rbe == 70.4
+    # An objective that contradicts the prescription is refused with a dialog.
+    row = next(r for r in form.objective_row_list if r.kind.text == "squared_deviation")
+    row.dose.text = "57.6"
+    gui.click(form.compute_button)
+    gui.frames(2)
+    assert "prescription is 70.4" in app.last_error
+    assert app.task is None or not app.task.running
+    for ok in gui.find_all(lambda w: getattr(w, "name", "") == "error_dialog_ok"):
+        gui.click(ok)
+    gui.advance(0.5)
+    # Changing the target hands the target's objectives over; the others stay.
+    n_rows = len(form.objective_row_list)
+    form.target.text = "GTV"
+    gui.frames(2)
+    assert len(form.objective_row_list) == n_rows
+    assert not any(r.structure.text == "PTV" for r in form.objective_row_list)
