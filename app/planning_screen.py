@@ -49,7 +49,8 @@ class PlanningScreen(Screen):
         self.session = session
         self.host = host
         self.state = ViewerState()
-        self._stats_cache: dict[tuple[str, str], list] = {}
+        # Structure statistics per (plan result, cube key): computed once per cube shown.
+        self._stats_cache: dict[tuple[int, str], list] = {}
         root = BoxLayout(orientation="horizontal", spacing=PAD)
         self.tabs = TabbedPanel(do_default_tab=False, size_hint_x=None, width=SIDE_PANEL_WIDTH,
                                 tab_width=SIDE_PANEL_WIDTH / 3 - 2)
@@ -153,7 +154,7 @@ class PlanningScreen(Screen):
     def _show_dvh(self, entry: PlanEntry, key: str) -> None:
         layer = entry.layer(key)
         patient = entry.result.patient
-        cache_key = (entry.name, key)
+        cache_key = (id(entry.result), key)
         stats = self._stats_cache.get(cache_key)
         if stats is None:
             stats = api.structure_dose_statistics(patient, layer.cube, layer.grid,
@@ -216,7 +217,7 @@ class PlanningScreen(Screen):
             return
 
         def work(progress: Any, cancel: Any) -> Any:
-            return api.plan_patient(
+            result = api.plan_patient(
                 patient, target=setup.target, dose_gy_rbe=setup.total_dose_gy_rbe,
                 fractions=setup.fractions, gantry_deg=[b.gantry_deg for b in setup.beams],
                 couch_deg=[b.couch_deg for b in setup.beams], rbe=setup.rbe,
@@ -224,10 +225,16 @@ class PlanningScreen(Screen):
                 spot_spacing_mm=setup.spot_spacing_mm, grid_mm=setup.grid_mm,
                 objectives=list(setup.objectives), device=setup.device,
                 exchange=setup.exchange, progress=progress, cancel=cancel)
+            # The DVHs shown first, computed here rather than on the UI thread.
+            stats = api.structure_dose_statistics(patient, result.rbe_dose_gy_rbe,
+                                                  result.dose_grid, setup.total_dose_gy_rbe)
+            return result, stats
 
-        def done(result: Any) -> None:
+        def done(outcome: Any) -> None:
+            result, stats = outcome
             if self.session.patient is not patient:
                 return  # another patient was opened meanwhile: the plan belongs to the old one
+            self._stats_cache[(id(result), "rbe")] = stats
             self.session.add_plan(result, setup.summary())
             self.tabs.switch_to(self.tab_items["Dose"])
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -72,6 +73,11 @@ class PlanEntry:
 
     def layers(self) -> list[DoseLayer]:
         """Every cube of the plan the user can display, RBE-weighted dose first."""
+        return list(self._layers)
+
+    @cached_property
+    def _layers(self) -> tuple[DoseLayer, ...]:
+        # Built once: each layer's reference scans its cube.
         r = self.result
         p = self.prescription_gy_rbe
         grid = r.dose_grid
@@ -98,7 +104,7 @@ class PlanEntry:
                               x.lem_dose_gy_rbe, x.dose_grid, "Gy(RBE)", p, True, rx_of),
                     DoseLayer("ratio", "LEM I / mMKM ratio", x.ratio_lem_over_mkm, x.dose_grid,
                               "", _max_or_one(x.ratio_lem_over_mkm), False)]
-        return out
+        return tuple(out)
 
     def layer(self, key: str) -> DoseLayer:
         for candidate in self.layers():
