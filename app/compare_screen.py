@@ -184,11 +184,13 @@ class CompareScreen(Screen):
         structures = [] if patient.structure_set is None else [
             StructureOverlay(s.name, s.colour_rgb or (200, 200, 200), s.mask)
             for s in patient.structure_set.structures]
+        # The slider's range first: setting the CT moves the slice, and the slider follows.
+        self.slice_slider.max = max(patient.ct.shape[0] - 1, 1)
         for state in self.states:
             state.set_dose(None)
             state.set_ct(patient.ct)
             state.set_structures(structures)
-        self.slice_slider.max = max(patient.ct.shape[0] - 1, 1)
+        self.slice_slider.value = int(self.panels[0].view.slice_index)
         self.summary.text = "Choose A and B, then Compare."
         self.dvh.set_curves([])
         self.table.set_rows([], [])

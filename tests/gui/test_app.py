@@ -217,6 +217,7 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     gui.frames(4)
     result = compare.result
     assert len(result.gamma) == 2
+    assert compare.slice_slider.value == compare.panels[0].view.slice_index
     assert "3%/3mm" in compare.summary.text
     # LEM I exceeds mMKM in the target (Zhang et al. 2020): B - A > 0 on average there.
     ptv = next(s for s in result.structures if s.name == "PTV")
