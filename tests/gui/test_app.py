@@ -42,6 +42,14 @@ def _colour_count(pixels: np.ndarray, rgb: tuple[int, int, int], tol: int = 40) 
     return int(np.count_nonzero(diff <= tol))
 
 
+def _run_comparison(gui, app, compare, what: str) -> None:
+    """Press Compare and wait for its result (no error)."""
+    compare.result = None
+    gui.click(compare.compare_button)
+    gui.wait_until(lambda: compare.result is not None or app.last_error, 300, what)
+    assert not app.last_error, app.last_error
+
+
 def _click_tab(gui, screen, title: str) -> None:
     gui.click(screen.tab_items[title])
     gui.frames(2)
@@ -210,10 +218,7 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     gui.frames(3)
     compare = app.compare
     assert "mMKM" in compare.side_a.text and "LEM I" in compare.side_b.text
-    gui.click(compare.compare_button)
-    gui.wait_until(lambda: compare.result is not None or app.last_error, 300,
-                   "the comparison")
-    assert not app.last_error, app.last_error
+    _run_comparison(gui, app, compare, "the comparison")
     gui.frames(4)
     result = compare.result
     assert len(result.gamma) == 2
@@ -273,11 +278,7 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     gui.click(app.buttons["compare"])
     gui.frames(3)
     compare.side_a.text, compare.side_b.text = "Plan 1: RBE-weighted", "Plan 2: RBE-weighted"
-    compare.result = None
-    gui.click(compare.compare_button)
-    gui.wait_until(lambda: compare.result is not None or app.last_error, 300,
-                   "the comparison with the recalculated plan")
-    assert not app.last_error, app.last_error
+    _run_comparison(gui, app, compare, "the comparison with the recalculated plan")
     assert min(g.pass_rate_percent for g in compare.result.gamma) == 100.0
     assert compare.result.stats.max_abs_gy < 1e-3 * compare.result.stats.reference_max_gy
 
@@ -292,11 +293,7 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     gui.advance(0.5)  # the file dialog's closing animation
     assert compare.side_b.text == "RT Dose: RTDOSE_RBE.dcm"
     compare.side_a.text = "Plan 1: RBE-weighted"
-    compare.result = None
-    gui.click(compare.compare_button)
-    gui.wait_until(lambda: compare.result is not None or app.last_error, 300,
-                   "the comparison with the RT Dose")
-    assert not app.last_error, app.last_error
+    _run_comparison(gui, app, compare, "the comparison with the RT Dose")
     assert min(g.pass_rate_percent for g in compare.result.gamma) == 100.0
     gui.screenshot("compare_rt_dose")
 
