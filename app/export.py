@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from kivy.core.image import Image as CoreImage
 from kivy.core.window import Window
 from kivy.uix.widget import Widget
 from numpy.typing import NDArray
@@ -68,12 +69,28 @@ def save_widget_png(widget: Widget, path: str | os.PathLike[str]) -> Path:
     return _replace_from_temp(target, lambda tmp: widget.export_to_png(tmp))
 
 
-def widget_pixels(widget: Widget) -> NDArray[np.uint8]:
-    """(H, W, 4) RGBA pixels of a widget as drawn, row 0 at the top."""
-    texture = widget.export_as_image().texture
-    w, h = texture.size
-    # export_as_image hands back the Fbo texture flipped, so its pixel rows start at the top.
-    return np.frombuffer(texture.pixels, dtype=np.uint8).reshape(h, w, 4).copy()
+def window_pixels() -> NDArray[np.uint8]:
+    """(H, W, 4) RGBA pixels of the window as last drawn, row 0 at the top."""
+    with tempfile.TemporaryDirectory(prefix="ionplan-shot-") as folder:
+        written = Window.screenshot(name=os.path.join(folder, "window.png"))
+        if not written:
+            raise OSError("the window could not be read back")
+        texture = CoreImage(written).texture
+        w, h = texture.size
+        # A loaded PNG's texture pixels start with the image's top row.
+        return np.frombuffer(texture.pixels, dtype=np.uint8).reshape(h, w, 4).copy()
+
+
+def widget_pixels(widget: Widget, window_rgba: NDArray[np.uint8] | None = None
+                  ) -> NDArray[np.uint8]:
+    """(H, W, 4) RGBA pixels of a widget as it is on screen, row 0 at the top: cut out of the
+    window (what the user sees, with no second offscreen rendering of the widget)."""
+    rgba = window_pixels() if window_rgba is None else window_rgba
+    height = rgba.shape[0]
+    x0, y0 = (round(v) for v in widget.to_window(*widget.pos))
+    x1, y1 = x0 + round(widget.width), y0 + round(widget.height)
+    x0, y0 = max(x0, 0), max(y0, 0)
+    return rgba[height - y1:height - y0, x0:x1].copy()
 
 
 def report_content(screen: PlanningScreen, entry: PlanEntry) -> ReportContent:
@@ -95,7 +112,8 @@ def report_content(screen: PlanningScreen, entry: PlanEntry) -> ReportContent:
         f"{' x '.join(f'{s:g}' for s in result.dose_grid.spacing_mm[::-1])} mm",
     ]
     viewer = screen.viewer
-    views = [(f"{v.orientation.capitalize()}", widget_pixels(v)) for v in viewer.views]
+    shot = window_pixels()
+    views = [(f"{v.orientation.capitalize()}", widget_pixels(v, shot)) for v in viewer.views]
     from app.report_image import ReportContent
 
     rows = screen.metrics.rows

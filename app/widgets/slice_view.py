@@ -44,6 +44,7 @@ from kivy.graphics.scissor_instructions import ScissorPop, ScissorPush
 from kivy.graphics.texture import Texture
 from kivy.input.motionevent import MotionEvent
 from kivy.properties import BooleanProperty, ListProperty, NumericProperty
+from kivy.uix.relativelayout import RelativeLayout
 from kivy.uix.widget import Widget
 from numpy.typing import NDArray
 
@@ -141,15 +142,16 @@ class SliceView(Widget):
         self._ctrl_down = False
         self._hover_plane: tuple[float, float] | None = None
         self._beam_labels: list[tuple[Rectangle, float, float]] = []
+        self._followed: list[Widget] = []  # relative-layout ancestors whose moves we follow
         #: Wall time of the last redraw (NumPy, uploads, instructions), s; for benchmarks.
         self.refresh_seconds = 0.0
         self._build_canvas()
         self._trigger = Clock.create_trigger(self._refresh, -1)
         state.bind(on_data=self._on_data, cursor_ijk=self._on_cursor,
                    window_hu=self._on_window_level, level_hu=self._on_window_level)
-        self.bind(pos=self._on_geometry, size=self._on_geometry, zoom=self._on_geometry,
-                  pan_mm=self._on_geometry, slice_index=self._on_slice_index,
-                  show_crosshair=self._on_show_crosshair)
+        self.bind(pos=self._on_geometry, size=self._on_geometry, parent=self._on_geometry,
+                  zoom=self._on_geometry, pan_mm=self._on_geometry,
+                  slice_index=self._on_slice_index, show_crosshair=self._on_show_crosshair)
         Window.bind(mouse_pos=self._on_mouse_pos, on_key_down=self._on_key_down,
                     on_key_up=self._on_key_up)
         if state.ct is not None:
@@ -238,7 +240,21 @@ class SliceView(Widget):
         self.canvas.ask_update()
 
     def _on_geometry(self, *_args: object) -> None:
+        self._follow_moving_ancestors()
         self._update_transform()
+
+    def _follow_moving_ancestors(self) -> None:
+        """Recompute the window-pixel scissor box when a relative ancestor moves too.
+
+        Inside a RelativeLayout (a Screen is one) the view's own ``pos`` does not change when
+        the layout moves, but its place in the window does.
+        """
+        node = self.parent
+        while node is not None and node is not node.parent:
+            if isinstance(node, RelativeLayout) and node not in self._followed:
+                node.bind(pos=self._on_geometry)
+                self._followed.append(node)
+            node = node.parent
 
     def _set_ct(self) -> None:
         ct = self.state.ct
