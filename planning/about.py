@@ -231,7 +231,7 @@ def third_party_notices() -> str:
         If a frozen build lacks its licence file (a broken build).
     """
     if is_frozen():
-        path = Path(getattr(sys, "_MEIPASS")) / NOTICES_FILENAME  # noqa: B009 (not in stubs)
+        path = Path(getattr(sys, "_MEIPASS")) / NOTICES_FILENAME  # noqa: B009 (typeshed lacks _MEIPASS)
         try:
             return path.read_text(encoding="utf-8")
         except OSError as exc:
