@@ -9,7 +9,6 @@ itself (resampling, gamma, statistics) is :func:`planning.api.compare_doses`.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +19,9 @@ from kivy.uix.label import Label
 from kivy.uix.screenmanager import Screen
 from kivy.uix.spinner import Spinner
 
+from app.compare_choices import EXTERNAL, CompareChoice, choices_for, default_pair
 from app.dose_display import DoseDisplay, difference_overlay, overlay_for
-from app.session import DoseLayer, PlanEntry, Session
+from app.session import DoseLayer, Session
 from app.theme import BOTTOM_PANEL_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
 from app.viewer_state import StructureOverlay, ViewerState
 from app.widgets.color_legend import ColorLegend
@@ -37,49 +37,6 @@ if TYPE_CHECKING:
     from app.planning_screen import TaskHost
 
 LEGEND_WIDTH_PX = 64
-#: The quantities a plan offers for comparison: (layer key, text).
-QUANTITIES = (("rbe", "RBE-weighted"), ("physical", "physical"), ("mkm", "mMKM"),
-              ("lem1", "LEM I"))
-#: The quantity of an imported RT Dose file (the dose as stored).
-EXTERNAL = "file"
-
-
-@dataclass(frozen=True)
-class CompareChoice:
-    """One selectable dose: a plan and one of its cubes."""
-
-    plan_name: str
-    quantity: str
-
-    @property
-    def text(self) -> str:
-        if self.quantity == EXTERNAL:
-            return f"RT Dose: {self.plan_name}"
-        return f"{self.plan_name}: {dict(QUANTITIES)[self.quantity]}"
-
-
-def choices_for(plans: list[PlanEntry], external: tuple[str, ...] = ()) -> list[CompareChoice]:
-    """Every dose the session's plans can put on either side, then the imported RT Doses."""
-    out = []
-    for entry in plans:
-        keys = {layer.key for layer in entry.layers()}
-        out += [CompareChoice(entry.name, q) for q, _ in QUANTITIES if q in keys]
-    return out + [CompareChoice(name, EXTERNAL) for name in external]
-
-
-def default_pair(plans: list[PlanEntry]) -> tuple[CompareChoice, CompareChoice] | None:
-    """The newest plan under mMKM vs LEM I when it has both; else the two newest plans."""
-    if not plans:
-        return None
-    latest = plans[-1]
-    keys = {layer.key for layer in latest.layers()}
-    if {"mkm", "lem1"} <= keys:
-        return CompareChoice(latest.name, "mkm"), CompareChoice(latest.name, "lem1")
-    if len(plans) >= 2:
-        return CompareChoice(plans[-2].name, "rbe"), CompareChoice(latest.name, "rbe")
-    return None
-
-
 class ComparePanel(BoxLayout):
     """One side (or the difference): a title, an axial view and its colour legend."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.compare_screen import CompareChoice, choices_for, default_pair
+from app.compare_choices import CompareChoice, choices_for, default_pair
 
 
 @dataclass
