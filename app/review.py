@@ -37,6 +37,7 @@ def metrics_rows(stats: Sequence[StructureDose], *, suffix: str = "") -> list[Me
 def metric_columns(unit: str, reference_name: str = "prescription") -> list[str]:
     """Column titles with the unit of the dose columns; V95 says what its 100 % is when that
     is not the prescription (e.g. the maximum of a physical-dose cube)."""
-    u = f"\n{unit}" if unit else ""  # the unit on its own header line
-    v95 = "V95\n(%)" if reference_name.startswith("prescription") else "V95\n(% of max)"
+    # "D98 Gy(RBE)": the table wraps the title at the space, and the unit fits a column.
+    u = f" {unit}" if unit else ""
+    v95 = "V95 %" if reference_name.startswith("prescription") else "V95 % of max"
     return [f"{c}{u}" if c != "V95" else v95 for c in METRIC_COLUMNS]
