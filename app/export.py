@@ -63,10 +63,17 @@ def save_window_png(path: str | os.PathLike[str]) -> Path:
 
 
 def save_widget_png(widget: Widget, path: str | os.PathLike[str]) -> Path:
-    """One widget (and its children) as drawn, to ``path``."""
+    """One widget (and its children) as it is on screen, to ``path`` (atomic).
+
+    Cut out of the window like the report's views: an offscreen re-render would clip the
+    slice views with their window-pixel scissor boxes.
+    """
+    from app.report_image import write_png
+
     target = Path(path).resolve()
     _check_target(target)
-    return _replace_from_temp(target, lambda tmp: widget.export_to_png(tmp))
+    write_png(target, widget_pixels(widget))
+    return target
 
 
 def window_pixels() -> NDArray[np.uint8]:

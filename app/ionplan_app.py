@@ -36,6 +36,8 @@ from planning.errors import IonPlanError
 log = logging.getLogger(__name__)
 
 ESCAPE_KEY = 27
+#: Time for a dialog's closing animation (Kivy's ModalView takes 0.1 s) and a redraw, seconds.
+DIALOG_CLOSE_S = 0.3
 #: Frames rendered after the start-up patient appears before a --screenshot is taken.
 SCREENSHOT_SETTLE_FRAMES = 5
 
@@ -330,9 +332,16 @@ class IonPlanApp(App):
         self.run_task("Exporting DICOM", lambda p, c: api.export_plan(entry.result, target),
                       done, cancellable=False)
 
+    @staticmethod
+    def _once_dialogs_closed(action: Any) -> None:
+        """Run ``action`` after the folder dialog's closing animation: pictures of the screen
+        are cut out of the window and must not show the dialog."""
+        Clock.schedule_once(lambda _dt: action(), DIALOG_CLOSE_S)
+
     def export_view_png(self) -> None:
         self._ask_folder("Save the current view as PNG",
-                         lambda folder: self.export_view_png_to(folder))
+                         lambda folder: self._once_dialogs_closed(
+                             lambda: self.export_view_png_to(folder)))
 
     def export_view_png_to(self, folder: str) -> None:
         screen = self.screens.current_screen
@@ -349,7 +358,8 @@ class IonPlanApp(App):
             self.show_error("Plan report", "compute a plan first")
             return
         self._ask_folder("Save the plan report (PNG and PDF)",
-                         lambda folder: self.export_report_to(folder))
+                         lambda folder: self._once_dialogs_closed(
+                             lambda: self.export_report_to(folder)))
 
     def export_report_to(self, folder: str) -> None:
         entry = self.planning.shown_plan

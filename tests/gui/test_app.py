@@ -50,6 +50,14 @@ def _run_comparison(gui, app, compare, what: str) -> None:
     assert not app.last_error, app.last_error
 
 
+def _close_export_confirmations(gui) -> None:
+    """Press OK on every export confirmation, newest first, as a user would."""
+    for ok in reversed(gui.find_all(lambda w: getattr(w, "name", "") == "export_dialog_ok")):
+        gui.click(ok)
+        gui.advance(0.5)
+    assert not gui.find_all(lambda w: getattr(w, "name", "") == "export_dialog")
+
+
 def _click_tab(gui, screen, title: str) -> None:
     gui.click(screen.tab_items[title])
     gui.frames(2)
@@ -247,19 +255,37 @@ def test_plan_review_compare_and_export(gui, tmp_path):
         p.name for p in exported.iterdir()}
     gui.frames(2)
     assert not gui.window.dispatch("on_request_close")  # exported: nothing would be lost
-    app.export_view_png_to(str(out))
-    app.export_report_to(str(out))
-    assert not app.last_error, app.last_error
-    png = out / "ionplan_planning.png"
-    assert png.stat().st_size > 10_000
+    _close_export_confirmations(gui)
+
+    # PNG of the screen and the plan report, chosen through their folder dialogs: the
+    # pictures are taken once the dialog has gone, so they show the screen, not the dialog.
+    for button, made in (("export_png", "ionplan_planning.png"),
+                         ("export_report", "plan_1_report.png")):
+        gui.click(app.buttons[button])
+        gui.frames(2)
+        dialog = gui.find(lambda w: getattr(w, "name", "") == "folder_dialog")
+        dialog.path_input.text = str(out)
+        gui.click(dialog.choose_button)
+        gui.wait_until(lambda made=made: (out / made).exists() or app.last_error, 60, made)
+        assert not app.last_error, app.last_error
+        _close_export_confirmations(gui)
+        if button == "export_png":
+            from kivy.core.image import Image as CoreImage
+
+            from app.export import window_pixels
+
+            saved = CoreImage(str(out / made)).texture
+            shot = window_pixels()
+            h = shot.shape[0]
+            sx, sy = (round(v) for v in screen.to_window(*screen.pos))
+            on_screen = shot[h - sy - saved.height:h - sy, sx:sx + saved.width, :3]
+            png_rgba = np.frombuffer(saved.pixels, np.uint8).reshape(
+                saved.height, saved.width, 4)[..., :3]
+            same = np.abs(png_rgba.astype(int) - on_screen.astype(int)).max(axis=-1) <= 8
+            assert same.mean() > 0.95  # no dialog in the picture
+    assert (out / "ionplan_planning.png").stat().st_size > 10_000
     assert (out / "plan_1_report.png").stat().st_size > 10_000
     assert (out / "plan_1_report.pdf").read_bytes().startswith(b"%PDF")
-
-    # The user closes the confirmations of the exports.
-    for ok in reversed(gui.find_all(lambda w: getattr(w, "name", "") == "export_dialog_ok")):
-        gui.click(ok)
-        gui.advance(0.5)
-    assert not gui.find_all(lambda w: getattr(w, "name", "") == "export_dialog")
 
     # The exported plan comes back as a received plan: recalculated on the CT, it is Plan 2,
     # and it compares equal to Plan 1.
