@@ -21,9 +21,10 @@ start=$(date +%s)
 if [ ! -x "$BUILD_VENV/bin/python" ]; then
   "$PYTHON" -m venv "$BUILD_VENV"
 fi
-"$BUILD_VENV/bin/python" -m pip install -q --upgrade pip
-# A regular (not editable) install: the build sees exactly what a user install would.
-"$BUILD_VENV/bin/python" -m pip install -q . "pyinstaller>=6.10,<7"
+"$BUILD_VENV/bin/python" -m pip install -q -c packaging/constraints.txt --upgrade pip
+# A regular (not editable) install: the build sees exactly what a user install would, with the
+# versions the binary was verified with (packaging/constraints.txt).
+"$BUILD_VENV/bin/python" -m pip install -q -c packaging/constraints.txt . "pyinstaller>=6.10,<7"
 
 "$BUILD_VENV/bin/python" -m PyInstaller --noconfirm --clean --log-level WARN \
   --distpath "$DISTPATH" --workpath "$WORKPATH" packaging/ionplan.spec

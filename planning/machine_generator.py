@@ -32,6 +32,7 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import NDArray
 from scipy.ndimage import gaussian_filter1d
+from scipy.special import ndtr
 
 from planning.machine import Machine, Spectra, save_machine
 from planning.physics.nuclear import (
@@ -50,7 +51,7 @@ from planning.physics.scattering import (
 from planning.physics.stopping import RangeEnergy, StoppingTable, load_stopping_table
 from planning.physics.straggling import bohr_range_straggling_mm
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 FloatArray = NDArray[np.float64]
 _log = logging.getLogger(__name__)
 
@@ -308,24 +309,33 @@ class CarbonMachineGenerator:
         return dose, letnum
 
     def _primary_spectra(self, r0: float, sigma_r: float, depth_mm: FloatArray) -> FloatArray:
-        """Primary fluence spectra (S, 6, B): Gaussian quadrature over the range spread."""
-        edges = np.asarray(self.settings.spectrum_bin_edges_mev_u)
-        n_b = edges.size - 1
-        delta = np.linspace(-5.0, 5.0, 81)
-        w = np.exp(-0.5 * delta**2)
-        w /= w.sum()
-        r = (r0 - depth_mm)[:, None] + sigma_r * delta[None, :]
-        e = self.primary.range_energy.energy_mev_u(r)
-        alive = r > 0
-        b = np.clip(np.searchsorted(edges, e, side="right") - 1, 0, n_b - 1)
+        """Primary fluence spectra (S, 6, B).
+
+        The residual range at depth z is Gaussian, N(r0 - z, sigma_r); the fluence in bin b is the
+        probability that it lies between the ranges of the bin's edge energies (exact normal CDF,
+        the lowest bin starting at r = 0, the highest open above), times the attenuation. The
+        result is a smooth function of every input, so last-bit differences between libraries or
+        processors change it by last bits too (a hard bin assignment of quadrature points does
+        not: a point on a bin edge moves its whole weight).
+        """
+        r_edges = self._bin_edge_ranges_mm(self.primary)
+        mu = (r0 - depth_mm)[:, None]
+        cdf = ndtr((r_edges[None, :] - mu) / sigma_r)  # (S, B + 1)
+        prob = np.diff(cdf, axis=1)
         att = np.exp(-self.primary.sigma_reaction_per_mm * depth_mm)
-        weights = (w[None, :] * alive) * att[:, None]
-        rows = np.repeat(np.arange(depth_mm.size), delta.size)
-        flat = np.bincount(rows * n_b + b.ravel(), weights=weights.ravel(),
-                           minlength=depth_mm.size * n_b)
-        out = np.zeros((depth_mm.size, 6, n_b))
-        out[:, PRIMARY_Z - 1, :] = flat.reshape(depth_mm.size, n_b)
+        out = np.zeros((depth_mm.size, 6, prob.shape[1]))
+        out[:, PRIMARY_Z - 1, :] = prob * att[:, None]
         return out
+
+    def _bin_edge_ranges_mm(self, species: _Species) -> FloatArray:
+        """CSDA residual ranges of the spectrum bin edges (B + 1,): 0 for the first edge, +inf
+        for the last (energies above the top edge count in the highest bin)."""
+        edges = np.asarray(self.settings.spectrum_bin_edges_mev_u, dtype=np.float64)
+        r = np.empty(edges.size)
+        r[0] = 0.0
+        r[1:-1] = species.range_energy.range_mm(edges[1:-1])
+        r[-1] = np.inf
+        return r
 
     def _budget(self, energy_mev_u: float, r0: float, sigma_r: float,
                 frag: _FragmentTransport) -> EnergyBudget:
@@ -431,6 +441,7 @@ class _FragmentTransport:
         mid_alive = 0.5 * (top[:-1] + top[1:])
         slices = np.nonzero(born > 0)[0]
         self.birth_z = mid_alive[slices]
+        self.birth_half_width_mm = 0.5 * (top[1:] - top[:-1])[slices]
         self.birth_n = born[slices]
         self.birth_e = prim.range_energy.energy_mev_u(r0 - self.birth_z)
         self.birth_sigma_core = lateral_sigma_mm(prim.range_energy, PRIMARY_Z, energy_mev_u,
@@ -487,21 +498,30 @@ class _FragmentTransport:
             self._spec_inputs.append((frag, sp, n_f, r_birth[:, 0]))
 
     def spectra(self, depth_mm: FloatArray) -> FloatArray:
-        """Fragment fluence spectra (S, 6, B) at the spectrum depths."""
-        edges = np.asarray(self.gen.settings.spectrum_bin_edges_mev_u)
-        n_b = edges.size - 1
+        """Fragment fluence spectra (S, 6, B) at the spectrum depths.
+
+        The fragments of one birth slice are born uniformly over the slice, so at depth d their
+        residual range is uniform over [r_c - h, r_c + h] (r_c = r_birth - (d - z_birth), h the
+        slice's half width), cut at r_birth (not yet born downstream of d) and at 0 (stopped).
+        The fluence in bin b is the fraction of that interval between the ranges of the bin's
+        edges: piecewise linear in every input, so the result does not jump when a range falls
+        on a bin edge (see ``_primary_spectra``).
+        """
+        n_b = len(self.gen.settings.spectrum_bin_edges_mev_u) - 1
         out = np.zeros((depth_mm.size, 6, n_b))
         dist = depth_mm[:, None] - self.birth_z[None, :]  # (S, J)
+        h = self.birth_half_width_mm[None, :]
         for frag, sp, n_f, r_birth in self._spec_inputs:
-            r = r_birth[None, :] - dist
-            alive = (dist >= 0) & (r > 0)
-            e = sp.range_energy.energy_mev_u(np.maximum(r, 0.0))
-            b = np.clip(np.searchsorted(edges, e, side="right") - 1, 0, n_b - 1)
-            w = n_f[None, :] * np.exp(-sp.sigma_reaction_per_mm * np.maximum(dist, 0)) * alive
-            rows = np.repeat(np.arange(depth_mm.size), self.birth_z.size)
-            flat = np.bincount(rows * n_b + b.ravel(), weights=w.ravel(),
-                               minlength=depth_mm.size * n_b)
-            out[:, frag.z - 1, :] += flat.reshape(depth_mm.size, n_b)
+            r_c = r_birth[None, :] - dist
+            lo = (r_c - h)[:, :, None]
+            hi = np.minimum(r_c + h, r_birth[None, :])[:, :, None]
+            r_edges = self.gen._bin_edge_ranges_mm(sp)
+            overlap = (np.minimum(hi, r_edges[None, None, 1:])
+                       - np.maximum(lo, r_edges[None, None, :-1]))
+            frac = np.maximum(overlap, 0.0) / (2.0 * h[:, :, None])  # (S, J, B)
+            surv = np.exp(-sp.sigma_reaction_per_mm * np.maximum(dist, 0.0))
+            w = n_f[None, :] * surv  # (S, J)
+            out[:, frag.z - 1, :] += np.einsum("sj,sjb->sb", w, frac)
         return out
 
 
