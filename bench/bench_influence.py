@@ -38,9 +38,9 @@ from planning.dose_engine import (  # noqa: E402
     Beam,
     DoseEngineSettings,
     DoseGrid,
-    build_influence,
     place_spots,
 )
+from planning.engine import build_influence  # noqa: E402
 
 CT_SHAPE = (129, 167, 167)
 CT_SPACING = (2.5, 3.0, 3.0)

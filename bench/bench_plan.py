@@ -5,11 +5,12 @@ mMKM, 60 Gy(RBE) / 20 fx for LEM I) and the TG-119-sized phantom of bench/bench_
 (C-shaped target around a cylindrical core, 167 x 167 x 129 voxels at 3 x 3 x 2.5 mm, gantry
 90/270, 5 mm spots, 3 mm grid, dose inside the body cylinder). Each run is a fresh subprocess, so
 its peak RSS (``resource.getrusage``) is its own. Prints target D95 and D5 (% of the
-prescription), seconds for the influence build, the optimization and the whole plan, the
-influence entries and MiB, and the peak RSS.
+prescription), seconds for the optimizer's influence build, the optimization, the forward dose
+and the whole plan, the influence entries and MiB, the peak RSS and, on a GPU, the memory CuPy's
+pool holds at the end (about the device peak).
 
 Run: ``python bench/bench_plan.py [--case demo|tg119|all] [--model mkm|lem1|all]
-[--cutoff 0.99] [--layer-spacing 2] [--device cpu]``.
+[--cutoff 0.99] [--layer-spacing 2] [--device cpu] [--json OUT.json]``.
 """
 
 from __future__ import annotations
@@ -76,9 +77,21 @@ def run_one(case: str, model: str, cutoff: float, layer_spacing: float, device: 
             "spots": rep["spots"], "nnz": rep["influence_nnz"], "mib": rep["influence_mib"],
             "d95": 100 * ptv["d95_gy_rbe"] / dose, "d5": 100 * ptv["d5_gy_rbe"] / dose,
             "influence_s": rep["timings_s"]["dose_influence"],
-            "optimization_s": rep["timings_s"]["optimization"], "total_s": seconds,
-            "iterations": rep["iterations"],
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "optimization_s": rep["timings_s"]["optimization"],
+            "forward_s": rep["timings_s"]["forward_dose"], "total_s": seconds,
+            "iterations": rep["iterations"], "device": rep["device"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "gpu_pool_mb": _gpu_pool_mb(rep["device"])}
+
+
+def _gpu_pool_mb(device: str) -> float:
+    """Bytes CuPy's memory pool holds after the plan: its blocks are kept, so this is about the
+    peak of device memory in use at once (0 on the CPU)."""
+    if device != "gpu":
+        return 0.0
+    import cupy
+
+    return cupy.get_default_memory_pool().total_bytes() / 2**20
 
 
 def main() -> None:
@@ -88,6 +101,7 @@ def main() -> None:
     ap.add_argument("--cutoff", type=float, default=0.99)
     ap.add_argument("--layer-spacing", type=float, default=2.0)
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "gpu"])
+    ap.add_argument("--json", help="also write the results to this JSON file")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -98,9 +112,10 @@ def main() -> None:
     models = ["mkm", "lem1"] if args.model == "all" else [args.model]
     head = (f"{'case':6} {'model':5} {'cut':>6} {'layer':>5} {'spots':>6} {'nonzeros':>12} "
             f"{'MiB':>6} {'D95 %':>6} {'D5 %':>6} {'infl s':>7} {'opt s':>6} {'iter':>4} "
-            f"{'total s':>7} {'peakRSS MB':>10}")
+            f"{'fwd s':>6} {'total s':>7} {'peakRSS MB':>10} {'GPU MB':>7}")
     print(head)
     print("-" * len(head))
+    results = []
     for case in cases:
         for model in models:
             cmd = [sys.executable, __file__, "--child", "--case", case, "--model", model,
@@ -111,11 +126,14 @@ def main() -> None:
                 print(f"{case:6} {model:5} failed: {out.stderr.strip().splitlines()[-1:]}")
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
+            results.append(r)
             print(f"{case:6} {model:5} {r['cutoff']:>6.3f} {r['layer_spacing']:>5.1f} "
                   f"{r['spots']:>6} {r['nnz']:>12,} {r['mib']:>6.0f} {r['d95']:>6.1f} "
-                  f"{r['d5']:>6.1f} {r['influence_s']:>7.1f} {r['optimization_s']:>6.1f} "
-                  f"{r['iterations']:>4} {r['total_s']:>7.1f} {r['peak_rss_mb']:>10.0f}",
-                  flush=True)
+                  f"{r['d5']:>6.1f} {r['influence_s']:>7.2f} {r['optimization_s']:>6.2f} "
+                  f"{r['iterations']:>4} {r['forward_s']:>6.2f} {r['total_s']:>7.2f} "
+                  f"{r['peak_rss_mb']:>10.0f} {r['gpu_pool_mb']:>7.0f}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -138,6 +138,14 @@ def namespace_for(device: str) -> ModuleType:
     return with_standard_names(cupy)
 
 
+def cupy_module() -> ModuleType:
+    """The CuPy module, for the GPU kernels (raises DeviceUnavailableError without a device)."""
+    cupy, reason = _cupy_with_device()
+    if cupy is None:
+        raise DeviceUnavailableError(f"the GPU kernels need CuPy and a CUDA device: {reason}")
+    return cupy
+
+
 def array_namespace(*arrays: Any) -> Any:
     """The common array namespace of the given arrays (Python scalars and None are skipped).
 

@@ -30,10 +30,10 @@ from planning.dose_engine import (
     DoseEngineSettings,
     DoseGrid,
     SpotMap,
-    build_influence,
     forward_dose,
     place_spots,
 )
+from planning.engine import build_influence
 from planning.hlut import HlutCurve, default_hlut
 from planning.machine import Machine, load_machine
 from planning.patient import Patient

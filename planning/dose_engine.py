@@ -1,47 +1,27 @@
-"""Pencil-beam dose engine: spot placement, dose-influence matrices and forward dose.
+"""Plan state of the pencil-beam dose engine, water-equivalent depth and spot placement.
 
-This module orchestrates the kernels (:mod:`kernels.wepl`, :mod:`kernels.influence`) for the
-CLI and the GUI. Frames and units follow :mod:`planning.geometry`: positions in LPS mm, volumes
-indexed ``(z, y, x)``; spot positions ``(u, v)`` in mm on the isocentre plane of the beam's-eye
-view; spot weights in units of 10^6 primary ions.
+Frames and units follow :mod:`planning.geometry`: positions in LPS mm, volumes indexed
+``(z, y, x)``; spot positions ``(u, v)`` in mm on the isocentre plane of the beam's-eye view;
+spot weights in units of 10^6 primary ions.
 
 Influence matrices
 ------------------
-:func:`build_influence` returns :class:`DoseInfluence`: a SciPy CSR matrix of float32 doses
-(Gy per 10^6 primaries) with one row per dose-grid voxel, in C order of the ``(z, y, x)`` grid
-(row = flat index), and one column per spot: the spots of ``spot_maps[0]`` in their order, then
-those of ``spot_maps[1]``, and so on. Further CSR matrices share the same ``indices`` and
-``indptr`` arrays: LET x dose (keV/um x Gy; optional, ``DoseEngineSettings.store_let_dose``),
-so LETd of a plan is ``(L @ w) / (D @ w)``, and, when the depth tables of an RBE model are given,
-one matrix per model quantity ``q_k`` holding ``dose x q_k`` (the dose-weighted sums S_k of
-:mod:`planning.rbe.models`). Rows of voxels outside the calculation region are empty.
-
-The build makes two passes. The first counts the entries of every row (index arithmetic per
-window row, no pair is visited), which fixes the CSR row pointers and, per row, where each
-beam's entries start. The second evaluates the pencil beams and writes every entry straight to
-its final place: no concatenation, no sort, so the peak memory is the result (4 bytes per entry
-for the shared column indices plus 4 per stored quantity: 12 for dose and LET x dose, 16 with
-the one quantity of mMKM, 20 with the two of LEM I) plus bounded per-thread work buffers.
-The work items are blocks of a beam's voxels (in WEPL order): a block runs all layers of its
-beam, in column order, and owns its rows within that beam's part of each row, so blocks are
-independent; on the CPU they run in a thread pool (NumPy releases the GIL in its loops).
-Within a row, entries come in column order when each layer's spots are consecutive columns in
-row-major lattice order (as :func:`place_spots` makes them); the matrices then carry
-``has_sorted_indices``.
-
-On the GPU (CuPy) the same kernels run on the device, one block after the other, and the
-finished arrays are copied to the host, so the result is always a SciPy matrix (the optimizer
-runs on the host; a GPU-resident copy is one ``cupyx.scipy.sparse.csr_matrix`` call away).
+:class:`DoseInfluence` (made by :class:`planning.engine.PlanningEngine`) holds a SciPy CSR matrix
+of float32 doses (Gy per 10^6 primaries) with one row per dose-grid voxel, in C order of the
+``(z, y, x)`` grid (row = flat index), and one column per spot: the spots of ``spot_maps[0]`` in
+their order, then those of ``spot_maps[1]``, and so on. Further CSR matrices share the same
+``indices`` and ``indptr`` arrays: LET x dose (keV/um x Gy; optional), so LETd of a plan is
+``(L @ w) / (D @ w)``, and, when the depth tables of an RBE model are given, one matrix per model
+quantity ``q_k`` holding ``dose x q_k`` (the dose-weighted sums S_k of
+:mod:`planning.rbe.models`). Rows of voxels outside the calculation region are empty. Within a
+row, entries come beam by beam, layer by layer, and within a layer in row-major lattice order.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
-import os
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,22 +32,11 @@ from numpy.typing import ArrayLike, NDArray
 from kernels import backend
 from kernels.influence import (
     DEFAULT_CHUNK_CANDIDATES,
-    BeamVoxels,
-    LayerPlan,
-    LayerSetup,
-    PencilBeamTables,
-    beam_voxels,
-    chunk_pairs,
-    count_pairs,
-    plan_layer,
-    prepare_layer,
 )
-from kernels.wepl import sample_volume, sample_wepl, wepl_cube
-from planning.errors import DeviceError, MachineError, PlanningError
+from kernels.wepl import sample_wepl, wepl_cube
+from planning.errors import DeviceError, PlanningError
 from planning.geometry import BeamFrame, beam_frame, lps_to_bev, voxel_centers_lps
-from planning.machine import MEV_PER_G_TO_GY, Machine, pencil_beam_data, per_depth_at_energy
-from planning.progress import CancelToken, ProgressCallback, report
-from planning.rbe.tables import DepthTables
+from planning.machine import MEV_PER_G_TO_GY, Machine
 
 log = logging.getLogger(__name__)
 
@@ -416,7 +385,7 @@ def resolve_device(device: str) -> str:
         raise PlanningError(str(exc)) from None
 
 
-def _check_volume(rsp_volume: ArrayLike, ct_grid: DoseGrid) -> NDArray[np.float32]:
+def check_volume(rsp_volume: ArrayLike, ct_grid: DoseGrid) -> NDArray[np.float32]:
     rsp = np.asarray(rsp_volume, dtype=np.float32)
     if rsp.shape != tuple(ct_grid.shape):
         raise PlanningError(f"the RSP volume has shape {rsp.shape} but its grid says "
@@ -429,7 +398,7 @@ def _check_volume(rsp_volume: ArrayLike, ct_grid: DoseGrid) -> NDArray[np.float3
     return rsp
 
 
-def _wepl_points(xp: Any, rsp_x: Any, ct_grid: DoseGrid, frame: BeamFrame, points: Any,
+def wepl_at_points(xp: Any, rsp_x: Any, ct_grid: DoseGrid, frame: BeamFrame, points: Any,
                  step_mm: float | None) -> Any:
     cube = wepl_cube(rsp_x, ct_grid.spacing_mm, ct_grid.origin_mm, frame.direction,
                      frame.u_axis, frame.v_axis, depth_step_mm=step_mm)
@@ -465,12 +434,12 @@ def compute_wepl(
         WEPL in mm from the entry into the RSP volume's bounding box.
     """
     settings = settings or DoseEngineSettings()
-    rsp = _check_volume(rsp_volume, ct_grid)
+    rsp = check_volume(rsp_volume, ct_grid)
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 3:
         raise PlanningError(f"points must have shape (N, 3), got {pts.shape}")
     xp = backend.namespace_for(resolve_device(settings.device))
-    w = _wepl_points(xp, xp.asarray(rsp), ct_grid, beam.frame, xp.asarray(pts),
+    w = wepl_at_points(xp, xp.asarray(rsp), ct_grid, beam.frame, xp.asarray(pts),
                      settings.wepl_step_mm)
     return backend.to_numpy(w).astype(np.float32, copy=False)
 
@@ -664,380 +633,6 @@ def select_layer_energies(peak_depth_mm: ArrayLike, first: int, last: int,
         else:
             picked.append(first)
     return np.asarray(picked[::-1], dtype=np.int64)
-
-
-# --------------------------------------------------------------------------- influence
-
-
-@dataclass(frozen=True)
-class _BeamWork:
-    """One beam's voxels and its layers, in increasing order of their spots' columns."""
-
-    beam: int
-    voxels: BeamVoxels
-    layers: tuple[LayerSetup, ...]
-    first_column: tuple[int, ...]  # smallest column of each layer
-    row_major: tuple[bool, ...]  # columns consecutive, in row-major lattice order
-
-
-def _layer_tables(machine: Machine, energy: float, where: str,
-                  model_tables: DepthTables | None = None) -> PencilBeamTables:
-    try:
-        pb = pencil_beam_data(machine, energy)
-        quantities = () if model_tables is None else tuple(
-            per_depth_at_energy(machine, v, energy) for v in model_tables.values)
-    except MachineError as exc:
-        raise PlanningError(f"{where}: {exc.reason}") from None
-    return PencilBeamTables(
-        depth_mm=pb.depth_mm, idd=pb.idd_mev_cm2_per_g, sigma_core_mm=pb.sigma_core_mm,
-        sigma_halo_mm=pb.sigma_halo_mm, halo_weight=pb.halo_weight,
-        letd_kev_um=pb.letd_kev_um, sigma_air_mm=pb.spot_sigma_air_mm,
-        model_quantities=quantities,
-    )
-
-
-def _calc_rows(xp: Any, rsp_x: Any, ct_grid: DoseGrid, dose_grid: DoseGrid,
-               calc_mask: ArrayLike | None, min_rsp: float) -> NDArray[np.bool_]:
-    if calc_mask is not None:
-        mask = np.asarray(calc_mask, dtype=bool)
-        if mask.shape != tuple(dose_grid.shape):
-            raise PlanningError(f"calculation mask has shape {mask.shape}, expected the dose "
-                                f"grid {tuple(dose_grid.shape)}")
-        return mask
-    centres = xp.asarray(dose_grid.voxel_centers_lps())
-    rsp_at = backend.to_numpy(sample_volume(rsp_x, ct_grid.spacing_mm, ct_grid.origin_mm,
-                                            centres))
-    return (rsp_at >= min_rsp).reshape(dose_grid.shape)
-
-
-def _spot_table(spot_maps: Sequence[SpotMap]) -> SpotTable:
-    return SpotTable(
-        beam=np.concatenate([np.full(s.n_spots, b, dtype=np.int64)
-                             for b, s in enumerate(spot_maps)]),
-        layer=np.concatenate([np.asarray(s.layer, dtype=np.int64) for s in spot_maps]),
-        energy_mev_u=np.concatenate([np.asarray(s.energy_mev_u, dtype=np.float64)
-                                     for s in spot_maps]),
-        u_mm=np.concatenate([np.asarray(s.u_mm, dtype=np.float64) for s in spot_maps]),
-        v_mm=np.concatenate([np.asarray(s.v_mm, dtype=np.float64) for s in spot_maps]),
-    )
-
-
-def _check_energies(machine: Machine, beam: Beam, spots: SpotMap) -> None:
-    lo, hi = machine.energy_range_mev_u
-    e = np.asarray(spots.energy_mev_u)
-    bad = (e < lo - 1e-9) | (e > hi + 1e-9)
-    if np.any(bad):
-        raise PlanningError(
-            f"{beam.label}: {int(bad.sum())} spots have energies outside the range "
-            f"{lo:g}-{hi:g} MeV/u of machine '{machine.name}' (e.g. {e[bad][0]:g} MeV/u)")
-
-
-def build_influence(
-    machine: Machine,
-    rsp_volume: ArrayLike,
-    ct_grid: DoseGrid,
-    dose_grid: DoseGrid,
-    beams: Sequence[Beam],
-    spot_maps: Sequence[SpotMap],
-    settings: DoseEngineSettings | None = None,
-    *,
-    calc_mask: ArrayLike | None = None,
-    model_tables: DepthTables | None = None,
-    progress: ProgressCallback | None = None,
-    cancel: CancelToken | None = None,
-) -> DoseInfluence:
-    """Dose, LET x dose and model-quantity x dose influence matrices of all beams' spots.
-
-    Parameters
-    ----------
-    machine : Machine
-        Beam data.
-    rsp_volume : (nz, ny, nx) float array
-        Relative stopping power on ``ct_grid``.
-    ct_grid : DoseGrid
-        Geometry of ``rsp_volume``.
-    dose_grid : DoseGrid
-        Grid of the rows of the matrices.
-    beams : sequence of Beam
-        The beams.
-    spot_maps : sequence of SpotMap
-        The spots of each beam, same length as ``beams``.
-    settings : DoseEngineSettings, optional
-        Cut-off, device, threads.
-    calc_mask : (nz, ny, nx) bool array on ``dose_grid``, optional
-        Voxels to compute (e.g. the body contour). By default, voxels whose RSP is at least
-        ``settings.min_rsp_for_dose``.
-    model_tables : DepthTables, optional
-        Dose-averaged RBE-model quantities of ``machine`` per energy and depth
-        (:func:`planning.rbe.depth_tables`); each gives a matrix of ``dose x q_k``, the
-        quantity interpolated to the layer energy like the LETd table.
-    progress : callable, optional
-        ``progress(fraction, stage)``.
-    cancel : CancelToken, optional
-        Checked between work items; raises :class:`planning.progress.OperationCancelled`.
-
-    Returns
-    -------
-    DoseInfluence
-        See the module docstring for the layout.
-
-    Raises
-    ------
-    PlanningError
-        For inconsistent input or when no spot reaches any voxel.
-    DeviceError
-        When the GPU is requested and unavailable.
-    """
-    settings = settings or DoseEngineSettings()
-    if model_tables is not None and any(
-            np.shape(v) != machine.depth_mm.shape for v in model_tables.values):
-        raise PlanningError(f"the RBE depth tables ({model_tables.model_description}) do not "
-                            f"match machine '{machine.name}': make them from this machine")
-    if len(beams) == 0 or len(beams) != len(spot_maps):
-        raise PlanningError(f"need one spot map per beam; got {len(beams)} beams and "
-                            f"{len(spot_maps)} spot maps")
-    rsp = _check_volume(rsp_volume, ct_grid)
-    for beam, sm in zip(beams, spot_maps, strict=True):
-        if sm.n_spots == 0:
-            raise PlanningError(f"{beam.label}: the spot map has no spots")
-        _check_energies(machine, beam, sm)
-    device = resolve_device(settings.device)
-    xp = backend.namespace_for(device)
-    n_threads = 1 if device == "gpu" else (settings.n_threads or os.cpu_count() or 1)
-    run = _Run(xp, settings, progress, cancel, model_tables)
-
-    rsp_x = xp.asarray(rsp)
-    run.report(0.0, "selecting voxels")
-    mask = _calc_rows(xp, rsp_x, ct_grid, dose_grid, calc_mask, settings.min_rsp_for_dose)
-    if not mask.any():
-        raise PlanningError("the dose calculation region is empty")
-    with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        work = _beam_work(run, pool, machine, rsp_x, ct_grid, dose_grid, np.flatnonzero(mask),
-                          beams, spot_maps)
-        blocks = [(bw, start, min(start + settings.block_voxels, bw.voxels.n))
-                  for bw in work for start in range(0, bw.voxels.n, settings.block_voxels)]
-        n_model = 0 if model_tables is None else len(model_tables.values)
-        csr = _CsrAssembly.allocate(xp, _count_rows(run, pool, blocks, work,
-                                                    dose_grid.n_voxels),
-                                    let=settings.store_let_dose, n_model=n_model)
-        _write_entries(run, pool, blocks, csr)
-    if not csr.complete:
-        raise RuntimeError("influence matrix assembly is inconsistent (counts differ between "
-                           "passes); please report this as a bug")
-    run.report(0.98, "building sparse matrices")
-    n_spots = sum(s.n_spots for s in spot_maps)
-    dose_m, let_m, model_m = csr.to_scipy((dose_grid.n_voxels, n_spots),
-                                          sorted_rows=_rows_sorted(work))
-    run.report(1.0, "done")
-    return DoseInfluence(
-        dose=dose_m, let_dose=let_m, grid=dose_grid, spots=_spot_table(spot_maps),
-        calc_mask=mask, device=device, model_sums=model_m,
-        model_quantity_names=() if model_tables is None else model_tables.quantity_names,
-        model_description="" if model_tables is None else model_tables.model_description)
-
-
-@dataclass(frozen=True)
-class _Run:
-    """What every step of one influence build needs: namespace, settings, progress, cancel."""
-
-    xp: Any
-    settings: DoseEngineSettings
-    progress: ProgressCallback | None
-    cancel: CancelToken | None
-    model_tables: DepthTables | None = None
-
-    def report(self, fraction: float, stage: str) -> None:
-        report(self.progress, fraction, stage)
-
-    def check(self) -> None:
-        if self.cancel is not None:
-            self.cancel.raise_if_cancelled("influence matrix calculation")
-
-    def plans(self, bw: _BeamWork, start: int, stop: int) -> Iterator[LayerPlan]:
-        """The plans of all layers of a beam on one block of its voxels, in column order."""
-        for layer in bw.layers:
-            self.check()
-            plan = plan_layer(bw.voxels, layer, start=start, stop=stop,
-                              chunk_candidates=self.settings.chunk_candidates)
-            if plan is not None:
-                yield plan
-
-
-_Block = tuple[_BeamWork, int, int]
-
-
-def _beam_work(
-    run: _Run, pool: ThreadPoolExecutor, machine: Machine, rsp_x: Any, ct_grid: DoseGrid,
-    dose_grid: DoseGrid, rows: IntArray, beams: Sequence[Beam], spot_maps: Sequence[SpotMap],
-) -> list[_BeamWork]:
-    """Per beam (in parallel): WEPL and lattice coordinates of the voxels, layer set-ups."""
-    xp = run.xp
-    centres = dose_grid.voxel_centers_lps(rows)
-    rows_x = xp.asarray(rows.astype(np.int64))
-    centres_x = xp.asarray(centres)
-    offsets = np.cumsum([0] + [s.n_spots for s in spot_maps])
-
-    def prepare(b: int) -> _BeamWork:
-        run.check()
-        beam, sm = beams[b], spot_maps[b]
-        frame = beam.frame
-        wepl = _wepl_points(xp, rsp_x, ct_grid, frame, centres_x, run.settings.wepl_step_mm)
-        bev = xp.asarray(lps_to_bev(centres, beam.isocenter_mm, frame))
-        vox = beam_voxels(rows_x, bev[:, 0], bev[:, 1], bev[:, 2], wepl,
-                          lattice_spacing_mm=sm.spacing_mm,
-                          lattice_origin_mm=sm.lattice_origin_mm, sad_mm=machine.sad_mm)
-        iu, iv = sm.lattice_indices()
-        layer = np.asarray(sm.layer)
-        setups = []
-        for lay in np.unique(layer):
-            sel = np.flatnonzero(layer == lay)
-            width = int(iu[sel].max() - iu[sel].min()) + 2
-            key = (iv[sel] - iv[sel].min()) * width + (iu[sel] - iu[sel].min())
-            if np.unique(key).size != sel.size:
-                raise PlanningError(f"{beam.label}: layer {lay} has two spots at the same "
-                                    "position")
-            energy = float(np.asarray(sm.energy_mev_u)[sel[0]])
-            tables = _layer_tables(machine, energy, f"{beam.label}, layer {lay}",
-                                   run.model_tables)
-            setup = prepare_layer(iu[sel], iv[sel], tables, spot_ids=sel + offsets[b],
-                                  cutoff_fraction=run.settings.lateral_cutoff_fraction,
-                                  dose_scale=DOSE_SCALE_GY, xp=xp)
-            row_major = bool(np.all(np.diff(key) > 0) and np.all(np.diff(sel) == 1))
-            setups.append((int(sel[0] + offsets[b]), setup, row_major))
-        setups.sort(key=lambda t: t[0])
-        return _BeamWork(b, vox, tuple(t[1] for t in setups), tuple(t[0] for t in setups),
-                         tuple(t[2] for t in setups))
-
-    run.report(0.02, "water-equivalent depth")
-    work = []
-    for b, bw in enumerate(pool.map(prepare, range(len(beams)))):
-        work.append(bw)
-        run.report(0.02 + 0.08 * (b + 1) / len(beams), "water-equivalent depth")
-    return work
-
-
-def _count_rows(run: _Run, pool: ThreadPoolExecutor, blocks: Sequence[_Block],
-                work: Sequence[_BeamWork], n_rows: int) -> list[Any]:
-    """First pass: entries of every row per beam, returned as cumulative row offsets.
-
-    Returns ``offsets`` with ``offsets[b][r]`` = entries of row ``r`` from beams before ``b``
-    (``offsets[n_beams]`` = all entries of the row), int32.
-    """
-    xp = run.xp
-
-    def count(block: _Block) -> Any:
-        bw, start, stop = block
-        local = xp.zeros((stop - start,), dtype=xp.int32)
-        for plan in run.plans(bw, start, stop):
-            local[plan.voxel - start] += xp.astype(count_pairs(plan), xp.int32)
-        return local
-
-    per_beam = [xp.zeros((n_rows,), dtype=xp.int32) for _ in work]
-    run.report(0.1, "counting entries")
-    for i, (block, local) in enumerate(zip(blocks, pool.map(count, blocks), strict=True)):
-        bw, start, stop = block
-        per_beam[bw.beam][bw.voxels.index[start:stop]] = local  # rows of a beam are distinct
-        run.report(0.1 + 0.1 * (i + 1) / len(blocks), "counting entries")
-    offsets = [xp.zeros((n_rows,), dtype=xp.int32)]
-    for counts in per_beam:
-        offsets.append(offsets[-1] + counts)
-    return offsets
-
-
-def _write_entries(run: _Run, pool: ThreadPoolExecutor, blocks: Sequence[_Block],
-                   csr: _CsrAssembly) -> None:
-    """Second pass: every block evaluates all its beam's layers and writes them in place.
-
-    Blocks of one beam have distinct rows and each beam writes after the entries of the beams
-    before it, so blocks are independent and run in parallel.
-    """
-    done = 0
-    for ok in pool.map(lambda block: csr.write_block(run, *block), blocks):
-        csr.complete &= ok
-        done += 1
-        run.report(0.2 + 0.78 * done / len(blocks), "computing pencil beams")
-
-
-class _CsrAssembly:
-    """CSR arrays allocated from the row counts and filled in place, block by block."""
-
-    def __init__(self, xp: Any, offsets: list[Any], *, let: bool, n_model: int) -> None:
-        self.xp = xp
-        self.offsets = offsets
-        self.indptr = xp.cumulative_sum(xp.astype(offsets[-1], xp.int64), include_initial=True)
-        nnz = int(self.indptr[-1])
-        if nnz == 0:
-            raise PlanningError("no spot deposits dose in the calculation region: check the "
-                                "isocentre, the spot positions and the calculation mask")
-        log.info("influence matrix: %d rows, %d entries", int(offsets[-1].shape[0]), nnz)
-        self.data = xp.empty((nnz,), dtype=xp.float32)
-        self.let_data = xp.empty((nnz,), dtype=xp.float32) if let else None
-        self.model_data = [xp.empty((nnz,), dtype=xp.float32) for _ in range(n_model)]
-        self.indices = xp.empty((nnz,), dtype=xp.int32)
-        self.complete = True
-
-    @classmethod
-    def allocate(cls, xp: Any, offsets: list[Any], *, let: bool = True, n_model: int = 0
-                 ) -> _CsrAssembly:
-        return cls(xp, offsets, let=let, n_model=n_model)
-
-    def write_block(self, run: _Run, bw: _BeamWork, start: int, stop: int) -> bool:
-        """Evaluate all layers of a beam on a block and write their entries.
-
-        Returns True when every row of the block received exactly its counted entries.
-        """
-        xp = self.xp
-        rows = bw.voxels.index[start:stop]
-        fill = xp.take(self.indptr, rows) + xp.astype(xp.take(self.offsets[bw.beam], rows),
-                                                     xp.int64)
-        for plan in run.plans(bw, start, stop):
-            local = plan.voxel - start
-            for chunk in plan.chunks:
-                at = local[chunk.start:chunk.stop]
-                row_start = xp.take(fill, at)
-                pairs = chunk_pairs(plan, chunk, row_start=row_start,
-                                    let=self.let_data is not None)
-                self.data[pairs.dest] = pairs.dose
-                if self.let_data is not None:
-                    self.let_data[pairs.dest] = pairs.let_dose
-                for out, values in zip(self.model_data, pairs.model_dose, strict=True):
-                    out[pairs.dest] = values
-                self.indices[pairs.dest] = pairs.spot
-                fill[at] = row_start + pairs.counts
-        end = xp.take(self.indptr, rows) + xp.astype(xp.take(self.offsets[bw.beam + 1], rows),
-                                                    xp.int64)
-        return bool(xp.all(fill == end))
-
-    def to_scipy(self, shape: tuple[int, int], *, sorted_rows: bool
-                 ) -> tuple[sp.csr_array, sp.csr_array | None, tuple[sp.csr_array, ...]]:
-        """Host SciPy matrices (dose, LET x dose or None, model sums) sharing read-only
-        index arrays."""
-        nnz = int(self.indptr[-1])
-        idx_dtype = np.int32 if max(nnz, shape[1]) < 2**31 - 1 else np.int64
-        indptr = backend.to_numpy(self.indptr).astype(idx_dtype)
-        indices = backend.to_numpy(self.indices).astype(idx_dtype, copy=False)
-        # Read-only, so that an in-place operation on one matrix (eliminate_zeros,
-        # sort_indices...) fails instead of silently corrupting the other.
-        indices.flags.writeable = False
-        indptr.flags.writeable = False
-        def matrix(data: Any) -> sp.csr_array:
-            m = sp.csr_array((backend.to_numpy(data), indices, indptr), shape=shape, copy=False)
-            if sorted_rows:
-                m.has_sorted_indices = True
-            return m
-
-        let_m = None if self.let_data is None else matrix(self.let_data)
-        return matrix(self.data), let_m, tuple(matrix(d) for d in self.model_data)
-
-
-def _rows_sorted(work: Sequence[_BeamWork]) -> bool:
-    """True when the entries of every row come out in increasing column order.
-
-    That holds when each layer's spots are consecutive columns in row-major lattice order,
-    since layers are written in increasing column order and beams one after the other.
-    """
-    return all(all(bw.row_major) for bw in work) and all(
-        a.first_column[-1] < b.first_column[0] for a, b in itertools.pairwise(work))
 
 
 # --------------------------------------------------------------------------- forward dose

@@ -2,7 +2,7 @@
 
 Centres that prescribe in mMKM (NIRS/QST and the Japanese facilities) and in LEM I (European
 facilities) cannot compare Gy(RBE) directly. :func:`exchange_view` evaluates one set of spot
-weights under both models: one influence build carries the depth tables of both models
+weights under both models: one forward pass carries the depth tables of both models
 (mMKM: ``z1d_star_gy``; LEM I: ``alpha_gy``, ``sqrt_beta_gy``), the RBE-weighted dose of each
 model is computed per fraction (where the models apply) and scaled to the whole plan, and the
 voxel-wise ratio LEM I / mMKM is given.
@@ -15,7 +15,6 @@ steeply towards low doses per fraction (3.09 at 0.24 Gy(RBE)).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from planning.dose_engine import Beam, DoseEngineSettings, DoseGrid, SpotMap, build_influence
+from planning.dose_engine import Beam, DoseEngineSettings, DoseGrid, SpotMap
+from planning.engine import PlanningEngine
 from planning.errors import PlanningError
 from planning.evaluation import dose_at_volume
 from planning.machine import Machine
@@ -83,8 +83,8 @@ def exchange_view(machine: Machine, rsp: ArrayLike, ct_grid: DoseGrid, dose_grid
                   weights_per_fraction: ArrayLike, n_fractions: int, *,
                   calc_mask: ArrayLike | None = None, mkm: MkmModel | None = None,
                   lem: LemModel | None = None, settings: DoseEngineSettings | None = None,
-                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None
-                  ) -> ExchangeView:
+                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                  engine: PlanningEngine | None = None) -> ExchangeView:
     """RBE-weighted dose of one plan under mMKM and LEM I and their voxel-wise ratio.
 
     Parameters
@@ -102,13 +102,15 @@ def exchange_view(machine: Machine, rsp: ArrayLike, ct_grid: DoseGrid, dose_grid
     n_fractions : int
         Number of fractions (totals are per-fraction doses x ``n_fractions``).
     calc_mask : (nz, ny, nx) bool array on ``dose_grid``, optional
-        Voxels to compute (see :func:`planning.dose_engine.build_influence`).
+        Voxels to compute (see :class:`planning.engine.PlanningEngine`).
     mkm, lem : MkmModel, LemModel, optional
         The models (defaults: ``MkmModel()``, ``LemModel()``).
     settings : DoseEngineSettings, optional
         Dose engine settings; LET x dose is never stored here.
     progress, cancel : optional
-        Progress callback and cancel token of the influence build.
+        Progress callback and cancel token of the forward pass.
+    engine : PlanningEngine, optional
+        An engine of this geometry to reuse (else one is made from the arguments).
 
     Returns
     -------
@@ -126,17 +128,16 @@ def exchange_view(machine: Machine, rsp: ArrayLike, ct_grid: DoseGrid, dose_grid
     if w.shape != (sum(s.n_spots for s in spot_maps),):
         raise PlanningError(f"{w.size} weights for {sum(s.n_spots for s in spot_maps)} spots")
     t_mkm, t_lem = depth_tables(machine, mkm), depth_tables(machine, lem)
-    tables = DepthTables(  # build_influence uses only the values; particles are mMKM's
+    tables = DepthTables(  # the engine uses only the values; particles are mMKM's
         f"{t_mkm.model_description} + {t_lem.model_description}",
         t_mkm.quantity_names + t_lem.quantity_names, t_mkm.values + t_lem.values,
         t_mkm.spectrum_values + t_lem.spectrum_values, t_mkm.particles)
-    settings = dataclasses.replace(settings or DoseEngineSettings(), store_let_dose=False)
-    influence = build_influence(machine, rsp, ct_grid, dose_grid, beams, spot_maps, settings,
-                                calc_mask=calc_mask, model_tables=tables, progress=progress,
-                                cancel=cancel)
-    d = influence.dose @ w
-    sums = tuple(m @ w for m in influence.model_sums)
-    del influence  # free the matrices before the cubes
+    if engine is None:
+        engine = PlanningEngine(machine, rsp, ct_grid, dose_grid, beams, spot_maps, settings,
+                                calc_mask=calc_mask, cancel=cancel)
+    fwd = engine.forward(w, model_tables=tables, with_let=False, progress=progress,
+                         cancel=cancel)
+    d, sums = fwd.dose_gy, fwd.model_sums
     n_mkm = len(mkm.quantity_names)
     mkm_d = np.asarray(mkm.rbe_weighted_dose_from_sums(d, sums[:n_mkm]), dtype=np.float64)
     lem_d = np.asarray(lem.rbe_weighted_dose_from_sums(d, sums[n_mkm:]), dtype=np.float64)

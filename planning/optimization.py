@@ -18,6 +18,11 @@ is A^T (g dRBE/dD) + sum_k B_k^T (g dRBE/dS_k) with g the objective's derivative
 RBE-weighted dose: analytic, no finite differences. scipy's L-BFGS-B keeps the weights >= 0; a
 second pass fixes spots below half the minimum deliverable weight at 0 and bounds the others
 below by that weight, so every delivered spot meets it. The optimization is deterministic.
+
+The problem's matrices may live on a GPU (``OptimizationProblem.device == "gpu"``, matrices
+from :meth:`planning.engine.PlanningEngine.optimization_matrices` with their transposes): the
+products, the RBE model, the objectives and the gradient are then evaluated in CuPy on the
+device, and only the spot weights, the gradient and the objective value cross per evaluation.
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from functools import cached_property
+from typing import Any, Literal
 
 import numpy as np
-import scipy.sparse as sp
 from numpy.typing import NDArray
 from scipy.optimize import minimize
 
+from kernels import backend
 from planning.errors import PlanningError
 from planning.progress import CancelToken, OperationCancelled, ProgressCallback, report
 from planning.rbe import RbeModel
@@ -135,9 +141,11 @@ class OptimizationProblem:
 
     Attributes
     ----------
-    dose : csr (n_rows, n_spots)
-        Physical dose per fraction per weight unit, Gy, in the rows of ``row_voxels``.
-    model_sums : tuple of csr (n_rows, n_spots)
+    dose : matrix (n_rows, n_spots)
+        Physical dose per fraction per weight unit, Gy: anything with ``@`` and ``.T @`` in
+        the namespace of ``device`` (a SciPy sparse matrix, a
+        :class:`kernels.sparse_device.SpotMatrix`).
+    model_sums : tuple of matrices (n_rows, n_spots)
         Dose-weighted model quantities (``model.quantity_names`` order), same rows.
     structure_rows : tuple of (name, int array)
         For each structure, its positions in the rows.
@@ -146,32 +154,58 @@ class OptimizationProblem:
     groups : tuple of RbeGroup
         When given, each group's rows are evaluated with its own model and sums (the groups
         should cover every row; rows in none get 0); ``model`` is then only descriptive.
+    device : {"cpu", "gpu"}
+        Where the matrices are (and the objective is evaluated).
     """
 
-    dose: sp.csr_array
-    model_sums: tuple[sp.csr_array, ...]
+    dose: Any
+    model_sums: tuple[Any, ...]
     structure_rows: tuple[tuple[str, NDArray[np.int64]], ...]
     model: RbeModel
     n_fractions: int
     groups: tuple[RbeGroup, ...] = ()
+    device: str = "cpu"
+
+    @cached_property
+    def xp(self) -> Any:
+        """Array namespace of the device."""
+        return np if self.device == "cpu" else backend.namespace_for(self.device)
+
+    @cached_property
+    def _device_rows(self) -> dict[str, Any]:
+        return {name: self.xp.asarray(rows) for name, rows in self.structure_rows}
+
+    @cached_property
+    def _device_groups(self) -> tuple[Any, ...]:
+        return tuple(self.xp.asarray(g.rows) for g in self.groups)
 
     def rows_of(self, name: str) -> NDArray[np.int64]:
+        """Host row positions of a structure."""
         for n, rows in self.structure_rows:
             if n == name:
                 return rows
         known = ", ".join(n for n, _ in self.structure_rows)
         raise PlanningError(f"no structure named {name!r} in the plan (known: {known})")
 
-    def rbe_dose(self, weights: FloatArray) -> FloatArray:
-        """RBE-weighted dose per fraction in the problem's rows."""
-        d = self.dose @ weights
-        sums = tuple(b @ weights for b in self.model_sums)
+    def device_rows_of(self, name: str) -> Any:
+        """Row positions of a structure in the device's namespace."""
+        self.rows_of(name)  # the error for an unknown name
+        return self._device_rows[name]
+
+    def to_device(self, weights: FloatArray) -> Any:
+        return self.xp.asarray(np.asarray(weights, dtype=np.float64))
+
+    def rbe_dose(self, weights: Any) -> Any:
+        """RBE-weighted dose per fraction in the problem's rows (device namespace)."""
+        w = self.to_device(weights) if isinstance(weights, np.ndarray) else weights
+        d = self.dose @ w
+        sums = tuple(b @ w for b in self.model_sums)
         if not self.groups:
-            return np.asarray(self.model.rbe_weighted_dose_from_sums(d, sums))
-        out = np.zeros_like(d)
-        for g in self.groups:
-            out[g.rows] = g.model.rbe_weighted_dose_from_sums(
-                d[g.rows], tuple(sums[k][g.rows] for k in g.sum_indices))
+            return self.model.rbe_weighted_dose_from_sums(d, sums)
+        out = self.xp.zeros_like(d)
+        for g, rows in zip(self.groups, self._device_groups, strict=True):
+            out[rows] = g.model.rbe_weighted_dose_from_sums(
+                d[rows], tuple(sums[k][rows] for k in g.sum_indices))
         return out
 
 
@@ -187,26 +221,28 @@ class OptimizationResult:
 
 
 def objective_value_and_gradient(
-    objectives: Sequence[Objective], problem: OptimizationProblem, rbe_dose: FloatArray
-) -> tuple[float, FloatArray]:
-    """Objective and its derivative with respect to the RBE-weighted dose of each row."""
+    objectives: Sequence[Objective], problem: OptimizationProblem, rbe_dose: Any
+) -> tuple[float, Any]:
+    """Objective and its derivative with respect to the RBE-weighted dose of each row
+    (arrays in the problem's namespace)."""
+    xp = problem.xp
     total = 0.0
-    grad = np.zeros_like(rbe_dose)
+    grad = xp.zeros_like(rbe_dose)
     for obj in objectives:
-        rows = problem.rows_of(obj.structure)
-        if rows.size == 0:
+        rows = problem.device_rows_of(obj.structure)
+        if rows.shape[0] == 0:
             continue
         d = rbe_dose[rows]
         p = obj.dose_gy_rbe / problem.n_fractions
-        value, g = _penalty(obj, d, p)
+        value, g = _penalty(xp, obj, d, p)
         total += obj.weight * value
-        np.add.at(grad, rows, obj.weight * g)
+        grad[rows] += obj.weight * g  # a structure's rows are distinct
     return total, grad
 
 
 def objective_and_weight_gradient(
-    objectives: Sequence[Objective], problem: OptimizationProblem, weights: FloatArray
-) -> tuple[float, FloatArray]:
+    objectives: Sequence[Objective], problem: OptimizationProblem, weights: Any
+) -> tuple[float, Any]:
     """Objective of spot weights and its analytic gradient (chain rule through the model).
 
     Parameters
@@ -214,63 +250,62 @@ def objective_and_weight_gradient(
     objectives : sequence of Objective
     problem : OptimizationProblem
     weights : (n_spots,) float array
-        Spot weights per fraction, 10^6 primaries.
+        Spot weights per fraction, 10^6 primaries, in the problem's namespace.
 
     Returns
     -------
     value : float
     gradient : (n_spots,) float array
-        ``A^T (g dRBE/dD) + sum_k B_k^T (g dRBE/dS_k)``.
+        ``A^T (g dRBE/dD) + sum_k B_k^T (g dRBE/dS_k)``, in the problem's namespace.
     """
+    xp = problem.xp
     d_phys = problem.dose @ weights
     sums = tuple(b @ weights for b in problem.model_sums)
     if not problem.groups:
-        grad_model = problem.model.rbe_weighted_dose_gradient(d_phys, sums)
-        value, g = objective_value_and_gradient(objectives, problem,
-                                                np.asarray(grad_model.dose_gy_rbe))
-        grad = np.asarray(problem.dose.T @ (g * np.asarray(grad_model.d_dose)),
-                          dtype=np.float64)
-        for b, d_s in zip(problem.model_sums, grad_model.d_sums, strict=True):
-            grad += b.T @ (g * np.asarray(d_s))
+        gm = problem.model.rbe_weighted_dose_gradient(d_phys, sums)
+        value, g = objective_value_and_gradient(objectives, problem, gm.dose_gy_rbe)
+        grad = problem.dose.T @ (g * gm.d_dose)
+        for b, d_s in zip(problem.model_sums, gm.d_sums, strict=True):
+            grad = grad + b.T @ (g * d_s)
         return value, grad
     # Per group: its rows' RBE-weighted dose and derivatives, scattered into full-length
     # per-row factors of the dose and of each model sum (zero outside the group's rows).
-    rbe_dose = np.zeros_like(d_phys)
-    d_dose = np.zeros_like(d_phys)
-    d_sums = [np.zeros_like(d_phys) for _ in problem.model_sums]
-    for grp in problem.groups:
+    rbe_dose = xp.zeros_like(d_phys)
+    d_dose = xp.zeros_like(d_phys)
+    d_sums = [xp.zeros_like(d_phys) for _ in problem.model_sums]
+    for grp, rows in zip(problem.groups, problem._device_groups, strict=True):
         gm = grp.model.rbe_weighted_dose_gradient(
-            d_phys[grp.rows], tuple(sums[k][grp.rows] for k in grp.sum_indices))
-        rbe_dose[grp.rows] = gm.dose_gy_rbe
-        d_dose[grp.rows] = gm.d_dose
+            d_phys[rows], tuple(sums[k][rows] for k in grp.sum_indices))
+        rbe_dose[rows] = gm.dose_gy_rbe
+        d_dose[rows] = gm.d_dose
         for k, d_s in zip(grp.sum_indices, gm.d_sums, strict=True):
-            d_sums[k][grp.rows] = d_s
+            d_sums[k][rows] = d_s
     value, g = objective_value_and_gradient(objectives, problem, rbe_dose)
-    grad = np.asarray(problem.dose.T @ (g * d_dose), dtype=np.float64)
+    grad = problem.dose.T @ (g * d_dose)
     for b, d_s_full in zip(problem.model_sums, d_sums, strict=True):
-        grad += b.T @ (g * d_s_full)
+        grad = grad + b.T @ (g * d_s_full)
     return value, grad
 
 
-def _penalty(obj: Objective, d: FloatArray, p: float) -> tuple[float, FloatArray]:
+def _penalty(xp: Any, obj: Objective, d: Any, p: float) -> tuple[float, Any]:
     """Mean squared penalty of one objective and its per-voxel derivative."""
-    n = d.size
+    n = d.shape[0]
     if obj.kind == "squared_deviation":
         diff = d - p
     elif obj.kind == "min_dose":
-        diff = np.minimum(d - p, 0.0)
+        diff = xp.minimum(d - p, 0.0)
     elif obj.kind == "max_dose":
-        diff = np.maximum(d - p, 0.0)
+        diff = xp.maximum(d - p, 0.0)
     elif obj.kind == "mean_dose":
-        excess = max(float(d.mean()) - p, 0.0)
-        return excess**2, np.full(n, 2.0 * excess / n)
+        excess = max(float(xp.mean(d)) - p, 0.0)
+        return excess**2, xp.full(n, 2.0 * excess / n)
     else:
         assert obj.volume_fraction is not None
-        d_at_volume = float(np.percentile(d, 100.0 * (1.0 - obj.volume_fraction)))
+        d_at_volume = float(xp.percentile(d, 100.0 * (1.0 - obj.volume_fraction)))
         if obj.kind == "max_dvh":
-            diff = np.where((d > p) & (d < d_at_volume), d - p, 0.0)
+            diff = xp.where((d > p) & (d < d_at_volume), d - p, 0.0)
         else:
-            diff = np.where((d < p) & (d > d_at_volume), d - p, 0.0)
+            diff = xp.where((d < p) & (d > d_at_volume), d - p, 0.0)
     return float(diff @ diff) / n, 2.0 * diff / n
 
 
@@ -303,8 +338,8 @@ def optimize_weights(
     budget = settings.max_iterations + max(settings.max_iterations // 3, 1)
 
     def fun(w: FloatArray) -> tuple[float, FloatArray]:
-        value, grad = objective_and_weight_gradient(objectives, problem, w)
-        return value * scale, grad * scale
+        value, grad = objective_and_weight_gradient(objectives, problem, problem.to_device(w))
+        return value * scale, backend.to_numpy(grad).astype(np.float64) * scale
 
     def callback(w: FloatArray) -> None:
         state["iterations"] += 1
@@ -338,15 +373,16 @@ def _initial_weights(problem: OptimizationProblem, target: str, dose_per_fractio
                      ) -> FloatArray:
     """Uniform weights scaled (by bisection, the RBE-weighted dose being monotonic in a common
     scale factor) so the target's mean RBE-weighted dose equals the prescription."""
-    rows = problem.rows_of(target)
-    if rows.size == 0:
+    if problem.rows_of(target).size == 0:
         raise PlanningError(f"target {target!r} has no voxels on the dose grid")
+    rows = problem.device_rows_of(target)
+    xp = problem.xp
     ones = np.ones(problem.dose.shape[1])
-    if float(np.mean((problem.dose @ ones)[rows])) <= 0:
+    if float(xp.mean((problem.dose @ problem.to_device(ones))[rows])) <= 0:
         raise PlanningError(f"the spots deliver no dose to the target {target!r}")
 
     def mean_target(scale: float) -> float:
-        return float(np.mean(problem.rbe_dose(scale * ones)[rows]))
+        return float(xp.mean(problem.rbe_dose(scale * ones)[rows]))
 
     lo, hi = 0.0, 1.0
     while mean_target(hi) < dose_per_fraction:

@@ -35,16 +35,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from kernels.sparse_device import SpotMatrix
 from planning.atomic import atomic_write_text
 from planning.dose_engine import (
     Beam,
     DoseEngineSettings,
     DoseGrid,
-    DoseInfluence,
-    build_influence,
     place_spots,
     resolve_device,
 )
+from planning.engine import PlanningEngine
 from planning.errors import InputError, PlanningError
 from planning.exchange import (
     ExchangeView,
@@ -306,32 +306,37 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
         rows_by_name[name] = structure_rows(s.mask.to_dense(), ct_grid, dose_grid)
     objectives = [Objective(patient.structure_set.get(o.structure).name, o.kind, o.dose_gy_rbe,
                             o.weight, o.volume_fraction) for o in objectives]
-    # The optimizer only needs the rows of structures with objectives: the matrices are built
-    # there (without LET), and the whole-body cubes come from a forward pass afterwards.
-    objective_mask = np.zeros(dose_grid.n_voxels, dtype=bool)
-    for objective_rows in rows_by_name.values():
-        objective_mask[objective_rows] = True
+    # One engine (its WEPL, spot lattices and layers on the device) serves the optimizer's
+    # matrices (only the rows of structures with objectives, without LET), the forward pass of
+    # the whole-body cubes and the exchange view.
     t0 = time.perf_counter()
-    influence = build_influence(
-        machine, rsp, ct_grid, dose_grid, beams, spot_maps,
-        dataclasses.replace(settings, store_let_dose=False),
-        calc_mask=objective_mask.reshape(dose_grid.shape), model_tables=tables,
-        progress=stage_progress(progress, 0.1, 0.45), cancel=cancel)
+    union = np.unique(np.concatenate(list(rows_by_name.values())))
+    region: NDArray[np.bool_] | None = None
+    if body is not None:
+        flat = body.copy().reshape(-1)
+        flat[union] = True
+        region = flat.reshape(dose_grid.shape)
+    engine = PlanningEngine(machine, rsp, ct_grid, dose_grid, beams, spot_maps, settings,
+                            calc_mask=region, cancel=cancel)
+    union = np.intersect1d(union, engine.rows)  # without a body: voxels with tissue
+    dose_m, sums_m, influence_nnz = engine.optimization_matrices(
+        union, model_tables=tables, progress=stage_progress(progress, 0.1, 0.45),
+        cancel=cancel)
     timings["dose_influence"] = time.perf_counter() - t0
+    influence_mib = (dose_m.nbytes + sum(m.nbytes for m in sums_m)) / 2**20
     t0 = time.perf_counter()
     voxel_groups = _voxel_groups(patient, config, tissue_models, ct_grid, dose_grid)
-    problem = _problem(influence, rows_by_name, model, prescription.n_fractions, voxel_groups)
+    problem = _problem(dose_m, sums_m, union, rows_by_name, model, prescription.n_fractions,
+                       voxel_groups, device=engine.device)
     result = optimize_weights(problem, objectives, prescription.dose_per_fraction_gy_rbe,
                               target.name, config.optimizer,
                               progress=stage_progress(progress, 0.45, 0.85), cancel=cancel)
     timings["optimization"] = time.perf_counter() - t0
-
-    influence_nnz, influence_mib = influence.nnz, influence.nbytes / 2**20
-    del problem, influence
+    del problem, dose_m, sums_m
     t0 = time.perf_counter()
     cubes = forward_cubes(machine, rsp, ct_grid, dose_grid, beams, spot_maps, result.weights,
                           model, tables, prescription.n_fractions, settings, calc_mask=body,
-                          groups=voxel_groups,
+                          groups=voxel_groups, engine=engine,
                           progress=stage_progress(progress, 0.85, 0.98), cancel=cancel)
     timings["forward_dose"] = time.perf_counter() - t0
     offsets = np.cumsum([0] + [s.n_spots for s in spot_maps])
@@ -383,7 +388,7 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
         mkm_model, lem_model = paired_models(model, lem if isinstance(lem, LemModel) else None)
         view = exchange_view(machine, rsp, ct_grid, dose_grid, beams, spot_maps, result.weights,
                              prescription.n_fractions, calc_mask=body, mkm=mkm_model,
-                             lem=lem_model, settings=settings,
+                             lem=lem_model, settings=settings, engine=engine,
                              progress=stage_progress(progress, 0.95, 1.0), cancel=cancel)
         rep["exchange"] = exchange_report(view, sections.rows_by_name)
         timings["exchange"] = time.perf_counter() - t0
@@ -443,13 +448,12 @@ def _voxel_groups(patient: Patient, config: PlanConfig, models: Sequence[RbeMode
                  for i, m in enumerate(models))
 
 
-def _problem(influence: DoseInfluence, rows_by_name: dict[str, NDArray[np.int64]],
-             model: RbeModel, n_fractions: int, voxel_groups: Sequence[RbeGroup] = ()
+def _problem(dose: SpotMatrix, model_sums: Sequence[SpotMatrix], union: NDArray[np.int64],
+             rows_by_name: dict[str, NDArray[np.int64]], model: RbeModel, n_fractions: int,
+             voxel_groups: Sequence[RbeGroup] = (), *, device: str = "cpu"
              ) -> OptimizationProblem:
-    """The rows of the structures with objectives, as float64 matrices (the optimizer's
-    products then need no per-call conversion of the float32 data); ``voxel_groups`` (rows on
-    the dose grid) become groups of the problem's rows."""
-    union = np.unique(np.concatenate(list(rows_by_name.values())))
+    """The optimization problem on the rows ``union`` (sorted flat dose-grid indices) of the
+    matrices; ``voxel_groups`` (rows on the dose grid) become groups of the problem's rows."""
     groups = []
     for g in voxel_groups:
         in_union = np.isin(union, g.rows)
@@ -457,15 +461,12 @@ def _problem(influence: DoseInfluence, rows_by_name: dict[str, NDArray[np.int64]
             groups.append(RbeGroup(g.model, np.flatnonzero(in_union).astype(np.int64),
                                    g.sum_indices))
 
-    def rows_of(m: Any) -> Any:
-        return m[union].astype(np.float64)
-
     return OptimizationProblem(
-        dose=rows_of(influence.dose),
-        model_sums=tuple(rows_of(m) for m in influence.model_sums),
-        structure_rows=tuple((name, np.searchsorted(union, rows).astype(np.int64))
-                             for name, rows in rows_by_name.items()),
-        model=model, n_fractions=n_fractions, groups=tuple(groups))
+        dose=dose, model_sums=tuple(model_sums),
+        structure_rows=tuple(
+            (name, np.searchsorted(union, rows[np.isin(rows, union)]).astype(np.int64))
+            for name, rows in rows_by_name.items()),
+        model=model, n_fractions=n_fractions, groups=tuple(groups), device=device)
 
 
 def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,

@@ -8,12 +8,12 @@ from planning.dose_engine import (
     DoseEngineSettings,
     DoseGrid,
     SpotMap,
-    build_influence,
     compute_wepl,
     forward_dose,
     place_spots,
     resolve_device,
 )
+from planning.engine import build_influence
 from planning.errors import DeviceError, PlanningError
 from planning.progress import CancelToken, OperationCancelled
 from tests.synthetic_machine import make_synthetic_machine

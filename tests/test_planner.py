@@ -16,10 +16,10 @@ from planning.dose_engine import (
     DoseEngineSettings,
     DoseGrid,
     SpotMap,
-    build_influence,
     place_spots,
     select_layer_energies,
 )
+from planning.engine import build_influence
 from planning.machine import pencil_beam_data, per_depth_at_energy
 from planning.rbe import DepthTables
 from tests.synthetic_machine import make_synthetic_machine

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# GPU check of IonPlan on a bare CUDA machine (NumPy, SciPy, CuPy installed; no internet).
+#
+#   bash bench/gpu_check.sh            # from the repository root or anywhere
+#
+# Wheels of the other packages the check needs (pydicom at least; see docs/benchmarks.md for the
+# download command) are installed from the ignored folder .whl/ into a private folder, then
+# bench/gpu_check.py runs the CuPy tests, the kernel compilation cold and warm, bench_influence
+# on CPU and GPU, bench_plan tg119 on GPU and CPU and `ionplan plan` on a TG-119-sized DICOM on
+# the GPU, and prints one table (also written to $OUT/table.md). About 5-8 minutes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if compgen -G ".whl/*.whl" >/dev/null; then
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/ionplan-site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/ionplan-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+exec "$PYTHON" bench/gpu_check.py "$@"

@@ -1,0 +1,214 @@
+"""Influence matrices with the array-API kernels (NumPy on the CPU, in a thread pool).
+
+Two passes over work items that are blocks of a beam's voxels (in WEPL order). The first counts
+the entries of every row (index arithmetic per window row, no pair is visited), which fixes the
+CSR row pointers and, per row, where each beam's entries start. The second evaluates the pencil
+beams and writes every entry straight to its final place: no concatenation, no sort. A block
+runs all layers of its beam, in column order, and owns its rows within that beam's part of each
+row, so blocks are independent; they run in a thread pool (NumPy releases the GIL in its loops).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from kernels import backend
+from kernels.influence import BeamVoxels, LayerPlan, chunk_pairs, count_pairs, plan_layer
+from planning.dose_engine import DoseEngineSettings
+from planning.engine.setup import BeamLayers
+from planning.errors import PlanningError
+from planning.progress import CancelToken, ProgressCallback, report
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BeamWork:
+    """One beam's voxels (the rows to compute) and its layers; ``beam`` is its position in
+    the work list (beams' entries follow each other in that order within a row)."""
+
+    beam: int
+    voxels: BeamVoxels
+    layers: BeamLayers
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one build needs: namespace, settings, progress, cancel."""
+
+    xp: Any
+    settings: DoseEngineSettings
+    progress: ProgressCallback | None
+    cancel: CancelToken | None
+
+    def report(self, fraction: float, stage: str) -> None:
+        report(self.progress, fraction, stage)
+
+    def check(self) -> None:
+        if self.cancel is not None:
+            self.cancel.raise_if_cancelled("influence matrix calculation")
+
+    def plans(self, bw: BeamWork, start: int, stop: int) -> Iterator[LayerPlan]:
+        """The plans of all layers of a beam on one block of its voxels, in column order."""
+        for layer in bw.layers.layers:
+            self.check()
+            plan = plan_layer(bw.voxels, layer, start=start, stop=stop,
+                              chunk_candidates=self.settings.chunk_candidates)
+            if plan is not None:
+                yield plan
+
+
+_Block = tuple[BeamWork, int, int]
+
+
+def build_matrices(xp: Any, work: Sequence[BeamWork], n_rows: int, n_spots: int,
+                   settings: DoseEngineSettings, *, store_let: bool, n_model: int,
+                   progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+                   ) -> tuple[sp.csr_array, sp.csr_array | None, tuple[sp.csr_array, ...]]:
+    """Dose, LET x dose (or None) and model-sum CSR matrices (n_rows, n_spots), host float32.
+
+    Rows are the voxels' ``index`` values; rows of no voxel stay empty.
+    """
+    run = _Run(xp, settings, progress, cancel)
+    n_threads = settings.n_threads or os.cpu_count() or 1
+    blocks = [(bw, start, min(start + settings.block_voxels, bw.voxels.n))
+              for bw in work for start in range(0, bw.voxels.n, settings.block_voxels)]
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        csr = _CsrAssembly(xp, _count_rows(run, pool, blocks, work, n_rows), let=store_let,
+                           n_model=n_model)
+        _write_entries(run, pool, blocks, csr)
+    if not csr.complete:
+        raise RuntimeError("influence matrix assembly is inconsistent (counts differ between "
+                           "passes); please report this as a bug")
+    run.report(0.98, "building sparse matrices")
+    return csr.to_scipy((n_rows, n_spots), sorted_rows=_rows_sorted(work))
+
+
+def _count_rows(run: _Run, pool: ThreadPoolExecutor, blocks: Sequence[_Block],
+                work: Sequence[BeamWork], n_rows: int) -> list[Any]:
+    """First pass: entries of every row per beam, returned as cumulative row offsets.
+
+    Returns ``offsets`` with ``offsets[b][r]`` = entries of row ``r`` from beams before ``b``
+    (``offsets[n_beams]`` = all entries of the row), int32.
+    """
+    xp = run.xp
+
+    def count(block: _Block) -> Any:
+        bw, start, stop = block
+        local = xp.zeros((stop - start,), dtype=xp.int32)
+        for plan in run.plans(bw, start, stop):
+            local[plan.voxel - start] += xp.astype(count_pairs(plan), xp.int32)
+        return local
+
+    per_beam = [xp.zeros((n_rows,), dtype=xp.int32) for _ in work]
+    run.report(0.1, "counting entries")
+    for i, (block, local) in enumerate(zip(blocks, pool.map(count, blocks), strict=True)):
+        bw, start, stop = block
+        per_beam[bw.beam][bw.voxels.index[start:stop]] = local  # rows of a beam differ
+        run.report(0.1 + 0.1 * (i + 1) / len(blocks), "counting entries")
+    offsets = [xp.zeros((n_rows,), dtype=xp.int32)]
+    for counts in per_beam:
+        offsets.append(offsets[-1] + counts)
+    return offsets
+
+
+def _write_entries(run: _Run, pool: ThreadPoolExecutor, blocks: Sequence[_Block],
+                   csr: _CsrAssembly) -> None:
+    """Second pass: every block evaluates all its beam's layers and writes them in place.
+
+    Blocks of one beam have distinct rows and each beam writes after the entries of the beams
+    before it, so blocks are independent and run in parallel.
+    """
+    done = 0
+    for ok in pool.map(lambda block: csr.write_block(run, *block), blocks):
+        csr.complete &= ok
+        done += 1
+        run.report(0.2 + 0.78 * done / len(blocks), "computing pencil beams")
+
+
+class _CsrAssembly:
+    """CSR arrays allocated from the row counts and filled in place, block by block."""
+
+    def __init__(self, xp: Any, offsets: list[Any], *, let: bool, n_model: int) -> None:
+        self.xp = xp
+        self.offsets = offsets
+        self.indptr = xp.cumulative_sum(xp.astype(offsets[-1], xp.int64), include_initial=True)
+        nnz = int(self.indptr[-1])
+        if nnz == 0:
+            raise PlanningError("no spot deposits dose in the calculation region: check the "
+                                "isocentre, the spot positions and the calculation mask")
+        log.info("influence matrix: %d rows, %d entries", int(offsets[-1].shape[0]), nnz)
+        self.data = xp.empty((nnz,), dtype=xp.float32)
+        self.let_data = xp.empty((nnz,), dtype=xp.float32) if let else None
+        self.model_data = [xp.empty((nnz,), dtype=xp.float32) for _ in range(n_model)]
+        self.indices = xp.empty((nnz,), dtype=xp.int32)
+        self.complete = True
+
+    def write_block(self, run: _Run, bw: BeamWork, start: int, stop: int) -> bool:
+        """Evaluate all layers of a beam on a block and write their entries.
+
+        Returns True when every row of the block received exactly its counted entries.
+        """
+        xp = self.xp
+        b = bw.beam
+        rows = bw.voxels.index[start:stop]
+        fill = xp.take(self.indptr, rows) + xp.astype(xp.take(self.offsets[b], rows), xp.int64)
+        for plan in run.plans(bw, start, stop):
+            local = plan.voxel - start
+            for chunk in plan.chunks:
+                at = local[chunk.start:chunk.stop]
+                row_start = xp.take(fill, at)
+                pairs = chunk_pairs(plan, chunk, row_start=row_start,
+                                    let=self.let_data is not None)
+                self.data[pairs.dest] = pairs.dose
+                if self.let_data is not None:
+                    self.let_data[pairs.dest] = pairs.let_dose
+                for out, values in zip(self.model_data, pairs.model_dose, strict=True):
+                    out[pairs.dest] = values
+                self.indices[pairs.dest] = pairs.spot
+                fill[at] = row_start + pairs.counts
+        end = xp.take(self.indptr, rows) + xp.astype(xp.take(self.offsets[b + 1], rows),
+                                                    xp.int64)
+        return bool(xp.all(fill == end))
+
+    def to_scipy(self, shape: tuple[int, int], *, sorted_rows: bool
+                 ) -> tuple[sp.csr_array, sp.csr_array | None, tuple[sp.csr_array, ...]]:
+        """Host SciPy matrices (dose, LET x dose or None, model sums) sharing read-only
+        index arrays."""
+        nnz = int(self.indptr[-1])
+        idx_dtype = np.int32 if max(nnz, shape[1]) < 2**31 - 1 else np.int64
+        indptr = backend.to_numpy(self.indptr).astype(idx_dtype)
+        indices = backend.to_numpy(self.indices).astype(idx_dtype, copy=False)
+        # Read-only, so that an in-place operation on one matrix (eliminate_zeros,
+        # sort_indices...) fails instead of silently corrupting the other.
+        indices.flags.writeable = False
+        indptr.flags.writeable = False
+
+        def matrix(data: Any) -> sp.csr_array:
+            m = sp.csr_array((backend.to_numpy(data), indices, indptr), shape=shape, copy=False)
+            if sorted_rows:
+                m.has_sorted_indices = True
+            return m
+
+        let_m = None if self.let_data is None else matrix(self.let_data)
+        return matrix(self.data), let_m, tuple(matrix(d) for d in self.model_data)
+
+
+def _rows_sorted(work: Sequence[BeamWork]) -> bool:
+    """True when the entries of every row come out in increasing column order.
+
+    That holds when each layer's spots are consecutive columns in row-major lattice order,
+    since layers are written in increasing column order and beams one after the other.
+    """
+    return all(all(bw.layers.row_major) for bw in work) and all(
+        a.layers.first_column[-1] < b.layers.first_column[0]
+        for a, b in itertools.pairwise(work))

@@ -1,0 +1,335 @@
+"""The planning engine: one object per (CT, beams, dose grid, device) that keeps its data where
+it computes.
+
+A :class:`PlanningEngine` checks its inputs once, computes each beam's voxels (water-equivalent
+depth, spot-lattice coordinates) on the device, tabulates the energy layers once per set of
+RBE-model depth tables, and then serves
+
+- :meth:`PlanningEngine.influence`: dose, LET x dose and model-sum influence matrices (SciPy,
+  on the host) of any subset of its voxels;
+- :meth:`PlanningEngine.optimization_matrices`: the same for the optimizer, float64 with a
+  precomputed transpose, on the engine's device (cuSPARSE on a GPU);
+- :meth:`PlanningEngine.forward`: per-beam dose, LET x dose and model sums of spot weights
+  without building a matrix (a fused kernel on a GPU, chunked pencil beams on the CPU).
+
+The GPU path uses the fused kernels of :mod:`kernels.pencil_beam_gpu`; the CPU path the
+array-API kernels of :mod:`kernels.influence` (their NumPy twins) in a thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from kernels import backend
+from kernels.influence import BeamVoxels, select_voxels
+from kernels.pencil_beam_gpu import PackedLayers, pack_layers
+from kernels.sparse_device import SpotMatrix, device_spot_matrix, host_spot_matrix
+from planning.dose_engine import (
+    Beam,
+    DoseEngineSettings,
+    DoseGrid,
+    DoseInfluence,
+    SpotMap,
+    check_volume,
+    resolve_device,
+)
+from planning.engine import cpu_forward, cpu_influence, gpu_influence
+from planning.engine.cpu_influence import BeamWork
+from planning.engine.setup import (
+    BeamLayers,
+    beam_geometry,
+    beam_layers,
+    calculation_mask,
+    check_energies,
+    spot_table,
+)
+from planning.errors import PlanningError
+from planning.machine import Machine
+from planning.progress import CancelToken, ProgressCallback, report
+from planning.rbe.tables import DepthTables
+
+log = logging.getLogger(__name__)
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True, eq=False)
+class DoseSums:
+    """Per-row sums of a forward pass over the dose grid (flat C order), host float64.
+
+    Attributes
+    ----------
+    beam_dose_gy : tuple of (n_voxels,) arrays
+        Physical dose of each beam's spots, Gy per the weights' unit.
+    let_dose : (n_voxels,) array or None
+        LET x dose (keV/um x Gy); None when not asked for.
+    model_sums : tuple of (n_voxels,) arrays
+        Dose x model quantity ``q_k`` of each quantity of the depth tables given.
+    """
+
+    beam_dose_gy: tuple[FloatArray, ...]
+    let_dose: FloatArray | None
+    model_sums: tuple[FloatArray, ...]
+
+    @property
+    def dose_gy(self) -> FloatArray:
+        return np.sum(self.beam_dose_gy, axis=0)
+
+
+class PlanningEngine:
+    """Dose engine state of one plan geometry on one device (see the module docstring).
+
+    Parameters
+    ----------
+    machine : Machine
+        Beam data.
+    rsp_volume : (nz, ny, nx) float array
+        Relative stopping power on ``ct_grid``.
+    ct_grid, dose_grid : DoseGrid
+        Grids of the RSP volume and of the dose.
+    beams, spot_maps : sequences of Beam and SpotMap
+        The beams and their spots (same length); columns are the spots of ``spot_maps[0]``,
+        then those of ``spot_maps[1]``, and so on.
+    settings : DoseEngineSettings, optional
+        Cut-off, device, threads.
+    calc_mask : (nz, ny, nx) bool array on ``dose_grid``, optional
+        The voxels the engine can compute (e.g. the body). By default those whose RSP is at
+        least ``settings.min_rsp_for_dose``.
+    progress, cancel : optional
+        Progress callback and cancel token of the set-up (WEPL of every beam).
+
+    Raises
+    ------
+    PlanningError
+        Inconsistent input, an empty calculation region.
+    DeviceError
+        When the GPU is requested and unavailable.
+    """
+
+    def __init__(self, machine: Machine, rsp_volume: ArrayLike, ct_grid: DoseGrid,
+                 dose_grid: DoseGrid, beams: Sequence[Beam], spot_maps: Sequence[SpotMap],
+                 settings: DoseEngineSettings | None = None, *,
+                 calc_mask: ArrayLike | None = None, progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None) -> None:
+        settings = settings or DoseEngineSettings()
+        if len(beams) == 0 or len(beams) != len(spot_maps):
+            raise PlanningError(f"need one spot map per beam; got {len(beams)} beams and "
+                                f"{len(spot_maps)} spot maps")
+        rsp = check_volume(rsp_volume, ct_grid)
+        for beam, sm in zip(beams, spot_maps, strict=True):
+            if sm.n_spots == 0:
+                raise PlanningError(f"{beam.label}: the spot map has no spots")
+            check_energies(machine, beam, sm)
+        self.machine = machine
+        self.dose_grid = dose_grid
+        self.beams = tuple(beams)
+        self.spot_maps = tuple(spot_maps)
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.xp = backend.namespace_for(self.device)
+        rsp_x = self.xp.asarray(rsp)
+        report(progress, 0.0, "selecting voxels")
+        self.calc_mask = calculation_mask(self.xp, rsp_x, ct_grid, dose_grid, calc_mask,
+                                          settings.min_rsp_for_dose)
+        if not self.calc_mask.any():
+            raise PlanningError("the dose calculation region is empty")
+        self.rows = np.flatnonzero(self.calc_mask).astype(np.int64)
+        self.spots = spot_table(spot_maps)
+        self._first_spot = np.cumsum([0] + [s.n_spots for s in spot_maps])
+        voxels = []
+        for b, (beam, sm) in enumerate(zip(beams, spot_maps, strict=True)):
+            if cancel is not None:
+                cancel.raise_if_cancelled("water-equivalent depth")
+            voxels.append(beam_geometry(self.xp, machine, rsp_x, ct_grid, dose_grid, self.rows,
+                                        beam, sm, settings))
+            report(progress, (b + 1) / len(beams), "water-equivalent depth")
+        self._voxels: tuple[BeamVoxels, ...] = tuple(voxels)
+        self._layers: dict[int, tuple[DepthTables | None, tuple[BeamLayers, ...]]] = {}
+        self._packed: dict[int, tuple[PackedLayers, ...]] = {}
+
+    @property
+    def n_spots(self) -> int:
+        return self.spots.n_spots
+
+    # ------------------------------------------------------------------ set-up per model
+
+    def _beam_layers(self, tables: DepthTables | None) -> tuple[BeamLayers, ...]:
+        """Layer set-ups for one set of depth tables (computed once, kept)."""
+        if tables is not None and any(np.shape(v) != self.machine.depth_mm.shape
+                                      for v in tables.values):
+            raise PlanningError(f"the RBE depth tables ({tables.model_description}) do not "
+                                f"match machine '{self.machine.name}': make them from this "
+                                "machine")
+        key = id(tables)
+        if key not in self._layers:
+            self._layers[key] = (tables, tuple(
+                beam_layers(self.xp, self.machine, beam, sm, int(self._first_spot[b]), tables,
+                            self.settings.lateral_cutoff_fraction)
+                for b, (beam, sm) in enumerate(zip(self.beams, self.spot_maps, strict=True))))
+        return self._layers[key][1]
+
+    def _packed_layers(self, tables: DepthTables | None) -> tuple[PackedLayers, ...]:
+        key = id(tables)
+        if key not in self._packed:
+            self._packed[key] = tuple(pack_layers(bl.layers, self.xp)
+                                      for bl in self._beam_layers(tables))
+        return self._packed[key]
+
+    def _voxels_of(self, rows: NDArray[np.int64] | None, compact: bool) -> list[BeamVoxels]:
+        """Each beam's voxels restricted to ``rows`` (flat dose-grid indices, sorted), their
+        identifiers renamed to positions in ``rows`` when ``compact``."""
+        if rows is None and not compact:
+            return list(self._voxels)
+        xp = self.xp
+        want = self.rows if rows is None else np.asarray(rows, dtype=np.int64)
+        missing = np.setdiff1d(want, self.rows)
+        if missing.size:
+            raise PlanningError(f"{missing.size} requested voxels lie outside the engine's "
+                                "calculation region")
+        want_x = xp.asarray(want)
+        out = []
+        for vox in self._voxels:
+            pos = xp.searchsorted(want_x, vox.index)
+            pos_c = xp.clip(pos, 0, want.size - 1)
+            keep = xp.take(want_x, pos_c) == vox.index
+            out.append(select_voxels(vox, keep, pos_c if compact else None))
+        return out
+
+    # ------------------------------------------------------------------ products
+
+    def influence(self, rows: ArrayLike | None = None, *,
+                  model_tables: DepthTables | None = None, store_let: bool = True,
+                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+                  ) -> DoseInfluence:
+        """Influence matrices (host SciPy CSR, one row per dose-grid voxel) of ``rows``.
+
+        Parameters
+        ----------
+        rows : int array, optional
+            Flat dose-grid indices to compute (within the calculation region); all by default.
+        model_tables : DepthTables, optional
+            RBE-model depth tables: one ``dose x q_k`` matrix per quantity.
+        store_let : bool
+            Keep the LET x dose matrix.
+        """
+        rows_np = None if rows is None else np.unique(np.asarray(rows, dtype=np.int64))
+        n_rows = self.dose_grid.n_voxels
+        n_model = 0 if model_tables is None else len(model_tables.values)
+        voxels = self._voxels_of(rows_np, compact=False)
+        layers = self._beam_layers(model_tables)
+        if self.device == "gpu":
+            csr = gpu_influence.build_csr(self.xp, voxels, self._packed_layers(model_tables),
+                                          n_rows, self.n_spots, store_let=store_let)
+            dose_m, let_m, model_m = _host_matrices(csr)
+        else:
+            work = [BeamWork(b, v, bl) for b, (v, bl) in enumerate(zip(voxels, layers,
+                                                                       strict=True))]
+            dose_m, let_m, model_m = cpu_influence.build_matrices(
+                self.xp, work, n_rows, self.n_spots, self.settings, store_let=store_let,
+                n_model=n_model, progress=progress, cancel=cancel)
+        mask = np.zeros(n_rows, dtype=bool)
+        mask[self.rows if rows_np is None else rows_np] = True
+        report(progress, 1.0, "done")
+        return DoseInfluence(
+            dose=dose_m, let_dose=let_m, grid=self.dose_grid, spots=self.spots,
+            calc_mask=mask.reshape(self.dose_grid.shape), device=self.device,
+            model_sums=model_m,
+            model_quantity_names=() if model_tables is None else model_tables.quantity_names,
+            model_description="" if model_tables is None else model_tables.model_description)
+
+    def optimization_matrices(self, rows: ArrayLike, *, model_tables: DepthTables | None = None,
+                              progress: ProgressCallback | None = None,
+                              cancel: CancelToken | None = None
+                              ) -> tuple[SpotMatrix, tuple[SpotMatrix, ...], int]:
+        """Dose and model-sum matrices of ``rows`` (sorted, unique flat dose-grid indices) for
+        the optimizer: row ``i`` is ``rows[i]``, float64, transpose precomputed, on the
+        engine's device. Also returns the number of entries."""
+        rows_np = np.asarray(rows, dtype=np.int64)
+        if rows_np.size == 0 or np.any(np.diff(rows_np) <= 0):
+            raise PlanningError("optimization rows must be non-empty, sorted and unique")
+        voxels = self._voxels_of(rows_np, compact=True)
+        n_model = 0 if model_tables is None else len(model_tables.values)
+        if self.device == "gpu":
+            csr = gpu_influence.build_csr(self.xp, voxels, self._packed_layers(model_tables),
+                                          rows_np.size, self.n_spots, store_let=False)
+            shape = (rows_np.size, self.n_spots)
+            dose = device_spot_matrix(csr.dose, csr.indices, csr.indptr, shape)
+            sums = tuple(device_spot_matrix(csr.model[k], csr.indices, csr.indptr, shape)
+                         for k in range(n_model))
+            report(progress, 1.0, "done")
+            return dose, sums, csr.nnz
+        layers = self._beam_layers(model_tables)
+        work = [BeamWork(b, v, bl) for b, (v, bl) in enumerate(zip(voxels, layers, strict=True))]
+        dose_m, _, model_m = cpu_influence.build_matrices(
+            self.xp, work, rows_np.size, self.n_spots, self.settings, store_let=False,
+            n_model=n_model, progress=progress, cancel=cancel)
+        return host_spot_matrix(dose_m), tuple(host_spot_matrix(m) for m in model_m), \
+            int(dose_m.nnz)
+
+    def forward(self, weights: ArrayLike, *, model_tables: DepthTables | None = None,
+                with_let: bool = True, progress: ProgressCallback | None = None,
+                cancel: CancelToken | None = None) -> DoseSums:
+        """Per-beam dose, LET x dose and model sums of spot weights over the calculation region,
+        without an influence matrix.
+
+        Parameters
+        ----------
+        weights : (n_spots,) float array
+            Spot weights (10^6 primaries), >= 0, in column order.
+        """
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        if w.size != self.n_spots:
+            raise PlanningError(f"got {w.size} spot weights for {self.n_spots} spots")
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise PlanningError("spot weights must be finite and >= 0")
+        n_rows = self.dose_grid.n_voxels
+        n_model = 0 if model_tables is None else len(model_tables.values)
+        if self.device == "gpu":
+            xp = self.xp
+            beam_d, let_d, model = gpu_influence.accumulate_sums(
+                xp, list(self._voxels), self._packed_layers(model_tables), xp.asarray(w),
+                n_rows, with_let=with_let)
+            report(progress, 1.0, "dose cubes")
+            return DoseSums(tuple(backend.to_numpy(d) for d in beam_d),
+                            None if let_d is None else backend.to_numpy(let_d),
+                            () if model is None else tuple(backend.to_numpy(model)))
+        work = [BeamWork(b, v, bl) for b, (v, bl) in enumerate(zip(
+            self._voxels, self._beam_layers(model_tables), strict=True))]
+        beam_d, let_d, model = cpu_forward.accumulate_sums(
+            work, w, n_rows, self.settings, with_let=with_let, n_model=n_model,
+            progress=progress, cancel=cancel)
+        return DoseSums(tuple(beam_d), let_d, () if model is None else tuple(model))
+
+
+def _host_matrices(csr: gpu_influence.DeviceCsr) -> tuple[Any, Any, tuple[Any, ...]]:
+    from kernels.sparse_device import device_csr_to_host
+
+    def host(data: Any) -> Any:
+        return device_csr_to_host(data, csr.indices, csr.indptr, csr.shape)
+
+    let_m = None if csr.let_dose is None else host(csr.let_dose)
+    model = () if csr.model is None else tuple(host(csr.model[k])
+                                               for k in range(csr.model.shape[0]))
+    return host(csr.dose), let_m, model
+
+
+def build_influence(machine: Machine, rsp_volume: ArrayLike, ct_grid: DoseGrid,
+                    dose_grid: DoseGrid, beams: Sequence[Beam], spot_maps: Sequence[SpotMap],
+                    settings: DoseEngineSettings | None = None, *,
+                    calc_mask: ArrayLike | None = None,
+                    model_tables: DepthTables | None = None,
+                    progress: ProgressCallback | None = None,
+                    cancel: CancelToken | None = None) -> DoseInfluence:
+    """One-shot influence matrices of all voxels of the calculation region (a
+    :class:`PlanningEngine` made and asked once; see its parameters)."""
+    settings = settings or DoseEngineSettings()
+    engine = PlanningEngine(machine, rsp_volume, ct_grid, dose_grid, beams, spot_maps, settings,
+                            calc_mask=calc_mask, cancel=cancel)
+    return engine.influence(model_tables=model_tables, store_let=settings.store_let_dose,
+                            progress=progress, cancel=cancel)

@@ -1,0 +1,152 @@
+"""The planning engine: forward sums without a matrix, optimization matrices, CPU vs GPU.
+
+The forward pass (no matrix) must equal the influence matrices times the weights; the
+optimization matrices must equal the influence rows; a GPU engine must give the CPU engine's
+matrices, forward sums and optimized plan (skipped without CUDA).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernels.backend import DeviceUnavailableError, resolve_device
+from planning.dose_engine import Beam, DoseEngineSettings, DoseGrid, SpotMap
+from planning.engine import PlanningEngine
+from planning.errors import PlanningError
+from planning.optimization import Objective, OptimizationProblem, optimize_weights
+from planning.rbe import DepthTables, LemModel
+from tests.synthetic_machine import make_synthetic_machine
+
+CPU = DoseEngineSettings(device="cpu", n_threads=2, block_voxels=2048)
+
+
+@pytest.fixture(scope="module")
+def case():  # type: ignore[no-untyped-def]
+    """Two beams on a water box with a denser slab, several layers, 2 LEM I model sums."""
+    machine = make_synthetic_machine(min_range_mm=20.0, max_range_mm=160.0,
+                                     peak_spacing_mm=4.0)
+    shape, spacing = (16, 40, 40), (3.0, 3.0, 3.0)
+    grid = DoseGrid(shape, spacing, (-58.5, -58.5, -22.5))
+    rsp = np.ones(shape, np.float32)
+    rsp[:, 10:14, :] = 1.5
+    rng = np.random.default_rng(0)
+    maps = []
+    for _ in range(2):
+        sel = [k for k in range(machine.n_energies) if 60 < machine.peak_depth_mm[k] < 90][::2]
+        g = np.arange(-15.0, 15.1, 5.0)
+        uu, vv = np.meshgrid(g, g, indexing="ij")
+        e, lay, u, v = [], [], [], []
+        for j, k in enumerate(sel):
+            keep = rng.random(uu.size) < 0.8
+            e += [machine.energies_mev_u[k]] * int(keep.sum())
+            lay += [j] * int(keep.sum())
+            u += list(uu.ravel()[keep])
+            v += list(vv.ravel()[keep])
+        maps.append(SpotMap(np.array(e), np.array(lay), np.array(u), np.array(v), (5.0, 5.0)))
+    beams = [Beam((0.0, 0.0, 0.0), 0.0), Beam((0.0, 0.0, 0.0), 90.0)]
+    # LEM I-like dose-averaged quantities from the LETd table (any smooth tables will do).
+    tables = DepthTables("LEM I test", LemModel.quantity_names,
+                         (0.1 + 0.004 * machine.letd_kev_um,
+                          np.full(machine.depth_mm.shape, 0.05**0.5)), (), None)
+    return machine, rsp, grid, beams, maps, tables
+
+
+def _engine(case, device: str = "cpu"):  # type: ignore[no-untyped-def]
+    machine, rsp, grid, beams, maps, _ = case
+    settings = DoseEngineSettings(device=device, n_threads=2, block_voxels=2048)
+    return PlanningEngine(machine, rsp, grid, grid, beams, maps, settings)
+
+
+def test_forward_without_matrix_equals_matrix_times_weights(case) -> None:  # type: ignore[no-untyped-def]
+    tables = case[5]
+    engine = _engine(case)
+    w = np.random.default_rng(1).uniform(0.5, 1.5, engine.n_spots)
+    inf = engine.influence(model_tables=tables)
+    sums = engine.forward(w, model_tables=tables)
+    assert inf.let_dose is not None and sums.let_dose is not None
+    d = inf.dose @ w
+    assert d.max() > 0
+    np.testing.assert_allclose(sums.dose_gy, d, rtol=1e-6, atol=1e-9 * d.max())
+    np.testing.assert_allclose(sums.let_dose, inf.let_dose @ w, rtol=1e-6,
+                               atol=1e-9 * float((inf.let_dose @ w).max()))
+    for s, m in zip(sums.model_sums, inf.model_sums, strict=True):
+        np.testing.assert_allclose(s, m @ w, rtol=1e-6, atol=1e-9 * float(np.abs(m @ w).max()))
+    # Per beam: the columns of that beam only.
+    first = np.zeros(engine.n_spots)
+    first[engine.spots.beam == 0] = w[engine.spots.beam == 0]
+    np.testing.assert_allclose(sums.beam_dose_gy[0], inf.dose @ first, rtol=1e-6,
+                               atol=1e-9 * d.max())
+
+
+def test_optimization_matrices_are_the_influence_rows(case) -> None:  # type: ignore[no-untyped-def]
+    tables = case[5]
+    engine = _engine(case)
+    rows = np.sort(np.random.default_rng(2).choice(engine.rows, 3000, replace=False))
+    dose, sums, nnz = engine.optimization_matrices(rows, model_tables=tables)
+    inf = engine.influence(model_tables=tables, store_let=False)
+    assert nnz == inf.dose[rows].nnz > 0
+    w = np.random.default_rng(3).uniform(0.0, 1.0, engine.n_spots)
+    np.testing.assert_allclose(dose @ w, inf.dose[rows] @ w, rtol=1e-6)
+    g = np.random.default_rng(4).uniform(-1.0, 1.0, rows.size)
+    np.testing.assert_allclose(sums[1].T @ g, inf.model_sums[1][rows].T @ g, rtol=1e-5,
+                               atol=1e-9)
+    with pytest.raises(PlanningError, match="sorted"):
+        engine.optimization_matrices(rows[::-1])
+
+
+def test_rows_outside_the_region_are_refused(case) -> None:  # type: ignore[no-untyped-def]
+    machine, rsp, grid, beams, maps, _ = case
+    mask = np.zeros(grid.shape, bool)
+    mask[5:8, 15:25, 15:25] = True
+    engine = PlanningEngine(machine, rsp, grid, grid, beams, maps, CPU, calc_mask=mask)
+    with pytest.raises(PlanningError, match="outside the engine's calculation region"):
+        engine.optimization_matrices(np.array([0, 1]))
+
+
+def _gpu_or_skip() -> None:
+    try:
+        resolve_device("gpu")
+    except DeviceUnavailableError as exc:
+        pytest.skip(f"no CUDA device: {exc}")
+
+
+def test_gpu_engine_matches_cpu_engine(case) -> None:  # type: ignore[no-untyped-def]
+    _gpu_or_skip()
+    tables = case[5]
+    cpu, gpu = _engine(case, "cpu"), _engine(case, "gpu")
+    a = cpu.influence(model_tables=tables)
+    b = gpu.influence(model_tables=tables)
+    for x, y in [(a.dose, b.dose), (a.let_dose, b.let_dose), *zip(a.model_sums, b.model_sums,
+                                                                     strict=True)]:
+        x, y = x.copy(), y.copy()  # the engine's index arrays are read-only
+        x.sort_indices()
+        y.sort_indices()
+        np.testing.assert_array_equal(x.indptr, y.indptr)
+        np.testing.assert_array_equal(x.indices, y.indices)
+        np.testing.assert_allclose(y.data, x.data, rtol=1e-5, atol=1e-6 * np.abs(x.data).max())
+    w = np.random.default_rng(1).uniform(0.5, 1.5, cpu.n_spots)
+    sa, sb = cpu.forward(w, model_tables=tables), gpu.forward(w, model_tables=tables)
+    top = sa.dose_gy.max()
+    np.testing.assert_allclose(sb.dose_gy, sa.dose_gy, atol=1e-5 * top)
+    for x, y in zip(sa.model_sums, sb.model_sums, strict=True):
+        np.testing.assert_allclose(y, x, atol=1e-5 * np.abs(x).max())
+
+
+def test_gpu_optimization_matches_cpu(case) -> None:  # type: ignore[no-untyped-def]
+    _gpu_or_skip()
+    tables = case[5]
+    results = []
+    for device in ("cpu", "gpu"):
+        engine = _engine(case, device)
+        target = np.flatnonzero(engine.calc_mask.reshape(-1))[::7][:2000]
+        rows = np.sort(target)
+        dose, sums, _ = engine.optimization_matrices(rows, model_tables=tables)
+        problem = OptimizationProblem(dose, sums, (("T", np.arange(rows.size)),), LemModel(),
+                                      10, device=engine.device)
+        res = optimize_weights(problem, [Objective("T", "squared_deviation", 30.0, 1.0)], 3.0,
+                               "T")
+        results.append(res)
+    np.testing.assert_allclose(results[1].objective, results[0].objective, rtol=1e-3)
+    np.testing.assert_allclose(results[1].weights, results[0].weights, rtol=1e-2,
+                               atol=1e-3 * results[0].weights.max())
