@@ -112,7 +112,9 @@ def report_content(screen: PlanningScreen, entry: PlanEntry) -> ReportContent:
         f"{entry.name}: {entry.summary}",
         f"Prescription: {rx.total_dose_gy_rbe:g} Gy(RBE) to {rx.target} in {rx.n_fractions} "
         f"fractions ({rx.dose_per_fraction_gy_rbe:.2f} Gy(RBE)/fx)",
-        f"RBE model: {result.plan.rbe_model}",
+        f"RBE model: {result.model.describe()}" + (
+            "" if result.plan.rbe_model == result.model.describe()
+            else f" (plan optimized with {result.plan.rbe_model})"),
         "Beams: " + ", ".join(f"{b.beam.label} ({b.spots.n_spots} spots)"
                               for b in result.plan.beams),
         f"Machine: {result.plan.machine_name}; dose grid "

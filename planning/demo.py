@@ -39,6 +39,7 @@ from planning.machine import Machine, load_machine
 from planning.patient import Patient
 from planning.plan import BeamPlan, Plan, Prescription
 from planning.progress import CancelToken, ProgressCallback
+from planning.rbe import PhysicalDose
 from planning.structure_dose import grid_of, structure_rows
 
 DEMO_DOSE_GY = 2.0
@@ -110,7 +111,8 @@ def run_headless_demo(
                     beams=tuple(BeamPlan(b, s, w) for b, s, w in
                                 zip(beams, spot_maps, _split(weights, spot_maps), strict=True)),
                     prescription=Prescription(DEMO_TARGET, DEMO_DOSE_GY, 1),
-                    rbe_model="physical dose", ion_z=machine.ion_z, ion_a=machine.ion_a)
+                    rbe_model=PhysicalDose().describe(), ion_z=machine.ion_z,
+                    ion_a=machine.ion_a, rbe=PhysicalDose())
         written = _export(plan, patient, dose, dose_grid, machine, Path(out_dir))
         lines.append(f"  wrote {written} DICOM files to {out_dir}")
     lines.append(f"  HLUT: {hlut.name}")
@@ -133,8 +135,8 @@ def _export(plan: Plan, patient: Patient, dose_gy: NDArray[np.float32], dose_gri
         machine_spot_sigma_mm=lambda e: float(np.interp(e, machine.energies_mev_u,
                                                         machine.spot_sigma_air_mm)))
     export_rt_dose(dose_gy * plan.prescription.n_fractions, dose_grid, patient,
-                   out / "RTDOSE_PHYSICAL.dcm", dose_type="PHYSICAL",
-                   comment="IonPlan demo: physical dose", referenced_plan_uid=plan_uid)
+                   out / "RTDOSE_PHYSICAL.dcm", dose_type="PHYSICAL", model=PhysicalDose(),
+                   referenced_plan_uid=plan_uid)
     return len(files) + 2
 
 

@@ -53,8 +53,9 @@ class ExchangeView:
     ratio_lem_over_mkm : (nz, ny, nx) float32 array
         ``lem_dose_gy_rbe / mkm_dose_gy_rbe``; 0 where the mMKM dose is below
         :data:`RATIO_THRESHOLD_FRACTION` (1 %) of its maximum.
-    mkm_model, lem_model : str
-        ``describe()`` of the two models.
+    mkm, lem : MkmModel, LemModel
+        The two models that computed the doses (``mkm_model`` and ``lem_model`` are their
+        ``describe()``).
     n_fractions : int
         Number of fractions of the totals.
     """
@@ -64,9 +65,19 @@ class ExchangeView:
     mkm_dose_gy_rbe: Cube
     lem_dose_gy_rbe: Cube
     ratio_lem_over_mkm: Cube
-    mkm_model: str
-    lem_model: str
+    mkm: MkmModel
+    lem: LemModel
     n_fractions: int
+
+    @property
+    def mkm_model(self) -> str:
+        """One-line description of the mMKM model."""
+        return self.mkm.describe()
+
+    @property
+    def lem_model(self) -> str:
+        """One-line description of the LEM I model."""
+        return self.lem.describe()
 
 
 def paired_models(model: RbeModel, lem_default: LemModel | None = None
@@ -151,7 +162,7 @@ def exchange_view(machine: Machine, rsp: ArrayLike, ct_grid: DoseGrid, dose_grid
         return (a * scale).reshape(dose_grid.shape).astype(np.float32)
 
     return ExchangeView(dose_grid, cube(d, n_fractions), cube(mkm_d, n_fractions),
-                        cube(lem_d, n_fractions), cube(ratio), mkm.describe(), lem.describe(),
+                        cube(lem_d, n_fractions), cube(ratio), mkm, lem,
                         int(n_fractions))
 
 
@@ -210,13 +221,14 @@ def exchange_report(view: ExchangeView, structure_rows: Mapping[str, NDArray[np.
 def write_exchange_doses(view: ExchangeView, patient: Patient, out_dir: Path,
                          referenced_plan_uid: str) -> list[str]:
     """Write ``RTDOSE_RBE_MKM.dcm`` and ``RTDOSE_RBE_LEM1.dcm`` (EFFECTIVE, total plan dose,
-    the model description as comment, cut to 64 characters); return the file names."""
+    each labelled with the model that computed it: Dose Comment, Series Description and
+    IonPlan's RBE model record); return the file names."""
     from planning.dicom import export_rt_dose
 
     names = []
-    for name, cube, model in (("RTDOSE_RBE_MKM.dcm", view.mkm_dose_gy_rbe, view.mkm_model),
-                              ("RTDOSE_RBE_LEM1.dcm", view.lem_dose_gy_rbe, view.lem_model)):
+    for name, cube, model in (("RTDOSE_RBE_MKM.dcm", view.mkm_dose_gy_rbe, view.mkm),
+                              ("RTDOSE_RBE_LEM1.dcm", view.lem_dose_gy_rbe, view.lem)):
         export_rt_dose(cube, view.dose_grid, patient, out_dir / name, dose_type="EFFECTIVE",
-                       comment=model[:64], referenced_plan_uid=referenced_plan_uid)
+                       model=model, referenced_plan_uid=referenced_plan_uid)
         names.append(name)
     return names

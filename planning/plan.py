@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 
 from planning.dose_engine import Beam, SpotMap
 from planning.errors import PlanningError
+from planning.rbe import RbeModel
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,10 @@ class Plan:
         (``RbeModel.describe()``), e.g. "mMKM HSG Fclin=2.41".
     ion_z, ion_a : int
         The ion species (12C: 6, 12).
+    rbe : RbeModel or None
+        That model itself, with all its parameters, when known (planned by IonPlan, or read
+        from IonPlan's RBE model record of an RT Ion Plan); then ``rbe_model`` is its
+        ``describe()``. None for a plan that names its model only in words (or not at all).
     """
 
     label: str
@@ -109,10 +114,14 @@ class Plan:
     ion_z: int = 6
     ion_a: int = 12
     notes: tuple[str, ...] = field(default=())
+    rbe: RbeModel | None = None
 
     def __post_init__(self) -> None:
         if not self.beams:
             raise PlanningError("a plan needs at least one beam")
+        if self.rbe is not None and self.rbe_model != self.rbe.describe():
+            raise PlanningError(f"the plan's RBE model text {self.rbe_model!r} is not its "
+                                f"model's description {self.rbe.describe()!r}")
 
     @property
     def n_spots(self) -> int:

@@ -72,7 +72,7 @@ from planning.plan_config import (
 )
 from planning.plan_report import structure_report
 from planning.progress import CancelToken, ProgressCallback, report, stage_progress
-from planning.rbe import DepthTables, LemModel, RbeModel, depth_tables
+from planning.rbe import DepthTables, LemModel, PhysicalDose, RbeModel, depth_tables
 from planning.structure_dose import body_mask, grid_of, structure_rows
 
 __all__ = [
@@ -198,6 +198,9 @@ class PlanResult:
         Total physical and RBE-weighted dose.
     letd_kev_um, rbe : (nz, ny, nx) float32 arrays
         Dose-averaged LET (0 without dose, or when LET was not kept) and RBE (0 without dose).
+    model : RbeModel
+        The RBE model that computed ``rbe_dose_gy_rbe`` (a recalculation's may differ from
+        the one the plan was optimized with); the exported RT Dose is labelled with it.
     report : dict
         The content of ``report.json``.
     exchange : ExchangeView or None
@@ -213,6 +216,7 @@ class PlanResult:
     rbe_dose_gy_rbe: NDArray[np.float32]
     letd_kev_um: NDArray[np.float32]
     rbe: NDArray[np.float32]
+    model: RbeModel
     report: dict[str, Any] = field(default_factory=dict)
     exchange: ExchangeView | None = None
     beam_physical_dose_gy: tuple[NDArray[np.float32], ...] = ()
@@ -343,7 +347,7 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
     plan = Plan(label=request.label[:16], machine_name=machine.name,
                 beams=tuple(BeamPlan(b, s, result.weights[offsets[i]:offsets[i + 1]])
                             for i, (b, s) in enumerate(zip(beams, spot_maps, strict=True))),
-                prescription=prescription, rbe_model=model.describe())
+                prescription=prescription, rbe_model=model.describe(), rbe=model)
     sections = structure_report(patient, dose_grid, cubes.physical_dose_gy,
                                 cubes.rbe_dose_gy_rbe, prescription.total_dose_gy_rbe,
                                 target.name, known_rows=rows_by_name)
@@ -395,7 +399,7 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
         timings["total"] = time.perf_counter() - t_start
     report(progress, 1.0, "plan done")
     return PlanResult(plan, patient, dose_grid, cubes.physical_dose_gy, cubes.rbe_dose_gy_rbe,
-                      cubes.letd_kev_um, cubes.rbe, report=rep, exchange=view,
+                      cubes.letd_kev_um, cubes.rbe, model, report=rep, exchange=view,
                       beam_physical_dose_gy=cubes.beam_physical_dose_gy)
 
 
@@ -474,6 +478,10 @@ def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
     """Write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm and report.json into ``out_dir``
     (and RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm with an exchange view).
 
+    Each RT Dose is labelled with the model that computed it: RTDOSE_RBE.dcm with
+    ``result.model``, the exchange doses with the view's mMKM and LEM I models; RTPLAN.dcm
+    names the model the plan was optimized with (``result.plan``).
+
     The report gets ``files`` and ``timings_s["export"]``; it is written last, atomically.
     """
     from planning.dicom import export_rt_dose, export_rt_ion_plan
@@ -490,11 +498,11 @@ def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
         result.plan, result.patient, out / "RTPLAN.dcm", sad_mm=machine.sad_mm,
         machine_spot_sigma_mm=lambda e: float(np.interp(e, sigma_e, sigma_mm)))
     export_rt_dose(result.physical_dose_gy, result.dose_grid, result.patient,
-                   out / "RTDOSE_PHYSICAL.dcm", dose_type="PHYSICAL", comment="physical dose",
+                   out / "RTDOSE_PHYSICAL.dcm", dose_type="PHYSICAL", model=PhysicalDose(),
                    referenced_plan_uid=plan_uid)
     export_rt_dose(result.rbe_dose_gy_rbe, result.dose_grid, result.patient,
-                   out / "RTDOSE_RBE.dcm", dose_type="EFFECTIVE",
-                   comment=result.plan.rbe_model[:64], referenced_plan_uid=plan_uid)
+                   out / "RTDOSE_RBE.dcm", dose_type="EFFECTIVE", model=result.model,
+                   referenced_plan_uid=plan_uid)
     names = ["RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm"]
     if result.exchange is not None:
         names += write_exchange_doses(result.exchange, result.patient, out, plan_uid)

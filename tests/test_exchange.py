@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pydicom
 import pytest
 
 from planning.cli import main
@@ -25,6 +26,8 @@ from planning.exchange import exchange_metrics, exchange_view
 from planning.hlut import default_hlut
 from planning.machine import load_machine
 from planning.planner import structure_rows
+from planning.rbe import LemModel, MkmModel
+from planning.rbe.record import fit_label
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +47,19 @@ def test_exchange_files_and_report(planned):
     ex = report["exchange"]
     assert ex["mkm_model"].startswith("mMKM") and ex["lem_model"].startswith("LEM I")
     assert {"RTDOSE_RBE_MKM.dcm", "RTDOSE_RBE_LEM1.dcm"} <= set(report["files"])
-    for name, model in (("RTDOSE_RBE_MKM.dcm", ex["mkm_model"]),
-                        ("RTDOSE_RBE_LEM1.dcm", ex["lem_model"])):
+    # Each exchange dose is labelled with the model that computed it, whatever the plan's:
+    # the complete record, and labels shortened by whole items only.
+    for name, model in (("RTDOSE_RBE_MKM.dcm", MkmModel()),
+                        ("RTDOSE_RBE_LEM1.dcm", LemModel())):
         dose = load_rt_dose(out / name)
         assert dose.dose_type == "EFFECTIVE"
-        assert dose.comment == model[:64]
+        assert dose.rbe == model
+        assert dose.comment == fit_label(model.describe(), 64)
+        series = pydicom.dcmread(out / name).SeriesDescription
+        assert series == fit_label(f"IonPlan dose effective {model.describe()}", 64)
+    assert ex["mkm_model"] == MkmModel().describe() and ex["lem_model"] == LemModel().describe()
+    assert load_rt_dose(out / "RTDOSE_RBE.dcm").rbe == LemModel()
+    assert load_rt_ion_plan(out / "RTPLAN.dcm").plan.rbe == LemModel()
     lem = load_rt_dose(out / "RTDOSE_RBE_LEM1.dcm").dose_gy
     planned_lem = load_rt_dose(out / "RTDOSE_RBE.dcm").dose_gy
     np.testing.assert_allclose(lem, planned_lem, rtol=1e-3, atol=1e-3 * planned_lem.max())

@@ -16,11 +16,25 @@ import pytest
 
 from planning import api
 from planning.cli import main
-from planning.compare.recalc import check_plan_on_ct, model_from_description, prepare_recalc
+from planning.compare.recalc import (
+    check_plan_on_ct,
+    choose_model,
+    model_from_description,
+    prepare_recalc,
+)
 from planning.dicom import load_patient, load_rt_dose, load_rt_ion_plan, write_demo_patient
+from planning.dicom._rbe_block import PRIVATE_CREATOR, PRIVATE_GROUP, RECORD_OFFSET
 from planning.errors import InputError, PlanningError
 from planning.plan import BeamPlan
-from planning.rbe import DEFAULT_TISSUES, ConstantRbe, LemModel, MkmModel, PhysicalDose
+from planning.rbe import (
+    DEFAULT_TISSUES,
+    ConstantRbe,
+    LemModel,
+    MkmModel,
+    PhysicalDose,
+    parse_tissue,
+)
+from planning.rbe.record import fit_label, model_record
 
 PLAN_ARGS = ["--target", "PTV", "--dose", "60", "--fractions", "12", "--gantry", "90,270",
              "--grid", "4", "--spot-spacing", "5"]
@@ -195,3 +209,65 @@ def test_tissue_without_a_model_is_an_error(demo):
     _, plan_dir, patient, _, _ = demo
     with pytest.raises(InputError, match="need an RBE model named"):
         api.recalculate_plan(patient, plan_dir / "RTPLAN.dcm", tissue="hsg")
+
+
+# --------------------------------------------------------------------------- RBE model labels
+
+
+def _labels_name(path: Path, model) -> None:
+    """The RT Dose at ``path`` names ``model`` in its record, Dose Comment and Series
+    Description (whole items only)."""
+    ds = pydicom.dcmread(path)
+    assert load_rt_dose(path).rbe == model
+    assert ds.DoseComment == fit_label(model.describe(), 64)
+    kind = ds.DoseType.lower()
+    assert ds.SeriesDescription == fit_label(f"IonPlan dose {kind} {model.describe()}", 64)
+
+
+def test_plan_files_name_the_plans_model(demo):
+    _, plan_dir, _, _, _ = demo
+    _labels_name(plan_dir / "RTDOSE_RBE.dcm", MkmModel())
+    _labels_name(plan_dir / "RTDOSE_PHYSICAL.dcm", PhysicalDose())
+    assert load_rt_ion_plan(plan_dir / "RTPLAN.dcm").plan.rbe == MkmModel()
+
+
+@pytest.mark.parametrize(("args", "model"), [
+    ([], MkmModel()),
+    (["--rbe", "lem1"], LemModel()),
+    (["--rbe", "lem1", "--tissue", "0.2,0.04,20"], LemModel(parse_tissue("0.2,0.04,20"))),
+    (["--rbe", "const", "--rbe-value", "2.5"], ConstantRbe(2.5)),
+    (["--rbe", "physical"], PhysicalDose()),
+], ids=["plan", "lem1", "lem1-tissue", "const", "physical"])
+def test_recalc_labels_its_dose_with_the_model_that_computed_it(demo, tmp_path, args, model):
+    ct, plan_dir, _, _, _ = demo
+    out = tmp_path / "out"
+    assert main(["recalc", str(ct), str(plan_dir / "RTPLAN.dcm"), *args, "--grid", "4",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["rbe_model"] == model.describe()
+    assert report["rbe_model_source"] == ("requested" if args else "plan")
+    _labels_name(out / "RTDOSE_RBE.dcm", model)
+    _labels_name(out / "RTDOSE_PHYSICAL.dcm", PhysicalDose())
+    # The rewritten plan still names the model it was optimized with.
+    assert load_rt_ion_plan(out / "RTPLAN.dcm").plan.rbe == MkmModel()
+
+
+def test_recalc_takes_the_plans_recorded_model(demo, tmp_path):
+    _, plan_dir, _, _, _ = demo
+    recorded = MkmModel(cell_line="X", f_clin=2.0, alpha_ref_gy=0.7)
+    ds = pydicom.dcmread(plan_dir / "RTPLAN.dcm")
+    ds.RTPlanDescription = "no model named in words"
+    del ds[ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR).get_tag(RECORD_OFFSET)]
+    ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR).add_new(
+        RECORD_OFFSET, "UT", json.dumps(model_record(recorded)))
+    ds.save_as(tmp_path / "recorded.dcm")
+    plan = load_rt_ion_plan(tmp_path / "recorded.dcm").plan
+    assert choose_model(plan, None) == (recorded, "plan")
+    # A file from before the record: the model named in the RT Plan Description is used.
+    ds = pydicom.dcmread(plan_dir / "RTPLAN.dcm")
+    for elem in [e for e in ds if e.tag.group == PRIVATE_GROUP]:
+        del ds[elem.tag]
+    ds.save_as(tmp_path / "words.dcm")
+    plan = load_rt_ion_plan(tmp_path / "words.dcm").plan
+    assert plan.rbe is None
+    assert choose_model(plan, None) == (MkmModel(), "plan")

@@ -7,6 +7,7 @@ function of that position and check the importer's values at its own voxel centr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,10 +24,13 @@ from planning.dicom import (
     load_demo_patient,
     load_rt_dose,
 )
+from planning.dicom._rbe_block import PRIVATE_CREATOR, PRIVATE_GROUP, RECORD_OFFSET
 from planning.dicom.rtdose_export import dose_grid_scaling
 from planning.dose_engine import DoseGrid
 from planning.errors import InputError
 from planning.patient import Patient
+from planning.rbe import ConstantRbe, LemModel, MkmModel, PhysicalDose, RbeModel, parse_tissue
+from planning.rbe.record import model_record
 from tests.dicom_factory import ORIENTATIONS, SeriesSpec, file_dataset, save, uid, write_ct_series
 from tests.test_rtplan_dicom import FUZZ_CASES, dciodvfy_report, run_fuzz
 
@@ -291,3 +295,66 @@ def test_fuzz_rt_dose(tmp_path: Path, patient: Patient) -> None:
                    referenced_plan_uid=PLAN_UID)
     rejected = run_fuzz(source, tmp_path, load_rt_dose, "rtdose")
     assert 0 < rejected < FUZZ_CASES
+
+
+# --------------------------------------------------------------------------- RBE model labels
+
+
+@pytest.mark.parametrize("model", [
+    MkmModel(), LemModel(parse_tissue("0.1,0.05,30")), ConstantRbe(2.5)], ids=str)
+def test_dose_is_labelled_with_its_model(tmp_path: Path, patient: Patient, grid: DoseGrid,
+                                         model: RbeModel) -> None:
+    path = tmp_path / "RD.dcm"
+    export_rt_dose(dose_on(grid), grid, patient, path, dose_type="EFFECTIVE", model=model,
+                   referenced_plan_uid=PLAN_UID, bits=16)
+    ds = pydicom.dcmread(path)
+    full = model.describe()
+    for text, prefix in ((ds.DoseComment, ""), (ds.SeriesDescription, "IonPlan dose effective ")):
+        assert len(text) <= 64
+        if not text.endswith("..."):
+            assert text == prefix + full
+        else:  # whole items of the full line, none cut mid-value
+            kept = text[len(prefix):-len(" ...")].split(" ")
+            assert kept == full.split(" ")[:len(kept)]
+    block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)
+    assert json.loads(block[RECORD_OFFSET].value) == model_record(model)
+    volume = load_rt_dose(path)
+    assert volume.rbe == model and volume.comment == ds.DoseComment
+    errors, _ = dciodvfy_report(path)
+    assert errors == []
+
+
+def test_mkm_label_is_shortened_by_whole_items(tmp_path: Path, patient: Patient,
+                                               grid: DoseGrid) -> None:
+    path = tmp_path / "RD.dcm"
+    export_rt_dose(dose_on(grid), grid, patient, path, dose_type="EFFECTIVE", model=MkmModel(),
+                   referenced_plan_uid=PLAN_UID)
+    ds = pydicom.dcmread(path)
+    assert ds.DoseComment == "mMKM HSG a0=0.172 b=0.0615 rd=0.32um Rn=3.9um Fclin=2.41 ..."
+    assert ds.SeriesDescription == "IonPlan dose effective mMKM HSG a0=0.172 b=0.0615 rd=0.32um ..."
+
+
+def test_model_label_refusals(tmp_path: Path, patient: Patient, grid: DoseGrid) -> None:
+    def export(**kwargs: object) -> None:
+        export_rt_dose(dose_on(grid), grid, patient, tmp_path / "d.dcm",  # type: ignore[arg-type]
+                       referenced_plan_uid=PLAN_UID, **kwargs)
+
+    with pytest.raises(InputError, match="not both"):
+        export(dose_type="EFFECTIVE", model=MkmModel(), comment="mMKM")
+    with pytest.raises(InputError, match="PHYSICAL dose cannot be labelled with the mMKM"):
+        export(dose_type="PHYSICAL", model=MkmModel())
+    export(dose_type="PHYSICAL", model=PhysicalDose())
+    assert load_rt_dose(tmp_path / "d.dcm").rbe == PhysicalDose()
+
+
+def test_dose_without_a_record_and_a_corrupt_record(dose_files: dict[int, Path],
+                                                    tmp_path: Path) -> None:
+    assert load_rt_dose(dose_files[16]).rbe is None  # written with a comment only
+    ds = pydicom.dcmread(dose_files[16])
+    record = model_record(LemModel())
+    record["parameters"]["tissue"]["d_t_gy"] = "30"
+    block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
+    block.add_new(RECORD_OFFSET, "UT", json.dumps(record))
+    ds.save_as(tmp_path / "bad.dcm")
+    with pytest.raises(DicomImportError, match=r"RBE model record.*d_t_gy must be a number"):
+        load_rt_dose(tmp_path / "bad.dcm")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import logging
 import random
 import shutil
@@ -34,12 +35,15 @@ from planning.dicom import (
     load_demo_patient,
     load_rt_ion_plan,
 )
+from planning.dicom._rbe_block import PRIVATE_CREATOR, PRIVATE_GROUP, RECORD_OFFSET
 from planning.dicom._spot_lattice import LatticeError, fit_lattice
 from planning.dose_engine import Beam, SpotMap
-from planning.errors import InputError
+from planning.errors import InputError, PlanningError
 from planning.machine import Machine
 from planning.patient import Patient, RoiMask, Structure, StructureSet
 from planning.plan import BeamPlan, Plan, Prescription
+from planning.rbe import LemModel, MkmModel, Tissue
+from planning.rbe.record import model_record
 from tests.dicom_factory import ORIENTATIONS, SeriesSpec, write_ct_series
 
 LOG = logging.getLogger(__name__)
@@ -602,3 +606,45 @@ def test_lattice_refuses_irregular_positions() -> None:
 def test_fuzz_rt_ion_plan(plan_file: Path, tmp_path: Path) -> None:
     rejected = run_fuzz(plan_file, tmp_path, lambda p: load_rt_ion_plan(p), "rtplan")
     assert 0 < rejected < FUZZ_CASES
+
+
+# --------------------------------------------------------------------------- RBE model record
+
+
+def test_rbe_model_record_round_trip(tmp_path: Path, plan: Plan, patient: Patient) -> None:
+    model = LemModel(Tissue("brainstem", 0.123456789, 0.0456, 27.5, nucleus_radius_um=4.5))
+    with_model = replace(plan, rbe_model=model.describe(), rbe=model)
+    path = tmp_path / "RP_lem.dcm"
+    export_rt_ion_plan(with_model, patient, path, sad_mm=SAD_MM)
+    ds = pydicom.dcmread(path)
+    block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)
+    record = json.loads(block[RECORD_OFFSET].value)
+    assert block[RECORD_OFFSET].VR == "UT"
+    assert record == model_record(model)
+    assert ds.RTPlanDescription.endswith(f"RBE model: {model.describe()}")
+    errors, _ = dciodvfy_report(path)
+    assert errors == []
+    back = load_rt_ion_plan(path).plan
+    assert back.rbe == model and back.rbe_model == model.describe()
+
+
+def test_plan_without_a_model_has_no_record(plan_file: Path, plan: Plan) -> None:
+    # build_plan names its model only in words: no record is written, none read back, and
+    # the words still come back from the RT Plan Description.
+    assert PRIVATE_GROUP not in {e.tag.group for e in pydicom.dcmread(plan_file)}
+    back = load_rt_ion_plan(plan_file).plan
+    assert back.rbe is None and back.rbe_model == plan.rbe_model
+
+
+def test_plan_model_text_must_match_its_model(plan: Plan) -> None:
+    with pytest.raises(PlanningError, match="not its model's description"):
+        replace(plan, rbe=MkmModel())  # the text is a shortened mMKM line
+
+
+def test_corrupt_rbe_model_record_is_refused(plan_file: Path, tmp_path: Path) -> None:
+    def edit(ds: Dataset) -> None:
+        block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
+        block.add_new(RECORD_OFFSET, "UT", '{"format": "ionplan-rbe-model/1", "model": "LEM I"')
+
+    with pytest.raises(DicomImportError, match="RBE model record"):
+        load_rt_ion_plan(_edited(plan_file, tmp_path, edit))

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from planning.compare.dvh_compare import structure_masks
-from planning.compare.recalc import model_from_description, prepare_recalc
+from planning.compare.recalc import plan_model, prepare_recalc
 from planning.dose_engine import DoseGrid
 from planning.exchange import ExchangeView, exchange_report, exchange_view
 from planning.machine import Machine
@@ -109,7 +109,7 @@ def cross_model_view(patient: Patient, plan: Plan, *, label: str = "",
     t0 = time.perf_counter()
     setup = prepare_recalc(patient, plan, machine=machine, grid_mm=dose_grid,
                            hlut_path=hlut_path, device=device)
-    own = model_from_description(plan.rbe_model)
+    own = plan_model(plan)
     if lem_tissue is not None:
         lem = LemModel(parse_tissue(lem_tissue))
     else:

@@ -142,6 +142,13 @@ def model_from_description(text: str) -> RbeModel | None:
     return None
 
 
+def plan_model(plan: Plan) -> RbeModel | None:
+    """The RBE model a plan was made with: its recorded model (``Plan.rbe``, from IonPlan's
+    RBE model record), else the model its description names (:func:`model_from_description`,
+    for plans written before the record existed), else None."""
+    return plan.rbe if plan.rbe is not None else model_from_description(plan.rbe_model)
+
+
 def choose_model(plan: Plan, name: str | None, *, tissue: str | None = None,
                  rbe_value: float | None = None) -> tuple[RbeModel, str]:
     """The RBE model of a recalculation and where it came from.
@@ -149,7 +156,7 @@ def choose_model(plan: Plan, name: str | None, *, tissue: str | None = None,
     Parameters
     ----------
     plan : Plan
-        The imported plan (its ``rbe_model`` description).
+        The imported plan (its recorded model, or its ``rbe_model`` description).
     name : {"mkm", "lem1", "const", "physical"} or None
         The caller's choice; None takes the plan's model, else mMKM.
     tissue, rbe_value : optional
@@ -166,7 +173,7 @@ def choose_model(plan: Plan, name: str | None, *, tissue: str | None = None,
         return rbe_model(name, tissue, rbe_value), "requested"
     if tissue is not None or rbe_value is not None:
         raise InputError("--tissue and --rbe-value need an RBE model named with --rbe")
-    model = model_from_description(plan.rbe_model)
+    model = plan_model(plan)
     if model is not None:
         return model, "plan"
     log.warning("the plan names RBE model %r, which IonPlan does not know: mMKM is used",
@@ -401,7 +408,7 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
     timings["total"] = time.perf_counter() - t_start
     report(progress, 1.0, "recalculation done")
     return PlanResult(plan, patient, setup.dose_grid, cubes.physical_dose_gy,
-                      cubes.rbe_dose_gy_rbe, cubes.letd_kev_um, cubes.rbe, report=rep,
+                      cubes.rbe_dose_gy_rbe, cubes.letd_kev_um, cubes.rbe, model, report=rep,
                       exchange=view, beam_physical_dose_gy=cubes.beam_physical_dose_gy)
 
 

@@ -31,6 +31,7 @@ from planning.atomic import atomic_write_with
 from planning.dicom._values import PathLike
 from planning.errors import InputError
 from planning.patient import PatientStudy
+from planning.rbe.record import fit_label
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,9 @@ def base_dataset(
     """A dataset with file meta and the SOP Common, Patient, General Study, RT Series and
     General Equipment modules filled in.
 
+    A Series Description longer than the 64 characters of its VR (LO) loses whole
+    space-separated items from its end, marked by ``"..."`` (:func:`planning.rbe.record.fit_label`).
+
     The SOP Instance UID and Series Instance UID are new (roles ``"<modality>/sop"`` and
     ``"<modality>/series"``, so one seed gives distinct UIDs to a plan, its dose and its
     structures); patient and study attributes are the CT's.
@@ -198,7 +202,8 @@ def base_dataset(
     ds.SeriesNumber = series_number
     ds.SeriesDate = identity.date
     ds.SeriesTime = identity.time
-    ds.SeriesDescription = clip_text(series_description, 64, "series description")
+    ds.SeriesDescription = fit_label(
+        "".join(ch for ch in series_description if ch.isprintable() and ch != "\\"), 64)
     ds.OperatorsName = ""
     # General Equipment
     ds.Manufacturer = MANUFACTURER

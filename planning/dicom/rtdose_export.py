@@ -2,9 +2,12 @@
 
 The RT Dose holds the dose of the **whole plan** (all fractions): Dose Summation Type PLAN,
 Dose Units GY. The caller passes the total dose cube (per-fraction dose x number of fractions).
-Dose Type is PHYSICAL (Gy) or EFFECTIVE (RBE-weighted, Gy(RBE)); first-generation RT Dose has no
-field for the RBE model, so it goes in Dose Comment (e.g. ``"mMKM HSG Fclin=2.41"`` or
-``"LEM I ax/bx=2Gy Dt=30Gy"``, at most 64 characters).
+Dose Type is PHYSICAL (Gy) or EFFECTIVE (RBE-weighted, Gy(RBE)). First-generation RT Dose has no
+attribute for the RBE model, so the model that computed the dose is named three times
+(docs/dicom.md): its ``describe()`` line in Dose Comment (LO, 64 characters) and after
+``"IonPlan dose effective "`` in Series Description (LO, 64 characters), both shortened by whole
+``key=value`` items with a trailing ``"..."`` when too long, and its complete record (every
+parameter) in IonPlan's private block (:mod:`planning.dicom._rbe_block`).
 
 Geometry: the cube is on a :class:`planning.dose_engine.DoseGrid`, indexed ``(z, y, x)`` with
 axes along +x, +y, +z LPS, so Image Orientation (Patient) is ``1\\0\\0\\0\\1\\0``, Image Position
@@ -38,14 +41,19 @@ from planning.dicom._export_common import (
     set_ds,
     write_dataset,
 )
+from planning.dicom._rbe_block import write_rbe_block
 from planning.dicom._values import PathLike
 from planning.dose_engine import DoseGrid
 from planning.errors import InputError
 from planning.patient import Patient
+from planning.rbe import PhysicalDose, RbeModel
+from planning.rbe.record import fit_label
 
 logger = logging.getLogger(__name__)
 
 DOSE_TYPES = ("PHYSICAL", "EFFECTIVE")
+#: Dose Comment is LO: at most 64 characters.
+DOSE_COMMENT_CHARS = 64
 
 
 def dose_grid_scaling(max_dose_gy: float, bits: int) -> float:
@@ -80,7 +88,8 @@ def export_rt_dose(
     path: PathLike,
     *,
     dose_type: str,
-    comment: str,
+    model: RbeModel | None = None,
+    comment: str | None = None,
     referenced_plan_uid: str,
     bits: int = 32,
     uid_seed: str | None = None,
@@ -101,8 +110,12 @@ def export_rt_dose(
         Output file, written atomically; its folder must exist.
     dose_type : {"PHYSICAL", "EFFECTIVE"}
         Physical dose, or RBE-weighted dose.
-    comment : str
-        Dose Comment: the RBE model and its parameters for EFFECTIVE dose (<= 64 characters).
+    model : RbeModel, optional
+        The model that computed the dose (:class:`planning.rbe.PhysicalDose` for physical
+        dose): Dose Comment, Series Description and the private record name it.
+    comment : str, optional
+        Dose Comment (at most 64 characters) of a dose without a model, e.g. a demo; not
+        together with ``model``.
     referenced_plan_uid : str
         SOP Instance UID of the RT Ion Plan the dose belongs to.
     bits : {32, 16}
@@ -121,7 +134,7 @@ def export_rt_dose(
     ------
     InputError
         Shape not matching the grid, negative or non-finite dose, unknown dose type or bits,
-        comment too long, no plan UID.
+        comment too long, both or a non-physical model for PHYSICAL dose, no plan UID.
     OSError
         If the file cannot be written.
     """
@@ -137,7 +150,13 @@ def export_rt_dose(
         raise InputError(f"bits must be 16 or 32, got {bits}")
     if not referenced_plan_uid:
         raise InputError("an RT Dose of a plan must reference the plan's SOP Instance UID")
-    text = check_text(comment, 64, "dose comment")
+    if model is not None and comment is not None:
+        raise InputError("give the RT Dose's model or a comment, not both: the comment of a "
+                         "model's dose is the model's description")
+    if kind == "PHYSICAL" and model is not None and not isinstance(model, PhysicalDose):
+        raise InputError(f"a PHYSICAL dose cannot be labelled with the {model.name} model")
+    text = (fit_label(model.describe(), DOSE_COMMENT_CHARS) if model is not None
+            else check_text(comment or "", DOSE_COMMENT_CHARS, "dose comment"))
     ct = patient.ct
     identity = ExportIdentity.make(uid_seed, created)
     ds = base_dataset(
@@ -145,7 +164,7 @@ def export_rt_dose(
         modality="RTDOSE",
         study=ct.study,
         identity=identity,
-        series_description=f"IonPlan dose {kind.lower()}" + (f" {text}" if text else ""),
+        series_description=f"IonPlan dose {kind.lower()} {text}",
         series_number=902,
     )
     ds.FrameOfReferenceUID = ct.frame_of_reference_uid
@@ -185,6 +204,8 @@ def export_rt_dose(
         set_ds(ds, "GridFrameOffsetVector", [k * sz for k in range(nz)])
     set_ds(ds, "DoseGridScaling", scaling)
     ds.TissueHeterogeneityCorrection = "IMAGE"
+    if model is not None:
+        write_rbe_block(ds, model)
     ds.PixelData = np.ascontiguousarray(stored).astype(stored.dtype.newbyteorder("<")).tobytes()
     ds["PixelData"].VR = "OW"
     write_dataset(ds, path)

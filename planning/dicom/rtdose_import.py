@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from planning.dicom._export_common import RT_DOSE_STORAGE
+from planning.dicom._rbe_block import read_rbe_block
 from planning.dicom._rt_values import get_float_list, get_optional_float, is_present
 from planning.dicom._values import (
     PathLike,
@@ -35,6 +36,7 @@ from planning.dicom._values import (
 )
 from planning.dicom.errors import DicomImportError
 from planning.dose_engine import DoseGrid
+from planning.rbe import RbeModel
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,9 @@ class DoseVolume:
         GY or RELATIVE.
     comment : str
         Dose Comment (IonPlan writes the RBE model there), ``""`` if absent.
+    rbe : RbeModel or None
+        The model of IonPlan's private RBE model record (:mod:`planning.dicom._rbe_block`):
+        the model that computed the dose, with all its parameters; None without the record.
     summation_type : str
         Dose Summation Type (PLAN: the whole plan, all fractions; FRACTION, BEAM, ...).
     frame_of_reference_uid : str
@@ -87,6 +92,7 @@ class DoseVolume:
     referenced_plan_uid: str
     sop_instance_uid: str = ""
     source_path: str = ""
+    rbe: RbeModel | None = None
 
     def __post_init__(self) -> None:
         if self.dose_gy.shape != tuple(self.grid.shape):
@@ -243,6 +249,7 @@ def read_rt_dose(ds: Dataset, *, path: PathLike = "") -> DoseVolume:
                              if plans else ""),
         sop_instance_uid=get_str(ds, "SOPInstanceUID", where),
         source_path=str(path),
+        rbe=read_rbe_block(ds, where),
     )
 
 
@@ -258,14 +265,15 @@ def load_rt_dose(path: PathLike) -> DoseVolume:
     -------
     DoseVolume
         Dose ``(z, y, x)`` float32 on +x, +y, +z LPS axes, with its grid, type, units, comment,
-        summation type, frame of reference and referenced plan.
+        summation type, frame of reference, referenced plan and recorded RBE model.
 
     Raises
     ------
     DicomImportError
         Unreadable or not an RT Dose; no pixel data; missing or unknown Dose Type, Dose Units,
         Dose Summation Type or Frame of Reference UID; oblique or non-axial grid; unevenly
-        spaced frames; missing or non-positive Dose Grid Scaling; undecodable pixels.
+        spaced frames; missing or non-positive Dose Grid Scaling; undecodable pixels; an
+        invalid IonPlan RBE model record.
     """
     with reading(path, "cannot read the RT Dose"):
         ds = pydicom.dcmread(path)

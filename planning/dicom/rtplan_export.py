@@ -5,7 +5,9 @@ What is written
 * RT General Plan: RT Plan Label (the plan label, at most 16 characters), RT Plan Geometry
   PATIENT, the referenced RT Structure Set, and an RT Plan Description that ends with
   ``"RBE model: <Plan.rbe_model>"`` (first-generation RT objects have no field for the RBE model;
-  :mod:`planning.dicom.rtplan_import` reads it back from there).
+  :mod:`planning.dicom.rtplan_import` reads it back from there). When the plan holds the model
+  itself (``Plan.rbe``), its complete record goes in IonPlan's private block
+  (:mod:`planning.dicom._rbe_block`, docs/dicom.md), which the import prefers.
 * RT Prescription: one Dose Reference, type TARGET, with the Target Prescription Dose = the
   *total* prescribed dose of the plan (all fractions), its description = the target's name, and
   the target's ROI number when the referenced structure set has a structure of that name.
@@ -56,6 +58,7 @@ from planning.dicom._export_common import (
     set_ds,
     write_dataset,
 )
+from planning.dicom._rbe_block import write_rbe_block
 from planning.dicom._values import PathLike
 from planning.dicom.scan import RT_STRUCTURE_SET_STORAGE
 from planning.dose_engine import PRIMARIES_PER_WEIGHT_UNIT
@@ -390,6 +393,8 @@ def export_rt_ion_plan(
     ds.FractionGroupSequence = sequence([group])
     ds.IonBeamSequence = sequence(beams)
     ds.ApprovalStatus = "UNAPPROVED"
+    if plan.rbe is not None:
+        write_rbe_block(ds, plan.rbe)
     write_dataset(ds, path)
     logger.info("exported plan %r (%d beams, %d spots) to %s", plan.label, len(beams),
                 plan.n_spots, path)

@@ -27,8 +27,9 @@ What is read
   the ROI name of its Referenced ROI Number when a structure set is given, else the Dose
   Reference Description. When the plan has none, ``fallback_prescription`` is used and
   :attr:`ImportedPlan.prescription_found` is False; without a fallback the import is refused.
-* RBE model: the text after ``"RBE model: "`` in the RT Plan Description (as IonPlan writes it),
-  ``"unknown"`` otherwise.
+* RBE model: the model of IonPlan's private RBE model record (:mod:`planning.dicom._rbe_block`)
+  as ``Plan.rbe``, with its description; without the record, the text after
+  ``"RBE model: "`` in the RT Plan Description (as IonPlan writes it), ``"unknown"`` otherwise.
 
 All bad input raises :class:`DicomImportError` naming the file (and the beam where it applies).
 """
@@ -43,6 +44,7 @@ from pydicom.dataset import Dataset
 
 from planning.dicom._beam_import import BeamReadSettings, read_beam
 from planning.dicom._export_common import RBE_MODEL_PREFIX, RT_ION_PLAN_STORAGE
+from planning.dicom._rbe_block import read_rbe_block
 from planning.dicom._rt_values import get_optional_float
 from planning.dicom._values import (
     PathLike,
@@ -226,15 +228,17 @@ def read_rt_ion_plan(
         prescription = fallback_prescription
         warnings.append("the plan states no target prescription: the given one is used")
     rs_refs = get_sequence(ds, "ReferencedStructureSetSequence", where)
+    model = read_rbe_block(ds, where)
     try:
         plan = Plan(
             label=get_str(ds, "RTPlanLabel", where) or "imported",
             machine_name=machines[0],
             beams=tuple(beams),
             prescription=prescription,
-            rbe_model=_rbe_model(ds, where),
+            rbe_model=model.describe() if model is not None else _rbe_model(ds, where),
             ion_z=ion_z,
             ion_a=ion_a,
+            rbe=model,
         )
     except PlanningError as exc:
         raise DicomImportError(where, str(exc)) from exc

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from planning.dicom import load_rt_dose
 from planning.geometry import lps_to_index
 
 pytestmark = pytest.mark.gui
@@ -253,6 +254,8 @@ def test_plan_review_compare_and_export(gui, tmp_path):
                    "the DICOM export")
     assert {"RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm"} <= {
         p.name for p in exported.iterdir()}
+    # The RBE dose names the model that computed it, with all its parameters.
+    assert load_rt_dose(exported / "RTDOSE_RBE.dcm").rbe == entry.result.model
     gui.frames(2)
     assert not gui.window.dispatch("on_request_close")  # exported: nothing would be lost
     _close_export_confirmations(gui)

@@ -1,0 +1,130 @@
+"""Machine-readable records of RBE models, and labels that fit DICOM text fields.
+
+A record names a model and *all* its parameters, so that the model can be rebuilt exactly
+(:func:`model_from_record`) from an exported file. It is a JSON-serialisable dict
+(docs/dicom.md):
+
+``{"format": "ionplan-rbe-model/1", "model": "mMKM", "variant": "...", "description": "...",
+"parameters": {...}, "ionplan_version": "..."}``
+
+``parameters`` holds every field of the model's dataclass under its own name, units in the
+names (``alpha0_gy``, ``domain_radius_um``; LEM I: ``{"tissue": {"name", "alpha_x_gy",
+"beta_x_gy2", "d_t_gy", "nucleus_radius_um"}}``; constant RBE: ``{"rbe"}``; physical dose: ``{}``).
+Floats are written by :mod:`json` with Python's shortest round-trip repr, so they come back
+bit-identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from planning import __version__
+from planning.errors import InputError
+from planning.rbe.lem import LemModel, Tissue
+from planning.rbe.mkm import MkmModel
+from planning.rbe.models import ConstantRbe, PhysicalDose, RbeModel
+
+RECORD_FORMAT = "ionplan-rbe-model/1"
+#: Marker that ends a label from which whole items were dropped.
+ELLIPSIS = "..."
+
+#: What each model name means beyond its parameters (which formulation IonPlan implements).
+VARIANTS: dict[str, str] = {
+    MkmModel.name: "NIRS/QST clinical dose: F_clin x HSG-equivalent dose of the reference "
+                   "radiation (Inaniwa et al. 2010, 2015)",
+    LemModel.name: "LEM I with the rapid beta of Kraemer and Scholz 2006; mixed fields by "
+                   "dose-averaged alpha and sqrt(beta)",
+    ConstantRbe.name: "RBE-weighted dose = rbe x physical dose",
+    PhysicalDose.name: "no RBE weighting (RBE = 1)",
+}
+
+#: The model classes a record can name, by ``RbeModel.name``.
+_CLASSES: dict[str, type[RbeModel]] = {
+    cls.name: cls for cls in (MkmModel, LemModel, ConstantRbe, PhysicalDose)}
+
+
+def model_record(model: RbeModel) -> dict[str, Any]:
+    """The record of ``model`` (see the module docstring); JSON-serialisable.
+
+    Raises
+    ------
+    InputError
+        For a model class IonPlan cannot rebuild from a record.
+    """
+    if _CLASSES.get(model.name) is not type(model):
+        raise InputError(f"no record format for the RBE model {type(model).__name__}")
+    return {
+        "format": RECORD_FORMAT,
+        "model": model.name,
+        "variant": VARIANTS[model.name],
+        "description": model.describe(),
+        "parameters": dataclasses.asdict(model),  # type: ignore[call-overload]
+        "ionplan_version": __version__,
+    }
+
+
+def _build(cls: type, params: Any, what: str) -> Any:
+    """``cls(**params)`` with exactly the fields of the dataclass ``cls``, each of its
+    annotated type (str, float, or a nested :class:`Tissue`); InputError otherwise."""
+    if not isinstance(params, Mapping):
+        raise InputError(f"RBE model record: {what} parameters must be an object, got "
+                         f"{params!r}")
+    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    if set(params) != set(fields):
+        missing, extra = sorted(set(fields) - set(params)), sorted(set(params) - set(fields))
+        raise InputError(f"RBE model record: {what} parameters missing {missing}, "
+                         f"unknown {extra}")
+    values: dict[str, Any] = {}
+    for key, kind in fields.items():
+        value = params[key]
+        if kind == "Tissue":
+            value = _build(Tissue, value, f"{what} tissue")
+        elif kind == "str" and not isinstance(value, str):
+            raise InputError(f"RBE model record: {what} {key} must be text, got {value!r}")
+        elif kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InputError(f"RBE model record: {what} {key} must be a number, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def model_from_record(record: Mapping[str, Any]) -> RbeModel:
+    """Rebuild the model a record (from :func:`model_record`) names, with all its parameters.
+
+    Raises
+    ------
+    InputError
+        Unknown format or model, missing, unknown or invalid parameters.
+    """
+    if not isinstance(record, Mapping) or record.get("format") != RECORD_FORMAT:
+        got = record.get("format") if isinstance(record, Mapping) else record
+        raise InputError(f"not an IonPlan RBE model record (format {got!r}, expected "
+                         f"{RECORD_FORMAT!r})")
+    name = record.get("model")
+    cls = _CLASSES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise InputError(f"RBE model record names an unknown model {name!r}; IonPlan knows "
+                         f"{', '.join(_CLASSES)}")
+    model: RbeModel = _build(cls, record.get("parameters"), cls.name)
+    return model
+
+
+def fit_label(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters, else its leading space-separated items
+    followed by :data:`ELLIPSIS`, as many as fit: no item (``key=value``) is ever cut.
+
+    Raises
+    ------
+    InputError
+        If not even the first item and the marker fit.
+    """
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    items = text.split(" ")
+    while items and len(" ".join([*items, ELLIPSIS])) > limit:
+        items.pop()
+    if not items:
+        raise InputError(f"{text!r} cannot be shortened to {limit} characters by whole items")
+    return " ".join([*items, ELLIPSIS])

@@ -1,0 +1,101 @@
+"""RBE model records (every parameter, exact round trip through JSON) and labels that fit
+DICOM text fields without cutting a value."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from planning.errors import InputError
+from planning.rbe import (
+    DEFAULT_TISSUES,
+    ConstantRbe,
+    LemModel,
+    MkmModel,
+    PhysicalDose,
+    Tissue,
+    parse_tissue,
+)
+from planning.rbe.record import ELLIPSIS, RECORD_FORMAT, fit_label, model_from_record, model_record
+
+MODELS = [
+    MkmModel(),
+    MkmModel(cell_line="HSG-2", alpha0_gy=0.1721, beta_gy2=0.06151, domain_radius_um=0.321,
+             nucleus_radius_um=3.91, f_clin=2.4, alpha_ref_gy=0.7641, beta_ref_gy2=0.06152),
+    *(LemModel(t) for t in DEFAULT_TISSUES),
+    LemModel(parse_tissue("0.1,0.05,30")),
+    LemModel(Tissue("brainstem", 0.123456789, 0.0456, 27.5, nucleus_radius_um=4.5)),
+    ConstantRbe(2.5),
+    ConstantRbe(1.1),
+    PhysicalDose(),
+]
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.describe())
+def test_record_round_trips_through_json(model):
+    record = model_record(model)
+    assert record["format"] == RECORD_FORMAT
+    assert record["model"] == model.name and record["description"] == model.describe()
+    assert record["variant"] and record["ionplan_version"]
+    back = model_from_record(json.loads(json.dumps(record)))
+    assert type(back) is type(model) and back == model
+
+
+def test_record_holds_every_parameter_with_units():
+    mkm = model_record(MODELS[1])["parameters"]
+    assert mkm == {"cell_line": "HSG-2", "alpha0_gy": 0.1721, "beta_gy2": 0.06151,
+                   "domain_radius_um": 0.321, "nucleus_radius_um": 3.91, "f_clin": 2.4,
+                   "alpha_ref_gy": 0.7641, "beta_ref_gy2": 0.06152}
+    lem = model_record(LemModel(Tissue("brainstem", 0.1, 0.05, 30.0, 4.5)))["parameters"]
+    assert lem == {"tissue": {"name": "brainstem", "alpha_x_gy": 0.1, "beta_x_gy2": 0.05,
+                              "d_t_gy": 30.0, "nucleus_radius_um": 4.5}}
+    assert model_record(ConstantRbe(2.5))["parameters"] == {"rbe": 2.5}
+    assert model_record(PhysicalDose())["parameters"] == {}
+
+
+def _broken(change):
+    record = copy.deepcopy(model_record(LemModel()))
+    change(record)
+    return record
+
+
+@pytest.mark.parametrize(("record", "message"), [
+    ({"model": "mMKM", "parameters": {}}, "not an IonPlan RBE model record"),
+    ([1, 2], "not an IonPlan RBE model record"),
+    (_broken(lambda r: r.update(model="LEM IV")), "unknown model 'LEM IV'"),
+    (_broken(lambda r: r["parameters"]["tissue"].pop("d_t_gy")), r"missing \['d_t_gy'\]"),
+    (_broken(lambda r: r["parameters"]["tissue"].update(extra=1)), r"unknown \['extra'\]"),
+    (_broken(lambda r: r["parameters"]["tissue"].update(alpha_x_gy="0.1")), "must be a number"),
+    (_broken(lambda r: r["parameters"]["tissue"].update(alpha_x_gy=True)), "must be a number"),
+    (_broken(lambda r: r["parameters"]["tissue"].update(name=3)), "must be text"),
+    (_broken(lambda r: r["parameters"]["tissue"].update(d_t_gy=-1.0)), "d_t_gy must be"),
+    (_broken(lambda r: r.update(parameters=None)), "must be an object"),
+    ({**model_record(MkmModel()), "parameters": {**model_record(MkmModel())["parameters"],
+                                                 "f_clin": 0}}, "f_clin must be"),
+])
+def test_bad_records_are_refused(record, message):
+    with pytest.raises(InputError, match=message):
+        model_from_record(record)
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.describe())
+@pytest.mark.parametrize("limit", [64, 40, 24, 18])
+def test_fit_label_drops_whole_items_only(model, limit):
+    text = f"IonPlan dose effective {model.describe()}"
+    label = fit_label(text, limit)
+    assert len(label) <= limit
+    items = text.split(" ")
+    if label == text:
+        return
+    kept = label.split(" ")
+    assert kept[-1] == ELLIPSIS
+    assert kept[:-1] == items[:len(kept) - 1]  # leading items, each complete
+
+
+def test_fit_label_keeps_short_text_and_refuses_an_uncuttable_item():
+    assert fit_label("mMKM  HSG", 64) == "mMKM HSG"
+    assert fit_label("a=1 b=2 c=3", 9) == "a=1 ..."
+    with pytest.raises(InputError, match="whole items"):
+        fit_label("alpha0_gy=0.172 b=1", 8)
