@@ -464,7 +464,6 @@ def pencil_beam_cutoff_radius_mm(
     a_c = d * (1 - h) / (2 * np.pi * sc * sc)
     a_h = d * h / (2 * np.pi * sh * sh)
     axis_density = a_c + a_h
-    s_max = np.maximum(sc, sh)
 
     inv_c, inv_h = 0.5 / (sc * sc), 0.5 / (sh * sh)
     s_min2 = np.minimum(sc, sh) ** 2
