@@ -13,7 +13,7 @@ import numpy as np
 
 from app.session import DoseLayer
 from app.viewer_state import DoseOverlay
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.errors import InputError
 
 DEFAULT_ISODOSE_PERCENT = (107.0, 95.0, 80.0, 50.0, 30.0)

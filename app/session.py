@@ -13,7 +13,7 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import NDArray
 
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.patient import Patient
 from planning.planner import PlanResult
 

@@ -22,7 +22,7 @@ from kivy.properties import ListProperty, NumericProperty, StringProperty
 from numpy.typing import NDArray
 
 from app import rendering
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.errors import InputError
 from planning.patient import CtVolume, RoiMask
 

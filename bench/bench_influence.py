@@ -34,13 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from planning.dose_engine import (  # noqa: E402
-    Beam,
-    DoseEngineSettings,
-    DoseGrid,
-    place_spots,
-)
+from planning.beams import Beam  # noqa: E402
+from planning.dose_grid import DoseGrid  # noqa: E402
 from planning.engine import build_influence  # noqa: E402
+from planning.engine.dose_engine import DoseEngineSettings, place_spots  # noqa: E402
 
 CT_SHAPE = (129, 167, 167)
 CT_SPACING = (2.5, 3.0, 3.0)
@@ -127,7 +124,7 @@ def main() -> None:
         print(json.dumps(run_one(args.device, args.threads, args.trace)))
         return
 
-    from planning.dose_engine import resolve_device
+    from planning.engine.dose_engine import resolve_device
     from planning.errors import DeviceError
 
     devices = ["cpu", "gpu"] if args.device == "all" else [args.device]

@@ -70,7 +70,7 @@ def _configure_kivy(window_px: tuple[int, int]) -> None:
 
 
 def _phantom():
-    from planning.dose_engine import DoseGrid
+    from planning.dose_grid import DoseGrid
     from planning.patient import CtVolume, PatientStudy, RoiMask
 
     rng = np.random.default_rng(7)

@@ -21,7 +21,7 @@ from planning.machine import Machine, load_machine, pencil_beam_data, save_machi
 if TYPE_CHECKING:
     from planning.compare.comparison import ComparisonResult
     from planning.compare.cross_model import CrossModelView
-    from planning.dose_engine import DoseGrid
+    from planning.dose_grid import DoseGrid
     from planning.optimization import Objective
     from planning.patient import Patient
     from planning.planner import PlanResult
@@ -182,7 +182,7 @@ def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float
 
 def gpu_available() -> bool:
     """True when a CUDA device is usable by the dose engine."""
-    from planning.dose_engine import resolve_device
+    from planning.engine.dose_engine import resolve_device
     from planning.errors import DeviceError
 
     try:
@@ -283,26 +283,11 @@ def comparison_side(source: PlanResult | str | os.PathLike[str], *, label: str,
 
 
 def rbe_model(name: str, tissue: str | None = None, constant_rbe: float | None = None) -> RbeModel:
-    """An RBE model by CLI name: ``mkm``, ``lem1``, ``const`` or ``physical``.
+    """An RBE model by CLI name: ``mkm``, ``lem1``, ``const`` or ``physical``
+    (:func:`planning.rbe.by_name.rbe_model_by_name`)."""
+    from planning.rbe.by_name import rbe_model_by_name
 
-    ``tissue`` (LEM I) is a tissue class name (chordoma, hsg, v79) or ``alpha_x,beta_x,D_t`` in
-    1/Gy, 1/Gy^2 and Gy.
-    """
-    from planning.rbe import ConstantRbe, LemModel, MkmModel, PhysicalDose
-
-    key = name.strip().lower()
-    if key == "mkm":
-        return MkmModel()
-    if key == "lem1":
-        return LemModel(parse_tissue(tissue)) if tissue else LemModel()
-    if key == "const":
-        if constant_rbe is None:
-            raise InputError("a constant RBE model needs its value (there is no accepted "
-                             "constant RBE for carbon ions)")
-        return ConstantRbe(constant_rbe)
-    if key == "physical":
-        return PhysicalDose()
-    raise InputError(f"unknown RBE model {name!r}; choose mkm, lem1, const or physical")
+    return rbe_model_by_name(name, tissue, constant_rbe)
 
 
 def parse_tissue(text: str) -> Tissue:

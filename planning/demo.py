@@ -19,21 +19,16 @@ from numpy.typing import NDArray
 from scipy.optimize import minimize
 from scipy.sparse import sparray
 
+from planning.beams import Beam, SpotMap
 from planning.dicom import (
     export_rt_dose,
     export_rt_ion_plan,
     load_demo_patient,
     write_demo_patient,
 )
-from planning.dose_engine import (
-    Beam,
-    DoseEngineSettings,
-    DoseGrid,
-    SpotMap,
-    forward_dose,
-    place_spots,
-)
+from planning.dose_grid import DoseGrid
 from planning.engine import build_influence
+from planning.engine.dose_engine import DoseEngineSettings, forward_dose, place_spots
 from planning.hlut import HlutCurve, default_hlut
 from planning.machine import Machine, load_machine
 from planning.patient import Patient

@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from planning.dose_engine import Beam, DoseEngineSettings, DoseGrid, SpotMap
+from planning.beams import Beam, SpotMap
+from planning.dose_grid import DoseGrid
 from planning.engine import PlanningEngine
+from planning.engine.dose_engine import DoseEngineSettings
 from planning.errors import PlanningError
 from planning.evaluation import dose_at_volume
 from planning.machine import Machine

@@ -1,7 +1,7 @@
 """A treatment plan: prescription, beams with their spots and weights, and the model used.
 
 Spot weights are numbers of primary ions per fraction, in units of
-:data:`planning.dose_engine.PRIMARIES_PER_WEIGHT_UNIT` (10^6), the unit of the influence matrices.
+:data:`planning.beams.PRIMARIES_PER_WEIGHT_UNIT` (10^6), the unit of the influence matrices.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from planning.dose_engine import Beam, SpotMap
+from planning.beams import Beam, SpotMap
 from planning.errors import PlanningError
 from planning.rbe import RbeModel
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.evaluation import conformity_index, cumulative_dvh, dose_metrics
 from planning.patient import Patient
 from planning.structure_dose import structures_on_grid

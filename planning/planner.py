@@ -2,8 +2,9 @@
 
 :func:`make_plan` runs the whole pipeline of one :class:`PlanRequest`: load the patient, HU to
 RSP through the default HLUT, isocentre at the target centroid, spots per beam
-(:func:`planning.dose_engine.place_spots`), the RBE model's depth tables, the influence matrices
-(dose, LET x dose and the model sums) on the dose grid inside the body, spot-weight optimization
+(:func:`planning.engine.dose_engine.place_spots`), the RBE model's depth tables, the optimizer's
+influence matrices (dose and the model sums, rows of the structures with objectives) from a
+:class:`planning.engine.PlanningEngine` on the dose grid inside the body, spot-weight optimization
 on RBE-weighted dose per fraction (:mod:`planning.optimization`), the forward dose cubes and the
 metrics per structure (:mod:`planning.evaluation`). :func:`write_plan_outputs` exports
 ``RTPLAN.dcm``, ``RTDOSE_PHYSICAL.dcm``, ``RTDOSE_RBE.dcm`` (total plan doses) and
@@ -11,7 +12,7 @@ metrics per structure (:mod:`planning.evaluation`). :func:`write_plan_outputs` e
 
 The objectives, optimizer settings and LEM I tissues come from a plan configuration
 (:mod:`planning.plan_config`, with its defaults); the final cubes from a forward pass
-(:mod:`planning.forward_dose`); the per-structure metrics and DVHs of the report from
+(:mod:`planning.engine.forward_dose`); the per-structure metrics and DVHs of the report from
 :func:`planning.plan_report.structure_report`. Which dose-grid voxels belong to a structure,
 and the body, come from :mod:`planning.structure_dose`.
 
@@ -37,14 +38,11 @@ from numpy.typing import NDArray
 
 from kernels.sparse_device import SpotMatrix
 from planning.atomic import atomic_write_text
-from planning.dose_engine import (
-    Beam,
-    DoseEngineSettings,
-    DoseGrid,
-    place_spots,
-    resolve_device,
-)
+from planning.beams import Beam
+from planning.dose_grid import DoseGrid
 from planning.engine import PlanningEngine
+from planning.engine.dose_engine import DoseEngineSettings, place_spots, resolve_device
+from planning.engine.forward_dose import forward_cubes
 from planning.errors import InputError, PlanningError
 from planning.exchange import (
     ExchangeView,
@@ -53,7 +51,6 @@ from planning.exchange import (
     paired_models,
     write_exchange_doses,
 )
-from planning.forward_dose import forward_cubes
 from planning.hlut import default_hlut, load_hlut_csv
 from planning.machine import Machine, load_machine
 from planning.optimization import (
@@ -113,7 +110,7 @@ class PlanRequest:
     patient : Patient or None
         An already loaded patient.
     rbe_model : {"mkm", "lem1", "const", "physical"}
-        RBE model (see :func:`planning.api.rbe_model`).
+        RBE model (see :func:`planning.rbe.by_name.rbe_model_by_name`).
     rbe_value : float or None
         The RBE of ``"const"``.
     tissue : str or None
@@ -127,7 +124,7 @@ class PlanRequest:
     output_dir : str or None
         Where :func:`write_plan_outputs` writes; None writes nothing.
     cutoff_fraction : float
-        :attr:`planning.dose_engine.DoseEngineSettings.lateral_cutoff_fraction`.
+        :attr:`planning.engine.dose_engine.DoseEngineSettings.lateral_cutoff_fraction`.
     hlut_path : str or None
         HU to relative stopping power CSV (``hu,rsp``); None uses the generic default curve.
     label : str
@@ -230,7 +227,7 @@ def target_isocenter_mm(ct: CtVolume, target_mask: NDArray[np.bool_]
 
 
 def _model(request: PlanRequest) -> RbeModel:
-    from planning.api import rbe_model  # the facade owns the CLI names of the models
+    from planning.rbe.by_name import rbe_model_by_name as rbe_model
 
     return rbe_model(request.rbe_model, request.tissue, request.rbe_value)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.errors import InputError
 from planning.evaluation import DoseMetrics, Dvh, cumulative_dvh, dose_metrics
 from planning.patient import CtVolume, Patient, Structure

@@ -12,7 +12,7 @@ from app.plan_setup import BeamSetup, parse_beam, parse_objective, parse_plan_se
 from app.recent import RecentFolders
 from app.session import Session, short_model_name
 from planning.dicom import load_demo_patient
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.errors import InputError
 from planning.optimization import Objective
 from planning.planner import grid_of

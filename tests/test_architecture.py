@@ -36,3 +36,34 @@ def test_kernels_never_import_planning_or_app() -> None:
 def test_cupy_only_in_kernels(package: str) -> None:
     for path in (ROOT / package).rglob("*.py"):
         assert "cupy" not in _imports(path), path
+
+
+def _modules(path: Path) -> set[str]:
+    """Full dotted names of every module imported anywhere in a file (also inside functions);
+    ``from planning import api`` counts as ``planning.api``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_planning_never_calls_up_into_its_facade_or_cli() -> None:
+    """planning.api and planning.cli are the top of planning: nothing below imports them."""
+    top = {"planning.api", "planning.cli"}
+    for path in (ROOT / "planning").rglob("*.py"):
+        if path.name in ("api.py", "cli.py") and path.parent == ROOT / "planning":
+            continue
+        assert not _modules(path) & top, path
+
+
+def test_dicom_io_does_not_import_the_dose_engine() -> None:
+    """DICOM import and export describe plans and doses; they need the domain types
+    (planning.beams, planning.dose_grid), not the engine that computes doses."""
+    for path in (ROOT / "planning" / "dicom").rglob("*.py"):
+        engine = {m for m in _modules(path) if m.startswith("planning.engine")}
+        assert not engine, (path, engine)

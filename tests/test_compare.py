@@ -18,7 +18,7 @@ from planning.compare.html_report import write_comparison_report
 from planning.compare.images import colour_map, png_bytes
 from planning.compare.sources import DoseSide
 from planning.dicom import load_demo_patient
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.errors import InputError
 from planning.planner import grid_of, structure_rows
 from planning.progress import CancelToken, OperationCancelled

@@ -3,17 +3,16 @@
 import numpy as np
 import pytest
 
-from planning.dose_engine import (
-    Beam,
+from planning.beams import Beam, SpotMap
+from planning.dose_grid import DoseGrid
+from planning.engine import build_influence
+from planning.engine.dose_engine import (
     DoseEngineSettings,
-    DoseGrid,
-    SpotMap,
     compute_wepl,
     forward_dose,
     place_spots,
     resolve_device,
 )
-from planning.engine import build_influence
 from planning.errors import DeviceError, PlanningError
 from planning.progress import CancelToken, OperationCancelled
 from tests.synthetic_machine import make_synthetic_machine

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from kernels.backend import DeviceUnavailableError, resolve_device
-from planning.dose_engine import Beam, DoseEngineSettings, DoseGrid, SpotMap
+from planning.beams import Beam, SpotMap
+from planning.dose_grid import DoseGrid
 from planning.engine import PlanningEngine
+from planning.engine.dose_engine import DoseEngineSettings
 from planning.errors import PlanningError
 from planning.optimization import Objective, OptimizationProblem, optimize_weights
 from planning.rbe import DepthTables, LemModel

@@ -21,7 +21,8 @@ import pytest
 
 from planning.cli import main
 from planning.dicom import load_patient, load_rt_dose, load_rt_ion_plan, write_demo_patient
-from planning.dose_engine import DoseEngineSettings, DoseGrid
+from planning.dose_grid import DoseGrid
+from planning.engine.dose_engine import DoseEngineSettings
 from planning.exchange import exchange_metrics, exchange_view
 from planning.hlut import default_hlut
 from planning.machine import load_machine

@@ -25,8 +25,10 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq, nnls
 
-from planning.dose_engine import Beam, DoseEngineSettings, DoseGrid, SpotMap
+from planning.beams import Beam, SpotMap
+from planning.dose_grid import DoseGrid
 from planning.engine import build_influence
+from planning.engine.dose_engine import DoseEngineSettings
 from planning.exchange import ExchangeView, exchange_view
 from planning.machine import Machine
 from planning.rbe import DepthTables, LemModel, MkmModel, depth_tables, tissue_by_name

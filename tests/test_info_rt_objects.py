@@ -28,7 +28,7 @@ from planning.dicom import (
     scan_folder,
     write_demo_patient,
 )
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.patient import Patient
 from planning.plan import Plan
 from tests.test_rtplan_dicom import SAD_MM, SIGMA_MM, build_plan

@@ -9,17 +9,12 @@ import subprocess
 import numpy as np
 import pytest
 
+from planning.beams import Beam, SpotMap
 from planning.cli import main
 from planning.dicom import load_rt_dose, load_rt_ion_plan, write_demo_patient
-from planning.dose_engine import (
-    Beam,
-    DoseEngineSettings,
-    DoseGrid,
-    SpotMap,
-    place_spots,
-    select_layer_energies,
-)
+from planning.dose_grid import DoseGrid
 from planning.engine import build_influence
+from planning.engine.dose_engine import DoseEngineSettings, place_spots, select_layer_energies
 from planning.machine import pencil_beam_data, per_depth_at_energy
 from planning.rbe import DepthTables
 from tests.synthetic_machine import make_synthetic_machine

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app import rendering
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.errors import InputError
 from planning.patient import RoiMask
 

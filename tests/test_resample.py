@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from planning.compare.resample import common_grid, grids_equal, resample_to_grid
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.errors import InputError
 
 

@@ -26,7 +26,7 @@ from planning.dicom import (
 )
 from planning.dicom._rbe_block import PRIVATE_CREATOR, PRIVATE_GROUP, RECORD_OFFSET
 from planning.dicom.rtdose_export import dose_grid_scaling
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.errors import InputError
 from planning.patient import Patient
 from planning.rbe import ConstantRbe, LemModel, MkmModel, PhysicalDose, RbeModel, parse_tissue

@@ -27,6 +27,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
+from planning.beams import Beam, SpotMap
 from planning.dicom import (
     DicomImportError,
     export_rt_ion_plan,
@@ -37,7 +38,6 @@ from planning.dicom import (
 )
 from planning.dicom._rbe_block import PRIVATE_CREATOR, PRIVATE_GROUP, RECORD_OFFSET
 from planning.dicom._spot_lattice import LatticeError, fit_lattice
-from planning.dose_engine import Beam, SpotMap
 from planning.errors import InputError, PlanningError
 from planning.machine import Machine
 from planning.patient import Patient, RoiMask, Structure, StructureSet

@@ -36,7 +36,7 @@ from planning.compare.dvh_compare import (
 from planning.compare.gamma import GammaCriteria, GammaResult, gamma_index
 from planning.compare.resample import common_grid, grids_equal, resample_to_grid
 from planning.compare.sources import DoseSide, load_side
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.errors import InputError, PlanningError
 from planning.machine import Machine
 from planning.patient import Patient

@@ -18,7 +18,7 @@ import numpy as np
 
 from planning.compare.dvh_compare import structure_masks
 from planning.compare.recalc import plan_model, prepare_recalc
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.exchange import ExchangeView, exchange_report, exchange_view
 from planning.machine import Machine
 from planning.patient import Patient
@@ -104,7 +104,7 @@ def cross_model_view(patient: Patient, plan: Plan, *, label: str = "",
     progress, cancel : optional
         Progress callback and cancel token.
     """
-    from planning.api import parse_tissue
+    from planning.rbe import parse_tissue
 
     t0 = time.perf_counter()
     setup = prepare_recalc(patient, plan, machine=machine, grid_mm=dose_grid,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.evaluation import Dvh, cumulative_dvh, dose_metrics
 from planning.patient import Patient, Structure
 from planning.structure_dose import structures_on_grid

@@ -3,9 +3,10 @@
 A plan made here or by another system (:func:`planning.dicom.load_rt_ion_plan`) is checked
 against the CT it is recalculated on (Frame of Reference and patient position must agree), its
 spots are traced through the CT's relative stopping power (HLUT) and its spot weights (per
-fraction) are passed forward through the dose engine (:func:`planning.forward_dose.forward_cubes`):
-whole-plan physical and RBE-weighted dose, LETd and RBE on a dose grid covering the CT, and a
-report shaped like ``ionplan plan``'s (metrics and DVHs per structure, beams, timings).
+fraction) are passed forward through the dose engine
+(:func:`planning.engine.forward_dose.forward_cubes`): whole-plan physical and RBE-weighted
+dose, LETd and RBE on a dose grid covering the CT, and a report shaped like ``ionplan plan``'s
+(metrics and DVHs per structure, beams, timings).
 
 The RBE model is, unless the caller names one, the model the plan file states (IonPlan writes
 ``RBE model: <description>`` into the RT Plan Description; :func:`model_from_description`
@@ -28,10 +29,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from planning.dose_engine import Beam, DoseEngineSettings, DoseGrid, SpotMap, resolve_device
+from planning.beams import Beam, SpotMap
+from planning.dose_grid import DoseGrid
+from planning.engine.dose_engine import DoseEngineSettings, resolve_device
+from planning.engine.forward_dose import forward_cubes
 from planning.errors import InputError, PlanningError
 from planning.exchange import exchange_report, exchange_view, paired_models
-from planning.forward_dose import forward_cubes
 from planning.hlut import default_hlut, load_hlut_csv
 from planning.machine import Machine, load_machine
 from planning.patient import Patient
@@ -160,14 +163,14 @@ def choose_model(plan: Plan, name: str | None, *, tissue: str | None = None,
     name : {"mkm", "lem1", "const", "physical"} or None
         The caller's choice; None takes the plan's model, else mMKM.
     tissue, rbe_value : optional
-        LEM I tissue and constant RBE of a named model (:func:`planning.api.rbe_model`).
+        LEM I tissue and constant RBE of a named model (:func:`planning.rbe.by_name.rbe_model_by_name`).
 
     Returns
     -------
     (RbeModel, str)
         The model and its source: ``"requested"``, ``"plan"`` or ``"default"``.
     """
-    from planning.api import rbe_model  # the facade owns the CLI names of the models
+    from planning.rbe.by_name import rbe_model_by_name as rbe_model
 
     if name is not None:
         return rbe_model(name, tissue, rbe_value), "requested"

@@ -1,6 +1,6 @@
 """Resampling of dose cubes between axis-aligned grids, and the common grid of two doses.
 
-Grids are :class:`planning.dose_engine.DoseGrid`: arrays indexed ``(z, y, x)``, ``spacing_mm``
+Grids are :class:`planning.dose_grid.DoseGrid`: arrays indexed ``(z, y, x)``, ``spacing_mm``
 in that order, ``origin_mm`` the LPS ``(x, y, z)`` centre of voxel ``(0, 0, 0)``. Both grids of
 a resampling are axis-aligned in the same patient frame (no rotation), so the map from a
 destination voxel to source index coordinates is a per-axis scale and shift and trilinear
@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.errors import InputError
 
 #: Destination points this close (in source voxels) beyond the source centres count as inside,

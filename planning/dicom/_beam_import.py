@@ -12,11 +12,11 @@ import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 
+from planning.beams import PRIMARIES_PER_WEIGHT_UNIT, Beam, SpotMap
 from planning.dicom._rt_values import get_float_list, get_optional_float, is_present
 from planning.dicom._spot_lattice import LatticeError, fit_lattice
 from planning.dicom._values import PathLike, get_floats, get_int, get_sequence, get_str
 from planning.dicom.errors import DicomImportError
-from planning.dose_engine import PRIMARIES_PER_WEIGHT_UNIT, Beam, SpotMap
 from planning.errors import PlanningError
 from planning.plan import BeamPlan
 

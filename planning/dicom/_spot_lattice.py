@@ -1,6 +1,6 @@
 """Put imported spot positions on the regular lattice the dose engine needs.
 
-:class:`planning.dose_engine.SpotMap` requires every spot of a beam at
+:class:`planning.beams.SpotMap` requires every spot of a beam at
 ``lattice_origin + (i du, j dv)``. Plans made elsewhere list positions only, so the lattice is
 inferred per beam and per axis, gcd-like: the most common gap between neighbouring distinct
 positions is the candidate spacing; if some positions lie between its nodes (interleaved or

@@ -9,7 +9,7 @@ attribute for the RBE model, so the model that computed the dose is named three 
 ``key=value`` items with a trailing ``"..."`` when too long, and its complete record (every
 parameter) in IonPlan's private block (:mod:`planning.dicom._rbe_block`).
 
-Geometry: the cube is on a :class:`planning.dose_engine.DoseGrid`, indexed ``(z, y, x)`` with
+Geometry: the cube is on a :class:`planning.dose_grid.DoseGrid`, indexed ``(z, y, x)`` with
 axes along +x, +y, +z LPS, so Image Orientation (Patient) is ``1\\0\\0\\0\\1\\0``, Image Position
 (Patient) is the centre of voxel ``(0, 0, 0)``, and the Grid Frame Offset Vector is relative
 (first value 0) with the slice spacing ``sz`` (a one-plane cube is a single-frame image whose
@@ -43,7 +43,7 @@ from planning.dicom._export_common import (
 )
 from planning.dicom._rbe_block import write_rbe_block
 from planning.dicom._values import PathLike
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.errors import InputError
 from planning.patient import Patient
 from planning.rbe import PhysicalDose, RbeModel

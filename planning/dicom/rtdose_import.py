@@ -35,7 +35,7 @@ from planning.dicom._values import (
     reading,
 )
 from planning.dicom.errors import DicomImportError
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.rbe import RbeModel
 
 logger = logging.getLogger(__name__)

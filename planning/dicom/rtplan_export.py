@@ -24,9 +24,9 @@ What is written
 Units and frames
 ----------------
 Meterset weights are numbers of primary ions per fraction (the plan's weights x 10^6, see
-:data:`planning.dose_engine.PRIMARIES_PER_WEIGHT_UNIT`); the Final Cumulative Meterset Weight and
+:data:`planning.beams.PRIMARIES_PER_WEIGHT_UNIT`); the Final Cumulative Meterset Weight and
 the Beam Meterset are both the beam's particles per fraction. Scan Spot Position Map holds the
-spot positions ``(u, v)`` of :class:`planning.dose_engine.SpotMap` as the IEC GANTRY ``(X, Y)``
+spot positions ``(u, v)`` of :class:`planning.beams.SpotMap` as the IEC GANTRY ``(X, Y)``
 at the isocentre plane (``u`` is ``X_g`` and ``v`` is ``Y_g``, see :mod:`planning.geometry`).
 Nominal Beam Energy is in MeV per nucleon (the Ion Control Point Sequence defines it so and has
 no Nominal Beam Energy Unit attribute; dciodvfy flags that attribute there as non-standard).
@@ -46,6 +46,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 
+from planning.beams import PRIMARIES_PER_WEIGHT_UNIT
 from planning.dicom._export_common import (
     RBE_MODEL_PREFIX,
     RT_ION_PLAN_STORAGE,
@@ -61,7 +62,6 @@ from planning.dicom._export_common import (
 from planning.dicom._rbe_block import write_rbe_block
 from planning.dicom._values import PathLike
 from planning.dicom.scan import RT_STRUCTURE_SET_STORAGE
-from planning.dose_engine import PRIMARIES_PER_WEIGHT_UNIT
 from planning.errors import InputError
 from planning.patient import CtVolume, Patient
 from planning.plan import BeamPlan, Plan

@@ -18,8 +18,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from kernels.influence import chunk_pairs, plan_layer
-from planning.dose_engine import DoseEngineSettings
 from planning.engine.cpu_influence import BeamWork
+from planning.engine.dose_engine import DoseEngineSettings
 from planning.progress import CancelToken, ProgressCallback, report
 
 FloatArray = NDArray[np.float64]

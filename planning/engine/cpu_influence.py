@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from kernels import backend
 from kernels.influence import BeamVoxels, LayerPlan, chunk_pairs, count_pairs, plan_layer
-from planning.dose_engine import DoseEngineSettings
+from planning.engine.dose_engine import DoseEngineSettings
 from planning.engine.setup import BeamLayers
 from planning.errors import PlanningError
 from planning.progress import CancelToken, ProgressCallback, report

@@ -30,17 +30,16 @@ from kernels import backend
 from kernels.influence import BeamVoxels, select_voxels
 from kernels.pencil_beam_gpu import PackedLayers, pack_layers
 from kernels.sparse_device import SpotMatrix, device_spot_matrix, host_spot_matrix
-from planning.dose_engine import (
-    Beam,
+from planning.beams import Beam, SpotMap
+from planning.dose_grid import DoseGrid
+from planning.engine import cpu_forward, cpu_influence, gpu_influence
+from planning.engine.cpu_influence import BeamWork
+from planning.engine.dose_engine import (
     DoseEngineSettings,
-    DoseGrid,
     DoseInfluence,
-    SpotMap,
     check_volume,
     resolve_device,
 )
-from planning.engine import cpu_forward, cpu_influence, gpu_influence
-from planning.engine.cpu_influence import BeamWork
 from planning.engine.setup import (
     BeamLayers,
     beam_geometry,

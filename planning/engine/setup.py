@@ -26,15 +26,9 @@ from kernels.influence import (
     prepare_layer,
 )
 from kernels.wepl import sample_volume
-from planning.dose_engine import (
-    DOSE_SCALE_GY,
-    Beam,
-    DoseEngineSettings,
-    DoseGrid,
-    SpotMap,
-    SpotTable,
-    wepl_at_points,
-)
+from planning.beams import Beam, SpotMap
+from planning.dose_grid import DoseGrid
+from planning.engine.dose_engine import DOSE_SCALE_GY, DoseEngineSettings, SpotTable, wepl_at_points
 from planning.errors import MachineError, PlanningError
 from planning.geometry import lps_to_bev
 from planning.machine import Machine, pencil_beam_data, per_depth_at_energy

@@ -7,7 +7,7 @@ import pytest
 
 from app.dose_display import DoseDisplay, difference_overlay, overlay_for, parse_levels
 from app.session import DoseLayer
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.errors import InputError
 
 GRID = DoseGrid((2, 3, 4), (3.0, 3.0, 3.0), (0.0, 0.0, 0.0))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from planning.dose_engine import DoseGrid
+from planning.dose_grid import DoseGrid
 from planning.patient import CtVolume, PatientStudy, RoiMask
 
 SPACING_MM = (2.5, 1.25, 1.0)  # (sz, sy, sx)

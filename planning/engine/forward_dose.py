@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from planning.dose_engine import Beam, DoseEngineSettings, DoseGrid, SpotMap
+from planning.beams import Beam, SpotMap
+from planning.dose_grid import DoseGrid
 from planning.engine import DoseSums, PlanningEngine
+from planning.engine.dose_engine import DoseEngineSettings
 from planning.machine import Machine
 from planning.optimization import RbeGroup
 from planning.progress import CancelToken, ProgressCallback

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,14 +33,13 @@ from kernels.influence import (
     DEFAULT_CHUNK_CANDIDATES,
 )
 from kernels.wepl import sample_wepl, wepl_cube
+from planning.beams import PRIMARIES_PER_WEIGHT_UNIT, Beam, SpotMap
+from planning.dose_grid import DoseGrid
 from planning.errors import DeviceError, PlanningError
-from planning.geometry import BeamFrame, beam_frame, lps_to_bev, voxel_centers_lps
+from planning.geometry import BeamFrame, lps_to_bev
 from planning.machine import MEV_PER_G_TO_GY, Machine
 
 log = logging.getLogger(__name__)
-
-#: Spot weights are in units of this many primary ions.
-PRIMARIES_PER_WEIGHT_UNIT = 1.0e6
 
 #: Gy per weight unit, per IDD unit (MeV cm^2/g), per lateral density unit (1/mm^2):
 #: 10^6 primaries x 100 mm^2/cm^2 x MeV/g -> Gy.
@@ -52,175 +50,6 @@ FloatArray = NDArray[np.float64]
 
 
 # --------------------------------------------------------------------------- plan state
-
-
-@dataclass(frozen=True)
-class DoseGrid:
-    """An axis-aligned voxel grid (the dose grid, or the CT grid of an RSP volume).
-
-    Attributes
-    ----------
-    shape : (nz, ny, nx)
-        Number of voxels per axis, array order.
-    spacing_mm : (sz, sy, sx)
-        Voxel spacing, array order, mm.
-    origin_mm : (x, y, z)
-        LPS position of the centre of voxel ``(0, 0, 0)``, mm.
-    """
-
-    shape: tuple[int, int, int]
-    spacing_mm: tuple[float, float, float]
-    origin_mm: tuple[float, float, float]
-
-    def __post_init__(self) -> None:
-        if len(self.shape) != 3 or min(self.shape) < 1:
-            raise PlanningError(f"grid shape must be three positive sizes, got {self.shape}")
-        if len(self.spacing_mm) != 3 or not all(
-            math.isfinite(s) and s > 0 for s in self.spacing_mm
-        ):
-            raise PlanningError(f"grid spacing must be three positive mm, got {self.spacing_mm}")
-        if len(self.origin_mm) != 3 or not all(math.isfinite(o) for o in self.origin_mm):
-            raise PlanningError(f"grid origin must be three finite mm, got {self.origin_mm}")
-
-    @property
-    def n_voxels(self) -> int:
-        return int(np.prod(self.shape))
-
-    def voxel_centers_lps(self, flat_indices: ArrayLike | None = None) -> FloatArray:
-        """(N, 3) LPS centres of all voxels (C order) or of the given flat indices."""
-        return voxel_centers_lps(self.shape, self.spacing_mm, self.origin_mm, flat_indices)
-
-    @classmethod
-    def covering(cls, grid: DoseGrid, spacing_mm: float | Sequence[float]) -> DoseGrid:
-        """A grid of another spacing covering the extent of ``grid``, centred on it.
-
-        Parameters
-        ----------
-        grid : DoseGrid
-            The grid to cover (e.g. the CT grid).
-        spacing_mm : float or (sz, sy, sx)
-            The new spacing, mm.
-        """
-        new_sp = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (3,))
-        old_sp = np.asarray(grid.spacing_mm, dtype=np.float64)
-        extent = np.asarray(grid.shape) * old_sp  # outer boundaries, array order
-        shape = np.maximum(np.ceil(extent / new_sp - 1e-9).astype(int), 1)
-        centre_zyx = (np.asarray(grid.origin_mm)[::-1]
-                      + 0.5 * (np.asarray(grid.shape) - 1) * old_sp)
-        origin_zyx = centre_zyx - 0.5 * (shape - 1) * new_sp
-        return cls(
-            shape=(int(shape[0]), int(shape[1]), int(shape[2])),
-            spacing_mm=(float(new_sp[0]), float(new_sp[1]), float(new_sp[2])),
-            origin_mm=(float(origin_zyx[2]), float(origin_zyx[1]), float(origin_zyx[0])),
-        )
-
-
-@dataclass(frozen=True)
-class Beam:
-    """One treatment beam.
-
-    Attributes
-    ----------
-    isocenter_mm : (x, y, z)
-        Isocentre in LPS, mm.
-    gantry_deg, couch_deg : float
-        IEC 61217 gantry and patient-support angles (see :mod:`planning.geometry`).
-    name : str
-        Label for messages.
-    patient_position : str
-        DICOM patient position of the CT the beam is planned on (HFS, HFP, FFS, FFP); it sets
-        how the IEC room axes lie in patient coordinates.
-    """
-
-    isocenter_mm: tuple[float, float, float]
-    gantry_deg: float = 0.0
-    couch_deg: float = 0.0
-    name: str = ""
-    patient_position: str = "HFS"
-
-    @property
-    def frame(self) -> BeamFrame:
-        try:
-            return beam_frame(self.gantry_deg, self.couch_deg, self.patient_position)
-        except ValueError as exc:
-            raise PlanningError(f"{self.label}: {exc}") from None
-
-    @property
-    def label(self) -> str:
-        return self.name or f"beam G{self.gantry_deg:g} C{self.couch_deg:g}"
-
-
-@dataclass(frozen=True, eq=False)
-class SpotMap:
-    """The spots of one beam, on a regular lateral lattice at the isocentre plane.
-
-    Attributes
-    ----------
-    energy_mev_u : (n,) float array
-        Energy of each spot (a machine energy, or one inside the machine's range).
-    layer : (n,) int array
-        Energy layer of each spot; all spots of a layer share its energy.
-    u_mm, v_mm : (n,) float arrays
-        Spot positions on the isocentre plane of the beam's-eye view, mm.
-    spacing_mm : (du, dv)
-        Lattice spacing; every spot lies at ``lattice_origin_mm + (i du, j dv)``.
-    lattice_origin_mm : (u0, v0)
-        Lattice node (0, 0), mm.
-    """
-
-    energy_mev_u: FloatArray
-    layer: IntArray
-    u_mm: FloatArray
-    v_mm: FloatArray
-    spacing_mm: tuple[float, float]
-    lattice_origin_mm: tuple[float, float] = (0.0, 0.0)
-
-    def __post_init__(self) -> None:
-        n = np.shape(self.energy_mev_u)
-        for name in ("layer", "u_mm", "v_mm"):
-            if np.shape(getattr(self, name)) != n:
-                raise PlanningError(f"spot map: {name} has shape {np.shape(getattr(self, name))},"
-                                    f" expected {n} like energy_mev_u")
-        if len(n) != 1:
-            raise PlanningError("spot map arrays must be 1-D")
-        for name in ("energy_mev_u", "u_mm", "v_mm"):
-            if not np.all(np.isfinite(getattr(self, name))):
-                raise PlanningError(f"spot map: {name} contains non-finite values")
-        if len(self.spacing_mm) != 2 or min(self.spacing_mm) <= 0:
-            raise PlanningError(f"spot map: lattice spacing must be two positive mm, "
-                                f"got {self.spacing_mm}")
-        if n[0]:
-            energies = np.asarray(self.energy_mev_u)
-            layer = np.asarray(self.layer)
-            ids, inv = np.unique(layer, return_inverse=True)
-            e_first = np.full(ids.size, np.nan)
-            e_first[inv[::-1]] = energies[::-1]
-            if not np.allclose(energies, e_first[inv], rtol=0, atol=1e-6):
-                raise PlanningError("spot map: spots of one layer have different energies")
-
-    @property
-    def n_spots(self) -> int:
-        return int(np.shape(self.energy_mev_u)[0])
-
-    def lattice_indices(self) -> tuple[IntArray, IntArray]:
-        """Integer lattice indices ``(iu, iv)`` of the spots.
-
-        Raises
-        ------
-        PlanningError
-            If a spot lies off the lattice (more than 1 um from a node).
-        """
-        fu = (np.asarray(self.u_mm) - self.lattice_origin_mm[0]) / self.spacing_mm[0]
-        fv = (np.asarray(self.v_mm) - self.lattice_origin_mm[1]) / self.spacing_mm[1]
-        iu, iv = np.rint(fu).astype(np.int64), np.rint(fv).astype(np.int64)
-        off = np.hypot((fu - iu) * self.spacing_mm[0], (fv - iv) * self.spacing_mm[1])
-        if off.size and off.max() > 1e-3:
-            k = int(np.argmax(off))
-            raise PlanningError(
-                f"spot map: spot {k} at (u, v) = ({self.u_mm[k]:.3f}, {self.v_mm[k]:.3f}) mm is "
-                f"not on the lattice of spacing {self.spacing_mm} mm; the dose engine needs "
-                "spots on a regular lattice")
-        return iu, iv
 
 
 @dataclass(frozen=True)
