@@ -52,7 +52,7 @@ class SpotMatrix:
 
 def host_spot_matrix(m: sp.csr_array) -> SpotMatrix:
     """A SciPy CSR matrix as float64 (the optimizer's products then need no conversion)."""
-    m64 = sp.csr_array(m, dtype=np.float64)
+    m64 = m if m.dtype == np.float64 else m.astype(np.float64)
     return SpotMatrix(m64, m64.T)
 
 

@@ -23,13 +23,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from planning.beams import Beam, SpotMap
 from planning.dose_grid import DoseGrid
 from planning.engine import PlanningEngine
-from planning.engine.dose_engine import DoseEngineSettings
 from planning.errors import PlanningError
 from planning.evaluation import dose_at_volume
-from planning.machine import Machine
 from planning.patient import Patient
 from planning.progress import CancelToken, ProgressCallback, report
 from planning.rbe import DepthTables, LemModel, MkmModel, RbeModel, depth_tables
@@ -91,39 +88,24 @@ def paired_models(model: RbeModel, lem_default: LemModel | None = None
     return mkm, lem
 
 
-def exchange_view(machine: Machine, rsp: ArrayLike, ct_grid: DoseGrid, dose_grid: DoseGrid,
-                  beams: Sequence[Beam], spot_maps: Sequence[SpotMap],
-                  weights_per_fraction: ArrayLike, n_fractions: int, *,
-                  calc_mask: ArrayLike | None = None, mkm: MkmModel | None = None,
-                  lem: LemModel | None = None, settings: DoseEngineSettings | None = None,
-                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-                  engine: PlanningEngine | None = None) -> ExchangeView:
+def exchange_view(engine: PlanningEngine, weights_per_fraction: ArrayLike, n_fractions: int, *,
+                  mkm: MkmModel | None = None, lem: LemModel | None = None,
+                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+                  ) -> ExchangeView:
     """RBE-weighted dose of one plan under mMKM and LEM I and their voxel-wise ratio.
 
     Parameters
     ----------
-    machine : Machine
-        Beam data with particle spectra.
-    rsp : (nz, ny, nx) float array
-        Relative stopping power on ``ct_grid``.
-    ct_grid, dose_grid : DoseGrid
-        Grids of ``rsp`` and of the result.
-    beams, spot_maps : sequences of Beam and SpotMap
-        The plan's beams and spots.
+    engine : PlanningEngine
+        The plan's engine (machine with particle spectra, beams, spots, dose grid, region).
     weights_per_fraction : (n_spots,) float array
-        Spot weights per fraction, 10^6 primaries, in the order of ``spot_maps``.
+        Spot weights per fraction, 10^6 primaries, in the engine's column order.
     n_fractions : int
         Number of fractions (totals are per-fraction doses x ``n_fractions``).
-    calc_mask : (nz, ny, nx) bool array on ``dose_grid``, optional
-        Voxels to compute (see :class:`planning.engine.PlanningEngine`).
     mkm, lem : MkmModel, LemModel, optional
         The models (defaults: ``MkmModel()``, ``LemModel()``).
-    settings : DoseEngineSettings, optional
-        Dose engine settings; LET x dose is never stored here.
     progress, cancel : optional
         Progress callback and cancel token of the forward pass.
-    engine : PlanningEngine, optional
-        An engine of this geometry to reuse (else one is made from the arguments).
 
     Returns
     -------
@@ -138,16 +120,13 @@ def exchange_view(machine: Machine, rsp: ArrayLike, ct_grid: DoseGrid, dose_grid
     if n_fractions < 1:
         raise PlanningError(f"n_fractions must be >= 1, got {n_fractions}")
     w = np.asarray(weights_per_fraction, dtype=np.float64)
-    if w.shape != (sum(s.n_spots for s in spot_maps),):
-        raise PlanningError(f"{w.size} weights for {sum(s.n_spots for s in spot_maps)} spots")
-    t_mkm, t_lem = depth_tables(machine, mkm), depth_tables(machine, lem)
+    if w.shape != (engine.n_spots,):
+        raise PlanningError(f"{w.size} weights for {engine.n_spots} spots")
+    t_mkm, t_lem = depth_tables(engine.machine, mkm), depth_tables(engine.machine, lem)
     tables = DepthTables(  # the engine uses only the values; particles are mMKM's
         f"{t_mkm.model_description} + {t_lem.model_description}",
         t_mkm.quantity_names + t_lem.quantity_names, t_mkm.values + t_lem.values,
         t_mkm.spectrum_values + t_lem.spectrum_values, t_mkm.particles)
-    if engine is None:
-        engine = PlanningEngine(machine, rsp, ct_grid, dose_grid, beams, spot_maps, settings,
-                                calc_mask=calc_mask, cancel=cancel)
     fwd = engine.forward(w, model_tables=tables, with_let=False, progress=progress,
                          cancel=cancel)
     d, sums = fwd.dose_gy, fwd.model_sums
@@ -161,9 +140,9 @@ def exchange_view(machine: Machine, rsp: ArrayLike, ct_grid: DoseGrid, dose_grid
     report(progress, 1.0, "exchange view done")
 
     def cube(a: NDArray[np.float64], scale: float = 1.0) -> Cube:
-        return (a * scale).reshape(dose_grid.shape).astype(np.float32)
+        return (a * scale).reshape(engine.dose_grid.shape).astype(np.float32)
 
-    return ExchangeView(dose_grid, cube(d, n_fractions), cube(mkm_d, n_fractions),
+    return ExchangeView(engine.dose_grid, cube(d, n_fractions), cube(mkm_d, n_fractions),
                         cube(lem_d, n_fractions), cube(ratio), mkm, lem,
                         int(n_fractions))
 

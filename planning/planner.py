@@ -38,11 +38,18 @@ from numpy.typing import NDArray
 
 from kernels.sparse_device import SpotMatrix
 from planning.atomic import atomic_write_text
-from planning.beams import Beam
+from planning.beams import Beam, SpotMap
 from planning.dose_grid import DoseGrid
 from planning.engine import PlanningEngine
-from planning.engine.dose_engine import DoseEngineSettings, place_spots, resolve_device
+from planning.engine.dose_engine import DoseEngineSettings, place_spots
 from planning.engine.forward_dose import forward_cubes
+from planning.engine.memory import check_host_memory, engine_bytes
+from planning.engine.problem import (
+    concatenated_tables,
+    optimization_problem,
+    tissue_models,
+    voxel_groups,
+)
 from planning.errors import InputError, PlanningError
 from planning.exchange import (
     ExchangeView,
@@ -55,7 +62,6 @@ from planning.hlut import default_hlut, load_hlut_csv
 from planning.machine import Machine, load_machine
 from planning.optimization import (
     Objective,
-    OptimizationProblem,
     RbeGroup,
     optimize_weights,
 )
@@ -204,6 +210,9 @@ class PlanResult:
         The mMKM / LEM I exchange view when ``PlanRequest.exchange`` was set.
     beam_physical_dose_gy : tuple of (nz, ny, nx) float32 arrays
         Total physical dose of each beam, in the order of ``plan.beams``.
+    prepared : PreparedPlan or None
+        The prepared plan it was optimized from (engine and kept matrices), for
+        :func:`reoptimize`; None for recalculated plans.
     """
 
     plan: Plan
@@ -217,6 +226,7 @@ class PlanResult:
     report: dict[str, Any] = field(default_factory=dict)
     exchange: ExchangeView | None = None
     beam_physical_dose_gy: tuple[NDArray[np.float32], ...] = ()
+    prepared: PreparedPlan | None = field(default=None, compare=False, repr=False)
 
 
 def target_isocenter_mm(ct: CtVolume, target_mask: NDArray[np.bool_]
@@ -232,22 +242,82 @@ def _model(request: PlanRequest) -> RbeModel:
     return rbe_model(request.rbe_model, request.tissue, request.rbe_value)
 
 
-def make_plan(request: PlanRequest, *, machine: Machine | None = None,
-              progress: ProgressCallback | None = None, cancel: CancelToken | None = None
-              ) -> PlanResult:
-    """Run the planning pipeline of the module docstring (no files written).
+@dataclass(eq=False)
+class PreparedPlan:
+    """What a plan keeps between optimizations: patient, beams, spots, RBE tables and the
+    planning engine with the optimizer's matrices (on the engine's device).
+
+    Made by :func:`prepare_plan`; :func:`optimize_prepared` optimizes it, as often as wanted:
+    a changed objective, objective weight or prescription re-optimizes from the kept matrices
+    (only objectives on structures whose voxels are not yet rows of the matrices add rows).
+    A change of beams, grid, spots or RBE model needs a new :func:`prepare_plan`.
+    """
+
+    request: PlanRequest
+    model: RbeModel
+    config: PlanConfig
+    patient: Patient
+    machine: Machine
+    target: str
+    beams: tuple[Beam, ...]
+    spot_maps: tuple[SpotMap, ...]
+    tables: DepthTables | None
+    voxel_groups: tuple[RbeGroup, ...]
+    dose_grid: DoseGrid
+    body: NDArray[np.bool_] | None
+    engine: PlanningEngine
+    timings_s: dict[str, float]
+    rows: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    matrices: tuple[SpotMatrix, tuple[SpotMatrix, ...]] | None = None
+    matrix_nnz: int = 0
+
+    def structure_rows(self, names: Sequence[str]) -> dict[str, NDArray[np.int64]]:
+        """Dose-grid rows of each named structure (and of the target)."""
+        assert self.patient.structure_set is not None
+        ct_grid = grid_of(self.patient.ct)
+        out: dict[str, NDArray[np.int64]] = {}
+        for name in sorted({*names, self.target}):
+            try:
+                s = self.patient.structure_set.get(name)
+            except KeyError as exc:
+                raise PlanningError(f"objective: {exc.args[0]}") from None
+            out[s.name] = structure_rows(s.mask.to_dense(), ct_grid, self.dose_grid)
+        return out
+
+    def ensure_matrices(self, rows_by_name: dict[str, NDArray[np.int64]], *,
+                        progress: ProgressCallback | None = None,
+                        cancel: CancelToken | None = None) -> bool:
+        """Build the optimizer's matrices unless the kept ones cover every row asked for.
+
+        Returns True when they were (re)built.
+        """
+        want = np.intersect1d(np.unique(np.concatenate(list(rows_by_name.values()))),
+                              self.engine.rows)  # without a body: voxels with tissue
+        if self.matrices is not None and np.all(np.isin(want, self.rows)):
+            return False
+        rows = np.union1d(want, self.rows)
+        dose_m, sums_m, nnz = self.engine.optimization_matrices(
+            rows, model_tables=self.tables, progress=progress, cancel=cancel)
+        self.rows, self.matrices, self.matrix_nnz = rows, (dose_m, sums_m), nnz
+        return True
+
+    def release(self) -> None:
+        """Drop the optimizer's matrices (they come back on the next optimization)."""
+        self.rows, self.matrices, self.matrix_nnz = np.zeros(0, np.int64), None, 0
+
+
+def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
+                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+                 ) -> PreparedPlan:
+    """Load the patient, place the spots, make the RBE tables and the planning engine.
 
     Raises
     ------
     InputError, PlanningError, DicomImportError, DeviceError
         Bad request, missing target, unreachable target, unusable data.
-    OperationCancelled
-        When ``cancel`` is set.
     """
-    t_start = time.perf_counter()
     timings: dict[str, float] = {}
     model = _model(request)
-    prescription = Prescription(request.target, request.total_dose_gy_rbe, request.n_fractions)
     config = (request.config if request.config is not None
               else load_plan_config(request.config_path) if request.config_path else PlanConfig())
     if request.patient is not None:
@@ -277,86 +347,181 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
     rsp = hlut.hu_to_rsp(np.asarray(ct.hu, dtype=np.float32))
     iso_mm = target_isocenter_mm(ct, target_mask)
     couch = request.couch_deg or (0.0,) * len(request.gantry_deg)
-    beams = [Beam(iso_mm, float(g), float(c), f"G{g:g}C{c:g}" if c else f"G{g:g}",
-                  patient_position=ct.patient_position or "HFS")
-             for g, c in zip(request.gantry_deg, couch, strict=True)]
+    beams = tuple(Beam(iso_mm, float(g), float(c), f"G{g:g}C{c:g}" if c else f"G{g:g}",
+                       patient_position=ct.patient_position or "HFS")
+                  for g, c in zip(request.gantry_deg, couch, strict=True))
     settings = DoseEngineSettings(device=request.device,
                                   lateral_cutoff_fraction=request.cutoff_fraction)
+    dose_grid = DoseGrid.covering(ct_grid, request.dose_grid_mm)
+    _check_grid_memory(patient, ct_grid, dose_grid, len(beams), model)
     report(progress, 0.05, "placing spots")
     t0 = time.perf_counter()
-    spot_maps = [place_spots(machine, rsp, ct_grid, b, target_mask,
-                             spot_spacing_mm=request.spot_spacing_mm,
-                             layer_spacing_mm=request.layer_spacing_mm, settings=settings)
-                 for b in beams]
-    tissue_models = _tissue_models(model, config)
-    tables = (_concatenated_tables([depth_tables(machine, m) for m in tissue_models])
+    spot_maps = tuple(place_spots(machine, rsp, ct_grid, b, target_mask,
+                                  spot_spacing_mm=request.spot_spacing_mm,
+                                  layer_spacing_mm=request.layer_spacing_mm, settings=settings)
+                      for b in beams)
+    models = tissue_models(model, config)
+    tables = (concatenated_tables([depth_tables(machine, m) for m in models])
               if model.quantity_names else None)
     timings["spots_and_tables"] = time.perf_counter() - t0
-    dose_grid = DoseGrid.covering(ct_grid, request.dose_grid_mm)
     body = body_mask(patient, ct_grid, dose_grid)
-
-    objectives = merge_objectives(
-        default_objectives(patient, target.name, prescription.total_dose_gy_rbe), config)
-    names = {o.structure for o in objectives}
-    rows_by_name: dict[str, NDArray[np.int64]] = {}
-    for name in sorted(names | {target.name}):
-        try:
-            s = patient.structure_set.get(name)
-        except KeyError as exc:
-            raise PlanningError(f"objective: {exc.args[0]}") from None
-        rows_by_name[name] = structure_rows(s.mask.to_dense(), ct_grid, dose_grid)
-    objectives = [Objective(patient.structure_set.get(o.structure).name, o.kind, o.dose_gy_rbe,
-                            o.weight, o.volume_fraction) for o in objectives]
-    # One engine (its WEPL, spot lattices and layers on the device) serves the optimizer's
-    # matrices (only the rows of structures with objectives, without LET), the forward pass of
-    # the whole-body cubes and the exchange view.
+    # One engine (WEPL, spot lattices and layers on the device) serves the optimizer's matrices
+    # (rows of the structures with objectives), the forward pass of the whole-body cubes and
+    # the exchange view. Its region is the body plus every contoured structure, so that later
+    # objectives on any structure can add rows without a new engine.
     t0 = time.perf_counter()
-    union = np.unique(np.concatenate(list(rows_by_name.values())))
     region: NDArray[np.bool_] | None = None
     if body is not None:
         flat = body.copy().reshape(-1)
-        flat[union] = True
+        for s in patient.structure_set.structures:
+            flat[structure_rows(s.mask.to_dense(), ct_grid, dose_grid)] = True
         region = flat.reshape(dose_grid.shape)
     engine = PlanningEngine(machine, rsp, ct_grid, dose_grid, beams, spot_maps, settings,
                             calc_mask=region, cancel=cancel)
-    union = np.intersect1d(union, engine.rows)  # without a body: voxels with tissue
-    dose_m, sums_m, influence_nnz = engine.optimization_matrices(
-        union, model_tables=tables, progress=stage_progress(progress, 0.1, 0.45),
-        cancel=cancel)
-    timings["dose_influence"] = time.perf_counter() - t0
-    influence_mib = (dose_m.nbytes + sum(m.nbytes for m in sums_m)) / 2**20
+    timings["engine_setup"] = time.perf_counter() - t0
+    groups = voxel_groups(patient, config, models, ct_grid, dose_grid)
+    return PreparedPlan(request, model, config, patient, machine, target.name, beams, spot_maps,
+                        tables, groups, dose_grid, body, engine, timings)
+
+
+def _check_grid_memory(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid, n_beams: int,
+                       model: RbeModel) -> None:
+    """Refuse a dose grid whose engine would not fit in memory, before any long work.
+
+    The body's share of the CT (the EXTERNAL structure, else the whole CT) scales the dose
+    grid's voxels; the estimate covers the engine's per-beam voxel arrays and one forward
+    pass's sums (:func:`planning.engine.memory.engine_bytes`).
+    """
+    share = 1.0
+    assert patient.structure_set is not None
+    for s in patient.structure_set.structures:
+        if s.interpreted_type.upper() == "EXTERNAL":
+            share = float(np.count_nonzero(s.mask.to_dense())) / max(ct_grid.n_voxels, 1)
+            break
+    n_rows = int(share * dose_grid.n_voxels)
+    spacing = ", ".join(f"{v:g}" for v in dose_grid.spacing_mm)
+    check_host_memory(engine_bytes(n_rows, n_beams, 2 * len(model.quantity_names)),
+                      f"a dose grid of {spacing} mm ({dose_grid.n_voxels:,} voxels, about "
+                      f"{n_rows:,} in the body) for {n_beams} beams",
+                      "choose a coarser dose grid")
+
+
+def make_plan(request: PlanRequest, *, machine: Machine | None = None,
+              progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+              ) -> PlanResult:
+    """Run the planning pipeline of the module docstring (no files written): prepare the plan
+    and optimize it with the request's objectives. The result keeps the prepared plan
+    (``PlanResult.prepared``) for :func:`reoptimize`.
+
+    Raises
+    ------
+    InputError, PlanningError, DicomImportError, DeviceError
+        Bad request, missing target, unreachable target, unusable data.
+    OperationCancelled
+        When ``cancel`` is set.
+    """
+    t_start = time.perf_counter()
+    prepared = prepare_plan(request, machine=machine, progress=stage_progress(progress, 0.0, 0.1),
+                            cancel=cancel)
+    result = optimize_prepared(prepared, progress=stage_progress(progress, 0.1, 1.0),
+                               cancel=cancel)
+    result.report["timings_s"]["total"] = time.perf_counter() - t_start
+    return result
+
+
+def reoptimize(prepared: PreparedPlan, *, total_dose_gy_rbe: float | None = None,
+               n_fractions: int | None = None, config: PlanConfig | None = None,
+               progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+               ) -> PlanResult:
+    """Optimize a prepared plan again with a new prescription and/or objectives (a new plan
+    configuration), from its kept influence matrices.
+
+    Raises
+    ------
+    InputError, PlanningError
+        A bad prescription, objectives on unknown structures, or a configuration that changes
+        what the matrices are made of (LEM I tissues: prepare a new plan).
+    """
+    request = prepared.request
+    if config is not None and config.tissues != prepared.config.tissues:
+        raise PlanningError("the LEM I tissues changed: they change the influence matrices, "
+                            "so make a new plan")
+    changes: dict[str, Any] = {}
+    if total_dose_gy_rbe is not None:
+        changes["total_dose_gy_rbe"] = float(total_dose_gy_rbe)
+    if n_fractions is not None:
+        changes["n_fractions"] = int(n_fractions)
+    if config is not None:
+        changes.update(config=config, config_path=None)
+    prepared.request = dataclasses.replace(request, **changes)
+    if config is not None:
+        prepared.config = config
+    try:
+        return optimize_prepared(prepared, progress=progress, cancel=cancel)
+    except BaseException:
+        prepared.request = request
+        raise
+
+
+def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | None = None,
+                      cancel: CancelToken | None = None) -> PlanResult:
+    """Optimize a prepared plan with its request's prescription and objectives, then the
+    forward dose, the report and (if asked) the exchange view."""
+    t_start = time.perf_counter()
+    request, model, patient = prepared.request, prepared.model, prepared.patient
+    if not (math.isfinite(request.total_dose_gy_rbe) and request.total_dose_gy_rbe > 0):
+        raise InputError(f"the prescribed dose must be a positive number, got "
+                         f"{request.total_dose_gy_rbe}")
+    if request.n_fractions < 1:
+        raise InputError(f"the number of fractions must be >= 1, got {request.n_fractions}")
+    prescription = Prescription(prepared.target, request.total_dose_gy_rbe, request.n_fractions)
+    assert patient.structure_set is not None
+    objectives = merge_objectives(
+        default_objectives(patient, prepared.target, prescription.total_dose_gy_rbe),
+        prepared.config)
+    rows_by_name = prepared.structure_rows([o.structure for o in objectives])
+    objectives = [Objective(patient.structure_set.get(o.structure).name, o.kind, o.dose_gy_rbe,
+                            o.weight, o.volume_fraction) for o in objectives]
+    timings = dict(prepared.timings_s)
     t0 = time.perf_counter()
-    voxel_groups = _voxel_groups(patient, config, tissue_models, ct_grid, dose_grid)
-    problem = _problem(dose_m, sums_m, union, rows_by_name, model, prescription.n_fractions,
-                       voxel_groups, device=engine.device)
+    rebuilt = prepared.ensure_matrices(rows_by_name, progress=stage_progress(progress, 0.0, 0.4),
+                                       cancel=cancel)
+    timings["dose_influence"] = time.perf_counter() - t0 if rebuilt else 0.0
+    assert prepared.matrices is not None
+    dose_m, sums_m = prepared.matrices
+    t0 = time.perf_counter()
+    problem = optimization_problem(dose_m, sums_m, prepared.rows, rows_by_name, model,
+                                   prescription.n_fractions, prepared.voxel_groups,
+                                   device=prepared.engine.device)
     result = optimize_weights(problem, objectives, prescription.dose_per_fraction_gy_rbe,
-                              target.name, config.optimizer,
-                              progress=stage_progress(progress, 0.45, 0.85), cancel=cancel)
+                              prepared.target, prepared.config.optimizer,
+                              progress=stage_progress(progress, 0.4, 0.85), cancel=cancel)
     timings["optimization"] = time.perf_counter() - t0
-    del problem, dose_m, sums_m
+    del problem
     t0 = time.perf_counter()
-    cubes = forward_cubes(machine, rsp, ct_grid, dose_grid, beams, spot_maps, result.weights,
-                          model, tables, prescription.n_fractions, settings, calc_mask=body,
-                          groups=voxel_groups, engine=engine,
-                          progress=stage_progress(progress, 0.85, 0.98), cancel=cancel)
+    engine, beams, spot_maps = prepared.engine, prepared.beams, prepared.spot_maps
+    cubes = forward_cubes(engine, result.weights, model, prepared.tables,
+                          prescription.n_fractions, groups=prepared.voxel_groups,
+                          progress=stage_progress(progress, 0.85, 0.97), cancel=cancel)
     timings["forward_dose"] = time.perf_counter() - t0
     offsets = np.cumsum([0] + [s.n_spots for s in spot_maps])
-    plan = Plan(label=request.label[:16], machine_name=machine.name,
+    plan = Plan(label=request.label[:16], machine_name=prepared.machine.name,
                 beams=tuple(BeamPlan(b, s, result.weights[offsets[i]:offsets[i + 1]])
                             for i, (b, s) in enumerate(zip(beams, spot_maps, strict=True))),
                 prescription=prescription, rbe_model=model.describe(), rbe=model)
-    sections = structure_report(patient, dose_grid, cubes.physical_dose_gy,
+    sections = structure_report(patient, prepared.dose_grid, cubes.physical_dose_gy,
                                 cubes.rbe_dose_gy_rbe, prescription.total_dose_gy_rbe,
-                                target.name, known_rows=rows_by_name)
-    target_rows = rows_by_name[target.name]
-    timings["total"] = time.perf_counter() - t_start
+                                prepared.target, known_rows=rows_by_name)
+    target_rows = rows_by_name[prepared.target]
+    dose_grid = prepared.dose_grid
+    matrix_mib = (dose_m.nbytes + sum(m.nbytes for m in sums_m)) / 2**20
     rep: dict[str, Any] = {
-        "prescription": {"target": target.name,
+        "prescription": {"target": prepared.target,
                          "total_dose_gy_rbe": prescription.total_dose_gy_rbe,
                          "n_fractions": prescription.n_fractions,
                          "dose_per_fraction_gy_rbe": prescription.dose_per_fraction_gy_rbe},
         "rbe_model": model.describe(),
-        "machine": machine.name,
+        "machine": prepared.machine.name,
         "beams": [{"name": b.label, "gantry_deg": b.gantry_deg, "couch_deg": b.couch_deg,
                    "isocenter_mm": list(b.isocenter_mm), "spots": s.n_spots,
                    "layers": int(np.unique(s.layer).size),
@@ -364,9 +529,10 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
                   for b, s, bd in zip(beams, spot_maps, cubes.beam_physical_dose_gy,
                                       strict=True)],
         "spots": int(sum(sm.n_spots for sm in spot_maps)),
-        "influence_nnz": influence_nnz,
-        "influence_mib": influence_mib,
-        "device": resolve_device(request.device),
+        "influence_nnz": prepared.matrix_nnz,
+        "influence_mib": matrix_mib,
+        "influence_rebuilt": rebuilt,
+        "device": engine.device,
         "dose_grid": {"shape": list(dose_grid.shape), "spacing_mm": list(dose_grid.spacing_mm),
                       "origin_mm": list(dose_grid.origin_mm)},
         "objectives": [{"structure": o.structure, "type": o.kind, "dose_gy_rbe": o.dose_gy_rbe,
@@ -379,95 +545,24 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
         "dvh_gy_rbe": sections.dvh_gy_rbe,
         "timings_s": timings,
     }
-    if config.tissues:
+    if prepared.config.tissues:
         rep["tissues"] = {patient.structure_set.get(name).name: LemModel(t).describe()
-                          for name, t in config.tissues}
+                          for name, t in prepared.config.tissues}
     view = None
     if request.exchange:
         t0 = time.perf_counter()
         lem = _model(dataclasses.replace(request, rbe_model="lem1"))  # the request's tissue
         mkm_model, lem_model = paired_models(model, lem if isinstance(lem, LemModel) else None)
-        view = exchange_view(machine, rsp, ct_grid, dose_grid, beams, spot_maps, result.weights,
-                             prescription.n_fractions, calc_mask=body, mkm=mkm_model,
-                             lem=lem_model, settings=settings, engine=engine,
-                             progress=stage_progress(progress, 0.95, 1.0), cancel=cancel)
+        view = exchange_view(engine, result.weights, prescription.n_fractions, mkm=mkm_model,
+                             lem=lem_model, progress=stage_progress(progress, 0.97, 1.0),
+                             cancel=cancel)
         rep["exchange"] = exchange_report(view, sections.rows_by_name)
         timings["exchange"] = time.perf_counter() - t0
-        timings["total"] = time.perf_counter() - t_start
+    timings["total"] = time.perf_counter() - t_start
     report(progress, 1.0, "plan done")
     return PlanResult(plan, patient, dose_grid, cubes.physical_dose_gy, cubes.rbe_dose_gy_rbe,
                       cubes.letd_kev_um, cubes.rbe, model, report=rep, exchange=view,
-                      beam_physical_dose_gy=cubes.beam_physical_dose_gy)
-
-
-def _tissue_models(model: RbeModel, config: PlanConfig) -> list[RbeModel]:
-    """The plan's model first, then LEM I for each further distinct tissue of the config."""
-    models: list[RbeModel] = [model]
-    if isinstance(model, LemModel):
-        seen = [model.tissue]
-        for _, tissue in config.tissues:
-            if tissue not in seen:
-                seen.append(tissue)
-                models.append(LemModel(tissue))
-    return models
-
-
-def _concatenated_tables(tables: Sequence[DepthTables]) -> DepthTables:
-    """One DepthTables whose values are those of ``tables`` in order (the influence then has
-    the model sums of every table, concatenated)."""
-    if len(tables) == 1:
-        return tables[0]
-    return DepthTables(
-        " + ".join(t.model_description for t in tables),
-        tuple(q for t in tables for q in t.quantity_names),
-        tuple(v for t in tables for v in t.values),
-        tuple(v for t in tables for v in t.spectrum_values),
-        tables[0].particles)
-
-
-def _voxel_groups(patient: Patient, config: PlanConfig, models: Sequence[RbeModel],
-                  ct_grid: DoseGrid, dose_grid: DoseGrid) -> tuple[RbeGroup, ...]:
-    """Dose-grid voxels of each tissue model (rows: flat dose-grid indices); empty when the
-    configuration lists no tissues. The first listed structure wins where structures overlap."""
-    if not config.tissues:
-        return ()
-    assert patient.structure_set is not None
-    label = np.full(dose_grid.n_voxels, -1, dtype=np.int64)
-    tissues = [m.tissue if isinstance(m, LemModel) else None for m in models]
-    for name, tissue in config.tissues:
-        try:
-            s = patient.structure_set.get(name)
-        except KeyError as exc:
-            raise PlanningError(f"tissues: {exc.args[0]}") from None
-        rows = structure_rows(s.mask.to_dense(), ct_grid, dose_grid)
-        rows = rows[label[rows] < 0]
-        label[rows] = tissues.index(tissue)
-    label[label < 0] = 0
-    n_q = len(models[0].quantity_names)
-    return tuple(RbeGroup(m, np.flatnonzero(label == i).astype(np.int64),
-                          tuple(range(n_q * i, n_q * (i + 1))))
-                 for i, m in enumerate(models))
-
-
-def _problem(dose: SpotMatrix, model_sums: Sequence[SpotMatrix], union: NDArray[np.int64],
-             rows_by_name: dict[str, NDArray[np.int64]], model: RbeModel, n_fractions: int,
-             voxel_groups: Sequence[RbeGroup] = (), *, device: str = "cpu"
-             ) -> OptimizationProblem:
-    """The optimization problem on the rows ``union`` (sorted flat dose-grid indices) of the
-    matrices; ``voxel_groups`` (rows on the dose grid) become groups of the problem's rows."""
-    groups = []
-    for g in voxel_groups:
-        in_union = np.isin(union, g.rows)
-        if in_union.any():
-            groups.append(RbeGroup(g.model, np.flatnonzero(in_union).astype(np.int64),
-                                   g.sum_indices))
-
-    return OptimizationProblem(
-        dose=dose, model_sums=tuple(model_sums),
-        structure_rows=tuple(
-            (name, np.searchsorted(union, rows[np.isin(rows, union)]).astype(np.int64))
-            for name, rows in rows_by_name.items()),
-        model=model, n_fractions=n_fractions, groups=tuple(groups), device=device)
+                      beam_physical_dose_gy=cubes.beam_physical_dose_gy, prepared=prepared)
 
 
 def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,

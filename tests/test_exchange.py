@@ -22,6 +22,7 @@ import pytest
 from planning.cli import main
 from planning.dicom import load_patient, load_rt_dose, load_rt_ion_plan, write_demo_patient
 from planning.dose_grid import DoseGrid
+from planning.engine import PlanningEngine
 from planning.engine.dose_engine import DoseEngineSettings
 from planning.exchange import exchange_metrics, exchange_view
 from planning.hlut import default_hlut
@@ -97,11 +98,12 @@ def test_exchange_ratio_rises_at_lower_dose_per_fraction(planned):
     weights = np.concatenate([b.weights for b in plan.beams])
     rsp = default_hlut().hu_to_rsp(np.asarray(ct.hu, dtype=np.float32))
 
+    engine = PlanningEngine(load_machine(), rsp, ct_grid, dose_grid,
+                            [b.beam for b in plan.beams], [b.spots for b in plan.beams],
+                            DoseEngineSettings(device="cpu"), calc_mask=ptv)  # PTV only: fast
+
     def ptv_ratio(scale: float) -> float:
-        view = exchange_view(load_machine(), rsp, ct_grid, dose_grid,
-                             [b.beam for b in plan.beams], [b.spots for b in plan.beams],
-                             scale * weights, 20, calc_mask=ptv,  # PTV only: fast
-                             settings=DoseEngineSettings(device="cpu"))
+        view = exchange_view(engine, scale * weights, 20)
         ratio = exchange_metrics(view, [("PTV", ptv)])["PTV"]["ratio_mean"]
         assert ratio is not None
         return ratio

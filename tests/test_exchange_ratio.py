@@ -27,7 +27,7 @@ from scipy.optimize import brentq, nnls
 
 from planning.beams import Beam, SpotMap
 from planning.dose_grid import DoseGrid
-from planning.engine import build_influence
+from planning.engine import PlanningEngine, build_influence
 from planning.engine.dose_engine import DoseEngineSettings
 from planning.exchange import ExchangeView, exchange_view
 from planning.machine import Machine
@@ -90,8 +90,8 @@ def test_exchange_view_equals_the_formulas_by_hand_for_known_spectra(machine: Ma
 
     n_fx = 5
     mkm, lem = MkmModel(), LemModel(tissue_by_name("chordoma"))
-    view = exchange_view(known, rsp, grid, grid, [beam], [spots], w, n_fx, calc_mask=mask,
-                         mkm=mkm, lem=lem, settings=CPU)
+    view = exchange_view(PlanningEngine(known, rsp, grid, grid, [beam], [spots], CPU,
+                                        calc_mask=mask), w, n_fx, mkm=mkm, lem=lem)
     e_bins = centres[[slow, fast]]
     alpha, sqrt_beta = lem.particle_tables([6], e_bins).quantities
     (z1d,) = mkm.particle_tables([6], e_bins).quantities
@@ -195,11 +195,11 @@ def test_one_field_and_two_opposed_half_fields_give_the_same_ratio(
     per_spot = per_spot / float((inf.dose @ per_spot)[centre])
 
     n_fx = 10
-    one = exchange_view(machine, rsp, grid, grid, [g90], [spots], per_spot, n_fx,
-                        calc_mask=mask, mkm=mkm, lem=lem, settings=CPU)
-    two = exchange_view(machine, rsp, grid, grid, [g90, g270], [spots, spots],
-                        np.concatenate([per_spot, per_spot]) / 2, n_fx, calc_mask=mask,
-                        mkm=mkm, lem=lem, settings=CPU)
+    one = exchange_view(PlanningEngine(machine, rsp, grid, grid, [g90], [spots], CPU,
+                                       calc_mask=mask), per_spot, n_fx, mkm=mkm, lem=lem)
+    two = exchange_view(PlanningEngine(machine, rsp, grid, grid, [g90, g270], [spots, spots],
+                                       CPU, calc_mask=mask),
+                        np.concatenate([per_spot, per_spot]) / 2, n_fx, mkm=mkm, lem=lem)
 
     def at(view: ExchangeView, voxel: int) -> tuple[float, float]:
         return (float(view.dose_gy.ravel()[voxel]) / n_fx,

@@ -115,10 +115,9 @@ def cross_model_view(patient: Patient, plan: Plan, *, label: str = "",
     else:
         lem = own if isinstance(own, LemModel) else LemModel()
     mkm = own if isinstance(own, MkmModel) else MkmModel()
-    view = exchange_view(setup.machine, setup.rsp, setup.ct_grid, setup.dose_grid, setup.beams,
-                         setup.spot_maps, setup.weights_per_fraction,
-                         plan.prescription.n_fractions, calc_mask=setup.body_mask, mkm=mkm,
-                         lem=lem, settings=setup.settings, progress=progress, cancel=cancel)
+    view = exchange_view(setup.engine(cancel=cancel), setup.weights_per_fraction,
+                         plan.prescription.n_fractions, mkm=mkm, lem=lem, progress=progress,
+                         cancel=cancel)
     rows = {s.name: r for s, r in structure_masks(patient, setup.dose_grid)}
     target = None
     if patient.structure_set is not None:

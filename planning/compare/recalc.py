@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 
 from planning.beams import Beam, SpotMap
 from planning.dose_grid import DoseGrid
+from planning.engine import PlanningEngine
 from planning.engine.dose_engine import DoseEngineSettings, resolve_device
 from planning.engine.forward_dose import forward_cubes
 from planning.errors import InputError, PlanningError
@@ -104,6 +105,12 @@ class RecalcSetup:
     settings: DoseEngineSettings
     warnings: tuple[str, ...] = ()
 
+    def engine(self, *, cancel: CancelToken | None = None) -> PlanningEngine:
+        """The planning engine of this plan on its CT (dose inside the body)."""
+        return PlanningEngine(self.machine, self.rsp, self.ct_grid, self.dose_grid, self.beams,
+                              self.spot_maps, self.settings, calc_mask=self.body_mask,
+                              cancel=cancel)
+
 
 def model_from_description(text: str) -> RbeModel | None:
     """The RBE model an IonPlan ``RbeModel.describe()`` line names, with its parameters.
@@ -163,7 +170,8 @@ def choose_model(plan: Plan, name: str | None, *, tissue: str | None = None,
     name : {"mkm", "lem1", "const", "physical"} or None
         The caller's choice; None takes the plan's model, else mMKM.
     tissue, rbe_value : optional
-        LEM I tissue and constant RBE of a named model (:func:`planning.rbe.by_name.rbe_model_by_name`).
+        LEM I tissue and constant RBE of a named model
+        (:func:`planning.rbe.by_name.rbe_model_by_name`).
 
     Returns
     -------
@@ -348,9 +356,8 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
         cancel.raise_if_cancelled("recalculation")
     t0 = time.perf_counter()
     n_fx = plan.prescription.n_fractions
-    cubes = forward_cubes(setup.machine, setup.rsp, setup.ct_grid, setup.dose_grid,
-                          setup.beams, setup.spot_maps, setup.weights_per_fraction, model,
-                          tables, n_fx, setup.settings, calc_mask=setup.body_mask,
+    engine = setup.engine(cancel=cancel)
+    cubes = forward_cubes(engine, setup.weights_per_fraction, model, tables, n_fx,
                           progress=stage_progress(progress, 0.05, 0.8 if exchange else 0.95),
                           cancel=cancel)
     timings["forward_dose"] = time.perf_counter() - t0
@@ -401,11 +408,8 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
         t0 = time.perf_counter()
         lem_default = model if isinstance(model, LemModel) else None
         mkm, lem = paired_models(model, lem_default)
-        view = exchange_view(setup.machine, setup.rsp, setup.ct_grid, setup.dose_grid,
-                             setup.beams, setup.spot_maps, setup.weights_per_fraction, n_fx,
-                             calc_mask=setup.body_mask, mkm=mkm, lem=lem,
-                             settings=setup.settings, progress=stage_progress(progress, 0.8, 0.99),
-                             cancel=cancel)
+        view = exchange_view(engine, setup.weights_per_fraction, n_fx, mkm=mkm, lem=lem,
+                             progress=stage_progress(progress, 0.8, 0.99), cancel=cancel)
         rep["exchange"] = exchange_report(view, rows_by_name)
         timings["exchange"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start

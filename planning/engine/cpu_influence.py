@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from kernels import backend
 from kernels.influence import BeamVoxels, LayerPlan, chunk_pairs, count_pairs, plan_layer
 from planning.engine.dose_engine import DoseEngineSettings
+from planning.engine.memory import check_host_memory
 from planning.engine.setup import BeamLayers
 from planning.errors import PlanningError
 from planning.progress import CancelToken, ProgressCallback, report
@@ -72,11 +73,14 @@ _Block = tuple[BeamWork, int, int]
 
 def build_matrices(xp: Any, work: Sequence[BeamWork], n_rows: int, n_spots: int,
                    settings: DoseEngineSettings, *, store_let: bool, n_model: int,
-                   progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+                   dtype: Any = np.float32, progress: ProgressCallback | None = None,
+                   cancel: CancelToken | None = None
                    ) -> tuple[sp.csr_array, sp.csr_array | None, tuple[sp.csr_array, ...]]:
-    """Dose, LET x dose (or None) and model-sum CSR matrices (n_rows, n_spots), host float32.
+    """Dose, LET x dose (or None) and model-sum CSR matrices (n_rows, n_spots) on the host,
+    data of ``dtype`` (float32; float64 for the optimizer, written directly without a copy).
 
-    Rows are the voxels' ``index`` values; rows of no voxel stay empty.
+    Rows are the voxels' ``index`` values; rows of no voxel stay empty. The memory of the
+    matrices is checked against the available memory once the entries are counted.
     """
     run = _Run(xp, settings, progress, cancel)
     n_threads = settings.n_threads or os.cpu_count() or 1
@@ -84,7 +88,7 @@ def build_matrices(xp: Any, work: Sequence[BeamWork], n_rows: int, n_spots: int,
               for bw in work for start in range(0, bw.voxels.n, settings.block_voxels)]
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
         csr = _CsrAssembly(xp, _count_rows(run, pool, blocks, work, n_rows), let=store_let,
-                           n_model=n_model)
+                           n_model=n_model, dtype=dtype)
         _write_entries(run, pool, blocks, csr)
     if not csr.complete:
         raise RuntimeError("influence matrix assembly is inconsistent (counts differ between "
@@ -138,7 +142,8 @@ def _write_entries(run: _Run, pool: ThreadPoolExecutor, blocks: Sequence[_Block]
 class _CsrAssembly:
     """CSR arrays allocated from the row counts and filled in place, block by block."""
 
-    def __init__(self, xp: Any, offsets: list[Any], *, let: bool, n_model: int) -> None:
+    def __init__(self, xp: Any, offsets: list[Any], *, let: bool, n_model: int,
+                 dtype: Any = np.float32) -> None:
         self.xp = xp
         self.offsets = offsets
         self.indptr = xp.cumulative_sum(xp.astype(offsets[-1], xp.int64), include_initial=True)
@@ -146,10 +151,15 @@ class _CsrAssembly:
         if nnz == 0:
             raise PlanningError("no spot deposits dose in the calculation region: check the "
                                 "isocentre, the spot positions and the calculation mask")
-        log.info("influence matrix: %d rows, %d entries", int(offsets[-1].shape[0]), nnz)
-        self.data = xp.empty((nnz,), dtype=xp.float32)
-        self.let_data = xp.empty((nnz,), dtype=xp.float32) if let else None
-        self.model_data = [xp.empty((nnz,), dtype=xp.float32) for _ in range(n_model)]
+        n_rows = int(offsets[-1].shape[0])
+        item = np.dtype(dtype).itemsize
+        check_host_memory(nnz * (4 + item * (1 + int(let) + n_model)),
+                          f"the influence matrices ({nnz:,} entries in {n_rows:,} rows)",
+                          "use a coarser dose grid or spot spacing")
+        log.info("influence matrix: %d rows, %d entries", n_rows, nnz)
+        self.data = xp.empty((nnz,), dtype=dtype)
+        self.let_data = xp.empty((nnz,), dtype=dtype) if let else None
+        self.model_data = [xp.empty((nnz,), dtype=dtype) for _ in range(n_model)]
         self.indices = xp.empty((nnz,), dtype=xp.int32)
         self.complete = True
 

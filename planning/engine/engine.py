@@ -40,6 +40,7 @@ from planning.engine.dose_engine import (
     check_volume,
     resolve_device,
 )
+from planning.engine.memory import check_host_memory, engine_bytes
 from planning.engine.setup import (
     BeamLayers,
     beam_geometry,
@@ -139,6 +140,9 @@ class PlanningEngine:
         if not self.calc_mask.any():
             raise PlanningError("the dose calculation region is empty")
         self.rows = np.flatnonzero(self.calc_mask).astype(np.int64)
+        check_host_memory(engine_bytes(self.rows.size, len(beams), 4),
+                          f"the dose engine for {self.rows.size:,} dose-grid voxels and "
+                          f"{len(beams)} beams", "use a coarser dose grid")
         self.spots = spot_table(spot_maps)
         self._first_spot = np.cumsum([0] + [s.n_spots for s in spot_maps])
         voxels = []
@@ -267,7 +271,7 @@ class PlanningEngine:
         work = [BeamWork(b, v, bl) for b, (v, bl) in enumerate(zip(voxels, layers, strict=True))]
         dose_m, _, model_m = cpu_influence.build_matrices(
             self.xp, work, rows_np.size, self.n_spots, self.settings, store_let=False,
-            n_model=n_model, progress=progress, cancel=cancel)
+            n_model=n_model, dtype=np.float64, progress=progress, cancel=cancel)
         return host_spot_matrix(dose_m), tuple(host_spot_matrix(m) for m in model_m), \
             int(dose_m.nnz)
 

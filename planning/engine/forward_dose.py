@@ -15,11 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from planning.beams import Beam, SpotMap
-from planning.dose_grid import DoseGrid
 from planning.engine import DoseSums, PlanningEngine
-from planning.engine.dose_engine import DoseEngineSettings
-from planning.machine import Machine
 from planning.optimization import RbeGroup
 from planning.progress import CancelToken, ProgressCallback
 from planning.rbe import DepthTables, RbeModel
@@ -37,19 +33,14 @@ class DoseCubes:
 
 
 def forward_cubes(
-    machine: Machine, rsp: NDArray[np.float32], ct_grid: DoseGrid, dose_grid: DoseGrid,
-    beams: Sequence[Beam], spot_maps: Sequence[SpotMap], weights: NDArray[np.float64],
-    model: RbeModel, tables: DepthTables | None, n_fractions: int,
-    settings: DoseEngineSettings, *, calc_mask: NDArray[np.bool_] | None = None,
+    engine: PlanningEngine, weights: NDArray[np.float64], model: RbeModel,
+    tables: DepthTables | None, n_fractions: int, *, groups: Sequence[RbeGroup] = (),
     progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-    groups: Sequence[RbeGroup] = (), engine: PlanningEngine | None = None,
 ) -> DoseCubes:
-    """Whole-plan cubes of spot weights per fraction, by a forward pass.
+    """Whole-plan cubes of spot weights per fraction, by a forward pass of ``engine``.
 
-    ``engine``, when given, is used as it is (its geometry and layers are reused; the other
-    geometry arguments must describe it); otherwise one is made from the arguments.
-
-    With ``groups`` (rows: flat dose-grid indices; ``tables`` holding the sums of every group's
+    ``tables`` are the RBE model's depth tables (None for models without quantities). With
+    ``groups`` (rows: flat dose-grid indices; ``tables`` holding the sums of every group's
     model, concatenated) each group's voxels get the RBE-weighted dose of its own model and
     sums; voxels in no group get 0.
 
@@ -58,14 +49,11 @@ def forward_cubes(
     DoseCubes
         Total physical and RBE-weighted dose (per-fraction dose x ``n_fractions``; the
         RBE-weighted dose is computed per fraction, where the model applies), LETd, RBE and the
-        total physical dose of each beam.
+        total physical dose of each beam, on ``engine.dose_grid``.
     """
-    if engine is None:
-        engine = PlanningEngine(machine, rsp, ct_grid, dose_grid, beams, spot_maps, settings,
-                                calc_mask=calc_mask, cancel=cancel)
     sums = engine.forward(weights, model_tables=tables, with_let=True, progress=progress,
                           cancel=cancel)
-    return cubes_from_sums(sums, model, n_fractions, dose_grid.shape, groups)
+    return cubes_from_sums(sums, model, n_fractions, engine.dose_grid.shape, groups)
 
 
 def cubes_from_sums(sums: DoseSums, model: RbeModel, n_fractions: int,

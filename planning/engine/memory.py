@@ -1,0 +1,64 @@
+"""Memory the engine is about to spend, checked against what the machine has.
+
+The engine estimates what a step needs before it allocates it (the per-beam voxel arrays and
+forward accumulators when it is made, the matrices once their entries are counted) and refuses
+with a message that says what it would need and what is available, instead of growing until
+the operating system kills the program with the user's unsaved work.
+"""
+
+from __future__ import annotations
+
+import os
+
+from planning.errors import PlanningError
+
+#: Share of the available memory one step may take (the rest: the GUI, the cubes on display,
+#: the operating system's caches).
+HOST_MEMORY_FRACTION = 0.8
+
+#: Bytes per voxel and beam of the engine's geometry (kernels.influence.BeamVoxels: row, WEPL
+#: index int64; lattice coordinates, steps, WEPL, fraction float32).
+VOXEL_BYTES_PER_BEAM = 40
+
+
+def available_host_bytes() -> int | None:
+    """Memory available to this process without swapping (Linux MemAvailable, else the free
+    physical pages), or None where neither can be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_host_memory(need_bytes: float, what: str, advice: str) -> None:
+    """Raise PlanningError when ``need_bytes`` exceeds the share of available memory.
+
+    Parameters
+    ----------
+    need_bytes : float
+        What the step would allocate.
+    what : str
+        The step, for the message (e.g. "the influence matrices (53,152,608 entries)").
+    advice : str
+        What the user can change (e.g. "use a coarser dose grid").
+    """
+    available = available_host_bytes()
+    if available is None:
+        return
+    if need_bytes > HOST_MEMORY_FRACTION * available:
+        raise PlanningError(
+            f"{what} would need {need_bytes / 2**30:.1f} GiB of memory, but "
+            f"{available / 2**30:.1f} GiB are available ({HOST_MEMORY_FRACTION:.0%} of it may "
+            f"be used): {advice}")
+
+
+def engine_bytes(n_rows: int, n_beams: int, n_model: int) -> int:
+    """Estimated host bytes of an engine's geometry and of one forward pass's sums."""
+    return n_rows * (VOXEL_BYTES_PER_BEAM * n_beams + 8 * (n_beams + 1 + n_model))

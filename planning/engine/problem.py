@@ -1,0 +1,94 @@
+"""Glue between the planning engine and the optimizer: the rows, groups and tables of a problem.
+
+:func:`tissue_models` and :func:`concatenated_tables` give the models (the plan's, plus LEM I per
+further tissue of the configuration) and one set of depth tables holding all their quantities;
+:func:`voxel_groups` assigns the dose-grid voxels to those models; :func:`optimization_problem`
+makes the optimizer's problem from the engine's matrices on a set of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from kernels.sparse_device import SpotMatrix
+from planning.dose_grid import DoseGrid
+from planning.errors import PlanningError
+from planning.optimization import OptimizationProblem, RbeGroup
+from planning.patient import Patient
+from planning.plan_config import PlanConfig
+from planning.rbe import DepthTables, LemModel, RbeModel
+from planning.structure_dose import structure_rows
+
+
+def tissue_models(model: RbeModel, config: PlanConfig) -> list[RbeModel]:
+    """The plan's model first, then LEM I for each further distinct tissue of the config."""
+    models: list[RbeModel] = [model]
+    if isinstance(model, LemModel):
+        seen = [model.tissue]
+        for _, tissue in config.tissues:
+            if tissue not in seen:
+                seen.append(tissue)
+                models.append(LemModel(tissue))
+    return models
+
+
+def concatenated_tables(tables: Sequence[DepthTables]) -> DepthTables:
+    """One DepthTables whose values are those of ``tables`` in order (the influence then has
+    the model sums of every table, concatenated)."""
+    if len(tables) == 1:
+        return tables[0]
+    return DepthTables(
+        " + ".join(t.model_description for t in tables),
+        tuple(q for t in tables for q in t.quantity_names),
+        tuple(v for t in tables for v in t.values),
+        tuple(v for t in tables for v in t.spectrum_values),
+        tables[0].particles)
+
+
+def voxel_groups(patient: Patient, config: PlanConfig, models: Sequence[RbeModel],
+                  ct_grid: DoseGrid, dose_grid: DoseGrid) -> tuple[RbeGroup, ...]:
+    """Dose-grid voxels of each tissue model (rows: flat dose-grid indices); empty when the
+    configuration lists no tissues. The first listed structure wins where structures overlap."""
+    if not config.tissues:
+        return ()
+    assert patient.structure_set is not None
+    label = np.full(dose_grid.n_voxels, -1, dtype=np.int64)
+    tissues = [m.tissue if isinstance(m, LemModel) else None for m in models]
+    for name, tissue in config.tissues:
+        try:
+            s = patient.structure_set.get(name)
+        except KeyError as exc:
+            raise PlanningError(f"tissues: {exc.args[0]}") from None
+        rows = structure_rows(s.mask.to_dense(), ct_grid, dose_grid)
+        rows = rows[label[rows] < 0]
+        label[rows] = tissues.index(tissue)
+    label[label < 0] = 0
+    n_q = len(models[0].quantity_names)
+    return tuple(RbeGroup(m, np.flatnonzero(label == i).astype(np.int64),
+                          tuple(range(n_q * i, n_q * (i + 1))))
+                 for i, m in enumerate(models))
+
+
+def optimization_problem(dose: SpotMatrix, model_sums: Sequence[SpotMatrix],
+                         union: NDArray[np.int64], rows_by_name: dict[str, NDArray[np.int64]],
+                         model: RbeModel, n_fractions: int,
+                         voxel_groups: Sequence[RbeGroup] = (), *, device: str = "cpu"
+                         ) -> OptimizationProblem:
+    """The optimization problem on the rows ``union`` (sorted flat dose-grid indices) of the
+    matrices; ``voxel_groups`` (rows on the dose grid) become groups of the problem's rows."""
+    groups = []
+    for g in voxel_groups:
+        in_union = np.isin(union, g.rows)
+        if in_union.any():
+            groups.append(RbeGroup(g.model, np.flatnonzero(in_union).astype(np.int64),
+                                   g.sum_indices))
+
+    return OptimizationProblem(
+        dose=dose, model_sums=tuple(model_sums),
+        structure_rows=tuple(
+            (name, np.searchsorted(union, rows[np.isin(rows, union)]).astype(np.int64))
+            for name, rows in rows_by_name.items()),
+        model=model, n_fractions=n_fractions, groups=tuple(groups), device=device)

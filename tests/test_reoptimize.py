@@ -1,0 +1,95 @@
+"""Re-optimization from the kept influence, and grids refused before any long work."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from planning.dicom import load_demo_patient
+from planning.engine import memory
+from planning.errors import PlanningError
+from planning.optimization import Objective
+from planning.plan_config import PlanConfig
+from planning.planner import PlanRequest, make_plan, reoptimize
+
+
+#: Target objectives only, so that an organ objective added later needs new matrix rows.
+TARGET_ONLY = PlanConfig(objectives=(Objective("PTV", "squared_deviation", 3.0, 100.0),),
+                         replace_defaults=True)
+
+
+def _request(**changes) -> PlanRequest:  # type: ignore[no-untyped-def]
+    base = dict(target="PTV", total_dose_gy_rbe=3.0, n_fractions=1, gantry_deg=(90.0,),
+                patient=load_demo_patient(), rbe_model="mkm", spot_spacing_mm=6.0,
+                dose_grid_mm=5.0, device="cpu", config=TARGET_ONLY)
+    base.update(changes)
+    return PlanRequest(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def first():  # type: ignore[no-untyped-def]
+    return make_plan(_request())
+
+
+def _ptv_mean(result) -> float:  # type: ignore[no-untyped-def]
+    return float(result.report["structures"]["PTV"]["mean_gy_rbe"])
+
+
+def test_new_prescription_reuses_the_matrices(first) -> None:  # type: ignore[no-untyped-def]
+    assert first.prepared is not None and first.report["influence_rebuilt"]
+    nnz = first.report["influence_nnz"]
+    t0 = time.perf_counter()
+    config = PlanConfig(objectives=(Objective("PTV", "squared_deviation", 4.5, 100.0),),
+                        replace_defaults=True)
+    again = reoptimize(first.prepared, total_dose_gy_rbe=4.5, n_fractions=1, config=config)
+    seconds = time.perf_counter() - t0
+    assert not again.report["influence_rebuilt"]
+    assert again.report["timings_s"]["dose_influence"] == 0.0
+    assert again.report["influence_nnz"] == nnz
+    assert again.plan.prescription.total_dose_gy_rbe == 4.5
+    # The optimizer meets the new prescription as it met the old one (mean within 2 %).
+    assert _ptv_mean(again) == pytest.approx(4.5, rel=0.02)
+    assert _ptv_mean(first) == pytest.approx(3.0, rel=0.02)
+    # And is the same as a fresh plan with that prescription (same spots, same problem).
+    fresh = make_plan(_request(total_dose_gy_rbe=4.5, config=config))
+    np.testing.assert_allclose(again.rbe_dose_gy_rbe, fresh.rbe_dose_gy_rbe, rtol=0,
+                               atol=1e-3 * 4.5)
+    assert seconds < fresh.report["timings_s"]["total"]
+
+
+def test_objective_on_a_new_structure_adds_rows(first) -> None:  # type: ignore[no-untyped-def]
+    assert first.prepared is not None
+    patient = first.patient
+    assert patient.structure_set is not None
+    names = {o["structure"] for o in first.report["objectives"]}
+    stats = first.report["structures"]
+    organ = max((s.name for s in patient.structure_set.structures
+                 if s.name not in names and s.interpreted_type.upper() == "ORGAN"
+                 and s.name in stats), key=lambda n: stats[n]["dmax_gy_rbe"])
+    assert stats[organ]["dmax_gy_rbe"] > 0
+    config = PlanConfig(objectives=(*TARGET_ONLY.objectives,
+                                    Objective(organ, "max_dose", 0.5, 2.0)),
+                        replace_defaults=True)
+    again = reoptimize(first.prepared, config=config)
+    assert again.report["influence_rebuilt"]
+    assert organ in {o["structure"] for o in again.report["objectives"]}
+    assert again.report["influence_nnz"] > first.report["influence_nnz"]
+
+
+def test_reoptimize_refuses_a_changed_tissue_set(first) -> None:  # type: ignore[no-untyped-def]
+    from planning.rbe import tissue_by_name
+
+    assert first.prepared is not None
+    with pytest.raises(PlanningError, match="tissues changed"):
+        reoptimize(first.prepared, config=PlanConfig(tissues=(("PTV",
+                                                               tissue_by_name("chordoma")),)))
+
+
+def test_a_grid_that_cannot_fit_is_refused_up_front(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: 64 * 2**20)
+    t0 = time.perf_counter()
+    with pytest.raises(PlanningError, match=r"would need .* GiB of memory.*coarser dose grid"):
+        make_plan(_request(dose_grid_mm=0.5))
+    assert time.perf_counter() - t0 < 20  # before spots, tables and the engine
