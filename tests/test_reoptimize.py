@@ -14,7 +14,6 @@ from planning.optimization import Objective
 from planning.plan_config import PlanConfig
 from planning.planner import PlanRequest, make_plan, reoptimize
 
-
 #: Target objectives only, so that an organ objective added later needs new matrix rows.
 TARGET_ONLY = PlanConfig(objectives=(Objective("PTV", "squared_deviation", 3.0, 100.0),),
                          replace_defaults=True)
