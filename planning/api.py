@@ -6,16 +6,19 @@ they hold no state between calls.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from planning.atomic import atomic_write_text
-from planning.errors import InputError
+from planning.errors import InputError, PlanningError
 from planning.machine import Machine, load_machine, pencil_beam_data, save_machine
 
 if TYPE_CHECKING:
@@ -335,12 +338,18 @@ def make_plan(
     progress: ProgressCallback | None = None,
     hlut_path: str | os.PathLike[str] | None = None,
     exchange: bool = False,
+    reoptimize_configs: Sequence[str | os.PathLike[str]] = (),
 ) -> dict[str, Any]:
     """Plan a CT folder end to end and write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm
     and report.json into ``out_dir`` (see :mod:`planning.planner`); return the report.
 
     ``exchange`` adds the mMKM / LEM I exchange view (:mod:`planning.exchange`):
-    RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm and ``report["exchange"]``."""
+    RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm and ``report["exchange"]``.
+
+    Each of ``reoptimize_configs`` (plan configuration files) then re-optimizes the plan from
+    its kept influence matrices (:func:`planning.planner.reoptimize`) and writes the same
+    outputs into ``out_dir/reoptimized_<k>``; the first report lists them under
+    ``"reoptimized"``. All configuration files are read before any work."""
     from planning.planner import PlanRequest, write_plan_outputs
     from planning.planner import make_plan as plan
 
@@ -352,10 +361,53 @@ def make_plan(
         dose_grid_mm=grid_mm, config_path=None if config_path is None else os.fspath(config_path),
         device=device, output_dir=os.fspath(out_dir),
         hlut_path=None if hlut_path is None else os.fspath(hlut_path), exchange=exchange)
+    from planning.plan_config import load_plan_config
+    from planning.planner import reoptimize
+
+    configs = [load_plan_config(c) for c in reoptimize_configs]
     machine = get_machine()
     result = plan(request, machine=machine, progress=progress)
     write_plan_outputs(result, out_dir, machine=machine)
+    assert result.prepared is not None
+    done = []
+    for k, (path, config) in enumerate(zip(reoptimize_configs, configs, strict=True), 1):
+        again = reoptimize(result.prepared, config=config, progress=progress)
+        again.report["reoptimized_from"] = {"config": os.fspath(path),
+                                            "plan_folder": os.fspath(out_dir)}
+        folder = Path(out_dir) / f"reoptimized_{k}"
+        write_plan_outputs(again, folder, machine=machine)
+        done.append({"config": os.fspath(path), "folder": folder.name,
+                     "seconds": again.report["timings_s"]["total"]})
+    if done:
+        result.report["reoptimized"] = done
+        atomic_write_text(Path(out_dir) / "report.json",
+                          json.dumps(result.report, indent=1) + "\n")
     return result.report
+
+
+def reoptimize_plan(result: PlanResult, *, total_dose_gy_rbe: float | None = None,
+                    n_fractions: int | None = None, objectives: Sequence[Objective] | None = None,
+                    progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+                    ) -> PlanResult:
+    """Re-optimize a plan made here (``result.prepared``) with a new prescription and/or
+    objectives (replacing the defaults), from its kept influence matrices.
+
+    Raises
+    ------
+    PlanningError
+        When the plan keeps no prepared state (an imported or recalculated plan).
+    """
+    from planning.planner import reoptimize
+
+    if result.prepared is None:
+        raise PlanningError("this plan was not optimized here (imported or recalculated), so "
+                            "there is no kept influence to re-optimize from: plan it anew")
+    config = None
+    if objectives is not None:
+        config = dataclasses.replace(result.prepared.config, objectives=tuple(objectives),
+                                     replace_defaults=True)
+    return reoptimize(result.prepared, total_dose_gy_rbe=total_dose_gy_rbe,
+                      n_fractions=n_fractions, config=config, progress=progress, cancel=cancel)
 
 
 # --------------------------------------------------------------- recalculation and comparison

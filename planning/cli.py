@@ -113,7 +113,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         gantry_deg=args.gantry, couch_deg=args.couch, out_dir=args.out, rbe=args.rbe,
         rbe_value=args.rbe_value, tissue=args.tissue, spot_spacing_mm=args.spot_spacing,
         grid_mm=args.grid, config_path=args.config, device=args.device,
-        progress=_terminal_progress("plan"), hlut_path=args.hlut, exchange=args.exchange)
+        progress=_terminal_progress("plan"), hlut_path=args.hlut, exchange=args.exchange,
+        reoptimize_configs=args.reoptimize or ())
     target = report["structures"][args.target] if args.target in report["structures"] else None
     line = f"wrote {', '.join(report['files'][:-1])} and report.json to {args.out}"
     if target is not None:
@@ -121,6 +122,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         line += (f"; {args.target} D95 {100 * target['d95_gy_rbe'] / p:.1f} %, "
                  f"D5 {100 * target['d5_gy_rbe'] / p:.1f} % of {p:g} Gy(RBE)")
     print(line)
+    for again in report.get("reoptimized", ()):
+        print(f"re-optimized with {again['config']} from the kept influence in "
+              f"{again['seconds']:.1f} s: {args.out}/{again['folder']}")
     return EXIT_OK
 
 
@@ -322,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spot-spacing", type=_positive_float, default=3.0, metavar="MM")
     p.add_argument("--config", metavar="PLAN_FILE",
                    help="objectives file, TOML or JSON (see planning.plan_config)")
+    p.add_argument("--reoptimize", action="append", metavar="PLAN_FILE",
+                   help="then re-optimize from the kept influence with this objectives file "
+                        "into OUT/reoptimized_<k> (repeatable)")
     _add_dose_options(p, rbe_default="mkm", rbe_help="RBE model (default mkm)")
     p.set_defaults(func=_cmd_plan)
 

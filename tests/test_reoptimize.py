@@ -92,3 +92,34 @@ def test_a_grid_that_cannot_fit_is_refused_up_front(monkeypatch) -> None:  # typ
     with pytest.raises(PlanningError, match=r"would need .* GiB of memory.*coarser dose grid"):
         make_plan(_request(dose_grid_mm=0.5))
     assert time.perf_counter() - t0 < 20  # before spots, tables and the engine
+
+
+def test_cli_reoptimize_writes_a_second_plan_from_the_kept_influence(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from planning.cli import main
+    from planning.dicom import write_demo_patient
+
+    demo = tmp_path / "demo"
+    write_demo_patient(demo)
+    harder = tmp_path / "harder.json"
+    harder.write_text(json.dumps({"replace_defaults": True, "objectives": [
+        {"structure": "PTV", "type": "squared_deviation", "dose_gy_rbe": 3.0, "weight": 100},
+        {"structure": "PTV", "type": "min_dose", "dose_gy_rbe": 2.97, "weight": 300}]}))
+    missing = tmp_path / "missing.json"
+    out = tmp_path / "out"
+    common = ["plan", str(demo), "--target", "PTV", "--dose", "3", "--fractions", "1",
+              "--gantry", "90", "--grid", "5", "--spot-spacing", "6", "--device", "cpu",
+              "--out", str(out)]
+    # A missing configuration is found before any work.
+    assert main([*common, "--reoptimize", str(missing)]) == 1
+    assert "missing.json" in capsys.readouterr().err and not out.exists()
+    assert main([*common, "--reoptimize", str(harder)]) == 0
+    first = json.loads((out / "report.json").read_text())
+    second = json.loads((out / "reoptimized_1" / "report.json").read_text())
+    assert first["reoptimized"][0]["folder"] == "reoptimized_1"
+    assert not second["influence_rebuilt"] and second["influence_nnz"] == first["influence_nnz"]
+    assert {(o["type"], o["weight"]) for o in second["objectives"]} == {
+        ("squared_deviation", 100.0), ("min_dose", 300.0)}
+    assert (out / "reoptimized_1" / "RTPLAN.dcm").exists()
+    assert "re-optimized with" in capsys.readouterr().out
