@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,9 @@ class IonPlanApp(App):
             self.compare.refresh_choices()
 
     def on_start(self) -> None:
+        # The GPU kernels compile (or load from CuPy's cache) while the user looks at the
+        # patient; a daemon thread, silent, so it never holds the app or a task up.
+        threading.Thread(target=api.warm_up_gpu, name="gpu-warm-up", daemon=True).start()
         if self.start_folder:
             self.load_folder(self.start_folder)
         else:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from planning.errors import InputError, PlanningError
 from planning.optimization import Objective
+from planning.planner import PlanRequest
 
 #: RBE model choices: (label shown, ``planning.api.rbe_model`` name).
 RBE_MODELS: tuple[tuple[str, str], ...] = (
@@ -136,3 +137,26 @@ def parse_plan_setup(*, target: str, dose_text: str, fractions_text: str,
         grid_mm=parse_grid_mm(grid_text),
         device=dict(DEVICES).get(device_label, "auto"), exchange=exchange,
         objectives=tuple(objectives))
+
+
+def reoptimization_conflicts(request: PlanRequest, setup: PlanSetup) -> list[str]:
+    """What in the form differs from a prepared plan's request in a way the kept influence
+    cannot absorb (empty: re-optimization applies). Prescription, fractions, objectives and
+    the exchange view may change."""
+    changed = []
+    beams = tuple((b.gantry_deg, b.couch_deg) for b in setup.beams)
+    couch = request.couch_deg or (0.0,) * len(request.gantry_deg)
+    if beams != tuple(zip(request.gantry_deg, couch, strict=True)):
+        changed.append("the beams")
+    if setup.target != request.target:
+        changed.append("the target")
+    if (setup.rbe, setup.rbe_value, setup.tissue) != (request.rbe_model, request.rbe_value,
+                                                     request.tissue):
+        changed.append("the RBE model")
+    if setup.spot_spacing_mm != request.spot_spacing_mm:
+        changed.append("the spot spacing")
+    if setup.grid_mm != request.dose_grid_mm:
+        changed.append("the dose grid")
+    if setup.device != request.device:
+        changed.append("the device")
+    return changed

@@ -17,7 +17,7 @@ from app.dose_display import overlay_for
 from app.panels.dose_panel import DosePanel
 from app.panels.patient_panel import PatientPanel
 from app.panels.plan_panel import PlanPanel
-from app.plan_setup import BeamSetup, PlanSetup
+from app.plan_setup import BeamSetup, PlanSetup, reoptimization_conflicts
 from app.session import PlanEntry, Session
 from app.tasks import Work
 from app.theme import BOTTOM_PANEL_HEIGHT, PAD, SIDE_PANEL_WIDTH
@@ -58,6 +58,7 @@ class PlanningScreen(Screen):
                                           on_open_demo=host.open_demo,
                                           on_toggle_structure=self._toggle_structure)
         self.plan_panel = PlanPanel(on_compute=self.compute_plan,
+                                    on_reoptimize=self.reoptimize_plan,
                                     on_error=lambda e: host.show_error("Plan setup", e),
                                     on_beams_changed=self._show_beams,
                                     default_objectives=self._default_objectives,
@@ -93,6 +94,9 @@ class PlanningScreen(Screen):
             self._show_patient()
         else:
             self._show_plans()
+        latest = self.session.latest_plan
+        self.plan_panel.reoptimize_button.disabled = (
+            latest is None or latest.result.prepared is None)
 
     def _show_patient(self) -> None:
         patient = self.session.patient
@@ -239,3 +243,39 @@ class PlanningScreen(Screen):
             self.tabs.switch_to(self.tab_items["Dose"])
 
         self.host.run_task("Computing plan", work, done)
+
+    def reoptimize_plan(self, setup: PlanSetup) -> None:
+        """Optimize the latest plan again with the form's prescription and objectives, from its
+        kept influence; refused when the beams, spots, grid, model or device changed."""
+        patient = self.session.patient
+        entry = self.session.latest_plan
+        if patient is None or entry is None or entry.result.prepared is None:
+            self.host.show_error("Re-optimize", "compute a plan first: re-optimization starts "
+                                 "from the latest plan computed here")
+            return
+        changed = reoptimization_conflicts(entry.result.prepared.request, setup)
+        if changed:
+            self.host.show_error("Re-optimize", f"{', '.join(changed)} changed since "
+                                 f"{entry.name}: the kept influence no longer applies, so "
+                                 "press Compute plan for a new plan")
+            return
+        source = entry.name
+
+        def work(progress: Any, cancel: Any) -> Any:
+            result = api.reoptimize_plan(
+                entry.result, total_dose_gy_rbe=setup.total_dose_gy_rbe,
+                n_fractions=setup.fractions, objectives=list(setup.objectives),
+                progress=progress, cancel=cancel)
+            stats = api.structure_dose_statistics(patient, result.rbe_dose_gy_rbe,
+                                                  result.dose_grid, setup.total_dose_gy_rbe)
+            return result, stats
+
+        def done(outcome: Any) -> None:
+            result, stats = outcome
+            if self.session.patient is not patient:
+                return
+            self._stats_cache[(id(result), "rbe")] = stats
+            self.session.add_plan(result, f"{setup.summary()}, re-optimized from {source}")
+            self.tabs.switch_to(self.tab_items["Dose"])
+
+        self.host.run_task("Re-optimizing plan", work, done)

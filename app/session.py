@@ -167,6 +167,12 @@ class Session:
         while f"Plan {n}" in taken:
             n += 1
         entry = PlanEntry(f"Plan {n}", result, summary)
+        # Only the newest plan is re-optimized from its kept influence: the older ones free
+        # their optimizer matrices (they come back, rebuilt, if ever needed).
+        for older in self.plans:
+            if older.result.prepared is not None and older.result.prepared is not (
+                    result.prepared):
+                older.result.prepared.release()
         self.plans.append(entry)
         self._emit("plans")
         return entry

@@ -82,3 +82,11 @@ def device_csr_to_host(data: Any, indices: Any, indptr: Any, shape: tuple[int, i
     cp = cupy_module()
     return sp.csr_array((cp.asnumpy(data), cp.asnumpy(indices), cp.asnumpy(indptr)),
                         shape=shape)
+
+
+def warm_up() -> None:
+    """Initialise cuSPARSE and compile CuPy's kernels of the optimizer's products now."""
+    cp = cupy_module()
+    m = device_spot_matrix(cp.ones(2), cp.array([0, 1], dtype=cp.int32),
+                           cp.array([0, 1, 2], dtype=cp.int32), (2, 2))
+    (m.T @ (m @ cp.ones(2))).get()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -181,6 +182,18 @@ def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float
     from planning.planner import default_objectives as defaults
 
     return defaults(patient, target, total_dose_gy_rbe)
+
+
+def warm_up_gpu() -> float:
+    """Compile the GPU kernels ahead of the first plan (nothing on a machine without a usable
+    GPU); seconds taken. Errors are logged, never raised: the first plan then compiles them."""
+    from planning.engine.dose_engine import warm_up_device
+
+    try:
+        return warm_up_device("auto")
+    except Exception as exc:  # a broken CUDA set-up must not stop the application
+        logging.getLogger(__name__).warning("GPU warm-up failed: %s", exc)
+        return 0.0
 
 
 def gpu_available() -> bool:

@@ -110,6 +110,9 @@ class PlanPanel(BoxLayout):
     ----------
     on_compute : callable
         ``on_compute(setup)`` with a checked :class:`PlanSetup`.
+    on_reoptimize : callable
+        ``on_reoptimize(setup)``: optimize the latest plan again with the form's prescription
+        and objectives, from its kept influence.
     on_error : callable
         ``on_error(exception)`` for a bad field.
     on_beams_changed : callable
@@ -122,6 +125,7 @@ class PlanPanel(BoxLayout):
     """
 
     def __init__(self, *, on_compute: Callable[[PlanSetup], None],
+                 on_reoptimize: Callable[[PlanSetup], None],
                  on_error: Callable[[BaseException], None],
                  on_beams_changed: Callable[[list[BeamSetup]], None],
                  default_objectives: Callable[[str, float], list[Objective]],
@@ -129,6 +133,7 @@ class PlanPanel(BoxLayout):
         super().__init__(orientation="vertical", spacing=PAD)
         self.scroll = ScrollView(do_scroll_x=False)
         self._on_compute = on_compute
+        self._on_reoptimize = on_reoptimize
         self._on_error = on_error
         self._on_beams_changed = on_beams_changed
         self._default_objectives = default_objectives
@@ -219,11 +224,17 @@ class PlanPanel(BoxLayout):
         row.add_widget(defaults)
         form.add_widget(row)
 
-        self.compute_button = Button(text="Compute plan", size_hint_y=None,
-                                     height=BUTTON_HEIGHT + 8, bold=True,
+        buttons = BoxLayout(size_hint_y=None, height=BUTTON_HEIGHT + 8, spacing=PAD)
+        self.compute_button = Button(text="Compute plan", bold=True,
                                      background_color=(0.35, 0.75, 1.0, 1.0))
         self.compute_button.bind(on_release=lambda *_: self.compute())
-        self.add_widget(self.compute_button)
+        # Same prescription form and objectives, the latest plan's beams, spots and grid: the
+        # kept influence is reused, so it takes a fraction of a new plan's time.
+        self.reoptimize_button = Button(text="Re-optimize", size_hint_x=0.6, disabled=True)
+        self.reoptimize_button.bind(on_release=lambda *_: self.reoptimize())
+        buttons.add_widget(self.compute_button)
+        buttons.add_widget(self.reoptimize_button)
+        self.add_widget(buttons)
         for beam in DEFAULT_BEAMS:
             self.add_beam(beam, notify=False)
         self._show_model_fields()
@@ -336,6 +347,14 @@ class PlanPanel(BoxLayout):
             self._on_error(exc)
             return
         self._on_compute(setup)
+
+    def reoptimize(self) -> None:
+        try:
+            setup = self.setup()
+        except InputError as exc:
+            self._on_error(exc)
+            return
+        self._on_reoptimize(setup)
 
     def _beams_changed(self) -> None:
         valid = []

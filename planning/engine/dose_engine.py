@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,6 +213,23 @@ def resolve_device(device: str) -> str:
         raise DeviceError(str(exc)) from None
     except ValueError as exc:
         raise PlanningError(str(exc)) from None
+
+
+def warm_up_device(device: str = "auto") -> float:
+    """Compile (or load from CuPy's on-disk kernel cache) the GPU kernels and initialise
+    cuSPARSE, so that the first plan does not pay for it; returns the seconds it took, 0 on the
+    CPU. CuPy keeps compiled kernels in ``CUPY_CACHE_DIR`` (default ``~/.cupy/kernel_cache``):
+    the compilation is paid once per machine and CuPy version."""
+    if resolve_device(device) != "gpu":
+        return 0.0
+    from kernels import pencil_beam_gpu, sparse_device
+
+    t0 = time.perf_counter()
+    pencil_beam_gpu.warm_up()
+    sparse_device.warm_up()
+    seconds = time.perf_counter() - t0
+    log.info("GPU kernels ready in %.2f s", seconds)
+    return seconds
 
 
 def check_volume(rsp_volume: ArrayLike, ct_grid: DoseGrid) -> NDArray[np.float32]:

@@ -450,3 +450,43 @@ def test_plan_form_follows_the_prescription_and_asks_before_discarding(gui, tmp_
     gui.frames(2)
     assert len(form.objective_row_list) == n_rows
     assert not any(r.structure.text == "PTV" for r in form.objective_row_list)
+
+
+def test_reoptimize_reuses_the_kept_influence_and_refuses_a_changed_grid(gui, tmp_path):
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    _click_tab(gui, screen, "Plan")
+    form = screen.plan_panel
+    assert form.reoptimize_button.disabled  # nothing to re-optimize yet
+    form.spot_spacing.text = "6"
+    form.grid_mm.text = "5"
+    gui.click(form.compute_button)
+    gui.wait_until(lambda: app.session.plans or app.last_error, PLAN_TIMEOUT_S, "the plan")
+    assert not app.last_error, app.last_error
+    gui.frames(3)
+    assert not form.reoptimize_button.disabled
+    _click_tab(gui, screen, "Plan")
+    gui.type_text(form.dose, "")
+    form.dose.text = "60.8"  # the objectives follow the prescription when the field is left
+    form.dose.focus = False
+    gui.frames(2)
+    gui.click(form.reoptimize_button)
+    gui.frames(2)
+    assert not app.last_error, app.last_error
+    assert app.task is not None and "Re-optimizing plan" in app.task_bar.status.text
+    gui.wait_until(lambda: len(app.session.plans) == 2 or app.last_error, PLAN_TIMEOUT_S,
+                   "the re-optimized plan")
+    assert not app.last_error, app.last_error
+    first, second = (p.result for p in app.session.plans)
+    assert second.plan.prescription.total_dose_gy_rbe == 60.8
+    assert not second.report["influence_rebuilt"]
+    assert second.report["influence_nnz"] == first.report["influence_nnz"]
+    assert "re-optimized from Plan 1" in app.session.plans[1].summary
+    ptv = second.report["structures"]["PTV"]
+    assert 0.95 * 60.8 < ptv["d95_gy_rbe"] <= ptv["d5_gy_rbe"] < 1.05 * 60.8
+    # A changed grid needs a new plan: refused with a dialog, nothing computed.
+    _click_tab(gui, screen, "Plan")
+    form.grid_mm.text = "4"
+    gui.click(form.reoptimize_button)
+    gui.frames(3)
+    assert "dose grid changed" in app.last_error and len(app.session.plans) == 2
