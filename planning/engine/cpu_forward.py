@@ -64,13 +64,12 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
             for chunk in plan.chunks:
                 pairs = chunk_pairs(plan, chunk, let=with_let)
                 local = np.repeat(pairs.voxel - start, pairs.counts)
-                wd = w[pairs.spot] * pairs.dose
-                d += np.bincount(local, weights=wd, minlength=size)
+                w_pair = w[pairs.spot]
+                d += np.bincount(local, weights=w_pair * pairs.dose, minlength=size)
                 if ld is not None:
-                    ld += np.bincount(local, weights=w[pairs.spot] * pairs.let_dose,
-                                      minlength=size)
+                    ld += np.bincount(local, weights=w_pair * pairs.let_dose, minlength=size)
                 for k, values in enumerate(pairs.model_dose):
-                    md[k] += np.bincount(local, weights=w[pairs.spot] * values, minlength=size)
+                    md[k] += np.bincount(local, weights=w_pair * values, minlength=size)
         rows = bw.voxels.index[start:stop]
         beam_dose[bw.beam][rows] += d
         with lock:
