@@ -220,8 +220,8 @@ class PlanningScreen(Screen):
             self.host.show_error("Compute plan", "load a patient first")
             return
 
-        def work(progress: Any, cancel: Any) -> Any:
-            result = api.plan_patient(
+        def optimize(progress: Any, cancel: Any) -> Any:
+            return api.plan_patient(
                 patient, target=setup.target, dose_gy_rbe=setup.total_dose_gy_rbe,
                 fractions=setup.fractions, gantry_deg=[b.gantry_deg for b in setup.beams],
                 couch_deg=[b.couch_deg for b in setup.beams], rbe=setup.rbe,
@@ -229,27 +229,15 @@ class PlanningScreen(Screen):
                 spot_spacing_mm=setup.spot_spacing_mm, grid_mm=setup.grid_mm,
                 objectives=list(setup.objectives), device=setup.device,
                 exchange=setup.exchange, progress=progress, cancel=cancel)
-            # The DVHs shown first, computed here rather than on the UI thread.
-            stats = api.structure_dose_statistics(patient, result.rbe_dose_gy_rbe,
-                                                  result.dose_grid, setup.total_dose_gy_rbe)
-            return result, stats
 
-        def done(outcome: Any) -> None:
-            result, stats = outcome
-            if self.session.patient is not patient:
-                return  # another patient was opened meanwhile: the plan belongs to the old one
-            self._stats_cache[(id(result), "rbe")] = stats
-            self.session.add_plan(result, setup.summary())
-            self.tabs.switch_to(self.tab_items["Dose"])
-
-        self.host.run_task("Computing plan", work, done)
+        self._run_plan_task("Computing plan", optimize, setup.total_dose_gy_rbe,
+                            setup.summary())
 
     def reoptimize_plan(self, setup: PlanSetup) -> None:
         """Optimize the latest plan again with the form's prescription and objectives, from its
         kept influence; refused when the beams, spots, grid, model or device changed."""
-        patient = self.session.patient
         entry = self.session.latest_plan
-        if patient is None or entry is None or entry.result.prepared is None:
+        if self.session.patient is None or entry is None or entry.result.prepared is None:
             self.host.show_error("Re-optimize", "compute a plan first: re-optimization starts "
                                  "from the latest plan computed here")
             return
@@ -259,23 +247,34 @@ class PlanningScreen(Screen):
                                  f"{entry.name}: the kept influence no longer applies, so "
                                  "press Compute plan for a new plan")
             return
-        source = entry.name
 
-        def work(progress: Any, cancel: Any) -> Any:
-            result = api.reoptimize_plan(
+        def optimize(progress: Any, cancel: Any) -> Any:
+            return api.reoptimize_plan(
                 entry.result, total_dose_gy_rbe=setup.total_dose_gy_rbe,
                 n_fractions=setup.fractions, objectives=list(setup.objectives),
                 progress=progress, cancel=cancel)
+
+        self._run_plan_task("Re-optimizing plan", optimize, setup.total_dose_gy_rbe,
+                            f"{setup.summary()}, re-optimized from {entry.name}")
+
+    def _run_plan_task(self, name: str, optimize: Any, prescription_gy_rbe: float,
+                       summary: str) -> None:
+        """Run ``optimize(progress, cancel) -> PlanResult`` in the background with the first
+        DVHs computed there too (not on the UI thread); add the plan and show it when done."""
+        patient = self.session.patient
+
+        def work(progress: Any, cancel: Any) -> Any:
+            result = optimize(progress, cancel)
             stats = api.structure_dose_statistics(patient, result.rbe_dose_gy_rbe,
-                                                  result.dose_grid, setup.total_dose_gy_rbe)
+                                                  result.dose_grid, prescription_gy_rbe)
             return result, stats
 
         def done(outcome: Any) -> None:
             result, stats = outcome
             if self.session.patient is not patient:
-                return
+                return  # another patient was opened meanwhile: the plan belongs to the old one
             self._stats_cache[(id(result), "rbe")] = stats
-            self.session.add_plan(result, f"{setup.summary()}, re-optimized from {source}")
+            self.session.add_plan(result, summary)
             self.tabs.switch_to(self.tab_items["Dose"])
 
-        self.host.run_task("Re-optimizing plan", work, done)
+        self.host.run_task(name, work, done)

@@ -148,48 +148,38 @@ PB_DEVICE i64 pb_voxel(
     return n_entries;
 }
 
+/* The entry points' parameters and the call of the per-voxel body, shared by both. */
+#define PB_PARAMS \
+    int mode, i64 n_vox, \
+    const float* cu_a, const float* cv_a, const float* stu_a, const float* stv_a, \
+    const float* wepl_a, const i64* widx_a, const float* wfrac_a, const i64* row_a, \
+    int n_layers, const i64* lint, const float* depth_max, \
+    const float* radius, const float* tabs, const i64* rank_table, const i64* spot_iu, \
+    const int* spot_id, int n_model, int with_let, \
+    int* counts, \
+    const i64* start, float* out_dose, float* out_let, float* out_model, i64 model_stride, \
+    int* out_col, \
+    const double* weights, double* acc_dose, double* acc_let, double* acc_model, \
+    i64 acc_stride
+#define PB_VOXEL(v) \
+    i64 n = pb_voxel(mode, v, cu_a, cv_a, stu_a, stv_a, wepl_a, widx_a, wfrac_a, row_a, \
+                     n_layers, lint, depth_max, radius, tabs, rank_table, spot_iu, spot_id, \
+                     n_model, with_let, start, out_dose, out_let, out_model, model_stride, \
+                     out_col, weights, acc_dose, acc_let, acc_model, acc_stride); \
+    if (mode == 0) counts[v] = (int)n;
+
 #ifndef PB_CPU_TWIN
-extern "C" __global__ void pb_beam(
-    int mode, i64 n_vox,
-    const float* cu_a, const float* cv_a, const float* stu_a, const float* stv_a,
-    const float* wepl_a, const i64* widx_a, const float* wfrac_a, const i64* row_a,
-    int n_layers, const i64* lint, const float* depth_max,
-    const float* radius, const float* tabs, const i64* rank_table, const i64* spot_iu,
-    const int* spot_id, int n_model, int with_let,
-    int* counts,
-    const i64* start, float* out_dose, float* out_let, float* out_model, i64 model_stride,
-    int* out_col,
-    const double* weights, double* acc_dose, double* acc_let, double* acc_model,
-    i64 acc_stride)
+extern "C" __global__ void pb_beam(PB_PARAMS)
 {
     i64 v = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (v >= n_vox) return;
-    i64 n = pb_voxel(mode, v, cu_a, cv_a, stu_a, stv_a, wepl_a, widx_a, wfrac_a, row_a,
-                     n_layers, lint, depth_max, radius, tabs, rank_table, spot_iu, spot_id,
-                     n_model, with_let, start, out_dose, out_let, out_model, model_stride,
-                     out_col, weights, acc_dose, acc_let, acc_model, acc_stride);
-    if (mode == 0) counts[v] = (int)n;
+    PB_VOXEL(v)
 }
 #else
-extern "C" void pb_beam_cpu(
-    int mode, i64 n_vox,
-    const float* cu_a, const float* cv_a, const float* stu_a, const float* stv_a,
-    const float* wepl_a, const i64* widx_a, const float* wfrac_a, const i64* row_a,
-    int n_layers, const i64* lint, const float* depth_max,
-    const float* radius, const float* tabs, const i64* rank_table, const i64* spot_iu,
-    const int* spot_id, int n_model, int with_let,
-    int* counts,
-    const i64* start, float* out_dose, float* out_let, float* out_model, i64 model_stride,
-    int* out_col,
-    const double* weights, double* acc_dose, double* acc_let, double* acc_model,
-    i64 acc_stride)
+extern "C" void pb_beam_cpu(PB_PARAMS)
 {
     for (i64 v = 0; v < n_vox; ++v) {
-        i64 n = pb_voxel(mode, v, cu_a, cv_a, stu_a, stv_a, wepl_a, widx_a, wfrac_a, row_a,
-                         n_layers, lint, depth_max, radius, tabs, rank_table, spot_iu, spot_id,
-                         n_model, with_let, start, out_dose, out_let, out_model, model_stride,
-                         out_col, weights, acc_dose, acc_let, acc_model, acc_stride);
-        if (mode == 0) counts[v] = (int)n;
+        PB_VOXEL(v)
     }
 }
 #endif
