@@ -61,13 +61,24 @@ def run_gui(folder: str | None = None, *, screenshot: str | None = None) -> int:
         Exit status: 0, or 1 when the start-up patient could not be shown in screenshot mode.
     """
     prepare_environment()
-    from kivy.config import Config
-
-    # Before the window exists: a laptop-sized window, the size the layout is designed for.
-    Config.set("graphics", "width", str(WINDOW_SIZE_PX[0]))
-    Config.set("graphics", "height", str(WINDOW_SIZE_PX[1]))
+    configure_kivy()
     from app.ionplan_app import IonPlanApp
 
     app = IonPlanApp(start_folder=folder, screenshot_path=screenshot)
     app.run()
     return app.exit_status
+
+
+def configure_kivy() -> None:
+    """Kivy settings read when the window is made (call before it exists).
+
+    A laptop-sized window, the size the layout is designed for; and the mouse without Kivy's
+    multitouch simulation, which otherwise turns a right-drag (window/level) or Ctrl+wheel
+    into simulated touch points drawn as red circles that stay on the images, on dialogs and
+    in saved pictures, and swallow later clicks there. IonPlan uses no multitouch gestures.
+    """
+    from kivy.config import Config
+
+    Config.set("graphics", "width", str(WINDOW_SIZE_PX[0]))
+    Config.set("graphics", "height", str(WINDOW_SIZE_PX[1]))
+    Config.set("input", "mouse", "mouse,disable_multitouch")

@@ -4,6 +4,7 @@ the session, and per-structure dose statistics (planning.structure_dose)."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -146,3 +147,19 @@ def test_user_data_dir_is_created_with_its_parents(tmp_path, monkeypatch):
     assert folder == tmp_path / "no" / "such" / "config" / "ionplan"
     RecentFolders(folder).add(tmp_path)
     assert RecentFolders(folder).load() == [str(tmp_path.resolve())]
+
+
+def test_the_app_turns_kivys_multitouch_simulation_off(tmp_path) -> None:
+    """Right-drag and Ctrl+wheel must not leave simulated touch points (red circles): the
+    mouse provider is configured without multitouch simulation before the window exists."""
+    import subprocess
+    import sys
+
+    code = ("import os; os.environ['KIVY_HOME'] = os.environ['TMP_KIVY_HOME']; "
+            "os.environ['KIVY_NO_ARGS'] = '1'; os.environ['KIVY_USE_DEFAULTCONFIG'] = '1'; "
+            "from app.main import configure_kivy; configure_kivy(); "
+            "from kivy.config import Config; print(Config.get('input', 'mouse'))")
+    env = {**os.environ, "TMP_KIVY_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "mouse,disable_multitouch"
