@@ -139,7 +139,9 @@ class Plan:
         ``describe()``. None for a plan that names its model only in words (or not at all).
     beam_doses : BeamDoses or None
         Each beam's dose per fraction at the dose specification point (planned by IonPlan, or
-        read from an RT Ion Plan's fraction group); None when unknown.
+        read from an RT Ion Plan's fraction group); None when unknown, and dropped (None) when
+        their number is not the number of beams. They describe the plan as planned: a plan
+        whose weights are changed afterwards keeps them.
     """
 
     label: str
@@ -157,8 +159,8 @@ class Plan:
         if not self.beams:
             raise PlanningError("a plan needs at least one beam")
         if self.beam_doses is not None and len(self.beam_doses.physical_gy) != len(self.beams):
-            raise PlanningError(f"{len(self.beam_doses.physical_gy)} beam doses for "
-                                f"{len(self.beams)} beams")
+            # a plan made from another with beams added or removed: its beam doses are unknown
+            object.__setattr__(self, "beam_doses", None)
         if self.rbe is not None and self.rbe_model != self.rbe.describe():
             raise PlanningError(f"the plan's RBE model text {self.rbe_model!r} is not its "
                                 f"model's description {self.rbe.describe()!r}")
