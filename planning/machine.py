@@ -18,14 +18,26 @@ Units and frames
 
 The file format (``ionplan-machine/1``) is a NumPy ``.npz`` archive: one entry per array plus
 ``metadata_json``, a JSON document with the scalar fields and the provenance.
+
+Delivery limits
+---------------
+A scanning system delivers a spot only when its number of particles lies between a minimum
+(below it the dose monitor cannot terminate the spot accurately, and control systems reject or
+mis-deliver it) and a maximum (what one spot may take from a spill). They are the metadata
+keys ``min_particles_per_spot`` and ``max_particles_per_spot`` (primary ions per spot and
+fraction); a file without them (every machine written before they existed, the shipped generic
+machine included) gets :data:`DEFAULT_MIN_PARTICLES_PER_SPOT` and
+:data:`DEFAULT_MAX_PARTICLES_PER_SPOT`, so the arrays need no regeneration.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -43,6 +55,18 @@ FORMAT_ID = "ionplan-machine/1"
 MEV_PER_G_TO_GY = 1.602176634e-13 * 1e3
 
 DEFAULT_MACHINE_RESOURCE = "generic_carbon.npz"
+
+#: Fewest primary ions per spot and fraction a generic carbon synchrotron delivers. An
+#: assumption, not a commissioned value: matRad's HIT carbon exporter and post-processing use
+#: 15,000 ions per spot (matRad_postprocessing.m, matRad_export_HITXMLPlan); no published
+#: minimum was found for CNAO, MedAustron or HIMAC, so IonPlan takes a conservative 5e4
+#: (about 3 x the HIT value). Set the commissioned value of a real machine in its file (or in
+#: a plan configuration's ``[delivery]`` table).
+DEFAULT_MIN_PARTICLES_PER_SPOT = 5.0e4
+#: Most primary ions per spot and fraction (an assumption: of the order of one synchrotron
+#: spill of 12C ions, about 1e8-1e9; a spot larger than a spill needs repainting, which
+#: IonPlan does not plan).
+DEFAULT_MAX_PARTICLES_PER_SPOT = 1.0e8
 
 FloatArray = NDArray[np.float64]
 
@@ -137,6 +161,9 @@ class Machine:
         Tabulated LQ parameters (imported matRad machines), None otherwise.
     provenance : dict
         JSON-serialisable description of where the data come from (generator, version, sources).
+    min_particles_per_spot, max_particles_per_spot : float
+        Fewest and most primary ions the scanning system delivers in one spot per fraction
+        (see the module docstring, "Delivery limits"); ``0 <= min < max``.
     """
 
     name: str
@@ -155,6 +182,8 @@ class Machine:
     spectra: Spectra | None = None
     lq_tables: LqTables | None = None
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
+    min_particles_per_spot: float = DEFAULT_MIN_PARTICLES_PER_SPOT
+    max_particles_per_spot: float = DEFAULT_MAX_PARTICLES_PER_SPOT
 
     def __post_init__(self) -> None:
         validate_machine(self)
@@ -214,6 +243,7 @@ def validate_machine(m: Machine) -> None:
             fail(f"{name} must be finite and > 0")
     if len(m.sad_mm) != 2 or min(m.sad_mm) <= 0:
         fail(f"sad_mm must be two positive distances, got {m.sad_mm}")
+    check_spot_limits(m.min_particles_per_spot, m.max_particles_per_spot, fail)
     if m.spectra is not None:
         s = m.spectra
         n_p, n_b = s.species_z.size, s.bin_edges_mev_u.size - 1
@@ -231,6 +261,16 @@ def validate_machine(m: Machine) -> None:
         expected = (*m.depth_mm.shape, n_t)
         if t.alpha_gy.shape != expected or t.beta_gy2.shape != expected:
             fail(f"LQ tables must have shape {expected}")
+
+
+def check_spot_limits(min_particles: float, max_particles: float,
+                      fail: Callable[[str], None]) -> None:
+    """Call ``fail`` with a message unless ``0 <= min_particles < max_particles`` (finite)."""
+    if not (math.isfinite(min_particles) and min_particles >= 0):
+        fail(f"min_particles_per_spot must be a finite number >= 0, got {min_particles}")
+    elif not (math.isfinite(max_particles) and max_particles > min_particles):
+        fail(f"max_particles_per_spot must be finite and above min_particles_per_spot "
+             f"({min_particles:g}), got {max_particles}")
 
 
 # --------------------------------------------------------------------------- file format
@@ -276,6 +316,8 @@ def save_machine(machine: Machine, path: str | os.PathLike[str]) -> None:
         "ion_z": machine.ion_z,
         "ion_a": machine.ion_a,
         "sad_mm": list(machine.sad_mm),
+        "min_particles_per_spot": machine.min_particles_per_spot,
+        "max_particles_per_spot": machine.max_particles_per_spot,
         "provenance": provenance,
     }
     arrays["metadata_json"] = np.array(json.dumps(metadata, sort_keys=True, indent=1))
@@ -358,9 +400,13 @@ def _load_npz(path: Path) -> Machine:
             spectra=spectra,
             lq_tables=lq,
             provenance=provenance,
+            min_particles_per_spot=float(meta.get("min_particles_per_spot",
+                                                  DEFAULT_MIN_PARTICLES_PER_SPOT)),
+            max_particles_per_spot=float(meta.get("max_particles_per_spot",
+                                                  DEFAULT_MAX_PARTICLES_PER_SPOT)),
             **f64,
         )
-    except (KeyError, IndexError, TypeError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise MachineError(path, f"incomplete metadata ({exc!r})") from None
 
 

@@ -15,9 +15,11 @@ objective dose levels are given for the whole plan and divided by the number of 
 The RBE-weighted dose of each voxel is a function of the physical dose D = A w and of the
 dose-weighted model sums S_k = B_k w (influence matrices of the same sparsity), so the gradient
 is A^T (g dRBE/dD) + sum_k B_k^T (g dRBE/dS_k) with g the objective's derivative in the
-RBE-weighted dose: analytic, no finite differences. scipy's L-BFGS-B keeps the weights >= 0; a
-second pass fixes spots below half the minimum deliverable weight at 0 and bounds the others
-below by that weight, so every delivered spot meets it. The optimization is deterministic.
+RBE-weighted dose: analytic, no finite differences. scipy's L-BFGS-B keeps the weights between 0
+and the maximum deliverable weight; a second pass fixes spots below half the minimum deliverable
+weight at 0 (they are removed: never exported) and bounds the others below by that weight, so
+every delivered spot lies between the machine's minimum and maximum particles per spot, and the
+plan is re-optimized with the spots that remain. The optimization is deterministic.
 
 The problem's matrices may live on a GPU (``OptimizationProblem.device == "gpu"``, matrices
 from :meth:`planning.engine.PlanningEngine.optimization_matrices` with their transposes): the
@@ -103,17 +105,26 @@ class OptimizerSettings:
         Minimum deliverable spot weight per fraction, 10^6 primaries (0.01 = 10^4 ions).
     tolerance : float
         Relative objective change at which L-BFGS-B stops (its ``ftol``).
+    max_spot_weight : float or None
+        Maximum deliverable spot weight per fraction, 10^6 primaries (100 = 10^8 ions); None:
+        no upper bound.
     """
 
     max_iterations: int = 200
     min_spot_weight: float = 0.01
     tolerance: float = 1e-7
+    max_spot_weight: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_iterations < 1:
             raise PlanningError("max_iterations must be >= 1")
         if not (math.isfinite(self.min_spot_weight) and self.min_spot_weight >= 0):
             raise PlanningError("min_spot_weight must be >= 0")
+        if self.max_spot_weight is not None and not (
+                math.isfinite(self.max_spot_weight)
+                and self.max_spot_weight > self.min_spot_weight):
+            raise PlanningError(f"max_spot_weight must be finite and above min_spot_weight "
+                                f"({self.min_spot_weight:g}), got {self.max_spot_weight}")
 
 
 @dataclass(frozen=True)
@@ -322,7 +333,7 @@ def optimize_weights(
     """Minimise the objectives over non-negative spot weights (see the module docstring).
 
     The start is a uniform weight scaled so that the mean RBE-weighted dose of ``target`` equals
-    the prescription per fraction.
+    the prescription per fraction (clipped to ``settings.max_spot_weight``).
     """
     settings = settings or OptimizerSettings()
     if not objectives:
@@ -331,7 +342,10 @@ def optimize_weights(
     if n_spots == 0:
         raise PlanningError("the plan has no spots to optimize")
     t0 = time.perf_counter()
+    top = settings.max_spot_weight
     start = _initial_weights(problem, target, prescription_per_fraction_gy_rbe)
+    if top is not None:
+        start = np.minimum(start, top)
     scale = 1.0 / max(
         objective_value_and_gradient(objectives, problem, problem.rbe_dose(start))[0], 1e-12)
     state = {"iterations": 0}
@@ -350,17 +364,21 @@ def optimize_weights(
 
     options = {"maxiter": settings.max_iterations, "ftol": settings.tolerance, "maxcor": 20}
     result = minimize(fun, start, jac=True, method="L-BFGS-B", callback=callback,
-                      bounds=[(0.0, None)] * n_spots, options=options)
+                      bounds=[(0.0, top)] * n_spots, options=options)
     weights = np.asarray(result.x)
     if settings.min_spot_weight > 0:
         low = weights < 0.5 * settings.min_spot_weight
-        bounds = [(0.0, 0.0) if z else (settings.min_spot_weight, None) for z in low]
-        start2 = np.where(low, 0.0, np.maximum(weights, settings.min_spot_weight))
+        bounds = [(0.0, 0.0) if z else (settings.min_spot_weight, top) for z in low]
+        start2 = np.where(low, 0.0, np.clip(weights, settings.min_spot_weight, top))
         options["maxiter"] = max(settings.max_iterations // 3, 1)
         result = minimize(fun, start2, jac=True, method="L-BFGS-B", callback=callback,
                           bounds=bounds, options=options)
-        weights = np.asarray(result.x)
+        weights = np.asarray(result.x).copy()
         weights[low] = 0.0
+        # L-BFGS-B projects onto its bounds; keep them exact against any rounding
+        weights[~low] = np.clip(weights[~low], settings.min_spot_weight, top)
+    elif top is not None:
+        weights = np.minimum(weights, top)
     report(progress, 1.0, "optimization done")
     _log.info("optimization: %d iterations, objective %.4g, %s", state["iterations"],
               result.fun / scale, result.message)

@@ -81,6 +81,39 @@ class BeamPlan:
             raise PlanningError(f"{self.beam.label}: range shifter WET must be >= 0 mm")
 
 
+@dataclass(frozen=True)
+class BeamDoses:
+    """Each beam's dose per fraction at the plan's dose specification point.
+
+    Written to the RT Ion Plan as the Beam Doses of the fraction group (docs/dicom.md).
+
+    Attributes
+    ----------
+    point_mm : (x, y, z)
+        The dose specification point, DICOM patient coordinates (LPS), mm.
+    physical_gy : tuple of float
+        Physical dose of each beam per fraction at the point, Gy, in the order of the beams.
+    rbe_weighted_gy_rbe : tuple of float
+        Each beam's share of the RBE-weighted dose per fraction at the point, Gy(RBE): the
+        plan's RBE at the point times the beam's physical dose (the RBE of a mixed field is
+        not a sum over beams; these shares sum to the plan's RBE-weighted dose there).
+    """
+
+    point_mm: tuple[float, float, float]
+    physical_gy: tuple[float, ...]
+    rbe_weighted_gy_rbe: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.point_mm) != 3 or not all(math.isfinite(v) for v in self.point_mm):
+            raise PlanningError(f"dose specification point must be 3 finite mm, "
+                                f"got {self.point_mm}")
+        if len(self.physical_gy) != len(self.rbe_weighted_gy_rbe):
+            raise PlanningError("one physical and one RBE-weighted dose per beam")
+        for v in (*self.physical_gy, *self.rbe_weighted_gy_rbe):
+            if not (math.isfinite(v) and v >= 0):
+                raise PlanningError(f"beam doses must be finite and >= 0, got {v}")
+
+
 @dataclass(frozen=True, eq=False)
 class Plan:
     """A carbon-ion spot-scanning plan.
@@ -104,6 +137,11 @@ class Plan:
         That model itself, with all its parameters, when known (planned by IonPlan, or read
         from IonPlan's RBE model record of an RT Ion Plan); then ``rbe_model`` is its
         ``describe()``. None for a plan that names its model only in words (or not at all).
+    beam_doses : BeamDoses or None
+        Each beam's dose per fraction at the dose specification point (planned by IonPlan, or
+        read from an RT Ion Plan's fraction group); None when unknown, and dropped (None) when
+        their number is not the number of beams. They describe the plan as planned: a plan
+        whose weights are changed afterwards keeps them.
     """
 
     label: str
@@ -115,10 +153,14 @@ class Plan:
     ion_a: int = 12
     notes: tuple[str, ...] = field(default=())
     rbe: RbeModel | None = None
+    beam_doses: BeamDoses | None = None
 
     def __post_init__(self) -> None:
         if not self.beams:
             raise PlanningError("a plan needs at least one beam")
+        if self.beam_doses is not None and len(self.beam_doses.physical_gy) != len(self.beams):
+            # a plan made from another with beams added or removed: its beam doses are unknown
+            object.__setattr__(self, "beam_doses", None)
         if self.rbe is not None and self.rbe_model != self.rbe.describe():
             raise PlanningError(f"the plan's RBE model text {self.rbe_model!r} is not its "
                                 f"model's description {self.rbe.describe()!r}")

@@ -16,7 +16,17 @@ A configuration file (TOML or JSON) holds ``objectives``, a list of tables with 
 ``volume_fraction``; an objective on the same structure and type as a default replaces it, the
 others are added. ``replace_defaults = true`` drops all defaults. An optional ``[optimizer]``
 table sets :class:`planning.optimization.OptimizerSettings` fields (``max_iterations``,
-``min_spot_weight``, ``tolerance``); the planner's default is 100 iterations.
+``min_spot_weight``, ``tolerance``, ``max_spot_weight``); the planner's default is 100
+iterations.
+
+Delivery limits
+---------------
+An optional ``[delivery]`` table overrides the machine's ``min_particles_per_spot`` and
+``max_particles_per_spot`` (primary ions per spot and fraction, see :mod:`planning.machine`).
+The planner bounds every spot weight by them: spots the optimizer drives below half the minimum
+are removed and the plan is re-optimized without them, the others lie between the minimum and
+the maximum. Where ``[optimizer]`` also sets ``min_spot_weight`` / ``max_spot_weight``
+(10^6 ions), the stricter limit wins.
 
 Tissues (LEM I only)
 --------------------
@@ -31,6 +41,7 @@ model a ``tissues`` table is an error.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from collections.abc import Sequence
@@ -45,8 +56,9 @@ from planning.rbe import Tissue, parse_tissue
 #: ROI interpreted types that get the default organ-at-risk objective.
 OAR_TYPES = ("ORGAN", "AVOIDANCE")
 #: Optimizer settings without an ``[optimizer]`` table: 100 iterations reach D95/D5 within
-#: 1 % of the prescription on the demo patient; more mostly polish the objective value.
-PLANNER_OPTIMIZER = OptimizerSettings(max_iterations=100)
+#: 1 % of the prescription on the demo patient; more mostly polish the objective value. No
+#: minimum spot weight of its own: the planner's comes from the delivery limits.
+PLANNER_OPTIMIZER = OptimizerSettings(max_iterations=100, min_spot_weight=0.0)
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,16 @@ class PlanConfig:
     replace_defaults: bool = False
     optimizer: OptimizerSettings = field(default_factory=lambda: PLANNER_OPTIMIZER)
     tissues: tuple[tuple[str, Tissue], ...] = ()
+    min_particles_per_spot: float | None = None
+    max_particles_per_spot: float | None = None
+
+    def __post_init__(self) -> None:
+        low, top = self.min_particles_per_spot, self.max_particles_per_spot
+        if low is not None and not (math.isfinite(low) and low >= 0):
+            raise InputError(f"[delivery] min_particles_per_spot must be >= 0, got {low}")
+        if top is not None and not (math.isfinite(top) and top > (low or 0.0)):
+            raise InputError(f"[delivery] max_particles_per_spot must be finite and above the "
+                             f"minimum, got {top}")
 
 
 def load_plan_config(path: str | os.PathLike[str]) -> PlanConfig:
@@ -79,10 +101,10 @@ def load_plan_config(path: str | os.PathLike[str]) -> PlanConfig:
                          f"({exc})") from None
     if not isinstance(data, dict):
         raise InputError(f"{p}: the configuration must be a table/object")
-    unknown = set(data) - {"objectives", "optimizer", "replace_defaults", "tissues"}
+    unknown = set(data) - {"objectives", "optimizer", "replace_defaults", "tissues", "delivery"}
     if unknown:
         raise InputError(f"{p}: unknown keys {sorted(unknown)}; expected objectives, "
-                         "optimizer, replace_defaults, tissues")
+                         "optimizer, replace_defaults, tissues, delivery")
     objectives = []
     for i, item in enumerate(data.get("objectives", [])):
         if not isinstance(item, dict):
@@ -105,6 +127,7 @@ def load_plan_config(path: str | os.PathLike[str]) -> PlanConfig:
         raise InputError(f"{p}: [optimizer] may hold only {', '.join(sorted(allowed))}")
     try:
         settings = OptimizerSettings(**{"max_iterations": PLANNER_OPTIMIZER.max_iterations,
+                                        "min_spot_weight": PLANNER_OPTIMIZER.min_spot_weight,
                                         **opt})
     except (TypeError, PlanningError) as exc:
         raise InputError(f"{p}: [optimizer]: {exc}") from None
@@ -117,8 +140,18 @@ def load_plan_config(path: str | os.PathLike[str]) -> PlanConfig:
         tissues = tuple((str(k), parse_tissue(v)) for k, v in tissue_table.items())
     except InputError as exc:
         raise InputError(f"{p}: tissues: {exc}") from None
-    return PlanConfig(tuple(objectives), bool(data.get("replace_defaults", False)), settings,
-                      tissues)
+    delivery = data.get("delivery", {})
+    limits = ("min_particles_per_spot", "max_particles_per_spot")
+    if not isinstance(delivery, dict) or set(delivery) - set(limits):
+        raise InputError(f"{p}: [delivery] may hold only {', '.join(limits)}")
+    try:
+        values = {k: float(v) for k, v in delivery.items()}
+        return PlanConfig(tuple(objectives), bool(data.get("replace_defaults", False)),
+                          settings, tissues, **values)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{p}: [delivery]: {exc}") from None
+    except InputError as exc:
+        raise InputError(f"{p}: {exc}") from None
 
 
 def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float

@@ -38,8 +38,9 @@ from numpy.typing import NDArray
 
 from kernels.sparse_device import SpotMatrix
 from planning.atomic import atomic_write_text
-from planning.beams import Beam, SpotMap
+from planning.beams import PRIMARIES_PER_WEIGHT_UNIT, Beam, SpotMap
 from planning.dose_grid import DoseGrid
+from planning.dose_specification import beam_doses_at, dose_specification_voxel
 from planning.engine import PlanningEngine
 from planning.engine.dose_engine import DoseEngineSettings, place_spots
 from planning.engine.forward_dose import forward_cubes
@@ -62,6 +63,7 @@ from planning.hlut import default_hlut, load_hlut_csv
 from planning.machine import Machine, load_machine
 from planning.optimization import (
     Objective,
+    OptimizerSettings,
     RbeGroup,
     optimize_weights,
 )
@@ -493,8 +495,10 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     problem = optimization_problem(dose_m, sums_m, prepared.rows, rows_by_name, model,
                                    prescription.n_fractions, prepared.voxel_groups,
                                    device=prepared.engine.device)
+    min_particles, max_particles = delivery_limits(prepared.machine, prepared.config)
+    optimizer_settings = _optimizer_settings(prepared.config, min_particles, max_particles)
     result = optimize_weights(problem, objectives, prescription.dose_per_fraction_gy_rbe,
-                              prepared.target, prepared.config.optimizer,
+                              prepared.target, optimizer_settings,
                               progress=stage_progress(progress, 0.4, 0.85), cancel=cancel)
     timings["optimization"] = time.perf_counter() - t0
     del problem
@@ -505,15 +509,21 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                           progress=stage_progress(progress, 0.85, 0.97), cancel=cancel)
     timings["forward_dose"] = time.perf_counter() - t0
     offsets = np.cumsum([0] + [s.n_spots for s in spot_maps])
+    dose_grid = prepared.dose_grid
+    target_rows = rows_by_name[prepared.target]
+    point = dose_specification_voxel(dose_grid, target_rows, cubes.rbe_dose_gy_rbe,
+                                     prescription.total_dose_gy_rbe, beams[0].isocenter_mm)
+    beam_doses = beam_doses_at(dose_grid, point, cubes.beam_physical_dose_gy,
+                               cubes.physical_dose_gy, cubes.rbe_dose_gy_rbe,
+                               prescription.n_fractions)
     plan = Plan(label=request.label[:16], machine_name=prepared.machine.name,
                 beams=tuple(BeamPlan(b, s, result.weights[offsets[i]:offsets[i + 1]])
                             for i, (b, s) in enumerate(zip(beams, spot_maps, strict=True))),
-                prescription=prescription, rbe_model=model.describe(), rbe=model)
-    sections = structure_report(patient, prepared.dose_grid, cubes.physical_dose_gy,
+                prescription=prescription, rbe_model=model.describe(), rbe=model,
+                beam_doses=beam_doses)
+    sections = structure_report(patient, dose_grid, cubes.physical_dose_gy,
                                 cubes.rbe_dose_gy_rbe, prescription.total_dose_gy_rbe,
                                 prepared.target, known_rows=rows_by_name)
-    target_rows = rows_by_name[prepared.target]
-    dose_grid = prepared.dose_grid
     matrix_mib = (dose_m.nbytes + sum(m.nbytes for m in sums_m)) / 2**20
     rep: dict[str, Any] = {
         "prescription": {"target": prepared.target,
@@ -525,10 +535,20 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         "beams": [{"name": b.label, "gantry_deg": b.gantry_deg, "couch_deg": b.couch_deg,
                    "isocenter_mm": list(b.isocenter_mm), "spots": s.n_spots,
                    "layers": int(np.unique(s.layer).size),
-                   "target_mean_gy": float(bd.reshape(-1)[target_rows].mean())}
-                  for b, s, bd in zip(beams, spot_maps, cubes.beam_physical_dose_gy,
-                                      strict=True)],
+                   "spots_delivered": int(np.count_nonzero(bp.weights)),
+                   "layers_delivered": int(np.unique(s.layer[bp.weights > 0]).size),
+                   "target_mean_gy": float(bd.reshape(-1)[target_rows].mean()),
+                   "beam_dose_gy_per_fraction": phys,
+                   "beam_dose_gy_rbe_per_fraction": eff}
+                  for b, s, bp, bd, phys, eff in zip(
+                      beams, spot_maps, plan.beams, cubes.beam_physical_dose_gy,
+                      beam_doses.physical_gy, beam_doses.rbe_weighted_gy_rbe, strict=True)],
         "spots": int(sum(sm.n_spots for sm in spot_maps)),
+        "delivery": delivery_report(plan, min_particles, max_particles),
+        "dose_specification_point": {
+            "point_mm": list(beam_doses.point_mm),
+            "physical_gy_per_fraction": sum(beam_doses.physical_gy),
+            "rbe_weighted_gy_rbe_per_fraction": sum(beam_doses.rbe_weighted_gy_rbe)},
         "influence_nnz": prepared.matrix_nnz,
         "influence_mib": matrix_mib,
         "influence_rebuilt": rebuilt,
@@ -565,10 +585,58 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                       beam_physical_dose_gy=cubes.beam_physical_dose_gy, prepared=prepared)
 
 
+def delivery_limits(machine: Machine, config: PlanConfig) -> tuple[float, float]:
+    """(min, max) primary ions per spot and fraction: the configuration's ``[delivery]``
+    values where given, else the machine's."""
+    low = (config.min_particles_per_spot if config.min_particles_per_spot is not None
+           else machine.min_particles_per_spot)
+    top = (config.max_particles_per_spot if config.max_particles_per_spot is not None
+           else machine.max_particles_per_spot)
+    if not top > low:
+        raise PlanningError(f"the most particles per spot ({top:g}) must exceed the fewest "
+                            f"({low:g}); check the machine and the [delivery] table")
+    return low, top
+
+
+def _optimizer_settings(config: PlanConfig, min_particles: float, max_particles: float
+                        ) -> OptimizerSettings:
+    """The configuration's optimizer settings bounded by the delivery limits (the stricter
+    of a limit and an ``[optimizer]`` spot weight wins)."""
+    opt = config.optimizer
+    low = max(opt.min_spot_weight, min_particles / PRIMARIES_PER_WEIGHT_UNIT)
+    top = max_particles / PRIMARIES_PER_WEIGHT_UNIT
+    if opt.max_spot_weight is not None:
+        top = min(top, opt.max_spot_weight)
+    if not top > low:
+        raise PlanningError(f"the maximum spot weight {top:g} (10^6 ions) does not exceed the "
+                            f"minimum {low:g}; check [optimizer] and [delivery]")
+    return dataclasses.replace(opt, min_spot_weight=low, max_spot_weight=top)
+
+
+def delivery_report(plan: Plan, min_particles: float, max_particles: float) -> dict[str, Any]:
+    """The report's ``delivery`` section: the limits used and the spots the minimum removed
+    (weight 0: neither delivered nor exported) and that remain, with their range."""
+    weights = plan.all_weights() * PRIMARIES_PER_WEIGHT_UNIT
+    kept = weights[weights > 0]
+    return {
+        "min_particles_per_spot": min_particles,
+        "max_particles_per_spot": max_particles,
+        "spots_planned": int(weights.size),
+        "spots_removed": int(weights.size - kept.size),
+        "spots_delivered": int(kept.size),
+        "fewest_particles_in_a_spot": float(kept.min()) if kept.size else 0.0,
+        "most_particles_in_a_spot": float(kept.max()) if kept.size else 0.0,
+    }
+
+
 def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
                        machine: Machine | None = None) -> list[Path]:
     """Write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm and report.json into ``out_dir``
     (and RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm with an exchange view).
+
+    A planned result (its report has ``delivery``) is exported with its delivery limits
+    checked (:func:`planning.dicom.export_rt_ion_plan`, ``particles_per_spot``); a
+    recalculated one writes the plan as received. Spots without particles are never written.
 
     Each RT Dose is labelled with the model that computed it: RTDOSE_RBE.dcm with
     ``result.model``, the exchange doses with the view's mMKM and LEM I models; RTPLAN.dcm
@@ -586,9 +654,14 @@ def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
         raise InputError(f"{out}: cannot create the output folder ({exc.strerror})") from None
     machine = machine or load_machine()
     sigma_e, sigma_mm = machine.energies_mev_u, machine.spot_sigma_air_mm
+    delivery = result.report.get("delivery")
+    limits = (None if delivery is None else
+              (float(delivery["min_particles_per_spot"]),
+               float(delivery["max_particles_per_spot"])))
     plan_uid = export_rt_ion_plan(
         result.plan, result.patient, out / "RTPLAN.dcm", sad_mm=machine.sad_mm,
-        machine_spot_sigma_mm=lambda e: float(np.interp(e, sigma_e, sigma_mm)))
+        machine_spot_sigma_mm=lambda e: float(np.interp(e, sigma_e, sigma_mm)),
+        particles_per_spot=limits)
     export_rt_dose(result.physical_dose_gy, result.dose_grid, result.patient,
                    out / "RTDOSE_PHYSICAL.dcm", dose_type="PHYSICAL", model=PhysicalDose(),
                    referenced_plan_uid=plan_uid)

@@ -117,3 +117,30 @@ def test_failed_save_keeps_the_old_file(tmp_path: Path, machine: Machine,
         save_machine(machine, out)
     assert out.read_bytes() == b"old contents"
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+def test_spot_limits_default_when_absent_and_round_trip(tmp_path: Path, machine: Machine) -> None:
+    from planning.machine import DEFAULT_MAX_PARTICLES_PER_SPOT, DEFAULT_MIN_PARTICLES_PER_SPOT
+
+    # the shipped file predates the limits: they come from the defaults
+    with np.load(machine.provenance["source_file"]) as data:
+        meta = json.loads(str(data["metadata_json"]))
+    assert "min_particles_per_spot" not in meta
+    assert machine.min_particles_per_spot == DEFAULT_MIN_PARTICLES_PER_SPOT
+    assert machine.max_particles_per_spot == DEFAULT_MAX_PARTICLES_PER_SPOT
+    out = tmp_path / "limits.npz"
+    save_machine(dataclasses.replace(machine, min_particles_per_spot=2.5e4,
+                                     max_particles_per_spot=3e7), out)
+    again = load_machine(out)
+    assert (again.min_particles_per_spot, again.max_particles_per_spot) == (2.5e4, 3e7)
+
+
+@pytest.mark.parametrize(("low", "top", "message"), [
+    (-1.0, 1e8, "min_particles_per_spot"),
+    (float("nan"), 1e8, "min_particles_per_spot"),
+    (1e5, 1e5, "max_particles_per_spot"),
+    (1e5, float("inf"), "max_particles_per_spot"),
+])
+def test_bad_spot_limits_refused(machine: Machine, low: float, top: float, message: str) -> None:
+    with pytest.raises(MachineError, match=message):
+        dataclasses.replace(machine, min_particles_per_spot=low, max_particles_per_spot=top)

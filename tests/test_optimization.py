@@ -92,3 +92,35 @@ def test_cancellation_raises() -> None:
     token.cancel()
     with pytest.raises(OperationCancelled):
         _run(_problem(LemModel()), cancel=token)
+
+
+def test_max_spot_weight_bounds_every_spot_and_binds() -> None:
+    problem = _problem(PhysicalDose())
+    free = _run(problem, OptimizerSettings(max_iterations=40, min_spot_weight=0.0))
+    top = 0.5 * float(free.weights.max())  # below what the unbounded optimum wants
+    bounded = _run(problem, OptimizerSettings(max_iterations=40, min_spot_weight=0.0,
+                                              max_spot_weight=top))
+    assert float(bounded.weights.max()) <= top
+    assert np.any(bounded.weights >= top * (1 - 1e-9))  # the bound is active, not vacuous
+    assert float(free.weights.max()) > top
+
+
+def test_min_and_max_spot_weight_together() -> None:
+    problem = _problem(MkmModel())
+    low, top = 0.3, 3.0  # the free optimum has spots near 0, in (0.15, 0.3) and above 3
+    result = _run(problem, OptimizerSettings(max_iterations=40, min_spot_weight=low,
+                                             max_spot_weight=top))
+    w = result.weights
+    delivered = w[w > 0]
+    assert delivered.size > 0
+    assert float(delivered.min()) >= low and float(delivered.max()) <= top
+    # the minimum removes spots (re-optimized without them), it does not round them up only
+    assert np.count_nonzero(w == 0) > 0
+
+
+@pytest.mark.parametrize(("low", "top"), [(0.5, 0.5), (0.5, 0.1), (0.0, float("inf"))])
+def test_bad_spot_weight_limits_refused(low: float, top: float) -> None:
+    from planning.errors import PlanningError
+
+    with pytest.raises(PlanningError, match="max_spot_weight"):
+        OptimizerSettings(min_spot_weight=low, max_spot_weight=top)

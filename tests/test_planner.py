@@ -16,6 +16,7 @@ from planning.dose_grid import DoseGrid
 from planning.engine import build_influence
 from planning.engine.dose_engine import DoseEngineSettings, place_spots, select_layer_energies
 from planning.machine import pencil_beam_data, per_depth_at_energy
+from planning.plan_config import PlanConfig, load_plan_config
 from planning.rbe import DepthTables
 from tests.synthetic_machine import make_synthetic_machine
 
@@ -131,7 +132,13 @@ def _check_outputs(out, dose, fractions, model_word):
         lines = (run.stdout + run.stderr).splitlines()
         assert not [line for line in lines if line.startswith(("Error", "Abort"))], lines[:5]
     imported = load_rt_ion_plan(out / "RTPLAN.dcm")
-    assert imported.plan.n_spots == report["spots"]
+    delivery = report["delivery"]
+    # spots the machine's minimum removed are not exported
+    assert imported.plan.n_spots == delivery["spots_delivered"] == (
+        report["spots"] - delivery["spots_removed"])
+    weights = imported.plan.all_weights() * 1e6
+    assert weights.min() >= delivery["min_particles_per_spot"] * (1 - 1e-6)
+    assert weights.max() <= delivery["max_particles_per_spot"] * (1 + 1e-6)
     assert imported.plan.prescription.n_fractions == fractions
     rbe = load_rt_dose(out / "RTDOSE_RBE.dcm")
     phys = load_rt_dose(out / "RTDOSE_PHYSICAL.dcm")
@@ -182,3 +189,33 @@ def test_plan_cli_bad_input_is_one_line(demo_dir, tmp_path, capsys, extra, messa
     err = capsys.readouterr().err
     assert rc != 0 and message in err and err.count("\n") == 1
     assert not (tmp_path / "x" / "report.json").exists()
+
+
+def test_delivery_table_and_limits(tmp_path):
+    from planning.errors import InputError, PlanningError
+    from planning.machine import load_machine
+    from planning.planner import _optimizer_settings, delivery_limits
+
+    machine = load_machine()
+    assert delivery_limits(machine, PlanConfig()) == (machine.min_particles_per_spot,
+                                                      machine.max_particles_per_spot)
+    path = tmp_path / "d.toml"
+    path.write_text("[delivery]\nmin_particles_per_spot = 2e5\n"
+                    "[optimizer]\nmin_spot_weight = 0.3\nmax_spot_weight = 40\n")
+    config = load_plan_config(path)
+    low, top = delivery_limits(machine, config)
+    assert (low, top) == (2e5, machine.max_particles_per_spot)
+    settings = _optimizer_settings(config, low, top)
+    # the stricter of [optimizer] (10^6 ions) and the delivery limits wins
+    assert (settings.min_spot_weight, settings.max_spot_weight) == (0.3, 40.0)
+    settings = _optimizer_settings(PlanConfig(), low, top)
+    assert (settings.min_spot_weight, settings.max_spot_weight) == (0.2, top / 1e6)
+    for text, message in [("[delivery]\nmin_particles_per_spot = -1\n", "min_particles"),
+                          ("[delivery]\nmax_particles_per_spot = 0\n", "max_particles"),
+                          ("[delivery]\nmin_particles_per_spot = 'x'\n", "delivery"),
+                          ("[delivery]\nfewest = 3\n", "may hold only")]:
+        path.write_text(text)
+        with pytest.raises(InputError, match=message):
+            load_plan_config(path)
+    with pytest.raises(PlanningError, match="must exceed"):
+        delivery_limits(machine, PlanConfig(min_particles_per_spot=2e8))

@@ -42,7 +42,7 @@ from planning.errors import InputError, PlanningError
 from planning.machine import Machine
 from planning.patient import Patient, RoiMask, Structure, StructureSet
 from planning.plan import BeamPlan, Plan, Prescription
-from planning.rbe import LemModel, MkmModel, Tissue
+from planning.rbe import LemModel, MkmModel, RbeModel, Tissue
 from planning.rbe.record import model_record
 from tests.dicom_factory import ORIENTATIONS, SeriesSpec, write_ct_series
 
@@ -176,7 +176,7 @@ def build_plan(patient: Patient) -> Plan:
     for gantry, couch, wet in ((90.0, 0.0, 0.0), (270.0, 0.0, 20.0), (270.0, 10.0, 0.0)):
         spots = _spot_map([180.5, 170.25, 160.0], radius_mm=12.0)
         weights = rng.uniform(0.5, 5.0, spots.n_spots)
-        weights[3] = 0.0  # a zero-weight spot inside a delivered layer is kept
+        weights[3] = 0.0  # a zero-weight spot inside a delivered layer: not exported
         beams.append(BeamPlan(Beam(iso, gantry, couch, name=f"G{gantry:g} C{couch:g}"), spots,
                               weights, range_shifter_wet_mm=wet))
     return Plan(label="Demo plan", machine_name="GenericC12", beams=tuple(beams),
@@ -280,7 +280,7 @@ def test_exported_attributes(plan_file: Path, plan: Plan, patient: Patient) -> N
 def test_positions_are_iec_gantry_xy(plan_file: Path, plan: Plan) -> None:
     ds = pydicom.dcmread(plan_file)
     bp = plan.beams[0]
-    first_layer = bp.spots.layer == bp.spots.layer[0]
+    first_layer = (bp.spots.layer == bp.spots.layer[0]) & (bp.weights > 0)
     xy = np.asarray(ds.IonBeamSequence[0].IonControlPointSequence[0].ScanSpotPositionMap)
     np.testing.assert_allclose(xy[0::2], bp.spots.u_mm[first_layer])
     np.testing.assert_allclose(xy[1::2], bp.spots.v_mm[first_layer])
@@ -341,13 +341,15 @@ def test_round_trip(plan_file: Path, plan: Plan, patient: Patient) -> None:
         assert b.range_shifter_wet_mm == a.range_shifter_wet_mm
         assert b.spots.spacing_mm == a.spots.spacing_mm
         assert b.spots.lattice_origin_mm == a.spots.lattice_origin_mm
-        np.testing.assert_array_equal(b.spots.layer, a.spots.layer)
-        np.testing.assert_array_equal(b.spots.energy_mev_u, a.spots.energy_mev_u)
-        np.testing.assert_array_equal(b.spots.u_mm, a.spots.u_mm)
-        np.testing.assert_array_equal(b.spots.v_mm, a.spots.v_mm)
+        kept = a.weights > 0  # the zero-weight spot is not exported
+        assert b.spots.n_spots == a.spots.n_spots - 1
+        np.testing.assert_array_equal(b.spots.layer, a.spots.layer[kept])
+        np.testing.assert_array_equal(b.spots.energy_mev_u, a.spots.energy_mev_u[kept])
+        np.testing.assert_array_equal(b.spots.u_mm, a.spots.u_mm[kept])
+        np.testing.assert_array_equal(b.spots.v_mm, a.spots.v_mm[kept])
         # float32 meterset weights: 6e-8 relative
-        np.testing.assert_allclose(b.weights, a.weights, rtol=2e-7, atol=0)
-        assert b.weights[3] == 0.0
+        np.testing.assert_allclose(b.weights, a.weights[kept], rtol=2e-7, atol=0)
+        assert np.all(b.weights > 0)
 
 
 def test_negative_angles_normalised(tmp_path: Path, plan: Plan, patient: Patient) -> None:
@@ -523,7 +525,7 @@ def test_mu_needs_particles_per_mu(plan_file: Path, tmp_path: Path, plan: Plan) 
         load_rt_ion_plan(path)
     back = load_rt_ion_plan(path, particles_per_mu=2e5).plan
     for a, b in zip(plan.beams, back.beams, strict=True):
-        np.testing.assert_allclose(b.weights, a.weights, rtol=1e-6)
+        np.testing.assert_allclose(b.weights, a.weights[a.weights > 0], rtol=1e-6)
 
 
 def test_missing_prescription_needs_fallback(plan_file: Path, tmp_path: Path) -> None:
@@ -570,7 +572,8 @@ def test_positions_snapped_within_tolerance(plan_file: Path, tmp_path: Path, pla
             cp.ScanSpotPositionMap = (xy + rng.uniform(-0.004, 0.004, xy.size)).tolist()
 
     back = load_rt_ion_plan(_edited(plan_file, tmp_path, jitter)).plan.beams[0].spots
-    np.testing.assert_array_equal(back.u_mm, plan.beams[0].spots.u_mm)
+    bp = plan.beams[0]
+    np.testing.assert_array_equal(back.u_mm, bp.spots.u_mm[bp.weights > 0])
     assert back.spacing_mm == (3.0, 3.0)
 
 
@@ -648,3 +651,149 @@ def test_corrupt_rbe_model_record_is_refused(plan_file: Path, tmp_path: Path) ->
 
     with pytest.raises(DicomImportError, match="RBE model record"):
         load_rt_ion_plan(_edited(plan_file, tmp_path, edit))
+
+
+# --------------------------------------------------------------------------- delivered spots
+
+
+def _sparse_plan(plan: Plan) -> Plan:
+    """The first beam with its middle layer all zero, two more zero spots and one whose
+    particles underflow float32 (1e-52 x 10^6 ions)."""
+    bp = plan.beams[0]
+    w = bp.weights.copy()
+    w[bp.spots.layer == 1] = 0.0
+    first = np.flatnonzero(bp.spots.layer == 0)
+    w[first[[0, 5]]] = 0.0
+    w[first[7]] = 1e-52
+    return replace(plan, beams=(replace(bp, weights=w), *plan.beams[1:]))
+
+
+def test_export_drops_zero_spots_and_empty_layers(tmp_path: Path, plan: Plan,
+                                                  patient: Patient) -> None:
+    sparse = _sparse_plan(plan)
+    path = tmp_path / "sparse.dcm"
+    export_rt_ion_plan(sparse, patient, path, sad_mm=SAD_MM)
+    errors, notes = dciodvfy_report(path)
+    assert errors == [] and notes == []
+    ds = pydicom.dcmread(path)
+    beam = ds.IonBeamSequence[0]
+    bp = sparse.beams[0]
+    points = beam.IonControlPointSequence
+    assert beam.NumberOfControlPoints == len(points) == 4  # layers 0 and 2, one pair each
+    assert [float(cp.NominalBeamEnergy) for cp in points] == [180.5, 180.5, 160.0, 160.0]
+    cumulative = 0.0
+    n_written = 0
+    for index, cp in enumerate(points):
+        weights = np.atleast_1d(np.asarray(cp.ScanSpotMetersetWeights, dtype=np.float64))
+        assert float(cp.CumulativeMetersetWeight) == pytest.approx(cumulative, rel=1e-9)
+        if index % 2 == 0:
+            assert np.all(weights > 0)  # every spot written delivers
+            n_written += weights.size
+        else:
+            assert np.all(weights == 0)
+        cumulative += float(weights.sum())
+    delivered = bp.weights * 1e6
+    delivered = delivered[delivered.astype(np.float32) > 0]
+    assert n_written == delivered.size == np.count_nonzero(bp.weights) - 1
+    assert float(beam.FinalCumulativeMetersetWeight) == pytest.approx(cumulative, rel=1e-9)
+    assert float(beam.FinalCumulativeMetersetWeight) == pytest.approx(delivered.sum(), rel=1e-6)
+    ref = ds.FractionGroupSequence[0].ReferencedBeamSequence[0]
+    assert float(ref.BeamMeterset) == pytest.approx(float(beam.FinalCumulativeMetersetWeight),
+                                                    rel=1e-12)
+    back = load_rt_ion_plan(path).plan.beams[0]
+    assert back.spots.n_spots == delivered.size and np.all(back.weights > 0)
+    assert np.unique(back.spots.layer).size == 2
+
+
+def test_export_refuses_a_beam_without_particles(tmp_path: Path, plan: Plan,
+                                                 patient: Patient) -> None:
+    bp = plan.beams[1]
+    empty = replace(plan, beams=(plan.beams[0], replace(bp, weights=np.zeros_like(bp.weights))))
+    with pytest.raises(InputError, match=r"G270 C0.*no spot with particles"):
+        export_rt_ion_plan(empty, patient, tmp_path / "p.dcm", sad_mm=SAD_MM)
+
+
+def test_export_refuses_spots_outside_the_machine_limits(tmp_path: Path, plan: Plan,
+                                                         patient: Patient) -> None:
+    weights = plan.all_weights()
+    low, top = float(weights[weights > 0].min()) * 1e6, float(weights.max()) * 1e6
+    ok = tmp_path / "ok.dcm"
+    export_rt_ion_plan(plan, patient, ok, sad_mm=SAD_MM, particles_per_spot=(low, top))
+    with pytest.raises(InputError, match=r"G90 C0: 1 spot\(s\) below"):
+        export_rt_ion_plan(plan, patient, tmp_path / "low.dcm", sad_mm=SAD_MM,
+                           particles_per_spot=(low * 1.0001, top * 2))
+    with pytest.raises(InputError, match="above its maximum"):
+        export_rt_ion_plan(plan, patient, tmp_path / "top.dcm", sad_mm=SAD_MM,
+                           particles_per_spot=(low / 2, top * 0.999))
+
+
+# --------------------------------------------------------------------------- beam doses
+
+
+def _with_beam_doses(plan: Plan, patient: Patient, model: RbeModel | None = None) -> Plan:
+    from planning.plan import BeamDoses
+
+    model = model or MkmModel()
+    doses = BeamDoses(point_mm=ptv_centre(patient), physical_gy=(0.4, 0.35, 0.25),
+                      rbe_weighted_gy_rbe=(1.2, 1.05, 0.75))
+    return replace(plan, rbe=model, rbe_model=model.describe(), beam_doses=doses)
+
+
+def test_beam_doses_written_and_read_back(tmp_path: Path, plan: Plan, patient: Patient) -> None:
+    dosed = _with_beam_doses(plan, patient)
+    path = tmp_path / "dosed.dcm"
+    export_rt_ion_plan(dosed, patient, path, sad_mm=SAD_MM)
+    errors, notes = dciodvfy_report(path)
+    assert errors == [] and notes == []
+    ds = pydicom.dcmread(path)
+    prescription, point = ds.DoseReferenceSequence
+    assert float(prescription.TargetPrescriptionDose) == 60.0  # RBE-weighted, as prescribed
+    assert point.DoseReferenceStructureType == "COORDINATES"
+    assert [float(v) for v in point.DoseReferencePointCoordinates] == pytest.approx(
+        ptv_centre(patient))
+    group = ds.FractionGroupSequence[0]
+    assert group.BeamDoseMeaning == "BEAM_LEVEL"
+    for ref, phys, eff in zip(group.ReferencedBeamSequence, (0.4, 0.35, 0.25),
+                              (1.2, 1.05, 0.75), strict=True):
+        assert ref.ReferencedDoseReferenceUID == point.DoseReferenceUID
+        assert (ref.BeamDoseType, ref.AlternateBeamDoseType) == ("EFFECTIVE", "PHYSICAL")
+        assert (float(ref.BeamDose), float(ref.AlternateBeamDose)) == (eff, phys)
+    imported = load_rt_ion_plan(path)
+    assert imported.plan.beam_doses == dosed.beam_doses
+    assert imported.warnings == ()
+    # a file of an earlier version (no beam doses) still reads, without them
+    old = _edited(path, tmp_path, lambda d: [
+        delattr(r, k) for r in d.FractionGroupSequence[0].ReferencedBeamSequence
+        for k in ("BeamDose", "BeamDoseType", "AlternateBeamDose", "AlternateBeamDoseType",
+                  "ReferencedDoseReferenceUID")])
+    assert load_rt_ion_plan(old).plan.beam_doses is None
+
+
+def test_physical_plan_writes_physical_beam_doses(tmp_path: Path, plan: Plan,
+                                                  patient: Patient) -> None:
+    from planning.plan import BeamDoses
+    from planning.rbe import PhysicalDose
+
+    dosed = _with_beam_doses(plan, patient, PhysicalDose())
+    assert dosed.beam_doses is not None
+    dosed = replace(dosed, beam_doses=BeamDoses(dosed.beam_doses.point_mm, (0.4, 0.35, 0.25),
+                                                (0.4, 0.35, 0.25)))
+    path = tmp_path / "physical.dcm"
+    export_rt_ion_plan(dosed, patient, path, sad_mm=SAD_MM)
+    ref = pydicom.dcmread(path).FractionGroupSequence[0].ReferencedBeamSequence[0]
+    assert ref.BeamDoseType == "PHYSICAL" and float(ref.BeamDose) == 0.4
+    assert "AlternateBeamDose" not in ref
+    assert load_rt_ion_plan(path).plan.beam_doses == dosed.beam_doses
+
+
+def test_beam_doses_at_different_points_are_not_read(tmp_path: Path, plan: Plan,
+                                                     patient: Patient) -> None:
+    path = tmp_path / "dosed.dcm"
+    export_rt_ion_plan(_with_beam_doses(plan, patient), patient, path, sad_mm=SAD_MM)
+
+    def split(ds: Dataset) -> None:
+        ds.FractionGroupSequence[0].ReferencedBeamSequence[1].ReferencedDoseReferenceUID = "1.2.3"
+
+    imported = load_rt_ion_plan(_edited(path, tmp_path, split))
+    assert imported.plan.beam_doses is None
+    assert any("dose specification point" in w for w in imported.warnings)

@@ -8,18 +8,31 @@ What is written
   :mod:`planning.dicom.rtplan_import` reads it back from there). When the plan holds the model
   itself (``Plan.rbe``), its complete record goes in IonPlan's private block
   (:mod:`planning.dicom._rbe_block`, docs/dicom.md), which the import prefers.
-* RT Prescription: one Dose Reference, type TARGET, with the Target Prescription Dose = the
-  *total* prescribed dose of the plan (all fractions), its description = the target's name, and
-  the target's ROI number when the referenced structure set has a structure of that name.
+* RT Prescription: Dose Reference 1, type TARGET, with the Target Prescription Dose = the
+  *total* prescribed dose of the plan (all fractions; RBE-weighted, Gy(RBE), as prescribed;
+  physical Gy for a physical-dose plan), its description = the target's name, and the
+  target's ROI number when the referenced structure set has a structure of that name. When the
+  plan has beam doses (``Plan.beam_doses``), Dose Reference 2 is the dose specification point
+  (COORDINATES, type TARGET, Dose Reference Point Coordinates in LPS mm).
 * RT Patient Setup: one setup with the CT's Patient Position.
 * RT Fraction Scheme: one fraction group with the number of fractions and, per beam, the Beam
-  Meterset = primary particles per fraction.
+  Meterset = primary particles per fraction; with beam doses, Beam Dose Meaning BEAM_LEVEL and
+  per beam the Referenced Dose Reference UID of the point, Beam Dose = the beam's share of the
+  RBE-weighted dose per fraction at the point (Beam Dose Type EFFECTIVE) and Alternate Beam
+  Dose = its physical dose per fraction there (Alternate Beam Dose Type PHYSICAL); a
+  physical-dose plan writes the physical dose as Beam Dose (PHYSICAL) and no alternate.
+  docs/dicom.md says why.
 * RT Ion Beams: per beam Radiation Type ION with mass number, atomic number and charge state of
   the plan's ion (fully stripped), Scan Mode MODULATED, Primary Dosimeter Unit NP (number of
   particles), the machine's virtual source-axis distances, and a range shifter (with its water
-  equivalent thickness) when the beam has one. Each energy layer is a pair of control points:
-  the first holds the spot positions and weights, the second the same positions with zero
-  weights; the Cumulative Meterset Weight runs over the beam, in particles.
+  equivalent thickness) when the beam has one. Each energy layer that delivers particles is a
+  pair of control points: the first holds the spot positions and weights, the second the same
+  positions with zero weights; the Cumulative Meterset Weight runs over the beam, in particles.
+  Spots without particles (weight 0, also after the float32 of Scan Spot Meterset Weights) are
+  not written, nor are layers left without spots (:func:`delivered_layers`), so every control
+  point pair delivers and the meterset bookkeeping (cumulative weights, Final Cumulative
+  Meterset Weight, Beam Meterset) counts only delivered spots. With ``particles_per_spot``
+  (the machine's limits) a plan with a spot outside them is refused.
 
 Units and frames
 ----------------
@@ -65,6 +78,7 @@ from planning.dicom.scan import RT_STRUCTURE_SET_STORAGE
 from planning.errors import InputError
 from planning.patient import CtVolume, Patient
 from planning.plan import BeamPlan, Plan
+from planning.rbe import PhysicalDose
 
 logger = logging.getLogger(__name__)
 
@@ -146,10 +160,45 @@ def _first_control_point(cp: Dataset, bp: BeamPlan, has_range_shifter: bool) -> 
         cp.RangeShifterSettingsSequence = sequence([setting])
 
 
+def delivered_layers(bp: BeamPlan) -> list[NDArray[np.intp]]:
+    """Spot indices of each layer that delivers particles, without the spots that deliver none.
+
+    A spot is delivered when its weight, converted to particles and to the float32 of Scan Spot
+    Meterset Weights, is above 0; layers left without spots are dropped (ascending layer
+    number, spots in plan order).
+    """
+    particles = (np.asarray(bp.weights, dtype=np.float64)
+                 * PRIMARIES_PER_WEIGHT_UNIT).astype(np.float32)
+    out = []
+    for idx in _layers(bp):
+        kept = idx[particles[idx] > 0]
+        if kept.size:
+            out.append(kept)
+    return out
+
+
+def _check_spot_limits(bp: BeamPlan, limits: tuple[float, float] | None) -> None:
+    if limits is None:
+        return
+    low, top = limits
+    particles = np.asarray(bp.weights, dtype=np.float64) * PRIMARIES_PER_WEIGHT_UNIT
+    delivered = particles[particles > 0]
+    # a relative 1e-6 for the float64 -> float32 -> text round trips of the limits
+    small = delivered[delivered < low * (1 - 1e-6)]
+    large = delivered[delivered > top * (1 + 1e-6)]
+    if small.size or large.size:
+        raise InputError(
+            f"{bp.beam.label}: {small.size} spot(s) below the machine's minimum of {low:g} "
+            f"particles and {large.size} above its maximum of {top:g} (fewest "
+            f"{delivered.min():.4g}, most {delivered.max():.4g}); the delivery system would "
+            "reject or mis-deliver them: re-optimize the plan with these limits")
+
+
 def _control_points(
     bp: BeamPlan, sigma: SpotSigma | None, tune_id: str
 ) -> tuple[list[Dataset], float]:
-    """The control-point pairs of a beam and its total meterset (particles per fraction)."""
+    """The control-point pairs of a beam's delivered layers and its total meterset
+    (particles per fraction)."""
     spots = bp.spots
     particles = np.asarray(bp.weights, dtype=np.float64) * PRIMARIES_PER_WEIGHT_UNIT
     energies = np.asarray(spots.energy_mev_u, dtype=np.float64)
@@ -157,7 +206,7 @@ def _control_points(
     v = np.asarray(spots.v_mm, dtype=np.float64)
     points: list[Dataset] = []
     cumulative = 0.0
-    for idx in _layers(bp):
+    for idx in delivered_layers(bp):
         energy = float(energies[idx[0]])
         weights32 = particles[idx].astype(np.float32)
         positions = np.column_stack((u[idx], v[idx])).astype(np.float32).ravel()
@@ -195,8 +244,8 @@ def _beam_item(
     tune_id: str,
     isocenter_to_range_shifter_mm: float | None,
 ) -> tuple[Dataset, float]:
-    if bp.spots.n_spots == 0:
-        raise InputError(f"{bp.beam.label}: the beam has no spots to export")
+    if not delivered_layers(bp):
+        raise InputError(f"{bp.beam.label}: the beam has no spot with particles to export")
     beam = Dataset()
     beam.BeamNumber = number
     beam.BeamName = clip_text(bp.beam.label, 64, "beam name")
@@ -262,6 +311,36 @@ def _dose_reference(plan: Plan, patient: Patient, identity: ExportIdentity) -> D
     return item
 
 
+def _point_reference(plan: Plan, identity: ExportIdentity) -> Dataset | None:
+    """The Dose Reference of the dose specification point (COORDINATES), if the plan has one."""
+    if plan.beam_doses is None:
+        return None
+    item = Dataset()
+    item.DoseReferenceNumber = 2
+    item.DoseReferenceUID = identity.uid("dose-specification-point")
+    item.DoseReferenceStructureType = "COORDINATES"
+    item.DoseReferenceDescription = "dose specification point"
+    set_ds(item, "DoseReferencePointCoordinates", list(plan.beam_doses.point_mm))
+    item.DoseReferenceType = "TARGET"
+    return item
+
+
+def _beam_doses(ref: Dataset, plan: Plan, index: int, point_uid: str) -> None:
+    """Beam Dose (and Alternate Beam Dose) of beam ``index`` per fraction at the point."""
+    doses = plan.beam_doses
+    if doses is None:
+        return
+    ref.ReferencedDoseReferenceUID = point_uid
+    if isinstance(plan.rbe, PhysicalDose):
+        set_ds(ref, "BeamDose", doses.physical_gy[index])
+        ref.BeamDoseType = "PHYSICAL"
+        return
+    set_ds(ref, "BeamDose", doses.rbe_weighted_gy_rbe[index])
+    ref.BeamDoseType = "EFFECTIVE"
+    set_ds(ref, "AlternateBeamDose", doses.physical_gy[index])
+    ref.AlternateBeamDoseType = "PHYSICAL"
+
+
 def _sad(sad_mm: float | Sequence[float]) -> tuple[float, float]:
     values = [float(sad_mm)] * 2 if isinstance(sad_mm, (int, float)) else list(sad_mm)
     if len(values) != 2 or not all(np.isfinite(s) and s > 0 for s in values):
@@ -281,6 +360,7 @@ def export_rt_ion_plan(
     isocenter_to_range_shifter_mm: float | None = None,
     uid_seed: str | None = None,
     created: datetime | None = None,
+    particles_per_spot: tuple[float, float] | None = None,
 ) -> str:
     """Write ``plan`` as an RT Ion Plan file (see the module docstring for the content).
 
@@ -311,6 +391,11 @@ def export_rt_ion_plan(
         Derive the new UIDs from this string (deterministic export); random otherwise.
     created : datetime, optional
         Creation date and time written; now by default.
+    particles_per_spot : (min, max), optional
+        The machine's fewest and most particles per spot and fraction
+        (``Machine.min_particles_per_spot``, ``max_particles_per_spot``): a plan with a spot
+        outside them is refused (spots with no particles are never exported). None: no check
+        (a received plan written back as received).
 
     Returns
     -------
@@ -321,7 +406,7 @@ def export_rt_ion_plan(
     ------
     InputError
         No structure set to reference, bad SAD, spot sigma or texts too long for DICOM, a beam
-        without spots.
+        without spots that deliver particles, a spot outside ``particles_per_spot``.
     OSError
         If the file cannot be written.
     """
@@ -367,7 +452,9 @@ def export_rt_ion_plan(
         1024,
         "prescription description",
     )
-    ds.DoseReferenceSequence = sequence([_dose_reference(plan, patient, identity)])
+    point = _point_reference(plan, identity)
+    ds.DoseReferenceSequence = sequence(
+        [_dose_reference(plan, patient, identity), *([point] if point is not None else [])])
     setup = Dataset()
     setup.PatientSetupNumber = 1
     setup.PatientPosition = patient_position(ct)
@@ -376,6 +463,7 @@ def export_rt_ion_plan(
     beams: list[Dataset] = []
     refs: list[Dataset] = []
     for number, bp in enumerate(plan.beams, start=1):
+        _check_spot_limits(bp, particles_per_spot)
         beam, total = _beam_item(
             number, bp, plan, sad, machine_spot_sigma_mm, tune_id, isocenter_to_range_shifter_mm
         )
@@ -383,10 +471,14 @@ def export_rt_ion_plan(
         ref = Dataset()
         ref.ReferencedBeamNumber = number
         set_ds(ref, "BeamMeterset", total)
+        if point is not None:
+            _beam_doses(ref, plan, number - 1, str(point.DoseReferenceUID))
         refs.append(ref)
     group = Dataset()
     group.FractionGroupNumber = 1
     group.NumberOfFractionsPlanned = rx.n_fractions
+    if point is not None:
+        group.BeamDoseMeaning = "BEAM_LEVEL"
     group.NumberOfBeams = len(beams)
     group.NumberOfBrachyApplicationSetups = 0
     group.ReferencedBeamSequence = sequence(refs)

@@ -27,6 +27,12 @@ What is read
   the ROI name of its Referenced ROI Number when a structure set is given, else the Dose
   Reference Description. When the plan has none, ``fallback_prescription`` is used and
   :attr:`ImportedPlan.prescription_found` is False; without a fallback the import is refused.
+* Beam doses: when every imported beam's Referenced Beam item names the same COORDINATES Dose
+  Reference (Referenced Dose Reference UID) and gives its physical dose per fraction (Beam Dose
+  or Alternate Beam Dose of type PHYSICAL) and its RBE-weighted dose (type EFFECTIVE; for a
+  physical-dose plan the physical one), they become ``Plan.beam_doses``; otherwise None.
+* Spots: zero-weight spots inside a delivered layer (as files of older IonPlan versions hold)
+  are read as spots of weight 0.
 * RBE model: the model of IonPlan's private RBE model record (:mod:`planning.dicom._rbe_block`)
   as ``Plan.rbe``, with its description; without the record, the text after
   ``"RBE model: "`` in the RT Plan Description (as IonPlan writes it), ``"unknown"`` otherwise.
@@ -48,6 +54,7 @@ from planning.dicom._rbe_block import read_rbe_block
 from planning.dicom._rt_values import get_optional_float
 from planning.dicom._values import (
     PathLike,
+    get_floats,
     get_int,
     get_sequence,
     get_str,
@@ -57,7 +64,8 @@ from planning.dicom.errors import DicomImportError
 from planning.errors import PlanningError
 from planning.geometry import PATIENT_POSITIONS
 from planning.patient import StructureSet
-from planning.plan import BeamPlan, Plan, Prescription
+from planning.plan import BeamDoses, BeamPlan, Plan, Prescription
+from planning.rbe import PhysicalDose
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +108,10 @@ class ImportedPlan:
     source_path: str
 
 
-def _fraction_group(ds: Dataset, path: PathLike) -> tuple[int, dict[int, float]]:
-    """(number of fractions, Beam Meterset by beam number) of the only fraction group."""
+def _fraction_group(ds: Dataset, path: PathLike
+                    ) -> tuple[int, dict[int, float], dict[int, Dataset]]:
+    """(number of fractions, Beam Meterset by beam number, Referenced Beam Sequence item by beam
+    number) of the only fraction group."""
     groups = get_sequence(ds, "FractionGroupSequence", path)
     if not groups:
         raise DicomImportError(
@@ -114,8 +124,10 @@ def _fraction_group(ds: Dataset, path: PathLike) -> tuple[int, dict[int, float]]
     group = groups[0]
     n_fractions = get_int(group, "NumberOfFractionsPlanned", path, minimum=1, maximum=100)
     metersets: dict[int, float] = {}
+    items: dict[int, Dataset] = {}
     for ref in get_sequence(group, "ReferencedBeamSequence", path):
         number = get_int(ref, "ReferencedBeamNumber", path)
+        items[number] = ref
         meterset = get_optional_float(ref, "BeamMeterset", path)
         if meterset is None:
             raise DicomImportError(path, f"beam {number}: Beam Meterset missing in the fraction "
@@ -125,7 +137,52 @@ def _fraction_group(ds: Dataset, path: PathLike) -> tuple[int, dict[int, float]]
         metersets[number] = meterset
     if not metersets:
         raise DicomImportError(path, "the fraction group references no beam")
-    return n_fractions, metersets
+    return n_fractions, metersets, items
+
+
+def _typed_doses(ref: Dataset, path: PathLike) -> dict[str, float]:
+    """Beam Dose and Alternate Beam Dose of a Referenced Beam item by their types."""
+    out: dict[str, float] = {}
+    for value_kw, type_kw in (("BeamDose", "BeamDoseType"),
+                              ("AlternateBeamDose", "AlternateBeamDoseType")):
+        value = get_optional_float(ref, value_kw, path)
+        kind = get_str(ref, type_kw, path).upper()
+        if value is not None and kind in ("PHYSICAL", "EFFECTIVE") and kind not in out:
+            if value < 0:
+                raise DicomImportError(path, f"negative {value_kw} {value}")
+            out[kind] = value
+    return out
+
+
+def _beam_doses(ds: Dataset, path: PathLike, refs: list[Dataset], physical_plan: bool,
+                warnings: list[str]) -> BeamDoses | None:
+    """The beams' doses per fraction at their dose specification point (a COORDINATES Dose
+    Reference that each Referenced Beam item names by its Referenced Dose Reference UID), or
+    None when any beam lacks them, when the beams name different points, or when the
+    RBE-weighted (EFFECTIVE) dose is missing in a plan that is not a physical-dose plan."""
+    points: dict[str, tuple[float, float, float]] = {}
+    for item in get_sequence(ds, "DoseReferenceSequence", path):
+        uid = get_str(item, "DoseReferenceUID", path)
+        if uid and get_str(item, "DoseReferenceStructureType", path).upper() == "COORDINATES":
+            x, y, z = get_floats(item, "DoseReferencePointCoordinates", path, 3)
+            points[uid] = (x, y, z)
+    uids = {get_str(ref, "ReferencedDoseReferenceUID", path) for ref in refs}
+    if not refs or len(uids) != 1 or next(iter(uids)) not in points:
+        if any(get_optional_float(ref, "BeamDose", path) is not None for ref in refs):
+            warnings.append("Beam Doses without one common dose specification point "
+                            "(COORDINATES Dose Reference) are not read")
+        return None
+    physical, effective = [], []
+    for ref in refs:
+        doses = _typed_doses(ref, path)
+        if "PHYSICAL" not in doses or not ("EFFECTIVE" in doses or physical_plan):
+            return None
+        physical.append(doses["PHYSICAL"])
+        effective.append(doses.get("EFFECTIVE", doses["PHYSICAL"]))
+    try:
+        return BeamDoses(points[next(iter(uids))], tuple(physical), tuple(effective))
+    except PlanningError as exc:
+        raise DicomImportError(path, f"beam doses: {exc}") from exc
 
 
 def _prescription(
@@ -180,7 +237,7 @@ def read_rt_ion_plan(
         raise DicomImportError(
             where, f"not an RT Ion Plan (SOP Class {sop_class or '?'}, Modality {modality or '?'})"
         )
-    n_fractions, metersets = _fraction_group(ds, where)
+    n_fractions, metersets, beam_refs = _fraction_group(ds, where)
     warnings: list[str] = []
     setups = get_sequence(ds, "PatientSetupSequence", where)
     position = get_str(setups[0], "PatientPosition", where) if setups else ""
@@ -195,6 +252,7 @@ def read_rt_ion_plan(
         patient_position=position or "HFS",
     )
     beams: list[BeamPlan] = []
+    read_refs: list[Dataset] = []
     sads: list[tuple[float, float] | None] = []
     machines: list[str] = []
     for item in get_sequence(ds, "IonBeamSequence", where):
@@ -209,6 +267,7 @@ def read_rt_ion_plan(
             continue
         read = read_beam(item, where, name, metersets[number], settings)
         beams.append(read.beam_plan)
+        read_refs.append(beam_refs[number])
         sads.append(read.sad_mm)
         machines.append(read.machine_name)
         warnings.extend(read.warnings)
@@ -229,16 +288,20 @@ def read_rt_ion_plan(
         warnings.append("the plan states no target prescription: the given one is used")
     rs_refs = get_sequence(ds, "ReferencedStructureSetSequence", where)
     model = read_rbe_block(ds, where)
+    rbe_text = model.describe() if model is not None else _rbe_model(ds, where)
+    physical_plan = isinstance(model, PhysicalDose) or rbe_text == PhysicalDose().describe()
+    beam_doses = _beam_doses(ds, where, read_refs, physical_plan, warnings)
     try:
         plan = Plan(
             label=get_str(ds, "RTPlanLabel", where) or "imported",
             machine_name=machines[0],
             beams=tuple(beams),
             prescription=prescription,
-            rbe_model=model.describe() if model is not None else _rbe_model(ds, where),
+            rbe_model=rbe_text,
             ion_z=ion_z,
             ion_a=ion_a,
             rbe=model,
+            beam_doses=beam_doses,
         )
     except PlanningError as exc:
         raise DicomImportError(where, str(exc)) from exc
