@@ -520,6 +520,7 @@ def robust_evaluation(
     out_dir: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    verbose: bool = True,
 ) -> Any:
     """Robust evaluation of an RT Ion Plan (path, or a :class:`planning.plan.Plan`) on a CT
     (folder, or a loaded :class:`Patient`): the nominal, range, setup (and combined) scenarios,
@@ -535,8 +536,10 @@ def robust_evaluation(
     runner = None
     client = None
     if scheduler is not None:
-        from planning.distributed import connect, dask_scenario_runner
+        from planning.distributed import connect, dask_scenario_runner, quiet_logs
 
+        if not verbose:
+            quiet_logs()
         client = connect(scheduler)
         runner = dask_scenario_runner(client)
     try:

@@ -202,6 +202,7 @@ def _cmd_robust(args: argparse.Namespace) -> int:
         args.ct_dir, args.rtplan, rbe=args.rbe, rbe_value=args.rbe_value, tissue=args.tissue,
         machine_path=args.machine, grid_mm=args.grid, hlut_path=args.hlut, device=args.device,
         scheduler=args.scheduler, out_dir=args.out, progress=_terminal_progress("robust"),
+        verbose=args.verbose,
         **_robust_options(args))
     print(_robust_line(result.report, args.out))
     for warning in result.report["warnings"]:
@@ -217,6 +218,10 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.jobs is None or args.out is None:
         raise IonPlanError("give the jobs file and --out (or --example for a jobs file)")
+    if not args.verbose:
+        from planning.distributed import quiet_logs
+
+        quiet_logs()
     result = batch.run_batch(args.jobs, args.out, scheduler=args.scheduler,
                              workers=args.workers, rerun=args.rerun,
                              progress=_terminal_progress("batch"),

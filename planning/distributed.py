@@ -40,6 +40,12 @@ def require_distributed() -> Any:
     return distributed
 
 
+def quiet_logs(level: int = logging.WARNING) -> None:
+    """Keep Dask's own INFO messages (workers, connections) off the terminal."""
+    for name in ("distributed", "dask"):
+        logging.getLogger(name).setLevel(level)
+
+
 def connect(address: str, *, timeout_s: float = 30.0) -> Any:
     """A client of the Dask scheduler at ``address`` (e.g. ``tcp://10.0.0.5:8786``).
 
@@ -65,7 +71,9 @@ def local_cluster(n_workers: int | None = None) -> Iterator[Any]:
     if n < 1:
         raise IonPlanError(f"a local cluster needs at least one worker, got {n}")
     cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+                                       dashboard_address=None,
+                                       scheduler_kwargs={"dashboard": False},
+                                       silence_logs=logging.WARNING)
     try:
         client = distributed.Client(cluster)
         try:
