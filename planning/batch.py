@@ -566,6 +566,9 @@ def run_batch(jobs_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
             if on_job is not None:
                 on_job(o)
             report(progress, len(outcomes) / n, f"job {o.name} {o.status}")
+    # A job whose worker died left its partial folder; its rerun elsewhere has finished.
+    for stale in root.glob(".*.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     ordered = tuple(outcomes[j.name] for j in jobs)
     files = write_summary(ordered, root)
     return BatchResult(ordered, files)
