@@ -352,12 +352,16 @@ def make_plan(
     hlut_path: str | os.PathLike[str] | None = None,
     exchange: bool = False,
     reoptimize_configs: Sequence[str | os.PathLike[str]] = (),
+    robust: Any = None,
 ) -> dict[str, Any]:
     """Plan a CT folder end to end and write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm
     and report.json into ``out_dir`` (see :mod:`planning.planner`); return the report.
 
     ``exchange`` adds the mMKM / LEM I exchange view (:mod:`planning.exchange`):
-    RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm and ``report["exchange"]``.
+    RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm and ``report["exchange"]``. ``robust`` (a
+    :class:`planning.robust.RobustSettings`, see :func:`robust_settings`) adds the robust
+    evaluation of the fresh plan (:func:`robust_evaluation_of_result`): RTDOSE_RBE_MIN.dcm,
+    RTDOSE_RBE_MAX.dcm, report.html and the robust entries of report.json.
 
     Each of ``reoptimize_configs`` (plan configuration files) then re-optimizes the plan from
     its kept influence matrices (:func:`planning.planner.reoptimize`) and writes the same
@@ -379,8 +383,20 @@ def make_plan(
 
     configs = [load_plan_config(c) for c in reoptimize_configs]
     machine = get_machine()
-    result = plan(request, machine=machine, progress=progress)
-    write_plan_outputs(result, out_dir, machine=machine)
+    from planning.progress import stage_progress
+    from planning.robust import write_robust_outputs as write_robust
+
+    share = 0.5 if robust is not None else 1.0
+    result = plan(request, machine=machine, progress=stage_progress(progress, 0.0, share))
+    if robust is None:
+        write_plan_outputs(result, out_dir, machine=machine)
+    else:
+        robust_result = robust_evaluation_of_result(
+            result, range_error_pct=robust.range_error_pct,
+            setup_error_mm=robust.setup_error_mm, setup_directions=robust.setup_directions,
+            combined=robust.combined, device=device, hlut_path=hlut_path,
+            progress=stage_progress(progress, share, 1.0))
+        write_robust(robust_result, out_dir, machine=machine)
     assert result.prepared is not None
     done = []
     for k, (path, config) in enumerate(zip(reoptimize_configs, configs, strict=True), 1):
@@ -522,3 +538,98 @@ def write_comparison_report(result: ComparisonResult, out_dir: str | os.PathLike
     from planning.compare.html_report import write_comparison_report as write
 
     return [str(p) for p in write(result, out_dir)]
+
+
+# --------------------------------------------------------------- robust evaluation and batches
+
+
+def robust_settings(range_error_pct: float = 3.5, setup_error_mm: float = 3.0,
+                    setup_directions: int = 6, combined: bool = False) -> Any:
+    """The scenario set of a robust evaluation (:class:`planning.robust.RobustSettings`)."""
+    from planning.robust import RobustSettings
+
+    return RobustSettings(float(range_error_pct), float(setup_error_mm), int(setup_directions),
+                          bool(combined))
+
+
+def robust_evaluation(
+    ct: str | os.PathLike[str] | Patient,
+    rtplan: str | os.PathLike[str] | Any,
+    *,
+    range_error_pct: float = 3.5,
+    setup_error_mm: float = 3.0,
+    setup_directions: int = 6,
+    combined: bool = False,
+    rbe: str | None = None,
+    rbe_value: float | None = None,
+    tissue: str | None = None,
+    machine_path: str | os.PathLike[str] | None = None,
+    grid_mm: float = 3.0,
+    hlut_path: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    scheduler: str | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    verbose: bool = True,
+) -> Any:
+    """Robust evaluation of an RT Ion Plan (path, or a :class:`planning.plan.Plan`) on a CT
+    (folder, or a loaded :class:`Patient`): the nominal, range, setup (and combined) scenarios,
+    their metrics, DVH bands and voxel-wise worst-case cubes (:mod:`planning.robust`).
+
+    ``scheduler`` (``tcp://HOST:PORT``) runs the scenarios on that Dask cluster (paths only);
+    otherwise they run here, one after the other. With ``out_dir``, writes the nominal files,
+    RTDOSE_RBE_MIN.dcm, RTDOSE_RBE_MAX.dcm, report.json and report.html there. Returns a
+    :class:`planning.robust.RobustResult` (its ``report`` is report.json's content)."""
+    from planning.robust import robust_files
+
+    settings = robust_settings(range_error_pct, setup_error_mm, setup_directions, combined)
+    runner = None
+    client = None
+    if scheduler is not None:
+        from planning.distributed import connect, dask_scenario_runner, quiet_logs
+
+        if not verbose:
+            quiet_logs()
+        client = connect(scheduler)
+        runner = dask_scenario_runner(client)
+    try:
+        return robust_files(ct, rtplan, settings=settings, rbe=rbe, rbe_value=rbe_value,
+                            tissue=tissue, machine_path=machine_path, grid_mm=grid_mm,
+                            hlut_path=hlut_path, device=device, out_dir=out_dir, runner=runner,
+                            progress=progress, cancel=cancel)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def robust_evaluation_of_result(result: PlanResult, *, range_error_pct: float = 3.5,
+                                setup_error_mm: float = 3.0, setup_directions: int = 6,
+                                combined: bool = False, device: str = "auto",
+                                hlut_path: str | os.PathLike[str] | None = None,
+                                progress: ProgressCallback | None = None,
+                                cancel: CancelToken | None = None) -> Any:
+    """Robust evaluation of a plan made in this session (the GUI's plan, ``ionplan plan
+    --robust``) on its own dose grid, with its own RBE model. Returns a
+    :class:`planning.robust.RobustResult` whose nominal scenario is ``result`` itself (its
+    report gets the robust entries)."""
+    import dataclasses as _dc
+
+    from planning.robust import evaluate_robustness
+
+    settings = robust_settings(range_error_pct, setup_error_mm, setup_directions, combined)
+    cutoff = float(result.report.get("lateral_cutoff_fraction", 0.99))
+    robust = evaluate_robustness(result.patient, result.plan, model=result.model,
+                                 settings=settings, grid_mm=result.dose_grid,
+                                 hlut_path=hlut_path, device=device, cutoff_fraction=cutoff,
+                                 progress=progress, cancel=cancel)
+    for key in ("robust", "scenarios", "worst_case", "dvh_bands_gy_rbe"):
+        result.report[key] = robust.report[key]
+    return _dc.replace(robust, nominal=result)
+
+
+def write_robust_outputs(result: Any, out_dir: str | os.PathLike[str]) -> list[str]:
+    """Write a :class:`planning.robust.RobustResult` (files of :func:`robust_evaluation`)."""
+    from planning.robust import write_robust_outputs as write
+
+    return [str(p) for p in write(result, out_dir, machine=get_machine())]

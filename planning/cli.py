@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from planning.about import VersionAction
 from planning.errors import IonPlanError
@@ -114,7 +114,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         rbe_value=args.rbe_value, tissue=args.tissue, spot_spacing_mm=args.spot_spacing,
         grid_mm=args.grid, config_path=args.config, device=args.device,
         progress=_terminal_progress("plan"), hlut_path=args.hlut, exchange=args.exchange,
-        reoptimize_configs=args.reoptimize or ())
+        reoptimize_configs=args.reoptimize or (),
+        robust=api.robust_settings(**_robust_options(args)) if args.robust else None)
     target = report["structures"][args.target] if args.target in report["structures"] else None
     line = f"wrote {', '.join(report['files'][:-1])} and report.json to {args.out}"
     if target is not None:
@@ -122,6 +123,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         line += (f"; {args.target} D95 {100 * target['d95_gy_rbe'] / p:.1f} %, "
                  f"D5 {100 * target['d5_gy_rbe'] / p:.1f} % of {p:g} Gy(RBE)")
     print(line)
+    if args.robust:
+        print(_robust_line(report, args.out))
     for again in report.get("reoptimized", ()):
         print(f"re-optimized with {again['config']} from the kept influence in "
               f"{again['seconds']:.1f} s: {args.out}/{again['folder']}")
@@ -167,6 +170,70 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         print(f"ionplan: warning: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+def _robust_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"range_error_pct": args.range_error, "setup_error_mm": args.setup_error,
+            "setup_directions": args.setup_directions, "combined": args.combined}
+
+
+def _robust_line(rep: dict[str, object], out: str) -> str:
+    """One line: files, scenario count, the target's worst-case D95 and D98."""
+    robust = rep["robust"]
+    assert isinstance(robust, dict)
+    line = (f"wrote RTDOSE_RBE_MIN.dcm, RTDOSE_RBE_MAX.dcm, report.html and report.json "
+            f"({robust['n_scenarios']} scenarios) to {out}")
+    pres = rep["prescription"]
+    assert isinstance(pres, dict)
+    worst = rep["worst_case"]
+    assert isinstance(worst, dict)
+    target = worst["structures"].get(pres["target"])
+    if target is not None:
+        p = pres["total_dose_gy_rbe"]
+        line += (f"; {pres['target']} D95 {100 * target['d95_gy_rbe_min'] / p:.1f} to "
+                 f"{100 * target['d95_gy_rbe_max'] / p:.1f} %, D98 down to "
+                 f"{100 * target['d98_gy_rbe_min'] / p:.1f} % of {p:g}")
+    return line
+
+
+def _cmd_robust(args: argparse.Namespace) -> int:
+    from planning import api
+
+    if args.exchange:
+        raise IonPlanError("--exchange is not an option of robust; run 'ionplan recalc "
+                           "--exchange' for the mMKM / LEM I view")
+    result = api.robust_evaluation(
+        args.ct_dir, args.rtplan, rbe=args.rbe, rbe_value=args.rbe_value, tissue=args.tissue,
+        machine_path=args.machine, grid_mm=args.grid, hlut_path=args.hlut, device=args.device,
+        scheduler=args.scheduler, out_dir=args.out, progress=_terminal_progress("robust"),
+        verbose=args.verbose,
+        **_robust_options(args))
+    print(_robust_line(result.report, args.out))
+    for warning in result.report["warnings"]:
+        print(f"ionplan: warning: {warning}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from planning import batch
+
+    if args.example:
+        print(batch.EXAMPLE_JOBS, end="")
+        return EXIT_OK
+    if args.jobs is None or args.out is None:
+        raise IonPlanError("give the jobs file and --out (or --example for a jobs file)")
+    if not args.verbose:
+        from planning.distributed import quiet_logs
+
+        quiet_logs()
+    result = batch.run_batch(args.jobs, args.out, scheduler=args.scheduler,
+                             workers=args.workers, rerun=args.rerun,
+                             progress=_terminal_progress("batch"),
+                             on_job=lambda o: print(f"ionplan: {o.line()}", file=sys.stderr))
+    counts = result.counts()
+    print(f"wrote summary.csv and summary.json to {args.out}: " + ", ".join(
+        f"{n} {status}" for status, n in counts.items() if n))
+    return EXIT_OK if counts.get("error", 0) == 0 else EXIT_ERROR
 
 
 def _gamma_criterion(text: str) -> tuple[float, float]:
@@ -234,6 +301,29 @@ def _terminal_progress(label: str) -> Callable[[float, str], None] | None:
         sys.stderr.flush()
 
     return report
+
+
+def _add_robust_options(p: argparse.ArgumentParser) -> None:
+    """The scenario options of ``robust`` and ``plan --robust``."""
+    p.add_argument("--range-error", type=_percent, default=3.5, metavar="PERCENT",
+                   help="range error: stopping power scaled by 1 +/- this (default 3.5 %%; "
+                        "0: no range scenarios)")
+    p.add_argument("--setup-error", type=_non_negative_float, default=3.0, metavar="MM",
+                   help="setup error: isocentre shift (default 3 mm; 0: no setup scenarios)")
+    p.add_argument("--setup-directions", type=int, choices=(6, 14), default=6,
+                   help="6 (+/-x, +/-y, +/-z) or 14 (and the 8 diagonals) shift directions")
+    p.add_argument("--combined", action="store_true",
+                   help="also every setup shift with each range error (21 scenarios with 6)")
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
 
 
 def _add_dose_options(p: argparse.ArgumentParser, *, rbe_default: str | None,
@@ -330,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="then re-optimize from the kept influence with this objectives file "
                         "into OUT/reoptimized_<k> (repeatable)")
     _add_dose_options(p, rbe_default="mkm", rbe_help="RBE model (default mkm)")
+    p.add_argument("--robust", action="store_true",
+                   help="also evaluate the plan's robustness (see 'ionplan robust')")
+    _add_robust_options(p)
     p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("recalc", help="forward dose of an RT Ion Plan on its CT")
@@ -360,6 +453,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dose engine device of the cross-model view")
     p.add_argument("--out", required=True, metavar="OUT_DIR")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("robust", help="robust evaluation of an RT Ion Plan: range and setup "
+                                      "error scenarios, DVH bands, worst-case doses")
+    p.add_argument("ct_dir", metavar="CT_DIR", help="folder with the CT and its RTSTRUCT")
+    p.add_argument("rtplan", metavar="RTPLAN.dcm", help="the RT Ion Plan to evaluate")
+    p.add_argument("--machine", metavar="FILE",
+                   help="machine file (.npz IonPlan or .mat matRad); default: generic carbon")
+    _add_robust_options(p)
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the scenarios on this Dask scheduler (tcp://HOST:PORT)")
+    _add_dose_options(p, rbe_default=None, rbe_help="RBE model (default: the plan's, else mkm)")
+    p.set_defaults(func=_cmd_robust, exchange=False)
+
+    p = sub.add_parser("batch", help="run plan/recalc/compare/exchange/robust jobs of many "
+                                     "patients on a Dask cluster; summary.csv, summary.json")
+    p.add_argument("jobs", nargs="?", metavar="JOBS.toml", help="the jobs ([[job]] tables)")
+    p.add_argument("--out", metavar="OUT_DIR", help="one folder per job and the summary")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="an existing Dask scheduler (tcp://HOST:PORT); default: a local "
+                        "cluster of worker processes")
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="worker processes of the local cluster (default: one per core)")
+    p.add_argument("--rerun", action="store_true", help="run finished jobs again")
+    p.add_argument("--example", action="store_true", help="print an example jobs file")
+    p.set_defaults(func=_cmd_batch)
     return parser
 
 

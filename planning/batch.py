@@ -1,0 +1,613 @@
+"""Cohort runs: many plan / recalc / compare / exchange / robust jobs on a Dask cluster
+(``ionplan batch JOBS.toml --out DIR``).
+
+The jobs file holds ``[[job]]`` tables (and an optional ``[defaults]`` table merged into each):
+``name``, ``kind``, ``ct`` (the patient folder), ``plan`` (an RT Ion Plan, for recalc,
+exchange and robust), ``a`` and ``b`` (RT Dose files or plan folders, for compare) and the
+options of the matching command by their long names (``target``, ``dose``, ``fractions``,
+``gantry``, ``rbe``, ``grid``, ...; ``-`` or ``_`` alike). Relative paths are relative to the
+jobs file. :data:`EXAMPLE_JOBS` is a complete example.
+
+Each job is one task on the cluster (:func:`run_job`). It writes into a hidden folder
+``.NAME.partial-XXXX`` beside its final folder and renames it to ``NAME`` when everything,
+``job.json`` last, is written: a job folder is complete or absent. A job's error (unreadable
+DICOM, missing target, bad option) is caught in the job and recorded with its one-line message;
+the other jobs go on. A finished job (``NAME/job.json`` with status ok and the same options) is
+skipped unless ``rerun``. Robust jobs run their scenarios as further tasks on the same cluster.
+
+The summary (``summary.csv``, ``summary.json``, written atomically at the end) has a row per
+job and structure (:data:`SUMMARY_COLUMNS`); a job without structures, or one that failed, has
+one row with an empty structure.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import tomllib
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from planning.atomic import atomic_write_text
+from planning.errors import InputError, IonPlanError
+from planning.progress import ProgressCallback, report
+
+log = logging.getLogger(__name__)
+
+KINDS = ("plan", "recalc", "compare", "exchange", "robust")
+
+#: Columns of summary.csv; summary.json's rows have the same keys. ``a`` metrics are the
+#: job's dose (plan, recalc), mMKM (exchange), A (compare) or the nominal scenario (robust);
+#: ``b`` metrics LEM I (exchange), B (compare) or the worst case over the scenarios (robust:
+#: minima of D98/D95/D50, maxima of D2/mean/max); ``diff_*`` = b - a.
+SUMMARY_COLUMNS = (
+    "job", "kind", "status", "error", "seconds", "structure",
+    "model", "d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe", "max_gy_rbe",
+    "model_b", "d98_gy_rbe_b", "d95_gy_rbe_b", "d50_gy_rbe_b", "d2_gy_rbe_b", "mean_gy_rbe_b",
+    "max_gy_rbe_b", "diff_d98_gy_rbe", "diff_d95_gy_rbe", "diff_d50_gy_rbe", "diff_d2_gy_rbe",
+    "diff_mean_gy_rbe", "diff_max_gy_rbe", "gamma_criteria", "gamma_pass_pct",
+    "gamma2_criteria", "gamma2_pass_pct",
+)
+_METRICS = ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe", "max_gy_rbe")
+
+#: Options each kind accepts besides name, kind and ct (long option names, ``_`` for ``-``).
+OPTIONS: dict[str, frozenset[str]] = {
+    "plan": frozenset({"target", "dose", "fractions", "gantry", "couch", "rbe", "rbe_value",
+                       "tissue", "spot_spacing", "grid", "config", "hlut", "device",
+                       "exchange"}),
+    "recalc": frozenset({"plan", "rbe", "rbe_value", "tissue", "machine", "grid", "hlut",
+                         "device"}),
+    "exchange": frozenset({"plan", "tissue", "machine", "grid", "hlut", "device"}),
+    "robust": frozenset({"plan", "range_error", "setup_error", "setup_directions", "combined",
+                         "rbe", "rbe_value", "tissue", "machine", "grid", "hlut", "device"}),
+    "compare": frozenset({"a", "b", "gamma", "threshold", "quantity", "prescription",
+                          "no_cross_model", "device"}),
+}
+_REQUIRED = {"plan": ("target", "dose", "fractions", "gantry"), "recalc": ("plan",),
+             "exchange": ("plan",), "robust": ("plan",), "compare": ("a", "b")}
+_PATHS = ("ct", "plan", "a", "b", "config", "hlut", "machine")
+
+EXAMPLE_JOBS = '''\
+# ionplan batch jobs file: one [[job]] table per job; paths relative to this file.
+# kind: plan | recalc | compare | exchange | robust; options as on the command line.
+
+[defaults]              # merged into every job (a job's own value wins)
+grid = 3.0
+device = "auto"
+
+[[job]]
+name = "p01-plan"
+kind = "plan"
+ct = "patients/p01"
+target = "PTV"
+dose = 57.6
+fractions = 16
+gantry = [90, 270]
+rbe = "mkm"
+
+[[job]]
+name = "p02-recalc-lem"
+kind = "recalc"
+ct = "patients/p02"
+plan = "patients/p02/RTPLAN.dcm"
+rbe = "lem1"
+
+[[job]]
+name = "p02-exchange"
+kind = "exchange"
+ct = "patients/p02"
+plan = "patients/p02/RTPLAN.dcm"
+
+[[job]]
+name = "p02-robust"
+kind = "robust"
+ct = "patients/p02"
+plan = "patients/p02/RTPLAN.dcm"
+range_error = 3.5
+setup_error = 3.0
+setup_directions = 6
+
+[[job]]
+name = "p02-compare"
+kind = "compare"
+ct = "patients/p02"
+a = "patients/p02/RTDOSE_RBE.dcm"
+b = "p02-recalc-lem"    # a folder: a plan folder (here another job's output, run before)
+gamma = ["3,3", "2,2"]
+no_cross_model = true
+'''
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job of a jobs file.
+
+    Attributes
+    ----------
+    name, kind : str
+        Folder name of the job's outputs and its kind (:data:`KINDS`).
+    ct : str
+        Patient folder (absolute).
+    options : dict
+        The job's other options (paths made absolute), names with ``_``.
+    problem : str
+        Why the job cannot run (unknown kind or option, missing option); ``""`` when it can.
+    """
+
+    name: str
+    kind: str
+    ct: str
+    options: dict[str, Any] = field(default_factory=dict)
+    problem: str = ""
+
+    def signature(self) -> dict[str, Any]:
+        """What decides whether a finished job is still up to date."""
+        return {"kind": self.kind, "ct": self.ct, "options": self.options}
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """A job's result: status ``ok``, ``error`` or ``skipped``, its summary rows."""
+
+    name: str
+    kind: str
+    status: str
+    error: str = ""
+    seconds: float = 0.0
+    rows: tuple[dict[str, Any], ...] = ()
+
+    def line(self) -> str:
+        text = f"job {self.name} ({self.kind}): {self.status} in {self.seconds:.1f} s"
+        return f"{text}: {self.error}" if self.error else text
+
+
+def _key(name: str) -> str:
+    return name.strip().replace("-", "_")
+
+
+def load_jobs(path: str | os.PathLike[str]) -> list[JobSpec]:
+    """Read a jobs file; a job with a bad kind or options gets a ``problem``, not an error.
+
+    Raises
+    ------
+    InputError
+        The file cannot be read or is no TOML, it has no jobs, a job has no name, or two jobs
+        share a name.
+    """
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read the jobs file ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: not a TOML jobs file ({exc})") from None
+    jobs = data.get("job")
+    if not isinstance(jobs, list) or not jobs:
+        raise InputError(f"{p}: no [[job]] tables (ionplan batch --example prints one)")
+    defaults = {_key(k): v for k, v in (data.get("defaults") or {}).items()}
+    base = p.resolve().parent
+    out: list[JobSpec] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(jobs, start=1):
+        if not isinstance(raw, dict) or not str(raw.get("name", "")).strip():
+            raise InputError(f"{p}: job {i} has no name")
+        name = str(raw["name"]).strip()
+        if name in seen:
+            raise InputError(f"{p}: two jobs are named {name!r}")
+        if name.startswith(".") or "/" in name or "\\" in name or name in ("summary.csv",
+                                                                           "summary.json"):
+            raise InputError(f"{p}: job name {name!r} cannot be a folder name")
+        seen.add(name)
+        kind = str(raw.get("kind", "")).strip()
+        entries = {_key(k): v for k, v in raw.items() if _key(k) not in ("name", "kind")}
+        problem = ""
+        if kind not in KINDS:
+            problem = f"unknown kind {kind!r}; one of {', '.join(KINDS)}"
+            options: dict[str, Any] = entries
+        else:
+            allowed = OPTIONS[kind] | {"ct"}
+            options = {k: v for k, v in defaults.items() if k in allowed}
+            options.update(entries)
+            unknown = sorted(set(entries) - allowed)
+            missing = [k for k in ("ct", *_REQUIRED[kind]) if k not in options]
+            if unknown:
+                problem = f"unknown option(s) {', '.join(unknown)} for a {kind} job"
+            elif missing:
+                problem = f"a {kind} job needs {', '.join(missing)}"
+        for k in _PATHS:
+            if k in options and isinstance(options[k], str):
+                target = Path(options[k]).expanduser()
+                if k in ("a", "b") and not target.is_absolute() and not (base / target).exists():
+                    options[k] = f"job:{options[k]}"  # resolved against the output folder
+                else:
+                    options[k] = str(target if target.is_absolute() else base / target)
+        ct = str(options.pop("ct", ""))
+        out.append(JobSpec(name, kind, ct, options, problem))
+    return out
+
+
+# ------------------------------------------------------------------------------ one job
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    msg = text[0] if text else ""
+    if isinstance(exc, IonPlanError):
+        return msg or type(exc).__name__
+    where = f"{exc.filename}: " if isinstance(exc, OSError) and exc.filename else ""
+    return f"{type(exc).__name__}: {where}{getattr(exc, 'strerror', None) or msg}"
+
+
+def _floats(value: Any, what: str) -> list[float]:
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a number or a list of numbers, got {value!r}") from None
+
+
+def _gamma(value: Any) -> list[tuple[float, float]]:
+    items = [value] if isinstance(value, str) else list(value)
+    out = []
+    for item in items:
+        pair = _floats(str(item).replace("%", "").replace("mm", "").replace("/", ","), "gamma")
+        if len(pair) != 2:
+            raise InputError(f"gamma criterion {item!r}: give dose %,distance mm, e.g. \"3,3\"")
+        out.append((pair[0], pair[1]))
+    return out
+
+
+def _row(job: JobSpec, structure: str, a: Mapping[str, Any] | None, model: str = "",
+         b: Mapping[str, Any] | None = None, model_b: str = "") -> dict[str, Any]:
+    row: dict[str, Any] = {"structure": structure, "model": model, "model_b": model_b}
+    for k in _METRICS:
+        va = None if a is None else a.get(k)
+        vb = None if b is None else b.get(k)
+        row[k] = va
+        row[f"{k}_b"] = vb
+        row[f"diff_{k}"] = None if va is None or vb is None else vb - va
+    return row
+
+
+def _model_name(description: str) -> str:
+    return description.split(" ")[0] if description else ""
+
+
+def _plan_rows(job: JobSpec, rep: Mapping[str, Any]) -> list[dict[str, Any]]:
+    model = _model_name(str(rep.get("rbe_model", "")))
+    rows = []
+    for name, m in rep.get("structures", {}).items():
+        a = {**m, "max_gy_rbe": m.get("dmax_gy_rbe", m.get("max_gy_rbe"))}
+        rows.append(_row(job, name, a, model))
+    return rows
+
+
+def _run_plan(job: JobSpec, out: Path) -> list[dict[str, Any]]:
+    from planning import api
+
+    o = job.options
+    rep = api.make_plan(
+        job.ct, target=str(o["target"]), dose_gy_rbe=float(o["dose"]),
+        fractions=int(o["fractions"]), gantry_deg=_floats(o["gantry"], "gantry"),
+        couch_deg=_floats(o["couch"], "couch") if "couch" in o else None, out_dir=out,
+        rbe=str(o.get("rbe", "mkm")), rbe_value=o.get("rbe_value"), tissue=o.get("tissue"),
+        spot_spacing_mm=float(o.get("spot_spacing", 3.0)), grid_mm=float(o.get("grid", 3.0)),
+        config_path=o.get("config"), device=str(o.get("device", "auto")),
+        hlut_path=o.get("hlut"), exchange=bool(o.get("exchange", False)))
+    if job.options["target"] not in rep["structures"]:
+        raise InputError(f"the target {job.options['target']!r} got no dose-grid voxels")
+    return _plan_rows(job, rep)
+
+
+def _run_recalc(job: JobSpec, out: Path, *, exchange: bool = False) -> list[dict[str, Any]]:
+    from planning import api
+    from planning.robust import structure_metrics
+    from planning.structure_dose import structures_on_grid
+
+    o = job.options
+    result = api.recalculate_plan(
+        job.ct, str(o["plan"]), rbe=o.get("rbe"), rbe_value=o.get("rbe_value"),
+        tissue=o.get("tissue"), machine_path=o.get("machine"), grid_mm=float(o.get("grid", 3.0)),
+        hlut_path=o.get("hlut"), device=str(o.get("device", "auto")), exchange=exchange,
+        out_dir=out)
+    if not exchange:
+        return _plan_rows(job, result.report)
+    view = result.exchange
+    assert view is not None
+    rows_by_name = {s.name: r for s, r in structures_on_grid(result.patient, result.dose_grid)}
+    mkm = structure_metrics(view.mkm_dose_gy_rbe, result.physical_dose_gy, rows_by_name)
+    lem = structure_metrics(view.lem_dose_gy_rbe, result.physical_dose_gy, rows_by_name)
+    return [_row(job, name, mkm[name], "mMKM", lem[name], "LEM I") for name in rows_by_name]
+
+
+def _run_robust(job: JobSpec, out: Path) -> list[dict[str, Any]]:
+    from planning.robust import RobustSettings, robust_files
+
+    o = job.options
+    settings = RobustSettings(float(o.get("range_error", 3.5)), float(o.get("setup_error", 3.0)),
+                              int(o.get("setup_directions", 6)), bool(o.get("combined", False)))
+    kwargs: dict[str, Any] = dict(
+        settings=settings, rbe=o.get("rbe"), rbe_value=o.get("rbe_value"),
+        tissue=o.get("tissue"), machine_path=o.get("machine"), grid_mm=float(o.get("grid", 3.0)),
+        hlut_path=o.get("hlut"), device=str(o.get("device", "auto")), out_dir=out)
+    from planning.distributed import in_worker_runner, running_in_worker
+
+    if running_in_worker():
+        with in_worker_runner() as runner:
+            result = robust_files(job.ct, str(o["plan"]), runner=runner, **kwargs)
+    else:
+        result = robust_files(job.ct, str(o["plan"]), **kwargs)
+    rep = result.report
+    model = _model_name(str(rep.get("rbe_model", "")))
+    nominal = rep["scenarios"][0]["structures"]
+    rows = []
+    for name, w in rep["worst_case"]["structures"].items():
+        worst = {k: w[f"{k}_min"] if k in ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe")
+                 else w[f"{k}_max"] for k in _METRICS}
+        rows.append(_row(job, name, nominal[name], model, worst, "worst case"))
+    return rows
+
+
+def _resolve_side(value: str, out_root: Path) -> str:
+    if value.startswith("job:"):
+        return str(out_root / value[4:])
+    return value
+
+
+def _run_compare(job: JobSpec, out: Path, out_root: Path) -> list[dict[str, Any]]:
+    from planning import api
+
+    o = job.options
+    result = api.compare_doses(
+        _resolve_side(str(o["a"]), out_root), _resolve_side(str(o["b"]), out_root),
+        structures=job.ct or None, criteria=_gamma(o["gamma"]) if "gamma" in o else None,
+        threshold_percent=float(o.get("threshold", 10.0)), quantity=str(o.get("quantity", "rbe")),
+        prescription_gy=o.get("prescription"), cross_model=not bool(o.get("no_cross_model")),
+        device=str(o.get("device", "auto")))
+    api.write_comparison_report(result, out)
+    gamma: dict[str, Any] = {}
+    for i, g in enumerate(result.gamma[:2]):
+        prefix = "gamma" if i == 0 else "gamma2"
+        gamma[f"{prefix}_criteria"] = g.criteria.label
+        gamma[f"{prefix}_pass_pct"] = g.pass_rate_percent
+    rows = []
+    for s in result.structures:
+        def metrics(m: Mapping[str, Any]) -> dict[str, Any]:
+            return {f"{k}_gy_rbe": m.get(k) for k in ("d98", "d95", "d50", "d2", "mean", "max")}
+
+        rows.append({**_row(job, s.name, metrics(s.metrics_a), "A", metrics(s.metrics_b), "B"),
+                     **gamma})
+    return rows or [{"structure": "", **gamma}]
+
+
+def run_job(job: JobSpec, out_root: str | os.PathLike[str]) -> JobOutcome:
+    """Run one job into ``out_root/NAME`` (see the module docstring); never raises for the
+    job's own errors (they are the outcome's ``error``)."""
+    root = Path(out_root)
+    t0 = time.perf_counter()
+    if job.problem:
+        return JobOutcome(job.name, job.kind, "error", job.problem, 0.0)
+    partial = root / f".{job.name}.partial-{uuid.uuid4().hex[:12]}"
+    try:
+        partial.mkdir(parents=True)
+        if job.ct and not Path(job.ct).is_dir():
+            raise InputError(f"{job.ct}: no such patient folder")
+        if job.kind == "plan":
+            rows = _run_plan(job, partial)
+        elif job.kind in ("recalc", "exchange"):
+            rows = _run_recalc(job, partial, exchange=job.kind == "exchange")
+        elif job.kind == "robust":
+            rows = _run_robust(job, partial)
+        else:
+            rows = _run_compare(job, partial, root)
+        seconds = time.perf_counter() - t0
+        outcome = JobOutcome(job.name, job.kind, "ok", "", seconds, tuple(rows))
+        atomic_write_text(partial / "job.json", json.dumps(
+            {"job": job.name, "kind": job.kind, "status": "ok", "seconds": seconds,
+             "signature": job.signature(), "rows": _json_ready(rows)}, indent=1) + "\n")
+        _publish(partial, root / job.name)
+        return outcome
+    except Exception as exc:  # a job's failure is recorded, never fatal to the batch
+        log.info("job %s failed", job.name, exc_info=True)
+        shutil.rmtree(partial, ignore_errors=True)
+        return JobOutcome(job.name, job.kind, "error", _first_line(exc),
+                          time.perf_counter() - t0)
+
+
+def _publish(partial: Path, final: Path) -> None:
+    """Rename the finished ``partial`` folder onto ``final`` (replacing an older run)."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:12]}")
+        os.replace(final, old)
+        os.replace(partial, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, final)
+
+
+def finished_outcome(job: JobSpec, out_root: Path) -> JobOutcome | None:
+    """The stored outcome of a finished, up-to-date job, as ``skipped``; else None."""
+    path = out_root / job.name / "job.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if data.get("status") != "ok" or data.get("signature") != _json_ready(job.signature()):
+        return None
+    return JobOutcome(job.name, job.kind, "skipped", "", float(data.get("seconds", 0.0)),
+                      tuple(data.get("rows", ())))
+
+
+# ------------------------------------------------------------------------------ the batch
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Outcomes in the order of the jobs file, and the summary files."""
+
+    outcomes: tuple[JobOutcome, ...]
+    files: tuple[Path, ...]
+
+    def counts(self) -> dict[str, int]:
+        out = {"ok": 0, "skipped": 0, "error": 0}
+        for o in self.outcomes:
+            out[o.status] = out.get(o.status, 0) + 1
+        return out
+
+
+def summary_rows(outcomes: Iterable[JobOutcome]) -> list[dict[str, Any]]:
+    """Rows of the summary (every column of :data:`SUMMARY_COLUMNS`, None where empty)."""
+    rows = []
+    for o in outcomes:
+        head = {"job": o.name, "kind": o.kind, "status": o.status, "error": o.error,
+                "seconds": round(o.seconds, 3)}
+        for r in o.rows or ({"structure": ""},):
+            row = dict.fromkeys(SUMMARY_COLUMNS)
+            row.update({k: v for k, v in r.items() if k in row})
+            row.update(head)
+            rows.append(row)
+    return rows
+
+
+def write_summary(outcomes: Sequence[JobOutcome], out_root: Path) -> tuple[Path, Path]:
+    """Write summary.csv and summary.json (atomically) into ``out_root``."""
+    rows = _json_ready(summary_rows(outcomes))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(SUMMARY_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    csv_path, json_path = out_root / "summary.csv", out_root / "summary.json"
+    atomic_write_text(csv_path, buf.getvalue())
+    atomic_write_text(json_path, json.dumps({"columns": list(SUMMARY_COLUMNS), "rows": rows},
+                                            indent=1) + "\n")
+    return csv_path, json_path
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def run_batch(jobs_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+              scheduler: str | None = None, workers: int | None = None, rerun: bool = False,
+              progress: ProgressCallback | None = None,
+              on_job: Callable[[JobOutcome], None] | None = None) -> BatchResult:
+    """Run the jobs of ``jobs_path`` into ``out_dir`` (see the module docstring).
+
+    Parameters
+    ----------
+    jobs_path : path
+        The jobs file (TOML).
+    out_dir : path
+        One folder per job, summary.csv and summary.json (created).
+    scheduler : str, optional
+        Address of an existing Dask scheduler; default: a local cluster of ``workers``
+        processes (one per core by default).
+    rerun : bool
+        Run finished jobs again.
+    progress : callable, optional
+        ``(fraction of jobs done, stage)``.
+    on_job : callable, optional
+        Called with each job's outcome as it arrives (skipped ones first).
+
+    Raises
+    ------
+    InputError
+        A bad jobs file, an output folder that cannot be made.
+    IonPlanError
+        No Dask distributed, or no scheduler at ``scheduler``.
+    """
+    jobs = load_jobs(jobs_path)
+    root = Path(out_dir).resolve()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{root}: cannot create the output folder ({exc.strerror})") from None
+    for stale in root.glob(".*.partial-*"):  # left by a batch that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    outcomes: dict[str, JobOutcome] = {}
+    todo: list[JobSpec] = []
+    for job in jobs:
+        done = None if rerun or job.problem else finished_outcome(job, root)
+        if done is not None:
+            outcomes[job.name] = done
+        elif job.problem:
+            outcomes[job.name] = JobOutcome(job.name, job.kind, "error", job.problem)
+        else:
+            todo.append(job)
+    for o in outcomes.values():
+        if on_job is not None:
+            on_job(o)
+    n = len(jobs)
+    report(progress, len(outcomes) / n, f"{len(todo)} jobs to run")
+    if todo:
+        for o in _run_on_cluster(todo, root, scheduler, workers):
+            outcomes[o.name] = o
+            if on_job is not None:
+                on_job(o)
+            report(progress, len(outcomes) / n, f"job {o.name} {o.status}")
+    # A job whose worker died left its partial folder; its rerun elsewhere has finished.
+    for stale in root.glob(".*.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    ordered = tuple(outcomes[j.name] for j in jobs)
+    files = write_summary(ordered, root)
+    return BatchResult(ordered, files)
+
+
+def _run_on_cluster(todo: Sequence[JobSpec], root: Path, scheduler: str | None,
+                    workers: int | None) -> Iterable[JobOutcome]:
+    """Submit the jobs (compare jobs that name another job's folder after it) and yield
+    their outcomes as they finish."""
+    from contextlib import ExitStack
+
+    from planning.distributed import connect, local_cluster, require_distributed
+
+    distributed = require_distributed()
+    with ExitStack() as stack:
+        if scheduler is not None:
+            client = connect(scheduler)
+            stack.callback(client.close)
+        else:
+            client = stack.enter_context(local_cluster(workers))
+        names = {j.name for j in todo}
+        futures: dict[Any, JobSpec] = {}
+        by_name: dict[str, Any] = {}
+        for job in todo:
+            deps = [by_name[v[4:]] for k in ("a", "b")
+                    if isinstance(v := job.options.get(k), str) and v.startswith("job:")
+                    and v[4:] in names and v[4:] in by_name]
+            fut = client.submit(_run_job_after, job, str(root), deps, pure=False,
+                                key=f"ionplan-job-{job.name}-{uuid.uuid4().hex[:8]}")
+            futures[fut] = job
+            by_name[job.name] = fut
+        for fut in distributed.as_completed(list(futures)):
+            job = futures[fut]
+            try:
+                yield fut.result()
+            except Exception as exc:  # the cluster gave up on the task (e.g. KilledWorker)
+                yield JobOutcome(job.name, job.kind, "error", _first_line(exc))
+
+
+def _run_job_after(job: JobSpec, out_root: str, _after: Sequence[JobOutcome]) -> JobOutcome:
+    """:func:`run_job`, as a task that waits for the jobs whose folders it reads."""
+    return run_job(job, out_root)

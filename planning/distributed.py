@@ -1,0 +1,148 @@
+"""IonPlan on a Dask cluster: connecting, a local cluster, robust scenarios as tasks.
+
+``dask.distributed`` is imported here only, inside functions, so that the rest of planning
+imports without it (the binary may leave it out): :func:`require_distributed` turns its absence
+into one clear :class:`planning.errors.IonPlanError`.
+
+- :func:`local_cluster`: worker processes on this machine, one per core, no server to set up;
+- :func:`connect`: a client of an existing ``dask scheduler`` (``tcp://HOST:PORT``);
+- :func:`dask_scenario_runner`: a :data:`planning.robust.ScenarioRunner` whose scenarios are
+  tasks on the cluster; inside a task (a batch job), :func:`in_worker_runner` does the same
+  from the worker, seceding from its thread pool while it waits.
+
+Tasks are pure functions of their arguments (paths and numbers): when a worker dies, the
+scheduler runs its tasks again elsewhere and the result is the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from planning.errors import IonPlanError, PlanningError
+from planning.progress import CancelToken, ProgressCallback, report
+
+log = logging.getLogger(__name__)
+
+
+def require_distributed() -> Any:
+    """The ``distributed`` module, or an IonPlanError saying how to get it."""
+    try:
+        import distributed
+    except ImportError:
+        raise IonPlanError(
+            "Dask distributed is not part of this installation (the desktop binary leaves it "
+            "out); install IonPlan with pip (pip install ionplan, which brings "
+            "dask[distributed]) to run batches and cluster jobs") from None
+    return distributed
+
+
+def quiet_logs(level: int = logging.WARNING) -> None:
+    """Keep Dask's own INFO messages (workers, connections) off the terminal."""
+    for name in ("distributed", "dask"):
+        logging.getLogger(name).setLevel(level)
+
+
+def connect(address: str, *, timeout_s: float = 30.0) -> Any:
+    """A client of the Dask scheduler at ``address`` (e.g. ``tcp://10.0.0.5:8786``).
+
+    Raises
+    ------
+    IonPlanError
+        No scheduler answers there within ``timeout_s``.
+    """
+    distributed = require_distributed()
+    try:
+        return distributed.Client(address, timeout=f"{timeout_s}s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise IonPlanError(f"{address}: cannot reach a Dask scheduler there ({exc}); start one "
+                           "with 'dask scheduler' and workers with 'dask worker ADDRESS'") from None
+
+
+@contextlib.contextmanager
+def local_cluster(n_workers: int | None = None) -> Iterator[Any]:
+    """A client of a cluster of worker processes on this machine (one per core by default,
+    one thread each), closed on exit. No dashboard, no fixed ports."""
+    distributed = require_distributed()
+    n = int(n_workers or os.cpu_count() or 1)
+    if n < 1:
+        raise IonPlanError(f"a local cluster needs at least one worker, got {n}")
+    cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                       dashboard_address=None,
+                                       scheduler_kwargs={"dashboard": False},
+                                       silence_logs=logging.WARNING)
+    try:
+        client = distributed.Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        cluster.close()
+
+
+def _run_scenarios(client: Any, factory: Callable[[], Any], scenarios: Sequence[Any],
+                   progress: ProgressCallback | None, cancel: CancelToken | None
+                   ) -> Iterator[Any]:
+    """Submit the inputs task and one task per scenario now; yield results as they finish."""
+    distributed = require_distributed()
+    from planning.robust import scenario_dose
+
+    if not scenarios:
+        return iter(())
+    inputs = client.submit(factory, pure=False)
+    futures = [client.submit(scenario_dose, inputs, sc, pure=False) for sc in scenarios]
+    n = len(futures)
+
+    def results() -> Iterator[Any]:
+        try:
+            for k, fut in enumerate(distributed.as_completed(futures), start=1):
+                if cancel is not None and cancel.cancelled:
+                    client.cancel(futures)
+                    cancel.raise_if_cancelled("robust evaluation")
+                try:
+                    done = fut.result()
+                except IonPlanError:
+                    raise
+                except Exception as exc:  # a worker's error arrives as its own type
+                    raise PlanningError(f"a robust scenario failed on the cluster: "
+                                        f"{type(exc).__name__}: {exc}") from None
+                report(progress, k / n, f"scenario {done.scenario.name}")
+                yield done
+        finally:
+            client.cancel([f for f in futures if not f.done()])
+            inputs.release()
+
+    return results()
+
+
+def dask_scenario_runner(client: Any) -> Callable[..., Iterator[Any]]:
+    """A :data:`planning.robust.ScenarioRunner` running each scenario as a task of ``client``'s
+    cluster (the scenarios' inputs are one more task, made on a worker)."""
+    def run(factory: Callable[[], Any], scenarios: Sequence[Any],
+            progress: ProgressCallback | None, cancel: CancelToken | None) -> Iterator[Any]:
+        return _run_scenarios(client, factory, scenarios, progress, cancel)
+
+    return run
+
+
+def running_in_worker() -> bool:
+    """Whether this code runs inside a Dask worker's task."""
+    try:
+        distributed = require_distributed()
+        distributed.get_worker()
+    except (IonPlanError, ValueError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def in_worker_runner() -> Iterator[Callable[..., Iterator[Any]]]:
+    """Inside a task: a scenario runner on the task's own cluster. The task secedes from
+    its worker's thread pool while in the block, so its scenario tasks can run there."""
+    distributed = require_distributed()
+    with distributed.worker_client() as client:
+        yield dask_scenario_runner(client)

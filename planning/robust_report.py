@@ -1,0 +1,135 @@
+"""report.html of a robust evaluation: the DVH bands (SVG) and the table of scenarios.
+
+Self-contained (inline SVG and CSS), in the style of the comparison report
+(:mod:`planning.compare.html_report`). Input is the evaluation's ``report.json`` content
+(:func:`planning.robust.evaluate_robustness`), so a report can be rendered again from the file.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Mapping, Sequence
+from html import escape
+from typing import Any
+
+from planning.compare.html_report import _CSS, _fmt, _table
+from planning.compare.images import _nice_step
+
+
+def _colour(i: int) -> str:
+    r, g, b = colorsys.hsv_to_rgb((0.13 + 0.61803 * i) % 1.0, 0.75, 0.8)
+    return f"#{round(255 * r):02x}{round(255 * g):02x}{round(255 * b):02x}"
+
+
+def dvh_band_svg(bands: Mapping[str, Mapping[str, Sequence[float]]], *, width: int = 760,
+                 height: int = 440) -> str:
+    """Cumulative DVH bands: per structure the area between the scenarios' lowest and
+    highest DVH (translucent) and the nominal DVH (solid line); dose in Gy(RBE)."""
+    left, right, top, bottom = 60, 170, 15, 45
+    pw, ph = width - left - right, height - top - bottom
+    d_max = max((max(b["dose_max_gy_rbe"], default=0.0) for b in bands.values()), default=0.0)
+    d_max = 1.05 * d_max if d_max > 0 else 1.0
+
+    def x(d: float) -> float:
+        return left + pw * d / d_max
+
+    def y(v_percent: float) -> float:
+        return top + ph * (1.0 - v_percent / 100.0)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+             f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="white" '
+             'stroke="#444"/>']
+    step = _nice_step(d_max)
+    for k in range(int(d_max / step) + 1):
+        d = k * step
+        parts.append(f'<line x1="{x(d):.1f}" y1="{top}" x2="{x(d):.1f}" y2="{top + ph}" '
+                     f'stroke="#ddd"/><text x="{x(d):.1f}" y="{top + ph + 14}" '
+                     f'text-anchor="middle">{d:g}</text>')
+    for k in range(0, 101, 20):
+        parts.append(f'<line x1="{left}" y1="{y(k):.1f}" x2="{left + pw}" y2="{y(k):.1f}" '
+                     f'stroke="#ddd"/><text x="{left - 6}" y="{y(k) + 4:.1f}" '
+                     f'text-anchor="end">{k}</text>')
+    parts.append(f'<text x="{left + pw / 2}" y="{height - 8}" text-anchor="middle">'
+                 'dose (Gy(RBE))</text>')
+    parts.append(f'<text x="14" y="{top + ph / 2}" text-anchor="middle" '
+                 f'transform="rotate(-90 14 {top + ph / 2})">volume (%)</text>')
+    for i, (name, band) in enumerate(bands.items()):
+        colour = _colour(i)
+        vol = band["volume_percent"]
+        lo = " ".join(f"{x(d):.1f},{y(v):.1f}" for d, v in zip(band["dose_min_gy_rbe"], vol,
+                                                                 strict=True))
+        hi = " ".join(f"{x(d):.1f},{y(v):.1f}"
+                      for d, v in reversed(list(zip(band["dose_max_gy_rbe"], vol, strict=True))))
+        parts.append(f'<polygon points="{lo} {hi}" fill="{colour}" fill-opacity="0.3" '
+                     'stroke="none"/>')
+        nom = " ".join(f"{x(d):.1f},{y(v):.1f}"
+                       for d, v in zip(band["dose_nominal_gy_rbe"], vol, strict=True))
+        parts.append(f'<polyline points="{nom}" fill="none" stroke="{colour}" '
+                     'stroke-width="1.6"/>')
+        ly = top + 14 * i + 8
+        parts.append(f'<rect x="{left + pw + 10}" y="{ly - 5}" width="24" height="10" '
+                     f'fill="{colour}" fill-opacity="0.5" stroke="{colour}"/>'
+                     f'<text x="{left + pw + 40}" y="{ly + 4}">{escape(name)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _scenario_table(rep: Mapping[str, Any]) -> str:
+    target = rep.get("prescription", {}).get("target")
+    names = list(rep.get("dvh_bands_gy_rbe", {}))
+    organs = [n for n in names if n != target
+              and rep["structures"].get(n, {}).get("interpreted_type") not in ("EXTERNAL",)]
+    header = ["scenario", "range error (%)", "shift x, y, z (mm)"]
+    if target in names:
+        header += [f"{target} D98", f"{target} D95", f"{target} D50", f"{target} D2"]
+    for organ in organs:
+        header += [f"{organ} Dmean", f"{organ} D2", f"{organ} Dmax"]
+    rows = []
+    for sc in rep["scenarios"]:
+        st = sc["structures"]
+        row: list[Any] = [sc["name"], sc["range_error_pct"],
+                          ", ".join(f"{c:+.2f}" for c in sc["shift_mm"])]
+        if target in names:
+            row += [st[target][k] for k in ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe",
+                                             "d2_gy_rbe")]
+        for organ in organs:
+            row += [st[organ][k] for k in ("mean_gy_rbe", "d2_gy_rbe", "max_gy_rbe")]
+        rows.append(row)
+    return _table(header, rows, left=3)
+
+
+def _worst_table(rep: Mapping[str, Any]) -> str:
+    rows = []
+    for name, w in rep["worst_case"]["structures"].items():
+        rows.append([name, w["d98_gy_rbe_min"], w["d95_gy_rbe_min"], w["d50_gy_rbe_min"],
+                     w["d2_gy_rbe_max"], w["mean_gy_rbe_max"], w["max_gy_rbe_max"]])
+    return _table(["structure", "min D98", "min D95", "min D50", "max D2", "max Dmean",
+                   "max Dmax"], rows)
+
+
+def render_robust_html(rep: Mapping[str, Any]) -> str:
+    """The robust evaluation's report page as one HTML string (no external resources)."""
+    robust = rep["robust"]
+    pres = rep.get("prescription", {})
+    warnings = "".join(f'<li class="warn">{escape(w)}</li>' for w in rep.get("warnings", ()))
+    timings = ", ".join(f"{k} {v:.2f} s" for k, v in rep.get("timings_s", {}).items())
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>IonPlan robust evaluation</title><style>{_CSS}</style></head><body>"
+        "<h1>IonPlan robust evaluation</h1>"
+        f"<p>{robust['n_scenarios']} scenarios: range error &plusmn;"
+        f"{_fmt(robust['range_error_pct'])} % (stopping power scaled), setup error "
+        f"{_fmt(robust['setup_error_mm'])} mm in {robust['setup_directions']} directions"
+        f"{', combined' if robust['combined'] else ''}. RBE model: "
+        f"{escape(str(rep.get('rbe_model', '')))}. Prescription "
+        f"{_fmt(pres.get('total_dose_gy_rbe'))} Gy(RBE) to "
+        f"{escape(str(pres.get('target', '')))} in {_fmt(pres.get('n_fractions'))} fractions. "
+        "Doses in Gy(RBE), whole plan.</p>"
+        + (f"<ul>{warnings}</ul>" if warnings else "")
+        + "<h2>DVH bands</h2><p>Band: lowest to highest DVH over the scenarios; line: "
+          "nominal.</p>" + dvh_band_svg(rep["dvh_bands_gy_rbe"])
+        + "<h2>Worst case per structure</h2>" + _worst_table(rep)
+        + "<h2>Scenarios</h2>" + _scenario_table(rep)
+        + f"<h2>Timings</h2><p>{escape(timings)}</p>"
+        + "</body></html>\n")

@@ -1,0 +1,235 @@
+"""ionplan batch: jobs file checks, a local cluster, a real dask scheduler with two workers
+one of which is killed mid-batch, resume.
+
+The jobs recalculate, evaluate and compare the session's demo plan (tests/test_recalc.py) on
+an 8 mm grid so that the batch fits in about a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from planning.batch import EXAMPLE_JOBS, SUMMARY_COLUMNS, load_jobs, run_batch
+from planning.cli import main
+from planning.errors import InputError
+from tests.test_recalc import demo_plan_dirs
+
+distributed = pytest.importorskip("distributed")
+
+JOBS = """
+[defaults]
+grid = 8.0
+device = "cpu"
+
+[[job]]
+name = "recalc-lem"
+kind = "recalc"
+ct = "{ct}"
+plan = "{plan}/RTPLAN.dcm"
+rbe = "lem1"
+
+[[job]]
+name = "exchange"
+kind = "exchange"
+ct = "{ct}"
+plan = "{plan}/RTPLAN.dcm"
+
+[[job]]
+name = "robust"
+kind = "robust"
+ct = "{ct}"
+plan = "{plan}/RTPLAN.dcm"
+setup_error = 0
+
+[[job]]
+name = "broken"
+kind = "recalc"
+ct = "{ct}/../no-such-patient"
+plan = "{plan}/RTPLAN.dcm"
+
+[[job]]
+name = "compare"
+kind = "compare"
+ct = "{ct}"
+a = "{plan}"
+b = "recalc-lem"
+no_cross_model = true
+gamma = ["3,3", "2,2"]
+"""
+
+
+def small_plan_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(CT folder, plan folder): the demo patient's session CT, one beam, 8 mm spots and grid."""
+    ct, _ = demo_plan_dirs(tmp_path_factory)
+    out = tmp_path_factory.getbasetemp() / "batch_small_plan"
+    if not (out / "report.json").is_file():
+        assert main(["plan", str(ct), "--target", "PTV", "--dose", "60", "--fractions", "12",
+                     "--gantry", "90", "--grid", "8", "--spot-spacing", "8", "--device", "cpu",
+                     "--out", str(out)]) == 0
+    return ct, out
+
+
+@pytest.fixture(scope="module")
+def jobs_file(tmp_path_factory):
+    ct, plan = small_plan_dirs(tmp_path_factory)
+    path = tmp_path_factory.mktemp("jobs") / "jobs.toml"
+    path.write_text(JOBS.format(ct=ct, plan=plan))
+    return path
+
+
+def _results(out: Path) -> list[dict]:
+    """Summary rows without the timing and status (ok now, skipped on a resumed run)."""
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "status")} for r in rows]
+
+
+def _check_summary(out: Path) -> None:
+    header = (out / "summary.csv").read_text().splitlines()[0].split(",")
+    assert header[:5] == ["job", "kind", "status", "error", "seconds"]
+    assert tuple(header) == SUMMARY_COLUMNS
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    status = {r["job"]: r["status"] for r in rows}
+    assert status == {"recalc-lem": "ok", "exchange": "ok", "robust": "ok", "broken": "error",
+                      "compare": "ok"}
+    broken = [r for r in rows if r["job"] == "broken"]
+    assert len(broken) == 1 and "no such patient folder" in broken[0]["error"]
+    assert "\n" not in broken[0]["error"]
+    ptv = {r["job"]: r for r in rows if r["structure"] == "PTV"}
+    assert ptv["recalc-lem"]["model"] == "LEM" and ptv["recalc-lem"]["d95_gy_rbe"] > 0
+    ex = ptv["exchange"]
+    assert (ex["model"], ex["model_b"]) == ("mMKM", "LEM I")
+    assert ex["diff_mean_gy_rbe"] == pytest.approx(ex["mean_gy_rbe_b"] - ex["mean_gy_rbe"])
+    rb = ptv["robust"]
+    assert rb["model_b"] == "worst case" and rb["d95_gy_rbe_b"] <= rb["d95_gy_rbe"]
+    cmp_ = ptv["compare"]
+    assert cmp_["gamma_criteria"].startswith("3") and 0 <= cmp_["gamma_pass_pct"] <= 100
+    for job in ("recalc-lem", "exchange", "robust", "compare"):
+        assert (out / job / "job.json").is_file()
+    assert (out / "robust" / "RTDOSE_RBE_MIN.dcm").is_file()
+    assert not (out / "broken").exists()
+    assert not list(out.glob(".*partial*"))
+
+
+@pytest.fixture(scope="module")
+def local_batch(jobs_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("batch_local")
+    t0 = time.perf_counter()
+    code = main(["batch", str(jobs_file), "--out", str(out), "--workers", "2"])
+    return out, code, time.perf_counter() - t0
+
+
+def test_local_batch_needs_no_server_and_records_the_broken_job(local_batch):
+    out, code, _ = local_batch
+    assert code == 1  # one job failed; the others ran
+    _check_summary(out)
+
+
+def test_finished_jobs_are_skipped_unless_rerun(local_batch, jobs_file):
+    out, _, _ = local_batch
+    before = {j: (out / j / "job.json").stat().st_mtime_ns for j in ("recalc-lem", "robust")}
+    rows = _results(out)
+    result = run_batch(jobs_file, out, workers=1)
+    status = {o.name: o.status for o in result.outcomes}
+    assert status == {"recalc-lem": "skipped", "exchange": "skipped", "robust": "skipped",
+                      "compare": "skipped", "broken": "error"}
+    assert {j: (out / j / "job.json").stat().st_mtime_ns for j in before} == before
+    assert _results(out) == rows  # summary rewritten from the stored jobs: same rows
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    # One thread per library pool, as Dask's nanny sets for the workers it starts.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+
+def test_real_scheduler_survives_a_killed_worker_with_identical_results(
+        local_batch, jobs_file, tmp_path):
+    local_out, _, _ = local_batch
+    sched_file = tmp_path / "scheduler.json"
+    procs = [_start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+                     "--no-dashboard", "--scheduler-file", str(sched_file)],
+                    tmp_path / "scheduler.log")]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        for i in range(2):
+            procs.append(_start(["distributed.cli.dask_worker", address, "--nthreads", "1",
+                                 "--no-nanny", "--no-dashboard", "--name", f"w{i}"],
+                                tmp_path / f"worker{i}.log"))
+        with distributed.Client(address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=60)
+        out = tmp_path / "out"
+        codes: list[int] = []
+        runner = threading.Thread(target=lambda: codes.append(main(
+            ["batch", str(jobs_file), "--out", str(out), "--scheduler", address])))
+        runner.start()
+        # Kill the second worker (by PID) once jobs are running on the cluster.
+        deadline = time.monotonic() + 90
+        while not list(out.glob(".*.partial-*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert list(out.glob(".*.partial-*")), "no job started"
+        time.sleep(1.0)
+        os.kill(procs[2].pid, signal.SIGKILL)
+        procs[2].wait(10)
+        runner.join(240)
+        assert not runner.is_alive()
+        assert codes == [1]
+        _check_summary(out)
+        assert _results(out) == _results(local_out)
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_jobs_file_checks(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[job]]\nkind = 'recalc'\n")
+    with pytest.raises(InputError, match="no name"):
+        load_jobs(bad)
+    bad.write_text("[[job]]\nname='a'\nkind='recalc'\n[[job]]\nname='a'\nkind='plan'\n")
+    with pytest.raises(InputError, match="two jobs"):
+        load_jobs(bad)
+    bad.write_text("not toml [")
+    with pytest.raises(InputError, match="not a TOML"):
+        load_jobs(bad)
+    ok = tmp_path / "jobs.toml"
+    ok.write_text("[[job]]\nname='x'\nkind='recalc'\nct='p'\nplan='p/RTPLAN.dcm'\nfoo=1\n"
+                  "[[job]]\nname='y'\nkind='teleport'\nct='p'\n"
+                  "[[job]]\nname='z'\nkind='plan'\nct='p'\ntarget='PTV'\n"
+                  "[[job]]\nname='w'\nkind='plan'\nct='p'\ntarget='PTV'\ndose=60\n"
+                  "fractions=12\ngantry=[90, 270]\nspot-spacing=5\n")
+    jobs = {j.name: j for j in load_jobs(ok)}
+    assert "unknown option(s) foo" in jobs["x"].problem
+    assert "unknown kind" in jobs["y"].problem
+    assert "needs dose, fractions, gantry" in jobs["z"].problem
+    assert jobs["w"].problem == "" and jobs["w"].options["spot_spacing"] == 5
+    assert jobs["w"].ct == str(tmp_path / "p")
+
+
+def test_example_jobs_file_parses(tmp_path, capsys):
+    assert main(["batch", "--example"]) == 0
+    text = capsys.readouterr().out
+    assert text == EXAMPLE_JOBS
+    path = tmp_path / "example.toml"
+    path.write_text(text)
+    jobs = load_jobs(path)
+    assert [j.kind for j in jobs] == ["plan", "recalc", "exchange", "robust", "compare"]
+    assert all(not j.problem for j in jobs)

@@ -1,0 +1,197 @@
+"""Robust evaluation: scenario sets, physics of range and setup scenarios, ionplan robust.
+
+The physics checks use a water phantom and one mono-energetic field of the synthetic machine
+(tests/synthetic_machine.py), with expectations derived by hand:
+
+- stopping power scaled by s moves a point at water-equivalent depth w to geometric depth
+  w / s, so the distal 80 % point at depth z80 moves by z80 (1 - 1/s) (3.38 % of its depth
+  for s = 1.035);
+- an isocentre shift across the beam moves the dose by the shift; one along the beam, in
+  water, moves nothing (the depth dose is set by the water-equivalent depth from the surface).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from planning.beams import Beam, SpotMap
+from planning.cli import main
+from planning.compare.recalc import RecalcSetup
+from planning.dicom import load_rt_dose
+from planning.dose_grid import DoseGrid
+from planning.engine.dose_engine import DoseEngineSettings
+from planning.errors import InputError
+from planning.patient import CtVolume, Patient, PatientStudy
+from planning.plan import BeamPlan, Plan, Prescription
+from planning.rbe import PhysicalDose
+from planning.robust import (
+    RobustSettings,
+    Scenario,
+    ScenarioInputs,
+    make_scenarios,
+    scenario_dose,
+    worst_case,
+)
+from tests.synthetic_machine import make_synthetic_machine
+from tests.test_recalc import demo_plan_dirs
+
+SHAPE = (15, 200, 31)        # (z, y, x); the beam (gantry 0) travels +y
+SPACING = (2.0, 1.0, 2.0)
+
+
+@pytest.fixture(scope="module")
+def water_field():
+    """ScenarioInputs of one mono-energetic 25-spot field (peak near 110 mm) in water."""
+    synth = make_synthetic_machine(min_range_mm=20.0, max_range_mm=160.0, peak_spacing_mm=4.0)
+    nz, ny, nx = SHAPE
+    sz, sy, sx = SPACING
+    grid = DoseGrid(SHAPE, SPACING, (-(nx - 1) / 2 * sx, -(ny - 1) / 2 * sy, -(nz - 1) / 2 * sz))
+    study = PatientStudy("Water", "W", "", "O", "1.2.3", "1", "", "", "", "")
+    ct = CtVolume(np.zeros(SHAPE, np.int16), SPACING, grid.origin_mm, "HFS", (1, 0, 0, 0, 1, 0),
+                  "1.2.4", "1.2.5", tuple(f"1.2.6.{k}" for k in range(nz)), study)
+    k = int(np.argmin(np.abs(synth.peak_depth_mm - 110.0)))
+    u, v = np.meshgrid(np.arange(-10.0, 11.0, 5.0), np.arange(-10.0, 11.0, 5.0))
+    spots = SpotMap(np.full(u.size, synth.energies_mev_u[k]), np.zeros(u.size, int),
+                    u.ravel(), v.ravel(), (5.0, 5.0), (-10.0, -10.0))
+    beam = Beam((0.0, 0.0, 0.0), 0.0, 0.0, "G0")
+    weights = np.ones(u.size)
+    plan = Plan("water", synth.name, (BeamPlan(beam, spots, weights),),
+                Prescription("none", 1.0, 1), "physical dose")
+    setup = RecalcSetup(Patient(ct, None), plan, synth, np.ones(SHAPE, np.float32), grid, grid,
+                        (beam,), (spots,), weights, None,
+                        DoseEngineSettings(device="cpu", n_threads=2))
+    return ScenarioInputs(setup, PhysicalDose(), None, 1), grid
+
+
+def _distal_80_mm(dose: np.ndarray, grid: DoseGrid) -> float:
+    """Depth (mm from the phantom's entrance face) of the distal 80 % point of the central
+    axis, linearly interpolated."""
+    prof = dose[SHAPE[0] // 2, :, SHAPE[2] // 2].astype(np.float64)
+    i = int(np.argmax(prof))
+    level = 0.8 * prof[i]
+    j = i + int(np.argmax(prof[i:] < level))
+    a, b = prof[j - 1], prof[j]
+    return (j - 1 + (a - level) / (a - b) + 0.5) * grid.spacing_mm[1]
+
+
+@pytest.fixture(scope="module")
+def nominal_dose(water_field):
+    inputs, _ = water_field
+    return scenario_dose(inputs, Scenario("nominal")).physical_dose_gy
+
+
+@pytest.mark.parametrize("error_pct", [3.5, -3.5])
+def test_range_scenario_moves_the_distal_falloff_by_the_water_equivalent_change(
+        water_field, nominal_dose, error_pct):
+    inputs, grid = water_field
+    z80 = _distal_80_mm(nominal_dose, grid)
+    assert 95.0 < z80 < 125.0  # the field's peak was chosen near 110 mm
+    scaled = scenario_dose(inputs, Scenario("r", error_pct)).physical_dose_gy
+    expected = z80 * (1.0 - 1.0 / (1.0 + error_pct / 100.0))   # +3.72 mm / -4.00 mm here
+    # 1 mm depth voxels, linear interpolation on the falloff: 0.25 mm.
+    assert z80 - _distal_80_mm(scaled, grid) == pytest.approx(expected, abs=0.25)
+
+
+def test_lateral_setup_shift_moves_the_dose_by_the_shift(water_field, nominal_dose):
+    inputs, _ = water_field
+    shifted = scenario_dose(inputs, Scenario("s", 0.0, (4.0, 0.0, 0.0))).physical_dose_gy
+    top = float(nominal_dose.max())
+    # +4 mm in x = 2 voxels of 2 mm: the shifted dose at x is the nominal one at x - 4 mm.
+    np.testing.assert_allclose(shifted[:, :, 4:29], nominal_dose[:, :, 2:27], atol=0.01 * top)
+    # ... and it is not the unshifted dose (the check can fail).
+    assert np.abs(shifted - nominal_dose).max() > 0.1 * top
+    centre_x = lambda d: float((d.sum(axis=(0, 1)) * np.arange(SHAPE[2])).sum() / d.sum())  # noqa: E731
+    assert (centre_x(shifted) - centre_x(nominal_dose)) * SPACING[2] == pytest.approx(4.0,
+                                                                                       abs=0.1)
+
+
+def test_setup_shift_along_the_beam_in_water_keeps_the_depth_dose(water_field, nominal_dose):
+    inputs, grid = water_field
+    along = scenario_dose(inputs, Scenario("s", 0.0, (0.0, 3.0, 0.0))).physical_dose_gy
+    assert _distal_80_mm(along, grid) == pytest.approx(_distal_80_mm(nominal_dose, grid),
+                                                       abs=0.25)
+
+
+def test_scenario_sets():
+    assert len(make_scenarios(RobustSettings())) == 9
+    assert len(make_scenarios(RobustSettings(setup_directions=14))) == 17
+    assert len(make_scenarios(RobustSettings(combined=True))) == 21
+    assert len(make_scenarios(RobustSettings(setup_error_mm=0.0))) == 3
+    assert len(make_scenarios(RobustSettings(range_error_pct=0.0, setup_error_mm=0.0))) == 1
+    scenarios = make_scenarios(RobustSettings(2.0, 5.0, 14, combined=True))
+    assert len(scenarios) == 45 and len({s.name for s in scenarios}) == 45
+    assert scenarios[0].is_nominal
+    for s in scenarios[1:]:
+        length = float(np.linalg.norm(s.shift_mm))
+        assert length in (0.0, pytest.approx(5.0))
+        assert s.range_error_pct in (0.0, 2.0, -2.0)
+        assert not s.is_nominal
+    for bad in ({"range_error_pct": -1.0}, {"setup_error_mm": float("nan")},
+                {"setup_directions": 8}):
+        with pytest.raises(InputError):
+            RobustSettings(**bad)  # type: ignore[arg-type]
+
+
+def test_worst_case_takes_low_target_coverage_and_high_organ_dose():
+    def sc(d95, mean):
+        m = {"d98_gy_rbe": d95 - 1, "d95_gy_rbe": d95, "d50_gy_rbe": d95 + 1,
+             "d2_gy_rbe": d95 + 2, "mean_gy_rbe": mean, "max_gy_rbe": mean + 5}
+        return {"structures": {"PTV": m}}
+
+    w = worst_case([sc(60.0, 10.0), sc(55.0, 12.0), sc(61.0, 9.0)])["PTV"]
+    assert w["d95_gy_rbe_min"] == 55.0 and w["d95_gy_rbe_max"] == 61.0
+    assert w["mean_gy_rbe_max"] == 12.0 and w["max_gy_rbe_max"] == 17.0
+
+
+def test_robust_cli_nominal_equals_recalc_and_writes_the_envelope(tmp_path_factory):
+    ct, plan_dir = demo_plan_dirs(tmp_path_factory)
+    out, rec = tmp_path_factory.mktemp("robust"), tmp_path_factory.mktemp("recalc8")
+    common = ["--grid", "8", "--device", "cpu"]
+    assert main(["recalc", str(ct), str(plan_dir / "RTPLAN.dcm"), *common,
+                 "--out", str(rec)]) == 0
+    assert main(["robust", str(ct), str(plan_dir / "RTPLAN.dcm"), *common, "--setup-error",
+                 "0", "--range-error", "3.5", "--out", str(out)]) == 0
+    nominal, recalc = load_rt_dose(out / "RTDOSE_RBE.dcm"), load_rt_dose(rec / "RTDOSE_RBE.dcm")
+    assert nominal.grid == recalc.grid
+    np.testing.assert_array_equal(nominal.dose_gy, recalc.dose_gy)
+    lo, hi = load_rt_dose(out / "RTDOSE_RBE_MIN.dcm"), load_rt_dose(out / "RTDOSE_RBE_MAX.dcm")
+    tol = 1e-5 * float(hi.dose_gy.max())  # DICOM scaling of three files
+    assert np.all(lo.dose_gy <= nominal.dose_gy + tol)
+    assert np.all(hi.dose_gy >= nominal.dose_gy - tol)
+    assert float((hi.dose_gy - lo.dose_gy).max()) > 0.05 * float(hi.dose_gy.max())
+    assert lo.rbe is not None and lo.rbe.describe() == nominal.rbe.describe()
+    rep = json.loads((out / "report.json").read_text())
+    names = [s["name"] for s in rep["scenarios"]]
+    assert names == ["nominal", "range +3.5%", "range -3.5%"]
+    ptv = {s["name"]: s["structures"]["PTV"] for s in rep["scenarios"]}
+    assert set(ptv["nominal"]) >= {"d98_gy_rbe", "d95_gy_rbe", "mean_gy_rbe", "max_gy_rbe"}
+    assert rep["scenarios"][1]["shift_mm"] == [0.0, 0.0, 0.0]
+    assert rep["scenarios"][1]["range_error_pct"] == 3.5
+    # Nominal metrics are the recalculation's (the same cube).
+    rec_rep = json.loads((rec / "report.json").read_text())
+    assert ptv["nominal"]["d95_gy_rbe"] == pytest.approx(rec_rep["structures"]["PTV"]
+                                                         ["d95_gy_rbe"], rel=1e-6)
+    band = rep["dvh_bands_gy_rbe"]["PTV"]
+    assert all(a <= n + 1e-6 <= b + 2e-6 for a, n, b in zip(
+        band["dose_min_gy_rbe"], band["dose_nominal_gy_rbe"], band["dose_max_gy_rbe"],
+        strict=True))
+    assert rep["worst_case"]["structures"]["PTV"]["d95_gy_rbe_min"] <= ptv["nominal"][
+        "d95_gy_rbe"]
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "range -3.5%" in html
+    for name in ("RTPLAN.dcm", "RTDOSE_RBE_MIN.dcm", "RTDOSE_RBE_MAX.dcm", "report.html"):
+        assert name in rep["files"]
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_robust_cli_refuses_bad_options(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["robust", str(tmp_path), "x.dcm", "--setup-directions", "8",
+              "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    assert main(["robust", str(tmp_path / "none"), "x.dcm", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ionplan: error: ") and "not a folder" in err[-1]
