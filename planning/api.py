@@ -387,7 +387,8 @@ def make_plan(
     from planning.robust import write_robust_outputs as write_robust
 
     share = 0.5 if robust is not None else 1.0
-    result = plan(request, machine=machine, progress=stage_progress(progress, 0.0, share))
+    result = plan(request, machine=machine, progress=stage_progress(progress, 0.0, share),
+                  keep_influence=bool(reoptimize_configs))
     if robust is None:
         write_plan_outputs(result, out_dir, machine=machine)
     else:

@@ -409,11 +409,13 @@ def _check_grid_memory(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid,
 
 
 def make_plan(request: PlanRequest, *, machine: Machine | None = None,
-              progress: ProgressCallback | None = None, cancel: CancelToken | None = None
-              ) -> PlanResult:
+              progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+              keep_influence: bool = True) -> PlanResult:
     """Run the planning pipeline of the module docstring (no files written): prepare the plan
     and optimize it with the request's objectives. The result keeps the prepared plan
-    (``PlanResult.prepared``) for :func:`reoptimize`.
+    (``PlanResult.prepared``) for :func:`reoptimize`; with ``keep_influence=False`` its
+    optimizer matrices are freed before the forward dose (less memory at the peak; a later
+    re-optimization rebuilds them).
 
     Raises
     ------
@@ -426,7 +428,7 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
     prepared = prepare_plan(request, machine=machine, progress=stage_progress(progress, 0.0, 0.1),
                             cancel=cancel)
     result = optimize_prepared(prepared, progress=stage_progress(progress, 0.1, 1.0),
-                               cancel=cancel)
+                               cancel=cancel, keep_influence=keep_influence)
     result.report["timings_s"]["total"] = time.perf_counter() - t_start
     return result
 
@@ -466,9 +468,11 @@ def reoptimize(prepared: PreparedPlan, *, total_dose_gy_rbe: float | None = None
 
 
 def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | None = None,
-                      cancel: CancelToken | None = None) -> PlanResult:
+                      cancel: CancelToken | None = None, keep_influence: bool = True
+                      ) -> PlanResult:
     """Optimize a prepared plan with its request's prescription and objectives, then the
-    forward dose, the report and (if asked) the exchange view."""
+    forward dose, the report and (if asked) the exchange view. ``keep_influence=False`` frees
+    the optimizer matrices before the forward dose."""
     t_start = time.perf_counter()
     request, model, patient = prepared.request, prepared.model, prepared.patient
     if not (math.isfinite(request.total_dose_gy_rbe) and request.total_dose_gy_rbe > 0):
@@ -501,7 +505,11 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                               prepared.target, optimizer_settings,
                               progress=stage_progress(progress, 0.4, 0.85), cancel=cancel)
     timings["optimization"] = time.perf_counter() - t0
-    del problem
+    matrix_mib = (dose_m.nbytes + sum(m.nbytes for m in sums_m)) / 2**20
+    matrix_nnz = prepared.matrix_nnz
+    del problem, dose_m, sums_m
+    if not keep_influence:
+        prepared.release()
     t0 = time.perf_counter()
     engine, beams, spot_maps = prepared.engine, prepared.beams, prepared.spot_maps
     cubes = forward_cubes(engine, result.weights, model, prepared.tables,
@@ -524,7 +532,6 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     sections = structure_report(patient, dose_grid, cubes.physical_dose_gy,
                                 cubes.rbe_dose_gy_rbe, prescription.total_dose_gy_rbe,
                                 prepared.target, known_rows=rows_by_name)
-    matrix_mib = (dose_m.nbytes + sum(m.nbytes for m in sums_m)) / 2**20
     rep: dict[str, Any] = {
         "prescription": {"target": prepared.target,
                          "total_dose_gy_rbe": prescription.total_dose_gy_rbe,
@@ -549,7 +556,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
             "point_mm": list(beam_doses.point_mm),
             "physical_gy_per_fraction": sum(beam_doses.physical_gy),
             "rbe_weighted_gy_rbe_per_fraction": sum(beam_doses.rbe_weighted_gy_rbe)},
-        "influence_nnz": prepared.matrix_nnz,
+        "influence_nnz": matrix_nnz,
         "influence_mib": matrix_mib,
         "influence_rebuilt": rebuilt,
         "device": engine.device,
