@@ -464,30 +464,11 @@ def robust_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike
     ``runner`` and paths for both ``ct`` and ``rtplan``, the runner's workers load the plan
     themselves (:func:`inputs_from_files`).
     """
-    from planning.compare.recalc import check_plan_on_ct, choose_model
-    from planning.dicom import load_patient, load_rt_ion_plan
+    from planning.compare.recalc import choose_model, load_patient_and_plan
     from planning.machine import load_machine
 
-    if isinstance(ct, Patient):
-        patient = ct
-    else:
-        if not Path(ct).is_dir():
-            raise InputError(f"{ct}: not a folder; give the folder of the CT series")
-        patient = load_patient(ct, progress=stage_progress(progress, 0.0, 0.02), cancel=cancel)
-    source: dict[str, Any] = {"path": None}
-    if isinstance(rtplan, Plan):
-        plan = rtplan
-    else:
-        if not Path(rtplan).is_file():
-            raise InputError(f"{rtplan}: no such file; give the RT Ion Plan file")
-        imported = load_rt_ion_plan(rtplan, structure_set=patient.structure_set)
-        plan = imported.plan
-        warnings = check_plan_on_ct(patient, imported.frame_of_reference_uid,
-                                    imported.patient_position, str(rtplan))
-        source = {"path": str(rtplan), "sop_instance_uid": imported.sop_instance_uid,
-                  "frame_of_reference_uid": imported.frame_of_reference_uid,
-                  "prescription_found": imported.prescription_found,
-                  "warnings": [*imported.warnings, *warnings]}
+    patient, plan, source = load_patient_and_plan(
+        ct, rtplan, progress=stage_progress(progress, 0.0, 0.67), cancel=cancel)
     model, model_source = choose_model(plan, rbe, tissue=tissue, rbe_value=rbe_value)
     machine = load_machine(machine_path) if machine_path else load_machine()
     factory = None

@@ -419,6 +419,53 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
                       exchange=view, beam_physical_dose_gy=cubes.beam_physical_dose_gy)
 
 
+def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
+                          rtplan: str | os.PathLike[str] | Plan, *,
+                          progress: ProgressCallback | None = None,
+                          cancel: CancelToken | None = None
+                          ) -> tuple[Patient, Plan, dict[str, Any]]:
+    """The patient and the plan (loaded where given as paths, the plan checked against the
+    CT's Frame of Reference and patient position) and the source facts for the report
+    (path, SOP Instance UID, warnings).
+
+    Raises
+    ------
+    InputError
+        A path that is not a folder (CT) or not a file (plan).
+    DicomImportError, PlanningError
+        Unreadable files, a plan of another patient frame.
+    """
+    from planning.dicom import load_patient, load_rt_ion_plan
+
+    if isinstance(ct, Patient):
+        patient = ct
+    else:
+        if not Path(ct).is_dir():
+            raise InputError(f"{ct}: not a folder; give the folder of the CT series")
+        patient = load_patient(ct, progress=stage_progress(progress, 0.0, 0.03), cancel=cancel)
+    source: dict[str, Any] = {}
+    if isinstance(rtplan, Plan):
+        plan = rtplan
+        source["path"] = None
+    else:
+        if not Path(rtplan).is_file():
+            raise InputError(f"{rtplan}: no such file; give the RT Ion Plan file")
+        imported = load_rt_ion_plan(rtplan, structure_set=patient.structure_set)
+        plan = imported.plan
+        warnings = check_plan_on_ct(patient, imported.frame_of_reference_uid,
+                                    imported.patient_position, str(rtplan))
+        ss = patient.structure_set
+        if (imported.referenced_structure_set_uid and ss is not None
+                and imported.referenced_structure_set_uid != ss.sop_instance_uid):
+            warnings.append("the plan references another RT Structure Set than the CT "
+                            "folder's; structure metrics use the folder's")
+        source = {"path": str(rtplan), "sop_instance_uid": imported.sop_instance_uid,
+                  "frame_of_reference_uid": imported.frame_of_reference_uid,
+                  "prescription_found": imported.prescription_found,
+                  "warnings": [*imported.warnings, *warnings]}
+    return patient, plan, source
+
+
 def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike[str] | Plan,
                       *, rbe: str | None = None, rbe_value: float | None = None,
                       tissue: str | None = None, machine: Machine | None = None,
@@ -452,34 +499,7 @@ def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.Pat
     PlanningError
         The plan does not belong to the CT, or cannot be computed.
     """
-    from planning.dicom import load_patient, load_rt_ion_plan
-
-    if isinstance(ct, Patient):
-        patient = ct
-    else:
-        if not Path(ct).is_dir():
-            raise InputError(f"{ct}: not a folder; give the folder of the CT series")
-        patient = load_patient(ct, progress=stage_progress(progress, 0.0, 0.03), cancel=cancel)
-    source: dict[str, Any] = {}
-    if isinstance(rtplan, Plan):
-        plan = rtplan
-        source["path"] = None
-    else:
-        if not Path(rtplan).is_file():
-            raise InputError(f"{rtplan}: no such file; give the RT Ion Plan file")
-        imported = load_rt_ion_plan(rtplan, structure_set=patient.structure_set)
-        plan = imported.plan
-        warnings = check_plan_on_ct(patient, imported.frame_of_reference_uid,
-                                    imported.patient_position, str(rtplan))
-        ss = patient.structure_set
-        if (imported.referenced_structure_set_uid and ss is not None
-                and imported.referenced_structure_set_uid != ss.sop_instance_uid):
-            warnings.append("the plan references another RT Structure Set than the CT "
-                            "folder's; structure metrics use the folder's")
-        source = {"path": str(rtplan), "sop_instance_uid": imported.sop_instance_uid,
-                  "frame_of_reference_uid": imported.frame_of_reference_uid,
-                  "prescription_found": imported.prescription_found,
-                  "warnings": [*imported.warnings, *warnings]}
+    patient, plan, source = load_patient_and_plan(ct, rtplan, progress=progress, cancel=cancel)
     model, model_source = choose_model(plan, rbe, tissue=tissue, rbe_value=rbe_value)
     machine = machine or load_machine()
     result = recalculate(patient, plan, model=model, model_source=model_source, machine=machine,
