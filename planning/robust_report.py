@@ -13,7 +13,7 @@ from html import escape
 from typing import Any
 
 from planning.compare.html_report import _CSS, _fmt, _table
-from planning.compare.images import _nice_step
+from planning.compare.images import dvh_frame
 
 
 def _colour(i: int) -> str:
@@ -25,35 +25,14 @@ def dvh_band_svg(bands: Mapping[str, Mapping[str, Sequence[float]]], *, width: i
                  height: int = 440) -> str:
     """Cumulative DVH bands: per structure the area between the scenarios' lowest and
     highest DVH (translucent) and the nominal DVH (solid line); dose in Gy(RBE)."""
-    left, right, top, bottom = 60, 170, 15, 45
-    pw, ph = width - left - right, height - top - bottom
     d_max = max((max(b["dose_max_gy_rbe"], default=0.0) for b in bands.values()), default=0.0)
     d_max = 1.05 * d_max if d_max > 0 else 1.0
-
-    def x(d: float) -> float:
-        return left + pw * d / d_max
+    frame, parts = dvh_frame(width, height, d_max, "Gy(RBE)")
+    left, top, pw, x = frame.left, frame.top, frame.pw, frame.x
 
     def y(v_percent: float) -> float:
-        return top + ph * (1.0 - v_percent / 100.0)
+        return frame.y(v_percent / 100.0)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-             f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="white" '
-             'stroke="#444"/>']
-    step = _nice_step(d_max)
-    for k in range(int(d_max / step) + 1):
-        d = k * step
-        parts.append(f'<line x1="{x(d):.1f}" y1="{top}" x2="{x(d):.1f}" y2="{top + ph}" '
-                     f'stroke="#ddd"/><text x="{x(d):.1f}" y="{top + ph + 14}" '
-                     f'text-anchor="middle">{d:g}</text>')
-    for k in range(0, 101, 20):
-        parts.append(f'<line x1="{left}" y1="{y(k):.1f}" x2="{left + pw}" y2="{y(k):.1f}" '
-                     f'stroke="#ddd"/><text x="{left - 6}" y="{y(k) + 4:.1f}" '
-                     f'text-anchor="end">{k}</text>')
-    parts.append(f'<text x="{left + pw / 2}" y="{height - 8}" text-anchor="middle">'
-                 'dose (Gy(RBE))</text>')
-    parts.append(f'<text x="14" y="{top + ph / 2}" text-anchor="middle" '
-                 f'transform="rotate(-90 14 {top + ph / 2})">volume (%)</text>')
     for i, (name, band) in enumerate(bands.items()):
         colour = _colour(i)
         vol = band["volume_percent"]

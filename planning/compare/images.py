@@ -144,39 +144,60 @@ def _nice_step(span: float, n: int = 6) -> float:
     return float(10 * mag)
 
 
-def dvh_svg(structures: Sequence[StructureComparison], unit: str, *, width: int = 720,
-            height: int = 420, label_a: str = "A", label_b: str = "B") -> str:
-    """An SVG of the cumulative DVHs: A solid, B dashed, one colour per structure."""
+@dataclass(frozen=True)
+class DvhFrame:
+    """The plot area of a DVH chart in SVG pixels: dose 0..``d_max`` left to right, volume
+    fraction 1..0 top to bottom; the legend goes right of ``left + pw``."""
+
+    left: float
+    top: float
+    pw: float
+    ph: float
+    d_max: float
+
+    def x(self, dose: float) -> float:
+        return self.left + self.pw * dose / self.d_max
+
+    def y(self, fraction: float) -> float:
+        return self.top + self.ph * (1.0 - fraction)
+
+
+def dvh_frame(width: int, height: int, d_max: float, unit: str
+              ) -> tuple[DvhFrame, list[str]]:
+    """The frame of a DVH chart and its SVG opening: white plot area, dose grid at round
+    steps, volume grid every 20 %, axis labels (dose in ``unit``, volume in %)."""
     left, right, top, bottom = 60, 170, 15, 45
-    pw, ph = width - left - right, height - top - bottom
-    d_max = max((float(s.dvh_a.dose_gy[-1]) for s in structures), default=1.0)
-
-    def x(d: float) -> float:
-        return left + pw * d / d_max
-
-    def y(v: float) -> float:
-        return top + ph * (1.0 - v)
-
+    f = DvhFrame(left, top, width - left - right, height - top - bottom, d_max)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-             f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="white" '
+             f'<rect x="{left}" y="{top}" width="{f.pw}" height="{f.ph}" fill="white" '
              'stroke="#444"/>']
     step = _nice_step(d_max)
     for k in range(int(d_max / step) + 1):
         d = k * step
-        parts.append(f'<line x1="{x(d):.1f}" y1="{top}" x2="{x(d):.1f}" y2="{top + ph}" '
+        parts.append(f'<line x1="{f.x(d):.1f}" y1="{top}" x2="{f.x(d):.1f}" y2="{top + f.ph}" '
                      'stroke="#ddd"/>')
-        parts.append(f'<text x="{x(d):.1f}" y="{top + ph + 14}" text-anchor="middle">'
+        parts.append(f'<text x="{f.x(d):.1f}" y="{top + f.ph + 14}" text-anchor="middle">'
                      f'{d:g}</text>')
     for k in range(0, 101, 20):
-        parts.append(f'<line x1="{left}" y1="{y(k / 100):.1f}" x2="{left + pw}" '
-                     f'y2="{y(k / 100):.1f}" stroke="#ddd"/>')
-        parts.append(f'<text x="{left - 6}" y="{y(k / 100) + 4:.1f}" text-anchor="end">'
+        parts.append(f'<line x1="{left}" y1="{f.y(k / 100):.1f}" x2="{left + f.pw}" '
+                     f'y2="{f.y(k / 100):.1f}" stroke="#ddd"/>')
+        parts.append(f'<text x="{left - 6}" y="{f.y(k / 100) + 4:.1f}" text-anchor="end">'
                      f'{k}</text>')
-    parts.append(f'<text x="{left + pw / 2}" y="{height - 8}" text-anchor="middle">dose '
+    parts.append(f'<text x="{left + f.pw / 2}" y="{height - 8}" text-anchor="middle">dose '
                  f'({escape(unit)})</text>')
-    parts.append(f'<text x="14" y="{top + ph / 2}" text-anchor="middle" '
-                 f'transform="rotate(-90 14 {top + ph / 2})">volume (%)</text>')
+    parts.append(f'<text x="14" y="{top + f.ph / 2}" text-anchor="middle" '
+                 f'transform="rotate(-90 14 {top + f.ph / 2})">volume (%)</text>')
+    return f, parts
+
+
+def dvh_svg(structures: Sequence[StructureComparison], unit: str, *, width: int = 720,
+            height: int = 420, label_a: str = "A", label_b: str = "B") -> str:
+    """An SVG of the cumulative DVHs: A solid, B dashed, one colour per structure."""
+    d_max = max((float(s.dvh_a.dose_gy[-1]) for s in structures), default=1.0)
+    frame, parts = dvh_frame(width, height, d_max, unit)
+    x, y = frame.x, frame.y
+    left, top, pw = frame.left, frame.top, frame.pw
     for i, s in enumerate(structures):
         colour = "#{:02x}{:02x}{:02x}".format(*s.colour_rgb)
         for dvh, dash in ((s.dvh_a, ""), (s.dvh_b, ' stroke-dasharray="6 4"')):
