@@ -257,7 +257,14 @@ def beam_voxels(
     kv = (sv + t) / sv
     cu = (xp.astype(u_mm, xp.float64) / ku - lattice_origin_mm[0]) / du
     cv = (xp.astype(v_mm, xp.float64) / kv - lattice_origin_mm[1]) / dv
-    idx = xp.astype(index, xp.int64)
+    return _ordered_voxels(xp, xp.astype(index, xp.int64), cu, cv, ku * du, kv * dv, wepl64,
+                           float(wepl_bin_mm))
+
+
+def _ordered_voxels(xp: Any, idx: Any, cu: Any, cv: Any, step_u: Any, step_v: Any,
+                    wepl64: Any, wepl_bin_mm: float) -> BeamVoxels:
+    """A :class:`BeamVoxels` of per-voxel arrays (n,) in the caller's order, sorted here."""
+    n = int(idx.shape[0])
     n_max = (int(xp.max(idx)) + 1) if n else 1
     wbin = xp.astype(xp.floor(wepl64 / wepl_bin_mm), xp.int64)
     order = xp.argsort(wbin * n_max + idx)
@@ -271,14 +278,28 @@ def beam_voxels(
         index=xp.take(idx, order),
         cu=xp.astype(xp.take(cu, order), xp.float32),
         cv=xp.astype(xp.take(cv, order), xp.float32),
-        step_u_mm=xp.astype(xp.take(ku * du, order), xp.float32),
-        step_v_mm=xp.astype(xp.take(kv * dv, order), xp.float32),
+        step_u_mm=xp.astype(xp.take(step_u, order), xp.float32),
+        step_v_mm=xp.astype(xp.take(step_v, order), xp.float32),
         wepl_mm=xp.astype(wepl_sorted, xp.float32),
         wepl_index=xp.astype(wepl_index, xp.int64),
         wepl_frac=xp.astype(scaled - wepl_index, xp.float32),
-        bin_mm=float(wepl_bin_mm),
+        bin_mm=wepl_bin_mm,
         bin_end=bin_end,
     )
+
+
+def scale_wepl(voxels: BeamVoxels, factor: float) -> BeamVoxels:
+    """The same voxels with every WEPL multiplied by ``factor`` (> 0), re-sorted.
+
+    WEPL is linear in the stopping power, so this is the geometry of the stopping power
+    scaled by ``factor`` (a range-uncertainty scenario) without tracing the rays again.
+    """
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"WEPL scale factor must be positive, got {factor}")
+    xp = array_namespace(voxels.wepl_mm)
+    return _ordered_voxels(xp, voxels.index, voxels.cu, voxels.cv, voxels.step_u_mm,
+                           voxels.step_v_mm, xp.astype(voxels.wepl_mm, xp.float64) * factor,
+                           voxels.bin_mm)
 
 
 def select_voxels(voxels: BeamVoxels, keep: Any, index: Any = None) -> BeamVoxels:

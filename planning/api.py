@@ -395,7 +395,8 @@ def make_plan(
         robust_result = robust_evaluation_of_result(
             result, range_error_pct=robust.range_error_pct,
             setup_error_mm=robust.setup_error_mm, setup_directions=robust.setup_directions,
-            combined=robust.combined, device=device, hlut_path=hlut_path,
+            combined=robust.combined, combined_only=robust.combined_only, device=device,
+            hlut_path=hlut_path,
             progress=stage_progress(progress, share, 1.0))
         write_robust(robust_result, out_dir, machine=machine)
     assert result.prepared is not None
@@ -545,12 +546,14 @@ def write_comparison_report(result: ComparisonResult, out_dir: str | os.PathLike
 
 
 def robust_settings(range_error_pct: float = 3.5, setup_error_mm: float = 3.0,
-                    setup_directions: int = 6, combined: bool = False) -> Any:
-    """The scenario set of a robust evaluation (:class:`planning.robust.RobustSettings`)."""
+                    setup_directions: int = 6, combined: bool = False,
+                    combined_only: bool = False) -> Any:
+    """The scenario set of a robust evaluation (:class:`planning.robust.RobustSettings`);
+    ``combined_only`` implies ``combined``."""
     from planning.robust import RobustSettings
 
     return RobustSettings(float(range_error_pct), float(setup_error_mm), int(setup_directions),
-                          bool(combined))
+                          bool(combined or combined_only), bool(combined_only))
 
 
 def robust_evaluation(
@@ -561,6 +564,7 @@ def robust_evaluation(
     setup_error_mm: float = 3.0,
     setup_directions: int = 6,
     combined: bool = False,
+    combined_only: bool = False,
     rbe: str | None = None,
     rbe_value: float | None = None,
     tissue: str | None = None,
@@ -584,7 +588,8 @@ def robust_evaluation(
     :class:`planning.robust.RobustResult` (its ``report`` is report.json's content)."""
     from planning.robust import robust_files
 
-    settings = robust_settings(range_error_pct, setup_error_mm, setup_directions, combined)
+    settings = robust_settings(range_error_pct, setup_error_mm, setup_directions, combined,
+                               combined_only)
     runner = None
     client = None
     if scheduler is not None:
@@ -606,7 +611,8 @@ def robust_evaluation(
 
 def robust_evaluation_of_result(result: PlanResult, *, range_error_pct: float = 3.5,
                                 setup_error_mm: float = 3.0, setup_directions: int = 6,
-                                combined: bool = False, device: str = "auto",
+                                combined: bool = False, combined_only: bool = False,
+                                device: str = "auto",
                                 hlut_path: str | os.PathLike[str] | None = None,
                                 progress: ProgressCallback | None = None,
                                 cancel: CancelToken | None = None) -> Any:
@@ -618,7 +624,8 @@ def robust_evaluation_of_result(result: PlanResult, *, range_error_pct: float = 
 
     from planning.robust import evaluate_robustness
 
-    settings = robust_settings(range_error_pct, setup_error_mm, setup_directions, combined)
+    settings = robust_settings(range_error_pct, setup_error_mm, setup_directions, combined,
+                               combined_only)
     cutoff = float(result.report.get("lateral_cutoff_fraction", 0.99))
     robust = evaluate_robustness(result.patient, result.plan, model=result.model,
                                  settings=settings, grid_mm=result.dose_grid,

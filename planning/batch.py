@@ -68,6 +68,7 @@ OPTIONS: dict[str, frozenset[str]] = {
                          "device"}),
     "exchange": frozenset({"plan", "tissue", "machine", "grid", "hlut", "device"}),
     "robust": frozenset({"plan", "range_error", "setup_error", "setup_directions", "combined",
+                         "combined_only",
                          "rbe", "rbe_value", "tissue", "machine", "grid", "hlut", "device"}),
     "compare": frozenset({"a", "b", "gamma", "threshold", "quantity", "prescription",
                           "no_cross_model", "device"}),
@@ -336,8 +337,10 @@ def _run_robust(job: JobSpec, out: Path) -> list[dict[str, Any]]:
     from planning.robust import RobustSettings, robust_files
 
     o = job.options
+    only = bool(o.get("combined_only", False))
     settings = RobustSettings(float(o.get("range_error", 3.5)), float(o.get("setup_error", 3.0)),
-                              int(o.get("setup_directions", 6)), bool(o.get("combined", False)))
+                              int(o.get("setup_directions", 6)),
+                              bool(o.get("combined", False)) or only, only)
     kwargs: dict[str, Any] = dict(
         settings=settings, rbe=o.get("rbe"), rbe_value=o.get("rbe_value"),
         tissue=o.get("tissue"), machine_path=o.get("machine"), grid_mm=float(o.get("grid", 3.0)),

@@ -174,7 +174,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _robust_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"range_error_pct": args.range_error, "setup_error_mm": args.setup_error,
-            "setup_directions": args.setup_directions, "combined": args.combined}
+            "setup_directions": args.setup_directions, "combined": args.combined,
+            "combined_only": args.combined_only}
 
 
 def _robust_line(rep: dict[str, object], out: str) -> str:
@@ -314,6 +315,9 @@ def _add_robust_options(p: argparse.ArgumentParser) -> None:
                    help="6 (+/-x, +/-y, +/-z) or 14 (and the 8 diagonals) shift directions")
     p.add_argument("--combined", action="store_true",
                    help="also every setup shift with each range error (21 scenarios with 6)")
+    p.add_argument("--combined-only", action="store_true",
+                   help="the nominal scenario and every setup shift with each range error, "
+                        "without the single-error ones (13 scenarios with 6 directions)")
 
 
 def _non_negative_float(text: str) -> float:

@@ -10,7 +10,6 @@ of one beam own distinct rows) and the shared LET and model sums are added under
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from numpy.typing import NDArray
 
 from kernels.influence import chunk_dose, chunk_quantities, layer_weights_by_rank, plan_layer
 from planning.engine.cpu_influence import BeamWork
-from planning.engine.dose_engine import DoseEngineSettings
+from planning.engine.dose_engine import DoseEngineSettings, cpu_threads
 from planning.progress import CancelToken, ProgressCallback, report
 
 FloatArray = NDArray[np.float64]
@@ -80,7 +79,7 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
             if model is not None:
                 model[:, rows] += md
 
-    n_threads = settings.n_threads or os.cpu_count() or 1
+    n_threads = cpu_threads(settings.n_threads)
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
         for i, _ in enumerate(pool.map(run, blocks)):
             report(progress, (i + 1) / len(blocks), "dose cubes")
