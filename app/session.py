@@ -7,7 +7,7 @@ Plain Python (no Kivy) so it is tested without a window. Widgets subscribe with
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from planning.dose_grid import DoseGrid
 from planning.patient import Patient
 from planning.planner import PlanResult
+from planning.robust import RobustResult
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,11 +62,13 @@ class DoseLayer:
 
 @dataclass(frozen=True, eq=False)
 class PlanEntry:
-    """A plan computed in this session and the settings it was computed with."""
+    """A plan computed in this session, the settings it was computed with and, once asked
+    for, its robust evaluation."""
 
     name: str
     result: PlanResult
     summary: str
+    robust: RobustResult | None = None
 
     @property
     def prescription_gy_rbe(self) -> float:
@@ -95,6 +98,13 @@ class PlanEntry:
                                              strict=True)):
             out.append(DoseLayer(f"beam{i}", f"Physical dose of beam {beam.beam.label}", cube,
                                  grid, "Gy", _max_or_one(cube), True))
+        rob = self.robust
+        if rob is not None:
+            n = len(rob.scenarios)
+            out += [DoseLayer("rbe_min", f"Worst case: voxel-wise minimum of {n} scenarios "
+                              f"({model})", rob.rbe_min_gy_rbe, grid, "Gy(RBE)", p, True, rx),
+                    DoseLayer("rbe_max", f"Worst case: voxel-wise maximum of {n} scenarios "
+                              f"({model})", rob.rbe_max_gy_rbe, grid, "Gy(RBE)", p, True, rx)]
         x = r.exchange
         if x is not None:
             rx_of = f"prescription, {model}"
@@ -176,6 +186,15 @@ class Session:
         self.plans.append(entry)
         self._emit("plans")
         return entry
+
+    def set_robust(self, name: str, robust: RobustResult) -> PlanEntry:
+        """Keep the robust evaluation of plan ``name`` (its worst-case cubes become layers)."""
+        for i, entry in enumerate(self.plans):
+            if entry.name == name:
+                self.plans[i] = replace(entry, robust=robust)
+                self._emit("plans")
+                return self.plans[i]
+        raise KeyError(f"no plan named {name!r}")
 
     def plan(self, name: str) -> PlanEntry:
         for entry in self.plans:

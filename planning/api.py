@@ -246,7 +246,7 @@ def plan_patient(
     rbe_value: float | None = None,
     tissue: str | None = None,
     spot_spacing_mm: float = 3.0,
-    grid_mm: float = 3.0,
+    grid_mm: float = 2.5,
     objectives: list[Objective] | None = None,
     device: str = "auto",
     exchange: bool = False,
@@ -345,7 +345,7 @@ def make_plan(
     rbe_value: float | None = None,
     tissue: str | None = None,
     spot_spacing_mm: float = 3.0,
-    grid_mm: float = 3.0,
+    grid_mm: float = 2.5,
     config_path: str | os.PathLike[str] | None = None,
     device: str = "auto",
     progress: ProgressCallback | None = None,
@@ -353,11 +353,14 @@ def make_plan(
     exchange: bool = False,
     reoptimize_configs: Sequence[str | os.PathLike[str]] = (),
     robust: Any = None,
+    optimization_grid_mm: float | None = None,
 ) -> dict[str, Any]:
     """Plan a CT folder end to end and write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm
     and report.json into ``out_dir`` (see :mod:`planning.planner`); return the report.
 
-    ``exchange`` adds the mMKM / LEM I exchange view (:mod:`planning.exchange`):
+    ``optimization_grid_mm`` is the spacing the optimizer samples the dose on (default half
+    the dose grid's, :mod:`planning.optimization_grid`). ``exchange`` adds the mMKM / LEM I
+    exchange view (:mod:`planning.exchange`):
     RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm and ``report["exchange"]``. ``robust`` (a
     :class:`planning.robust.RobustSettings`, see :func:`robust_settings`) adds the robust
     evaluation of the fresh plan (:func:`robust_evaluation_of_result`): RTDOSE_RBE_MIN.dcm,
@@ -376,7 +379,7 @@ def make_plan(
         couch_deg=tuple(float(c) for c in couch_deg or ()), ct_dir=os.fspath(ct_dir),
         rbe_model=rbe, rbe_value=rbe_value, tissue=tissue, spot_spacing_mm=spot_spacing_mm,
         dose_grid_mm=grid_mm, config_path=None if config_path is None else os.fspath(config_path),
-        device=device, output_dir=os.fspath(out_dir),
+        optimization_grid_mm=optimization_grid_mm, device=device, output_dir=os.fspath(out_dir),
         hlut_path=None if hlut_path is None else os.fspath(hlut_path), exchange=exchange)
     from planning.plan_config import load_plan_config
     from planning.planner import reoptimize
@@ -452,7 +455,7 @@ def recalculate_plan(
     rbe_value: float | None = None,
     tissue: str | None = None,
     machine_path: str | os.PathLike[str] | None = None,
-    grid_mm: float = 3.0,
+    grid_mm: float = 2.5,
     hlut_path: str | os.PathLike[str] | None = None,
     device: str = "auto",
     exchange: bool = False,
@@ -509,7 +512,7 @@ def cross_model_view(
     ct: str | os.PathLike[str] | Patient,
     rtplan: str | os.PathLike[str] | Any,
     *,
-    grid_mm: float = 3.0,
+    grid_mm: float = 2.5,
     lem_tissue: str | None = None,
     device: str = "auto",
     progress: ProgressCallback | None = None,
@@ -569,7 +572,7 @@ def robust_evaluation(
     rbe_value: float | None = None,
     tissue: str | None = None,
     machine_path: str | os.PathLike[str] | None = None,
-    grid_mm: float = 3.0,
+    grid_mm: float = 2.5,
     hlut_path: str | os.PathLike[str] | None = None,
     device: str = "auto",
     scheduler: str | None = None,

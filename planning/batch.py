@@ -82,7 +82,7 @@ EXAMPLE_JOBS = '''\
 # kind: plan | recalc | compare | exchange | robust; options as on the command line.
 
 [defaults]              # merged into every job (a job's own value wins)
-grid = 3.0
+grid = 2.5
 device = "auto"
 
 [[job]]
@@ -304,7 +304,7 @@ def _run_plan(job: JobSpec, out: Path) -> list[dict[str, Any]]:
         fractions=int(o["fractions"]), gantry_deg=_floats(o["gantry"], "gantry"),
         couch_deg=_floats(o["couch"], "couch") if "couch" in o else None, out_dir=out,
         rbe=str(o.get("rbe", "mkm")), rbe_value=o.get("rbe_value"), tissue=o.get("tissue"),
-        spot_spacing_mm=float(o.get("spot_spacing", 3.0)), grid_mm=float(o.get("grid", 3.0)),
+        spot_spacing_mm=float(o.get("spot_spacing", 3.0)), grid_mm=float(o.get("grid", 2.5)),
         config_path=o.get("config"), device=str(o.get("device", "auto")),
         hlut_path=o.get("hlut"), exchange=bool(o.get("exchange", False)))
     if job.options["target"] not in rep["structures"]:
@@ -320,7 +320,7 @@ def _run_recalc(job: JobSpec, out: Path, *, exchange: bool = False) -> list[dict
     o = job.options
     result = api.recalculate_plan(
         job.ct, str(o["plan"]), rbe=o.get("rbe"), rbe_value=o.get("rbe_value"),
-        tissue=o.get("tissue"), machine_path=o.get("machine"), grid_mm=float(o.get("grid", 3.0)),
+        tissue=o.get("tissue"), machine_path=o.get("machine"), grid_mm=float(o.get("grid", 2.5)),
         hlut_path=o.get("hlut"), device=str(o.get("device", "auto")), exchange=exchange,
         out_dir=out)
     if not exchange:
@@ -343,7 +343,7 @@ def _run_robust(job: JobSpec, out: Path) -> list[dict[str, Any]]:
                               bool(o.get("combined", False)) or only, only)
     kwargs: dict[str, Any] = dict(
         settings=settings, rbe=o.get("rbe"), rbe_value=o.get("rbe_value"),
-        tissue=o.get("tissue"), machine_path=o.get("machine"), grid_mm=float(o.get("grid", 3.0)),
+        tissue=o.get("tissue"), machine_path=o.get("machine"), grid_mm=float(o.get("grid", 2.5)),
         hlut_path=o.get("hlut"), device=str(o.get("device", "auto")), out_dir=out)
     from planning.distributed import in_worker_runner, running_in_worker
 

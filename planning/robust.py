@@ -366,7 +366,7 @@ def worst_case(scenarios: Sequence[dict[str, Any]]) -> dict[str, dict[str, float
 
 def evaluate_robustness(patient: Patient, plan: Plan, *, model: RbeModel,
                         model_source: str = "requested", settings: RobustSettings | None = None,
-                        machine: Machine | None = None, grid_mm: float | DoseGrid = 3.0,
+                        machine: Machine | None = None, grid_mm: float | DoseGrid = 2.5,
                         hlut_path: str | os.PathLike[str] | None = None, device: str = "auto",
                         cutoff_fraction: float = 0.99, source: dict[str, Any] | None = None,
                         runner: ScenarioRunner | None = None,
@@ -500,7 +500,7 @@ def inputs_from_files(ct_dir: str, rtplan: str, *, rbe: str | None, rbe_value: f
 def robust_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike[str] | Plan,
                  *, settings: RobustSettings | None = None, rbe: str | None = None,
                  rbe_value: float | None = None, tissue: str | None = None,
-                 machine_path: str | os.PathLike[str] | None = None, grid_mm: float = 3.0,
+                 machine_path: str | os.PathLike[str] | None = None, grid_mm: float = 2.5,
                  hlut_path: str | os.PathLike[str] | None = None, device: str = "auto",
                  cutoff_fraction: float = 0.99, out_dir: str | os.PathLike[str] | None = None,
                  runner: ScenarioRunner | None = None,

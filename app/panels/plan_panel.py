@@ -187,8 +187,8 @@ class PlanPanel(BoxLayout):
 
         form.add_widget(_section("Spots, grid and device"))
         grid = GridLayout(cols=2, size_hint_y=None, height=3 * ROW_HEIGHT + 8, spacing=4)
-        self.spot_spacing = _field("5", input_filter="float")
-        self.grid_mm = _field("4", input_filter="float")
+        self.spot_spacing = _field("3", input_filter="float")
+        self.grid_mm = _field("2.5", input_filter="float")
         devices = [d[0] for d in DEVICES if d[1] != "gpu" or gpu_available]
         self.device = Spinner(text="Auto", values=devices, size_hint_y=None, height=ROW_HEIGHT)
         for text, w in (("Spot spacing (mm)", self.spot_spacing),

@@ -138,7 +138,7 @@ def test_bad_folder_shows_a_dialog_and_keeps_the_patient(gui, tmp_path):
     assert dialog is not None
     gui.screenshot("import_error")
     gui.click(gui.find(lambda w: getattr(w, "name", "") == "error_dialog_ok"))
-    gui.frames(2)
+    gui.advance(0.5)
     assert app.session.patient is patient
 
 
@@ -490,3 +490,76 @@ def test_reoptimize_reuses_the_kept_influence_and_refuses_a_changed_grid(gui, tm
     gui.click(form.reoptimize_button)
     gui.frames(3)
     assert "dose grid changed" in app.last_error and len(app.session.plans) == 2
+
+
+def test_robustness_view_evaluates_in_the_background_and_shows_bands_and_worst_cases(
+        gui, tmp_path):
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    _click_tab(gui, screen, "Dose")
+    gui.click(screen.dose_panel.robustness_button)  # no plan yet: a dialog, nothing runs
+    gui.frames(2)
+    assert "compute a plan first" in app.last_error
+    assert app.task is None or "Robust" not in app.task.name
+    gui.click(gui.find(lambda w: getattr(w, "name", "") == "error_dialog_ok"))
+    gui.advance(0.5)
+    app.last_error = ""
+    _click_tab(gui, screen, "Plan")
+    form = screen.plan_panel
+    form.spot_spacing.text = "6"
+    form.grid_mm.text = "5"
+    gui.click(form.compute_button)
+    gui.wait_until(lambda: app.session.plans or app.last_error, PLAN_TIMEOUT_S, "the plan")
+    assert not app.last_error, app.last_error
+    _click_tab(gui, screen, "Dose")
+    gui.click(screen.dose_panel.robustness_button)
+    gui.frames(3)
+    panel = screen.robust_popup.content
+    assert "not evaluated yet" in panel.summary.text
+    panel.range_error.text = "-2"  # refused before any work
+    gui.click(panel.evaluate_button)
+    gui.frames(2)
+    assert "range error (%) must lie between 0 and 20" in app.last_error
+    assert "Robust" not in app.task.name  # the plan's task, finished
+    gui.click(gui.find(lambda w: getattr(w, "name", "") == "error_dialog_ok"))
+    gui.advance(0.5)
+    assert screen.robust_popup is not None  # the form stays open with the user's values
+    app.last_error = ""
+    panel.range_error.text = "3.5"
+    panel.setup_error.text = "3"
+    gui.click(panel.evaluate_button)
+    gui.frames(2)
+    assert screen.robust_popup is None  # closed: progress and Cancel are on the task bar
+    assert "Robust evaluation of Plan 1" in app.task_bar.status.text
+    gui.wait_until(lambda: app.session.plans[0].robust is not None or app.last_error,
+                   PLAN_TIMEOUT_S, "the robust evaluation")
+    assert not app.last_error, app.last_error
+    gui.frames(5)
+    panel = screen.robust_popup.content
+    report = app.session.plans[0].robust.report
+    assert len(report["scenarios"]) == 9
+    assert "9 scenarios" in panel.summary.text and "PTV worst D95" in panel.summary.text
+    # Bands: nominal, low and high edge per structure; the low edge never above the nominal.
+    groups = {c.group for c in panel.bands.curves}
+    assert groups == {"nominal", "band low", "band high"}
+    ptv = {c.group: c for c in panel.bands.curves if c.name == "PTV"}
+    for v in (98.0, 50.0, 5.0):
+        d_lo = np.interp(-v, -ptv["band low"].volume_percent, ptv["band low"].dose)
+        d_nom = np.interp(-v, -ptv["nominal"].volume_percent, ptv["nominal"].dose)
+        assert d_lo <= d_nom + 1e-6
+    # The table: one row per scenario and a spread row, for the target first.
+    assert panel.structure.text == "PTV"
+    texts = panel.table.cell_texts()
+    assert texts[0][-8:-6] == ["Range %", "Shift mm"]
+    assert len(texts) == 1 + 9 + 1 and texts[1][0] == "nominal"
+    worst_d95 = report["worst_case"]["structures"]["PTV"]["d95_gy_rbe_min"]
+    assert f"{worst_d95:.2f}/" in texts[-1][4]  # the D95 column's min / max
+    gui.screenshot("robustness")
+    screen.robust_popup.dismiss()
+    gui.frames(2)
+    # The worst-case cubes are quantities of the plan in the Dose tab.
+    keys = [layer.key for layer in app.session.plans[0].layers()]
+    assert "rbe_min" in keys and "rbe_max" in keys
+    screen.dose_panel.select_layer("rbe_min")
+    gui.frames(3)
+    assert "minimum of 9 scenarios" in screen.dose_panel.quantity.text
