@@ -51,3 +51,34 @@ def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[BinaryIO],
     """Call ``writer(fh)`` on a temporary binary file and rename it onto ``path`` atomically."""
     with atomic_binary_file(path) as fh:
         writer(fh)
+
+
+def atomic_create_with(path: str | os.PathLike[str], writer: Callable[[BinaryIO], None]) -> None:
+    """Like :func:`atomic_write_with`, but never replaces an existing ``path``.
+
+    The complete temporary file is hard-linked to ``path`` (which fails when ``path`` exists,
+    also when another process made it meanwhile) and then removed.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists; nothing was changed.
+    """
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "output folder does not exist", str(target.parent))
+    if target.exists():
+        raise FileExistsError(errno.EEXIST, "file exists", str(target))
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            writer(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.link(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
