@@ -26,10 +26,13 @@ class TextTable:
         Column titles (empty for a two-column label/value table).
     rows : tuple of tuple of str
         One tuple of cells per row, as many as ``header`` has (when it has any).
+    widths : tuple of float
+        Share of the page width of each column (summing to 1); empty: the layout's choice.
     """
 
     header: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
+    widths: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

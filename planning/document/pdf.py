@@ -10,7 +10,6 @@ carries the identification in its header and the page number in its footer.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 from xml.sax.saxutils import escape
@@ -60,14 +59,15 @@ def _p(text: str, style: ParagraphStyle = _CELL) -> Paragraph:
     return Paragraph(escape(text), style)
 
 
-def _table(table: TextTable, widths: Sequence[float] | None = None) -> Table:
+def _table(table: TextTable) -> Table:
     """A bordered table; a header row (repeated on a new page) when ``table`` has one, else
     label/value rows with bold labels."""
+    widths: list[float] | None = [f * FRAME_WIDTH for f in table.widths] or None
     rows: list[list[Any]] = [[_p(c) for c in row] for row in table.rows]
     if not table.header:
         rows = [[Paragraph(f"<b>{escape(r[0])}</b>", _CELL), *cells[1:]]
                 for r, cells in zip(table.rows, rows, strict=True)]
-        widths = widths or (0.3 * FRAME_WIDTH, 0.7 * FRAME_WIDTH)
+        widths = widths or [0.3 * FRAME_WIDTH, 0.7 * FRAME_WIDTH]
     style = [("GRID", (0, 0), (-1, -1), 0.3, _RULE), ("VALIGN", (0, 0), (-1, -1), "TOP"),
              ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5)]
     if table.header:
