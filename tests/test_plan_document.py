@@ -219,3 +219,17 @@ def test_identification_of_a_patient_without_name():
     ident = identification(None, "Plan 2", "LEM I", WHEN)
     assert ident.patient_text == "Anonymous (ID -)"
     assert file_stem(ident) == "no-id_Plan_2_20261204-213005"
+
+
+def test_japanese_names_are_text_in_the_document(planned):
+    from planning.document.from_plan import plan_document
+    from planning.document.pdf import CJK_FONT, FONT, pdf_bytes, text_runs
+
+    assert text_runs("山田^Taro µ") == [("山田", CJK_FONT), ("^Taro µ", FONT)]
+    result, _, _, _ = planned
+    doc = plan_document(result, "計画 1", created=WHEN)
+    doc = dataclasses.replace(doc, ident=dataclasses.replace(doc.ident,
+                                                             patient_name="山田^太郎"))
+    # pypdf breaks the line where the font changes: compare without white space.
+    text = "".join(_text(io.BytesIO(pdf_bytes(doc))).split())
+    assert "山田,太郎(IDIONPLAN-DEMO-001)" in text and "計画1" in text

@@ -18,6 +18,8 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
     Flowable,
@@ -51,12 +53,53 @@ _H1 = ParagraphStyle("h1", parent=_STYLES["Title"], fontName=FONT + "-Bold", fon
                      alignment=0, spaceAfter=4)
 _H2 = ParagraphStyle("h2", parent=_STYLES["Heading2"], fontName=FONT + "-Bold", fontSize=11,
                      spaceBefore=8, spaceAfter=3)
+#: Adobe's standard Japanese gothic CID font (with Chinese and Korean glyphs the viewer
+#: substitutes): the text Helvetica's WinAnsi encoding cannot show, e.g. Japanese patient
+#: names, is set in it. Viewers supply it (not embedded).
+CJK_FONT = "HeiseiKakuGo-W5"
 _HEADER_FILL = colors.Color(0.88, 0.90, 0.93)
 _RULE = colors.Color(0.70, 0.72, 0.75)
 
 
+def _shown_by_helvetica(char: str) -> bool:
+    try:
+        char.encode("cp1252")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def text_runs(text: str) -> list[tuple[str, str]]:
+    """``text`` cut into (run, font) pieces: Helvetica where WinAnsi (cp1252) has the
+    characters, :data:`CJK_FONT` elsewhere."""
+    runs: list[tuple[str, str]] = []
+    for char in text:
+        font = FONT if _shown_by_helvetica(char) else CJK_FONT
+        if runs and runs[-1][1] == font:
+            runs[-1] = (runs[-1][0] + char, font)
+        else:
+            runs.append((char, font))
+    return runs
+
+
+def markup(text: str) -> str:
+    """Paragraph markup of plain ``text``: escaped, non-WinAnsi runs in :data:`CJK_FONT`."""
+    if CJK_FONT not in pdfmetrics.getRegisteredFontNames():
+        pdfmetrics.registerFont(UnicodeCIDFont(CJK_FONT))
+    return "".join(escape(run) if font == FONT else f'<font name="{font}">{escape(run)}</font>'
+                   for run, font in text_runs(text))
+
+
 def _p(text: str, style: ParagraphStyle = _CELL) -> Paragraph:
-    return Paragraph(escape(text), style)
+    return Paragraph(markup(text), style)
+
+
+def _draw_runs(canvas: Canvas, x: float, y: float, text: str, size: float) -> None:
+    """Draw ``text`` from ``(x, y)``, each run in its font."""
+    for run, font in text_runs(text):
+        canvas.setFont(font, size)
+        canvas.drawString(x, y, run)
+        x += pdfmetrics.stringWidth(run, font, size)
 
 
 def _table(table: TextTable) -> Table:
@@ -65,13 +108,13 @@ def _table(table: TextTable) -> Table:
     widths: list[float] | None = [f * FRAME_WIDTH for f in table.widths] or None
     rows: list[list[Any]] = [[_p(c) for c in row] for row in table.rows]
     if not table.header:
-        rows = [[Paragraph(f"<b>{escape(r[0])}</b>", _CELL), *cells[1:]]
+        rows = [[Paragraph(f"<b>{markup(r[0])}</b>", _CELL), *cells[1:]]
                 for r, cells in zip(table.rows, rows, strict=True)]
         widths = widths or [0.3 * FRAME_WIDTH, 0.7 * FRAME_WIDTH]
     style = [("GRID", (0, 0), (-1, -1), 0.3, _RULE), ("VALIGN", (0, 0), (-1, -1), "TOP"),
              ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5)]
     if table.header:
-        rows.insert(0, [Paragraph(f"<b>{escape(h)}</b>", _CELL) for h in table.header])
+        rows.insert(0, [Paragraph(f"<b>{markup(h)}</b>", _CELL) for h in table.header])
         style.append(("BACKGROUND", (0, 0), (-1, 0), _HEADER_FILL))
     if not rows:
         rows = [[_p("none")]]
@@ -145,9 +188,9 @@ def pdf_bytes(doc: PlanDocument) -> bytes:
 
     def page(canvas: Canvas, template: SimpleDocTemplate) -> None:
         canvas.saveState()
-        canvas.setFont(FONT, 7)
         canvas.setFillColor(colors.Color(0.3, 0.3, 0.33))
-        canvas.drawString(MARGIN, A4[1] - 10 * mm, header)
+        _draw_runs(canvas, MARGIN, A4[1] - 10 * mm, header, 7)
+        canvas.setFont(FONT, 7)
         canvas.drawString(MARGIN, 8 * mm, f"IonPlan {__version__} - research software, not a "
                                           "certified medical device")
         canvas.drawRightString(A4[0] - MARGIN, 8 * mm, f"Page {template.page}")

@@ -287,7 +287,7 @@ def test_plan_review_compare_and_export(gui, tmp_path):
             h = shot.shape[0]
             sx, sy = (round(v) for v in screen.to_window(*screen.pos))
             # Below the identification banner, the picture is the screen.
-            rows = min(saved.height, screen.height)
+            rows = min(saved.height, round(screen.height))
             on_screen = shot[h - sy - rows:h - sy, sx:sx + saved.width, :3]
             png_rgba = np.frombuffer(saved.pixels, np.uint8).reshape(
                 saved.height, saved.width, 4)[saved.height - rows:, :, :3]
