@@ -233,3 +233,19 @@ def test_japanese_names_are_text_in_the_document(planned):
     # pypdf breaks the line where the font changes: compare without white space.
     text = "".join(_text(io.BytesIO(pdf_bytes(doc))).split())
     assert "山田,太郎(IDIONPLAN-DEMO-001)" in text and "計画1" in text
+
+
+def test_a_plan_whose_target_is_not_contoured_gets_views_through_the_dose_maximum(planned):
+    from planning.document.from_plan import plan_document
+    from planning.plan import Prescription
+
+    result, _, _, _ = planned
+    received = dataclasses.replace(result, plan=dataclasses.replace(
+        result.plan, prescription=Prescription("Tumour", 3.0, 1)))
+    doc = plan_document(received, "Plan 2", created=WHEN)
+    peak = np.unravel_index(np.argmax(result.rbe_dose_gy_rbe), result.dose_grid.shape)
+    centre = result.dose_grid.voxel_centers_lps(
+        [np.ravel_multi_index(peak, result.dose_grid.shape)])[0]
+    assert [v.plane_mm for v in doc.views] == pytest.approx([centre[2], centre[1], centre[0]])
+    assert doc.views[0].focus.startswith("the dose maximum")
+    assert any("'Tumour' is not a contoured structure" in w for w in doc.warnings)

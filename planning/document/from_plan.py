@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,7 +20,12 @@ from numpy.typing import NDArray
 from planning.beams import PRIMARIES_PER_WEIGHT_UNIT
 from planning.document.content import DoseSection, DvhLine, PlanDocument, TextTable
 from planning.document.identity import identification
-from planning.document.views import DEFAULT_OUTLINE_RGB, dose_display, target_views
+from planning.document.views import (
+    DEFAULT_OUTLINE_RGB,
+    SliceView,
+    dose_display,
+    target_views,
+)
 from planning.evaluation import cumulative_dvh, dose_metrics
 from planning.rbe import PhysicalDose, RbeModel
 from planning.rbe.record import model_record
@@ -143,8 +148,12 @@ def _other_models(result: PlanResult) -> list[tuple[RbeModel, NDArray[np.float32
             if m != result.model]
 
 
-def _warnings(result: PlanResult) -> tuple[str, ...]:
+def _warnings(result: PlanResult, views: Sequence[SliceView]) -> tuple[str, ...]:
     notes = [str(w) for w in result.report.get("warnings", ())]
+    target = result.plan.prescription.target
+    if views and views[0].focus != f"the centre of {target}":
+        notes.append(f"The views go through {views[0].focus}: the plan's target {target!r} "
+                     "is not a contoured structure of this CT.")
     notes += [str(w) for w in result.patient.warnings]
     if result.patient.structure_set is not None:
         notes += [str(w) for w in result.patient.structure_set.warnings]
@@ -163,10 +172,8 @@ def plan_document(result: PlanResult, plan_name: str, *,
                   created: datetime.datetime | None = None) -> PlanDocument:
     """The document of ``result`` under the name ``plan_name`` (e.g. "Plan 1").
 
-    Raises
-    ------
-    InputError
-        A patient without a structure set or without the plan's target.
+    A plan whose target is not a structure of the patient (a received plan) still gets its
+    document: views through the dose maximum, and a warning.
     """
     model, rx = result.model, result.plan.prescription
     unit = unit_of(model)
@@ -196,6 +203,8 @@ def plan_document(result: PlanResult, plan_name: str, *,
         for h in (cumulative_dvh(name, np.asarray(cube).reshape(-1)[rows], voxel_mm3,
                                  max_dose=top, n_bins=DVH_BINS),))
     display = dose_display(reference, float(np.max(result.rbe_dose_gy_rbe)), unit)
+    views = target_views(result.patient, rx.target, result.dose_grid, result.rbe_dose_gy_rbe,
+                         display)
     variant, parameters = _model_facts(model)
     return PlanDocument(
         ident=identification(result.patient, plan_name, model.describe(), created),
@@ -211,10 +220,9 @@ def plan_document(result: PlanResult, plan_name: str, *,
         dvh_unit=unit,
         dvh_labels=(f"{model.name} (plan's model)",
                     " / ".join(m.name for m, _ in _other_models(result)) or None),
-        views=target_views(result.patient, rx.target, result.dose_grid,
-                           result.rbe_dose_gy_rbe, display),
+        views=views,
         display=display,
-        warnings=_warnings(result),
+        warnings=_warnings(result, views),
     )
 
 

@@ -134,7 +134,7 @@ def _views(doc: PlanDocument) -> list[Flowable]:
                      isodose_legend_drawing(doc.display, half)]],
                    colWidths=[half + 20, half], hAlign="LEFT",
                    style=TableStyle([("LEFTPADDING", (0, 0), (-1, -1), 0)]))
-    note = _p(f"Three planes through the centre of the target, "
+    note = _p(f"Three planes through {doc.views[0].focus}, "
               f"{2 * doc.views[0].pixel_mm * doc.views[0].rgb.shape[0] / 2:.0f} mm wide; "
               f"colour wash: {doc.sections[0].title}. Structure outlines thin, isodose lines "
               "thick.", _BODY)

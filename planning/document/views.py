@@ -13,7 +13,6 @@ anterior on the left.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +76,8 @@ class SliceView:
         Patient directions at the top, bottom, left and right edge ("APRL").
     structures, isodoses : tuple of OutlineSet
         Outlines of the structures crossing the plane; isodose lines, highest level first.
+    focus : str
+        What the planes go through ("the centre of PTV", or the dose maximum).
     """
 
     name: str
@@ -86,6 +87,7 @@ class SliceView:
     edge_letters: str
     structures: tuple[OutlineSet, ...]
     isodoses: tuple[OutlineSet, ...]
+    focus: str
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ def _sample(volume: NDArray[np.generic], grid: DoseGrid, points_lps: NDArray[np.
                            mode="constant", cval=outside)
 
 
-def _plane_points(centre_mm: Sequence[float], name: str, half_width_mm: float
+def _plane_points(centre_mm: NDArray[np.float64], name: str, half_width_mm: float
                   ) -> tuple[NDArray[np.float64], float]:
     rows, cols, _, _ = _AXES[name]
     pixel_mm = 2.0 * half_width_mm / VIEW_PIXELS
@@ -155,6 +157,28 @@ def _outlines(plane: NDArray[np.float64], level: float) -> tuple[NDArray[np.floa
                  for rc in find_contours(padded, level) if len(rc) >= 3)
 
 
+def view_focus(patient: Patient, target: str, dose_grid: DoseGrid,
+               dose: NDArray[np.floating]) -> tuple[NDArray[np.float64], float, str]:
+    """Centre (LPS, mm), half width (mm) and description of the views: the centre of the
+    target's CT voxels and its largest extent plus a margin, else (no such structure, or no
+    voxels) the dose maximum with a 75 mm half width."""
+    ct = patient.ct
+    ct_grid = DoseGrid(ct.shape, ct.spacing_mm, ct.origin_mm)
+    voxels = np.zeros(0, dtype=np.int64)
+    if patient.structure_set is not None:
+        try:
+            voxels = np.flatnonzero(patient.structure_set.get(target).mask.to_dense())
+        except KeyError:
+            pass
+    if voxels.size:
+        points = ct_grid.voxel_centers_lps(voxels)
+        extent = float((points.max(axis=0) - points.min(axis=0)).max())
+        return points.mean(axis=0), max(extent + 30.0, 75.0), f"the centre of {target}"
+    peak = int(np.argmax(np.asarray(dose)))
+    return (dose_grid.voxel_centers_lps([peak])[0], 75.0,
+            f"the dose maximum (no structure {target!r} with voxels)")
+
+
 def target_views(patient: Patient, target: str, dose_grid: DoseGrid,
                  dose: NDArray[np.floating], display: DoseDisplay
                  ) -> tuple[SliceView, SliceView, SliceView]:
@@ -163,7 +187,7 @@ def target_views(patient: Patient, target: str, dose_grid: DoseGrid,
     Parameters
     ----------
     patient : Patient
-        CT and structure set (which must hold ``target``).
+        CT and structure set.
     target : str
         Target structure name.
     dose_grid : DoseGrid
@@ -172,28 +196,14 @@ def target_views(patient: Patient, target: str, dose_grid: DoseGrid,
         The dose to wash and outline (units of ``display``).
     display : DoseDisplay
 
-    Raises
-    ------
-    InputError
-        No structure set, or a target without voxels.
+    Without the target in the structure set (a received plan may name another), the views
+    go through the dose maximum (:func:`view_focus`).
     """
-    if patient.structure_set is None:
-        raise InputError("the plan document needs the patient's structure set")
-    try:
-        target_mask = patient.structure_set.get(target).mask.to_dense()
-    except KeyError as exc:
-        raise InputError(str(exc.args[0])) from None
     ct = patient.ct
     ct_grid = DoseGrid(ct.shape, ct.spacing_mm, ct.origin_mm)
-    voxels = np.flatnonzero(target_mask)
-    if voxels.size == 0:
-        raise InputError(f"the target {target!r} has no voxels on the CT")
-    points = ct_grid.voxel_centers_lps(voxels)
-    centre = points.mean(axis=0)
-    extent = float((points.max(axis=0) - points.min(axis=0)).max())
-    half_width = max(extent + 30.0, 75.0)
+    centre, half_width, focus = view_focus(patient, target, dose_grid, dose)
     masks = [(s.name, s.colour_rgb or DEFAULT_OUTLINE_RGB, s.mask.to_dense())
-             for s in patient.structure_set.structures]
+             for s in (patient.structure_set.structures if patient.structure_set else ())]
     views = []
     for name, (_, _, letters, normal) in _AXES.items():
         lps, pixel_mm = _plane_points(centre, name, half_width)
@@ -210,5 +220,5 @@ def target_views(patient: Patient, target: str, dose_grid: DoseGrid,
             OutlineSet(f"{p:g} %", c, _outlines(values, p / 100.0 * display.reference_dose))
             for p, c in zip(display.isodose_percent, display.isodose_rgb, strict=True))
         views.append(SliceView(name, rgb, pixel_mm, float(centre[normal]), letters,
-                               tuple(outlines), isodoses))
+                               tuple(outlines), isodoses, focus))
     return views[0], views[1], views[2]

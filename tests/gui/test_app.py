@@ -273,7 +273,8 @@ def test_plan_review_compare_and_export(gui, tmp_path):
         dialog = gui.find(lambda w: getattr(w, "name", "") == "folder_dialog")
         dialog.path_input.text = str(out)
         gui.click(dialog.choose_button)
-        gui.wait_until(lambda made=made: list(out.glob(made)) or app.last_error, 60, made)
+        gui.wait_until(lambda made=made: (list(out.glob(made)) and gui.find_all(
+            lambda w: getattr(w, "name", "") == "export_dialog_ok")) or app.last_error, 60, made)
         assert not app.last_error, app.last_error
         _close_export_confirmations(gui)
         if button == "export_png":
