@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from pypdf import PdfReader
 
-from planning.atomic import atomic_create_with
+from planning.atomic import atomic_binary_file, atomic_create_with
 from planning.cli import main
 from planning.dicom import load_patient, load_rt_ion_plan, write_demo_patient
 from planning.document import write_plan_document
@@ -249,3 +249,19 @@ def test_a_plan_whose_target_is_not_contoured_gets_views_through_the_dose_maximu
     assert [v.plane_mm for v in doc.views] == pytest.approx([centre[2], centre[1], centre[0]])
     assert doc.views[0].focus.startswith("the dose maximum")
     assert any("'Tumour' is not a contoured structure" in w for w in doc.warnings)
+
+
+def test_an_interrupted_write_leaves_no_file_and_no_temporary(tmp_path):
+    target = tmp_path / "a.txt"
+    target.write_bytes(b"old")
+
+    def fail(fh) -> None:
+        fh.write(b"half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError), atomic_binary_file(target) as fh:
+        fail(fh)
+    with pytest.raises(RuntimeError):
+        atomic_create_with(tmp_path / "b.txt", fail)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]

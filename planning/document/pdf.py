@@ -114,10 +114,10 @@ def _table(table: TextTable) -> Table:
     style = [("GRID", (0, 0), (-1, -1), 0.3, _RULE), ("VALIGN", (0, 0), (-1, -1), "TOP"),
              ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5)]
     if table.header:
+        if not rows:
+            rows = [[_p("none"), *[""] * (len(table.header) - 1)]]
         rows.insert(0, [Paragraph(f"<b>{markup(h)}</b>", _CELL) for h in table.header])
         style.append(("BACKGROUND", (0, 0), (-1, 0), _HEADER_FILL))
-    if not rows:
-        rows = [[_p("none")]]
     return Table(rows, colWidths=widths, repeatRows=1 if table.header else 0,
                  style=TableStyle(style), hAlign="LEFT")
 
@@ -135,7 +135,7 @@ def _views(doc: PlanDocument) -> list[Flowable]:
                    colWidths=[half + 20, half], hAlign="LEFT",
                    style=TableStyle([("LEFTPADDING", (0, 0), (-1, -1), 0)]))
     note = _p(f"Three planes through {doc.views[0].focus}, "
-              f"{2 * doc.views[0].pixel_mm * doc.views[0].rgb.shape[0] / 2:.0f} mm wide; "
+              f"{doc.views[0].pixel_mm * doc.views[0].rgb.shape[0]:.0f} mm wide; "
               f"colour wash: {doc.sections[0].title}. Structure outlines thin, isodose lines "
               "thick.", _BODY)
     return [KeepTogether([Paragraph("Dose", _H2), row, Spacer(1, 3), scales, note])]
