@@ -105,13 +105,14 @@ def _beams(result: PlanResult) -> TextTable:
                      (0.08, 0.08, 0.08, 0.17, 0.15, 0.08, 0.11, 0.13, 0.12))
 
 
-def _objectives(report: Mapping[str, Any]) -> TextTable:
+def _objectives(report: Mapping[str, Any], unit: str) -> TextTable:
     rows = []
     for o in report.get("objectives", ()):
         volume = o.get("volume_fraction")
         rows.append((o["structure"], o["type"], _num(o["dose_gy_rbe"]), f"{o['weight']:g}",
                      "-" if volume is None else f"{100 * volume:g}"))
-    return TextTable(("Structure", "Objective", "Dose", "Weight", "Volume %"), tuple(rows))
+    return TextTable(("Structure", "Objective", f"Dose ({unit})", "Weight", "Volume %"),
+                     tuple(rows))
 
 
 def _optimizer(report: Mapping[str, Any]) -> TextTable:
@@ -213,7 +214,7 @@ def plan_document(result: PlanResult, plan_name: str, *,
         model_variant=variant,
         model_parameters=parameters,
         beams=_beams(result),
-        objectives=_objectives(result.report),
+        objectives=_objectives(result.report, unit),
         optimizer=_optimizer(result.report),
         sections=tuple(sections),
         dvh_lines=lines,
