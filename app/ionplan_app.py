@@ -334,9 +334,11 @@ class IonPlanApp(App):
             dialogs.message_dialog("Export DICOM", "Wrote:\n" + "\n".join(paths),
                                    name="export_dialog")
 
-        self.run_task("Exporting DICOM",
-                      lambda p, c: api.export_plan(entry.result, target, plan_name=entry.name),
-                      done, cancellable=False)
+        if not self.run_task("Exporting DICOM",
+                             lambda p, c: api.export_plan(entry.result, target,
+                                                          plan_name=entry.name),
+                             done, cancellable=False):
+            target.rmdir()  # not started: leave no empty folder behind
 
     def _identification(self, entry: PlanEntry | None) -> Identification:
         """Patient, plan, model and now, for a file about ``entry`` (or the screen)."""
