@@ -25,6 +25,7 @@ from planning.machine import Machine, load_machine, pencil_beam_data, save_machi
 if TYPE_CHECKING:
     from planning.compare.comparison import ComparisonResult
     from planning.compare.cross_model import CrossModelView
+    from planning.document.identity import Identification
     from planning.dose_grid import DoseGrid
     from planning.optimization import Objective
     from planning.patient import Patient
@@ -271,11 +272,48 @@ def plan_patient(
     return plan(request, machine=get_machine(), progress=progress, cancel=cancel)
 
 
-def export_plan(result: PlanResult, out_dir: str | os.PathLike[str]) -> list[str]:
-    """Write a plan's RTPLAN.dcm, RT Doses and report.json into ``out_dir``; return the paths."""
+def export_plan(result: PlanResult, out_dir: str | os.PathLike[str], *,
+                plan_name: str | None = None) -> list[str]:
+    """Write a plan's RTPLAN.dcm, RT Doses and report.json into ``out_dir`` (and, with
+    ``plan_name``, its plan document); return the paths."""
     from planning.planner import write_plan_outputs
 
-    return [str(p) for p in write_plan_outputs(result, out_dir, machine=get_machine())]
+    return [str(p) for p in write_plan_outputs(result, out_dir, machine=get_machine(),
+                                               plan_name=plan_name)]
+
+
+def identification(patient: Patient | None, plan_name: str, model: str) -> Identification:
+    """Patient, plan, model and the time now, for a saved document or picture
+    (:mod:`planning.document.identity`)."""
+    from planning.document.identity import identification as ident
+
+    return ident(patient, plan_name, model)
+
+
+def new_plan_folder(parent: str | os.PathLike[str], ident: Identification) -> Path:
+    """A new, empty folder ``<patientID>_<plan>_<YYYYmmdd-HHMMSS>`` (``-2``, ... when taken)
+    in ``parent`` for an export (:func:`planning.document.naming.new_folder`)."""
+    from planning.document.naming import file_stem, new_folder
+
+    return new_folder(Path(parent), file_stem(ident))
+
+
+def write_plan_document(result: PlanResult, folder: str | os.PathLike[str],
+                        plan_name: str) -> Path:
+    """Write the plan document (PDF) of ``result`` into ``folder`` under a new name
+    (:func:`planning.document.write_plan_document`); return its path."""
+    from planning.document import write_plan_document as write
+
+    return write(result, Path(folder), plan_name)
+
+
+def write_identified_picture(rgba: np.ndarray, ident: Identification,
+                             folder: str | os.PathLike[str], kind: str) -> Path:
+    """Write an (H, W, 4) uint8 picture with ``ident`` burned in, as a new PNG in ``folder``
+    (:func:`planning.document.picture.write_picture`); return its path."""
+    from planning.document.picture import write_picture
+
+    return write_picture(rgba, ident, Path(folder), kind)
 
 
 def structure_dose_statistics(patient: Patient, dose: np.ndarray, dose_grid: DoseGrid,
@@ -393,7 +431,7 @@ def make_plan(
     result = plan(request, machine=machine, progress=stage_progress(progress, 0.0, share),
                   keep_influence=bool(reoptimize_configs))
     if robust is None:
-        write_plan_outputs(result, out_dir, machine=machine)
+        write_plan_outputs(result, out_dir, machine=machine, plan_name=result.plan.label)
     else:
         robust_result = robust_evaluation_of_result(
             result, range_error_pct=robust.range_error_pct,
@@ -409,7 +447,7 @@ def make_plan(
         again.report["reoptimized_from"] = {"config": os.fspath(path),
                                             "plan_folder": os.fspath(out_dir)}
         folder = Path(out_dir) / f"reoptimized_{k}"
-        write_plan_outputs(again, folder, machine=machine)
+        write_plan_outputs(again, folder, machine=machine, plan_name=again.plan.label)
         done.append({"config": os.fspath(path), "folder": folder.name,
                      "seconds": again.report["timings_s"]["total"]})
     if done:

@@ -680,9 +680,14 @@ def delivery_report(plan: Plan, min_particles: float, max_particles: float) -> d
 
 
 def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
-                       machine: Machine | None = None) -> list[Path]:
+                       machine: Machine | None = None, plan_name: str | None = None
+                       ) -> list[Path]:
     """Write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm and report.json into ``out_dir``
     (and RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm with an exchange view).
+
+    With ``plan_name`` the plan document is written too
+    (:func:`planning.document.write_plan_document`,
+    ``<patientID>_<plan_name>_<YYYYmmdd-HHMMSS>_report.pdf``, never replacing a file).
 
     A planned result (its report has ``delivery``) is exported with its delivery limits
     checked (:func:`planning.dicom.export_rt_ion_plan`, ``particles_per_spot``); a
@@ -721,6 +726,10 @@ def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
     names = ["RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm"]
     if result.exchange is not None:
         names += write_exchange_doses(result.exchange, result.patient, out, plan_uid)
+    if plan_name is not None:
+        from planning.document import write_plan_document
+
+        names.append(write_plan_document(result, out, plan_name).name)
     files = [out / n for n in (*names, "report.json")]
     result.report["files"] = [f.name for f in files]
     result.report["timings_s"]["export"] = time.perf_counter() - t0

@@ -6,6 +6,7 @@ Screenshots of each main screen go to docs/screenshots/ (README shows them).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -249,11 +250,15 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     dialog = gui.find(lambda w: getattr(w, "name", "") == "folder_dialog")
     dialog.path_input.text = str(out)
     gui.click(dialog.choose_button)
-    exported = out / "plan_1"  # each plan in its own folder: no export overwrites another
-    gui.wait_until(lambda: (exported / "report.json").exists() or app.last_error, 120,
+    # Each export in a new folder named after the patient, the plan and the time.
+    gui.wait_until(lambda: list(out.glob("*/report.json")) or app.last_error, 120,
                    "the DICOM export")
+    assert not app.last_error, app.last_error
+    (exported,) = (p.parent for p in out.glob("*/report.json"))
+    assert re.fullmatch(r"IONPLAN-DEMO-001_Plan_1_\d{8}-\d{6}", exported.name), exported.name
     assert {"RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm"} <= {
         p.name for p in exported.iterdir()}
+    assert len(list(exported.glob("IONPLAN-DEMO-001_Plan_1_*_report.pdf"))) == 1
     # The RBE dose names the model that computed it, with all its parameters.
     assert load_rt_dose(exported / "RTDOSE_RBE.dcm").rbe == entry.result.model
     gui.frames(2)
@@ -261,15 +266,15 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     _close_export_confirmations(gui)
 
     # PNG of the screen and the plan report, chosen through their folder dialogs: the
-    # pictures are taken once the dialog has gone, so they show the screen, not the dialog.
-    for button, made in (("export_png", "ionplan_planning.png"),
-                         ("export_report", "plan_1_report.png")):
+    # picture is taken once the dialog has gone, so it shows the screen, not the dialog.
+    for button, made in (("export_png", "*_planning_view.png"), ("export_report", "*.pdf")):
         gui.click(app.buttons[button])
         gui.frames(2)
         dialog = gui.find(lambda w: getattr(w, "name", "") == "folder_dialog")
         dialog.path_input.text = str(out)
         gui.click(dialog.choose_button)
-        gui.wait_until(lambda made=made: (out / made).exists() or app.last_error, 60, made)
+        gui.wait_until(lambda made=made: (list(out.glob(made)) and gui.find_all(
+            lambda w: getattr(w, "name", "") == "export_dialog_ok")) or app.last_error, 60, made)
         assert not app.last_error, app.last_error
         _close_export_confirmations(gui)
         if button == "export_png":
@@ -277,18 +282,23 @@ def test_plan_review_compare_and_export(gui, tmp_path):
 
             from app.export import window_pixels
 
-            saved = CoreImage(str(out / made)).texture
+            (png,) = out.glob(made)
+            saved = CoreImage(str(png)).texture
             shot = window_pixels()
             h = shot.shape[0]
             sx, sy = (round(v) for v in screen.to_window(*screen.pos))
-            on_screen = shot[h - sy - saved.height:h - sy, sx:sx + saved.width, :3]
+            # Below the identification banner, the picture is the screen.
+            rows = min(saved.height, round(screen.height))
+            on_screen = shot[h - sy - rows:h - sy, sx:sx + saved.width, :3]
             png_rgba = np.frombuffer(saved.pixels, np.uint8).reshape(
-                saved.height, saved.width, 4)[..., :3]
+                saved.height, saved.width, 4)[saved.height - rows:, :, :3]
             same = np.abs(png_rgba.astype(int) - on_screen.astype(int)).max(axis=-1) <= 8
             assert same.mean() > 0.95  # no dialog in the picture
-    assert (out / "ionplan_planning.png").stat().st_size > 10_000
-    assert (out / "plan_1_report.png").stat().st_size > 10_000
-    assert (out / "plan_1_report.pdf").read_bytes().startswith(b"%PDF")
+            assert saved.height > screen.height  # the banner on top
+    (png,) = out.glob("*_planning_view.png")
+    assert png.name.startswith("IONPLAN-DEMO-001_Plan_1_") and png.stat().st_size > 10_000
+    (pdf,) = out.glob("IONPLAN-DEMO-001_Plan_1_*_report.pdf")
+    assert pdf.read_bytes().startswith(b"%PDF")
 
     # The exported plan comes back as a received plan: recalculated on the CT, it is Plan 2,
     # and it compares equal to Plan 1.
