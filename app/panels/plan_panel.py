@@ -13,6 +13,7 @@ from kivy.uix.scrollview import ScrollView
 from kivy.uix.spinner import Spinner
 from kivy.uix.textinput import TextInput
 
+from app.panels.form_widgets import row_label as _label
 from app.plan_setup import (
     DEVICES,
     RBE_MODELS,
@@ -37,16 +38,6 @@ def _field(text: str = "", width: int | None = None, **kwargs: object) -> TextIn
         ti.size_hint_x = None
         ti.width = width
     return ti
-
-
-def _label(text: str, width: int | None = None, muted: bool = False) -> Label:
-    lab = Label(text=text, size_hint_y=None, height=ROW_HEIGHT, halign="left", valign="middle",
-                color=MUTED_TEXT_RGBA if muted else (1, 1, 1, 1))
-    if width is not None:
-        lab.size_hint_x = None
-        lab.width = width
-    lab.bind(size=lambda w, s: setattr(w, "text_size", s))
-    return lab
 
 
 def _section(text: str) -> Label:

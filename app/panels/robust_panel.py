@@ -17,6 +17,7 @@ from kivy.uix.label import Label
 from kivy.uix.spinner import Spinner
 from kivy.uix.textinput import TextInput
 
+from app.panels.form_widgets import row_label as _label
 from app.robust_review import (
     SCENARIO_SETS,
     RobustChoice,
@@ -27,20 +28,10 @@ from app.robust_review import (
     structures_of,
     summary_text,
 )
-from app.theme import BUTTON_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
+from app.theme import BUTTON_HEIGHT, PAD, ROW_HEIGHT
 from app.widgets.dvh_plot import DvhPlot
 from app.widgets.metrics_table import MetricsTable
 from planning.errors import InputError
-
-
-def _label(text: str, width: int | None = None, muted: bool = False) -> Label:
-    lab = Label(text=text, size_hint_y=None, height=ROW_HEIGHT, halign="left", valign="middle",
-                color=MUTED_TEXT_RGBA if muted else (1, 1, 1, 1))
-    if width is not None:
-        lab.size_hint_x = None
-        lab.width = width
-    lab.bind(size=lambda w, s: setattr(w, "text_size", s))
-    return lab
 
 
 def _field(text: str, width: int) -> TextInput:
