@@ -63,7 +63,7 @@ from planning.regions import ring_name
 
 #: The default shells around the target: (inner mm, outer mm, maximum as a share of the
 #: prescription, weight); see the module docstring.
-DEFAULT_RINGS = ((0.0, 5.0, 1.03, 100.0), (5.0, 15.0, 0.8, 20.0), (15.0, 30.0, 1.05, 10.0))
+DEFAULT_RINGS = ((0.0, 5.0, 1.0, 100.0), (5.0, 15.0, 0.8, 20.0), (15.0, 30.0, 1.05, 10.0))
 
 #: ROI interpreted types that get the default organ-at-risk objective.
 OAR_TYPES = ("ORGAN", "AVOIDANCE")
@@ -171,7 +171,7 @@ def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float
     """The default objectives of the module docstring."""
     p = total_dose_gy_rbe
     out = [Objective(target, "squared_deviation", p, 100.0),
-           Objective(target, "min_dose", 0.97 * p, 100.0),
+           Objective(target, "min_dose", 0.98 * p, 100.0),
            Objective(target, "max_dose", 1.03 * p, 100.0),
            *(Objective(ring_name(target, inner, outer), "max_dose", share * p, weight)
              for inner, outer, share, weight in DEFAULT_RINGS)]
