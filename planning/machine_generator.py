@@ -57,7 +57,7 @@ from planning.physics.stopping import (
 )
 from planning.physics.straggling import bohr_range_straggling_mm
 
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.2.0"
 FloatArray = NDArray[np.float64]
 _log = logging.getLogger(__name__)
 

@@ -216,10 +216,11 @@ def test_one_field_and_two_opposed_half_fields_give_the_same_ratio(
     assert r_left == pytest.approx(r_right, rel=0.01)
     assert r_right == pytest.approx(_depth_table_ratio(machine, tables, idx, layer_w,
                                                        (80.0, 120.0), d_right), rel=0.03)
-    # Zhang 2020's band at about 3 Gy(RBE) per fraction (LEM) in this reference geometry.
+    # Zhang 2020's band at about 3 Gy(RBE) per fraction (LEM) in this reference geometry, for
+    # the central rapid scheme (tests/test_rbe_mixing.py: its band starts 0.1 lower).
     lem_fx = float(one.lem_dose_gy_rbe.ravel()[centre]) / n_fx
     assert 2.5 < lem_fx < 3.5
-    assert 1.25 <= r_one <= 1.5
+    assert 1.2 <= r_one <= 1.5
 
 
 # ------------------------------------------------------------- what sets the ratio (1-D SOBPs)
