@@ -168,7 +168,7 @@ class PlanPanel(BoxLayout):
         self.rbe.bind(text=lambda *_: self._show_model_fields())
         form.add_widget(self.rbe)
         grid = GridLayout(cols=2, size_hint_y=None, height=2 * ROW_HEIGHT + 4, spacing=4)
-        self.tissue = _field("chordoma", hint_text="chordoma | hsg | v79 | ax,bx,Dt")
+        self.tissue = _field("chordoma", hint_text="chordoma | hsg | v79 | ax,bx,Dt [:averaged]")
         self.rbe_value = _field("", input_filter="float", hint_text="e.g. 3.0")
         grid.add_widget(_label("LEM I tissue", 130))
         grid.add_widget(self.tissue)

@@ -58,6 +58,8 @@ from planning.structure_dose import body_mask, grid_of
 log = logging.getLogger(__name__)
 
 _KEY_VALUE = re.compile(r"([A-Za-z][A-Za-z0-9/]*)=([-+0-9.eE]+)(?:um|Gy)?(?=\s|$)")
+#: The LEM I rapid scheme of a description (``rapid=central``); absent before 2026-12.
+_RAPID = re.compile(r"\brapid=([a-z]+)(?=\s|$)")
 _MKM_KEYS = {"a0": "alpha0_gy", "b": "beta_gy2", "rd": "domain_radius_um",
              "Rn": "nucleus_radius_um", "Fclin": "f_clin", "ar": "alpha_ref_gy",
              "br": "beta_ref_gy2"}
@@ -120,7 +122,7 @@ def model_from_description(text: str) -> RbeModel | None:
     ----------
     text : str
         E.g. ``"mMKM HSG a0=0.172 b=0.0615 rd=0.32um Rn=3.9um Fclin=2.41 ar=0.764
-        br=0.0615"``, ``"LEM I chordoma ax=0.1 bx=0.05 ax/bx=2Gy Dt=30Gy Rn=5um"``,
+        br=0.0615"``, ``"LEM I chordoma ax=0.1 bx=0.05 ax/bx=2Gy Dt=30Gy Rn=5um rapid=central"``,
         ``"constant RBE 3"`` or ``"physical dose"``.
 
     Returns
@@ -142,8 +144,11 @@ def model_from_description(text: str) -> RbeModel | None:
             name = s.split()[2]
             if not {"ax", "bx", "Dt"} <= set(values):
                 return None
+            # Descriptions written before the scheme was named were the averaged scheme.
+            scheme = _RAPID.search(s)
             return LemModel(Tissue(name, values["ax"], values["bx"], values["Dt"],
-                                   values.get("Rn", 5.0)))
+                                   values.get("Rn", 5.0),
+                                   scheme.group(1) if scheme else "averaged"))
         if s.startswith("constant RBE "):
             return ConstantRbe(float(s.split()[2]))
         if s == "physical dose":
