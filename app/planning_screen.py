@@ -28,6 +28,10 @@ from app.widgets.viewer_panel import ViewerPanel
 from planning import api
 from planning.errors import IonPlanError
 
+#: Most of the screen's width the side panel takes, and of the right column's height the
+#: DVH and metrics row takes (in small windows).
+SIDE_PANEL_SHARE = 0.34
+BOTTOM_PANEL_SHARE = 0.36
 BEAM_COLOURS = ((255, 220, 60), (60, 220, 255), (255, 120, 220), (140, 255, 120),
                 (255, 160, 60), (180, 160, 255))
 
@@ -86,7 +90,17 @@ class PlanningScreen(Screen):
         right.add_widget(bottom)
         root.add_widget(right)
         self.add_widget(root)
+        # Small windows (down to 1024 x 640): a narrower side panel and a lower DVH/metrics
+        # row keep the slice views usable.
+        root.bind(width=lambda _w, width: self._fit_side_panel(width))
+        right.bind(height=lambda _w, height: setattr(
+            bottom, "height", min(BOTTOM_PANEL_HEIGHT, BOTTOM_PANEL_SHARE * height)))
         session.subscribe(self._session_changed)
+
+    def _fit_side_panel(self, width: float) -> None:
+        side = min(SIDE_PANEL_WIDTH, SIDE_PANEL_SHARE * width)
+        self.tabs.width = side
+        self.tabs.tab_width = side / 3 - 2
 
     # --- session -> widgets ----------------------------------------------------------------
     def _session_changed(self, what: str) -> None:

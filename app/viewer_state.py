@@ -183,6 +183,8 @@ class ViewerState(EventDispatcher):
     on_data(what)
         After ``set_ct`` (``"ct"``), ``set_structures`` (``"structures"``), visibility changes
         (``"visibility"``), ``set_dose`` (``"dose"``) and ``set_beams`` (``"beams"``).
+    on_fit_views()
+        After :meth:`fit_views`: the views reset their zoom and pan.
     """
 
     WINDOW_PRESETS = WINDOW_PRESETS
@@ -192,7 +194,7 @@ class ViewerState(EventDispatcher):
     level_hu = NumericProperty(40.0)
     readout_text = StringProperty("")
 
-    __events__ = ("on_data",)
+    __events__ = ("on_data", "on_fit_views")
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
@@ -205,6 +207,13 @@ class ViewerState(EventDispatcher):
 
     def on_data(self, what: str) -> None:
         """Default handler of the ``on_data`` event (views bind their own)."""
+
+    def on_fit_views(self) -> None:
+        """Default handler of the ``on_fit_views`` event (views bind their own)."""
+
+    def fit_views(self) -> None:
+        """Ask every view of this state to show the whole slice again (zoom 1, no pan)."""
+        self.dispatch("on_fit_views")
 
     # ---------------------------------------------------------------- data
     def set_ct(self, ct: CtVolume) -> None:
