@@ -129,6 +129,8 @@ class PlanningScreen(Screen):
         types = [] if ss is None else [s.interpreted_type for s in ss.structures]
         self.plan_panel.set_structures(names, types)
         self.dvh.set_curves([])
+        self.dvh.set_prescription(None)  # the last patient's axis and marker must go too
+        self.dvh.x_label = DvhPlot.x_label.defaultvalue
         self.metrics.set_rows(review.metric_columns(""), [])
         self._show_beams(self._form_beams())
 

@@ -86,6 +86,8 @@ class DoseOverlay:
         One per level; default red for the highest level, then orange, yellow, green, ...
     label : str
         What the cube is, e.g. ``"RBE-weighted dose (mMKM)"``.
+    note : str
+        A line or two for the colour legend, e.g. where a quantity is shown.
     """
 
     dose: NDArray[np.float32]
@@ -99,6 +101,7 @@ class DoseOverlay:
     isodose_levels: tuple[float, ...] = ()
     isodose_colours: tuple[tuple[int, int, int], ...] | None = None
     label: str = ""
+    note: str = ""
 
     def __post_init__(self) -> None:
         dose = np.asarray(self.dose)
@@ -223,6 +226,7 @@ class ViewerState(EventDispatcher):
         self.visible_structures = set()
         self.dose = None
         self.beams = ()
+        self.readout_text = ""  # the last patient's numbers must not stay under this one
         nz, ny, nx = ct.shape
         self.cursor_ijk = [nz // 2, ny // 2, nx // 2]
         self.dispatch("on_data", "ct")
@@ -358,9 +362,17 @@ class ViewerState(EventDispatcher):
         if self.dose is not None:
             value = rendering.sample_trilinear(self.dose.dose, self.dose.grid, point_lps)
             if value is not None:
-                unit = f" {self.dose.unit}" if self.dose.unit else ""
-                parts.append(f"{value:.{_decimals(self.dose.vmax - self.dose.vmin)}f}{unit}")
+                parts.append(_quantity_text(self.dose, value))
         return " | ".join(parts)
+
+
+def _quantity_text(overlay: DoseOverlay, value: float) -> str:
+    """``"51.2 Gy(RBE)"``, ``"48.3 keV/µm"``; a dimensionless quantity by its name (``"RBE
+    2.31"``); nothing shown (``"-"``) where a masked quantity is hidden."""
+    if overlay.note and value < overlay.threshold:
+        return f"{overlay.label} -"
+    number = f"{value:.{_decimals(overlay.vmax - overlay.vmin)}f}"
+    return f"{number} {overlay.unit}" if overlay.unit else f"{overlay.label} {number}"
 
 
 def _decimals(span: float) -> int:

@@ -7,12 +7,12 @@ from collections.abc import Callable, Sequence
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.checkbox import CheckBox
 from kivy.uix.label import Label
-from kivy.uix.spinner import Spinner
 from kivy.uix.textinput import TextInput
 
 from app.dose_display import DEFAULT_ISODOSE_PERCENT, DoseDisplay, parse_levels
 from app.session import DoseLayer
 from app.theme import MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
+from app.widgets.menu import MenuSpinner
 from app.widgets.viewer_panel import SliceSlider
 from planning.errors import InputError
 
@@ -50,11 +50,11 @@ class DosePanel(BoxLayout):
         self._on_error = on_error
         self._layers: list[DoseLayer] = []
         self._levels = DEFAULT_ISODOSE_PERCENT
-        self.plan = Spinner(text="(no plan yet)", values=[], size_hint_y=None,
+        self.plan = MenuSpinner(text="(no plan yet)", values=[], size_hint_y=None,
                             height=ROW_HEIGHT)
-        self.quantity = Spinner(text="", values=[], size_hint_y=None, height=ROW_HEIGHT,
+        self.quantity = MenuSpinner(text="", values=[], size_hint_y=None, height=ROW_HEIGHT,
                                 font_size="13sp", shorten=True)
-        self.unit = Spinner(text=UNITS[0], values=list(UNITS), size_hint_y=None,
+        self.unit = MenuSpinner(text=UNITS[0], values=list(UNITS), size_hint_y=None,
                             height=ROW_HEIGHT)
         self.wash = CheckBox(active=True, size_hint_x=None, width=30)
         self.isodoses = CheckBox(active=True, size_hint_x=None, width=30)

@@ -62,6 +62,8 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
             if plan is None:
                 continue
             for chunk in plan.chunks:
+                if cancel is not None:
+                    cancel.raise_if_cancelled("dose calculation")
                 pairs = chunk_pairs(plan, chunk, let=with_let)
                 local = np.repeat(pairs.voxel - start, pairs.counts)
                 w_pair = w[pairs.spot]
@@ -80,6 +82,10 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
 
     n_threads = settings.n_threads or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        for i, _ in enumerate(pool.map(run, blocks)):
-            report(progress, (i + 1) / len(blocks), "dose cubes")
+        try:
+            for i, _ in enumerate(pool.map(run, blocks)):
+                report(progress, (i + 1) / len(blocks), "dose cubes")
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # blocks not started yet never start
+            raise
     return beam_dose, let_dose, model
