@@ -25,7 +25,7 @@ from app.theme import BOTTOM_PANEL_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
 from app.viewer_state import StructureOverlay, ViewerState
 from app.widgets.color_legend import ColorLegend
 from app.widgets.dvh_plot import DvhCurve, DvhPlot
-from app.widgets.menu import MenuSpinner
+from app.widgets.menu import WideSpinner
 from app.widgets.metrics_table import MetricsRow, MetricsTable
 from app.widgets.slice_view import SliceView
 from app.widgets.viewer_panel import SliceSlider
@@ -65,8 +65,8 @@ class CompareScreen(Screen):
         self._shown_patient: Any = None
         root = BoxLayout(orientation="vertical", spacing=PAD, padding=PAD)
         bar = BoxLayout(size_hint_y=None, height=ROW_HEIGHT + 4, spacing=PAD)
-        self.side_a = MenuSpinner(text="", values=[], size_hint_x=0.3)
-        self.side_b = MenuSpinner(text="", values=[], size_hint_x=0.3)
+        self.side_a = WideSpinner(text="", values=[], size_hint_x=0.3)
+        self.side_b = WideSpinner(text="", values=[], size_hint_x=0.3)
         self.compare_button = Button(text="Compare", size_hint_x=None, width=120, bold=True)
         self.compare_button.bind(on_release=lambda *_: self.run_comparison())
         self.add_dose_button = Button(text="Add RT Dose...", size_hint_x=None, width=130)

@@ -89,17 +89,26 @@ def overlay_for(layer: DoseLayer, display: DoseDisplay) -> DoseOverlay:
                        label=layer.label)
 
 
+#: A masked quantity's colour scale is set where the dose reaches this many times its mask
+#: dose (5 x 10 % = half the prescription: the target and what is close to it).
+SCALE_DOSE_FACTOR = 5.0
+
+
 def _masked_quantity_overlay(layer: DoseLayer, display: DoseDisplay) -> DoseOverlay:
     """A quantity (LETd, RBE, ratio) where the dose reaches ``layer.mask_dose_min`` only, its
-    colours spread over the 1st to 99th percentile of the values there (so a target's 1.05
-    is not lost under a field edge's 3.9); no isodose lines."""
+    colours spread over the 1st to 99th percentile of the values where the dose reaches
+    :data:`SCALE_DOSE_FACTOR` times that (the target, so that its 1.05 is not lost under an
+    entrance channel's 2 or a field edge's 3.9); no isodose lines."""
     assert layer.mask_dose is not None
     keep = layer.mask_dose >= layer.mask_dose_min
     values = layer.cube[keep]
+    high = layer.cube[layer.mask_dose >= SCALE_DOSE_FACTOR * layer.mask_dose_min]
+    scaled = high if high.size else values
     if display.percent:
         values = values * np.float32(100.0 / layer.reference)
-    lo, hi = ((float(np.percentile(values, 1)), float(np.percentile(values, 99)))
-              if values.size else (0.0, 1.0))
+        scaled = scaled * np.float32(100.0 / layer.reference)
+    lo, hi = ((float(np.percentile(scaled, 1)), float(np.percentile(scaled, 99)))
+              if scaled.size else (0.0, 1.0))
     if not hi > lo:
         lo, hi = lo - 0.5 * max(abs(lo), 1e-3), hi + 0.5 * max(abs(hi), 1e-3)
     cube = np.zeros(layer.cube.shape, np.float32)
@@ -108,7 +117,8 @@ def _masked_quantity_overlay(layer: DoseLayer, display: DoseDisplay) -> DoseOver
     return DoseOverlay(dose=cube, grid=layer.grid, unit="%" if display.percent else layer.unit,
                        vmin=lo, vmax=hi, threshold=0.5 * lowest if lowest > 0 else 0.0,
                        opacity=display.opacity if display.wash else 0.0, label=layer.label,
-                       note=f"dose ≥ {100 * QUANTITY_MASK_FRACTION:g} %\nof Rx")
+                       note=f"shown ≥{100 * QUANTITY_MASK_FRACTION:g}% Rx\n"
+                            f"scaled ≥{100 * SCALE_DOSE_FACTOR * QUANTITY_MASK_FRACTION:g}% Rx")
 
 
 def difference_overlay(diff: np.ndarray, grid: DoseGrid, unit: str, *, label: str,

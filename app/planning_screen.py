@@ -68,7 +68,8 @@ class PlanningScreen(Screen):
                                     default_objectives=self._default_objectives,
                                     gpu_available=api.gpu_available())
         self.dose_panel = DosePanel(on_change=self.refresh_dose,
-                                    on_error=lambda e: host.show_error("Dose display", e))
+                                    on_error=lambda e: host.show_error("Dose display", e),
+                                    on_beam_view=self.show_beam_view)
         self.tab_items = {}
         for title, panel in (("Patient", self.patient_panel), ("Plan", self.plan_panel),
                              ("Dose", self.dose_panel)):
@@ -139,6 +140,19 @@ class PlanningScreen(Screen):
         latest = self.session.latest_plan
         self.dose_panel.set_plans(names, select=latest.name if latest else None)
         self.refresh_dose()
+
+    def show_beam_view(self) -> None:
+        """Open the beam's-eye view of the plan shown (target projection, spot maps)."""
+        entry = self.shown_plan
+        if entry is None:
+            self.host.show_error("Beam's-eye view", "compute a plan first")
+            return
+        from app.beam_view_dialog import BeamViewDialog
+
+        try:
+            BeamViewDialog(entry).open()
+        except IonPlanError as exc:
+            self.host.show_error("Beam's-eye view", exc)
 
     # --- dose display ------------------------------------------------------------------------
     @property

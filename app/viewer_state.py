@@ -207,6 +207,7 @@ class ViewerState(EventDispatcher):
         self.dose: DoseOverlay | None = None
         self.beams: tuple[BeamOverlay, ...] = ()
         self._links: list[ViewerState] = []
+        self._readout_point: tuple[float, float, float] | None = None
 
     def on_data(self, what: str) -> None:
         """Default handler of the ``on_data`` event (views bind their own)."""
@@ -226,6 +227,7 @@ class ViewerState(EventDispatcher):
         self.visible_structures = set()
         self.dose = None
         self.beams = ()
+        self._readout_point = None
         self.readout_text = ""  # the last patient's numbers must not stay under this one
         nz, ny, nx = ct.shape
         self.cursor_ijk = [nz // 2, ny // 2, nx // 2]
@@ -264,6 +266,8 @@ class ViewerState(EventDispatcher):
         if dose is not None:
             self._require_ct("a dose overlay")
         self.dose = dose
+        if self._readout_point is not None:  # the readout names what is shown now
+            self.readout_text = self.readout_at(self._readout_point)
         self.dispatch("on_data", "dose")
 
     def set_beams(self, beams: Iterable[BeamOverlay]) -> None:
@@ -351,6 +355,13 @@ class ViewerState(EventDispatcher):
         self.level_hu = value
 
     # ---------------------------------------------------------------- readout
+    def show_readout(self, point_lps: Sequence[float]) -> None:
+        """Show the readout of an LPS point (the mouse's); it is read again when the dose
+        overlay changes, so its value and unit follow the quantity shown."""
+        x, y, z = (float(v) for v in point_lps)
+        self._readout_point = (x, y, z)
+        self.readout_text = self.readout_at(self._readout_point)
+
     def readout_at(self, point_lps: Sequence[float]) -> str:
         """The readout text for an LPS point: position, HU of its voxel, dose there (if any)."""
         x, y, z = (float(v) for v in point_lps)

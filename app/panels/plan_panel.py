@@ -23,7 +23,7 @@ from app.plan_setup import (
     parse_plan_setup,
 )
 from app.theme import BUTTON_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
-from app.widgets.menu import MenuSpinner
+from app.widgets.menu import WideSpinner
 from planning.errors import InputError
 from planning.optimization import OBJECTIVE_KINDS, Objective
 
@@ -82,9 +82,9 @@ class ObjectiveRow(BoxLayout):
     def __init__(self, structures: Sequence[str], objective: Objective,
                  on_remove: Callable[[ObjectiveRow], None]) -> None:
         super().__init__(size_hint_y=None, height=ROW_HEIGHT, spacing=3)
-        self.structure = MenuSpinner(text=objective.structure, values=list(structures),
+        self.structure = WideSpinner(text=objective.structure, values=list(structures),
                                  size_hint_x=0.3, font_size="12sp", shorten=True)
-        self.kind = MenuSpinner(text=objective.kind, values=list(OBJECTIVE_KINDS),
+        self.kind = WideSpinner(text=objective.kind, values=list(OBJECTIVE_KINDS),
                             size_hint_x=0.34, font_size="12sp", shorten=True)
         self.dose = _field(f"{objective.dose_gy_rbe:.4g}", input_filter="float",
                            font_size="12sp")
@@ -146,7 +146,7 @@ class PlanPanel(BoxLayout):
         self.add_widget(self.scroll)
 
         form.add_widget(_section("Target and prescription"))
-        self.target = MenuSpinner(text="", values=[], size_hint_y=None, height=ROW_HEIGHT)
+        self.target = WideSpinner(text="", values=[], size_hint_y=None, height=ROW_HEIGHT)
         self.target.bind(text=lambda *_: self._target_changed())
         self._target_name = ""
         self._objectives_rx_gy: float | None = None  # prescription the rows were written for
@@ -173,7 +173,7 @@ class PlanPanel(BoxLayout):
         form.add_widget(self.add_beam_button)
 
         form.add_widget(_section("Radiobiology"))
-        self.rbe = MenuSpinner(text=RBE_MODELS[0][0], values=[m[0] for m in RBE_MODELS],
+        self.rbe = WideSpinner(text=RBE_MODELS[0][0], values=[m[0] for m in RBE_MODELS],
                            size_hint_y=None, height=ROW_HEIGHT)
         self.rbe.bind(text=lambda *_: self._show_model_fields())
         form.add_widget(self.rbe)
@@ -197,7 +197,7 @@ class PlanPanel(BoxLayout):
         self.spot_spacing = _field("5", input_filter="float")
         self.grid_mm = _field("4", input_filter="float")
         devices = [d[0] for d in DEVICES if d[1] != "gpu" or gpu_available]
-        self.device = MenuSpinner(text="Auto", values=devices, size_hint_y=None, height=ROW_HEIGHT)
+        self.device = WideSpinner(text="Auto", values=devices, size_hint_y=None, height=ROW_HEIGHT)
         for text, w in (("Spot spacing (mm)", self.spot_spacing),
                         ("Dose grid (mm)", self.grid_mm), ("Device", self.device)):
             grid.add_widget(_label(text, 130))

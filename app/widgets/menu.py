@@ -3,8 +3,9 @@
 Kivy's :class:`~kivy.uix.spinner.Spinner` opens a list exactly as wide as the button, so long
 entries ("LEM I RBE-weighted dose (LEM I chordoma)") were cut off, and its options are drawn
 with the theme's half-transparent button image, so the slice views showed through. A
-:class:`MenuSpinner` opens a list at least as wide as its widest entry (never wider than the
-window), on an opaque panel.
+:class:`WideSpinner` opens a list at least as wide as its widest entry (never wider than the
+window), on an opaque panel. (Not named MenuSpinner: Kivy's style.kv has a rule of that
+name, for its settings panel, which would add a Close button to every menu.)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ PANEL_RGBA = (0.08, 0.09, 0.10, 1.0)
 OPTION_TEXT_PAD = 12
 
 
-class MenuOption(SpinnerOption):
+class WideOption(SpinnerOption):
     """One entry: opaque, its text on one line, never shortened."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -31,7 +32,7 @@ class MenuOption(SpinnerOption):
         super().__init__(**kwargs)
 
 
-class MenuDropDown(DropDown):
+class WideDropDown(DropDown):
     """The open list: an opaque panel as wide as the widest entry (or the button)."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -54,11 +55,11 @@ class MenuDropDown(DropDown):
         super().open(widget)
 
 
-class MenuSpinner(Spinner):
-    """A :class:`~kivy.uix.spinner.Spinner` with a :class:`MenuDropDown` of
-    :class:`MenuOption` entries."""
+class WideSpinner(Spinner):
+    """A :class:`~kivy.uix.spinner.Spinner` with a :class:`WideDropDown` of
+    :class:`WideOption` entries."""
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("option_cls", MenuOption)
-        kwargs.setdefault("dropdown_cls", MenuDropDown)
+        kwargs.setdefault("option_cls", WideOption)
+        kwargs.setdefault("dropdown_cls", WideDropDown)
         super().__init__(**kwargs)

@@ -125,8 +125,10 @@ class MetricsTable(BoxLayout):
     foreground_color = ColorProperty((0.88, 0.89, 0.90, 1.0))
     header_color = ColorProperty((0.20, 0.22, 0.25, 1.0))
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, name_title: str = "Structure", **kwargs: object) -> None:
         super().__init__(orientation="vertical", **kwargs)
+        #: Title of the name column.
+        self.name_title = name_title
         self._columns: list[str] = []
         self._rows: list[MetricsRow] = []
         with self.canvas.before:
@@ -219,7 +221,7 @@ class MetricsTable(BoxLayout):
         self._header.height = self._header_height()
         self._header_bg_color.rgba = tuple(self.header_color)
         self._header.add_widget(Widget(size_hint_x=None, width=swatch_w))
-        self._header.add_widget(self._cell("Structure", bold=True, halign="left",
+        self._header.add_widget(self._cell(self.name_title, bold=True, halign="left",
                                            weight=_NAME_WEIGHT))
         for title in self._columns:
             self._header.add_widget(self._cell(title, bold=True, wrap=True))

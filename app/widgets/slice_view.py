@@ -680,7 +680,7 @@ class SliceView(Widget):
             return
         normal = rendering.slice_position_mm(ct, self.orientation, int(self.slice_index))
         point = rendering.plane_to_lps(u_mm, v_mm, self.orientation, normal)
-        self.state.readout_text = self.state.readout_at(point)
+        self.state.show_readout(point)
 
     # ------------------------------------------------------------------ export
     def export_as_image(self, *args: object, **kwargs: object) -> object:
