@@ -533,6 +533,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                           progress=stage_progress(progress, 0.85, 0.9 if request.exchange
                                                   else 1.0), cancel=cancel)
     timings["forward_dose"] = time.perf_counter() - t0
+    if cancel is not None:  # the report's metrics and DVHs take seconds on a large grid
+        cancel.raise_if_cancelled("the plan")
     offsets = np.cumsum([0] + [s.n_spots for s in spot_maps])
     dose_grid = prepared.dose_grid
     target_rows = rows_by_name[prepared.target]
@@ -549,6 +551,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     sections = structure_report(patient, dose_grid, cubes.physical_dose_gy,
                                 cubes.rbe_dose_gy_rbe, prescription.total_dose_gy_rbe,
                                 prepared.target, known_rows=rows_by_name)
+    if cancel is not None:
+        cancel.raise_if_cancelled("the plan")
     rep: dict[str, Any] = {
         "prescription": {"target": prepared.target,
                          "total_dose_gy_rbe": prescription.total_dose_gy_rbe,
