@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from app.planning_screen import TaskHost
 
 LEGEND_WIDTH_PX = 64
+#: Most of the screen's height the DVH and table row takes (in small windows).
+BOTTOM_PANEL_SHARE = 0.36
 class ComparePanel(BoxLayout):
     """One side (or the difference): a title, an axial view and its colour legend."""
 
@@ -111,6 +113,9 @@ class CompareScreen(Screen):
         bottom.add_widget(right)
         root.add_widget(bottom)
         self.add_widget(root)
+        # Small windows: a lower DVH/table row leaves the views some room.
+        root.bind(height=lambda _w, height: setattr(
+            bottom, "height", min(BOTTOM_PANEL_HEIGHT, BOTTOM_PANEL_SHARE * height)))
         self.panels[0].view.bind(slice_index=lambda _v, i: setattr(self.slice_slider,
                                                                    "value", i))
         session.subscribe(lambda what: self.refresh_choices())

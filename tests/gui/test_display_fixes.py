@@ -104,8 +104,26 @@ def test_small_windows_keep_toolbar_headers_and_sliders(gui, tmp_path):
                 assert _inside_window(gui, view), (size, name)
                 # The slider's thumb is at the slice right after the resize.
                 assert _thumb_matches(screen.viewer.sliders[name]), (size, name)
+                # The orientation letter at the top does not cover the slice text.
+                (ix, iy), (iw, ih) = view._info_rect.pos, view._info_rect.size
+                (lx, ly), (lw, lh) = view._edge_labels["top"].pos, view._edge_labels["top"].size
+                overlap_x = min(ix + iw, lx + lw) - max(ix, lx)
+                overlap_y = min(iy + ih, ly + lh) - max(iy, ly)
+                assert overlap_x <= 0 or overlap_y <= 0, (size, name)
             assert _inside_window(gui, screen.viewer.fit_button)
         gui.screenshot("small_window_1024x640")
+        for tab in ("Plan", "Dose"):
+            gui.click(screen.tab_items[tab])
+            gui.frames(3)
+            gui.screenshot(f"small_window_{tab.lower()}_tab")
+        gui.click(app.buttons["compare"])
+        gui.frames(3)
+        compare = app.compare
+        for widget in (compare.compare_button, compare.add_dose_button, compare.side_b,
+                       *(p.view for p in compare.panels)):
+            assert _inside_window(gui, widget)
+        assert all(_thumb_matches(s) for s in (compare.slice_slider,))
+        gui.screenshot("small_window_compare")
     finally:
         window.size = (1440, 900)
         gui.frames(2)
@@ -133,6 +151,30 @@ def test_fit_view_button_and_home_key_undo_zoom_and_pan(gui, tmp_path):
     gui.key("home")
     gui.frames(2)
     assert axial.zoom == 1.0 and list(axial.pan_mm) == [0.0, 0.0]
+
+
+def test_cancel_stops_the_plan_within_a_second_and_resets_the_bar(gui, tmp_path):
+    import time
+
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    gui.click(screen.tab_items["Plan"])
+    gui.frames(2)
+    gui.click(screen.plan_panel.compute_button)
+    # Pressed during the set-up, which used to report nothing for 20 s.
+    gui.wait_until(lambda: app.task is not None and app.task.fraction > 0.03, 300,
+                   "the set-up to report progress")
+    assert app.task.stage == "water-equivalent depth"
+    gui.advance(0.2)  # the bar polls the task every 0.1 s
+    assert app.task_bar.bar.value > 0.02
+    task = app.task
+    gui.click(app.task_bar.cancel_button)
+    pressed = time.perf_counter()
+    gui.wait_until(lambda: not task.running, 30, "the cancellation")
+    assert time.perf_counter() - pressed < 1.0
+    gui.frames(2)
+    assert "cancelled" in app.task_bar.status.text and app.task_bar.bar.value == 0.0
+    assert app.session.plans == [] and not app.last_error
 
 
 PLAN_TIMEOUT_S = 600.0
