@@ -90,15 +90,16 @@ def overlay_for(layer: DoseLayer, display: DoseDisplay) -> DoseOverlay:
 
 
 #: A masked quantity's colour scale is set where the dose reaches this many times its mask
-#: dose (5 x 10 % = half the prescription: the target and what is close to it).
-SCALE_DOSE_FACTOR = 5.0
+#: dose (9 x 10 % = 90 % of the prescription: the target), so the target's values spread
+#: over the colours and what lies outside it saturates.
+SCALE_DOSE_FACTOR = 9.0
 
 
 def _masked_quantity_overlay(layer: DoseLayer, display: DoseDisplay) -> DoseOverlay:
     """A quantity (LETd, RBE, ratio) where the dose reaches ``layer.mask_dose_min`` only, its
     colours spread over the 1st to 99th percentile of the values where the dose reaches
-    :data:`SCALE_DOSE_FACTOR` times that (the target, so that its 1.05 is not lost under an
-    entrance channel's 2 or a field edge's 3.9); no isodose lines."""
+    :data:`SCALE_DOSE_FACTOR` times that (the target, so that its 1.02 to 1.06 are not lost
+    under an entrance channel's 2 or a field edge's 3.9); no isodose lines."""
     assert layer.mask_dose is not None
     keep = layer.mask_dose >= layer.mask_dose_min
     values = layer.cube[keep]
