@@ -4,12 +4,12 @@ Objectives
 ----------
 Without a configuration file the objectives are, with ``p`` the prescription:
 
-- target: ``squared_deviation`` to ``p`` (weight 100), ``min_dose`` at 0.97 ``p`` and
-  ``max_dose`` at 1.03 ``p`` (weight 100 each; a little inside the 95-105 % goals so that D95
-  and D5 land inside them);
+- target: ``squared_deviation`` to ``p`` (weight 100), ``min_dose`` at 0.98 ``p`` and
+  ``max_dose`` at 1.03 ``p`` (weight 100 each; inside the 95-105 % goals so that D95 and D5
+  land inside them, also between the optimizer's points);
 - the dose fall-off around the target, on generated shells (:mod:`planning.regions`):
-  ``"<target> ring 0-5 mm"`` ``max_dose`` at 1.03 ``p`` (weight 100: no hot spot next to the
-  target, at the target's own maximum),
+  ``"<target> ring 0-5 mm"`` ``max_dose`` at ``p`` (weight 100: no hot spot next to the
+  target),
   ``"<target> ring 5-15 mm"`` ``max_dose`` at 0.8 ``p`` (weight 20: the gradient) and
   ``"<target> ring 15-30 mm"`` ``max_dose`` at 1.05 ``p`` (weight 10: the body maximum where
   a plan's hot spots outside the target arise; beyond 30 mm the entrance dose of a carbon field
