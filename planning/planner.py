@@ -544,7 +544,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                    "layers": int(np.unique(s.layer).size),
                    "spots_delivered": int(np.count_nonzero(bp.weights)),
                    "layers_delivered": int(np.unique(s.layer[bp.weights > 0]).size),
-                   "target_mean_gy": float(bd.reshape(-1)[target_rows].mean()),
+                   "target_mean_gy": sections.mean_of(prepared.target, bd),
                    "beam_dose_gy_per_fraction": phys,
                    "beam_dose_gy_rbe_per_fraction": eff}
                   for b, s, bp, bd, phys, eff in zip(

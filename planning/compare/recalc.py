@@ -371,11 +371,6 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
         warnings.append(f"the plan's target {plan.prescription.target!r} is not a structure "
                         "of the CT's structure set")
 
-    def target_mean(beam_dose: NDArray[np.float32]) -> float | None:
-        if target is None or target not in rows_by_name:
-            return None
-        return float(beam_dose.reshape(-1)[rows_by_name[target]].mean())
-
     rep: dict[str, Any] = {
         "source_plan": dict(source or {}),
         "prescription": {"target": target or plan.prescription.target,
@@ -389,7 +384,7 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
         "beams": [{"name": b.label, "gantry_deg": b.gantry_deg, "couch_deg": b.couch_deg,
                    "isocenter_mm": list(b.isocenter_mm), "spots": s.n_spots,
                    "layers": int(np.unique(s.layer).size),
-                   "target_mean_gy": target_mean(bd)}
+                   "target_mean_gy": sections.mean_of(target, bd)}
                   for b, s, bd in zip(setup.beams, setup.spot_maps, cubes.beam_physical_dose_gy,
                                       strict=True)],
         "spots": int(plan.n_spots),

@@ -6,6 +6,10 @@ The test is a vectorized scan line: for every image row the crossings of all con
 the line through the row's voxel centres are found (an edge owns its lower end point and not its
 upper one, so a vertex on the line is counted once and horizontal edges never), and a voxel is
 inside when an odd number of crossings lie at or left of its centre.
+
+:func:`slice_polygons` puts each closed planar contour of a structure on the CT slice nearest to
+its plane, in fractional pixel indices: the step shared by the masks (rasterized here) and the
+clinical DVH's sample points (:mod:`planning.structure_sampling`).
 """
 
 from __future__ import annotations
@@ -15,8 +19,15 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from planning.patient import Contour, CtVolume
+
 BoolArray = NDArray[np.bool_]
 FloatArray = NDArray[np.float64]
+
+#: A closed planar contour counts as axial when its z spread is under this fraction of a slice.
+PLANARITY_TOLERANCE = 0.01
+#: A contour further than this fraction of a slice spacing from a slice plane is reported.
+OFF_PLANE_TOLERANCE = 0.01
 
 
 def rasterize_even_odd(polygons_ij: Sequence[FloatArray], shape_yx: tuple[int, int]) -> BoolArray:
@@ -78,3 +89,64 @@ def box_bounds(lo: float, hi: float, size: int) -> tuple[int, int]:
     start = max(int(np.ceil(lo)), 0)
     stop = min(int(np.floor(hi)) + 1, size)
     return start, max(stop, start)
+
+
+def slice_polygons(contours: Sequence[Contour], ct: CtVolume
+                   ) -> tuple[dict[int, list[FloatArray]], dict[str, int]]:
+    """The closed planar contours of one structure, each on the CT slice nearest to its plane.
+
+    Parameters
+    ----------
+    contours : sequence of Contour
+        The structure's contours, LPS mm.
+    ct : CtVolume
+        The grid (axes along +x, +y, +z LPS).
+
+    Returns
+    -------
+    per_slice : dict of int to list of (N, 2) float arrays
+        By slice index ``k``: the polygons in fractional pixel indices ``(i, j)`` (pixel
+        ``(k, j, i)`` has its centre at ``(i, j)``), as :func:`rasterize_even_odd` takes them.
+    problems : dict of str to int
+        Counts of contours ``"outside"`` the CT (left out), ``"clipped"`` by its edge,
+        ``"off_plane"`` (between slices, put on the nearest), ``"non_axial"``, ``"open"`` and
+        ``"degenerate"`` (all three left out).
+    """
+    ox, oy, oz = ct.origin_mm
+    sz, sy, sx = ct.spacing_mm
+    nz, ny, nx = ct.shape
+    per_slice: dict[int, list[FloatArray]] = {}
+    problems = dict.fromkeys(
+        ("outside", "clipped", "off_plane", "non_axial", "open", "degenerate"), 0
+    )
+    for contour in contours:
+        if contour.geometric_type == "POINT":
+            continue
+        if contour.geometric_type != "CLOSED_PLANAR":
+            problems["open"] += 1
+            continue
+        pts = contour.points_mm
+        if pts.shape[0] < 3:
+            problems["degenerate"] += 1
+            continue
+        z = pts[:, 2]
+        if float(z.max() - z.min()) > PLANARITY_TOLERANCE * sz:
+            problems["non_axial"] += 1
+            continue
+        k_exact = (float(z.mean()) - oz) / sz
+        k = round(k_exact)
+        if k < 0 or k >= nz:
+            problems["outside"] += 1
+            continue
+        if abs(k_exact - k) > OFF_PLANE_TOLERANCE:
+            problems["off_plane"] += 1
+        ij = np.column_stack(((pts[:, 0] - ox) / sx, (pts[:, 1] - oy) / sy))
+        lo = ij.min(axis=0)
+        hi = ij.max(axis=0)
+        if hi[0] < -0.5 or hi[1] < -0.5 or lo[0] > nx - 0.5 or lo[1] > ny - 0.5:
+            problems["outside"] += 1
+            continue
+        if lo[0] < -0.5 or lo[1] < -0.5 or hi[0] > nx - 0.5 or hi[1] > ny - 0.5:
+            problems["clipped"] += 1
+        per_slice.setdefault(k, []).append(ij)
+    return per_slice, problems
