@@ -281,7 +281,7 @@ def inside_polygon(x: np.ndarray, y: np.ndarray, poly: np.ndarray) -> np.ndarray
 
 def tg119() -> tuple[Patient, DoseGrid, np.ndarray, dict[str, np.ndarray]]:
     """Phantom (3 mm pixels, 2.5 mm slices, as the bench's), structures, a plan-like dose on
-    a 3 mm grid (about 62 Gy within 37 mm of the axis, blurred; an 8 mm ripple of 4 %; a dip
+    a 3 mm grid (about 62 Gy within 40 mm of the axis and 23 mm of z = 0, blurred; an 8 mm ripple of 4 %; a dip
     to 35 % on the core) and the structures' polygons."""
     ct = make_ct((29, 41, 41), (2.5, 3.0, 3.0))
     z = slice_z(ct)
@@ -291,7 +291,7 @@ def tg119() -> tuple[Patient, DoseGrid, np.ndarray, dict[str, np.ndarray]]:
                   for name, p in polygons.items()]
     grid = DoseGrid.covering(DoseGrid(ct.shape, ct.spacing_mm, ct.origin_mm), 3.0)
     c = grid.voxel_centers_lps()
-    in_c = (np.hypot(c[:, 0], c[:, 1]) <= 37.0) & (np.abs(c[:, 2]) <= 21)
+    in_c = (np.hypot(c[:, 0], c[:, 1]) <= 40.0) & (np.abs(c[:, 2]) <= 23.0)
     blurred = gaussian_filter(in_c.reshape(grid.shape).astype(np.float64), 1.0)
     ripple = 1.0 + 0.04 * np.sin(2 * np.pi * c[:, 0] / 8.0).reshape(grid.shape)
     core = 1.0 - 0.65 * np.exp(-np.hypot(c[:, 0], c[:, 1]) ** 2 / (2 * 8.0**2))
