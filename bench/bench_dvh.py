@@ -5,6 +5,13 @@ bench_plan.py (3 x 3 x 2.5 mm CT; its contours traced from the masks as ``bench/
 exports them), on 4 mm and 3 mm dose grids. A smooth plan-like dose (a Gaussian about the
 target's centre) stands in for a plan: the cost does not depend on the values.
 Run: ``python bench/bench_dvh.py``; results in docs/benchmarks.md.
+
+``python bench/bench_dvh.py --tg119-plan OUT.npz`` plans the TG-119 phantom as issue 14 did
+(60 Gy(RBE) / 20 fx, mMKM, gantry 90/270, 5 mm spots, 3 mm grid, CPU) and prints, for the
+target (PTV = TG-119 OuterTarget) and the Core, D95 and the volume three ways: the dose-grid
+voxel centres of earlier versions, the clinical DVH of the report, and the brute-force
+reference of tests/test_clinical_dvh.py (0.2 mm point-in-polygon on the same contours, SciPy's
+RegularGridInterpolator); the RBE-weighted cube is saved to OUT.npz.
 """
 
 from __future__ import annotations
@@ -71,9 +78,47 @@ def run(case: str, patient, grid_mm: float) -> None:  # type: ignore[no-untyped-
     print(f"all structures (GUI statistics): first {t1 - t0:.2f} s, cached {t2 - t1:.2f} s")
 
 
+def tg119_plan(out: Path) -> None:
+    from planning.evaluation import dose_metrics
+    from planning.planner import PlanRequest, make_plan
+    from planning.structure_dose import grid_of, structure_rows
+    from tests.test_clinical_dvh import brute_force
+
+    patient = tg119_with_contours()
+    t0 = time.perf_counter()
+    result = make_plan(PlanRequest(
+        target="PTV", total_dose_gy_rbe=60.0, n_fractions=20, gantry_deg=(90.0, 270.0),
+        patient=patient, rbe_model="mkm", spot_spacing_mm=5.0, dose_grid_mm=3.0,
+        device="cpu"))
+    print(f"plan: {time.perf_counter() - t0:.0f} s")
+    grid, rbe = result.dose_grid, result.rbe_dose_gy_rbe
+    np.savez_compressed(out, rbe_dose_gy_rbe=rbe, shape=grid.shape, spacing_mm=grid.spacing_mm,
+                        origin_mm=grid.origin_mm)
+    ct = patient.ct
+    assert patient.structure_set is not None
+    for name in ("PTV", "Core"):
+        s = patient.structure_set.get(name)
+        rows = structure_rows(s.mask.to_dense(), grid_of(ct), grid)
+        voxel = dose_metrics(rbe.reshape(-1)[rows], 60.0)
+        clinical = result.report["structures"][name]
+        by_z: dict[float, list[np.ndarray]] = {}
+        for c in s.contours:
+            by_z.setdefault(float(c.points_mm[0, 2]), []).append(c.points_mm[:, :2])
+        ref_cm3, ref_d95 = brute_force(grid, rbe, by_z, ct.spacing_mm[0])
+        voxel_cm3 = rows.size * float(np.prod(grid.spacing_mm)) / 1e3
+        d95 = clinical["d95_gy_rbe"]
+        print(f"{name}: D95 voxel centres {voxel.d95:.2f} ({100 * (voxel.d95 / ref_d95 - 1):+.2f}"
+              f" %), clinical {d95:.2f} ({100 * (d95 / ref_d95 - 1):+.2f} %), reference "
+              f"{ref_d95:.2f} Gy(RBE); volume voxels {voxel_cm3:.2f}, clinical "
+              f"{clinical['volume_cm3']:.2f}, reference {ref_cm3:.2f} cm3")
+
+
 def main() -> None:
     from planning.dicom import load_demo_patient
 
+    if len(sys.argv) == 3 and sys.argv[1] == "--tg119-plan":
+        tg119_plan(Path(sys.argv[2]))
+        return
     demo = load_demo_patient()
     tg119 = tg119_with_contours()
     for grid_mm in (4.0, 3.0):
