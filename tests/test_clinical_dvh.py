@@ -213,6 +213,19 @@ def test_trilinear_stencil_matches_scipy_and_clamps_at_the_border() -> None:
     assert stencil.values(cube_) == pytest.approx([cube_[0, 0, 0], cube_[-1, -1, -1]])
 
 
+def test_a_contour_inside_another_is_a_hole() -> None:
+    # a tube: radius 20 mm with a 12 mm hole, 10 slices of 2 mm
+    ct = make_ct((16, 60, 60), (2.0, 1.1, 1.1))
+    z = [float(zk) for zk in slice_z(ct)[3:13]]
+    tube = structure("Tube", {zk: [circle(20.0), circle(12.0, (0.4, -0.3))] for zk in z}, ct)
+    samples = sample_structure(tube, ct)
+    assert samples is not None
+    area = shoelace_mm2(circle(20.0)) - shoelace_mm2(circle(12.0))
+    assert samples.volume_cm3 == pytest.approx(area * 2.0 * 10 / 1000, rel=0.01)
+    r = np.hypot(samples.points_mm[:, 0] - 0.4, samples.points_mm[:, 1] + 0.3)
+    assert r.min() > 12.0 - 1.0  # no sample deeper than a cell into the hole
+
+
 def test_mask_only_structure_is_its_voxels_supersampled() -> None:
     ct = make_ct((10, 12, 12), (2.5, 3.0, 3.0))
     mask = np.zeros(ct.shape, bool)
