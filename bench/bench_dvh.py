@@ -11,7 +11,8 @@ Run: ``python bench/bench_dvh.py``; results in docs/benchmarks.md.
 target (PTV = TG-119 OuterTarget) and the Core, D95 and the volume three ways: the dose-grid
 voxel centres of earlier versions, the clinical DVH of the report, and the brute-force
 reference of tests/test_clinical_dvh.py (0.2 mm point-in-polygon on the same contours, SciPy's
-RegularGridInterpolator); the RBE-weighted cube is saved to OUT.npz.
+RegularGridInterpolator); the RBE-weighted cube is saved to OUT.npz, which
+``--tg119-evaluate OUT.npz`` evaluates again without planning.
 """
 
 from __future__ import annotations
@@ -79,10 +80,8 @@ def run(case: str, patient, grid_mm: float) -> None:  # type: ignore[no-untyped-
 
 
 def tg119_plan(out: Path) -> None:
-    from planning.evaluation import dose_metrics
+    """Plan TG-119 as issue 14 did, save the RBE-weighted cube, compare the DVH methods."""
     from planning.planner import PlanRequest, make_plan
-    from planning.structure_dose import grid_of, structure_rows
-    from tests.test_clinical_dvh import brute_force
 
     patient = tg119_with_contours()
     t0 = time.perf_counter()
@@ -91,26 +90,47 @@ def tg119_plan(out: Path) -> None:
         patient=patient, rbe_model="mkm", spot_spacing_mm=5.0, dose_grid_mm=3.0,
         device="cpu"))
     print(f"plan: {time.perf_counter() - t0:.0f} s")
-    grid, rbe = result.dose_grid, result.rbe_dose_gy_rbe
-    np.savez_compressed(out, rbe_dose_gy_rbe=rbe, shape=grid.shape, spacing_mm=grid.spacing_mm,
-                        origin_mm=grid.origin_mm)
+    grid = result.dose_grid
+    np.savez_compressed(out, rbe_dose_gy_rbe=result.rbe_dose_gy_rbe, shape=grid.shape,
+                        spacing_mm=grid.spacing_mm, origin_mm=grid.origin_mm)
+    compare_methods(patient, grid, result.rbe_dose_gy_rbe)
+
+
+def tg119_evaluate(saved: Path) -> None:
+    """:func:`compare_methods` on a cube saved by :func:`tg119_plan`."""
+    from planning.dose_grid import DoseGrid
+
+    z = np.load(saved)
+    shape, spacing, origin = (tuple(z[k].tolist()) for k in ("shape", "spacing_mm", "origin_mm"))
+    compare_methods(tg119_with_contours(), DoseGrid(shape, spacing, origin), z["rbe_dose_gy_rbe"])
+
+
+def compare_methods(patient, grid, rbe: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    """D95 and volume of the PTV (TG-119 OuterTarget) and Core: dose-grid voxel centres,
+    clinical DVH, brute-force reference; and the contour volume (shoelace x slice)."""
+    from planning.evaluation import dose_metrics
+    from planning.structure_dose import grid_of, structure_dose_statistics, structure_rows
+    from tests.test_clinical_dvh import brute_force, shoelace_mm2
+
     ct = patient.ct
-    assert patient.structure_set is not None
     for name in ("PTV", "Core"):
         s = patient.structure_set.get(name)
         rows = structure_rows(s.mask.to_dense(), grid_of(ct), grid)
         voxel = dose_metrics(rbe.reshape(-1)[rows], 60.0)
-        clinical = result.report["structures"][name]
+        (clinical,) = structure_dose_statistics(patient, rbe, grid, 60.0, names=[name])
         by_z: dict[float, list[np.ndarray]] = {}
         for c in s.contours:
             by_z.setdefault(float(c.points_mm[0, 2]), []).append(c.points_mm[:, :2])
         ref_cm3, ref_d95 = brute_force(grid, rbe, by_z, ct.spacing_mm[0])
+        contour_cm3 = sum(shoelace_mm2(c.points_mm[:, :2]) for c in s.contours) * ct.spacing_mm[
+            0] / 1e3
         voxel_cm3 = rows.size * float(np.prod(grid.spacing_mm)) / 1e3
-        d95 = clinical["d95_gy_rbe"]
+        d95 = clinical.metrics.d95
         print(f"{name}: D95 voxel centres {voxel.d95:.2f} ({100 * (voxel.d95 / ref_d95 - 1):+.2f}"
               f" %), clinical {d95:.2f} ({100 * (d95 / ref_d95 - 1):+.2f} %), reference "
-              f"{ref_d95:.2f} Gy(RBE); volume voxels {voxel_cm3:.2f}, clinical "
-              f"{clinical['volume_cm3']:.2f}, reference {ref_cm3:.2f} cm3")
+              f"{ref_d95:.2f} Gy(RBE); volume: contours {contour_cm3:.2f}, voxels "
+              f"{voxel_cm3:.2f}, clinical {clinical.dvh.volume_cm3:.2f}, brute force "
+              f"{ref_cm3:.2f} cm3")
 
 
 def main() -> None:
@@ -118,6 +138,9 @@ def main() -> None:
 
     if len(sys.argv) == 3 and sys.argv[1] == "--tg119-plan":
         tg119_plan(Path(sys.argv[2]))
+        return
+    if len(sys.argv) == 3 and sys.argv[1] == "--tg119-evaluate":
+        tg119_evaluate(Path(sys.argv[2]))
         return
     demo = load_demo_patient()
     tg119 = tg119_with_contours()

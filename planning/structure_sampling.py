@@ -16,10 +16,13 @@ Method
   in-plane cell is the CT pixel divided by the smallest integer that makes it at most
   ``max_step_mm`` (1 mm by default; a 0.98 mm CT pixel is one cell, a 3 mm pixel three), and the
   slice thickness is divided the same way along z. One sample per cell inside the contours.
-- **Partial volumes.** The in-plane cell is divided into ``subsamples`` x ``subsamples``
-  sub-cells (4 x 4 by default) whose centres are tested against the contours: a sample's volume
-  is the cell's volume times its fraction of inside sub-cells, and it sits at their centroid (the
-  cell's centre when the cell is fully inside).
+- **Partial volumes.** The in-plane cell is cut into ``rows_per_cell`` sub-rows (8 by
+  default); along the centre line of each, the length inside the contours is found exactly from
+  the contour edges' crossings (:func:`planning.dicom.rasterize.row_coverage_even_odd`). A
+  sample's volume is the cell's volume times its inside fraction (the mean over its sub-rows),
+  and it sits at the centroid of the inside parts of those lines (the cell's centre when the
+  cell is wholly inside). An edge is thus placed exactly across the rows and to within 1/16 of a
+  cell along them.
 - **Bounds.** A structure gets about ``max_samples`` samples at most (500 000 by default, about
   10 MiB on a dose grid), counted from its mask's voxels before anything is rasterized. A
   larger one (a body, a brain) is first sampled once per slice along z, then with in-plane cells
@@ -38,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from planning.dicom.rasterize import rasterize_even_odd, slice_polygons
+from planning.dicom.rasterize import row_coverage_even_odd, slice_polygons
 from planning.dose_grid import DoseGrid
 from planning.dose_interpolation import TrilinearStencil, trilinear_stencil
 from planning.errors import InputError
@@ -55,22 +58,22 @@ class SamplingSettings:
     ----------
     max_step_mm : float
         Largest cell edge, in-plane and along z, before the cap on samples applies.
-    subsamples : int
-        Sub-cells per in-plane cell edge for the partial volumes.
+    rows_per_cell : int
+        Sub-rows of an in-plane cell for the partial volumes (exact along each).
     max_samples : int
         About the most samples of one structure.
     """
 
     max_step_mm: float = 1.0
-    subsamples: int = 4
+    rows_per_cell: int = 8
     max_samples: int = 500_000
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.max_step_mm) and self.max_step_mm > 0):
             raise InputError(f"max_step_mm must be a positive number, got {self.max_step_mm}")
-        if self.subsamples < 1 or self.max_samples < 1:
-            raise InputError("subsamples and max_samples must be at least 1, got "
-                             f"{self.subsamples} and {self.max_samples}")
+        if self.rows_per_cell < 1 or self.max_samples < 1:
+            raise InputError("rows_per_cell and max_samples must be at least 1, got "
+                             f"{self.rows_per_cell} and {self.max_samples}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,14 +154,15 @@ def _extrude(k: int, i_px: FloatArray, j_px: FloatArray, area_mm2: FloatArray, n
     return points, np.tile(area_mm2 * (sz / n_z), n_z)
 
 
-def _slice_cells(polygons: list[FloatArray], cell_x: float, cell_y: float, s: int,
+def _slice_cells(polygons: list[FloatArray], cell_x: float, cell_y: float, rows: int,
                  shape_yx: tuple[int, int]) -> tuple[FloatArray, FloatArray, FloatArray]:
     """In-plane samples of one slice's polygons (CT pixel indices, even-odd rule).
 
     Cells of ``cell_x`` x ``cell_y`` pixels tile the CT slice from its corner (pixel index
-    -0.5); each is tested at ``s`` x ``s`` sub-cell centres. Returns the sample positions
-    ``i``, ``j`` (CT pixel indices, the centroids of the inside sub-cells) and each sample's
-    inside fraction of its cell, for the cells with at least one inside sub-cell.
+    -0.5); each is cut into ``rows`` sub-rows along whose centre lines the inside length is
+    integrated exactly. Returns the sample positions ``i``, ``j`` (CT pixel indices, the
+    centroids of the inside parts of the sub-row lines) and each sample's inside fraction of
+    its cell, for the cells with any part inside.
     """
     ny, nx = shape_yx
     both = np.concatenate(polygons)
@@ -167,20 +171,22 @@ def _slice_cells(polygons: list[FloatArray], cell_x: float, cell_y: float, s: in
     a0, b0 = math.floor(lo[0] / cell_x), math.floor(lo[1] / cell_y)
     na = max(1, math.ceil(hi[0] / cell_x) - a0)
     nb = max(1, math.ceil(hi[1] / cell_y) - b0)
-    # polygon vertices in sub-cell indices: sub-cell (v, u) has its centre at (u, v)
-    sub = np.array([cell_x / s, cell_y / s])
+    # polygon vertices in (cell, sub-row) units: sub-row r of cell row b has its centre line
+    # at b * rows + r, cell a spans a - 1/2 .. a + 1/2
+    unit = np.array([cell_x, cell_y / rows])
     origin = np.array([a0 * cell_x, b0 * cell_y])
-    inside = rasterize_even_odd([(p + 0.5 - origin) / sub - 0.5 for p in polygons],
-                                (nb * s, na * s)).reshape(nb, s, na, s)
-    count = inside.sum(axis=(1, 3))
-    b, a = np.nonzero(count)
-    n_in = count[b, a].astype(np.float64)
-    centre = (np.arange(s) + 0.5) / s  # sub-cell centres, in cells from the cell's low edge
-    u = np.einsum("bvau,u->ba", inside, centre)[b, a] / n_in
-    v = np.einsum("bvau,v->ba", inside, centre)[b, a] / n_in
+    length, moment = row_coverage_even_odd([(p + 0.5 - origin) / unit - 0.5 for p in polygons],
+                                           (nb * rows, na))
+    length = np.clip(length, 0.0, 1.0).reshape(nb, rows, na)
+    covered = length.sum(axis=1)
+    b, a = np.nonzero(covered > 1e-9)
+    total = covered[b, a]
+    u = moment.reshape(nb, rows, na).sum(axis=1)[b, a] / total
+    centre = (np.arange(rows) + 0.5) / rows  # sub-row centres, in cells from the cell's edge
+    v = np.einsum("bra,r->ba", length, centre)[b, a] / total
     i_px = (a0 + a + u) * cell_x - 0.5
     j_px = (b0 + b + v) * cell_y - 0.5
-    return i_px, j_px, n_in / (s * s)
+    return i_px, j_px, total / rows
 
 
 def _from_contours(per_slice: dict[int, list[FloatArray]], area_px: float, ct: CtVolume,
@@ -190,8 +196,8 @@ def _from_contours(per_slice: dict[int, list[FloatArray]], area_px: float, ct: C
     cell_mm2 = cell_x * sx * cell_y * sy
     points, volumes = [], []
     for k in sorted(per_slice):
-        i_px, j_px, fraction = _slice_cells(per_slice[k], cell_x, cell_y, settings.subsamples,
-                                            ct.shape[1:])
+        i_px, j_px, fraction = _slice_cells(per_slice[k], cell_x, cell_y,
+                                            settings.rows_per_cell, ct.shape[1:])
         p, v = _extrude(k, i_px, j_px, fraction * cell_mm2, n_z, ct)
         points.append(p)
         volumes.append(v)

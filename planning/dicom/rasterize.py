@@ -30,14 +30,62 @@ PLANARITY_TOLERANCE = 0.01
 OFF_PLANE_TOLERANCE = 0.01
 
 
+def row_crossings(polygons_ij: Sequence[FloatArray], ny: int
+                  ) -> tuple[NDArray[np.int64], FloatArray]:
+    """Where the edges of closed polygons cross the lines through the pixel rows' centres.
+
+    Parameters
+    ----------
+    polygons_ij : sequence of (N, 2) float arrays
+        Vertices in fractional pixel indices ``(i, j)`` = (column, row); pixel ``(j, i)`` has
+        its centre at ``(i, j)``. Each polygon is implicitly closed; fewer than 3 vertices are
+        skipped.
+    ny : int
+        Rows ``j = 0 .. ny - 1``.
+
+    Returns
+    -------
+    rows : (M,) int64 array
+    u : (M,) float array
+        Each crossing's row and column position. An edge owns its lower end point and not its
+        upper one, so a vertex on a row line counts once and horizontal edges never: every
+        row has an even number of crossings.
+    """
+    starts: list[FloatArray] = []
+    ends: list[FloatArray] = []
+    for poly in polygons_ij:
+        p = np.asarray(poly, dtype=np.float64)
+        if p.shape[0] < 3:
+            continue
+        starts.append(p)
+        ends.append(np.roll(p, -1, axis=0))
+    if not starts or ny == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    a = np.concatenate(starts)
+    b = np.concatenate(ends)
+    v_lo = np.minimum(a[:, 1], b[:, 1])
+    v_hi = np.maximum(a[:, 1], b[:, 1])
+    # rows j with v_lo <= j < v_hi, clipped to the image
+    first = np.clip(np.ceil(v_lo), 0, ny).astype(np.int64)
+    stop = np.clip(np.ceil(v_hi), 0, ny).astype(np.int64)
+    counts = np.maximum(stop - first, 0)
+    total = int(counts.sum())
+    edge = np.repeat(np.arange(a.shape[0]), counts)
+    offsets = np.cumsum(counts) - counts
+    rows = first[edge] + (np.arange(total) - offsets[edge])
+    a_e = a[edge]
+    b_e = b[edge]
+    t = (rows - a_e[:, 1]) / (b_e[:, 1] - a_e[:, 1])
+    return rows, a_e[:, 0] + t * (b_e[:, 0] - a_e[:, 0])
+
+
 def rasterize_even_odd(polygons_ij: Sequence[FloatArray], shape_yx: tuple[int, int]) -> BoolArray:
     """Even-odd fill of closed polygons, sampled at pixel centres.
 
     Parameters
     ----------
     polygons_ij : sequence of (N, 2) float arrays
-        Vertices in fractional pixel indices ``(i, j)`` = (column, row); pixel ``(j, i)`` has
-        its centre at ``(i, j)``. Each polygon is implicitly closed.
+        Vertices in fractional pixel indices, as for :func:`row_crossings`.
     shape_yx : tuple of int
         Output shape ``(ny, nx)``.
 
@@ -48,40 +96,60 @@ def rasterize_even_odd(polygons_ij: Sequence[FloatArray], shape_yx: tuple[int, i
     """
     ny, nx = shape_yx
     out = np.zeros((ny, nx), dtype=bool)
-    starts: list[FloatArray] = []
-    ends: list[FloatArray] = []
-    for poly in polygons_ij:
-        p = np.asarray(poly, dtype=np.float64)
-        if p.shape[0] < 3:
-            continue
-        starts.append(p)
-        ends.append(np.roll(p, -1, axis=0))
-    if not starts or ny == 0 or nx == 0:
+    rows, u = row_crossings(polygons_ij, ny)
+    if rows.size == 0 or nx == 0:
         return out
-    a = np.concatenate(starts)
-    b = np.concatenate(ends)
-    v_lo = np.minimum(a[:, 1], b[:, 1])
-    v_hi = np.maximum(a[:, 1], b[:, 1])
-    # rows j with v_lo <= j < v_hi, clipped to the image
-    first = np.clip(np.ceil(v_lo), 0, ny).astype(np.int64)
-    stop = np.clip(np.ceil(v_hi), 0, ny).astype(np.int64)
-    counts = np.maximum(stop - first, 0)
-    total = int(counts.sum())
-    if total == 0:
-        return out
-    edge = np.repeat(np.arange(a.shape[0]), counts)
-    offsets = np.cumsum(counts) - counts
-    rows = first[edge] + (np.arange(total) - offsets[edge])
-    a_e = a[edge]
-    b_e = b[edge]
-    t = (rows - a_e[:, 1]) / (b_e[:, 1] - a_e[:, 1])
-    u = a_e[:, 0] + t * (b_e[:, 0] - a_e[:, 0])
     # a crossing at u toggles every centre i >= u
     col = np.clip(np.ceil(u), 0, nx).astype(np.int64)
     toggles = np.bincount(rows * (nx + 1) + col, minlength=ny * (nx + 1))
     parity = np.cumsum(toggles.reshape(ny, nx + 1)[:, :nx], axis=1) & 1
     out[:] = parity.astype(bool)
     return out
+
+
+def row_coverage_even_odd(polygons_ij: Sequence[FloatArray], shape_yx: tuple[int, int]
+                          ) -> tuple[FloatArray, FloatArray]:
+    """Even-odd fill of closed polygons along the pixel rows' centre lines, exact along them.
+
+    Parameters
+    ----------
+    polygons_ij : sequence of (N, 2) float arrays
+        Vertices in fractional pixel indices, as for :func:`row_crossings`.
+    shape_yx : tuple of int
+        Output shape ``(ny, nx)``.
+
+    Returns
+    -------
+    length : (ny, nx) float array
+        The length (in pixels, 0 to 1) of each pixel's centre line ``j`` from ``i - 1/2`` to
+        ``i + 1/2`` that lies inside an odd number of polygons.
+    moment : (ny, nx) float array
+        The first moment of that length about the pixel's left edge ``i - 1/2`` (pixels^2):
+        ``moment / length`` is where its middle lies, 0 to 1 from the left edge.
+    """
+    ny, nx = shape_yx
+    length = np.zeros((ny, nx))
+    moment = np.zeros((ny, nx))
+    rows, u = row_crossings(polygons_ij, ny)
+    if rows.size == 0 or nx == 0:
+        return length, moment
+    # sorted along each row, the crossings enter (+1) and leave (-1) by turns
+    order = np.lexsort((u, rows))
+    rows, u = rows[order], u[order]
+    row_start = np.searchsorted(rows, rows, side="left")
+    sign = np.where((np.arange(rows.size) - row_start) % 2 == 0, 1.0, -1.0)
+    x = np.clip(u + 0.5, 0.0, nx)  # from the row's left edge, in pixels
+    cell = np.minimum(np.floor(x).astype(np.int64), nx - 1)
+    head = cell + 1 - x  # the part of the crossing's own pixel right of it
+    # pixels right of a crossing's pixel are wholly on its inner side
+    whole = np.bincount(rows * (nx + 1) + cell + 1, weights=sign, minlength=ny * (nx + 1))
+    inside = np.cumsum(whole.reshape(ny, nx + 1)[:, :nx], axis=1)
+    flat = rows * nx + cell
+    length += inside + np.bincount(flat, weights=sign * head,
+                                   minlength=ny * nx).reshape(ny, nx)
+    moment += inside * 0.5 + np.bincount(
+        flat, weights=sign * (1.0 - (x - cell) ** 2) / 2.0, minlength=ny * nx).reshape(ny, nx)
+    return length, moment
 
 
 def box_bounds(lo: float, hi: float, size: int) -> tuple[int, int]:
