@@ -583,7 +583,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         view = exchange_view(engine, result.weights, prescription.n_fractions, mkm=mkm_model,
                              lem=lem_model, progress=stage_progress(progress, 0.97, 1.0),
                              cancel=cancel)
-        rep["exchange"] = exchange_report(view, sections.rows_by_name)
+        rep["exchange"] = exchange_report(view, sections.samples_by_name)
         timings["exchange"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     report(progress, 1.0, "plan done")

@@ -4,12 +4,12 @@ Two ways to put a structure on a dose grid, each with its job:
 
 - **Dose-grid voxels** (:func:`structure_rows`): a dose-grid voxel belongs to a structure when
   its centre falls in a CT voxel of the structure (nearest CT voxel). The optimizer's objectives,
-  the dose specification point, the beams' target means, the conformity index and the
-  mMKM/LEM I exchange table use them.
+  the dose specification point, the conformity index and the comparison's focus use them.
 - **Clinical DVH samples** (:func:`sampled_structures`): the contours sampled at 1 mm or finer
   with partial volumes (:mod:`planning.structure_sampling`), the dose interpolated trilinearly
-  at each sample (:mod:`planning.dose_interpolation`). The DVHs and metrics of the report, the
-  GUI (:func:`structure_dose_statistics`), the comparison and robust evaluation use them.
+  at each sample (:mod:`planning.dose_interpolation`). The DVHs and metrics of the report (the
+  beams' target means and the mMKM/LEM I exchange table included), the GUI
+  (:func:`structure_dose_statistics`), the comparison and robust evaluation use them.
 
 The samples of a structure on a dose grid are computed once and kept while the structure
 lives (the dose changes, the geometry does not): at most :data:`GRIDS_KEPT` dose grids per

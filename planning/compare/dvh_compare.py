@@ -4,8 +4,8 @@ Structures come from the CT's structure set. DVHs and metrics use the clinical D
 (contours sampled at 1 mm or finer with partial volumes, each dose interpolated trilinearly at
 them: :func:`planning.structure_dose.sampled_structures`, as the planner's report and the GUI's
 statistics); :func:`structure_masks` gives the dose-grid voxels of each structure (a voxel
-belongs to a structure when the CT voxel nearest to its centre does) for the view's focus and
-the cross-model tables. Metrics follow
+belongs to a structure when the CT voxel nearest to its centre does) for the view's focus.
+Metrics follow
 ICRU 83 (:mod:`planning.evaluation`): D98, D95, D50, D2, mean and maximum, and V95 (the fraction
 of the structure receiving at least 95 % of the prescription, only when it is known).
 """

@@ -365,7 +365,6 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
     sections = structure_report(patient, setup.dose_grid, cubes.physical_dose_gy,
                                 cubes.rbe_dose_gy_rbe, plan.prescription.total_dose_gy_rbe,
                                 target)
-    rows_by_name = sections.rows_by_name
     warnings = [*(source or {}).get("warnings", ()), *setup.warnings]
     if target is None:
         warnings.append(f"the plan's target {plan.prescription.target!r} is not a structure "
@@ -405,7 +404,7 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
         mkm, lem = paired_models(model, lem_default)
         view = exchange_view(engine, setup.weights_per_fraction, n_fx, mkm=mkm, lem=lem,
                              progress=stage_progress(progress, 0.8, 0.99), cancel=cancel)
-        rep["exchange"] = exchange_report(view, rows_by_name)
+        rep["exchange"] = exchange_report(view, sections.samples_by_name)
         timings["exchange"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     report(progress, 1.0, "recalculation done")
