@@ -12,7 +12,8 @@ target (PTV = TG-119 OuterTarget) and the Core, D95 and the volume three ways: t
 voxel centres of earlier versions, the clinical DVH of the report, and the brute-force
 reference of tests/test_clinical_dvh.py (0.2 mm point-in-polygon on the same contours, SciPy's
 RegularGridInterpolator); the RBE-weighted cube is saved to OUT.npz, which
-``--tg119-evaluate OUT.npz`` evaluates again without planning.
+``--tg119-evaluate OUT.npz`` evaluates again without planning. ``--demo-plan`` does the same
+for the GUI's demo plan (PTV and brainstem).
 """
 
 from __future__ import annotations
@@ -93,7 +94,22 @@ def tg119_plan(out: Path) -> None:
     grid = result.dose_grid
     np.savez_compressed(out, rbe_dose_gy_rbe=result.rbe_dose_gy_rbe, shape=grid.shape,
                         spacing_mm=grid.spacing_mm, origin_mm=grid.origin_mm)
-    compare_methods(patient, grid, result.rbe_dose_gy_rbe)
+    compare_methods(patient, grid, result.rbe_dose_gy_rbe, ("PTV", "Core"))
+
+
+def demo_plan() -> None:
+    """Plan the demo patient as the GUI's demo plan (57.6 Gy(RBE) / 16 fx, mMKM, gantry
+    90/270, 3 mm spots, 4 mm grid) and compare the DVH methods on the PTV and brainstem."""
+    from planning.dicom import load_demo_patient
+    from planning.planner import PlanRequest, make_plan
+
+    patient = load_demo_patient()
+    result = make_plan(PlanRequest(
+        target="PTV", total_dose_gy_rbe=57.6, n_fractions=16, gantry_deg=(90.0, 270.0),
+        patient=patient, rbe_model="mkm", spot_spacing_mm=3.0, dose_grid_mm=4.0,
+        device="cpu"))
+    compare_methods(patient, result.dose_grid, result.rbe_dose_gy_rbe, ("PTV", "Brainstem"),
+                    57.6)
 
 
 def tg119_evaluate(saved: Path) -> None:
@@ -102,22 +118,24 @@ def tg119_evaluate(saved: Path) -> None:
 
     z = np.load(saved)
     shape, spacing, origin = (tuple(z[k].tolist()) for k in ("shape", "spacing_mm", "origin_mm"))
-    compare_methods(tg119_with_contours(), DoseGrid(shape, spacing, origin), z["rbe_dose_gy_rbe"])
+    compare_methods(tg119_with_contours(), DoseGrid(shape, spacing, origin), z["rbe_dose_gy_rbe"],
+                    ("PTV", "Core"))
 
 
-def compare_methods(patient, grid, rbe: np.ndarray) -> None:  # type: ignore[no-untyped-def]
-    """D95 and volume of the PTV (TG-119 OuterTarget) and Core: dose-grid voxel centres,
-    clinical DVH, brute-force reference; and the contour volume (shoelace x slice)."""
+def compare_methods(patient, grid, rbe: np.ndarray, names: tuple[str, ...],  # type: ignore[no-untyped-def]
+                    prescription: float = 60.0) -> None:
+    """D95 and volume of some structures: dose-grid voxel centres, clinical DVH, brute-force
+    reference; and the contour volume (shoelace x slice; one contour per slice, no holes)."""
     from planning.evaluation import dose_metrics
     from planning.structure_dose import grid_of, structure_dose_statistics, structure_rows
     from tests.test_clinical_dvh import brute_force, shoelace_mm2
 
     ct = patient.ct
-    for name in ("PTV", "Core"):
+    for name in names:
         s = patient.structure_set.get(name)
         rows = structure_rows(s.mask.to_dense(), grid_of(ct), grid)
-        voxel = dose_metrics(rbe.reshape(-1)[rows], 60.0)
-        (clinical,) = structure_dose_statistics(patient, rbe, grid, 60.0, names=[name])
+        voxel = dose_metrics(rbe.reshape(-1)[rows], prescription)
+        (clinical,) = structure_dose_statistics(patient, rbe, grid, prescription, names=[name])
         by_z: dict[float, list[np.ndarray]] = {}
         for c in s.contours:
             by_z.setdefault(float(c.points_mm[0, 2]), []).append(c.points_mm[:, :2])
@@ -138,6 +156,9 @@ def main() -> None:
 
     if len(sys.argv) == 3 and sys.argv[1] == "--tg119-plan":
         tg119_plan(Path(sys.argv[2]))
+        return
+    if len(sys.argv) == 2 and sys.argv[1] == "--demo-plan":
+        demo_plan()
         return
     if len(sys.argv) == 3 and sys.argv[1] == "--tg119-evaluate":
         tg119_evaluate(Path(sys.argv[2]))
