@@ -108,6 +108,9 @@ def demo_plan() -> None:
         target="PTV", total_dose_gy_rbe=57.6, n_fractions=16, gantry_deg=(90.0, 270.0),
         patient=patient, rbe_model="mkm", spot_spacing_mm=3.0, dose_grid_mm=4.0,
         device="cpu"))
+    grid = result.dose_grid
+    np.savez_compressed("demo_plan_rbe.npz", rbe_dose_gy_rbe=result.rbe_dose_gy_rbe,
+                        shape=grid.shape, spacing_mm=grid.spacing_mm, origin_mm=grid.origin_mm)
     compare_methods(patient, result.dose_grid, result.rbe_dose_gy_rbe, ("PTV", "Brainstem"),
                     57.6)
 

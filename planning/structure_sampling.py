@@ -16,6 +16,9 @@ Method
   in-plane cell is the CT pixel divided by the smallest integer that makes it at most
   ``max_step_mm`` (1 mm by default; a 0.98 mm CT pixel is one cell, a 3 mm pixel three), and the
   slice thickness is divided the same way along z. One sample per cell inside the contours.
+  A small structure, with fewer than ``min_samples`` (100 000) samples so, gets cells up to four
+  times finer along each axis, to about that many (a 14 cm^3 organ: 0.5 mm cells): the
+  sampling error of its D95 in a steep gradient is then a fraction of a percent.
 - **Partial volumes.** The in-plane cell is cut into ``rows_per_cell`` sub-rows (8 by
   default); along the centre line of each, the length inside the contours is found exactly from
   the contour edges' crossings (:func:`planning.dicom.rasterize.row_coverage_even_odd`). A
@@ -49,6 +52,9 @@ from planning.patient import CtVolume, Structure
 
 FloatArray = NDArray[np.float64]
 
+#: How many times finer than ``max_step_mm`` the cells of a small structure may be, per axis.
+MAX_REFINEMENT = 4
+
 
 @dataclass(frozen=True)
 class SamplingSettings:
@@ -62,11 +68,14 @@ class SamplingSettings:
         Sub-rows of an in-plane cell for the partial volumes (exact along each).
     max_samples : int
         About the most samples of one structure.
+    min_samples : int
+        Structures with fewer samples at ``max_step_mm`` are sampled finer, to about this many.
     """
 
     max_step_mm: float = 1.0
     rows_per_cell: int = 8
     max_samples: int = 500_000
+    min_samples: int = 100_000
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.max_step_mm) and self.max_step_mm > 0):
@@ -115,8 +124,10 @@ def _subdivisions(area_px: float, ct: CtVolume, settings: SamplingSettings, *,
     """Sample planes per slice and the cell's width and height in CT pixels.
 
     ``area_px`` is the slabs' summed area in CT pixels. The result keeps about
-    ``settings.max_samples`` samples: fewer planes first, then larger cells. With
-    ``whole_voxels`` a cell is a whole fraction of a pixel (one pixel at most).
+    ``settings.max_samples`` samples: fewer planes first, then larger cells; a structure with
+    fewer than ``settings.min_samples`` gets cells up to :data:`MAX_REFINEMENT` times finer
+    along each axis. With ``whole_voxels`` a cell is a whole fraction of a pixel (one pixel at
+    most).
     """
     sz, sy, sx = ct.spacing_mm
     n_z = _cells_per(sz, settings.max_step_mm)
@@ -126,6 +137,11 @@ def _subdivisions(area_px: float, ct: CtVolume, settings: SamplingSettings, *,
     def count(planes: int) -> float:
         return area_px * m_x * m_y * planes
 
+    if 0 < count(n_z) < settings.min_samples:
+        finer = min(MAX_REFINEMENT, math.ceil((settings.min_samples / count(n_z)) ** (1 / 3)))
+        while finer > 1 and count(n_z) * finer**3 > cap:
+            finer -= 1
+        n_z, m_y, m_x = n_z * finer, m_y * finer, m_x * finer
     if count(n_z) > cap:
         n_z = max(1, math.floor(n_z * cap / count(n_z)))
     factor = math.ceil(math.sqrt(count(n_z) / cap)) if count(n_z) > cap else 1

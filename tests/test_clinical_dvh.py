@@ -231,10 +231,14 @@ def test_mask_only_structure_is_its_voxels_supersampled() -> None:
     mask = np.zeros(ct.shape, bool)
     mask[2:7, 3:9, 4:8] = True
     s = Structure("Box", 1, "ORGAN", None, RoiMask.from_dense(mask))
-    samples = sample_structure(s, ct)
+    samples = sample_structure(s, ct, SamplingSettings(min_samples=0))
     assert samples is not None
     assert samples.volume_cm3 == pytest.approx(5 * 6 * 4 * 2.5 * 9 / 1000)
     assert samples.cell_mm == pytest.approx((2.5 / 3, 1.0, 1.0))
+    # a structure this small (3240 samples) is sampled four times finer by default
+    finer = sample_structure(s, ct)
+    assert finer is not None and finer.cell_mm == pytest.approx((2.5 / 12, 0.25, 0.25))
+    assert finer.volume_cm3 == pytest.approx(samples.volume_cm3)
     # the samples fill the voxels' boxes: their extent in x is the box minus half a cell
     x = samples.points_mm[:, 0]
     x_lo = ct.origin_mm[0] + (4 - 0.5) * 3.0
@@ -328,7 +332,8 @@ def brute_force(grid: DoseGrid, dose: np.ndarray, polygons_by_z: dict[float, lis
         key = b"".join(p.tobytes() + b"|" for p in polys)
         if key not in inside:
             both = np.concatenate(polys)
-            lo, hi = both.min(axis=0) - step_mm, both.max(axis=0) + step_mm
+            # offset by an odd fraction of a step: no point on a pixel-aligned contour edge
+            lo, hi = both.min(axis=0) - step_mm + 0.1234 * step_mm, both.max(axis=0) + step_mm
             xx, yy = np.meshgrid(np.arange(lo[0], hi[0], step_mm),
                                  np.arange(lo[1], hi[1], step_mm))
             keep = np.zeros(xx.size, bool)
