@@ -16,9 +16,10 @@ Method
   in-plane cell is the CT pixel divided by the smallest integer that makes it at most
   ``max_step_mm`` (1 mm by default; a 0.98 mm CT pixel is one cell, a 3 mm pixel three), and the
   slice thickness is divided the same way along z. One sample per cell inside the contours.
-  A small structure, with fewer than ``min_samples`` (100 000) samples so, gets cells up to four
-  times finer along each axis, to about that many (a 14 cm^3 organ: 0.5 mm cells): the
-  sampling error of its D95 in a steep gradient is then a fraction of a percent.
+  A small structure, with fewer than ``min_samples`` (100 000) samples so, gets cells finer by
+  the integer nearest to the cube root of ``min_samples`` / its samples, at most four (a
+  14 cm^3 organ: 0.5 mm cells): the sampling error of its D95 in a steep gradient is then a
+  fraction of a percent.
 - **Partial volumes.** The in-plane cell is cut into ``rows_per_cell`` sub-rows (8 by
   default); along the centre line of each, the length inside the contours is found exactly from
   the contour edges' crossings (:func:`planning.dicom.rasterize.row_coverage_even_odd`). A
@@ -138,7 +139,8 @@ def _subdivisions(area_px: float, ct: CtVolume, settings: SamplingSettings, *,
         return area_px * m_x * m_y * planes
 
     if 0 < count(n_z) < settings.min_samples:
-        finer = min(MAX_REFINEMENT, math.ceil((settings.min_samples / count(n_z)) ** (1 / 3)))
+        finer = min(MAX_REFINEMENT,
+                    max(1, round((settings.min_samples / count(n_z)) ** (1 / 3))))
         while finer > 1 and count(n_z) * finer**3 > cap:
             finer -= 1
         n_z, m_y, m_x = n_z * finer, m_y * finer, m_x * finer

@@ -235,9 +235,9 @@ def test_mask_only_structure_is_its_voxels_supersampled() -> None:
     assert samples is not None
     assert samples.volume_cm3 == pytest.approx(5 * 6 * 4 * 2.5 * 9 / 1000)
     assert samples.cell_mm == pytest.approx((2.5 / 3, 1.0, 1.0))
-    # a structure this small (3240 samples) is sampled four times finer by default
+    # a structure this small (3240 samples) is sampled three times finer by default
     finer = sample_structure(s, ct)
-    assert finer is not None and finer.cell_mm == pytest.approx((2.5 / 12, 0.25, 0.25))
+    assert finer is not None and finer.cell_mm == pytest.approx((2.5 / 9, 1 / 3, 1 / 3))
     assert finer.volume_cm3 == pytest.approx(samples.volume_cm3)
     # the samples fill the voxels' boxes: their extent in x is the box minus half a cell
     x = samples.points_mm[:, 0]
