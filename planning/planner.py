@@ -608,7 +608,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                    "layers": int(np.unique(s.layer).size),
                    "spots_delivered": int(np.count_nonzero(bp.weights)),
                    "layers_delivered": int(np.unique(s.layer[bp.weights > 0]).size),
-                   "target_mean_gy": float(bd.reshape(-1)[target_rows].mean()),
+                   "target_mean_gy": sections.mean_of(prepared.target, bd),
                    "beam_dose_gy_per_fraction": phys,
                    "beam_dose_gy_rbe_per_fraction": eff}
                   for b, s, bp, bd, phys, eff in zip(
@@ -649,7 +649,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         view = exchange_view(engine, result.weights, prescription.n_fractions, mkm=mkm_model,
                              lem=lem_model, progress=stage_progress(progress, 0.9, 1.0),
                              cancel=cancel)
-        rep["exchange"] = exchange_report(view, sections.rows_by_name)
+        rep["exchange"] = exchange_report(view, sections.samples_by_name)
         timings["exchange"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     report(progress, 1.0, "plan done")

@@ -371,7 +371,6 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
     sections = structure_report(patient, setup.dose_grid, cubes.physical_dose_gy,
                                 cubes.rbe_dose_gy_rbe, plan.prescription.total_dose_gy_rbe,
                                 target)
-    rows_by_name = sections.rows_by_name
     warnings = [*(source or {}).get("warnings", ()), *setup.warnings]
     coarse = grid_warning(setup.dose_grid.spacing_mm)
     if coarse is not None:
@@ -379,11 +378,6 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
     if target is None:
         warnings.append(f"the plan's target {plan.prescription.target!r} is not a structure "
                         "of the CT's structure set")
-
-    def target_mean(beam_dose: NDArray[np.float32]) -> float | None:
-        if target is None or target not in rows_by_name:
-            return None
-        return float(beam_dose.reshape(-1)[rows_by_name[target]].mean())
 
     rep: dict[str, Any] = {
         "source_plan": dict(source or {}),
@@ -398,7 +392,7 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
         "beams": [{"name": b.label, "gantry_deg": b.gantry_deg, "couch_deg": b.couch_deg,
                    "isocenter_mm": list(b.isocenter_mm), "spots": s.n_spots,
                    "layers": int(np.unique(s.layer).size),
-                   "target_mean_gy": target_mean(bd)}
+                   "target_mean_gy": sections.mean_of(target, bd)}
                   for b, s, bd in zip(setup.beams, setup.spot_maps, cubes.beam_physical_dose_gy,
                                       strict=True)],
         "spots": int(plan.n_spots),
@@ -419,7 +413,7 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
         mkm, lem = paired_models(model, lem_default)
         view = exchange_view(engine, setup.weights_per_fraction, n_fx, mkm=mkm, lem=lem,
                              progress=stage_progress(progress, 0.8, 0.99), cancel=cancel)
-        rep["exchange"] = exchange_report(view, rows_by_name)
+        rep["exchange"] = exchange_report(view, sections.samples_by_name)
         timings["exchange"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     report(progress, 1.0, "recalculation done")
