@@ -173,7 +173,7 @@ def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float
     p = total_dose_gy_rbe
     out = [Objective(target, "squared_deviation", p, 100.0),
            Objective(target, "min_dose", 0.99 * p, 300.0),
-           Objective(target, "max_dose", 1.03 * p, 100.0),
+           Objective(target, "max_dose", 1.03 * p, 300.0),
            *(Objective(ring_name(target, inner, outer), "max_dose", share * p, weight)
              for inner, outer, share, weight in DEFAULT_RINGS)]
     assert patient.structure_set is not None
