@@ -6,6 +6,7 @@ It owns the session, runs one background task at a time and shows every error in
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -30,9 +31,11 @@ from app.recent import RecentFolders, user_data_dir
 from app.session import PlanEntry, Session
 from app.tasks import BackgroundTask, Work
 from app.theme import BACKGROUND_RGBA, PAD, TOOLBAR_HEIGHT
+from app.workspace_keeper import SAVE_CHECK_S, WorkspaceKeeper
 from planning import __version__, api
 from planning.about import third_party_notices, version_text
 from planning.errors import IonPlanError
+from planning.workspace import WorkspaceStore
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ ESCAPE_KEY = 27
 DIALOG_CLOSE_S = 0.3
 #: Frames rendered after the start-up patient appears before a --screenshot is taken.
 SCREENSHOT_SETTLE_FRAMES = 5
+#: The source of the bundled demo patient (its workspace is kept like any other).
+DEMO_SOURCE = "demo patient"
 
 
 class IonPlanApp(App):
@@ -49,11 +54,14 @@ class IonPlanApp(App):
     Parameters
     ----------
     start_folder : str, optional
-        DICOM folder opened at start; default: the demo patient.
+        DICOM folder opened at start; default: the patient open when the application last
+        ran, or the demo patient the first time.
     screenshot_path : str, optional
-        Smoke-test mode: save the window to this PNG once the start-up patient is shown, quit.
+        Smoke-test mode: save the window to this PNG once the start-up patient is shown, quit
+        (opens ``start_folder`` or the demo patient; reads and writes no workspace).
     user_data_dir_override : str, optional
-        Where the recent-folders list lives (tests); default: Kivy's per-user data folder.
+        Where the recent-folders list and the plan workspaces (``workspaces/``, see
+        docs/workspace.md) live; default: :func:`app.recent.user_data_dir`.
     """
 
     title = f"IonPlan {__version__}"
@@ -71,13 +79,15 @@ class IonPlanApp(App):
         self.last_error: str = ""
         self.last_export: list[str] = []
         self.exported: set[PlanEntry] = set()  # plans written out (by identity)
+        self.keeper: WorkspaceKeeper | None = None  # None in screenshot mode
         self._closing = False
 
     # --- building ----------------------------------------------------------------------------
     def build(self) -> BoxLayout:
         Window.clearcolor = BACKGROUND_RGBA
         Window.bind(on_request_close=self._confirm_close, on_keyboard=self._swallow_escape)
-        self.recent = RecentFolders(self._data_dir or user_data_dir())
+        data_dir = Path(self._data_dir) if self._data_dir else user_data_dir()
+        self.recent = RecentFolders(data_dir)
         root = BoxLayout(orientation="vertical", spacing=2)
         self.toolbar = self._build_toolbar()
         root.add_widget(self.toolbar)
@@ -89,7 +99,17 @@ class IonPlanApp(App):
         root.add_widget(self.screens)
         self.task_bar = TaskBar()
         root.add_widget(self.task_bar)
+        if not self.screenshot_path:
+            self.keeper = WorkspaceKeeper(WorkspaceStore(data_dir / "workspaces"),
+                                          self.session, self.planning.workspace_settings,
+                                          lambda entry: entry in self.exported)
+            Clock.schedule_interval(lambda _dt: self.save_workspace(), SAVE_CHECK_S)
         return root
+
+    def save_workspace(self) -> None:
+        """Write the open patient's workspace if anything it keeps changed."""
+        if self.keeper is not None:
+            self.keeper.save_if_changed()
 
     def _build_toolbar(self) -> BoxLayout:
         bar = BoxLayout(size_hint_y=None, height=TOOLBAR_HEIGHT, spacing=PAD, padding=(PAD, 4))
@@ -130,9 +150,16 @@ class IonPlanApp(App):
         # The GPU kernels compile (or load from CuPy's cache) while the user looks at the
         # patient; a daemon thread, silent, so it never holds the app or a task up.
         threading.Thread(target=api.warm_up_gpu, name="gpu-warm-up", daemon=True).start()
+        last = self.keeper.store.last_patient() if self.keeper is not None else None
         if self.start_folder:
             self.load_folder(self.start_folder)
+        elif last is None or last[0] == DEMO_SOURCE:
+            self.open_demo()
+        elif os.path.isdir(last[0]):
+            self._import(last[0], last[1])
         else:
+            self.show_error("Reopen the last patient", f"{last[0]}: the folder of the last "
+                            "patient is no longer there; the demo patient opens instead")
             self.open_demo()
 
     # --- tasks and errors --------------------------------------------------------------------
@@ -198,7 +225,7 @@ class IonPlanApp(App):
     def open_demo(self) -> None:
         self._unless_plans_would_be_lost("Open the demo patient", lambda: self.run_task(
             "Loading the demo patient", lambda progress, cancel: api.demo_patient(),
-            lambda patient: self._patient_loaded(patient, "demo patient"), cancellable=False))
+            lambda patient: self._patient_loaded(patient, DEMO_SOURCE), cancellable=False))
 
     def open_folder(self) -> None:
         recent = self.recent.load() if self.recent else []
@@ -285,8 +312,19 @@ class IonPlanApp(App):
         self.run_task("Recalculating the imported plan", work, done)
 
     def _patient_loaded(self, patient: Any, source: str) -> None:
+        """Show ``patient`` with the plans and settings of its workspace."""
+        self.save_workspace()  # the previous patient's last changes
         self.exported.clear()
-        self.session.set_patient(patient, source)
+        if self.keeper is None:
+            self.session.set_patient(patient, source)
+        else:
+            restored = self.keeper.restore(patient, source)
+            self.exported.update(restored.exported)
+            self.session.set_patient(patient, source, restored.plans)
+            self.planning.apply_workspace_settings(restored.settings)
+            self.keeper.mark_saved()
+            if restored.problem:
+                self.show_error("Saved workspace not opened", restored.problem)
         if self.screenshot_path:
             Clock.schedule_once(lambda _dt: self._take_screenshot(SCREENSHOT_SETTLE_FRAMES), 0)
 
@@ -333,7 +371,10 @@ class IonPlanApp(App):
             dialogs.message_dialog("Export DICOM", "Wrote:\n" + "\n".join(paths),
                                    name="export_dialog")
 
-        self.run_task("Exporting DICOM", lambda p, c: api.export_plan(entry.result, target),
+        # The RT Plan Name (and its first 16 characters, the RT Plan Label) is the plan's name.
+        named = dataclasses.replace(entry.result,
+                                    plan=dataclasses.replace(entry.result.plan, label=entry.name))
+        self.run_task("Exporting DICOM", lambda p, c: api.export_plan(named, target),
                       done, cancellable=False)
 
     @staticmethod
@@ -380,6 +421,7 @@ class IonPlanApp(App):
 
     def on_stop(self) -> None:
         Window.unbind(on_request_close=self._confirm_close, on_keyboard=self._swallow_escape)
+        self.save_workspace()
 
     @staticmethod
     def _swallow_escape(_window: Any, key: int, *_args: Any) -> bool:

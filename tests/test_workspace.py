@@ -10,13 +10,8 @@ import numpy as np
 import pytest
 
 from planning import __version__
-from planning.beams import Beam, SpotMap
-from planning.dose_grid import DoseGrid
-from planning.exchange import ExchangeView
 from planning.patient import Patient
-from planning.plan import BeamDoses, BeamPlan, Plan, Prescription
 from planning.planner import PlanResult
-from planning.rbe import LemModel, MkmModel, Tissue
 from planning.workspace import (
     FORMAT_VERSION,
     PatientKey,
@@ -28,6 +23,7 @@ from planning.workspace import (
     patient_key,
 )
 from planning.workspace import store as store_module
+from tests.workspace_factory import synthetic_plan_result as _result
 
 
 @pytest.fixture(scope="module")
@@ -35,33 +31,6 @@ def patient() -> Patient:
     from planning import api
 
     return api.demo_patient()
-
-
-def _result(patient: Patient, seed: int) -> PlanResult:
-    """A plan with random spots, weights and cubes (the format does not care about physics)."""
-    rng = np.random.default_rng(seed)
-    grid = DoseGrid((6, 5, 4), (4.0, 4.0, 4.0), (-10.0, -8.5, 3.25))
-    beams = []
-    for k, gantry in enumerate((90.0, 270.0)):
-        n = 7 + k
-        layer = np.repeat(np.arange(n), 1)
-        spots = SpotMap(rng.uniform(100, 300, n), layer, 5.0 * rng.integers(-4, 4, n),
-                        5.0 * rng.integers(-4, 4, n), (5.0, 5.0))
-        beam = Beam((1.5, -2.25, 30.125), gantry, 10.0 * k, f"B{k}", "HFS")
-        beams.append(BeamPlan(beam, spots, rng.uniform(0, 3, n), 2.5 * k))
-    model = LemModel(Tissue("custom", 0.2, 0.03, 12.0))
-    plan = Plan("Plan A", "generic", tuple(beams), Prescription("PTV", 57.6, 16),
-                model.describe(), notes=("made by a test",), rbe=model,
-                beam_doses=BeamDoses((1.0, 2.0, 3.0), (0.5, 0.25), (1.5, 0.75)))
-
-    def cube() -> np.ndarray:
-        return rng.random(grid.shape, dtype=np.float32)
-
-    exchange = ExchangeView(grid, cube(), cube(), cube(), cube(), MkmModel(), model, 16)
-    return PlanResult(plan, patient, grid, cube(), cube(), cube(), cube(), model,
-                      report={"rbe_model": model.describe(), "optimizer": {"iterations": 12},
-                              "warnings": ["w"]},
-                      exchange=exchange, beam_physical_dose_gy=(cube(), cube()))
 
 
 def _workspace(patient: Patient, n_plans: int = 2) -> Workspace:
