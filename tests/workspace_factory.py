@@ -53,5 +53,5 @@ def synthetic_plan_result(patient: Patient, seed: int, *, grid_mm: float = 8.0,
                             model, 16)
     return PlanResult(plan, patient, grid, cube(20.0), rbe_dose, cube(60.0), cube(3.0), model,
                       report={"rbe_model": model.describe(), "optimizer": {"iterations": 12},
-                              "warnings": []},
+                              "warnings": [], "timings_s": {}},
                       exchange=exchange, beam_physical_dose_gy=(cube(10.0), cube(10.0)))
