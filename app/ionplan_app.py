@@ -216,9 +216,11 @@ class IonPlanApp(App):
         if not unsaved:
             proceed()
             return
+        fate = (self._kept_text(len(unsaved) > 1) if self.keeper is not None
+                else "they will be lost")
         popup = dialogs.confirm_dialog(
             f"{action}?", f"{', '.join(unsaved)} of the open patient "
-            f"{'was' if len(unsaved) == 1 else 'were'} not exported and will be lost.",
+            f"{'was' if len(unsaved) == 1 else 'were'} not exported; {fate}.",
             confirm_text=action, on_confirm=proceed)
         popup.name = "discard_dialog"
 
@@ -435,16 +437,28 @@ class IonPlanApp(App):
         running = self.task is not None and self.task.running
         if not (unsaved or running) or self._closing:
             return False
-        lost = [f"{', '.join(unsaved)} {'was' if len(unsaved) == 1 else 'were'} not exported"
-                ] if unsaved else []
+        notes = []
+        if unsaved:
+            fate = (self._kept_text(len(unsaved) > 1) if self.keeper is not None
+                    else "quitting loses them")
+            notes.append(f"{', '.join(unsaved)} {'was' if len(unsaved) == 1 else 'were'} not "
+                         f"exported; {fate}")
         if running:
             assert self.task is not None
-            lost.append(f"{self.task.name} is still running")
+            notes.append(f"{self.task.name} is still running: quitting now loses that work")
         popup = dialogs.confirm_dialog(
-            "Quit IonPlan?", "; ".join(lost) + ": quitting now loses that work.",
+            "Quit IonPlan?", ".\n".join(notes) + ".",
             confirm_text="Quit", on_confirm=self._close_now)
         popup.name = "quit_dialog"
         return True
+
+    def _kept_text(self, plural: bool) -> str:
+        """Where unexported plans stay (the workspace), or why they may not."""
+        it, stays, comes = ("they", "stay", "come") if plural else ("it", "stays", "comes")
+        if self.keeper is not None and self.keeper.last_error:
+            return f"saving the workspace failed ({self.keeper.last_error}): {it} may be lost"
+        return (f"{it} {stays} in the patient's workspace and {comes} back when the patient "
+                "is opened")
 
     def _close_now(self) -> None:
         self._closing = True

@@ -40,7 +40,9 @@ def _start(gui, data_dir: Path):
 
 
 def _manifest(data_dir: Path) -> dict:
-    (path,) = (data_dir / "workspaces").glob("*/workspace.json")
+    """The workspace manifest in use (not one moved aside)."""
+    (path,) = (p for p in (data_dir / "workspaces").glob("*/workspace.json")
+               if ".unreadable-" not in p.parent.name)
     return json.loads(path.read_text())
 
 
@@ -193,3 +195,50 @@ def test_bad_tissue_is_refused_at_compute_before_any_work(gui, tmp_path):
     gui.click(form.compute_button)
     gui.frames(3)
     assert app.task is loading and "no structure named 'Lens'" in app.last_error
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "newer version"])
+def test_unreadable_workspace_is_moved_aside_and_the_app_stays_usable(gui, tmp_path, damage):
+    stored = _seed(tmp_path)
+    (folder,) = (tmp_path / "workspaces").glob("IONPLAN-DEMO-001-*")
+    if damage == "flipped byte":
+        cube = folder / "plans" / stored.plan_id / "rbe_dose_gy_rbe.npy"
+        data = bytearray(cube.read_bytes())
+        data[-5] ^= 0x40
+        cube.write_bytes(bytes(data))
+        expected = "checksum mismatch"
+    else:
+        manifest = _manifest(tmp_path)
+        manifest["format_version"] = 7
+        (folder / "workspace.json").write_text(json.dumps(manifest))
+        expected = "workspace format 7"
+    app = _start(gui, tmp_path)
+    dialog = _dialog(gui, "error_dialog")
+    text = " ".join(getattr(w, "text", "") for w in dialog.walk())
+    assert expected in text and "moved to" in text and "nothing was deleted" in text
+    # The patient is open without the plans; the old workspace is kept beside, whole.
+    assert app.session.patient is not None and app.session.plans == []
+    (aside,) = (tmp_path / "workspaces").glob("IONPLAN-DEMO-001-*.unreadable-*")
+    assert (aside / "plans" / stored.plan_id / "rbe_dose_gy_rbe.npy").exists()
+    gui.click(_dialog(gui, "error_dialog_ok"))
+    gui.advance(0.5)
+    # Still usable: the form edits and a new workspace is written for the patient.
+    app.planning.plan_panel.fractions.text = "20"
+    gui.advance(1.5)
+    assert _manifest(tmp_path)["settings"]["form"]["fractions"] == "20"
+
+
+def test_the_last_patient_folder_reopens_at_start(gui, tmp_path):
+    from planning.dicom import write_demo_patient
+
+    folder = tmp_path / "patient folder"
+    write_demo_patient(folder)
+    from app.ionplan_app import IonPlanApp
+
+    app = gui.start(IonPlanApp(start_folder=str(folder), user_data_dir_override=str(tmp_path)))
+    gui.wait_until(lambda: app.session.patient is not None or app.last_error, 120,
+                   "the folder's patient")
+    assert app.session.source == str(folder)
+    gui.stop()
+    app = _start(gui, tmp_path)  # no folder given: the last patient, not the demo
+    assert app.session.source == str(folder) and not app.last_error
