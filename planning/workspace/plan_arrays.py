@@ -29,8 +29,6 @@ from planning.rbe.record import model_from_record, model_record
 CUBES = ("physical_dose_gy", "rbe_dose_gy_rbe", "letd_kev_um", "rbe")
 #: Cubes of the exchange view, by ExchangeView attribute (array name ``exchange_<attr>``).
 EXCHANGE_CUBES = ("dose_gy", "mkm_dose_gy_rbe", "lem_dose_gy_rbe", "ratio_lem_over_mkm")
-#: Per-spot arrays of a beam (array name ``beam<i>_<name>``).
-SPOT_ARRAYS = ("energy_mev_u", "layer", "u_mm", "v_mm", "weights")
 
 
 class PlanRecordError(IonPlanError):
