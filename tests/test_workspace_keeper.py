@@ -53,7 +53,7 @@ def test_saves_only_what_changed_and_restores_it(tmp_path, patient):
     assert keeper.save_if_changed() == folder
     assert keeper.save_if_changed() is None
 
-    session2, _, keeper2 = _keeper(tmp_path, patient)
+    _, _, keeper2 = _keeper(tmp_path, patient)
     restored = keeper2.restore(patient, "demo patient")
     assert restored.problem == ""
     assert [(p.name, p.plan_id, p.summary, dict(p.setup)) for p in restored.plans] == [
@@ -76,7 +76,7 @@ def test_a_damaged_workspace_is_moved_aside_with_the_reason(tmp_path, patient):
 
 
 def test_a_failed_save_is_reported_and_retried(tmp_path, patient):
-    session, settings, keeper = _keeper(tmp_path / "ws", patient)
+    _, _, keeper = _keeper(tmp_path / "ws", patient)
     (tmp_path / "ws").write_text("a file where the folder should be")
     assert keeper.save_if_changed() is None and keeper.last_error
     (tmp_path / "ws").unlink()

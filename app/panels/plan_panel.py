@@ -185,16 +185,16 @@ class PlanPanel(BoxLayout):
         self.tissue.bind(text=lambda *_: self._show_model_fields())
         # alpha_x (1/Gy), beta_x (1/Gy^2), D_t (Gy) of the "custom" tissue
         self.tissue_custom = [_field(default, input_filter="float", hint_text=hint)
-                              for default, hint in (("0.1", "alpha_x"), ("0.05", "beta_x"),
-                                                    ("30", "D_t"))]
+                              for default, hint in (("0.1", "1/Gy"), ("0.05", "1/Gy2"),
+                                                    ("30", "Gy"))]
         custom = BoxLayout(size_hint_y=None, height=ROW_HEIGHT, spacing=3)
-        for ti, unit in zip(self.tissue_custom, ("a", "b", "Dt"), strict=True):
-            custom.add_widget(_label(unit, 18, muted=True))
+        for ti, name in zip(self.tissue_custom, ("ax", "bx", "Dt"), strict=True):
+            custom.add_widget(_label(name, 22, muted=True))
             custom.add_widget(ti)
         self.rbe_value = _field("", input_filter="float", hint_text="e.g. 3.0")
         grid.add_widget(_label("LEM I tissue", 130))
         grid.add_widget(self.tissue)
-        grid.add_widget(_label("custom (1/Gy, 1/Gy2, Gy)", 130, muted=True))
+        grid.add_widget(_label("Custom tissue", 130, muted=True))
         grid.add_widget(custom)
         grid.add_widget(_label("Constant RBE", 130))
         grid.add_widget(self.rbe_value)

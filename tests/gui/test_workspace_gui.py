@@ -119,6 +119,7 @@ def test_rename_a_plan_names_its_export_and_is_kept(gui, tmp_path):
     assert entry.name == "Boost phase 2"
     assert panel.plan.text == "Boost phase 2" and panel.plan.values == ["Boost phase 2"]
     assert screen.shown_plan is entry
+    gui.screenshot("dose_tab_renamed_plan")  # the dose is the synthetic test plan's
     # A name in use, or an empty one, is refused in a dialog and nothing changes.
     app.session.add_plan(entry.result, "second")
     gui.frames(2)
@@ -189,6 +190,7 @@ def test_bad_tissue_is_refused_at_compute_before_any_work(gui, tmp_path):
     # The user's form is kept as typed.
     assert (form.tissue.text, form.tissue_custom[1].text, form.fractions.text) == (
         "custom", "0", "8")
+    gui.screenshot("plan_setup_custom_tissue")
     # An objective on a structure the patient lacks is refused the same way.
     form.tissue.text = "hsg"
     form.objective_row_list[-1].structure.text = "Lens"
