@@ -1,11 +1,12 @@
-"""Pictures out of the GUI: the window or one widget as PNG, and the plan report (PNG + PDF).
+"""Pictures out of the GUI: the window as PNG (the --screenshot smoke test), and a widget as a
+PNG with the patient, plan, model and date burned in under a name that never replaces a file.
 
-Every file is written atomically (a temporary file in the target folder, then a rename).
+Every file is written atomically (a temporary file in the target folder, then a rename). The
+plan report is planning's plan document (:func:`planning.api.write_plan_document`).
 """
 
 from __future__ import annotations
 
-import datetime
 import os
 import tempfile
 from pathlib import Path
@@ -17,14 +18,11 @@ from kivy.core.window import Window
 from kivy.uix.widget import Widget
 from numpy.typing import NDArray
 
-from app import review
-from planning import __version__
+from planning import api
 from planning.errors import InputError
 
 if TYPE_CHECKING:
-    from app.planning_screen import PlanningScreen
-    from app.report_image import ReportContent
-    from app.session import PlanEntry
+    from planning.document.identity import Identification
 
 
 def _check_target(path: Path) -> None:
@@ -62,18 +60,15 @@ def save_window_png(path: str | os.PathLike[str]) -> Path:
     return _replace_from_temp(target, write)
 
 
-def save_widget_png(widget: Widget, path: str | os.PathLike[str]) -> Path:
-    """One widget (and its children) as it is on screen, to ``path`` (atomic).
+def save_identified_png(widget: Widget, folder: str | os.PathLike[str],
+                        ident: Identification, kind: str) -> Path:
+    """One widget as it is on screen, below a banner with ``ident``, as a new PNG
+    ``<patientID>_<plan>_<YYYYmmdd-HHMMSS>_<kind>.png`` in ``folder``; returns its path.
 
-    Cut out of the window like the report's views: an offscreen re-render would clip the
-    slice views with their window-pixel scissor boxes.
+    Cut out of the window (what the user sees): an offscreen re-render would clip the slice
+    views with their window-pixel scissor boxes.
     """
-    from app.report_image import write_png
-
-    target = Path(path).resolve()
-    _check_target(target)
-    write_png(target, widget_pixels(widget))
-    return target
+    return api.write_identified_picture(widget_pixels(widget), ident, folder, kind)
 
 
 def window_pixels() -> NDArray[np.uint8]:
@@ -98,55 +93,3 @@ def widget_pixels(widget: Widget, window_rgba: NDArray[np.uint8] | None = None
     x1, y1 = x0 + round(widget.width), y0 + round(widget.height)
     x0, y0 = max(x0, 0), max(y0, 0)
     return rgba[height - y1:height - y0, x0:x1].copy()
-
-
-def report_content(screen: PlanningScreen, entry: PlanEntry) -> ReportContent:
-    """What the plan report shows: the plan's summary, the three views as drawn, the DVH and
-    the metrics table of the dose on screen."""
-    result = entry.result
-    patient = result.patient
-    study = patient.ct.study
-    rx = result.plan.prescription
-    lines = [
-        f"Patient: {study.patient_name or 'Anonymous'}  ID {study.patient_id or '-'}",
-        f"{entry.name}: {entry.summary}",
-        f"Prescription: {rx.total_dose_gy_rbe:g} Gy(RBE) to {rx.target} in {rx.n_fractions} "
-        f"fractions ({rx.dose_per_fraction_gy_rbe:.2f} Gy(RBE)/fx)",
-        f"RBE model: {result.model.describe()}" + (
-            "" if result.plan.rbe_model == result.model.describe()
-            else f" (plan optimized with {result.plan.rbe_model})"),
-        "Beams: " + ", ".join(f"{b.beam.label} ({b.spots.n_spots} spots)"
-                              for b in result.plan.beams),
-        f"Machine: {result.plan.machine_name}; dose grid "
-        f"{' x '.join(f'{s:g}' for s in result.dose_grid.spacing_mm[::-1])} mm",
-    ]
-    viewer = screen.viewer
-    shot = window_pixels()
-    views = [(f"{v.orientation.capitalize()}", widget_pixels(v, shot)) for v in viewer.views]
-    from app.report_image import ReportContent
-
-    rows = screen.metrics.rows
-    return ReportContent(
-        title="IonPlan plan report",
-        lines=lines,
-        view_images=views,
-        dvh_curves=list(screen.dvh.curves),
-        dvh_x_label=screen.dvh.x_label,
-        prescription=screen.dvh.prescription,
-        metrics_columns=list(screen.metrics.columns),
-        metrics_rows=list(rows) if rows else review.metrics_rows([]),
-        footer=(f"IonPlan {__version__} - {datetime.datetime.now():%Y-%m-%d %H:%M} - "
-                "research software, not a certified medical device"),
-    )
-
-
-def write_plan_report(screen: PlanningScreen, entry: PlanEntry, folder: Path) -> list[Path]:
-    """Write ``<plan>_report.png`` and ``<plan>_report.pdf`` into ``folder``."""
-    from app.report_image import render_report
-
-    if not folder.is_dir():
-        raise InputError(f"{folder}: the folder does not exist")
-    stem = entry.name.replace(" ", "_").lower()
-    png, pdf = folder / f"{stem}_report.png", folder / f"{stem}_report.pdf"
-    render_report(report_content(screen, entry), png_path=png, pdf_path=pdf)
-    return [png, pdf]

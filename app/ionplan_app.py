@@ -34,6 +34,7 @@ from app.theme import BACKGROUND_RGBA, PAD, TOOLBAR_HEIGHT
 from app.workspace_keeper import SAVE_CHECK_S, WorkspaceKeeper
 from planning import __version__, api
 from planning.about import third_party_notices, version_text
+from planning.document.identity import Identification
 from planning.errors import IonPlanError
 from planning.workspace import WorkspaceStore
 
@@ -360,11 +361,11 @@ class IonPlanApp(App):
         entry = self.planning.shown_plan
         if entry is None:
             return
-
-        target = Path(folder).expanduser() / entry.name.replace(" ", "_").lower()
-        if target.exists() and any(target.iterdir()):
-            self.show_error("Export DICOM", f"{target} already holds files: choose another "
-                                            "folder (an export never overwrites another)")
+        try:  # each export in a new folder named after patient, plan and time
+            target = api.new_plan_folder(Path(folder).expanduser(),
+                                         self._identification(entry))
+        except IonPlanError as exc:
+            self.show_error("Export DICOM", exc)
             return
 
         def done(paths: list[str]) -> None:
@@ -376,8 +377,20 @@ class IonPlanApp(App):
         # The RT Plan Name (and its first 16 characters, the RT Plan Label) is the plan's name.
         named = dataclasses.replace(entry.result,
                                     plan=dataclasses.replace(entry.result.plan, label=entry.name))
-        self.run_task("Exporting DICOM", lambda p, c: api.export_plan(named, target),
-                      done, cancellable=False)
+        if not self.run_task("Exporting DICOM",
+                             lambda p, c: api.export_plan(named, target, plan_name=entry.name),
+                             done, cancellable=False):
+            target.rmdir()  # not started: leave no empty folder behind
+
+    def _identification(self, entry: PlanEntry | None) -> Identification:
+        """Patient, plan, model and now, for a file about ``entry`` (or the screen)."""
+        patient = self.session.patient
+        if entry is not None:
+            return api.identification(patient, entry.name, entry.result.model.describe())
+        if self.screens.current_screen is self.compare:
+            return api.identification(patient, f"A {self.compare.side_a.text} - B "
+                                               f"{self.compare.side_b.text}", "as labelled")
+        return api.identification(patient, "no plan", "-")
 
     @staticmethod
     def _once_dialogs_closed(action: Any) -> None:
@@ -392,8 +405,10 @@ class IonPlanApp(App):
 
     def export_view_png_to(self, folder: str) -> None:
         screen = self.screens.current_screen
+        entry = self.planning.shown_plan if screen is self.planning else None
         try:
-            path = export.save_widget_png(screen, Path(folder) / f"ionplan_{screen.name}.png")
+            path = export.save_identified_png(screen, Path(folder).expanduser(),
+                                              self._identification(entry), f"{screen.name}_view")
         except (OSError, ValueError, IonPlanError) as exc:
             self.show_error("Save view PNG", exc)
             return
@@ -404,22 +419,23 @@ class IonPlanApp(App):
         if self.planning.shown_plan is None:
             self.show_error("Plan report", "compute a plan first")
             return
-        self._ask_folder("Save the plan report (PNG and PDF)",
-                         lambda folder: self._once_dialogs_closed(
-                             lambda: self.export_report_to(folder)))
+        self._ask_folder("Save the plan report (PDF)", self.export_report_to)
 
     def export_report_to(self, folder: str) -> None:
+        """Write the plan document of the plan on screen into ``folder`` (a new file)."""
         entry = self.planning.shown_plan
         if entry is None:
             return
-        try:
-            paths = export.write_plan_report(self.planning, entry, Path(folder))
-        except (OSError, ValueError, IonPlanError) as exc:
-            self.show_error("Plan report", exc)
-            return
-        self.last_export = [str(p) for p in paths]
-        dialogs.message_dialog("Plan report", "Wrote:\n" + "\n".join(self.last_export),
-                               name="export_dialog")
+
+        def done(path: Path) -> None:
+            self.last_export = [str(path)]
+            dialogs.message_dialog("Plan report", f"Wrote:\n{path}", name="export_dialog")
+
+        self.run_task("Writing the plan report",
+                      lambda p, c: api.write_plan_document(entry.result,
+                                                           Path(folder).expanduser(),
+                                                           entry.name),
+                      done, cancellable=False)
 
     def on_stop(self) -> None:
         Window.unbind(on_request_close=self._confirm_close, on_keyboard=self._swallow_escape)

@@ -15,6 +15,7 @@ from planning.errors import InputError, PlanningError
 from planning.optimization import Objective
 from planning.planner import PlanRequest
 from planning.rbe import DEFAULT_TISSUES
+from planning.regions import ring_match
 
 #: RBE model choices: (label shown, ``planning.api.rbe_model`` name).
 RBE_MODELS: tuple[tuple[str, str], ...] = (
@@ -111,6 +112,14 @@ def parse_objective(structure: str, kind: str, dose_text: str, weight_text: str,
         raise InputError(str(exc)) from None
 
 
+def names_a_structure(name: str, structures: Sequence[str]) -> bool:
+    """Whether an objective's ``name`` is one of ``structures`` or a region generated around
+    one (``"PTV ring 0-5 mm"``, :mod:`planning.regions`); names match case-insensitively."""
+    known = {s.lower() for s in structures}
+    ring = ring_match(name)
+    return name.lower() in known or (ring is not None and ring["roi"].lower() in known)
+
+
 def parse_tissue_choice(choice: str, custom_texts: Sequence[str]) -> str:
     """The LEM I tissue as :func:`planning.api.rbe_model` takes it: a class name from
     :data:`TISSUE_CHOICES`, or ``"alpha_x,beta_x,D_t"`` from the three custom fields."""
@@ -135,16 +144,18 @@ def parse_plan_setup(*, target: str, dose_text: str, fractions_text: str,
     """Check every value of the form before any work; raise InputError naming the first bad
     field and what is wrong with it.
 
-    ``structures``, when given, are the patient's: the target and every objective must name
-    one of them.
+    ``structures``, when given, are the patient's: the target must be one of them, every
+    objective one of them or a ring generated around one.
     """
     if not target:
         raise InputError("choose a target structure")
     if structures is not None:
-        for name, what in ((target, "target"), *((o.structure, f"objective {i + 1}")
-                                                  for i, o in enumerate(objectives))):
-            if name not in structures:
-                raise InputError(f"{what}: the patient has no structure named {name!r}")
+        if target not in structures:
+            raise InputError(f"target: the patient has no structure named {target!r}")
+        for i, o in enumerate(objectives):
+            if not names_a_structure(o.structure, structures):
+                raise InputError(f"objective {i + 1}: the patient has no structure named "
+                                 f"{o.structure!r} (nor is it a ring around one)")
     dose = _number(dose_text, "prescribed dose (Gy(RBE), whole plan)", lo=0.01, hi=200)
     fractions_value = _number(fractions_text, "number of fractions", lo=1, hi=100)
     if fractions_value != int(fractions_value):

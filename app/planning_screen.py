@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.popup import Popup
 from kivy.uix.screenmanager import Screen
 from kivy.uix.tabbedpanel import TabbedPanel, TabbedPanelItem
 
@@ -18,7 +19,9 @@ from app.dose_display import overlay_for
 from app.panels.dose_panel import DosePanel
 from app.panels.patient_panel import PatientPanel
 from app.panels.plan_panel import PlanPanel
+from app.panels.robust_panel import RobustPanel
 from app.plan_setup import BeamSetup, PlanSetup, reoptimization_conflicts
+from app.robust_review import RobustChoice
 from app.session import PlanEntry, Session
 from app.tasks import Work
 from app.theme import BOTTOM_PANEL_HEIGHT, PAD, SIDE_PANEL_WIDTH
@@ -66,8 +69,10 @@ class PlanningScreen(Screen):
                                     gpu_available=api.gpu_available())
         self.dose_panel = DosePanel(on_change=self.refresh_dose,
                                     on_error=lambda e: host.show_error("Dose display", e),
-                                    on_rename=self.ask_rename)
+                                    on_rename=self.ask_rename,
+                                    on_robustness=self.open_robustness)
         self._renamed: PlanEntry | None = None  # keeps the selection through a rename
+        self.robust_popup: Popup | None = None
         self.tab_items = {}
         for title, panel in (("Patient", self.patient_panel), ("Plan", self.plan_panel),
                              ("Dose", self.dose_panel)):
@@ -198,6 +203,7 @@ class PlanningScreen(Screen):
         entry = self.shown_plan
         if entry is None:
             self.state.set_dose(None)
+            self.dose_panel.set_notes([])
             return
         layers = entry.layers()
         self.dose_panel.set_layers(layers)
@@ -208,6 +214,7 @@ class PlanningScreen(Screen):
         overlay = overlay_for(layer, self.dose_panel.display())
         self.state.set_dose(overlay)
         self.dose_panel.reference.text = layer.reference_text
+        self.dose_panel.set_notes(entry.result.report.get("warnings", []))
         beams = entry.result.plan.beams
         self._show_beams([BeamSetup(b.beam.gantry_deg, b.beam.couch_deg) for b in beams],
                          isocenters=[b.beam.isocenter_mm for b in beams])
@@ -337,3 +344,52 @@ class PlanningScreen(Screen):
             self.tabs.switch_to(self.tab_items["Dose"])
 
         self.host.run_task(name, work, done)
+
+    # --- robustness --------------------------------------------------------------------------
+    def open_robustness(self) -> None:
+        """The Robustness view of the plan shown in the Dose tab (its last evaluation, if any)."""
+        entry = self.shown_plan
+        if entry is None:
+            self.host.show_error("Robustness", "compute a plan first: the robust evaluation "
+                                 "recalculates the plan shown in the Dose tab")
+            return
+        ss = entry.result.patient.structure_set
+        colours = {} if ss is None else {s.name: s.colour_rgb or (200, 200, 200)
+                                         for s in ss.structures}
+        panel = RobustPanel(
+            plan_name=entry.name, target=entry.result.plan.prescription.target,
+            prescription_gy_rbe=entry.prescription_gy_rbe, colours=colours,
+            on_evaluate=lambda choice: self.evaluate_robustness(entry.name, choice),
+            on_error=lambda e: self.host.show_error("Robustness", e))
+        if entry.robust is not None:
+            panel.show_report(entry.robust.report)
+        popup = Popup(title=f"Robustness of {entry.name}", content=panel, size_hint=(0.92, 0.9))
+        popup.bind(on_dismiss=lambda *_: setattr(self, "robust_popup", None))
+        self.robust_popup = popup
+        popup.open()
+
+    def evaluate_robustness(self, plan_name: str, choice: RobustChoice) -> None:
+        """Evaluate plan ``plan_name`` over ``choice``'s scenarios in the background (the
+        popup closes so that the task bar's progress and Cancel are in reach); the view opens
+        again with the result."""
+        entry = self.session.plan(plan_name)
+        if self.robust_popup is not None:
+            self.robust_popup.dismiss()
+        result = entry.result
+        # The device the plan was computed on (the same engine path as its nominal dose).
+        device = str(result.report.get("device", "auto"))
+
+        def work(progress: Any, cancel: Any) -> Any:
+            return api.robust_evaluation_of_result(result, **choice.api_options(),
+                                                   device=device if device in ("cpu", "gpu")
+                                                   else "auto",
+                                                   progress=progress, cancel=cancel)
+
+        def done(robust: Any) -> None:
+            if not any(p.name == plan_name and p.result is result for p in self.session.plans):
+                return  # the plan is gone (another patient was opened meanwhile)
+            self.session.set_robust(plan_name, robust)
+            self.dose_panel.plan.text = plan_name
+            self.open_robustness()
+
+        self.host.run_task(f"Robust evaluation of {plan_name}", work, done)

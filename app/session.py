@@ -7,7 +7,7 @@ Plain Python (no Kivy) so it is tested without a window. Widgets subscribe with
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -18,6 +18,7 @@ from planning.dose_grid import DoseGrid
 from planning.errors import InputError
 from planning.patient import Patient
 from planning.planner import PlanResult
+from planning.robust import RobustResult
 from planning.workspace import new_plan_id
 
 #: Longest plan name the user may give (the RT Plan Label keeps its first 16 characters).
@@ -69,7 +70,9 @@ class DoseLayer:
 class PlanEntry:
     """A plan of the open patient and the settings it was computed with.
 
-    Only ``name`` changes (:meth:`Session.rename_plan`); entries compare by identity.
+    Only ``name`` changes in place (:meth:`Session.rename_plan`); a robust evaluation gives a
+    new entry with the same ``plan_id`` (:meth:`Session.set_robust`). Entries compare by
+    identity.
 
     Attributes
     ----------
@@ -83,6 +86,8 @@ class PlanEntry:
         The plan-setup form it was computed with (JSON object; empty when unknown).
     plan_id : str
         Its folder in the patient's workspace, fixed for its life.
+    robust : RobustResult or None
+        Its robust evaluation, once asked for (not kept in the workspace).
     """
 
     name: str
@@ -90,6 +95,7 @@ class PlanEntry:
     summary: str
     setup: Mapping[str, Any] = field(default_factory=dict)
     plan_id: str = field(default_factory=new_plan_id)
+    robust: RobustResult | None = None
 
     @property
     def prescription_gy_rbe(self) -> float:
@@ -119,6 +125,13 @@ class PlanEntry:
                                              strict=True)):
             out.append(DoseLayer(f"beam{i}", f"Physical dose of beam {beam.beam.label}", cube,
                                  grid, "Gy", _max_or_one(cube), True))
+        rob = self.robust
+        if rob is not None:
+            n = len(rob.scenarios)
+            out += [DoseLayer("rbe_min", f"Worst case: voxel-wise minimum of {n} scenarios "
+                              f"({model})", rob.rbe_min_gy_rbe, grid, "Gy(RBE)", p, True, rx),
+                    DoseLayer("rbe_max", f"Worst case: voxel-wise maximum of {n} scenarios "
+                              f"({model})", rob.rbe_max_gy_rbe, grid, "Gy(RBE)", p, True, rx)]
         x = r.exchange
         if x is not None:
             rx_of = f"prescription, {model}"
@@ -218,6 +231,15 @@ class Session:
             raise InputError(f"plan {entry.name!r} is not a plan of the open patient")
         entry.name = name
         self._emit("plans")
+
+    def set_robust(self, name: str, robust: RobustResult) -> PlanEntry:
+        """Keep the robust evaluation of plan ``name`` (its worst-case cubes become layers)."""
+        for i, entry in enumerate(self.plans):
+            if entry.name == name:
+                self.plans[i] = replace(entry, robust=robust)
+                self._emit("plans")
+                return self.plans[i]
+        raise KeyError(f"no plan named {name!r}")
 
     def plan(self, name: str) -> PlanEntry:
         for entry in self.plans:

@@ -1,6 +1,6 @@
 """Robust evaluation of the TG-119-sized plan (bench_plan.py) and a batch of recalculations.
 
-Run: ``python bench/bench_robust.py robust --scenarios 9|17|21 [--device cpu|gpu]`` (plans the
+Run: ``python bench/bench_robust.py robust --scenarios 9|13|17|21 [--device cpu|gpu]`` (plans the
 phantom, then times :func:`planning.robust.evaluate_robustness`) or ``python
 bench/bench_robust.py batch --jobs 8 --workers 1|2 --ct CT_DIR --plan RTPLAN.dcm`` (times
 ``ionplan batch`` of N recalculations). Results go to docs/benchmarks.md by hand.
@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-SETTINGS = {9: (6, False), 17: (14, False), 21: (6, True)}
+#: Scenario count -> (setup directions, combined, combined only).
+SETTINGS = {9: (6, False, False), 13: (6, True, True), 17: (14, False, False),
+            21: (6, True, False)}
 
 
 def bench_robust(n_scenarios: int, device: str) -> dict[str, object]:
@@ -31,10 +33,11 @@ def bench_robust(n_scenarios: int, device: str) -> dict[str, object]:
     plan = make_plan(PlanRequest(target="PTV", total_dose_gy_rbe=57.6, n_fractions=16,
                                  gantry_deg=(90.0, 270.0), patient=patient,
                                  spot_spacing_mm=5.0, dose_grid_mm=3.0, device=device))
-    directions, combined = SETTINGS[n_scenarios]
+    directions, combined, combined_only = SETTINGS[n_scenarios]
     t0 = time.perf_counter()
     result = evaluate_robustness(patient, plan.plan, model=plan.model,
-                                 settings=RobustSettings(3.5, 3.0, directions, combined),
+                                 settings=RobustSettings(3.5, 3.0, directions, combined,
+                                                         combined_only),
                                  grid_mm=plan.dose_grid, device=device)
     seconds = time.perf_counter() - t0
     rep = result.report

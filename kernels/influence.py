@@ -257,7 +257,14 @@ def beam_voxels(
     kv = (sv + t) / sv
     cu = (xp.astype(u_mm, xp.float64) / ku - lattice_origin_mm[0]) / du
     cv = (xp.astype(v_mm, xp.float64) / kv - lattice_origin_mm[1]) / dv
-    idx = xp.astype(index, xp.int64)
+    return _ordered_voxels(xp, xp.astype(index, xp.int64), cu, cv, ku * du, kv * dv, wepl64,
+                           float(wepl_bin_mm))
+
+
+def _ordered_voxels(xp: Any, idx: Any, cu: Any, cv: Any, step_u: Any, step_v: Any,
+                    wepl64: Any, wepl_bin_mm: float) -> BeamVoxels:
+    """A :class:`BeamVoxels` of per-voxel arrays (n,) in the caller's order, sorted here."""
+    n = int(idx.shape[0])
     n_max = (int(xp.max(idx)) + 1) if n else 1
     wbin = xp.astype(xp.floor(wepl64 / wepl_bin_mm), xp.int64)
     order = xp.argsort(wbin * n_max + idx)
@@ -271,14 +278,28 @@ def beam_voxels(
         index=xp.take(idx, order),
         cu=xp.astype(xp.take(cu, order), xp.float32),
         cv=xp.astype(xp.take(cv, order), xp.float32),
-        step_u_mm=xp.astype(xp.take(ku * du, order), xp.float32),
-        step_v_mm=xp.astype(xp.take(kv * dv, order), xp.float32),
+        step_u_mm=xp.astype(xp.take(step_u, order), xp.float32),
+        step_v_mm=xp.astype(xp.take(step_v, order), xp.float32),
         wepl_mm=xp.astype(wepl_sorted, xp.float32),
         wepl_index=xp.astype(wepl_index, xp.int64),
         wepl_frac=xp.astype(scaled - wepl_index, xp.float32),
-        bin_mm=float(wepl_bin_mm),
+        bin_mm=wepl_bin_mm,
         bin_end=bin_end,
     )
+
+
+def scale_wepl(voxels: BeamVoxels, factor: float) -> BeamVoxels:
+    """The same voxels with every WEPL multiplied by ``factor`` (> 0), re-sorted.
+
+    WEPL is linear in the stopping power, so this is the geometry of the stopping power
+    scaled by ``factor`` (a range-uncertainty scenario) without tracing the rays again.
+    """
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"WEPL scale factor must be positive, got {factor}")
+    xp = array_namespace(voxels.wepl_mm)
+    return _ordered_voxels(xp, voxels.index, voxels.cu, voxels.cv, voxels.step_u_mm,
+                           voxels.step_v_mm, xp.astype(voxels.wepl_mm, xp.float64) * factor,
+                           voxels.bin_mm)
 
 
 def select_voxels(voxels: BeamVoxels, keep: Any, index: Any = None) -> BeamVoxels:
@@ -835,21 +856,43 @@ def _segment_ids(xp: Any, counts: Any, total: int) -> Any:
     return xp.repeat(xp.arange(n, dtype=xp.int64), counts)
 
 
-def chunk_pairs(plan: LayerPlan, chunk: Chunk, row_start: Any = None, *,
-                let: bool = True) -> ChunkPairs:
-    """Evaluate the dose, LET x dose and model quantity x dose of all pairs of one chunk.
+@dataclass(frozen=True)
+class _Expansion:
+    """The pairs of one chunk, expanded from its segments (see :func:`_expand`).
 
-    Parameters
+    Attributes
     ----------
-    plan : LayerPlan
-        From :func:`plan_layer`.
-    chunk : Chunk
-        One of ``plan.chunks``.
-    row_start : (n,) int64 array, optional
-        Offset added to the ranks of each of the chunk's voxels (0 by default).
-    let : bool
-        Evaluate LET x dose (else ``let_dose`` is None).
+    seg : int64 array (nnz,)
+        Segment of each pair (voxel-major: segment ``j * rows + r`` is window row ``r`` of the
+        chunk's voxel ``j``).
+    rank : int64 array (nnz,)
+        Row-major spot rank of each pair.
+    running : int64 array (nnz,)
+        Position of each pair in the chunk (0 .. nnz - 1).
+    col : int64 array (nnz,)
+        Index of the pair's (voxel, window column) in ``core_u`` and ``halo_u``.
+    core_u, halo_u : float32 arrays (n * cols,)
+        Per (voxel, window column): the u factor of the core and halo Gaussians, with the
+        voxel's IDD and normalisation.
+    core_v, halo_v : float32 arrays (n * rows,)
+        Per segment: the v factor of the core and halo Gaussians.
+    seg_start : int64 array (n * rows + 1,)
+        First pair of each segment; the last entry is nnz.
     """
+
+    seg: Any
+    rank: Any
+    running: Any
+    col: Any
+    core_u: Any
+    halo_u: Any
+    core_v: Any
+    halo_v: Any
+    seg_start: Any
+
+
+def _expand(plan: LayerPlan, chunk: Chunk) -> _Expansion:
+    """Lateral factors and pair indices of one chunk (shared by the matrix and forward paths)."""
     xp = array_namespace(plan.cu)
     a, b = chunk.start, chunk.stop
     n, n_rows, n_cols = b - a, chunk.rows, chunk.cols
@@ -858,9 +901,6 @@ def chunk_pairs(plan: LayerPlan, chunk: Chunk, row_start: Any = None, *,
     w_idx, w_frac = plan.wepl_index[a:b], plan.wepl_frac[a:b]
     tab, n_nodes = plan.layer.dose_tables, plan.layer.table_nodes
     idd, halo, sc2, sh2 = (_lerp(xp, tab, w_idx, w_frac, q * n_nodes) for q in range(4))
-    # Per-voxel LETd and model quantities, evaluated per pair through the segment index.
-    per_voxel = [_lerp(xp, tab, w_idx, w_frac, q * n_nodes)
-                 for q in ([4] if let else []) + list(range(5, 5 + plan.layer.n_model))]
     two_pi = 2.0 * math.pi
     coef_core = (idd * (1.0 - halo) / (two_pi * sc2))[None, :]
     coef_halo = (idd * halo / (two_pi * sh2))[None, :]
@@ -885,32 +925,118 @@ def chunk_pairs(plan: LayerPlan, chunk: Chunk, row_start: Any = None, *,
     count = voxel_major(seg.count)
     seg_start = xp.cumulative_sum(count, include_initial=True)
     total = int(seg_start[-1])
-    voxel_first = seg_start[0:n * n_rows:n_rows]  # first entry of each voxel
-    counts = seg_start[n_rows::n_rows] - voxel_first
-    start = voxel_first if row_start is None else voxel_first - xp.astype(row_start, xp.int64)
-    seg_start = seg_start[:-1]
-    # Per-segment offsets turn the running entry number into a spot rank and a destination.
-    rank_off = voxel_major(seg.q_lo) - seg_start
-    dest_off = -xp.reshape(xp.broadcast_to(start[:, None], (n, n_rows)), (-1,))
+    # Per-segment offsets turn the running pair number into a spot rank and a window column.
+    rank_off = voxel_major(seg.q_lo) - seg_start[:-1]
     voxel = xp.reshape(xp.arange(n, dtype=xp.int64), (-1, 1))
     col_off = xp.reshape(
         xp.broadcast_to(voxel * n_cols - xp.astype(plan.iu0[a:b][:, None], xp.int64),
                         (n, n_rows)), (-1,))
-    per_seg = [xp.reshape(xp.broadcast_to(v[:, None], (n, n_rows)), (-1,)) for v in per_voxel]
-    core_v, halo_v = voxel_major(core_v), voxel_major(halo_v)
-    core_u, halo_u = voxel_major(core_u), voxel_major(halo_u)
-
     s = _segment_ids(xp, count, total)
     running = xp.arange(total, dtype=xp.int64)
     q = running + xp.take(rank_off, s)
-    dest = running + xp.take(dest_off, s)
     k = xp.take(plan.layer.spot_iu, q) + xp.take(col_off, s)
-    dose = xp.take(core_u, k) * xp.take(core_v, s) + xp.take(halo_u, k) * xp.take(halo_v, s)
-    weighted = [dose * xp.take(v, s) for v in per_seg]
+    return _Expansion(seg=s, rank=q, running=running, col=k,
+                      core_u=voxel_major(core_u), halo_u=voxel_major(halo_u),
+                      core_v=voxel_major(core_v), halo_v=voxel_major(halo_v),
+                      seg_start=seg_start)
+
+
+def chunk_quantities(plan: LayerPlan, chunk: Chunk, *, let: bool = True) -> list[Any]:
+    """Per-voxel LETd (if ``let``) and model quantities of a chunk's voxels, (n,) float32 each.
+
+    Every pair of a voxel in one layer shares the voxel's depth, so its ``dose * q`` entry is
+    the pair's dose times these values.
+    """
+    xp = array_namespace(plan.cu)
+    a, b = chunk.start, chunk.stop
+    w_idx, w_frac = plan.wepl_index[a:b], plan.wepl_frac[a:b]
+    tab, n_nodes = plan.layer.dose_tables, plan.layer.table_nodes
+    return [_lerp(xp, tab, w_idx, w_frac, q * n_nodes)
+            for q in ([4] if let else []) + list(range(5, 5 + plan.layer.n_model))]
+
+
+def chunk_pairs(plan: LayerPlan, chunk: Chunk, row_start: Any = None, *,
+                let: bool = True) -> ChunkPairs:
+    """Evaluate the dose, LET x dose and model quantity x dose of all pairs of one chunk.
+
+    Parameters
+    ----------
+    plan : LayerPlan
+        From :func:`plan_layer`.
+    chunk : Chunk
+        One of ``plan.chunks``.
+    row_start : (n,) int64 array, optional
+        Offset added to the ranks of each of the chunk's voxels (0 by default).
+    let : bool
+        Evaluate LET x dose (else ``let_dose`` is None).
+    """
+    xp = array_namespace(plan.cu)
+    n, n_rows = chunk.stop - chunk.start, chunk.rows
+    e = _expand(plan, chunk)
+    voxel_first = e.seg_start[0:n * n_rows:n_rows]  # first entry of each voxel
+    counts = e.seg_start[n_rows::n_rows] - voxel_first
+    start = voxel_first if row_start is None else voxel_first - xp.astype(row_start, xp.int64)
+    dest_off = -xp.reshape(xp.broadcast_to(start[:, None], (n, n_rows)), (-1,))
+    dest = e.running + xp.take(dest_off, e.seg)
+    dose = (xp.take(e.core_u, e.col) * xp.take(e.core_v, e.seg)
+            + xp.take(e.halo_u, e.col) * xp.take(e.halo_v, e.seg))
+    per_seg = [xp.reshape(xp.broadcast_to(v[:, None], (n, n_rows)), (-1,))
+               for v in chunk_quantities(plan, chunk, let=let)]
+    weighted = [dose * xp.take(v, e.seg) for v in per_seg]
     let_dose = weighted.pop(0) if let else None
-    spot = q if plan.layer.rank_to_spot is None else xp.take(plan.layer.rank_to_spot, q)
-    return ChunkPairs(voxel=plan.voxel[a:b], counts=counts, dest=dest, spot=spot, dose=dose,
-                      let_dose=let_dose, model_dose=tuple(weighted))
+    spot = e.rank if plan.layer.rank_to_spot is None else xp.take(plan.layer.rank_to_spot, e.rank)
+    return ChunkPairs(voxel=plan.voxel[chunk.start:chunk.stop], counts=counts, dest=dest,
+                      spot=spot, dose=dose, let_dose=let_dose, model_dose=tuple(weighted))
+
+
+def layer_weights_by_rank(layer: LayerSetup, weights: Any) -> Any:
+    """The weights of a layer's spots in row-major rank order, (n_layer_spots,).
+
+    ``weights`` is indexed by spot identifier (see :func:`prepare_layer`).
+    """
+    xp = array_namespace(layer.spot_iu)
+    if layer.rank_to_spot is None:
+        return weights[:int(layer.spot_iu.shape[0])]
+    return xp.take(weights, xp.astype(layer.rank_to_spot, xp.int64))
+
+
+def chunk_dose(plan: LayerPlan, chunk: Chunk, weight_by_rank: Any) -> Any:
+    """Dose of a chunk's voxels summed over the layer's spots, ``sum_s w_s dose_s``.
+
+    The forward pass without a matrix: each segment's pairs are summed per Gaussian (core and
+    halo) before the segment's ``dv`` factor is applied, so no per-pair dose array is kept.
+
+    Parameters
+    ----------
+    plan : LayerPlan
+        From :func:`plan_layer`.
+    chunk : Chunk
+        One of ``plan.chunks``.
+    weight_by_rank : (n_layer_spots,) float array
+        Spot weights in row-major rank order (:func:`layer_weights_by_rank`).
+
+    Returns
+    -------
+    (n,) float64 array
+        Dose (``dose_scale`` units per weight unit times weight) of the chunk's voxels, in the
+        order of ``plan.voxel[chunk.start:chunk.stop]``.
+    """
+    xp = array_namespace(plan.cu)
+    n, n_rows = chunk.stop - chunk.start, chunk.rows
+    e = _expand(plan, chunk)
+    w = xp.take(weight_by_rank, e.rank)
+    n_seg = n * n_rows
+    if xp is np:
+        core = np.bincount(e.seg, weights=w * np.take(e.core_u, e.col), minlength=n_seg)
+        halo = np.bincount(e.seg, weights=w * np.take(e.halo_u, e.col), minlength=n_seg)
+    else:  # the array API has no bincount: per-segment sums from the running sum
+        def seg_sum(x: Any) -> Any:
+            c = xp.cumulative_sum(xp.astype(x, xp.float64), include_initial=True)
+            return xp.take(c, e.seg_start[1:]) - xp.take(c, e.seg_start[:-1])
+        core = seg_sum(w * xp.take(e.core_u, e.col))
+        halo = seg_sum(w * xp.take(e.halo_u, e.col))
+    per_seg = core * e.core_v + halo * e.halo_v
+    return xp.sum(xp.reshape(per_seg, (n, n_rows)), axis=1)
 
 
 def iter_chunk_pairs(plan: LayerPlan) -> Iterator[ChunkPairs]:

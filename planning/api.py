@@ -25,6 +25,7 @@ from planning.machine import Machine, load_machine, pencil_beam_data, save_machi
 if TYPE_CHECKING:
     from planning.compare.comparison import ComparisonResult
     from planning.compare.cross_model import CrossModelView
+    from planning.document.identity import Identification
     from planning.dose_grid import DoseGrid
     from planning.optimization import Objective
     from planning.patient import Patient
@@ -246,7 +247,7 @@ def plan_patient(
     rbe_value: float | None = None,
     tissue: str | None = None,
     spot_spacing_mm: float = 3.0,
-    grid_mm: float = 3.0,
+    grid_mm: float = 2.5,
     objectives: list[Objective] | None = None,
     device: str = "auto",
     exchange: bool = False,
@@ -271,11 +272,48 @@ def plan_patient(
     return plan(request, machine=get_machine(), progress=progress, cancel=cancel)
 
 
-def export_plan(result: PlanResult, out_dir: str | os.PathLike[str]) -> list[str]:
-    """Write a plan's RTPLAN.dcm, RT Doses and report.json into ``out_dir``; return the paths."""
+def export_plan(result: PlanResult, out_dir: str | os.PathLike[str], *,
+                plan_name: str | None = None) -> list[str]:
+    """Write a plan's RTPLAN.dcm, RT Doses and report.json into ``out_dir`` (and, with
+    ``plan_name``, its plan document); return the paths."""
     from planning.planner import write_plan_outputs
 
-    return [str(p) for p in write_plan_outputs(result, out_dir, machine=get_machine())]
+    return [str(p) for p in write_plan_outputs(result, out_dir, machine=get_machine(),
+                                               plan_name=plan_name)]
+
+
+def identification(patient: Patient | None, plan_name: str, model: str) -> Identification:
+    """Patient, plan, model and the time now, for a saved document or picture
+    (:mod:`planning.document.identity`)."""
+    from planning.document.identity import identification as ident
+
+    return ident(patient, plan_name, model)
+
+
+def new_plan_folder(parent: str | os.PathLike[str], ident: Identification) -> Path:
+    """A new, empty folder ``<patientID>_<plan>_<YYYYmmdd-HHMMSS>`` (``-2``, ... when taken)
+    in ``parent`` for an export (:func:`planning.document.naming.new_folder`)."""
+    from planning.document.naming import file_stem, new_folder
+
+    return new_folder(Path(parent), file_stem(ident))
+
+
+def write_plan_document(result: PlanResult, folder: str | os.PathLike[str],
+                        plan_name: str) -> Path:
+    """Write the plan document (PDF) of ``result`` into ``folder`` under a new name
+    (:func:`planning.document.write_plan_document`); return its path."""
+    from planning.document import write_plan_document as write
+
+    return write(result, Path(folder), plan_name)
+
+
+def write_identified_picture(rgba: np.ndarray, ident: Identification,
+                             folder: str | os.PathLike[str], kind: str) -> Path:
+    """Write an (H, W, 4) uint8 picture with ``ident`` burned in, as a new PNG in ``folder``
+    (:func:`planning.document.picture.write_picture`); return its path."""
+    from planning.document.picture import write_picture
+
+    return write_picture(rgba, ident, Path(folder), kind)
 
 
 def structure_dose_statistics(patient: Patient, dose: np.ndarray, dose_grid: DoseGrid,
@@ -345,7 +383,7 @@ def make_plan(
     rbe_value: float | None = None,
     tissue: str | None = None,
     spot_spacing_mm: float = 3.0,
-    grid_mm: float = 3.0,
+    grid_mm: float = 2.5,
     config_path: str | os.PathLike[str] | None = None,
     device: str = "auto",
     progress: ProgressCallback | None = None,
@@ -353,11 +391,14 @@ def make_plan(
     exchange: bool = False,
     reoptimize_configs: Sequence[str | os.PathLike[str]] = (),
     robust: Any = None,
+    optimization_grid_mm: float | None = None,
 ) -> dict[str, Any]:
     """Plan a CT folder end to end and write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm
     and report.json into ``out_dir`` (see :mod:`planning.planner`); return the report.
 
-    ``exchange`` adds the mMKM / LEM I exchange view (:mod:`planning.exchange`):
+    ``optimization_grid_mm`` is the spacing the optimizer samples the dose on (default half
+    the dose grid's, :mod:`planning.optimization_grid`). ``exchange`` adds the mMKM / LEM I
+    exchange view (:mod:`planning.exchange`):
     RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm and ``report["exchange"]``. ``robust`` (a
     :class:`planning.robust.RobustSettings`, see :func:`robust_settings`) adds the robust
     evaluation of the fresh plan (:func:`robust_evaluation_of_result`): RTDOSE_RBE_MIN.dcm,
@@ -376,7 +417,7 @@ def make_plan(
         couch_deg=tuple(float(c) for c in couch_deg or ()), ct_dir=os.fspath(ct_dir),
         rbe_model=rbe, rbe_value=rbe_value, tissue=tissue, spot_spacing_mm=spot_spacing_mm,
         dose_grid_mm=grid_mm, config_path=None if config_path is None else os.fspath(config_path),
-        device=device, output_dir=os.fspath(out_dir),
+        optimization_grid_mm=optimization_grid_mm, device=device, output_dir=os.fspath(out_dir),
         hlut_path=None if hlut_path is None else os.fspath(hlut_path), exchange=exchange)
     from planning.plan_config import load_plan_config
     from planning.planner import reoptimize
@@ -390,12 +431,13 @@ def make_plan(
     result = plan(request, machine=machine, progress=stage_progress(progress, 0.0, share),
                   keep_influence=bool(reoptimize_configs))
     if robust is None:
-        write_plan_outputs(result, out_dir, machine=machine)
+        write_plan_outputs(result, out_dir, machine=machine, plan_name=result.plan.label)
     else:
         robust_result = robust_evaluation_of_result(
             result, range_error_pct=robust.range_error_pct,
             setup_error_mm=robust.setup_error_mm, setup_directions=robust.setup_directions,
-            combined=robust.combined, device=device, hlut_path=hlut_path,
+            combined=robust.combined, combined_only=robust.combined_only, device=device,
+            hlut_path=hlut_path,
             progress=stage_progress(progress, share, 1.0))
         write_robust(robust_result, out_dir, machine=machine)
     assert result.prepared is not None
@@ -405,7 +447,7 @@ def make_plan(
         again.report["reoptimized_from"] = {"config": os.fspath(path),
                                             "plan_folder": os.fspath(out_dir)}
         folder = Path(out_dir) / f"reoptimized_{k}"
-        write_plan_outputs(again, folder, machine=machine)
+        write_plan_outputs(again, folder, machine=machine, plan_name=again.plan.label)
         done.append({"config": os.fspath(path), "folder": folder.name,
                      "seconds": again.report["timings_s"]["total"]})
     if done:
@@ -451,7 +493,7 @@ def recalculate_plan(
     rbe_value: float | None = None,
     tissue: str | None = None,
     machine_path: str | os.PathLike[str] | None = None,
-    grid_mm: float = 3.0,
+    grid_mm: float = 2.5,
     hlut_path: str | os.PathLike[str] | None = None,
     device: str = "auto",
     exchange: bool = False,
@@ -508,7 +550,7 @@ def cross_model_view(
     ct: str | os.PathLike[str] | Patient,
     rtplan: str | os.PathLike[str] | Any,
     *,
-    grid_mm: float = 3.0,
+    grid_mm: float = 2.5,
     lem_tissue: str | None = None,
     device: str = "auto",
     progress: ProgressCallback | None = None,
@@ -545,12 +587,14 @@ def write_comparison_report(result: ComparisonResult, out_dir: str | os.PathLike
 
 
 def robust_settings(range_error_pct: float = 3.5, setup_error_mm: float = 3.0,
-                    setup_directions: int = 6, combined: bool = False) -> Any:
-    """The scenario set of a robust evaluation (:class:`planning.robust.RobustSettings`)."""
+                    setup_directions: int = 6, combined: bool = False,
+                    combined_only: bool = False) -> Any:
+    """The scenario set of a robust evaluation (:class:`planning.robust.RobustSettings`);
+    ``combined_only`` implies ``combined``."""
     from planning.robust import RobustSettings
 
     return RobustSettings(float(range_error_pct), float(setup_error_mm), int(setup_directions),
-                          bool(combined))
+                          bool(combined or combined_only), bool(combined_only))
 
 
 def robust_evaluation(
@@ -561,11 +605,12 @@ def robust_evaluation(
     setup_error_mm: float = 3.0,
     setup_directions: int = 6,
     combined: bool = False,
+    combined_only: bool = False,
     rbe: str | None = None,
     rbe_value: float | None = None,
     tissue: str | None = None,
     machine_path: str | os.PathLike[str] | None = None,
-    grid_mm: float = 3.0,
+    grid_mm: float = 2.5,
     hlut_path: str | os.PathLike[str] | None = None,
     device: str = "auto",
     scheduler: str | None = None,
@@ -584,7 +629,8 @@ def robust_evaluation(
     :class:`planning.robust.RobustResult` (its ``report`` is report.json's content)."""
     from planning.robust import robust_files
 
-    settings = robust_settings(range_error_pct, setup_error_mm, setup_directions, combined)
+    settings = robust_settings(range_error_pct, setup_error_mm, setup_directions, combined,
+                               combined_only)
     runner = None
     client = None
     if scheduler is not None:
@@ -606,7 +652,8 @@ def robust_evaluation(
 
 def robust_evaluation_of_result(result: PlanResult, *, range_error_pct: float = 3.5,
                                 setup_error_mm: float = 3.0, setup_directions: int = 6,
-                                combined: bool = False, device: str = "auto",
+                                combined: bool = False, combined_only: bool = False,
+                                device: str = "auto",
                                 hlut_path: str | os.PathLike[str] | None = None,
                                 progress: ProgressCallback | None = None,
                                 cancel: CancelToken | None = None) -> Any:
@@ -618,7 +665,8 @@ def robust_evaluation_of_result(result: PlanResult, *, range_error_pct: float = 
 
     from planning.robust import evaluate_robustness
 
-    settings = robust_settings(range_error_pct, setup_error_mm, setup_directions, combined)
+    settings = robust_settings(range_error_pct, setup_error_mm, setup_directions, combined,
+                               combined_only)
     cutoff = float(result.report.get("lateral_cutoff_fraction", 0.99))
     robust = evaluate_robustness(result.patient, result.plan, model=result.model,
                                  settings=settings, grid_mm=result.dose_grid,

@@ -15,14 +15,9 @@ from typing import BinaryIO
 
 
 @contextmanager
-def atomic_binary_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Open a temporary file next to ``path`` for writing; rename it onto ``path`` on success.
-
-    The folder of ``path`` must exist (FileNotFoundError naming it otherwise).
-
-    On any exception the temporary file is removed and ``path`` is left untouched.
-    """
-    target = Path(path)
+def _temporary_then(target: Path, publish: Callable[[str, Path], None]) -> Iterator[BinaryIO]:
+    """A temporary file next to ``target``; once written, flushed and given the usual
+    permissions, ``publish(tmp, target)`` puts it in place. The temporary file never stays."""
     if not target.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "output folder does not exist", str(target.parent))
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -34,11 +29,22 @@ def atomic_binary_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
+        publish(tmp, target)
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+
+
+@contextmanager
+def atomic_binary_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a temporary file next to ``path`` for writing; rename it onto ``path`` on success.
+
+    The folder of ``path`` must exist (FileNotFoundError naming it otherwise).
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+    """
+    with _temporary_then(Path(path), os.replace) as fh:
+        yield fh
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -50,4 +56,22 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[BinaryIO], None]) -> None:
     """Call ``writer(fh)`` on a temporary binary file and rename it onto ``path`` atomically."""
     with atomic_binary_file(path) as fh:
+        writer(fh)
+
+
+def atomic_create_with(path: str | os.PathLike[str], writer: Callable[[BinaryIO], None]) -> None:
+    """Like :func:`atomic_write_with`, but never replaces an existing ``path``.
+
+    The complete temporary file is hard-linked to ``path`` (which fails when ``path`` exists,
+    also when another process made it meanwhile) and then removed.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists; nothing was changed.
+    """
+    target = Path(path)
+    if target.exists():
+        raise FileExistsError(errno.EEXIST, "file exists", str(target))
+    with _temporary_then(target, os.link) as fh:
         writer(fh)

@@ -68,6 +68,7 @@ OPTIONS: dict[str, frozenset[str]] = {
                          "device"}),
     "exchange": frozenset({"plan", "tissue", "machine", "grid", "hlut", "device"}),
     "robust": frozenset({"plan", "range_error", "setup_error", "setup_directions", "combined",
+                         "combined_only",
                          "rbe", "rbe_value", "tissue", "machine", "grid", "hlut", "device"}),
     "compare": frozenset({"a", "b", "gamma", "threshold", "quantity", "prescription",
                           "no_cross_model", "device"}),
@@ -81,7 +82,7 @@ EXAMPLE_JOBS = '''\
 # kind: plan | recalc | compare | exchange | robust; options as on the command line.
 
 [defaults]              # merged into every job (a job's own value wins)
-grid = 3.0
+grid = 2.5
 device = "auto"
 
 [[job]]
@@ -303,7 +304,7 @@ def _run_plan(job: JobSpec, out: Path) -> list[dict[str, Any]]:
         fractions=int(o["fractions"]), gantry_deg=_floats(o["gantry"], "gantry"),
         couch_deg=_floats(o["couch"], "couch") if "couch" in o else None, out_dir=out,
         rbe=str(o.get("rbe", "mkm")), rbe_value=o.get("rbe_value"), tissue=o.get("tissue"),
-        spot_spacing_mm=float(o.get("spot_spacing", 3.0)), grid_mm=float(o.get("grid", 3.0)),
+        spot_spacing_mm=float(o.get("spot_spacing", 3.0)), grid_mm=float(o.get("grid", 2.5)),
         config_path=o.get("config"), device=str(o.get("device", "auto")),
         hlut_path=o.get("hlut"), exchange=bool(o.get("exchange", False)))
     if job.options["target"] not in rep["structures"]:
@@ -319,7 +320,7 @@ def _run_recalc(job: JobSpec, out: Path, *, exchange: bool = False) -> list[dict
     o = job.options
     result = api.recalculate_plan(
         job.ct, str(o["plan"]), rbe=o.get("rbe"), rbe_value=o.get("rbe_value"),
-        tissue=o.get("tissue"), machine_path=o.get("machine"), grid_mm=float(o.get("grid", 3.0)),
+        tissue=o.get("tissue"), machine_path=o.get("machine"), grid_mm=float(o.get("grid", 2.5)),
         hlut_path=o.get("hlut"), device=str(o.get("device", "auto")), exchange=exchange,
         out_dir=out)
     if not exchange:
@@ -336,11 +337,13 @@ def _run_robust(job: JobSpec, out: Path) -> list[dict[str, Any]]:
     from planning.robust import RobustSettings, robust_files
 
     o = job.options
+    only = bool(o.get("combined_only", False))
     settings = RobustSettings(float(o.get("range_error", 3.5)), float(o.get("setup_error", 3.0)),
-                              int(o.get("setup_directions", 6)), bool(o.get("combined", False)))
+                              int(o.get("setup_directions", 6)),
+                              bool(o.get("combined", False)) or only, only)
     kwargs: dict[str, Any] = dict(
         settings=settings, rbe=o.get("rbe"), rbe_value=o.get("rbe_value"),
-        tissue=o.get("tissue"), machine_path=o.get("machine"), grid_mm=float(o.get("grid", 3.0)),
+        tissue=o.get("tissue"), machine_path=o.get("machine"), grid_mm=float(o.get("grid", 2.5)),
         hlut_path=o.get("hlut"), device=str(o.get("device", "auto")), out_dir=out)
     from planning.distributed import in_worker_runner, running_in_worker
 

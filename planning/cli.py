@@ -114,7 +114,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         rbe_value=args.rbe_value, tissue=args.tissue, spot_spacing_mm=args.spot_spacing,
         grid_mm=args.grid, config_path=args.config, device=args.device,
         progress=_terminal_progress("plan"), hlut_path=args.hlut, exchange=args.exchange,
-        reoptimize_configs=args.reoptimize or (),
+        reoptimize_configs=args.reoptimize or (), optimization_grid_mm=args.optimization_grid,
         robust=api.robust_settings(**_robust_options(args)) if args.robust else None)
     target = report["structures"][args.target] if args.target in report["structures"] else None
     line = f"wrote {', '.join(report['files'][:-1])} and report.json to {args.out}"
@@ -128,6 +128,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     for again in report.get("reoptimized", ()):
         print(f"re-optimized with {again['config']} from the kept influence in "
               f"{again['seconds']:.1f} s: {args.out}/{again['folder']}")
+    for warning in report.get("warnings", ()):
+        print(f"ionplan: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -174,7 +176,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _robust_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"range_error_pct": args.range_error, "setup_error_mm": args.setup_error,
-            "setup_directions": args.setup_directions, "combined": args.combined}
+            "setup_directions": args.setup_directions, "combined": args.combined,
+            "combined_only": args.combined_only}
 
 
 def _robust_line(rep: dict[str, object], out: str) -> str:
@@ -314,6 +317,9 @@ def _add_robust_options(p: argparse.ArgumentParser) -> None:
                    help="6 (+/-x, +/-y, +/-z) or 14 (and the 8 diagonals) shift directions")
     p.add_argument("--combined", action="store_true",
                    help="also every setup shift with each range error (21 scenarios with 6)")
+    p.add_argument("--combined-only", action="store_true",
+                   help="the nominal scenario and every setup shift with each range error, "
+                        "without the single-error ones (13 scenarios with 6 directions)")
 
 
 def _non_negative_float(text: str) -> float:
@@ -335,8 +341,9 @@ def _add_dose_options(p: argparse.ArgumentParser, *, rbe_default: str | None,
     p.add_argument("--rbe-value", type=_positive_float, metavar="X",
                    help="the RBE of --rbe const")
     p.add_argument("--tissue", help="LEM I tissue: chordoma, hsg, v79 or alpha_x,beta_x,D_t")
-    p.add_argument("--grid", type=_positive_float, default=3.0, metavar="MM",
-                   help="dose grid spacing (default 3 mm)")
+    p.add_argument("--grid", type=_positive_float, default=2.5, metavar="MM",
+                   help="dose grid spacing (default 2.5 mm; coarser grids cannot resolve a carbon "
+                        "plan between their points and get a warning)")
     p.add_argument("--hlut", metavar="CSV", help="HU to relative stopping power curve (hu,rsp)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="dose engine device (auto: a CUDA GPU when there is one)")
@@ -414,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--couch", type=_angle_list, metavar="C1,C2,...",
                    help="couch angle of each beam (default 0)")
     p.add_argument("--spot-spacing", type=_positive_float, default=3.0, metavar="MM")
+    p.add_argument("--optimization-grid", type=_positive_float, default=None, metavar="MM",
+                   help="spacing of the points the optimizer fits the dose at, finer than the "
+                        "dose grid inside and around the target (default: half the dose grid)")
     p.add_argument("--config", metavar="PLAN_FILE",
                    help="objectives file, TOML or JSON (see planning.plan_config)")
     p.add_argument("--reoptimize", action="append", metavar="PLAN_FILE",

@@ -65,12 +65,19 @@ def connect(address: str, *, timeout_s: float = 30.0) -> Any:
 @contextlib.contextmanager
 def local_cluster(n_workers: int | None = None) -> Iterator[Any]:
     """A client of a cluster of worker processes on this machine (one per core by default,
-    one thread each), closed on exit. No dashboard, no fixed ports."""
+    one task at a time each), closed on exit. No dashboard, no fixed ports.
+
+    Each worker's dose engine gets its share of the cores (``IONPLAN_THREADS``, see
+    :data:`planning.engine.dose_engine.THREADS_ENV`): with one worker per core, one thread
+    each, so that the workers never run more threads than there are cores.
+    """
     distributed = require_distributed()
-    n = int(n_workers or os.cpu_count() or 1)
+    cores = os.cpu_count() or 1
+    n = int(n_workers or cores)
     if n < 1:
         raise IonPlanError(f"a local cluster needs at least one worker, got {n}")
     cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                       env={"IONPLAN_THREADS": str(max(1, cores // n))},
                                        dashboard_address=None,
                                        scheduler_kwargs={"dashboard": False},
                                        silence_logs=logging.WARNING)
@@ -87,31 +94,36 @@ def local_cluster(n_workers: int | None = None) -> Iterator[Any]:
 def _run_scenarios(client: Any, factory: Callable[[], Any], scenarios: Sequence[Any],
                    progress: ProgressCallback | None, cancel: CancelToken | None
                    ) -> Iterator[Any]:
-    """Submit the inputs task and one task per scenario now; yield results as they finish."""
+    """Submit the inputs task and one task per setup position now (its scenarios share the
+    traced beams); yield the scenarios' results as their tasks finish."""
     distributed = require_distributed()
-    from planning.robust import scenario_dose
+    from planning.robust import by_position, position_doses
 
     if not scenarios:
         return iter(())
     inputs = client.submit(factory, pure=False)
-    futures = [client.submit(scenario_dose, inputs, sc, pure=False) for sc in scenarios]
-    n = len(futures)
+    futures = [client.submit(position_doses, inputs, group, pure=False)
+               for group in by_position(scenarios)]
+    n = len(scenarios)
 
     def results() -> Iterator[Any]:
         try:
-            for k, fut in enumerate(distributed.as_completed(futures), start=1):
+            k = 0
+            for fut in distributed.as_completed(futures):
                 if cancel is not None and cancel.cancelled:
                     client.cancel(futures)
                     cancel.raise_if_cancelled("robust evaluation")
                 try:
-                    done = fut.result()
+                    group = fut.result()
                 except IonPlanError:
                     raise
                 except Exception as exc:  # a worker's error arrives as its own type
                     raise PlanningError(f"a robust scenario failed on the cluster: "
                                         f"{type(exc).__name__}: {exc}") from None
-                report(progress, k / n, f"scenario {done.scenario.name}")
-                yield done
+                for done in group:
+                    k += 1
+                    report(progress, k / n, f"scenario {done.scenario.name}")
+                    yield done
         finally:
             client.cancel([f for f in futures if not f.done()])
             inputs.release()

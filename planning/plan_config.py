@@ -7,9 +7,16 @@ Without a configuration file the objectives are, with ``p`` the prescription:
 - target: ``squared_deviation`` to ``p`` (weight 100), ``min_dose`` at 0.97 ``p`` and
   ``max_dose`` at 1.03 ``p`` (weight 100 each; a little inside the 95-105 % goals so that D95
   and D5 land inside them);
-- every ROI of interpreted type ORGAN or AVOIDANCE: ``max_dose`` at ``p`` (weight 1), a mild
-  guard against hot spots that does not compete with target coverage (give real organ limits in
-  a configuration file).
+- the dose fall-off around the target, on generated shells (:mod:`planning.regions`):
+  ``"<target> ring 0-5 mm"`` ``max_dose`` at 1.03 ``p`` (weight 100: no hot spot next to the
+  target, at the target's own maximum),
+  ``"<target> ring 5-15 mm"`` ``max_dose`` at 0.8 ``p`` (weight 20: the gradient) and
+  ``"<target> ring 15-30 mm"`` ``max_dose`` at 1.05 ``p`` (weight 10: the body maximum where
+  a plan's hot spots outside the target arise; beyond 30 mm the entrance dose of a carbon field
+  stays far below it, and the report gives the body's maximum);
+- every ROI of interpreted type ORGAN or AVOIDANCE: ``max_dose`` at ``p`` (weight 5) and
+  ``mean_dose`` at 0.3 ``p`` (weight 1): guards that spare what the target leaves to spare
+  without competing with its coverage (give real organ limits in a configuration file).
 
 A configuration file (TOML or JSON) holds ``objectives``, a list of tables with ``structure``,
 ``type``, ``dose_gy_rbe`` (total plan dose), ``weight`` and, for DVH types,
@@ -52,6 +59,11 @@ from planning.errors import InputError, PlanningError
 from planning.optimization import Objective, OptimizerSettings
 from planning.patient import Patient
 from planning.rbe import Tissue, parse_tissue
+from planning.regions import ring_name
+
+#: The default shells around the target: (inner mm, outer mm, maximum as a share of the
+#: prescription, weight); see the module docstring.
+DEFAULT_RINGS = ((0.0, 5.0, 1.03, 100.0), (5.0, 15.0, 0.8, 20.0), (15.0, 30.0, 1.05, 10.0))
 
 #: ROI interpreted types that get the default organ-at-risk objective.
 OAR_TYPES = ("ORGAN", "AVOIDANCE")
@@ -160,11 +172,14 @@ def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float
     p = total_dose_gy_rbe
     out = [Objective(target, "squared_deviation", p, 100.0),
            Objective(target, "min_dose", 0.97 * p, 100.0),
-           Objective(target, "max_dose", 1.03 * p, 100.0)]
+           Objective(target, "max_dose", 1.03 * p, 100.0),
+           *(Objective(ring_name(target, inner, outer), "max_dose", share * p, weight)
+             for inner, outer, share, weight in DEFAULT_RINGS)]
     assert patient.structure_set is not None
     for s in patient.structure_set.structures:
         if s.interpreted_type.upper() in OAR_TYPES and s.name != target:
-            out.append(Objective(s.name, "max_dose", p, 1.0))
+            out.append(Objective(s.name, "max_dose", p, 5.0))
+            out.append(Objective(s.name, "mean_dose", 0.3 * p, 1.0))
     return out
 
 

@@ -67,9 +67,11 @@ from planning.optimization import (
     RbeGroup,
     optimize_weights,
 )
+from planning.optimization_grid import optimization_grid, optimization_region, sample_rows
 from planning.patient import CtVolume, Patient
 from planning.plan import BeamPlan, Plan, Prescription
 from planning.plan_config import (
+    DEFAULT_RINGS,
     PlanConfig,
     default_objectives,
     load_plan_config,
@@ -78,6 +80,8 @@ from planning.plan_config import (
 from planning.plan_report import structure_report
 from planning.progress import CancelToken, ProgressCallback, report, stage_progress
 from planning.rbe import DepthTables, LemModel, PhysicalDose, RbeModel, depth_tables
+from planning.regions import is_generated, region_name, ring_name
+from planning.resolution import grid_warning, spot_spacing_warning
 from planning.structure_dose import body_mask, grid_of, structure_rows
 
 __all__ = [
@@ -125,6 +129,9 @@ class PlanRequest:
         LEM I tissue (name or ``alpha_x,beta_x,D_t``).
     spot_spacing_mm, dose_grid_mm, layer_spacing_mm : float
         Lateral spot lattice, dose grid spacing and Bragg peak spacing of the layers, mm.
+    optimization_grid_mm : float or None
+        Spacing of the grid the optimizer samples the dose on, mm (see
+        :mod:`planning.optimization_grid`); None: half the dose grid's.
     config_path : str or None
         Objectives configuration file (TOML or JSON; see the module docstring).
     device : {"auto", "cpu", "gpu"}
@@ -157,8 +164,9 @@ class PlanRequest:
     rbe_value: float | None = None
     tissue: str | None = None
     spot_spacing_mm: float = 3.0
-    dose_grid_mm: float = 3.0
+    dose_grid_mm: float = 2.5
     layer_spacing_mm: float = 2.0
+    optimization_grid_mm: float | None = None
     config_path: str | None = None
     device: str = "auto"
     output_dir: str | None = None
@@ -183,6 +191,10 @@ class PlanRequest:
             value = getattr(self, name)
             if not (math.isfinite(value) and 0.5 <= value <= 20):
                 raise InputError(f"{name} must lie in [0.5, 20] mm, got {value}")
+        opt = self.optimization_grid_mm
+        if opt is not None and not (math.isfinite(opt) and 0.5 <= opt <= self.dose_grid_mm):
+            raise InputError(f"optimization_grid_mm must lie in [0.5 mm, the dose grid's "
+                             f"{self.dose_grid_mm:g} mm], got {opt}")
         if not all(math.isfinite(a) for a in (*self.gantry_deg, *self.couch_deg)):
             raise InputError("beam angles must be finite numbers of degrees")
 
@@ -269,21 +281,33 @@ class PreparedPlan:
     body: NDArray[np.bool_] | None
     engine: PlanningEngine
     timings_s: dict[str, float]
+    opt_engine: PlanningEngine
+    opt_groups: tuple[RbeGroup, ...]
     rows: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     matrices: tuple[SpotMatrix, tuple[SpotMatrix, ...]] | None = None
     matrix_nnz: int = 0
+    region_rows: dict[str, NDArray[np.int64]] = field(default_factory=dict)
 
     def structure_rows(self, names: Sequence[str]) -> dict[str, NDArray[np.int64]]:
-        """Dose-grid rows of each named structure (and of the target)."""
-        assert self.patient.structure_set is not None
+        """The optimizer's sample points (flat indices on the optimization grid, see
+        :mod:`planning.optimization_grid`) of each named structure or generated region
+        (:mod:`planning.regions`) and of the target; kept for later optimizations."""
         ct_grid = grid_of(self.patient.ct)
+        opt_grid = self.opt_engine.dose_grid
         out: dict[str, NDArray[np.int64]] = {}
         for name in sorted({*names, self.target}):
-            try:
-                s = self.patient.structure_set.get(name)
-            except KeyError as exc:
-                raise PlanningError(f"objective: {exc.args[0]}") from None
-            out[s.name] = structure_rows(s.mask.to_dense(), ct_grid, self.dose_grid)
+            key = region_name(self.patient, name)
+            if key not in self.region_rows:
+                rows = sample_rows(self.patient, key, self.target, ct_grid, opt_grid,
+                                   self.dose_grid)
+                outside = np.setdiff1d(rows, self.opt_engine.rows).size
+                if outside and self.opt_engine is not self.engine:
+                    raise PlanningError(
+                        f"objective on {key!r}: {outside} of its points lie outside the "
+                        "optimization region this plan was prepared with; compute a new "
+                        "plan with this objective")
+                self.region_rows[key] = rows
+            out[key] = self.region_rows[key]
         return out
 
     def ensure_matrices(self, rows_by_name: dict[str, NDArray[np.int64]], *,
@@ -294,11 +318,11 @@ class PreparedPlan:
         Returns True when they were (re)built.
         """
         want = np.intersect1d(np.unique(np.concatenate(list(rows_by_name.values()))),
-                              self.engine.rows)  # without a body: voxels with tissue
+                              self.opt_engine.rows)  # the optimization region's points
         if self.matrices is not None and np.all(np.isin(want, self.rows)):
             return False
         rows = np.union1d(want, self.rows)
-        dose_m, sums_m, nnz = self.engine.optimization_matrices(
+        dose_m, sums_m, nnz = self.opt_engine.optimization_matrices(
             rows, model_tables=self.tables, progress=progress, cancel=cancel)
         self.rows, self.matrices, self.matrix_nnz = rows, (dose_m, sums_m), nnz
         return True
@@ -380,10 +404,26 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
         region = flat.reshape(dose_grid.shape)
     engine = PlanningEngine(machine, rsp, ct_grid, dose_grid, beams, spot_maps, settings,
                             calc_mask=region, cancel=cancel)
-    timings["engine_setup"] = time.perf_counter() - t0
     groups = voxel_groups(patient, config, models, ct_grid, dose_grid)
+    opt_grid = optimization_grid(ct_grid, dose_grid, request.optimization_grid_mm)
+    if opt_grid is dose_grid:
+        opt_engine, opt_groups = engine, groups
+    else:
+        regions = [ring_name(target.name, a, b) for a, b, _, _ in DEFAULT_RINGS]
+        regions += [o.structure for o in config.objectives if is_generated(o.structure)]
+        opt_region = optimization_region(patient, target.name, regions, ct_grid, opt_grid,
+                                         dose_grid)
+        check_host_memory(engine_bytes(int(opt_region.sum()), len(beams), 0),
+                          f"the optimization grid of {max(opt_grid.spacing_mm):g} mm around "
+                          f"the structures ({int(opt_region.sum()):,} points)",
+                          "choose a coarser optimization grid")
+        opt_engine = PlanningEngine(machine, rsp, ct_grid, opt_grid, beams, spot_maps,
+                                    settings, calc_mask=opt_region, cancel=cancel)
+        opt_groups = voxel_groups(patient, config, models, ct_grid, opt_grid)
+    timings["engine_setup"] = time.perf_counter() - t0
     return PreparedPlan(request, model, config, patient, machine, target.name, beams, spot_maps,
-                        tables, groups, dose_grid, body, engine, timings)
+                        tables, groups, dose_grid, body, engine, timings, opt_engine,
+                        opt_groups)
 
 
 def _check_grid_memory(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid, n_beams: int,
@@ -486,7 +526,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         default_objectives(patient, prepared.target, prescription.total_dose_gy_rbe),
         prepared.config)
     rows_by_name = prepared.structure_rows([o.structure for o in objectives])
-    objectives = [Objective(patient.structure_set.get(o.structure).name, o.kind, o.dose_gy_rbe,
+    objectives = [Objective(region_name(patient, o.structure), o.kind, o.dose_gy_rbe,
                             o.weight, o.volume_fraction) for o in objectives]
     timings = dict(prepared.timings_s)
     t0 = time.perf_counter()
@@ -497,8 +537,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     dose_m, sums_m = prepared.matrices
     t0 = time.perf_counter()
     problem = optimization_problem(dose_m, sums_m, prepared.rows, rows_by_name, model,
-                                   prescription.n_fractions, prepared.voxel_groups,
-                                   device=prepared.engine.device)
+                                   prescription.n_fractions, prepared.opt_groups,
+                                   device=prepared.opt_engine.device)
     min_particles, max_particles = delivery_limits(prepared.machine, prepared.config)
     optimizer_settings = _optimizer_settings(prepared.config, min_particles, max_particles)
     result = optimize_weights(problem, objectives, prescription.dose_per_fraction_gy_rbe,
@@ -518,7 +558,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     timings["forward_dose"] = time.perf_counter() - t0
     offsets = np.cumsum([0] + [s.n_spots for s in spot_maps])
     dose_grid = prepared.dose_grid
-    target_rows = rows_by_name[prepared.target]
+    target_rows = structure_rows(patient.structure_set.get(prepared.target).mask.to_dense(),
+                                 grid_of(patient.ct), dose_grid)
     point = dose_specification_voxel(dose_grid, target_rows, cubes.rbe_dose_gy_rbe,
                                      prescription.total_dose_gy_rbe, beams[0].isocenter_mm)
     beam_doses = beam_doses_at(dose_grid, point, cubes.beam_physical_dose_gy,
@@ -531,7 +572,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                 beam_doses=beam_doses)
     sections = structure_report(patient, dose_grid, cubes.physical_dose_gy,
                                 cubes.rbe_dose_gy_rbe, prescription.total_dose_gy_rbe,
-                                prepared.target, known_rows=rows_by_name)
+                                prepared.target)
     rep: dict[str, Any] = {
         "prescription": {"target": prepared.target,
                          "total_dose_gy_rbe": prescription.total_dose_gy_rbe,
@@ -571,6 +612,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         "structures": sections.structures,
         "dvh_gy_rbe": sections.dvh_gy_rbe,
         "timings_s": timings,
+        "warnings": [w for w in (grid_warning(dose_grid.spacing_mm),
+                                 spot_spacing_warning(prepared.machine, spot_maps)) if w],
     }
     if prepared.config.tissues:
         rep["tissues"] = {patient.structure_set.get(name).name: LemModel(t).describe()
@@ -637,9 +680,14 @@ def delivery_report(plan: Plan, min_particles: float, max_particles: float) -> d
 
 
 def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
-                       machine: Machine | None = None) -> list[Path]:
+                       machine: Machine | None = None, plan_name: str | None = None
+                       ) -> list[Path]:
     """Write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm and report.json into ``out_dir``
     (and RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm with an exchange view).
+
+    With ``plan_name`` the plan document is written too
+    (:func:`planning.document.write_plan_document`,
+    ``<patientID>_<plan_name>_<YYYYmmdd-HHMMSS>_report.pdf``, never replacing a file).
 
     A planned result (its report has ``delivery``) is exported with its delivery limits
     checked (:func:`planning.dicom.export_rt_ion_plan`, ``particles_per_spot``); a
@@ -678,6 +726,10 @@ def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
     names = ["RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm"]
     if result.exchange is not None:
         names += write_exchange_doses(result.exchange, result.patient, out, plan_uid)
+    if plan_name is not None:
+        from planning.document import write_plan_document
+
+        names.append(write_plan_document(result, out, plan_name).name)
     files = [out / n for n in (*names, "report.json")]
     result.report["files"] = [f.name for f in files]
     result.report["timings_s"]["export"] = time.perf_counter() - t0

@@ -9,9 +9,11 @@ A scenario changes what the plan meets, never the plan:
   with it over the fixed patient, as when the patient lies ``-shift_mm`` off;
 - a *combined* scenario does both.
 
-Each scenario is one :class:`planning.engine.PlanningEngine` and one forward pass of the plan's
-spot weights (no influence matrix). The nominal scenario is the recalculation of the plan
-(:func:`planning.compare.recalc.recalculate`), so it equals ``ionplan recalc`` by construction.
+Each setup position is one :class:`planning.engine.PlanningEngine` (the beams traced once; a
+range error scales the WEPL, which is linear in the stopping power) and each scenario one
+forward pass of the plan's spot weights (no influence matrix). The nominal scenario is the
+recalculation of the plan (:func:`planning.compare.recalc.recalculate`), so it equals
+``ionplan recalc`` by construction.
 
 Scenarios run one after the other in this process (the engine uses every core), or as tasks on
 a Dask cluster (:mod:`planning.distributed`) through a :data:`ScenarioRunner`.
@@ -96,12 +98,17 @@ class RobustSettings:
         ``setup_error_mm``).
     combined : bool
         Also every setup shift with each range error.
+    combined_only : bool
+        With ``combined``: leave out the range-only and setup-only scenarios, keeping the
+        nominal one and the combinations, where both errors occur at once (13 with 6
+        directions: the nominal plus the 12 corners of the error box).
     """
 
     range_error_pct: float = 3.5
     setup_error_mm: float = 3.0
     setup_directions: int = 6
     combined: bool = False
+    combined_only: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.range_error_pct) and 0 <= self.range_error_pct < 50):
@@ -110,6 +117,10 @@ class RobustSettings:
             raise InputError(f"setup error must lie in [0, 50] mm, got {self.setup_error_mm}")
         if self.setup_directions not in (6, 14):
             raise InputError(f"setup directions must be 6 or 14, got {self.setup_directions}")
+        if self.combined_only and not self.combined:
+            raise InputError("combined_only needs combined scenarios (combined=True)")
+        if self.combined_only and not (self.range_error_pct and self.setup_error_mm):
+            raise InputError("combined-only scenarios need both a range and a setup error")
 
 
 def _fmt_number(value: float) -> str:
@@ -121,7 +132,8 @@ def make_scenarios(settings: RobustSettings) -> tuple[Scenario, ...]:
 
     Counts: 1 + 2 + 6 = 9 (6 directions), 1 + 2 + 14 = 17 (14 directions); ``combined`` adds
     2 x 6 (21 in all: every setup position, nominal included, with every range error) or
-    2 x 14 (45).
+    2 x 14 (45); ``combined_only`` keeps the nominal scenario and the combinations:
+    1 + 12 = 13 (6 directions) or 1 + 28 = 29 (14).
     """
     e, s = settings.range_error_pct, settings.setup_error_mm
     ranges = [(+e, f"range +{_fmt_number(e)}%"), (-e, f"range -{_fmt_number(e)}%")] if e else []
@@ -141,8 +153,9 @@ def make_scenarios(settings: RobustSettings) -> tuple[Scenario, ...]:
                 shifts.append(((signs[0] * c, signs[1] * c, signs[2] * c),
                                f"setup {label} {_fmt_number(s)}mm"))
     out = [Scenario("nominal")]
-    out += [Scenario(name, r) for r, name in ranges]
-    out += [Scenario(name, 0.0, v) for v, name in shifts]
+    if not settings.combined_only:
+        out += [Scenario(name, r) for r, name in ranges]
+        out += [Scenario(name, 0.0, v) for v, name in shifts]
     if settings.combined:
         out += [Scenario(f"{rn} {sn}", r, v) for r, rn in ranges for v, sn in shifts]
     return tuple(out)
@@ -186,31 +199,62 @@ def scenario_inputs(setup: RecalcSetup, model: RbeModel, n_fractions: int) -> Sc
     return ScenarioInputs(setup, model, tables, n_fractions)
 
 
-def scenario_dose(inputs: ScenarioInputs, scenario: Scenario, *,
-                  progress: ProgressCallback | None = None,
-                  cancel: CancelToken | None = None) -> ScenarioDose:
-    """Forward dose of the plan in ``scenario`` (one planning engine, one forward pass).
+def position_doses(inputs: ScenarioInputs, scenarios: Sequence[Scenario], *,
+                   progress: ProgressCallback | None = None,
+                   cancel: CancelToken | None = None) -> list[ScenarioDose]:
+    """Forward doses of the plan in scenarios that share one setup shift.
 
-    The calculation region (the body) stays where the patient is; the beams move.
+    One planning engine traces the beams at the shifted position; each range error reuses its
+    geometry with the WEPL scaled (:meth:`PlanningEngine.with_stopping_power_scaled`: WEPL is
+    linear in the stopping power). The calculation region (the body) stays where the patient
+    is; the beams move. Each scenario's ``seconds`` is its forward pass plus an equal share of
+    the engine's set-up.
     """
+    if not scenarios:
+        return []
+    shift = scenarios[0].shift_mm
+    if any(sc.shift_mm != shift for sc in scenarios):
+        raise InputError("position_doses: the scenarios must share one setup shift")
     t0 = time.perf_counter()
     s = inputs.setup
-    rsp = s.rsp
-    if scenario.range_error_pct:
-        rsp = (rsp * np.float32(1.0 + scenario.range_error_pct / 100.0)).astype(np.float32)
     beams = s.beams
-    if any(scenario.shift_mm):
-        dx, dy, dz = scenario.shift_mm
+    if any(shift):
+        dx, dy, dz = shift
         beams = tuple(dataclasses.replace(
             b, isocenter_mm=(b.isocenter_mm[0] + dx, b.isocenter_mm[1] + dy,
                              b.isocenter_mm[2] + dz))
             for b in s.beams)
-    engine = PlanningEngine(s.machine, rsp, s.ct_grid, s.dose_grid, beams, s.spot_maps,
+    engine = PlanningEngine(s.machine, s.rsp, s.ct_grid, s.dose_grid, beams, s.spot_maps,
                             s.settings, calc_mask=s.body_mask, cancel=cancel)
-    cubes = forward_cubes(engine, s.weights_per_fraction, inputs.model, inputs.tables,
-                          inputs.n_fractions, progress=progress, cancel=cancel)
-    return ScenarioDose(scenario, cubes.physical_dose_gy, cubes.rbe_dose_gy_rbe,
-                        time.perf_counter() - t0)
+    setup_share = (time.perf_counter() - t0) / len(scenarios)
+    out = []
+    n = len(scenarios)
+    for i, sc in enumerate(scenarios):
+        t1 = time.perf_counter()
+        scaled = (engine.with_stopping_power_scaled(1.0 + sc.range_error_pct / 100.0)
+                  if sc.range_error_pct else engine)
+        cubes = forward_cubes(scaled, s.weights_per_fraction, inputs.model, inputs.tables,
+                              inputs.n_fractions, progress=stage_progress(progress, i / n,
+                                                                          (i + 1) / n),
+                              cancel=cancel)
+        out.append(ScenarioDose(sc, cubes.physical_dose_gy, cubes.rbe_dose_gy_rbe,
+                                time.perf_counter() - t1 + setup_share))
+    return out
+
+
+def scenario_dose(inputs: ScenarioInputs, scenario: Scenario, *,
+                  progress: ProgressCallback | None = None,
+                  cancel: CancelToken | None = None) -> ScenarioDose:
+    """Forward dose of the plan in one ``scenario`` (see :func:`position_doses`)."""
+    return position_doses(inputs, [scenario], progress=progress, cancel=cancel)[0]
+
+
+def by_position(scenarios: Sequence[Scenario]) -> list[list[Scenario]]:
+    """The scenarios grouped by setup shift, in order of first appearance."""
+    groups: dict[tuple[float, float, float], list[Scenario]] = {}
+    for sc in scenarios:
+        groups.setdefault(sc.shift_mm, []).append(sc)
+    return list(groups.values())
 
 
 #: Runs scenarios of one plan: ``runner(inputs_factory, scenarios, progress, cancel)`` yields
@@ -223,14 +267,17 @@ ScenarioRunner = Callable[[Callable[[], ScenarioInputs], Sequence[Scenario],
 def local_runner(factory: Callable[[], ScenarioInputs], scenarios: Sequence[Scenario],
                  progress: ProgressCallback | None, cancel: CancelToken | None
                  ) -> Iterator[ScenarioDose]:
-    """Scenarios one after the other in this process."""
+    """Scenarios in this process, one setup position after the other."""
     inputs = factory()
     n = max(len(scenarios), 1)
-    for i, sc in enumerate(scenarios):
+    done = 0
+    for group in by_position(scenarios):
         if cancel is not None:
             cancel.raise_if_cancelled("robust evaluation")
-        yield scenario_dose(inputs, sc, progress=stage_progress(progress, i / n, (i + 1) / n),
-                            cancel=cancel)
+        yield from position_doses(
+            inputs, group, progress=stage_progress(progress, done / n, (done + len(group)) / n),
+            cancel=cancel)
+        done += len(group)
 
 
 @dataclass(frozen=True, eq=False)
@@ -319,7 +366,7 @@ def worst_case(scenarios: Sequence[dict[str, Any]]) -> dict[str, dict[str, float
 
 def evaluate_robustness(patient: Patient, plan: Plan, *, model: RbeModel,
                         model_source: str = "requested", settings: RobustSettings | None = None,
-                        machine: Machine | None = None, grid_mm: float | DoseGrid = 3.0,
+                        machine: Machine | None = None, grid_mm: float | DoseGrid = 2.5,
                         hlut_path: str | os.PathLike[str] | None = None, device: str = "auto",
                         cutoff_fraction: float = 0.99, source: dict[str, Any] | None = None,
                         runner: ScenarioRunner | None = None,
@@ -418,7 +465,8 @@ def evaluate_robustness(patient: Patient, plan: Plan, *, model: RbeModel,
     rep["robust"] = {"range_error_pct": settings.range_error_pct,
                      "setup_error_mm": settings.setup_error_mm,
                      "setup_directions": settings.setup_directions,
-                     "combined": settings.combined, "n_scenarios": n,
+                     "combined": settings.combined,
+                     "combined_only": settings.combined_only, "n_scenarios": n,
                      "range_convention": "stopping power x (1 + range_error_pct / 100)",
                      "shift_convention": "beam isocentres moved by shift_mm (LPS): the dose "
                                          "moves by shift_mm over the patient"}
@@ -452,7 +500,7 @@ def inputs_from_files(ct_dir: str, rtplan: str, *, rbe: str | None, rbe_value: f
 def robust_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike[str] | Plan,
                  *, settings: RobustSettings | None = None, rbe: str | None = None,
                  rbe_value: float | None = None, tissue: str | None = None,
-                 machine_path: str | os.PathLike[str] | None = None, grid_mm: float = 3.0,
+                 machine_path: str | os.PathLike[str] | None = None, grid_mm: float = 2.5,
                  hlut_path: str | os.PathLike[str] | None = None, device: str = "auto",
                  cutoff_fraction: float = 0.99, out_dir: str | os.PathLike[str] | None = None,
                  runner: ScenarioRunner | None = None,

@@ -16,6 +16,12 @@ from planning.compare.html_report import _CSS, _fmt, _table
 from planning.compare.images import dvh_frame
 
 
+def _combination_text(robust: dict[str, Any]) -> str:
+    if robust.get("combined_only"):
+        return ", only combined with each other (and the nominal scenario)"
+    return ", and combined" if robust["combined"] else ""
+
+
 def _colour(i: int) -> str:
     r, g, b = colorsys.hsv_to_rgb((0.13 + 0.61803 * i) % 1.0, 0.75, 0.8)
     return f"#{round(255 * r):02x}{round(255 * g):02x}{round(255 * b):02x}"
@@ -100,7 +106,7 @@ def render_robust_html(rep: Mapping[str, Any]) -> str:
         f"<p>{robust['n_scenarios']} scenarios: range error &plusmn;"
         f"{_fmt(robust['range_error_pct'])} % (stopping power scaled), setup error "
         f"{_fmt(robust['setup_error_mm'])} mm in {robust['setup_directions']} directions"
-        f"{', combined' if robust['combined'] else ''}. RBE model: "
+        f"{_combination_text(robust)}. RBE model: "
         f"{escape(str(rep.get('rbe_model', '')))}. Prescription "
         f"{_fmt(pres.get('total_dose_gy_rbe'))} Gy(RBE) to "
         f"{escape(str(pres.get('target', '')))} in {_fmt(pres.get('n_fractions'))} fractions. "

@@ -107,14 +107,22 @@ def body_mask(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid
     (nz, ny, nx) bool array on ``dose_grid``, or None
         None without such a structure (the dose engine then falls back to an RSP threshold).
     """
-    assert patient.structure_set is not None
-    for s in patient.structure_set.structures:
-        if s.interpreted_type.upper() == "EXTERNAL" or s.name.casefold() in BODY_NAMES:
-            mask = np.zeros(dose_grid.n_voxels, dtype=bool)
-            mask[structure_rows(s.mask.to_dense(), ct_grid, dose_grid)] = True
-            if mask.any():
-                return mask.reshape(dose_grid.shape)
+    for s in body_structures(patient):
+        mask = np.zeros(dose_grid.n_voxels, dtype=bool)
+        mask[structure_rows(s.mask.to_dense(), ct_grid, dose_grid)] = True
+        if mask.any():
+            return mask.reshape(dose_grid.shape)
     return None
+
+
+def body_structures(patient: Patient) -> list[Structure]:
+    """The structures that may be the body: type EXTERNAL or named as in :data:`BODY_NAMES`,
+    in the structure set's order."""
+    ss = patient.structure_set
+    if ss is None:
+        return []
+    return [s for s in ss.structures
+            if s.interpreted_type.upper() == "EXTERNAL" or s.name.casefold() in BODY_NAMES]
 
 
 @dataclass(frozen=True, eq=False)

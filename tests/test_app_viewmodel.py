@@ -65,6 +65,9 @@ def test_plan_setup_names_the_bad_field(field, value, message):
     ({"structures": ["PTV"], "objectives": [Objective("PTV", "squared_deviation", 57.6),
                                             Objective("Lens", "max_dose", 5.0)]},
      "objective 2: the patient has no structure named 'Lens'"),
+    ({"structures": ["PTV"], "objectives": [Objective("PTV", "squared_deviation", 57.6),
+                                            Objective("CTV ring 0-5 mm", "max_dose", 5.0)]},
+     "objective 2: the patient has no structure named 'CTV ring 0-5 mm'"),
     ({"device_label": "TPU"}, "device: 'TPU'"),
 ])
 def test_every_field_is_checked_before_any_work(over, message):
@@ -79,6 +82,13 @@ def test_tissue_is_checked_for_the_exchange_view_under_mkm_too():
         _setup(rbe_label="mMKM (NIRS clinical dose)", tissue_choice="xyz")
     assert _setup(rbe_label="mMKM (NIRS clinical dose)", tissue_choice="xyz",
                   exchange=False).tissue is None
+
+
+def test_objectives_may_name_a_ring_around_a_structure():
+    s = _setup(structures=["PTV", "Brainstem"],
+               objectives=[Objective("PTV", "squared_deviation", 57.6),
+                           Objective("ptv ring 0-5 mm", "max_dose", 50.0)])
+    assert [o.structure for o in s.objectives] == ["PTV", "ptv ring 0-5 mm"]
 
 
 def test_custom_tissue_gives_its_three_numbers_exactly():

@@ -233,3 +233,31 @@ def test_example_jobs_file_parses(tmp_path, capsys):
     jobs = load_jobs(path)
     assert [j.kind for j in jobs] == ["plan", "recalc", "exchange", "robust", "compare"]
     assert all(not j.problem for j in jobs)
+
+
+def test_engine_threads_follow_the_environment(monkeypatch):
+    from planning.engine.dose_engine import cpu_threads
+    from planning.errors import PlanningError
+
+    monkeypatch.delenv("IONPLAN_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cpu_threads(None) == (os.cpu_count() or 1)
+    assert cpu_threads(3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpu_threads(None) == 1
+    monkeypatch.setenv("IONPLAN_THREADS", "5")  # the first variable set wins
+    assert cpu_threads(None) == 5
+    monkeypatch.setenv("IONPLAN_THREADS", "two")
+    with pytest.raises(PlanningError, match="IONPLAN_THREADS='two'"):
+        cpu_threads(None)
+
+
+def test_local_cluster_workers_share_the_cores():
+    """One worker on this machine gets every core for its engine; Dask's own default for a
+    worker (OMP_NUM_THREADS=1) would leave it one."""
+    from planning.distributed import local_cluster
+    from planning.engine.dose_engine import cpu_threads
+
+    with local_cluster(1) as client:
+        threads = client.run(cpu_threads, None)
+    assert list(threads.values()) == [os.cpu_count() or 1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import itertools
 import json
 import re
@@ -151,6 +152,11 @@ def test_report_files_are_self_contained(tmp_path):
         3.0, rel=1e-3)
     assert set(data["structures"]) == set(data["dvh"])
     html = (tmp_path / "out" / "report.html").read_text()
+    # The identification block: patient name and ID, what each side is, the date.
+    ident = html[html.index("<h1>"):html.index("<h2>")]
+    assert "IonPlan, Demo Head (ID IONPLAN-DEMO-001)" in ident
+    assert "A (reference)" in ident and "B (evaluated)" in ident
+    assert f"{datetime.date.today():%Y-%m-%d}" in ident
     assert "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
     images = re.findall(r'data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)"', html)
     captions = [alt for _, alt in images]

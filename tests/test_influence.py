@@ -10,10 +10,12 @@ from kernels.backend import DeviceUnavailableError, resolve_device, to_numpy
 from kernels.influence import (
     PencilBeamTables,
     beam_voxels,
+    chunk_dose,
     chunk_pairs,
     count_pairs,
     cutoff_radius_mm,
     layer_csr,
+    layer_weights_by_rank,
     pencil_beam_cutoff_radius_mm,
     plan_layer,
     prepare_layer,
@@ -241,6 +243,37 @@ def test_strict_namespace_matches_numpy():
     for name in ("indptr", "spot", "dose", "let_dose"):
         np.testing.assert_allclose(to_numpy(getattr(out[1], name)), getattr(out[0], name),
                                    rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
+def test_weighted_chunk_dose_equals_the_entries_times_the_weights(backend):
+    """The forward pass's per-voxel sum equals sum_s w_s entry_s from the explicit pairs."""
+    xp = _xp(backend)
+    tab = _tables(halo=0.2)
+    rng = np.random.default_rng(11)
+    n = 2000
+    u, v = rng.uniform(-30, 30, n), rng.uniform(-30, 30, n)
+    w = rng.uniform(0, 190, n)
+    vox = beam_voxels(xp.asarray(np.arange(n)), xp.asarray(u), xp.asarray(v),
+                      xp.asarray(rng.uniform(-40, 40, n)), xp.asarray(w),
+                      lattice_spacing_mm=(5.0, 4.0), sad_mm=(2000.0, 2500.0))
+    iu, iv = np.meshgrid(np.arange(-4, 5), np.arange(-3, 6), indexing="ij")
+    keep = rng.random(iu.size) < 0.7  # holes in the layer
+    iu, iv = iu.ravel()[keep], iv.ravel()[keep]
+    ids = rng.permutation(iu.size) + 7  # identifiers other than the ranks
+    layer = prepare_layer(iu, iv, tab, cutoff_fraction=0.99, dose_scale=2.0, spot_ids=ids,
+                          xp=xp)
+    plan = plan_layer(vox, layer, chunk_candidates=4096)
+    assert len(plan.chunks) > 1
+    weights = rng.uniform(0.0, 3.0, int(ids.max()) + 1)
+    w_rank = layer_weights_by_rank(layer, xp.asarray(weights))
+    for chunk in plan.chunks:
+        pairs = chunk_pairs(plan, chunk)
+        owner = np.repeat(np.arange(chunk.stop - chunk.start), to_numpy(pairs.counts))
+        expected = np.bincount(owner, weights=weights[to_numpy(pairs.spot)]
+                               * to_numpy(pairs.dose), minlength=chunk.stop - chunk.start)
+        np.testing.assert_allclose(to_numpy(chunk_dose(plan, chunk, w_rank)), expected,
+                                   rtol=1e-5, atol=1e-9 * expected.max())
 
 
 def test_chunk_destinations_follow_row_start():

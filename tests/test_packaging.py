@@ -194,6 +194,9 @@ def test_binary_demo_patient_and_plan(build: Path, workdir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     for name in ("RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm", "report.json"):
         assert (out / name).is_file(), name
+    # The plan document: ReportLab and its font metrics are in the binary.
+    (pdf,) = out.glob("*_report.pdf")
+    assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 50_000
     report = json.loads((out / "report.json").read_text())
     assert report["prescription"]["target"] == "PTV"
     assert report["spots"] > 0

@@ -151,14 +151,21 @@ def _check_outputs(out, dose, fractions, model_word):
 
 
 def test_plan_cli_mkm_default_settings(demo_dir, tmp_path, capsys):
-    # NIRS head and neck: 57.6 Gy(RBE) in 16 fractions, mMKM clinical dose; default 3 mm.
+    # NIRS head and neck: 57.6 Gy(RBE) in 16 fractions, mMKM clinical dose; default 2.5 mm
+    # grid and 3 mm spots, which resolve the plan: no warning.
     out = tmp_path / "mkm"
     rc = main(["plan", str(demo_dir), "--target", "PTV", "--dose", "57.6", "--fractions",
                "16", "--gantry", "90,270", "--rbe", "mkm", "--device", "cpu", "--out",
                str(out)])
-    assert rc == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 0, err
     report = _check_outputs(out, 57.6, 16, "mMKM")
     assert report["beams"][0]["gantry_deg"] == 90.0
+    assert report["dose_grid"]["spacing_mm"] == [2.5, 2.5, 2.5]
+    assert report["warnings"] == [] and "warning" not in err
+    # The default fall-off shells around the target are objectives of the plan.
+    rings = {o["structure"] for o in report["objectives"] if " ring " in o["structure"]}
+    assert rings == {"PTV ring 0-5 mm", "PTV ring 5-15 mm", "PTV ring 15-30 mm"}
 
 
 def test_plan_cli_lem1_with_config(demo_dir, tmp_path, capsys):
@@ -172,8 +179,13 @@ def test_plan_cli_lem1_with_config(demo_dir, tmp_path, capsys):
     rc = main(["plan", str(demo_dir), "--target", "PTV", "--dose", "60", "--fractions", "20",
                "--gantry", "90,270", "--couch", "0,0", "--rbe", "lem1", "--spot-spacing", "4",
                "--grid", "4", "--config", str(config), "--device", "cpu", "--out", str(out)])
-    assert rc == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 0, err
     report = _check_outputs(out, 60.0, 20, "LEM I")
+    # A 4 mm grid cannot resolve the plan between its points: said on the terminal and in
+    # the report.
+    assert "ionplan: warning: the dose grid of 4 mm is coarser than 2.5 mm" in err
+    assert any("coarser than 2.5 mm" in w for w in report["warnings"])
     assert {"structure": "Brainstem", "type": "max_dose", "dose_gy_rbe": 40.0, "weight": 5.0,
             "volume_fraction": None} in report["objectives"]
 

@@ -14,7 +14,7 @@ from kivy.uix.textinput import TextInput
 
 from app.dose_display import DEFAULT_ISODOSE_PERCENT, DoseDisplay, parse_levels
 from app.session import DoseLayer
-from app.theme import MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
+from app.theme import BUTTON_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
 from app.widgets.viewer_panel import SliceSlider
 from planning.errors import InputError
 
@@ -45,11 +45,14 @@ class DosePanel(BoxLayout):
         ``on_error(exception)`` for a bad isodose list.
     on_rename : callable
         ``on_rename(plan_name)``: the user asked to rename the selected plan.
+    on_robustness : callable
+        ``on_robustness()``: open the Robustness view of the selected plan.
     """
 
     def __init__(self, *, on_change: Callable[[], None],
                  on_error: Callable[[BaseException], None],
-                 on_rename: Callable[[str], None]) -> None:
+                 on_rename: Callable[[str], None],
+                 on_robustness: Callable[[], None]) -> None:
         super().__init__(orientation="vertical", spacing=4, padding=PAD)
         self._on_change = on_change
         self._on_error = on_error
@@ -91,6 +94,16 @@ class DosePanel(BoxLayout):
                      halign="left", valign="top")
         hint.bind(size=lambda w, s: setattr(w, "text_size", s))
         self.add_widget(hint)
+        # The plan's warnings (e.g. a dose grid too coarse to resolve it), in plain sight.
+        self.notes = Label(text="", size_hint_y=None, height=0, halign="left", valign="top",
+                           font_size="12sp", color=(1.0, 0.7, 0.25, 1.0))
+        self.notes.bind(width=lambda w, width: setattr(w, "text_size", (width, None)),
+                        texture_size=lambda w, size: setattr(w, "height", size[1]))
+        self.add_widget(self.notes)
+        self.robustness_button = Button(text="Robustness...", size_hint_y=None,
+                                        height=BUTTON_HEIGHT)
+        self.robustness_button.bind(on_release=lambda *_: on_robustness())
+        self.add_widget(self.robustness_button)
         self.add_widget(Label())  # keeps the rows at the top
         self.plan.bind(text=lambda *_: self._changed())
         self.quantity.bind(text=lambda *_: self._changed())
@@ -119,6 +132,10 @@ class DosePanel(BoxLayout):
         self.quantity.values = labels
         if current not in labels:
             self.quantity.text = labels[0] if labels else ""
+
+    def set_notes(self, warnings: Sequence[str]) -> None:
+        """Show the shown plan's warnings (none: the note takes no room)."""
+        self.notes.text = "\n".join(f"Warning: {w}" for w in warnings)
 
     # --- reading ---------------------------------------------------------------------------
     @property

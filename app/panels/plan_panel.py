@@ -14,6 +14,7 @@ from kivy.uix.scrollview import ScrollView
 from kivy.uix.spinner import Spinner
 from kivy.uix.textinput import TextInput
 
+from app.panels.form_widgets import row_label as _label
 from app.plan_setup import (
     CUSTOM_TISSUE,
     DEVICES,
@@ -21,6 +22,7 @@ from app.plan_setup import (
     TISSUE_CHOICES,
     BeamSetup,
     PlanSetup,
+    names_a_structure,
     parse_beam,
     parse_objective,
     parse_plan_setup,
@@ -40,16 +42,6 @@ def _field(text: str = "", width: int | None = None, **kwargs: object) -> TextIn
         ti.size_hint_x = None
         ti.width = width
     return ti
-
-
-def _label(text: str, width: int | None = None, muted: bool = False) -> Label:
-    lab = Label(text=text, size_hint_y=None, height=ROW_HEIGHT, halign="left", valign="middle",
-                color=MUTED_TEXT_RGBA if muted else (1, 1, 1, 1))
-    if width is not None:
-        lab.size_hint_x = None
-        lab.width = width
-    lab.bind(size=lambda w, s: setattr(w, "text_size", s))
-    return lab
 
 
 def _section(text: str) -> Label:
@@ -202,8 +194,8 @@ class PlanPanel(BoxLayout):
 
         form.add_widget(_section("Spots, grid and device"))
         grid = GridLayout(cols=2, size_hint_y=None, height=3 * ROW_HEIGHT + 8, spacing=4)
-        self.spot_spacing = _field("5", input_filter="float")
-        self.grid_mm = _field("4", input_filter="float")
+        self.spot_spacing = _field("3", input_filter="float")
+        self.grid_mm = _field("2.5", input_filter="float")
         devices = [d[0] for d in DEVICES if d[1] != "gpu" or gpu_available]
         self.device = Spinner(text="Auto", values=devices, size_hint_y=None, height=ROW_HEIGHT)
         for text, w in (("Spot spacing (mm)", self.spot_spacing),
@@ -415,7 +407,8 @@ class PlanPanel(BoxLayout):
             for structure, kind, dose, weight, volume in objectives:
                 row = self.add_objective(Objective(
                     self._structures[0] if self._structures else "", OBJECTIVE_KINDS[0], 0.0))
-                if structure in self._structures:
+                if isinstance(structure, str) and names_a_structure(structure,
+                                                                    self._structures):
                     row.structure.text = structure
                 if kind in OBJECTIVE_KINDS:
                     row.kind.text = kind

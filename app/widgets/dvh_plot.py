@@ -266,7 +266,7 @@ class DvhPlot(Widget):
 
     def export_png(self, path: str | os.PathLike[str]) -> None:
         """Write the plot as it is drawn now to a PNG file, atomically."""
-        from app.report_image import render_widget_rgba, write_png
+        from app.widget_image import render_widget_rgba, write_png
 
         write_png(path, render_widget_rgba(self))
 

@@ -10,6 +10,7 @@ DVH metrics and the cross-model view.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from planning.compare.images import (
     png_bytes,
     upscale,
 )
+from planning.document.identity import identification
 from planning.errors import InputError
 
 _CSS = """
@@ -193,8 +195,26 @@ def _cross_model_section(result: ComparisonResult) -> str:
     return "<p>Total doses in Gy(RBE).</p>" + "".join(out)
 
 
-def render_html(result: ComparisonResult) -> str:
-    """The report page as one HTML string (no external resources)."""
+def identification_table(result: ComparisonResult, created: datetime.datetime) -> str:
+    """The identification block: patient name and ID, each side's plan and model, date."""
+    patient = result.patient or result.a.patient or result.b.patient
+    ident = identification(patient, "", "", created)
+    rows: list[tuple[str, Any]] = [("Patient", ident.patient_text),
+                                   ("Patient ID", ident.patient_id or None)]
+    for side, role in ((result.a, "reference"), (result.b, "evaluated")):
+        plan = side.plan
+        rows.append((f"{side.label} ({role})",
+                     f"{side.source}; plan {plan.label if plan else 'unknown'}; "
+                     f"{side.dose_type.lower()} dose; model "
+                     f"{(plan.rbe_model if plan else '') or side.description or 'not named'}"))
+    rows.append(("Date", ident.date_text))
+    return _table(["Identification", ""], rows)
+
+
+def render_html(result: ComparisonResult, *, created: datetime.datetime | None = None) -> str:
+    """The report page as one HTML string (no external resources), dated ``created``
+    (default now)."""
+    when = created if created is not None else datetime.datetime.now().astimezone()
     warnings = "".join(f'<li class="warn">{escape(w)}</li>' for w in result.warnings)
     gamma_summary = ", ".join(f"{g.criteria.label}: {g.pass_rate_percent:.2f} %"
                               for g in result.gamma)
@@ -205,6 +225,7 @@ def render_html(result: ComparisonResult) -> str:
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>IonPlan dose comparison</title><style>{_CSS}</style></head><body>"
         "<h1>IonPlan dose comparison: B against the reference A</h1>"
+        + identification_table(result, when) +
         f"<p>Gamma pass rates (global, {result.settings.threshold_percent:g} % low-dose "
         f"threshold): <b>{escape(gamma_summary)}</b>. Slices through the "
         f"{escape(result.focus_name)} (grid index z, y, x = {result.focus_index}).</p>"

@@ -52,6 +52,7 @@ from planning.rbe import (
     Tissue,
     depth_tables,
 )
+from planning.resolution import grid_warning
 from planning.structure_dose import body_mask, grid_of
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ def check_plan_on_ct(patient: Patient, frame_of_reference_uid: str, patient_posi
 
 
 def prepare_recalc(patient: Patient, plan: Plan, *, machine: Machine | None = None,
-                   grid_mm: float | DoseGrid = 3.0, hlut_path: str | os.PathLike[str] | None = None,
+                   grid_mm: float | DoseGrid = 2.5, hlut_path: str | os.PathLike[str] | None = None,
                    device: str = "auto", cutoff_fraction: float = 0.99) -> RecalcSetup:
     """RSP, grids, beams and spots of ``plan`` on ``patient``'s CT.
 
@@ -307,7 +308,7 @@ def _target_name(patient: Patient, plan: Plan) -> str | None:
 
 
 def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: str = "requested",
-                machine: Machine | None = None, grid_mm: float | DoseGrid = 3.0,
+                machine: Machine | None = None, grid_mm: float | DoseGrid = 2.5,
                 hlut_path: str | os.PathLike[str] | None = None, device: str = "auto",
                 cutoff_fraction: float = 0.99, exchange: bool = False,
                 source: Mapping[str, Any] | None = None,
@@ -367,6 +368,9 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
                                 target)
     rows_by_name = sections.rows_by_name
     warnings = [*(source or {}).get("warnings", ()), *setup.warnings]
+    coarse = grid_warning(setup.dose_grid.spacing_mm)
+    if coarse is not None:
+        warnings.append(coarse)
     if target is None:
         warnings.append(f"the plan's target {plan.prescription.target!r} is not a structure "
                         "of the CT's structure set")
@@ -469,7 +473,7 @@ def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
 def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike[str] | Plan,
                       *, rbe: str | None = None, rbe_value: float | None = None,
                       tissue: str | None = None, machine: Machine | None = None,
-                      grid_mm: float | DoseGrid = 3.0,
+                      grid_mm: float | DoseGrid = 2.5,
                       hlut_path: str | os.PathLike[str] | None = None, device: str = "auto",
                       cutoff_fraction: float = 0.99, exchange: bool = False,
                       out_dir: str | os.PathLike[str] | None = None,

@@ -1,15 +1,15 @@
 """Forward sums without a matrix on the CPU: pencil beams evaluated and summed per voxel.
 
-Each block of a beam's voxels runs all the beam's layers: the entries of a chunk
-(:func:`kernels.influence.chunk_pairs`) are multiplied by their spots' weights and summed per
-voxel with ``bincount``, so nothing is stored per entry beyond one chunk. Blocks run in a
-thread pool; each beam has its own dose array (blocks of one beam own distinct rows) and the
-shared LET and model sums are added under a lock.
+Each block of a beam's voxels runs all the beam's layers: the pairs of a chunk are weighted by
+their spots' weights and summed per voxel (:func:`kernels.influence.chunk_dose`), so nothing is
+stored per pair beyond one chunk. LET and model quantities depend on the voxel's depth only, so
+a layer's LET x dose and model sums are its per-voxel dose times the voxel's values, added per
+voxel rather than per pair. Blocks run in a thread pool; each beam has its own dose array (blocks
+of one beam own distinct rows) and the shared LET and model sums are added under a lock.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numpy.typing import NDArray
 
-from kernels.influence import chunk_pairs, plan_layer
+from kernels.influence import chunk_dose, chunk_quantities, layer_weights_by_rank, plan_layer
 from planning.engine.cpu_influence import BeamWork
-from planning.engine.dose_engine import DoseEngineSettings
+from planning.engine.dose_engine import DoseEngineSettings, cpu_threads
 from planning.progress import CancelToken, ProgressCallback, report
 
 FloatArray = NDArray[np.float64]
@@ -61,15 +61,16 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
                               chunk_candidates=settings.chunk_candidates)
             if plan is None:
                 continue
+            w_rank = layer_weights_by_rank(layer, w)
             for chunk in plan.chunks:
-                pairs = chunk_pairs(plan, chunk, let=with_let)
-                local = np.repeat(pairs.voxel - start, pairs.counts)
-                w_pair = w[pairs.spot]
-                d += np.bincount(local, weights=w_pair * pairs.dose, minlength=size)
+                local = plan.voxel[chunk.start:chunk.stop] - start  # distinct within a layer
+                dose = chunk_dose(plan, chunk, w_rank)
+                d[local] += dose
+                quantities = chunk_quantities(plan, chunk, let=with_let)
                 if ld is not None:
-                    ld += np.bincount(local, weights=w_pair * pairs.let_dose, minlength=size)
-                for k, values in enumerate(pairs.model_dose):
-                    md[k] += np.bincount(local, weights=w_pair * values, minlength=size)
+                    ld[local] += dose * quantities.pop(0)
+                for k, values in enumerate(quantities):
+                    md[k, local] += dose * values
         rows = bw.voxels.index[start:stop]
         beam_dose[bw.beam][rows] += d
         with lock:
@@ -78,7 +79,7 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
             if model is not None:
                 model[:, rows] += md
 
-    n_threads = settings.n_threads or os.cpu_count() or 1
+    n_threads = cpu_threads(settings.n_threads)
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
         for i, _ in enumerate(pool.map(run, blocks)):
             report(progress, (i + 1) / len(blocks), "dose cubes")

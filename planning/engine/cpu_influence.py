@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import scipy.sparse as sp
 
 from kernels import backend
 from kernels.influence import BeamVoxels, LayerPlan, chunk_pairs, count_pairs, plan_layer
-from planning.engine.dose_engine import DoseEngineSettings
+from planning.engine.dose_engine import DoseEngineSettings, cpu_threads
 from planning.engine.memory import check_host_memory
 from planning.engine.setup import BeamLayers
 from planning.errors import PlanningError
@@ -83,7 +82,7 @@ def build_matrices(xp: Any, work: Sequence[BeamWork], n_rows: int, n_spots: int,
     matrices is checked against the available memory once the entries are counted.
     """
     run = _Run(xp, settings, progress, cancel)
-    n_threads = settings.n_threads or os.cpu_count() or 1
+    n_threads = cpu_threads(settings.n_threads)
     blocks = [(bw, start, min(start + settings.block_voxels, bw.voxels.n))
               for bw in work for start in range(0, bw.voxels.n, settings.block_voxels)]
     with ThreadPoolExecutor(max_workers=n_threads) as pool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,31 @@ FloatArray = NDArray[np.float64]
 # --------------------------------------------------------------------------- plan state
 
 
+#: Environment variables that set the engine's CPU threads when ``n_threads`` is None, the
+#: first one set wins. A Dask worker gets its share of the cores this way
+#: (:func:`planning.distributed.local_cluster`; Dask's nanny sets ``OMP_NUM_THREADS=1`` for
+#: workers of any cluster), so that worker processes do not oversubscribe the cores.
+THREADS_ENV = ("IONPLAN_THREADS", "OMP_NUM_THREADS")
+
+
+def cpu_threads(n_threads: int | None) -> int:
+    """Threads for the CPU engine: ``n_threads``, else the environment (:data:`THREADS_ENV`),
+    else every core."""
+    if n_threads:
+        return n_threads
+    for name in THREADS_ENV:
+        value = os.environ.get(name, "").strip()
+        if value:
+            try:
+                n = int(value)
+            except ValueError:
+                n = 0
+            if n < 1:
+                raise PlanningError(f"environment variable {name}={value!r}: expected a "
+                                    "positive whole number of threads")
+            return n
+    return os.cpu_count() or 1
+
 @dataclass(frozen=True)
 class DoseEngineSettings:
     """Settings of the pencil-beam dose engine.
@@ -73,7 +99,8 @@ class DoseEngineSettings:
         Sampling step along the rays of the WEPL calculation; None uses half the smallest CT
         voxel spacing.
     n_threads : int or None
-        Worker threads on the CPU; None uses all cores.
+        Worker threads on the CPU; None takes :func:`cpu_threads`'s default (the
+        ``IONPLAN_THREADS`` or ``OMP_NUM_THREADS`` environment variable, else all cores).
     chunk_candidates : int
         Bound on the (voxel, spot) pairs evaluated at once (about 60 bytes each, per thread).
     block_voxels : int

@@ -18,7 +18,9 @@ array-API kernels of :mod:`kernels.influence` (their NumPy twins) in a thread po
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +29,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from kernels import backend
-from kernels.influence import BeamVoxels, select_voxels
+from kernels.influence import BeamVoxels, scale_wepl, select_voxels
 from kernels.pencil_beam_gpu import PackedLayers, pack_layers
 from kernels.sparse_device import SpotMatrix, device_spot_matrix, host_spot_matrix
 from planning.beams import Beam, SpotMap
@@ -159,6 +161,20 @@ class PlanningEngine:
     @property
     def n_spots(self) -> int:
         return self.spots.n_spots
+
+    def with_stopping_power_scaled(self, factor: float) -> PlanningEngine:
+        """This engine with the stopping power multiplied by ``factor`` (> 0) everywhere.
+
+        A range-uncertainty scenario: WEPL is linear in the stopping power, so every beam's
+        WEPL is scaled instead of traced again (the voxels, beams, spots and layer set-ups are
+        shared with this engine). Same result as a new engine on ``rsp * factor`` to float32
+        rounding of the WEPL.
+        """
+        if not (math.isfinite(factor) and factor > 0):
+            raise PlanningError(f"stopping-power scale must be positive, got {factor}")
+        scaled = copy.copy(self)
+        scaled._voxels = tuple(scale_wepl(v, factor) for v in self._voxels)
+        return scaled
 
     # ------------------------------------------------------------------ set-up per model
 

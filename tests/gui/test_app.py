@@ -6,6 +6,7 @@ Screenshots of each main screen go to docs/screenshots/ (README shows them).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +139,7 @@ def test_bad_folder_shows_a_dialog_and_keeps_the_patient(gui, tmp_path):
     assert dialog is not None
     gui.screenshot("import_error")
     gui.click(gui.find(lambda w: getattr(w, "name", "") == "error_dialog_ok"))
-    gui.frames(2)
+    gui.advance(0.5)
     assert app.session.patient is patient
 
 
@@ -249,11 +250,15 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     dialog = gui.find(lambda w: getattr(w, "name", "") == "folder_dialog")
     dialog.path_input.text = str(out)
     gui.click(dialog.choose_button)
-    exported = out / "plan_1"  # each plan in its own folder: no export overwrites another
-    gui.wait_until(lambda: (exported / "report.json").exists() or app.last_error, 120,
+    # Each export in a new folder named after the patient, the plan and the time.
+    gui.wait_until(lambda: list(out.glob("*/report.json")) or app.last_error, 120,
                    "the DICOM export")
+    assert not app.last_error, app.last_error
+    (exported,) = (p.parent for p in out.glob("*/report.json"))
+    assert re.fullmatch(r"IONPLAN-DEMO-001_Plan_1_\d{8}-\d{6}", exported.name), exported.name
     assert {"RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm"} <= {
         p.name for p in exported.iterdir()}
+    assert len(list(exported.glob("IONPLAN-DEMO-001_Plan_1_*_report.pdf"))) == 1
     # The RBE dose names the model that computed it, with all its parameters.
     assert load_rt_dose(exported / "RTDOSE_RBE.dcm").rbe == entry.result.model
     gui.frames(2)
@@ -261,15 +266,15 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     _close_export_confirmations(gui)
 
     # PNG of the screen and the plan report, chosen through their folder dialogs: the
-    # pictures are taken once the dialog has gone, so they show the screen, not the dialog.
-    for button, made in (("export_png", "ionplan_planning.png"),
-                         ("export_report", "plan_1_report.png")):
+    # picture is taken once the dialog has gone, so it shows the screen, not the dialog.
+    for button, made in (("export_png", "*_planning_view.png"), ("export_report", "*.pdf")):
         gui.click(app.buttons[button])
         gui.frames(2)
         dialog = gui.find(lambda w: getattr(w, "name", "") == "folder_dialog")
         dialog.path_input.text = str(out)
         gui.click(dialog.choose_button)
-        gui.wait_until(lambda made=made: (out / made).exists() or app.last_error, 60, made)
+        gui.wait_until(lambda made=made: (list(out.glob(made)) and gui.find_all(
+            lambda w: getattr(w, "name", "") == "export_dialog_ok")) or app.last_error, 60, made)
         assert not app.last_error, app.last_error
         _close_export_confirmations(gui)
         if button == "export_png":
@@ -277,18 +282,23 @@ def test_plan_review_compare_and_export(gui, tmp_path):
 
             from app.export import window_pixels
 
-            saved = CoreImage(str(out / made)).texture
+            (png,) = out.glob(made)
+            saved = CoreImage(str(png)).texture
             shot = window_pixels()
             h = shot.shape[0]
             sx, sy = (round(v) for v in screen.to_window(*screen.pos))
-            on_screen = shot[h - sy - saved.height:h - sy, sx:sx + saved.width, :3]
+            # Below the identification banner, the picture is the screen.
+            rows = min(saved.height, round(screen.height))
+            on_screen = shot[h - sy - rows:h - sy, sx:sx + saved.width, :3]
             png_rgba = np.frombuffer(saved.pixels, np.uint8).reshape(
-                saved.height, saved.width, 4)[..., :3]
+                saved.height, saved.width, 4)[saved.height - rows:, :, :3]
             same = np.abs(png_rgba.astype(int) - on_screen.astype(int)).max(axis=-1) <= 8
             assert same.mean() > 0.95  # no dialog in the picture
-    assert (out / "ionplan_planning.png").stat().st_size > 10_000
-    assert (out / "plan_1_report.png").stat().st_size > 10_000
-    assert (out / "plan_1_report.pdf").read_bytes().startswith(b"%PDF")
+            assert saved.height > screen.height  # the banner on top
+    (png,) = out.glob("*_planning_view.png")
+    assert png.name.startswith("IONPLAN-DEMO-001_Plan_1_") and png.stat().st_size > 10_000
+    (pdf,) = out.glob("IONPLAN-DEMO-001_Plan_1_*_report.pdf")
+    assert pdf.read_bytes().startswith(b"%PDF")
 
     # The exported plan comes back as a received plan: recalculated on the CT, it is Plan 2,
     # and it compares equal to Plan 1.
@@ -490,3 +500,76 @@ def test_reoptimize_reuses_the_kept_influence_and_refuses_a_changed_grid(gui, tm
     gui.click(form.reoptimize_button)
     gui.frames(3)
     assert "dose grid changed" in app.last_error and len(app.session.plans) == 2
+
+
+def test_robustness_view_evaluates_in_the_background_and_shows_bands_and_worst_cases(
+        gui, tmp_path):
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    _click_tab(gui, screen, "Dose")
+    gui.click(screen.dose_panel.robustness_button)  # no plan yet: a dialog, nothing runs
+    gui.frames(2)
+    assert "compute a plan first" in app.last_error
+    assert app.task is None or "Robust" not in app.task.name
+    gui.click(gui.find(lambda w: getattr(w, "name", "") == "error_dialog_ok"))
+    gui.advance(0.5)
+    app.last_error = ""
+    _click_tab(gui, screen, "Plan")
+    form = screen.plan_panel
+    form.spot_spacing.text = "6"
+    form.grid_mm.text = "5"
+    gui.click(form.compute_button)
+    gui.wait_until(lambda: app.session.plans or app.last_error, PLAN_TIMEOUT_S, "the plan")
+    assert not app.last_error, app.last_error
+    _click_tab(gui, screen, "Dose")
+    gui.click(screen.dose_panel.robustness_button)
+    gui.frames(3)
+    panel = screen.robust_popup.content
+    assert "not evaluated yet" in panel.summary.text
+    panel.range_error.text = "-2"  # refused before any work
+    gui.click(panel.evaluate_button)
+    gui.frames(2)
+    assert "range error (%) must lie between 0 and 20" in app.last_error
+    assert "Robust" not in app.task.name  # the plan's task, finished
+    gui.click(gui.find(lambda w: getattr(w, "name", "") == "error_dialog_ok"))
+    gui.advance(0.5)
+    assert screen.robust_popup is not None  # the form stays open with the user's values
+    app.last_error = ""
+    panel.range_error.text = "3.5"
+    panel.setup_error.text = "3"
+    gui.click(panel.evaluate_button)
+    gui.frames(2)
+    assert screen.robust_popup is None  # closed: progress and Cancel are on the task bar
+    assert "Robust evaluation of Plan 1" in app.task_bar.status.text
+    gui.wait_until(lambda: app.session.plans[0].robust is not None or app.last_error,
+                   PLAN_TIMEOUT_S, "the robust evaluation")
+    assert not app.last_error, app.last_error
+    gui.frames(5)
+    panel = screen.robust_popup.content
+    report = app.session.plans[0].robust.report
+    assert len(report["scenarios"]) == 9
+    assert "9 scenarios" in panel.summary.text and "PTV worst D95" in panel.summary.text
+    # Bands: nominal, low and high edge per structure; the low edge never above the nominal.
+    groups = {c.group for c in panel.bands.curves}
+    assert groups == {"nominal", "band low", "band high"}
+    ptv = {c.group: c for c in panel.bands.curves if c.name == "PTV"}
+    for v in (98.0, 50.0, 5.0):
+        d_lo = np.interp(-v, -ptv["band low"].volume_percent, ptv["band low"].dose)
+        d_nom = np.interp(-v, -ptv["nominal"].volume_percent, ptv["nominal"].dose)
+        assert d_lo <= d_nom + 1e-6
+    # The table: one row per scenario and a spread row, for the target first.
+    assert panel.structure.text == "PTV"
+    texts = panel.table.cell_texts()
+    assert texts[0][-8:-6] == ["Range %", "Shift mm"]
+    assert len(texts) == 1 + 9 + 1 and texts[1][0] == "nominal"
+    worst_d95 = report["worst_case"]["structures"]["PTV"]["d95_gy_rbe_min"]
+    assert f"{worst_d95:.2f}/" in texts[-1][4]  # the D95 column's min / max
+    gui.screenshot("robustness")
+    screen.robust_popup.dismiss()
+    gui.frames(2)
+    # The worst-case cubes are quantities of the plan in the Dose tab.
+    keys = [layer.key for layer in app.session.plans[0].layers()]
+    assert "rbe_min" in keys and "rbe_max" in keys
+    screen.dose_panel.select_layer("rbe_min")
+    gui.frames(3)
+    assert "minimum of 9 scenarios" in screen.dose_panel.quantity.text

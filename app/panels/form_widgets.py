@@ -1,0 +1,18 @@
+"""Small widgets the form panels share."""
+
+from __future__ import annotations
+
+from kivy.uix.label import Label
+
+from app.theme import MUTED_TEXT_RGBA, ROW_HEIGHT
+
+
+def row_label(text: str, width: int | None = None, muted: bool = False) -> Label:
+    """A one-line label of a form row, left-aligned, fixed width when ``width`` is given."""
+    lab = Label(text=text, size_hint_y=None, height=ROW_HEIGHT, halign="left", valign="middle",
+                color=MUTED_TEXT_RGBA if muted else (1, 1, 1, 1))
+    if width is not None:
+        lab.size_hint_x = None
+        lab.width = width
+    lab.bind(size=lambda w, s: setattr(w, "text_size", s))
+    return lab

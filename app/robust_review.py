@@ -1,0 +1,153 @@
+"""A robust evaluation's report shaped for the Robustness view (no Kivy).
+
+The numbers come from :func:`planning.api.robust_evaluation_of_result` (its report: the
+``scenarios`` list, ``dvh_bands_gy_rbe`` and ``robust`` settings); this module only picks
+columns, formats values and builds the band curves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.widgets.dvh_plot import DvhCurve
+from app.widgets.metrics_table import MetricsRow
+from planning.errors import InputError
+
+#: Scenario-table columns: (title, report key) of the chosen structure's metrics, Gy(RBE).
+SCENARIO_METRICS = (("D98", "d98_gy_rbe"), ("D95", "d95_gy_rbe"), ("D50", "d50_gy_rbe"),
+                    ("D2", "d2_gy_rbe"), ("Dmean", "mean_gy_rbe"), ("Dmax", "max_gy_rbe"))
+
+#: Colour of a scenario row whose metric leaves the nominal one by more than this share of
+#: the prescription (a quick flag for the eye; the numbers are all there).
+_NEUTRAL_RGB = (150, 150, 150)
+
+
+@dataclass(frozen=True)
+class RobustChoice:
+    """The scenario set the user asked for (see :class:`planning.robust.RobustSettings`).
+
+    Attributes
+    ----------
+    range_error_pct, setup_error_mm : float
+        Error sizes.
+    setup_directions : {6, 14}
+        Shift directions.
+    scenario_set : {"separate", "combined", "combined only"}
+        Which scenarios: single errors; those and every combination; or the nominal scenario
+        with the combinations only.
+    """
+
+    range_error_pct: float
+    setup_error_mm: float
+    setup_directions: int
+    scenario_set: str
+
+    def api_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`planning.api.robust_evaluation_of_result`."""
+        return {"range_error_pct": self.range_error_pct, "setup_error_mm": self.setup_error_mm,
+                "setup_directions": self.setup_directions,
+                "combined": self.scenario_set != "separate",
+                "combined_only": self.scenario_set == "combined only"}
+
+
+SCENARIO_SETS = ("separate", "combined", "combined only")
+
+
+def parse_robust_choice(range_text: str, setup_text: str, directions_text: str,
+                        scenario_set: str) -> RobustChoice:
+    """Check the Robustness form before any work; errors name the field."""
+    def number(text: str, field: str, hi: float) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise InputError(f"{field}: expected a number, got {text!r}") from None
+        if not (0.0 <= value <= hi):
+            raise InputError(f"{field} must lie between 0 and {hi:g}, got {value:g}")
+        return value
+
+    range_pct = number(range_text, "range error (%)", 20.0)
+    setup_mm = number(setup_text, "setup error (mm)", 20.0)
+    if directions_text not in ("6", "14"):
+        raise InputError(f"setup directions must be 6 or 14, got {directions_text!r}")
+    if scenario_set not in SCENARIO_SETS:
+        raise InputError(f"scenario set must be one of {', '.join(SCENARIO_SETS)}, "
+                         f"got {scenario_set!r}")
+    if range_pct == 0 and setup_mm == 0:
+        raise InputError("range error and setup error are both 0: there is nothing to "
+                         "evaluate beyond the nominal plan")
+    if scenario_set == "combined only" and (range_pct == 0 or setup_mm == 0):
+        raise InputError("'combined only' needs both a range error and a setup error")
+    return RobustChoice(range_pct, setup_mm, int(directions_text), scenario_set)
+
+
+def band_curves(report: Mapping[str, Any], colours: Mapping[str, tuple[int, int, int]]
+                ) -> list[DvhCurve]:
+    """Per structure: the nominal DVH (solid) and the band's lower and upper edges (dashed).
+
+    ``report["dvh_bands_gy_rbe"][roi]`` gives, per volume percentage 0..100, the lowest and
+    highest dose over the scenarios that this volume receives at least; turned around here into
+    cumulative curves (dose rising, volume falling).
+    """
+    curves = []
+    for name, band in report.get("dvh_bands_gy_rbe", {}).items():
+        volume = np.asarray(band["volume_percent"], dtype=np.float64)[::-1]
+        colour = colours.get(name, _NEUTRAL_RGB)
+        for key, group, dashed in (("dose_nominal_gy_rbe", "nominal", False),
+                                   ("dose_min_gy_rbe", "band low", True),
+                                   ("dose_max_gy_rbe", "band high", True)):
+            dose = np.maximum.accumulate(np.asarray(band[key], dtype=np.float64)[::-1])
+            curves.append(DvhCurve(name, colour, dose, volume, dashed=dashed, group=group))
+    return curves
+
+
+def scenario_columns() -> list[str]:
+    return ["Range %", "Shift mm"] + [f"{title} Gy(RBE)" for title, _ in SCENARIO_METRICS]
+
+
+def scenario_rows(report: Mapping[str, Any], structure: str,
+                  colour: tuple[int, int, int] = _NEUTRAL_RGB) -> list[MetricsRow]:
+    """One row per scenario (nominal first) with ``structure``'s metrics, then the spread."""
+    rows = []
+    values: list[list[float]] = []
+    for sc in report.get("scenarios", []):
+        m = sc["structures"].get(structure)
+        if m is None:
+            continue
+        shift = ", ".join(f"{c:+.1f}" for c in sc["shift_mm"]) if any(sc["shift_mm"]) else "0"
+        values.append([float(m[key]) for _, key in SCENARIO_METRICS])
+        rows.append(MetricsRow(sc["name"], colour,
+                               [f"{sc['range_error_pct']:+g}" if sc["range_error_pct"] else "0",
+                                shift] + [f"{v:.2f}" for v in values[-1]]))
+    if values:
+        a = np.asarray(values)
+        rows.append(MetricsRow("min / max over scenarios", colour, ["", ""] + [
+            f"{lo:.2f}/{hi:.2f}" for lo, hi in zip(a.min(axis=0), a.max(axis=0), strict=True)]))
+    return rows
+
+
+def summary_text(report: Mapping[str, Any], target: str, prescription_gy_rbe: float) -> str:
+    """One line: scenario count and the target's worst D95 and D98 as % of the prescription."""
+    robust = report.get("robust", {})
+    worst = report.get("worst_case", {}).get("structures", {}).get(target, {})
+    n = robust.get("n_scenarios", len(report.get("scenarios", [])))
+    parts = [f"{n} scenarios (range +/-{robust.get('range_error_pct', 0):g} %, setup "
+             f"{robust.get('setup_error_mm', 0):g} mm, {robust.get('setup_directions', 6)} "
+             "directions)"]
+    for key, title in (("d95_gy_rbe_min", "D95"), ("d98_gy_rbe_min", "D98")):
+        if key in worst and prescription_gy_rbe > 0:
+            parts.append(f"{target} worst {title} {worst[key]:.2f} Gy(RBE) = "
+                         f"{100 * worst[key] / prescription_gy_rbe:.1f} %")
+    return "; ".join(parts)
+
+
+def structures_of(report: Mapping[str, Any]) -> Sequence[str]:
+    """Structures with metrics in every scenario, in the report's order."""
+    scenarios = report.get("scenarios", [])
+    if not scenarios:
+        return []
+    names = list(scenarios[0]["structures"])
+    return [n for n in names if all(n in sc["structures"] for sc in scenarios)]

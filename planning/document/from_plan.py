@@ -1,0 +1,234 @@
+"""The plan document's content (:class:`PlanDocument`) from a computed plan.
+
+Prescription, model and beams come from the plan itself; objectives and the optimizer's
+result from its report (``report.json``: ``objectives``, ``iterations``,
+``objective_value``, ``optimizer_message``; a recalculated plan has none of these); metrics
+and DVHs are evaluated on the plan's dose cubes for its own model and, when the plan has an
+exchange view (:mod:`planning.exchange`), for the other model too, plus the physical dose.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from planning.beams import PRIMARIES_PER_WEIGHT_UNIT
+from planning.document.content import DoseSection, DvhLine, PlanDocument, TextTable
+from planning.document.identity import identification
+from planning.document.views import (
+    DEFAULT_OUTLINE_RGB,
+    SliceView,
+    dose_display,
+    target_views,
+)
+from planning.evaluation import cumulative_dvh, dose_metrics
+from planning.rbe import PhysicalDose, RbeModel
+from planning.rbe.record import model_record
+from planning.structure_dose import structures_on_grid
+
+if TYPE_CHECKING:
+    from planning.planner import PlanResult
+
+#: Metric columns of the dose sections.
+METRIC_COLUMNS = ("D98", "D95", "D50", "D2", "Dmax", "Dmean", "V95 %", "V107 %")
+#: Bins of the document's DVH curves.
+DVH_BINS = 200
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def unit_of(model: RbeModel) -> str:
+    """"Gy" for physical dose, else "Gy(RBE)"."""
+    return "Gy" if isinstance(model, PhysicalDose) else "Gy(RBE)"
+
+
+def _plan_facts(result: PlanResult) -> TextTable:
+    rx, plan, grid = result.plan.prescription, result.plan, result.dose_grid
+    unit = unit_of(result.model)
+    spec = result.report.get("dose_specification_point")
+    rows = [
+        ("Target", rx.target),
+        ("Prescribed dose", f"{rx.total_dose_gy_rbe:g} {unit} in {rx.n_fractions} fractions"),
+        ("Dose per fraction", f"{rx.dose_per_fraction_gy_rbe:.3f} {unit}"),
+        ("Plan label", plan.label),
+        ("Machine", plan.machine_name),
+        ("Ion", f"Z={plan.ion_z}, A={plan.ion_a}"),
+        ("Dose grid", f"{' x '.join(str(n) for n in grid.shape[::-1])} voxels of "
+                      f"{' x '.join(f'{s:g}' for s in grid.spacing_mm[::-1])} mm (x, y, z)"),
+    ]
+    if spec is not None:
+        x, y, z = spec["point_mm"]
+        rows.append(("Dose specification point",
+                     f"({x:.1f}, {y:.1f}, {z:.1f}) mm: "
+                     f"{spec['rbe_weighted_gy_rbe_per_fraction']:.3f} {unit} and "
+                     f"{spec['physical_gy_per_fraction']:.3f} Gy per fraction"))
+    return TextTable((), tuple(rows))
+
+
+def _flat(prefix: str, values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            rows += _flat(f"{name}.", value)
+        else:
+            rows.append((name, f"{value:g}" if isinstance(value, float) else str(value)))
+    return rows
+
+
+def _beams(result: PlanResult) -> TextTable:
+    rows = []
+    for bp in result.plan.beams:
+        w = np.asarray(bp.weights, dtype=np.float64)
+        on = w > 0
+        energies = np.asarray(bp.spots.energy_mev_u)[on]
+        layers = np.unique(np.asarray(bp.spots.layer)[on]).size
+        x, y, z = bp.beam.isocenter_mm
+        rows.append((bp.beam.label, f"{bp.beam.gantry_deg:g}", f"{bp.beam.couch_deg:g}",
+                     f"{x:.1f}, {y:.1f}, {z:.1f}",
+                     f"{energies.min():.1f} - {energies.max():.1f}" if energies.size else "-",
+                     str(layers), f"{int(on.sum())} of {bp.spots.n_spots}",
+                     f"{w.sum() * PRIMARIES_PER_WEIGHT_UNIT:.3e}",
+                     f"{bp.range_shifter_wet_mm:g}"))
+    return TextTable(("Beam", "Gantry (deg)", "Couch (deg)", "Isocentre x, y, z (mm)",
+                      "Energy (MeV/u)", "Layers", "Spots", "Particles / fraction",
+                      "Range shifter (mm WET)"), tuple(rows),
+                     (0.08, 0.08, 0.08, 0.17, 0.15, 0.08, 0.11, 0.13, 0.12))
+
+
+def _objectives(report: Mapping[str, Any], unit: str) -> TextTable:
+    rows = []
+    for o in report.get("objectives", ()):
+        volume = o.get("volume_fraction")
+        rows.append((o["structure"], o["type"], _num(o["dose_gy_rbe"]), f"{o['weight']:g}",
+                     "-" if volume is None else f"{100 * volume:g}"))
+    return TextTable(("Structure", "Objective", f"Dose ({unit})", "Weight", "Volume %"),
+                     tuple(rows))
+
+
+def _optimizer(report: Mapping[str, Any]) -> TextTable:
+    if "optimizer_message" not in report:
+        return TextTable((), (("Optimizer", "not optimized here (a recalculated plan)"),))
+    delivery = report.get("delivery", {})
+    rows = [("Status", str(report["optimizer_message"])),
+            ("Iterations", str(report.get("iterations", "-"))),
+            ("Objective value", f"{report.get('objective_value', float('nan')):.6g}")]
+    if delivery:
+        rows.append(("Spots removed below the minimum",
+                     f"{delivery['spots_removed']} of {delivery['spots_planned']} "
+                     f"(minimum {delivery['min_particles_per_spot']:.3g} particles)"))
+    return TextTable((), tuple(rows))
+
+
+def _dose_section(title: str, dose: NDArray[np.floating],
+                  rows_by_name: list[tuple[str, NDArray[np.int64]]], reference: float,
+                  dashed: bool) -> DoseSection:
+    flat = np.asarray(dose).reshape(-1)
+    rows = []
+    for name, rows_of in rows_by_name:
+        m = dose_metrics(flat[rows_of], reference)
+        rows.append((name, *(_num(v) for v in (m.d98, m.d95, m.d50, m.d2, m.max, m.mean)),
+                     _num(100 * m.v95, 1), _num(100 * m.v107, 1)))
+    return DoseSection(title, TextTable(("Structure", *METRIC_COLUMNS), tuple(rows)), dashed)
+
+
+def _other_models(result: PlanResult) -> list[tuple[RbeModel, NDArray[np.float32]]]:
+    view = result.exchange
+    if view is None:
+        return []
+    return [(m, d) for m, d in ((view.mkm, view.mkm_dose_gy_rbe), (view.lem, view.lem_dose_gy_rbe))
+            if m != result.model]
+
+
+def _warnings(result: PlanResult, views: Sequence[SliceView]) -> tuple[str, ...]:
+    notes = [str(w) for w in result.report.get("warnings", ())]
+    target = result.plan.prescription.target
+    if views and views[0].focus != f"the centre of {target}":
+        notes.append(f"The views go through {views[0].focus}: the plan's target {target!r} "
+                     "is not a contoured structure of this CT.")
+    notes += [str(w) for w in result.patient.warnings]
+    if result.patient.structure_set is not None:
+        notes += [str(w) for w in result.patient.structure_set.warnings]
+    message = str(result.report.get("optimizer_message", ""))
+    if message and not message.upper().startswith("CONVERGENCE"):
+        notes.append(f"The optimizer stopped before converging: {message}")
+    if result.model.describe() != result.plan.rbe_model:
+        notes.append(f"The doses were computed with {result.model.describe()}; the plan was "
+                     f"optimized with {result.plan.rbe_model}.")
+    notes.append("IonPlan is research software, not a certified medical device: check this "
+                 "plan independently before any clinical use.")
+    return tuple(notes)
+
+
+def plan_document(result: PlanResult, plan_name: str, *,
+                  created: datetime.datetime | None = None) -> PlanDocument:
+    """The document of ``result`` under the name ``plan_name`` (e.g. "Plan 1").
+
+    A plan whose target is not a structure of the patient (a received plan) still gets its
+    document: views through the dose maximum, and a warning.
+    """
+    model, rx = result.model, result.plan.prescription
+    unit = unit_of(model)
+    reference = rx.total_dose_gy_rbe
+    on_grid = [(s.name, rows) for s, rows in structures_on_grid(result.patient,
+                                                               result.dose_grid)]
+    colours = {s.name: s.colour_rgb or DEFAULT_OUTLINE_RGB
+               for s in (result.patient.structure_set.structures
+                         if result.patient.structure_set is not None else ())}
+    sections = [_dose_section(f"RBE-weighted dose, {model.describe()} (the plan's model, "
+                              f"{unit})", result.rbe_dose_gy_rbe, on_grid, reference, False)]
+    doses = [(result.rbe_dose_gy_rbe, False)]
+    for other, cube in _other_models(result):
+        sections.append(_dose_section(f"RBE-weighted dose, {other.describe()} (other model, "
+                                      "same spots, Gy(RBE))", cube, on_grid, reference, True))
+        doses.append((cube, True))
+    if not isinstance(model, PhysicalDose):
+        sections.append(_dose_section("Physical dose (Gy; V95 and V107 relative to the "
+                                      "prescription number)", result.physical_dose_gy,
+                                      on_grid, reference, False))
+    top = 1.05 * max(float(np.max(d)) for d, _ in doses)
+    voxel_mm3 = float(np.prod(result.dose_grid.spacing_mm))
+    lines = tuple(
+        DvhLine(name, colours.get(name, DEFAULT_OUTLINE_RGB), h.dose_gy,
+                h.volume_fraction, dashed)
+        for cube, dashed in doses for name, rows in on_grid
+        for h in (cumulative_dvh(name, np.asarray(cube).reshape(-1)[rows], voxel_mm3,
+                                 max_dose=top, n_bins=DVH_BINS),))
+    display = dose_display(reference, float(np.max(result.rbe_dose_gy_rbe)), unit)
+    views = target_views(result.patient, rx.target, result.dose_grid, result.rbe_dose_gy_rbe,
+                         display)
+    variant, parameters = _model_facts(model)
+    return PlanDocument(
+        ident=identification(result.patient, plan_name, model.describe(), created),
+        plan_facts=_plan_facts(result),
+        model_name=model.describe(),
+        model_variant=variant,
+        model_parameters=parameters,
+        beams=_beams(result),
+        objectives=_objectives(result.report, unit),
+        optimizer=_optimizer(result.report),
+        sections=tuple(sections),
+        dvh_lines=lines,
+        dvh_unit=unit,
+        dvh_labels=(f"{model.name} (plan's model)",
+                    " / ".join(m.name for m, _ in _other_models(result)) or None),
+        views=views,
+        display=display,
+        warnings=_warnings(result, views),
+    )
+
+
+def _model_facts(model: RbeModel) -> tuple[str, TextTable]:
+    """What formulation the model is and every parameter of it (from its record)."""
+    record = model_record(model)
+    return (str(record["variant"]),
+            TextTable((), tuple(_flat("", record["parameters"])) or (("parameters", "none"),)))

@@ -1,0 +1,98 @@
+"""Where the optimizer samples the dose: finer than the dose grid inside and around the target.
+
+The optimizer fits the dose at its sample points only. With as many spots as target voxels, a
+plan optimized on the dose grid itself can be flat at those points and ripple between them
+(carbon Bragg peaks fall from 80 % to 20 % in 1-2 mm). So the optimizer gets its own grid,
+:func:`optimization_grid` (half the dose grid's spacing by default), and samples it where the
+dose must be right everywhere (:func:`sample_stride`):
+
+- the target and the near ring around it (inner distance below
+  :data:`planning.regions.SMOOTH_FROM_MM`): every point of the optimization grid;
+- other structures (organs at risk): at about the dose grid's spacing;
+- rings from :data:`planning.regions.SMOOTH_FROM_MM` out: at about
+  :data:`planning.regions.SMOOTH_SAMPLING_MM` (the dose there varies over the pencil beams'
+  width).
+
+The final cubes (report, DICOM, GUI) stay on the dose grid; a second planning engine on the
+optimization grid, limited to :func:`optimization_region`, provides the optimizer's matrices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from planning.dose_grid import DoseGrid
+from planning.patient import Patient
+from planning.regions import SMOOTH_FROM_MM, SMOOTH_SAMPLING_MM, region_mask, ring_match
+from planning.structure_dose import body_structures, structure_rows
+
+#: The default optimization grid is half the dose grid's spacing but not finer than this (mm),
+#: unless the dose grid is: finer points add matrix rows faster than they add information at
+#: the pencil beams' smallest widths.
+FINEST_DEFAULT_MM = 1.0
+
+
+def default_optimization_spacing_mm(dose_grid_mm: float) -> float:
+    """Half the dose grid spacing, not below :data:`FINEST_DEFAULT_MM`."""
+    return max(0.5 * dose_grid_mm, min(FINEST_DEFAULT_MM, dose_grid_mm))
+
+
+def optimization_grid(ct_grid: DoseGrid, dose_grid: DoseGrid, spacing_mm: float | None
+                      ) -> DoseGrid:
+    """The optimizer's grid over the CT (``spacing_mm`` or the default of the dose grid)."""
+    spacing = (default_optimization_spacing_mm(float(max(dose_grid.spacing_mm)))
+               if spacing_mm is None else float(spacing_mm))
+    if tuple(dose_grid.spacing_mm) == (spacing,) * 3:
+        return dose_grid
+    return DoseGrid.covering(ct_grid, spacing)
+
+
+def sample_stride(name: str, target: str, opt_grid: DoseGrid, dose_grid: DoseGrid) -> int:
+    """Every how many optimization-grid points (along each axis) the optimizer samples
+    structure or region ``name`` (see the module docstring)."""
+    step = float(max(opt_grid.spacing_mm))
+    match = ring_match(name)
+    if name == target or (match is not None and float(match["inner"]) < SMOOTH_FROM_MM):
+        return 1
+    if match is not None:
+        return max(1, math.floor(SMOOTH_SAMPLING_MM / step + 1e-9))
+    return max(1, round(float(max(dose_grid.spacing_mm)) / step))
+
+
+def thinned_rows(rows: NDArray[np.int64], shape: tuple[int, int, int], stride: int
+                 ) -> NDArray[np.int64]:
+    """The flat indices of ``rows`` (on a grid of ``shape``) whose three indices are all
+    multiples of ``stride``."""
+    if stride <= 1:
+        return rows
+    k, j, i = np.unravel_index(rows, shape)
+    keep = (k % stride == 0) & (j % stride == 0) & (i % stride == 0)
+    return rows[keep]
+
+
+def sample_rows(patient: Patient, name: str, target: str, ct_grid: DoseGrid,
+                opt_grid: DoseGrid, dose_grid: DoseGrid) -> NDArray[np.int64]:
+    """The optimizer's sample points of structure or region ``name``: flat indices on
+    ``opt_grid`` at its :func:`sample_stride`, increasing."""
+    rows = structure_rows(region_mask(patient, name), ct_grid, opt_grid)
+    return thinned_rows(rows, opt_grid.shape,
+                        sample_stride(name, target, opt_grid, dose_grid))
+
+
+def optimization_region(patient: Patient, target: str, names: Sequence[str],
+                        ct_grid: DoseGrid, opt_grid: DoseGrid, dose_grid: DoseGrid
+                        ) -> NDArray[np.bool_]:
+    """The points of ``opt_grid`` the optimization engine computes, (nz, ny, nx) bool: the
+    sample points (:func:`sample_rows`) of every structure but the body and of ``names`` (the
+    objectives' generated regions), so that objectives on any structure need no new engine."""
+    flat = np.zeros(opt_grid.n_voxels, dtype=bool)
+    body = {s.name for s in body_structures(patient)}
+    assert patient.structure_set is not None
+    wanted = [s.name for s in patient.structure_set.structures if s.name not in body]
+    for name in dict.fromkeys([*wanted, *names]):
+        flat[sample_rows(patient, name, target, ct_grid, opt_grid, dose_grid)] = True
+    return flat.reshape(opt_grid.shape)

@@ -1,0 +1,267 @@
+"""The plan document (PDF), identified pictures and names that never overwrite.
+
+The PDF's text is read back with pypdf, an independent reader, and checked against the plan
+as exported (RTPLAN.dcm read back), report.json and the RBE model's own parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+from pypdf import PdfReader
+
+from planning.atomic import atomic_binary_file, atomic_create_with
+from planning.cli import main
+from planning.dicom import load_patient, load_rt_ion_plan, write_demo_patient
+from planning.document import write_plan_document
+from planning.document.identity import Identification, identification
+from planning.document.naming import file_stem, new_folder, safe_part, write_new_file
+from planning.document.picture import labelled_rgba, write_picture
+from planning.errors import InputError
+from planning.planner import PlanRequest, make_plan, write_plan_outputs
+from planning.rbe import LemModel, MkmModel
+
+WHEN = datetime.datetime(2026, 12, 4, 21, 30, 5, tzinfo=datetime.UTC)
+IDENT = Identification("Doe^Jane", "HN-0042", "Plan 1", "mMKM HSG", WHEN)
+
+
+def _text(path) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(path).pages)
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    """A small two-beam mMKM plan on the demo head with the exchange view, exported with its
+    plan document; (result, output folder, report, document text)."""
+    base = tmp_path_factory.mktemp("document")
+    write_demo_patient(base / "ct")
+    request = PlanRequest(target="PTV", total_dose_gy_rbe=3.0, n_fractions=1,
+                          gantry_deg=(90.0, 270.0), patient=load_patient(base / "ct"),
+                          dose_grid_mm=5.0, spot_spacing_mm=6.0, device="cpu", exchange=True)
+    result = make_plan(request, keep_influence=False)
+    out = base / "out"
+    write_plan_outputs(result, out, plan_name="Plan 1")
+    report = json.loads((out / "report.json").read_text())
+    (pdf,) = out.glob("*_report.pdf")
+    return result, out, report, _text(pdf)
+
+
+def test_document_is_listed_and_named_after_patient_plan_and_time(planned):
+    _, out, report, _ = planned
+    (pdf,) = out.glob("*_report.pdf")
+    assert re.fullmatch(r"IONPLAN-DEMO-001_Plan_1_\d{8}-\d{6}_report\.pdf", pdf.name)
+    assert pdf.name in report["files"]
+    assert PdfReader(pdf).metadata.title == "Treatment plan Plan 1"
+
+
+def test_identification_prescription_and_model_parameters(planned):
+    result, _, _, text = planned
+    study = result.patient.ct.study
+    assert study.patient_id in text
+    assert ", ".join(study.patient_name.split("^")) in text
+    assert "Plan 1" in text
+    assert "3 Gy(RBE) in 1 fractions" in text and "PTV" in text
+    # Every parameter of the model, by name and value (the model's own defaults).
+    model = MkmModel()
+    assert result.model == model
+    for field in dataclasses.fields(model):
+        value = getattr(model, field.name)
+        shown = format(value, "g") if isinstance(value, float) else str(value)
+        assert re.search(rf"{field.name}\s+{re.escape(shown)}\b", text), field.name
+    assert "Inaniwa" in text  # what formulation it is
+
+
+def test_beam_rows_match_the_exported_plan(planned):
+    _, out, _, text = planned
+    plan = load_rt_ion_plan(out / "RTPLAN.dcm").plan
+    lines = text.splitlines()
+    for bp in plan.beams:
+        delivered = np.asarray(bp.weights) > 0
+        energies = np.asarray(bp.spots.energy_mev_u)[delivered]
+        layers = np.unique(np.asarray(bp.spots.layer)[delivered]).size
+        particles = float(np.sum(bp.weights)) * 1e6
+        # pypdf gives each cell of the row on its own line, in column order.
+        row = lines.index(bp.beam.label)
+        cells = lines[row:row + 9]
+        assert cells[1] == f"{bp.beam.gantry_deg:g}" and cells[2] == f"{bp.beam.couch_deg:g}"
+        assert cells[4] == f"{energies.min():.1f} - {energies.max():.1f}"
+        assert cells[5] == str(layers)
+        assert cells[6] == f"{delivered.sum()} of {delivered.size}"
+        assert float(cells[7]) == pytest.approx(particles, rel=2e-3)
+    x, y, z = plan.beams[0].beam.isocenter_mm
+    assert f"{x:.1f}, {y:.1f}, {z:.1f}" in text
+
+
+def test_objectives_and_optimizer_result(planned):
+    _, _, report, text = planned
+    for o in report["objectives"]:
+        assert re.search(rf"{o['structure']}\s+{o['type']}\s+{o['dose_gy_rbe']:.2f}", text), o
+    assert report["optimizer_message"] in " ".join(text.split())
+    assert re.search(rf"Iterations\s+{report['iterations']}\b", text)
+
+
+def test_both_models_metrics_dvh_views_warnings_and_approval(planned):
+    _, out, report, text = planned
+    flat = " ".join(text.split())
+    assert f"RBE-weighted dose, {MkmModel().describe()} (the plan's model" in flat
+    assert f"RBE-weighted dose, {LemModel().describe()} (other model" in flat
+    assert "Physical dose" in flat
+    # The metrics of the plan's model agree with report.json.
+    ptv = report["structures"]["PTV"]
+    row = re.search(r"\nPTV\s+([\d.]+)\s+([\d.]+)", text)
+    assert row is not None and float(row.group(1)) == pytest.approx(ptv["d98_gy_rbe"], abs=0.006)
+    assert float(row.group(2)) == pytest.approx(ptv["d95_gy_rbe"], abs=0.006)
+    # Colour bar, isodose legend and DVH axes are text; the only images are the three views.
+    for words in ("Dose (Gy(RBE)); no colour below 0.30", "Isodose lines (% of 3 Gy(RBE))",
+                  "95 %", "Volume (%)", "Dose-volume histograms", "Axial, z =", "Coronal, y =",
+                  "Sagittal, x ="):
+        assert words in flat, words
+    (pdf,) = out.glob("*_report.pdf")
+    images = [img for page in PdfReader(pdf).pages for img in page.images]
+    assert len(images) == 3
+    assert "research software" in flat
+    for role in ("Planned by", "Checked by", "Approved by"):
+        assert role in flat
+
+
+def test_views_are_centred_on_the_target_not_the_screen(planned):
+    from planning.document.from_plan import plan_document
+
+    result, _, _, _ = planned
+    doc = plan_document(result, "Plan 1", created=WHEN)
+    ptv = result.patient.structure_set.get("PTV").mask.to_dense()
+    ct = result.patient.ct
+    centre = np.argwhere(ptv).mean(axis=0) * ct.spacing_mm + np.asarray(ct.origin_mm)[::-1]
+    planes = {v.name: v.plane_mm for v in doc.views}
+    assert planes["axial"] == pytest.approx(centre[0])
+    assert planes["coronal"] == pytest.approx(centre[1])
+    assert planes["sagittal"] == pytest.approx(centre[2])
+    for view in doc.views:
+        n = view.rgb.shape[0]
+        (outline,) = [s for s in view.structures if s.label == "PTV"]
+        points = np.concatenate(outline.lines)
+        # The target's outline is around the middle of each view.
+        assert np.allclose(points.mean(axis=0), (n - 1) / 2, atol=0.1 * n)
+
+
+def test_two_documents_of_one_plan_in_one_second_never_overwrite(planned, tmp_path):
+    result, _, _, _ = planned
+    first = write_plan_document(result, tmp_path, "Plan 1", created=WHEN)
+    before = first.read_bytes()
+    second = write_plan_document(result, tmp_path, "Plan 1", created=WHEN)
+    assert first != second and first.read_bytes() == before
+    assert first.name == "IONPLAN-DEMO-001_Plan_1_20261204-213005_report.pdf"
+    assert second.name == "IONPLAN-DEMO-001_Plan_1_20261204-213005-2_report.pdf"
+    assert {p.name for p in tmp_path.iterdir()} == {first.name, second.name}
+
+
+def test_cli_plan_writes_the_plan_document(tmp_path, capsys):
+    write_demo_patient(tmp_path / "ct")
+    out = tmp_path / "out"
+    rc = main(["plan", str(tmp_path / "ct"), "--target", "PTV", "--dose", "3", "--fractions",
+               "1", "--gantry", "90", "--grid", "6", "--spot-spacing", "8", "--device", "cpu",
+               "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    (pdf,) = out.glob("*_report.pdf")
+    assert pdf.name in capsys.readouterr().out
+    assert pdf.name in json.loads((out / "report.json").read_text())["files"]
+    text = _text(pdf)
+    assert "IONPLAN-DEMO-001" in text and "G90" in text and "Approved by" in text
+
+
+def test_names_are_portable_and_never_replace_a_file(tmp_path):
+    assert safe_part("Plan 1 / A:B") == "Plan_1_A_B"
+    assert safe_part("////") == "unnamed"
+    assert file_stem(IDENT) == "HN-0042_Plan_1_20261204-213005"
+    paths = [write_new_file(tmp_path, "x", ".txt", lambda fh, k=k: fh.write(b"%d" % k))
+             for k in range(3)]
+    assert [p.name for p in paths] == ["x.txt", "x-2.txt", "x-3.txt"]
+    assert [p.read_bytes() for p in paths] == [b"0", b"1", b"2"]
+    with pytest.raises(FileExistsError):
+        atomic_create_with(paths[0], lambda fh: fh.write(b"new"))
+    assert paths[0].read_bytes() == b"0"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x-2.txt", "x-3.txt", "x.txt"]
+    assert new_folder(tmp_path, "x.txt").name == "x.txt-2"  # folders too
+    with pytest.raises(InputError, match="does not exist"):
+        write_new_file(tmp_path / "missing", "x", ".txt", lambda fh: None)
+
+
+def test_picture_carries_the_identification(tmp_path):
+    rgba = np.zeros((120, 700, 4), np.uint8)
+    rgba[..., 1], rgba[..., 3] = 150, 255
+    first = write_picture(rgba, IDENT, tmp_path, "planning view")
+    second = write_picture(rgba, IDENT, tmp_path, "planning view")
+    assert first.name == "HN-0042_Plan_1_20261204-213005_planning_view.png"
+    assert second.name == "HN-0042_Plan_1_20261204-213005-2_planning_view.png"
+    with Image.open(io.BytesIO(first.read_bytes())) as png:
+        description = png.text["Description"]
+        pixels = np.asarray(png.convert("RGBA"))
+    for words in ("Doe, Jane (ID HN-0042)", "Plan 1", "mMKM HSG", "2026-12-04 21:30"):
+        assert words in description
+    banner = pixels.shape[0] - rgba.shape[0]
+    assert banner > 10
+    np.testing.assert_array_equal(pixels[banner:], rgba)  # the picture itself unchanged
+    ink = pixels[:banner, :, :3].max(axis=-1) < 100  # dark text on the light banner
+    assert ink.sum() > 200
+    # The text is the identification: the banner of another patient differs.
+    other = labelled_rgba(rgba, dataclasses.replace(IDENT, patient_id="HN-0043"))
+    assert not np.array_equal(other[:banner], pixels[:banner])
+
+
+def test_identification_of_a_patient_without_name():
+    ident = identification(None, "Plan 2", "LEM I", WHEN)
+    assert ident.patient_text == "Anonymous (ID -)"
+    assert file_stem(ident) == "no-id_Plan_2_20261204-213005"
+
+
+def test_japanese_names_are_text_in_the_document(planned):
+    from planning.document.from_plan import plan_document
+    from planning.document.pdf import CJK_FONT, FONT, pdf_bytes, text_runs
+
+    assert text_runs("山田^Taro µ") == [("山田", CJK_FONT), ("^Taro µ", FONT)]
+    result, _, _, _ = planned
+    doc = plan_document(result, "計画 1", created=WHEN)
+    doc = dataclasses.replace(doc, ident=dataclasses.replace(doc.ident,
+                                                             patient_name="山田^太郎"))
+    # pypdf breaks the line where the font changes: compare without white space.
+    text = "".join(_text(io.BytesIO(pdf_bytes(doc))).split())
+    assert "山田,太郎(IDIONPLAN-DEMO-001)" in text and "計画1" in text
+
+
+def test_a_plan_whose_target_is_not_contoured_gets_views_through_the_dose_maximum(planned):
+    from planning.document.from_plan import plan_document
+    from planning.plan import Prescription
+
+    result, _, _, _ = planned
+    received = dataclasses.replace(result, plan=dataclasses.replace(
+        result.plan, prescription=Prescription("Tumour", 3.0, 1)))
+    doc = plan_document(received, "Plan 2", created=WHEN)
+    peak = np.unravel_index(np.argmax(result.rbe_dose_gy_rbe), result.dose_grid.shape)
+    centre = result.dose_grid.voxel_centers_lps(
+        [np.ravel_multi_index(peak, result.dose_grid.shape)])[0]
+    assert [v.plane_mm for v in doc.views] == pytest.approx([centre[2], centre[1], centre[0]])
+    assert doc.views[0].focus.startswith("the dose maximum")
+    assert any("'Tumour' is not a contoured structure" in w for w in doc.warnings)
+
+
+def test_an_interrupted_write_leaves_no_file_and_no_temporary(tmp_path):
+    target = tmp_path / "a.txt"
+    target.write_bytes(b"old")
+
+    def fail(fh) -> None:
+        fh.write(b"half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError), atomic_binary_file(target) as fh:
+        fail(fh)
+    with pytest.raises(RuntimeError):
+        atomic_create_with(tmp_path / "b.txt", fail)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]

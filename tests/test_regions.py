@@ -1,0 +1,145 @@
+"""Generated optimization regions (rings around a structure) and the resolution warnings.
+
+The ring is checked against a brute-force nearest-neighbour distance (a KD-tree over the
+structure's voxel centres, in mm), not against the distance transform the code uses; the
+lateral ripple of a spot lattice against a direct numerical sum of Gaussians.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from planning.beams import SpotMap
+from planning.dose_grid import DoseGrid
+from planning.errors import PlanningError
+from planning.machine import load_machine
+from planning.optimization_grid import (
+    default_optimization_spacing_mm,
+    sample_stride,
+    thinned_rows,
+)
+from planning.patient import CtVolume, Patient, PatientStudy, RoiMask, Structure, StructureSet
+from planning.regions import is_generated, region_mask, region_name, ring_name
+from planning.resolution import (
+    MAX_SPOT_SPACING_SIGMAS,
+    grid_warning,
+    spot_spacing_warning,
+)
+
+SHAPE = (20, 40, 36)          # (z, y, x)
+SPACING = (3.0, 1.5, 2.0)     # anisotropic on purpose
+
+
+def _patient(with_body: bool = True) -> Patient:
+    grid = DoseGrid(SHAPE, SPACING, (-35.0, -29.25, -28.5))
+    c = grid.voxel_centers_lps()
+    r = np.sqrt(c[:, 0] ** 2 + c[:, 1] ** 2 + c[:, 2] ** 2).reshape(SHAPE)
+    target = r <= 9.0
+    body = c[:, 0].reshape(SHAPE) <= 12.0  # cuts the ring on one side
+    study = PatientStudy("Ring^Test", "R1", "", "O", "1.2.3", "1", "", "", "", "")
+    ct = CtVolume(np.zeros(SHAPE, np.int16), SPACING, grid.origin_mm, "HFS", (1, 0, 0, 0, 1, 0),
+                  "1.2.4", "1.2.5", tuple(f"1.2.6.{k}" for k in range(SHAPE[0])), study)
+    rois = [("PTV", "PTV", target)] + ([("Body", "EXTERNAL", body)] if with_body else [])
+    structures = tuple(Structure(n, i + 1, t, None, RoiMask.from_dense(m))
+                       for i, (n, t, m) in enumerate(rois))
+    return Patient(ct, StructureSet(structures, "1.2.4", "1.2.7", "1.2.8"))
+
+
+def _distance_to_target_mm(patient: Patient) -> np.ndarray:
+    grid = DoseGrid(SHAPE, SPACING, patient.ct.origin_mm)
+    centres = grid.voxel_centers_lps()
+    target = patient.structure_set.get("PTV").mask.to_dense().reshape(-1)
+    distance, _ = cKDTree(centres[target]).query(centres)
+    return distance.reshape(SHAPE)
+
+
+@pytest.mark.parametrize("inner, outer", [(0.0, 5.0), (5.0, 15.0)])
+def test_ring_is_the_shell_at_that_distance_inside_the_body(inner, outer):
+    patient = _patient()
+    ring = region_mask(patient, ring_name("PTV", inner, outer))
+    d = _distance_to_target_mm(patient)
+    body = patient.structure_set.get("Body").mask.to_dense()
+    target = patient.structure_set.get("PTV").mask.to_dense()
+    expected = (d > inner) & (d <= outer) & body & ~target
+    assert ring.sum() > 100
+    np.testing.assert_array_equal(ring, expected)
+
+
+def test_ring_without_a_body_is_not_clipped():
+    patient = _patient(with_body=False)
+    ring = region_mask(patient, "PTV ring 5-15 mm")
+    d = _distance_to_target_mm(patient)
+    np.testing.assert_array_equal(ring, (d > 5.0) & (d <= 15.0))
+
+
+def test_region_names():
+    patient = _patient()
+    assert ring_name("PTV", 0, 5) == "PTV ring 0-5 mm" and is_generated("PTV ring 0-5 mm")
+    assert not is_generated("PTV")
+    assert region_name(patient, "ptv") == "PTV"  # a real ROI: its own spelling
+    assert region_name(patient, "PTV ring 2.5-7 mm") == "PTV ring 2.5-7 mm"
+    np.testing.assert_array_equal(region_mask(patient, "body"),
+                                  patient.structure_set.get("Body").mask.to_dense())
+    with pytest.raises(PlanningError, match="Tumour"):
+        region_mask(patient, "Tumour")
+    with pytest.raises(PlanningError, match="no structure 'GTV' to put a ring around"):
+        region_mask(patient, "GTV ring 0-5 mm")
+    with pytest.raises(PlanningError, match="inner distance must be less"):
+        region_mask(patient, "PTV ring 5-5 mm")
+
+
+def test_grid_warning_from_2_5_mm_up():
+    assert grid_warning((2.5, 2.5, 2.5)) is None
+    assert grid_warning((2.0, 1.0, 1.0)) is None
+    message = grid_warning((3.0, 2.5, 2.5))
+    assert message is not None and "3 mm is coarser than 2.5 mm" in message
+
+
+def test_lattice_ripple_matches_a_direct_sum_of_gaussians():
+    """The docstring's ripple, +/- 2 exp(-2 pi^2 s^2 / a^2) about the mean (1.4 % at a = 2 s),
+    holds for a numerical sum of Gaussians on a lattice."""
+    sigma = 1.0
+    for ratio, expected in ((2.0, 0.0144), (2.5, 0.085)):
+        a = ratio * sigma
+        x = np.linspace(0.0, a, 201)
+        centres = np.arange(-40, 41) * a
+        dose = np.exp(-((x[:, None] - centres[None, :]) ** 2) / (2 * sigma**2)).sum(axis=1)
+        ripple = 0.5 * (dose.max() - dose.min()) / dose.mean()
+        assert ripple == pytest.approx(expected, rel=0.1)
+        assert ripple == pytest.approx(2 * np.exp(-2 * np.pi**2 / ratio**2), rel=0.05)
+
+
+def test_spot_spacing_warning_follows_the_machine_sigma():
+    machine = load_machine()
+    energy = float(machine.energies_mev_u[-1])  # the narrowest in-air spot
+    sigma = float(machine.spot_sigma_air_mm[-1])
+
+    def spots(spacing: float) -> SpotMap:
+        return SpotMap(np.full(4, energy), np.zeros(4, int), np.array([0.0, spacing, 0, spacing]),
+                       np.array([0.0, 0, spacing, spacing]), (spacing, spacing))
+
+    assert spot_spacing_warning(machine, [spots(0.99 * MAX_SPOT_SPACING_SIGMAS * sigma)]) is None
+    message = spot_spacing_warning(machine, [spots(2.5 * sigma)])
+    assert message is not None and f"{sigma:.2f} mm" in message and "ripple" in message
+
+
+def test_the_optimizer_samples_the_target_finer_than_far_regions():
+    assert default_optimization_spacing_mm(2.5) == 1.25
+    assert default_optimization_spacing_mm(1.5) == 1.0
+    assert default_optimization_spacing_mm(0.8) == 0.8
+    opt = DoseGrid((10, 10, 10), (1.25, 1.25, 1.25), (0.0, 0.0, 0.0))
+    dose = DoseGrid((5, 5, 5), (2.5, 2.5, 2.5), (0.0, 0.0, 0.0))
+    assert sample_stride("PTV", "PTV", opt, dose) == 1
+    assert sample_stride("PTV ring 0-5 mm", "PTV", opt, dose) == 1
+    assert sample_stride("Brainstem", "PTV", opt, dose) == 2       # the dose grid's 2.5 mm
+    assert sample_stride("PTV ring 5-15 mm", "PTV", opt, dose) == 4  # 5 mm
+    assert sample_stride("PTV ring 15-30 mm", "PTV", dose, dose) == 2
+    shape = (4, 5, 6)
+    rows = np.arange(4 * 5 * 6)
+    kept = thinned_rows(rows, shape, 2)
+    k, j, i = np.unravel_index(kept, shape)
+    assert kept.size == 2 * 3 * 3
+    assert not (k % 2).any() and not (j % 2).any() and not (i % 2).any()
+    np.testing.assert_array_equal(thinned_rows(rows, shape, 1), rows)
