@@ -79,7 +79,8 @@ class IonPlanApp(App):
         self.task: BackgroundTask | None = None
         self.last_error: str = ""
         self.last_export: list[str] = []
-        self.exported: set[PlanEntry] = set()  # plans written out (by identity)
+        # plan_id of the plans written out (an entry replaced by its robust evaluation keeps it)
+        self.exported: set[str] = set()
         self.keeper: WorkspaceKeeper | None = None  # None in screenshot mode
         self._closing = False
 
@@ -103,7 +104,7 @@ class IonPlanApp(App):
         if not self.screenshot_path:
             self.keeper = WorkspaceKeeper(WorkspaceStore(data_dir / "workspaces"),
                                           self.session, self.planning.workspace_settings,
-                                          lambda entry: entry in self.exported)
+                                          lambda entry: entry.plan_id in self.exported)
             Clock.schedule_interval(lambda _dt: self.save_workspace(), SAVE_CHECK_S)
         return root
 
@@ -209,7 +210,7 @@ class IonPlanApp(App):
     # --- patients ----------------------------------------------------------------------------
     def unexported_plans(self) -> list[str]:
         """Names of the plans of this session not exported yet."""
-        return [p.name for p in self.session.plans if p not in self.exported]
+        return [p.name for p in self.session.plans if p.plan_id not in self.exported]
 
     def _unless_plans_would_be_lost(self, action: str, proceed: Any) -> None:
         """Run ``proceed()`` now, or after the user confirms losing unexported plans."""
@@ -322,7 +323,7 @@ class IonPlanApp(App):
             self.session.set_patient(patient, source)
         else:
             restored = self.keeper.restore(patient, source)
-            self.exported.update(restored.exported)
+            self.exported.update(e.plan_id for e in restored.exported)
             self.session.set_patient(patient, source, restored.plans)
             self.planning.apply_workspace_settings(restored.settings)
             self.keeper.mark_saved()
@@ -370,7 +371,7 @@ class IonPlanApp(App):
 
         def done(paths: list[str]) -> None:
             self.last_export = paths
-            self.exported.add(entry)
+            self.exported.add(entry.plan_id)
             dialogs.message_dialog("Export DICOM", "Wrote:\n" + "\n".join(paths),
                                    name="export_dialog")
 

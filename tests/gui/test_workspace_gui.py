@@ -147,7 +147,7 @@ def test_rename_a_plan_names_its_export_and_is_kept(gui, tmp_path):
     out.mkdir()
     app.last_error = ""
     app.export_dicom_to(str(out))
-    gui.wait_until(lambda: entry in app.exported or app.last_error, 120, "the DICOM export")
+    gui.wait_until(lambda: entry.plan_id in app.exported or app.last_error, 120, "the DICOM export")
     assert not app.last_error, app.last_error
     (folder,) = out.iterdir()
     assert folder.name.startswith("IONPLAN-DEMO-001_Boost_phase_2_")

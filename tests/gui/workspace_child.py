@@ -40,7 +40,7 @@ def _state(app: Any) -> dict[str, Any]:
     return {
         "source": app.session.source,
         "plans": [p.name for p in app.session.plans],
-        "exported": sorted(p.name for p in app.exported),
+        "exported": sorted(p.name for p in app.session.plans if p.plan_id in app.exported),
         "shown_plan": screen.dose_panel.plan_name,
         "dose_shown": screen.state.dose is not None,
         "objectives": [[r.structure.text, r.kind.text, r.dose.text, r.weight.text]
