@@ -17,7 +17,6 @@ from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.label import Label
 from kivy.uix.screenmanager import Screen
-from kivy.uix.spinner import Spinner
 
 from app.compare_choices import EXTERNAL, CompareChoice, choices_for, default_pair
 from app.dose_display import DoseDisplay, difference_overlay, overlay_for
@@ -26,6 +25,7 @@ from app.theme import BOTTOM_PANEL_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
 from app.viewer_state import StructureOverlay, ViewerState
 from app.widgets.color_legend import ColorLegend
 from app.widgets.dvh_plot import DvhCurve, DvhPlot
+from app.widgets.menu import WideSpinner
 from app.widgets.metrics_table import MetricsRow, MetricsTable
 from app.widgets.slice_view import SliceView
 from app.widgets.viewer_panel import SliceSlider
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from app.planning_screen import TaskHost
 
 LEGEND_WIDTH_PX = 64
+#: Most of the screen's height the DVH and table row takes (in small windows).
+BOTTOM_PANEL_SHARE = 0.36
 class ComparePanel(BoxLayout):
     """One side (or the difference): a title, an axial view and its colour legend."""
 
@@ -65,8 +67,8 @@ class CompareScreen(Screen):
         self._shown_patient: Any = None
         root = BoxLayout(orientation="vertical", spacing=PAD, padding=PAD)
         bar = BoxLayout(size_hint_y=None, height=ROW_HEIGHT + 4, spacing=PAD)
-        self.side_a = Spinner(text="", values=[], size_hint_x=0.3)
-        self.side_b = Spinner(text="", values=[], size_hint_x=0.3)
+        self.side_a = WideSpinner(text="", values=[], size_hint_x=0.3)
+        self.side_b = WideSpinner(text="", values=[], size_hint_x=0.3)
         self.compare_button = Button(text="Compare", size_hint_x=None, width=120, bold=True)
         self.compare_button.bind(on_release=lambda *_: self.run_comparison())
         self.add_dose_button = Button(text="Add RT Dose...", size_hint_x=None, width=130)
@@ -111,6 +113,9 @@ class CompareScreen(Screen):
         bottom.add_widget(right)
         root.add_widget(bottom)
         self.add_widget(root)
+        # Small windows: a lower DVH/table row leaves the views some room.
+        root.bind(height=lambda _w, height: setattr(
+            bottom, "height", min(BOTTOM_PANEL_HEIGHT, BOTTOM_PANEL_SHARE * height)))
         self.panels[0].view.bind(slice_index=lambda _v, i: setattr(self.slice_slider,
                                                                    "value", i))
         session.subscribe(lambda what: self.refresh_choices())
@@ -150,6 +155,8 @@ class CompareScreen(Screen):
         self.slice_slider.value = int(self.panels[0].view.slice_index)
         self.summary.text = "Choose A and B, then Compare."
         self.dvh.set_curves([])
+        self.dvh.set_prescription(None)
+        self.dvh.x_label = DvhPlot.x_label.defaultvalue
         self.table.set_rows([], [])
         for panel, title in zip(self.panels, ("A", "B", "Difference B - A"), strict=True):
             panel.title.text = title
@@ -270,13 +277,8 @@ class CompareScreen(Screen):
             f"{gamma}\nB - A: mean {st.mean_gy:+.3f}, SD {st.sd_gy:.3f}, max |d| "
             f"{st.max_abs_gy:.3f} {unit} ({st.voxels} voxels >= "
             f"{st.threshold_percent:g} % of A's max {st.reference_max_gy:.2f}){warnings}")
-        self.table.set_rows(
-            [f"D95 A ({unit})", "D95 B", "ΔD95", "Dmean A", "Dmean B", "ΔDmean"],
-            [MetricsRow(s.name, s.colour_rgb, [
-                _fmt(s.metrics_a["d95"]), _fmt(s.metrics_b["d95"]),
-                _fmt(s.difference["d95"], signed=True), _fmt(s.metrics_a["mean"]),
-                _fmt(s.metrics_b["mean"]), _fmt(s.difference["mean"], signed=True)])
-             for s in result.structures])
+        self.table.set_rows([f"A {unit}", f"B {unit}", "B - A", "B / A"],
+                            comparison_rows(result.structures))
 
     def _show_focus(self, result: Any) -> None:
         """Move the linked cursor to the comparison's focus (target centre or A's maximum)."""
@@ -288,6 +290,25 @@ class CompareScreen(Screen):
         index = np.rint(lps_to_index(lps, ct.spacing_mm, ct.origin_mm)[0]).astype(int)
         ijk = [min(max(int(v), 0), n - 1) for v, n in zip(index, ct.shape, strict=True)]
         self.states[0].set_cursor(*ijk)
+
+
+#: Metrics of the compare table: coverage for targets, hot spots and mean for the rest.
+TARGET_METRICS = (("d95", "D95"), ("mean", "Dmean"), ("d2", "D2"))
+ORGAN_METRICS = (("d2", "D2"), ("max", "Dmax"), ("mean", "Dmean"))
+_TARGET_TYPES = ("PTV", "CTV", "GTV")
+
+
+def comparison_rows(structures: Any) -> list[MetricsRow]:
+    """Rows "PTV D95", "Brainstem D2", ... of a comparison's structures: A, B, B - A, B / A."""
+    rows = []
+    for s in structures:
+        target = s.interpreted_type.upper() in _TARGET_TYPES
+        for key, title in TARGET_METRICS if target else ORGAN_METRICS:
+            a, b, d = s.metrics_a[key], s.metrics_b[key], s.difference[key]
+            ratio = f"{b / a:.3f}" if a and b is not None else "-"
+            rows.append(MetricsRow(f"{s.name} {title}", s.colour_rgb,
+                                   [_fmt(a), _fmt(b), _fmt(d, signed=True), ratio]))
+    return rows
 
 
 def _ravel(index: tuple[int, int, int], shape: tuple[int, int, int]) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.session import DoseLayer
+from app.session import QUANTITY_MASK_FRACTION, DoseLayer
 from app.viewer_state import DoseOverlay
 from planning.dose_grid import DoseGrid
 from planning.errors import InputError
@@ -71,6 +71,8 @@ def overlay_for(layer: DoseLayer, display: DoseDisplay) -> DoseOverlay:
     The colour scale runs from 0 to the larger of the cube's maximum and 110 % of the
     reference, so 100 % always sits at the same colour whatever the hot spots.
     """
+    if layer.mask_dose is not None:
+        return _masked_quantity_overlay(layer, display)
     ref = layer.reference
     top = max(float(np.max(layer.cube)) if layer.cube.size else 0.0, 1.1 * ref, 1e-6)
     if display.percent:
@@ -85,6 +87,39 @@ def overlay_for(layer: DoseLayer, display: DoseDisplay) -> DoseOverlay:
     return DoseOverlay(dose=cube, grid=layer.grid, unit=unit, vmin=0.0, vmax=vmax,
                        threshold=threshold, opacity=opacity, isodose_levels=levels,
                        label=layer.label)
+
+
+#: A masked quantity's colour scale is set where the dose reaches this many times its mask
+#: dose (9 x 10 % = 90 % of the prescription: the target), so the target's values spread
+#: over the colours and what lies outside it saturates.
+SCALE_DOSE_FACTOR = 9.0
+
+
+def _masked_quantity_overlay(layer: DoseLayer, display: DoseDisplay) -> DoseOverlay:
+    """A quantity (LETd, RBE, ratio) where the dose reaches ``layer.mask_dose_min`` only, its
+    colours spread over the 1st to 99th percentile of the values where the dose reaches
+    :data:`SCALE_DOSE_FACTOR` times that (the target, so that its 1.02 to 1.06 are not lost
+    under an entrance channel's 2 or a field edge's 3.9); no isodose lines."""
+    assert layer.mask_dose is not None
+    keep = layer.mask_dose >= layer.mask_dose_min
+    values = layer.cube[keep]
+    high = layer.cube[layer.mask_dose >= SCALE_DOSE_FACTOR * layer.mask_dose_min]
+    scaled = high if high.size else values
+    if display.percent:
+        values = values * np.float32(100.0 / layer.reference)
+        scaled = scaled * np.float32(100.0 / layer.reference)
+    lo, hi = ((float(np.percentile(scaled, 1)), float(np.percentile(scaled, 99)))
+              if scaled.size else (0.0, 1.0))
+    if not hi > lo:
+        lo, hi = lo - 0.5 * max(abs(lo), 1e-3), hi + 0.5 * max(abs(hi), 1e-3)
+    cube = np.zeros(layer.cube.shape, np.float32)
+    cube[keep] = values
+    lowest = float(values.min()) if values.size else 0.0
+    return DoseOverlay(dose=cube, grid=layer.grid, unit="%" if display.percent else layer.unit,
+                       vmin=lo, vmax=hi, threshold=0.5 * lowest if lowest > 0 else 0.0,
+                       opacity=display.opacity if display.wash else 0.0, label=layer.label,
+                       note=f"shown ≥{100 * QUANTITY_MASK_FRACTION:g}% Rx\n"
+                            f"scaled ≥{100 * SCALE_DOSE_FACTOR * QUANTITY_MASK_FRACTION:g}% Rx")
 
 
 def difference_overlay(diff: np.ndarray, grid: DoseGrid, unit: str, *, label: str,

@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 ESCAPE_KEY = 27
 #: Time for a dialog's closing animation (Kivy's ModalView takes 0.1 s) and a redraw, seconds.
 DIALOG_CLOSE_S = 0.3
+#: Smallest window (width, height) the layout is made for, pixels: panels overlap below it.
+MIN_WINDOW_SIZE_PX = (1024, 640)
+#: Toolbar buttons: font size and the room left and right of their text.
+TOOLBAR_FONT_SIZE = "14sp"
+TOOLBAR_TEXT_PAD = 10
 #: Frames rendered after the start-up patient appears before a --screenshot is taken.
 SCREENSHOT_SETTLE_FRAMES = 5
 #: The source of the bundled demo patient (its workspace is kept like any other).
@@ -87,6 +92,7 @@ class IonPlanApp(App):
     # --- building ----------------------------------------------------------------------------
     def build(self) -> BoxLayout:
         Window.clearcolor = BACKGROUND_RGBA
+        Window.minimum_width, Window.minimum_height = MIN_WINDOW_SIZE_PX
         Window.bind(on_request_close=self._confirm_close, on_keyboard=self._swallow_escape)
         data_dir = Path(self._data_dir) if self._data_dir else user_data_dir()
         self.recent = RecentFolders(data_dir)
@@ -114,31 +120,34 @@ class IonPlanApp(App):
             self.keeper.save_if_changed()
 
     def _build_toolbar(self) -> BoxLayout:
-        bar = BoxLayout(size_hint_y=None, height=TOOLBAR_HEIGHT, spacing=PAD, padding=(PAD, 4))
+        bar = BoxLayout(size_hint_y=None, height=TOOLBAR_HEIGHT, spacing=4, padding=(PAD, 4))
         self.buttons: dict[str, Button] = {}
 
-        def button(key: str, text: str, action: Any, width: int = 120) -> Button:
-            b = Button(text=text, size_hint_x=None, width=width)
-            b.bind(on_release=lambda *_: action())
+        def fit(key: str, b: Button) -> Button:
+            # As wide as its text: the whole bar fits the minimum window width.
+            b.bind(texture_size=lambda w, ts: setattr(w, "width", ts[0] + 2 * TOOLBAR_TEXT_PAD))
             self.buttons[key] = b
             bar.add_widget(b)
             return b
 
-        button("open", "Open folder...", self.open_folder, 130)
-        button("demo", "Demo patient", self.open_demo)
-        button("import_plan", "Import RT plan...", self.import_plan, 140)
+        for key, text, action in (("open", "Open folder...", self.open_folder),
+                                  ("demo", "Demo patient", self.open_demo),
+                                  ("import_plan", "Import RT plan...", self.import_plan)):
+            fit(key, Button(text=text, size_hint_x=None, font_size=TOOLBAR_FONT_SIZE)).bind(
+                on_release=lambda _b, act=action: act())
         for key, text in (("planning", "Plan & review"), ("compare", "Compare")):
-            t = ToggleButton(text=text, group="screens", size_hint_x=None, width=120,
-                             state="down" if key == "planning" else "normal",
-                             allow_no_selection=False)
+            t = fit(key, ToggleButton(text=text, group="screens", size_hint_x=None,
+                                      font_size=TOOLBAR_FONT_SIZE,
+                                      state="down" if key == "planning" else "normal",
+                                      allow_no_selection=False))
             t.bind(on_release=lambda _b, k=key: self.show_screen(k))
-            self.buttons[key] = t
-            bar.add_widget(t)
         bar.add_widget(Label())
-        button("export_dicom", "Export DICOM...", self.export_dicom, 140)
-        button("export_png", "Save view PNG...", self.export_view_png, 140)
-        button("export_report", "Plan report...", self.export_report, 130)
-        button("about", "About", self.show_about, 80)
+        for key, text, action in (("export_dicom", "Export DICOM...", self.export_dicom),
+                                  ("export_png", "Save view PNG...", self.export_view_png),
+                                  ("export_report", "Plan report...", self.export_report),
+                                  ("about", "About", self.show_about)):
+            fit(key, Button(text=text, size_hint_x=None, font_size=TOOLBAR_FONT_SIZE)).bind(
+                on_release=lambda _b, act=action: act())
         return bar
 
     def show_screen(self, name: str) -> None:

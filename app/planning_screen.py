@@ -32,6 +32,10 @@ from app.widgets.viewer_panel import ViewerPanel
 from planning import api
 from planning.errors import InputError, IonPlanError
 
+#: Most of the screen's width the side panel takes, and of the right column's height the
+#: DVH and metrics row takes (in small windows).
+SIDE_PANEL_SHARE = 0.34
+BOTTOM_PANEL_SHARE = 0.36
 BEAM_COLOURS = ((255, 220, 60), (60, 220, 255), (255, 120, 220), (140, 255, 120),
                 (255, 160, 60), (180, 160, 255))
 
@@ -70,7 +74,8 @@ class PlanningScreen(Screen):
         self.dose_panel = DosePanel(on_change=self.refresh_dose,
                                     on_error=lambda e: host.show_error("Dose display", e),
                                     on_rename=self.ask_rename,
-                                    on_robustness=self.open_robustness)
+                                    on_robustness=self.open_robustness,
+                                    on_beam_view=self.show_beam_view)
         self._renamed: PlanEntry | None = None  # keeps the selection through a rename
         self.robust_popup: Popup | None = None
         self.tab_items = {}
@@ -94,7 +99,17 @@ class PlanningScreen(Screen):
         right.add_widget(bottom)
         root.add_widget(right)
         self.add_widget(root)
+        # Small windows (down to 1024 x 640): a narrower side panel and a lower DVH/metrics
+        # row keep the slice views usable.
+        root.bind(width=lambda _w, width: self._fit_side_panel(width))
+        right.bind(height=lambda _w, height: setattr(
+            bottom, "height", min(BOTTOM_PANEL_HEIGHT, BOTTOM_PANEL_SHARE * height)))
         session.subscribe(self._session_changed)
+
+    def _fit_side_panel(self, width: float) -> None:
+        side = min(SIDE_PANEL_WIDTH, SIDE_PANEL_SHARE * width)
+        self.tabs.width = side
+        self.tabs.tab_width = side / 3 - 2
 
     # --- session -> widgets ----------------------------------------------------------------
     def _session_changed(self, what: str) -> None:
@@ -123,6 +138,8 @@ class PlanningScreen(Screen):
         types = [] if ss is None else [s.interpreted_type for s in ss.structures]
         self.plan_panel.set_structures(names, types)
         self.dvh.set_curves([])
+        self.dvh.set_prescription(None)  # the last patient's axis and marker must go too
+        self.dvh.x_label = DvhPlot.x_label.defaultvalue
         self.metrics.set_rows(review.metric_columns(""), [])
         self._show_beams(self._form_beams())
 
@@ -186,6 +203,19 @@ class PlanningScreen(Screen):
         tab = self.tab_items.get(str(display.get("tab")))
         if tab is not None:
             self.tabs.switch_to(tab)
+
+    def show_beam_view(self) -> None:
+        """Open the beam's-eye view of the plan shown (target projection, spot maps)."""
+        entry = self.shown_plan
+        if entry is None:
+            self.host.show_error("Beam's-eye view", "compute a plan first")
+            return
+        from app.beam_view_dialog import BeamViewDialog
+
+        try:
+            BeamViewDialog(entry).open()
+        except IonPlanError as exc:
+            self.host.show_error("Beam's-eye view", exc)
 
     # --- dose display ------------------------------------------------------------------------
     @property

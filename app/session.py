@@ -48,6 +48,12 @@ class DoseLayer:
         True for dose cubes (DVHs, metrics, % of prescription and isodoses make sense).
     reference_name : str
         What ``reference`` is: ``"prescription"`` or ``"maximum"`` (of this cube).
+    mask_dose : (nz, ny, nx) float32 array, optional
+        For a quantity that means little where there is hardly any dose (LETd, RBE, the
+        model ratio): the RBE-weighted dose on ``grid``; the quantity is shown only where it
+        reaches ``mask_dose_min``.
+    mask_dose_min : float
+        That dose, Gy(RBE) (:data:`QUANTITY_MASK_FRACTION` of the prescription).
     """
 
     key: str
@@ -58,6 +64,8 @@ class DoseLayer:
     reference: float
     is_dose: bool
     reference_name: str = "maximum"
+    mask_dose: NDArray[np.float32] | None = None
+    mask_dose_min: float = 0.0
 
     @property
     def reference_text(self) -> str:
@@ -114,13 +122,16 @@ class PlanEntry:
         # A recalculated plan's report names the model its dose was computed with.
         model = short_model_name(str(r.report.get("rbe_model", r.plan.rbe_model)))
         rx = "prescription"
+        low = QUANTITY_MASK_FRACTION * p  # quantities are shown where the dose reaches this
         out = [DoseLayer("rbe", f"RBE-weighted dose ({model})", r.rbe_dose_gy_rbe, grid,
                          "Gy(RBE)", p, True, rx),
                DoseLayer("physical", "Physical dose", r.physical_dose_gy, grid, "Gy",
                          _max_or_one(r.physical_dose_gy), True),
                DoseLayer("letd", "Dose-averaged LET", r.letd_kev_um, grid, "keV/µm",
-                         _max_or_one(r.letd_kev_um), False),
-               DoseLayer("rbe_factor", "RBE", r.rbe, grid, "", _max_or_one(r.rbe), False)]
+                         _max_or_one(r.letd_kev_um), False,
+                         mask_dose=r.rbe_dose_gy_rbe, mask_dose_min=low),
+               DoseLayer("rbe_factor", "RBE", r.rbe, grid, "", _max_or_one(r.rbe), False,
+                         mask_dose=r.rbe_dose_gy_rbe, mask_dose_min=low)]
         for i, (beam, cube) in enumerate(zip(r.plan.beams, r.beam_physical_dose_gy,
                                              strict=True)):
             out.append(DoseLayer(f"beam{i}", f"Physical dose of beam {beam.beam.label}", cube,
@@ -140,7 +151,8 @@ class PlanEntry:
                     DoseLayer("lem1", f"LEM I RBE-weighted dose ({short_model_name(x.lem_model)})",
                               x.lem_dose_gy_rbe, x.dose_grid, "Gy(RBE)", p, True, rx_of),
                     DoseLayer("ratio", "LEM I / mMKM ratio", x.ratio_lem_over_mkm, x.dose_grid,
-                              "", _max_or_one(x.ratio_lem_over_mkm), False)]
+                              "", _max_or_one(x.ratio_lem_over_mkm), False,
+                              mask_dose=x.mkm_dose_gy_rbe, mask_dose_min=low)]
         return tuple(out)
 
     def layer(self, key: str) -> DoseLayer:
@@ -148,6 +160,11 @@ class PlanEntry:
             if candidate.key == key:
                 return candidate
         raise KeyError(f"plan {self.name!r} has no {key!r} cube")
+
+
+#: LETd, RBE and the model ratio are shown where the RBE-weighted dose reaches this fraction
+#: of the prescription (outside the field they are noise: 3.9 at a field's edge).
+QUANTITY_MASK_FRACTION = 0.1
 
 
 def short_model_name(description: str) -> str:

@@ -88,8 +88,10 @@ class BackgroundTask:
         self._cancel.cancel()
 
     def _progress(self, fraction: float, stage: str) -> None:
-        self.fraction = min(max(float(fraction), 0.0), 1.0)
-        self.stage = stage
+        # Never backwards: a stage that starts over (a second pass) does not move the bar back.
+        self.fraction = max(self.fraction, min(max(float(fraction), 0.0), 1.0))
+        if not self._cancel.cancelled:  # "cancelling" stays until the work stops
+            self.stage = stage
 
     def _run(self) -> None:
         try:

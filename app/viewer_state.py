@@ -86,6 +86,8 @@ class DoseOverlay:
         One per level; default red for the highest level, then orange, yellow, green, ...
     label : str
         What the cube is, e.g. ``"RBE-weighted dose (mMKM)"``.
+    note : str
+        A line or two for the colour legend, e.g. where a quantity is shown.
     """
 
     dose: NDArray[np.float32]
@@ -99,6 +101,7 @@ class DoseOverlay:
     isodose_levels: tuple[float, ...] = ()
     isodose_colours: tuple[tuple[int, int, int], ...] | None = None
     label: str = ""
+    note: str = ""
 
     def __post_init__(self) -> None:
         dose = np.asarray(self.dose)
@@ -183,6 +186,8 @@ class ViewerState(EventDispatcher):
     on_data(what)
         After ``set_ct`` (``"ct"``), ``set_structures`` (``"structures"``), visibility changes
         (``"visibility"``), ``set_dose`` (``"dose"``) and ``set_beams`` (``"beams"``).
+    on_fit_views()
+        After :meth:`fit_views`: the views reset their zoom and pan.
     """
 
     WINDOW_PRESETS = WINDOW_PRESETS
@@ -192,7 +197,7 @@ class ViewerState(EventDispatcher):
     level_hu = NumericProperty(40.0)
     readout_text = StringProperty("")
 
-    __events__ = ("on_data",)
+    __events__ = ("on_data", "on_fit_views")
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
@@ -202,9 +207,17 @@ class ViewerState(EventDispatcher):
         self.dose: DoseOverlay | None = None
         self.beams: tuple[BeamOverlay, ...] = ()
         self._links: list[ViewerState] = []
+        self._readout_point: tuple[float, float, float] | None = None
 
     def on_data(self, what: str) -> None:
         """Default handler of the ``on_data`` event (views bind their own)."""
+
+    def on_fit_views(self) -> None:
+        """Default handler of the ``on_fit_views`` event (views bind their own)."""
+
+    def fit_views(self) -> None:
+        """Ask every view of this state to show the whole slice again (zoom 1, no pan)."""
+        self.dispatch("on_fit_views")
 
     # ---------------------------------------------------------------- data
     def set_ct(self, ct: CtVolume) -> None:
@@ -214,6 +227,8 @@ class ViewerState(EventDispatcher):
         self.visible_structures = set()
         self.dose = None
         self.beams = ()
+        self._readout_point = None
+        self.readout_text = ""  # the last patient's numbers must not stay under this one
         nz, ny, nx = ct.shape
         self.cursor_ijk = [nz // 2, ny // 2, nx // 2]
         self.dispatch("on_data", "ct")
@@ -251,6 +266,8 @@ class ViewerState(EventDispatcher):
         if dose is not None:
             self._require_ct("a dose overlay")
         self.dose = dose
+        if self._readout_point is not None:  # the readout names what is shown now
+            self.readout_text = self.readout_at(self._readout_point)
         self.dispatch("on_data", "dose")
 
     def set_beams(self, beams: Iterable[BeamOverlay]) -> None:
@@ -338,6 +355,13 @@ class ViewerState(EventDispatcher):
         self.level_hu = value
 
     # ---------------------------------------------------------------- readout
+    def show_readout(self, point_lps: Sequence[float]) -> None:
+        """Show the readout of an LPS point (the mouse's); it is read again when the dose
+        overlay changes, so its value and unit follow the quantity shown."""
+        x, y, z = (float(v) for v in point_lps)
+        self._readout_point = (x, y, z)
+        self.readout_text = self.readout_at(self._readout_point)
+
     def readout_at(self, point_lps: Sequence[float]) -> str:
         """The readout text for an LPS point: position, HU of its voxel, dose there (if any)."""
         x, y, z = (float(v) for v in point_lps)
@@ -349,9 +373,17 @@ class ViewerState(EventDispatcher):
         if self.dose is not None:
             value = rendering.sample_trilinear(self.dose.dose, self.dose.grid, point_lps)
             if value is not None:
-                unit = f" {self.dose.unit}" if self.dose.unit else ""
-                parts.append(f"{value:.{_decimals(self.dose.vmax - self.dose.vmin)}f}{unit}")
+                parts.append(_quantity_text(self.dose, value))
         return " | ".join(parts)
+
+
+def _quantity_text(overlay: DoseOverlay, value: float) -> str:
+    """``"51.2 Gy(RBE)"``, ``"48.3 keV/µm"``; a dimensionless quantity by its name (``"RBE
+    2.31"``); nothing shown (``"-"``) where a masked quantity is hidden."""
+    if overlay.note and value < overlay.threshold:
+        return f"{overlay.label} -"
+    number = f"{value:.{_decimals(overlay.vmax - overlay.vmin)}f}"
+    return f"{number} {overlay.unit}" if overlay.unit else f"{overlay.label} {number}"
 
 
 def _decimals(span: float) -> int:

@@ -19,7 +19,7 @@ result is in the namespace of ``rsp``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,6 +171,7 @@ def wepl_cube(
     lateral_step_mm: float | None = None,
     depth_step_mm: float | None = None,
     chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+    on_chunk: Callable[[float], None] | None = None,
 ) -> WeplCube:
     """Resample an RSP volume along parallel rays and integrate it into a WEPL cube.
 
@@ -190,6 +191,9 @@ def wepl_cube(
         Sampling step along the rays; half the smallest voxel spacing by default.
     chunk_samples : int
         Upper bound of RSP samples computed at once (memory about 100 B per sample).
+    on_chunk : callable, optional
+        Called after each chunk with the fraction of the cube done (0..1]; a caller reports
+        progress with it, and may raise from it to stop the computation (cancellation).
 
     Returns
     -------
@@ -242,6 +246,8 @@ def wepl_cube(
                           + vv * float(a_xyz[1, ax]) + tt * float(a_xyz[2, ax]))
         samples = _trilinear(xp, flat, padded_dims, coords)
         pieces.append(xp.cumulative_sum(samples * h_t, axis=2, include_initial=True))
+        if on_chunk is not None:
+            on_chunk(i_stop / n_u)
     cube = xp.concat(pieces, axis=0) if len(pieces) > 1 else pieces[0]
     return WeplCube(
         wepl_mm=xp.astype(cube, xp.float32),

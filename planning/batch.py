@@ -315,7 +315,7 @@ def _run_plan(job: JobSpec, out: Path) -> list[dict[str, Any]]:
 def _run_recalc(job: JobSpec, out: Path, *, exchange: bool = False) -> list[dict[str, Any]]:
     from planning import api
     from planning.robust import structure_metrics
-    from planning.structure_dose import structures_on_grid
+    from planning.structure_dose import sampled_structures
 
     o = job.options
     result = api.recalculate_plan(
@@ -327,10 +327,10 @@ def _run_recalc(job: JobSpec, out: Path, *, exchange: bool = False) -> list[dict
         return _plan_rows(job, result.report)
     view = result.exchange
     assert view is not None
-    rows_by_name = {s.name: r for s, r in structures_on_grid(result.patient, result.dose_grid)}
-    mkm = structure_metrics(view.mkm_dose_gy_rbe, result.physical_dose_gy, rows_by_name)
-    lem = structure_metrics(view.lem_dose_gy_rbe, result.physical_dose_gy, rows_by_name)
-    return [_row(job, name, mkm[name], "mMKM", lem[name], "LEM I") for name in rows_by_name]
+    samples = {s.name: d for s, d in sampled_structures(result.patient, result.dose_grid)}
+    mkm = structure_metrics(view.mkm_dose_gy_rbe, result.physical_dose_gy, samples)
+    lem = structure_metrics(view.lem_dose_gy_rbe, result.physical_dose_gy, samples)
+    return [_row(job, name, mkm[name], "mMKM", lem[name], "LEM I") for name in samples]
 
 
 def _run_robust(job: JobSpec, out: Path) -> list[dict[str, Any]]:

@@ -22,6 +22,10 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
+#: Help of the ``--tissue`` option.
+TISSUE_HELP = ("LEM I tissue: chordoma, hsg, v79 or alpha_x,beta_x,D_t; append :central (default, "
+               "Kraemer-Scholz 2006) or :averaged for the rapid scheme")
+
 
 class _OneLineParser(argparse.ArgumentParser):
     """ArgumentParser whose usage errors are one line: ``ionplan: error: ...``."""
@@ -340,7 +344,7 @@ def _add_dose_options(p: argparse.ArgumentParser, *, rbe_default: str | None,
                    help=rbe_help)
     p.add_argument("--rbe-value", type=_positive_float, metavar="X",
                    help="the RBE of --rbe const")
-    p.add_argument("--tissue", help="LEM I tissue: chordoma, hsg, v79 or alpha_x,beta_x,D_t")
+    p.add_argument("--tissue", help=TISSUE_HELP)
     p.add_argument("--grid", type=_positive_float, default=2.5, metavar="MM",
                    help="dose grid spacing (default 2.5 mm; coarser grids cannot resolve a carbon "
                         "plan between their points and get a warning)")
@@ -407,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ion", default="C", help="H, He, Li, Be, B or C (default C)")
     p.add_argument("--energies", type=_energy_list, required=True, metavar="E1,E2,...",
                    help="kinetic energies per nucleon, MeV/u")
-    p.add_argument("--tissue", help="LEM I tissue: chordoma, hsg, v79 or alpha_x,beta_x,D_t")
+    p.add_argument("--tissue", help=TISSUE_HELP)
     p.set_defaults(func=_cmd_rbe_table)
 
     p = sub.add_parser("plan", help="optimize a carbon-ion plan on a CT and export DICOM RT")

@@ -4,7 +4,14 @@ Conventions (ICRU Report 83): D_x is the minimum dose to the hottest x % of the 
 is a near-minimum, D2 a near-maximum), V_x the fraction of the volume receiving at least x % of
 the prescribed dose. Homogeneity index HI = (D2 - D98) / D50 (ICRU 83). Conformity index
 CI = V(95 % isodose, whole body) / V(target) (RTOG-style conformity of the 95 % isodose).
-All voxels have equal weight (one dose grid).
+
+Doses come as samples of a structure, each with its volume: the clinical DVH's weighted sample
+points (:mod:`planning.structure_sampling`), or dose-grid voxels of equal volume (no volumes
+given). D_x interpolates between samples: sorted from the hottest down, each dose level (the
+samples of one dose together, to float32 precision) stands at the middle of its volume on the
+cumulative volume axis, and D_x is the dose interpolated linearly at x % of the structure's
+volume (the hottest dose below the first middle, the coldest above the last). With n distinct
+doses of equal volume, the k-th hottest (k = 0, 1, ...) stands at (k + 1/2) / n.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ from planning.errors import PlanningError
 
 FloatArray = NDArray[np.float64]
 
+#: Doses closer than this fraction of the largest are one dose level (float32 cubes and
+#: interpolation weights give ties a few ulps apart).
+_TIE_RTOL = 1e-6
 
 @dataclass(frozen=True)
 class Dvh:
@@ -32,7 +42,7 @@ class Dvh:
     volume_fraction : (N,) float array
         Fraction of the structure's volume receiving at least ``dose_gy``, from 1 down.
     volume_cm3 : float
-        Volume of the structure on the dose grid.
+        Volume of the structure (the sum of its sample volumes).
     """
 
     name: str
@@ -61,29 +71,81 @@ class DoseMetrics:
         return {k: float(v) for k, v in self.__dict__.items()}
 
 
-def dose_at_volume(doses: ArrayLike, volume_percent: float) -> float:
-    """D_x: the minimum dose received by the hottest ``volume_percent`` % of the voxels."""
+def _samples(doses: ArrayLike, volumes_mm3: ArrayLike | None, what: str
+             ) -> tuple[FloatArray, FloatArray]:
+    """Doses and volumes as (n,) float64 arrays (equal volumes of 1 when none are given)."""
     d = np.asarray(doses, dtype=np.float64).ravel()
     if d.size == 0:
-        raise PlanningError("a dose statistic of an empty structure was asked for")
-    if not 0 <= volume_percent <= 100:
-        raise PlanningError(f"volume percentage must lie in [0, 100], got {volume_percent}")
-    return float(np.percentile(d, 100.0 - volume_percent))
+        raise PlanningError(f"{what} of an empty structure was asked for")
+    if volumes_mm3 is None:
+        return d, np.ones_like(d)
+    w = np.asarray(volumes_mm3, dtype=np.float64).ravel()
+    if w.shape != d.shape or not np.all(w >= 0) or not w.sum() > 0:
+        raise PlanningError(f"{what}: sample volumes must be {d.size} non-negative values "
+                            "with a positive sum")
+    return d, w
 
 
-def dose_metrics(doses: ArrayLike, prescription: float) -> DoseMetrics:
-    """Metrics of the voxel doses of one structure, relative to ``prescription`` (same unit)."""
-    d = np.asarray(doses, dtype=np.float64).ravel()
-    if d.size == 0:
-        raise PlanningError("dose metrics of an empty structure were asked for")
+def doses_at_volumes(doses: ArrayLike, volume_percents: ArrayLike,
+                     volumes_mm3: ArrayLike | None = None) -> FloatArray:
+    """D_x for each x of ``volume_percents``: the minimum dose of the hottest x % of the volume.
+
+    Parameters
+    ----------
+    doses : (n,) array_like
+        Dose of each sample (any unit).
+    volume_percents : (m,) array_like
+        Percentages x in [0, 100]; D_0 is the maximum, D_100 the minimum.
+    volumes_mm3 : (n,) array_like, optional
+        Volume of each sample; equal volumes when omitted.
+
+    Returns
+    -------
+    (m,) float64 array, in the unit of ``doses``.
+    """
+    d, w = _samples(doses, volumes_mm3, "a dose statistic")
+    x = np.asarray(volume_percents, dtype=np.float64).ravel()
+    if not np.all((x >= 0) & (x <= 100)):
+        raise PlanningError(f"volume percentages must lie in [0, 100], got {x.tolist()}")
+    order = np.argsort(-d, kind="stable")
+    d_sorted = d[order]
+    # samples of one dose (to float32 precision) are one level, at the middle of their volume
+    tie_gy = _TIE_RTOL * float(np.abs(d_sorted).max())
+    first = np.flatnonzero(np.concatenate(([True], d_sorted[:-1] - d_sorted[1:] > tie_gy)))
+    level_mm3 = np.add.reduceat(w[order], first)
+    middle = (np.cumsum(level_mm3) - 0.5 * level_mm3) / level_mm3.sum()
+    return np.interp(x / 100.0, middle, d_sorted[first])
+
+
+def dose_at_volume(doses: ArrayLike, volume_percent: float,
+                   volumes_mm3: ArrayLike | None = None) -> float:
+    """D_x: the minimum dose of the hottest ``volume_percent`` % (see :func:`doses_at_volumes`)."""
+    return float(doses_at_volumes(doses, [volume_percent], volumes_mm3)[0])
+
+
+def dose_metrics(doses: ArrayLike, prescription: float,
+                 volumes_mm3: ArrayLike | None = None) -> DoseMetrics:
+    """Metrics of the dose samples of one structure, relative to ``prescription`` (same unit).
+
+    Parameters
+    ----------
+    doses : (n,) array_like
+        Dose of each sample.
+    prescription : float
+        Reference of V95, V107 (> 0).
+    volumes_mm3 : (n,) array_like, optional
+        Volume of each sample (mean and V_x are volume-weighted); equal volumes when omitted.
+    """
+    d, w = _samples(doses, volumes_mm3, "dose metrics")
     if not prescription > 0:
         raise PlanningError(f"prescription must be > 0, got {prescription}")
-    d98, d95, d50, d5, d2 = (dose_at_volume(d, v) for v in (98, 95, 50, 5, 2))
+    d98, d95, d50, d5, d2 = doses_at_volumes(d, (98, 95, 50, 5, 2), w)
+    total = w.sum()
     return DoseMetrics(
-        d98=d98, d95=d95, d50=d50, d5=d5, d2=d2,
-        mean=float(d.mean()), max=float(d.max()), min=float(d.min()),
-        v95=float(np.mean(d >= 0.95 * prescription)),
-        v107=float(np.mean(d >= 1.07 * prescription)),
+        d98=float(d98), d95=float(d95), d50=float(d50), d5=float(d5), d2=float(d2),
+        mean=float(np.dot(d, w) / total), max=float(d.max()), min=float(d.min()),
+        v95=float(w[d >= 0.95 * prescription].sum() / total),
+        v107=float(w[d >= 1.07 * prescription].sum() / total),
         homogeneity_index=float((d2 - d98) / d50) if d50 > 0 else float("nan"),
     )
 
@@ -97,15 +159,29 @@ def conformity_index(dose: ArrayLike, target_mask: ArrayLike, prescription: floa
     return float(np.count_nonzero(d >= 0.95 * prescription) / np.count_nonzero(t))
 
 
-def cumulative_dvh(name: str, doses: ArrayLike, voxel_volume_mm3: float,
+def cumulative_dvh(name: str, doses: ArrayLike, volume_mm3: float | ArrayLike,
                    max_dose: float | None = None, n_bins: int = 400) -> Dvh:
-    """Cumulative DVH of one structure's voxel doses on ``n_bins`` equal dose bins."""
+    """Cumulative DVH of one structure's dose samples on ``n_bins`` equal dose bins.
+
+    Parameters
+    ----------
+    name : str
+    doses : (n,) array_like
+        Dose of each sample.
+    volume_mm3 : float or (n,) array_like
+        Volume of every sample (one number for voxels of one grid) or of each.
+    max_dose : float, optional
+        Top of the bins (default: the largest dose).
+    n_bins : int
+    """
     d = np.asarray(doses, dtype=np.float64).ravel()
+    w = np.broadcast_to(np.asarray(volume_mm3, dtype=np.float64), d.shape)
     top = float(max_dose if max_dose is not None else (d.max() if d.size else 1.0))
     edges = np.linspace(0.0, max(top, 1e-9) * 1.001, n_bins + 1)
     if d.size == 0:
         return Dvh(name, edges, np.zeros_like(edges), 0.0)
-    counts, _ = np.histogram(d, bins=edges)
-    above = np.concatenate((np.cumsum(counts[::-1])[::-1], [0])) / d.size
-    above[0] = 1.0  # every voxel receives at least 0
-    return Dvh(name, edges, above, d.size * voxel_volume_mm3 / 1000.0)
+    total = float(w.sum())
+    per_bin, _ = np.histogram(d, bins=edges, weights=w)
+    above = np.concatenate((np.cumsum(per_bin[::-1])[::-1], [0.0])) / total
+    above[0] = 1.0  # every sample receives at least 0
+    return Dvh(name, edges, np.minimum(above, 1.0), total / 1000.0)

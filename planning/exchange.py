@@ -15,7 +15,7 @@ steeply towards low doses per fraction (3.09 at 0.24 Gy(RBE)).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,11 @@ from numpy.typing import ArrayLike, NDArray
 from planning.dose_grid import DoseGrid
 from planning.engine import PlanningEngine
 from planning.errors import PlanningError
-from planning.evaluation import dose_at_volume
+from planning.evaluation import doses_at_volumes
 from planning.patient import Patient
 from planning.progress import CancelToken, ProgressCallback, report
 from planning.rbe import DepthTables, LemModel, MkmModel, RbeModel, depth_tables
+from planning.structure_sampling import DoseSamples
 
 #: The ratio cube is 0 where the mMKM dose is below this fraction of its maximum.
 RATIO_THRESHOLD_FRACTION = 0.01
@@ -147,56 +148,54 @@ def exchange_view(engine: PlanningEngine, weights_per_fraction: ArrayLike, n_fra
                         int(n_fractions))
 
 
-def exchange_metrics(view: ExchangeView, structure_masks: Sequence[tuple[str, ArrayLike]]
+def exchange_metrics(view: ExchangeView, structure_samples: Mapping[str, DoseSamples]
                      ) -> dict[str, dict[str, float | None]]:
     """Per-structure D95, D50 and mean of both models and the ratio statistics.
 
     Parameters
     ----------
     view : ExchangeView
-    structure_masks : sequence of (name, (nz, ny, nx) bool array on ``view.dose_grid``)
-        Structures; empty ones are left out.
+    structure_samples : mapping of str to DoseSamples
+        Clinical DVH samples of each structure on ``view.dose_grid``
+        (:func:`planning.structure_dose.sampled_structures`), as the report's other metrics.
 
     Returns
     -------
     dict
         ``{name: {"mkm_d95_gy_rbe", "lem_d95_gy_rbe", "mkm_d50_gy_rbe", "lem_d50_gy_rbe",
         "mkm_mean_gy_rbe", "lem_mean_gy_rbe", "ratio_mean", "ratio_median"}}``, total doses in
-        Gy(RBE). The ratio statistics use the structure's voxels with a ratio (mMKM dose at
-        least 1 % of its maximum); None when there are none.
+        Gy(RBE), volume-weighted. The ratio LEM I / mMKM is taken at the samples whose mMKM dose
+        is at least 1 % of the cube's maximum (as the ratio cube); its statistics are None when
+        there are none.
     """
+    floor = 0.01 * float(view.mkm_dose_gy_rbe.max())
     out: dict[str, dict[str, float | None]] = {}
-    for name, mask in structure_masks:
-        m = np.asarray(mask, dtype=bool)
-        if m.shape != view.dose_grid.shape:
-            raise PlanningError(f"{name}: mask shape {m.shape} is not the dose grid's "
-                                f"{view.dose_grid.shape}")
-        if not m.any():
-            continue
-        mkm, lem, ratio = (view.mkm_dose_gy_rbe[m], view.lem_dose_gy_rbe[m],
-                           view.ratio_lem_over_mkm[m])
-        ratio = ratio[ratio > 0].astype(np.float64)
+    for name, samples in structure_samples.items():
+        if samples.stencil.grid != view.dose_grid:
+            raise PlanningError(f"{name}: its samples are on another grid than the view's")
+        w = samples.volume_mm3
+        mkm, lem = samples.dose(view.mkm_dose_gy_rbe), samples.dose(view.lem_dose_gy_rbe)
+        dosed = mkm >= floor if floor > 0 else np.zeros(mkm.shape, bool)
+        ratio, w_ratio = lem[dosed] / mkm[dosed], w[dosed]
+        mkm95, mkm50 = doses_at_volumes(mkm, (95, 50), w)
+        lem95, lem50 = doses_at_volumes(lem, (95, 50), w)
         out[name] = {
-            "mkm_d95_gy_rbe": dose_at_volume(mkm, 95), "lem_d95_gy_rbe": dose_at_volume(lem, 95),
-            "mkm_d50_gy_rbe": dose_at_volume(mkm, 50), "lem_d50_gy_rbe": dose_at_volume(lem, 50),
-            "mkm_mean_gy_rbe": float(mkm.mean()), "lem_mean_gy_rbe": float(lem.mean()),
-            "ratio_mean": float(ratio.mean()) if ratio.size else None,
-            "ratio_median": float(np.median(ratio)) if ratio.size else None}
+            "mkm_d95_gy_rbe": float(mkm95), "lem_d95_gy_rbe": float(lem95),
+            "mkm_d50_gy_rbe": float(mkm50), "lem_d50_gy_rbe": float(lem50),
+            "mkm_mean_gy_rbe": float(np.average(mkm, weights=w)),
+            "lem_mean_gy_rbe": float(np.average(lem, weights=w)),
+            "ratio_mean": float(np.average(ratio, weights=w_ratio)) if ratio.size else None,
+            "ratio_median": (float(doses_at_volumes(ratio, (50,), w_ratio)[0])
+                             if ratio.size else None)}
     return out
 
 
-def exchange_report(view: ExchangeView, structure_rows: Mapping[str, NDArray[np.int64]]
+def exchange_report(view: ExchangeView, structure_samples: Mapping[str, DoseSamples]
                     ) -> dict[str, Any]:
     """The ``report["exchange"]`` entry of a plan: model descriptions and per-structure
-    metrics (:func:`exchange_metrics`), structures given as flat dose-grid indices."""
-    def mask(rows: NDArray[np.int64]) -> NDArray[np.bool_]:
-        m = np.zeros(view.dose_grid.n_voxels, dtype=bool)
-        m[rows] = True
-        return m.reshape(view.dose_grid.shape)
-
+    metrics (:func:`exchange_metrics`) on the structures' clinical DVH samples."""
     return {"mkm_model": view.mkm_model, "lem_model": view.lem_model,
-            "structures": exchange_metrics(
-                view, [(name, mask(rows)) for name, rows in structure_rows.items()])}
+            "structures": exchange_metrics(view, structure_samples)}
 
 
 def write_exchange_doses(view: ExchangeView, patient: Patient, out_dir: Path,

@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 from scipy.ndimage import gaussian_filter1d
 from scipy.special import ndtr
 
+from planning.errors import InputError
 from planning.machine import Machine, Spectra, save_machine
 from planning.physics.nuclear import (
     CARBON_FRAGMENTS,
@@ -48,10 +49,15 @@ from planning.physics.scattering import (
     lateral_sigma_mm,
     p_beta_c_mev,
 )
-from planning.physics.stopping import RangeEnergy, StoppingTable, load_stopping_table
+from planning.physics.stopping import (
+    ICRU90_WATER_MEAN_EXCITATION_EV,
+    RangeEnergy,
+    StoppingTable,
+    load_stopping_table,
+)
 from planning.physics.straggling import bohr_range_straggling_mm
 
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.2.0"
 FloatArray = NDArray[np.float64]
 _log = logging.getLogger(__name__)
 
@@ -71,6 +77,14 @@ class GeneratorSettings:
         interval divided by the nearest whole number of steps).
     stopping_source : str
         Stopping-power table (see :data:`planning.physics.stopping.STOPPING_SOURCES`).
+    water_mean_excitation_ev : float
+        Mean excitation energy of water (eV) to which the tables are moved: 78 eV (ICRU 90,
+        the default); 75 eV gives MSTAR's own ICRU 49 tables (generator 1.1.0 and earlier).
+    nozzle_wet_mm : float
+        Water-equivalent thickness of the nozzle between the beam's nominal energy and the
+        patient (ripple-filter substrate, monitor chambers, vacuum window), mm. The beam is
+        transported through it as water and every depth table starts behind it, so all depths
+        shift by this amount. 0 for the generic machine (its energies are those at the patient).
     energy_spread_rel : float
         One-sigma relative spread of the beam's kinetic energy.
     ripple_filter_sigma_mm : float
@@ -96,6 +110,8 @@ class GeneratorSettings:
     energy_max_mev_u: float = 430.0
     range_step_mm: float = 1.0
     stopping_source: str = "mstar_3_12"
+    water_mean_excitation_ev: float = ICRU90_WATER_MEAN_EXCITATION_EV
+    nozzle_wet_mm: float = 0.0
     energy_spread_rel: float = 0.001
     ripple_filter_sigma_mm: float = 0.87
     spot_fwhm_air_mm: tuple[tuple[float, float], tuple[float, float]] = ((80.0, 10.0),
@@ -127,7 +143,8 @@ class EnergyBudget:
 
 @dataclass(frozen=True)
 class EnergyData:
-    """Generated beam data of one energy (see :class:`planning.machine.Machine` for units)."""
+    """Generated beam data of one energy (see :class:`planning.machine.Machine` for units);
+    depths, and the CSDA range, are behind the nozzle."""
 
     energy_mev_u: float
     csda_range_mm: float
@@ -169,11 +186,16 @@ class CarbonMachineGenerator:
 
     def __init__(self, settings: GeneratorSettings | None = None) -> None:
         self.settings = settings or GeneratorSettings()
-        src = self.settings.stopping_source
-        tables = {z: load_stopping_table(z, src) for z in range(1, 7)}
+        s = self.settings
+        tables = {z: load_stopping_table(z, s.stopping_source, s.water_mean_excitation_ev)
+                  for z in range(1, 7)}
         self.primary = _Species(tables[PRIMARY_Z], PRIMARY_A)
         self.fragments = [(f, _Species(tables[f.z], f.a)) for f in self.settings.fragments]
         self.neutrons_per_reaction = neutron_multiplicity(self.settings.fragments, PRIMARY_A)
+        r_min = float(self.primary.range_energy.range_mm(s.energy_min_mev_u))
+        if not 0.0 <= s.nozzle_wet_mm < r_min:
+            raise InputError(f"nozzle water-equivalent thickness {s.nozzle_wet_mm!r} mm must lie "
+                             f"in [0, {r_min:.1f}) mm, below the range of the lowest energy")
 
     # ----------------------------------------------------------------- energy grid
 
@@ -210,37 +232,43 @@ class CarbonMachineGenerator:
     # ----------------------------------------------------------------- one energy
 
     def generate_energy(self, energy_mev_u: float) -> EnergyData:
-        """Beam data in water of one energy on its storage depth nodes."""
+        """Beam data in water of one energy on its storage depth nodes.
+
+        Transport runs in water from the nozzle entrance (depth ``z``); the tables are stored
+        against the depth behind the nozzle, ``z - nozzle_wet_mm``.
+        """
         s = self.settings
         prim = self.primary
+        wet = s.nozzle_wet_mm
         r0 = float(prim.range_energy.range_mm(energy_mev_u))
         sigma_r = self.range_sigma_mm(energy_mev_u)
         z_end = self._transport_depth_mm(energy_mev_u, r0)
-        depth = _storage_nodes(r0, sigma_r, z_end, s.n_depth_nodes)
-        spec_depth = _spectrum_nodes(r0, sigma_r, z_end, s.n_spectrum_depths)
+        depth = _storage_nodes(r0 - wet, sigma_r, z_end - wet, s.n_depth_nodes)
+        spec_depth = _spectrum_nodes(r0 - wet, sigma_r, z_end - wet, s.n_spectrum_depths)
+        z, spec_z = depth + wet, spec_depth + wet
 
-        p_dose, p_letnum = self._primary_dose(energy_mev_u, r0, sigma_r, depth)
+        p_dose, p_letnum = self._primary_dose(energy_mev_u, r0, sigma_r, z)
         frag = _FragmentTransport(self, energy_mev_u, r0, z_end)
-        f_dose = np.interp(depth, frag.centers_mm, frag.dose_mev_cm)
-        f_letnum = np.interp(depth, frag.centers_mm, frag.let_dose)
-        f_var = np.interp(depth, frag.centers_mm, frag.lateral_var_dose)
+        f_dose = np.interp(z, frag.centers_mm, frag.dose_mev_cm)
+        f_letnum = np.interp(z, frag.centers_mm, frag.let_dose)
+        f_var = np.interp(z, frag.centers_mm, frag.lateral_var_dose)
 
         idd = p_dose + f_dose
         with np.errstate(invalid="ignore", divide="ignore"):
             letd = np.where(idd > 0, (p_letnum + f_letnum) / idd, 0.0)
             halo_w = np.where(idd > 0, f_dose / idd, 0.0)
             sigma_halo = np.sqrt(np.where(f_dose > 0, f_var / f_dose, 0.0))
-        sigma_core = lateral_sigma_mm(prim.range_energy, PRIMARY_Z, energy_mev_u, depth)
+        sigma_core = lateral_sigma_mm(prim.range_energy, PRIMARY_Z, energy_mev_u, z)
         # Where no fragment dose exists yet (entrance), the halo has the core's width.
         sigma_halo = np.where(sigma_halo > 0, np.maximum(sigma_halo, sigma_core), sigma_core)
         halo_w = np.clip(halo_w, 0.0, 0.999)
 
-        fluence = self._primary_spectra(r0, sigma_r, spec_depth) + frag.spectra(spec_depth)
+        fluence = self._primary_spectra(r0, sigma_r, spec_z) + frag.spectra(spec_z)
         peak = _peak_depth(depth, idd)
         budget = self._budget(energy_mev_u, r0, sigma_r, frag)
         return EnergyData(
             energy_mev_u=float(energy_mev_u),
-            csda_range_mm=r0,
+            csda_range_mm=r0 - wet,
             range_sigma_mm=sigma_r,
             peak_depth_mm=peak,
             depth_mm=depth,
@@ -267,7 +295,8 @@ class CarbonMachineGenerator:
     def primary_profiles(
         self, energy_mev_u: float, depth_mm: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """Primary-ion dose, LET x dose and fluence per primary at arbitrary depths.
+        """Primary-ion dose, LET x dose and fluence per primary at arbitrary depths of water
+        from the nozzle entrance (the depth behind the nozzle plus ``nozzle_wet_mm``).
 
         Returns (dose MeV/cm, LET x dose keV/um MeV/cm, fluence) with the shape of ``depth_mm``.
         """
@@ -402,7 +431,9 @@ class CarbonMachineGenerator:
             "generator_version": GENERATOR_VERSION,
             "settings": s,
             "stopping_powers": f"{self.settings.stopping_source} (assets/stopping_power, "
-                               "compiled in pymkm 1.0.0; see README there)",
+                               "compiled in pymkm 1.0.0; see README there), moved to "
+                               f"I = {self.settings.water_mean_excitation_ev:g} eV "
+                               "(planning.physics.stopping)",
             "nuclear_cross_sections": "Sihver et al. 1993, Phys Rev C 47:1225",
             "fragment_angles": "Goldhaber 1974, Phys Lett B 53:306 (sigma0 = 90 MeV/c)",
             "scattering": "Highland 1975 (PDG form), differential, L_R = 36.08 cm",

@@ -352,6 +352,9 @@ def optimize_weights(
     budget = settings.max_iterations + max(settings.max_iterations // 3, 1)
 
     def fun(w: FloatArray) -> tuple[float, FloatArray]:
+        # Checked per evaluation too: an iteration may take several (line search).
+        if cancel is not None and cancel.cancelled:
+            raise OperationCancelled("spot-weight optimization was cancelled")
         value, grad = objective_and_weight_gradient(objectives, problem, problem.to_device(w))
         return value * scale, backend.to_numpy(grad).astype(np.float64) * scale
 

@@ -4,12 +4,12 @@ Objectives
 ----------
 Without a configuration file the objectives are, with ``p`` the prescription:
 
-- target: ``squared_deviation`` to ``p`` (weight 100), ``min_dose`` at 0.97 ``p`` and
-  ``max_dose`` at 1.03 ``p`` (weight 100 each; a little inside the 95-105 % goals so that D95
-  and D5 land inside them);
+- target: ``squared_deviation`` to ``p`` (weight 100), ``min_dose`` at 0.98 ``p`` and
+  ``max_dose`` at 1.03 ``p`` (weight 100 each; inside the 95-105 % goals so that D95 and D5
+  land inside them, also between the optimizer's points);
 - the dose fall-off around the target, on generated shells (:mod:`planning.regions`):
-  ``"<target> ring 0-5 mm"`` ``max_dose`` at 1.03 ``p`` (weight 100: no hot spot next to the
-  target, at the target's own maximum),
+  ``"<target> ring 0-5 mm"`` ``max_dose`` at ``p`` (weight 100: no hot spot next to the
+  target),
   ``"<target> ring 5-15 mm"`` ``max_dose`` at 0.8 ``p`` (weight 20: the gradient) and
   ``"<target> ring 15-30 mm"`` ``max_dose`` at 1.05 ``p`` (weight 10: the body maximum where
   a plan's hot spots outside the target arise; beyond 30 mm the entrance dose of a carbon field
@@ -38,7 +38,8 @@ the maximum. Where ``[optimizer]`` also sets ``min_spot_weight`` / ``max_spot_we
 Tissues (LEM I only)
 --------------------
 An optional ``tissues`` table maps structure names to LEM I tissues, each a class name
-(``chordoma``, ``hsg``, ``v79``) or ``"alpha_x,beta_x,D_t"`` (1/Gy, 1/Gy^2, Gy). The dose-grid
+(``chordoma``, ``hsg``, ``v79``) or ``"alpha_x,beta_x,D_t"`` (1/Gy, 1/Gy^2, Gy), optionally
+followed by ``:central`` (the default) or ``:averaged``, the LEM I rapid scheme. The dose-grid
 voxels of a listed structure are evaluated (in the optimization and in the dose cubes) with
 LEM I for its tissue; voxels in no listed structure use the plan's tissue (``--tissue`` or the
 default class). Where listed structures overlap, the first listed wins. With any other RBE
@@ -63,7 +64,7 @@ from planning.regions import ring_name
 
 #: The default shells around the target: (inner mm, outer mm, maximum as a share of the
 #: prescription, weight); see the module docstring.
-DEFAULT_RINGS = ((0.0, 5.0, 1.03, 100.0), (5.0, 15.0, 0.8, 20.0), (15.0, 30.0, 1.05, 10.0))
+DEFAULT_RINGS = ((0.0, 5.0, 1.0, 100.0), (5.0, 15.0, 0.8, 20.0), (15.0, 30.0, 1.05, 10.0))
 
 #: ROI interpreted types that get the default organ-at-risk objective.
 OAR_TYPES = ("ORGAN", "AVOIDANCE")
@@ -171,7 +172,7 @@ def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float
     """The default objectives of the module docstring."""
     p = total_dose_gy_rbe
     out = [Objective(target, "squared_deviation", p, 100.0),
-           Objective(target, "min_dose", 0.97 * p, 100.0),
+           Objective(target, "min_dose", 0.98 * p, 100.0),
            Objective(target, "max_dose", 1.03 * p, 100.0),
            *(Objective(ring_name(target, inner, outer), "max_dose", share * p, weight)
              for inner, outer, share, weight in DEFAULT_RINGS)]

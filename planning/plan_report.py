@@ -3,13 +3,20 @@
 ``ionplan plan`` (:func:`planning.planner.make_plan`) and ``ionplan recalc``
 (:func:`planning.compare.recalc.recalculate`) both write these entries of ``report.json``:
 
-- ``structures``: for each structure with dose-grid voxels (structure-set order) its
-  interpreted type, voxel count, D98, D95, D50, D5, D2, maximum and mean RBE-weighted dose
-  (Gy(RBE)), mean physical dose (Gy), V95 and V107 (fractions of the structure at or above 95 %
-  and 107 % of the prescription) and the homogeneity index (ICRU 83, :mod:`planning.evaluation`);
-  the target also gets the conformity index;
+- ``structures``: for each structure with DVH samples on the dose grid (structure-set order)
+  its interpreted type, volume (cm^3), number of DVH samples and of dose-grid voxels, D98, D95,
+  D50, D5, D2, maximum and mean RBE-weighted dose (Gy(RBE)), mean physical dose (Gy), V95 and
+  V107 (fractions of the structure's volume at or above 95 % and 107 % of the prescription) and
+  the homogeneity index (ICRU 83, :mod:`planning.evaluation`); the target also gets the
+  conformity index;
 - ``dvh_gy_rbe``: cumulative DVHs of the RBE-weighted dose on :data:`DVH_BINS` bins shared by
   all structures (0 to 1.1 x the cube maximum).
+
+Doses, volumes and DVHs are those of the clinical DVH samples (contours sampled at 1 mm or
+finer with partial volumes, dose interpolated trilinearly:
+:func:`planning.structure_dose.sampled_structures`); the conformity index counts dose-grid
+voxels (the 95 % isodose anywhere over the target's voxels), and ``rows_by_name`` are the
+structures' dose-grid voxels for the callers' voxel-based numbers.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from numpy.typing import NDArray
 from planning.dose_grid import DoseGrid
 from planning.evaluation import conformity_index, cumulative_dvh, dose_metrics
 from planning.patient import Patient
-from planning.structure_dose import structures_on_grid
+from planning.structure_dose import sampled_structures, structures_on_grid
+from planning.structure_sampling import DoseSamples
 
 #: Number of bins of the report's DVHs.
 DVH_BINS = 100
@@ -37,18 +45,30 @@ class StructureReport:
     Attributes
     ----------
     structures : dict
-        ``{name: {"interpreted_type", "voxels", "d98_gy_rbe", ..., "homogeneity_index"}}``
+        ``{name: {"interpreted_type", "volume_cm3", "dvh_samples", "voxels", "d98_gy_rbe",
+        ..., "homogeneity_index"}}``
         (and ``"conformity_index"`` for the target), JSON-ready.
     dvh_gy_rbe : dict
         ``{name: {"dose_gy_rbe": [...], "volume_fraction": [...]}}``, rounded to 4 and 5
         decimals.
     rows_by_name : dict of str to (n,) int64 array
-        Flat dose-grid indices of each structure in ``structures``.
+        Flat dose-grid indices of each structure with dose-grid voxels.
+    samples_by_name : dict of str to DoseSamples
+        Clinical DVH samples of each structure in ``structures``.
     """
 
     structures: dict[str, dict[str, Any]]
     dvh_gy_rbe: dict[str, dict[str, list[float]]]
     rows_by_name: dict[str, NDArray[np.int64]]
+    samples_by_name: dict[str, DoseSamples]
+
+    def mean_of(self, name: str | None, cube: NDArray[np.floating]) -> float | None:
+        """Volume-weighted mean of ``cube`` (on the report's dose grid) over structure
+        ``name``'s DVH samples, as the report's means; None for a structure not reported."""
+        if name is None or name not in self.samples_by_name:
+            return None
+        samples = self.samples_by_name[name]
+        return float(np.average(samples.dose(cube), weights=samples.volume_mm3))
 
 
 def structure_report(patient: Patient, dose_grid: DoseGrid,
@@ -88,27 +108,31 @@ def structure_report(patient: Patient, dose_grid: DoseGrid,
     """
     structures: dict[str, dict[str, Any]] = {}
     rows_by_name: dict[str, NDArray[np.int64]] = {}
-    phys = np.asarray(physical_dose_gy).reshape(-1)
     rbe = np.asarray(rbe_dose_gy_rbe).reshape(-1)
     p = prescription_gy_rbe
     for s, rows in structures_on_grid(patient, dose_grid, known_rows=known_rows):
         rows_by_name[s.name] = rows
-        m = dose_metrics(rbe[rows], p)
+    top = 1.1 * float(rbe.max()) if rbe.size and rbe.max() > 0 else 1.0
+    dvhs = {}
+    samples_by_name: dict[str, DoseSamples] = {}
+    for s, samples in sampled_structures(patient, dose_grid):
+        samples_by_name[s.name] = samples
+        values = samples.dose(rbe_dose_gy_rbe)
+        m = dose_metrics(values, p, samples.volume_mm3)
         structures[s.name] = {
-            "interpreted_type": s.interpreted_type, "voxels": int(rows.size),
+            "interpreted_type": s.interpreted_type, "volume_cm3": samples.volume_cm3,
+            "dvh_samples": samples.n_samples,
+            "voxels": int(rows_by_name[s.name].size) if s.name in rows_by_name else 0,
             "d98_gy_rbe": m.d98, "d95_gy_rbe": m.d95, "d50_gy_rbe": m.d50, "d5_gy_rbe": m.d5,
             "d2_gy_rbe": m.d2, "dmax_gy_rbe": m.max, "mean_gy_rbe": m.mean,
-            "mean_gy": float(phys[rows].mean()), "v95": m.v95, "v107": m.v107,
-            "homogeneity_index": m.homogeneity_index}
-    if target is not None and target in rows_by_name:
+            "mean_gy": float(np.average(samples.dose(physical_dose_gy),
+                                        weights=samples.volume_mm3)),
+            "v95": m.v95, "v107": m.v107, "homogeneity_index": m.homogeneity_index}
+        h = cumulative_dvh(s.name, values, samples.volume_mm3, max_dose=top, n_bins=DVH_BINS)
+        dvhs[s.name] = {"dose_gy_rbe": [round(float(x), 4) for x in h.dose_gy],
+                        "volume_fraction": [round(float(x), 5) for x in h.volume_fraction]}
+    if target is not None and target in rows_by_name and target in structures:
         on_grid = np.zeros(dose_grid.n_voxels, dtype=bool)
         on_grid[rows_by_name[target]] = True
         structures[target]["conformity_index"] = conformity_index(rbe, on_grid, p)
-    top = 1.1 * float(rbe.max()) if rbe.size and rbe.max() > 0 else 1.0
-    voxel_mm3 = float(np.prod(dose_grid.spacing_mm))
-    dvhs = {}
-    for name, rows in rows_by_name.items():
-        h = cumulative_dvh(name, rbe[rows], voxel_mm3, max_dose=top, n_bins=DVH_BINS)
-        dvhs[name] = {"dose_gy_rbe": [round(float(x), 4) for x in h.dose_gy],
-                      "volume_fraction": [round(float(x), 5) for x in h.volume_fraction]}
-    return StructureReport(structures, dvhs, rows_by_name)
+    return StructureReport(structures, dvhs, rows_by_name, samples_by_name)

@@ -46,13 +46,15 @@ from planning.dose_grid import DoseGrid
 from planning.engine import PlanningEngine
 from planning.engine.forward_dose import forward_cubes
 from planning.errors import InputError
+from planning.evaluation import doses_at_volumes
 from planning.machine import Machine
 from planning.patient import Patient
 from planning.plan import Plan
 from planning.planner import PlanResult
 from planning.progress import CancelToken, ProgressCallback, report, stage_progress
 from planning.rbe import DepthTables, RbeModel, depth_tables
-from planning.structure_dose import structures_on_grid
+from planning.structure_dose import sampled_structures
+from planning.structure_sampling import DoseSamples
 
 log = logging.getLogger(__name__)
 
@@ -310,35 +312,34 @@ class RobustResult:
 
 
 def structure_metrics(rbe_dose: NDArray[np.floating], physical_dose: NDArray[np.floating],
-                      rows_by_name: dict[str, NDArray[np.int64]]) -> dict[str, dict[str, float]]:
+                      samples_by_name: dict[str, DoseSamples]) -> dict[str, dict[str, float]]:
     """Per structure: D98, D95, D50, D2, mean, maximum (Gy(RBE)) and mean physical dose (Gy).
 
     Parameters
     ----------
     rbe_dose, physical_dose : (nz, ny, nx) arrays on the dose grid
-    rows_by_name : dict of str to (n,) int64 arrays
-        Flat dose-grid rows of each structure (non-empty).
+    samples_by_name : dict of str to DoseSamples
+        Clinical DVH samples of each structure on that grid
+        (:func:`planning.structure_dose.sampled_structures`).
     """
-    rbe = np.asarray(rbe_dose).reshape(-1)
-    phys = np.asarray(physical_dose).reshape(-1)
     out = {}
-    for name, rows in rows_by_name.items():
-        d = rbe[rows].astype(np.float64)
-        d98, d95, d50, d2 = np.percentile(d, [2.0, 5.0, 50.0, 98.0])
+    for name, samples in samples_by_name.items():
+        d, w = samples.dose(rbe_dose), samples.volume_mm3
+        d98, d95, d50, d2 = doses_at_volumes(d, (98, 95, 50, 2), w)
         out[name] = {"d98_gy_rbe": float(d98), "d95_gy_rbe": float(d95),
                      "d50_gy_rbe": float(d50), "d2_gy_rbe": float(d2),
-                     "mean_gy_rbe": float(d.mean()), "max_gy_rbe": float(d.max()),
-                     "mean_gy": float(phys[rows].mean())}
+                     "mean_gy_rbe": float(np.average(d, weights=w)),
+                     "max_gy_rbe": float(d.max()),
+                     "mean_gy": float(np.average(samples.dose(physical_dose), weights=w))}
     return out
 
 
-def _dose_at_volumes(rbe_dose: NDArray[np.floating], rows_by_name: dict[str, NDArray[np.int64]]
+def _dose_at_volumes(rbe_dose: NDArray[np.floating], samples_by_name: dict[str, DoseSamples]
                      ) -> dict[str, NDArray[np.float64]]:
     """Per structure, the dose (Gy(RBE)) that ``v`` % of it receives at least, v in 0..100."""
-    rbe = np.asarray(rbe_dose).reshape(-1)
-    q = 100.0 - np.asarray(BAND_VOLUME_PERCENT, dtype=np.float64)
-    return {name: np.percentile(rbe[rows].astype(np.float64), q)
-            for name, rows in rows_by_name.items()}
+    return {name: doses_at_volumes(samples.dose(rbe_dose), BAND_VOLUME_PERCENT,
+                                   samples.volume_mm3)
+            for name, samples in samples_by_name.items()}
 
 
 _LOWER_IS_WORSE = ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe")
@@ -423,7 +424,7 @@ def evaluate_robustness(patient: Patient, plan: Plan, *, model: RbeModel,
                           machine=machine, grid_mm=grid_mm, hlut_path=hlut_path, device=device,
                           cutoff_fraction=cutoff_fraction, source=source,
                           progress=stage_progress(progress, 0.0, 1.0 / n), cancel=cancel)
-    rows_by_name = {s.name: rows for s, rows in structures_on_grid(patient, nominal.dose_grid)}
+    samples_by_name = {s.name: d for s, d in sampled_structures(patient, nominal.dose_grid)}
     rbe_min = nominal.rbe_dose_gy_rbe.copy()
     rbe_max = nominal.rbe_dose_gy_rbe.copy()
     phys_min = nominal.physical_dose_gy.copy()
@@ -437,8 +438,8 @@ def evaluate_robustness(patient: Patient, plan: Plan, *, model: RbeModel,
         entries[sc] = {"name": sc.name, "range_error_pct": sc.range_error_pct,
                        "shift_mm": [round(c, 6) for c in sc.shift_mm],
                        "seconds": round(seconds, 3),
-                       "structures": structure_metrics(rbe, phys, rows_by_name)}
-        volumes[sc] = _dose_at_volumes(rbe, rows_by_name)
+                       "structures": structure_metrics(rbe, phys, samples_by_name)}
+        volumes[sc] = _dose_at_volumes(rbe, samples_by_name)
 
     record(scenarios[0], nominal.rbe_dose_gy_rbe, nominal.physical_dose_gy, nominal_seconds)
     for done in stream:
@@ -452,10 +453,10 @@ def evaluate_robustness(patient: Patient, plan: Plan, *, model: RbeModel,
         cancel.raise_if_cancelled("robust evaluation")
     rows = [entries[sc] for sc in scenarios]
     worst: dict[str, Any] = {"structures": worst_case(rows),
-                             "voxelwise_min": structure_metrics(rbe_min, phys_min, rows_by_name),
-                             "voxelwise_max": structure_metrics(rbe_max, phys_max, rows_by_name)}
+                             "voxelwise_min": structure_metrics(rbe_min, phys_min, samples_by_name),
+                             "voxelwise_max": structure_metrics(rbe_max, phys_max, samples_by_name)}
     bands = {}
-    for name in rows_by_name:
+    for name in samples_by_name:
         stack = np.stack([volumes[sc][name] for sc in scenarios])
         bands[name] = {"volume_percent": list(BAND_VOLUME_PERCENT),
                        "dose_min_gy_rbe": [round(float(x), 4) for x in stack.min(axis=0)],

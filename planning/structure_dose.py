@@ -1,13 +1,25 @@
 """Structures on a dose grid: which voxels each one covers, and its dose statistics.
 
-The structure masks live on the CT grid; a dose cube lives on its own (usually coarser) grid.
-A dose-grid voxel belongs to a structure when its centre falls in a CT voxel of the structure
-(:func:`structure_rows`, nearest CT voxel): the rule of the planner's report, the
-recalculation, the comparison and the GUI's statistics (:func:`structure_dose_statistics`).
+Two ways to put a structure on a dose grid, each with its job:
+
+- **Dose-grid voxels** (:func:`structure_rows`): a dose-grid voxel belongs to a structure when
+  its centre falls in a CT voxel of the structure (nearest CT voxel). The optimizer's objectives,
+  the dose specification point, the conformity index and the comparison's focus use them.
+- **Clinical DVH samples** (:func:`sampled_structures`): the contours sampled at 1 mm or finer
+  with partial volumes (:mod:`planning.structure_sampling`), the dose interpolated trilinearly
+  at each sample (:mod:`planning.dose_interpolation`). The DVHs and metrics of the report (the
+  beams' target means and the mMKM/LEM I exchange table included), the GUI
+  (:func:`structure_dose_statistics`), the comparison and robust evaluation use them.
+
+The samples of a structure on a dose grid are computed once and kept while the structure
+lives (the dose changes, the geometry does not): at most :data:`GRIDS_KEPT` dose grids per
+structure, about 20 bytes a sample.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,6 +30,7 @@ from planning.dose_grid import DoseGrid
 from planning.errors import InputError
 from planning.evaluation import DoseMetrics, Dvh, cumulative_dvh, dose_metrics
 from planning.patient import CtVolume, Patient, Structure
+from planning.structure_sampling import DoseSamples, SamplingSettings, dose_samples
 
 #: Names (case-insensitive) that mark the body contour when no ROI is of type EXTERNAL.
 BODY_NAMES = ("external", "body", "skin")
@@ -90,6 +103,67 @@ def structures_on_grid(patient: Patient, dose_grid: DoseGrid, *,
     return out
 
 
+#: Dose grids whose samples are kept per structure (the latest ones).
+GRIDS_KEPT = 2
+_SampleKey = tuple[CtVolume, DoseGrid, SamplingSettings]
+_samples_kept: weakref.WeakKeyDictionary[Structure, dict[_SampleKey, DoseSamples | None]] = (
+    weakref.WeakKeyDictionary())
+_samples_lock = threading.Lock()
+
+
+def _kept_samples(structure: Structure, ct: CtVolume, dose_grid: DoseGrid,
+                  settings: SamplingSettings) -> DoseSamples | None:
+    """:func:`planning.structure_sampling.dose_samples`, computed once per structure and grid."""
+    key = (ct, dose_grid, settings)
+    with _samples_lock:
+        kept = _samples_kept.get(structure, {})
+        if key in kept:
+            return kept[key]
+    samples = dose_samples(structure, ct, dose_grid, settings)
+    with _samples_lock:
+        kept = _samples_kept.setdefault(structure, {})
+        kept[key] = samples
+        while len(kept) > GRIDS_KEPT:
+            del kept[next(iter(kept))]
+    return samples
+
+
+def sampled_structures(patient: Patient, dose_grid: DoseGrid, *,
+                       names: Sequence[str] | None = None,
+                       settings: SamplingSettings | None = None
+                       ) -> list[tuple[Structure, DoseSamples]]:
+    """Every structure with DVH samples on ``dose_grid`` and those samples.
+
+    Parameters
+    ----------
+    patient : Patient
+        CT and structure set; no structure set gives an empty list.
+    dose_grid : DoseGrid
+        Grid in the CT's frame.
+    names : sequence of str, optional
+        Only these structures (exact ROI names; default: all).
+    settings : SamplingSettings, optional
+        Sampling density (default :class:`planning.structure_sampling.SamplingSettings`).
+
+    Returns
+    -------
+    list of (Structure, DoseSamples)
+        In structure-set order; structures without a sample on the grid are left out.
+    """
+    if patient.structure_set is None:
+        return []
+    settings = settings or SamplingSettings()
+    wanted = None if names is None else set(names)
+    out = []
+    for s in patient.structure_set.structures:
+        if wanted is not None and s.name not in wanted:
+            continue
+        samples = _kept_samples(s, patient.ct, dose_grid, settings)
+        if samples is not None:
+            out.append((s, samples))
+    return out
+
+
 def body_mask(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid
               ) -> NDArray[np.bool_] | None:
     """The body on the dose grid: the first ROI of type EXTERNAL or named as in
@@ -141,8 +215,8 @@ class StructureDose:
         Cumulative DVH; ``dvh.dose_gy`` is in the unit of the cube (Gy, Gy(RBE), keV/µm, ...).
     metrics : DoseMetrics
         D98, D95, D50, D5, D2, mean, max, min, V95, V107 and HI against ``reference``.
-    voxels : int
-        Dose-grid voxels of the structure.
+    samples : int
+        DVH samples of the structure (:func:`sampled_structures`).
     """
 
     name: str
@@ -150,7 +224,7 @@ class StructureDose:
     interpreted_type: str
     dvh: Dvh
     metrics: DoseMetrics
-    voxels: int
+    samples: int
 
 
 NO_COLOUR_RGB = (200, 200, 200)
@@ -185,7 +259,8 @@ def structure_dose_statistics(
     Returns
     -------
     list of StructureDose
-        Structures with at least one dose-grid voxel, in structure-set order.
+        Structures with DVH samples on the grid (:func:`sampled_structures`), in
+        structure-set order.
     """
     cube = np.asarray(dose)
     if cube.shape != tuple(dose_grid.shape):
@@ -195,15 +270,14 @@ def structure_dose_statistics(
         raise InputError(f"the reference dose must be a positive number, got {reference}")
     if patient.structure_set is None:
         return []
-    flat = cube.reshape(-1)
-    top = 1.05 * float(flat.max()) if flat.size and flat.max() > 0 else 1.0
-    voxel_mm3 = float(np.prod(dose_grid.spacing_mm))
+    top = 1.05 * float(cube.max()) if cube.size and cube.max() > 0 else 1.0
     out = []
-    for s, rows in structures_on_grid(patient, dose_grid, names=names):
-        values = flat[rows]
+    for s, samples in sampled_structures(patient, dose_grid, names=names):
+        values = samples.dose(cube)
         out.append(StructureDose(
             name=s.name, colour_rgb=s.colour_rgb or NO_COLOUR_RGB,
             interpreted_type=s.interpreted_type,
-            dvh=cumulative_dvh(s.name, values, voxel_mm3, max_dose=top, n_bins=n_bins),
-            metrics=dose_metrics(values, reference), voxels=int(rows.size)))
+            dvh=cumulative_dvh(s.name, values, samples.volume_mm3, max_dose=top, n_bins=n_bins),
+            metrics=dose_metrics(values, reference, samples.volume_mm3),
+            samples=samples.n_samples))
     return out

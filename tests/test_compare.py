@@ -11,6 +11,7 @@ import re
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from scipy.ndimage import binary_dilation
 
 from planning import api
 from planning.compare.comparison import CompareSettings, compare
@@ -109,16 +110,19 @@ def test_dvh_metric_differences_per_structure():
     grid = DoseGrid.covering(grid_of(patient.ct), 4.0)
     ptv = patient.structure_set.get("PTV")
     rows = structure_rows(ptv.mask.to_dense(), grid_of(patient.ct), grid)
-    a = np.zeros(grid.n_voxels, np.float32)
-    a[rows] = 60.0
-    a = a.reshape(grid.shape)
+    a = np.zeros(grid.n_voxels, bool)
+    a[rows] = True
+    # 60 Gy two voxels beyond the PTV: its interpolated DVH samples all read 60 Gy
+    a = np.where(binary_dilation(a.reshape(grid.shape), np.ones((3, 3, 3)), 2), 60.0, 0.0).astype(
+        np.float32)
     frame = patient.ct.frame_of_reference_uid
     result = compare(_side("A", a, grid, frame), _side("B", 1.05 * a, grid, frame),
                      patient=patient,
                      settings=CompareSettings(prescription_gy=60.0, cross_model=False))
     by_name = {s.name: s for s in result.structures}
     p = by_name["PTV"]
-    assert p.voxels == rows.size
+    # the contours' volume is the mask's (isolines of it) to well within 1 %
+    assert p.volume_cm3 == pytest.approx(ptv.volume_cm3(patient.ct.spacing_mm), rel=0.01)
     for k in ("d98", "d95", "d50", "d2", "mean", "max"):
         assert p.metrics_a[k] == pytest.approx(60.0)
         assert p.difference[k] == pytest.approx(3.0, rel=1e-5)

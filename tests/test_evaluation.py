@@ -10,16 +10,18 @@ from planning.evaluation import conformity_index, cumulative_dvh, dose_at_volume
 
 
 def test_metrics_of_a_uniform_ramp() -> None:
-    # 101 voxels at 0, 1, ..., 100 Gy: D_x = 100 - x exactly (linear percentile).
+    # 101 voxels at 0, 1, ..., 100 Gy, each standing for the dose interval of 1 Gy around its
+    # own: the volume is uniform over -0.5 .. 100.5 Gy, so D_x = 100.5 - 1.01 x.
     d = np.arange(101.0)
-    assert dose_at_volume(d, 95) == pytest.approx(5.0)
-    assert dose_at_volume(d, 5) == pytest.approx(95.0)
+    assert dose_at_volume(d, 95) == pytest.approx(4.55)
+    assert dose_at_volume(d, 5) == pytest.approx(95.45)
     m = dose_metrics(d, prescription=50.0)
-    assert (m.d98, m.d95, m.d50, m.d5, m.d2) == pytest.approx((2.0, 5.0, 50.0, 95.0, 98.0))
+    assert (m.d98, m.d95, m.d50, m.d5, m.d2) == pytest.approx(
+        (1.52, 4.55, 50.0, 95.45, 98.48))
     assert m.mean == pytest.approx(50.0) and m.max == 100.0 and m.min == 0.0
     # V95: voxels >= 47.5 Gy -> 48..100 = 53 of 101; V107: >= 53.5 -> 54..100 = 47.
     assert m.v95 == pytest.approx(53 / 101) and m.v107 == pytest.approx(47 / 101)
-    assert m.homogeneity_index == pytest.approx((98.0 - 2.0) / 50.0)
+    assert m.homogeneity_index == pytest.approx((98.48 - 1.52) / 50.0)
 
 
 def test_uniform_dose_and_conformity() -> None:
@@ -34,7 +36,7 @@ def test_uniform_dose_and_conformity() -> None:
 
 
 def test_cumulative_dvh_steps() -> None:
-    dvh = cumulative_dvh("T", [10.0, 10.0, 20.0, 30.0], voxel_volume_mm3=1000.0,
+    dvh = cumulative_dvh("T", [10.0, 10.0, 20.0, 30.0], volume_mm3=1000.0,
                          max_dose=40.0, n_bins=4)
     # bins of 10.01 Gy: voxels >= edge 0, 10.01, 20.02, 30.03, 40.04
     np.testing.assert_allclose(dvh.volume_fraction, [1.0, 0.5, 0.25, 0.0, 0.0])

@@ -18,6 +18,7 @@ import json
 import numpy as np
 import pydicom
 import pytest
+from scipy.ndimage import binary_dilation
 
 from planning.cli import main
 from planning.dicom import load_patient, load_rt_dose, load_rt_ion_plan, write_demo_patient
@@ -30,6 +31,7 @@ from planning.machine import load_machine
 from planning.planner import structure_rows
 from planning.rbe import LemModel, MkmModel
 from planning.rbe.record import fit_label
+from planning.structure_dose import sampled_structures
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +78,10 @@ def test_exchange_files_and_report(planned):
 
 @pytest.mark.xfail(strict=True, reason="physics, not a bug: the demo PTV (12 cm3, two opposed "
                    "fields) has LETd ~85 keV/um (6 cm SOBP centre: 46), and LEM I / mMKM falls "
-                   "with LET; measured 1.17 at 3 Gy(RBE)/fx LEM, where a 2 cm SOBP centre gives "
-                   "1.15 and the 6 cm centre 1.30 (docs/physics.md, 'LEM I / mMKM ratio in small "
-                   "targets'); Zhang 2020's 1.37 is for larger nasopharynx targets")
+                   "with LET; measured 1.17 at 3 Gy(RBE)/fx LEM (generator 1.1.0, averaged LEM "
+                   "scheme), where a 2 cm SOBP centre gives 1.14 and the 6 cm centre 1.25 "
+                   "(central scheme; docs/physics.md, 'LEM I / mMKM ratio in small targets'); "
+                   "Zhang 2020's 1.37 is for larger nasopharynx targets")
 def test_exchange_ptv_ratio_matches_zhang_2020(planned):
     assert 1.2 <= planned[2]["exchange"]["structures"]["PTV"]["ratio_mean"] <= 1.6
 
@@ -93,18 +96,20 @@ def test_exchange_ratio_rises_at_lower_dose_per_fraction(planned):
     ptv = np.zeros(dose_grid.n_voxels, dtype=bool)
     ptv[structure_rows(patient.structure_set.get("PTV").mask.to_dense(), ct_grid,
                        dose_grid)] = True
-    ptv = ptv.reshape(dose_grid.shape)
+    # the PTV's DVH samples read the dose up to a voxel beyond its voxels
+    around_ptv = binary_dilation(ptv.reshape(dose_grid.shape), np.ones((3, 3, 3)))
+    samples = {s.name: d for s, d in sampled_structures(patient, dose_grid, names=["PTV"])}
     plan = load_rt_ion_plan(out / "RTPLAN.dcm").plan
     weights = np.concatenate([b.weights for b in plan.beams])
     rsp = default_hlut().hu_to_rsp(np.asarray(ct.hu, dtype=np.float32))
 
     engine = PlanningEngine(load_machine(), rsp, ct_grid, dose_grid,
                             [b.beam for b in plan.beams], [b.spots for b in plan.beams],
-                            DoseEngineSettings(device="cpu"), calc_mask=ptv)  # PTV only: fast
+                            DoseEngineSettings(device="cpu"), calc_mask=around_ptv)  # fast
 
     def ptv_ratio(scale: float) -> float:
         view = exchange_view(engine, scale * weights, 20)
-        ratio = exchange_metrics(view, [("PTV", ptv)])["PTV"]["ratio_mean"]
+        ratio = exchange_metrics(view, samples)["PTV"]["ratio_mean"]
         assert ratio is not None
         return ratio
 

@@ -122,12 +122,18 @@ def test_failed_save_keeps_the_old_file(tmp_path: Path, machine: Machine,
 def test_spot_limits_default_when_absent_and_round_trip(tmp_path: Path, machine: Machine) -> None:
     from planning.machine import DEFAULT_MAX_PARTICLES_PER_SPOT, DEFAULT_MIN_PARTICLES_PER_SPOT
 
-    # the shipped file predates the limits: they come from the defaults
+    # a file written before the limits existed: they come from the defaults
     with np.load(machine.provenance["source_file"]) as data:
-        meta = json.loads(str(data["metadata_json"]))
-    assert "min_particles_per_spot" not in meta
-    assert machine.min_particles_per_spot == DEFAULT_MIN_PARTICLES_PER_SPOT
-    assert machine.max_particles_per_spot == DEFAULT_MAX_PARTICLES_PER_SPOT
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays["metadata_json"]))
+    meta.pop("min_particles_per_spot", None)
+    meta.pop("max_particles_per_spot", None)
+    arrays["metadata_json"] = np.array(json.dumps(meta))
+    old = tmp_path / "old.npz"
+    np.savez_compressed(old, **arrays)
+    before = load_machine(old)
+    assert before.min_particles_per_spot == DEFAULT_MIN_PARTICLES_PER_SPOT
+    assert before.max_particles_per_spot == DEFAULT_MAX_PARTICLES_PER_SPOT
     out = tmp_path / "limits.npz"
     save_machine(dataclasses.replace(machine, min_particles_per_spot=2.5e4,
                                      max_particles_per_spot=3e7), out)

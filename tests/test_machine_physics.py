@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy.optimize import nnls
 
+from planning.errors import InputError
 from planning.machine import Machine, pencil_beam_data
 from planning.machine_generator import CarbonMachineGenerator, GeneratorSettings
 
@@ -216,3 +217,29 @@ def test_spread_out_bragg_peak_is_flat_within_3_percent(machine: Machine) -> Non
     inner = (z >= 101.0) & (z <= 149.0)
     assert dose[inner].max() / dose[inner].min() < 1.03 * 1.03
     assert np.abs(dose[inner] - 1).max() < 0.03
+
+
+def test_bragg_peak_at_400_mev_u_without_ripple_filter_is_haettners() -> None:
+    """Haettner et al. 2013 (PMB 58:8265; digitised curve tests/data/haettner2013): peak of
+    12C 400 MeV/u in water at 275.0 mm on the curve's axis, 272.6 mm after removing half the
+    PMMA entrance wall (2.39 mm water-equivalent); ICRU 90 water (I = 78 eV) within 1.5 mm."""
+    gen = CarbonMachineGenerator(GeneratorSettings(ripple_filter_sigma_mm=0.0))
+    assert gen.settings.water_mean_excitation_ev == 78.0
+    assert gen.generate_energy(400.0).peak_depth_mm == pytest.approx(272.6, abs=1.5)
+
+
+def test_nozzle_water_equivalent_thickness_shifts_every_depth_table() -> None:
+    """A nozzle of WET w is water upstream of the patient: every table behind it is the
+    table without nozzle read w deeper, and the Bragg peak is w shallower."""
+    wet = 5.0
+    plain = CarbonMachineGenerator().generate_energy(200.0)
+    nozzle = CarbonMachineGenerator(GeneratorSettings(nozzle_wet_mm=wet)).generate_energy(200.0)
+    assert nozzle.peak_depth_mm == pytest.approx(plain.peak_depth_mm - wet, abs=0.02)
+    assert nozzle.depth_mm[0] == 0.0
+    z = np.array([0.0, 30.0, 60.0, nozzle.peak_depth_mm - 1.0, nozzle.peak_depth_mm + 30.0])
+    for name in ("idd_mev_cm2_per_g", "sigma_core_mm", "letd_kev_um", "halo_weight"):
+        behind = np.interp(z, nozzle.depth_mm, getattr(nozzle, name))
+        upstream = np.interp(z + wet, plain.depth_mm, getattr(plain, name))
+        np.testing.assert_allclose(behind, upstream, rtol=0.01, err_msg=name)
+    with pytest.raises(InputError, match="nozzle"):
+        CarbonMachineGenerator(GeneratorSettings(nozzle_wet_mm=-1.0))

@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from planning.errors import DataFileError
+from planning.errors import DataFileError, InputError
 from planning.physics.scattering import lateral_sigma_mm
 from planning.physics.stopping import (
+    ICRU90_WATER_MEAN_EXCITATION_EV,
     RangeEnergy,
     bethe_bloch_mev_cm,
     load_stopping_table,
@@ -59,6 +60,37 @@ def test_other_sources_give_about_one_percent_longer_ranges() -> None:
     for src in ("geant4_11_3_0", "fluka_2020_0"):
         other = float(RangeEnergy(load_stopping_table(6, src), 12).range_mm(400))
         assert 1.002 < other / mstar < 1.02
+
+
+#: CSDA range of 12C in liquid water with the ICRU Report 90 (2016) mean excitation energy
+#: I = 78 eV, mm (as quoted in IonPlan issue 13).
+ICRU90_CSDA_RANGE_MM = {150: 52.83, 400: 274.8}
+
+
+@pytest.mark.parametrize("energy", sorted(ICRU90_CSDA_RANGE_MM))
+def test_mstar_moved_to_icru90_water_gives_icru90_ranges(energy: int) -> None:
+    table = load_stopping_table(6, "mstar_3_12", ICRU90_WATER_MEAN_EXCITATION_EV)
+    assert table.mean_excitation_ev == 78.0
+    r_mm = float(RangeEnergy(table, 12).range_mm(energy))
+    assert r_mm == pytest.approx(ICRU90_CSDA_RANGE_MM[energy], rel=0.002)
+
+
+def test_mean_excitation_energy_is_selectable_and_moves_ranges_as_published() -> None:
+    # Issue 13: 75 -> 78 eV lengthens the 12C CSDA range by 0.27 mm at 150 MeV/u and 1.27 mm
+    # at 400 MeV/u. 75 eV stays MSTAR's own table, and a table moved to its own I is unchanged.
+    own = load_stopping_table(6, "mstar_3_12")
+    assert own.mean_excitation_ev == 75.0
+    same = load_stopping_table(6, "mstar_3_12", 75.0)
+    np.testing.assert_array_equal(same.stopping_mev_cm, own.stopping_mev_cm)
+    moved = load_stopping_table(6, "mstar_3_12", 78.0)
+    for energy, shift_mm in ((150.0, 0.27), (400.0, 1.27)):
+        delta = float(RangeEnergy(moved, 12).range_mm(energy)
+                      - RangeEnergy(own, 12).range_mm(energy))
+        assert delta == pytest.approx(shift_mm, abs=0.03)
+    back = moved.with_mean_excitation(75.0)
+    np.testing.assert_allclose(back.stopping_mev_cm, own.stopping_mev_cm, rtol=2e-3)
+    with pytest.raises(InputError, match="mean excitation"):
+        own.with_mean_excitation(7.8)
 
 
 def test_unknown_source_and_ion_raise_domain_errors() -> None:

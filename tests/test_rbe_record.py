@@ -50,9 +50,19 @@ def test_record_holds_every_parameter_with_units():
                    "alpha_ref_gy": 0.7641, "beta_ref_gy2": 0.06152}
     lem = model_record(LemModel(Tissue("brainstem", 0.1, 0.05, 30.0, 4.5)))["parameters"]
     assert lem == {"tissue": {"name": "brainstem", "alpha_x_gy": 0.1, "beta_x_gy2": 0.05,
-                              "d_t_gy": 30.0, "nucleus_radius_um": 4.5}}
+                              "d_t_gy": 30.0, "nucleus_radius_um": 4.5,
+                              "rapid_scheme": "central"}}
     assert model_record(ConstantRbe(2.5))["parameters"] == {"rbe": 2.5}
     assert model_record(PhysicalDose())["parameters"] == {}
+
+
+def test_lem_record_without_a_scheme_is_the_averaged_scheme_it_was_computed_with():
+    # Records written before the tissue named its rapid scheme were evaluated with the
+    # impact-parameter averaged scheme, IonPlan's only one then.
+    record = copy.deepcopy(model_record(LemModel()))
+    del record["parameters"]["tissue"]["rapid_scheme"]
+    model = model_from_record(record)
+    assert isinstance(model, LemModel) and model.tissue.rapid_scheme == "averaged"
 
 
 def _broken(change):

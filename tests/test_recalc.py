@@ -195,9 +195,16 @@ def test_range_shifter_is_refused(demo):
 
 @pytest.mark.parametrize("model", [
     MkmModel(), MkmModel(f_clin=2.0, alpha0_gy=0.2), *(LemModel(t) for t in DEFAULT_TISSUES),
+    LemModel(dataclasses.replace(DEFAULT_TISSUES[0], rapid_scheme="averaged")),
     ConstantRbe(2.5), PhysicalDose()])
 def test_model_description_round_trips(model):
     assert model_from_description(model.describe()) == model
+
+
+def test_lem_description_without_a_scheme_is_the_averaged_scheme():
+    # Plans written before the rapid scheme was named were computed with the averaged scheme.
+    model = model_from_description("LEM I chordoma ax=0.1 bx=0.05 ax/bx=2Gy Dt=30Gy Rn=5um")
+    assert isinstance(model, LemModel) and model.tissue.rapid_scheme == "averaged"
 
 
 @pytest.mark.parametrize("text", ["", "unknown", "RBE 1.1", "LEM I chordoma", "LEM IV x"])

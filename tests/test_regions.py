@@ -143,3 +143,19 @@ def test_the_optimizer_samples_the_target_finer_than_far_regions():
     assert kept.size == 2 * 3 * 3
     assert not (k % 2).any() and not (j % 2).any() and not (i % 2).any()
     np.testing.assert_array_equal(thinned_rows(rows, shape, 1), rows)
+
+
+def test_jittered_points_take_two_of_every_block_at_every_position():
+    from planning.optimization_grid import jittered_rows
+
+    shape = (8, 10, 12)
+    rows = np.arange(8 * 10 * 12)
+    kept = jittered_rows(rows, shape, 2)
+    k, j, i = np.unravel_index(kept, shape)
+    blocks = (k // 2) * 100 + (j // 2) * 10 + i // 2
+    assert set(np.bincount(blocks)[np.unique(blocks)]) == {2}   # two per 2x2x2 block
+    assert np.unique(blocks).size == 4 * 5 * 6                   # in every block
+    sub = (k % 2) * 4 + (j % 2) * 2 + i % 2
+    assert set(sub.tolist()) == set(range(8))                    # every sub-voxel position
+    np.testing.assert_array_equal(jittered_rows(rows, shape, 2), kept)  # the same every time
+    np.testing.assert_array_equal(jittered_rows(rows, shape, 8), rows)

@@ -25,6 +25,10 @@ from planning.rbe import DEFAULT_TISSUES, LemModel, Tissue, parse_tissue, tissue
     ("hsg", tissue_by_name("hsg")),
     (" Chordoma ", DEFAULT_TISSUES[0]),
     ("0.2, 0.04, 12", Tissue("user(0.2, 0.04, 12)", 0.2, 0.04, 12.0)),
+    ("chordoma:averaged", Tissue("chordoma", 0.1, 0.05, 30.0, rapid_scheme="averaged")),
+    ("HSG : Central", tissue_by_name("hsg")),
+    ("0.2,0.04,12:averaged", Tissue("user(0.2,0.04,12)", 0.2, 0.04, 12.0,
+                                    rapid_scheme="averaged")),
 ])
 def test_parse_tissue(text, expected):
     assert parse_tissue(text) == expected
@@ -33,6 +37,7 @@ def test_parse_tissue(text, expected):
 @pytest.mark.parametrize("text, message", [
     ("bone", "unknown tissue"), ("0.1,0.05", "alpha_x,beta_x,D_t"),
     ("a,b,c", "must be numbers"), ("0.1,-0.05,30", "beta_x_gy2"),
+    ("chordoma:full", "rapid scheme"),
 ])
 def test_parse_tissue_rejects(text, message):
     with pytest.raises(InputError, match=message):

@@ -9,12 +9,12 @@ from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.checkbox import CheckBox
 from kivy.uix.label import Label
-from kivy.uix.spinner import Spinner
 from kivy.uix.textinput import TextInput
 
 from app.dose_display import DEFAULT_ISODOSE_PERCENT, DoseDisplay, parse_levels
 from app.session import DoseLayer
 from app.theme import BUTTON_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
+from app.widgets.menu import WideSpinner
 from app.widgets.viewer_panel import SliceSlider
 from planning.errors import InputError
 
@@ -47,22 +47,25 @@ class DosePanel(BoxLayout):
         ``on_rename(plan_name)``: the user asked to rename the selected plan.
     on_robustness : callable
         ``on_robustness()``: open the Robustness view of the selected plan.
+    on_beam_view : callable
+        ``on_beam_view()`` when the user asks for the beam's-eye view.
     """
 
     def __init__(self, *, on_change: Callable[[], None],
                  on_error: Callable[[BaseException], None],
                  on_rename: Callable[[str], None],
-                 on_robustness: Callable[[], None]) -> None:
+                 on_robustness: Callable[[], None],
+                 on_beam_view: Callable[[], None]) -> None:
         super().__init__(orientation="vertical", spacing=4, padding=PAD)
         self._on_change = on_change
         self._on_error = on_error
         self._layers: list[DoseLayer] = []
         self._levels = DEFAULT_ISODOSE_PERCENT
-        self.plan = Spinner(text="(no plan yet)", values=[], size_hint_y=None,
+        self.plan = WideSpinner(text="(no plan yet)", values=[], size_hint_y=None,
                             height=ROW_HEIGHT)
-        self.quantity = Spinner(text="", values=[], size_hint_y=None, height=ROW_HEIGHT,
+        self.quantity = WideSpinner(text="", values=[], size_hint_y=None, height=ROW_HEIGHT,
                                 font_size="13sp", shorten=True)
-        self.unit = Spinner(text=UNITS[0], values=list(UNITS), size_hint_y=None,
+        self.unit = WideSpinner(text=UNITS[0], values=list(UNITS), size_hint_y=None,
                             height=ROW_HEIGHT)
         self.wash = CheckBox(active=True, size_hint_x=None, width=30)
         self.isodoses = CheckBox(active=True, size_hint_x=None, width=30)
@@ -104,6 +107,10 @@ class DosePanel(BoxLayout):
                                         height=BUTTON_HEIGHT)
         self.robustness_button.bind(on_release=lambda *_: on_robustness())
         self.add_widget(self.robustness_button)
+        self.beam_view_button = Button(text="Beam's-eye view...", size_hint_y=None,
+                                       height=ROW_HEIGHT)
+        self.beam_view_button.bind(on_release=lambda *_: on_beam_view())
+        self.add_widget(self.beam_view_button)
         self.add_widget(Label())  # keeps the rows at the top
         self.plan.bind(text=lambda *_: self._changed())
         self.quantity.bind(text=lambda *_: self._changed())

@@ -11,9 +11,9 @@ from kivy.uix.checkbox import CheckBox
 from kivy.uix.gridlayout import GridLayout
 from kivy.uix.label import Label
 from kivy.uix.scrollview import ScrollView
-from kivy.uix.spinner import Spinner
 from kivy.uix.textinput import TextInput
 
+from app.model_note import model_switch_note
 from app.panels.form_widgets import row_label as _label
 from app.plan_setup import (
     CUSTOM_TISSUE,
@@ -28,6 +28,7 @@ from app.plan_setup import (
     parse_plan_setup,
 )
 from app.theme import BUTTON_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
+from app.widgets.menu import WideSpinner
 from planning.errors import InputError
 from planning.optimization import OBJECTIVE_KINDS, Objective
 
@@ -76,9 +77,9 @@ class ObjectiveRow(BoxLayout):
     def __init__(self, structures: Sequence[str], objective: Objective,
                  on_remove: Callable[[ObjectiveRow], None]) -> None:
         super().__init__(size_hint_y=None, height=ROW_HEIGHT, spacing=3)
-        self.structure = Spinner(text=objective.structure, values=list(structures),
+        self.structure = WideSpinner(text=objective.structure, values=list(structures),
                                  size_hint_x=0.3, font_size="12sp", shorten=True)
-        self.kind = Spinner(text=objective.kind, values=list(OBJECTIVE_KINDS),
+        self.kind = WideSpinner(text=objective.kind, values=list(OBJECTIVE_KINDS),
                             size_hint_x=0.34, font_size="12sp", shorten=True)
         self.dose = _field(f"{objective.dose_gy_rbe:.4g}", input_filter="float",
                            font_size="12sp")
@@ -140,7 +141,7 @@ class PlanPanel(BoxLayout):
         self.add_widget(self.scroll)
 
         form.add_widget(_section("Target and prescription"))
-        self.target = Spinner(text="", values=[], size_hint_y=None, height=ROW_HEIGHT)
+        self.target = WideSpinner(text="", values=[], size_hint_y=None, height=ROW_HEIGHT)
         self.target.bind(text=lambda *_: self._target_changed())
         self._target_name = ""
         self._objectives_rx_gy: float | None = None  # prescription the rows were written for
@@ -167,13 +168,19 @@ class PlanPanel(BoxLayout):
         form.add_widget(self.add_beam_button)
 
         form.add_widget(_section("Radiobiology"))
-        self.rbe = Spinner(text=RBE_MODELS[0][0], values=[m[0] for m in RBE_MODELS],
+        self.rbe = WideSpinner(text=RBE_MODELS[0][0], values=[m[0] for m in RBE_MODELS],
                            size_hint_y=None, height=ROW_HEIGHT)
         self.rbe.bind(text=lambda *_: self._show_model_fields())
         form.add_widget(self.rbe)
+        self._model_key = dict(RBE_MODELS)[self.rbe.text]
+        self.model_note = Label(text="", size_hint_y=None, height=0, halign="left",
+                                valign="top", font_size="12sp", color=(1.0, 0.75, 0.3, 1.0))
+        self.model_note.bind(width=lambda w, width: setattr(w, "text_size", (width, None)),
+                             texture_size=lambda w, ts: setattr(w, "height", ts[1]))
+        form.add_widget(self.model_note)
         grid = GridLayout(cols=2, size_hint_y=None, height=3 * ROW_HEIGHT + 8, spacing=4)
-        self.tissue = Spinner(text=TISSUE_CHOICES[0], values=list(TISSUE_CHOICES),
-                              size_hint_y=None, height=ROW_HEIGHT)
+        self.tissue = WideSpinner(text=TISSUE_CHOICES[0], values=list(TISSUE_CHOICES),
+                                  size_hint_y=None, height=ROW_HEIGHT)
         self.tissue.bind(text=lambda *_: self._show_model_fields())
         # alpha_x (1/Gy), beta_x (1/Gy^2), D_t (Gy) of the "custom" tissue
         self.tissue_custom = [_field(default, input_filter="float", hint_text=hint)
@@ -197,7 +204,7 @@ class PlanPanel(BoxLayout):
         self.spot_spacing = _field("3", input_filter="float")
         self.grid_mm = _field("2.5", input_filter="float")
         devices = [d[0] for d in DEVICES if d[1] != "gpu" or gpu_available]
-        self.device = Spinner(text="Auto", values=devices, size_hint_y=None, height=ROW_HEIGHT)
+        self.device = WideSpinner(text="Auto", values=devices, size_hint_y=None, height=ROW_HEIGHT)
         for text, w in (("Spot spacing (mm)", self.spot_spacing),
                         ("Dose grid (mm)", self.grid_mm), ("Device", self.device)):
             grid.add_widget(_label(text, 130))
@@ -372,7 +379,7 @@ class PlanPanel(BoxLayout):
             value = values.get(key)
             return value if isinstance(value, str) else None
 
-        def choose(spinner: Spinner, key: str) -> None:
+        def choose(spinner: WideSpinner, key: str) -> None:
             value = text(key)
             if value is not None and value in spinner.values:
                 spinner.text = value
@@ -419,6 +426,8 @@ class PlanPanel(BoxLayout):
         except ValueError:
             self._objectives_rx_gy = None
         self._show_model_fields()
+        # A restored model is no switch by the user: no note about the kept prescription.
+        self.model_note.text = ""
         self._show_per_fraction()
         self._beams_changed()
 
@@ -449,6 +458,9 @@ class PlanPanel(BoxLayout):
 
     def _show_model_fields(self) -> None:
         model = dict(RBE_MODELS).get(self.rbe.text, "mkm")
+        if model != self._model_key:
+            self.model_note.text = model_switch_note(self._model_key, model, self.dose.text)
+            self._model_key = model
         # The tissue also sets the LEM I side of the exchange view.
         self.tissue.disabled = model != "lem1" and not self.exchange.active
         for ti in self.tissue_custom:

@@ -14,7 +14,6 @@ from typing import Any
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.label import Label
-from kivy.uix.spinner import Spinner
 from kivy.uix.textinput import TextInput
 
 from app.panels.form_widgets import row_label as _label
@@ -30,6 +29,7 @@ from app.robust_review import (
 )
 from app.theme import BUTTON_HEIGHT, PAD, ROW_HEIGHT
 from app.widgets.dvh_plot import DvhPlot
+from app.widgets.menu import WideSpinner
 from app.widgets.metrics_table import MetricsTable
 from planning.errors import InputError
 
@@ -72,9 +72,9 @@ class RobustPanel(BoxLayout):
         self._report: Mapping[str, Any] = {}
         self.range_error = _field("3.5", 60)
         self.setup_error = _field("3", 60)
-        self.directions = Spinner(text="6", values=["6", "14"], size_hint=(None, None),
+        self.directions = WideSpinner(text="6", values=["6", "14"], size_hint=(None, None),
                                   width=60, height=ROW_HEIGHT)
-        self.scenario_set = Spinner(text=SCENARIO_SETS[0], values=list(SCENARIO_SETS),
+        self.scenario_set = WideSpinner(text=SCENARIO_SETS[0], values=list(SCENARIO_SETS),
                                     size_hint=(None, None), width=150, height=ROW_HEIGHT)
         self.evaluate_button = Button(text="Evaluate", size_hint=(None, None), width=110,
                                       height=BUTTON_HEIGHT)
@@ -89,7 +89,7 @@ class RobustPanel(BoxLayout):
                               "stopping power by 1 +/- the error; setup scenarios move the "
                               "beams' isocentres.", muted=True)
         self.add_widget(self.summary)
-        self.structure = Spinner(text="", values=[], size_hint=(None, None), width=220,
+        self.structure = WideSpinner(text="", values=[], size_hint=(None, None), width=220,
                                  height=ROW_HEIGHT)
         chooser = BoxLayout(size_hint_y=None, height=ROW_HEIGHT, spacing=PAD)
         chooser.add_widget(_label("Scenario table of", 130))

@@ -70,4 +70,5 @@ class TaskBar(BoxLayout):
             self._poll = None
         self.task = None
         self.cancel_button.disabled = True
+        self.bar.value = 0.0  # the outcome is in the text; the bar waits for the next task
         self.status.text = text

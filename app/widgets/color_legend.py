@@ -72,9 +72,11 @@ class ColorLegend(Widget):
             self.tick_values = np.zeros(0)
             return
         unit_texture = _text_texture(overlay.unit or "value", 12)
+        note_texture = _text_texture(overlay.note, 10) if overlay.note else None
+        note_h = note_texture.height + 4 if note_texture is not None else 0
         bar_x = self.x + _MARGIN_PX
-        bar_y = self.y + _MARGIN_PX + 8
-        bar_h = max(self.height - 2 * _MARGIN_PX - unit_texture.height - 16, 10.0)
+        bar_y = self.y + _MARGIN_PX + 8 + note_h
+        bar_h = max(self.height - 2 * _MARGIN_PX - unit_texture.height - 16 - note_h, 10.0)
         self.tick_values = rendering.legend_ticks(overlay.vmin, overlay.vmax)
         step = (float(self.tick_values[1] - self.tick_values[0])
                 if len(self.tick_values) > 1 else overlay.vmax - overlay.vmin)
@@ -86,6 +88,9 @@ class ColorLegend(Widget):
             Line(rectangle=(bar_x, bar_y, _BAR_WIDTH_PX, bar_h), width=1.0)
             Rectangle(texture=unit_texture, size=unit_texture.size,
                       pos=(bar_x, bar_y + bar_h + 6))
+            if note_texture is not None:
+                Rectangle(texture=note_texture, size=note_texture.size,
+                          pos=(self.x + 2, self.y + _MARGIN_PX))
             for value in self.tick_values:
                 y = bar_y + (float(value) - overlay.vmin) / span * bar_h
                 Line(points=[bar_x + _BAR_WIDTH_PX, y, bar_x + _BAR_WIDTH_PX + 4, y], width=1.0)

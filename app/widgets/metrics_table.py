@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kivy.core.text import Label as CoreLabel
 from kivy.graphics import Color, Rectangle
 from kivy.metrics import dp
 from kivy.properties import ColorProperty, NumericProperty
@@ -21,7 +22,9 @@ from kivy.uix.widget import Widget
 
 from planning.errors import InputError
 
-_NAME_WEIGHT = 2.2  # the name column is this many times as wide as a value column
+_NAME_WEIGHT = 1.6  # the name column is this many times as wide as a value column
+#: Smallest font a header title shrinks to, px.
+_MIN_FONT_SIZE = dp(9)
 
 
 @dataclass(frozen=True)
@@ -62,14 +65,35 @@ class _Swatch(Widget):
 
 class _Cell(Label):
     """A label whose text is aligned inside its own box: one line cut short with an ellipsis
-    (``wrap=False``), or wrapped onto more lines (header titles with units)."""
+    (``wrap=False``), or wrapped onto more lines at spaces (header titles with units), its
+    font made smaller when a word would not fit the column (never "Dme an")."""
 
     def __init__(self, *, wrap: bool = False, **kwargs: object) -> None:
         super().__init__(shorten=not wrap, shorten_from="right", valign="middle", **kwargs)
+        self._wrap = wrap
+        self._full_font_size = float(self.font_size)
         self.bind(size=self._fit)
 
     def _fit(self, *_args: object) -> None:
-        self.text_size = (max(self.width - dp(6), 0), self.height)
+        room = max(self.width - dp(6), 0)
+        self.text_size = (room, self.height)
+        if self._wrap:
+            self.font_size = _font_size_fitting(self.text.split(), room, self._full_font_size,
+                                                bold=self.bold)
+
+
+def _font_size_fitting(words: Sequence[str], width: float, font_size: float, *,
+                       bold: bool) -> float:
+    """The largest font size, from ``font_size`` down to :data:`_MIN_FONT_SIZE` in steps of
+    one, at which the widest of ``words`` fits ``width`` pixels."""
+    size = font_size
+    while size > _MIN_FONT_SIZE:
+        widest = max((CoreLabel(text=w, font_size=size, bold=bold).get_extents(w)[0]
+                      for w in words), default=0)
+        if widest <= width:
+            break
+        size -= 1.0
+    return max(size, _MIN_FONT_SIZE)
 
 
 class _Row(BoxLayout):
@@ -101,8 +125,10 @@ class MetricsTable(BoxLayout):
     foreground_color = ColorProperty((0.88, 0.89, 0.90, 1.0))
     header_color = ColorProperty((0.20, 0.22, 0.25, 1.0))
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, name_title: str = "Structure", **kwargs: object) -> None:
         super().__init__(orientation="vertical", **kwargs)
+        #: Title of the name column.
+        self.name_title = name_title
         self._columns: list[str] = []
         self._rows: list[MetricsRow] = []
         with self.canvas.before:
@@ -195,7 +221,7 @@ class MetricsTable(BoxLayout):
         self._header.height = self._header_height()
         self._header_bg_color.rgba = tuple(self.header_color)
         self._header.add_widget(Widget(size_hint_x=None, width=swatch_w))
-        self._header.add_widget(self._cell("Structure", bold=True, halign="left",
+        self._header.add_widget(self._cell(self.name_title, bold=True, halign="left",
                                            weight=_NAME_WEIGHT))
         for title in self._columns:
             self._header.add_widget(self._cell(title, bold=True, wrap=True))

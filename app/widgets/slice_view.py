@@ -15,7 +15,8 @@ Interaction
 Wheel (or up/down, page up/page down over the view): next/previous slice; Ctrl+wheel: zoom
 about the mouse; left drag: pan; left click (press and release without moving): move the
 crosshair there (the other views go to its slices); right drag: window (horizontal, wider to the
-right) and level (vertical, higher upwards); hover: position, HU and dose into
+right) and level (vertical, higher upwards); Home: all views of the state fit the whole slice
+again (zoom and pan reset); hover: position, HU and dose into
 ``state.readout_text``.
 """
 
@@ -62,6 +63,8 @@ PAGE_STEP = 5
 #: Right-drag sensitivity: HU per pixel per HU of window width at the start of the drag.
 WL_GAIN_PER_PX = 1.0 / 200.0
 _KEY_UP, _KEY_DOWN, _KEY_PAGEUP, _KEY_PAGEDOWN = 273, 274, 280, 281
+#: Home over a view: every view of its state fits the whole slice again.
+_KEY_HOME = 278
 _KEY_LCTRL, _KEY_RCTRL = 305, 306
 #: Wheel buttons: Kivy names the physical wheel-up event "scrolldown" (kivy issue 2070).
 _WHEEL_AWAY = "scrolldown"
@@ -147,7 +150,8 @@ class SliceView(Widget):
         self.refresh_seconds = 0.0
         self._build_canvas()
         self._trigger = Clock.create_trigger(self._refresh, -1)
-        state.bind(on_data=self._on_data, cursor_ijk=self._on_cursor,
+        state.bind(on_data=self._on_data, on_fit_views=lambda _s: self.reset_view(),
+                   cursor_ijk=self._on_cursor,
                    window_hu=self._on_window_level, level_hu=self._on_window_level)
         self.bind(pos=self._on_geometry, size=self._on_geometry, parent=self._on_geometry,
                   zoom=self._on_geometry, pan_mm=self._on_geometry,
@@ -438,9 +442,15 @@ class SliceView(Widget):
         texture = _text_texture(text, 12)
         self._info_rect.texture = texture
         self._info_rect.size = texture.size
-        self._info_rect.pos = (self.x + 4, self.top - texture.height - 4)
+        self._info_rect.pos = (self.x + 4, self.y + self.height - texture.height - 4)
+        self._place_edge_labels()
 
     # ------------------------------------------------------------------ transform
+    def _centre(self) -> tuple[float, float]:
+        """The view's centre from ``pos`` and ``size`` (Kivy's cached ``center``, ``right`` and
+        ``top`` aliases can lag behind a resize while ``size`` is dispatched)."""
+        return (self.x + 0.5 * self.width, self.y + 0.5 * self.height)
+
     def view_scale(self) -> float:
         """Screen pixels per mm."""
         if self._ct_mapping is None or self.width <= 0 or self.height <= 0:
@@ -460,13 +470,15 @@ class SliceView(Widget):
         """Widget (parent) coordinates of a plane point."""
         s = self.view_scale()
         uc, vc = self._view_centre_mm()
-        return (self.center_x + (u_mm - uc) * s, self.center_y + (v_mm - vc) * s)
+        cx, cy = self._centre()
+        return (cx + (u_mm - uc) * s, cy + (v_mm - vc) * s)
 
     def screen_to_plane(self, x: float, y: float) -> tuple[float, float]:
         """Plane mm of a point in widget (parent) coordinates."""
         s = self.view_scale()
         uc, vc = self._view_centre_mm()
-        return (uc + (x - self.center_x) / s, vc + (y - self.center_y) / s)
+        cx, cy = self._centre()
+        return (uc + (x - cx) / s, vc + (y - cy) / s)
 
     def screen_to_lps(self, x: float, y: float) -> tuple[float, float, float] | None:
         """LPS mm of a point of the view on the current slice; None without a CT."""
@@ -480,7 +492,8 @@ class SliceView(Widget):
     def _update_transform(self) -> None:
         s = self.view_scale()
         uc, vc = self._view_centre_mm()
-        self._translate.xy = (self.center_x - uc * s, self.center_y - vc * s)
+        cx, cy = self._centre()
+        self._translate.xy = (cx - uc * s, cy - vc * s)
         self._scale.xyz = (s, s, 1.0)
         wx, wy = self.to_window(self.x, self.y)
         self._scissor.x, self._scissor.y = math.floor(wx), math.floor(wy)
@@ -490,20 +503,21 @@ class SliceView(Widget):
         self._place_edge_labels()
         self._place_beam_labels()
         if self._info_rect is not None:
-            self._info_rect.pos = (self.x + 4, self.top - self._info_rect.size[1] - 4)
+            self._info_rect.pos = (self.x + 4, self.y + self.height - self._info_rect.size[1] - 4)
 
     def _place_background(self, scale: float, uc: float, vc: float) -> None:
         """Black strips left, right, below and above the CT image (the parts it leaves)."""
-        x0, y0, x1, y1 = self.x, self.y, self.right, self.top
+        x0, y0, x1, y1 = self.x, self.y, self.x + self.width, self.y + self.height
+        cx, cy = self._centre()
         if self._ct_mapping is None:
             ix0 = ix1 = x1
             iy0 = iy1 = y1
         else:
             u_min, v_min, u_max, v_max = self._ct_mapping.extent_mm
-            ix0 = min(max(self.center_x + (u_min - uc) * scale, x0), x1)
-            ix1 = min(max(self.center_x + (u_max - uc) * scale, x0), x1)
-            iy0 = min(max(self.center_y + (v_min - vc) * scale, y0), y1)
-            iy1 = min(max(self.center_y + (v_max - vc) * scale, y0), y1)
+            ix0 = min(max(cx + (u_min - uc) * scale, x0), x1)
+            ix1 = min(max(cx + (u_max - uc) * scale, x0), x1)
+            iy0 = min(max(cy + (v_min - vc) * scale, y0), y1)
+            iy1 = min(max(cy + (v_max - vc) * scale, y0), y1)
         left, right, below, above = self._background
         left.pos, left.size = (x0, y0), (ix0 - x0, y1 - y0)
         right.pos, right.size = (ix1, y0), (x1 - ix1, y1 - y0)
@@ -511,17 +525,23 @@ class SliceView(Widget):
         above.pos, above.size = (ix0, iy1), (ix1 - ix0, y1 - iy1)
 
     def _place_edge_labels(self) -> None:
+        """Orientation letters at the middle of each edge; the top one moves below the slice
+        text (top left) when a narrow view would make them overlap."""
         pad = 4.0
+        cx, cy = self._centre()
+        top = self.y + self.height
+        info_w, info_h = self._info_rect.size if self._info_rect is not None else (0.0, 0.0)
         for edge, rect in self._edge_labels.items():
             w, h = rect.size
             if edge == "top":
-                rect.pos = (self.center_x - w / 2, self.top - h - pad)
+                below_info = self.x + 4 + info_w + pad > cx - w / 2
+                rect.pos = (cx - w / 2, top - h - pad - (info_h + 2 if below_info else 0.0))
             elif edge == "bottom":
-                rect.pos = (self.center_x - w / 2, self.y + pad)
+                rect.pos = (cx - w / 2, self.y + pad)
             elif edge == "left":
-                rect.pos = (self.x + pad, self.center_y - h / 2)
+                rect.pos = (self.x + pad, cy - h / 2)
             else:
-                rect.pos = (self.right - w - pad, self.center_y - h / 2)
+                rect.pos = (self.x + self.width - w - pad, cy - h / 2)
 
     def _place_beam_labels(self) -> None:
         for rect, u, v in self._beam_labels:
@@ -611,8 +631,9 @@ class SliceView(Widget):
         self.zoom = new_zoom
         s = self.view_scale()
         u_min, v_min, u_max, v_max = self._ct_mapping.extent_mm
-        uc = u - (x - self.center_x) / s
-        vc = v - (y - self.center_y) / s
+        cx, cy = self._centre()
+        uc = u - (x - cx) / s
+        vc = v - (y - cy) / s
         self.pan_mm = [uc - 0.5 * (u_min + u_max), vc - 0.5 * (v_min + v_max)]
 
     def reset_view(self) -> None:
@@ -630,8 +651,11 @@ class SliceView(Widget):
             self._ctrl_down = True
             return False
         steps = {_KEY_UP: 1, _KEY_DOWN: -1, _KEY_PAGEUP: PAGE_STEP, _KEY_PAGEDOWN: -PAGE_STEP}
-        if key not in steps or not self._under_mouse():
+        if key not in (*steps, _KEY_HOME) or not self._under_mouse():
             return False
+        if key == _KEY_HOME:
+            self.state.fit_views()
+            return True
         self.step_slice(steps[key])
         return True
 
@@ -656,7 +680,7 @@ class SliceView(Widget):
             return
         normal = rendering.slice_position_mm(ct, self.orientation, int(self.slice_index))
         point = rendering.plane_to_lps(u_mm, v_mm, self.orientation, normal)
-        self.state.readout_text = self.state.readout_at(point)
+        self.state.show_readout(point)
 
     # ------------------------------------------------------------------ export
     def export_as_image(self, *args: object, **kwargs: object) -> object:

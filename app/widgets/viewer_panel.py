@@ -28,6 +28,7 @@ from app.widgets.slice_view import SliceView
 _SLIDER_HEIGHT = 28
 _TOOLBAR_HEIGHT = 32
 _LEGEND_WIDTH = 78
+_PRESET_WIDTH = 74
 
 
 _TRACK_RGBA = (0.35, 0.35, 0.38, 1.0)
@@ -68,8 +69,12 @@ class SliceSlider(Widget):
         self._redraw()
 
     def _usable(self) -> tuple[float, float]:
-        """Left and right x of the thumb centre's travel."""
-        return (self.x + _THUMB_WIDTH / 2, self.right - _THUMB_WIDTH / 2)
+        """Left and right x of the thumb centre's travel.
+
+        From ``x`` and ``width``, not Kivy's ``right``: that cached alias can still hold the
+        old value while a resize dispatches ``size`` (the thumb then stayed where it was).
+        """
+        return (self.x + _THUMB_WIDTH / 2, self.x + self.width - _THUMB_WIDTH / 2)
 
     def value_at(self, x: float) -> int:
         """The value for a pointer at widget x (rounded, clipped)."""
@@ -84,7 +89,7 @@ class SliceSlider(Widget):
         span = self.max - self.min
         f = (self.value - self.min) / span if span > 0 else 0.0
         cx = left + min(max(f, 0.0), 1.0) * (right - left)
-        self._track.pos = (self.x, self.center_y - _TRACK_HEIGHT / 2)
+        self._track.pos = (self.x, self.y + (self.height - _TRACK_HEIGHT) / 2)
         self._track.size = (self.width, _TRACK_HEIGHT)
         self._thumb.pos = (cx - _THUMB_WIDTH / 2, self.y + 4)
         self._thumb.size = (_THUMB_WIDTH, max(self.height - 8, 4))
@@ -126,6 +131,8 @@ class ViewerPanel(BoxLayout):
         Slice slider of each orientation.
     preset_buttons : dict str -> Button
         Window/level preset buttons, by :data:`WINDOW_PRESETS` name.
+    fit_button : Button
+        Fits the whole slice in every view again (as the Home key over a view).
     legend : ColorLegend
     readout : Label
         Shows ``state.readout_text``.
@@ -154,13 +161,19 @@ class ViewerPanel(BoxLayout):
                             height=dp(_TOOLBAR_HEIGHT), spacing=dp(3))
         self.preset_buttons: dict[str, Button] = {}
         for name in WINDOW_PRESETS:
-            button = Button(text=name, size_hint_x=None, width=dp(84))
+            button = Button(text=name, size_hint_x=None, width=dp(_PRESET_WIDTH),
+                            font_size="13sp")
             button.bind(on_release=lambda _b, preset=name: self.state.apply_preset(preset))
             self.preset_buttons[name] = button
             toolbar.add_widget(button)
-        self.wl_label = Label(size_hint_x=None, width=dp(130), font_size="12sp")
+        self.fit_button = Button(text="Fit (Home)", size_hint_x=None, width=dp(_PRESET_WIDTH),
+                                 font_size="13sp")
+        self.fit_button.bind(on_release=lambda *_: self.state.fit_views())
+        toolbar.add_widget(self.fit_button)
+        self.wl_label = Label(size_hint_x=None, width=dp(96), font_size="12sp")
         toolbar.add_widget(self.wl_label)
-        self.readout = Label(text="", halign="left", valign="middle", font_size="13sp")
+        self.readout = Label(text="", halign="left", valign="middle", font_size="13sp",
+                             shorten=True, shorten_from="right")
         self.readout.bind(size=lambda label, size: setattr(label, "text_size", size))
         toolbar.add_widget(self.readout)
         self.add_widget(toolbar)

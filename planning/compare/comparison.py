@@ -358,7 +358,7 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
     if chosen is None:
         warnings.append("no CT with structures: give --ct for DVH metrics")
     elif not structures:
-        warnings.append("the CT has no structure with voxels on the dose grid")
+        warnings.append("the CT has no structure inside the dose grid")
     focus, focus_name = _focus(grid, ref, masks, target)
     ct_hu = None
     if chosen is not None:

@@ -14,9 +14,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from planning.compare.dvh_compare import structure_masks
 from planning.compare.recalc import plan_model, prepare_recalc
 from planning.dose_grid import DoseGrid
 from planning.exchange import ExchangeView, exchange_report, exchange_view
@@ -25,6 +22,7 @@ from planning.patient import Patient
 from planning.plan import Plan
 from planning.progress import CancelToken, ProgressCallback
 from planning.rbe import LemModel, MkmModel
+from planning.structure_dose import sampled_structures
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,14 +116,14 @@ def cross_model_view(patient: Patient, plan: Plan, *, label: str = "",
     view = exchange_view(setup.engine(cancel=cancel), setup.weights_per_fraction,
                          plan.prescription.n_fractions, mkm=mkm, lem=lem, progress=progress,
                          cancel=cancel)
-    rows = {s.name: r for s, r in structure_masks(patient, setup.dose_grid)}
+    samples = {s.name: d for s, d in sampled_structures(patient, setup.dose_grid)}
     target = None
     if patient.structure_set is not None:
         try:
             target = patient.structure_set.get(plan.prescription.target).name
         except KeyError:
             target = None
-    structures = exchange_report(view, {k: np.asarray(v) for k, v in rows.items()})["structures"]
+    structures = exchange_report(view, samples)["structures"]
     return CrossModelView(label=label, plan_label=plan.label, plan_rbe_model=plan.rbe_model,
                           view=view, target=target,
                           prescription_gy_rbe=plan.prescription.total_dose_gy_rbe,

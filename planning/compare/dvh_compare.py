@@ -1,8 +1,11 @@
 """Per-structure DVH curves and metric differences of two doses on one grid.
 
-Structures come from the CT's structure set; a dose-grid voxel belongs to a structure when the
-CT voxel nearest to its centre does (:func:`planning.structure_dose.structures_on_grid`, the
-rule of the planner's report and the GUI's statistics). Metrics follow
+Structures come from the CT's structure set. DVHs and metrics use the clinical DVH samples
+(contours sampled at 1 mm or finer with partial volumes, each dose interpolated trilinearly at
+them: :func:`planning.structure_dose.sampled_structures`, as the planner's report and the GUI's
+statistics); :func:`structure_masks` gives the dose-grid voxels of each structure (a voxel
+belongs to a structure when the CT voxel nearest to its centre does) for the view's focus.
+Metrics follow
 ICRU 83 (:mod:`planning.evaluation`): D98, D95, D50, D2, mean and maximum, and V95 (the fraction
 of the structure receiving at least 95 % of the prescription, only when it is known).
 """
@@ -18,7 +21,7 @@ from numpy.typing import ArrayLike, NDArray
 from planning.dose_grid import DoseGrid
 from planning.evaluation import Dvh, cumulative_dvh, dose_metrics
 from planning.patient import Patient, Structure
-from planning.structure_dose import structures_on_grid
+from planning.structure_dose import sampled_structures, structures_on_grid
 
 #: Metrics compared, in report order.
 METRICS = ("d98", "d95", "d50", "d2", "mean", "max", "v95")
@@ -41,8 +44,10 @@ class StructureComparison:
         RT ROI Interpreted Type.
     colour_rgb : tuple of 3 int
         Display colour (the structure set's, else a fixed palette colour).
-    voxels : int
-        Dose-grid voxels in the structure.
+    volume_cm3 : float
+        Volume of the structure on the grid (its DVH samples').
+    samples : int
+        DVH samples of the structure.
     metrics_a, metrics_b : dict
         ``{metric: value}`` for :data:`METRICS`; doses in Gy (Gy(RBE)), V95 a fraction in
         [0, 1] or None without a prescription.
@@ -53,7 +58,8 @@ class StructureComparison:
     name: str
     interpreted_type: str
     colour_rgb: tuple[int, int, int]
-    voxels: int
+    volume_cm3: float
+    samples: int
     metrics_a: dict[str, float | None]
     metrics_b: dict[str, float | None]
     dvh_a: Dvh
@@ -70,7 +76,8 @@ class StructureComparison:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready metrics (DVH curves left out: see :func:`dvh_curves_dict`)."""
-        return {"interpreted_type": self.interpreted_type, "voxels": self.voxels,
+        return {"interpreted_type": self.interpreted_type, "volume_cm3": self.volume_cm3,
+                "dvh_samples": self.samples,
                 "colour_rgb": list(self.colour_rgb), "a": self.metrics_a, "b": self.metrics_b,
                 "b_minus_a": self.difference}
 
@@ -81,9 +88,9 @@ def structure_masks(patient: Patient, grid: DoseGrid) -> list[tuple[Structure, N
     return structures_on_grid(patient, grid)
 
 
-def _metrics(doses: NDArray[np.float64], prescription_gy: float | None
-             ) -> dict[str, float | None]:
-    m = dose_metrics(doses, prescription_gy if prescription_gy else 1.0)
+def _metrics(doses: NDArray[np.float64], volumes_mm3: NDArray[np.float32],
+             prescription_gy: float | None) -> dict[str, float | None]:
+    m = dose_metrics(doses, prescription_gy if prescription_gy else 1.0, volumes_mm3)
     return {"d98": m.d98, "d95": m.d95, "d50": m.d50, "d2": m.d2, "mean": m.mean,
             "max": m.max, "v95": m.v95 if prescription_gy else None}
 
@@ -100,26 +107,27 @@ def compare_structures(reference: ArrayLike, evaluated: ArrayLike, grid: DoseGri
     grid : DoseGrid
         Their common grid (same Frame of Reference as the patient's CT).
     patient : Patient
-        CT and structure set; structures without voxels on ``grid`` are left out.
+        CT and structure set; structures without DVH samples on ``grid`` are left out.
     prescription_gy : float, optional
         Total prescribed dose for V95.
     n_bins : int
         DVH dose bins, shared by A and B (0 to 1.05 x the larger maximum).
     """
-    ref = np.asarray(reference, dtype=np.float64).reshape(-1)
-    ev = np.asarray(evaluated, dtype=np.float64).reshape(-1)
+    ref = np.asarray(reference, dtype=np.float64)
+    ev = np.asarray(evaluated, dtype=np.float64)
     top = 1.05 * max(float(ref.max()), float(ev.max()), 1e-9)
-    voxel_mm3 = float(np.prod(grid.spacing_mm))
     out = []
-    for i, (s, rows) in enumerate(structure_masks(patient, grid)):
+    for i, (s, samples) in enumerate(sampled_structures(patient, grid)):
         colour = s.colour_rgb or FALLBACK_COLOURS[i % len(FALLBACK_COLOURS)]
+        dose_a, dose_b, w = samples.dose(ref), samples.dose(ev), samples.volume_mm3
         out.append(StructureComparison(
             name=s.name, interpreted_type=s.interpreted_type,
-            colour_rgb=(int(colour[0]), int(colour[1]), int(colour[2])), voxels=int(rows.size),
-            metrics_a=_metrics(ref[rows], prescription_gy),
-            metrics_b=_metrics(ev[rows], prescription_gy),
-            dvh_a=cumulative_dvh(s.name, ref[rows], voxel_mm3, max_dose=top, n_bins=n_bins),
-            dvh_b=cumulative_dvh(s.name, ev[rows], voxel_mm3, max_dose=top, n_bins=n_bins)))
+            colour_rgb=(int(colour[0]), int(colour[1]), int(colour[2])),
+            volume_cm3=samples.volume_cm3, samples=samples.n_samples,
+            metrics_a=_metrics(dose_a, w, prescription_gy),
+            metrics_b=_metrics(dose_b, w, prescription_gy),
+            dvh_a=cumulative_dvh(s.name, dose_a, w, max_dose=top, n_bins=n_bins),
+            dvh_b=cumulative_dvh(s.name, dose_b, w, max_dose=top, n_bins=n_bins)))
     return tuple(out)
 
 

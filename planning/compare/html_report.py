@@ -156,14 +156,14 @@ def _gamma_table(result: ComparisonResult) -> str:
 def _structures_table(result: ComparisonResult) -> str:
     if not result.structures:
         return "<p>No structures (give a CT with an RT Structure Set).</p>"
-    header = ["structure", "voxels"]
+    header = ["structure", "volume cm³"]
     names = {"d98": "D98", "d95": "D95", "d50": "D50", "d2": "D2", "mean": "Dmean",
              "max": "Dmax", "v95": "V95 %"}
     for k in names.values():
         header += [f"{k} A", f"{k} B", f"{k} B-A"]
     rows = []
     for s in result.structures:
-        row: list[Any] = [s.name, s.voxels]
+        row: list[Any] = [s.name, s.volume_cm3]
         diff = s.difference
         for k in names:
             scale = 100.0 if k == "v95" else 1.0

@@ -58,6 +58,8 @@ from planning.structure_dose import body_mask, grid_of
 log = logging.getLogger(__name__)
 
 _KEY_VALUE = re.compile(r"([A-Za-z][A-Za-z0-9/]*)=([-+0-9.eE]+)(?:um|Gy)?(?=\s|$)")
+#: The LEM I rapid scheme of a description (``rapid=central``); absent before 2026-12.
+_RAPID = re.compile(r"\brapid=([a-z]+)(?=\s|$)")
 _MKM_KEYS = {"a0": "alpha0_gy", "b": "beta_gy2", "rd": "domain_radius_um",
              "Rn": "nucleus_radius_um", "Fclin": "f_clin", "ar": "alpha_ref_gy",
              "br": "beta_ref_gy2"}
@@ -120,7 +122,7 @@ def model_from_description(text: str) -> RbeModel | None:
     ----------
     text : str
         E.g. ``"mMKM HSG a0=0.172 b=0.0615 rd=0.32um Rn=3.9um Fclin=2.41 ar=0.764
-        br=0.0615"``, ``"LEM I chordoma ax=0.1 bx=0.05 ax/bx=2Gy Dt=30Gy Rn=5um"``,
+        br=0.0615"``, ``"LEM I chordoma ax=0.1 bx=0.05 ax/bx=2Gy Dt=30Gy Rn=5um rapid=central"``,
         ``"constant RBE 3"`` or ``"physical dose"``.
 
     Returns
@@ -142,8 +144,11 @@ def model_from_description(text: str) -> RbeModel | None:
             name = s.split()[2]
             if not {"ax", "bx", "Dt"} <= set(values):
                 return None
+            # Descriptions written before the scheme was named were the averaged scheme.
+            scheme = _RAPID.search(s)
             return LemModel(Tissue(name, values["ax"], values["bx"], values["Dt"],
-                                   values.get("Rn", 5.0)))
+                                   values.get("Rn", 5.0),
+                                   scheme.group(1) if scheme else "averaged"))
         if s.startswith("constant RBE "):
             return ConstantRbe(float(s.split()[2]))
         if s == "physical dose":
@@ -366,7 +371,6 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
     sections = structure_report(patient, setup.dose_grid, cubes.physical_dose_gy,
                                 cubes.rbe_dose_gy_rbe, plan.prescription.total_dose_gy_rbe,
                                 target)
-    rows_by_name = sections.rows_by_name
     warnings = [*(source or {}).get("warnings", ()), *setup.warnings]
     coarse = grid_warning(setup.dose_grid.spacing_mm)
     if coarse is not None:
@@ -374,11 +378,6 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
     if target is None:
         warnings.append(f"the plan's target {plan.prescription.target!r} is not a structure "
                         "of the CT's structure set")
-
-    def target_mean(beam_dose: NDArray[np.float32]) -> float | None:
-        if target is None or target not in rows_by_name:
-            return None
-        return float(beam_dose.reshape(-1)[rows_by_name[target]].mean())
 
     rep: dict[str, Any] = {
         "source_plan": dict(source or {}),
@@ -393,7 +392,7 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
         "beams": [{"name": b.label, "gantry_deg": b.gantry_deg, "couch_deg": b.couch_deg,
                    "isocenter_mm": list(b.isocenter_mm), "spots": s.n_spots,
                    "layers": int(np.unique(s.layer).size),
-                   "target_mean_gy": target_mean(bd)}
+                   "target_mean_gy": sections.mean_of(target, bd)}
                   for b, s, bd in zip(setup.beams, setup.spot_maps, cubes.beam_physical_dose_gy,
                                       strict=True)],
         "spots": int(plan.n_spots),
@@ -414,7 +413,7 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
         mkm, lem = paired_models(model, lem_default)
         view = exchange_view(engine, setup.weights_per_fraction, n_fx, mkm=mkm, lem=lem,
                              progress=stage_progress(progress, 0.8, 0.99), cancel=cancel)
-        rep["exchange"] = exchange_report(view, rows_by_name)
+        rep["exchange"] = exchange_report(view, sections.samples_by_name)
         timings["exchange"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     report(progress, 1.0, "recalculation done")

@@ -27,17 +27,13 @@ from planning.dicom._values import (
     reading,
 )
 from planning.dicom.errors import DicomImportError
-from planning.dicom.rasterize import FloatArray, box_bounds, rasterize_even_odd
+from planning.dicom.rasterize import FloatArray, box_bounds, rasterize_even_odd, slice_polygons
 from planning.dicom.scan import RT_STRUCTURE_SET_STORAGE
 from planning.patient import Contour, CtVolume, RoiMask, Structure, StructureSet
 
 logger = logging.getLogger(__name__)
 
 _CONTOUR_DATA_TAG = 0x30060050
-#: A closed planar contour counts as axial when its z spread is under this fraction of a slice.
-PLANARITY_TOLERANCE = 0.01
-#: A contour further than this fraction of a slice spacing from a slice plane is reported.
-OFF_PLANE_TOLERANCE = 0.01
 GEOMETRIC_TYPES = ("CLOSED_PLANAR", "OPEN_PLANAR", "OPEN_NONPLANAR", "POINT")
 
 
@@ -90,43 +86,8 @@ def contours_to_mask(
     warnings : list of str
         One line per kind of problem (contours outside the CT, between slices, open, ...).
     """
-    ox, oy, oz = ct.origin_mm
-    sz, sy, sx = ct.spacing_mm
-    nz, ny, nx = ct.shape
-    per_slice: dict[int, list[FloatArray]] = {}
-    problems = dict.fromkeys(
-        ("outside", "clipped", "off_plane", "non_axial", "open", "degenerate"), 0
-    )
-    for contour in contours:
-        if contour.geometric_type == "POINT":
-            continue
-        if contour.geometric_type != "CLOSED_PLANAR":
-            problems["open"] += 1
-            continue
-        pts = contour.points_mm
-        if pts.shape[0] < 3:
-            problems["degenerate"] += 1
-            continue
-        z = pts[:, 2]
-        if float(z.max() - z.min()) > PLANARITY_TOLERANCE * sz:
-            problems["non_axial"] += 1
-            continue
-        k_exact = (float(z.mean()) - oz) / sz
-        k = round(k_exact)
-        if k < 0 or k >= nz:
-            problems["outside"] += 1
-            continue
-        if abs(k_exact - k) > OFF_PLANE_TOLERANCE:
-            problems["off_plane"] += 1
-        ij = np.column_stack(((pts[:, 0] - ox) / sx, (pts[:, 1] - oy) / sy))
-        lo = ij.min(axis=0)
-        hi = ij.max(axis=0)
-        if hi[0] < -0.5 or hi[1] < -0.5 or lo[0] > nx - 0.5 or lo[1] > ny - 0.5:
-            problems["outside"] += 1
-            continue
-        if lo[0] < -0.5 or lo[1] < -0.5 or hi[0] > nx - 0.5 or hi[1] > ny - 0.5:
-            problems["clipped"] += 1
-        per_slice.setdefault(k, []).append(ij)
+    _, ny, nx = ct.shape
+    per_slice, problems = slice_polygons(contours, ct)
     warnings = _describe_problems(roi_name, problems)
     if not per_slice:
         return RoiMask.empty(ct.shape), warnings

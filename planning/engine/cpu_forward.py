@@ -63,6 +63,8 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
                 continue
             w_rank = layer_weights_by_rank(layer, w)
             for chunk in plan.chunks:
+                if cancel is not None:
+                    cancel.raise_if_cancelled("dose calculation")
                 local = plan.voxel[chunk.start:chunk.stop] - start  # distinct within a layer
                 dose = chunk_dose(plan, chunk, w_rank)
                 d[local] += dose
@@ -81,6 +83,10 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
 
     n_threads = cpu_threads(settings.n_threads)
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        for i, _ in enumerate(pool.map(run, blocks)):
-            report(progress, (i + 1) / len(blocks), "dose cubes")
+        try:
+            for i, _ in enumerate(pool.map(run, blocks)):
+                report(progress, (i + 1) / len(blocks), "dose cubes")
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # blocks not started yet never start
+            raise
     return beam_dose, let_dose, model

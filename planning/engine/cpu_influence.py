@@ -86,9 +86,13 @@ def build_matrices(xp: Any, work: Sequence[BeamWork], n_rows: int, n_spots: int,
     blocks = [(bw, start, min(start + settings.block_voxels, bw.voxels.n))
               for bw in work for start in range(0, bw.voxels.n, settings.block_voxels)]
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        csr = _CsrAssembly(xp, _count_rows(run, pool, blocks, work, n_rows), let=store_let,
-                           n_model=n_model, dtype=dtype)
-        _write_entries(run, pool, blocks, csr)
+        try:
+            csr = _CsrAssembly(xp, _count_rows(run, pool, blocks, work, n_rows),
+                               let=store_let, n_model=n_model, dtype=dtype)
+            _write_entries(run, pool, blocks, csr)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # blocks not started yet never start
+            raise
     if not csr.complete:
         raise RuntimeError("influence matrix assembly is inconsistent (counts differ between "
                            "passes); please report this as a bug")
@@ -174,6 +178,7 @@ class _CsrAssembly:
         for plan in run.plans(bw, start, stop):
             local = plan.voxel - start
             for chunk in plan.chunks:
+                run.check()
                 at = local[chunk.start:chunk.stop]
                 row_start = xp.take(fill, at)
                 pairs = chunk_pairs(plan, chunk, row_start=row_start,

@@ -40,6 +40,7 @@ from planning.dose_grid import DoseGrid
 from planning.errors import DeviceError, PlanningError
 from planning.geometry import BeamFrame, lps_to_bev
 from planning.machine import MEV_PER_G_TO_GY, Machine
+from planning.progress import CancelToken, ProgressCallback, report
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +274,19 @@ def check_volume(rsp_volume: ArrayLike, ct_grid: DoseGrid) -> NDArray[np.float32
 
 
 def wepl_at_points(xp: Any, rsp_x: Any, ct_grid: DoseGrid, frame: BeamFrame, points: Any,
-                 step_mm: float | None) -> Any:
+                   step_mm: float | None, *, progress: ProgressCallback | None = None,
+                   cancel: CancelToken | None = None, stage: str = "water-equivalent depth"
+                   ) -> Any:
+    """WEPL of LPS ``points`` through the beam's cube; ``progress(fraction, stage)`` and the
+    cancel check run after each chunk of the cube (a fraction of a second each)."""
+
+    def on_chunk(fraction: float) -> None:
+        if cancel is not None:
+            cancel.raise_if_cancelled(stage)
+        report(progress, fraction, stage)
+
     cube = wepl_cube(rsp_x, ct_grid.spacing_mm, ct_grid.origin_mm, frame.direction,
-                     frame.u_axis, frame.v_axis, depth_step_mm=step_mm)
+                     frame.u_axis, frame.v_axis, depth_step_mm=step_mm, on_chunk=on_chunk)
     return sample_wepl(cube, points)
 
 
@@ -286,6 +297,8 @@ def compute_wepl(
     points: ArrayLike,
     *,
     settings: DoseEngineSettings | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
 ) -> NDArray[np.float32]:
     """Water-equivalent depth of LPS points along the (parallel) rays of a beam.
 
@@ -301,6 +314,8 @@ def compute_wepl(
         LPS points, mm.
     settings : DoseEngineSettings, optional
         Device and WEPL step.
+    progress, cancel : optional
+        Progress callback and cancel token, served while the beam's WEPL cube is built.
 
     Returns
     -------
@@ -314,7 +329,7 @@ def compute_wepl(
         raise PlanningError(f"points must have shape (N, 3), got {pts.shape}")
     xp = backend.namespace_for(resolve_device(settings.device))
     w = wepl_at_points(xp, xp.asarray(rsp), ct_grid, beam.frame, xp.asarray(pts),
-                     settings.wepl_step_mm)
+                       settings.wepl_step_mm, progress=progress, cancel=cancel)
     return backend.to_numpy(w).astype(np.float32, copy=False)
 
 
@@ -333,6 +348,8 @@ def place_spots(
     energy_margin_mm: float = 3.0,
     layer_spacing_mm: float = 2.0,
     settings: DoseEngineSettings | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
 ) -> SpotMap:
     """Spots covering a target: a lateral lattice and, per lattice ray, its energies.
 
@@ -368,6 +385,8 @@ def place_spots(
         (0 to 30).
     settings : DoseEngineSettings, optional
         Device and WEPL step for the depth calculation.
+    progress, cancel : optional
+        Progress callback and cancel token of the depth calculation (most of the time).
 
     Returns
     -------
@@ -394,7 +413,8 @@ def place_spots(
     if flat.size == 0:
         raise PlanningError(f"{beam.label}: the target mask is empty")
     centres = ct_grid.voxel_centers_lps(flat)
-    wepl = compute_wepl(rsp_volume, ct_grid, beam, centres, settings=settings).astype(np.float64)
+    wepl = compute_wepl(rsp_volume, ct_grid, beam, centres, settings=settings,
+                        progress=progress, cancel=cancel).astype(np.float64)
     bev = lps_to_bev(centres, beam.isocenter_mm, beam.frame)
     sad_u, sad_v = machine.sad_mm
     a = bev[:, 0] * sad_u / (sad_u + bev[:, 2]) / spot_spacing_mm

@@ -53,7 +53,7 @@ from planning.engine.setup import (
 )
 from planning.errors import PlanningError
 from planning.machine import Machine
-from planning.progress import CancelToken, ProgressCallback, report
+from planning.progress import CancelToken, ProgressCallback, report, stage_progress
 from planning.rbe.tables import DepthTables
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,8 @@ class PlanningEngine:
         self.xp = backend.namespace_for(self.device)
         rsp_x = self.xp.asarray(rsp)
         report(progress, 0.0, "selecting voxels")
+        if cancel is not None:
+            cancel.raise_if_cancelled("the dose engine set-up")
         self.calc_mask = calculation_mask(self.xp, rsp_x, ct_grid, dose_grid, calc_mask,
                                           settings.min_rsp_for_dose)
         if not self.calc_mask.any():
@@ -151,9 +153,10 @@ class PlanningEngine:
         for b, (beam, sm) in enumerate(zip(beams, spot_maps, strict=True)):
             if cancel is not None:
                 cancel.raise_if_cancelled("water-equivalent depth")
-            voxels.append(beam_geometry(self.xp, machine, rsp_x, ct_grid, dose_grid, self.rows,
-                                        beam, sm, settings))
-            report(progress, (b + 1) / len(beams), "water-equivalent depth")
+            voxels.append(beam_geometry(
+                self.xp, machine, rsp_x, ct_grid, dose_grid, self.rows, beam, sm, settings,
+                progress=stage_progress(progress, b / len(beams), (b + 1) / len(beams)),
+                cancel=cancel))
         self._voxels: tuple[BeamVoxels, ...] = tuple(voxels)
         self._layers: dict[int, tuple[DepthTables | None, tuple[BeamLayers, ...]]] = {}
         self._packed: dict[int, tuple[PackedLayers, ...]] = {}

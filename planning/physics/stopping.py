@@ -8,6 +8,15 @@ Two sources are offered:
 - the Bethe-Bloch formula (:func:`bethe_bloch_mev_cm`), without shell, Barkas, Bloch or density
   corrections, valid above about 10 MeV/u where it agrees with the tables to about 1-2 %.
 
+Mean excitation energy of water. Each table was computed with its program's I-value
+(:data:`SOURCE_MEAN_EXCITATION_EV`: MSTAR 75 eV as ICRU 49/73, Geant4 78 eV as ICRU 90, FLUKA
+77 eV). :meth:`StoppingTable.with_mean_excitation` moves a table to another I with the Bethe
+stopping number L = S beta^2 / (K z^2 (Z/A)) implied by the table itself: changing I shifts L by
+-ln(I'/I) (PDG eq. 34.5) and leaves the shell, Barkas and effective-charge corrections as
+they are, so S' = S (1 - ln(I'/I) / L). ICRU Report 90 (2016) recommends 78 eV for liquid
+water; MSTAR moved to 78 eV gives the ICRU 90 CSDA ranges of 12C (52.83 mm at 150 MeV/u,
+274.8 mm at 400 MeV/u) within 0.02 % (tests/test_physics_stopping.py).
+
 Units: kinetic energy per nucleon in MeV/u, stopping power of the whole ion in MeV/cm at unit
 density (liquid water, 1 g/cm^3), ranges in mm.
 """
@@ -21,7 +30,7 @@ from importlib import resources
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from planning.errors import DataFileError
+from planning.errors import DataFileError, InputError
 
 FloatArray = NDArray[np.float64]
 
@@ -35,6 +44,14 @@ BETHE_K_MEV_CM2_MOL = 0.307075
 WATER_Z_OVER_A = 10.0 / 18.0153
 
 STOPPING_SOURCES = ("mstar_3_12", "geant4_11_3_0", "fluka_2020_0")
+#: Mean excitation energy of water (eV) with which each source's tables were computed
+#: (assets/stopping_power/README.md).
+SOURCE_MEAN_EXCITATION_EV = {"mstar_3_12": 75.0, "geant4_11_3_0": 78.0, "fluka_2020_0": 77.0}
+#: Mean excitation energy of liquid water recommended by ICRU Report 90 (2016), eV.
+ICRU90_WATER_MEAN_EXCITATION_EV = 78.0
+#: Floor of the stopping number in :meth:`StoppingTable.with_mean_excitation`: below about
+#: 0.3 MeV/u (L < 1) the Bethe form no longer holds and the correction is held at its value there.
+_MIN_STOPPING_NUMBER = 1.0
 _ION_FILES = {
     1: "Z01_A01_Hydrogen.txt",
     2: "Z02_A04_Helium.txt",
@@ -105,12 +122,33 @@ class StoppingTable:
         Stopping power of the whole ion, MeV/cm at 1 g/cm^3.
     source : str
         Table source identifier (e.g. ``mstar_3_12``).
+    mean_excitation_ev : float
+        Mean excitation energy of water of the stopping powers, eV.
     """
 
     z: int
     energy_mev_u: FloatArray
     stopping_mev_cm: FloatArray
     source: str
+    mean_excitation_ev: float
+
+    def with_mean_excitation(self, mean_excitation_ev: float) -> StoppingTable:
+        """This table moved to another mean excitation energy of water (eV).
+
+        S' = S (1 - ln(I'/I) / L) with the stopping number L = S beta^2 / (K z^2 (Z/A)) of the
+        table (floored at 1, below about 0.3 MeV/u); see the module docstring.
+        """
+        if not (np.isfinite(mean_excitation_ev) and 50.0 <= mean_excitation_ev <= 100.0):
+            raise InputError(f"mean excitation energy of water {mean_excitation_ev!r} eV is "
+                             "outside 50-100 eV")
+        beta, _ = beta_gamma(self.energy_mev_u)
+        number = (self.stopping_mev_cm * beta**2
+                  / (BETHE_K_MEV_CM2_MOL * self.z**2 * WATER_Z_OVER_A))
+        shift = np.log(mean_excitation_ev / self.mean_excitation_ev)
+        factor = 1.0 - shift / np.maximum(number, _MIN_STOPPING_NUMBER)
+        return StoppingTable(z=self.z, energy_mev_u=self.energy_mev_u,
+                             stopping_mev_cm=self.stopping_mev_cm * factor, source=self.source,
+                             mean_excitation_ev=float(mean_excitation_ev))
 
     def stopping_power(self, energy_mev_u: ArrayLike) -> FloatArray:
         """Stopping power in MeV/cm, log-log interpolated; below the table, S ~ sqrt(E) (velocity
@@ -133,8 +171,11 @@ class StoppingTable:
         return 0.1 * self.stopping_power(energy_mev_u)
 
 
-def load_stopping_table(z: int, source: str = "mstar_3_12") -> StoppingTable:
-    """Load the shipped stopping-power table of ion ``z`` (1..6) from ``source``.
+def load_stopping_table(z: int, source: str = "mstar_3_12",
+                        mean_excitation_ev: float | None = None) -> StoppingTable:
+    """Load the shipped stopping-power table of ion ``z`` (1..6) from ``source``, at the
+    source's own mean excitation energy of water or moved to ``mean_excitation_ev`` (eV; see
+    :meth:`StoppingTable.with_mean_excitation`).
 
     Raises
     ------
@@ -163,7 +204,11 @@ def load_stopping_table(z: int, source: str = "mstar_3_12") -> StoppingTable:
     arr = np.array(rows, dtype=np.float64)
     if arr.shape[0] < 10 or np.any(np.diff(arr[:, 0]) <= 0) or np.any(arr[:, 1] <= 0):
         raise DataFileError(str(ref), "stopping-power table is malformed")
-    return StoppingTable(z=z, energy_mev_u=arr[:, 0], stopping_mev_cm=arr[:, 1], source=source)
+    table = StoppingTable(z=z, energy_mev_u=arr[:, 0], stopping_mev_cm=arr[:, 1], source=source,
+                          mean_excitation_ev=SOURCE_MEAN_EXCITATION_EV[source])
+    if mean_excitation_ev is None or mean_excitation_ev == table.mean_excitation_ev:
+        return table
+    return table.with_mean_excitation(mean_excitation_ev)
 
 
 @dataclass(frozen=True)

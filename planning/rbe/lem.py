@@ -14,8 +14,21 @@ r_max = 0.062 E^1.7 um). At low dose the ion survival is exp(-alpha_z D) with
 
 i.e. the inactivation cross-section over the LET, which is the low-dose limit of the compound-
 Poisson traversal statistics used in the rapid scheme of Kraemer and Scholz (2006, PMB 51:1959,
-"alpha_z = (1 - S_1)/d_1"), here averaged over all impact parameters including tracks that pass
-outside the nucleus and reach it with their penumbra.
+"alpha_z = (1 - S_1)/d_1").
+
+Two rapid variants, chosen per tissue by name (:data:`RAPID_SCHEMES`; both reproduce the
+independent "Survival" code of Attili, Russo et al. within 1.1 %, tests/test_rbe_lem.py):
+
+- ``central`` (default): Kraemer and Scholz 2006, the scheme of GSI's treatment-planning code
+  TRiP98 written by the same authors and used for the GSI carbon pilot project, from which the
+  clinical LEM I systems descend. One traversal through the nucleus centre: N_0 = N(b = 0),
+  d_1 = 0.1602 LET / (pi R_n^2) (the whole LET spread over the nucleus cross-section),
+  alpha_z = (1 - exp(-N_0)) / d_1 and alpha_P = N_0 / d_1 (Survival: rapidLEM_Scholz2006).
+  Penumbra energy deposited outside the nucleus is lost, so at low LET alpha_z tends to
+  alpha_x times the fraction of the track energy inside R_n, not to alpha_x.
+- ``averaged``: N(b) averaged over all impact parameters, including tracks that pass outside the
+  nucleus and reach it with their penumbra (Survival: rapidLEM_Russo2011); alpha_z -> alpha_x
+  at low LET exactly. IonPlan's only scheme until 2026-12.
 
 beta (rapid scheme of Kraemer and Scholz 2006): with alpha_P = <N> / <z_1> the mean number of
 lethal events per unit dose without saturation (Poisson) and beta_P = (s_max - alpha_P)/(2 D_t)
@@ -27,9 +40,7 @@ so beta_z = beta_x when alpha_z = alpha_P = alpha_x, beta_z = (s_max - alpha_z)/
 single traversals are far from saturation, and beta_z -> 0 when they saturate (overkill). The
 form is taken from the documentation of an independent implementation of the paper (the
 "Survival" code of Attili, Russo et al., Calculus::rapidLEM_Scholz2006); the paper's full text
-was not available here. Kraemer and Scholz evaluate N for a traversal through the nucleus
-centre; here N(b) is averaged over all impact parameters, which keeps alpha_z -> alpha_x at low
-LET exactly (the central-traversal form loses the penumbra energy deposited outside the nucleus).
+was not available here. Both variants use it with their own alpha_z and alpha_P.
 
 Mixed fields (Zaider and Rossi 1980; PHYSICS.md): alpha_mix = sum alpha_i d_i / D,
 sqrt(beta_mix) = sum sqrt(beta_i) d_i / D; effect eps = alpha_mix D + beta_mix D^2 and the
@@ -40,7 +51,7 @@ B = sum sqrt(beta_i) d_i, eps = A + B^2 does not depend on D separately.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -57,7 +68,17 @@ from planning.rbe.models import (
     lq_effect_to_dose,
     validate_particle_grid,
 )
-from planning.rbe.track import GY_UM2_PER_KEV_UM, impact_grid, scholz_kraft, target_average
+from planning.rbe.track import (
+    GY_UM2_PER_KEV_UM,
+    ImpactGrid,
+    impact_grid,
+    scholz_kraft,
+    target_average,
+)
+
+#: Rapid LEM I variants by name: ``central`` (Kraemer and Scholz 2006, TRiP98; the default) and
+#: ``averaged`` (impact-parameter averaged). See the module docstring.
+RAPID_SCHEMES = ("central", "averaged")
 
 
 @dataclass(frozen=True)
@@ -75,7 +96,10 @@ class Tissue:
     d_t_gy : float
         Threshold dose above which the photon log-survival is linear, Gy (> 0).
     nucleus_radius_um : float
-        Radius of the cylindrical cell nucleus, um (5 um in the LEM I clinical set).
+        Radius of the cylindrical cell nucleus, um (5 um in the LEM I clinical set; alpha of
+        12C at 10 MeV/u in chordoma moves by about 12 % per um, tests/test_rbe_lem.py).
+    rapid_scheme : str
+        Rapid LEM I variant, one of :data:`RAPID_SCHEMES` (see the module docstring).
     """
 
     name: str
@@ -83,8 +107,12 @@ class Tissue:
     beta_x_gy2: float
     d_t_gy: float
     nucleus_radius_um: float = 5.0
+    rapid_scheme: str = "central"
 
     def __post_init__(self) -> None:
+        if self.rapid_scheme not in RAPID_SCHEMES:
+            raise InputError(f"tissue {self.name!r}: unknown LEM I rapid scheme "
+                             f"{self.rapid_scheme!r}; choose {' or '.join(RAPID_SCHEMES)}")
         for field_name in ("alpha_x_gy", "beta_x_gy2", "d_t_gy", "nucleus_radius_um"):
             value = getattr(self, field_name)
             try:
@@ -126,11 +154,12 @@ DEFAULT_TISSUES: tuple[Tissue, ...] = (
 )
 
 
-def tissue_by_name(name: str) -> Tissue:
-    """One of :data:`DEFAULT_TISSUES` by (case-insensitive) name; raise :class:`InputError`."""
+def tissue_by_name(name: str, rapid_scheme: str = RAPID_SCHEMES[0]) -> Tissue:
+    """One of :data:`DEFAULT_TISSUES` by (case-insensitive) name, with the given rapid scheme;
+    raise :class:`InputError`."""
     for tissue in DEFAULT_TISSUES:
         if tissue.name == name.strip().lower():
-            return tissue
+            return replace(tissue, rapid_scheme=rapid_scheme)
     known = ", ".join(t.name for t in DEFAULT_TISSUES)
     raise InputError(f"unknown tissue {name!r}; choose one of {known} or give alpha_x, beta_x "
                      "and D_t explicitly")
@@ -138,29 +167,38 @@ def tissue_by_name(name: str) -> Tissue:
 
 def parse_tissue(text: str) -> Tissue:
     """A LEM I tissue from a class name (:data:`DEFAULT_TISSUES`) or from ``alpha_x,beta_x,D_t``
-    (1/Gy, 1/Gy^2, Gy); raise :class:`InputError`."""
-    parts = [p.strip() for p in str(text).split(",")]
+    (1/Gy, 1/Gy^2, Gy), optionally followed by ``:scheme`` naming the rapid variant
+    (:data:`RAPID_SCHEMES`, e.g. ``chordoma:averaged``; default ``central``); raise
+    :class:`InputError`."""
+    body, _, scheme = str(text).partition(":")
+    scheme = scheme.strip().lower() or RAPID_SCHEMES[0]
+    if scheme not in RAPID_SCHEMES:
+        raise InputError(f"tissue {text!r}: unknown LEM I rapid scheme {scheme!r}; choose "
+                         f"{' or '.join(RAPID_SCHEMES)}")
+    parts = [p.strip() for p in body.split(",")]
     if len(parts) == 1:
-        return tissue_by_name(parts[0])
+        return tissue_by_name(parts[0], scheme)
     if len(parts) != 3:
         raise InputError(f"tissue {text!r}: give a name or alpha_x,beta_x,D_t")
     try:
         ax, bx, dt = (float(p) for p in parts)
     except ValueError:
         raise InputError(f"tissue {text!r}: alpha_x, beta_x and D_t must be numbers") from None
-    return Tissue(name=f"user({text})", alpha_x_gy=ax, beta_x_gy2=bx, d_t_gy=dt)
+    return Tissue(name=f"user({body.strip()})", alpha_x_gy=ax, beta_x_gy2=bx, d_t_gy=dt,
+                  rapid_scheme=scheme)
 
 
 def lem1_alpha_beta(energies_mev_u: ArrayLike, let_kev_um: ArrayLike, tissue: Tissue
                     ) -> tuple[FloatArray, FloatArray]:
-    """LEM I low-dose alpha_z (1/Gy) and rapid-scheme beta_z (1/Gy^2) of single ions.
+    """LEM I low-dose alpha_z (1/Gy) and rapid-scheme beta_z (1/Gy^2) of single ions, with the
+    tissue's rapid scheme (``central`` or ``averaged``, see the module docstring).
 
     Parameters
     ----------
     energies_mev_u, let_kev_um : array_like, same shape
         Kinetic energy per nucleon (MeV/u; sets the track radius) and LET in water (keV/um).
     tissue : Tissue
-        Photon parameters and nucleus radius.
+        Photon parameters, nucleus radius and rapid scheme.
 
     Returns
     -------
@@ -172,11 +210,18 @@ def lem1_alpha_beta(energies_mev_u: ArrayLike, let_kev_um: ArrayLike, tissue: Ti
     shape = e.shape
     track = scholz_kraft(e.ravel(), let.ravel())
     r_n = tissue.nucleus_radius_um
-    grid = impact_grid(track, r_n)
-    lethal = target_average(track, r_n, grid, tissue.photon_effect)
     energy = GY_UM2_PER_KEV_UM * let.ravel()
-    alpha = np.sum(-np.expm1(-lethal) * grid.weight_um2, axis=1) / energy
-    alpha_poisson = np.sum(lethal * grid.weight_um2, axis=1) / energy
+    if tissue.rapid_scheme == "central":
+        centre = ImpactGrid(b_um=np.zeros((track.size, 1)), weight_um2=np.ones((track.size, 1)))
+        lethal_0 = target_average(track, r_n, centre, tissue.photon_effect)[:, 0]
+        d_1 = energy / (np.pi * r_n**2)  # mean nucleus dose of one traversal, Gy
+        alpha = -np.expm1(-lethal_0) / d_1
+        alpha_poisson = lethal_0 / d_1
+    else:
+        grid = impact_grid(track, r_n)
+        lethal = target_average(track, r_n, grid, tissue.photon_effect)
+        alpha = np.sum(-np.expm1(-lethal) * grid.weight_um2, axis=1) / energy
+        alpha_poisson = np.sum(lethal * grid.weight_um2, axis=1) / energy
     beta = rapid_beta_gy2(alpha, alpha_poisson, tissue)
     return alpha.reshape(shape), beta.reshape(shape)
 
@@ -216,7 +261,8 @@ def rbe_weighted_dose_gradient(dose_gy: Any, alpha_dose_sum: Any, sqrt_beta_dose
 
 @dataclass(frozen=True)
 class LemModel(RbeModel):
-    """LEM I with the Kraemer–Scholz rapid beta for one tissue (see the module docstring).
+    """LEM I with the Kraemer–Scholz rapid beta for one tissue, in the tissue's rapid scheme
+    (see the module docstring).
 
     Parameters
     ----------
@@ -252,4 +298,5 @@ class LemModel(RbeModel):
     def describe(self) -> str:
         t = self.tissue
         return (f"LEM I {t.name} ax={t.alpha_x_gy:g} bx={t.beta_x_gy2:g} "
-                f"ax/bx={t.alpha_beta_ratio_gy:g}Gy Dt={t.d_t_gy:g}Gy Rn={t.nucleus_radius_um:g}um")
+                f"ax/bx={t.alpha_beta_ratio_gy:g}Gy Dt={t.d_t_gy:g}Gy Rn={t.nucleus_radius_um:g}um "
+                f"rapid={t.rapid_scheme}")

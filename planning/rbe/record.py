@@ -9,7 +9,9 @@ A record names a model and *all* its parameters, so that the model can be rebuil
 
 ``parameters`` holds every field of the model's dataclass under its own name, units in the
 names (``alpha0_gy``, ``domain_radius_um``; LEM I: ``{"tissue": {"name", "alpha_x_gy",
-"beta_x_gy2", "d_t_gy", "nucleus_radius_um"}}``; constant RBE: ``{"rbe"}``; physical dose: ``{}``).
+"beta_x_gy2", "d_t_gy", "nucleus_radius_um", "rapid_scheme"}}``; constant RBE: ``{"rbe"}``;
+physical dose: ``{}``). A LEM I tissue recorded before ``rapid_scheme`` existed was evaluated with
+the impact-parameter averaged scheme and is read back as ``"averaged"``.
 Floats are written by :mod:`json` with Python's shortest round-trip repr, so they come back
 bit-identical.
 """
@@ -34,11 +36,15 @@ ELLIPSIS = "..."
 VARIANTS: dict[str, str] = {
     MkmModel.name: "NIRS/QST clinical dose: F_clin x HSG-equivalent dose of the reference "
                    "radiation (Inaniwa et al. 2010, 2015)",
-    LemModel.name: "LEM I with the rapid beta of Kraemer and Scholz 2006; mixed fields by "
+    LemModel.name: "LEM I with the rapid beta of Kraemer and Scholz 2006, central-traversal or "
+                   "impact-parameter averaged alpha (rapid_scheme); mixed fields by "
                    "dose-averaged alpha and sqrt(beta)",
     ConstantRbe.name: "RBE-weighted dose = rbe x physical dose",
     PhysicalDose.name: "no RBE weighting (RBE = 1)",
 }
+
+#: The LEM I rapid scheme of records written before the tissue named its scheme.
+_SCHEME_BEFORE_RECORDED = "averaged"
 
 #: The model classes a record can name, by ``RbeModel.name``.
 _CLASSES: dict[str, type[RbeModel]] = {
@@ -72,6 +78,8 @@ def _build(cls: type, params: Any, what: str) -> Any:
         raise InputError(f"RBE model record: {what} parameters must be an object, got "
                          f"{params!r}")
     fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    if cls is Tissue and "rapid_scheme" not in params:
+        params = {**params, "rapid_scheme": _SCHEME_BEFORE_RECORDED}
     if set(params) != set(fields):
         missing, extra = sorted(set(fields) - set(params)), sorted(set(params) - set(fields))
         raise InputError(f"RBE model record: {what} parameters missing {missing}, "

@@ -1,0 +1,338 @@
+"""Display fixes of the physicist's working day (issue 16, item 5) in the real window:
+compare views on one slice, small windows, state reset with the patient, view reset.
+
+Screenshots: docs/screenshots/compare_slices.png, small_window_1024x640.png.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.gui
+
+
+def _start(gui, tmp_path: Path):
+    from app.ionplan_app import IonPlanApp
+
+    app = gui.start(IonPlanApp(user_data_dir_override=str(tmp_path)))
+    gui.wait_until(lambda: app.session.patient is not None or app.last_error, 120,
+                   "the demo patient")
+    assert not app.last_error, app.last_error
+    gui.frames(3)
+    return app
+
+
+def _compare_slices(compare) -> list[int]:
+    return [int(p.view.slice_index) for p in compare.panels]
+
+
+def test_compare_views_stay_on_one_slice_with_the_slider_in_step(gui, tmp_path):
+    app = _start(gui, tmp_path)
+    gui.click(app.buttons["compare"])
+    gui.frames(3)
+    compare = app.compare
+    nz = app.session.patient.ct.shape[0]
+    first = _compare_slices(compare)
+    assert len(set(first)) == 1 and first[0] == nz // 2
+    slider = compare.slice_slider
+    assert int(slider.value) == first[0] and int(slider.max) == nz - 1
+    # The thumb is drawn where the value is, not at the left end.
+    thumb_x = slider._thumb.pos[0] + slider._thumb.size[0] / 2
+    left, right = slider._usable()
+    assert abs(thumb_x - (left + (right - left) * first[0] / (nz - 1))) < 2
+
+    # Dragging the slider to the left moves every view to that slice.
+    x0, y = slider.to_window(*slider.center)
+    lx = slider.to_window(left + 0.15 * (right - left), 0)[0]
+    gui.drag((x0, y), (lx, y))
+    gui.frames(2)
+    moved = _compare_slices(compare)
+    assert len(set(moved)) == 1 and moved[0] < first[0] - 10, moved
+    assert int(slider.value) == moved[0]
+    # The wheel over B or the difference moves A too, and the slider follows.
+    for panel in compare.panels[1:]:
+        gui.scroll(panel.view, "up", clicks=3)
+        gui.frames(2)
+        now = _compare_slices(compare)
+        assert len(set(now)) == 1 and int(slider.value) == now[0], now
+    assert _compare_slices(compare)[0] == moved[0] + 6
+    gui.screenshot("compare_slices")
+
+
+def _thumb_matches(slider) -> bool:
+    """Whether a slice slider's thumb is drawn at its value."""
+    left, right = slider._usable()
+    span = max(slider.max - slider.min, 1)
+    expected = left + (right - left) * (slider.value - slider.min) / span
+    return abs(slider._thumb.pos[0] + slider._thumb.size[0] / 2 - expected) < 1.5
+
+
+def _inside_window(gui, widget) -> bool:
+    x0, y0 = widget.to_window(*widget.pos)
+    w, h = gui.window.size
+    return x0 >= 0 and y0 >= 0 and x0 + widget.width <= w + 0.5 and y0 + widget.height <= h
+
+
+def test_small_windows_keep_toolbar_headers_and_sliders(gui, tmp_path):
+    from kivy.core.text import Label as CoreLabel
+
+    from app.ionplan_app import MIN_WINDOW_SIZE_PX
+
+    app = _start(gui, tmp_path)
+    window = gui.window
+    assert (window.minimum_width, window.minimum_height) == MIN_WINDOW_SIZE_PX == (1024, 640)
+    screen = app.planning
+    try:
+        for size in ((1280, 720), (1024, 640)):
+            window.size = size
+            gui.frames(4)
+            for key, button in app.buttons.items():
+                assert _inside_window(gui, button), (size, key)
+                assert button.texture_size[0] <= button.width, (size, key)
+            # Header titles wrap at spaces only: each word fits its column.
+            table = screen.metrics
+            for cell in table._header.children[:-2]:
+                for word in cell.text.split():
+                    width = CoreLabel(text=word, font_size=cell.font_size,
+                                      bold=True).get_extents(word)[0]
+                    assert width <= cell.width - 4, (size, word, cell.width)
+            for name, view in zip(("axial", "coronal", "sagittal"), screen.viewer.views,
+                                  strict=True):
+                assert view.width > 150 and view.height > 100, (size, name, view.size)
+                assert _inside_window(gui, view), (size, name)
+                # The slider's thumb is at the slice right after the resize.
+                assert _thumb_matches(screen.viewer.sliders[name]), (size, name)
+                # The orientation letter at the top does not cover the slice text.
+                (ix, iy), (iw, ih) = view._info_rect.pos, view._info_rect.size
+                (lx, ly), (lw, lh) = view._edge_labels["top"].pos, view._edge_labels["top"].size
+                overlap_x = min(ix + iw, lx + lw) - max(ix, lx)
+                overlap_y = min(iy + ih, ly + lh) - max(iy, ly)
+                assert overlap_x <= 0 or overlap_y <= 0, (size, name)
+            assert _inside_window(gui, screen.viewer.fit_button)
+        gui.screenshot("small_window_1024x640")
+        for tab in ("Plan", "Dose"):
+            gui.click(screen.tab_items[tab])
+            gui.frames(3)
+            gui.screenshot(f"small_window_{tab.lower()}_tab")
+        gui.click(app.buttons["compare"])
+        gui.frames(3)
+        compare = app.compare
+        for widget in (compare.compare_button, compare.add_dose_button, compare.side_b,
+                       *(p.view for p in compare.panels)):
+            assert _inside_window(gui, widget)
+        assert all(_thumb_matches(s) for s in (compare.slice_slider,))
+        gui.screenshot("small_window_compare")
+    finally:
+        window.size = (1440, 900)
+        gui.frames(2)
+    for slider in screen.viewer.sliders.values():
+        assert _thumb_matches(slider)
+
+
+def test_fit_view_button_and_home_key_undo_zoom_and_pan(gui, tmp_path):
+    app = _start(gui, tmp_path)
+    viewer = app.planning.viewer
+    axial, coronal = viewer.axial, viewer.coronal
+    for view in (axial, coronal):
+        gui.scroll(view, "up", modifiers=("ctrl",), clicks=3)
+        x, y = view.to_window(*view.center)
+        gui.drag((x, y), (x + 40, y - 30))
+    gui.frames(2)
+    assert axial.zoom > 1.4 and coronal.zoom > 1.4 and axial.pan_mm != [0.0, 0.0]
+    gui.click(viewer.fit_button)
+    gui.frames(2)
+    assert all(v.zoom == 1.0 and list(v.pan_mm) == [0.0, 0.0] for v in viewer.views)
+    # Home over a view does the same.
+    gui.scroll(axial, "up", modifiers=("ctrl",), clicks=2)
+    assert axial.zoom > 1.2
+    gui.move(axial)
+    gui.key("home")
+    gui.frames(2)
+    assert axial.zoom == 1.0 and list(axial.pan_mm) == [0.0, 0.0]
+
+
+def test_cancel_stops_the_plan_within_a_second_and_resets_the_bar(gui, tmp_path):
+    import time
+
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    gui.click(screen.tab_items["Plan"])
+    gui.frames(2)
+    gui.click(screen.plan_panel.compute_button)
+    # Pressed during the set-up, which used to report nothing for 20 s.
+    gui.wait_until(lambda: app.task is not None and app.task.fraction > 0.03, 300,
+                   "the set-up to report progress")
+    assert app.task.stage == "water-equivalent depth"
+    gui.advance(0.2)  # the bar polls the task every 0.1 s
+    assert app.task_bar.bar.value > 0.02
+    task = app.task
+    gui.click(app.task_bar.cancel_button)
+    pressed = time.perf_counter()
+    gui.wait_until(lambda: not task.running, 30, "the cancellation")
+    assert time.perf_counter() - pressed < 1.0
+    gui.frames(2)
+    assert "cancelled" in app.task_bar.status.text and app.task_bar.bar.value == 0.0
+    assert app.session.plans == [] and not app.last_error
+
+
+PLAN_TIMEOUT_S = 600.0
+
+
+def test_plan_display_quantities_menus_beam_view_compare_table_and_reset(gui, tmp_path):
+    import numpy as np
+
+    from app.session import QUANTITY_MASK_FRACTION
+    from app.widgets.menu import OPTION_RGBA
+    from planning.geometry import lps_to_index
+
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    gui.click(screen.tab_items["Plan"])
+    gui.frames(2)
+    form = screen.plan_panel
+    # Switching the model under a kept prescription says what that means.
+    assert form.model_note.text == ""
+    form.rbe.text = "LEM I"
+    gui.frames(2)
+    assert "57.6 Gy(RBE)" in form.model_note.text and "delivers less" in form.model_note.text
+    assert form.model_note.height > 20
+    form.rbe.text = "mMKM (NIRS clinical dose)"
+    gui.frames(2)
+    assert "delivers more" in form.model_note.text
+    form.spot_spacing.text = "6"
+    form.grid_mm.text = "5"
+    gui.click(form.compute_button)
+    gui.frames(2)
+    seen: list[float] = []
+    gui.wait_until(lambda: seen.append(app.task_bar.bar.value) or app.session.plans
+                   or app.last_error, PLAN_TIMEOUT_S, "the plan")
+    assert not app.last_error, app.last_error
+    # The bar never went back, and moved during the set-up (not one step at the end of it).
+    values = [v for v in seen if v > 0]
+    assert values == sorted(values) and len({round(v, 2) for v in values}) > 10
+    assert app.task_bar.bar.value == 0.0  # reset for the next task
+    gui.frames(5)
+    entry = app.session.latest_plan
+    ct = entry.result.patient.ct
+    iso = entry.result.plan.beams[0].beam.isocenter_mm
+    k, j, i = np.rint(lps_to_index([iso], ct.spacing_mm, ct.origin_mm)[0]).astype(int)
+    screen.state.set_cursor(int(k), int(j), int(i))
+    gui.frames(3)
+    axial = screen.viewer.axial
+    x, y = axial.to_window(*axial.plane_to_screen(*_plane_uv(axial, iso)))
+    gui.move((x, y))
+    gui.frames(2)
+    assert "Gy(RBE)" in screen.state.readout_text
+    panel = screen.dose_panel
+
+    # The quantity menu opens as wide as its longest entry, on opaque options.
+    gui.click(panel.quantity)
+    gui.frames(3)
+    dropdown = panel.quantity._dropdown
+    options = list(dropdown.container.children)
+    assert dropdown.attach_to is not None and options
+    for option in options:
+        assert option.texture_size[0] <= dropdown.width
+        assert tuple(option.background_color) == OPTION_RGBA and option.background_normal == ""
+    longest = max(options, key=lambda o: o.texture_size[0])
+    assert "LEM I RBE-weighted dose" in longest.text
+    ox, oy = longest.to_window(longest.x + 3, longest.center_y)
+    pixel = gui.pixel(ox, oy)
+    assert max(abs(pixel[c] - round(255 * OPTION_RGBA[c])) for c in range(3)) <= 3
+    gui.screenshot("quantity_menu")
+    dropdown.dismiss()
+    gui.frames(3)
+
+    # The readout follows the quantity under a still mouse; quantities are masked.
+    rbe = entry.result.rbe_dose_gy_rbe
+    low = rbe < QUANTITY_MASK_FRACTION * entry.prescription_gy_rbe
+    for key, word in (("letd", "keV/µm"), ("rbe_factor", "RBE "), ("ratio", "LEM I / mMKM")):
+        panel.select_layer(key)
+        gui.frames(3)
+        overlay = screen.state.dose
+        assert word in screen.state.readout_text, (key, screen.state.readout_text)
+        assert "≥10% Rx" in overlay.note and overlay.isodose_levels == ()
+        assert not panel.quantity.children  # a menu is a button, nothing else
+        if key != "ratio":  # same grid as the RBE-weighted dose
+            assert np.all(overlay.dose[low] == 0.0)
+            # The scale spans the target's values, not an entrance channel's or field edge's.
+            ptv = entry.result.patient.structure_set.get("PTV")
+            from planning.structure_dose import grid_of, structure_rows
+
+            rows = structure_rows(ptv.mask.to_dense(), grid_of(ct), entry.result.dose_grid)
+            in_ptv = overlay.dose.reshape(-1)[rows]
+            assert overlay.vmin <= float(np.median(in_ptv)) <= overlay.vmax
+        shown = overlay.dose[overlay.dose > overlay.threshold]
+        assert overlay.vmax < float(shown.max())
+    ratio_pixels = gui.screenshot("ratio_masked")
+    assert ratio_pixels.shape[0] > 0
+
+    # Beam's-eye view: target outline and the spots of each layer, the layer list.
+    panel.select_layer("rbe")
+    gui.click(panel.beam_view_button)
+    gui.advance(0.5)
+    dialog = gui.find(lambda w: getattr(w, "name", "") == "beam_view_dialog")
+    beam_plan = entry.result.plan.beams[0]
+    n_layers = len(np.unique(beam_plan.spots.layer))
+    assert len(dialog.table.rows) == n_layers == len(dialog.layer_menu.values)
+    energies = [float(r.values[0]) for r in dialog.table.rows]
+    assert energies == sorted(energies, reverse=True)
+    total = sum(float(r.values[2]) for r in dialog.table.rows)
+    assert total == pytest.approx(beam_plan.weights.sum() * 1e6, rel=1e-2)
+    dialog.select_layer(n_layers // 2)
+    gui.frames(3)
+    spots = dialog.view.spots
+    assert spots is not None and spots.u_mm.size == dialog.layer.n_spots
+    assert dialog.view.outlines
+    # The hottest spot of the layer is drawn in the last colour of the map.
+    hot = int(np.argmax(spots.particles))
+    hx, hy = dialog.view.to_window(*dialog.view.mm_to_px(float(spots.u_mm[hot]),
+                                                         float(spots.v_mm[hot])))
+    r, g, b, _a = gui.pixel(hx, hy)
+    assert (r, g, b) == pytest.approx(dialog.view.spot_colour(float(spots.particles.max())),
+                                      abs=12)
+    gui.screenshot("beam_eye_view")
+    dialog.beam_menu.text = dialog.beam_menu.values[1]
+    gui.frames(3)
+    assert len(dialog.table.rows) == len(np.unique(entry.result.plan.beams[1].spots.layer))
+    gui.click(gui.find(lambda w: getattr(w, "name", "") == "beam_view_close"))
+    gui.advance(0.5)
+
+    # Compare: organs with D2 and Dmax, targets with D95 and Dmean.
+    gui.click(app.buttons["compare"])
+    gui.frames(3)
+    compare = app.compare
+    compare.result = None
+    gui.click(compare.compare_button)
+    gui.wait_until(lambda: compare.result is not None or app.last_error, 300, "the comparison")
+    assert not app.last_error, app.last_error
+    gui.frames(3)
+    names = [r.name for r in compare.table.rows]
+    for wanted in ("PTV D95", "PTV Dmean", "Brainstem D2", "Brainstem Dmax", "Brainstem Dmean"):
+        assert wanted in names, names
+    brainstem = next(s for s in compare.result.structures if s.name == "Brainstem")
+    row = next(r for r in compare.table.rows if r.name == "Brainstem Dmax")
+    assert row.values[0] == f"{brainstem.metrics_a['max']:.2f}"
+    gui.screenshot("compare_table")
+
+    # A new patient: no readout, DVH axis or prescription marker of the last one.
+    gui.click(app.buttons["planning"])
+    gui.frames(2)
+    assert screen.dvh.prescription is not None and screen.state.readout_text
+    app.exported.add(entry)  # nothing to confirm
+    gui.click(app.buttons["demo"])
+    gui.wait_until(lambda: app.session.plans == [] or app.last_error, 120, "the new patient")
+    gui.frames(3)
+    assert screen.state.readout_text == ""
+    assert screen.dvh.prescription is None and screen.dvh.curves == []
+    assert screen.dvh.x_label == "Dose (Gy(RBE))"
+    assert compare.dvh.prescription is None
+
+
+def _plane_uv(view, point_lps) -> tuple[float, float]:
+    from app import rendering
+
+    (u, v), = rendering.lps_to_plane(point_lps, view.orientation)
+    return float(u), float(v)
