@@ -15,6 +15,7 @@ from planning.errors import InputError, PlanningError
 from planning.optimization import Objective
 from planning.planner import PlanRequest
 from planning.rbe import DEFAULT_TISSUES
+from planning.rbe.lem import RAPID_SCHEMES
 from planning.regions import ring_match
 
 #: RBE model choices: (label shown, ``planning.api.rbe_model`` name).
@@ -120,19 +121,25 @@ def names_a_structure(name: str, structures: Sequence[str]) -> bool:
     return name.lower() in known or (ring is not None and ring["roi"].lower() in known)
 
 
-def parse_tissue_choice(choice: str, custom_texts: Sequence[str]) -> str:
+def parse_tissue_choice(choice: str, custom_texts: Sequence[str],
+                        rapid_scheme: str = RAPID_SCHEMES[0]) -> str:
     """The LEM I tissue as :func:`planning.api.rbe_model` takes it: a class name from
-    :data:`TISSUE_CHOICES`, or ``"alpha_x,beta_x,D_t"`` from the three custom fields."""
+    :data:`TISSUE_CHOICES`, or ``"alpha_x,beta_x,D_t"`` from the three custom fields, with
+    ``":averaged"`` for that rapid scheme (:data:`planning.rbe.lem.RAPID_SCHEMES`)."""
+    if rapid_scheme not in RAPID_SCHEMES:
+        raise InputError(f"LEM I rapid scheme: {rapid_scheme!r} is not one of "
+                         f"{', '.join(RAPID_SCHEMES)}")
+    suffix = "" if rapid_scheme == RAPID_SCHEMES[0] else f":{rapid_scheme}"
     if choice != CUSTOM_TISSUE:
         if choice not in TISSUE_CHOICES:
             raise InputError(f"LEM I tissue: {choice!r} is not one of "
                              f"{', '.join(TISSUE_CHOICES)}")
-        return choice
+        return choice + suffix
     if len(custom_texts) != len(CUSTOM_TISSUE_FIELDS):
         raise InputError("LEM I custom tissue: give alpha_x, beta_x and D_t")
     values = [_number(text, what, lo=lo, hi=hi)
               for text, (what, lo, hi) in zip(custom_texts, CUSTOM_TISSUE_FIELDS, strict=True)]
-    return ",".join(repr(v) for v in values)
+    return ",".join(repr(v) for v in values) + suffix
 
 
 def parse_plan_setup(*, target: str, dose_text: str, fractions_text: str,
@@ -140,6 +147,7 @@ def parse_plan_setup(*, target: str, dose_text: str, fractions_text: str,
                      tissue_choice: str, spot_spacing_text: str, grid_text: str,
                      device_label: str, exchange: bool, objectives: list[Objective],
                      tissue_custom_texts: Sequence[str] = (),
+                     rapid_scheme: str = RAPID_SCHEMES[0],
                      structures: Sequence[str] | None = None) -> PlanSetup:
     """Check every value of the form before any work; raise InputError naming the first bad
     field and what is wrong with it.
@@ -169,7 +177,7 @@ def parse_plan_setup(*, target: str, dose_text: str, fractions_text: str,
     rbe_value = (_number(rbe_value_text, "constant RBE", lo=0.5, hi=10) if rbe == "const"
                  else None)
     # The LEM I tissue applies to a LEM I plan and to the LEM I side of the exchange view.
-    tissue = (parse_tissue_choice(tissue_choice, tissue_custom_texts)
+    tissue = (parse_tissue_choice(tissue_choice, tissue_custom_texts, rapid_scheme)
               if rbe == "lem1" or exchange else None)
     try:  # the models themselves, as the worker will build them
         api.rbe_model(rbe, tissue, rbe_value)

@@ -91,6 +91,17 @@ def test_objectives_may_name_a_ring_around_a_structure():
     assert [o.structure for o in s.objectives] == ["PTV", "ptv ring 0-5 mm"]
 
 
+def test_rapid_scheme_is_a_choice_too():
+    from planning.rbe import parse_tissue
+
+    s = _setup(tissue_choice="hsg", rapid_scheme="averaged")
+    assert s.tissue == "hsg:averaged" and parse_tissue(s.tissue).rapid_scheme == "averaged"
+    assert _setup(tissue_choice="custom", tissue_custom_texts=("0.1", "0.05", "30"),
+                  rapid_scheme="averaged").tissue == "0.1,0.05,30.0:averaged"
+    with pytest.raises(InputError, match="LEM I rapid scheme: 'fast'"):
+        _setup(rapid_scheme="fast")
+
+
 def test_custom_tissue_gives_its_three_numbers_exactly():
     s = _setup(tissue_choice="custom", tissue_custom_texts=("0.1", "0.05", "30"))
     assert s.tissue == "0.1,0.05,30.0"

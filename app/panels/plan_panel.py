@@ -31,6 +31,7 @@ from app.theme import BUTTON_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
 from app.widgets.menu import WideSpinner
 from planning.errors import InputError
 from planning.optimization import OBJECTIVE_KINDS, Objective
+from planning.rbe.lem import RAPID_SCHEMES
 
 DEFAULT_BEAMS = (BeamSetup(90.0), BeamSetup(270.0))
 TARGET_TYPES = ("PTV", "CTV", "GTV")
@@ -178,7 +179,9 @@ class PlanPanel(BoxLayout):
         self.model_note.bind(width=lambda w, width: setattr(w, "text_size", (width, None)),
                              texture_size=lambda w, ts: setattr(w, "height", ts[1]))
         form.add_widget(self.model_note)
-        grid = GridLayout(cols=2, size_hint_y=None, height=3 * ROW_HEIGHT + 8, spacing=4)
+        grid = GridLayout(cols=2, size_hint_y=None, height=4 * ROW_HEIGHT + 12, spacing=4)
+        self.rapid_scheme = WideSpinner(text=RAPID_SCHEMES[0], values=list(RAPID_SCHEMES),
+                                        size_hint_y=None, height=ROW_HEIGHT)
         self.tissue = WideSpinner(text=TISSUE_CHOICES[0], values=list(TISSUE_CHOICES),
                                   size_hint_y=None, height=ROW_HEIGHT)
         self.tissue.bind(text=lambda *_: self._show_model_fields())
@@ -195,6 +198,8 @@ class PlanPanel(BoxLayout):
         grid.add_widget(self.tissue)
         grid.add_widget(_label("Custom tissue", 130, muted=True))
         grid.add_widget(custom)
+        grid.add_widget(_label("LEM I rapid scheme", 130))
+        grid.add_widget(self.rapid_scheme)
         grid.add_widget(_label("Constant RBE", 130))
         grid.add_widget(self.rbe_value)
         form.add_widget(grid)
@@ -351,6 +356,7 @@ class PlanPanel(BoxLayout):
             fractions_text=self.fractions.text, beams=self.beams(), rbe_label=self.rbe.text,
             rbe_value_text=self.rbe_value.text, tissue_choice=self.tissue.text,
             tissue_custom_texts=[ti.text for ti in self.tissue_custom],
+            rapid_scheme=self.rapid_scheme.text,
             spot_spacing_text=self.spot_spacing.text, grid_text=self.grid_mm.text,
             device_label=self.device.text, exchange=bool(self.exchange.active),
             objectives=[r.objective(i) for i, r in enumerate(self.objective_row_list)],
@@ -366,6 +372,7 @@ class PlanPanel(BoxLayout):
             "rbe": self.rbe.text, "rbe_value": self.rbe_value.text,
             "tissue": self.tissue.text,
             "tissue_custom": [ti.text for ti in self.tissue_custom],
+            "rapid_scheme": self.rapid_scheme.text,
             "spot_spacing": self.spot_spacing.text, "grid": self.grid_mm.text,
             "device": self.device.text, "exchange": bool(self.exchange.active),
             "objectives": [[r.structure.text, r.kind.text, r.dose.text, r.weight.text,
@@ -393,7 +400,7 @@ class PlanPanel(BoxLayout):
             if value is not None:
                 ti.text = value
         for key, spinner in (("rbe", self.rbe), ("tissue", self.tissue),
-                             ("device", self.device)):
+                             ("rapid_scheme", self.rapid_scheme), ("device", self.device)):
             choose(spinner, key)
         custom = values.get("tissue_custom")
         if isinstance(custom, list) and len(custom) == len(self.tissue_custom):
@@ -465,6 +472,7 @@ class PlanPanel(BoxLayout):
         self.tissue.disabled = model != "lem1" and not self.exchange.active
         for ti in self.tissue_custom:
             ti.disabled = self.tissue.disabled or self.tissue.text != CUSTOM_TISSUE
+        self.rapid_scheme.disabled = self.tissue.disabled
         self.rbe_value.disabled = model != "const"
 
     def _show_per_fraction(self) -> None:

@@ -65,6 +65,7 @@ def test_plan_form_and_display_come_back_after_a_restart(gui, tmp_path):
     form.fractions.text = "12"
     form.tissue.text = "custom"
     form.tissue_custom[0].text = "0.25"
+    form.rapid_scheme.text = "averaged"
     form.objective_row_list[0].weight.text = "77"
     gui.click(screen.tab_items["Dose"])
     panel = screen.dose_panel
@@ -90,6 +91,7 @@ def test_plan_form_and_display_come_back_after_a_restart(gui, tmp_path):
     assert (form.fractions.text, form.tissue.text, form.tissue_custom[0].text) == (
         "12", "custom", "0.25")
     assert not form.tissue_custom[0].disabled  # "custom" shows its numbers
+    assert form.rapid_scheme.text == "averaged"
     assert form.objective_row_list[0].weight.text == "77"
     assert panel.layer_key == "physical" and panel.levels.text == "90, 50"
     assert screen.state.dose.unit == "Gy"
@@ -172,6 +174,7 @@ def test_bad_tissue_is_refused_at_compute_before_any_work(gui, tmp_path):
     gui.frames(2)
     # The tissue is a list of the tissues planning knows, and "custom".
     assert form.tissue.values == ["chordoma", "hsg", "v79", "custom"]
+    assert form.rapid_scheme.values == ["central", "averaged"]
     assert all(ti.disabled for ti in form.tissue_custom)
     form.tissue.text = "custom"
     gui.frames(1)
