@@ -253,10 +253,12 @@ def plan_patient(
     exchange: bool = False,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    optimization_grid_mm: float | None = None,
 ) -> PlanResult:
     """Optimize a plan on a loaded patient (nothing written); see :func:`make_plan`.
 
-    ``objectives``, when given, replace the default objectives entirely.
+    ``objectives``, when given, replace the default objectives entirely;
+    ``optimization_grid_mm`` as for :func:`make_plan`.
     """
     from planning.planner import PlanConfig, PlanRequest
     from planning.planner import make_plan as plan
@@ -268,7 +270,8 @@ def plan_patient(
         gantry_deg=tuple(float(g) for g in gantry_deg),
         couch_deg=tuple(float(c) for c in couch_deg or ()), patient=patient,
         rbe_model=rbe, rbe_value=rbe_value, tissue=tissue, spot_spacing_mm=spot_spacing_mm,
-        dose_grid_mm=grid_mm, device=device, exchange=exchange, config=config)
+        dose_grid_mm=grid_mm, optimization_grid_mm=optimization_grid_mm, device=device,
+        exchange=exchange, config=config)
     return plan(request, machine=get_machine(), progress=progress, cancel=cancel)
 
 

@@ -4,9 +4,9 @@ Objectives
 ----------
 Without a configuration file the objectives are, with ``p`` the prescription:
 
-- target: ``squared_deviation`` to ``p`` (weight 100), ``min_dose`` at 0.98 ``p`` and
-  ``max_dose`` at 1.03 ``p`` (weight 100 each; inside the 95-105 % goals so that D95 and D5
-  land inside them, also between the optimizer's points);
+- target: ``squared_deviation`` to ``p`` (weight 100), ``min_dose`` at 0.99 ``p`` (weight
+  300: coverage holds against the rings below, also between the optimizer's points) and
+  ``max_dose`` at 1.03 ``p`` (weight 100);
 - the dose fall-off around the target, on generated shells (:mod:`planning.regions`):
   ``"<target> ring 0-5 mm"`` ``max_dose`` at ``p`` (weight 100: no hot spot next to the
   target),
@@ -172,7 +172,7 @@ def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float
     """The default objectives of the module docstring."""
     p = total_dose_gy_rbe
     out = [Objective(target, "squared_deviation", p, 100.0),
-           Objective(target, "min_dose", 0.98 * p, 100.0),
+           Objective(target, "min_dose", 0.99 * p, 300.0),
            Objective(target, "max_dose", 1.03 * p, 100.0),
            *(Objective(ring_name(target, inner, outer), "max_dose", share * p, weight)
              for inner, outer, share, weight in DEFAULT_RINGS)]

@@ -110,7 +110,7 @@ def test_weights_of_one_beam_scaled_by_5_percent(demo):
     scaled = api.recalculate_plan(patient, scaled_plan, grid_mm=4.0)
     beam0 = base.beam_physical_dose_gy[0]
     comparison = api.compare_doses(base, scaled, quantity="physical",
-                                   criteria=[(1.0, 1.0), (4.0, 3.0)], cross_model=False)
+                                   criteria=[(1.0, 1.0), (5.0, 3.0)], cross_model=False)
     top = float(base.physical_dose_gy.max())
     # Physical dose is linear in the weights: B - A is 5 % of beam 0's dose, voxel by voxel.
     assert np.abs(comparison.difference_gy - 0.05 * beam0).max() < 1e-4 * top
@@ -122,14 +122,15 @@ def test_weights_of_one_beam_scaled_by_5_percent(demo):
     # Opposed beams: beam 1's fragment tail reaches beam 0's entrance, so no dosed voxel is
     # beam 0's alone; its entrance region still shows most of the 5 %.
     assert share0.max() > 0.6 and ratio.max() > 1.03
-    # 1 %/1 mm fails, and only where beam 0 adds more than 1 % of the maximum; 4 %/3 mm passes
-    # everywhere, since the largest difference (5 % of beam 0's maximum) is under 4 %.
+    # 1 %/1 mm fails, and only where beam 0 adds more than 1 % of the maximum; 5 %/3 mm passes
+    # everywhere, since the largest difference (5 % of beam 0's maximum) is at most 5 % of the
+    # plan's maximum.
     tight, loose = comparison.gamma
     assert tight.pass_rate_percent < 100.0
     failing = np.nan_to_num(tight.gamma) > 1
     # gamma(r) <= |B(r) - A(r)| / (1 % of the maximum), so a failing voxel has that much more.
     assert np.all(0.05 * beam0[failing] > 0.0099 * top)
-    assert 0.05 * beam0.max() < 0.04 * top
+    assert 0.05 * beam0.max() <= 0.05 * top
     assert loose.pass_rate_percent == 100.0
     # The DVH metrics of the PTV move by about half of 5 % (two beams of similar weight).
     ptv = next(s for s in comparison.structures if s.name == "PTV")
