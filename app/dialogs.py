@@ -1,4 +1,4 @@
-"""Modal dialogs: errors, messages, choosing a folder, choosing a CT series.
+"""Modal dialogs: errors, messages, choosing a folder, choosing a CT series, a line of text.
 
 Each function opens a :class:`kivy.uix.popup.Popup` and returns it (tests find its buttons);
 none of them blocks: answers arrive through callbacks.
@@ -140,5 +140,31 @@ def confirm_dialog(title: str, text: str, *, confirm_text: str,
     cancel.bind(on_release=lambda *_: popup.dismiss())
     confirm.bind(on_release=lambda *_: (popup.dismiss(), on_confirm()))
     popup.confirm_button = confirm  # type: ignore[attr-defined]
+    popup.open()
+    return popup
+
+
+def text_dialog(title: str, prompt: str, text: str, *, action: str,
+                on_submit: Callable[[str], None], name: str = "text_dialog") -> Popup:
+    """Ask for one line of text (pre-filled with ``text``); ``on_submit(text)`` on ``action``
+    or Enter, nothing on Cancel."""
+    body = BoxLayout(orientation="vertical", spacing=PAD, padding=PAD)
+    body.add_widget(_wrapped_label(prompt))
+    field = TextInput(text=text, multiline=False, size_hint_y=None, height=BUTTON_HEIGHT)
+    body.add_widget(field)
+    cancel, submit = _cancel_and(body, action)
+    popup = Popup(title=title, content=body, size_hint=(None, None), size=(520, 220),
+                  auto_dismiss=True)
+
+    def done(*_args: object) -> None:
+        popup.dismiss()
+        on_submit(field.text)
+
+    cancel.bind(on_release=lambda *_: popup.dismiss())
+    submit.bind(on_release=done)
+    field.bind(on_text_validate=done)
+    popup.name = name  # type: ignore[attr-defined]
+    popup.text_input = field  # type: ignore[attr-defined]
+    popup.submit_button = submit  # type: ignore[attr-defined]
     popup.open()
     return popup

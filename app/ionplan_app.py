@@ -6,6 +6,7 @@ It owns the session, runs one background task at a time and shows every error in
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -30,10 +31,12 @@ from app.recent import RecentFolders, user_data_dir
 from app.session import PlanEntry, Session
 from app.tasks import BackgroundTask, Work
 from app.theme import BACKGROUND_RGBA, PAD, TOOLBAR_HEIGHT
+from app.workspace_keeper import SAVE_CHECK_S, WorkspaceKeeper
 from planning import __version__, api
 from planning.about import third_party_notices, version_text
 from planning.document.identity import Identification
 from planning.errors import IonPlanError
+from planning.workspace import WorkspaceStore
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,8 @@ TOOLBAR_FONT_SIZE = "14sp"
 TOOLBAR_TEXT_PAD = 10
 #: Frames rendered after the start-up patient appears before a --screenshot is taken.
 SCREENSHOT_SETTLE_FRAMES = 5
+#: The source of the bundled demo patient (its workspace is kept like any other).
+DEMO_SOURCE = "demo patient"
 
 
 class IonPlanApp(App):
@@ -55,11 +60,14 @@ class IonPlanApp(App):
     Parameters
     ----------
     start_folder : str, optional
-        DICOM folder opened at start; default: the demo patient.
+        DICOM folder opened at start; default: the patient open when the application last
+        ran, or the demo patient the first time.
     screenshot_path : str, optional
-        Smoke-test mode: save the window to this PNG once the start-up patient is shown, quit.
+        Smoke-test mode: save the window to this PNG once the start-up patient is shown, quit
+        (opens ``start_folder`` or the demo patient; reads and writes no workspace).
     user_data_dir_override : str, optional
-        Where the recent-folders list lives (tests); default: Kivy's per-user data folder.
+        Where the recent-folders list and the plan workspaces (``workspaces/``, see
+        docs/workspace.md) live; default: :func:`app.recent.user_data_dir`.
     """
 
     title = f"IonPlan {__version__}"
@@ -76,7 +84,9 @@ class IonPlanApp(App):
         self.task: BackgroundTask | None = None
         self.last_error: str = ""
         self.last_export: list[str] = []
-        self.exported: set[PlanEntry] = set()  # plans written out (by identity)
+        # plan_id of the plans written out (an entry replaced by its robust evaluation keeps it)
+        self.exported: set[str] = set()
+        self.keeper: WorkspaceKeeper | None = None  # None in screenshot mode
         self._closing = False
 
     # --- building ----------------------------------------------------------------------------
@@ -84,7 +94,8 @@ class IonPlanApp(App):
         Window.clearcolor = BACKGROUND_RGBA
         Window.minimum_width, Window.minimum_height = MIN_WINDOW_SIZE_PX
         Window.bind(on_request_close=self._confirm_close, on_keyboard=self._swallow_escape)
-        self.recent = RecentFolders(self._data_dir or user_data_dir())
+        data_dir = Path(self._data_dir) if self._data_dir else user_data_dir()
+        self.recent = RecentFolders(data_dir)
         root = BoxLayout(orientation="vertical", spacing=2)
         self.toolbar = self._build_toolbar()
         root.add_widget(self.toolbar)
@@ -96,7 +107,17 @@ class IonPlanApp(App):
         root.add_widget(self.screens)
         self.task_bar = TaskBar()
         root.add_widget(self.task_bar)
+        if not self.screenshot_path:
+            self.keeper = WorkspaceKeeper(WorkspaceStore(data_dir / "workspaces"),
+                                          self.session, self.planning.workspace_settings,
+                                          lambda entry: entry.plan_id in self.exported)
+            Clock.schedule_interval(lambda _dt: self.save_workspace(), SAVE_CHECK_S)
         return root
+
+    def save_workspace(self) -> None:
+        """Write the open patient's workspace if anything it keeps changed."""
+        if self.keeper is not None:
+            self.keeper.save_if_changed()
 
     def _build_toolbar(self) -> BoxLayout:
         bar = BoxLayout(size_hint_y=None, height=TOOLBAR_HEIGHT, spacing=4, padding=(PAD, 4))
@@ -140,9 +161,16 @@ class IonPlanApp(App):
         # The GPU kernels compile (or load from CuPy's cache) while the user looks at the
         # patient; a daemon thread, silent, so it never holds the app or a task up.
         threading.Thread(target=api.warm_up_gpu, name="gpu-warm-up", daemon=True).start()
+        last = self.keeper.store.last_patient() if self.keeper is not None else None
         if self.start_folder:
             self.load_folder(self.start_folder)
+        elif last is None or last[0] == DEMO_SOURCE:
+            self.open_demo()
+        elif os.path.isdir(last[0]):
+            self._import(last[0], last[1])
         else:
+            self.show_error("Reopen the last patient", f"{last[0]}: the folder of the last "
+                            "patient is no longer there; the demo patient opens instead")
             self.open_demo()
 
     # --- tasks and errors --------------------------------------------------------------------
@@ -191,7 +219,7 @@ class IonPlanApp(App):
     # --- patients ----------------------------------------------------------------------------
     def unexported_plans(self) -> list[str]:
         """Names of the plans of this session not exported yet."""
-        return [p.name for p in self.session.plans if p not in self.exported]
+        return [p.name for p in self.session.plans if p.plan_id not in self.exported]
 
     def _unless_plans_would_be_lost(self, action: str, proceed: Any) -> None:
         """Run ``proceed()`` now, or after the user confirms losing unexported plans."""
@@ -199,16 +227,18 @@ class IonPlanApp(App):
         if not unsaved:
             proceed()
             return
+        fate = (self._kept_text(len(unsaved) > 1) if self.keeper is not None
+                else "they will be lost")
         popup = dialogs.confirm_dialog(
             f"{action}?", f"{', '.join(unsaved)} of the open patient "
-            f"{'was' if len(unsaved) == 1 else 'were'} not exported and will be lost.",
+            f"{'was' if len(unsaved) == 1 else 'were'} not exported; {fate}.",
             confirm_text=action, on_confirm=proceed)
         popup.name = "discard_dialog"
 
     def open_demo(self) -> None:
         self._unless_plans_would_be_lost("Open the demo patient", lambda: self.run_task(
             "Loading the demo patient", lambda progress, cancel: api.demo_patient(),
-            lambda patient: self._patient_loaded(patient, "demo patient"), cancellable=False))
+            lambda patient: self._patient_loaded(patient, DEMO_SOURCE), cancellable=False))
 
     def open_folder(self) -> None:
         recent = self.recent.load() if self.recent else []
@@ -295,8 +325,19 @@ class IonPlanApp(App):
         self.run_task("Recalculating the imported plan", work, done)
 
     def _patient_loaded(self, patient: Any, source: str) -> None:
+        """Show ``patient`` with the plans and settings of its workspace."""
+        self.save_workspace()  # the previous patient's last changes
         self.exported.clear()
-        self.session.set_patient(patient, source)
+        if self.keeper is None:
+            self.session.set_patient(patient, source)
+        else:
+            restored = self.keeper.restore(patient, source)
+            self.exported.update(e.plan_id for e in restored.exported)
+            self.session.set_patient(patient, source, restored.plans)
+            self.planning.apply_workspace_settings(restored.settings)
+            self.keeper.mark_saved()
+            if restored.problem:
+                self.show_error("Saved workspace not opened", restored.problem)
         if self.screenshot_path:
             Clock.schedule_once(lambda _dt: self._take_screenshot(SCREENSHOT_SETTLE_FRAMES), 0)
 
@@ -339,13 +380,15 @@ class IonPlanApp(App):
 
         def done(paths: list[str]) -> None:
             self.last_export = paths
-            self.exported.add(entry)
+            self.exported.add(entry.plan_id)
             dialogs.message_dialog("Export DICOM", "Wrote:\n" + "\n".join(paths),
                                    name="export_dialog")
 
+        # The RT Plan Name (and its first 16 characters, the RT Plan Label) is the plan's name.
+        named = dataclasses.replace(entry.result,
+                                    plan=dataclasses.replace(entry.result.plan, label=entry.name))
         if not self.run_task("Exporting DICOM",
-                             lambda p, c: api.export_plan(entry.result, target,
-                                                          plan_name=entry.name),
+                             lambda p, c: api.export_plan(named, target, plan_name=entry.name),
                              done, cancellable=False):
             target.rmdir()  # not started: leave no empty folder behind
 
@@ -406,6 +449,7 @@ class IonPlanApp(App):
 
     def on_stop(self) -> None:
         Window.unbind(on_request_close=self._confirm_close, on_keyboard=self._swallow_escape)
+        self.save_workspace()
 
     @staticmethod
     def _swallow_escape(_window: Any, key: int, *_args: Any) -> bool:
@@ -419,16 +463,28 @@ class IonPlanApp(App):
         running = self.task is not None and self.task.running
         if not (unsaved or running) or self._closing:
             return False
-        lost = [f"{', '.join(unsaved)} {'was' if len(unsaved) == 1 else 'were'} not exported"
-                ] if unsaved else []
+        notes = []
+        if unsaved:
+            fate = (self._kept_text(len(unsaved) > 1) if self.keeper is not None
+                    else "quitting loses them")
+            notes.append(f"{', '.join(unsaved)} {'was' if len(unsaved) == 1 else 'were'} not "
+                         f"exported; {fate}")
         if running:
             assert self.task is not None
-            lost.append(f"{self.task.name} is still running")
+            notes.append(f"{self.task.name} is still running: quitting now loses that work")
         popup = dialogs.confirm_dialog(
-            "Quit IonPlan?", "; ".join(lost) + ": quitting now loses that work.",
+            "Quit IonPlan?", ".\n".join(notes) + ".",
             confirm_text="Quit", on_confirm=self._close_now)
         popup.name = "quit_dialog"
         return True
+
+    def _kept_text(self, plural: bool) -> str:
+        """Where unexported plans stay (the workspace), or why they may not."""
+        it, stays, comes = ("they", "stay", "come") if plural else ("it", "stays", "comes")
+        if self.keeper is not None and self.keeper.last_error:
+            return f"saving the workspace failed ({self.keeper.last_error}): {it} may be lost"
+        return (f"{it} {stays} in the patient's workspace and {comes} back when the patient "
+                "is opened")
 
     def _close_now(self) -> None:
         self._closing = True

@@ -7,11 +7,16 @@ a :class:`PlanSetup` or raises :class:`planning.errors.InputError` naming the fi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from planning import api
 from planning.errors import InputError, PlanningError
 from planning.optimization import Objective
 from planning.planner import PlanRequest
+from planning.rbe import DEFAULT_TISSUES
+from planning.rbe.lem import RAPID_SCHEMES
+from planning.regions import ring_match
 
 #: RBE model choices: (label shown, ``planning.api.rbe_model`` name).
 RBE_MODELS: tuple[tuple[str, str], ...] = (
@@ -24,6 +29,16 @@ RBE_MODELS: tuple[tuple[str, str], ...] = (
 #: prescription that the form accepts.
 TARGET_OBJECTIVE_TOLERANCE = 0.02
 DEVICES: tuple[tuple[str, str], ...] = (("Auto", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "gpu"))
+#: The LEM I tissue choice that reads alpha_x, beta_x and D_t from three fields.
+CUSTOM_TISSUE = "custom"
+#: LEM I tissue choices: the tissue classes planning knows, then "custom".
+TISSUE_CHOICES: tuple[str, ...] = (*(t.name for t in DEFAULT_TISSUES), CUSTOM_TISSUE)
+#: The custom tissue's fields: (label naming the field in messages, lowest, highest).
+CUSTOM_TISSUE_FIELDS: tuple[tuple[str, float, float], ...] = (
+    ("LEM I custom tissue alpha_x (1/Gy)", 1e-4, 5.0),
+    ("LEM I custom tissue beta_x (1/Gy^2)", 1e-4, 2.0),
+    ("LEM I custom tissue D_t (Gy)", 0.5, 200.0),
+)
 
 
 @dataclass(frozen=True)
@@ -98,14 +113,57 @@ def parse_objective(structure: str, kind: str, dose_text: str, weight_text: str,
         raise InputError(str(exc)) from None
 
 
+def names_a_structure(name: str, structures: Sequence[str]) -> bool:
+    """Whether an objective's ``name`` is one of ``structures`` or a region generated around
+    one (``"PTV ring 0-5 mm"``, :mod:`planning.regions`); names match case-insensitively."""
+    known = {s.lower() for s in structures}
+    ring = ring_match(name)
+    return name.lower() in known or (ring is not None and ring["roi"].lower() in known)
+
+
+def parse_tissue_choice(choice: str, custom_texts: Sequence[str],
+                        rapid_scheme: str = RAPID_SCHEMES[0]) -> str:
+    """The LEM I tissue as :func:`planning.api.rbe_model` takes it: a class name from
+    :data:`TISSUE_CHOICES`, or ``"alpha_x,beta_x,D_t"`` from the three custom fields, with
+    ``":averaged"`` for that rapid scheme (:data:`planning.rbe.lem.RAPID_SCHEMES`)."""
+    if rapid_scheme not in RAPID_SCHEMES:
+        raise InputError(f"LEM I rapid scheme: {rapid_scheme!r} is not one of "
+                         f"{', '.join(RAPID_SCHEMES)}")
+    suffix = "" if rapid_scheme == RAPID_SCHEMES[0] else f":{rapid_scheme}"
+    if choice != CUSTOM_TISSUE:
+        if choice not in TISSUE_CHOICES:
+            raise InputError(f"LEM I tissue: {choice!r} is not one of "
+                             f"{', '.join(TISSUE_CHOICES)}")
+        return choice + suffix
+    if len(custom_texts) != len(CUSTOM_TISSUE_FIELDS):
+        raise InputError("LEM I custom tissue: give alpha_x, beta_x and D_t")
+    values = [_number(text, what, lo=lo, hi=hi)
+              for text, (what, lo, hi) in zip(custom_texts, CUSTOM_TISSUE_FIELDS, strict=True)]
+    return ",".join(repr(v) for v in values) + suffix
+
+
 def parse_plan_setup(*, target: str, dose_text: str, fractions_text: str,
                      beams: list[BeamSetup], rbe_label: str, rbe_value_text: str,
-                     tissue_text: str, spot_spacing_text: str, grid_text: str,
-                     device_label: str, exchange: bool,
-                     objectives: list[Objective]) -> PlanSetup:
-    """Check the form's values; raise InputError naming the first bad field."""
+                     tissue_choice: str, spot_spacing_text: str, grid_text: str,
+                     device_label: str, exchange: bool, objectives: list[Objective],
+                     tissue_custom_texts: Sequence[str] = (),
+                     rapid_scheme: str = RAPID_SCHEMES[0],
+                     structures: Sequence[str] | None = None) -> PlanSetup:
+    """Check every value of the form before any work; raise InputError naming the first bad
+    field and what is wrong with it.
+
+    ``structures``, when given, are the patient's: the target must be one of them, every
+    objective one of them or a ring generated around one.
+    """
     if not target:
         raise InputError("choose a target structure")
+    if structures is not None:
+        if target not in structures:
+            raise InputError(f"target: the patient has no structure named {target!r}")
+        for i, o in enumerate(objectives):
+            if not names_a_structure(o.structure, structures):
+                raise InputError(f"objective {i + 1}: the patient has no structure named "
+                                 f"{o.structure!r} (nor is it a ring around one)")
     dose = _number(dose_text, "prescribed dose (Gy(RBE), whole plan)", lo=0.01, hi=200)
     fractions_value = _number(fractions_text, "number of fractions", lo=1, hi=100)
     if fractions_value != int(fractions_value):
@@ -119,7 +177,14 @@ def parse_plan_setup(*, target: str, dose_text: str, fractions_text: str,
     rbe_value = (_number(rbe_value_text, "constant RBE", lo=0.5, hi=10) if rbe == "const"
                  else None)
     # The LEM I tissue applies to a LEM I plan and to the LEM I side of the exchange view.
-    tissue = tissue_text.strip() or None if rbe == "lem1" or exchange else None
+    tissue = (parse_tissue_choice(tissue_choice, tissue_custom_texts, rapid_scheme)
+              if rbe == "lem1" or exchange else None)
+    try:  # the models themselves, as the worker will build them
+        api.rbe_model(rbe, tissue, rbe_value)
+        if tissue is not None:
+            api.parse_tissue(tissue)
+    except InputError as exc:
+        raise InputError(f"RBE model: {exc}") from None
     if not any(o.structure == target for o in objectives):
         raise InputError(f"the target {target!r} has no objective: add one (e.g. "
                          "squared_deviation at the prescribed dose)")
@@ -130,13 +195,16 @@ def parse_plan_setup(*, target: str, dose_text: str, fractions_text: str,
                 f"the target objective asks for {o.dose_gy_rbe:g} Gy(RBE) but the prescription "
                 f"is {dose:g} Gy(RBE): the plan would be optimized to another dose than it is "
                 "labelled with; press 'Default objectives' or correct the objective")
+    spot_spacing_mm = _number(spot_spacing_text, "spot spacing (mm)", lo=0.5, hi=20)
+    grid_mm = parse_grid_mm(grid_text)
+    devices = dict(DEVICES)
+    if device_label not in devices:
+        raise InputError(f"device: {device_label!r} is not one of {', '.join(devices)}")
     return PlanSetup(
         target=target, total_dose_gy_rbe=dose, fractions=int(fractions_value),
         beams=tuple(beams), rbe=rbe, rbe_value=rbe_value, tissue=tissue,
-        spot_spacing_mm=_number(spot_spacing_text, "spot spacing (mm)", lo=0.5, hi=20),
-        grid_mm=parse_grid_mm(grid_text),
-        device=dict(DEVICES).get(device_label, "auto"), exchange=exchange,
-        objectives=tuple(objectives))
+        spot_spacing_mm=spot_spacing_mm, grid_mm=grid_mm, device=devices[device_label],
+        exchange=exchange, objectives=tuple(objectives))
 
 
 def reoptimization_conflicts(request: PlanRequest, setup: PlanSetup) -> list[str]:

@@ -6,6 +6,7 @@ background tasks (through the :class:`TaskHost`, the application).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from kivy.uix.boxlayout import BoxLayout
@@ -13,7 +14,7 @@ from kivy.uix.popup import Popup
 from kivy.uix.screenmanager import Screen
 from kivy.uix.tabbedpanel import TabbedPanel, TabbedPanelItem
 
-from app import review
+from app import dialogs, review
 from app.dose_display import overlay_for
 from app.panels.dose_panel import DosePanel
 from app.panels.patient_panel import PatientPanel
@@ -29,7 +30,7 @@ from app.widgets.dvh_plot import DvhPlot
 from app.widgets.metrics_table import MetricsTable
 from app.widgets.viewer_panel import ViewerPanel
 from planning import api
-from planning.errors import IonPlanError
+from planning.errors import InputError, IonPlanError
 
 #: Most of the screen's width the side panel takes, and of the right column's height the
 #: DVH and metrics row takes (in small windows).
@@ -72,8 +73,10 @@ class PlanningScreen(Screen):
                                     gpu_available=api.gpu_available())
         self.dose_panel = DosePanel(on_change=self.refresh_dose,
                                     on_error=lambda e: host.show_error("Dose display", e),
+                                    on_rename=self.ask_rename,
                                     on_robustness=self.open_robustness,
                                     on_beam_view=self.show_beam_view)
+        self._renamed: PlanEntry | None = None  # keeps the selection through a rename
         self.robust_popup: Popup | None = None
         self.tab_items = {}
         for title, panel in (("Patient", self.patient_panel), ("Plan", self.plan_panel),
@@ -143,8 +146,63 @@ class PlanningScreen(Screen):
     def _show_plans(self) -> None:
         names = [p.name for p in self.session.plans]
         latest = self.session.latest_plan
-        self.dose_panel.set_plans(names, select=latest.name if latest else None)
+        shown = self._renamed or latest
+        self._renamed = None
+        self.dose_panel.set_plans(names, select=shown.name if shown else None)
         self.refresh_dose()
+
+    # --- renaming ----------------------------------------------------------------------------
+    def ask_rename(self, name: str) -> None:
+        """Ask for a new name of plan ``name``."""
+        try:
+            entry = self.session.plan(name)
+        except KeyError:
+            return
+        dialogs.text_dialog("Rename plan", f"New name of {entry.name} (it names its exports, "
+                            "reports and its place in the workspace):", entry.name,
+                            action="Rename", on_submit=lambda text: self.rename(entry, text),
+                            name="rename_dialog")
+
+    def rename(self, entry: PlanEntry, new_name: str) -> None:
+        """Rename ``entry``; a refused name is shown in a dialog and nothing changes."""
+        self._renamed = entry
+        try:
+            self.session.rename_plan(entry, new_name)
+        except InputError as exc:
+            self.host.show_error("Rename plan", exc)
+        finally:
+            self._renamed = None
+
+    # --- what the workspace keeps ------------------------------------------------------------
+    def workspace_settings(self) -> dict[str, Any]:
+        """The plan form and the display settings (docs/workspace.md), JSON-serialisable."""
+        display = self.dose_panel.display_settings()
+        display.update(window_hu=float(self.state.window_hu),
+                       level_hu=float(self.state.level_hu),
+                       cursor_ijk=[int(v) for v in self.state.cursor_ijk],
+                       tab=self.tabs.current_tab.text if self.tabs.current_tab else "")
+        return {"form": self.plan_panel.form_values(), "display": display}
+
+    def apply_workspace_settings(self, settings: Mapping[str, Any]) -> None:
+        """Restore :meth:`workspace_settings` (what does not fit is left as it is)."""
+        form, display = settings.get("form"), settings.get("display")
+        if isinstance(form, dict):
+            self.plan_panel.apply_form_values(form)
+        if not isinstance(display, dict):
+            return
+        self.dose_panel.apply_display_settings(display)
+        window, level = display.get("window_hu"), display.get("level_hu")
+        try:
+            self.state.set_window_level(float(window), float(level))  # type: ignore[arg-type]
+        except (TypeError, ValueError, InputError):
+            pass
+        cursor = display.get("cursor_ijk")
+        if isinstance(cursor, list) and len(cursor) == 3 and all(
+                isinstance(v, int) for v in cursor):
+            self.state.set_cursor(*cursor)
+        tab = self.tab_items.get(str(display.get("tab")))
+        if tab is not None:
+            self.tabs.switch_to(tab)
 
     def show_beam_view(self) -> None:
         """Open the beam's-eye view of the plan shown (target projection, spot maps)."""
@@ -299,6 +357,7 @@ class PlanningScreen(Screen):
         """Run ``optimize(progress, cancel) -> PlanResult`` in the background with the first
         DVHs computed there too (not on the UI thread); add the plan and show it when done."""
         patient = self.session.patient
+        form = self.plan_panel.form_values()  # the form as it was when the user pressed
 
         def work(progress: Any, cancel: Any) -> Any:
             result = optimize(progress, cancel)
@@ -311,7 +370,7 @@ class PlanningScreen(Screen):
             if self.session.patient is not patient:
                 return  # another patient was opened meanwhile: the plan belongs to the old one
             self._stats_cache[(id(result), "rbe")] = stats
-            self.session.add_plan(result, summary)
+            self.session.add_plan(result, summary, form)
             self.tabs.switch_to(self.tab_items["Dose"])
 
         self.host.run_task(name, work, done)

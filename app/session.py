@@ -6,17 +6,23 @@ Plain Python (no Kivy) so it is tested without a window. Widgets subscribe with
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from planning.dose_grid import DoseGrid
+from planning.errors import InputError
 from planning.patient import Patient
 from planning.planner import PlanResult
 from planning.robust import RobustResult
+from planning.workspace import new_plan_id
+
+#: Longest plan name the user may give (the RT Plan Label keeps its first 16 characters).
+MAX_PLAN_NAME = 64
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,14 +74,35 @@ class DoseLayer:
         return f"100 % = {self.reference:.4g}{unit} ({self.reference_name})"
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class PlanEntry:
-    """A plan computed in this session, the settings it was computed with and, once asked
-    for, its robust evaluation."""
+    """A plan of the open patient and the settings it was computed with.
+
+    Only ``name`` changes in place (:meth:`Session.rename_plan`); a robust evaluation gives a
+    new entry with the same ``plan_id`` (:meth:`Session.set_robust`). Entries compare by
+    identity.
+
+    Attributes
+    ----------
+    name : str
+        What the user calls it (plan list, exports, reports, workspace).
+    result : PlanResult
+        The plan and its cubes.
+    summary : str
+        One line on how it was made.
+    setup : dict
+        The plan-setup form it was computed with (JSON object; empty when unknown).
+    plan_id : str
+        Its folder in the patient's workspace, fixed for its life.
+    robust : RobustResult or None
+        Its robust evaluation, once asked for (not kept in the workspace).
+    """
 
     name: str
     result: PlanResult
     summary: str
+    setup: Mapping[str, Any] = field(default_factory=dict)
+    plan_id: str = field(default_factory=new_plan_id)
     robust: RobustResult | None = None
 
     @property
@@ -179,21 +206,24 @@ class Session:
         for listener in list(self._listeners):
             listener(what)
 
-    def set_patient(self, patient: Patient, source: str) -> None:
-        """Show ``patient`` (read from ``source``: a folder, or "demo patient")."""
+    def set_patient(self, patient: Patient, source: str,
+                    plans: Iterable[PlanEntry] = ()) -> None:
+        """Show ``patient`` (read from ``source``: a folder, or "demo patient") with the
+        ``plans`` kept in its workspace (none: a patient seen the first time)."""
         self.patient = patient
         self.source = source
-        self.plans = []
+        self.plans = list(plans)
         self._emit("patient")
         self._emit("plans")
 
-    def add_plan(self, result: PlanResult, summary: str) -> PlanEntry:
+    def add_plan(self, result: PlanResult, summary: str,
+                 setup: Mapping[str, Any] | None = None) -> PlanEntry:
         """Keep a newly computed plan under a fresh name ("Plan 1", "Plan 2", ...)."""
         taken = {p.name for p in self.plans}
         n = len(self.plans) + 1
         while f"Plan {n}" in taken:
             n += 1
-        entry = PlanEntry(f"Plan {n}", result, summary)
+        entry = PlanEntry(f"Plan {n}", result, summary, dict(setup or {}))
         # Only the newest plan is re-optimized from its kept influence: the older ones free
         # their optimizer matrices (they come back, rebuilt, if ever needed).
         for older in self.plans:
@@ -203,6 +233,21 @@ class Session:
         self.plans.append(entry)
         self._emit("plans")
         return entry
+
+    def rename_plan(self, entry: PlanEntry, new_name: str) -> None:
+        """Call ``entry`` ``new_name`` (stripped); InputError for an empty, over-long or
+        already used name."""
+        name = " ".join(new_name.split())
+        if not name:
+            raise InputError("plan name: give a name")
+        if len(name) > MAX_PLAN_NAME:
+            raise InputError(f"plan name: at most {MAX_PLAN_NAME} characters, got {len(name)}")
+        if any(p.name == name for p in self.plans if p is not entry):
+            raise InputError(f"plan name: another plan is already called {name!r}")
+        if entry not in self.plans:
+            raise InputError(f"plan {entry.name!r} is not a plan of the open patient")
+        entry.name = name
+        self._emit("plans")
 
     def set_robust(self, name: str, robust: RobustResult) -> PlanEntry:
         """Keep the robust evaluation of plan ``name`` (its worst-case cubes become layers)."""

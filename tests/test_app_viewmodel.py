@@ -23,7 +23,7 @@ from planning.structure_dose import structure_dose_statistics
 def _setup(**over):
     values = dict(target="PTV", dose_text="57.6", fractions_text="16",
                   beams=[BeamSetup(90.0), BeamSetup(270.0)], rbe_label="LEM I",
-                  rbe_value_text="", tissue_text="chordoma", spot_spacing_text="5",
+                  rbe_value_text="", tissue_choice="chordoma", spot_spacing_text="5",
                   grid_text="4", device_label="CPU", exchange=True,
                   objectives=[Objective("PTV", "squared_deviation", 57.6, 100.0)])
     values.update(over)
@@ -51,6 +51,65 @@ def test_plan_setup_reads_a_valid_form():
 def test_plan_setup_names_the_bad_field(field, value, message):
     with pytest.raises(InputError, match=message):
         _setup(**{field: value})
+
+
+@pytest.mark.parametrize(("over", "message"), [
+    ({"tissue_choice": "xyz"}, "LEM I tissue: 'xyz' is not one of chordoma, hsg, v79, custom"),
+    ({"tissue_choice": "custom", "tissue_custom_texts": ("0.2", "abc", "10")},
+     r"custom tissue beta_x \(1/Gy\^2\): 'abc' is not a number"),
+    ({"tissue_choice": "custom", "tissue_custom_texts": ("0.2", "0.05", "0")},
+     r"custom tissue D_t \(Gy\) must lie between 0.5 and 200"),
+    ({"tissue_choice": "custom", "tissue_custom_texts": ("-1", "0.05", "10")},
+     "alpha_x"),
+    ({"structures": ["CTV", "Brainstem"]}, "target: the patient has no structure named 'PTV'"),
+    ({"structures": ["PTV"], "objectives": [Objective("PTV", "squared_deviation", 57.6),
+                                            Objective("Lens", "max_dose", 5.0)]},
+     "objective 2: the patient has no structure named 'Lens'"),
+    ({"structures": ["PTV"], "objectives": [Objective("PTV", "squared_deviation", 57.6),
+                                            Objective("CTV ring 0-5 mm", "max_dose", 5.0)]},
+     "objective 2: the patient has no structure named 'CTV ring 0-5 mm'"),
+    ({"device_label": "TPU"}, "device: 'TPU'"),
+])
+def test_every_field_is_checked_before_any_work(over, message):
+    """The issue's case: a tissue typed as "xyz" with the exchange view on was found only
+    after 50 s of computing. Every value is now checked when Compute is pressed."""
+    with pytest.raises(InputError, match=message):
+        _setup(**over)
+
+
+def test_tissue_is_checked_for_the_exchange_view_under_mkm_too():
+    with pytest.raises(InputError, match="LEM I tissue"):
+        _setup(rbe_label="mMKM (NIRS clinical dose)", tissue_choice="xyz")
+    assert _setup(rbe_label="mMKM (NIRS clinical dose)", tissue_choice="xyz",
+                  exchange=False).tissue is None
+
+
+def test_objectives_may_name_a_ring_around_a_structure():
+    s = _setup(structures=["PTV", "Brainstem"],
+               objectives=[Objective("PTV", "squared_deviation", 57.6),
+                           Objective("ptv ring 0-5 mm", "max_dose", 50.0)])
+    assert [o.structure for o in s.objectives] == ["PTV", "ptv ring 0-5 mm"]
+
+
+def test_rapid_scheme_is_a_choice_too():
+    from planning.rbe import parse_tissue
+
+    s = _setup(tissue_choice="hsg", rapid_scheme="averaged")
+    assert s.tissue == "hsg:averaged" and parse_tissue(s.tissue).rapid_scheme == "averaged"
+    assert _setup(tissue_choice="custom", tissue_custom_texts=("0.1", "0.05", "30"),
+                  rapid_scheme="averaged").tissue == "0.1,0.05,30.0:averaged"
+    with pytest.raises(InputError, match="LEM I rapid scheme: 'fast'"):
+        _setup(rapid_scheme="fast")
+
+
+def test_custom_tissue_gives_its_three_numbers_exactly():
+    s = _setup(tissue_choice="custom", tissue_custom_texts=("0.1", "0.05", "30"))
+    assert s.tissue == "0.1,0.05,30.0"
+    from planning.rbe import parse_tissue
+
+    t = parse_tissue(s.tissue)
+    assert (t.alpha_x_gy, t.beta_x_gy2, t.d_t_gy) == (0.1, 0.05, 30.0)
+    assert _setup(tissue_choice="hsg").tissue == "hsg"
 
 
 def test_constant_rbe_needs_its_value_and_the_target_an_objective():

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
@@ -42,6 +43,8 @@ class DosePanel(BoxLayout):
         ``on_change()``; read :attr:`plan_name`, :attr:`layer_key` and :meth:`display`.
     on_error : callable
         ``on_error(exception)`` for a bad isodose list.
+    on_rename : callable
+        ``on_rename(plan_name)``: the user asked to rename the selected plan.
     on_robustness : callable
         ``on_robustness()``: open the Robustness view of the selected plan.
     on_beam_view : callable
@@ -50,6 +53,7 @@ class DosePanel(BoxLayout):
 
     def __init__(self, *, on_change: Callable[[], None],
                  on_error: Callable[[BaseException], None],
+                 on_rename: Callable[[str], None],
                  on_robustness: Callable[[], None],
                  on_beam_view: Callable[[], None]) -> None:
         super().__init__(orientation="vertical", spacing=4, padding=PAD)
@@ -72,7 +76,10 @@ class DosePanel(BoxLayout):
         self.opacity_text = _label("45 %", 56)
         self.levels = TextInput(text=", ".join(f"{v:g}" for v in DEFAULT_ISODOSE_PERCENT),
                                 multiline=False, size_hint_y=None, height=ROW_HEIGHT)
-        self.add_widget(_row(_label("Plan"), self.plan))
+        self.rename_button = Button(text="Rename...", size_hint_x=None, width=90,
+                                    disabled=True)
+        self.rename_button.bind(on_release=lambda *_: on_rename(self.plan_name))
+        self.add_widget(_row(_label("Plan", 60), self.plan, self.rename_button))
         self.add_widget(_row(_label("Quantity"), self.quantity))
         self.add_widget(_row(_label("Unit"), self.unit))
         self.add_widget(_row(self.wash, _label("Colour wash", 110), self.isodoses,
@@ -122,6 +129,7 @@ class DosePanel(BoxLayout):
             self.plan.text = select
         elif not names:
             self.plan.text = "(no plan yet)"
+        self.rename_button.disabled = not names
 
     def set_layers(self, layers: Sequence[DoseLayer]) -> None:
         """Offer the cubes of the selected plan; keep the current choice when it still exists."""
@@ -161,6 +169,45 @@ class DosePanel(BoxLayout):
                            threshold_percent=float(self.threshold.value),
                            opacity=float(self.opacity_slider.value) / 100.0,
                            isodose_percent=self._levels)
+
+    def display_settings(self) -> dict[str, Any]:
+        """The choices as the workspace keeps them (JSON-serialisable)."""
+        return {"plan": self.plan_name, "quantity": self.layer_key, "unit": self.unit.text,
+                "wash": bool(self.wash.active), "isodoses": bool(self.isodoses.active),
+                "threshold_percent": float(self.threshold.value),
+                "opacity_percent": float(self.opacity_slider.value),
+                "isodose_percent": list(self._levels)}
+
+    def apply_display_settings(self, values: Mapping[str, Any]) -> None:
+        """Restore :meth:`display_settings`; entries of the wrong type, a plan or quantity
+        that no longer exists, or isodose levels that do not parse are left as they are."""
+        if values.get("plan") in self.plan.values:
+            self.plan.text = values["plan"]
+        if values.get("unit") in UNITS:
+            self.unit.text = values["unit"]
+        for key, box in (("wash", self.wash), ("isodoses", self.isodoses)):
+            if isinstance(values.get(key), bool):
+                box.active = values[key]
+        for key, slider in (("threshold_percent", self.threshold),
+                            ("opacity_percent", self.opacity_slider)):
+            value = values.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                slider.value = min(max(float(value), slider.min), slider.max)
+        levels = values.get("isodose_percent")
+        if isinstance(levels, list):
+            try:
+                parsed = parse_levels(", ".join(f"{float(v):g}" for v in levels))
+            except (InputError, TypeError, ValueError):
+                parsed = None
+            if parsed is not None:
+                self._levels = parsed
+                self.levels.text = ", ".join(f"{v:g}" for v in parsed)
+                self._changed()
+        if isinstance(values.get("quantity"), str):
+            try:
+                self.select_layer(values["quantity"])
+            except KeyError:
+                pass
 
     def _slider_changed(self) -> None:
         self.threshold_text.text = f"{self.threshold.value:.0f} %"

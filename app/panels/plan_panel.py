@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
@@ -15,10 +16,13 @@ from kivy.uix.textinput import TextInput
 from app.model_note import model_switch_note
 from app.panels.form_widgets import row_label as _label
 from app.plan_setup import (
+    CUSTOM_TISSUE,
     DEVICES,
     RBE_MODELS,
+    TISSUE_CHOICES,
     BeamSetup,
     PlanSetup,
+    names_a_structure,
     parse_beam,
     parse_objective,
     parse_plan_setup,
@@ -27,6 +31,7 @@ from app.theme import BUTTON_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
 from app.widgets.menu import WideSpinner
 from planning.errors import InputError
 from planning.optimization import OBJECTIVE_KINDS, Objective
+from planning.rbe.lem import RAPID_SCHEMES
 
 DEFAULT_BEAMS = (BeamSetup(90.0), BeamSetup(270.0))
 TARGET_TYPES = ("PTV", "CTV", "GTV")
@@ -174,11 +179,27 @@ class PlanPanel(BoxLayout):
         self.model_note.bind(width=lambda w, width: setattr(w, "text_size", (width, None)),
                              texture_size=lambda w, ts: setattr(w, "height", ts[1]))
         form.add_widget(self.model_note)
-        grid = GridLayout(cols=2, size_hint_y=None, height=2 * ROW_HEIGHT + 4, spacing=4)
-        self.tissue = _field("chordoma", hint_text="chordoma | hsg | v79 | ax,bx,Dt [:averaged]")
+        grid = GridLayout(cols=2, size_hint_y=None, height=4 * ROW_HEIGHT + 12, spacing=4)
+        self.rapid_scheme = WideSpinner(text=RAPID_SCHEMES[0], values=list(RAPID_SCHEMES),
+                                        size_hint_y=None, height=ROW_HEIGHT)
+        self.tissue = WideSpinner(text=TISSUE_CHOICES[0], values=list(TISSUE_CHOICES),
+                                  size_hint_y=None, height=ROW_HEIGHT)
+        self.tissue.bind(text=lambda *_: self._show_model_fields())
+        # alpha_x (1/Gy), beta_x (1/Gy^2), D_t (Gy) of the "custom" tissue
+        self.tissue_custom = [_field(default, input_filter="float", hint_text=hint)
+                              for default, hint in (("0.1", "1/Gy"), ("0.05", "1/Gy2"),
+                                                    ("30", "Gy"))]
+        custom = BoxLayout(size_hint_y=None, height=ROW_HEIGHT, spacing=3)
+        for ti, name in zip(self.tissue_custom, ("ax", "bx", "Dt"), strict=True):
+            custom.add_widget(_label(name, 22, muted=True))
+            custom.add_widget(ti)
         self.rbe_value = _field("", input_filter="float", hint_text="e.g. 3.0")
         grid.add_widget(_label("LEM I tissue", 130))
         grid.add_widget(self.tissue)
+        grid.add_widget(_label("Custom tissue", 130, muted=True))
+        grid.add_widget(custom)
+        grid.add_widget(_label("LEM I rapid scheme", 130))
+        grid.add_widget(self.rapid_scheme)
         grid.add_widget(_label("Constant RBE", 130))
         grid.add_widget(self.rbe_value)
         form.add_widget(grid)
@@ -333,10 +354,89 @@ class PlanPanel(BoxLayout):
         return parse_plan_setup(
             target=self.target.text, dose_text=self.dose.text,
             fractions_text=self.fractions.text, beams=self.beams(), rbe_label=self.rbe.text,
-            rbe_value_text=self.rbe_value.text, tissue_text=self.tissue.text,
+            rbe_value_text=self.rbe_value.text, tissue_choice=self.tissue.text,
+            tissue_custom_texts=[ti.text for ti in self.tissue_custom],
+            rapid_scheme=self.rapid_scheme.text,
             spot_spacing_text=self.spot_spacing.text, grid_text=self.grid_mm.text,
             device_label=self.device.text, exchange=bool(self.exchange.active),
-            objectives=[r.objective(i) for i, r in enumerate(self.objective_row_list)])
+            objectives=[r.objective(i) for i, r in enumerate(self.objective_row_list)],
+            structures=self._structures)
+
+    # --- the form as the workspace keeps it ----------------------------------------------
+    def form_values(self) -> dict[str, Any]:
+        """Every field as the user left it (text, checked or not), JSON-serialisable."""
+        return {
+            "target": self.target.text, "dose": self.dose.text,
+            "fractions": self.fractions.text,
+            "beams": [[r.gantry.text, r.couch.text] for r in self.beam_row_list],
+            "rbe": self.rbe.text, "rbe_value": self.rbe_value.text,
+            "tissue": self.tissue.text,
+            "tissue_custom": [ti.text for ti in self.tissue_custom],
+            "rapid_scheme": self.rapid_scheme.text,
+            "spot_spacing": self.spot_spacing.text, "grid": self.grid_mm.text,
+            "device": self.device.text, "exchange": bool(self.exchange.active),
+            "objectives": [[r.structure.text, r.kind.text, r.dose.text, r.weight.text,
+                            r.volume.text] for r in self.objective_row_list]}
+
+    def apply_form_values(self, values: Mapping[str, Any]) -> None:
+        """Fill the form from :meth:`form_values`; entries of the wrong type or naming a
+        choice that is not offered (a structure, model, tissue, device) are left as they
+        are."""
+        def text(key: str) -> str | None:
+            value = values.get(key)
+            return value if isinstance(value, str) else None
+
+        def choose(spinner: WideSpinner, key: str) -> None:
+            value = text(key)
+            if value is not None and value in spinner.values:
+                spinner.text = value
+
+        choose(self.target, "target")
+        self._target_name = self.target.text
+        for key, ti in (("dose", self.dose), ("fractions", self.fractions),
+                        ("rbe_value", self.rbe_value), ("spot_spacing", self.spot_spacing),
+                        ("grid", self.grid_mm)):
+            value = text(key)
+            if value is not None:
+                ti.text = value
+        for key, spinner in (("rbe", self.rbe), ("tissue", self.tissue),
+                             ("rapid_scheme", self.rapid_scheme), ("device", self.device)):
+            choose(spinner, key)
+        custom = values.get("tissue_custom")
+        if isinstance(custom, list) and len(custom) == len(self.tissue_custom):
+            for ti, value in zip(self.tissue_custom, custom, strict=True):
+                ti.text = str(value)
+        if isinstance(values.get("exchange"), bool):
+            self.exchange.active = values["exchange"]
+        beams = values.get("beams")
+        if isinstance(beams, list) and all(isinstance(b, list) and len(b) == 2 for b in beams):
+            self.beam_rows.clear_widgets()
+            for gantry, couch in beams:
+                row = self.add_beam(BeamSetup(0.0), notify=False)
+                row.gantry.text, row.couch.text = str(gantry), str(couch)
+        objectives = values.get("objectives")
+        if isinstance(objectives, list) and all(
+                isinstance(o, list) and len(o) == 5 for o in objectives):
+            self.objective_rows.clear_widgets()
+            for structure, kind, dose, weight, volume in objectives:
+                row = self.add_objective(Objective(
+                    self._structures[0] if self._structures else "", OBJECTIVE_KINDS[0], 0.0))
+                if isinstance(structure, str) and names_a_structure(structure,
+                                                                    self._structures):
+                    row.structure.text = structure
+                if kind in OBJECTIVE_KINDS:
+                    row.kind.text = kind
+                row.dose.text, row.weight.text, row.volume.text = (
+                    str(dose), str(weight), str(volume))
+        try:
+            self._objectives_rx_gy = float(self.dose.text)
+        except ValueError:
+            self._objectives_rx_gy = None
+        self._show_model_fields()
+        # A restored model is no switch by the user: no note about the kept prescription.
+        self.model_note.text = ""
+        self._show_per_fraction()
+        self._beams_changed()
 
     def compute(self) -> None:
         try:
@@ -370,6 +470,9 @@ class PlanPanel(BoxLayout):
             self._model_key = model
         # The tissue also sets the LEM I side of the exchange view.
         self.tissue.disabled = model != "lem1" and not self.exchange.active
+        for ti in self.tissue_custom:
+            ti.disabled = self.tissue.disabled or self.tissue.text != CUSTOM_TISSUE
+        self.rapid_scheme.disabled = self.tissue.disabled
         self.rbe_value.disabled = model != "const"
 
     def _show_per_fraction(self) -> None:

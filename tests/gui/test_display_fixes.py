@@ -317,18 +317,36 @@ def test_plan_display_quantities_menus_beam_view_compare_table_and_reset(gui, tm
     assert row.values[0] == f"{brainstem.metrics_a['max']:.2f}"
     gui.screenshot("compare_table")
 
-    # A new patient: no readout, DVH axis or prescription marker of the last one.
+    # A new patient: no readout, DVH axis or prescription marker of the last one. (The demo
+    # patient again would bring its plan back from its workspace: another Patient ID has none.)
     gui.click(app.buttons["planning"])
     gui.frames(2)
     assert screen.dvh.prescription is not None and screen.state.readout_text
-    app.exported.add(entry)  # nothing to confirm
-    gui.click(app.buttons["demo"])
-    gui.wait_until(lambda: app.session.plans == [] or app.last_error, 120, "the new patient")
+    app.exported.add(entry.plan_id)  # nothing to confirm
+    other = _another_patient(tmp_path)
+    app.load_folder(str(other))
+    gui.wait_until(lambda: app.session.source == str(other) or app.last_error, 120,
+                   "the new patient")
+    assert app.session.plans == []
     gui.frames(3)
     assert screen.state.readout_text == ""
     assert screen.dvh.prescription is None and screen.dvh.curves == []
     assert screen.dvh.x_label == "Dose (Gy(RBE))"
     assert compare.dvh.prescription is None
+
+
+def _another_patient(tmp_path):
+    """The demo patient's images under another Patient ID: a patient without a workspace."""
+    import pydicom
+
+    from planning.dicom import write_demo_patient
+
+    folder = tmp_path / "another_patient"
+    for path in write_demo_patient(folder):
+        ds = pydicom.dcmread(path)
+        ds.PatientID = "ANOTHER-001"
+        ds.save_as(path)
+    return folder
 
 
 def _plane_uv(view, point_lps) -> tuple[float, float]:

@@ -1,0 +1,250 @@
+"""Work that persists, plan names, and the plan form checked before any work, driven through
+the real window: a plan kept in the patient's workspace comes back with the form and the
+display settings; renaming names the exports; a bad tissue is refused at Compute."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from planning.workspace import StoredPlan, Workspace, WorkspaceStore, new_plan_id, patient_key
+from tests.workspace_factory import synthetic_plan_result
+
+pytestmark = pytest.mark.gui
+
+
+def _seed(data_dir: Path, name: str = "Plan 1") -> StoredPlan:
+    """A workspace of the demo patient holding one plan, the demo the patient open last."""
+    from planning import api
+
+    patient = api.demo_patient()
+    stored = StoredPlan(new_plan_id(), name, synthetic_plan_result(patient, 3),
+                        summary="seeded")
+    store = WorkspaceStore(data_dir / "workspaces")
+    key = patient_key(patient)
+    store.save(Workspace(key, "demo patient", (stored,), {}))
+    store.save_last_patient("demo patient", key)
+    return stored
+
+
+def _start(gui, data_dir: Path):
+    from app.ionplan_app import IonPlanApp
+
+    app = gui.start(IonPlanApp(user_data_dir_override=str(data_dir)))
+    gui.wait_until(lambda: app.session.patient is not None or app.last_error, 120,
+                   "the start-up patient")
+    gui.frames(3)
+    return app
+
+
+def _manifest(data_dir: Path) -> dict:
+    """The workspace manifest in use (not one moved aside)."""
+    (path,) = (p for p in (data_dir / "workspaces").glob("*/workspace.json")
+               if ".unreadable-" not in p.parent.name)
+    return json.loads(path.read_text())
+
+
+def _dialog(gui, name: str):
+    return gui.find(lambda w: getattr(w, "name", "") == name)
+
+
+def test_plan_form_and_display_come_back_after_a_restart(gui, tmp_path):
+    stored = _seed(tmp_path)
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    assert [p.name for p in app.session.plans] == ["Plan 1"]
+    assert app.session.plans[0].plan_id == stored.plan_id
+    assert screen.shown_plan is app.session.plans[0] and screen.state.dose is not None
+    assert not app.last_error
+
+    # The user works: edits the form, the display, the window/level and the slice.
+    form = screen.plan_panel
+    gui.click(screen.tab_items["Plan"])
+    form.fractions.text = "12"
+    form.tissue.text = "custom"
+    form.tissue_custom[0].text = "0.25"
+    form.rapid_scheme.text = "averaged"
+    form.objective_row_list[0].weight.text = "77"
+    gui.click(screen.tab_items["Dose"])
+    panel = screen.dose_panel
+    panel.select_layer("physical")
+    panel.levels.text = "90, 50"
+    panel.levels.dispatch("on_text_validate")
+    gui.click(screen.viewer.preset_buttons["bone"])
+    screen.state.set_cursor(30, 100, 140)
+    gui.advance(1.5)  # the next save check
+    display = _manifest(tmp_path)["settings"]["display"]
+    assert display["quantity"] == "physical" and display["isodose_percent"] == [90.0, 50.0]
+    assert (display["window_hu"], display["level_hu"]) == (1800.0, 400.0)
+    assert display["cursor_ijk"] == [30, 100, 140]
+    saved_form = _manifest(tmp_path)["settings"]["form"]
+    assert saved_form["fractions"] == "12" and saved_form["tissue_custom"][0] == "0.25"
+
+    gui.stop()
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    form, panel = screen.plan_panel, screen.dose_panel
+    assert app.session.source == "demo patient"
+    assert [p.name for p in app.session.plans] == ["Plan 1"]
+    assert (form.fractions.text, form.tissue.text, form.tissue_custom[0].text) == (
+        "12", "custom", "0.25")
+    assert not form.tissue_custom[0].disabled  # "custom" shows its numbers
+    assert form.rapid_scheme.text == "averaged"
+    assert form.objective_row_list[0].weight.text == "77"
+    assert panel.layer_key == "physical" and panel.levels.text == "90, 50"
+    assert screen.state.dose.unit == "Gy"
+    assert (screen.state.window_hu, screen.state.level_hu) == (1800.0, 400.0)
+    assert list(screen.state.cursor_ijk) == [30, 100, 140]
+    assert int(screen.viewer.axial.slice_index) == 30
+    assert screen.tabs.current_tab is screen.tab_items["Dose"]
+    # A restored plan has no kept optimizer matrices: re-optimizing needs a new Compute.
+    assert form.reoptimize_button.disabled
+
+
+def test_rename_a_plan_names_its_export_and_is_kept(gui, tmp_path):
+    _seed(tmp_path)
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    panel = screen.dose_panel
+    gui.click(screen.tab_items["Dose"])
+    gui.frames(2)
+    gui.click(panel.rename_button)
+    gui.frames(2)
+    dialog = _dialog(gui, "rename_dialog")
+    assert dialog.text_input.text == "Plan 1"
+    dialog.text_input.text = "  Boost   phase 2 "
+    gui.click(dialog.submit_button)
+    gui.advance(0.5)
+    entry = app.session.plans[0]
+    assert entry.name == "Boost phase 2"
+    assert panel.plan.text == "Boost phase 2" and panel.plan.values == ["Boost phase 2"]
+    assert screen.shown_plan is entry
+    gui.screenshot("dose_tab_renamed_plan")  # the dose is the synthetic test plan's
+    # A name in use, or an empty one, is refused in a dialog and nothing changes.
+    app.session.add_plan(entry.result, "second")
+    gui.frames(2)
+    panel.plan.text = "Plan 2"
+    gui.frames(2)
+    gui.click(panel.rename_button)
+    gui.frames(2)
+    dialog = _dialog(gui, "rename_dialog")
+    dialog.text_input.text = "Boost phase 2"
+    gui.click(dialog.submit_button)
+    gui.advance(0.5)
+    assert "already called 'Boost phase 2'" in app.last_error
+    assert [p.name for p in app.session.plans] == ["Boost phase 2", "Plan 2"]
+    gui.click(_dialog(gui, "error_dialog_ok"))
+    gui.advance(0.5)
+    gui.advance(1.5)
+    assert [p["name"] for p in _manifest(tmp_path)["plans"]] == ["Boost phase 2", "Plan 2"]
+
+    # The export folder and the RT Plan Name carry the new name.
+    import pydicom
+
+    panel.plan.text = "Boost phase 2"
+    gui.frames(2)
+    out = tmp_path / "export"
+    out.mkdir()
+    app.last_error = ""
+    app.export_dicom_to(str(out))
+    gui.wait_until(lambda: entry.plan_id in app.exported or app.last_error, 120, "the DICOM export")
+    assert not app.last_error, app.last_error
+    (folder,) = out.iterdir()
+    assert folder.name.startswith("IONPLAN-DEMO-001_Boost_phase_2_")
+    ds = pydicom.dcmread(folder / "RTPLAN.dcm")
+    assert (ds.RTPlanName, ds.RTPlanLabel) == ("Boost phase 2", "Boost phase 2")
+    gui.advance(1.5)
+    manifest = _manifest(tmp_path)
+    assert [(p["name"], p["exported"]) for p in manifest["plans"]] == [
+        ("Boost phase 2", True), ("Plan 2", False)]
+
+    gui.stop()
+    app = _start(gui, tmp_path)
+    assert [p.name for p in app.session.plans] == ["Boost phase 2", "Plan 2"]
+    assert app.unexported_plans() == ["Plan 2"]  # the export is remembered too
+
+
+def test_bad_tissue_is_refused_at_compute_before_any_work(gui, tmp_path):
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    form = screen.plan_panel
+    gui.click(screen.tab_items["Plan"])
+    gui.frames(2)
+    # The tissue is a list of the tissues planning knows, and "custom".
+    assert form.tissue.values == ["chordoma", "hsg", "v79", "custom"]
+    assert form.rapid_scheme.values == ["central", "averaged"]
+    assert all(ti.disabled for ti in form.tissue_custom)
+    form.tissue.text = "custom"
+    gui.frames(1)
+    assert not any(ti.disabled for ti in form.tissue_custom)
+    form.tissue_custom[1].text = "0"
+    form.fractions.text = "8"
+    assert form.exchange.active  # the exchange view uses the tissue under mMKM too
+    loading = app.task  # the start-up patient's
+    gui.click(form.compute_button)
+    gui.frames(3)
+    assert app.task is loading  # nothing started
+    assert "LEM I custom tissue beta_x (1/Gy^2) must lie between" in app.last_error
+    dialog = _dialog(gui, "error_dialog")
+    assert "beta_x" in " ".join(getattr(w, "text", "") for w in dialog.walk())
+    gui.click(_dialog(gui, "error_dialog_ok"))
+    gui.advance(0.5)
+    # The user's form is kept as typed.
+    assert (form.tissue.text, form.tissue_custom[1].text, form.fractions.text) == (
+        "custom", "0", "8")
+    gui.screenshot("plan_setup_custom_tissue")
+    # An objective on a structure the patient lacks is refused the same way.
+    form.tissue.text = "hsg"
+    form.objective_row_list[-1].structure.text = "Lens"
+    gui.click(form.compute_button)
+    gui.frames(3)
+    assert app.task is loading and "no structure named 'Lens'" in app.last_error
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "newer version"])
+def test_unreadable_workspace_is_moved_aside_and_the_app_stays_usable(gui, tmp_path, damage):
+    stored = _seed(tmp_path)
+    (folder,) = (tmp_path / "workspaces").glob("IONPLAN-DEMO-001-*")
+    if damage == "flipped byte":
+        cube = folder / "plans" / stored.plan_id / "rbe_dose_gy_rbe.npy"
+        data = bytearray(cube.read_bytes())
+        data[-5] ^= 0x40
+        cube.write_bytes(bytes(data))
+        expected = "checksum mismatch"
+    else:
+        manifest = _manifest(tmp_path)
+        manifest["format_version"] = 7
+        (folder / "workspace.json").write_text(json.dumps(manifest))
+        expected = "workspace format 7"
+    app = _start(gui, tmp_path)
+    dialog = _dialog(gui, "error_dialog")
+    text = " ".join(getattr(w, "text", "") for w in dialog.walk())
+    assert expected in text and "moved to" in text and "nothing was deleted" in text
+    # The patient is open without the plans; the old workspace is kept beside, whole.
+    assert app.session.patient is not None and app.session.plans == []
+    (aside,) = (tmp_path / "workspaces").glob("IONPLAN-DEMO-001-*.unreadable-*")
+    assert (aside / "plans" / stored.plan_id / "rbe_dose_gy_rbe.npy").exists()
+    gui.click(_dialog(gui, "error_dialog_ok"))
+    gui.advance(0.5)
+    # Still usable: the form edits and a new workspace is written for the patient.
+    app.planning.plan_panel.fractions.text = "20"
+    gui.advance(1.5)
+    assert _manifest(tmp_path)["settings"]["form"]["fractions"] == "20"
+
+
+def test_the_last_patient_folder_reopens_at_start(gui, tmp_path):
+    from planning.dicom import write_demo_patient
+
+    folder = tmp_path / "patient folder"
+    write_demo_patient(folder)
+    from app.ionplan_app import IonPlanApp
+
+    app = gui.start(IonPlanApp(start_folder=str(folder), user_data_dir_override=str(tmp_path)))
+    gui.wait_until(lambda: app.session.patient is not None or app.last_error, 120,
+                   "the folder's patient")
+    assert app.session.source == str(folder)
+    gui.stop()
+    app = _start(gui, tmp_path)  # no folder given: the last patient, not the demo
+    assert app.session.source == str(folder) and not app.last_error

@@ -1,0 +1,100 @@
+"""The GUI's workspace keeper and plan renaming, without a window."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.session import Session
+from app.workspace_keeper import WorkspaceKeeper
+from planning.errors import InputError
+from planning.patient import Patient
+from planning.workspace import WorkspaceStore
+from tests.workspace_factory import synthetic_plan_result
+
+
+@pytest.fixture(scope="module")
+def patient() -> Patient:
+    from planning import api
+
+    return api.demo_patient()
+
+
+class Settings:
+    """Stands in for the planning screen's settings."""
+
+    def __init__(self) -> None:
+        self.values = {"form": {"fractions": "16"}, "display": {"window_hu": 400.0}}
+
+    def __call__(self) -> dict:
+        return json.loads(json.dumps(self.values))
+
+
+def _keeper(tmp_path, patient, exported=()):
+    session = Session()
+    session.set_patient(patient, "demo patient")
+    settings = Settings()
+    keeper = WorkspaceKeeper(WorkspaceStore(tmp_path), session, settings,
+                             lambda entry: entry.name in exported)
+    return session, settings, keeper
+
+
+def test_saves_only_what_changed_and_restores_it(tmp_path, patient):
+    session, settings, keeper = _keeper(tmp_path, patient, exported=("Plan 1",))
+    folder = keeper.save_if_changed()
+    assert folder is not None
+    assert keeper.save_if_changed() is None  # nothing changed since
+    entry = session.add_plan(synthetic_plan_result(patient, 1), "first", {"dose": "57.6"})
+    assert keeper.save_if_changed() == folder
+    settings.values["display"]["window_hu"] = 1800.0
+    assert keeper.save_if_changed() == folder
+    session.rename_plan(entry, "Boost")
+    assert keeper.save_if_changed() == folder
+    assert keeper.save_if_changed() is None
+
+    _, _, keeper2 = _keeper(tmp_path, patient)
+    restored = keeper2.restore(patient, "demo patient")
+    assert restored.problem == ""
+    assert [(p.name, p.plan_id, p.summary, dict(p.setup)) for p in restored.plans] == [
+        ("Boost", entry.plan_id, "first", {"dose": "57.6"})]
+    assert restored.exported == []  # "Plan 1" was exported, "Boost" is another name
+    assert restored.settings["display"]["window_hu"] == 1800.0
+    assert WorkspaceStore(tmp_path).last_patient() == ("demo patient",
+                                                       patient.ct.series_instance_uid)
+
+
+def test_a_damaged_workspace_is_moved_aside_with_the_reason(tmp_path, patient):
+    session, _, keeper = _keeper(tmp_path, patient)
+    session.add_plan(synthetic_plan_result(patient, 2), "p")
+    folder = keeper.save_if_changed()
+    (folder / "workspace.json").write_text("{")
+    restored = keeper.restore(patient, "demo patient")
+    assert restored.plans == [] and "damaged workspace manifest" in restored.problem
+    assert "moved to" in restored.problem and not folder.exists()
+    assert len(list(tmp_path.glob("*.unreadable-*"))) == 1
+
+
+def test_a_failed_save_is_reported_and_retried(tmp_path, patient):
+    _, _, keeper = _keeper(tmp_path / "ws", patient)
+    (tmp_path / "ws").write_text("a file where the folder should be")
+    assert keeper.save_if_changed() is None and keeper.last_error
+    (tmp_path / "ws").unlink()
+    assert keeper.save_if_changed() is not None and keeper.last_error == ""
+
+
+def test_rename_checks_the_name(patient):
+    session = Session()
+    session.set_patient(patient, "demo patient")
+    a = session.add_plan(synthetic_plan_result(patient, 1), "a")
+    b = session.add_plan(synthetic_plan_result(patient, 2), "b")
+    told = []
+    session.subscribe(told.append)
+    session.rename_plan(a, "  Boost \t phase 2 ")
+    assert a.name == "Boost phase 2" and told == ["plans"]
+    for bad, message in (("   ", "give a name"), ("Boost phase 2", "already called"),
+                         ("x" * 65, "at most 64")):
+        with pytest.raises(InputError, match=message):
+            session.rename_plan(b, bad)
+    assert b.name == "Plan 2"
+    session.rename_plan(a, "Boost phase 2")  # its own name again is fine
