@@ -26,10 +26,9 @@ from planning.document.views import (
     dose_display,
     target_views,
 )
-from planning.evaluation import cumulative_dvh, dose_metrics
 from planning.rbe import PhysicalDose, RbeModel
 from planning.rbe.record import model_record
-from planning.structure_dose import structures_on_grid
+from planning.structure_dose import StructureDose, structure_dose_statistics
 
 if TYPE_CHECKING:
     from planning.planner import PlanResult
@@ -129,14 +128,11 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
     return TextTable((), tuple(rows))
 
 
-def _dose_section(title: str, dose: NDArray[np.floating],
-                  rows_by_name: list[tuple[str, NDArray[np.int64]]], reference: float,
-                  dashed: bool) -> DoseSection:
-    flat = np.asarray(dose).reshape(-1)
+def _dose_section(title: str, stats: Sequence[StructureDose], dashed: bool) -> DoseSection:
     rows = []
-    for name, rows_of in rows_by_name:
-        m = dose_metrics(flat[rows_of], reference)
-        rows.append((name, *(_num(v) for v in (m.d98, m.d95, m.d50, m.d2, m.max, m.mean)),
+    for st in stats:
+        m = st.metrics
+        rows.append((st.name, *(_num(v) for v in (m.d98, m.d95, m.d50, m.d2, m.max, m.mean)),
                      _num(100 * m.v95, 1), _num(100 * m.v107, 1)))
     return DoseSection(title, TextTable(("Structure", *METRIC_COLUMNS), tuple(rows)), dashed)
 
@@ -179,30 +175,32 @@ def plan_document(result: PlanResult, plan_name: str, *,
     model, rx = result.model, result.plan.prescription
     unit = unit_of(model)
     reference = rx.total_dose_gy_rbe
-    on_grid = [(s.name, rows) for s, rows in structures_on_grid(result.patient,
-                                                               result.dose_grid)]
     colours = {s.name: s.colour_rgb or DEFAULT_OUTLINE_RGB
                for s in (result.patient.structure_set.structures
                          if result.patient.structure_set is not None else ())}
+
+    def stats(cube: NDArray[np.floating]) -> list[StructureDose]:
+        # The clinical DVHs of the report (structure samples from the contours).
+        return structure_dose_statistics(result.patient, cube, result.dose_grid, reference,
+                                         n_bins=DVH_BINS)
+
+    plan_stats = stats(result.rbe_dose_gy_rbe)
     sections = [_dose_section(f"RBE-weighted dose, {model.describe()} (the plan's model, "
-                              f"{unit})", result.rbe_dose_gy_rbe, on_grid, reference, False)]
-    doses = [(result.rbe_dose_gy_rbe, False)]
+                              f"{unit})", plan_stats, False)]
+    doses = [(plan_stats, False)]
     for other, cube in _other_models(result):
+        other_stats = stats(cube)
         sections.append(_dose_section(f"RBE-weighted dose, {other.describe()} (other model, "
-                                      "same spots, Gy(RBE))", cube, on_grid, reference, True))
-        doses.append((cube, True))
+                                      "same spots, Gy(RBE))", other_stats, True))
+        doses.append((other_stats, True))
     if not isinstance(model, PhysicalDose):
         sections.append(_dose_section("Physical dose (Gy; V95 and V107 relative to the "
-                                      "prescription number)", result.physical_dose_gy,
-                                      on_grid, reference, False))
-    top = 1.05 * max(float(np.max(d)) for d, _ in doses)
-    voxel_mm3 = float(np.prod(result.dose_grid.spacing_mm))
+                                      "prescription number)", stats(result.physical_dose_gy),
+                                      False))
     lines = tuple(
-        DvhLine(name, colours.get(name, DEFAULT_OUTLINE_RGB), h.dose_gy,
-                h.volume_fraction, dashed)
-        for cube, dashed in doses for name, rows in on_grid
-        for h in (cumulative_dvh(name, np.asarray(cube).reshape(-1)[rows], voxel_mm3,
-                                 max_dose=top, n_bins=DVH_BINS),))
+        DvhLine(st.name, colours.get(st.name, DEFAULT_OUTLINE_RGB), st.dvh.dose_gy,
+                st.dvh.volume_fraction, dashed)
+        for group, dashed in doses for st in group)
     display = dose_display(reference, float(np.max(result.rbe_dose_gy_rbe)), unit)
     views = target_views(result.patient, rx.target, result.dose_grid, result.rbe_dose_gy_rbe,
                          display)
