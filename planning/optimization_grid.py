@@ -120,14 +120,17 @@ def sample_rows(patient: Patient, name: str, target: str, ct_grid: DoseGrid,
 
 def optimization_region(patient: Patient, target: str, names: Sequence[str],
                         ct_grid: DoseGrid, opt_grid: DoseGrid, dose_grid: DoseGrid
-                        ) -> NDArray[np.bool_]:
+                        ) -> tuple[NDArray[np.bool_], dict[str, NDArray[np.int64]]]:
     """The points of ``opt_grid`` the optimization engine computes, (nz, ny, nx) bool: the
     sample points (:func:`sample_rows`) of every structure but the body and of ``names`` (the
-    objectives' generated regions), so that objectives on any structure need no new engine."""
+    objectives' generated regions), so that objectives on any structure need no new engine;
+    and those sample points by structure or region name (computed once, kept by the plan)."""
     flat = np.zeros(opt_grid.n_voxels, dtype=bool)
     body = {s.name for s in body_structures(patient)}
     assert patient.structure_set is not None
     wanted = [s.name for s in patient.structure_set.structures if s.name not in body]
+    rows_by_name = {}
     for name in dict.fromkeys([*wanted, *names]):
-        flat[sample_rows(patient, name, target, ct_grid, opt_grid, dose_grid)] = True
-    return flat.reshape(opt_grid.shape)
+        rows_by_name[name] = sample_rows(patient, name, target, ct_grid, opt_grid, dose_grid)
+        flat[rows_by_name[name]] = True
+    return flat.reshape(opt_grid.shape), rows_by_name

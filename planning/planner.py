@@ -420,13 +420,14 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
                             cancel=cancel)
     groups = voxel_groups(patient, config, models, ct_grid, dose_grid)
     opt_grid = optimization_grid(ct_grid, dose_grid, request.optimization_grid_mm)
+    sampled: dict[str, NDArray[np.int64]] = {}
     if opt_grid is dose_grid:
         opt_engine, opt_groups = engine, groups
     else:
         regions = [ring_name(target.name, a, b) for a, b, _, _ in DEFAULT_RINGS]
         regions += [o.structure for o in config.objectives if is_generated(o.structure)]
-        opt_region = optimization_region(patient, target.name, regions, ct_grid, opt_grid,
-                                         dose_grid)
+        opt_region, sampled = optimization_region(patient, target.name, regions, ct_grid,
+                                                  opt_grid, dose_grid)
         check_host_memory(engine_bytes(int(opt_region.sum()), len(beams), 0),
                           f"the optimization grid of {max(opt_grid.spacing_mm):g} mm around "
                           f"the structures ({int(opt_region.sum()):,} points)",
@@ -439,7 +440,7 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
     timings["engine_setup"] = time.perf_counter() - t0
     return PreparedPlan(request, model, config, patient, machine, target.name, beams, spot_maps,
                         tables, groups, dose_grid, body, engine, timings, opt_engine,
-                        opt_groups)
+                        opt_groups, region_rows=sampled)
 
 
 def _check_grid_memory(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid, n_beams: int,
