@@ -257,7 +257,7 @@ class PlanningScreen(Screen):
         stats = self._stats_cache.get(cache_key)
         if stats is None:
             stats = api.structure_dose_statistics(patient, layer.cube, layer.grid,
-                                                  layer.reference)
+                                                  layer.reference, labels=layer.labels)
             self._stats_cache[cache_key] = stats
         self.dvh.x_label = f"{layer.label} ({layer.unit})" if layer.unit else layer.label
         self.dvh.set_curves(review.dvh_curves(stats))
@@ -362,7 +362,8 @@ class PlanningScreen(Screen):
         def work(progress: Any, cancel: Any) -> Any:
             result = optimize(progress, cancel)
             stats = api.structure_dose_statistics(patient, result.rbe_dose_gy_rbe,
-                                                  result.dose_grid, prescription_gy_rbe)
+                                                  result.dose_grid, prescription_gy_rbe,
+                                                  labels=result.tissue_labels)
             return result, stats
 
         def done(outcome: Any) -> None:

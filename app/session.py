@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from planning.dose_grid import DoseGrid
+from planning.dose_interpolation import VoxelLabels
 from planning.errors import InputError
 from planning.patient import Patient
 from planning.planner import PlanResult
@@ -54,6 +55,9 @@ class DoseLayer:
         reaches ``mask_dose_min``.
     mask_dose_min : float
         That dose, Gy(RBE) (:data:`QUANTITY_MASK_FRACTION` of the prescription).
+    labels : VoxelLabels, optional
+        For a cube that jumps between LEM I tissues (a plan with a tissue per structure):
+        the DVHs read each listed structure within its own tissue.
     """
 
     key: str
@@ -66,6 +70,7 @@ class DoseLayer:
     reference_name: str = "maximum"
     mask_dose: NDArray[np.float32] | None = None
     mask_dose_min: float = 0.0
+    labels: VoxelLabels | None = None
 
     @property
     def reference_text(self) -> str:
@@ -124,14 +129,15 @@ class PlanEntry:
         rx = "prescription"
         low = QUANTITY_MASK_FRACTION * p  # quantities are shown where the dose reaches this
         out = [DoseLayer("rbe", f"RBE-weighted dose ({model})", r.rbe_dose_gy_rbe, grid,
-                         "Gy(RBE)", p, True, rx),
+                         "Gy(RBE)", p, True, rx, labels=r.tissue_labels),
                DoseLayer("physical", "Physical dose", r.physical_dose_gy, grid, "Gy",
                          _max_or_one(r.physical_dose_gy), True),
                DoseLayer("letd", "Dose-averaged LET", r.letd_kev_um, grid, "keV/µm",
                          _max_or_one(r.letd_kev_um), False,
                          mask_dose=r.rbe_dose_gy_rbe, mask_dose_min=low),
                DoseLayer("rbe_factor", "RBE", r.rbe, grid, "", _max_or_one(r.rbe), False,
-                         mask_dose=r.rbe_dose_gy_rbe, mask_dose_min=low)]
+                         mask_dose=r.rbe_dose_gy_rbe, mask_dose_min=low,
+                         labels=r.tissue_labels)]
         for i, (beam, cube) in enumerate(zip(r.plan.beams, r.beam_physical_dose_gy,
                                              strict=True)):
             out.append(DoseLayer(f"beam{i}", f"Physical dose of beam {beam.beam.label}", cube,

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from planning.compare.cross_model import CrossModelView
     from planning.document.identity import Identification
     from planning.dose_grid import DoseGrid
+    from planning.dose_interpolation import VoxelLabels
     from planning.optimization import Objective
     from planning.patient import Patient
     from planning.planner import PlanResult
@@ -320,15 +321,18 @@ def write_identified_picture(rgba: np.ndarray, ident: Identification,
 
 
 def structure_dose_statistics(patient: Patient, dose: np.ndarray, dose_grid: DoseGrid,
-                              reference: float) -> list[StructureDose]:
+                              reference: float, *, labels: VoxelLabels | None = None
+                              ) -> list[StructureDose]:
     """Clinical DVH and metrics of every structure on a dose cube
-    (:func:`planning.structure_dose.structure_dose_statistics`). The first call on a dose grid
+    (:func:`planning.structure_dose.structure_dose_statistics`; ``labels``: the LEM I tissue
+    regions of a plan with a tissue per structure, ``PlanResult.tissue_labels``, for its
+    RBE-weighted dose and RBE). The first call on a dose grid
     samples the structures (about 1-2 s for the demo patient on a quiet machine; run it off the
     UI thread); later cubes on that grid cost the interpolation (tens of ms per target or organ,
     0.1-0.5 s for a body or brain)."""
     from planning.structure_dose import structure_dose_statistics as stats
 
-    return stats(patient, dose, dose_grid, reference)
+    return stats(patient, dose, dose_grid, reference, labels=labels)
 
 
 def comparison_side(source: PlanResult | str | os.PathLike[str], *, label: str,

@@ -6,10 +6,17 @@ value at the nearest point of the box of centres (the interpolation is clamped, 
 extrapolated); points further out are not on the grid. The weights depend on the points and the
 grid only, so a :class:`TrilinearStencil` is built once and reads any number of cubes on that
 grid (the dose changes, the geometry does not).
+
+A quantity that jumps between regions of the grid (the RBE-weighted dose of a plan with a LEM I
+tissue per structure: the same physical dose is a different RBE-weighted dose in each tissue) is
+read with :class:`VoxelLabels`: a point of a structure is interpolated between the voxels of its
+structure's region only (the weights of the other corners dropped and the rest renormalised),
+so that the tissue next door does not leak into the structure's DVH.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,12 +55,17 @@ class TrilinearStencil:
     def nbytes(self) -> int:
         return int(self.corner.nbytes + self.fraction.nbytes)
 
-    def values(self, cube: ArrayLike) -> NDArray[np.float64]:
+    def values(self, cube: ArrayLike, within: tuple[NDArray[np.integer], int] | None = None
+               ) -> NDArray[np.float64]:
         """The cube interpolated at the points.
 
         Parameters
         ----------
         cube : (nz, ny, nx) array on ``grid``
+        within : (labels, label), optional
+            ``labels`` (nz * ny * nx,) integer region of each voxel (C order): only the corners
+            of region ``label`` take part, their weights renormalised; a point without such a
+            corner is interpolated from all eight.
 
         Returns
         -------
@@ -70,12 +82,44 @@ class TrilinearStencil:
         fz, fy, fx = (self.fraction[:, a].astype(dtype, copy=False) for a in range(3))
         sz, sy, sx = self.step
         out = np.zeros(self.n_points, dtype=dtype)
+        total = np.zeros(self.n_points, dtype=dtype) if within is not None else None
         for dz, wz in ((0, 1 - fz), (sz, fz)):
             for dy, wy in ((0, 1 - fy), (sy, fy)):
                 wzy = wz * wy
                 for dx, wx in ((0, 1 - fx), (sx, fx)):
-                    out += wzy * wx * flat[self.corner + (dz + dy + dx)]
+                    at = self.corner + (dz + dy + dx)
+                    w = wzy * wx
+                    if within is not None and total is not None:
+                        w = w * (within[0][at] == within[1])
+                        total += w
+                    out += w * flat[at]
+        if total is not None:
+            own = total > 0
+            plain = self.values(cube) if not own.all() else out
+            out = np.where(own, out / np.where(own, total, 1), plain)
         return out.astype(np.float64, copy=False)
+
+
+@dataclass(frozen=True, eq=False)
+class VoxelLabels:
+    """The region of every voxel of a grid and the region each structure belongs to.
+
+    Attributes
+    ----------
+    labels : (nz, ny, nx) int8 array
+        Region index of each voxel (e.g. the LEM I tissue group that computed its
+        RBE-weighted dose).
+    by_structure : mapping of str to int
+        ROI name -> its region; structures not listed are interpolated from every voxel.
+    """
+
+    labels: NDArray[np.int8]
+    by_structure: Mapping[str, int]
+
+    def within(self, structure: str) -> tuple[NDArray[np.int8], int] | None:
+        """The ``within`` argument of :meth:`TrilinearStencil.values` for ``structure``."""
+        label = self.by_structure.get(structure)
+        return None if label is None else (self.labels.reshape(-1), label)
 
 
 def trilinear_stencil(points_mm: ArrayLike, grid: DoseGrid

@@ -343,7 +343,7 @@ def optimize_weights(
         raise PlanningError("the plan has no spots to optimize")
     t0 = time.perf_counter()
     top = settings.max_spot_weight
-    start = _initial_weights(problem, target, prescription_per_fraction_gy_rbe)
+    start = initial_weights(problem, target, prescription_per_fraction_gy_rbe)
     if top is not None:
         start = np.minimum(start, top)
     scale = 1.0 / max(
@@ -390,7 +390,7 @@ def optimize_weights(
                               seconds=time.perf_counter() - t0, message=str(result.message))
 
 
-def _initial_weights(problem: OptimizationProblem, target: str, dose_per_fraction: float
+def initial_weights(problem: OptimizationProblem, target: str, dose_per_fraction: float
                      ) -> FloatArray:
     """Uniform weights scaled (by bisection, the RBE-weighted dose being monotonic in a common
     scale factor) so the target's mean RBE-weighted dose equals the prescription."""

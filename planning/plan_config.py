@@ -167,14 +167,17 @@ def load_plan_config(path: str | os.PathLike[str]) -> PlanConfig:
         raise InputError(f"{p}: {exc}") from None
 
 
-def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float
-                       ) -> list[Objective]:
-    """The default objectives of the module docstring."""
+def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float,
+                       ring_scale: float = 1.0) -> list[Objective]:
+    """The default objectives of the module docstring; the rings' maxima multiplied by
+    ``ring_scale`` (>= 1: where the tissue around the target responds more strongly than
+    the target's own, :func:`planning.engine.problem.surrounding_tissue_ratio`)."""
     p = total_dose_gy_rbe
     out = [Objective(target, "squared_deviation", p, 100.0),
            Objective(target, "min_dose", 0.99 * p, 300.0),
            Objective(target, "max_dose", 1.03 * p, 300.0),
-           *(Objective(ring_name(target, inner, outer), "max_dose", share * p, weight)
+           *(Objective(ring_name(target, inner, outer), "max_dose",
+                       share * p * max(ring_scale, 1.0), weight)
              for inner, outer, share, weight in DEFAULT_RINGS)]
     assert patient.structure_set is not None
     for s in patient.structure_set.structures:

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from planning.dose_grid import DoseGrid
+from planning.dose_interpolation import VoxelLabels
 from planning.evaluation import conformity_index, cumulative_dvh, dose_metrics
 from planning.patient import Patient
 from planning.structure_dose import sampled_structures, structures_on_grid
@@ -75,8 +76,8 @@ def structure_report(patient: Patient, dose_grid: DoseGrid,
                      physical_dose_gy: NDArray[np.floating],
                      rbe_dose_gy_rbe: NDArray[np.floating], prescription_gy_rbe: float,
                      target: str | None, *,
-                     known_rows: Mapping[str, NDArray[np.int64]] | None = None
-                     ) -> StructureReport:
+                     known_rows: Mapping[str, NDArray[np.int64]] | None = None,
+                     labels: VoxelLabels | None = None) -> StructureReport:
     """Metrics and DVHs of every structure on the whole-plan dose cubes.
 
     Parameters
@@ -96,6 +97,9 @@ def structure_report(patient: Patient, dose_grid: DoseGrid,
         structure without voxels on the grid) gives none.
     known_rows : mapping of str to (n,) int64 array, optional
         Dose-grid rows already computed for some structures (by exact ROI name).
+    labels : VoxelLabels, optional
+        The LEM I tissue region of each voxel and structure (plans with a tissue per
+        structure): a listed structure's RBE-weighted dose is read within its own tissue.
 
     Returns
     -------
@@ -117,7 +121,8 @@ def structure_report(patient: Patient, dose_grid: DoseGrid,
     samples_by_name: dict[str, DoseSamples] = {}
     for s, samples in sampled_structures(patient, dose_grid):
         samples_by_name[s.name] = samples
-        values = samples.dose(rbe_dose_gy_rbe)
+        values = samples.dose(rbe_dose_gy_rbe,
+                              labels.within(s.name) if labels is not None else None)
         m = dose_metrics(values, p, samples.volume_mm3)
         structures[s.name] = {
             "interpreted_type": s.interpreted_type, "volume_cm3": samples.volume_cm3,

@@ -40,6 +40,7 @@ from kernels.sparse_device import SpotMatrix
 from planning.atomic import atomic_write_text
 from planning.beams import PRIMARIES_PER_WEIGHT_UNIT, Beam, SpotMap
 from planning.dose_grid import DoseGrid
+from planning.dose_interpolation import VoxelLabels
 from planning.dose_specification import beam_doses_at, dose_specification_voxel
 from planning.engine import PlanningEngine
 from planning.engine.dose_engine import DoseEngineSettings, place_spots
@@ -48,6 +49,8 @@ from planning.engine.memory import check_host_memory, engine_bytes
 from planning.engine.problem import (
     concatenated_tables,
     optimization_problem,
+    surrounding_tissue_ratio,
+    tissue_labels,
     tissue_models,
     voxel_groups,
 )
@@ -229,6 +232,10 @@ class PlanResult:
     prepared : PreparedPlan or None
         The prepared plan it was optimized from (engine and kept matrices), for
         :func:`reoptimize`; None for recalculated plans.
+    tissue_labels : VoxelLabels or None
+        With a LEM I tissue per structure: the tissue of every voxel and listed structure, so
+        that DVHs read each structure's RBE-weighted dose (and RBE) within its own tissue
+        (:class:`planning.dose_interpolation.VoxelLabels`); None otherwise.
     """
 
     plan: Plan
@@ -243,6 +250,7 @@ class PlanResult:
     exchange: ExchangeView | None = None
     beam_physical_dose_gy: tuple[NDArray[np.float32], ...] = ()
     prepared: PreparedPlan | None = field(default=None, compare=False, repr=False)
+    tissue_labels: VoxelLabels | None = field(default=None, compare=False, repr=False)
 
 
 def target_isocenter_mm(ct: CtVolume, target_mask: NDArray[np.bool_]
@@ -545,8 +553,6 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         default_objectives(patient, prepared.target, prescription.total_dose_gy_rbe),
         prepared.config)
     rows_by_name = prepared.structure_rows([o.structure for o in objectives])
-    objectives = [Objective(region_name(patient, o.structure), o.kind, o.dose_gy_rbe,
-                            o.weight, o.volume_fraction) for o in objectives]
     timings = dict(prepared.timings_s)
     t0 = time.perf_counter()
     rebuilt = prepared.ensure_matrices(rows_by_name, progress=stage_progress(progress, 0.0, 0.3),
@@ -558,6 +564,14 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     problem = optimization_problem(dose_m, sums_m, prepared.rows, rows_by_name, model,
                                    prescription.n_fractions, prepared.opt_groups,
                                    device=prepared.opt_engine.device)
+    ring_scale = surrounding_tissue_ratio(problem, prepared.target,
+                                          prescription.dose_per_fraction_gy_rbe)
+    if ring_scale > 1.0:  # same structures, so the same rows
+        objectives = merge_objectives(
+            default_objectives(patient, prepared.target, prescription.total_dose_gy_rbe,
+                               ring_scale), prepared.config)
+    objectives = [Objective(region_name(patient, o.structure), o.kind, o.dose_gy_rbe,
+                            o.weight, o.volume_fraction) for o in objectives]
     min_particles, max_particles = delivery_limits(prepared.machine, prepared.config)
     optimizer_settings = _optimizer_settings(prepared.config, min_particles, max_particles)
     result = optimize_weights(problem, objectives, prescription.dose_per_fraction_gy_rbe,
@@ -592,9 +606,10 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                             for i, (b, s) in enumerate(zip(beams, spot_maps, strict=True))),
                 prescription=prescription, rbe_model=model.describe(), rbe=model,
                 beam_doses=beam_doses)
+    labels = tissue_labels(patient, prepared.config, prepared.voxel_groups, dose_grid)
     sections = structure_report(patient, dose_grid, cubes.physical_dose_gy,
                                 cubes.rbe_dose_gy_rbe, prescription.total_dose_gy_rbe,
-                                prepared.target)
+                                prepared.target, labels=labels)
     if cancel is not None:
         cancel.raise_if_cancelled("the plan")
     rep: dict[str, Any] = {
@@ -637,7 +652,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         "dvh_gy_rbe": sections.dvh_gy_rbe,
         "timings_s": timings,
         "warnings": [w for w in (grid_warning(dose_grid.spacing_mm),
-                                 spot_spacing_warning(prepared.machine, spot_maps)) if w],
+                                 spot_spacing_warning(prepared.machine, spot_maps),
+                                 ring_scale_note(ring_scale)) if w],
     }
     if prepared.config.tissues:
         rep["tissues"] = {patient.structure_set.get(name).name: LemModel(t).describe()
@@ -656,7 +672,19 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     report(progress, 1.0, "plan done")
     return PlanResult(plan, patient, dose_grid, cubes.physical_dose_gy, cubes.rbe_dose_gy_rbe,
                       cubes.letd_kev_um, cubes.rbe, model, report=rep, exchange=view,
-                      beam_physical_dose_gy=cubes.beam_physical_dose_gy, prepared=prepared)
+                      beam_physical_dose_gy=cubes.beam_physical_dose_gy, prepared=prepared,
+                      tissue_labels=labels)
+
+
+def ring_scale_note(ring_scale: float) -> str | None:
+    """The report's note when the default fall-off rings' maxima were raised for the tissue
+    around the target (:func:`planning.engine.problem.surrounding_tissue_ratio`)."""
+    if ring_scale <= 1.0:
+        return None
+    return (f"the default fall-off rings' maxima were raised by a factor {ring_scale:.3f}: the "
+            f"tissue around the target gets {ring_scale:.3f} x the target tissue's "
+            f"RBE-weighted dose from the same dose, so a maximum at the prescription next to "
+            f"a covered target could not be met")
 
 
 def delivery_limits(machine: Machine, config: PlanConfig) -> tuple[float, float]:

@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from planning.dose_grid import DoseGrid
+from planning.dose_interpolation import VoxelLabels
 from planning.errors import InputError
 from planning.evaluation import DoseMetrics, Dvh, cumulative_dvh, dose_metrics
 from planning.patient import CtVolume, Patient, Structure
@@ -238,6 +239,7 @@ def structure_dose_statistics(
     *,
     names: Sequence[str] | None = None,
     n_bins: int = 200,
+    labels: VoxelLabels | None = None,
 ) -> list[StructureDose]:
     """DVHs and metrics of the patient's structures on one dose cube.
 
@@ -255,6 +257,9 @@ def structure_dose_statistics(
         Only these structures (default: all, in structure-set order).
     n_bins : int
         DVH bins; all structures share the bin edges (0 to 1.05 x the cube maximum).
+    labels : VoxelLabels, optional
+        For a cube that jumps between regions (the RBE-weighted dose or RBE of a plan with a
+        LEM I tissue per structure): each listed structure is read within its own region.
 
     Returns
     -------
@@ -273,7 +278,7 @@ def structure_dose_statistics(
     top = 1.05 * float(cube.max()) if cube.size and cube.max() > 0 else 1.0
     out = []
     for s, samples in sampled_structures(patient, dose_grid, names=names):
-        values = samples.dose(cube)
+        values = samples.dose(cube, labels.within(s.name) if labels is not None else None)
         out.append(StructureDose(
             name=s.name, colour_rgb=s.colour_rgb or NO_COLOUR_RGB,
             interpreted_type=s.interpreted_type,

@@ -307,9 +307,11 @@ class DoseSamples:
     def nbytes(self) -> int:
         return self.stencil.nbytes + int(self.volume_mm3.nbytes)
 
-    def dose(self, cube: NDArray[np.floating]) -> FloatArray:
-        """(N,) float64: ``cube`` (on the stencil's grid) interpolated at the samples."""
-        return self.stencil.values(cube)
+    def dose(self, cube: NDArray[np.floating],
+             within: tuple[NDArray[np.integer], int] | None = None) -> FloatArray:
+        """(N,) float64: ``cube`` (on the stencil's grid) interpolated at the samples, within
+        one region of the grid if given (:meth:`TrilinearStencil.values`)."""
+        return self.stencil.values(cube, within)
 
 
 def dose_samples(structure: Structure, ct: CtVolume, dose_grid: DoseGrid,

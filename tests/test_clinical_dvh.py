@@ -15,7 +15,7 @@ from scipy.ndimage import gaussian_filter
 
 from planning.dicom.rtstruct_import import contours_to_mask
 from planning.dose_grid import DoseGrid
-from planning.dose_interpolation import trilinear_stencil
+from planning.dose_interpolation import VoxelLabels, trilinear_stencil
 from planning.evaluation import doses_at_volumes
 from planning.patient import (
     Contour,
@@ -211,6 +211,28 @@ def test_trilinear_stencil_matches_scipy_and_clamps_at_the_border() -> None:
     stencil, on = trilinear_stencil(edge, grid)
     assert on.tolist() == [True, True, False]
     assert stencil.values(cube_) == pytest.approx([cube_[0, 0, 0], cube_[-1, -1, -1]])
+
+
+def test_reading_within_a_region_keeps_the_next_region_out() -> None:
+    """A cube that jumps between regions (a tissue per structure): 10 in the voxels x < 4,
+    30 beyond. Read within region 0, a point between the two gets 10 wherever a region-0
+    voxel is among its corners (plain interpolation would mix in 30), and the plain value
+    where none is; structures not listed are read plainly."""
+    grid = DoseGrid((3, 3, 8), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    labels = np.zeros(grid.shape, dtype=np.int8)
+    labels[:, :, 4:] = 1
+    cube_ = np.where(labels == 0, 10.0, 30.0).astype(np.float32)
+    x_mm = np.array([1.0, 6.5, 7.0, 7.9, 9.0, 12.0])  # voxel centres at 0, 2, ..., 14 mm
+    points = np.stack([x_mm, np.full_like(x_mm, 1.3), np.full_like(x_mm, 2.2)], axis=1)
+    stencil, on = trilinear_stencil(points, grid)
+    assert on.all()
+    plain = stencil.values(cube_)
+    assert plain[3] == pytest.approx(10 + 20 * 0.95)  # 7.9 mm: 95 % of the way to x = 8
+    regions = VoxelLabels(labels, {"PTV": 0})
+    inside = stencil.values(cube_, regions.within("PTV"))
+    np.testing.assert_allclose(inside[:4], 10.0, rtol=1e-6)
+    np.testing.assert_allclose(inside[4:], plain[4:], rtol=1e-6)  # no region-0 corner
+    assert regions.within("Body") is None
 
 
 def test_a_contour_inside_another_is_a_hole() -> None:

@@ -112,13 +112,13 @@ def _config(tmp_path, tissues):
     return path
 
 
-def _check_coverage(ptv: dict) -> None:
-    """The single-beam 4 mm plan's PTV within 95-105 % (D95, D5)."""
-    if not (ptv["d95_gy_rbe"] >= 0.95 * 60 and ptv["d5_gy_rbe"] <= 1.05 * 60):
-        pytest.xfail(f"PTV D95 {ptv['d95_gy_rbe']:.1f}, D5 {ptv['d5_gy_rbe']:.1f} Gy(RBE) of 60: "
-                     "the single-beam LEM I plan with per-structure tissues misses 95-105 % "
-                     "since the fall-off rings and the clinical DVH (2026-12-04: D5 121 %; "
-                     "113 % with the optimizer on the dose grid); to be investigated")
+def _check_coverage(report: dict) -> None:
+    """The single-beam 4 mm plan's PTV within 95-105 % (D95, D5) on the clinical DVH, read
+    within the PTV's own tissue; the default rings' maxima raised for the stronger tissue
+    around it, and the report says so."""
+    ptv = report["structures"]["PTV"]
+    assert ptv["d95_gy_rbe"] >= 0.95 * 60 and ptv["d5_gy_rbe"] <= 1.05 * 60, ptv
+    assert any("fall-off rings' maxima were raised" in w for w in report["warnings"])
 
 
 def test_plan_with_tissues_per_structure(demo_dir, tmp_path, capsys):
@@ -139,7 +139,7 @@ def test_plan_with_tissues_per_structure(demo_dir, tmp_path, capsys):
         device="cpu", config_path=str(_config(tmp_path, {"PTV": "chordoma"}))))
     other = chordoma.report["structures"]["PTV"]
     assert abs(other["mean_gy"] - ptv["mean_gy"]) > 0.05 * ptv["mean_gy"]
-    _check_coverage(ptv)  # last: an expected failure ends the test
+    _check_coverage(report)
 
 
 def test_tissues_need_lem1(demo_dir, tmp_path):

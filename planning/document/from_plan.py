@@ -26,6 +26,7 @@ from planning.document.views import (
     dose_display,
     target_views,
 )
+from planning.dose_interpolation import VoxelLabels
 from planning.rbe import PhysicalDose, RbeModel
 from planning.rbe.record import model_record
 from planning.structure_dose import StructureDose, structure_dose_statistics
@@ -179,12 +180,13 @@ def plan_document(result: PlanResult, plan_name: str, *,
                for s in (result.patient.structure_set.structures
                          if result.patient.structure_set is not None else ())}
 
-    def stats(cube: NDArray[np.floating]) -> list[StructureDose]:
+    def stats(cube: NDArray[np.floating], labels: VoxelLabels | None = None
+              ) -> list[StructureDose]:
         # The clinical DVHs of the report (structure samples from the contours).
         return structure_dose_statistics(result.patient, cube, result.dose_grid, reference,
-                                         n_bins=DVH_BINS)
+                                         n_bins=DVH_BINS, labels=labels)
 
-    plan_stats = stats(result.rbe_dose_gy_rbe)
+    plan_stats = stats(result.rbe_dose_gy_rbe, result.tissue_labels)
     sections = [_dose_section(f"RBE-weighted dose, {model.describe()} (the plan's model, "
                               f"{unit})", plan_stats, False)]
     doses = [(plan_stats, False)]

@@ -2,12 +2,14 @@
 
 :func:`tissue_models` and :func:`concatenated_tables` give the models (the plan's, plus LEM I per
 further tissue of the configuration) and one set of depth tables holding all their quantities;
-:func:`voxel_groups` assigns the dose-grid voxels to those models; :func:`optimization_problem`
+:func:`voxel_groups` assigns the dose-grid voxels to those models (:func:`tissue_labels` the same
+as a label cube, for reading the RBE-weighted dose within one tissue); :func:`optimization_problem`
 makes the optimizer's problem from the engine's matrices on a set of rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,8 +17,9 @@ from numpy.typing import NDArray
 
 from kernels.sparse_device import SpotMatrix
 from planning.dose_grid import DoseGrid
+from planning.dose_interpolation import VoxelLabels
 from planning.errors import PlanningError
-from planning.optimization import OptimizationProblem, RbeGroup
+from planning.optimization import OptimizationProblem, RbeGroup, initial_weights
 from planning.patient import Patient
 from planning.plan_config import PlanConfig
 from planning.rbe import DepthTables, LemModel, RbeModel
@@ -70,6 +73,54 @@ def voxel_groups(patient: Patient, config: PlanConfig, models: Sequence[RbeModel
     return tuple(RbeGroup(m, np.flatnonzero(label == i).astype(np.int64),
                           tuple(range(n_q * i, n_q * (i + 1))))
                  for i, m in enumerate(models))
+
+
+def tissue_labels(patient: Patient, config: PlanConfig, groups: Sequence[RbeGroup],
+                  dose_grid: DoseGrid) -> VoxelLabels | None:
+    """The tissue group of every dose-grid voxel (``groups`` of :func:`voxel_groups`, one per
+    model of :func:`tissue_models`) and of every structure the configuration gives a tissue;
+    None without tissues."""
+    if not groups or not config.tissues:
+        return None
+    assert patient.structure_set is not None
+    labels = np.zeros(dose_grid.n_voxels, dtype=np.int8)
+    for i, g in enumerate(groups):
+        labels[g.rows] = i
+    tissues = [g.model.tissue if isinstance(g.model, LemModel) else None for g in groups]
+    by_structure = {patient.structure_set.get(name).name: tissues.index(tissue)
+                    for name, tissue in config.tissues}
+    return VoxelLabels(labels.reshape(dose_grid.shape), by_structure)
+
+
+def surrounding_tissue_ratio(problem: OptimizationProblem, target: str,
+                             dose_per_fraction_gy_rbe: float) -> float:
+    """How much more RBE-weighted dose the tissue around the target gets than the target's own
+    tissue from the same dose, near the prescription.
+
+    With a LEM I tissue per structure the voxels outside every listed structure (the first
+    group, the plan's tissue) may respond more strongly than the target's tissue: then a
+    fall-off ring's maximum "at the prescription" cannot be met next to a covered target. The
+    ratio is that of the target's mean RBE-weighted dose under the surrounding tissue and
+    under its own, for uniform spot weights that give the prescription in its own tissue
+    (:func:`planning.optimization.initial_weights`). 1.0 without groups or where the target
+    is the plan's tissue.
+    """
+    if not problem.groups:
+        return 1.0
+    rows = problem.rows_of(target)
+    if rows.size == 0:
+        return 1.0
+    own = max(problem.groups, key=lambda g: int(np.isin(rows, g.rows).sum()))
+    around = problem.groups[0]
+    if own is around or own.model == around.model:
+        return 1.0
+    w = initial_weights(problem, target, dose_per_fraction_gy_rbe)
+    as_own = problem.rbe_dose(w)[problem.device_rows_of(target)]
+    swapped = dataclasses.replace(problem, groups=(
+        RbeGroup(around.model, rows, around.sum_indices),))
+    as_around = swapped.rbe_dose(w)[problem.device_rows_of(target)]
+    xp = problem.xp
+    return float(xp.mean(as_around)) / max(float(xp.mean(as_own)), 1e-12)
 
 
 def optimization_problem(dose: SpotMatrix, model_sums: Sequence[SpotMatrix],
