@@ -283,3 +283,33 @@ def test_lem_to_mkm_ratio_at_sobp_centre(machine: Machine, tables: dict[str, Dep
     assert (1.2 if scheme == "central" else 1.3) <= r_3 <= 1.5
     assert r_low > ratio_at_lem_dose(1.0) > r_3         # rises at low dose per fraction
     assert r_low == pytest.approx(3.09, rel=0.15)       # Zhang 2020 at 0.24 Gy(RBE)
+
+
+@pytest.mark.parametrize("scheme", ["central", "averaged"])
+def test_published_dose_dependence_needs_only_one_lem_alpha_scale(
+        machine: Machine, tables: dict[str, DepthTables], scheme: str) -> None:
+    """Zhang et al. 2020 (Radiat Oncol 15, doi 10.1186/s13014-020-01723-z) give LEM/MKM at three
+    LEM doses per fraction: 1.37 at 3.00 Gy(RBE), 1.46 (95 % CI 1.41-1.51) at 2.70 and 3.09
+    (2.94-3.24) at 0.24. At the centre of the 6 cm SOBP, scaling IonPlan's LEM I alpha_mix alone
+    (beta_mix, the mixing and the mMKM NIRS dose unchanged) so that the 3.00 Gy(RBE) point is met
+    puts the other two inside (2.70) and at the edge (0.24, within 6 %) of the published
+    intervals: the dose dependence of both models agrees with the publication, and IonPlan's
+    shortfall is one LEM alpha scale at the SOBP centre (measured 1.10 for the central rapid
+    scheme, 1.06 for the averaged one; docs/physics.md, 'The published LEM/NIRS benchmark').
+    """
+    key = "lem" if scheme == "central" else "lem averaged"
+    dose, z_sum, a_sum, b_sum = _sobp_centre_field(machine, tables, 100.0, 160.0, key)
+    lem, mkm = LemModel(tissue_by_name("chordoma", scheme)), MkmModel()
+    sqrt_beta = np.array([b_sum / dose])
+    mixed_mkm = (np.array([z_sum / dose]),)
+
+    def ratio(scale: float, target_gy_rbe: float) -> float:
+        mixed_lem = (np.array([scale * a_sum / dose]), sqrt_beta)
+        phys = brentq(lambda x: lem.rbe_weighted_dose(np.array([x]), mixed_lem)[0]
+                      - target_gy_rbe, 1e-6, 30.0)
+        return target_gy_rbe / float(mkm.rbe_weighted_dose(np.array([phys]), mixed_mkm)[0])
+
+    scale = brentq(lambda k: ratio(k, 3.00) - 1.37, 0.5, 2.0)
+    assert 1.41 <= ratio(scale, 2.70) <= 1.51
+    assert ratio(scale, 0.24) == pytest.approx(3.09, rel=0.06)
+    assert 1.0 < scale < 1.2  # IonPlan's LEM I alpha at the SOBP centre is below the published
