@@ -657,6 +657,7 @@ class _NodeTransport:
         self.source = np.zeros((n_s, self.N_NODES, self.n))
         self.local_mev = np.zeros(self.n)  # energy deposited at birth (below the lowest node)
         self.incident = PRIMARY_A * energy_mev_u
+        self.direct_neutron_mev = 0.0  # neutrons of the reactions fed in by add_reactions
         self.birth_var = lateral_sigma_mm(gen.primary.range_energy, PRIMARY_Z, energy_mev_u,
                                           self.centers) ** 2
 
@@ -697,8 +698,7 @@ class _NodeTransport:
             fractions = fb.proton_energy_fractions()
             for f in fractions:
                 self.add(0, cells, fb.protons / fractions.size * reacting, f * e_mid)
-        self._neutrons_direct = getattr(self, "_neutrons_direct", 0.0) + float(
-            (fb.neutron_energy_fraction * e_mid * reacting).sum())
+        self.direct_neutron_mev += float((fb.neutron_energy_fraction * e_mid * reacting).sum())
 
     def _kernels(self, s: int, m: int) -> dict[str, FloatArray]:
         """Per-cell kernels of one particle of species s born at node m at a cell centre."""
@@ -777,14 +777,14 @@ class _NodeTransport:
 
         total = np.zeros_like(self.source)
         current = self.source.copy()
-        self.neutron_energy_mev = getattr(self, "_neutrons_direct", 0.0)
+        self.neutron_energy_mev = self.direct_neutron_mev
         local_dep = self.local_mev.copy()
         self.unresolved_mev = 0.0
-        for _generation in range(12):
+        for generation in range(12):
             total += current
             src_hat = fft(current)  # (S, M, F)
             react_now = float(conv(src_hat, react_e_hat).sum())
-            if react_now < 1e-6 * self.incident or _generation == 11:
+            if react_now < 1e-6 * self.incident or generation == 11:
                 self.unresolved_mev = react_now
                 break
             self.neutron_energy_mev += float(conv(src_hat, neut_hat).sum())

@@ -203,9 +203,10 @@ def neutron_multiplicity(fragments: tuple[FragmentSpecies, ...], projectile_a: i
 #: Charged products at the parent's velocity of a reaction of each fragment species in water,
 #: mean numbers per reaction by product species (H, He, Li, Be, B, C), keyed by the parent's
 #: (Z, A). Model parameters set from the dominant break-up channels (7Be -> 3He + 4He,
-#: 7Li -> 4He + 3H, 4He -> 3He/3H + nucleon, 11B and 11C like 12C), before any comparison
-#: with a depth dose; each keeps about 85 % of the parent's charge in charged products and
-#: never more nucleons than the parent has. A reacting proton keeps half a fast proton (the
+#: 7Li -> 4He + 3H, 4He -> 3He/3H + nucleon; 11C with the 12C multiplicities of generator
+#: 1.2.0, 11B with fewer heavy products), before any comparison with a depth dose; each keeps
+#: 80-90 % of the parent's charge in charged products and never more nucleons than the parent
+#: has. A reacting proton keeps half a fast proton (the
 #: leading proton of a knock-out). The rest of the parent's nucleons go to the fireball
 #: (:func:`fireball`).
 FRAGMENT_PRODUCTS: dict[tuple[int, int], tuple[float, float, float, float, float, float]] = {
