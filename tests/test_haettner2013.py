@@ -7,7 +7,8 @@ at 400 MeV/u, no ripple filter. Digitised curve as distributed with Geant4 (test
 haettner2013, provenance in its README). Comparison as in IonPlan issue 13: both curves
 normalised at the first measured depth (2.23 cm on the data's axis), peaks aligned; ratios
 dose(200 mm) / entrance 1.05 +/- 0.05, dose(peak + 5 mm) / entrance 0.46 +/- 0.05,
-dose(peak + 55 mm) / entrance 0.31 +/- 0.05 and peak / entrance 3.45 +/- 10 %.
+dose(peak + 55 mm) / entrance 0.31 +/- 0.05 and peak / entrance 3.45 +/- 10 %. The fragment
+yields of the same experiment (TDK*.dat there) test the build-up of each element with depth.
 """
 
 from __future__ import annotations
@@ -17,15 +18,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from planning.machine_generator import CarbonMachineGenerator, EnergyData, GeneratorSettings
+from planning.machine_generator import (
+    CarbonMachineGenerator,
+    EnergyData,
+    GeneratorSettings,
+    _FragmentTransport,
+)
 
 DATA = Path(__file__).parent / "data" / "haettner2013" / "400tdk.dat"
 #: Ratio: (measured value, absolute tolerance).
 MEASURED = {"200 mm": (1.05, 0.05), "peak + 5 mm": (0.46, 0.05), "peak + 55 mm": (0.31, 0.05),
             "peak": (3.45, 0.345)}
-#: Ratios where the generator's fragmentation (fixed multiplicities, energy-independent
-#: cross-sections, no transport of the fragments' own reactions) is short of the measurement.
-SHORT_OF_MEASUREMENT = ("200 mm", "peak + 5 mm", "peak + 55 mm")
+#: Ratios still outside the measurement's band with generator 1.3.0 (tertiary transport,
+#: Tripathi cross-sections, fireball protons, He/Li/Be/B yields from this experiment's shallow
+#: yields): the plateau at 200 mm 0.989 (band 1.00-1.10) and the tail at peak + 55 mm 0.365
+#: (band 0.26-0.36). Measured on 2026-12-05; docs/physics.md.
+SHORT_OF_MEASUREMENT = {"200 mm": 0.989, "peak + 55 mm": 0.365}
+#: Fragment yields (tests/data/haettner2013/TDK*.dat): element, Z, file.
+YIELDS = (("H", 1, "TDKH.dat"), ("He", 2, "TDKHe.dat"), ("Li", 3, "TDKLi.dat"),
+          ("Be", 4, "TDKBe.dat"), ("B", 5, "TDKB.dat"))
 
 
 def _measured() -> tuple[np.ndarray, np.ndarray]:
@@ -70,11 +81,72 @@ def test_peak_to_entrance_ratio(model_ratios: dict[str, float]) -> None:
     assert model_ratios["peak"] == pytest.approx(value, abs=tol)
 
 
-@pytest.mark.parametrize("name", sorted(SHORT_OF_MEASUREMENT))
-@pytest.mark.xfail(strict=True, reason="fragment tail and plateau short of Haettner 2013 "
-                   "(issue 13, item 1 open): IonPlan 0.86 / 0.27 / 0.19 at 200 mm / peak + 5 / "
-                   "peak + 55 mm against 1.05 / 0.46 / 0.31; docs/physics.md")
-def test_fragment_tail_and_plateau_ratios(model_ratios: dict[str, float], name: str) -> None:
+@pytest.mark.parametrize("name", ["peak + 5 mm"])
+def test_tail_just_behind_the_peak(model_ratios: dict[str, float], name: str) -> None:
     value, tol = MEASURED[name]
     assert model_ratios[name] == pytest.approx(value, abs=tol)
 
+
+@pytest.mark.parametrize("name", sorted(SHORT_OF_MEASUREMENT))
+def test_plateau_and_far_tail_within_twice_the_band(model_ratios: dict[str, float],
+                                                    name: str) -> None:
+    """What holds for the two ratios still outside the band: within twice its half-width."""
+    value, tol = MEASURED[name]
+    assert model_ratios[name] == pytest.approx(value, abs=2 * tol)
+
+
+@pytest.mark.parametrize("name", sorted(SHORT_OF_MEASUREMENT))
+@pytest.mark.xfail(strict=True, reason="plateau and far tail just outside Haettner 2013's band "
+                   "(issue 13, item 1): IonPlan 0.989 at 200 mm (1.05 +/- 0.05) and 0.365 at "
+                   "peak + 55 mm (0.31 +/- 0.05); docs/physics.md")
+def test_plateau_and_far_tail_ratios(model_ratios: dict[str, float], name: str) -> None:
+    value, tol = MEASURED[name]
+    assert model_ratios[name] == pytest.approx(value, abs=tol)
+
+
+@pytest.fixture(scope="module")
+def model_yields() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Measured and IonPlan fragment yields per element: (depth on the data's axis, measured,
+    IonPlan), IonPlan's depths aligned with the measured Bragg peak as for the ratios."""
+    gen = CarbonMachineGenerator(GeneratorSettings(ripple_filter_sigma_mm=0.0))
+    beam = gen.generate_energy(400.0)
+    depth, ion = _measured()
+    shift = float(depth[np.argmax(ion)]) - beam.peak_depth_mm
+    r0 = float(gen.primary.range_energy.range_mm(400.0))
+    frag = _FragmentTransport(gen, 400.0, r0, gen._transport_depth_mm(400.0, r0))
+    out = {}
+    for name, z, file in YIELDS:
+        data = np.loadtxt(DATA.parent / file, skiprows=2)
+        d_mm = 10.0 * data[:, 0]
+        spectra = frag.spectra(d_mm - shift) + gen._primary_spectra(
+            r0, gen.range_sigma_mm(400.0), d_mm - shift)
+        out[name] = (d_mm, data[:, 1], spectra[:, z - 1, :].sum(axis=1))
+    return out
+
+
+@pytest.mark.parametrize("name", ["He", "Li", "Be", "B"])
+def test_fragment_yields_follow_the_measured_build_up(
+        model_yields: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], name: str) -> None:
+    """He, Li, Be and B multiplicities per 12C reaction were set from the yields at the first
+    depth (5.7 cm, where products of the fragments' own reactions are a few %); the build-up to
+    the Bragg peak (tertiary production and attenuation, 16-28 cm) is the test: within 20 %
+    (25 % for Li). Beyond the peak the heavy fragments range out faster than IonPlan's single
+    isotopes (11B, 7Be, 7Li) do: there within 0.01 per primary (B, measured 0.037 / 0.019 /
+    0.002 at 28.8 / 31.3 / 34.9 cm, IonPlan 0.047 / 0.028 / 0.007 on 2026-12-05), He within
+    20 %."""
+    depth, measured, model = model_yields[name]
+    assert model[0] == pytest.approx(measured[0], rel=0.05)  # the calibration point
+    before = depth <= 285.0
+    rel = 0.25 if name == "Li" else 0.20
+    err = np.abs(model - measured)
+    assert np.all(err[before] <= rel * measured[before]), (np.round(model, 4), measured)
+    beyond_tol = 0.2 * measured[~before] if name == "He" else 0.01
+    assert np.all(err[~before] <= beyond_tol), (np.round(model, 4), measured)
+
+
+def test_hydrogen_yield_is_at_least_the_measured_one(
+        model_yields: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """IonPlan counts every hydrogen ion (fireball protons included, at all angles); the
+    telescope only those it covered."""
+    _, measured, model = model_yields["H"]
+    assert np.all(model >= measured)

@@ -13,6 +13,7 @@ from scipy.optimize import nnls
 from planning.errors import InputError
 from planning.machine import Machine, pencil_beam_data
 from planning.machine_generator import CarbonMachineGenerator, GeneratorSettings
+from planning.physics.nuclear import water_cross_section_per_mm
 
 CSDA_RANGE_MM = {80: 17.3, 150: 52.6, 200: 86.5, 270: 143.7, 290: 161.9, 350: 220.5,
                  400: 273.5, 430: 307.0}
@@ -64,7 +65,8 @@ def test_range_straggling_of_generated_beam_is_bohrs(energy: float, sigma_mm: fl
     depth = np.linspace(r0 - 5, r0 + 5, 20001)
     _, _, fluence = gen.primary_profiles(energy, depth)
     # Remove the smooth nuclear attenuation before reading the edge.
-    rel = fluence / np.exp(-gen.primary.sigma_reaction_per_mm * depth)
+    rel = fluence / gen.primary.survival(float(gen.primary.range_energy.range_mm(energy)),
+                                         float(gen.primary.range_energy.range_mm(energy)) - depth)
     z84 = np.interp(-0.84, -rel, depth)
     z16 = np.interp(-0.16, -rel, depth)
     assert (z16 - z84) / 2 == pytest.approx(sigma_mm, rel=0.25)
@@ -100,13 +102,16 @@ def test_fragment_tail_grows_with_energy(machine: Machine) -> None:
 
 @pytest.mark.parametrize("energy", [80.0, 200.0, 290.0, 400.0, 430.0])
 def test_energy_is_conserved(generator: CarbonMachineGenerator, energy: float) -> None:
-    """Incident energy = IDD integral + neutrons + energy taken into fragment reactions."""
+    """Incident energy = deposited + neutrons + energy of unresolved reactions + escaped, per
+    primary, closed to 0.1 % (issue 13); the IDD's integral is the deposited energy; the
+    fragments' own reactions are transported (what their last generation takes is < 1e-5)."""
     data = generator.generate_energy(energy)
     b = data.budget
     idd_integral_mev = float(np.trapezoid(data.idd_mev_cm2_per_g, data.depth_mm)) / 10.0
     assert idd_integral_mev == pytest.approx(b.deposited_mev, rel=0.005)
-    total = idd_integral_mev + b.neutrons_mev + b.fragment_reactions_mev + b.escaped_mev
-    assert total == pytest.approx(12 * energy, rel=0.01)
+    total = b.deposited_mev + b.neutrons_mev + b.fragment_reactions_mev + b.escaped_mev
+    assert total == pytest.approx(12 * energy, rel=1e-3)
+    assert b.fragment_reactions_mev < 1e-5 * b.incident_mev
     assert b.escaped_mev < 1e-3 * b.incident_mev  # the transport grid holds every fragment
 
 
@@ -114,9 +119,11 @@ def test_energy_is_conserved(generator: CarbonMachineGenerator, energy: float) -
 def test_neutron_energy_matches_independent_estimate(
     generator: CarbonMachineGenerator, energy: float
 ) -> None:
-    """Neutrons carry the projectile nucleons not bound in charged fragments, at the projectile's
-    velocity, from every reaction: E_n = n_n * integral Sigma e^(-Sigma z) E(z) dz, with Sigma
-    from C+O 0.98 b and C+p 0.22 b (PHYSICS.md) and E(z) from the MSTAR range table."""
+    """The primaries' reactions give their neutrons f_n E per reaction (f_n: the fireball's
+    neutron share of the unbound projectile nucleons' energy, in units of the projectile's
+    energy per nucleon E): E_n = f_n * integral Sigma e^(-Sigma z) E(z) dz, with Sigma from C+O
+    0.98 b and C+p 0.22 b (PHYSICS.md) at high energy, energy-dependent (Tripathi), and E(z)
+    from the MSTAR range table."""
     n_o, n_h = 3.343e22, 6.686e22  # atoms per cm^3 of water
     sigma_per_mm = (n_o * 0.98e-24 + n_h * 0.22e-24) / 10.0
     r0 = CSDA_RANGE_MM[int(energy)] if int(energy) in CSDA_RANGE_MM else None
@@ -129,11 +136,18 @@ def test_neutron_energy_matches_independent_estimate(
     e_z = np.exp(np.interp(np.log(np.maximum(r0 - z, 1e-6)), np.log(r_ref), np.log(e_ref),
                            left=-np.inf))
     e_z = np.where(r0 - z > r_ref[0], e_z, 80.0 * ((r0 - z) / r_ref[0]) ** (1 / 1.66))
-    integrand = sigma_per_mm * np.exp(-sigma_per_mm * z) * e_z
-    n_neutrons = generator.neutrons_per_reaction
+    # Energy-dependent Sigma(E(z)) (Tripathi, tested in test_physics_nuclear.py against the
+    # constant 0.98 b / 0.22 b above, which it equals within 3 % at 200-400 MeV/u).
+    sigma_z = water_cross_section_per_mm(12, 6, np.maximum(e_z, 1e-3))
+    assert float(sigma_z[0]) == pytest.approx(sigma_per_mm, rel=0.1)
+    optical = np.concatenate(([0.0], np.cumsum(0.5 * (sigma_z[1:] + sigma_z[:-1]) * np.diff(z))))
+    integrand = sigma_z * np.exp(-optical) * e_z
+    n_neutrons = generator.primary_fireball.neutron_energy_fraction
     expected = n_neutrons * float(np.trapezoid(integrand, z))
-    assert generator.generate_energy(energy).budget.neutrons_mev == pytest.approx(
-        expected, rel=0.04)
+    budget = generator.generate_energy(energy).budget
+    assert budget.primary_reaction_neutrons_mev == pytest.approx(expected, rel=0.04)
+    # The fragments' reactions add their own neutrons.
+    assert budget.neutrons_mev > budget.primary_reaction_neutrons_mev
 
 
 @pytest.mark.parametrize("energy", [80.0, 290.0, 430.0])
