@@ -4,9 +4,10 @@ Objectives
 ----------
 Without a configuration file the objectives are, with ``p`` the prescription:
 
-- target: ``squared_deviation`` to ``p`` (weight 100), ``min_dose`` at 0.99 ``p`` (weight
+- target: ``squared_deviation`` to ``p`` (weight 100), ``min_dose`` at ``p`` (weight
   300: coverage holds against the rings below, also between the optimizer's points) and
-  ``max_dose`` at 1.03 ``p`` (weight 100);
+  ``max_dose`` at 1.025 ``p`` (weight 500: each is a mean over the target's points, so a
+  hot spot of a few points needs a strong weight);
 - the dose fall-off around the target, on generated shells (:mod:`planning.regions`):
   ``"<target> ring 0-5 mm"`` ``max_dose`` at ``p`` (weight 100: no hot spot next to the
   target),
@@ -174,8 +175,8 @@ def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float,
     the target's own, :func:`planning.engine.problem.surrounding_tissue_ratio`)."""
     p = total_dose_gy_rbe
     out = [Objective(target, "squared_deviation", p, 100.0),
-           Objective(target, "min_dose", 0.99 * p, 300.0),
-           Objective(target, "max_dose", 1.03 * p, 300.0),
+           Objective(target, "min_dose", p, 300.0),
+           Objective(target, "max_dose", 1.025 * p, 500.0),
            *(Objective(ring_name(target, inner, outer), "max_dose",
                        share * p * max(ring_scale, 1.0), weight)
              for inner, outer, share, weight in DEFAULT_RINGS)]
