@@ -40,6 +40,7 @@ from planning.engine.dose_engine import (
     DoseEngineSettings,
     DoseInfluence,
     check_volume,
+    cpu_threads,
     resolve_device,
 )
 from planning.engine.memory import check_host_memory, engine_bytes
@@ -291,8 +292,9 @@ class PlanningEngine:
         dose_m, _, model_m = cpu_influence.build_matrices(
             self.xp, work, rows_np.size, self.n_spots, self.settings, store_let=False,
             n_model=n_model, dtype=np.float64, progress=progress, cancel=cancel)
-        return host_spot_matrix(dose_m), tuple(host_spot_matrix(m) for m in model_m), \
-            int(dose_m.nnz)
+        threads = cpu_threads(self.settings.n_threads)
+        return host_spot_matrix(dose_m, threads), \
+            tuple(host_spot_matrix(m, threads) for m in model_m), int(dose_m.nnz)
 
     def forward(self, weights: ArrayLike, *, model_tables: DepthTables | None = None,
                 with_let: bool = True, progress: ProgressCallback | None = None,
