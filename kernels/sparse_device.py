@@ -79,8 +79,8 @@ class HostRowBlocks:
                  pool: Executor, transposed: bool = False) -> None:
         self.full, self.blocks, self._pool, self._transposed = full, blocks, pool, transposed
         self.data, self.indices, self.indptr = full.data, full.indices, full.indptr
-        # The blocks' transposes as CSC views, made once: SciPy's ``.T`` goes through the
-        # copying constructor (a copy of every entry per product otherwise).
+        # The blocks' transposes as CSC views, made once: taking ``.T`` per product made the
+        # TG-119 optimization 2x slower than one thread (measured; cause not pinned down).
         self._block_transposes = [(a, _csc_view_of_transpose(b)) for a, b in blocks]
 
     @property
