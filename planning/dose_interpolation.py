@@ -82,21 +82,24 @@ class TrilinearStencil:
         fz, fy, fx = (self.fraction[:, a].astype(dtype, copy=False) for a in range(3))
         sz, sy, sx = self.step
         out = np.zeros(self.n_points, dtype=dtype)
-        total = np.zeros(self.n_points, dtype=dtype) if within is not None else None
+        # Within a region: the sum over its corners and their weight, beside the plain sum.
+        own_sum = np.zeros_like(out)
+        own_weight = np.zeros_like(out)
         for dz, wz in ((0, 1 - fz), (sz, fz)):
             for dy, wy in ((0, 1 - fy), (sy, fy)):
                 wzy = wz * wy
                 for dx, wx in ((0, 1 - fx), (sx, fx)):
                     at = self.corner + (dz + dy + dx)
                     w = wzy * wx
-                    if within is not None and total is not None:
-                        w = w * (within[0][at] == within[1])
-                        total += w
-                    out += w * flat[at]
-        if total is not None:
-            own = total > 0
-            plain = self.values(cube) if not own.all() else out
-            out = np.where(own, out / np.where(own, total, 1), plain)
+                    term = w * flat[at]
+                    out += term
+                    if within is not None:
+                        in_region = within[0][at] == within[1]
+                        own_sum += np.where(in_region, term, 0)
+                        own_weight += np.where(in_region, w, 0)
+        if within is not None:
+            has = own_weight > 0
+            out = np.where(has, own_sum / np.where(has, own_weight, 1), out)
         return out.astype(np.float64, copy=False)
 
 
