@@ -209,8 +209,11 @@ class OptimizationProblem:
     def rbe_dose(self, weights: Any) -> Any:
         """RBE-weighted dose per fraction in the problem's rows (device namespace)."""
         w = self.to_device(weights) if isinstance(weights, np.ndarray) else weights
-        d = self.dose @ w
-        sums = tuple(b @ w for b in self.model_sums)
+        return self.rbe_dose_of(self.dose @ w, tuple(b @ w for b in self.model_sums))
+
+    def rbe_dose_of(self, d: Any, sums: tuple[Any, ...]) -> Any:
+        """RBE-weighted dose per fraction in the problem's rows from the products of the
+        matrices with the weights: ``d`` = dose @ w, ``sums`` = each model sum @ w."""
         if not self.groups:
             return self.model.rbe_weighted_dose_from_sums(d, sums)
         out = self.xp.zeros_like(d)
@@ -399,11 +402,15 @@ def initial_weights(problem: OptimizationProblem, target: str, dose_per_fraction
     rows = problem.device_rows_of(target)
     xp = problem.xp
     ones = np.ones(problem.dose.shape[1])
-    if float(xp.mean((problem.dose @ problem.to_device(ones))[rows])) <= 0:
+    # The products are linear in the weights: made once for the uniform weights, then scaled.
+    d_ones = problem.dose @ problem.to_device(ones)
+    sums_ones = tuple(b @ problem.to_device(ones) for b in problem.model_sums)
+    if float(xp.mean(d_ones[rows])) <= 0:
         raise PlanningError(f"the spots deliver no dose to the target {target!r}")
 
     def mean_target(scale: float) -> float:
-        return float(xp.mean(problem.rbe_dose(scale * ones)[rows]))
+        rbe = problem.rbe_dose_of(scale * d_ones, tuple(scale * s for s in sums_ones))
+        return float(xp.mean(rbe[rows]))
 
     lo, hi = 0.0, 1.0
     while mean_target(hi) < dose_per_fraction:

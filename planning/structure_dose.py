@@ -55,13 +55,27 @@ def structure_rows(mask: NDArray[np.bool_], ct_grid: DoseGrid, dose_grid: DoseGr
     -------
     (n,) int64 array, increasing.
     """
-    centres = dose_grid.voxel_centers_lps()
-    idx = np.rint((centres[:, ::-1] - np.asarray(ct_grid.origin_mm)[::-1])
-                  / np.asarray(ct_grid.spacing_mm)).astype(np.int64)
-    inside = np.all((idx >= 0) & (idx < np.asarray(ct_grid.shape)), axis=1)
-    rows = np.flatnonzero(inside)
-    k = idx[rows]
-    return rows[mask[k[:, 0], k[:, 1], k[:, 2]]].astype(np.int64)
+    # The grids are axis-aligned, so the nearest CT index of a dose-grid centre is one lookup
+    # per axis: no (N, 3) array of centres for a fine grid.
+    nearest = []
+    for axis in range(3):
+        lps = 2 - axis  # LPS component of array axis (z, y, x)
+        centres = (np.arange(dose_grid.shape[axis], dtype=np.float64)
+                   * dose_grid.spacing_mm[axis] + dose_grid.origin_mm[lps])
+        nearest.append(np.rint((centres - ct_grid.origin_mm[lps])
+                               / ct_grid.spacing_mm[axis]).astype(np.int64))
+    present = [np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a)))
+               for a in range(3)]
+    if not all(p.size for p in present):
+        return np.zeros(0, dtype=np.int64)
+    # dose-grid indices per axis whose nearest CT index lies within the mask's bounding box
+    near = [np.flatnonzero((n >= p[0]) & (n <= p[-1]))
+            for n, p in zip(nearest, present, strict=True)]
+    if not all(a.size for a in near):
+        return np.zeros(0, dtype=np.int64)
+    covered = np.zeros(dose_grid.shape, dtype=bool)
+    covered[np.ix_(*near)] = mask[np.ix_(*(n[a] for n, a in zip(nearest, near, strict=True)))]
+    return np.flatnonzero(covered).astype(np.int64)
 
 
 def structures_on_grid(patient: Patient, dose_grid: DoseGrid, *,
