@@ -5,16 +5,20 @@ matrix, so that both products of the optimizer (``A @ w`` and ``A.T @ g``) are r
 CSR SpMVs. It works on NumPy/SciPy too (then the transpose is SciPy's cheap CSC view), so the
 optimizer has one code path: ``m @ w`` and ``m.T @ g`` in the namespace of the matrix.
 
-On the host a large matrix is cut into row blocks that share its arrays
-(:class:`HostRowBlocks`), and both products run the blocks on a thread pool: SciPy's sparse
-products release the GIL, so the optimizer's products use every core the engine may
-(measured on 2 cores: 13.5 -> 8.8 ms for a 15 M-entry product).
+On the host the optimizer's matrices are kept in float32 (pencil-beam doses are known to far
+fewer digits; the dose and a model sum share their column indices, so 12 bytes an entry
+instead of 20: these matrices are most of a plan's memory) and products return float64. A
+large matrix is cut into row blocks that share its arrays (:class:`HostRowBlocks`), and both
+products run the blocks on a thread pool: SciPy's sparse products release the GIL, so the
+optimizer's products use every core the engine may (measured on 2 cores: 13.5 -> 8.8 ms for a
+15 M-entry product).
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -58,25 +62,41 @@ class SpotMatrix:
         return self.matrix @ x
 
 
+def total_nbytes(matrices: Iterable[SpotMatrix]) -> int:
+    """Bytes of ``matrices`` and their transposes, each array counted once (the dose and the
+    model sums share their column indices; a host transpose is a view)."""
+    seen: dict[tuple[int, int], int] = {}
+    for m in matrices:
+        for part in (m.matrix, m.transposed):
+            for a in (part.data, part.indices, part.indptr):
+                address = (int(a.data.ptr) if hasattr(a.data, "ptr")
+                           else int(a.__array_interface__["data"][0]))
+                seen[(address, int(a.nbytes))] = int(a.nbytes)
+    return sum(seen.values())
+
+
 #: Below this many entries a product is not worth splitting over threads.
 MIN_ENTRIES_PER_THREAD = 500_000
 
 
 class HostRowBlocks:
     """A SciPy CSR matrix (rows x spots) as row blocks of about equal entries that share its
-    arrays; ``@`` runs the blocks on ``pool`` and joins their rows. With ``transposed`` it
-    stands for the matrix's transpose: ``@`` sums the blocks' transposed products.
+    arrays; ``@`` runs the blocks on ``pool`` (in the calling thread without one) and joins
+    their rows. With ``transposed`` it stands for the matrix's transpose: ``@`` sums the
+    blocks' transposed products. A product is computed in the matrix's precision (the vector
+    cast to it; SciPy would otherwise convert the whole matrix per product) and returned as
+    float64.
 
     Attributes
     ----------
     full : scipy.sparse.csr_array
-        The whole matrix (float64).
+        The whole matrix (float32 or float64).
     blocks : list of (row start, csr_array)
         Consecutive row blocks, views of ``full``'s arrays.
     """
 
     def __init__(self, full: sp.csr_array, blocks: list[tuple[int, sp.csr_array]],
-                 pool: Executor, transposed: bool = False) -> None:
+                 pool: Executor | None, transposed: bool = False) -> None:
         self.full, self.blocks, self._pool, self._transposed = full, blocks, pool, transposed
         self.data, self.indices, self.indptr = full.data, full.indices, full.indptr
         # The blocks' transposes as CSC views, made once: taking ``.T`` per product made the
@@ -99,12 +119,14 @@ class HostRowBlocks:
         return flipped
 
     def __matmul__(self, x: Any) -> Any:
-        v = np.asarray(x)
+        v = np.asarray(x, dtype=self.data.dtype)
+        run = map if self._pool is None else self._pool.map
         if self._transposed:
-            parts = self._pool.map(
-                lambda blk: blk[1] @ v[blk[0]:blk[0] + blk[1].shape[1]], self._block_transposes)
-            return np.sum(list(parts), axis=0)
-        return np.concatenate(list(self._pool.map(lambda blk: blk[1] @ v, self.blocks)))
+            parts = run(lambda blk: blk[1] @ v[blk[0]:blk[0] + blk[1].shape[1]],
+                        self._block_transposes)
+            return np.sum([p.astype(np.float64) for p in parts], axis=0)
+        return np.concatenate([p.astype(np.float64)
+                               for p in run(lambda blk: blk[1] @ v, self.blocks)])
 
 
 def _csc_view_of_transpose(m: sp.csr_array) -> sp.csc_array:
@@ -132,16 +154,13 @@ def row_blocks(m: sp.csr_array, n_blocks: int) -> list[tuple[int, sp.csr_array]]
 
 
 def host_spot_matrix(m: sp.csr_array, threads: int = 1) -> SpotMatrix:
-    """A SciPy CSR matrix as float64 (the optimizer's products then need no conversion); with
-    ``threads`` > 1 and enough entries, products over row blocks on that many threads
+    """A SciPy CSR matrix (float32 or float64, kept as it is) for the optimizer's products;
+    with ``threads`` > 1 and enough entries, products over row blocks on that many threads
     (:class:`HostRowBlocks`)."""
-    m64 = m if m.dtype == np.float64 else m.astype(np.float64)
-    n_blocks = min(threads, m64.nnz // MIN_ENTRIES_PER_THREAD)
-    if n_blocks < 2:
-        return SpotMatrix(m64, m64.T)
-    blocked = HostRowBlocks(m64, row_blocks(m64, n_blocks),
-                            ThreadPoolExecutor(max_workers=n_blocks,
-                                               thread_name_prefix="spot-matrix"))
+    n_blocks = max(1, min(threads, m.nnz // MIN_ENTRIES_PER_THREAD))
+    pool = (None if n_blocks < 2
+            else ThreadPoolExecutor(max_workers=n_blocks, thread_name_prefix="spot-matrix"))
+    blocked = HostRowBlocks(m, row_blocks(m, n_blocks), pool)
     return SpotMatrix(blocked, blocked.T)
 
 

@@ -7,9 +7,10 @@ plan optimized on the dose grid itself can be flat at those points and ripple be
 dose must be right everywhere (:func:`sample_stride`):
 
 - the target and the near ring around it (inner distance below
-  :data:`planning.regions.SMOOTH_FROM_MM`): a stratified quarter of the optimization grid's
-  points (:func:`jittered_rows`: two of every 2 x 2 x 2 block, at every sub-voxel position
-  somewhere), twice the dose grid's density;
+  :data:`planning.regions.SMOOTH_FROM_MM`): a stratified part of the optimization grid's
+  points (:func:`jittered_rows`: :func:`fine_points_per_block` of every 2 x 2 x 2 block, at
+  every sub-voxel position somewhere), a mean spacing of 2.4 mm or finer (twice the density
+  of a 3 mm dose grid);
 - other structures (organs at risk): at about the dose grid's spacing;
 - rings from :data:`planning.regions.SMOOTH_FROM_MM` out: at about
   :data:`planning.regions.SMOOTH_SAMPLING_MM` (the dose there varies over the pencil beams'
@@ -38,11 +39,24 @@ from planning.structure_dose import body_structures, structure_rows
 FINEST_DEFAULT_MM = 1.0
 
 
-#: Points the optimizer keeps of every 2 x 2 x 2 block of the optimization grid in the target
-#: and the near rings: twice the dose grid's density at the default half spacing, with every
-#: sub-voxel position represented (a full half-spacing grid, 8 of 8, costs four times the
-#: matrices: 15 GB for a TG-119-sized target with 8,000 spots).
+#: Most points the optimizer keeps of every 2 x 2 x 2 block of the optimization grid in the
+#: target and the near rings (a full half-spacing grid, 8 of 8, costs four times the matrices:
+#: 15 GB for a TG-119-sized target with 8,000 spots).
 FINE_POINTS_PER_BLOCK = 2
+
+#: Mean spacing of the optimizer's points in the target and the near rings that suffices, mm:
+#: a grid fine enough reaches it with fewer than :data:`FINE_POINTS_PER_BLOCK` of a block (two
+#: of 8 at 1.25-1.5 mm, the half spacing of 2.5-3 mm dose grids: 2.0-2.4 mm; one of 8 at
+#: 1 mm, a 2 mm dose grid's: 2.0 mm, half the matrices of two).
+FINE_MEAN_SPACING_MM = 2.4
+
+
+def fine_points_per_block(spacing_mm: float) -> int:
+    """Points kept of every 2 x 2 x 2 block of an optimization grid of ``spacing_mm`` in the
+    target and the near rings: the fewest whose mean spacing ``spacing_mm (8 / n)^(1/3)`` is at
+    most :data:`FINE_MEAN_SPACING_MM`, at most :data:`FINE_POINTS_PER_BLOCK`."""
+    wanted = math.ceil(8.0 * (spacing_mm / FINE_MEAN_SPACING_MM) ** 3 - 1e-9)
+    return max(1, min(FINE_POINTS_PER_BLOCK, wanted))
 
 
 def default_optimization_spacing_mm(dose_grid_mm: float) -> float:
@@ -109,12 +123,14 @@ def sample_rows(patient: Patient, name: str, target: str, ct_grid: DoseGrid,
                 opt_grid: DoseGrid, dose_grid: DoseGrid) -> NDArray[np.int64]:
     """The optimizer's sample points of structure or region ``name``: flat indices on
     ``opt_grid``, increasing. Strides above 1 take a regular sub-lattice
-    (:func:`sample_stride`); the target and the near rings take :data:`FINE_POINTS_PER_BLOCK`
-    of every 2 x 2 x 2 block of the optimization grid (:func:`jittered_rows`)."""
+    (:func:`sample_stride`); the target and the near rings take
+    :func:`fine_points_per_block` of every 2 x 2 x 2 block of the optimization grid
+    (:func:`jittered_rows`)."""
     rows = structure_rows(region_mask(patient, name), ct_grid, opt_grid)
     stride = sample_stride(name, target, opt_grid, dose_grid)
     if stride == 1 and opt_grid is not dose_grid:
-        return jittered_rows(rows, opt_grid.shape, FINE_POINTS_PER_BLOCK)
+        keep = fine_points_per_block(float(max(opt_grid.spacing_mm)))
+        return jittered_rows(rows, opt_grid.shape, keep)
     return thinned_rows(rows, opt_grid.shape, stride)
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from kernels.sparse_device import SpotMatrix
+from kernels.sparse_device import SpotMatrix, total_nbytes
 from planning.atomic import atomic_write_text
 from planning.beams import PRIMARIES_PER_WEIGHT_UNIT, Beam, SpotMap
 from planning.dose_grid import DoseGrid
@@ -578,7 +578,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                               prepared.target, optimizer_settings,
                               progress=stage_progress(progress, 0.3, 0.85), cancel=cancel)
     timings["optimization"] = time.perf_counter() - t0
-    matrix_mib = (dose_m.nbytes + sum(m.nbytes for m in sums_m)) / 2**20
+    matrix_mib = total_nbytes((dose_m, *sums_m)) / 2**20
     matrix_nnz = prepared.matrix_nnz
     del problem, dose_m, sums_m
     if not keep_influence:

@@ -159,3 +159,13 @@ def test_jittered_points_take_two_of_every_block_at_every_position():
     assert set(sub.tolist()) == set(range(8))                    # every sub-voxel position
     np.testing.assert_array_equal(jittered_rows(rows, shape, 2), kept)  # the same every time
     np.testing.assert_array_equal(jittered_rows(rows, shape, 8), rows)
+
+
+def test_fine_points_per_block_give_a_mean_spacing_of_at_most_2_4_mm():
+    from planning.optimization_grid import FINE_MEAN_SPACING_MM, fine_points_per_block
+
+    for spacing, keep in [(1.5, 2), (1.25, 2), (1.0, 1), (0.75, 1)]:
+        assert fine_points_per_block(spacing) == keep
+        assert spacing * (8 / keep) ** (1 / 3) <= FINE_MEAN_SPACING_MM + 1e-9
+        if keep > 1:  # one fewer would be coarser than that
+            assert spacing * (8 / (keep - 1)) ** (1 / 3) > FINE_MEAN_SPACING_MM

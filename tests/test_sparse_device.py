@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from kernels import sparse_device
-from kernels.sparse_device import HostRowBlocks, host_spot_matrix, row_blocks
+from kernels.sparse_device import HostRowBlocks, host_spot_matrix, row_blocks, total_nbytes
 
 
 def _matrix(rows: int = 3000, cols: int = 400, seed: int = 3) -> sp.csr_array:
@@ -50,6 +50,34 @@ def test_threaded_products_equal_the_plain_ones(monkeypatch, threads: int) -> No
     assert spot.nbytes == m.data.nbytes + m.indices.nbytes + m.indptr.nbytes  # no copy
 
 
-def test_small_matrices_stay_plain() -> None:
+def test_small_matrices_stay_in_one_block_without_threads() -> None:
     m = _matrix(rows=100)
-    assert not isinstance(host_spot_matrix(m, 8).matrix, HostRowBlocks)
+    spot = host_spot_matrix(m, 8)
+    assert len(spot.matrix.blocks) == 1 and spot.matrix._pool is None
+    w = np.random.default_rng(2).random(m.shape[1])
+    np.testing.assert_allclose(spot @ w, m @ w, rtol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_float32_matrices_give_float64_products_of_their_values(monkeypatch, threads) -> None:
+    monkeypatch.setattr(sparse_device, "MIN_ENTRIES_PER_THREAD", 1000)
+    m32 = _matrix().astype(np.float32)
+    spot = host_spot_matrix(m32, threads)
+    assert spot.matrix.data.dtype == np.float32 and spot.nbytes == (
+        m32.data.nbytes + m32.indices.nbytes + m32.indptr.nbytes)
+    exact = m32.astype(np.float64)  # the stored values, products in float64
+    rng = np.random.default_rng(4)
+    w, g = rng.random(m32.shape[1]), rng.random(m32.shape[0])
+    for got, want in ((spot @ w, exact @ w), (spot.T @ g, exact.T @ g)):
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+        assert not np.allclose(got, want, rtol=1e-12, atol=0)  # a float32 sum, not exact
+
+
+def test_memory_counts_shared_index_arrays_once() -> None:
+    dose = _matrix().astype(np.float32)
+    model_sum = sp.csr_array((dose.data * 2.0, dose.indices, dose.indptr), shape=dose.shape)
+    model_sum.indices, model_sum.indptr = dose.indices, dose.indptr  # shared, as the engine's
+    both = [host_spot_matrix(dose, 2), host_spot_matrix(model_sum, 2)]
+    assert total_nbytes(both) == (2 * dose.data.nbytes + dose.indices.nbytes
+                                  + dose.indptr.nbytes)

@@ -271,8 +271,9 @@ class PlanningEngine:
                               cancel: CancelToken | None = None
                               ) -> tuple[SpotMatrix, tuple[SpotMatrix, ...], int]:
         """Dose and model-sum matrices of ``rows`` (sorted, unique flat dose-grid indices) for
-        the optimizer: row ``i`` is ``rows[i]``, float64, transpose precomputed, on the
-        engine's device. Also returns the number of entries."""
+        the optimizer: row ``i`` is ``rows[i]``, transpose precomputed, on the engine's
+        device (float32 on the host, float64 on a GPU; products in float64 either way, see
+        :mod:`kernels.sparse_device`). Also returns the number of entries."""
         rows_np = np.asarray(rows, dtype=np.int64)
         if rows_np.size == 0 or np.any(np.diff(rows_np) <= 0):
             raise PlanningError("optimization rows must be non-empty, sorted and unique")
@@ -291,7 +292,7 @@ class PlanningEngine:
         work = [BeamWork(b, v, bl) for b, (v, bl) in enumerate(zip(voxels, layers, strict=True))]
         dose_m, _, model_m = cpu_influence.build_matrices(
             self.xp, work, rows_np.size, self.n_spots, self.settings, store_let=False,
-            n_model=n_model, dtype=np.float64, progress=progress, cancel=cancel)
+            n_model=n_model, dtype=np.float32, progress=progress, cancel=cancel)
         threads = cpu_threads(self.settings.n_threads)
         return host_spot_matrix(dose_m, threads), \
             tuple(host_spot_matrix(m, threads) for m in model_m), int(dose_m.nnz)
