@@ -396,7 +396,9 @@ class IonPlanApp(App):
         """Patient, plan, model and now, for a file about ``entry`` (or the screen)."""
         patient = self.session.patient
         if entry is not None:
-            return api.identification(patient, entry.name, entry.result.model.describe())
+            return api.identification(patient, entry.name,
+                                      str(entry.result.report.get(
+                                          "rbe_model", entry.result.model.describe())))
         if self.screens.current_screen is self.compare:
             return api.identification(patient, f"A {self.compare.side_a.text} - B "
                                                f"{self.compare.side_b.text}", "as labelled")

@@ -177,6 +177,8 @@ def short_model_name(description: str) -> str:
     """``"mMKM"``, ``"LEM I chordoma"``, ``"constant RBE 3"``, ``"physical dose"`` from a
     model's full description (its parameters are in the plan report and the DICOM comment)."""
     words = description.split()
+    if description.startswith("LEM I") and " elsewhere " in description:
+        return "LEM I, tissues per structure"  # planning.rbe.record.model_label
     if description.startswith("LEM I") and len(words) >= 3:
         return " ".join(words[:3])
     if description.startswith("mMKM"):

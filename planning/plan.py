@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from planning.beams import Beam, SpotMap
 from planning.errors import PlanningError
-from planning.rbe import RbeModel
+from planning.rbe import LemModel, RbeModel, Tissue
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,10 @@ class Plan:
         That model itself, with all its parameters, when known (planned by IonPlan, or read
         from IonPlan's RBE model record of an RT Ion Plan); then ``rbe_model`` is its
         ``describe()``. None for a plan that names its model only in words (or not at all).
+    rbe_tissues : tuple of (str, Tissue)
+        LEM I tissues per structure the plan was optimized with (a plan configuration's
+        ``tissues``, in its order; the first listed structure wins where structures overlap,
+        the other voxels take ``rbe``'s tissue); empty for one model everywhere.
     beam_doses : BeamDoses or None
         Each beam's dose per fraction at the dose specification point (planned by IonPlan, or
         read from an RT Ion Plan's fraction group); None when unknown, and dropped (None) when
@@ -154,6 +158,7 @@ class Plan:
     notes: tuple[str, ...] = field(default=())
     rbe: RbeModel | None = None
     beam_doses: BeamDoses | None = None
+    rbe_tissues: tuple[tuple[str, Tissue], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.beams:
@@ -161,6 +166,8 @@ class Plan:
         if self.beam_doses is not None and len(self.beam_doses.physical_gy) != len(self.beams):
             # a plan made from another with beams added or removed: its beam doses are unknown
             object.__setattr__(self, "beam_doses", None)
+        if self.rbe_tissues and not isinstance(self.rbe, LemModel):
+            raise PlanningError("LEM I tissues per structure need the plan's LEM I model")
         if self.rbe is not None and self.rbe_model != self.rbe.describe():
             raise PlanningError(f"the plan's RBE model text {self.rbe_model!r} is not its "
                                 f"model's description {self.rbe.describe()!r}")

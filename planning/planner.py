@@ -82,7 +82,8 @@ from planning.plan_config import (
 )
 from planning.plan_report import structure_report
 from planning.progress import CancelToken, ProgressCallback, report, stage_progress
-from planning.rbe import DepthTables, LemModel, PhysicalDose, RbeModel, depth_tables
+from planning.rbe import DepthTables, LemModel, PhysicalDose, RbeModel, Tissue, depth_tables
+from planning.rbe.record import model_label
 from planning.regions import is_generated, region_name, ring_name
 from planning.resolution import grid_warning, spot_spacing_warning
 from planning.structure_dose import body_mask, grid_of, structure_rows
@@ -236,6 +237,10 @@ class PlanResult:
         With a LEM I tissue per structure: the tissue of every voxel and listed structure, so
         that DVHs read each structure's RBE-weighted dose (and RBE) within its own tissue
         (:class:`planning.dose_interpolation.VoxelLabels`); None otherwise.
+    structure_tissues : tuple of (str, Tissue)
+        The LEM I tissues per structure the RBE-weighted dose was computed with (``model``
+        for the other voxels); empty when ``model`` holds everywhere. The exported doses'
+        labels and records name them.
     """
 
     plan: Plan
@@ -251,6 +256,7 @@ class PlanResult:
     beam_physical_dose_gy: tuple[NDArray[np.float32], ...] = ()
     prepared: PreparedPlan | None = field(default=None, compare=False, repr=False)
     tissue_labels: VoxelLabels | None = field(default=None, compare=False, repr=False)
+    structure_tissues: tuple[tuple[str, Tissue], ...] = ()
 
 
 def target_isocenter_mm(ct: CtVolume, target_mask: NDArray[np.bool_]
@@ -601,11 +607,13 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     beam_doses = beam_doses_at(dose_grid, point, cubes.beam_physical_dose_gy,
                                cubes.physical_dose_gy, cubes.rbe_dose_gy_rbe,
                                prescription.n_fractions)
+    structure_tissues = tuple((patient.structure_set.get(name).name, tissue)
+                              for name, tissue in prepared.config.tissues)
     plan = Plan(label=request.label[:16], machine_name=prepared.machine.name,
                 beams=tuple(BeamPlan(b, s, result.weights[offsets[i]:offsets[i + 1]])
                             for i, (b, s) in enumerate(zip(beams, spot_maps, strict=True))),
                 prescription=prescription, rbe_model=model.describe(), rbe=model,
-                beam_doses=beam_doses)
+                beam_doses=beam_doses, rbe_tissues=structure_tissues)
     labels = tissue_labels(patient, prepared.config, prepared.voxel_groups, dose_grid)
     sections = structure_report(patient, dose_grid, cubes.physical_dose_gy,
                                 cubes.rbe_dose_gy_rbe, prescription.total_dose_gy_rbe,
@@ -617,7 +625,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                          "total_dose_gy_rbe": prescription.total_dose_gy_rbe,
                          "n_fractions": prescription.n_fractions,
                          "dose_per_fraction_gy_rbe": prescription.dose_per_fraction_gy_rbe},
-        "rbe_model": model.describe(),
+        "rbe_model": model_label(model, structure_tissues),
         "machine": prepared.machine.name,
         "beams": [{"name": b.label, "gantry_deg": b.gantry_deg, "couch_deg": b.couch_deg,
                    "isocenter_mm": list(b.isocenter_mm), "spots": s.n_spots,
@@ -673,7 +681,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     return PlanResult(plan, patient, dose_grid, cubes.physical_dose_gy, cubes.rbe_dose_gy_rbe,
                       cubes.letd_kev_um, cubes.rbe, model, report=rep, exchange=view,
                       beam_physical_dose_gy=cubes.beam_physical_dose_gy, prepared=prepared,
-                      tissue_labels=labels)
+                      tissue_labels=labels, structure_tissues=structure_tissues)
 
 
 def ring_scale_note(ring_scale: float) -> str | None:
@@ -774,7 +782,7 @@ def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
                    referenced_plan_uid=plan_uid)
     export_rt_dose(result.rbe_dose_gy_rbe, result.dose_grid, result.patient,
                    out / "RTDOSE_RBE.dcm", dose_type="EFFECTIVE", model=result.model,
-                   referenced_plan_uid=plan_uid)
+                   structure_tissues=result.structure_tissues, referenced_plan_uid=plan_uid)
     names = ["RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm"]
     if result.exchange is not None:
         names += write_exchange_doses(result.exchange, result.patient, out, plan_uid)

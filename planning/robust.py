@@ -41,18 +41,26 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from planning.compare.recalc import RecalcSetup, prepare_recalc, recalculate
+from planning.compare.recalc import (
+    RecalcSetup,
+    plan_structure_tissues,
+    prepare_recalc,
+    recalculate,
+)
 from planning.dose_grid import DoseGrid
+from planning.dose_interpolation import VoxelLabels
 from planning.engine import PlanningEngine
 from planning.engine.forward_dose import forward_cubes
+from planning.engine.problem import dose_model_setup
 from planning.errors import InputError
 from planning.evaluation import doses_at_volumes
 from planning.machine import Machine
+from planning.optimization import RbeGroup
 from planning.patient import Patient
 from planning.plan import Plan
 from planning.planner import PlanResult
 from planning.progress import CancelToken, ProgressCallback, report, stage_progress
-from planning.rbe import DepthTables, RbeModel, depth_tables
+from planning.rbe import DepthTables, RbeModel
 from planning.structure_dose import sampled_structures
 from planning.structure_sampling import DoseSamples
 
@@ -174,15 +182,20 @@ class ScenarioInputs:
     model : RbeModel
         RBE model of the RBE-weighted dose.
     tables : DepthTables or None
-        The model's depth tables on ``setup.machine`` (None for a model without sums).
+        The model's depth tables on ``setup.machine`` (None for a model without sums), and
+        those of the plan's further LEM I tissues per structure.
     n_fractions : int
         Fractions of the plan.
+    groups : tuple of RbeGroup
+        Dose-grid voxels of each tissue with the plan's LEM I tissues per structure (empty:
+        the model everywhere).
     """
 
     setup: RecalcSetup
     model: RbeModel
     tables: DepthTables | None
     n_fractions: int
+    groups: tuple[RbeGroup, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -196,9 +209,12 @@ class ScenarioDose:
 
 
 def scenario_inputs(setup: RecalcSetup, model: RbeModel, n_fractions: int) -> ScenarioInputs:
-    """Bundle ``setup`` with the model's depth tables."""
-    tables = depth_tables(setup.machine, model) if model.quantity_names else None
-    return ScenarioInputs(setup, model, tables, n_fractions)
+    """Bundle ``setup`` with the model's depth tables (and the plan's LEM I tissues per
+    structure where ``model`` is the plan's own, as :func:`planning.compare.recalc.recalculate`
+    does)."""
+    tissues = dose_model_setup(setup.patient, setup.machine, model,
+                               plan_structure_tissues(setup.plan, model), setup.dose_grid)
+    return ScenarioInputs(setup, model, tissues.tables, n_fractions, tissues.groups)
 
 
 def position_doses(inputs: ScenarioInputs, scenarios: Sequence[Scenario], *,
@@ -236,8 +252,8 @@ def position_doses(inputs: ScenarioInputs, scenarios: Sequence[Scenario], *,
         scaled = (engine.with_stopping_power_scaled(1.0 + sc.range_error_pct / 100.0)
                   if sc.range_error_pct else engine)
         cubes = forward_cubes(scaled, s.weights_per_fraction, inputs.model, inputs.tables,
-                              inputs.n_fractions, progress=stage_progress(progress, i / n,
-                                                                          (i + 1) / n),
+                              inputs.n_fractions, groups=inputs.groups,
+                              progress=stage_progress(progress, i / n, (i + 1) / n),
                               cancel=cancel)
         out.append(ScenarioDose(sc, cubes.physical_dose_gy, cubes.rbe_dose_gy_rbe,
                                 time.perf_counter() - t1 + setup_share))
@@ -312,7 +328,8 @@ class RobustResult:
 
 
 def structure_metrics(rbe_dose: NDArray[np.floating], physical_dose: NDArray[np.floating],
-                      samples_by_name: dict[str, DoseSamples]) -> dict[str, dict[str, float]]:
+                      samples_by_name: dict[str, DoseSamples],
+                      labels: VoxelLabels | None = None) -> dict[str, dict[str, float]]:
     """Per structure: D98, D95, D50, D2, mean, maximum (Gy(RBE)) and mean physical dose (Gy).
 
     Parameters
@@ -321,10 +338,14 @@ def structure_metrics(rbe_dose: NDArray[np.floating], physical_dose: NDArray[np.
     samples_by_name : dict of str to DoseSamples
         Clinical DVH samples of each structure on that grid
         (:func:`planning.structure_dose.sampled_structures`).
+    labels : VoxelLabels, optional
+        With LEM I tissues per structure: each structure's RBE-weighted dose is read within
+        its own tissue (as the plan's report reads it).
     """
     out = {}
     for name, samples in samples_by_name.items():
-        d, w = samples.dose(rbe_dose), samples.volume_mm3
+        d = samples.dose(rbe_dose, None if labels is None else labels.within(name))
+        w = samples.volume_mm3
         d98, d95, d50, d2 = doses_at_volumes(d, (98, 95, 50, 2), w)
         out[name] = {"d98_gy_rbe": float(d98), "d95_gy_rbe": float(d95),
                      "d50_gy_rbe": float(d50), "d2_gy_rbe": float(d2),
@@ -334,11 +355,13 @@ def structure_metrics(rbe_dose: NDArray[np.floating], physical_dose: NDArray[np.
     return out
 
 
-def _dose_at_volumes(rbe_dose: NDArray[np.floating], samples_by_name: dict[str, DoseSamples]
-                     ) -> dict[str, NDArray[np.float64]]:
-    """Per structure, the dose (Gy(RBE)) that ``v`` % of it receives at least, v in 0..100."""
-    return {name: doses_at_volumes(samples.dose(rbe_dose), BAND_VOLUME_PERCENT,
-                                   samples.volume_mm3)
+def _dose_at_volumes(rbe_dose: NDArray[np.floating], samples_by_name: dict[str, DoseSamples],
+                     labels: VoxelLabels | None) -> dict[str, NDArray[np.float64]]:
+    """Per structure, the dose (Gy(RBE)) that ``v`` % of it receives at least, v in 0..100
+    (read within the structure's own tissue with ``labels``)."""
+    return {name: doses_at_volumes(
+                samples.dose(rbe_dose, None if labels is None else labels.within(name)),
+                BAND_VOLUME_PERCENT, samples.volume_mm3)
             for name, samples in samples_by_name.items()}
 
 
@@ -425,6 +448,7 @@ def evaluate_robustness(patient: Patient, plan: Plan, *, model: RbeModel,
                           cutoff_fraction=cutoff_fraction, source=source,
                           progress=stage_progress(progress, 0.0, 1.0 / n), cancel=cancel)
     samples_by_name = {s.name: d for s, d in sampled_structures(patient, nominal.dose_grid)}
+    labels = nominal.tissue_labels
     rbe_min = nominal.rbe_dose_gy_rbe.copy()
     rbe_max = nominal.rbe_dose_gy_rbe.copy()
     phys_min = nominal.physical_dose_gy.copy()
@@ -438,8 +462,8 @@ def evaluate_robustness(patient: Patient, plan: Plan, *, model: RbeModel,
         entries[sc] = {"name": sc.name, "range_error_pct": sc.range_error_pct,
                        "shift_mm": [round(c, 6) for c in sc.shift_mm],
                        "seconds": round(seconds, 3),
-                       "structures": structure_metrics(rbe, phys, samples_by_name)}
-        volumes[sc] = _dose_at_volumes(rbe, samples_by_name)
+                       "structures": structure_metrics(rbe, phys, samples_by_name, labels)}
+        volumes[sc] = _dose_at_volumes(rbe, samples_by_name, labels)
 
     record(scenarios[0], nominal.rbe_dose_gy_rbe, nominal.physical_dose_gy, nominal_seconds)
     for done in stream:
@@ -453,8 +477,10 @@ def evaluate_robustness(patient: Patient, plan: Plan, *, model: RbeModel,
         cancel.raise_if_cancelled("robust evaluation")
     rows = [entries[sc] for sc in scenarios]
     worst: dict[str, Any] = {"structures": worst_case(rows),
-                             "voxelwise_min": structure_metrics(rbe_min, phys_min, samples_by_name),
-                             "voxelwise_max": structure_metrics(rbe_max, phys_max, samples_by_name)}
+                             "voxelwise_min": structure_metrics(
+                                 rbe_min, phys_min, samples_by_name, labels),
+                             "voxelwise_max": structure_metrics(
+                                 rbe_max, phys_max, samples_by_name, labels)}
     bands = {}
     for name in samples_by_name:
         stack = np.stack([volumes[sc][name] for sc in scenarios])
@@ -561,7 +587,8 @@ def write_robust_outputs(result: RobustResult, out_dir: str | os.PathLike[str], 
     for cube, name in ((result.rbe_min_gy_rbe, "RTDOSE_RBE_MIN.dcm"),
                        (result.rbe_max_gy_rbe, "RTDOSE_RBE_MAX.dcm")):
         export_rt_dose(cube, nominal.dose_grid, nominal.patient, out / name,
-                       dose_type="EFFECTIVE", model=nominal.model, referenced_plan_uid=plan_uid)
+                       dose_type="EFFECTIVE", model=nominal.model,
+                       structure_tissues=nominal.structure_tissues, referenced_plan_uid=plan_uid)
         extra.append(out / name)
     html = out / "report.html"
     atomic_write_text(html, render_robust_html(rep))

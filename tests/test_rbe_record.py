@@ -17,8 +17,17 @@ from planning.rbe import (
     PhysicalDose,
     Tissue,
     parse_tissue,
+    tissue_by_name,
 )
-from planning.rbe.record import ELLIPSIS, RECORD_FORMAT, fit_label, model_from_record, model_record
+from planning.rbe.record import (
+    ELLIPSIS,
+    RECORD_FORMAT,
+    fit_label,
+    model_from_record,
+    model_label,
+    model_record,
+    structure_tissues_from_record,
+)
 
 MODELS = [
     MkmModel(),
@@ -109,3 +118,31 @@ def test_fit_label_keeps_short_text_and_refuses_an_uncuttable_item():
     assert fit_label("a=1 b=2 c=3", 9) == "a=1 ..."
     with pytest.raises(InputError, match="whole items"):
         fit_label("alpha0_gy=0.172 b=1", 8)
+
+
+def test_tissues_per_structure_round_trip_and_lead_the_label():
+    lem = LemModel(tissue_by_name("chordoma"))
+    tissues = (("PTV", tissue_by_name("hsg")),
+               ("Brain stem", Tissue("user(0.2, 0.04, 12)", 0.2, 0.04, 12.0)))
+    record = json.loads(json.dumps(model_record(lem, tissues)))
+    assert model_from_record(record) == lem
+    assert structure_tissues_from_record(record) == tissues
+    assert structure_tissues_from_record(model_record(lem)) == ()
+    label = model_label(lem, tissues)
+    assert label.startswith("LEM I PTV=hsg Brain_stem=user(0.2,_0.04,_12) elsewhere chordoma")
+    assert model_label(lem) == lem.describe()
+
+
+def test_tissues_per_structure_are_refused_with_another_model_or_malformed():
+    with pytest.raises(InputError, match="LEM I only"):
+        model_record(MkmModel(), (("PTV", tissue_by_name("hsg")),))
+    good = model_record(LemModel(tissue_by_name("chordoma")), (("PTV", tissue_by_name("hsg")),))
+    for change, message in [
+            (lambda r: r.update(model="mMKM"), "LEM I only"),
+            (lambda r: r.update(tissues_by_structure={"PTV": "hsg"}), "must be a list"),
+            (lambda r: r["tissues_by_structure"][0].pop("structure"), "structure name"),
+            (lambda r: r["tissues_by_structure"][0]["tissue"].pop("d_t_gy"), "missing")]:
+        bad = copy.deepcopy(good)
+        change(bad)
+        with pytest.raises(InputError, match=message):
+            structure_tissues_from_record(bad)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pydicom
 import pytest
 import scipy.sparse as sp
 
 from planning.cli import main
-from planning.dicom import write_demo_patient
+from planning.dicom import load_rt_dose, load_rt_ion_plan, write_demo_patient
 from planning.errors import InputError, PlanningError
 from planning.optimization import (
     Objective,
@@ -140,6 +141,47 @@ def test_plan_with_tissues_per_structure(demo_dir, tmp_path, capsys):
     other = chordoma.report["structures"]["PTV"]
     assert abs(other["mean_gy"] - ptv["mean_gy"]) > 0.05 * ptv["mean_gy"]
     _check_coverage(report)
+    _check_files_name_the_tissues(demo_dir, out, report, capsys)
+
+
+def _check_files_name_the_tissues(demo_dir, out, report, capsys) -> None:
+    """The exported plan and dose name each structure's tissue (labels and record), and a
+    recalculation of the exported plan applies them: the same RBE-weighted dose, not the
+    plan's default tissue everywhere."""
+    dose = pydicom.dcmread(out / "RTDOSE_RBE.dcm")
+    assert dose.DoseComment.startswith("LEM I PTV=hsg Brainstem=")
+    assert "PTV=hsg" in dose.SeriesDescription
+    imported = load_rt_ion_plan(out / "RTPLAN.dcm").plan
+    assert [(n, t.name) for n, t in imported.rbe_tissues] == [("PTV", "hsg"),
+                                                              ("Brainstem", "user(0.1,0.05,30)")]
+    assert load_rt_dose(out / "RTDOSE_RBE.dcm").rbe_tissues == imported.rbe_tissues
+    again = out.parent / "recalc"
+    assert main(["recalc", str(demo_dir), str(out / "RTPLAN.dcm"), "--grid", "4", "--device",
+                 "cpu", "--out", str(again)]) == 0, capsys.readouterr().err
+    recalc = json.loads((again / "report.json").read_text())
+    for name in ("PTV", "Brainstem"):
+        want, got = report["structures"][name], recalc["structures"][name]
+        assert got["mean_gy_rbe"] == pytest.approx(want["mean_gy_rbe"], rel=1e-3), name
+        assert got["d95_gy_rbe"] == pytest.approx(want["d95_gy_rbe"], rel=1e-3), name
+    assert recalc["rbe_model"] == report["rbe_model"]
+    assert load_rt_dose(again / "RTDOSE_RBE.dcm").rbe_tissues == imported.rbe_tissues
+    # Robustness scenarios apply them too: a 0.1 % range error barely moves the dose.
+    robust = out.parent / "robust"
+    assert main(["robust", str(demo_dir), str(out / "RTPLAN.dcm"), "--grid", "4", "--device",
+                 "cpu", "--setup-error", "0", "--range-error", "0.1", "--out",
+                 str(robust)]) == 0, capsys.readouterr().err
+    scenarios = json.loads((robust / "report.json").read_text())["scenarios"]
+    assert len(scenarios) == 3
+    for sc in scenarios:
+        got = sc["structures"]["PTV"]["mean_gy_rbe"]
+        assert got == pytest.approx(report["structures"]["PTV"]["mean_gy_rbe"], rel=5e-3)
+    # Another model cannot apply them, and says so.
+    mkm = out.parent / "recalc_mkm"
+    assert main(["recalc", str(demo_dir), str(out / "RTPLAN.dcm"), "--grid", "4", "--device",
+                 "cpu", "--rbe", "mkm", "--out", str(mkm)]) == 0
+    warnings = json.loads((mkm / "report.json").read_text())["warnings"]
+    assert any("tissues per structure (PTV=hsg" in w and "not applied" in w for w in warnings)
+    assert load_rt_dose(mkm / "RTDOSE_RBE.dcm").rbe_tissues == ()
 
 
 def test_tissues_need_lem1(demo_dir, tmp_path):

@@ -226,3 +226,18 @@ def test_bad_plan_id_is_refused(tmp_path, patient):
     with pytest.raises(ValueError, match="plan id"):
         WorkspaceStore(tmp_path).save(bad)
     assert not Path(tmp_path / "x").exists()
+
+
+def test_lem_tissues_per_structure_are_kept_with_the_plan(patient):
+    from planning.rbe import tissue_by_name
+    from planning.workspace.plan_arrays import plan_from_record, plan_to_record
+
+    made = _result(patient, 3)
+    tissues = (("PTV", tissue_by_name("hsg")),)
+    made = replace(made, plan=replace(made.plan, rbe_tissues=tissues), structure_tissues=tissues)
+    meta, arrays = plan_to_record(made)
+    back = plan_from_record(json.loads(json.dumps(meta)), arrays, patient)
+    assert back.plan.rbe_tissues == tissues and back.structure_tissues == tissues
+    # The DVHs read the PTV's dose within its own tissue again (as the plan had them).
+    assert back.tissue_labels is not None and back.tissue_labels.within("PTV") is not None
+    assert _result(patient, 3).tissue_labels is None

@@ -34,6 +34,7 @@ from planning.dose_grid import DoseGrid
 from planning.engine import PlanningEngine
 from planning.engine.dose_engine import DoseEngineSettings, resolve_device
 from planning.engine.forward_dose import forward_cubes
+from planning.engine.problem import dose_model_setup
 from planning.errors import InputError, PlanningError
 from planning.exchange import exchange_report, exchange_view, paired_models
 from planning.hlut import default_hlut, load_hlut_csv
@@ -50,8 +51,8 @@ from planning.rbe import (
     PhysicalDose,
     RbeModel,
     Tissue,
-    depth_tables,
 )
+from planning.rbe.record import describe_structure_tissues, model_label
 from planning.resolution import grid_warning
 from planning.structure_dose import body_mask, grid_of
 
@@ -196,6 +197,12 @@ def choose_model(plan: Plan, name: str | None, *, tissue: str | None = None,
     log.warning("the plan names RBE model %r, which IonPlan does not know: mMKM is used",
                 plan.rbe_model)
     return rbe_model("mkm"), "default"
+
+
+def plan_structure_tissues(plan: Plan, model: RbeModel) -> tuple[tuple[str, Tissue], ...]:
+    """The plan's LEM I tissues per structure if ``model`` is the plan's own model (they hold
+    for it only); empty otherwise."""
+    return plan.rbe_tissues if model == plan.rbe else ()
 
 
 def check_plan_on_ct(patient: Patient, frame_of_reference_uid: str, patient_position: str,
@@ -356,22 +363,30 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
     setup = prepare_recalc(patient, plan, machine=machine, grid_mm=grid_mm, hlut_path=hlut_path,
                            device=device, cutoff_fraction=cutoff_fraction)
     t0 = time.perf_counter()
-    tables = depth_tables(setup.machine, model) if model.quantity_names else None
+    # The plan's LEM I tissues per structure hold for the plan's own model only.
+    structure_tissues = plan_structure_tissues(plan, model)
+    tissues = dose_model_setup(patient, setup.machine, model, structure_tissues,
+                               setup.dose_grid)
     timings["tables"] = time.perf_counter() - t0
     if cancel is not None:
         cancel.raise_if_cancelled("recalculation")
     t0 = time.perf_counter()
     n_fx = plan.prescription.n_fractions
     engine = setup.engine(cancel=cancel)
-    cubes = forward_cubes(engine, setup.weights_per_fraction, model, tables, n_fx,
+    cubes = forward_cubes(engine, setup.weights_per_fraction, model, tissues.tables, n_fx,
+                          groups=tissues.groups,
                           progress=stage_progress(progress, 0.05, 0.8 if exchange else 0.95),
                           cancel=cancel)
     timings["forward_dose"] = time.perf_counter() - t0
     target = _target_name(patient, plan)
     sections = structure_report(patient, setup.dose_grid, cubes.physical_dose_gy,
                                 cubes.rbe_dose_gy_rbe, plan.prescription.total_dose_gy_rbe,
-                                target)
+                                target, labels=tissues.labels)
     warnings = [*(source or {}).get("warnings", ()), *setup.warnings]
+    if plan.rbe_tissues and not structure_tissues:
+        warnings.append(f"the plan's LEM I tissues per structure "
+                        f"({describe_structure_tissues(plan.rbe_tissues)}) are not applied: "
+                        f"recalculated with {model.describe()} everywhere")
     coarse = grid_warning(setup.dose_grid.spacing_mm)
     if coarse is not None:
         warnings.append(coarse)
@@ -385,7 +400,7 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
                          "total_dose_gy_rbe": plan.prescription.total_dose_gy_rbe,
                          "n_fractions": n_fx,
                          "dose_per_fraction_gy_rbe": plan.prescription.dose_per_fraction_gy_rbe},
-        "rbe_model": model.describe(),
+        "rbe_model": model_label(model, structure_tissues),
         "rbe_model_source": model_source,
         "plan_rbe_model": plan.rbe_model,
         "machine": setup.machine.name,
@@ -419,7 +434,8 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
     report(progress, 1.0, "recalculation done")
     return PlanResult(plan, patient, setup.dose_grid, cubes.physical_dose_gy,
                       cubes.rbe_dose_gy_rbe, cubes.letd_kev_um, cubes.rbe, model, report=rep,
-                      exchange=view, beam_physical_dose_gy=cubes.beam_physical_dose_gy)
+                      exchange=view, beam_physical_dose_gy=cubes.beam_physical_dose_gy,
+                      tissue_labels=tissues.labels, structure_tissues=structure_tissues)
 
 
 def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,

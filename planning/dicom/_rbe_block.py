@@ -18,7 +18,12 @@ from planning.dicom._values import PathLike, reading
 from planning.dicom.errors import DicomImportError
 from planning.errors import IonPlanError
 from planning.rbe import RbeModel
-from planning.rbe.record import model_from_record, model_record
+from planning.rbe.record import (
+    StructureTissues,
+    model_from_record,
+    model_record,
+    structure_tissues_from_record,
+)
 
 PRIVATE_GROUP = 0x0071
 PRIVATE_CREATOR = "IonPlan RBE model 1"
@@ -26,14 +31,19 @@ PRIVATE_CREATOR = "IonPlan RBE model 1"
 RECORD_OFFSET = 0x00
 
 
-def write_rbe_block(ds: Dataset, model: RbeModel) -> None:
-    """Add the private block with the record of ``model`` to ``ds``."""
+def write_rbe_block(ds: Dataset, model: RbeModel,
+                    structure_tissues: StructureTissues = ()) -> None:
+    """Add the private block with the record of ``model`` (and of the LEM I tissues per
+    structure the dose was computed with, if any) to ``ds``."""
     block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
-    block.add_new(RECORD_OFFSET, "UT", json.dumps(model_record(model), sort_keys=True))
+    block.add_new(RECORD_OFFSET, "UT",
+                  json.dumps(model_record(model, structure_tissues), sort_keys=True))
 
 
-def read_rbe_block(ds: Dataset, path: PathLike) -> RbeModel | None:
-    """The RBE model recorded in ``ds``'s private block; None when the block is absent.
+def read_rbe_block(ds: Dataset, path: PathLike
+                   ) -> tuple[RbeModel, StructureTissues] | None:
+    """The RBE model recorded in ``ds``'s private block and the LEM I tissues per structure it
+    names (empty when none); None when the block is absent.
 
     Raises
     ------
@@ -50,7 +60,8 @@ def read_rbe_block(ds: Dataset, path: PathLike) -> RbeModel | None:
         value: Any = block[RECORD_OFFSET].value
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     try:
-        return model_from_record(json.loads(text))
+        record = json.loads(text)
+        return model_from_record(record), structure_tissues_from_record(record)
     except (ValueError, IonPlanError) as exc:
         raise DicomImportError(path, f"the RBE model record in the private block "
                                      f"{PRIVATE_CREATOR!r}: {exc}") from None

@@ -47,7 +47,7 @@ from planning.dose_grid import DoseGrid
 from planning.errors import InputError
 from planning.patient import Patient
 from planning.rbe import PhysicalDose, RbeModel
-from planning.rbe.record import fit_label
+from planning.rbe.record import StructureTissues, fit_label, model_label
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ def export_rt_dose(
     *,
     dose_type: str,
     model: RbeModel | None = None,
+    structure_tissues: StructureTissues = (),
     comment: str | None = None,
     referenced_plan_uid: str,
     bits: int = 32,
@@ -113,6 +114,9 @@ def export_rt_dose(
     model : RbeModel, optional
         The model that computed the dose (:class:`planning.rbe.PhysicalDose` for physical
         dose): Dose Comment, Series Description and the private record name it.
+    structure_tissues : tuple of (str, Tissue), optional
+        The LEM I tissues per structure the dose was computed with (``model`` being that LEM I
+        model for the other voxels): the labels and the record name them too.
     comment : str, optional
         Dose Comment (at most 64 characters) of a dose without a model, e.g. a demo; not
         together with ``model``.
@@ -155,7 +159,8 @@ def export_rt_dose(
                          "model's dose is the model's description")
     if kind == "PHYSICAL" and model is not None and not isinstance(model, PhysicalDose):
         raise InputError(f"a PHYSICAL dose cannot be labelled with the {model.name} model")
-    text = (fit_label(model.describe(), DOSE_COMMENT_CHARS) if model is not None
+    text = (fit_label(model_label(model, structure_tissues), DOSE_COMMENT_CHARS)
+            if model is not None
             else check_text(comment or "", DOSE_COMMENT_CHARS, "dose comment"))
     ct = patient.ct
     identity = ExportIdentity.make(uid_seed, created)
@@ -205,7 +210,7 @@ def export_rt_dose(
     set_ds(ds, "DoseGridScaling", scaling)
     ds.TissueHeterogeneityCorrection = "IMAGE"
     if model is not None:
-        write_rbe_block(ds, model)
+        write_rbe_block(ds, model, structure_tissues)
     ds.PixelData = np.ascontiguousarray(stored).astype(stored.dtype.newbyteorder("<")).tobytes()
     ds["PixelData"].VR = "OW"
     write_dataset(ds, path)

@@ -36,7 +36,7 @@ from planning.dicom._values import (
 )
 from planning.dicom.errors import DicomImportError
 from planning.dose_grid import DoseGrid
-from planning.rbe import RbeModel
+from planning.rbe import RbeModel, Tissue
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class DoseVolume:
     rbe : RbeModel or None
         The model of IonPlan's private RBE model record (:mod:`planning.dicom._rbe_block`):
         the model that computed the dose, with all its parameters; None without the record.
+    rbe_tissues : tuple of (str, Tissue)
+        The LEM I tissues per structure that record names (empty for one model everywhere).
     summation_type : str
         Dose Summation Type (PLAN: the whole plan, all fractions; FRACTION, BEAM, ...).
     frame_of_reference_uid : str
@@ -93,6 +95,7 @@ class DoseVolume:
     sop_instance_uid: str = ""
     source_path: str = ""
     rbe: RbeModel | None = None
+    rbe_tissues: tuple[tuple[str, Tissue], ...] = ()
 
     def __post_init__(self) -> None:
         if self.dose_gy.shape != tuple(self.grid.shape):
@@ -237,6 +240,7 @@ def read_rt_dose(ds: Dataset, *, path: PathLike = "") -> DoseVolume:
     grid = DoseGrid(shape=(nz, ny, nx), spacing_mm=(dz, spacing_xyz[1], spacing_xyz[0]),
                     origin_mm=(float(corner[0]), float(corner[1]), float(corner[2])))
     plans = get_sequence(ds, "ReferencedRTPlanSequence", where)
+    recorded = read_rbe_block(ds, where)
     return DoseVolume(
         dose_gy=dose,
         grid=grid,
@@ -249,7 +253,8 @@ def read_rt_dose(ds: Dataset, *, path: PathLike = "") -> DoseVolume:
                              if plans else ""),
         sop_instance_uid=get_str(ds, "SOPInstanceUID", where),
         source_path=str(path),
-        rbe=read_rbe_block(ds, where),
+        rbe=None if recorded is None else recorded[0],
+        rbe_tissues=() if recorded is None else recorded[1],
     )
 
 

@@ -79,6 +79,7 @@ from planning.errors import InputError
 from planning.patient import CtVolume, Patient
 from planning.plan import BeamPlan, Plan
 from planning.rbe import PhysicalDose
+from planning.rbe.record import model_label
 
 logger = logging.getLogger(__name__)
 
@@ -348,6 +349,13 @@ def _sad(sad_mm: float | Sequence[float]) -> tuple[float, float]:
     return (float(values[0]), float(values[1]))
 
 
+def _model_text(plan: Plan) -> str:
+    """The plan's RBE model in words, with its LEM I tissues per structure if any."""
+    if plan.rbe is None:
+        return plan.rbe_model
+    return model_label(plan.rbe, plan.rbe_tissues)
+
+
 def export_rt_ion_plan(
     plan: Plan,
     patient: Patient,
@@ -439,7 +447,7 @@ def export_rt_ion_plan(
         f"IonPlan spot-scanning ion plan (Z={plan.ion_z}, A={plan.ion_a}); "
         f"{rx.total_dose_gy_rbe:g} Gy(RBE) in {rx.n_fractions} fractions "
         f"to {rx.target}; meterset in particles per fraction; "
-        f"{RBE_MODEL_PREFIX}{check_text(plan.rbe_model, 900, 'RBE model')}"
+        f"{RBE_MODEL_PREFIX}{check_text(_model_text(plan), 900, 'RBE model')}"
     )
     ds.RTPlanDate = identity.date
     ds.RTPlanTime = identity.time
@@ -448,7 +456,7 @@ def export_rt_ion_plan(
     ds.ReferencedStructureSetSequence = sequence([reference(RT_STRUCTURE_SET_STORAGE, rs_uid)])
     ds.PrescriptionDescription = clip_text(
         f"{rx.total_dose_gy_rbe:g} Gy(RBE) in {rx.n_fractions} fractions to {rx.target}, "
-        f"{RBE_MODEL_PREFIX}{plan.rbe_model}",
+        f"{RBE_MODEL_PREFIX}{_model_text(plan)}",
         1024,
         "prescription description",
     )
@@ -486,7 +494,7 @@ def export_rt_ion_plan(
     ds.IonBeamSequence = sequence(beams)
     ds.ApprovalStatus = "UNAPPROVED"
     if plan.rbe is not None:
-        write_rbe_block(ds, plan.rbe)
+        write_rbe_block(ds, plan.rbe, plan.rbe_tissues)
     write_dataset(ds, path)
     logger.info("exported plan %r (%d beams, %d spots) to %s", plan.label, len(beams),
                 plan.n_spots, path)

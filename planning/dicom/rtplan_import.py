@@ -287,7 +287,8 @@ def read_rt_ion_plan(
         prescription = fallback_prescription
         warnings.append("the plan states no target prescription: the given one is used")
     rs_refs = get_sequence(ds, "ReferencedStructureSetSequence", where)
-    model = read_rbe_block(ds, where)
+    recorded = read_rbe_block(ds, where)
+    model, tissues = recorded if recorded is not None else (None, ())
     rbe_text = model.describe() if model is not None else _rbe_model(ds, where)
     physical_plan = isinstance(model, PhysicalDose) or rbe_text == PhysicalDose().describe()
     beam_doses = _beam_doses(ds, where, read_refs, physical_plan, warnings)
@@ -302,6 +303,7 @@ def read_rt_ion_plan(
             ion_a=ion_a,
             rbe=model,
             beam_doses=beam_doses,
+            rbe_tissues=tissues,
         )
     except PlanningError as exc:
         raise DicomImportError(where, str(exc)) from exc

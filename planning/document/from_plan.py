@@ -28,7 +28,7 @@ from planning.document.views import (
 )
 from planning.dose_interpolation import VoxelLabels
 from planning.rbe import PhysicalDose, RbeModel
-from planning.rbe.record import model_record
+from planning.rbe.record import StructureTissues, model_label, model_record
 from planning.structure_dose import StructureDose, structure_dose_statistics
 
 if TYPE_CHECKING:
@@ -187,7 +187,8 @@ def plan_document(result: PlanResult, plan_name: str, *,
                                          n_bins=DVH_BINS, labels=labels)
 
     plan_stats = stats(result.rbe_dose_gy_rbe, result.tissue_labels)
-    sections = [_dose_section(f"RBE-weighted dose, {model.describe()} (the plan's model, "
+    sections = [_dose_section(f"RBE-weighted dose, {model_label(model, result.structure_tissues)}"
+                              f" (the plan's model, "
                               f"{unit})", plan_stats, False)]
     doses = [(plan_stats, False)]
     for other, cube in _other_models(result):
@@ -206,11 +207,12 @@ def plan_document(result: PlanResult, plan_name: str, *,
     display = dose_display(reference, float(np.max(result.rbe_dose_gy_rbe)), unit)
     views = target_views(result.patient, rx.target, result.dose_grid, result.rbe_dose_gy_rbe,
                          display)
-    variant, parameters = _model_facts(model)
+    variant, parameters = _model_facts(model, result.structure_tissues)
+    label = model_label(model, result.structure_tissues)
     return PlanDocument(
-        ident=identification(result.patient, plan_name, model.describe(), created),
+        ident=identification(result.patient, plan_name, label, created),
         plan_facts=_plan_facts(result),
-        model_name=model.describe(),
+        model_name=label,
         model_variant=variant,
         model_parameters=parameters,
         beams=_beams(result),
@@ -227,8 +229,12 @@ def plan_document(result: PlanResult, plan_name: str, *,
     )
 
 
-def _model_facts(model: RbeModel) -> tuple[str, TextTable]:
-    """What formulation the model is and every parameter of it (from its record)."""
-    record = model_record(model)
-    return (str(record["variant"]),
-            TextTable((), tuple(_flat("", record["parameters"])) or (("parameters", "none"),)))
+def _model_facts(model: RbeModel, structure_tissues: StructureTissues
+                 ) -> tuple[str, TextTable]:
+    """What formulation the model is and every parameter of it (from its record), then the
+    LEM I tissue of each listed structure."""
+    record = model_record(model, structure_tissues)
+    rows = _flat("", record["parameters"])
+    for entry in record.get("tissues_by_structure", ()):
+        rows += _flat(f"structure {entry['structure']}: tissue.", entry["tissue"])
+    return (str(record["variant"]), TextTable((), tuple(rows) or (("parameters", "none"),)))

@@ -3,7 +3,8 @@
 :func:`tissue_models` and :func:`concatenated_tables` give the models (the plan's, plus LEM I per
 further tissue of the configuration) and one set of depth tables holding all their quantities;
 :func:`voxel_groups` assigns the dose-grid voxels to those models (:func:`tissue_labels` the same
-as a label cube, for reading the RBE-weighted dose within one tissue); :func:`optimization_problem`
+as a label cube, for reading the RBE-weighted dose within one tissue); :func:`dose_model_setup`
+bundles them for a forward dose (recalculation, robustness); :func:`optimization_problem`
 makes the optimizer's problem from the engine's matrices on a set of rows.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,11 +21,12 @@ from kernels.sparse_device import SpotMatrix
 from planning.dose_grid import DoseGrid
 from planning.dose_interpolation import VoxelLabels
 from planning.errors import PlanningError
+from planning.machine import Machine
 from planning.optimization import OptimizationProblem, RbeGroup, initial_weights
 from planning.patient import Patient
 from planning.plan_config import PlanConfig
-from planning.rbe import DepthTables, LemModel, RbeModel
-from planning.structure_dose import structure_rows
+from planning.rbe import DepthTables, LemModel, RbeModel, Tissue, depth_tables
+from planning.structure_dose import grid_of, structure_rows
 
 
 def tissue_models(model: RbeModel, config: PlanConfig) -> list[RbeModel]:
@@ -90,6 +93,46 @@ def tissue_labels(patient: Patient, config: PlanConfig, groups: Sequence[RbeGrou
     by_structure = {patient.structure_set.get(name).name: tissues.index(tissue)
                     for name, tissue in config.tissues}
     return VoxelLabels(labels.reshape(dose_grid.shape), by_structure)
+
+
+@dataclass(frozen=True)
+class DoseModelSetup:
+    """What a forward dose under a model, with or without LEM I tissues per structure, needs.
+
+    Attributes
+    ----------
+    tables : DepthTables or None
+        Depth tables of the model and of each further tissue (concatenated); None for a
+        model without sums.
+    groups : tuple of RbeGroup
+        Dose-grid voxels of each tissue model (empty: the model everywhere).
+    labels : VoxelLabels or None
+        The tissue of every voxel and listed structure, for DVHs within a structure's own
+        tissue; None without tissues per structure.
+    """
+
+    tables: DepthTables | None
+    groups: tuple[RbeGroup, ...]
+    labels: VoxelLabels | None
+
+
+def dose_model_setup(patient: Patient, machine: Machine, model: RbeModel,
+                     structure_tissues: Sequence[tuple[str, Tissue]], dose_grid: DoseGrid
+                     ) -> DoseModelSetup:
+    """Tables, voxel groups and labels of ``model`` with the LEM I ``structure_tissues`` (a
+    recorded plan's; empty for the model everywhere) on ``dose_grid``.
+
+    Raises
+    ------
+    PlanningError
+        A listed structure missing from the patient's structure set.
+    """
+    config = PlanConfig(tissues=tuple(structure_tissues))
+    models = tissue_models(model, config)
+    tables = (concatenated_tables([depth_tables(machine, m) for m in models])
+              if model.quantity_names else None)
+    groups = voxel_groups(patient, config, models, grid_of(patient.ct), dose_grid)
+    return DoseModelSetup(tables, groups, tissue_labels(patient, config, groups, dose_grid))
 
 
 def surrounding_tissue_ratio(problem: OptimizationProblem, target: str,

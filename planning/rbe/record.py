@@ -14,6 +14,11 @@ physical dose: ``{}``). A LEM I tissue recorded before ``rapid_scheme`` existed 
 the impact-parameter averaged scheme and is read back as ``"averaged"``.
 Floats are written by :mod:`json` with Python's shortest round-trip repr, so they come back
 bit-identical.
+
+A LEM I dose computed with a tissue per structure (a plan configuration's ``tissues``) adds
+``"tissues_by_structure": [{"structure": "PTV", "tissue": {...}}, ...]`` in the configuration's
+order (the first listed structure wins where structures overlap; voxels in none take the
+model's own tissue): :func:`structure_tissues_from_record` reads it back.
 """
 
 from __future__ import annotations
@@ -51,17 +56,24 @@ _CLASSES: dict[str, type[RbeModel]] = {
     cls.name: cls for cls in (MkmModel, LemModel, ConstantRbe, PhysicalDose)}
 
 
-def model_record(model: RbeModel) -> dict[str, Any]:
-    """The record of ``model`` (see the module docstring); JSON-serialisable.
+#: LEM I tissues per structure: (ROI name, tissue) in the plan configuration's order.
+StructureTissues = tuple[tuple[str, Tissue], ...]
+
+
+def model_record(model: RbeModel, structure_tissues: StructureTissues = ()
+                 ) -> dict[str, Any]:
+    """The record of ``model`` (see the module docstring); JSON-serialisable. With
+    ``structure_tissues`` (LEM I only) it names the tissue of each listed structure.
 
     Raises
     ------
     InputError
-        For a model class IonPlan cannot rebuild from a record.
+        For a model class IonPlan cannot rebuild from a record, or structure tissues with a
+        model other than LEM I.
     """
     if _CLASSES.get(model.name) is not type(model):
         raise InputError(f"no record format for the RBE model {type(model).__name__}")
-    return {
+    record: dict[str, Any] = {
         "format": RECORD_FORMAT,
         "model": model.name,
         "variant": VARIANTS[model.name],
@@ -69,6 +81,56 @@ def model_record(model: RbeModel) -> dict[str, Any]:
         "parameters": dataclasses.asdict(model),  # type: ignore[call-overload]
         "ionplan_version": __version__,
     }
+    if structure_tissues:
+        if not isinstance(model, LemModel):
+            raise InputError(f"tissues per structure apply to LEM I only, not to {model.name}")
+        record["tissues_by_structure"] = [
+            {"structure": name, "tissue": dataclasses.asdict(tissue)}
+            for name, tissue in structure_tissues]
+    return record
+
+
+def structure_tissues_from_record(record: Mapping[str, Any]) -> StructureTissues:
+    """The LEM I tissues per structure a record names (empty when it names none).
+
+    Raises
+    ------
+    InputError
+        A malformed list, an entry without a structure name or with invalid tissue
+        parameters, or tissues recorded for a model other than LEM I.
+    """
+    entries = record.get("tissues_by_structure", [])
+    if not isinstance(entries, list):
+        raise InputError(f"RBE model record: tissues_by_structure must be a list, got "
+                         f"{entries!r}")
+    if entries and record.get("model") != LemModel.name:
+        raise InputError(f"RBE model record: tissues per structure with the model "
+                         f"{record.get('model')!r}; they apply to LEM I only")
+    out = []
+    for entry in entries:
+        name = entry.get("structure") if isinstance(entry, Mapping) else None
+        if not isinstance(name, str) or not name:
+            raise InputError(f"RBE model record: a tissues_by_structure entry needs a "
+                             f"structure name, got {entry!r}")
+        out.append((name, _build(Tissue, entry.get("tissue"), f"LEM I {name!r}")))
+    return tuple(out)
+
+
+def model_label(model: RbeModel, structure_tissues: StructureTissues = ()) -> str:
+    """What a dose's labels say of its model: the model's description, or with LEM I tissues
+    per structure, the tissue of each listed structure first (labels are cut from the end)
+    and then the model's own tissue for the other voxels."""
+    if not structure_tissues:
+        return model.describe()
+    rest = model.describe().removeprefix(f"{LemModel.name} ")
+    return f"{LemModel.name} {describe_structure_tissues(structure_tissues)} elsewhere {rest}"
+
+
+def describe_structure_tissues(structure_tissues: StructureTissues) -> str:
+    """One line naming each structure's tissue, e.g. ``"PTV=chordoma Brainstem=hsg"`` (empty
+    without tissues); labels append it to the model's description."""
+    return " ".join(f"{name.replace(' ', '_')}={t.name.replace(' ', '_')}"
+                    for name, t in structure_tissues)
 
 
 def _build(cls: type, params: Any, what: str) -> Any:

@@ -17,13 +17,22 @@ from numpy.typing import NDArray
 
 from planning.beams import Beam, SpotMap
 from planning.dose_grid import DoseGrid
+from planning.dose_interpolation import VoxelLabels
+from planning.engine.problem import tissue_labels, tissue_models, voxel_groups
 from planning.errors import IonPlanError
 from planning.exchange import ExchangeView
 from planning.patient import Patient
 from planning.plan import BeamDoses, BeamPlan, Plan, Prescription
+from planning.plan_config import PlanConfig
 from planning.planner import PlanResult
-from planning.rbe import LemModel, MkmModel
-from planning.rbe.record import model_from_record, model_record
+from planning.rbe import LemModel, MkmModel, RbeModel
+from planning.rbe.record import (
+    StructureTissues,
+    model_from_record,
+    model_record,
+    structure_tissues_from_record,
+)
+from planning.structure_dose import grid_of
 
 #: Cubes of a plan, by array name and PlanResult attribute.
 CUBES = ("physical_dose_gy", "rbe_dose_gy_rbe", "letd_kev_um", "rbe")
@@ -89,7 +98,7 @@ def plan_to_record(result: PlanResult) -> tuple[dict[str, Any], dict[str, NDArra
                          "n_fractions": plan.prescription.n_fractions},
         "rbe_model": plan.rbe_model, "ion_z": plan.ion_z, "ion_a": plan.ion_a,
         "notes": list(plan.notes),
-        "rbe": None if plan.rbe is None else model_record(plan.rbe),
+        "rbe": None if plan.rbe is None else model_record(plan.rbe, plan.rbe_tissues),
         "beam_doses": None if bd is None else {
             "point_mm": list(bd.point_mm), "physical_gy": list(bd.physical_gy),
             "rbe_weighted_gy_rbe": list(bd.rbe_weighted_gy_rbe)}}
@@ -105,7 +114,8 @@ def plan_to_record(result: PlanResult) -> tuple[dict[str, Any], dict[str, NDArra
         for name in EXCHANGE_CUBES:
             arrays[f"exchange_{name}"] = np.asarray(getattr(x, name), np.float32)
     meta = {"plan": plan_json, "dose_grid": _grid_json(result.dose_grid),
-            "model": model_record(result.model), "report": result.report,
+            "model": model_record(result.model, result.structure_tissues),
+            "report": result.report,
             "exchange": exchange, "n_beam_cubes": len(result.beam_physical_dose_gy)}
     return meta, arrays
 
@@ -158,6 +168,7 @@ def _rebuild(meta: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]],
         rbe_model=str(p["rbe_model"]), ion_z=int(p["ion_z"]), ion_a=int(p["ion_a"]),
         notes=tuple(str(n) for n in p["notes"]),
         rbe=None if p["rbe"] is None else model_from_record(p["rbe"]),
+        rbe_tissues=() if p["rbe"] is None else structure_tissues_from_record(p["rbe"]),
         beam_doses=None if bd is None else BeamDoses(
             _xyz(bd["point_mm"]), tuple(float(v) for v in bd["physical_gy"]),
             tuple(float(v) for v in bd["rbe_weighted_gy_rbe"])))
@@ -176,6 +187,7 @@ def _rebuild(meta: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]],
     if not isinstance(report, dict):
         raise PlanRecordError("the report must be an object")
     model = model_from_record(meta["model"])
+    structure_tissues = structure_tissues_from_record(meta["model"])
     n_beam_cubes = int(meta["n_beam_cubes"])
     return PlanResult(
         plan=plan, patient=patient, dose_grid=grid, model=model, report=report,
@@ -184,5 +196,17 @@ def _rebuild(meta: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]],
                                     for i in range(n_beam_cubes)),
         physical_dose_gy=_cube(arrays, "physical_dose_gy", grid),
         rbe_dose_gy_rbe=_cube(arrays, "rbe_dose_gy_rbe", grid),
-        letd_kev_um=_cube(arrays, "letd_kev_um", grid), rbe=_cube(arrays, "rbe", grid))
+        letd_kev_um=_cube(arrays, "letd_kev_um", grid), rbe=_cube(arrays, "rbe", grid),
+        tissue_labels=_tissue_labels(patient, model, structure_tissues, grid),
+        structure_tissues=structure_tissues)
+
+
+def _tissue_labels(patient: Patient, model: RbeModel, structure_tissues: StructureTissues,
+                   grid: DoseGrid) -> VoxelLabels | None:
+    """The tissue of every voxel of a dose computed with LEM I tissues per structure, for its
+    DVHs (as the plan had them); None without such tissues."""
+    config = PlanConfig(tissues=structure_tissues)
+    models = tissue_models(model, config)
+    groups = voxel_groups(patient, config, models, grid_of(patient.ct), grid)
+    return tissue_labels(patient, config, groups, grid)
 
