@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -153,15 +153,19 @@ def row_blocks(m: sp.csr_array, n_blocks: int) -> list[tuple[int, sp.csr_array]]
     return out
 
 
-def host_spot_matrix(m: sp.csr_array, threads: int = 1) -> SpotMatrix:
-    """A SciPy CSR matrix (float32 or float64, kept as it is) for the optimizer's products;
-    with ``threads`` > 1 and enough entries, products over row blocks on that many threads
-    (:class:`HostRowBlocks`)."""
-    n_blocks = max(1, min(threads, m.nnz // MIN_ENTRIES_PER_THREAD))
-    pool = (None if n_blocks < 2
-            else ThreadPoolExecutor(max_workers=n_blocks, thread_name_prefix="spot-matrix"))
-    blocked = HostRowBlocks(m, row_blocks(m, n_blocks), pool)
-    return SpotMatrix(blocked, blocked.T)
+def host_spot_matrices(matrices: Sequence[sp.csr_array], threads: int = 1
+                       ) -> tuple[SpotMatrix, ...]:
+    """SciPy CSR matrices (float32 or float64, kept as they are) for the optimizer's products;
+    with ``threads`` > 1 and enough entries, products over row blocks on one thread pool of
+    that many threads that the matrices share (:class:`HostRowBlocks`)."""
+    n_blocks = [max(1, min(threads, m.nnz // MIN_ENTRIES_PER_THREAD)) for m in matrices]
+    pool = (None if max(n_blocks, default=1) < 2
+            else ThreadPoolExecutor(max_workers=max(n_blocks), thread_name_prefix="spot-matrix"))
+    out = []
+    for m, n in zip(matrices, n_blocks, strict=True):
+        blocked = HostRowBlocks(m, row_blocks(m, n), pool if n > 1 else None)
+        out.append(SpotMatrix(blocked, blocked.T))
+    return tuple(out)
 
 
 def device_spot_matrix(data: Any, indices: Any, indptr: Any, shape: tuple[int, int]

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from kernels import sparse_device
-from kernels.sparse_device import HostRowBlocks, host_spot_matrix, row_blocks, total_nbytes
+from kernels.sparse_device import HostRowBlocks, host_spot_matrices, row_blocks, total_nbytes
 
 
 def _matrix(rows: int = 3000, cols: int = 400, seed: int = 3) -> sp.csr_array:
@@ -39,7 +39,7 @@ def test_row_blocks_share_the_arrays_and_cover_every_row() -> None:
 def test_threaded_products_equal_the_plain_ones(monkeypatch, threads: int) -> None:
     monkeypatch.setattr(sparse_device, "MIN_ENTRIES_PER_THREAD", 1000)
     m = _matrix()
-    spot = host_spot_matrix(m, threads)
+    spot = host_spot_matrices([m], threads)[0]
     assert isinstance(spot.matrix, HostRowBlocks) and len(spot.matrix.blocks) == threads
     rng = np.random.default_rng(1)
     w, g = rng.random(m.shape[1]), rng.random(m.shape[0])
@@ -52,7 +52,7 @@ def test_threaded_products_equal_the_plain_ones(monkeypatch, threads: int) -> No
 
 def test_small_matrices_stay_in_one_block_without_threads() -> None:
     m = _matrix(rows=100)
-    spot = host_spot_matrix(m, 8)
+    spot = host_spot_matrices([m], 8)[0]
     assert len(spot.matrix.blocks) == 1 and spot.matrix._pool is None
     w = np.random.default_rng(2).random(m.shape[1])
     np.testing.assert_allclose(spot @ w, m @ w, rtol=1e-12)
@@ -62,7 +62,7 @@ def test_small_matrices_stay_in_one_block_without_threads() -> None:
 def test_float32_matrices_give_float64_products_of_their_values(monkeypatch, threads) -> None:
     monkeypatch.setattr(sparse_device, "MIN_ENTRIES_PER_THREAD", 1000)
     m32 = _matrix().astype(np.float32)
-    spot = host_spot_matrix(m32, threads)
+    spot = host_spot_matrices([m32], threads)[0]
     assert spot.matrix.data.dtype == np.float32 and spot.nbytes == (
         m32.data.nbytes + m32.indices.nbytes + m32.indptr.nbytes)
     exact = m32.astype(np.float64)  # the stored values, products in float64
@@ -74,10 +74,12 @@ def test_float32_matrices_give_float64_products_of_their_values(monkeypatch, thr
         assert not np.allclose(got, want, rtol=1e-12, atol=0)  # a float32 sum, not exact
 
 
-def test_memory_counts_shared_index_arrays_once() -> None:
+def test_memory_counts_shared_index_arrays_once(monkeypatch) -> None:
+    monkeypatch.setattr(sparse_device, "MIN_ENTRIES_PER_THREAD", 1000)
     dose = _matrix().astype(np.float32)
     model_sum = sp.csr_array((dose.data * 2.0, dose.indices, dose.indptr), shape=dose.shape)
     model_sum.indices, model_sum.indptr = dose.indices, dose.indptr  # shared, as the engine's
-    both = [host_spot_matrix(dose, 2), host_spot_matrix(model_sum, 2)]
+    both = host_spot_matrices([dose, model_sum], 2)
+    assert both[0].matrix._pool is both[1].matrix._pool is not None  # one pool for both
     assert total_nbytes(both) == (2 * dose.data.nbytes + dose.indices.nbytes
                                   + dose.indptr.nbytes)

@@ -165,6 +165,13 @@ def _check_files_name_the_tissues(demo_dir, out, report, capsys) -> None:
         assert got["d95_gy_rbe"] == pytest.approx(want["d95_gy_rbe"], rel=1e-3), name
     assert recalc["rbe_model"] == report["rbe_model"]
     assert load_rt_dose(again / "RTDOSE_RBE.dcm").rbe_tissues == imported.rbe_tissues
+    # A comparison reads its DVHs plainly and says so for a side with tissues per structure.
+    compared = out.parent / "compare"
+    assert main(["compare", str(out / "RTDOSE_RBE.dcm"), str(again / "RTDOSE_RBE.dcm"),
+                 "--ct", str(demo_dir), "--no-cross-model", "--device", "cpu", "--out",
+                 str(compared)]) == 0, capsys.readouterr().err
+    warnings = json.loads((compared / "report.json").read_text())["warnings"]
+    assert sum("tissues per structure (PTV=hsg" in w for w in warnings) == 2, warnings
     # Robustness scenarios apply them too: a 0.1 % range error barely moves the dose.
     robust = out.parent / "robust"
     assert main(["robust", str(demo_dir), str(out / "RTPLAN.dcm"), "--grid", "4", "--device",

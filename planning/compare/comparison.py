@@ -41,6 +41,7 @@ from planning.errors import InputError, PlanningError
 from planning.machine import Machine
 from planning.patient import Patient
 from planning.progress import CancelToken, ProgressCallback, report, stage_progress
+from planning.rbe.record import describe_structure_tissues
 from planning.structure_dose import grid_of
 
 #: Gamma criteria of a comparison by default: (dose %, distance-to-agreement mm).
@@ -297,6 +298,13 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
     side_a = load_side(a, label="A", quantity=settings.quantity)
     side_b = load_side(b, label="B", quantity=settings.quantity)
     warnings = check_same_frame(side_a, side_b)
+    for side in (side_a, side_b):
+        if side.structure_tissues:
+            warnings.append(
+                f"{side.label} was computed with LEM I tissues per structure "
+                f"({describe_structure_tissues(side.structure_tissues)}): the DVHs here read it "
+                "across the tissue boundaries, where its RBE-weighted dose jumps (its plan's "
+                "own report reads each structure within its tissue)")
     if side_a.dose_type != side_b.dose_type:
         warnings.append(f"A is a {side_a.dose_type} dose and B a {side_b.dose_type} dose: "
                         "their difference mixes physical and RBE-weighted dose")

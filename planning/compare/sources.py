@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from planning.dose_grid import DoseGrid
 from planning.errors import InputError, IonPlanError
 from planning.plan import Plan, Prescription
+from planning.rbe import Tissue
 
 if TYPE_CHECKING:
     from planning.dicom import DoseVolume
@@ -66,6 +67,9 @@ class DoseSide:
         From the folder's report.json or the plan.
     patient : Patient or None
         A CT (with structures) that came with the side (folder CT, or a PlanResult's patient).
+    structure_tissues : tuple of (str, Tissue)
+        The LEM I tissues per structure an RBE-weighted dose was computed with (its RBE model
+        record; empty for one model everywhere or unknown).
     """
 
     label: str
@@ -80,6 +84,7 @@ class DoseSide:
     plan_patient_position: str = ""
     prescription: Prescription | None = None
     patient: Patient | None = None
+    structure_tissues: tuple[tuple[str, Tissue], ...] = ()
 
     def __post_init__(self) -> None:
         if np.shape(self.dose_gy) != tuple(self.grid.shape):
@@ -141,7 +146,8 @@ def _side_of_volume(volume: DoseVolume, label: str, **extra: Any) -> DoseSide:
     return DoseSide(label=label, source=volume.source_path or "RT Dose in memory",
                     dose_gy=np.asarray(volume.dose_gy, dtype=np.float32), grid=volume.grid,
                     dose_type=volume.dose_type, description=volume.comment,
-                    frame_of_reference_uid=volume.frame_of_reference_uid, **extra)
+                    frame_of_reference_uid=volume.frame_of_reference_uid,
+                    structure_tissues=volume.rbe_tissues, **extra)
 
 
 def _side_of_result(result: PlanResult, label: str, quantity: str) -> DoseSide:
@@ -165,7 +171,8 @@ def _side_of_result(result: PlanResult, label: str, quantity: str) -> DoseSide:
                     frame_of_reference_uid=ct.frame_of_reference_uid, plan=result.plan,
                     plan_frame_of_reference_uid=ct.frame_of_reference_uid,
                     plan_patient_position=ct.patient_position,
-                    prescription=result.plan.prescription, patient=result.patient)
+                    prescription=result.plan.prescription, patient=result.patient,
+                    structure_tissues=result.structure_tissues if quantity == "rbe" else ())
 
 
 def _side_of_file(path: Path, label: str) -> DoseSide:

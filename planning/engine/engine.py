@@ -31,7 +31,7 @@ from numpy.typing import ArrayLike, NDArray
 from kernels import backend
 from kernels.influence import BeamVoxels, scale_wepl, select_voxels
 from kernels.pencil_beam_gpu import PackedLayers, pack_layers
-from kernels.sparse_device import SpotMatrix, device_spot_matrix, host_spot_matrix
+from kernels.sparse_device import SpotMatrix, device_spot_matrix, host_spot_matrices
 from planning.beams import Beam, SpotMap
 from planning.dose_grid import DoseGrid
 from planning.engine import cpu_forward, cpu_influence, gpu_influence
@@ -293,9 +293,8 @@ class PlanningEngine:
         dose_m, _, model_m = cpu_influence.build_matrices(
             self.xp, work, rows_np.size, self.n_spots, self.settings, store_let=False,
             n_model=n_model, dtype=np.float32, progress=progress, cancel=cancel)
-        threads = cpu_threads(self.settings.n_threads)
-        return host_spot_matrix(dose_m, threads), \
-            tuple(host_spot_matrix(m, threads) for m in model_m), int(dose_m.nnz)
+        host = host_spot_matrices((dose_m, *model_m), cpu_threads(self.settings.n_threads))
+        return host[0], host[1:], int(dose_m.nnz)
 
     def forward(self, weights: ArrayLike, *, model_tables: DepthTables | None = None,
                 with_let: bool = True, progress: ProgressCallback | None = None,
