@@ -125,8 +125,8 @@ def check_beam_doses(ds: Dataset, folder: Path) -> tuple[float, float]:
 
 
 def check_model_record(ds: Dataset, folder: Path) -> None:
-    model = read_rbe_block(ds, "RTPLAN.dcm")
-    assert model == MkmModel()
+    assert read_rbe_block(ds, "RTPLAN.dcm") == (MkmModel(), ())  # no tissues per structure
+    model = MkmModel()
     assert ds.RTPlanDescription.endswith("RBE model: " + model.describe())
     assert load_rt_dose(folder / "RTDOSE_RBE.dcm").rbe == model
     assert load_rt_dose(folder / "RTDOSE_PHYSICAL.dcm").rbe == PhysicalDose()
