@@ -403,8 +403,9 @@ def initial_weights(problem: OptimizationProblem, target: str, dose_per_fraction
     xp = problem.xp
     ones = np.ones(problem.dose.shape[1])
     # The products are linear in the weights: made once for the uniform weights, then scaled.
-    d_ones = problem.dose @ problem.to_device(ones)
-    sums_ones = tuple(b @ problem.to_device(ones) for b in problem.model_sums)
+    ones_device = problem.to_device(ones)
+    d_ones = problem.dose @ ones_device
+    sums_ones = tuple(b @ ones_device for b in problem.model_sums)
     if float(xp.mean(d_ones[rows])) <= 0:
         raise PlanningError(f"the spots deliver no dose to the target {target!r}")
 

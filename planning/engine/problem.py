@@ -127,12 +127,30 @@ def dose_model_setup(patient: Patient, machine: Machine, model: RbeModel,
     PlanningError
         A listed structure missing from the patient's structure set.
     """
-    config = PlanConfig(tissues=tuple(structure_tissues))
-    models = tissue_models(model, config)
+    models, groups, labels = recorded_tissue_groups(patient, model, structure_tissues,
+                                                    dose_grid)
     tables = (concatenated_tables([depth_tables(machine, m) for m in models])
               if model.quantity_names else None)
+    return DoseModelSetup(tables, groups, labels)
+
+
+def recorded_tissue_groups(patient: Patient, model: RbeModel,
+                           structure_tissues: Sequence[tuple[str, Tissue]],
+                           dose_grid: DoseGrid
+                           ) -> tuple[list[RbeModel], tuple[RbeGroup, ...], VoxelLabels | None]:
+    """The models (:func:`tissue_models`), voxel groups (:func:`voxel_groups`) and labels
+    (:func:`tissue_labels`) of ``model`` with a recorded plan's LEM I ``structure_tissues``
+    (empty: ``model`` everywhere, no groups, no labels) on ``dose_grid``.
+
+    Raises
+    ------
+    PlanningError
+        A listed structure missing from the patient's structure set.
+    """
+    config = PlanConfig(tissues=tuple(structure_tissues))
+    models = tissue_models(model, config)
     groups = voxel_groups(patient, config, models, grid_of(patient.ct), dose_grid)
-    return DoseModelSetup(tables, groups, tissue_labels(patient, config, groups, dose_grid))
+    return models, groups, tissue_labels(patient, config, groups, dose_grid)
 
 
 def surrounding_tissue_ratio(problem: OptimizationProblem, target: str,

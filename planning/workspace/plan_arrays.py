@@ -17,22 +17,18 @@ from numpy.typing import NDArray
 
 from planning.beams import Beam, SpotMap
 from planning.dose_grid import DoseGrid
-from planning.dose_interpolation import VoxelLabels
-from planning.engine.problem import tissue_labels, tissue_models, voxel_groups
+from planning.engine.problem import recorded_tissue_groups
 from planning.errors import IonPlanError
 from planning.exchange import ExchangeView
 from planning.patient import Patient
 from planning.plan import BeamDoses, BeamPlan, Plan, Prescription
-from planning.plan_config import PlanConfig
 from planning.planner import PlanResult
-from planning.rbe import LemModel, MkmModel, RbeModel
+from planning.rbe import LemModel, MkmModel
 from planning.rbe.record import (
-    StructureTissues,
     model_from_record,
     model_record,
     structure_tissues_from_record,
 )
-from planning.structure_dose import grid_of
 
 #: Cubes of a plan, by array name and PlanResult attribute.
 CUBES = ("physical_dose_gy", "rbe_dose_gy_rbe", "letd_kev_um", "rbe")
@@ -197,16 +193,5 @@ def _rebuild(meta: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]],
         physical_dose_gy=_cube(arrays, "physical_dose_gy", grid),
         rbe_dose_gy_rbe=_cube(arrays, "rbe_dose_gy_rbe", grid),
         letd_kev_um=_cube(arrays, "letd_kev_um", grid), rbe=_cube(arrays, "rbe", grid),
-        tissue_labels=_tissue_labels(patient, model, structure_tissues, grid),
+        tissue_labels=recorded_tissue_groups(patient, model, structure_tissues, grid)[2],
         structure_tissues=structure_tissues)
-
-
-def _tissue_labels(patient: Patient, model: RbeModel, structure_tissues: StructureTissues,
-                   grid: DoseGrid) -> VoxelLabels | None:
-    """The tissue of every voxel of a dose computed with LEM I tissues per structure, for its
-    DVHs (as the plan had them); None without such tissues."""
-    config = PlanConfig(tissues=structure_tissues)
-    models = tissue_models(model, config)
-    groups = voxel_groups(patient, config, models, grid_of(patient.ct), grid)
-    return tissue_labels(patient, config, groups, grid)
-
