@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from kernels.backend import cupy_module
+from kernels.backend import array_namespace, cupy_module
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,6 +60,47 @@ class SpotMatrix:
 
     def __matmul__(self, x: Any) -> Any:
         return self.matrix @ x
+
+
+@dataclass(frozen=True, eq=False)
+class RowStack:
+    """Matrices of the same spots stacked by rows, without copying them (the optimizer's sample
+    points and the points a refinement adds); ``@`` and ``.T`` as for the stacked matrix.
+
+    Attributes
+    ----------
+    parts : tuple of SpotMatrix-like
+        (rows_i, spots) matrices with ``@`` and ``.T @``, all on one device.
+    transposed : bool
+        Stands for the stack's transpose: ``@`` sums the parts' transposed products.
+    """
+
+    parts: tuple[Any, ...]
+    transposed: bool = False
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        rows, spots = sum(p.shape[0] for p in self.parts), self.parts[0].shape[1]
+        return (spots, rows) if self.transposed else (rows, spots)
+
+    @property
+    def T(self) -> RowStack:
+        return RowStack(self.parts, not self.transposed)
+
+    @property
+    def nnz(self) -> int:
+        return sum(int(p.nnz) for p in self.parts)
+
+    def __matmul__(self, x: Any) -> Any:
+        xp = array_namespace(x)
+        if not self.transposed:
+            return xp.concatenate([p @ x for p in self.parts])
+        out, start = None, 0
+        for p in self.parts:
+            stop = start + p.shape[0]
+            part = p.T @ x[start:stop]
+            out, start = part if out is None else out + part, stop
+        return out
 
 
 def total_nbytes(matrices: Iterable[SpotMatrix]) -> int:

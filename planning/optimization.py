@@ -330,13 +330,15 @@ def optimize_weights(
     target: str,
     settings: OptimizerSettings | None = None,
     *,
+    start: FloatArray | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> OptimizationResult:
     """Minimise the objectives over non-negative spot weights (see the module docstring).
 
-    The start is a uniform weight scaled so that the mean RBE-weighted dose of ``target`` equals
-    the prescription per fraction (clipped to ``settings.max_spot_weight``).
+    The start is ``start`` (the weights of an earlier optimization, per fraction) or a uniform
+    weight scaled so that the mean RBE-weighted dose of ``target`` equals the prescription per
+    fraction; either clipped to ``settings.max_spot_weight``.
     """
     settings = settings or OptimizerSettings()
     if not objectives:
@@ -346,7 +348,10 @@ def optimize_weights(
         raise PlanningError("the plan has no spots to optimize")
     t0 = time.perf_counter()
     top = settings.max_spot_weight
-    start = initial_weights(problem, target, prescription_per_fraction_gy_rbe)
+    if start is None:
+        start = initial_weights(problem, target, prescription_per_fraction_gy_rbe)
+    elif np.shape(start) != (n_spots,) or not np.all(np.isfinite(start)) or np.any(start < 0):
+        raise PlanningError(f"start weights must be {n_spots} finite numbers >= 0")
     if top is not None:
         start = np.minimum(start, top)
     scale = 1.0 / max(

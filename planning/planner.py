@@ -54,6 +54,7 @@ from planning.engine.problem import (
     tissue_models,
     voxel_groups,
 )
+from planning.engine.refinement import TARGET_WINDOW, refine_target
 from planning.errors import InputError, PlanningError
 from planning.exchange import (
     ExchangeView,
@@ -582,8 +583,25 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     optimizer_settings = _optimizer_settings(prepared.config, min_particles, max_particles)
     result = optimize_weights(problem, objectives, prescription.dose_per_fraction_gy_rbe,
                               prepared.target, optimizer_settings,
-                              progress=stage_progress(progress, 0.3, 0.85), cancel=cancel)
+                              progress=stage_progress(progress, 0.3, 0.75), cancel=cancel)
     timings["optimization"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    dose_grid = prepared.dose_grid
+    target_rows = structure_rows(patient.structure_set.get(prepared.target).mask.to_dense(),
+                                 grid_of(patient.ct), dose_grid)
+    refinement = refine_target(
+        problem, objectives, optimizer_settings, result, engine=prepared.engine, model=model,
+        tables=prepared.tables, voxel_groups=prepared.voxel_groups, target=prepared.target,
+        target_rows=target_rows,
+        sampled_rows=prepared.rows if prepared.opt_engine is prepared.engine
+        else np.zeros(0, np.int64),
+        prescription_per_fraction=prescription.dose_per_fraction_gy_rbe,
+        progress=stage_progress(progress, 0.75, 0.85), cancel=cancel)
+    iterations = result.iterations
+    if refinement.result is not None:
+        result = refinement.result
+        iterations += result.iterations
+    timings["refinement"] = time.perf_counter() - t0
     matrix_mib = total_nbytes((dose_m, *sums_m)) / 2**20
     matrix_nnz = prepared.matrix_nnz
     del problem, dose_m, sums_m
@@ -599,9 +617,6 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     if cancel is not None:  # the report's metrics and DVHs take seconds on a large grid
         cancel.raise_if_cancelled("the plan")
     offsets = np.cumsum([0] + [s.n_spots for s in spot_maps])
-    dose_grid = prepared.dose_grid
-    target_rows = structure_rows(patient.structure_set.get(prepared.target).mask.to_dense(),
-                                 grid_of(patient.ct), dose_grid)
     point = dose_specification_voxel(dose_grid, target_rows, cubes.rbe_dose_gy_rbe,
                                      prescription.total_dose_gy_rbe, beams[0].isocenter_mm)
     beam_doses = beam_doses_at(dose_grid, point, cubes.beam_physical_dose_gy,
@@ -653,7 +668,11 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         "objectives": [{"structure": o.structure, "type": o.kind, "dose_gy_rbe": o.dose_gy_rbe,
                         "weight": o.weight, "volume_fraction": o.volume_fraction}
                        for o in objectives],
-        "iterations": result.iterations,
+        "iterations": iterations,
+        "refinement": {"target_voxels_added": int(refinement.rows.size),
+                       "window": list(TARGET_WINDOW),
+                       "iterations": 0 if refinement.result is None
+                       else refinement.result.iterations},
         "objective_value": result.objective,
         "optimizer_message": result.message,
         "structures": sections.structures,

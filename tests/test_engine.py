@@ -97,6 +97,24 @@ def test_optimization_matrices_are_the_influence_rows(case) -> None:  # type: ig
         engine.optimization_matrices(rows[::-1])
 
 
+def test_forward_over_some_rows_equals_the_whole_forward_there(case) -> None:  # type: ignore[no-untyped-def]
+    tables = case[5]
+    engine = _engine(case)
+    w = np.random.default_rng(5).uniform(0.5, 1.5, engine.n_spots)
+    rows = np.sort(np.random.default_rng(6).choice(engine.rows, 500, replace=False))
+    whole = engine.forward(w, model_tables=tables)
+    part = engine.forward(w, model_tables=tables, rows=rows)
+    assert part.dose_gy.shape == (rows.size,) and whole.dose_gy[rows].max() > 0
+    np.testing.assert_allclose(part.dose_gy, whole.dose_gy[rows], rtol=1e-6,
+                               atol=1e-9 * whole.dose_gy.max())
+    for a, b in zip(part.model_sums, whole.model_sums, strict=True):
+        np.testing.assert_allclose(a, b[rows], rtol=1e-6, atol=1e-9 * np.abs(b).max())
+    for a, b in zip(part.beam_dose_gy, whole.beam_dose_gy, strict=True):
+        np.testing.assert_allclose(a, b[rows], rtol=1e-6, atol=1e-9 * whole.dose_gy.max())
+    with pytest.raises(PlanningError, match="sorted"):
+        engine.forward(w, rows=rows[::-1])
+
+
 def test_rows_outside_the_region_are_refused(case) -> None:  # type: ignore[no-untyped-def]
     machine, rsp, grid, beams, maps, _ = case
     mask = np.zeros(grid.shape, bool)
@@ -132,6 +150,19 @@ def test_gpu_engine_matches_cpu_engine(case) -> None:  # type: ignore[no-untyped
     top = sa.dose_gy.max()
     np.testing.assert_allclose(sb.dose_gy, sa.dose_gy, atol=1e-5 * top)
     for x, y in zip(sa.model_sums, sb.model_sums, strict=True):
+        np.testing.assert_allclose(y, x, atol=1e-5 * np.abs(x).max())
+
+
+def test_gpu_forward_over_some_rows_matches_cpu(case) -> None:  # type: ignore[no-untyped-def]
+    _gpu_or_skip()
+    tables = case[5]
+    cpu, gpu = _engine(case, "cpu"), _engine(case, "gpu")
+    w = np.random.default_rng(7).uniform(0.5, 1.5, cpu.n_spots)
+    rows = np.sort(np.random.default_rng(8).choice(cpu.rows, 500, replace=False))
+    a = cpu.forward(w, model_tables=tables, rows=rows)
+    b = gpu.forward(w, model_tables=tables, rows=rows)
+    np.testing.assert_allclose(b.dose_gy, a.dose_gy, atol=1e-5 * a.dose_gy.max())
+    for x, y in zip(a.model_sums, b.model_sums, strict=True):
         np.testing.assert_allclose(y, x, atol=1e-5 * np.abs(x).max())
 
 

@@ -297,7 +297,8 @@ class PlanningEngine:
         return host[0], host[1:], int(dose_m.nnz)
 
     def forward(self, weights: ArrayLike, *, model_tables: DepthTables | None = None,
-                with_let: bool = True, progress: ProgressCallback | None = None,
+                with_let: bool = True, rows: ArrayLike | None = None,
+                progress: ProgressCallback | None = None,
                 cancel: CancelToken | None = None) -> DoseSums:
         """Per-beam dose, LET x dose and model sums of spot weights over the calculation region,
         without an influence matrix.
@@ -306,25 +307,34 @@ class PlanningEngine:
         ----------
         weights : (n_spots,) float array
             Spot weights (10^6 primaries), >= 0, in column order.
+        rows : int array, optional
+            Only these flat dose-grid indices (sorted, unique, within the calculation region):
+            the sums then have one entry per row, in that order, instead of one per voxel.
         """
         w = np.asarray(weights, dtype=np.float64).reshape(-1)
         if w.size != self.n_spots:
             raise PlanningError(f"got {w.size} spot weights for {self.n_spots} spots")
         if not np.all(np.isfinite(w)) or np.any(w < 0):
             raise PlanningError("spot weights must be finite and >= 0")
-        n_rows = self.dose_grid.n_voxels
+        if rows is None:
+            voxels, n_rows = list(self._voxels), self.dose_grid.n_voxels
+        else:
+            rows_np = np.asarray(rows, dtype=np.int64)
+            if rows_np.size and np.any(np.diff(rows_np) <= 0):
+                raise PlanningError("forward rows must be sorted and unique")
+            voxels, n_rows = self._voxels_of(rows_np, compact=True), int(rows_np.size)
         n_model = 0 if model_tables is None else len(model_tables.values)
         if self.device == "gpu":
             xp = self.xp
             beam_d, let_d, model = gpu_influence.accumulate_sums(
-                xp, list(self._voxels), self._packed_layers(model_tables), xp.asarray(w),
+                xp, voxels, self._packed_layers(model_tables), xp.asarray(w),
                 n_rows, with_let=with_let)
             report(progress, 1.0, "dose cubes")
             return DoseSums(tuple(backend.to_numpy(d) for d in beam_d),
                             None if let_d is None else backend.to_numpy(let_d),
                             () if model is None else tuple(backend.to_numpy(model)))
         work = [BeamWork(b, v, bl) for b, (v, bl) in enumerate(zip(
-            self._voxels, self._beam_layers(model_tables), strict=True))]
+            voxels, self._beam_layers(model_tables), strict=True))]
         beam_d, let_d, model = cpu_forward.accumulate_sums(
             work, w, n_rows, self.settings, with_let=with_let, n_model=n_model,
             progress=progress, cancel=cancel)

@@ -191,16 +191,23 @@ def optimization_problem(dose: SpotMatrix, model_sums: Sequence[SpotMatrix],
                          ) -> OptimizationProblem:
     """The optimization problem on the rows ``union`` (sorted flat dose-grid indices) of the
     matrices; ``voxel_groups`` (rows on the dose grid) become groups of the problem's rows."""
-    groups = []
-    for g in voxel_groups:
-        in_union = np.isin(union, g.rows)
-        if in_union.any():
-            groups.append(RbeGroup(g.model, np.flatnonzero(in_union).astype(np.int64),
-                                   g.sum_indices))
-
     return OptimizationProblem(
         dose=dose, model_sums=tuple(model_sums),
         structure_rows=tuple(
             (name, np.searchsorted(union, rows[np.isin(rows, union)]).astype(np.int64))
             for name, rows in rows_by_name.items()),
-        model=model, n_fractions=n_fractions, groups=tuple(groups), device=device)
+        model=model, n_fractions=n_fractions, groups=groups_on_rows(voxel_groups, union),
+        device=device)
+
+
+def groups_on_rows(voxel_groups: Sequence[RbeGroup], rows: NDArray[np.int64],
+                   offset: int = 0) -> tuple[RbeGroup, ...]:
+    """``voxel_groups`` (rows: flat grid indices) as groups of positions in ``rows`` (plus
+    ``offset``), the groups without any of ``rows`` left out."""
+    out = []
+    for g in voxel_groups:
+        inside = np.isin(rows, g.rows)
+        if inside.any():
+            out.append(RbeGroup(g.model, offset + np.flatnonzero(inside).astype(np.int64),
+                                g.sum_indices))
+    return tuple(out)
