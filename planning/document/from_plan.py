@@ -122,6 +122,13 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
     rows = [("Status", str(report["optimizer_message"])),
             ("Iterations", str(report.get("iterations", "-"))),
             ("Objective value", f"{report.get('objective_value', float('nan')):.6g}")]
+    refinement = report.get("refinement")
+    if refinement:
+        low, high = (100 * v for v in refinement["window"])
+        rows.append(("Target voxels added (refinement)",
+                     f"{refinement['target_voxels_added']} (dose outside {low:g}-{high:g} % "
+                     f"between the optimizer's points; {refinement['iterations']} iterations "
+                     "after them)"))
     if delivery:
         rows.append(("Spots removed below the minimum",
                      f"{delivery['spots_removed']} of {delivery['spots_planned']} "
