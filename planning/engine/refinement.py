@@ -127,6 +127,8 @@ def refine_target(problem: OptimizationProblem, objectives: Sequence[Objective],
         Voxels of ``engine``'s grid that already are points of the problem (when the optimizer
         samples the dose grid itself; empty otherwise): never added twice.
     """
+    if target_rows.size == 0:
+        return Refinement(target_rows, None)
     dose = target_rbe_dose(engine, result.weights, model, tables, voxel_groups, target_rows)
     rows = np.setdiff1d(outside_window(dose, target_rows, prescription_per_fraction),
                         sampled_rows)
