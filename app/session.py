@@ -125,7 +125,8 @@ class PlanEntry:
         p = self.prescription_gy_rbe
         grid = r.dose_grid
         # A recalculated plan's report names the model its dose was computed with.
-        model = short_model_name(str(r.report.get("rbe_model", r.plan.rbe_model)))
+        model = (PER_STRUCTURE_NAME if r.structure_tissues
+                 else short_model_name(str(r.report.get("rbe_model", r.plan.rbe_model))))
         rx = "prescription"
         low = QUANTITY_MASK_FRACTION * p  # quantities are shown where the dose reaches this
         out = [DoseLayer("rbe", f"RBE-weighted dose ({model})", r.rbe_dose_gy_rbe, grid,
@@ -173,12 +174,15 @@ class PlanEntry:
 QUANTITY_MASK_FRACTION = 0.1
 
 
+#: The short model name of a dose computed with LEM I tissues per structure (the tissues are in
+#: the plan report, the DICOM comment and the model record).
+PER_STRUCTURE_NAME = "LEM I, tissues per structure"
+
+
 def short_model_name(description: str) -> str:
     """``"mMKM"``, ``"LEM I chordoma"``, ``"constant RBE 3"``, ``"physical dose"`` from a
     model's full description (its parameters are in the plan report and the DICOM comment)."""
     words = description.split()
-    if description.startswith("LEM I") and " elsewhere " in description:
-        return "LEM I, tissues per structure"  # planning.rbe.record.model_label
     if description.startswith("LEM I") and len(words) >= 3:
         return " ".join(words[:3])
     if description.startswith("mMKM"):

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from app.plan_setup import BeamSetup, parse_beam, parse_objective, parse_plan_setup
 from app.recent import RecentFolders
-from app.session import Session, short_model_name
+from app.session import PER_STRUCTURE_NAME, PlanEntry, Session, short_model_name
 from planning.dicom import load_demo_patient
 from planning.dose_grid import DoseGrid
 from planning.errors import InputError
 from planning.optimization import Objective
 from planning.planner import grid_of
+from planning.rbe import Tissue
 from planning.structure_dose import structure_dose_statistics
 
 
@@ -162,6 +164,24 @@ def test_short_model_names():
     assert short_model_name("mMKM HSG a0=0.172 b=0.0615 rd=0.32um") == "mMKM"
     assert short_model_name("LEM I chordoma ax=0.1 bx=0.05") == "LEM I chordoma"
     assert short_model_name("constant RBE 3") == "constant RBE 3"
+
+
+def test_the_dose_layer_names_tissues_per_structure_from_the_result():
+    """The layer's model name comes from the plan's tissues per structure, not from the words
+    of its description."""
+    grid = DoseGrid((2, 2, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    cube = np.ones(grid.shape, np.float32)
+    plan = SimpleNamespace(prescription=SimpleNamespace(total_dose_gy_rbe=60.0), beams=(),
+                           rbe_model="LEM I chordoma ax=0.1 bx=0.05")
+    for tissues, expected in (((("PTV", Tissue("chordoma", 0.1, 0.05, 30.0)),), PER_STRUCTURE_NAME),
+                              ((), "LEM I chordoma")):
+        result = SimpleNamespace(
+            plan=plan, report={"rbe_model": "LEM I chordoma ax=0.1 bx=0.05"}, dose_grid=grid,
+            rbe_dose_gy_rbe=cube, physical_dose_gy=cube, letd_kev_um=cube, rbe=cube,
+            tissue_labels=None, beam_physical_dose_gy=(), exchange=None,
+            structure_tissues=tissues)
+        layer = PlanEntry("Plan 1", result, "").layers()[0]  # type: ignore[arg-type]
+        assert layer.label == f"RBE-weighted dose ({expected})"
 
 
 def test_structure_statistics_of_a_dose_linear_in_z():
