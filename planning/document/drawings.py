@@ -8,11 +8,13 @@ Sizes are in PDF points (1/72 inch). Slice pixels are embedded as an image; ever
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image as PilImage
-from reportlab.graphics.shapes import Drawing, Group, Image, Line, PolyLine, Rect, String
+from reportlab.graphics.shapes import Drawing, Group, Line, PolyLine, Rect, String
 from reportlab.lib import colors
+from reportlab.lib.utils import ImageReader
 
 from planning.compare.images import colour_map
 from planning.document.content import DvhLine
@@ -39,13 +41,31 @@ def _outline_group(sets: Sequence[OutlineSet], scale: float, height: float,
     return group
 
 
+class _OverPixels(Drawing):
+    """A drawing over a square of pixels that the PDF holds as an image object.
+
+    ReportLab's ``Image`` shape writes an inline image (ASCII85 inside the page's content
+    stream), which some readers fail to parse for some pixel contents: pypdf 7.1 stopped with
+    "Unexpected end of stream" on a plan document's dose views (2026-12-05). An image object
+    (``drawImage``) is read by every reader.
+    """
+
+    def __init__(self, width: float, height: float, rgb: np.ndarray, size_pt: float) -> None:
+        super().__init__(width, height)
+        self._pixels = ImageReader(PilImage.fromarray(rgb, "RGB"))
+        self._size_pt = size_pt
+
+    def draw(self, *args: Any, **kwargs: Any) -> None:
+        self.canv.drawImage(self._pixels, 0, 0, self._size_pt, self._size_pt)
+        super().draw(*args, **kwargs)
+
+
 def view_drawing(view: SliceView, size_pt: float) -> Drawing:
     """A square drawing of one view: pixels, structure outlines (thin), isodose lines
     (thicker), edge letters, the view's name and a 5 cm scale bar."""
     n = view.rgb.shape[0]
     scale = size_pt / n
-    d = Drawing(size_pt, size_pt + 12)
-    d.add(Image(0, 0, size_pt, size_pt, PilImage.fromarray(view.rgb, "RGB")))
+    d = _OverPixels(size_pt, size_pt + 12, view.rgb, size_pt)
     d.add(_outline_group(view.structures, scale, size_pt, 0.6))
     d.add(_outline_group(view.isodoses, scale, size_pt, 1.0))
     top, bottom, left, right = (view.edge_letters[k] for k in range(4))
