@@ -510,9 +510,6 @@ def main(argv: Sequence[str] | None = None, *, gui: GuiRunner | None = None) -> 
     if args.command is None:
         args = parser.parse_args(["gui"])
         args.gui_runner = gui
-    from planning.engine.memory import return_large_blocks_when_freed
-
-    return_large_blocks_when_freed()  # the commands' peak memory (planning.engine.memory)
     try:
         return args.func(args)
     except IonPlanError as exc:
