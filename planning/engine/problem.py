@@ -200,14 +200,14 @@ def optimization_problem(dose: SpotMatrix, model_sums: Sequence[SpotMatrix],
         device=device)
 
 
-def groups_on_rows(voxel_groups: Sequence[RbeGroup], rows: NDArray[np.int64],
-                   offset: int = 0) -> tuple[RbeGroup, ...]:
-    """``voxel_groups`` (rows: flat grid indices) as groups of positions in ``rows`` (plus
-    ``offset``), the groups without any of ``rows`` left out."""
+def groups_on_rows(voxel_groups: Sequence[RbeGroup], rows: NDArray[np.int64]
+                   ) -> tuple[RbeGroup, ...]:
+    """``voxel_groups`` (rows: flat grid indices) as groups of positions in ``rows``, the
+    groups without any of ``rows`` left out."""
     out = []
     for g in voxel_groups:
         inside = np.isin(rows, g.rows)
         if inside.any():
-            out.append(RbeGroup(g.model, offset + np.flatnonzero(inside).astype(np.int64),
+            out.append(RbeGroup(g.model, np.flatnonzero(inside).astype(np.int64),
                                 g.sum_indices))
     return tuple(out)
