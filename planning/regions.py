@@ -60,7 +60,8 @@ def region_name(patient: Patient, name: str) -> str:
     Raises
     ------
     PlanningError
-        As :func:`region_mask`, for a name that is neither.
+        As :func:`region_mask`, for a name that is neither (checked without computing the
+        region's voxels).
     """
     ss = patient.structure_set
     if ss is not None:
@@ -68,7 +69,7 @@ def region_name(patient: Patient, name: str) -> str:
             return ss.get(name).name
         except KeyError:
             pass
-    region_mask(patient, name)  # raises for an unknown name
+    _ring_parts(patient, name)  # raises for an unknown name
     return name
 
 
@@ -82,14 +83,29 @@ def region_mask(patient: Patient, name: str) -> NDArray[np.bool_]:
         distances are not ``0 <= A < B``.
     """
     ss = patient.structure_set
+    if ss is not None:
+        try:
+            return np.asarray(ss.get(name).mask.to_dense(), dtype=bool)
+        except KeyError:
+            pass
+    inside, inner, outer = _ring_parts(patient, name)
+    distance_mm = distance_transform_edt(~inside, sampling=patient.ct.spacing_mm)
+    ring = (distance_mm > inner) & (distance_mm <= outer) & ~inside
+    body = _body_on_ct(patient)
+    return ring & body if body is not None else ring
+
+
+def _ring_parts(patient: Patient, name: str) -> tuple[NDArray[np.bool_], float, float]:
+    """The voxels of the structure that the generated ring ``name`` (no structure's name)
+    surrounds and the ring's inner and outer distances (mm); PlanningError when ``name`` is
+    no valid ring."""
+    ss = patient.structure_set
     if ss is None:
         raise PlanningError(f"objective: no structure set, so no structure {name!r}")
-    try:
-        return np.asarray(ss.get(name).mask.to_dense(), dtype=bool)
-    except KeyError as exc:
-        match = _RING.match(name)
-        if match is None:
-            raise PlanningError(f"objective: {exc.args[0]}") from None
+    match = _RING.match(name)
+    if match is None:
+        raise PlanningError(f"objective: no structure named {name!r}; structures: "
+                            f"{', '.join(ss.names)}")
     roi, inner, outer = match["roi"], float(match["inner"]), float(match["outer"])
     if not inner < outer:
         raise PlanningError(f"objective on {name!r}: the ring's inner distance must be less "
@@ -101,10 +117,7 @@ def region_mask(patient: Patient, name: str) -> NDArray[np.bool_]:
                             "around") from None
     if not inside.any():
         raise PlanningError(f"objective on {name!r}: structure {roi!r} has no voxels")
-    distance_mm = distance_transform_edt(~inside, sampling=patient.ct.spacing_mm)
-    ring = (distance_mm > inner) & (distance_mm <= outer) & ~inside
-    body = _body_on_ct(patient)
-    return ring & body if body is not None else ring
+    return inside, inner, outer
 
 
 def _body_on_ct(patient: Patient) -> NDArray[np.bool_] | None:

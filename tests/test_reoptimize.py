@@ -123,3 +123,40 @@ def test_cli_reoptimize_writes_a_second_plan_from_the_kept_influence(tmp_path, c
         ("squared_deviation", 100.0), ("min_dose", 300.0)}
     assert (out / "reoptimized_1" / "RTPLAN.dcm").exists()
     assert "re-optimized with" in capsys.readouterr().out
+
+
+def test_dose_engine_is_made_after_the_optimizer_and_the_target_engine_agrees() -> None:
+    """The whole-body engine does not exist while the optimizer's matrices are built and
+    used (the memory peak); the refinement's target-only engine computes the same dose over
+    the target as the whole-body engine made afterwards."""
+    from planning.engine.refinement import target_rbe_dose
+    from planning.planner import optimize_prepared, prepare_plan
+    from planning.structure_dose import grid_of, structure_rows
+
+    prepared = prepare_plan(_request())
+    assert prepared.opt_engine.dose_grid is not prepared.dose_grid
+    assert prepared.engine is None
+    rows = structure_rows(prepared.patient.structure_set.get("PTV").mask.to_dense(),
+                          grid_of(prepared.patient.ct), prepared.dose_grid)
+    target_only = prepared.target_engine(rows)
+    assert target_only.rows.size == rows.size and prepared.engine is None
+    result = optimize_prepared(prepared)
+    assert prepared.engine is not None and prepared.engine.rows.size > 10 * rows.size
+    assert prepared.target_engine(rows) is prepared.engine
+    assert result.report["timings_s"]["dose_engine_setup"] > 0
+    w = result.plan.all_weights()
+    args = (prepared.model, prepared.tables, prepared.voxel_groups, rows)
+    np.testing.assert_allclose(target_rbe_dose(target_only, w, *args),
+                               target_rbe_dose(prepared.engine, w, *args), rtol=1e-6)
+
+
+def test_freed_heap_goes_back_to_the_system() -> None:
+    """glibc's malloc_trim is found where the C library is glibc, and calling it is safe
+    anywhere."""
+    import platform
+
+    from planning.engine.memory import _malloc_trim, release_free_heap
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert _malloc_trim() is not None
+    release_free_heap()

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from kernels.influence import chunk_dose, chunk_quantities, layer_weights_by_rank, plan_layer
 from planning.engine.cpu_influence import BeamWork
 from planning.engine.dose_engine import DoseEngineSettings, cpu_threads
+from planning.engine.memory import release_free_heap
 from planning.progress import CancelToken, ProgressCallback, report
 
 FloatArray = NDArray[np.float64]
@@ -89,4 +90,5 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
         except BaseException:
             pool.shutdown(cancel_futures=True)  # blocks not started yet never start
             raise
+    release_free_heap()  # the chunks' temporaries
     return beam_dose, let_dose, model

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from kernels import backend
 from kernels.influence import BeamVoxels, LayerPlan, chunk_pairs, count_pairs, plan_layer
 from planning.engine.dose_engine import DoseEngineSettings, cpu_threads
-from planning.engine.memory import check_host_memory
+from planning.engine.memory import check_host_memory, release_free_heap
 from planning.engine.setup import BeamLayers
 from planning.errors import PlanningError
 from planning.progress import CancelToken, ProgressCallback, report
@@ -97,6 +97,7 @@ def build_matrices(xp: Any, work: Sequence[BeamWork], n_rows: int, n_spots: int,
         raise RuntimeError("influence matrix assembly is inconsistent (counts differ between "
                            "passes); please report this as a bug")
     run.report(0.98, "building sparse matrices")
+    release_free_heap()  # the chunks' temporaries, before the matrices are used
     return csr.to_scipy((n_rows, n_spots), sorted_rows=_rows_sorted(work))
 
 
@@ -156,6 +157,7 @@ class _CsrAssembly:
                                 "isocentre, the spot positions and the calculation mask")
         n_rows = int(offsets[-1].shape[0])
         item = np.dtype(dtype).itemsize
+        release_free_heap()  # before the largest allocation, and before it is checked
         check_host_memory(nnz * (4 + item * (1 + int(let) + n_model)),
                           f"the influence matrices ({nnz:,} entries in {n_rows:,} rows)",
                           "use a coarser dose grid or spot spacing")

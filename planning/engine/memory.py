@@ -8,7 +8,11 @@ the operating system kills the program with the user's unsaved work.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import os
+from collections.abc import Callable
 
 from planning.errors import PlanningError
 
@@ -35,6 +39,34 @@ def available_host_bytes() -> int | None:
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (AttributeError, ValueError, OSError):
         return None
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None on another C library (macOS, Windows, musl)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def release_free_heap() -> None:
+    """Give the heap memory that freed arrays left behind back to the operating system.
+
+    glibc keeps freed blocks below its mmap threshold (up to 32 MiB once large blocks were
+    freed) in its heaps for reuse; after the engine's set-up (WEPL cubes, voxel sorting) that
+    is about 0.45 GB on the 2 mm TG-119 plan, which would otherwise stay resident under the
+    optimizer's matrices (their arrays are fresh mappings and do not reuse it). A no-op where
+    the C library has no ``malloc_trim``.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def check_host_memory(need_bytes: float, what: str, advice: str) -> None:
