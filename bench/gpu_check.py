@@ -8,7 +8,9 @@ so that timings and memory are its own:
 3. bench/bench_influence.py --device all (whole-body TG-119-sized influence, CPU and GPU);
 4. bench/bench_plan.py --case tg119 --model mkm on the GPU and on the CPU;
 5. ``ionplan plan`` on the TG-119-sized phantom written as DICOM (bench/tg119_dicom.py), on the
-   GPU: wall time including CT load and export.
+   GPU: wall time including CT load and export;
+6. bench/bench_threads.py: the CPU engine on 1, 2, 4, 8, 16 threads (influence, forward pass,
+   the optimizer's products), for the scaling the GPU-engine issue asks of every CPU core.
 
 Prints the machine, each step's output and one summary table (Markdown) for docs/benchmarks.md.
 Writes everything to ``--out`` (default $OUT or /tmp/gpu_check). ``--profile`` adds a cProfile
@@ -96,8 +98,9 @@ def main() -> int:
         js = out / f"plan_{device}.json"
         _run([py, "bench/bench_plan.py", "--case", "tg119", "--model", "mkm", "--device", device,
               "--json", str(js)], out / f"bench_plan_{device}.log", timeout=300)
-        if js.exists():
-            plans[device] = json.loads(js.read_text())[0]
+        done = json.loads(js.read_text()) if js.exists() else []
+        if done:  # empty when the plan failed: its log says why, the table shows "-"
+            plans[device] = done[0]
     dicom = out / "tg119_dicom"
     _run([py, "bench/tg119_dicom.py", str(dicom)], out / "tg119_dicom.log")
     rc_cli, _, cli_s = _run([py, "-m", "planning.cli", "plan", str(dicom), "--target", "PTV",
@@ -112,6 +115,9 @@ def main() -> int:
         _run([py, "-c", "import pstats,sys; p=pstats.Stats(sys.argv[1]); "
               "p.sort_stats('cumulative').print_stats(45); p.sort_stats('tottime').print_stats(25)",
               str(out / "plan.prof")], out / "profile_plan.txt")
+    _, threads_text, _ = _run([py, "bench/bench_threads.py", "--repeat", "1"],
+                              out / "bench_threads.log",
+                              timeout=400)
     cli_report = out / "tg119_plan" / "report.json"
     timings = json.loads(cli_report.read_text())["timings_s"] if cli_report.exists() else {}
 
@@ -143,6 +149,8 @@ def main() -> int:
     cli = (f"{cli_s:.1f} s wall (rc {rc_cli}); report: "
            + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
     lines.append(f"| `ionplan plan` TG-119 DICOM, --device gpu | {cli} | |")
+    lines += ["", "CPU engine on threads (bench/bench_threads.py):", "```",
+              *[line for line in threads_text.splitlines() if line.strip()][-8:], "```"]
     table = "\n".join(lines)
     print("\n" + table, flush=True)
     (out / "table.md").write_text(table + "\n")

@@ -7,7 +7,8 @@
 # download command) are installed from the ignored folder .whl/ into a private folder, then
 # bench/gpu_check.py runs the CuPy tests, the kernel compilation cold and warm, bench_influence
 # on CPU and GPU, bench_plan tg119 on GPU and CPU and `ionplan plan` on a TG-119-sized DICOM on
-# the GPU, and prints one table (also written to $OUT/table.md). About 5-8 minutes.
+# the GPU, the CPU engine on 1-16 threads, and prints one table (also written to
+# $OUT/table.md). About 5-8 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

@@ -72,7 +72,7 @@ def main() -> None:
                                       grid_mm=4.0, optimization_grid_mm=4.0, exchange=True,
                                       device="cpu")
             assert result.prepared is not None and result.exchange is not None
-            engine, w = result.prepared.engine, result.plan.all_weights()
+            engine, w = result.prepared.dose_engine(), result.plan.all_weights()
             averaged = exchange_view(engine, w, 1, mkm=mkm,
                                      lem=LemModel(tissue_by_name("chordoma", "averaged")))
             central = result.exchange
