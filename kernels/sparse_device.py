@@ -103,17 +103,80 @@ class RowStack:
         return out
 
 
-def total_nbytes(matrices: Iterable[SpotMatrix]) -> int:
-    """Bytes of ``matrices`` and their transposes, each array counted once (the dose and the
-    model sums share their column indices; a host transpose is a view)."""
+#: A transposed product of :class:`ActiveRows` takes only the rows of a non-zero vector entry
+#: while they are at most this share of the rows (copying them costs about what reading them
+#: costs, so beyond it the whole product is cheaper).
+ACTIVE_ROWS_SHARE = 0.3
+
+
+@dataclass(frozen=True, eq=False)
+class ActiveRows:
+    """A host :class:`SpotMatrix` whose transposed product reads only the rows where the vector
+    is non-zero.
+
+    For the optimizer's points that only one-sided objectives see (a maximum dose on a ring or
+    an organ, a minimum): their gradient is zero wherever the objective is met, which is most
+    of them (on the TG-119 plan 91 % of those rows at the start, 97 % later), so ``A.T @ g``
+    copies the few active rows and multiplies those (10 instead of 29 ms for its 38 M entries).
+
+    Attributes
+    ----------
+    inner : SpotMatrix
+        The whole matrix (a host :class:`HostRowBlocks` pair); ``@`` is its product.
+    transposed : bool
+        Stands for the transpose.
+    """
+
+    inner: SpotMatrix
+    transposed: bool = False
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        r, c = self.inner.shape
+        return (c, r) if self.transposed else (r, c)
+
+    @property
+    def T(self) -> ActiveRows:
+        return ActiveRows(self.inner, not self.transposed)
+
+    @property
+    def nnz(self) -> int:
+        return self.inner.nnz
+
+    def __matmul__(self, x: Any) -> Any:
+        if not self.transposed:
+            return self.inner @ x
+        v = np.asarray(x)
+        active = np.flatnonzero(v)
+        full = self.inner.matrix.full
+        if active.size > ACTIVE_ROWS_SHARE * full.shape[0]:
+            return self.inner.T @ v
+        rows = full[active]  # a copy of the active rows only
+        return np.asarray(rows.T @ v[active].astype(full.dtype), dtype=np.float64)
+
+
+def total_nbytes(matrices: Iterable[Any]) -> int:
+    """Bytes of ``matrices`` (:class:`SpotMatrix`, or :class:`RowStack` / :class:`ActiveRows`
+    of them) and their transposes, each array counted once (the dose and the model sums share
+    their column indices; a host transpose is a view)."""
     seen: dict[tuple[int, int], int] = {}
-    for m in matrices:
+    for m in _spot_matrices(matrices):
         for part in (m.matrix, m.transposed):
             for a in (part.data, part.indices, part.indptr):
                 address = (int(a.data.ptr) if hasattr(a.data, "ptr")
                            else int(a.__array_interface__["data"][0]))
                 seen[(address, int(a.nbytes))] = int(a.nbytes)
     return sum(seen.values())
+
+
+def _spot_matrices(matrices: Iterable[Any]) -> Iterable[SpotMatrix]:
+    for m in matrices:
+        if isinstance(m, RowStack):
+            yield from _spot_matrices(m.parts)
+        elif isinstance(m, ActiveRows):
+            yield m.inner
+        else:
+            yield m
 
 
 #: Below this many entries a product is not worth splitting over threads.

@@ -54,6 +54,9 @@ ObjectiveKind = Literal["squared_deviation", "min_dose", "max_dose", "mean_dose"
 OBJECTIVE_KINDS: tuple[str, ...] = ("squared_deviation", "min_dose", "max_dose", "mean_dose",
                                     "max_dvh", "min_dvh")
 
+#: The kinds whose gradient is zero at every point where the objective is met (one-sided).
+ONE_SIDED_KINDS: tuple[str, ...] = ("min_dose", "max_dose", "max_dvh", "min_dvh")
+
 
 @dataclass(frozen=True)
 class Objective:

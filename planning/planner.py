@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from kernels.sparse_device import SpotMatrix, total_nbytes
+from kernels.sparse_device import ActiveRows, RowStack, total_nbytes
 from planning.atomic import atomic_write_text
 from planning.beams import PRIMARIES_PER_WEIGHT_UNIT, Beam, SpotMap
 from planning.dose_grid import DoseGrid
@@ -66,6 +66,7 @@ from planning.exchange import (
 from planning.hlut import default_hlut, load_hlut_csv
 from planning.machine import Machine, load_machine
 from planning.optimization import (
+    ONE_SIDED_KINDS,
     Objective,
     OptimizerSettings,
     RbeGroup,
@@ -310,7 +311,8 @@ class PreparedPlan:
     opt_groups: tuple[RbeGroup, ...]
     engine: PlanningEngine | None = None
     rows: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
-    matrices: tuple[SpotMatrix, tuple[SpotMatrix, ...]] | None = None
+    # Dose and model-sum matrices: SpotMatrix, or a RowStack of two (ensure_matrices).
+    matrices: tuple[Any, tuple[Any, ...]] | None = None
     matrix_nnz: int = 0
     region_rows: dict[str, NDArray[np.int64]] = field(default_factory=dict)
 
@@ -362,9 +364,16 @@ class PreparedPlan:
         return out
 
     def ensure_matrices(self, rows_by_name: dict[str, NDArray[np.int64]], *,
+                        one_sided: Sequence[str] = (),
                         progress: ProgressCallback | None = None,
                         cancel: CancelToken | None = None) -> bool:
         """Build the optimizer's matrices unless the kept ones cover every row asked for.
+
+        The rows that only the structures ``one_sided`` (whose objectives are all one-sided:
+        a maximum or minimum, met at most points) ask for, and kept rows no structure asks
+        for, get a matrix of their own below the others, whose transposed product reads only
+        the rows with a non-zero gradient (:class:`kernels.sparse_device.ActiveRows`, on the
+        host); ``rows`` is then the two parts' rows one after the other.
 
         Returns True when they were (re)built.
         """
@@ -373,9 +382,29 @@ class PreparedPlan:
         if self.matrices is not None and np.all(np.isin(want, self.rows)):
             return False
         rows = np.union1d(want, self.rows)
-        dose_m, sums_m, nnz = self.opt_engine.optimization_matrices(
-            rows, model_tables=self.tables, progress=progress, cancel=cancel)
-        self.rows, self.matrices, self.matrix_nnz = rows, (dose_m, sums_m), nnz
+        two_sided = [r for name, r in rows_by_name.items() if name not in set(one_sided)]
+        both = np.intersect1d(rows, np.concatenate(two_sided)) if two_sided else rows
+        parts = [part for part in (both, np.setdiff1d(rows, both)) if part.size]
+        progress_at = np.cumsum([0, *(part.size for part in parts)]) / rows.size
+        built = [self.opt_engine.optimization_matrices(
+            part, model_tables=self.tables,
+            progress=stage_progress(progress, float(progress_at[i]), float(progress_at[i + 1])),
+            cancel=cancel) for i, part in enumerate(parts)]
+        dose_m: Any
+        sums_m: tuple[Any, ...]
+        if len(built) == 1:
+            dose_m, sums_m, nnz = built[0]
+        else:
+            (dose_a, sums_a, nnz_a), (dose_b, sums_b, nnz_b) = built
+            host = self.opt_engine.device == "cpu"
+
+            def below(a: Any, b: Any) -> RowStack:
+                return RowStack((a, ActiveRows(b) if host else b))
+
+            dose_m = below(dose_a, dose_b)
+            sums_m = tuple(below(a, b) for a, b in zip(sums_a, sums_b, strict=True))
+            nnz = nnz_a + nnz_b
+        self.rows, self.matrices, self.matrix_nnz = np.concatenate(parts), (dose_m, sums_m), nnz
         return True
 
     def release(self) -> None:
@@ -598,7 +627,11 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     rows_by_name = prepared.structure_rows([o.structure for o in objectives])
     timings = dict(prepared.timings_s)
     t0 = time.perf_counter()
-    rebuilt = prepared.ensure_matrices(rows_by_name, progress=stage_progress(progress, 0.0, 0.3),
+    one_sided = [name for name in rows_by_name
+                 if all(o.kind in ONE_SIDED_KINDS for o in objectives
+                        if region_name(patient, o.structure) == name)]
+    rebuilt = prepared.ensure_matrices(rows_by_name, one_sided=one_sided,
+                                       progress=stage_progress(progress, 0.0, 0.3),
                                        cancel=cancel)
     timings["dose_influence"] = time.perf_counter() - t0 if rebuilt else 0.0
     assert prepared.matrices is not None

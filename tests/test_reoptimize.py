@@ -160,3 +160,37 @@ def test_freed_heap_goes_back_to_the_system() -> None:
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert _malloc_trim() is not None
     release_free_heap()
+
+
+def test_one_sided_rows_in_their_own_matrix_give_the_same_objective_and_gradient() -> None:
+    """The points only maximum-dose rings and organs see get a matrix of their own, below the
+    others (its transposed product reads only rows with a non-zero gradient): the objective
+    and its gradient equal those of one matrix over all points."""
+    from kernels.sparse_device import ActiveRows, RowStack
+    from planning.engine.problem import optimization_problem
+    from planning.optimization import objective_and_weight_gradient
+    from planning.plan_config import default_objectives
+    from planning.planner import prepare_plan
+
+    prepared = prepare_plan(_request(config=None))
+    objectives = default_objectives(prepared.patient, "PTV", 3.0)
+    by_name = prepared.structure_rows([o.structure for o in objectives])
+    one_sided = [n for n in by_name if n != "PTV" and all(
+        o.kind in ("max_dose", "min_dose") for o in objectives if o.structure == n)]
+    assert one_sided
+    problems = []
+    for split in (False, True):
+        prepared.release()
+        prepared.ensure_matrices(by_name, one_sided=one_sided if split else ())
+        dose, sums = prepared.matrices
+        assert isinstance(dose, RowStack) == split
+        if split:
+            assert isinstance(dose.parts[1], ActiveRows)
+            assert np.unique(prepared.rows).size == prepared.rows.size
+        problems.append(optimization_problem(dose, sums, prepared.rows, by_name,
+                                             prepared.model, 1, prepared.opt_groups))
+    w = np.random.default_rng(5).uniform(0.0, 0.02, size=problems[0].dose.shape[1])
+    plain, split = (objective_and_weight_gradient(objectives, p, w) for p in problems)
+    assert plain[0] > 0
+    assert split[0] == pytest.approx(plain[0], rel=1e-6)
+    np.testing.assert_allclose(split[1], plain[1], rtol=1e-5, atol=1e-9 * np.abs(plain[1]).max())

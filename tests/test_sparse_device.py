@@ -83,3 +83,25 @@ def test_memory_counts_shared_index_arrays_once(monkeypatch) -> None:
     assert both[0].matrix._pool is both[1].matrix._pool is not None  # one pool for both
     assert total_nbytes(both) == (2 * dose.data.nbytes + dose.indices.nbytes
                                   + dose.indptr.nbytes)
+
+
+def test_active_rows_transposed_product_reads_only_non_zero_rows() -> None:
+    """The one-sided points' matrix: ``A.T @ g`` from the rows of non-zero g equals the whole
+    product, for a sparse gradient (rows copied) and a dense one (the whole product)."""
+    from kernels.sparse_device import ACTIVE_ROWS_SHARE, ActiveRows
+
+    rng = np.random.default_rng(7)
+    a = sp.random_array((400, 30), density=0.3, format="csr", dtype=np.float32,
+                        random_state=8)
+    (inner,) = host_spot_matrices((a,), threads=2)
+    m = ActiveRows(inner)
+    assert m.shape == (400, 30) and m.T.shape == (30, 400) and m.nnz == a.nnz
+    w = rng.uniform(size=30)
+    np.testing.assert_allclose(m @ w, a.toarray() @ w, rtol=1e-5)
+    for share in (0.02, ACTIVE_ROWS_SHARE / 2, 0.9):
+        g = np.where(rng.uniform(size=400) < share, rng.uniform(-1, 1, size=400), 0.0)
+        got = m.T @ g
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, a.toarray().T.astype(np.float64) @ g, rtol=1e-5,
+                                   atol=1e-6)
+    np.testing.assert_array_equal(m.T @ np.zeros(400), np.zeros(30))

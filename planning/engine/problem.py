@@ -189,13 +189,18 @@ def optimization_problem(dose: SpotMatrix, model_sums: Sequence[SpotMatrix],
                          model: RbeModel, n_fractions: int,
                          voxel_groups: Sequence[RbeGroup] = (), *, device: str = "cpu"
                          ) -> OptimizationProblem:
-    """The optimization problem on the rows ``union`` (sorted flat dose-grid indices) of the
-    matrices; ``voxel_groups`` (rows on the dose grid) become groups of the problem's rows."""
+    """The optimization problem on the rows ``union`` (unique flat dose-grid indices, in the
+    matrices' row order) of the matrices; ``voxel_groups`` (rows on the dose grid) become
+    groups of the problem's rows."""
+    order = np.argsort(union, kind="stable")
+    ordered = union[order]
+
+    def positions(rows: NDArray[np.int64]) -> NDArray[np.int64]:
+        return order[np.searchsorted(ordered, rows[np.isin(rows, union)])].astype(np.int64)
+
     return OptimizationProblem(
         dose=dose, model_sums=tuple(model_sums),
-        structure_rows=tuple(
-            (name, np.searchsorted(union, rows[np.isin(rows, union)]).astype(np.int64))
-            for name, rows in rows_by_name.items()),
+        structure_rows=tuple((name, positions(rows)) for name, rows in rows_by_name.items()),
         model=model, n_fractions=n_fractions, groups=groups_on_rows(voxel_groups, union),
         device=device)
 
