@@ -328,8 +328,8 @@ class PreparedPlan:
     def target_engine(self, target_rows: NDArray[np.int64]) -> PlanningEngine:
         """The dose-grid engine where it exists, else a new one on ``target_rows`` (flat
         dose-grid indices) only."""
-        if self.engine is not None:
-            return self.engine
+        if self.engine is not None or target_rows.size == 0:
+            return self.dose_engine()  # an engine needs voxels; the refinement then adds none
         mask = np.zeros(self.dose_grid.n_voxels, dtype=bool)
         mask[target_rows] = True
         return self._engine_on(mask.reshape(self.dose_grid.shape))
@@ -382,29 +382,30 @@ class PreparedPlan:
         if self.matrices is not None and np.all(np.isin(want, self.rows)):
             return False
         rows = np.union1d(want, self.rows)
-        two_sided = [r for name, r in rows_by_name.items() if name not in set(one_sided)]
-        both = np.intersect1d(rows, np.concatenate(two_sided)) if two_sided else rows
-        parts = [part for part in (both, np.setdiff1d(rows, both)) if part.size]
-        progress_at = np.cumsum([0, *(part.size for part in parts)]) / rows.size
-        built = [self.opt_engine.optimization_matrices(
-            part, model_tables=self.tables,
-            progress=stage_progress(progress, float(progress_at[i]), float(progress_at[i + 1])),
-            cancel=cancel) for i, part in enumerate(parts)]
-        dose_m: Any
-        sums_m: tuple[Any, ...]
-        if len(built) == 1:
-            dose_m, sums_m, nnz = built[0]
-        else:
-            (dose_a, sums_a, nnz_a), (dose_b, sums_b, nnz_b) = built
-            host = self.opt_engine.device == "cpu"
-
-            def below(a: Any, b: Any) -> RowStack:
-                return RowStack((a, ActiveRows(b) if host else b))
-
-            dose_m = below(dose_a, dose_b)
-            sums_m = tuple(below(a, b) for a, b in zip(sums_a, sums_b, strict=True))
-            nnz = nnz_a + nnz_b
-        self.rows, self.matrices, self.matrix_nnz = np.concatenate(parts), (dose_m, sums_m), nnz
+        skip = set(one_sided)
+        asked = [r for name, r in rows_by_name.items() if name not in skip]
+        two_sided = np.intersect1d(rows, np.concatenate(asked)) if asked else rows[:0]
+        parts = [(part, sided) for part, sided in ((two_sided, False),
+                                                   (np.setdiff1d(rows, two_sided), True))
+                 if part.size]
+        progress_at = np.cumsum([0, *(part.size for part, _ in parts)]) / rows.size
+        host = self.opt_engine.device == "cpu"
+        doses: list[Any] = []
+        sums: list[tuple[Any, ...]] = []
+        nnz = 0
+        for i, (part, sided) in enumerate(parts):
+            dose, part_sums, part_nnz = self.opt_engine.optimization_matrices(
+                part, model_tables=self.tables,
+                progress=stage_progress(progress, float(progress_at[i]),
+                                        float(progress_at[i + 1])), cancel=cancel)
+            active = sided and host
+            doses.append(ActiveRows(dose) if active else dose)
+            sums.append(tuple(ActiveRows(m) if active else m for m in part_sums))
+            nnz += part_nnz
+        dose_m: Any = doses[0] if len(parts) == 1 else RowStack(tuple(doses))
+        sums_m = sums[0] if len(parts) == 1 else tuple(RowStack(m) for m in zip(*sums, strict=True))
+        rows = np.concatenate([part for part, _ in parts])
+        self.rows, self.matrices, self.matrix_nnz = rows, (dose_m, sums_m), nnz
         return True
 
     def release(self) -> None:
@@ -627,9 +628,11 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     rows_by_name = prepared.structure_rows([o.structure for o in objectives])
     timings = dict(prepared.timings_s)
     t0 = time.perf_counter()
+    kinds: dict[str, set[str]] = {}
+    for o in objectives:
+        kinds.setdefault(region_name(patient, o.structure), set()).add(o.kind)
     one_sided = [name for name in rows_by_name
-                 if all(o.kind in ONE_SIDED_KINDS for o in objectives
-                        if region_name(patient, o.structure) == name)]
+                 if kinds.get(name, set()) <= set(ONE_SIDED_KINDS)]
     rebuilt = prepared.ensure_matrices(rows_by_name, one_sided=one_sided,
                                        progress=stage_progress(progress, 0.0, 0.3),
                                        cancel=cancel)
