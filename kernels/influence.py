@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -652,8 +652,20 @@ def prepare_layer(
         raise ValueError("spot_ids must have one entry per spot")
     depth_max, radius, dosimetric = _uniform_tables(tables, cutoff_fraction, dose_scale,
                                                     node_radius_mm)
+    return LayerSetup(
+        depth_max_mm=depth_max, radius_mm=xp.asarray(radius),
+        dose_tables=xp.asarray(dosimetric.reshape(-1)), table_nodes=int(radius.size),
+        n_model=len(tables.model_quantities),
+        **_spot_index(xp, iu, iv, ids, identity_ids=spot_ids is None),
+    )
 
-    # Row-major rank table of the spots (one spare column for the exclusive upper bound).
+
+def _spot_index(xp: Any, iu: NDArray[np.int64], iv: NDArray[np.int64], ids: NDArray[Any], *,
+                identity_ids: bool) -> dict[str, Any]:
+    """The :class:`LayerSetup` fields that index a layer's spots (lattice ``iu``, ``iv`` and
+    identifier ``ids`` of each, host arrays): the row-major rank table on the spots' bounding
+    box with one spare column (for the exclusive upper bound), and per rank its column and
+    identifier (None when the identifiers are the ranks and ``identity_ids``)."""
     iu_min, iu_max = int(iu.min()), int(iu.max())
     iv_min, iv_max = int(iv.min()), int(iv.max())
     width = iu_max - iu_min + 2
@@ -670,15 +682,44 @@ def prepare_layer(
     rank_ids[rank] = ids
     spot_iu_by_rank = np.empty(iu.size, dtype=np.int64)
     spot_iu_by_rank[rank] = iu
-    identity = spot_ids is None and bool(np.all(rank == np.arange(iu.size)))
-    return LayerSetup(
-        depth_max_mm=depth_max, radius_mm=xp.asarray(radius),
-        dose_tables=xp.asarray(dosimetric.reshape(-1)), table_nodes=int(radius.size),
-        rank_table=xp.asarray(q_excl), table_width=int(width), iu_min=iu_min, iu_max=iu_max,
-        iv_min=iv_min, iv_max=iv_max, spot_iu=xp.asarray(spot_iu_by_rank),
-        rank_to_spot=None if identity else xp.asarray(rank_ids),
-        n_model=len(tables.model_quantities),
-    )
+    identity = identity_ids and bool(np.all(rank == np.arange(iu.size)))
+    return {"rank_table": xp.asarray(q_excl), "table_width": int(width), "iu_min": iu_min,
+            "iu_max": iu_max, "iv_min": iv_min, "iv_max": iv_max,
+            "spot_iu": xp.asarray(spot_iu_by_rank),
+            "rank_to_spot": None if identity else xp.asarray(rank_ids)}
+
+
+def subset_layer(layer: LayerSetup, keep: NDArray[np.bool_]) -> LayerSetup | None:
+    """The layer with only the spots of row-major ranks where ``keep`` (host bool, one per
+    spot) is True, same depth tables and spot identifiers; None when none is kept.
+
+    A forward pass gives spots of zero weight nothing to do: on the layer of the spots that
+    are left, :func:`plan_layer` selects only the voxels their cut-offs reach and
+    :func:`chunk_dose` expands only their pairs, with the same sums (the dropped terms are
+    zeros, and each window row keeps its spots in the same order). Weights for the subset are
+    ``layer_weights_by_rank(layer, w)[keep]``.
+    """
+    keep = np.asarray(keep, dtype=bool)
+    n = int(layer.spot_iu.shape[0])
+    if keep.shape != (n,):
+        raise ValueError(f"keep must have one entry per spot of the layer ({n}), "
+                         f"got shape {keep.shape}")
+    if not keep.any():
+        return None
+    if keep.all():
+        return layer
+    xp = array_namespace(layer.spot_iu)
+    q_excl = to_numpy(layer.rank_table)
+    # Node of each rank: the last node whose exclusive rank count is at most the rank (the
+    # next node counts one more), in row-major order.
+    node = np.searchsorted(q_excl, np.arange(n), side="right") - 1
+    rows, cols = np.divmod(node, layer.table_width)
+    ranks = np.flatnonzero(keep)
+    ids = (ranks if layer.rank_to_spot is None
+           else to_numpy(layer.rank_to_spot)[ranks].astype(np.int64))
+    return replace(layer, **_spot_index(xp, (cols[ranks] + layer.iu_min).astype(np.int64),
+                                        (rows[ranks] + layer.iv_min).astype(np.int64), ids,
+                                        identity_ids=False))
 
 
 def plan_layer(

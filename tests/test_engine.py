@@ -60,10 +60,17 @@ def _engine(case, device: str = "cpu"):  # type: ignore[no-untyped-def]
     return PlanningEngine(machine, rsp, grid, grid, beams, maps, settings)
 
 
-def test_forward_without_matrix_equals_matrix_times_weights(case) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("zeros", [False, True])
+def test_forward_without_matrix_equals_matrix_times_weights(case, zeros) -> None:  # type: ignore[no-untyped-def]
+    """Also with spots of zero weight, which the forward pass drops from their layers (one
+    layer of the first beam left with none)."""
     tables = case[5]
     engine = _engine(case)
-    w = np.random.default_rng(1).uniform(0.5, 1.5, engine.n_spots)
+    rng = np.random.default_rng(1)
+    w = rng.uniform(0.5, 1.5, engine.n_spots)
+    if zeros:
+        w[rng.random(engine.n_spots) < 0.4] = 0.0
+        w[(engine.spots.beam == 0) & (engine.spots.layer == 0)] = 0.0
     inf = engine.influence(model_tables=tables)
     sums = engine.forward(w, model_tables=tables)
     assert inf.let_dose is not None and sums.let_dose is not None

@@ -19,6 +19,7 @@ from kernels.influence import (
     pencil_beam_cutoff_radius_mm,
     plan_layer,
     prepare_layer,
+    subset_layer,
 )
 
 DOSE_SCALE = 1.0  # the kernel is unit-agnostic: dose = scale * idd * density [1/mm^2]
@@ -274,6 +275,76 @@ def test_weighted_chunk_dose_equals_the_entries_times_the_weights(backend):
                                * to_numpy(pairs.dose), minlength=chunk.stop - chunk.start)
         np.testing.assert_allclose(to_numpy(chunk_dose(plan, chunk, w_rank)), expected,
                                    rtol=1e-5, atol=1e-9 * expected.max())
+
+
+def _layer_dose(vox, layer, w_rank, n):
+    """Per-voxel forward dose of one layer (caller's voxel order), via chunk_dose."""
+    out = np.zeros(n)
+    plan = plan_layer(vox, layer, chunk_candidates=4096)
+    if plan is None:
+        return out
+    for chunk in plan.chunks:
+        rows = to_numpy(vox.index)[to_numpy(plan.voxel[chunk.start:chunk.stop])]
+        out[rows] += to_numpy(chunk_dose(plan, chunk, w_rank))
+    return out
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
+def test_layer_of_the_weighted_spots_gives_the_forward_dose_of_all(backend):
+    """Spots of zero weight dropped from a layer: same dose in every voxel, fewer voxels."""
+    xp = _xp(backend)
+    tab = _tables(halo=0.2)
+    rng = np.random.default_rng(5)
+    n = 3000
+    u, v = rng.uniform(-45, 45, n), rng.uniform(-45, 45, n)
+    vox = beam_voxels(xp.asarray(np.arange(n)), xp.asarray(u), xp.asarray(v),
+                      xp.asarray(rng.uniform(-40, 40, n)), xp.asarray(rng.uniform(0, 190, n)),
+                      lattice_spacing_mm=(5.0, 4.0), sad_mm=(2000.0, 2500.0))
+    iu, iv = np.meshgrid(np.arange(-6, 7), np.arange(-5, 8), indexing="ij")
+    holes = rng.random(iu.size) < 0.8
+    iu, iv = iu.ravel()[holes], iv.ravel()[holes]
+    ids = rng.permutation(iu.size) + 3
+    layer = prepare_layer(iu, iv, tab, cutoff_fraction=0.99, dose_scale=2.0, spot_ids=ids,
+                          xp=xp)
+    weights = rng.uniform(0.5, 3.0, int(ids.max()) + 1)
+    weights[ids[(iu < -2) | (rng.random(iu.size) < 0.3)]] = 0.0  # a zero corner and holes
+    w_rank = layer_weights_by_rank(layer, xp.asarray(weights))
+    keep = to_numpy(w_rank) != 0
+    sub = subset_layer(layer, keep)
+    assert sub is not None and int(sub.spot_iu.shape[0]) == int(keep.sum())
+    assert sub.iu_min > layer.iu_min  # the zero corner is gone from the bounding box
+    # The subset keeps the spots' identifiers: its weights come from the same vector.
+    np.testing.assert_array_equal(to_numpy(layer_weights_by_rank(sub, xp.asarray(weights))),
+                                  to_numpy(w_rank)[keep])
+    full = _layer_dose(vox, layer, w_rank, n)
+    part = _layer_dose(vox, sub, layer_weights_by_rank(sub, xp.asarray(weights)), n)
+    assert np.count_nonzero(full) > 100
+    # Sums of the same non-zero terms in the same order (NumPy's bincount: to the last digits;
+    # the array API's segment sums are differences of running sums, which round differently
+    # when the terms sit elsewhere in the running sum: ~1e-11 relative).
+    np.testing.assert_allclose(part, full, rtol=1e-12 if xp is np else 1e-9, atol=0.0)
+    assert plan_layer(vox, sub).n_voxels < plan_layer(vox, layer).n_voxels
+    assert subset_layer(layer, np.ones_like(keep)) is layer
+    assert subset_layer(layer, np.zeros_like(keep)) is None
+    with pytest.raises(ValueError, match="one entry per spot"):
+        subset_layer(layer, keep[:-1])
+
+
+def test_subset_of_a_layer_with_rank_identifiers():
+    """A layer whose identifiers are its ranks (no ``spot_ids``): the subset maps its ranks
+    to the original ones."""
+    tab = _tables()
+    vox, _, _ = _plane(np, 50.0, half=30.0, step=2.0)
+    iu, iv = np.meshgrid(np.arange(-3, 4), np.arange(-2, 3))  # row-major: v, then u
+    layer = prepare_layer(iu.ravel(), iv.ravel(), tab, cutoff_fraction=0.99, dose_scale=1.0)
+    assert layer.rank_to_spot is None
+    n_spots = int(layer.spot_iu.shape[0])
+    w = np.linspace(1.0, 2.0, n_spots)
+    w[::3] = 0.0
+    sub = subset_layer(layer, w != 0)
+    np.testing.assert_array_equal(layer_weights_by_rank(sub, w), w[w != 0])
+    np.testing.assert_allclose(_layer_dose(vox, sub, layer_weights_by_rank(sub, w), vox.n),
+                               _layer_dose(vox, layer, w, vox.n), rtol=1e-12, atol=0.0)
 
 
 def test_chunk_destinations_follow_row_start():

@@ -1,6 +1,7 @@
 """Forward sums without a matrix on the CPU: pencil beams evaluated and summed per voxel.
 
-Each block of a beam's voxels runs all the beam's layers: the pairs of a chunk are weighted by
+Each block of a beam's voxels runs all the beam's layers, each reduced to its spots of non-zero
+weight (:func:`kernels.influence.subset_layer`): the pairs of a chunk are weighted by
 their spots' weights and summed per voxel (:func:`kernels.influence.chunk_dose`), so nothing is
 stored per pair beyond one chunk. LET and model quantities depend on the voxel's depth only, so
 a layer's LET x dose and model sums are its per-voxel dose times the voxel's values, added per
@@ -17,7 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numpy.typing import NDArray
 
-from kernels.influence import chunk_dose, chunk_quantities, layer_weights_by_rank, plan_layer
+from kernels.influence import (
+    chunk_dose,
+    chunk_quantities,
+    layer_weights_by_rank,
+    plan_layer,
+    subset_layer,
+)
 from planning.engine.cpu_influence import BeamWork
 from planning.engine.dose_engine import DoseEngineSettings, cpu_threads
 from planning.engine.memory import release_free_heap
@@ -48,6 +55,12 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
     lock = threading.Lock()
     blocks = [(bw, start, min(start + settings.block_voxels, bw.voxels.n))
               for bw in work for start in range(0, bw.voxels.n, settings.block_voxels)]
+    # Each layer with its spots of non-zero weight only (an optimized plan leaves a fifth to
+    # a third of them at zero), and those spots' weights in rank order.
+    weighted = {id(bw): [(sub, layer_weights_by_rank(sub, w)) for sub in
+                         (subset_layer(lay, layer_weights_by_rank(lay, w) != 0)
+                          for lay in bw.layers.layers) if sub is not None]
+                for bw in work}
 
     def run(block: tuple[BeamWork, int, int]) -> None:
         bw, start, stop = block
@@ -55,14 +68,13 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
         d = np.zeros(size)
         ld = np.zeros(size) if with_let else None
         md = np.zeros((n_model, size))
-        for layer in bw.layers.layers:
+        for layer, w_rank in weighted[id(bw)]:
             if cancel is not None:
                 cancel.raise_if_cancelled("dose calculation")
             plan = plan_layer(bw.voxels, layer, start=start, stop=stop,
                               chunk_candidates=settings.chunk_candidates)
             if plan is None:
                 continue
-            w_rank = layer_weights_by_rank(layer, w)
             for chunk in plan.chunks:
                 if cancel is not None:
                     cancel.raise_if_cancelled("dose calculation")
