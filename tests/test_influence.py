@@ -246,18 +246,23 @@ def test_strict_namespace_matches_numpy():
                                    rtol=1e-6)
 
 
+def _random_voxels(xp, rng, n, half_mm):
+    """``n`` voxels at random lateral positions within +-``half_mm``, WEPL 0-190 mm, diverging
+    beam, lattice 5 x 4 mm."""
+    u, v = rng.uniform(-half_mm, half_mm, n), rng.uniform(-half_mm, half_mm, n)
+    wepl = rng.uniform(0, 190, n)
+    return beam_voxels(xp.asarray(np.arange(n)), xp.asarray(u), xp.asarray(v),
+                       xp.asarray(rng.uniform(-40, 40, n)), xp.asarray(wepl),
+                       lattice_spacing_mm=(5.0, 4.0), sad_mm=(2000.0, 2500.0))
+
+
 @pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
 def test_weighted_chunk_dose_equals_the_entries_times_the_weights(backend):
     """The forward pass's per-voxel sum equals sum_s w_s entry_s from the explicit pairs."""
     xp = _xp(backend)
     tab = _tables(halo=0.2)
     rng = np.random.default_rng(11)
-    n = 2000
-    u, v = rng.uniform(-30, 30, n), rng.uniform(-30, 30, n)
-    w = rng.uniform(0, 190, n)
-    vox = beam_voxels(xp.asarray(np.arange(n)), xp.asarray(u), xp.asarray(v),
-                      xp.asarray(rng.uniform(-40, 40, n)), xp.asarray(w),
-                      lattice_spacing_mm=(5.0, 4.0), sad_mm=(2000.0, 2500.0))
+    vox = _random_voxels(xp, rng, 2000, 30.0)
     iu, iv = np.meshgrid(np.arange(-4, 5), np.arange(-3, 6), indexing="ij")
     keep = rng.random(iu.size) < 0.7  # holes in the layer
     iu, iv = iu.ravel()[keep], iv.ravel()[keep]
@@ -296,10 +301,7 @@ def test_layer_of_the_weighted_spots_gives_the_forward_dose_of_all(backend):
     tab = _tables(halo=0.2)
     rng = np.random.default_rng(5)
     n = 3000
-    u, v = rng.uniform(-45, 45, n), rng.uniform(-45, 45, n)
-    vox = beam_voxels(xp.asarray(np.arange(n)), xp.asarray(u), xp.asarray(v),
-                      xp.asarray(rng.uniform(-40, 40, n)), xp.asarray(rng.uniform(0, 190, n)),
-                      lattice_spacing_mm=(5.0, 4.0), sad_mm=(2000.0, 2500.0))
+    vox = _random_voxels(xp, rng, n, 45.0)
     iu, iv = np.meshgrid(np.arange(-6, 7), np.arange(-5, 8), indexing="ij")
     holes = rng.random(iu.size) < 0.8
     iu, iv = iu.ravel()[holes], iv.ravel()[holes]
