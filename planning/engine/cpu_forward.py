@@ -57,9 +57,9 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
               for bw in work for start in range(0, bw.voxels.n, settings.block_voxels)]
     # Each layer with its spots of non-zero weight only (an optimized plan leaves a fifth to
     # a third of them at zero), and those spots' weights in rank order.
-    weighted = {id(bw): [(sub, layer_weights_by_rank(sub, w)) for sub in
-                         (subset_layer(lay, layer_weights_by_rank(lay, w) != 0)
-                          for lay in bw.layers.layers) if sub is not None]
+    weighted = {bw.beam: [(sub, layer_weights_by_rank(sub, w)) for sub in
+                          (subset_layer(lay, layer_weights_by_rank(lay, w) != 0)
+                           for lay in bw.layers.layers) if sub is not None]
                 for bw in work}
 
     def run(block: tuple[BeamWork, int, int]) -> None:
@@ -68,7 +68,7 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
         d = np.zeros(size)
         ld = np.zeros(size) if with_let else None
         md = np.zeros((n_model, size))
-        for layer, w_rank in weighted[id(bw)]:
+        for layer, w_rank in weighted[bw.beam]:
             if cancel is not None:
                 cancel.raise_if_cancelled("dose calculation")
             plan = plan_layer(bw.voxels, layer, start=start, stop=stop,
