@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from kernels.influence import (
+    LayerSetup,
     chunk_dose,
     chunk_quantities,
     layer_weights_by_rank,
@@ -55,12 +56,7 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
     lock = threading.Lock()
     blocks = [(bw, start, min(start + settings.block_voxels, bw.voxels.n))
               for bw in work for start in range(0, bw.voxels.n, settings.block_voxels)]
-    # Each layer with its spots of non-zero weight only (an optimized plan leaves a fifth to
-    # a third of them at zero), and those spots' weights in rank order.
-    weighted = {bw.beam: [(sub, layer_weights_by_rank(sub, w)) for sub in
-                          (subset_layer(lay, layer_weights_by_rank(lay, w) != 0)
-                           for lay in bw.layers.layers) if sub is not None]
-                for bw in work}
+    weighted = {bw.beam: _weighted_layers(bw.layers.layers, w) for bw in work}
 
     def run(block: tuple[BeamWork, int, int]) -> None:
         bw, start, stop = block
@@ -104,3 +100,18 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
             raise
     release_free_heap()  # the chunks' temporaries
     return beam_dose, let_dose, model
+
+
+def _weighted_layers(layers: Sequence[LayerSetup], weights: FloatArray
+                     ) -> list[tuple[LayerSetup, FloatArray]]:
+    """Each layer reduced to its spots of non-zero weight (an optimized plan leaves a fifth to
+    a third of them at zero), with those spots' weights in rank order; layers without weight
+    are left out."""
+    out = []
+    for layer in layers:
+        w_rank = layer_weights_by_rank(layer, weights)
+        keep = w_rank != 0
+        sub = subset_layer(layer, keep)
+        if sub is not None:
+            out.append((sub, w_rank[keep]))
+    return out
