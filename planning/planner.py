@@ -72,7 +72,13 @@ from planning.optimization import (
     RbeGroup,
     optimize_weights,
 )
-from planning.optimization_grid import optimization_grid, optimization_region, sample_rows
+from planning.optimization_grid import (
+    optimization_grid,
+    optimization_region,
+    rows_on_check_grid,
+    sample_rows,
+    target_check_grid,
+)
 from planning.patient import CtVolume, Patient
 from planning.plan import BeamPlan, Plan, Prescription
 from planning.plan_config import (
@@ -282,8 +288,8 @@ class PreparedPlan:
     The engine on the dose grid (whole-body forward dose, exchange view) is made on first use
     (:meth:`dose_engine`), after the optimization: while the optimizer's matrices are built
     and used, which is a plan's memory peak, it does not exist (0.24 GB for the 2 mm TG-119
-    plan). The refinement's forward dose over the target uses an engine on the target's
-    voxels only (:meth:`target_engine`) until then.
+    plan). The refinement checks the target's dose with an engine on the target's points of
+    its check grid only (:meth:`target_engine`, kept in ``check_engine``).
 
     Made by :func:`prepare_plan`; :func:`optimize_prepared` optimizes it, as often as wanted:
     a changed objective, objective weight or prescription re-optimizes from the kept matrices
@@ -310,6 +316,7 @@ class PreparedPlan:
     opt_engine: PlanningEngine
     opt_groups: tuple[RbeGroup, ...]
     engine: PlanningEngine | None = None
+    check_engine: PlanningEngine | None = None
     rows: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     # Dose and model-sum matrices: SpotMatrix, or a RowStack of two (ensure_matrices).
     matrices: tuple[Any, tuple[Any, ...]] | None = None
@@ -325,21 +332,32 @@ class PreparedPlan:
                                           cancel=cancel)
         return self.engine
 
-    def target_engine(self, target_rows: NDArray[np.int64]) -> PlanningEngine:
-        """The dose-grid engine where it exists, else a new one on ``target_rows`` (flat
-        dose-grid indices) only."""
-        if self.engine is not None or target_rows.size == 0:
+    def target_engine(self, grid: DoseGrid, target_rows: NDArray[np.int64]) -> PlanningEngine:
+        """An engine over ``target_rows`` (flat indices on ``grid``, the refinement's check
+        grid): the dose-grid engine where ``grid`` is the dose grid and that engine exists,
+        else one on ``target_rows`` only, kept in ``check_engine`` for later optimizations."""
+        if target_rows.size == 0 or (grid == self.dose_grid and self.engine is not None):
             return self.dose_engine()  # an engine needs voxels; the refinement then adds none
-        mask = np.zeros(self.dose_grid.n_voxels, dtype=bool)
-        mask[target_rows] = True
-        return self._engine_on(mask.reshape(self.dose_grid.shape))
+        kept = self.check_engine
+        if kept is None or kept.dose_grid != grid or not np.array_equal(kept.rows, target_rows):
+            mask = np.zeros(grid.n_voxels, dtype=bool)
+            mask[target_rows] = True
+            self.check_engine = kept = self._engine_on(mask.reshape(grid.shape), grid=grid)
+        return kept
 
-    def _engine_on(self, region: NDArray[np.bool_] | None, *,
+    def _engine_on(self, region: NDArray[np.bool_] | None, *, grid: DoseGrid | None = None,
                    progress: ProgressCallback | None = None,
                    cancel: CancelToken | None = None) -> PlanningEngine:
-        return PlanningEngine(self.machine, self.rsp, grid_of(self.patient.ct), self.dose_grid,
-                              self.beams, self.spot_maps, self.settings, calc_mask=region,
-                              progress=progress, cancel=cancel)
+        return PlanningEngine(self.machine, self.rsp, grid_of(self.patient.ct),
+                              grid or self.dose_grid, self.beams, self.spot_maps, self.settings,
+                              calc_mask=region, progress=progress, cancel=cancel)
+
+    def groups_on(self, grid: DoseGrid) -> tuple[RbeGroup, ...]:
+        """The RBE groups (LEM I tissue per structure) on ``grid``; the dose grid's are kept."""
+        if grid == self.dose_grid or not self.voxel_groups:
+            return self.voxel_groups
+        return voxel_groups(self.patient, self.config, tissue_models(self.model, self.config),
+                            grid_of(self.patient.ct), grid)
 
     def structure_rows(self, names: Sequence[str]) -> dict[str, NDArray[np.int64]]:
         """The optimizer's sample points (flat indices on the optimization grid, see
@@ -409,8 +427,10 @@ class PreparedPlan:
         return True
 
     def release(self) -> None:
-        """Drop the optimizer's matrices (they come back on the next optimization)."""
+        """Drop the optimizer's matrices and the refinement's engine (they come back on the
+        next optimization)."""
         self.rows, self.matrices, self.matrix_nnz = np.zeros(0, np.int64), None, 0
+        self.check_engine = None
 
 
 def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
@@ -460,7 +480,7 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
     settings = DoseEngineSettings(device=request.device,
                                   lateral_cutoff_fraction=request.cutoff_fraction)
     dose_grid = DoseGrid.covering(ct_grid, request.dose_grid_mm)
-    _check_grid_memory(patient, ct_grid, dose_grid, len(beams), model)
+    _check_grid_memory(patient, ct_grid, dose_grid, len(beams), model, target_mask)
     report(progress, 0.05, "placing spots")
     t0 = time.perf_counter()
     # Most of the set-up is two WEPL cubes per beam (spots, then the engine's voxels):
@@ -525,11 +545,13 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
 
 
 def _check_grid_memory(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid, n_beams: int,
-                       model: RbeModel) -> None:
-    """Refuse a dose grid whose engine would not fit in memory, before any long work.
+                       model: RbeModel, target_mask: NDArray[np.bool_]) -> None:
+    """Refuse a dose grid whose engines would not fit in memory, before any long work.
 
     The body's share of the CT (the EXTERNAL structure, else the whole CT) scales the dose
-    grid's voxels; the estimate covers the engine's per-beam voxel arrays and one forward
+    grid's voxels; the refinement's engine adds the target's points on its check grid
+    (:func:`planning.optimization_grid.target_check_grid`; both are kept for a
+    re-optimization). The estimate covers the engines' per-beam voxel arrays and one forward
     pass's sums (:func:`planning.engine.memory.engine_bytes`).
     """
     share = 1.0
@@ -539,10 +561,13 @@ def _check_grid_memory(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid,
             share = float(np.count_nonzero(s.mask.to_dense())) / max(ct_grid.n_voxels, 1)
             break
     n_rows = int(share * dose_grid.n_voxels)
+    check = target_check_grid(dose_grid)
+    n_check = 0 if check == dose_grid else structure_rows(target_mask, ct_grid, check).size
     spacing = ", ".join(f"{v:g}" for v in dose_grid.spacing_mm)
-    check_host_memory(engine_bytes(n_rows, n_beams, 2 * len(model.quantity_names)),
+    checked = f" and {n_check:,} target points between them" if n_check else ""
+    check_host_memory(engine_bytes(n_rows + n_check, n_beams, 2 * len(model.quantity_names)),
                       f"a dose grid of {spacing} mm ({dose_grid.n_voxels:,} voxels, about "
-                      f"{n_rows:,} in the body) for {n_beams} beams",
+                      f"{n_rows:,} in the body{checked}) for {n_beams} beams",
                       "choose a coarser dose grid")
 
 
@@ -659,15 +684,18 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     timings["optimization"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     dose_grid = prepared.dose_grid
-    target_rows = structure_rows(patient.structure_set.get(prepared.target).mask.to_dense(),
-                                 grid_of(patient.ct), dose_grid)
+    target_mask = patient.structure_set.get(prepared.target).mask.to_dense()
+    target_rows = structure_rows(target_mask, grid_of(patient.ct), dose_grid)
+    check = target_check_grid(dose_grid)
+    check_rows = (target_rows if check == dose_grid
+                  else structure_rows(target_mask, grid_of(patient.ct), check))
     refinement = refine_target(
         problem, objectives, optimizer_settings, result,
-        engine=prepared.target_engine(target_rows), model=model,
-        tables=prepared.tables, voxel_groups=prepared.voxel_groups, target=prepared.target,
-        target_rows=target_rows,
-        sampled_rows=prepared.rows if prepared.opt_engine is prepared.engine
-        else np.zeros(0, np.int64),
+        engine=prepared.target_engine(check, check_rows), model=model,
+        tables=prepared.tables, voxel_groups=prepared.groups_on(check), target=prepared.target,
+        target_rows=check_rows,
+        sampled_rows=rows_on_check_grid(prepared.rows, prepared.opt_engine.dose_grid, check),
+        cold_rows=rows_on_check_grid(target_rows, dose_grid, check),
         prescription_per_fraction=prescription.dose_per_fraction_gy_rbe,
         progress=stage_progress(progress, 0.75, 0.85), cancel=cancel)
     iterations = result.iterations
@@ -746,7 +774,9 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                         "weight": o.weight, "volume_fraction": o.volume_fraction}
                        for o in objectives],
         "iterations": iterations,
-        "refinement": {"target_voxels_added": int(refinement.rows.size),
+        "refinement": {"target_points_added": int(refinement.rows.size),
+                       "check_grid_spacing_mm": list(check.spacing_mm),
+                       "target_points_checked": int(check_rows.size),
                        "window": list(TARGET_WINDOW),
                        "iterations": 0 if refinement.result is None
                        else refinement.result.iterations},

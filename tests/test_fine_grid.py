@@ -100,7 +100,7 @@ def test_default_plans_meet_the_goals_on_their_own_grid(which, request):
     plan, _ = request.getfixturevalue(which)
     g = _own_grid_goals(plan, plan.plan.prescription.total_dose_gy_rbe)
     if which == "default_tg119":  # the voxels of the spike are among those added
-        assert plan.report["refinement"]["target_voxels_added"] > 0, plan.report["refinement"]
+        assert plan.report["refinement"]["target_points_added"] > 0, plan.report["refinement"]
     assert g["d95"] >= 97.0 and g["d5"] <= 103.0 and g["max_anywhere"] <= 108.0, g
 
 
@@ -109,3 +109,20 @@ def test_a_coarse_grid_plan_fails_the_same_check_and_says_so(demo_patient):
                                optimization_grid_mm=4.0, spot_spacing_mm=5.0)
     assert any("coarser than 2.5 mm" in w for w in plan.report["warnings"])
     assert m["d98"] < 95.0 or m["max_anywhere"] > 108.0, m
+
+
+def test_a_3_mm_plan_has_no_hot_spot_between_its_voxels(demo_patient):
+    """The refinement checks the target at the dose grid's voxels and the midpoints between
+    them (planning.optimization_grid.target_check_grid): the demo plan on a 3 mm grid
+    (3 mm spots), recalculated on a 1.5 mm grid, keeps its target maximum within 108 % and
+    D98 >= 95 %. Checking the dose grid's voxels only, it was 114.2 % (D98 96.5 %) there,
+    109.2 % on its own grid (2026-12-05)."""
+    plan = make_plan(PlanRequest(target="PTV", total_dose_gy_rbe=60.0, n_fractions=20,
+                                 gantry_deg=(90.0, 270.0), patient=demo_patient, device="cpu",
+                                 dose_grid_mm=3.0, spot_spacing_mm=3.0), keep_influence=False)
+    assert plan.report["refinement"]["check_grid_spacing_mm"] == [1.5, 1.5, 1.5]
+    fine = recalculate(demo_patient, plan.plan, model=plan.model, grid_mm=1.5, device="cpu")
+    rows = structure_rows(demo_patient.structure_set.get("PTV").mask.to_dense(),
+                          grid_of(demo_patient.ct), fine.dose_grid)
+    d = 100 * fine.rbe_dose_gy_rbe.reshape(-1)[rows].astype(np.float64) / 60.0
+    assert d.max() <= 108.0 and np.percentile(d, 2.0) >= 95.0, (d.max(), np.percentile(d, 2))

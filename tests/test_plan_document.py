@@ -106,10 +106,11 @@ def test_objectives_and_optimizer_result(planned):
         assert re.search(rf"{o['structure']}\s+{o['type']}\s+{o['dose_gy_rbe']:.2f}", text), o
     assert report["optimizer_message"] in " ".join(text.split())
     assert re.search(rf"Iterations\s+{report['iterations']}\b", text)
-    added = report["refinement"]["target_voxels_added"]
+    added = report["refinement"]["target_points_added"]
+    spacing = max(report["refinement"]["check_grid_spacing_mm"])
     flat = " ".join(text.split())
-    assert re.search(rf"Target voxels added \(refinement\)\s+{added} \(dose outside 95-105 %",
-                     flat), report["refinement"]
+    assert re.search(rf"Target points added \(refinement\)\s+{added} \(of a {spacing:g} mm "
+                     r"check grid, dose outside 95-105 %", flat), report["refinement"]
 
 
 def test_both_models_metrics_dvh_views_warnings_and_approval(planned):

@@ -117,3 +117,32 @@ def test_refinement_adds_the_missed_voxels_and_brings_them_towards_the_window(ca
     worst = [float(np.max(np.abs(d - 2.0))) for d in (before, after)]
     assert worst[1] < worst[0], worst
     assert outside_window(after, target_rows, 2.0).size < missed.size
+
+
+def test_only_the_points_given_as_cold_rows_are_added_for_too_little_dose(case) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """Points above the window are added wherever they are; points below it only among
+    ``cold_rows`` (the dose grid's voxels among the check grid's points)."""
+    machine, rsp, grid, beams, maps, _ = case
+    engine = PlanningEngine(machine, rsp, grid, grid, beams, maps,
+                            DoseEngineSettings(device="cpu", n_threads=2, block_voxels=2048))
+    target = np.zeros(grid.shape, bool)
+    target[5:11, 14:26, 14:26] = True
+    target_rows = np.flatnonzero(target.reshape(-1))
+    sampled = target_rows[::27]
+    dose_m, _, _ = engine.optimization_matrices(sampled)
+    problem = OptimizationProblem(dose_m, (), (("T", np.arange(sampled.size)),),
+                                  PhysicalDose(), 1)
+    objectives = [Objective("T", "squared_deviation", 2.0, 1.0)]
+    settings = OptimizerSettings(max_iterations=60, min_spot_weight=0.0)
+    first = optimize_weights(problem, objectives, 2.0, "T", settings)
+    dose = engine.forward(first.weights).dose_gy[target_rows]
+    hot, cold = target_rows[dose > 2.1], target_rows[dose < 1.9]
+    assert hot.size and cold.size > 1
+    cold_rows = cold[::2]
+    refined = refine_target(problem, objectives, settings, first, engine=engine,
+                            model=PhysicalDose(), tables=None, voxel_groups=(), target="T",
+                            target_rows=target_rows, sampled_rows=sampled,
+                            prescription_per_fraction=2.0,
+                            cold_rows=np.union1d(cold_rows, target_rows[dose > 1.9][:5]))
+    np.testing.assert_array_equal(refined.rows,
+                                  np.setdiff1d(np.union1d(hot, cold_rows), sampled))

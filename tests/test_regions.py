@@ -169,3 +169,25 @@ def test_fine_points_per_block_give_a_mean_spacing_of_at_most_2_4_mm():
         assert spacing * (8 / keep) ** (1 / 3) <= FINE_MEAN_SPACING_MM + 1e-9
         if keep > 1:  # one fewer would be coarser than that
             assert spacing * (8 / (keep - 1)) ** (1 / 3) > FINE_MEAN_SPACING_MM
+
+
+def test_check_grid_holds_the_dose_grid_centres_and_the_midpoints():
+    """The refinement's check grid: every dose-grid voxel centre is one of its points (found
+    by position, independently of the index mapping), the others are the midpoints, and
+    grids whose half spacing is under 1 mm are checked on themselves."""
+    from planning.optimization_grid import rows_on_check_grid, target_check_grid
+
+    dose = DoseGrid(shape=(4, 5, 6), spacing_mm=(3.0, 2.5, 2.0), origin_mm=(-7.0, 3.5, 11.0))
+    check = target_check_grid(dose)
+    assert check.shape == (7, 9, 11) and check.spacing_mm == (1.5, 1.25, 1.0)
+    rows = np.array([0, 7, 33, dose.n_voxels - 1])
+    mapped = rows_on_check_grid(rows, dose, check)
+    np.testing.assert_allclose(check.voxel_centers_lps(mapped), dose.voxel_centers_lps(rows))
+    centres = dose.voxel_centers_lps()
+    distance, _ = cKDTree(centres).query(check.voxel_centers_lps())
+    assert np.count_nonzero(distance < 1e-9) == dose.n_voxels  # the rest lie between them
+    np.testing.assert_array_equal(rows_on_check_grid(rows, check, check), rows)
+    fine = DoseGrid(shape=(4, 4, 4), spacing_mm=(1.5, 1.5, 1.5), origin_mm=(0.0, 0.0, 0.0))
+    assert target_check_grid(fine) is fine
+    other = DoseGrid.covering(dose, 1.5)
+    assert rows_on_check_grid(rows, other, check).size == 0

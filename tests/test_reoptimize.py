@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from planning.dicom import load_demo_patient
+from planning.dose_grid import DoseGrid
 from planning.engine import memory
 from planning.errors import PlanningError
 from planning.optimization import Objective
@@ -94,6 +95,21 @@ def test_a_grid_that_cannot_fit_is_refused_up_front(monkeypatch) -> None:  # typ
     assert time.perf_counter() - t0 < 20  # before spots, tables and the engine
 
 
+def test_the_up_front_estimate_counts_the_refinement_s_target_points(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """At 2 mm the refinement checks the target on a 1 mm grid: its engine is in the
+    estimate (the message says how many points)."""
+    from planning.optimization_grid import target_check_grid
+    from planning.structure_dose import grid_of, structure_rows
+
+    patient = load_demo_patient()
+    ct_grid = grid_of(patient.ct)
+    check = target_check_grid(DoseGrid.covering(ct_grid, 2.0))
+    n = structure_rows(patient.structure_set.get("PTV").mask.to_dense(), ct_grid, check).size
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: 2**20)
+    with pytest.raises(PlanningError, match=rf"and {n:,} target points between them"):
+        make_plan(_request(dose_grid_mm=2.0, patient=patient))
+
+
 def test_cli_reoptimize_writes_a_second_plan_from_the_kept_influence(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     import json
 
@@ -127,27 +143,36 @@ def test_cli_reoptimize_writes_a_second_plan_from_the_kept_influence(tmp_path, c
 
 def test_dose_engine_is_made_after_the_optimizer_and_the_target_engine_agrees() -> None:
     """The whole-body engine does not exist while the optimizer's matrices are built and
-    used (the memory peak); the refinement's target-only engine computes the same dose over
-    the target as the whole-body engine made afterwards."""
+    used (the memory peak); the refinement's engine on the target's points of its check grid
+    computes the same dose at the dose grid's voxel centres as the whole-body engine made
+    afterwards, and is kept for the next optimization."""
     from planning.engine.refinement import target_rbe_dose
+    from planning.optimization_grid import rows_on_check_grid, target_check_grid
     from planning.planner import optimize_prepared, prepare_plan
     from planning.structure_dose import grid_of, structure_rows
 
     prepared = prepare_plan(_request())
     assert prepared.opt_engine.dose_grid is not prepared.dose_grid
     assert prepared.engine is None
-    rows = structure_rows(prepared.patient.structure_set.get("PTV").mask.to_dense(),
-                          grid_of(prepared.patient.ct), prepared.dose_grid)
-    target_only = prepared.target_engine(rows)
-    assert target_only.rows.size == rows.size and prepared.engine is None
+    mask = prepared.patient.structure_set.get("PTV").mask.to_dense()
+    rows = structure_rows(mask, grid_of(prepared.patient.ct), prepared.dose_grid)
+    check = target_check_grid(prepared.dose_grid)
+    check_rows = structure_rows(mask, grid_of(prepared.patient.ct), check)
+    at_voxels = rows_on_check_grid(rows, prepared.dose_grid, check)
+    assert check_rows.size > 6 * rows.size and np.isin(at_voxels, check_rows).all()
+    target_only = prepared.target_engine(check, check_rows)
+    assert target_only.rows.size == check_rows.size and prepared.engine is None
     result = optimize_prepared(prepared)
     assert prepared.engine is not None and prepared.engine.rows.size > 10 * rows.size
-    assert prepared.target_engine(rows) is prepared.engine
+    assert prepared.target_engine(check, check_rows) is target_only is prepared.check_engine
+    assert prepared.target_engine(prepared.dose_grid, rows) is prepared.engine
     assert result.report["timings_s"]["dose_engine_setup"] > 0
     w = result.plan.all_weights()
-    args = (prepared.model, prepared.tables, prepared.voxel_groups, rows)
-    np.testing.assert_allclose(target_rbe_dose(target_only, w, *args),
-                               target_rbe_dose(prepared.engine, w, *args), rtol=1e-6)
+    model, tables = prepared.model, prepared.tables
+    np.testing.assert_allclose(
+        target_rbe_dose(target_only, w, model, tables, prepared.groups_on(check), at_voxels),
+        target_rbe_dose(prepared.engine, w, model, tables, prepared.voxel_groups, rows),
+        rtol=1e-6)
 
 
 def test_freed_heap_goes_back_to_the_system() -> None:

@@ -125,10 +125,13 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
     refinement = report.get("refinement")
     if refinement:
         low, high = (100 * v for v in refinement["window"])
-        rows.append(("Target voxels added (refinement)",
-                     f"{refinement['target_voxels_added']} (dose outside {low:g}-{high:g} % "
-                     f"between the optimizer's points; {refinement['iterations']} iterations "
-                     "after them)"))
+        # Reports before December 2026 checked the dose grid's voxels only.
+        added = refinement.get("target_points_added", refinement.get("target_voxels_added"))
+        spacing = refinement.get("check_grid_spacing_mm")
+        where = (f"of a {max(spacing):g} mm check grid, " if spacing else "")
+        rows.append(("Target points added (refinement)",
+                     f"{added} ({where}dose outside {low:g}-{high:g} % between the optimizer's "
+                     f"points; {refinement['iterations']} iterations after them)"))
     if delivery:
         rows.append(("Spots removed below the minimum",
                      f"{delivery['spots_removed']} of {delivery['spots_planned']} "
