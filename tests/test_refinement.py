@@ -1,7 +1,9 @@
-"""The refinement that adds the target's dose-grid voxels the optimizer's points missed
+"""The refinement that adds the target's points the optimizer's sample missed
 (planning.engine.refinement) and the row stack it builds on (kernels.sparse_device.RowStack)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from planning.errors import PlanningError
 from planning.optimization import (
     Objective,
     OptimizationProblem,
+    OptimizationResult,
     OptimizerSettings,
     RbeGroup,
     optimize_weights,
@@ -80,18 +83,27 @@ def test_start_weights_are_checked() -> None:
                          start=np.array([1.0, -1.0, 0.0, 0.0, 0.0]))
 
 
-def test_refinement_adds_the_missed_voxels_and_brings_them_towards_the_window(case) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    """A target sampled on one voxel in 27 only: the optimum on those points leaves voxels
-    between them outside 95-105 %; the refinement adds exactly those (checked against the
-    whole forward dose) and the continued optimization brings the worst of them closer."""
-    machine, rsp, grid, beams, maps, _ = case
+@dataclass
+class _Sparse:
+    """A synthetic target optimized on every third voxel along each axis (1 in 27)."""
+
+    engine: PlanningEngine
+    target_rows: np.ndarray
+    sampled: np.ndarray
+    problem: OptimizationProblem
+    objectives: list[Objective]
+    settings: OptimizerSettings
+    first: OptimizationResult
+
+
+def _sparsely_sampled_target(fixture) -> _Sparse:  # type: ignore[no-untyped-def]
+    machine, rsp, grid, beams, maps, _ = fixture
     engine = PlanningEngine(machine, rsp, grid, grid, beams, maps,
                             DoseEngineSettings(device="cpu", n_threads=2, block_voxels=2048))
-    shape = grid.shape
-    target = np.zeros(shape, bool)
+    target = np.zeros(grid.shape, bool)
     target[5:11, 14:26, 14:26] = True
     target_rows = np.flatnonzero(target.reshape(-1))
-    k, j, i = np.unravel_index(target_rows, shape)
+    k, j, i = np.unravel_index(target_rows, grid.shape)
     sampled = target_rows[(k % 3 == 0) & (j % 3 == 0) & (i % 3 == 0)]
     dose_m, _, _ = engine.optimization_matrices(sampled)
     problem = OptimizationProblem(dose_m, (), (("T", np.arange(sampled.size)),),
@@ -99,7 +111,16 @@ def test_refinement_adds_the_missed_voxels_and_brings_them_towards_the_window(ca
     objectives = [Objective("T", "squared_deviation", 2.0, 1.0)]
     settings = OptimizerSettings(max_iterations=60, min_spot_weight=0.0)
     first = optimize_weights(problem, objectives, 2.0, "T", settings)
+    return _Sparse(engine, target_rows, sampled, problem, objectives, settings, first)
 
+
+def test_refinement_adds_the_missed_voxels_and_brings_them_towards_the_window(case) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A target sampled on one voxel in 27 only: the optimum on those points leaves voxels
+    between them outside 95-105 %; the refinement adds exactly those (checked against the
+    whole forward dose) and the continued optimization brings the worst of them closer."""
+    c = _sparsely_sampled_target(case)
+    engine, target_rows, sampled, first = c.engine, c.target_rows, c.sampled, c.first
+    problem, objectives, settings = c.problem, c.objectives, c.settings
     before = target_rbe_dose(engine, first.weights, PhysicalDose(), None, (), target_rows)
     whole = engine.forward(first.weights).dose_gy[target_rows]
     np.testing.assert_allclose(before, whole, rtol=1e-5)
@@ -122,24 +143,13 @@ def test_refinement_adds_the_missed_voxels_and_brings_them_towards_the_window(ca
 def test_only_the_points_given_as_cold_rows_are_added_for_too_little_dose(case) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     """Points above the window are added wherever they are; points below it only among
     ``cold_rows`` (the dose grid's voxels among the check grid's points)."""
-    machine, rsp, grid, beams, maps, _ = case
-    engine = PlanningEngine(machine, rsp, grid, grid, beams, maps,
-                            DoseEngineSettings(device="cpu", n_threads=2, block_voxels=2048))
-    target = np.zeros(grid.shape, bool)
-    target[5:11, 14:26, 14:26] = True
-    target_rows = np.flatnonzero(target.reshape(-1))
-    sampled = target_rows[::27]
-    dose_m, _, _ = engine.optimization_matrices(sampled)
-    problem = OptimizationProblem(dose_m, (), (("T", np.arange(sampled.size)),),
-                                  PhysicalDose(), 1)
-    objectives = [Objective("T", "squared_deviation", 2.0, 1.0)]
-    settings = OptimizerSettings(max_iterations=60, min_spot_weight=0.0)
-    first = optimize_weights(problem, objectives, 2.0, "T", settings)
+    c = _sparsely_sampled_target(case)
+    engine, target_rows, sampled, first = c.engine, c.target_rows, c.sampled, c.first
     dose = engine.forward(first.weights).dose_gy[target_rows]
     hot, cold = target_rows[dose > 2.1], target_rows[dose < 1.9]
     assert hot.size and cold.size > 1
     cold_rows = cold[::2]
-    refined = refine_target(problem, objectives, settings, first, engine=engine,
+    refined = refine_target(c.problem, c.objectives, c.settings, first, engine=engine,
                             model=PhysicalDose(), tables=None, voxel_groups=(), target="T",
                             target_rows=target_rows, sampled_rows=sampled,
                             prescription_per_fraction=2.0,
