@@ -109,8 +109,9 @@ def test_objectives_and_optimizer_result(planned):
     added = report["refinement"]["target_points_added"]
     spacing = max(report["refinement"]["check_grid_spacing_mm"])
     flat = " ".join(text.split())
-    assert re.search(rf"Target points added \(refinement\)\s+{added} \(of a {spacing:g} mm "
-                     r"check grid, dose outside 95-105 %", flat), report["refinement"]
+    assert re.search(rf"Target points added \(refinement\)\s+{added} \(points of a {spacing:g} "
+                     r"mm check grid above 105 % and dose-grid voxels below 95 %", flat), \
+        report["refinement"]
 
 
 def test_both_models_metrics_dvh_views_warnings_and_approval(planned):
@@ -286,3 +287,19 @@ def test_dose_views_are_image_objects_not_inline_images(planned):
         images += sum(1 for k in xobjects if xobjects[k].get_object()["/Subtype"] == "/Image")
         assert b"\nBI" not in page.get_contents().get_data()
     assert images == 3
+
+
+def test_a_report_from_before_the_check_grid_says_what_it_checked(planned):
+    """A session saved before December 2026 (refinement on the dose-grid voxels only,
+    ``target_voxels_added``) still gets its optimizer table, worded for what it did."""
+    import dataclasses
+
+    from planning.document.from_plan import plan_document
+
+    result = planned[0]
+    old = {k: v for k, v in result.report.items() if k != "refinement"}
+    old["refinement"] = {"target_voxels_added": 48, "window": [0.95, 1.05], "iterations": 44}
+    doc = plan_document(dataclasses.replace(result, report=old), "Plan 1")
+    rows = dict(doc.optimizer.rows)
+    assert rows["Target points added (refinement)"] == (
+        "48 (dose-grid voxels outside 95-105 %; 44 iterations after them)")

@@ -125,13 +125,16 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
     refinement = report.get("refinement")
     if refinement:
         low, high = (100 * v for v in refinement["window"])
-        # Reports before December 2026 checked the dose grid's voxels only.
-        added = refinement.get("target_points_added", refinement.get("target_voxels_added"))
         spacing = refinement.get("check_grid_spacing_mm")
-        where = (f"of a {max(spacing):g} mm check grid, " if spacing else "")
+        if spacing:
+            added = refinement["target_points_added"]
+            which = (f"points of a {max(spacing):g} mm check grid above {high:g} % and "
+                     f"dose-grid voxels below {low:g} %")
+        else:  # reports before December 2026 checked the dose grid's voxels only
+            added = refinement["target_voxels_added"]
+            which = f"dose-grid voxels outside {low:g}-{high:g} %"
         rows.append(("Target points added (refinement)",
-                     f"{added} ({where}dose outside {low:g}-{high:g} % between the optimizer's "
-                     f"points; {refinement['iterations']} iterations after them)"))
+                     f"{added} ({which}; {refinement['iterations']} iterations after them)"))
     if delivery:
         rows.append(("Spots removed below the minimum",
                      f"{delivery['spots_removed']} of {delivery['spots_planned']} "
