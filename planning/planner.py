@@ -332,17 +332,21 @@ class PreparedPlan:
                                           cancel=cancel)
         return self.engine
 
-    def target_engine(self, grid: DoseGrid, target_rows: NDArray[np.int64]) -> PlanningEngine:
+    def target_engine(self, grid: DoseGrid, target_rows: NDArray[np.int64], *,
+                      progress: ProgressCallback | None = None,
+                      cancel: CancelToken | None = None) -> PlanningEngine:
         """An engine over ``target_rows`` (flat indices on ``grid``, the refinement's check
         grid): the dose-grid engine where ``grid`` is the dose grid and that engine exists,
         else one on ``target_rows`` only, kept in ``check_engine`` for later optimizations."""
         if target_rows.size == 0 or (grid == self.dose_grid and self.engine is not None):
-            return self.dose_engine()  # an engine needs voxels; the refinement then adds none
+            # An engine needs voxels; the refinement then adds none.
+            return self.dose_engine(progress=progress, cancel=cancel)
         kept = self.check_engine
         if kept is None or kept.dose_grid != grid or not np.array_equal(kept.rows, target_rows):
             mask = np.zeros(grid.n_voxels, dtype=bool)
             mask[target_rows] = True
-            self.check_engine = kept = self._engine_on(mask.reshape(grid.shape), grid=grid)
+            self.check_engine = kept = self._engine_on(mask.reshape(grid.shape), grid=grid,
+                                                       progress=progress, cancel=cancel)
         return kept
 
     def _engine_on(self, region: NDArray[np.bool_] | None, *, grid: DoseGrid | None = None,
@@ -691,13 +695,15 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                   else structure_rows(target_mask, grid_of(patient.ct), check))
     refinement = refine_target(
         problem, objectives, optimizer_settings, result,
-        engine=prepared.target_engine(check, check_rows), model=model,
+        engine=prepared.target_engine(check, check_rows,
+                                      progress=stage_progress(progress, 0.75, 0.77),
+                                      cancel=cancel), model=model,
         tables=prepared.tables, voxel_groups=prepared.groups_on(check), target=prepared.target,
         target_rows=check_rows,
         sampled_rows=rows_on_check_grid(prepared.rows, prepared.opt_engine.dose_grid, check),
         cold_rows=rows_on_check_grid(target_rows, dose_grid, check),
         prescription_per_fraction=prescription.dose_per_fraction_gy_rbe,
-        progress=stage_progress(progress, 0.75, 0.85), cancel=cancel)
+        progress=stage_progress(progress, 0.77, 0.85), cancel=cancel)
     iterations = result.iterations
     if refinement.result is not None:
         result = refinement.result

@@ -219,3 +219,21 @@ def test_one_sided_rows_in_their_own_matrix_give_the_same_objective_and_gradient
     assert plain[0] > 0
     assert split[0] == pytest.approx(plain[0], rel=1e-6)
     np.testing.assert_allclose(split[1], plain[1], rtol=1e-5, atol=1e-9 * np.abs(plain[1]).max())
+
+
+def test_cancel_reaches_the_refinement_s_engine() -> None:
+    """A cancel from the end of the optimization stops the plan before the refinement's
+    engine on the check grid is made (its set-up and forward pass take the token)."""
+    from planning.planner import optimize_prepared, prepare_plan
+    from planning.progress import CancelToken, OperationCancelled
+
+    prepared = prepare_plan(_request())
+    token = CancelToken()
+
+    def progress(fraction: float, stage: str) -> None:
+        if fraction >= 0.75:
+            token.cancel()
+
+    with pytest.raises(OperationCancelled):
+        optimize_prepared(prepared, progress=progress, cancel=token)
+    assert prepared.check_engine is None and prepared.engine is None

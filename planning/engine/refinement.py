@@ -87,11 +87,13 @@ class Refinement:
 
 def target_rbe_dose(engine: PlanningEngine, weights: NDArray[np.float64], model: RbeModel,
                     tables: DepthTables | None, voxel_groups: Sequence[RbeGroup],
-                    rows: NDArray[np.int64]) -> NDArray[np.float64]:
+                    rows: NDArray[np.int64], *, cancel: CancelToken | None = None
+                    ) -> NDArray[np.float64]:
     """RBE-weighted dose per fraction, Gy(RBE), of spot ``weights`` at ``rows`` (sorted flat
     indices of ``engine``'s dose grid), by a forward pass over those voxels only;
     ``voxel_groups`` as for :func:`planning.engine.forward_dose.forward_cubes`."""
-    sums = engine.forward(weights, model_tables=tables, with_let=False, rows=rows)
+    sums = engine.forward(weights, model_tables=tables, with_let=False, rows=rows,
+                          cancel=cancel)
     cubes = cubes_from_sums(sums, model, 1, (1, 1, int(rows.size)),
                             groups_on_rows(voxel_groups, rows))
     return cubes.rbe_dose_gy_rbe.reshape(-1).astype(np.float64)
@@ -158,7 +160,8 @@ def refine_target(problem: OptimizationProblem, objectives: Sequence[Objective],
     """
     if target_rows.size == 0:
         return Refinement(target_rows, None)
-    dose = target_rbe_dose(engine, result.weights, model, tables, voxel_groups, target_rows)
+    dose = target_rbe_dose(engine, result.weights, model, tables, voxel_groups, target_rows,
+                           cancel=cancel)
     hot = outside_window(dose, target_rows, prescription_per_fraction,
                          (-np.inf, TARGET_WINDOW[1]))
     cold = outside_window(dose, target_rows, prescription_per_fraction,
@@ -168,7 +171,7 @@ def refine_target(problem: OptimizationProblem, objectives: Sequence[Objective],
     rows = np.setdiff1d(np.union1d(hot, cold), sampled_rows)
     if rows.size == 0:
         return Refinement(rows, None)
-    dose_m, sums_m, _ = engine.optimization_matrices(rows, model_tables=tables)
+    dose_m, sums_m, _ = engine.optimization_matrices(rows, model_tables=tables, cancel=cancel)
     extended = with_target_rows(problem, dose_m, sums_m, target,
                                 groups_on_rows(voxel_groups, rows))
     shorter = dataclasses.replace(settings, max_iterations=max(settings.max_iterations // 3, 1))
