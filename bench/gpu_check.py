@@ -137,6 +137,8 @@ def main() -> int:
                             ("L-BFGS-B iterations", "iterations", "d"),
                             ("forward dose s", "forward_s", ".2f"),
                             ("total s", "total_s", ".2f"),
+                            ("re-optimization s (prescription +5 %, kept matrices)",
+                             "reoptimize_s", ".2f"),
                             ("PTV D95 / D5 %", "d95", ".1f"),
                             ("influence entries", "nnz", ","),
                             ("host peak RSS MB", "peak_rss_mb", ".0f"),
