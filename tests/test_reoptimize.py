@@ -145,7 +145,7 @@ def test_dose_engine_is_made_after_the_optimizer_and_the_target_engine_agrees() 
     """The whole-body engine does not exist while the optimizer's matrices are built and
     used (the memory peak); the refinement's engine on the target's points of its check grid
     computes the same dose at the dose grid's voxel centres as the whole-body engine made
-    afterwards, and is kept for the next optimization."""
+    afterwards."""
     from planning.engine.refinement import target_rbe_dose
     from planning.optimization_grid import rows_on_check_grid, target_check_grid
     from planning.planner import optimize_prepared, prepare_plan
@@ -164,7 +164,7 @@ def test_dose_engine_is_made_after_the_optimizer_and_the_target_engine_agrees() 
     assert target_only.rows.size == check_rows.size and prepared.engine is None
     result = optimize_prepared(prepared)
     assert prepared.engine is not None and prepared.engine.rows.size > 10 * rows.size
-    assert prepared.target_engine(check, check_rows) is target_only is prepared.check_engine
+    assert prepared.target_engine(check, check_rows) is not prepared.engine  # its own grid
     assert prepared.target_engine(prepared.dose_grid, rows) is prepared.engine
     assert result.report["timings_s"]["dose_engine_setup"] > 0
     w = result.plan.all_weights()
@@ -234,6 +234,6 @@ def test_cancel_reaches_the_refinement_s_engine() -> None:
         if fraction >= 0.75:
             token.cancel()
 
-    with pytest.raises(OperationCancelled):
+    with pytest.raises(OperationCancelled, match="the dose engine set-up was cancelled"):
         optimize_prepared(prepared, progress=progress, cancel=token)
-    assert prepared.check_engine is None and prepared.engine is None
+    assert prepared.engine is None
