@@ -178,7 +178,7 @@ def rows_on_check_grid(rows: NDArray[np.int64], grid: DoseGrid, check: DoseGrid
     half-spacing grid of ``grid``, none when the two grids' points do not coincide. Sorted."""
     if grid == check:
         return np.sort(rows)
-    if check == target_check_grid(grid) and check != grid:
+    if check == target_check_grid(grid):
         k, j, i = np.unravel_index(rows, grid.shape)
         return np.sort(np.ravel_multi_index((2 * k, 2 * j, 2 * i), check.shape))
     return np.zeros(0, dtype=np.int64)
