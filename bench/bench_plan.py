@@ -12,8 +12,13 @@ the whole plan's columns exclude it), the influence entries and MiB, the plan's 
 (before the re-optimization) and, on a GPU, the memory CuPy's pool holds at the end (about the
 device peak).
 
+``--matrix-cutoff`` is the cut-off fraction of the optimizer's matrices (default 0.9; the halo
+beyond it, up to ``--cutoff``, is the optimizer's dose correction,
+:mod:`planning.engine.dose_correction`; equal to ``--cutoff``: matrices of the whole dose, no
+correction). Columns ``nonzeros`` and ``MiB`` are the optimizer's matrices.
+
 Run: ``python bench/bench_plan.py [--case demo|tg119|all] [--model mkm|lem1|all]
-[--cutoff 0.99] [--layer-spacing 2] [--device cpu] [--json OUT.json]``.
+[--cutoff 0.99] [--matrix-cutoff 0.9] [--layer-spacing 2] [--device cpu] [--json OUT.json]``.
 """
 
 from __future__ import annotations
@@ -63,8 +68,8 @@ def tg119_patient():  # type: ignore[no-untyped-def]
     return Patient(ct, StructureSet(structures, "1.2.3.5", "1.2.3.8", "1.2.3.9"))
 
 
-def run_one(case: str, model: str, cutoff: float, layer_spacing: float, device: str
-            ) -> dict[str, object]:
+def run_one(case: str, model: str, cutoff: float, layer_spacing: float, device: str,
+            matrix_cutoff: float) -> dict[str, object]:
     from planning.dicom import load_demo_patient
     from planning.planner import PlanRequest, make_plan, reoptimize
 
@@ -75,7 +80,8 @@ def run_one(case: str, model: str, cutoff: float, layer_spacing: float, device: 
     result = make_plan(PlanRequest(
         target="PTV", total_dose_gy_rbe=dose, n_fractions=fractions, gantry_deg=(90.0, 270.0),
         patient=patient, rbe_model=model, spot_spacing_mm=spots_mm, dose_grid_mm=3.0,
-        layer_spacing_mm=layer_spacing, cutoff_fraction=cutoff, device=device))
+        layer_spacing_mm=layer_spacing, cutoff_fraction=cutoff, device=device,
+        matrix_cutoff_fraction=matrix_cutoff))
     seconds = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # A changed prescription re-optimizes from the kept matrices (planning.planner.reoptimize).
@@ -87,7 +93,8 @@ def run_one(case: str, model: str, cutoff: float, layer_spacing: float, device: 
         raise RuntimeError("the re-optimization rebuilt the matrices")
     rep = result.report
     ptv = rep["structures"]["PTV"]
-    return {"case": case, "model": model, "cutoff": cutoff, "layer_spacing": layer_spacing,
+    return {"case": case, "model": model, "cutoff": cutoff, "matrix_cutoff": matrix_cutoff,
+            "layer_spacing": layer_spacing,
             "spots": rep["spots"], "nnz": rep["influence_nnz"], "mib": rep["influence_mib"],
             "d95": 100 * ptv["d95_gy_rbe"] / dose, "d5": 100 * ptv["d5_gy_rbe"] / dose,
             "influence_s": rep["timings_s"]["dose_influence"],
@@ -114,6 +121,7 @@ def main() -> None:
     ap.add_argument("--case", default="all", choices=["all", "demo", "tg119"])
     ap.add_argument("--model", default="all", choices=["all", "mkm", "lem1"])
     ap.add_argument("--cutoff", type=float, default=0.99)
+    ap.add_argument("--matrix-cutoff", type=float, default=0.9)
     ap.add_argument("--layer-spacing", type=float, default=2.0)
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "gpu"])
     ap.add_argument("--json", help="also write the results to this JSON file")
@@ -121,20 +129,22 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         print(json.dumps(run_one(args.case, args.model, args.cutoff, args.layer_spacing,
-                                 args.device)))
+                                 args.device, args.matrix_cutoff)))
         return
     cases = ["demo", "tg119"] if args.case == "all" else [args.case]
     models = ["mkm", "lem1"] if args.model == "all" else [args.model]
-    head = (f"{'case':6} {'model':5} {'cut':>6} {'layer':>5} {'spots':>6} {'nonzeros':>12} "
-            f"{'MiB':>6} {'D95 %':>6} {'D5 %':>6} {'infl s':>7} {'opt s':>6} {'iter':>4} "
-            f"{'fwd s':>6} {'total s':>7} {'reopt s':>7} {'peakRSS MB':>10} {'GPU MB':>7}")
+    head = (f"{'case':6} {'model':5} {'cut':>6} {'matrix':>6} {'layer':>5} {'spots':>6} "
+            f"{'nonzeros':>12} {'MiB':>6} {'D95 %':>6} {'D5 %':>6} {'infl s':>7} {'opt s':>6} "
+            f"{'iter':>4} {'fwd s':>6} {'total s':>7} {'reopt s':>7} {'peakRSS MB':>10} "
+            f"{'GPU MB':>7}")
     print(head)
     print("-" * len(head))
     results = []
     for case in cases:
         for model in models:
             cmd = [sys.executable, __file__, "--child", "--case", case, "--model", model,
-                   "--cutoff", str(args.cutoff), "--layer-spacing", str(args.layer_spacing),
+                   "--cutoff", str(args.cutoff), "--matrix-cutoff", str(args.matrix_cutoff),
+                   "--layer-spacing", str(args.layer_spacing),
                    "--device", args.device]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:
@@ -142,7 +152,8 @@ def main() -> None:
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
             results.append(r)
-            print(f"{case:6} {model:5} {r['cutoff']:>6.3f} {r['layer_spacing']:>5.1f} "
+            print(f"{case:6} {model:5} {r['cutoff']:>6.3f} {r['matrix_cutoff']:>6.3f} "
+                  f"{r['layer_spacing']:>5.1f} "
                   f"{r['spots']:>6} {r['nnz']:>12,} {r['mib']:>6.0f} {r['d95']:>6.1f} "
                   f"{r['d5']:>6.1f} {r['influence_s']:>7.2f} {r['optimization_s']:>6.2f} "
                   f"{r['iterations']:>4} {r['forward_s']:>6.2f} {r['total_s']:>7.2f} "

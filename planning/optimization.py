@@ -150,6 +150,37 @@ class RbeGroup:
 
 
 @dataclass(frozen=True)
+class RowCorrection:
+    """Per-row offsets added to the matrices' products.
+
+    Attributes
+    ----------
+    dose : (n_rows,) float array
+        Physical dose per fraction, Gy.
+    sums : tuple of (n_rows,) float arrays
+        Each model sum, in ``model_sums`` order.
+    """
+
+    dose: Any
+    sums: tuple[Any, ...] = ()
+
+    def check(self, n_rows: int, n_sums: int) -> None:
+        if len(self.sums) != n_sums or any(tuple(a.shape) != (n_rows,)
+                                           for a in (self.dose, *self.sums)):
+            raise PlanningError(f"the dose correction must give the dose and each of the "
+                                f"{n_sums} model sums for each of the {n_rows} rows")
+
+    def apply(self, dose: Any, sums: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+        return dose + self.dose, tuple(s + o for s, o in zip(sums, self.sums, strict=True))
+
+    def extended(self, n_rows: int, xp: Any) -> RowCorrection:
+        """This correction followed by ``n_rows`` rows without one."""
+        zeros = xp.zeros(n_rows)
+        return RowCorrection(xp.concatenate([self.dose, zeros]),
+                             tuple(xp.concatenate([o, zeros]) for o in self.sums))
+
+
+@dataclass(frozen=True)
 class OptimizationProblem:
     """The rows of the influence matrices the objectives need, and the RBE model.
 
@@ -170,6 +201,10 @@ class OptimizationProblem:
         should cover every row; rows in none get 0); ``model`` is then only descriptive.
     device : {"cpu", "gpu"}
         Where the matrices are (and the objective is evaluated).
+    correction : RowCorrection or None
+        Per-row offsets of the products (what the matrices leave out, for the
+        current weights: :mod:`planning.engine.dose_correction`); held constant while the
+        optimizer runs. None: the products as they are.
     """
 
     dose: Any
@@ -179,6 +214,11 @@ class OptimizationProblem:
     n_fractions: int
     groups: tuple[RbeGroup, ...] = ()
     device: str = "cpu"
+    correction: RowCorrection | None = None
+
+    def __post_init__(self) -> None:
+        if self.correction is not None:
+            self.correction.check(self.dose.shape[0], len(self.model_sums))
 
     @cached_property
     def xp(self) -> Any:
@@ -209,10 +249,21 @@ class OptimizationProblem:
     def to_device(self, weights: FloatArray) -> Any:
         return self.xp.asarray(np.asarray(weights, dtype=np.float64))
 
+    def products(self, weights: Any) -> tuple[Any, tuple[Any, ...]]:
+        """Physical dose and model sums per fraction in the problem's rows for ``weights``
+        (device namespace): the matrices' products plus the offsets."""
+        return self.offset(self.dose @ weights, tuple(b @ weights for b in self.model_sums))
+
+    def offset(self, dose: Any, sums: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+        """``dose`` and ``sums`` (products of the matrices) with the correction added."""
+        if self.correction is None:
+            return dose, sums
+        return self.correction.apply(dose, sums)
+
     def rbe_dose(self, weights: Any) -> Any:
         """RBE-weighted dose per fraction in the problem's rows (device namespace)."""
         w = self.to_device(weights) if isinstance(weights, np.ndarray) else weights
-        return self.rbe_dose_of(self.dose @ w, tuple(b @ w for b in self.model_sums))
+        return self.rbe_dose_of(*self.products(w))
 
     def rbe_dose_of(self, d: Any, sums: tuple[Any, ...]) -> Any:
         """RBE-weighted dose per fraction in the problem's rows from the products of the
@@ -276,15 +327,11 @@ def objective_and_weight_gradient(
         ``A^T (g dRBE/dD) + sum_k B_k^T (g dRBE/dS_k)``, in the problem's namespace.
     """
     xp = problem.xp
-    d_phys = problem.dose @ weights
-    sums = tuple(b @ weights for b in problem.model_sums)
+    d_phys, sums = problem.products(weights)
     if not problem.groups:
         gm = problem.model.rbe_weighted_dose_gradient(d_phys, sums)
         value, g = objective_value_and_gradient(objectives, problem, gm.dose_gy_rbe)
-        grad = problem.dose.T @ (g * gm.d_dose)
-        for b, d_s in zip(problem.model_sums, gm.d_sums, strict=True):
-            grad = grad + b.T @ (g * d_s)
-        return value, grad
+        return value, _weight_gradient(problem, g, gm.d_dose, gm.d_sums)
     # Per group: its rows' RBE-weighted dose and derivatives, scattered into full-length
     # per-row factors of the dose and of each model sum (zero outside the group's rows).
     rbe_dose = xp.zeros_like(d_phys)
@@ -298,10 +345,17 @@ def objective_and_weight_gradient(
         for k, d_s in zip(grp.sum_indices, gm.d_sums, strict=True):
             d_sums[k][rows] = d_s
     value, g = objective_value_and_gradient(objectives, problem, rbe_dose)
+    return value, _weight_gradient(problem, g, d_dose, tuple(d_sums))
+
+
+def _weight_gradient(problem: OptimizationProblem, g: Any, d_dose: Any,
+                     d_sums: Sequence[Any]) -> Any:
+    """``A^T (g dRBE/dD) + sum_k B_k^T (g dRBE/dS_k)`` (the correction, constant, adds
+    nothing)."""
     grad = problem.dose.T @ (g * d_dose)
-    for b, d_s_full in zip(problem.model_sums, d_sums, strict=True):
-        grad = grad + b.T @ (g * d_s_full)
-    return value, grad
+    for b, d_s in zip(problem.model_sums, d_sums, strict=True):
+        grad = grad + b.T @ (g * d_s)
+    return grad
 
 
 def _penalty(xp: Any, obj: Objective, d: Any, p: float) -> tuple[float, Any]:
@@ -410,7 +464,8 @@ def initial_weights(problem: OptimizationProblem, target: str, dose_per_fraction
     rows = problem.device_rows_of(target)
     xp = problem.xp
     ones = np.ones(problem.dose.shape[1])
-    # The products are linear in the weights: made once for the uniform weights, then scaled.
+    # The products are linear in the weights: made once for the uniform weights, then scaled
+    # (the offsets, held constant, are added to the scaled products).
     ones_device = problem.to_device(ones)
     d_ones = problem.dose @ ones_device
     sums_ones = tuple(b @ ones_device for b in problem.model_sums)
@@ -418,7 +473,8 @@ def initial_weights(problem: OptimizationProblem, target: str, dose_per_fraction
         raise PlanningError(f"the spots deliver no dose to the target {target!r}")
 
     def mean_target(scale: float) -> float:
-        rbe = problem.rbe_dose_of(scale * d_ones, tuple(scale * s for s in sums_ones))
+        rbe = problem.rbe_dose_of(*problem.offset(scale * d_ones,
+                                                  tuple(scale * s for s in sums_ones)))
         return float(xp.mean(rbe[rows]))
 
     lo, hi = 0.0, 1.0

@@ -43,6 +43,11 @@ from planning.dose_grid import DoseGrid
 from planning.dose_interpolation import VoxelLabels
 from planning.dose_specification import beam_doses_at, dose_specification_voxel
 from planning.engine import PlanningEngine
+from planning.engine.dose_correction import (
+    CorrectionChange,
+    correction_change,
+    with_dose_correction,
+)
 from planning.engine.dose_engine import DoseEngineSettings, place_spots
 from planning.engine.forward_dose import forward_cubes
 from planning.engine.memory import check_host_memory, engine_bytes
@@ -70,6 +75,7 @@ from planning.optimization import (
     Objective,
     OptimizerSettings,
     RbeGroup,
+    initial_weights,
     optimize_weights,
 )
 from planning.optimization_grid import (
@@ -154,6 +160,9 @@ class PlanRequest:
         Where :func:`write_plan_outputs` writes; None writes nothing.
     cutoff_fraction : float
         :attr:`planning.engine.dose_engine.DoseEngineSettings.lateral_cutoff_fraction`.
+    matrix_cutoff_fraction : float
+        :attr:`planning.engine.dose_engine.DoseEngineSettings.matrix_cutoff_fraction` (the
+        optimizer's matrices; the rest of the dose is its correction).
     hlut_path : str or None
         HU to relative stopping power CSV (``hu,rsp``); None uses the generic default curve.
     label : str
@@ -185,6 +194,7 @@ class PlanRequest:
     device: str = "auto"
     output_dir: str | None = None
     cutoff_fraction: float = 0.99
+    matrix_cutoff_fraction: float = 0.9
     label: str = "IonPlan"
     hlut_path: str | None = None
     exchange: bool = False
@@ -418,6 +428,7 @@ class PreparedPlan:
         for i, (part, sided) in enumerate(parts):
             dose, part_sums, part_nnz = self.opt_engine.optimization_matrices(
                 part, model_tables=self.tables,
+                cutoff_fraction=self.settings.optimizer_cutoff_fraction,
                 progress=stage_progress(progress, float(progress_at[i]),
                                         float(progress_at[i + 1])), cancel=cancel)
             active = sided and host
@@ -429,6 +440,12 @@ class PreparedPlan:
         rows = np.concatenate([part for part, _ in parts])
         self.rows, self.matrices, self.matrix_nnz = rows, (dose_m, sums_m), nnz
         return True
+
+    @property
+    def corrects_dose(self) -> bool:
+        """Whether the optimizer's matrices keep less of each pencil beam than the plan's dose
+        (the rest is its dose correction, :mod:`planning.engine.dose_correction`)."""
+        return self.settings.optimizer_cutoff_fraction < self.settings.lateral_cutoff_fraction
 
     def release(self) -> None:
         """Drop the optimizer's matrices (they come back on the next optimization)."""
@@ -480,7 +497,8 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
                        patient_position=ct.patient_position or "HFS")
                   for g, c in zip(request.gantry_deg, couch, strict=True))
     settings = DoseEngineSettings(device=request.device,
-                                  lateral_cutoff_fraction=request.cutoff_fraction)
+                                  lateral_cutoff_fraction=request.cutoff_fraction,
+                                  matrix_cutoff_fraction=request.matrix_cutoff_fraction)
     dose_grid = DoseGrid.covering(ct_grid, request.dose_grid_mm)
     _check_grid_memory(patient, ct_grid, dose_grid, len(beams), model, target_mask)
     report(progress, 0.05, "placing spots")
@@ -670,6 +688,12 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     problem = optimization_problem(dose_m, sums_m, prepared.rows, rows_by_name, model,
                                    prescription.n_fractions, prepared.opt_groups,
                                    device=prepared.opt_engine.device)
+    correcting = prepared.corrects_dose
+    if correcting:  # the halo the matrices leave out, for uniform starting weights
+        problem = with_dose_correction(
+            problem, prepared.opt_engine,
+            initial_weights(problem, prepared.target, prescription.dose_per_fraction_gy_rbe),
+            prepared.tables, prepared.rows, cancel=cancel)
     ring_scale = surrounding_tissue_ratio(problem, prepared.target,
                                           prescription.dose_per_fraction_gy_rbe)
     if ring_scale > 1.0:  # same structures, so the same rows
@@ -685,6 +709,14 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                               progress=stage_progress(progress, 0.3, 0.75), cancel=cancel)
     timings["optimization"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    correction: CorrectionChange | None = None
+    if correcting:  # again for the weights found; the last pass runs with it
+        first = problem
+        problem = with_dose_correction(problem, prepared.opt_engine, result.weights,
+                                       prepared.tables, prepared.rows, cancel=cancel)
+        correction = correction_change(first, problem, result.weights, prepared.target,
+                                       prescription.dose_per_fraction_gy_rbe)
+        del first
     dose_grid = prepared.dose_grid
     target_mask = patient.structure_set.get(prepared.target).mask.to_dense()
     target_rows = structure_rows(target_mask, grid_of(patient.ct), dose_grid)
@@ -700,7 +732,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         target_rows=check_rows,
         sampled_rows=rows_on_check_grid(prepared.rows, prepared.opt_engine.dose_grid, check),
         cold_rows=rows_on_check_grid(target_rows, dose_grid, check),
-        prescription_per_fraction=prescription.dose_per_fraction_gy_rbe,
+        prescription_per_fraction=prescription.dose_per_fraction_gy_rbe, again=correcting,
         progress=stage_progress(progress, 0.77, 0.85), cancel=cancel)
     iterations = result.iterations
     if refinement.result is not None:
@@ -784,6 +816,11 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                        "window": list(TARGET_WINDOW),
                        "iterations": 0 if refinement.result is None
                        else refinement.result.iterations},
+        "lateral_cutoff_fraction": prepared.settings.lateral_cutoff_fraction,
+        "dose_correction": None if correction is None else {
+            "matrix_cutoff_fraction": prepared.settings.optimizer_cutoff_fraction,
+            "target_dose_share": correction.target_share,
+            "largest_change_pct": correction.largest_pct},
         "objective_value": result.objective,
         "optimizer_message": result.message,
         "structures": sections.structures,

@@ -112,6 +112,11 @@ def test_objectives_and_optimizer_result(planned):
     assert re.search(rf"Target points added \(refinement\)\s+{added} \(points of a {spacing:g} "
                      r"mm check grid above 105 % and dose-grid voxels below 95 %", flat), \
         report["refinement"]
+    correction = report["dose_correction"]
+    assert flat.count("Pencil-beam halo in the optimizer") == 1, correction
+    assert re.search(r"Pencil-beam halo in the optimizer\s+matrices to 90 % of each spot's "
+                     r"dose, the rest to 99 % as a correction \("
+                     + f"{100 * correction['target_dose_share']:.1f}", flat), correction
 
 
 def test_both_models_metrics_dvh_views_warnings_and_approval(planned):

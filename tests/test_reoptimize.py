@@ -223,17 +223,21 @@ def test_one_sided_rows_in_their_own_matrix_give_the_same_objective_and_gradient
 
 def test_cancel_reaches_the_refinement_s_engine() -> None:
     """A cancel from the end of the optimization stops the plan before the refinement's
-    engine on the check grid is made (its set-up and forward pass take the token)."""
+    engine on the check grid is made (its set-up and forward pass take the token); with the
+    optimizer's dose correction, its forward pass over the optimizer's points comes first and
+    takes the token too."""
     from planning.planner import optimize_prepared, prepare_plan
     from planning.progress import CancelToken, OperationCancelled
 
-    prepared = prepare_plan(_request())
-    token = CancelToken()
+    for matrix_cutoff, message in ((0.99, "the dose engine set-up was cancelled"),
+                                   (0.9, "dose calculation was cancelled")):
+        prepared = prepare_plan(_request(matrix_cutoff_fraction=matrix_cutoff))
+        token = CancelToken()
 
-    def progress(fraction: float, stage: str) -> None:
-        if fraction >= 0.75:
-            token.cancel()
+        def progress(fraction: float, stage: str, token: CancelToken = token) -> None:
+            if fraction >= 0.75:
+                token.cancel()
 
-    with pytest.raises(OperationCancelled, match="the dose engine set-up was cancelled"):
-        optimize_prepared(prepared, progress=progress, cancel=token)
-    assert prepared.engine is None
+        with pytest.raises(OperationCancelled, match=message):
+            optimize_prepared(prepared, progress=progress, cancel=token)
+        assert prepared.engine is None

@@ -135,6 +135,15 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
             which = f"dose-grid voxels outside {low:g}-{high:g} %"
         rows.append(("Target points added (refinement)",
                      f"{added} ({which}; {refinement['iterations']} iterations after them)"))
+    correction = report.get("dose_correction")
+    if correction:
+        rows.append(("Pencil-beam halo in the optimizer",
+                     f"matrices to {100 * correction['matrix_cutoff_fraction']:g} % of each "
+                     f"spot's dose, the rest to "
+                     f"{100 * report.get('lateral_cutoff_fraction', 0.99):g} % as a "
+                     f"correction ({100 * correction['target_dose_share']:.1f} % of the "
+                     f"target's dose; last update moved the dose by at most "
+                     f"{correction['largest_change_pct']:.2f} % of the prescription)"))
     if delivery:
         rows.append(("Spots removed below the minimum",
                      f"{delivery['spots_removed']} of {delivery['spots_planned']} "

@@ -94,6 +94,11 @@ class DoseEngineSettings:
         low-dose bath; in a broad field the truncated tails add up to about 1 % of the local
         dose, which the optimizer absorbs into the weights; for final dose reporting recompute
         with 0.999.
+    matrix_cutoff_fraction : float
+        The same fraction for the optimizer's matrices (:meth:`planning.engine.
+        PlanningEngine.optimization_matrices` as the planner calls it): the halo beyond it,
+        up to ``lateral_cutoff_fraction``, enters the optimizer as a per-point correction
+        (:mod:`planning.engine.dose_correction`). Used as the smaller of the two.
     device : {"auto", "cpu", "gpu"}
         Compute device; "auto" uses a CUDA GPU through CuPy when there is one.
     wepl_step_mm : float or None
@@ -116,6 +121,7 @@ class DoseEngineSettings:
     """
 
     lateral_cutoff_fraction: float = 0.99
+    matrix_cutoff_fraction: float = 0.9
     device: str = "auto"
     wepl_step_mm: float | None = None
     n_threads: int | None = None
@@ -124,10 +130,18 @@ class DoseEngineSettings:
     min_rsp_for_dose: float = 0.05
     store_let_dose: bool = True
 
+    @property
+    def optimizer_cutoff_fraction(self) -> float:
+        """The cut-off fraction of the optimizer's matrices (at most the plan's)."""
+        return min(self.matrix_cutoff_fraction, self.lateral_cutoff_fraction)
+
     def __post_init__(self) -> None:
         if not 0.5 <= self.lateral_cutoff_fraction < 1.0:
             raise PlanningError(f"lateral_cutoff_fraction must lie in [0.5, 1), got "
                                 f"{self.lateral_cutoff_fraction}")
+        if not 0.5 <= self.matrix_cutoff_fraction < 1.0:
+            raise PlanningError(f"matrix_cutoff_fraction must lie in [0.5, 1), got "
+                                f"{self.matrix_cutoff_fraction}")
         if self.device not in backend.DEVICES:
             raise PlanningError(f"device must be one of {', '.join(backend.DEVICES)}, "
                                 f"got {self.device!r}")

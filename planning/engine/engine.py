@@ -51,6 +51,7 @@ from planning.engine.setup import (
     calculation_mask,
     check_energies,
     spot_table,
+    with_radii_of,
 )
 from planning.errors import PlanningError
 from planning.machine import Machine
@@ -159,8 +160,11 @@ class PlanningEngine:
                 progress=stage_progress(progress, b / len(beams), (b + 1) / len(beams)),
                 cancel=cancel))
         self._voxels: tuple[BeamVoxels, ...] = tuple(voxels)
-        self._layers: dict[int, tuple[DepthTables | None, tuple[BeamLayers, ...]]] = {}
-        self._packed: dict[int, tuple[PackedLayers, ...]] = {}
+        # Keyed by (id of the depth tables, cut-off fraction); the tables are kept beside
+        # their set-ups so that their id stays theirs.
+        self._layers: dict[tuple[int, float],
+                           tuple[DepthTables | None, tuple[BeamLayers, ...]]] = {}
+        self._packed: dict[tuple[int, float], tuple[PackedLayers, ...]] = {}
 
     @property
     def n_spots(self) -> int:
@@ -182,26 +186,37 @@ class PlanningEngine:
 
     # ------------------------------------------------------------------ set-up per model
 
-    def _beam_layers(self, tables: DepthTables | None) -> tuple[BeamLayers, ...]:
-        """Layer set-ups for one set of depth tables (computed once, kept)."""
+    def _beam_layers(self, tables: DepthTables | None, cutoff_fraction: float | None = None
+                     ) -> tuple[BeamLayers, ...]:
+        """Layer set-ups for one set of depth tables (computed once, kept), with the cut-off
+        radii of ``cutoff_fraction`` (the settings' by default; another fraction's set-ups
+        share the depth tables of the settings' and differ only in their radii)."""
         if tables is not None and any(np.shape(v) != self.machine.depth_mm.shape
                                       for v in tables.values):
             raise PlanningError(f"the RBE depth tables ({tables.model_description}) do not "
                                 f"match machine '{self.machine.name}': make them from this "
                                 "machine")
-        key = id(tables)
+        own = self.settings.lateral_cutoff_fraction
+        fraction = own if cutoff_fraction is None else float(cutoff_fraction)
+        key = (id(tables), fraction)
         if key not in self._layers:
-            self._layers[key] = (tables, tuple(
+            made = tuple(
                 beam_layers(self.xp, self.machine, beam, sm, int(self._first_spot[b]), tables,
-                            self.settings.lateral_cutoff_fraction)
-                for b, (beam, sm) in enumerate(zip(self.beams, self.spot_maps, strict=True))))
+                            fraction)
+                for b, (beam, sm) in enumerate(zip(self.beams, self.spot_maps, strict=True)))
+            if fraction != own:
+                made = tuple(with_radii_of(base, other) for base, other in zip(
+                    self._beam_layers(tables), made, strict=True))
+            self._layers[key] = (tables, made)
         return self._layers[key][1]
 
-    def _packed_layers(self, tables: DepthTables | None) -> tuple[PackedLayers, ...]:
-        key = id(tables)
+    def _packed_layers(self, tables: DepthTables | None, cutoff_fraction: float | None = None
+                       ) -> tuple[PackedLayers, ...]:
+        own = self.settings.lateral_cutoff_fraction
+        key = (id(tables), own if cutoff_fraction is None else float(cutoff_fraction))
         if key not in self._packed:
             self._packed[key] = tuple(pack_layers(bl.layers, self.xp)
-                                      for bl in self._beam_layers(tables))
+                                      for bl in self._beam_layers(tables, cutoff_fraction))
         return self._packed[key]
 
     def _voxels_of(self, rows: NDArray[np.int64] | None, compact: bool) -> list[BeamVoxels]:
@@ -270,20 +285,32 @@ class PlanningEngine:
             model_description="" if model_tables is None else model_tables.model_description)
 
     def optimization_matrices(self, rows: ArrayLike, *, model_tables: DepthTables | None = None,
+                              cutoff_fraction: float | None = None,
                               progress: ProgressCallback | None = None,
                               cancel: CancelToken | None = None
                               ) -> tuple[SpotMatrix, tuple[SpotMatrix, ...], int]:
         """Dose and model-sum matrices of ``rows`` (sorted, unique flat dose-grid indices) for
         the optimizer: row ``i`` is ``rows[i]``, transpose precomputed, on the engine's
         device (float32 on the host, float64 on a GPU; products in float64 either way, see
-        :mod:`kernels.sparse_device`). Also returns the number of entries."""
+        :mod:`kernels.sparse_device`). Also returns the number of entries.
+
+        ``cutoff_fraction`` (at most the settings' ``lateral_cutoff_fraction``, which is the
+        default) keeps less of each pencil beam's dose in the matrices: the optimizer then
+        adds the rest as a per-point correction (:mod:`planning.engine.dose_correction`).
+        """
+        if cutoff_fraction is not None and not (
+                0.5 <= cutoff_fraction <= self.settings.lateral_cutoff_fraction):
+            raise PlanningError(f"the matrices' cut-off fraction must lie in [0.5, "
+                                f"{self.settings.lateral_cutoff_fraction:g}], got "
+                                f"{cutoff_fraction}")
         rows_np = np.asarray(rows, dtype=np.int64)
         if rows_np.size == 0 or np.any(np.diff(rows_np) <= 0):
             raise PlanningError("optimization rows must be non-empty, sorted and unique")
         voxels = self._voxels_of(rows_np, compact=True)
         n_model = 0 if model_tables is None else len(model_tables.values)
         if self.device == "gpu":
-            csr = gpu_influence.build_csr(self.xp, voxels, self._packed_layers(model_tables),
+            csr = gpu_influence.build_csr(self.xp, voxels,
+                                          self._packed_layers(model_tables, cutoff_fraction),
                                           rows_np.size, self.n_spots, store_let=False)
             shape = (rows_np.size, self.n_spots)
             dose = device_spot_matrix(csr.dose, csr.indices, csr.indptr, shape)
@@ -291,7 +318,7 @@ class PlanningEngine:
                          for k in range(n_model))
             report(progress, 1.0, "done")
             return dose, sums, csr.nnz
-        layers = self._beam_layers(model_tables)
+        layers = self._beam_layers(model_tables, cutoff_fraction)
         work = [BeamWork(b, v, bl) for b, (v, bl) in enumerate(zip(voxels, layers, strict=True))]
         dose_m, _, model_m = cpu_influence.build_matrices(
             self.xp, work, rows_np.size, self.n_spots, self.settings, store_let=False,

@@ -117,8 +117,11 @@ def with_target_rows(problem: OptimizationProblem, dose: Any, model_sums: Sequen
     structure_rows = tuple((name, np.concatenate([rows, added]) if name == target else rows)
                            for name, rows in problem.structure_rows)
     shifted = tuple(RbeGroup(g.model, n0 + g.rows, g.sum_indices) for g in groups)
+    # The new rows' matrices hold all of their dose: no correction there.
+    correction = (None if problem.correction is None
+                  else problem.correction.extended(dose.shape[0], problem.xp))
     return dataclasses.replace(
-        problem, dose=RowStack((problem.dose, dose)),
+        problem, correction=correction, dose=RowStack((problem.dose, dose)),
         model_sums=tuple(RowStack((a, b)) for a, b in zip(problem.model_sums, model_sums,
                                                           strict=True)),
         structure_rows=structure_rows,
@@ -131,7 +134,7 @@ def refine_target(problem: OptimizationProblem, objectives: Sequence[Objective],
                   voxel_groups: Sequence[RbeGroup], target: str,
                   target_rows: NDArray[np.int64], sampled_rows: NDArray[np.int64],
                   prescription_per_fraction: float,
-                  cold_rows: NDArray[np.int64] | None = None,
+                  cold_rows: NDArray[np.int64] | None = None, again: bool = False,
                   progress: ProgressCallback | None = None,
                   cancel: CancelToken | None = None) -> Refinement:
     """One pass of the module docstring's refinement.
@@ -157,9 +160,19 @@ def refine_target(problem: OptimizationProblem, objectives: Sequence[Objective],
         The points checked for dose below the window as well (the dose grid's voxels among
         ``target_rows``, see the module docstring); None: all of ``target_rows``. Every point
         is checked for dose above it.
+    again : bool
+        Continue the optimization even where no point is added (``problem`` changed since
+        ``result``: a new dose correction, :mod:`planning.engine.dose_correction`).
     """
+    shorter = dataclasses.replace(settings, max_iterations=max(settings.max_iterations // 3, 1))
+
+    def continued(extended: OptimizationProblem) -> OptimizationResult:
+        return optimize_weights(extended, objectives, prescription_per_fraction, target,
+                                shorter, start=result.weights, progress=progress,
+                                cancel=cancel)
+
     if target_rows.size == 0:
-        return Refinement(target_rows, None)
+        return Refinement(target_rows, continued(problem) if again else None)
     dose = target_rbe_dose(engine, result.weights, model, tables, voxel_groups, target_rows,
                            cancel=cancel)
     hot = outside_window(dose, target_rows, prescription_per_fraction,
@@ -170,11 +183,7 @@ def refine_target(problem: OptimizationProblem, objectives: Sequence[Objective],
         cold = np.intersect1d(cold, cold_rows)
     rows = np.setdiff1d(np.union1d(hot, cold), sampled_rows)
     if rows.size == 0:
-        return Refinement(rows, None)
+        return Refinement(rows, continued(problem) if again else None)
     dose_m, sums_m, _ = engine.optimization_matrices(rows, model_tables=tables, cancel=cancel)
-    extended = with_target_rows(problem, dose_m, sums_m, target,
-                                groups_on_rows(voxel_groups, rows))
-    shorter = dataclasses.replace(settings, max_iterations=max(settings.max_iterations // 3, 1))
-    again = optimize_weights(extended, objectives, prescription_per_fraction, target, shorter,
-                             start=result.weights, progress=progress, cancel=cancel)
-    return Refinement(rows, again)
+    return Refinement(rows, continued(with_target_rows(problem, dose_m, sums_m, target,
+                                                       groups_on_rows(voxel_groups, rows))))

@@ -9,6 +9,7 @@ tables. Both run on the engine's device (NumPy or CuPy arrays).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -150,3 +151,14 @@ def beam_layers(xp: Any, machine: Machine, beam: Beam, spot_map: SpotMap, first_
     setups.sort(key=lambda t: t[0])
     return BeamLayers(tuple(t[1] for t in setups), tuple(t[0] for t in setups),
                       tuple(t[2] for t in setups))
+
+
+def with_radii_of(base: BeamLayers, other: BeamLayers) -> BeamLayers:
+    """``base``'s layer set-ups with the cut-off radii of ``other`` (the same beam's set-ups for
+    another cut-off fraction; everything else of a set-up is independent of the fraction), so
+    that the two share their depth tables."""
+    if base.first_column != other.first_column:
+        raise PlanningError("layer set-ups of different beams or spots")
+    return dataclasses.replace(base, layers=tuple(
+        dataclasses.replace(b, radius_mm=o.radius_mm)
+        for b, o in zip(base.layers, other.layers, strict=True)))
