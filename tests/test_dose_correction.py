@@ -36,6 +36,18 @@ def _engine(case):  # type: ignore[no-untyped-def]  # noqa: F811
     return PlanningEngine(machine, rsp, grid, grid, beams, maps, SETTINGS)
 
 
+def _core(case, seed: int, n_rows: int):  # type: ignore[no-untyped-def]  # noqa: F811
+    """The engine, its tables, a generator, ``n_rows`` random rows and their matrices at the
+    0.9 cut-off."""
+    tables = case[5]
+    engine = _engine(case)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(engine.rows, n_rows, replace=False))
+    dose, sums, _ = engine.optimization_matrices(rows, model_tables=tables,
+                                                 cutoff_fraction=0.9)
+    return engine, tables, rng, rows, dose, sums
+
+
 def _problem(dose, sums, rows):  # type: ignore[no-untyped-def]
     return OptimizationProblem(dose, tuple(sums), (("T", np.arange(rows.size)),),
                                LemModel(), 1)
@@ -71,12 +83,7 @@ def test_settings_refuse_a_bad_matrix_fraction() -> None:
 def test_corrected_products_equal_the_forward_pass(case) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     """For the weights it was made from, in the problem's own (unsorted) row order; for other
     weights the products move with the matrices only."""
-    tables = case[5]
-    engine = _engine(case)
-    rng = np.random.default_rng(8)
-    rows = np.sort(rng.choice(engine.rows, 1500, replace=False))
-    dose, sums, _ = engine.optimization_matrices(rows, model_tables=tables,
-                                                 cutoff_fraction=0.9)
+    engine, tables, rng, rows, dose, sums = _core(case, seed=8, n_rows=1500)
     shuffle = rng.permutation(rows.size)  # the problem's rows in another order
     problem = _problem(_rows(dose, shuffle), [_rows(s, shuffle) for s in sums], rows)
     w = rng.uniform(0.5, 1.5, engine.n_spots)
@@ -123,12 +130,7 @@ def test_same_cutoff_gives_no_correction(case) -> None:  # type: ignore[no-untyp
 
 def test_gradient_with_a_correction_is_the_derivative(case) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     """The offsets are constant: the analytic gradient still matches finite differences."""
-    tables = case[5]
-    engine = _engine(case)
-    rng = np.random.default_rng(11)
-    rows = np.sort(rng.choice(engine.rows, 600, replace=False))
-    dose, sums, _ = engine.optimization_matrices(rows, model_tables=tables,
-                                                 cutoff_fraction=0.9)
+    engine, tables, rng, rows, dose, sums = _core(case, seed=11, n_rows=600)
     w = rng.uniform(0.5, 1.5, engine.n_spots)
     problem = with_dose_correction(_problem(dose, sums, rows), engine, w, tables, rows)
     d0 = float(np.mean(problem.rbe_dose(w)))
