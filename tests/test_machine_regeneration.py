@@ -43,16 +43,48 @@ def _close_to_row_max(actual: np.ndarray, desired: np.ndarray, rtol: float, what
                                 f"exceeds {rtol:g}")
 
 
+def _same_settings(actual: object, desired: object, where: str = "settings") -> None:
+    """Equal, floats to 1e-12 relative (derived settings such as the spectra's geometric bin
+    edges differ in their last bit between processors: seen between AVX2 and AVX-512)."""
+    if isinstance(desired, dict):
+        assert isinstance(actual, dict) and actual.keys() == desired.keys(), where
+        for key in desired:
+            _same_settings(actual[key], desired[key], f"{where}.{key}")
+    elif isinstance(desired, list | tuple):
+        assert isinstance(actual, list | tuple) and len(actual) == len(desired), where
+        for i, (a, d) in enumerate(zip(actual, desired, strict=True)):
+            _same_settings(a, d, f"{where}[{i}]")
+    elif isinstance(desired, float):
+        assert actual == pytest.approx(desired, rel=1e-12, abs=0.0), where
+    else:
+        assert actual == desired, where
+
+
 def test_provenance_and_settings(machine: Machine, fresh: Machine) -> None:
     assert machine.provenance["generator_version"] == GENERATOR_VERSION
-    assert fresh.provenance["settings"] == machine.provenance["settings"]
+    _same_settings(fresh.provenance["settings"], machine.provenance["settings"])
     assert fresh.sad_mm == machine.sad_mm
+
+
+def test_settings_comparison_sees_a_changed_setting(machine: Machine) -> None:
+    settings = machine.provenance["settings"]
+    changed = {**settings, "energy_spread_rel": settings["energy_spread_rel"] * (1 + 1e-9)}
+    with pytest.raises(AssertionError, match="energy_spread_rel"):
+        _same_settings(changed, settings)
 
 
 @pytest.mark.parametrize("name", BEAM_DATA)
 def test_beam_data_regenerate(machine: Machine, fresh: Machine, name: str) -> None:
-    np.testing.assert_allclose(getattr(fresh, name), getattr(machine, name), rtol=EXACT_RTOL,
-                               atol=1e-9, err_msg=name)
+    """To float32 precision of each value, or of its row's largest where a value is a
+    cancellation's near-zero (the halo's width at the entrance, ~1e-5 mm: there the last bits
+    of the arithmetic moved it by 2e-8 mm on an AVX-512 processor)."""
+    actual, desired = np.asarray(getattr(fresh, name)), np.asarray(getattr(machine, name))
+    assert actual.shape == desired.shape, name
+    scale = np.max(np.abs(desired), axis=-1, keepdims=True)
+    excess = np.abs(actual - desired) - EXACT_RTOL * (np.abs(desired) + scale)
+    worst = np.unravel_index(int(np.argmax(excess)), excess.shape)
+    assert excess[worst] <= 1e-9, (f"{name}: {actual[worst]!r} vs {desired[worst]!r} at "
+                                   f"{worst}")
 
 
 def test_spectra_regenerate(machine: Machine, fresh: Machine) -> None:
