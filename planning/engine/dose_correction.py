@@ -96,10 +96,10 @@ def correction_change(before: OptimizationProblem, after: OptimizationProblem,
     w = after.to_device(weights)
     d_core = after.dose @ w
     sums_core = tuple(b @ w for b in after.model_sums)
-    new = after.rbe_dose_of(*after.offset(d_core, sums_core))
+    d_new, sums_new = after.offset(d_core, sums_core)
+    new = after.rbe_dose_of(d_new, sums_new)
     old = before.rbe_dose_of(*before.offset(d_core, sums_core))
     rows = after.device_rows_of(target)
-    d_new, _ = after.offset(d_core, sums_core)
     share = (float(xp.sum(d_new[rows] - d_core[rows])) / max(float(xp.sum(d_new[rows])), 1e-30)
              if rows.shape[0] else 0.0)
     return CorrectionChange(

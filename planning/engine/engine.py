@@ -197,8 +197,8 @@ class PlanningEngine:
                                 f"match machine '{self.machine.name}': make them from this "
                                 "machine")
         own = self.settings.lateral_cutoff_fraction
-        fraction = own if cutoff_fraction is None else float(cutoff_fraction)
-        key = (id(tables), fraction)
+        key = self._layer_key(tables, cutoff_fraction)
+        fraction = key[1]
         if key not in self._layers:
             made = tuple(
                 beam_layers(self.xp, self.machine, beam, sm, int(self._first_spot[b]), tables,
@@ -210,10 +210,15 @@ class PlanningEngine:
             self._layers[key] = (tables, made)
         return self._layers[key][1]
 
+    def _layer_key(self, tables: DepthTables | None, cutoff_fraction: float | None
+                   ) -> tuple[int, float]:
+        """Cache key of layer set-ups: the tables' id and the cut-off (the settings' if None)."""
+        own = self.settings.lateral_cutoff_fraction
+        return id(tables), own if cutoff_fraction is None else float(cutoff_fraction)
+
     def _packed_layers(self, tables: DepthTables | None, cutoff_fraction: float | None = None
                        ) -> tuple[PackedLayers, ...]:
-        own = self.settings.lateral_cutoff_fraction
-        key = (id(tables), own if cutoff_fraction is None else float(cutoff_fraction))
+        key = self._layer_key(tables, cutoff_fraction)
         if key not in self._packed:
             self._packed[key] = tuple(pack_layers(bl.layers, self.xp)
                                       for bl in self._beam_layers(tables, cutoff_fraction))
