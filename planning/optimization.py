@@ -388,6 +388,7 @@ def optimize_weights(
     settings: OptimizerSettings | None = None,
     *,
     start: FloatArray | None = None,
+    reference: FloatArray | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> OptimizationResult:
@@ -395,7 +396,11 @@ def optimize_weights(
 
     The start is ``start`` (the weights of an earlier optimization, per fraction) or a uniform
     weight scaled so that the mean RBE-weighted dose of ``target`` equals the prescription per
-    fraction; either clipped to ``settings.max_spot_weight``.
+    fraction; either clipped to ``settings.max_spot_weight``. The objective is divided by its
+    value at ``reference`` (the start by default), so ``settings.tolerance``, L-BFGS-B's
+    change of the objective per iteration relative to max(1, its value), is relative to that:
+    a start near the optimum with the default reference would stop the optimizer only at a
+    far smaller change than a uniform start does.
     """
     settings = settings or OptimizerSettings()
     if not objectives:
@@ -411,8 +416,11 @@ def optimize_weights(
         raise PlanningError(f"start weights must be {n_spots} finite numbers >= 0")
     if top is not None:
         start = np.minimum(start, top)
-    scale = 1.0 / max(
-        objective_value_and_gradient(objectives, problem, problem.rbe_dose(start))[0], 1e-12)
+    if reference is not None and np.shape(reference) != (n_spots,):
+        raise PlanningError(f"reference weights must be {n_spots} numbers")
+    scale = 1.0 / max(objective_value_and_gradient(
+        objectives, problem, problem.rbe_dose(start if reference is None else reference))[0],
+        1e-12)
     state = {"iterations": 0}
     budget = settings.max_iterations + max(settings.max_iterations // 3, 1)
 
@@ -455,17 +463,21 @@ def optimize_weights(
                               seconds=time.perf_counter() - t0, message=str(result.message))
 
 
-def initial_weights(problem: OptimizationProblem, target: str, dose_per_fraction: float
-                     ) -> FloatArray:
-    """Uniform weights scaled (by bisection, the RBE-weighted dose being monotonic in a common
-    scale factor) so the target's mean RBE-weighted dose equals the prescription."""
+def initial_weights(problem: OptimizationProblem, target: str, dose_per_fraction: float,
+                    shape: FloatArray | None = None) -> FloatArray:
+    """``shape`` (uniform weights by default; e.g. an earlier plan's weights) scaled, by
+    bisection (the RBE-weighted dose being monotonic in a common scale factor), so that the
+    target's mean RBE-weighted dose equals the prescription per fraction."""
     if problem.rows_of(target).size == 0:
         raise PlanningError(f"target {target!r} has no voxels on the dose grid")
     rows = problem.device_rows_of(target)
     xp = problem.xp
-    ones = np.ones(problem.dose.shape[1])
-    # The products are linear in the weights: made once for the uniform weights, then scaled
-    # (the offsets, held constant, are added to the scaled products).
+    n_spots = problem.dose.shape[1]
+    ones = np.ones(n_spots) if shape is None else np.asarray(shape, dtype=np.float64)
+    if ones.shape != (n_spots,) or not np.all(np.isfinite(ones)) or np.any(ones < 0):
+        raise PlanningError(f"starting weights must be {n_spots} finite numbers >= 0")
+    # The products are linear in the weights: made once for the shape, then scaled (the
+    # offsets, held constant, are added to the scaled products).
     ones_device = problem.to_device(ones)
     d_ones = problem.dose @ ones_device
     sums_ones = tuple(b @ ones_device for b in problem.model_sums)

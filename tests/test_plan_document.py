@@ -112,6 +112,8 @@ def test_objectives_and_optimizer_result(planned):
     assert re.search(rf"Target points added \(refinement\)\s+{added} \(points of a {spacing:g} "
                      r"mm check grid above 105 % and dose-grid voxels below 95 %", flat), \
         report["refinement"]
+    assert report["optimizer_start"] == "uniform"
+    assert "Started from uniform spot weights scaled to the prescription" in flat
     correction = report["dose_correction"]
     assert flat.count("Pencil-beam halo in the optimizer") == 1, correction
     assert re.search(r"Pencil-beam halo in the optimizer\s+matrices to 90 % of each spot's "

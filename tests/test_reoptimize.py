@@ -52,10 +52,17 @@ def test_new_prescription_reuses_the_matrices(first) -> None:  # type: ignore[no
     # The optimizer meets the new prescription as it met the old one (mean within 2 %).
     assert _ptv_mean(again) == pytest.approx(4.5, rel=0.02)
     assert _ptv_mean(first) == pytest.approx(3.0, rel=0.02)
-    # And is the same as a fresh plan with that prescription (same spots, same problem).
+    # It continued from the first plan's weights, and is as good as a fresh plan with that
+    # prescription (same spots, same problem): the same objective value within 1 % or better
+    # (0.493 vs 0.524 when written), the same target dose within 2 % of the prescription
+    # (outside the target, where these objectives ask nothing, the two may differ).
+    assert first.report["optimizer_start"] == "uniform"
+    assert again.report["optimizer_start"] == "previous plan"
     fresh = make_plan(_request(total_dose_gy_rbe=4.5, config=config))
-    np.testing.assert_allclose(again.rbe_dose_gy_rbe, fresh.rbe_dose_gy_rbe, rtol=0,
-                               atol=1e-3 * 4.5)
+    assert again.report["objective_value"] <= 1.01 * fresh.report["objective_value"]
+    for key in ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d5_gy_rbe", "d2_gy_rbe"):
+        assert again.report["structures"]["PTV"][key] == pytest.approx(
+            fresh.report["structures"]["PTV"][key], abs=0.02 * 4.5), key
     assert seconds < fresh.report["timings_s"]["total"]
 
 

@@ -122,6 +122,11 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
     rows = [("Status", str(report["optimizer_message"])),
             ("Iterations", str(report.get("iterations", "-"))),
             ("Objective value", f"{report.get('objective_value', float('nan')):.6g}")]
+    start = report.get("optimizer_start")
+    if start:
+        rows.append(("Started from", "the previous plan's spot weights, scaled to the "
+                     "prescription" if start == "previous plan" else
+                     "uniform spot weights scaled to the prescription"))
     refinement = report.get("refinement")
     if refinement:
         low, high = (100 * v for v in refinement["window"])

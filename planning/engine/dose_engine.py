@@ -24,7 +24,6 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,13 +33,13 @@ from kernels import backend
 from kernels.influence import (
     DEFAULT_CHUNK_CANDIDATES,
 )
-from kernels.wepl import sample_wepl, wepl_cube
 from planning.beams import PRIMARIES_PER_WEIGHT_UNIT, Beam, SpotMap
 from planning.dose_grid import DoseGrid
+from planning.engine.wepl_cubes import WeplCubes
 from planning.errors import DeviceError, PlanningError
-from planning.geometry import BeamFrame, lps_to_bev
+from planning.geometry import lps_to_bev
 from planning.machine import MEV_PER_G_TO_GY, Machine
-from planning.progress import CancelToken, ProgressCallback, report
+from planning.progress import CancelToken, ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -287,23 +286,6 @@ def check_volume(rsp_volume: ArrayLike, ct_grid: DoseGrid) -> NDArray[np.float32
     return rsp
 
 
-def wepl_at_points(xp: Any, rsp_x: Any, ct_grid: DoseGrid, frame: BeamFrame, points: Any,
-                   step_mm: float | None, *, progress: ProgressCallback | None = None,
-                   cancel: CancelToken | None = None, stage: str = "water-equivalent depth"
-                   ) -> Any:
-    """WEPL of LPS ``points`` through the beam's cube; ``progress(fraction, stage)`` and the
-    cancel check run after each chunk of the cube (a fraction of a second each)."""
-
-    def on_chunk(fraction: float) -> None:
-        if cancel is not None:
-            cancel.raise_if_cancelled(stage)
-        report(progress, fraction, stage)
-
-    cube = wepl_cube(rsp_x, ct_grid.spacing_mm, ct_grid.origin_mm, frame.direction,
-                     frame.u_axis, frame.v_axis, depth_step_mm=step_mm, on_chunk=on_chunk)
-    return sample_wepl(cube, points)
-
-
 def compute_wepl(
     rsp_volume: ArrayLike,
     ct_grid: DoseGrid,
@@ -311,6 +293,7 @@ def compute_wepl(
     points: ArrayLike,
     *,
     settings: DoseEngineSettings | None = None,
+    cubes: WeplCubes | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> NDArray[np.float32]:
@@ -328,6 +311,9 @@ def compute_wepl(
         LPS points, mm.
     settings : DoseEngineSettings, optional
         Device and WEPL step.
+    cubes : WeplCubes, optional
+        The plan's WEPL cubes of ``rsp_volume`` (the beam's cube is made there, or taken from
+        there); a cube of its own otherwise.
     progress, cancel : optional
         Progress callback and cancel token, served while the beam's WEPL cube is built.
 
@@ -342,8 +328,9 @@ def compute_wepl(
     if pts.ndim != 2 or pts.shape[1] != 3:
         raise PlanningError(f"points must have shape (N, 3), got {pts.shape}")
     xp = backend.namespace_for(resolve_device(settings.device))
-    w = wepl_at_points(xp, xp.asarray(rsp), ct_grid, beam.frame, xp.asarray(pts),
-                       settings.wepl_step_mm, progress=progress, cancel=cancel)
+    if cubes is None or not cubes.serves(rsp_volume, ct_grid, settings.wepl_step_mm):
+        cubes = WeplCubes(rsp, ct_grid, settings.wepl_step_mm)
+    w = cubes.at_points(xp, beam.frame, xp.asarray(pts), progress=progress, cancel=cancel)
     return backend.to_numpy(w).astype(np.float32, copy=False)
 
 
@@ -362,6 +349,7 @@ def place_spots(
     energy_margin_mm: float = 3.0,
     layer_spacing_mm: float = 2.0,
     settings: DoseEngineSettings | None = None,
+    cubes: WeplCubes | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> SpotMap:
@@ -399,6 +387,8 @@ def place_spots(
         (0 to 30).
     settings : DoseEngineSettings, optional
         Device and WEPL step for the depth calculation.
+    cubes : WeplCubes, optional
+        The plan's WEPL cubes of ``rsp_volume`` (see :func:`compute_wepl`).
     progress, cancel : optional
         Progress callback and cancel token of the depth calculation (most of the time).
 
@@ -427,7 +417,7 @@ def place_spots(
     if flat.size == 0:
         raise PlanningError(f"{beam.label}: the target mask is empty")
     centres = ct_grid.voxel_centers_lps(flat)
-    wepl = compute_wepl(rsp_volume, ct_grid, beam, centres, settings=settings,
+    wepl = compute_wepl(rsp_volume, ct_grid, beam, centres, settings=settings, cubes=cubes,
                         progress=progress, cancel=cancel).astype(np.float64)
     bev = lps_to_bev(centres, beam.isocenter_mm, beam.frame)
     sad_u, sad_v = machine.sad_mm

@@ -53,6 +53,7 @@ from planning.engine.setup import (
     spot_table,
     with_radii_of,
 )
+from planning.engine.wepl_cubes import WeplCubes
 from planning.errors import PlanningError
 from planning.machine import Machine
 from planning.progress import CancelToken, ProgressCallback, report, stage_progress
@@ -105,6 +106,9 @@ class PlanningEngine:
     calc_mask : (nz, ny, nx) bool array on ``dose_grid``, optional
         The voxels the engine can compute (e.g. the body). By default those whose RSP is at
         least ``settings.min_rsp_for_dose``.
+    wepl_cubes : WeplCubes, optional
+        The plan's WEPL cubes of ``rsp_volume`` (the same array), shared with its other
+        engines; cubes of its own otherwise.
     progress, cancel : optional
         Progress callback and cancel token of the set-up (WEPL of every beam).
 
@@ -119,7 +123,8 @@ class PlanningEngine:
     def __init__(self, machine: Machine, rsp_volume: ArrayLike, ct_grid: DoseGrid,
                  dose_grid: DoseGrid, beams: Sequence[Beam], spot_maps: Sequence[SpotMap],
                  settings: DoseEngineSettings | None = None, *,
-                 calc_mask: ArrayLike | None = None, progress: ProgressCallback | None = None,
+                 calc_mask: ArrayLike | None = None, wepl_cubes: WeplCubes | None = None,
+                 progress: ProgressCallback | None = None,
                  cancel: CancelToken | None = None) -> None:
         settings = settings or DoseEngineSettings()
         if len(beams) == 0 or len(beams) != len(spot_maps):
@@ -150,13 +155,16 @@ class PlanningEngine:
                           f"the dose engine for {self.rows.size:,} dose-grid voxels and "
                           f"{len(beams)} beams", "use a coarser dose grid")
         self.spots = spot_table(spot_maps)
+        cubes = (wepl_cubes if wepl_cubes is not None
+                 and wepl_cubes.serves(rsp_volume, ct_grid, settings.wepl_step_mm)
+                 else WeplCubes(rsp, ct_grid, settings.wepl_step_mm))
         self._first_spot = np.cumsum([0] + [s.n_spots for s in spot_maps])
         voxels = []
         for b, (beam, sm) in enumerate(zip(beams, spot_maps, strict=True)):
             if cancel is not None:
                 cancel.raise_if_cancelled("water-equivalent depth")
             voxels.append(beam_geometry(
-                self.xp, machine, rsp_x, ct_grid, dose_grid, self.rows, beam, sm, settings,
+                self.xp, machine, cubes, dose_grid, self.rows, beam, sm,
                 progress=stage_progress(progress, b / len(beams), (b + 1) / len(beams)),
                 cancel=cancel))
         self._voxels: tuple[BeamVoxels, ...] = tuple(voxels)

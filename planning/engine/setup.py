@@ -29,7 +29,8 @@ from kernels.influence import (
 from kernels.wepl import sample_volume
 from planning.beams import Beam, SpotMap
 from planning.dose_grid import DoseGrid
-from planning.engine.dose_engine import DOSE_SCALE_GY, DoseEngineSettings, SpotTable, wepl_at_points
+from planning.engine.dose_engine import DOSE_SCALE_GY, SpotTable
+from planning.engine.wepl_cubes import WeplCubes
 from planning.errors import MachineError, PlanningError
 from planning.geometry import lps_to_bev
 from planning.machine import Machine, pencil_beam_data, per_depth_at_energy
@@ -94,16 +95,16 @@ def spot_table(spot_maps: Sequence[SpotMap]) -> SpotTable:
     )
 
 
-def beam_geometry(xp: Any, machine: Machine, rsp_x: Any, ct_grid: DoseGrid,
-                  dose_grid: DoseGrid, rows: NDArray[np.int64], beam: Beam, spot_map: SpotMap,
-                  settings: DoseEngineSettings, *, progress: ProgressCallback | None = None,
+def beam_geometry(xp: Any, machine: Machine, cubes: WeplCubes, dose_grid: DoseGrid,
+                  rows: NDArray[np.int64], beam: Beam, spot_map: SpotMap, *,
+                  progress: ProgressCallback | None = None,
                   cancel: CancelToken | None = None) -> BeamVoxels:
-    """WEPL and spot-lattice coordinates of the dose-grid voxels ``rows`` (flat indices);
-    ``progress`` and ``cancel`` are served while the WEPL cube is built."""
+    """WEPL (from the beam's cube in ``cubes``) and spot-lattice coordinates of the dose-grid
+    voxels ``rows`` (flat indices); ``progress`` and ``cancel`` are served while the WEPL
+    cube is built."""
     centres = dose_grid.voxel_centers_lps(rows)
     frame = beam.frame
-    wepl = wepl_at_points(xp, rsp_x, ct_grid, frame, xp.asarray(centres),
-                          settings.wepl_step_mm, progress=progress, cancel=cancel)
+    wepl = cubes.at_points(xp, frame, xp.asarray(centres), progress=progress, cancel=cancel)
     bev = xp.asarray(lps_to_bev(centres, beam.isocenter_mm, frame))
     return beam_voxels(xp.asarray(rows.astype(np.int64)), bev[:, 0], bev[:, 1], bev[:, 2], wepl,
                        lattice_spacing_mm=spot_map.spacing_mm,

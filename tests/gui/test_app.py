@@ -492,6 +492,7 @@ def test_reoptimize_reuses_the_kept_influence_and_refuses_a_changed_grid(gui, tm
     assert not second.report["influence_rebuilt"]
     assert second.report["influence_nnz"] == first.report["influence_nnz"]
     assert "re-optimized from Plan 1" in app.session.plans[1].summary
+    assert second.report["optimizer_start"] == "previous plan"  # Plan 1's weights, scaled
     ptv = second.report["structures"]["PTV"]
     # Clinical DVH of a 5 mm plan (edge partial volumes count): coverage within a few %.
     assert 0.92 * 60.8 < ptv["d95_gy_rbe"] <= ptv["d5_gy_rbe"] < 1.05 * 60.8
