@@ -415,7 +415,8 @@ def make_plan(
     RTDOSE_RBE_MAX.dcm, report.html and the robust entries of report.json.
 
     Each of ``reoptimize_configs`` (plan configuration files) then re-optimizes the plan from
-    its kept influence matrices (:func:`planning.planner.reoptimize`) and writes the same
+    its kept influence matrices, starting from the spot weights of the plan before it
+    (:func:`planning.planner.reoptimize`), and writes the same
     outputs into ``out_dir/reoptimized_<k>``; the first report lists them under
     ``"reoptimized"``. All configuration files are read before any work."""
     from planning.planner import PlanRequest, write_plan_outputs

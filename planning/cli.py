@@ -432,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="objectives file, TOML or JSON (see planning.plan_config)")
     p.add_argument("--reoptimize", action="append", metavar="PLAN_FILE",
                    help="then re-optimize from the kept influence with this objectives file "
-                        "into OUT/reoptimized_<k> (repeatable)")
+                        "into OUT/reoptimized_<k>, starting from the previous plan's spot "
+                        "weights (repeatable: each continues from the one before)")
     _add_dose_options(p, rbe_default="mkm", rbe_help="RBE model (default mkm)")
     p.add_argument("--robust", action="store_true",
                    help="also evaluate the plan's robustness (see 'ionplan robust')")

@@ -631,7 +631,8 @@ def reoptimize(prepared: PreparedPlan, *, total_dose_gy_rbe: float | None = None
                progress: ProgressCallback | None = None, cancel: CancelToken | None = None
                ) -> PlanResult:
     """Optimize a prepared plan again with a new prescription and/or objectives (a new plan
-    configuration), from its kept influence matrices.
+    configuration), from its kept influence matrices, starting from the spot weights of its
+    last optimization scaled to the prescription (see :func:`optimize_prepared`).
 
     Raises
     ------
@@ -665,7 +666,9 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                       ) -> PlanResult:
     """Optimize a prepared plan with its request's prescription and objectives, then the
     forward dose, the report and (if asked) the exchange view. ``keep_influence=False`` frees
-    the optimizer matrices before the forward dose."""
+    the optimizer matrices before the forward dose. The optimizer starts from the weights of
+    the plan's last optimization (``prepared.weights``, a re-optimization) scaled to the
+    prescription, else from uniform weights; the report's ``optimizer_start`` says which."""
     t_start = time.perf_counter()
     request, model, patient = prepared.request, prepared.model, prepared.patient
     if not (math.isfinite(request.total_dose_gy_rbe) and request.total_dose_gy_rbe > 0):

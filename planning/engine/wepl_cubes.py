@@ -26,7 +26,6 @@ from planning.dose_grid import DoseGrid
 from planning.geometry import BeamFrame
 from planning.progress import CancelToken, ProgressCallback, report
 
-
 #: Most bytes of cubes kept at once (the TG-119 phantom's two beams: 83 MiB).
 KEPT_BYTES = 256 * 2**20
 
