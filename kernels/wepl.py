@@ -141,6 +141,60 @@ def sample_volume(
     return xp.astype(xp.concat(out) if len(out) > 1 else out[0], xp.float32)
 
 
+@dataclass(frozen=True)
+class _CubeGrid:
+    """The beam-aligned grid of a WEPL cube (see :func:`wepl_cube`)."""
+
+    spacing: np.ndarray
+    origin: np.ndarray
+    axes: np.ndarray  # rows u, v, direction
+    reference: np.ndarray
+    h_lat: float
+    h_t: float
+    n_u: int
+    n_v: int
+    n_t: int
+    u0: float
+    v0: float
+    t0: float
+
+
+def _cube_grid(shape: tuple[int, int, int], spacing_mm: ArrayLike, origin_mm: ArrayLike,
+               direction: ArrayLike, u_axis: ArrayLike, v_axis: ArrayLike,
+               lateral_step_mm: float | None, depth_step_mm: float | None) -> _CubeGrid:
+    spacing = np.asarray(spacing_mm, dtype=np.float64)
+    origin = np.asarray(origin_mm, dtype=np.float64)
+    axes = np.array([u_axis, v_axis, direction], dtype=np.float64)
+    if not np.allclose(axes @ axes.T, np.eye(3), atol=1e-9):
+        raise ValueError("direction, u_axis and v_axis must be orthonormal")
+    if np.any(spacing <= 0):
+        raise ValueError(f"spacing_mm must be positive, got {tuple(spacing)}")
+    h_lat = float(lateral_step_mm or spacing.min())
+    h_t = float(depth_step_mm or 0.5 * spacing.min())
+    if h_lat <= 0 or h_t <= 0:
+        raise ValueError("WEPL grid steps must be positive")
+    reference = origin + 0.5 * (np.array(shape[::-1]) - 1) * spacing[::-1]
+    bmin, bmax = _volume_box_bev(shape, spacing, origin, axes, reference)
+    n_u = math.floor((bmax[0] - bmin[0]) / h_lat) + 2
+    n_v = math.floor((bmax[1] - bmin[1]) / h_lat) + 2
+    n_t = max(math.ceil((bmax[2] - bmin[2]) / h_t), 1)
+    return _CubeGrid(spacing, origin, axes, reference, h_lat, h_t, n_u, n_v, n_t,
+                     u0=float(0.5 * (bmin[0] + bmax[0]) - 0.5 * (n_u - 1) * h_lat),
+                     v0=float(0.5 * (bmin[1] + bmax[1]) - 0.5 * (n_v - 1) * h_lat),
+                     t0=float(bmin[2]))
+
+
+def wepl_cube_shape(volume_shape: tuple[int, int, int], spacing_mm: ArrayLike,
+                    origin_mm: ArrayLike, direction: ArrayLike, u_axis: ArrayLike,
+                    v_axis: ArrayLike, *, lateral_step_mm: float | None = None,
+                    depth_step_mm: float | None = None) -> tuple[int, int, int]:
+    """Shape ``(Nu, Nv, Nt + 1)`` of the :func:`wepl_cube` of a ``volume_shape`` (z, y, x)
+    volume (same parameters), without making it: what the cube will cost, 4 bytes a value."""
+    g = _cube_grid(tuple(int(n) for n in volume_shape), spacing_mm,  # type: ignore[arg-type]
+                   origin_mm, direction, u_axis, v_axis, lateral_step_mm, depth_step_mm)
+    return g.n_u, g.n_v, g.n_t + 1
+
+
 def _volume_box_bev(
     shape: tuple[int, int, int], spacing: np.ndarray, origin: np.ndarray, axes: np.ndarray,
     reference: np.ndarray,
@@ -203,26 +257,12 @@ def wepl_cube(
     xp = array_namespace(rsp)
     if rsp.ndim != 3:
         raise ValueError(f"rsp must be a 3-D (z, y, x) volume, got shape {tuple(rsp.shape)}")
-    spacing = np.asarray(spacing_mm, dtype=np.float64)
-    origin = np.asarray(origin_mm, dtype=np.float64)
-    axes = np.array([u_axis, v_axis, direction], dtype=np.float64)
-    if not np.allclose(axes @ axes.T, np.eye(3), atol=1e-9):
-        raise ValueError("direction, u_axis and v_axis must be orthonormal")
-    if np.any(spacing <= 0):
-        raise ValueError(f"spacing_mm must be positive, got {tuple(spacing)}")
-    h_lat = float(lateral_step_mm or spacing.min())
-    h_t = float(depth_step_mm or 0.5 * spacing.min())
-    if h_lat <= 0 or h_t <= 0:
-        raise ValueError("WEPL grid steps must be positive")
     shape = (int(rsp.shape[0]), int(rsp.shape[1]), int(rsp.shape[2]))
-    reference = origin + 0.5 * (np.array(shape[::-1]) - 1) * spacing[::-1]
-    bmin, bmax = _volume_box_bev(shape, spacing, origin, axes, reference)
-    n_u = math.floor((bmax[0] - bmin[0]) / h_lat) + 2
-    n_v = math.floor((bmax[1] - bmin[1]) / h_lat) + 2
-    n_t = max(math.ceil((bmax[2] - bmin[2]) / h_t), 1)
-    u0 = 0.5 * (bmin[0] + bmax[0]) - 0.5 * (n_u - 1) * h_lat
-    v0 = 0.5 * (bmin[1] + bmax[1]) - 0.5 * (n_v - 1) * h_lat
-    t0 = float(bmin[2])
+    g = _cube_grid(shape, spacing_mm, origin_mm, direction, u_axis, v_axis, lateral_step_mm,
+                   depth_step_mm)
+    spacing, origin, axes, reference = g.spacing, g.origin, g.axes, g.reference
+    h_lat, h_t, n_u, n_v, n_t = g.h_lat, g.h_t, g.n_u, g.n_v, g.n_t
+    u0, v0, t0 = g.u0, g.v0, g.t0
 
     flat, padded_dims = _zero_padded(xp, rsp)
 

@@ -505,13 +505,14 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
                                   lateral_cutoff_fraction=request.cutoff_fraction,
                                   matrix_cutoff_fraction=request.matrix_cutoff_fraction)
     dose_grid = DoseGrid.covering(ct_grid, request.dose_grid_mm)
-    _check_grid_memory(patient, ct_grid, dose_grid, len(beams), model, target_mask)
+    cubes = WeplCubes(rsp, ct_grid, settings.wepl_step_mm)
+    _check_grid_memory(patient, ct_grid, dose_grid, len(beams), model, target_mask,
+                       cubes.kept_bytes([b.frame for b in beams]))
     report(progress, 0.05, "placing spots")
     t0 = time.perf_counter()
     # Most of the set-up is two WEPL cubes per beam (spots, then the engine's voxels):
     # the progress runs through them beam by beam.
     n = len(beams)
-    cubes = WeplCubes(rsp, ct_grid, settings.wepl_step_mm)
     spot_maps = tuple(place_spots(machine, rsp, ct_grid, b, target_mask,
                                   spot_spacing_mm=request.spot_spacing_mm,
                                   layer_spacing_mm=request.layer_spacing_mm, settings=settings,
@@ -573,14 +574,16 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
 
 
 def _check_grid_memory(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid, n_beams: int,
-                       model: RbeModel, target_mask: NDArray[np.bool_]) -> None:
+                       model: RbeModel, target_mask: NDArray[np.bool_],
+                       cube_bytes: int) -> None:
     """Refuse a dose grid whose engines would not fit in memory, before any long work.
 
     The body's share of the CT (the EXTERNAL structure, else the whole CT) scales the dose
     grid's voxels; the refinement's engine adds the target's points on its check grid
     (:func:`planning.optimization_grid.target_check_grid`), counted as if both engines existed
     at once. The estimate covers the engines' per-beam voxel arrays and one forward
-    pass's sums (:func:`planning.engine.memory.engine_bytes`).
+    pass's sums (:func:`planning.engine.memory.engine_bytes`), and the WEPL cubes the plan
+    keeps (``cube_bytes``, :meth:`planning.engine.wepl_cubes.WeplCubes.kept_bytes`).
     """
     share = 1.0
     assert patient.structure_set is not None
@@ -593,7 +596,8 @@ def _check_grid_memory(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid,
     n_check = 0 if check == dose_grid else structure_rows(target_mask, ct_grid, check).size
     spacing = ", ".join(f"{v:g}" for v in dose_grid.spacing_mm)
     checked = f" and {n_check:,} target points between them" if n_check else ""
-    check_host_memory(engine_bytes(n_rows + n_check, n_beams, 2 * len(model.quantity_names)),
+    check_host_memory(engine_bytes(n_rows + n_check, n_beams, 2 * len(model.quantity_names))
+                      + cube_bytes,
                       f"a dose grid of {spacing} mm ({dose_grid.n_voxels:,} voxels, about "
                       f"{n_rows:,} in the body{checked}) for {n_beams} beams",
                       "choose a coarser dose grid")

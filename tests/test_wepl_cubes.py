@@ -46,6 +46,25 @@ def test_a_beam_s_cube_is_made_once_and_samples_as_the_kernel_does() -> None:
                            cubes.at_points(np, beams[1].frame, pts))
 
 
+def test_the_kept_bytes_are_known_before_the_cubes_are_made(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    rsp, grid = _slab_volume()
+    frames = [Beam((0.0, 0.0, 0.0), g, c, "B").frame
+              for g, c in ((90.0, 0.0), (270.0, 0.0), (30.0, 20.0))]
+    cubes = WeplCubes(rsp, grid, None)
+    expected = cubes.kept_bytes(frames)
+    for f in frames:
+        cubes.cube(np, f)
+    assert expected == cubes.nbytes > 0
+    # Within a budget of two of them, the third is neither kept nor counted.
+    sizes = [WeplCubes(rsp, grid, None).cube(np, f).wepl_mm.nbytes for f in frames]
+    monkeypatch.setattr(wepl_cubes, "KEPT_BYTES", sizes[0] + sizes[1])
+    small = WeplCubes(rsp, grid, None)
+    assert small.kept_bytes(frames) == sizes[0] + sizes[1]
+    for f in frames:
+        small.cube(np, f)
+    assert small.nbytes == sizes[0] + sizes[1]
+
+
 def test_cubes_beyond_the_budget_are_made_for_each_use(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     rsp, grid = _slab_volume()
     frame = Beam((0.0, 0.0, 0.0), 90.0, 0.0, "G90").frame

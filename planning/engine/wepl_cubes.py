@@ -16,12 +16,14 @@ if there were no cache (slower, never more memory than before).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from kernels.wepl import WeplCube, sample_wepl, wepl_cube
+from kernels.wepl import WeplCube, sample_wepl, wepl_cube, wepl_cube_shape
 from planning.dose_grid import DoseGrid
 from planning.geometry import BeamFrame
 from planning.progress import CancelToken, ProgressCallback, report
@@ -53,6 +55,18 @@ class WeplCubes:
         """Whether these cubes are those of ``rsp`` (the same array) on ``ct_grid``."""
         return (rsp is self.rsp and ct_grid == self.ct_grid
                 and depth_step_mm == self.depth_step_mm)
+
+    def kept_bytes(self, frames: Sequence[BeamFrame]) -> int:
+        """Bytes the cubes of beams with axes ``frames`` will keep once made (within
+        :data:`KEPT_BYTES`), known before any is made: for a memory estimate up front."""
+        total = 0
+        for frame in frames:
+            size = 4 * math.prod(wepl_cube_shape(
+                self.rsp.shape, self.ct_grid.spacing_mm, self.ct_grid.origin_mm,
+                frame.direction, frame.u_axis, frame.v_axis, depth_step_mm=self.depth_step_mm))
+            if total + size <= KEPT_BYTES:
+                total += size
+        return total
 
     @property
     def nbytes(self) -> int:
