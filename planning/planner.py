@@ -120,6 +120,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 #: Part of a new plan's progress that its set-up takes (spots, WEPL, engine; see make_plan).
 PREPARE_SHARE = 0.45
+#: Share of the first pass's iterations a re-optimization gets: it continues from the last
+#: plan's weights (see optimize_prepared; measured in docs/benchmarks.md).
+CONTINUED_SHARE = 1 / 3
 
 
 @dataclass(frozen=True)
@@ -720,15 +723,16 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                             o.weight, o.volume_fraction) for o in objectives]
     min_particles, max_particles = delivery_limits(prepared.machine, prepared.config)
     optimizer_settings = _optimizer_settings(prepared.config, min_particles, max_particles)
-    # A re-optimization continues from the last plan's weights, scaled to the prescription,
-    # with the same iterations as a new plan; the objective stays normalised at the uniform
-    # start, so its tolerance means what it means for a new plan. Measured 2026-12-06 (its
-    # objective value against a new plan's on the same matrices): TG-119 mMKM at 105 % of the
-    # prescription 0.548 vs 0.558; the demo, 3 -> 4.5 Gy(RBE) in one fraction, 0.493 vs
-    # 0.524. Half the iterations were worse there (0.634), and stayed so when repeated.
+    # A re-optimization continues from the last plan's weights, scaled to the prescription;
+    # its first pass gets CONTINUED_SHARE of the iterations (the refinement's pass all of its
+    # own). The objective stays normalised at the uniform start, so its tolerance means what
+    # it means for a new plan.
     warm = prepared.weights is not None
+    first_settings = (dataclasses.replace(optimizer_settings, max_iterations=max(
+        round(CONTINUED_SHARE * optimizer_settings.max_iterations), 1)) if warm
+        else optimizer_settings)
     result = optimize_weights(
-        problem, objectives, dose_per_fraction, prepared.target, optimizer_settings,
+        problem, objectives, dose_per_fraction, prepared.target, first_settings,
         start=(initial_weights(problem, prepared.target, dose_per_fraction, prepared.weights)
                if warm else None),
         reference=(initial_weights(problem, prepared.target, dose_per_fraction)
