@@ -75,6 +75,15 @@ def test_cubes_beyond_the_budget_are_made_for_each_use(monkeypatch) -> None:  # 
     np.testing.assert_array_equal(cubes.cube(np, frame).wepl_mm, a.wepl_mm)
 
 
+def test_cubes_not_kept_are_made_for_each_use() -> None:
+    rsp, grid = _slab_volume()
+    frame = Beam((0.0, 0.0, 0.0), 90.0, 0.0, "G90").frame
+    cubes = WeplCubes(rsp, grid, None, keep=False)
+    assert cubes.kept_bytes([frame]) == 0
+    a = cubes.cube(np, frame)
+    assert cubes.nbytes == 0 and cubes.cube(np, frame) is not a
+
+
 def test_cubes_serve_only_their_own_volume() -> None:
     rsp, grid = _slab_volume()
     cubes = WeplCubes(rsp, grid, None)

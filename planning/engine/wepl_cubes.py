@@ -43,11 +43,15 @@ class WeplCubes:
         Geometry of ``rsp``.
     depth_step_mm : float or None
         Sampling step along the rays (:func:`kernels.wepl.wepl_cube`'s default where None).
+    keep : bool
+        Keep cubes (within :data:`KEPT_BYTES`); False: make each on every use (for a caller
+        that uses each cube once).
     """
 
     def __init__(self, rsp: NDArray[np.float32], ct_grid: DoseGrid,
-                 depth_step_mm: float | None) -> None:
+                 depth_step_mm: float | None, *, keep: bool = True) -> None:
         self.rsp, self.ct_grid, self.depth_step_mm = rsp, ct_grid, depth_step_mm
+        self._keep = keep
         # Keyed by (array namespace, beam axes): a cube lives on the device that made it.
         self._cubes: dict[tuple[str, tuple[float, ...]], WeplCube] = {}
 
@@ -64,9 +68,12 @@ class WeplCubes:
             size = 4 * math.prod(wepl_cube_shape(
                 self.rsp.shape, self.ct_grid.spacing_mm, self.ct_grid.origin_mm,
                 frame.direction, frame.u_axis, frame.v_axis, depth_step_mm=self.depth_step_mm))
-            if total + size <= KEPT_BYTES:
+            if total + size <= self._limit():
                 total += size
         return total
+
+    def _limit(self) -> int:
+        return KEPT_BYTES if self._keep else 0
 
     @property
     def nbytes(self) -> int:
@@ -93,7 +100,7 @@ class WeplCubes:
         made = wepl_cube(xp.asarray(self.rsp), self.ct_grid.spacing_mm, self.ct_grid.origin_mm,
                          frame.direction, frame.u_axis, frame.v_axis,
                          depth_step_mm=self.depth_step_mm, on_chunk=on_chunk)
-        if self.nbytes + int(made.wepl_mm.nbytes) <= KEPT_BYTES:
+        if self.nbytes + int(made.wepl_mm.nbytes) <= self._limit():
             self._cubes[key] = made
         return made
 
