@@ -513,8 +513,8 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
                        cubes.kept_bytes([b.frame for b in beams]))
     report(progress, 0.05, "placing spots")
     t0 = time.perf_counter()
-    # Most of the set-up is two WEPL cubes per beam (spots, then the engine's voxels):
-    # the progress runs through them beam by beam.
+    # Most of the set-up is each beam's WEPL cube, made here for the spots and kept for the
+    # engines (WeplCubes): the progress runs through them beam by beam.
     n = len(beams)
     spot_maps = tuple(place_spots(machine, rsp, ct_grid, b, target_mask,
                                   spot_spacing_mm=request.spot_spacing_mm,
