@@ -714,7 +714,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
             initial_weights(problem, prepared.target, dose_per_fraction, prepared.weights),
             prepared.tables, prepared.rows, cancel=cancel)
     ring_scale = surrounding_tissue_ratio(problem, prepared.target,
-                                          prescription.dose_per_fraction_gy_rbe)
+                                          dose_per_fraction)
     if ring_scale > 1.0:  # same structures, so the same rows
         objectives = merge_objectives(
             default_objectives(patient, prepared.target, prescription.total_dose_gy_rbe,
@@ -746,7 +746,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         problem = with_dose_correction(problem, prepared.opt_engine, result.weights,
                                        prepared.tables, prepared.rows, cancel=cancel)
         correction = correction_change(first, problem, result.weights, prepared.target,
-                                       prescription.dose_per_fraction_gy_rbe)
+                                       dose_per_fraction)
         del first
     dose_grid = prepared.dose_grid
     target_mask = patient.structure_set.get(prepared.target).mask.to_dense()
@@ -763,7 +763,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         target_rows=check_rows,
         sampled_rows=rows_on_check_grid(prepared.rows, prepared.opt_engine.dose_grid, check),
         cold_rows=rows_on_check_grid(target_rows, dose_grid, check),
-        prescription_per_fraction=prescription.dose_per_fraction_gy_rbe, again=correcting,
+        prescription_per_fraction=dose_per_fraction, again=correcting,
         progress=stage_progress(progress, 0.77, 0.85), cancel=cancel)
     iterations = result.iterations
     if refinement.result is not None:
