@@ -12,13 +12,13 @@ the whole plan's columns exclude it), the influence entries and MiB, the plan's 
 (before the re-optimization) and, on a GPU, the memory CuPy's pool holds at the end (about the
 device peak).
 
-``--matrix-cutoff`` is the cut-off fraction of the optimizer's matrices (default 0.9; the halo
+``--matrix-cutoff`` is the cut-off fraction of the optimizer's matrices (default 0.8; the halo
 beyond it, up to ``--cutoff``, is the optimizer's dose correction,
 :mod:`planning.engine.dose_correction`; equal to ``--cutoff``: matrices of the whole dose, no
 correction). Columns ``nonzeros`` and ``MiB`` are the optimizer's matrices.
 
 Run: ``python bench/bench_plan.py [--case demo|tg119|all] [--model mkm|lem1|all]
-[--cutoff 0.99] [--matrix-cutoff 0.9] [--layer-spacing 2] [--device cpu] [--json OUT.json]``.
+[--cutoff 0.99] [--matrix-cutoff 0.8] [--layer-spacing 2] [--device cpu] [--json OUT.json]``.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def main() -> None:
     ap.add_argument("--case", default="all", choices=["all", "demo", "tg119"])
     ap.add_argument("--model", default="all", choices=["all", "mkm", "lem1"])
     ap.add_argument("--cutoff", type=float, default=0.99)
-    ap.add_argument("--matrix-cutoff", type=float, default=0.9)
+    ap.add_argument("--matrix-cutoff", type=float, default=0.8)
     ap.add_argument("--layer-spacing", type=float, default=2.0)
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "gpu"])
     ap.add_argument("--json", help="also write the results to this JSON file")

@@ -44,8 +44,11 @@ from planning.dose_interpolation import VoxelLabels
 from planning.dose_specification import beam_doses_at, dose_specification_voxel
 from planning.engine import PlanningEngine
 from planning.engine.dose_correction import (
+    SETTLE_TOLERANCE_PCT,
     CorrectionChange,
+    Settled,
     correction_change,
+    settle_correction,
     with_dose_correction,
 )
 from planning.engine.dose_engine import DoseEngineSettings, place_spots
@@ -198,7 +201,7 @@ class PlanRequest:
     device: str = "auto"
     output_dir: str | None = None
     cutoff_fraction: float = 0.99
-    matrix_cutoff_fraction: float = 0.9
+    matrix_cutoff_fraction: float = 0.8
     label: str = "IonPlan"
     hlut_path: str | None = None
     exchange: bool = False
@@ -764,11 +767,24 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         sampled_rows=rows_on_check_grid(prepared.rows, prepared.opt_engine.dose_grid, check),
         cold_rows=rows_on_check_grid(target_rows, dose_grid, check),
         prescription_per_fraction=dose_per_fraction, again=correcting,
-        progress=stage_progress(progress, 0.77, 0.85), cancel=cancel)
+        progress=stage_progress(progress, 0.77, 0.83), cancel=cancel)
     iterations = result.iterations
+    refinement_iterations = 0
     if refinement.result is not None:
         result = refinement.result
         iterations += result.iterations
+        refinement_iterations = result.iterations
+    settled: Settled | None = None
+    if correcting and refinement.problem is not None:  # until the optimizer's dose is the plan's
+        settled = settle_correction(
+            refinement.problem, result, engine=prepared.opt_engine, tables=prepared.tables,
+            rows=prepared.rows, objectives=objectives, settings=optimizer_settings,
+            target=prepared.target, prescription_per_fraction=dose_per_fraction,
+            progress=stage_progress(progress, 0.83, 0.85), cancel=cancel)
+        result = settled.result
+        iterations += settled.iterations
+    added_rows = refinement.rows
+    del refinement  # its problem holds the matrices
     timings["refinement"] = time.perf_counter() - t0
     matrix_mib = total_nbytes((dose_m, *sums_m)) / 2**20
     matrix_nnz = prepared.matrix_nnz
@@ -842,17 +858,21 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                        for o in objectives],
         "iterations": iterations,
         "optimizer_start": "previous plan" if warm else "uniform",
-        "refinement": {"target_points_added": int(refinement.rows.size),
+        "refinement": {"target_points_added": int(added_rows.size),
                        "check_grid_spacing_mm": list(check.spacing_mm),
                        "target_points_checked": int(check_rows.size),
                        "window": list(TARGET_WINDOW),
-                       "iterations": 0 if refinement.result is None
-                       else refinement.result.iterations},
+                       "iterations": refinement_iterations},
         "lateral_cutoff_fraction": prepared.settings.lateral_cutoff_fraction,
         "dose_correction": None if correction is None else {
             "matrix_cutoff_fraction": prepared.settings.optimizer_cutoff_fraction,
             "target_dose_share": correction.target_share,
-            "largest_change_pct": correction.largest_pct},
+            "largest_change_pct": correction.largest_pct,
+            **({} if settled is None else {
+                "settling_passes": settled.passes,
+                "settling_iterations": settled.iterations,
+                "residual_pct": settled.residual_pct,
+                "tolerance_pct": SETTLE_TOLERANCE_PCT})},
         "objective_value": result.objective,
         "optimizer_message": result.message,
         "structures": sections.structures,

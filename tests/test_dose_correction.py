@@ -13,16 +13,24 @@ import dataclasses
 import numpy as np
 import pytest
 
-from planning.engine import PlanningEngine
-from planning.engine.dose_correction import correction_change, with_dose_correction
+from planning.engine import PlanningEngine, dose_correction
+from planning.engine.dose_correction import (
+    SETTLE_PASSES,
+    SETTLE_TOLERANCE_PCT,
+    correction_change,
+    settle_correction,
+    with_dose_correction,
+)
 from planning.engine.dose_engine import DoseEngineSettings
 from planning.engine.refinement import with_target_rows
 from planning.errors import PlanningError
 from planning.optimization import (
     Objective,
     OptimizationProblem,
+    OptimizerSettings,
     RowCorrection,
     objective_and_weight_gradient,
+    optimize_weights,
 )
 from planning.rbe import LemModel, PhysicalDose
 from tests.test_engine import case  # noqa: F401  (the module fixture)
@@ -36,15 +44,15 @@ def _engine(case):  # type: ignore[no-untyped-def]  # noqa: F811
     return PlanningEngine(machine, rsp, grid, grid, beams, maps, SETTINGS)
 
 
-def _core(case, seed: int, n_rows: int):  # type: ignore[no-untyped-def]  # noqa: F811
+def _core(case, seed: int, n_rows: int, cutoff: float = 0.9):  # type: ignore[no-untyped-def]  # noqa: F811
     """The engine, its tables, a generator, ``n_rows`` random rows and their matrices at the
-    0.9 cut-off."""
+    ``cutoff`` fraction."""
     tables = case[5]
     engine = _engine(case)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(engine.rows, n_rows, replace=False))
     dose, sums, _ = engine.optimization_matrices(rows, model_tables=tables,
-                                                 cutoff_fraction=0.9)
+                                                 cutoff_fraction=cutoff)
     return engine, tables, rng, rows, dose, sums
 
 
@@ -158,3 +166,65 @@ def test_added_rows_get_no_correction() -> None:
     np.testing.assert_allclose(d, [1.5, 2.25, 4.0])
     with pytest.raises(PlanningError, match="dose correction"):
         dataclasses.replace(problem, correction=RowCorrection(np.zeros(3), ()))
+
+
+def test_a_refinements_added_rows_keep_no_correction(case) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """``rows`` cover the problem's first rows; the rows a refinement added (matrices at the
+    plan's cut-off) get a zero offset, the first ones the forward pass less the products."""
+    engine, tables, rng, rows, dose, sums = _core(case, seed=13, n_rows=700, cutoff=0.8)
+    extra = np.sort(rng.choice(np.setdiff1d(engine.rows, rows), 50, replace=False))
+    full_d, full_s, _ = engine.optimization_matrices(extra, model_tables=tables)
+    problem = with_target_rows(_problem(dose, sums, rows), full_d, full_s, "T", ())
+    w = rng.uniform(0.5, 1.5, engine.n_spots)
+    corrected = with_dose_correction(problem, engine, w, tables, rows)
+    assert corrected.correction is not None
+    assert np.all(corrected.correction.dose[rows.size:] == 0.0)
+    both = np.concatenate([rows, extra])
+    order = np.argsort(both)
+    exact = engine.forward(w, model_tables=tables, with_let=False, rows=both[order])
+    d, _ = corrected.products(w)
+    scale = exact.dose_gy.max()
+    np.testing.assert_allclose(d[order], exact.dose_gy, rtol=1e-5, atol=1e-6 * scale)
+    assert corrected.correction.dose[:rows.size].max() > 1e-3 * scale
+    with pytest.raises(ValueError, match="rows for a problem"):
+        few = np.arange(10)
+        with_dose_correction(_problem(_rows(dose, few), [_rows(m, few) for m in sums],
+                                      rows[:10]), engine, w, tables, rows)
+
+
+def test_settling_brings_the_optimizers_dose_to_the_plans(case, monkeypatch) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """After an optimization with a stale correction (made from uniform weights), the settling
+    passes leave the optimizer's RBE-weighted dose at its points within the tolerance of that
+    of the matrices at the plan's cut-off (an independent path: the full matrices, not the
+    forward pass the corrections come from), and the residual it reports is that
+    difference."""
+    engine, tables, _, rows, dose, sums = _core(case, seed=14, n_rows=1500, cutoff=0.8)
+    settings = OptimizerSettings(max_iterations=60, min_spot_weight=0.0)
+    objectives = [Objective("T", "squared_deviation", 3.0)]
+    problem = with_dose_correction(_problem(dose, sums, rows), engine,
+                                   np.ones(engine.n_spots), tables, rows)
+    first = optimize_weights(problem, objectives, 3.0, "T", settings)
+    stale = correction_change(problem, with_dose_correction(problem, engine, first.weights,
+                                                            tables, rows),
+                              first.weights, "T", 3.0).largest_pct
+    assert stale > 5 * SETTLE_TOLERANCE_PCT  # the case needs settling
+    seen: list[OptimizationProblem] = []
+
+    def recording(p, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(p)
+        return optimize_weights(p, *args, **kwargs)
+
+    monkeypatch.setattr(dose_correction, "optimize_weights", recording)
+    settled = settle_correction(problem, first, engine=engine, tables=tables, rows=rows,
+                                objectives=objectives, settings=settings, target="T",
+                                prescription_per_fraction=3.0)
+    assert settled.passes == len(seen) >= 1
+    assert settled.iterations > 0
+    assert settled.residual_pct < stale / 5
+    assert settled.residual_pct <= SETTLE_TOLERANCE_PCT or settled.passes == SETTLE_PASSES
+    full_d, full_s, _ = engine.optimization_matrices(rows, model_tables=tables)
+    w = settled.result.weights
+    exact = _problem(full_d, full_s, rows).rbe_dose(w)
+    used = seen[-1].rbe_dose(w)
+    assert 100 * np.abs(used - exact).max() / 3.0 == pytest.approx(settled.residual_pct,
+                                                                   abs=0.01)

@@ -147,8 +147,9 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
                      f"spot's dose, the rest to "
                      f"{100 * report.get('lateral_cutoff_fraction', 0.99):g} % as a "
                      f"correction ({100 * correction['target_dose_share']:.1f} % of the "
-                     f"target's dose; last update moved the dose by at most "
-                     f"{correction['largest_change_pct']:.2f} % of the prescription)"))
+                     f"target's dose; its update after the first pass moved the dose by at "
+                     f"most {correction['largest_change_pct']:.2f} % of the prescription)"
+                     + _settling(correction)))
     if delivery:
         rows.append(("Spots removed below the minimum",
                      f"{delivery['spots_removed']} of {delivery['spots_planned']} "
@@ -265,3 +266,15 @@ def _model_facts(model: RbeModel, structure_tissues: StructureTissues
     for entry in record.get("tissues_by_structure", ()):
         rows += _flat(f"structure {entry['structure']}: tissue.", entry["tissue"])
     return (str(record["variant"]), TextTable((), tuple(rows) or (("parameters", "none"),)))
+
+
+def _settling(correction: dict[str, Any]) -> str:
+    """The correction's settling passes and what they left (reports since December 2026)."""
+    if "residual_pct" not in correction:
+        return ""
+    passes = correction["settling_passes"]
+    return (f"; made again after the last pass{'es' if passes else ''} "
+            f"({passes} further pass{'es' if passes != 1 else ''}, "
+            f"{correction['settling_iterations']} iterations): the optimizer's dose at its "
+            f"points within {correction['residual_pct']:.2f} % of the plan's (tolerance "
+            f"{correction['tolerance_pct']:g} %)")

@@ -120,7 +120,7 @@ class DoseEngineSettings:
     """
 
     lateral_cutoff_fraction: float = 0.99
-    matrix_cutoff_fraction: float = 0.9
+    matrix_cutoff_fraction: float = 0.8
     device: str = "auto"
     wepl_step_mm: float | None = None
     n_threads: int | None = None

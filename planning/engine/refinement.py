@@ -79,10 +79,13 @@ class Refinement:
         Flat check-grid indices of the target points added to the optimizer's points.
     result : OptimizationResult or None
         The continued optimization; None when no point was outside the window.
+    problem : OptimizationProblem or None
+        The problem that optimization ran on (with the added points); None without one.
     """
 
     rows: NDArray[np.int64]
     result: OptimizationResult | None
+    problem: OptimizationProblem | None = None
 
 
 def target_rbe_dose(engine: PlanningEngine, weights: NDArray[np.float64], model: RbeModel,
@@ -166,13 +169,13 @@ def refine_target(problem: OptimizationProblem, objectives: Sequence[Objective],
     """
     shorter = dataclasses.replace(settings, max_iterations=max(settings.max_iterations // 3, 1))
 
-    def continued(extended: OptimizationProblem) -> OptimizationResult:
-        return optimize_weights(extended, objectives, prescription_per_fraction, target,
-                                shorter, start=result.weights, progress=progress,
-                                cancel=cancel)
+    def continued(rows: NDArray[np.int64], extended: OptimizationProblem) -> Refinement:
+        return Refinement(rows, optimize_weights(
+            extended, objectives, prescription_per_fraction, target, shorter,
+            start=result.weights, progress=progress, cancel=cancel), extended)
 
     if target_rows.size == 0:
-        return Refinement(target_rows, continued(problem) if again else None)
+        return continued(target_rows, problem) if again else Refinement(target_rows, None)
     dose = target_rbe_dose(engine, result.weights, model, tables, voxel_groups, target_rows,
                            cancel=cancel)
     hot = outside_window(dose, target_rows, prescription_per_fraction,
@@ -183,7 +186,7 @@ def refine_target(problem: OptimizationProblem, objectives: Sequence[Objective],
         cold = np.intersect1d(cold, cold_rows)
     rows = np.setdiff1d(np.union1d(hot, cold), sampled_rows)
     if rows.size == 0:
-        return Refinement(rows, continued(problem) if again else None)
+        return continued(rows, problem) if again else Refinement(rows, None)
     dose_m, sums_m, _ = engine.optimization_matrices(rows, model_tables=tables, cancel=cancel)
-    return Refinement(rows, continued(with_target_rows(problem, dose_m, sums_m, target,
-                                                       groups_on_rows(voxel_groups, rows))))
+    return continued(rows, with_target_rows(problem, dose_m, sums_m, target,
+                                            groups_on_rows(voxel_groups, rows)))
