@@ -10,15 +10,19 @@ grid, mMKM tables), set up once with ``prepare_plan`` on the CPU. For each threa
   and the model sum of every voxel; its cost does not depend on the weights' values);
 - the optimizer's four products (dose and model sum, each ``A @ w`` and ``A.T @ g``).
 
-Prints one table with the speed-up over one thread. The GPU-engine issue asks for at least 6x
-on 8 cores for the influence build and the forward pass.
+Prints one table with the speed-up over one thread, per CPU kernel (``--kernels``: the compiled
+one of ``kernels.pencil_beam_cpu`` where it is built, and the NumPy kernels; the products are
+SciPy's either way). The GPU-engine issue asks for at least 6x on 8 cores for the influence
+build and the forward pass.
 
-Run: ``python bench/bench_threads.py [--threads 1,2,4,8,16] [--repeat 2]``.
+Run: ``python bench/bench_threads.py [--threads 1,2,4,8,16] [--repeat 2]
+[--kernels compiled,numpy]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -45,8 +49,13 @@ def main() -> None:
     ap.add_argument("--threads", default=",".join(
         str(n) for n in (1, 2, 4, 8, 16) if n <= (os.cpu_count() or 1)))
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--kernels", default="compiled,numpy")
     args = ap.parse_args()
     counts = [int(n) for n in args.threads.split(",")]
+    from kernels import pencil_beam_cpu
+
+    kernels = [k for k in args.kernels.split(",")
+               if k == "numpy" or (k == "compiled" and pencil_beam_cpu.available())]
 
     from bench.bench_plan import tg119_patient
     from planning.plan_config import default_objectives
@@ -61,22 +70,25 @@ def main() -> None:
     rows = np.intersect1d(rows, prepared.opt_engine.rows)
     engine = prepared.dose_engine()
     weights = np.ones(engine.n_spots)
-    head = (f"{'threads':>7} {'influence s':>11} {'x':>5} {'forward s':>9} {'x':>5} "
-            f"{'4 products s':>12} {'x':>5}")
+    head = (f"{'kernel':>8} {'threads':>7} {'influence s':>11} {'x':>5} {'forward s':>9} "
+            f"{'x':>5} {'4 products s':>12} {'x':>5}")
     print(f"{os.cpu_count()} cores; optimizer rows {rows.size:,}, whole-body voxels "
           f"{engine.rows.size:,}, spots {engine.n_spots:,}")
     print(head)
     print("-" * len(head))
-    # Once untimed: the engines' layer tables are made and kept on first use.
-    _measure(prepared, engine, rows, weights, 1)
-    first: tuple[float, float, float] | None = None
-    for n in counts:
-        os.environ["IONPLAN_THREADS"] = str(n)
-        now = _measure(prepared, engine, rows, weights, args.repeat)
-        first = first or now
-        print(f"{n:>7} {now[0]:>11.2f} {first[0] / now[0]:>5.2f} "
-              f"{now[1]:>9.2f} {first[1] / now[1]:>5.2f} "
-              f"{now[2]:>12.3f} {first[2] / now[2]:>5.2f}", flush=True)
+    for kernel in kernels:
+        for e in (prepared.opt_engine, engine):
+            e.settings = dataclasses.replace(e.settings, compiled_kernels=kernel == "compiled")
+        # Once untimed: the engines' layer tables are made and kept on first use.
+        _measure(prepared, engine, rows, weights, 1)
+        first: tuple[float, float, float] | None = None
+        for n in counts:
+            os.environ["IONPLAN_THREADS"] = str(n)
+            now = _measure(prepared, engine, rows, weights, args.repeat)
+            first = first or now
+            print(f"{kernel:>8} {n:>7} {now[0]:>11.2f} {first[0] / now[0]:>5.2f} "
+                  f"{now[1]:>9.2f} {first[1] / now[1]:>5.2f} "
+                  f"{now[2]:>12.3f} {first[2] / now[2]:>5.2f}", flush=True)
 
 
 def _measure(prepared, engine, rows, weights, repeat: int  # type: ignore[no-untyped-def]

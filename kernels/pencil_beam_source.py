@@ -6,9 +6,14 @@ same index rules), fused into one pass over a voxel's layers, rows and spots:
 - ``mode 0`` (count): entries of each voxel, from two rank-table lookups per window row;
 - ``mode 1`` (fill): the voxel's entries written from its CSR start, layer after layer, row by
   row, in increasing row-major rank (the order of :func:`kernels.influence.chunk_pairs`);
-- ``mode 2`` (accumulate): spot weight x dose, x LETd and x each model quantity summed over the
-  voxel's spots in float64 and added to its row of the output arrays: a forward dose without a
-  matrix.
+- ``mode 2`` (accumulate): spot weight x dose summed over each layer's spots in float64, times
+  LETd and each model quantity of the voxel's depth in that layer, added to its row of the
+  output arrays: a forward dose without a matrix.
+
+Compiled for the CPU (``PB_CPU_TWIN``) the kernel makes the u factors of a voxel's window
+columns once per layer instead of per pair (same operations, same values; up to
+``PB_CPU_MAX_COLS`` columns, per pair beyond), unless ``PB_CPU_BY_COLUMN`` is 0: the tests'
+twin (tests/cuda_twin.py) compiles it so, to run the per-pair arithmetic of the GPU.
 
 The per-voxel body is a ``__device__`` function so that the same source also compiles as C++
 for the CPU (``PB_CPU_TWIN``), where the tests run it voxel by voxel to check the index
@@ -29,6 +34,10 @@ CUDA_SOURCE = r"""
 #ifdef PB_CPU_TWIN
 #include <math.h>
 #define PB_DEVICE static inline
+#define PB_CPU_MAX_COLS 256
+#ifndef PB_CPU_BY_COLUMN
+#define PB_CPU_BY_COLUMN 1
+#endif
 #else
 #define PB_DEVICE __device__ __forceinline__
 #endif
@@ -99,6 +108,22 @@ PB_DEVICE i64 pb_voxel(
         float coef_core = idd * (1.0f - halo) / (two_pi * sc2);
         float coef_halo = idd * halo / (two_pi * sh2);
         float ac = 0.5f / sc2, ah = 0.5f / sh2;
+#ifdef PB_CPU_TWIN
+        /* On the CPU the u factors of the window's columns are made once per voxel and layer
+           (the same float32 operations as per pair below, so the same values): two expf per
+           column instead of two per pair. */
+        float fu_core[PB_CPU_MAX_COLS], fu_halo[PB_CPU_MAX_COLS];
+        int by_column = PB_CPU_BY_COLUMN && mode != 0 && n_u <= PB_CPU_MAX_COLS;
+        if (by_column) {
+            for (i64 ku = 0; ku < n_u; ++ku) {
+                float du = ((float)(iu0 + ku) - cu) * stu;
+                float du2 = du * du;
+                fu_core[ku] = coef_core * expf(-ac * du2);
+                fu_halo[ku] = coef_halo * expf(-ah * du2);
+            }
+        }
+#endif
+        double layer_dose = 0.0;  /* sum of weight x dose over this layer's spots (mode 2) */
 
         for (i64 kv = 0; kv < n_v; ++kv) {
             i64 row = iv0 + kv;
@@ -117,10 +142,19 @@ PB_DEVICE i64 pb_voxel(
             float dv2 = dv * dv;
             float core_v = expf(-ac * dv2), halo_v = expf(-ah * dv2);
             for (i64 q = q_lo; q < q_hi; ++q) {
-                float du = ((float)spot_iu[s_off + q] - cu) * stu;
-                float du2 = du * du;
-                float dose = coef_core * expf(-ac * du2) * core_v
-                           + coef_halo * expf(-ah * du2) * halo_v;
+                float dose;
+#ifdef PB_CPU_TWIN
+                if (by_column) {
+                    i64 ku = spot_iu[s_off + q] - iu0;
+                    dose = fu_core[ku] * core_v + fu_halo[ku] * halo_v;
+                } else
+#endif
+                {
+                    float du = ((float)spot_iu[s_off + q] - cu) * stu;
+                    float du2 = du * du;
+                    dose = coef_core * expf(-ac * du2) * core_v
+                         + coef_halo * expf(-ah * du2) * halo_v;
+                }
                 int col = spot_id[s_off + q];
                 if (mode == 1) {
                     out_dose[pos] = dose;
@@ -130,13 +164,15 @@ PB_DEVICE i64 pb_voxel(
                         out_model[k * model_stride + pos] = dose * q_mod[k];
                     ++pos;
                 } else {
-                    double wd = weights[col] * (double)dose;
-                    s_dose += wd;
-                    s_let += wd * (double)letd;
-                    for (int k = 0; k < n_model; ++k) s_model[k] += wd * (double)q_mod[k];
+                    layer_dose += weights[col] * (double)dose;
                 }
             }
             n_entries += q_hi - q_lo;
+        }
+        if (mode == 2) {  /* LETd and the model quantities depend on the voxel's depth only */
+            s_dose += layer_dose;
+            s_let += layer_dose * (double)letd;
+            for (int k = 0; k < n_model; ++k) s_model[k] += layer_dose * (double)q_mod[k];
         }
     }
     if (mode == 2) {

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 
+from kernels import pencil_beam_cpu
 from planning import __version__
 from planning.errors import DataFileError
 
@@ -63,13 +64,16 @@ def version_text() -> str:
         Three lines without a trailing newline. The first is ``ionplan <version>`` (the line
         scripts parse); the second names the licence and whether this is a frozen build; the
         third lists the Python version and the versions of numpy, SciPy, pydicom, scikit-image
-        and Kivy (``not installed`` for a missing one). Kivy is not imported.
+        and Kivy (``not installed`` for a missing one), and which CPU pencil-beam kernel the
+        engine uses (``compiled``, or ``NumPy`` where the extension was not built). Kivy is
+        not imported.
     """
     build = "binary build" if is_frozen() else "source install"
     components = [f"Python {platform.python_version()}"]
     for label, distribution in _REPORTED_COMPONENTS:
         found = _installed_version(distribution)
         components.append(f"{label} {found if found is not None else 'not installed'}")
+    components.append("CPU kernel " + ("compiled" if pencil_beam_cpu.available() else "NumPy"))
     return "\n".join((
         f"{DISTRIBUTION_NAME} {__version__}",
         f"{PROJECT_NAME} {__version__}, {LICENSE_EXPRESSION} ({build}; third-party licences: "

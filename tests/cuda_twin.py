@@ -34,7 +34,9 @@ def library() -> ctypes.CDLL | None:
     src = folder / "pb.cpp"
     src.write_text(CUDA_SOURCE)
     lib = folder / "pb.so"
-    subprocess.run([cxx, "-O1", "-ffp-contract=off", "-DPB_CPU_TWIN", "-shared", "-fPIC",
+    # PB_CPU_BY_COLUMN=0: the per-pair arithmetic of the GPU, not the CPU build's column cache.
+    subprocess.run([cxx, "-O1", "-ffp-contract=off", "-DPB_CPU_TWIN", "-DPB_CPU_BY_COLUMN=0",
+                    "-shared", "-fPIC",
                     "-x", "c++", str(src), "-o", str(lib)], check=True, capture_output=True)
     return ctypes.CDLL(str(lib))
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import scipy
 
+from kernels import pencil_beam_cpu
 from planning import __version__, about
 from planning.errors import DataFileError
 
@@ -39,6 +40,8 @@ def test_version_text_lines() -> None:
     assert f"Python {platform.python_version()}" in lines[2]
     assert f"numpy {np.__version__}" in lines[2]
     assert f"SciPy {scipy.__version__}" in lines[2]
+    kernel = "compiled" if pencil_beam_cpu.available() else "NumPy"
+    assert lines[2].endswith(f"CPU kernel {kernel}")
 
 
 def test_version_matches_pyproject() -> None:

@@ -1,15 +1,20 @@
 """The planning engine: forward sums without a matrix, optimization matrices, CPU vs GPU.
 
-The forward pass (no matrix) must equal the influence matrices times the weights; the
-optimization matrices must equal the influence rows; a GPU engine must give the CPU engine's
-matrices, forward sums and optimized plan (skipped without CUDA).
+The forward pass (no matrix) must equal the influence matrices times the weights, with the
+NumPy kernels and with the compiled CPU kernel (kernels.pencil_beam_cpu, skipped where it was
+not built, required under CI); the optimization matrices must equal the influence rows; a GPU
+engine must give the CPU engine's matrices, forward sums and optimized plan (skipped without
+CUDA).
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
+from kernels import pencil_beam_cpu
 from kernels.backend import DeviceUnavailableError, resolve_device
 from planning.beams import Beam, SpotMap
 from planning.dose_grid import DoseGrid
@@ -54,24 +59,37 @@ def case():  # type: ignore[no-untyped-def]
     return machine, rsp, grid, beams, maps, tables
 
 
-def _engine(case, device: str = "cpu"):  # type: ignore[no-untyped-def]
+def _engine(case, device: str = "cpu", *, compiled: bool = True):  # type: ignore[no-untyped-def]
     machine, rsp, grid, beams, maps, _ = case
-    settings = DoseEngineSettings(device=device, n_threads=2, block_voxels=2048)
+    settings = DoseEngineSettings(device=device, n_threads=2, block_voxels=2048,
+                                  compiled_kernels=compiled)
     return PlanningEngine(machine, rsp, grid, grid, beams, maps, settings)
 
 
+def test_the_compiled_kernel_is_built_under_ci() -> None:
+    """CI installs with a C++ compiler: a build that silently fell back to NumPy would make
+    the compiled kernel's tests skip there."""
+    if os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
+        pytest.skip("not under CI")
+    assert pencil_beam_cpu.available()
+
+
+@pytest.mark.parametrize("kernel", ["numpy", "compiled"])
 @pytest.mark.parametrize("zeros", [False, True])
-def test_forward_without_matrix_equals_matrix_times_weights(case, zeros) -> None:  # type: ignore[no-untyped-def]
+def test_forward_without_matrix_equals_matrix_times_weights(case, zeros, kernel) -> None:  # type: ignore[no-untyped-def]
     """Also with spots of zero weight, which the forward pass drops from their layers (one
-    layer of the first beam left with none)."""
+    layer of the first beam left with none). The matrix comes from the NumPy kernels either
+    way."""
+    if kernel == "compiled" and not pencil_beam_cpu.available():
+        pytest.skip("the compiled CPU kernel was not built with this installation")
     tables = case[5]
-    engine = _engine(case)
+    engine = _engine(case, compiled=kernel == "compiled")
     rng = np.random.default_rng(1)
     w = rng.uniform(0.5, 1.5, engine.n_spots)
     if zeros:
         w[rng.random(engine.n_spots) < 0.4] = 0.0
         w[(engine.spots.beam == 0) & (engine.spots.layer == 0)] = 0.0
-    inf = engine.influence(model_tables=tables)
+    inf = _engine(case, compiled=False).influence(model_tables=tables)
     sums = engine.forward(w, model_tables=tables)
     assert inf.let_dose is not None and sums.let_dose is not None
     d = inf.dose @ w
@@ -86,6 +104,23 @@ def test_forward_without_matrix_equals_matrix_times_weights(case, zeros) -> None
     first[engine.spots.beam == 0] = w[engine.spots.beam == 0]
     np.testing.assert_allclose(sums.beam_dose_gy[0], inf.dose @ first, rtol=1e-6,
                                atol=1e-9 * d.max())
+
+
+def test_compiled_influence_is_the_numpy_influence(case) -> None:  # type: ignore[no-untyped-def]
+    """The compiled kernel's count and fill passes give the NumPy kernels' matrices: the same
+    rows, columns and order, the same values to float32 rounding."""
+    if not pencil_beam_cpu.available():
+        pytest.skip("the compiled CPU kernel was not built with this installation")
+    tables = case[5]
+    a = _engine(case, compiled=False).influence(model_tables=tables)
+    b = _engine(case).influence(model_tables=tables)
+    assert a.dose.nnz == b.dose.nnz > 10_000
+    np.testing.assert_array_equal(a.dose.indptr, b.dose.indptr)
+    np.testing.assert_array_equal(a.dose.indices, b.dose.indices)
+    assert a.let_dose is not None and b.let_dose is not None
+    for x, y in zip((a.dose, a.let_dose, *a.model_sums), (b.dose, b.let_dose, *b.model_sums),
+                    strict=True):
+        np.testing.assert_allclose(y.data, x.data, rtol=2e-5, atol=1e-7 * np.abs(x.data).max())
 
 
 def test_optimization_matrices_are_the_influence_rows(case) -> None:  # type: ignore[no-untyped-def]

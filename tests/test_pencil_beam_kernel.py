@@ -1,8 +1,9 @@
 """The fused CUDA pencil-beam kernel against its NumPy twin (kernels.influence).
 
-The kernel's source runs here twice: compiled as C++ for the CPU (tests/cuda_twin.py, needs g++)
-to check its index arithmetic on any machine, and on a CUDA device through CuPy (skipped
-without one). The reference is the NumPy kernel: per layer, :func:`plan_layer` and
+The kernel's source runs here three times: compiled as C++ for the CPU (tests/cuda_twin.py, needs
+g++) to check its index arithmetic on any machine, as the extension setup.py builds for the CPU
+engine (kernels.pencil_beam_cpu; skipped where it was not built), and on a CUDA device through
+CuPy (skipped without one). The reference is the NumPy kernel: per layer, :func:`plan_layer` and
 :func:`layer_csr`, entries of a voxel in layer order.
 """
 
@@ -13,6 +14,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from kernels import pencil_beam_cpu
 from kernels.backend import DeviceUnavailableError, resolve_device, to_numpy
 from kernels.influence import (
     BeamVoxels,
@@ -24,6 +26,7 @@ from kernels.influence import (
     prepare_layer,
 )
 from kernels.pencil_beam_gpu import pack_layers
+from kernels.pencil_beam_source import MAX_MODEL_QUANTITIES
 from tests import cuda_twin
 
 N_MODEL = 2
@@ -138,6 +141,65 @@ def test_twin_accumulate_equals_matrix_times_weights(beam) -> None:  # type: ign
     got = np.vstack([acc, acc_let, acc_model])
     np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-9 * expect.max())
     assert np.all(acc[np.setdiff1d(np.arange(n_rows), rows)] == 0)
+
+
+def _compiled() -> None:
+    if not pencil_beam_cpu.available():
+        pytest.skip("the compiled CPU kernel was not built with this installation")
+
+
+def test_compiled_kernel_counts_fills_and_accumulates_as_numpy(beam) -> None:  # type: ignore[no-untyped-def]
+    """The extension built by setup.py (column factors cached per voxel and layer), in two
+    blocks of voxels, against the NumPy kernel."""
+    _compiled()
+    vox, layers, n_spots, ref = beam
+    packed = pack_layers(layers, np)
+    half = vox.n // 2
+    counts = np.zeros(vox.n, np.int32)
+    for a, b in ((0, half), (half, vox.n)):
+        pencil_beam_cpu.count_entries(vox, packed, a, b, counts)
+    start, nnz = _csr_from_counts(counts)
+    dose, let, col = np.empty(nnz, np.float32), np.empty(nnz, np.float32), np.empty(nnz, np.int32)
+    model = np.empty((N_MODEL, nnz), np.float32)
+    for a, b in ((half, vox.n), (0, half)):
+        pencil_beam_cpu.fill_entries(vox, packed, a, b, start, dose=dose, col=col, let_dose=let,
+                                     model=model)
+    _check_entries(ref, counts, start, dose, let, model, col)
+    w = np.random.default_rng(2).uniform(0.0, 2.0, n_spots)
+    n_rows = int(to_numpy(vox.index).max()) + 1
+    acc, acc_let, acc_model = np.zeros(n_rows), np.zeros(n_rows), np.zeros((N_MODEL, n_rows))
+    for a, b in ((0, half), (half, vox.n)):
+        pencil_beam_cpu.accumulate(vox, packed, a, b, w, dose=acc, let_dose=acc_let,
+                                   model=acc_model)
+    rows = to_numpy(vox.index)
+    expect = np.zeros((2 + N_MODEL, n_rows))
+    for v, r in enumerate(ref):
+        expect[:, rows[v]] = (w[r[:, 0].astype(np.int64)][:, None] * r[:, 1:]).sum(axis=0)
+    np.testing.assert_allclose(np.vstack([acc, acc_let, acc_model]), expect, rtol=1e-5,
+                               atol=1e-9 * expect.max())
+
+
+def test_compiled_kernel_refuses_outputs_that_do_not_fit(beam) -> None:  # type: ignore[no-untyped-def]
+    _compiled()
+    vox, layers, n_spots, _ = beam
+    packed = pack_layers(layers, np)
+    w = np.ones(n_spots)
+    n_rows = int(to_numpy(vox.index).max()) + 1
+    with pytest.raises(ValueError, match="model quantities"):
+        pencil_beam_cpu.accumulate(vox, packed, 0, vox.n, w, dose=np.zeros(n_rows))
+    with pytest.raises(ValueError, match="beyond"):
+        pencil_beam_cpu.accumulate(vox, packed, 0, vox.n, w, dose=np.zeros(n_rows - 1),
+                                   model=np.zeros((N_MODEL, n_rows - 1)))
+    with pytest.raises(ValueError, match="model must be float64"):
+        pencil_beam_cpu.accumulate(vox, packed, 0, vox.n, w, dose=np.zeros(n_rows),
+                                   model=np.zeros((N_MODEL, n_rows), np.float32))
+    with pytest.raises(ValueError, match="outside"):
+        pencil_beam_cpu.count_entries(vox, packed, 0, vox.n + 1, np.zeros(vox.n, np.int32))
+
+
+def test_compiled_kernel_leaves_many_model_quantities_to_numpy() -> None:
+    assert not pencil_beam_cpu.usable(MAX_MODEL_QUANTITIES + 1)
+    assert pencil_beam_cpu.usable(MAX_MODEL_QUANTITIES) == pencil_beam_cpu.available()
 
 
 def test_pack_layers_refuses_mixed_model_quantities() -> None:

@@ -7,6 +7,11 @@ stored per pair beyond one chunk. LET and model quantities depend on the voxel's
 a layer's LET x dose and model sums are its per-voxel dose times the voxel's values, added per
 voxel rather than per pair. Blocks run in a thread pool; each beam has its own dose array (blocks
 of one beam own distinct rows) and the shared LET and model sums are added under a lock.
+
+Where the compiled kernel is built (:mod:`kernels.pencil_beam_cpu`) and the settings allow it
+(``compiled_kernels``), each beam's layers are packed once and blocks of its voxels run the
+kernel's accumulate mode on the thread pool instead: every pair in registers, one beam after
+the other (their blocks add into the same LET and model rows).
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from kernels import pencil_beam_cpu
 from kernels.influence import (
     LayerSetup,
     chunk_dose,
@@ -26,6 +33,7 @@ from kernels.influence import (
     plan_layer,
     subset_layer,
 )
+from kernels.pencil_beam_gpu import pack_layers
 from planning.engine.cpu_influence import BeamWork
 from planning.engine.dose_engine import DoseEngineSettings, cpu_threads
 from planning.engine.memory import release_free_heap
@@ -53,6 +61,9 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
     beam_dose = [np.zeros(n_rows) for _ in work]
     let_dose = np.zeros(n_rows) if with_let else None
     model = np.zeros((n_model, n_rows)) if n_model else None
+    if settings.compiled_kernels and pencil_beam_cpu.usable(n_model):
+        _compiled_sums(work, w, settings, beam_dose, let_dose, model, progress, cancel)
+        return beam_dose, let_dose, model
     lock = threading.Lock()
     blocks = [(bw, start, min(start + settings.block_voxels, bw.voxels.n))
               for bw in work for start in range(0, bw.voxels.n, settings.block_voxels)]
@@ -115,3 +126,44 @@ def _weighted_layers(layers: Sequence[LayerSetup], weights: FloatArray
         if sub is not None:
             out.append((sub, w_rank[keep]))
     return out
+
+
+#: Blocks per thread of a beam's voxels for the compiled kernel (their costs differ: the voxels
+#: are in WEPL order and deep ones see fewer layers).
+BLOCKS_PER_THREAD = 32
+
+
+def _compiled_sums(work: Sequence[BeamWork], weights: FloatArray, settings: DoseEngineSettings,
+                   beam_dose: list[FloatArray], let_dose: FloatArray | None,
+                   model: FloatArray | None, progress: ProgressCallback | None,
+                   cancel: CancelToken | None) -> None:
+    """:func:`accumulate_sums` with the compiled kernel, into the given zeroed outputs."""
+    n_threads = cpu_threads(settings.n_threads)
+    jobs = []
+    for bw in work:
+        layers = [layer for layer, _ in _weighted_layers(bw.layers.layers, weights)]
+        if not layers or bw.voxels.n == 0:
+            continue
+        size = min(settings.block_voxels,
+                   max(64, -(-bw.voxels.n // (BLOCKS_PER_THREAD * n_threads))))
+        jobs.append((bw, pack_layers(layers, np),
+                     [(a, min(a + size, bw.voxels.n)) for a in range(0, bw.voxels.n, size)]))
+    total = sum(len(blocks) for _, _, blocks in jobs)
+    done = 0
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for bw, packed, blocks in jobs:  # beams in turn: their blocks share LET and model rows
+
+            def run(block: tuple[int, int], bw: BeamWork = bw, packed: Any = packed) -> None:
+                if cancel is not None:
+                    cancel.raise_if_cancelled("dose calculation")
+                pencil_beam_cpu.accumulate(bw.voxels, packed, block[0], block[1], weights,
+                                           dose=beam_dose[bw.beam], let_dose=let_dose,
+                                           model=model)
+
+            try:
+                for _ in pool.map(run, blocks):
+                    done += 1
+                    report(progress, done / total, "dose cubes")
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise

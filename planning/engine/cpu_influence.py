@@ -6,6 +6,9 @@ CSR row pointers and, per row, where each beam's entries start. The second evalu
 beams and writes every entry straight to its final place: no concatenation, no sort. A block
 runs all layers of its beam, in column order, and owns its rows within that beam's part of each
 row, so blocks are independent; they run in a thread pool (NumPy releases the GIL in its loops).
+Where the compiled kernel is built (:mod:`kernels.pencil_beam_cpu`; float32 host matrices,
+``DoseEngineSettings.compiled_kernels``) its count and fill passes do both passes' work per block
+of voxels instead, all of a beam's layers at once, without the GIL.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from kernels import backend
+from kernels import backend, pencil_beam_cpu
 from kernels.influence import BeamVoxels, LayerPlan, chunk_pairs, count_pairs, plan_layer
+from kernels.pencil_beam_gpu import PackedLayers, pack_layers
 from planning.engine.dose_engine import DoseEngineSettings, cpu_threads
 from planning.engine.memory import check_host_memory, release_free_heap
 from planning.engine.setup import BeamLayers
@@ -83,13 +87,19 @@ def build_matrices(xp: Any, work: Sequence[BeamWork], n_rows: int, n_spots: int,
     """
     run = _Run(xp, settings, progress, cancel)
     n_threads = cpu_threads(settings.n_threads)
-    blocks = [(bw, start, min(start + settings.block_voxels, bw.voxels.n))
-              for bw in work for start in range(0, bw.voxels.n, settings.block_voxels)]
+    compiled = (xp is np and np.dtype(dtype) == np.float32 and settings.compiled_kernels
+                and pencil_beam_cpu.usable(n_model))
+    size = settings.block_voxels
+    if compiled:  # no per-pair temporaries: blocks small enough for every thread to have some
+        size = min(size, max(64, -(-max(bw.voxels.n for bw in work) // (4 * n_threads))))
+    blocks = [(bw, start, min(start + size, bw.voxels.n))
+              for bw in work for start in range(0, bw.voxels.n, size)]
+    packed = {bw.beam: pack_layers(bw.layers.layers, np) for bw in work} if compiled else {}
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
         try:
-            csr = _CsrAssembly(xp, _count_rows(run, pool, blocks, work, n_rows),
+            csr = _CsrAssembly(xp, _count_rows(run, pool, blocks, work, n_rows, packed),
                                let=store_let, n_model=n_model, dtype=dtype)
-            _write_entries(run, pool, blocks, csr)
+            _write_entries(run, pool, blocks, csr, packed)
         except BaseException:
             pool.shutdown(cancel_futures=True)  # blocks not started yet never start
             raise
@@ -102,16 +112,23 @@ def build_matrices(xp: Any, work: Sequence[BeamWork], n_rows: int, n_spots: int,
 
 
 def _count_rows(run: _Run, pool: ThreadPoolExecutor, blocks: Sequence[_Block],
-                work: Sequence[BeamWork], n_rows: int) -> list[Any]:
+                work: Sequence[BeamWork], n_rows: int, packed: dict[int, PackedLayers]
+                ) -> list[Any]:
     """First pass: entries of every row per beam, returned as cumulative row offsets.
 
     Returns ``offsets`` with ``offsets[b][r]`` = entries of row ``r`` from beams before ``b``
-    (``offsets[n_beams]`` = all entries of the row), int32.
+    (``offsets[n_beams]`` = all entries of the row), int32. With ``packed`` (each beam's
+    layers for the compiled kernel) the kernel counts.
     """
     xp = run.xp
 
     def count(block: _Block) -> Any:
         bw, start, stop = block
+        if packed:
+            run.check()
+            whole = np.zeros(bw.voxels.n, dtype=np.int32)
+            pencil_beam_cpu.count_entries(bw.voxels, packed[bw.beam], start, stop, whole)
+            return whole[start:stop]
         local = xp.zeros((stop - start,), dtype=xp.int32)
         for plan in run.plans(bw, start, stop):
             local[plan.voxel - start] += xp.astype(count_pairs(plan), xp.int32)
@@ -130,14 +147,20 @@ def _count_rows(run: _Run, pool: ThreadPoolExecutor, blocks: Sequence[_Block],
 
 
 def _write_entries(run: _Run, pool: ThreadPoolExecutor, blocks: Sequence[_Block],
-                   csr: _CsrAssembly) -> None:
+                   csr: _CsrAssembly, packed: dict[int, PackedLayers]) -> None:
     """Second pass: every block evaluates all its beam's layers and writes them in place.
 
     Blocks of one beam have distinct rows and each beam writes after the entries of the beams
     before it, so blocks are independent and run in parallel.
     """
+    def write(block: _Block) -> bool:
+        bw, start, stop = block
+        if packed:
+            return csr.write_block_compiled(run, bw, packed[bw.beam], start, stop)
+        return csr.write_block(run, bw, start, stop)
+
     done = 0
-    for ok in pool.map(lambda block: csr.write_block(run, *block), blocks):
+    for ok in pool.map(write, blocks):
         csr.complete &= ok
         done += 1
         run.report(0.2 + 0.78 * done / len(blocks), "computing pencil beams")
@@ -164,9 +187,27 @@ class _CsrAssembly:
         log.info("influence matrix: %d rows, %d entries", n_rows, nnz)
         self.data = xp.empty((nnz,), dtype=dtype)
         self.let_data = xp.empty((nnz,), dtype=dtype) if let else None
-        self.model_data = [xp.empty((nnz,), dtype=dtype) for _ in range(n_model)]
+        # One (K, nnz) array, so that the compiled kernel writes all model sums by one stride.
+        self.model_block = xp.empty((n_model, nnz), dtype=dtype) if n_model else None
+        self.model_data = [] if self.model_block is None else [
+            self.model_block[k] for k in range(n_model)]
         self.indices = xp.empty((nnz,), dtype=xp.int32)
         self.complete = True
+
+    def write_block_compiled(self, run: _Run, bw: BeamWork, packed: PackedLayers,
+                             start: int, stop: int) -> bool:
+        """:meth:`write_block` with the compiled kernel (host arrays, float32 data). The
+        kernel's fill pass writes exactly what its count pass counted (one code path); the
+        tests compare both with the NumPy kernels."""
+        run.check()
+        rows = bw.voxels.index
+        fill = np.zeros(bw.voxels.n, dtype=np.int64)
+        fill[start:stop] = (self.indptr[rows[start:stop]]
+                            + self.offsets[bw.beam][rows[start:stop]].astype(np.int64))
+        pencil_beam_cpu.fill_entries(bw.voxels, packed, start, stop, fill, dose=self.data,
+                                     col=self.indices, let_dose=self.let_data,
+                                     model=self.model_block)
+        return True
 
     def write_block(self, run: _Run, bw: BeamWork, start: int, stop: int) -> bool:
         """Evaluate all layers of a beam on a block and write their entries.

@@ -117,6 +117,10 @@ class DoseEngineSettings:
     store_let_dose : bool
         Keep the LET x dose matrix (4 bytes per entry). Without it
         :attr:`DoseInfluence.let_dose` is None and :func:`forward_dose` cannot give LETd.
+    compiled_kernels : bool
+        On the CPU, use the compiled pencil-beam kernel (:mod:`kernels.pencil_beam_cpu`)
+        where it was built with the installation; False (or no build) uses the NumPy
+        kernels, its twins.
     """
 
     lateral_cutoff_fraction: float = 0.99
@@ -128,6 +132,7 @@ class DoseEngineSettings:
     block_voxels: int = 1 << 17
     min_rsp_for_dose: float = 0.05
     store_let_dose: bool = True
+    compiled_kernels: bool = True
 
     @property
     def optimizer_cutoff_fraction(self) -> float:
