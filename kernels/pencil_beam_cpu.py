@@ -68,14 +68,14 @@ def _checked(voxels: BeamVoxels) -> BeamVoxels:
     return voxels
 
 
-def _run(mode: int, voxels: BeamVoxels, packed: PackedLayers, start: int, stop: int, *,
-         with_let: bool, counts: Any = None, row_start: Any = None, out_dose: Any = None,
-         out_let: Any = None, out_model: Any = None, out_col: Any = None,
-         weights: Any = None, acc_dose: Any = None, acc_let: Any = None,
-         acc_model: Any = None) -> None:
-    lib = _library()
-    if lib is None:
-        raise RuntimeError("the compiled pencil-beam kernel is not built")
+def call_kernel(lib: ctypes.CDLL, mode: int, voxels: BeamVoxels, packed: PackedLayers,
+                start: int, stop: int, *, with_let: bool, counts: Any = None,
+                row_start: Any = None, out_dose: Any = None, out_let: Any = None,
+                out_model: Any = None, out_col: Any = None, weights: Any = None,
+                acc_dose: Any = None, acc_let: Any = None, acc_model: Any = None) -> None:
+    """Call ``pb_beam_cpu`` of ``lib`` (this extension, or the tests' build of the same
+    source) on the voxels ``start:stop``; ``counts`` and ``row_start`` are per voxel of the
+    beam, the outputs as the public functions below describe them."""
     v = _checked(voxels)
     if not 0 <= start <= stop <= v.n:
         raise ValueError(f"voxel block [{start}, {stop}) outside 0..{v.n}")
@@ -95,6 +95,14 @@ def _run(mode: int, voxels: BeamVoxels, packed: PackedLayers, start: int, stop: 
         _ptr(None if row_start is None else row_start[s]), _ptr(out_dose), _ptr(out_let),
         _ptr(out_model), _I64(stride), _ptr(out_col), _ptr(weights), _ptr(acc_dose),
         _ptr(acc_let), _ptr(acc_model), _I64(acc_stride))
+
+
+def _run(mode: int, voxels: BeamVoxels, packed: PackedLayers, start: int, stop: int,
+         **arrays: Any) -> None:
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("the compiled pencil-beam kernel is not built")
+    call_kernel(lib, mode, voxels, packed, start, stop, **arrays)
 
 
 def count_entries(voxels: BeamVoxels, packed: PackedLayers, start: int, stop: int,

@@ -17,9 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from kernels.influence import BeamVoxels
+from kernels.pencil_beam_cpu import call_kernel
 from kernels.pencil_beam_gpu import PackedLayers
 from kernels.pencil_beam_source import CUDA_SOURCE
 
@@ -41,27 +40,11 @@ def library() -> ctypes.CDLL | None:
     return ctypes.CDLL(str(lib))
 
 
-def _p(a: Any) -> Any:
-    if a is None:
-        return None
-    assert isinstance(a, np.ndarray) and a.flags.c_contiguous
-    return a.ctypes.data_as(ctypes.c_void_p)
-
-
 def run(mode: int, voxels: BeamVoxels, packed: PackedLayers, *, with_let: bool = True,
-        counts: Any = None, start: Any = None, out_dose: Any = None, out_let: Any = None,
-        out_model: Any = None, out_col: Any = None, weights: Any = None, acc_dose: Any = None,
-        acc_let: Any = None, acc_model: Any = None) -> None:
+        start: Any = None, **arrays: Any) -> None:
+    """The twin on all voxels (``start``: each voxel's first entry, mode 1); the arrays as
+    :func:`kernels.pencil_beam_cpu.call_kernel` takes them."""
     lib = library()
     assert lib is not None
-    i64, i32 = ctypes.c_int64, ctypes.c_int32
-    stride = 0 if out_model is None else out_model.shape[1]
-    acc_stride = 0 if acc_model is None else acc_model.shape[1]
-    lib.pb_beam_cpu(
-        i32(mode), i64(voxels.n), _p(voxels.cu), _p(voxels.cv), _p(voxels.step_u_mm),
-        _p(voxels.step_v_mm), _p(voxels.wepl_mm), _p(voxels.wepl_index), _p(voxels.wepl_frac),
-        _p(voxels.index), i32(packed.n_layers), _p(packed.lint), _p(packed.depth_max_mm),
-        _p(packed.radius_mm), _p(packed.tabs), _p(packed.rank_table), _p(packed.spot_iu),
-        _p(packed.spot_id), i32(packed.n_model), i32(1 if with_let else 0), _p(counts),
-        _p(start), _p(out_dose), _p(out_let), _p(out_model), i64(stride), _p(out_col),
-        _p(weights), _p(acc_dose), _p(acc_let), _p(acc_model), i64(acc_stride))
+    call_kernel(lib, mode, voxels, packed, 0, voxels.n, with_let=with_let, row_start=start,
+                **arrays)

@@ -34,7 +34,7 @@ from kernels.influence import (
     subset_layer,
 )
 from kernels.pencil_beam_gpu import pack_layers
-from planning.engine.cpu_influence import BeamWork
+from planning.engine.cpu_influence import BeamWork, compiled_block_voxels
 from planning.engine.dose_engine import DoseEngineSettings, cpu_threads
 from planning.engine.memory import release_free_heap
 from planning.progress import CancelToken, ProgressCallback, report
@@ -128,11 +128,6 @@ def _weighted_layers(layers: Sequence[LayerSetup], weights: FloatArray
     return out
 
 
-#: Blocks per thread of a beam's voxels for the compiled kernel (their costs differ: the voxels
-#: are in WEPL order and deep ones see fewer layers).
-BLOCKS_PER_THREAD = 32
-
-
 def _compiled_sums(work: Sequence[BeamWork], weights: FloatArray, settings: DoseEngineSettings,
                    beam_dose: list[FloatArray], let_dose: FloatArray | None,
                    model: FloatArray | None, progress: ProgressCallback | None,
@@ -144,8 +139,7 @@ def _compiled_sums(work: Sequence[BeamWork], weights: FloatArray, settings: Dose
         layers = [layer for layer, _ in _weighted_layers(bw.layers.layers, weights)]
         if not layers or bw.voxels.n == 0:
             continue
-        size = min(settings.block_voxels,
-                   max(64, -(-bw.voxels.n // (BLOCKS_PER_THREAD * n_threads))))
+        size = compiled_block_voxels(bw.voxels.n, settings)
         jobs.append((bw, pack_layers(layers, np),
                      [(a, min(a + size, bw.voxels.n)) for a in range(0, bw.voxels.n, size)]))
     total = sum(len(blocks) for _, _, blocks in jobs)
