@@ -3,8 +3,9 @@
 The kernel's source runs here three times: compiled as C++ for the CPU (tests/cuda_twin.py, needs
 g++) to check its index arithmetic on any machine, as the extension setup.py builds for the CPU
 engine (kernels.pencil_beam_cpu; skipped where it was not built), and on a CUDA device through
-CuPy (skipped without one). The reference is the NumPy kernel: per layer, :func:`plan_layer` and
-:func:`layer_csr`, entries of a voxel in layer order.
+CuPy (skipped without one); its GPU branch is also parsed as C++ with CUDA's keywords stubbed,
+so that a CPU-only edit cannot break it unseen. The reference is the NumPy kernel: per layer,
+:func:`plan_layer` and :func:`layer_csr`, entries of a voxel in layer order.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from kernels.influence import (
     prepare_layer,
 )
 from kernels.pencil_beam_gpu import pack_layers
-from kernels.pencil_beam_source import MAX_MODEL_QUANTITIES
+from kernels.pencil_beam_source import CUDA_SOURCE, MAX_MODEL_QUANTITIES
 from tests import cuda_twin
 
 N_MODEL = 2
@@ -200,6 +201,34 @@ def test_compiled_kernel_refuses_outputs_that_do_not_fit(beam) -> None:  # type:
 def test_compiled_kernel_leaves_many_model_quantities_to_numpy() -> None:
     assert not pencil_beam_cpu.usable(MAX_MODEL_QUANTITIES + 1)
     assert pencil_beam_cpu.usable(MAX_MODEL_QUANTITIES) == pencil_beam_cpu.available()
+
+
+#: CUDA's keywords and built-ins as C++, so that g++ parses the source's GPU branch.
+_CUDA_AS_CPP = r"""
+#define __device__
+#define __forceinline__ inline
+#define __global__
+struct pb_dim3 { unsigned x, y, z; };
+static pb_dim3 blockIdx, blockDim, threadIdx;
+#include <math.h>
+"""
+
+
+def test_gpu_branch_of_the_kernel_source_compiles(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The source's GPU branch (no ``PB_CPU_TWIN``: what CuPy gives NVRTC) is valid C++ with
+    CUDA's keywords stubbed, so that an edit of the CPU-only parts cannot break the GPU build
+    unseen on machines without CUDA (the CuPy tests below compile it for real)."""
+    import shutil
+    import subprocess
+
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler (g++)")
+    src = tmp_path / "gpu_branch.cpp"
+    src.write_text(_CUDA_AS_CPP + CUDA_SOURCE)
+    out = subprocess.run([cxx, "-fsyntax-only", "-Wall", "-Werror", "-x", "c++", str(src)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
 
 
 def test_pack_layers_refuses_mixed_model_quantities() -> None:
