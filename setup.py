@@ -1,10 +1,13 @@
-"""Build of IonPlan's one compiled extension: the pencil-beam kernel for the CPU.
+"""Build of IonPlan's two compiled extensions: the pencil-beam kernel and the optimizer's joint
+sparse products, for the CPU.
 
 Everything else is in pyproject.toml. ``kernels/pencil_beam_source.py`` holds the C++/CUDA
 source of the fused per-voxel pencil-beam kernel (CuPy compiles it for the GPU); here the same
 source is compiled with ``PB_CPU_TWIN`` into ``kernels._pencil_beam_cpu``, which
 ``kernels.pencil_beam_cpu`` calls through ctypes (without the GIL). The extension is optional:
 where no C++ compiler is found the install goes on and the CPU engine uses its NumPy kernels.
+``kernels/spot_products_source.py`` is compiled the same way into ``kernels._spot_products``
+(:mod:`kernels.spot_products`; without it the optimizer multiplies with SciPy).
 """
 
 from __future__ import annotations
@@ -16,29 +19,29 @@ from pathlib import Path
 from setuptools import Extension, setup
 
 HERE = Path(__file__).resolve().parent
-GENERATED = Path("build") / "generated" / "_pencil_beam_cpu.cpp"
+GENERATED = Path("build") / "generated"
 
 MODULE_INIT = r"""
 #include <Python.h>
 
-static struct PyModuleDef pb_module = {
-    PyModuleDef_HEAD_INIT, "_pencil_beam_cpu",
-    "The fused pencil-beam kernel compiled for the CPU; call pb_beam_cpu through ctypes.",
-    -1, NULL};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "NAME", "DOC", -1, NULL};
 
-PyMODINIT_FUNC PyInit__pencil_beam_cpu(void) { return PyModule_Create(&pb_module); }
+PyMODINIT_FUNC PyInit_NAME(void) { return PyModule_Create(&module); }
 """
 
 
-def generated_source() -> str:
-    """Write the extension's C++ source (the kernel with the CPU switch and a module init)."""
-    source = runpy.run_path(str(HERE / "kernels" / "pencil_beam_source.py"))["CUDA_SOURCE"]
-    text = "#define PB_CPU_TWIN 1\n" + MODULE_INIT + source
-    path = HERE / GENERATED
+def generated_source(name: str, source_module: str, variable: str, doc: str,
+                     prefix: str = "") -> str:
+    """Write an extension's C++ source: ``variable`` of ``kernels/<source_module>.py`` after
+    ``prefix`` and an empty module init (the functions are called through ctypes)."""
+    source = runpy.run_path(str(HERE / "kernels" / f"{source_module}.py"))[variable]
+    init = MODULE_INIT.replace("NAME", name).replace("DOC", doc)
+    text = prefix + init + source
+    path = HERE / GENERATED / f"{name}.cpp"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
-    return GENERATED.as_posix()
+    return (GENERATED / f"{name}.cpp").as_posix()
 
 
 def compile_args() -> list[str]:
@@ -51,6 +54,14 @@ def compile_args() -> list[str]:
     return args
 
 
-setup(ext_modules=[Extension(
-    "kernels._pencil_beam_cpu", [generated_source()], language="c++",
-    extra_compile_args=compile_args(), optional=True)])
+setup(ext_modules=[
+    Extension("kernels._pencil_beam_cpu", [generated_source(
+        "_pencil_beam_cpu", "pencil_beam_source", "CUDA_SOURCE",
+        "The fused pencil-beam kernel compiled for the CPU; call pb_beam_cpu through ctypes.",
+        prefix="#define PB_CPU_TWIN 1\n")],
+        language="c++", extra_compile_args=compile_args(), optional=True),
+    Extension("kernels._spot_products", [generated_source(
+        "_spot_products", "spot_products_source", "CPP_SOURCE",
+        "The optimizer's joint sparse products; call sp_forward / sp_backward through ctypes.")],
+        language="c++", extra_compile_args=compile_args(), optional=True),
+])

@@ -11,9 +11,9 @@ grid, mMKM tables), set up once with ``prepare_plan`` on the CPU. For each threa
 - the optimizer's four products (dose and model sum, each ``A @ w`` and ``A.T @ g``).
 
 Prints one table with the speed-up over one thread, per CPU kernel (``--kernels``: the compiled
-one of ``kernels.pencil_beam_cpu`` where it is built, and the NumPy kernels; the products are
-SciPy's either way). The GPU-engine issue asks for at least 6x on 8 cores for the influence
-build and the forward pass.
+one of ``kernels.pencil_beam_cpu`` and the joint products of ``kernels.spot_products`` where
+they are built, and the NumPy kernels with SciPy's products). The GPU-engine issue asks for at
+least 6x on 8 cores for the influence build and the forward pass.
 
 Run: ``python bench/bench_threads.py [--threads 1,2,4,8,16] [--repeat 2]
 [--kernels compiled,numpy]``.
@@ -80,28 +80,32 @@ def main() -> None:
         for e in (prepared.opt_engine, engine):
             e.settings = dataclasses.replace(e.settings, compiled_kernels=kernel == "compiled")
         # Once untimed: the engines' layer tables are made and kept on first use.
-        _measure(prepared, engine, rows, weights, 1)
+        _measure(prepared, engine, rows, weights, 1, kernel == "compiled")
         first: tuple[float, float, float] | None = None
         for n in counts:
             os.environ["IONPLAN_THREADS"] = str(n)
-            now = _measure(prepared, engine, rows, weights, args.repeat)
+            now = _measure(prepared, engine, rows, weights, args.repeat, kernel == "compiled")
             first = first or now
             print(f"{kernel:>8} {n:>7} {now[0]:>11.2f} {first[0] / now[0]:>5.2f} "
                   f"{now[1]:>9.2f} {first[1] / now[1]:>5.2f} "
                   f"{now[2]:>12.3f} {first[2] / now[2]:>5.2f}", flush=True)
 
 
-def _measure(prepared, engine, rows, weights, repeat: int  # type: ignore[no-untyped-def]
-             ) -> tuple[float, float, float]:
+def _measure(prepared, engine, rows, weights, repeat: int,  # type: ignore[no-untyped-def]
+             compiled: bool) -> tuple[float, float, float]:
     """Seconds of the optimizer's matrices, the whole-body forward pass and the optimizer's
-    four products, on the thread count of the environment."""
+    four products (the compiled joint products, or SciPy's matrix by matrix), on the thread
+    count of the environment."""
+    from kernels.sparse_device import JointProducts, joint_products
+
     influence_s = _best(lambda: prepared.opt_engine.optimization_matrices(
         rows, model_tables=prepared.tables), repeat)
     forward_s = _best(lambda: engine.forward(weights, model_tables=prepared.tables), repeat)
     # The optimizer's products run on the engine's thread count too.
     dose, sums, _ = prepared.opt_engine.optimization_matrices(rows, model_tables=prepared.tables)
     g = np.ones(dose.shape[0])
-    products_s = _best(lambda: (dose @ weights, sums[0] @ weights, dose.T @ g, sums[0].T @ g),
+    joint = joint_products(dose, sums) if compiled else JointProducts(dose, sums)
+    products_s = _best(lambda: (joint.forward(weights), joint.backward(g, [g] * len(sums))),
                        repeat)
     return influence_s, forward_s, products_s
 

@@ -11,7 +11,8 @@ instead of 20: these matrices are most of a plan's memory) and products return f
 large matrix is cut into row blocks that share its arrays (:class:`HostRowBlocks`), and both
 products run the blocks on a thread pool: SciPy's sparse products release the GIL, so the
 optimizer's products use every core the engine may (measured on 2 cores: 13.5 -> 8.8 ms for a
-15 M-entry product).
+15 M-entry product). :func:`joint_products` multiplies the dose and model-sum matrices together,
+in one compiled pass over their shared structure where it can (:mod:`kernels.spot_products`).
 """
 
 from __future__ import annotations
@@ -217,6 +218,16 @@ class HostRowBlocks:
         return int(self.full.nnz)
 
     @property
+    def transposed(self) -> bool:
+        """Whether this stands for the matrix's transpose."""
+        return self._transposed
+
+    @property
+    def pool(self) -> Executor | None:
+        """The thread pool the blocks' products run on (None: the calling thread)."""
+        return self._pool
+
+    @property
     def T(self) -> HostRowBlocks:
         flipped = copy.copy(self)
         flipped._transposed = not self._transposed
@@ -270,6 +281,102 @@ def host_spot_matrices(matrices: Sequence[sp.csr_array], threads: int = 1
         blocked = HostRowBlocks(m, row_blocks(m, n), pool if n > 1 else None)
         out.append(SpotMatrix(blocked, blocked.T))
     return tuple(out)
+
+
+class JointProducts:
+    """The optimizer's products of a dose matrix and its model-sum matrices (same rows and
+    spots) together: ``forward(w)`` gives ``(dose @ w, (B_k @ w, ...))`` and
+    ``backward(u, (v_k, ...))`` gives ``dose.T @ u + sum_k B_k.T @ v_k``, float64 in the
+    matrices' namespace. This one multiplies each matrix on its own (any matrices with ``@``
+    and ``.T @``: GPU, SciPy, :class:`RowStack`, :class:`ActiveRows`); :func:`joint_products`
+    picks faster ones where it can."""
+
+    def __init__(self, dose: Any, sums: Sequence[Any]) -> None:
+        self.dose, self.sums = dose, tuple(sums)
+
+    def forward(self, w: Any) -> tuple[Any, tuple[Any, ...]]:
+        return self.dose @ w, tuple(b @ w for b in self.sums)
+
+    def backward(self, u: Any, v: Sequence[Any]) -> Any:
+        grad = self.dose.T @ u
+        for b, vk in zip(self.sums, v, strict=True):
+            grad = grad + b.T @ vk
+        return grad
+
+
+class _StackedProducts(JointProducts):
+    """Joint products of row-stacked parts, each part's own."""
+
+    def __init__(self, parts: Sequence[JointProducts], rows: Sequence[int]) -> None:
+        self.parts, self.cuts = tuple(parts), np.cumsum([0, *rows])
+
+    def forward(self, w: Any) -> tuple[Any, tuple[Any, ...]]:
+        xp = array_namespace(w)
+        done = [p.forward(w) for p in self.parts]
+        return (xp.concatenate([d for d, _ in done]),
+                tuple(xp.concatenate(k) for k in zip(*(s for _, s in done), strict=True)))
+
+    def backward(self, u: Any, v: Sequence[Any]) -> Any:
+        grad = None
+        for p, a, b in zip(self.parts, self.cuts[:-1], self.cuts[1:], strict=True):
+            part = p.backward(u[a:b], [vk[a:b] for vk in v])
+            grad = part if grad is None else grad + part
+        return grad
+
+
+class _CompiledProducts(JointProducts):
+    """Host float32 matrices on one CSR structure, multiplied in one pass over it
+    (:class:`kernels.spot_products.JointCsr`, on the dose matrix's row blocks and pool)."""
+
+    def __init__(self, dose: HostRowBlocks, sums: Sequence[HostRowBlocks]) -> None:
+        from kernels.spot_products import JointCsr
+
+        cuts = [a for a, _ in dose.blocks] + [dose.full.shape[0]]
+        self.joint = JointCsr(dose.indptr, dose.indices, [m.data for m in (dose, *sums)],
+                              dose.full.shape[1], cuts, dose.pool)
+
+    def forward(self, w: Any) -> tuple[Any, tuple[Any, ...]]:
+        dose, *sums = self.joint.forward(w)
+        return dose, tuple(sums)
+
+    def backward(self, u: Any, v: Sequence[Any]) -> Any:
+        return self.joint.backward([u, *v])
+
+
+def joint_products(dose: Any, sums: Sequence[Any]) -> JointProducts:
+    """The products of ``dose`` and ``sums`` (the optimizer's matrices, as
+    :class:`JointProducts` describes them) in the fastest form available: host float32 matrices
+    that share their column indices and row pointers (what the CPU engine builds) in one
+    compiled pass over them (:mod:`kernels.spot_products`; their :class:`ActiveRows`
+    wrappers are dropped: that pass skips the rows without a gradient itself), row stacks part
+    by part, anything else matrix by matrix."""
+    matrices = (dose, *sums)
+    if all(isinstance(m, RowStack) and not m.transposed for m in matrices):
+        n_parts = len(dose.parts)
+        if all(len(m.parts) == n_parts for m in matrices):
+            return _StackedProducts(
+                [joint_products(dose.parts[i], [m.parts[i] for m in sums])
+                 for i in range(n_parts)], [p.shape[0] for p in dose.parts])
+    inner = [m.inner if isinstance(m, ActiveRows) and not m.transposed else m
+             for m in matrices]
+    blocks = [m.matrix if isinstance(m, SpotMatrix) else None for m in inner]
+    host = [b for b in blocks if isinstance(b, HostRowBlocks) and not b.transposed
+            and b.data.dtype == np.float32]
+    if len(host) == len(blocks) and _one_structure(host):
+        from kernels import spot_products
+
+        if spot_products.available() and len(host) <= spot_products.MAX_MATRICES:
+            return _CompiledProducts(host[0], host[1:])
+    return JointProducts(dose, sums)
+
+
+def _one_structure(matrices: Sequence[HostRowBlocks]) -> bool:
+    """Whether the matrices have the same shape, column indices and row pointers (the same
+    arrays, as the CPU engine makes them)."""
+    first = matrices[0]
+    return all(m.full.shape == first.full.shape and np.shares_memory(m.indices, first.indices)
+               and m.indices.shape == first.indices.shape
+               and np.shares_memory(m.indptr, first.indptr) for m in matrices[1:])
 
 
 def device_spot_matrix(data: Any, indices: Any, indptr: Any, shape: tuple[int, int]

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 
-from kernels import pencil_beam_cpu
+from kernels import pencil_beam_cpu, spot_products
 from planning import __version__
 from planning.errors import DataFileError
 
@@ -55,6 +55,19 @@ def _installed_version(distribution: str) -> str | None:
         return None
 
 
+def cpu_kernels() -> str:
+    """Which CPU kernels run: ``CPU kernels compiled`` where setup.py built both extensions
+    (the pencil-beam kernel and the optimizer's joint products), ``CPU kernels NumPy`` where it
+    built neither (the NumPy kernels and SciPy's products), else which one is which."""
+    beam, products = pencil_beam_cpu.available(), spot_products.available()
+    if beam and products:
+        return "CPU kernels compiled"
+    if not (beam or products):
+        return "CPU kernels NumPy"
+    return ("CPU kernels: pencil beam " + ("compiled" if beam else "NumPy")
+            + ", products " + ("compiled" if products else "SciPy"))
+
+
 def version_text() -> str:
     """Version, licence and component versions, as printed by ``ionplan --version``.
 
@@ -64,16 +77,15 @@ def version_text() -> str:
         Three lines without a trailing newline. The first is ``ionplan <version>`` (the line
         scripts parse); the second names the licence and whether this is a frozen build; the
         third lists the Python version and the versions of numpy, SciPy, pydicom, scikit-image
-        and Kivy (``not installed`` for a missing one), and which CPU pencil-beam kernel the
-        engine uses (``compiled``, or ``NumPy`` where the extension was not built). Kivy is
-        not imported.
+        and Kivy (``not installed`` for a missing one), and which CPU kernels the engine and
+        the optimizer use (:func:`cpu_kernels`). Kivy is not imported.
     """
     build = "binary build" if is_frozen() else "source install"
     components = [f"Python {platform.python_version()}"]
     for label, distribution in _REPORTED_COMPONENTS:
         found = _installed_version(distribution)
         components.append(f"{label} {found if found is not None else 'not installed'}")
-    components.append("CPU kernel " + ("compiled" if pencil_beam_cpu.available() else "NumPy"))
+    components.append(cpu_kernels())
     return "\n".join((
         f"{DISTRIBUTION_NAME} {__version__}",
         f"{PROJECT_NAME} {__version__}, {LICENSE_EXPRESSION} ({build}; third-party licences: "

@@ -42,6 +42,7 @@ from numpy.typing import NDArray
 from scipy.optimize import minimize
 
 from kernels import backend
+from kernels.sparse_device import JointProducts, joint_products
 from planning.errors import PlanningError
 from planning.progress import CancelToken, OperationCancelled, ProgressCallback, report
 from planning.rbe import RbeModel
@@ -249,10 +250,16 @@ class OptimizationProblem:
     def to_device(self, weights: FloatArray) -> Any:
         return self.xp.asarray(np.asarray(weights, dtype=np.float64))
 
+    @cached_property
+    def joint(self) -> JointProducts:
+        """The matrices' products together (one pass over their shared structure where the
+        compiled products can, :func:`kernels.sparse_device.joint_products`)."""
+        return joint_products(self.dose, self.model_sums)
+
     def products(self, weights: Any) -> tuple[Any, tuple[Any, ...]]:
         """Physical dose and model sums per fraction in the problem's rows for ``weights``
         (device namespace): the matrices' products plus the offsets."""
-        return self.offset(self.dose @ weights, tuple(b @ weights for b in self.model_sums))
+        return self.offset(*self.joint.forward(weights))
 
     def offset(self, dose: Any, sums: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
         """``dose`` and ``sums`` (products of the matrices) with the correction added."""
@@ -352,10 +359,7 @@ def _weight_gradient(problem: OptimizationProblem, g: Any, d_dose: Any,
                      d_sums: Sequence[Any]) -> Any:
     """``A^T (g dRBE/dD) + sum_k B_k^T (g dRBE/dS_k)`` (the correction, constant, adds
     nothing)."""
-    grad = problem.dose.T @ (g * d_dose)
-    for b, d_s in zip(problem.model_sums, d_sums, strict=True):
-        grad = grad + b.T @ (g * d_s)
-    return grad
+    return problem.joint.backward(g * d_dose, [g * d_s for d_s in d_sums])
 
 
 def _penalty(xp: Any, obj: Objective, d: Any, p: float) -> tuple[float, Any]:

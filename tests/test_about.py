@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy
 
-from kernels import pencil_beam_cpu
+from kernels import pencil_beam_cpu, spot_products
 from planning import __version__, about
 from planning.errors import DataFileError
 
@@ -40,8 +40,17 @@ def test_version_text_lines() -> None:
     assert f"Python {platform.python_version()}" in lines[2]
     assert f"numpy {np.__version__}" in lines[2]
     assert f"SciPy {scipy.__version__}" in lines[2]
-    kernel = "compiled" if pencil_beam_cpu.available() else "NumPy"
-    assert lines[2].endswith(f"CPU kernel {kernel}")
+    assert lines[2].endswith(about.cpu_kernels())
+
+
+@pytest.mark.parametrize(("beam", "products", "text"), [
+    (True, True, "CPU kernels compiled"), (False, False, "CPU kernels NumPy"),
+    (True, False, "CPU kernels: pencil beam compiled, products SciPy"),
+    (False, True, "CPU kernels: pencil beam NumPy, products compiled")])
+def test_cpu_kernels_says_which_extensions_run(monkeypatch, beam, products, text) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(pencil_beam_cpu, "available", lambda: beam)
+    monkeypatch.setattr(spot_products, "available", lambda: products)
+    assert about.cpu_kernels() == text
 
 
 def test_version_matches_pyproject() -> None:

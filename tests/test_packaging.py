@@ -166,8 +166,8 @@ def test_binary_version(build: Path, workdir: Path) -> None:
     assert lines[0] == f"ionplan {__version__}"
     assert "binary build" in lines[1]  # frozen: not the source tree
     assert "Kivy 2." in lines[2] and "numpy 2." in lines[2]
-    # setup.py's extension is in the folder and loads from it (the build machine has g++).
-    assert lines[2].endswith("CPU kernel compiled"), lines[2]
+    # setup.py's extensions are in the folder and load from it (the build machine has g++).
+    assert lines[2].endswith("CPU kernels compiled"), lines[2]
 
 
 @pytest.mark.packaging
