@@ -15,12 +15,11 @@ each voxel's start, or accumulate weight x dose (x LETd, x model quantities) per
 from __future__ import annotations
 
 import ctypes
-import importlib
-from functools import cache
 from typing import Any
 
 import numpy as np
 
+from kernels import extension
 from kernels.influence import BeamVoxels
 from kernels.pencil_beam_gpu import PackedLayers
 from kernels.pencil_beam_source import MAX_MODEL_QUANTITIES
@@ -28,14 +27,8 @@ from kernels.pencil_beam_source import MAX_MODEL_QUANTITIES
 _I64, _I32 = ctypes.c_int64, ctypes.c_int32
 
 
-@cache
 def _library() -> ctypes.CDLL | None:
-    try:
-        module = importlib.import_module("kernels._pencil_beam_cpu")
-    except ImportError:
-        return None
-    path = getattr(module, "__file__", None)
-    return None if path is None else ctypes.CDLL(path)
+    return extension.load("kernels._pencil_beam_cpu")
 
 
 def available() -> bool:

@@ -16,28 +16,21 @@ Without the extension :func:`available` is False and the optimizer multiplies wi
 from __future__ import annotations
 
 import ctypes
-import importlib
 import itertools
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from functools import cache
 from typing import Any
 
 import numpy as np
 
+from kernels import extension
 from kernels.spot_products_source import MAX_MATRICES
 
 _I64, _I32 = ctypes.c_int64, ctypes.c_int32
 
 
-@cache
 def _library() -> ctypes.CDLL | None:
-    try:
-        module = importlib.import_module("kernels._spot_products")
-    except ImportError:
-        return None
-    path = getattr(module, "__file__", None)
-    return None if path is None else ctypes.CDLL(path)
+    return extension.load("kernels._spot_products")
 
 
 def available() -> bool:
