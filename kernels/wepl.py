@@ -18,8 +18,10 @@ result is in the namespace of ``rsp``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,6 +228,7 @@ def wepl_cube(
     depth_step_mm: float | None = None,
     chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
     on_chunk: Callable[[float], None] | None = None,
+    threads: int = 1,
 ) -> WeplCube:
     """Resample an RSP volume along parallel rays and integrate it into a WEPL cube.
 
@@ -248,6 +251,10 @@ def wepl_cube(
     on_chunk : callable, optional
         Called after each chunk with the fraction of the cube done (0..1]; a caller reports
         progress with it, and may raise from it to stop the computation (cancellation).
+        Always called in the calling thread.
+    threads : int
+        NumPy only: chunks computed on this many threads (NumPy releases the GIL in its
+        loops), each holding its chunk's temporaries.
 
     Returns
     -------
@@ -273,8 +280,8 @@ def wepl_cube(
     t_mid = xp.asarray(t0 + (np.arange(n_t) + 0.5) * h_t, dtype=xp.float64)
     v_nodes = xp.asarray(v0 + np.arange(n_v) * h_lat, dtype=xp.float64)
     rows_per_chunk = max(1, chunk_samples // max(n_v * n_t, 1))
-    pieces = []
-    for i_start in range(0, n_u, rows_per_chunk):
+
+    def chunk(i_start: int) -> Any:
         i_stop = min(n_u, i_start + rows_per_chunk)
         u_nodes = xp.asarray(u0 + np.arange(i_start, i_stop) * h_lat, dtype=xp.float64)
         uu = xp.reshape(u_nodes, (-1, 1, 1))
@@ -285,9 +292,22 @@ def wepl_cube(
             coords.append(float(a0_xyz[ax]) + uu * float(a_xyz[0, ax])
                           + vv * float(a_xyz[1, ax]) + tt * float(a_xyz[2, ax]))
         samples = _trilinear(xp, flat, padded_dims, coords)
-        pieces.append(xp.cumulative_sum(samples * h_t, axis=2, include_initial=True))
-        if on_chunk is not None:
-            on_chunk(i_stop / n_u)
+        return xp.cumulative_sum(samples * h_t, axis=2, include_initial=True)
+
+    starts = range(0, n_u, rows_per_chunk)
+    pieces = []
+    with ThreadPoolExecutor(max_workers=threads) if threads > 1 and xp is np else (
+            contextlib.nullcontext()) as pool:
+        done = (map if pool is None else pool.map)(chunk, starts)  # in order, lazily
+        try:
+            for i_start, piece in zip(starts, done, strict=True):
+                pieces.append(piece)
+                if on_chunk is not None:
+                    on_chunk(min(n_u, i_start + rows_per_chunk) / n_u)
+        except BaseException:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)  # chunks not started yet never start
+            raise
     cube = xp.concat(pieces, axis=0) if len(pieces) > 1 else pieces[0]
     return WeplCube(
         wepl_mm=xp.astype(cube, xp.float32),

@@ -51,7 +51,7 @@ from planning.engine.dose_correction import (
     settle_correction,
     with_dose_correction,
 )
-from planning.engine.dose_engine import DoseEngineSettings, place_spots
+from planning.engine.dose_engine import DoseEngineSettings, cpu_threads, place_spots
 from planning.engine.forward_dose import forward_cubes
 from planning.engine.memory import check_host_memory, engine_bytes
 from planning.engine.problem import (
@@ -511,7 +511,8 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
                                   lateral_cutoff_fraction=request.cutoff_fraction,
                                   matrix_cutoff_fraction=request.matrix_cutoff_fraction)
     dose_grid = DoseGrid.covering(ct_grid, request.dose_grid_mm)
-    cubes = WeplCubes(rsp, ct_grid, settings.wepl_step_mm)
+    cubes = WeplCubes(rsp, ct_grid, settings.wepl_step_mm,
+                      threads=cpu_threads(settings.n_threads))
     _check_grid_memory(patient, ct_grid, dose_grid, len(beams), model, target_mask,
                        cubes.kept_bytes([b.frame for b in beams]))
     report(progress, 0.05, "placing spots")

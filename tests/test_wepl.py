@@ -124,3 +124,27 @@ def test_cupy_matches_numpy():
     w_np = _wepl(np, rsp, sp, org, 33.0, 10.0, pts)
     w_cp = _wepl(cupy, rsp, sp, org, 33.0, 10.0, pts)
     np.testing.assert_allclose(w_cp, w_np, rtol=1e-5, atol=1e-4)
+
+
+def test_cube_on_threads_is_the_cube_of_one_thread():
+    """Chunks on a thread pool give the same cube; progress comes from the calling thread, in
+    order, up to 1."""
+    import threading
+
+    from kernels.wepl import wepl_cube
+
+    rng = np.random.default_rng(4)
+    rsp = rng.uniform(0.2, 1.8, (30, 40, 35)).astype(np.float32)
+    f = beam_frame(60.0, 10.0)
+    args = (rsp, (2.0, 1.5, 1.0), (-17.0, -20.0, -29.0), f.direction, f.u_axis, f.v_axis)
+    one = wepl_cube(*args, chunk_samples=5000)
+    seen = []
+    main = threading.get_ident()
+
+    def on_chunk(fraction: float) -> None:
+        assert threading.get_ident() == main
+        seen.append(fraction)
+
+    three = wepl_cube(*args, chunk_samples=5000, threads=3, on_chunk=on_chunk)
+    np.testing.assert_array_equal(three.wepl_mm, one.wepl_mm)
+    assert len(seen) > 3 and seen == sorted(seen) and seen[-1] == 1.0

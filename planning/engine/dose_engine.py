@@ -334,7 +334,8 @@ def compute_wepl(
         raise PlanningError(f"points must have shape (N, 3), got {pts.shape}")
     xp = backend.namespace_for(resolve_device(settings.device))
     if cubes is None or not cubes.serves(rsp_volume, ct_grid, settings.wepl_step_mm):
-        cubes = WeplCubes(rsp, ct_grid, settings.wepl_step_mm, keep=False)
+        cubes = WeplCubes(rsp, ct_grid, settings.wepl_step_mm, keep=False,
+                          threads=cpu_threads(settings.n_threads))
     w = cubes.at_points(xp, beam.frame, xp.asarray(pts), progress=progress, cancel=cancel)
     return backend.to_numpy(w).astype(np.float32, copy=False)
 

@@ -157,7 +157,8 @@ class PlanningEngine:
         self.spots = spot_table(spot_maps)
         cubes = (wepl_cubes if wepl_cubes is not None
                  and wepl_cubes.serves(rsp_volume, ct_grid, settings.wepl_step_mm)
-                 else WeplCubes(rsp, ct_grid, settings.wepl_step_mm, keep=False))
+                 else WeplCubes(rsp, ct_grid, settings.wepl_step_mm, keep=False,
+                             threads=cpu_threads(settings.n_threads)))
         self._first_spot = np.cumsum([0] + [s.n_spots for s in spot_maps])
         voxels = []
         for b, (beam, sm) in enumerate(zip(beams, spot_maps, strict=True)):

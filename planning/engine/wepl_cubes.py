@@ -46,12 +46,14 @@ class WeplCubes:
     keep : bool
         Keep cubes (within :data:`KEPT_BYTES`); False: make each on every use (for a caller
         that uses each cube once).
+    threads : int
+        Threads that make a host cube (:func:`kernels.wepl.wepl_cube`).
     """
 
     def __init__(self, rsp: NDArray[np.float32], ct_grid: DoseGrid,
-                 depth_step_mm: float | None, *, keep: bool = True) -> None:
+                 depth_step_mm: float | None, *, keep: bool = True, threads: int = 1) -> None:
         self.rsp, self.ct_grid, self.depth_step_mm = rsp, ct_grid, depth_step_mm
-        self._keep = keep
+        self._keep, self._threads = keep, threads
         # Keyed by (array namespace, beam axes): a cube lives on the device that made it.
         self._cubes: dict[tuple[str, tuple[float, ...]], WeplCube] = {}
 
@@ -99,7 +101,8 @@ class WeplCubes:
 
         made = wepl_cube(xp.asarray(self.rsp), self.ct_grid.spacing_mm, self.ct_grid.origin_mm,
                          frame.direction, frame.u_axis, frame.v_axis,
-                         depth_step_mm=self.depth_step_mm, on_chunk=on_chunk)
+                         depth_step_mm=self.depth_step_mm, on_chunk=on_chunk,
+                         threads=self._threads)
         if self.nbytes + int(made.wepl_mm.nbytes) <= self._limit():
             self._cubes[key] = made
         return made
