@@ -374,8 +374,8 @@ class PreparedPlan:
                    cancel: CancelToken | None = None) -> PlanningEngine:
         return PlanningEngine(self.machine, self.rsp, grid_of(self.patient.ct),
                               grid or self.dose_grid, self.beams, self.spot_maps, self.settings,
-                              calc_mask=region, wepl_cubes=self.wepl_cubes, progress=progress,
-                              cancel=cancel)
+                              calc_mask=region, wepl_cubes=self.wepl_cubes,
+                              layers_of=self.opt_engine, progress=progress, cancel=cancel)
 
     def groups_on(self, grid: DoseGrid) -> tuple[RbeGroup, ...]:
         """The RBE groups (LEM I tissue per structure) on ``grid``; the dose grid's are kept."""

@@ -9,6 +9,7 @@ CUDA).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -225,3 +226,22 @@ def test_gpu_optimization_matches_cpu(case) -> None:  # type: ignore[no-untyped-
     np.testing.assert_allclose(results[1].objective, results[0].objective, rtol=1e-3)
     np.testing.assert_allclose(results[1].weights, results[0].weights, rtol=1e-2,
                                atol=1e-3 * results[0].weights.max())
+
+
+def test_engines_of_one_plan_share_their_layer_set_ups(case) -> None:  # type: ignore[no-untyped-def]
+    """An engine on another grid of the same plan reuses the layer set-ups (they do not
+    depend on the grid) and gives the dose it gives with its own; another cut-off does not
+    share them."""
+    machine, rsp, grid, beams, maps, tables = case
+    first = PlanningEngine(machine, rsp, grid, grid, beams, maps, CPU)
+    coarse = DoseGrid((8, 20, 20), (6.0, 6.0, 6.0), (-57.0, -57.0, -21.0))
+    shared = PlanningEngine(machine, rsp, grid, coarse, beams, maps, CPU, layers_of=first)
+    alone = PlanningEngine(machine, rsp, grid, coarse, beams, maps, CPU)
+    w = np.random.default_rng(5).uniform(0.5, 1.5, first.n_spots)
+    got = shared.forward(w, model_tables=tables)
+    assert first._layers is shared._layers and len(first._layers) == 1  # made by `shared`
+    want = alone.forward(w, model_tables=tables)
+    np.testing.assert_array_equal(got.dose_gy, want.dose_gy)
+    other = dataclasses.replace(CPU, lateral_cutoff_fraction=0.95)
+    wider = PlanningEngine(machine, rsp, grid, coarse, beams, maps, other, layers_of=first)
+    assert wider._layers is not first._layers

@@ -109,6 +109,10 @@ class PlanningEngine:
     wepl_cubes : WeplCubes, optional
         The plan's WEPL cubes of ``rsp_volume`` (the same array), shared with its other
         engines; cubes of its own otherwise.
+    layers_of : PlanningEngine, optional
+        Another engine of the same plan (machine, beams, spot maps, device and cut-off):
+        the two share their layer set-ups (they do not depend on the dose grid), each made
+        once for both. Ignored where anything of those differs.
     progress, cancel : optional
         Progress callback and cancel token of the set-up (WEPL of every beam).
 
@@ -124,6 +128,7 @@ class PlanningEngine:
                  dose_grid: DoseGrid, beams: Sequence[Beam], spot_maps: Sequence[SpotMap],
                  settings: DoseEngineSettings | None = None, *,
                  calc_mask: ArrayLike | None = None, wepl_cubes: WeplCubes | None = None,
+                 layers_of: PlanningEngine | None = None,
                  progress: ProgressCallback | None = None,
                  cancel: CancelToken | None = None) -> None:
         settings = settings or DoseEngineSettings()
@@ -174,6 +179,15 @@ class PlanningEngine:
         self._layers: dict[tuple[int, float],
                            tuple[DepthTables | None, tuple[BeamLayers, ...]]] = {}
         self._packed: dict[tuple[int, float], tuple[PackedLayers, ...]] = {}
+        if layers_of is not None and self._same_layers(layers_of):
+            self._layers, self._packed = layers_of._layers, layers_of._packed
+
+    def _same_layers(self, other: PlanningEngine) -> bool:
+        """Whether ``other``'s layer set-ups are this engine's (what they depend on agrees)."""
+        return (other.machine is self.machine and other.beams == self.beams
+                and other.spot_maps == self.spot_maps and other.device == self.device
+                and other.settings.lateral_cutoff_fraction
+                == self.settings.lateral_cutoff_fraction)
 
     @property
     def n_spots(self) -> int:
