@@ -247,14 +247,15 @@ def wepl_cube(
     depth_step_mm : float, optional
         Sampling step along the rays; half the smallest voxel spacing by default.
     chunk_samples : int
-        Upper bound of RSP samples computed at once (memory about 100 B per sample).
+        Upper bound of RSP samples computed at once, over all threads (memory about 100 B per
+        sample).
     on_chunk : callable, optional
         Called after each chunk with the fraction of the cube done (0..1]; a caller reports
         progress with it, and may raise from it to stop the computation (cancellation).
         Always called in the calling thread.
     threads : int
         NumPy only: chunks computed on this many threads (NumPy releases the GIL in its
-        loops), each holding its chunk's temporaries.
+        loops), each of ``chunk_samples / threads`` samples.
 
     Returns
     -------
@@ -279,7 +280,10 @@ def wepl_cube(
     a_xyz = axes * inv_sp  # rows: d(index_xyz)/du, /dv, /dt
     t_mid = xp.asarray(t0 + (np.arange(n_t) + 0.5) * h_t, dtype=xp.float64)
     v_nodes = xp.asarray(v0 + np.arange(n_v) * h_lat, dtype=xp.float64)
-    rows_per_chunk = max(1, chunk_samples // max(n_v * n_t, 1))
+    pooled = threads > 1 and xp is np
+    # Threads share the temporaries' bound: each chunk holds 1 / threads of it.
+    per_chunk = chunk_samples // threads if pooled else chunk_samples
+    rows_per_chunk = max(1, per_chunk // max(n_v * n_t, 1))
 
     def chunk(i_start: int) -> Any:
         i_stop = min(n_u, i_start + rows_per_chunk)
@@ -296,8 +300,7 @@ def wepl_cube(
 
     starts = range(0, n_u, rows_per_chunk)
     pieces = []
-    with ThreadPoolExecutor(max_workers=threads) if threads > 1 and xp is np else (
-            contextlib.nullcontext()) as pool:
+    with ThreadPoolExecutor(max_workers=threads) if pooled else contextlib.nullcontext() as pool:
         done = (map if pool is None else pool.map)(chunk, starts)  # in order, lazily
         try:
             for i_start, piece in zip(starts, done, strict=True):
