@@ -96,7 +96,7 @@ def _measure(prepared, engine, rows, weights, repeat: int,  # type: ignore[no-un
     """Seconds of the optimizer's matrices, the whole-body forward pass and the optimizer's
     four products (the compiled joint products, or SciPy's matrix by matrix), on the thread
     count of the environment."""
-    from kernels.sparse_device import JointProducts, joint_products
+    from kernels.sparse_device import SeparateProducts, joint_products
 
     influence_s = _best(lambda: prepared.opt_engine.optimization_matrices(
         rows, model_tables=prepared.tables), repeat)
@@ -104,7 +104,7 @@ def _measure(prepared, engine, rows, weights, repeat: int,  # type: ignore[no-un
     # The optimizer's products run on the engine's thread count too.
     dose, sums, _ = prepared.opt_engine.optimization_matrices(rows, model_tables=prepared.tables)
     g = np.ones(dose.shape[0])
-    joint = joint_products(dose, sums) if compiled else JointProducts(dose, sums)
+    joint = joint_products(dose, sums) if compiled else SeparateProducts(dose, sums)
     products_s = _best(lambda: (joint.forward(weights), joint.backward(g, [g] * len(sums))),
                        repeat)
     return influence_s, forward_s, products_s

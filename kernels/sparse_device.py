@@ -22,12 +22,14 @@ import itertools
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
+from kernels import spot_products
 from kernels.backend import array_namespace, cupy_module
+from kernels.spot_products import MAX_MATRICES, JointCsr
 
 
 @dataclass(frozen=True, eq=False)
@@ -283,13 +285,20 @@ def host_spot_matrices(matrices: Sequence[sp.csr_array], threads: int = 1
     return tuple(out)
 
 
-class JointProducts:
+class JointProducts(Protocol):
     """The optimizer's products of a dose matrix and its model-sum matrices (same rows and
     spots) together: ``forward(w)`` gives ``(dose @ w, (B_k @ w, ...))`` and
     ``backward(u, (v_k, ...))`` gives ``dose.T @ u + sum_k B_k.T @ v_k``, float64 in the
-    matrices' namespace. This one multiplies each matrix on its own (any matrices with ``@``
-    and ``.T @``: GPU, SciPy, :class:`RowStack`, :class:`ActiveRows`); :func:`joint_products`
-    picks faster ones where it can."""
+    matrices' namespace (:func:`joint_products` makes the fastest available)."""
+
+    def forward(self, w: Any) -> tuple[Any, tuple[Any, ...]]: ...
+
+    def backward(self, u: Any, v: Sequence[Any]) -> Any: ...
+
+
+class SeparateProducts:
+    """:class:`JointProducts` of any matrices with ``@`` and ``.T @`` (GPU, SciPy,
+    :class:`RowStack`, :class:`ActiveRows`), one matrix at a time."""
 
     def __init__(self, dose: Any, sums: Sequence[Any]) -> None:
         self.dose, self.sums = dose, tuple(sums)
@@ -304,7 +313,7 @@ class JointProducts:
         return grad
 
 
-class _StackedProducts(JointProducts):
+class _StackedProducts:
     """Joint products of row-stacked parts, each part's own."""
 
     def __init__(self, parts: Sequence[JointProducts], rows: Sequence[int]) -> None:
@@ -324,13 +333,11 @@ class _StackedProducts(JointProducts):
         return grad
 
 
-class _CompiledProducts(JointProducts):
+class _CompiledProducts:
     """Host float32 matrices on one CSR structure, multiplied in one pass over it
     (:class:`kernels.spot_products.JointCsr`, on the dose matrix's row blocks and pool)."""
 
     def __init__(self, dose: HostRowBlocks, sums: Sequence[HostRowBlocks]) -> None:
-        from kernels.spot_products import JointCsr
-
         cuts = [a for a, _ in dose.blocks] + [dose.full.shape[0]]
         self.joint = JointCsr(dose.indptr, dose.indices, [m.data for m in (dose, *sums)],
                               dose.full.shape[1], cuts, dose.pool)
@@ -362,21 +369,24 @@ def joint_products(dose: Any, sums: Sequence[Any]) -> JointProducts:
     blocks = [m.matrix if isinstance(m, SpotMatrix) else None for m in inner]
     host = [b for b in blocks if isinstance(b, HostRowBlocks) and not b.transposed
             and b.data.dtype == np.float32]
-    if len(host) == len(blocks) and _one_structure(host):
-        from kernels import spot_products
-
-        if spot_products.available() and len(host) <= spot_products.MAX_MATRICES:
-            return _CompiledProducts(host[0], host[1:])
-    return JointProducts(dose, sums)
+    if (len(host) == len(blocks) <= MAX_MATRICES and _one_structure(host)
+            and spot_products.available()):
+        return _CompiledProducts(host[0], host[1:])
+    return SeparateProducts(dose, sums)
 
 
 def _one_structure(matrices: Sequence[HostRowBlocks]) -> bool:
     """Whether the matrices have the same shape, column indices and row pointers (the same
     arrays, as the CPU engine makes them)."""
     first = matrices[0]
-    return all(m.full.shape == first.full.shape and np.shares_memory(m.indices, first.indices)
-               and m.indices.shape == first.indices.shape
-               and np.shares_memory(m.indptr, first.indptr) for m in matrices[1:])
+    return all(m.full.shape == first.full.shape and _same_array(m.indices, first.indices)
+               and _same_array(m.indptr, first.indptr) for m in matrices[1:])
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``a`` and ``b`` are views of the same memory with the same layout."""
+    return (a is b or (a.dtype == b.dtype and a.shape == b.shape and a.strides == b.strides
+                       and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]))
 
 
 def device_spot_matrix(data: Any, indices: Any, indptr: Any, shape: tuple[int, int]

@@ -14,8 +14,8 @@ import scipy.sparse as sp
 from kernels import sparse_device, spot_products
 from kernels.sparse_device import (
     ActiveRows,
-    JointProducts,
     RowStack,
+    SeparateProducts,
     host_spot_matrices,
     joint_products,
 )
@@ -116,8 +116,8 @@ def test_joint_products_of_engine_matrices_in_stacks_and_active_rows(monkeypatch
     dose = RowStack((a[0], b[0]))
     sums = tuple(RowStack((x, y)) for x, y in zip(a[1:], b[1:], strict=True))
     joint = joint_products(dose, sums)
-    plain = JointProducts(dose, sums)
-    assert type(joint) is not JointProducts
+    plain = SeparateProducts(dose, sums)
+    assert type(joint) is not SeparateProducts
     assert all(type(p).__name__ == "_CompiledProducts" for p in joint.parts)  # type: ignore[attr-defined]
     rng = np.random.default_rng(3)
     w = rng.random(first.shape[1])
@@ -134,7 +134,7 @@ def test_matrices_on_different_structures_are_multiplied_one_by_one() -> None:
     dose = host_spot_matrices([_structure(seed=1)])[0]
     other = host_spot_matrices([_structure(seed=2)])[0]
     joint = joint_products(dose, (other,))
-    assert type(joint) is JointProducts
+    assert type(joint) is SeparateProducts
     w = np.ones(dose.shape[1])
     d, (s,) = joint.forward(w)
     np.testing.assert_allclose(d, dose @ w)
