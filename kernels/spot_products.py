@@ -38,6 +38,13 @@ def available() -> bool:
     return _library() is not None
 
 
+def _loaded() -> ctypes.CDLL:
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("the compiled spot products are not built")
+    return lib
+
+
 def _check(status: int) -> None:
     if status != 0:
         raise RuntimeError(f"the compiled spot products refused the call ({status})")
@@ -92,6 +99,7 @@ class JointCsr:
         self.blocks = [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
         self._pool = pool
         self._data_ptrs = _pointers(self.data)
+        self._wide = _I32(1 if indptr.dtype == np.int64 else 0)  # int64 row pointers
 
     @property
     def n_matrices(self) -> int:
@@ -103,19 +111,17 @@ class JointCsr:
 
     def forward(self, w: Any) -> list[np.ndarray]:
         """``[A_m @ w for each matrix]``, float64 (rows,) each, for ``w`` (spots,)."""
-        lib = _library()
-        if lib is None:
-            raise RuntimeError("the compiled spot products are not built")
+        lib = _loaded()
         x = np.ascontiguousarray(w, dtype=np.float64)
         if x.shape != (self.n_cols,):
             raise ValueError(f"weights of shape {x.shape}, the matrices have {self.n_cols} "
                              "columns")
         out = [np.empty(self.n_rows) for _ in self.data]
         out_ptrs = _pointers(out)
-        wide = _I32(1 if self.indptr.dtype == np.int64 else 0)
 
         def block(rows: tuple[int, int]) -> None:
-            _check(lib.sp_forward(_I32(self.n_matrices), _I64(rows[0]), _I64(rows[1]), wide,
+            _check(lib.sp_forward(_I32(self.n_matrices), _I64(rows[0]), _I64(rows[1]),
+                                  self._wide,
                            ctypes.c_void_p(self.indptr.ctypes.data),
                            ctypes.c_void_p(self.indices.ctypes.data), self._data_ptrs,
                            ctypes.c_void_p(x.ctypes.data), out_ptrs))
@@ -125,20 +131,18 @@ class JointCsr:
 
     def backward(self, coefficients: Sequence[Any]) -> np.ndarray:
         """``sum_m A_m.T @ c_m``, float64 (spots,), for one (rows,) vector per matrix."""
-        lib = _library()
-        if lib is None:
-            raise RuntimeError("the compiled spot products are not built")
+        lib = _loaded()
         if len(coefficients) != self.n_matrices:
             raise ValueError(f"{len(coefficients)} vectors for {self.n_matrices} matrices")
         coef = [np.ascontiguousarray(c, dtype=np.float64) for c in coefficients]
         if any(c.shape != (self.n_rows,) for c in coef):
             raise ValueError(f"each vector must have the matrices' {self.n_rows} rows")
         coef_ptrs = _pointers(coef)
-        wide = _I32(1 if self.indptr.dtype == np.int64 else 0)
 
         def block(rows: tuple[int, int]) -> np.ndarray:
             out = np.zeros(self.n_cols)
-            _check(lib.sp_backward(_I32(self.n_matrices), _I64(rows[0]), _I64(rows[1]), wide,
+            _check(lib.sp_backward(_I32(self.n_matrices), _I64(rows[0]), _I64(rows[1]),
+                                   self._wide,
                             ctypes.c_void_p(self.indptr.ctypes.data),
                             ctypes.c_void_p(self.indices.ctypes.data), self._data_ptrs,
                             coef_ptrs, ctypes.c_void_p(out.ctypes.data)))

@@ -218,11 +218,14 @@ class _CsrAssembly:
         self.indices = xp.empty((nnz,), dtype=xp.int32)
         self.complete = True
 
-    def first_entries(self, bw: BeamWork) -> Any:
-        """(n,) int64: where each voxel of a beam writes its first entry (its row's start
-        plus the entries of the beams before it), in the beam's voxel order (host)."""
-        rows = bw.voxels.index
-        return self.indptr[rows] + self.offsets[bw.beam][rows].astype(np.int64)
+    def first_entries(self, bw: BeamWork, start: int = 0, stop: int | None = None) -> Any:
+        """(stop - start,) int64: where each voxel ``start:stop`` of a beam (all by default)
+        writes its first entry (its row's start plus the entries of the beams before it), in
+        the beam's voxel order."""
+        xp = self.xp
+        rows = bw.voxels.index[start:stop]
+        return xp.take(self.indptr, rows) + xp.astype(xp.take(self.offsets[bw.beam], rows),
+                                                      xp.int64)
 
     def write_block(self, run: _Run, bw: BeamWork, start: int, stop: int) -> bool:
         """Evaluate all layers of a beam on a block and write their entries.
@@ -232,7 +235,7 @@ class _CsrAssembly:
         xp = self.xp
         b = bw.beam
         rows = bw.voxels.index[start:stop]
-        fill = xp.take(self.indptr, rows) + xp.astype(xp.take(self.offsets[b], rows), xp.int64)
+        fill = self.first_entries(bw, start, stop)
         for plan in run.plans(bw, start, stop):
             local = plan.voxel - start
             for chunk in plan.chunks:
