@@ -46,8 +46,10 @@ from planning.engine import PlanningEngine
 from planning.engine.dose_correction import (
     SETTLE_TOLERANCE_PCT,
     CorrectionChange,
+    RowForward,
     Settled,
     correction_change,
+    row_forward,
     settle_correction,
     with_dose_correction,
 )
@@ -341,6 +343,9 @@ class PreparedPlan:
     region_rows: dict[str, NDArray[np.int64]] = field(default_factory=dict)
     # The spot weights per fraction of the last optimization: the next one starts from them.
     weights: NDArray[np.float64] | None = None
+    # The forward pass over ``rows`` of the last weights its dose correction measured: the
+    # next optimization's first correction (those weights scaled) is made from it.
+    row_forward: RowForward | None = None
 
     def dose_engine(self, *, progress: ProgressCallback | None = None,
                     cancel: CancelToken | None = None) -> PlanningEngine:
@@ -450,6 +455,7 @@ class PreparedPlan:
         sums_m = sums[0] if len(parts) == 1 else tuple(RowStack(m) for m in zip(*sums, strict=True))
         rows = np.concatenate([part for part, _ in parts])
         self.rows, self.matrices, self.matrix_nnz = rows, (dose_m, sums_m), nnz
+        self.row_forward = None  # of other rows
         return True
 
     @property
@@ -461,6 +467,7 @@ class PreparedPlan:
     def release(self) -> None:
         """Drop the optimizer's matrices (they come back on the next optimization)."""
         self.rows, self.matrices, self.matrix_nnz = np.zeros(0, np.int64), None, 0
+        self.row_forward = None
 
 
 def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
@@ -713,10 +720,11 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     correcting = prepared.corrects_dose
     dose_per_fraction = prescription.dose_per_fraction_gy_rbe
     if correcting:  # the halo the matrices leave out, for the starting weights
+        start = initial_weights(problem, prepared.target, dose_per_fraction, prepared.weights)
         problem = with_dose_correction(
-            problem, prepared.opt_engine,
-            initial_weights(problem, prepared.target, dose_per_fraction, prepared.weights),
-            prepared.tables, prepared.rows, cancel=cancel)
+            problem, prepared.opt_engine, start, prepared.tables, prepared.rows,
+            forward=row_forward(prepared.opt_engine, start, prepared.tables, prepared.rows,
+                                kept=prepared.row_forward, cancel=cancel))
     ring_scale = surrounding_tissue_ratio(problem, prepared.target,
                                           dose_per_fraction)
     if ring_scale > 1.0:  # same structures, so the same rows
@@ -745,10 +753,13 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     timings["optimization"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     correction: CorrectionChange | None = None
+    last_forward: RowForward | None = None
     if correcting:  # again for the weights found; the last pass runs with it
         first = problem
+        last_forward = row_forward(prepared.opt_engine, result.weights, prepared.tables,
+                                   prepared.rows, cancel=cancel)
         problem = with_dose_correction(problem, prepared.opt_engine, result.weights,
-                                       prepared.tables, prepared.rows, cancel=cancel)
+                                       prepared.tables, prepared.rows, forward=last_forward)
         correction = correction_change(first, problem, result.weights, prepared.target,
                                        dose_per_fraction)
         del first
@@ -784,6 +795,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
             progress=stage_progress(progress, 0.83, 0.85), cancel=cancel)
         result = settled.result
         iterations += settled.iterations
+        last_forward = settled.forward
     added_rows = refinement.rows
     del refinement  # its problem holds the matrices
     timings["refinement"] = time.perf_counter() - t0
@@ -898,6 +910,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         timings["exchange"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     prepared.weights = result.weights
+    prepared.row_forward = last_forward  # its weights are checked where it is used
     report(progress, 1.0, "plan done")
     return PlanResult(plan, patient, dose_grid, cubes.physical_dose_gy, cubes.rbe_dose_gy_rbe,
                       cubes.letd_kev_um, cubes.rbe, model, report=rep, exchange=view,

@@ -18,6 +18,7 @@ from planning.engine.dose_correction import (
     SETTLE_PASSES,
     SETTLE_TOLERANCE_PCT,
     correction_change,
+    row_forward,
     settle_correction,
     with_dose_correction,
 )
@@ -117,6 +118,45 @@ def test_corrected_products_equal_the_forward_pass(case) -> None:  # type: ignor
                                + corrected.correction.dose, rtol=1e-6, atol=1e-9 * scale)
     change = correction_change(problem, corrected, w, "T", 1.0)
     assert 0 < change.target_share < 0.2 and change.largest_pct > 0
+
+
+def test_a_kept_forward_pass_serves_the_same_weights_scaled(case) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A re-optimization's first correction (the last weights scaled to a new prescription)
+    is the kept pass times the factor, without a forward pass, and equals the engine's;
+    other weights or other rows get the engine's pass."""
+    engine, tables, rng, rows, dose, sums = _core(case, seed=12, n_rows=1200)
+    shuffle = rng.permutation(rows.size)
+    w = rng.uniform(0.0, 1.5, engine.n_spots)
+    kept = row_forward(engine, w, tables, rows[shuffle])
+    exact = engine.forward(2.5 * w, model_tables=tables, with_let=False, rows=rows)
+    calls = []
+    real = engine.forward
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    engine.forward = counted  # type: ignore[method-assign]
+    scaled = row_forward(engine, 2.5 * w, tables, rows[shuffle], kept=kept)
+    assert not calls
+    scale = exact.dose_gy.max()
+    np.testing.assert_allclose(scaled.dose_gy, exact.dose_gy[shuffle], rtol=1e-6,
+                               atol=1e-9 * scale)
+    for got, want in zip(scaled.model_sums, exact.model_sums, strict=True):
+        np.testing.assert_allclose(got, want[shuffle], rtol=1e-6, atol=1e-9 * np.abs(want).max())
+    problem = _problem(_rows(dose, shuffle), [_rows(m, shuffle) for m in sums], rows)
+    d, _ = with_dose_correction(problem, engine, 2.5 * w, tables, rows[shuffle],
+                                forward=scaled).products(2.5 * w)
+    np.testing.assert_allclose(d, exact.dose_gy[shuffle], rtol=1e-5, atol=1e-7 * scale)
+    # Not a common factor, other rows, other row order: the engine's pass.
+    other = w.copy()
+    other[0] += 0.1
+    for weights, order in ((other, shuffle), (2.0 * w, np.arange(rows.size))):
+        assert kept.scaled_to(weights, rows[order]) is None
+        row_forward(engine, weights, tables, rows[order], kept=kept)
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match="other rows"):
+        with_dose_correction(problem, engine, 2.5 * w, tables, rows, forward=scaled)
 
 
 def _rows(m, order):  # type: ignore[no-untyped-def]

@@ -91,6 +91,38 @@ def test_objective_on_a_new_structure_adds_rows(first) -> None:  # type: ignore[
     assert again.report["influence_nnz"] > first.report["influence_nnz"]
 
 
+def test_first_correction_of_a_new_prescription_needs_no_forward_pass(first) -> None:  # type: ignore[no-untyped-def]
+    """The plan keeps the forward pass of its final weights over the optimizer's points; a
+    new prescription starts from those weights scaled, so its first dose correction is that
+    pass scaled: no forward pass of weights proportional to the kept ones runs."""
+    prepared = first.prepared
+    assert prepared is not None and prepared.corrects_dose
+    kept = prepared.row_forward
+    assert kept is not None and np.array_equal(kept.weights, prepared.weights)
+    seen: list[np.ndarray] = []
+    engine = prepared.opt_engine
+    real = engine.forward
+
+    def recorded(weights, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(np.array(weights, dtype=np.float64))
+        return real(weights, **kwargs)
+
+    engine.forward = recorded  # type: ignore[method-assign]
+    try:
+        again = reoptimize(prepared, total_dose_gy_rbe=1.1 * prepared.request.total_dose_gy_rbe)
+    finally:
+        del engine.forward
+    assert seen  # the later corrections are the engine's
+    for w in seen:
+        factor = float(w @ kept.weights) / float(kept.weights @ kept.weights)
+        assert np.abs(w - factor * kept.weights).max() > 1e-6 * w.max()
+    assert again.report["dose_correction"]["residual_pct"] <= (
+        again.report["dose_correction"]["tolerance_pct"] + 1e-9
+        if again.report["dose_correction"]["settling_passes"] < 3 else 1.0)
+    assert prepared.row_forward is not None
+    assert np.array_equal(prepared.row_forward.weights, prepared.weights)
+
+
 def test_reoptimize_refuses_a_changed_tissue_set(first) -> None:  # type: ignore[no-untyped-def]
     from planning.rbe import tissue_by_name
 
