@@ -1,5 +1,5 @@
-"""Build of IonPlan's two compiled extensions: the pencil-beam kernel and the optimizer's joint
-sparse products, for the CPU.
+"""Build of IonPlan's three compiled extensions for the CPU: the pencil-beam kernel, the
+optimizer's joint sparse products and the WEPL cube's ray integration.
 
 Everything else is in pyproject.toml. ``kernels/pencil_beam_source.py`` holds the C++/CUDA
 source of the fused per-voxel pencil-beam kernel (CuPy compiles it for the GPU); here the same
@@ -7,7 +7,9 @@ source is compiled with ``PB_CPU_TWIN`` into ``kernels._pencil_beam_cpu``, which
 ``kernels.pencil_beam_cpu`` calls through ctypes (without the GIL). The extension is optional:
 where no C++ compiler is found the install goes on and the CPU engine uses its NumPy kernels.
 ``kernels/spot_products_source.py`` is compiled the same way into ``kernels._spot_products``
-(:mod:`kernels.spot_products`; without it the optimizer multiplies with SciPy).
+(:mod:`kernels.spot_products`; without it the optimizer multiplies with SciPy), and
+``kernels/wepl_source.py`` into ``kernels._wepl_cpu`` (:mod:`kernels.wepl_cpu`; without it the
+WEPL cubes are made with NumPy).
 """
 
 from __future__ import annotations
@@ -63,5 +65,9 @@ setup(ext_modules=[
     Extension("kernels._spot_products", [generated_source(
         "_spot_products", "spot_products_source", "CPP_SOURCE",
         "The optimizer's joint sparse products; call sp_forward / sp_backward through ctypes.")],
+        language="c++", extra_compile_args=compile_args(), optional=True),
+    Extension("kernels._wepl_cpu", [generated_source(
+        "_wepl_cpu", "wepl_source", "CPP_SOURCE",
+        "The WEPL cube's ray integration; call wepl_rays through ctypes.")],
         language="c++", extra_compile_args=compile_args(), optional=True),
 ])

@@ -13,7 +13,9 @@ says (about nothing for air) and nothing beyond the volume.
 
 All functions are written against the array API standard (``take`` on flattened arrays,
 ``cumulative_sum``, ``floor``...), so they run on NumPy, CuPy and array_api_strict arrays; the
-result is in the namespace of ``rsp``.
+result is in the namespace of ``rsp``. For NumPy arrays the cube's rays are integrated by the
+compiled loop of :mod:`kernels.wepl_cpu` where it was built: the same operations in the same
+order, so the same cube, without the NumPy path's temporaries (about 100 B per sample).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from kernels import wepl_cpu
 from kernels.backend import array_namespace
 
 #: Samples per chunk in the resampling and interpolation loops (about 100 B of temporaries each).
@@ -254,8 +257,8 @@ def wepl_cube(
         progress with it, and may raise from it to stop the computation (cancellation).
         Always called in the calling thread.
     threads : int
-        NumPy only: chunks computed on this many threads (NumPy releases the GIL in its
-        loops), each of ``chunk_samples / threads`` samples.
+        NumPy only: chunks computed on this many threads (NumPy and the compiled loop release
+        the GIL), each of ``chunk_samples / threads`` samples.
 
     Returns
     -------
@@ -284,9 +287,19 @@ def wepl_cube(
     # Threads share the temporaries' bound: each chunk holds 1 / threads of it.
     per_chunk = chunk_samples // threads if pooled else chunk_samples
     rows_per_chunk = max(1, per_chunk // max(n_v * n_t, 1))
+    # The compiled loop (same arithmetic) writes each chunk's rays into the cube itself.
+    compiled = (np.empty((n_u, n_v, n_t + 1), dtype=np.float32)
+                if xp is np and wepl_cpu.available() else None)
+    index_at_origin = [float(a0_xyz[ax]) for ax in (2, 1, 0)]
+    index_per_mm = [[float(a_xyz[r, ax]) for ax in (2, 1, 0)] for r in range(3)]
 
     def chunk(i_start: int) -> Any:
         i_stop = min(n_u, i_start + rows_per_chunk)
+        if compiled is not None:
+            wepl_cpu.integrate_rays(flat, padded_dims, i_start, i_stop, n_v, n_t,
+                                    (float(u0), float(v0), float(t0)), h_lat, h_t,
+                                    index_at_origin, index_per_mm, compiled[i_start:i_stop])
+            return None
         u_nodes = xp.asarray(u0 + np.arange(i_start, i_stop) * h_lat, dtype=xp.float64)
         uu = xp.reshape(u_nodes, (-1, 1, 1))
         vv = xp.reshape(v_nodes, (1, -1, 1))
@@ -311,7 +324,10 @@ def wepl_cube(
             if pool is not None:
                 pool.shutdown(cancel_futures=True)  # chunks not started yet never start
             raise
-    cube = xp.concat(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+    if compiled is not None:
+        cube = compiled
+    else:
+        cube = xp.concat(pieces, axis=0) if len(pieces) > 1 else pieces[0]
     return WeplCube(
         wepl_mm=xp.astype(cube, xp.float32),
         reference_lps=reference,

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 
-from kernels import pencil_beam_cpu, spot_products
+from kernels import pencil_beam_cpu, spot_products, wepl_cpu
 from planning import __version__
 from planning.errors import DataFileError
 
@@ -56,16 +56,19 @@ def _installed_version(distribution: str) -> str | None:
 
 
 def cpu_kernels() -> str:
-    """Which CPU kernels run: ``CPU kernels compiled`` where setup.py built both extensions
-    (the pencil-beam kernel and the optimizer's joint products), ``CPU kernels NumPy`` where it
-    built neither (the NumPy kernels and SciPy's products), else which one is which."""
-    beam, products = pencil_beam_cpu.available(), spot_products.available()
-    if beam and products:
+    """Which CPU kernels run: ``CPU kernels compiled`` where setup.py built all three
+    extensions (the pencil-beam kernel, the optimizer's joint products, the WEPL cube's ray
+    integration), ``CPU kernels NumPy`` where it built none (the NumPy kernels and SciPy's
+    products), else which one is which."""
+    parts = (("pencil beam", pencil_beam_cpu.available(), "NumPy"),
+             ("products", spot_products.available(), "SciPy"),
+             ("WEPL", wepl_cpu.available(), "NumPy"))
+    if all(built for _, built, _ in parts):
         return "CPU kernels compiled"
-    if not (beam or products):
+    if not any(built for _, built, _ in parts):
         return "CPU kernels NumPy"
-    return ("CPU kernels: pencil beam " + ("compiled" if beam else "NumPy")
-            + ", products " + ("compiled" if products else "SciPy"))
+    return "CPU kernels: " + ", ".join(f"{name} {'compiled' if built else fallback}"
+                                       for name, built, fallback in parts)
 
 
 def version_text() -> str:

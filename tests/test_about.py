@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy
 
-from kernels import pencil_beam_cpu, spot_products
+from kernels import pencil_beam_cpu, spot_products, wepl_cpu
 from planning import __version__, about
 from planning.errors import DataFileError
 
@@ -43,13 +43,15 @@ def test_version_text_lines() -> None:
     assert lines[2].endswith(about.cpu_kernels())
 
 
-@pytest.mark.parametrize(("beam", "products", "text"), [
-    (True, True, "CPU kernels compiled"), (False, False, "CPU kernels NumPy"),
-    (True, False, "CPU kernels: pencil beam compiled, products SciPy"),
-    (False, True, "CPU kernels: pencil beam NumPy, products compiled")])
-def test_cpu_kernels_says_which_extensions_run(monkeypatch, beam, products, text) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("beam", "products", "wepl", "text"), [
+    (True, True, True, "CPU kernels compiled"), (False, False, False, "CPU kernels NumPy"),
+    (True, False, True, "CPU kernels: pencil beam compiled, products SciPy, WEPL compiled"),
+    (False, True, False, "CPU kernels: pencil beam NumPy, products compiled, WEPL NumPy"),
+    (True, True, False, "CPU kernels: pencil beam compiled, products compiled, WEPL NumPy")])
+def test_cpu_kernels_says_which_extensions_run(monkeypatch, beam, products, wepl, text) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(pencil_beam_cpu, "available", lambda: beam)
     monkeypatch.setattr(spot_products, "available", lambda: products)
+    monkeypatch.setattr(wepl_cpu, "available", lambda: wepl)
     assert about.cpu_kernels() == text
 
 

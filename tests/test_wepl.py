@@ -148,3 +148,52 @@ def test_cube_on_threads_is_the_cube_of_one_thread():
     three = wepl_cube(*args, chunk_samples=5000, threads=3, on_chunk=on_chunk)
     np.testing.assert_array_equal(three.wepl_mm, one.wepl_mm)
     assert len(seen) > 3 and seen == sorted(seen) and seen[-1] == 1.0
+
+
+def test_the_compiled_ray_integration_is_built_under_ci():
+    import os
+
+    from kernels import wepl_cpu
+
+    if os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
+        pytest.skip("not under CI")
+    assert wepl_cpu.available()
+
+
+@pytest.mark.parametrize("gantry,couch", [(90.0, 0.0), (33.0, 10.0), (200.0, 75.0)])
+def test_compiled_cube_is_the_numpy_cube(monkeypatch, gantry, couch):
+    """The compiled loop does the NumPy path's operations in its order: the same cube to the
+    last bit, on any beam direction, chunking and thread count; rays that leave the volume
+    clamp to its zero padding in both."""
+    from kernels import wepl_cpu
+    from kernels.wepl import wepl_cube
+
+    if not wepl_cpu.available():
+        pytest.skip("the compiled WEPL ray integration was not built with this installation")
+    rng = np.random.default_rng(11)
+    rsp = rng.uniform(0.0, 2.0, (23, 31, 27)).astype(np.float32)
+    f = beam_frame(gantry, couch)
+    args = (rsp, (2.5, 1.5, 1.2), (-13.0, -21.0, -30.0), f.direction, f.u_axis, f.v_axis)
+    compiled = wepl_cube(*args, chunk_samples=7000, threads=2)
+    with monkeypatch.context() as m:
+        m.setattr(wepl_cpu, "available", lambda: False)
+        numpy_cube = wepl_cube(*args, chunk_samples=7000)
+    assert compiled.wepl_mm.dtype == np.float32
+    np.testing.assert_array_equal(compiled.wepl_mm, numpy_cube.wepl_mm)
+    assert float(compiled.wepl_mm.max()) > 10.0
+
+
+def test_compiled_ray_integration_refuses_a_wrong_output():
+    from kernels import wepl_cpu
+
+    if not wepl_cpu.available():
+        pytest.skip("the compiled WEPL ray integration was not built with this installation")
+    flat = np.zeros(27, dtype=np.float32)
+    with pytest.raises(ValueError, match="output must be"):
+        wepl_cpu.integrate_rays(flat, (3, 3, 3), 0, 2, 4, 5, (0.0, 0.0, 0.0), 1.0, 0.5,
+                                (1.0, 1.0, 1.0), ((0, 0, 1), (0, 1, 0), (1, 0, 0)),
+                                np.zeros((2, 4, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match="padded volume"):
+        wepl_cpu.integrate_rays(flat[:20], (3, 3, 3), 0, 2, 4, 5, (0.0, 0.0, 0.0), 1.0, 0.5,
+                                (1.0, 1.0, 1.0), ((0, 0, 1), (0, 1, 0), (1, 0, 0)),
+                                np.zeros((2, 4, 6), dtype=np.float32))
