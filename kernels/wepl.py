@@ -13,9 +13,10 @@ says (about nothing for air) and nothing beyond the volume.
 
 All functions are written against the array API standard (``take`` on flattened arrays,
 ``cumulative_sum``, ``floor``...), so they run on NumPy, CuPy and array_api_strict arrays; the
-result is in the namespace of ``rsp``. For NumPy arrays the cube's rays are integrated by the
-compiled loop of :mod:`kernels.wepl_cpu` where it was built: the same operations in the same
-order, so the same cube, without the NumPy path's temporaries (about 100 B per sample).
+result is in the namespace of ``rsp``. For NumPy arrays the cube's rays are integrated, and
+the cube sampled at points, by the compiled loops of :mod:`kernels.wepl_cpu` where they were
+built: the same operations in the same order, so the same values, without the NumPy path's
+temporaries (about 100 B per sample).
 """
 
 from __future__ import annotations
@@ -354,7 +355,7 @@ def sample_wepl(
     points_lps : (N, 3) float array
         Query points ``(x, y, z)`` in LPS, mm, in the namespace of the cube.
     chunk_samples : int
-        Points interpolated at once.
+        Points interpolated at once by the NumPy path (the compiled loop needs no temporaries).
 
     Returns
     -------
@@ -372,6 +373,10 @@ def sample_wepl(
     )
     steps = (cube.lateral_step_mm, cube.lateral_step_mm, cube.depth_step_mm)
     n = int(points_lps.shape[0])
+    if xp is np and wepl_cpu.available():  # the same arithmetic, compiled, without chunks
+        return wepl_cpu.sample_points(np.ascontiguousarray(cube.wepl_mm, dtype=np.float32),
+                                      np.ascontiguousarray(points_lps, dtype=np.float64),
+                                      axes, offs, steps)
     out = []
     for start in range(0, n, chunk_samples):
         p = xp.astype(points_lps[start:min(start + chunk_samples, n), :], xp.float64)

@@ -162,11 +162,12 @@ def test_the_compiled_ray_integration_is_built_under_ci():
 
 @pytest.mark.parametrize("gantry,couch", [(90.0, 0.0), (33.0, 10.0), (200.0, 75.0)])
 def test_compiled_cube_is_the_numpy_cube(monkeypatch, gantry, couch):
-    """The compiled loop does the NumPy path's operations in its order: the same cube to the
-    last bit, on any beam direction, chunking and thread count; rays that leave the volume
-    clamp to its zero padding in both."""
+    """The compiled loops do the NumPy path's operations in its order: the same cube, and the
+    same WEPL at points (inside, at the edges and outside the cube), to the last bit, on any
+    beam direction, chunking and thread count; rays that leave the volume clamp to its zero
+    padding in both."""
     from kernels import wepl_cpu
-    from kernels.wepl import wepl_cube
+    from kernels.wepl import sample_wepl, wepl_cube
 
     if not wepl_cpu.available():
         pytest.skip("the compiled WEPL ray integration was not built with this installation")
@@ -175,12 +176,19 @@ def test_compiled_cube_is_the_numpy_cube(monkeypatch, gantry, couch):
     f = beam_frame(gantry, couch)
     args = (rsp, (2.5, 1.5, 1.2), (-13.0, -21.0, -30.0), f.direction, f.u_axis, f.v_axis)
     compiled = wepl_cube(*args, chunk_samples=7000, threads=2)
+    points = rng.uniform([-45.0, -35.0, -30.0], [20.0, 35.0, 40.0], size=(4000, 3))
+    points[:7] = [[-13.0, -21.0, -30.0], [0, 0, 0], [1e3, 0, 0], [0, -1e3, 0], [0, 0, 1e3],
+                  [-1e3, -1e3, -1e3], [20.0, 35.0, 40.0]]
+    at_points = sample_wepl(compiled, points)
     with monkeypatch.context() as m:
         m.setattr(wepl_cpu, "available", lambda: False)
         numpy_cube = wepl_cube(*args, chunk_samples=7000)
-    assert compiled.wepl_mm.dtype == np.float32
+        numpy_points = sample_wepl(numpy_cube, points, chunk_samples=1500)
+    assert compiled.wepl_mm.dtype == np.float32 and at_points.dtype == np.float32
     np.testing.assert_array_equal(compiled.wepl_mm, numpy_cube.wepl_mm)
     assert float(compiled.wepl_mm.max()) > 10.0
+    np.testing.assert_array_equal(at_points, numpy_points)
+    assert np.ptp(at_points) > 10.0
 
 
 def test_compiled_ray_integration_refuses_a_wrong_output():
@@ -189,10 +197,13 @@ def test_compiled_ray_integration_refuses_a_wrong_output():
     if not wepl_cpu.available():
         pytest.skip("the compiled WEPL ray integration was not built with this installation")
     flat = np.zeros(27, dtype=np.float32)
-    with pytest.raises(ValueError, match="output must be"):
+    with pytest.raises(ValueError, match="the output must be"):
         wepl_cpu.integrate_rays(flat, (3, 3, 3), 0, 2, 4, 5, (0.0, 0.0, 0.0), 1.0, 0.5,
                                 (1.0, 1.0, 1.0), ((0, 0, 1), (0, 1, 0), (1, 0, 0)),
                                 np.zeros((2, 4, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match="the points must be"):
+        wepl_cpu.sample_points(np.zeros((2, 3, 4), dtype=np.float32), np.zeros((5, 2)),
+                               np.eye(3), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     with pytest.raises(ValueError, match="padded volume"):
         wepl_cpu.integrate_rays(flat[:20], (3, 3, 3), 0, 2, 4, 5, (0.0, 0.0, 0.0), 1.0, 0.5,
                                 (1.0, 1.0, 1.0), ((0, 0, 1), (0, 1, 0), (1, 0, 0)),
