@@ -3,7 +3,9 @@
 Tripathi et al. 1996 (Nucl Instrum Meth B 117:347; NASA TP-3621, 1997) and 1997 (Nucl Instrum
 Meth B 129:11) against the values quoted in ../shared/PHYSICS.md (C+O about 1.0 b and C+p
 about 0.22 b at 200-400 MeV/u, as from Kox and Sihver) and the published behaviour (a rise
-below about 100 MeV/u); conservation of charge and nucleons by the reaction-product tables.
+below about 100 MeV/u); 12C + 12C against Geant4's implementation of the same formula and the
+measured values its manual lists; conservation of charge and nucleons by the reaction-product
+tables.
 """
 
 from __future__ import annotations
@@ -30,6 +32,26 @@ def test_carbon_cross_sections_at_therapy_energies(energy: float) -> None:
     # The energy-independent high-energy form (Sihver 1993) agrees there.
     assert float(tripathi_cross_section_mb(12, 6, 16, 8, energy)) == pytest.approx(
         sihver_cross_section_mb(12, 16), rel=0.03)
+
+
+#: 12C + 12C total reaction cross-section, mb, of Tripathi's formula as Geant4 implements it
+#: (G4TripathiCrossSection), from the Geant4 Physics Reference Manual ("Total Reaction Cross
+#: Section in Nucleus-nucleus Reactions", table "Representative total reaction cross
+#: sections"), by lab energy in MeV/u.
+GEANT4_TRIPATHI_CARBON_ON_CARBON_MB = {30.0: 1269.24, 83.0: 989.96, 200.0: 864.56}
+
+
+@pytest.mark.parametrize("energy", sorted(GEANT4_TRIPATHI_CARBON_ON_CARBON_MB))
+def test_carbon_on_carbon_against_geant4(energy: float) -> None:
+    """The formula as implemented here against an independent implementation of it (Geant4's):
+    within 0.7 % at 83 and 200 MeV/u (found: +0.6 % and +0.26 %) and 2 % at 30 MeV/u (+1.5 %,
+    where the Coulomb and c.m.-energy terms matter, below the therapy range). Against the
+    measured values the same table lists (not asserted: that is the formula's own accuracy,
+    docs/physics.md): 1289 / 996 / 867 mb against 1316 +/- 40, 965 +/- 30 and 864 +/- 45
+    (Geant4's: 1269 / 990 / 865)."""
+    value = float(tripathi_cross_section_mb(12, 6, 12, 6, energy))
+    assert value == pytest.approx(GEANT4_TRIPATHI_CARBON_ON_CARBON_MB[energy],
+                                  rel=0.02 if energy < 50 else 0.007)
 
 
 def test_cross_sections_rise_at_low_energy_and_are_symmetric() -> None:
