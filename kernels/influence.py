@@ -51,7 +51,7 @@ array_api_strict; data are float32, indices int64 in the work arrays.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -443,8 +443,9 @@ def pencil_beam_cutoff_radius_mm(
     The dose density of the pencil beam is
     ``idd(z) [(1-h) exp(-r^2/2 s_c^2)/(2 pi s_c^2) + h exp(-r^2/2 s_h^2)/(2 pi s_h^2)]``.
     Dropping everything below one density threshold ``tau`` drops the least dose per stored
-    value; ``tau`` is set (by bisection) so that the dropped dose integrated over the plane and
-    all depths is ``1 - fraction`` of the integral of the IDD. Where even the axis density is
+    value; ``tau`` is set (a bracketing root search, :func:`_log_threshold`) so that the dropped
+    dose integrated over the plane and all depths is ``1 - fraction`` of the integral of the
+    IDD (at most that: the threshold is approached from below). Where even the axis density is
     below ``tau`` (e.g. in the wide, faint fragment halo behind the Bragg peak) the radius is 0.
     With the same IDD and sigmas at every depth this is :func:`cutoff_radius_mm`.
 
@@ -512,14 +513,49 @@ def pencil_beam_cutoff_radius_mm(
     positive = np.where(np.isfinite(positive), positive, 1.0)
     log_lo = np.log(positive * 1e-12)
     log_hi = np.log(np.maximum(axis_density.max(axis=1, keepdims=True), 1e-300))
-    for _ in range(40):  # the log-threshold to 1e-10 of its ~30-decade bracket
-        mid = 0.5 * (log_lo + log_hi)
-        too_much = dropped(radius(np.exp(mid))) > 1.0 - fraction
-        log_hi = np.where(too_much, mid, log_hi)
-        log_lo = np.where(too_much, log_lo, mid)
-    out = radius(np.exp(log_lo))
+    out = radius(np.exp(_log_threshold(
+        lambda log_tau: np.log(np.maximum(dropped(radius(np.exp(log_tau))), 1e-300)),
+        math.log(1.0 - fraction), log_lo, log_hi)))
     out[~live] = 0.0
     return out.reshape(shape)
+
+
+def _log_threshold(log_dropped: Callable[[NDArray[np.float64]], NDArray[np.float64]],
+                   target: float, lo: NDArray[np.float64], hi: NDArray[np.float64]
+                   ) -> NDArray[np.float64]:
+    """Each row's log-threshold where ``log_dropped`` (increasing) reaches ``target``, from
+    below (the returned end drops at most ``target``) and to 1e-10 in ln units: the bracket
+    that narrow, or the lower end's ``log_dropped`` that close to ``target``.
+
+    The Illinois variant of regula falsi on the bracket ``[lo, hi]`` (``log_dropped(lo) <=
+    target < log_dropped(hi)``): the dropped dose is close to proportional to the threshold
+    (exactly so for one Gaussian: the dose outside the radius where the density is tau is
+    tau / axis density of it), so in log-log the secant lands near the root at once; the side
+    that does not move has its value halved, so both ends converge. 6-12 evaluations where a
+    bisection of the 30-decade bracket to the same width took 40.
+    """
+    f_lo, f_hi = log_dropped(lo) - target, log_dropped(hi) - target
+    # Rows outside the bracket's assumption end where a bisection would: at lo when even lo
+    # drops too much, at hi when even hi drops too little (no dose at all, for instance).
+    hi = np.where(f_lo > 0, lo, hi)
+    lo = np.where(f_hi <= 0, hi, lo)
+    side = np.zeros_like(lo)  # +1: hi moved last, -1: lo moved last
+    for _ in range(100):
+        # Done where the bracket is narrow or its lower end drops the target to 1e-10.
+        if bool(np.all((hi - lo <= 1e-10) | (np.abs(f_lo) <= 1e-10))):
+            break
+        secant = hi - f_hi * (hi - lo) / np.where(f_hi != f_lo, f_hi - f_lo, 1.0)
+        inside = (secant > lo) & (secant < hi) & np.isfinite(secant)
+        mid = np.where(inside, secant, 0.5 * (lo + hi))
+        f_mid = log_dropped(mid) - target
+        above = f_mid > 0
+        # Illinois: the end that stays put twice in a row has its value halved.
+        f_lo = np.where(above & (side > 0), 0.5 * f_lo, f_lo)
+        f_hi = np.where(~above & (side < 0), 0.5 * f_hi, f_hi)
+        hi, f_hi = np.where(above, mid, hi), np.where(above, f_mid, f_hi)
+        lo, f_lo = np.where(above, lo, mid), np.where(above, f_lo, f_mid)
+        side = np.where(above, 1.0, -1.0)
+    return lo
 
 
 def layer_cutoff_radii_mm(tables: Sequence[PencilBeamTables], fraction: float

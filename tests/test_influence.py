@@ -94,6 +94,28 @@ def test_pencil_beam_cutoff_keeps_fraction_and_drops_faint_depths(f):
     assert per_depth_kept[d > 200].max() < per_depth_kept[140:150].min()
 
 
+@pytest.mark.parametrize("f", [0.8, 0.99, 0.999])
+def test_pencil_beam_cutoffs_solved_together_keep_their_fraction_from_above(f):
+    """Several pencil beams in one call (one without dose): each keeps ``f`` of its dose to
+    1e-9 and never less (the threshold is approached from the side that drops too little);
+    the one without dose gets no radius."""
+    d = np.linspace(0.0, 300.0, 151)
+    rows = []
+    for peak, tail, halo in ((145.0, 0.08, 0.999), (60.0, 0.01, 0.9), (250.0, 0.2, 0.99)):
+        idd = np.where(d < peak + 5, 1 + 3 * np.exp(-((d - peak) / 3) ** 2), tail)
+        rows.append((idd, 1 + 0.01 * d, np.where(d < peak + 5, 5 + 0.03 * d, 40.0),
+                     np.where(d < peak + 5, 0.05, halo)))
+    rows.append((np.zeros_like(d), 1 + 0.01 * d, 5 + 0.03 * d, np.full_like(d, 0.05)))
+    idd, sc, sh, h = (np.stack(x) for x in zip(*rows, strict=True))
+    r = pencil_beam_cutoff_radius_mm(np.broadcast_to(d, idd.shape), idd, sc, sh, h, f)
+    outside = (1 - h) * np.exp(-r * r / (2 * sc * sc)) + h * np.exp(-r * r / (2 * sh * sh))
+    for i in range(3):
+        kept = np.trapezoid(idd[i] * (1 - outside[i]), d) / np.trapezoid(idd[i], d)
+        assert kept == pytest.approx(f, abs=1e-9)
+        assert kept >= f - 1e-12
+    assert np.all(r[3] == 0.0)
+
+
 def test_cutoff_radius_rejects_bad_fraction():
     with pytest.raises(ValueError):
         cutoff_radius_mm(1.0, 2.0, 0.1, 1.0)
