@@ -330,7 +330,7 @@ def wepl_cube(
     else:
         cube = xp.concat(pieces, axis=0) if len(pieces) > 1 else pieces[0]
     return WeplCube(
-        wepl_mm=xp.astype(cube, xp.float32),
+        wepl_mm=xp.astype(cube, xp.float32, copy=False),  # no second cube where it is float32
         reference_lps=reference,
         u_axis=axes[0],
         v_axis=axes[1],
