@@ -157,6 +157,8 @@ def test_a_kept_forward_pass_serves_the_same_weights_scaled(case) -> None:  # ty
     assert len(calls) == 2
     with pytest.raises(ValueError, match="other rows"):
         with_dose_correction(problem, engine, 2.5 * w, tables, rows, forward=scaled)
+    with pytest.raises(ValueError, match="other weights"):
+        with_dose_correction(problem, engine, 2.0 * w, tables, rows[shuffle], forward=scaled)
 
 
 def _rows(m, order):  # type: ignore[no-untyped-def]

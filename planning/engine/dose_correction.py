@@ -170,8 +170,8 @@ def with_dose_correction(problem: OptimizationProblem, engine: PlanningEngine,
         raise ValueError(f"{n_rows} rows for a problem of {n_all}")
     if forward is None:
         forward = row_forward(engine, weights, tables, rows, cancel=cancel)
-    elif not np.array_equal(forward.rows, rows):
-        raise ValueError("the forward pass was made over other rows")
+    elif not (np.array_equal(forward.rows, rows) and np.array_equal(forward.weights, weights)):
+        raise ValueError("the forward pass was made over other rows or for other weights")
     xp = problem.xp
 
     def padded(values: NDArray[np.float64]) -> Any:
