@@ -23,3 +23,12 @@ def load(module_name: str) -> ctypes.CDLL | None:
         return None
     path = getattr(module, "__file__", None)
     return None if path is None else ctypes.CDLL(path)
+
+
+def require(module_name: str, what: str) -> ctypes.CDLL:
+    """The shared library of ``module_name``; RuntimeError naming ``what`` where it was not
+    built (the callers check :func:`load` first and take their NumPy or SciPy path)."""
+    lib = load(module_name)
+    if lib is None:
+        raise RuntimeError(f"the compiled {what} is not built")
+    return lib

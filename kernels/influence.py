@@ -531,8 +531,8 @@ def _log_threshold(log_dropped: Callable[[NDArray[np.float64]], NDArray[np.float
     target < log_dropped(hi)``): the dropped dose is close to proportional to the threshold
     (exactly so for one Gaussian: the dose outside the radius where the density is tau is
     tau / axis density of it), so in log-log the secant lands near the root at once; the side
-    that does not move has its value halved, so both ends converge. 6-12 evaluations where a
-    bisection of the 30-decade bracket to the same width took 40.
+    that does not move has its value halved, so both ends converge. 11-12 evaluations on
+    TG-119's layers where a bisection of the 30-decade bracket to the same width took 40.
     """
     f_lo, f_hi = log_dropped(lo) - target, log_dropped(hi) - target
     # Rows outside the bracket's assumption end where a bisection would: at lo when even lo

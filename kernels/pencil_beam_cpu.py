@@ -92,10 +92,8 @@ def call_kernel(lib: ctypes.CDLL, mode: int, voxels: BeamVoxels, packed: PackedL
 
 def _run(mode: int, voxels: BeamVoxels, packed: PackedLayers, start: int, stop: int,
          **arrays: Any) -> None:
-    lib = _library()
-    if lib is None:
-        raise RuntimeError("the compiled pencil-beam kernel is not built")
-    call_kernel(lib, mode, voxels, packed, start, stop, **arrays)
+    call_kernel(extension.require("kernels._pencil_beam_cpu", "pencil-beam kernel"), mode,
+                voxels, packed, start, stop, **arrays)
 
 
 def count_entries(voxels: BeamVoxels, packed: PackedLayers, start: int, stop: int,

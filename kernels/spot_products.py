@@ -39,10 +39,7 @@ def available() -> bool:
 
 
 def _loaded() -> ctypes.CDLL:
-    lib = _library()
-    if lib is None:
-        raise RuntimeError("the compiled spot products are not built")
-    return lib
+    return extension.require("kernels._spot_products", "spot products")
 
 
 def _check(status: int) -> None:

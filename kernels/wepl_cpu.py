@@ -33,10 +33,7 @@ def _vector(values: Sequence[float]) -> ctypes.Array[ctypes.c_double]:
 
 
 def _loaded() -> ctypes.CDLL:
-    lib = _library()
-    if lib is None:
-        raise RuntimeError("the compiled WEPL ray integration is not built")
-    return lib
+    return extension.require("kernels._wepl_cpu", "WEPL ray integration")
 
 
 def _c_contiguous(array: np.ndarray, dtype: type, shape: tuple[int, ...], what: str) -> None:
