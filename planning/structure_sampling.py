@@ -234,11 +234,12 @@ def _from_mask(structure: Structure, ct: CtVolume, settings: SamplingSettings
     sz, sy, sx = ct.spacing_mm
     cell_mm2 = cell_x * sx * cell_y * sy
     points, volumes = [], []
-    for slice_k in np.unique(k):
-        here = k == slice_k
-        i_px = ((i[here] + dx)[:, None] + sub_i).ravel()
-        j_px = ((j[here] + dy)[:, None] + sub_j).ravel()
-        p, v = _extrude(int(slice_k) + dz, i_px, j_px, np.full(i_px.size, cell_mm2), n_z, ct)
+    # np.nonzero lists voxels in C order, so each slice's voxels are one run of k
+    starts = np.flatnonzero(np.diff(k, prepend=-1))
+    for lo, hi in zip(starts, [*starts[1:], k.size], strict=True):
+        i_px = ((i[lo:hi] + dx)[:, None] + sub_i).ravel()
+        j_px = ((j[lo:hi] + dy)[:, None] + sub_j).ravel()
+        p, v = _extrude(int(k[lo]) + dz, i_px, j_px, np.full(i_px.size, cell_mm2), n_z, ct)
         points.append(p)
         volumes.append(v)
     return StructureSamples(np.concatenate(points), np.concatenate(volumes),
