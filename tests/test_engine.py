@@ -209,6 +209,22 @@ def test_gpu_forward_over_some_rows_matches_cpu(case) -> None:  # type: ignore[n
         np.testing.assert_allclose(y, x, atol=1e-5 * np.abs(x).max())
 
 
+def test_gpu_forward_of_weights_with_zeros_matches_cpu(case) -> None:  # type: ignore[no-untyped-def]
+    """The GPU accumulate launch runs only the spots with weight: a third of them at zero and
+    every spot of the first beam at zero give the CPU's sums (the first beam's dose zero)."""
+    _gpu_or_skip()
+    tables = case[5]
+    cpu, gpu = _engine(case, "cpu"), _engine(case, "gpu")
+    rng = np.random.default_rng(9)
+    w = np.where(rng.random(cpu.n_spots) < 0.33, 0.0, rng.uniform(0.5, 1.5, cpu.n_spots))
+    w[:case[4][0].n_spots] = 0.0
+    a, b = cpu.forward(w, model_tables=tables), gpu.forward(w, model_tables=tables)
+    assert a.dose_gy.max() > 0 and not np.any(b.beam_dose_gy[0])
+    np.testing.assert_allclose(b.dose_gy, a.dose_gy, atol=1e-5 * a.dose_gy.max())
+    for x, y in zip(a.model_sums, b.model_sums, strict=True):
+        np.testing.assert_allclose(y, x, atol=1e-5 * np.abs(x).max())
+
+
 def test_gpu_optimization_matches_cpu(case) -> None:  # type: ignore[no-untyped-def]
     _gpu_or_skip()
     tables = case[5]

@@ -20,6 +20,7 @@ from kernels.influence import (
     plan_layer,
     prepare_layer,
     subset_layer,
+    weighted_layers,
 )
 
 DOSE_SCALE = 1.0  # the kernel is unit-agnostic: dose = scale * idd * density [1/mm^2]
@@ -352,6 +353,31 @@ def test_layer_of_the_weighted_spots_gives_the_forward_dose_of_all(backend):
     assert subset_layer(layer, np.zeros_like(keep)) is None
     with pytest.raises(ValueError, match="one entry per spot"):
         subset_layer(layer, keep[:-1])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
+def test_weighted_layers_keep_only_spots_with_weight(backend):
+    """What the CPU and GPU forward passes run: each layer's spots of non-zero weight with
+    their weights (in the layers' namespace), a layer without weight left out, a layer with
+    weight everywhere kept as it is."""
+    xp = _xp(backend)
+    tab = _tables()
+    iu, iv = np.meshgrid(np.arange(-3, 4), np.arange(-2, 3))
+    iu, iv = iu.ravel(), iv.ravel()
+    n = iu.size
+    layers = [prepare_layer(iu, iv, tab, cutoff_fraction=0.99, dose_scale=1.0,
+                            spot_ids=np.arange(n) + k * n, xp=xp) for k in range(3)]
+    w = np.linspace(1.0, 2.0, 3 * n)
+    w[1:n:3] = 0.0  # some of the first layer
+    w[n:2 * n] = 0.0  # all of the second
+    out = weighted_layers(layers, xp.asarray(w))
+    assert [int(sub.spot_iu.shape[0]) for sub, _ in out] == [n - len(range(1, n, 3)), n]
+    assert out[1][0] is layers[2]
+    for sub, w_rank in out:
+        np.testing.assert_array_equal(to_numpy(w_rank),
+                                      to_numpy(layer_weights_by_rank(sub, xp.asarray(w))))
+        assert np.all(to_numpy(w_rank) != 0)
+    assert weighted_layers(layers, xp.asarray(np.zeros(3 * n))) == []
 
 
 def test_subset_of_a_layer_with_rank_identifiers():

@@ -144,6 +144,32 @@ def test_twin_accumulate_equals_matrix_times_weights(beam) -> None:  # type: ign
     assert np.all(acc[np.setdiff1d(np.arange(n_rows), rows)] == 0)
 
 
+def test_twin_accumulate_of_the_weighted_spots_equals_all_spots(beam) -> None:  # type: ignore[no-untyped-def]
+    """What the GPU forward launches (planning.engine.gpu_influence.pack_weighted): the layers
+    packed with their spots of non-zero weight only, a whole layer without weight left out;
+    the sums equal those of every spot packed (zero terms dropped, the others in the same
+    order), and a beam without weight packs to None."""
+    _twin()
+    from planning.engine.gpu_influence import pack_weighted
+
+    vox, layers, n_spots, _ = beam
+    rng = np.random.default_rng(4)
+    w = np.where(rng.random(n_spots) < 0.3, 0.0, rng.uniform(0.5, 2.0, n_spots))
+    w[to_numpy(layers[2].rank_to_spot)] = 0.0
+    n_rows = int(to_numpy(vox.index).max()) + 1
+    sums = []
+    for packed in (pack_layers(layers, np), pack_weighted(layers, w, np)):
+        assert packed is not None
+        out = (np.zeros(n_rows), np.zeros(n_rows), np.zeros((N_MODEL, n_rows)))
+        cuda_twin.run(2, vox, packed, weights=w, acc_dose=out[0], acc_let=out[1],
+                      acc_model=out[2])
+        sums.append(np.vstack([out[0], out[1], out[2]]))
+    assert pack_weighted(layers, w, np).n_layers == len(layers) - 1
+    assert sums[0][0].max() > 0
+    np.testing.assert_allclose(sums[1], sums[0], rtol=1e-12, atol=0.0)
+    assert pack_weighted(layers, np.zeros(n_spots), np) is None
+
+
 def _compiled() -> None:
     if not pencil_beam_cpu.available():
         pytest.skip("the compiled CPU kernel was not built with this installation")

@@ -26,12 +26,10 @@ from numpy.typing import NDArray
 
 from kernels import pencil_beam_cpu
 from kernels.influence import (
-    LayerSetup,
     chunk_dose,
     chunk_quantities,
-    layer_weights_by_rank,
     plan_layer,
-    subset_layer,
+    weighted_layers,
 )
 from kernels.pencil_beam_gpu import pack_layers
 from planning.engine.cpu_influence import BeamWork, compiled_block_voxels
@@ -67,7 +65,7 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
     lock = threading.Lock()
     blocks = [(bw, start, min(start + settings.block_voxels, bw.voxels.n))
               for bw in work for start in range(0, bw.voxels.n, settings.block_voxels)]
-    weighted = {bw.beam: _weighted_layers(bw.layers.layers, w) for bw in work}
+    weighted = {bw.beam: weighted_layers(bw.layers.layers, w) for bw in work}
 
     def run(block: tuple[BeamWork, int, int]) -> None:
         bw, start, stop = block
@@ -113,21 +111,6 @@ def accumulate_sums(work: Sequence[BeamWork], weights: FloatArray, n_rows: int,
     return beam_dose, let_dose, model
 
 
-def _weighted_layers(layers: Sequence[LayerSetup], weights: FloatArray
-                     ) -> list[tuple[LayerSetup, FloatArray]]:
-    """Each layer reduced to its spots of non-zero weight (an optimized plan leaves a fifth to
-    a third of them at zero), with those spots' weights in rank order; layers without weight
-    are left out."""
-    out = []
-    for layer in layers:
-        w_rank = layer_weights_by_rank(layer, weights)
-        keep = w_rank != 0
-        sub = subset_layer(layer, keep)
-        if sub is not None:
-            out.append((sub, w_rank[keep]))
-    return out
-
-
 def _compiled_sums(work: Sequence[BeamWork], weights: FloatArray, settings: DoseEngineSettings,
                    beam_dose: list[FloatArray], let_dose: FloatArray | None,
                    model: FloatArray | None, progress: ProgressCallback | None,
@@ -136,7 +119,7 @@ def _compiled_sums(work: Sequence[BeamWork], weights: FloatArray, settings: Dose
     n_threads = cpu_threads(settings.n_threads)
     jobs = []
     for bw in work:
-        layers = [layer for layer, _ in _weighted_layers(bw.layers.layers, weights)]
+        layers = [layer for layer, _ in weighted_layers(bw.layers.layers, weights)]
         if not layers or bw.voxels.n == 0:
             continue
         size = compiled_block_voxels(bw.voxels.n, settings)

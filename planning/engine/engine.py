@@ -384,9 +384,11 @@ class PlanningEngine:
         n_model = 0 if model_tables is None else len(model_tables.values)
         if self.device == "gpu":
             xp = self.xp
+            w_dev = xp.asarray(w)
+            packed = [gpu_influence.pack_weighted(bl.layers, w_dev, xp)
+                      for bl in self._beam_layers(model_tables)]
             beam_d, let_d, model = gpu_influence.accumulate_sums(
-                xp, voxels, self._packed_layers(model_tables), xp.asarray(w),
-                n_rows, with_let=with_let)
+                xp, voxels, packed, w_dev, n_rows, n_model=n_model, with_let=with_let)
             report(progress, 1.0, "dose cubes")
             return DoseSums(tuple(backend.to_numpy(d) for d in beam_d),
                             None if let_d is None else backend.to_numpy(let_d),

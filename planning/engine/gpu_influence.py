@@ -3,7 +3,7 @@
 Per beam one count launch; a device prefix sum gives the CSR row pointers and each beam's start
 within every row; one fill launch per beam writes the entries in place. The only host
 synchronisation is reading the number of entries (to allocate). Forward sums need no matrix:
-one accumulate launch per beam.
+one accumulate launch per beam, over its spots of non-zero weight only.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kernels import pencil_beam_gpu as gpu
-from kernels.influence import BeamVoxels
-from kernels.pencil_beam_gpu import PackedLayers
+from kernels.influence import BeamVoxels, LayerSetup, weighted_layers
+from kernels.pencil_beam_gpu import PackedLayers, pack_layers
 from planning.errors import PlanningError
 
 log = logging.getLogger(__name__)
@@ -93,19 +93,28 @@ def build_csr(xp: Any, voxels: Sequence[BeamVoxels], packed: Sequence[PackedLaye
     return DeviceCsr(indptr, indices, dose, let_dose, model, (n_rows, n_spots))
 
 
-def accumulate_sums(xp: Any, voxels: Sequence[BeamVoxels], packed: Sequence[PackedLayers],
-                    weights: Any, n_rows: int, *, with_let: bool
-                    ) -> tuple[list[Any], Any, Any]:
-    """Per-beam dose, LET x dose and model sums (K, n_rows) of spot weights, float64, device.
+def pack_weighted(layers: Sequence[LayerSetup], weights: Any, xp: Any) -> PackedLayers | None:
+    """A beam's layers packed for the accumulate launch with only their spots of non-zero
+    ``weights`` (:func:`kernels.influence.weighted_layers`); None when no spot has weight."""
+    kept = [layer for layer, _ in weighted_layers(layers, weights)]
+    return pack_layers(kept, xp) if kept else None
 
-    ``weights`` (n_spots,) float64 on the device, by column.
+
+def accumulate_sums(xp: Any, voxels: Sequence[BeamVoxels],
+                    packed: Sequence[PackedLayers | None], weights: Any, n_rows: int, *,
+                    n_model: int, with_let: bool) -> tuple[list[Any], Any, Any]:
+    """Per-beam dose, LET x dose and model sums (n_model, n_rows) of spot weights, float64,
+    device.
+
+    ``weights`` (n_spots,) float64 on the device, by column; ``packed`` one entry per beam
+    (:func:`pack_weighted`), None for a beam without weight (its dose stays zero).
     """
-    n_model = packed[0].n_model if packed else 0
     let_dose = xp.zeros(n_rows) if with_let else None
     model = xp.zeros((n_model, n_rows)) if n_model else None
     beam_dose = []
     for vox, pk in zip(voxels, packed, strict=True):
         dose = xp.zeros(n_rows)
-        gpu.accumulate(vox, pk, weights, dose=dose, let_dose=let_dose, model=model)
+        if pk is not None:
+            gpu.accumulate(vox, pk, weights, dose=dose, let_dose=let_dose, model=model)
         beam_dose.append(dose)
     return beam_dose, let_dose, model
