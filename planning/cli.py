@@ -150,9 +150,9 @@ def _cmd_recalc(args: argparse.Namespace) -> int:
             f"({rep['rbe_model_source']} RBE model: {rep['rbe_model'].split(' ')[0]})")
     target = rep["structures"].get(rep["prescription"]["target"])
     if target is not None:
-        p = rep["prescription"]["total_dose_gy_rbe"]
-        line += (f"; {rep['prescription']['target']} D95 {100 * target['d95_gy_rbe'] / p:.1f} "
-                 f"%, D50 {100 * target['d50_gy_rbe'] / p:.1f} % of {p:g}")
+        line += "; " + _target_doses(rep, rep["prescription"]["target"],
+                                     [("D95", target["d95_gy_rbe"]),
+                                      ("D50", target["d50_gy_rbe"])])
     print(line)
     for warning in rep["warnings"]:
         print(f"ionplan: warning: {warning}", file=sys.stderr)
@@ -196,11 +196,29 @@ def _robust_line(rep: dict[str, object], out: str) -> str:
     assert isinstance(worst, dict)
     target = worst["structures"].get(pres["target"])
     if target is not None:
-        p = pres["total_dose_gy_rbe"]
-        line += (f"; {pres['target']} D95 {100 * target['d95_gy_rbe_min'] / p:.1f} to "
-                 f"{100 * target['d95_gy_rbe_max'] / p:.1f} %, D98 down to "
-                 f"{100 * target['d98_gy_rbe_min'] / p:.1f} % of {p:g}")
+        line += "; " + _target_doses(rep, pres["target"],
+                                     [("D95", target["d95_gy_rbe_min"], target["d95_gy_rbe_max"]),
+                                      ("D98 down to", target["d98_gy_rbe_min"])])
     return line
+
+
+def _target_doses(rep: dict[str, Any], target: str, doses: list[tuple[Any, ...]]) -> str:
+    """The target's dose levels for a summary line, as % of the prescription (Gy(RBE)), or
+    in Gy with the prescription beside them when the report's dose is the physical dose
+    (a % of a Gy(RBE) prescription would read as coverage). ``doses``: (label, Gy) or
+    (label, low Gy, high Gy) for a range."""
+    p = float(rep["prescription"]["total_dose_gy_rbe"])
+    physical = str(rep.get("rbe_model", "")).startswith("physical")
+
+    def level(gy: float) -> str:
+        return f"{gy:.3g}" if physical else f"{100 * gy / p:.1f}"
+
+    unit = "Gy" if physical else "%"
+    parts = [f"{label} {' to '.join(level(float(g)) for g in gy)} {unit}"
+             for label, *gy in doses]
+    tail = (f" physical dose (prescription {p:g} Gy(RBE))" if physical
+            else f" of {p:g} Gy(RBE)")
+    return f"{target} {', '.join(parts)}{tail}"
 
 
 def _cmd_robust(args: argparse.Namespace) -> int:

@@ -127,3 +127,19 @@ def test_headless_demo_plans_and_exports_the_demo_patient(tmp_path: Path) -> Non
     assert dose.dose_type == "PHYSICAL"
     assert 1.9 < float(dose.dose_gy.max()) < 2.3
     assert "Traceback" not in proc.stderr
+
+
+def test_summary_line_gives_physical_doses_in_gy_not_as_coverage() -> None:
+    """A recalculation or robust run under the physical model reports Gy beside the Gy(RBE)
+    prescription; under an RBE model, % of the prescription with its unit."""
+    from planning.cli import _target_doses
+
+    pres = {"target": "PTV", "total_dose_gy_rbe": 60.0}
+    rbe = {"prescription": pres, "rbe_model": "mMKM HSG a0=0.172"}
+    physical = {"prescription": pres, "rbe_model": "physical dose"}
+    assert _target_doses(rbe, "PTV", [("D95", 58.56), ("D50", 60.18)]) == (
+        "PTV D95 97.6 %, D50 100.3 % of 60 Gy(RBE)")
+    assert _target_doses(rbe, "PTV", [("D95", 53.7, 58.56), ("D98 down to", 47.46)]) == (
+        "PTV D95 89.5 to 97.6 %, D98 down to 79.1 % of 60 Gy(RBE)")
+    assert _target_doses(physical, "PTV", [("D95", 19.155), ("D50", 20.71)]) == (
+        "PTV D95 19.2 Gy, D50 20.7 Gy physical dose (prescription 60 Gy(RBE))")
