@@ -56,18 +56,25 @@ def compile_args() -> list[str]:
     return args
 
 
-setup(ext_modules=[
-    Extension("kernels._pencil_beam_cpu", [generated_source(
-        "_pencil_beam_cpu", "pencil_beam_source", "CUDA_SOURCE",
-        "The fused pencil-beam kernel compiled for the CPU; call pb_beam_cpu through ctypes.",
-        prefix="#define PB_CPU_TWIN 1\n")],
-        language="c++", extra_compile_args=compile_args(), optional=True),
-    Extension("kernels._spot_products", [generated_source(
-        "_spot_products", "spot_products_source", "CPP_SOURCE",
-        "The optimizer's joint sparse products; call sp_forward / sp_backward through ctypes.")],
-        language="c++", extra_compile_args=compile_args(), optional=True),
-    Extension("kernels._wepl_cpu", [generated_source(
-        "_wepl_cpu", "wepl_source", "CPP_SOURCE",
-        "The WEPL cube's ray integration; call wepl_rays through ctypes.")],
-        language="c++", extra_compile_args=compile_args(), optional=True),
-])
+def extensions() -> list[Extension]:
+    """The three optional extensions (each is skipped with a warning where it cannot be
+    compiled). Paths are relative to the repository root, the working directory of a build."""
+    return [
+        Extension("kernels._pencil_beam_cpu", [generated_source(
+            "_pencil_beam_cpu", "pencil_beam_source", "CUDA_SOURCE",
+            "The fused pencil-beam kernel compiled for the CPU; call pb_beam_cpu through ctypes.",
+            prefix="#define PB_CPU_TWIN 1\n")],
+            language="c++", extra_compile_args=compile_args(), optional=True),
+        Extension("kernels._spot_products", [generated_source(
+            "_spot_products", "spot_products_source", "CPP_SOURCE",
+            "The optimizer's joint sparse products; call sp_forward / sp_backward via ctypes.")],
+            language="c++", extra_compile_args=compile_args(), optional=True),
+        Extension("kernels._wepl_cpu", [generated_source(
+            "_wepl_cpu", "wepl_source", "CPP_SOURCE",
+            "The WEPL cube's ray integration; call wepl_rays through ctypes.")],
+            language="c++", extra_compile_args=compile_args(), optional=True),
+    ]
+
+
+if __name__ == "__main__":  # as pip's build backend runs it; bench/build_extensions.py imports
+    setup(ext_modules=extensions())

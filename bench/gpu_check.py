@@ -83,6 +83,10 @@ def main() -> int:
                      cupy=cupy.__version__, numpy=numpy.__version__, scipy=scipy.__version__)
     except Exception as exc:  # the table says why the GPU part is missing
         facts["gpu"] = f"none ({exc.__class__.__name__}: {exc})"
+    sys.path.insert(0, str(REPO))
+    from planning.about import cpu_kernels
+
+    facts["cpu_kernels"] = cpu_kernels()  # built by gpu_check.sh (bench/build_extensions.py)
     print(json.dumps(facts), flush=True)
 
     rc_tests, text, _ = _run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
@@ -123,7 +127,7 @@ def main() -> int:
 
     lines = [f"GPU check {facts['date']}: {facts.get('gpu')}, {facts.get('cpu_cores')} CPU cores, "
              f"CuPy {facts.get('cupy')}, NumPy {facts.get('numpy')}, SciPy {facts.get('scipy')}",
-             "", f"CuPy tests: {tests_line}",
+             f"CPU engine: {facts['cpu_kernels']}", "", f"CuPy tests: {tests_line}",
              f"kernel module: {compile_s.get('cold', float('nan')):.2f} s cold (empty cache), "
              f"{compile_s.get('warm', float('nan')):.2f} s warm", "",
              "| measure | GPU | CPU |", "|---|---|---|"]

@@ -5,6 +5,7 @@
 #
 # Wheels of the other packages the check needs (pydicom at least; see docs/benchmarks.md for the
 # download command) are installed from the ignored folder .whl/ into a private folder, then
+# the compiled CPU extensions are built in place (bench/build_extensions.py), then
 # bench/gpu_check.py runs the CuPy tests, the kernel compilation cold and warm, bench_influence
 # on CPU and GPU, bench_plan tg119 on GPU and CPU and `ionplan plan` on a TG-119-sized DICOM on
 # the GPU, the CPU engine on 1-16 threads, and prints one table (also written to
@@ -20,4 +21,9 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+# The compiled CPU extensions for this machine's Python (those built here do not load there):
+# the CPU columns measure the engine as installed, not its NumPy fallback.
+timeout 300 "$PYTHON" bench/build_extensions.py > /tmp/ionplan-build-extensions.log 2>&1 \
+  || echo "building the CPU extensions failed (rc $?): /tmp/ionplan-build-extensions.log"
+tail -n 1 /tmp/ionplan-build-extensions.log
 exec "$PYTHON" bench/gpu_check.py "$@"
