@@ -3,8 +3,9 @@
 #
 #   bash bench/gpu_check.sh            # from the repository root or anywhere
 #
-# Wheels of the other packages the check needs (pydicom at least; see docs/benchmarks.md for the
-# download command) are installed from the ignored folder .whl/ into a private folder, then
+# Wheels of the other packages the check needs (pydicom, array-api-strict, reportlab; the
+# download command is in docs/benchmarks.md) are installed from the folder .whl/ (ignored by
+# git) into a private folder, then
 # the compiled CPU extensions are built in place (bench/build_extensions.py), then
 # bench/gpu_check.py runs the CuPy tests, the kernel compilation cold and warm, bench_influence
 # on CPU and GPU, bench_plan tg119 on GPU and CPU and `ionplan plan` on a TG-119-sized DICOM on
