@@ -220,14 +220,14 @@ class PlanRequest:
         if self.couch_deg and len(self.couch_deg) != len(self.gantry_deg):
             raise InputError(f"{len(self.couch_deg)} couch angles for {len(self.gantry_deg)} "
                              "gantry angles: give one per beam")
-        for name in ("spot_spacing_mm", "dose_grid_mm"):
-            value = getattr(self, name)
+        for what, value in (("spot spacing", self.spot_spacing_mm),
+                            ("dose grid spacing", self.dose_grid_mm)):
             if not (math.isfinite(value) and 0.5 <= value <= 20):
-                raise InputError(f"{name} must lie in [0.5, 20] mm, got {value}")
+                raise InputError(f"the {what} must lie in [0.5, 20] mm, got {value:g} mm")
         opt = self.optimization_grid_mm
         if opt is not None and not (math.isfinite(opt) and 0.5 <= opt <= self.dose_grid_mm):
-            raise InputError(f"optimization_grid_mm must lie in [0.5 mm, the dose grid's "
-                             f"{self.dose_grid_mm:g} mm], got {opt}")
+            raise InputError(f"the optimization grid spacing must lie in [0.5 mm, the dose "
+                             f"grid's {self.dose_grid_mm:g} mm], got {opt:g} mm")
         if not all(math.isfinite(a) for a in (*self.gantry_deg, *self.couch_deg)):
             raise InputError("beam angles must be finite numbers of degrees")
 

@@ -95,6 +95,9 @@ def test_rbe_table_json_rows() -> None:
         (["rbe-table", "--model", "mkm", "--energies", "10", "--ion", "Xe"], "unknown ion"),
         (["rbe-table", "--model", "mkm", "--energies", "ten"], "not a number"),
         (["info", "/no/such/folder"], "not a folder"),
+        (["plan", "/no/such/folder", "--target", "PTV", "--dose", "60", "--fractions", "20",
+          "--gantry", "90", "--grid", "0.2", "--out", "/no/such/out"],
+         "the dose grid spacing must lie in [0.5, 20] mm, got 0.2 mm"),
     ],
 )
 def test_more_bad_arguments(args: list[str], message: str) -> None:
