@@ -3,8 +3,8 @@
 The forward pass (no matrix) must equal the influence matrices times the weights, with the
 NumPy kernels and with the compiled CPU kernel (kernels.pencil_beam_cpu, skipped where it was
 not built, required under CI); the optimization matrices must equal the influence rows; a GPU
-engine must give the CPU engine's matrices, forward sums and optimized plan (skipped without
-CUDA).
+engine must give the CPU engine's matrices, forward sums and optimized plan (on a CUDA device,
+skipped without one, and on the stand-in of tests/twin_device.py everywhere).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from planning.engine.dose_engine import DoseEngineSettings
 from planning.errors import PlanningError
 from planning.optimization import Objective, OptimizationProblem, optimize_weights
 from planning.rbe import DepthTables, LemModel
+from tests import twin_device
 from tests.synthetic_machine import make_synthetic_machine
 
 CPU = DoseEngineSettings(device="cpu", n_threads=2, block_voxels=2048)
@@ -167,15 +168,22 @@ def test_rows_outside_the_region_are_refused(case) -> None:  # type: ignore[no-u
         engine.optimization_matrices(np.array([0, 1]))
 
 
-def _gpu_or_skip() -> None:
-    try:
-        resolve_device("gpu")
-    except DeviceUnavailableError as exc:
-        pytest.skip(f"no CUDA device: {exc}")
+@pytest.fixture(params=["cuda", "twin"])
+def gpu(request, monkeypatch) -> str:  # type: ignore[no-untyped-def]
+    """The GPU tests run on a CUDA device (skipped without one) and on the stand-in that runs
+    the GPU engine's code on the CPU with the kernel's CPU twin (tests/twin_device.py), so
+    that its glue is tested in CI too."""
+    if request.param == "twin":
+        twin_device.install(monkeypatch)
+    else:
+        try:
+            resolve_device("gpu")
+        except DeviceUnavailableError as exc:
+            pytest.skip(f"no CUDA device: {exc}")
+    return str(request.param)
 
 
-def test_gpu_engine_matches_cpu_engine(case) -> None:  # type: ignore[no-untyped-def]
-    _gpu_or_skip()
+def test_gpu_engine_matches_cpu_engine(case, gpu) -> None:  # type: ignore[no-untyped-def]
     tables = case[5]
     cpu, gpu = _engine(case, "cpu"), _engine(case, "gpu")
     a = cpu.influence(model_tables=tables)
@@ -196,8 +204,7 @@ def test_gpu_engine_matches_cpu_engine(case) -> None:  # type: ignore[no-untyped
         np.testing.assert_allclose(y, x, atol=1e-5 * np.abs(x).max())
 
 
-def test_gpu_forward_over_some_rows_matches_cpu(case) -> None:  # type: ignore[no-untyped-def]
-    _gpu_or_skip()
+def test_gpu_forward_over_some_rows_matches_cpu(case, gpu) -> None:  # type: ignore[no-untyped-def]
     tables = case[5]
     cpu, gpu = _engine(case, "cpu"), _engine(case, "gpu")
     w = np.random.default_rng(7).uniform(0.5, 1.5, cpu.n_spots)
@@ -209,10 +216,9 @@ def test_gpu_forward_over_some_rows_matches_cpu(case) -> None:  # type: ignore[n
         np.testing.assert_allclose(y, x, atol=1e-5 * np.abs(x).max())
 
 
-def test_gpu_forward_of_weights_with_zeros_matches_cpu(case) -> None:  # type: ignore[no-untyped-def]
+def test_gpu_forward_of_weights_with_zeros_matches_cpu(case, gpu) -> None:  # type: ignore[no-untyped-def]
     """The GPU accumulate launch runs only the spots with weight: a third of them at zero and
     every spot of the first beam at zero give the CPU's sums (the first beam's dose zero)."""
-    _gpu_or_skip()
     tables = case[5]
     cpu, gpu = _engine(case, "cpu"), _engine(case, "gpu")
     rng = np.random.default_rng(9)
@@ -225,8 +231,7 @@ def test_gpu_forward_of_weights_with_zeros_matches_cpu(case) -> None:  # type: i
         np.testing.assert_allclose(y, x, atol=1e-5 * np.abs(x).max())
 
 
-def test_gpu_optimization_matches_cpu(case) -> None:  # type: ignore[no-untyped-def]
-    _gpu_or_skip()
+def test_gpu_optimization_matches_cpu(case, gpu) -> None:  # type: ignore[no-untyped-def]
     tables = case[5]
     results = []
     for device in ("cpu", "gpu"):
