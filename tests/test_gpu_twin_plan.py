@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from planning import api
+from planning.compare.recalc import recalculate
 from planning.planner import reoptimize
 from tests import twin_device
 from tests.test_fossati2012 import water_cube_patient
@@ -42,3 +43,19 @@ def test_a_plan_on_the_gpu_engine_is_the_cpu_plan(monkeypatch) -> None:  # type:
     again = reoptimize(gpu.prepared, total_dose_gy_rbe=3.6 * 1.1)
     assert again.report["device"] == "gpu"
     assert again.report["structures"]["PTV"]["mean_gy_rbe"] == pytest.approx(3.96, rel=0.02)
+
+
+def test_the_same_plan_recalculated_on_both_engines_agrees_to_1e4(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12's target for the same plan on CPU and GPU: the cubes within 1e-4 of the
+    maximum dose (physical and RBE-weighted; the forward passes differ only in float32
+    rounding and summation order)."""
+    patient = water_cube_patient(40.0)
+    planned = api.plan_patient(patient, device="cpu", **PLAN)  # type: ignore[arg-type]
+    cpu = recalculate(patient, planned.plan, model=planned.model, grid_mm=4.0, device="cpu")
+    twin_device.install(monkeypatch)
+    gpu = recalculate(patient, planned.plan, model=planned.model, grid_mm=4.0, device="gpu")
+    assert (cpu.report["device"], gpu.report["device"]) == ("cpu", "gpu")
+    for a, b in ((cpu.physical_dose_gy, gpu.physical_dose_gy),
+                 (cpu.rbe_dose_gy_rbe, gpu.rbe_dose_gy_rbe)):
+        top = float(a.max())
+        assert top > 0 and float(np.abs(b - a).max()) <= 1e-4 * top
