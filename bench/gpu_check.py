@@ -3,7 +3,8 @@
 Run by bench/gpu_check.sh (which installs carried wheels first). Steps, each in a fresh process
 so that timings and memory are its own:
 
-1. the CuPy-vs-NumPy tests (every GPU kernel against its NumPy twin);
+1. the CuPy-vs-NumPy tests (every GPU kernel against its NumPy twin) and a whole plan on the
+   GPU against the CPU plan (tests/test_gpu_plan.py; the CPU stand-in's variants run too);
 2. the kernel module's compilation: cold (empty CuPy kernel cache) and warm (cache filled);
 3. bench/bench_influence.py --device all (whole-body TG-119-sized influence, CPU and GPU);
 4. bench/bench_plan.py --case tg119 --model mkm on the GPU and on the CPU;
@@ -92,7 +93,8 @@ def main() -> int:
     rc_tests, text, _ = _run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
                               "tests/test_pencil_beam_kernel.py", "tests/test_engine.py",
                               "tests/test_influence.py", "tests/test_wepl.py",
-                              "tests/test_rbe_mixing.py"], out / "tests.log", timeout=240)
+                              "tests/test_rbe_mixing.py", "tests/test_gpu_plan.py"],
+                             out / "tests.log", timeout=300)
     tests_line = (text.strip().splitlines() or ["?"])[-1]
     compile_s = _compile_times(out)
     _run([py, "bench/bench_influence.py", "--device", "all"], out / "bench_influence.log",

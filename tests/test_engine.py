@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from kernels import pencil_beam_cpu
-from kernels.backend import DeviceUnavailableError, resolve_device
 from planning.beams import Beam, SpotMap
 from planning.dose_grid import DoseGrid
 from planning.engine import PlanningEngine
@@ -173,14 +172,7 @@ def gpu(request, monkeypatch) -> str:  # type: ignore[no-untyped-def]
     """The GPU tests run on a CUDA device (skipped without one) and on the stand-in that runs
     the GPU engine's code on the CPU with the kernel's CPU twin (tests/twin_device.py), so
     that its glue is tested in CI too."""
-    if request.param == "twin":
-        twin_device.install(monkeypatch)
-    else:
-        try:
-            resolve_device("gpu")
-        except DeviceUnavailableError as exc:
-            pytest.skip(f"no CUDA device: {exc}")
-    return str(request.param)
+    return twin_device.use_gpu(request.param, monkeypatch)
 
 
 def test_gpu_engine_matches_cpu_engine(case, gpu) -> None:  # type: ignore[no-untyped-def]

@@ -22,6 +22,7 @@ import pytest
 import scipy.sparse
 
 from kernels import backend, pencil_beam_gpu
+from kernels.backend import DeviceUnavailableError
 from kernels.influence import BeamVoxels
 from kernels.pencil_beam_gpu import PackedLayers
 from planning.engine import gpu_influence
@@ -86,3 +87,16 @@ def install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backend, "namespace_for", lambda device: np)
     monkeypatch.setattr(gpu_influence, "free_device_bytes", lambda xp: FREE_BYTES)
     monkeypatch.setattr(pencil_beam_gpu, "_launch", _launch)
+
+
+def use_gpu(kind: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """For a GPU test parametrized over ``kind``: "cuda", a real device (the test skips
+    without one), or "twin", this stand-in (skips without g++). Returns ``kind``."""
+    if kind == "twin":
+        install(monkeypatch)
+    else:
+        try:
+            backend.resolve_device("gpu")
+        except DeviceUnavailableError as exc:
+            pytest.skip(f"no CUDA device: {exc}")
+    return kind

@@ -1,10 +1,11 @@
-"""A whole plan through the GPU engine's code, on the CPU stand-in of tests/twin_device.py.
+"""A whole plan through the GPU engine against the same plan on the CPU engine.
 
-CI has no GPU; the planner's ``device="gpu"`` path (influence and optimizer matrices on the
-device, forward passes by the accumulate launch, the dose correction, the target refinement,
-the exchange view and a re-optimization from the kept device matrices) runs here with NumPy
-arrays and the CUDA kernel's source compiled for the CPU, against the same plan on the CPU
-engine. A 4 cm water cube, two opposed fields (tests/test_fossati2012.py's phantom).
+The planner's ``device="gpu"`` path (influence and optimizer matrices on the device, forward
+passes by the accumulate launch, the dose correction, the target refinement, the exchange view
+and a re-optimization from the kept device matrices), on a CUDA device (skipped without one;
+bench/gpu_check.sh runs it) and on the CPU stand-in of tests/twin_device.py (NumPy arrays, the
+CUDA kernel's source compiled for the CPU), which CI runs. A 4 cm water cube, two opposed
+fields (tests/test_fossati2012.py's phantom).
 """
 
 from __future__ import annotations
@@ -18,44 +19,48 @@ from planning.planner import reoptimize
 from tests import twin_device
 from tests.test_fossati2012 import water_cube_patient
 
+
+@pytest.fixture(params=["cuda", "twin"])
+def gpu(request, monkeypatch) -> str:  # type: ignore[no-untyped-def]
+    return twin_device.use_gpu(request.param, monkeypatch)
+
+
 PLAN = {"target": "PTV", "dose_gy_rbe": 3.6, "fractions": 1, "gantry_deg": [90.0, 270.0],
         "spot_spacing_mm": 6.0, "grid_mm": 4.0, "optimization_grid_mm": 4.0, "exchange": True}
 
 
-def test_a_plan_on_the_gpu_engine_is_the_cpu_plan(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_plan_on_the_gpu_engine_is_the_cpu_plan(gpu) -> None:  # type: ignore[no-untyped-def]
     """PTV D95, D5 and mean within 1 % (mMKM and the exchange view's LEM I), the RBE-weighted
     dose everywhere within 2 % of the prescription (the two engines' optimizer matrices differ
     in precision: float32 on the host, float64 on the device), and a re-optimization from the
     kept device matrices reaching its new prescription."""
     patient = water_cube_patient(40.0)
     cpu = api.plan_patient(patient, device="cpu", **PLAN)  # type: ignore[arg-type]
-    twin_device.install(monkeypatch)
-    gpu = api.plan_patient(patient, device="gpu", **PLAN)  # type: ignore[arg-type]
-    assert (cpu.report["device"], gpu.report["device"]) == ("cpu", "gpu")
-    a, b = cpu.report["structures"]["PTV"], gpu.report["structures"]["PTV"]
+    dev = api.plan_patient(patient, device="gpu", **PLAN)  # type: ignore[arg-type]
+    assert (cpu.report["device"], dev.report["device"]) == ("cpu", "gpu")
+    a, b = cpu.report["structures"]["PTV"], dev.report["structures"]["PTV"]
     for key in ("d95_gy_rbe", "d5_gy_rbe", "mean_gy_rbe"):
         assert b[key] == pytest.approx(a[key], rel=0.01), key
     ea = cpu.report["exchange"]["structures"]["PTV"]
-    eb = gpu.report["exchange"]["structures"]["PTV"]
+    eb = dev.report["exchange"]["structures"]["PTV"]
     assert eb["lem_mean_gy_rbe"] == pytest.approx(ea["lem_mean_gy_rbe"], rel=0.01)
-    assert float(np.abs(gpu.rbe_dose_gy_rbe - cpu.rbe_dose_gy_rbe).max()) <= 0.02 * 3.6
-    assert gpu.prepared is not None
-    again = reoptimize(gpu.prepared, total_dose_gy_rbe=3.6 * 1.1)
+    assert float(np.abs(dev.rbe_dose_gy_rbe - cpu.rbe_dose_gy_rbe).max()) <= 0.02 * 3.6
+    assert dev.prepared is not None
+    again = reoptimize(dev.prepared, total_dose_gy_rbe=3.6 * 1.1)
     assert again.report["device"] == "gpu"
     assert again.report["structures"]["PTV"]["mean_gy_rbe"] == pytest.approx(3.96, rel=0.02)
 
 
-def test_the_same_plan_recalculated_on_both_engines_agrees_to_1e4(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_same_plan_recalculated_on_both_engines_agrees_to_1e4(gpu) -> None:  # type: ignore[no-untyped-def]
     """Issue 12's target for the same plan on CPU and GPU: the cubes within 1e-4 of the
     maximum dose (physical and RBE-weighted; the forward passes differ only in float32
     rounding and summation order)."""
     patient = water_cube_patient(40.0)
     planned = api.plan_patient(patient, device="cpu", **PLAN)  # type: ignore[arg-type]
     cpu = recalculate(patient, planned.plan, model=planned.model, grid_mm=4.0, device="cpu")
-    twin_device.install(monkeypatch)
-    gpu = recalculate(patient, planned.plan, model=planned.model, grid_mm=4.0, device="gpu")
-    assert (cpu.report["device"], gpu.report["device"]) == ("cpu", "gpu")
-    for a, b in ((cpu.physical_dose_gy, gpu.physical_dose_gy),
-                 (cpu.rbe_dose_gy_rbe, gpu.rbe_dose_gy_rbe)):
+    dev = recalculate(patient, planned.plan, model=planned.model, grid_mm=4.0, device="gpu")
+    assert (cpu.report["device"], dev.report["device"]) == ("cpu", "gpu")
+    for a, b in ((cpu.physical_dose_gy, dev.physical_dose_gy),
+                 (cpu.rbe_dose_gy_rbe, dev.rbe_dose_gy_rbe)):
         top = float(a.max())
         assert top > 0 and float(np.abs(b - a).max()) <= 1e-4 * top
