@@ -771,7 +771,7 @@ def weighted_layers(layers: Sequence[LayerSetup], weights: Any
     out = []
     for layer in layers:
         w_rank = layer_weights_by_rank(layer, weights)
-        keep = to_numpy(w_rank != 0).astype(bool)
+        keep = to_numpy(w_rank != 0)
         sub = subset_layer(layer, keep)
         if sub is not None:
             xp = array_namespace(w_rank)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from kernels.backend import cupy_module
-from kernels.influence import BeamVoxels, LayerSetup
+from kernels.influence import BeamVoxels, LayerSetup, weighted_layers
 from kernels.pencil_beam_source import CUDA_SOURCE, LINT_FIELDS, MAX_MODEL_QUANTITIES
 
 #: Threads per block of the per-voxel kernel.
@@ -113,6 +113,15 @@ def pack_layers(layers: Sequence[LayerSetup], xp: Any) -> PackedLayers:
         spot_id=xp.concatenate(ids),
         n_model=n_model,
     )
+
+
+def pack_weighted(layers: Sequence[LayerSetup], weights: Any, xp: Any) -> PackedLayers | None:
+    """A beam's layers packed with only their spots of non-zero ``weights`` (by spot
+    identifier, where the layers' arrays live; :func:`kernels.influence.weighted_layers`), for
+    the accumulate mode of the GPU launch and of the CPU build; None when no spot has
+    weight."""
+    kept = [layer for layer, _ in weighted_layers(layers, weights)]
+    return pack_layers(kept, xp) if kept else None
 
 
 @cache

@@ -202,22 +202,23 @@ def _robust_line(rep: dict[str, object], out: str) -> str:
     return line
 
 
-def _target_doses(rep: dict[str, Any], target: str, doses: list[tuple[Any, ...]]) -> str:
+def _target_doses(rep: dict[str, Any], target: str,
+                  doses: list[tuple[str, float] | tuple[str, float, float]]) -> str:
     """The target's dose levels for a summary line, as % of the prescription (Gy(RBE)), or
     in Gy with the prescription beside them when the report's dose is the physical dose
     (a % of a Gy(RBE) prescription would read as coverage). ``doses``: (label, Gy) or
     (label, low Gy, high Gy) for a range."""
-    p = float(rep["prescription"]["total_dose_gy_rbe"])
+    prescription_gy_rbe = float(rep["prescription"]["total_dose_gy_rbe"])
     physical = str(rep.get("rbe_model", "")).startswith("physical")
 
     def level(gy: float) -> str:
-        return f"{gy:.3g}" if physical else f"{100 * gy / p:.1f}"
+        return f"{gy:.3g}" if physical else f"{100 * gy / prescription_gy_rbe:.1f}"
 
     unit = "Gy" if physical else "%"
-    parts = [f"{label} {' to '.join(level(float(g)) for g in gy)} {unit}"
-             for label, *gy in doses]
-    tail = (f" physical dose (prescription {p:g} Gy(RBE))" if physical
-            else f" of {p:g} Gy(RBE)")
+    parts = [f"{label} {' to '.join(level(float(gy)) for gy in levels_gy)} {unit}"
+             for label, *levels_gy in doses]
+    tail = (f" physical dose (prescription {prescription_gy_rbe:g} Gy(RBE))" if physical
+            else f" of {prescription_gy_rbe:g} Gy(RBE)")
     return f"{target} {', '.join(parts)}{tail}"
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: the shipped generic machine and its generator (both built once per session)."""
+"""Shared fixtures: the shipped generic machine and its generator (both built once per
+session), and the GPU of the GPU tests (a CUDA device or the CPU stand-in)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 
 from planning.machine import Machine, load_machine
 from planning.machine_generator import CarbonMachineGenerator
+from tests import twin_device
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +20,11 @@ def machine() -> Machine:
 def generator() -> CarbonMachineGenerator:
     """The generator with the default (shipped) settings."""
     return CarbonMachineGenerator()
+
+
+@pytest.fixture(params=["cuda", "twin"])
+def gpu(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A GPU test runs twice: on a CUDA device (skipped without one) and on the stand-in that
+    runs the GPU engine's code on the CPU with the kernel's CPU twin (tests/twin_device.py),
+    so that its glue is tested in CI too. The value is "cuda" or "twin"."""
+    return twin_device.use_gpu(request.param, monkeypatch)

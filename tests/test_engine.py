@@ -23,7 +23,6 @@ from planning.engine.dose_engine import DoseEngineSettings
 from planning.errors import PlanningError
 from planning.optimization import Objective, OptimizationProblem, optimize_weights
 from planning.rbe import DepthTables, LemModel
-from tests import twin_device
 from tests.synthetic_machine import make_synthetic_machine
 
 CPU = DoseEngineSettings(device="cpu", n_threads=2, block_voxels=2048)
@@ -167,19 +166,11 @@ def test_rows_outside_the_region_are_refused(case) -> None:  # type: ignore[no-u
         engine.optimization_matrices(np.array([0, 1]))
 
 
-@pytest.fixture(params=["cuda", "twin"])
-def gpu(request, monkeypatch) -> str:  # type: ignore[no-untyped-def]
-    """The GPU tests run on a CUDA device (skipped without one) and on the stand-in that runs
-    the GPU engine's code on the CPU with the kernel's CPU twin (tests/twin_device.py), so
-    that its glue is tested in CI too."""
-    return twin_device.use_gpu(request.param, monkeypatch)
-
-
 def test_gpu_engine_matches_cpu_engine(case, gpu) -> None:  # type: ignore[no-untyped-def]
     tables = case[5]
-    cpu, gpu = _engine(case, "cpu"), _engine(case, "gpu")
+    cpu, dev = _engine(case, "cpu"), _engine(case, "gpu")
     a = cpu.influence(model_tables=tables)
-    b = gpu.influence(model_tables=tables)
+    b = dev.influence(model_tables=tables)
     for x, y in [(a.dose, b.dose), (a.let_dose, b.let_dose), *zip(a.model_sums, b.model_sums,
                                                                      strict=True)]:
         x, y = x.copy(), y.copy()  # the engine's index arrays are read-only
@@ -189,7 +180,7 @@ def test_gpu_engine_matches_cpu_engine(case, gpu) -> None:  # type: ignore[no-un
         np.testing.assert_array_equal(x.indices, y.indices)
         np.testing.assert_allclose(y.data, x.data, rtol=1e-5, atol=1e-6 * np.abs(x.data).max())
     w = np.random.default_rng(1).uniform(0.5, 1.5, cpu.n_spots)
-    sa, sb = cpu.forward(w, model_tables=tables), gpu.forward(w, model_tables=tables)
+    sa, sb = cpu.forward(w, model_tables=tables), dev.forward(w, model_tables=tables)
     top = sa.dose_gy.max()
     np.testing.assert_allclose(sb.dose_gy, sa.dose_gy, atol=1e-5 * top)
     for x, y in zip(sa.model_sums, sb.model_sums, strict=True):
@@ -198,25 +189,27 @@ def test_gpu_engine_matches_cpu_engine(case, gpu) -> None:  # type: ignore[no-un
 
 def test_gpu_forward_over_some_rows_matches_cpu(case, gpu) -> None:  # type: ignore[no-untyped-def]
     tables = case[5]
-    cpu, gpu = _engine(case, "cpu"), _engine(case, "gpu")
+    cpu, dev = _engine(case, "cpu"), _engine(case, "gpu")
     w = np.random.default_rng(7).uniform(0.5, 1.5, cpu.n_spots)
     rows = np.sort(np.random.default_rng(8).choice(cpu.rows, 500, replace=False))
     a = cpu.forward(w, model_tables=tables, rows=rows)
-    b = gpu.forward(w, model_tables=tables, rows=rows)
+    b = dev.forward(w, model_tables=tables, rows=rows)
     np.testing.assert_allclose(b.dose_gy, a.dose_gy, atol=1e-5 * a.dose_gy.max())
     for x, y in zip(a.model_sums, b.model_sums, strict=True):
         np.testing.assert_allclose(y, x, atol=1e-5 * np.abs(x).max())
 
 
 def test_gpu_forward_of_weights_with_zeros_matches_cpu(case, gpu) -> None:  # type: ignore[no-untyped-def]
-    """The GPU accumulate launch runs only the spots with weight: a third of them at zero and
-    every spot of the first beam at zero give the CPU's sums (the first beam's dose zero)."""
+    """Weights with zeros (a third of the spots, every spot of the first beam) on the GPU
+    engine, which packs only the spots with weight: the CPU's sums, the first beam's dose
+    zero. (That spots are left out is checked at the kernel's level,
+    tests/test_pencil_beam_kernel.py; zero terms would give these sums too.)"""
     tables = case[5]
-    cpu, gpu = _engine(case, "cpu"), _engine(case, "gpu")
+    cpu, dev = _engine(case, "cpu"), _engine(case, "gpu")
     rng = np.random.default_rng(9)
     w = np.where(rng.random(cpu.n_spots) < 0.33, 0.0, rng.uniform(0.5, 1.5, cpu.n_spots))
     w[:case[4][0].n_spots] = 0.0
-    a, b = cpu.forward(w, model_tables=tables), gpu.forward(w, model_tables=tables)
+    a, b = cpu.forward(w, model_tables=tables), dev.forward(w, model_tables=tables)
     assert a.dose_gy.max() > 0 and not np.any(b.beam_dose_gy[0])
     np.testing.assert_allclose(b.dose_gy, a.dose_gy, atol=1e-5 * a.dose_gy.max())
     for x, y in zip(a.model_sums, b.model_sums, strict=True):

@@ -16,14 +16,7 @@ import pytest
 from planning import api
 from planning.compare.recalc import recalculate
 from planning.planner import reoptimize
-from tests import twin_device
 from tests.test_fossati2012 import water_cube_patient
-
-
-@pytest.fixture(params=["cuda", "twin"])
-def gpu(request, monkeypatch) -> str:  # type: ignore[no-untyped-def]
-    return twin_device.use_gpu(request.param, monkeypatch)
-
 
 PLAN = {"target": "PTV", "dose_gy_rbe": 3.6, "fractions": 1, "gantry_deg": [90.0, 270.0],
         "spot_spacing_mm": 6.0, "grid_mm": 4.0, "optimization_grid_mm": 4.0, "exchange": True}

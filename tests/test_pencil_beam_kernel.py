@@ -26,7 +26,7 @@ from kernels.influence import (
     plan_layer,
     prepare_layer,
 )
-from kernels.pencil_beam_gpu import pack_layers
+from kernels.pencil_beam_gpu import pack_layers, pack_weighted
 from kernels.pencil_beam_source import CUDA_SOURCE, MAX_MODEL_QUANTITIES
 from tests import cuda_twin
 
@@ -145,13 +145,11 @@ def test_twin_accumulate_equals_matrix_times_weights(beam) -> None:  # type: ign
 
 
 def test_twin_accumulate_of_the_weighted_spots_equals_all_spots(beam) -> None:  # type: ignore[no-untyped-def]
-    """What the GPU forward launches (planning.engine.gpu_influence.pack_weighted): the layers
+    """What the forward passes launch (kernels.pencil_beam_gpu.pack_weighted): the layers
     packed with their spots of non-zero weight only, a whole layer without weight left out;
     the sums equal those of every spot packed (zero terms dropped, the others in the same
     order), and a beam without weight packs to None."""
     _twin()
-    from planning.engine.gpu_influence import pack_weighted
-
     vox, layers, n_spots, _ = beam
     rng = np.random.default_rng(4)
     w = np.where(rng.random(n_spots) < 0.3, 0.0, rng.uniform(0.5, 2.0, n_spots))

@@ -54,7 +54,10 @@ class _NumpyAsCupy(types.ModuleType):
     def __init__(self) -> None:
         super().__init__("cupy")
         self.cuda = types.SimpleNamespace(runtime=_Runtime())
-        self.asnumpy = np.asarray
+
+    @staticmethod
+    def asnumpy(a: Any) -> np.ndarray:
+        return np.array(a, copy=True)  # a copy, as from a device
 
     def get_default_memory_pool(self) -> _Pool:
         return _Pool()
@@ -84,7 +87,9 @@ def install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "cupyx", cupyx)
     monkeypatch.setitem(sys.modules, "cupyx.scipy", cupyx.scipy)
     monkeypatch.setitem(sys.modules, "cupyx.scipy.sparse", scipy.sparse)
-    monkeypatch.setattr(backend, "namespace_for", lambda device: np)
+    # The engine's namespace is not NumPy itself, so that its host-only branches (``xp is
+    # np``) stay off as with CuPy; its arrays are NumPy's all the same.
+    monkeypatch.setattr(backend, "namespace_for", lambda device: fake)
     monkeypatch.setattr(gpu_influence, "free_device_bytes", lambda xp: FREE_BYTES)
     monkeypatch.setattr(pencil_beam_gpu, "_launch", _launch)
 

@@ -31,7 +31,7 @@ from kernels.influence import (
     plan_layer,
     weighted_layers,
 )
-from kernels.pencil_beam_gpu import pack_layers
+from kernels.pencil_beam_gpu import pack_weighted
 from planning.engine.cpu_influence import BeamWork, compiled_block_voxels
 from planning.engine.dose_engine import DoseEngineSettings, cpu_threads
 from planning.engine.memory import release_free_heap
@@ -119,11 +119,11 @@ def _compiled_sums(work: Sequence[BeamWork], weights: FloatArray, settings: Dose
     n_threads = cpu_threads(settings.n_threads)
     jobs = []
     for bw in work:
-        layers = [layer for layer, _ in weighted_layers(bw.layers.layers, weights)]
-        if not layers or bw.voxels.n == 0:
+        packed = pack_weighted(bw.layers.layers, weights, np)
+        if packed is None or bw.voxels.n == 0:
             continue
         size = compiled_block_voxels(bw.voxels.n, settings)
-        jobs.append((bw, pack_layers(layers, np),
+        jobs.append((bw, packed,
                      [(a, min(a + size, bw.voxels.n)) for a in range(0, bw.voxels.n, size)]))
     total = sum(len(blocks) for _, _, blocks in jobs)
     done = 0

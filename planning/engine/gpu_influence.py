@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kernels import pencil_beam_gpu as gpu
-from kernels.influence import BeamVoxels, LayerSetup, weighted_layers
-from kernels.pencil_beam_gpu import PackedLayers, pack_layers
+from kernels.influence import BeamVoxels
+from kernels.pencil_beam_gpu import PackedLayers
 from planning.errors import PlanningError
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,6 @@ def build_csr(xp: Any, voxels: Sequence[BeamVoxels], packed: Sequence[PackedLaye
     return DeviceCsr(indptr, indices, dose, let_dose, model, (n_rows, n_spots))
 
 
-def pack_weighted(layers: Sequence[LayerSetup], weights: Any, xp: Any) -> PackedLayers | None:
-    """A beam's layers packed for the accumulate launch with only their spots of non-zero
-    ``weights`` (:func:`kernels.influence.weighted_layers`); None when no spot has weight."""
-    kept = [layer for layer, _ in weighted_layers(layers, weights)]
-    return pack_layers(kept, xp) if kept else None
-
-
 def accumulate_sums(xp: Any, voxels: Sequence[BeamVoxels],
                     packed: Sequence[PackedLayers | None], weights: Any, n_rows: int, *,
                     n_model: int, with_let: bool) -> tuple[list[Any], Any, Any]:
@@ -107,7 +100,8 @@ def accumulate_sums(xp: Any, voxels: Sequence[BeamVoxels],
     device.
 
     ``weights`` (n_spots,) float64 on the device, by column; ``packed`` one entry per beam
-    (:func:`pack_weighted`), None for a beam without weight (its dose stays zero).
+    (:func:`kernels.pencil_beam_gpu.pack_weighted`), None for a beam without weight (its dose
+    stays zero).
     """
     let_dose = xp.zeros(n_rows) if with_let else None
     model = xp.zeros((n_model, n_rows)) if n_model else None
