@@ -98,14 +98,16 @@ def _compile_times(steps: Steps) -> dict[str, float]:
 def _facts() -> dict[str, object]:
     facts: dict[str, object] = {"date": time.strftime("%Y-%m-%d"),
                                 "python": platform.python_version(), "cpu_cores": os.cpu_count()}
+    import numpy
+    import scipy
+
+    facts.update(numpy=numpy.__version__, scipy=scipy.__version__)
     try:
         import cupy
-        import numpy
-        import scipy
 
         props = cupy.cuda.runtime.getDeviceProperties(0)
         facts.update(gpu=props["name"].decode(), gpu_memory_gib=props["totalGlobalMem"] / 2**30,
-                     cupy=cupy.__version__, numpy=numpy.__version__, scipy=scipy.__version__)
+                     cupy=cupy.__version__)
     except Exception as exc:  # the table says why the GPU part is missing
         facts["gpu"] = f"none ({exc.__class__.__name__}: {exc})"
     sys.path.insert(0, str(REPO))
