@@ -15,20 +15,27 @@ import pytest
 
 from planning import api
 from planning.compare.recalc import recalculate
-from planning.planner import reoptimize
+from planning.patient import Patient
+from planning.planner import PlanResult, reoptimize
 from tests.test_fossati2012 import water_cube_patient
 
 PLAN = {"target": "PTV", "dose_gy_rbe": 3.6, "fractions": 1, "gantry_deg": [90.0, 270.0],
         "spot_spacing_mm": 6.0, "grid_mm": 4.0, "optimization_grid_mm": 4.0, "exchange": True}
 
 
-def test_a_plan_on_the_gpu_engine_is_the_cpu_plan(gpu) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def cpu_plan() -> tuple[Patient, PlanResult]:
+    """The phantom and its plan on the CPU engine (made before any GPU fixture)."""
+    patient = water_cube_patient(40.0)
+    return patient, api.plan_patient(patient, device="cpu", **PLAN)  # type: ignore[arg-type]
+
+
+def test_a_plan_on_the_gpu_engine_is_the_cpu_plan(cpu_plan, gpu) -> None:  # type: ignore[no-untyped-def]
     """PTV D95, D5 and mean within 1 % (mMKM and the exchange view's LEM I), the RBE-weighted
     dose everywhere within 2 % of the prescription (the two engines' optimizer matrices differ
     in precision: float32 on the host, float64 on the device), and a re-optimization from the
     kept device matrices reaching its new prescription."""
-    patient = water_cube_patient(40.0)
-    cpu = api.plan_patient(patient, device="cpu", **PLAN)  # type: ignore[arg-type]
+    patient, cpu = cpu_plan
     dev = api.plan_patient(patient, device="gpu", **PLAN)  # type: ignore[arg-type]
     assert (cpu.report["device"], dev.report["device"]) == ("cpu", "gpu")
     a, b = cpu.report["structures"]["PTV"], dev.report["structures"]["PTV"]
@@ -44,12 +51,11 @@ def test_a_plan_on_the_gpu_engine_is_the_cpu_plan(gpu) -> None:  # type: ignore[
     assert again.report["structures"]["PTV"]["mean_gy_rbe"] == pytest.approx(3.96, rel=0.02)
 
 
-def test_the_same_plan_recalculated_on_both_engines_agrees_to_1e4(gpu) -> None:  # type: ignore[no-untyped-def]
+def test_the_same_plan_recalculated_on_both_engines_agrees_to_1e4(cpu_plan, gpu) -> None:  # type: ignore[no-untyped-def]
     """Issue 12's target for the same plan on CPU and GPU: the cubes within 1e-4 of the
     maximum dose (physical and RBE-weighted; the forward passes differ only in float32
     rounding and summation order)."""
-    patient = water_cube_patient(40.0)
-    planned = api.plan_patient(patient, device="cpu", **PLAN)  # type: ignore[arg-type]
+    patient, planned = cpu_plan
     cpu = recalculate(patient, planned.plan, model=planned.model, grid_mm=4.0, device="cpu")
     dev = recalculate(patient, planned.plan, model=planned.model, grid_mm=4.0, device="gpu")
     assert (cpu.report["device"], dev.report["device"]) == ("cpu", "gpu")

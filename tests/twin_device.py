@@ -25,7 +25,6 @@ from kernels import backend, pencil_beam_gpu
 from kernels.backend import DeviceUnavailableError
 from kernels.influence import BeamVoxels
 from kernels.pencil_beam_gpu import PackedLayers
-from planning.engine import gpu_influence
 from tests import cuda_twin
 
 #: Free device memory the stand-in reports, bytes.
@@ -87,10 +86,12 @@ def install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "cupyx", cupyx)
     monkeypatch.setitem(sys.modules, "cupyx.scipy", cupyx.scipy)
     monkeypatch.setitem(sys.modules, "cupyx.scipy.sparse", scipy.sparse)
-    # The engine's namespace is not NumPy itself, so that its host-only branches (``xp is
-    # np``) stay off as with CuPy; its arrays are NumPy's all the same.
-    monkeypatch.setattr(backend, "namespace_for", lambda device: fake)
-    monkeypatch.setattr(gpu_influence, "free_device_bytes", lambda xp: FREE_BYTES)
+    # A GPU engine's namespace is not NumPy itself, so that its host-only branches (``xp is
+    # np``) stay off as with CuPy; its arrays are NumPy's all the same. A CPU engine keeps
+    # NumPy.
+    cpu_namespace = backend.namespace_for
+    monkeypatch.setattr(backend, "namespace_for", lambda device: (
+        fake if backend.resolve_device(device) == "gpu" else cpu_namespace(device)))
     monkeypatch.setattr(pencil_beam_gpu, "_launch", _launch)
 
 
