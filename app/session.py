@@ -19,6 +19,7 @@ from planning.dose_interpolation import VoxelLabels
 from planning.errors import InputError
 from planning.patient import Patient
 from planning.planner import PlanResult
+from planning.rbe import PhysicalDose
 from planning.robust import RobustResult
 from planning.workspace import new_plan_id
 
@@ -129,8 +130,12 @@ class PlanEntry:
                  else short_model_name(str(r.report.get("rbe_model", r.plan.rbe_model))))
         rx = "prescription"
         low = QUANTITY_MASK_FRACTION * p  # quantities are shown where the dose reaches this
-        out = [DoseLayer("rbe", f"RBE-weighted dose ({model})", r.rbe_dose_gy_rbe, grid,
-                         "Gy(RBE)", p, True, rx, labels=r.tissue_labels),
+        # Under the physical model the plan's dose is in Gy: never call it RBE-weighted.
+        physical_model = model == PhysicalDose().describe()
+        title, unit = (("Dose of the plan (physical model, no RBE)", "Gy") if physical_model
+                       else (f"RBE-weighted dose ({model})", "Gy(RBE)"))
+        out = [DoseLayer("rbe", title, r.rbe_dose_gy_rbe, grid, unit, p, True, rx,
+                         labels=r.tissue_labels),
                DoseLayer("physical", "Physical dose", r.physical_dose_gy, grid, "Gy",
                          _max_or_one(r.physical_dose_gy), True),
                DoseLayer("letd", "Dose-averaged LET", r.letd_kev_um, grid, "keV/µm",
@@ -147,9 +152,9 @@ class PlanEntry:
         if rob is not None:
             n = len(rob.scenarios)
             out += [DoseLayer("rbe_min", f"Worst case: voxel-wise minimum of {n} scenarios "
-                              f"({model})", rob.rbe_min_gy_rbe, grid, "Gy(RBE)", p, True, rx),
+                              f"({model})", rob.rbe_min_gy_rbe, grid, unit, p, True, rx),
                     DoseLayer("rbe_max", f"Worst case: voxel-wise maximum of {n} scenarios "
-                              f"({model})", rob.rbe_max_gy_rbe, grid, "Gy(RBE)", p, True, rx)]
+                              f"({model})", rob.rbe_max_gy_rbe, grid, unit, p, True, rx)]
         x = r.exchange
         if x is not None:
             rx_of = f"prescription, {model}"

@@ -188,7 +188,10 @@ def _robust_line(rep: dict[str, object], out: str) -> str:
     """One line: files, scenario count, the target's worst-case D95 and D98."""
     robust = rep["robust"]
     assert isinstance(robust, dict)
-    line = (f"wrote RTDOSE_RBE_MIN.dcm, RTDOSE_RBE_MAX.dcm, report.html and report.json "
+    files = rep["files"]
+    assert isinstance(files, list)
+    envelopes = [f for f in files if f.endswith(("_MIN.dcm", "_MAX.dcm"))]
+    line = (f"wrote {', '.join(envelopes)}, report.html and report.json "
             f"({robust['n_scenarios']} scenarios) to {out}")
     pres = rep["prescription"]
     assert isinstance(pres, dict)

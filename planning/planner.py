@@ -976,8 +976,9 @@ def delivery_report(plan: Plan, min_particles: float, max_particles: float) -> d
 def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
                        machine: Machine | None = None, plan_name: str | None = None
                        ) -> list[Path]:
-    """Write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm and report.json into ``out_dir``
-    (and RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm with an exchange view).
+    """Write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm (not under the physical model)
+    and report.json into ``out_dir`` (and RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm with an
+    exchange view).
 
     With ``plan_name`` the plan document is written too
     (:func:`planning.document.write_plan_document`,
@@ -989,7 +990,9 @@ def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
 
     Each RT Dose is labelled with the model that computed it: RTDOSE_RBE.dcm with
     ``result.model``, the exchange doses with the view's mMKM and LEM I models; RTPLAN.dcm
-    names the model the plan was optimized with (``result.plan``).
+    names the model the plan was optimized with (``result.plan``). Under the physical model
+    there is no RBE-weighted dose, so no RTDOSE_RBE.dcm is written (an EFFECTIVE file holding
+    Gy would be read as Gy(RBE) by a receiving system); RTDOSE_PHYSICAL.dcm holds the dose.
 
     The report gets ``files`` and ``timings_s["export"]``; it is written last, atomically.
     """
@@ -1014,10 +1017,12 @@ def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
     export_rt_dose(result.physical_dose_gy, result.dose_grid, result.patient,
                    out / "RTDOSE_PHYSICAL.dcm", dose_type="PHYSICAL", model=PhysicalDose(),
                    referenced_plan_uid=plan_uid)
-    export_rt_dose(result.rbe_dose_gy_rbe, result.dose_grid, result.patient,
-                   out / "RTDOSE_RBE.dcm", dose_type="EFFECTIVE", model=result.model,
-                   structure_tissues=result.structure_tissues, referenced_plan_uid=plan_uid)
-    names = ["RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm"]
+    names = ["RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm"]
+    if not isinstance(result.model, PhysicalDose):
+        export_rt_dose(result.rbe_dose_gy_rbe, result.dose_grid, result.patient,
+                       out / "RTDOSE_RBE.dcm", dose_type="EFFECTIVE", model=result.model,
+                       structure_tissues=result.structure_tissues, referenced_plan_uid=plan_uid)
+        names.append("RTDOSE_RBE.dcm")
     if result.exchange is not None:
         names += write_exchange_doses(result.exchange, result.patient, out, plan_uid)
     if plan_name is not None:

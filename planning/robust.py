@@ -20,7 +20,8 @@ a Dask cluster (:mod:`planning.distributed`) through a :data:`ScenarioRunner`.
 
 Outputs (:func:`write_robust_outputs`): the nominal plan's files as ``ionplan recalc`` writes
 them, ``RTDOSE_RBE_MIN.dcm`` and ``RTDOSE_RBE_MAX.dcm`` (voxel-wise minimum and maximum
-RBE-weighted dose over the scenarios), ``report.json`` (the nominal report plus ``robust``,
+RBE-weighted dose over the scenarios; ``RTDOSE_PHYSICAL_MIN.dcm`` and ``RTDOSE_PHYSICAL_MAX.dcm``
+under the physical model), ``report.json`` (the nominal report plus ``robust``,
 ``scenarios``, ``worst_case`` and ``dvh_bands_gy_rbe``) and ``report.html``.
 """
 
@@ -60,7 +61,7 @@ from planning.patient import Patient
 from planning.plan import Plan
 from planning.planner import PlanResult
 from planning.progress import CancelToken, ProgressCallback, report, stage_progress
-from planning.rbe import DepthTables, RbeModel
+from planning.rbe import DepthTables, PhysicalDose, RbeModel
 from planning.structure_dose import sampled_structures
 from planning.structure_sampling import DoseSamples
 
@@ -569,7 +570,9 @@ def write_robust_outputs(result: RobustResult, out_dir: str | os.PathLike[str], 
     """Write the nominal plan's files (RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm),
     RTDOSE_RBE_MIN.dcm, RTDOSE_RBE_MAX.dcm, report.html and, last, report.json into
     ``out_dir``; each file atomically. The worst-case doses are labelled with the nominal
-    model and say in their comment which envelope they are."""
+    model and say in their comment which envelope they are. Under the physical model the
+    envelopes are physical doses: RTDOSE_PHYSICAL_MIN.dcm and RTDOSE_PHYSICAL_MAX.dcm, Dose
+    Type PHYSICAL, and no RTDOSE_RBE.dcm (:func:`planning.planner.write_plan_outputs`)."""
     import json
 
     from planning.atomic import atomic_write_text
@@ -584,10 +587,13 @@ def write_robust_outputs(result: RobustResult, out_dir: str | os.PathLike[str], 
     files = write_plan_outputs(nominal, out, machine=machine)
     plan_uid = _plan_uid(out / "RTPLAN.dcm")
     extra = []
-    for cube, name in ((result.rbe_min_gy_rbe, "RTDOSE_RBE_MIN.dcm"),
-                       (result.rbe_max_gy_rbe, "RTDOSE_RBE_MAX.dcm")):
+    # Under the physical model the envelopes are physical doses (Gy), and say so.
+    kind = "PHYSICAL" if isinstance(nominal.model, PhysicalDose) else "RBE"
+    for cube, name in ((result.rbe_min_gy_rbe, f"RTDOSE_{kind}_MIN.dcm"),
+                       (result.rbe_max_gy_rbe, f"RTDOSE_{kind}_MAX.dcm")):
         export_rt_dose(cube, nominal.dose_grid, nominal.patient, out / name,
-                       dose_type="EFFECTIVE", model=nominal.model,
+                       dose_type="PHYSICAL" if kind == "PHYSICAL" else "EFFECTIVE",
+                       model=nominal.model,
                        structure_tissues=nominal.structure_tissues, referenced_plan_uid=plan_uid)
         extra.append(out / name)
     html = out / "report.html"

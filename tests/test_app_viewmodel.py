@@ -242,3 +242,19 @@ def test_the_app_turns_kivys_multitouch_simulation_off(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          timeout=120, check=True)
     assert out.stdout.strip().splitlines()[-1] == "mouse,disable_multitouch"
+
+
+def test_a_plan_under_the_physical_model_is_never_called_rbe_weighted():
+    """Its first layer holds Gy: the label and the unit say so (a wrong label is worse than
+    none)."""
+    grid = DoseGrid((2, 2, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    cube = np.ones(grid.shape, np.float32)
+    plan = SimpleNamespace(prescription=SimpleNamespace(total_dose_gy_rbe=60.0), beams=(),
+                           rbe_model="physical dose")
+    result = SimpleNamespace(
+        plan=plan, report={"rbe_model": "physical dose"}, dose_grid=grid,
+        rbe_dose_gy_rbe=cube, physical_dose_gy=cube, letd_kev_um=cube, rbe=cube,
+        tissue_labels=None, beam_physical_dose_gy=(), exchange=None, structure_tissues=())
+    layer = PlanEntry("Plan 1", result, "").layers()[0]  # type: ignore[arg-type]
+    assert "RBE-weighted" not in layer.label and "physical model" in layer.label
+    assert layer.unit == "Gy" and layer.reference_text == "100 % = 60 Gy (prescription)"

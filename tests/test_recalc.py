@@ -254,7 +254,12 @@ def test_recalc_labels_its_dose_with_the_model_that_computed_it(demo, tmp_path, 
     report = json.loads((out / "report.json").read_text())
     assert report["rbe_model"] == model.describe()
     assert report["rbe_model_source"] == ("requested" if args else "plan")
-    _labels_name(out / "RTDOSE_RBE.dcm", model)
+    if model == PhysicalDose():
+        # No RBE-weighted dose exists: an EFFECTIVE file holding Gy would be read as Gy(RBE).
+        assert not (out / "RTDOSE_RBE.dcm").exists()
+        assert "RTDOSE_RBE.dcm" not in report["files"]
+    else:
+        _labels_name(out / "RTDOSE_RBE.dcm", model)
     _labels_name(out / "RTDOSE_PHYSICAL.dcm", PhysicalDose())
     # The rewritten plan still names the model it was optimized with.
     assert load_rt_ion_plan(out / "RTPLAN.dcm").plan.rbe == MkmModel()

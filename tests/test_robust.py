@@ -235,6 +235,26 @@ def test_robust_cli_nominal_equals_recalc_and_writes_the_envelope(tmp_path_facto
     assert not list(out.glob(".*.tmp"))
 
 
+def test_robust_under_the_physical_model_writes_physical_envelopes(tmp_path_factory, capsys):
+    """No file calls a physical dose RBE-weighted: the envelopes are PHYSICAL and named so."""
+    ct, plan_dir = demo_plan_dirs(tmp_path_factory)
+    out = tmp_path_factory.mktemp("robust_physical")
+    assert main(["robust", str(ct), str(plan_dir / "RTPLAN.dcm"), "--grid", "8", "--device",
+                 "cpu", "--rbe", "physical", "--setup-error", "0", "--range-error", "3.5",
+                 "--out", str(out)]) == 0
+    assert "wrote RTDOSE_PHYSICAL_MIN.dcm, RTDOSE_PHYSICAL_MAX.dcm" in capsys.readouterr().out
+    assert not list(out.glob("RTDOSE_RBE*.dcm"))
+    nominal = load_rt_dose(out / "RTDOSE_PHYSICAL.dcm")
+    lo, hi = (load_rt_dose(out / "RTDOSE_PHYSICAL_MIN.dcm"),
+              load_rt_dose(out / "RTDOSE_PHYSICAL_MAX.dcm"))
+    assert lo.dose_type == hi.dose_type == "PHYSICAL"
+    tol = 1e-5 * float(hi.dose_gy.max())
+    assert np.all(lo.dose_gy <= nominal.dose_gy + tol)
+    assert np.all(hi.dose_gy >= nominal.dose_gy - tol)
+    rep = json.loads((out / "report.json").read_text())
+    assert {"RTDOSE_PHYSICAL_MIN.dcm", "RTDOSE_PHYSICAL_MAX.dcm"} <= set(rep["files"])
+
+
 def test_robust_cli_refuses_bad_options(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["robust", str(tmp_path), "x.dcm", "--setup-directions", "8",

@@ -193,9 +193,11 @@ def _side_of_folder(folder: Path, label: str, quantity: str) -> DoseSide:
     dose_path = folder / name
     if not dose_path.is_file():
         present = sorted(p.name for p in folder.glob("RTDOSE*.dcm"))
+        hint = ("a plan computed under the physical model has no RBE-weighted dose: use "
+                "--quantity physical" if quantity == "rbe" and "RTDOSE_PHYSICAL.dcm" in present
+                else "give an RT Dose file or an ionplan plan/recalc output folder")
         raise InputError(f"{folder}: no {name} for --quantity {quantity}; the folder holds "
-                         f"{', '.join(present) if present else 'no RTDOSE*.dcm file'} (give an "
-                         "RT Dose file or an ionplan plan/recalc output folder)")
+                         f"{', '.join(present) if present else 'no RTDOSE*.dcm file'} ({hint})")
     volume = load_rt_dose(dose_path)
     if volume.dose_type != expected_type:
         raise InputError(f"{dose_path}: Dose Type {volume.dose_type}, expected {expected_type} "
