@@ -16,6 +16,7 @@ import numpy as np
 from app.widgets.dvh_plot import DvhCurve
 from app.widgets.metrics_table import MetricsRow
 from planning.errors import InputError
+from planning.rbe import PhysicalDose
 
 #: Scenario-table columns: (title, report key) of the chosen structure's metrics, Gy(RBE).
 SCENARIO_METRICS = (("D98", "d98_gy_rbe"), ("D95", "d95_gy_rbe"), ("D50", "d50_gy_rbe"),
@@ -104,8 +105,14 @@ def band_curves(report: Mapping[str, Any], colours: Mapping[str, tuple[int, int,
     return curves
 
 
-def scenario_columns() -> list[str]:
-    return ["Range %", "Shift mm"] + [f"{title} Gy(RBE)" for title, _ in SCENARIO_METRICS]
+def dose_unit(report: Mapping[str, Any]) -> str:
+    """``"Gy"`` for a plan evaluated under the physical model, else ``"Gy(RBE)"`` (the report's
+    ``*_gy_rbe`` keys hold the plan's dose in either case)."""
+    return "Gy" if report.get("rbe_model") == PhysicalDose().describe() else "Gy(RBE)"
+
+
+def scenario_columns(unit: str = "Gy(RBE)") -> list[str]:
+    return ["Range %", "Shift mm"] + [f"{title} {unit}" for title, _ in SCENARIO_METRICS]
 
 
 def scenario_rows(report: Mapping[str, Any], structure: str,
@@ -139,7 +146,7 @@ def summary_text(report: Mapping[str, Any], target: str, prescription_gy_rbe: fl
              "directions)"]
     for key, title in (("d95_gy_rbe_min", "D95"), ("d98_gy_rbe_min", "D98")):
         if key in worst and prescription_gy_rbe > 0:
-            parts.append(f"{target} worst {title} {worst[key]:.2f} Gy(RBE) = "
+            parts.append(f"{target} worst {title} {worst[key]:.2f} {dose_unit(report)} = "
                          f"{100 * worst[key] / prescription_gy_rbe:.1f} %")
     return "; ".join(parts)
 

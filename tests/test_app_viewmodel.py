@@ -258,3 +258,15 @@ def test_a_plan_under_the_physical_model_is_never_called_rbe_weighted():
     layer = PlanEntry("Plan 1", result, "").layers()[0]  # type: ignore[arg-type]
     assert "RBE-weighted" not in layer.label and "physical model" in layer.label
     assert layer.unit == "Gy" and layer.reference_text == "100 % = 60 Gy (prescription)"
+
+
+def test_the_robustness_view_gives_the_unit_of_the_plans_model():
+    from app.robust_review import dose_unit, scenario_columns, summary_text
+
+    report = {"rbe_model": "physical dose", "robust": {"n_scenarios": 3},
+              "worst_case": {"structures": {"PTV": {"d95_gy_rbe_min": 1.9}}}}
+    assert dose_unit(report) == "Gy"
+    assert "D95 Gy" in scenario_columns(dose_unit(report))
+    assert "PTV worst D95 1.90 Gy = 95.0 %" in summary_text(report, "PTV", 2.0)
+    mkm = {**report, "rbe_model": "mMKM HSG a0=0.172 b=0.0615 rd=0.32um"}
+    assert "PTV worst D95 1.90 Gy(RBE) = 95.0 %" in summary_text(mkm, "PTV", 2.0)

@@ -21,6 +21,7 @@ from app.robust_review import (
     SCENARIO_SETS,
     RobustChoice,
     band_curves,
+    dose_unit,
     parse_robust_choice,
     scenario_columns,
     scenario_rows,
@@ -125,6 +126,7 @@ class RobustPanel(BoxLayout):
         self.summary.text = f"{self.plan_name}: " + summary_text(report, self.target,
                                                                   self.prescription_gy_rbe)
         self.summary.color = (1, 1, 1, 1)
+        self.bands.x_label = f"Dose of the plan ({dose_unit(report)})"
         self.bands.set_curves(band_curves(report, self.colours))
         self.bands.set_prescription(self.prescription_gy_rbe)
         names = list(structures_of(report))
@@ -136,5 +138,5 @@ class RobustPanel(BoxLayout):
     def _show_table(self) -> None:
         name = self.structure.text
         colour = self.colours.get(name, (150, 150, 150))
-        self.table.set_rows(scenario_columns(),
+        self.table.set_rows(scenario_columns(dose_unit(self._report)),
                             scenario_rows(self._report, name, colour) if name else [])
