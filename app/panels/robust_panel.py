@@ -126,7 +126,9 @@ class RobustPanel(BoxLayout):
         self.summary.text = f"{self.plan_name}: " + summary_text(report, self.target,
                                                                   self.prescription_gy_rbe)
         self.summary.color = (1, 1, 1, 1)
-        self.bands.x_label = f"Dose of the plan ({dose_unit(report)})"
+        unit = dose_unit(report)
+        self.bands.x_label = ("Physical dose (Gy)" if unit == "Gy"
+                              else "RBE-weighted dose (Gy(RBE))")
         self.bands.set_curves(band_curves(report, self.colours))
         self.bands.set_prescription(self.prescription_gy_rbe)
         names = list(structures_of(report))
