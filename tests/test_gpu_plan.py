@@ -63,3 +63,24 @@ def test_the_same_plan_recalculated_on_both_engines_agrees_to_1e4(cpu_plan, gpu)
                  (cpu.rbe_dose_gy_rbe, dev.rbe_dose_gy_rbe)):
         top = float(a.max())
         assert top > 0 and float(np.abs(b - a).max()) <= 1e-4 * top
+
+
+def test_a_robust_evaluation_on_the_gpu_engine_is_the_cpu_one(cpu_plan, gpu) -> None:  # type: ignore[no-untyped-def]
+    """The scenarios (range errors, setup shifts: shifted CT traces, scaled WEPL) on the device
+    give the CPU engine's worst cases within 1e-3 of the prescription."""
+    from planning.robust import evaluate_robustness
+
+    patient, planned = cpu_plan
+    settings = api.robust_settings(3.5, 2.0, 6, False, False)
+    runs = {device: evaluate_robustness(patient, planned.plan, model=planned.model,
+                                        settings=settings, grid_mm=planned.dose_grid,
+                                        device=device)
+            for device in ("cpu", "gpu")}
+    assert [r.nominal.report["device"] for r in runs.values()] == ["cpu", "gpu"]
+    a, b = (r.report["worst_case"]["structures"]["PTV"] for r in runs.values())
+    for key in ("d95_gy_rbe_min", "d95_gy_rbe_max", "d98_gy_rbe_min"):
+        assert abs(b[key] - a[key]) <= 1e-3 * 3.6, key
+    top = float(runs["cpu"].rbe_max_gy_rbe.max())
+    for key in ("rbe_min_gy_rbe", "rbe_max_gy_rbe"):
+        assert float(np.abs(getattr(runs["gpu"], key) - getattr(runs["cpu"], key)).max()) \
+            <= 1e-4 * top, key
