@@ -54,3 +54,10 @@ def test_a_launch_refuses_host_arrays(xp) -> None:  # type: ignore[no-untyped-de
 
 class _Voxels:
     n = 1
+
+
+def test_only_functions_cupy_has(xp) -> None:  # type: ignore[no-untyped-def]
+    """A NumPy function outside the stand-in's list of CuPy's (here one CuPy lacks) fails."""
+    with pytest.raises(AttributeError, match="_CUPY_FUNCTIONS"):
+        xp.busday_count("2026-12-01", "2026-12-06")
+    assert float(xp.sum(xp.cumsum(xp.ones(3)))) == 6.0

@@ -211,6 +211,20 @@ class _DeviceCsr:
 #: NumPy functions that take host arrays when CuPy's namesakes do.
 _TAKES_HOST = frozenset({"asarray", "array"})
 
+#: Functions of the stand-in's ``cupy``: NumPy's, where CuPy has a namesake of the same
+#: signature (checked against CuPy's API reference). A kernel that calls another one fails on
+#: the stand-in; add the name here once CuPy is known to have it.
+_CUPY_FUNCTIONS = frozenset("""
+    abs absolute add all amax amin any arange argmax argmin argsort array asarray
+    ascontiguousarray bincount broadcast_to ceil clip concatenate count_nonzero cumprod cumsum
+    diff digitize divide dot empty empty_like exp expand_dims expm1 flatnonzero floor
+    floor_divide full full_like hypot interp isfinite isnan lexsort linspace log log1p
+    logical_and logical_not logical_or matmul max maximum mean min minimum moveaxis multiply
+    nonzero ones ones_like power prod ravel repeat reshape round searchsorted sign sort sqrt
+    square squeeze stack std subtract sum take tile transpose true_divide unique var where zeros
+    zeros_like
+    """.split())
+
 #: Array-API names that CuPy releases before their NumPy 2 alignment lack: hidden, so that the
 #: stand-in runs :func:`kernels.backend.with_standard_names`' shim for them.
 _NOT_IN_OLDER_CUPY = frozenset({"astype", "concat", "permute_dims", "cumulative_sum"})
@@ -237,6 +251,9 @@ class _StandInCupy(types.ModuleType):
         value = getattr(np, name)
         if isinstance(value, type) or not callable(value):
             return value  # dtypes, constants
+        if name not in _CUPY_FUNCTIONS:
+            raise AttributeError(f"the stand-in's cupy has no {name!r}: check that CuPy has it, "
+                                 "then add it to tests/twin_device.py's _CUPY_FUNCTIONS")
         host = name in _TAKES_HOST
         return lambda *args, **kwargs: _wrap(value(*_unwrap(args, host_arrays=host),
                                                    **_unwrap(kwargs, host_arrays=host)))
