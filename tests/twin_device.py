@@ -12,7 +12,8 @@ array-API names older CuPy releases lack are hidden so that the engine's shim fo
 kernel runs the kernel's source compiled for the CPU (tests/cuda_twin.py), refusing host arrays
 as a CUDA launch does. What it checks: the glue's shapes, dtypes, offsets, argument order, what
 stays on the device, and results against the CPU engine; what it cannot: CuPy's own behaviour
-(a NumPy function CuPy lacks would pass here), the device's memory, NVRTC's compilation and the
+(its ``cupy`` offers only NumPy functions CuPy has, :data:`_CUPY_FUNCTIONS`, but one CuPy
+implements differently would pass here), the device's memory, NVRTC's compilation and the
 timings (bench/gpu_check.sh on a lent GPU).
 """
 
