@@ -104,6 +104,33 @@ def test_plateau_and_far_tail_ratios(model_ratios: dict[str, float], name: str) 
     assert model_ratios[name] == pytest.approx(value, abs=tol)
 
 
+#: Measured depths (data axis, mm) over which the plateau's normalization is fitted: from the
+#: second measured point (4.2 cm) to 15 cm, before the build-up towards the peak.
+PLATEAU_FIT_MM = (40.0, 150.0)
+
+
+def test_plateau_shape_with_the_normalization_fitted_over_the_plateau(beam: EnergyData) -> None:
+    """The single point at 2.23 cm carries the measurement's +/- 2.5 % error bar, and it lies
+    below the trend of the next points (1.505 against 1.545-1.586 at 4.2-6.3 cm): with one
+    scale fitted by least squares to the measured plateau (4.2-15 cm, 11 points) the model
+    follows every point within 3 % (rms 1.3 %, within the error bar), the dose at 200 mm is
+    within 2 % of the measured one and the peak within 3 %; what stays off is the tail
+    (docs/physics.md, "Against measurement")."""
+    depth, ion = _measured()
+    peak_mm = float(depth[np.argmax(ion)])
+    shifted = beam.depth_mm + (peak_mm - beam.peak_depth_mm)
+    model = np.interp(depth, shifted, beam.idd_mev_cm2_per_g)
+    sel = (depth >= PLATEAU_FIT_MM[0]) & (depth <= PLATEAU_FIT_MM[1])
+    scale = float(np.sum(ion[sel] * model[sel]) / np.sum(model[sel] ** 2))
+    residual = ion[sel] / (scale * model[sel]) - 1.0
+    assert float(np.sqrt(np.mean(residual**2))) <= 0.025
+    assert float(np.abs(residual).max()) <= 0.03
+    at_200 = scale * float(np.interp(200.0, shifted, beam.idd_mev_cm2_per_g))
+    assert at_200 == pytest.approx(float(np.interp(200.0, depth, ion)), rel=0.02)
+    assert scale * float(beam.idd_mev_cm2_per_g.max()) == pytest.approx(float(ion.max()),
+                                                                         rel=0.03)
+
+
 @pytest.fixture(scope="module")
 def model_yields() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Measured and IonPlan fragment yields per element: (depth on the data's axis, measured,
