@@ -513,6 +513,34 @@ def test_import_refuses(
     assert str(path) in str(info.value)
 
 
+def test_import_takes_a_lattice_centred_on_the_isocentre(plan_file: Path, tmp_path: Path
+                                                         ) -> None:
+    """A vendor's 3 mm grid with an even count per row lies at +-1.5, +-4.5 mm: its lattice
+    origin is half a spacing, and rounding u / spacing would put 1.5 and -1.5 on one node."""
+    xs = np.array([-4.5, -1.5, 1.5, 4.5])
+    xy = np.array([(x, y) for y in xs for x in xs], dtype=np.float32)
+
+    def centred(ds: Dataset) -> None:
+        beam = _beam(ds)
+        weights = np.full(len(xy), 1e6, np.float32)
+        for i, cp in enumerate(beam.IonControlPointSequence):
+            cp.NumberOfScanSpotPositions = len(xy)
+            cp.ScanSpotPositionMap = xy.ravel().tolist()
+            cp.ScanSpotMetersetWeights = (weights if i % 2 == 0 else 0 * weights).tolist()
+            cp.CumulativeMetersetWeight = float(weights.sum()) * ((i + 1) // 2)
+        total = float(weights.sum()) * (len(beam.IonControlPointSequence) // 2)
+        beam.FinalCumulativeMetersetWeight = total
+        for ref in ds.FractionGroupSequence[0].ReferencedBeamSequence:
+            if ref.ReferencedBeamNumber == beam.BeamNumber:
+                ref.BeamMeterset = total
+
+    spots = load_rt_ion_plan(_edited(plan_file, tmp_path, centred)).plan.beams[0].spots
+    assert spots.spacing_mm == (3.0, 3.0)
+    layer0 = spots.layer == 0
+    assert sorted(set(np.round(spots.u_mm[layer0], 3))) == [-4.5, -1.5, 1.5, 4.5]
+    assert int(layer0.sum()) == 16
+
+
 def test_mu_needs_particles_per_mu(plan_file: Path, tmp_path: Path, plan: Plan) -> None:
     def to_mu(ds: Dataset) -> None:
         for beam in ds.IonBeamSequence:

@@ -262,7 +262,9 @@ def read_beam(item: Dataset, path: PathLike, name: str, beam_meterset: float,
     except LatticeError as exc:
         raise DicomImportError(where, f"beam {name!r}: {exc}") from exc
     du, dv = lattice.spacing_mm
-    nodes = np.column_stack((layer_ids, np.rint(lattice.u_mm / du), np.rint(lattice.v_mm / dv)))
+    u0, v0 = lattice.origin_mm  # a lattice centred on the isocentre may be offset by d/2
+    nodes = np.column_stack((layer_ids, np.rint((lattice.u_mm - u0) / du),
+                             np.rint((lattice.v_mm - v0) / dv)))
     if np.unique(nodes, axis=0).shape[0] != nodes.shape[0]:
         raise DicomImportError(where, f"beam {name!r}: two spots of one control point lie at the "
                                       "same position (within the lattice tolerance)")
