@@ -825,3 +825,27 @@ def test_beam_doses_at_different_points_are_not_read(tmp_path: Path, plan: Plan,
     imported = load_rt_ion_plan(_edited(path, tmp_path, split))
     assert imported.plan.beam_doses is None
     assert any("dose specification point" in w for w in imported.warnings)
+
+
+def test_plan_description_stays_within_short_text(patient: Patient, tmp_path: Path) -> None:
+    """RT Plan Description is ST (1024 characters): a model text that fits after the plan's
+    words is written whole; one that does not is refused (was written to 1051 characters)."""
+    from planning.rbe.record import model_label
+
+    tissue = Tissue("user", 0.1, 0.05, 30.0)
+    model = LemModel(tissue)
+
+    def plan_with(n: int) -> Plan:
+        tissues = tuple((f"Structure_{k:03d}_long_name", tissue) for k in range(n))
+        plan = build_plan(patient)
+        # A long target name: the plan's words before the model take 186 characters.
+        rx = replace(plan.prescription, target="PTV_high_dose_boost_region_of_the_left_parotid_bed")
+        return replace(plan, prescription=rx, rbe=model, rbe_tissues=tissues,
+                       rbe_model=model.describe())
+
+    fits = plan_with(8)
+    export_rt_ion_plan(fits, patient, tmp_path / "fits.dcm", sad_mm=SAD_MM)
+    text = pydicom.dcmread(tmp_path / "fits.dcm").RTPlanDescription
+    assert len(text) <= 1024 and text.endswith(model_label(model, fits.rbe_tissues))
+    with pytest.raises(InputError, match=r"RBE model .* longer than the 8.. characters"):
+        export_rt_ion_plan(plan_with(27), patient, tmp_path / "long.dcm", sad_mm=SAD_MM)

@@ -42,6 +42,8 @@ DS_MAX_CHARS = 16
 MANUFACTURER = "IonPlan"
 #: Text before the RBE model in RT Plan Description (written and read back by IonPlan).
 RBE_MODEL_PREFIX = "RBE model: "
+#: Characters a Short Text (ST) value may hold (DICOM PS3.5, 6.2).
+ST_MAX_CHARS = 1024
 
 
 @dataclass(frozen=True)

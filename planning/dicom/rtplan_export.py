@@ -63,6 +63,7 @@ from planning.beams import PRIMARIES_PER_WEIGHT_UNIT
 from planning.dicom._export_common import (
     RBE_MODEL_PREFIX,
     RT_ION_PLAN_STORAGE,
+    ST_MAX_CHARS,
     ExportIdentity,
     base_dataset,
     check_text,
@@ -443,12 +444,13 @@ def export_rt_ion_plan(
     rx = plan.prescription
     ds.RTPlanLabel = clip_text(plan.label, 16, "plan label")
     ds.RTPlanName = clip_text(plan.label, 64, "plan name")
-    ds.RTPlanDescription = (
-        f"IonPlan spot-scanning ion plan (Z={plan.ion_z}, A={plan.ion_a}); "
-        f"{rx.total_dose_gy_rbe:g} Gy(RBE) in {rx.n_fractions} fractions "
-        f"to {rx.target}; meterset in particles per fraction; "
-        f"{RBE_MODEL_PREFIX}{check_text(_model_text(plan), 900, 'RBE model')}"
-    )
+    head = (f"IonPlan spot-scanning ion plan (Z={plan.ion_z}, A={plan.ion_a}); "
+            f"{rx.total_dose_gy_rbe:g} Gy(RBE) in {rx.n_fractions} fractions "
+            f"to {rx.target}; meterset in particles per fraction; {RBE_MODEL_PREFIX}")
+    # ST holds 1024 characters; the model's words are the last item (read back after the
+    # prefix when a file has no model record), so they must fit whole.
+    ds.RTPlanDescription = head + check_text(_model_text(plan), ST_MAX_CHARS - len(head),
+                                             "RBE model")
     ds.RTPlanDate = identity.date
     ds.RTPlanTime = identity.time
     ds.PlanIntent = "CURATIVE"
@@ -457,7 +459,7 @@ def export_rt_ion_plan(
     ds.PrescriptionDescription = clip_text(
         f"{rx.total_dose_gy_rbe:g} Gy(RBE) in {rx.n_fractions} fractions to {rx.target}, "
         f"{RBE_MODEL_PREFIX}{_model_text(plan)}",
-        1024,
+        ST_MAX_CHARS,
         "prescription description",
     )
     point = _point_reference(plan, identity)
