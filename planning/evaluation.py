@@ -25,9 +25,6 @@ from planning.errors import PlanningError
 
 FloatArray = NDArray[np.float64]
 
-#: Doses closer than this fraction of the largest are one dose level (float32 cubes and
-#: interpolation weights give ties a few ulps apart).
-_TIE_RTOL = 1e-6
 
 @dataclass(frozen=True)
 class Dvh:
@@ -109,9 +106,12 @@ def doses_at_volumes(doses: ArrayLike, volume_percents: ArrayLike,
         raise PlanningError(f"volume percentages must lie in [0, 100], got {x.tolist()}")
     order = np.argsort(-d, kind="stable")
     d_sorted = d[order]
-    # samples of one dose (to float32 precision) are one level, at the middle of their volume
-    tie_gy = _TIE_RTOL * float(np.abs(d_sorted).max())
-    first = np.flatnonzero(np.concatenate(([True], d_sorted[:-1] - d_sorted[1:] > tie_gy)))
+    # Samples of one dose to float32 precision (the cubes' precision; interpolation weights
+    # leave ties a few float64 ulps apart) are one level, at the middle of their volume. Equal
+    # keys, not neighbours closer than a tolerance: that would chain a densely sampled spread
+    # of doses into one level.
+    key = d_sorted.astype(np.float32)
+    first = np.flatnonzero(np.concatenate(([True], key[:-1] != key[1:])))
     level_mm3 = np.add.reduceat(w[order], first)
     middle = (np.cumsum(level_mm3) - 0.5 * level_mm3) / level_mm3.sum()
     return np.interp(x / 100.0, middle, d_sorted[first])

@@ -46,3 +46,19 @@ def test_cumulative_dvh_steps() -> None:
 def test_empty_structure_is_an_error() -> None:
     with pytest.raises(PlanningError):
         dose_metrics([], 60.0)
+
+
+def test_a_dense_spread_of_doses_keeps_its_levels() -> None:
+    """100,000 doses evenly over 57-63 Gy (a well-sampled structure in a gradient): D_x of the
+    uniform distribution, 63 - 0.06 x. Neighbours closer than a tolerance must not chain into
+    one level (they did: every D_x was 63 Gy)."""
+    d = np.linspace(57.0, 63.0, 100_000)
+    m = dose_metrics(d, prescription=60.0)
+    assert (m.d98, m.d95, m.d50, m.d5, m.d2) == pytest.approx(
+        (57.12, 57.30, 60.0, 62.70, 62.88), abs=1e-3)
+    # Samples of one float32 dose a few float64 ulps apart are still one level: four at 60.1
+    # and four at 50 Gy are two levels with their middles at 25 and 75 % of the volume.
+    top = float(np.float32(60.1))
+    tied = top + np.array([0.0, 1e-14, -1e-14, 2e-14])
+    d40 = dose_at_volume(np.concatenate([tied, [50.0] * 4]), 40)
+    assert d40 == pytest.approx(top + (0.40 - 0.25) / 0.5 * (50.0 - top))
