@@ -219,3 +219,47 @@ def test_api_compare_doses_takes_in_memory_sides():
     result = api.compare_doses(_side("A", dose, grid), _side("B", dose, grid),
                                criteria=[(2.0, 2.0)], cross_model=False)
     assert [g.criteria.label for g in result.gamma] == ["2%/2mm"]
+
+
+def _volume(summation: str, value: float = 3.0):
+    from planning.dicom import DoseVolume
+
+    grid, dose = _block(value=value)
+    return DoseVolume(dose_gy=dose, grid=grid, dose_type="EFFECTIVE", units="GY",
+                      comment="mMKM", summation_type=summation, frame_of_reference_uid=FRAME,
+                      referenced_plan_uid="")
+
+
+def test_every_side_is_a_whole_plan_dose():
+    """Dose Summation Type: PLAN as it is; FRACTION times the fraction count of its plan (and
+    says so), refused without one; a beam's dose is never compared as a plan's."""
+    from planning.compare.sources import _side_of_volume, load_side
+    from planning.plan import Prescription
+
+    plan = load_side(_volume("PLAN", 60.0), label="A")
+    assert float(plan.dose_gy.max()) == 60.0
+    rx = Prescription(target="PTV", total_dose_gy_rbe=60.0, n_fractions=20)
+    fraction = _side_of_volume(_volume("FRACTION"), "B", prescription=rx)
+    assert float(fraction.dose_gy.max()) == pytest.approx(60.0)
+    assert "x 20 fractions" in fraction.description
+    with pytest.raises(InputError, match=r"FRACTION .* number of fractions"):
+        load_side(_volume("FRACTION"), label="B")
+    with pytest.raises(InputError, match="Summation Type BEAM: only whole-plan"):
+        load_side(_volume("BEAM"), label="B")
+
+
+def test_a_plan_under_the_physical_model_is_a_physical_side():
+    from types import SimpleNamespace
+
+    from planning.compare.sources import _side_of_result
+    from planning.rbe import MkmModel, PhysicalDose
+
+    patient = load_demo_patient()
+    grid, dose = _block()
+    for model, kind in ((PhysicalDose(), "PHYSICAL"), (MkmModel(), "EFFECTIVE")):
+        result = SimpleNamespace(
+            model=model, rbe_dose_gy_rbe=dose, physical_dose_gy=dose, dose_grid=grid,
+            report={"rbe_model": model.describe()}, patient=patient,
+            plan=SimpleNamespace(label="P", rbe_model=model.describe(), prescription=None),
+            structure_tissues=(), exchange=None)
+        assert _side_of_result(result, "A", "rbe").dose_type == kind  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from planning.dose_grid import DoseGrid
 from planning.errors import InputError, IonPlanError
 from planning.plan import Plan, Prescription
-from planning.rbe import Tissue
+from planning.rbe import PhysicalDose, Tissue
 
 if TYPE_CHECKING:
     from planning.dicom import DoseVolume
@@ -48,7 +48,8 @@ class DoseSide:
     source : str
         Where the dose came from (file path, or a description of an in-memory dose).
     dose_gy : (nz, ny, nx) float32 array
-        Total dose, Gy (PHYSICAL) or Gy(RBE) (EFFECTIVE), on ``grid``.
+        Total dose of the whole plan, Gy (PHYSICAL) or Gy(RBE) (EFFECTIVE), on ``grid`` (an RT
+        Dose of Summation Type FRACTION times its plan's fraction count).
     grid : DoseGrid
         Its grid (LPS, axes along +x, +y, +z).
     dose_type : str
@@ -137,25 +138,55 @@ def load_side(spec: Any, *, label: str, quantity: str = "rbe") -> DoseSide:
 
 
 def _side_of_volume(volume: DoseVolume, label: str, **extra: Any) -> DoseSide:
+    where = volume.source_path or label
     if volume.dose_type not in ("PHYSICAL", "EFFECTIVE"):
-        raise InputError(f"{volume.source_path or label}: Dose Type {volume.dose_type}; only "
+        raise InputError(f"{where}: Dose Type {volume.dose_type}; only "
                          "PHYSICAL and EFFECTIVE doses can be compared")
     if volume.units.upper() != "GY":
-        raise InputError(f"{volume.source_path or label}: Dose Units {volume.units}; only "
+        raise InputError(f"{where}: Dose Units {volume.units}; only "
                          "absolute doses (GY) can be compared")
+    dose, description = _whole_plan_dose(volume, where, extra.get("prescription"))
     return DoseSide(label=label, source=volume.source_path or "RT Dose in memory",
-                    dose_gy=np.asarray(volume.dose_gy, dtype=np.float32), grid=volume.grid,
-                    dose_type=volume.dose_type, description=volume.comment,
+                    dose_gy=dose, grid=volume.grid,
+                    dose_type=volume.dose_type, description=description,
                     frame_of_reference_uid=volume.frame_of_reference_uid,
                     structure_tissues=volume.rbe_tissues, **extra)
+
+
+#: Dose Summation Types that hold the dose of a whole plan (or of several plans summed).
+WHOLE_PLAN_SUMMATIONS = ("PLAN", "MULTI_PLAN")
+
+
+def _whole_plan_dose(volume: DoseVolume, where: str, prescription: Prescription | None
+                     ) -> tuple[NDArray[np.float32], str]:
+    """The volume's dose as the whole plan's (every side of a comparison is a total dose) and
+    its description. A FRACTION dose is scaled by the fraction count of the plan that comes
+    with it (and says so); a dose of one beam, one session or a record cannot stand for a plan.
+    """
+    dose = np.asarray(volume.dose_gy, dtype=np.float32)
+    kind = volume.summation_type
+    if kind in WHOLE_PLAN_SUMMATIONS:
+        return dose, volume.comment
+    if kind == "FRACTION":
+        if prescription is None:
+            raise InputError(f"{where}: Dose Summation Type FRACTION (the dose of one fraction) "
+                             "and no plan beside it gives the number of fractions; put the RT "
+                             "Ion Plan it references next to it, or give a whole-plan dose "
+                             "(Dose Summation Type PLAN)")
+        n = prescription.n_fractions
+        return dose * np.float32(n), f"{volume.comment} (one fraction's dose x {n} fractions)"
+    raise InputError(f"{where}: Dose Summation Type {kind}: only whole-plan doses (PLAN, "
+                     "MULTI_PLAN, or FRACTION with its plan) can be compared")
 
 
 def _side_of_result(result: PlanResult, label: str, quantity: str) -> DoseSide:
     if quantity == "physical":
         dose, dose_type, text = result.physical_dose_gy, "PHYSICAL", "physical dose"
     elif quantity == "rbe":
-        dose, dose_type, text = (result.rbe_dose_gy_rbe, "EFFECTIVE",
-                                 str(result.report.get("rbe_model", result.plan.rbe_model)))
+        # Under the physical model the plan's dose is a physical dose (Gy), never RBE-weighted.
+        dose, text = (result.rbe_dose_gy_rbe,
+                      str(result.report.get("rbe_model", result.plan.rbe_model)))
+        dose_type = "PHYSICAL" if isinstance(result.model, PhysicalDose) else "EFFECTIVE"
     elif result.exchange is None:
         raise InputError(f"{label}: the {quantity} dose needs a plan computed with the exchange "
                          "view")
