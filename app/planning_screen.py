@@ -291,7 +291,7 @@ class PlanningScreen(Screen):
             if isocenters is None:
                 iso = api.target_isocenter_mm(patient, target) if target else None
                 isocenters = [iso] * len(beams) if iso is not None else []
-            position = patient.ct.patient_position or "HFS"
+            position = patient.ct.setup_position()
             overlays = [
                 BeamOverlay(f"G{b.gantry_deg:g}" + (f" C{b.couch_deg:g}" if b.couch_deg else ""),
                             iso, api.beam_direction_lps(b.gantry_deg, b.couch_deg, position),

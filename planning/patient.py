@@ -62,6 +62,17 @@ class PatientStudy:
     study_description: str = ""
 
 
+#: Patient positions IonPlan plans in (the decubitus positions are not handled).
+SUPPORTED_POSITIONS = ("HFS", "HFP", "FFS", "FFP")
+#: Image Orientation (Patient) of axial scans in those positions (PS3.3 C.7.6.2.1.1).
+ORIENTATION_POSITIONS: dict[tuple[int, ...], str] = {
+    (1, 0, 0, 0, 1, 0): "HFS",
+    (-1, 0, 0, 0, -1, 0): "HFP",
+    (-1, 0, 0, 0, 1, 0): "FFS",
+    (1, 0, 0, 0, -1, 0): "FFP",
+}
+
+
 @dataclass(frozen=True, eq=False)
 class CtVolume:
     """A planning CT in Hounsfield units on an axis-aligned grid (see the module docstring).
@@ -131,6 +142,30 @@ class CtVolume:
         """Grid shape ``(nz, ny, nx)``."""
         nz, ny, nx = self.hu.shape
         return (nz, ny, nx)
+
+    def setup_position(self) -> str:
+        """The patient position the beams are set up in: the CT's Patient Position, or where
+        the series states none (it may: Type 2C), the one its Image Orientation (Patient)
+        implies (HFS, HFP, FFS or FFP; PS3.3 C.7.6.2.1.1).
+
+        Raises
+        ------
+        InputError
+            A decubitus or unknown position, or none stated and a non-axial orientation.
+        """
+        from planning.errors import InputError
+
+        if self.patient_position:
+            position = self.patient_position.upper()
+            if position not in SUPPORTED_POSITIONS:
+                raise InputError(f"the CT {self.series_instance_uid} was scanned {position}; "
+                                 f"IonPlan plans in {', '.join(SUPPORTED_POSITIONS)} only")
+            return position
+        key = tuple(round(v) for v in self.image_orientation_patient)
+        if key in ORIENTATION_POSITIONS:
+            return ORIENTATION_POSITIONS[key]
+        raise InputError(f"the CT {self.series_instance_uid} states no Patient Position and its "
+                         f"orientation {self.image_orientation_patient} does not imply one")
 
     @property
     def voxel_volume_mm3(self) -> float:

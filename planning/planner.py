@@ -512,7 +512,7 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
     iso_mm = target_isocenter_mm(ct, target_mask)
     couch = request.couch_deg or (0.0,) * len(request.gantry_deg)
     beams = tuple(Beam(iso_mm, float(g), float(c), f"G{g:g}C{c:g}" if c else f"G{g:g}",
-                       patient_position=ct.patient_position or "HFS")
+                       patient_position=ct.setup_position())
                   for g, c in zip(request.gantry_deg, couch, strict=True))
     settings = DoseEngineSettings(device=request.device,
                                   lateral_cutoff_fraction=request.cutoff_fraction,

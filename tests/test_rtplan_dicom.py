@@ -388,6 +388,33 @@ def test_plan_on_feet_first_ct(tmp_path: Path, plan: Plan) -> None:
     assert not any("patient position" in w for w in imported.warnings)
 
 
+def test_a_ct_without_patient_position_sets_the_beams_up_as_its_orientation_says(
+        tmp_path: Path, plan: Plan) -> None:
+    """Patient Position may be empty (Type 2C): the orientation's FFS then holds for the
+    planner, the recalculation and the check of a received plan (they assumed HFS, reversing
+    lateral beams, and let an HFS plan pass)."""
+    from dataclasses import replace as _replace
+
+    from planning.compare.recalc import check_plan_on_ct, prepare_recalc
+
+    spec = SeriesSpec(rows=8, columns=8, n_slices=3, orientation=ORIENTATIONS["FFS"],
+                      patient_position="", tag="empty-ffs")
+    write_ct_series(tmp_path / "ct", spec, lambda p: np.zeros(p.shape[:-1]))
+    ct = load_ct_series(tmp_path / "ct")
+    assert ct.patient_position == "" and ct.setup_position() == "FFS"
+    patient = Patient(ct=ct)
+    with pytest.raises(PlanningError, match=r"HFS but the CT was scanned FFS .implied"):
+        check_plan_on_ct(patient, ct.frame_of_reference_uid, "HFS", "plan.dcm")
+    assert check_plan_on_ct(patient, ct.frame_of_reference_uid, "FFS") == []
+    no_shifter = _replace(plan, beams=tuple(_replace(b, range_shifter_wet_mm=0.0)
+                                            for b in plan.beams))
+    setup = prepare_recalc(patient, no_shifter, grid_mm=5.0, device="cpu")
+    assert {b.patient_position for b in setup.beams} == {"FFS"}
+    decubitus = _replace(ct, patient_position="HFDL")
+    with pytest.raises(InputError, match="scanned HFDL; IonPlan plans in HFS, HFP, FFS, FFP"):
+        decubitus.setup_position()
+
+
 # --------------------------------------------------------------------------- import rules
 
 

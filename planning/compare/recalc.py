@@ -239,14 +239,17 @@ def check_plan_on_ct(patient: Patient, frame_of_reference_uid: str, patient_posi
     else:
         warnings.append("the plan or the CT states no Frame of Reference UID: it could not be "
                         "checked that the plan belongs to this CT")
-    if patient_position and ct.patient_position:
-        if patient_position != ct.patient_position:
+    # The CT's position, stated or implied by its orientation (the beams are set up in it).
+    ct_position = ct.setup_position()
+    stated = "" if ct.patient_position else " (implied by its image orientation)"
+    if patient_position:
+        if patient_position.upper() != ct_position:
             raise PlanningError(
                 f"{plan_path}: patient position {patient_position} but the CT was scanned "
-                f"{ct.patient_position}; the beam geometry would be wrong")
-    elif not patient_position:
-        warnings.append(f"the plan states no patient position: "
-                        f"{ct.patient_position or 'HFS'} (the CT's) is assumed")
+                f"{ct_position}{stated}; the beam geometry would be wrong")
+    else:
+        warnings.append(f"the plan states no patient position: {ct_position} (the CT's"
+                        f"{stated}) is assumed")
     return warnings
 
 
@@ -300,7 +303,7 @@ def prepare_recalc(patient: Patient, plan: Plan, *, machine: Machine | None = No
         dose_grid = DoseGrid.covering(ct_grid, float(grid_mm))
     hlut = load_hlut_csv(hlut_path) if hlut_path is not None else default_hlut()
     rsp = hlut.hu_to_rsp(np.asarray(ct.hu, dtype=np.float32))
-    position = ct.patient_position or "HFS"
+    position = ct.setup_position()
     beams = tuple(dataclasses.replace(bp.beam, patient_position=position) for bp in plan.beams)
     settings = DoseEngineSettings(device=device, lateral_cutoff_fraction=cutoff_fraction)
     body = body_mask(patient, ct_grid, dose_grid) if patient.structure_set is not None else None

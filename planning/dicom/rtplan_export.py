@@ -77,7 +77,7 @@ from planning.dicom._rbe_block import write_rbe_block
 from planning.dicom._values import PathLike
 from planning.dicom.scan import RT_STRUCTURE_SET_STORAGE
 from planning.errors import InputError
-from planning.patient import CtVolume, Patient
+from planning.patient import Patient
 from planning.plan import BeamPlan, Plan
 from planning.rbe import PhysicalDose
 from planning.rbe.record import model_label
@@ -86,34 +86,7 @@ logger = logging.getLogger(__name__)
 
 #: Full width at half maximum of a Gaussian, in units of its sigma: 2 sqrt(2 ln 2).
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
-#: Image Orientation (Patient) of axial scans in the usual patient positions (PS3.3 C.7.6.2.1.1).
-ORIENTATION_POSITIONS: dict[tuple[int, ...], str] = {
-    (1, 0, 0, 0, 1, 0): "HFS",
-    (-1, 0, 0, 0, -1, 0): "HFP",
-    (-1, 0, 0, 0, 1, 0): "FFS",
-    (1, 0, 0, 0, -1, 0): "FFP",
-}
-
 SpotSigma = float | Callable[[float], float]
-
-
-def patient_position(ct: CtVolume) -> str:
-    """The CT's Patient Position, or the one its image orientation implies.
-
-    Raises
-    ------
-    InputError
-        If the CT states none and its orientation is not a standard axial one.
-    """
-    if ct.patient_position:
-        return ct.patient_position
-    key = tuple(round(v) for v in ct.image_orientation_patient)
-    if key in ORIENTATION_POSITIONS:
-        return ORIENTATION_POSITIONS[key]
-    raise InputError(
-        f"the CT {ct.series_instance_uid} states no Patient Position and its orientation "
-        f"{ct.image_orientation_patient} does not imply one"
-    )
 
 
 def _angle(value_deg: float) -> float:
@@ -467,7 +440,7 @@ def export_rt_ion_plan(
         [_dose_reference(plan, patient, identity), *([point] if point is not None else [])])
     setup = Dataset()
     setup.PatientSetupNumber = 1
-    setup.PatientPosition = patient_position(ct)
+    setup.PatientPosition = ct.setup_position()
     setup.SetupTechnique = "ISOCENTRIC"
     ds.PatientSetupSequence = sequence([setup])
     beams: list[Dataset] = []
