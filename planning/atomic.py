@@ -20,7 +20,10 @@ def _temporary_then(target: Path, publish: Callable[[str, Path], None]) -> Itera
     permissions, ``publish(tmp, target)`` puts it in place. The temporary file never stays."""
     if not target.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "output folder does not exist", str(target.parent))
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:  # name the file the user asked for, not a temporary one
+        raise _naming(exc, target) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
@@ -30,9 +33,19 @@ def _temporary_then(target: Path, publish: Callable[[str, Path], None]) -> Itera
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         publish(tmp, target)
+    except OSError as exc:
+        # A full disk or a lost share: the error (often without a file name) names the target.
+        raise _naming(exc, target) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _naming(exc: OSError, target: Path) -> OSError:
+    """``exc`` as an OSError of the same kind that names ``target`` (and keeps its errno)."""
+    if exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), str(target))
 
 
 @contextmanager

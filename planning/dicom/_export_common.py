@@ -13,6 +13,7 @@ atomically (:mod:`planning.atomic`).
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from planning import __version__
-from planning.atomic import atomic_write_with
+from planning.atomic import atomic_binary_file
 from planning.dicom._values import PathLike
 from planning.errors import InputError
 from planning.patient import PatientStudy
@@ -222,5 +223,10 @@ def write_dataset(ds: Dataset, path: PathLike) -> None:
     OSError
         If the file cannot be written (the target is then left untouched).
     """
-    atomic_write_with(path, lambda fh: pydicom.dcmwrite(fh, ds, enforce_file_format=True))
+    # Encoded in memory first: pydicom wraps an error of the file it writes into a message
+    # with its own traceback; the bytes are then written atomically (a full disk names the file).
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    with atomic_binary_file(path) as fh:
+        fh.write(buffer.getbuffer())
     logger.info("wrote %s (%s)", path, ds.Modality)

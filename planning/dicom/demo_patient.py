@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from numpy.typing import NDArray
 from pydicom import config
 from pydicom.dataelem import DataElement
@@ -22,7 +21,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-from planning.atomic import atomic_write_with
+from planning.dicom._export_common import write_dataset
 from planning.dicom._values import PathLike
 from planning.dicom.demo_phantom import (
     DEMO_ROIS,
@@ -227,7 +226,7 @@ def _rtstruct(contours: dict[str, list[NDArray[np.float64]]]) -> Dataset:
 
 
 def _write(ds: Dataset, path: Path) -> Path:
-    atomic_write_with(path, lambda fh: pydicom.dcmwrite(fh, ds, enforce_file_format=True))
+    write_dataset(ds, path)
     return path
 
 
