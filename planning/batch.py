@@ -15,6 +15,13 @@ DICOM, missing target, bad option) is caught in the job and recorded with its on
 the other jobs go on. A finished job (``NAME/job.json`` with status ok and the same options) is
 skipped unless ``rerun``. Robust jobs run their scenarios as further tasks on the same cluster.
 
+A compare job whose ``a`` or ``b`` names another job reads that job's folder: it runs after that
+job wherever the two are listed (:func:`schedule_jobs`), its signature holds that job's, and it
+is skipped only when that job is skipped too, so it never reports numbers of an older run. It
+fails, without running, when that job fails or cannot run. A cycle, or a name that is neither
+a job nor a folder of ``--out`` nor a path beside the jobs file, stops the batch before any job
+runs.
+
 The summary (``summary.csv``, ``summary.json``, written atomically at the end) has a row per
 job and structure (:data:`SUMMARY_COLUMNS`); a job without structures, or one that failed, has
 one row with an empty structure.
@@ -33,7 +40,7 @@ import time
 import tomllib
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +129,7 @@ name = "p02-compare"
 kind = "compare"
 ct = "patients/p02"
 a = "patients/p02/RTDOSE_RBE.dcm"
-b = "p02-recalc-lem"    # a folder: a plan folder (here another job's output, run before)
+b = "p02-recalc-lem"    # a plan folder; here another job's output (that job runs first)
 gamma = ["3,3", "2,2"]
 no_cross_model = true
 '''
@@ -142,6 +149,9 @@ class JobSpec:
         The job's other options (paths made absolute), names with ``_``.
     problem : str
         Why the job cannot run (unknown kind or option, missing option); ``""`` when it can.
+    inputs : dict
+        Signatures of the jobs whose folders this job reads, by job name (set by
+        :func:`schedule_jobs`).
     """
 
     name: str
@@ -149,10 +159,24 @@ class JobSpec:
     ct: str
     options: dict[str, Any] = field(default_factory=dict)
     problem: str = ""
+    inputs: dict[str, Any] = field(default_factory=dict)
 
     def signature(self) -> dict[str, Any]:
-        """What decides whether a finished job is still up to date."""
-        return {"kind": self.kind, "ct": self.ct, "options": self.options}
+        """What decides whether a finished job is still up to date (its options and, for a
+        job that reads other jobs' folders, their signatures)."""
+        sig: dict[str, Any] = {"kind": self.kind, "ct": self.ct, "options": self.options}
+        if self.inputs:
+            sig["inputs"] = self.inputs
+        return sig
+
+    def reads(self) -> tuple[str, ...]:
+        """Names of the folders in the output folder that this job reads (``a`` / ``b`` of a
+        compare job given as another job's name), in option order, without repeats."""
+        if self.problem:
+            return ()
+        names = [v[4:] for k in ("a", "b")
+                 if isinstance(v := self.options.get(k), str) and v.startswith("job:")]
+        return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
@@ -234,6 +258,58 @@ def load_jobs(path: str | os.PathLike[str]) -> list[JobSpec]:
         ct = str(options.pop("ct", ""))
         out.append(JobSpec(name, kind, ct, options, problem))
     return out
+
+
+def schedule_jobs(jobs: Sequence[JobSpec], out_root: str | os.PathLike[str], *,
+                  where: str = "jobs file") -> list[JobSpec]:
+    """The jobs in an order in which every job comes after the jobs whose folders it reads
+    (:meth:`JobSpec.reads`), otherwise in the given order, each with their signatures as its
+    ``inputs``.
+
+    Parameters
+    ----------
+    jobs : sequence of JobSpec
+        The jobs of one jobs file (distinct names).
+    out_root : path
+        The batch's output folder: a name read that is no job must be a folder there.
+    where : str
+        The jobs file, for messages.
+
+    Raises
+    ------
+    InputError
+        Jobs read each other's folders in a cycle, or a job reads a folder that no job
+        makes and that is not in ``out_root``.
+    """
+    by_name = {j.name: j for j in jobs}
+    root = Path(out_root)
+    for job in jobs:
+        for name in job.reads():
+            if name not in by_name and not (root / name).exists():
+                raise InputError(
+                    f"{where}: job {job.name!r} compares {name!r}, which is no job of this file, "
+                    f"no path beside it and no folder in {root}; name a job, a folder or a file")
+    done: dict[str, JobSpec] = {}
+    path: list[str] = []
+
+    def visit(job: JobSpec) -> None:
+        if job.name in done:
+            return
+        if job.name in path:
+            cycle = " -> ".join([*path[path.index(job.name):], job.name])
+            raise InputError(f"{where}: jobs {cycle} read each other's folders (a cycle), so "
+                             f"none of them can run first; make job {job.name!r} read a file "
+                             "or a folder instead")
+        path.append(job.name)
+        reads = [by_name[n] for n in job.reads() if n in by_name]
+        for dep in reads:
+            visit(dep)
+        path.pop()
+        done[job.name] = replace(job, inputs={d.name: done[d.name].signature() for d in reads})
+
+    for job in jobs:
+        visit(job)
+    return list(done.values())
 
 
 # ------------------------------------------------------------------------------ one job
@@ -536,7 +612,9 @@ def run_batch(jobs_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     Raises
     ------
     InputError
-        A bad jobs file, an output folder that cannot be made.
+        A bad jobs file (also: jobs that read each other's folders in a cycle, a job that
+        reads a folder that neither exists nor is made by a job), an output folder that
+        cannot be made; raised before any job runs.
     IonPlanError
         No Dask distributed, or no scheduler at ``scheduler``.
     """
@@ -546,16 +624,26 @@ def run_batch(jobs_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{root}: cannot create the output folder ({exc.strerror})") from None
+    scheduled = schedule_jobs(jobs, root, where=str(jobs_path))
     for stale in root.glob(".*.partial-*"):  # left by a batch that was killed
         shutil.rmtree(stale, ignore_errors=True)
     outcomes: dict[str, JobOutcome] = {}
     todo: list[JobSpec] = []
-    for job in jobs:
-        done = None if rerun or job.problem else finished_outcome(job, root)
-        if done is not None:
-            outcomes[job.name] = done
-        elif job.problem:
+    names = {j.name for j in jobs}
+    for job in scheduled:  # a job comes after the jobs it reads: their fate is known here
+        reads = [n for n in job.reads() if n in names]
+        failed = [n for n in reads if n in outcomes and outcomes[n].status == "error"]
+        upstream_runs = any(n not in outcomes for n in reads)  # they are in todo
+        done = None
+        if not (rerun or job.problem or failed or upstream_runs):
+            done = finished_outcome(job, root)
+        if job.problem:
             outcomes[job.name] = JobOutcome(job.name, job.kind, "error", job.problem)
+        elif failed:
+            outcomes[job.name] = JobOutcome(job.name, job.kind, "error",
+                                            _cannot_read(failed[0], "cannot run"))
+        elif done is not None:
+            outcomes[job.name] = done
         else:
             todo.append(job)
     for o in outcomes.values():
@@ -577,10 +665,14 @@ def run_batch(jobs_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     return BatchResult(ordered, files)
 
 
+def _cannot_read(name: str, what: str) -> str:
+    return f"job {name!r}, whose folder this job reads, {what}; this job did not run"
+
+
 def _run_on_cluster(todo: Sequence[JobSpec], root: Path, scheduler: str | None,
                     workers: int | None) -> Iterable[JobOutcome]:
-    """Submit the jobs (compare jobs that name another job's folder after it) and yield
-    their outcomes as they finish."""
+    """Submit the jobs (in the order of :func:`schedule_jobs`; a job that reads another
+    job's folder waits for that job's task) and yield their outcomes as they finish."""
     from contextlib import ExitStack
 
     from planning.distributed import connect, local_cluster, require_distributed
@@ -592,13 +684,10 @@ def _run_on_cluster(todo: Sequence[JobSpec], root: Path, scheduler: str | None,
             stack.callback(client.close)
         else:
             client = stack.enter_context(local_cluster(workers))
-        names = {j.name for j in todo}
         futures: dict[Any, JobSpec] = {}
         by_name: dict[str, Any] = {}
         for job in todo:
-            deps = [by_name[v[4:]] for k in ("a", "b")
-                    if isinstance(v := job.options.get(k), str) and v.startswith("job:")
-                    and v[4:] in names and v[4:] in by_name]
+            deps = [by_name[n] for n in job.reads() if n in by_name]
             fut = client.submit(_run_job_after, job, str(root), deps, pure=False,
                                 key=f"ionplan-job-{job.name}-{uuid.uuid4().hex[:8]}")
             futures[fut] = job
@@ -611,6 +700,10 @@ def _run_on_cluster(todo: Sequence[JobSpec], root: Path, scheduler: str | None,
                 yield JobOutcome(job.name, job.kind, "error", _first_line(exc))
 
 
-def _run_job_after(job: JobSpec, out_root: str, _after: Sequence[JobOutcome]) -> JobOutcome:
-    """:func:`run_job`, as a task that waits for the jobs whose folders it reads."""
+def _run_job_after(job: JobSpec, out_root: str, after: Sequence[JobOutcome]) -> JobOutcome:
+    """:func:`run_job`, as a task that waits for the jobs whose folders it reads (``after``,
+    their outcomes); an error of one of them is this job's error."""
+    for o in after:
+        if o.status == "error":
+            return JobOutcome(job.name, job.kind, "error", _cannot_read(o.name, "failed"))
     return run_job(job, out_root)

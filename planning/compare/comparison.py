@@ -120,7 +120,8 @@ class ComparisonResult:
     grid : DoseGrid
         The common grid.
     resampled : tuple of str
-        Labels of the sides resampled onto ``grid`` (empty when the grids were equal).
+        Roles (``"A"``, ``"B"``) of the sides resampled onto ``grid`` (empty when the grids
+        were equal), whatever the sides' own labels.
     reference_gy, evaluated_gy, difference_gy : arrays
         A, B and B - A on ``grid``.
     stats : DoseDifferenceStats

@@ -123,11 +123,13 @@ def slice_figures(result: ComparisonResult) -> str:
 
 def _sides_table(result: ComparisonResult) -> str:
     rows = []
-    for s in (result.a, result.b):
+    # compare() records the resampled sides by role ("A", "B"), not by their own labels
+    # (a side from api.comparison_side or the GUI carries a label of its own).
+    for s, role in ((result.a, "A"), (result.b, "B")):
         rows.append((s.label, s.source, s.dose_type, s.description or None,
                      float(s.dose_gy.max()), " x ".join(str(n) for n in s.grid.shape),
                      ", ".join(f"{v:g}" for v in s.grid.spacing_mm),
-                     "yes" if s.label in result.resampled else "no"))
+                     "yes" if role in result.resampled else "no"))
     return _table(["side", "source", "dose type", "description", f"max ({result.unit})",
                    "grid (z, y, x)", "spacing mm", "resampled"], rows, left=4)
 

@@ -1,0 +1,197 @@
+"""ionplan batch: a compare job that reads another job's folder runs after it and never reports
+numbers of an older run of it.
+
+The scheduling, skip and dependency logic are planning.batch's own; the cluster is a
+synchronous stand-in that runs each task as it is submitted (so a compare submitted before the
+job it reads finds no folder), and the job bodies are stubs: a recalc writes its ``rbe`` option
+into its folder, a compare reports what it found in the folder of its ``b``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from planning import batch
+from planning import distributed as dist
+from planning.errors import InputError
+
+
+class _Done:
+    """A finished task of the stand-in cluster."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
+class _Cluster:
+    """Runs each submitted task at once; records (job name, names of the jobs it waits for)."""
+
+    def __init__(self) -> None:
+        self.submitted: list[tuple[str, list[str]]] = []
+
+    def submit(self, fn, job, root, deps, pure=False, key=None):
+        self.submitted.append((job.name, [d.value.name for d in deps]))
+        return _Done(fn(job, root, [d.result() for d in deps]))
+
+
+@pytest.fixture
+def cluster(monkeypatch):
+    """The stand-in cluster and stub job bodies; ``cluster.compares`` counts compare runs,
+    ``cluster.fail`` names jobs whose body raises."""
+    fake = _Cluster()
+    fake.compares = 0
+    fake.fail = set()
+
+    @contextlib.contextmanager
+    def local_cluster(workers=None):
+        yield fake
+
+    def recalc(job, out, exchange=False):
+        if job.name in fake.fail:
+            raise InputError(f"{job.name}: stub failure")
+        (out / "rbe.txt").write_text(str(job.options["rbe"]))
+        return [{"structure": "PTV", "model": str(job.options["rbe"])}]
+
+    def compare(job, out, root):
+        fake.compares += 1
+        if job.name in fake.fail:
+            raise InputError(f"{job.name}: stub failure")
+        b = Path(batch._resolve_side(job.options["b"], root)) / "rbe.txt"
+        return [{"structure": "PTV", "model": "A",
+                 "model_b": b.read_text() if b.is_file() else "missing"}]
+
+    monkeypatch.setattr(dist, "local_cluster", local_cluster)
+    monkeypatch.setattr(dist, "require_distributed",
+                        lambda: types.SimpleNamespace(as_completed=lambda futures: futures))
+    monkeypatch.setattr(batch, "_run_recalc", recalc)
+    monkeypatch.setattr(batch, "_run_compare", compare)
+    return fake
+
+
+def _cmp(name: str = "cmp", b: str = "rec") -> str:
+    return f'[[job]]\nname="{name}"\nkind="compare"\nct="ct"\na="a.dcm"\nb="{b}"\n'
+
+
+def _rec(rbe: str = "lem1", name: str = "rec", extra: str = "") -> str:
+    return (f'[[job]]\nname="{name}"\nkind="recalc"\nct="ct"\nplan="a.dcm"\nrbe="{rbe}"\n'
+            + extra)
+
+
+def _jobs(tmp_path: Path, *tables: str) -> Path:
+    (tmp_path / "ct").mkdir(exist_ok=True)
+    (tmp_path / "a.dcm").write_text("")
+    path = tmp_path / "jobs.toml"
+    path.write_text("".join(tables))
+    return path
+
+
+def _status(result: batch.BatchResult) -> dict[str, tuple[str, str | None]]:
+    """{job: (status, what the compare read)}."""
+    return {o.name: (o.status, o.rows[0].get("model_b") if o.rows else None)
+            for o in result.outcomes}
+
+
+def test_compare_listed_first_runs_after_the_job_whose_folder_it_reads(cluster, tmp_path):
+    result = batch.run_batch(_jobs(tmp_path, _cmp(), _rec()), tmp_path / "out")
+    assert cluster.submitted == [("rec", []), ("cmp", ["rec"])]
+    assert _status(result) == {"cmp": ("ok", "lem1"), "rec": ("ok", None)}
+    assert [o.name for o in result.outcomes] == ["cmp", "rec"]  # the file's order
+
+
+def test_a_chain_is_ordered_whatever_the_listing(cluster, tmp_path):
+    # c2 reads c1's folder, c1 reads rec's: the only order is rec, c1, c2.
+    result = batch.run_batch(_jobs(tmp_path, _cmp("c2", "c1"), _cmp("c1", "rec"), _rec()),
+                             tmp_path / "out")
+    assert cluster.submitted == [("rec", []), ("c1", ["rec"]), ("c2", ["c1"])]
+    assert {o.name: o.status for o in result.outcomes} == {"c2": "ok", "c1": "ok", "rec": "ok"}
+
+
+def test_compare_reruns_when_the_job_it_reads_reruns_with_new_options(cluster, tmp_path):
+    out = tmp_path / "out"
+    first = batch.run_batch(_jobs(tmp_path, _rec("lem1"), _cmp()), out)
+    assert _status(first) == {"rec": ("ok", None), "cmp": ("ok", "lem1")}
+    second = batch.run_batch(_jobs(tmp_path, _rec("mkm"), _cmp()), out)
+    assert _status(second) == {"rec": ("ok", None), "cmp": ("ok", "mkm")}
+    third = batch.run_batch(_jobs(tmp_path, _rec("mkm"), _cmp()), out)
+    assert _status(third) == {"rec": ("skipped", None), "cmp": ("skipped", "mkm")}
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert [r["model_b"] for r in rows if r["job"] == "cmp"] == ["mkm"]
+
+
+def test_compare_reruns_when_the_job_it_reads_was_redone(cluster, tmp_path):
+    """Same options, but the folder it read is gone and made again in this batch."""
+    out = tmp_path / "out"
+    jobs = _jobs(tmp_path, _rec(), _cmp())
+    batch.run_batch(jobs, out)
+    (out / "rec" / "job.json").unlink()
+    (out / "rec" / "rbe.txt").write_text("an older run")  # what a reader must not keep
+    result = batch.run_batch(jobs, out)
+    assert _status(result) == {"rec": ("ok", None), "cmp": ("ok", "lem1")}
+    assert cluster.compares == 2
+
+
+def test_compare_reruns_after_an_interrupted_batch_changed_the_job_it_reads(cluster, tmp_path):
+    """The upstream job reran with new options but the compare did not finish then: the next
+    batch skips the upstream job and must still rerun the compare."""
+    out = tmp_path / "out"
+    batch.run_batch(_jobs(tmp_path, _rec("lem1"), _cmp()), out)
+    cluster.fail = {"cmp"}
+    failed = batch.run_batch(_jobs(tmp_path, _rec("mkm"), _cmp()), out)
+    assert _status(failed) == {"rec": ("ok", None), "cmp": ("error", None)}
+    cluster.fail = set()
+    result = batch.run_batch(_jobs(tmp_path, _rec("mkm"), _cmp()), out)
+    assert _status(result) == {"rec": ("skipped", None), "cmp": ("ok", "mkm")}
+
+
+def test_compare_of_a_failed_or_impossible_job_does_not_read_its_old_folder(cluster, tmp_path):
+    out = tmp_path / "out"
+    batch.run_batch(_jobs(tmp_path, _rec("lem1"), _cmp()), out)
+    assert cluster.compares == 1
+    cluster.fail = {"rec"}  # fails at run time: its lem1 folder stays
+    result = batch.run_batch(_jobs(tmp_path, _rec("mkm"), _cmp()), out)
+    errors = {o.name: (o.status, o.error) for o in result.outcomes}
+    assert errors["rec"] == ("error", "rec: stub failure")
+    assert errors["cmp"][0] == "error" and "'rec'" in errors["cmp"][1]
+    assert "failed" in errors["cmp"][1]
+    # A job that cannot run at all (unknown option): its reader is not even submitted.
+    cluster.submitted.clear()
+    result = batch.run_batch(_jobs(tmp_path, _rec("mkm", extra="colour=1\n"), _cmp()), out)
+    errors = {o.name: (o.status, o.error) for o in result.outcomes}
+    assert "unknown option(s) colour" in errors["rec"][1]
+    assert errors["cmp"][0] == "error" and "'rec'" in errors["cmp"][1]
+    assert "cannot run" in errors["cmp"][1]
+    assert cluster.submitted == []
+    assert cluster.compares == 1
+    assert (out / "cmp" / "job.json").is_file()  # the earlier, complete result stays
+
+
+@pytest.mark.parametrize("tables, message", [
+    ((_cmp("c1", "c2"), _cmp("c2", "c1")), "c1 -> c2 -> c1 read each other's folders"),
+    ((_cmp("self", "self"),), "self -> self read each other's folders"),
+    ((_rec(), _cmp("cmp", "recc")), "job 'cmp' compares 'recc', which is no job"),
+], ids=["cycle", "self", "missing"])
+def test_a_cycle_or_a_missing_folder_stops_the_batch_before_any_work(cluster, tmp_path, tables,
+                                                                     message):
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=message):
+        batch.run_batch(_jobs(tmp_path, *tables), out)
+    assert cluster.submitted == []
+    assert list(out.iterdir()) == []
+
+
+def test_compare_may_read_a_folder_of_the_output_that_no_job_makes(cluster, tmp_path):
+    out = tmp_path / "out"
+    (out / "partner").mkdir(parents=True)
+    (out / "partner" / "rbe.txt").write_text("partner dose")
+    result = batch.run_batch(_jobs(tmp_path, _cmp("cmp", "partner")), out)
+    assert cluster.submitted == [("cmp", [])]
+    assert _status(result) == {"cmp": ("ok", "partner dose")}
