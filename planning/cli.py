@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from planning.about import VersionAction
 from planning.errors import IonPlanError
+from planning.output_folder import fresh_output_folder
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -112,14 +113,16 @@ def _cmd_rbe_table(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from planning import api
 
-    report = api.make_plan(
-        args.ct_dir, target=args.target, dose_gy_rbe=args.dose, fractions=args.fractions,
-        gantry_deg=args.gantry, couch_deg=args.couch, out_dir=args.out, rbe=args.rbe,
-        rbe_value=args.rbe_value, tissue=args.tissue, spot_spacing_mm=args.spot_spacing,
-        grid_mm=args.grid, config_path=args.config, device=args.device,
-        progress=_terminal_progress("plan"), hlut_path=args.hlut, exchange=args.exchange,
-        reoptimize_configs=args.reoptimize or (), optimization_grid_mm=args.optimization_grid,
-        robust=api.robust_settings(**_robust_options(args)) if args.robust else None)
+    with fresh_output_folder(args.out, overwrite=args.overwrite):
+        report = api.make_plan(
+            args.ct_dir, target=args.target, dose_gy_rbe=args.dose, fractions=args.fractions,
+            gantry_deg=args.gantry, couch_deg=args.couch, out_dir=args.out, rbe=args.rbe,
+            rbe_value=args.rbe_value, tissue=args.tissue, spot_spacing_mm=args.spot_spacing,
+            grid_mm=args.grid, config_path=args.config, device=args.device,
+            progress=_terminal_progress("plan"), hlut_path=args.hlut, exchange=args.exchange,
+            reoptimize_configs=args.reoptimize or (),
+            optimization_grid_mm=args.optimization_grid,
+            robust=api.robust_settings(**_robust_options(args)) if args.robust else None)
     target = report["structures"][args.target] if args.target in report["structures"] else None
     line = f"wrote {', '.join(report['files'][:-1])} and report.json to {args.out}"
     if target is not None:
@@ -140,11 +143,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_recalc(args: argparse.Namespace) -> int:
     from planning import api
 
-    result = api.recalculate_plan(
-        args.ct_dir, args.rtplan, rbe=args.rbe, rbe_value=args.rbe_value, tissue=args.tissue,
-        machine_path=args.machine, grid_mm=args.grid, hlut_path=args.hlut,
-        device=args.device, exchange=args.exchange, out_dir=args.out,
-        progress=_terminal_progress("recalc"))
+    with fresh_output_folder(args.out, overwrite=args.overwrite):
+        result = api.recalculate_plan(
+            args.ct_dir, args.rtplan, rbe=args.rbe, rbe_value=args.rbe_value,
+            tissue=args.tissue, machine_path=args.machine, grid_mm=args.grid,
+            hlut_path=args.hlut, device=args.device, exchange=args.exchange, out_dir=args.out,
+            progress=_terminal_progress("recalc"))
     rep = result.report
     line = (f"wrote {', '.join(rep['files'][:-1])} and report.json to {args.out} "
             f"({rep['rbe_model_source']} RBE model: {rep['rbe_model'].split(' ')[0]})")
@@ -162,12 +166,13 @@ def _cmd_recalc(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from planning import api
 
-    result = api.compare_doses(
-        args.a, args.b, structures=args.ct, criteria=args.gamma or None,
-        threshold_percent=args.threshold, quantity=args.quantity,
-        prescription_gy=args.prescription, cross_model=not args.no_cross_model,
-        device=args.device, progress=_terminal_progress("compare"))
-    api.write_comparison_report(result, args.out)
+    with fresh_output_folder(args.out, overwrite=args.overwrite):
+        result = api.compare_doses(
+            args.a, args.b, structures=args.ct, criteria=args.gamma or None,
+            threshold_percent=args.threshold, quantity=args.quantity,
+            prescription_gy=args.prescription, cross_model=not args.no_cross_model,
+            device=args.device, progress=_terminal_progress("compare"))
+        api.write_comparison_report(result, args.out)
     rates = ", ".join(f"{g.criteria.label} {g.pass_rate_percent:.2f} %" for g in result.gamma)
     st = result.stats
     print(f"wrote report.json and report.html to {args.out}; gamma pass rates {rates}; "
@@ -231,12 +236,13 @@ def _cmd_robust(args: argparse.Namespace) -> int:
     if args.exchange:
         raise IonPlanError("--exchange is not an option of robust; run 'ionplan recalc "
                            "--exchange' for the mMKM / LEM I view")
-    result = api.robust_evaluation(
-        args.ct_dir, args.rtplan, rbe=args.rbe, rbe_value=args.rbe_value, tissue=args.tissue,
-        machine_path=args.machine, grid_mm=args.grid, hlut_path=args.hlut, device=args.device,
-        scheduler=args.scheduler, out_dir=args.out, progress=_terminal_progress("robust"),
-        verbose=args.verbose,
-        **_robust_options(args))
+    with fresh_output_folder(args.out, overwrite=args.overwrite):
+        result = api.robust_evaluation(
+            args.ct_dir, args.rtplan, rbe=args.rbe, rbe_value=args.rbe_value,
+            tissue=args.tissue, machine_path=args.machine, grid_mm=args.grid,
+            hlut_path=args.hlut, device=args.device, scheduler=args.scheduler,
+            out_dir=args.out, progress=_terminal_progress("robust"), verbose=args.verbose,
+            **_robust_options(args))
     print(_robust_line(result.report, args.out))
     for warning in result.report["warnings"]:
         print(f"ionplan: warning: {warning}", file=sys.stderr)
@@ -376,7 +382,16 @@ def _add_dose_options(p: argparse.ArgumentParser, *, rbe_default: str | None,
     p.add_argument("--exchange", action="store_true",
                    help="also evaluate the plan under mMKM and LEM I side by side "
                         "(RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm, report 'exchange')")
-    p.add_argument("--out", required=True, metavar="OUT_DIR")
+    _add_out_options(p)
+
+
+def _add_out_options(p: argparse.ArgumentParser) -> None:
+    """``--out`` (checked before any work: planning.output_folder) and ``--overwrite``."""
+    p.add_argument("--out", required=True, metavar="OUT_DIR",
+                   help="output folder (made if missing); one that holds an earlier run's "
+                        "files is refused unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an earlier run in OUT_DIR (kept if this run fails)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -488,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the mMKM / LEM I view of plan sides (it recalculates them)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="dose engine device of the cross-model view")
-    p.add_argument("--out", required=True, metavar="OUT_DIR")
+    _add_out_options(p)
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("robust", help="robust evaluation of an RT Ion Plan: range and setup "

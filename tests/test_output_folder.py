@@ -1,0 +1,83 @@
+"""The commands' output folder: checked before any work, never two runs' files mixed, nothing
+left of a failed run (planning/output_folder.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from planning.errors import InputError
+from planning.output_folder import fresh_output_folder
+
+
+def _plan_files(folder: Path, text: str) -> None:
+    for name in ("RTPLAN.dcm", "RTDOSE_RBE.dcm", "report.json"):
+        (folder / name).write_text(text)
+
+
+def test_a_folder_with_an_earlier_run_is_refused_before_any_work(tmp_path: Path) -> None:
+    _plan_files(tmp_path, "first")
+    (tmp_path / "CT_000.dcm").write_text("ct")  # not an output: allowed beside
+    ran = []
+    with pytest.raises(InputError, match=r"already holds the files of an earlier run "
+                       r"\(RTDOSE_RBE.dcm, RTPLAN.dcm, report.json\).*--overwrite"):
+        with fresh_output_folder(tmp_path):
+            ran.append(True)
+    assert not ran and (tmp_path / "report.json").read_text() == "first"
+
+
+def test_overwrite_replaces_all_of_the_earlier_run(tmp_path: Path) -> None:
+    _plan_files(tmp_path, "first")
+    (tmp_path / "RTDOSE_RBE_LEM1.dcm").write_text("first")  # the new run writes no exchange
+    with fresh_output_folder(tmp_path, overwrite=True) as out:
+        (out / "RTPLAN.dcm").write_text("second")
+        (out / "report.json").write_text("second")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["RTPLAN.dcm", "report.json"]
+    assert (tmp_path / "RTPLAN.dcm").read_text() == "second"
+
+
+def test_a_failed_run_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
+    _plan_files(tmp_path, "first")
+    with pytest.raises(RuntimeError):
+        with fresh_output_folder(tmp_path, overwrite=True) as out:
+            (out / "RTPLAN.dcm").write_text("second")
+            (out / "reoptimized_1").mkdir()
+            raise RuntimeError("disk full halfway")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["RTDOSE_RBE.dcm", "RTPLAN.dcm",
+                                                          "report.json"]
+    assert (tmp_path / "RTPLAN.dcm").read_text() == "first"
+    fresh = tmp_path / "new"
+    with pytest.raises(RuntimeError):
+        with fresh_output_folder(fresh) as out:
+            (out / "RTPLAN.dcm").write_text("partial")
+            raise RuntimeError("stopped")
+    assert list(fresh.iterdir()) == []
+
+
+def test_a_file_or_unwritable_out_is_refused(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InputError, match="names a file, not a folder"):
+        with fresh_output_folder(tmp_path / "f"):
+            pass
+    import tempfile
+
+    def read_only(dir: Path) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    with pytest.raises(InputError, match=r"cannot be written .Read-only file system"):
+        with fresh_output_folder(tmp_path / "ro"):
+            pass
+
+
+def test_the_cli_refuses_a_used_out_before_planning(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from planning.cli import main
+
+    _plan_files(tmp_path, "first")
+    assert main(["plan", str(tmp_path / "no-ct"), "--target", "PTV", "--dose", "60",
+                 "--fractions", "20", "--gantry", "90",
+                 "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "already holds the files of an earlier run" in err and len(err.splitlines()) == 1
