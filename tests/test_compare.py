@@ -263,3 +263,18 @@ def test_a_plan_under_the_physical_model_is_a_physical_side():
             plan=SimpleNamespace(label="P", rbe_model=model.describe(), prescription=None),
             structure_tissues=(), exchange=None)
         assert _side_of_result(result, "A", "rbe").dose_type == kind  # type: ignore[arg-type]
+
+
+def test_a_grid_that_covers_part_of_the_other_is_reported():
+    """B's grid covers the half x >= 28 mm of A's dose: half of A's dose is not compared, and
+    the warning says how much (it said only that A was resampled)."""
+    grid_a, dose_a = _block()  # dose in x 14-40 mm (voxels 7..20 of 2 mm)
+    grid_b = DoseGrid((20, 24, 14), (2.0, 2.0, 2.0), (27.0, 0.0, 0.0))  # x 27-53 mm
+    dose_b = np.full(grid_b.shape, 10.0, np.float32)
+    result = compare(_side("A", dose_a, grid_a), _side("B", dose_b, grid_b),
+                     settings=CompareSettings(cross_model=False))
+    (note,) = [w for w in result.warnings if "outside B's grid" in w]
+    hot = int(np.count_nonzero(dose_a))
+    outside = int(np.count_nonzero(dose_a[:, :, :14]))  # x <= 26 mm: beyond 27 - 1 mm
+    assert f"({outside} of {hot})" in note and outside == hot // 2
+    assert not any("outside A's grid" in w for w in result.warnings)  # B's dose is all inside

@@ -34,7 +34,12 @@ from planning.compare.dvh_compare import (
     structure_masks,
 )
 from planning.compare.gamma import GammaCriteria, GammaResult, gamma_index
-from planning.compare.resample import common_grid, grids_equal, resample_to_grid
+from planning.compare.resample import (
+    common_grid,
+    grids_equal,
+    resample_to_grid,
+    share_outside,
+)
 from planning.compare.sources import DoseSide, load_side
 from planning.dose_grid import DoseGrid
 from planning.errors import InputError, PlanningError
@@ -332,6 +337,15 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
             resampled.append("B")
         warnings.append(f"the dose grids differ: {', '.join(resampled)} resampled "
                         f"(trilinear) onto a common grid of {grid.spacing_mm} mm")
+        for side, other in ((side_a, "B"), (side_b, "A")):
+            outside, hot = share_outside(side.dose_gy, side.grid, grid,
+                                         settings.threshold_percent)
+            if outside:
+                warnings.append(
+                    f"{100 * outside / hot:.1f} % of {side.label}'s voxels at or above "
+                    f"{settings.threshold_percent:g} % of its maximum ({outside} of {hot}) lie "
+                    f"outside {other}'s grid and are not compared: gamma, the difference "
+                    "statistics and the DVHs cover the overlap of the two grids only")
     ref = np.ascontiguousarray(ref, dtype=np.float32)
     ev = np.ascontiguousarray(ev, dtype=np.float32)
     timings["resample"] = time.perf_counter() - t0

@@ -156,6 +156,27 @@ def grids_equal(a: DoseGrid, b: DoseGrid, *, tol_mm: float = 1e-3) -> bool:
     return sp <= tol_mm and org <= tol_mm
 
 
+def share_outside(dose: NDArray[np.floating], grid: DoseGrid, common: DoseGrid,
+                  threshold_percent: float) -> tuple[int, int]:
+    """Voxels of ``dose`` (on ``grid``) at or above ``threshold_percent`` of its maximum whose
+    centres lie outside ``common`` (beyond half a voxel of its outer centres): they are not
+    compared. Returns (outside, at or above the threshold)."""
+    top = float(np.max(dose)) if dose.size else 0.0
+    hot = np.asarray(dose) >= threshold_percent / 100.0 * top if top > 0 else np.zeros(
+        np.shape(dose), dtype=bool)
+    inside = np.ones((1, 1, 1), dtype=bool)
+    for axis in range(3):
+        n = grid.shape[axis]
+        pos = _zyx_origin(grid)[axis] + grid.spacing_mm[axis] * np.arange(n)
+        lo = _zyx_origin(common)[axis] - 0.5 * common.spacing_mm[axis]
+        hi = lo + common.shape[axis] * common.spacing_mm[axis]
+        shape = [1, 1, 1]
+        shape[axis] = n
+        inside = inside & ((pos >= lo - 1e-6) & (pos <= hi + 1e-6)).reshape(shape)
+    total = int(np.count_nonzero(hot))
+    return int(np.count_nonzero(hot & ~inside)), total
+
+
 def common_grid(a: DoseGrid, b: DoseGrid) -> DoseGrid:
     """The grid on which to compare a dose on ``a`` with a dose on ``b``.
 
