@@ -568,6 +568,30 @@ def test_import_takes_a_lattice_centred_on_the_isocentre(plan_file: Path, tmp_pa
     assert int(layer0.sum()) == 16
 
 
+def test_a_setup_beam_needs_no_meterset(plan_file: Path, tmp_path: Path) -> None:
+    """Beam Meterset is Type 3 in the fraction group: a SETUP beam listed without one is
+    skipped with the plan imported (the whole import was refused); a treatment beam without
+    one is still refused."""
+    def with_setup_beam(ds: Dataset) -> None:
+        setup = copy.deepcopy(_beam(ds))
+        setup.BeamNumber = 9
+        setup.TreatmentDeliveryType = "SETUP"
+        ds.IonBeamSequence.append(setup)
+        ref = Dataset()
+        ref.ReferencedBeamNumber = 9
+        ds.FractionGroupSequence[0].ReferencedBeamSequence.append(ref)
+
+    imported = load_rt_ion_plan(_edited(plan_file, tmp_path, with_setup_beam))
+    assert len(imported.plan.beams) == 3
+    assert any("SETUP beam skipped" in w for w in imported.warnings)
+
+    def no_meterset(ds: Dataset) -> None:
+        del ds.FractionGroupSequence[0].ReferencedBeamSequence[0].BeamMeterset
+
+    with pytest.raises(DicomImportError, match="Beam Meterset missing"):
+        load_rt_ion_plan(_edited(plan_file, tmp_path, no_meterset))
+
+
 def test_mu_needs_particles_per_mu(plan_file: Path, tmp_path: Path, plan: Plan) -> None:
     def to_mu(ds: Dataset) -> None:
         for beam in ds.IonBeamSequence:

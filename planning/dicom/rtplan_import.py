@@ -109,9 +109,10 @@ class ImportedPlan:
 
 
 def _fraction_group(ds: Dataset, path: PathLike
-                    ) -> tuple[int, dict[int, float], dict[int, Dataset]]:
-    """(number of fractions, Beam Meterset by beam number, Referenced Beam Sequence item by beam
-    number) of the only fraction group."""
+                    ) -> tuple[int, dict[int, float | None], dict[int, Dataset]]:
+    """(number of fractions, Beam Meterset by beam number (None where the item has none: it is
+    Type 3, and a setup beam needs none), Referenced Beam Sequence item by beam number) of the
+    only fraction group."""
     groups = get_sequence(ds, "FractionGroupSequence", path)
     if not groups:
         raise DicomImportError(
@@ -123,16 +124,13 @@ def _fraction_group(ds: Dataset, path: PathLike
         )
     group = groups[0]
     n_fractions = get_int(group, "NumberOfFractionsPlanned", path, minimum=1, maximum=100)
-    metersets: dict[int, float] = {}
+    metersets: dict[int, float | None] = {}
     items: dict[int, Dataset] = {}
     for ref in get_sequence(group, "ReferencedBeamSequence", path):
         number = get_int(ref, "ReferencedBeamNumber", path)
         items[number] = ref
         meterset = get_optional_float(ref, "BeamMeterset", path)
-        if meterset is None:
-            raise DicomImportError(path, f"beam {number}: Beam Meterset missing in the fraction "
-                                         "group; the spot metersets cannot be scaled")
-        if meterset < 0:
+        if meterset is not None and meterset < 0:
             raise DicomImportError(path, f"beam {number}: negative Beam Meterset {meterset}")
         metersets[number] = meterset
     if not metersets:
@@ -265,7 +263,11 @@ def read_rt_ion_plan(
         if number not in metersets:
             warnings.append(f"beam {name!r} is not in the fraction group and was skipped")
             continue
-        read = read_beam(item, where, name, metersets[number], settings)
+        meterset = metersets[number]
+        if meterset is None:
+            raise DicomImportError(where, f"beam {name!r}: Beam Meterset missing in the "
+                                          "fraction group; the spot metersets cannot be scaled")
+        read = read_beam(item, where, name, meterset, settings)
         beams.append(read.beam_plan)
         read_refs.append(beam_refs[number])
         sads.append(read.sad_mm)
