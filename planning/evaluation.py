@@ -74,6 +74,9 @@ def _samples(doses: ArrayLike, volumes_mm3: ArrayLike | None, what: str
     d = np.asarray(doses, dtype=np.float64).ravel()
     if d.size == 0:
         raise PlanningError(f"{what} of an empty structure was asked for")
+    bad = int(np.count_nonzero(~np.isfinite(d)))
+    if bad:  # one NaN would sort above every dose and make each D_x the maximum
+        raise PlanningError(f"{what}: {bad} of {d.size} doses are not finite numbers")
     if volumes_mm3 is None:
         return d, np.ones_like(d)
     w = np.asarray(volumes_mm3, dtype=np.float64).ravel()

@@ -62,3 +62,8 @@ def test_a_dense_spread_of_doses_keeps_its_levels() -> None:
     tied = top + np.array([0.0, 1e-14, -1e-14, 2e-14])
     d40 = dose_at_volume(np.concatenate([tied, [50.0] * 4]), 40)
     assert d40 == pytest.approx(top + (0.40 - 0.25) / 0.5 * (50.0 - top))
+
+
+def test_doses_that_are_not_numbers_are_an_error() -> None:
+    with pytest.raises(PlanningError, match="1 of 3 doses are not finite"):
+        dose_metrics([60.0, float("nan"), 59.0], prescription=60.0)
