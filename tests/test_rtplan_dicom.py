@@ -507,6 +507,13 @@ def _not_ion(ds: Dataset) -> None:
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.481.5"
 
 
+def _two_positions(ds: Dataset) -> None:
+    second = copy.deepcopy(ds.PatientSetupSequence[0])
+    second.PatientSetupNumber = 2
+    second.PatientPosition = "FFS" if ds.PatientSetupSequence[0].PatientPosition != "FFS" else "HFS"
+    ds.PatientSetupSequence.append(second)
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -529,6 +536,7 @@ def _not_ion(ds: Dataset) -> None:
         (_two_groups, "2 fraction groups"),
         (_no_group, "Fraction Group"),
         (_not_ion, "not an RT Ion Plan"),
+        (_two_positions, "patient setups differ in position"),
     ],
 )
 def test_import_refuses(

@@ -238,7 +238,12 @@ def read_rt_ion_plan(
     n_fractions, metersets, beam_refs = _fraction_group(ds, where)
     warnings: list[str] = []
     setups = get_sequence(ds, "PatientSetupSequence", where)
-    position = get_str(setups[0], "PatientPosition", where) if setups else ""
+    positions = sorted({get_str(item, "PatientPosition", where) for item in setups} - {""})
+    if len(positions) > 1:  # beams of one plan in different positions: not one geometry
+        raise DicomImportError(where, f"the plan's patient setups differ in position "
+                                      f"({', '.join(positions)}); IonPlan imports plans whose "
+                                      "beams share one patient position")
+    position = positions[0] if positions else ""
     if position and position not in PATIENT_POSITIONS:
         warnings.append(f"patient position {position}: IonPlan computes dose for "
                         f"{', '.join(PATIENT_POSITIONS)} only")
