@@ -278,3 +278,23 @@ def test_a_grid_that_covers_part_of_the_other_is_reported():
     outside = int(np.count_nonzero(dose_a[:, :, :14]))  # x <= 26 mm: beyond 27 - 1 mm
     assert f"({outside} of {hot})" in note and outside == hot // 2
     assert not any("outside A's grid" in w for w in result.warnings)  # B's dose is all inside
+
+
+def test_doses_of_two_rbe_models_are_named_in_a_warning():
+    grid, dose = _block()
+    result = compare(_side("A", dose, grid, description="mMKM HSG a0=0.172"),
+                     _side("B", dose * 1.1, grid, description="LEM I chordoma ax=0.1"),
+                     settings=CompareSettings(cross_model=False))
+    assert any("A's RBE-weighted dose is mMKM and B's LEM I" in w for w in result.warnings)
+    same = compare(_side("A", dose, grid, description="mMKM HSG"),
+                   _side("B", dose, grid, description="mMKM HSG"),
+                   settings=CompareSettings(cross_model=False))
+    assert not any("RBE-weighted dose is" in w for w in same.warnings)
+    # One plan under both models (the exchange view) is compared on purpose: no warning.
+    from types import SimpleNamespace
+
+    plan = SimpleNamespace(label="P", prescription=None)
+    exchange = compare(_side("A", dose, grid, description="mMKM HSG", plan=plan),
+                       _side("B", dose * 1.1, grid, description="LEM I chordoma", plan=plan),
+                       settings=CompareSettings(cross_model=False))
+    assert not any("RBE-weighted dose is" in w for w in exchange.warnings)

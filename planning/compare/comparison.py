@@ -271,6 +271,25 @@ def _focus(grid: DoseGrid, reference: NDArray[np.float32],
     return (int(k[0]), int(k[1]), int(k[2])), "reference maximum"
 
 
+def _same_plan(a: DoseSide, b: DoseSide) -> bool:
+    """Both sides are doses of one plan (the same label and prescription)."""
+    if a.plan is None or b.plan is None:
+        return False
+    return a.plan is b.plan or (a.plan.label == b.plan.label
+                                and a.plan.prescription == b.plan.prescription)
+
+
+def _model_family(description: str) -> str | None:
+    """``"mMKM"``, ``"LEM I"`` or ``"a constant RBE"`` from a dose's description (IonPlan
+    writes the model there), None when it names none of them."""
+    text = description.strip()
+    for prefix, family in (("mMKM", "mMKM"), ("LEM I", "LEM I"),
+                           ("constant RBE", "a constant RBE")):
+        if text.startswith(prefix):
+            return family
+    return None
+
+
 def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None = None,
             settings: CompareSettings | None = None, machine: Machine | None = None,
             progress: ProgressCallback | None = None, cancel: CancelToken | None = None
@@ -314,6 +333,13 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
     if side_a.dose_type != side_b.dose_type:
         warnings.append(f"A is a {side_a.dose_type} dose and B a {side_b.dose_type} dose: "
                         "their difference mixes physical and RBE-weighted dose")
+    elif side_a.dose_type == "EFFECTIVE" and not _same_plan(side_a, side_b):
+        # (one plan under both models is the exchange view, compared on purpose)
+        families = [_model_family(s.description) for s in (side_a, side_b)]
+        if None not in families and families[0] != families[1]:
+            warnings.append(f"A's RBE-weighted dose is {families[0]} and B's {families[1]}: "
+                            "the same plan has different Gy(RBE) numbers under the two models, "
+                            "so their difference is the models' as well as the plans'")
     frame = side_a.frame_of_reference_uid or side_b.frame_of_reference_uid
     chosen = _patient_for(patient, side_a, side_b, frame, stage_progress(progress, 0.0, 0.05),
                           cancel)
