@@ -279,11 +279,15 @@ def plan_patient(
 def export_plan(result: PlanResult, out_dir: str | os.PathLike[str], *,
                 plan_name: str | None = None) -> list[str]:
     """Write a plan's RTPLAN.dcm, RT Doses and report.json into ``out_dir`` (and, with
-    ``plan_name``, its plan document); return the paths."""
+    ``plan_name``, its plan document); return the paths. A folder holding another plan's files
+    is refused; an export that fails leaves none of its files
+    (:func:`planning.output_folder.fresh_output_folder`)."""
+    from planning.output_folder import fresh_output_folder
     from planning.planner import write_plan_outputs
 
-    return [str(p) for p in write_plan_outputs(result, out_dir, machine=get_machine(),
-                                               plan_name=plan_name)]
+    with fresh_output_folder(out_dir):
+        return [str(p) for p in write_plan_outputs(result, out_dir, machine=get_machine(),
+                                                   plan_name=plan_name)]
 
 
 def identification(patient: Patient | None, plan_name: str, model: str) -> Identification:

@@ -81,3 +81,18 @@ def test_the_cli_refuses_a_used_out_before_planning(tmp_path: Path, capsys) -> N
                  "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "already holds the files of an earlier run" in err and len(err.splitlines()) == 1
+
+
+def test_an_export_that_fails_leaves_none_of_its_files(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The GUI's DICOM export: a failure halfway (a full disk) leaves no partial plan folder
+    that looks like a result."""
+    from planning import api, planner
+
+    def halfway(result: object, out_dir: Path, **kwargs: object) -> list[Path]:
+        (Path(out_dir) / "RTPLAN.dcm").write_text("written")
+        raise OSError(28, "No space left on device", str(Path(out_dir) / "RTDOSE_RBE.dcm"))
+
+    monkeypatch.setattr(planner, "write_plan_outputs", halfway)
+    with pytest.raises(OSError, match="No space left"):
+        api.export_plan(object(), tmp_path)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
