@@ -337,7 +337,7 @@ class IonPlanApp(App):
             self.planning.apply_workspace_settings(restored.settings)
             self.keeper.mark_saved()
             if restored.problem:
-                self.show_error("Saved workspace not opened", restored.problem)
+                self.show_error("Saved workspace", restored.problem)
         if self.screenshot_path:
             Clock.schedule_once(lambda _dt: self._take_screenshot(SCREENSHOT_SETTLE_FRAMES), 0)
 
@@ -452,6 +452,8 @@ class IonPlanApp(App):
     def on_stop(self) -> None:
         Window.unbind(on_request_close=self._confirm_close, on_keyboard=self._swallow_escape)
         self.save_workspace()
+        if self.keeper is not None:
+            self.keeper.close()  # the patient's workspace lock, for the next IonPlan window
 
     @staticmethod
     def _swallow_escape(_window: Any, key: int, *_args: Any) -> bool:

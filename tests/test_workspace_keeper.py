@@ -52,6 +52,7 @@ def test_saves_only_what_changed_and_restores_it(tmp_path, patient):
     session.rename_plan(entry, "Boost")
     assert keeper.save_if_changed() == folder
     assert keeper.save_if_changed() is None
+    keeper.close()  # the window is closed: its lock is released
 
     _, _, keeper2 = _keeper(tmp_path, patient)
     restored = keeper2.restore(patient, "demo patient")

@@ -138,6 +138,8 @@ def plan_from_record(meta: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]]
         raise
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise PlanRecordError(f"missing or malformed {exc!s}") from None
+    except OverflowError as exc:  # Infinity (valid JSON to Python) where an integer belongs
+        raise PlanRecordError(f"a number out of range ({exc})") from None
     except IonPlanError as exc:  # the plan's own checks (weights, spots, models)
         raise PlanRecordError(str(exc)) from None
 

@@ -3,6 +3,7 @@
 Layout (docs/workspace.md)::
 
     ROOT/last_patient.json           the patient open when the application last saved
+    ROOT/locks/<patient folder>.lock        the IonPlan process that writes that workspace
     ROOT/<patient folder>/workspace.json    manifest: format, version, patient, settings, plans
     ROOT/<patient folder>/plans/<plan id>/plan.json    one plan's description, array checksums
     ROOT/<patient folder>/plans/<plan id>/<array>.npy  its spot arrays and dose cubes
@@ -11,6 +12,11 @@ Saving is crash-safe: a plan folder is written once, under a temporary name, and
 place when complete; the manifest, which names the plan folders, is replaced atomically after
 them. A process killed at any moment leaves the previous manifest or the new one, each with
 all its plan folders.
+
+One process writes a workspace at a time: :meth:`WorkspaceStore.lock` takes its lock file
+(:mod:`planning.workspace.lock`); a save never removes a plan folder that the manifest on disk
+lists but this store did not load or write (another IonPlan's plan is kept, and listed), and
+never writes over a manifest it cannot read.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import re
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +38,11 @@ from numpy.typing import NDArray
 
 from planning import __version__
 from planning.atomic import atomic_binary_file, atomic_write_text
-from planning.errors import DataFileError
+from planning.errors import DataFileError, IonPlanError
 from planning.patient import Patient
 from planning.planner import PlanResult
+from planning.workspace.identity import ct_record, fit_problems, needed_structures
+from planning.workspace.lock import LockHolder, WorkspaceLock, read_holder
 from planning.workspace.plan_arrays import PlanRecordError, plan_from_record, plan_to_record
 
 log = logging.getLogger(__name__)
@@ -45,6 +53,7 @@ FORMAT_VERSION = 1
 MANIFEST = "workspace.json"
 PLAN_FILE = "plan.json"
 LAST_PATIENT = "last_patient.json"
+LOCKS = "locks"
 _PLAN_ID = re.compile(r"^[0-9a-f]{8,32}$")
 
 
@@ -114,6 +123,27 @@ class StoredPlan:
     setup: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class UnrestoredPlan:
+    """A plan of a workspace that could not be restored on the patient as opened (another
+    CT, a missing structure, a damaged file). It stays on disk and in the manifest.
+
+    Attributes
+    ----------
+    plan_id, name : str
+        Its folder and the name the user gave it.
+    entry : dict
+        Its manifest entry as read (written back unchanged).
+    reason : str
+        Why it was not restored (the file and what is wrong).
+    """
+
+    plan_id: str
+    name: str
+    entry: Mapping[str, Any]
+    reason: str
+
+
 @dataclass(frozen=True, eq=False)
 class Workspace:
     """Everything kept for one patient.
@@ -128,12 +158,16 @@ class Workspace:
         Oldest first.
     settings : dict
         The application's form and display settings (JSON object; docs/workspace.md).
+    unrestored : tuple of UnrestoredPlan
+        Plans kept on disk that were not restored (:meth:`WorkspaceStore.load`); a save
+        keeps them listed.
     """
 
     key: PatientKey
     source: str
     plans: tuple[StoredPlan, ...] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
+    unrestored: tuple[UnrestoredPlan, ...] = ()
 
 
 def new_plan_id() -> str:
@@ -150,22 +184,99 @@ def _sha256(path: Path) -> str:
 
 
 class WorkspaceStore:
-    """The workspaces under ``root`` (created when first written)."""
+    """The workspaces under ``root`` (created when first written).
+
+    A store remembers, per patient, the plans it loaded or wrote and the workspace locks it
+    holds: use one store per application.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._locks: dict[PatientKey, WorkspaceLock] = {}
+        self._known: dict[PatientKey, set[str]] = {}
 
     def folder(self, key: PatientKey) -> Path:
         return self.root / key.folder_name()
+
+    # --- the lock ------------------------------------------------------------------------
+    def lock_path(self, key: PatientKey) -> Path:
+        """``ROOT/locks/<patient folder>.lock``."""
+        return self.root / LOCKS / f"{key.folder_name()}.lock"
+
+    def lock(self, key: PatientKey) -> LockHolder | None:
+        """Take the lock of ``key``'s workspace for this store (a stale lock, of a process
+        that is gone, is taken over). None when this store holds it now, else who does.
+
+        Raises
+        ------
+        OSError
+            The lock file cannot be written.
+        """
+        lock = self._locks.setdefault(key, WorkspaceLock(self.lock_path(key)))
+        return lock.acquire()
+
+    def holds_lock(self, key: PatientKey) -> bool:
+        """Whether this store holds the lock of ``key``'s workspace."""
+        lock = self._locks.get(key)
+        return lock is not None and lock.held
+
+    def unlock(self, key: PatientKey) -> None:
+        """Release the lock of ``key``'s workspace if this store holds it."""
+        lock = self._locks.pop(key, None)
+        if lock is not None:
+            lock.release()
+
+    def other_holder(self, key: PatientKey) -> LockHolder | None:
+        """The live process other than this store holding ``key``'s lock, if any."""
+        if self.holds_lock(key):
+            return None
+        try:
+            holder = read_holder(self.lock_path(key))
+        except (OSError, ValueError):
+            return None  # a damaged lock names no one; the next lock() takes it over
+        return None if holder is None or holder.is_stale() else holder
 
     # --- writing -------------------------------------------------------------------------
     def save(self, workspace: Workspace) -> Path:
         """Write ``workspace`` (new plan folders, then the manifest); return its folder.
 
-        Plan folders already on disk are not rewritten (a plan's arrays never change); plan
-        folders the manifest no longer names are removed afterwards.
+        Plan folders already on disk are not rewritten (a plan's arrays never change). A plan
+        folder is removed afterwards only when the new manifest does not name it and it is
+        not a plan the manifest on disk lists that this store never loaded nor wrote (such a
+        plan, saved by another IonPlan, is kept and stays listed). Unrestored plans stay
+        listed.
+
+        Raises
+        ------
+        WorkspaceError
+            Another running IonPlan holds the workspace's lock, or the manifest on disk
+            cannot be read (it is not written over: move it aside or remove it first).
+        OSError
+            Writing failed (the previous manifest and its plans are left as they were).
         """
-        folder = self.folder(workspace.key)
+        key = workspace.key
+        folder = self.folder(key)
+        holder = self.other_holder(key)
+        if holder is not None:
+            raise WorkspaceError(folder, f"in use by {holder.describe()} (lock file "
+                                         f"{holder.path}): not saved from here")
+        path = folder / MANIFEST
+        on_disk: list[dict[str, Any]] = []
+        if path.exists():
+            try:
+                on_disk = _read_manifest(path, key)[1]
+            except WorkspaceError as exc:
+                raise WorkspaceError(path, f"{exc.reason}; it was not written over: move or "
+                                           "remove the workspace folder to save again") from None
+        entries: list[dict[str, Any]] = [
+            {"id": p.plan_id, "name": p.name, "summary": p.summary, "exported": p.exported,
+             "setup": dict(p.setup)} for p in workspace.plans]
+        entries += [dict(u.entry) for u in workspace.unrestored]
+        ids = {e["id"] for e in entries}
+        known = self._known.get(key, set())
+        foreign = [e for e in on_disk if e["id"] not in ids and e["id"] not in known]
+        for e in foreign:
+            log.warning("%s: keeping plan %r, saved by another IonPlan", folder, e.get("name"))
         plans_dir = folder / "plans"
         plans_dir.mkdir(parents=True, exist_ok=True)
         for stored in workspace.plans:
@@ -177,13 +288,11 @@ class WorkspaceStore:
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "ionplan_version": __version__,
             "saved_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "patient": workspace.key.as_json(), "source": workspace.source,
-            "settings": dict(workspace.settings),
-            "plans": [{"id": p.plan_id, "name": p.name, "summary": p.summary,
-                       "exported": p.exported, "setup": dict(p.setup)}
-                      for p in workspace.plans]}
-        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-        kept = {p.plan_id for p in workspace.plans}
+            "patient": key.as_json(), "source": workspace.source,
+            "settings": dict(workspace.settings), "plans": entries + foreign}
+        atomic_write_text(path, json.dumps(manifest, indent=1) + "\n")
+        self._known.setdefault(key, set()).update(ids)
+        kept = ids | {e["id"] for e in foreign}
         for child in plans_dir.iterdir():
             if child.name not in kept:  # a dropped plan, or a partial folder of a crash
                 shutil.rmtree(child, ignore_errors=True)
@@ -215,34 +324,40 @@ class WorkspaceStore:
     def load(self, key: PatientKey, patient: Patient) -> Workspace | None:
         """The workspace of ``key`` with its plans on ``patient``; None when there is none.
 
+        A plan that cannot be restored on ``patient`` (computed on another CT geometry or
+        images, a structure it needs is missing, its folder is damaged) is left out of
+        :attr:`Workspace.plans` and listed in :attr:`Workspace.unrestored` with the reason.
+        Restored plans keep unique names (a clash gets `` (2)``).
+
         Raises
         ------
         WorkspaceError
-            The manifest or a plan folder is damaged, or was written by a newer IonPlan
-            (format version above :data:`FORMAT_VERSION`) or is not a workspace.
+            The manifest is damaged, was written by a newer IonPlan (format version above
+            :data:`FORMAT_VERSION`), is not a workspace or belongs to another patient.
         """
-        folder = self.folder(key)
-        path = folder / MANIFEST
+        path = self.folder(key) / MANIFEST
         if not path.exists():
             return None
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise WorkspaceError(path, f"damaged workspace manifest ({exc})") from None
-        _check_format(path, manifest)
-        try:
-            if manifest["patient"] != key.as_json():
-                raise WorkspaceError(path, "the manifest belongs to another patient or CT")
-            settings = manifest["settings"]
-            entries = manifest["plans"]
-            source = str(manifest["source"])
-            if not isinstance(settings, dict) or not isinstance(entries, list):
-                raise TypeError("settings must be an object and plans a list")
-            plans = tuple(_read_plan(folder / "plans", e, patient) for e in entries)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise WorkspaceError(path, f"damaged workspace manifest (missing or malformed "
-                                       f"{exc!s})") from None
-        return Workspace(key, source, plans, settings)
+        manifest, entries = _read_manifest(path, key)
+        plans: list[StoredPlan] = []
+        unrestored: list[UnrestoredPlan] = []
+        names: set[str] = set()
+        for entry in entries:
+            name = str(entry["name"])
+            try:
+                stored = _read_plan_or_error(path.parent / "plans", entry, patient)
+            except WorkspaceError as exc:
+                log.warning("not restored: %s", exc)
+                unrestored.append(UnrestoredPlan(entry["id"], name, entry, str(exc)))
+                continue
+            unique, n = stored.name, 2
+            while unique in names:
+                unique, n = f"{stored.name[:58]} ({n})", n + 1
+            names.add(unique)
+            plans.append(replace(stored, name=unique))
+        self._known[key] = {e["id"] for e in entries}
+        return Workspace(key, str(manifest["source"]), tuple(plans), manifest["settings"],
+                         tuple(unrestored))
 
     def move_aside(self, key: PatientKey) -> Path:
         """Rename the workspace of ``key`` out of the way (kept, never deleted): the next save
@@ -276,6 +391,8 @@ def _check_format(path: Path, manifest: Any) -> None:
 def _write_plan_folder(plans_dir: Path, plan_id: str, result: PlanResult) -> None:
     """Write the plan into ``plans_dir/.<id>.partial-*`` and rename it to ``<id>``."""
     meta, arrays = plan_to_record(result)
+    meta["ct"] = ct_record(result.patient.ct)
+    meta["structures"] = needed_structures(result)
     partial = plans_dir / f".{plan_id}.partial-{os.getpid()}-{os.urandom(3).hex()}"
     partial.mkdir()
     try:
@@ -295,27 +412,83 @@ def _write_plan_folder(plans_dir: Path, plan_id: str, result: PlanResult) -> Non
         raise
 
 
+def _read_manifest(path: Path, key: PatientKey) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The manifest at ``path`` of ``key``'s workspace and its plan entries (objects with a
+    valid ``id``, a ``name`` and an object ``setup``).
+
+    Raises
+    ------
+    WorkspaceError
+        Not valid JSON, not a workspace, a newer format, another patient, or malformed.
+    """
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise WorkspaceError(path, f"damaged workspace manifest ({exc})") from None
+    _check_format(path, manifest)
+    try:
+        if manifest["patient"] != key.as_json():
+            raise WorkspaceError(path, "the manifest belongs to another patient or CT")
+        settings, entries = manifest["settings"], manifest["plans"]
+        str(manifest["source"])
+        if not isinstance(settings, dict) or not isinstance(entries, list):
+            raise TypeError("settings must be an object and plans a list")
+        seen: set[str] = set()
+        for entry in entries:
+            if not isinstance(entry, dict):
+                raise TypeError(f"a plan entry must be an object, got {entry!r}")
+            plan_id = entry["id"]
+            if not isinstance(plan_id, str) or not _PLAN_ID.match(plan_id) or plan_id in seen:
+                raise ValueError(f"plan id {plan_id!r}")
+            seen.add(plan_id)
+            str(entry["name"])
+            if not isinstance(entry.get("setup", {}), dict):
+                raise TypeError("a plan's setup must be an object")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WorkspaceError(path, f"damaged workspace manifest (missing or malformed "
+                                   f"{exc!s})") from None
+    return manifest, entries
+
+
+def _read_plan_or_error(plans_dir: Path, entry: Mapping[str, Any],
+                        patient: Patient) -> StoredPlan:
+    """:func:`_read_plan`, any failure being a WorkspaceError that names the plan's file."""
+    path = plans_dir / entry["id"] / PLAN_FILE
+    try:
+        return _read_plan(plans_dir, entry, patient)
+    except WorkspaceError:
+        raise
+    except Exception as exc:  # a bug or a case not foreseen must not stop the patient opening
+        log.exception("%s: reading plan %r failed", path, entry.get("name"))
+        raise WorkspaceError(path, f"plan {entry.get('name')!r} could not be read "
+                                   f"({type(exc).__name__}: {exc})") from None
+
+
 def _read_plan(plans_dir: Path, entry: Mapping[str, Any], patient: Patient) -> StoredPlan:
     plan_id = entry["id"]
-    if not isinstance(plan_id, str) or not _PLAN_ID.match(plan_id):
-        raise ValueError(f"plan id {plan_id!r}")
+    name = str(entry["name"])
     folder = plans_dir / plan_id
     path = folder / PLAN_FILE
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise WorkspaceError(path, f"damaged plan {entry.get('name')!r} ({exc})") from None
+        raise WorkspaceError(path, f"damaged plan {name!r} ({exc})") from None
     _check_format(path, meta)
+    try:
+        problems = fit_problems(meta, patient)
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError, IonPlanError) as exc:
+        raise WorkspaceError(path, f"damaged plan {name!r} (malformed ct or structures: "
+                                   f"{exc!s})") from None
+    if problems:
+        raise WorkspaceError(path, f"plan {name!r} does not fit the patient as opened: "
+                                   f"{'; '.join(problems)}")
     arrays = _read_arrays(folder, meta.get("arrays"))
     try:
         result = plan_from_record(meta, arrays, patient)
     except PlanRecordError as exc:
-        raise WorkspaceError(path, f"damaged plan {entry.get('name')!r} ({exc})") from None
-    setup = entry.get("setup", {})
-    if not isinstance(setup, dict):
-        raise TypeError("a plan's setup must be an object")
-    return StoredPlan(plan_id, str(entry["name"]), result, str(entry.get("summary", "")),
-                      bool(entry.get("exported", False)), setup)
+        raise WorkspaceError(path, f"damaged plan {name!r} ({exc})") from None
+    return StoredPlan(plan_id, name, result, str(entry.get("summary", "")),
+                      bool(entry.get("exported", False)), entry.get("setup", {}))
 
 
 def _read_arrays(folder: Path, listing: Any) -> dict[str, NDArray[Any]]:

@@ -5,6 +5,9 @@ display settings; renaming names the exports; a bad tissue is refused at Compute
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,6 +40,14 @@ def _start(gui, data_dir: Path):
                    "the start-up patient")
     gui.frames(3)
     return app
+
+
+def _restart(gui, app, data_dir: Path):
+    """Quit ``app`` as the user would (its workspace lock released, as at process exit) and
+    start IonPlan again."""
+    gui.stop()
+    app.keeper.close()
+    return _start(gui, data_dir)
 
 
 def _manifest(data_dir: Path) -> dict:
@@ -82,8 +93,7 @@ def test_plan_form_and_display_come_back_after_a_restart(gui, tmp_path):
     saved_form = _manifest(tmp_path)["settings"]["form"]
     assert saved_form["fractions"] == "12" and saved_form["tissue_custom"][0] == "0.25"
 
-    gui.stop()
-    app = _start(gui, tmp_path)
+    app = _restart(gui, app, tmp_path)
     screen = app.planning
     form, panel = screen.plan_panel, screen.dose_panel
     assert app.session.source == "demo patient"
@@ -160,8 +170,7 @@ def test_rename_a_plan_names_its_export_and_is_kept(gui, tmp_path):
     assert [(p["name"], p["exported"]) for p in manifest["plans"]] == [
         ("Boost phase 2", True), ("Plan 2", False)]
 
-    gui.stop()
-    app = _start(gui, tmp_path)
+    app = _restart(gui, app, tmp_path)
     assert [p.name for p in app.session.plans] == ["Boost phase 2", "Plan 2"]
     assert app.unexported_plans() == ["Plan 2"]  # the export is remembered too
 
@@ -221,17 +230,55 @@ def test_unreadable_workspace_is_moved_aside_and_the_app_stays_usable(gui, tmp_p
     app = _start(gui, tmp_path)
     dialog = _dialog(gui, "error_dialog")
     text = " ".join(getattr(w, "text", "") for w in dialog.walk())
-    assert expected in text and "moved to" in text and "nothing was deleted" in text
-    # The patient is open without the plans; the old workspace is kept beside, whole.
+    assert expected in text
     assert app.session.patient is not None and app.session.plans == []
-    (aside,) = (tmp_path / "workspaces").glob("IONPLAN-DEMO-001-*.unreadable-*")
-    assert (aside / "plans" / stored.plan_id / "rbe_dose_gy_rbe.npy").exists()
+    if damage == "flipped byte":
+        # One damaged plan: left out and kept where it is; the workspace opens as usual.
+        assert "Plan 1" in text and "was not restored" in text and "kept, untouched" in text
+        assert not list((tmp_path / "workspaces").glob("*.unreadable-*"))
+    else:
+        # The patient is open without the plans; the old workspace is kept beside, whole.
+        assert "moved to" in text and "nothing was deleted" in text
+        (aside,) = (tmp_path / "workspaces").glob("IONPLAN-DEMO-001-*.unreadable-*")
+        assert (aside / "plans" / stored.plan_id / "rbe_dose_gy_rbe.npy").exists()
     gui.click(_dialog(gui, "error_dialog_ok"))
     gui.advance(0.5)
-    # Still usable: the form edits and a new workspace is written for the patient.
+    # Still usable: the form edits and the patient's workspace is written.
     app.planning.plan_panel.fractions.text = "20"
     gui.advance(1.5)
-    assert _manifest(tmp_path)["settings"]["form"]["fractions"] == "20"
+    manifest = _manifest(tmp_path)
+    assert manifest["settings"]["form"]["fractions"] == "20"
+    if damage == "flipped byte":
+        assert [p["id"] for p in manifest["plans"]] == [stored.plan_id]
+        assert (folder / "plans" / stored.plan_id / "rbe_dose_gy_rbe.npy").exists()
+
+
+def test_a_second_ionplan_on_the_patient_is_read_only(gui, tmp_path):
+    stored = _seed(tmp_path)
+    (folder,) = (tmp_path / "workspaces").glob("IONPLAN-DEMO-001-*")
+    before = (folder / "workspace.json").read_bytes()
+    lock = WorkspaceStore(tmp_path / "workspaces").lock_path(
+        patient_key(stored.result.patient))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(),
+                                    "since_utc": "2026-12-04T21:50:00Z", "token": "ab" * 8}))
+        app = _start(gui, tmp_path)
+        dialog = _dialog(gui, "error_dialog")
+        text = " ".join(getattr(w, "text", "") for w in dialog.walk())
+        assert f"in use by IonPlan process {other.pid}" in text and str(lock) in text
+        # The saved plans are shown; edits here are not written, and the user is told.
+        assert [p.plan_id for p in app.session.plans] == [stored.plan_id]
+        gui.click(_dialog(gui, "error_dialog_ok"))
+        gui.advance(0.5)
+        app.planning.plan_panel.fractions.text = "21"
+        gui.advance(1.5)
+        assert (folder / "workspace.json").read_bytes() == before
+        assert "in use by IonPlan process" in app.keeper.last_error
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_the_last_patient_folder_reopens_at_start(gui, tmp_path):
@@ -245,6 +292,5 @@ def test_the_last_patient_folder_reopens_at_start(gui, tmp_path):
     gui.wait_until(lambda: app.session.patient is not None or app.last_error, 120,
                    "the folder's patient")
     assert app.session.source == str(folder)
-    gui.stop()
-    app = _start(gui, tmp_path)  # no folder given: the last patient, not the demo
+    app = _restart(gui, app, tmp_path)  # no folder given: the last patient, not the demo
     assert app.session.source == str(folder) and not app.last_error
