@@ -576,6 +576,16 @@ def test_import_takes_a_lattice_centred_on_the_isocentre(plan_file: Path, tmp_pa
     assert int(layer0.sum()) == 16
 
 
+def test_a_line_scanned_beam_is_imported_with_a_warning(plan_file: Path, tmp_path: Path
+                                                         ) -> None:
+    def online(ds: Dataset) -> None:
+        for beam in ds.IonBeamSequence:
+            beam.ModulatedScanModeType = "ONLINE"
+
+    imported = load_rt_ion_plan(_edited(plan_file, tmp_path, online))
+    assert sum("Modulated Scan Mode Type ONLINE" in w for w in imported.warnings) == 3
+
+
 def test_a_setup_beam_needs_no_meterset(plan_file: Path, tmp_path: Path) -> None:
     """Beam Meterset is Type 3 in the fraction group: a SETUP beam listed without one is
     skipped with the plan imported (the whole import was refused); a treatment beam without

@@ -75,6 +75,11 @@ def _check_devices(item: Dataset, path: str, beam: str, warnings: list[str]) -> 
     if mode != "MODULATED":
         raise DicomImportError(path, f"beam {beam!r}: Scan Mode {mode or '(missing)'}; only "
                                      "MODULATED (spot scanning) beams can be imported")
+    scan = get_str(item, "ModulatedScanModeType", path).upper()
+    if scan and scan != "STATIONARY":
+        warnings.append(f"beam {beam!r}: Modulated Scan Mode Type {scan} (the beam stays on "
+                        "while it moves): each position's meterset is computed as a spot at "
+                        "that position, an approximation of the scanned line")
     for count_kw, seq_kw, what in _REFUSED_DEVICES:
         count = get_int(item, count_kw, path, default=0)
         if count or get_sequence(item, seq_kw, path):
