@@ -86,5 +86,23 @@ def atomic_create_with(path: str | os.PathLike[str], writer: Callable[[BinaryIO]
     target = Path(path)
     if target.exists():
         raise FileExistsError(errno.EEXIST, "file exists", str(target))
-    with _temporary_then(target, os.link) as fh:
+    with _temporary_then(target, _link_or_reserve) as fh:
         writer(fh)
+
+
+def _link_or_reserve(tmp: str, target: Path) -> None:
+    """Put the finished ``tmp`` at ``target`` only if no file is there: a hard link, or where
+    the file system has none (FAT and exFAT sticks, some network shares) the name reserved by
+    an exclusive create and then replaced by the file."""
+    try:
+        os.link(tmp, target)
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV,
+                             errno.ENOSYS, errno.EMLINK):
+            raise
+    fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)  # FileExistsError
+    os.close(fd)
+    os.replace(tmp, target)

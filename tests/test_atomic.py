@@ -65,3 +65,20 @@ def test_the_cli_prints_one_line_naming_the_file_on_a_full_disk(tmp_path: Path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "No space left on device" in err[0]
     assert err[0].startswith(f"ionplan: error: {tmp_path / 'demo'}")
+
+
+def test_create_on_a_file_system_without_hard_links(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """FAT/exFAT sticks refuse hard links: the file is still created whole, and an existing
+    one still refused."""
+    from planning.atomic import atomic_create_with
+
+    def no_links(src: str, dst: object) -> None:
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "link", no_links)
+    target = tmp_path / "plan_report.pdf"
+    atomic_create_with(target, lambda fh: fh.write(b"%PDF"))
+    assert target.read_bytes() == b"%PDF" and sorted(tmp_path.iterdir()) == [target]
+    with pytest.raises(FileExistsError):
+        atomic_create_with(target, lambda fh: fh.write(b"other"))
+    assert target.read_bytes() == b"%PDF"
