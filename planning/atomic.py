@@ -33,12 +33,29 @@ def _temporary_then(target: Path, publish: Callable[[str, Path], None]) -> Itera
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         publish(tmp, target)
+        _sync_folder(target.parent)
     except OSError as exc:
         # A full disk or a lost share: the error (often without a file name) names the target.
         raise _naming(exc, target) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush the folder's entry of the new name to disk (POSIX), so that a power loss right
+    after the rename cannot lose it; where folders cannot be opened (Windows) the rename is
+    left to the file system."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems (network shares) do not sync folders
+    finally:
+        os.close(fd)
 
 
 def _naming(exc: OSError, target: Path) -> OSError:
