@@ -6,8 +6,8 @@ left the others (an RT Dose of the first plan beside the RT Plan of the second, 
 report.json over a plan's), and a run that failed halfway left a folder without report.json
 that looked like a result. :func:`fresh_output_folder` makes the folder and checks that it can
 be written before the command computes anything, refuses one that holds IonPlan outputs of an
-earlier run unless ``overwrite``, and on failure removes what the run wrote (and puts back
-what ``overwrite`` set aside).
+earlier run unless ``overwrite``, and on failure removes what the run wrote (and the folder
+when the run made it, and puts back what ``overwrite`` set aside).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def fresh_output_folder(out: str | os.PathLike[str], *, overwrite: bool = False
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: --out names a file, not a folder")
+    made = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -78,6 +79,8 @@ def fresh_output_folder(out: str | os.PathLike[str], *, overwrite: bool = False
             for p in aside.iterdir():
                 os.replace(p, folder / p.name)
             aside.rmdir()
+        if made:
+            _remove_if_empty(folder)  # a run that failed leaves no folder it made
         raise
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
@@ -88,6 +91,13 @@ def _set_aside(folder: Path, outputs: list[Path]) -> Path:
     for p in outputs:
         os.replace(p, aside / p.name)
     return aside
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # not empty (another program wrote there meanwhile): left as it is
 
 
 def _remove(path: Path) -> None:
