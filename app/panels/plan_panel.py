@@ -155,7 +155,8 @@ class PlanPanel(BoxLayout):
             ti.bind(text=lambda *_: self._show_per_fraction())
         self.dose.bind(on_text_validate=lambda *_: self._prescription_changed(),
                        focus=lambda _w, on: None if on else self._prescription_changed())
-        for w in (_label("Gy(RBE)", 58), self.dose, _label("fx", 22), self.fractions,
+        self.dose_unit = _label("Gy(RBE)", 58)  # "Gy" under the physical model
+        for w in (self.dose_unit, self.dose, _label("fx", 22), self.fractions,
                   self.per_fraction):
             row.add_widget(w)
         form.add_widget(row)
@@ -474,6 +475,8 @@ class PlanPanel(BoxLayout):
             ti.disabled = self.tissue.disabled or self.tissue.text != CUSTOM_TISSUE
         self.rapid_scheme.disabled = self.tissue.disabled
         self.rbe_value.disabled = model != "const"
+        self.dose_unit.text = _dose_unit(model)
+        self._show_per_fraction()
 
     def _show_per_fraction(self) -> None:
         try:
@@ -481,4 +484,9 @@ class PlanPanel(BoxLayout):
         except (ValueError, ZeroDivisionError):
             self.per_fraction.text = ""
             return
-        self.per_fraction.text = f"= {per:.2f} Gy(RBE)/fx"
+        self.per_fraction.text = f"= {per:.2f} {_dose_unit(self._model_key)}/fx"
+
+
+def _dose_unit(model_key: str) -> str:
+    """The prescription's unit: Gy under the physical model, Gy(RBE) under the RBE models."""
+    return "Gy" if model_key == "physical" else "Gy(RBE)"

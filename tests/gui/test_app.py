@@ -444,6 +444,14 @@ def test_plan_form_follows_the_prescription_and_asks_before_discarding(gui, tmp_
     for key, dose in before.items():
         assert after[key] == pytest.approx(dose * 70.4 / 57.6, rel=1e-5)
     assert form.setup().total_dose_gy_rbe == 70.4
+    # Under the physical model the prescription is in Gy, and the form says so.
+    assert form.dose_unit.text == "Gy(RBE)" and "Gy(RBE)/fx" in form.per_fraction.text
+    form.rbe.text = "Physical dose"
+    gui.frames(2)
+    assert form.dose_unit.text == "Gy" and form.per_fraction.text.endswith(" Gy/fx")
+    form.rbe.text = "mMKM (NIRS clinical dose)"
+    gui.frames(2)
+    assert form.dose_unit.text == "Gy(RBE)"
     # An objective that contradicts the prescription is refused with a dialog.
     row = next(r for r in form.objective_row_list if r.kind.text == "squared_deviation")
     row.dose.text = "57.6"
