@@ -120,8 +120,13 @@ class OptimizerSettings:
     max_spot_weight: float | None = None
 
     def __post_init__(self) -> None:
-        if self.max_iterations < 1:
-            raise PlanningError("max_iterations must be >= 1")
+        if isinstance(self.max_iterations, bool) or not isinstance(self.max_iterations, int) \
+                or self.max_iterations < 1:
+            raise PlanningError(f"max_iterations must be a whole number >= 1, got "
+                                f"{self.max_iterations!r}")
+        if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, (int, float)) \
+                or not (math.isfinite(self.tolerance) and self.tolerance > 0):
+            raise PlanningError(f"tolerance must be a number > 0, got {self.tolerance!r}")
         if not (math.isfinite(self.min_spot_weight) and self.min_spot_weight >= 0):
             raise PlanningError("min_spot_weight must be >= 0")
         if self.max_spot_weight is not None and not (

@@ -158,10 +158,12 @@ def load_plan_config(path: str | os.PathLike[str]) -> PlanConfig:
     limits = ("min_particles_per_spot", "max_particles_per_spot")
     if not isinstance(delivery, dict) or set(delivery) - set(limits):
         raise InputError(f"{p}: [delivery] may hold only {', '.join(limits)}")
+    replace = data.get("replace_defaults", False)
+    if not isinstance(replace, bool):  # bool("false") is True: only true or false
+        raise InputError(f"{p}: replace_defaults must be true or false, got {replace!r}")
     try:
         values = {k: float(v) for k, v in delivery.items()}
-        return PlanConfig(tuple(objectives), bool(data.get("replace_defaults", False)),
-                          settings, tissues, **values)
+        return PlanConfig(tuple(objectives), replace, settings, tissues, **values)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{p}: [delivery]: {exc}") from None
     except InputError as exc:
@@ -189,9 +191,12 @@ def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float,
 
 
 def merge_objectives(defaults: Sequence[Objective], config: PlanConfig) -> list[Objective]:
-    """Defaults, with those of the same (structure, type) as a configured one replaced."""
+    """Defaults, with those of the same (structure, type) as a configured one replaced.
+    Structure names match without regard to case, as everywhere downstream (a configured
+    "gtv" replaces the default on "GTV")."""
     if config.replace_defaults:
         return list(config.objectives)
-    given = {(o.structure, o.kind) for o in config.objectives}
-    return [o for o in defaults if (o.structure, o.kind) not in given] + list(config.objectives)
+    given = {(o.structure.casefold(), o.kind) for o in config.objectives}
+    return [o for o in defaults
+            if (o.structure.casefold(), o.kind) not in given] + list(config.objectives)
 

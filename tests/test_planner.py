@@ -231,3 +231,26 @@ def test_delivery_table_and_limits(tmp_path):
             load_plan_config(path)
     with pytest.raises(PlanningError, match="must exceed"):
         delivery_limits(machine, PlanConfig(min_particles_per_spot=2e8))
+
+
+def test_plan_configuration_values_mean_what_they_say(tmp_path):
+    """replace_defaults only as true or false ("false" was read as true and dropped every
+    default); a tolerance or iteration count that is not a number is refused at loading (it
+    failed inside SciPy); a configured objective replaces the default of the same structure
+    and type whatever the case of the name (a default 50x stronger stayed beside it)."""
+    from planning.errors import InputError
+    from planning.optimization import Objective
+    from planning.plan_config import merge_objectives
+
+    path = tmp_path / "c.json"
+    for text, message in [('{"replace_defaults": "false"}', "replace_defaults must be true"),
+                          ('{"optimizer": {"tolerance": "1e-7"}}', "tolerance must be"),
+                          ('{"optimizer": {"tolerance": -1}}', "tolerance must be"),
+                          ('{"optimizer": {"max_iterations": 2.5}}', "max_iterations must")]:
+        path.write_text(text)
+        with pytest.raises(InputError, match=message):
+            load_plan_config(path)
+    defaults = [Objective("GTV", "max_dose", 61.5, 500.0), Objective("PTV", "min_dose", 60, 1)]
+    mine = PlanConfig(objectives=(Objective("gtv", "max_dose", 64.2, 10.0),))
+    merged = merge_objectives(defaults, mine)
+    assert [(o.structure, o.dose_gy_rbe) for o in merged] == [("PTV", 60), ("gtv", 64.2)]
