@@ -507,6 +507,10 @@ def _not_ion(ds: Dataset) -> None:
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.481.5"
 
 
+def _eccentric(ds: Dataset) -> None:
+    _beam(ds).IonControlPointSequence[0].TableTopEccentricAngle = 15
+
+
 def _two_positions(ds: Dataset) -> None:
     second = copy.deepcopy(ds.PatientSetupSequence[0])
     second.PatientSetupNumber = 2
@@ -537,6 +541,7 @@ def _two_positions(ds: Dataset) -> None:
         (_no_group, "Fraction Group"),
         (_not_ion, "not an RT Ion Plan"),
         (_two_positions, "patient setups differ in position"),
+        (_eccentric, "TableTopEccentricAngle 15.0 deg; only 0"),
     ],
 )
 def test_import_refuses(

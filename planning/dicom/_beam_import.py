@@ -33,7 +33,10 @@ _REFUSED_DEVICES = (
     ("NumberOfBlocks", "IonBlockSequence", "block (aperture)"),
     ("NumberOfRangeModulators", "RangeModulatorSequence", "range modulator (ridge filter)"),
 )
-_FLAT_ANGLES = ("GantryPitchAngle", "TableTopPitchAngle", "TableTopRollAngle")
+#: Angles IonPlan's geometry does not model, so only 0 is accepted (a Table Top Eccentric
+#: Angle turns the patient about another vertical axis than the couch's).
+_FLAT_ANGLES = ("GantryPitchAngle", "TableTopPitchAngle", "TableTopRollAngle",
+                "TableTopEccentricAngle")
 
 
 @dataclass(frozen=True)
