@@ -625,6 +625,12 @@ def run_batch(jobs_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     except OSError as exc:
         raise InputError(f"{root}: cannot create the output folder ({exc.strerror})") from None
     scheduled = schedule_jobs(jobs, root, where=str(jobs_path))
+    for job in jobs:  # a job's folder is replaced by its new run: never one batch did not make
+        folder = root / job.name
+        if folder.exists() and not (folder / "job.json").is_file():
+            raise InputError(f"{folder}: a folder named like job {job.name!r} that ionplan batch "
+                             "did not write (no job.json) would be replaced; move it or rename "
+                             "the job (nothing was run)")
     for stale in root.glob(".*.partial-*"):  # left by a batch that was killed
         shutil.rmtree(stale, ignore_errors=True)
     outcomes: dict[str, JobOutcome] = {}

@@ -261,3 +261,16 @@ def test_local_cluster_workers_share_the_cores():
     with local_cluster(1) as client:
         threads = client.run(cpu_threads, None)
     assert list(threads.values()) == [os.cpu_count() or 1]
+
+
+def test_a_folder_batch_did_not_write_is_never_replaced(tmp_path):
+    """A job named like a folder of the user's (no job.json) stops the batch before any job:
+    publishing the job replaced the folder with everything in it."""
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text("[[job]]\nname='victim'\nkind='recalc'\nct='p'\nplan='p/RTPLAN.dcm'\n")
+    out = tmp_path / "out"
+    (out / "victim").mkdir(parents=True)
+    (out / "victim" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match=r"did not write .no job.json. would be replaced"):
+        run_batch(jobs, out)
+    assert (out / "victim" / "notes.txt").read_text() == "mine"
