@@ -48,6 +48,9 @@ def _positive_float(text: str) -> float:
 def _cmd_depth_dose(args: argparse.Namespace) -> int:
     from planning import api
 
+    if os.path.exists(args.csv) and not args.overwrite:
+        raise IonPlanError(f"{args.csv} exists; give another --csv or add --overwrite to "
+                           "replace it")
     n_rows = api.write_depth_dose_csv(args.energy, args.csv, machine_path=args.machine)
     print(f"wrote {n_rows} depths for {args.energy:g} MeV/u to {args.csv}")
     return EXIT_OK
@@ -409,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kinetic energy per nucleon (MeV/u), inside the machine's range")
     p.add_argument("--csv", required=True, metavar="FILE",
                    help="output CSV with columns depth_mm,idd,letd_kev_um")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
     p.add_argument("--machine", metavar="FILE",
                    help="machine file (.npz IonPlan or .mat matRad); default: generic carbon")
     p.set_defaults(func=_cmd_depth_dose)

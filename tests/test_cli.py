@@ -42,6 +42,12 @@ def test_depth_dose_between_tabulated_energies(tmp_path: Path) -> None:
     out = tmp_path / "dd.csv"
     assert main(["depth-dose", "--energy", "287.3", "--csv", str(out)]) == 0
     assert out.stat().st_size > 1000
+    # An existing file is replaced only when asked (it replaced any file, an RTPLAN too).
+    size = out.stat().st_size
+    assert main(["depth-dose", "--energy", "150", "--csv", str(out)]) == 1
+    assert out.stat().st_size == size
+    assert main(["depth-dose", "--energy", "150", "--csv", str(out), "--overwrite"]) == 0
+    assert out.stat().st_size != size
 
 
 @pytest.mark.parametrize(
