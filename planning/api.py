@@ -584,7 +584,7 @@ def cross_model_view(
     if isinstance(rtplan, (str, os.PathLike)):
         imported = load_rt_ion_plan(rtplan, structure_set=patient.structure_set)
         check_plan_on_ct(patient, imported.frame_of_reference_uid, imported.patient_position,
-                         os.fspath(rtplan))
+                         os.fspath(rtplan), patient_id=imported.patient_id)
         rtplan = imported.plan
     return view(patient, rtplan, dose_grid=grid_mm, lem_tissue=lem_tissue, device=device,
                 progress=progress, cancel=cancel)

@@ -284,3 +284,16 @@ def test_recalc_takes_the_plans_recorded_model(demo, tmp_path):
     plan = load_rt_ion_plan(tmp_path / "words.dcm").plan
     assert plan.rbe is None
     assert choose_model(plan, None) == (MkmModel(), "plan")
+
+
+def test_a_plan_of_another_patient_is_refused(demo, tmp_path, capsys):
+    """Its doses would carry the CT's patient (it was recalculated and relabelled)."""
+    ct, plan_dir, _, _, _ = demo
+    ds = pydicom.dcmread(plan_dir / "RTPLAN.dcm")
+    ds.PatientID = "OTHER-999"
+    ds.save_as(tmp_path / "other.dcm")
+    assert main(["recalc", str(ct), str(tmp_path / "other.dcm"), "--grid", "8",
+                 "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "a plan of patient 'OTHER-999' on the CT of patient" in err
+    assert not (tmp_path / "out").exists()

@@ -206,8 +206,8 @@ def plan_structure_tissues(plan: Plan, model: RbeModel) -> tuple[tuple[str, Tiss
 
 
 def check_plan_on_ct(patient: Patient, frame_of_reference_uid: str, patient_position: str,
-                     plan_path: str = "the plan") -> list[str]:
-    """Refuse a plan whose Frame of Reference or patient position is not the CT's.
+                     plan_path: str = "the plan", patient_id: str = "") -> list[str]:
+    """Refuse a plan whose patient, Frame of Reference or patient position is not the CT's.
 
     Parameters
     ----------
@@ -230,6 +230,10 @@ def check_plan_on_ct(patient: Patient, frame_of_reference_uid: str, patient_posi
     """
     ct = patient.ct
     warnings = []
+    ct_id = ct.study.patient_id.strip()
+    if patient_id and ct_id and patient_id != ct_id:
+        raise PlanningError(f"{plan_path}: a plan of patient {patient_id!r} on the CT of patient "
+                            f"{ct_id!r}; its doses would be labelled with the wrong patient")
     if frame_of_reference_uid and ct.frame_of_reference_uid:
         if frame_of_reference_uid != ct.frame_of_reference_uid:
             raise PlanningError(
@@ -475,7 +479,8 @@ def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
         imported = load_rt_ion_plan(rtplan, structure_set=patient.structure_set)
         plan = imported.plan
         warnings = check_plan_on_ct(patient, imported.frame_of_reference_uid,
-                                    imported.patient_position, str(rtplan))
+                                    imported.patient_position, str(rtplan),
+                                    patient_id=imported.patient_id)
         ss = patient.structure_set
         if (imported.referenced_structure_set_uid and ss is not None
                 and imported.referenced_structure_set_uid != ss.sop_instance_uid):

@@ -95,6 +95,8 @@ class ImportedPlan:
         Things ignored or assumed (skipped beams, lateral spreading devices, ...).
     source_path : str
         The file read.
+    patient_id : str
+        The plan file's Patient ID (``""`` if absent).
     """
 
     plan: Plan
@@ -106,6 +108,7 @@ class ImportedPlan:
     sad_mm: tuple[tuple[float, float] | None, ...]
     warnings: tuple[str, ...]
     source_path: str
+    patient_id: str = ""
 
 
 def _fraction_group(ds: Dataset, path: PathLike
@@ -328,6 +331,7 @@ def read_rt_ion_plan(
         sad_mm=tuple(sads),
         warnings=tuple(warnings),
         source_path=str(path),
+        patient_id=get_str(ds, "PatientID", where).strip(),
     )
 
 
