@@ -96,6 +96,19 @@ class PlanConfig:
                              f"minimum, got {top}")
 
 
+#: The keys of one objective in a plan configuration file.
+OBJECTIVE_KEYS = frozenset({"structure", "type", "dose_gy_rbe", "weight", "volume_fraction"})
+
+
+def _number(value: object, what: str) -> float:
+    """A number of the file (true and false are not numbers, nor are infinities)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
 def load_plan_config(path: str | os.PathLike[str]) -> PlanConfig:
     """Read a TOML (``.toml``) or JSON objectives file (see the module docstring).
 
@@ -123,12 +136,20 @@ def load_plan_config(path: str | os.PathLike[str]) -> PlanConfig:
     for i, item in enumerate(data.get("objectives", [])):
         if not isinstance(item, dict):
             raise InputError(f"{p}: objective {i + 1} must be a table/object")
+        misspelt = set(item) - OBJECTIVE_KEYS
+        if misspelt:  # a misspelt "weight" fell back to 1 without a word
+            raise InputError(f"{p}: objective {i + 1}: unknown keys {sorted(misspelt)}; "
+                             f"expected {', '.join(sorted(OBJECTIVE_KEYS))}")
         try:
             vf = item.get("volume_fraction")
+            if vf is not None and str(item.get("type")) not in ("max_dvh", "min_dvh"):
+                raise InputError(f"{p}: objective {i + 1}: volume_fraction belongs to the "
+                                 f"max_dvh and min_dvh types, not {item.get('type')!r}")
             objectives.append(Objective(
                 structure=str(item["structure"]), kind=str(item["type"]),
-                dose_gy_rbe=float(item["dose_gy_rbe"]), weight=float(item.get("weight", 1.0)),
-                volume_fraction=None if vf is None else float(vf)))
+                dose_gy_rbe=_number(item["dose_gy_rbe"], "dose_gy_rbe"),
+                weight=_number(item.get("weight", 1.0), "weight"),
+                volume_fraction=None if vf is None else _number(vf, "volume_fraction")))
         except KeyError as exc:
             raise InputError(f"{p}: objective {i + 1} lacks {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:

@@ -246,7 +246,16 @@ def test_plan_configuration_values_mean_what_they_say(tmp_path):
     for text, message in [('{"replace_defaults": "false"}', "replace_defaults must be true"),
                           ('{"optimizer": {"tolerance": "1e-7"}}', "tolerance must be"),
                           ('{"optimizer": {"tolerance": -1}}', "tolerance must be"),
-                          ('{"optimizer": {"max_iterations": 2.5}}', "max_iterations must")]:
+                          ('{"optimizer": {"max_iterations": 2.5}}', "max_iterations must"),
+                          ('{"objectives": [{"structure": "PTV", "type": "max_dose", '
+                           '"dose_gy_rbe": true}]}', "dose_gy_rbe must be a number"),
+                          ('{"objectives": [{"structure": "PTV", "type": "max_dose", '
+                           '"dose_gy_rbe": 60, "wieght": 50}]}', r"unknown keys \['wieght'\]"),
+                          ('{"objectives": [{"structure": "PTV", "type": "max_dose", '
+                           '"dose_gy_rbe": 60, "volume_fraction": 0.5}]}',
+                           "volume_fraction belongs to the max_dvh"),
+                          ('{"objectives": [{"structure": "PTV", "type": "max_dose", '
+                           '"dose_gy_rbe": Infinity}]}', "finite number")]:
         path.write_text(text)
         with pytest.raises(InputError, match=message):
             load_plan_config(path)
