@@ -108,14 +108,31 @@ def _cmd_demo_patient(args: argparse.Namespace) -> int:
 def _cmd_rbe_table(args: argparse.Namespace) -> int:
     from planning import api
 
+    if args.tissue and args.model != "lem1":
+        raise IonPlanError(f"--tissue is a LEM I option; --model {args.model} does not use it")
     rows = api.rbe_table(args.model, args.ion, args.energies, tissue=args.tissue)
     print(json.dumps(rows, indent=1))
     return EXIT_OK
 
 
+def _check_model_options(args: argparse.Namespace) -> None:
+    """Refuse options of another RBE model than the one asked for (they were ignored without
+    a word): --rbe-value belongs to --rbe const; --tissue to --rbe lem1 or the exchange view's
+    LEM I side. Nothing is checked when --rbe is not given (the plan's own model decides)."""
+    if args.rbe is None:
+        return
+    if args.rbe_value is not None and args.rbe != "const":
+        raise IonPlanError(f"--rbe-value is the RBE of --rbe const; --rbe {args.rbe} does not "
+                           "use it")
+    if args.tissue and args.rbe != "lem1" and not args.exchange:
+        raise IonPlanError(f"--tissue is a LEM I option; --rbe {args.rbe} does not use it "
+                           "(add --exchange for the LEM I side of the exchange view)")
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     from planning import api
 
+    _check_model_options(args)
     with fresh_output_folder(args.out, overwrite=args.overwrite):
         report = api.make_plan(
             args.ct_dir, target=args.target, dose_gy_rbe=args.dose, fractions=args.fractions,
@@ -146,6 +163,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_recalc(args: argparse.Namespace) -> int:
     from planning import api
 
+    _check_model_options(args)
     with fresh_output_folder(args.out, overwrite=args.overwrite):
         result = api.recalculate_plan(
             args.ct_dir, args.rtplan, rbe=args.rbe, rbe_value=args.rbe_value,
@@ -236,6 +254,7 @@ def _target_doses(rep: dict[str, Any], target: str,
 def _cmd_robust(args: argparse.Namespace) -> int:
     from planning import api
 
+    _check_model_options(args)
     if args.exchange:
         raise IonPlanError("--exchange is not an option of robust; run 'ionplan recalc "
                            "--exchange' for the mMKM / LEM I view")

@@ -152,3 +152,22 @@ def test_summary_line_gives_physical_doses_in_gy_not_as_coverage() -> None:
         "PTV D95 89.5 to 97.6 %, D98 down to 79.1 % of 60 Gy(RBE)")
     assert _target_doses(physical, "PTV", [("D95", 19.155), ("D50", 20.71)]) == (
         "PTV D95 19.2 Gy, D50 20.7 Gy physical dose (prescription 60 Gy(RBE))")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["plan", "ct", "--target", "PTV", "--dose", "3", "--fractions", "1", "--gantry", "90",
+      "--rbe", "mkm", "--tissue", "chordoma"], "--tissue is a LEM I option; --rbe mkm"),
+    (["plan", "ct", "--target", "PTV", "--dose", "3", "--fractions", "1", "--gantry", "90",
+      "--rbe", "lem1", "--rbe-value", "3"], "--rbe-value is the RBE of --rbe const"),
+    (["recalc", "ct", "p.dcm", "--rbe", "physical", "--tissue", "chordoma"],
+     "--rbe physical does not use it"),
+    (["rbe-table", "--model", "mkm", "--energies", "10", "--tissue", "chordoma"],
+     "--model mkm does not use it"),
+])
+def test_options_of_another_rbe_model_are_refused(tmp_path: Path, capsys, args, message) -> None:  # type: ignore[no-untyped-def]
+    """They were ignored without a word; refused before any work (no CT is read)."""
+    out = ["--out", str(tmp_path / "o")] if args[0] in ("plan", "recalc") else []
+    assert main([*args, *out]) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
