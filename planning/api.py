@@ -276,6 +276,19 @@ def plan_patient(
     return plan(request, machine=get_machine(), progress=progress, cancel=cancel)
 
 
+def _check_config_structures(patient: Patient, config: Any,
+                             path: str | os.PathLike[str]) -> None:
+    """Every objective of a plan configuration names a structure of the CT or a generated
+    region (InputError naming the file otherwise)."""
+    from planning.regions import region_name
+
+    for objective in config.objectives:
+        try:
+            region_name(patient, objective.structure)
+        except PlanningError as exc:
+            raise InputError(f"{os.fspath(path)}: {exc}") from None
+
+
 def export_plan(result: PlanResult, out_dir: str | os.PathLike[str], *,
                 plan_name: str | None = None) -> list[str]:
     """Write a plan's RTPLAN.dcm, RT Doses and report.json into ``out_dir`` (and, with
@@ -436,10 +449,17 @@ def make_plan(
         hlut_path=None if hlut_path is None else os.fspath(hlut_path), exchange=exchange)
     from planning.plan_config import load_plan_config
     from planning.planner import reoptimize
+    from planning.progress import stage_progress
 
     configs = [load_plan_config(c) for c in reoptimize_configs]
+    if configs:  # their structures are checked on the CT before the first plan is computed
+        from planning.dicom import load_patient
+
+        patient = load_patient(ct_dir, progress=stage_progress(progress, 0.0, 0.02))
+        for path, config in zip(reoptimize_configs, configs, strict=True):
+            _check_config_structures(patient, config, path)
+        request = dataclasses.replace(request, patient=patient, ct_dir=None)
     machine = get_machine()
-    from planning.progress import stage_progress
     from planning.robust import write_robust_outputs as write_robust
 
     share = 0.5 if robust is not None else 1.0

@@ -172,9 +172,16 @@ def test_cli_reoptimize_writes_a_second_plan_from_the_kept_influence(tmp_path, c
     common = ["plan", str(demo), "--target", "PTV", "--dose", "3", "--fractions", "1",
               "--gantry", "90", "--grid", "5", "--spot-spacing", "6", "--device", "cpu",
               "--out", str(out)]
-    # A missing configuration is found before any work.
+    # A missing configuration, or one naming no structure of the CT, is found before any
+    # work (the second was found after the first plan, which was then lost).
     assert main([*common, "--reoptimize", str(missing)]) == 1
     assert "missing.json" in capsys.readouterr().err and not out.exists()
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"objectives": [
+        {"structure": "Nope", "type": "max_dose", "dose_gy_rbe": 3.0, "weight": 1}]}))
+    assert main([*common, "--reoptimize", str(unknown)]) == 1
+    err = capsys.readouterr().err
+    assert "unknown.json" in err and "Nope" in err and not out.exists()
     assert main([*common, "--reoptimize", str(harder)]) == 0
     first = json.loads((out / "report.json").read_text())
     second = json.loads((out / "reoptimized_1" / "report.json").read_text())
