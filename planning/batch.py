@@ -83,6 +83,32 @@ OPTIONS: dict[str, frozenset[str]] = {
 _REQUIRED = {"plan": ("target", "dose", "fractions", "gantry"), "recalc": ("plan",),
              "exchange": ("plan",), "robust": ("plan",), "compare": ("a", "b")}
 _PATHS = ("ct", "plan", "a", "b", "config", "hlut", "machine")
+#: The type each option must have in a jobs file (TOML's: true is not 1, 1.9 not 1).
+_NUMBERS = frozenset({"dose", "rbe_value", "spot_spacing", "grid", "range_error", "setup_error",
+                      "threshold", "prescription"})
+_INTEGERS = frozenset({"fractions", "setup_directions"})
+_FLAGS = frozenset({"exchange", "combined", "combined_only", "no_cross_model"})
+_LISTS = frozenset({"gantry", "couch", "gamma"})
+
+
+def _type_problem(key: str, value: Any) -> str:
+    """Why ``value`` cannot be option ``key`` of a job (``""`` when it can)."""
+    if key in _FLAGS:
+        ok = isinstance(value, bool)
+        wanted = "true or false"
+    elif key in _INTEGERS:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        wanted = "a whole number"
+    elif key in _NUMBERS:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        wanted = "a number"
+    elif key in _LISTS:
+        ok = isinstance(value, (list, int, float, str)) and not isinstance(value, bool)
+        wanted = "a list"
+    else:
+        ok = isinstance(value, str)
+        wanted = "a string"
+    return "" if ok else f"{key} must be {wanted}, got {value!r}"
 
 EXAMPLE_JOBS = '''\
 # ionplan batch jobs file: one [[job]] table per job; paths relative to this file.
@@ -218,7 +244,15 @@ def load_jobs(path: str | os.PathLike[str]) -> list[JobSpec]:
     jobs = data.get("job")
     if not isinstance(jobs, list) or not jobs:
         raise InputError(f"{p}: no [[job]] tables (ionplan batch --example prints one)")
+    tables = set(data) - {"job", "defaults"}
+    if tables:  # a misspelt [defaults] was ignored
+        raise InputError(f"{p}: unknown table(s) {', '.join(sorted(tables))}; a jobs file "
+                         "holds [defaults] and [[job]] tables")
     defaults = {_key(k): v for k, v in (data.get("defaults") or {}).items()}
+    known = frozenset().union(*OPTIONS.values()) | {"ct"}
+    if set(defaults) - known:
+        raise InputError(f"{p}: unknown option(s) {', '.join(sorted(set(defaults) - known))} "
+                         "in [defaults]")
     base = p.resolve().parent
     out: list[JobSpec] = []
     seen: set[str] = set()
@@ -244,10 +278,13 @@ def load_jobs(path: str | os.PathLike[str]) -> list[JobSpec]:
             options.update(entries)
             unknown = sorted(set(entries) - allowed)
             missing = [k for k in ("ct", *_REQUIRED[kind]) if k not in options]
+            typed = [t for k, v in options.items() if (t := _type_problem(k, v))]
             if unknown:
                 problem = f"unknown option(s) {', '.join(unknown)} for a {kind} job"
             elif missing:
                 problem = f"a {kind} job needs {', '.join(missing)}"
+            elif typed:
+                problem = "; ".join(typed)
         for k in _PATHS:
             if k in options and isinstance(options[k], str):
                 target = Path(options[k]).expanduser()

@@ -274,3 +274,22 @@ def test_a_folder_batch_did_not_write_is_never_replaced(tmp_path):
     with pytest.raises(InputError, match=r"did not write .no job.json. would be replaced"):
         run_batch(jobs, out)
     assert (out / "victim" / "notes.txt").read_text() == "mine"
+
+
+def test_jobs_file_values_have_their_types(tmp_path):
+    """fractions = 1.9 ran one fraction, dose = true planned 1 Gy, a misspelt [default] table
+    and unknown keys in [defaults] were ignored."""
+    jobs = tmp_path / "jobs.toml"
+    job = "[[job]]\nname='w'\nkind='plan'\nct='p'\ntarget='PTV'\ngantry=[90]\n"
+    jobs.write_text(job + "dose=60\nfractions=1.9\n")
+    assert "fractions must be a whole number, got 1.9" in load_jobs(jobs)[0].problem
+    jobs.write_text(job + "dose=true\nfractions=2\n")
+    assert "dose must be a number, got True" in load_jobs(jobs)[0].problem
+    jobs.write_text(job + "dose=60\nfractions=2\nexchange='yes'\n")
+    assert "exchange must be true or false" in load_jobs(jobs)[0].problem
+    jobs.write_text("[default]\ngrid=3\n" + job + "dose=60\nfractions=2\n")
+    with pytest.raises(InputError, match=r"unknown table.s. default"):
+        load_jobs(jobs)
+    jobs.write_text("[defaults]\ngrdi=3\n" + job + "dose=60\nfractions=2\n")
+    with pytest.raises(InputError, match=r"unknown option.s. grdi in \[defaults\]"):
+        load_jobs(jobs)

@@ -132,7 +132,7 @@ def test_compare_reruns_when_the_job_it_reads_was_redone(cluster, tmp_path):
     out = tmp_path / "out"
     jobs = _jobs(tmp_path, _rec(), _cmp())
     batch.run_batch(jobs, out)
-    (out / "rec" / "job.json").unlink()
+    (out / "rec" / "job.json").write_text('{"status": "error"}')  # to be redone
     (out / "rec" / "rbe.txt").write_text("an older run")  # what a reader must not keep
     result = batch.run_batch(jobs, out)
     assert _status(result) == {"rec": ("ok", None), "cmp": ("ok", "lem1")}
