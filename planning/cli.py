@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -143,7 +144,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             reoptimize_configs=args.reoptimize or (),
             optimization_grid_mm=args.optimization_grid,
             robust=api.robust_settings(**_robust_options(args)) if args.robust else None)
-    target = report["structures"][args.target] if args.target in report["structures"] else None
+    # The report names the ROI in its own spelling ("--target ptv" plans on "PTV").
+    target = next((v for k, v in report["structures"].items()
+                   if k.casefold() == args.target.casefold()), None)
     line = f"wrote {', '.join(report['files'][:-1])} and report.json to {args.out}"
     if target is not None:
         p = args.dose
@@ -316,13 +319,19 @@ def _percent(text: str) -> float:
 
 
 def _angle_list(text: str) -> list[float]:
+    parts = [part.strip() for part in text.split(",")]
+    if not text.strip() or "" in parts:  # "90,,180" made two beams of three
+        raise argparse.ArgumentTypeError(f"{text!r}: an empty angle; give angles in degrees "
+                                         "separated by commas, e.g. 90,270")
     try:
-        values = [float(part) for part in text.split(",") if part.strip()]
+        values = [float(part) for part in parts]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of "
                                          "angles in degrees") from None
-    if not values or not all(abs(v) <= 360 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: give angles in degrees, e.g. 90,270")
+    out_of_range = [v for v in values if not (math.isfinite(v) and abs(v) <= 360)]
+    if out_of_range:
+        raise argparse.ArgumentTypeError(f"{text!r}: angle {out_of_range[0]:g} deg lies "
+                                         "outside -360..360")
     return values
 
 

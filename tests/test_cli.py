@@ -171,3 +171,13 @@ def test_options_of_another_rbe_model_are_refused(tmp_path: Path, capsys, args, 
     err = capsys.readouterr().err
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("gantry", "message"), [
+    ("90,,180", "an empty angle"), ("400", "angle 400 deg lies outside"),
+    ("90,x", "not a comma-separated list"), ("nan", "angle nan deg lies outside")])
+def test_gantry_angles_are_read_whole(tmp_path: Path, capsys, gantry, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exc:
+        main(["plan", "ct", "--target", "PTV", "--dose", "3", "--fractions", "1",
+              "--gantry", gantry, "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
