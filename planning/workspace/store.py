@@ -412,6 +412,23 @@ def _write_plan_folder(plans_dir: Path, plan_id: str, result: PlanResult) -> Non
         raise
 
 
+def _json_of(path: Path, what: str) -> Any:
+    """The JSON of a workspace file (manifest or plan) in a format this IonPlan reads.
+
+    Raises
+    ------
+    WorkspaceError
+        Unreadable or not JSON ("damaged <what>"), or not of this format
+        (:func:`_check_format`).
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise WorkspaceError(path, f"damaged {what} ({exc})") from None
+    _check_format(path, data)
+    return data
+
+
 def _read_manifest(path: Path, key: PatientKey) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The manifest at ``path`` of ``key``'s workspace and its plan entries (objects with a
     valid ``id``, a ``name`` and an object ``setup``).
@@ -421,11 +438,7 @@ def _read_manifest(path: Path, key: PatientKey) -> tuple[dict[str, Any], list[di
     WorkspaceError
         Not valid JSON, not a workspace, a newer format, another patient, or malformed.
     """
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise WorkspaceError(path, f"damaged workspace manifest ({exc})") from None
-    _check_format(path, manifest)
+    manifest = _json_of(path, "workspace manifest")
     try:
         if manifest["patient"] != key.as_json():
             raise WorkspaceError(path, "the manifest belongs to another patient or CT")
@@ -469,11 +482,7 @@ def _read_plan(plans_dir: Path, entry: Mapping[str, Any], patient: Patient) -> S
     name = str(entry["name"])
     folder = plans_dir / plan_id
     path = folder / PLAN_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise WorkspaceError(path, f"damaged plan {name!r} ({exc})") from None
-    _check_format(path, meta)
+    meta = _json_of(path, f"plan {name!r}")
     try:
         problems = fit_problems(meta, patient)
     except (KeyError, IndexError, TypeError, ValueError, OverflowError, IonPlanError) as exc:
