@@ -38,6 +38,60 @@ def test_photon_response_is_continuous_with_slope_s_max_above_threshold() -> Non
     assert float(slope) == pytest.approx(t.alpha_x_gy + 2 * t.beta_x_gy2 * d_t, rel=1e-12)
 
 
+def test_rbe_weighted_dose_above_the_threshold_dose_follows_the_linear_photon_response() -> None:
+    # A saturated high-LET field (alpha 1.0 /Gy, beta 0) at 10 Gy in the HSG class (D_t 7.5 Gy):
+    # effect 10, above eps_t = 0.313 x 7.5 + 0.0615 x 7.5^2 = 5.8069, so the photon dose of equal
+    # effect lies on the linear part: 7.5 + (10 - 5.8064) / 1.2355 = 10.894 Gy (inverting the
+    # quadratic alone gives 10.46 Gy).
+    hsg = tissue_by_name("hsg")
+    dose = np.array([10.0])
+    d_rbe = LemModel(tissue=hsg).rbe_weighted_dose_from_sums(dose, (1.0 * dose, 0.0 * dose))
+    assert float(d_rbe[0]) == pytest.approx(7.5 + (10.0 - 5.806875) / 1.2355, rel=1e-9)
+    # Below eps_t the quadratic: 3 Gy of that field, effect 3.
+    d_low = LemModel(tissue=hsg).rbe_weighted_dose_from_sums(np.array([3.0]),
+                                                              (np.array([3.0]), np.array([0.0])))
+    assert float(d_low[0]) == pytest.approx(2 * 3.0 / (0.313 + np.sqrt(0.313**2 + 4 * 0.0615 * 3)))
+
+
+@pytest.mark.parametrize("name", ["hsg", "v79"])
+def test_photon_like_field_has_rbe_one_at_any_dose(name: str) -> None:
+    # alpha_i = alpha_x, beta_i = beta_x: the ion curve continued linearly above D_t is the
+    # photon curve itself, so D_RBE = D up to 4 D_t.
+    t = tissue_by_name(name)
+    dose = np.linspace(0.0, 4 * t.d_t_gy, 41)
+    sums = (t.alpha_x_gy * dose, np.sqrt(t.beta_x_gy2) * dose)
+    assert np.allclose(LemModel(tissue=t).rbe_weighted_dose_from_sums(dose, sums), dose,
+                       rtol=1e-12, atol=1e-12)
+
+
+def test_mixed_field_above_the_threshold_dose_continues_with_its_slope_at_d_t() -> None:
+    # alpha_mix 0.6 /Gy, beta_mix 0.04 /Gy^2, HSG D_t 7.5 Gy: the effect at 12 Gy is
+    # eps(D_t) + (alpha + 2 beta D_t)(12 - D_t) = 4.5 + 2.25 + 1.2 x 4.5 = 12.15.
+    hsg = tissue_by_name("hsg")
+    dose = np.array([12.0])
+    d_rbe = LemModel(tissue=hsg).rbe_weighted_dose_from_sums(
+        dose, (0.6 * dose, np.sqrt(0.04) * dose))
+    assert float(d_rbe[0]) == pytest.approx(7.5 + (12.15 - 5.806875) / 1.2355, rel=1e-9)
+
+
+@pytest.mark.parametrize("dose_gy", [0.5, 7.0, 8.0, 20.0])
+def test_lem_gradient_matches_finite_differences_on_both_sides_of_d_t(dose_gy: float) -> None:
+    hsg = tissue_by_name("hsg")
+    model = LemModel(tissue=hsg)
+    d, a, b = np.array([dose_gy]), np.array([0.7 * dose_gy]), np.array([0.15 * dose_gy])
+    grad = model.rbe_weighted_dose_gradient(d, (a, b))
+    h = 1e-6
+
+    def f(dd: float = 0.0, da: float = 0.0, db: float = 0.0) -> float:
+        return float(model.rbe_weighted_dose_from_sums(d + dd, (a + da, b + db))[0])
+
+    assert float(grad.d_dose[0]) == pytest.approx((f(dd=h) - f(dd=-h)) / (2 * h), abs=1e-6)
+    assert float(grad.d_sums[0][0]) == pytest.approx((f(da=h) - f(da=-h)) / (2 * h), rel=1e-6)
+    assert float(grad.d_sums[1][0]) == pytest.approx((f(db=h) - f(db=-h)) / (2 * h), rel=1e-6)
+    if dose_gy > hsg.d_t_gy:
+        assert float(grad.d_dose[0]) < 0.0  # the quadratic term stops growing as D^2
+
+
 @pytest.mark.parametrize("name", ["hsg", "v79", "chordoma"])
 def test_rapid_beta_limits(name: str) -> None:
     # Kraemer and Scholz 2006: beta_z = (alpha_z/alpha_P)^2 (s_max - alpha_P)/(2 D_t):

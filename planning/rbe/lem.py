@@ -47,6 +47,14 @@ sqrt(beta_mix) = sum sqrt(beta_i) d_i / D; effect eps = alpha_mix D + beta_mix D
 RBE-weighted dose is the photon dose of equal effect,
 (sqrt(alpha_x^2 + 4 beta_x eps) - alpha_x) / (2 beta_x). With A = sum alpha_i d_i and
 B = sum sqrt(beta_i) d_i, eps = A + B^2 does not depend on D separately.
+
+High doses per fraction: LEM I's photon response is linear above D_t, so the RBE-weighted dose
+of an effect above eps_t = alpha_x D_t + beta_x D_t^2 is D_t + (eps - eps_t)/s_max (inverting
+the quadratic alone would give less). The mixed ion field's curve is continued above the same
+threshold dose with the slope alpha_mix + 2 beta_mix D_t it has there (the threshold-dose
+convention of the GSI planning code, Kraemer and Scholz 2000, PMB 45:3319; its D_cut is D_t).
+Both matter only above D_t per fraction: never in the chordoma class (30 Gy) at clinical doses
+per fraction, but from 7.5 Gy in the HSG class and for user tissues with a low D_t.
 """
 
 from __future__ import annotations
@@ -248,15 +256,35 @@ def rbe_weighted_dose_gradient(dose_gy: Any, alpha_dose_sum: Any, sqrt_beta_dose
                                tissue: Tissue) -> RbeGradient:
     """LEM RBE-weighted dose and derivatives from D, A = sum alpha_i d_i, B = sum sqrt(beta_i) d_i.
 
-    eps = A + B^2; D_RBE solves alpha_x D_RBE + beta_x D_RBE^2 = eps;
-    dD_RBE/dA = 1 / r, dD_RBE/dB = 2 B / r with r = sqrt(alpha_x^2 + 4 beta_x eps);
-    dD_RBE/dD = 0 at fixed A and B.
+    All arrays per voxel and per fraction (Gy, 1/Gy x Gy, 1/Gy x Gy), any shape, one namespace.
+
+    Ion effect of the mixed field, linear-quadratic-linear with the tissue's threshold D_t
+    (module docstring, "High doses"): eps = A + B^2 up to D = D_t; above it
+    eps = A + B^2 (2 t - t^2) with t = D_t / D (the curve continues with the slope
+    alpha_mix + 2 beta_mix D_t it has at D_t), so dEps/dD = 2 B^2 D_t (D_t - D) / D^3 there.
+
+    RBE-weighted dose: the photon dose of equal effect on the tissue's photon response,
+    linear-quadratic up to eps_t = alpha_x D_t + beta_x D_t^2, D_RBE = D_t + (eps - eps_t)/s_max
+    above; dD_RBE/dEps = 1 / sqrt(alpha_x^2 + 4 beta_x eps) below, 1 / s_max above (equal at
+    eps_t). dD_RBE/dA = dD_RBE/dEps, dD_RBE/dB = 2 B g dD_RBE/dEps (g = 1 or 2 t - t^2),
+    dD_RBE/dD = dEps/dD dD_RBE/dEps (0 up to D_t).
     """
     xp = array_namespace(dose_gy, alpha_dose_sum, sqrt_beta_dose_sum)
-    eps = alpha_dose_sum + sqrt_beta_dose_sum * sqrt_beta_dose_sum
-    d_rbe, d_d_eps = lq_effect_to_dose(eps, tissue.alpha_x_gy, tissue.beta_x_gy2, xp)
-    return RbeGradient(dose_gy_rbe=d_rbe, d_dose=xp.zeros_like(dose_gy),
-                       d_sums=(d_d_eps, 2.0 * sqrt_beta_dose_sum * d_d_eps))
+    d_t = tissue.d_t_gy
+    b2 = sqrt_beta_dose_sum * sqrt_beta_dose_sum
+    dose_above_t = xp.where(dose_gy > d_t, dose_gy, xp.full_like(dose_gy, d_t))
+    t = d_t / dose_above_t  # 1 where D <= D_t
+    g = t * (2.0 - t)
+    eps = alpha_dose_sum + b2 * g
+    d_eps_d_dose = 2.0 * b2 * t * (t - 1.0) / dose_above_t
+    eps_t = tissue.alpha_x_gy * d_t + tissue.beta_x_gy2 * d_t * d_t
+    linear = eps > eps_t
+    d_lq, d_lq_d_eps = lq_effect_to_dose(xp.where(linear, xp.full_like(eps, eps_t), eps),
+                                         tissue.alpha_x_gy, tissue.beta_x_gy2, xp)
+    d_rbe = xp.where(linear, d_t + (eps - eps_t) / tissue.s_max_gy, d_lq)
+    d_d_eps = xp.where(linear, xp.full_like(eps, 1.0 / tissue.s_max_gy), d_lq_d_eps)
+    return RbeGradient(dose_gy_rbe=d_rbe, d_dose=d_eps_d_dose * d_d_eps,
+                       d_sums=(d_d_eps, 2.0 * sqrt_beta_dose_sum * g * d_d_eps))
 
 
 @dataclass(frozen=True)
