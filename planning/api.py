@@ -379,22 +379,51 @@ def parse_tissue(text: str) -> Tissue:
     return parse(text)
 
 
-ION_CHARGES = {"H": 1, "HE": 2, "LI": 3, "BE": 4, "B": 5, "C": 6}
+#: Charge number of each ion species of ``rbe_table``, by symbol.
+ION_CHARGES = {"H": 1, "He": 2, "Li": 3, "Be": 4, "B": 5, "C": 6}
+
+#: The stopping-power tables (LET in water) behind ``rbe_table``'s rows.
+RBE_TABLE_STOPPING_SOURCE = "mstar_3_12"
 
 
 def rbe_table(model_name: str, ion: str, energies_mev_u: list[float],
-              tissue: str | None = None) -> list[dict[str, float]]:
-    """Rows ``energy_mev_u, let_kev_um, alpha, beta`` of one ion species under an RBE model."""
-    from planning.rbe import rbe_table_rows
+              tissue: str | None = None) -> dict[str, Any]:
+    """LQ parameters of one ion species under an RBE model, as a JSON-ready table that says
+    what it holds: ``model`` (the model with every parameter), ``ion``, ``ion_z``, ``tissue``
+    (LEM I tissue or mMKM cell line), ``stopping_power_source``, ``energy_range_mev_u`` (the
+    tabulated range) and ``rows`` of ``energy_mev_u, let_kev_um, alpha, beta`` (1/Gy, 1/Gy^2).
 
-    z = ION_CHARGES.get(ion.strip().upper())
-    if z is None:
+    Raises
+    ------
+    InputError
+        An unknown ion, model or tissue, or an energy outside the range of the ion's
+        stopping-power table (the models' LET would be extrapolated there).
+    """
+    from planning.physics.stopping import load_stopping_table
+    from planning.rbe import LemModel, MkmModel, rbe_table_rows
+
+    symbol = next((k for k in ION_CHARGES if k.upper() == ion.strip().upper()), None)
+    if symbol is None:
         raise InputError(f"unknown ion {ion!r}; choose one of {', '.join(ION_CHARGES)}")
+    z = ION_CHARGES[symbol]
     if model_name.strip().lower() not in ("mkm", "lem1"):
         raise InputError("rbe-table needs a model with per-particle LQ parameters: mkm or lem1")
-    rows = rbe_table_rows(rbe_model(model_name, tissue), z, energies_mev_u)
-    return [{"energy_mev_u": r.energy_mev_u, "let_kev_um": r.let_kev_um, "alpha": r.alpha_gy,
-             "beta": r.beta_gy2} for r in rows]
+    model = rbe_model(model_name, tissue)
+    energies = load_stopping_table(z, RBE_TABLE_STOPPING_SOURCE).energy_mev_u
+    lo_mev_u, hi_mev_u = float(energies[0]), float(energies[-1])
+    outside = [e for e in energies_mev_u if not lo_mev_u <= e <= hi_mev_u]
+    if outside:
+        raise InputError(f"energy {outside[0]:g} MeV/u is outside the tabulated range "
+                         f"{lo_mev_u:g}-{hi_mev_u:g} MeV/u of {symbol} "
+                         f"({RBE_TABLE_STOPPING_SOURCE} stopping powers)")
+    rows = rbe_table_rows(model, z, energies_mev_u, stopping_source=RBE_TABLE_STOPPING_SOURCE)
+    tissue_name = (model.tissue.name if isinstance(model, LemModel)
+                   else model.cell_line if isinstance(model, MkmModel) else None)
+    return {"model": model.describe(), "ion": symbol, "ion_z": z, "tissue": tissue_name,
+            "stopping_power_source": RBE_TABLE_STOPPING_SOURCE,
+            "energy_range_mev_u": [lo_mev_u, hi_mev_u],
+            "rows": [{"energy_mev_u": r.energy_mev_u, "let_kev_um": r.let_kev_um,
+                      "alpha": r.alpha_gy, "beta": r.beta_gy2} for r in rows]}
 
 
 def make_plan(
@@ -419,6 +448,7 @@ def make_plan(
     reoptimize_configs: Sequence[str | os.PathLike[str]] = (),
     robust: Any = None,
     optimization_grid_mm: float | None = None,
+    ct_series_uid: str | None = None,
 ) -> dict[str, Any]:
     """Plan a CT folder end to end and write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm
     and report.json into ``out_dir`` (see :mod:`planning.planner`); return the report.
@@ -435,7 +465,9 @@ def make_plan(
     its kept influence matrices, starting from the spot weights of the plan before it
     (:func:`planning.planner.reoptimize`), and writes the same
     outputs into ``out_dir/reoptimized_<k>``; the first report lists them under
-    ``"reoptimized"``. All configuration files are read before any work."""
+    ``"reoptimized"``. All configuration files are read before any work.
+
+    ``ct_series_uid`` chooses the CT series when ``ct_dir`` holds several."""
     from planning.planner import PlanRequest, write_plan_outputs
     from planning.planner import make_plan as plan
 
@@ -452,10 +484,12 @@ def make_plan(
     from planning.progress import stage_progress
 
     configs = [load_plan_config(c) for c in reoptimize_configs]
-    if configs:  # their structures are checked on the CT before the first plan is computed
+    if configs or ct_series_uid is not None:
+        # The configurations' structures are checked on the CT before the first plan.
         from planning.dicom import load_patient
 
-        patient = load_patient(ct_dir, progress=stage_progress(progress, 0.0, 0.02))
+        patient = load_patient(ct_dir, series_uid=ct_series_uid,
+                               progress=stage_progress(progress, 0.0, 0.02))
         for path, config in zip(reoptimize_configs, configs, strict=True):
             _check_config_structures(patient, config, path)
         request = dataclasses.replace(request, patient=patient, ct_dir=None)
@@ -535,19 +569,22 @@ def recalculate_plan(
     out_dir: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    ct_series_uid: str | None = None,
 ) -> PlanResult:
     """Forward dose of an RT Ion Plan (path, or a :class:`planning.plan.Plan`) on a CT (folder,
     or a loaded :class:`Patient`); see :mod:`planning.compare.recalc`.
 
     ``rbe`` None uses the model the plan names, else mMKM. With ``out_dir``, writes RTPLAN.dcm,
     RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm (and the exchange pair) and report.json there.
-    ``cancel`` is a :class:`planning.progress.CancelToken`."""
+    ``cancel`` is a :class:`planning.progress.CancelToken`; ``ct_series_uid`` chooses the CT
+    series of a folder that holds several."""
     from planning.compare.recalc import recalculate_files
 
     return recalculate_files(ct, rtplan, rbe=rbe, rbe_value=rbe_value, tissue=tissue,
                              machine=get_machine(machine_path), grid_mm=grid_mm,
                              hlut_path=hlut_path, device=device, exchange=exchange,
-                             out_dir=out_dir, progress=progress, cancel=cancel)
+                             out_dir=out_dir, progress=progress, cancel=cancel,
+                             ct_series_uid=ct_series_uid)
 
 
 def compare_doses(
@@ -563,6 +600,7 @@ def compare_doses(
     device: str = "auto",
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    ct_series_uid: str | None = None,
 ) -> ComparisonResult:
     """Compare dose B against the reference A (:mod:`planning.compare.comparison`).
 
@@ -570,7 +608,8 @@ def compare_doses(
     or :class:`PlanResult`; ``structures`` a CT folder or a loaded patient; ``criteria`` gamma
     ``(dose %, DTA mm)`` pairs (default 3 %/3 mm and 2 %/2 mm, global). Returns the typed
     result: cubes on the common grid, difference statistics, gamma per criterion, per-structure
-    DVHs and metrics, and the cross-model view of plan sides."""
+    DVHs and metrics, and the cross-model view of plan sides. ``ct_series_uid`` chooses the
+    CT series of a ``structures`` folder that holds several."""
     from planning.compare.comparison import DEFAULT_GAMMA, CompareSettings, compare
 
     settings = CompareSettings(
@@ -578,7 +617,7 @@ def compare_doses(
         threshold_percent=float(threshold_percent), quantity=quantity,
         prescription_gy=prescription_gy, cross_model=cross_model, device=device)
     return compare(a, b, patient=structures, settings=settings, progress=progress,
-                   cancel=cancel)
+                   cancel=cancel, ct_series_uid=ct_series_uid)
 
 
 def cross_model_view(
@@ -653,6 +692,7 @@ def robust_evaluation(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     verbose: bool = True,
+    ct_series_uid: str | None = None,
 ) -> Any:
     """Robust evaluation of an RT Ion Plan (path, or a :class:`planning.plan.Plan`) on a CT
     (folder, or a loaded :class:`Patient`): the nominal, range, setup (and combined) scenarios,
@@ -661,7 +701,8 @@ def robust_evaluation(
     ``scheduler`` (``tcp://HOST:PORT``) runs the scenarios on that Dask cluster (paths only);
     otherwise they run here, one after the other. With ``out_dir``, writes the nominal files,
     RTDOSE_RBE_MIN.dcm, RTDOSE_RBE_MAX.dcm, report.json and report.html there. Returns a
-    :class:`planning.robust.RobustResult` (its ``report`` is report.json's content)."""
+    :class:`planning.robust.RobustResult` (its ``report`` is report.json's content).
+    ``ct_series_uid`` chooses the CT series of a folder that holds several."""
     from planning.robust import robust_files
 
     settings = robust_settings(range_error_pct, setup_error_mm, setup_directions, combined,
@@ -679,7 +720,7 @@ def robust_evaluation(
         return robust_files(ct, rtplan, settings=settings, rbe=rbe, rbe_value=rbe_value,
                             tissue=tissue, machine_path=machine_path, grid_mm=grid_mm,
                             hlut_path=hlut_path, device=device, out_dir=out_dir, runner=runner,
-                            progress=progress, cancel=cancel)
+                            progress=progress, cancel=cancel, ct_series_uid=ct_series_uid)
     finally:
         if client is not None:
             client.close()

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from planning.about import VersionAction
+from planning.dicom.errors import SeriesSelectionError
 from planning.errors import IonPlanError
 from planning.output_folder import fresh_output_folder
 
@@ -111,8 +112,8 @@ def _cmd_rbe_table(args: argparse.Namespace) -> int:
 
     if args.tissue and args.model != "lem1":
         raise IonPlanError(f"--tissue is a LEM I option; --model {args.model} does not use it")
-    rows = api.rbe_table(args.model, args.ion, args.energies, tissue=args.tissue)
-    print(json.dumps(rows, indent=1))
+    table = api.rbe_table(args.model, args.ion, args.energies, tissue=args.tissue)
+    print(json.dumps(table, indent=1))
     return EXIT_OK
 
 
@@ -130,10 +131,32 @@ def _check_model_options(args: argparse.Namespace) -> None:
                            "(add --exchange for the LEM I side of the exchange view)")
 
 
+def _check_robust_options(args: argparse.Namespace, *, robust: bool) -> None:
+    """Refuse scenario options that would be ignored (``plan`` without --robust) and a robust
+    evaluation without any error scenario (its envelopes would be the nominal dose), before
+    any work."""
+    given = [name for name, value in (("--range-error", args.range_error),
+                                      ("--setup-error", args.setup_error),
+                                      ("--setup-directions", args.setup_directions),
+                                      ("--combined", args.combined or None),
+                                      ("--combined-only", args.combined_only or None))
+             if value is not None]
+    if not robust:
+        if given:
+            raise IonPlanError(f"{given[0]} is an option of the robust evaluation; add "
+                               "--robust (or leave it out)")
+        return
+    if args.range_error == 0 and args.setup_error == 0:
+        raise IonPlanError("--range-error 0 and --setup-error 0 leave no error scenario: there "
+                           "is nothing to evaluate beyond the nominal dose ('ionplan recalc' "
+                           "computes it); give a range error, a setup error or both")
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     from planning import api
 
     _check_model_options(args)
+    _check_robust_options(args, robust=args.robust)
     with fresh_output_folder(args.out, overwrite=args.overwrite):
         report = api.make_plan(
             args.ct_dir, target=args.target, dose_gy_rbe=args.dose, fractions=args.fractions,
@@ -142,7 +165,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             grid_mm=args.grid, config_path=args.config, device=args.device,
             progress=_terminal_progress("plan"), hlut_path=args.hlut, exchange=args.exchange,
             reoptimize_configs=args.reoptimize or (),
-            optimization_grid_mm=args.optimization_grid,
+            optimization_grid_mm=args.optimization_grid, ct_series_uid=args.ct_series,
             robust=api.robust_settings(**_robust_options(args)) if args.robust else None)
     # The report names the ROI in its own spelling ("--target ptv" plans on "PTV").
     target = next((v for k, v in report["structures"].items()
@@ -172,7 +195,7 @@ def _cmd_recalc(args: argparse.Namespace) -> int:
             args.ct_dir, args.rtplan, rbe=args.rbe, rbe_value=args.rbe_value,
             tissue=args.tissue, machine_path=args.machine, grid_mm=args.grid,
             hlut_path=args.hlut, device=args.device, exchange=args.exchange, out_dir=args.out,
-            progress=_terminal_progress("recalc"))
+            progress=_terminal_progress("recalc"), ct_series_uid=args.ct_series)
     rep = result.report
     line = (f"wrote {', '.join(rep['files'][:-1])} and report.json to {args.out} "
             f"({rep['rbe_model_source']} RBE model: {rep['rbe_model'].split(' ')[0]})")
@@ -190,12 +213,16 @@ def _cmd_recalc(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from planning import api
 
+    if args.ct_series is not None and args.ct is None:
+        raise IonPlanError("--ct-series chooses the CT series of the --ct folder; give --ct "
+                           "CT_DIR too")
     with fresh_output_folder(args.out, overwrite=args.overwrite):
         result = api.compare_doses(
             args.a, args.b, structures=args.ct, criteria=args.gamma or None,
             threshold_percent=args.threshold, quantity=args.quantity,
             prescription_gy=args.prescription, cross_model=not args.no_cross_model,
-            device=args.device, progress=_terminal_progress("compare"))
+            device=args.device, progress=_terminal_progress("compare"),
+            ct_series_uid=args.ct_series)
         api.write_comparison_report(result, args.out)
     rates = ", ".join(f"{g.criteria.label} {g.pass_rate_percent:.2f} %" for g in result.gamma)
     st = result.stats
@@ -207,9 +234,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: Defaults of the scenario options (the options default to None, so that ``plan`` can tell
+#: those given without --robust).
+ROBUST_DEFAULTS = {"range_error": 3.5, "setup_error": 3.0, "setup_directions": 6}
+
+
 def _robust_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"range_error_pct": args.range_error, "setup_error_mm": args.setup_error,
-            "setup_directions": args.setup_directions, "combined": args.combined,
+    def value(name: str) -> Any:
+        given = getattr(args, name)
+        return ROBUST_DEFAULTS[name] if given is None else given
+
+    return {"range_error_pct": value("range_error"), "setup_error_mm": value("setup_error"),
+            "setup_directions": value("setup_directions"), "combined": args.combined,
             "combined_only": args.combined_only}
 
 
@@ -258,6 +294,7 @@ def _cmd_robust(args: argparse.Namespace) -> int:
     from planning import api
 
     _check_model_options(args)
+    _check_robust_options(args, robust=True)
     if args.exchange:
         raise IonPlanError("--exchange is not an option of robust; run 'ionplan recalc "
                            "--exchange' for the mMKM / LEM I view")
@@ -267,7 +304,7 @@ def _cmd_robust(args: argparse.Namespace) -> int:
             tissue=args.tissue, machine_path=args.machine, grid_mm=args.grid,
             hlut_path=args.hlut, device=args.device, scheduler=args.scheduler,
             out_dir=args.out, progress=_terminal_progress("robust"), verbose=args.verbose,
-            **_robust_options(args))
+            ct_series_uid=args.ct_series, **_robust_options(args))
     print(_robust_line(result.report, args.out))
     for warning in result.report["warnings"]:
         print(f"ionplan: warning: {warning}", file=sys.stderr)
@@ -370,19 +407,25 @@ def _terminal_progress(label: str) -> Callable[[float, str], None] | None:
 
 
 def _add_robust_options(p: argparse.ArgumentParser) -> None:
-    """The scenario options of ``robust`` and ``plan --robust``."""
-    p.add_argument("--range-error", type=_percent, default=3.5, metavar="PERCENT",
+    """The scenario options of ``robust`` and ``plan --robust`` (defaults:
+    :data:`ROBUST_DEFAULTS`)."""
+    p.add_argument("--range-error", type=_percent, metavar="PERCENT",
                    help="range error: stopping power scaled by 1 +/- this (default 3.5 %%; "
                         "0: no range scenarios)")
-    p.add_argument("--setup-error", type=_non_negative_float, default=3.0, metavar="MM",
-                   help="setup error: isocentre shift (default 3 mm; 0: no setup scenarios)")
-    p.add_argument("--setup-directions", type=int, choices=(6, 14), default=6,
-                   help="6 (+/-x, +/-y, +/-z) or 14 (and the 8 diagonals) shift directions")
-    p.add_argument("--combined", action="store_true",
-                   help="also every setup shift with each range error (21 scenarios with 6)")
-    p.add_argument("--combined-only", action="store_true",
-                   help="the nominal scenario and every setup shift with each range error, "
-                        "without the single-error ones (13 scenarios with 6 directions)")
+    p.add_argument("--setup-error", type=_non_negative_float, metavar="MM",
+                   help="setup error: isocentre shift (default 3 mm; 0: no setup scenarios; "
+                        "not both 0)")
+    p.add_argument("--setup-directions", type=int, choices=(6, 14),
+                   help="6 (+/-x, +/-y, +/-z, the default) or 14 (and the 8 diagonals) shift "
+                        "directions")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--combined", action="store_true",
+                       help="the single-error scenarios and also every setup shift with each "
+                            "range error (21 scenarios with 6 directions)")
+    which.add_argument("--combined-only", action="store_true",
+                       help="instead of --combined: the nominal scenario and every setup shift "
+                            "with each range error only, without the single-error ones (13 "
+                            "scenarios with 6 directions)")
 
 
 def _non_negative_float(text: str) -> float:
@@ -407,13 +450,35 @@ def _add_dose_options(p: argparse.ArgumentParser, *, rbe_default: str | None,
     p.add_argument("--grid", type=_positive_float, default=2.5, metavar="MM",
                    help="dose grid spacing (default 2.5 mm; coarser grids cannot resolve a carbon "
                         "plan between their points and get a warning)")
-    p.add_argument("--hlut", metavar="CSV", help="HU to relative stopping power curve (hu,rsp)")
+    p.add_argument("--hlut", metavar="CSV",
+                   help="HU to relative stopping power curve (hu,rsp; default: the shipped "
+                        "generic curve); report.json records it under 'hlut'")
+    _add_ct_series_option(p, "CT_DIR")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="dose engine device (auto: a CUDA GPU when there is one)")
     p.add_argument("--exchange", action="store_true",
                    help="also evaluate the plan under mMKM and LEM I side by side "
                         "(RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm, report 'exchange')")
     _add_out_options(p)
+
+
+def _add_ct_series_option(p: argparse.ArgumentParser, folder: str) -> None:
+    """``--ct-series UID``: the CT series to load from a folder that holds several."""
+    p.add_argument("--ct-series", metavar="UID",
+                   help=f"Series Instance UID of the CT series to load when {folder} holds "
+                        f"several ('ionplan info {folder}' lists them)")
+
+
+def _selection_hint(args: argparse.Namespace, exc: SeriesSelectionError) -> str:
+    """What to do about several CT series or structure sets, in this command's options."""
+    if exc.kind != "CT series":
+        return ("keep only the RT Structure Set to use in the folder and its sub-folders "
+                "(all of them are read)")
+    if not hasattr(args, "ct_series"):
+        return "keep only one CT series in the folder"
+    if args.command == "compare" and args.ct is None:
+        return "give that folder with --ct and one of these series with --ct-series UID"
+    return "choose one with --ct-series UID"
 
 
 def _add_out_options(p: argparse.ArgumentParser) -> None:
@@ -533,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the plan's)")
     p.add_argument("--no-cross-model", action="store_true",
                    help="skip the mMKM / LEM I view of plan sides (it recalculates them)")
+    _add_ct_series_option(p, "--ct")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="dose engine device of the cross-model view")
     _add_out_options(p)
@@ -582,6 +648,9 @@ def main(argv: Sequence[str] | None = None, *, gui: GuiRunner | None = None) -> 
         args.gui_runner = gui
     try:
         return args.func(args)
+    except SeriesSelectionError as exc:
+        print(f"ionplan: error: {exc}; {_selection_hint(args, exc)}", file=sys.stderr)
+        return EXIT_ERROR
     except IonPlanError as exc:
         print(f"ionplan: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

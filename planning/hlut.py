@@ -20,10 +20,20 @@ case-insensitive); without a header the columns are HU then RSP. Fields are sepa
 a semicolon or whitespace; the decimal separator is a point. A comment line ``# name: ...`` sets
 the curve's display name. Requirements: at least two points, all values finite, HU strictly
 increasing, RSP > 0 and non-decreasing with HU.
+
+Which curve converted a CT, and what it clamped
+-----------------------------------------------
+:func:`ct_stopping_power` converts a CT and returns, with the RSP, an :class:`HlutUse`: the
+curve's file (None for the shipped default), name and SHA-256, its HU range, and how many CT
+voxels lie above its last point (clamped to its last RSP). Plans and recalculations record it as
+``report.json``'s ``hlut`` entry; where voxels were clamped, :meth:`HlutUse.warning` is a
+warning of the report (printed by the CLI), stronger when the curve ends below bone
+(:data:`BONE_HU`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -45,6 +55,12 @@ logger = logging.getLogger(__name__)
 FloatArray = NDArray[np.float64]
 
 DEFAULT_HLUT_RESOURCE = "default.csv"
+#: ``HlutCurve.source`` of the shipped default curve.
+DEFAULT_HLUT_SOURCE = f"assets/hlut/{DEFAULT_HLUT_RESOURCE}"
+
+#: CT number (HU) from which voxels are dense bone (cortical bone lies about +1000 to +2000
+#: HU): a curve ending below it gives bone the stopping power of its last point.
+BONE_HU = 1000.0
 
 #: Elements accepted by :func:`stoichiometric_rsp`: symbol -> (Z, standard atomic weight in
 #: g/mol (IUPAC), mean excitation energy I in eV). I for H, C, N, O are the values recommended for
@@ -87,6 +103,8 @@ class HlutCurve:
         Display name.
     source : str
         Where the curve comes from (file path or resource); used in error messages.
+    sha256 : str
+        SHA-256 (hex) of the file the curve was read from; empty for a curve made in memory.
 
     Raises
     ------
@@ -103,6 +121,7 @@ class HlutCurve:
     rsp: FloatArray
     name: str
     source: str
+    sha256: str = ""
 
     def __post_init__(self) -> None:
         where = self.source or self.name
@@ -244,7 +263,13 @@ def load_hlut_csv(path: str | os.PathLike[str]) -> HlutCurve:
         raw = p.read_bytes()
     except OSError as exc:
         raise CalibrationError(p, f"cannot be read ({exc.strerror or exc})") from None
-    return _parse_csv(_decode(raw, str(p)), str(p), default_name=p.stem)
+    return _parse_csv(_decode(raw, str(p)), str(p), default_name=p.stem,
+                      sha256=hashlib.sha256(raw).hexdigest())
+
+
+def load_hlut(path: str | os.PathLike[str] | None) -> HlutCurve:
+    """The curve of a CSV file (:func:`load_hlut_csv`), or with None the shipped default."""
+    return load_hlut_csv(path) if path is not None else default_hlut()
 
 
 def default_hlut() -> HlutCurve:
@@ -254,14 +279,15 @@ def default_hlut() -> HlutCurve:
     for a scanner calibration only until the clinic loads its own with :func:`load_hlut_csv`.
     """
     ref = resources.files("assets") / "hlut" / DEFAULT_HLUT_RESOURCE
-    where = f"assets/hlut/{DEFAULT_HLUT_RESOURCE}"
+    where = DEFAULT_HLUT_SOURCE
     try:
         raw = ref.read_bytes()
     except OSError as exc:
         raise CalibrationError(
             where, f"shipped curve missing from the installation ({exc})"
         ) from None
-    return _parse_csv(_decode(raw, where), where, default_name="generic")
+    return _parse_csv(_decode(raw, where), where, default_name="generic",
+                      sha256=hashlib.sha256(raw).hexdigest())
 
 
 def save_hlut_csv(curve: HlutCurve, path: str | os.PathLike[str]) -> None:
@@ -290,7 +316,7 @@ def _decode(raw: bytes, where: str) -> str:
         ) from None
 
 
-def _parse_csv(text: str, where: str, *, default_name: str) -> HlutCurve:
+def _parse_csv(text: str, where: str, *, default_name: str, sha256: str = "") -> HlutCurve:
     name = default_name
     hu: list[float] = []
     rsp: list[float] = []
@@ -355,7 +381,7 @@ def _parse_csv(text: str, where: str, *, default_name: str) -> HlutCurve:
             where, f"a calibration curve needs at least 2 data rows, found {len(hu)}"
         )
     logger.debug("loaded HLUT %r from %s: %d points", name, where, len(hu))
-    return HlutCurve(hu=np.array(hu), rsp=np.array(rsp), name=name, source=where)
+    return HlutCurve(hu=np.array(hu), rsp=np.array(rsp), name=name, source=where, sha256=sha256)
 
 
 def _is_number(text: str) -> bool:
@@ -364,6 +390,108 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# --------------------------------------------------------------------------- use on a CT
+
+
+@dataclass(frozen=True)
+class HlutUse:
+    """Which calibration curve converted a CT, and what it clamped (see the module docstring).
+
+    Attributes
+    ----------
+    name : str
+        The curve's display name.
+    file : str or None
+        The CSV file it was read from; None for the shipped default curve.
+    sha256 : str
+        SHA-256 of that file (of the shipped file for the default); empty for a curve made in
+        memory.
+    hu_range : (float, float)
+        First and last tabulated HU.
+    last_rsp : float
+        RSP of the last point: what every voxel above ``hu_range[1]`` gets.
+    n_points : int
+        Points of the curve.
+    ct_voxels : int
+        Voxels of the CT.
+    ct_voxels_above_last_hu : int
+        CT voxels above the last tabulated HU (clamped to ``last_rsp``).
+    ct_max_hu : float
+        Highest CT number of the CT.
+    """
+
+    name: str
+    file: str | None
+    sha256: str
+    hu_range: tuple[float, float]
+    last_rsp: float
+    n_points: int
+    ct_voxels: int
+    ct_voxels_above_last_hu: int
+    ct_max_hu: float
+
+    @property
+    def is_default(self) -> bool:
+        return self.file is None
+
+    def record(self) -> dict[str, Any]:
+        """``report.json``'s ``hlut`` entry (JSON-ready)."""
+        return {"default": self.is_default, "file": self.file, "name": self.name,
+                "sha256": self.sha256, "hu_range": list(self.hu_range),
+                "n_points": self.n_points,
+                "ct_voxels_above_last_hu": self.ct_voxels_above_last_hu}
+
+    def describe(self) -> str:
+        """One line naming the curve: ``name (file)`` or ``name (shipped default)``."""
+        return f"{self.name} ({self.file or 'shipped default ' + DEFAULT_HLUT_SOURCE})"
+
+    def warning(self) -> str | None:
+        """The report's warning when CT voxels lie above the curve's last point, else None."""
+        n = self.ct_voxels_above_last_hu
+        if n == 0:
+            return None
+        last_hu = self.hu_range[1]
+        bone = (f", below bone (+{BONE_HU:g} HU and above)" if last_hu < BONE_HU else "")
+        share = 100.0 * n / max(self.ct_voxels, 1)
+        return (f"the HLUT {self.describe()} ends at {last_hu:g} HU{bone}: {n:,} CT voxels "
+                f"({share:.2g} % of the CT, up to {self.ct_max_hu:g} HU) lie above it and get "
+                f"its last RSP {self.last_rsp:g}; use a calibration curve that covers the CT's "
+                "HU range")
+
+
+def describe_hlut_record(entry: Mapping[str, Any] | None) -> str:
+    """One line from a report's ``hlut`` entry (:meth:`HlutUse.record`) for the pages that
+    list a plan's inputs: name, file (or shipped default) and the start of its SHA-256."""
+    if not entry:
+        return "not recorded"
+    where = "shipped default" if entry.get("default") else str(entry.get("file"))
+    digest = str(entry.get("sha256") or "")
+    lo, hi = entry.get("hu_range", (float("nan"), float("nan")))
+    return (f"{entry.get('name', '?')} ({where}{', SHA-256 ' + digest[:12] if digest else ''}; "
+            f"{lo:g} to {hi:g} HU)")
+
+
+def ct_stopping_power(hu: Any, curve: HlutCurve) -> tuple[NDArray[np.float32], HlutUse]:
+    """Relative stopping power of a CT (``hu``, any real dtype; float32 result) through
+    ``curve``, and the :class:`HlutUse` that records the curve and counts the CT voxels it
+    clamped above its last point."""
+    arr = np.asarray(hu)
+    rsp = curve.hu_to_rsp(np.asarray(arr, dtype=np.float32))
+    last_hu = float(curve.hu[-1])
+    use = HlutUse(
+        name=curve.name,
+        file=None if curve.source == DEFAULT_HLUT_SOURCE else curve.source,
+        sha256=curve.sha256,
+        hu_range=curve.hu_range,
+        last_rsp=float(curve.rsp[-1]),
+        n_points=int(curve.hu.size),
+        ct_voxels=int(arr.size),
+        ct_voxels_above_last_hu=int(np.count_nonzero(arr > last_hu)),
+        ct_max_hu=float(arr.max()) if arr.size else float("nan"),
+    )
+    return rsp, use
 
 
 # --------------------------------------------------------------------------- stoichiometry

@@ -351,14 +351,25 @@ def load_machine(path: str | os.PathLike[str] | None = None) -> Machine:
     return _load_npz(p)
 
 
+#: What a machine file must be, for the messages that refuse another file.
+_EXPECTED_MACHINE_FILE = (f"expected an IonPlan machine file (.npz archive, format {FORMAT_ID}, "
+                          "as 'ionplan generate-machine' writes it) or a matRad carbon machine "
+                          "(.mat)")
+
+
 def _load_npz(path: Path) -> Machine:
+    # A .npz file is a zip archive; np.load reads anything else as a .npy array or a pickle.
+    if not zipfile.is_zipfile(path):
+        raise MachineError(path, f"not an IonPlan machine file: {_EXPECTED_MACHINE_FILE}")
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-        raise MachineError(path, f"not a readable IonPlan machine file ({exc})") from None
+        raise MachineError(path, f"not a readable IonPlan machine file ({exc}); "
+                                 f"{_EXPECTED_MACHINE_FILE}") from None
     if "metadata_json" not in data:
-        raise MachineError(path, "no metadata_json entry: not an IonPlan machine file")
+        raise MachineError(path, f"no metadata_json entry: not an IonPlan machine file; "
+                                 f"{_EXPECTED_MACHINE_FILE}")
     try:
         meta = json.loads(str(data.pop("metadata_json")))
     except json.JSONDecodeError as exc:

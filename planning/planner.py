@@ -74,7 +74,7 @@ from planning.exchange import (
     paired_models,
     write_exchange_doses,
 )
-from planning.hlut import default_hlut, load_hlut_csv
+from planning.hlut import HlutUse, ct_stopping_power, load_hlut
 from planning.machine import Machine, load_machine
 from planning.optimization import (
     ONE_SIDED_KINDS,
@@ -346,6 +346,8 @@ class PreparedPlan:
     # The forward pass over ``rows`` of the last weights its dose correction measured: the
     # next optimization's first correction (those weights scaled) is made from it.
     row_forward: RowForward | None = None
+    # The calibration curve that made ``rsp`` (the report's ``hlut`` entry and its warning).
+    hlut: HlutUse | None = None
 
     def dose_engine(self, *, progress: ProgressCallback | None = None,
                     cancel: CancelToken | None = None) -> PlanningEngine:
@@ -507,8 +509,7 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
     machine = machine or load_machine()
     ct = patient.ct
     ct_grid = grid_of(ct)
-    hlut = load_hlut_csv(request.hlut_path) if request.hlut_path else default_hlut()
-    rsp = hlut.hu_to_rsp(np.asarray(ct.hu, dtype=np.float32))
+    rsp, hlut = ct_stopping_power(ct.hu, load_hlut(request.hlut_path or None))
     iso_mm = target_isocenter_mm(ct, target_mask)
     couch = request.couch_deg or (0.0,) * len(request.gantry_deg)
     beams = tuple(Beam(iso_mm, float(g), float(c), f"G{g:g}C{c:g}" if c else f"G{g:g}",
@@ -584,7 +585,7 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
     timings["engine_setup"] = time.perf_counter() - t0
     return PreparedPlan(request, model, config, patient, machine, target.name, beams, spot_maps,
                         tables, groups, dose_grid, body, rsp, cubes, settings, region, timings,
-                        opt_engine, opt_groups, engine, region_rows=sampled)
+                        opt_engine, opt_groups, engine, region_rows=sampled, hlut=hlut)
 
 
 def _check_grid_memory(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid, n_beams: int,
@@ -843,6 +844,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                          "dose_per_fraction_gy_rbe": prescription.dose_per_fraction_gy_rbe},
         "rbe_model": model_label(model, structure_tissues),
         "machine": prepared.machine.name,
+        "hlut": None if prepared.hlut is None else prepared.hlut.record(),
         "beams": [{"name": b.label, "gantry_deg": b.gantry_deg, "couch_deg": b.couch_deg,
                    "isocenter_mm": list(b.isocenter_mm), "spots": s.n_spots,
                    "layers": int(np.unique(s.layer).size),
@@ -891,7 +893,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         "structures": sections.structures,
         "dvh_gy_rbe": sections.dvh_gy_rbe,
         "timings_s": timings,
-        "warnings": [w for w in (grid_warning(dose_grid.spacing_mm),
+        "warnings": [w for w in (None if prepared.hlut is None else prepared.hlut.warning(),
+                                 grid_warning(dose_grid.spacing_mm),
                                  spot_spacing_warning(prepared.machine, spot_maps),
                                  ring_scale_note(ring_scale)) if w],
     }

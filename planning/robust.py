@@ -103,7 +103,8 @@ class RobustSettings:
     range_error_pct : float
         Stopping-power error, percent (0 leaves out the range scenarios).
     setup_error_mm : float
-        Length of the isocentre shift, mm (0 leaves out the setup scenarios).
+        Length of the isocentre shift, mm (0 leaves out the setup scenarios; not both 0:
+        the only scenario would be the nominal one).
     setup_directions : {6, 14}
         The six axis directions, or those and the eight diagonals (each of length
         ``setup_error_mm``).
@@ -132,6 +133,9 @@ class RobustSettings:
             raise InputError("combined_only needs combined scenarios (combined=True)")
         if self.combined_only and not (self.range_error_pct and self.setup_error_mm):
             raise InputError("combined-only scenarios need both a range and a setup error")
+        if not (self.range_error_pct or self.setup_error_mm):
+            raise InputError("range error and setup error are both 0: there is nothing to "
+                             "evaluate beyond the nominal plan")
 
 
 def _fmt_number(value: float) -> str:
@@ -508,15 +512,16 @@ def evaluate_robustness(patient: Patient, plan: Plan, *, model: RbeModel,
 
 def inputs_from_files(ct_dir: str, rtplan: str, *, rbe: str | None, rbe_value: float | None,
                       tissue: str | None, machine_path: str | None, grid_mm: float,
-                      hlut_path: str | None, device: str, cutoff_fraction: float
-                      ) -> ScenarioInputs:
+                      hlut_path: str | None, device: str, cutoff_fraction: float,
+                      ct_series_uid: str | None = None) -> ScenarioInputs:
     """:class:`ScenarioInputs` of an RT Ion Plan file on a CT folder (for a cluster worker:
-    the arguments are paths and numbers, so a task made of them pickles small)."""
+    the arguments are paths and numbers, so a task made of them pickles small);
+    ``ct_series_uid`` chooses the CT series of a folder that holds several."""
     from planning.compare.recalc import choose_model
     from planning.dicom import load_patient, load_rt_ion_plan
     from planning.machine import load_machine
 
-    patient = load_patient(ct_dir)
+    patient = load_patient(ct_dir, series_uid=ct_series_uid)
     plan = load_rt_ion_plan(rtplan, structure_set=patient.structure_set).plan
     model, _ = choose_model(plan, rbe, tissue=tissue, rbe_value=rbe_value)
     machine = load_machine(machine_path) if machine_path else load_machine()
@@ -533,18 +538,21 @@ def robust_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike
                  cutoff_fraction: float = 0.99, out_dir: str | os.PathLike[str] | None = None,
                  runner: ScenarioRunner | None = None,
                  progress: ProgressCallback | None = None,
-                 cancel: CancelToken | None = None) -> RobustResult:
+                 cancel: CancelToken | None = None,
+                 ct_series_uid: str | None = None) -> RobustResult:
     """Load (where given as paths), check and evaluate a plan; write the outputs to ``out_dir``.
 
     Like :func:`planning.compare.recalc.recalculate_files` for the nominal scenario. With a
     ``runner`` and paths for both ``ct`` and ``rtplan``, the runner's workers load the plan
-    themselves (:func:`inputs_from_files`).
+    themselves (:func:`inputs_from_files`). ``ct_series_uid`` chooses the CT series of a
+    ``ct`` folder that holds several.
     """
     from planning.compare.recalc import choose_model, load_patient_and_plan
     from planning.machine import load_machine
 
     patient, plan, source = load_patient_and_plan(
-        ct, rtplan, progress=stage_progress(progress, 0.0, 0.67), cancel=cancel)
+        ct, rtplan, progress=stage_progress(progress, 0.0, 0.67), cancel=cancel,
+        ct_series_uid=ct_series_uid)
     model, model_source = choose_model(plan, rbe, tissue=tissue, rbe_value=rbe_value)
     machine = load_machine(machine_path) if machine_path else load_machine()
     factory = None
@@ -553,7 +561,7 @@ def robust_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike
             inputs_from_files, os.fspath(ct), os.fspath(rtplan), rbe=rbe, rbe_value=rbe_value,
             tissue=tissue, machine_path=None if machine_path is None else os.fspath(machine_path),
             grid_mm=grid_mm, hlut_path=None if hlut_path is None else os.fspath(hlut_path),
-            device=device, cutoff_fraction=cutoff_fraction)
+            device=device, cutoff_fraction=cutoff_fraction, ct_series_uid=ct_series_uid)
     result = evaluate_robustness(patient, plan, model=model, model_source=model_source,
                                  settings=settings, machine=machine, grid_mm=grid_mm,
                                  hlut_path=hlut_path, device=device,

@@ -14,6 +14,7 @@ from typing import Any
 
 from planning.compare.html_report import _CSS, _fmt, _table
 from planning.compare.images import dvh_frame
+from planning.hlut import describe_hlut_record
 
 
 def _combination_text(robust: dict[str, Any]) -> str:
@@ -110,6 +111,7 @@ def render_robust_html(rep: Mapping[str, Any]) -> str:
         f"{escape(str(rep.get('rbe_model', '')))}. Prescription "
         f"{_fmt(pres.get('total_dose_gy_rbe'))} Gy(RBE) to "
         f"{escape(str(pres.get('target', '')))} in {_fmt(pres.get('n_fractions'))} fractions. "
+        f"HU to stopping power (HLUT): {escape(describe_hlut_record(rep.get('hlut')))}. "
         "Doses in Gy(RBE), whole plan.</p>"
         + (f"<ul>{warnings}</ul>" if warnings else "")
         + "<h2>DVH bands</h2><p>Band: lowest to highest DVH over the scenarios; line: "

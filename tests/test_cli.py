@@ -85,7 +85,9 @@ def test_rbe_table_json_rows() -> None:
 
     proc = run_cli("rbe-table", "--model", "lem1", "--ion", "C", "--energies", "10,50,100,290")
     assert proc.returncode == 0, proc.stderr
-    rows = json.loads(proc.stdout)
+    table = json.loads(proc.stdout)
+    assert table["ion"] == "C" and table["model"].startswith("LEM I")
+    rows = table["rows"]
     assert [r["energy_mev_u"] for r in rows] == [10.0, 50.0, 100.0, 290.0]
     assert set(rows[0]) == {"energy_mev_u", "let_kev_um", "alpha", "beta"}
     # Higher LET at lower energy, and alpha above the tissue's photon alpha (0.1 /Gy).

@@ -168,7 +168,8 @@ def test_scenario_sets():
     assert len(make_scenarios(RobustSettings(setup_directions=14))) == 17
     assert len(make_scenarios(RobustSettings(combined=True))) == 21
     assert len(make_scenarios(RobustSettings(setup_error_mm=0.0))) == 3
-    assert len(make_scenarios(RobustSettings(range_error_pct=0.0, setup_error_mm=0.0))) == 1
+    with pytest.raises(InputError, match="nothing to evaluate"):  # only the nominal one
+        RobustSettings(range_error_pct=0.0, setup_error_mm=0.0)
     scenarios = make_scenarios(RobustSettings(2.0, 5.0, 14, combined=True))
     assert len(scenarios) == 45 and len({s.name for s in scenarios}) == 45
     assert scenarios[0].is_nominal

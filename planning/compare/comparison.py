@@ -233,15 +233,20 @@ def check_same_frame(a: DoseSide, b: DoseSide) -> list[str]:
 
 
 def _patient_for(patient: Patient | str | os.PathLike[str] | None, a: DoseSide, b: DoseSide,
-                 frame: str, progress: ProgressCallback | None, cancel: CancelToken | None
-                 ) -> Patient | None:
-    """The CT for structures: the given one, else a side's; checked against the doses' frame."""
+                 frame: str, progress: ProgressCallback | None, cancel: CancelToken | None,
+                 ct_series_uid: str | None = None) -> Patient | None:
+    """The CT for structures: the given one (the ``ct_series_uid`` series of a folder), else a
+    side's; checked against the doses' frame."""
+    if ct_series_uid is not None and not isinstance(patient, (str, os.PathLike)):
+        raise InputError("a CT series is chosen in the CT folder given for the structures; "
+                         "give that folder too")
     if isinstance(patient, (str, os.PathLike)):
         from planning.dicom import load_patient
 
         if not os.path.isdir(patient):
             raise InputError(f"{patient}: not a folder; give the folder of the CT series")
-        patient = load_patient(patient, progress=progress, cancel=cancel)
+        patient = load_patient(patient, series_uid=ct_series_uid, progress=progress,
+                               cancel=cancel)
     chosen = patient or a.patient or b.patient
     if chosen is not None and frame and chosen.ct.frame_of_reference_uid and (
             chosen.ct.frame_of_reference_uid != frame):
@@ -292,8 +297,8 @@ def _model_family(description: str) -> str | None:
 
 def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None = None,
             settings: CompareSettings | None = None, machine: Machine | None = None,
-            progress: ProgressCallback | None = None, cancel: CancelToken | None = None
-            ) -> ComparisonResult:
+            progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+            ct_series_uid: str | None = None) -> ComparisonResult:
     """Compare dose B against the reference A (see the module docstring).
 
     Parameters
@@ -302,6 +307,8 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
         The reference and the evaluated dose (:func:`planning.compare.sources.load_side`).
     patient : Patient or path, optional
         CT with structures; default: one found with a side.
+    ct_series_uid : str, optional
+        The CT series of a ``patient`` folder that holds several.
     settings : CompareSettings, optional
     machine : Machine, optional
         Beam data of the cross-model view (default: the generic machine).
@@ -342,7 +349,7 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
                             "so their difference is the models' as well as the plans'")
     frame = side_a.frame_of_reference_uid or side_b.frame_of_reference_uid
     chosen = _patient_for(patient, side_a, side_b, frame, stage_progress(progress, 0.0, 0.05),
-                          cancel)
+                          cancel, ct_series_uid)
     timings["load"] = time.perf_counter() - t0
     if cancel is not None:
         cancel.raise_if_cancelled("the comparison")

@@ -37,7 +37,7 @@ from planning.engine.forward_dose import forward_cubes
 from planning.engine.problem import dose_model_setup
 from planning.errors import InputError, PlanningError
 from planning.exchange import exchange_report, exchange_view, paired_models
-from planning.hlut import default_hlut, load_hlut_csv
+from planning.hlut import HlutUse, ct_stopping_power, load_hlut
 from planning.machine import Machine, load_machine
 from planning.patient import Patient
 from planning.plan import Plan
@@ -93,7 +93,10 @@ class RecalcSetup:
     settings : DoseEngineSettings
         Dose engine settings.
     warnings : tuple of str
-        Things the checks found that do not stop the recalculation.
+        Things the checks found that do not stop the recalculation (the HLUT's clamping
+        included).
+    hlut : HlutUse or None
+        The calibration curve that made ``rsp`` (the report's ``hlut`` entry).
     """
 
     patient: Patient
@@ -108,6 +111,7 @@ class RecalcSetup:
     body_mask: NDArray[np.bool_] | None
     settings: DoseEngineSettings
     warnings: tuple[str, ...] = ()
+    hlut: HlutUse | None = None
 
     def engine(self, *, cancel: CancelToken | None = None) -> PlanningEngine:
         """The planning engine of this plan on its CT (dose inside the body)."""
@@ -305,15 +309,17 @@ def prepare_recalc(patient: Patient, plan: Plan, *, machine: Machine | None = No
         if not (np.isfinite(grid_mm) and 0.5 <= grid_mm <= 20):
             raise InputError(f"dose grid spacing must lie in [0.5, 20] mm, got {grid_mm}")
         dose_grid = DoseGrid.covering(ct_grid, float(grid_mm))
-    hlut = load_hlut_csv(hlut_path) if hlut_path is not None else default_hlut()
-    rsp = hlut.hu_to_rsp(np.asarray(ct.hu, dtype=np.float32))
+    rsp, hlut = ct_stopping_power(ct.hu, load_hlut(hlut_path))
+    clamped = hlut.warning()
+    if clamped is not None:
+        warnings.append(clamped)
     position = ct.setup_position()
     beams = tuple(dataclasses.replace(bp.beam, patient_position=position) for bp in plan.beams)
     settings = DoseEngineSettings(device=device, lateral_cutoff_fraction=cutoff_fraction)
     body = body_mask(patient, ct_grid, dose_grid) if patient.structure_set is not None else None
     return RecalcSetup(patient, plan, machine, rsp, ct_grid, dose_grid, beams,
                        tuple(bp.spots for bp in plan.beams), plan.all_weights(), body, settings,
-                       tuple(warnings))
+                       tuple(warnings), hlut)
 
 
 def _target_name(patient: Patient, plan: Plan) -> str | None:
@@ -411,6 +417,7 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
         "rbe_model_source": model_source,
         "plan_rbe_model": plan.rbe_model,
         "machine": setup.machine.name,
+        "hlut": None if setup.hlut is None else setup.hlut.record(),
         "beams": [{"name": b.label, "gantry_deg": b.gantry_deg, "couch_deg": b.couch_deg,
                    "isocenter_mm": list(b.isocenter_mm), "spots": s.n_spots,
                    "layers": int(np.unique(s.layer).size),
@@ -448,27 +455,41 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
 def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
                           rtplan: str | os.PathLike[str] | Plan, *,
                           progress: ProgressCallback | None = None,
-                          cancel: CancelToken | None = None
+                          cancel: CancelToken | None = None,
+                          ct_series_uid: str | None = None
                           ) -> tuple[Patient, Plan, dict[str, Any]]:
     """The patient and the plan (loaded where given as paths, the plan checked against the
     CT's Frame of Reference and patient position) and the source facts for the report
-    (path, SOP Instance UID, warnings).
+    (path, SOP Instance UID, warnings). ``ct_series_uid`` chooses the CT series of a folder
+    that holds several.
 
     Raises
     ------
     InputError
-        A path that is not a folder (CT) or not a file (plan).
+        A path that is not a folder (CT) or not a file (plan), ``ct_series_uid`` with a loaded
+        patient.
     DicomImportError, PlanningError
-        Unreadable files, a plan of another patient frame.
+        Unreadable files, a CT folder without an RT Structure Set for its CT, a plan of
+        another patient frame.
     """
-    from planning.dicom import load_patient, load_rt_ion_plan
+    from planning.dicom import DicomImportError, load_patient, load_rt_ion_plan
 
     if isinstance(ct, Patient):
+        if ct_series_uid is not None:
+            raise InputError("a CT series is chosen in a CT folder, not in a loaded patient")
         patient = ct
     else:
         if not Path(ct).is_dir():
             raise InputError(f"{ct}: not a folder; give the folder of the CT series")
-        patient = load_patient(ct, progress=stage_progress(progress, 0.0, 0.03), cancel=cancel)
+        patient = load_patient(ct, series_uid=ct_series_uid,
+                               progress=stage_progress(progress, 0.0, 0.03), cancel=cancel)
+        if patient.structure_set is None:
+            # The report's metrics, the body outline and the RTPLAN written back all need it.
+            raise DicomImportError(
+                ct, f"the folder holds no RT Structure Set for CT series "
+                    f"{patient.ct.series_instance_uid}: add the RTSTRUCT the plan was made on "
+                    "(its structures give the body outline, the target and the report's "
+                    "metrics, and the RT Ion Plan written back refers to it)")
     source: dict[str, Any] = {}
     if isinstance(rtplan, Plan):
         plan = rtplan
@@ -501,7 +522,8 @@ def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.Pat
                       cutoff_fraction: float = 0.99, exchange: bool = False,
                       out_dir: str | os.PathLike[str] | None = None,
                       progress: ProgressCallback | None = None,
-                      cancel: CancelToken | None = None) -> PlanResult:
+                      cancel: CancelToken | None = None,
+                      ct_series_uid: str | None = None) -> PlanResult:
     """Load (where given as paths), check and recalculate; write the outputs to ``out_dir``.
 
     Parameters
@@ -516,6 +538,8 @@ def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.Pat
     out_dir : path, optional
         Where RTPLAN.dcm (the plan as recalculated), RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm
         (RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm with ``exchange``) and report.json go.
+    ct_series_uid : str, optional
+        The CT series of a ``ct`` folder that holds several.
 
     Other parameters are those of :func:`recalculate`.
 
@@ -526,7 +550,8 @@ def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.Pat
     PlanningError
         The plan does not belong to the CT, or cannot be computed.
     """
-    patient, plan, source = load_patient_and_plan(ct, rtplan, progress=progress, cancel=cancel)
+    patient, plan, source = load_patient_and_plan(ct, rtplan, progress=progress, cancel=cancel,
+                                                  ct_series_uid=ct_series_uid)
     model, model_source = choose_model(plan, rbe, tissue=tissue, rbe_value=rbe_value)
     machine = machine or load_machine()
     result = recalculate(patient, plan, model=model, model_source=model_source, machine=machine,

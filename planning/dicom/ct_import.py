@@ -64,8 +64,9 @@ def _select_series(scan: FolderScan, series_uid: str | None) -> CtSeriesFiles:
         listing = "; ".join(s.describe() for s in scan.ct_series)
         raise SeriesSelectionError(
             scan.folder,
-            f"{len(scan.ct_series)} CT series found, choose one by its UID: {listing}",
+            f"{len(scan.ct_series)} CT series found: {listing}",
             [s.series_instance_uid for s in scan.ct_series],
+            kind="CT series",
         )
     series = scan.find_series(series_uid)
     if series is None:

@@ -40,8 +40,14 @@ class SeriesSelectionError(DicomImportError):
         The message, listing the candidates.
     choices : sequence of str
         The UIDs the caller may pass to choose one.
+    kind : {"CT series", "RT Structure Set"}
+        What the choices are: Series Instance UIDs of CT series (the loaders' ``series_uid``)
+        or SOP Instance UIDs of structure sets (``structure_set_uid``). The message lists the
+        candidates; how to choose is the caller's to say (a command-line option, a dialog).
     """
 
-    def __init__(self, path: str | os.PathLike[str], reason: str, choices: Sequence[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], reason: str, choices: Sequence[str],
+                 *, kind: str = "CT series") -> None:
         super().__init__(path, reason)
         self.choices: tuple[str, ...] = tuple(choices)
+        self.kind = kind

@@ -107,9 +107,10 @@ def load_patient(
             listing = "; ".join(s.describe() for s in chosen)
             raise SeriesSelectionError(
                 folder,
-                f"{len(chosen)} RT Structure Sets belong to CT {ct.series_instance_uid}, "
-                f"choose one by its SOP Instance UID: {listing}",
+                f"{len(chosen)} RT Structure Sets belong to CT {ct.series_instance_uid}: "
+                f"{listing}",
                 [s.sop_instance_uid for s in chosen],
+                kind="RT Structure Set",
             )
     if not chosen:
         others = len(scan.structure_sets)

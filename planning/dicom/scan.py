@@ -78,11 +78,11 @@ class CtSeriesFiles:
             return ""
 
     def describe(self) -> str:
-        """One line: UID, description, file count, patient position."""
+        """One line: UID, description, slice count (one slice per file), patient position."""
         description = self.attribute("SeriesDescription") or "(no description)"
         position = self.attribute("PatientPosition") or "?"
         return (
-            f"{self.series_instance_uid}  {description!r}  {len(self.files)} files  "
+            f"{self.series_instance_uid}  {description!r}  {len(self.files)} slices  "
             f"position {position}"
         )
 

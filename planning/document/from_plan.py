@@ -27,6 +27,7 @@ from planning.document.views import (
     target_views,
 )
 from planning.dose_interpolation import VoxelLabels
+from planning.hlut import describe_hlut_record
 from planning.rbe import PhysicalDose, RbeModel
 from planning.rbe.record import StructureTissues, model_label, model_record
 from planning.structure_dose import StructureDose, structure_dose_statistics
@@ -62,6 +63,7 @@ def _plan_facts(result: PlanResult) -> TextTable:
         ("Plan label", plan.label),
         ("Machine", plan.machine_name),
         ("Ion", f"Z={plan.ion_z}, A={plan.ion_a}"),
+        ("HU calibration (HLUT)", describe_hlut_record(result.report.get("hlut"))),
         ("Dose grid", f"{' x '.join(str(n) for n in grid.shape[::-1])} voxels of "
                       f"{' x '.join(f'{s:g}' for s in grid.spacing_mm[::-1])} mm (x, y, z)"),
     ]
