@@ -70,15 +70,16 @@ _METRICS = ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe"
 OPTIONS: dict[str, frozenset[str]] = {
     "plan": frozenset({"target", "dose", "fractions", "gantry", "couch", "rbe", "rbe_value",
                        "tissue", "spot_spacing", "grid", "config", "hlut", "device",
-                       "exchange"}),
+                       "exchange", "ct_series"}),
     "recalc": frozenset({"plan", "rbe", "rbe_value", "tissue", "machine", "grid", "hlut",
-                         "device"}),
-    "exchange": frozenset({"plan", "tissue", "machine", "grid", "hlut", "device"}),
+                         "device", "ct_series"}),
+    "exchange": frozenset({"plan", "tissue", "machine", "grid", "hlut", "device", "ct_series"}),
     "robust": frozenset({"plan", "range_error", "setup_error", "setup_directions", "combined",
                          "combined_only",
-                         "rbe", "rbe_value", "tissue", "machine", "grid", "hlut", "device"}),
+                         "rbe", "rbe_value", "tissue", "machine", "grid", "hlut", "device",
+                         "ct_series"}),
     "compare": frozenset({"a", "b", "gamma", "threshold", "quantity", "prescription",
-                          "no_cross_model", "device"}),
+                          "no_cross_model", "device", "ct_series"}),
 }
 _REQUIRED = {"plan": ("target", "dose", "fractions", "gantry"), "recalc": ("plan",),
              "exchange": ("plan",), "robust": ("plan",), "compare": ("a", "b")}
@@ -419,7 +420,8 @@ def _run_plan(job: JobSpec, out: Path) -> list[dict[str, Any]]:
         rbe=str(o.get("rbe", "mkm")), rbe_value=o.get("rbe_value"), tissue=o.get("tissue"),
         spot_spacing_mm=float(o.get("spot_spacing", 3.0)), grid_mm=float(o.get("grid", 2.5)),
         config_path=o.get("config"), device=str(o.get("device", "auto")),
-        hlut_path=o.get("hlut"), exchange=bool(o.get("exchange", False)))
+        hlut_path=o.get("hlut"), exchange=bool(o.get("exchange", False)),
+        ct_series_uid=o.get("ct_series"))
     if job.options["target"] not in rep["structures"]:
         raise InputError(f"the target {job.options['target']!r} got no dose-grid voxels")
     return _plan_rows(job, rep)
@@ -435,7 +437,7 @@ def _run_recalc(job: JobSpec, out: Path, *, exchange: bool = False) -> list[dict
         job.ct, str(o["plan"]), rbe=o.get("rbe"), rbe_value=o.get("rbe_value"),
         tissue=o.get("tissue"), machine_path=o.get("machine"), grid_mm=float(o.get("grid", 2.5)),
         hlut_path=o.get("hlut"), device=str(o.get("device", "auto")), exchange=exchange,
-        out_dir=out)
+        out_dir=out, ct_series_uid=o.get("ct_series"))
     if not exchange:
         return _plan_rows(job, result.report)
     view = result.exchange
@@ -457,7 +459,8 @@ def _run_robust(job: JobSpec, out: Path) -> list[dict[str, Any]]:
     kwargs: dict[str, Any] = dict(
         settings=settings, rbe=o.get("rbe"), rbe_value=o.get("rbe_value"),
         tissue=o.get("tissue"), machine_path=o.get("machine"), grid_mm=float(o.get("grid", 2.5)),
-        hlut_path=o.get("hlut"), device=str(o.get("device", "auto")), out_dir=out)
+        hlut_path=o.get("hlut"), device=str(o.get("device", "auto")), out_dir=out,
+        ct_series_uid=o.get("ct_series"))
     from planning.distributed import in_worker_runner, running_in_worker
 
     if running_in_worker():
@@ -491,7 +494,7 @@ def _run_compare(job: JobSpec, out: Path, out_root: Path) -> list[dict[str, Any]
         structures=job.ct or None, criteria=_gamma(o["gamma"]) if "gamma" in o else None,
         threshold_percent=float(o.get("threshold", 10.0)), quantity=str(o.get("quantity", "rbe")),
         prescription_gy=o.get("prescription"), cross_model=not bool(o.get("no_cross_model")),
-        device=str(o.get("device", "auto")))
+        device=str(o.get("device", "auto")), ct_series_uid=o.get("ct_series"))
     api.write_comparison_report(result, out)
     gamma: dict[str, Any] = {}
     for i, g in enumerate(result.gamma[:2]):

@@ -293,3 +293,32 @@ def test_jobs_file_values_have_their_types(tmp_path):
     jobs.write_text("[defaults]\ngrdi=3\n" + job + "dose=60\nfractions=2\n")
     with pytest.raises(InputError, match=r"unknown option.s. grdi in \[defaults\]"):
         load_jobs(jobs)
+
+
+@pytest.mark.parametrize("kind", ["plan", "recalc", "exchange", "robust", "compare"])
+def test_jobs_choose_the_ct_series_of_a_folder(tmp_path, monkeypatch, kind):
+    """ct_series in a job reaches the loader like the command line's --ct-series (a folder
+    with two CT series failed every job of a patient before)."""
+    import planning.api
+    import planning.batch
+    import planning.robust
+
+    seen: dict[str, object] = {}
+
+    def capture(*args, **kwargs):
+        seen.update(kwargs)
+        raise InputError("captured")
+
+    for module, name in ((planning.api, "make_plan"), (planning.api, "recalculate_plan"),
+                         (planning.api, "compare_doses"), (planning.robust, "robust_files")):
+        monkeypatch.setattr(module, name, capture)
+    options = {"plan": "target='PTV'\ndose=60.0\nfractions=2\ngantry=[90]\n",
+               "compare": "a='x'\nb='y'\n"}.get(kind, "plan='p/RTPLAN.dcm'\n")
+    (tmp_path / "p").mkdir()
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text(f"[[job]]\nname='j'\nkind='{kind}'\nct='p'\nct_series='1.2.3.4'\n{options}")
+    job = load_jobs(jobs)[0]
+    assert not job.problem
+    outcome = planning.batch.run_job(job, tmp_path / "out")
+    assert "captured" in str(outcome.error)
+    assert seen["ct_series_uid"] == "1.2.3.4"
