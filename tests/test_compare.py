@@ -298,3 +298,19 @@ def test_doses_of_two_rbe_models_are_named_in_a_warning():
                        _side("B", dose * 1.1, grid, description="LEM I chordoma", plan=plan),
                        settings=CompareSettings(cross_model=False))
     assert not any("RBE-weighted dose is" in w for w in exchange.warnings)
+
+
+def test_global_gamma_is_normalised_to_the_reference_maximum_on_its_own_grid():
+    # A's peak (12 Gy) sits at a 3 mm voxel centre between the points of the common 2 mm grid,
+    # where trilinear resampling lowers it; the global criterion is a percentage of 12 Gy.
+    ga = DoseGrid((10, 10, 10), (3.0, 3.0, 3.0), (0.0, 0.0, 0.0))
+    a = np.full(ga.shape, 10.0, np.float32)
+    a[5, 5, 5] = 12.0
+    gb = DoseGrid((15, 15, 15), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    b = np.full(gb.shape, 10.0, np.float32)
+    result = compare(_side("A", a, ga), _side("B", b, gb),
+                     settings=CompareSettings(gamma=((3.0, 3.0),), threshold_percent=10.0,
+                                              cross_model=False))
+    assert "A" in result.resampled
+    assert result.gamma[0].normalization_dose_gy == pytest.approx(12.0)
+    assert float(np.max(result.reference_gy)) < 12.0  # the resampled peak

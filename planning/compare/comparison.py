@@ -19,7 +19,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -108,7 +108,8 @@ class CompareSettings:
             raise InputError(f"prescription must be a positive dose, got {self.prescription_gy}")
 
     def criteria(self) -> tuple[GammaCriteria, ...]:
-        """The gamma criteria (global, normalized to the reference maximum)."""
+        """The gamma criteria (global, normalized to the reference maximum on the reference's
+        own grid, see :func:`compare`)."""
         return tuple(GammaCriteria(dose_percent=float(d), dta_mm=float(r),
                                    low_dose_threshold_percent=self.threshold_percent)
                      for d, r in self.gamma)
@@ -397,6 +398,13 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
 
     gammas, seconds = [], []
     span = 0.5 if settings.cross_model else 0.8
+    if "A" in resampled:
+        # Global gamma is normalised to the reference's maximum on its own grid: trilinear
+        # resampling lowers a peak that falls between the common grid's points.
+        a_max_gy = float(np.max(side_a.dose_gy))
+        criteria = tuple(c if c.normalization_dose_gy is not None or a_max_gy <= 0
+                         else replace(c, normalization_dose_gy=a_max_gy)
+                         for c in criteria)
     for i, c in enumerate(criteria):
         t0 = time.perf_counter()
         lo = 0.1 + span * i / len(criteria)
