@@ -42,11 +42,11 @@ from planning.errors import InputError
 from planning.machine import Machine, Spectra, save_machine
 from planning.physics.nuclear import (
     CARBON_FRAGMENTS,
-    FRAGMENT_PRODUCTS,
     Fireball,
     FragmentSpecies,
     fireball,
     neutron_multiplicity,
+    reaction_products,
     water_cross_section_per_mm,
 )
 from planning.physics.scattering import (
@@ -64,7 +64,7 @@ from planning.physics.stopping import (
 )
 from planning.physics.straggling import bohr_range_straggling_mm
 
-GENERATOR_VERSION = "1.3.0"
+GENERATOR_VERSION = "1.4.0"
 FloatArray = NDArray[np.float64]
 _log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class CarbonMachineGenerator:
         self.species_index = {k: i for i, k in enumerate(za)}
         self.primary_fireball: Fireball = fireball(
             PRIMARY_Z, PRIMARY_A, tuple(f.multiplicity for f in self.settings.fragments), za)
-        self.products = [FRAGMENT_PRODUCTS[k] for k in za]
+        self.products = [reaction_products(k, za) for k in za]
         self.fireballs = [fireball(z, a, self.products[i], za) for i, (z, a) in enumerate(za)]
         r_min = float(self.primary.range_energy.range_mm(s.energy_min_mev_u))
         if not 0.0 <= s.nozzle_wet_mm < r_min:
@@ -468,6 +468,9 @@ class CarbonMachineGenerator:
                                       "(NASA TP-3621), energy-dependent",
             "fragment_multiplicities": "He, Li, Be, B from Haettner et al. 2013 PMB 58:8265 "
                                        "yields at 5.7 cm, 400 MeV/u (docs/physics.md)",
+            "fragment_isotopes": "isotopic fractions of 12C + H fragments, Webber et al. 1990 "
+                                 "and 1998, Read and Viola 1984, Olson et al. 1983 "
+                                 "(planning.physics.nuclear.FRAGMENT_ISOTOPES)",
             "fragment_reactions": "charged products at the parent's velocity, all generations "
                                   "(planning.physics.nuclear.FRAGMENT_PRODUCTS)",
             "fireball": "Westfall et al. 1976, Phys Rev Lett 37:1202 (participant protons)",

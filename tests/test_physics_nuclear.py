@@ -10,19 +10,24 @@ tables.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from planning.physics.nuclear import (
+    CARBON_FRAGMENT_ELEMENTS,
     CARBON_FRAGMENTS,
+    FRAGMENT_ISOTOPES,
     FRAGMENT_PRODUCTS,
     fireball,
+    reaction_products,
     sihver_cross_section_mb,
     tripathi_cross_section_mb,
     water_cross_section_per_mm,
 )
 
-SPECIES = ((1, 1), (2, 4), (3, 7), (4, 7), (5, 11), (6, 11))
+SPECIES = tuple((f.z, f.a) for f in CARBON_FRAGMENTS)
 
 
 @pytest.mark.parametrize("energy", [200.0, 300.0, 400.0])
@@ -75,7 +80,7 @@ def test_carbon_mean_free_path_in_water() -> None:
 def test_reaction_products_conserve_charge_and_nucleons(parent: tuple[int, int]) -> None:
     z, a = parent
     products = (tuple(f.multiplicity for f in CARBON_FRAGMENTS) if parent == (6, 12)
-                else FRAGMENT_PRODUCTS[parent])
+                else reaction_products(parent, SPECIES))
     bound_z = sum(m * pz for m, (pz, _) in zip(products, SPECIES, strict=True))
     bound_a = sum(m * pa for m, (_, pa) in zip(products, SPECIES, strict=True))
     assert bound_z <= z and bound_a <= a
@@ -89,3 +94,52 @@ def test_reaction_products_conserve_charge_and_nucleons(parent: tuple[int, int])
     fractions = fb.proton_energy_fractions()
     assert fractions.mean() == pytest.approx(fb.energy_fraction)
     assert fractions.min() >= 0 and fractions.max() <= 1
+
+
+def test_every_transported_isotope_has_reaction_products_and_fractions_sum_to_one() -> None:
+    assert set(SPECIES) == set(FRAGMENT_PRODUCTS)
+    for z, isotopes in FRAGMENT_ISOTOPES.items():
+        assert sum(f for _, f in isotopes) == pytest.approx(1.0, abs=1e-12), z
+    # The isotopes share their element's number per 12C reaction.
+    for z, number in CARBON_FRAGMENT_ELEMENTS.items():
+        assert sum(f.multiplicity for f in CARBON_FRAGMENTS if f.z == z) == pytest.approx(number)
+
+
+def test_products_are_shared_among_the_transported_isotopes_of_each_element() -> None:
+    # All isotopes transported: each element's products split by the isotopic fractions.
+    boron = reaction_products((6, 11), SPECIES)
+    b10, b11 = (boron[SPECIES.index((5, a))] for a in (10, 11))
+    assert b10 + b11 == pytest.approx(FRAGMENT_PRODUCTS[(6, 11)][4])
+    fractions = dict(FRAGMENT_ISOTOPES[5])
+    assert b10 / b11 == pytest.approx(fractions[10] / fractions[11])
+    # Only 11B transported: it takes all the boron.
+    only_11 = ((1, 1), (2, 4), (3, 7), (4, 7), (5, 11), (6, 11))
+    assert reaction_products((6, 11), only_11)[4] == pytest.approx(FRAGMENT_PRODUCTS[(6, 11)][4])
+    with pytest.raises(ValueError, match="not transported"):
+        reaction_products((6, 11), ((1, 1), (2, 4)))
+    with pytest.raises(ValueError, match="no reaction products"):
+        reaction_products((7, 14), SPECIES)
+
+
+ISOTOPE_DATA = Path(__file__).parent / "data" / "fragment_isotopes" / "c12_on_hydrogen.dat"
+#: Element: (energies of the measurements nearest to therapy, MeV/u).
+ISOTOPE_SOURCES = {5: (365.0, 486.0), 4: (365.0, 486.0), 3: (600.0,), 2: (1050.0, 2100.0)}
+
+
+@pytest.mark.parametrize("element", sorted(ISOTOPE_SOURCES))
+def test_isotopic_fractions_are_the_measured_ones(element: int) -> None:
+    """Each isotope's fraction within 0.03 of the mean of the measured fractions (12C + H,
+    tests/data/fragment_isotopes; 8B, 8Li and 6He, not transported, left out)."""
+    rows = np.loadtxt(ISOTOPE_DATA, usecols=(1, 2, 3))
+    z_f = np.floor(rows[:, 0] + 1e-9).astype(int)
+    a_f = np.rint((rows[:, 0] - z_f) * 100).astype(int)
+    isotopes = dict(FRAGMENT_ISOTOPES[element])
+    measured = []
+    for energy in ISOTOPE_SOURCES[element]:
+        sel = (z_f == element) & (rows[:, 1] == energy) & np.isin(a_f, list(isotopes))
+        sigma = {int(a): float(s) for a, s in zip(a_f[sel], rows[sel, 2], strict=True)}
+        assert set(sigma) == set(isotopes), (element, energy, sigma)
+        total = sum(sigma.values())
+        measured.append({a: s / total for a, s in sigma.items()})
+    for a, fraction in isotopes.items():
+        assert fraction == pytest.approx(np.mean([m[a] for m in measured]), abs=0.03), (element, a)

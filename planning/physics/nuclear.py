@@ -159,8 +159,7 @@ class FragmentSpecies:
     Attributes
     ----------
     z, a : int
-        Charge and representative mass number (the most abundant isotope in 12C fragmentation:
-        1H, 4He, 7Li, 7Be, 11B, 11C).
+        Charge and mass number of the isotope (:data:`FRAGMENT_ISOTOPES`).
     multiplicity : float
         Mean number produced per 12C reaction in water.
     """
@@ -181,15 +180,44 @@ class FragmentSpecies:
         return sigma_pt / np.maximum(p_f, 1e-9)
 
 
+#: Mean numbers of charged fragments per 12C reaction in water, by element (Z: number): H, He,
+#: Li, Be, B and secondary carbon (module docstring; the isotopes share them by
+#: :data:`FRAGMENT_ISOTOPES`).
+CARBON_FRAGMENT_ELEMENTS: dict[int, float] = {1: 1.60, 2: 0.86, 3: 0.136, 4: 0.06, 5: 0.158,
+                                              6: 0.10}
+
+#: Isotopic composition of the fragments of each element, ((A, fraction), ...) with the
+#: fractions summing to 1, used for the fragments of 12C and for the products of the fragments'
+#: own reactions. Measured 12C + H production cross sections (tests/data/fragment_isotopes):
+#: B and Be the mean of Webber et al. 1990 (Phys Rev C 41:547; 486 MeV/u) and Webber et al.
+#: 1998 (ApJ 508:949; 365 MeV/u), 10B 0.34/0.36, 7Be:9Be:10Be 0.51:0.31:0.18 / 0.60:0.26:0.14;
+#: Li from p + 12C at 600 MeV (Read and Viola 1984, At Data Nucl Data Tables 31:359), He from
+#: Olson et al. 1983 (Phys Rev C 28:1602; 3He 0.20 / 0.23 at 1.05 / 2.1 GeV/u, the lowest
+#: energies found). Olson et al. found the cross sections to factorize into projectile-fragment
+#: and target terms, so the ratios hold on oxygen to first order. Hydrogen is transported as
+#: protons (deuterons and tritons as protons of their velocity: their nucleons beyond the first
+#: go to the fireball) and secondary carbon as 11C; 8B, 8Li and 6He (< 5 % of their elements)
+#: are left out.
+FRAGMENT_ISOTOPES: dict[int, tuple[tuple[int, float], ...]] = {
+    1: ((1, 1.0),),
+    2: ((3, 0.22), (4, 0.78)),
+    3: ((6, 0.53), (7, 0.47)),
+    4: ((7, 0.55), (9, 0.29), (10, 0.16)),
+    5: ((10, 0.35), (11, 0.65)),
+    6: ((11, 1.0),),
+}
+
+
+def isotope_species(element_numbers: dict[int, float]) -> tuple[FragmentSpecies, ...]:
+    """Fragment species, one per isotope of :data:`FRAGMENT_ISOTOPES`, ordered by (Z, A), with
+    the element's number per reaction shared by the isotopic fractions."""
+    return tuple(FragmentSpecies(z=z, a=a, multiplicity=element_numbers[z] * fraction)
+                 for z in sorted(element_numbers)
+                 for a, fraction in FRAGMENT_ISOTOPES[z])
+
+
 #: Default fragment species of a 12C beam in water, with multiplicities per reaction.
-CARBON_FRAGMENTS: tuple[FragmentSpecies, ...] = (
-    FragmentSpecies(z=1, a=1, multiplicity=1.60),
-    FragmentSpecies(z=2, a=4, multiplicity=0.86),
-    FragmentSpecies(z=3, a=7, multiplicity=0.136),
-    FragmentSpecies(z=4, a=7, multiplicity=0.06),
-    FragmentSpecies(z=5, a=11, multiplicity=0.158),
-    FragmentSpecies(z=6, a=11, multiplicity=0.10),
-)
+CARBON_FRAGMENTS: tuple[FragmentSpecies, ...] = isotope_species(CARBON_FRAGMENT_ELEMENTS)
 
 
 def neutron_multiplicity(fragments: tuple[FragmentSpecies, ...], projectile_a: int = 12) -> float:
@@ -201,22 +229,58 @@ def neutron_multiplicity(fragments: tuple[FragmentSpecies, ...], projectile_a: i
 
 
 #: Charged products at the parent's velocity of a reaction of each fragment species in water,
-#: mean numbers per reaction by product species (H, He, Li, Be, B, C), keyed by the parent's
-#: (Z, A). Model parameters set from the dominant break-up channels (7Be -> 3He + 4He,
-#: 7Li -> 4He + 3H, 4He -> 3He/3H + nucleon; 11C with the 12C multiplicities of generator
-#: 1.2.0, 11B with fewer heavy products), before any comparison with a depth dose; each keeps
+#: mean numbers per reaction by product element (H, He, Li, Be, B, C), keyed by the parent's
+#: (Z, A); :func:`reaction_products` shares each element among the transported isotopes.
+#: Model parameters set from the dominant break-up channels (7Be -> 3He + 4He,
+#: 7Li -> 4He + 3H, 6Li -> 4He + 2H, 9Be and 10Be -> two 4He + neutrons, 4He -> 3He/3H +
+#: nucleon, 3He -> 2H + p or p + p + n; 11C with the 12C multiplicities of generator 1.2.0,
+#: 11B and 10B with fewer heavy products), before any comparison with a depth dose; each keeps
 #: 80-90 % of the parent's charge in charged products and never more nucleons than the parent
-#: has. A reacting proton keeps half a fast proton (the
-#: leading proton of a knock-out). The rest of the parent's nucleons go to the fireball
-#: (:func:`fireball`).
+#: has. A reacting proton keeps half a fast proton (the leading proton of a knock-out). The
+#: rest of the parent's nucleons go to the fireball (:func:`fireball`).
 FRAGMENT_PRODUCTS: dict[tuple[int, int], tuple[float, float, float, float, float, float]] = {
     (1, 1): (0.5, 0.0, 0.0, 0.0, 0.0, 0.0),
+    (2, 3): (1.4, 0.1, 0.0, 0.0, 0.0, 0.0),
     (2, 4): (1.2, 0.2, 0.0, 0.0, 0.0, 0.0),
+    (3, 6): (1.0, 0.8, 0.0, 0.0, 0.0, 0.0),
     (3, 7): (1.0, 0.8, 0.0, 0.0, 0.0, 0.0),
     (4, 7): (1.0, 1.2, 0.0, 0.0, 0.0, 0.0),
+    (4, 9): (0.6, 1.4, 0.0, 0.0, 0.0, 0.0),
+    (4, 10): (0.6, 1.4, 0.0, 0.0, 0.0, 0.0),
+    (5, 10): (1.5, 1.2, 0.08, 0.06, 0.0, 0.0),
     (5, 11): (1.5, 1.2, 0.08, 0.06, 0.0, 0.0),
     (6, 11): (1.60, 1.05, 0.08, 0.06, 0.12, 0.0),
 }
+
+
+def reaction_products(parent: tuple[int, int], species: tuple[tuple[int, int], ...]
+                      ) -> tuple[float, ...]:
+    """Mean numbers of each of ``species`` ((Z, A), as transported) among the charged products
+    of one reaction of ``parent``: :data:`FRAGMENT_PRODUCTS`'s number of each element shared
+    among that element's transported isotopes in proportion to :data:`FRAGMENT_ISOTOPES`.
+
+    Raises
+    ------
+    ValueError
+        If ``parent`` has no entry in :data:`FRAGMENT_PRODUCTS`, an element with products has
+        no transported isotope, or an element's transported isotopes have no fraction.
+    """
+    if parent not in FRAGMENT_PRODUCTS:
+        raise ValueError(f"no reaction products are known for the fragment (Z, A) = {parent}")
+    by_element = FRAGMENT_PRODUCTS[parent]
+    out = []
+    for z, a in species:
+        fractions = dict(FRAGMENT_ISOTOPES.get(z, ()))
+        present = sum(fractions.get(pa, 0.0) for pz, pa in species if pz == z)
+        if present <= 0.0:
+            raise ValueError(f"no isotopic fraction is known for the transported isotopes of "
+                             f"element Z = {z} (FRAGMENT_ISOTOPES)")
+        out.append(by_element[z - 1] * fractions.get(a, 0.0) / present)
+    for z, number in enumerate(by_element, start=1):
+        if number > 0 and not any(pz == z for pz, _ in species):
+            raise ValueError(f"reactions of {parent} make element Z = {z}, which is not "
+                             "transported")
+    return tuple(out)
 
 
 @dataclass(frozen=True)
