@@ -603,6 +603,7 @@ def test_a_setup_beam_needs_no_meterset(plan_file: Path, tmp_path: Path) -> None
         ref = Dataset()
         ref.ReferencedBeamNumber = 9
         ds.FractionGroupSequence[0].ReferencedBeamSequence.append(ref)
+        ds.FractionGroupSequence[0].NumberOfBeams = 4  # Number of Beams counts the items
 
     imported = load_rt_ion_plan(_edited(plan_file, tmp_path, with_setup_beam))
     assert len(imported.plan.beams) == 3

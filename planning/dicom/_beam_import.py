@@ -25,6 +25,8 @@ METERSET_TOLERANCE = 1e-3
 #: Angles (degrees) and positions (mm) closer than this count as unchanged between points.
 ANGLE_TOLERANCE_DEG = 1e-3
 POSITION_TOLERANCE_MM = 1e-3
+#: Nominal Beam Energies (MeV/u) closer than this count as one energy.
+ENERGY_TOLERANCE_MEV_U = 1e-3
 #: Beam modifiers IonPlan cannot model: (count attribute, sequence attribute, what it is).
 _REFUSED_DEVICES = (
     ("NumberOfWedges", "IonWedgeSequence", "wedge"),
@@ -184,6 +186,69 @@ def _spots(cp: Dataset, path: str, where: str) -> tuple[NDArray[np.float64], NDA
     return positions.reshape(n, 2), weights
 
 
+def _check_cumulative(points: list[Dataset], weights: list[NDArray[np.float64]],
+                      final: float | None, path: str, beam: str, warnings: list[str]) -> None:
+    """Check the Cumulative Meterset Weights (300A,0134) against the spot weights.
+
+    PS3.3 (RT Ion Control Point, Scan Spot Meterset Weights): the weights of control point
+    ``i`` sum to the cumulative weight of ``i + 1`` minus that of ``i``; the cumulative weight
+    starts at 0, does not decrease and ends at the Final Cumulative Meterset Weight. The
+    attribute is Type 2: with an empty value in any control point the beam is not checked,
+    with a warning. Differences up to METERSET_TOLERANCE of the beam's total are accepted.
+    """
+    values = [get_optional_float(cp, "CumulativeMetersetWeight", path) for cp in points]
+    empty = [index for index, value in enumerate(values) if value is None]
+    if empty:
+        listed = ", ".join(str(i) for i in empty[:10]) + (", ..." if len(empty) > 10 else "")
+        warnings.append(f"beam {beam!r}: Cumulative Meterset Weight empty at control point(s) "
+                        f"{listed}; the spot weights are not checked against the cumulative "
+                        "weights")
+        return
+    cumulative = [float(v) for v in values if v is not None]
+    sums = [float(w.sum()) for w in weights]
+    scale = final if final is not None and final > 0 else float(sum(sums))
+    tolerance = METERSET_TOLERANCE * scale
+    if abs(cumulative[0]) > tolerance:
+        raise DicomImportError(path, f"beam {beam!r}, control point 0: Cumulative Meterset "
+                                     f"Weight {cumulative[0]:.6g}; it must be 0 at the first "
+                                     "control point")
+    for index in range(1, len(cumulative)):
+        before, now = cumulative[index - 1], cumulative[index]
+        if now < before - tolerance:
+            raise DicomImportError(path, f"beam {beam!r}, control point {index}: Cumulative "
+                                         f"Meterset Weight {now:.6g} is below the "
+                                         f"{before:.6g} of control point {index - 1}; it must "
+                                         "not decrease")
+        if abs(now - before - sums[index - 1]) > tolerance:
+            raise DicomImportError(path, f"beam {beam!r}, control point {index - 1}: the spot "
+                                         f"meterset weights sum to {sums[index - 1]:.6g} but "
+                                         "the Cumulative Meterset Weight rises by "
+                                         f"{now - before:.6g} to control point {index}; the "
+                                         "weights of a control point are delivered between it "
+                                         "and the next")
+    if final is not None and abs(cumulative[-1] - final) > tolerance:
+        raise DicomImportError(path, f"beam {beam!r}, control point {len(cumulative) - 1}: "
+                                     f"Cumulative Meterset Weight {cumulative[-1]:.6g} differs "
+                                     f"from the Final Cumulative Meterset Weight {final:.6g}")
+
+
+def _check_pairs(energies: list[float | None], delivering: list[int], path: str,
+                 beam: str) -> None:
+    """Refuse an energy change between a control point with spot weights and the next: its
+    spots are delivered between the two, at one energy."""
+    for index in delivering:
+        if index + 1 >= len(energies):
+            continue
+        before, after = energies[index], energies[index + 1]
+        if (before is not None and after is not None
+                and abs(after - before) > ENERGY_TOLERANCE_MEV_U):
+            raise DicomImportError(path, f"beam {beam!r}, control point {index}: Nominal Beam "
+                                         f"Energy changes from {before:g} to {after:g} MeV/u at "
+                                         f"control point {index + 1}, but the spots of control "
+                                         f"point {index} are delivered between it and control "
+                                         f"point {index + 1}, at one energy")
+
+
 def read_beam(item: Dataset, path: PathLike, name: str, beam_meterset: float,
               settings: BeamReadSettings) -> BeamRead:
     """Read one beam (see :mod:`planning.dicom.rtplan_import` for the rules).
@@ -225,6 +290,9 @@ def read_beam(item: Dataset, path: PathLike, name: str, beam_meterset: float,
     wet_mm: float | None = None
     energy: float | None = None
     layers: list[tuple[float, NDArray[np.float64], NDArray[np.float64]]] = []
+    point_weights: list[NDArray[np.float64]] = []
+    point_energies: list[float | None] = []  # stated or carried over from the point before
+    delivering: list[int] = []  # control points with a non-zero spot weight
     for index, cp in enumerate(points):
         label = f"beam {name!r}, control point {index}"
         for keyword in ("GantryAngle", "PatientSupportAngle"):
@@ -238,7 +306,9 @@ def read_beam(item: Dataset, path: PathLike, name: str, beam_meterset: float,
                                           "and water equivalent thickness")
         stated_energy = get_optional_float(cp, "NominalBeamEnergy", where)
         energy = stated_energy if stated_energy is not None else energy
+        point_energies.append(energy)
         positions, weights = _spots(cp, where, label)
+        point_weights.append(weights)
         if weights.size == 0 or not np.any(weights > 0):
             continue
         if energy is None or energy <= 0:
@@ -249,10 +319,18 @@ def read_beam(item: Dataset, path: PathLike, name: str, beam_meterset: float,
                                           "layers; IonPlan needs one WET per beam")
         wet_mm = total_wet
         layers.append((energy, positions, weights))
+        delivering.append(index)
     if not layers:
         raise DicomImportError(where, f"beam {name!r} delivers no spot (all weights zero)")
-    total_weight = float(sum(w.sum() for _, _, w in layers))
     final = get_optional_float(item, "FinalCumulativeMetersetWeight", where)
+    _check_cumulative(points, point_weights, final, where, name, warnings)
+    _check_pairs(point_energies, delivering, where, name)
+    if delivering[-1] == len(points) - 1:
+        raise DicomImportError(where, f"beam {name!r}, control point {len(points) - 1}: the last "
+                                      "control point has spot meterset weights; the weights of "
+                                      "a control point are delivered between it and the next, "
+                                      "so the last one's must be zero")
+    total_weight = float(sum(w.sum() for _, _, w in layers))
     if final is None:
         final = total_weight
         warnings.append(f"beam {name!r}: Final Cumulative Meterset Weight missing, the sum of "
@@ -260,6 +338,10 @@ def read_beam(item: Dataset, path: PathLike, name: str, beam_meterset: float,
     if final <= 0 or abs(total_weight - final) > METERSET_TOLERANCE * final:
         raise DicomImportError(where, f"beam {name!r}: spot weights sum to {total_weight:.6g} "
                                       f"but Final Cumulative Meterset Weight is {final:.6g}")
+    if beam_meterset <= 0:
+        raise DicomImportError(where, f"beam {name!r}: Beam Meterset is {beam_meterset:g} in the "
+                                      f"fraction group but control point {delivering[0]} has "
+                                      "spot meterset weights; the beam would deliver no dose")
     per_weight = beam_meterset / final * scale / PRIMARIES_PER_WEIGHT_UNIT
     energies = np.concatenate([np.full(w.size, e) for e, _, w in layers])
     layer_ids = np.concatenate([np.full(w.size, k, np.int64) for k, (_, _, w) in

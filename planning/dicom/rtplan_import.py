@@ -2,15 +2,26 @@
 
 What is read
 ------------
+* Fraction group: one; its Number of Beams (300A,0080) must equal the number of Referenced
+  Beam Sequence items, each Referenced Beam Number must name an Ion Beam Sequence item and
+  appear once, and a treatment beam's Beam Meterset must be positive.
 * Beams: only TREATMENT beams referenced by the (single) fraction group; setup beams are
-  skipped with a warning. Gantry and patient support angles, isocentre and the particle
-  (Radiation Type ION with the expected mass and atomic numbers) are checked; arcs, couch
-  motion, gantry pitch and table-top pitch or roll are refused.
+  skipped with a warning; CONTINUATION beams (the rest of an interrupted beam) are refused:
+  they deliver treatment dose that IonPlan cannot recompose. Gantry and patient support
+  angles, isocentre and the particle (Radiation Type ION with the expected mass and atomic
+  numbers) are checked; arcs, couch motion, gantry pitch and table-top pitch or roll are
+  refused.
 * Spots: every control point's spots with a non-zero total weight form one energy layer
   (IonPlan writes one control-point pair per layer, the second with zero weights; any vendor
   layout where the weights of control point ``i`` are delivered between ``i`` and ``i + 1`` is
   read the same way). Layers whose spots all have zero weight are dropped. Positions are put on
-  a regular lattice (:mod:`planning.dicom._spot_lattice`).
+  a regular lattice (:mod:`planning.dicom._spot_lattice`). As PS3.3 defines Scan Spot Meterset
+  Weights, the Nominal Beam Energy must not change between a control point with weights and
+  the next, and the last control point's weights must be zero.
+* Cumulative Meterset Weights: 0 at the first control point, never decreasing, rising from
+  ``i`` to ``i + 1`` by the sum of the spot weights of ``i``, and equal to the Final Cumulative
+  Meterset Weight at the last (within METERSET_TOLERANCE of the beam's total). The attribute
+  is Type 2: a beam with an empty value is imported unchecked, with a warning.
 * Metersets: a spot receives ``weight x Beam Meterset / Final Cumulative Meterset Weight`` of
   the Primary Dosimeter Unit per fraction. NP (particles) is converted to the plan's unit of
   10^6 primaries; MU needs the caller's ``particles_per_mu`` (machine calibration), without it
@@ -37,7 +48,8 @@ What is read
   as ``Plan.rbe``, with its description; without the record, the text after
   ``"RBE model: "`` in the RT Plan Description (as IonPlan writes it), ``"unknown"`` otherwise.
 
-All bad input raises :class:`DicomImportError` naming the file (and the beam where it applies).
+All bad input raises :class:`DicomImportError` naming the file (and the beam and control point
+where they apply).
 """
 
 from __future__ import annotations
@@ -127,10 +139,22 @@ def _fraction_group(ds: Dataset, path: PathLike
         )
     group = groups[0]
     n_fractions = get_int(group, "NumberOfFractionsPlanned", path, minimum=1, maximum=100)
+    refs = get_sequence(group, "ReferencedBeamSequence", path)
+    stated = get_int(group, "NumberOfBeams", path, default=-1, minimum=0)
+    if stated < 0:
+        raise DicomImportError(path, "fraction group: Number of Beams (300A,0080) is missing "
+                                     "(Type 1); it must equal the number of Referenced Beam "
+                                     "Sequence items")
+    if stated != len(refs):
+        raise DicomImportError(path, f"fraction group: Number of Beams is {stated} but the "
+                                     f"Referenced Beam Sequence has {len(refs)} items")
     metersets: dict[int, float | None] = {}
     items: dict[int, Dataset] = {}
-    for ref in get_sequence(group, "ReferencedBeamSequence", path):
+    for ref in refs:
         number = get_int(ref, "ReferencedBeamNumber", path)
+        if number in items:
+            raise DicomImportError(path, f"fraction group: Referenced Beam Number {number} is "
+                                         "listed twice; its Beam Meterset is ambiguous")
         items[number] = ref
         meterset = get_optional_float(ref, "BeamMeterset", path)
         if meterset is not None and meterset < 0:
@@ -261,10 +285,23 @@ def read_rt_ion_plan(
     read_refs: list[Dataset] = []
     sads: list[tuple[float, float] | None] = []
     machines: list[str] = []
-    for item in get_sequence(ds, "IonBeamSequence", where):
+    beam_items = get_sequence(ds, "IonBeamSequence", where)
+    unknown = sorted(set(metersets) - {get_int(item, "BeamNumber", where) for item in beam_items})
+    if unknown:
+        listed = ", ".join(str(n) for n in unknown)
+        raise DicomImportError(where, f"fraction group: Referenced Beam "
+                                      f"Number{'' if len(unknown) == 1 else 's'} {listed} "
+                                      f"{'has' if len(unknown) == 1 else 'have'} no beam in the "
+                                      "Ion Beam Sequence")
+    for item in beam_items:
         number = get_int(item, "BeamNumber", where)
         name = get_str(item, "BeamName", where) or f"beam {number}"
         delivery = get_str(item, "TreatmentDeliveryType", where).upper() or "TREATMENT"
+        if delivery == "CONTINUATION":
+            raise DicomImportError(where, f"beam {name!r}: Treatment Delivery Type CONTINUATION "
+                                          "(the rest of an interrupted beam) delivers treatment "
+                                          "dose, but IonPlan cannot recompose continuation "
+                                          "beams; a recalculation would lack its dose")
         if delivery != "TREATMENT":
             warnings.append(f"beam {name!r}: {delivery} beam skipped")
             continue
@@ -372,7 +409,9 @@ def load_rt_ion_plan(
     DicomImportError
         Unreadable or not an RT Ion Plan; unsupported particle, scan mode or beam modifiers;
         spots off a lattice; missing angles, isocentre, metersets or prescription; any
-        inconsistency. The message names the file and, where it applies, the beam.
+        inconsistency (metersets, energies, fraction group, continuation beams: see the
+        module docstring). The message names the file and, where they apply, the beam and
+        control point.
     """
     with reading(path, "cannot read the RT Ion Plan"):
         ds = pydicom.dcmread(path)
