@@ -23,6 +23,7 @@ and ``structure_rows`` are re-exported here for callers of the pipeline.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -31,13 +32,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
 
 from kernels.sparse_device import ActiveRows, RowStack, total_nbytes
-from planning.atomic import atomic_write_text
+from planning.atomic import atomic_write_text, atomic_write_with
 from planning.beams import PRIMARIES_PER_WEIGHT_UNIT, Beam, SpotMap
 from planning.dose_grid import DoseGrid
 from planning.dose_interpolation import VoxelLabels
@@ -976,6 +977,37 @@ def delivery_report(plan: Plan, min_particles: float, max_particles: float) -> d
     }
 
 
+def _received_plan_file(report: dict[str, Any]) -> tuple[Path, str] | None:
+    """The RT Ion Plan file a recalculation read and its SOP Instance UID (the report's
+    ``source_plan``), or None for a plan that came in memory."""
+    source = report.get("source_plan") or {}
+    path, uid = source.get("path"), source.get("sop_instance_uid")
+    return (Path(path), str(uid)) if path and uid else None
+
+
+def _copy_received_plan(source: Path, sop_instance_uid: str, target: Path) -> str:
+    """Copy the received RT Ion Plan file unchanged to ``target`` (atomically) after checking
+    that it still holds the plan that was read; return its SOP Instance UID."""
+    import pydicom
+
+    try:
+        data = source.read_bytes()
+        held = str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True,
+                                   specific_tags=["SOPInstanceUID"]).get("SOPInstanceUID", ""))
+    except (OSError, pydicom.errors.InvalidDicomError) as exc:
+        raise InputError(f"{source}: the received RT Ion Plan cannot be read again to be "
+                         f"written with its doses ({exc})") from None
+    if held != sop_instance_uid:
+        raise PlanningError(f"{source}: the file changed since it was read (SOP Instance UID "
+                            f"{held or 'missing'}, read {sop_instance_uid}); recalculate again")
+    if source.resolve() != target.resolve():
+        def write(f: BinaryIO) -> None:
+            f.write(data)
+
+        atomic_write_with(target, write)
+    return sop_instance_uid
+
+
 def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
                        machine: Machine | None = None, plan_name: str | None = None
                        ) -> list[Path]:
@@ -988,8 +1020,11 @@ def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
     ``<patientID>_<plan_name>_<YYYYmmdd-HHMMSS>_report.pdf``, never replacing a file).
 
     A planned result (its report has ``delivery``) is exported with its delivery limits
-    checked (:func:`planning.dicom.export_rt_ion_plan`, ``particles_per_spot``); a
-    recalculated one writes the plan as received. Spots without particles are never written.
+    checked (:func:`planning.dicom.export_rt_ion_plan`, ``particles_per_spot``). A
+    recalculation of an RT Ion Plan file writes that file unchanged (its Tune IDs, paintings,
+    beam numbers and SOP Instance UID are the received system's, which IonPlan's plan does not
+    carry) and the doses refer to it; a recalculated plan given in memory is exported.
+    Spots without particles are never written.
 
     Each RT Dose is labelled with the model that computed it: RTDOSE_RBE.dcm with
     ``result.model``, the exchange doses with the view's mMKM and LEM I models; RTPLAN.dcm
@@ -1013,10 +1048,14 @@ def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
     limits = (None if delivery is None else
               (float(delivery["min_particles_per_spot"]),
                float(delivery["max_particles_per_spot"])))
-    plan_uid = export_rt_ion_plan(
-        result.plan, result.patient, out / "RTPLAN.dcm", sad_mm=machine.sad_mm,
-        machine_spot_sigma_mm=lambda e: float(np.interp(e, sigma_e, sigma_mm)),
-        particles_per_spot=limits)
+    received = None if delivery is not None else _received_plan_file(result.report)
+    if received is not None:
+        plan_uid = _copy_received_plan(*received, out / "RTPLAN.dcm")
+    else:
+        plan_uid = export_rt_ion_plan(
+            result.plan, result.patient, out / "RTPLAN.dcm", sad_mm=machine.sad_mm,
+            machine_spot_sigma_mm=lambda e: float(np.interp(e, sigma_e, sigma_mm)),
+            particles_per_spot=limits)
     export_rt_dose(result.physical_dose_gy, result.dose_grid, result.patient,
                    out / "RTDOSE_PHYSICAL.dcm", dose_type="PHYSICAL", model=PhysicalDose(),
                    referenced_plan_uid=plan_uid)

@@ -297,3 +297,27 @@ def test_a_plan_of_another_patient_is_refused(demo, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "a plan of patient 'OTHER-999' on the CT of patient" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_recalc_writes_the_received_plan_unchanged_and_its_doses_refer_to_it(
+        tmp_path_factory, tmp_path):
+    """The RT Ion Plan of a recalculation is the received file, byte for byte: IonPlan's plan
+    does not carry the received system's Tune IDs, paintings or beam numbers, and the doses
+    refer to the received SOP Instance UID (a re-export wrote 'DEFAULT' Tune IDs and a new UID
+    that no system holding the original plan could link to)."""
+    ct, plan_dir = demo_plan_dirs(tmp_path_factory)
+    received = tmp_path / "received.dcm"
+    ds = pydicom.dcmread(plan_dir / "RTPLAN.dcm")
+    for beam in ds.IonBeamSequence:
+        beam.BeamNumber = int(beam.BeamNumber) + 10
+        for cp in beam.IonControlPointSequence:
+            cp.ScanSpotTuneID = "SPOT7"
+    for ref in ds.FractionGroupSequence[0].ReferencedBeamSequence:
+        ref.ReferencedBeamNumber = int(ref.ReferencedBeamNumber) + 10
+    ds.save_as(received)
+    out = tmp_path / "out"
+    api.recalculate_plan(str(ct), received, grid_mm=8.0, device="cpu", out_dir=out)
+    assert (out / "RTPLAN.dcm").read_bytes() == received.read_bytes()
+    for name in ("RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm"):
+        dose = pydicom.dcmread(out / name)
+        assert dose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
