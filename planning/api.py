@@ -508,7 +508,7 @@ def make_plan(
             combined=robust.combined, combined_only=robust.combined_only, device=device,
             hlut_path=hlut_path,
             progress=stage_progress(progress, share, 1.0))
-        write_robust(robust_result, out_dir, machine=machine)
+        write_robust(robust_result, out_dir, machine=machine, plan_name=result.plan.label)
     assert result.prepared is not None
     done = []
     for k, (path, config) in enumerate(zip(reoptimize_configs, configs, strict=True), 1):

@@ -574,13 +574,17 @@ def robust_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike
 
 
 def write_robust_outputs(result: RobustResult, out_dir: str | os.PathLike[str], *,
-                         machine: Machine | None = None) -> list[Path]:
+                         machine: Machine | None = None,
+                         plan_name: str | None = None) -> list[Path]:
     """Write the nominal plan's files (RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm),
     RTDOSE_RBE_MIN.dcm, RTDOSE_RBE_MAX.dcm, report.html and, last, report.json into
     ``out_dir``; each file atomically. The worst-case doses are labelled with the nominal
-    model and say in their comment which envelope they are. Under the physical model the
-    envelopes are physical doses: RTDOSE_PHYSICAL_MIN.dcm and RTDOSE_PHYSICAL_MAX.dcm, Dose
-    Type PHYSICAL, and no RTDOSE_RBE.dcm (:func:`planning.planner.write_plan_outputs`)."""
+    model, and their Dose Comment and Series Description say which envelope they are after
+    the model's description (e.g. ``"... minimum over 9 scenarios"``). Under the physical
+    model the envelopes are physical doses: RTDOSE_PHYSICAL_MIN.dcm and
+    RTDOSE_PHYSICAL_MAX.dcm, Dose Type PHYSICAL, and no RTDOSE_RBE.dcm
+    (:func:`planning.planner.write_plan_outputs`). With ``plan_name`` the nominal plan's
+    document (PDF) is written too, as by :func:`planning.planner.write_plan_outputs`."""
     import json
 
     from planning.atomic import atomic_write_text
@@ -592,16 +596,17 @@ def write_robust_outputs(result: RobustResult, out_dir: str | os.PathLike[str], 
     nominal = result.nominal
     rep = nominal.report
     # write_plan_outputs writes report.json; it is rewritten below with every file named.
-    files = write_plan_outputs(nominal, out, machine=machine)
+    files = write_plan_outputs(nominal, out, machine=machine, plan_name=plan_name)
     plan_uid = _plan_uid(out / "RTPLAN.dcm")
     extra = []
     # Under the physical model the envelopes are physical doses (Gy), and say so.
     kind = "PHYSICAL" if isinstance(nominal.model, PhysicalDose) else "RBE"
-    for cube, name in ((result.rbe_min_gy_rbe, f"RTDOSE_{kind}_MIN.dcm"),
-                       (result.rbe_max_gy_rbe, f"RTDOSE_{kind}_MAX.dcm")):
+    n = len(result.scenarios)
+    for cube, name, which in ((result.rbe_min_gy_rbe, f"RTDOSE_{kind}_MIN.dcm", "minimum"),
+                              (result.rbe_max_gy_rbe, f"RTDOSE_{kind}_MAX.dcm", "maximum")):
         export_rt_dose(cube, nominal.dose_grid, nominal.patient, out / name,
                        dose_type="PHYSICAL" if kind == "PHYSICAL" else "EFFECTIVE",
-                       model=nominal.model,
+                       model=nominal.model, label_suffix=envelope_label(which, n),
                        structure_tissues=nominal.structure_tissues, referenced_plan_uid=plan_uid)
         extra.append(out / name)
     html = out / "report.html"
@@ -610,6 +615,12 @@ def write_robust_outputs(result: RobustResult, out_dir: str | os.PathLike[str], 
     rep["files"] = [*names, *(f.name for f in extra), html.name, "report.json"]
     atomic_write_text(out / "report.json", json.dumps(_finite(rep), indent=1) + "\n")
     return [*files, *extra, html]
+
+
+def envelope_label(which: str, n_scenarios: int) -> str:
+    """What an envelope dose's Dose Comment and Series Description say after the model, e.g.
+    ``"minimum over 9 scenarios"`` (``which``: ``"minimum"`` or ``"maximum"``)."""
+    return f"{which} over {n_scenarios} scenario{'s' if n_scenarios != 1 else ''}"
 
 
 def _plan_uid(path: Path) -> str:

@@ -15,6 +15,14 @@ from typing import Any
 from planning.compare.html_report import _CSS, _fmt, _table
 from planning.compare.images import dvh_frame
 from planning.hlut import describe_hlut_record
+from planning.rbe import PhysicalDose
+
+
+def dose_unit(report: Mapping[str, Any]) -> str:
+    """``"Gy"`` for a plan evaluated under the physical model, else ``"Gy(RBE)"``: the unit of
+    the doses a plan's or robust evaluation's ``report.json`` holds (its ``*_gy_rbe`` keys hold
+    the plan's dose under either)."""
+    return "Gy" if report.get("rbe_model") == PhysicalDose().describe() else "Gy(RBE)"
 
 
 def _combination_text(robust: dict[str, Any]) -> str:
@@ -29,12 +37,13 @@ def _colour(i: int) -> str:
 
 
 def dvh_band_svg(bands: Mapping[str, Mapping[str, Sequence[float]]], *, width: int = 760,
-                 height: int = 440) -> str:
+                 height: int = 440, unit: str = "Gy(RBE)") -> str:
     """Cumulative DVH bands: per structure the area between the scenarios' lowest and
-    highest DVH (translucent) and the nominal DVH (solid line); dose in Gy(RBE)."""
+    highest DVH (translucent) and the nominal DVH (solid line); dose in ``unit`` (Gy under
+    the physical model, :func:`dose_unit`)."""
     d_max = max((max(b["dose_max_gy_rbe"], default=0.0) for b in bands.values()), default=0.0)
     d_max = 1.05 * d_max if d_max > 0 else 1.0
-    frame, parts = dvh_frame(width, height, d_max, "Gy(RBE)")
+    frame, parts = dvh_frame(width, height, d_max, unit)
     left, top, pw, x = frame.left, frame.top, frame.pw, frame.x
 
     def y(v_percent: float) -> float:
@@ -98,6 +107,7 @@ def render_robust_html(rep: Mapping[str, Any]) -> str:
     """The robust evaluation's report page as one HTML string (no external resources)."""
     robust = rep["robust"]
     pres = rep.get("prescription", {})
+    unit = dose_unit(rep)
     warnings = "".join(f'<li class="warn">{escape(w)}</li>' for w in rep.get("warnings", ()))
     timings = ", ".join(f"{k} {v:.2f} s" for k, v in rep.get("timings_s", {}).items())
     return (
@@ -109,13 +119,13 @@ def render_robust_html(rep: Mapping[str, Any]) -> str:
         f"{_fmt(robust['setup_error_mm'])} mm in {robust['setup_directions']} directions"
         f"{_combination_text(robust)}. RBE model: "
         f"{escape(str(rep.get('rbe_model', '')))}. Prescription "
-        f"{_fmt(pres.get('total_dose_gy_rbe'))} Gy(RBE) to "
+        f"{_fmt(pres.get('total_dose_gy_rbe'))} {unit} to "
         f"{escape(str(pres.get('target', '')))} in {_fmt(pres.get('n_fractions'))} fractions. "
         f"HU to stopping power (HLUT): {escape(describe_hlut_record(rep.get('hlut')))}. "
-        "Doses in Gy(RBE), whole plan.</p>"
+        f"Doses in {unit}, whole plan.</p>"
         + (f"<ul>{warnings}</ul>" if warnings else "")
         + "<h2>DVH bands</h2><p>Band: lowest to highest DVH over the scenarios; line: "
-          "nominal.</p>" + dvh_band_svg(rep["dvh_bands_gy_rbe"])
+          "nominal.</p>" + dvh_band_svg(rep["dvh_bands_gy_rbe"], unit=unit)
         + "<h2>Worst case per structure</h2>" + _worst_table(rep)
         + "<h2>Scenarios</h2>" + _scenario_table(rep)
         + f"<h2>Timings</h2><p>{escape(timings)}</p>"

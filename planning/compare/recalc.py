@@ -198,9 +198,14 @@ def choose_model(plan: Plan, name: str | None, *, tissue: str | None = None,
     model = plan_model(plan)
     if model is not None:
         return model, "plan"
-    log.warning("the plan names RBE model %r, which IonPlan does not know: mMKM is used",
-                plan.rbe_model)
+    log.warning("%s", unknown_model_warning(plan))
     return rbe_model("mkm"), "default"
+
+
+def unknown_model_warning(plan: Plan) -> str:
+    """The warning of a plan whose RBE model IonPlan does not know (mMKM is used instead,
+    :func:`choose_model`); printed and in the recalculation's report."""
+    return f"the plan names RBE model {plan.rbe_model!r}, which IonPlan does not know: mMKM is used"
 
 
 def plan_structure_tissues(plan: Plan, model: RbeModel) -> tuple[tuple[str, Tissue], ...]:
@@ -396,6 +401,8 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
                                 cubes.rbe_dose_gy_rbe, plan.prescription.total_dose_gy_rbe,
                                 target, labels=tissues.labels)
     warnings = [*(source or {}).get("warnings", ()), *setup.warnings]
+    if model_source == "default":  # the plan's model is unknown: choose_model took mMKM
+        warnings.append(unknown_model_warning(plan))
     if plan.rbe_tissues and not structure_tissues:
         warnings.append(f"the plan's LEM I tissues per structure "
                         f"({describe_structure_tissues(plan.rbe_tissues)}) are not applied: "

@@ -57,7 +57,8 @@ class ExportIdentity:
         None: random UIDs. Otherwise UIDs are derived from this string and a role name
         (deterministic export).
     created : datetime
-        Instance creation (and series) date and time.
+        Instance creation (and series) date and time; timezone-aware (a naive time is taken
+        as the machine's local time), written as that zone's date and time.
     """
 
     uid_seed: str | None
@@ -65,8 +66,11 @@ class ExportIdentity:
 
     @classmethod
     def make(cls, uid_seed: str | None = None, created: datetime | None = None) -> ExportIdentity:
-        """An identity with the given seed and time (now when ``created`` is None)."""
-        return cls(uid_seed=uid_seed, created=created or datetime.now())
+        """An identity with the given seed and time (now when ``created`` is None), made
+        timezone-aware (local time zone where ``created`` has none)."""
+        when = created or datetime.now()
+        return cls(uid_seed=uid_seed,
+                   created=when if when.utcoffset() is not None else when.astimezone())
 
     def uid(self, role: str) -> str:
         """A new UID for ``role`` (e.g. ``"sop"``, ``"series"``)."""
@@ -183,6 +187,9 @@ def base_dataset(
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.InstanceCreationDate = identity.date
     ds.InstanceCreationTime = identity.time
+    # No Timezone Offset From UTC (0008,0201): it would apply to every date and time of the
+    # instance (PS3.3 C.12.1.1.8), the study's copied from the CT too, which another site may
+    # have written in its own zone. IonPlan's own dates are the exporting machine's local time.
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_instance
     # Patient

@@ -7,7 +7,11 @@ attribute for the RBE model, so the model that computed the dose is named three 
 (docs/dicom.md): its ``describe()`` line in Dose Comment (LO, 64 characters) and after
 ``"IonPlan dose effective "`` in Series Description (LO, 64 characters), both shortened by whole
 ``key=value`` items with a trailing ``"..."`` when too long, and its complete record (every
-parameter) in IonPlan's private block (:mod:`planning.dicom._rbe_block`).
+parameter) in IonPlan's private block (:mod:`planning.dicom._rbe_block`). A dose derived from
+the model's doses (a robust evaluation's voxel-wise minimum or maximum) says so after the
+description in both labels (``label_suffix``, e.g. ``"minimum over 9 scenarios"``), kept whole:
+the description is shortened to leave room for it, and the Series Description is then
+``"IonPlan dose "`` + description + suffix (the Dose Type is in Dose Type).
 
 Geometry: the cube is on a :class:`planning.dose_grid.DoseGrid`, indexed ``(z, y, x)`` with
 axes along +x, +y, +z LPS, so Image Orientation (Patient) is ``1\\0\\0\\0\\1\\0``, Image Position
@@ -54,6 +58,16 @@ logger = logging.getLogger(__name__)
 DOSE_TYPES = ("PHYSICAL", "EFFECTIVE")
 #: Dose Comment is LO: at most 64 characters.
 DOSE_COMMENT_CHARS = 64
+#: Series Description is LO too.
+SERIES_DESCRIPTION_CHARS = 64
+
+
+def _label(described: str, suffix: str, limit: int) -> str:
+    """The model's description shortened by whole items (:func:`fit_label`) so that it and
+    ``suffix`` (kept whole) fit ``limit`` characters together."""
+    if not suffix:
+        return fit_label(described, limit)
+    return f"{fit_label(described, limit - len(suffix) - 1)} {suffix}"
 
 
 def dose_grid_scaling(max_dose_gy: float, bits: int) -> float:
@@ -91,6 +105,7 @@ def export_rt_dose(
     model: RbeModel | None = None,
     structure_tissues: StructureTissues = (),
     comment: str | None = None,
+    label_suffix: str | None = None,
     referenced_plan_uid: str,
     bits: int = 32,
     uid_seed: str | None = None,
@@ -120,6 +135,11 @@ def export_rt_dose(
     comment : str, optional
         Dose Comment (at most 64 characters) of a dose without a model, e.g. a demo; not
         together with ``model``.
+    label_suffix : str, optional
+        With ``model``: what the dose is beyond the model's dose, e.g. ``"maximum over 9
+        scenarios"``; it follows the model's description in Dose Comment and Series Description
+        (``"IonPlan dose "`` + description + suffix) and is never cut (the description loses
+        whole items instead).
     referenced_plan_uid : str
         SOP Instance UID of the RT Ion Plan the dose belongs to.
     bits : {32, 16}
@@ -138,7 +158,8 @@ def export_rt_dose(
     ------
     InputError
         Shape not matching the grid, negative or non-finite dose, unknown dose type or bits,
-        comment too long, both or a non-physical model for PHYSICAL dose, no plan UID.
+        comment too long, both or a non-physical model for PHYSICAL dose, no plan UID, a
+        label suffix without a model or too long to leave room for the model's name.
     OSError
         If the file cannot be written.
     """
@@ -159,9 +180,20 @@ def export_rt_dose(
                          "model's dose is the model's description")
     if kind == "PHYSICAL" and model is not None and not isinstance(model, PhysicalDose):
         raise InputError(f"a PHYSICAL dose cannot be labelled with the {model.name} model")
-    text = (fit_label(model_label(model, structure_tissues), DOSE_COMMENT_CHARS)
-            if model is not None
-            else check_text(comment or "", DOSE_COMMENT_CHARS, "dose comment"))
+    suffix = check_text(label_suffix or "", DOSE_COMMENT_CHARS, "dose label suffix")
+    if suffix and model is None:
+        raise InputError("a label suffix follows the model's description: give the model")
+    # A suffixed label leaves the dose type to Dose Type (its model says it too), so that
+    # the model's name and first parameters fit beside the suffix.
+    series_prefix = "IonPlan dose " if suffix else f"IonPlan dose {kind.lower()} "
+    if model is not None:
+        described = model_label(model, structure_tissues)
+        text = _label(described, suffix, DOSE_COMMENT_CHARS)
+        series = series_prefix + _label(described, suffix, SERIES_DESCRIPTION_CHARS
+                                        - len(series_prefix))
+    else:
+        text = check_text(comment or "", DOSE_COMMENT_CHARS, "dose comment")
+        series = series_prefix + text
     ct = patient.ct
     identity = ExportIdentity.make(uid_seed, created)
     ds = base_dataset(
@@ -169,7 +201,7 @@ def export_rt_dose(
         modality="RTDOSE",
         study=ct.study,
         identity=identity,
-        series_description=f"IonPlan dose {kind.lower()} {text}",
+        series_description=series,
         series_number=902,
     )
     ds.FrameOfReferenceUID = ct.frame_of_reference_uid

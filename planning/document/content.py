@@ -47,15 +47,21 @@ class DvhLine:
         Dose axis, units of the document's DVH.
     volume_fraction : (n,) float array
         Fraction of the structure receiving at least ``dose``, 1 down to 0.
-    dashed : bool
-        Dashed for a model other than the plan's.
+    dash : tuple of float
+        Dash pattern (on, off lengths, points): empty (solid) for the plan's model, one
+        pattern per other model.
     """
 
     structure: str
     colour_rgb: tuple[int, int, int]
     dose: NDArray[np.float64]
     volume_fraction: NDArray[np.float64]
-    dashed: bool
+    dash: tuple[float, ...] = ()
+
+    @property
+    def dashed(self) -> bool:
+        """Whether the line is another model's (not solid)."""
+        return bool(self.dash)
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,9 @@ class DoseSection:
     metrics : TextTable
         One row per structure.
     dashed : bool
-        Whether its DVH lines are dashed (solid: the plan's model; no lines: physical dose).
+        Whether its DVH lines are drawn dashed (another model's); False for the plan's model
+        (solid) and for doses without lines (the physical dose beside an RBE-weighted plan,
+        and the other models of a physical-dose plan, whose DVH axis is Gy).
     """
 
     title: str
@@ -95,9 +103,11 @@ class PlanDocument:
     sections : tuple of DoseSection
     dvh_lines : tuple of DvhLine
     dvh_unit : str
-    dvh_labels : (str, str or None)
-        Legend of the solid lines (the plan's model) and of the dashed ones (the other
-        model; None without an exchange view).
+        Unit of every DVH line's dose (the plan's model's: Gy or Gy(RBE)).
+    dvh_legend : tuple of (str, tuple of float)
+        The line styles and what they show: the plan's model (solid, first), then each other
+        model drawn with its dash pattern (none without an exchange view, or for a plan of
+        physical dose, whose axis is Gy).
     views : tuple of SliceView
         Axial, coronal, sagittal through the target.
     display : DoseDisplay
@@ -116,7 +126,7 @@ class PlanDocument:
     sections: tuple[DoseSection, ...]
     dvh_lines: tuple[DvhLine, ...]
     dvh_unit: str
-    dvh_labels: tuple[str, str | None]
+    dvh_legend: tuple[tuple[str, tuple[float, ...]], ...]
     views: tuple[SliceView, ...]
     display: DoseDisplay
     warnings: tuple[str, ...]

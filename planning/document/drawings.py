@@ -135,9 +135,10 @@ def _nice_step(span: float) -> float:
 
 
 def dvh_drawing(lines: Sequence[DvhLine], unit: str, width_pt: float, height_pt: float,
-                solid_label: str, dashed_label: str | None) -> Drawing:
-    """Cumulative DVHs: dose on x (``unit``), volume % on y, one colour per structure,
-    the plan's model solid and the other model dashed; legend on the right."""
+                legend: Sequence[tuple[str, tuple[float, ...]]]) -> Drawing:
+    """Cumulative DVHs: dose on x (``unit``), volume % on y, one colour per structure, each
+    line in its model's dash pattern (the plan's model solid); legend on the right: the
+    structures, then ``legend``'s (label, dash pattern) pairs."""
     left, bottom, legend_w, top_pad = 34.0, 26.0, 120.0, 6.0
     pw, ph = width_pt - left - legend_w - 8, height_pt - bottom - top_pad
     d_max = max((float(line.dose[-1]) for line in lines), default=1.0) or 1.0
@@ -164,7 +165,7 @@ def dvh_drawing(lines: Sequence[DvhLine], unit: str, width_pt: float, height_pt:
         for dose, vol in zip(line.dose, line.volume_fraction, strict=True):
             pts += [left + pw * float(dose) / d_max, bottom + ph * float(vol)]
         d.add(PolyLine(pts, strokeColor=_rgb(line.colour_rgb), strokeWidth=1.0,
-                       strokeDashArray=[4, 2] if line.dashed else None))
+                       strokeDashArray=list(line.dash) or None))
     names = list(dict.fromkeys(line.structure for line in lines))
     colour_of = {line.structure: line.colour_rgb for line in lines}
     x0 = left + pw + 10
@@ -175,11 +176,9 @@ def dvh_drawing(lines: Sequence[DvhLine], unit: str, width_pt: float, height_pt:
         d.add(String(x0 + 20, y, name, fontName=FONT, fontSize=7, fillColor=_INK))
         y -= 10
     y -= 4
-    for label, dash in ((solid_label, None), (dashed_label, [4, 2])):
-        if label is None:
-            continue
+    for label, dash in legend:
         d.add(Line(x0, y + 2.5, x0 + 16, y + 2.5, strokeColor=_INK, strokeWidth=1,
-                   strokeDashArray=dash))
+                   strokeDashArray=list(dash) or None))
         d.add(String(x0 + 20, y, label, fontName=FONT, fontSize=7, fillColor=_INK))
         y -= 10
     return d

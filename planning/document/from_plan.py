@@ -4,7 +4,9 @@ Prescription, model and beams come from the plan itself; objectives and the opti
 result from its report (``report.json``: ``objectives``, ``iterations``,
 ``objective_value``, ``optimizer_message``; a recalculated plan has none of these); metrics
 and DVHs are evaluated on the plan's dose cubes for its own model and, when the plan has an
-exchange view (:mod:`planning.exchange`), for the other model too, plus the physical dose.
+exchange view (:mod:`planning.exchange`), for the other models too, plus the physical dose.
+The DVH's axis has the unit of the plan's model; the other models' Gy(RBE) curves are drawn on
+it (each model in its own dash pattern) only when that unit is Gy(RBE).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from planning.document.views import (
 )
 from planning.dose_interpolation import VoxelLabels
 from planning.hlut import describe_hlut_record
-from planning.rbe import PhysicalDose, RbeModel
+from planning.rbe import LemModel, MkmModel, PhysicalDose, RbeModel
 from planning.rbe.record import StructureTissues, model_label, model_record
 from planning.structure_dose import StructureDose, structure_dose_statistics
 
@@ -39,6 +41,13 @@ if TYPE_CHECKING:
 METRIC_COLUMNS = ("D98", "D95", "D50", "D2", "Dmax", "Dmean", "V95 %", "V107 %")
 #: Bins of the document's DVH curves.
 DVH_BINS = 200
+#: Dash pattern (on, off, points) of each other model's DVH lines; the plan's model is solid.
+MODEL_DASHES: dict[str, tuple[float, ...]] = {MkmModel.name: (4.0, 2.0),
+                                             LemModel.name: (1.0, 1.5)}
+#: Dash pattern of a model without its own in :data:`MODEL_DASHES`.
+OTHER_DASH = (6.0, 2.0, 1.0, 2.0)
+#: Characters of the DICOM RT Plan Label (SH).
+PLAN_LABEL_CHARS = 16
 
 
 def _num(value: Any, digits: int = 2) -> str:
@@ -52,7 +61,29 @@ def unit_of(model: RbeModel) -> str:
     return "Gy" if isinstance(model, PhysicalDose) else "Gy(RBE)"
 
 
-def _plan_facts(result: PlanResult) -> TextTable:
+def plan_label(result: PlanResult, plan_name: str) -> str:
+    """The plan's RT Plan Label as its RTPLAN.dcm carries it.
+
+    A received plan (recalculated from an RT Ion Plan file, which is written back unchanged)
+    and a plan labelled by its request keep their own label. A plan computed here under the
+    request's default label (the app's plans) is exported under the name the caller gives it
+    (the app's DICOM export writes the plan's name, its first 16 characters as the label), so
+    the document shows that.
+    """
+    import dataclasses
+
+    from planning.dicom._export_common import clip_text
+    from planning.planner import PlanRequest
+
+    label = result.plan.label
+    default = next(f.default for f in dataclasses.fields(PlanRequest) if f.name == "label")
+    received = bool((result.report.get("source_plan") or {}).get("path"))
+    if plan_name and label == default and not received:
+        return clip_text(plan_name, PLAN_LABEL_CHARS, "plan label") or label
+    return label
+
+
+def _plan_facts(result: PlanResult, plan_name: str) -> TextTable:
     rx, plan, grid = result.plan.prescription, result.plan, result.dose_grid
     unit = unit_of(result.model)
     spec = result.report.get("dose_specification_point")
@@ -60,7 +91,7 @@ def _plan_facts(result: PlanResult) -> TextTable:
         ("Target", rx.target),
         ("Prescribed dose", f"{rx.total_dose_gy_rbe:g} {unit} in {rx.n_fractions} fractions"),
         ("Dose per fraction", f"{rx.dose_per_fraction_gy_rbe:.3f} {unit}"),
-        ("Plan label", plan.label),
+        ("Plan label", plan_label(result, plan_name)),
         ("Machine", plan.machine_name),
         ("Ion", f"Z={plan.ion_z}, A={plan.ion_a}"),
         ("HU calibration (HLUT)", describe_hlut_record(result.report.get("hlut"))),
@@ -176,6 +207,17 @@ def _other_models(result: PlanResult) -> list[tuple[RbeModel, NDArray[np.float32
             if m != result.model]
 
 
+def _drawn(result: PlanResult) -> bool:
+    """Whether the other models' DVHs go on the plan's DVH axis: only when it is Gy(RBE) like
+    theirs (a physical-dose plan's axis is Gy)."""
+    return unit_of(result.model) == "Gy(RBE)"
+
+
+def dash_of(model: RbeModel) -> tuple[float, ...]:
+    """The dash pattern of ``model``'s DVH lines when it is not the plan's model."""
+    return MODEL_DASHES.get(model.name, OTHER_DASH)
+
+
 def _warnings(result: PlanResult, views: Sequence[SliceView]) -> tuple[str, ...]:
     notes = [str(w) for w in result.report.get("warnings", ())]
     target = result.plan.prescription.target
@@ -185,6 +227,12 @@ def _warnings(result: PlanResult, views: Sequence[SliceView]) -> tuple[str, ...]
     notes += [str(w) for w in result.patient.warnings]
     if result.patient.structure_set is not None:
         notes += [str(w) for w in result.patient.structure_set.warnings]
+    others = _other_models(result)
+    if others and not _drawn(result):
+        names = " and ".join(m.name for m, _ in others)
+        notes.append(f"The DVHs show the plan's physical dose (Gy) only: the {names} doses of "
+                     "the same spots are RBE-weighted (Gy(RBE)) and are not drawn on its axis; "
+                     "their metrics are in their own tables.")
     message = str(result.report.get("optimizer_message", ""))
     if message and not message.upper().startswith("CONVERGENCE"):
         notes.append(f"The optimizer stopped before converging: {message}")
@@ -217,31 +265,34 @@ def plan_document(result: PlanResult, plan_name: str, *,
                                          n_bins=DVH_BINS, labels=labels)
 
     plan_stats = stats(result.rbe_dose_gy_rbe, result.tissue_labels)
-    sections = [_dose_section(f"RBE-weighted dose, {model_label(model, result.structure_tissues)}"
-                              f" (the plan's model, "
-                              f"{unit})", plan_stats, False)]
-    doses = [(plan_stats, False)]
+    label = model_label(model, result.structure_tissues)
+    what = "Physical dose" if unit == "Gy" else f"RBE-weighted dose, {label}"
+    sections = [_dose_section(f"{what} (the plan's model, {unit})", plan_stats, False)]
+    doses: list[tuple[list[StructureDose], tuple[float, ...]]] = [(plan_stats, ())]
+    legend: list[tuple[str, tuple[float, ...]]] = [(f"{model.name} (plan's model)", ())]
+    drawn = _drawn(result)
     for other, cube in _other_models(result):
         other_stats = stats(cube)
         sections.append(_dose_section(f"RBE-weighted dose, {other.describe()} (other model, "
-                                      "same spots, Gy(RBE))", other_stats, True))
-        doses.append((other_stats, True))
+                                      "same spots, Gy(RBE))", other_stats, drawn))
+        if drawn:  # on the plan's Gy(RBE) axis, each model in its own dash pattern
+            doses.append((other_stats, dash_of(other)))
+            legend.append((other.name, dash_of(other)))
     if not isinstance(model, PhysicalDose):
         sections.append(_dose_section("Physical dose (Gy; V95 and V107 relative to the "
                                       "prescription number)", stats(result.physical_dose_gy),
                                       False))
     lines = tuple(
         DvhLine(st.name, colours.get(st.name, DEFAULT_OUTLINE_RGB), st.dvh.dose_gy,
-                st.dvh.volume_fraction, dashed)
-        for group, dashed in doses for st in group)
+                st.dvh.volume_fraction, dash)
+        for group, dash in doses for st in group)
     display = dose_display(reference, float(np.max(result.rbe_dose_gy_rbe)), unit)
     views = target_views(result.patient, rx.target, result.dose_grid, result.rbe_dose_gy_rbe,
                          display)
     variant, parameters = _model_facts(model, result.structure_tissues)
-    label = model_label(model, result.structure_tissues)
     return PlanDocument(
         ident=identification(result.patient, plan_name, label, created),
-        plan_facts=_plan_facts(result),
+        plan_facts=_plan_facts(result, plan_name),
         model_name=label,
         model_variant=variant,
         model_parameters=parameters,
@@ -251,8 +302,7 @@ def plan_document(result: PlanResult, plan_name: str, *,
         sections=tuple(sections),
         dvh_lines=lines,
         dvh_unit=unit,
-        dvh_labels=(f"{model.name} (plan's model)",
-                    " / ".join(m.name for m, _ in _other_models(result)) or None),
+        dvh_legend=tuple(legend),
         views=views,
         display=display,
         warnings=_warnings(result, views),

@@ -45,8 +45,9 @@ class Identification:
 
     @property
     def date_text(self) -> str:
-        """Creation date and time, ``YYYY-mm-dd HH:MM``."""
-        return f"{self.created:%Y-%m-%d %H:%M}"
+        """Creation date and time with the offset of its time zone from UTC,
+        ``YYYY-mm-dd HH:MM UTC+hh:mm`` (a time without a zone is taken as local time)."""
+        return date_with_zone(self.created)
 
     def lines(self) -> list[str]:
         """Four lines: patient, plan, RBE model, date."""
@@ -57,6 +58,17 @@ class Identification:
         """Everything on one line, for page headers and picture banners."""
         return (f"{self.patient_text} | {self.plan_name} | {self.model} | "
                 f"{self.date_text}")
+
+
+def date_with_zone(when: datetime.datetime) -> str:
+    """``when`` as ``YYYY-mm-dd HH:MM UTC+hh:mm`` in its own time zone (the machine's local
+    zone when ``when`` has none), e.g. ``"2026-12-04 21:30 UTC+00:00"``."""
+    aware = when if when.utcoffset() is not None else when.astimezone()
+    offset = aware.utcoffset() or datetime.timedelta(0)
+    minutes = round(offset.total_seconds() / 60)
+    sign = "-" if minutes < 0 else "+"
+    hours, minutes = divmod(abs(minutes), 60)
+    return f"{aware:%Y-%m-%d %H:%M} UTC{sign}{hours:02d}:{minutes:02d}"
 
 
 def identification(patient: Patient | None, plan_name: str, model: str,

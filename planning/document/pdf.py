@@ -171,7 +171,7 @@ def _story(doc: PlanDocument) -> list[Flowable]:
         *_views(doc),
         KeepTogether([Paragraph("Dose-volume histograms", _H2),
                       dvh_drawing(doc.dvh_lines, doc.dvh_unit, FRAME_WIDTH, 230,
-                                  *doc.dvh_labels)]),
+                                  doc.dvh_legend)]),
     ]
     for section in doc.sections:
         story.append(KeepTogether([Paragraph(section.title, _H2), _table(section.metrics)]))
