@@ -3,29 +3,44 @@ and the pair it proposes first (no Kivy here)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.session import PlanEntry
 
 #: The quantities a plan offers for comparison: (layer key, text).
 QUANTITIES = (("rbe", "RBE-weighted"), ("physical", "physical"), ("mkm", "mMKM"),
               ("lem1", "LEM I"))
+#: The text of a plan's own dose (``"rbe"``) under the physical model: in Gy, not RBE-weighted.
+PHYSICAL_MODEL_TEXT = "dose (physical model)"
 #: The quantity of an imported RT Dose file (the dose as stored).
 EXTERNAL = "file"
 
 
 @dataclass(frozen=True)
 class CompareChoice:
-    """One selectable dose: a plan and one of its cubes."""
+    """One selectable dose: a plan and one of its cubes.
+
+    ``quantity_text`` replaces the quantity's usual text (:data:`QUANTITIES`) when set; it
+    takes no part in comparing choices.
+    """
 
     plan_name: str
     quantity: str
+    quantity_text: str = field(default="", compare=False)
 
     @property
     def text(self) -> str:
         if self.quantity == EXTERNAL:
             return f"RT Dose: {self.plan_name}"
-        return f"{self.plan_name}: {dict(QUANTITIES)[self.quantity]}"
+        return f"{self.plan_name}: {self.quantity_text or dict(QUANTITIES)[self.quantity]}"
+
+
+def _choice(entry: PlanEntry, quantity: str) -> CompareChoice:
+    """``entry``'s dose ``quantity``; its own dose under the physical model is not called
+    RBE-weighted (an entry without a dose unit counts as RBE-weighted)."""
+    physical_model = getattr(entry, "dose_unit", "Gy(RBE)") == "Gy"
+    return CompareChoice(entry.name, quantity,
+                         PHYSICAL_MODEL_TEXT if quantity == "rbe" and physical_model else "")
 
 
 def choices_for(plans: list[PlanEntry], external: tuple[str, ...] = ()) -> list[CompareChoice]:
@@ -33,7 +48,7 @@ def choices_for(plans: list[PlanEntry], external: tuple[str, ...] = ()) -> list[
     out = []
     for entry in plans:
         keys = {layer.key for layer in entry.layers()}
-        out += [CompareChoice(entry.name, q) for q, _ in QUANTITIES if q in keys]
+        out += [_choice(entry, q) for q, _ in QUANTITIES if q in keys]
     return out + [CompareChoice(name, EXTERNAL) for name in external]
 
 
@@ -44,7 +59,7 @@ def default_pair(plans: list[PlanEntry]) -> tuple[CompareChoice, CompareChoice] 
     latest = plans[-1]
     keys = {layer.key for layer in latest.layers()}
     if {"mkm", "lem1"} <= keys:
-        return CompareChoice(latest.name, "mkm"), CompareChoice(latest.name, "lem1")
+        return _choice(latest, "mkm"), _choice(latest, "lem1")
     if len(plans) >= 2:
-        return CompareChoice(plans[-2].name, "rbe"), CompareChoice(latest.name, "rbe")
+        return _choice(plans[-2], "rbe"), _choice(latest, "rbe")
     return None

@@ -62,8 +62,12 @@ class CompareScreen(Screen):
         self.session = session
         self.host = host
         self.result: Any = None
+        #: The pair ``result`` compares, each side with what it compares (a plan's result or an
+        #: imported RT Dose): the drop-downs may since show another pair.
+        self.compared: tuple[tuple[CompareChoice, Any], tuple[CompareChoice, Any]] | None = None
         self.external: dict[str, Any] = {}  # imported RT Doses (comparison sides) by file name
         self._choices: list[CompareChoice] = []
+        self._sources: dict[CompareChoice, Any] = {}  # what each choice compares
         self._shown_patient: Any = None
         root = BoxLayout(orientation="vertical", spacing=PAD, padding=PAD)
         bar = BoxLayout(size_hint_y=None, height=ROW_HEIGHT + 4, spacing=PAD)
@@ -122,26 +126,67 @@ class CompareScreen(Screen):
 
     # --- choices ----------------------------------------------------------------------------
     def refresh_choices(self) -> None:
-        """Offer the session's doses; pre-select the most useful pair."""
+        """Offer the session's doses; keep the chosen pair (under the plans' new names after a
+        rename), else pre-select the most useful pair. The comparison shown goes when one of
+        its sides is no longer there."""
+        chosen = [self._choice(side.text) for side in (self.side_a, self.side_b)]
+        chosen_sources = [(c, self._sources.get(c)) if c is not None else None
+                          for c in chosen]
         self._choices = choices_for(self.session.plans, tuple(self.external))
+        self._sources = {c: self._source_now(c) for c in self._choices}
         texts = [c.text for c in self._choices]
         self.side_a.values = texts
         self.side_b.values = texts
-        pair = default_pair(self.session.plans)
-        if self.side_a.text not in texts or self.side_b.text not in texts:
-            self.side_a.text, self.side_b.text = ((pair[0].text, pair[1].text) if pair
-                                                  else ("", ""))
+        kept = [self._current(*side) if side is not None else None for side in chosen_sources]
+        if None in kept:
+            pair = default_pair(self.session.plans)
+            kept = list(pair) if pair else [None, None]
+        self.side_a.text, self.side_b.text = (c.text if c is not None else "" for c in kept)
+        if self.compared is not None:
+            current = [self._current(*side) for side in self.compared]
+            if None in current:
+                self._clear_result()
+            else:
+                for panel, c in zip(self.panels[:2], current, strict=True):
+                    panel.title.text = c.text if c is not None else ""
         self._show_patient()
 
     def _choice(self, text: str) -> CompareChoice | None:
         return next((c for c in self._choices if c.text == text), None)
+
+    def _source_now(self, choice: CompareChoice) -> Any:
+        """What ``choice`` compares now: an imported RT Dose, a plan's result, or None."""
+        if choice.quantity == EXTERNAL:
+            return self.external.get(choice.plan_name)
+        return next((p.result for p in self.session.plans if p.name == choice.plan_name),
+                    None)
+
+    def _current(self, choice: CompareChoice, source: Any) -> CompareChoice | None:
+        """The choice offered now for ``choice``'s quantity of ``source`` (under the plan's
+        name now), or None when it is no longer offered."""
+        if source is None:
+            return None
+        return next((c for c, s in self._sources.items()
+                     if s is source and c.quantity == choice.quantity), None)
+
+    def compared_text(self) -> str | None:
+        """``"A Plan 1: RBE-weighted - B Plan 2: RBE-weighted"``: the pair on the views under
+        the names now (None when no comparison is shown)."""
+        if self.compared is None:
+            return None
+        current = [self._current(*side) for side in self.compared]
+        if None in current:
+            return None
+        a, b = current
+        assert a is not None and b is not None
+        return f"A {a.text} - B {b.text}"
 
     def _show_patient(self) -> None:
         patient = self.session.patient
         if patient is None or patient is self._shown_patient:
             return
         self._shown_patient = patient
-        self.result = None
+        self._clear_result()
         self.external.clear()
         structures = [] if patient.structure_set is None else [
             StructureOverlay(s.name, s.colour_rgb or (200, 200, 200), s.mask)
@@ -149,10 +194,16 @@ class CompareScreen(Screen):
         # The slider's range first: setting the CT moves the slice, and the slider follows.
         self.slice_slider.max = max(patient.ct.shape[0] - 1, 1)
         for state in self.states:
-            state.set_dose(None)
             state.set_ct(patient.ct)
             state.set_structures(structures)
         self.slice_slider.value = int(self.panels[0].view.slice_index)
+
+    def _clear_result(self) -> None:
+        """Show no comparison (views, titles, DVH, summary and table)."""
+        self.result = None
+        self.compared = None
+        for state in self.states:
+            state.set_dose(None)
         self.summary.text = "Choose A and B, then Compare."
         self.dvh.set_curves([])
         self.dvh.set_prescription(None)
@@ -240,11 +291,25 @@ class CompareScreen(Screen):
             return api.compare_doses(side_a, side_b, structures=patient, cross_model=False,
                                      progress=progress, cancel=cancel)
 
-        self.host.run_task("Comparing doses", work, lambda r: self.show_result(a, b, r))
+        def done(result: Any) -> None:
+            # The sides under their names now (a plan may have been renamed meanwhile).
+            current = [self._current(c, src) for src, c in sources]
+            if self.session.patient is not patient:
+                return  # another patient was opened meanwhile
+            if None in current:
+                self.host.show_error("Compare", f"{a.text} or {b.text} is no longer there: "
+                                                "choose the doses again")
+                return
+            now_a, now_b = current
+            assert now_a is not None and now_b is not None
+            self.show_result(now_a, now_b, result)
+
+        self.host.run_task("Comparing doses", work, done)
 
     def show_result(self, a: CompareChoice, b: CompareChoice, result: Any) -> None:
         """Put a comparison result on the views, the DVH overlay and the tables."""
         self.result = result
+        self.compared = ((a, self._sources.get(a)), (b, self._sources.get(b)))
         display = DoseDisplay()
         overlays = [overlay_for(self._layer(c), display) for c in (a, b)]
         # One colour scale for both sides, so that one colour is one dose in A and in B.

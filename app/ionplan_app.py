@@ -28,7 +28,7 @@ from app.panels.task_bar import TaskBar
 from app.plan_setup import parse_grid_mm
 from app.planning_screen import PlanningScreen
 from app.recent import RecentFolders, user_data_dir
-from app.session import PlanEntry, Session
+from app.session import DoseLayer, PlanEntry, Session
 from app.tasks import BackgroundTask, Work
 from app.theme import BACKGROUND_RGBA, PAD, TOOLBAR_HEIGHT
 from app.workspace_keeper import SAVE_CHECK_S, WorkspaceKeeper
@@ -392,16 +392,20 @@ class IonPlanApp(App):
                              done, cancellable=False):
             target.rmdir()  # not started: leave no empty folder behind
 
-    def _identification(self, entry: PlanEntry | None) -> Identification:
-        """Patient, plan, model and now, for a file about ``entry`` (or the screen)."""
+    def _identification(self, entry: PlanEntry | None,
+                        layer: DoseLayer | None = None) -> Identification:
+        """Patient, plan, model and now, for a file about ``entry`` (or the screen); with
+        ``layer``, the cube of ``entry`` shown (its label follows the model)."""
         patient = self.session.patient
         if entry is not None:
-            return api.identification(patient, entry.name,
-                                      str(entry.result.report.get(
-                                          "rbe_model", entry.result.model.describe())))
+            model = str(entry.result.report.get("rbe_model", entry.result.model.describe()))
+            if layer is not None:
+                model = f"{model}; shown: {layer.label}"
+            return api.identification(patient, entry.name, model)
         if self.screens.current_screen is self.compare:
-            return api.identification(patient, f"A {self.compare.side_a.text} - B "
-                                               f"{self.compare.side_b.text}", "as labelled")
+            pair = self.compare.compared_text()  # what the views show, not the drop-downs
+            return api.identification(patient, pair or "no comparison",
+                                      "as labelled" if pair else "-")
         return api.identification(patient, "no plan", "-")
 
     @staticmethod
@@ -418,9 +422,11 @@ class IonPlanApp(App):
     def export_view_png_to(self, folder: str) -> None:
         screen = self.screens.current_screen
         entry = self.planning.shown_plan if screen is self.planning else None
+        layer = self.planning.shown_layer if entry is not None else None
         try:
             path = export.save_identified_png(screen, Path(folder).expanduser(),
-                                              self._identification(entry), f"{screen.name}_view")
+                                              self._identification(entry, layer),
+                                              f"{screen.name}_view")
         except (OSError, ValueError, IonPlanError) as exc:
             self.show_error("Save view PNG", exc)
             return

@@ -72,9 +72,15 @@ class PlanSetup:
         beams = ", ".join(f"G{b.gantry_deg:g}" + (f"/C{b.couch_deg:g}" if b.couch_deg else "")
                           for b in self.beams)
         model = dict((v, k) for k, v in RBE_MODELS)[self.rbe]
-        return (f"{self.target} {self.total_dose_gy_rbe:g} Gy(RBE) in {self.fractions} fx, "
-                f"{model}, beams {beams}, spots {self.spot_spacing_mm:g} mm, "
+        return (f"{self.target} {self.total_dose_gy_rbe:g} {model_dose_unit(self.rbe)} in "
+                f"{self.fractions} fx, {model}, beams {beams}, spots {self.spot_spacing_mm:g} mm, "
                 f"grid {self.grid_mm:g} mm")
+
+
+def model_dose_unit(model_key: str) -> str:
+    """The prescription's unit under the model ``model_key`` (an :data:`RBE_MODELS` name): Gy
+    under the physical model, Gy(RBE) under the RBE models."""
+    return "Gy" if model_key == "physical" else "Gy(RBE)"
 
 
 def _number(text: str, what: str, *, lo: float, hi: float) -> float:

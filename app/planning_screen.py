@@ -22,7 +22,7 @@ from app.panels.plan_panel import PlanPanel
 from app.panels.robust_panel import RobustPanel
 from app.plan_setup import BeamSetup, PlanSetup, reoptimization_conflicts
 from app.robust_review import RobustChoice
-from app.session import PlanEntry, Session
+from app.session import DoseLayer, PlanEntry, Session
 from app.tasks import Work
 from app.theme import BOTTOM_PANEL_HEIGHT, PAD, SIDE_PANEL_WIDTH
 from app.viewer_state import BeamOverlay, StructureOverlay, ViewerState
@@ -57,8 +57,10 @@ class PlanningScreen(Screen):
         self.session = session
         self.host = host
         self.state = ViewerState()
-        # Structure statistics per (plan result, cube key): computed once per cube shown.
-        self._stats_cache: dict[tuple[int, str], list] = {}
+        # Structure statistics per (plan result, cube key) with the cube they were computed
+        # on: computed once per cube shown (a second robust evaluation of a plan gives its
+        # worst-case keys new cubes).
+        self._stats_cache: dict[tuple[int, str], tuple[Any, list]] = {}
         root = BoxLayout(orientation="horizontal", spacing=PAD)
         self.tabs = TabbedPanel(do_default_tab=False, size_hint_x=None, width=SIDE_PANEL_WIDTH,
                                 tab_width=SIDE_PANEL_WIDTH / 3 - 2)
@@ -228,6 +230,17 @@ class PlanningScreen(Screen):
         except KeyError:
             return None
 
+    @property
+    def shown_layer(self) -> DoseLayer | None:
+        """The cube of the shown plan on the views: the quantity chosen, else its first."""
+        entry = self.shown_plan
+        if entry is None:
+            return None
+        try:
+            return entry.layer(self.dose_panel.layer_key or "rbe")
+        except KeyError:
+            return entry.layers()[0]
+
     def refresh_dose(self) -> None:
         """Show the chosen plan's chosen cube with the chosen display settings."""
         entry = self.shown_plan
@@ -235,12 +248,9 @@ class PlanningScreen(Screen):
             self.state.set_dose(None)
             self.dose_panel.set_notes([])
             return
-        layers = entry.layers()
-        self.dose_panel.set_layers(layers)
-        try:
-            layer = entry.layer(self.dose_panel.layer_key or "rbe")
-        except KeyError:
-            layer = layers[0]
+        self.dose_panel.set_layers(entry.layers())
+        layer = self.shown_layer
+        assert layer is not None
         overlay = overlay_for(layer, self.dose_panel.display())
         self.state.set_dose(overlay)
         self.dose_panel.reference.text = layer.reference_text
@@ -254,11 +264,11 @@ class PlanningScreen(Screen):
         layer = entry.layer(key)
         patient = entry.result.patient
         cache_key = (id(entry.result), key)
-        stats = self._stats_cache.get(cache_key)
-        if stats is None:
+        cube, stats = self._stats_cache.get(cache_key, (None, None))
+        if cube is not layer.cube or stats is None:
             stats = api.structure_dose_statistics(patient, layer.cube, layer.grid,
                                                   layer.reference, labels=layer.labels)
-            self._stats_cache[cache_key] = stats
+            self._stats_cache[cache_key] = (layer.cube, stats)
         self.dvh.x_label = f"{layer.label} ({layer.unit})" if layer.unit else layer.label
         self.dvh.set_curves(review.dvh_curves(stats))
         self.dvh.set_prescription(layer.reference
@@ -370,7 +380,7 @@ class PlanningScreen(Screen):
             result, stats = outcome
             if self.session.patient is not patient:
                 return  # another patient was opened meanwhile: the plan belongs to the old one
-            self._stats_cache[(id(result), "rbe")] = stats
+            self._stats_cache[(id(result), "rbe")] = (result.rbe_dose_gy_rbe, stats)
             self.session.add_plan(result, summary, form)
             self.tabs.switch_to(self.tab_items["Dose"])
 
@@ -417,10 +427,15 @@ class PlanningScreen(Screen):
                                                    progress=progress, cancel=cancel)
 
         def done(robust: Any) -> None:
-            if not any(p.name == plan_name and p.result is result for p in self.session.plans):
-                return  # the plan is gone (another patient was opened meanwhile)
-            self.session.set_robust(plan_name, robust)
-            self.dose_panel.plan.text = plan_name
+            # The plan evaluated, also when renamed meanwhile.
+            current = next((p for p in self.session.plans
+                            if p.plan_id == entry.plan_id and p.result is result), None)
+            if current is None:
+                self.host.show_error("Robustness", f"{entry.name} is no longer a plan of the "
+                                     "open patient: its robust evaluation was not kept")
+                return
+            self.session.set_robust(current.name, robust)
+            self.dose_panel.plan.text = current.name
             self.open_robustness()
 
         self.host.run_task(f"Robust evaluation of {plan_name}", work, done)

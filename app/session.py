@@ -59,6 +59,9 @@ class DoseLayer:
     labels : VoxelLabels, optional
         For a cube that jumps between LEM I tissues (a plan with a tissue per structure):
         the DVHs read each listed structure within its own tissue.
+    reference_unit : str, optional
+        The unit of ``reference`` when it is not ``unit``: the prescription in Gy of a plan
+        under the physical model, the reference of its exchange view's Gy(RBE) cubes.
     """
 
     key: str
@@ -72,11 +75,13 @@ class DoseLayer:
     mask_dose: NDArray[np.float32] | None = None
     mask_dose_min: float = 0.0
     labels: VoxelLabels | None = None
+    reference_unit: str | None = None
 
     @property
     def reference_text(self) -> str:
         """``"100 % = 57.6 Gy(RBE) (prescription)"``."""
-        unit = f" {self.unit}" if self.unit else ""
+        ref_unit = self.unit if self.reference_unit is None else self.reference_unit
+        unit = f" {ref_unit}" if ref_unit else ""
         return f"100 % = {self.reference:.4g}{unit} ({self.reference_name})"
 
 
@@ -115,6 +120,21 @@ class PlanEntry:
     def prescription_gy_rbe(self) -> float:
         return self.result.plan.prescription.total_dose_gy_rbe
 
+    @cached_property
+    def model_name(self) -> str:
+        """Short name of the model the plan's dose was computed with (:func:`short_model_name`;
+        a recalculated plan's report names it), :data:`PER_STRUCTURE_NAME` with LEM I tissues
+        per structure."""
+        r = self.result
+        return (PER_STRUCTURE_NAME if r.structure_tissues
+                else short_model_name(str(r.report.get("rbe_model", r.plan.rbe_model))))
+
+    @property
+    def dose_unit(self) -> str:
+        """Unit of the plan's dose and prescription: ``"Gy"`` under the physical model (its
+        dose is not RBE-weighted), else ``"Gy(RBE)"``."""
+        return "Gy" if self.model_name == PhysicalDose().describe() else "Gy(RBE)"
+
     def layers(self) -> list[DoseLayer]:
         """Every cube of the plan the user can display, RBE-weighted dose first."""
         return list(self._layers)
@@ -125,15 +145,13 @@ class PlanEntry:
         r = self.result
         p = self.prescription_gy_rbe
         grid = r.dose_grid
-        # A recalculated plan's report names the model its dose was computed with.
-        model = (PER_STRUCTURE_NAME if r.structure_tissues
-                 else short_model_name(str(r.report.get("rbe_model", r.plan.rbe_model))))
+        model = self.model_name
         rx = "prescription"
         low = QUANTITY_MASK_FRACTION * p  # quantities are shown where the dose reaches this
         # Under the physical model the plan's dose is in Gy: never call it RBE-weighted.
-        physical_model = model == PhysicalDose().describe()
-        title, unit = (("Dose of the plan (physical model, no RBE)", "Gy") if physical_model
-                       else (f"RBE-weighted dose ({model})", "Gy(RBE)"))
+        unit = self.dose_unit
+        title = ("Dose of the plan (physical model, no RBE)" if unit == "Gy"
+                 else f"RBE-weighted dose ({model})")
         out = [DoseLayer("rbe", title, r.rbe_dose_gy_rbe, grid, unit, p, True, rx,
                          labels=r.tissue_labels),
                DoseLayer("physical", "Physical dose", r.physical_dose_gy, grid, "Gy",
@@ -152,16 +170,20 @@ class PlanEntry:
         if rob is not None:
             n = len(rob.scenarios)
             out += [DoseLayer("rbe_min", f"Worst case: voxel-wise minimum of {n} scenarios "
-                              f"({model})", rob.rbe_min_gy_rbe, grid, unit, p, True, rx),
+                              f"({model})", rob.rbe_min_gy_rbe, grid, unit, p, True, rx,
+                              labels=r.tissue_labels),
                     DoseLayer("rbe_max", f"Worst case: voxel-wise maximum of {n} scenarios "
-                              f"({model})", rob.rbe_max_gy_rbe, grid, unit, p, True, rx)]
+                              f"({model})", rob.rbe_max_gy_rbe, grid, unit, p, True, rx,
+                              labels=r.tissue_labels)]
         x = r.exchange
         if x is not None:
             rx_of = f"prescription, {model}"
+            # The prescription is in the plan's unit (Gy under the physical model).
             out += [DoseLayer("mkm", "mMKM clinical dose", x.mkm_dose_gy_rbe,
-                              x.dose_grid, "Gy(RBE)", p, True, rx_of),
+                              x.dose_grid, "Gy(RBE)", p, True, rx_of, reference_unit=unit),
                     DoseLayer("lem1", f"LEM I RBE-weighted dose ({short_model_name(x.lem_model)})",
-                              x.lem_dose_gy_rbe, x.dose_grid, "Gy(RBE)", p, True, rx_of),
+                              x.lem_dose_gy_rbe, x.dose_grid, "Gy(RBE)", p, True, rx_of,
+                              reference_unit=unit),
                     DoseLayer("ratio", "LEM I / mMKM ratio", x.ratio_lem_over_mkm, x.dose_grid,
                               "", _max_or_one(x.ratio_lem_over_mkm), False,
                               mask_dose=x.mkm_dose_gy_rbe, mask_dose_min=low)]

@@ -270,3 +270,62 @@ def test_the_robustness_view_gives_the_unit_of_the_plans_model():
     assert "PTV worst D95 1.90 Gy = 95.0 %" in summary_text(report, "PTV", 2.0)
     mkm = {**report, "rbe_model": "mMKM HSG a0=0.172 b=0.0615 rd=0.32um"}
     assert "PTV worst D95 1.90 Gy(RBE) = 95.0 %" in summary_text(mkm, "PTV", 2.0)
+
+
+def _fake_result(model: str, *, tissue_labels=None, exchange=None):
+    """A plan result with 2x2x2 cubes of ones under ``model`` (its description), 60 Gy(RBE) or
+    60 Gy prescribed."""
+    grid = DoseGrid((2, 2, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    cube = np.ones(grid.shape, np.float32)
+    plan = SimpleNamespace(prescription=SimpleNamespace(total_dose_gy_rbe=60.0), beams=(),
+                           rbe_model=model)
+    return SimpleNamespace(
+        plan=plan, report={"rbe_model": model}, dose_grid=grid, rbe_dose_gy_rbe=cube,
+        physical_dose_gy=cube, letd_kev_um=cube, rbe=cube, tissue_labels=tissue_labels,
+        beam_physical_dose_gy=(), exchange=exchange, structure_tissues=())
+
+
+def test_the_worst_case_layers_read_each_structure_within_its_lem_tissue():
+    """Like the nominal dose (and report.json's voxelwise_min/max), the worst-case cubes of a
+    plan with LEM I tissues per structure are read with its tissue labels."""
+    labels = object()  # stands for the plan's VoxelLabels
+    result = _fake_result("LEM I chordoma ax=0.1 bx=0.05", tissue_labels=labels)
+    cube = result.rbe_dose_gy_rbe
+    robust = SimpleNamespace(scenarios=("nominal", "range +3.5%"), rbe_min_gy_rbe=0.9 * cube,
+                             rbe_max_gy_rbe=1.1 * cube)
+    entry = PlanEntry("Plan 1", result, "", robust=robust)  # type: ignore[arg-type]
+    assert entry.layer("rbe").labels is labels
+    assert entry.layer("rbe_min").labels is labels and entry.layer("rbe_max").labels is labels
+
+
+def test_a_physical_model_plan_is_in_gy_in_its_summary_compare_choices_and_references():
+    from app.compare_choices import choices_for, default_pair
+
+    setup = _setup(rbe_label="Physical dose", exchange=False)
+    assert "PTV 57.6 Gy in 16 fx" in setup.summary() and "Gy(RBE)" not in setup.summary()
+    assert "PTV 57.6 Gy(RBE) in 16 fx" in _setup().summary()
+
+    grid = DoseGrid((2, 2, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    cube = np.ones(grid.shape, np.float32)
+    exchange = SimpleNamespace(mkm_dose_gy_rbe=cube, lem_dose_gy_rbe=cube,
+                               ratio_lem_over_mkm=cube, dose_grid=grid,
+                               lem_model="LEM I chordoma ax=0.1 bx=0.05")
+    plans = [PlanEntry(f"Plan {k}", _fake_result("physical dose", exchange=exchange), "")
+             for k in (1, 2)]  # type: ignore[arg-type]
+    assert plans[0].dose_unit == "Gy"
+    # The prescription is 60 Gy: the exchange view's cubes (Gy(RBE)) say so.
+    for key in ("mkm", "lem1"):
+        layer = plans[0].layer(key)
+        assert layer.unit == "Gy(RBE)"
+        assert layer.reference_text == "100 % = 60 Gy (prescription, physical dose)"
+    texts = [c.text for c in choices_for(plans)]
+    assert not any("RBE-weighted" in t for t in texts), texts
+    assert "Plan 1: dose (physical model)" in texts
+    # The pair proposed first is among the choices offered.
+    plain = [PlanEntry(p.name, _fake_result("physical dose"), "") for p in plans]
+    pair = default_pair(plain)  # type: ignore[arg-type]
+    assert pair is not None and {c.text for c in pair} <= {c.text for c in choices_for(plain)}
+    assert pair[0].text == "Plan 1: dose (physical model)"
+    mkm = PlanEntry("Plan 3", _fake_result("mMKM HSG a0=0.172 b=0.0615 rd=0.32um"), "")
+    assert mkm.dose_unit == "Gy(RBE)"
+    assert choices_for([mkm])[0].text == "Plan 3: RBE-weighted"

@@ -22,6 +22,7 @@ from app.plan_setup import (
     TISSUE_CHOICES,
     BeamSetup,
     PlanSetup,
+    model_dose_unit,
     names_a_structure,
     parse_beam,
     parse_objective,
@@ -229,6 +230,8 @@ class PlanPanel(BoxLayout):
                            ("weight", 0.12), ("vol %", 0.12)):
             lab = Label(text=text, font_size="11sp", color=MUTED_TEXT_RGBA, size_hint_x=hint)
             header.add_widget(lab)
+            if text == "Gy(RBE)":
+                self.objective_unit = lab  # "Gy" under the physical model
         header.add_widget(Label(size_hint_x=None, width=28))
         form.add_widget(header)
         self.objective_rows = BoxLayout(orientation="vertical", size_hint_y=None, spacing=3)
@@ -475,7 +478,8 @@ class PlanPanel(BoxLayout):
             ti.disabled = self.tissue.disabled or self.tissue.text != CUSTOM_TISSUE
         self.rapid_scheme.disabled = self.tissue.disabled
         self.rbe_value.disabled = model != "const"
-        self.dose_unit.text = _dose_unit(model)
+        self.dose_unit.text = model_dose_unit(model)
+        self.objective_unit.text = model_dose_unit(model)
         self._show_per_fraction()
 
     def _show_per_fraction(self) -> None:
@@ -484,9 +488,4 @@ class PlanPanel(BoxLayout):
         except (ValueError, ZeroDivisionError):
             self.per_fraction.text = ""
             return
-        self.per_fraction.text = f"= {per:.2f} {_dose_unit(self._model_key)}/fx"
-
-
-def _dose_unit(model_key: str) -> str:
-    """The prescription's unit: Gy under the physical model, Gy(RBE) under the RBE models."""
-    return "Gy" if model_key == "physical" else "Gy(RBE)"
+        self.per_fraction.text = f"= {per:.2f} {model_dose_unit(self._model_key)}/fx"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -118,9 +117,20 @@ class DvhCurve:
 
 
 def _unit_of(label: str) -> str:
-    """Unit in the outer brackets of an axis label: "Dose (Gy(RBE))" -> "Gy(RBE)"."""
-    match = re.search(r"\((.*)\)\s*$", label)
-    return match.group(1) if match else ""
+    """Unit in the last bracketed group of an axis label (brackets may nest):
+    "Dose (Gy(RBE))" and "RBE-weighted dose (mMKM) (Gy(RBE))" -> "Gy(RBE)"; "" without one."""
+    text = label.rstrip()
+    if not text.endswith(")"):
+        return ""
+    depth = 0
+    for i in range(len(text) - 1, -1, -1):
+        if text[i] == ")":
+            depth += 1
+        elif text[i] == "(":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1:-1]
+    return ""
 
 
 def _rgba(rgb: tuple[int, int, int], alpha: float = 1.0) -> tuple[float, float, float, float]:
@@ -136,7 +146,7 @@ class DvhPlot(Widget):
     """
 
     x_label = StringProperty("Dose (Gy(RBE))")
-    """Dose axis title; the unit in its outer brackets is used in the readout."""
+    """Dose axis title; the unit in its last brackets is used in the readout."""
     y_label = StringProperty("Volume (%)")
     readout_text = StringProperty("")
     """Cursor readout, e.g. "D = 57.1 Gy(RBE): PTV 95.2 %, Brainstem 3.1 %" ("" off the plot)."""

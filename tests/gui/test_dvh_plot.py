@@ -152,6 +152,27 @@ def test_click_and_drag_move_the_cursor(gui: GuiDriver) -> None:
     assert panel.plot.readout_text == "D = 40.0 Gy(RBE): PTV 100.0 %, Brainstem 50.0 %"
 
 
+@pytest.mark.parametrize(("x_label", "unit"), [
+    ("Dose (Gy(RBE))", "Gy(RBE)"),
+    ("RBE-weighted dose (mMKM) (Gy(RBE))", "Gy(RBE)"),
+    ("Worst case: voxel-wise minimum of 9 scenarios (LEM I chordoma) (Gy(RBE))", "Gy(RBE)"),
+    ("Dose of the plan (physical model, no RBE) (Gy)", "Gy"),
+    ("LEM I / mMKM ratio", ""),
+])
+def test_the_readout_takes_the_unit_from_the_labels_last_brackets(
+        gui: GuiDriver, x_label: str, unit: str) -> None:
+    """The planning screen's labels name the model in brackets before the unit: the readout
+    gives the unit, not everything from the first bracket on ("mMKM) (Gy(RBE)")."""
+    panel = _start(gui)
+    panel.plot.x_label = x_label
+    gui.frames(2)
+    gui.move((panel.table.center_x, panel.table.center_y))  # the mouse may be there already
+    gui.move((_expected_xy(panel.plot, 30.0, 0)[0], sum(panel.plot.plot_area[1::2]) / 2))
+    head = f"D = 30.0 {unit}" if unit else "D = 30.0"
+    assert panel.plot.readout_text == f"{head}: PTV 100.0 %, Brainstem 62.5 %"
+    gui.move((panel.table.center_x, panel.table.center_y))  # free the point for other tests
+
+
 def test_hiding_a_structure_removes_its_colour(gui: GuiDriver) -> None:
     panel = _start(gui)
     assert _mask(gui.screenshot(), RED).sum() > 200
