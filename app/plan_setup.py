@@ -224,8 +224,12 @@ def reoptimization_conflicts(request: PlanRequest, setup: PlanSetup) -> list[str
         changed.append("the beams")
     if setup.target != request.target:
         changed.append("the target")
-    if (setup.rbe, setup.rbe_value, setup.tissue) != (request.rbe_model, request.rbe_value,
-                                                     request.tissue):
+    # The tissue is the plan's model only under LEM I; otherwise it is the exchange view's
+    # LEM I side, computed after the optimization (it may change, as the view may).
+    tissue_of_plan = (setup.tissue if setup.rbe == "lem1" else None,
+                      request.tissue if request.rbe_model == "lem1" else None)
+    if ((setup.rbe, setup.rbe_value) != (request.rbe_model, request.rbe_value)
+            or tissue_of_plan[0] != tissue_of_plan[1]):
         changed.append("the RBE model")
     if setup.spot_spacing_mm != request.spot_spacing_mm:
         changed.append("the spot spacing")

@@ -357,6 +357,8 @@ class PlanningScreen(Screen):
             return api.reoptimize_plan(
                 entry.result, total_dose_gy_rbe=setup.total_dose_gy_rbe,
                 n_fractions=setup.fractions, objectives=list(setup.objectives),
+                exchange=setup.exchange,
+                exchange_tissue=setup.tissue if setup.exchange else None,
                 progress=progress, cancel=cancel)
 
         self._run_plan_task("Re-optimizing plan", optimize, setup.total_dose_gy_rbe,

@@ -528,10 +528,12 @@ def make_plan(
 
 def reoptimize_plan(result: PlanResult, *, total_dose_gy_rbe: float | None = None,
                     n_fractions: int | None = None, objectives: Sequence[Objective] | None = None,
+                    exchange: bool | None = None, exchange_tissue: str | None = None,
                     progress: ProgressCallback | None = None, cancel: CancelToken | None = None
                     ) -> PlanResult:
     """Re-optimize a plan made here (``result.prepared``) with a new prescription and/or
-    objectives (replacing the defaults), from its kept influence matrices.
+    objectives (replacing the defaults), from its kept influence matrices; ``exchange`` and
+    ``exchange_tissue`` as in :func:`planning.planner.reoptimize`.
 
     Raises
     ------
@@ -548,7 +550,8 @@ def reoptimize_plan(result: PlanResult, *, total_dose_gy_rbe: float | None = Non
         config = dataclasses.replace(result.prepared.config, objectives=tuple(objectives),
                                      replace_defaults=True)
     return reoptimize(result.prepared, total_dose_gy_rbe=total_dose_gy_rbe,
-                      n_fractions=n_fractions, config=config, progress=progress, cancel=cancel)
+                      n_fractions=n_fractions, config=config, exchange=exchange,
+                      exchange_tissue=exchange_tissue, progress=progress, cancel=cancel)
 
 
 # --------------------------------------------------------------- recalculation and comparison

@@ -648,23 +648,36 @@ def make_plan(request: PlanRequest, *, machine: Machine | None = None,
 
 def reoptimize(prepared: PreparedPlan, *, total_dose_gy_rbe: float | None = None,
                n_fractions: int | None = None, config: PlanConfig | None = None,
+               exchange: bool | None = None, exchange_tissue: str | None = None,
                progress: ProgressCallback | None = None, cancel: CancelToken | None = None
                ) -> PlanResult:
     """Optimize a prepared plan again with a new prescription and/or objectives (a new plan
     configuration), from its kept influence matrices, starting from the spot weights of its
     last optimization scaled to the prescription (see :func:`optimize_prepared`).
 
+    ``exchange`` turns the mMKM / LEM I exchange view on or off (None: as before);
+    ``exchange_tissue`` is the LEM I tissue of that view's LEM I side for a plan under another
+    model (the view is computed after the optimization, so neither touches the matrices).
+
     Raises
     ------
     InputError, PlanningError
         A bad prescription, objectives on unknown structures, or a configuration that changes
-        what the matrices are made of (LEM I tissues: prepare a new plan).
+        what the matrices are made of (LEM I tissues, or the tissue of a LEM I plan: prepare a
+        new plan).
     """
     request = prepared.request
     if config is not None and config.tissues != prepared.config.tissues:
         raise PlanningError("the LEM I tissues changed: they change the influence matrices, "
                             "so make a new plan")
     changes: dict[str, Any] = {}
+    if exchange is not None:
+        changes["exchange"] = bool(exchange)
+    if exchange_tissue is not None and exchange_tissue != request.tissue:
+        if request.rbe_model == "lem1":
+            raise PlanningError("the LEM I tissue of a LEM I plan changes its influence "
+                                "matrices, so make a new plan")
+        changes["tissue"] = exchange_tissue
     if total_dose_gy_rbe is not None:
         changes["total_dose_gy_rbe"] = float(total_dose_gy_rbe)
     if n_fractions is not None:

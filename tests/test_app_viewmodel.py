@@ -329,3 +329,29 @@ def test_a_physical_model_plan_is_in_gy_in_its_summary_compare_choices_and_refer
     mkm = PlanEntry("Plan 3", _fake_result("mMKM HSG a0=0.172 b=0.0615 rd=0.32um"), "")
     assert mkm.dose_unit == "Gy(RBE)"
     assert choices_for([mkm])[0].text == "Plan 3: RBE-weighted"
+
+
+def test_the_exchange_view_and_its_tissue_may_change_for_a_re_optimization() -> None:
+    """Turning the exchange view on for an mMKM plan sets the form's LEM I tissue (the view's
+    LEM I side): that is no change of the plan's model (it was refused as 'the RBE model
+    changed'); the tissue of a LEM I plan is its model."""
+    from app.plan_setup import PlanSetup, reoptimization_conflicts
+    from planning.planner import PlanRequest
+
+    request = PlanRequest(target="PTV", total_dose_gy_rbe=3.0, n_fractions=1, gantry_deg=(90.0,),
+                          rbe_model="mkm", spot_spacing_mm=3.0, dose_grid_mm=2.5, device="cpu",
+                          ct_dir="ct")
+
+    def setup(rbe: str, tissue: str | None, exchange: bool) -> PlanSetup:
+        return PlanSetup(target="PTV", total_dose_gy_rbe=3.0, fractions=1,
+                         beams=(BeamSetup(90.0, 0.0),), rbe=rbe, rbe_value=None, tissue=tissue,
+                         spot_spacing_mm=3.0, grid_mm=2.5, device="cpu", exchange=exchange)
+
+    assert reoptimization_conflicts(request, setup("mkm", "chordoma", True)) == []
+    assert reoptimization_conflicts(request, setup("lem1", "chordoma", False)) == [
+        "the RBE model"]
+    lem = PlanRequest(target="PTV", total_dose_gy_rbe=3.0, n_fractions=1, gantry_deg=(90.0,),
+                      rbe_model="lem1", tissue="chordoma", spot_spacing_mm=3.0,
+                      dose_grid_mm=2.5, device="cpu", ct_dir="ct")
+    assert reoptimization_conflicts(lem, setup("lem1", "hsg", True)) == ["the RBE model"]
+    assert reoptimization_conflicts(lem, setup("lem1", "chordoma", True)) == []

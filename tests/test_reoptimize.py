@@ -293,3 +293,14 @@ def test_cancel_reaches_the_refinement_s_engine() -> None:
         with pytest.raises(OperationCancelled, match=message):
             optimize_prepared(prepared, progress=progress, cancel=token)
         assert prepared.engine is None
+
+
+def test_the_exchange_view_follows_the_re_optimization_request(first) -> None:  # type: ignore[no-untyped-def]
+    """Re-optimized with the exchange view turned on (and its LEM I tissue), the result has
+    the view; the tissue of the view's LEM I side is the one asked for."""
+    assert first.prepared is not None and first.exchange is None
+    again = reoptimize(first.prepared, exchange=True, exchange_tissue="hsg")
+    assert again.exchange is not None and "exchange" in again.report
+    assert "hsg" in again.report["exchange"]["lem_model"].lower()
+    off = reoptimize(first.prepared, exchange=False)
+    assert off.exchange is None and "exchange" not in off.report
