@@ -354,7 +354,10 @@ class PlanPanel(BoxLayout):
                 for i, r in enumerate(self.beam_row_list)]
 
     def setup(self) -> PlanSetup:
-        """The checked form; raises InputError naming the first bad field."""
+        """The checked form; raises InputError naming the first bad field. A prescription
+        typed but not yet left rescales the objectives first (Kivy fires a button before the
+        field loses its focus)."""
+        self._prescription_changed()
         return parse_plan_setup(
             target=self.target.text, dose_text=self.dose.text,
             fractions_text=self.fractions.text, beams=self.beams(), rbe_label=self.rbe.text,

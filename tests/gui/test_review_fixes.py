@@ -195,3 +195,18 @@ def test_the_objectives_header_gives_the_unit_of_the_model(gui, tmp_path):
     form.rbe.text = "LEM I"
     gui.frames(2)
     assert unit_labels() == ["Gy(RBE)", "Gy(RBE)"]
+
+
+def test_a_prescription_still_being_typed_rescales_the_objectives_before_they_are_read(
+        gui, tmp_path):
+    """Compute pressed while the prescription field still has the focus: Kivy fires the
+    button first, so the objectives were read at the old prescription (a misleading 'target
+    objective asks for ...' error, or OAR limits left at the old dose)."""
+    app = _start(gui, tmp_path)
+    form = app.planning.plan_panel
+    old = float(form.dose.text)
+    before = [float(r.dose.text) for r in form.objective_row_list]
+    form.dose.text = f"{2 * old:g}"  # typed; the field keeps its focus
+    setup = form.setup()
+    assert setup.total_dose_gy_rbe == 2 * old
+    assert [o.dose_gy_rbe for o in setup.objectives] == pytest.approx([2 * d for d in before])
