@@ -30,26 +30,16 @@ from pydicom.dataset import Dataset
 from planning.dicom import (
     DicomImportError,
     export_rt_ion_plan,
-    load_demo_patient,
     load_rt_ion_plan,
 )
 from planning.patient import Patient
 from planning.plan import Plan
-from tests.test_rtplan_dicom import SAD_MM, build_plan
+from tests.test_rtplan_dicom import SAD_MM, patient, plan  # noqa: F401  (their fixtures)
 
 
 @pytest.fixture(scope="module")
-def patient() -> Patient:
-    return load_demo_patient()
-
-
-@pytest.fixture(scope="module")
-def plan(patient: Patient) -> Plan:
-    return build_plan(patient)
-
-
-@pytest.fixture(scope="module")
-def plan_file(tmp_path_factory: pytest.TempPathFactory, plan: Plan, patient: Patient) -> Path:
+def plan_file(tmp_path_factory: pytest.TempPathFactory, plan: Plan,  # noqa: F811
+              patient: Patient) -> Path:  # noqa: F811
     path = tmp_path_factory.mktemp("rtplan_checks") / "RP_checks.dcm"
     export_rt_ion_plan(plan, patient, path, sad_mm=SAD_MM)
     return path
