@@ -383,14 +383,19 @@ class StructureSet:
         Raises
         ------
         KeyError
-            If no structure has that name.
+            If no structure has that name, or, without an exact match, several have it but
+            for case (which one is meant cannot be told).
         """
         for s in self.structures:
             if s.name == name:
                 return s
-        for s in self.structures:
-            if s.name.casefold() == name.casefold():
-                return s
+        matches = [s for s in self.structures if s.name.casefold() == name.casefold()]
+        if len(matches) > 1:
+            raise KeyError(f"several structures are named {name!r} but for case "
+                           f"({', '.join(repr(s.name) for s in matches)}); give the name "
+                           "exactly")
+        if matches:
+            return matches[0]
         raise KeyError(f"no structure named {name!r}; structures: {', '.join(self.names)}")
 
 

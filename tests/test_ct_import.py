@@ -366,3 +366,29 @@ def test_info_reports_bad_series_and_unmatched_structure_sets(tmp_path: Path) ->
     assert "no CT series in the folder matches it" in text
     assert "Lost" in text and "1,2,3" in text
     assert "Damaged DICOM files: 1" in text and "broken.dcm" in text
+
+
+@pytest.mark.parametrize(("edits", "message"), [
+    ({"RescaleType": "Z_EFF", "MultienergyCTAcquisition": "YES"}, "Rescale Type is 'Z_EFF'"),
+    ({"RescaleType": "ED"}, "not Hounsfield units"),
+    ({"MultienergyCTAcquisition": "YES"}, "multi-energy CT image without Rescale Type"),
+])
+def test_images_that_do_not_hold_hounsfield_units_are_refused(tmp_path: Path, edits, message):
+    """A multi-energy map in CT Image Storage (effective atomic number, electron density) was
+    read as HU and turned into water-like stopping powers (DICOM Supplement 188)."""
+    def edit(k: int, ds: pydicom.Dataset) -> None:
+        for keyword, value in edits.items():
+            setattr(ds, keyword, value)
+
+    write_ct_series(tmp_path, SeriesSpec(), lambda p: np.full(p.shape[:2], 7.4), edit=edit)
+    with pytest.raises(DicomImportError, match=message):
+        load_ct_series(tmp_path)
+
+
+def test_rescale_type_hu_is_read(tmp_path: Path) -> None:
+    def edit(k: int, ds: pydicom.Dataset) -> None:
+        ds.RescaleType = "HU"
+        ds.MultienergyCTAcquisition = "YES"  # a virtual monoenergetic image, in HU
+
+    write_ct_series(tmp_path, SeriesSpec(), lambda p: np.full(p.shape[:2], 40.0), edit=edit)
+    assert float(load_ct_series(tmp_path).hu.max()) == 40.0

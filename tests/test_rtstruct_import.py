@@ -227,3 +227,71 @@ def test_contours_to_mask_keeps_structure_cropped(tmp_path: Path) -> None:
     assert warnings == []
     assert mask.box.shape == (1, 6, 5) and mask.offset_zyx == (1, 4, 3)
     assert mask.grid_shape == ct.shape
+
+
+def test_contours_of_other_planes_never_cancel_on_one_slice(tmp_path: Path) -> None:
+    """A structure drawn on another series of the same frame (finer or shifted slices): two
+    nearly equal contours of neighbouring planes that fall on one CT slice were combined
+    even-odd and cancelled (slices, or the whole ROI, came out empty); now each slice takes the
+    plane nearest its centre."""
+    ct = _ct(tmp_path)  # slices at z = 0, 2, 4, 6, 8 mm
+    square = (2.5, 4.5, 2.5, 4.5)  # 2 x 2 voxels
+    two_planes = [Contour(rectangle(*square, z), "CLOSED_PLANAR") for z in (3.6, 4.4)]
+    mask, warnings = contours_to_mask(two_planes, ct, roi_name="Fine")
+    dense = mask.to_dense()
+    assert dense[2].sum() == 4 and dense.sum() == 4
+    assert any("'Fine': 1 contour(s) were left out: another contour plane" in w for w in warnings)
+    # Planes half a slice off (z = 1, 3, 5, 7): each goes to the slice above it (Python's
+    # round() sent 3 and 5 to one slice, by the parity of the index, where they cancelled).
+    shifted = [Contour(rectangle(*square, z), "CLOSED_PLANAR") for z in (1.0, 3.0, 5.0, 7.0)]
+    dense, warnings = contours_to_mask(shifted, ct, roi_name="Shifted")
+    assert [int(dense.to_dense()[k].sum()) for k in range(5)] == [0, 4, 4, 4, 4]
+    assert not any("left out" in w for w in warnings)
+
+
+def test_slices_without_a_contour_inside_a_structure_are_reported(tmp_path: Path) -> None:
+    ct = _ct(tmp_path)
+    ends = [Contour(rectangle(2.5, 4.5, 2.5, 4.5, z), "CLOSED_PLANAR") for z in (0.0, 8.0)]
+    mask, warnings = contours_to_mask(ends, ct, roi_name="Sparse")
+    assert [int(mask.to_dense()[k].sum()) for k in range(5)] == [4, 0, 0, 0, 4]
+    assert any("'Sparse': 3 CT slice(s) between the structure's first and last contour" in w
+               for w in warnings)
+
+
+def test_closedplanar_xor_contours_fill_like_closed_planar_ones(tmp_path: Path) -> None:
+    """CLOSEDPLANAR_XOR (PS3.3 C.8.8.6.3): the contours of a plane combined by XOR, a ring
+    here; the whole structure set was refused as of an unknown type."""
+    ct = _ct(tmp_path)
+    outer, inner = rectangle(2.5, 8.5, 2.5, 8.5, 4.0), rectangle(4.5, 6.5, 4.5, 6.5, 4.0)
+    rois = [RoiSpec("Ring", 1, [outer, inner], geometric_type="CLOSEDPLANAR_XOR")]
+    ring = load_rtstruct(_write(tmp_path, rois), ct).get("Ring").mask.to_dense()
+    assert ring[2].sum() == 36 - 4 and ring.sum() == 32
+
+
+def test_a_structure_set_without_its_type_3_frame_sequence_is_found_by_its_rois(
+        tmp_path: Path) -> None:
+    """Referenced Frame of Reference Sequence is Type 3: without it the structure set of the
+    CT was not found (the patient loaded without structures); each ROI's Type 1 Referenced
+    Frame of Reference UID names the frame."""
+    import pydicom
+
+    write_series(tmp_path / "ct", GRID, lambda p: np.zeros(p.shape[:2]))
+    path = _write(tmp_path, [RoiSpec("Box", 1, [rectangle(2.5, 7.5, 3.5, 9.5, 2.0)])])
+    ds = pydicom.dcmread(path)
+    del ds.ReferencedFrameOfReferenceSequence
+    ds.save_as(path)
+    patient = load_patient(tmp_path)
+    assert patient.structure_set is not None and patient.structure_set.names == ("Box",)
+
+
+def test_equal_roi_names_are_warned_about_and_an_ambiguous_name_is_refused(
+        tmp_path: Path) -> None:
+    ct = _ct(tmp_path)
+    box = [rectangle(2.5, 7.5, 3.5, 9.5, 2.0)]
+    rois = [RoiSpec("PTV", 1, box), RoiSpec("ptv", 2, box), RoiSpec("PTV", 3, box)]
+    structure_set = load_rtstruct(_write(tmp_path, rois), ct)
+    text = "\n".join(structure_set.warnings)
+    assert "'PTV' (ROI 1), 'ptv' (ROI 2), 'PTV' (ROI 3) have the same name" in text
+    assert structure_set.get("ptv").name == "ptv"  # exact
+    with pytest.raises(KeyError, match="several structures are named 'Ptv' but for case"):
+        structure_set.get("Ptv")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
+from pydicom.dataset import Dataset
 
 from planning.dicom._values import get_float, get_floats, get_int, get_str
 from planning.dicom.errors import DicomImportError
@@ -147,6 +148,7 @@ def _check_consistent(files: tuple[CtFileHeader, ...]) -> list[SliceRecord]:
                 path, f"same SOP Instance UID as {seen_uids[uid]}: the image is there twice"
             )
         seen_uids[uid] = path
+        _check_hounsfield_units(ds, path)
         slope = get_float(ds, "RescaleSlope", path)
         if slope == 0:
             raise DicomImportError(path, "RescaleSlope is 0")
@@ -162,6 +164,23 @@ def _check_consistent(files: tuple[CtFileHeader, ...]) -> list[SliceRecord]:
             )
         )
     return slices
+
+
+def _check_hounsfield_units(ds: Dataset, path: str) -> None:
+    """Refuse a CT image whose rescaled values are not Hounsfield units: Rescale Type
+    (0028,1054) other than HU, as multi-energy CT maps carry it (electron density, effective
+    atomic number, material concentration; PS3.3 C.8.2.1, DICOM Supplement 188), or a
+    multi-energy image without it (Type 1C there: the unit cannot be told)."""
+    kind = get_str(ds, "RescaleType", path).upper()
+    if kind and kind != "HU":
+        raise DicomImportError(path, f"Rescale Type is {kind!r}: the image holds {kind} values, "
+                                     "not Hounsfield units (a multi-energy map?); the stopping "
+                                     "powers come from HU through the HLUT, so give a CT "
+                                     "image in HU")
+    if not kind and get_str(ds, "MultienergyCTAcquisition", path).upper() == "YES":
+        raise DicomImportError(path, "a multi-energy CT image without Rescale Type: whether it "
+                                     "holds Hounsfield units cannot be told; give a CT image "
+                                     "in HU (Rescale Type HU)")
 
 
 def _check_positions(slices: list[SliceRecord], normal: NDArray[np.float64]) -> float:

@@ -9,11 +9,15 @@ inside when an odd number of crossings lie at or left of its centre.
 
 :func:`slice_polygons` puts each closed planar contour of a structure on the CT slice nearest to
 its plane, in fractional pixel indices: the step shared by the masks (rasterized here) and the
-clinical DVH's sample points (:mod:`planning.structure_sampling`).
+clinical DVH's sample points (:mod:`planning.structure_sampling`). When contours of several
+planes fall on one slice (a structure drawn on another, finer or shifted, series of the same
+frame of reference), the slice takes the plane nearest its centre: the even-odd rule combines
+contours of one plane only, so two nearly equal contours of neighbouring planes never cancel.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,6 +26,10 @@ from numpy.typing import NDArray
 from planning.patient import Contour, CtVolume
 
 BoolArray = NDArray[np.bool_]
+#: Contour Geometric Types that enclose an area: CLOSED_PLANAR and CLOSEDPLANAR_XOR (PS3.3
+#: C.8.8.6.3: contours of one plane combined by exclusive or, which the even-odd rule does for
+#: both).
+CLOSED_TYPES = ("CLOSED_PLANAR", "CLOSEDPLANAR_XOR")
 FloatArray = NDArray[np.float64]
 
 #: A closed planar contour counts as axial when its z spread is under this fraction of a slice.
@@ -178,19 +186,25 @@ def slice_polygons(contours: Sequence[Contour], ct: CtVolume
     problems : dict of str to int
         Counts of contours ``"outside"`` the CT (left out), ``"clipped"`` by its edge,
         ``"off_plane"`` (between slices, put on the nearest), ``"non_axial"``, ``"open"`` and
-        ``"degenerate"`` (all three left out).
+        ``"degenerate"`` (all three left out), ``"other_plane"`` (left out: another plane is
+        nearer to their slice), and ``"gap"``: slices between the first and the last slice
+        with contours that have none.
     """
     ox, oy, oz = ct.origin_mm
     sz, sy, sx = ct.spacing_mm
     nz, ny, nx = ct.shape
-    per_slice: dict[int, list[FloatArray]] = {}
+    # By slice, by source plane (its offset from the slice centre, in slices): the even-odd
+    # rule combines the contours of one plane only (two nearly equal contours of neighbouring
+    # planes that fall on one slice would cancel).
+    planes: dict[int, dict[float, list[FloatArray]]] = {}
     problems = dict.fromkeys(
-        ("outside", "clipped", "off_plane", "non_axial", "open", "degenerate"), 0
+        ("outside", "clipped", "off_plane", "non_axial", "open", "degenerate", "other_plane",
+         "gap"), 0
     )
     for contour in contours:
         if contour.geometric_type == "POINT":
             continue
-        if contour.geometric_type != "CLOSED_PLANAR":
+        if contour.geometric_type not in CLOSED_TYPES:
             problems["open"] += 1
             continue
         pts = contour.points_mm
@@ -202,7 +216,7 @@ def slice_polygons(contours: Sequence[Contour], ct: CtVolume
             problems["non_axial"] += 1
             continue
         k_exact = (float(z.mean()) - oz) / sz
-        k = round(k_exact)
+        k = math.floor(k_exact + 0.5)  # half-way planes go up, never by the parity of k
         if k < 0 or k >= nz:
             problems["outside"] += 1
             continue
@@ -216,5 +230,13 @@ def slice_polygons(contours: Sequence[Contour], ct: CtVolume
             continue
         if lo[0] < -0.5 or lo[1] < -0.5 or hi[0] > nx - 0.5 or hi[1] > ny - 0.5:
             problems["clipped"] += 1
-        per_slice.setdefault(k, []).append(ij)
+        offset = round(k_exact - k, 6)  # contours of one plane share it
+        planes.setdefault(k, {}).setdefault(offset, []).append(ij)
+    per_slice: dict[int, list[FloatArray]] = {}
+    for k, by_plane in planes.items():
+        nearest = min(by_plane, key=lambda o: (abs(o), o))
+        per_slice[k] = by_plane.pop(nearest)
+        problems["other_plane"] += sum(len(polys) for polys in by_plane.values())
+    if per_slice:
+        problems["gap"] = max(per_slice) - min(per_slice) + 1 - len(per_slice)
     return per_slice, problems

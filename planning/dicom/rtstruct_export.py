@@ -121,7 +121,8 @@ def _slice_index(points: FloatArray, ct: CtVolume) -> int | None:
 
 def _contour_item(contour: Contour, number: int, ct: CtVolume) -> Dataset:
     item = Dataset()
-    planar = contour.geometric_type in ("CLOSED_PLANAR", "OPEN_PLANAR", "POINT")
+    planar = contour.geometric_type in ("CLOSED_PLANAR", "CLOSEDPLANAR_XOR", "OPEN_PLANAR",
+                                        "POINT")
     k = _slice_index(contour.points_mm, ct) if planar and len(contour.points_mm) else None
     if k is not None:
         item.ContourImageSequence = sequence(

@@ -34,7 +34,8 @@ from planning.patient import Contour, CtVolume, RoiMask, Structure, StructureSet
 logger = logging.getLogger(__name__)
 
 _CONTOUR_DATA_TAG = 0x30060050
-GEOMETRIC_TYPES = ("CLOSED_PLANAR", "OPEN_PLANAR", "OPEN_NONPLANAR", "POINT")
+GEOMETRIC_TYPES = ("CLOSED_PLANAR", "CLOSEDPLANAR_XOR", "OPEN_PLANAR", "OPEN_NONPLANAR",
+                   "POINT")
 
 
 def _contour_points(item: Dataset, path: str, roi: str) -> FloatArray:
@@ -71,9 +72,10 @@ def contours_to_mask(
     Parameters
     ----------
     contours : sequence of Contour
-        The structure's contours, LPS mm. Only ``CLOSED_PLANAR`` ones fill voxels; each is put
-        on the CT slice nearest to its plane, and the contours of one slice combine by the
-        even-odd rule.
+        The structure's contours, LPS mm. Only closed planar ones (``CLOSED_PLANAR``, and
+        ``CLOSEDPLANAR_XOR``, PS3.3 C.8.8.6.3: combined by XOR, as the even-odd rule does) fill
+        voxels; each is put on the CT slice nearest to its plane, and the contours of one
+        plane combine by the even-odd rule (:func:`planning.dicom.rasterize.slice_polygons`).
     ct : CtVolume
         The grid (axes along +x, +y, +z LPS).
     roi_name : str
@@ -102,6 +104,22 @@ def contours_to_mask(
     return RoiMask.from_box(ct.shape, (k0, j0, i0), box), warnings
 
 
+def _same_names(names: dict[int, str]) -> list[str]:
+    """Warnings for ROI names that are equal, or equal but for case: structures are found by
+    name (exactly, then ignoring case), so the first of equal names is the one used."""
+    by_key: dict[str, list[tuple[int, str]]] = {}
+    for number, name in names.items():
+        by_key.setdefault(name.casefold(), []).append((number, name))
+    out = []
+    for group in by_key.values():
+        if len(group) > 1:
+            listed = ", ".join(f"{name!r} (ROI {number})" for number, name in group)
+            out.append(f"ROIs {listed} have the same name but for case or exactly: a name "
+                       "given exactly finds the first of equal names; rename them to tell "
+                       "them apart")
+    return out
+
+
 def _describe_problems(roi: str, problems: dict[str, int]) -> list[str]:
     text = {
         "outside": "contour(s) outside the CT volume were ignored",
@@ -110,6 +128,11 @@ def _describe_problems(roi: str, problems: dict[str, int]) -> list[str]:
         "non_axial": "closed contour(s) not in an axial plane were ignored",
         "open": "open contour(s) cannot fill a volume and were not rasterized",
         "degenerate": "closed contour(s) with fewer than 3 points were ignored",
+        "other_plane": ("contour(s) were left out: another contour plane lies nearer to the "
+                        "CT slice they fall on (the structure was drawn on slices other than "
+                        "this CT's; each slice takes its nearest plane)"),
+        "gap": ("CT slice(s) between the structure's first and last contour have no contour "
+                "and are empty in its mask (drawn on fewer slices than this CT has?)"),
     }
     return [f"ROI {roi!r}: {n} {text[key]}" for key, n in problems.items() if n]
 
@@ -230,7 +253,7 @@ def parse_structure_set(ds: Dataset, *, path: PathLike = "") -> ParsedStructureS
     for item in get_sequence(ds, "RTROIObservationsSequence", where):
         number = get_int(item, "ReferencedROINumber", where)
         types.setdefault(number, get_str(item, "RTROIInterpretedType", where).upper())
-    warnings: list[str] = []
+    warnings: list[str] = _same_names(names)
     colours: dict[int, tuple[int, int, int] | None] = {}
     contours: dict[int, list[Contour]] = {}
     for item in get_sequence(ds, "ROIContourSequence", where):

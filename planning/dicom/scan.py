@@ -172,13 +172,17 @@ def _summarize_rtstruct(ds: Dataset, path: str) -> RtStructSummary:
         for study in get_sequence(ref, "RTReferencedStudySequence", path):
             for ser in get_sequence(study, "RTReferencedSeriesSequence", path):
                 series.append(get_str(ser, "SeriesInstanceUID", path))
+    rois = get_sequence(ds, "StructureSetROISequence", path)
+    # Each ROI's Referenced Frame of Reference UID is Type 1; the structure set's Referenced
+    # Frame of Reference Sequence is Type 3 and may be absent.
+    frames += [get_str(roi, "ReferencedFrameOfReferenceUID", path) for roi in rois]
     return RtStructSummary(
         path=path,
         sop_instance_uid=get_str(ds, "SOPInstanceUID", path),
         label=get_str(ds, "StructureSetLabel", path),
-        frame_of_reference_uids=tuple(f for f in frames if f),
+        frame_of_reference_uids=tuple(dict.fromkeys(f for f in frames if f)),
         referenced_series_uids=tuple(s for s in series if s),
-        roi_count=len(get_sequence(ds, "StructureSetROISequence", path)),
+        roi_count=len(rois),
     )
 
 
