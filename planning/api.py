@@ -153,12 +153,13 @@ class SeriesChoice:
 
 
 def list_ct_series(folder: str | os.PathLike[str]) -> list[SeriesChoice]:
-    """The CT series found under ``folder`` (header scan only; no pixel data read)."""
+    """The CT series found under ``folder`` that a planning CT can be chosen from (localizers
+    left out; header scan only, no pixel data read)."""
     from planning.dicom import scan_folder
 
     return [SeriesChoice(s.series_instance_uid, s.attribute("SeriesDescription"),
                          len(s.files), s.attribute("PatientPosition"))
-            for s in scan_folder(folder).ct_series]
+            for s in scan_folder(folder).planning_ct_candidates()]
 
 
 def load_patient(folder: str | os.PathLike[str], *, series_uid: str | None = None,

@@ -392,3 +392,36 @@ def test_rescale_type_hu_is_read(tmp_path: Path) -> None:
 
     write_ct_series(tmp_path, SeriesSpec(), lambda p: np.full(p.shape[:2], 40.0), edit=edit)
     assert float(load_ct_series(tmp_path).hu.max()) == 40.0
+
+
+def test_a_localizer_beside_the_ct_is_not_a_choice(tmp_path: Path) -> None:
+    """A scout/topogram exported with the CT (Image Type value 3 LOCALIZER) made every load
+    ask which series to plan on; the localizer is never the planning CT."""
+    ct = SeriesSpec(tag="axial")
+    scout = SeriesSpec(tag="scout", first_position=(0.0, 0.0, 100.0), n_slices=2)
+
+    def localizer(k: int, ds: pydicom.Dataset) -> None:
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+
+    write_ct_series(tmp_path, ct, linear_hu)
+    write_ct_series(tmp_path, scout, linear_hu, edit=localizer)
+    assert load_ct_series(tmp_path).series_instance_uid == ct.series_uid
+    other = SeriesSpec(tag="second", first_position=(0.0, 0.0, 200.0), n_slices=3)
+    write_ct_series(tmp_path, other, linear_hu)
+    with pytest.raises(SeriesSelectionError) as info:  # two CTs: still the user's choice
+        load_ct_series(tmp_path)
+    assert set(info.value.choices) == {ct.series_uid, other.series_uid}
+
+
+def test_the_app_is_offered_no_localizer(tmp_path: Path) -> None:
+    from planning import api
+
+    ct = SeriesSpec(tag="axial")
+    scout = SeriesSpec(tag="scout", first_position=(0.0, 0.0, 100.0), n_slices=2)
+
+    def localizer(k: int, ds: pydicom.Dataset) -> None:
+        ds.ImageType = "ORIGINAL\\PRIMARY\\LOCALIZER"
+
+    write_ct_series(tmp_path, ct, linear_hu)
+    write_ct_series(tmp_path, scout, linear_hu, edit=localizer)
+    assert [c.series_uid for c in api.list_ct_series(tmp_path)] == [ct.series_uid]

@@ -59,13 +59,14 @@ def _select_series(scan: FolderScan, series_uid: str | None) -> CtSeriesFiles:
             )
         raise DicomImportError(scan.folder, f"no CT image series found{detail}")
     if series_uid is None:
-        if len(scan.ct_series) == 1:
-            return scan.ct_series[0]
-        listing = "; ".join(s.describe() for s in scan.ct_series)
+        candidates = scan.planning_ct_candidates()
+        if len(candidates) == 1:
+            return candidates[0]
+        listing = "; ".join(s.describe() for s in candidates)
         raise SeriesSelectionError(
             scan.folder,
-            f"{len(scan.ct_series)} CT series found: {listing}",
-            [s.series_instance_uid for s in scan.ct_series],
+            f"{len(candidates)} CT series found: {listing}",
+            [s.series_instance_uid for s in candidates],
             kind="CT series",
         )
     series = scan.find_series(series_uid)

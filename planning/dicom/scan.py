@@ -77,6 +77,20 @@ class CtSeriesFiles:
         except DicomImportError:
             return ""
 
+    @property
+    def is_localizer(self) -> bool:
+        """True for a localizer (scout, topogram: Image Type value 3 LOCALIZER, PS3.3
+        C.8.2.1.1.1), never a planning CT."""
+        try:
+            values = self.files[0].dataset.get("ImageType")
+        except Exception:  # an unreadable Image Type makes no localizer of a series
+            return False
+        if values is None:
+            return False
+        items = [str(v).strip().upper() for v in (values if not isinstance(values, str)
+                                                   else values.split("\\"))]
+        return len(items) >= 3 and items[2] == "LOCALIZER"
+
     def describe(self) -> str:
         """One line: UID, description, slice count (one slice per file), patient position."""
         description = self.attribute("SeriesDescription") or "(no description)"
@@ -156,6 +170,11 @@ class FolderScan:
             if series.series_instance_uid == series_uid:
                 return series
         return None
+
+    def planning_ct_candidates(self) -> tuple[CtSeriesFiles, ...]:
+        """The CT series a planning CT can be chosen from: all but localizers (scouts exported
+        beside the CT, :attr:`CtSeriesFiles.is_localizer`), or all when every one is."""
+        return tuple(s for s in self.ct_series if not s.is_localizer) or self.ct_series
 
 
 def _is_part10(path: Path) -> bool:
