@@ -23,7 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
@@ -34,7 +33,12 @@ from planning.dicom import (
 )
 from planning.patient import Patient
 from planning.plan import Plan
-from tests.test_rtplan_dicom import SAD_MM, patient, plan  # noqa: F401  (their fixtures)
+from tests.test_rtplan_dicom import (  # noqa: F401  (patient, plan: their fixtures)
+    SAD_MM,
+    _edited,
+    patient,
+    plan,
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +47,6 @@ def plan_file(tmp_path_factory: pytest.TempPathFactory, plan: Plan,  # noqa: F81
     path = tmp_path_factory.mktemp("rtplan_checks") / "RP_checks.dcm"
     export_rt_ion_plan(plan, patient, path, sad_mm=SAD_MM)
     return path
-
-
-def _edited(plan_file: Path, tmp_path: Path, edit: Callable[[Dataset], None]) -> Path:
-    ds = pydicom.dcmread(plan_file)
-    edit(ds)
-    out = tmp_path / "edited.dcm"
-    ds.save_as(out, enforce_file_format=True)
-    return out
 
 
 def _points(ds: Dataset, beam: int = 0) -> list[Dataset]:
