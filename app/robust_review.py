@@ -16,7 +16,7 @@ import numpy as np
 from app.widgets.dvh_plot import DvhCurve
 from app.widgets.metrics_table import MetricsRow
 from planning.errors import InputError
-from planning.rbe import PhysicalDose
+from planning.robust_report import dose_unit  # re-exported for the robustness panel
 
 #: Scenario-table columns: (title, report key) of the chosen structure's metrics, Gy(RBE).
 SCENARIO_METRICS = (("D98", "d98_gy_rbe"), ("D95", "d95_gy_rbe"), ("D50", "d50_gy_rbe"),
@@ -103,12 +103,6 @@ def band_curves(report: Mapping[str, Any], colours: Mapping[str, tuple[int, int,
             dose = np.maximum.accumulate(np.asarray(band[key], dtype=np.float64)[::-1])
             curves.append(DvhCurve(name, colour, dose, volume, dashed=dashed, group=group))
     return curves
-
-
-def dose_unit(report: Mapping[str, Any]) -> str:
-    """``"Gy"`` for a plan evaluated under the physical model, else ``"Gy(RBE)"`` (the report's
-    ``*_gy_rbe`` keys hold the plan's dose in either case)."""
-    return "Gy" if report.get("rbe_model") == PhysicalDose().describe() else "Gy(RBE)"
 
 
 def scenario_columns(unit: str = "Gy(RBE)") -> list[str]:
