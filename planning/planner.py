@@ -65,7 +65,7 @@ from planning.engine.problem import (
     tissue_models,
     voxel_groups,
 )
-from planning.engine.refinement import TARGET_WINDOW, refine_target
+from planning.engine.refinement import TARGET_WINDOW, WATCH_LEVEL, refine_target
 from planning.engine.wepl_cubes import WeplCubes
 from planning.errors import InputError, PlanningError
 from planning.exchange import (
@@ -805,13 +805,16 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     if correcting and refinement.problem is not None:  # until the optimizer's dose is the plan's
         settled = settle_correction(
             refinement.problem, result, engine=prepared.opt_engine, tables=prepared.tables,
-            rows=prepared.rows, objectives=objectives, settings=optimizer_settings,
+            rows=prepared.rows, objectives=refinement.objectives, settings=optimizer_settings,
             target=prepared.target, prescription_per_fraction=dose_per_fraction,
             progress=stage_progress(progress, 0.83, 0.85), cancel=cancel)
         result = settled.result
         iterations += settled.iterations
         last_forward = settled.forward
     added_rows = refinement.rows
+    hot_objectives = [{"dose_gy_rbe": o.dose_gy_rbe, "weight": o.weight,
+                       "points": refinement.hot_points}
+                      for o in refinement.objectives[len(objectives):]]
     del refinement  # its problem holds the matrices
     timings["refinement"] = time.perf_counter() - t0
     matrix_mib = total_nbytes((dose_m, *sums_m)) / 2**20
@@ -891,6 +894,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                        "check_grid_spacing_mm": list(check.spacing_mm),
                        "target_points_checked": int(check_rows.size),
                        "window": list(TARGET_WINDOW),
+                       "watch_level": WATCH_LEVEL,
+                       "hot_point_objective": hot_objectives[0] if hot_objectives else None,
                        "iterations": refinement_iterations},
         "lateral_cutoff_fraction": prepared.settings.lateral_cutoff_fraction,
         "dose_correction": None if correction is None else {

@@ -109,9 +109,14 @@ def test_objectives_and_optimizer_result(planned):
     added = report["refinement"]["target_points_added"]
     spacing = max(report["refinement"]["check_grid_spacing_mm"])
     flat = " ".join(text.split())
+    assert report["refinement"]["watch_level"] == 1.03
     assert re.search(rf"Target points added \(refinement\)\s+{added} \(points of a {spacing:g} "
-                     r"mm check grid above 105 % and dose-grid voxels below 95 %", flat), \
+                     r"mm check grid above 103 % and dose-grid voxels below 95 %", flat), \
         report["refinement"]
+    hot = report["refinement"]["hot_point_objective"]
+    if hot is not None:  # the default objectives ask a maximum of the target
+        assert (f"the {hot['points']} above 103 % with a maximum-dose objective at 105 %, "
+                f"weight {hot['weight']:g}") in flat
     assert report["optimizer_start"] == "uniform"
     assert "Started from uniform spot weights scaled to the prescription" in flat
     correction = report["dose_correction"]
@@ -316,3 +321,10 @@ def test_a_report_from_before_the_check_grid_says_what_it_checked(planned):
     rows = dict(doc.optimizer.rows)
     assert rows["Target points added (refinement)"] == (
         "48 (dose-grid voxels outside 95-105 %; 44 iterations after them)")
+    # before 2026-12-07: the check grid's points above the window's top, no objective of their own
+    old["refinement"] = {"target_points_added": 31, "check_grid_spacing_mm": [1.25] * 3,
+                         "target_points_checked": 999, "window": [0.95, 1.05], "iterations": 44}
+    doc = plan_document(dataclasses.replace(result, report=old), "Plan 1")
+    assert dict(doc.optimizer.rows)["Target points added (refinement)"] == (
+        "31 (points of a 1.25 mm check grid above 105 % and dose-grid voxels below 95 %; "
+        "44 iterations after them)")

@@ -13,7 +13,11 @@ from kernels.sparse_device import RowStack, host_spot_matrices
 from planning.engine import PlanningEngine
 from planning.engine.dose_engine import DoseEngineSettings
 from planning.engine.refinement import (
+    HOT_POINT_WEIGHT_SHARE,
     TARGET_WINDOW,
+    WATCH_LEVEL,
+    hot_point_objectives,
+    hot_points_name,
     outside_window,
     refine_target,
     target_rbe_dose,
@@ -132,6 +136,10 @@ def test_refinement_adds_the_missed_voxels_and_brings_them_towards_the_window(ca
                             target_rows=target_rows, sampled_rows=sampled,
                             prescription_per_fraction=2.0)
     np.testing.assert_array_equal(refined.rows, np.setdiff1d(missed, sampled))
+    # no maximum asked of the target: no objective added, no point watched
+    assert refined.objectives == tuple(objectives) and refined.hot_points == 0
+    assert refined.problem is not None
+    assert refined.problem.dose.shape[0] == problem.dose.shape[0] + refined.rows.size
     assert refined.result is not None
     after = target_rbe_dose(engine, refined.result.weights, PhysicalDose(), None, (),
                             target_rows)
@@ -156,3 +164,57 @@ def test_only_the_points_given_as_cold_rows_are_added_for_too_little_dose(case) 
                             cold_rows=np.union1d(cold_rows, target_rows[dose > 1.9][:5]))
     np.testing.assert_array_equal(refined.rows,
                                   np.setdiff1d(np.union1d(hot, cold_rows), sampled))
+
+
+def test_hot_points_become_a_structure_of_their_own() -> None:
+    a, b = host_spot_matrices((_random_csr(10, 5, 8), _random_csr(4, 5, 9)))
+    problem = OptimizationProblem(a, (), (("T", np.array([0, 2, 4])),), PhysicalDose(), 1)
+    extended = with_target_rows(problem, b, (), "T", (), hot=np.array([1, 3]))
+    np.testing.assert_array_equal(extended.rows_of("T"), [0, 2, 4, 10, 11, 12, 13])
+    np.testing.assert_array_equal(extended.rows_of(hot_points_name("T")), [11, 13])
+    some = with_target_rows(problem, b, (), "T", (), hot=np.array([1, 3]),
+                            in_target=np.array([0, 1]))
+    np.testing.assert_array_equal(some.rows_of("T"), [0, 2, 4, 10, 11])
+    assert "\\" in hot_points_name("T")  # a character no DICOM ROI Name holds
+    plain = with_target_rows(problem, b, (), "T", (), hot=np.array([], dtype=np.int64))
+    assert [name for name, _ in plain.structure_rows] == ["T"]
+
+
+def test_the_hot_points_objective_sits_at_the_window_s_top_with_the_target_s_max_weight() -> None:
+    objectives = [Objective("T", "squared_deviation", 60.0, 100.0),
+                  Objective("T", "max_dose", 61.5, 500.0),
+                  Objective("OAR", "max_dose", 30.0, 900.0)]
+    (hot,) = hot_point_objectives(objectives, "T", 60.0)
+    assert hot == Objective(hot_points_name("T"), "max_dose", TARGET_WINDOW[1] * 60.0,
+                            HOT_POINT_WEIGHT_SHARE * 500.0)
+    # no maximum asked of the target (only of another structure): no goal added
+    assert hot_point_objectives([objectives[0], objectives[2]], "T", 60.0) == []
+
+
+def test_the_hot_points_objective_lowers_the_hot_points_further(case) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """The same continued pass over the same added points, with and without the objective on
+    the points above the watch level: with it, the hottest of them ends lower."""
+    c = _sparsely_sampled_target(case)
+    engine, target_rows, sampled, first = c.engine, c.target_rows, c.sampled, c.first
+    objectives = [*c.objectives, Objective("T", "max_dose", 2.05, 5.0)]
+    refined = refine_target(c.problem, objectives, c.settings, first, engine=engine,
+                            model=PhysicalDose(), tables=None, voxel_groups=(), target="T",
+                            target_rows=target_rows, sampled_rows=sampled,
+                            prescription_per_fraction=2.0)
+    assert refined.problem is not None and refined.result is not None
+    assert [o.structure for o in refined.objectives] == ["T", "T", hot_points_name("T")]
+    hot_rows = refined.problem.rows_of(hot_points_name("T"))
+    # the points above 103 %: those above 105 % are target points too, the others are not
+    dose = engine.forward(first.weights).dose_gy[target_rows]
+    watched = np.setdiff1d(target_rows[dose > WATCH_LEVEL * 2.0], sampled)
+    above = np.setdiff1d(target_rows[dose > TARGET_WINDOW[1] * 2.0], sampled)
+    assert refined.hot_points == hot_rows.size == watched.size > above.size > 0
+    n0 = c.problem.dose.shape[0]
+    assert np.intersect1d(refined.problem.rows_of("T"), hot_rows).size == above.size
+    assert refined.problem.rows_of("T").size == n0 + refined.rows.size
+    shorter = OptimizerSettings(max_iterations=20, min_spot_weight=0.0)
+    without = optimize_weights(refined.problem, objectives, 2.0, "T", shorter,
+                               start=first.weights)
+    hottest = [float(np.max(refined.problem.rbe_dose(w)[hot_rows]))
+               for w in (refined.result.weights, without.weights)]
+    assert hottest[0] < hottest[1], hottest
