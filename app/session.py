@@ -19,7 +19,7 @@ from planning.dose_interpolation import VoxelLabels
 from planning.errors import InputError
 from planning.patient import Patient
 from planning.planner import PlanResult
-from planning.rbe import PhysicalDose
+from planning.rbe import dose_unit_of
 from planning.robust import RobustResult
 from planning.workspace import new_plan_id
 
@@ -133,7 +133,7 @@ class PlanEntry:
     def dose_unit(self) -> str:
         """Unit of the plan's dose and prescription: ``"Gy"`` under the physical model (its
         dose is not RBE-weighted), else ``"Gy(RBE)"``."""
-        return "Gy" if self.model_name == PhysicalDose().describe() else "Gy(RBE)"
+        return dose_unit_of(self.model_name)
 
     def layers(self) -> list[DoseLayer]:
         """Every cube of the plan the user can display, RBE-weighted dose first."""

@@ -15,14 +15,14 @@ from typing import Any
 from planning.compare.html_report import _CSS, _fmt, _table
 from planning.compare.images import dvh_frame
 from planning.hlut import describe_hlut_record
-from planning.rbe import PhysicalDose
+from planning.rbe import dose_unit_of
 
 
 def dose_unit(report: Mapping[str, Any]) -> str:
     """``"Gy"`` for a plan evaluated under the physical model, else ``"Gy(RBE)"``: the unit of
     the doses a plan's or robust evaluation's ``report.json`` holds (its ``*_gy_rbe`` keys hold
     the plan's dose under either)."""
-    return "Gy" if report.get("rbe_model") == PhysicalDose().describe() else "Gy(RBE)"
+    return dose_unit_of(str(report.get("rbe_model", "")))
 
 
 def _combination_text(robust: dict[str, Any]) -> str:

@@ -146,3 +146,12 @@ def test_tissues_per_structure_are_refused_with_another_model_or_malformed():
         change(bad)
         with pytest.raises(InputError, match=message):
             structure_tissues_from_record(bad)
+
+
+def test_dose_unit_of_a_model_or_its_description():
+    from planning.rbe import dose_unit_of
+
+    assert dose_unit_of(PhysicalDose()) == dose_unit_of(PhysicalDose().describe()) == "Gy"
+    for model in (MkmModel(), LemModel(), ConstantRbe(1.1)):
+        assert dose_unit_of(model) == dose_unit_of(model.describe()) == "Gy(RBE)"
+    assert dose_unit_of("") == "Gy(RBE)"  # a report without its model: RBE-weighted, as before

@@ -30,7 +30,7 @@ from planning.document.views import (
 )
 from planning.dose_interpolation import VoxelLabels
 from planning.hlut import describe_hlut_record
-from planning.rbe import LemModel, MkmModel, PhysicalDose, RbeModel
+from planning.rbe import LemModel, MkmModel, PhysicalDose, RbeModel, dose_unit_of
 from planning.rbe.record import StructureTissues, model_label, model_record
 from planning.structure_dose import StructureDose, structure_dose_statistics
 
@@ -54,11 +54,6 @@ def _num(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     return f"{value:.{digits}f}"
-
-
-def unit_of(model: RbeModel) -> str:
-    """"Gy" for physical dose, else "Gy(RBE)"."""
-    return "Gy" if isinstance(model, PhysicalDose) else "Gy(RBE)"
 
 
 def plan_label(result: PlanResult, plan_name: str) -> str:
@@ -85,7 +80,7 @@ def plan_label(result: PlanResult, plan_name: str) -> str:
 
 def _plan_facts(result: PlanResult, plan_name: str) -> TextTable:
     rx, plan, grid = result.plan.prescription, result.plan, result.dose_grid
-    unit = unit_of(result.model)
+    unit = dose_unit_of(result.model)
     spec = result.report.get("dose_specification_point")
     rows = [
         ("Target", rx.target),
@@ -216,7 +211,7 @@ def _other_models(result: PlanResult) -> list[tuple[RbeModel, NDArray[np.float32
 def _drawn(result: PlanResult) -> bool:
     """Whether the other models' DVHs go on the plan's DVH axis: only when it is Gy(RBE) like
     theirs (a physical-dose plan's axis is Gy)."""
-    return unit_of(result.model) == "Gy(RBE)"
+    return dose_unit_of(result.model) == "Gy(RBE)"
 
 
 def dash_of(model: RbeModel) -> tuple[float, ...]:
@@ -258,7 +253,7 @@ def plan_document(result: PlanResult, plan_name: str, *,
     document: views through the dose maximum, and a warning.
     """
     model, rx = result.model, result.plan.prescription
-    unit = unit_of(model)
+    unit = dose_unit_of(model)
     reference = rx.total_dose_gy_rbe
     colours = {s.name: s.colour_rgb or DEFAULT_OUTLINE_RGB
                for s in (result.patient.structure_set.structures

@@ -7,7 +7,14 @@ See :mod:`planning.rbe.models` for the common interface, :mod:`planning.rbe.mkm`
 
 from planning.rbe.lem import DEFAULT_TISSUES, LemModel, Tissue, parse_tissue, tissue_by_name
 from planning.rbe.mkm import MkmModel
-from planning.rbe.models import ConstantRbe, ParticleTable, PhysicalDose, RbeGradient, RbeModel
+from planning.rbe.models import (
+    ConstantRbe,
+    ParticleTable,
+    PhysicalDose,
+    RbeGradient,
+    RbeModel,
+    dose_unit_of,
+)
 from planning.rbe.tables import DepthTables, RbeTableRow, depth_tables, rbe_table_rows
 
 __all__ = [
@@ -23,6 +30,7 @@ __all__ = [
     "RbeTableRow",
     "Tissue",
     "depth_tables",
+    "dose_unit_of",
     "parse_tissue",
     "rbe_table_rows",
     "tissue_by_name",

@@ -199,6 +199,15 @@ class PhysicalDose(RbeModel):
         return "physical dose"
 
 
+def dose_unit_of(model: RbeModel | str) -> str:
+    """The unit of a dose computed under ``model`` (a model, or its description as a report's
+    ``rbe_model`` holds it): ``"Gy"`` under the physical model, whose dose is not RBE-weighted,
+    else ``"Gy(RBE)"``."""
+    physical = (model == PhysicalDose().describe() if isinstance(model, str)
+                else isinstance(model, PhysicalDose))
+    return "Gy" if physical else "Gy(RBE)"
+
+
 @dataclass(frozen=True)
 class ConstantRbe(RbeModel):
     """RBE-weighted dose = ``rbe`` x physical dose, for any particle and dose level.
