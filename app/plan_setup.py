@@ -15,7 +15,7 @@ from planning.errors import InputError, PlanningError
 from planning.optimization import Objective
 from planning.planner import PlanRequest
 from planning.rbe import DEFAULT_TISSUES
-from planning.rbe.lem import RAPID_SCHEMES
+from planning.rbe.lem import DEFAULT_RAPID_SCHEME, RAPID_SCHEMES
 from planning.regions import ring_match
 
 #: RBE model choices: (label shown, ``planning.api.rbe_model`` name).
@@ -128,14 +128,15 @@ def names_a_structure(name: str, structures: Sequence[str]) -> bool:
 
 
 def parse_tissue_choice(choice: str, custom_texts: Sequence[str],
-                        rapid_scheme: str = RAPID_SCHEMES[0]) -> str:
+                        rapid_scheme: str = DEFAULT_RAPID_SCHEME) -> str:
     """The LEM I tissue as :func:`planning.api.rbe_model` takes it: a class name from
     :data:`TISSUE_CHOICES`, or ``"alpha_x,beta_x,D_t"`` from the three custom fields, with
-    ``":averaged"`` for that rapid scheme (:data:`planning.rbe.lem.RAPID_SCHEMES`)."""
+    ``":central"`` for that rapid scheme (:data:`planning.rbe.lem.RAPID_SCHEMES`; none for the
+    default)."""
     if rapid_scheme not in RAPID_SCHEMES:
         raise InputError(f"LEM I rapid scheme: {rapid_scheme!r} is not one of "
                          f"{', '.join(RAPID_SCHEMES)}")
-    suffix = "" if rapid_scheme == RAPID_SCHEMES[0] else f":{rapid_scheme}"
+    suffix = "" if rapid_scheme == DEFAULT_RAPID_SCHEME else f":{rapid_scheme}"
     if choice != CUSTOM_TISSUE:
         if choice not in TISSUE_CHOICES:
             raise InputError(f"LEM I tissue: {choice!r} is not one of "
@@ -153,7 +154,7 @@ def parse_plan_setup(*, target: str, dose_text: str, fractions_text: str,
                      tissue_choice: str, spot_spacing_text: str, grid_text: str,
                      device_label: str, exchange: bool, objectives: list[Objective],
                      tissue_custom_texts: Sequence[str] = (),
-                     rapid_scheme: str = RAPID_SCHEMES[0],
+                     rapid_scheme: str = DEFAULT_RAPID_SCHEME,
                      structures: Sequence[str] | None = None) -> PlanSetup:
     """Check every value of the form before any work; raise InputError naming the first bad
     field and what is wrong with it.

@@ -26,8 +26,8 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 #: Help of the ``--tissue`` option.
-TISSUE_HELP = ("LEM I tissue: chordoma, hsg, v79 or alpha_x,beta_x,D_t; append :central (default, "
-               "Kraemer-Scholz 2006) or :averaged for the rapid scheme")
+TISSUE_HELP = ("LEM I tissue: chordoma, hsg, v79 or alpha_x,beta_x,D_t; append :averaged (default, "
+               "impact-parameter averaged) or :central (Kraemer-Scholz 2006) for the rapid scheme")
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -40,7 +40,7 @@ Tissues (LEM I only)
 --------------------
 An optional ``tissues`` table maps structure names to LEM I tissues, each a class name
 (``chordoma``, ``hsg``, ``v79``) or ``"alpha_x,beta_x,D_t"`` (1/Gy, 1/Gy^2, Gy), optionally
-followed by ``:central`` (the default) or ``:averaged``, the LEM I rapid scheme. The dose-grid
+followed by ``:averaged`` (the default) or ``:central``, the LEM I rapid scheme. The dose-grid
 voxels of a listed structure are evaluated (in the optimization and in the dose cubes) with
 LEM I for its tissue; voxels in no listed structure use the plan's tissue (``--tissue`` or the
 default class). Where listed structures overlap, the first listed wins. With any other RBE

@@ -96,10 +96,11 @@ def test_objectives_may_name_a_ring_around_a_structure():
 def test_rapid_scheme_is_a_choice_too():
     from planning.rbe import parse_tissue
 
-    s = _setup(tissue_choice="hsg", rapid_scheme="averaged")
-    assert s.tissue == "hsg:averaged" and parse_tissue(s.tissue).rapid_scheme == "averaged"
+    s = _setup(tissue_choice="hsg", rapid_scheme="central")
+    assert s.tissue == "hsg:central" and parse_tissue(s.tissue).rapid_scheme == "central"
     assert _setup(tissue_choice="custom", tissue_custom_texts=("0.1", "0.05", "30"),
-                  rapid_scheme="averaged").tissue == "0.1,0.05,30.0:averaged"
+                  rapid_scheme="central").tissue == "0.1,0.05,30.0:central"
+    assert _setup(tissue_choice="hsg", rapid_scheme="averaged").tissue == "hsg"  # the default
     with pytest.raises(InputError, match="LEM I rapid scheme: 'fast'"):
         _setup(rapid_scheme="fast")
 

@@ -216,8 +216,9 @@ def test_one_field_and_two_opposed_half_fields_give_the_same_ratio(
     assert r_left == pytest.approx(r_right, rel=0.01)
     assert r_right == pytest.approx(_depth_table_ratio(machine, tables, idx, layer_w,
                                                        (80.0, 120.0), d_right), rel=0.03)
-    # Zhang 2020's band at about 3 Gy(RBE) per fraction (LEM) in this reference geometry, for
-    # the central rapid scheme (tests/test_rbe_mixing.py: its band starts 0.1 lower).
+    # Zhang 2020's band at about 3 Gy(RBE) per fraction (LEM) in this reference geometry, as
+    # wide as the central rapid scheme's (tests/test_rbe_mixing.py: its band starts 0.1 lower
+    # than the averaged default's).
     lem_fx = float(one.lem_dose_gy_rbe.ravel()[centre]) / n_fx
     assert 2.5 < lem_fx < 3.5
     assert 1.2 <= r_one <= 1.5
@@ -273,7 +274,8 @@ def test_ratio_falls_with_dose_per_fraction_and_with_let(
     r_6cm_27, _ = _centre_ratio_at(machine, tables, 100.0, 160.0, lem_fx=2.7)
     r_6cm_mkm36, _ = _centre_ratio_at(machine, tables, 100.0, 160.0, mkm_fx=3.6)
     r_2cm, let_2cm = _centre_ratio_at(machine, tables, 70.0, 90.0, lem_fx=3.0)
-    # Zhang 2020's level (the central rapid scheme's band, tests/test_rbe_mixing.py) and trend
+    # Zhang 2020's level (as wide as the central rapid scheme's band, tests/test_rbe_mixing.py)
+    # and trend
     assert 1.2 <= r_6cm <= 1.5 and r_6cm_27 > r_6cm
     assert r_6cm_mkm36 < 1.2
     assert let_2cm > let_6cm + 20.0

@@ -16,7 +16,7 @@ import pytest
 from planning.errors import InputError
 from planning.physics.stopping import load_stopping_table
 from planning.rbe import DEFAULT_TISSUES, LemModel, Tissue, tissue_by_name
-from planning.rbe.lem import lem1_alpha_beta, rapid_beta_gy2
+from planning.rbe.lem import lem1_alpha_beta, parse_tissue, rapid_beta_gy2
 from planning.rbe.track import GY_UM2_PER_KEV_UM, scholz_kraft
 
 
@@ -130,10 +130,15 @@ def test_rapid_schemes_reproduce_the_survival_code(scheme: str) -> None:
     np.testing.assert_allclose(table.quantities[0][0], SURVIVAL_CHORDOMA_ALPHA[scheme], rtol=0.02)
 
 
-def test_default_rapid_scheme_is_the_central_traversal_of_kraemer_and_scholz() -> None:
-    assert tissue_by_name("chordoma").rapid_scheme == "central"
-    assert LemModel().tissue.rapid_scheme == "central"
-    assert "rapid=central" in LemModel().describe()
+def test_default_rapid_scheme_is_the_impact_parameter_average() -> None:
+    """The low-dose limit of LEM I itself, as TRiP98's default "classic" LEM I evaluates it
+    (docs/physics.md, "LEM I: which rapid scheme"); the central traversal by name."""
+    assert tissue_by_name("chordoma").rapid_scheme == "averaged"
+    assert LemModel().tissue.rapid_scheme == "averaged"
+    assert "rapid=averaged" in LemModel().describe()
+    assert parse_tissue("chordoma").rapid_scheme == "averaged"
+    assert parse_tissue("0.1,0.05,30").rapid_scheme == "averaged"
+    assert parse_tissue("chordoma:central").rapid_scheme == "central"
     with pytest.raises(InputError, match="rapid scheme"):
         Tissue("x", 0.1, 0.05, 30.0, rapid_scheme="full")
 

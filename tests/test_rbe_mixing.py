@@ -180,7 +180,8 @@ def test_rbe_table_rows() -> None:
 @pytest.fixture(scope="module")
 def tables(machine: Machine) -> dict[str, DepthTables]:
     return {"mkm": depth_tables(machine, MkmModel()),
-            "lem": depth_tables(machine, LemModel(tissue_by_name("chordoma"))),
+            "lem central": depth_tables(machine,
+                                        LemModel(tissue_by_name("chordoma", "central"))),
             "lem averaged": depth_tables(machine,
                                          LemModel(tissue_by_name("chordoma", "averaged")))}
 
@@ -205,7 +206,7 @@ def test_depth_tables_shapes_and_trends(machine: Machine, tables: dict[str, Dept
     i = int(np.argmin(np.abs(machine.energies_mev_u - 290.0)))
     i_peak = int(np.argmax(machine.idd_mev_cm2_per_g[i]))
     assert z1d[i, i_peak] > 2.5 * z1d[i, 0]                  # LET rises to the Bragg peak
-    alpha = tables["lem"].values[0]
+    alpha = tables["lem averaged"].values[0]
     assert alpha[i, i_peak] > alpha[i, 0] > tissue_by_name("chordoma").alpha_x_gy
 
 
@@ -215,7 +216,8 @@ def test_depth_tables_need_spectra(machine: Machine) -> None:
 
 
 def _sobp_centre_field(machine: Machine, tables: dict[str, DepthTables], proximal_mm: float,
-                       distal_mm: float, lem: str = "lem") -> tuple[float, float, float, float]:
+                       distal_mm: float, lem: str = "lem averaged"
+                       ) -> tuple[float, float, float, float]:
     """Dose and dose-weighted sums (z1D* D, alpha D, sqrt(beta) D) at the centre of a
     physically flat SOBP built from the machine's pencil beams (weights by NNLS)."""
     peaks = machine.peak_depth_mm
@@ -263,12 +265,12 @@ def test_lem_to_mkm_ratio_at_sobp_centre(machine: Machine, tables: dict[str, Dep
     3.09 at 0.24 Gy(RBE). Here: centre of a 6 cm single-field SOBP (100–160 mm) of the generic
     machine, LEM I chordoma-like tissue (alpha_x/beta_x = 2 Gy, D_t = 30 Gy), mMKM HSG with
     F_clin = 2.41. Accepted band at 3 Gy(RBE): 1.3–1.5 (PHYSICS.md, "Between centres") for the
-    impact-parameter averaged rapid scheme; the central-traversal scheme of Kraemer and Scholz
-    2006 (the default) loses the penumbra energy outside the nucleus, which lowers alpha most
+    impact-parameter averaged rapid scheme (the default); the central-traversal scheme of Kraemer
+    and Scholz 2006 loses the penumbra energy outside the nucleus, which lowers alpha most
     at the low LET of the SOBP's proximal layers, so its band starts 0.1 lower (1.2–1.5). At
     0.24 Gy(RBE) 15 % around 3.09 (one SOBP point against patient-target averages).
     """
-    key = "lem" if scheme == "central" else "lem averaged"
+    key = f"lem {scheme}"
     dose, z_sum, a_sum, b_sum = _sobp_centre_field(machine, tables, 100.0, 160.0, key)
     lem, mkm = LemModel(tissue_by_name("chordoma", scheme)), MkmModel()
     mixed_lem = (np.array([a_sum / dose]), np.array([b_sum / dose]))
@@ -297,7 +299,7 @@ def test_published_dose_dependence_needs_only_one_lem_alpha_scale(
     shortfall is one LEM alpha scale at the SOBP centre (measured 1.10 for the central rapid
     scheme, 1.06 for the averaged one; docs/physics.md, 'The published LEM/NIRS benchmark').
     """
-    key = "lem" if scheme == "central" else "lem averaged"
+    key = f"lem {scheme}"
     dose, z_sum, a_sum, b_sum = _sobp_centre_field(machine, tables, 100.0, 160.0, key)
     lem, mkm = LemModel(tissue_by_name("chordoma", scheme)), MkmModel()
     sqrt_beta = np.array([b_sum / dose])

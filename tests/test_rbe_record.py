@@ -60,7 +60,7 @@ def test_record_holds_every_parameter_with_units():
     lem = model_record(LemModel(Tissue("brainstem", 0.1, 0.05, 30.0, 4.5)))["parameters"]
     assert lem == {"tissue": {"name": "brainstem", "alpha_x_gy": 0.1, "beta_x_gy2": 0.05,
                               "d_t_gy": 30.0, "nucleus_radius_um": 4.5,
-                              "rapid_scheme": "central"}}
+                              "rapid_scheme": "averaged"}}
     assert model_record(ConstantRbe(2.5))["parameters"] == {"rbe": 2.5}
     assert model_record(PhysicalDose())["parameters"] == {}
 

@@ -27,7 +27,8 @@ from planning.rbe import DEFAULT_TISSUES, LemModel, Tissue, parse_tissue, tissue
     (" Chordoma ", DEFAULT_TISSUES[0]),
     ("0.2, 0.04, 12", Tissue("user(0.2, 0.04, 12)", 0.2, 0.04, 12.0)),
     ("chordoma:averaged", Tissue("chordoma", 0.1, 0.05, 30.0, rapid_scheme="averaged")),
-    ("HSG : Central", tissue_by_name("hsg")),
+    ("HSG : Central", tissue_by_name("hsg", "central")),
+    ("hsg:averaged", tissue_by_name("hsg")),
     ("0.2,0.04,12:averaged", Tissue("user(0.2,0.04,12)", 0.2, 0.04, 12.0,
                                     rapid_scheme="averaged")),
 ])

@@ -32,7 +32,7 @@ from app.theme import BUTTON_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
 from app.widgets.menu import WideSpinner
 from planning.errors import InputError
 from planning.optimization import OBJECTIVE_KINDS, Objective
-from planning.rbe.lem import RAPID_SCHEMES
+from planning.rbe.lem import DEFAULT_RAPID_SCHEME, RAPID_SCHEMES
 
 DEFAULT_BEAMS = (BeamSetup(90.0), BeamSetup(270.0))
 TARGET_TYPES = ("PTV", "CTV", "GTV")
@@ -182,7 +182,7 @@ class PlanPanel(BoxLayout):
                              texture_size=lambda w, ts: setattr(w, "height", ts[1]))
         form.add_widget(self.model_note)
         grid = GridLayout(cols=2, size_hint_y=None, height=4 * ROW_HEIGHT + 12, spacing=4)
-        self.rapid_scheme = WideSpinner(text=RAPID_SCHEMES[0], values=list(RAPID_SCHEMES),
+        self.rapid_scheme = WideSpinner(text=DEFAULT_RAPID_SCHEME, values=list(RAPID_SCHEMES),
                                         size_hint_y=None, height=ROW_HEIGHT)
         self.tissue = WideSpinner(text=TISSUE_CHOICES[0], values=list(TISSUE_CHOICES),
                                   size_hint_y=None, height=ROW_HEIGHT)

@@ -16,8 +16,8 @@ def rbe_model_by_name(name: str, tissue: str | None = None,
     """An RBE model by name: ``mkm``, ``lem1``, ``const`` or ``physical``.
 
     ``tissue`` (LEM I) is a tissue class name (chordoma, hsg, v79) or ``alpha_x,beta_x,D_t`` in
-    1/Gy, 1/Gy^2 and Gy, optionally with ``:central`` or ``:averaged`` (the rapid scheme, see
-    :mod:`planning.rbe.lem`); ``constant_rbe`` is the value of ``const``.
+    1/Gy, 1/Gy^2 and Gy, optionally with ``:averaged`` (default) or ``:central`` (the rapid
+    scheme, see :mod:`planning.rbe.lem`); ``constant_rbe`` is the value of ``const``.
 
     Raises
     ------

@@ -19,16 +19,18 @@ Poisson traversal statistics used in the rapid scheme of Kraemer and Scholz (200
 Two rapid variants, chosen per tissue by name (:data:`RAPID_SCHEMES`; both reproduce the
 independent "Survival" code of Attili, Russo et al. within 1.1 %, tests/test_rbe_lem.py):
 
-- ``central`` (default): Kraemer and Scholz 2006, the scheme of GSI's treatment-planning code
-  TRiP98 written by the same authors and used for the GSI carbon pilot project, from which the
-  clinical LEM I systems descend. One traversal through the nucleus centre: N_0 = N(b = 0),
-  d_1 = 0.1602 LET / (pi R_n^2) (the whole LET spread over the nucleus cross-section),
-  alpha_z = (1 - exp(-N_0)) / d_1 and alpha_P = N_0 / d_1 (Survival: rapidLEM_Scholz2006).
-  Penumbra energy deposited outside the nucleus is lost, so at low LET alpha_z tends to
-  alpha_x times the fraction of the track energy inside R_n, not to alpha_x.
-- ``averaged``: N(b) averaged over all impact parameters, including tracks that pass outside the
-  nucleus and reach it with their penumbra (Survival: rapidLEM_Russo2011); alpha_z -> alpha_x
-  at low LET exactly. IonPlan's only scheme until 2026-12.
+- ``averaged`` (default): N(b) averaged over all impact parameters, including tracks that pass
+  outside the nucleus and reach it with their penumbra (Survival: rapidLEM_Russo2011, which
+  adds the penumbra-only traversals to the central one); alpha_z -> alpha_x at low LET exactly.
+  It is the exact low-dose limit of LEM I itself (the formula above), i.e. of the "classic" LEM I
+  calculation that is the default algorithm of GSI's planning code TRiP98, from which the
+  clinical LEM I systems descend (docs/physics.md, "LEM I: which rapid scheme").
+- ``central``: Kraemer and Scholz 2006, TRiP98's faster "low dose" option. One traversal
+  through the nucleus centre: N_0 = N(b = 0), d_1 = 0.1602 LET / (pi R_n^2) (the whole LET
+  spread over the nucleus cross-section), alpha_z = (1 - exp(-N_0)) / d_1 and
+  alpha_P = N_0 / d_1 (Survival: rapidLEM_Scholz2006). Penumbra energy deposited outside the
+  nucleus is lost, so at low LET alpha_z tends to alpha_x times the fraction of the track
+  energy inside R_n, not to alpha_x. IonPlan's default from 2026-12-05 to 2026-12-07.
 
 beta (rapid scheme of Kraemer and Scholz 2006): with alpha_P = <N> / <z_1> the mean number of
 lethal events per unit dose without saturation (Poisson) and beta_P = (s_max - alpha_P)/(2 D_t)
@@ -84,9 +86,12 @@ from planning.rbe.track import (
     target_average,
 )
 
-#: Rapid LEM I variants by name: ``central`` (Kraemer and Scholz 2006, TRiP98; the default) and
-#: ``averaged`` (impact-parameter averaged). See the module docstring.
-RAPID_SCHEMES = ("central", "averaged")
+#: Rapid LEM I variants by name, the default first: ``averaged`` (impact-parameter averaged, the
+#: low-dose limit of LEM I) and ``central`` (Kraemer and Scholz 2006). See the module docstring.
+RAPID_SCHEMES = ("averaged", "central")
+
+#: The rapid scheme of a tissue that names none.
+DEFAULT_RAPID_SCHEME = RAPID_SCHEMES[0]
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,7 @@ class Tissue:
     beta_x_gy2: float
     d_t_gy: float
     nucleus_radius_um: float = 5.0
-    rapid_scheme: str = "central"
+    rapid_scheme: str = DEFAULT_RAPID_SCHEME
 
     def __post_init__(self) -> None:
         if self.rapid_scheme not in RAPID_SCHEMES:
@@ -162,7 +167,7 @@ DEFAULT_TISSUES: tuple[Tissue, ...] = (
 )
 
 
-def tissue_by_name(name: str, rapid_scheme: str = RAPID_SCHEMES[0]) -> Tissue:
+def tissue_by_name(name: str, rapid_scheme: str = DEFAULT_RAPID_SCHEME) -> Tissue:
     """One of :data:`DEFAULT_TISSUES` by (case-insensitive) name, with the given rapid scheme;
     raise :class:`InputError`."""
     for tissue in DEFAULT_TISSUES:
@@ -176,10 +181,10 @@ def tissue_by_name(name: str, rapid_scheme: str = RAPID_SCHEMES[0]) -> Tissue:
 def parse_tissue(text: str) -> Tissue:
     """A LEM I tissue from a class name (:data:`DEFAULT_TISSUES`) or from ``alpha_x,beta_x,D_t``
     (1/Gy, 1/Gy^2, Gy), optionally followed by ``:scheme`` naming the rapid variant
-    (:data:`RAPID_SCHEMES`, e.g. ``chordoma:averaged``; default ``central``); raise
+    (:data:`RAPID_SCHEMES`, e.g. ``chordoma:central``; default ``averaged``); raise
     :class:`InputError`."""
     body, _, scheme = str(text).partition(":")
-    scheme = scheme.strip().lower() or RAPID_SCHEMES[0]
+    scheme = scheme.strip().lower() or DEFAULT_RAPID_SCHEME
     if scheme not in RAPID_SCHEMES:
         raise InputError(f"tissue {text!r}: unknown LEM I rapid scheme {scheme!r}; choose "
                          f"{' or '.join(RAPID_SCHEMES)}")
@@ -199,7 +204,7 @@ def parse_tissue(text: str) -> Tissue:
 def lem1_alpha_beta(energies_mev_u: ArrayLike, let_kev_um: ArrayLike, tissue: Tissue
                     ) -> tuple[FloatArray, FloatArray]:
     """LEM I low-dose alpha_z (1/Gy) and rapid-scheme beta_z (1/Gy^2) of single ions, with the
-    tissue's rapid scheme (``central`` or ``averaged``, see the module docstring).
+    tissue's rapid scheme (``averaged`` or ``central``, see the module docstring).
 
     Parameters
     ----------

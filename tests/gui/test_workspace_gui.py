@@ -183,7 +183,8 @@ def test_bad_tissue_is_refused_at_compute_before_any_work(gui, tmp_path):
     gui.frames(2)
     # The tissue is a list of the tissues planning knows, and "custom".
     assert form.tissue.values == ["chordoma", "hsg", "v79", "custom"]
-    assert form.rapid_scheme.values == ["central", "averaged"]
+    assert form.rapid_scheme.values == ["averaged", "central"]
+    assert form.rapid_scheme.text == "averaged"  # the default
     assert all(ti.disabled for ti in form.tissue_custom)
     form.tissue.text = "custom"
     gui.frames(1)
