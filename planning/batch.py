@@ -12,8 +12,9 @@ Each job is one task on the cluster (:func:`run_job`). It writes into a hidden f
 ``.NAME.partial-XXXX`` beside its final folder and renames it to ``NAME`` when everything,
 ``job.json`` last, is written: a job folder is complete or absent. A job's error (unreadable
 DICOM, missing target, bad option) is caught in the job and recorded with its one-line message;
-the other jobs go on. A finished job (``NAME/job.json`` with status ok and the same options) is
-skipped unless ``rerun``. Robust jobs run their scenarios as further tasks on the same cluster.
+the other jobs go on. A finished job (``NAME/job.json`` with status ok, the same options and,
+for a job that evaluates LEM I, the same LEM I model once its defaults are resolved) is skipped
+unless ``rerun``. Robust jobs run their scenarios as further tasks on the same cluster.
 
 A compare job whose ``a`` or ``b`` names another job reads that job's folder: it runs after that
 job wherever the two are listed (:func:`schedule_jobs`), its signature holds that job's, and it
@@ -47,6 +48,7 @@ from typing import Any
 from planning.atomic import atomic_write_text
 from planning.errors import InputError, IonPlanError
 from planning.progress import ProgressCallback, report
+from planning.rbe import DEFAULT_TISSUES, LemModel, parse_tissue
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +196,25 @@ class JobSpec:
         sig: dict[str, Any] = {"kind": self.kind, "ct": self.ct, "options": self.options}
         if self.inputs:
             sig["inputs"] = self.inputs
+        lem = self.lem_description()
+        if lem is not None:
+            sig["lem"] = lem
         return sig
+
+    def lem_description(self) -> str | None:
+        """The LEM I model the job evaluates, its tissue resolved with every default (class,
+        rapid scheme): a default that changed since a finished run must not leave that run's
+        numbers standing as current. None for a job that evaluates no LEM I of its own options
+        (a recalculation under the plan's recorded model, a compare) or names a bad tissue
+        (its own error says so)."""
+        o = self.options
+        if not (self.kind == "exchange" or o.get("exchange") or o.get("rbe") == "lem1"):
+            return None
+        try:
+            return LemModel(parse_tissue(str(o.get("tissue", DEFAULT_TISSUES[0].name)))
+                            ).describe()
+        except InputError:
+            return None
 
     def reads(self) -> tuple[str, ...]:
         """Names of the folders in the output folder that this job reads (``a`` / ``b`` of a

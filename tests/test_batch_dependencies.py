@@ -195,3 +195,35 @@ def test_compare_may_read_a_folder_of_the_output_that_no_job_makes(cluster, tmp_
     result = batch.run_batch(_jobs(tmp_path, _cmp("cmp", "partner")), out)
     assert cluster.submitted == [("cmp", [])]
     assert _status(result) == {"cmp": ("ok", "partner dose")}
+
+
+def test_a_job_s_signature_holds_the_lem_model_its_defaults_resolve_to():
+    """A finished LEM I job is up to date only under the same resolved model: the rapid
+    scheme a tissue without one means changed on 2026-12-07 (central -> averaged), and a job
+    run before must run again, not be skipped with the old numbers."""
+    def spec(kind: str, **options: Any) -> batch.JobSpec:
+        return batch.JobSpec("j", kind, "/ct", options)
+
+    assert "rapid=averaged" in spec("plan", rbe="lem1", tissue="chordoma").signature()["lem"]
+    assert "rapid=averaged" in spec("exchange", plan="/p").signature()["lem"]
+    assert "rapid=averaged" in spec("plan", exchange=True).signature()["lem"]
+    assert "rapid=central" in spec("recalc", plan="/p", rbe="lem1",
+                                   tissue="chordoma:central").signature()["lem"]
+    for job in (spec("plan", rbe="mkm"), spec("recalc", plan="/p"), spec("compare", a="x", b="y"),
+                spec("plan", rbe="lem1", tissue="bone")):  # a bad tissue: its own error
+        assert "lem" not in job.signature(), job
+
+
+def test_a_lem_job_finished_under_another_default_scheme_runs_again(tmp_path: Path):
+    job = batch.JobSpec("j", "plan", "/ct", {"rbe": "lem1", "tissue": "chordoma"})
+    (tmp_path / "j").mkdir()
+    signature = job.signature()
+    stored = {"status": "ok", "seconds": 1.0, "rows": [], "signature": signature}
+    (tmp_path / "j" / "job.json").write_text(json.dumps(stored))
+    assert batch.finished_outcome(job, tmp_path) is not None  # up to date: skipped
+    before = dict(signature, lem=signature["lem"].replace("rapid=averaged", "rapid=central"))
+    (tmp_path / "j" / "job.json").write_text(json.dumps(dict(stored, signature=before)))
+    assert batch.finished_outcome(job, tmp_path) is None
+    del before["lem"]  # written before signatures held the model
+    (tmp_path / "j" / "job.json").write_text(json.dumps(dict(stored, signature=before)))
+    assert batch.finished_outcome(job, tmp_path) is None
