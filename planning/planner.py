@@ -812,8 +812,10 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         iterations += settled.iterations
         last_forward = settled.forward
     added_rows = refinement.rows
-    hot_objectives = [{"dose_gy_rbe": o.dose_gy_rbe, "weight": o.weight,
-                       "points": refinement.hot_points}
+    hot_objectives = [{"dose_gy_rbe": o.dose_gy_rbe,
+                       "level_pct": round(100 * o.dose_gy_rbe
+                                          / prescription.total_dose_gy_rbe, 6),
+                       "weight": o.weight, "points": refinement.hot_points}
                       for o in refinement.objectives[len(objectives):]]
     del refinement  # its problem holds the matrices
     timings["refinement"] = time.perf_counter() - t0

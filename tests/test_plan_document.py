@@ -111,12 +111,13 @@ def test_objectives_and_optimizer_result(planned):
     flat = " ".join(text.split())
     assert report["refinement"]["watch_level"] == 1.03
     assert re.search(rf"Target points added \(refinement\)\s+{added} \(points of a {spacing:g} "
-                     r"mm check grid above 103 % and dose-grid voxels below 95 %", flat), \
+                     r"mm check grid above 105 % and dose-grid voxels below 95 %", flat), \
         report["refinement"]
     hot = report["refinement"]["hot_point_objective"]
-    if hot is not None:  # the default objectives ask a maximum of the target
-        assert (f"the {hot['points']} above 103 % with a maximum-dose objective at 105 %, "
-                f"weight {hot['weight']:g}") in flat
+    assert hot is not None and hot["points"] > 0  # the defaults ask a maximum of the target
+    assert hot["level_pct"] == pytest.approx(105.0)
+    assert (f"; {hot['points']} points above 103 % under a maximum-dose objective at 105 %, "
+            f"weight {hot['weight']:g}") in flat
     assert report["optimizer_start"] == "uniform"
     assert "Started from uniform spot weights scaled to the prescription" in flat
     correction = report["dose_correction"]

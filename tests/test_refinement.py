@@ -189,6 +189,10 @@ def test_the_hot_points_objective_sits_at_the_window_s_top_with_the_target_s_max
                             HOT_POINT_WEIGHT_SHARE * 500.0)
     # no maximum asked of the target (only of another structure): no goal added
     assert hot_point_objectives([objectives[0], objectives[2]], "T", 60.0) == []
+    # a plan that allows the target 110 %: the hot points are held there, not at 105 %
+    (lenient,) = hot_point_objectives([*objectives, Objective("T", "max_dose", 66.0, 50.0)],
+                                      "T", 60.0)
+    assert (lenient.dose_gy_rbe, lenient.weight) == (66.0, HOT_POINT_WEIGHT_SHARE * 500.0)
 
 
 def test_the_hot_points_objective_lowers_the_hot_points_further(case) -> None:  # type: ignore[no-untyped-def]  # noqa: F811

@@ -161,14 +161,13 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
         spacing = refinement.get("check_grid_spacing_mm")
         if spacing:
             added = refinement["target_points_added"]
-            # reports before 2026-12-07 added the points above the window's top
-            watch = 100 * refinement.get("watch_level", refinement["window"][1])
-            which = (f"points of a {max(spacing):g} mm check grid above {watch:g} % and "
+            which = (f"points of a {max(spacing):g} mm check grid above {high:g} % and "
                      f"dose-grid voxels below {low:g} %")
-            hot = refinement.get("hot_point_objective")
+            hot = refinement.get("hot_point_objective")  # reports from 2026-12-07
             if hot:
-                which += (f"; the {hot['points']} above {watch:g} % with a maximum-dose "
-                          f"objective at {high:g} %, weight {hot['weight']:g}")
+                which += (f"; {hot['points']} points above "
+                          f"{100 * refinement['watch_level']:g} % under a maximum-dose "
+                          f"objective at {hot['level_pct']:g} %, weight {hot['weight']:g}")
         else:  # reports before December 2026 checked the dose grid's voxels only
             added = refinement["target_voxels_added"]
             which = f"dose-grid voxels outside {low:g}-{high:g} %"

@@ -262,13 +262,15 @@ def refine_target(problem: OptimizationProblem, objectives: Sequence[Objective],
 def hot_point_objectives(objectives: Sequence[Objective], target: str,
                          total_dose_gy_rbe: float) -> list[Objective]:
     """The maximum-dose objective on the hot points of ``target``: at :data:`TARGET_WINDOW`'s
-    top of ``total_dose_gy_rbe`` (the prescription, all fractions), weighted
-    :data:`HOT_POINT_WEIGHT_SHARE` of the largest weight among the target's own maximum-dose
-    objectives. None where the plan asks no maximum of the target (a configuration that
-    replaces the defaults may not): the refinement adds no goal the plan does not have, it
-    weighs one where the sample missed it."""
-    own = [o.weight for o in objectives if o.structure == target and o.kind == "max_dose"]
+    top of ``total_dose_gy_rbe`` (the prescription, all fractions) or at the highest maximum
+    the plan allows the target where that is higher, weighted :data:`HOT_POINT_WEIGHT_SHARE`
+    of the largest weight among the target's own maximum-dose objectives. None where the plan
+    asks no maximum of the target (a configuration that replaces the defaults may not): the
+    refinement adds no goal the plan does not have, it weighs one where the sample missed it
+    (and never holds the hot points below the maximum the plan allows the target)."""
+    own = [o for o in objectives if o.structure == target and o.kind == "max_dose"]
     if not own:
         return []
-    return [Objective(hot_points_name(target), "max_dose", TARGET_WINDOW[1] * total_dose_gy_rbe,
-                      HOT_POINT_WEIGHT_SHARE * max(own))]
+    level = max(TARGET_WINDOW[1] * total_dose_gy_rbe, *(o.dose_gy_rbe for o in own))
+    return [Objective(hot_points_name(target), "max_dose", level,
+                      HOT_POINT_WEIGHT_SHARE * max(o.weight for o in own))]
