@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     mkm = MkmModel()
     print("side  NIRS  phys  LETd  mMKM  Kanai  LEMc   LEMa   LEMc-mMKM LEMa-mMKM LEMc-Kanai "
-          f"LEMa-Kanai  report(LEMc-mMKM)  LEMc*{args.alpha_scale:g}-mMKM  s")
+          f"LEMa-Kanai  report(LEMa-mMKM)  LEMc*{args.alpha_scale:g}-mMKM  s")
     rows = []
     for side in (float(s) for s in args.sides.split(",")):
         for nirs in (float(d) for d in args.doses.split(",")):
@@ -73,9 +73,10 @@ def main() -> None:
                                       device="cpu")
             assert result.prepared is not None and result.exchange is not None
             engine, w = result.prepared.dose_engine(), result.plan.all_weights()
-            averaged = exchange_view(engine, w, 1, mkm=mkm,
-                                     lem=LemModel(tissue_by_name("chordoma", "averaged")))
-            central = result.exchange
+            averaged = result.exchange  # the plan's exchange view: the default scheme
+            assert averaged.lem.tissue == tissue_by_name("chordoma", "averaged")
+            central = exchange_view(engine, w, 1, mkm=mkm,
+                                    lem=LemModel(tissue_by_name("chordoma", "central")))
             grid = central.dose_grid
             ptv = patient.structure_set.get("PTV").mask.to_dense()
             # dose grid = CT grid here (4 mm, same origin): check and use the mask directly

@@ -76,7 +76,7 @@ def test_plan_form_and_display_come_back_after_a_restart(gui, tmp_path):
     form.fractions.text = "12"
     form.tissue.text = "custom"
     form.tissue_custom[0].text = "0.25"
-    form.rapid_scheme.text = "averaged"
+    form.rapid_scheme.text = "central"  # not the default: the restore must bring it back
     form.objective_row_list[0].weight.text = "77"
     gui.click(screen.tab_items["Dose"])
     panel = screen.dose_panel
@@ -101,7 +101,7 @@ def test_plan_form_and_display_come_back_after_a_restart(gui, tmp_path):
     assert (form.fractions.text, form.tissue.text, form.tissue_custom[0].text) == (
         "12", "custom", "0.25")
     assert not form.tissue_custom[0].disabled  # "custom" shows its numbers
-    assert form.rapid_scheme.text == "averaged"
+    assert form.rapid_scheme.text == "central"
     assert form.objective_row_list[0].weight.text == "77"
     assert panel.layer_key == "physical" and panel.levels.text == "90, 50"
     assert screen.state.dose.unit == "Gy"
