@@ -181,7 +181,7 @@ class PlanEntry:
             # The prescription is in the plan's unit (Gy under the physical model).
             out += [DoseLayer("mkm", "mMKM clinical dose", x.mkm_dose_gy_rbe,
                               x.dose_grid, "Gy(RBE)", p, True, rx_of, reference_unit=unit),
-                    DoseLayer("lem1", f"LEM I RBE-weighted dose ({short_model_name(x.lem_model)})",
+                    DoseLayer("lem1", f"RBE-weighted dose ({short_model_name(x.lem_model)})",
                               x.lem_dose_gy_rbe, x.dose_grid, "Gy(RBE)", p, True, rx_of,
                               reference_unit=unit),
                     DoseLayer("ratio", "LEM I / mMKM ratio", x.ratio_lem_over_mkm, x.dose_grid,
@@ -207,11 +207,15 @@ PER_STRUCTURE_NAME = "LEM I, tissues per structure"
 
 
 def short_model_name(description: str) -> str:
-    """``"mMKM"``, ``"LEM I chordoma"``, ``"constant RBE 3"``, ``"physical dose"`` from a
-    model's full description (its parameters are in the plan report and the DICOM comment)."""
+    """``"mMKM"``, ``"LEM I chordoma, averaged"`` (tissue and rapid scheme), ``"constant RBE
+    3"``, ``"physical dose"`` from a model's full description (its parameters are in the plan
+    report and the DICOM comment). A LEM I description without ``rapid=`` (written before
+    December 2026) was computed with the averaged scheme."""
     words = description.split()
     if description.startswith("LEM I") and len(words) >= 3:
-        return " ".join(words[:3])
+        scheme = next((w.removeprefix("rapid=") for w in words if w.startswith("rapid=")),
+                      "averaged")
+        return f"{' '.join(words[:3])}, {scheme}"
     if description.startswith("mMKM"):
         return "mMKM"
     return description

@@ -18,7 +18,7 @@ from planning.dose_grid import DoseGrid
 from planning.errors import InputError
 from planning.optimization import Objective
 from planning.planner import grid_of
-from planning.rbe import Tissue
+from planning.rbe import LemModel, Tissue, tissue_by_name
 from planning.structure_dose import structure_dose_statistics
 
 
@@ -163,7 +163,10 @@ def test_session_drops_plans_of_the_previous_patient():
 
 def test_short_model_names():
     assert short_model_name("mMKM HSG a0=0.172 b=0.0615 rd=0.32um") == "mMKM"
-    assert short_model_name("LEM I chordoma ax=0.1 bx=0.05") == "LEM I chordoma"
+    assert short_model_name("LEM I chordoma ax=0.1 bx=0.05") == "LEM I chordoma, averaged"
+    assert short_model_name(LemModel(tissue_by_name("hsg", "central")).describe()) == (
+        "LEM I hsg, central")
+    assert short_model_name(LemModel().describe()) == "LEM I chordoma, averaged"
     assert short_model_name("constant RBE 3") == "constant RBE 3"
 
 
@@ -175,7 +178,7 @@ def test_the_dose_layer_names_tissues_per_structure_from_the_result():
     plan = SimpleNamespace(prescription=SimpleNamespace(total_dose_gy_rbe=60.0), beams=(),
                            rbe_model="LEM I chordoma ax=0.1 bx=0.05")
     for tissues, expected in (((("PTV", Tissue("chordoma", 0.1, 0.05, 30.0)),), PER_STRUCTURE_NAME),
-                              ((), "LEM I chordoma")):
+                              ((), "LEM I chordoma, averaged")):
         result = SimpleNamespace(
             plan=plan, report={"rbe_model": "LEM I chordoma ax=0.1 bx=0.05"}, dose_grid=grid,
             rbe_dose_gy_rbe=cube, physical_dose_gy=cube, letd_kev_um=cube, rbe=cube,

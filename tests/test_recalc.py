@@ -32,6 +32,7 @@ from planning.rbe import (
     LemModel,
     MkmModel,
     PhysicalDose,
+    Tissue,
     parse_tissue,
 )
 from planning.rbe.record import fit_label, model_record
@@ -196,7 +197,7 @@ def test_range_shifter_is_refused(demo):
 
 @pytest.mark.parametrize("model", [
     MkmModel(), MkmModel(f_clin=2.0, alpha0_gy=0.2), *(LemModel(t) for t in DEFAULT_TISSUES),
-    LemModel(dataclasses.replace(DEFAULT_TISSUES[0], rapid_scheme="averaged")),
+    LemModel(dataclasses.replace(DEFAULT_TISSUES[0], rapid_scheme="central")),
     ConstantRbe(2.5), PhysicalDose()])
 def test_model_description_round_trips(model):
     assert model_from_description(model.describe()) == model
@@ -206,6 +207,11 @@ def test_lem_description_without_a_scheme_is_the_averaged_scheme():
     # Plans written before the rapid scheme was named were computed with the averaged scheme.
     model = model_from_description("LEM I chordoma ax=0.1 bx=0.05 ax/bx=2Gy Dt=30Gy Rn=5um")
     assert isinstance(model, LemModel) and model.tissue.rapid_scheme == "averaged"
+
+    # 2026-12-05 to 2026-12-07 the scheme came last, after the derived alpha/beta ratio
+    model = model_from_description(
+        "LEM I chordoma ax=0.1 bx=0.05 ax/bx=2Gy Dt=30Gy Rn=4.5um rapid=central")
+    assert model == LemModel(Tissue("chordoma", 0.1, 0.05, 30.0, 4.5, "central"))
 
 
 @pytest.mark.parametrize("text", ["", "unknown", "RBE 1.1", "LEM I chordoma", "LEM IV x"])

@@ -29,7 +29,15 @@ from planning.dicom.rtdose_export import dose_grid_scaling
 from planning.dose_grid import DoseGrid
 from planning.errors import InputError
 from planning.patient import Patient
-from planning.rbe import ConstantRbe, LemModel, MkmModel, PhysicalDose, RbeModel, parse_tissue
+from planning.rbe import (
+    ConstantRbe,
+    LemModel,
+    MkmModel,
+    PhysicalDose,
+    RbeModel,
+    parse_tissue,
+    tissue_by_name,
+)
 from planning.rbe.record import model_record
 from tests.dicom_factory import ORIENTATIONS, SeriesSpec, file_dataset, save, uid, write_ct_series
 from tests.test_rtplan_dicom import FUZZ_CASES, dciodvfy_report, run_fuzz
@@ -332,6 +340,21 @@ def test_mkm_label_is_shortened_by_whole_items(tmp_path: Path, patient: Patient,
     ds = pydicom.dcmread(path)
     assert ds.DoseComment == "mMKM HSG a0=0.172 b=0.0615 rd=0.32um Rn=3.9um Fclin=2.41 ..."
     assert ds.SeriesDescription == "IonPlan dose effective mMKM HSG a0=0.172 b=0.0615 rd=0.32um ..."
+
+
+@pytest.mark.parametrize("scheme", ["averaged", "central"])
+def test_lem_dose_comment_holds_the_whole_description_with_its_rapid_scheme(
+        tmp_path: Path, patient: Patient, grid: DoseGrid, scheme: str) -> None:
+    """Doses of the two rapid schemes never read alike in a 64-character label: the chordoma
+    description fits whole, and the scheme comes right after the tissue (a longer user
+    tissue loses its last items first)."""
+    path = tmp_path / "RD.dcm"
+    model = LemModel(tissue_by_name("chordoma", scheme))
+    export_rt_dose(dose_on(grid), grid, patient, path, dose_type="EFFECTIVE", model=model,
+                   referenced_plan_uid=PLAN_UID)
+    ds = pydicom.dcmread(path)
+    assert ds.DoseComment == f"LEM I chordoma rapid={scheme} ax=0.1 bx=0.05 Dt=30Gy Rn=5um"
+    assert f"rapid={scheme}" in ds.SeriesDescription
 
 
 def test_model_label_refusals(tmp_path: Path, patient: Patient, grid: DoseGrid) -> None:

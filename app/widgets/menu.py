@@ -1,7 +1,7 @@
 """Drop-down menus that show their entries whole and on an opaque background.
 
 Kivy's :class:`~kivy.uix.spinner.Spinner` opens a list exactly as wide as the button, so long
-entries ("LEM I RBE-weighted dose (LEM I chordoma)") were cut off, and its options are drawn
+entries ("RBE-weighted dose (LEM I chordoma, averaged)") were cut off, and its options are drawn
 with the theme's half-transparent button image, so the slice views showed through. A
 :class:`WideSpinner` opens a list at least as wide as its widest entry (never wider than the
 window), on an opaque panel. (Not named MenuSpinner: Kivy's style.kv has a rule of that

@@ -127,7 +127,7 @@ def model_from_description(text: str) -> RbeModel | None:
     ----------
     text : str
         E.g. ``"mMKM HSG a0=0.172 b=0.0615 rd=0.32um Rn=3.9um Fclin=2.41 ar=0.764
-        br=0.0615"``, ``"LEM I chordoma ax=0.1 bx=0.05 ax/bx=2Gy Dt=30Gy Rn=5um rapid=central"``,
+        br=0.0615"``, ``"LEM I chordoma rapid=central ax=0.1 bx=0.05 Dt=30Gy Rn=5um"``,
         ``"constant RBE 3"`` or ``"physical dose"``.
 
     Returns

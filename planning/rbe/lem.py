@@ -330,6 +330,8 @@ class LemModel(RbeModel):
 
     def describe(self) -> str:
         t = self.tissue
-        return (f"LEM I {t.name} ax={t.alpha_x_gy:g} bx={t.beta_x_gy2:g} "
-                f"ax/bx={t.alpha_beta_ratio_gy:g}Gy Dt={t.d_t_gy:g}Gy Rn={t.nucleus_radius_um:g}um "
-                f"rapid={t.rapid_scheme}")
+        # The scheme right after the tissue and no derived items (alpha_x/beta_x): a chordoma
+        # description (60 characters) fits whole in a 64-character DICOM label, so two doses
+        # of different schemes never read alike there (dicom docs).
+        return (f"LEM I {t.name} rapid={t.rapid_scheme} ax={t.alpha_x_gy:g} bx={t.beta_x_gy2:g} "
+                f"Dt={t.d_t_gy:g}Gy Rn={t.nucleus_radius_um:g}um")

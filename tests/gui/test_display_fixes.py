@@ -237,7 +237,7 @@ def test_plan_display_quantities_menus_beam_view_compare_table_and_reset(gui, tm
         assert option.texture_size[0] <= dropdown.width
         assert tuple(option.background_color) == OPTION_RGBA and option.background_normal == ""
     longest = max(options, key=lambda o: o.texture_size[0])
-    assert "LEM I RBE-weighted dose" in longest.text
+    assert "RBE-weighted dose (LEM I chordoma, averaged)" in longest.text
     ox, oy = longest.to_window(longest.x + 3, longest.center_y)
     pixel = gui.pixel(ox, oy)
     assert max(abs(pixel[c] - round(255 * OPTION_RGBA[c])) for c in range(3)) <= 3
