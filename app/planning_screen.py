@@ -339,12 +339,19 @@ class PlanningScreen(Screen):
                             setup.summary())
 
     def reoptimize_plan(self, setup: PlanSetup) -> None:
-        """Optimize the latest plan again with the form's prescription and objectives, from its
-        kept influence; refused when the beams, spots, grid, model or device changed."""
-        entry = self.session.latest_plan
-        if self.session.patient is None or entry is None or entry.result.prepared is None:
+        """Optimize the plan on screen (the Dose tab's; the latest when none is shown) again with
+        the form's prescription and objectives, from its kept influence (an older plan's is
+        rebuilt: only the newest keeps its matrices); refused when the beams, spots, grid,
+        model or device changed, or for a plan restored from a saved session."""
+        entry = self.shown_plan or self.session.latest_plan
+        if self.session.patient is None or entry is None:
             self.host.show_error("Re-optimize", "compute a plan first: re-optimization starts "
-                                 "from the latest plan computed here")
+                                 "from a plan computed here")
+            return
+        if entry.result.prepared is None:
+            self.host.show_error("Re-optimize", f"{entry.name} was restored from a saved "
+                                 "session and keeps no influence to re-optimize from: press "
+                                 "Compute plan for a new plan (or show a plan computed here)")
             return
         changed = reoptimization_conflicts(entry.result.prepared.request, setup)
         if changed:

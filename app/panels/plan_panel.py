@@ -109,7 +109,7 @@ class PlanPanel(BoxLayout):
     on_compute : callable
         ``on_compute(setup)`` with a checked :class:`PlanSetup`.
     on_reoptimize : callable
-        ``on_reoptimize(setup)``: optimize the latest plan again with the form's prescription
+        ``on_reoptimize(setup)``: optimize the plan on screen again with the form's prescription
         and objectives, from its kept influence.
     on_error : callable
         ``on_error(exception)`` for a bad field.

@@ -510,6 +510,24 @@ def test_reoptimize_reuses_the_kept_influence_and_refuses_a_changed_grid(gui, tm
     gui.click(form.reoptimize_button)
     gui.frames(3)
     assert "dose grid changed" in app.last_error and len(app.session.plans) == 2
+    # Re-optimize acts on the plan on screen, not on the newest one.
+    gui.click(gui.find(lambda w: getattr(w, "name", "") == "error_dialog_ok"))
+    gui.advance(0.5)
+    app.last_error = ""
+    form.grid_mm.text = "5"
+    screen.dose_panel.plan.text = "Plan 1"
+    gui.frames(2)
+    assert screen.shown_plan is app.session.plans[0]
+    form.dose.text = "58"
+    form.dose.focus = False
+    gui.frames(2)
+    gui.click(form.reoptimize_button)
+    gui.wait_until(lambda: len(app.session.plans) == 3 or app.last_error, PLAN_TIMEOUT_S,
+                   "the plan re-optimized from Plan 1")
+    assert not app.last_error, app.last_error
+    third = app.session.plans[2]
+    assert "re-optimized from Plan 1" in third.summary
+    assert third.result.plan.prescription.total_dose_gy_rbe == 58.0
 
 
 def test_robustness_view_evaluates_in_the_background_and_shows_bands_and_worst_cases(
