@@ -28,3 +28,18 @@ def model_switch_note(old_model: str, new_model: str, prescription_text: str) ->
     return (f"Model changed from {old} to {new}; the prescription stays {rx} Gy(RBE), which "
             f"under {new} is a different physical dose than under {old}.{direction} "
             "Check the prescription (the exchange view shows both models' numbers).")
+
+
+def scheme_switch_note(old_scheme: str, new_scheme: str, prescription_text: str) -> str:
+    """The note for a switch of the LEM I rapid scheme (``"averaged"``, ``"central"``; see
+    :mod:`planning.rbe.lem`) under a LEM I prescription; ``""`` without a change. The central
+    traversal gives a carbon field a lower alpha (4-10 %), so lower Gy(RBE) numbers."""
+    if old_scheme == new_scheme:
+        return ""
+    rx = prescription_text.strip() or "the prescription"
+    direction = (" It gives a carbon target lower numbers, so this plan delivers more."
+                 if new_scheme == "central" else
+                 " It gives a carbon target higher numbers, so this plan delivers less.")
+    return (f"LEM I rapid scheme changed from {old_scheme} to {new_scheme}; the prescription "
+            f"stays {rx} Gy(RBE), a different physical dose under the {new_scheme} scheme."
+            f"{direction} Check the prescription.")

@@ -13,7 +13,7 @@ from kivy.uix.label import Label
 from kivy.uix.scrollview import ScrollView
 from kivy.uix.textinput import TextInput
 
-from app.model_note import model_switch_note
+from app.model_note import model_switch_note, scheme_switch_note
 from app.panels.form_widgets import row_label as _label
 from app.plan_setup import (
     CUSTOM_TISSUE,
@@ -184,6 +184,9 @@ class PlanPanel(BoxLayout):
         grid = GridLayout(cols=2, size_hint_y=None, height=4 * ROW_HEIGHT + 12, spacing=4)
         self.rapid_scheme = WideSpinner(text=DEFAULT_RAPID_SCHEME, values=list(RAPID_SCHEMES),
                                         size_hint_y=None, height=ROW_HEIGHT)
+        self._scheme = self.rapid_scheme.text
+        self._note_rx = ""  # the prescription text the model note speaks of
+        self.rapid_scheme.bind(text=lambda *_: self._scheme_changed())
         self.tissue = WideSpinner(text=TISSUE_CHOICES[0], values=list(TISSUE_CHOICES),
                                   size_hint_y=None, height=ROW_HEIGHT)
         self.tissue.bind(text=lambda *_: self._show_model_fields())
@@ -305,7 +308,10 @@ class PlanPanel(BoxLayout):
         self._target_name = new
 
     def _prescription_changed(self) -> None:
-        """Objective doses follow the prescription: all are scaled by new / old."""
+        """Objective doses follow the prescription: all are scaled by new / old. A model note
+        about the kept prescription goes once the prescription is changed."""
+        if self.model_note.text and self.dose.text.strip() != self._note_rx:
+            self.model_note.text = ""
         try:
             dose = float(self.dose.text)
         except ValueError:
@@ -473,7 +479,7 @@ class PlanPanel(BoxLayout):
     def _show_model_fields(self) -> None:
         model = dict(RBE_MODELS).get(self.rbe.text, "mkm")
         if model != self._model_key:
-            self.model_note.text = model_switch_note(self._model_key, model, self.dose.text)
+            self._show_note(model_switch_note(self._model_key, model, self.dose.text))
             self._model_key = model
         # The tissue also sets the LEM I side of the exchange view.
         self.tissue.disabled = model != "lem1" and not self.exchange.active
@@ -484,6 +490,16 @@ class PlanPanel(BoxLayout):
         self.dose_unit.text = model_dose_unit(model)
         self.objective_unit.text = model_dose_unit(model)
         self._show_per_fraction()
+
+    def _scheme_changed(self) -> None:
+        if self.rapid_scheme.text != self._scheme and self._model_key == "lem1":
+            self._show_note(scheme_switch_note(self._scheme, self.rapid_scheme.text,
+                                               self.dose.text))
+        self._scheme = self.rapid_scheme.text
+
+    def _show_note(self, text: str) -> None:
+        self.model_note.text = text
+        self._note_rx = self.dose.text.strip()
 
     def _show_per_fraction(self) -> None:
         try:

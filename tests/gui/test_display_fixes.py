@@ -198,9 +198,27 @@ def test_plan_display_quantities_menus_beam_view_compare_table_and_reset(gui, tm
     gui.frames(2)
     assert "57.6 Gy(RBE)" in form.model_note.text and "delivers less" in form.model_note.text
     assert form.model_note.height > 20
+    # Under LEM I the rapid scheme is part of the model: its switch gets its note too.
+    form.rapid_scheme.text = "central"
+    gui.frames(2)
+    assert "rapid scheme changed from averaged to central" in form.model_note.text
+    assert "delivers more" in form.model_note.text
+    form.rapid_scheme.text = "averaged"
     form.rbe.text = "mMKM (NIRS clinical dose)"
     gui.frames(2)
     assert "delivers more" in form.model_note.text
+    # Once the prescription is changed the note (about the kept number) goes.
+    form.dose.text = "57.6"
+    form.dose.dispatch("on_text_validate")
+    gui.frames(2)
+    assert "delivers more" in form.model_note.text  # the same number: still true
+    form.dose.text = "60"
+    form.dose.dispatch("on_text_validate")
+    gui.frames(2)
+    assert form.model_note.text == ""
+    form.dose.text = "57.6"
+    form.dose.dispatch("on_text_validate")
+    gui.frames(1)
     form.spot_spacing.text = "6"
     form.grid_mm.text = "5"
     gui.click(form.compute_button)
