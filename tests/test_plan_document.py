@@ -321,11 +321,11 @@ def test_a_report_from_before_the_check_grid_says_what_it_checked(planned):
     doc = plan_document(dataclasses.replace(result, report=old), "Plan 1")
     rows = dict(doc.optimizer.rows)
     assert rows["Target points added (refinement)"] == (
-        "48 (dose-grid voxels outside 95-105 %; 44 iterations after them)")
+        "48 (dose-grid voxels outside 95-105 %); 44 iterations after the check")
     # before 2026-12-07: the check grid's points above the window's top, no objective of their own
     old["refinement"] = {"target_points_added": 31, "check_grid_spacing_mm": [1.25] * 3,
                          "target_points_checked": 999, "window": [0.95, 1.05], "iterations": 44}
     doc = plan_document(dataclasses.replace(result, report=old), "Plan 1")
     assert dict(doc.optimizer.rows)["Target points added (refinement)"] == (
-        "31 (points of a 1.25 mm check grid above 105 % and dose-grid voxels below 95 %; "
-        "44 iterations after them)")
+        "31 (points of a 1.25 mm check grid above 105 % and dose-grid voxels below 95 %); "
+        "44 iterations after the check")

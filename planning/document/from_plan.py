@@ -172,7 +172,8 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
             added = refinement["target_voxels_added"]
             which = f"dose-grid voxels outside {low:g}-{high:g} %"
         rows.append(("Target points added (refinement)",
-                     f"{added} ({which}; {refinement['iterations']} iterations after them)"))
+                     f"{added} ({which}); {refinement['iterations']} iterations after the "
+                     "check"))
     correction = report.get("dose_correction")
     if correction:
         rows.append(("Pencil-beam halo in the optimizer",
