@@ -127,7 +127,8 @@ def dose_at_volume(doses: ArrayLike, volume_percent: float,
 
 
 def dose_metrics(doses: ArrayLike, prescription: float,
-                 volumes_mm3: ArrayLike | None = None) -> DoseMetrics:
+                 volumes_mm3: ArrayLike | None = None, *,
+                 maximum: float | None = None) -> DoseMetrics:
     """Metrics of the dose samples of one structure, relative to ``prescription`` (same unit).
 
     Parameters
@@ -138,6 +139,9 @@ def dose_metrics(doses: ArrayLike, prescription: float,
         Reference of V95, V107 (> 0).
     volumes_mm3 : (n,) array_like, optional
         Volume of each sample (mean and V_x are volume-weighted); equal volumes when omitted.
+    maximum : float, optional
+        The structure's maximum where it is known beyond the samples
+        (:meth:`planning.structure_sampling.DoseSamples.maximum`); the samples' otherwise.
     """
     d, w = _samples(doses, volumes_mm3, "dose metrics")
     if not prescription > 0:
@@ -146,7 +150,9 @@ def dose_metrics(doses: ArrayLike, prescription: float,
     total = w.sum()
     return DoseMetrics(
         d98=float(d98), d95=float(d95), d50=float(d50), d5=float(d5), d2=float(d2),
-        mean=float(np.dot(d, w) / total), max=float(d.max()), min=float(d.min()),
+        mean=float(np.dot(d, w) / total),
+        max=float(d.max()) if maximum is None else max(float(maximum), float(d.max())),
+        min=float(d.min()),
         v95=float(w[d >= 0.95 * prescription].sum() / total),
         v107=float(w[d >= 1.07 * prescription].sum() / total),
         homogeneity_index=float((d2 - d98) / d50) if d50 > 0 else float("nan"),

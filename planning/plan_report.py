@@ -121,9 +121,10 @@ def structure_report(patient: Patient, dose_grid: DoseGrid,
     samples_by_name: dict[str, DoseSamples] = {}
     for s, samples in sampled_structures(patient, dose_grid):
         samples_by_name[s.name] = samples
-        values = samples.dose(rbe_dose_gy_rbe,
-                              labels.within(s.name) if labels is not None else None)
-        m = dose_metrics(values, p, samples.volume_mm3)
+        within = labels.within(s.name) if labels is not None else None
+        values = samples.dose(rbe_dose_gy_rbe, within)
+        m = dose_metrics(values, p, samples.volume_mm3,
+                         maximum=samples.maximum(rbe_dose_gy_rbe, values, within))
         structures[s.name] = {
             "interpreted_type": s.interpreted_type, "volume_cm3": samples.volume_cm3,
             "dvh_samples": samples.n_samples,

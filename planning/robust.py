@@ -349,13 +349,14 @@ def structure_metrics(rbe_dose: NDArray[np.floating], physical_dose: NDArray[np.
     """
     out = {}
     for name, samples in samples_by_name.items():
-        d = samples.dose(rbe_dose, None if labels is None else labels.within(name))
+        within = None if labels is None else labels.within(name)
+        d = samples.dose(rbe_dose, within)
         w = samples.volume_mm3
         d98, d95, d50, d2 = doses_at_volumes(d, (98, 95, 50, 2), w)
         out[name] = {"d98_gy_rbe": float(d98), "d95_gy_rbe": float(d95),
                      "d50_gy_rbe": float(d50), "d2_gy_rbe": float(d2),
                      "mean_gy_rbe": float(np.average(d, weights=w)),
-                     "max_gy_rbe": float(d.max()),
+                     "max_gy_rbe": samples.maximum(rbe_dose, d, within),
                      "mean_gy": float(np.average(samples.dose(physical_dose), weights=w))}
     return out
 

@@ -18,6 +18,7 @@ structure, about 20 bytes a sample.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -135,6 +136,9 @@ def _kept_samples(structure: Structure, ct: CtVolume, dose_grid: DoseGrid,
         if key in kept:
             return kept[key]
     samples = dose_samples(structure, ct, dose_grid, settings)
+    if samples is not None:
+        samples = dataclasses.replace(samples, grid_rows=structure_rows(
+            structure.mask.to_dense(), grid_of(ct), dose_grid))
     with _samples_lock:
         kept = _samples_kept.setdefault(structure, {})
         kept[key] = samples
@@ -292,11 +296,13 @@ def structure_dose_statistics(
     top = 1.05 * float(cube.max()) if cube.size and cube.max() > 0 else 1.0
     out = []
     for s, samples in sampled_structures(patient, dose_grid, names=names):
-        values = samples.dose(cube, labels.within(s.name) if labels is not None else None)
+        within = labels.within(s.name) if labels is not None else None
+        values = samples.dose(cube, within)
         out.append(StructureDose(
             name=s.name, colour_rgb=s.colour_rgb or NO_COLOUR_RGB,
             interpreted_type=s.interpreted_type,
             dvh=cumulative_dvh(s.name, values, samples.volume_mm3, max_dose=top, n_bins=n_bins),
-            metrics=dose_metrics(values, reference, samples.volume_mm3),
+            metrics=dose_metrics(values, reference, samples.volume_mm3,
+                                 maximum=samples.maximum(cube, values, within)),
             samples=samples.n_samples))
     return out

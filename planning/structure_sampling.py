@@ -39,6 +39,7 @@ Method
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -290,11 +291,16 @@ class DoseSamples:
         Volume of each sample.
     cell_mm : (sz, sy, sx)
         Size of a sample cell, mm (:attr:`StructureSamples.cell_mm`).
+    grid_rows : (M,) int64 array
+        Flat indices of the grid's voxels whose centres lie in the structure (nearest CT
+        voxel of its mask), for :meth:`maximum`; empty when not given.
     """
 
     stencil: TrilinearStencil
     volume_mm3: NDArray[np.float32]
     cell_mm: tuple[float, float, float]
+    grid_rows: NDArray[np.int64] = dataclasses.field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def n_samples(self) -> int:
@@ -313,6 +319,21 @@ class DoseSamples:
         """(N,) float64: ``cube`` (on the stencil's grid) interpolated at the samples, within
         one region of the grid if given (:meth:`TrilinearStencil.values`)."""
         return self.stencil.values(cube, within)
+
+    def maximum(self, cube: NDArray[np.floating], values: FloatArray,
+                within: tuple[NDArray[np.integer], int] | None = None) -> float:
+        """The structure's maximum dose: the largest of ``values`` (:meth:`dose` of ``cube``)
+        and of ``cube`` at :attr:`grid_rows` (those in region ``within`` only, if given). A
+        large structure's samples are spaced more widely than the grid (the sample cap), so
+        their maximum alone could read below that of a structure inside it."""
+        top = float(values.max()) if values.size else float("-inf")
+        rows = self.grid_rows
+        if within is not None:
+            labels, label = within
+            rows = rows[np.asarray(labels).reshape(-1)[rows] == label]
+        if rows.size:
+            top = max(top, float(np.asarray(cube).reshape(-1)[rows].max()))
+        return top
 
 
 def dose_samples(structure: Structure, ct: CtVolume, dose_grid: DoseGrid,

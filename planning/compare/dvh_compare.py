@@ -89,8 +89,9 @@ def structure_masks(patient: Patient, grid: DoseGrid) -> list[tuple[Structure, N
 
 
 def _metrics(doses: NDArray[np.float64], volumes_mm3: NDArray[np.float32],
-             prescription_gy: float | None) -> dict[str, float | None]:
-    m = dose_metrics(doses, prescription_gy if prescription_gy else 1.0, volumes_mm3)
+             prescription_gy: float | None, maximum: float) -> dict[str, float | None]:
+    m = dose_metrics(doses, prescription_gy if prescription_gy else 1.0, volumes_mm3,
+                     maximum=maximum)
     return {"d98": m.d98, "d95": m.d95, "d50": m.d50, "d2": m.d2, "mean": m.mean,
             "max": m.max, "v95": m.v95 if prescription_gy else None}
 
@@ -124,8 +125,8 @@ def compare_structures(reference: ArrayLike, evaluated: ArrayLike, grid: DoseGri
             name=s.name, interpreted_type=s.interpreted_type,
             colour_rgb=(int(colour[0]), int(colour[1]), int(colour[2])),
             volume_cm3=samples.volume_cm3, samples=samples.n_samples,
-            metrics_a=_metrics(dose_a, w, prescription_gy),
-            metrics_b=_metrics(dose_b, w, prescription_gy),
+            metrics_a=_metrics(dose_a, w, prescription_gy, samples.maximum(ref, dose_a)),
+            metrics_b=_metrics(dose_b, w, prescription_gy, samples.maximum(ev, dose_b)),
             dvh_a=cumulative_dvh(s.name, dose_a, w, max_dose=top, n_bins=n_bins),
             dvh_b=cumulative_dvh(s.name, dose_b, w, max_dose=top, n_bins=n_bins)))
     return tuple(out)
