@@ -2,7 +2,8 @@
 
 The DVHs and metrics of the report, the GUI, the comparison and robust evaluation read the dose
 at these points (trilinear interpolation, :mod:`planning.dose_interpolation`), not at dose-grid
-voxels; the optimizer keeps the dose-grid voxels (:func:`planning.structure_dose.structure_rows`).
+voxels (the maximum reads both: :meth:`DoseSamples.maximum`); the optimizer keeps the dose-grid
+voxels (:func:`planning.structure_dose.structure_rows`).
 
 Method
 ------
