@@ -923,4 +923,4 @@ def test_plan_description_stays_within_short_text(patient: Patient, tmp_path: Pa
     text = pydicom.dcmread(tmp_path / "fits.dcm").RTPlanDescription
     assert len(text) <= 1024 and text.endswith(model_label(model, fits.rbe_tissues))
     with pytest.raises(InputError, match=r"RBE model .* longer than the 8.. characters"):
-        export_rt_ion_plan(plan_with(27), patient, tmp_path / "long.dcm", sad_mm=SAD_MM)
+        export_rt_ion_plan(plan_with(28), patient, tmp_path / "long.dcm", sad_mm=SAD_MM)
