@@ -114,12 +114,15 @@ def structure_report(patient: Patient, dose_grid: DoseGrid,
     rows_by_name: dict[str, NDArray[np.int64]] = {}
     rbe = np.asarray(rbe_dose_gy_rbe).reshape(-1)
     p = prescription_gy_rbe
-    for s, rows in structures_on_grid(patient, dose_grid, known_rows=known_rows):
+    sampled = sampled_structures(patient, dose_grid)
+    # the samples hold their structure's rows already (DoseSamples.grid_rows)
+    known = {**{s.name: samples.grid_rows for s, samples in sampled}, **(known_rows or {})}
+    for s, rows in structures_on_grid(patient, dose_grid, known_rows=known):
         rows_by_name[s.name] = rows
     top = 1.1 * float(rbe.max()) if rbe.size and rbe.max() > 0 else 1.0
     dvhs = {}
     samples_by_name: dict[str, DoseSamples] = {}
-    for s, samples in sampled_structures(patient, dose_grid):
+    for s, samples in sampled:
         samples_by_name[s.name] = samples
         within = labels.within(s.name) if labels is not None else None
         values = samples.dose(rbe_dose_gy_rbe, within)
