@@ -38,6 +38,7 @@ from planning.dicom._export_common import (
     write_dataset,
 )
 from planning.dicom._values import PathLike
+from planning.dicom.rasterize import CLOSED_TYPES
 from planning.dicom.scan import CT_IMAGE_STORAGE, RT_STRUCTURE_SET_STORAGE
 from planning.errors import InputError
 from planning.patient import Contour, CtVolume, Structure, StructureSet
@@ -121,8 +122,7 @@ def _slice_index(points: FloatArray, ct: CtVolume) -> int | None:
 
 def _contour_item(contour: Contour, number: int, ct: CtVolume) -> Dataset:
     item = Dataset()
-    planar = contour.geometric_type in ("CLOSED_PLANAR", "CLOSEDPLANAR_XOR", "OPEN_PLANAR",
-                                        "POINT")
+    planar = contour.geometric_type in (*CLOSED_TYPES, "OPEN_PLANAR", "POINT")
     k = _slice_index(contour.points_mm, ct) if planar and len(contour.points_mm) else None
     if k is not None:
         item.ContourImageSequence = sequence(

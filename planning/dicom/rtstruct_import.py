@@ -27,15 +27,20 @@ from planning.dicom._values import (
     reading,
 )
 from planning.dicom.errors import DicomImportError
-from planning.dicom.rasterize import FloatArray, box_bounds, rasterize_even_odd, slice_polygons
+from planning.dicom.rasterize import (
+    CLOSED_TYPES,
+    FloatArray,
+    box_bounds,
+    rasterize_even_odd,
+    slice_polygons,
+)
 from planning.dicom.scan import RT_STRUCTURE_SET_STORAGE
 from planning.patient import Contour, CtVolume, RoiMask, Structure, StructureSet
 
 logger = logging.getLogger(__name__)
 
 _CONTOUR_DATA_TAG = 0x30060050
-GEOMETRIC_TYPES = ("CLOSED_PLANAR", "CLOSEDPLANAR_XOR", "OPEN_PLANAR", "OPEN_NONPLANAR",
-                   "POINT")
+GEOMETRIC_TYPES = (*CLOSED_TYPES, "OPEN_PLANAR", "OPEN_NONPLANAR", "POINT")
 
 
 def _contour_points(item: Dataset, path: str, roi: str) -> FloatArray:
