@@ -20,6 +20,7 @@ from planning.errors import InputError
 from planning.patient import Patient
 from planning.planner import PlanResult
 from planning.rbe import dose_unit_of
+from planning.rbe.lem import SCHEME_BEFORE_NAMED
 from planning.robust import RobustResult
 from planning.workspace import new_plan_id
 
@@ -214,7 +215,7 @@ def short_model_name(description: str) -> str:
     words = description.split()
     if description.startswith("LEM I") and len(words) >= 3:
         scheme = next((w.removeprefix("rapid=") for w in words if w.startswith("rapid=")),
-                      "averaged")
+                      SCHEME_BEFORE_NAMED)
         return f"{' '.join(words[:3])}, {scheme}"
     if description.startswith("mMKM"):
         return "mMKM"

@@ -52,6 +52,7 @@ from planning.rbe import (
     RbeModel,
     Tissue,
 )
+from planning.rbe.lem import SCHEME_BEFORE_NAMED
 from planning.rbe.record import describe_structure_tissues, model_label
 from planning.resolution import grid_warning
 from planning.structure_dose import body_mask, grid_of
@@ -153,7 +154,7 @@ def model_from_description(text: str) -> RbeModel | None:
             scheme = _RAPID.search(s)
             return LemModel(Tissue(name, values["ax"], values["bx"], values["Dt"],
                                    values.get("Rn", 5.0),
-                                   scheme.group(1) if scheme else "averaged"))
+                                   scheme.group(1) if scheme else SCHEME_BEFORE_NAMED))
         if s.startswith("constant RBE "):
             return ConstantRbe(float(s.split()[2]))
         if s == "physical dose":

@@ -93,6 +93,10 @@ RAPID_SCHEMES = ("averaged", "central")
 #: The rapid scheme of a tissue that names none.
 DEFAULT_RAPID_SCHEME = RAPID_SCHEMES[0]
 
+#: The rapid scheme of a LEM I description or record written before they named it (IonPlan's
+#: only scheme until December 2026): not the default, which may change, but what was computed.
+SCHEME_BEFORE_NAMED = "averaged"
+
 
 @dataclass(frozen=True)
 class Tissue:

@@ -29,7 +29,7 @@ from typing import Any
 
 from planning import __version__
 from planning.errors import InputError
-from planning.rbe.lem import LemModel, Tissue
+from planning.rbe.lem import SCHEME_BEFORE_NAMED, LemModel, Tissue
 from planning.rbe.mkm import MkmModel
 from planning.rbe.models import ConstantRbe, PhysicalDose, RbeModel
 
@@ -47,9 +47,6 @@ VARIANTS: dict[str, str] = {
     ConstantRbe.name: "RBE-weighted dose = rbe x physical dose",
     PhysicalDose.name: "no RBE weighting (RBE = 1)",
 }
-
-#: The LEM I rapid scheme of records written before the tissue named its scheme.
-_SCHEME_BEFORE_RECORDED = "averaged"
 
 #: The model classes a record can name, by ``RbeModel.name``.
 _CLASSES: dict[str, type[RbeModel]] = {
@@ -141,7 +138,7 @@ def _build(cls: type, params: Any, what: str) -> Any:
                          f"{params!r}")
     fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
     if cls is Tissue and "rapid_scheme" not in params:
-        params = {**params, "rapid_scheme": _SCHEME_BEFORE_RECORDED}
+        params = {**params, "rapid_scheme": SCHEME_BEFORE_NAMED}
     if set(params) != set(fields):
         missing, extra = sorted(set(fields) - set(params)), sorted(set(params) - set(fields))
         raise InputError(f"RBE model record: {what} parameters missing {missing}, "
