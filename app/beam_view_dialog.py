@@ -12,11 +12,12 @@ from kivy.uix.button import Button
 from kivy.uix.label import Label
 from kivy.uix.popup import Popup
 
+from app.plot_data import MetricsRow
 from app.session import PlanEntry
 from app.theme import BUTTON_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
 from app.widgets.beam_view import BeamEyeView
 from app.widgets.menu import WideSpinner
-from app.widgets.metrics_table import MetricsRow, MetricsTable
+from app.widgets.metrics_table import MetricsTable
 from planning.beam_eye_view import LayerRow, layer_spots, layer_table, target_projection
 from planning.structure_dose import grid_of
 

@@ -20,13 +20,14 @@ from kivy.uix.screenmanager import Screen
 
 from app.compare_choices import EXTERNAL, CompareChoice, choices_for, default_pair
 from app.dose_display import DoseDisplay, difference_overlay, overlay_for
+from app.plot_data import DvhCurve, MetricsRow
 from app.session import DoseLayer, Session
 from app.theme import BOTTOM_PANEL_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
 from app.viewer_state import StructureOverlay, ViewerState
 from app.widgets.color_legend import ColorLegend
-from app.widgets.dvh_plot import DvhCurve, DvhPlot
+from app.widgets.dvh_plot import DvhPlot
 from app.widgets.menu import WideSpinner
-from app.widgets.metrics_table import MetricsRow, MetricsTable
+from app.widgets.metrics_table import MetricsTable
 from app.widgets.slice_view import SliceView
 from app.widgets.viewer_panel import SliceSlider
 from planning import api

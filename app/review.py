@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from app.widgets.dvh_plot import DvhCurve
-from app.widgets.metrics_table import MetricsRow
+from app.plot_data import DvhCurve, MetricsRow
 from planning.structure_dose import StructureDose
 
 METRIC_COLUMNS = ("D98", "D95", "D2", "Dmean", "Dmax", "V95")

@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from app.widgets.dvh_plot import DvhCurve
-from app.widgets.metrics_table import MetricsRow
+from app.plot_data import DvhCurve, MetricsRow
 from planning.errors import InputError
 from planning.robust_report import dose_unit  # re-exported for the robustness panel
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,23 @@ def test_dicom_io_does_not_import_the_dose_engine() -> None:
     for path in (ROOT / "planning" / "dicom").rglob("*.py"):
         engine = {m for m in _modules(path) if m.startswith("planning.engine")}
         assert not engine, (path, engine)
+
+
+#: The app's view-model modules: they shape planning's numbers for the screens and say "no
+#: Kivy" in their docstrings, so that they work (and are tested) where no window can open.
+VIEW_MODELS = ("compare_choices", "main", "model_note", "plan_setup", "plot_axes", "plot_data",
+               "rendering", "review", "robust_review", "session", "workspace_keeper")
+
+
+def test_view_models_never_import_kivy() -> None:
+    """Not directly and not through another module: imported in a fresh interpreter, none of
+    them loads Kivy (which reads its configuration on first import: a test module importing
+    one of them must not configure Kivy for the GUI tests that run after it)."""
+    code = ("import sys\n"
+            f"for name in {VIEW_MODELS!r}:\n"
+            "    __import__('app.' + name)\n"
+            "    kivy = sorted(m for m in sys.modules if m == 'kivy' or m.startswith('kivy.'))\n"
+            "    assert not kivy, (name, kivy[:3])\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
 
 import numpy as np
 from kivy.core.text import Label as CoreLabel
@@ -27,93 +26,12 @@ from kivy.graphics import (
 from kivy.metrics import dp
 from kivy.properties import ColorProperty, NumericProperty, StringProperty
 from kivy.uix.widget import Widget
-from numpy.typing import NDArray
 
 from app.plot_axes import AxisMapping, dash_segments, nice_upper_limit, ticks_and_labels
+from app.plot_data import VOLUME_MAX_PERCENT, DvhCurve, FloatArray
 from planning.errors import InputError
 
-FloatArray = NDArray[np.float64]
-
-_VOLUME_MAX_PERCENT = 100.0
 _TEXTURE_CACHE_LIMIT = 512
-
-
-@dataclass(frozen=True, eq=False)
-class DvhCurve:
-    """One cumulative DVH curve to draw.
-
-    Attributes
-    ----------
-    name : str
-        Structure name (legend, readout, :meth:`DvhPlot.set_visible`).
-    colour_rgb : tuple of 3 int
-        Curve colour, 0-255 per channel (the RTSTRUCT display colour).
-    dose : (N,) float array
-        Dose at the curve's points, non-decreasing, in the unit of the plot's ``x_label``
-        (Gy, Gy(RBE)); bin edges from ``cumulative_dvh`` fit as they are. N >= 2.
-    volume_percent : (N,) float array
-        Percentage of the structure's volume receiving at least ``dose``, from 100 down to 0.
-    dashed : bool
-        Draw dashed (the second plan or model of a comparison).
-    group : str
-        Plan or model the curve belongs to ("A", "B", "mMKM", "LEM I"); shown in the legend.
-    """
-
-    name: str
-    colour_rgb: tuple[int, int, int]
-    dose: FloatArray
-    volume_percent: FloatArray
-    dashed: bool = False
-    group: str = ""
-    # Derived once: float64 copies that callers cannot change under the widget.
-    _dose: FloatArray = field(init=False, repr=False)
-    _volume: FloatArray = field(init=False, repr=False)
-    _last_dose: float = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        dose = np.array(self.dose, dtype=np.float64).ravel()
-        volume = np.array(self.volume_percent, dtype=np.float64).ravel()
-        if dose.shape != volume.shape or dose.size < 2:
-            raise InputError(
-                f"DVH curve {self.name!r}: dose and volume_percent need the same length >= 2, "
-                f"got {np.shape(self.dose)} and {np.shape(self.volume_percent)}")
-        if not (np.isfinite(dose).all() and np.isfinite(volume).all()):
-            raise InputError(f"DVH curve {self.name!r}: dose and volume must be finite")
-        if np.any(np.diff(dose) < 0):
-            raise InputError(f"DVH curve {self.name!r}: dose must be non-decreasing")
-        if volume.min() < -1e-6 or volume.max() > _VOLUME_MAX_PERCENT + 1e-6:
-            raise InputError(
-                f"DVH curve {self.name!r}: volume_percent must lie in [0, 100], "
-                f"got [{volume.min():.4g}, {volume.max():.4g}] (pass percent, not a fraction)")
-        if len(self.colour_rgb) != 3 or not all(0 <= int(c) <= 255 for c in self.colour_rgb):
-            raise InputError(f"DVH curve {self.name!r}: colour_rgb must be 3 ints in 0..255, "
-                             f"got {self.colour_rgb}")
-        dose.setflags(write=False)
-        volume.setflags(write=False)
-        object.__setattr__(self, "_dose", dose)
-        object.__setattr__(self, "_volume", np.clip(volume, 0.0, _VOLUME_MAX_PERCENT))
-        nonzero = np.flatnonzero(self._volume > 0)
-        # The curve reaches 0 % at the point after the last nonzero one.
-        last = dose[min(int(nonzero[-1]) + 1, dose.size - 1)] if nonzero.size else dose[0]
-        object.__setattr__(self, "_last_dose", float(last))
-
-    @property
-    def label(self) -> str:
-        """Name with the group in brackets when there is one ("PTV (LEM I)")."""
-        return f"{self.name} ({self.group})" if self.group else self.name
-
-    def volume_at(self, dose: float) -> float:
-        """Volume percentage at ``dose`` along the drawn (piecewise linear) curve.
-
-        Below the first point the volume is the first value; above the last, 0 %.
-        """
-        if dose > self._dose[-1]:
-            return 0.0
-        return float(np.interp(dose, self._dose, self._volume))
-
-    def last_dose_with_volume(self) -> float:
-        """Dose where the curve reaches 0 % for good (its first dose if it never leaves 0)."""
-        return self._last_dose
 
 
 def _unit_of(label: str) -> str:
@@ -411,7 +329,7 @@ class DvhPlot(Widget):
 
         dose_max = self._choose_dose_max()
         x_ticks, x_texts = ticks_and_labels(0.0, dose_max, max_ticks=8)
-        y_ticks, y_texts = ticks_and_labels(0.0, _VOLUME_MAX_PERCENT, max_ticks=6)
+        y_ticks, y_texts = ticks_and_labels(0.0, VOLUME_MAX_PERCENT, max_ticks=6)
         y_text_w = max(self._texture(t).size[0] for t in y_texts)  # type: ignore[attr-defined]
         left = self.x + pad + line_h + pad + y_text_w + tick_len + dp(3)
         right = self.right - pad - legend_w
@@ -426,7 +344,7 @@ class DvhPlot(Widget):
         max_x_ticks = max(2, min(8, int((right - left) / (label_w + dp(12))) + 1))
         x_ticks, x_texts = ticks_and_labels(0.0, dose_max, max_ticks=max_x_ticks)
         self._x_map = xm = AxisMapping(0.0, dose_max, left, right)
-        self._y_map = ym = AxisMapping(0.0, _VOLUME_MAX_PERCENT, bottom, top)
+        self._y_map = ym = AxisMapping(0.0, VOLUME_MAX_PERCENT, bottom, top)
         self._x_decimals = _decimals_of(x_texts)
 
         # Grid and ticks.
@@ -511,7 +429,7 @@ class DvhPlot(Widget):
     def _curve_instructions(self, c: DvhCurve, xm: AxisMapping, ym: AxisMapping
                             ) -> list[object]:
         """Colour and line (or dash mesh) instructions of one curve on the given axes."""
-        xy = _clip_to_dose(c._dose, c._volume, xm.data_hi)
+        xy = _clip_to_dose(*c.drawn_points(), xm.data_hi)
         pts = np.empty((xy.shape[0], 2))
         pts[:, 0] = xm.to_pixel(xy[:, 0])
         pts[:, 1] = ym.to_pixel(xy[:, 1])

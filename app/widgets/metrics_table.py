@@ -8,7 +8,6 @@ swatch of the structure's colour.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from kivy.core.text import Label as CoreLabel
 from kivy.graphics import Color, Rectangle
@@ -20,30 +19,12 @@ from kivy.uix.label import Label
 from kivy.uix.scrollview import ScrollView
 from kivy.uix.widget import Widget
 
+from app.plot_data import MetricsRow
 from planning.errors import InputError
 
 _NAME_WEIGHT = 1.6  # the name column is this many times as wide as a value column
 #: Smallest font a header title shrinks to, px.
 _MIN_FONT_SIZE = dp(9)
-
-
-@dataclass(frozen=True)
-class MetricsRow:
-    """One structure's row.
-
-    Attributes
-    ----------
-    name : str
-        Structure name (with the plan or model, if the caller wants it: "PTV (LEM I)").
-    colour_rgb : tuple of 3 int
-        Swatch colour, 0-255 per channel.
-    values : list of str
-        Formatted values, one per metric column ("57.1", "98.7 %", "-" for not applicable).
-    """
-
-    name: str
-    colour_rgb: tuple[int, int, int]
-    values: list[str]
 
 
 class _Swatch(Widget):

@@ -22,7 +22,7 @@ METRIC_COLUMNS = ["D98", "D95", "D2", "Dmean", "Dmax", "V95"]
 
 def _step_and_linear() -> list[Any]:
     """A step DVH (100 % up to 50 Gy(RBE), then 0) and a linear one (100 % at 0 to 0 % at 80)."""
-    from app.widgets.dvh_plot import DvhCurve
+    from app.plot_data import DvhCurve
 
     return [
         DvhCurve("PTV", RED, np.array([0.0, 50.0, 50.0, 80.0]),
@@ -195,7 +195,7 @@ def _runs(values: np.ndarray) -> list[tuple[bool, int]]:
 
 
 def test_dashed_curves_have_gaps_and_solid_ones_do_not(gui: GuiDriver) -> None:
-    from app.widgets.dvh_plot import DvhCurve
+    from app.plot_data import DvhCurve
 
     # Two horizontal curves: solid blue at 70 %, dashed green at 30 % (both to 60 Gy(RBE)).
     dose = np.array([0.0, 60.0, 60.0, 80.0])
@@ -223,7 +223,7 @@ def test_dashed_curves_have_gaps_and_solid_ones_do_not(gui: GuiDriver) -> None:
 
 
 def test_legend_lists_structures_and_groups_with_their_colours(gui: GuiDriver) -> None:
-    from app.widgets.dvh_plot import DvhCurve
+    from app.plot_data import DvhCurve
 
     d = np.array([0.0, 40.0, 60.0])
     curves = [
@@ -271,7 +271,7 @@ def test_prescription_marker_and_fixed_dose_range(gui: GuiDriver) -> None:
 
 
 def test_bad_curves_are_refused() -> None:
-    from app.widgets.dvh_plot import DvhCurve
+    from app.plot_data import DvhCurve
     from planning.errors import InputError
 
     with pytest.raises(InputError, match="same length"):
@@ -285,7 +285,7 @@ def test_bad_curves_are_refused() -> None:
 
 
 def test_metrics_table_shows_rows_with_swatches(gui: GuiDriver) -> None:
-    from app.widgets.metrics_table import MetricsRow
+    from app.plot_data import MetricsRow
 
     panel = _start(gui)
     rows = [
@@ -347,8 +347,7 @@ def test_export_png_matches_the_screen(gui: GuiDriver, tmp_path: Path) -> None:
 
 def _realistic_panel() -> tuple[list[Any], list[Any]]:
     """DVHs and metrics of synthetic voxel doses, through planning.evaluation like the app."""
-    from app.widgets.dvh_plot import DvhCurve
-    from app.widgets.metrics_table import MetricsRow
+    from app.plot_data import DvhCurve, MetricsRow
     from planning.evaluation import cumulative_dvh, dose_metrics
 
     rng = np.random.default_rng(7)
@@ -389,7 +388,7 @@ def test_screenshot_of_the_dvh_panel(gui: GuiDriver) -> None:
 def test_header_titles_with_units_wrap_instead_of_being_cut(gui: GuiDriver) -> None:
     from kivy.uix.label import Label
 
-    from app.widgets.metrics_table import MetricsRow
+    from app.plot_data import MetricsRow
 
     panel = _start(gui)
     columns = [f"{c} (Gy(RBE))" for c in ("D98", "D95", "D2", "Dmean", "Dmax")] + ["V95 (%)"]
