@@ -70,6 +70,9 @@ class CompareScreen(Screen):
         self._choices: list[CompareChoice] = []
         self._sources: dict[CompareChoice, Any] = {}  # what each choice compares
         self._shown_patient: Any = None
+        #: The pair pre-selected last (texts of A and B): while the drop-downs still show it,
+        #: the user has not chosen, and a newer plan's default pair replaces it.
+        self._preselected: tuple[str, str] | None = None
         root = BoxLayout(orientation="vertical", spacing=PAD, padding=PAD)
         bar = BoxLayout(size_hint_y=None, height=ROW_HEIGHT + 4, spacing=PAD)
         self.side_a = WideSpinner(text="", values=[], size_hint_x=0.3)
@@ -127,10 +130,12 @@ class CompareScreen(Screen):
 
     # --- choices ----------------------------------------------------------------------------
     def refresh_choices(self) -> None:
-        """Offer the session's doses; keep the chosen pair (under the plans' new names after a
-        rename), else pre-select the most useful pair. The comparison shown goes when one of
-        its sides is no longer there."""
-        chosen = [self._choice(side.text) for side in (self.side_a, self.side_b)]
+        """Offer the session's doses; keep the pair the user chose (under the plans' new names
+        after a rename), else pre-select the most useful pair of the newest plans. The
+        comparison shown goes when one of its sides is no longer there."""
+        texts_now = (self.side_a.text, self.side_b.text)
+        user_chose = texts_now != self._preselected
+        chosen = [self._choice(text) if user_chose else None for text in texts_now]
         chosen_sources = [(c, self._sources.get(c)) if c is not None else None
                           for c in chosen]
         self._choices = choices_for(self.session.plans, tuple(self.external))
@@ -139,10 +144,13 @@ class CompareScreen(Screen):
         self.side_a.values = texts
         self.side_b.values = texts
         kept = [self._current(*side) if side is not None else None for side in chosen_sources]
-        if None in kept:
+        preselect = None in kept
+        if preselect:
             pair = default_pair(self.session.plans)
             kept = list(pair) if pair else [None, None]
         self.side_a.text, self.side_b.text = (c.text if c is not None else "" for c in kept)
+        if preselect:
+            self._preselected = (self.side_a.text, self.side_b.text)
         if self.compared is not None:
             current = [self._current(*side) for side in self.compared]
             if None in current:

@@ -25,6 +25,11 @@ from planning.errors import InputError
 _NAME_WEIGHT = 1.6  # the name column is this many times as wide as a value column
 #: Smallest font a header title shrinks to, px.
 _MIN_FONT_SIZE = dp(9)
+#: Width of the body's scroll bar, px.
+_SCROLL_BAR_WIDTH = dp(6)
+#: Room kept free right of the last column, in the header and every row, so that the scroll
+#: bar never covers a value and the titles stay above their columns, px.
+_SCROLL_BAR_GUTTER = _SCROLL_BAR_WIDTH + dp(4)
 
 
 class _Swatch(Widget):
@@ -118,12 +123,13 @@ class MetricsTable(BoxLayout):
         self.bind(pos=self._place_bg, size=self._place_bg,
                   background_color=lambda *_a: setattr(self._bg_color, "rgba",
                                                        self.background_color))
-        self._header = BoxLayout(orientation="horizontal", size_hint_y=None)
+        self._header = BoxLayout(orientation="horizontal", size_hint_y=None,
+                                 padding=(0, 0, _SCROLL_BAR_GUTTER, 0))
         with self._header.canvas.before:
             self._header_bg_color = Color(*self.header_color)
             self._header_bg = Rectangle()
         self._header.bind(pos=self._place_header_bg, size=self._place_header_bg)
-        self._scroll = ScrollView(do_scroll_x=False, bar_width=dp(6))
+        self._scroll = ScrollView(do_scroll_x=False, bar_width=_SCROLL_BAR_WIDTH)
         self._body = GridLayout(cols=1, size_hint_y=None)
         self._body.bind(minimum_height=self._body.setter("height"))
         self._scroll.add_widget(self._body)
@@ -209,7 +215,7 @@ class MetricsTable(BoxLayout):
         self._body.clear_widgets()
         for i, r in enumerate(self._rows):
             stripe = tuple(self.stripe_color) if i % 2 else None
-            row = _Row(stripe, height=h)
+            row = _Row(stripe, height=h, padding=(0, 0, _SCROLL_BAR_GUTTER, 0))
             rgba = (r.colour_rgb[0] / 255, r.colour_rgb[1] / 255, r.colour_rgb[2] / 255, 1.0)
             row.add_widget(_Swatch(rgba, size_hint_x=None, width=swatch_w))
             row.add_widget(self._cell(r.name, halign="left", weight=_NAME_WEIGHT))

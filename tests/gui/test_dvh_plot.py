@@ -313,6 +313,16 @@ def test_metrics_table_shows_rows_with_swatches(gui: GuiDriver) -> None:
     for lab in labels:
         assert lab.texture_size[0] > 0
         assert lab.texture_size[0] <= lab.width
+    # The last column stays clear of the body's scroll bar, and each title above its column.
+    scroll = panel.table._scroll
+    cells = [w for w in panel.table.walk() if isinstance(w, Label) and w.text == "100.0 %"]
+    (last_value,) = cells
+    assert last_value.to_window(last_value.right, 0)[0] <= (
+        scroll.to_window(scroll.right - scroll.bar_width, 0)[0])
+    (last_title,) = [w for w in panel.table.walk() if isinstance(w, Label)
+                     and w.text == METRIC_COLUMNS[-1]]
+    assert last_title.to_window(last_title.right, 0)[0] == pytest.approx(
+        last_value.to_window(last_value.right, 0)[0], abs=1.0)
     from planning.errors import InputError
 
     with pytest.raises(InputError, match="has 2 values for 6 columns"):

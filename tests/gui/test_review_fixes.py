@@ -134,6 +134,20 @@ def test_a_robust_evaluation_is_kept_through_a_rename_and_a_lost_plan_is_reporte
     _close_dialogs(gui, "error_dialog")
 
 
+def test_compare_preselects_the_newest_plans_pair_until_the_user_chooses(gui, tmp_path):
+    """The pre-selected pair follows the newest plan (it stayed on Plan 1's mMKM vs LEM I
+    whatever came after); a pair the user chose stays when plans are added."""
+    app = _start(gui, tmp_path)
+    _add_plan(gui, app, 3)
+    compare = app.compare
+    assert (compare.side_a.text, compare.side_b.text) == ("Plan 1: mMKM", "Plan 1: LEM I")
+    _add_plan(gui, app, 4)
+    assert (compare.side_a.text, compare.side_b.text) == ("Plan 2: mMKM", "Plan 2: LEM I")
+    compare.side_a.text, compare.side_b.text = "Plan 1: LEM I", "Plan 2: LEM I"
+    _add_plan(gui, app, 5)
+    assert (compare.side_a.text, compare.side_b.text) == ("Plan 1: LEM I", "Plan 2: LEM I")
+
+
 def test_the_compare_picture_names_the_pair_compared(gui, tmp_path):
     app = _start(gui, tmp_path)
     first, second = _add_plan(gui, app, 3), _add_plan(gui, app, 4)
