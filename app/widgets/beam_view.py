@@ -15,14 +15,20 @@ from kivy.uix.widget import Widget
 from numpy.typing import NDArray
 
 from app import rendering
+from app.plot_axes import ticks_and_labels
 from planning.beam_eye_view import LayerSpots
 
-_MARGIN_PX = 24.0
+#: Room around the plane's picture, px: the tick values below and left of it.
+_MARGIN_LEFT_PX, _MARGIN_BOTTOM_PX, _MARGIN_RIGHT_PX, _MARGIN_TOP_PX = 40.0, 24.0, 12.0, 22.0
 _BACKGROUND_RGBA = (0.0, 0.0, 0.0, 1.0)
 _AXIS_RGBA = (1.0, 1.0, 1.0, 0.35)
 _TEXT_RGBA = (0.85, 0.87, 0.9, 1.0)
 #: A spot's square: this fraction of the lattice spacing.
 _SPOT_FILL = 0.8
+#: Tick marks: length, px, and at most one labelled tick per this many px of axis.
+_TICK_PX = 5.0
+_PX_PER_TICK = 70.0
+_FONT_PX = 12
 
 
 class BeamEyeView(Widget):
@@ -43,6 +49,9 @@ class BeamEyeView(Widget):
         self.spacing_mm = (5.0, 5.0)
         self.top_particles = 1.0
         self.extent_mm = (-50.0, 50.0, -50.0, 50.0)
+        #: The labelled tick positions drawn last along u and v, mm (isocentre plane).
+        self.ticks_mm: tuple[NDArray[np.float64], NDArray[np.float64]] = (np.zeros(0),
+                                                                          np.zeros(0))
         self._lut = rendering.colormap_rgb("dose")
         self.bind(pos=self.redraw, size=self.redraw)
 
@@ -61,13 +70,29 @@ class BeamEyeView(Widget):
     def mm_to_px(self, u_mm: float, v_mm: float) -> tuple[float, float]:
         """Widget coordinates of a point of the isocentre plane."""
         scale, cx, cy = self._fit()
-        return (self.x + self.width / 2 + (u_mm - cx) * scale,
-                self.y + self.height / 2 + (v_mm - cy) * scale)
+        px, py = self._plot_centre_px()
+        return px + (u_mm - cx) * scale, py + (v_mm - cy) * scale
+
+    def visible_mm(self) -> tuple[float, float, float, float]:
+        """The isocentre plane's (u_min, u_max, v_min, v_max) inside the tick frame, mm."""
+        scale, cx, cy = self._fit()
+        px, py = self._plot_centre_px()
+        return (cx + (self.x + _MARGIN_LEFT_PX - px) / scale,
+                cx + (self.right - _MARGIN_RIGHT_PX - px) / scale,
+                cy + (self.y + _MARGIN_BOTTOM_PX - py) / scale,
+                cy + (self.top - _MARGIN_TOP_PX - py) / scale)
+
+    def _plot_centre_px(self) -> tuple[float, float]:
+        return (self.x + _MARGIN_LEFT_PX + self._room()[0] / 2,
+                self.y + _MARGIN_BOTTOM_PX + self._room()[1] / 2)
+
+    def _room(self) -> tuple[float, float]:
+        return (max(self.width - _MARGIN_LEFT_PX - _MARGIN_RIGHT_PX, 1.0),
+                max(self.height - _MARGIN_BOTTOM_PX - _MARGIN_TOP_PX, 1.0))
 
     def _fit(self) -> tuple[float, float, float]:
         u0, u1, v0, v1 = self.extent_mm
-        room_w = max(self.width - 2 * _MARGIN_PX, 1.0)
-        room_h = max(self.height - 2 * _MARGIN_PX, 1.0)
+        room_w, room_h = self._room()
         scale = min(room_w / max(u1 - u0, 1.0), room_h / max(v1 - v0, 1.0))
         return scale, 0.5 * (u0 + u1), 0.5 * (v0 + v1)
 
@@ -87,8 +112,12 @@ class BeamEyeView(Widget):
             Rectangle(pos=self.pos, size=self.size)
             Color(*_AXIS_RGBA)
             ox, oy = self.mm_to_px(0.0, 0.0)
-            Line(points=[self.x, oy, self.x + self.width, oy], width=1.0)
-            Line(points=[ox, self.y, ox, self.y + self.height], width=1.0)
+            left, bottom = self.x + _MARGIN_LEFT_PX, self.y + _MARGIN_BOTTOM_PX
+            right, top = self.right - _MARGIN_RIGHT_PX, self.top - _MARGIN_TOP_PX
+            if bottom <= oy <= top:
+                Line(points=[left, oy, right, oy], width=1.0)
+            if left <= ox <= right:
+                Line(points=[ox, bottom, ox, top], width=1.0)
             if self.spots is not None:
                 du, dv = (_SPOT_FILL * s * scale for s in self.spacing_mm)
                 for u, v, n in zip(self.spots.u_mm, self.spots.v_mm, self.spots.particles,
@@ -102,9 +131,54 @@ class BeamEyeView(Widget):
             for poly in self.outlines:
                 pts = [c for u, v in poly for c in self.mm_to_px(float(u), float(v))]
                 Line(points=pts, width=1.5, close=True)
-            Color(*_TEXT_RGBA)
-            for text, pos in (("u (mm)", (self.x + self.width - 56, oy + 4)),
-                              ("v (mm)", (ox + 4, self.y + self.height - 18))):
-                label = CoreLabel(text=text, font_size=12)
-                label.refresh()
-                Rectangle(texture=label.texture, size=label.texture.size, pos=pos)
+            self._draw_ticks()
+
+    def _draw_ticks(self) -> None:
+        """A frame round the plane with tick marks and their values (mm) below and left of
+        it, and the axis names (none while the widget is too small to hold them)."""
+        u0, u1, v0, v1 = self.visible_mm()
+        if u1 <= u0 or v1 <= v0:
+            self.ticks_mm = (np.zeros(0), np.zeros(0))
+            return
+        room_w, room_h = self._room()
+        u_ticks, u_texts = ticks_and_labels(u0, u1, max(2, int(room_w / _PX_PER_TICK)))
+        v_ticks, v_texts = ticks_and_labels(v0, v1, max(2, int(room_h / _PX_PER_TICK)))
+        self.ticks_mm = (u_ticks, v_ticks)
+        left, bottom = self.x + _MARGIN_LEFT_PX, self.y + _MARGIN_BOTTOM_PX
+        Color(*_AXIS_RGBA)
+        Line(rectangle=(left, bottom, room_w, room_h), width=1.0)
+        for u in u_ticks:
+            x = self.mm_to_px(float(u), 0.0)[0]
+            Line(points=[x, bottom, x, bottom + _TICK_PX], width=1.0)
+        for v in v_ticks:
+            y = self.mm_to_px(0.0, float(v))[1]
+            Line(points=[left, y, left + _TICK_PX, y], width=1.0)
+        Color(*_TEXT_RGBA)
+        for u, text in zip(u_ticks, u_texts, strict=True):
+            texture = _text_texture(text)
+            x = self.mm_to_px(float(u), 0.0)[0] - texture.width / 2
+            self._blit(texture, x, bottom - 3 - texture.height)
+        for v, text in zip(v_ticks, v_texts, strict=True):
+            texture = _text_texture(text)
+            y = self.mm_to_px(0.0, float(v))[1] - texture.height / 2
+            self._blit(texture, left - 4 - texture.width, y)
+        # Axis names at the ends of the lines through the isocentre (or of the frame).
+        ox, oy = self.mm_to_px(0.0, 0.0)
+        ox = min(max(ox, left), left + room_w)
+        oy = min(max(oy, bottom), bottom + room_h)
+        for text, (x, y) in (("u (mm)", (left + room_w - 52, oy + 4)),
+                             ("v (mm)", (ox + 4, self.top - _MARGIN_TOP_PX + 3))):
+            self._blit(_text_texture(text), x, y)
+
+    def _blit(self, texture: object, x: float, y: float) -> None:
+        """Draw a text texture with its lower left corner at (x, y), kept inside the widget."""
+        w, h = texture.size  # type: ignore[attr-defined]
+        x = min(max(x, self.x + 2), self.right - w - 2)
+        y = min(max(y, self.y + 2), self.top - h - 2)
+        Rectangle(texture=texture, size=(w, h), pos=(x, y))
+
+
+def _text_texture(text: str) -> object:
+    label = CoreLabel(text=text, font_size=_FONT_PX)
+    label.refresh()
+    return label.texture

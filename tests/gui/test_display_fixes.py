@@ -311,6 +311,12 @@ def test_plan_display_quantities_menus_beam_view_compare_table_and_reset(gui, tm
     r, g, b, _a = gui.pixel(hx, hy)
     assert (r, g, b) == pytest.approx(dialog.view.spot_colour(float(spots.particles.max())),
                                       abs=12)
+    # The axes carry their values: ticks over the whole view, the isocentre among them.
+    u_ticks, v_ticks = dialog.view.ticks_mm
+    u0, u1, v0, v1 = dialog.view.visible_mm()
+    assert len(u_ticks) >= 3 and len(v_ticks) >= 3 and 0.0 in u_ticks and 0.0 in v_ticks
+    assert u0 <= u_ticks.min() and u_ticks.max() <= u1
+    assert v0 <= v_ticks.min() and v_ticks.max() <= v1
     gui.screenshot("beam_eye_view")
     dialog.beam_menu.text = dialog.beam_menu.values[1]
     gui.frames(3)
