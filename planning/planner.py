@@ -86,10 +86,13 @@ from planning.optimization import (
     optimize_weights,
 )
 from planning.optimization_grid import (
+    max_point_rows,
+    max_points_name,
     optimization_grid,
     optimization_region,
     rows_on_check_grid,
     sample_rows,
+    structure_of_max_points,
     target_check_grid,
 )
 from planning.patient import CtVolume, Patient
@@ -107,7 +110,7 @@ from planning.rbe import DepthTables, LemModel, PhysicalDose, RbeModel, Tissue, 
 from planning.rbe.record import model_label
 from planning.regions import is_generated, region_name, ring_name
 from planning.resolution import grid_warning, spot_spacing_warning
-from planning.structure_dose import body_mask, grid_of, structure_rows
+from planning.structure_dose import body_mask, body_structures, grid_of, structure_rows
 
 __all__ = [
     "PlanConfig",
@@ -394,16 +397,25 @@ class PreparedPlan:
 
     def structure_rows(self, names: Sequence[str]) -> dict[str, NDArray[np.int64]]:
         """The optimizer's sample points (flat indices on the optimization grid, see
-        :mod:`planning.optimization_grid`) of each named structure or generated region
-        (:mod:`planning.regions`) and of the target; kept for later optimizations."""
+        :mod:`planning.optimization_grid`) of each named structure, generated region
+        (:mod:`planning.regions`) or structure's maximum-dose points
+        (:func:`planning.optimization_grid.max_points_name`) and of the target; kept for
+        later optimizations."""
         ct_grid = grid_of(self.patient.ct)
         opt_grid = self.opt_engine.dose_grid
         out: dict[str, NDArray[np.int64]] = {}
         for name in sorted({*names, self.target}):
-            key = region_name(self.patient, name)
+            base = structure_of_max_points(name)
+            key = (region_name(self.patient, name) if base is None
+                   else max_points_name(region_name(self.patient, base)))
             if key not in self.region_rows:
-                rows = sample_rows(self.patient, key, self.target, ct_grid, opt_grid,
-                                   self.dose_grid)
+                if base is None:
+                    rows = sample_rows(self.patient, key, self.target, ct_grid, opt_grid,
+                                       self.dose_grid)
+                else:  # the points outside it only where the engine computes (the body)
+                    rows = np.intersect1d(max_point_rows(
+                        self.patient, region_name(self.patient, base), self.target, ct_grid,
+                        opt_grid, self.dose_grid), self.opt_engine.rows)
                 outside = np.setdiff1d(rows, self.opt_engine.rows).size
                 if outside and self.opt_engine is not self.engine:
                     raise PlanningError(
@@ -619,6 +631,19 @@ def _check_grid_memory(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid,
                       "choose a coarser dose grid")
 
 
+def on_max_points(objectives: Sequence[Objective], patient: Patient, target: str
+                  ) -> list[Objective]:
+    """``objectives`` as the optimizer evaluates them: a maximum-dose objective on a contoured
+    structure other than ``target`` and the body goes to the structure's maximum-dose points
+    (its sample and its surface, :func:`planning.optimization_grid.max_points_name`); the
+    others as they are."""
+    assert patient.structure_set is not None
+    contoured = {s.name for s in patient.structure_set.structures}
+    contoured -= {s.name for s in body_structures(patient)} | {target}
+    return [dataclasses.replace(o, structure=max_points_name(o.structure))
+            if o.kind == "max_dose" and o.structure in contoured else o for o in objectives]
+
+
 def make_plan(request: PlanRequest, *, machine: Machine | None = None,
               progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
               keep_influence: bool = True) -> PlanResult:
@@ -711,15 +736,24 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         raise InputError(f"the number of fractions must be >= 1, got {request.n_fractions}")
     prescription = Prescription(prepared.target, request.total_dose_gy_rbe, request.n_fractions)
     assert patient.structure_set is not None
-    objectives = merge_objectives(
-        default_objectives(patient, prepared.target, prescription.total_dose_gy_rbe),
-        prepared.config)
-    rows_by_name = prepared.structure_rows([o.structure for o in objectives])
+
+    def plan_objectives(ring_scale: float = 1.0) -> list[Objective]:
+        """The plan's objectives (defaults merged with its configuration) under their
+        structures' own names."""
+        merged = merge_objectives(default_objectives(
+            patient, prepared.target, prescription.total_dose_gy_rbe, ring_scale),
+            prepared.config)
+        return [Objective(region_name(patient, o.structure), o.kind, o.dose_gy_rbe, o.weight,
+                          o.volume_fraction) for o in merged]
+
+    objectives = plan_objectives()
+    solved = on_max_points(objectives, patient, prepared.target)
+    rows_by_name = prepared.structure_rows([o.structure for o in solved])
     timings = dict(prepared.timings_s)
     t0 = time.perf_counter()
     kinds: dict[str, set[str]] = {}
-    for o in objectives:
-        kinds.setdefault(region_name(patient, o.structure), set()).add(o.kind)
+    for o in solved:
+        kinds.setdefault(o.structure, set()).add(o.kind)
     one_sided = [name for name in rows_by_name
                  if kinds.get(name, set()) <= set(ONE_SIDED_KINDS)]
     rebuilt = prepared.ensure_matrices(rows_by_name, one_sided=one_sided,
@@ -743,11 +777,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     ring_scale = surrounding_tissue_ratio(problem, prepared.target,
                                           dose_per_fraction)
     if ring_scale > 1.0:  # same structures, so the same rows
-        objectives = merge_objectives(
-            default_objectives(patient, prepared.target, prescription.total_dose_gy_rbe,
-                               ring_scale), prepared.config)
-    objectives = [Objective(region_name(patient, o.structure), o.kind, o.dose_gy_rbe,
-                            o.weight, o.volume_fraction) for o in objectives]
+        objectives = plan_objectives(ring_scale)
+        solved = on_max_points(objectives, patient, prepared.target)
     min_particles, max_particles = delivery_limits(prepared.machine, prepared.config)
     optimizer_settings = _optimizer_settings(prepared.config, min_particles, max_particles)
     # A re-optimization continues from the last plan's weights, scaled to the prescription;
@@ -759,7 +790,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         round(CONTINUED_SHARE * optimizer_settings.max_iterations), 1)) if warm
         else optimizer_settings)
     result = optimize_weights(
-        problem, objectives, dose_per_fraction, prepared.target, first_settings,
+        problem, solved, dose_per_fraction, prepared.target, first_settings,
         start=(initial_weights(problem, prepared.target, dose_per_fraction, prepared.weights)
                if warm else None),
         reference=(initial_weights(problem, prepared.target, dose_per_fraction)
@@ -785,7 +816,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     check_rows = (target_rows if check == dose_grid
                   else structure_rows(target_mask, grid_of(patient.ct), check))
     refinement = refine_target(
-        problem, objectives, optimizer_settings, result,
+        problem, solved, optimizer_settings, result,
         engine=prepared.target_engine(check, check_rows,
                                       progress=stage_progress(progress, 0.75, 0.77),
                                       cancel=cancel), model=model,
@@ -816,7 +847,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                        "level_pct": round(100 * o.dose_gy_rbe
                                           / prescription.total_dose_gy_rbe, 6),
                        "weight": o.weight, "points": refinement.hot_points}
-                      for o in refinement.objectives[len(objectives):]]
+                      for o in refinement.objectives[len(solved):]]
     del refinement  # its problem holds the matrices
     timings["refinement"] = time.perf_counter() - t0
     matrix_mib = total_nbytes((dose_m, *sums_m)) / 2**20
