@@ -105,27 +105,29 @@ def band_curves(report: Mapping[str, Any], colours: Mapping[str, tuple[int, int,
 
 
 def scenario_columns(unit: str = "Gy(RBE)") -> list[str]:
-    return ["Range %", "Shift mm"] + [f"{title} {unit}" for title, _ in SCENARIO_METRICS]
+    """The scenario table's metric columns (the scenario's name, which says its stopping-power
+    change and shift, is the row's name)."""
+    return [f"{title} {unit}" for title, _ in SCENARIO_METRICS]
 
 
 def scenario_rows(report: Mapping[str, Any], structure: str,
                   colour: tuple[int, int, int] = _NEUTRAL_RGB) -> list[MetricsRow]:
-    """One row per scenario (nominal first) with ``structure``'s metrics, then the spread."""
+    """One row per scenario (nominal first) with ``structure``'s metrics, then the lowest and
+    the highest value of each metric over the scenarios."""
     rows = []
     values: list[list[float]] = []
     for sc in report.get("scenarios", []):
         m = sc["structures"].get(structure)
         if m is None:
             continue
-        shift = ", ".join(f"{c:+.1f}" for c in sc["shift_mm"]) if any(sc["shift_mm"]) else "0"
         values.append([float(m[key]) for _, key in SCENARIO_METRICS])
-        rows.append(MetricsRow(sc["name"], colour,
-                               [f"{sc['range_error_pct']:+g}" if sc["range_error_pct"] else "0",
-                                shift] + [f"{v:.2f}" for v in values[-1]]))
+        rows.append(MetricsRow(sc["name"], colour, [f"{v:.2f}" for v in values[-1]]))
     if values:
         a = np.asarray(values)
-        rows.append(MetricsRow("min / max over scenarios", colour, ["", ""] + [
-            f"{lo:.2f}/{hi:.2f}" for lo, hi in zip(a.min(axis=0), a.max(axis=0), strict=True)]))
+        rows.append(MetricsRow("lowest over scenarios", colour,
+                               [f"{v:.2f}" for v in a.min(axis=0)]))
+        rows.append(MetricsRow("highest over scenarios", colour,
+                               [f"{v:.2f}" for v in a.max(axis=0)]))
     return rows
 
 
@@ -134,7 +136,7 @@ def summary_text(report: Mapping[str, Any], target: str, prescription_gy_rbe: fl
     robust = report.get("robust", {})
     worst = report.get("worst_case", {}).get("structures", {}).get(target, {})
     n = robust.get("n_scenarios", len(report.get("scenarios", [])))
-    parts = [f"{n} scenarios (range +/-{robust.get('range_error_pct', 0):g} %, setup "
+    parts = [f"{n} scenarios (stopping power +/-{robust.get('range_error_pct', 0):g} %, setup "
              f"{robust.get('setup_error_mm', 0):g} mm, {robust.get('setup_directions', 6)} "
              "directions)"]
     for key, title in (("d95_gy_rbe_min", "D95"), ("d98_gy_rbe_min", "D98")):

@@ -78,7 +78,8 @@ class Scenario:
     Attributes
     ----------
     name : str
-        E.g. ``"nominal"``, ``"range +3.5%"``, ``"setup +x 3mm"``, ``"range -3.5% setup -z 3mm"``.
+        E.g. ``"nominal"``, ``"SPR +3.5% (short)"`` (stopping power 3.5 % up: the ranges
+        shorter), ``"setup +x 3mm"``, ``"SPR -3.5% (long) setup -z 3mm"``.
     range_error_pct : float
         Relative stopping power scaled by ``1 + range_error_pct / 100``.
     shift_mm : (x, y, z)
@@ -151,7 +152,10 @@ def make_scenarios(settings: RobustSettings) -> tuple[Scenario, ...]:
     1 + 12 = 13 (6 directions) or 1 + 28 = 29 (14).
     """
     e, s = settings.range_error_pct, settings.setup_error_mm
-    ranges = [(+e, f"range +{_fmt_number(e)}%"), (-e, f"range -{_fmt_number(e)}%")] if e else []
+    # Named by the stopping power's change, with the range's direction: "+3.5 %" of a range
+    # error read as a longer range, while more stopping power makes it shorter.
+    ranges = ([(+e, f"SPR +{_fmt_number(e)}% (short)"), (-e, f"SPR -{_fmt_number(e)}% (long)")]
+              if e else [])
     shifts: list[tuple[tuple[float, float, float], str]] = []
     if s:
         for axis, label in enumerate("xyz"):

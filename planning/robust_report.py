@@ -75,7 +75,7 @@ def _scenario_table(rep: Mapping[str, Any]) -> str:
     names = list(rep.get("dvh_bands_gy_rbe", {}))
     organs = [n for n in names if n != target
               and rep["structures"].get(n, {}).get("interpreted_type") not in ("EXTERNAL",)]
-    header = ["scenario", "range error (%)", "shift x, y, z (mm)"]
+    header = ["scenario", "stopping power error (%)", "shift x, y, z (mm)"]
     if target in names:
         header += [f"{target} D98", f"{target} D95", f"{target} D50", f"{target} D2"]
     for organ in organs:
@@ -114,8 +114,8 @@ def render_robust_html(rep: Mapping[str, Any]) -> str:
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>IonPlan robust evaluation</title><style>{_CSS}</style></head><body>"
         "<h1>IonPlan robust evaluation</h1>"
-        f"<p>{robust['n_scenarios']} scenarios: range error &plusmn;"
-        f"{_fmt(robust['range_error_pct'])} % (stopping power scaled), setup error "
+        f"<p>{robust['n_scenarios']} scenarios: stopping power error &plusmn;"
+        f"{_fmt(robust['range_error_pct'])} % (+: ranges shorter), setup error "
         f"{_fmt(robust['setup_error_mm'])} mm in {robust['setup_directions']} directions"
         f"{_combination_text(robust)}. RBE model: "
         f"{escape(str(rep.get('rbe_model', '')))}. Prescription "

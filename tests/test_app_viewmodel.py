@@ -295,7 +295,7 @@ def test_the_worst_case_layers_read_each_structure_within_its_lem_tissue():
     labels = object()  # stands for the plan's VoxelLabels
     result = _fake_result("LEM I chordoma ax=0.1 bx=0.05", tissue_labels=labels)
     cube = result.rbe_dose_gy_rbe
-    robust = SimpleNamespace(scenarios=("nominal", "range +3.5%"), rbe_min_gy_rbe=0.9 * cube,
+    robust = SimpleNamespace(scenarios=("nominal", "SPR +3.5% (short)"), rbe_min_gy_rbe=0.9 * cube,
                              rbe_max_gy_rbe=1.1 * cube)
     entry = PlanEntry("Plan 1", result, "", robust=robust)  # type: ignore[arg-type]
     assert entry.layer("rbe").labels is labels

@@ -214,7 +214,7 @@ def test_robust_cli_nominal_equals_recalc_and_writes_the_envelope(tmp_path_facto
     assert lo.rbe is not None and lo.rbe.describe() == nominal.rbe.describe()
     rep = json.loads((out / "report.json").read_text())
     names = [s["name"] for s in rep["scenarios"]]
-    assert names == ["nominal", "range +3.5%", "range -3.5%"]
+    assert names == ["nominal", "SPR +3.5% (short)", "SPR -3.5% (long)"]
     ptv = {s["name"]: s["structures"]["PTV"] for s in rep["scenarios"]}
     assert set(ptv["nominal"]) >= {"d98_gy_rbe", "d95_gy_rbe", "mean_gy_rbe", "max_gy_rbe"}
     assert rep["scenarios"][1]["shift_mm"] == [0.0, 0.0, 0.0]
@@ -230,7 +230,7 @@ def test_robust_cli_nominal_equals_recalc_and_writes_the_envelope(tmp_path_facto
     assert rep["worst_case"]["structures"]["PTV"]["d95_gy_rbe_min"] <= ptv["nominal"][
         "d95_gy_rbe"]
     html = (out / "report.html").read_text()
-    assert "<svg" in html and "range -3.5%" in html
+    assert "<svg" in html and "SPR -3.5% (long)" in html
     for name in ("RTPLAN.dcm", "RTDOSE_RBE_MIN.dcm", "RTDOSE_RBE_MAX.dcm", "report.html"):
         assert name in rep["files"]
     assert not list(out.glob(".*.tmp"))

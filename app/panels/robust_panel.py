@@ -87,8 +87,8 @@ class RobustPanel(BoxLayout):
         settings.add_widget(Label())
         self.add_widget(settings)
         self.summary = _label(f"{plan_name}: not evaluated yet. Range scenarios scale the "
-                              "stopping power by 1 +/- the error; setup scenarios move the "
-                              "beams' isocentres.", muted=True)
+                              "stopping power by 1 +/- the error (SPR +: ranges shorter); "
+                              "setup scenarios move the beams' isocentres.", muted=True)
         self.add_widget(self.summary)
         self.structure = WideSpinner(text="", values=[], size_hint=(None, None), width=220,
                                  height=ROW_HEIGHT)
@@ -99,8 +99,8 @@ class RobustPanel(BoxLayout):
                                   "at each volume over the scenarios) dashed", muted=True))
         self.add_widget(chooser)
         body = BoxLayout(orientation="horizontal", spacing=PAD)
-        self.bands = DvhPlot(size_hint_x=0.45, x_label="RBE-weighted dose (Gy(RBE))")
-        self.table = MetricsTable(size_hint_x=0.55)
+        self.bands = DvhPlot(size_hint_x=0.42, x_label="RBE-weighted dose (Gy(RBE))")
+        self.table = MetricsTable(name_title="Scenario", size_hint_x=0.58)
         body.add_widget(self.bands)
         body.add_widget(self.table)
         self.add_widget(body)

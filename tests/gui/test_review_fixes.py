@@ -41,7 +41,7 @@ def _robust(result, scale: float):
     low = (result.rbe_dose_gy_rbe * np.float32(scale)).astype(np.float32)
     return RobustResult(result, low, result.rbe_dose_gy_rbe.copy(), result.physical_dose_gy,
                         result.physical_dose_gy, (Scenario("nominal"),
-                                                  Scenario("range +3.5%", 3.5)))
+                                                  Scenario("SPR +3.5% (short)", 3.5)))
 
 
 def _close_dialogs(gui, name: str) -> None:
@@ -224,3 +224,19 @@ def test_a_prescription_still_being_typed_rescales_the_objectives_before_they_ar
     setup = form.setup()
     assert setup.total_dose_gy_rbe == 2 * old
     assert [o.dose_gy_rbe for o in setup.objectives] == pytest.approx([2 * d for d in before])
+
+
+def test_long_quantity_names_stay_within_their_menu_button(gui, tmp_path):
+    """"RBE-weighted dose (LEM I chordoma, averaged)" ran past the Dose tab's quantity
+    button into the panel's edge: a shortened menu text keeps to its button."""
+    app = _start(gui, tmp_path)
+    _add_plan(gui, app, 3)
+    screen = app.planning
+    gui.click(screen.tab_items["Dose"])
+    gui.frames(2)
+    spinner = screen.dose_panel.quantity
+    longest = max(spinner.values, key=len)
+    assert len(longest) > 40, spinner.values
+    spinner.text = longest
+    gui.frames(3)
+    assert 0 < spinner.texture_size[0] <= spinner.width
