@@ -15,8 +15,7 @@ from app.session import QUANTITY_MASK_FRACTION, DoseLayer
 from app.viewer_state import DoseOverlay
 from planning.dose_grid import DoseGrid
 from planning.errors import InputError
-
-DEFAULT_ISODOSE_PERCENT = (107.0, 95.0, 80.0, 50.0, 30.0)
+from planning.isodose import STANDARD_ISODOSE_PERCENT
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class DoseDisplay:
     isodoses: bool = True
     threshold_percent: float = 10.0
     opacity: float = 0.45
-    isodose_percent: tuple[float, ...] = DEFAULT_ISODOSE_PERCENT
+    isodose_percent: tuple[float, ...] = STANDARD_ISODOSE_PERCENT
 
 
 def parse_levels(text: str) -> tuple[float, ...]:

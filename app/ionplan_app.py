@@ -449,10 +449,11 @@ class IonPlanApp(App):
             self.last_export = [str(path)]
             dialogs.message_dialog("Plan report", f"Wrote:\n{path}", name="export_dialog")
 
+        levels = self.planning.dose_panel.display().isodose_percent  # as on screen
         self.run_task("Writing the plan report",
                       lambda p, c: api.write_plan_document(entry.result,
                                                            Path(folder).expanduser(),
-                                                           entry.name),
+                                                           entry.name, isodose_percent=levels),
                       done, cancellable=False)
 
     def on_stop(self) -> None:

@@ -451,22 +451,6 @@ def legend_ticks(vmin: float, vmax: float, max_ticks: int = 6) -> NDArray[np.flo
     return np.where(np.abs(ticks) < step * 1e-9, 0.0, ticks)
 
 
-#: Default isodose colours (RGB 0..255), from the highest level down.
-DEFAULT_ISODOSE_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (255, 0, 0), (255, 128, 0), (255, 255, 0), (0, 255, 0), (0, 255, 255), (0, 128, 255),
-    (160, 0, 255), (255, 0, 255),
-)
-
-
-def isodose_colours(levels: Sequence[float]) -> list[tuple[int, int, int]]:
-    """A default colour per isodose level: red for the highest, then orange, yellow, ..."""
-    order = np.argsort(-np.asarray(levels, dtype=np.float64), kind="stable")
-    colours: list[tuple[int, int, int]] = [(0, 0, 0)] * len(levels)
-    for rank, i in enumerate(order):
-        colours[int(i)] = DEFAULT_ISODOSE_COLOURS[rank % len(DEFAULT_ISODOSE_COLOURS)]
-    return colours
-
-
 # --------------------------------------------------------------------------------------------
 # Lines: isodoses, structure outlines, beams
 # --------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from app import rendering
 from planning.dose_grid import DoseGrid
 from planning.errors import InputError
+from planning.isodose import isodose_colours
 from planning.patient import CtVolume, RoiMask
 
 #: Window width and level (HU) of the presets.
@@ -137,7 +138,7 @@ class DoseOverlay:
         """The colour of each isodose level (given or default)."""
         if self.isodose_colours is not None:
             return self.isodose_colours
-        return tuple(rendering.isodose_colours(self.isodose_levels))
+        return tuple(isodose_colours(self.isodose_levels))
 
 
 @dataclass(frozen=True)

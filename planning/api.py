@@ -321,12 +321,18 @@ def new_plan_folder(parent: str | os.PathLike[str], ident: Identification) -> Pa
 
 
 def write_plan_document(result: PlanResult, folder: str | os.PathLike[str],
-                        plan_name: str) -> Path:
+                        plan_name: str, *, isodose_percent: Sequence[float] | None = None
+                        ) -> Path:
     """Write the plan document (PDF) of ``result`` into ``folder`` under a new name
-    (:func:`planning.document.write_plan_document`); return its path."""
+    (:func:`planning.document.write_plan_document`); return its path. ``isodose_percent``:
+    the isodose lines of its views (% of the prescription; None: the standard ones,
+    :data:`planning.isodose.STANDARD_ISODOSE_PERCENT`)."""
     from planning.document import write_plan_document as write
+    from planning.isodose import STANDARD_ISODOSE_PERCENT
 
-    return write(result, Path(folder), plan_name)
+    return write(result, Path(folder), plan_name,
+                 isodose_percent=STANDARD_ISODOSE_PERCENT if isodose_percent is None
+                 else isodose_percent)
 
 
 def write_identified_picture(rgba: np.ndarray, ident: Identification,
@@ -336,6 +342,15 @@ def write_identified_picture(rgba: np.ndarray, ident: Identification,
     from planning.document.picture import write_picture
 
     return write_picture(rgba, ident, Path(folder), kind)
+
+
+def plan_notes(result: PlanResult) -> tuple[str, ...]:
+    """What a reader of ``result`` must be told beside its numbers: its report's, patient's
+    and structure set's warnings, an optimizer stopped before converging, another model than
+    the plan's (:func:`planning.plan_notes.plan_notes`; the PDF lists them too)."""
+    from planning.plan_notes import plan_notes as notes
+
+    return notes(result)
 
 
 def structure_dose_statistics(patient: Patient, dose: np.ndarray, dose_grid: DoseGrid,

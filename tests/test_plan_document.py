@@ -329,3 +329,23 @@ def test_a_report_from_before_the_check_grid_says_what_it_checked(planned):
     assert dict(doc.optimizer.rows)["Target points added (refinement)"] == (
         "31 (points of a 1.25 mm check grid above 105 % and dose-grid voxels below 95 %); "
         "44 iterations after the check")
+
+
+def test_page_header_stays_within_the_frame():
+    """A header (patient | plan | model | date) with a LEM I model ran past the right margin
+    (to 4 pt from the page's edge)."""
+    from planning.document.pdf import FRAME_WIDTH, _width, header_lines
+
+    text = ("IonPlan, Demo Head (ID IONPLAN-DEMO-001) | Plan 1 | RBE-weighted dose (LEM I "
+            "chordoma rapid=averaged ax=0.1 bx=0.05 Dt=30Gy Rn=5um) | 2026-12-07 03:58 "
+            "UTC+00:00")
+    assert _width(text, 7.0) > FRAME_WIDTH
+    lines, size = header_lines(text, 7.0, FRAME_WIDTH)
+    assert len(lines) == 2 and size == 7.0
+    assert " | ".join(lines) == text
+    assert all(_width(line, size) <= FRAME_WIDTH for line in lines)
+    huge = " | ".join(["X" * 150] * 4)
+    lines, size = header_lines(huge, 7.0, FRAME_WIDTH)
+    assert len(lines) == 2 and size < 7.0
+    short, size = header_lines("A | B", 7.0, FRAME_WIDTH)
+    assert short == ["A | B"] and size == 7.0

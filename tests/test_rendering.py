@@ -237,7 +237,9 @@ def test_legend_ticks_are_nice_and_inside_the_range() -> None:
 
 
 def test_default_isodose_colours_put_red_on_the_highest_level() -> None:
-    colours = rendering.isodose_colours([30.0, 57.0, 54.0])
+    from planning.isodose import isodose_colours
+
+    colours = isodose_colours([30.0, 57.0, 54.0])
     assert colours[1] == (255, 0, 0) and colours[2] == (255, 128, 0)
 
 

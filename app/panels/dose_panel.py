@@ -11,12 +11,13 @@ from kivy.uix.checkbox import CheckBox
 from kivy.uix.label import Label
 from kivy.uix.textinput import TextInput
 
-from app.dose_display import DEFAULT_ISODOSE_PERCENT, DoseDisplay, parse_levels
+from app.dose_display import DoseDisplay, parse_levels
 from app.session import DoseLayer
 from app.theme import BUTTON_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
 from app.widgets.menu import WideSpinner
 from app.widgets.viewer_panel import SliceSlider
 from planning.errors import InputError
+from planning.isodose import STANDARD_ISODOSE_PERCENT
 
 UNITS = ("Absolute", "% of reference")
 
@@ -60,7 +61,7 @@ class DosePanel(BoxLayout):
         self._on_change = on_change
         self._on_error = on_error
         self._layers: list[DoseLayer] = []
-        self._levels = DEFAULT_ISODOSE_PERCENT
+        self._levels = STANDARD_ISODOSE_PERCENT
         self.plan = WideSpinner(text="(no plan yet)", values=[], size_hint_y=None,
                             height=ROW_HEIGHT)
         self.quantity = WideSpinner(text="", values=[], size_hint_y=None, height=ROW_HEIGHT,
@@ -74,7 +75,7 @@ class DosePanel(BoxLayout):
         self.threshold_text = _label("10 %", 56)
         self.opacity_slider = SliceSlider(min=0, max=100, value=45)
         self.opacity_text = _label("45 %", 56)
-        self.levels = TextInput(text=", ".join(f"{v:g}" for v in DEFAULT_ISODOSE_PERCENT),
+        self.levels = TextInput(text=", ".join(f"{v:g}" for v in STANDARD_ISODOSE_PERCENT),
                                 multiline=False, size_hint_y=None, height=ROW_HEIGHT)
         self.rename_button = Button(text="Rename...", size_hint_x=None, width=90,
                                     disabled=True)

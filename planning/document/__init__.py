@@ -9,11 +9,13 @@ warnings and an approval block (:mod:`planning.document.pdf`).
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from planning.document.from_plan import plan_document
 from planning.document.pdf import write_plan_pdf
+from planning.isodose import STANDARD_ISODOSE_PERCENT
 
 if TYPE_CHECKING:
     from planning.planner import PlanResult
@@ -22,7 +24,10 @@ __all__ = ["write_plan_document"]
 
 
 def write_plan_document(result: PlanResult, folder: str | Path, plan_name: str, *,
-                        created: datetime.datetime | None = None) -> Path:
-    """Write the plan document of ``result`` into ``folder`` under a new name
-    (:func:`planning.document.pdf.write_plan_pdf`); return its path."""
-    return write_plan_pdf(plan_document(result, plan_name, created=created), folder)
+                        created: datetime.datetime | None = None,
+                        isodose_percent: Sequence[float] = STANDARD_ISODOSE_PERCENT) -> Path:
+    """Write the plan document of ``result`` (isodose lines ``isodose_percent``) into
+    ``folder`` under a new name (:func:`planning.document.pdf.write_plan_pdf`); return its
+    path."""
+    return write_plan_pdf(plan_document(result, plan_name, created=created,
+                                        isodose_percent=isodose_percent), folder)

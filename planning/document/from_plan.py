@@ -30,6 +30,8 @@ from planning.document.views import (
 )
 from planning.dose_interpolation import VoxelLabels
 from planning.hlut import describe_hlut_record
+from planning.isodose import STANDARD_ISODOSE_PERCENT
+from planning.plan_notes import plan_notes
 from planning.rbe import LemModel, MkmModel, PhysicalDose, RbeModel, dose_unit_of
 from planning.rbe.record import StructureTissues, model_label, model_record
 from planning.structure_dose import StructureDose, structure_dose_statistics
@@ -220,34 +222,30 @@ def dash_of(model: RbeModel) -> tuple[float, ...]:
 
 
 def _warnings(result: PlanResult, views: Sequence[SliceView]) -> tuple[str, ...]:
-    notes = [str(w) for w in result.report.get("warnings", ())]
+    """The plan's notes (:func:`planning.plan_notes.plan_notes`) and what concerns the
+    document's pictures."""
+    notes = list(plan_notes(result))
     target = result.plan.prescription.target
     if views and views[0].focus != f"the centre of {target}":
         notes.append(f"The views go through {views[0].focus}: the plan's target {target!r} "
                      "is not a contoured structure of this CT.")
-    notes += [str(w) for w in result.patient.warnings]
-    if result.patient.structure_set is not None:
-        notes += [str(w) for w in result.patient.structure_set.warnings]
     others = _other_models(result)
     if others and not _drawn(result):
         names = " and ".join(m.name for m, _ in others)
         notes.append(f"The DVHs show the plan's physical dose (Gy) only: the {names} doses of "
                      "the same spots are RBE-weighted (Gy(RBE)) and are not drawn on its axis; "
                      "their metrics are in their own tables.")
-    message = str(result.report.get("optimizer_message", ""))
-    if message and not message.upper().startswith("CONVERGENCE"):
-        notes.append(f"The optimizer stopped before converging: {message}")
-    if result.model.describe() != result.plan.rbe_model:
-        notes.append(f"The doses were computed with {result.model.describe()}; the plan was "
-                     f"optimized with {result.plan.rbe_model}.")
     notes.append("IonPlan is research software, not a certified medical device: check this "
                  "plan independently before any clinical use.")
     return tuple(notes)
 
 
 def plan_document(result: PlanResult, plan_name: str, *,
-                  created: datetime.datetime | None = None) -> PlanDocument:
-    """The document of ``result`` under the name ``plan_name`` (e.g. "Plan 1").
+                  created: datetime.datetime | None = None,
+                  isodose_percent: Sequence[float] = STANDARD_ISODOSE_PERCENT) -> PlanDocument:
+    """The document of ``result`` under the name ``plan_name`` (e.g. "Plan 1"), its views with
+    the isodose lines ``isodose_percent`` (% of the prescription: the app passes those on its
+    screen).
 
     A plan whose target is not a structure of the patient (a received plan) still gets its
     document: views through the dose maximum, and a warning.
@@ -287,7 +285,8 @@ def plan_document(result: PlanResult, plan_name: str, *,
         DvhLine(st.name, colours.get(st.name, DEFAULT_OUTLINE_RGB), st.dvh.dose_gy,
                 st.dvh.volume_fraction, dash)
         for group, dash in doses for st in group)
-    display = dose_display(reference, float(np.max(result.rbe_dose_gy_rbe)), unit)
+    display = dose_display(reference, float(np.max(result.rbe_dose_gy_rbe)), unit,
+                           isodose_percent)
     views = target_views(result.patient, rx.target, result.dose_grid, result.rbe_dose_gy_rbe,
                          display)
     variant, parameters = _model_facts(model, result.structure_tissues)

@@ -102,6 +102,32 @@ def _draw_runs(canvas: Canvas, x: float, y: float, text: str, size: float) -> No
         x += pdfmetrics.stringWidth(run, font, size)
 
 
+def _width(text: str, size: float) -> float:
+    """Width of ``text`` drawn by :func:`_draw_runs` at ``size``, points."""
+    return sum(pdfmetrics.stringWidth(run, font, size) for run, font in text_runs(text))
+
+
+#: Smallest font size a page header shrinks to before it is cut, points.
+_HEADER_MIN_SIZE = 5.0
+
+
+def header_lines(text: str, size: float, width: float) -> tuple[list[str], float]:
+    """``text`` (parts joined by " | ") as lines that each fit ``width`` points: whole parts
+    per line, at most two lines, the font shrunk (to :data:`_HEADER_MIN_SIZE`) where a line
+    still does not fit; (lines, font size)."""
+    parts = text.split(" | ")
+    lines = [parts[0]]
+    for part in parts[1:]:
+        joined = f"{lines[-1]} | {part}"
+        if _width(joined, size) <= width or len(lines) == 2:
+            lines[-1] = joined
+        else:
+            lines.append(part)
+    while size > _HEADER_MIN_SIZE and max(_width(line, size) for line in lines) > width:
+        size -= 0.25
+    return lines, size
+
+
 def _table(table: TextTable) -> Table:
     """A bordered table; a header row (repeated on a new page) when ``table`` has one, else
     label/value rows with bold labels."""
@@ -185,11 +211,13 @@ def pdf_bytes(doc: PlanDocument) -> bytes:
     """The whole PDF file of ``doc``."""
     buffer = io.BytesIO()
     header = doc.ident.one_line()
+    header_text, header_size = header_lines(header, 7.0, FRAME_WIDTH)
 
     def page(canvas: Canvas, template: SimpleDocTemplate) -> None:
         canvas.saveState()
         canvas.setFillColor(colors.Color(0.3, 0.3, 0.33))
-        _draw_runs(canvas, MARGIN, A4[1] - 10 * mm, header, 7)
+        for i, line in enumerate(header_text):  # within the frame's width (a long name)
+            _draw_runs(canvas, MARGIN, A4[1] - (8.5 + 3 * i) * mm, line, header_size)
         canvas.setFont(FONT, 7)
         canvas.drawString(MARGIN, 8 * mm, f"IonPlan {__version__} - research software, not a "
                                           "certified medical device")

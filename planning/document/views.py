@@ -13,6 +13,7 @@ anterior on the left.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ from skimage.measure import find_contours
 from planning.compare.images import colour_map, grey_ct, overlay
 from planning.dose_grid import DoseGrid
 from planning.errors import InputError
+from planning.isodose import STANDARD_ISODOSE_PERCENT, isodose_colours
 from planning.patient import Patient
 
 #: Pixels along each side of a view.
@@ -116,16 +118,19 @@ class DoseDisplay:
     unit: str
 
 
-def dose_display(reference_dose: float, dose_max: float, unit: str) -> DoseDisplay:
-    """The document's standard display: wash from 10 % of the reference to the larger of
-    the dose maximum and 110 % of the reference; isodoses 107, 95, 80, 50 and 20 %."""
+def dose_display(reference_dose: float, dose_max: float, unit: str,
+                 isodose_percent: Sequence[float] = STANDARD_ISODOSE_PERCENT) -> DoseDisplay:
+    """The document's display: wash from 10 % of the reference to the larger of the dose
+    maximum and 110 % of the reference; ``isodose_percent`` (the app's on screen, else the
+    standard levels) in the app's colours (:mod:`planning.isodose`)."""
     if not (np.isfinite(reference_dose) and reference_dose > 0):
         raise InputError(f"the reference dose must be > 0, got {reference_dose}")
+    levels = tuple(sorted((float(v) for v in isodose_percent), reverse=True))
+    if not all(np.isfinite(v) and v > 0 for v in levels):
+        raise InputError(f"isodose levels must be percentages > 0, got {list(isodose_percent)}")
     return DoseDisplay(reference_dose, 0.1 * reference_dose,
-                       max(float(dose_max), 1.1 * reference_dose),
-                       (107.0, 95.0, 80.0, 50.0, 20.0),
-                       ((255, 0, 255), (255, 40, 40), (255, 160, 0), (60, 220, 60),
-                        (40, 160, 255)), unit)
+                       max(float(dose_max), 1.1 * reference_dose), levels,
+                       tuple(isodose_colours(levels)), unit)
 
 
 def _sample(volume: NDArray[np.generic], grid: DoseGrid, points_lps: NDArray[np.float64],

@@ -1,0 +1,36 @@
+"""The notes every front end shows beside a plan's numbers (planning.plan_notes)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from planning.plan_notes import optimizer_note, plan_notes
+
+
+def _result(message: str, *, model: str = "mMKM HSG", plan_model: str = "mMKM HSG"):
+    return SimpleNamespace(
+        report={"warnings": ["the dose grid is coarser than 2.5 mm"],
+                "optimizer_message": message, "iterations": 199},
+        patient=SimpleNamespace(warnings=("CT: 2 slices missing",),
+                                structure_set=SimpleNamespace(warnings=("Eye_L: open contour",))),
+        model=SimpleNamespace(describe=lambda: model), plan=SimpleNamespace(rbe_model=plan_model))
+
+
+def test_an_optimizer_at_its_iteration_limit_is_named_in_plain_words():
+    note = optimizer_note("STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT", 199)
+    assert note is not None
+    assert "iteration limit after 199 iterations" in note and "STOP" not in note
+    assert optimizer_note("CONVERGENCE: REL_REDUCTION_OF_F_<=_FACTR*EPSMCH", 80) is None
+    assert optimizer_note("", None) is None
+    assert "(something new)" in optimizer_note("something new", 3)
+
+
+def test_plan_notes_hold_the_report_patient_structure_set_optimizer_and_model_notes():
+    notes = plan_notes(_result("STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT",
+                               model="LEM I chordoma", plan_model="mMKM HSG"))
+    assert notes[:3] == ("the dose grid is coarser than 2.5 mm", "CT: 2 slices missing",
+                         "Eye_L: open contour")
+    assert "iteration limit" in notes[3]
+    assert notes[4] == ("The doses were computed with LEM I chordoma; the plan was optimized "
+                        "with mMKM HSG.")
+    assert len(plan_notes(_result("CONVERGENCE: NORM_OF_PROJECTED_GRADIENT_<=_PGTOL"))) == 3
