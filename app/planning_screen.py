@@ -119,9 +119,9 @@ class PlanningScreen(Screen):
             self._show_patient()
         else:
             self._show_plans()
-        latest = self.session.latest_plan
-        self.plan_panel.reoptimize_button.disabled = (
-            latest is None or latest.result.prepared is None)
+        # Offered whenever there is a plan: for one that keeps no influence (restored from a
+        # saved session) the button says why it cannot, which a greyed button did not.
+        self.plan_panel.reoptimize_button.disabled = self.session.latest_plan is None
 
     def _show_patient(self) -> None:
         patient = self.session.patient
@@ -254,7 +254,7 @@ class PlanningScreen(Screen):
         overlay = overlay_for(layer, self.dose_panel.display())
         self.state.set_dose(overlay)
         self.dose_panel.reference.text = layer.reference_text
-        self.dose_panel.set_notes(entry.result.report.get("warnings", []))
+        self.dose_panel.set_notes(api.plan_notes(entry.result))
         beams = entry.result.plan.beams
         self._show_beams([BeamSetup(b.beam.gantry_deg, b.beam.couch_deg) for b in beams],
                          isocenters=[b.beam.isocenter_mm for b in beams])

@@ -82,15 +82,17 @@ class ObjectiveRow(BoxLayout):
         self.structure = WideSpinner(text=objective.structure, values=list(structures),
                                  size_hint_x=0.3, font_size="12sp", shorten=True)
         self.kind = WideSpinner(text=objective.kind, values=list(OBJECTIVE_KINDS),
-                            size_hint_x=0.34, font_size="12sp", shorten=True)
+                            size_hint_x=0.3, font_size="12sp", shorten=True)
         self.dose = _field(f"{objective.dose_gy_rbe:.4g}", input_filter="float",
                            font_size="12sp")
         self.weight = _field(f"{objective.weight:g}", input_filter="float", font_size="12sp")
         vf = objective.volume_fraction
         self.volume = _field("" if vf is None else f"{100 * vf:g}", input_filter="float",
                              font_size="12sp", hint_text="%")
-        for ti in (self.dose, self.weight, self.volume):
-            ti.size_hint_x = 0.12
+        # The dose (the number being edited: "59.04") gets the room of five digits.
+        for ti, share in ((self.dose, 0.17), (self.weight, 0.11), (self.volume, 0.1)):
+            ti.size_hint_x = share
+            ti.padding = (4, 6)
         remove = Button(text="x", size_hint_x=None, width=28)
         remove.bind(on_release=lambda *_: on_remove(self))
         for w in (self.structure, self.kind, self.dose, self.weight, self.volume, remove):

@@ -21,6 +21,8 @@ from kivy.uix.spinner import Spinner, SpinnerOption
 OPTION_RGBA = (0.22, 0.24, 0.28, 1.0)
 PANEL_RGBA = (0.08, 0.09, 0.10, 1.0)
 OPTION_TEXT_PAD = 12
+#: Room left and right of a shortened spinner text, px.
+_TEXT_PADDING_PX = 6.0
 
 
 class WideOption(SpinnerOption):
@@ -63,3 +65,10 @@ class WideSpinner(Spinner):
         kwargs.setdefault("option_cls", WideOption)
         kwargs.setdefault("dropdown_cls", WideDropDown)
         super().__init__(**kwargs)
+        if self.shorten:  # Kivy shortens only within a text_size: the button's own width
+            self.halign = "center"
+            self.bind(size=self._fit_text)
+            self._fit_text()
+
+    def _fit_text(self, *_args: Any) -> None:
+        self.text_size = (max(self.width - 2 * _TEXT_PADDING_PX, 1.0), None)

@@ -434,6 +434,14 @@ def test_plan_form_follows_the_prescription_and_asks_before_discarding(gui, tmp_
     before = {(r.structure.text, r.kind.text): float(r.dose.text)
               for r in form.objective_row_list}
     assert before[("PTV", "squared_deviation")] == 57.6
+    # Every objective dose is readable whole in its field ("59.04" showed as "59.0").
+    from kivy.core.text import Label as CoreLabel
+
+    gui.frames(2)
+    for r in form.objective_row_list:
+        text_px = CoreLabel(font_size=r.dose.font_size).get_extents(r.dose.text)[0]
+        room_px = r.dose.width - r.dose.padding[0] - r.dose.padding[2]
+        assert text_px <= room_px, (r.dose.text, text_px, room_px)
     # A new prescription: every objective dose follows it when the field is left.
     gui.type_text(form.dose, "")
     form.dose.text = "70.4"
@@ -588,10 +596,16 @@ def test_robustness_view_evaluates_in_the_background_and_shows_bands_and_worst_c
     # The table: one row per scenario and a spread row, for the target first.
     assert panel.structure.text == "PTV"
     texts = panel.table.cell_texts()
-    assert texts[0][-8:-6] == ["Range %", "Shift mm"]
-    assert len(texts) == 1 + 9 + 1 and texts[1][0] == "nominal"
+    assert texts[0][:3] == ["Scenario", "D98 Gy(RBE)", "D95 Gy(RBE)"]
+    assert len(texts) == 1 + 9 + 2 and texts[1][0] == "nominal"
+    assert texts[2][0] == "SPR +3.5% (short)" and texts[-2][0] == "lowest over scenarios"
     worst_d95 = report["worst_case"]["structures"]["PTV"]["d95_gy_rbe_min"]
-    assert f"{worst_d95:.2f}/" in texts[-1][4]  # the D95 column's min / max
+    assert texts[-2][2] == f"{worst_d95:.2f}"  # the D95 column's lowest
+    # Every value is shown whole (the spread row's "lo/hi" pairs were cut off).
+    from kivy.uix.label import Label
+
+    for lab in (w for w in panel.table.walk() if isinstance(w, Label) and w.text):
+        assert lab.texture_size[0] <= lab.width + 1, lab.text
     gui.screenshot("robustness")
     screen.robust_popup.dismiss()
     gui.frames(2)

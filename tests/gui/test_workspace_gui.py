@@ -109,8 +109,13 @@ def test_plan_form_and_display_come_back_after_a_restart(gui, tmp_path):
     assert list(screen.state.cursor_ijk) == [30, 100, 140]
     assert int(screen.viewer.axial.slice_index) == 30
     assert screen.tabs.current_tab is screen.tab_items["Dose"]
-    # A restored plan has no kept optimizer matrices: re-optimizing needs a new Compute.
-    assert form.reoptimize_button.disabled
+    # A restored plan has no kept optimizer matrices: Re-optimize stays offered (a greyed
+    # button said nothing) and says why it cannot and what to do.
+    assert not form.reoptimize_button.disabled
+    form.reoptimize()
+    gui.frames(2)
+    assert "restored from a saved session" in app.last_error, app.last_error
+    assert "Compute plan" in app.last_error
 
 
 def test_rename_a_plan_names_its_export_and_is_kept(gui, tmp_path):
