@@ -383,12 +383,17 @@ class StructureSet:
         Raises
         ------
         KeyError
-            If no structure has that name, or, without an exact match, several have it but
-            for case (which one is meant cannot be told).
+            If no structure has that name, or several have it exactly or, without an exact
+            match, but for case (which one is meant cannot be told: a plan on the first of two
+            "PTV"s planned one ROI and reported the other).
         """
-        for s in self.structures:
-            if s.name == name:
-                return s
+        exact = [s for s in self.structures if s.name == name]
+        if len(exact) > 1:
+            raise KeyError(f"{len(exact)} structures are named {name!r} (ROI numbers "
+                           f"{', '.join(str(s.roi_number) for s in exact)}): which one is "
+                           "meant cannot be told; rename one in the structure set")
+        if exact:
+            return exact[0]
         matches = [s for s in self.structures if s.name.casefold() == name.casefold()]
         if len(matches) > 1:
             raise KeyError(f"several structures are named {name!r} but for case "

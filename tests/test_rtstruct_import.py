@@ -295,3 +295,7 @@ def test_equal_roi_names_are_warned_about_and_an_ambiguous_name_is_refused(
     assert structure_set.get("ptv").name == "ptv"  # exact
     with pytest.raises(KeyError, match="several structures are named 'Ptv' but for case"):
         structure_set.get("Ptv")
+    # Two exactly equal names: the first was taken (a plan planned on one and reported the
+    # other); now neither is.
+    with pytest.raises(KeyError, match=r"2 structures are named 'PTV' \(ROI numbers 1, 3\)"):
+        structure_set.get("PTV")

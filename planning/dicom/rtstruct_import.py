@@ -119,9 +119,10 @@ def _same_names(names: dict[int, str]) -> list[str]:
     for group in by_key.values():
         if len(group) > 1:
             listed = ", ".join(f"{name!r} (ROI {number})" for number, name in group)
-            out.append(f"ROIs {listed} have the same name but for case or exactly: a name "
-                       "given exactly finds the first of equal names; rename them to tell "
-                       "them apart")
+            out.append(f"ROIs {listed} have the same name but for case or exactly: a "
+                       "plan, objective or tissue cannot name one of exactly equal names (a "
+                       "name differing in case only is found when given exactly); rename them "
+                       "to tell them apart")
     return out
 
 
