@@ -29,7 +29,7 @@ from planning.dicom._values import (
     get_str,
     reading,
 )
-from planning.dicom.ct_geometry import SeriesGeometry, series_geometry
+from planning.dicom.ct_geometry import SeriesGeometry, SliceRecord, series_geometry
 from planning.dicom.errors import DicomImportError, SeriesSelectionError
 from planning.dicom.scan import (
     CtFileHeader,
@@ -151,6 +151,26 @@ def _decode_pixels(path: str, rows: int, columns: int, syntax: str) -> NDArray[n
     return stored
 
 
+def _check_one_patient(slices: tuple[SliceRecord, ...]) -> None:
+    """Refuse a series whose slices name more than one patient (ID or name): the volume would
+    carry the first slice's identity over another patient's images.
+
+    Raises
+    ------
+    DicomImportError
+        Naming the first slice that differs from the first slice of the series.
+    """
+    head = slices[0]
+    ident = [get_str(head.header.dataset, key, head.path) for key in ("PatientID", "PatientName")]
+    for sl in slices[1:]:
+        for key, first in zip(("PatientID", "PatientName"), ident, strict=True):
+            value = get_str(sl.header.dataset, key, sl.path)
+            if value != first:
+                raise DicomImportError(
+                    sl.path, f"{key} {value!r} differs from {first!r} of {head.path}: the "
+                    "series holds slices of two patients; remove the other patient's files")
+
+
 def load_ct_series(
     source: PathLike | FolderScan,
     *,
@@ -219,6 +239,7 @@ def load_ct_series(
         hu = _decode_into(geometry, np.float32, progress, cancel)
     head = geometry.slices[0]
     ds, path = head.header.dataset, head.path
+    _check_one_patient(geometry.slices)
     position = get_str(ds, "PatientPosition", path)
     if not position:
         logger.warning("%s: Patient Position missing; geometry is taken from the images", path)

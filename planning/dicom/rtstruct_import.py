@@ -315,11 +315,19 @@ def read_structure_set(ds: Dataset, ct: CtVolume, *, path: PathLike = "") -> Str
     Raises
     ------
     DicomImportError
-        Anything :func:`parse_structure_set` rejects, and a contoured ROI in another frame of
-        reference than the CT (or in none stated).
+        Anything :func:`parse_structure_set` rejects, a structure set of another patient ID
+        than the CT's, and a contoured ROI in another frame of reference than the CT (or in
+        none stated).
     """
     where = str(path) or "RT Structure Set"
     parsed = parse_structure_set(ds, path=path)
+    ss_patient = str(getattr(ds, "PatientID", "") or "").strip()
+    if ss_patient and ct.study.patient_id and ss_patient != ct.study.patient_id:
+        raise DicomImportError(
+            where,
+            f"the structure set is of patient ID {ss_patient!r}, the CT of "
+            f"{ct.study.patient_id!r}: it belongs to another patient",
+        )
     for roi in parsed.rois:
         if not roi.contours:
             continue
