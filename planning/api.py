@@ -115,17 +115,20 @@ def run_headless_demo(
     *,
     hlut_path: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
 ) -> str:
     """Plan the bundled demo patient end to end without a display; return a summary.
 
-    ``hlut_path`` is a user HU to relative stopping power CSV; ``out_dir`` an existing folder
-    that receives the demo patient, the plan and its dose as DICOM.
+    ``hlut_path`` is a user HU to relative stopping power CSV; ``out_dir`` a folder that
+    receives the demo patient, the plan and its dose as DICOM (``overwrite``: write the demo
+    patient's files again where it holds them).
     """
     from planning.demo import run_headless_demo as demo
     from planning.hlut import load_hlut_csv
 
     hlut = load_hlut_csv(hlut_path) if hlut_path is not None else None
-    return demo(device=device, progress=progress, hlut=hlut, out_dir=out_dir)
+    return demo(device=device, progress=progress, hlut=hlut, out_dir=out_dir,
+                overwrite=overwrite)
 
 
 def folder_summary(folder: str | os.PathLike[str]) -> str:
@@ -135,11 +138,14 @@ def folder_summary(folder: str | os.PathLike[str]) -> str:
     return describe_folder(folder)
 
 
-def write_demo_patient(out_dir: str | os.PathLike[str]) -> list[str]:
-    """Write the demo patient (CT series and RTSTRUCT) into ``out_dir``; return the file paths."""
+def write_demo_patient(out_dir: str | os.PathLike[str], *, overwrite: bool = False
+                       ) -> list[str]:
+    """Write the demo patient (CT series and RTSTRUCT) into ``out_dir``; return the file paths
+    (refused into a folder with other DICOM files, or with the demo's own unless
+    ``overwrite``: :func:`planning.dicom.demo_patient.write_demo_patient`)."""
     from planning.dicom import write_demo_patient as write
 
-    return [str(p) for p in write(out_dir)]
+    return [str(p) for p in write(out_dir, overwrite=overwrite)]
 
 
 @dataclass(frozen=True)

@@ -76,8 +76,16 @@ def _cmd_generate_machine(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from planning import api
 
-    print(api.run_headless_demo(device=args.device, progress=_terminal_progress("demo"),
-                                hlut_path=args.hlut, out_dir=args.out))
+    def run() -> str:
+        return api.run_headless_demo(device=args.device, progress=_terminal_progress("demo"),
+                                     hlut_path=args.hlut, out_dir=args.out,
+                                     overwrite=args.overwrite)
+
+    if args.out is None:
+        print(run())
+    else:
+        with fresh_output_folder(args.out, overwrite=args.overwrite):
+            print(run())
     return EXIT_OK
 
 
@@ -102,7 +110,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_demo_patient(args: argparse.Namespace) -> int:
     from planning import api
 
-    files = api.write_demo_patient(args.out_dir)
+    files = api.write_demo_patient(args.out_dir, overwrite=args.overwrite)
     print(f"wrote {len(files)} files (CT series and RTSTRUCT) to {args.out_dir}")
     return EXIT_OK
 
@@ -529,7 +537,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     p.add_argument("--hlut", metavar="CSV", help="HU to relative stopping power curve (hu,rsp)")
     p.add_argument("--out", metavar="DIR",
-                   help="existing folder for the demo patient, RTPLAN.dcm and RTDOSE_PHYSICAL.dcm")
+                   help="folder for the demo patient, RTPLAN.dcm and RTDOSE_PHYSICAL.dcm "
+                        "(made when missing; refused when it holds other DICOM files)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier demo's files in --out")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("info", help="list the DICOM series and structures in a folder")
@@ -537,7 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("demo-patient", help="write the demo patient as DICOM CT + RTSTRUCT")
-    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("out_dir", metavar="OUT_DIR",
+                   help="folder to write into (made when missing; refused when it holds other "
+                        "DICOM files)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write the demo patient again where OUT_DIR already holds it")
     p.set_defaults(func=_cmd_demo_patient)
 
     p = sub.add_parser("rbe-table", help="LQ parameters of an ion under an RBE model (JSON)")

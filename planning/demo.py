@@ -26,6 +26,7 @@ from planning.dicom import (
     load_demo_patient,
     write_demo_patient,
 )
+from planning.dicom.demo_patient import check_demo_folder
 from planning.dose_grid import DoseGrid
 from planning.engine import build_influence
 from planning.engine.dose_engine import DoseEngineSettings, forward_dose, place_spots
@@ -49,13 +50,18 @@ def run_headless_demo(
     *,
     hlut: HlutCurve | None = None,
     out_dir: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
 ) -> str:
     """Plan two opposed carbon beams on the demo patient's PTV and summarise the result.
 
-    ``hlut`` replaces the default HU to stopping-power curve. With ``out_dir`` (an existing
-    folder) the demo patient (CT series and RTSTRUCT), the plan (RTPLAN.dcm, one fraction of
-    2 Gy) and its physical dose (RTDOSE_PHYSICAL.dcm) are written there as DICOM.
+    ``hlut`` replaces the default HU to stopping-power curve. With ``out_dir`` the demo
+    patient (CT series and RTSTRUCT), the plan (RTPLAN.dcm, one fraction of 2 Gy) and its
+    physical dose (RTDOSE_PHYSICAL.dcm) are written there as DICOM; the folder is checked
+    first (:func:`planning.dicom.demo_patient.check_demo_folder`; ``overwrite`` writes the
+    demo patient's files again).
     """
+    if out_dir is not None:
+        check_demo_folder(Path(out_dir), overwrite)
     t0 = time.perf_counter()
     machine = machine or load_machine()
     patient = load_demo_patient()
@@ -108,7 +114,7 @@ def run_headless_demo(
                     prescription=Prescription(DEMO_TARGET, DEMO_DOSE_GY, 1),
                     rbe_model=PhysicalDose().describe(), ion_z=machine.ion_z,
                     ion_a=machine.ion_a, rbe=PhysicalDose())
-        written = _export(plan, patient, dose, dose_grid, machine, Path(out_dir))
+        written = _export(plan, patient, dose, dose_grid, machine, Path(out_dir), overwrite)
         lines.append(f"  wrote {written} DICOM files to {out_dir}")
     lines.append(f"  HLUT: {hlut.name}")
     lines.append(f"  total {time.perf_counter() - t0:.2f} s")
@@ -122,9 +128,9 @@ def _split(weights: NDArray[np.float64], spot_maps: list[SpotMap]) -> list[NDArr
 
 
 def _export(plan: Plan, patient: Patient, dose_gy: NDArray[np.float32], dose_grid: DoseGrid,
-            machine: Machine, out: Path) -> int:
+            machine: Machine, out: Path, overwrite: bool) -> int:
     """Write the demo patient, the plan and its physical dose; return the number of files."""
-    files = write_demo_patient(out)
+    files = write_demo_patient(out, overwrite=overwrite)
     plan_uid = export_rt_ion_plan(
         plan, patient, out / "RTPLAN.dcm", sad_mm=machine.sad_mm,
         machine_spot_sigma_mm=lambda e: float(np.interp(e, machine.energies_mev_u,

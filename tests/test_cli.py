@@ -138,6 +138,11 @@ def test_headless_demo_plans_and_exports_the_demo_patient(tmp_path: Path) -> Non
     assert dose.dose_type == "PHYSICAL"
     assert 1.9 < float(dose.dose_gy.max()) < 2.3
     assert "Traceback" not in proc.stderr
+    # Again into the same folder: refused before any work (it replaced some files and left
+    # others of an earlier run beside them).
+    again = run_cli("demo", "--device", "cpu", "--out", str(tmp_path))
+    assert again.returncode != 0 and "--overwrite" in again.stderr, again.stderr
+    assert "Traceback" not in again.stderr
 
 
 def test_summary_line_gives_physical_doses_in_gy_not_as_coverage() -> None:

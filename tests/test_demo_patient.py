@@ -148,3 +148,32 @@ def test_info_lists_series_and_rois(demo_dir: Path, demo: Patient) -> None:
         f"{gtv.volume_cm3(demo.ct.spacing_mm):.2f}",
     ]
     assert "255,0,0" in line
+
+
+def test_the_demo_patient_is_never_written_over_other_files(demo_dir: Path, tmp_path: Path
+                                                            ) -> None:
+    """`ionplan demo-patient` wrote over another patient's files of the same names, and into a
+    folder of other files beside them (found by a CLI review)."""
+    import pydicom
+
+    from planning.errors import InputError
+
+    again = tmp_path / "again"
+    write_demo_patient(again)
+    with pytest.raises(InputError, match="already holds the demo patient's files"):
+        write_demo_patient(again)
+    assert len(write_demo_patient(again, overwrite=True)) == 89
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "IMG_1.dcm").write_bytes((demo_dir / "CT_000.dcm").read_bytes())
+    with pytest.raises(InputError, match="holds other DICOM files \\(IMG_1.dcm\\)"):
+        write_demo_patient(other, overwrite=True)
+    named = tmp_path / "named"
+    named.mkdir()
+    ds = pydicom.dcmread(demo_dir / "CT_010.dcm")
+    ds.PatientID = "OTHER-002"
+    ds.save_as(named / "CT_010.dcm")
+    with pytest.raises(InputError, match="CT_010.dcm is a file of another patient"):
+        write_demo_patient(named, overwrite=True)
+    assert pydicom.dcmread(named / "CT_010.dcm").PatientID == "OTHER-002"
+    assert sorted(p.name for p in named.iterdir()) == ["CT_010.dcm"]

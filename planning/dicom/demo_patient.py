@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from pydicom import config
+from pydicom import config, dcmread
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
@@ -34,6 +35,8 @@ from planning.dicom.demo_phantom import (
     mask_contours_mm,
 )
 from planning.dicom.scan import CT_IMAGE_STORAGE, RT_STRUCTURE_SET_STORAGE
+from planning.errors import InputError
+from planning.output_folder import earlier_outputs
 from planning.patient import (
     Contour,
     CtVolume,
@@ -230,22 +233,38 @@ def _write(ds: Dataset, path: Path) -> Path:
     return path
 
 
-def write_demo_patient(out_dir: PathLike) -> list[Path]:
+def demo_file_names() -> list[str]:
+    """The names of the files :func:`write_demo_patient` writes, in its order."""
+    return [f"CT_{k:03d}.dcm" for k in range(SHAPE_ZYX[0])] + ["RS_demo.dcm"]
+
+
+def write_demo_patient(out_dir: PathLike, *, overwrite: bool = False) -> list[Path]:
     """Write the demo head phantom as a CT series and an RT Structure Set.
 
     Parameters
     ----------
     out_dir : str or os.PathLike
         Output folder; created if missing. Files ``CT_000.dcm`` ... ``CT_087.dcm`` and
-        ``RS_demo.dcm`` are (over)written atomically, nothing else is touched.
+        ``RS_demo.dcm`` are written atomically, nothing else is touched.
+    overwrite : bool
+        Write them again where the folder already holds them.
 
     Returns
     -------
     list of Path
         The files written: the CT slices in slice order (inferior to superior), then the
         structure set.
+
+    Raises
+    ------
+    InputError
+        Before writing anything: the folder holds other DICOM files than the demo's and
+        IonPlan's outputs (the demo patient would share a folder with another patient's
+        files, or replace them), or already holds the demo's files and ``overwrite`` is not
+        set.
     """
     folder = Path(out_dir)
+    check_demo_folder(folder, overwrite)
     folder.mkdir(parents=True, exist_ok=True)
     phantom = build_phantom()
     z_mm, _, _ = axis_positions_mm()
@@ -258,6 +277,41 @@ def write_demo_patient(out_dir: PathLike) -> list[Path]:
     written.append(_write(_rtstruct(contours), folder / "RS_demo.dcm"))
     logger.info("wrote the demo patient (%d files) to %s", len(written), folder)
     return written
+
+
+def check_demo_folder(folder: Path, overwrite: bool = False) -> None:
+    """The checks of :func:`write_demo_patient`'s ``Raises`` (callers that compute first
+    make them before)."""
+    if not folder.is_dir():
+        if folder.exists():
+            raise InputError(f"{folder}: not a folder")
+        return
+    ours = set(demo_file_names())
+    dicom = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".dcm"]
+    outputs = {p.name for p in earlier_outputs(folder)}
+    foreign = sorted(p.name for p in dicom if p.name not in ours and p.name not in outputs)
+    if foreign:
+        raise InputError(f"{folder} holds other DICOM files ({', '.join(foreign[:3])}"
+                         f"{', ...' if len(foreign) > 3 else ''}): the demo patient would "
+                         "share the folder with them; choose an empty folder")
+    again = sorted(p.name for p in dicom if p.name in ours)
+    others = [name for name in again if _patient_id(folder / name) != DEMO_STUDY.patient_id]
+    if others:
+        raise InputError(f"{folder / others[0]} is a file of another patient "
+                         f"({len(others)} of the demo's file names hold other patients' "
+                         "files): choose an empty folder")
+    if again and not overwrite:
+        raise InputError(f"{folder} already holds the demo patient's files ({again[0]}, ...): "
+                         "give --overwrite to write them again")
+
+
+def _patient_id(path: Path) -> str | None:
+    """The Patient ID of a DICOM file (None when it cannot be read as one)."""
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+    except (OSError, ValueError, InvalidDicomError):  # not readable: not the demo's
+        return None
+    return str(getattr(ds, "PatientID", ""))
 
 
 def _ct_volume(phantom: DemoPhantom) -> CtVolume:
