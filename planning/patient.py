@@ -421,3 +421,13 @@ class Patient:
     ct: CtVolume
     structure_set: StructureSet | None = None
     warnings: tuple[str, ...] = ()
+
+    def record(self) -> dict[str, str | None]:
+        """Who and which images, as the output files' reports say it: patient ID and name,
+        study, CT series, frame of reference and structure set UIDs (None without one)."""
+        study, ss = self.ct.study, self.structure_set
+        return {"patient_id": study.patient_id, "patient_name": study.patient_name,
+                "study_instance_uid": study.study_instance_uid,
+                "ct_series_instance_uid": self.ct.series_instance_uid,
+                "frame_of_reference_uid": self.ct.frame_of_reference_uid,
+                "structure_set_sop_instance_uid": None if ss is None else ss.sop_instance_uid}

@@ -1123,6 +1123,10 @@ def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
 
         names.append(write_plan_document(result, out, plan_name).name)
     files = [out / n for n in (*names, "report.json")]
+    # Whose plan and which: report.json named neither (review, 2026-12-07).
+    result.report["patient"] = result.patient.record()
+    result.report["plan"] = {"label": result.plan.label,
+                             "rt_plan_sop_instance_uid": plan_uid}
     result.report["files"] = [f.name for f in files]
     result.report["timings_s"]["export"] = time.perf_counter() - t0
     atomic_write_text(out / "report.json", json.dumps(result.report, indent=1) + "\n")

@@ -47,6 +47,12 @@ def test_compare_cli_plan_folder_against_a_dose_file(demo, tmp_path, capsys):
     assert report["a"]["plan"] is not None and report["b"]["plan"] is None
     assert report["dose_difference"]["gy"]["max_abs"] == 0.0  # the same file's data
     planned = json.loads((plan_dir / "report.json").read_text())
+    # Both reports say whose doses they are (neither did).
+    for rep in (report, planned):
+        assert rep["patient"]["patient_id"] == "IONPLAN-DEMO-001", rep.get("patient")
+        assert rep["patient"]["ct_series_instance_uid"]
+    assert planned["plan"]["rt_plan_sop_instance_uid"] == str(
+        pydicom.dcmread(plan_dir / "RTPLAN.dcm", stop_before_pixels=True).SOPInstanceUID)
     assert report["structures"]["PTV"]["a"]["d95"] == pytest.approx(
         planned["structures"]["PTV"]["d95_gy_rbe"], rel=1e-4)
     # The cross-model view of the plan side: its mMKM dose is the plan's own (an mMKM plan),

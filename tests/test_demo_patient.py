@@ -166,14 +166,14 @@ def test_the_demo_patient_is_never_written_over_other_files(demo_dir: Path, tmp_
     other = tmp_path / "other"
     other.mkdir()
     (other / "IMG_1.dcm").write_bytes((demo_dir / "CT_000.dcm").read_bytes())
-    with pytest.raises(InputError, match="holds other DICOM files \\(IMG_1.dcm\\)"):
+    with pytest.raises(InputError, match=r"holds other DICOM files \(IMG_1\.dcm\)"):
         write_demo_patient(other, overwrite=True)
     named = tmp_path / "named"
     named.mkdir()
     ds = pydicom.dcmread(demo_dir / "CT_010.dcm")
     ds.PatientID = "OTHER-002"
     ds.save_as(named / "CT_010.dcm")
-    with pytest.raises(InputError, match="CT_010.dcm is a file of another patient"):
+    with pytest.raises(InputError, match=r"CT_010\.dcm is a file of another patient"):
         write_demo_patient(named, overwrite=True)
     assert pydicom.dcmread(named / "CT_010.dcm").PatientID == "OTHER-002"
     assert sorted(p.name for p in named.iterdir()) == ["CT_010.dcm"]

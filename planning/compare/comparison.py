@@ -193,6 +193,7 @@ class ComparisonResult:
                         "n_fractions": s.prescription.n_fractions}}
 
         return {
+            "patient": None if self.patient is None else self.patient.record(),
             "a": side(self.a), "b": side(self.b), "unit": self.unit,
             "grid": _grid_dict(self.grid), "resampled": list(self.resampled),
             "focus": {"name": self.focus_name, "index_zyx": list(self.focus_index),
