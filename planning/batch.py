@@ -12,9 +12,12 @@ Each job is one task on the cluster (:func:`run_job`). It writes into a hidden f
 ``.NAME.partial-XXXX`` beside its final folder and renames it to ``NAME`` when everything,
 ``job.json`` last, is written: a job folder is complete or absent. A job's error (unreadable
 DICOM, missing target, bad option) is caught in the job and recorded with its one-line message;
-the other jobs go on. A finished job (``NAME/job.json`` with status ok, the same options and,
-for a job that evaluates LEM I, the same LEM I model once its defaults are resolved) is skipped
-unless ``rerun``. Robust jobs run their scenarios as further tasks on the same cluster.
+the other jobs go on. What needs no computing (the kind, option names and types, paths that do
+not exist, numbers that must be above 0, the RBE model and LEM I tissue) is checked when the
+file is read: such a job is reported as failed before any job runs. A finished job
+(``NAME/job.json`` with status ok, the same options and, for a job that evaluates LEM I, the
+same LEM I model once its defaults are resolved) is skipped unless ``rerun``. Robust jobs run
+their scenarios as further tasks on the same cluster.
 
 A compare job whose ``a`` or ``b`` names another job reads that job's folder: it runs after that
 job wherever the two are listed (:func:`schedule_jobs`), its signature holds that job's, and it
@@ -313,9 +316,40 @@ def load_jobs(path: str | os.PathLike[str]) -> list[JobSpec]:
                     options[k] = f"job:{options[k]}"  # resolved against the output folder
                 else:
                     options[k] = str(target if target.is_absolute() else base / target)
+        if not problem:  # found here, not after the jobs before it have run for hours
+            problem = _value_problem(options)
         ct = str(options.pop("ct", ""))
         out.append(JobSpec(name, kind, ct, options, problem))
     return out
+
+
+#: Options that must be numbers above 0 (``fractions`` a whole one).
+_POSITIVE = ("dose", "fractions", "rbe_value", "spot_spacing", "grid", "prescription")
+#: The values ``rbe`` takes (as ``ionplan plan --rbe``).
+_RBE_MODELS = ("mkm", "lem1", "const", "physical")
+
+
+def _value_problem(options: Mapping[str, Any]) -> str:
+    """Why a job's well-typed options cannot run (``""`` when they can): a path that does not
+    exist (other than another job's folder), a number that must be above 0, an unknown RBE
+    model or a tissue that does not parse (checks that needed no computing; the job's own run
+    checks the rest)."""
+    for k in _PATHS:
+        value = options.get(k)
+        if isinstance(value, str) and not value.startswith("job:") and not Path(value).exists():
+            return f"{k}: {value}: no such file or folder"
+    for k in _POSITIVE:
+        value = options.get(k)
+        if value is not None and not (math.isfinite(float(value)) and float(value) > 0):
+            return f"{k} must be above 0, got {value!r}"
+    if "rbe" in options and options["rbe"] not in _RBE_MODELS:
+        return f"unknown rbe {options['rbe']!r}; one of {', '.join(_RBE_MODELS)}"
+    if "tissue" in options:
+        try:
+            parse_tissue(str(options["tissue"]))
+        except InputError as exc:
+            return f"tissue: {exc}"
+    return ""
 
 
 def schedule_jobs(jobs: Sequence[JobSpec], out_root: str | os.PathLike[str], *,

@@ -101,7 +101,7 @@ def _check_summary(out: Path) -> None:
     assert status == {"recalc-lem": "ok", "exchange": "ok", "robust": "ok", "broken": "error",
                       "compare": "ok"}
     broken = [r for r in rows if r["job"] == "broken"]
-    assert len(broken) == 1 and "no such patient folder" in broken[0]["error"]
+    assert len(broken) == 1 and "no-such-patient: no such file or folder" in broken[0]["error"]
     assert "\n" not in broken[0]["error"]
     ptv = {r["job"]: r for r in rows if r["structure"] == "PTV"}
     assert ptv["recalc-lem"]["model"] == "LEM" and ptv["recalc-lem"]["d95_gy_rbe"] > 0
@@ -211,6 +211,7 @@ def test_jobs_file_checks(tmp_path):
     with pytest.raises(InputError, match="not a TOML"):
         load_jobs(bad)
     ok = tmp_path / "jobs.toml"
+    (tmp_path / "p").mkdir()
     ok.write_text("[[job]]\nname='x'\nkind='recalc'\nct='p'\nplan='p/RTPLAN.dcm'\nfoo=1\n"
                   "[[job]]\nname='y'\nkind='teleport'\nct='p'\n"
                   "[[job]]\nname='z'\nkind='plan'\nct='p'\ntarget='PTV'\n"
@@ -232,7 +233,13 @@ def test_example_jobs_file_parses(tmp_path, capsys):
     path.write_text(text)
     jobs = load_jobs(path)
     assert [j.kind for j in jobs] == ["plan", "recalc", "exchange", "robust", "compare"]
-    assert all(not j.problem for j in jobs)
+    # Its patients are not here: every job says which path is missing, before any runs.
+    assert all("no such file or folder" in j.problem for j in jobs), [j.problem for j in jobs]
+    for folder in ("patients/p01", "patients/p02"):
+        (tmp_path / folder).mkdir(parents=True)
+    for name in ("RTPLAN.dcm", "RTDOSE_RBE.dcm"):
+        (tmp_path / "patients/p02" / name).touch()
+    assert all(not j.problem for j in load_jobs(path))
 
 
 def test_engine_threads_follow_the_environment(monkeypatch):
@@ -315,6 +322,7 @@ def test_jobs_choose_the_ct_series_of_a_folder(tmp_path, monkeypatch, kind):
     options = {"plan": "target='PTV'\ndose=60.0\nfractions=2\ngantry=[90]\n",
                "compare": "a='x'\nb='y'\n"}.get(kind, "plan='p/RTPLAN.dcm'\n")
     (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "RTPLAN.dcm").touch()  # paths are checked when the file is read
     jobs = tmp_path / "jobs.toml"
     jobs.write_text(f"[[job]]\nname='j'\nkind='{kind}'\nct='p'\nct_series='1.2.3.4'\n{options}")
     job = load_jobs(jobs)[0]
@@ -322,3 +330,27 @@ def test_jobs_choose_the_ct_series_of_a_folder(tmp_path, monkeypatch, kind):
     outcome = planning.batch.run_job(job, tmp_path / "out")
     assert "captured" in str(outcome.error)
     assert seen["ct_series_uid"] == "1.2.3.4"
+
+
+def test_values_and_paths_are_checked_when_the_file_is_read(tmp_path):
+    """A bad value or path of the fifth job was found only after the four before it had run
+    (CLI review): now it is the job's problem from the start, reported before any job runs."""
+    (tmp_path / "ct").mkdir()
+    good = {"ct": '"ct"', "target": '"PTV"', "dose": "57.6", "fractions": "16",
+            "gantry": "[90]"}
+    bad = {("dose", "-57.6"): "dose must be above 0, got -57.6",
+           ("ct", '"nonexist"'): "nonexist: no such file or folder",
+           ("tissue", '"chordoma:bogus"'): "unknown LEM I rapid scheme 'bogus'",
+           ("tissue", '"chordoma:"'): "no rapid scheme after ':'",
+           ("rbe", '"lem"'): "unknown rbe 'lem'",
+           ("grid", "0"): "grid must be above 0"}
+    tables = []
+    for i, (key, value) in enumerate(bad):
+        entries = {**good, key: value}
+        tables.append(f'[[job]]\nname = "j{i}"\nkind = "plan"\n'
+                      + "".join(f"{k} = {v}\n" for k, v in entries.items()))
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text("".join(tables))
+    problems = [j.problem for j in load_jobs(jobs)]
+    for problem, wanted in zip(problems, bad.values(), strict=True):
+        assert wanted in problem, (problem, wanted)

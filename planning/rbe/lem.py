@@ -187,7 +187,11 @@ def parse_tissue(text: str) -> Tissue:
     (1/Gy, 1/Gy^2, Gy), optionally followed by ``:scheme`` naming the rapid variant
     (:data:`RAPID_SCHEMES`, e.g. ``chordoma:central``; default ``averaged``); raise
     :class:`InputError`."""
-    body, _, scheme = str(text).partition(":")
+    body, colon, scheme = str(text).partition(":")
+    if colon and not scheme.strip():
+        raise InputError(f"tissue {text!r}: no rapid scheme after ':'; choose "
+                         f"{' or '.join(RAPID_SCHEMES)} (or leave out ':' for "
+                         f"{DEFAULT_RAPID_SCHEME})")
     scheme = scheme.strip().lower() or DEFAULT_RAPID_SCHEME
     if scheme not in RAPID_SCHEMES:
         raise InputError(f"tissue {text!r}: unknown LEM I rapid scheme {scheme!r}; choose "
