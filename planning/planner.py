@@ -497,6 +497,8 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
     """
     timings: dict[str, float] = {}
     model = _model(request)
+    if request.exchange:  # the exchange view's LEM I tissue, checked before the long work
+        _model(dataclasses.replace(request, rbe_model="lem1"))
     config = (request.config if request.config is not None
               else load_plan_config(request.config_path) if request.config_path else PlanConfig())
     if request.patient is not None:

@@ -263,3 +263,21 @@ def test_plan_configuration_values_mean_what_they_say(tmp_path):
     mine = PlanConfig(objectives=(Objective("gtv", "max_dose", 64.2, 10.0),))
     merged = merge_objectives(defaults, mine)
     assert [(o.structure, o.dose_gy_rbe) for o in merged] == [("PTV", 60), ("gtv", 64.2)]
+
+
+def test_a_bad_exchange_tissue_is_refused_before_the_long_work(monkeypatch):
+    """`plan --exchange --tissue chordoma:bogus` under mMKM failed after the optimization
+    (CLI review): the exchange view's LEM I tissue is checked with the request."""
+    from planning import planner
+    from planning.dicom import load_demo_patient
+    from planning.errors import InputError
+
+    def reached(*_args, **_kwargs):
+        raise AssertionError("the spots were placed before the tissue was checked")
+
+    monkeypatch.setattr(planner, "place_spots", reached)
+    request = planner.PlanRequest(target="PTV", total_dose_gy_rbe=57.6, n_fractions=16,
+                                  gantry_deg=(90.0,), patient=load_demo_patient(),
+                                  device="cpu", exchange=True, tissue="chordoma:bogus")
+    with pytest.raises(InputError, match="unknown LEM I rapid scheme 'bogus'"):
+        planner.make_plan(request)

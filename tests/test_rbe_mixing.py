@@ -157,8 +157,10 @@ def test_cupy_matches_numpy(model: RbeModel) -> None:
 def test_wrong_number_of_quantities_is_rejected() -> None:
     with pytest.raises(InputError, match="needs 2 quantities"):
         LemModel().rbe_weighted_dose(np.ones(2), (np.ones(2),))
-    with pytest.raises(InputError, match="constant RBE must be"):
-        ConstantRbe(0.0)
+    for value in (0.0, 0.01, 0.99, 10.5, 1e9, float("nan")):
+        with pytest.raises(InputError, match=r"constant RBE must be a finite number in \[1, 10\]"):
+            ConstantRbe(value)
+    assert ConstantRbe(1.0).rbe == 1.0 and ConstantRbe(10.0).rbe == 10.0
 
 
 def test_rbe_table_rows() -> None:

@@ -208,6 +208,12 @@ def dose_unit_of(model: RbeModel | str) -> str:
     return "Gy" if physical else "Gy(RBE)"
 
 
+#: The constant RBEs accepted: an ion's RBE is not below that of photons, and no tissue's
+#: carbon RBE reaches 10 (a value outside was a typing slip: 0.01 gave a plan with every spot
+#: at its delivery limit and D95 of 34 %, 1e9 no deliverable spot; CLI review, 2026-12-07).
+CONSTANT_RBE_RANGE = (1.0, 10.0)
+
+
 @dataclass(frozen=True)
 class ConstantRbe(RbeModel):
     """RBE-weighted dose = ``rbe`` x physical dose, for any particle and dose level.
@@ -219,7 +225,7 @@ class ConstantRbe(RbeModel):
     Parameters
     ----------
     rbe : float
-        Constant relative biological effectiveness, > 0.
+        Constant relative biological effectiveness, in [:data:`CONSTANT_RBE_RANGE`].
     """
 
     rbe: float
@@ -227,8 +233,11 @@ class ConstantRbe(RbeModel):
     quantity_names: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.rbe) and self.rbe > 0):
-            raise InputError(f"constant RBE must be a finite number > 0; got {self.rbe!r}")
+        low, high = CONSTANT_RBE_RANGE
+        if not (np.isfinite(self.rbe) and low <= self.rbe <= high):
+            raise InputError(f"constant RBE must be a finite number in [{low:g}, {high:g}]; got "
+                             f"{self.rbe!r} (an ion's RBE is not below 1; carbon's ranges "
+                             "from about 1.5 to 3-4)")
 
     def particle_tables(self, species_z: ArrayLike, energies_mev_u: ArrayLike, *,
                         stopping_source: str = "mstar_3_12") -> ParticleTable:
