@@ -7,12 +7,15 @@ Every user error (bad argument, unreadable file, energy out of range) ends in on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from planning.about import VersionAction
@@ -646,6 +649,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived (a scheduler's time limit, ``timeout``, a closed terminal):
+    raised in the main thread so that, as for Ctrl-C, the output folder takes back what the
+    run set aside and drops what it half wrote (:mod:`planning.output_folder`)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _terminate_as_exception() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise :class:`Terminated` (the default
+    handlers ended the process at once, leaving an earlier run's files set aside and hidden)."""
+    def handler(signum: int, _frame: object) -> None:
+        raise Terminated(signum)
+
+    wanted = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+              if s is not None]
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread (a test driving main() elsewhere)
+        return
+    before = {s: signal.signal(s, handler) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+
+
 def main(argv: Sequence[str] | None = None, *, gui: GuiRunner | None = None) -> int:
     """Run one ``ionplan`` command; returns the exit status.
 
@@ -662,7 +695,13 @@ def main(argv: Sequence[str] | None = None, *, gui: GuiRunner | None = None) -> 
         args = parser.parse_args(["gui"])
         args.gui_runner = gui
     try:
-        return args.func(args)
+        if args.command == "gui":
+            return args.func(args)
+        with _terminate_as_exception():
+            return args.func(args)
+    except Terminated as exc:
+        print(f"ionplan: terminated ({signal.Signals(exc.signum).name})", file=sys.stderr)
+        return 128 + exc.signum
     except SeriesSelectionError as exc:
         print(f"ionplan: error: {exc}; {_selection_hint(args, exc)}", file=sys.stderr)
         return EXIT_ERROR

@@ -62,6 +62,11 @@ def fresh_output_folder(out: str | os.PathLike[str], *, overwrite: bool = False
     except OSError as exc:
         raise InputError(f"{folder}: the output folder cannot be written "
                          f"({exc.strerror or exc})") from None
+    stale = sorted(folder.glob(".ionplan-replaced-*"))
+    if stale:  # a run was killed outright (SIGKILL, power) after setting files aside
+        raise InputError(f"{stale[0]} holds an earlier run's files that a killed run set aside: "
+                         f"move them back into {folder} or delete that folder (nothing was "
+                         "written)")
     earlier = earlier_outputs(folder)
     if earlier and not overwrite:
         names = ", ".join(p.name for p in earlier[:6]) + (", ..." if len(earlier) > 6 else "")

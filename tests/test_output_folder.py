@@ -96,3 +96,50 @@ def test_an_export_that_fails_leaves_none_of_its_files(tmp_path: Path, monkeypat
     with pytest.raises(OSError, match="No space left"):
         api.export_plan(object(), tmp_path)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_runs_set_aside_files_are_not_left_hidden(tmp_path: Path) -> None:
+    """A run killed outright left the earlier run's files in a hidden folder, and the next run
+    went on without a word (CLI review)."""
+    aside = tmp_path / ".ionplan-replaced-abc123"
+    aside.mkdir()
+    (aside / "RTPLAN.dcm").write_text("first")
+    with pytest.raises(InputError, match=r"\.ionplan-replaced-abc123 holds an earlier run's "
+                       "files that a killed run set aside"):
+        with fresh_output_folder(tmp_path, overwrite=True):
+            pass
+    assert (aside / "RTPLAN.dcm").read_text() == "first"
+
+
+def test_sigterm_during_a_run_puts_the_earlier_files_back(tmp_path: Path) -> None:
+    """SIGTERM (a scheduler's time limit, ``timeout``) ended the process at once: the earlier
+    run's files stayed set aside in a hidden folder and the folder looked empty. Now, as for
+    Ctrl-C, the run stops with exit 143 and the folder is as it was."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from planning.dicom import write_demo_patient
+
+    write_demo_patient(tmp_path / "ct")
+    out = tmp_path / "out"
+    out.mkdir()
+    _plan_files(out, "first")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "planning.cli", "plan", str(tmp_path / "ct"), "--target", "PTV",
+         "--dose", "3", "--fractions", "1", "--gantry", "90", "--grid", "3",
+         "--spot-spacing", "3", "--device", "cpu", "--out", str(out), "--overwrite"],
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".ionplan-replaced-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the run has set the earlier files aside: it is working
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "ionplan: terminated (SIGTERM)" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["RTDOSE_RBE.dcm", "RTPLAN.dcm",
+                                                     "report.json"]
+    assert (out / "RTPLAN.dcm").read_text() == "first"
