@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.session import PlanEntry
+from app.session import PlanEntry, short_model_name
 
 #: The quantities a plan offers for comparison: (layer key, text).
 QUANTITIES = (("rbe", "RBE-weighted"), ("physical", "physical"), ("mkm", "mMKM"),
@@ -39,8 +39,13 @@ def _choice(entry: PlanEntry, quantity: str) -> CompareChoice:
     """``entry``'s dose ``quantity``; its own dose under the physical model is not called
     RBE-weighted (an entry without a dose unit counts as RBE-weighted)."""
     physical_model = getattr(entry, "dose_unit", "Gy(RBE)") == "Gy"
-    return CompareChoice(entry.name, quantity,
-                         PHYSICAL_MODEL_TEXT if quantity == "rbe" and physical_model else "")
+    if quantity == "rbe" and physical_model:
+        return CompareChoice(entry.name, quantity, PHYSICAL_MODEL_TEXT)
+    exchange = getattr(getattr(entry, "result", None), "exchange", None)
+    if quantity == "lem1" and exchange is not None:  # its tissue and rapid scheme, as the
+        # Dose tab names it: two LEM I variants differ by several percent
+        return CompareChoice(entry.name, quantity, short_model_name(exchange.lem_model))
+    return CompareChoice(entry.name, quantity)
 
 
 def choices_for(plans: list[PlanEntry], external: tuple[str, ...] = ()) -> list[CompareChoice]:

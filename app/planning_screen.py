@@ -410,7 +410,8 @@ class PlanningScreen(Screen):
             plan_name=entry.name, target=entry.result.plan.prescription.target,
             prescription_gy_rbe=entry.prescription_gy_rbe, colours=colours,
             on_evaluate=lambda choice: self.evaluate_robustness(entry.name, choice),
-            on_error=lambda e: self.host.show_error("Robustness", e))
+            on_error=lambda e: self.host.show_error("Robustness", e),
+            on_close=lambda: self.robust_popup.dismiss() if self.robust_popup else None)
         if entry.robust is not None:
             panel.show_report(entry.robust.report)
         popup = Popup(title=f"Robustness of {entry.name}", content=panel, size_hint=(0.92, 0.9))

@@ -365,7 +365,8 @@ class ViewerState(EventDispatcher):
 
     def readout_at(self, point_lps: Sequence[float]) -> str:
         """The readout text for an LPS point: position, HU of its voxel, dose there (if any)."""
-        x, y, z = (float(v) for v in point_lps)
+        # + 0.0 turns a -0.0 into 0.0: "y -0.0" read as a sign where there is none.
+        x, y, z = (round(float(v), 1) + 0.0 for v in point_lps)
         parts = [f"x {x:.1f} y {y:.1f} z {z:.1f} mm"]
         if self.ct is not None:
             voxel = rendering.nearest_voxel(self.ct, point_lps)

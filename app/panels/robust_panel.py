@@ -57,12 +57,16 @@ class RobustPanel(BoxLayout):
         ``on_evaluate(choice)`` with a checked :class:`RobustChoice`.
     on_error : callable
         ``on_error(exception)`` for a bad form.
+    on_close : callable
+        ``on_close()``: the Close button (the view's popup closed only by Escape or a click
+        beside it).
     """
 
     def __init__(self, *, plan_name: str, target: str, prescription_gy_rbe: float,
                  colours: Mapping[str, tuple[int, int, int]],
                  on_evaluate: Callable[[RobustChoice], None],
-                 on_error: Callable[[BaseException], None], **kwargs: Any) -> None:
+                 on_error: Callable[[BaseException], None],
+                 on_close: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(orientation="vertical", spacing=PAD, padding=PAD, **kwargs)
         self.plan_name = plan_name
         self.target = target
@@ -85,6 +89,11 @@ class RobustPanel(BoxLayout):
                   _label("Scenarios", 74), self.scenario_set, self.evaluate_button):
             settings.add_widget(w)
         settings.add_widget(Label())
+        self.close_button = Button(text="Close", size_hint=(None, None), width=90,
+                                   height=BUTTON_HEIGHT)
+        self.close_button.name = "robust_close"
+        self.close_button.bind(on_release=lambda *_: on_close())
+        settings.add_widget(self.close_button)
         self.add_widget(settings)
         self.summary = _label(f"{plan_name}: not evaluated yet. Range scenarios scale the "
                               "stopping power by 1 +/- the error (SPR +: ranges shorter); "

@@ -138,14 +138,15 @@ def test_compare_preselects_the_newest_plans_pair_until_the_user_chooses(gui, tm
     """The pre-selected pair follows the newest plan (it stayed on Plan 1's mMKM vs LEM I
     whatever came after); a pair the user chose stays when plans are added."""
     app = _start(gui, tmp_path)
+    lem = "LEM I chordoma, averaged"  # the exchange view's LEM I, named as in the Dose tab
     _add_plan(gui, app, 3)
     compare = app.compare
-    assert (compare.side_a.text, compare.side_b.text) == ("Plan 1: mMKM", "Plan 1: LEM I")
+    assert (compare.side_a.text, compare.side_b.text) == ("Plan 1: mMKM", f"Plan 1: {lem}")
     _add_plan(gui, app, 4)
-    assert (compare.side_a.text, compare.side_b.text) == ("Plan 2: mMKM", "Plan 2: LEM I")
-    compare.side_a.text, compare.side_b.text = "Plan 1: LEM I", "Plan 2: LEM I"
+    assert (compare.side_a.text, compare.side_b.text) == ("Plan 2: mMKM", f"Plan 2: {lem}")
+    compare.side_a.text, compare.side_b.text = f"Plan 1: {lem}", f"Plan 2: {lem}"
     _add_plan(gui, app, 5)
-    assert (compare.side_a.text, compare.side_b.text) == ("Plan 1: LEM I", "Plan 2: LEM I")
+    assert (compare.side_a.text, compare.side_b.text) == (f"Plan 1: {lem}", f"Plan 2: {lem}")
 
 
 def test_the_compare_picture_names_the_pair_compared(gui, tmp_path):

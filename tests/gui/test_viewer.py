@@ -496,3 +496,12 @@ def test_overlays_reject_inconsistent_input() -> None:
         state.set_structure_visible("X", False)
     with pytest.raises(InputError, match="not one of"):
         state.apply_preset("liver")
+
+
+def test_the_readout_never_shows_minus_zero() -> None:
+    """A point on a plane through the origin read "y -0.0" (GUI walkthrough)."""
+    from app.viewer_state import ViewerState
+
+    text = ViewerState().readout_at((12.34, -0.04, -0.0))
+    assert text.startswith("x 12.3 y 0.0 z 0.0 mm"), text
+    assert ViewerState().readout_at((-1.26, 0.0, 5.0)).startswith("x -1.3 y 0.0 z 5.0 mm")
