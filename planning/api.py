@@ -99,13 +99,34 @@ def machine_summary(machine_path: str | os.PathLike[str] | None = None) -> str:
 
 
 def generate_generic_machine(
-    out_path: str | os.PathLike[str], progress: ProgressCallback | None = None
+    out_path: str | os.PathLike[str], progress: ProgressCallback | None = None, *,
+    overwrite: bool = False
 ) -> Machine:
-    """Regenerate the generic carbon machine and write it atomically to ``out_path``."""
+    """Regenerate the generic carbon machine and write it atomically to ``out_path``.
+
+    Raises
+    ------
+    InputError
+        Before the minutes of generating: ``out_path`` exists and ``overwrite`` is not set
+        (the shipped machine too would have been replaced without a word), or its folder
+        does not exist or cannot be written.
+    """
+    import tempfile
+
     from planning.machine_generator import CarbonMachineGenerator
 
+    out = Path(out_path)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; give --overwrite to replace it (nothing was generated)")
+    if not out.parent.is_dir():
+        raise InputError(f"{out.parent}: no such folder (nothing was generated)")
+    try:
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as exc:
+        raise InputError(f"{out.parent}: cannot be written ({exc.strerror or exc})") from None
     machine = CarbonMachineGenerator().generate(progress=progress)
-    save_machine(machine, out_path)
+    save_machine(machine, out)
     return machine
 
 

@@ -71,7 +71,8 @@ def _cmd_machine_info(args: argparse.Namespace) -> int:
 def _cmd_generate_machine(args: argparse.Namespace) -> int:
     from planning import api
 
-    api.generate_generic_machine(args.out, progress=_terminal_progress("generating machine"))
+    api.generate_generic_machine(args.out, progress=_terminal_progress("generating machine"),
+                                 overwrite=args.overwrite)
     print(f"wrote {args.out}")
     return EXIT_OK
 
@@ -201,7 +202,8 @@ def _cmd_recalc(args: argparse.Namespace) -> int:
     from planning import api
 
     _check_model_options(args)
-    with fresh_output_folder(args.out, overwrite=args.overwrite):
+    with fresh_output_folder(args.out, overwrite=args.overwrite,
+                             inputs=(args.rtplan, args.ct_dir)):
         result = api.recalculate_plan(
             args.ct_dir, args.rtplan, rbe=args.rbe, rbe_value=args.rbe_value,
             tissue=args.tissue, machine_path=args.machine, grid_mm=args.grid,
@@ -227,7 +229,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.ct_series is not None and args.ct is None:
         raise IonPlanError("--ct-series chooses the CT series of the --ct folder; give --ct "
                            "CT_DIR too")
-    with fresh_output_folder(args.out, overwrite=args.overwrite):
+    with fresh_output_folder(args.out, overwrite=args.overwrite,
+                             inputs=(args.a, args.b)):
         result = api.compare_doses(
             args.a, args.b, structures=args.ct, criteria=args.gamma or None,
             threshold_percent=args.threshold, quantity=args.quantity,
@@ -309,7 +312,8 @@ def _cmd_robust(args: argparse.Namespace) -> int:
     if args.exchange:
         raise IonPlanError("--exchange is not an option of robust; run 'ionplan recalc "
                            "--exchange' for the mMKM / LEM I view")
-    with fresh_output_folder(args.out, overwrite=args.overwrite):
+    with fresh_output_folder(args.out, overwrite=args.overwrite,
+                             inputs=(args.rtplan, args.ct_dir)):
         result = api.robust_evaluation(
             args.ct_dir, args.rtplan, rbe=args.rbe, rbe_value=args.rbe_value,
             tissue=args.tissue, machine_path=args.machine, grid_mm=args.grid,
@@ -527,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate-machine", help="regenerate the generic carbon machine file")
     p.add_argument("out", metavar="OUT.npz")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT.npz if it exists")
     p.set_defaults(func=_cmd_generate_machine)
 
     p = sub.add_parser("gui", help="open the desktop application (the default with no command)")

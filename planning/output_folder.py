@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,8 +33,8 @@ def earlier_outputs(folder: Path) -> list[Path]:
 
 
 @contextmanager
-def fresh_output_folder(out: str | os.PathLike[str], *, overwrite: bool = False
-                        ) -> Iterator[Path]:
+def fresh_output_folder(out: str | os.PathLike[str], *, overwrite: bool = False,
+                        inputs: Sequence[str | os.PathLike[str]] = ()) -> Iterator[Path]:
     """The output folder of one run, ready before any work.
 
     Parameters
@@ -44,6 +44,9 @@ def fresh_output_folder(out: str | os.PathLike[str], *, overwrite: bool = False
     overwrite : bool
         Replace the IonPlan outputs of an earlier run: they are set aside while the run writes
         and removed when it succeeds (put back when it fails).
+    inputs : paths
+        The run's input files and folders: an earlier output among them (a plan folder given
+        as both input and ``out``) is never set aside, the run is refused.
 
     Raises
     ------
@@ -68,6 +71,11 @@ def fresh_output_folder(out: str | os.PathLike[str], *, overwrite: bool = False
                          f"move them back into {folder} or delete that folder (nothing was "
                          "written)")
     earlier = earlier_outputs(folder)
+    read = _inputs_among(earlier, folder, inputs)
+    if read:
+        raise InputError(f"{folder} holds {read}, an input of this run, among the earlier "
+                         "outputs --out would replace: choose another --out (nothing was "
+                         "written)")
     if earlier and not overwrite:
         names = ", ".join(p.name for p in earlier[:6]) + (", ..." if len(earlier) > 6 else "")
         raise InputError(f"{folder} already holds the files of an earlier run ({names}); give "
@@ -89,6 +97,18 @@ def fresh_output_folder(out: str | os.PathLike[str], *, overwrite: bool = False
         raise
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def _inputs_among(earlier: list[Path], folder: Path,
+                  inputs: Sequence[str | os.PathLike[str]]) -> str:
+    """The name of the first of ``earlier`` (outputs in ``folder``) that is an input, or in
+    an input folder that is ``folder`` itself; ``""`` when none."""
+    if not earlier or not inputs:
+        return ""
+    resolved = {Path(i).resolve() for i in inputs}
+    if folder.resolve() in resolved:
+        return earlier[0].name
+    return next((p.name for p in earlier if p.resolve() in resolved), "")
 
 
 def _set_aside(folder: Path, outputs: list[Path]) -> Path:

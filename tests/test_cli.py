@@ -188,3 +188,21 @@ def test_gantry_angles_are_read_whole(tmp_path: Path, capsys, gantry, message) -
         main(["plan", "ct", "--target", "PTV", "--dose", "3", "--fractions", "1",
               "--gantry", gantry, "--out", str(tmp_path / "o")])
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_generate_machine_refuses_an_existing_file_before_generating(tmp_path: Path,
+                                                                     monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """It generated for minutes and then replaced any file (the shipped machine too) without
+    a word (CLI review)."""
+    from planning import machine_generator
+    from planning.cli import main
+
+    def generate(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("generated before the output was checked")
+
+    monkeypatch.setattr(machine_generator.CarbonMachineGenerator, "generate", generate)
+    existing = tmp_path / "m.npz"
+    existing.write_bytes(b"keep")
+    assert main(["generate-machine", str(existing)]) == 1
+    assert existing.read_bytes() == b"keep"
+    assert main(["generate-machine", str(tmp_path / "missing" / "m.npz")]) == 1

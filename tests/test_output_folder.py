@@ -143,3 +143,16 @@ def test_sigterm_during_a_run_puts_the_earlier_files_back(tmp_path: Path) -> Non
     assert sorted(p.name for p in out.iterdir()) == ["RTDOSE_RBE.dcm", "RTPLAN.dcm",
                                                      "report.json"]
     assert (out / "RTPLAN.dcm").read_text() == "first"
+
+
+def test_an_input_among_the_outputs_to_replace_is_refused(tmp_path: Path) -> None:
+    """`recalc CT base/RTPLAN.dcm --out base --overwrite` set its own input aside and then
+    said it did not exist (CLI review)."""
+    _plan_files(tmp_path, "first")
+    for inputs in ([tmp_path / "RTPLAN.dcm"], [tmp_path]):
+        with pytest.raises(InputError, match="an input of this run"):
+            with fresh_output_folder(tmp_path, overwrite=True, inputs=inputs):
+                pass
+        assert (tmp_path / "RTPLAN.dcm").read_text() == "first"
+    with fresh_output_folder(tmp_path, overwrite=True, inputs=[tmp_path / "elsewhere.dcm"]):
+        pass
