@@ -224,6 +224,12 @@ class PlanRequest:
         if self.couch_deg and len(self.couch_deg) != len(self.gantry_deg):
             raise InputError(f"{len(self.couch_deg)} couch angles for {len(self.gantry_deg)} "
                              "gantry angles: give one per beam")
+        directions = [(float(g) % 360.0, float(c) % 360.0) for g, c in zip(
+            self.gantry_deg, self.couch_deg or (0.0,) * len(self.gantry_deg), strict=True)]
+        twice = next((d for d in directions if directions.count(d) > 1), None)
+        if twice is not None:  # a typing slip ("90,90"): two beams of one name and direction
+            raise InputError(f"two beams at gantry {twice[0]:g} and couch {twice[1]:g} deg: "
+                             "give each direction once")
         for what, value in (("spot spacing", self.spot_spacing_mm),
                             ("dose grid spacing", self.dose_grid_mm)):
             if not (math.isfinite(value) and 0.5 <= value <= 20):
@@ -527,7 +533,8 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
     rsp, hlut = ct_stopping_power(ct.hu, load_hlut(request.hlut_path or None))
     iso_mm = target_isocenter_mm(ct, target_mask)
     couch = request.couch_deg or (0.0,) * len(request.gantry_deg)
-    beams = tuple(Beam(iso_mm, float(g), float(c), f"G{g:g}C{c:g}" if c else f"G{g:g}",
+    beams = tuple(Beam(iso_mm, float(g), float(c),  # named by the angle in [0, 360): G270
+                       f"G{g % 360:g}C{c % 360:g}" if c % 360 else f"G{g % 360:g}",
                        patient_position=ct.setup_position())
                   for g, c in zip(request.gantry_deg, couch, strict=True))
     settings = DoseEngineSettings(device=request.device,

@@ -281,3 +281,21 @@ def test_a_bad_exchange_tissue_is_refused_before_the_long_work(monkeypatch):
                                   device="cpu", exchange=True, tissue="chordoma:bogus")
     with pytest.raises(InputError, match="unknown LEM I rapid scheme 'bogus'"):
         planner.make_plan(request)
+
+
+def test_one_direction_twice_is_refused_and_beams_are_named_in_0_to_360():
+    """`--gantry 90,90` made two beams both named G90; `--gantry -90` a beam named G-90 at
+    270 deg (CLI review)."""
+    from planning import planner
+    from planning.dicom import load_demo_patient
+    from planning.errors import InputError
+
+    patient = load_demo_patient()
+    for gantry, couch in (((90.0, 90.0), ()), ((90.0, 450.0), ()), ((0.0, 0.0), (10.0, -350.0))):
+        with pytest.raises(InputError, match="give each direction once"):
+            planner.PlanRequest(target="PTV", total_dose_gy_rbe=3.0, n_fractions=1,
+                                gantry_deg=gantry, couch_deg=couch, patient=patient)
+    result = planner.make_plan(planner.PlanRequest(
+        target="PTV", total_dose_gy_rbe=3.0, n_fractions=1, gantry_deg=(-90.0,),
+        patient=patient, device="cpu", dose_grid_mm=6.0, spot_spacing_mm=8.0))
+    assert [b.beam.label for b in result.plan.beams] == ["G270"]
