@@ -519,7 +519,9 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
         raise PlanningError(f"the configuration's tissues apply to LEM I only, not to "
                             f"{model.name}; plan with --rbe lem1 or drop the tissues table")
     if patient.structure_set is None:
-        raise PlanningError("the CT has no structure set: the target must be contoured")
+        why = next((w for w in patient.warnings if w.startswith("no RT Structure Set")), "")
+        raise PlanningError("the CT has no structure set: the target must be contoured"
+                            + (f" ({why})" if why else ""))
     try:
         target = patient.structure_set.get(request.target)
     except KeyError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from skimage.draw import polygon as sk_polygon
 
@@ -189,7 +190,31 @@ def test_patient_without_structure_set(tmp_path: Path) -> None:
     write_series(tmp_path, GRID, lambda p: np.zeros(p.shape[:2]))
     patient = load_patient(tmp_path)
     assert patient.structure_set is None
-    assert "no RT Structure Set refers to this CT" in patient.warnings
+    (note,) = patient.warnings
+    assert note.startswith("no RT Structure Set refers to this CT (series ")
+    assert "ignored" not in note
+
+
+def test_a_structure_set_of_another_series_is_named_where_the_plan_is_refused(
+        tmp_path: Path) -> None:
+    """A folder with the CT and another series' structure set said only "the CT has no
+    structure set" (CLI review): now it names the file and what it refers to."""
+    from planning.errors import PlanningError
+    from planning.planner import PlanRequest, make_plan
+
+    ct = _ct(tmp_path)
+    box = [rectangle(2.5, 7.5, 3.5, 9.5, 2.0)]
+    ds = _write(tmp_path, [RoiSpec("PTV", 1, box)])
+    rs = pydicom.dcmread(ds)
+    rs.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0] \
+        .RTReferencedSeriesSequence[0].SeriesInstanceUID = "1.2.3.999"
+    rs.save_as(ds)
+    patient = load_patient(tmp_path)
+    assert patient.structure_set is None and ct is not None
+    with pytest.raises(PlanningError, match=r"no structure set.*ignored: .* refers to series "
+                       r"1\.2\.3\.999"):
+        make_plan(PlanRequest(target="PTV", total_dose_gy_rbe=3.0, n_fractions=1,
+                              gantry_deg=(90.0,), patient=patient, device="cpu"))
 
 
 def test_rasterizer_matches_skimage_polygon_on_random_polygons() -> None:

@@ -113,10 +113,15 @@ def load_patient(
                 kind="RT Structure Set",
             )
     if not chosen:
-        others = len(scan.structure_sets)
+        ignored = [
+            f"{s.path} refers to "
+            + (f"series {s.referenced_series_uids[0]}" if s.referenced_series_uids
+               else f"frame of reference {', '.join(s.frame_of_reference_uids) or 'none'}")
+            for s in scan.structure_sets[:3]
+        ]
         notes.append(
-            "no RT Structure Set refers to this CT"
-            + (f" ({others} for other scans ignored)" if others else "")
+            f"no RT Structure Set refers to this CT (series {ct.series_instance_uid})"
+            + (f"; ignored: {'; '.join(ignored)}" if ignored else "")
         )
         report(progress, 1.0, "patient loaded")
         return Patient(ct=ct, structure_set=None, warnings=tuple(notes))
