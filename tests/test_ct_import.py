@@ -256,6 +256,12 @@ def test_missing_slice_names_the_gap(tmp_path: Path) -> None:
     assert "1 slice(s) missing" in message and "expected spacing 3.000 mm" in message
     assert "z = 13.000 mm" in message and "z = 19.000 mm" in message
     assert "s1_0001.dcm" in message
+    assert "could not be read as DICOM" not in message
+    # The missing slice is there but not readable as DICOM: the message names that file.
+    (tmp_path / "garbled.dcm").write_bytes(b"\x07" * 500)
+    with pytest.raises(DicomImportError, match=r"1 file\(s\) of the folder could not be read "
+                       r"as DICOM \(e\.g\. .*garbled\.dcm: not a DICOM file"):
+        load_ct_series(tmp_path)
 
 
 def test_two_missing_slices(tmp_path: Path) -> None:
@@ -366,6 +372,11 @@ def test_info_reports_bad_series_and_unmatched_structure_sets(tmp_path: Path) ->
     assert "no CT series in the folder matches it" in text
     assert "Lost" in text and "1,2,3" in text
     assert "Damaged DICOM files: 1" in text and "broken.dcm" in text
+    # A structure set drawn on the series that cannot be loaded says so (it said that no
+    # series matched it).
+    save(rtstruct(bad, rois, tag="on_bad"), tmp_path / "rs_on_bad.dcm")
+    text = describe_folder(tmp_path)
+    assert f"its CT series {bad.series_uid} is in the folder but could not be loaded" in text
 
 
 @pytest.mark.parametrize(("edits", "message"), [

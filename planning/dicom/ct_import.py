@@ -219,7 +219,18 @@ def load_ct_series(
             f"{first.reason}; it may be a slice of the CT series ({len(scan.damaged)} damaged "
             "file(s) in the folder): repair or remove damaged files before importing",
         )
-    geometry = series_geometry(series)
+    try:
+        geometry = series_geometry(series)
+    except DicomImportError as exc:
+        unread = [s for s in scan.skipped
+                  if s.reason.startswith(("not a DICOM file", "cannot be read"))]
+        if "missing" not in exc.reason or not unread:
+            raise
+        # A slice that is not readable as DICOM was skipped by the scan: say which.
+        first = unread[0]
+        raise DicomImportError(exc.path, f"{exc.reason}; {len(unread)} file(s) of the "
+                               f"folder could not be read as DICOM (e.g. {first.path}: "
+                               f"{first.reason}): a missing slice may be among them") from None
     report(progress, 0.05, "reading CT slices")
     integral = all(
         float(sl.slope).is_integer()

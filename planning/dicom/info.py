@@ -266,7 +266,9 @@ def _belongs(summary: RtStructSummary, ct: CtVolume) -> bool:
     return ct.frame_of_reference_uid in summary.frame_of_reference_uids
 
 
-def _structure_set_info(summary: RtStructSummary, cts: list[CtVolume]) -> StructureSetInfo:
+def _structure_set_info(summary: RtStructSummary, cts: list[CtVolume],
+                        unloadable: tuple[str, ...] = ()) -> StructureSetInfo:
+    """``unloadable``: the series UIDs of the folder's CT series that could not be loaded."""
     ct = next((c for c in cts if _belongs(summary, c)), None)
     try:
         ds = read_rtstruct_file(summary.path)
@@ -290,7 +292,11 @@ def _structure_set_info(summary: RtStructSummary, cts: list[CtVolume]) -> Struct
                 RoiInfo(r.number, r.name, r.interpreted_type, r.colour_rgb, None, None)
                 for r in parsed.rois
             )
-            warnings = (*parsed.warnings, "no CT series in the folder matches it")
+            damaged = [uid for uid in summary.referenced_series_uids if uid in unloadable]
+            warnings = (*parsed.warnings,
+                        f"its CT series {damaged[0]} is in the folder but could not be loaded "
+                        "(see the series above)" if damaged
+                        else "no CT series in the folder matches it")
     except DicomImportError as exc:
         return StructureSetInfo(
             summary.path, summary.sop_instance_uid, summary.label, "", (), (), error=exc.reason
@@ -411,7 +417,10 @@ def folder_info(folder: PathLike) -> FolderInfo:
             continue
         cts.append(ct)
         series_infos.append(_series_info(series, ct, ""))
-    sets = tuple(_structure_set_info(s, cts) for s in scan.structure_sets)
+    loaded = {ct.series_instance_uid for ct in cts}
+    unloadable = tuple(s.series_instance_uid for s in scan.ct_series
+                       if s.series_instance_uid not in loaded)
+    sets = tuple(_structure_set_info(s, cts, unloadable) for s in scan.structure_sets)
     return FolderInfo(
         folder=scan.folder,
         series=tuple(series_infos),
