@@ -31,16 +31,23 @@ MAX_RESOLVING_GRID_MM = 2.5
 MAX_SPOT_SPACING_SIGMAS = 2.0
 
 
-def grid_warning(grid_spacing_mm: Sequence[float]) -> str | None:
-    """A warning when a dose grid is too coarse to resolve a carbon plan, else None."""
+def grid_warning(grid_spacing_mm: Sequence[float], *, optimized: bool = True) -> str | None:
+    """A warning when a dose grid is too coarse to resolve a carbon plan, else None;
+    ``optimized``: the plan was optimized on it (a recalculation's grid only samples the
+    dose, and its warning says that instead of naming an optimizer)."""
     coarsest = float(max(grid_spacing_mm))
     if coarsest <= MAX_RESOLVING_GRID_MM + 1e-9:
         return None
-    return (f"the dose grid of {coarsest:g} mm is coarser than {MAX_RESOLVING_GRID_MM:g} mm: "
-            "the optimizer fits the dose at the grid points only, and carbon Bragg peaks fall "
-            "from 80 % to 20 % within 1-2 mm, so the dose between the points can ripple "
-            f"(recalculate at {MAX_RESOLVING_GRID_MM:g} mm or finer to check, or plan on that "
-            "grid)")
+    head = f"the dose grid of {coarsest:g} mm is coarser than {MAX_RESOLVING_GRID_MM:g} mm: "
+    if not optimized:
+        return (head + "carbon Bragg peaks fall from 80 % to 20 % within 1-2 mm, so the "
+                "DVHs and maxima of this recalculation read the dose between its points by "
+                f"interpolation (recalculate at {MAX_RESOLVING_GRID_MM:g} mm or finer to "
+                "check)")
+    return (head + "the optimizer fits the dose at the grid points only, and carbon Bragg "
+            "peaks fall from 80 % to 20 % within 1-2 mm, so the dose between the points can "
+            f"ripple (recalculate at {MAX_RESOLVING_GRID_MM:g} mm or finer to check, or plan on "
+            "that grid)")
 
 
 def spot_spacing_warning(machine: Machine, spot_maps: Sequence[SpotMap]) -> str | None:

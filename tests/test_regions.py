@@ -95,6 +95,12 @@ def test_grid_warning_from_2_5_mm_up():
     assert grid_warning((2.0, 1.0, 1.0)) is None
     message = grid_warning((3.0, 2.5, 2.5))
     assert message is not None and "3 mm is coarser than 2.5 mm" in message
+    assert "optimizer" in message
+    # A recalculation optimizes nothing: its warning says what its grid does (CLI review).
+    recalc = grid_warning((3.0, 2.5, 2.5), optimized=False)
+    assert recalc is not None and "3 mm is coarser than 2.5 mm" in recalc
+    assert "optimizer" not in recalc and "this recalculation" in recalc
+    assert grid_warning((2.5, 2.5, 2.5), optimized=False) is None
 
 
 def test_lattice_ripple_matches_a_direct_sum_of_gaussians():

@@ -408,7 +408,7 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
         warnings.append(f"the plan's LEM I tissues per structure "
                         f"({describe_structure_tissues(plan.rbe_tissues)}) are not applied: "
                         f"recalculated with {model.describe()} everywhere")
-    coarse = grid_warning(setup.dose_grid.spacing_mm)
+    coarse = grid_warning(setup.dose_grid.spacing_mm, optimized=False)
     if coarse is not None:
         warnings.append(coarse)
     if target is None:
