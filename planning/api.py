@@ -20,6 +20,7 @@ import numpy as np
 
 from planning.atomic import atomic_write_text
 from planning.errors import InputError, PlanningError
+from planning.isodose import STANDARD_ISODOSE_PERCENT
 from planning.machine import Machine, load_machine, pencil_beam_data, save_machine
 
 if TYPE_CHECKING:
@@ -111,20 +112,15 @@ def generate_generic_machine(
         (the shipped machine too would have been replaced without a word), or its folder
         does not exist or cannot be written.
     """
-    import tempfile
-
     from planning.machine_generator import CarbonMachineGenerator
+    from planning.output_folder import check_writable
 
     out = Path(out_path)
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists; give --overwrite to replace it (nothing was generated)")
     if not out.parent.is_dir():
         raise InputError(f"{out.parent}: no such folder (nothing was generated)")
-    try:
-        with tempfile.TemporaryFile(dir=out.parent):
-            pass
-    except OSError as exc:
-        raise InputError(f"{out.parent}: cannot be written ({exc.strerror or exc})") from None
+    check_writable(out.parent, "the machine file's folder")
     machine = CarbonMachineGenerator().generate(progress=progress)
     save_machine(machine, out)
     return machine
@@ -348,18 +344,14 @@ def new_plan_folder(parent: str | os.PathLike[str], ident: Identification) -> Pa
 
 
 def write_plan_document(result: PlanResult, folder: str | os.PathLike[str],
-                        plan_name: str, *, isodose_percent: Sequence[float] | None = None
-                        ) -> Path:
+                        plan_name: str, *,
+                        isodose_percent: Sequence[float] = STANDARD_ISODOSE_PERCENT) -> Path:
     """Write the plan document (PDF) of ``result`` into ``folder`` under a new name
     (:func:`planning.document.write_plan_document`); return its path. ``isodose_percent``:
-    the isodose lines of its views (% of the prescription; None: the standard ones,
-    :data:`planning.isodose.STANDARD_ISODOSE_PERCENT`)."""
+    the isodose lines of its views (% of the prescription)."""
     from planning.document import write_plan_document as write
-    from planning.isodose import STANDARD_ISODOSE_PERCENT
 
-    return write(result, Path(folder), plan_name,
-                 isodose_percent=STANDARD_ISODOSE_PERCENT if isodose_percent is None
-                 else isodose_percent)
+    return write(result, Path(folder), plan_name, isodose_percent=isodose_percent)
 
 
 def write_identified_picture(rgba: np.ndarray, ident: Identification,

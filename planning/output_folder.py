@@ -32,6 +32,23 @@ def earlier_outputs(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
+def check_writable(folder: Path, what: str) -> None:
+    """Refuse ``folder`` (an existing folder) unless it takes a new file: a read-only disk or
+    share refuses here, before any work.
+
+    Raises
+    ------
+    InputError
+        ``"{folder}: {what} cannot be written (reason)"``.
+    """
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(f"{folder}: {what} cannot be written ({exc.strerror or exc})"
+                         ) from None
+
+
 @contextmanager
 def fresh_output_folder(out: str | os.PathLike[str], *, overwrite: bool = False,
                         inputs: Sequence[str | os.PathLike[str]] = ()) -> Iterator[Path]:
@@ -60,11 +77,10 @@ def fresh_output_folder(out: str | os.PathLike[str], *, overwrite: bool = False,
     made = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass  # the folder takes files (a read-only disk or share refuses here)
     except OSError as exc:
         raise InputError(f"{folder}: the output folder cannot be written "
                          f"({exc.strerror or exc})") from None
+    check_writable(folder, "the output folder")
     stale = sorted(folder.glob(".ionplan-replaced-*"))
     if stale:  # a run was killed outright (SIGKILL, power) after setting files aside
         raise InputError(f"{stale[0]} holds an earlier run's files that a killed run set aside: "

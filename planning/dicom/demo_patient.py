@@ -269,12 +269,13 @@ def write_demo_patient(out_dir: PathLike, *, overwrite: bool = False) -> list[Pa
     phantom = build_phantom()
     z_mm, _, _ = axis_positions_mm()
     stored = (phantom.hu.astype(np.int32) - _INTERCEPT).astype(np.uint16)
+    *slice_names, structure_set_name = demo_file_names()
     written = [
-        _write(_ct_slice(k, stored[k], float(z_mm[k])), folder / f"CT_{k:03d}.dcm")
-        for k in range(SHAPE_ZYX[0])
+        _write(_ct_slice(k, stored[k], float(z_mm[k])), folder / name)
+        for k, name in enumerate(slice_names)
     ]
     contours = {roi.name: mask_contours_mm(phantom.masks[roi.name]) for roi in DEMO_ROIS}
-    written.append(_write(_rtstruct(contours), folder / "RS_demo.dcm"))
+    written.append(_write(_rtstruct(contours), folder / structure_set_name))
     logger.info("wrote the demo patient (%d files) to %s", len(written), folder)
     return written
 
