@@ -37,15 +37,19 @@ class CompareChoice:
 
 def _choice(entry: PlanEntry, quantity: str) -> CompareChoice:
     """``entry``'s dose ``quantity``; its own dose under the physical model is not called
-    RBE-weighted (an entry without a dose unit counts as RBE-weighted)."""
-    physical_model = getattr(entry, "dose_unit", "Gy(RBE)") == "Gy"
-    if quantity == "rbe" and physical_model:
-        return CompareChoice(entry.name, quantity, PHYSICAL_MODEL_TEXT)
+    RBE-weighted (an entry without a dose unit counts as RBE-weighted). The exchange side that
+    is the plan's own dose (:attr:`PlanEntry.own_exchange_key`) is the plan's dose, key
+    ``"rbe"``, named by its model (``"mMKM"``, the LEM I variant)."""
+    own = getattr(entry, "own_exchange_key", None)
+    key = "rbe" if quantity == own else quantity
+    side = own if key == "rbe" and own is not None else quantity  # the model named
+    if key == "rbe" and getattr(entry, "dose_unit", "Gy(RBE)") == "Gy":
+        return CompareChoice(entry.name, key, PHYSICAL_MODEL_TEXT)
     exchange = getattr(getattr(entry, "result", None), "exchange", None)
-    if quantity == "lem1" and exchange is not None:  # its tissue and rapid scheme, as the
+    if side == "lem1" and exchange is not None:  # its tissue and rapid scheme, as the
         # Dose tab names it: two LEM I variants differ by several percent
-        return CompareChoice(entry.name, quantity, short_model_name(exchange.lem_model))
-    return CompareChoice(entry.name, quantity)
+        return CompareChoice(entry.name, key, short_model_name(exchange.lem_model))
+    return CompareChoice(entry.name, key, dict(QUANTITIES)[side] if side != key else "")
 
 
 def choices_for(plans: list[PlanEntry], external: tuple[str, ...] = ()) -> list[CompareChoice]:
@@ -53,6 +57,7 @@ def choices_for(plans: list[PlanEntry], external: tuple[str, ...] = ()) -> list[
     out = []
     for entry in plans:
         keys = {layer.key for layer in entry.layers()}
+        # The plan's own exchange side is not a layer: its dose is offered once, as "rbe".
         out += [_choice(entry, q) for q, _ in QUANTITIES if q in keys]
     return out + [CompareChoice(name, EXTERNAL) for name in external]
 
@@ -63,6 +68,9 @@ def default_pair(plans: list[PlanEntry]) -> tuple[CompareChoice, CompareChoice] 
         return None
     latest = plans[-1]
     keys = {layer.key for layer in latest.layers()}
+    own = getattr(latest, "own_exchange_key", None)
+    if own is not None:
+        keys.add(own)
     if {"mkm", "lem1"} <= keys:
         return _choice(latest, "mkm"), _choice(latest, "lem1")
     if len(plans) >= 2:

@@ -180,17 +180,38 @@ class PlanEntry:
         if x is not None:
             rx_of = f"prescription, {model}"
             # The prescription is in the plan's unit (Gy under the physical model).
-            out += [DoseLayer("mkm", "mMKM clinical dose", x.mkm_dose_gy_rbe,
-                              x.dose_grid, "Gy(RBE)", p, True, rx_of, reference_unit=unit),
-                    DoseLayer("lem1", f"RBE-weighted dose ({short_model_name(x.lem_model)})",
-                              x.lem_dose_gy_rbe, x.dose_grid, "Gy(RBE)", p, True, rx_of,
-                              reference_unit=unit),
-                    DoseLayer("ratio", "LEM I / mMKM ratio", x.ratio_lem_over_mkm, x.dose_grid,
-                              "", _max_or_one(x.ratio_lem_over_mkm), False,
-                              mask_dose=x.mkm_dose_gy_rbe, mask_dose_min=low)]
+            sides = [DoseLayer("mkm", "mMKM clinical dose", x.mkm_dose_gy_rbe,
+                               x.dose_grid, "Gy(RBE)", p, True, rx_of, reference_unit=unit),
+                     DoseLayer("lem1", f"RBE-weighted dose ({short_model_name(x.lem_model)})",
+                               x.lem_dose_gy_rbe, x.dose_grid, "Gy(RBE)", p, True, rx_of,
+                               reference_unit=unit)]
+            # The side computed with the plan's own model is the plan's dose: shown once.
+            out += [s for s in sides if s.key != self.own_exchange_key]
+            out.append(DoseLayer("ratio", "LEM I / mMKM ratio", x.ratio_lem_over_mkm,
+                                 x.dose_grid, "", _max_or_one(x.ratio_lem_over_mkm), False,
+                                 mask_dose=x.mkm_dose_gy_rbe, mask_dose_min=low))
         return tuple(out)
 
+    @cached_property
+    def own_exchange_key(self) -> str | None:
+        """``"mkm"`` or ``"lem1"`` when that side of the plan's exchange view is the plan's own
+        dose (same model, parameters and grid: an mMKM or LEM I plan), else None. That side is
+        not a layer of its own; :meth:`layer` gives the plan's dose (``"rbe"``) for it."""
+        r = self.result
+        x = r.exchange
+        if x is None or r.structure_tissues or x.dose_grid != r.dose_grid:
+            return None
+        own = str(r.report.get("rbe_model", r.plan.rbe_model))
+        for key, side in (("mkm", "mkm_model"), ("lem1", "lem_model")):
+            if own == getattr(x, side, None):
+                return key
+        return None
+
     def layer(self, key: str) -> DoseLayer:
+        """The cube ``key`` (:attr:`DoseLayer.key`); the exchange side that is the plan's own
+        dose (:attr:`own_exchange_key`) gives the plan's dose."""
+        if key == self.own_exchange_key:
+            key = "rbe"
         for candidate in self.layers():
             if candidate.key == key:
                 return candidate

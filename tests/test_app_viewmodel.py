@@ -359,3 +359,34 @@ def test_the_exchange_view_and_its_tissue_may_change_for_a_re_optimization() -> 
                       dose_grid_mm=2.5, device="cpu", ct_dir="ct")
     assert reoptimization_conflicts(lem, setup("lem1", "hsg", True)) == ["the RBE model"]
     assert reoptimization_conflicts(lem, setup("lem1", "chordoma", True)) == []
+
+
+def test_the_exchange_side_computed_with_the_plans_own_model_is_not_a_second_layer() -> None:
+    """An mMKM plan with the exchange view listed its dose twice ("RBE-weighted dose (mMKM)"
+    and "mMKM clinical dose", one cube): the side of the plan's own model is the plan's dose."""
+    grid = DoseGrid((2, 2, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    cube = np.ones(grid.shape, np.float32)
+    mkm = "mMKM HSG a0=0.172 b=0.0615 rd=0.32um"
+    lem = "LEM I chordoma ax=0.1 bx=0.05 Dt=30 Rn=5 rapid=averaged"
+
+    def entry(model: str, exchange_grid: DoseGrid = grid) -> PlanEntry:
+        exchange = SimpleNamespace(mkm_dose_gy_rbe=2 * cube, lem_dose_gy_rbe=3 * cube,
+                                   ratio_lem_over_mkm=cube, dose_grid=exchange_grid,
+                                   mkm_model=mkm, lem_model=lem)
+        return PlanEntry("Plan 1", _fake_result(model, exchange=exchange), "")  # type: ignore[arg-type]
+
+    def keys(e: PlanEntry) -> list[str]:
+        return [layer.key for layer in e.layers()]
+
+    plan = entry(mkm)
+    assert plan.own_exchange_key == "mkm"
+    assert "mkm" not in keys(plan) and {"rbe", "lem1", "ratio"} <= set(keys(plan))
+    assert plan.layer("mkm") is plan.layer("rbe")
+    assert [layer.label for layer in plan.layers()].count("RBE-weighted dose (mMKM)") == 1
+    plan = entry(lem)
+    assert plan.own_exchange_key == "lem1" and "lem1" not in keys(plan)
+    assert plan.layer("lem1").cube is plan.result.rbe_dose_gy_rbe
+    # Another model, or another grid: both sides are cubes of their own.
+    for other in (entry("LEM I chordoma ax=0.1 bx=0.05 Dt=30 Rn=5 rapid=central"),
+                  entry(mkm, DoseGrid((2, 2, 2), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0)))):
+        assert other.own_exchange_key is None and {"mkm", "lem1"} <= set(keys(other))

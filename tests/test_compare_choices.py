@@ -42,3 +42,23 @@ def test_default_pair_without_exchange_compares_the_two_newest_plans():
     assert default_pair(plans) == (CompareChoice("Plan 2", "rbe"), CompareChoice("Plan 3", "rbe"))
     assert default_pair(plans[:1]) is None
     assert default_pair([]) is None
+
+
+@dataclass
+class _ExchangeEntry(_Entry):
+    """A plan whose exchange side ``own_exchange_key`` is its own dose (no layer of its own)."""
+
+    own_exchange_key: str | None = None
+
+
+def test_the_exchange_side_that_is_the_plans_own_dose_is_offered_once_by_its_model_name():
+    own_mkm = _ExchangeEntry("Plan 2", (*PLAIN, "lem1", "ratio"), own_exchange_key="mkm")
+    texts = [c.text for c in choices_for([own_mkm])]
+    assert texts == ["Plan 2: mMKM", "Plan 2: physical", "Plan 2: LEM I"]
+    assert default_pair([own_mkm]) == (CompareChoice("Plan 2", "rbe"),
+                                       CompareChoice("Plan 2", "lem1"))
+    own_lem = _ExchangeEntry("Plan 3", (*PLAIN, "mkm", "ratio"), own_exchange_key="lem1")
+    assert [c.text for c in choices_for([own_lem])] == [
+        "Plan 3: LEM I", "Plan 3: physical", "Plan 3: mMKM"]
+    assert default_pair([own_lem]) == (CompareChoice("Plan 3", "mkm"),
+                                       CompareChoice("Plan 3", "rbe"))

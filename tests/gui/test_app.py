@@ -316,7 +316,7 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     gui.advance(0.5)
     gui.click(app.buttons["compare"])
     gui.frames(3)
-    compare.side_a.text, compare.side_b.text = "Plan 1: RBE-weighted", "Plan 2: RBE-weighted"
+    compare.side_a.text, compare.side_b.text = "Plan 1: mMKM", "Plan 2: mMKM"
     _run_comparison(gui, app, compare, "the comparison with the recalculated plan")
     assert min(g.pass_rate_percent for g in compare.result.gamma) == 100.0
     assert compare.result.stats.max_abs_gy < 1e-3 * compare.result.stats.reference_max_gy
@@ -331,7 +331,7 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     assert not app.last_error, app.last_error
     gui.advance(0.5)  # the file dialog's closing animation
     assert compare.side_b.text == "RT Dose: RTDOSE_RBE.dcm"
-    compare.side_a.text = "Plan 1: RBE-weighted"
+    compare.side_a.text = "Plan 1: mMKM"
     _run_comparison(gui, app, compare, "the comparison with the RT Dose")
     assert min(g.pass_rate_percent for g in compare.result.gamma) == 100.0
     gui.screenshot("compare_rt_dose")

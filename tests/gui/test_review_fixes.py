@@ -155,21 +155,20 @@ def test_the_compare_picture_names_the_pair_compared(gui, tmp_path):
     gui.click(app.buttons["compare"])
     gui.frames(3)
     compare = app.compare
-    compare.side_a.text, compare.side_b.text = "Plan 1: RBE-weighted", "Plan 2: RBE-weighted"
+    compare.side_a.text, compare.side_b.text = "Plan 1: mMKM", "Plan 2: mMKM"
     gui.click(compare.compare_button)
     gui.wait_until(lambda: compare.result is not None or app.last_error, 300, "the comparison")
     assert not app.last_error, app.last_error
     gui.frames(2)
     # Another B chosen but not compared, then A renamed: the picture names what is shown.
-    compare.side_b.text = "Plan 2: mMKM"
+    lem = "Plan 2: LEM I chordoma, averaged"
+    compare.side_b.text = lem
     app.planning.rename(first, "Reference")
     gui.frames(2)
-    assert (compare.side_a.text, compare.side_b.text) == ("Reference: RBE-weighted",
-                                                          "Plan 2: mMKM")
-    assert [p.title.text for p in compare.panels[:2]] == ["Reference: RBE-weighted",
-                                                          "Plan 2: RBE-weighted"]
+    assert (compare.side_a.text, compare.side_b.text) == ("Reference: mMKM", lem)
+    assert [p.title.text for p in compare.panels[:2]] == ["Reference: mMKM", "Plan 2: mMKM"]
     text = _picture_text(app, gui, tmp_path / "pictures")
-    assert text["Title"] == "IonPlan A Reference: RBE-weighted - B Plan 2: RBE-weighted"
+    assert text["Title"] == "IonPlan A Reference: mMKM - B Plan 2: mMKM"
     # A plan of the pair gone: its dose is no longer shown, nor named.
     app.session.set_patient(app.session.patient, app.session.source, [second])
     gui.frames(2)
@@ -186,7 +185,7 @@ def test_the_view_picture_names_the_quantity_shown(gui, tmp_path):
     entry = _add_plan(gui, app, 3)
     app.session.set_robust(entry.name, _robust(entry.result, 0.9))
     entry = app.session.plan(entry.name)
-    for key in ("lem1", "mkm", "rbe_min"):
+    for key in ("mkm", "ratio", "rbe_min"):
         screen.dose_panel.select_layer(key)
         gui.frames(2)
         description = _picture_text(app, gui, tmp_path / "pictures")["Description"]
