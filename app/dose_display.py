@@ -85,7 +85,7 @@ def overlay_for(layer: DoseLayer, display: DoseDisplay) -> DoseOverlay:
     opacity = display.opacity if display.wash else 0.0
     return DoseOverlay(dose=cube, grid=layer.grid, unit=unit, vmin=0.0, vmax=vmax,
                        threshold=threshold, opacity=opacity, isodose_levels=levels,
-                       label=layer.label)
+                       label=layer.label, scale_name=layer.scale_name)
 
 
 #: A masked quantity's colour scale is set where the dose reaches this many times its mask
@@ -117,6 +117,7 @@ def _masked_quantity_overlay(layer: DoseLayer, display: DoseDisplay) -> DoseOver
     return DoseOverlay(dose=cube, grid=layer.grid, unit="%" if display.percent else layer.unit,
                        vmin=lo, vmax=hi, threshold=0.5 * lowest if lowest > 0 else 0.0,
                        opacity=display.opacity if display.wash else 0.0, label=layer.label,
+                       scale_name=layer.scale_name,
                        note=f"shown ≥{100 * QUANTITY_MASK_FRACTION:g}% Rx\n"
                             f"scaled ≥{100 * SCALE_DOSE_FACTOR * QUANTITY_MASK_FRACTION:g}% Rx")
 

@@ -63,6 +63,9 @@ class DoseLayer:
     reference_unit : str, optional
         The unit of ``reference`` when it is not ``unit``: the prescription in Gy of a plan
         under the physical model, the reference of its exchange view's Gy(RBE) cubes.
+    scale_name : str
+        What the colour scale's values are when they have no unit (``"RBE"``,
+        ``"LEM/mMKM"``); the legend shows it in place of a unit.
     """
 
     key: str
@@ -77,6 +80,7 @@ class DoseLayer:
     mask_dose_min: float = 0.0
     labels: VoxelLabels | None = None
     reference_unit: str | None = None
+    scale_name: str = ""
 
     @property
     def reference_text(self) -> str:
@@ -162,7 +166,7 @@ class PlanEntry:
                          mask_dose=r.rbe_dose_gy_rbe, mask_dose_min=low),
                DoseLayer("rbe_factor", "RBE", r.rbe, grid, "", _max_or_one(r.rbe), False,
                          mask_dose=r.rbe_dose_gy_rbe, mask_dose_min=low,
-                         labels=r.tissue_labels)]
+                         labels=r.tissue_labels, scale_name="RBE")]
         for i, (beam, cube) in enumerate(zip(r.plan.beams, r.beam_physical_dose_gy,
                                              strict=True)):
             out.append(DoseLayer(f"beam{i}", f"Physical dose of beam {beam.beam.label}", cube,
@@ -189,7 +193,8 @@ class PlanEntry:
             out += [s for s in sides if s.key != self.own_exchange_key]
             out.append(DoseLayer("ratio", "LEM I / mMKM ratio", x.ratio_lem_over_mkm,
                                  x.dose_grid, "", _max_or_one(x.ratio_lem_over_mkm), False,
-                                 mask_dose=x.mkm_dose_gy_rbe, mask_dose_min=low))
+                                 mask_dose=x.mkm_dose_gy_rbe, mask_dose_min=low,
+                                 scale_name="LEM/mMKM"))
         return tuple(out)
 
     @cached_property

@@ -89,6 +89,9 @@ class DoseOverlay:
         What the cube is, e.g. ``"RBE-weighted dose (mMKM)"``.
     note : str
         A line or two for the colour legend, e.g. where a quantity is shown.
+    scale_name : str
+        What the values are when ``unit`` is ``""`` (``"RBE"``, ``"LEM/mMKM"``): the
+        legend's title in place of a unit.
     """
 
     dose: NDArray[np.float32]
@@ -103,6 +106,7 @@ class DoseOverlay:
     isodose_colours: tuple[tuple[int, int, int], ...] | None = None
     label: str = ""
     note: str = ""
+    scale_name: str = ""
 
     def __post_init__(self) -> None:
         dose = np.asarray(self.dose)

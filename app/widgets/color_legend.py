@@ -43,12 +43,16 @@ class ColorLegend(Widget):
         What is shown; set it with :meth:`set_overlay`.
     tick_values : numpy array
         The tick values drawn (empty with no overlay).
+    title : str
+        The text above the bar: the unit, or for a quantity without one its name (``"RBE"``,
+        ``"LEM/mMKM"``); empty with no overlay.
     """
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.overlay: DoseOverlay | None = None
         self.tick_values = np.zeros(0)
+        self.title = ""
         self._bar_texture: Texture | None = None
         self.bind(pos=self._redraw, size=self._redraw)
 
@@ -70,8 +74,10 @@ class ColorLegend(Widget):
         overlay = self.overlay
         if overlay is None or self._bar_texture is None:
             self.tick_values = np.zeros(0)
+            self.title = ""
             return
-        unit_texture = _text_texture(overlay.unit or "value", 12)
+        self.title = overlay.unit or overlay.scale_name
+        unit_texture = _text_texture(self.title or " ", 12)
         note_texture = _text_texture(overlay.note, 10) if overlay.note else None
         note_h = note_texture.height + 4 if note_texture is not None else 0
         bar_x = self.x + _MARGIN_PX

@@ -266,11 +266,13 @@ def test_plan_display_quantities_menus_beam_view_compare_table_and_reset(gui, tm
     # The readout follows the quantity under a still mouse; quantities are masked.
     rbe = entry.result.rbe_dose_gy_rbe
     low = rbe < QUANTITY_MASK_FRACTION * entry.prescription_gy_rbe
-    for key, word in (("letd", "keV/µm"), ("rbe_factor", "RBE "), ("ratio", "LEM I / mMKM")):
+    for key, word, title in (("letd", "keV/µm", "keV/µm"), ("rbe_factor", "RBE ", "RBE"),
+                             ("ratio", "LEM I / mMKM", "LEM/mMKM")):
         panel.select_layer(key)
         gui.frames(3)
         overlay = screen.state.dose
         assert word in screen.state.readout_text, (key, screen.state.readout_text)
+        assert screen.viewer.legend.title == title  # the colour bar says what it measures
         assert "≥10% Rx" in overlay.note and overlay.isodose_levels == ()
         assert not panel.quantity.children  # a menu is a button, nothing else
         if key != "ratio":  # same grid as the RBE-weighted dose
