@@ -616,7 +616,12 @@ def test_a_setup_beam_needs_no_meterset(plan_file: Path, tmp_path: Path) -> None
         load_rt_ion_plan(_edited(plan_file, tmp_path, no_meterset))
 
 
-def test_mu_needs_particles_per_mu(plan_file: Path, tmp_path: Path, plan: Plan) -> None:
+def test_mu_needs_the_monitor_calibration_applied_per_energy_layer(
+        plan_file: Path, tmp_path: Path, plan: Plan) -> None:
+    """A plan in MU is refused without the machine's calibration; with one, each layer's
+    particles are its spots' MU times the particles per MU at the layer's energy."""
+    from planning.monitor_calibration import parse_monitor_calibration
+
     def to_mu(ds: Dataset) -> None:
         for beam in ds.IonBeamSequence:
             beam.PrimaryDosimeterUnit = "MU"
@@ -624,11 +629,28 @@ def test_mu_needs_particles_per_mu(plan_file: Path, tmp_path: Path, plan: Plan) 
             ref.BeamMeterset = f"{float(ref.BeamMeterset) / 2e5:.10g}"
 
     path = _edited(plan_file, tmp_path, to_mu)
-    with pytest.raises(DicomImportError, match="particles_per_mu"):
+    with pytest.raises(DicomImportError, match="monitor calibration"):
         load_rt_ion_plan(path)
-    back = load_rt_ion_plan(path, particles_per_mu=2e5).plan
-    for a, b in zip(plan.beams, back.beams, strict=True):
+    constant = load_rt_ion_plan(path, monitor_calibration=parse_monitor_calibration("2e5"))
+    for a, b in zip(plan.beams, constant.plan.beams, strict=True):
         np.testing.assert_allclose(b.weights, a.weights[a.weights > 0], rtol=1e-6)
+    assert any("200000 particles/MU at every energy" in w and "approximation" in w
+               for w in constant.warnings), constant.warnings
+    # Calibrated at 200 MeV/u: the other layers scale with the stopping power of air.
+    scaled = load_rt_ion_plan(path, monitor_calibration=parse_monitor_calibration("2e5@200"))
+    for a, b in zip(constant.plan.beams, scaled.plan.beams, strict=True):
+        energies = b.spots.energy_mev_u
+        ratio = b.weights / a.weights
+        low, high = np.argmin(energies), np.argmax(energies)
+        assert energies[low] < 200 < energies[high] or energies[high] <= 200
+        assert ratio[low] < ratio[high]  # fewer particles per MU at lower energy
+        np.testing.assert_allclose(ratio, [parse_monitor_calibration("2e5@200").at(e) / 2e5
+                                           for e in energies], rtol=1e-9)
+    # A table that does not reach the plan's energies is refused, naming the beam.
+    table = tmp_path / "mu.csv"
+    table.write_text("energy_MeV_u,particles_per_MU\n300,2.6e5\n430,3.1e5\n")
+    with pytest.raises(DicomImportError, match=r"beam .*no value at .* MeV/u"):
+        load_rt_ion_plan(path, monitor_calibration=parse_monitor_calibration(table))
 
 
 def test_missing_prescription_needs_fallback(plan_file: Path, tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ from planning.dicom._rt_values import get_float_list, get_optional_float, is_pre
 from planning.dicom._spot_lattice import LatticeError, fit_lattice
 from planning.dicom._values import PathLike, get_floats, get_int, get_sequence, get_str
 from planning.dicom.errors import DicomImportError
-from planning.errors import PlanningError
+from planning.errors import InputError, PlanningError
+from planning.monitor_calibration import CONSTANT, MonitorCalibration
 from planning.plan import BeamPlan
 
 #: Relative mismatch allowed between the spot weights' sum and the Final Cumulative Meterset.
@@ -47,7 +48,7 @@ class BeamReadSettings:
 
     ion_z: int
     ion_a: int
-    particles_per_mu: float | None
+    monitor_calibration: MonitorCalibration | None
     lattice_tolerance_mm: float
     patient_position: str = "HFS"
 
@@ -97,16 +98,26 @@ def _check_devices(item: Dataset, path: str, beam: str, warnings: list[str]) -> 
                         "the machine's beam data)")
 
 
-def _meterset_scale(item: Dataset, path: str, beam: str, s: BeamReadSettings) -> float:
-    """Primary ions per unit of the Primary Dosimeter Unit."""
+def _particles_per_unit(item: Dataset, path: str, beam: str, s: BeamReadSettings,
+                        warnings: list[str]) -> MonitorCalibration | None:
+    """How the beam's Primary Dosimeter Unit becomes particles: None for NP (particles
+    themselves), the caller's monitor calibration for MU (its use noted in ``warnings``)."""
     unit = get_str(item, "PrimaryDosimeterUnit", path).upper()
     if unit == "NP":
-        return 1.0
+        return None
     if unit == "MU":
-        if s.particles_per_mu is None or not s.particles_per_mu > 0:
-            raise DicomImportError(path, f"beam {beam!r}: meterset in MU; pass the machine's "
-                                         "particles_per_mu to convert it to particles")
-        return float(s.particles_per_mu)
+        calibration = s.monitor_calibration
+        if calibration is None:
+            raise DicomImportError(path, f"beam {beam!r}: meterset in MU; give the machine's "
+                                         "monitor calibration (particles per MU, e.g. "
+                                         "--particles-per-mu 2.1e5@290 or a CSV table over "
+                                         "energy) to convert it to particles")
+        note = (" (an approximation: a monitor chamber's particles per MU fall with energy; "
+                "give '<particles per MU>@<energy MeV/u>' or a table)"
+                if calibration.kind == CONSTANT else "")
+        warnings.append(f"beam {beam!r}: metersets in MU converted with "
+                        f"{calibration.describe()}{note}")
+        return calibration
     raise DicomImportError(path, f"beam {beam!r}: Primary Dosimeter Unit {unit or '(missing)'}; "
                                  "only NP (particles) and MU are supported")
 
@@ -275,7 +286,7 @@ def read_beam(item: Dataset, path: PathLike, name: str, beam_meterset: float,
     warnings: list[str] = []
     _check_particle(item, where, name, settings)
     _check_devices(item, where, name, warnings)
-    scale = _meterset_scale(item, where, name, settings)
+    calibration = _particles_per_unit(item, where, name, settings, warnings)
     points = get_sequence(item, "IonControlPointSequence", where)
     if not points:
         raise DicomImportError(where, f"beam {name!r} has no control points")
@@ -342,7 +353,12 @@ def read_beam(item: Dataset, path: PathLike, name: str, beam_meterset: float,
         raise DicomImportError(where, f"beam {name!r}: Beam Meterset is {beam_meterset:g} in the "
                                       f"fraction group but control point {delivering[0]} has "
                                       "spot meterset weights; the beam would deliver no dose")
-    per_weight = beam_meterset / final * scale / PRIMARIES_PER_WEIGHT_UNIT
+    try:  # weight units per spot meterset weight, per layer (MU: particles per MU by energy)
+        per_weight = [beam_meterset / final / PRIMARIES_PER_WEIGHT_UNIT
+                      * (1.0 if calibration is None else calibration.at(e))
+                      for e, _, _ in layers]
+    except InputError as exc:
+        raise DicomImportError(where, f"beam {name!r}: {exc}") from exc
     energies = np.concatenate([np.full(w.size, e) for e, _, w in layers])
     layer_ids = np.concatenate([np.full(w.size, k, np.int64) for k, (_, _, w) in
                                 enumerate(layers)])
@@ -366,7 +382,8 @@ def read_beam(item: Dataset, path: PathLike, name: str, beam_meterset: float,
         spots = SpotMap(energy_mev_u=energies, layer=layer_ids, u_mm=lattice.u_mm,
                         v_mm=lattice.v_mm, spacing_mm=lattice.spacing_mm,
                         lattice_origin_mm=lattice.origin_mm)
-        weights = np.concatenate([w for _, _, w in layers]) * per_weight
+        weights = np.concatenate([w * scale for (_, _, w), scale in zip(layers, per_weight,
+                                                                       strict=True)])
         beam_plan = BeamPlan(beam=beam, spots=spots, weights=weights,
                              range_shifter_wet_mm=wet_mm or 0.0)
     except PlanningError as exc:

@@ -24,8 +24,9 @@ What is read
   is Type 2: a beam with an empty value is imported unchecked, with a warning.
 * Metersets: a spot receives ``weight x Beam Meterset / Final Cumulative Meterset Weight`` of
   the Primary Dosimeter Unit per fraction. NP (particles) is converted to the plan's unit of
-  10^6 primaries; MU needs the caller's ``particles_per_mu`` (machine calibration), without it
-  the import is refused.
+  10^6 primaries; MU needs the caller's ``monitor_calibration`` (particles per MU by energy,
+  :mod:`planning.monitor_calibration`), applied per energy layer; without it the import is
+  refused, and its use is among the warnings.
 * Range shifters: their water-equivalent thickness (Range Shifter Water Equivalent Thickness in
   the Range Shifter Settings) is summed into ``BeamPlan.range_shifter_wet_mm``; a shifter
   without it, or one whose setting changes between layers, is refused.
@@ -75,6 +76,7 @@ from planning.dicom._values import (
 from planning.dicom.errors import DicomImportError
 from planning.errors import PlanningError
 from planning.geometry import PATIENT_POSITIONS
+from planning.monitor_calibration import MonitorCalibration
 from planning.patient import StructureSet
 from planning.plan import BeamDoses, BeamPlan, Plan, Prescription
 from planning.rbe import PhysicalDose
@@ -251,7 +253,7 @@ def read_rt_ion_plan(
     fallback_prescription: Prescription | None = None,
     ion_z: int = 6,
     ion_a: int = 12,
-    particles_per_mu: float | None = None,
+    monitor_calibration: MonitorCalibration | None = None,
     lattice_tolerance_mm: float = 0.01,
 ) -> ImportedPlan:
     """Build a plan from an RT Ion Plan dataset; see :func:`load_rt_ion_plan`."""
@@ -277,7 +279,7 @@ def read_rt_ion_plan(
     settings = BeamReadSettings(
         ion_z=ion_z,
         ion_a=ion_a,
-        particles_per_mu=particles_per_mu,
+        monitor_calibration=monitor_calibration,
         lattice_tolerance_mm=lattice_tolerance_mm,
         patient_position=position or "HFS",
     )
@@ -379,7 +381,7 @@ def load_rt_ion_plan(
     fallback_prescription: Prescription | None = None,
     ion_z: int = 6,
     ion_a: int = 12,
-    particles_per_mu: float | None = None,
+    monitor_calibration: MonitorCalibration | None = None,
     lattice_tolerance_mm: float = 0.01,
 ) -> ImportedPlan:
     """Read an RT Ion Plan file as a :class:`planning.plan.Plan` (see the module docstring).
@@ -395,8 +397,9 @@ def load_rt_ion_plan(
         Used when the plan states no target prescription dose.
     ion_z, ion_a : int
         The machine's ion (12C by default); beams of another particle are refused.
-    particles_per_mu : float, optional
-        Primary particles per monitor unit, needed for plans whose Primary Dosimeter Unit is MU.
+    monitor_calibration : MonitorCalibration, optional
+        The machine's particles per monitor unit by energy, needed for plans whose Primary
+        Dosimeter Unit is MU.
     lattice_tolerance_mm : float
         Largest snap of a spot position onto the inferred lattice.
 
@@ -422,6 +425,6 @@ def load_rt_ion_plan(
         fallback_prescription=fallback_prescription,
         ion_z=ion_z,
         ion_a=ion_a,
-        particles_per_mu=particles_per_mu,
+        monitor_calibration=monitor_calibration,
         lattice_tolerance_mm=lattice_tolerance_mm,
     )

@@ -108,6 +108,16 @@ def bethe_bloch_mev_cm(z: int, energy_mev_u: ArrayLike, i_ev: float = 75.0) -> F
     return BETHE_K_MEV_CM2_MOL * z**2 * WATER_Z_OVER_A / beta**2 * (log_term - beta**2)
 
 
+
+def bethe_stopping_ratio(numerator_mev_u: ArrayLike, denominator_mev_u: ArrayLike, *,
+                         i_ev: float) -> FloatArray:
+    """S(E1) / S(E2) of one bare ion in one medium by Bethe-Bloch, with the medium's mean
+    excitation energy ``i_ev`` (eV): the ion's charge and the medium's Z/A cancel, so the
+    water form of :func:`bethe_bloch_mev_cm` serves any medium, e.g. air (85.7 eV) for a
+    monitor chamber's signal per particle. Energies per nucleon, MeV/u, above about 10 MeV/u."""
+    return (bethe_bloch_mev_cm(1, numerator_mev_u, i_ev)
+            / bethe_bloch_mev_cm(1, denominator_mev_u, i_ev))
+
 @dataclass(frozen=True)
 class StoppingTable:
     """Tabulated electronic stopping power of one ion species in liquid water.
