@@ -145,15 +145,16 @@ def confirm_dialog(title: str, text: str, *, confirm_text: str,
 
 
 def text_dialog(title: str, prompt: str, text: str, *, action: str,
-                on_submit: Callable[[str], None], name: str = "text_dialog") -> Popup:
+                on_submit: Callable[[str], None], name: str = "text_dialog",
+                height: float = 220) -> Popup:
     """Ask for one line of text (pre-filled with ``text``); ``on_submit(text)`` on ``action``
-    or Enter, nothing on Cancel."""
+    or Enter, nothing on Cancel. ``height`` (pixels) leaves a longer prompt its room."""
     body = BoxLayout(orientation="vertical", spacing=PAD, padding=PAD)
     body.add_widget(_wrapped_label(prompt))
     field = TextInput(text=text, multiline=False, size_hint_y=None, height=BUTTON_HEIGHT)
     body.add_widget(field)
     cancel, submit = _cancel_and(body, action)
-    popup = Popup(title=title, content=body, size_hint=(None, None), size=(520, 220),
+    popup = Popup(title=title, content=body, size_hint=(None, None), size=(520, height),
                   auto_dismiss=True)
 
     def done(*_args: object) -> None:

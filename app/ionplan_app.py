@@ -86,6 +86,8 @@ class IonPlanApp(App):
         self.last_export: list[str] = []
         # plan_id of the plans written out (an entry replaced by its robust evaluation keeps it)
         self.exported: set[str] = set()
+        # the monitor calibration last given for a plan in MU (offered again in this session)
+        self.monitor_calibration_text = ""
         self.keeper: WorkspaceKeeper | None = None  # None in screenshot mode
         self._closing = False
 
@@ -292,7 +294,9 @@ class IonPlanApp(App):
                               recent[0] if recent else str(Path.home()),
                               self.import_plan_file, action="Recalculate")
 
-    def import_plan_file(self, path: str) -> None:
+    def import_plan_file(self, path: str, calibration: Any = None) -> None:
+        """Recalculate the RT Ion Plan at ``path``; a plan in MU first asks for the machine's
+        monitor calibration (``calibration``, :mod:`planning.monitor_calibration`)."""
         patient = self.session.patient
         if patient is None:
             return
@@ -306,10 +310,14 @@ class IonPlanApp(App):
         except IonPlanError as exc:
             self.show_error("Import RT plan", exc)
             return
+        if calibration is None and api.metersets_in_mu(path):
+            self._ask_monitor_calibration(path)
+            return
 
         def work(progress: Any, cancel: Any) -> Any:
             return api.recalculate_plan(patient, path, grid_mm=grid_mm, exchange=True,
-                                        progress=progress, cancel=cancel)
+                                        progress=progress, cancel=cancel,
+                                        monitor_calibration=calibration)
 
         def done(result: Any) -> None:
             if self.session.patient is not patient:
@@ -323,6 +331,28 @@ class IonPlanApp(App):
                                    name="import_notes_dialog")
 
         self.run_task("Recalculating the imported plan", work, done)
+
+    def _ask_monitor_calibration(self, path: str, problem: str = "") -> None:
+        """Ask for the particles per MU of the plan's machine, then import with it; a text
+        that does not parse asks again, saying why."""
+        def submit(text: str) -> None:
+            try:
+                calibration = api.parse_monitor_calibration(text)
+            except IonPlanError as exc:
+                self._ask_monitor_calibration(path, str(exc))
+                return
+            self.monitor_calibration_text = text
+            self.import_plan_file(path, calibration)
+
+        prompt = (f"{Path(path).name} gives its metersets in MU. Particles per MU of the "
+                  "machine: N@E (N measured at E MeV/u; other energies by the stopping power "
+                  "of air), a CSV table 'energy_MeV_u,particles_per_MU', or one N for every "
+                  "energy.")
+        dialogs.text_dialog("Monitor calibration",
+                            f"Not understood: {problem}\n\n{prompt}" if problem else prompt,
+                            self.monitor_calibration_text, action="Recalculate",
+                            on_submit=submit, name="monitor_calibration_dialog",
+                            height=320 if problem else 260)
 
     def _patient_loaded(self, patient: Any, source: str) -> None:
         """Show ``patient`` with the plans and settings of its workspace."""

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from planning.document.identity import Identification
     from planning.dose_grid import DoseGrid
     from planning.dose_interpolation import VoxelLabels
+    from planning.monitor_calibration import MonitorCalibration
     from planning.optimization import Objective
     from planning.patient import Patient
     from planning.planner import PlanResult
@@ -592,6 +593,22 @@ def reoptimize_plan(result: PlanResult, *, total_dose_gy_rbe: float | None = Non
 # --------------------------------------------------------------- recalculation and comparison
 
 
+def metersets_in_mu(rtplan: str | os.PathLike[str]) -> bool:
+    """Whether an RT Ion Plan gives its metersets in MU, so that recalculating it needs the
+    machine's monitor calibration (:func:`parse_monitor_calibration`)."""
+    from planning.dicom import metersets_in_mu as in_mu
+
+    return in_mu(rtplan)
+
+
+def parse_monitor_calibration(text: str | os.PathLike[str]) -> MonitorCalibration:
+    """The machine's particles per MU from ``"N"``, ``"N@E"`` or a CSV table's path
+    (:mod:`planning.monitor_calibration`); InputError says what is wrong."""
+    from planning.monitor_calibration import parse_monitor_calibration as parse
+
+    return parse(text)
+
+
 def recalculate_plan(
     ct: str | os.PathLike[str] | Patient,
     rtplan: str | os.PathLike[str] | Any,
@@ -608,6 +625,7 @@ def recalculate_plan(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     ct_series_uid: str | None = None,
+    monitor_calibration: MonitorCalibration | None = None,
 ) -> PlanResult:
     """Forward dose of an RT Ion Plan (path, or a :class:`planning.plan.Plan`) on a CT (folder,
     or a loaded :class:`Patient`); see :mod:`planning.compare.recalc`.
@@ -615,14 +633,17 @@ def recalculate_plan(
     ``rbe`` None uses the model the plan names, else mMKM. With ``out_dir``, writes RTPLAN.dcm,
     RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm (and the exchange pair) and report.json there.
     ``cancel`` is a :class:`planning.progress.CancelToken`; ``ct_series_uid`` chooses the CT
-    series of a folder that holds several."""
+    series of a folder that holds several; ``monitor_calibration``
+    (:func:`planning.monitor_calibration.parse_monitor_calibration`) converts a plan's
+    metersets in MU to particles."""
     from planning.compare.recalc import recalculate_files
 
     return recalculate_files(ct, rtplan, rbe=rbe, rbe_value=rbe_value, tissue=tissue,
                              machine=get_machine(machine_path), grid_mm=grid_mm,
                              hlut_path=hlut_path, device=device, exchange=exchange,
                              out_dir=out_dir, progress=progress, cancel=cancel,
-                             ct_series_uid=ct_series_uid)
+                             ct_series_uid=ct_series_uid,
+                             monitor_calibration=monitor_calibration)
 
 
 def compare_doses(
@@ -731,6 +752,7 @@ def robust_evaluation(
     cancel: CancelToken | None = None,
     verbose: bool = True,
     ct_series_uid: str | None = None,
+    monitor_calibration: MonitorCalibration | None = None,
 ) -> Any:
     """Robust evaluation of an RT Ion Plan (path, or a :class:`planning.plan.Plan`) on a CT
     (folder, or a loaded :class:`Patient`): the nominal, range, setup (and combined) scenarios,
@@ -740,7 +762,8 @@ def robust_evaluation(
     otherwise they run here, one after the other. With ``out_dir``, writes the nominal files,
     RTDOSE_RBE_MIN.dcm, RTDOSE_RBE_MAX.dcm, report.json and report.html there. Returns a
     :class:`planning.robust.RobustResult` (its ``report`` is report.json's content).
-    ``ct_series_uid`` chooses the CT series of a folder that holds several."""
+    ``ct_series_uid`` chooses the CT series of a folder that holds several;
+    ``monitor_calibration`` converts a plan's metersets in MU to particles."""
     from planning.robust import robust_files
 
     settings = robust_settings(range_error_pct, setup_error_mm, setup_directions, combined,
@@ -758,7 +781,8 @@ def robust_evaluation(
         return robust_files(ct, rtplan, settings=settings, rbe=rbe, rbe_value=rbe_value,
                             tissue=tissue, machine_path=machine_path, grid_mm=grid_mm,
                             hlut_path=hlut_path, device=device, out_dir=out_dir, runner=runner,
-                            progress=progress, cancel=cancel, ct_series_uid=ct_series_uid)
+                            progress=progress, cancel=cancel, ct_series_uid=ct_series_uid,
+                            monitor_calibration=monitor_calibration)
     finally:
         if client is not None:
             client.close()

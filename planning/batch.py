@@ -50,6 +50,7 @@ from typing import Any
 
 from planning.atomic import atomic_write_text
 from planning.errors import InputError, IonPlanError
+from planning.monitor_calibration import MonitorCalibration, parse_monitor_calibration
 from planning.progress import ProgressCallback, report
 from planning.rbe import DEFAULT_TISSUES, LemModel, parse_tissue
 
@@ -77,12 +78,13 @@ OPTIONS: dict[str, frozenset[str]] = {
                        "tissue", "spot_spacing", "grid", "config", "hlut", "device",
                        "exchange", "ct_series"}),
     "recalc": frozenset({"plan", "rbe", "rbe_value", "tissue", "machine", "grid", "hlut",
-                         "device", "ct_series"}),
-    "exchange": frozenset({"plan", "tissue", "machine", "grid", "hlut", "device", "ct_series"}),
+                         "device", "ct_series", "particles_per_mu"}),
+    "exchange": frozenset({"plan", "tissue", "machine", "grid", "hlut", "device", "ct_series",
+                           "particles_per_mu"}),
     "robust": frozenset({"plan", "range_error", "setup_error", "setup_directions", "combined",
                          "combined_only",
                          "rbe", "rbe_value", "tissue", "machine", "grid", "hlut", "device",
-                         "ct_series"}),
+                         "ct_series", "particles_per_mu"}),
     "compare": frozenset({"a", "b", "gamma", "threshold", "quantity", "prescription",
                           "no_cross_model", "device", "ct_series"}),
 }
@@ -111,6 +113,9 @@ def _type_problem(key: str, value: Any) -> str:
     elif key in _LISTS:
         ok = isinstance(value, (list, int, float, str)) and not isinstance(value, bool)
         wanted = "a list"
+    elif key == "particles_per_mu":  # 3.1e5, "3.1e5@300" or a CSV file (--particles-per-mu)
+        ok = isinstance(value, (int, float, str)) and not isinstance(value, bool)
+        wanted = "a number or a string"
     else:
         ok = isinstance(value, str)
         wanted = "a string"
@@ -316,6 +321,10 @@ def load_jobs(path: str | os.PathLike[str]) -> list[JobSpec]:
                     options[k] = f"job:{options[k]}"  # resolved against the output folder
                 else:
                     options[k] = str(target if target.is_absolute() else base / target)
+        calibration = options.get("particles_per_mu")
+        if isinstance(calibration, str) and _is_table(calibration):  # a CSV file, like the paths
+            target = Path(calibration).expanduser()
+            options["particles_per_mu"] = str(target if target.is_absolute() else base / target)
         if not problem:  # found here, not after the jobs before it have run for hours
             problem = _value_problem(options)
         ct = str(options.pop("ct", ""))
@@ -349,7 +358,27 @@ def _value_problem(options: Mapping[str, Any]) -> str:
             parse_tissue(str(options["tissue"]))
         except InputError as exc:
             return f"tissue: {exc}"
+    if "particles_per_mu" in options:
+        try:
+            _calibration(options)
+        except InputError as exc:
+            return f"particles_per_mu: {exc}"
     return ""
+
+
+def _is_table(text: str) -> bool:
+    """Whether a ``particles_per_mu`` text names a table file (not N or N@E)."""
+    try:
+        float(text.partition("@")[0])
+    except ValueError:
+        return True
+    return False
+
+
+def _calibration(options: Mapping[str, Any]) -> MonitorCalibration | None:
+    """The job's monitor calibration (``particles_per_mu``), None without one."""
+    value = options.get("particles_per_mu")
+    return None if value is None else parse_monitor_calibration(str(value))
 
 
 def schedule_jobs(jobs: Sequence[JobSpec], out_root: str | os.PathLike[str], *,
@@ -491,7 +520,7 @@ def _run_recalc(job: JobSpec, out: Path, *, exchange: bool = False) -> list[dict
         job.ct, str(o["plan"]), rbe=o.get("rbe"), rbe_value=o.get("rbe_value"),
         tissue=o.get("tissue"), machine_path=o.get("machine"), grid_mm=float(o.get("grid", 2.5)),
         hlut_path=o.get("hlut"), device=str(o.get("device", "auto")), exchange=exchange,
-        out_dir=out, ct_series_uid=o.get("ct_series"))
+        out_dir=out, ct_series_uid=o.get("ct_series"), monitor_calibration=_calibration(o))
     if not exchange:
         return _plan_rows(job, result.report)
     view = result.exchange
@@ -514,7 +543,7 @@ def _run_robust(job: JobSpec, out: Path) -> list[dict[str, Any]]:
         settings=settings, rbe=o.get("rbe"), rbe_value=o.get("rbe_value"),
         tissue=o.get("tissue"), machine_path=o.get("machine"), grid_mm=float(o.get("grid", 2.5)),
         hlut_path=o.get("hlut"), device=str(o.get("device", "auto")), out_dir=out,
-        ct_series_uid=o.get("ct_series"))
+        ct_series_uid=o.get("ct_series"), monitor_calibration=_calibration(o))
     from planning.distributed import in_worker_runner, running_in_worker
 
     if running_in_worker():

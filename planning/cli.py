@@ -16,12 +16,15 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from planning.about import VersionAction
 from planning.dicom.errors import SeriesSelectionError
 from planning.errors import IonPlanError
 from planning.output_folder import fresh_output_folder
+
+if TYPE_CHECKING:
+    from planning.monitor_calibration import MonitorCalibration
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -208,7 +211,8 @@ def _cmd_recalc(args: argparse.Namespace) -> int:
             args.ct_dir, args.rtplan, rbe=args.rbe, rbe_value=args.rbe_value,
             tissue=args.tissue, machine_path=args.machine, grid_mm=args.grid,
             hlut_path=args.hlut, device=args.device, exchange=args.exchange, out_dir=args.out,
-            progress=_terminal_progress("recalc"), ct_series_uid=args.ct_series)
+            progress=_terminal_progress("recalc"), ct_series_uid=args.ct_series,
+            monitor_calibration=args.monitor_calibration)
     rep = result.report
     line = (f"wrote {', '.join(rep['files'][:-1])} and report.json to {args.out} "
             f"({rep['rbe_model_source']} RBE model: {rep['rbe_model'].split(' ')[0]})")
@@ -319,7 +323,8 @@ def _cmd_robust(args: argparse.Namespace) -> int:
             tissue=args.tissue, machine_path=args.machine, grid_mm=args.grid,
             hlut_path=args.hlut, device=args.device, scheduler=args.scheduler,
             out_dir=args.out, progress=_terminal_progress("robust"), verbose=args.verbose,
-            ct_series_uid=args.ct_series, **_robust_options(args))
+            ct_series_uid=args.ct_series, monitor_calibration=args.monitor_calibration,
+            **_robust_options(args))
     print(_robust_line(result.report, args.out))
     for warning in result.report["warnings"]:
         print(f"ionplan: warning: {warning}", file=sys.stderr)
@@ -477,6 +482,24 @@ def _add_dose_options(p: argparse.ArgumentParser, *, rbe_default: str | None,
     _add_out_options(p)
 
 
+def _monitor_calibration(text: str) -> MonitorCalibration:
+    from planning.monitor_calibration import parse_monitor_calibration
+
+    try:
+        return parse_monitor_calibration(text)
+    except IonPlanError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_monitor_calibration_option(p: argparse.ArgumentParser) -> None:
+    """``--particles-per-mu``: the machine's monitor calibration, for plans in MU."""
+    p.add_argument("--particles-per-mu", type=_monitor_calibration, metavar="N[@E]|FILE.csv",
+                   dest="monitor_calibration",
+                   help="for a plan whose metersets are in MU: particles per MU, measured at "
+                        "E MeV/u (N@E, other energies by the stopping power of air), a CSV "
+                        "table 'energy_MeV_u,particles_per_MU', or one N for every energy")
+
+
 def _add_ct_series_option(p: argparse.ArgumentParser, folder: str) -> None:
     """``--ct-series UID``: the CT series to load from a folder that holds several."""
     p.add_argument("--ct-series", metavar="UID",
@@ -602,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rtplan", metavar="RTPLAN.dcm", help="the RT Ion Plan to recalculate")
     p.add_argument("--machine", metavar="FILE",
                    help="machine file (.npz IonPlan or .mat matRad); default: generic carbon")
+    _add_monitor_calibration_option(p)
     _add_dose_options(p, rbe_default=None, rbe_help="RBE model (default: the plan's, else mkm)")
     p.set_defaults(func=_cmd_recalc)
 
@@ -633,6 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rtplan", metavar="RTPLAN.dcm", help="the RT Ion Plan to evaluate")
     p.add_argument("--machine", metavar="FILE",
                    help="machine file (.npz IonPlan or .mat matRad); default: generic carbon")
+    _add_monitor_calibration_option(p)
     _add_robust_options(p)
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run the scenarios on this Dask scheduler (tcp://HOST:PORT)")

@@ -4,7 +4,7 @@ An RT Ion Plan whose Primary Dosimeter Unit is MU gives each spot's meterset in 
 of the machine's transmission ionization chambers. A chamber collects a charge proportional to
 the energy the ions leave in its air gap, that is to the number of ions times their stopping
 power in air; so the particles per MU of one beam line fall with energy as the stopping power
-of air rises towards low energies (about 2.4x from 400 down to 80 MeV/u for carbon). A
+of air rises towards low energies (about 2.8x from 400 down to 80 MeV/u for carbon). A
 clinic's calibration (particles per MU measured against a reference chamber at each energy)
 therefore belongs to its machine and is a table over energy.
 

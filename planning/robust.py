@@ -56,6 +56,7 @@ from planning.engine.problem import dose_model_setup
 from planning.errors import InputError
 from planning.evaluation import doses_at_volumes
 from planning.machine import Machine
+from planning.monitor_calibration import MonitorCalibration
 from planning.optimization import RbeGroup
 from planning.patient import Patient
 from planning.plan import Plan
@@ -518,16 +519,19 @@ def evaluate_robustness(patient: Patient, plan: Plan, *, model: RbeModel,
 def inputs_from_files(ct_dir: str, rtplan: str, *, rbe: str | None, rbe_value: float | None,
                       tissue: str | None, machine_path: str | None, grid_mm: float,
                       hlut_path: str | None, device: str, cutoff_fraction: float,
-                      ct_series_uid: str | None = None) -> ScenarioInputs:
+                      ct_series_uid: str | None = None,
+                      monitor_calibration: MonitorCalibration | None = None) -> ScenarioInputs:
     """:class:`ScenarioInputs` of an RT Ion Plan file on a CT folder (for a cluster worker:
     the arguments are paths and numbers, so a task made of them pickles small);
-    ``ct_series_uid`` chooses the CT series of a folder that holds several."""
+    ``ct_series_uid`` chooses the CT series of a folder that holds several,
+    ``monitor_calibration`` converts a plan's metersets in MU."""
     from planning.compare.recalc import choose_model
     from planning.dicom import load_patient, load_rt_ion_plan
     from planning.machine import load_machine
 
     patient = load_patient(ct_dir, series_uid=ct_series_uid)
-    plan = load_rt_ion_plan(rtplan, structure_set=patient.structure_set).plan
+    plan = load_rt_ion_plan(rtplan, structure_set=patient.structure_set,
+                            monitor_calibration=monitor_calibration).plan
     model, _ = choose_model(plan, rbe, tissue=tissue, rbe_value=rbe_value)
     machine = load_machine(machine_path) if machine_path else load_machine()
     setup = prepare_recalc(patient, plan, machine=machine, grid_mm=grid_mm, hlut_path=hlut_path,
@@ -544,20 +548,22 @@ def robust_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike
                  runner: ScenarioRunner | None = None,
                  progress: ProgressCallback | None = None,
                  cancel: CancelToken | None = None,
-                 ct_series_uid: str | None = None) -> RobustResult:
+                 ct_series_uid: str | None = None,
+                 monitor_calibration: MonitorCalibration | None = None) -> RobustResult:
     """Load (where given as paths), check and evaluate a plan; write the outputs to ``out_dir``.
 
     Like :func:`planning.compare.recalc.recalculate_files` for the nominal scenario. With a
     ``runner`` and paths for both ``ct`` and ``rtplan``, the runner's workers load the plan
     themselves (:func:`inputs_from_files`). ``ct_series_uid`` chooses the CT series of a
-    ``ct`` folder that holds several.
+    ``ct`` folder that holds several; ``monitor_calibration`` converts a plan's metersets in
+    MU to particles.
     """
     from planning.compare.recalc import choose_model, load_patient_and_plan
     from planning.machine import load_machine
 
     patient, plan, source = load_patient_and_plan(
         ct, rtplan, progress=stage_progress(progress, 0.0, 0.67), cancel=cancel,
-        ct_series_uid=ct_series_uid)
+        ct_series_uid=ct_series_uid, monitor_calibration=monitor_calibration)
     model, model_source = choose_model(plan, rbe, tissue=tissue, rbe_value=rbe_value)
     machine = load_machine(machine_path) if machine_path else load_machine()
     factory = None
@@ -566,7 +572,8 @@ def robust_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike
             inputs_from_files, os.fspath(ct), os.fspath(rtplan), rbe=rbe, rbe_value=rbe_value,
             tissue=tissue, machine_path=None if machine_path is None else os.fspath(machine_path),
             grid_mm=grid_mm, hlut_path=None if hlut_path is None else os.fspath(hlut_path),
-            device=device, cutoff_fraction=cutoff_fraction, ct_series_uid=ct_series_uid)
+            device=device, cutoff_fraction=cutoff_fraction, ct_series_uid=ct_series_uid,
+            monitor_calibration=monitor_calibration)
     result = evaluate_robustness(patient, plan, model=model, model_source=model_source,
                                  settings=settings, machine=machine, grid_mm=grid_mm,
                                  hlut_path=hlut_path, device=device,

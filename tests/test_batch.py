@@ -354,3 +354,26 @@ def test_values_and_paths_are_checked_when_the_file_is_read(tmp_path):
     problems = [j.problem for j in load_jobs(jobs)]
     for problem, wanted in zip(problems, bad.values(), strict=True):
         assert wanted in problem, (problem, wanted)
+
+
+def test_a_jobs_monitor_calibration_is_read_and_checked_with_the_file(tmp_path):
+    """particles_per_mu (as --particles-per-mu) for recalc, exchange and robust jobs: a
+    number, N@E or a CSV table relative to the jobs file, checked before any job runs."""
+    (tmp_path / "ct").mkdir()
+    (tmp_path / "plan.dcm").write_bytes(b"")
+    (tmp_path / "mu.csv").write_text("energy_MeV_u,particles_per_MU\n80,1.2e5\n430,3.3e5\n")
+    values = {'"3.1e5@300"': "", "2.5e5": "", '"mu.csv"': "", '"0@300"': "must be a positive",
+              '"missing.csv"': "particles_per_mu: monitor calibration", "true": "a number or a "
+              "string"}
+    tables = "".join(f'[[job]]\nname = "j{i}"\nkind = "{kind}"\nct = "ct"\nplan = "plan.dcm"\n'
+                     f"particles_per_mu = {value}\n"
+                     for i, (value, kind) in enumerate(zip(values, ("recalc", "robust",
+                                                                    "exchange", "recalc",
+                                                                    "recalc", "recalc"),
+                                                           strict=True)))
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text(tables)
+    read = load_jobs(jobs)
+    for job, wanted in zip(read, values.values(), strict=True):
+        assert (wanted in job.problem) if wanted else not job.problem, (job.name, job.problem)
+    assert read[2].options["particles_per_mu"] == str(tmp_path / "mu.csv")

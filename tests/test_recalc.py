@@ -327,3 +327,60 @@ def test_recalc_writes_the_received_plan_unchanged_and_its_doses_refer_to_it(
     for name in ("RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm"):
         dose = pydicom.dcmread(out / name)
         assert dose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
+
+
+def _to_mu(ds: pydicom.Dataset, particles_per_mu) -> None:
+    """Rewrite an RT Ion Plan in NP as a plan in MU whose monitor gives ``particles_per_mu(E)``
+    particles per MU at E MeV/u: each spot's MU is its particles / particles_per_mu(E)."""
+    metersets = {int(r.ReferencedBeamNumber): r
+                 for r in ds.FractionGroupSequence[0].ReferencedBeamSequence}
+    for beam in ds.IonBeamSequence:
+        beam.PrimaryDosimeterUnit = "MU"
+        ref = metersets[int(beam.BeamNumber)]
+        old_final = float(beam.FinalCumulativeMetersetWeight)
+        particles_per_weight = float(ref.BeamMeterset) / old_final
+        cumulative, energy = 0.0, None
+        for cp in beam.IonControlPointSequence:
+            energy = float(cp.NominalBeamEnergy) if "NominalBeamEnergy" in cp else energy
+            cp.CumulativeMetersetWeight = f"{cumulative:.10g}"
+            weights = np.atleast_1d(np.asarray(cp.ScanSpotMetersetWeights, dtype=np.float64))
+            mu = [float(w) * particles_per_weight / particles_per_mu(energy) for w in weights]
+            cp.ScanSpotMetersetWeights = mu if len(mu) > 1 else mu[0]
+            cumulative += float(sum(mu))
+        beam.FinalCumulativeMetersetWeight = f"{cumulative:.10g}"
+        ref.BeamMeterset = f"{cumulative:.10g}"  # weights given in MU themselves
+
+
+def test_a_plan_in_mu_recalculates_to_the_same_dose_with_the_machines_calibration(
+        demo, tmp_path, capsys):
+    """A received plan in MU: refused without the calibration (before any dose work), the
+    same dose as its NP original with the calibration its MU were made with, and a wrong
+    (energy-independent) calibration gives another dose."""
+    from planning.monitor_calibration import parse_monitor_calibration
+
+    ct, plan_dir, _, _, _ = demo
+    calibration = parse_monitor_calibration("3.1e5@300")
+    ds = pydicom.dcmread(plan_dir / "RTPLAN.dcm")
+    _to_mu(ds, calibration.at)
+    mu_plan = tmp_path / "mu.dcm"
+    ds.save_as(mu_plan)
+    common = [str(ct), str(mu_plan), "--grid", "8"]
+    assert main(["recalc", *common, "--out", str(tmp_path / "none")]) == 1
+    assert "meterset in MU; give the machine's monitor calibration" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # a usage error, before the CT is read
+        main(["recalc", *common, "--particles-per-mu", "abc", "--out", str(tmp_path / "x")])
+    assert usage.value.code == 2 and "not a number" in capsys.readouterr().err
+    assert main(["recalc", str(ct), str(plan_dir / "RTPLAN.dcm"), "--grid", "8",
+                 "--out", str(tmp_path / "np")]) == 0
+    assert main(["recalc", *common, "--particles-per-mu", "3.1e5@300",
+                 "--out", str(tmp_path / "mu")]) == 0
+    assert main(["recalc", *common, "--particles-per-mu", "3.1e5",
+                 "--out", str(tmp_path / "flat")]) == 0
+    np_dose = load_rt_dose(tmp_path / "np" / "RTDOSE_RBE.dcm").dose_gy
+    mu_dose = load_rt_dose(tmp_path / "mu" / "RTDOSE_RBE.dcm").dose_gy
+    flat_dose = load_rt_dose(tmp_path / "flat" / "RTDOSE_RBE.dcm").dose_gy
+    np.testing.assert_allclose(mu_dose, np_dose, atol=1e-4 * float(np_dose.max()))
+    assert abs(float(flat_dose.max()) / float(np_dose.max()) - 1) > 0.02
+    rep = json.loads((tmp_path / "mu" / "report.json").read_text())
+    assert "at 300 MeV/u" in rep["source_plan"]["monitor_calibration"]
+    assert any("metersets in MU converted" in w for w in rep["warnings"])

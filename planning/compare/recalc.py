@@ -39,6 +39,7 @@ from planning.errors import InputError, PlanningError
 from planning.exchange import exchange_report, exchange_view, paired_models
 from planning.hlut import HlutUse, ct_stopping_power, load_hlut
 from planning.machine import Machine, load_machine
+from planning.monitor_calibration import MonitorCalibration
 from planning.patient import Patient
 from planning.plan import Plan
 from planning.plan_report import structure_report
@@ -464,12 +465,14 @@ def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
                           rtplan: str | os.PathLike[str] | Plan, *,
                           progress: ProgressCallback | None = None,
                           cancel: CancelToken | None = None,
-                          ct_series_uid: str | None = None
+                          ct_series_uid: str | None = None,
+                          monitor_calibration: MonitorCalibration | None = None
                           ) -> tuple[Patient, Plan, dict[str, Any]]:
     """The patient and the plan (loaded where given as paths, the plan checked against the
     CT's Frame of Reference and patient position) and the source facts for the report
-    (path, SOP Instance UID, warnings). ``ct_series_uid`` chooses the CT series of a folder
-    that holds several.
+    (path, SOP Instance UID, warnings; the monitor calibration where one is given).
+    ``ct_series_uid`` chooses the CT series of a folder that holds several;
+    ``monitor_calibration`` converts a plan's metersets in MU to particles.
 
     Raises
     ------
@@ -505,7 +508,8 @@ def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
     else:
         if not Path(rtplan).is_file():
             raise InputError(f"{rtplan}: no such file; give the RT Ion Plan file")
-        imported = load_rt_ion_plan(rtplan, structure_set=patient.structure_set)
+        imported = load_rt_ion_plan(rtplan, structure_set=patient.structure_set,
+                                    monitor_calibration=monitor_calibration)
         plan = imported.plan
         warnings = check_plan_on_ct(patient, imported.frame_of_reference_uid,
                                     imported.patient_position, str(rtplan),
@@ -518,6 +522,8 @@ def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
         source = {"path": str(rtplan), "sop_instance_uid": imported.sop_instance_uid,
                   "frame_of_reference_uid": imported.frame_of_reference_uid,
                   "prescription_found": imported.prescription_found,
+                  "monitor_calibration": (None if monitor_calibration is None
+                                          else monitor_calibration.describe()),
                   "warnings": [*imported.warnings, *warnings]}
     return patient, plan, source
 
@@ -531,7 +537,8 @@ def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.Pat
                       out_dir: str | os.PathLike[str] | None = None,
                       progress: ProgressCallback | None = None,
                       cancel: CancelToken | None = None,
-                      ct_series_uid: str | None = None) -> PlanResult:
+                      ct_series_uid: str | None = None,
+                      monitor_calibration: MonitorCalibration | None = None) -> PlanResult:
     """Load (where given as paths), check and recalculate; write the outputs to ``out_dir``.
 
     Parameters
@@ -548,6 +555,8 @@ def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.Pat
         (RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm with ``exchange``) and report.json go.
     ct_series_uid : str, optional
         The CT series of a ``ct`` folder that holds several.
+    monitor_calibration : MonitorCalibration, optional
+        Particles per MU of the machine, for a plan whose metersets are in MU.
 
     Other parameters are those of :func:`recalculate`.
 
@@ -559,7 +568,8 @@ def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.Pat
         The plan does not belong to the CT, or cannot be computed.
     """
     patient, plan, source = load_patient_and_plan(ct, rtplan, progress=progress, cancel=cancel,
-                                                  ct_series_uid=ct_series_uid)
+                                                  ct_series_uid=ct_series_uid,
+                                                  monitor_calibration=monitor_calibration)
     model, model_source = choose_model(plan, rbe, tissue=tissue, rbe_value=rbe_value)
     machine = machine or load_machine()
     result = recalculate(patient, plan, model=model, model_source=model_source, machine=machine,

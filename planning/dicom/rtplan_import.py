@@ -60,6 +60,7 @@ from dataclasses import dataclass
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 
 from planning.dicom._beam_import import BeamReadSettings, read_beam
 from planning.dicom._export_common import RBE_MODEL_PREFIX, RT_ION_PLAN_STORAGE
@@ -428,3 +429,15 @@ def load_rt_ion_plan(
         monitor_calibration=monitor_calibration,
         lattice_tolerance_mm=lattice_tolerance_mm,
     )
+
+
+def metersets_in_mu(path: PathLike) -> bool:
+    """Whether the RT Ion Plan at ``path`` gives a beam's metersets in MU (so that importing it
+    needs a monitor calibration). A file that cannot be read says False: its import reports
+    what is wrong."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        beams = ds.get("IonBeamSequence") or ()
+        return any(str(b.get("PrimaryDosimeterUnit", "")).strip().upper() == "MU" for b in beams)
+    except (OSError, ValueError, TypeError, AttributeError, InvalidDicomError):
+        return False  # the import itself says what is wrong
