@@ -384,3 +384,24 @@ def test_a_plan_in_mu_recalculates_to_the_same_dose_with_the_machines_calibratio
     rep = json.loads((tmp_path / "mu" / "report.json").read_text())
     assert "at 300 MeV/u" in rep["source_plan"]["monitor_calibration"]
     assert any("metersets in MU converted" in w for w in rep["warnings"])
+
+
+def test_compare_of_a_folder_whose_plan_is_in_mu_compares_the_doses_and_says_why_not_the_plan(
+        demo, tmp_path):
+    """Compare read the plan beside each dose for the cross-model view; a plan in MU (no
+    monitor calibration there) failed the whole comparison. Now the doses are compared and
+    the report says why that side has no cross-model view."""
+    import shutil
+
+    ct, plan_dir, _, _, _ = demo
+    other = tmp_path / "other"
+    shutil.copytree(plan_dir, other)
+    ds = pydicom.dcmread(other / "RTPLAN.dcm")
+    _to_mu(ds, lambda energy: 3e5)
+    ds.save_as(other / "RTPLAN.dcm")
+    assert main(["compare", str(plan_dir), str(other), "--ct", str(ct), "--gamma", "3,3",
+                 "--out", str(tmp_path / "cmp")]) == 0
+    rep = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    assert any("cross-model view of B not computed: RTPLAN.dcm gives its metersets in MU" in w
+               for w in rep["warnings"]), rep["warnings"]
+    assert len(rep["cross_model"]) == 1  # A's

@@ -442,7 +442,10 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
                                    stage_progress(progress, lo, lo + 0.4 / len(sides)), cancel)
             if view is not None:
                 views.append(view)
-        if not sides:
+        problems = [f"cross-model view of {s.label} not computed: {s.plan_problem}"
+                    for s in (side_a, side_b) if s.plan is None and s.plan_problem]
+        warnings.extend(problems)
+        if not sides and not problems:
             warnings.append("cross-model view: neither side is a plan (RTPLAN.dcm) with a CT")
         timings["cross_model"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start

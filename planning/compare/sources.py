@@ -71,6 +71,9 @@ class DoseSide:
     structure_tissues : tuple of (str, Tissue)
         The LEM I tissues per structure an RBE-weighted dose was computed with (its RBE model
         record; empty for one model everywhere or unknown).
+    plan_problem : str
+        Why the RT Ion Plan beside the dose was not read (``plan`` None), e.g. its metersets
+        are in MU; ``""`` otherwise.
     """
 
     label: str
@@ -86,6 +89,7 @@ class DoseSide:
     prescription: Prescription | None = None
     patient: Patient | None = None
     structure_tissues: tuple[tuple[str, Tissue], ...] = ()
+    plan_problem: str = ""
 
     def __post_init__(self) -> None:
         if np.shape(self.dose_gy) != tuple(self.grid.shape):
@@ -254,7 +258,7 @@ def _plan_facts(plan_path: Path, referenced_plan_uid: str) -> dict[str, Any]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    from planning.dicom import load_rt_ion_plan
+    from planning.dicom import load_rt_ion_plan, metersets_in_mu
 
     try:
         uid = str(pydicom.dcmread(plan_path, stop_before_pixels=True,
@@ -263,6 +267,10 @@ def _plan_facts(plan_path: Path, referenced_plan_uid: str) -> dict[str, Any]:
         return {}
     if referenced_plan_uid and uid != referenced_plan_uid:
         return {}
+    if metersets_in_mu(plan_path):  # the doses compare; the plan needs the machine's monitor
+        return {"plan_problem": f"{plan_path.name} gives its metersets in MU (recalculate it "
+                                "with 'ionplan recalc --particles-per-mu' to see it under "
+                                "both models)"}
     imported = load_rt_ion_plan(plan_path)
     return {"plan": imported.plan,
             "plan_frame_of_reference_uid": imported.frame_of_reference_uid,
