@@ -15,10 +15,9 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
-from planning.dicom._values import PathLike, get_int, get_sequence, reading
+from planning.dicom._values import PathLike, get_int, get_sequence, read_dicom_file
 from planning.dicom.ct_import import load_ct_series
 from planning.dicom.errors import DicomImportError
 from planning.dicom.rtdose_import import DoseVolume, load_rt_dose
@@ -338,8 +337,7 @@ def _planned_fractions(ds: Dataset, path: str) -> int:
 def _plan_info(path: str) -> PlanInfo:
     """Import the RT Ion Plan at ``path`` (all the importer's checks) and summarize it."""
     try:
-        with reading(path, "cannot read the RT Ion Plan"):
-            ds = pydicom.dcmread(path)
+        ds = read_dicom_file(path, "cannot read the RT Ion Plan")
         imported = read_rt_ion_plan(ds, path=path, fallback_prescription=_NO_PRESCRIPTION)
         n_fractions = _planned_fractions(ds, path)
     except DicomImportError as exc:
