@@ -88,7 +88,8 @@ def test_a_structure_set_cut_short_is_refused_naming_the_file(
     with pytest.raises(DicomImportError, match="truncated") as caught:
         load_patient(copy)
     assert str(copy / RS_NAME) in str(caught.value)
-    assert f"{copy / RS_NAME}\n      NOT LOADABLE: the file is truncated" in describe_folder(copy)
+    assert (f"{copy / RS_NAME}\n      patient IonPlan^Demo Head (IONPLAN-DEMO-001)\n"
+            "      NOT LOADABLE: the file is truncated") in describe_folder(copy)
 
 
 def test_a_structure_set_with_undefined_length_sequences_cut_short_is_refused(
