@@ -97,6 +97,7 @@ from planning.optimization_grid import (
 )
 from planning.patient import CtVolume, Patient
 from planning.plan import BeamPlan, Plan, Prescription
+from planning.plan_checks import coverage_warning, fractionation_warning
 from planning.plan_config import (
     DEFAULT_RINGS,
     PlanConfig,
@@ -904,6 +905,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                                 prepared.target, labels=labels)
     if cancel is not None:
         cancel.raise_if_cancelled("the plan")
+    physical = isinstance(model, PhysicalDose)
+    target_metrics = sections.structures.get(prepared.target)
     rep: dict[str, Any] = {
         "prescription": {"target": prepared.target,
                          "total_dose_gy_rbe": prescription.total_dose_gy_rbe,
@@ -965,7 +968,14 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         "warnings": [w for w in (None if prepared.hlut is None else prepared.hlut.warning(),
                                  grid_warning(dose_grid.spacing_mm),
                                  spot_spacing_warning(prepared.machine, spot_maps),
-                                 ring_scale_note(ring_scale)) if w],
+                                 ring_scale_note(ring_scale),
+                                 None if physical else fractionation_warning(
+                                     prescription.total_dose_gy_rbe, prescription.n_fractions,
+                                     lem=isinstance(model, LemModel)),
+                                 None if target_metrics is None else coverage_warning(
+                                     prepared.target, target_metrics,
+                                     prescription.total_dose_gy_rbe,
+                                     "Gy" if physical else "Gy(RBE)")) if w],
     }
     if prepared.config.tissues:
         rep["tissues"] = {patient.structure_set.get(name).name: LemModel(t).describe()
