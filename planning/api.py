@@ -301,19 +301,6 @@ def plan_patient(
     return plan(request, machine=get_machine(), progress=progress, cancel=cancel)
 
 
-def _check_config_structures(patient: Patient, config: Any,
-                             path: str | os.PathLike[str]) -> None:
-    """Every objective of a plan configuration names a structure of the CT or a generated
-    region (InputError naming the file otherwise)."""
-    from planning.regions import region_name
-
-    for objective in config.objectives:
-        try:
-            region_name(patient, objective.structure)
-        except PlanningError as exc:
-            raise InputError(f"{os.fspath(path)}: {exc}") from None
-
-
 def export_plan(result: PlanResult, out_dir: str | os.PathLike[str], *,
                 plan_name: str | None = None) -> list[str]:
     """Write a plan's RTPLAN.dcm, RT Doses and report.json into ``out_dir`` (and, with
@@ -515,19 +502,24 @@ def make_plan(
         dose_grid_mm=grid_mm, config_path=None if config_path is None else os.fspath(config_path),
         optimization_grid_mm=optimization_grid_mm, device=device, output_dir=os.fspath(out_dir),
         hlut_path=None if hlut_path is None else os.fspath(hlut_path), exchange=exchange)
-    from planning.plan_config import load_plan_config
+    from planning.plan_config import check_config_structures, config_key, load_plan_config
     from planning.planner import reoptimize
     from planning.progress import stage_progress
 
     configs = [load_plan_config(c) for c in reoptimize_configs]
     if configs or ct_series_uid is not None:
-        # The configurations' structures are checked on the CT before the first plan.
+        # The re-optimizations' configurations are checked on the CT before the first plan.
         from planning.dicom import load_patient
 
+        tissues = load_plan_config(config_path).tissues if config_path is not None else ()
         patient = load_patient(ct_dir, series_uid=ct_series_uid,
                                progress=stage_progress(progress, 0.0, 0.02))
-        for path, config in zip(reoptimize_configs, configs, strict=True):
-            _check_config_structures(patient, config, path)
+        for config in configs:
+            check_config_structures(config, patient)
+            if config.tissues != tissues:
+                raise PlanningError(f"{config_key(config, 'tissues')}: the LEM I tissues "
+                                    "differ from the plan's: they change the influence "
+                                    "matrices, so a re-optimization cannot change them")
         request = dataclasses.replace(request, patient=patient, ct_dir=None)
     machine = get_machine()
     from planning.robust import write_robust_outputs as write_robust
@@ -583,8 +575,9 @@ def reoptimize_plan(result: PlanResult, *, total_dose_gy_rbe: float | None = Non
                             "there is no kept influence to re-optimize from: plan it anew")
     config = None
     if objectives is not None:
+        # The objectives are no longer the file's: errors on them must not name it.
         config = dataclasses.replace(result.prepared.config, objectives=tuple(objectives),
-                                     replace_defaults=True)
+                                     replace_defaults=True, path="")
     return reoptimize(result.prepared, total_dose_gy_rbe=total_dose_gy_rbe,
                       n_fractions=n_fractions, config=config, exchange=exchange,
                       exchange_tissue=exchange_tissue, progress=progress, cancel=cancel)

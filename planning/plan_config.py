@@ -61,7 +61,7 @@ from planning.errors import InputError, PlanningError
 from planning.optimization import Objective, OptimizerSettings
 from planning.patient import Patient
 from planning.rbe import Tissue, parse_tissue
-from planning.regions import ring_name
+from planning.regions import region_name, ring_name
 
 #: The default shells around the target: (inner mm, outer mm, maximum as a share of the
 #: prescription, weight); see the module docstring.
@@ -78,7 +78,11 @@ PLANNER_OPTIMIZER = OptimizerSettings(max_iterations=100, min_spot_weight=0.0)
 @dataclass(frozen=True)
 class PlanConfig:
     """Objectives, optimizer settings and LEM I tissues per structure (in the file's order)
-    read from a configuration file."""
+    read from a configuration file.
+
+    ``path`` is the file it was read from (``""`` for a configuration made in code): every
+    error found while applying the configuration names it (:func:`config_key`).
+    """
 
     objectives: tuple[Objective, ...] = ()
     replace_defaults: bool = False
@@ -86,6 +90,7 @@ class PlanConfig:
     tissues: tuple[tuple[str, Tissue], ...] = ()
     min_particles_per_spot: float | None = None
     max_particles_per_spot: float | None = None
+    path: str = ""
 
     def __post_init__(self) -> None:
         low, top = self.min_particles_per_spot, self.max_particles_per_spot
@@ -184,11 +189,44 @@ def load_plan_config(path: str | os.PathLike[str]) -> PlanConfig:
         raise InputError(f"{p}: replace_defaults must be true or false, got {replace!r}")
     try:
         values = {k: float(v) for k, v in delivery.items()}
-        return PlanConfig(tuple(objectives), replace, settings, tissues, **values)
+        return PlanConfig(tuple(objectives), replace, settings, tissues, **values, path=str(p))
     except (TypeError, ValueError) as exc:
         raise InputError(f"{p}: [delivery]: {exc}") from None
     except InputError as exc:
         raise InputError(f"{p}: {exc}") from None
+
+
+def config_key(config: PlanConfig, key: str) -> str:
+    """Where a value of ``config`` comes from, to begin a message: ``"plan.toml: tissues"``,
+    or ``key`` alone for a configuration made in code."""
+    return f"{config.path}: {key}" if config.path else key
+
+
+def check_config_structures(config: PlanConfig, patient: Patient) -> None:
+    """Check that every structure a configuration names is one of the patient's, before any
+    long work: each objective's (a ROI, or a generated ring around one,
+    :mod:`planning.regions`) and each tissue's (a ROI).
+
+    Raises
+    ------
+    PlanningError
+        Naming the configuration's file (when it was read from one), the objective (1-based,
+        in the file's order) or tissue, and what is missing.
+    """
+    for i, o in enumerate(config.objectives, 1):
+        try:
+            region_name(patient, o.structure)
+        except PlanningError as exc:
+            raise PlanningError(f"{config_key(config, f'objective {i}')} ({o.kind} on "
+                                f"{o.structure!r}): {exc}") from None
+    ss = patient.structure_set
+    for name, _ in config.tissues:
+        try:
+            if ss is None:
+                raise KeyError(f"the CT has no structure set, so no structure {name!r}")
+            ss.get(name)
+        except KeyError as exc:
+            raise PlanningError(f"{config_key(config, 'tissues')}: {exc.args[0]}") from None
 
 
 def default_objectives(patient: Patient, target: str, total_dose_gy_rbe: float,

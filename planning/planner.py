@@ -97,9 +97,12 @@ from planning.optimization_grid import (
 )
 from planning.patient import CtVolume, Patient
 from planning.plan import BeamPlan, Plan, Prescription
+from planning.plan_checks import coverage_warning, fractionation_warning
 from planning.plan_config import (
     DEFAULT_RINGS,
     PlanConfig,
+    check_config_structures,
+    config_key,
     default_objectives,
     load_plan_config,
     merge_objectives,
@@ -516,8 +519,9 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
         patient = load_patient(request.ct_dir, progress=stage_progress(progress, 0.0, 0.05),
                                cancel=cancel)
     if config.tissues and not isinstance(model, LemModel):
-        raise PlanningError(f"the configuration's tissues apply to LEM I only, not to "
-                            f"{model.name}; plan with --rbe lem1 or drop the tissues table")
+        raise PlanningError(f"{config_key(config, 'tissues')}: tissues per structure apply to "
+                            f"LEM I only, not to {model.name}; plan with --rbe lem1 or drop the "
+                            "tissues table")
     if patient.structure_set is None:
         why = next((w for w in patient.warnings if w.startswith("no RT Structure Set")), "")
         raise PlanningError("the CT has no structure set: the target must be contoured"
@@ -530,6 +534,7 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
     if not target_mask.any():
         raise PlanningError(f"the target {target.name!r} has no voxels on the CT grid")
     machine = machine or load_machine()
+    _check_config(config, patient, machine)
     ct = patient.ct
     ct_grid = grid_of(ct)
     rsp, hlut = ct_stopping_power(ct.hu, load_hlut(request.hlut_path or None))
@@ -703,9 +708,11 @@ def reoptimize(prepared: PreparedPlan, *, total_dose_gy_rbe: float | None = None
         new plan).
     """
     request = prepared.request
-    if config is not None and config.tissues != prepared.config.tissues:
-        raise PlanningError("the LEM I tissues changed: they change the influence matrices, "
-                            "so make a new plan")
+    if config is not None:
+        if config.tissues != prepared.config.tissues:
+            raise PlanningError(f"{config_key(config, 'tissues')}: the LEM I tissues changed: "
+                                "they change the influence matrices, so make a new plan")
+        _check_config(config, prepared.patient, prepared.machine)
     changes: dict[str, Any] = {}
     if exchange is not None:
         changes["exchange"] = bool(exchange)
@@ -898,6 +905,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                                 prepared.target, labels=labels)
     if cancel is not None:
         cancel.raise_if_cancelled("the plan")
+    physical = isinstance(model, PhysicalDose)
+    target_metrics = sections.structures.get(prepared.target)
     rep: dict[str, Any] = {
         "prescription": {"target": prepared.target,
                          "total_dose_gy_rbe": prescription.total_dose_gy_rbe,
@@ -959,7 +968,14 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         "warnings": [w for w in (None if prepared.hlut is None else prepared.hlut.warning(),
                                  grid_warning(dose_grid.spacing_mm),
                                  spot_spacing_warning(prepared.machine, spot_maps),
-                                 ring_scale_note(ring_scale)) if w],
+                                 ring_scale_note(ring_scale),
+                                 None if physical else fractionation_warning(
+                                     prescription.total_dose_gy_rbe, prescription.n_fractions,
+                                     lem=isinstance(model, LemModel)),
+                                 None if target_metrics is None else coverage_warning(
+                                     prepared.target, target_metrics,
+                                     prescription.total_dose_gy_rbe,
+                                     "Gy" if physical else "Gy(RBE)")) if w],
     }
     if prepared.config.tissues:
         rep["tissues"] = {patient.structure_set.get(name).name: LemModel(t).describe()
@@ -993,6 +1009,25 @@ def ring_scale_note(ring_scale: float) -> str | None:
             f"tissue around the target gets {ring_scale:.3f} x the target tissue's "
             f"RBE-weighted dose from the same dose, so a maximum at the prescription next to "
             f"a covered target could not be met")
+
+
+def _check_config(config: PlanConfig, patient: Patient, machine: Machine) -> None:
+    """Check a plan configuration before the work it steers: its structures exist
+    (:func:`planning.plan_config.check_config_structures`), and its ``[delivery]`` and
+    ``[optimizer]`` spot limits leave room with the machine's (:func:`delivery_limits`,
+    :func:`_optimizer_settings`). Every error names the configuration's file, if any.
+
+    Raises
+    ------
+    PlanningError
+    """
+    check_config_structures(config, patient)
+    try:
+        _optimizer_settings(config, *delivery_limits(machine, config))
+    except PlanningError as exc:
+        if not config.path:
+            raise
+        raise PlanningError(f"{config.path}: {exc}") from None
 
 
 def delivery_limits(machine: Machine, config: PlanConfig) -> tuple[float, float]:

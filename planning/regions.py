@@ -111,22 +111,21 @@ def _ring_parts(patient: Patient, name: str) -> tuple[NDArray[np.bool_], float, 
     no valid ring."""
     ss = patient.structure_set
     if ss is None:
-        raise PlanningError(f"objective: no structure set, so no structure {name!r}")
+        raise PlanningError(f"the CT has no structure set, so no structure {name!r}")
     match = _RING.match(name)
     if match is None:
-        raise PlanningError(f"objective: no structure named {name!r}; structures: "
-                            f"{', '.join(ss.names)}")
+        raise PlanningError(f"no structure named {name!r}; structures: {', '.join(ss.names)}")
     roi, inner, outer = match["roi"], float(match["inner"]), float(match["outer"])
     if not inner < outer:
-        raise PlanningError(f"objective on {name!r}: the ring's inner distance must be less "
-                            f"than its outer one, got {inner:g}-{outer:g} mm")
+        raise PlanningError(f"ring {name!r}: the inner distance must be less than the outer "
+                            f"one, got {inner:g}-{outer:g} mm")
     try:
         inside = np.asarray(ss.get(roi).mask.to_dense(), dtype=bool)
     except KeyError:
-        raise PlanningError(f"objective on {name!r}: no structure {roi!r} to put a ring "
-                            "around") from None
+        raise PlanningError(f"ring {name!r}: no structure {roi!r} to put a ring around"
+                            ) from None
     if not inside.any():
-        raise PlanningError(f"objective on {name!r}: structure {roi!r} has no voxels")
+        raise PlanningError(f"ring {name!r}: structure {roi!r} has no voxels")
     return inside, inner, outer
 
 

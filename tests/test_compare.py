@@ -314,3 +314,18 @@ def test_global_gamma_is_normalised_to_the_reference_maximum_on_its_own_grid():
     assert "A" in result.resampled
     assert result.gamma[0].normalization_dose_gy == pytest.approx(12.0)
     assert float(np.max(result.reference_gy)) < 12.0  # the resampled peak
+
+
+def test_a_side_summary_names_the_kind_model_plan_and_source():
+    """The line report.json and report.html give each side (it was the Dose Comment alone)."""
+    from types import SimpleNamespace
+
+    grid, dose = _block()
+    plan = SimpleNamespace(label="Plan 1", rbe_model="mMKM HSG Fclin=2.41", prescription=None)
+    assert _side("A", dose, grid, description="LEM I chordoma ax=0.1", plan=plan).summary() == (
+        "RBE-weighted dose, LEM I chordoma ax=0.1; plan 'Plan 1'; dose A")
+    assert _side("A", dose, grid, dose_type="PHYSICAL", description="physical dose",
+                 plan=plan).summary() == (
+        "physical dose; plan 'Plan 1' (its RBE model: mMKM HSG Fclin=2.41); dose A")
+    assert _side("B", dose, grid).summary() == ("RBE-weighted dose, model not named; plan "
+                                                "unknown; dose B")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -125,3 +126,23 @@ def test_recalc_cli_errors_are_one_line(demo, tmp_path, capsys, ct_arg, plan_arg
     assert main(["recalc", str(paths[ct_arg]), str(paths[plan_arg]), "--out",
                  str(tmp_path / "o")]) == 1
     assert re.search(message, _one_line_error(capsys))
+
+
+def test_compare_report_describes_each_side_in_full(demo, tmp_path, capsys):
+    """Each side's description names its model in full (the Dose Comment cut it at 64
+    characters), its plan's label and its file."""
+    from planning.dicom import load_rt_ion_plan
+
+    _, plan_dir, _, lone = demo
+    out = tmp_path / "cmp"
+    assert main(["compare", str(plan_dir), str(lone), "--no-cross-model", "--out",
+                 str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    model = json.loads((plan_dir / "report.json").read_text())["rbe_model"]
+    assert len(model) > 64 and load_rt_dose(lone).comment != model
+    label = load_rt_ion_plan(plan_dir / "RTPLAN.dcm").plan.label
+    assert report["a"]["model"] == report["b"]["model"] == model
+    assert report["a"]["description"] == (f"RBE-weighted dose, {model}; plan {label!r}; "
+                                          f"{plan_dir / 'RTDOSE_RBE.dcm'}")
+    assert report["b"]["description"] == f"RBE-weighted dose, {model}; plan unknown; {lone}"
+    assert html.escape(report["a"]["description"]) in (out / "report.html").read_text()

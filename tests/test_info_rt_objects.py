@@ -18,11 +18,13 @@ from numpy.typing import NDArray
 from planning.cli import main
 from planning.dicom import (
     DicomImportError,
+    SeriesSelectionError,
     describe_folder,
     export_rt_dose,
     export_rt_ion_plan,
     folder_info,
     load_demo_patient,
+    load_patient,
     load_rt_dose,
     load_rt_ion_plan,
     scan_folder,
@@ -31,6 +33,7 @@ from planning.dicom import (
 from planning.dose_grid import DoseGrid
 from planning.patient import Patient
 from planning.plan import Plan
+from tests.dicom_factory import RoiSpec, SeriesSpec, rectangle, rtstruct, save, write_ct_series
 from tests.test_rtplan_dicom import SAD_MM, SIGMA_MM, build_plan
 
 PLAN_NAME = "RP_demo.dcm"
@@ -191,3 +194,31 @@ def test_cli_info(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "RT Ion Plans: 1" in out and "RT Doses: 1" in out and "Demo plan" in out
+
+
+def test_every_listed_object_names_its_patient(text: str) -> None:
+    """The CT series, structure set, plan and dose each carry a patient line."""
+    assert text.count("patient IonPlan^Demo Head (IONPLAN-DEMO-001)") == 4
+    assert text.count("\n      patient IonPlan^Demo Head (IONPLAN-DEMO-001)\n") == 3
+
+
+def test_same_named_series_of_two_patients_are_told_apart(tmp_path: Path) -> None:
+    """Two patients' series with one description: info and the selection error name each."""
+    for tag, pid, name in (("a", "PAT-A", "Alpha^Ann"), ("b", "PAT-B", "Beta^Bob")):
+        spec = SeriesSpec(tag=tag, frame_tag=f"for-{tag}", study_tag=f"study-{tag}",
+                          extra={"PatientID": pid, "PatientName": name,
+                                 "SeriesDescription": "Planning CT"})
+        write_ct_series(tmp_path / tag, spec, lambda p: np.zeros(p.shape[:2]))
+        rs = rtstruct(spec, [RoiSpec("Box", 1, [rectangle(-1.5, 1.5, -4.5, -1.5, 13.0)])],
+                      tag=tag)
+        rs.PatientID, rs.PatientName = pid, name
+        save(rs, tmp_path / tag / "rs.dcm")
+    text = describe_folder(tmp_path)
+    for tag, pid, name in (("a", "PAT-A", "Alpha^Ann"), ("b", "PAT-B", "Beta^Bob")):
+        assert f"patient {name} ({pid}), study" in text
+        assert f"{tmp_path / tag / 'rs.dcm'}\n      patient {name} ({pid})\n" in text
+    with pytest.raises(SeriesSelectionError) as caught:
+        load_patient(tmp_path)
+    assert "'Planning CT'" in caught.value.reason
+    assert "patient Alpha^Ann (PAT-A)" in caught.value.reason
+    assert "patient Beta^Bob (PAT-B)" in caught.value.reason

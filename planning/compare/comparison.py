@@ -183,7 +183,7 @@ class ComparisonResult:
         """The content of report.json (no cubes; DVH curves rounded)."""
         def side(s: DoseSide) -> dict[str, Any]:
             return {"label": s.label, "source": s.source, "dose_type": s.dose_type,
-                    "description": s.description,
+                    "description": s.summary(), "model": s.description,
                     "frame_of_reference_uid": s.frame_of_reference_uid,
                     "max_gy": float(s.dose_gy.max()), "grid": _grid_dict(s.grid),
                     "plan": s.plan.label if s.plan is not None else None,

@@ -204,11 +204,7 @@ def identification_table(result: ComparisonResult, created: datetime.datetime) -
     rows: list[tuple[str, Any]] = [("Patient", ident.patient_text),
                                    ("Patient ID", ident.patient_id or None)]
     for side, role in ((result.a, "reference"), (result.b, "evaluated")):
-        plan = side.plan
-        rows.append((f"{side.label} ({role})",
-                     f"{side.source}; plan {plan.label if plan else 'unknown'}; "
-                     f"{side.dose_type.lower()} dose; model "
-                     f"{(plan.rbe_model if plan else '') or side.description or 'not named'}"))
+        rows.append((f"{side.label} ({role})", side.summary()))
     rows.append(("Date", ident.date_text))
     return _table(["Identification", ""], rows)
 

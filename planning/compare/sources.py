@@ -22,6 +22,7 @@ from planning.dose_grid import DoseGrid
 from planning.errors import InputError, IonPlanError
 from planning.plan import Plan, Prescription
 from planning.rbe import PhysicalDose, Tissue
+from planning.rbe.record import model_label
 
 if TYPE_CHECKING:
     from planning.dicom import DoseVolume
@@ -55,7 +56,9 @@ class DoseSide:
     dose_type : str
         ``"PHYSICAL"`` or ``"EFFECTIVE"``.
     description : str
-        The dose's comment (IonPlan writes the RBE model there).
+        The dose's RBE model in full: the model record of IonPlan's private block (with its LEM
+        I tissues per structure), else the Dose Comment (limited to 64 characters, where
+        IonPlan writes the model's description as far as it fits).
     frame_of_reference_uid : str
         Frame of Reference of the grid (``""`` when unknown, for doses built in memory).
     plan : Plan or None
@@ -95,6 +98,24 @@ class DoseSide:
         if np.shape(self.dose_gy) != tuple(self.grid.shape):
             raise InputError(f"{self.source}: dose shape {np.shape(self.dose_gy)} is not its "
                              f"grid's {self.grid.shape}")
+
+    def summary(self) -> str:
+        """Everything known of the dose in one line, for the reports: its kind and model,
+        the label of its plan, and where it came from, e.g. ``"RBE-weighted dose, mMKM HSG
+        a0=0.172 ...; plan 'IonPlan'; /plans/p1/RTDOSE_RBE.dcm"``."""
+        if self.dose_type == "EFFECTIVE":
+            kind = f"RBE-weighted dose, {self.description or 'model not named'}"
+        elif self.description and self.description != "physical dose":
+            kind = f"physical dose, {self.description}"
+        else:
+            kind = "physical dose"
+        if self.plan is None:
+            plan = "plan unknown"
+        elif self.dose_type == "PHYSICAL" and self.plan.rbe_model:
+            plan = f"plan {self.plan.label!r} (its RBE model: {self.plan.rbe_model})"
+        else:
+            plan = f"plan {self.plan.label!r}"
+        return f"{kind}; {plan}; {self.source}"
 
 
 def load_side(spec: Any, *, label: str, quantity: str = "rbe") -> DoseSide:
@@ -149,7 +170,8 @@ def _side_of_volume(volume: DoseVolume, label: str, **extra: Any) -> DoseSide:
     if volume.units.upper() != "GY":
         raise InputError(f"{where}: Dose Units {volume.units}; only "
                          "absolute doses (GY) can be compared")
-    dose, description = _whole_plan_dose(volume, where, extra.get("prescription"))
+    model = model_label(volume.rbe, volume.rbe_tissues) if volume.rbe is not None else None
+    dose, description = _whole_plan_dose(volume, where, extra.get("prescription"), model)
     return DoseSide(label=label, source=volume.source_path or "RT Dose in memory",
                     dose_gy=dose, grid=volume.grid,
                     dose_type=volume.dose_type, description=description,
@@ -161,16 +183,18 @@ def _side_of_volume(volume: DoseVolume, label: str, **extra: Any) -> DoseSide:
 WHOLE_PLAN_SUMMATIONS = ("PLAN", "MULTI_PLAN")
 
 
-def _whole_plan_dose(volume: DoseVolume, where: str, prescription: Prescription | None
-                     ) -> tuple[NDArray[np.float32], str]:
+def _whole_plan_dose(volume: DoseVolume, where: str, prescription: Prescription | None,
+                     model: str | None) -> tuple[NDArray[np.float32], str]:
     """The volume's dose as the whole plan's (every side of a comparison is a total dose) and
-    its description. A FRACTION dose is scaled by the fraction count of the plan that comes
-    with it (and says so); a dose of one beam, one session or a record cannot stand for a plan.
+    its description: ``model`` (the full description of the RBE model it records), else its
+    Dose Comment. A FRACTION dose is scaled by the fraction count of the plan that comes with
+    it (and says so); a dose of one beam, one session or a record cannot stand for a plan.
     """
     dose = np.asarray(volume.dose_gy, dtype=np.float32)
     kind = volume.summation_type
+    text = volume.comment if model is None else model
     if kind in WHOLE_PLAN_SUMMATIONS:
-        return dose, volume.comment
+        return dose, text
     if kind == "FRACTION":
         if prescription is None:
             raise InputError(f"{where}: Dose Summation Type FRACTION (the dose of one fraction) "
@@ -178,7 +202,7 @@ def _whole_plan_dose(volume: DoseVolume, where: str, prescription: Prescription 
                              "Ion Plan it references next to it, or give a whole-plan dose "
                              "(Dose Summation Type PLAN)")
         n = prescription.n_fractions
-        return dose * np.float32(n), f"{volume.comment} (one fraction's dose x {n} fractions)"
+        return dose * np.float32(n), f"{text} (one fraction's dose x {n} fractions)"
     raise InputError(f"{where}: Dose Summation Type {kind}: only whole-plan doses (PLAN, "
                      "MULTI_PLAN, or FRACTION with its plan) can be compared")
 

@@ -3,6 +3,7 @@
 pydicom converts element values lazily, so a corrupt or wrongly typed value raises (any of several
 exception types) only when it is read. These helpers read one attribute, check its type, count and
 range, and turn every failure into a :class:`DicomImportError` naming the file and the attribute.
+:func:`read_dicom_file` reads a whole file and refuses one that ends inside an element.
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pydicom
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from planning.dicom.errors import DicomImportError
 
 PathLike = str | os.PathLike[str]
+
+#: The value length of an element whose end is marked by a delimiter instead.
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 @contextmanager
@@ -37,6 +44,50 @@ def reading(path: PathLike, what: str) -> Iterator[None]:
         raise DicomImportError(path, f"{what}: the file declares sizes too large to read") from exc
     except Exception as exc:
         raise DicomImportError(path, f"{what}: {describe_exception(exc)}") from exc
+
+
+def read_dicom_file(path: PathLike, what: str) -> Dataset:
+    """Read a whole DICOM file, refusing one that is cut short.
+
+    pydicom reads what a truncated file holds without complaint: an element whose declared
+    length runs past the end of the file keeps the bytes that are there, so a sequence loses
+    its last items (an ROI its type, a plan its last beam) silently. Because a file is cut at
+    its end, the element the file ends in is one of the top-level elements: each one that
+    declares its length must hold that many bytes. (A cut inside an element of undefined
+    length, a sequence closed by a delimiter, already makes pydicom raise.)
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    what : str
+        Start of the message if the file cannot be parsed (``"cannot read the RT Dose"``).
+
+    Returns
+    -------
+    pydicom.dataset.Dataset
+        The dataset, pixel data included.
+
+    Raises
+    ------
+    DicomImportError
+        If the file cannot be parsed, or ends inside one of its elements.
+    """
+    with reading(path, what):
+        ds = pydicom.dcmread(path)
+    for tag in list(ds.keys()):
+        element = ds.get_item(tag)
+        if not isinstance(element, RawDataElement) or element.length == _UNDEFINED_LENGTH:
+            continue
+        if isinstance(element.value, bytes) and len(element.value) < element.length:
+            name = keyword_for_tag(tag) or str(element.tag)
+            raise DicomImportError(
+                path,
+                f"the file is truncated: it ends inside {name}, after {len(element.value)} "
+                f"of its {element.length} bytes (an incomplete copy or transfer?); copy it "
+                "again from its source",
+            )
+    return ds
 
 
 def describe_exception(exc: BaseException, limit: int = 160) -> str:

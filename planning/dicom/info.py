@@ -3,7 +3,7 @@
 Every CT series is loaded (one at a time) to report its geometry and HU range, and every RT
 Structure Set is rasterized on the CT it belongs to for the voxel counts and volumes. Every RT
 Ion Plan and RT Dose is read with its importer (:func:`~planning.dicom.rtplan_import.
-read_rt_ion_plan`, :func:`~planning.dicom.rtdose_import.load_rt_dose`), so the summary applies
+read_rt_ion_plan`, :func:`~planning.dicom.rtdose_import.read_rt_dose`), so the summary applies
 the same checks as an import: beams, layers, spots and particles of a plan; type, grid and dose
 statistics of a dose. A series, structure set, plan or dose that fails to import is listed with
 its error instead: the summary itself never fails on bad files.
@@ -15,20 +15,25 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
-from planning.dicom._values import PathLike, get_int, get_sequence, reading
+from planning.dicom._values import PathLike, get_int, get_sequence, get_str, read_dicom_file
 from planning.dicom.ct_import import load_ct_series
 from planning.dicom.errors import DicomImportError
-from planning.dicom.rtdose_import import DoseVolume, load_rt_dose
+from planning.dicom.rtdose_import import DoseVolume, read_rt_dose
 from planning.dicom.rtplan_import import read_rt_ion_plan
 from planning.dicom.rtstruct_import import (
     parse_structure_set,
     read_rtstruct_file,
     read_structure_set,
 )
-from planning.dicom.scan import CtSeriesFiles, RtStructSummary, SkippedFile, scan_folder
+from planning.dicom.scan import (
+    CtSeriesFiles,
+    RtStructSummary,
+    SkippedFile,
+    patient_label,
+    scan_folder,
+)
 from planning.patient import CtVolume
 from planning.plan import BeamPlan, Prescription
 
@@ -85,6 +90,7 @@ class StructureSetInfo:
     rois: tuple[RoiInfo, ...]
     warnings: tuple[str, ...]
     error: str = ""
+    patient: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,6 +156,8 @@ class PlanInfo:
         The importer's warnings (skipped beams, ignored devices, ...).
     error : str
         Why the plan could not be imported (``""`` if it could).
+    patient : str
+        Patient Name and ID (``""`` when unreadable).
     """
 
     path: str
@@ -163,6 +171,7 @@ class PlanInfo:
     beams: tuple[BeamInfo, ...] = ()
     warnings: tuple[str, ...] = ()
     error: str = ""
+    patient: str = ""
 
 
 @dataclass(frozen=True)
@@ -199,6 +208,8 @@ class DoseInfo:
         SOP Instance UID of the plan it references (``""`` if none).
     error : str
         Why the dose could not be imported (``""`` if it could).
+    patient : str
+        Patient Name and ID (``""`` when unreadable).
     """
 
     path: str
@@ -215,6 +226,7 @@ class DoseInfo:
     voxels_with_dose: int = 0
     referenced_plan_uid: str = ""
     error: str = ""
+    patient: str = ""
 
 
 @dataclass(frozen=True)
@@ -230,9 +242,12 @@ class FolderInfo:
     doses: tuple[DoseInfo, ...] = ()
 
 
+def _patient(ds: Dataset, path: str) -> str:
+    """Patient Name and ID of a dataset (:func:`~planning.dicom.scan.patient_label`)."""
+    return patient_label(get_str(ds, "PatientName", path), get_str(ds, "PatientID", path))
+
+
 def _series_info(series: CtSeriesFiles, ct: CtVolume | None, error: str) -> SeriesInfo:
-    name = series.attribute("PatientName")
-    pid = series.attribute("PatientID")
     study = " ".join(
         v for v in (series.attribute("StudyDate"), series.attribute("StudyDescription")) if v
     )
@@ -250,7 +265,7 @@ def _series_info(series: CtSeriesFiles, ct: CtVolume | None, error: str) -> Seri
         description=series.attribute("SeriesDescription"),
         patient_position=series.attribute("PatientPosition"),
         file_count=len(series.files),
-        patient=f"{name} ({pid})" if pid else name,
+        patient=series.patient,
         study=study,
         dimensions=dimensions,
         spacing_mm=spacing,
@@ -298,9 +313,8 @@ def _structure_set_info(summary: RtStructSummary, cts: list[CtVolume],
                         "(see the series above)" if damaged
                         else "no CT series in the folder matches it")
     except DicomImportError as exc:
-        return StructureSetInfo(
-            summary.path, summary.sop_instance_uid, summary.label, "", (), (), error=exc.reason
-        )
+        return StructureSetInfo(summary.path, summary.sop_instance_uid, summary.label, "", (),
+                                (), error=exc.reason, patient=summary.patient)
     return StructureSetInfo(
         path=summary.path,
         sop_instance_uid=summary.sop_instance_uid,
@@ -308,6 +322,7 @@ def _structure_set_info(summary: RtStructSummary, cts: list[CtVolume],
         ct_series_uid=ct.series_instance_uid if ct is not None else "",
         rois=rois,
         warnings=tuple(warnings),
+        patient=summary.patient,
     )
 
 
@@ -338,10 +353,10 @@ def _planned_fractions(ds: Dataset, path: str) -> int:
 def _plan_info(path: str) -> PlanInfo:
     """Import the RT Ion Plan at ``path`` (all the importer's checks) and summarize it."""
     try:
-        with reading(path, "cannot read the RT Ion Plan"):
-            ds = pydicom.dcmread(path)
+        ds = read_dicom_file(path, "cannot read the RT Ion Plan")
         imported = read_rt_ion_plan(ds, path=path, fallback_prescription=_NO_PRESCRIPTION)
         n_fractions = _planned_fractions(ds, path)
+        patient = _patient(ds, path)
     except DicomImportError as exc:
         return PlanInfo(path=path, error=exc.reason)
     plan, found = imported.plan, imported.prescription_found
@@ -356,6 +371,7 @@ def _plan_info(path: str) -> PlanInfo:
         rbe_model="" if plan.rbe_model == "unknown" else plan.rbe_model,
         beams=tuple(_beam_info(b) for b in plan.beams),
         warnings=tuple(w for w in imported.warnings if not w.startswith(_FALLBACK_WARNING)),
+        patient=patient,
     )
 
 
@@ -371,7 +387,9 @@ def _dose_stats(dose: DoseVolume) -> tuple[float | None, float | None, int]:
 def _dose_info(path: str) -> DoseInfo:
     """Import the RT Dose at ``path`` (all the importer's checks) and summarize it."""
     try:
-        dose = load_rt_dose(path)
+        ds = read_dicom_file(path, "cannot read the RT Dose")
+        dose = read_rt_dose(ds, path=path)
+        patient = _patient(ds, path)
     except DicomImportError as exc:
         return DoseInfo(path=path, error=exc.reason)
     nz, ny, nx = dose.grid.shape
@@ -391,6 +409,7 @@ def _dose_info(path: str) -> DoseInfo:
         mean_dose=mean,
         voxels_with_dose=count,
         referenced_plan_uid=dose.referenced_plan_uid,
+        patient=patient,
     )
 
 
@@ -462,6 +481,7 @@ def _format_structure_sets(sets: tuple[StructureSetInfo, ...]) -> list[str]:
     lines = [f"RT Structure Sets: {len(sets)}"]
     for n, ss in enumerate(sets, start=1):
         lines.append(f"  [{n}] {ss.label or '(no label)'}  {ss.sop_instance_uid}  {ss.path}")
+        lines.append(f"      patient {ss.patient}")
         if ss.error:
             lines.append(f"      NOT LOADABLE: {ss.error}")
             continue
@@ -517,6 +537,7 @@ def _format_plans(plans: tuple[PlanInfo, ...]) -> list[str]:
             lines.append(f"      unreadable: {p.error}")
             continue
         lines.append(f"  [{n}] {p.label or '(no label)'}  {p.sop_instance_uid}  {p.path}")
+        lines.append(f"      patient {p.patient}")
         lines.append(_format_prescription(p))
         if p.rbe_model:
             lines.append(f"      RBE model: {p.rbe_model}")
@@ -542,6 +563,7 @@ def _plan_reference(d: DoseInfo, plans: tuple[PlanInfo, ...]) -> str:
 
 def _format_dose(d: DoseInfo, plans: tuple[PlanInfo, ...]) -> list[str]:
     lines = [
+        f"      patient {d.patient}",
         f"      dose type {d.dose_type}, units {d.units}, summation {d.summation_type}, "
         f"comment {d.comment or '-'!r}"
     ]

@@ -17,7 +17,6 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import pydicom
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -32,6 +31,7 @@ from planning.dicom._values import (
     get_int,
     get_sequence,
     get_str,
+    read_dicom_file,
     reading,
 )
 from planning.dicom.errors import DicomImportError
@@ -280,8 +280,7 @@ def load_rt_dose(path: PathLike) -> DoseVolume:
         spaced frames; missing or non-positive Dose Grid Scaling; undecodable pixels; an
         invalid IonPlan RBE model record.
     """
-    with reading(path, "cannot read the RT Dose"):
-        ds = pydicom.dcmread(path)
+    ds = read_dicom_file(path, "cannot read the RT Dose")
     volume = read_rt_dose(ds, path=path)
     logger.info("loaded %s dose %s from %s", volume.dose_type, volume.grid.shape, path)
     return volume

@@ -72,7 +72,7 @@ from planning.dicom._values import (
     get_int,
     get_sequence,
     get_str,
-    reading,
+    read_dicom_file,
 )
 from planning.dicom.errors import DicomImportError
 from planning.errors import PlanningError
@@ -417,8 +417,7 @@ def load_rt_ion_plan(
         module docstring). The message names the file and, where they apply, the beam and
         control point.
     """
-    with reading(path, "cannot read the RT Ion Plan"):
-        ds = pydicom.dcmread(path)
+    ds = read_dicom_file(path, "cannot read the RT Ion Plan")
     return read_rt_ion_plan(
         ds,
         path=path,

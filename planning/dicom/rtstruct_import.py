@@ -3,7 +3,8 @@
 Reads the ROI list (names, numbers, frames of reference), the interpreted types (RT ROI
 Observations), the display colours and contours (ROI Contour), checks that every contoured ROI is
 in the CT's frame of reference, and rasterizes the closed planar contours of each ROI on the CT
-grid (:mod:`planning.dicom.rasterize`, even-odd rule at voxel centres). Contours that are outside
+grid (:mod:`planning.dicom.rasterize`, even-odd rule at voxel centres). A file that is cut short
+(truncated, or with the types of only some ROIs) is refused. Contours that are outside
 the CT, between its slices, open, non-axial or degenerate do not stop the import: they are listed
 in :attr:`planning.patient.StructureSet.warnings`.
 """
@@ -15,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
 from planning.dicom._values import (
@@ -24,6 +24,7 @@ from planning.dicom._values import (
     get_int,
     get_sequence,
     get_str,
+    read_dicom_file,
     reading,
 )
 from planning.dicom.errors import DicomImportError
@@ -126,6 +127,37 @@ def _same_names(names: dict[int, str]) -> list[str]:
     return out
 
 
+def _check_types_complete(names: dict[int, str], types: dict[int, str], path: str) -> None:
+    """Refuse a structure set in which some ROIs have an RT ROI Interpreted Type and others
+    have none (no RT ROI Observations item, or one without the attribute, which is required
+    even when empty): the sign of a file cut short, whose last ROIs would silently lose their
+    type (EXTERNAL, PTV, ORGAN, ...) and with it their role in planning.
+
+    Parameters
+    ----------
+    names : dict of int to str
+        ROI number -> name, for every ROI of the Structure Set ROI Sequence.
+    types : dict of int to str
+        ROI number -> interpreted type (possibly ``""``), for the ROIs that state one.
+    path : str
+        File name for the message.
+
+    Raises
+    ------
+    DicomImportError
+        If some but not all ROIs state a type.
+    """
+    untyped = [f"{name!r} (ROI {number})" for number, name in names.items() if number not in types]
+    if untyped and len(untyped) < len(names):
+        raise DicomImportError(
+            path,
+            f"{len(untyped)} ROI(s) have no RT ROI Interpreted Type ({', '.join(untyped[:5])}"
+            f"{', ...' if len(untyped) > 5 else ''}) while the other {len(names) - len(untyped)} "
+            "have one: the RT ROI Observations are incomplete (a truncated file, or an "
+            "interrupted export); export the structure set again",
+        )
+
+
 def _describe_problems(roi: str, problems: dict[str, int]) -> list[str]:
     text = {
         "outside": "contour(s) outside the CT volume were ignored",
@@ -225,7 +257,9 @@ def parse_structure_set(ds: Dataset, *, path: PathLike = "") -> ParsedStructureS
     ------
     DicomImportError
         Not an RT Structure Set, no ROI or no contour at all (empty), duplicate ROI numbers,
-        unknown contour types, unreadable or malformed values.
+        unknown contour types, unreadable or malformed values, a contour whose point count
+        disagrees with its NumberOfContourPoints, and RT ROI Observations that give some ROIs
+        a type and others none (an incomplete file).
     """
     where = str(path) or "RT Structure Set"
     sop_class = get_str(ds, "SOPClassUID", where)
@@ -256,10 +290,16 @@ def parse_structure_set(ds: Dataset, *, path: PathLike = "") -> ParsedStructureS
             frames[0] if len(frames) == 1 else ""
         )
     types: dict[int, str] = {}
-    for item in get_sequence(ds, "RTROIObservationsSequence", where):
+    observations = get_sequence(ds, "RTROIObservationsSequence", where)
+    for item in observations:
         number = get_int(item, "ReferencedROINumber", where)
-        types.setdefault(number, get_str(item, "RTROIInterpretedType", where).upper())
+        if "RTROIInterpretedType" in item:
+            types.setdefault(number, get_str(item, "RTROIInterpretedType", where).upper())
     warnings: list[str] = _same_names(names)
+    _check_types_complete(names, types, where)
+    if not observations:
+        warnings.append("the structure set has no RT ROI Observations: no ROI has a type "
+                        "(EXTERNAL, PTV, ORGAN, ...)")
     colours: dict[int, tuple[int, int, int] | None] = {}
     contours: dict[int, list[Contour]] = {}
     for item in get_sequence(ds, "ROIContourSequence", where):
@@ -273,9 +313,16 @@ def parse_structure_set(ds: Dataset, *, path: PathLike = "") -> ParsedStructureS
             kind = get_str(c, "ContourGeometricType", where).upper()
             if kind not in GEOMETRIC_TYPES:
                 raise DicomImportError(where, f"ROI {roi!r}: unknown ContourGeometricType {kind!r}")
-            contours.setdefault(number, []).append(
-                Contour(points_mm=_contour_points(c, where, roi), geometric_type=kind)
-            )
+            points = _contour_points(c, where, roi)
+            stated = get_int(c, "NumberOfContourPoints", where, default=len(points))
+            if stated != len(points):
+                raise DicomImportError(
+                    where,
+                    f"ROI {roi!r}: a contour states NumberOfContourPoints {stated} but its "
+                    f"ContourData holds {len(points)} points: the contour is incomplete or "
+                    "corrupt; export the structure set again",
+                )
+            contours.setdefault(number, []).append(Contour(points_mm=points, geometric_type=kind))
     if not contours:
         raise DicomImportError(where, "empty RT Structure Set: no ROI has contours")
     rois = tuple(
@@ -382,9 +429,8 @@ def read_structure_set(ds: Dataset, ct: CtVolume, *, path: PathLike = "") -> Str
 
 
 def read_rtstruct_file(path: PathLike) -> Dataset:
-    """Read an RT Structure Set file; DicomImportError if it cannot be parsed."""
-    with reading(path, "cannot read the RT Structure Set"):
-        return pydicom.dcmread(path)
+    """Read an RT Structure Set file; DicomImportError if it cannot be parsed or is truncated."""
+    return read_dicom_file(path, "cannot read the RT Structure Set")
 
 
 def load_rtstruct(path: PathLike, ct: CtVolume) -> StructureSet:

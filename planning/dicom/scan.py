@@ -91,13 +91,19 @@ class CtSeriesFiles:
                                                    else values.split("\\"))]
         return len(items) >= 3 and items[2] == "LOCALIZER"
 
+    @property
+    def patient(self) -> str:
+        """Patient Name and ID of the first file (:func:`patient_label`)."""
+        return patient_label(self.attribute("PatientName"), self.attribute("PatientID"))
+
     def describe(self) -> str:
-        """One line: UID, description, slice count (one slice per file), patient position."""
+        """One line: UID, description, slice count (one slice per file), patient position,
+        patient (same-named series of two patients differ here)."""
         description = self.attribute("SeriesDescription") or "(no description)"
         position = self.attribute("PatientPosition") or "?"
         return (
             f"{self.series_instance_uid}  {description!r}  {len(self.files)} slices  "
-            f"position {position}"
+            f"position {position}  patient {self.patient}"
         )
 
 
@@ -119,6 +125,8 @@ class RtStructSummary:
         The image series it says its contours were drawn on.
     roi_count : int
         Number of items in its Structure Set ROI Sequence.
+    patient : str
+        Its Patient Name and ID (:func:`patient_label`).
     """
 
     path: str
@@ -127,11 +135,13 @@ class RtStructSummary:
     frame_of_reference_uids: tuple[str, ...]
     referenced_series_uids: tuple[str, ...]
     roi_count: int
+    patient: str
 
     def describe(self) -> str:
-        """One line: label, UID, ROI count."""
+        """One line: label, UID, ROI count, patient, file."""
         label = self.label or "(no label)"
-        return f"{self.sop_instance_uid}  {label!r}  {self.roi_count} ROIs  ({self.path})"
+        return (f"{self.sop_instance_uid}  {label!r}  {self.roi_count} ROIs  patient "
+                f"{self.patient}  ({self.path})")
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,6 +187,13 @@ class FolderScan:
         return tuple(s for s in self.ct_series if not s.is_localizer) or self.ct_series
 
 
+def patient_label(name: str, patient_id: str) -> str:
+    """``"Name (ID)"``, or whichever of the two is given; ``"(no patient name or ID)"``."""
+    if name and patient_id:
+        return f"{name} ({patient_id})"
+    return name or (f"({patient_id})" if patient_id else "(no patient name or ID)")
+
+
 def _is_part10(path: Path) -> bool:
     with path.open("rb") as fh:
         head = fh.read(_PREAMBLE_BYTES)
@@ -202,6 +219,7 @@ def _summarize_rtstruct(ds: Dataset, path: str) -> RtStructSummary:
         frame_of_reference_uids=tuple(dict.fromkeys(f for f in frames if f)),
         referenced_series_uids=tuple(s for s in series if s),
         roi_count=len(rois),
+        patient=patient_label(get_str(ds, "PatientName", path), get_str(ds, "PatientID", path)),
     )
 
 
