@@ -777,7 +777,7 @@ def robust_evaluation_of_result(result: PlanResult, *, range_error_pct: float = 
     report gets the robust entries)."""
     import dataclasses as _dc
 
-    from planning.robust import evaluate_robustness
+    from planning.robust import ROBUST_REPORT_KEYS, evaluate_robustness
 
     settings = robust_settings(range_error_pct, setup_error_mm, setup_directions, combined,
                                combined_only)
@@ -786,7 +786,7 @@ def robust_evaluation_of_result(result: PlanResult, *, range_error_pct: float = 
                                  settings=settings, grid_mm=result.dose_grid,
                                  hlut_path=hlut_path, device=device, cutoff_fraction=cutoff,
                                  progress=progress, cancel=cancel)
-    for key in ("robust", "scenarios", "worst_case", "dvh_bands_gy_rbe"):
+    for key in ROBUST_REPORT_KEYS:
         result.report[key] = robust.report[key]
     return _dc.replace(robust, nominal=result)
 

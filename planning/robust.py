@@ -69,6 +69,9 @@ log = logging.getLogger(__name__)
 
 #: Volume levels (percent of each structure) of the DVH bands: 0, 1, ..., 100.
 BAND_VOLUME_PERCENT = tuple(range(101))
+#: The entries a robust evaluation adds to its nominal plan's report (see
+#: :func:`evaluate_robustness`).
+ROBUST_REPORT_KEYS = ("robust", "scenarios", "worst_case", "dvh_bands_gy_rbe")
 
 
 @dataclass(frozen=True)
@@ -334,6 +337,25 @@ class RobustResult:
     @property
     def report(self) -> dict[str, Any]:
         return self.nominal.report
+
+
+def scenarios_of_report(report: dict[str, Any]) -> tuple[Scenario, ...]:
+    """The scenarios a robust evaluation's report lists (``report["scenarios"]``, each with
+    ``name``, ``range_error_pct`` and ``shift_mm`` (x, y, z) LPS, mm), in its order.
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError, IndexError
+        An entry lacks a field or has one of the wrong type.
+    """
+    out = []
+    for sc in report["scenarios"]:
+        shift = sc["shift_mm"]
+        if len(shift) != 3:
+            raise ValueError(f"scenario {sc['name']!r}: shift_mm needs 3 values, got {shift!r}")
+        out.append(Scenario(str(sc["name"]), float(sc["range_error_pct"]),
+                            (float(shift[0]), float(shift[1]), float(shift[2]))))
+    return tuple(out)
 
 
 def structure_metrics(rbe_dose: NDArray[np.floating], physical_dose: NDArray[np.floating],
