@@ -777,7 +777,8 @@ def robust_evaluation_of_result(result: PlanResult, *, range_error_pct: float = 
     report gets the robust entries)."""
     import dataclasses as _dc
 
-    from planning.robust import ROBUST_REPORT_KEYS, evaluate_robustness
+    from planning.robust import evaluate_robustness
+    from planning.robust_tables import ROBUST_REPORT_KEYS
 
     settings = robust_settings(range_error_pct, setup_error_mm, setup_directions, combined,
                                combined_only)

@@ -69,9 +69,6 @@ log = logging.getLogger(__name__)
 
 #: Volume levels (percent of each structure) of the DVH bands: 0, 1, ..., 100.
 BAND_VOLUME_PERCENT = tuple(range(101))
-#: The entries a robust evaluation adds to its nominal plan's report (see
-#: :func:`evaluate_robustness`).
-ROBUST_REPORT_KEYS = ("robust", "scenarios", "worst_case", "dvh_bands_gy_rbe")
 
 
 @dataclass(frozen=True)

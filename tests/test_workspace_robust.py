@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from planning.patient import Patient
-from planning.robust import ROBUST_REPORT_KEYS
+from planning.robust_tables import ROBUST_REPORT_KEYS
 from planning.workspace import (
     StoredPlan,
     Workspace,

@@ -29,7 +29,7 @@ from planning.rbe.record import (
     model_record,
     structure_tissues_from_record,
 )
-from planning.robust import ROBUST_REPORT_KEYS
+from planning.robust_tables import ROBUST_REPORT_KEYS
 
 #: Cubes of a plan, by array name and PlanResult attribute.
 CUBES = ("physical_dose_gy", "rbe_dose_gy_rbe", "letd_kev_um", "rbe")

@@ -16,7 +16,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from planning.planner import PlanResult
-from planning.robust import ROBUST_REPORT_KEYS, RobustResult, scenarios_of_report
+from planning.robust import RobustResult, scenarios_of_report
+from planning.robust_tables import ROBUST_REPORT_KEYS
 from planning.workspace.plan_arrays import PlanRecordError
 
 #: Envelope cubes of an evaluation, by array name and RobustResult attribute.
