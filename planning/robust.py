@@ -22,7 +22,8 @@ Outputs (:func:`write_robust_outputs`): the nominal plan's files as ``ionplan re
 them, ``RTDOSE_RBE_MIN.dcm`` and ``RTDOSE_RBE_MAX.dcm`` (voxel-wise minimum and maximum
 RBE-weighted dose over the scenarios; ``RTDOSE_PHYSICAL_MIN.dcm`` and ``RTDOSE_PHYSICAL_MAX.dcm``
 under the physical model), ``report.json`` (the nominal report plus ``robust``,
-``scenarios``, ``worst_case`` and ``dvh_bands_gy_rbe``) and ``report.html``.
+``scenarios``, ``worst_case`` and ``dvh_bands_gy_rbe``), ``report.html`` and the plan
+document (``<patientID>_<plan>_<YYYYmmdd-HHMMSS>_report.pdf``) with its robustness section.
 """
 
 from __future__ import annotations
@@ -569,7 +570,8 @@ def robust_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike
     Like :func:`planning.compare.recalc.recalculate_files` for the nominal scenario. With a
     ``runner`` and paths for both ``ct`` and ``rtplan``, the runner's workers load the plan
     themselves (:func:`inputs_from_files`). ``ct_series_uid`` chooses the CT series of a
-    ``ct`` folder that holds several.
+    ``ct`` folder that holds several. The plan document in ``out_dir`` is named after the
+    plan's RT Plan Label.
     """
     from planning.compare.recalc import choose_model, load_patient_and_plan
     from planning.machine import load_machine
@@ -593,7 +595,7 @@ def robust_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike
                                  inputs_factory=factory,
                                  progress=stage_progress(progress, 0.02, 1.0), cancel=cancel)
     if out_dir is not None:
-        write_robust_outputs(result, out_dir, machine=machine)
+        write_robust_outputs(result, out_dir, machine=machine, plan_name=plan.label)
     return result
 
 
@@ -607,8 +609,10 @@ def write_robust_outputs(result: RobustResult, out_dir: str | os.PathLike[str], 
     the model's description (e.g. ``"... minimum over 9 scenarios"``). Under the physical
     model the envelopes are physical doses: RTDOSE_PHYSICAL_MIN.dcm and
     RTDOSE_PHYSICAL_MAX.dcm, Dose Type PHYSICAL, and no RTDOSE_RBE.dcm
-    (:func:`planning.planner.write_plan_outputs`). With ``plan_name`` the nominal plan's
-    document (PDF) is written too, as by :func:`planning.planner.write_plan_outputs`."""
+    (:func:`planning.planner.write_plan_outputs`). With ``plan_name`` the plan document
+    (PDF) is written too, as by :func:`planning.planner.write_plan_outputs`, with its
+    robustness section (settings, DVH bands, per-structure scenario tables:
+    :mod:`planning.document`)."""
     import json
 
     from planning.atomic import atomic_write_text

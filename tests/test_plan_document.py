@@ -401,3 +401,25 @@ def test_a_robust_evaluation_gets_its_section_with_settings_scenarios_and_bands(
         assert line.dose[-1] == pytest.approx(max(band[key]))
         assert np.all(np.diff(line.dose) >= 0) and np.all(np.diff(line.volume_fraction) <= 0)
 
+
+def test_exports_of_an_evaluated_plan_write_the_robust_document(planned, tmp_path):
+    """The GUI's DICOM export (api.export_plan with the plan's evaluation) and
+    api.write_robust_outputs write the document with its robustness section beside
+    report.html and the worst-case doses."""
+    from planning import api
+    from tests.workspace_factory import synthetic_robust
+
+    made, _, _, _ = planned
+    result = dataclasses.replace(made, report=json.loads(json.dumps(made.report)))
+    robust = synthetic_robust(result)
+    named = dataclasses.replace(result, plan=dataclasses.replace(result.plan, label="Boost"))
+    paths = api.export_plan(named, tmp_path / "gui", plan_name="Boost", robust=robust)
+    names = {p.split("/")[-1] for p in paths}
+    assert {"RTDOSE_RBE_MIN.dcm", "RTDOSE_RBE_MAX.dcm", "report.html"} <= names
+    (pdf,) = (tmp_path / "gui").glob("IONPLAN-DEMO-001_Boost_*_report.pdf")
+    assert "SPR +3.5% (short)" in _text(pdf) and "Stopping-power error" in _text(pdf)
+
+    api.write_robust_outputs(robust, tmp_path / "api")
+    (pdf,) = (tmp_path / "api").glob(f"IONPLAN-DEMO-001_{safe_part(result.plan.label)}_*.pdf")
+    assert "lowest over scenarios" in _text(pdf)
+    assert pdf.name in json.loads((tmp_path / "api" / "report.json").read_text())["files"]
