@@ -188,6 +188,19 @@ def test_a_plan_file_with_robust_entries_but_no_evaluation_drops_them(tmp_path, 
     assert "scenarios" not in back.plans[0].result.report
 
 
+def test_an_evaluation_that_cannot_be_recorded_never_blocks_the_plans_save(
+        tmp_path, patient, evaluated, caplog):
+    _, robust = evaluated
+    bare = synthetic_plan_result(patient, 8)  # its report has no robust entries
+    ws = _workspace(patient, bare, replace(robust, nominal=bare))
+    with caplog.at_level("WARNING"):
+        folder = WorkspaceStore(tmp_path).save(ws) / "plans" / ws.plans[0].plan_id
+    assert "robust evaluation of plan 'Plan 1' not saved" in caplog.text
+    assert (folder / "plan.json").is_file() and not (folder / "robust.json").exists()
+    back = WorkspaceStore(tmp_path).load(ws.key, patient)
+    assert back is not None and [p.name for p in back.plans] == ["Plan 1"]
+
+
 def test_a_bad_robust_id_is_refused(tmp_path, patient, evaluated):
     result, robust = evaluated
     with pytest.raises(ValueError, match="robust evaluation id"):

@@ -37,8 +37,17 @@ def robust_to_record(robust: RobustResult) -> tuple[dict[str, Any], dict[str, ND
         ``rbe_min_gy_rbe``, ``rbe_max_gy_rbe`` (Gy(RBE); Gy under the physical model),
         ``physical_min_gy``, ``physical_max_gy`` (Gy): (nz, ny, nx) float32 on the plan's
         dose grid, voxel-wise minimum and maximum over the scenarios.
+
+    Raises
+    ------
+    PlanRecordError
+        The plan's report lacks the evaluation's entries (not a finished evaluation).
     """
     report = robust.report
+    missing = [key for key in ROBUST_REPORT_KEYS if key not in report]
+    if missing:
+        raise PlanRecordError(f"the plan's report has no {', '.join(missing)} of a robust "
+                              "evaluation")
     meta = {"report": {key: report[key] for key in ROBUST_REPORT_KEYS}}
     arrays = {name: np.asarray(getattr(robust, name), np.float32) for name in ROBUST_CUBES}
     return meta, arrays

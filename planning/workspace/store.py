@@ -328,7 +328,8 @@ class WorkspaceStore:
         return folder
 
     def _keep_robust(self, key: PatientKey, folder: Path, stored: StoredPlan) -> None:
-        """Write ``stored``'s robust evaluation into its plan ``folder`` unless it is there."""
+        """Write ``stored``'s robust evaluation into its plan ``folder`` unless it is there
+        (one that cannot be recorded is logged and left out, once)."""
         assert stored.robust is not None
         rid = stored.robust_id
         if not _PLAN_ID.match(rid):
@@ -336,7 +337,11 @@ class WorkspaceStore:
                              "8-32 lowercase hex digits")
         memo = (key, stored.plan_id)
         if self._robust_on_disk.get(memo) != rid and _robust_id_on_disk(folder) != rid:
-            _write_robust(folder, rid, stored.robust)
+            try:
+                _write_robust(folder, rid, stored.robust)
+            except PlanRecordError as exc:  # the plan and the manifest are saved regardless
+                log.warning("%s: robust evaluation of plan %r not saved: %s", folder,
+                            stored.name, exc)
         self._robust_on_disk[memo] = rid
 
     def save_last_patient(self, source: str, key: PatientKey) -> None:
