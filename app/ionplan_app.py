@@ -417,8 +417,11 @@ class IonPlanApp(App):
         # The RT Plan Name (and its first 16 characters, the RT Plan Label) is the plan's name.
         named = dataclasses.replace(entry.result,
                                     plan=dataclasses.replace(entry.result.plan, label=entry.name))
+        # A plan's robust evaluation goes with it: worst-case RT Doses, report.html, and the
+        # plan document's robustness section.
         if not self.run_task("Exporting DICOM",
-                             lambda p, c: api.export_plan(named, target, plan_name=entry.name),
+                             lambda p, c: api.export_plan(named, target, plan_name=entry.name,
+                                                          robust=entry.robust),
                              done, cancellable=False):
             target.rmdir()  # not started: leave no empty folder behind
 

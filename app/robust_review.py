@@ -15,11 +15,11 @@ import numpy as np
 
 from app.plot_data import DvhCurve, MetricsRow
 from planning.errors import InputError
-from planning.robust_report import dose_unit  # re-exported for the robustness panel
-
-#: Scenario-table columns: (title, report key) of the chosen structure's metrics, Gy(RBE).
-SCENARIO_METRICS = (("D98", "d98_gy_rbe"), ("D95", "d95_gy_rbe"), ("D50", "d50_gy_rbe"),
-                    ("D2", "d2_gy_rbe"), ("Dmean", "mean_gy_rbe"), ("Dmax", "max_gy_rbe"))
+from planning.robust_tables import (  # dose_unit: re-exported for the robustness panel
+    SCENARIO_METRICS,
+    dose_unit,
+    scenario_metric_rows,
+)
 
 #: Colour of a scenario row whose metric leaves the nominal one by more than this share of
 #: the prescription (a quick flag for the eye; the numbers are all there).
@@ -113,22 +113,10 @@ def scenario_columns(unit: str = "Gy(RBE)") -> list[str]:
 def scenario_rows(report: Mapping[str, Any], structure: str,
                   colour: tuple[int, int, int] = _NEUTRAL_RGB) -> list[MetricsRow]:
     """One row per scenario (nominal first) with ``structure``'s metrics, then the lowest and
-    the highest value of each metric over the scenarios."""
-    rows = []
-    values: list[list[float]] = []
-    for sc in report.get("scenarios", []):
-        m = sc["structures"].get(structure)
-        if m is None:
-            continue
-        values.append([float(m[key]) for _, key in SCENARIO_METRICS])
-        rows.append(MetricsRow(sc["name"], colour, [f"{v:.2f}" for v in values[-1]]))
-    if values:
-        a = np.asarray(values)
-        rows.append(MetricsRow("lowest over scenarios", colour,
-                               [f"{v:.2f}" for v in a.min(axis=0)]))
-        rows.append(MetricsRow("highest over scenarios", colour,
-                               [f"{v:.2f}" for v in a.max(axis=0)]))
-    return rows
+    the highest value of each metric over the scenarios
+    (:func:`planning.robust_report.scenario_metric_rows`)."""
+    return [MetricsRow(name, colour, [f"{v:.2f}" for v in values])
+            for name, values in scenario_metric_rows(report, structure)]
 
 
 def summary_text(report: Mapping[str, Any], target: str, prescription_gy_rbe: float) -> str:

@@ -111,7 +111,9 @@ class PlanEntry:
     plan_id : str
         Its folder in the patient's workspace, fixed for its life.
     robust : RobustResult or None
-        Its robust evaluation, once asked for (not kept in the workspace).
+        Its robust evaluation, once asked for (kept in the workspace with the plan).
+    robust_id : str
+        Names that evaluation in the workspace (a new one for each evaluation; "" without).
     """
 
     name: str
@@ -120,6 +122,7 @@ class PlanEntry:
     setup: Mapping[str, Any] = field(default_factory=dict)
     plan_id: str = field(default_factory=new_plan_id)
     robust: RobustResult | None = None
+    robust_id: str = ""
 
     @property
     def prescription_gy_rbe(self) -> float:
@@ -323,7 +326,7 @@ class Session:
         """Keep the robust evaluation of plan ``name`` (its worst-case cubes become layers)."""
         for i, entry in enumerate(self.plans):
             if entry.name == name:
-                self.plans[i] = replace(entry, robust=robust)
+                self.plans[i] = replace(entry, robust=robust, robust_id=new_plan_id())
                 self._emit("plans")
                 return self.plans[i]
         raise KeyError(f"no plan named {name!r}")

@@ -2,9 +2,9 @@
 
 Plain Python (no Kivy): the application calls :meth:`WorkspaceKeeper.save_if_changed` on a
 timer (every :data:`SAVE_CHECK_S` seconds) and on quit. A save happens only when something the
-workspace keeps differs from what was last written: a new, renamed or exported plan, an edit
-of the plan form, a display setting, the window/level or the slices. Edits closer together
-than the timer's period are written together.
+workspace keeps differs from what was last written: a new, renamed or exported plan, a plan's
+new robust evaluation, an edit of the plan form, a display setting, the window/level or the
+slices. Edits closer together than the timer's period are written together.
 
 One IonPlan writes a patient's workspace at a time: the keeper takes the workspace's lock when
 the patient is opened (or first saved) and releases it when another patient is opened,
@@ -56,7 +56,8 @@ class Restored:
     problem : str
         What the user must know ("" when all was fine): why the workspace could not be read
         and where it was moved, plans that were not restored and why, or that another
-        IonPlan holds the workspace and this one does not save it.
+        IonPlan holds the workspace and this one does not save it, or plans restored
+        without their damaged robust evaluation.
     """
 
     plans: list[PlanEntry] = field(default_factory=list)
@@ -155,14 +156,15 @@ class WorkspaceKeeper:
         if workspace is None:
             return Restored(problem=read_only)
         self._unrestored = workspace.unrestored
-        plans = [PlanEntry(p.name, p.result, p.summary, dict(p.setup), p.plan_id)
-                 for p in workspace.plans]
+        plans = [PlanEntry(p.name, p.result, p.summary, dict(p.setup), p.plan_id, p.robust,
+                           p.robust_id) for p in workspace.plans]
         exported = [e for e, p in zip(plans, workspace.plans, strict=True) if p.exported]
         notes = [f"Plan {u.name!r} was not restored: {u.reason}." for u in workspace.unrestored]
         if notes:
             notes.append(f"{'It is' if len(notes) == 1 else 'They are'} kept, untouched, in "
                          f"{self.store.folder(key)}; a plan made on another CT or structure "
                          "set comes back when the patient is opened with those.")
+        notes += [f"{problem}." for problem in workspace.problems]
         if read_only:
             notes.insert(0, read_only)
         return Restored(plans, exported, dict(workspace.settings), "\n".join(notes))
@@ -190,7 +192,8 @@ class WorkspaceKeeper:
         self._saved = self._snapshot()
 
     def _snapshot(self) -> str:
-        plans = [(p.plan_id, p.name, p.summary, self._exported(p)) for p in self.session.plans]
+        plans = [(p.plan_id, p.name, p.summary, self._exported(p), p.robust_id)
+                 for p in self.session.plans]
         return json.dumps([self._settings(), plans], sort_keys=True)
 
     def save_if_changed(self) -> Path | None:
@@ -221,7 +224,7 @@ class WorkspaceKeeper:
         workspace = Workspace(
             patient_key(patient), self.session.source,
             tuple(StoredPlan(p.plan_id, p.name, p.result, p.summary, self._exported(p),
-                             p.setup) for p in self.session.plans),
+                             p.setup, p.robust, p.robust_id) for p in self.session.plans),
             self._settings(), self._unrestored)
         try:
             folder = self.store.save(workspace)

@@ -302,15 +302,23 @@ def plan_patient(
 
 
 def export_plan(result: PlanResult, out_dir: str | os.PathLike[str], *,
-                plan_name: str | None = None) -> list[str]:
+                plan_name: str | None = None, robust: Any = None) -> list[str]:
     """Write a plan's RTPLAN.dcm, RT Doses and report.json into ``out_dir`` (and, with
-    ``plan_name``, its plan document); return the paths. A folder holding another plan's files
-    is refused; an export that fails leaves none of its files
-    (:func:`planning.output_folder.fresh_output_folder`)."""
+    ``plan_name``, its plan document); return the paths. With ``robust``, the plan's
+    :class:`planning.robust.RobustResult`, its worst-case RT Doses and report.html too, and
+    the document has its robustness section (:func:`planning.robust.write_robust_outputs`).
+    A folder holding another plan's files is refused; an export that fails leaves none of its
+    files (:func:`planning.output_folder.fresh_output_folder`)."""
+    import dataclasses as _dc
+
     from planning.output_folder import fresh_output_folder
     from planning.planner import write_plan_outputs
+    from planning.robust import write_robust_outputs as write_robust
 
     with fresh_output_folder(out_dir):
+        if robust is not None:
+            return [str(p) for p in write_robust(_dc.replace(robust, nominal=result), out_dir,
+                                                 machine=get_machine(), plan_name=plan_name)]
         return [str(p) for p in write_plan_outputs(result, out_dir, machine=get_machine(),
                                                    plan_name=plan_name)]
 
@@ -753,7 +761,8 @@ def robust_evaluation(
 
     ``scheduler`` (``tcp://HOST:PORT``) runs the scenarios on that Dask cluster (paths only);
     otherwise they run here, one after the other. With ``out_dir``, writes the nominal files,
-    RTDOSE_RBE_MIN.dcm, RTDOSE_RBE_MAX.dcm, report.json and report.html there. Returns a
+    RTDOSE_RBE_MIN.dcm, RTDOSE_RBE_MAX.dcm, report.json, report.html and the plan document
+    (PDF, with its robustness section) there. Returns a
     :class:`planning.robust.RobustResult` (its ``report`` is report.json's content).
     ``ct_series_uid`` chooses the CT series of a folder that holds several;
     ``monitor_calibration`` converts a plan's metersets in MU to particles."""
@@ -795,6 +804,7 @@ def robust_evaluation_of_result(result: PlanResult, *, range_error_pct: float = 
     import dataclasses as _dc
 
     from planning.robust import evaluate_robustness
+    from planning.robust_tables import ROBUST_REPORT_KEYS
 
     settings = robust_settings(range_error_pct, setup_error_mm, setup_directions, combined,
                                combined_only)
@@ -803,13 +813,16 @@ def robust_evaluation_of_result(result: PlanResult, *, range_error_pct: float = 
                                  settings=settings, grid_mm=result.dose_grid,
                                  hlut_path=hlut_path, device=device, cutoff_fraction=cutoff,
                                  progress=progress, cancel=cancel)
-    for key in ("robust", "scenarios", "worst_case", "dvh_bands_gy_rbe"):
+    for key in ROBUST_REPORT_KEYS:
         result.report[key] = robust.report[key]
     return _dc.replace(robust, nominal=result)
 
 
-def write_robust_outputs(result: Any, out_dir: str | os.PathLike[str]) -> list[str]:
-    """Write a :class:`planning.robust.RobustResult` (files of :func:`robust_evaluation`)."""
+def write_robust_outputs(result: Any, out_dir: str | os.PathLike[str], *,
+                         plan_name: str | None = None) -> list[str]:
+    """Write a :class:`planning.robust.RobustResult` (files of :func:`robust_evaluation`,
+    the plan document named after ``plan_name``, default the plan's RT Plan Label)."""
     from planning.robust import write_robust_outputs as write
 
-    return [str(p) for p in write(result, out_dir, machine=get_machine())]
+    name = result.nominal.plan.label if plan_name is None else plan_name
+    return [str(p) for p in write(result, out_dir, machine=get_machine(), plan_name=name)]

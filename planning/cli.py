@@ -273,8 +273,9 @@ def _robust_line(rep: dict[str, object], out: str) -> str:
     assert isinstance(robust, dict)
     files = rep["files"]
     assert isinstance(files, list)
-    envelopes = [f for f in files if f.endswith(("_MIN.dcm", "_MAX.dcm"))]
-    line = (f"wrote {', '.join(envelopes)}, report.html and report.json "
+    written = ([f for f in files if f.endswith(("_MIN.dcm", "_MAX.dcm"))]
+               + [f for f in files if f.endswith(".pdf")])
+    line = (f"wrote {', '.join(written)}, report.html and report.json "
             f"({robust['n_scenarios']} scenarios) to {out}")
     pres = rep["prescription"]
     assert isinstance(pres, dict)

@@ -22,7 +22,8 @@ Outputs (:func:`write_robust_outputs`): the nominal plan's files as ``ionplan re
 them, ``RTDOSE_RBE_MIN.dcm`` and ``RTDOSE_RBE_MAX.dcm`` (voxel-wise minimum and maximum
 RBE-weighted dose over the scenarios; ``RTDOSE_PHYSICAL_MIN.dcm`` and ``RTDOSE_PHYSICAL_MAX.dcm``
 under the physical model), ``report.json`` (the nominal report plus ``robust``,
-``scenarios``, ``worst_case`` and ``dvh_bands_gy_rbe``) and ``report.html``.
+``scenarios``, ``worst_case`` and ``dvh_bands_gy_rbe``), ``report.html`` and the plan
+document (``<patientID>_<plan>_<YYYYmmdd-HHMMSS>_report.pdf``) with its robustness section.
 """
 
 from __future__ import annotations
@@ -337,6 +338,25 @@ class RobustResult:
         return self.nominal.report
 
 
+def scenarios_of_report(report: dict[str, Any]) -> tuple[Scenario, ...]:
+    """The scenarios a robust evaluation's report lists (``report["scenarios"]``, each with
+    ``name``, ``range_error_pct`` and ``shift_mm`` (x, y, z) LPS, mm), in its order.
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError, IndexError
+        An entry lacks a field or has one of the wrong type.
+    """
+    out = []
+    for sc in report["scenarios"]:
+        shift = sc["shift_mm"]
+        if len(shift) != 3:
+            raise ValueError(f"scenario {sc['name']!r}: shift_mm needs 3 values, got {shift!r}")
+        out.append(Scenario(str(sc["name"]), float(sc["range_error_pct"]),
+                            (float(shift[0]), float(shift[1]), float(shift[2]))))
+    return tuple(out)
+
+
 def structure_metrics(rbe_dose: NDArray[np.floating], physical_dose: NDArray[np.floating],
                       samples_by_name: dict[str, DoseSamples],
                       labels: VoxelLabels | None = None) -> dict[str, dict[str, float]]:
@@ -556,7 +576,8 @@ def robust_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike
     ``runner`` and paths for both ``ct`` and ``rtplan``, the runner's workers load the plan
     themselves (:func:`inputs_from_files`). ``ct_series_uid`` chooses the CT series of a
     ``ct`` folder that holds several; ``monitor_calibration`` converts a plan's metersets in
-    MU to particles.
+    MU to particles. The plan document in ``out_dir`` is named after the plan's RT Plan
+    Label.
     """
     from planning.compare.recalc import choose_model, load_patient_and_plan
     from planning.machine import load_machine
@@ -581,7 +602,7 @@ def robust_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike
                                  inputs_factory=factory,
                                  progress=stage_progress(progress, 0.02, 1.0), cancel=cancel)
     if out_dir is not None:
-        write_robust_outputs(result, out_dir, machine=machine)
+        write_robust_outputs(result, out_dir, machine=machine, plan_name=plan.label)
     return result
 
 
@@ -595,8 +616,10 @@ def write_robust_outputs(result: RobustResult, out_dir: str | os.PathLike[str], 
     the model's description (e.g. ``"... minimum over 9 scenarios"``). Under the physical
     model the envelopes are physical doses: RTDOSE_PHYSICAL_MIN.dcm and
     RTDOSE_PHYSICAL_MAX.dcm, Dose Type PHYSICAL, and no RTDOSE_RBE.dcm
-    (:func:`planning.planner.write_plan_outputs`). With ``plan_name`` the nominal plan's
-    document (PDF) is written too, as by :func:`planning.planner.write_plan_outputs`."""
+    (:func:`planning.planner.write_plan_outputs`). With ``plan_name`` the plan document
+    (PDF) is written too, as by :func:`planning.planner.write_plan_outputs`, with its
+    robustness section (settings, DVH bands, per-structure scenario tables:
+    :mod:`planning.document`)."""
     import json
 
     from planning.atomic import atomic_write_text

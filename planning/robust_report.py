@@ -15,17 +15,10 @@ from typing import Any
 from planning.compare.html_report import _CSS, _fmt, _table
 from planning.compare.images import dvh_frame
 from planning.hlut import describe_hlut_record
-from planning.rbe import dose_unit_of
+from planning.robust_tables import dose_unit, tabled_structures
 
 
-def dose_unit(report: Mapping[str, Any]) -> str:
-    """``"Gy"`` for a plan evaluated under the physical model, else ``"Gy(RBE)"``: the unit of
-    the doses a plan's or robust evaluation's ``report.json`` holds (its ``*_gy_rbe`` keys hold
-    the plan's dose under either)."""
-    return dose_unit_of(str(report.get("rbe_model", "")))
-
-
-def _combination_text(robust: dict[str, Any]) -> str:
+def _combination_text(robust: Mapping[str, Any]) -> str:
     if robust.get("combined_only"):
         return ", only combined with each other (and the nominal scenario)"
     return ", and combined" if robust["combined"] else ""
@@ -71,12 +64,9 @@ def dvh_band_svg(bands: Mapping[str, Mapping[str, Sequence[float]]], *, width: i
 
 
 def _scenario_table(rep: Mapping[str, Any]) -> str:
-    target = rep.get("prescription", {}).get("target")
-    names = list(rep.get("dvh_bands_gy_rbe", {}))
-    organs = [n for n in names if n != target
-              and rep["structures"].get(n, {}).get("interpreted_type") not in ("EXTERNAL",)]
+    target, organs = tabled_structures(rep)
     header = ["scenario", "stopping power error (%)", "shift x, y, z (mm)"]
-    if target in names:
+    if target is not None:
         header += [f"{target} D98", f"{target} D95", f"{target} D50", f"{target} D2"]
     for organ in organs:
         header += [f"{organ} Dmean", f"{organ} D2", f"{organ} Dmax"]
@@ -85,7 +75,7 @@ def _scenario_table(rep: Mapping[str, Any]) -> str:
         st = sc["structures"]
         row: list[Any] = [sc["name"], sc["range_error_pct"],
                           ", ".join(f"{c:+.2f}" for c in sc["shift_mm"])]
-        if target in names:
+        if target is not None:
             row += [st[target][k] for k in ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe",
                                              "d2_gy_rbe")]
         for organ in organs:

@@ -349,3 +349,77 @@ def test_page_header_stays_within_the_frame():
     assert len(lines) == 2 and size < 7.0
     short, size = header_lines("A | B", 7.0, FRAME_WIDTH)
     assert short == ["A | B"] and size == 7.0
+
+
+def test_a_robust_evaluation_gets_its_section_with_settings_scenarios_and_bands(tmp_path):
+    """The section's text read back: the scenario settings, one table per structure with the
+    evaluation's scenario names and numbers (the Robustness view's rows), the band figure."""
+    from planning import api
+    from planning.document.from_plan import plan_document
+    from tests.workspace_factory import synthetic_plan_result, synthetic_robust
+
+    patient = api.demo_patient()
+    plain = synthetic_plan_result(patient, 2)
+    assert plan_document(plain, "Plan 1").robustness is None
+    assert "Robustness" not in _text(write_plan_document(plain, tmp_path, "Plan 1"))
+
+    result = synthetic_plan_result(patient, 2)
+    synthetic_robust(result)
+    report = result.report
+    text = _text(write_plan_document(result, tmp_path, "Plan 1"))
+    section = text[text.index("Robustness"):]
+    assert section.index("Robustness") < section.index("Warnings") - 1  # before the warnings
+    flat = " ".join(section.split())
+    for words in ("Stopping-power error +/-3.5 %", "Setup error none", "Scenarios 3",
+                  "DVH bands over the scenarios", "lowest / highest over scenarios",
+                  "PTV (target), Gy(RBE)", "Brainstem, Gy(RBE)"):
+        assert words in flat, words
+    assert "External," not in flat  # the external contour has no table
+    # The PTV's table: the scenarios in the evaluation's order, then lowest and highest.
+    ptv = section[section.index("PTV (target)"):].splitlines()
+    rows = [line for line in ptv if line in ("nominal", "SPR +3.5% (short)",
+                                             "SPR -3.5% (long)", "lowest over scenarios",
+                                             "highest over scenarios")][:5]
+    assert rows == ["nominal", "SPR +3.5% (short)", "SPR -3.5% (long)",
+                    "lowest over scenarios", "highest over scenarios"]
+    short = report["scenarios"][1]["structures"]["PTV"]
+    start = ptv.index("SPR +3.5% (short)")
+    assert ptv[start + 1:start + 7] == [f"{short[k]:.2f}" for k in (
+        "d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe", "max_gy_rbe")]
+    worst = report["worst_case"]["structures"]["PTV"]
+    low = ptv.index("lowest over scenarios")
+    assert ptv[low + 2] == f"{worst['d95_gy_rbe_min']:.2f}"
+    # The band figure: per structure the nominal line and both edges, from 0 dose at 100 %.
+    doc = plan_document(result, "Plan 1")
+    assert doc.robustness is not None
+    lines = [ln for ln in doc.robustness.band_lines if ln.structure == "PTV"]
+    assert [ln.dashed for ln in lines] == [False, True, True]
+    band = report["dvh_bands_gy_rbe"]["PTV"]
+    for line, key in zip(lines, ("dose_nominal_gy_rbe", "dose_min_gy_rbe", "dose_max_gy_rbe"),
+                         strict=True):
+        assert (line.dose[0], line.volume_fraction[0]) == (0.0, 1.0)
+        assert line.dose[-1] == pytest.approx(max(band[key]))
+        assert np.all(np.diff(line.dose) >= 0) and np.all(np.diff(line.volume_fraction) <= 0)
+
+
+def test_exports_of_an_evaluated_plan_write_the_robust_document(planned, tmp_path):
+    """The GUI's DICOM export (api.export_plan with the plan's evaluation) and
+    api.write_robust_outputs write the document with its robustness section beside
+    report.html and the worst-case doses."""
+    from planning import api
+    from tests.workspace_factory import synthetic_robust
+
+    made, _, _, _ = planned
+    result = dataclasses.replace(made, report=json.loads(json.dumps(made.report)))
+    robust = synthetic_robust(result)
+    named = dataclasses.replace(result, plan=dataclasses.replace(result.plan, label="Boost"))
+    paths = api.export_plan(named, tmp_path / "gui", plan_name="Boost", robust=robust)
+    names = {p.split("/")[-1] for p in paths}
+    assert {"RTDOSE_RBE_MIN.dcm", "RTDOSE_RBE_MAX.dcm", "report.html"} <= names
+    (pdf,) = (tmp_path / "gui").glob("IONPLAN-DEMO-001_Boost_*_report.pdf")
+    assert "SPR +3.5% (short)" in _text(pdf) and "Stopping-power error" in _text(pdf)
+
+    api.write_robust_outputs(robust, tmp_path / "api")
+    (pdf,) = (tmp_path / "api").glob(f"IONPLAN-DEMO-001_{safe_part(result.plan.label)}_*.pdf")
+    assert "lowest over scenarios" in _text(pdf)
+    assert pdf.name in json.loads((tmp_path / "api" / "report.json").read_text())["files"]

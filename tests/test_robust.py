@@ -17,6 +17,7 @@ import json
 
 import numpy as np
 import pytest
+from pypdf import PdfReader
 
 from planning.beams import Beam, SpotMap
 from planning.cli import main
@@ -233,6 +234,17 @@ def test_robust_cli_nominal_equals_recalc_and_writes_the_envelope(tmp_path_facto
     assert "<svg" in html and "SPR -3.5% (long)" in html
     for name in ("RTPLAN.dcm", "RTDOSE_RBE_MIN.dcm", "RTDOSE_RBE_MAX.dcm", "report.html"):
         assert name in rep["files"]
+    # The plan document beside report.html, named after the RT Plan Label, with the
+    # robustness section: settings, and the PTV's scenario rows as report.json has them.
+    (pdf,) = out.glob("*_report.pdf")
+    assert pdf.name in rep["files"]
+    assert pdf.name.startswith(f"{rep['patient']['patient_id']}_{rep['plan']['label']}_")
+    text = "\n".join(page.extract_text() for page in PdfReader(pdf).pages)
+    section = text[text.index("Robustness"):]
+    assert "Stopping-power error" in section and "+/-3.5 %" in section
+    ptv_rows = section[section.index("PTV (target)"):].splitlines()
+    at = ptv_rows.index("SPR -3.5% (long)")
+    assert ptv_rows[at + 2] == f"{rep['scenarios'][2]['structures']['PTV']['d95_gy_rbe']:.2f}"
     assert not list(out.glob(".*.tmp"))
 
 

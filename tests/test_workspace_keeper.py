@@ -99,3 +99,41 @@ def test_rename_checks_the_name(patient):
             session.rename_plan(b, bad)
     assert b.name == "Plan 2"
     session.rename_plan(a, "Boost phase 2")  # its own name again is fine
+
+
+def test_a_robust_evaluation_is_saved_when_it_finishes_and_restored(tmp_path, patient):
+    from tests.workspace_factory import synthetic_robust
+
+    session, _, keeper = _keeper(tmp_path, patient)
+    entry = session.add_plan(synthetic_plan_result(patient, 4), "robust")
+    folder = keeper.save_if_changed()
+    assert folder is not None and keeper.save_if_changed() is None
+    robust = synthetic_robust(entry.result)
+    kept = session.set_robust(entry.name, robust)
+    assert kept.robust_id and kept.plan_id == entry.plan_id
+    assert keeper.save_if_changed() == folder  # the evaluation is something to save
+    assert (folder / "plans" / entry.plan_id / f"robust-{kept.robust_id}").is_dir()
+    keeper.close()
+
+    _, _, keeper2 = _keeper(tmp_path, patient)
+    restored = keeper2.restore(patient, "demo patient")
+    assert restored.problem == ""
+    (back,) = restored.plans
+    assert back.robust is not None and back.robust_id == kept.robust_id
+    assert back.robust.report["scenarios"] == json.loads(
+        json.dumps(robust.report["scenarios"]))
+    # The worst-case cubes are quantities of the plan again.
+    layer = back.layer("rbe_min")
+    assert "minimum of 3 scenarios" in layer.label
+    assert (layer.cube == robust.rbe_min_gy_rbe).all()
+    keeper2.close()
+
+    # Its cubes damaged: the plan comes back without it, and the user is told.
+    cube = folder / "plans" / entry.plan_id / f"robust-{kept.robust_id}" / "rbe_max_gy_rbe.npy"
+    cube.write_bytes(cube.read_bytes()[:-4])
+    _, _, keeper3 = _keeper(tmp_path, patient)
+    restored = keeper3.restore(patient, "demo patient")
+    (back,) = restored.plans
+    assert back.robust is None and "rbe_max" not in [la.key for la in back.layers()]
+    assert "robust evaluation of plan 'Plan 1' was not restored" in restored.problem
+    assert str(cube) in restored.problem

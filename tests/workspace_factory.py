@@ -1,5 +1,6 @@
 """Plans made without the dose engine, for the workspace tests: random spots and weights, and
-cubes shaped like a dose (a smooth bump on the target at the prescription)."""
+cubes shaped like a dose (a smooth bump on the target at the prescription); robust
+evaluations of them whose scenario doses are the plan's, scaled."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import numpy as np
 
 from planning.beams import Beam, SpotMap
 from planning.dose_grid import DoseGrid
+from planning.evaluation import doses_at_volumes
 from planning.exchange import ExchangeView
 from planning.patient import Patient
 from planning.plan import BeamDoses, BeamPlan, Plan, Prescription
 from planning.planner import PlanResult, grid_of
 from planning.rbe import LemModel, MkmModel, Tissue
+from planning.robust import RobustResult
 
 PRESCRIPTION_GY_RBE = 57.6
 
@@ -55,3 +58,46 @@ def synthetic_plan_result(patient: Patient, seed: int, *, grid_mm: float = 8.0,
                       report={"rbe_model": model.describe(), "optimizer": {"iterations": 12},
                               "warnings": [], "timings_s": {}},
                       exchange=exchange, beam_physical_dose_gy=(cube(10.0), cube(10.0)))
+
+
+def synthetic_robust(result: PlanResult, scales: tuple[float, ...] = (1.0, 0.9, 1.08)
+                     ) -> RobustResult:
+    """A robust evaluation of ``result`` made without the dose engine: the range scenarios
+    of a 3.5 % stopping-power error (no setup error), scenario k's doses being
+    ``scales[k]`` x the plan's (``scales[0]`` the nominal one, 1). Its report entries are
+    computed as :func:`planning.robust.evaluate_robustness` computes them, and added to
+    ``result.report``."""
+    from planning.robust import (
+        BAND_VOLUME_PERCENT,
+        RobustSettings,
+        make_scenarios,
+        structure_metrics,
+        worst_case,
+    )
+    from planning.structure_dose import sampled_structures
+
+    settings = RobustSettings(range_error_pct=3.5, setup_error_mm=0.0)
+    scenarios = make_scenarios(settings)
+    assert len(scenarios) == len(scales)
+    samples = {s.name: d for s, d in sampled_structures(result.patient, result.dose_grid)}
+    rbe = [(result.rbe_dose_gy_rbe * np.float32(k)).astype(np.float32) for k in scales]
+    phys = [(result.physical_dose_gy * np.float32(k)).astype(np.float32) for k in scales]
+    rows = [{"name": sc.name, "range_error_pct": sc.range_error_pct,
+             "shift_mm": list(sc.shift_mm), "seconds": 0.0,
+             "structures": structure_metrics(r, p, samples)}
+            for sc, r, p in zip(scenarios, rbe, phys, strict=True)]
+    bands = {}
+    for name, s in samples.items():
+        at = np.stack([doses_at_volumes(s.dose(r), BAND_VOLUME_PERCENT, s.volume_mm3)
+                       for r in rbe])
+        bands[name] = {"volume_percent": list(BAND_VOLUME_PERCENT),
+                       "dose_min_gy_rbe": [round(float(x), 4) for x in at.min(axis=0)],
+                       "dose_max_gy_rbe": [round(float(x), 4) for x in at.max(axis=0)],
+                       "dose_nominal_gy_rbe": [round(float(x), 4) for x in at[0]]}
+    result.report.update({
+        "robust": {"range_error_pct": 3.5, "setup_error_mm": 0.0, "setup_directions": 6,
+                   "combined": False, "combined_only": False, "n_scenarios": len(scenarios)},
+        "scenarios": rows, "worst_case": {"structures": worst_case(rows)},
+        "dvh_bands_gy_rbe": bands})
+    return RobustResult(result, np.minimum.reduce(rbe), np.maximum.reduce(rbe),
+                        np.minimum.reduce(phys), np.maximum.reduce(phys), scenarios)

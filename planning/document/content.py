@@ -86,6 +86,37 @@ class DoseSection:
 
 
 @dataclass(frozen=True)
+class RobustnessSection:
+    """The plan's robust evaluation (:mod:`planning.robust`), as the Robustness view and
+    ``ionplan robust``'s report.html show it.
+
+    Attributes
+    ----------
+    settings : TextTable
+        Label/value rows: stopping-power error (%), setup error (mm) and directions, the
+        combinations, the number of scenarios.
+    band_lines : tuple of DvhLine
+        Per structure of ``tables``: the nominal DVH (solid) and the lowest and highest DVH
+        over the scenarios (the band's edges, dashed); dose in ``unit``.
+    band_legend : tuple of (str, tuple of float)
+        What the two line styles of ``band_lines`` show.
+    unit : str
+        Unit of every dose of the section (the plan's: Gy(RBE), or Gy under the physical
+        model).
+    tables : tuple of (str, TextTable)
+        Per structure (the target first, then the organs): its title and one row per
+        scenario (named as the evaluation names them, e.g. ``"SPR +3.5% (short)"``) with
+        D98, D95, D50, D2, Dmean, Dmax, then the lowest and the highest over the scenarios.
+    """
+
+    settings: TextTable
+    band_lines: tuple[DvhLine, ...]
+    band_legend: tuple[tuple[str, tuple[float, ...]], ...]
+    unit: str
+    tables: tuple[tuple[str, TextTable], ...]
+
+
+@dataclass(frozen=True)
 class PlanDocument:
     """Everything the plan document shows.
 
@@ -113,6 +144,8 @@ class PlanDocument:
     display : DoseDisplay
         Wash range and isodose levels of ``views``.
     warnings : tuple of str
+    robustness : RobustnessSection or None
+        The plan's robust evaluation, when it has one.
     """
 
     ident: Identification
@@ -130,3 +163,4 @@ class PlanDocument:
     views: tuple[SliceView, ...]
     display: DoseDisplay
     warnings: tuple[str, ...]
+    robustness: RobustnessSection | None = None

@@ -6,7 +6,9 @@ result from its report (``report.json``: ``objectives``, ``iterations``,
 and DVHs are evaluated on the plan's dose cubes for its own model and, when the plan has an
 exchange view (:mod:`planning.exchange`), for the other models too, plus the physical dose.
 The DVH's axis has the unit of the plan's model; the other models' Gy(RBE) curves are drawn on
-it (each model in its own dash pattern) only when that unit is Gy(RBE).
+it (each model in its own dash pattern) only when that unit is Gy(RBE). A plan with a robust
+evaluation (its report has the entries :func:`planning.robust.evaluate_robustness` adds) gets
+its robustness section from those entries.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from planning.beams import PRIMARIES_PER_WEIGHT_UNIT
-from planning.document.content import DoseSection, DvhLine, PlanDocument, TextTable
+from planning.document.content import (
+    DoseSection,
+    DvhLine,
+    PlanDocument,
+    RobustnessSection,
+    TextTable,
+)
 from planning.document.identity import identification
 from planning.document.views import (
     DEFAULT_OUTLINE_RGB,
@@ -34,6 +42,13 @@ from planning.isodose import STANDARD_ISODOSE_PERCENT
 from planning.plan_notes import plan_notes
 from planning.rbe import LemModel, MkmModel, PhysicalDose, RbeModel, dose_unit_of
 from planning.rbe.record import StructureTissues, model_label, model_record
+from planning.robust_tables import (
+    ROBUST_REPORT_KEYS,
+    SCENARIO_METRICS,
+    dose_unit,
+    scenario_metric_rows,
+    tabled_structures,
+)
 from planning.structure_dose import StructureDose, structure_dose_statistics
 
 if TYPE_CHECKING:
@@ -50,6 +65,8 @@ MODEL_DASHES: dict[str, tuple[float, ...]] = {MkmModel.name: (4.0, 2.0),
 OTHER_DASH = (6.0, 2.0, 1.0, 2.0)
 #: Characters of the DICOM RT Plan Label (SH).
 PLAN_LABEL_CHARS = 16
+#: Dash pattern of the robustness DVH bands' edges (the nominal DVH is solid).
+BAND_DASH = (3.0, 2.0)
 
 
 def _num(value: Any, digits: int = 2) -> str:
@@ -306,7 +323,62 @@ def plan_document(result: PlanResult, plan_name: str, *,
         views=views,
         display=display,
         warnings=_warnings(result, views),
+        robustness=_robustness(result, colours),
     )
+
+
+def _robustness(result: PlanResult, colours: Mapping[str, tuple[int, int, int]]
+                ) -> RobustnessSection | None:
+    """The robustness section from a robust evaluation's entries of the plan's report; None
+    when the plan has none."""
+    report = result.report
+    if not all(key in report for key in ROBUST_REPORT_KEYS):
+        return None
+    robust = report["robust"]
+    unit = dose_unit(report)
+    e, s = float(robust["range_error_pct"]), float(robust["setup_error_mm"])
+    combination = ("only combined with each other (and the nominal scenario)"
+                   if robust.get("combined_only") else
+                   "separately, and each setup shift with each stopping-power error"
+                   if robust.get("combined") else "separately")
+    settings = TextTable((), (
+        ("Stopping-power error",
+         f"+/-{e:g} % of the relative stopping power of the whole CT (+: ranges shorter, "
+         "-: longer)" if e else "none"),
+        ("Setup error", f"{s:g} mm isocentre shift in {robust['setup_directions']} "
+                        "directions (the dose moves over the patient)" if s else "none"),
+        ("Errors applied", combination),
+        ("Scenarios", f"{robust['n_scenarios']}, the nominal one included"),
+    ))
+    ss = result.patient.structure_set
+    target, organs = tabled_structures(
+        report, target=result.plan.prescription.target,
+        types=None if ss is None else {st.name: st.interpreted_type for st in ss.structures})
+    names = [n for n in (target, *organs) if n is not None]
+    bands = report["dvh_bands_gy_rbe"]
+    lines = []
+    for name in names:
+        band = bands[name]
+        volume = np.asarray(band["volume_percent"], dtype=np.float64)[::-1] / 100.0
+        for key, dash in (("dose_nominal_gy_rbe", ()), ("dose_min_gy_rbe", BAND_DASH),
+                          ("dose_max_gy_rbe", BAND_DASH)):
+            # The dose each volume receives at least, turned into a cumulative DVH (dose up,
+            # volume down) from zero dose at the whole volume.
+            dose = np.maximum.accumulate(np.asarray(band[key], dtype=np.float64)[::-1])
+            lines.append(DvhLine(name, colours.get(name, DEFAULT_OUTLINE_RGB),
+                                 np.concatenate(([0.0], dose)),
+                                 np.concatenate(([1.0], volume)), dash))
+    header = ("Scenario", *(title for title, _ in SCENARIO_METRICS))
+    tables = []
+    for name in names:
+        rows = tuple((row, *(f"{v:.2f}" for v in values))
+                     for row, values in scenario_metric_rows(report, name))
+        if rows:
+            title = f"{name}{' (target)' if name == target else ''}, {unit}"
+            tables.append((title, TextTable(header, rows, (0.34,) + (0.11,) * 6)))
+    return RobustnessSection(settings, tuple(lines),
+                             (("nominal", ()), ("lowest / highest over scenarios", BAND_DASH)),
+                             unit, tuple(tables))
 
 
 def _model_facts(model: RbeModel, structure_tissues: StructureTissues

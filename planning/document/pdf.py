@@ -2,9 +2,11 @@
 
 Layout: the identification block; prescription and plan; the RBE model with every
 parameter; beams; objectives and the optimizer's result; three views through the target with
-the dose colour bar and the isodose legend; the DVHs; the metrics of each dose; warnings; the
-approval block (planned / checked / approved by, with signature and date lines). Every page
-carries the identification in its header and the page number in its footer.
+the dose colour bar and the isodose legend; the DVHs; the metrics of each dose; the robust
+evaluation, when the plan has one (settings, DVH bands, per-structure scenario tables);
+warnings; the approval block (planned / checked / approved by, with signature and date
+lines). Every page carries the identification in its header and the page number in its
+footer.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from reportlab.platypus import (
 )
 
 from planning import __version__
-from planning.document.content import PlanDocument, TextTable
+from planning.document.content import PlanDocument, RobustnessSection, TextTable
 from planning.document.drawings import (
     FONT,
     colour_bar_drawing,
@@ -53,6 +55,7 @@ _H1 = ParagraphStyle("h1", parent=_STYLES["Title"], fontName=FONT + "-Bold", fon
                      alignment=0, spaceAfter=4)
 _H2 = ParagraphStyle("h2", parent=_STYLES["Heading2"], fontName=FONT + "-Bold", fontSize=11,
                      spaceBefore=8, spaceAfter=3)
+_H3 = ParagraphStyle("h3", parent=_H2, fontSize=9, spaceBefore=5, spaceAfter=2)
 #: Adobe's standard Japanese gothic CID font (with Chinese and Korean glyphs the viewer
 #: substitutes): the text Helvetica's WinAnsi encoding cannot show, e.g. Japanese patient
 #: names, is set in it. Viewers supply it (not embedded).
@@ -167,6 +170,21 @@ def _views(doc: PlanDocument) -> list[Flowable]:
     return [KeepTogether([Paragraph("Dose", _H2), row, Spacer(1, 3), scales, note])]
 
 
+def _robustness(section: RobustnessSection) -> list[Flowable]:
+    """Robustness heading, settings, the DVH bands and one scenario table per structure."""
+    return [
+        KeepTogether([Paragraph("Robustness", _H2),
+                      _p("The plan's dose recalculated in each error scenario (the spots and "
+                         f"weights unchanged). Doses in {section.unit}, whole plan.", _BODY),
+                      Spacer(1, 2), _table(section.settings)]),
+        KeepTogether([Paragraph("DVH bands over the scenarios", _H3),
+                      dvh_drawing(section.band_lines, section.unit, FRAME_WIDTH, 230,
+                                  section.band_legend)]),
+        *(KeepTogether([Paragraph(title, _H3), _table(table)])
+          for title, table in section.tables),
+    ]
+
+
 def _approval() -> Table:
     """Planned / checked / approved by, each with lines for name, signature and date."""
     rows: list[list[Any]] = [["", _p("Name"), "", _p("Signature"), "", _p("Date")]]
@@ -201,6 +219,8 @@ def _story(doc: PlanDocument) -> list[Flowable]:
     ]
     for section in doc.sections:
         story.append(KeepTogether([Paragraph(section.title, _H2), _table(section.metrics)]))
+    if doc.robustness is not None:
+        story += _robustness(doc.robustness)
     story.append(Paragraph("Warnings", _H2))
     story += [_p(f"- {w}", _BODY) for w in doc.warnings]
     story.append(KeepTogether([Paragraph("Approval", _H2), _approval()]))

@@ -29,6 +29,7 @@ from planning.rbe.record import (
     model_record,
     structure_tissues_from_record,
 )
+from planning.robust_tables import ROBUST_REPORT_KEYS
 
 #: Cubes of a plan, by array name and PlanResult attribute.
 CUBES = ("physical_dose_gy", "rbe_dose_gy_rbe", "letd_kev_um", "rbe")
@@ -63,7 +64,9 @@ def plan_to_record(result: PlanResult) -> tuple[dict[str, Any], dict[str, NDArra
     Returns
     -------
     meta : dict
-        JSON-serialisable: ``plan``, ``dose_grid``, ``model``, ``report``, ``exchange``.
+        JSON-serialisable: ``plan``, ``dose_grid``, ``model``, ``report`` (without the
+        entries of a robust evaluation, which are kept with it:
+        :mod:`planning.workspace.robust_arrays`), ``exchange``.
     arrays : dict of str to ndarray
         Spot arrays ``beam<i>_<energy_mev_u|layer|u_mm|v_mm|weights>`` (n_spots,), cubes
         (nz, ny, nx) float32 on ``dose_grid``: ``physical_dose_gy``, ``rbe_dose_gy_rbe``,
@@ -111,7 +114,8 @@ def plan_to_record(result: PlanResult) -> tuple[dict[str, Any], dict[str, NDArra
             arrays[f"exchange_{name}"] = np.asarray(getattr(x, name), np.float32)
     meta = {"plan": plan_json, "dose_grid": _grid_json(result.dose_grid),
             "model": model_record(result.model, result.structure_tissues),
-            "report": result.report,
+            # A robust evaluation's entries are kept with the evaluation (robust_arrays).
+            "report": {k: v for k, v in result.report.items() if k not in ROBUST_REPORT_KEYS},
             "exchange": exchange, "n_beam_cubes": len(result.beam_physical_dose_gy)}
     return meta, arrays
 
@@ -184,6 +188,9 @@ def _rebuild(meta: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]],
     report = meta["report"]
     if not isinstance(report, dict):
         raise PlanRecordError("the report must be an object")
+    # Robust entries come only with a restored evaluation (a plan file written before they
+    # were kept apart may hold those of an evaluation whose cubes were never stored).
+    report = {k: v for k, v in report.items() if k not in ROBUST_REPORT_KEYS}
     model = model_from_record(meta["model"])
     structure_tissues = structure_tissues_from_record(meta["model"])
     n_beam_cubes = int(meta["n_beam_cubes"])

@@ -7,11 +7,16 @@ Layout (docs/workspace.md)::
     ROOT/<patient folder>/workspace.json    manifest: format, version, patient, settings, plans
     ROOT/<patient folder>/plans/<plan id>/plan.json    one plan's description, array checksums
     ROOT/<patient folder>/plans/<plan id>/<array>.npy  its spot arrays and dose cubes
+    ROOT/<patient folder>/plans/<plan id>/robust.json  its robust evaluation, if any
+    ROOT/<patient folder>/plans/<plan id>/robust-<robust id>/<array>.npy  its envelope cubes
 
 Saving is crash-safe: a plan folder is written once, under a temporary name, and renamed into
 place when complete; the manifest, which names the plan folders, is replaced atomically after
 them. A process killed at any moment leaves the previous manifest or the new one, each with
-all its plan folders.
+all its plan folders. A robust evaluation, made later than its plan, is added to the plan's
+folder the same way: its cubes' folder is renamed into place when complete, then
+``robust.json``, which names it, is replaced atomically; the folder of an evaluation it
+replaced is removed after that.
 
 One process writes a workspace at a time: :meth:`WorkspaceStore.lock` takes its lock file
 (:mod:`planning.workspace.lock`); a save never removes a plan folder that the manifest on disk
@@ -41,9 +46,11 @@ from planning.atomic import atomic_binary_file, atomic_write_text
 from planning.errors import DataFileError, IonPlanError
 from planning.patient import Patient
 from planning.planner import PlanResult
+from planning.robust import RobustResult
 from planning.workspace.identity import ct_record, fit_problems, needed_structures
 from planning.workspace.lock import LockHolder, WorkspaceLock, read_holder
 from planning.workspace.plan_arrays import PlanRecordError, plan_from_record, plan_to_record
+from planning.workspace.robust_arrays import robust_from_record, robust_to_record
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,8 @@ FORMAT = "ionplan-workspace"
 FORMAT_VERSION = 1
 MANIFEST = "workspace.json"
 PLAN_FILE = "plan.json"
+#: A plan folder's robust evaluation: its report entries, cube checksums and cube folder.
+ROBUST_FILE = "robust.json"
 LAST_PATIENT = "last_patient.json"
 LOCKS = "locks"
 _PLAN_ID = re.compile(r"^[0-9a-f]{8,32}$")
@@ -113,6 +122,11 @@ class StoredPlan:
         Whether the user exported it (DICOM).
     setup : dict
         The plan-setup form it was computed with (JSON object, the application's own keys).
+    robust : RobustResult or None
+        Its robust evaluation (``robust.nominal`` is ``result``), if it has one.
+    robust_id : str
+        Names that evaluation (8-32 lowercase hex digits, a new one for each evaluation): a
+        save writes the evaluation when the plan's folder holds another one, or none.
     """
 
     plan_id: str
@@ -121,6 +135,8 @@ class StoredPlan:
     summary: str = ""
     exported: bool = False
     setup: Mapping[str, Any] = field(default_factory=dict)
+    robust: RobustResult | None = None
+    robust_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -161,6 +177,9 @@ class Workspace:
     unrestored : tuple of UnrestoredPlan
         Plans kept on disk that were not restored (:meth:`WorkspaceStore.load`); a save
         keeps them listed.
+    problems : tuple of str
+        What :meth:`WorkspaceStore.load` left out of restored plans, one sentence each (a
+        damaged robust evaluation: the plan is restored without it). Not written.
     """
 
     key: PatientKey
@@ -168,6 +187,7 @@ class Workspace:
     plans: tuple[StoredPlan, ...] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
     unrestored: tuple[UnrestoredPlan, ...] = ()
+    problems: tuple[str, ...] = ()
 
 
 def new_plan_id() -> str:
@@ -194,6 +214,9 @@ class WorkspaceStore:
         self.root = Path(root)
         self._locks: dict[PatientKey, WorkspaceLock] = {}
         self._known: dict[PatientKey, set[str]] = {}
+        # (patient, plan id) -> id of the robust evaluation its folder holds (loaded or
+        # written by this store)
+        self._robust_on_disk: dict[tuple[PatientKey, str], str] = {}
 
     def folder(self, key: PatientKey) -> Path:
         return self.root / key.folder_name()
@@ -238,9 +261,13 @@ class WorkspaceStore:
 
     # --- writing -------------------------------------------------------------------------
     def save(self, workspace: Workspace) -> Path:
-        """Write ``workspace`` (new plan folders, then the manifest); return its folder.
+        """Write ``workspace`` (new plan folders and robust evaluations, then the manifest);
+        return its folder.
 
-        Plan folders already on disk are not rewritten (a plan's arrays never change). A plan
+        Plan folders already on disk are not rewritten (a plan's arrays never change); a
+        plan's robust evaluation is written when its folder does not hold that evaluation
+        (:attr:`StoredPlan.robust_id`) and then replaces the one held, if any (a plan given
+        without an evaluation leaves the one on disk alone). A plan
         folder is removed afterwards only when the new manifest does not name it and it is
         not a plan the manifest on disk lists that this store never loaded nor wrote (such a
         plan, saved by another IonPlan, is kept and stays listed). Unrestored plans stay
@@ -284,6 +311,8 @@ class WorkspaceStore:
                 raise ValueError(f"plan id {stored.plan_id!r} is not 8-32 lowercase hex digits")
             if not (plans_dir / stored.plan_id / PLAN_FILE).is_file():
                 _write_plan_folder(plans_dir, stored.plan_id, stored.result)
+            if stored.robust is not None:
+                self._keep_robust(key, plans_dir / stored.plan_id, stored)
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "ionplan_version": __version__,
@@ -297,6 +326,23 @@ class WorkspaceStore:
             if child.name not in kept:  # a dropped plan, or a partial folder of a crash
                 shutil.rmtree(child, ignore_errors=True)
         return folder
+
+    def _keep_robust(self, key: PatientKey, folder: Path, stored: StoredPlan) -> None:
+        """Write ``stored``'s robust evaluation into its plan ``folder`` unless it is there
+        (one that cannot be recorded is logged and left out, once)."""
+        assert stored.robust is not None
+        rid = stored.robust_id
+        if not _PLAN_ID.match(rid):
+            raise ValueError(f"robust evaluation id {rid!r} of plan {stored.name!r} is not "
+                             "8-32 lowercase hex digits")
+        memo = (key, stored.plan_id)
+        if self._robust_on_disk.get(memo) != rid and _robust_id_on_disk(folder) != rid:
+            try:
+                _write_robust(folder, rid, stored.robust)
+            except PlanRecordError as exc:  # the plan and the manifest are saved regardless
+                log.warning("%s: robust evaluation of plan %r not saved: %s", folder,
+                            stored.name, exc)
+        self._robust_on_disk[memo] = rid
 
     def save_last_patient(self, source: str, key: PatientKey) -> None:
         """Remember the open patient, reopened at the next start."""
@@ -327,6 +373,8 @@ class WorkspaceStore:
         A plan that cannot be restored on ``patient`` (computed on another CT geometry or
         images, a structure it needs is missing, its folder is damaged) is left out of
         :attr:`Workspace.plans` and listed in :attr:`Workspace.unrestored` with the reason.
+        A plan whose robust evaluation is damaged is restored without it (said in
+        :attr:`Workspace.problems`; the files stay until a new evaluation replaces them).
         Restored plans keep unique names (a clash gets `` (2)``).
 
         Raises
@@ -341,6 +389,7 @@ class WorkspaceStore:
         manifest, entries = _read_manifest(path, key)
         plans: list[StoredPlan] = []
         unrestored: list[UnrestoredPlan] = []
+        problems: list[str] = []
         names: set[str] = set()
         for entry in entries:
             name = str(entry["name"])
@@ -350,6 +399,14 @@ class WorkspaceStore:
                 log.warning("not restored: %s", exc)
                 unrestored.append(UnrestoredPlan(entry["id"], name, entry, str(exc)))
                 continue
+            try:
+                stored = _with_robust(path.parent / "plans" / stored.plan_id, stored)
+            except WorkspaceError as exc:
+                log.warning("robust evaluation not restored: %s", exc)
+                problems.append(f"The robust evaluation of plan {name!r} was not restored: "
+                                f"{exc}; the plan is restored without it")
+            if stored.robust is not None:
+                self._robust_on_disk[(key, stored.plan_id)] = stored.robust_id
             unique, n = stored.name, 2
             while unique in names:
                 unique, n = f"{stored.name[:58]} ({n})", n + 1
@@ -357,7 +414,7 @@ class WorkspaceStore:
             plans.append(replace(stored, name=unique))
         self._known[key] = {e["id"] for e in entries}
         return Workspace(key, str(manifest["source"]), tuple(plans), manifest["settings"],
-                         tuple(unrestored))
+                         tuple(unrestored), tuple(problems))
 
     def move_aside(self, key: PatientKey) -> Path:
         """Rename the workspace of ``key`` out of the way (kept, never deleted): the next save
@@ -396,13 +453,7 @@ def _write_plan_folder(plans_dir: Path, plan_id: str, result: PlanResult) -> Non
     partial = plans_dir / f".{plan_id}.partial-{os.getpid()}-{os.urandom(3).hex()}"
     partial.mkdir()
     try:
-        checksums: dict[str, dict[str, Any]] = {}
-        for name, array in arrays.items():
-            path = partial / f"{name}.npy"
-            with atomic_binary_file(path) as fh:
-                np.save(fh, array, allow_pickle=False)
-            checksums[name] = {"dtype": array.dtype.str, "shape": list(array.shape),
-                               "sha256": _sha256(path)}
+        checksums = _write_arrays(partial, arrays)
         atomic_write_text(partial / PLAN_FILE, json.dumps(
             {"format": FORMAT, "format_version": FORMAT_VERSION, **meta,
              "arrays": checksums}, indent=1) + "\n")
@@ -410,6 +461,89 @@ def _write_plan_folder(plans_dir: Path, plan_id: str, result: PlanResult) -> Non
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+
+
+def _write_arrays(folder: Path, arrays: Mapping[str, NDArray[Any]]) -> dict[str, Any]:
+    """Write each array as ``folder/<name>.npy`` (atomically); their dtype, shape and
+    SHA-256 (the ``arrays`` listing of a plan or robust file)."""
+    checksums: dict[str, dict[str, Any]] = {}
+    for name, array in arrays.items():
+        path = folder / f"{name}.npy"
+        with atomic_binary_file(path) as fh:
+            np.save(fh, array, allow_pickle=False)
+        checksums[name] = {"dtype": array.dtype.str, "shape": list(array.shape),
+                           "sha256": _sha256(path)}
+    return checksums
+
+
+_ROBUST_PREFIX = "robust-"
+
+
+def _write_robust(folder: Path, robust_id: str, robust: RobustResult) -> None:
+    """Write ``robust`` into the plan ``folder``: its cubes into ``robust-<robust_id>/``
+    (under a temporary name, renamed when complete), then ``robust.json`` (atomically),
+    then remove the folders of any other evaluation and leftovers of interrupted writes."""
+    meta, arrays = robust_to_record(robust)
+    target = folder / f"{_ROBUST_PREFIX}{robust_id}"
+    if target.exists():  # written by a save that was killed before robust.json named it
+        shutil.rmtree(target)
+    partial = folder / f".{target.name}.partial-{os.getpid()}-{os.urandom(3).hex()}"
+    partial.mkdir()
+    try:
+        checksums = _write_arrays(partial, arrays)
+        partial.rename(target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    atomic_write_text(folder / ROBUST_FILE, json.dumps(
+        {"format": FORMAT, "format_version": FORMAT_VERSION, "id": robust_id, **meta,
+         "arrays": checksums}, indent=1) + "\n")
+    for child in folder.iterdir():
+        if (child.is_dir() and child.name != target.name
+                and child.name.startswith((_ROBUST_PREFIX, f".{_ROBUST_PREFIX}"))):
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def _robust_id_on_disk(folder: Path) -> str | None:
+    """The id of the robust evaluation ``folder/robust.json`` names (None: none, or not
+    readable)."""
+    try:
+        rid = json.loads((folder / ROBUST_FILE).read_text(encoding="utf-8")).get("id")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return rid if isinstance(rid, str) else None
+
+
+def _with_robust(folder: Path, stored: StoredPlan) -> StoredPlan:
+    """``stored`` with the robust evaluation its plan ``folder`` holds (unchanged when there
+    is none); the evaluation's entries are added to the plan's report.
+
+    Raises
+    ------
+    WorkspaceError
+        ``robust.json`` or the cubes it names are damaged (named), of a newer format, or do
+        not fit the plan; any failure while reading them becomes one.
+    """
+    path = folder / ROBUST_FILE
+    if not path.exists():
+        return stored
+    try:
+        meta = _json_of(path, f"robust evaluation of plan {stored.name!r}")
+        rid = meta.get("id")
+        if not isinstance(rid, str) or not _PLAN_ID.match(rid):
+            raise WorkspaceError(path, f"damaged robust evaluation (id {rid!r})")
+        arrays = _read_arrays(folder / f"{_ROBUST_PREFIX}{rid}", meta.get("arrays"), path)
+        robust, entries = robust_from_record(meta, arrays, stored.result)
+    except WorkspaceError:
+        raise
+    except PlanRecordError as exc:
+        raise WorkspaceError(path, f"damaged robust evaluation ({exc})") from None
+    except Exception as exc:  # as for a plan: never stop the patient opening
+        log.exception("%s: reading the robust evaluation of plan %r failed", path, stored.name)
+        raise WorkspaceError(path, f"robust evaluation of plan {stored.name!r} could not be "
+                                   f"read ({type(exc).__name__}: {exc})") from None
+    stored.result.report.update(entries)
+    return replace(stored, robust=robust, robust_id=rid)
 
 
 def _json_of(path: Path, what: str) -> Any:
@@ -491,7 +625,7 @@ def _read_plan(plans_dir: Path, entry: Mapping[str, Any], patient: Patient) -> S
     if problems:
         raise WorkspaceError(path, f"plan {name!r} does not fit the patient as opened: "
                                    f"{'; '.join(problems)}")
-    arrays = _read_arrays(folder, meta.get("arrays"))
+    arrays = _read_arrays(folder, meta.get("arrays"), path)
     try:
         result = plan_from_record(meta, arrays, patient)
     except PlanRecordError as exc:
@@ -500,10 +634,11 @@ def _read_plan(plans_dir: Path, entry: Mapping[str, Any], patient: Patient) -> S
                       bool(entry.get("exported", False)), entry.get("setup", {}))
 
 
-def _read_arrays(folder: Path, listing: Any) -> dict[str, NDArray[Any]]:
-    """The arrays ``listing`` names, each checked against its dtype, shape and SHA-256."""
+def _read_arrays(folder: Path, listing: Any, listed_in: Path) -> dict[str, NDArray[Any]]:
+    """The arrays ``listing`` (of the file ``listed_in``) names in ``folder``, each checked
+    against its dtype, shape and SHA-256."""
     if not isinstance(listing, dict):
-        raise WorkspaceError(folder / PLAN_FILE, "damaged plan: no array listing")
+        raise WorkspaceError(listed_in, "damaged: no array listing")
     arrays: dict[str, NDArray[Any]] = {}
     for name, info in listing.items():
         path = folder / f"{name}.npy"
@@ -517,7 +652,7 @@ def _read_arrays(folder: Path, listing: Any) -> dict[str, NDArray[Any]]:
                 raise ValueError(f"dtype/shape {array.dtype.str} {array.shape}, expected "
                                  f"{info['dtype']} {info['shape']}")
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise WorkspaceError(path, f"damaged plan array ({exc})") from None
+            raise WorkspaceError(path, f"damaged array ({exc})") from None
         arrays[name] = array
     return arrays
 

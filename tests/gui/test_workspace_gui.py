@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from planning.workspace import StoredPlan, Workspace, WorkspaceStore, new_plan_id, patient_key
@@ -300,3 +301,61 @@ def test_the_last_patient_folder_reopens_at_start(gui, tmp_path):
     assert app.session.source == str(folder)
     app = _restart(gui, app, tmp_path)  # no folder given: the last patient, not the demo
     assert app.session.source == str(folder) and not app.last_error
+
+
+def test_a_plans_robust_evaluation_comes_back_after_a_restart(gui, tmp_path):
+    """A plan saved with its robust evaluation: after a restart the Robustness view shows
+    it, its worst-case cubes are quantities again, the saved display brings one back, and
+    the plan report has the robustness section."""
+    from pypdf import PdfReader
+
+    from planning import api
+    from tests.workspace_factory import synthetic_robust
+
+    patient = api.demo_patient()
+    result = synthetic_plan_result(patient, 3)
+    robust = synthetic_robust(result)
+    stored = StoredPlan(new_plan_id(), "Plan 1", result, summary="seeded", robust=robust,
+                        robust_id=new_plan_id())
+    store = WorkspaceStore(tmp_path / "workspaces")
+    key = patient_key(patient)
+    store.save(Workspace(key, "demo patient", (stored,), {}))
+    store.save_last_patient("demo patient", key)
+
+    app = _start(gui, tmp_path)
+    assert not app.last_error, app.last_error
+    screen = app.planning
+    (entry,) = app.session.plans
+    assert entry.robust is not None and entry.robust_id == stored.robust_id
+    screen.open_robustness()
+    gui.frames(3)
+    panel = screen.robust_popup.content
+    assert "3 scenarios" in panel.summary.text and "PTV worst D95" in panel.summary.text
+    texts = panel.table.cell_texts()
+    assert [row[0] for row in texts[1:]] == ["nominal", "SPR +3.5% (short)", "SPR -3.5% (long)",
+                                              "lowest over scenarios", "highest over scenarios"]
+    short = robust.report["scenarios"][1]["structures"][panel.structure.text]
+    assert texts[2][2] == f"{short['d95_gy_rbe']:.2f}"
+    assert {c.group for c in panel.bands.curves} == {"nominal", "band low", "band high"}
+    gui.click(panel.close_button)
+    gui.advance(0.5)
+    screen.dose_panel.select_layer("rbe_min")
+    gui.frames(3)
+    assert "minimum of 3 scenarios" in screen.dose_panel.quantity.text
+    np.testing.assert_array_equal(screen.state.dose.dose, robust.rbe_min_gy_rbe)
+    gui.advance(1.5)  # the next save check: the worst case is the quantity shown
+    assert _manifest(tmp_path)["settings"]["display"]["quantity"] == "rbe_min"
+
+    app = _restart(gui, app, tmp_path)
+    screen = app.planning
+    assert app.session.plans[0].robust_id == stored.robust_id
+    assert screen.dose_panel.layer_key == "rbe_min"
+    out = tmp_path / "report"
+    out.mkdir()
+    app.export_report_to(str(out))
+    gui.wait_until(lambda: list(out.glob("*_report.pdf")) or app.last_error, 120, "the report")
+    assert not app.last_error, app.last_error
+    gui.advance(0.5)
+    (pdf,) = out.glob("*_report.pdf")
+    text = "\n".join(page.extract_text() for page in PdfReader(pdf).pages)
+    assert "Robustness" in text and "SPR -3.5% (long)" in text
