@@ -401,9 +401,9 @@ class IonPlanApp(App):
         entry = self.planning.shown_plan
         if entry is None:
             return
+        ident = self._identification(entry)
         try:  # each export in a new folder named after patient, plan and time
-            target = api.new_plan_folder(Path(folder).expanduser(),
-                                         self._identification(entry))
+            target = api.new_plan_folder(Path(folder).expanduser(), ident)
         except IonPlanError as exc:
             self.show_error("Export DICOM", exc)
             return
@@ -421,7 +421,8 @@ class IonPlanApp(App):
         # plan document's robustness section.
         if not self.run_task("Exporting DICOM",
                              lambda p, c: api.export_plan(named, target, plan_name=entry.name,
-                                                          robust=entry.robust),
+                                                          robust=entry.robust,
+                                                          created=ident.created),
                              done, cancellable=False):
             target.rmdir()  # not started: leave no empty folder behind
 

@@ -7,6 +7,7 @@ they hold no state between calls.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import io
 import json
 import logging
@@ -302,9 +303,11 @@ def plan_patient(
 
 
 def export_plan(result: PlanResult, out_dir: str | os.PathLike[str], *,
-                plan_name: str | None = None, robust: Any = None) -> list[str]:
+                plan_name: str | None = None, robust: Any = None,
+                created: datetime.datetime | None = None) -> list[str]:
     """Write a plan's RTPLAN.dcm, RT Doses and report.json into ``out_dir`` (and, with
-    ``plan_name``, its plan document); return the paths. With ``robust``, the plan's
+    ``plan_name``, its plan document dated ``created``, default now); return the paths.
+    With ``robust``, the plan's
     :class:`planning.robust.RobustResult`, its worst-case RT Doses and report.html too, and
     the document has its robustness section (:func:`planning.robust.write_robust_outputs`).
     A folder holding another plan's files is refused; an export that fails leaves none of its
@@ -318,9 +321,10 @@ def export_plan(result: PlanResult, out_dir: str | os.PathLike[str], *,
     with fresh_output_folder(out_dir):
         if robust is not None:
             return [str(p) for p in write_robust(_dc.replace(robust, nominal=result), out_dir,
-                                                 machine=get_machine(), plan_name=plan_name)]
+                                                 machine=get_machine(), plan_name=plan_name,
+                                                 created=created)]
         return [str(p) for p in write_plan_outputs(result, out_dir, machine=get_machine(),
-                                                   plan_name=plan_name)]
+                                                   plan_name=plan_name, created=created)]
 
 
 def identification(patient: Patient | None, plan_name: str, model: str) -> Identification:

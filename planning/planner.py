@@ -23,6 +23,7 @@ and ``structure_rows`` are re-exported here for callers of the pipeline.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import io
 import json
 import logging
@@ -1106,15 +1107,17 @@ def _copy_received_plan(source: Path, sop_instance_uid: str, target: Path) -> st
 
 
 def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
-                       machine: Machine | None = None, plan_name: str | None = None
-                       ) -> list[Path]:
+                       machine: Machine | None = None, plan_name: str | None = None,
+                       created: datetime.datetime | None = None) -> list[Path]:
     """Write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm (not under the physical model)
     and report.json into ``out_dir`` (and RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm with an
     exchange view).
 
     With ``plan_name`` the plan document is written too
     (:func:`planning.document.write_plan_document`,
-    ``<patientID>_<plan_name>_<YYYYmmdd-HHMMSS>_report.pdf``, never replacing a file).
+    ``<patientID>_<plan_name>_<YYYYmmdd-HHMMSS>_report.pdf``, never replacing a file), dated
+    ``created`` (default now: an export folder named after its time passes that time, so
+    that the folder and the document it holds give the same one).
 
     A planned result (its report has ``delivery``) is exported with its delivery limits
     checked (:func:`planning.dicom.export_rt_ion_plan`, ``particles_per_spot``). A
@@ -1167,7 +1170,7 @@ def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
     if plan_name is not None:
         from planning.document import write_plan_document
 
-        names.append(write_plan_document(result, out, plan_name).name)
+        names.append(write_plan_document(result, out, plan_name, created=created).name)
     files = [out / n for n in (*names, "report.json")]
     # Whose plan and which: report.json named neither (review, 2026-12-07).
     result.report["patient"] = result.patient.record()

@@ -29,6 +29,7 @@ document (``<patientID>_<plan>_<YYYYmmdd-HHMMSS>_report.pdf``) with its robustne
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import itertools
 import logging
@@ -608,7 +609,8 @@ def robust_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike
 
 def write_robust_outputs(result: RobustResult, out_dir: str | os.PathLike[str], *,
                          machine: Machine | None = None,
-                         plan_name: str | None = None) -> list[Path]:
+                         plan_name: str | None = None,
+                         created: datetime.datetime | None = None) -> list[Path]:
     """Write the nominal plan's files (RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm),
     RTDOSE_RBE_MIN.dcm, RTDOSE_RBE_MAX.dcm, report.html and, last, report.json into
     ``out_dir``; each file atomically. The worst-case doses are labelled with the nominal
@@ -631,7 +633,8 @@ def write_robust_outputs(result: RobustResult, out_dir: str | os.PathLike[str], 
     nominal = result.nominal
     rep = nominal.report
     # write_plan_outputs writes report.json; it is rewritten below with every file named.
-    files = write_plan_outputs(nominal, out, machine=machine, plan_name=plan_name)
+    files = write_plan_outputs(nominal, out, machine=machine, plan_name=plan_name,
+                               created=created)
     plan_uid = _plan_uid(out / "RTPLAN.dcm")
     extra = []
     # Under the physical model the envelopes are physical doses (Gy), and say so.
