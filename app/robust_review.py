@@ -120,17 +120,31 @@ def scenario_rows(report: Mapping[str, Any], structure: str,
 
 
 def summary_text(report: Mapping[str, Any], target: str, prescription_gy_rbe: float) -> str:
-    """One line: scenario count and the target's worst D95 and D98 as % of the prescription."""
+    """One line: the scenario set, the target's lowest D95 and D98 over the scenarios, and the
+    D95 of the voxel-wise minimum dose (each voxel at its lowest in any scenario), each in the
+    unit of the plan and as % of the prescription. The two are different numbers and are
+    named so: no single scenario gives the voxel-wise minimum, so its D95 is lower."""
     robust = report.get("robust", {})
-    worst = report.get("worst_case", {}).get("structures", {}).get(target, {})
+    worst = report.get("worst_case", {})
+    lowest = worst.get("structures", {}).get(target, {})
     n = robust.get("n_scenarios", len(report.get("scenarios", [])))
     parts = [f"{n} scenarios (stopping power +/-{robust.get('range_error_pct', 0):g} %, setup "
              f"{robust.get('setup_error_mm', 0):g} mm, {robust.get('setup_directions', 6)} "
              "directions)"]
-    for key, title in (("d95_gy_rbe_min", "D95"), ("d98_gy_rbe_min", "D98")):
-        if key in worst and prescription_gy_rbe > 0:
-            parts.append(f"{target} worst {title} {worst[key]:.2f} {dose_unit(report)} = "
-                         f"{100 * worst[key] / prescription_gy_rbe:.1f} %")
+    unit = dose_unit(report)
+
+    def dose(value: float) -> str:
+        return f"{value:.2f} {unit} = {100 * value / prescription_gy_rbe:.1f} %"
+
+    if prescription_gy_rbe > 0:
+        found = [f"{title} {dose(lowest[key])}" for key, title in
+                 (("d95_gy_rbe_min", "D95"), ("d98_gy_rbe_min", "D98")) if key in lowest]
+        if found:
+            parts.append(f"{target} lowest over the scenarios: {', '.join(found)}")
+        voxelwise = worst.get("voxelwise_min", {}).get(target, {})
+        if "d95_gy_rbe" in voxelwise:
+            parts.append(f"{target} D95 of the voxel-wise minimum dose (every voxel at its "
+                         f"lowest in any scenario): {dose(voxelwise['d95_gy_rbe'])}")
     return "; ".join(parts)
 
 

@@ -271,9 +271,26 @@ def test_the_robustness_view_gives_the_unit_of_the_plans_model():
               "worst_case": {"structures": {"PTV": {"d95_gy_rbe_min": 1.9}}}}
     assert dose_unit(report) == "Gy"
     assert "D95 Gy" in scenario_columns(dose_unit(report))
-    assert "PTV worst D95 1.90 Gy = 95.0 %" in summary_text(report, "PTV", 2.0)
+    assert "PTV lowest over the scenarios: D95 1.90 Gy = 95.0 %" in summary_text(
+        report, "PTV", 2.0)
     mkm = {**report, "rbe_model": "mMKM HSG a0=0.172 b=0.0615 rd=0.32um"}
-    assert "PTV worst D95 1.90 Gy(RBE) = 95.0 %" in summary_text(mkm, "PTV", 2.0)
+    assert "D95 1.90 Gy(RBE) = 95.0 %" in summary_text(mkm, "PTV", 2.0)
+
+
+def test_the_robustness_summary_tells_the_two_worst_d95_apart():
+    """The view gave "worst D95" of the scenarios and, in the metrics table, a lower D95 of
+    the voxel-wise minimum dose, without saying which is which (GUI review)."""
+    from app.robust_review import summary_text
+
+    report = {"rbe_model": "mMKM", "robust": {"n_scenarios": 9},
+              "worst_case": {"structures": {"PTV": {"d95_gy_rbe_min": 48.18,
+                                                    "d98_gy_rbe_min": 46.18}},
+                             "voxelwise_min": {"PTV": {"d95_gy_rbe": 44.0}}}}
+    text = summary_text(report, "PTV", 57.6)
+    assert ("PTV lowest over the scenarios: D95 48.18 Gy(RBE) = 83.6 %, D98 46.18 Gy(RBE) = "
+            "80.2 %") in text
+    assert ("D95 of the voxel-wise minimum dose (every voxel at its lowest in any scenario): "
+            "44.00 Gy(RBE) = 76.4 %") in text
 
 
 def _fake_result(model: str, *, tissue_labels=None, exchange=None):

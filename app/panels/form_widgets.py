@@ -16,3 +16,13 @@ def row_label(text: str, width: int | None = None, muted: bool = False) -> Label
         lab.width = width
     lab.bind(size=lambda w, s: setattr(w, "text_size", s))
     return lab
+
+
+def wrapped_label(text: str, muted: bool = False) -> Label:
+    """A left-aligned label that wraps to the width it gets and grows to the lines it needs
+    (at least one form row high)."""
+    lab = Label(text=text, size_hint_y=None, height=ROW_HEIGHT, halign="left", valign="middle",
+                color=MUTED_TEXT_RGBA if muted else (1, 1, 1, 1))
+    lab.bind(width=lambda w, width: setattr(w, "text_size", (width, None)),
+             texture_size=lambda w, size: setattr(w, "height", max(ROW_HEIGHT, size[1] + 4)))
+    return lab

@@ -17,6 +17,7 @@ from kivy.uix.label import Label
 from kivy.uix.textinput import TextInput
 
 from app.panels.form_widgets import row_label as _label
+from app.panels.form_widgets import wrapped_label
 from app.robust_review import (
     SCENARIO_SETS,
     RobustChoice,
@@ -95,9 +96,10 @@ class RobustPanel(BoxLayout):
         self.close_button.bind(on_release=lambda *_: on_close())
         settings.add_widget(self.close_button)
         self.add_widget(settings)
-        self.summary = _label(f"{plan_name}: not evaluated yet. Range scenarios scale the "
-                              "stopping power by 1 +/- the error (SPR +: ranges shorter); "
-                              "setup scenarios move the beams' isocentres.", muted=True)
+        self.summary = wrapped_label(f"{plan_name}: not evaluated yet. Range scenarios scale "
+                                     "the stopping power by 1 +/- the error (SPR +: ranges "
+                                     "shorter); setup scenarios move the beams' isocentres.",
+                                     muted=True)
         self.add_widget(self.summary)
         self.structure = WideSpinner(text="", values=[], size_hint=(None, None), width=220,
                                  height=ROW_HEIGHT)
@@ -130,8 +132,19 @@ class RobustPanel(BoxLayout):
         self._on_evaluate(choice)
 
     def show_report(self, report: Mapping[str, Any]) -> None:
-        """Show a robust evaluation's report (its bands, scenarios and summary)."""
+        """Show a robust evaluation's report (its bands, scenarios and summary); the settings
+        row shows the settings it was made with (a restored evaluation's, not the defaults)."""
         self._report = report
+        made = report.get("robust", {})
+        if "range_error_pct" in made:
+            self.range_error.text = f"{float(made['range_error_pct']):g}"
+        if "setup_error_mm" in made:
+            self.setup_error.text = f"{float(made['setup_error_mm']):g}"
+        if str(made.get("setup_directions")) in self.directions.values:
+            self.directions.text = str(made["setup_directions"])
+        if "combined" in made:
+            self.scenario_set.text = SCENARIO_SETS[
+                2 if made.get("combined_only") else 1 if made["combined"] else 0]
         self.summary.text = f"{self.plan_name}: " + summary_text(report, self.target,
                                                                   self.prescription_gy_rbe)
         self.summary.color = (1, 1, 1, 1)

@@ -330,7 +330,15 @@ def test_a_plans_robust_evaluation_comes_back_after_a_restart(gui, tmp_path):
     screen.open_robustness()
     gui.frames(3)
     panel = screen.robust_popup.content
-    assert "3 scenarios" in panel.summary.text and "PTV worst D95" in panel.summary.text
+    assert "3 scenarios" in panel.summary.text
+    made = robust.report["robust"]  # the settings row shows the evaluation's settings
+    assert (panel.range_error.text, panel.setup_error.text) == (
+        f"{made['range_error_pct']:g}", f"{made['setup_error_mm']:g}")
+    assert "PTV lowest over the scenarios: D95" in panel.summary.text
+    # The summary wraps within the view and takes the height of its lines.
+    assert panel.summary.texture_size[1] <= panel.summary.height
+    assert panel.summary.texture_size[0] <= panel.summary.width
+    gui.screenshot("robustness_restored")
     texts = panel.table.cell_texts()
     assert [row[0] for row in texts[1:]] == ["nominal", "SPR +3.5% (short)", "SPR -3.5% (long)",
                                               "lowest over scenarios", "highest over scenarios"]
