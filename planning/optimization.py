@@ -320,6 +320,24 @@ def objective_value_and_gradient(
     return total, grad
 
 
+def objective_terms(objectives: Sequence[Objective], problem: OptimizationProblem,
+                    weights: FloatArray) -> list[float]:
+    """Each objective's term of the objective at ``weights``: its weight times its penalty
+    (mean squared deviation of the RBE-weighted dose per fraction over its rows,
+    (Gy(RBE))^2; for a mean-dose objective the squared excess of the mean). The terms add up
+    to the objective's value (:func:`objective_value_and_gradient`).
+
+    Parameters
+    ----------
+    objectives : sequence of Objective
+    problem : OptimizationProblem
+    weights : (n_spots,) float array
+        Spot weights per fraction, 10^6 primaries.
+    """
+    rbe_dose = problem.rbe_dose(problem.to_device(weights))
+    return [objective_value_and_gradient((o,), problem, rbe_dose)[0] for o in objectives]
+
+
 def objective_and_weight_gradient(
     objectives: Sequence[Objective], problem: OptimizationProblem, weights: Any
 ) -> tuple[float, Any]:

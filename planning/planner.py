@@ -84,6 +84,7 @@ from planning.optimization import (
     OptimizerSettings,
     RbeGroup,
     initial_weights,
+    objective_terms,
     optimize_weights,
 )
 from planning.optimization_grid import (
@@ -862,11 +863,20 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         iterations += settled.iterations
         last_forward = settled.forward
     added_rows = refinement.rows
+    # Each objective's share of the objective at the final weights, on the optimizer's points
+    # and with the correction of its last pass (the terms add up to result.objective).
+    final_objectives = refinement.objectives or tuple(solved)
+    final_problem = (settled.problem if settled is not None else problem
+                     if refinement.problem is None else refinement.problem)
+    terms = objective_terms(final_objectives, final_problem, result.weights)
+    del final_problem
     hot_objectives = [{"dose_gy_rbe": o.dose_gy_rbe,
                        "level_pct": round(100 * o.dose_gy_rbe
                                           / prescription.total_dose_gy_rbe, 6),
-                       "weight": o.weight, "points": refinement.hot_points}
-                      for o in refinement.objectives[len(solved):]]
+                       "weight": o.weight, "points": refinement.hot_points,
+                       **term_entry(o, term, sum(terms), prescription.n_fractions)}
+                      for o, term in zip(final_objectives[len(solved):], terms[len(solved):],
+                                         strict=True)]
     del refinement  # its problem holds the matrices
     timings["refinement"] = time.perf_counter() - t0
     matrix_mib = total_nbytes((dose_m, *sums_m)) / 2**20
@@ -940,8 +950,9 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         "dose_grid": {"shape": list(dose_grid.shape), "spacing_mm": list(dose_grid.spacing_mm),
                       "origin_mm": list(dose_grid.origin_mm)},
         "objectives": [{"structure": o.structure, "type": o.kind, "dose_gy_rbe": o.dose_gy_rbe,
-                        "weight": o.weight, "volume_fraction": o.volume_fraction}
-                       for o in objectives],
+                        "weight": o.weight, "volume_fraction": o.volume_fraction,
+                        **term_entry(o, term, sum(terms), prescription.n_fractions)}
+                       for o, term in zip(objectives, terms[:len(objectives)], strict=True)],
         "iterations": iterations,
         "optimizer_start": "previous plan" if warm else "uniform",
         "refinement": {"target_points_added": int(added_rows.size),
@@ -999,6 +1010,19 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                       cubes.letd_kev_um, cubes.rbe, model, report=rep, exchange=view,
                       beam_physical_dose_gy=cubes.beam_physical_dose_gy, prepared=prepared,
                       tissue_labels=labels, structure_tissues=structure_tissues)
+
+
+def term_entry(objective: Objective, term: float, total: float, n_fractions: int
+               ) -> dict[str, float | None]:
+    """What report.json says of one objective's term
+    (:func:`planning.optimization.objective_terms`): ``term`` ((Gy(RBE) per fraction)^2,
+    weighted), ``share_percent`` of the objective's value,
+    and ``rms_deviation_gy_rbe``, the root-mean-square deviation of the whole plan's
+    RBE-weighted dose from the objective's dose over its points (one-sided for minimum and
+    maximum objectives; None for a weight of 0)."""
+    rms = (math.sqrt(term / objective.weight) * n_fractions if objective.weight > 0 else None)
+    return {"term": term, "share_percent": 100 * term / total if total > 0 else 0.0,
+            "rms_deviation_gy_rbe": rms}
 
 
 def ring_scale_note(ring_scale: float) -> str | None:

@@ -12,6 +12,7 @@ from planning.optimization import (
     OptimizationProblem,
     OptimizerSettings,
     objective_and_weight_gradient,
+    objective_terms,
     optimize_weights,
 )
 from planning.progress import CancelToken, OperationCancelled
@@ -124,3 +125,25 @@ def test_bad_spot_weight_limits_refused(low: float, top: float) -> None:
 
     with pytest.raises(PlanningError, match="max_spot_weight"):
         OptimizerSettings(min_spot_weight=low, max_spot_weight=top)
+
+
+def test_objective_terms_are_each_objectives_weighted_penalty_and_add_up_to_the_value():
+    """The report's per-objective terms: weight x mean squared (one-sided) deviation of the
+    dose per fraction over the structure's rows, worked out here from the matrix product."""
+    problem = _problem(PhysicalDose())
+    w = np.random.default_rng(3).uniform(0.5, 1.5, N_SPOTS)
+    d = problem.dose @ w  # physical model: the RBE-weighted dose is the dose
+    w *= 2.0 / float(np.median(d))
+    d = problem.dose @ w
+    target, oar = d[:30], d[30:]
+    objectives = [Objective("T", "min_dose", 20.0, 3.0), Objective("OAR", "max_dose", 20.0, 2.0),
+                  Objective("T", "squared_deviation", 20.0, 1.0)]
+    terms = objective_terms(objectives, problem, w)
+    p = 20.0 / N_FX
+    expected = [3.0 * np.mean(np.minimum(target - p, 0) ** 2),
+                2.0 * np.mean(np.maximum(oar - p, 0) ** 2),
+                1.0 * np.mean((target - p) ** 2)]
+    np.testing.assert_allclose(terms, expected, rtol=1e-9)
+    assert all(t > 0 for t in terms)  # the doses straddle the level: every penalty is active
+    value, _ = objective_and_weight_gradient(objectives, problem, w)
+    assert sum(terms) == pytest.approx(value, rel=1e-12)

@@ -67,7 +67,7 @@ def test_identification_prescription_and_model_parameters(planned):
     assert study.patient_id in text
     assert ", ".join(study.patient_name.split("^")) in text
     assert "Plan 1" in text
-    assert "3 Gy(RBE) in 1 fractions" in text and "PTV" in text
+    assert re.search(r"3 Gy\(RBE\) in 1 fraction\b", text) and "PTV" in text  # not "1 fractions"
     # Every parameter of the model, by name and value (the model's own defaults).
     model = MkmModel()
     assert result.model == model
@@ -131,6 +131,30 @@ def test_objectives_and_optimizer_result(planned):
                      rf"{correction['settling_iterations']} iterations\): the optimizer's dose "
                      rf"at its points within {correction['residual_pct']:.2f} % of the plan's "
                      r"\(tolerance 0.2 %\)", flat), correction
+
+
+def test_each_objectives_share_and_rms_deviation(planned):
+    """The objective value was one number without a meaning of its own; each objective now
+    has its term, its share of the value (the hot-point objective's too: together 100 %) and
+    the RMS deviation of the whole plan's dose over its points, in report.json and the PDF."""
+    _, _, report, text = planned
+    hot = report["refinement"]["hot_point_objective"]
+    entries = [*report["objectives"], hot]
+    assert sum(e["term"] for e in entries) == pytest.approx(report["objective_value"], rel=1e-9)
+    assert sum(e["share_percent"] for e in entries) == pytest.approx(100.0, abs=1e-6)
+    n_fx = report["prescription"]["n_fractions"]
+    for e in entries:
+        assert e["rms_deviation_gy_rbe"] == pytest.approx(
+            (e["term"] / e["weight"]) ** 0.5 * n_fx, rel=1e-9)
+    flat = " ".join(text.split())
+    assert "RMS deviation (Gy(RBE)) Share %" in flat
+    for o in report["objectives"]:
+        assert re.search(rf"{re.escape(o['structure'])}\s+{o['type']}\s+{o['dose_gy_rbe']:.2f}"
+                         rf"\s+{o['weight']:g}\s+\S+\s+{o['rms_deviation_gy_rbe']:.2f}\s+"
+                         rf"{o['share_percent']:.1f}", text), o
+    # The target's uniformity objective deviates at all: a plan is never exactly flat.
+    flat_term = next(o for o in report["objectives"] if o["type"] == "squared_deviation")
+    assert flat_term["rms_deviation_gy_rbe"] > 0
 
 
 def test_both_models_metrics_dvh_views_warnings_and_approval(planned):

@@ -103,7 +103,8 @@ def _plan_facts(result: PlanResult, plan_name: str) -> TextTable:
     spec = result.report.get("dose_specification_point")
     rows = [
         ("Target", rx.target),
-        ("Prescribed dose", f"{rx.total_dose_gy_rbe:g} {unit} in {rx.n_fractions} fractions"),
+        ("Prescribed dose", f"{rx.total_dose_gy_rbe:g} {unit} in {rx.n_fractions} "
+                            f"fraction{'' if rx.n_fractions == 1 else 's'}"),
         ("Dose per fraction", f"{rx.dose_per_fraction_gy_rbe:.3f} {unit}"),
         ("Plan label", plan_label(result, plan_name)),
         ("Machine", plan.machine_name),
@@ -153,13 +154,23 @@ def _beams(result: PlanResult) -> TextTable:
 
 
 def _objectives(report: Mapping[str, Any], unit: str) -> TextTable:
+    """The objectives and, for plans from 2026-12-07 on, how far the plan is from each: the
+    RMS deviation over its points and its share of the objective's value."""
     rows = []
+    terms = any("share_percent" in o for o in report.get("objectives", ()))
     for o in report.get("objectives", ()):
         volume = o.get("volume_fraction")
-        rows.append((o["structure"], o["type"], _num(o["dose_gy_rbe"]), f"{o['weight']:g}",
-                     "-" if volume is None else f"{100 * volume:g}"))
-    return TextTable(("Structure", "Objective", f"Dose ({unit})", "Weight", "Volume %"),
-                     tuple(rows))
+        row = [o["structure"], o["type"], _num(o["dose_gy_rbe"]), f"{o['weight']:g}",
+               "-" if volume is None else f"{100 * volume:g}"]
+        if terms:
+            rms = o.get("rms_deviation_gy_rbe")
+            row += ["-" if rms is None else f"{rms:.2f}", f"{o.get('share_percent', 0):.1f}"]
+        rows.append(tuple(row))
+    header = ["Structure", "Objective", f"Dose ({unit})", "Weight", "Volume %"]
+    if terms:
+        header += [f"RMS deviation ({unit})", "Share %"]
+        return TextTable(tuple(header), tuple(rows), (0.25, 0.16, 0.12, 0.08, 0.10, 0.17, 0.12))
+    return TextTable(tuple(header), tuple(rows))
 
 
 def _optimizer(report: Mapping[str, Any]) -> TextTable:
@@ -168,7 +179,10 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
     delivery = report.get("delivery", {})
     rows = [("Status", str(report["optimizer_message"])),
             ("Iterations", str(report.get("iterations", "-"))),
-            ("Objective value", f"{report.get('objective_value', float('nan')):.6g}")]
+            ("Objective value", f"{report.get('objective_value', float('nan')):.6g} "
+                                "(weighted mean squared dose deviations per fraction at the "
+                                "optimizer's points; each objective's share and RMS deviation, "
+                                "whole plan, in the objectives table)")]
     start = report.get("optimizer_start")
     if start:
         rows.append(("Started from", "the previous plan's spot weights, scaled to the "
@@ -187,6 +201,8 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
                 which += (f"; {hot['points']} points above "
                           f"{100 * refinement['watch_level']:g} % under a maximum-dose "
                           f"objective at {hot['level_pct']:g} %, weight {hot['weight']:g}")
+                if "share_percent" in hot:
+                    which += f" ({hot['share_percent']:.1f} % of the objective value)"
         else:  # reports before December 2026 checked the dose grid's voxels only
             added = refinement["target_voxels_added"]
             which = f"dose-grid voxels outside {low:g}-{high:g} %"

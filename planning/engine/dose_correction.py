@@ -231,6 +231,9 @@ class Settled:
         the prescription.
     forward : RowForward
         The forward pass of ``result.weights`` over the rows, which measured it.
+    problem : OptimizationProblem
+        The problem the last pass optimized (the given one where no pass ran): its
+        objective at ``result.weights`` is ``result.objective``.
     """
 
     result: OptimizationResult
@@ -238,6 +241,7 @@ class Settled:
     iterations: int
     residual_pct: float
     forward: RowForward
+    problem: OptimizationProblem
 
 
 def settle_correction(problem: OptimizationProblem, result: OptimizationResult, *,
@@ -272,7 +276,7 @@ def settle_correction(problem: OptimizationProblem, result: OptimizationResult, 
         change = correction_change(problem, corrected, result.weights, target,
                                    prescription_per_fraction)
         if change.largest_pct <= SETTLE_TOLERANCE_PCT or passes == SETTLE_PASSES:
-            return Settled(result, passes, iterations, change.largest_pct, forward)
+            return Settled(result, passes, iterations, change.largest_pct, forward, problem)
         problem = corrected
         result = optimize_weights(problem, objectives, prescription_per_fraction, target,
                                   shorter, start=result.weights,
