@@ -390,7 +390,10 @@ class PlanningScreen(Screen):
             if self.session.patient is not patient:
                 return  # another patient was opened meanwhile: the plan belongs to the old one
             self._stats_cache[(id(result), "rbe")] = (result.rbe_dose_gy_rbe, stats)
-            self.session.add_plan(result, summary, form)
+            entry = self.session.add_plan(result, summary, form)
+            # How far the plan is from each objective, under the form's rows it was made with.
+            self.plan_panel.show_objective_results(
+                entry.name, result.report.get("objectives", ()), entry.dose_unit)
             self.tabs.switch_to(self.tab_items["Dose"])
 
         self.host.run_task(name, work, done)

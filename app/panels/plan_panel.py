@@ -73,12 +73,21 @@ class BeamRow(BoxLayout):
         self.add_widget(remove)
 
 
+#: Height of the line under an objective row that says how far the last plan is from it, px.
+RESULT_LINE_HEIGHT = 16
+
 class ObjectiveRow(BoxLayout):
-    """Structure, type, dose, weight and DVH volume of one objective."""
+    """Structure, type, dose, weight and DVH volume of one objective; below them, once a plan
+    was computed with it, how far that plan is from it (:meth:`show_result`)."""
 
     def __init__(self, structures: Sequence[str], objective: Objective,
                  on_remove: Callable[[ObjectiveRow], None]) -> None:
-        super().__init__(size_hint_y=None, height=ROW_HEIGHT, spacing=3)
+        super().__init__(orientation="vertical", size_hint_y=None, height=ROW_HEIGHT)
+        fields = BoxLayout(size_hint_y=None, height=ROW_HEIGHT, spacing=3)
+        self.result = Label(text="", size_hint_y=None, height=0, font_size="11sp",
+                            halign="right", valign="top", color=MUTED_TEXT_RGBA,
+                            shorten=True, shorten_from="left")  # a long plan name goes first
+        self.result.bind(size=lambda w, size: setattr(w, "text_size", size))
         self.structure = WideSpinner(text=objective.structure, values=list(structures),
                                  size_hint_x=0.3, font_size="12sp", shorten=True)
         self.kind = WideSpinner(text=objective.kind, values=list(OBJECTIVE_KINDS),
@@ -96,7 +105,15 @@ class ObjectiveRow(BoxLayout):
         remove = Button(text="x", size_hint_x=None, width=28)
         remove.bind(on_release=lambda *_: on_remove(self))
         for w in (self.structure, self.kind, self.dose, self.weight, self.volume, remove):
-            self.add_widget(w)
+            fields.add_widget(w)
+        self.add_widget(fields)
+        self.add_widget(self.result)
+
+    def show_result(self, text: str) -> None:
+        """One muted line under the fields (``""``: none, and no room taken)."""
+        self.result.text = text
+        self.result.height = RESULT_LINE_HEIGHT if text else 0
+        self.height = ROW_HEIGHT + self.result.height
 
     def objective(self, index: int) -> Objective:
         return parse_objective(self.structure.text, self.kind.text, self.dose.text,
@@ -327,6 +344,25 @@ class PlanPanel(BoxLayout):
             except ValueError:
                 continue  # a row the user is still typing in: its check comes at Compute
         self._objectives_rx_gy = dose
+
+    def show_objective_results(self, plan_name: str, entries: Sequence[Mapping[str, Any]],
+                               unit: str) -> None:
+        """Under each objective row, how far plan ``plan_name`` is from it: the RMS deviation
+        of its dose over the objective's points and the objective's share of the objective
+        value (report.json's ``objectives``, matched by structure and type in order); rows the
+        plan had no such objective for show nothing."""
+        left = [e for e in entries if "share_percent" in e]
+        for row in self.objective_row_list:
+            match = next((e for e in left if e["structure"] == row.structure.text
+                          and e["type"] == row.kind.text), None)
+            if match is None:
+                row.show_result("")
+                continue
+            left.remove(match)
+            rms = match.get("rms_deviation_gy_rbe")
+            rms_text = "-" if rms is None else f"{rms:.2f} {unit}"
+            row.show_result(f"{plan_name}: RMS deviation {rms_text}, "
+                            f"{match['share_percent']:.0f} % of the objective value")
 
     def add_objective(self, objective: Objective) -> ObjectiveRow:
         row = ObjectiveRow(self._structures, objective, self._remove_objective)

@@ -233,6 +233,23 @@ def test_plan_display_quantities_menus_beam_view_compare_table_and_reset(gui, tm
     assert app.task_bar.bar.value == 0.0  # reset for the next task
     gui.frames(5)
     entry = app.session.latest_plan
+    # Under each objective row, how far the plan is from it (its share of the objective value
+    # and the RMS deviation over its points): the numbers of report.json.
+    reported = entry.result.report["objectives"]
+    rows = form.objective_row_list
+    assert len(rows) == len(reported)
+    for row, o in zip(rows, reported, strict=True):
+        assert (row.structure.text, row.kind.text) == (o["structure"], o["type"])
+        assert row.result.text == (f"Plan 1: RMS deviation {o['rms_deviation_gy_rbe']:.2f} "
+                                   f"Gy(RBE), {o['share_percent']:.0f} % of the objective value")
+        assert row.height > row.result.height > 0
+    gui.click(screen.tab_items["Plan"])
+    gui.frames(3)
+    for row in rows:  # the line fits its row: the text is not cut off
+        assert row.result.texture_size[0] <= row.result.width
+    gui.screenshot("objective_results")
+    gui.click(screen.tab_items["Dose"])
+    gui.frames(2)
     ct = entry.result.patient.ct
     iso = entry.result.plan.beams[0].beam.isocenter_mm
     k, j, i = np.rint(lps_to_index([iso], ct.spacing_mm, ct.origin_mm)[0]).astype(int)
