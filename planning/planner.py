@@ -816,6 +816,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         reference=(initial_weights(problem, prepared.target, dose_per_fraction)
                    if warm else None),
         progress=stage_progress(progress, 0.3, 0.75), cancel=cancel)
+    check_beams_deliver(result.weights, prepared.beams, prepared.spot_maps, min_particles,
+                        prepared.config)
     timings["optimization"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     correction: CorrectionChange | None = None
@@ -890,6 +892,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     timings["dose_engine_setup"] = time.perf_counter() - t0 if made else 0.0
     t0 = time.perf_counter()
     beams, spot_maps = prepared.beams, prepared.spot_maps
+    check_beams_deliver(result.weights, beams, spot_maps, min_particles, prepared.config)
     cubes = forward_cubes(engine, result.weights, model, prepared.tables,
                           prescription.n_fractions, groups=prepared.voxel_groups,
                           progress=stage_progress(progress, 0.87, 0.9 if request.exchange
@@ -1081,6 +1084,33 @@ def _optimizer_settings(config: PlanConfig, min_particles: float, max_particles:
         raise PlanningError(f"the maximum spot weight {top:g} (10^6 ions) does not exceed the "
                             f"minimum {low:g}; check [optimizer] and [delivery]")
     return dataclasses.replace(opt, min_spot_weight=low, max_spot_weight=top)
+
+
+def check_beams_deliver(weights: NDArray[np.float64], beams: Sequence[Beam],
+                        spot_maps: Sequence[SpotMap], min_particles: float,
+                        config: PlanConfig) -> None:
+    """Refuse optimized weights that leave a beam without a spot (it could be neither
+    delivered nor exported), saying why that may be: the minimum particles per spot (spots
+    the optimizer drives below half of it are removed; where the limit comes from) or a beam
+    the objectives do not want.
+
+    Raises
+    ------
+    PlanningError
+        Naming the beams and the minimum.
+    """
+    offsets = np.cumsum([0] + [s.n_spots for s in spot_maps])
+    empty = [b.label for i, b in enumerate(beams)
+             if not np.any(weights[offsets[i]:offsets[i + 1]] > 0)]
+    if not empty:
+        return
+    source = (f"[delivery] min_particles_per_spot of {config.path or 'the plan configuration'}"
+              if config.min_particles_per_spot is not None else "the machine's minimum")
+    raise PlanningError(
+        f"the optimizer left no spot with particles in beam{'s' if len(empty) > 1 else ''} "
+        f"{', '.join(empty)}: spots it drives below half the minimum of {min_particles:.3g} "
+        f"particles per spot ({source}) are removed. Lower that minimum, or remove the "
+        "beam if the objectives do not need it")
 
 
 def delivery_report(plan: Plan, min_particles: float, max_particles: float) -> dict[str, Any]:

@@ -116,3 +116,20 @@ def test_a_reoptimization_changing_the_tissues_is_refused_before_the_plan(
     err = capsys.readouterr().err
     assert f"{path}: tissues: the LEM I tissues differ from the plan's" in err
     assert "Traceback" not in err and not out.exists()
+
+
+def test_a_minimum_per_spot_that_empties_every_beam_is_named_before_the_dose(
+        demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A [delivery] minimum so high that the optimizer removed every spot failed only at the
+    export, "G90: the beam has no spot with particles to export", naming neither the limit
+    nor its file; now right after the optimization, naming both."""
+    config = tmp_path / "limits.toml"
+    config.write_text("[delivery]\nmin_particles_per_spot = 1e9\nmax_particles_per_spot = 1e10\n")
+    out = tmp_path / "out"
+    assert main(["plan", str(demo_dir), "--target", "PTV", "--dose", "3", "--fractions", "1",
+                 "--gantry", "90,270", "--grid", "6", "--spot-spacing", "8", "--config",
+                 str(config), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "no spot with particles in beams G90, G270" in err
+    assert f"[delivery] min_particles_per_spot of {config}" in err and "1e+09" in err
+    assert "Traceback" not in err and not out.exists()
