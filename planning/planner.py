@@ -816,8 +816,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         reference=(initial_weights(problem, prepared.target, dose_per_fraction)
                    if warm else None),
         progress=stage_progress(progress, 0.3, 0.75), cancel=cancel)
-    check_beams_deliver(result.weights, prepared.beams, prepared.spot_maps, min_particles,
-                        prepared.config)
+    empty_beams_problem(result.weights, prepared.beams, prepared.spot_maps, min_particles,
+                        prepared.config)  # a plan that delivers nothing stops here
     timings["optimization"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     correction: CorrectionChange | None = None
@@ -892,7 +892,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     timings["dose_engine_setup"] = time.perf_counter() - t0 if made else 0.0
     t0 = time.perf_counter()
     beams, spot_maps = prepared.beams, prepared.spot_maps
-    check_beams_deliver(result.weights, beams, spot_maps, min_particles, prepared.config)
+    empty_beams = empty_beams_problem(result.weights, beams, spot_maps, min_particles,
+                                      prepared.config)
     cubes = forward_cubes(engine, result.weights, model, prepared.tables,
                           prescription.n_fractions, groups=prepared.voxel_groups,
                           progress=stage_progress(progress, 0.87, 0.9 if request.exchange
@@ -983,6 +984,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         "warnings": [w for w in (None if prepared.hlut is None else prepared.hlut.warning(),
                                  grid_warning(dose_grid.spacing_mm),
                                  spot_spacing_warning(prepared.machine, spot_maps),
+                                 empty_beams,
                                  ring_scale_note(ring_scale),
                                  None if physical else fractionation_warning(
                                      prescription.total_dose_gy_rbe, prescription.n_fractions,
@@ -1086,31 +1088,33 @@ def _optimizer_settings(config: PlanConfig, min_particles: float, max_particles:
     return dataclasses.replace(opt, min_spot_weight=low, max_spot_weight=top)
 
 
-def check_beams_deliver(weights: NDArray[np.float64], beams: Sequence[Beam],
+def empty_beams_problem(weights: NDArray[np.float64], beams: Sequence[Beam],
                         spot_maps: Sequence[SpotMap], min_particles: float,
-                        config: PlanConfig) -> None:
-    """Refuse optimized weights that leave a beam without a spot (it could be neither
-    delivered nor exported), saying why that may be: the minimum particles per spot (spots
-    the optimizer drives below half of it are removed; where the limit comes from) or a beam
-    the objectives do not want.
+                        config: PlanConfig) -> str | None:
+    """What to say of optimized weights that leave beams without a spot (such a beam can be
+    neither delivered nor exported), None when every beam has one: the beams, and why that
+    may be (spots the optimizer drives below half the minimum particles per spot are
+    removed, and where that minimum comes from; or beams the objectives do not need).
 
     Raises
     ------
     PlanningError
-        Naming the beams and the minimum.
+        When no beam has a spot left: the plan delivers nothing.
     """
     offsets = np.cumsum([0] + [s.n_spots for s in spot_maps])
     empty = [b.label for i, b in enumerate(beams)
              if not np.any(weights[offsets[i]:offsets[i + 1]] > 0)]
     if not empty:
-        return
+        return None
     source = (f"[delivery] min_particles_per_spot of {config.path or 'the plan configuration'}"
               if config.min_particles_per_spot is not None else "the machine's minimum")
-    raise PlanningError(
-        f"the optimizer left no spot with particles in beam{'s' if len(empty) > 1 else ''} "
-        f"{', '.join(empty)}: spots it drives below half the minimum of {min_particles:.3g} "
-        f"particles per spot ({source}) are removed. Lower that minimum, or remove the "
-        "beam if the objectives do not need it")
+    text = (f"the optimizer left no spot with particles in beam{'s' if len(empty) > 1 else ''} "
+            f"{', '.join(empty)}: spots it drives below half the minimum of "
+            f"{min_particles:.3g} particles per spot ({source}) are removed. Lower that "
+            "minimum, or remove the beam if the objectives do not need it")
+    if len(empty) == len(beams):
+        raise PlanningError(text)
+    return f"{text} (a beam without spots cannot be exported)"
 
 
 def delivery_report(plan: Plan, min_particles: float, max_particles: float) -> dict[str, Any]:

@@ -133,3 +133,26 @@ def test_a_minimum_per_spot_that_empties_every_beam_is_named_before_the_dose(
     assert "no spot with particles in beams G90, G270" in err
     assert f"[delivery] min_particles_per_spot of {config}" in err and "1e+09" in err
     assert "Traceback" not in err and not out.exists()
+
+
+def test_a_beam_left_without_spots_is_warned_about_with_the_limit_and_its_file() -> None:
+    """One beam emptied by the optimizer: a warning in the report (the plan is kept, its
+    export would refuse the beam); every beam emptied: refused."""
+    import numpy as np
+
+    from planning.beams import Beam, SpotMap
+
+    beams = [Beam((0.0, 0.0, 0.0), g, 0.0, f"G{g:g}", "HFS") for g in (90.0, 270.0)]
+    spots = [SpotMap(np.full(3, 200.0), np.zeros(3, np.int64), np.arange(3) * 5.0,
+                     np.zeros(3), (5.0, 5.0)) for _ in beams]
+    config = PlanConfig(min_particles_per_spot=2e5, path="site.toml")
+    text = planner.empty_beams_problem(np.array([0.0, 0.0, 0.0, 1.0, 0.0, 2.0]), beams, spots,
+                                       2e5, config)
+    assert text is not None and "no spot with particles in beam G90:" in text
+    assert "[delivery] min_particles_per_spot of site.toml" in text and "G270" not in text
+    assert planner.empty_beams_problem(np.ones(6), beams, spots, 2e5, config) is None
+    machine_limit = planner.empty_beams_problem(np.array([1.0, 0, 0, 0, 0, 0]), beams, spots,
+                                                5e4, PlanConfig())
+    assert machine_limit is not None and "the machine's minimum" in machine_limit
+    with pytest.raises(PlanningError, match="beams G90, G270"):
+        planner.empty_beams_problem(np.zeros(6), beams, spots, 2e5, config)
