@@ -30,8 +30,10 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +42,11 @@ from planning.physics.stopping import bethe_stopping_ratio
 
 #: Mean excitation energy of dry air (near sea level), eV (ICRU Report 37; also ICRU 49).
 AIR_MEAN_EXCITATION_EV = 85.7
+
+#: Where a measured point N@E may lie, MeV/u: the energies of carbon therapy beams (about
+#: 50-430 MeV/u), within which Bethe's stopping power of air carries it to the others (its
+#: ratios follow NIST PSTAR within 0.5 % at 80-430 MeV/u).
+REFERENCE_ENERGY_RANGE_MEV_U = (50.0, 500.0)
 
 #: The forms of a calibration (:attr:`MonitorCalibration.kind`).
 CONSTANT, AIR_SCALED, TABLE = "constant", "air stopping power", "table"
@@ -88,6 +95,31 @@ class MonitorCalibration:
         return float(np.exp(np.interp(math.log(energy_mev_u), np.log(self.energies_mev_u),
                                        np.log(self.particles_per_mu))))
 
+    def record(self) -> dict[str, object]:
+        """The calibration as report.json keeps it (:meth:`from_record` reads it back)."""
+        return {"kind": self.kind, "energies_mev_u": list(self.energies_mev_u),
+                "particles_per_mu": list(self.particles_per_mu), "source": self.source,
+                "description": self.describe()}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> MonitorCalibration:
+        """A calibration from :meth:`record`'s dict.
+
+        Raises
+        ------
+        InputError
+            Not such a record (missing or malformed entries).
+        """
+        try:
+            made = cls(str(record["kind"]), tuple(float(e) for e in record["energies_mev_u"]),
+                       tuple(float(n) for n in record["particles_per_mu"]),
+                       str(record["source"]))
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"not a monitor calibration record: {record!r}") from None
+        if made.kind not in (CONSTANT, AIR_SCALED, TABLE) or not made.particles_per_mu:
+            raise InputError(f"not a monitor calibration record: {record!r}")
+        return made
+
     def describe(self) -> str:
         """One line for reports and import notes."""
         if self.kind == CONSTANT:
@@ -118,6 +150,12 @@ def parse_monitor_calibration(text: str | os.PathLike[str]) -> MonitorCalibratio
     if at:
         n = _positive(number, raw, "particles per MU")
         e = _positive(energy, raw, "energy (MeV/u)")
+        lo, hi = REFERENCE_ENERGY_RANGE_MEV_U
+        if not lo <= e <= hi:
+            raise InputError(f"monitor calibration {raw!r}: the energy of the measured point "
+                             f"must lie in {lo:g}-{hi:g} MeV/u (carbon therapy beams; the "
+                             f"stopping power of air carries it to the other energies there), "
+                             f"not {e:g}")
         return MonitorCalibration(AIR_SCALED, (e,), (n,), raw)
     try:
         value = float(raw)

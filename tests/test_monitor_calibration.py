@@ -61,6 +61,8 @@ def test_the_three_forms_and_a_table_interpolated_log_log(tmp_path: Path):
     ("2e5@nan", "energy .* must be a positive"),
     ("inf", "positive"),
     ("no-such-file.csv", "not a number, .* or an existing CSV file"),
+    ("2e4@1", "must lie in 50-500 MeV/u"),  # Bethe would give nonsense (review)
+    ("2e4@10000", "must lie in 50-500 MeV/u"),
 ])
 def test_bad_calibrations_are_refused_with_what_is_wrong(text, message):
     with pytest.raises(InputError, match=message):
@@ -80,3 +82,16 @@ def test_bad_tables_name_the_file_and_row(tmp_path: Path, content, message):
     with pytest.raises(InputError, match=message) as err:
         parse_monitor_calibration(path)
     assert "mu.csv" in str(err.value)
+
+
+def test_a_calibration_comes_back_from_its_report_record(tmp_path: Path):
+    from planning.monitor_calibration import MonitorCalibration
+
+    table = tmp_path / "t.csv"
+    table.write_text("100,1e5\n400,4e5\n")
+    for text in ("2e5", "3e5@290", str(table)):
+        made = parse_monitor_calibration(text)
+        assert MonitorCalibration.from_record(made.record()) == made
+    with pytest.raises(InputError, match="not a monitor calibration record"):
+        MonitorCalibration.from_record({"kind": "guess", "energies_mev_u": [],
+                                        "particles_per_mu": [1.0], "source": ""})

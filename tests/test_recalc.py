@@ -382,8 +382,20 @@ def test_a_plan_in_mu_recalculates_to_the_same_dose_with_the_machines_calibratio
     np.testing.assert_allclose(mu_dose, np_dose, atol=1e-4 * float(np_dose.max()))
     assert abs(float(flat_dose.max()) / float(np_dose.max()) - 1) > 0.02
     rep = json.loads((tmp_path / "mu" / "report.json").read_text())
-    assert "at 300 MeV/u" in rep["source_plan"]["monitor_calibration"]
+    assert "at 300 MeV/u" in rep["source_plan"]["monitor_calibration"]["description"]
     assert any("metersets in MU converted" in w for w in rep["warnings"])
+    # The recalculation's folder gives compare its plan again (the calibration it used is in
+    # its report): a cross-model view for both sides (the MU side had none).
+    assert main(["compare", str(plan_dir), str(tmp_path / "mu"), "--ct", str(ct), "--gamma",
+                 "3,3", "--out", str(tmp_path / "cmp")]) == 0
+    compared = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    assert len(compared["cross_model"]) == 2, compared["warnings"]
+    # A calibration given for a plan in particles is said not to be used, and not recorded.
+    assert main(["recalc", str(ct), str(plan_dir / "RTPLAN.dcm"), "--grid", "8",
+                 "--particles-per-mu", "3e5", "--out", str(tmp_path / "np2")]) == 0
+    unused = json.loads((tmp_path / "np2" / "report.json").read_text())
+    assert unused["source_plan"]["monitor_calibration"] is None
+    assert any("it was not used" in w for w in unused["warnings"])
 
 
 def test_compare_of_a_folder_whose_plan_is_in_mu_compares_the_doses_and_says_why_not_the_plan(
@@ -405,3 +417,6 @@ def test_compare_of_a_folder_whose_plan_is_in_mu_compares_the_doses_and_says_why
     assert any("cross-model view of B not computed: RTPLAN.dcm gives its metersets in MU" in w
                for w in rep["warnings"]), rep["warnings"]
     assert len(rep["cross_model"]) == 1  # A's
+    # The same side as an RT Dose file beside the plan in MU (it crashed: KeyError 'plan').
+    assert main(["compare", str(plan_dir / "RTDOSE_RBE.dcm"), str(other / "RTDOSE_RBE.dcm"),
+                 "--no-cross-model", "--out", str(tmp_path / "files")]) == 0

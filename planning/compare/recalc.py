@@ -483,7 +483,7 @@ def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
         Unreadable files, a CT folder without an RT Structure Set for its CT, a plan of
         another patient frame.
     """
-    from planning.dicom import DicomImportError, load_patient, load_rt_ion_plan
+    from planning.dicom import DicomImportError, load_patient, load_rt_ion_plan, metersets_in_mu
 
     if isinstance(ct, Patient):
         if ct_series_uid is not None:
@@ -510,6 +510,7 @@ def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
             raise InputError(f"{rtplan}: no such file; give the RT Ion Plan file")
         imported = load_rt_ion_plan(rtplan, structure_set=patient.structure_set,
                                     monitor_calibration=monitor_calibration)
+        in_mu = metersets_in_mu(rtplan)
         plan = imported.plan
         warnings = check_plan_on_ct(patient, imported.frame_of_reference_uid,
                                     imported.patient_position, str(rtplan),
@@ -522,9 +523,12 @@ def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
         source = {"path": str(rtplan), "sop_instance_uid": imported.sop_instance_uid,
                   "frame_of_reference_uid": imported.frame_of_reference_uid,
                   "prescription_found": imported.prescription_found,
-                  "monitor_calibration": (None if monitor_calibration is None
-                                          else monitor_calibration.describe()),
+                  "monitor_calibration": (monitor_calibration.record() if in_mu
+                                          and monitor_calibration is not None else None),
                   "warnings": [*imported.warnings, *warnings]}
+        if monitor_calibration is not None and not in_mu:
+            source["warnings"].append("a monitor calibration was given, but the plan's "
+                                      "metersets are particles (NP): it was not used")
     return patient, plan, source
 
 

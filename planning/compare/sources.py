@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from planning.dose_grid import DoseGrid
 from planning.errors import InputError, IonPlanError
+from planning.monitor_calibration import MonitorCalibration
 from planning.plan import Plan, Prescription
 from planning.rbe import PhysicalDose, Tissue
 from planning.rbe.record import model_label
@@ -239,8 +240,10 @@ def _side_of_file(path: Path, label: str) -> DoseSide:
 
     volume = load_rt_dose(path)
     plan_path = path.parent / PLAN_FILE
-    extra = _plan_facts(plan_path, volume.referenced_plan_uid) if plan_path.is_file() else {}
-    if extra and "prescription" not in extra:
+    extra = (_plan_facts(plan_path, volume.referenced_plan_uid,
+                         _report_calibration(path.parent / REPORT_FILE))
+             if plan_path.is_file() else {})
+    if "plan" in extra and "prescription" not in extra:  # not when the plan could not be read
         extra["prescription"] = extra["plan"].prescription
     return _side_of_volume(volume, label, **extra)
 
@@ -264,7 +267,8 @@ def _side_of_folder(folder: Path, label: str, quantity: str) -> DoseSide:
     extra: dict[str, Any] = {}
     plan_path = folder / PLAN_FILE
     if plan_path.is_file():
-        extra = _plan_facts(plan_path, volume.referenced_plan_uid)
+        extra = _plan_facts(plan_path, volume.referenced_plan_uid,
+                            _report_calibration(folder / REPORT_FILE))
     prescription = _report_prescription(folder / REPORT_FILE)
     if prescription is not None:
         extra["prescription"] = prescription
@@ -276,9 +280,12 @@ def _side_of_folder(folder: Path, label: str, quantity: str) -> DoseSide:
     return _side_of_volume(volume, label, **extra)
 
 
-def _plan_facts(plan_path: Path, referenced_plan_uid: str) -> dict[str, Any]:
+def _plan_facts(plan_path: Path, referenced_plan_uid: str,
+                calibration: MonitorCalibration | None = None) -> dict[str, Any]:
     """The plan of a dose, when ``plan_path`` is the RT Ion Plan the dose references (or the
-    dose references none); empty otherwise."""
+    dose references none); empty otherwise. A plan in MU is read with ``calibration`` (the
+    one its recalculation used, :func:`_report_calibration`); without one the side records
+    why it has no plan (``plan_problem``)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -291,14 +298,26 @@ def _plan_facts(plan_path: Path, referenced_plan_uid: str) -> dict[str, Any]:
         return {}
     if referenced_plan_uid and uid != referenced_plan_uid:
         return {}
-    if metersets_in_mu(plan_path):  # the doses compare; the plan needs the machine's monitor
+    if calibration is None and metersets_in_mu(plan_path):  # the doses compare; the plan
+        # needs the machine's monitor calibration
         return {"plan_problem": f"{plan_path.name} gives its metersets in MU (recalculate it "
                                 "with 'ionplan recalc --particles-per-mu' to see it under "
                                 "both models)"}
-    imported = load_rt_ion_plan(plan_path)
+    imported = load_rt_ion_plan(plan_path, monitor_calibration=calibration)
     return {"plan": imported.plan,
             "plan_frame_of_reference_uid": imported.frame_of_reference_uid,
             "plan_patient_position": imported.patient_position}
+
+
+def _report_calibration(path: Path) -> MonitorCalibration | None:
+    """The monitor calibration an ``ionplan recalc``/``robust`` report.json says its plan in MU
+    was read with, if any and readable."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))["source_plan"][
+            "monitor_calibration"]
+        return None if record is None else MonitorCalibration.from_record(record)
+    except (OSError, ValueError, KeyError, TypeError, IonPlanError):
+        return None
 
 
 def _report_prescription(path: Path) -> Prescription | None:
