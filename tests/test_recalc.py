@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +95,11 @@ def test_recalc_report_is_shaped_like_the_plans(demo):
     # The per-beam physical doses add up to the total.
     beam_sum = sum(b["target_mean_gy"] for b in report["beams"])
     assert beam_sum == pytest.approx(report["structures"]["PTV"]["mean_gy"], rel=1e-4)
-    assert report["files"] == ["RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm",
-                               "report.json"]
+    files = report["files"]
+    assert files[:3] == ["RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm", "RTDOSE_RBE.dcm"]
+    assert files[-1] == "report.json" and len(files) == 5
+    # The plan document, as for a plan (README: recalc writes the same outputs).
+    assert re.fullmatch(r"IONPLAN-DEMO-001_IonPlan_\d{8}-\d{6}_report\.pdf", files[3]), files
     assert {"forward_dose", "total", "export"} <= set(report["timings_s"])
     # The rewritten plan is the same plan.
     again = load_rt_ion_plan(recalc_dir / "RTPLAN.dcm").plan
@@ -420,3 +424,19 @@ def test_compare_of_a_folder_whose_plan_is_in_mu_compares_the_doses_and_says_why
     # The same side as an RT Dose file beside the plan in MU (it crashed: KeyError 'plan').
     assert main(["compare", str(plan_dir / "RTDOSE_RBE.dcm"), str(other / "RTDOSE_RBE.dcm"),
                  "--no-cross-model", "--out", str(tmp_path / "files")]) == 0
+
+
+def test_the_document_of_a_recalculation_under_another_model_does_not_call_it_the_plans(
+        demo, tmp_path):
+    """An mMKM plan recalculated with --rbe lem1: its document called the LEM I dose "the
+    plan's model" (review); now it says the model was asked for and which the plan's is."""
+    from pypdf import PdfReader
+
+    ct, plan_dir, _, _, _ = demo
+    out = tmp_path / "lem"
+    assert main(["recalc", str(ct), str(plan_dir / "RTPLAN.dcm"), "--rbe", "lem1", "--grid",
+                 "8", "--out", str(out)]) == 0
+    (pdf,) = out.glob("*_report.pdf")
+    text = " ".join(" ".join(page.extract_text() for page in PdfReader(pdf).pages).split())
+    assert "plan's model" not in text
+    assert "(the model asked for in this recalculation; the plan was made under mMKM" in text

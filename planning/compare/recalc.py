@@ -556,7 +556,8 @@ def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.Pat
         RBE model; None uses the plan's (:func:`choose_model`).
     out_dir : path, optional
         Where RTPLAN.dcm (the plan as recalculated), RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm
-        (RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm with ``exchange``) and report.json go.
+        (RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm with ``exchange``), the plan document (PDF,
+        named after the plan's label) and report.json go.
     ct_series_uid : str, optional
         The CT series of a ``ct`` folder that holds several.
     monitor_calibration : MonitorCalibration, optional
@@ -580,6 +581,7 @@ def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.Pat
                          grid_mm=grid_mm, hlut_path=hlut_path, device=device,
                          cutoff_fraction=cutoff_fraction, exchange=exchange, source=source,
                          progress=stage_progress(progress, 0.03, 1.0), cancel=cancel)
-    if out_dir is not None:
-        write_plan_outputs(result, out_dir, machine=machine)  # adds timings_s["export"]
+    if out_dir is not None:  # with the plan document, as a plan's (adds timings_s["export"])
+        write_plan_outputs(result, out_dir, machine=machine,
+                           plan_name=plan.label or "recalculated plan")
     return result

@@ -243,6 +243,22 @@ def _other_models(result: PlanResult) -> list[tuple[RbeModel, NDArray[np.float32
             if m != result.model]
 
 
+def _model_role(result: PlanResult) -> tuple[str, str]:
+    """What the model of ``result``'s dose is to its plan, in full and short: the plan's own
+    (a plan made here, or a recalculation under the model the plan names), one asked for in a
+    recalculation (with the plan's own, when it names one), or the default for a plan that
+    names none (report.json's ``rbe_model_source``)."""
+    source = result.report.get("rbe_model_source", "plan")
+    if source == "plan":
+        return "the plan's model", "plan's model"
+    if source == "requested":
+        named = result.plan.rbe_model
+        made = ("" if named in ("", "unknown") or named == result.model.describe()
+                else f"; the plan was made under {named}")
+        return f"the model asked for in this recalculation{made}", "recalculated"
+    return "the default model: the plan names none", "default model"
+
+
 def _drawn(result: PlanResult) -> bool:
     """Whether the other models' DVHs go on the plan's DVH axis: only when it is Gy(RBE) like
     theirs (a physical-dose plan's axis is Gy)."""
@@ -299,9 +315,10 @@ def plan_document(result: PlanResult, plan_name: str, *,
     plan_stats = stats(result.rbe_dose_gy_rbe, result.tissue_labels)
     label = model_label(model, result.structure_tissues)
     what = "Physical dose" if unit == "Gy" else f"RBE-weighted dose, {label}"
-    sections = [_dose_section(f"{what} (the plan's model, {unit})", plan_stats, False)]
+    role, short_role = _model_role(result)
+    sections = [_dose_section(f"{what} ({role}, {unit})", plan_stats, False)]
     doses: list[tuple[list[StructureDose], tuple[float, ...]]] = [(plan_stats, ())]
-    legend: list[tuple[str, tuple[float, ...]]] = [(f"{model.name} (plan's model)", ())]
+    legend: list[tuple[str, tuple[float, ...]]] = [(f"{model.name} ({short_role})", ())]
     drawn = _drawn(result)
     for other, cube in _other_models(result):
         other_stats = stats(cube)
