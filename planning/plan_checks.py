@@ -141,3 +141,47 @@ def coverage_warning(target: str, metrics: Mapping[str, Any], prescription: floa
     return (f"the target {target!r} is not covered as prescribed ({prescription:g} {unit}): "
             f"{'; '.join(problems)}; review the objectives, beams and spot spacing, and "
             "re-optimize")
+
+
+#: A recalculated physical dose at the plan's dose specification point this far from the
+#: plan's own statement (its Beam Doses), as a share, is warned about: two dose engines
+#: agree to a few % there; a meterset or calibration error is off by far more.
+REFERENCE_POINT_TOLERANCE = 0.05
+#: A recalculated target median outside this range of the prescription is warned about
+#: whatever the model: the RBE models differ by less (LEM I / mMKM about 1.1-1.5), a wrong
+#: meterset, monitor calibration or fraction count by more.
+GROSS_DOSE_RANGE = (0.5, 2.0)
+
+
+def reference_point_warning(stated_gy: float, recalculated_gy: float,
+                            point_mm: tuple[float, float, float]) -> str | None:
+    """The warning for a recalculated plan whose physical dose per fraction at the plan's dose
+    specification point differs from the plan's Beam Doses there by more than
+    :data:`REFERENCE_POINT_TOLERANCE`, or None (physical dose: the same whatever the RBE
+    model)."""
+    if not stated_gy > 0:
+        return None
+    off = recalculated_gy / stated_gy - 1.0
+    if abs(off) <= REFERENCE_POINT_TOLERANCE:
+        return None
+    x, y, z = point_mm
+    return (f"the recalculated physical dose at the plan's dose specification point ({x:.1f}, "
+            f"{y:.1f}, {z:.1f}) mm is {recalculated_gy:.4g} Gy per fraction, the plan states "
+            f"{stated_gy:.4g} Gy ({100 * off:+.1f} %): check the metersets (the monitor "
+            "calibration of a plan in MU), the number of fractions and the machine's beam data")
+
+
+def gross_dose_warning(target: str, d50: float, prescription: float, unit: str
+                       ) -> str | None:
+    """The warning for a recalculated target median outside :data:`GROSS_DOSE_RANGE` of the
+    prescription, or None."""
+    if not prescription > 0:
+        return None
+    share = d50 / prescription
+    lo, hi = GROSS_DOSE_RANGE
+    if lo <= share <= hi:
+        return None
+    return (f"the recalculated dose of {target!r} (D50 {d50:.4g} {unit}) is "
+            f"{100 * share:.3g} % of the prescription of {prescription:g} {unit}: far more than "
+            "RBE models differ; check the metersets (the monitor calibration of a plan in MU) "
+            "and the number of fractions")

@@ -440,3 +440,39 @@ def test_the_document_of_a_recalculation_under_another_model_does_not_call_it_th
     text = " ".join(" ".join(page.extract_text() for page in PdfReader(pdf).pages).split())
     assert "plan's model" not in text
     assert "(the model asked for in this recalculation; the plan was made under mMKM" in text
+
+
+def test_a_recalculated_plan_whose_dose_cannot_be_right_is_warned_about(demo, tmp_path):
+    """Recalc reported a received plan at D95 838,974 % of its prescription with exit 0 and no
+    word (review: Beam Meterset left in particles under an MU unit). Now: the dose at the
+    plan's dose specification point against its Beam Doses, a target far off its
+    prescription, and the prescription's fractionation are checked, as plan checks its own."""
+    from planning.monitor_calibration import parse_monitor_calibration
+
+    ct, plan_dir, _, _, result = demo
+    own = result.report["warnings"]
+    assert not any("dose specification point" in w or "far more than RBE models" in w
+                   for w in own), own  # its own plan recalculates as it states
+    calibration = parse_monitor_calibration("3.1e5@300")
+    ds = pydicom.dcmread(plan_dir / "RTPLAN.dcm")
+    _to_mu(ds, calibration.at)
+    for ref in ds.FractionGroupSequence[0].ReferencedBeamSequence:  # particles left as MU
+        ref.BeamMeterset = f"{float(ref.BeamMeterset) * 1000:.10g}"
+    ds.save_as(tmp_path / "bad.dcm")
+    assert main(["recalc", str(ct), str(tmp_path / "bad.dcm"), "--grid", "8",
+                 "--particles-per-mu", "3.1e5@300", "--out", str(tmp_path / "bad")]) == 0
+    warnings = json.loads((tmp_path / "bad" / "report.json").read_text())["warnings"]
+    assert any("far more than RBE models differ" in w for w in warnings), warnings
+    # 1000 times the dose (+99,900 %; the 8 mm grid reads the point within a few %).
+    assert any("the plan states" in w and re.search(r"\(\+9\d{4}\.\d %\)", w)
+               for w in warnings), warnings
+    # A prescription of 3.6 Gy(RBE) in 16 fractions for the 60 Gy(RBE) plan.
+    ds = pydicom.dcmread(plan_dir / "RTPLAN.dcm")
+    ds.DoseReferenceSequence[0].TargetPrescriptionDose = "3.6"
+    ds.FractionGroupSequence[0].NumberOfFractionsPlanned = 16
+    ds.save_as(tmp_path / "rx.dcm")
+    assert main(["recalc", str(ct), str(tmp_path / "rx.dcm"), "--grid", "8",
+                 "--out", str(tmp_path / "rx")]) == 0
+    warnings = json.loads((tmp_path / "rx" / "report.json").read_text())["warnings"]
+    assert any("below the 1 Gy(RBE) per fraction" in w for w in warnings), warnings
+    assert any("far more than RBE models differ" in w for w in warnings), warnings

@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 
 from planning.beams import Beam, SpotMap
 from planning.dose_grid import DoseGrid
+from planning.dose_interpolation import trilinear_stencil
 from planning.engine import PlanningEngine
 from planning.engine.dose_engine import DoseEngineSettings, resolve_device
 from planning.engine.forward_dose import forward_cubes
@@ -42,6 +43,12 @@ from planning.machine import Machine, load_machine
 from planning.monitor_calibration import MonitorCalibration
 from planning.patient import Patient
 from planning.plan import Plan
+from planning.plan_checks import (
+    coverage_warning,
+    fractionation_warning,
+    gross_dose_warning,
+    reference_point_warning,
+)
 from planning.plan_report import structure_report
 from planning.planner import PlanResult, write_plan_outputs
 from planning.progress import CancelToken, ProgressCallback, report, stage_progress
@@ -329,6 +336,51 @@ def prepare_recalc(patient: Patient, plan: Plan, *, machine: Machine | None = No
                        tuple(warnings), hlut)
 
 
+def plausibility_warnings(plan: Plan, model: RbeModel, model_source: str, target: str | None,
+                          structures: Mapping[str, Mapping[str, Any]],
+                          physical_dose_gy: NDArray[np.floating], dose_grid: DoseGrid,
+                          n_fractions: int) -> list[str]:
+    """What a recalculated plan's numbers say is wrong with it (:mod:`planning.plan_checks`):
+    a dose far from the prescription whatever the model, a physical dose at the plan's dose
+    specification point other than its Beam Doses state, and, as for a plan made here, the
+    fractionation of its prescription and (under the plan's own model) its target coverage.
+
+    Parameters
+    ----------
+    plan : Plan
+        The recalculated plan (its prescription, model description and Beam Doses).
+    model, model_source
+        The model of the recalculation and where it came from (:func:`choose_model`).
+    target : str or None
+        The target's structure name on the CT (None: not there).
+    structures : mapping
+        The report's per-structure metrics (``d50_gy_rbe``, ``d95_gy_rbe``, ``d2_gy_rbe``).
+    physical_dose_gy : (nz, ny, nx) array
+        Total physical dose on ``dose_grid``, Gy.
+    n_fractions : int
+    """
+    physical = isinstance(model, PhysicalDose)
+    unit = "Gy" if physical else "Gy(RBE)"
+    rx = plan.prescription.total_dose_gy_rbe
+    own_model = model_source == "plan" or model.describe() == plan.rbe_model
+    out: list[str | None] = []
+    metrics = structures.get(target) if target is not None else None
+    if metrics is not None:
+        out.append(gross_dose_warning(target or "", float(metrics["d50_gy_rbe"]), rx, unit))
+        if own_model:
+            out.append(coverage_warning(target or "", metrics, rx, unit))
+    if not plan.rbe_model.startswith("physical"):
+        out.append(fractionation_warning(rx, plan.prescription.n_fractions,
+                                         lem=plan.rbe_model.startswith("LEM I")))
+    doses = plan.beam_doses
+    if doses is not None:
+        stencil, inside = trilinear_stencil([doses.point_mm], dose_grid)
+        if inside.all():
+            here = float(stencil.values(physical_dose_gy)[0]) / n_fractions
+            out.append(reference_point_warning(sum(doses.physical_gy), here, doses.point_mm))
+    return [w for w in out if w]
+
+
 def _target_name(patient: Patient, plan: Plan) -> str | None:
     """The structure-set name of the plan's target, or None when it has no such structure."""
     if patient.structure_set is None:
@@ -415,6 +467,8 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
     if target is None:
         warnings.append(f"the plan's target {plan.prescription.target!r} is not a structure "
                         "of the CT's structure set")
+    warnings += plausibility_warnings(plan, model, model_source, target, sections.structures,
+                                      cubes.physical_dose_gy, setup.dose_grid, n_fx)
 
     rep: dict[str, Any] = {
         "source_plan": dict(source or {}),
