@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import io
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -534,6 +533,7 @@ def make_plan(
                                     "matrices, so a re-optimization cannot change them")
         request = dataclasses.replace(request, patient=patient, ct_dir=None)
     machine = get_machine()
+    from planning.report_json import report_json_text
     from planning.robust import write_robust_outputs as write_robust
 
     share = 0.5 if robust is not None else 1.0
@@ -561,8 +561,7 @@ def make_plan(
                      "seconds": again.report["timings_s"]["total"]})
     if done:
         result.report["reoptimized"] = done
-        atomic_write_text(Path(out_dir) / "report.json",
-                          json.dumps(result.report, indent=1) + "\n")
+        atomic_write_text(Path(out_dir) / "report.json", report_json_text(result.report))
     return result.report
 
 

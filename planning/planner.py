@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import io
-import json
 import logging
 import math
 import os
@@ -114,6 +113,7 @@ from planning.progress import CancelToken, ProgressCallback, report, stage_progr
 from planning.rbe import DepthTables, LemModel, PhysicalDose, RbeModel, Tissue, depth_tables
 from planning.rbe.record import model_label
 from planning.regions import is_generated, region_name, ring_name
+from planning.report_json import report_json_text
 from planning.resolution import grid_warning, spot_spacing_warning
 from planning.structure_dose import body_mask, body_structures, grid_of, structure_rows
 
@@ -1236,5 +1236,5 @@ def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
                              "rt_plan_sop_instance_uid": plan_uid}
     result.report["files"] = [f.name for f in files]
     result.report["timings_s"]["export"] = time.perf_counter() - t0
-    atomic_write_text(out / "report.json", json.dumps(result.report, indent=1) + "\n")
+    atomic_write_text(out / "report.json", report_json_text(result.report))
     return files

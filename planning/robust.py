@@ -65,6 +65,7 @@ from planning.plan import Plan
 from planning.planner import PlanResult
 from planning.progress import CancelToken, ProgressCallback, report, stage_progress
 from planning.rbe import DepthTables, PhysicalDose, RbeModel
+from planning.report_json import report_json_text
 from planning.structure_dose import sampled_structures
 from planning.structure_sampling import DoseSamples
 
@@ -622,7 +623,6 @@ def write_robust_outputs(result: RobustResult, out_dir: str | os.PathLike[str], 
     (PDF) is written too, as by :func:`planning.planner.write_plan_outputs`, with its
     robustness section (settings, DVH bands, per-structure scenario tables:
     :mod:`planning.document`)."""
-    import json
 
     from planning.atomic import atomic_write_text
     from planning.dicom import export_rt_dose
@@ -651,7 +651,7 @@ def write_robust_outputs(result: RobustResult, out_dir: str | os.PathLike[str], 
     atomic_write_text(html, render_robust_html(rep))
     names = [f.name for f in files if f.name != "report.json"]
     rep["files"] = [*names, *(f.name for f in extra), html.name, "report.json"]
-    atomic_write_text(out / "report.json", json.dumps(_finite(rep), indent=1) + "\n")
+    atomic_write_text(out / "report.json", report_json_text(rep))
     return [*files, *extra, html]
 
 
@@ -666,14 +666,3 @@ def _plan_uid(path: Path) -> str:
 
     return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
                .SOPInstanceUID)
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN/inf made None (valid JSON)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -36,6 +35,7 @@ from planning.compare.images import (
 )
 from planning.document.identity import identification
 from planning.errors import InputError
+from planning.report_json import report_json_text
 
 _CSS = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1400px; }
@@ -262,18 +262,5 @@ def write_comparison_report(result: ComparisonResult, out_dir: str | os.PathLike
     atomic_write_text(html_path, render_html(result))
     data = result.to_report()
     data["files"] = [html_path.name, json_path.name]
-    atomic_write_text(json_path, json.dumps(_finite(data), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(json_path, report_json_text(data))
     return [json_path, html_path]
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NumPy scalars made Python numbers and NaN/inf made None (valid JSON)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
