@@ -20,7 +20,7 @@ from planning.errors import InputError
 from planning.patient import Patient
 from planning.planner import PlanResult
 from planning.rbe import dose_unit_of
-from planning.rbe.lem import SCHEME_BEFORE_NAMED
+from planning.rbe.record import short_model_name
 from planning.robust import RobustResult
 from planning.workspace import new_plan_id
 
@@ -234,21 +234,6 @@ QUANTITY_MASK_FRACTION = 0.1
 #: The short model name of a dose computed with LEM I tissues per structure (the tissues are in
 #: the plan report, the DICOM comment and the model record).
 PER_STRUCTURE_NAME = "LEM I, tissues per structure"
-
-
-def short_model_name(description: str) -> str:
-    """``"mMKM"``, ``"LEM I chordoma, averaged"`` (tissue and rapid scheme), ``"constant RBE
-    3"``, ``"physical dose"`` from a model's full description (its parameters are in the plan
-    report and the DICOM comment). A LEM I description without ``rapid=`` (written before
-    December 2026) was computed with the averaged scheme."""
-    words = description.split()
-    if description.startswith("LEM I") and len(words) >= 3:
-        scheme = next((w.removeprefix("rapid=") for w in words if w.startswith("rapid=")),
-                      SCHEME_BEFORE_NAMED)
-        return f"{' '.join(words[:3])}, {scheme}"
-    if description.startswith("mMKM"):
-        return "mMKM"
-    return description
 
 
 def _max_or_one(cube: NDArray[np.float32]) -> float:

@@ -53,6 +53,7 @@ from planning.errors import InputError, IonPlanError
 from planning.monitor_calibration import MonitorCalibration, parse_monitor_calibration
 from planning.progress import ProgressCallback, report
 from planning.rbe import DEFAULT_TISSUES, LemModel, parse_tissue
+from planning.rbe.record import short_model_name
 
 log = logging.getLogger(__name__)
 
@@ -480,7 +481,16 @@ def _row(job: JobSpec, structure: str, a: Mapping[str, Any] | None, model: str =
 
 
 def _model_name(description: str) -> str:
-    return description.split(" ")[0] if description else ""
+    """The summary's model column: ``"mMKM"``, ``"LEM I chordoma, averaged"``, ...
+    (:func:`planning.rbe.record.short_model_name`)."""
+    return short_model_name(description) if description else ""
+
+
+def _side_model(dose_type: str, description: str) -> str:
+    """The summary's model column of a compared dose (the model its RT Dose names)."""
+    if dose_type != "EFFECTIVE":
+        return "physical dose"
+    return _model_name(description) or "RBE-weighted, model not named"
 
 
 def _plan_rows(job: JobSpec, rep: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -528,7 +538,8 @@ def _run_recalc(job: JobSpec, out: Path, *, exchange: bool = False) -> list[dict
     samples = {s.name: d for s, d in sampled_structures(result.patient, result.dose_grid)}
     mkm = structure_metrics(view.mkm_dose_gy_rbe, result.physical_dose_gy, samples)
     lem = structure_metrics(view.lem_dose_gy_rbe, result.physical_dose_gy, samples)
-    return [_row(job, name, mkm[name], "mMKM", lem[name], "LEM I") for name in samples]
+    lem_name = short_model_name(view.lem_model)  # its tissue and rapid scheme
+    return [_row(job, name, mkm[name], "mMKM", lem[name], lem_name) for name in samples]
 
 
 def _run_robust(job: JobSpec, out: Path) -> list[dict[str, Any]]:
@@ -585,12 +596,14 @@ def _run_compare(job: JobSpec, out: Path, out_root: Path) -> list[dict[str, Any]
         gamma[f"{prefix}_criteria"] = g.criteria.label
         gamma[f"{prefix}_pass_pct"] = g.pass_rate_percent
     rows = []
+    model_a = _side_model(result.a.dose_type, result.a.description)
+    model_b = _side_model(result.b.dose_type, result.b.description)
     for s in result.structures:
         def metrics(m: Mapping[str, Any]) -> dict[str, Any]:
             return {f"{k}_gy_rbe": m.get(k) for k in ("d98", "d95", "d50", "d2", "mean", "max")}
 
-        rows.append({**_row(job, s.name, metrics(s.metrics_a), "A", metrics(s.metrics_b), "B"),
-                     **gamma})
+        rows.append({**_row(job, s.name, metrics(s.metrics_a), model_a,
+                            metrics(s.metrics_b), model_b), **gamma})
     return rows or [{"structure": "", **gamma}]
 
 

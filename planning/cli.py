@@ -203,6 +203,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_recalc(args: argparse.Namespace) -> int:
     from planning import api
+    from planning.rbe.record import short_model_name
 
     _check_model_options(args)
     with fresh_output_folder(args.out, overwrite=args.overwrite,
@@ -215,7 +216,7 @@ def _cmd_recalc(args: argparse.Namespace) -> int:
             monitor_calibration=args.monitor_calibration)
     rep = result.report
     line = (f"wrote {', '.join(rep['files'][:-1])} and report.json to {args.out} "
-            f"({rep['rbe_model_source']} RBE model: {rep['rbe_model'].split(' ')[0]})")
+            f"({rep['rbe_model_source']} RBE model: {short_model_name(rep['rbe_model'])})")
     target = rep["structures"].get(rep["prescription"]["target"])
     if target is not None:
         line += "; " + _target_doses(rep, rep["prescription"]["target"],

@@ -104,14 +104,18 @@ def _check_summary(out: Path) -> None:
     assert len(broken) == 1 and "no-such-patient: no such file or folder" in broken[0]["error"]
     assert "\n" not in broken[0]["error"]
     ptv = {r["job"]: r for r in rows if r["structure"] == "PTV"}
-    assert ptv["recalc-lem"]["model"] == "LEM" and ptv["recalc-lem"]["d95_gy_rbe"] > 0
+    # Models named as the Dose tab names them, the same in every kind of job (a recalc's
+    # LEM I was "LEM", an exchange's "LEM I", a compare's sides "A" and "B": review).
+    lem = "LEM I chordoma, averaged"
+    assert ptv["recalc-lem"]["model"] == lem and ptv["recalc-lem"]["d95_gy_rbe"] > 0
     ex = ptv["exchange"]
-    assert (ex["model"], ex["model_b"]) == ("mMKM", "LEM I")
+    assert (ex["model"], ex["model_b"]) == ("mMKM", lem)
     assert ex["diff_mean_gy_rbe"] == pytest.approx(ex["mean_gy_rbe_b"] - ex["mean_gy_rbe"])
     rb = ptv["robust"]
     assert rb["model_b"] == "worst case" and rb["d95_gy_rbe_b"] <= rb["d95_gy_rbe"]
     cmp_ = ptv["compare"]
     assert cmp_["gamma_criteria"].startswith("3") and 0 <= cmp_["gamma_pass_pct"] <= 100
+    assert (cmp_["model"], cmp_["model_b"]) == ("mMKM", lem)  # plan (mMKM) vs recalc-lem
     for job in ("recalc-lem", "exchange", "robust", "compare"):
         assert (out / job / "job.json").is_file()
     assert (out / "robust" / "RTDOSE_RBE_MIN.dcm").is_file()

@@ -195,3 +195,18 @@ def fit_label(text: str, limit: int) -> str:
     if not items:
         raise InputError(f"{text!r} cannot be shortened to {limit} characters by whole items")
     return " ".join([*items, ELLIPSIS])
+
+
+def short_model_name(description: str) -> str:
+    """``"mMKM"``, ``"LEM I chordoma, averaged"`` (tissue and rapid scheme), ``"constant RBE
+    3"``, ``"physical dose"`` from a model's full description (its parameters are in the plan
+    report and the DICOM comment). A LEM I description without ``rapid=`` (written before
+    December 2026) was computed with the averaged scheme."""
+    words = description.split()
+    if description.startswith("LEM I") and len(words) >= 3:
+        scheme = next((w.removeprefix("rapid=") for w in words if w.startswith("rapid=")),
+                      SCHEME_BEFORE_NAMED)
+        return f"{' '.join(words[:3])}, {scheme}"
+    if description.startswith("mMKM"):
+        return "mMKM"
+    return description
