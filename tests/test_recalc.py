@@ -481,3 +481,37 @@ def test_a_recalculated_plan_whose_dose_cannot_be_right_is_warned_about(demo, tm
     warnings = json.loads((tmp_path / "rx" / "report.json").read_text())["warnings"]
     assert any("below the 1 Gy(RBE) per fraction" in w for w in warnings), warnings
     assert any("far more than RBE models differ" in w for w in warnings), warnings
+
+
+def test_two_plans_alike_in_label_and_prescription_are_two_plans_to_compare(demo, tmp_path):
+    """compare took two plans with the same label and prescription (every IonPlan plan is
+    "IonPlan") for one plan, and left out the warning that their Gy(RBE) are of different
+    models (review). One plan is one RT Ion Plan file (its SOP Instance UID)."""
+    import shutil
+
+    from pydicom.uid import generate_uid
+
+    ct, plan_dir, _, _, _ = demo
+    same = tmp_path / "same"  # the plan recalculated under LEM I: the same plan file
+    assert main(["recalc", str(ct), str(plan_dir / "RTPLAN.dcm"), "--rbe", "lem1", "--grid",
+                 "8", "--out", str(same)]) == 0
+    other = tmp_path / "other"  # the same numbers under another plan's UID
+    shutil.copytree(same, other)
+    uid = generate_uid()
+    ds = pydicom.dcmread(other / "RTPLAN.dcm")
+    ds.SOPInstanceUID = uid
+    ds.file_meta.MediaStorageSOPInstanceUID = uid
+    ds.save_as(other / "RTPLAN.dcm")
+    dose = pydicom.dcmread(other / "RTDOSE_RBE.dcm")
+    dose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID = uid
+    dose.save_as(other / "RTDOSE_RBE.dcm")
+
+    def warnings(b: Path) -> list[str]:
+        out = tmp_path / f"cmp-{b.name}"
+        assert main(["compare", str(plan_dir), str(b), "--no-cross-model", "--gamma", "3,3",
+                     "--out", str(out)]) == 0
+        return json.loads((out / "report.json").read_text())["warnings"]
+
+    mixed = "A's RBE-weighted dose is mMKM and B's LEM I"
+    assert not any(mixed in w for w in warnings(same))  # one plan under both models
+    assert any(mixed in w for w in warnings(other))

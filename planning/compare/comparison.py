@@ -279,11 +279,14 @@ def _focus(grid: DoseGrid, reference: NDArray[np.float32],
 
 
 def _same_plan(a: DoseSide, b: DoseSide) -> bool:
-    """Both sides are doses of one plan (the same label and prescription)."""
+    """Both sides are doses of one plan: the same RT Ion Plan file (SOP Instance UID; a
+    recalculation writes the received file back unchanged) or the same plan in memory. Label
+    and prescription do not tell plans apart (every IonPlan plan is labelled "IonPlan")."""
     if a.plan is None or b.plan is None:
         return False
-    return a.plan is b.plan or (a.plan.label == b.plan.label
-                                and a.plan.prescription == b.plan.prescription)
+    if a.plan_uid and b.plan_uid:
+        return a.plan_uid == b.plan_uid
+    return a.plan is b.plan
 
 
 def _model_family(description: str) -> str | None:
@@ -340,7 +343,7 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
                 "across the tissue boundaries, where its RBE-weighted dose jumps (its plan's "
                 "own report reads each structure within its tissue)")
     if side_a.dose_type != side_b.dose_type:
-        warnings.append(f"A is a {side_a.dose_type} dose and B a {side_b.dose_type} dose: "
+        warnings.append(f"A's dose is {side_a.dose_type} and B's {side_b.dose_type}: "
                         "their difference mixes physical and RBE-weighted dose")
     elif side_a.dose_type == "EFFECTIVE" and not _same_plan(side_a, side_b):
         # (one plan under both models is the exchange view, compared on purpose)

@@ -78,6 +78,9 @@ class DoseSide:
     plan_problem : str
         Why the RT Ion Plan beside the dose was not read (``plan`` None), e.g. its metersets
         are in MU; ``""`` otherwise.
+    plan_uid : str
+        SOP Instance UID of the RT Ion Plan file of ``plan`` (``""``: a plan in memory, or
+        none): two sides are doses of one plan when these agree.
     """
 
     label: str
@@ -94,6 +97,7 @@ class DoseSide:
     patient: Patient | None = None
     structure_tissues: tuple[tuple[str, Tissue], ...] = ()
     plan_problem: str = ""
+    plan_uid: str = ""
 
     def __post_init__(self) -> None:
         if np.shape(self.dose_gy) != tuple(self.grid.shape):
@@ -304,7 +308,7 @@ def _plan_facts(plan_path: Path, referenced_plan_uid: str,
                                 "with 'ionplan recalc --particles-per-mu' to see it under "
                                 "both models)"}
     imported = load_rt_ion_plan(plan_path, monitor_calibration=calibration)
-    return {"plan": imported.plan,
+    return {"plan": imported.plan, "plan_uid": imported.sop_instance_uid,
             "plan_frame_of_reference_uid": imported.frame_of_reference_uid,
             "plan_patient_position": imported.patient_position}
 
