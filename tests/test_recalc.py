@@ -515,3 +515,27 @@ def test_two_plans_alike_in_label_and_prescription_are_two_plans_to_compare(demo
     mixed = "A's RBE-weighted dose is mMKM and B's LEM I"
     assert not any(mixed in w for w in warnings(same))  # one plan under both models
     assert any(mixed in w for w in warnings(other))
+
+
+def test_compare_names_the_doses_patient_and_warns_of_two(demo, tmp_path):
+    """Without --ct the comparison's report named no patient although the RT Doses do; two
+    doses of different Patient IDs were compared without a word (review)."""
+    ct, plan_dir, _, _, _ = demo
+    other = tmp_path / "other.dcm"
+    ds = pydicom.dcmread(plan_dir / "RTDOSE_RBE.dcm")
+    ds.PatientID = "OTHER-002"
+    ds.save_as(other)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(plan_dir / "RTDOSE_RBE.dcm"), str(other), "--gamma", "3,3",
+                 "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["patient"]["patient_id"] == "IONPLAN-DEMO-001"
+    assert any("A is a dose of patient 'IONPLAN-DEMO-001' and B of patient 'OTHER-002'" in w
+               for w in rep["warnings"]), rep["warnings"]
+    html = (out / "report.html").read_text()
+    assert "IONPLAN-DEMO-001" in html and "Anonymous" not in html
+    out2 = tmp_path / "cmp2"  # the CT given is the demo's: B's patient is not it
+    assert main(["compare", str(plan_dir / "RTDOSE_RBE.dcm"), str(other), "--ct", str(ct),
+                 "--no-cross-model", "--gamma", "3,3", "--out", str(out2)]) == 0
+    assert not any("the CT for the structures is of patient" in w for w in json.loads(
+        (out2 / "report.json").read_text())["warnings"])  # A's patient is the CT's

@@ -192,8 +192,13 @@ class ComparisonResult:
                         "total_dose_gy_rbe": s.prescription.total_dose_gy_rbe,
                         "n_fractions": s.prescription.n_fractions}}
 
+        named = next((x for x in (self.a, self.b) if x.patient_id or x.patient_name), None)
         return {
-            "patient": None if self.patient is None else self.patient.record(),
+            # The CT's patient; without a CT, the patient the dose files name.
+            "patient": (self.patient.record() if self.patient is not None else None
+                        if named is None else {"patient_id": named.patient_id,
+                                               "patient_name": named.patient_name,
+                                               "from": f"RT Dose of {named.label}"}),
             "a": side(self.a), "b": side(self.b), "unit": self.unit,
             "grid": _grid_dict(self.grid), "resampled": list(self.resampled),
             "focus": {"name": self.focus_name, "index_zyx": list(self.focus_index),
@@ -255,6 +260,24 @@ def _patient_for(patient: Patient | str | os.PathLike[str] | None, a: DoseSide, 
         raise InputError(f"the CT (Frame of Reference {chosen.ct.frame_of_reference_uid}) is not "
                          f"the doses' frame ({frame}); give the CT the doses were computed on")
     return chosen
+
+
+def patient_warnings(a: DoseSide, b: DoseSide, ct: Patient | None) -> list[str]:
+    """Warnings when the doses name different patients (Patient ID), or the CT given for the
+    structures is of another patient than the doses. Not refused: a centre that pseudonymises
+    its exports gives the same patient another ID (the doses share one Frame of Reference,
+    which is checked)."""
+    out = []
+    if a.patient_id and b.patient_id and a.patient_id != b.patient_id:
+        out.append(f"{a.label} is a dose of patient {a.patient_id!r} and {b.label} of patient "
+                   f"{b.patient_id!r}: compare doses of one patient (a pseudonymised export "
+                   "may give it another ID)")
+    study = ct.ct.study if ct is not None else None
+    ids = {s.patient_id for s in (a, b) if s.patient_id}
+    if study is not None and study.patient_id and ids and study.patient_id not in ids:
+        out.append(f"the CT for the structures is of patient {study.patient_id!r}, the doses "
+                   f"of {', '.join(repr(i) for i in sorted(ids))}")
+    return out
 
 
 def _focus(grid: DoseGrid, reference: NDArray[np.float32],
@@ -355,6 +378,7 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
     frame = side_a.frame_of_reference_uid or side_b.frame_of_reference_uid
     chosen = _patient_for(patient, side_a, side_b, frame, stage_progress(progress, 0.0, 0.05),
                           cancel, ct_series_uid)
+    warnings += patient_warnings(side_a, side_b, chosen)
     timings["load"] = time.perf_counter() - t0
     if cancel is not None:
         cancel.raise_if_cancelled("the comparison")

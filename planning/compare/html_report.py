@@ -10,6 +10,7 @@ DVH metrics and the cross-model view.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import math
 import os
@@ -201,6 +202,10 @@ def identification_table(result: ComparisonResult, created: datetime.datetime) -
     """The identification block: patient name and ID, each side's plan and model, date."""
     patient = result.patient or result.a.patient or result.b.patient
     ident = identification(patient, "", "", created)
+    named = next((s for s in (result.a, result.b) if s.patient_id or s.patient_name), None)
+    if patient is None and named is not None:  # no CT: the patient the dose files name
+        ident = dataclasses.replace(ident, patient_name=named.patient_name,
+                                    patient_id=named.patient_id)
     rows: list[tuple[str, Any]] = [("Patient", ident.patient_text),
                                    ("Patient ID", ident.patient_id or None)]
     for side, role in ((result.a, "reference"), (result.b, "evaluated")):

@@ -81,6 +81,8 @@ class DoseSide:
     plan_uid : str
         SOP Instance UID of the RT Ion Plan file of ``plan`` (``""``: a plan in memory, or
         none): two sides are doses of one plan when these agree.
+    patient_id, patient_name : str
+        The patient the dose's file (or plan) names; ``""`` when unknown.
     """
 
     label: str
@@ -98,6 +100,8 @@ class DoseSide:
     structure_tissues: tuple[tuple[str, Tissue], ...] = ()
     plan_problem: str = ""
     plan_uid: str = ""
+    patient_id: str = ""
+    patient_name: str = ""
 
     def __post_init__(self) -> None:
         if np.shape(self.dose_gy) != tuple(self.grid.shape):
@@ -181,7 +185,8 @@ def _side_of_volume(volume: DoseVolume, label: str, **extra: Any) -> DoseSide:
                     dose_gy=dose, grid=volume.grid,
                     dose_type=volume.dose_type, description=description,
                     frame_of_reference_uid=volume.frame_of_reference_uid,
-                    structure_tissues=volume.rbe_tissues, **extra)
+                    structure_tissues=volume.rbe_tissues, patient_id=volume.patient_id,
+                    patient_name=volume.patient_name, **extra)
 
 
 #: Dose Summation Types that hold the dose of a whole plan (or of several plans summed).
@@ -236,7 +241,9 @@ def _side_of_result(result: PlanResult, label: str, quantity: str) -> DoseSide:
                     plan_frame_of_reference_uid=ct.frame_of_reference_uid,
                     plan_patient_position=ct.patient_position,
                     prescription=result.plan.prescription, patient=result.patient,
-                    structure_tissues=result.structure_tissues if quantity == "rbe" else ())
+                    structure_tissues=result.structure_tissues if quantity == "rbe" else (),
+                    patient_id=ct.study.patient_id if ct.study else "",
+                    patient_name=ct.study.patient_name if ct.study else "")
 
 
 def _side_of_file(path: Path, label: str) -> DoseSide:

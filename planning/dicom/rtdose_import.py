@@ -82,6 +82,8 @@ class DoseVolume:
         The RT Dose's own UID.
     source_path : str
         The file read.
+    patient_id, patient_name : str
+        The patient the file names (Patient ID, Patient's Name; ``""`` when empty).
     """
 
     dose_gy: NDArray[np.float32]
@@ -96,6 +98,8 @@ class DoseVolume:
     source_path: str = ""
     rbe: RbeModel | None = None
     rbe_tissues: tuple[tuple[str, Tissue], ...] = ()
+    patient_id: str = ""
+    patient_name: str = ""
 
     def __post_init__(self) -> None:
         if self.dose_gy.shape != tuple(self.grid.shape):
@@ -255,6 +259,8 @@ def read_rt_dose(ds: Dataset, *, path: PathLike = "") -> DoseVolume:
         source_path=str(path),
         rbe=None if recorded is None else recorded[0],
         rbe_tissues=() if recorded is None else recorded[1],
+        patient_id=get_str(ds, "PatientID", where).strip(),
+        patient_name=get_str(ds, "PatientName", where).strip(),
     )
 
 
