@@ -34,6 +34,7 @@ one row with an empty structure.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -200,15 +201,29 @@ class JobSpec:
     inputs: dict[str, Any] = field(default_factory=dict)
 
     def signature(self) -> dict[str, Any]:
-        """What decides whether a finished job is still up to date (its options and, for a
-        job that reads other jobs' folders, their signatures)."""
-        sig: dict[str, Any] = {"kind": self.kind, "ct": self.ct, "options": self.options}
+        """What decides whether a finished job is still up to date: its options, the files
+        they name as they are now (:func:`file_fingerprint`: a plan replaced under the same
+        name makes the job run again) and, for a job that reads other jobs' folders, their
+        signatures."""
+        sig: dict[str, Any] = {"kind": self.kind, "ct": self.ct, "options": self.options,
+                               "files": self.file_fingerprints()}
         if self.inputs:
             sig["inputs"] = self.inputs
         lem = self.lem_description()
         if lem is not None:
             sig["lem"] = lem
         return sig
+
+    def file_fingerprints(self) -> dict[str, str]:
+        """:func:`file_fingerprint` of the CT folder and of every file or folder the options
+        name (other jobs' folders are in ``inputs``)."""
+        named = {"ct": self.ct, **{k: self.options[k] for k in _PATHS if k != "ct"
+                                    and isinstance(self.options.get(k), str)
+                                    and not str(self.options[k]).startswith("job:")}}
+        table = self.options.get("particles_per_mu")
+        if isinstance(table, str) and _is_table(table):
+            named["particles_per_mu"] = table
+        return {k: file_fingerprint(v) for k, v in named.items() if v}
 
     def lem_description(self) -> str | None:
         """The LEM I model the job evaluates, its tissue resolved with every default (class,
@@ -337,6 +352,25 @@ def load_jobs(path: str | os.PathLike[str]) -> list[JobSpec]:
 _POSITIVE = ("dose", "fractions", "rbe_value", "spot_spacing", "grid", "prescription")
 #: The values ``rbe`` takes (as ``ionplan plan --rbe``).
 _RBE_MODELS = ("mkm", "lem1", "const", "physical")
+
+
+def file_fingerprint(path: str) -> str:
+    """What a job's input file or folder is now: a SHA-256 of the size and modification time
+    (ns) of the file, or of every file under the folder with its relative path; ``"missing"``
+    when there is nothing there. Cheap (no contents read) and changed by any replacement or
+    edit that a file system records."""
+    root = Path(path)
+    if root.is_file():
+        entries = [("", root.stat())]
+    elif root.is_dir():
+        entries = sorted((str(f.relative_to(root)), f.stat()) for f in root.rglob("*")
+                         if f.is_file())
+    else:
+        return "missing"
+    digest = hashlib.sha256()
+    for name, st in entries:
+        digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def _value_problem(options: Mapping[str, Any]) -> str:

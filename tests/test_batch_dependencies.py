@@ -88,7 +88,8 @@ def _rec(rbe: str = "lem1", name: str = "rec", extra: str = "") -> str:
 
 def _jobs(tmp_path: Path, *tables: str) -> Path:
     (tmp_path / "ct").mkdir(exist_ok=True)
-    (tmp_path / "a.dcm").write_text("")
+    if not (tmp_path / "a.dcm").exists():  # the same file on every run (its time counts)
+        (tmp_path / "a.dcm").write_text("")
     path = tmp_path / "jobs.toml"
     path.write_text("".join(tables))
     return path
@@ -227,3 +228,24 @@ def test_a_lem_job_finished_under_another_default_scheme_runs_again(tmp_path: Pa
     del before["lem"]  # written before signatures held the model
     (tmp_path / "j" / "job.json").write_text(json.dumps(dict(stored, signature=before)))
     assert batch.finished_outcome(job, tmp_path) is None
+
+
+def test_a_job_reruns_when_its_input_file_was_replaced_under_the_same_name(cluster, tmp_path):
+    """A plan file replaced by another under the same name left every job "skipped" with the
+    old plan's numbers (review); the files the options name are part of the signature."""
+    import os
+
+    out = tmp_path / "out"
+    jobs = _jobs(tmp_path, _rec("lem1"), _cmp())
+    first = batch.run_batch(jobs, out)
+    assert _status(first) == {"rec": ("ok", None), "cmp": ("ok", "lem1")}
+    again = batch.run_batch(jobs, out)
+    assert _status(again) == {"rec": ("skipped", None), "cmp": ("skipped", "lem1")}
+    plan = tmp_path / "a.dcm"
+    plan.write_text("another plan")
+    st = plan.stat()
+    os.utime(plan, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # and a second later
+    third = batch.run_batch(jobs, out)
+    assert [o.status for o in third.outcomes] == ["ok", "ok"]  # both read a.dcm
+    (tmp_path / "ct" / "new_slice.dcm").write_text("")  # the CT folder changed too
+    assert [o.status for o in batch.run_batch(jobs, out).outcomes] == ["ok", "ok"]
