@@ -17,6 +17,12 @@ from planning.errors import PlanningError
 from planning.rbe import LemModel, RbeModel, Tissue
 
 
+def fractions_text(n_fractions: int | None) -> str:
+    """``"1 fraction"``, ``"16 fractions"``, ``"? fractions"`` (unknown)."""
+    if n_fractions is None:
+        return "? fractions"
+    return f"{n_fractions} fraction{'' if n_fractions == 1 else 's'}"
+
 @dataclass(frozen=True)
 class Prescription:
     """RBE-weighted prescription to a target structure.

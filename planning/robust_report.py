@@ -15,6 +15,7 @@ from typing import Any
 from planning.compare.html_report import _CSS, _fmt, _table
 from planning.compare.images import dvh_frame
 from planning.hlut import describe_hlut_record
+from planning.plan import fractions_text
 from planning.robust_tables import dose_unit, tabled_structures
 
 
@@ -110,7 +111,7 @@ def render_robust_html(rep: Mapping[str, Any]) -> str:
         f"{_combination_text(robust)}. RBE model: "
         f"{escape(str(rep.get('rbe_model', '')))}. Prescription "
         f"{_fmt(pres.get('total_dose_gy_rbe'))} {unit} to "
-        f"{escape(str(pres.get('target', '')))} in {_fmt(pres.get('n_fractions'))} fractions. "
+        f"{escape(str(pres.get('target', '')))} in {fractions_text(pres.get('n_fractions'))}. "
         f"HU to stopping power (HLUT): {escape(describe_hlut_record(rep.get('hlut')))}. "
         f"Doses in {unit}, whole plan.</p>"
         + (f"<ul>{warnings}</ul>" if warnings else "")

@@ -539,3 +539,24 @@ def test_compare_names_the_doses_patient_and_warns_of_two(demo, tmp_path):
                  "--no-cross-model", "--gamma", "3,3", "--out", str(out2)]) == 0
     assert not any("the CT for the structures is of patient" in w for w in json.loads(
         (out2 / "report.json").read_text())["warnings"])  # A's patient is the CT's
+
+
+def test_info_shows_a_plan_in_mu_in_mu(demo, tmp_path, capsys):
+    """info listed a plan in MU as unreadable (review); now it shows its beams in MU and says
+    what recalculating it needs."""
+    _, plan_dir, _, _, _ = demo
+    folder = tmp_path / "mu"
+    folder.mkdir()
+    ds = pydicom.dcmread(plan_dir / "RTPLAN.dcm")
+    _to_mu(ds, lambda energy: 2e5)
+    ds.save_as(folder / "RTPLAN.dcm")
+    capsys.readouterr()
+    assert main(["info", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "unreadable" not in out and "MU per fraction" in out
+    assert "particles per fraction" not in out
+    assert "needs the machine's monitor calibration (--particles-per-mu" in out
+    expected = sum(float(r.BeamMeterset)
+                   for r in ds.FractionGroupSequence[0].ReferencedBeamSequence)
+    shown = sum(float(m) for m in re.findall(r"([\d.e+]+) MU per fraction", out))
+    assert shown == pytest.approx(expected, rel=1e-3)

@@ -34,8 +34,9 @@ from planning.dicom.scan import (
     patient_label,
     scan_folder,
 )
+from planning.monitor_calibration import CONSTANT, MonitorCalibration
 from planning.patient import CtVolume
-from planning.plan import BeamPlan, Prescription
+from planning.plan import BeamPlan, Prescription, fractions_text
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +113,11 @@ class BeamInfo:
     n_spots : int
         Number of spots.
     particles_per_fraction : float
-        Primary particles of all spots per fraction.
+        Primary particles of all spots per fraction (MU for a plan in MU, ``meterset_unit``).
     range_shifter_wet_mm : float
         Water-equivalent thickness of the range shifter, mm (0: none).
+    meterset_unit : str
+        ``"particles"``, or ``"MU"`` for a plan whose metersets are monitor units.
     """
 
     name: str
@@ -126,6 +129,7 @@ class BeamInfo:
     n_spots: int
     particles_per_fraction: float
     range_shifter_wet_mm: float
+    meterset_unit: str = "particles"
 
 
 @dataclass(frozen=True)
@@ -326,7 +330,7 @@ def _structure_set_info(summary: RtStructSummary, cts: list[CtVolume],
     )
 
 
-def _beam_info(beam_plan: BeamPlan) -> BeamInfo:
+def _beam_info(beam_plan: BeamPlan, meterset_unit: str = "particles") -> BeamInfo:
     spots = beam_plan.spots
     energies = np.asarray(spots.energy_mev_u, dtype=np.float64)
     energy_range = (float(energies.min()), float(energies.max())) if energies.size else None
@@ -341,6 +345,7 @@ def _beam_info(beam_plan: BeamPlan) -> BeamInfo:
         n_spots=spots.n_spots,
         particles_per_fraction=float(np.sum(beam_plan.weights)) * 1e6,
         range_shifter_wet_mm=beam_plan.range_shifter_wet_mm,
+        meterset_unit=meterset_unit,
     )
 
 
@@ -350,11 +355,22 @@ def _planned_fractions(ds: Dataset, path: str) -> int:
     return get_int(group, "NumberOfFractionsPlanned", path)
 
 
+#: Reads a plan in MU as MU (one "particle" per MU) to summarise it.
+_PER_MU = MonitorCalibration(CONSTANT, (), (1.0,), "info: metersets shown in MU")
+#: What info says of a plan in MU.
+_MU_NOTE = ("metersets in MU (shown in MU): recalculating it needs the machine's monitor "
+            "calibration (--particles-per-mu, docs/dicom.md 'Metersets in MU')")
+
+
 def _plan_info(path: str) -> PlanInfo:
     """Import the RT Ion Plan at ``path`` (all the importer's checks) and summarize it."""
     try:
         ds = read_dicom_file(path, "cannot read the RT Ion Plan")
-        imported = read_rt_ion_plan(ds, path=path, fallback_prescription=_NO_PRESCRIPTION)
+        in_mu = any(str(b.get("PrimaryDosimeterUnit", "")).strip().upper() == "MU"
+                    for b in ds.get("IonBeamSequence") or ())
+        # A plan in MU is summarised in MU: one "particle" per MU, said so below.
+        imported = read_rt_ion_plan(ds, path=path, fallback_prescription=_NO_PRESCRIPTION,
+                                    monitor_calibration=_PER_MU if in_mu else None)
         n_fractions = _planned_fractions(ds, path)
         patient = _patient(ds, path)
     except DicomImportError as exc:
@@ -369,8 +385,10 @@ def _plan_info(path: str) -> PlanInfo:
         target=plan.prescription.target if found else "",
         total_dose_gy_rbe=plan.prescription.total_dose_gy_rbe if found else None,
         rbe_model="" if plan.rbe_model == "unknown" else plan.rbe_model,
-        beams=tuple(_beam_info(b) for b in plan.beams),
-        warnings=tuple(w for w in imported.warnings if not w.startswith(_FALLBACK_WARNING)),
+        beams=tuple(_beam_info(b, "MU" if in_mu else "particles") for b in plan.beams),
+        warnings=(*(w for w in imported.warnings if not w.startswith(_FALLBACK_WARNING)
+                    and "metersets in MU converted" not in w),
+                  *((_MU_NOTE,) if in_mu else ())),
         patient=patient,
     )
 
@@ -516,17 +534,16 @@ def _format_beam(n: int, b: BeamInfo) -> list[str]:
         f"      beam {n} {b.name!r}: gantry {b.gantry_deg:g} deg, couch {b.couch_deg:g} deg, "
         f"isocentre ({_fmt3(b.isocenter_mm, 2)}) mm LPS",
         f"        {b.n_layers} energy layers {energies}, {b.n_spots} spots, "
-        f"{b.particles_per_fraction:.4g} particles per fraction, {shifter}",
+        f"{b.particles_per_fraction:.4g} {b.meterset_unit} per fraction, {shifter}",
     ]
 
 
 def _format_prescription(p: PlanInfo) -> str:
-    fractions = "?" if p.n_fractions is None else str(p.n_fractions)
     if p.prescription_found and p.total_dose_gy_rbe is not None:
         rx = f"prescription {p.total_dose_gy_rbe:g} Gy(RBE) to {p.target!r}"
     else:
         rx = "prescription not found (the plan states no target prescription dose)"
-    return f"      {fractions} fractions, {rx}"
+    return f"      {fractions_text(p.n_fractions)}, {rx}"
 
 
 def _format_plans(plans: tuple[PlanInfo, ...]) -> list[str]:

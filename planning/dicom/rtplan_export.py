@@ -78,7 +78,7 @@ from planning.dicom._values import PathLike
 from planning.dicom.scan import RT_STRUCTURE_SET_STORAGE
 from planning.errors import InputError
 from planning.patient import Patient
-from planning.plan import BeamPlan, Plan
+from planning.plan import BeamPlan, Plan, fractions_text
 from planning.rbe import PhysicalDose
 from planning.rbe.record import model_label
 
@@ -418,7 +418,7 @@ def export_rt_ion_plan(
     ds.RTPlanLabel = clip_text(plan.label, 16, "plan label")
     ds.RTPlanName = clip_text(plan.label, 64, "plan name")
     head = (f"IonPlan spot-scanning ion plan (Z={plan.ion_z}, A={plan.ion_a}); "
-            f"{rx.total_dose_gy_rbe:g} Gy(RBE) in {rx.n_fractions} fractions "
+            f"{rx.total_dose_gy_rbe:g} Gy(RBE) in {fractions_text(rx.n_fractions)} "
             f"to {rx.target}; meterset in particles per fraction; {RBE_MODEL_PREFIX}")
     # ST holds 1024 characters; the model's words are the last item (read back after the
     # prefix when a file has no model record), so they must fit whole.
@@ -430,7 +430,7 @@ def export_rt_ion_plan(
     ds.RTPlanGeometry = "PATIENT"
     ds.ReferencedStructureSetSequence = sequence([reference(RT_STRUCTURE_SET_STORAGE, rs_uid)])
     ds.PrescriptionDescription = clip_text(
-        f"{rx.total_dose_gy_rbe:g} Gy(RBE) in {rx.n_fractions} fractions to {rx.target}, "
+        f"{rx.total_dose_gy_rbe:g} Gy(RBE) in {fractions_text(rx.n_fractions)} to {rx.target}, "
         f"{RBE_MODEL_PREFIX}{_model_text(plan)}",
         ST_MAX_CHARS,
         "prescription description",

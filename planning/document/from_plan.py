@@ -39,6 +39,7 @@ from planning.document.views import (
 from planning.dose_interpolation import VoxelLabels
 from planning.hlut import describe_hlut_record
 from planning.isodose import STANDARD_ISODOSE_PERCENT
+from planning.plan import fractions_text
 from planning.plan_notes import plan_notes
 from planning.rbe import LemModel, MkmModel, PhysicalDose, RbeModel, dose_unit_of
 from planning.rbe.record import StructureTissues, model_label, model_record
@@ -103,8 +104,8 @@ def _plan_facts(result: PlanResult, plan_name: str) -> TextTable:
     spec = result.report.get("dose_specification_point")
     rows = [
         ("Target", rx.target),
-        ("Prescribed dose", f"{rx.total_dose_gy_rbe:g} {unit} in {rx.n_fractions} "
-                            f"fraction{'' if rx.n_fractions == 1 else 's'}"),
+        ("Prescribed dose", f"{rx.total_dose_gy_rbe:g} {unit} in "
+                            f"{fractions_text(rx.n_fractions)}"),
         ("Dose per fraction", f"{rx.dose_per_fraction_gy_rbe:.3f} {unit}"),
         ("Plan label", plan_label(result, plan_name)),
         ("Machine", plan.machine_name),
