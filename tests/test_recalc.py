@@ -381,8 +381,11 @@ def test_a_plan_in_mu_recalculates_to_the_same_dose_with_the_machines_calibratio
     assert usage.value.code == 2 and "not a number" in capsys.readouterr().err
     assert main(["recalc", str(ct), str(plan_dir / "RTPLAN.dcm"), "--grid", "8",
                  "--out", str(tmp_path / "np")]) == 0
+    capsys.readouterr()
     assert main(["recalc", *common, "--particles-per-mu", "3.1e5@300",
                  "--out", str(tmp_path / "mu")]) == 0
+    # Each beam's note once on the terminal (it came as a log line and as a warning).
+    assert capsys.readouterr().err.count("metersets in MU converted") == 2
     assert main(["recalc", *common, "--particles-per-mu", "3.1e5",
                  "--out", str(tmp_path / "flat")]) == 0
     np_dose = load_rt_dose(tmp_path / "np" / "RTDOSE_RBE.dcm").dose_gy

@@ -358,7 +358,7 @@ def read_rt_ion_plan(
     except PlanningError as exc:
         raise DicomImportError(where, str(exc)) from exc
     for line in warnings:
-        logger.warning("%s: %s", where, line)
+        logger.info("%s: %s", where, line)  # the caller shows ImportedPlan.warnings
     return ImportedPlan(
         plan=plan,
         prescription_found=found,
