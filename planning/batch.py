@@ -262,7 +262,10 @@ class JobOutcome:
     rows: tuple[dict[str, Any], ...] = ()
 
     def line(self) -> str:
-        text = f"job {self.name} ({self.kind}): {self.status} in {self.seconds:.1f} s"
+        """One terminal line; a skipped job's time is its earlier run's, and says so."""
+        took = (f"(up to date; its run took {self.seconds:.1f} s)" if self.status == "skipped"
+                else f"in {self.seconds:.1f} s")
+        text = f"job {self.name} ({self.kind}): {self.status} {took}"
         return f"{text}: {self.error}" if self.error else text
 
 

@@ -249,3 +249,11 @@ def test_a_job_reruns_when_its_input_file_was_replaced_under_the_same_name(clust
     assert [o.status for o in third.outcomes] == ["ok", "ok"]  # both read a.dcm
     (tmp_path / "ct" / "new_slice.dcm").write_text("")  # the CT folder changed too
     assert [o.status for o in batch.run_batch(jobs, out).outcomes] == ["ok", "ok"]
+
+
+def test_a_skipped_jobs_line_says_its_time_is_the_earlier_runs():
+    """A skipped job printed "skipped in 4.6 s": the time of the run it kept (review)."""
+    ran = batch.JobOutcome("rec", "recalc", "ok", seconds=4.6)
+    kept = batch.JobOutcome("rec", "recalc", "skipped", seconds=4.6)
+    assert ran.line() == "job rec (recalc): ok in 4.6 s"
+    assert kept.line() == "job rec (recalc): skipped (up to date; its run took 4.6 s)"

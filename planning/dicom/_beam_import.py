@@ -110,8 +110,10 @@ def _particles_per_unit(item: Dataset, path: str, beam: str, s: BeamReadSettings
         if calibration is None:
             raise DicomImportError(path, f"beam {beam!r}: meterset in MU; give the machine's "
                                          "monitor calibration (particles per MU, e.g. "
-                                         "--particles-per-mu 2.1e5@290 or a CSV table over "
-                                         "energy) to convert it to particles")
+                                         "2.1e5@290 or a CSV table over energy: "
+                                         "--particles-per-mu of recalc and robust, "
+                                         "particles_per_mu of a batch job) to convert it to "
+                                         "particles")
         note = (" (an approximation: a monitor chamber's particles per MU fall with energy; "
                 "give '<particles per MU>@<energy MeV/u>' or a table)"
                 if calibration.kind == CONSTANT else "")
