@@ -189,16 +189,20 @@ def _read_table(path: Path) -> MonitorCalibration:
     energies: list[float] = []
     values: list[float] = []
     for number, row in enumerate(rows, start=1):
+        hint = ("; separate the columns with a comma and write decimals with a point (a "
+                "spreadsheet set to another locale writes ';' and ',')"
+                if any(";" in c for c in row) else "")
         try:
             e, n = (float(c) for c in row[:2]) if len(row) >= 2 else (math.nan, math.nan)
         except ValueError:
-            if number == 1 and not energies:
+            if number == 1 and not energies and not hint:
                 continue  # a header line
             raise InputError(f"monitor calibration {path}, row {number}: {row!r} is not "
-                             "'energy_MeV_u, particles_per_MU'") from None
+                             f"'energy_MeV_u, particles_per_MU'{hint}") from None
         if len(row) < 2 or not (math.isfinite(e) and math.isfinite(n) and e > 0 and n > 0):
             raise InputError(f"monitor calibration {path}, row {number}: {row!r} needs a "
-                             "positive energy (MeV/u) and a positive number of particles per MU")
+                             "positive energy (MeV/u) and a positive number of particles per "
+                             f"MU{hint}")
         if energies and e <= energies[-1]:
             raise InputError(f"monitor calibration {path}, row {number}: energy {e:g} MeV/u "
                              f"does not follow {energies[-1]:g}; list increasing energies")

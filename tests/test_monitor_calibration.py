@@ -75,6 +75,7 @@ def test_bad_calibrations_are_refused_with_what_is_wrong(text, message):
     ("100,1e5\nabc,2e5\n", "row 2"),
     ("100,1e5\n200,-3\n", "row 2: .* positive"),
     ("100\n200,2e5\n", "row 1"),
+    ("100;1,0e5\n200;2,0e5\n", "row 1: .* separate the columns with a comma"),  # a European
 ])
 def test_bad_tables_name_the_file_and_row(tmp_path: Path, content, message):
     path = tmp_path / "mu.csv"
