@@ -71,6 +71,8 @@ _WHEEL_AWAY = "scrolldown"
 _WHEEL_TOWARDS = "scrollup"
 _CROSSHAIR_RGBA = (1.0, 1.0, 1.0, 0.45)
 _LABEL_RGBA = (1.0, 0.85, 0.2, 1.0)
+#: The band behind the slice text (dark, half transparent).
+_INFO_BACKGROUND_RGBA = (0.0, 0.0, 0.0, 0.6)
 _FAR_MM = 1.0e5
 #: Beams are drawn from this far upstream of the isocentre (beyond any body).
 BEAM_LENGTH_MM = 250.0
@@ -196,6 +198,10 @@ class SliceView(Widget):
 
     def _build_edge_labels(self) -> None:
         group = self._overlay_group
+        # The slice text on a dark band: legible over bone and bright dose washes.
+        group.add(Color(*_INFO_BACKGROUND_RGBA))
+        self._info_background = Rectangle(size=(0, 0))
+        group.add(self._info_background)
         group.add(Color(*_LABEL_RGBA))
         for edge, letter in rendering.EDGE_LABELS[self.orientation].items():
             texture = _text_texture(letter, 15, bold=True)
@@ -442,7 +448,7 @@ class SliceView(Widget):
         texture = _text_texture(text, 12)
         self._info_rect.texture = texture
         self._info_rect.size = texture.size
-        self._info_rect.pos = (self.x + 4, self.y + self.height - texture.height - 4)
+        self._place_info()
         self._place_edge_labels()
 
     # ------------------------------------------------------------------ transform
@@ -502,8 +508,7 @@ class SliceView(Widget):
         self._place_background(s, uc, vc)
         self._place_edge_labels()
         self._place_beam_labels()
-        if self._info_rect is not None:
-            self._info_rect.pos = (self.x + 4, self.y + self.height - self._info_rect.size[1] - 4)
+        self._place_info()
 
     def _place_background(self, scale: float, uc: float, vc: float) -> None:
         """Black strips left, right, below and above the CT image (the parts it leaves)."""
@@ -542,6 +547,16 @@ class SliceView(Widget):
                 rect.pos = (self.x + pad, cy - h / 2)
             else:
                 rect.pos = (self.x + self.width - w - pad, cy - h / 2)
+
+    def _place_info(self) -> None:
+        """The slice text at the top left, on its background band."""
+        if self._info_rect is None:
+            return
+        w, h = self._info_rect.size
+        x, y = self.x + 4, self.y + self.height - h - 4
+        self._info_rect.pos = (x, y)
+        self._info_background.pos = (x - 3, y - 1)
+        self._info_background.size = (w + 6, h + 2) if w > 0 else (0, 0)
 
     def _place_beam_labels(self) -> None:
         for rect, u, v in self._beam_labels:

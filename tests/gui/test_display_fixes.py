@@ -110,6 +110,9 @@ def test_small_windows_keep_toolbar_headers_and_sliders(gui, tmp_path):
                 overlap_x = min(ix + iw, lx + lw) - max(ix, lx)
                 overlap_y = min(iy + ih, ly + lh) - max(iy, ly)
                 assert overlap_x <= 0 or overlap_y <= 0, (size, name)
+                # The slice text sits on its dark band (legible over bone and dose).
+                (bx, by), (bw, bh) = view._info_background.pos, view._info_background.size
+                assert bx <= ix and by <= iy and bx + bw >= ix + iw and by + bh >= iy + ih
             assert _inside_window(gui, screen.viewer.fit_button)
         gui.screenshot("small_window_1024x640")
         for tab in ("Plan", "Dose"):
