@@ -537,7 +537,7 @@ def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
         Unreadable files, a CT folder without an RT Structure Set for its CT, a plan of
         another patient frame.
     """
-    from planning.dicom import DicomImportError, load_patient, load_rt_ion_plan, metersets_in_mu
+    from planning.dicom import DicomImportError, load_patient, load_rt_ion_plan
 
     if isinstance(ct, Patient):
         if ct_series_uid is not None:
@@ -564,7 +564,7 @@ def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
             raise InputError(f"{rtplan}: no such file; give the RT Ion Plan file")
         imported = load_rt_ion_plan(rtplan, structure_set=patient.structure_set,
                                     monitor_calibration=monitor_calibration)
-        in_mu = metersets_in_mu(rtplan)
+        in_mu = imported.in_mu
         plan = imported.plan
         warnings = check_plan_on_ct(patient, imported.frame_of_reference_uid,
                                     imported.patient_position, str(rtplan),

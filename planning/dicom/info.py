@@ -21,7 +21,7 @@ from planning.dicom._values import PathLike, get_int, get_sequence, get_str, rea
 from planning.dicom.ct_import import load_ct_series
 from planning.dicom.errors import DicomImportError
 from planning.dicom.rtdose_import import DoseVolume, read_rt_dose
-from planning.dicom.rtplan_import import read_rt_ion_plan
+from planning.dicom.rtplan_import import beams_in_mu, read_rt_ion_plan
 from planning.dicom.rtstruct_import import (
     parse_structure_set,
     read_rtstruct_file,
@@ -366,8 +366,7 @@ def _plan_info(path: str) -> PlanInfo:
     """Import the RT Ion Plan at ``path`` (all the importer's checks) and summarize it."""
     try:
         ds = read_dicom_file(path, "cannot read the RT Ion Plan")
-        in_mu = any(str(b.get("PrimaryDosimeterUnit", "")).strip().upper() == "MU"
-                    for b in ds.get("IonBeamSequence") or ())
+        in_mu = beams_in_mu(ds)
         # A plan in MU is summarised in MU: one "particle" per MU, said so below.
         imported = read_rt_ion_plan(ds, path=path, fallback_prescription=_NO_PRESCRIPTION,
                                     monitor_calibration=_PER_MU if in_mu else None)

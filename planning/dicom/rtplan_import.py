@@ -112,6 +112,9 @@ class ImportedPlan:
         The file read.
     patient_id : str
         The plan file's Patient ID (``""`` if absent).
+    in_mu : bool
+        Whether a beam's metersets are in MU (converted with the caller's monitor
+        calibration).
     """
 
     plan: Plan
@@ -124,6 +127,7 @@ class ImportedPlan:
     warnings: tuple[str, ...]
     source_path: str
     patient_id: str = ""
+    in_mu: bool = False
 
 
 def _fraction_group(ds: Dataset, path: PathLike
@@ -372,6 +376,7 @@ def read_rt_ion_plan(
         warnings=tuple(warnings),
         source_path=str(path),
         patient_id=get_str(ds, "PatientID", where).strip(),
+        in_mu=beams_in_mu(ds),
     )
 
 
@@ -435,8 +440,13 @@ def metersets_in_mu(path: PathLike) -> bool:
     needs a monitor calibration). A file that cannot be read says False: its import reports
     what is wrong."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        beams = ds.get("IonBeamSequence") or ()
-        return any(str(b.get("PrimaryDosimeterUnit", "")).strip().upper() == "MU" for b in beams)
+        return beams_in_mu(pydicom.dcmread(path, stop_before_pixels=True))
     except (OSError, ValueError, TypeError, AttributeError, InvalidDicomError):
         return False  # the import itself says what is wrong
+
+
+def beams_in_mu(ds: Dataset) -> bool:
+    """Whether an RT Ion Plan dataset gives a beam's metersets in MU (Primary Dosimeter
+    Unit)."""
+    beams = ds.get("IonBeamSequence") or ()
+    return any(str(b.get("PrimaryDosimeterUnit", "")).strip().upper() == "MU" for b in beams)
