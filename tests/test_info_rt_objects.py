@@ -23,7 +23,6 @@ from planning.dicom import (
     export_rt_dose,
     export_rt_ion_plan,
     folder_info,
-    load_demo_patient,
     load_patient,
     load_rt_dose,
     load_rt_ion_plan,
@@ -48,11 +47,6 @@ def _blob(grid: DoseGrid) -> NDArray[np.float64]:
     k, j, i = np.indices(grid.shape, dtype=np.float64)
     r2 = (k - 2.5) ** 2 + (j - 4.0) ** 2 + (i - 3.5) ** 2
     return np.where(r2 < 9.0, 2.0 * np.exp(-r2 / 6.0), 0.0)
-
-
-@pytest.fixture(scope="module")
-def patient() -> Patient:
-    return load_demo_patient()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 
 from planning import planner
 from planning.cli import main
-from planning.dicom import load_demo_patient, write_demo_patient
+from planning.dicom import write_demo_patient
 from planning.errors import PlanningError
 from planning.patient import Patient
 from planning.plan_config import PlanConfig, check_config_structures, load_plan_config
@@ -22,11 +22,6 @@ from planning.planner import PlanRequest, make_plan
 from planning.rbe import tissue_by_name
 
 STRUCTURES = "External, Skull, Brain, Sinus, GTV, PTV, Brainstem, Eye_L, Eye_R"
-
-
-@pytest.fixture(scope="module")
-def patient() -> Patient:
-    return load_demo_patient()
 
 
 @pytest.fixture(scope="module")

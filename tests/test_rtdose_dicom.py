@@ -21,7 +21,6 @@ from planning.dicom import (
     DicomImportError,
     export_rt_dose,
     load_ct_series,
-    load_demo_patient,
     load_rt_dose,
 )
 from planning.dicom._rbe_block import PRIVATE_CREATOR, PRIVATE_GROUP, RECORD_OFFSET
@@ -55,11 +54,6 @@ def dose_at(points_lps: NDArray[np.float64]) -> NDArray[np.float64]:
 def dose_on(grid: DoseGrid) -> NDArray[np.float32]:
     centres = grid.voxel_centers_lps().reshape(*grid.shape, 3)
     return dose_at(centres).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def patient() -> Patient:
-    return load_demo_patient()
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,6 @@ from planning.dicom import (
     export_rt_ion_plan,
     export_rtstruct,
     load_ct_series,
-    load_demo_patient,
     load_rt_ion_plan,
 )
 from planning.dicom._rbe_block import PRIVATE_CREATOR, PRIVATE_GROUP, RECORD_OFFSET
@@ -181,11 +180,6 @@ def build_plan(patient: Patient) -> Plan:
                               weights, range_shifter_wet_mm=wet))
     return Plan(label="Demo plan", machine_name="GenericC12", beams=tuple(beams),
                 prescription=Prescription("PTV", 60.0, 20), rbe_model="mMKM HSG Fclin=2.41")
-
-
-@pytest.fixture(scope="module")
-def patient() -> Patient:
-    return load_demo_patient()
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from planning.dicom import export_rtstruct, load_ct_series, load_demo_patient, load_rtstruct
+from planning.dicom import export_rtstruct, load_ct_series, load_rtstruct
 from planning.errors import InputError
 from planning.patient import CtVolume, Patient, RoiMask, Structure, StructureSet
 from tests.dicom_factory import ORIENTATIONS, SeriesSpec, write_ct_series
 from tests.test_rtplan_dicom import dciodvfy_report
-
-
-@pytest.fixture(scope="module")
-def patient() -> Patient:
-    return load_demo_patient()
 
 
 @pytest.fixture(scope="module")

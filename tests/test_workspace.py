@@ -26,13 +26,6 @@ from planning.workspace import store as store_module
 from tests.workspace_factory import synthetic_plan_result as _result
 
 
-@pytest.fixture(scope="module")
-def patient() -> Patient:
-    from planning import api
-
-    return api.demo_patient()
-
-
 def _workspace(patient: Patient, n_plans: int = 2) -> Workspace:
     plans = tuple(StoredPlan(new_plan_id(), f"Plan {i + 1}", _result(patient, i),
                              summary=f"summary {i}", exported=i == 0,

@@ -27,13 +27,6 @@ from planning.workspace.plan_arrays import PlanRecordError, plan_from_record, pl
 from tests.workspace_factory import synthetic_plan_result
 
 
-@pytest.fixture(scope="module")
-def patient() -> Patient:
-    from planning import api
-
-    return api.demo_patient()
-
-
 def _per_structure(patient: Patient, seed: int) -> PlanResult:
     """A plan with a LEM I tissue of its own on the PTV (its dose depends on that contour)."""
     tissues = (("PTV", tissue_by_name("hsg")),)

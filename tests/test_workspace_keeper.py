@@ -9,16 +9,8 @@ import pytest
 from app.session import Session
 from app.workspace_keeper import WorkspaceKeeper
 from planning.errors import InputError
-from planning.patient import Patient
 from planning.workspace import WorkspaceStore
 from tests.workspace_factory import synthetic_plan_result
-
-
-@pytest.fixture(scope="module")
-def patient() -> Patient:
-    from planning import api
-
-    return api.demo_patient()
 
 
 class Settings:

@@ -9,7 +9,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from planning.patient import Patient
 from planning.robust_tables import ROBUST_REPORT_KEYS
 from planning.workspace import (
     StoredPlan,
@@ -20,13 +19,6 @@ from planning.workspace import (
 )
 from planning.workspace.robust_arrays import ROBUST_CUBES
 from tests.workspace_factory import synthetic_plan_result, synthetic_robust
-
-
-@pytest.fixture(scope="module")
-def patient() -> Patient:
-    from planning import api
-
-    return api.demo_patient()
 
 
 @pytest.fixture(scope="module")

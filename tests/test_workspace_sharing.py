@@ -30,13 +30,6 @@ from tests.workspace_factory import synthetic_plan_result
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def patient() -> Patient:
-    from planning import api
-
-    return api.demo_patient()
-
-
 def _window(root: Path, patient: Patient) -> tuple[Session, WorkspaceKeeper, dict, str]:
     """An IonPlan window opening ``patient``: its session, keeper, settings and what it told
     the user."""
