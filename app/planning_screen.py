@@ -79,6 +79,8 @@ class PlanningScreen(Screen):
                                     on_robustness=self.open_robustness,
                                     on_beam_view=self.show_beam_view)
         self._renamed: PlanEntry | None = None  # keeps the selection through a rename
+        # (result id, plan name) of the plan whose objective results the Plan tab shows
+        self._results_shown_for: tuple[int, str] | None = None
         self.robust_popup: Popup | None = None
         self.tab_items = {}
         for title, panel in (("Patient", self.patient_panel), ("Plan", self.plan_panel),
@@ -191,6 +193,7 @@ class PlanningScreen(Screen):
         if isinstance(form, dict):
             self.plan_panel.apply_form_values(form)
         if not isinstance(display, dict):
+            self._show_objective_results(self.shown_plan)
             return
         self.dose_panel.apply_display_settings(display)
         window, level = display.get("window_hu"), display.get("level_hu")
@@ -205,6 +208,7 @@ class PlanningScreen(Screen):
         tab = self.tab_items.get(str(display.get("tab")))
         if tab is not None:
             self.tabs.switch_to(tab)
+        self._show_objective_results(self.shown_plan)  # under the restored form's rows
 
     def show_beam_view(self) -> None:
         """Open the beam's-eye view of the plan shown (target projection, spot maps)."""
@@ -244,6 +248,8 @@ class PlanningScreen(Screen):
     def refresh_dose(self) -> None:
         """Show the chosen plan's chosen cube with the chosen display settings."""
         entry = self.shown_plan
+        if self._results_key(entry) != self._results_shown_for:
+            self._show_objective_results(entry)
         if entry is None:
             self.state.set_dose(None)
             self.dose_panel.set_notes([])
@@ -259,6 +265,21 @@ class PlanningScreen(Screen):
         self._show_beams([BeamSetup(b.beam.gantry_deg, b.beam.couch_deg) for b in beams],
                          isocenters=[b.beam.isocenter_mm for b in beams])
         self._show_dvh(entry, layer.key if layer.is_dose else "rbe")
+
+    @staticmethod
+    def _results_key(entry: PlanEntry | None) -> tuple[int, str] | None:
+        return None if entry is None else (id(entry.result), entry.name)
+
+    def _show_objective_results(self, entry: PlanEntry | None) -> None:
+        """Under the Plan tab's objective rows, how far ``entry`` (the plan shown in the Dose
+        tab: a new one, another one chosen, one restored with the workspace) is from each of
+        its objectives; nothing when no plan is shown."""
+        self._results_shown_for = self._results_key(entry)
+        if entry is None:
+            self.plan_panel.show_objective_results("", (), "")
+            return
+        self.plan_panel.show_objective_results(
+            entry.name, entry.result.report.get("objectives", ()), entry.dose_unit)
 
     def _show_dvh(self, entry: PlanEntry, key: str) -> None:
         layer = entry.layer(key)
@@ -392,8 +413,7 @@ class PlanningScreen(Screen):
             self._stats_cache[(id(result), "rbe")] = (result.rbe_dose_gy_rbe, stats)
             entry = self.session.add_plan(result, summary, form)
             # How far the plan is from each objective, under the form's rows it was made with.
-            self.plan_panel.show_objective_results(
-                entry.name, result.report.get("objectives", ()), entry.dose_unit)
+            self._show_objective_results(entry)
             self.tabs.switch_to(self.tab_items["Dose"])
 
         self.host.run_task(name, work, done)

@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,13 @@ def _seed(data_dir: Path, name: str = "Plan 1") -> StoredPlan:
     from planning import api
 
     patient = api.demo_patient()
-    stored = StoredPlan(new_plan_id(), name, synthetic_plan_result(patient, 3),
-                        summary="seeded")
+    result = synthetic_plan_result(patient, 3)
+    # How far the plan is from the Plan tab's first default objective (report.json's shape).
+    objectives = [{"structure": "PTV", "type": "squared_deviation", "dose_gy_rbe": 3.0,
+                   "weight": 100.0, "volume_fraction": None, "term": 0.5,
+                   "share_percent": 80.0, "rms_deviation_gy_rbe": 1.23}]
+    result = replace(result, report={**result.report, "objectives": objectives})
+    stored = StoredPlan(new_plan_id(), name, result, summary="seeded")
     store = WorkspaceStore(data_dir / "workspaces")
     key = patient_key(patient)
     store.save(Workspace(key, "demo patient", (stored,), {}))
@@ -110,6 +116,13 @@ def test_plan_form_and_display_come_back_after_a_restart(gui, tmp_path):
     assert list(screen.state.cursor_ijk) == [30, 100, 140]
     assert int(screen.viewer.axial.slice_index) == 30
     assert screen.tabs.current_tab is screen.tab_items["Dose"]
+    # The restored plan says how far it is from its objectives, under the rows (as after
+    # Compute); rows it had no objective for say nothing.
+    rows = form.objective_row_list
+    assert (rows[0].structure.text, rows[0].kind.text) == ("PTV", "squared_deviation")
+    assert rows[0].result.text == ("Plan 1: RMS deviation 1.23 Gy(RBE), 80 % of the "
+                                   "objective value")
+    assert all(row.result.text == "" for row in rows[1:])
     # A restored plan has no kept optimizer matrices: Re-optimize stays offered (a greyed
     # button said nothing) and says why it cannot and what to do.
     assert not form.reoptimize_button.disabled
@@ -137,6 +150,9 @@ def test_rename_a_plan_names_its_export_and_is_kept(gui, tmp_path):
     assert entry.name == "Boost phase 2"
     assert panel.plan.text == "Boost phase 2" and panel.plan.values == ["Boost phase 2"]
     assert screen.shown_plan is entry
+    # The objective results under the Plan tab's rows name the plan by its new name.
+    assert screen.plan_panel.objective_row_list[0].result.text.startswith(
+        "Boost phase 2: RMS deviation 1.23 Gy(RBE)")
     gui.screenshot("dose_tab_renamed_plan")  # the dose is the synthetic test plan's
     # A name in use, or an empty one, is refused in a dialog and nothing changes.
     app.session.add_plan(entry.result, "second")
