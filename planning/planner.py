@@ -55,6 +55,7 @@ from planning.engine.dose_correction import (
     with_dose_correction,
 )
 from planning.engine.dose_engine import DoseEngineSettings, cpu_threads, place_spots
+from planning.engine.engine import sorted_contains
 from planning.engine.forward_dose import forward_cubes
 from planning.engine.memory import check_host_memory, engine_bytes
 from planning.engine.problem import (
@@ -406,16 +407,19 @@ class PreparedPlan:
         return voxel_groups(self.patient, self.config, tissue_models(self.model, self.config),
                             grid_of(self.patient.ct), grid)
 
-    def structure_rows(self, names: Sequence[str]) -> dict[str, NDArray[np.int64]]:
+    def structure_rows(self, names: Sequence[str], cancel: CancelToken | None = None
+                       ) -> dict[str, NDArray[np.int64]]:
         """The optimizer's sample points (flat indices on the optimization grid, see
         :mod:`planning.optimization_grid`) of each named structure, generated region
         (:mod:`planning.regions`) or structure's maximum-dose points
         (:func:`planning.optimization_grid.max_points_name`) and of the target; kept for
-        later optimizations."""
+        later optimizations. ``cancel`` is checked before each structure."""
         ct_grid = grid_of(self.patient.ct)
         opt_grid = self.opt_engine.dose_grid
         out: dict[str, NDArray[np.int64]] = {}
         for name in sorted({*names, self.target}):
+            if cancel is not None:
+                cancel.raise_if_cancelled("sampling the structures")
             base = structure_of_max_points(name)
             key = (region_name(self.patient, name) if base is None
                    else max_points_name(region_name(self.patient, base)))
@@ -427,8 +431,10 @@ class PreparedPlan:
                     rows = np.intersect1d(max_point_rows(
                         self.patient, region_name(self.patient, base), self.target, ct_grid,
                         opt_grid, self.dose_grid), self.opt_engine.rows)
-                outside = np.setdiff1d(rows, self.opt_engine.rows).size
-                if outside and self.opt_engine is not self.engine:
+                outside = (0 if self.opt_engine is self.engine  # it computes everywhere
+                           else int(np.count_nonzero(~sorted_contains(self.opt_engine.rows,
+                                                                      rows))))
+                if outside:
                     raise PlanningError(
                         f"objective on {key!r}: {outside} of its points lie outside the "
                         "optimization region this plan was prepared with; compute a new "
@@ -768,7 +774,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
 
     objectives = plan_objectives()
     solved = on_max_points(objectives, patient, prepared.target)
-    rows_by_name = prepared.structure_rows([o.structure for o in solved])
+    rows_by_name = prepared.structure_rows([o.structure for o in solved], cancel)
     timings = dict(prepared.timings_s)
     t0 = time.perf_counter()
     kinds: dict[str, set[str]] = {}

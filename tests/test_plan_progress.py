@@ -69,3 +69,35 @@ def test_wepl_cube_reports_each_chunk_and_stops_when_the_callback_raises():
         wepl_cube(rsp, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), **axes, chunk_samples=5000,
                   on_chunk=stop)
     assert len(calls) == 1
+
+
+class _RecordingToken(CancelToken):
+    """A token that is never set and records where it was checked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checked: list[str] = []
+
+    def raise_if_cancelled(self, operation: str) -> None:
+        self.checked.append(operation)
+        super().raise_if_cancelled(operation)
+
+
+def test_cancel_is_checked_between_the_long_steps_over_all_voxels():
+    """On a fine grid each step over all the dose grid's voxels (their centres, WEPL, beam's-eye
+    coordinates, spot lattice) takes seconds and sampling a structure's points too: Cancel is
+    checked between them (a 0.5 mm demo plan ran on for minutes after Cancel)."""
+    token = _RecordingToken()
+    make_plan(_request(), cancel=token)
+    # One beam: at least the voxel centres, WEPL and beam's-eye steps of the dose engine.
+    assert token.checked.count("water-equivalent depth") >= 4
+    assert "sampling the structures" in token.checked
+
+
+def test_sorted_contains_finds_each_value():
+    from planning.engine.engine import sorted_contains
+
+    haystack = np.array([2, 5, 9, 40], np.int64)
+    got = sorted_contains(haystack, np.array([40, 1, 5, 41, 9, 3, 2], np.int64))
+    assert got.tolist() == [True, False, True, False, True, False, True]
+    assert sorted_contains(np.array([], np.int64), np.array([1], np.int64)).tolist() == [False]

@@ -87,6 +87,17 @@ class DoseSums:
         return np.sum(self.beam_dose_gy, axis=0)
 
 
+
+def sorted_contains(sorted_unique: NDArray[np.int64], values: NDArray[np.int64]
+                    ) -> NDArray[np.bool_]:
+    """Whether each of ``values`` (n,) is in ``sorted_unique`` (m,), sorted and unique, as an
+    (n,) bool array: a binary search per value (a set difference would sort both, seconds
+    for the rows of a fine whole-body grid)."""
+    if sorted_unique.size == 0:
+        return np.zeros(values.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_unique, values), sorted_unique.size - 1)
+    return sorted_unique[at] == values
+
 class PlanningEngine:
     """Dose engine state of one plan geometry on one device (see the module docstring).
 
@@ -173,6 +184,8 @@ class PlanningEngine:
                 self.xp, machine, cubes, dose_grid, self.rows, beam, sm,
                 progress=stage_progress(progress, b / len(beams), (b + 1) / len(beams)),
                 cancel=cancel))
+        if cancel is not None:
+            cancel.raise_if_cancelled("water-equivalent depth")
         self._voxels: tuple[BeamVoxels, ...] = tuple(voxels)
         # Keyed by (id of the depth tables, cut-off fraction); the tables are kept beside
         # their set-ups so that their id stays theirs.
@@ -254,10 +267,7 @@ class PlanningEngine:
             return list(self._voxels)
         xp = self.xp
         want = self.rows if rows is None else np.asarray(rows, dtype=np.int64)
-        # self.rows is sorted and unique: a binary search finds each wanted row (a set
-        # difference would sort the whole region, seconds for a 2 mm whole-body grid).
-        at = np.minimum(np.searchsorted(self.rows, want), self.rows.size - 1)
-        missing = int(np.count_nonzero(self.rows[at] != want)) if self.rows.size else want.size
+        missing = int(np.count_nonzero(~sorted_contains(self.rows, want)))
         if missing:
             raise PlanningError(f"{missing} requested voxels lie outside the engine's "
                                 "calculation region")

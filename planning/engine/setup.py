@@ -101,11 +101,20 @@ def beam_geometry(xp: Any, machine: Machine, cubes: WeplCubes, dose_grid: DoseGr
                   cancel: CancelToken | None = None) -> BeamVoxels:
     """WEPL (from the beam's cube in ``cubes``) and spot-lattice coordinates of the dose-grid
     voxels ``rows`` (flat indices); ``progress`` and ``cancel`` are served while the WEPL
-    cube is built."""
+    cube is built, and ``cancel`` is checked between the steps over all voxels (each takes
+    seconds on a fine grid)."""
+    def check() -> None:
+        if cancel is not None:
+            cancel.raise_if_cancelled("water-equivalent depth")
+
     centres = dose_grid.voxel_centers_lps(rows)
+    check()
     frame = beam.frame
     wepl = cubes.at_points(xp, frame, xp.asarray(centres), progress=progress, cancel=cancel)
+    check()
     bev = xp.asarray(lps_to_bev(centres, beam.isocenter_mm, frame))
+    del centres
+    check()
     return beam_voxels(xp.asarray(rows.astype(np.int64)), bev[:, 0], bev[:, 1], bev[:, 2], wepl,
                        lattice_spacing_mm=spot_map.spacing_mm,
                        lattice_origin_mm=spot_map.lattice_origin_mm, sad_mm=machine.sad_mm)
