@@ -24,6 +24,7 @@ from planning.errors import IonPlanError
 from planning.output_folder import fresh_output_folder
 
 if TYPE_CHECKING:
+    from planning.batch import JobOutcome
     from planning.monitor_calibration import MonitorCalibration
 
 EXIT_OK = 0
@@ -349,12 +350,18 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         quiet_logs()
     result = batch.run_batch(args.jobs, args.out, scheduler=args.scheduler,
                              workers=args.workers, rerun=args.rerun,
-                             progress=_terminal_progress("batch"),
-                             on_job=lambda o: print(f"ionplan: {o.line()}", file=sys.stderr))
+                             progress=_terminal_progress("batch"), on_job=_print_job)
     counts = result.counts()
     print(f"wrote summary.csv and summary.json to {args.out}: " + ", ".join(
         f"{n} {status}" for status, n in counts.items() if n))
     return EXIT_OK if counts.get("error", 0) == 0 else EXIT_ERROR
+
+
+def _print_job(outcome: JobOutcome) -> None:
+    """A batch job's line on stderr, then its warnings, each naming the job."""
+    print(f"ionplan: {outcome.line()}", file=sys.stderr)
+    for line in outcome.warning_lines():
+        print(f"ionplan: warning: {line}", file=sys.stderr)
 
 
 def _gamma_criterion(text: str) -> tuple[float, float]:
