@@ -12,12 +12,14 @@ Each job is one task on the cluster (:func:`run_job`). It writes into a hidden f
 ``.NAME.partial-XXXX`` beside its final folder and renames it to ``NAME`` when everything,
 ``job.json`` last, is written: a job folder is complete or absent. A job's error (unreadable
 DICOM, missing target, bad option) is caught in the job and recorded with its one-line message;
-the other jobs go on. What needs no computing (the kind, option names and types, paths that do
-not exist, numbers that must be above 0, the RBE model and LEM I tissue) is checked when the
-file is read: such a job is reported as failed before any job runs. A finished job
-(``NAME/job.json`` with status ok, the same options and, for a job that evaluates LEM I, the
-same LEM I model once its defaults are resolved) is skipped unless ``rerun``. Robust jobs run
-their scenarios as further tasks on the same cluster.
+the other jobs go on. Its warnings (its reports' and what planning logs at WARNING while it
+runs, :mod:`planning.log_capture`) come back with its outcome and are kept in job.json, for the
+command line to print with the job's name. What needs no computing (the kind, option names and
+types, paths that do not exist, numbers that must be above 0, the RBE model and LEM I tissue)
+is checked when the file is read: such a job is reported as failed before any job runs. A
+finished job (``NAME/job.json`` with status ok, the same options and, for a job that evaluates
+LEM I, the same LEM I model once its defaults are resolved) is skipped unless ``rerun``. Robust
+jobs run their scenarios as further tasks on the same cluster.
 
 A compare job whose ``a`` or ``b`` names another job reads that job's folder: it runs after that
 job wherever the two are listed (:func:`schedule_jobs`), its signature holds that job's, and it
@@ -252,7 +254,9 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """A job's result: status ``ok``, ``error`` or ``skipped``, its summary rows."""
+    """A job's result: status ``ok``, ``error`` or ``skipped``, its summary rows and its
+    warnings (its reports' and what planning logged at WARNING while it ran; a skipped
+    job's are its earlier run's)."""
 
     name: str
     kind: str
@@ -260,6 +264,7 @@ class JobOutcome:
     error: str = ""
     seconds: float = 0.0
     rows: tuple[dict[str, Any], ...] = ()
+    warnings: tuple[str, ...] = ()
 
     def line(self) -> str:
         """One terminal line; a skipped job's time is its earlier run's, and says so."""
@@ -267,6 +272,11 @@ class JobOutcome:
                 else f"in {self.seconds:.1f} s")
         text = f"job {self.name} ({self.kind}): {self.status} {took}"
         return f"{text}: {self.error}" if self.error else text
+
+    def warning_lines(self) -> list[str]:
+        """Each warning on a line that names the job, ``job 'NAME': ...`` (with many jobs, a
+        warning without its job's name told no one which patient or plan it was about)."""
+        return [f"job {self.name!r}: {w}" for w in self.warnings]
 
 
 def _key(name: str) -> str:
@@ -539,7 +549,11 @@ def _plan_rows(job: JobSpec, rep: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _run_plan(job: JobSpec, out: Path) -> list[dict[str, Any]]:
+#: What a job's run gives: its summary rows and the warnings of its report.
+JobRows = tuple[list[dict[str, Any]], list[str]]
+
+
+def _run_plan(job: JobSpec, out: Path) -> JobRows:
     from planning import api
 
     o = job.options
@@ -554,10 +568,10 @@ def _run_plan(job: JobSpec, out: Path) -> list[dict[str, Any]]:
         ct_series_uid=o.get("ct_series"))
     if job.options["target"] not in rep["structures"]:
         raise InputError(f"the target {job.options['target']!r} got no dose-grid voxels")
-    return _plan_rows(job, rep)
+    return _plan_rows(job, rep), list(rep.get("warnings", ()))
 
 
-def _run_recalc(job: JobSpec, out: Path, *, exchange: bool = False) -> list[dict[str, Any]]:
+def _run_recalc(job: JobSpec, out: Path, *, exchange: bool = False) -> JobRows:
     from planning import api
     from planning.robust import structure_metrics
     from planning.structure_dose import sampled_structures
@@ -568,18 +582,19 @@ def _run_recalc(job: JobSpec, out: Path, *, exchange: bool = False) -> list[dict
         tissue=o.get("tissue"), machine_path=o.get("machine"), grid_mm=float(o.get("grid", 2.5)),
         hlut_path=o.get("hlut"), device=str(o.get("device", "auto")), exchange=exchange,
         out_dir=out, ct_series_uid=o.get("ct_series"), monitor_calibration=_calibration(o))
+    warnings = list(result.report.get("warnings", ()))
     if not exchange:
-        return _plan_rows(job, result.report)
+        return _plan_rows(job, result.report), warnings
     view = result.exchange
     assert view is not None
     samples = {s.name: d for s, d in sampled_structures(result.patient, result.dose_grid)}
     mkm = structure_metrics(view.mkm_dose_gy_rbe, result.physical_dose_gy, samples)
     lem = structure_metrics(view.lem_dose_gy_rbe, result.physical_dose_gy, samples)
     lem_name = short_model_name(view.lem_model)  # its tissue and rapid scheme
-    return [_row(job, name, mkm[name], "mMKM", lem[name], lem_name) for name in samples]
+    return [_row(job, name, mkm[name], "mMKM", lem[name], lem_name) for name in samples], warnings
 
 
-def _run_robust(job: JobSpec, out: Path) -> list[dict[str, Any]]:
+def _run_robust(job: JobSpec, out: Path) -> JobRows:
     from planning.robust import RobustSettings, robust_files
 
     o = job.options
@@ -607,7 +622,7 @@ def _run_robust(job: JobSpec, out: Path) -> list[dict[str, Any]]:
         worst = {k: w[f"{k}_min"] if k in ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe")
                  else w[f"{k}_max"] for k in _METRICS}
         rows.append(_row(job, name, nominal[name], model, worst, "worst case"))
-    return rows
+    return rows, list(rep.get("warnings", ()))
 
 
 def _resolve_side(value: str, out_root: Path) -> str:
@@ -616,7 +631,7 @@ def _resolve_side(value: str, out_root: Path) -> str:
     return value
 
 
-def _run_compare(job: JobSpec, out: Path, out_root: Path) -> list[dict[str, Any]]:
+def _run_compare(job: JobSpec, out: Path, out_root: Path) -> JobRows:
     from planning import api
 
     o = job.options
@@ -641,41 +656,56 @@ def _run_compare(job: JobSpec, out: Path, out_root: Path) -> list[dict[str, Any]
 
         rows.append({**_row(job, s.name, metrics(s.metrics_a), model_a,
                             metrics(s.metrics_b), model_b), **gamma})
-    return rows or [{"structure": "", **gamma}]
+    return rows or [{"structure": "", **gamma}], list(result.warnings)
 
 
 def run_job(job: JobSpec, out_root: str | os.PathLike[str]) -> JobOutcome:
     """Run one job into ``out_root/NAME`` (see the module docstring); never raises for the
-    job's own errors (they are the outcome's ``error``)."""
+    job's own errors (they are the outcome's ``error``). What planning logs at WARNING in the
+    job's thread meanwhile is not printed by the worker but kept, with its reports' warnings,
+    in the outcome's ``warnings`` (and job.json) for the batch to print with the job's name."""
+    from planning.log_capture import collected_warnings
+
     root = Path(out_root)
     t0 = time.perf_counter()
     if job.problem:
         return JobOutcome(job.name, job.kind, "error", job.problem, 0.0)
     partial = root / f".{job.name}.partial-{uuid.uuid4().hex[:12]}"
-    try:
-        partial.mkdir(parents=True)
-        if job.ct and not Path(job.ct).is_dir():
-            raise InputError(f"{job.ct}: no such patient folder")
-        if job.kind == "plan":
-            rows = _run_plan(job, partial)
-        elif job.kind in ("recalc", "exchange"):
-            rows = _run_recalc(job, partial, exchange=job.kind == "exchange")
-        elif job.kind == "robust":
-            rows = _run_robust(job, partial)
-        else:
-            rows = _run_compare(job, partial, root)
-        seconds = time.perf_counter() - t0
-        outcome = JobOutcome(job.name, job.kind, "ok", "", seconds, tuple(rows))
-        atomic_write_text(partial / "job.json", json.dumps(
-            {"job": job.name, "kind": job.kind, "status": "ok", "seconds": seconds,
-             "signature": job.signature(), "rows": _json_ready(rows)}, indent=1) + "\n")
-        _publish(partial, root / job.name)
-        return outcome
-    except Exception as exc:  # a job's failure is recorded, never fatal to the batch
-        log.info("job %s failed", job.name, exc_info=True)
-        shutil.rmtree(partial, ignore_errors=True)
-        return JobOutcome(job.name, job.kind, "error", _first_line(exc),
-                          time.perf_counter() - t0)
+    with collected_warnings() as logged:
+        try:
+            partial.mkdir(parents=True)
+            rows, reported = _run_kind(job, partial, root)
+            seconds = time.perf_counter() - t0
+            warnings = _distinct([*logged, *reported])
+            atomic_write_text(partial / "job.json", json.dumps(
+                {"job": job.name, "kind": job.kind, "status": "ok", "seconds": seconds,
+                 "signature": job.signature(), "rows": _json_ready(rows),
+                 "warnings": list(warnings)}, indent=1) + "\n")
+            _publish(partial, root / job.name)
+            return JobOutcome(job.name, job.kind, "ok", "", seconds, tuple(rows), warnings)
+        except Exception as exc:  # a job's failure is recorded, never fatal to the batch
+            log.info("job %s failed", job.name, exc_info=True)
+            shutil.rmtree(partial, ignore_errors=True)
+            return JobOutcome(job.name, job.kind, "error", _first_line(exc),
+                              time.perf_counter() - t0, warnings=_distinct(logged))
+
+
+def _run_kind(job: JobSpec, partial: Path, root: Path) -> JobRows:
+    """Run the job by its kind into ``partial`` (``root``: the batch's output folder)."""
+    if job.ct and not Path(job.ct).is_dir():
+        raise InputError(f"{job.ct}: no such patient folder")
+    if job.kind == "plan":
+        return _run_plan(job, partial)
+    if job.kind in ("recalc", "exchange"):
+        return _run_recalc(job, partial, exchange=job.kind == "exchange")
+    if job.kind == "robust":
+        return _run_robust(job, partial)
+    return _run_compare(job, partial, root)
+
+
+def _distinct(messages: Iterable[str]) -> tuple[str, ...]:
+    """The messages in their order, each once (a warning both logged and in a report)."""
+    return tuple(dict.fromkeys(messages))
 
 
 def _publish(partial: Path, final: Path) -> None:
@@ -699,7 +729,7 @@ def finished_outcome(job: JobSpec, out_root: Path) -> JobOutcome | None:
     if data.get("status") != "ok" or data.get("signature") != _json_ready(job.signature()):
         return None
     return JobOutcome(job.name, job.kind, "skipped", "", float(data.get("seconds", 0.0)),
-                      tuple(data.get("rows", ())))
+                      tuple(data.get("rows", ())), tuple(data.get("warnings", ())))
 
 
 # ------------------------------------------------------------------------------ the batch

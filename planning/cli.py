@@ -24,6 +24,7 @@ from planning.errors import IonPlanError
 from planning.output_folder import fresh_output_folder
 
 if TYPE_CHECKING:
+    from planning.batch import JobOutcome
     from planning.monitor_calibration import MonitorCalibration
 
 EXIT_OK = 0
@@ -191,8 +192,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         line += (f"; {args.target} D95 {100 * target['d95_gy_rbe'] / p:.1f} %, "
                  f"D5 {100 * target['d5_gy_rbe'] / p:.1f} % of {p:g} Gy(RBE)")
     print(line)
-    if args.robust:
-        print(_robust_line(report, args.out))
+    if args.robust:  # the line above named every file, the robust ones too
+        print(f"robust evaluation in {args.out}: {_robust_summary(report)}")
     for again in report.get("reoptimized", ()):
         print(f"re-optimized with {again['config']} from the kept influence in "
               f"{again['seconds']:.1f} s: {args.out}/{again['folder']}")
@@ -268,26 +269,28 @@ def _robust_options(args: argparse.Namespace) -> dict[str, Any]:
             "combined_only": args.combined_only}
 
 
-def _robust_line(rep: dict[str, object], out: str) -> str:
-    """One line: files, scenario count, the target's worst-case D95 and D98."""
-    robust = rep["robust"]
-    assert isinstance(robust, dict)
-    files = rep["files"]
-    assert isinstance(files, list)
-    written = ([f for f in files if f.endswith(("_MIN.dcm", "_MAX.dcm"))]
-               + [f for f in files if f.endswith(".pdf")])
-    line = (f"wrote {', '.join(written)}, report.html and report.json "
-            f"({robust['n_scenarios']} scenarios) to {out}")
-    pres = rep["prescription"]
-    assert isinstance(pres, dict)
-    worst = rep["worst_case"]
-    assert isinstance(worst, dict)
-    target = worst["structures"].get(pres["target"])
+def _written(files: Sequence[str]) -> str:
+    """``"A, B and C"``: the files a run wrote, in the order of its report's ``files``."""
+    return files[0] if len(files) == 1 else f"{', '.join(files[:-1])} and {files[-1]}"
+
+
+def _robust_line(rep: dict[str, Any], out: str) -> str:
+    """``ionplan robust``'s line: every file the run wrote (report.json's ``files``, which
+    :func:`planning.robust.write_robust_outputs` fills from what it wrote), then
+    :func:`_robust_summary`."""
+    return f"wrote {_written(rep['files'])} to {out}; {_robust_summary(rep)}"
+
+
+def _robust_summary(rep: dict[str, Any]) -> str:
+    """The scenario count and the target's worst-case D95 and D98."""
+    text = f"{rep['robust']['n_scenarios']} scenarios"
+    target_name = rep["prescription"]["target"]
+    target = rep["worst_case"]["structures"].get(target_name)
     if target is not None:
-        line += "; " + _target_doses(rep, pres["target"],
+        text += "; " + _target_doses(rep, target_name,
                                      [("D95", target["d95_gy_rbe_min"], target["d95_gy_rbe_max"]),
                                       ("D98 down to", target["d98_gy_rbe_min"])])
-    return line
+    return text
 
 
 def _target_doses(rep: dict[str, Any], target: str,
@@ -347,12 +350,18 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         quiet_logs()
     result = batch.run_batch(args.jobs, args.out, scheduler=args.scheduler,
                              workers=args.workers, rerun=args.rerun,
-                             progress=_terminal_progress("batch"),
-                             on_job=lambda o: print(f"ionplan: {o.line()}", file=sys.stderr))
+                             progress=_terminal_progress("batch"), on_job=_print_job)
     counts = result.counts()
     print(f"wrote summary.csv and summary.json to {args.out}: " + ", ".join(
         f"{n} {status}" for status, n in counts.items() if n))
     return EXIT_OK if counts.get("error", 0) == 0 else EXIT_ERROR
+
+
+def _print_job(outcome: JobOutcome) -> None:
+    """A batch job's line on stderr, then its warnings, each naming the job."""
+    print(f"ionplan: {outcome.line()}", file=sys.stderr)
+    for line in outcome.warning_lines():
+        print(f"ionplan: warning: {line}", file=sys.stderr)
 
 
 def _gamma_criterion(text: str) -> tuple[float, float]:

@@ -41,7 +41,12 @@ def require_distributed() -> Any:
 
 
 def quiet_logs(level: int = logging.WARNING) -> None:
-    """Keep Dask's own INFO messages (workers, connections) off the terminal."""
+    """Keep Dask's own INFO messages (scheduler, workers, connections) off the terminal.
+
+    ``distributed`` sets its loggers to INFO when it is first imported: it is imported here
+    first (where installed), else a level set before that import was undone by it."""
+    with contextlib.suppress(ImportError):
+        import distributed  # noqa: F401  (for its logging set-up, overridden below)
     for name in ("distributed", "dask"):
         logging.getLogger(name).setLevel(level)
 
@@ -101,7 +106,7 @@ def _run_scenarios(client: Any, factory: Callable[[], Any], scenarios: Sequence[
 
     if not scenarios:
         return iter(())
-    inputs = client.submit(factory, pure=False)
+    inputs = client.submit(_inputs_without_repeated_warnings, factory, pure=False)
     futures = [client.submit(position_doses, inputs, group, pure=False)
                for group in by_position(scenarios)]
     n = len(scenarios)
@@ -129,6 +134,17 @@ def _run_scenarios(client: Any, factory: Callable[[], Any], scenarios: Sequence[
             inputs.release()
 
     return results()
+
+
+def _inputs_without_repeated_warnings(factory: Callable[[], Any]) -> Any:
+    """The scenarios' inputs, made on a worker from the files that the caller has loaded
+    already (:func:`planning.robust.robust_files`): what loading them warns of again (a
+    damaged file, an unknown RBE model) was reported there, in a batch with the job's name,
+    and the worker would print it once more without it."""
+    from planning.log_capture import collected_warnings
+
+    with collected_warnings():
+        return factory()
 
 
 def dask_scenario_runner(client: Any) -> Callable[..., Iterator[Any]]:

@@ -381,3 +381,64 @@ def test_a_jobs_monitor_calibration_is_read_and_checked_with_the_file(tmp_path):
     for job, wanted in zip(read, values.values(), strict=True):
         assert (wanted in job.problem) if wanted else not job.problem, (job.name, job.problem)
     assert read[2].options["particles_per_mu"] == str(tmp_path / "mu.csv")
+
+
+def test_a_jobs_warnings_come_back_once_each_and_name_the_job(tmp_path, monkeypatch, caplog):
+    """What a job logs at WARNING in its thread and its report's warnings come back with its
+    outcome (and job.json) instead of being printed by the worker without the job's name;
+    other threads' records are printed as before."""
+    import logging
+
+    from planning import batch
+
+    def compare_job(job, out, out_root):
+        logging.getLogger("planning.dicom.scan").warning("damaged DICOM file %s", "x.dcm")
+        other = threading.Thread(
+            target=lambda: logging.getLogger("planning.other").warning("another thread"))
+        other.start()
+        other.join()
+        return [{"structure": ""}], ["damaged DICOM file x.dcm", "A's dose is PHYSICAL"]
+
+    monkeypatch.setattr(batch, "_run_compare", compare_job)
+    caplog.set_level(logging.WARNING)
+    job = batch.JobSpec("pat3-lem", "compare", str(tmp_path), {"a": "a", "b": "b"})
+    outcome = batch.run_job(job, tmp_path / "out")
+    assert outcome.status == "ok"
+    assert outcome.warning_lines() == ["job 'pat3-lem': damaged DICOM file x.dcm",
+                                       "job 'pat3-lem': A's dose is PHYSICAL"]
+    assert [r.getMessage() for r in caplog.records] == ["another thread"]
+    stored = json.loads((tmp_path / "out" / "pat3-lem" / "job.json").read_text())
+    assert stored["warnings"] == list(outcome.warnings)
+    # The planning logger is as it was once no job collects.
+    assert logging.getLogger("planning").propagate and not logging.getLogger("planning").handlers
+
+
+def test_quiet_logs_outlasts_the_import_of_distributed():
+    """distributed sets its loggers to INFO when first imported (after quiet_logs, in a batch):
+    the scheduler's and workers' INFO lines flooded stderr."""
+    code = ("import logging; from planning.distributed import quiet_logs; quiet_logs(); "
+            "import distributed.scheduler; "
+            "print(logging.getLogger('distributed.scheduler').getEffectiveLevel())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout.strip() == "30", done.stdout  # logging.WARNING
+
+
+def test_batch_prints_each_warning_with_its_job_and_no_dask_info(tmp_path_factory, tmp_path):
+    """``ionplan batch`` on a terminal: every warning line names its job; Dask says nothing
+    unless asked (-v)."""
+    ct, plan = small_plan_dirs(tmp_path_factory)
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text(f'[[job]]\nname = "pat3-mixed"\nkind = "compare"\nct = "{ct}"\n'
+                    f'a = "{plan}/RTDOSE_PHYSICAL.dcm"\nb = "{plan}/RTDOSE_RBE.dcm"\n'
+                    "no_cross_model = true\n")
+    done = subprocess.run([sys.executable, "-m", "planning.cli", "batch", str(jobs), "--out",
+                           str(tmp_path / "out"), "--workers", "1"], capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith("ionplan: job pat3-mixed (compare): ok in "), lines
+    assert ("ionplan: warning: job 'pat3-mixed': A's dose is PHYSICAL and B's EFFECTIVE: their "
+            "difference mixes physical and RBE-weighted dose") in lines
+    assert all(line.startswith(("ionplan: job ", "ionplan: warning: job 'pat3-mixed': "))
+               for line in lines), lines

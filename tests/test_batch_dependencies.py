@@ -4,7 +4,7 @@ numbers of an older run of it.
 The scheduling, skip and dependency logic are planning.batch's own; the cluster is a
 synchronous stand-in that runs each task as it is submitted (so a compare submitted before the
 job it reads finds no folder), and the job bodies are stubs: a recalc writes its ``rbe`` option
-into its folder, a compare reports what it found in the folder of its ``b``.
+into its folder, a compare reports what it found in the folder of its ``b`` (neither warns).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def cluster(monkeypatch):
         if job.name in fake.fail:
             raise InputError(f"{job.name}: stub failure")
         (out / "rbe.txt").write_text(str(job.options["rbe"]))
-        return [{"structure": "PTV", "model": str(job.options["rbe"])}]
+        return [{"structure": "PTV", "model": str(job.options["rbe"])}], []
 
     def compare(job, out, root):
         fake.compares += 1
@@ -67,7 +67,7 @@ def cluster(monkeypatch):
             raise InputError(f"{job.name}: stub failure")
         b = Path(batch._resolve_side(job.options["b"], root)) / "rbe.txt"
         return [{"structure": "PTV", "model": "A",
-                 "model_b": b.read_text() if b.is_file() else "missing"}]
+                 "model_b": b.read_text() if b.is_file() else "missing"}], []
 
     monkeypatch.setattr(dist, "local_cluster", local_cluster)
     monkeypatch.setattr(dist, "require_distributed",

@@ -152,6 +152,7 @@ def test_report_files_are_self_contained(tmp_path):
     assert [f.name for f in files] == ["report.json", "report.html"]
     data = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [g["criteria"] for g in data["gamma"]] == ["3%/3mm", "2%/2mm"]
+    assert [g["gamma_p95_capped"] for g in data["gamma"]] == [False, False]
     assert data["dose_difference"]["percent_of_reference_max"]["max_abs"] == pytest.approx(
         3.0, rel=1e-3)
     assert set(data["structures"]) == set(data["dvh"])
@@ -173,6 +174,20 @@ def test_report_files_are_self_contained(tmp_path):
     polylines = re.findall(r"<polyline [^>]*>", html)
     assert len(polylines) == 2 * len(result.structures)  # A solid and B dashed per structure
     assert sum("stroke-dasharray" in p for p in polylines) == len(result.structures)
+
+
+def test_a_gamma_95th_percentile_at_the_search_cap_is_reported_as_a_lower_bound(tmp_path):
+    """report.html reads "≥ 2.00", report.json keeps the number and flags it (both said 2)."""
+    grid, dose = _block(value=10.0)
+    result = compare(_side("A", dose, grid), _side("B", 1.5 * dose, grid),
+                     settings=CompareSettings(cross_model=False))
+    write_comparison_report(result, tmp_path / "out")
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [(g["gamma_p95"], g["gamma_p95_capped"]) for g in data["gamma"]] == [(2.0, True)] * 2
+    html = (tmp_path / "out" / "report.html").read_text()
+    table = html[html.index("gamma 95th pct"):]
+    table = table[:table.index("</table>")]
+    assert table.count(">≥ 2.00</td>") == 2
 
 
 def test_png_writer_round_trips_through_an_independent_decoder():

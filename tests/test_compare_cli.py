@@ -90,7 +90,11 @@ def test_recalc_cli_physical_model(demo, tmp_path, capsys):
     (["A=missing", "B=lone"], 1, "no such file or folder"),
     (["A=plan/RTPLAN.dcm", "B=lone"], 1, "not an RT Dose"),
     (["A=plan", "B=other/RTDOSE_OTHER.dcm"], 1, r"1\.2\.3\.4\.99"),
-    (["A=plan", "B=lone", "--quantity", "mkm"], 1, "no RTDOSE_RBE_MKM.dcm"),
+    (["A=plan", "B=lone", "--quantity", "mkm"], 1,
+     r"no RTDOSE_RBE_MKM\.dcm .*its RTDOSE_RBE\.dcm is already the mMKM dose: use --quantity rbe"),
+    (["A=plan", "B=lone", "--quantity", "lem1"], 1,
+     r"its RTDOSE_RBE\.dcm is the mMKM dose \(--quantity rbe\); the mMKM and LEM I doses side "
+     r"by side are written by 'ionplan recalc --exchange'"),
     (["A=plan", "B=lone", "--gamma", "3"], 2, "give dose %,distance mm"),
     (["A=plan", "B=lone", "--gamma", "0,3"], 2, "dose criterion must lie in"),
     (["A=plan", "B=lone", "--gamma", "3,x"], 2, "give dose %,distance mm"),
@@ -109,6 +113,23 @@ def test_compare_cli_errors_are_one_line(demo, tmp_path, capsys, args, code, mes
     assert status == code
     assert re.search(message, _one_line_error(capsys))
     assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_compare_lem1_of_a_lem1_recalculation_says_its_rbe_dose_is_lem1(demo, tmp_path, capsys):
+    """A folder of 'ionplan recalc --rbe lem1' holds its LEM I dose as RTDOSE_RBE.dcm, not as
+    the exchange view's RTDOSE_RBE_LEM1.dcm: --quantity lem1 says so (it said "give a plan
+    output folder" of a plan output folder: review)."""
+    ct, plan_dir, _, _ = demo
+    lem = tmp_path / "recalc-lem"
+    assert main(["recalc", str(ct), str(plan_dir / "RTPLAN.dcm"), "--rbe", "lem1", "--grid", "8",
+                 "--device", "cpu", "--out", str(lem)]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(lem), str(lem / "RTDOSE_RBE.dcm"), "--quantity", "lem1",
+                 "--no-cross-model", "--out", str(tmp_path / "o")]) == 1
+    assert _one_line_error(capsys).endswith(
+        "no RTDOSE_RBE_LEM1.dcm for --quantity lem1; the folder holds RTDOSE_PHYSICAL.dcm, "
+        "RTDOSE_RBE.dcm (its RTDOSE_RBE.dcm is already the LEM I dose (LEM I chordoma, "
+        "averaged): use --quantity rbe)")
 
 
 @pytest.mark.parametrize("ct_arg, plan_arg, message", [

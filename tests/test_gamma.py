@@ -265,6 +265,22 @@ def test_gamma_is_capped() -> None:
     assert np.all(res.gamma == 1.5) and res.pass_rate_percent == 0.0
 
 
+@pytest.mark.parametrize("cap", [2.0, 1.3])
+def test_a_95th_percentile_at_the_cap_reads_at_least_the_cap(cap: float) -> None:
+    """The search stops at the cap: a 95th percentile there is a lower bound, and says so
+    ("2" read as the percentile itself: review). 1.3 is no float32 number."""
+    ref = np.full((20, 5, 5), 1.0)
+    ev = np.full((20, 5, 5), 2.0)
+    ev[0] = 1.0  # gamma = distance / 3 mm from this slab: 0 to 1 pass, the far ones are capped
+    res = gamma_index(ref, ev, (1.0, 1.0, 1.0), GammaCriteria(3.0, 3.0, max_gamma=cap))
+    assert 0.0 < 100.0 - res.pass_rate_percent < 95.0
+    assert res.gamma_p95 == pytest.approx(cap) and res.p95_capped
+    assert res.p95_text() == f"≥ {cap:.2f}"
+    below = gamma_index(ref, np.full((20, 5, 5), 1.02), (1.0, 1.0, 1.0),
+                        GammaCriteria(3.0, 3.0, max_gamma=cap))
+    assert not below.p95_capped and below.p95_text() == f"{below.gamma_p95:.2f}" == "0.67"
+
+
 # --------------------------------------------------------------------------- 3D and clinical
 
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import io
@@ -217,11 +218,18 @@ def robust_physical(tmp_path_factory):
     base = tmp_path_factory.mktemp("plan_robust")
     write_demo_patient(base / "ct")
     out = base / "out"
-    rc = main(["plan", str(base / "ct"), "--target", "PTV", "--dose", "3", "--fractions", "1",
-               "--gantry", "90", "--grid", "6", "--spot-spacing", "8", "--device", "cpu",
-               "--rbe", "physical", "--robust", "--range-error", "3.5", "--setup-error", "0",
-               "--out", str(out)])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        rc = main(["plan", str(base / "ct"), "--target", "PTV", "--dose", "3", "--fractions",
+                   "1", "--gantry", "90", "--grid", "6", "--spot-spacing", "8", "--device",
+                   "cpu", "--rbe", "physical", "--robust", "--range-error", "3.5",
+                   "--setup-error", "0", "--out", str(out)])
     assert rc == 0
+    plan_line, robust_line = printed.getvalue().splitlines()
+    # Every file once, on the plan's line; the robust line adds the scenarios' numbers.
+    rep = json.loads((out / "report.json").read_text())
+    assert plan_line.startswith(f"wrote {', '.join(rep['files'][:-1])} and report.json to ")
+    assert robust_line.startswith(f"robust evaluation in {out}: 3 scenarios; PTV D95 ")
     return base / "ct", out
 
 

@@ -255,7 +255,7 @@ def test_robust_under_the_physical_model_writes_physical_envelopes(tmp_path_fact
     assert main(["robust", str(ct), str(plan_dir / "RTPLAN.dcm"), "--grid", "8", "--device",
                  "cpu", "--rbe", "physical", "--setup-error", "0", "--range-error", "3.5",
                  "--out", str(out)]) == 0
-    assert "wrote RTDOSE_PHYSICAL_MIN.dcm, RTDOSE_PHYSICAL_MAX.dcm" in capsys.readouterr().out
+    line = capsys.readouterr().out.splitlines()[-1]  # (after the demo plan's, the first time)
     assert not list(out.glob("RTDOSE_RBE*.dcm"))
     nominal = load_rt_dose(out / "RTDOSE_PHYSICAL.dcm")
     lo, hi = (load_rt_dose(out / "RTDOSE_PHYSICAL_MIN.dcm"),
@@ -266,6 +266,12 @@ def test_robust_under_the_physical_model_writes_physical_envelopes(tmp_path_fact
     assert np.all(hi.dose_gy >= nominal.dose_gy - tol)
     rep = json.loads((out / "report.json").read_text())
     assert {"RTDOSE_PHYSICAL_MIN.dcm", "RTDOSE_PHYSICAL_MAX.dcm"} <= set(rep["files"])
+    # The line names every file written, the plan and the nominal dose too (it named only
+    # the envelopes, the plan document and the reports: review).
+    assert {"RTPLAN.dcm", "RTDOSE_PHYSICAL.dcm"} <= set(rep["files"])
+    assert set(rep["files"]) == {f.name for f in out.iterdir()}
+    assert line.startswith(f"wrote {', '.join(rep['files'][:-1])} and report.json to {out}; "
+                           "3 scenarios; PTV D95 ")
 
 
 def test_robust_cli_refuses_bad_options(tmp_path, capsys):

@@ -212,7 +212,8 @@ class ComparisonResult:
                        "normalization_dose_gy": g.normalization_dose_gy,
                        "pass_rate_percent": g.pass_rate_percent,
                        "evaluated_voxels": g.evaluated_voxels, "mean_gamma": g.mean_gamma,
-                       "gamma_p95": g.gamma_p95, "seconds": t}
+                       "gamma_p95": g.gamma_p95, "gamma_p95_capped": g.p95_capped,
+                       "seconds": t}
                       for g, t in zip(self.gamma, self.gamma_seconds, strict=True)],
             "structures": {s.name: s.as_dict() for s in self.structures},
             "dvh": dvh_curves_dict(self.structures),

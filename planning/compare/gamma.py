@@ -142,7 +142,9 @@ class GammaResult:
     mean_gamma : float
         Mean gamma over the evaluated voxels (capped values).
     gamma_p95 : float
-        95th percentile of gamma over the evaluated voxels (linear interpolation).
+        95th percentile of gamma over the evaluated voxels (linear interpolation); equal to
+        ``criteria.max_gamma`` when at least 5 % of them reach the cap, where the true
+        percentile is at least that (:attr:`p95_capped`, :meth:`p95_text`).
     normalization_dose_gy : float
         The normalisation dose used, Gy.
     """
@@ -154,6 +156,20 @@ class GammaResult:
     mean_gamma: float
     gamma_p95: float
     normalization_dose_gy: float
+
+    @property
+    def p95_capped(self) -> bool:
+        """Whether the 95th percentile is the search cap ``criteria.max_gamma``: the search
+        stopped there, so the percentile is only known to be at least the cap."""
+        # gamma is float32: sqrt(float32(cap**2)) may differ from the cap in the 7th digit
+        return self.gamma_p95 >= self.criteria.max_gamma * (1.0 - 1e-6)
+
+    def p95_text(self) -> str:
+        """The 95th percentile for a table: ``"0.87"``, or ``"≥ 2.00"`` when it reached the
+        cap (:attr:`p95_capped`)."""
+        if self.p95_capped:
+            return f"≥ {self.criteria.max_gamma:.2f}"
+        return f"{self.gamma_p95:.2f}"
 
 
 # --------------------------------------------------------------------------- input checks

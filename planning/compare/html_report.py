@@ -151,7 +151,7 @@ def _gamma_table(result: ComparisonResult) -> str:
     rows = []
     for g, t in zip(result.gamma, result.gamma_seconds, strict=True):
         rows.append((g.criteria.label, g.pass_rate_percent, g.evaluated_voxels, g.mean_gamma,
-                     g.gamma_p95, g.normalization_dose_gy, t))
+                     g.p95_text(), g.normalization_dose_gy, t))
     return _table(["criteria (global)", "pass rate %", "evaluated voxels", "mean gamma",
                    "gamma 95th pct", f"normalization ({result.unit})", "seconds"], rows)
 

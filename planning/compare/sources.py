@@ -23,7 +23,7 @@ from planning.errors import InputError, IonPlanError
 from planning.monitor_calibration import MonitorCalibration
 from planning.plan import Plan, Prescription
 from planning.rbe import PhysicalDose, Tissue
-from planning.rbe.record import model_label
+from planning.rbe.record import model_label, short_model_name
 
 if TYPE_CHECKING:
     from planning.dicom import DoseVolume
@@ -266,11 +266,9 @@ def _side_of_folder(folder: Path, label: str, quantity: str) -> DoseSide:
     dose_path = folder / name
     if not dose_path.is_file():
         present = sorted(p.name for p in folder.glob("RTDOSE*.dcm"))
-        hint = ("a plan computed under the physical model has no RBE-weighted dose: use "
-                "--quantity physical" if quantity == "rbe" and "RTDOSE_PHYSICAL.dcm" in present
-                else "give an RT Dose file or an ionplan plan/recalc output folder")
         raise InputError(f"{folder}: no {name} for --quantity {quantity}; the folder holds "
-                         f"{', '.join(present) if present else 'no RTDOSE*.dcm file'} ({hint})")
+                         f"{', '.join(present) if present else 'no RTDOSE*.dcm file'} "
+                         f"({_missing_dose_hint(folder, quantity, present)})")
     volume = load_rt_dose(dose_path)
     if volume.dose_type != expected_type:
         raise InputError(f"{dose_path}: Dose Type {volume.dose_type}, expected {expected_type} "
@@ -289,6 +287,46 @@ def _side_of_folder(folder: Path, label: str, quantity: str) -> DoseSide:
     if patient is not None:
         extra["patient"] = patient
     return _side_of_volume(volume, label, **extra)
+
+
+#: The model family (the start of its description) of each exchange-view quantity.
+_EXCHANGE_FAMILIES = {"mkm": "mMKM", "lem1": "LEM I"}
+
+
+def _missing_dose_hint(folder: Path, quantity: str, present: list[str]) -> str:
+    """What to ask for instead when a plan folder has no dose file of ``quantity``. A folder
+    of ``ionplan recalc --rbe lem1`` holds its LEM I dose as RTDOSE_RBE.dcm, not as the
+    exchange view's RTDOSE_RBE_LEM1.dcm (the same for mMKM)."""
+    if quantity == "rbe" and "RTDOSE_PHYSICAL.dcm" in present:
+        return ("a plan computed under the physical model has no RBE-weighted dose: use "
+                "--quantity physical")
+    family = _EXCHANGE_FAMILIES.get(quantity)
+    model = _dose_model(folder / QUANTITY_FILES["rbe"][0]) if family else None
+    if family is None or model is None:
+        return "give an RT Dose file or an ionplan plan/recalc output folder"
+    name = short_model_name(model)
+    if model.startswith(family):
+        named = "" if name == family else f" ({name})"
+        return f"its RTDOSE_RBE.dcm is already the {family} dose{named}: use --quantity rbe"
+    return (f"its RTDOSE_RBE.dcm is the {name} dose (--quantity rbe); the mMKM and LEM I "
+            "doses side by side are written by 'ionplan recalc --exchange' or "
+            "'ionplan plan --exchange'")
+
+
+def _dose_model(path: Path) -> str | None:
+    """The description of the RBE model an RT Dose file records (its Dose Comment without
+    IonPlan's record); None when there is no readable RBE-weighted dose there."""
+    from planning.dicom import load_rt_dose
+
+    if not path.is_file():
+        return None
+    try:
+        volume = load_rt_dose(path)
+    except (IonPlanError, OSError):
+        return None
+    if volume.dose_type != "EFFECTIVE":
+        return None
+    return (model_label(volume.rbe, volume.rbe_tissues) if volume.rbe else volume.comment) or None
 
 
 def _plan_facts(plan_path: Path, referenced_plan_uid: str,
