@@ -55,8 +55,11 @@ from planning.structure_dose import StructureDose, structure_dose_statistics
 if TYPE_CHECKING:
     from planning.planner import PlanResult
 
-#: Metric columns of the dose sections.
+#: Metric columns of the dose sections: doses, then the prescription-relative volumes (shown
+#: only for a dose of the prescription's kind, :data:`PRESCRIPTION_RELATIVE_COLUMNS`).
 METRIC_COLUMNS = ("D98", "D95", "D50", "D2", "Dmax", "Dmean", "V95 %", "V107 %")
+#: The columns of :data:`METRIC_COLUMNS` that are relative to the prescription.
+PRESCRIPTION_RELATIVE_COLUMNS = ("V95 %", "V107 %")
 #: Bins of the document's DVH curves.
 DVH_BINS = 200
 #: Dash pattern (on, off, points) of each other model's DVH lines; the plan's model is solid.
@@ -227,13 +230,35 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
     return TextTable((), tuple(rows))
 
 
-def _dose_section(title: str, stats: Sequence[StructureDose], dashed: bool) -> DoseSection:
+def _dose_section(title: str, stats: Sequence[StructureDose], dashed: bool,
+                  unrelated: str = "") -> DoseSection:
+    """The metrics table of one dose; without V95 and V107 when ``unrelated`` says why that
+    dose is not of the prescription's kind (:func:`unrelated_to_prescription`)."""
+    relative = not unrelated
+    columns = tuple(c for c in METRIC_COLUMNS
+                    if relative or c not in PRESCRIPTION_RELATIVE_COLUMNS)
     rows = []
     for st in stats:
         m = st.metrics
+        volumes = (_num(100 * m.v95, 1), _num(100 * m.v107, 1)) if relative else ()
         rows.append((st.name, *(_num(v) for v in (m.d98, m.d95, m.d50, m.d2, m.max, m.mean)),
-                     _num(100 * m.v95, 1), _num(100 * m.v107, 1)))
-    return DoseSection(title, TextTable(("Structure", *METRIC_COLUMNS), tuple(rows)), dashed)
+                     *volumes))
+    return DoseSection(title, TextTable(("Structure", *columns), tuple(rows)), dashed,
+                       unrelated)
+
+
+def unrelated_to_prescription(prescription: float, prescription_unit: str,
+                              table_unit: str) -> str:
+    """Why a table of a dose in ``table_unit`` has no V95 and V107 when the prescription
+    (``prescription`` in ``prescription_unit``) is a dose of the other kind (physical, Gy,
+    against RBE-weighted, Gy(RBE)); "" when both are of one kind, so that the volumes at 95 %
+    and 107 % of the prescription mean something."""
+    if table_unit == prescription_unit:
+        return ""
+    kinds = {"Gy": "a physical dose", "Gy(RBE)": "an RBE-weighted dose"}
+    return (f"No V95 or V107: they are relative to the prescription, {prescription:g} "
+            f"{prescription_unit}, {kinds[prescription_unit]}, and this table's dose is "
+            f"{kinds[table_unit]}; its D-metrics and mean are in {table_unit}.")
 
 
 def _other_models(result: PlanResult) -> list[tuple[RbeModel, NDArray[np.float32]]]:
@@ -324,14 +349,15 @@ def plan_document(result: PlanResult, plan_name: str, *,
     for other, cube in _other_models(result):
         other_stats = stats(cube)
         sections.append(_dose_section(f"RBE-weighted dose, {other.describe()} (other model, "
-                                      "same spots, Gy(RBE))", other_stats, drawn))
+                                      "same spots, Gy(RBE))", other_stats, drawn,
+                                      unrelated_to_prescription(reference, unit, "Gy(RBE)")))
         if drawn:  # on the plan's Gy(RBE) axis, each model in its own dash pattern
             doses.append((other_stats, dash_of(other)))
             legend.append((other.name, dash_of(other)))
     if not isinstance(model, PhysicalDose):
-        sections.append(_dose_section("Physical dose (Gy; V95 and V107 relative to the "
-                                      "prescription number)", stats(result.physical_dose_gy),
-                                      False))
+        sections.append(_dose_section("Physical dose (same spots, Gy)",
+                                      stats(result.physical_dose_gy), False,
+                                      unrelated_to_prescription(reference, unit, "Gy")))
     lines = tuple(
         DvhLine(st.name, colours.get(st.name, DEFAULT_OUTLINE_RGB), st.dvh.dose_gy,
                 st.dvh.volume_fraction, dash)

@@ -34,7 +34,7 @@ from reportlab.platypus import (
 )
 
 from planning import __version__
-from planning.document.content import PlanDocument, RobustnessSection, TextTable
+from planning.document.content import DoseSection, PlanDocument, RobustnessSection, TextTable
 from planning.document.drawings import (
     FONT,
     colour_bar_drawing,
@@ -185,6 +185,14 @@ def _robustness(section: RobustnessSection) -> list[Flowable]:
     ]
 
 
+def _dose_section(section: DoseSection) -> KeepTogether:
+    """A dose's heading, its metrics table and the note on the table, if any."""
+    parts: list[Flowable] = [Paragraph(markup(section.title), _H2), _table(section.metrics)]
+    if section.note:
+        parts += [Spacer(1, 2), _p(section.note, _BODY)]
+    return KeepTogether(parts)
+
+
 def _approval() -> Table:
     """Planned / checked / approved by, each with lines for name, signature and date."""
     rows: list[list[Any]] = [["", _p("Name"), "", _p("Signature"), "", _p("Date")]]
@@ -217,8 +225,7 @@ def _story(doc: PlanDocument) -> list[Flowable]:
                       dvh_drawing(doc.dvh_lines, doc.dvh_unit, FRAME_WIDTH, 230,
                                   doc.dvh_legend)]),
     ]
-    for section in doc.sections:
-        story.append(KeepTogether([Paragraph(section.title, _H2), _table(section.metrics)]))
+    story += [_dose_section(section) for section in doc.sections]
     if doc.robustness is not None:
         story += _robustness(doc.robustness)
     story.append(Paragraph("Warnings", _H2))

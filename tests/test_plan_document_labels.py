@@ -1,0 +1,78 @@
+"""What the plan document's labels and numbers say, against what they are (a physicist's
+review): metrics relative to the prescription only for a dose of the prescription's kind.
+
+Plans made without the dose engine (:mod:`tests.workspace_factory`), so the document's
+content (:func:`planning.document.from_plan.plan_document`) and its PDF text are checked in
+seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import pytest
+from pypdf import PdfReader
+
+from planning.document.content import DoseSection
+from planning.document.from_plan import plan_document
+from planning.document.pdf import pdf_bytes
+from planning.rbe import PhysicalDose
+from tests.workspace_factory import PRESCRIPTION_GY_RBE, synthetic_plan_result
+
+#: The metric columns relative to the prescription.
+PRESCRIPTION_RELATIVE_COLUMNS = ("V95 %", "V107 %")
+
+
+@pytest.fixture(scope="module")
+def lem_plan():
+    """A LEM I plan with its exchange view (mMKM beside it) on the demo head."""
+    from planning import api
+
+    return synthetic_plan_result(api.demo_patient(), 3)
+
+
+def _flat_pdf_text(doc) -> str:
+    reader = PdfReader(io.BytesIO(pdf_bytes(doc)))
+    return " ".join(" ".join(page.extract_text() for page in reader.pages).split())
+
+
+def _section(sections: tuple[DoseSection, ...], start: str) -> DoseSection:
+    (section,) = [s for s in sections if s.title.startswith(start)]
+    return section
+
+
+def test_the_physical_dose_table_has_no_prescription_relative_volumes(lem_plan):
+    """V95 and V107 of the physical dose against the Gy(RBE) prescription were 0 % for every
+    structure (the physical dose is about a third of it): they are left out, and the table
+    says why; the RBE-weighted tables keep them."""
+    doc = plan_document(lem_plan, "Plan 1")
+    physical = _section(doc.sections, "Physical dose")
+    assert physical.title == "Physical dose (same spots, Gy)"
+    assert not set(PRESCRIPTION_RELATIVE_COLUMNS) & set(physical.metrics.header)
+    assert physical.metrics.header[-1] == "Dmean"
+    assert all(len(row) == len(physical.metrics.header) for row in physical.metrics.rows)
+    assert f"relative to the prescription, {PRESCRIPTION_GY_RBE:g} Gy(RBE)" in physical.note
+    for section in doc.sections[:2]:  # the plan's model and the other model, both Gy(RBE)
+        assert section.metrics.header[-2:] == PRESCRIPTION_RELATIVE_COLUMNS
+        assert section.note == ""
+    flat = _flat_pdf_text(doc)
+    table = flat[flat.index("Physical dose (same spots, Gy)"):flat.index("Warnings")]
+    assert "V95" not in table.split("No V95")[0] and "V107 %" not in table
+    assert "No V95 or V107: they are relative to the prescription, 57.6 Gy(RBE)" in table
+
+
+def test_a_physical_dose_plan_leaves_the_volumes_out_of_the_rbe_weighted_tables(lem_plan):
+    """The other way round: a plan prescribed in Gy (physical) shows V95 and V107 of its own
+    dose only, not of the other models' Gy(RBE) doses."""
+    physical_plan = dataclasses.replace(lem_plan, model=PhysicalDose())
+    doc = plan_document(physical_plan, "Plan 1")
+    own = doc.sections[0]
+    assert own.title.startswith("Physical dose")
+    assert own.metrics.header[-2:] == PRESCRIPTION_RELATIVE_COLUMNS and own.note == ""
+    others = doc.sections[1:]
+    assert others and all(s.title.startswith("RBE-weighted dose") for s in others)
+    for section in others:
+        assert not set(PRESCRIPTION_RELATIVE_COLUMNS) & set(section.metrics.header)
+        assert "the prescription, 57.6 Gy, a physical dose" in section.note
+
