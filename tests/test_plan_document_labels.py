@@ -76,3 +76,20 @@ def test_a_physical_dose_plan_leaves_the_volumes_out_of_the_rbe_weighted_tables(
         assert not set(PRESCRIPTION_RELATIVE_COLUMNS) & set(section.metrics.header)
         assert "the prescription, 57.6 Gy, a physical dose" in section.note
 
+
+def test_the_optimizer_status_is_in_words_and_scipys_text_stays_in_the_report(lem_plan):
+    """The "Status" row showed scipy's L-BFGS-B text ("CONVERGENCE: REL_REDUCTION_OF_F_<=_
+    FACTR*EPSMCH"); it says in words how the optimizer ended, and report.json keeps scipy's
+    text (``optimizer_message``)."""
+    raw = "CONVERGENCE: REL_REDUCTION_OF_F_<=_FACTR*EPSMCH"
+    report = {**lem_plan.report, "optimizer_message": raw, "iterations": 80,
+              "objective_value": 0.25}
+    doc = plan_document(dataclasses.replace(lem_plan, report=report), "Plan 1")
+    rows = dict(doc.optimizer.rows)
+    assert rows["Status"] == ("converged: the objective stopped decreasing (its relative "
+                              "change per iteration fell below the tolerance)")
+    assert rows["Iterations"] == "80"
+    flat = _flat_pdf_text(doc)
+    assert "Status converged: the objective stopped decreasing" in flat
+    assert "REL_REDUCTION" not in flat and "CONVERGENCE" not in flat
+    assert report["optimizer_message"] == raw

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from planning.plan_notes import optimizer_note, plan_notes
+import pytest
+
+from planning.plan_notes import optimizer_note, optimizer_status, plan_notes
 
 
 def _result(message: str, *, model: str = "mMKM HSG", plan_model: str = "mMKM HSG"):
@@ -34,3 +36,27 @@ def test_plan_notes_hold_the_report_patient_structure_set_optimizer_and_model_no
     assert notes[4] == ("The doses were computed with LEM I chordoma; the plan was optimized "
                         "with mMKM HSG.")
     assert len(plan_notes(_result("CONVERGENCE: NORM_OF_PROJECTED_GRADIENT_<=_PGTOL"))) == 3
+
+
+@pytest.mark.parametrize(("message", "words"), [
+    ("CONVERGENCE: REL_REDUCTION_OF_F_<=_FACTR*EPSMCH",  # scipy before 1.15
+     "converged: the objective stopped decreasing (its relative change per iteration fell "
+     "below the tolerance)"),
+    ("CONVERGENCE: RELATIVE REDUCTION OF F <= FACTR*EPSMCH",  # scipy 1.15 on
+     "converged: the objective stopped decreasing (its relative change per iteration fell "
+     "below the tolerance)"),
+    ("CONVERGENCE: NORM_OF_PROJECTED_GRADIENT_<=_PGTOL",
+     "converged: no spot weight could lower the objective any more (its projected gradient "
+     "fell below the tolerance)"),
+    ("STOP: TOTAL NO. of ITERATIONS REACHED LIMIT",
+     "stopped at its iteration limit (199 iterations), before its convergence test was met"),
+    ("STOP: TOTAL NO. OF F,G EVALUATIONS EXCEEDS LIMIT",
+     "stopped at its limit of objective evaluations (199 iterations), before its convergence "
+     "test was met"),
+    ("ABNORMAL_TERMINATION_IN_LNSRCH",
+     "stopped when its line search failed (199 iterations), before its convergence test was "
+     "met"),
+    ("something new", "ended with the optimizer's message 'something new' (199 iterations)"),
+])
+def test_the_optimizer_status_is_in_words_not_scipys_text(message, words):
+    assert optimizer_status(message, 199) == words

@@ -40,7 +40,7 @@ from planning.dose_interpolation import VoxelLabels
 from planning.hlut import describe_hlut_record
 from planning.isodose import STANDARD_ISODOSE_PERCENT
 from planning.plan import fractions_text
-from planning.plan_notes import plan_notes
+from planning.plan_notes import optimizer_status, plan_notes
 from planning.rbe import LemModel, MkmModel, PhysicalDose, RbeModel, dose_unit_of
 from planning.rbe.record import StructureTissues, model_label, model_record
 from planning.robust_tables import (
@@ -181,7 +181,8 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
     if "optimizer_message" not in report:
         return TextTable((), (("Optimizer", "not optimized here (a recalculated plan)"),))
     delivery = report.get("delivery", {})
-    rows = [("Status", str(report["optimizer_message"])),
+    rows = [("Status", optimizer_status(str(report["optimizer_message"]),
+                                        report.get("iterations"))),
             ("Iterations", str(report.get("iterations", "-"))),
             ("Objective value", f"{report.get('objective_value', float('nan')):.6g} "
                                 "(weighted mean squared dose deviations per fraction at the "
