@@ -13,6 +13,7 @@ import json
 import re
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 from pypdf import PdfReader
@@ -99,6 +100,20 @@ def test_beam_rows_match_the_exported_plan(planned):
         assert float(cells[7]) == pytest.approx(particles, rel=2e-3)
     x, y, z = plan.beams[0].beam.isocenter_mm
     assert f"{x:.1f}, {y:.1f}, {z:.1f}" in text
+
+
+def test_the_machine_has_one_name_in_the_plan_its_report_dicom_and_document(planned):
+    """The plan document said "IonPlan generic 12C" and the RT Ion Plan (and so the document of
+    a robust evaluation of it) "IonPlan generic": every file names the machine's name."""
+    from planning.machine import load_machine
+
+    result, out, report, text = planned
+    name = load_machine().name
+    exported = pydicom.dcmread(out / "RTPLAN.dcm")
+    assert {b.TreatmentMachineName for b in exported.IonBeamSequence} == {name}
+    assert result.plan.machine_name == report["machine"] == name
+    assert load_rt_ion_plan(out / "RTPLAN.dcm").plan.machine_name == name
+    assert re.search(rf"^Machine\s+{re.escape(name)}$", text, re.MULTILINE), text
 
 
 def test_objectives_and_optimizer_result(planned):
