@@ -14,7 +14,7 @@ import io
 import pytest
 from pypdf import PdfReader
 
-from planning.document.content import DoseSection
+from planning.document.content import DoseSection, TextTable
 from planning.document.from_plan import plan_document
 from planning.document.pdf import pdf_bytes
 from planning.rbe import PhysicalDose
@@ -93,3 +93,22 @@ def test_the_optimizer_status_is_in_words_and_scipys_text_stays_in_the_report(le
     assert "Status converged: the objective stopped decreasing" in flat
     assert "REL_REDUCTION" not in flat and "CONVERGENCE" not in flat
     assert report["optimizer_message"] == raw
+
+
+#: Headings of the plan document's sections (pdf.py's story).
+HEADINGS = {"Prescription and plan", "RBE model", "Beams", "Objectives", "Optimizer", "Dose",
+            "Dose-volume histograms", "Robustness", "Warnings", "Approval"}
+
+
+def test_no_page_ends_with_a_heading_whose_table_is_on_the_next_page(lem_plan):
+    """With 21 objectives the "Optimizer" heading was the last line of page 1 and its table
+    began page 2 untitled: every heading stays with what it heads. The objectives table
+    grows row by row over the counts that move the break across the optimizer's heading."""
+    doc = plan_document(lem_plan, "Plan 1")
+    header = ("Structure", "Objective", "Dose (Gy(RBE))", "Weight", "Volume %")
+    for count in range(16, 28):
+        rows = tuple((f"Organ {i}", "max_dose", "50.00", "5", "-") for i in range(count))
+        grown = dataclasses.replace(doc, objectives=TextTable(header, rows))
+        pages = PdfReader(io.BytesIO(pdf_bytes(grown))).pages
+        last_lines = [page.extract_text().strip().splitlines()[-1].strip() for page in pages]
+        assert not HEADINGS & set(last_lines), (count, last_lines)

@@ -53,8 +53,10 @@ _BODY = ParagraphStyle("body", parent=_STYLES["BodyText"], fontName=FONT, fontSi
 _CELL = ParagraphStyle("cell", parent=_BODY, fontSize=7.5, leading=9)
 _H1 = ParagraphStyle("h1", parent=_STYLES["Title"], fontName=FONT + "-Bold", fontSize=16,
                      alignment=0, spaceAfter=4)
+# Headings stay on the page of what follows them (keepWithNext): a heading at the foot of a
+# page left its table on the next page without a title.
 _H2 = ParagraphStyle("h2", parent=_STYLES["Heading2"], fontName=FONT + "-Bold", fontSize=11,
-                     spaceBefore=8, spaceAfter=3)
+                     spaceBefore=8, spaceAfter=3, keepWithNext=1)
 _H3 = ParagraphStyle("h3", parent=_H2, fontSize=9, spaceBefore=5, spaceAfter=2)
 #: Adobe's standard Japanese gothic CID font (with Chinese and Korean glyphs the viewer
 #: substitutes): the text Helvetica's WinAnsi encoding cannot show, e.g. Japanese patient
