@@ -112,3 +112,17 @@ def test_no_page_ends_with_a_heading_whose_table_is_on_the_next_page(lem_plan):
         pages = PdfReader(io.BytesIO(pdf_bytes(grown))).pages
         last_lines = [page.extract_text().strip().splitlines()[-1].strip() for page in pages]
         assert not HEADINGS & set(last_lines), (count, last_lines)
+
+
+def test_a_recalculated_plan_says_its_objectives_are_not_known_not_none(lem_plan):
+    """A recalculated plan's objectives table read "none" under the column titles, as if the
+    plan had been made without objectives: its report has none because it was optimized
+    elsewhere (or earlier), and the document says so, as the optimizer table does."""
+    assert "objectives" not in lem_plan.report and "optimizer_message" not in lem_plan.report
+    doc = plan_document(lem_plan, "Plan 1")
+    assert doc.objectives.header == ()
+    assert doc.objectives.rows == (("Objectives", "not known here: a recalculated plan, "
+                                                  "optimized elsewhere or earlier"),)
+    assert dict(doc.optimizer.rows)["Optimizer"] == "not optimized here (a recalculated plan)"
+    made_here = dataclasses.replace(lem_plan, report={**lem_plan.report, "objectives": []})
+    assert plan_document(made_here, "Plan 1").objectives.header[0] == "Structure"

@@ -159,7 +159,12 @@ def _beams(result: PlanResult) -> TextTable:
 
 def _objectives(report: Mapping[str, Any], unit: str) -> TextTable:
     """The objectives and, for plans from 2026-12-07 on, how far the plan is from each: the
-    RMS deviation over its points and its share of the objective's value."""
+    RMS deviation over its points and its share of the objective's value. A recalculated plan
+    (no ``objectives`` in its report) says that its objectives are not known here, not that it
+    has none."""
+    if "objectives" not in report:
+        return TextTable((), (("Objectives", "not known here: a recalculated plan, optimized "
+                                             "elsewhere or earlier"),))
     rows = []
     terms = any("share_percent" in o for o in report.get("objectives", ()))
     for o in report.get("objectives", ()):
