@@ -5,12 +5,13 @@ structure set's (from their import), an optimizer that stopped before its conver
 met, and a dose computed with another RBE model than the plan was optimized with. The PDF
 (:mod:`planning.document.from_plan`) adds what concerns its pictures; the app's Dose tab shows
 these as they are. :func:`optimizer_status` says in the same words how the optimizer ended,
-for the PDF's optimizer table.
+and :func:`optimizer_passes` what passes it made, for the PDF's optimizer table.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from planning.planner import PlanResult
@@ -45,33 +46,56 @@ def _meaning(message: str) -> tuple[bool, str] | None:
                 None)
 
 
-def _iterations_text(iterations: int | None) -> str:
-    """"199 iterations" ("1 iteration"); "" when the number is not known."""
-    return "" if iterations is None else (
-        f"{iterations} iteration{'' if iterations == 1 else 's'}")
+def optimizer_passes(report: Mapping[str, Any]) -> tuple[int, list[tuple[str, int]]]:
+    """How many passes the optimizer made and their iterations, as far as ``report`` tells:
+    the first optimization (the rest of the total), the pass after the refinement's check
+    (``refinement.iterations``) and the halo correction's settling passes
+    (``dose_correction.settling_passes``, ``settling_iterations``: reports since December
+    2026); (1, []) for a report without an iteration count."""
+    total = report.get("iterations")
+    if not isinstance(total, int):
+        return 1, []
+    count, later = 1, []
+    refined = int((report.get("refinement") or {}).get("iterations", 0))
+    if refined:
+        count += 1
+        later.append(("after the refinement's check", refined))
+    correction = report.get("dose_correction") or {}
+    settling = int(correction.get("settling_passes", 0))
+    if settling:
+        count += settling
+        later.append((f"in {settling} settling pass{'es' if settling > 1 else ''} of the "
+                      "halo correction", int(correction["settling_iterations"])))
+    first = total - sum(n for _, n in later)
+    return count, [("in the first optimization", first), *later]
 
 
-def optimizer_status(message: str, iterations: int | None = None) -> str:
-    """How the optimizer ended after ``iterations``, in words for the plan document's "Status"
-    row: e.g. "converged: the objective stopped decreasing (its relative change per iteration
-    fell below the tolerance)" or "stopped at its iteration limit (200 iterations), before its
-    convergence test was met". scipy's own text (report.json keeps it as
-    ``optimizer_message``) is quoted only for a message not known here."""
+def optimizer_status(message: str, *, passes: int = 1) -> str:
+    """How the optimizer ended, in words for the plan document's "Status" row: e.g.
+    "converged: the objective stopped decreasing (its relative change per iteration fell below
+    the tolerance)" or "stopped at its iteration limit, before its convergence test was met".
+
+    ``message`` is scipy's L-BFGS-B text of the last of the optimizer's ``passes`` (the first
+    optimization, the refinement's, the halo correction's settling passes; report.json keeps it
+    as ``optimizer_message``); with more than one pass the words say that they are the last
+    one's. No number of iterations: each pass has its own limit (the document's "Iterations"
+    row counts them). scipy's own text is quoted only for a message not known here."""
     meaning = _meaning(message)
-    count = _iterations_text(iterations)
+    last = f"the last of its {passes} passes" if passes > 1 else ""
     if meaning is None:
         said = message.strip() or "no message"
-        return f"ended with the optimizer's message {said!r}" + (f" ({count})" if count else "")
+        return f"{last + ' ' if last else ''}ended with the optimizer's message {said!r}"
     converged, words = meaning
-    if converged:  # the number of iterations is the document's next row
-        return f"converged: {words}"
-    return (f"stopped {words}" + (f" ({count})" if count else "")
-            + ", before its convergence test was met")
+    if converged:
+        return f"converged{f' ({last})' if last else ''}: {words}"
+    return f"{last + ' ' if last else ''}stopped {words}, before its convergence test was met"
 
 
-def optimizer_note(message: str, iterations: int | None = None) -> str | None:
-    """The note for an optimizer that stopped with ``message`` (scipy's L-BFGS-B text) after
-    ``iterations``; None when it converged or no message is known."""
+def optimizer_note(message: str, iterations: int | None = None, *, passes: int = 1
+                   ) -> str | None:
+    """The note for an optimizer whose last of ``passes`` stopped with ``message`` (scipy's
+    L-BFGS-B text) after ``iterations`` in all; None when it converged or no message is
+    known."""
     text = message.strip()
     if not text:
         return None
@@ -79,8 +103,12 @@ def optimizer_note(message: str, iterations: int | None = None) -> str | None:
     if meaning is not None and meaning[0]:
         return None
     how = f"({text})" if meaning is None else meaning[1]
-    after = f" after {iterations} iterations" if iterations else ""
-    return (f"The optimizer stopped {how}{after}, before its convergence test was met: the "
+    if passes > 1:
+        who = f"The last of the optimizer's {passes} passes"
+        after = f" ({iterations} iterations in all)" if iterations else ""
+    else:
+        who, after = "The optimizer", f" after {iterations} iterations" if iterations else ""
+    return (f"{who} stopped {how}{after}, before its convergence test was met: the "
             "plan is what it reached then; re-optimizing continues from these spot weights.")
 
 
@@ -92,7 +120,7 @@ def plan_notes(result: PlanResult) -> tuple[str, ...]:
     if result.patient.structure_set is not None:
         notes += [str(w) for w in result.patient.structure_set.warnings]
     stopped = optimizer_note(str(report.get("optimizer_message", "")),
-                             report.get("iterations"))
+                             report.get("iterations"), passes=optimizer_passes(report)[0])
     if stopped is not None:
         notes.append(stopped)
     if result.model.describe() != result.plan.rbe_model:

@@ -26,7 +26,7 @@ from planning.document.identity import Identification, identification
 from planning.document.naming import file_stem, new_folder, safe_part, write_new_file
 from planning.document.picture import labelled_rgba, write_picture
 from planning.errors import InputError
-from planning.plan_notes import optimizer_status
+from planning.plan_notes import optimizer_passes, optimizer_status
 from planning.planner import PlanRequest, make_plan, write_plan_outputs
 from planning.rbe import LemModel, MkmModel
 
@@ -120,7 +120,8 @@ def test_objectives_and_optimizer_result(planned):
     _, _, report, text = planned
     for o in report["objectives"]:
         assert re.search(rf"{o['structure']}\s+{o['type']}\s+{o['dose_gy_rbe']:.2f}", text), o
-    status = optimizer_status(report["optimizer_message"], report["iterations"])
+    status = optimizer_status(report["optimizer_message"],
+                              passes=optimizer_passes(report)[0])
     assert f"Status {status}" in " ".join(text.split())
     assert re.search(rf"Iterations\s+{report['iterations']}\b", text)
     added = report["refinement"]["target_points_added"]

@@ -93,6 +93,21 @@ def test_the_optimizer_status_is_in_words_and_scipys_text_stays_in_the_report(le
     assert "Status converged: the objective stopped decreasing" in flat
     assert "REL_REDUCTION" not in flat and "CONVERGENCE" not in flat
     assert report["optimizer_message"] == raw
+    # Several passes: the status is the last pass's, the iterations are counted per pass.
+    passes = {**report, "optimizer_message": "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT",
+              "iterations": 199,
+              "refinement": {"iterations": 44, "target_points_added": 28, "window": [0.95, 1.05],
+                             "check_grid_spacing_mm": [1.25, 1.25, 1.25], "watch_level": 1.03},
+              "dose_correction": {"settling_passes": 1, "settling_iterations": 22,
+                                  "matrix_cutoff_fraction": 0.8, "target_dose_share": 0.09,
+                                  "largest_change_pct": 5.6}}
+    rows = dict(plan_document(dataclasses.replace(lem_plan, report=passes), "Plan 1")
+                .optimizer.rows)
+    assert rows["Status"] == ("the last of its 3 passes stopped at its iteration limit, before "
+                              "its convergence test was met")
+    assert rows["Iterations"] == ("199 in 3 passes: 133 in the first optimization; 44 after "
+                                  "the refinement's check; 22 in 1 settling pass of the halo "
+                                  "correction")
 
 
 #: Headings of the plan document's sections (pdf.py's story).

@@ -6,7 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from planning.plan_notes import optimizer_note, optimizer_status, plan_notes
+from planning.plan_notes import (
+    optimizer_note,
+    optimizer_passes,
+    optimizer_status,
+    plan_notes,
+)
 
 
 def _result(message: str, *, model: str = "mMKM HSG", plan_model: str = "mMKM HSG"):
@@ -49,14 +54,43 @@ def test_plan_notes_hold_the_report_patient_structure_set_optimizer_and_model_no
      "converged: no spot weight could lower the objective any more (its projected gradient "
      "fell below the tolerance)"),
     ("STOP: TOTAL NO. of ITERATIONS REACHED LIMIT",
-     "stopped at its iteration limit (199 iterations), before its convergence test was met"),
+     "stopped at its iteration limit, before its convergence test was met"),
     ("STOP: TOTAL NO. OF F,G EVALUATIONS EXCEEDS LIMIT",
-     "stopped at its limit of objective evaluations (199 iterations), before its convergence "
-     "test was met"),
+     "stopped at its limit of objective evaluations, before its convergence test was met"),
     ("ABNORMAL_TERMINATION_IN_LNSRCH",
-     "stopped when its line search failed (199 iterations), before its convergence test was "
-     "met"),
-    ("something new", "ended with the optimizer's message 'something new' (199 iterations)"),
+     "stopped when its line search failed, before its convergence test was met"),
+    ("something new", "ended with the optimizer's message 'something new'"),
 ])
 def test_the_optimizer_status_is_in_words_not_scipys_text(message, words):
-    assert optimizer_status(message, 199) == words
+    assert optimizer_status(message) == words
+
+
+#: A report of three optimizer passes: 133 iterations, 44 after the refinement's check, 22 in
+#: one settling pass of the halo correction (the demo plan's).
+THREE_PASSES = {"iterations": 199,
+                "optimizer_message": "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT",
+                "refinement": {"iterations": 44},
+                "dose_correction": {"settling_passes": 1, "settling_iterations": 22}}
+
+
+def test_the_status_and_note_of_several_passes_are_the_last_passs():
+    """scipy's message is the last pass's (a settling pass of about 30 iterations), not of
+    the 199 iterations in all: the words say so and give no count beside the limit."""
+    count, parts = optimizer_passes(THREE_PASSES)
+    assert count == 3
+    assert parts == [("in the first optimization", 133), ("after the refinement's check", 44),
+                     ("in 1 settling pass of the halo correction", 22)]
+    assert optimizer_passes({}) == (1, [])
+    assert optimizer_passes({"iterations": 80}) == (1, [("in the first optimization", 80)])
+    assert optimizer_status(THREE_PASSES["optimizer_message"], passes=3) == (
+        "the last of its 3 passes stopped at its iteration limit, before its convergence test "
+        "was met")
+    assert optimizer_status("CONVERGENCE: REL_REDUCTION_OF_F_<=_FACTR*EPSMCH", passes=3) \
+        .startswith("converged (the last of its 3 passes): the objective stopped decreasing")
+    note = optimizer_note(THREE_PASSES["optimizer_message"], 199, passes=3)
+    assert note is not None and note.startswith(
+        "The last of the optimizer's 3 passes stopped at its iteration limit (199 iterations "
+        "in all), before its convergence test was met")
+    result = _result("")
+    result.report.update(THREE_PASSES)
+    assert plan_notes(result)[3] == note

@@ -40,7 +40,7 @@ from planning.dose_interpolation import VoxelLabels
 from planning.hlut import describe_hlut_record
 from planning.isodose import STANDARD_ISODOSE_PERCENT
 from planning.plan import fractions_text
-from planning.plan_notes import optimizer_status, plan_notes
+from planning.plan_notes import optimizer_passes, optimizer_status, plan_notes
 from planning.rbe import LemModel, MkmModel, PhysicalDose, RbeModel, dose_unit_of
 from planning.rbe.record import StructureTissues, model_label, model_record
 from planning.robust_tables import (
@@ -186,9 +186,9 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
     if "optimizer_message" not in report:
         return TextTable((), (("Optimizer", "not optimized here (a recalculated plan)"),))
     delivery = report.get("delivery", {})
-    rows = [("Status", optimizer_status(str(report["optimizer_message"]),
-                                        report.get("iterations"))),
-            ("Iterations", str(report.get("iterations", "-"))),
+    count, parts = optimizer_passes(report)
+    rows = [("Status", optimizer_status(str(report["optimizer_message"]), passes=count)),
+            ("Iterations", _iterations_text(report.get("iterations"), count, parts)),
             ("Objective value", f"{report.get('objective_value', float('nan')):.6g} "
                                 "(weighted mean squared dose deviations per fraction at the "
                                 "optimizer's points; each objective's share and RMS deviation, "
@@ -234,6 +234,15 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
                      f"{delivery['spots_removed']} of {delivery['spots_planned']} "
                      f"(minimum {delivery['min_particles_per_spot']:.3g} particles)"))
     return TextTable((), tuple(rows))
+
+
+def _iterations_text(total: Any, count: int, parts: Sequence[tuple[str, int]]) -> str:
+    """The "Iterations" row: the total and, over several passes, each pass's share."""
+    if total is None:
+        return "-"
+    if count <= 1:
+        return str(total)
+    return f"{total} in {count} passes: " + "; ".join(f"{n} {what}" for what, n in parts)
 
 
 def _dose_section(title: str, stats: Sequence[StructureDose], dashed: bool,
