@@ -141,3 +141,20 @@ def test_a_recalculated_plan_says_its_objectives_are_not_known_not_none(lem_plan
     assert dict(doc.optimizer.rows)["Optimizer"] == "not optimized here (a recalculated plan)"
     made_here = dataclasses.replace(lem_plan, report={**lem_plan.report, "objectives": []})
     assert plan_document(made_here, "Plan 1").objectives.header[0] == "Structure"
+
+
+def test_the_specification_point_of_a_physical_dose_plan_gives_its_dose_once(lem_plan):
+    """A physical-dose plan's specification point read "1.252 Gy and 1.252 Gy per fraction"
+    (its RBE-weighted dose is its physical dose): one number, said to be physical."""
+    spec = {"point_mm": [27.5, 12.5, 10.0], "physical_gy_per_fraction": 1.252,
+            "rbe_weighted_gy_rbe_per_fraction": 1.252}
+    report = {**lem_plan.report, "dose_specification_point": spec}
+    physical = dataclasses.replace(lem_plan, model=PhysicalDose(), report=report)
+    rows = dict(plan_document(physical, "Plan 1").plan_facts.rows)
+    assert rows["Dose specification point"] == ("(27.5, 12.5, 10.0) mm: 1.252 Gy (physical "
+                                                "dose) per fraction")
+    rbe = {**spec, "rbe_weighted_gy_rbe_per_fraction": 3.604}
+    lem = dataclasses.replace(lem_plan, report={**report, "dose_specification_point": rbe})
+    rows = dict(plan_document(lem, "Plan 1").plan_facts.rows)
+    assert rows["Dose specification point"] == ("(27.5, 12.5, 10.0) mm: 3.604 Gy(RBE) and "
+                                                "1.252 Gy per fraction")

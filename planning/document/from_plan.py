@@ -118,12 +118,19 @@ def _plan_facts(result: PlanResult, plan_name: str) -> TextTable:
                       f"{' x '.join(f'{s:g}' for s in grid.spacing_mm[::-1])} mm (x, y, z)"),
     ]
     if spec is not None:
-        x, y, z = spec["point_mm"]
-        rows.append(("Dose specification point",
-                     f"({x:.1f}, {y:.1f}, {z:.1f}) mm: "
-                     f"{spec['rbe_weighted_gy_rbe_per_fraction']:.3f} {unit} and "
-                     f"{spec['physical_gy_per_fraction']:.3f} Gy per fraction"))
+        rows.append(("Dose specification point", _specification_text(spec, unit)))
     return TextTable((), tuple(rows))
+
+
+def _specification_text(spec: Mapping[str, Any], unit: str) -> str:
+    """The dose specification point and its doses per fraction: the RBE-weighted and the
+    physical dose, or the one dose of a physical-dose plan (``unit`` Gy), whose two numbers
+    are the same ("1.252 Gy and 1.252 Gy")."""
+    x, y, z = spec["point_mm"]
+    physical = f"{spec['physical_gy_per_fraction']:.3f} Gy"
+    doses = (f"{physical} (physical dose)" if unit == "Gy" else
+             f"{spec['rbe_weighted_gy_rbe_per_fraction']:.3f} {unit} and {physical}")
+    return f"({x:.1f}, {y:.1f}, {z:.1f}) mm: {doses} per fraction"
 
 
 def _flat(prefix: str, values: Mapping[str, Any]) -> list[tuple[str, str]]:
