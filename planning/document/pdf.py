@@ -182,7 +182,7 @@ def _robustness(section: RobustnessSection) -> list[Flowable]:
         KeepTogether([Paragraph("DVH bands over the scenarios", _H3),
                       dvh_drawing(section.band_lines, section.unit, FRAME_WIDTH, 230,
                                   section.band_legend)]),
-        *(KeepTogether([Paragraph(title, _H3), _table(table)])
+        *(KeepTogether([Paragraph(markup(title), _H3), _table(table)])
           for title, table in section.tables),
     ]
 
