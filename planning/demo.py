@@ -108,7 +108,7 @@ def run_headless_demo(
     lines.append(f"  mean LETd in {DEMO_TARGET}: "
                  f"{np.average(letd.reshape(-1)[target_rows], weights=d_target):.0f} keV/um")
     if out_dir is not None:
-        plan = Plan(label="IonPlan demo", machine_name=machine.name[:16],
+        plan = Plan(label="IonPlan demo", machine_name=machine.treatment_machine_name,
                     beams=tuple(BeamPlan(b, s, w) for b, s, w in
                                 zip(beams, spot_maps, _split(weights, spot_maps), strict=True)),
                     prescription=Prescription(DEMO_TARGET, DEMO_DOSE_GY, 1),

@@ -68,6 +68,10 @@ DEFAULT_MIN_PARTICLES_PER_SPOT = 5.0e4
 #: IonPlan does not plan).
 DEFAULT_MAX_PARTICLES_PER_SPOT = 1.0e8
 
+#: Characters of a DICOM Treatment Machine Name (VR SH): the most of a machine's name that
+#: its plans carry (:attr:`Machine.treatment_machine_name`).
+TREATMENT_MACHINE_NAME_CHARS = 16
+
 FloatArray = NDArray[np.float64]
 
 
@@ -132,7 +136,8 @@ class Machine:
     Attributes
     ----------
     name : str
-        Human-readable machine name.
+        Human-readable machine name; its plans carry its first 16 characters
+        (:attr:`treatment_machine_name`), so a name that fits names its plans whole.
     ion_z, ion_a : int
         Atomic and mass number of the primary ion.
     energies_mev_u : (E,) float array
@@ -187,6 +192,14 @@ class Machine:
 
     def __post_init__(self) -> None:
         validate_machine(self)
+
+    @property
+    def treatment_machine_name(self) -> str:
+        """The name every plan on this machine carries, in every file: the RT Ion Plan's
+        Treatment Machine Name, report.json's ``machine`` and the plan document's "Machine".
+        :attr:`name` cut to :data:`TREATMENT_MACHINE_NAME_CHARS` characters (DICOM SH), without
+        surrounding spaces; the shipped generic machine's name fits whole."""
+        return self.name.strip()[:TREATMENT_MACHINE_NAME_CHARS].rstrip()
 
     @property
     def n_energies(self) -> int:

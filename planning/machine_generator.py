@@ -69,6 +69,10 @@ FloatArray = NDArray[np.float64]
 _log = logging.getLogger(__name__)
 
 PRIMARY_Z, PRIMARY_A = 6, 12
+#: Name of the generic machine: within the 16 characters of a DICOM Treatment Machine Name, so
+#: that its plans carry it whole (it was "IonPlan generic 12C", which the RT Ion Plan cut to
+#: "IonPlan generic"); the ion is in the machine's ``ion_z``, ``ion_a``.
+GENERIC_MACHINE_NAME = "IonPlan generic"
 
 
 @dataclass(frozen=True)
@@ -434,7 +438,7 @@ class CarbonMachineGenerator:
             fluence_per_primary=stack("fluence_per_primary"),
         )
         return Machine(
-            name="IonPlan generic 12C",
+            name=GENERIC_MACHINE_NAME,
             ion_z=PRIMARY_Z,
             ion_a=PRIMARY_A,
             energies_mev_u=np.asarray(energies, dtype=np.float64),

@@ -4,34 +4,111 @@ The plan report's own warnings (coarse grid, unmet limits, ...), the patient's a
 structure set's (from their import), an optimizer that stopped before its convergence test was
 met, and a dose computed with another RBE model than the plan was optimized with. The PDF
 (:mod:`planning.document.from_plan`) adds what concerns its pictures; the app's Dose tab shows
-these as they are.
+these as they are. :func:`optimizer_status` says in the same words how the optimizer ended,
+and :func:`optimizer_passes` what passes it made, for the PDF's optimizer table.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from planning.planner import PlanResult
 
-#: Start of scipy's L-BFGS-B message when its convergence test was met.
-_CONVERGED = "CONVERGENCE"
-#: Plain words for scipy's L-BFGS-B stop messages (their start, upper case).
-_STOPS = {"STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT": "at its iteration limit",
-          "STOP: TOTAL NO. OF F,G EVALUATIONS EXCEEDS LIMIT": "at its evaluation limit",
-          "ABNORMAL": "when its line search failed"}
+#: What scipy's L-BFGS-B stop messages mean, by their start once normalised
+#: (:func:`_normalised`: upper case, "_" read as a space, as scipy before 1.15 wrote them):
+#: (start, whether the convergence test was met, plain words). A converged optimizer's words
+#: say which test it met; a stopped one's complete "The optimizer stopped ...".
+_MEANINGS = (
+    ("CONVERGENCE: REL", True, "the objective stopped decreasing (its relative change per "
+                               "iteration fell below the tolerance)"),
+    ("CONVERGENCE: NORM OF PROJECTED GRADIENT", True,
+     "no spot weight could lower the objective any more (its projected gradient fell below "
+     "the tolerance)"),
+    ("CONVERGENCE", True, "its convergence test was met"),
+    ("STOP: TOTAL NO. OF ITERATIONS", False, "at its iteration limit"),
+    ("STOP: TOTAL NO. OF F", False, "at its limit of objective evaluations"),
+    ("ABNORMAL", False, "when its line search failed"),
+)
 
 
-def optimizer_note(message: str, iterations: int | None = None) -> str | None:
-    """The note for an optimizer that stopped with ``message`` (scipy's L-BFGS-B text) after
-    ``iterations``; None when it converged or no message is known."""
+def _normalised(message: str) -> str:
+    """``message`` in upper case with "_" read as a space (scipy before 1.15 wrote
+    ``REL_REDUCTION_OF_F_<=_FACTR*EPSMCH``, later versions ``RELATIVE REDUCTION OF F``)."""
+    return " ".join(message.replace("_", " ").upper().split())
+
+
+def _meaning(message: str) -> tuple[bool, str] | None:
+    """(converged, plain words) of scipy's L-BFGS-B ``message``; None for one not known."""
+    text = _normalised(message)
+    return next(((met, words) for start, met, words in _MEANINGS if text.startswith(start)),
+                None)
+
+
+def optimizer_passes(report: Mapping[str, Any]) -> tuple[int, list[tuple[str, int]]]:
+    """How many passes the optimizer made and their iterations, as far as ``report`` tells:
+    the first optimization (the rest of the total), the pass after the refinement's check
+    (``refinement.iterations``) and the halo correction's settling passes
+    (``dose_correction.settling_passes``, ``settling_iterations``: reports since December
+    2026); (1, []) for a report without an iteration count."""
+    total = report.get("iterations")
+    if not isinstance(total, int):
+        return 1, []
+    count, later = 1, []
+    refined = int((report.get("refinement") or {}).get("iterations", 0))
+    if refined:
+        count += 1
+        later.append(("after the refinement's check", refined))
+    correction = report.get("dose_correction") or {}
+    settling = int(correction.get("settling_passes", 0))
+    if settling:
+        count += settling
+        later.append((f"in {settling} settling pass{'es' if settling > 1 else ''} of the "
+                      "halo correction", int(correction["settling_iterations"])))
+    first = total - sum(n for _, n in later)
+    return count, [("in the first optimization", first), *later]
+
+
+def optimizer_status(message: str, *, passes: int = 1) -> str:
+    """How the optimizer ended, in words for the plan document's "Status" row: e.g.
+    "converged: the objective stopped decreasing (its relative change per iteration fell below
+    the tolerance)" or "stopped at its iteration limit, before its convergence test was met".
+
+    ``message`` is scipy's L-BFGS-B text of the last of the optimizer's ``passes`` (the first
+    optimization, the refinement's, the halo correction's settling passes; report.json keeps it
+    as ``optimizer_message``); with more than one pass the words say that they are the last
+    one's. No number of iterations: each pass has its own limit (the document's "Iterations"
+    row counts them). scipy's own text is quoted only for a message not known here."""
+    meaning = _meaning(message)
+    last = f"the last of its {passes} passes" if passes > 1 else ""
+    if meaning is None:
+        said = message.strip() or "no message"
+        return f"{last + ' ' if last else ''}ended with the optimizer's message {said!r}"
+    converged, words = meaning
+    if converged:
+        return f"converged{f' ({last})' if last else ''}: {words}"
+    return f"{last + ' ' if last else ''}stopped {words}, before its convergence test was met"
+
+
+def optimizer_note(message: str, iterations: int | None = None, *, passes: int = 1
+                   ) -> str | None:
+    """The note for an optimizer whose last of ``passes`` stopped with ``message`` (scipy's
+    L-BFGS-B text) after ``iterations`` in all; None when it converged or no message is
+    known."""
     text = message.strip()
-    if not text or text.upper().startswith(_CONVERGED):
+    if not text:
         return None
-    how = next((words for start, words in _STOPS.items() if text.upper().startswith(start)),
-               f"({text})")
-    after = f" after {iterations} iterations" if iterations else ""
-    return (f"The optimizer stopped {how}{after}, before its convergence test was met: the "
+    meaning = _meaning(text)
+    if meaning is not None and meaning[0]:
+        return None
+    how = f"({text})" if meaning is None else meaning[1]
+    if passes > 1:
+        who = f"The last of the optimizer's {passes} passes"
+        after = f" ({iterations} iterations in all)" if iterations else ""
+    else:
+        who, after = "The optimizer", f" after {iterations} iterations" if iterations else ""
+    return (f"{who} stopped {how}{after}, before its convergence test was met: the "
             "plan is what it reached then; re-optimizing continues from these spot weights.")
 
 
@@ -43,7 +120,7 @@ def plan_notes(result: PlanResult) -> tuple[str, ...]:
     if result.patient.structure_set is not None:
         notes += [str(w) for w in result.patient.structure_set.warnings]
     stopped = optimizer_note(str(report.get("optimizer_message", "")),
-                             report.get("iterations"))
+                             report.get("iterations"), passes=optimizer_passes(report)[0])
     if stopped is not None:
         notes.append(stopped)
     if result.model.describe() != result.plan.rbe_model:

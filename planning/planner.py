@@ -915,7 +915,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                                prescription.n_fractions)
     structure_tissues = tuple((patient.structure_set.get(name).name, tissue)
                               for name, tissue in prepared.config.tissues)
-    plan = Plan(label=request.label[:16], machine_name=prepared.machine.name,
+    plan = Plan(label=request.label[:16], machine_name=prepared.machine.treatment_machine_name,
                 beams=tuple(BeamPlan(b, s, result.weights[offsets[i]:offsets[i + 1]])
                             for i, (b, s) in enumerate(zip(beams, spot_maps, strict=True))),
                 prescription=prescription, rbe_model=model.describe(), rbe=model,
@@ -934,7 +934,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                          "n_fractions": prescription.n_fractions,
                          "dose_per_fraction_gy_rbe": prescription.dose_per_fraction_gy_rbe},
         "rbe_model": model_label(model, structure_tissues),
-        "machine": prepared.machine.name,
+        "machine": prepared.machine.treatment_machine_name,
         "hlut": None if prepared.hlut is None else prepared.hlut.record(),
         "beams": [{"name": b.label, "gantry_deg": b.gantry_deg, "couch_deg": b.couch_deg,
                    "isocenter_mm": list(b.isocenter_mm), "spots": s.n_spots,

@@ -12,6 +12,7 @@ import pytest
 
 from planning.errors import MachineError
 from planning.machine import (
+    TREATMENT_MACHINE_NAME_CHARS,
     Machine,
     load_machine,
     pencil_beam_data,
@@ -35,6 +36,25 @@ def test_shipped_machine_is_self_describing(machine: Machine) -> None:
     for name in ("energies_mev_u", "depth_mm", "idd_mev_cm2_per_g", "letd_kev_um",
                  "sigma_core_mm", "spectra_fluence_per_primary"):
         assert f"{name}.npy" in names
+
+
+def test_the_shipped_machine_is_named_whole_in_its_plans(machine: Machine) -> None:
+    """The generic machine was "IonPlan generic 12C" in report.json and the plan document
+    but "IonPlan generic" in its RT Ion Plans (16 characters) and so in the documents of
+    plans read back: its name fits the RT Ion Plan whole, and the generator gives it."""
+    from planning.machine_generator import GENERIC_MACHINE_NAME
+
+    assert machine.name == GENERIC_MACHINE_NAME == "IonPlan generic"
+    assert machine.treatment_machine_name == machine.name
+    assert len(machine.name) <= TREATMENT_MACHINE_NAME_CHARS
+
+
+def test_a_long_machine_name_is_cut_once_for_every_file(machine: Machine) -> None:
+    """A machine file may name its machine with more than DICOM's 16 characters: its plans
+    carry the first 16 (without trailing spaces) in every file, not the whole name in some."""
+    long = dataclasses.replace(machine, name=" Synchrotron room 3 carbon ")
+    assert long.treatment_machine_name == "Synchrotron room"
+    assert dataclasses.replace(machine, name="HIT gantry").treatment_machine_name == "HIT gantry"
 
 
 def test_round_trip(tmp_path: Path, machine: Machine) -> None:

@@ -13,6 +13,7 @@ import json
 import re
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 from pypdf import PdfReader
@@ -25,6 +26,7 @@ from planning.document.identity import Identification, identification
 from planning.document.naming import file_stem, new_folder, safe_part, write_new_file
 from planning.document.picture import labelled_rgba, write_picture
 from planning.errors import InputError
+from planning.plan_notes import optimizer_passes, optimizer_status
 from planning.planner import PlanRequest, make_plan, write_plan_outputs
 from planning.rbe import LemModel, MkmModel
 
@@ -100,11 +102,27 @@ def test_beam_rows_match_the_exported_plan(planned):
     assert f"{x:.1f}, {y:.1f}, {z:.1f}" in text
 
 
+def test_the_machine_has_one_name_in_the_plan_its_report_dicom_and_document(planned):
+    """The plan document said "IonPlan generic 12C" and the RT Ion Plan (and so the document of
+    a robust evaluation of it) "IonPlan generic": every file names the machine's name."""
+    from planning.machine import load_machine
+
+    result, out, report, text = planned
+    name = load_machine().name
+    exported = pydicom.dcmread(out / "RTPLAN.dcm")
+    assert {b.TreatmentMachineName for b in exported.IonBeamSequence} == {name}
+    assert result.plan.machine_name == report["machine"] == name
+    assert load_rt_ion_plan(out / "RTPLAN.dcm").plan.machine_name == name
+    assert re.search(rf"^Machine\s+{re.escape(name)}$", text, re.MULTILINE), text
+
+
 def test_objectives_and_optimizer_result(planned):
     _, _, report, text = planned
     for o in report["objectives"]:
         assert re.search(rf"{o['structure']}\s+{o['type']}\s+{o['dose_gy_rbe']:.2f}", text), o
-    assert report["optimizer_message"] in " ".join(text.split())
+    status = optimizer_status(report["optimizer_message"],
+                              passes=optimizer_passes(report)[0])
+    assert f"Status {status}" in " ".join(text.split())
     assert re.search(rf"Iterations\s+{report['iterations']}\b", text)
     added = report["refinement"]["target_points_added"]
     spacing = max(report["refinement"]["check_grid_spacing_mm"])

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from planning.plan_notes import optimizer_note, plan_notes
+import pytest
+
+from planning.plan_notes import (
+    optimizer_note,
+    optimizer_passes,
+    optimizer_status,
+    plan_notes,
+)
 
 
 def _result(message: str, *, model: str = "mMKM HSG", plan_model: str = "mMKM HSG"):
@@ -34,3 +41,56 @@ def test_plan_notes_hold_the_report_patient_structure_set_optimizer_and_model_no
     assert notes[4] == ("The doses were computed with LEM I chordoma; the plan was optimized "
                         "with mMKM HSG.")
     assert len(plan_notes(_result("CONVERGENCE: NORM_OF_PROJECTED_GRADIENT_<=_PGTOL"))) == 3
+
+
+@pytest.mark.parametrize(("message", "words"), [
+    ("CONVERGENCE: REL_REDUCTION_OF_F_<=_FACTR*EPSMCH",  # scipy before 1.15
+     "converged: the objective stopped decreasing (its relative change per iteration fell "
+     "below the tolerance)"),
+    ("CONVERGENCE: RELATIVE REDUCTION OF F <= FACTR*EPSMCH",  # scipy 1.15 on
+     "converged: the objective stopped decreasing (its relative change per iteration fell "
+     "below the tolerance)"),
+    ("CONVERGENCE: NORM_OF_PROJECTED_GRADIENT_<=_PGTOL",
+     "converged: no spot weight could lower the objective any more (its projected gradient "
+     "fell below the tolerance)"),
+    ("STOP: TOTAL NO. of ITERATIONS REACHED LIMIT",
+     "stopped at its iteration limit, before its convergence test was met"),
+    ("STOP: TOTAL NO. OF F,G EVALUATIONS EXCEEDS LIMIT",
+     "stopped at its limit of objective evaluations, before its convergence test was met"),
+    ("ABNORMAL_TERMINATION_IN_LNSRCH",
+     "stopped when its line search failed, before its convergence test was met"),
+    ("something new", "ended with the optimizer's message 'something new'"),
+])
+def test_the_optimizer_status_is_in_words_not_scipys_text(message, words):
+    assert optimizer_status(message) == words
+
+
+#: A report of three optimizer passes: 133 iterations, 44 after the refinement's check, 22 in
+#: one settling pass of the halo correction (the demo plan's).
+THREE_PASSES = {"iterations": 199,
+                "optimizer_message": "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT",
+                "refinement": {"iterations": 44},
+                "dose_correction": {"settling_passes": 1, "settling_iterations": 22}}
+
+
+def test_the_status_and_note_of_several_passes_are_the_last_passs():
+    """scipy's message is the last pass's (a settling pass of about 30 iterations), not of
+    the 199 iterations in all: the words say so and give no count beside the limit."""
+    count, parts = optimizer_passes(THREE_PASSES)
+    assert count == 3
+    assert parts == [("in the first optimization", 133), ("after the refinement's check", 44),
+                     ("in 1 settling pass of the halo correction", 22)]
+    assert optimizer_passes({}) == (1, [])
+    assert optimizer_passes({"iterations": 80}) == (1, [("in the first optimization", 80)])
+    assert optimizer_status(THREE_PASSES["optimizer_message"], passes=3) == (
+        "the last of its 3 passes stopped at its iteration limit, before its convergence test "
+        "was met")
+    assert optimizer_status("CONVERGENCE: REL_REDUCTION_OF_F_<=_FACTR*EPSMCH", passes=3) \
+        .startswith("converged (the last of its 3 passes): the objective stopped decreasing")
+    note = optimizer_note(THREE_PASSES["optimizer_message"], 199, passes=3)
+    assert note is not None and note.startswith(
+        "The last of the optimizer's 3 passes stopped at its iteration limit (199 iterations "
+        "in all), before its convergence test was met")
+    result = _result("")
+    result.report.update(THREE_PASSES)
+    assert plan_notes(result)[3] == note

@@ -78,11 +78,15 @@ class DoseSection:
         Whether its DVH lines are drawn dashed (another model's); False for the plan's model
         (solid) and for doses without lines (the physical dose beside an RBE-weighted plan,
         and the other models of a physical-dose plan, whose DVH axis is Gy).
+    note : str
+        What the reader must know of the table below it, e.g. why it has no V95 and V107 (a
+        dose of another kind than the prescription's); "" for none.
     """
 
     title: str
     metrics: TextTable
     dashed: bool
+    note: str = ""
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from planning.dose_interpolation import VoxelLabels
 from planning.hlut import describe_hlut_record
 from planning.isodose import STANDARD_ISODOSE_PERCENT
 from planning.plan import fractions_text
-from planning.plan_notes import plan_notes
+from planning.plan_notes import optimizer_passes, optimizer_status, plan_notes
 from planning.rbe import LemModel, MkmModel, PhysicalDose, RbeModel, dose_unit_of
 from planning.rbe.record import StructureTissues, model_label, model_record
 from planning.robust_tables import (
@@ -55,8 +55,11 @@ from planning.structure_dose import StructureDose, structure_dose_statistics
 if TYPE_CHECKING:
     from planning.planner import PlanResult
 
-#: Metric columns of the dose sections.
+#: Metric columns of the dose sections: doses, then the prescription-relative volumes (shown
+#: only for a dose of the prescription's kind, :data:`PRESCRIPTION_RELATIVE_COLUMNS`).
 METRIC_COLUMNS = ("D98", "D95", "D50", "D2", "Dmax", "Dmean", "V95 %", "V107 %")
+#: The columns of :data:`METRIC_COLUMNS` that are relative to the prescription.
+PRESCRIPTION_RELATIVE_COLUMNS = ("V95 %", "V107 %")
 #: Bins of the document's DVH curves.
 DVH_BINS = 200
 #: Dash pattern (on, off, points) of each other model's DVH lines; the plan's model is solid.
@@ -115,12 +118,19 @@ def _plan_facts(result: PlanResult, plan_name: str) -> TextTable:
                       f"{' x '.join(f'{s:g}' for s in grid.spacing_mm[::-1])} mm (x, y, z)"),
     ]
     if spec is not None:
-        x, y, z = spec["point_mm"]
-        rows.append(("Dose specification point",
-                     f"({x:.1f}, {y:.1f}, {z:.1f}) mm: "
-                     f"{spec['rbe_weighted_gy_rbe_per_fraction']:.3f} {unit} and "
-                     f"{spec['physical_gy_per_fraction']:.3f} Gy per fraction"))
+        rows.append(("Dose specification point", _specification_text(spec, unit)))
     return TextTable((), tuple(rows))
+
+
+def _specification_text(spec: Mapping[str, Any], unit: str) -> str:
+    """The dose specification point and its doses per fraction: the RBE-weighted and the
+    physical dose, or the one dose of a physical-dose plan (``unit`` Gy), whose two numbers
+    are the same ("1.252 Gy and 1.252 Gy")."""
+    x, y, z = spec["point_mm"]
+    physical = f"{spec['physical_gy_per_fraction']:.3f} Gy"
+    doses = (f"{physical} (physical dose)" if unit == "Gy" else
+             f"{spec['rbe_weighted_gy_rbe_per_fraction']:.3f} {unit} and {physical}")
+    return f"({x:.1f}, {y:.1f}, {z:.1f}) mm: {doses} per fraction"
 
 
 def _flat(prefix: str, values: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -156,7 +166,12 @@ def _beams(result: PlanResult) -> TextTable:
 
 def _objectives(report: Mapping[str, Any], unit: str) -> TextTable:
     """The objectives and, for plans from 2026-12-07 on, how far the plan is from each: the
-    RMS deviation over its points and its share of the objective's value."""
+    RMS deviation over its points and its share of the objective's value. A recalculated plan
+    (no ``objectives`` in its report) says that its objectives are not known here, not that it
+    has none."""
+    if "objectives" not in report:
+        return TextTable((), (("Objectives", "not known here: a recalculated plan, optimized "
+                                             "elsewhere or earlier"),))
     rows = []
     terms = any("share_percent" in o for o in report.get("objectives", ()))
     for o in report.get("objectives", ()):
@@ -178,8 +193,9 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
     if "optimizer_message" not in report:
         return TextTable((), (("Optimizer", "not optimized here (a recalculated plan)"),))
     delivery = report.get("delivery", {})
-    rows = [("Status", str(report["optimizer_message"])),
-            ("Iterations", str(report.get("iterations", "-"))),
+    count, parts = optimizer_passes(report)
+    rows = [("Status", optimizer_status(str(report["optimizer_message"]), passes=count)),
+            ("Iterations", _iterations_text(report.get("iterations"), count, parts)),
             ("Objective value", f"{report.get('objective_value', float('nan')):.6g} "
                                 "(weighted mean squared dose deviations per fraction at the "
                                 "optimizer's points; each objective's share and RMS deviation, "
@@ -227,13 +243,44 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
     return TextTable((), tuple(rows))
 
 
-def _dose_section(title: str, stats: Sequence[StructureDose], dashed: bool) -> DoseSection:
+def _iterations_text(total: Any, count: int, parts: Sequence[tuple[str, int]]) -> str:
+    """The "Iterations" row: the total and, over several passes, each pass's share."""
+    if total is None:
+        return "-"
+    if count <= 1:
+        return str(total)
+    return f"{total} in {count} passes: " + "; ".join(f"{n} {what}" for what, n in parts)
+
+
+def _dose_section(title: str, stats: Sequence[StructureDose], dashed: bool,
+                  unrelated: str = "") -> DoseSection:
+    """The metrics table of one dose; without V95 and V107 when ``unrelated`` says why that
+    dose is not of the prescription's kind (:func:`unrelated_to_prescription`)."""
+    relative = not unrelated
+    columns = tuple(c for c in METRIC_COLUMNS
+                    if relative or c not in PRESCRIPTION_RELATIVE_COLUMNS)
     rows = []
     for st in stats:
         m = st.metrics
+        volumes = (_num(100 * m.v95, 1), _num(100 * m.v107, 1)) if relative else ()
         rows.append((st.name, *(_num(v) for v in (m.d98, m.d95, m.d50, m.d2, m.max, m.mean)),
-                     _num(100 * m.v95, 1), _num(100 * m.v107, 1)))
-    return DoseSection(title, TextTable(("Structure", *METRIC_COLUMNS), tuple(rows)), dashed)
+                     *volumes))
+    return DoseSection(title, TextTable(("Structure", *columns), tuple(rows)), dashed,
+                       unrelated)
+
+
+def unrelated_to_prescription(prescription: float, prescription_unit: str,
+                              table_unit: str) -> str:
+    """Why a table of a dose in ``table_unit`` has no V95 and V107 when the prescription
+    (``prescription`` in ``prescription_unit``) is a dose of the other kind (physical, Gy,
+    against RBE-weighted, Gy(RBE)); "" when both are of one kind, so that the volumes at 95 %
+    and 107 % of the prescription mean something."""
+    if table_unit == prescription_unit:
+        return ""
+    kinds = {"Gy": "a physical dose", "Gy(RBE)": "an RBE-weighted dose"}
+    return (f"No V95 or V107: they are relative to the prescription, {prescription:g} "
+            f"{prescription_unit}, {kinds[prescription_unit]}, and this table's dose is "
+            f"{kinds[table_unit]}; its D-metrics and mean are in {table_unit}.")
 
 
 def _other_models(result: PlanResult) -> list[tuple[RbeModel, NDArray[np.float32]]]:
@@ -324,14 +371,15 @@ def plan_document(result: PlanResult, plan_name: str, *,
     for other, cube in _other_models(result):
         other_stats = stats(cube)
         sections.append(_dose_section(f"RBE-weighted dose, {other.describe()} (other model, "
-                                      "same spots, Gy(RBE))", other_stats, drawn))
+                                      "same spots, Gy(RBE))", other_stats, drawn,
+                                      unrelated_to_prescription(reference, unit, "Gy(RBE)")))
         if drawn:  # on the plan's Gy(RBE) axis, each model in its own dash pattern
             doses.append((other_stats, dash_of(other)))
             legend.append((other.name, dash_of(other)))
     if not isinstance(model, PhysicalDose):
-        sections.append(_dose_section("Physical dose (Gy; V95 and V107 relative to the "
-                                      "prescription number)", stats(result.physical_dose_gy),
-                                      False))
+        sections.append(_dose_section("Physical dose (same spots, Gy)",
+                                      stats(result.physical_dose_gy), False,
+                                      unrelated_to_prescription(reference, unit, "Gy")))
     lines = tuple(
         DvhLine(st.name, colours.get(st.name, DEFAULT_OUTLINE_RGB), st.dvh.dose_gy,
                 st.dvh.volume_fraction, dash)

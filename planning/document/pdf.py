@@ -34,7 +34,7 @@ from reportlab.platypus import (
 )
 
 from planning import __version__
-from planning.document.content import PlanDocument, RobustnessSection, TextTable
+from planning.document.content import DoseSection, PlanDocument, RobustnessSection, TextTable
 from planning.document.drawings import (
     FONT,
     colour_bar_drawing,
@@ -53,8 +53,10 @@ _BODY = ParagraphStyle("body", parent=_STYLES["BodyText"], fontName=FONT, fontSi
 _CELL = ParagraphStyle("cell", parent=_BODY, fontSize=7.5, leading=9)
 _H1 = ParagraphStyle("h1", parent=_STYLES["Title"], fontName=FONT + "-Bold", fontSize=16,
                      alignment=0, spaceAfter=4)
+# Headings stay on the page of what follows them (keepWithNext): a heading at the foot of a
+# page left its table on the next page without a title.
 _H2 = ParagraphStyle("h2", parent=_STYLES["Heading2"], fontName=FONT + "-Bold", fontSize=11,
-                     spaceBefore=8, spaceAfter=3)
+                     spaceBefore=8, spaceAfter=3, keepWithNext=1)
 _H3 = ParagraphStyle("h3", parent=_H2, fontSize=9, spaceBefore=5, spaceAfter=2)
 #: Adobe's standard Japanese gothic CID font (with Chinese and Korean glyphs the viewer
 #: substitutes): the text Helvetica's WinAnsi encoding cannot show, e.g. Japanese patient
@@ -180,9 +182,17 @@ def _robustness(section: RobustnessSection) -> list[Flowable]:
         KeepTogether([Paragraph("DVH bands over the scenarios", _H3),
                       dvh_drawing(section.band_lines, section.unit, FRAME_WIDTH, 230,
                                   section.band_legend)]),
-        *(KeepTogether([Paragraph(title, _H3), _table(table)])
+        *(KeepTogether([Paragraph(markup(title), _H3), _table(table)])
           for title, table in section.tables),
     ]
+
+
+def _dose_section(section: DoseSection) -> KeepTogether:
+    """A dose's heading, its metrics table and the note on the table, if any."""
+    parts: list[Flowable] = [Paragraph(markup(section.title), _H2), _table(section.metrics)]
+    if section.note:
+        parts += [Spacer(1, 2), _p(section.note, _BODY)]
+    return KeepTogether(parts)
 
 
 def _approval() -> Table:
@@ -217,8 +227,7 @@ def _story(doc: PlanDocument) -> list[Flowable]:
                       dvh_drawing(doc.dvh_lines, doc.dvh_unit, FRAME_WIDTH, 230,
                                   doc.dvh_legend)]),
     ]
-    for section in doc.sections:
-        story.append(KeepTogether([Paragraph(section.title, _H2), _table(section.metrics)]))
+    story += [_dose_section(section) for section in doc.sections]
     if doc.robustness is not None:
         story += _robustness(doc.robustness)
     story.append(Paragraph("Warnings", _H2))

@@ -1,0 +1,173 @@
+"""What the plan document's labels and numbers say, against what they are (a physicist's
+review): metrics relative to the prescription only for a dose of the prescription's kind.
+
+Plans made without the dose engine (:mod:`tests.workspace_factory`), so the document's
+content (:func:`planning.document.from_plan.plan_document`) and its PDF text are checked in
+seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import pytest
+from pypdf import PdfReader
+
+from planning.document.content import DoseSection, RobustnessSection, TextTable
+from planning.document.from_plan import plan_document
+from planning.document.pdf import pdf_bytes
+from planning.rbe import PhysicalDose
+from tests.workspace_factory import PRESCRIPTION_GY_RBE, synthetic_plan_result
+
+#: The metric columns relative to the prescription.
+PRESCRIPTION_RELATIVE_COLUMNS = ("V95 %", "V107 %")
+
+
+@pytest.fixture(scope="module")
+def lem_plan():
+    """A LEM I plan with its exchange view (mMKM beside it) on the demo head."""
+    from planning import api
+
+    return synthetic_plan_result(api.demo_patient(), 3)
+
+
+def _flat_pdf_text(doc) -> str:
+    reader = PdfReader(io.BytesIO(pdf_bytes(doc)))
+    return " ".join(" ".join(page.extract_text() for page in reader.pages).split())
+
+
+def _section(sections: tuple[DoseSection, ...], start: str) -> DoseSection:
+    (section,) = [s for s in sections if s.title.startswith(start)]
+    return section
+
+
+def test_the_physical_dose_table_has_no_prescription_relative_volumes(lem_plan):
+    """V95 and V107 of the physical dose against the Gy(RBE) prescription were 0 % for every
+    structure (the physical dose is about a third of it): they are left out, and the table
+    says why; the RBE-weighted tables keep them."""
+    doc = plan_document(lem_plan, "Plan 1")
+    physical = _section(doc.sections, "Physical dose")
+    assert physical.title == "Physical dose (same spots, Gy)"
+    assert not set(PRESCRIPTION_RELATIVE_COLUMNS) & set(physical.metrics.header)
+    assert physical.metrics.header[-1] == "Dmean"
+    assert all(len(row) == len(physical.metrics.header) for row in physical.metrics.rows)
+    assert f"relative to the prescription, {PRESCRIPTION_GY_RBE:g} Gy(RBE)" in physical.note
+    for section in doc.sections[:2]:  # the plan's model and the other model, both Gy(RBE)
+        assert section.metrics.header[-2:] == PRESCRIPTION_RELATIVE_COLUMNS
+        assert section.note == ""
+    flat = _flat_pdf_text(doc)
+    table = flat[flat.index("Physical dose (same spots, Gy)"):flat.index("Warnings")]
+    assert "V95" not in table.split("No V95")[0] and "V107 %" not in table
+    assert "No V95 or V107: they are relative to the prescription, 57.6 Gy(RBE)" in table
+
+
+def test_a_physical_dose_plan_leaves_the_volumes_out_of_the_rbe_weighted_tables(lem_plan):
+    """The other way round: a plan prescribed in Gy (physical) shows V95 and V107 of its own
+    dose only, not of the other models' Gy(RBE) doses."""
+    physical_plan = dataclasses.replace(lem_plan, model=PhysicalDose())
+    doc = plan_document(physical_plan, "Plan 1")
+    own = doc.sections[0]
+    assert own.title.startswith("Physical dose")
+    assert own.metrics.header[-2:] == PRESCRIPTION_RELATIVE_COLUMNS and own.note == ""
+    others = doc.sections[1:]
+    assert others and all(s.title.startswith("RBE-weighted dose") for s in others)
+    for section in others:
+        assert not set(PRESCRIPTION_RELATIVE_COLUMNS) & set(section.metrics.header)
+        assert "the prescription, 57.6 Gy, a physical dose" in section.note
+
+
+def test_the_optimizer_status_is_in_words_and_scipys_text_stays_in_the_report(lem_plan):
+    """The "Status" row showed scipy's L-BFGS-B text ("CONVERGENCE: REL_REDUCTION_OF_F_<=_
+    FACTR*EPSMCH"); it says in words how the optimizer ended, and report.json keeps scipy's
+    text (``optimizer_message``)."""
+    raw = "CONVERGENCE: REL_REDUCTION_OF_F_<=_FACTR*EPSMCH"
+    report = {**lem_plan.report, "optimizer_message": raw, "iterations": 80,
+              "objective_value": 0.25}
+    doc = plan_document(dataclasses.replace(lem_plan, report=report), "Plan 1")
+    rows = dict(doc.optimizer.rows)
+    assert rows["Status"] == ("converged: the objective stopped decreasing (its relative "
+                              "change per iteration fell below the tolerance)")
+    assert rows["Iterations"] == "80"
+    flat = _flat_pdf_text(doc)
+    assert "Status converged: the objective stopped decreasing" in flat
+    assert "REL_REDUCTION" not in flat and "CONVERGENCE" not in flat
+    assert report["optimizer_message"] == raw
+    # Several passes: the status is the last pass's, the iterations are counted per pass.
+    passes = {**report, "optimizer_message": "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT",
+              "iterations": 199,
+              "refinement": {"iterations": 44, "target_points_added": 28, "window": [0.95, 1.05],
+                             "check_grid_spacing_mm": [1.25, 1.25, 1.25], "watch_level": 1.03},
+              "dose_correction": {"settling_passes": 1, "settling_iterations": 22,
+                                  "matrix_cutoff_fraction": 0.8, "target_dose_share": 0.09,
+                                  "largest_change_pct": 5.6}}
+    rows = dict(plan_document(dataclasses.replace(lem_plan, report=passes), "Plan 1")
+                .optimizer.rows)
+    assert rows["Status"] == ("the last of its 3 passes stopped at its iteration limit, before "
+                              "its convergence test was met")
+    assert rows["Iterations"] == ("199 in 3 passes: 133 in the first optimization; 44 after "
+                                  "the refinement's check; 22 in 1 settling pass of the halo "
+                                  "correction")
+
+
+#: Headings of the plan document's sections (pdf.py's story).
+HEADINGS = {"Prescription and plan", "RBE model", "Beams", "Objectives", "Optimizer", "Dose",
+            "Dose-volume histograms", "Robustness", "Warnings", "Approval"}
+
+
+def test_no_page_ends_with_a_heading_whose_table_is_on_the_next_page(lem_plan):
+    """With 21 objectives the "Optimizer" heading was the last line of page 1 and its table
+    began page 2 untitled: every heading stays with what it heads. The objectives table
+    grows row by row over the counts that move the break across the optimizer's heading."""
+    doc = plan_document(lem_plan, "Plan 1")
+    header = ("Structure", "Objective", "Dose (Gy(RBE))", "Weight", "Volume %")
+    for count in range(16, 28):
+        rows = tuple((f"Organ {i}", "max_dose", "50.00", "5", "-") for i in range(count))
+        grown = dataclasses.replace(doc, objectives=TextTable(header, rows))
+        pages = PdfReader(io.BytesIO(pdf_bytes(grown))).pages
+        last_lines = [page.extract_text().strip().splitlines()[-1].strip() for page in pages]
+        assert not HEADINGS & set(last_lines), (count, last_lines)
+
+
+def test_a_recalculated_plan_says_its_objectives_are_not_known_not_none(lem_plan):
+    """A recalculated plan's objectives table read "none" under the column titles, as if the
+    plan had been made without objectives: its report has none because it was optimized
+    elsewhere (or earlier), and the document says so, as the optimizer table does."""
+    assert "objectives" not in lem_plan.report and "optimizer_message" not in lem_plan.report
+    doc = plan_document(lem_plan, "Plan 1")
+    assert doc.objectives.header == ()
+    assert doc.objectives.rows == (("Objectives", "not known here: a recalculated plan, "
+                                                  "optimized elsewhere or earlier"),)
+    assert dict(doc.optimizer.rows)["Optimizer"] == "not optimized here (a recalculated plan)"
+    made_here = dataclasses.replace(lem_plan, report={**lem_plan.report, "objectives": []})
+    assert plan_document(made_here, "Plan 1").objectives.header[0] == "Structure"
+
+
+def test_the_specification_point_of_a_physical_dose_plan_gives_its_dose_once(lem_plan):
+    """A physical-dose plan's specification point read "1.252 Gy and 1.252 Gy per fraction"
+    (its RBE-weighted dose is its physical dose): one number, said to be physical."""
+    spec = {"point_mm": [27.5, 12.5, 10.0], "physical_gy_per_fraction": 1.252,
+            "rbe_weighted_gy_rbe_per_fraction": 1.252}
+    report = {**lem_plan.report, "dose_specification_point": spec}
+    physical = dataclasses.replace(lem_plan, model=PhysicalDose(), report=report)
+    rows = dict(plan_document(physical, "Plan 1").plan_facts.rows)
+    assert rows["Dose specification point"] == ("(27.5, 12.5, 10.0) mm: 1.252 Gy (physical "
+                                                "dose) per fraction")
+    rbe = {**spec, "rbe_weighted_gy_rbe_per_fraction": 3.604}
+    lem = dataclasses.replace(lem_plan, report={**report, "dose_specification_point": rbe})
+    rows = dict(plan_document(lem, "Plan 1").plan_facts.rows)
+    assert rows["Dose specification point"] == ("(27.5, 12.5, 10.0) mm: 3.604 Gy(RBE) and "
+                                                "1.252 Gy per fraction")
+
+
+def test_structure_names_in_robustness_headings_are_shown_as_named(lem_plan):
+    """The scenario tables' headings were markup, not text: a structure named with "<b>" or
+    "&" lost characters, and one in Japanese had no font. They are text like every cell."""
+    doc = plan_document(lem_plan, "Plan 1")
+    name = "脳幹 <b>PRV</b> & 3 mm"
+    table = TextTable(("Scenario", "D98"), (("nominal", "1.00"),))
+    section = RobustnessSection(TextTable((), (("Scenarios", "1"),)), doc.dvh_lines[:1],
+                                (("nominal", ()),), "Gy(RBE)", ((f"{name}, Gy(RBE)", table),))
+    text = _flat_pdf_text(dataclasses.replace(doc, robustness=section))
+    # pypdf breaks the line where the font changes: compare without white space.
+    assert "".join(f"{name}, Gy(RBE)".split()) in "".join(text.split())
