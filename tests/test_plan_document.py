@@ -292,8 +292,9 @@ def test_identification_of_a_patient_without_name():
 
 
 def test_japanese_names_are_text_in_the_document(planned):
+    from planning.document.fonts import CJK_FONT, FONT, text_runs
     from planning.document.from_plan import plan_document
-    from planning.document.pdf import CJK_FONT, FONT, pdf_bytes, text_runs
+    from planning.document.pdf import pdf_bytes
 
     assert text_runs("山田^Taro µ") == [("山田", CJK_FONT), ("^Taro µ", FONT)]
     result, _, _, _ = planned
@@ -303,6 +304,26 @@ def test_japanese_names_are_text_in_the_document(planned):
     # pypdf breaks the line where the font changes: compare without white space.
     text = "".join(_text(io.BytesIO(pdf_bytes(doc))).split())
     assert "山田,太郎(IDIONPLAN-DEMO-001)" in text and "計画1" in text
+
+
+def test_a_japanese_structure_name_in_the_dvh_legend_is_set_in_the_cjk_font():
+    from reportlab.graphics.shapes import String
+
+    from planning.document.content import DvhLine
+    from planning.document.drawings import dvh_drawing
+    from planning.document.fonts import CJK_FONT, FONT
+
+    line = DvhLine("脳幹 PRV", (200, 0, 0), np.array([0.0, 10.0]), np.array([1.0, 0.0]))
+    drawing = dvh_drawing([line], "Gy(RBE)", 400.0, 200.0, [])
+
+    def strings(node) -> list:
+        found = [node] if isinstance(node, String) else []
+        for child in getattr(node, "contents", []):
+            found += strings(child)
+        return found
+
+    runs = [(s.text, s.fontName) for s in strings(drawing) if s.text in ("脳幹", " PRV")]
+    assert runs == [("脳幹", CJK_FONT), (" PRV", FONT)]
 
 
 def test_a_plan_whose_target_is_not_contoured_gets_views_through_the_dose_maximum(planned):

@@ -15,14 +15,25 @@ from PIL import Image as PilImage
 from reportlab.graphics.shapes import Drawing, Group, Line, PolyLine, Rect, String
 from reportlab.lib import colors
 from reportlab.lib.utils import ImageReader
+from reportlab.pdfbase.pdfmetrics import stringWidth
 
 from planning.compare.images import colour_map
 from planning.document.content import DvhLine
+from planning.document.fonts import FONT, text_runs
 from planning.document.views import DoseDisplay, OutlineSet, SliceView
 
-FONT = "Helvetica"
 _GRID = colors.Color(0.85, 0.86, 0.88)
 _INK = colors.Color(0.1, 0.1, 0.12)
+
+
+def _text(x: float, y: float, text: str, size: float) -> Group:
+    """``text`` from ``(x, y)``, each run in the font that shows it (a structure's name may
+    be Japanese: :func:`planning.document.fonts.text_runs`)."""
+    group = Group()
+    for run, font in text_runs(text):
+        group.add(String(x, y, run, fontName=font, fontSize=size, fillColor=_INK))
+        x += stringWidth(run, font, size)
+    return group
 
 
 def _rgb(c: Sequence[int]) -> colors.Color:
@@ -173,7 +184,7 @@ def dvh_drawing(lines: Sequence[DvhLine], unit: str, width_pt: float, height_pt:
     for name in names:
         d.add(Line(x0, y + 2.5, x0 + 16, y + 2.5, strokeColor=_rgb(colour_of[name]),
                    strokeWidth=2))
-        d.add(String(x0 + 20, y, name, fontName=FONT, fontSize=7, fillColor=_INK))
+        d.add(_text(x0 + 20, y, name, 7))
         y -= 10
     y -= 4
     for label, dash in legend:

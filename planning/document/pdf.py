@@ -21,7 +21,6 @@ from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
     Flowable,
@@ -36,12 +35,12 @@ from reportlab.platypus import (
 from planning import __version__
 from planning.document.content import DoseSection, PlanDocument, RobustnessSection, TextTable
 from planning.document.drawings import (
-    FONT,
     colour_bar_drawing,
     dvh_drawing,
     isodose_legend_drawing,
     view_drawing,
 )
+from planning.document.fonts import FONT, text_runs
 from planning.document.naming import file_stem, write_new_file
 
 MARGIN = 15 * mm
@@ -58,39 +57,12 @@ _H1 = ParagraphStyle("h1", parent=_STYLES["Title"], fontName=FONT + "-Bold", fon
 _H2 = ParagraphStyle("h2", parent=_STYLES["Heading2"], fontName=FONT + "-Bold", fontSize=11,
                      spaceBefore=8, spaceAfter=3, keepWithNext=1)
 _H3 = ParagraphStyle("h3", parent=_H2, fontSize=9, spaceBefore=5, spaceAfter=2)
-#: Adobe's standard Japanese gothic CID font (with Chinese and Korean glyphs the viewer
-#: substitutes): the text Helvetica's WinAnsi encoding cannot show, e.g. Japanese patient
-#: names, is set in it. Viewers supply it (not embedded).
-CJK_FONT = "HeiseiKakuGo-W5"
 _HEADER_FILL = colors.Color(0.88, 0.90, 0.93)
 _RULE = colors.Color(0.70, 0.72, 0.75)
 
 
-def _shown_by_helvetica(char: str) -> bool:
-    try:
-        char.encode("cp1252")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def text_runs(text: str) -> list[tuple[str, str]]:
-    """``text`` cut into (run, font) pieces: Helvetica where WinAnsi (cp1252) has the
-    characters, :data:`CJK_FONT` elsewhere."""
-    runs: list[tuple[str, str]] = []
-    for char in text:
-        font = FONT if _shown_by_helvetica(char) else CJK_FONT
-        if runs and runs[-1][1] == font:
-            runs[-1] = (runs[-1][0] + char, font)
-        else:
-            runs.append((char, font))
-    return runs
-
-
 def markup(text: str) -> str:
     """Paragraph markup of plain ``text``: escaped, non-WinAnsi runs in :data:`CJK_FONT`."""
-    if CJK_FONT not in pdfmetrics.getRegisteredFontNames():
-        pdfmetrics.registerFont(UnicodeCIDFont(CJK_FONT))
     return "".join(escape(run) if font == FONT else f'<font name="{font}">{escape(run)}</font>'
                    for run, font in text_runs(text))
 
