@@ -206,3 +206,15 @@ def test_generate_machine_refuses_an_existing_file_before_generating(tmp_path: P
     assert main(["generate-machine", str(existing)]) == 1
     assert existing.read_bytes() == b"keep"
     assert main(["generate-machine", str(tmp_path / "missing" / "m.npz")]) == 1
+
+
+def test_missing_dask_names_an_install_that_exists(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """It said "pip install ionplan"; IonPlan has no PyPI release (documentation review)."""
+    from planning.distributed import require_distributed
+    from planning.errors import IonPlanError
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed: ImportError
+    with pytest.raises(IonPlanError) as exc:
+        require_distributed()
+    assert "pip install ionplan" not in str(exc.value)
+    assert "pip install . in a clone of the repository" in str(exc.value)
