@@ -183,15 +183,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             reoptimize_configs=args.reoptimize or (),
             optimization_grid_mm=args.optimization_grid, ct_series_uid=args.ct_series,
             robust=api.robust_settings(**_robust_options(args)) if args.robust else None)
-    # The report names the ROI in its own spelling ("--target ptv" plans on "PTV").
-    target = next((v for k, v in report["structures"].items()
-                   if k.casefold() == args.target.casefold()), None)
-    line = f"wrote {', '.join(report['files'][:-1])} and report.json to {args.out}"
-    if target is not None:
-        p = args.dose
-        line += (f"; {args.target} D95 {100 * target['d95_gy_rbe'] / p:.1f} %, "
-                 f"D5 {100 * target['d5_gy_rbe'] / p:.1f} % of {p:g} Gy(RBE)")
-    print(line)
+    print(_plan_line(report, args.target, args.dose, args.out))
     if args.robust:  # the line above named every file, the robust ones too
         print(f"robust evaluation in {args.out}: {_robust_summary(report)}")
     for again in report.get("reoptimized", ()):
@@ -200,6 +192,25 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     for warning in report.get("warnings", ()):
         print(f"ionplan: warning: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+def _plan_line(report: dict[str, Any], target_name: str, prescription: float,
+               out: str) -> str:
+    """``ionplan plan``'s line: the files written and the target's D95 and D5 as % of the
+    prescription, in the unit of the plan's model (Gy under the physical model, whose
+    prescription is a physical dose; else Gy(RBE))."""
+    from planning.rbe.models import dose_unit_of
+
+    # The report names the ROI in its own spelling ("--target ptv" plans on "PTV").
+    target = next((v for k, v in report["structures"].items()
+                   if k.casefold() == target_name.casefold()), None)
+    line = f"wrote {', '.join(report['files'][:-1])} and report.json to {out}"
+    if target is not None:
+        p = prescription
+        unit = dose_unit_of(str(report.get("rbe_model", "")))
+        line += (f"; {target_name} D95 {100 * target['d95_gy_rbe'] / p:.1f} %, "
+                 f"D5 {100 * target['d5_gy_rbe'] / p:.1f} % of {p:g} {unit}")
+    return line
 
 
 def _cmd_recalc(args: argparse.Namespace) -> int:
