@@ -562,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="ionplan",
         description="IonPlan: carbon-ion treatment planning. With no command, opens the desktop "
-                    "application on the demo patient.",
+                    "application on the patient open last (the demo patient the first time).",
     )
     parser.add_argument("--version", action=VersionAction)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -589,7 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gui", help="open the desktop application (the default with no command)")
     p.add_argument("folder", nargs="?", metavar="DIR",
-                   help="DICOM folder to open; default: the demo patient")
+                   help="DICOM folder to open; default: the patient open last (the demo "
+                        "patient the first time)")
     p.add_argument("--screenshot", metavar="PNG",
                    help="open, render the main window, save it to PNG and exit (smoke test)")
     p.set_defaults(func=_cmd_gui)
