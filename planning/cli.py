@@ -183,15 +183,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             reoptimize_configs=args.reoptimize or (),
             optimization_grid_mm=args.optimization_grid, ct_series_uid=args.ct_series,
             robust=api.robust_settings(**_robust_options(args)) if args.robust else None)
-    # The report names the ROI in its own spelling ("--target ptv" plans on "PTV").
-    target = next((v for k, v in report["structures"].items()
-                   if k.casefold() == args.target.casefold()), None)
-    line = f"wrote {', '.join(report['files'][:-1])} and report.json to {args.out}"
-    if target is not None:
-        p = args.dose
-        line += (f"; {args.target} D95 {100 * target['d95_gy_rbe'] / p:.1f} %, "
-                 f"D5 {100 * target['d5_gy_rbe'] / p:.1f} % of {p:g} Gy(RBE)")
-    print(line)
+    print(_plan_line(report, args.target, args.dose, args.out))
     if args.robust:  # the line above named every file, the robust ones too
         print(f"robust evaluation in {args.out}: {_robust_summary(report)}")
     for again in report.get("reoptimized", ()):
@@ -200,6 +192,25 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     for warning in report.get("warnings", ()):
         print(f"ionplan: warning: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+def _plan_line(report: dict[str, Any], target_name: str, prescription: float,
+               out: str) -> str:
+    """``ionplan plan``'s line: the files written and the target's D95 and D5 as % of the
+    prescription, in the unit of the plan's model (Gy under the physical model, whose
+    prescription is a physical dose; else Gy(RBE))."""
+    from planning.rbe.models import dose_unit_of
+
+    # The report names the ROI in its own spelling ("--target ptv" plans on "PTV").
+    target = next((v for k, v in report["structures"].items()
+                   if k.casefold() == target_name.casefold()), None)
+    line = f"wrote {', '.join(report['files'][:-1])} and report.json to {out}"
+    if target is not None:
+        p = prescription
+        unit = dose_unit_of(str(report.get("rbe_model", "")))
+        line += (f"; {target_name} D95 {100 * target['d95_gy_rbe'] / p:.1f} %, "
+                 f"D5 {100 * target['d5_gy_rbe'] / p:.1f} % of {p:g} {unit}")
+    return line
 
 
 def _cmd_recalc(args: argparse.Namespace) -> int:
@@ -470,9 +481,10 @@ def _non_negative_float(text: str) -> float:
 
 
 def _add_dose_options(p: argparse.ArgumentParser, *, rbe_default: str | None,
-                      rbe_help: str) -> None:
-    """Options shared by ``plan`` and ``recalc``: RBE model, grid, HLUT, device, exchange,
-    output folder."""
+                      rbe_help: str, exchange: bool = True) -> None:
+    """Options shared by ``plan``, ``recalc`` and ``robust``: RBE model, grid, HLUT, device,
+    exchange (not robust's: ``exchange=False`` keeps it out of the help and usage, and
+    :func:`_cmd_robust` refuses it with a pointer to ``recalc --exchange``), output folder."""
     p.add_argument("--rbe", choices=("mkm", "lem1", "const", "physical"), default=rbe_default,
                    help=rbe_help)
     p.add_argument("--rbe-value", type=_positive_float, metavar="X",
@@ -488,8 +500,9 @@ def _add_dose_options(p: argparse.ArgumentParser, *, rbe_default: str | None,
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="dose engine device (auto: a CUDA GPU when there is one)")
     p.add_argument("--exchange", action="store_true",
-                   help="also evaluate the plan under mMKM and LEM I side by side "
-                        "(RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm, report 'exchange')")
+                   help=("also evaluate the plan under mMKM and LEM I side by side "
+                         "(RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm, report 'exchange')")
+                   if exchange else argparse.SUPPRESS)
     _add_out_options(p)
 
 
@@ -511,10 +524,16 @@ def _add_monitor_calibration_option(p: argparse.ArgumentParser) -> None:
                         "table 'energy_MeV_u,particles_per_MU', or one N for every energy")
 
 
-def _add_ct_series_option(p: argparse.ArgumentParser, folder: str) -> None:
-    """``--ct-series UID``: the CT series to load from a folder that holds several."""
+def _add_ct_series_option(p: argparse.ArgumentParser, folder: str, *,
+                          folder_option: str | None = None) -> None:
+    """``--ct-series UID``: the CT series to load from a folder that holds several.
+
+    ``folder`` names the folder as the help reads it (``"CT_DIR"``, the positional
+    argument); ``folder_option`` is the option that gives it, when it is one (compare's
+    ``--ct CT_DIR``): ``ionplan info`` takes the folder itself, not the option."""
+    where = f"the {folder_option} folder" if folder_option else folder
     p.add_argument("--ct-series", metavar="UID",
-                   help=f"Series Instance UID of the CT series to load when {folder} holds "
+                   help=f"Series Instance UID of the CT series to load when {where} holds "
                         f"several ('ionplan info {folder}' lists them)")
 
 
@@ -543,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="ionplan",
         description="IonPlan: carbon-ion treatment planning. With no command, opens the desktop "
-                    "application on the demo patient.",
+                    "application on the patient open last (the demo patient the first time).",
     )
     parser.add_argument("--version", action=VersionAction)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -570,7 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gui", help="open the desktop application (the default with no command)")
     p.add_argument("folder", nargs="?", metavar="DIR",
-                   help="DICOM folder to open; default: the demo patient")
+                   help="DICOM folder to open; default: the patient open last (the demo "
+                        "patient the first time)")
     p.add_argument("--screenshot", metavar="PNG",
                    help="open, render the main window, save it to PNG and exit (smoke test)")
     p.set_defaults(func=_cmd_gui)
@@ -608,14 +628,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="optimize a carbon-ion plan on a CT and export DICOM RT")
     p.add_argument("ct_dir", metavar="CT_DIR", help="folder with the CT and its RTSTRUCT")
     p.add_argument("--target", required=True, metavar="ROI", help="target structure name")
-    p.add_argument("--dose", type=_positive_float, required=True, metavar="GY_RBE",
-                   help="total prescribed dose, Gy(RBE)")
-    p.add_argument("--fractions", type=_positive_int, required=True, metavar="N")
+    p.add_argument("--dose", type=_positive_float, required=True, metavar="DOSE",
+                   help="total prescribed dose, all fractions: Gy(RBE), or Gy under "
+                        "--rbe physical")
+    p.add_argument("--fractions", type=_positive_int, required=True, metavar="N",
+                   help="number of fractions")
     p.add_argument("--gantry", type=_angle_list, required=True, metavar="G1,G2,...",
                    help="gantry angle of each beam, degrees")
     p.add_argument("--couch", type=_angle_list, metavar="C1,C2,...",
                    help="couch angle of each beam (default 0)")
-    p.add_argument("--spot-spacing", type=_positive_float, default=3.0, metavar="MM")
+    p.add_argument("--spot-spacing", type=_positive_float, default=3.0, metavar="MM",
+                   help="lateral distance between neighbouring spots of an energy layer "
+                        "(default 3 mm; one above twice the smallest in-air spot sigma gets "
+                        "a warning)")
     p.add_argument("--optimization-grid", type=_positive_float, default=None, metavar="MM",
                    help="spacing of the points the optimizer fits the dose at, finer than the "
                         "dose grid inside and around the target (default: half the dose grid)")
@@ -656,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the plan's)")
     p.add_argument("--no-cross-model", action="store_true",
                    help="skip the mMKM / LEM I view of plan sides (it recalculates them)")
-    _add_ct_series_option(p, "--ct")
+    _add_ct_series_option(p, "CT_DIR", folder_option="--ct")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="dose engine device of the cross-model view")
     _add_out_options(p)
@@ -672,8 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_robust_options(p)
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run the scenarios on this Dask scheduler (tcp://HOST:PORT)")
-    _add_dose_options(p, rbe_default=None, rbe_help="RBE model (default: the plan's, else mkm)")
-    p.set_defaults(func=_cmd_robust, exchange=False)
+    _add_dose_options(p, rbe_default=None, rbe_help="RBE model (default: the plan's, else mkm)",
+                      exchange=False)
+    p.set_defaults(func=_cmd_robust)
 
     p = sub.add_parser("batch", help="run plan/recalc/compare/exchange/robust jobs of many "
                                      "patients on a Dask cluster; summary.csv, summary.json")

@@ -35,8 +35,9 @@ def require_distributed() -> Any:
     except ImportError:
         raise IonPlanError(
             "Dask distributed is not part of this installation (the desktop binary leaves it "
-            "out); install IonPlan with pip (pip install ionplan, which brings "
-            "dask[distributed]) to run batches and cluster jobs") from None
+            "out); to run batches and cluster jobs, install IonPlan from its source with pip "
+            "(pip install . in a clone of the repository, which brings dask[distributed])"
+            ) from None
     return distributed
 
 

@@ -148,8 +148,10 @@ def coverage_warning(target: str, metrics: Mapping[str, Any], prescription: floa
 #: agree to a few % there; a meterset or calibration error is off by far more.
 REFERENCE_POINT_TOLERANCE = 0.05
 #: A recalculated target median outside this range of the prescription is warned about
-#: whatever the model: the RBE models differ by less (LEM I / mMKM about 1.1-1.5), a wrong
-#: meterset, monitor calibration or fraction count by more.
+#: whatever the RBE model: the RBE models differ by less (LEM I / mMKM about 1.1-1.5), a wrong
+#: meterset, monitor calibration or fraction count by more. Only like is held against like: a
+#: physical dose against a physical prescription, an RBE-weighted one against a Gy(RBE) one
+#: (:func:`planning.compare.recalc.plausibility_warnings`).
 GROSS_DOSE_RANGE = (0.5, 2.0)
 
 

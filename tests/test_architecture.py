@@ -76,6 +76,16 @@ def test_dicom_io_does_not_import_the_dose_engine() -> None:
         assert not engine, (path, engine)
 
 
+def test_app_never_imports_the_engine_or_the_kernels() -> None:
+    """The GUI computes nothing itself: its work goes through planning.api, and it may import
+    planning's types and results (plans, patients, errors, workspaces), never the dose engine
+    (planning.engine) or the array kernels (README "Layout")."""
+    for path in (ROOT / "app").rglob("*.py"):
+        below = {m for m in _modules(path)
+                 if m.startswith(("planning.engine", "kernels")) or m == "kernels"}
+        assert not below, (path, below)
+
+
 #: The app's view-model modules: they shape planning's numbers for the screens and say "no
 #: Kivy" in their docstrings, so that they work (and are tested) where no window can open.
 VIEW_MODELS = ("compare_choices", "main", "model_note", "plan_setup", "plot_axes", "plot_data",

@@ -206,3 +206,72 @@ def test_generate_machine_refuses_an_existing_file_before_generating(tmp_path: P
     assert main(["generate-machine", str(existing)]) == 1
     assert existing.read_bytes() == b"keep"
     assert main(["generate-machine", str(tmp_path / "missing" / "m.npz")]) == 1
+
+
+def _subparser(name: str):  # type: ignore[no-untyped-def]
+    import argparse
+
+    from planning.cli import build_parser
+
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices[name]
+
+
+def _help_of(command: str, option: str) -> str:
+    (action,) = [a for a in _subparser(command)._actions if option in a.option_strings]
+    return str(action.help)
+
+
+@pytest.mark.parametrize("command", ["plan", "recalc", "robust", "compare"])
+def test_ct_series_help_names_a_folder_that_info_takes(command: str) -> None:
+    """compare's help said "('ionplan info --ct' lists them)"; info takes the folder itself
+    (documentation review)."""
+    import re
+
+    text = _help_of(command, "--ct-series")
+    assert "ionplan info --" not in text
+    assert re.search(r"'ionplan info CT_DIR' lists them", text), text
+    if command == "compare":
+        assert "the --ct folder holds several" in text
+
+
+def test_robust_does_not_offer_exchange_and_points_to_recalc(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """robust --help offered --exchange, which robust then refused (documentation review)."""
+    assert "--exchange" not in _subparser("robust").format_help()
+    assert "--exchange" in _subparser("recalc").format_help()
+    assert main(["robust", str(tmp_path), "p.dcm", "--exchange",
+                 "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "ionplan recalc --exchange" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_plan_help_gives_the_spot_spacing_and_the_unit_of_the_dose() -> None:
+    spacing = _help_of("plan", "--spot-spacing")
+    assert "default 3 mm" in spacing
+    dose = _help_of("plan", "--dose")
+    assert "Gy(RBE)" in dose and "Gy under --rbe physical" in dose
+
+
+def test_plan_line_gives_the_unit_of_the_plans_model() -> None:
+    """plan --rbe physical printed "... of 57.6 Gy(RBE)" (documentation review)."""
+    from planning.cli import _plan_line
+
+    target = {"d95_gy_rbe": 54.72, "d5_gy_rbe": 58.75}
+    for model, unit in (("physical dose", "Gy"), ("mMKM HSG a0=0.172", "Gy(RBE)")):
+        report = {"files": ["RTPLAN.dcm", "report.json"], "rbe_model": model,
+                  "structures": {"PTV": target}}
+        assert _plan_line(report, "ptv", 57.6, "out") == (
+            f"wrote RTPLAN.dcm and report.json to out; ptv D95 95.0 %, D5 102.0 % of 57.6 {unit}")
+
+
+def test_missing_dask_names_an_install_that_exists(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """It said "pip install ionplan"; IonPlan has no PyPI release (documentation review)."""
+    from planning.distributed import require_distributed
+    from planning.errors import IonPlanError
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed: ImportError
+    with pytest.raises(IonPlanError) as exc:
+        require_distributed()
+    assert "pip install ionplan" not in str(exc.value)
+    assert "pip install . in a clone of the repository" in str(exc.value)

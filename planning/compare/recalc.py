@@ -341,7 +341,8 @@ def plausibility_warnings(plan: Plan, model: RbeModel, model_source: str, target
                           physical_dose_gy: NDArray[np.floating], dose_grid: DoseGrid,
                           n_fractions: int) -> list[str]:
     """What a recalculated plan's numbers say is wrong with it (:mod:`planning.plan_checks`):
-    a dose far from the prescription whatever the model, a physical dose at the plan's dose
+    a target dose far from the prescription whatever the RBE model (not when one is a physical
+    dose and the other RBE-weighted), a physical dose at the plan's dose
     specification point other than its Beam Doses state, and, as for a plan made here, the
     fractionation of its prescription and (under the plan's own model) its target coverage.
 
@@ -363,10 +364,17 @@ def plausibility_warnings(plan: Plan, model: RbeModel, model_source: str, target
     unit = "Gy" if physical else "Gy(RBE)"
     rx = plan.prescription.total_dose_gy_rbe
     own_model = model_source == "plan" or model.describe() == plan.rbe_model
+    # The target's median is held against the prescription only where both are the same kind
+    # of dose: a physical dose is a third or so of a Gy(RBE) prescription, and an RBE-weighted
+    # one two or three times a physical prescription, with nothing wrong with the plan (the
+    # dose specification point below is checked in physical dose whatever the model).
+    like_with_like = physical == plan.rbe_model.startswith("physical")
     out: list[str | None] = []
     metrics = structures.get(target) if target is not None else None
     if metrics is not None:
-        out.append(gross_dose_warning(target or "", float(metrics["d50_gy_rbe"]), rx, unit))
+        if like_with_like:
+            out.append(gross_dose_warning(target or "", float(metrics["d50_gy_rbe"]), rx,
+                                          unit))
         if own_model:
             out.append(coverage_warning(target or "", metrics, rx, unit))
     if not plan.rbe_model.startswith("physical"):
