@@ -46,12 +46,14 @@ def prepare_environment(environ: dict[str, str] | os._Environ[str] = os.environ)
 
 
 def run_gui(folder: str | None = None, *, screenshot: str | None = None) -> int:
-    """Open the main window on ``folder`` (a DICOM folder) or on the demo patient.
+    """Open the main window on ``folder`` (a DICOM folder) or on the patient open last (the
+    demo patient the first time, or when that patient's folder is gone).
 
     Parameters
     ----------
     folder : str, optional
-        DICOM folder to open at start; default: the bundled demo patient.
+        DICOM folder to open at start; default: the patient open last (the bundled demo
+        patient the first time).
     screenshot : str, optional
         Smoke-test mode: once the patient is shown, save the window to this PNG and quit.
 

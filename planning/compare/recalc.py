@@ -312,7 +312,7 @@ def prepare_recalc(patient: Patient, plan: Plan, *, machine: Machine | None = No
                 f"beam {bp.beam.label!r} has a range shifter ({bp.range_shifter_wet_mm:g} mm "
                 "water-equivalent), which the dose engine does not model")
     # DICOM's Treatment Machine Name holds 16 characters: compare what fits.
-    if plan.machine_name and plan.machine_name.strip() != machine.name[:16].strip():
+    if plan.machine_name and plan.machine_name.strip() != machine.treatment_machine_name:
         warnings.append(f"the plan names machine {plan.machine_name!r}; its dose is computed "
                         f"with the beam data of {machine.name!r}")
     ct = patient.ct
