@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from app.planning_screen import TaskHost
 
 LEGEND_WIDTH_PX = 64
+#: Least height of the comparison's summary (gamma, B - A, warnings), px.
+SUMMARY_HEIGHT_PX = 70
 #: Most of the screen's height the DVH and table row takes (in small windows).
 BOTTOM_PANEL_SHARE = 0.36
 class ComparePanel(BoxLayout):
@@ -111,9 +113,12 @@ class CompareScreen(Screen):
         self.dvh = DvhPlot(size_hint_x=0.5)
         right = BoxLayout(orientation="vertical", size_hint_x=0.5, spacing=2)
         self.summary = Label(text="Choose A and B, then Compare.", size_hint_y=None,
-                             height=70, halign="left", valign="top", markup=True,
-                             font_size="13sp")
-        self.summary.bind(size=lambda w, s: setattr(w, "text_size", s))
+                             height=SUMMARY_HEIGHT_PX, halign="left", valign="top",
+                             markup=True, font_size="13sp")
+        # As high as its lines (a warning wraps in a small window), the table takes the rest.
+        self.summary.bind(width=lambda w, width: setattr(w, "text_size", (width, None)),
+                          texture_size=lambda w, size: setattr(
+                              w, "height", max(SUMMARY_HEIGHT_PX, size[1])))
         self.table = MetricsTable()
         right.add_widget(self.summary)
         right.add_widget(self.table)
@@ -329,11 +334,16 @@ class CompareScreen(Screen):
             state.set_dose(overlay)
             panel.legend.set_overlay(overlay)
             panel.title.text = choice.text
-        unit = result.unit
+        # Each side in its own unit; B - A of a physical and an RBE-weighted dose mixes them,
+        # and every label of it says so ("Gy vs Gy(RBE)", A's unit first).
+        unit, unit_a, unit_b = result.unit, result.unit_a, result.unit_b
+        mixed = unit_a != unit_b
         diff = difference_overlay(result.difference_gy, result.grid, unit,
                                   label="B - A", threshold=0.01 * result.stats.reference_max_gy)
         self.states[2].set_dose(diff)
         self.panels[2].legend.set_overlay(diff)
+        self.panels[2].title.text = (f"Difference B - A ({unit_b} - {unit_a})" if mixed
+                                     else "Difference B - A")
         self._show_focus(result)
         curves: list[DvhCurve] = []
         for s in result.structures:
@@ -341,7 +351,8 @@ class CompareScreen(Screen):
                                    100 * s.dvh_a.volume_fraction, group="A"))
             curves.append(DvhCurve(s.name, s.colour_rgb, s.dvh_b.dose_gy,
                                    100 * s.dvh_b.volume_fraction, dashed=True, group="B"))
-        self.dvh.x_label = f"Dose ({unit})"
+        self.dvh.x_label = (f"Dose (A solid: {unit_a}, B dashed: {unit_b})" if mixed
+                            else f"Dose ({unit})")
         self.dvh.set_curves(curves)
         gamma = "   ".join(f"γ {g.criteria.label}: [b]{g.pass_rate_percent:.1f} %[/b]"
                            for g in result.gamma)
@@ -350,8 +361,9 @@ class CompareScreen(Screen):
         self.summary.text = (
             f"{gamma}\nB - A: mean {st.mean_gy:+.3f}, SD {st.sd_gy:.3f}, max |d| "
             f"{st.max_abs_gy:.3f} {unit} ({st.voxels} voxels >= "
-            f"{st.threshold_percent:g} % of A's max {st.reference_max_gy:.2f}){warnings}")
-        self.table.set_rows([f"A {unit}", f"B {unit}", "B - A", "B / A"],
+            f"{st.threshold_percent:g} % of A's max {st.reference_max_gy:.2f} {unit_a})"
+            f"{warnings}")
+        self.table.set_rows([f"A {unit_a}", f"B {unit_b}", "B - A", "B / A"],
                             comparison_rows(result.structures))
 
     def _show_focus(self, result: Any) -> None:

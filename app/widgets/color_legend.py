@@ -20,8 +20,10 @@ _BAR_WIDTH_PX = 16.0
 _MARGIN_PX = 6.0
 
 
-def _text_texture(text: str, font_size: float) -> Texture:
-    label = CoreLabel(text=text, font_size=font_size)
+def _text_texture(text: str, font_size: float, width: float | None = None) -> Texture:
+    """``text`` rendered; with ``width``, wrapped at spaces to lines of at most that width."""
+    label = (CoreLabel(text=text, font_size=font_size) if width is None else
+             CoreLabel(text=text, font_size=font_size, text_size=(max(width, 1.0), None)))
     label.refresh()
     return label.texture
 
@@ -53,6 +55,8 @@ class ColorLegend(Widget):
         self.overlay: DoseOverlay | None = None
         self.tick_values = np.zeros(0)
         self.title = ""
+        #: (width, height) px of the title as drawn (it wraps within the legend).
+        self.title_size: tuple[int, ...] = (0, 0)
         self._bar_texture: Texture | None = None
         self.bind(pos=self._redraw, size=self._redraw)
 
@@ -77,7 +81,9 @@ class ColorLegend(Widget):
             self.title = ""
             return
         self.title = overlay.unit or overlay.scale_name
-        unit_texture = _text_texture(self.title or " ", 12)
+        # A long title ("Gy vs Gy(RBE)") wraps within the legend rather than run past it.
+        unit_texture = _text_texture(self.title or " ", 12, self.width - _MARGIN_PX)
+        self.title_size = tuple(unit_texture.size)
         note_texture = _text_texture(overlay.note, 10) if overlay.note else None
         note_h = note_texture.height + 4 if note_texture is not None else 0
         bar_x = self.x + _MARGIN_PX
