@@ -95,3 +95,75 @@ def test_each_side_is_labelled_in_its_own_unit_and_a_mixed_difference_says_so(gu
     assert compare.panels[2].title.text == "Difference B - A"
     assert [p.legend.title for p in compare.panels] == ["Gy(RBE)"] * 3
 
+
+def _text_width(widget, text: str) -> float:
+    from kivy.core.text import Label as CoreLabel
+
+    return CoreLabel(text=text, font_size=widget.font_size).get_extents(text)[0]
+
+
+def _bar_labels(compare) -> list:
+    """The labels "A (reference)" and "B" before the drop-downs."""
+    from kivy.uix.label import Label
+
+    labels = [w for w in compare.side_a.parent.children if isinstance(w, Label)
+              and w.text in ("A (reference)", "B")]
+    assert len(labels) == 2
+    return labels
+
+
+def _fits(widget) -> bool:
+    widget.texture_update()
+    width, height = widget.texture_size
+    return 0 < width <= widget.width + 0.5 and height <= widget.height + 0.5
+
+
+def test_the_choices_and_their_labels_fit_the_bar(gui, tmp_path):
+    """The "B" label lay under the B drop-down's text, and "Plan 2: LEM I chordoma,
+    average..." ran past its button at 1440 x 900. The choices are whole there; in a small
+    window a long one is shortened on its button and read whole over its view."""
+    from tests.workspace_factory import synthetic_plan_result
+
+    app = _start(gui, tmp_path)
+    patient = app.session.patient
+    first = app.session.add_plan(synthetic_plan_result(patient, 3), "LEM I, exchange view")
+    app.session.add_plan(synthetic_plan_result(patient, 4), "LEM I, exchange view")
+    gui.click(app.buttons["compare"])
+    gui.frames(3)
+    compare = app.compare
+    lem = "Plan 2: LEM I chordoma, averaged"
+    compare.side_a.text, compare.side_b.text = "Plan 1: mMKM", lem
+    gui.frames(3)
+    assert tuple(gui.window.size) == (1440, 900)
+    for widget in (*_bar_labels(compare), compare.side_a, compare.side_b,
+                   compare.criteria_label):
+        assert _fits(widget), widget.text
+    for spinner in (compare.side_a, compare.side_b):  # whole, not shortened
+        assert spinner.texture_size[0] >= _text_width(spinner, spinner.text) - 1, spinner.text
+    gui.save_png(gui.screenshot(), tmp_path / "compare_bar_1440x900.png")
+
+    window = gui.window
+    try:
+        window.size = (1024, 640)
+        gui.frames(4)
+        app.planning.rename(first, "Chordoma boost, two fields, re-optimized")
+        gui.frames(2)
+        long_a = "Chordoma boost, two fields, re-optimized: LEM I chordoma, averaged"
+        compare.side_a.text = long_a
+        gui.frames(3)
+        for widget in (*_bar_labels(compare), compare.side_a, compare.side_b,
+                       compare.criteria_label):
+            assert _fits(widget), widget.text
+        assert compare.side_a.texture_size[0] < _text_width(compare.side_a, long_a)
+        compare = _compare(gui, app, long_a, lem)
+        # The whole names over the views (on two lines where one is too short), the views
+        # level.
+        assert [p.title.text for p in compare.panels[:2]] == [long_a, lem]
+        for panel in compare.panels:
+            assert _fits(panel.title)
+        assert compare.panels[0].title.texture_size[1] > compare.panels[1].title.texture_size[1]
+        assert len({p.view.top for p in compare.panels}) == 1
+        gui.save_png(gui.screenshot(), tmp_path / "compare_bar_1024x640.png")
+    finally:
+        window.size = (1440, 900)
+        gui.frames(2)
