@@ -38,6 +38,12 @@ if TYPE_CHECKING:
     from app.planning_screen import TaskHost
 
 LEGEND_WIDTH_PX = 64
+#: Least height of the comparison's summary (gamma, B - A, warnings), px.
+SUMMARY_HEIGHT_PX = 70
+#: Height of a one-line view title, px.
+TITLE_HEIGHT_PX = 24
+#: Width of the gamma criteria note at the end of the bar (it wraps onto two lines), px.
+CRITERIA_WIDTH_PX = 190
 #: Most of the screen's height the DVH and table row takes (in small windows).
 BOTTOM_PANEL_SHARE = 0.36
 class ComparePanel(BoxLayout):
@@ -45,7 +51,12 @@ class ComparePanel(BoxLayout):
 
     def __init__(self, title: str, state: ViewerState) -> None:
         super().__init__(orientation="vertical", spacing=2)
-        self.title = Label(text=title, size_hint_y=None, height=24, shorten=True)
+        # The full name of the side's dose (the drop-down above may shorten it), on a second
+        # line when the panel is too narrow for one (the screen keeps the three titles of
+        # one height).
+        self.title = Label(text=title, size_hint_y=None, height=TITLE_HEIGHT_PX,
+                           halign="center", valign="middle")
+        self.title.bind(width=lambda w, width: setattr(w, "text_size", (width, None)))
         self.view = SliceView(state, "axial")
         self.legend = ColorLegend(size_hint_x=None, width=LEGEND_WIDTH_PX)
         row = BoxLayout(spacing=2)
@@ -75,18 +86,23 @@ class CompareScreen(Screen):
         self._preselected: tuple[str, str] | None = None
         root = BoxLayout(orientation="vertical", spacing=PAD, padding=PAD)
         bar = BoxLayout(size_hint_y=None, height=ROW_HEIGHT + 4, spacing=PAD)
-        self.side_a = WideSpinner(text="", values=[], size_hint_x=0.3)
-        self.side_b = WideSpinner(text="", values=[], size_hint_x=0.3)
+        # The drop-downs take the bar's free width; a choice longer than that is shortened
+        # ("...") on its button, and read whole in the open list and, once compared, over
+        # its view.
+        self.side_a = WideSpinner(text="", values=[], shorten=True)
+        self.side_b = WideSpinner(text="", values=[], shorten=True)
         self.compare_button = Button(text="Compare", size_hint_x=None, width=120, bold=True)
         self.compare_button.bind(on_release=lambda *_: self.run_comparison())
         self.add_dose_button = Button(text="Add RT Dose...", size_hint_x=None, width=130)
         self.add_dose_button.bind(on_release=lambda *_: self.ask_rt_dose())
         for w in (Label(text="A (reference)", size_hint_x=None, width=100), self.side_a,
-                  Label(text="B", size_hint_x=None, width=24), self.side_b,
+                  Label(text="B", size_hint_x=None, width=16), self.side_b,
                   self.compare_button, self.add_dose_button):
             bar.add_widget(w)
         self.criteria_label = Label(text="gamma 3%/3mm and 2%/2mm, global, 10 % threshold",
-                                    color=MUTED_TEXT_RGBA, font_size="12sp")
+                                    color=MUTED_TEXT_RGBA, font_size="12sp", size_hint_x=None,
+                                    width=CRITERIA_WIDTH_PX, halign="left", valign="middle")
+        self.criteria_label.bind(size=lambda w, s: setattr(w, "text_size", s))  # two lines
         bar.add_widget(self.criteria_label)
         root.add_widget(bar)
 
@@ -99,6 +115,7 @@ class CompareScreen(Screen):
                        zip(("A", "B", "Difference B - A"), self.states, strict=True)]
         for p in self.panels:
             views.add_widget(p)
+            p.title.bind(texture_size=lambda *_: self._fit_titles())
         body = BoxLayout(orientation="vertical", spacing=PAD)
         body.add_widget(views)
         self.slice_slider = SliceSlider(min=0, max=1, value=0, size_hint_y=None, height=28)
@@ -111,9 +128,12 @@ class CompareScreen(Screen):
         self.dvh = DvhPlot(size_hint_x=0.5)
         right = BoxLayout(orientation="vertical", size_hint_x=0.5, spacing=2)
         self.summary = Label(text="Choose A and B, then Compare.", size_hint_y=None,
-                             height=70, halign="left", valign="top", markup=True,
-                             font_size="13sp")
-        self.summary.bind(size=lambda w, s: setattr(w, "text_size", s))
+                             height=SUMMARY_HEIGHT_PX, halign="left", valign="top",
+                             markup=True, font_size="13sp")
+        # As high as its lines (a warning wraps in a small window), the table takes the rest.
+        self.summary.bind(width=lambda w, width: setattr(w, "text_size", (width, None)),
+                          texture_size=lambda w, size: setattr(
+                              w, "height", max(SUMMARY_HEIGHT_PX, size[1])))
         self.table = MetricsTable()
         right.add_widget(self.summary)
         right.add_widget(self.table)
@@ -127,6 +147,12 @@ class CompareScreen(Screen):
         self.panels[0].view.bind(slice_index=lambda _v, i: setattr(self.slice_slider,
                                                                    "value", i))
         session.subscribe(lambda what: self.refresh_choices())
+
+    def _fit_titles(self) -> None:
+        """The three view titles as high as the one with most lines (the views stay level)."""
+        height = max(TITLE_HEIGHT_PX, *(p.title.texture_size[1] + 4 for p in self.panels))
+        for p in self.panels:
+            p.title.height = height
 
     # --- choices ----------------------------------------------------------------------------
     def refresh_choices(self) -> None:
@@ -329,11 +355,16 @@ class CompareScreen(Screen):
             state.set_dose(overlay)
             panel.legend.set_overlay(overlay)
             panel.title.text = choice.text
-        unit = result.unit
+        # Each side in its own unit; B - A of a physical and an RBE-weighted dose mixes them,
+        # and every label of it says so ("Gy vs Gy(RBE)", A's unit first).
+        unit, unit_a, unit_b = result.unit, result.unit_a, result.unit_b
+        mixed = unit_a != unit_b
         diff = difference_overlay(result.difference_gy, result.grid, unit,
                                   label="B - A", threshold=0.01 * result.stats.reference_max_gy)
         self.states[2].set_dose(diff)
         self.panels[2].legend.set_overlay(diff)
+        self.panels[2].title.text = (f"Difference B - A ({unit_b} - {unit_a})" if mixed
+                                     else "Difference B - A")
         self._show_focus(result)
         curves: list[DvhCurve] = []
         for s in result.structures:
@@ -341,7 +372,8 @@ class CompareScreen(Screen):
                                    100 * s.dvh_a.volume_fraction, group="A"))
             curves.append(DvhCurve(s.name, s.colour_rgb, s.dvh_b.dose_gy,
                                    100 * s.dvh_b.volume_fraction, dashed=True, group="B"))
-        self.dvh.x_label = f"Dose ({unit})"
+        self.dvh.x_label = (f"Dose (A solid: {unit_a}, B dashed: {unit_b})" if mixed
+                            else f"Dose ({unit})")
         self.dvh.set_curves(curves)
         gamma = "   ".join(f"γ {g.criteria.label}: [b]{g.pass_rate_percent:.1f} %[/b]"
                            for g in result.gamma)
@@ -350,8 +382,9 @@ class CompareScreen(Screen):
         self.summary.text = (
             f"{gamma}\nB - A: mean {st.mean_gy:+.3f}, SD {st.sd_gy:.3f}, max |d| "
             f"{st.max_abs_gy:.3f} {unit} ({st.voxels} voxels >= "
-            f"{st.threshold_percent:g} % of A's max {st.reference_max_gy:.2f}){warnings}")
-        self.table.set_rows([f"A {unit}", f"B {unit}", "B - A", "B / A"],
+            f"{st.threshold_percent:g} % of A's max {st.reference_max_gy:.2f} {unit_a})"
+            f"{warnings}")
+        self.table.set_rows([f"A {unit_a}", f"B {unit_b}", "B - A", "B / A"],
                             comparison_rows(result.structures))
 
     def _show_focus(self, result: Any) -> None:

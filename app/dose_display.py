@@ -88,38 +88,49 @@ def overlay_for(layer: DoseLayer, display: DoseDisplay) -> DoseOverlay:
                        label=layer.label, scale_name=layer.scale_name)
 
 
-#: A masked quantity's colour scale is set where the dose reaches this many times its mask
-#: dose (9 x 10 % = 90 % of the prescription: the target), so the target's values spread
-#: over the colours and what lies outside it saturates.
-SCALE_DOSE_FACTOR = 9.0
+#: A masked quantity's colours span these percentiles of its values where it is shown; the
+#: few beyond take the end colours (the legend marks them), so that a field edge's outliers
+#: do not squeeze the rest into a few colours.
+SCALE_PERCENTILES = (1.0, 99.0)
 
 
 def _masked_quantity_overlay(layer: DoseLayer, display: DoseDisplay) -> DoseOverlay:
     """A quantity (LETd, RBE, ratio) where the dose reaches ``layer.mask_dose_min`` only, its
-    colours spread over the 1st to 99th percentile of the values where the dose reaches
-    :data:`SCALE_DOSE_FACTOR` times that (the target, so that its 1.02 to 1.06 are not lost
-    under an entrance channel's 2 or a field edge's 3.9); no isodose lines."""
+    colours spread over :data:`SCALE_PERCENTILES` of its values there (the target's 1.03 and
+    an entrance channel's 2 of the LEM I / mMKM ratio both within the scale); values beyond
+    take the end colours and are marked on the legend (``shown_min``/``shown_max``). No
+    isodose lines: they are lines of dose."""
     assert layer.mask_dose is not None
     keep = layer.mask_dose >= layer.mask_dose_min
     values = layer.cube[keep]
-    high = layer.cube[layer.mask_dose >= SCALE_DOSE_FACTOR * layer.mask_dose_min]
-    scaled = high if high.size else values
     if display.percent:
         values = values * np.float32(100.0 / layer.reference)
-        scaled = scaled * np.float32(100.0 / layer.reference)
-    lo, hi = ((float(np.percentile(scaled, 1)), float(np.percentile(scaled, 99)))
-              if scaled.size else (0.0, 1.0))
+    lo, hi = ((float(np.percentile(values, SCALE_PERCENTILES[0])),
+               float(np.percentile(values, SCALE_PERCENTILES[1])))
+              if values.size else (0.0, 1.0))
     if not hi > lo:
         lo, hi = lo - 0.5 * max(abs(lo), 1e-3), hi + 0.5 * max(abs(hi), 1e-3)
     cube = np.zeros(layer.cube.shape, np.float32)
     cube[keep] = values
     lowest = float(values.min()) if values.size else 0.0
+    highest = float(values.max()) if values.size else 0.0
+    p_lo, p_hi = (ordinal(p) for p in SCALE_PERCENTILES)
     return DoseOverlay(dose=cube, grid=layer.grid, unit="%" if display.percent else layer.unit,
                        vmin=lo, vmax=hi, threshold=0.5 * lowest if lowest > 0 else 0.0,
                        opacity=display.opacity if display.wash else 0.0, label=layer.label,
                        scale_name=layer.scale_name,
-                       note=f"shown ≥{100 * QUANTITY_MASK_FRACTION:g}% Rx\n"
-                            f"scaled ≥{100 * SCALE_DOSE_FACTOR * QUANTITY_MASK_FRACTION:g}% Rx")
+                       note=f"shown ≥{100 * QUANTITY_MASK_FRACTION:g}% Rx; scale {p_lo}-{p_hi} "
+                            "percentile",
+                       shown_min=lowest if values.size else None,
+                       shown_max=highest if values.size else None)
+
+
+def ordinal(number: float) -> str:
+    """``1`` -> ``"1st"``, ``99`` -> ``"99th"``, ``2.5`` -> ``"2.5th"``."""
+    n = int(number)
+    suffix = "th" if n != number or 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(
+        n % 10, "th")
+    return f"{number:g}{suffix}"
 
 
 def difference_overlay(diff: np.ndarray, grid: DoseGrid, unit: str, *, label: str,

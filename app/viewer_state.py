@@ -92,6 +92,10 @@ class DoseOverlay:
     scale_name : str
         What the values are when ``unit`` is ``""`` (``"RBE"``, ``"LEM/mMKM"``): the
         legend's title in place of a unit.
+    shown_min, shown_max : float or None
+        The lowest and highest value washed, when the colour scale may not span them (a
+        quantity scaled to its percentiles): values beyond ``vmin``/``vmax`` take the end
+        colours, and the legend marks them (an arrow at that end, with the value).
     """
 
     dose: NDArray[np.float32]
@@ -107,6 +111,8 @@ class DoseOverlay:
     label: str = ""
     note: str = ""
     scale_name: str = ""
+    shown_min: float | None = None
+    shown_max: float | None = None
 
     def __post_init__(self) -> None:
         dose = np.asarray(self.dose)

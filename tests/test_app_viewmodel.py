@@ -407,3 +407,40 @@ def test_the_exchange_side_computed_with_the_plans_own_model_is_not_a_second_lay
     for other in (entry("LEM I chordoma ax=0.1 bx=0.05 Dt=30 Rn=5 rapid=central"),
                   entry(mkm, DoseGrid((2, 2, 2), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0)))):
         assert other.own_exchange_key is None and {"mkm", "lem1"} <= set(keys(other))
+
+
+def _field_with_an_entrance_channel():
+    """A plan on a 1 x 1 x 40 grid: target (z 30-39) at the prescription (60 Gy(RBE)) where
+    the LEM I / mMKM ratio is 1.03-1.06 and the RBE 2.5-3.0, an entrance channel (z 10-29) at
+    20 % where the ratio is 2.0 and the RBE 1.6, and hardly any dose (0.5 %) at z < 10 where
+    they run to 4.139 and 10.72."""
+    grid = DoseGrid((40, 1, 1), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    z = np.arange(40)
+    dose = np.where(z >= 30, 60.0, np.where(z >= 10, 12.0, 0.3)).astype(np.float32)
+    ratio = np.where(z >= 30, 1.03 + 0.003 * (z - 30), np.where(z >= 10, 2.0, 4.139))
+    rbe = np.where(z >= 30, 2.5 + 0.05 * (z - 30), np.where(z >= 10, 1.6, 10.72))
+    ratio, rbe = (a.astype(np.float32).reshape(grid.shape) for a in (ratio, rbe))
+    dose = dose.reshape(grid.shape)
+    exchange = SimpleNamespace(mkm_dose_gy_rbe=dose, lem_dose_gy_rbe=dose * ratio,
+                               ratio_lem_over_mkm=ratio, dose_grid=grid,
+                               mkm_model="mMKM HSG a0=0.172 b=0.0615 rd=0.32um",
+                               lem_model="LEM I chordoma ax=0.1 bx=0.05")
+    result = _fake_result("mMKM HSG a0=0.172 b=0.0615 rd=0.32um", exchange=exchange)
+    result.dose_grid = grid
+    result.rbe_dose_gy_rbe = result.physical_dose_gy = result.letd_kev_um = dose
+    result.rbe = rbe
+    return PlanEntry("Plan 1", result, "")  # type: ignore[arg-type]
+
+
+def test_a_quantitys_100_percent_is_its_maximum_where_there_is_dose():
+    """The ratio's and the RBE's 100 % were their maxima over the whole cube (4.139 and 10.72,
+    where there is hardly any dose): now over the voxels where they are shown."""
+    from app.session import QUANTITY_MASK_FRACTION
+
+    entry = _field_with_an_entrance_channel()
+    assert QUANTITY_MASK_FRACTION == 0.1
+    ratio, rbe = entry.layer("ratio"), entry.layer("rbe_factor")
+    assert ratio.reference == pytest.approx(2.0) and rbe.reference == pytest.approx(2.95)
+    assert ratio.reference_text == "100 % = 2 (maximum where the mMKM dose ≥ 10 % Rx)"
+    assert rbe.reference_text == "100 % = 2.95 (maximum where the plan's dose ≥ 10 % Rx)"
+    assert entry.layer("rbe").reference_text == "100 % = 60 Gy(RBE) (prescription)"

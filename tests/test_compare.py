@@ -344,3 +344,33 @@ def test_a_side_summary_names_the_kind_model_plan_and_source():
         "physical dose; plan 'Plan 1' (its RBE model: mMKM HSG Fclin=2.41); dose A")
     assert _side("B", dose, grid).summary() == ("RBE-weighted dose, model not named; plan "
                                                 "unknown; dose B")
+
+
+def test_a_physical_and_an_rbe_weighted_dose_each_keep_their_unit():
+    """A in Gy against B in Gy(RBE) was labelled Gy throughout (GUI review): each side keeps
+    its unit; B - A, its statistics and the DVHs say that they mix the two."""
+    from planning.compare.html_report import render_html
+
+    patient = load_demo_patient()
+    grid = DoseGrid.covering(grid_of(patient.ct), 8.0)
+    dose = np.zeros(grid.shape, np.float32)
+    dose[grid.shape[0] // 2, grid.shape[1] // 2, grid.shape[2] // 2] = 20.0
+    frame = patient.ct.frame_of_reference_uid
+    result = compare(_side("A", dose, grid, frame, dose_type="PHYSICAL"),
+                     _side("B", 2.5 * dose, grid, frame), patient=patient,
+                     settings=CompareSettings(gamma=((3.0, 3.0),), cross_model=False))
+    assert (result.unit_a, result.unit_b, result.unit) == ("Gy", "Gy(RBE)", "Gy vs Gy(RBE)")
+    report = result.to_report()
+    assert (report["a"]["unit"], report["b"]["unit"], report["unit"]) == (
+        "Gy", "Gy(RBE)", "Gy vs Gy(RBE)")
+    html = render_html(result)
+    for text in ("A (Gy), axial", "B (Gy(RBE)), axial", "B - A (Gy vs Gy(RBE)), axial",
+                 ">20 Gy</td>", ">50 Gy(RBE)</td>", "normalization (Gy)",
+                 "dose (Gy vs Gy(RBE)), shown above", "Doses in Gy (A) and Gy(RBE) (B); B-A "
+                 "mixes them.", "dose (A solid: Gy, B dashed: Gy(RBE))"):
+        assert text in html, text
+    # Both RBE-weighted (or both physical): one unit.
+    same = compare(_side("A", dose, grid, frame, dose_type="PHYSICAL"),
+                   _side("B", dose, grid, frame, dose_type="PHYSICAL"),
+                   settings=CompareSettings(gamma=((3.0, 3.0),), cross_model=False))
+    assert (same.unit_a, same.unit_b, same.unit) == ("Gy", "Gy", "Gy")

@@ -62,3 +62,20 @@ def test_the_exchange_side_that_is_the_plans_own_dose_is_offered_once_by_its_mod
         "Plan 3: LEM I", "Plan 3: physical", "Plan 3: mMKM"]
     assert default_pair([own_lem]) == (CompareChoice("Plan 3", "mkm"),
                                        CompareChoice("Plan 3", "rbe"))
+
+
+@dataclass
+class _PhysicalModelEntry(_Entry):
+    """A plan computed under the physical model: its dose is in Gy, the same cube as its
+    physical dose."""
+
+    dose_unit: str = "Gy"
+
+
+def test_a_physical_model_plans_dose_is_offered_once():
+    """"Plan 1: dose (physical model)" and "Plan 1: physical" were offered, one cube."""
+    texts = [c.text for c in choices_for([_PhysicalModelEntry("Plan 1", EXCHANGE)])]
+    assert texts == ["Plan 1: dose (physical model)", "Plan 1: mMKM", "Plan 1: LEM I"]
+    assert [c.text for c in choices_for([_PhysicalModelEntry("Plan 1", PLAIN,
+                                                             dose_unit="Gy(RBE)")])] == [
+        "Plan 1: RBE-weighted", "Plan 1: physical"]

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from kivy.core.text import Label as CoreLabel
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.checkbox import CheckBox
 from kivy.uix.label import Label
 from kivy.uix.textinput import TextInput
 
-from app.dose_display import DoseDisplay, parse_levels
-from app.session import DoseLayer
+from app.dose_display import SCALE_PERCENTILES, DoseDisplay, ordinal, parse_levels
+from app.session import QUANTITY_MASK_FRACTION, DoseLayer
 from app.theme import BUTTON_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
 from app.widgets.menu import WideSpinner
 from app.widgets.viewer_panel import SliceSlider
@@ -20,6 +21,14 @@ from planning.errors import InputError
 from planning.isodose import STANDARD_ISODOSE_PERCENT
 
 UNITS = ("Absolute", "% of reference")
+#: The note under the reference for a dose.
+DOSE_HINT = ("Levels, threshold and % are of the reference: the prescription for "
+             "RBE-weighted doses, the cube's maximum otherwise.")
+#: ... and for a quantity shown where there is dose (LETd, RBE, the model ratio).
+QUANTITY_HINT = (f"Not a dose: no isodose lines or threshold. Shown where the dose (for the "
+                 f"ratio, the mMKM dose) reaches {100 * QUANTITY_MASK_FRACTION:g} % Rx; colours "
+                 f"span its {ordinal(SCALE_PERCENTILES[0])}-{ordinal(SCALE_PERCENTILES[1])} "
+                 "percentile there, arrows on the bar mark values beyond.")
 
 
 def _label(text: str, width: int = 120) -> Label:
@@ -88,16 +97,20 @@ class DosePanel(BoxLayout):
         self.add_widget(_row(_label("Threshold"), self.threshold, self.threshold_text))
         self.add_widget(_row(_label("Opacity"), self.opacity_slider, self.opacity_text))
         self.add_widget(_row(_label("Isodoses (%)"), self.levels))
+        # What 100 % is, on as many lines as it takes ("100 % = 2.721 (maximum where the mMKM
+        # dose ≥ 10 % Rx)").
         self.reference = Label(text="", size_hint_y=None, height=22, halign="left",
                                valign="middle", font_size="13sp")
-        self.reference.bind(size=lambda w, s: setattr(w, "text_size", s))
+        self.reference.bind(width=lambda w, width: setattr(w, "text_size", (width, None)),
+                            texture_size=lambda w, size: setattr(w, "height",
+                                                                 max(22, size[1])))
         self.add_widget(self.reference)
-        hint = Label(text="Levels, threshold and % are of the reference: the prescription for "
-                          "RBE-weighted doses, the cube's maximum otherwise.",
-                     color=MUTED_TEXT_RGBA, font_size="12sp", size_hint_y=None, height=36,
-                     halign="left", valign="top")
-        hint.bind(size=lambda w, s: setattr(w, "text_size", s))
-        self.add_widget(hint)
+        # As high as the longer of its two texts: the buttons below stay where they are when
+        # the quantity changes.
+        self.hint = Label(text=DOSE_HINT, color=MUTED_TEXT_RGBA, font_size="12sp",
+                          size_hint_y=None, height=36, halign="left", valign="top")
+        self.hint.bind(width=lambda *_: self._fit_hint())
+        self.add_widget(self.hint)
         # The plan's warnings (e.g. a dose grid too coarse to resolve it), in plain sight.
         self.notes = Label(text="", size_hint_y=None, height=0, halign="left", valign="top",
                            font_size="12sp", color=(1.0, 0.7, 0.25, 1.0))
@@ -114,7 +127,7 @@ class DosePanel(BoxLayout):
         self.add_widget(self.beam_view_button)
         self.add_widget(Label())  # keeps the rows at the top
         self.plan.bind(text=lambda *_: self._changed())
-        self.quantity.bind(text=lambda *_: self._changed())
+        self.quantity.bind(text=lambda *_: self._quantity_changed())
         self.unit.bind(text=lambda *_: self._changed())
         self.wash.bind(active=lambda *_: self._changed())
         self.isodoses.bind(active=lambda *_: self._changed())
@@ -140,6 +153,7 @@ class DosePanel(BoxLayout):
         self.quantity.values = labels
         if current not in labels:
             self.quantity.text = labels[0] if labels else ""
+        self._show_controls()
 
     def set_notes(self, warnings: Sequence[str]) -> None:
         """Show the shown plan's warnings (none: the note takes no room)."""
@@ -224,6 +238,29 @@ class DosePanel(BoxLayout):
         if levels != self._levels:
             self._levels = levels
             self._changed()
+
+    def _quantity_changed(self) -> None:
+        self._show_controls()
+        self._changed()
+
+    def _show_controls(self) -> None:
+        """Isodose lines and the wash threshold for a dose; for a quantity shown where there
+        is dose (LETd, RBE, ratio), neither (greyed), and the note says how it is shown."""
+        layer = next((x for x in self._layers if x.label == self.quantity.text), None)
+        quantity = layer is not None and not layer.is_dose
+        for widget in (self.isodoses, self.levels, self.threshold):
+            widget.disabled = quantity
+        self.hint.text = QUANTITY_HINT if quantity else DOSE_HINT
+
+    def _fit_hint(self) -> None:
+        width = max(self.hint.width, 1.0)
+        heights = []
+        for text in (DOSE_HINT, QUANTITY_HINT):
+            core = CoreLabel(text=text, font_size=self.hint.font_size, text_size=(width, None))
+            core.refresh()
+            heights.append(core.texture.size[1])
+        self.hint.height = max(36, *heights)
+        self.hint.text_size = (width, self.hint.height)  # its text at the top
 
     def _changed(self) -> None:
         self._on_change()

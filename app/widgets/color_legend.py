@@ -1,14 +1,16 @@
 """Colour bar of a dose overlay: its colour map from vmin (bottom) to vmax (top), ticks, unit.
 
-Isodose levels are marked on the bar with short lines in their colours. With no overlay the
-widget draws nothing.
+Isodose levels are marked on the bar with short lines in their colours. Values washed beyond
+the scale (a quantity scaled to its percentiles) are marked by an arrow at that end, in the
+end colour they take, with the extreme value ("max 2.721"). With no overlay the widget draws
+nothing.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from kivy.core.text import Label as CoreLabel
-from kivy.graphics import Color, Line, Rectangle
+from kivy.graphics import Color, Line, Rectangle, Triangle
 from kivy.graphics.texture import Texture
 from kivy.uix.widget import Widget
 
@@ -18,10 +20,14 @@ from app.viewer_state import DoseOverlay
 _TEXT_RGBA = (0.9, 0.9, 0.9, 1.0)
 _BAR_WIDTH_PX = 16.0
 _MARGIN_PX = 6.0
+#: Height of the arrow at an end of the bar that has values beyond it, px.
+_ARROW_PX = 10.0
 
 
-def _text_texture(text: str, font_size: float) -> Texture:
-    label = CoreLabel(text=text, font_size=font_size)
+def _text_texture(text: str, font_size: float, width: float | None = None) -> Texture:
+    """``text`` rendered; with ``width``, wrapped at spaces to lines of at most that width."""
+    label = (CoreLabel(text=text, font_size=font_size) if width is None else
+             CoreLabel(text=text, font_size=font_size, text_size=(max(width, 1.0), None)))
     label.refresh()
     return label.texture
 
@@ -46,6 +52,9 @@ class ColorLegend(Widget):
     title : str
         The text above the bar: the unit, or for a quantity without one its name (``"RBE"``,
         ``"LEM/mMKM"``); empty with no overlay.
+    beyond : dict
+        The ends with values beyond the scale and their text: ``{"over": "max 2.721",
+        "under": "min 1.02"}`` (empty when the scale spans every value shown).
     """
 
     def __init__(self, **kwargs: object) -> None:
@@ -53,7 +62,11 @@ class ColorLegend(Widget):
         self.overlay: DoseOverlay | None = None
         self.tick_values = np.zeros(0)
         self.title = ""
+        #: (width, height) px of the title as drawn (it wraps within the legend).
+        self.title_size: tuple[int, ...] = (0, 0)
+        self.beyond: dict[str, str] = {}
         self._bar_texture: Texture | None = None
+        self._end_rgb: tuple[tuple[float, ...], tuple[float, ...]] = ((0, 0, 0), (0, 0, 0))
         self.bind(pos=self._redraw, size=self._redraw)
 
     def set_overlay(self, overlay: DoseOverlay | None) -> None:
@@ -67,6 +80,8 @@ class ColorLegend(Widget):
             texture.blit_buffer(np.ascontiguousarray(rgba).reshape(-1), colorfmt="rgba",
                                 bufferfmt="ubyte")
             self._bar_texture = texture
+            self._end_rgb = (tuple(float(c) / 255.0 for c in rgb[0]),
+                             tuple(float(c) / 255.0 for c in rgb[-1]))
         self._redraw()
 
     def _redraw(self, *_args: object) -> None:
@@ -75,14 +90,26 @@ class ColorLegend(Widget):
         if overlay is None or self._bar_texture is None:
             self.tick_values = np.zeros(0)
             self.title = ""
+            self.beyond = {}
             return
         self.title = overlay.unit or overlay.scale_name
-        unit_texture = _text_texture(self.title or " ", 12)
-        note_texture = _text_texture(overlay.note, 10) if overlay.note else None
+        # A long title ("Gy vs Gy(RBE)") wraps within the legend rather than run past it.
+        unit_texture = _text_texture(self.title or " ", 12, self.width - _MARGIN_PX)
+        self.title_size = tuple(unit_texture.size)
+        note_texture = (_text_texture(overlay.note, 10, self.width - 2) if overlay.note
+                        else None)
         note_h = note_texture.height + 4 if note_texture is not None else 0
+        self.beyond = {}
+        if overlay.shown_max is not None and overlay.shown_max > overlay.vmax:
+            self.beyond["over"] = f"max {overlay.shown_max:.4g}"
+        if overlay.shown_min is not None and overlay.shown_min < overlay.vmin:
+            self.beyond["under"] = f"min {overlay.shown_min:.4g}"
+        over_h = _ARROW_PX + 2 if "over" in self.beyond else 0.0
+        under_h = _ARROW_PX + 2 if "under" in self.beyond else 0.0
         bar_x = self.x + _MARGIN_PX
-        bar_y = self.y + _MARGIN_PX + 8 + note_h
-        bar_h = max(self.height - 2 * _MARGIN_PX - unit_texture.height - 16 - note_h, 10.0)
+        bar_y = self.y + _MARGIN_PX + 8 + note_h + under_h
+        bar_h = max(self.height - 2 * _MARGIN_PX - unit_texture.height - 16 - note_h
+                    - over_h - under_h, 10.0)
         self.tick_values = rendering.legend_ticks(overlay.vmin, overlay.vmax)
         step = (float(self.tick_values[1] - self.tick_values[0])
                 if len(self.tick_values) > 1 else overlay.vmax - overlay.vmin)
@@ -93,16 +120,33 @@ class ColorLegend(Widget):
             Color(*_TEXT_RGBA)
             Line(rectangle=(bar_x, bar_y, _BAR_WIDTH_PX, bar_h), width=1.0)
             Rectangle(texture=unit_texture, size=unit_texture.size,
-                      pos=(bar_x, bar_y + bar_h + 6))
+                      pos=(bar_x, bar_y + bar_h + over_h + 6))
             if note_texture is not None:
                 Rectangle(texture=note_texture, size=note_texture.size,
                           pos=(self.x + 2, self.y + _MARGIN_PX))
+            # The arrows: up from the top, down from the bottom, in the end colours.
+            arrows = []
+            text_x = bar_x + _BAR_WIDTH_PX + 6
+            for end, base, tip in (("over", bar_y + bar_h + 2, bar_y + bar_h + over_h),
+                                   ("under", bar_y - 2, bar_y - under_h)):
+                if end not in self.beyond:
+                    continue
+                Color(*self._end_rgb[end == "over"], 1.0)
+                Triangle(points=[bar_x, base, bar_x + _BAR_WIDTH_PX, base,
+                                 bar_x + _BAR_WIDTH_PX / 2, tip])
+                Color(*_TEXT_RGBA)
+                text = _text_texture(self.beyond[end], 10)
+                middle = (base + tip) / 2
+                Rectangle(texture=text, size=text.size, pos=(text_x, middle - text.height / 2))
+                arrows.append((middle, text.height))
             for value in self.tick_values:
                 y = bar_y + (float(value) - overlay.vmin) / span * bar_h
                 Line(points=[bar_x + _BAR_WIDTH_PX, y, bar_x + _BAR_WIDTH_PX + 4, y], width=1.0)
                 text = _text_texture(format_tick(float(value), step), 11)
+                if any(abs(y - m) < (text.height + h) / 2 for m, h in arrows):
+                    continue  # the arrow's value is written there
                 Rectangle(texture=text, size=text.size,
-                          pos=(bar_x + _BAR_WIDTH_PX + 6, y - text.height / 2))
+                          pos=(text_x, y - text.height / 2))
             for level, colour in zip(overlay.isodose_levels, overlay.level_colours, strict=True):
                 if not overlay.vmin <= level <= overlay.vmax:
                     continue

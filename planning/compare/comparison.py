@@ -174,15 +174,28 @@ class ComparisonResult:
     timings_s: dict[str, float] = field(default_factory=dict)
 
     @property
+    def unit_a(self) -> str:
+        """A's unit: ``"Gy(RBE)"`` for an RBE-weighted dose, ``"Gy"`` for a physical one."""
+        return side_unit(self.a)
+
+    @property
+    def unit_b(self) -> str:
+        """B's unit (as :attr:`unit_a`)."""
+        return side_unit(self.b)
+
+    @property
     def unit(self) -> str:
-        """``"Gy(RBE)"`` when both doses are RBE-weighted, else ``"Gy"``."""
-        both = {self.a.dose_type, self.b.dose_type} == {"EFFECTIVE"}
-        return "Gy(RBE)" if both else "Gy"
+        """The unit of both doses and of B - A: ``"Gy(RBE)"`` when both are RBE-weighted,
+        ``"Gy"`` when both are physical; for one of each, A's unit vs B's (``"Gy vs
+        Gy(RBE)"``): B - A, the statistics and the DVHs then mix the two quantities."""
+        a, b = self.unit_a, self.unit_b
+        return a if a == b else f"{a} vs {b}"
 
     def to_report(self) -> dict[str, Any]:
         """The content of report.json (no cubes; DVH curves rounded)."""
         def side(s: DoseSide) -> dict[str, Any]:
             return {"label": s.label, "source": s.source, "dose_type": s.dose_type,
+                    "unit": side_unit(s),
                     "description": s.summary(), "model": s.description,
                     "frame_of_reference_uid": s.frame_of_reference_uid,
                     "max_gy": float(s.dose_gy.max()), "grid": _grid_dict(s.grid),
@@ -221,6 +234,11 @@ class ComparisonResult:
             "warnings": list(self.warnings),
             "timings_s": dict(self.timings_s),
         }
+
+
+def side_unit(side: DoseSide) -> str:
+    """The unit of a side's dose: ``"Gy(RBE)"`` (EFFECTIVE) or ``"Gy"`` (PHYSICAL)."""
+    return "Gy(RBE)" if side.dose_type == "EFFECTIVE" else "Gy"
 
 
 def _grid_dict(g: DoseGrid) -> dict[str, list[float] | list[int]]:

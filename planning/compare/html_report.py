@@ -95,8 +95,8 @@ def slice_figures(result: ComparisonResult) -> str:
     max_gamma = max((g.criteria.max_gamma for g in result.gamma), default=2.0)
     unit = result.unit
     columns: list[tuple[str, NDArray[Any], str, float, float, NDArray[np.bool_] | None]] = [
-        (f"A ({unit})", ref, "dose", 0.0, top, ref >= wash),
-        (f"B ({unit})", ev, "dose", 0.0, top, ev >= wash),
+        (f"A ({result.unit_a})", ref, "dose", 0.0, top, ref >= wash),
+        (f"B ({result.unit_b})", ev, "dose", 0.0, top, ev >= wash),
         (f"B - A ({unit})", diff, "diff", -limit, limit, region)]
     for g in result.gamma:
         columns.append((f"gamma {g.criteria.label}", g.gamma, "gamma", 0.0, max_gamma,
@@ -126,12 +126,13 @@ def _sides_table(result: ComparisonResult) -> str:
     rows = []
     # compare() records the resampled sides by role ("A", "B"), not by their own labels
     # (a side from api.comparison_side or the GUI carries a label of its own).
-    for s, role in ((result.a, "A"), (result.b, "B")):
+    for s, role, unit in ((result.a, "A", result.unit_a), (result.b, "B", result.unit_b)):
         rows.append((s.label, s.source, s.dose_type, s.description or None,
-                     float(s.dose_gy.max()), " x ".join(str(n) for n in s.grid.shape),
+                     f"{float(s.dose_gy.max()):.3g} {unit}",
+                     " x ".join(str(n) for n in s.grid.shape),
                      ", ".join(f"{v:g}" for v in s.grid.spacing_mm),
                      "yes" if role in result.resampled else "no"))
-    return _table(["side", "source", "dose type", "description", f"max ({result.unit})",
+    return _table(["side", "source", "dose type", "description", "max",
                    "grid (z, y, x)", "spacing mm", "resampled"], rows, left=4)
 
 
@@ -141,9 +142,9 @@ def _stats_table(result: ComparisonResult) -> str:
     rows = [(k, st["gy"][k], st["percent_of_reference_max"][k],
              (st["percent_of_prescription"] or {}).get(k)) for k in keys]
     note = (f"<p>{st['voxels']} voxels where A or B reach {st['threshold_percent']:g} % of A's "
-            f"maximum ({_fmt(st['reference_max_gy'])} {result.unit}); integral dose ratio B/A "
-            f"{_fmt(st['integral_ratio'], 4)}; prescription "
-            f"{_fmt(st['prescription_gy'])} {result.unit}.</p>")
+            f"maximum ({_fmt(st['reference_max_gy'])} {result.unit_a}); integral dose ratio "
+            f"B/A {_fmt(st['integral_ratio'], 4)}; prescription "
+            f"{_fmt(st['prescription_gy'])} {result.unit_a}.</p>")
     return note + _table(["B - A", result.unit, "% of A max", "% of prescription"], rows)
 
 
@@ -153,7 +154,7 @@ def _gamma_table(result: ComparisonResult) -> str:
         rows.append((g.criteria.label, g.pass_rate_percent, g.evaluated_voxels, g.mean_gamma,
                      g.p95_text(), g.normalization_dose_gy, t))
     return _table(["criteria (global)", "pass rate %", "evaluated voxels", "mean gamma",
-                   "gamma 95th pct", f"normalization ({result.unit})", "seconds"], rows)
+                   "gamma 95th pct", f"normalization ({result.unit_a})", "seconds"], rows)
 
 
 def _structures_table(result: ComparisonResult) -> str:
@@ -173,7 +174,9 @@ def _structures_table(result: ComparisonResult) -> str:
             row += [None if v is None else scale * v
                     for v in (s.metrics_a[k], s.metrics_b[k], diff[k])]
         rows.append(row)
-    return f"<p>Doses in {result.unit}.</p>" + _table(header, rows)
+    units = (f"{result.unit}" if result.unit_a == result.unit_b
+             else f"{result.unit_a} (A) and {result.unit_b} (B); B-A mixes them")
+    return f"<p>Doses in {units}.</p>" + _table(header, rows)
 
 
 def _cross_model_section(result: ComparisonResult) -> str:
@@ -221,7 +224,9 @@ def render_html(result: ComparisonResult, *, created: datetime.datetime | None =
     warnings = "".join(f'<li class="warn">{escape(w)}</li>' for w in result.warnings)
     gamma_summary = ", ".join(f"{g.criteria.label}: {g.pass_rate_percent:.2f} %"
                               for g in result.gamma)
-    dvh = (dvh_svg(result.structures, result.unit) if result.structures
+    dvh_unit = (result.unit if result.unit_a == result.unit_b
+                else f"A solid: {result.unit_a}, B dashed: {result.unit_b}")
+    dvh = (dvh_svg(result.structures, dvh_unit) if result.structures
            else "<p>No structures.</p>")
     timings = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings_s.items())
     return (

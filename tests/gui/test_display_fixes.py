@@ -297,7 +297,8 @@ def test_plan_display_quantities_menus_beam_view_compare_table_and_reset(gui, tm
         assert not panel.quantity.children  # a menu is a button, nothing else
         if key != "ratio":  # same grid as the RBE-weighted dose
             assert np.all(overlay.dose[low] == 0.0)
-            # The scale spans the target's values, not an entrance channel's or field edge's.
+            # The scale spans the 1st to 99th percentile of the values shown (the entrance
+            # channel's as well as the target's), the few beyond marked on the colour bar.
             ptv = entry.result.patient.structure_set.get("PTV")
             from planning.structure_dose import grid_of, structure_rows
 
@@ -306,6 +307,7 @@ def test_plan_display_quantities_menus_beam_view_compare_table_and_reset(gui, tm
             assert overlay.vmin <= float(np.median(in_ptv)) <= overlay.vmax
         shown = overlay.dose[overlay.dose > overlay.threshold]
         assert overlay.vmax < float(shown.max())
+        assert screen.viewer.legend.beyond["over"] == f"max {float(shown.max()):.4g}"
     ratio_pixels = gui.screenshot("ratio_masked")
     assert ratio_pixels.shape[0] > 0
 

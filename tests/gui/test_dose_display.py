@@ -59,3 +59,23 @@ def test_isodose_level_text():
         parse_levels("95, abc")
     with pytest.raises(InputError, match="must lie"):
         parse_levels("-5")
+
+
+def test_a_quantitys_colours_span_the_voxels_where_it_is_shown():
+    """The ratio's scale ran 1.04-1.09 (the target's values), so the entrance channel's 2
+    took the top colour with no sign of it: the scale spans the 1st to 99th percentile where
+    the quantity is shown, and the overlay gives the values beyond it for the legend."""
+    from tests.test_app_viewmodel import _field_with_an_entrance_channel
+
+    layer = _field_with_an_entrance_channel().layer("ratio")
+    o = overlay_for(layer, DoseDisplay())
+    shown = layer.cube[layer.mask_dose >= layer.mask_dose_min]
+    assert o.vmin == pytest.approx(float(np.percentile(shown, 1)))
+    assert o.vmax == pytest.approx(float(np.percentile(shown, 99)))
+    assert o.vmin < 1.035 and o.vmax == pytest.approx(2.0)  # the target and the channel
+    assert (o.shown_min, o.shown_max) == pytest.approx((1.03, 2.0))
+    assert o.isodose_levels == () and "percentile" in o.note and "≥10% Rx" in o.note
+    assert np.all(o.dose[layer.mask_dose < layer.mask_dose_min] == 0.0)  # not the 4.139
+    percent = overlay_for(layer, DoseDisplay(percent=True, isodoses=True))
+    assert percent.unit == "%" and percent.vmax == pytest.approx(100.0)
+    assert percent.isodose_levels == ()
