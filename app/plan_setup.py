@@ -104,11 +104,18 @@ def parse_beam(gantry_text: str, couch_text: str, index: int) -> BeamSetup:
     return BeamSetup(g % 360.0, c % 360.0)
 
 
+def parse_prescription(dose_text: str, unit: str = "Gy(RBE)") -> float:
+    """The prescribed dose field: the whole plan's dose, in ``unit`` (the chosen model's,
+    :func:`model_dose_unit`)."""
+    return _number(dose_text, f"prescribed dose ({unit}, whole plan)", lo=0.01, hi=200)
+
+
 def parse_objective(structure: str, kind: str, dose_text: str, weight_text: str,
-                    volume_text: str, index: int) -> Objective:
-    """One objective row; ``volume_text`` is a percentage, needed by the DVH objectives."""
+                    volume_text: str, index: int, unit: str = "Gy(RBE)") -> Objective:
+    """One objective row; ``volume_text`` is a percentage, needed by the DVH objectives;
+    ``unit`` is the chosen model's dose unit (:func:`model_dose_unit`), named in messages."""
     what = f"objective {index + 1} ({structure})"
-    dose = _number(dose_text, f"{what} dose (Gy(RBE), whole plan)", lo=0, hi=1000)
+    dose = _number(dose_text, f"{what} dose ({unit}, whole plan)", lo=0, hi=1000)
     weight = _number(weight_text, f"{what} weight", lo=1e-6, hi=1e6)
     volume = None
     if kind in ("max_dvh", "min_dvh"):
@@ -171,7 +178,9 @@ def parse_plan_setup(*, target: str, dose_text: str, fractions_text: str,
             if not names_a_structure(o.structure, structures):
                 raise InputError(f"objective {i + 1}: the patient has no structure named "
                                  f"{o.structure!r} (nor is it a ring around one)")
-    dose = _number(dose_text, "prescribed dose (Gy(RBE), whole plan)", lo=0.01, hi=200)
+    # The unit of the chosen model names the doses in messages (Gy under the physical model).
+    unit = model_dose_unit(dict(RBE_MODELS).get(rbe_label, ""))
+    dose = parse_prescription(dose_text, unit)
     fractions_value = _number(fractions_text, "number of fractions", lo=1, hi=100)
     if fractions_value != int(fractions_value):
         raise InputError(f"number of fractions must be a whole number, got {fractions_text!r}")
@@ -199,8 +208,8 @@ def parse_plan_setup(*, target: str, dose_text: str, fractions_text: str,
         if (o.structure == target and o.kind == "squared_deviation"
                 and abs(o.dose_gy_rbe - dose) > TARGET_OBJECTIVE_TOLERANCE * dose):
             raise InputError(
-                f"the target objective asks for {o.dose_gy_rbe:g} Gy(RBE) but the prescription "
-                f"is {dose:g} Gy(RBE): the plan would be optimized to another dose than it is "
+                f"the target objective asks for {o.dose_gy_rbe:g} {unit} but the prescription "
+                f"is {dose:g} {unit}: the plan would be optimized to another dose than it is "
                 "labelled with; press 'Default objectives' or correct the objective")
     spot_spacing_mm = _number(spot_spacing_text, "spot spacing (mm)", lo=0.5, hi=20)
     grid_mm = parse_grid_mm(grid_text)

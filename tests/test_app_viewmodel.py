@@ -135,6 +135,27 @@ def test_beam_and_objective_rows():
         parse_objective("Brainstem", "max_dose", "50", "0", "", 0)
 
 
+def test_form_messages_give_the_unit_of_the_chosen_model():
+    """Under the physical model the doses of the form are in Gy: its messages said Gy(RBE)
+    (GUI review)."""
+    with pytest.raises(InputError, match=r"^prescribed dose \(Gy, whole plan\) must lie "
+                                         r"between 0.01 and 200, got -1$"):
+        _setup(rbe_label="Physical dose", dose_text="-1")
+    with pytest.raises(InputError, match=r"^prescribed dose \(Gy\(RBE\), whole plan\)"):
+        _setup(dose_text="-1")
+    with pytest.raises(InputError, match=r"asks for 50 Gy but the prescription is 57.6 Gy: "):
+        _setup(rbe_label="Physical dose",
+               objectives=[Objective("PTV", "squared_deviation", 50.0, 100.0)])
+    with pytest.raises(InputError, match=r"asks for 50 Gy\(RBE\) but the prescription is "
+                                         r"57.6 Gy\(RBE\): "):
+        _setup(objectives=[Objective("PTV", "squared_deviation", 50.0, 100.0)])
+    with pytest.raises(InputError, match=r"^objective 2 \(Brainstem\) dose \(Gy, whole "
+                                         r"plan\) must lie between 0 and 1000, got 2000$"):
+        parse_objective("Brainstem", "max_dose", "2000", "1", "", 1, "Gy")
+    with pytest.raises(InputError, match=r"dose \(Gy\(RBE\), whole plan\)"):
+        parse_objective("Brainstem", "max_dose", "2000", "1", "", 1)
+
+
 def test_recent_folders_most_recent_first_without_duplicates(tmp_path):
     recent = RecentFolders(tmp_path / "data", max_entries=3)
     assert recent.load() == []

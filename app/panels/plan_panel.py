@@ -27,6 +27,7 @@ from app.plan_setup import (
     parse_beam,
     parse_objective,
     parse_plan_setup,
+    parse_prescription,
 )
 from app.theme import BUTTON_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
 from app.widgets.menu import WideSpinner
@@ -115,9 +116,11 @@ class ObjectiveRow(BoxLayout):
         self.result.height = RESULT_LINE_HEIGHT if text else 0
         self.height = ROW_HEIGHT + self.result.height
 
-    def objective(self, index: int) -> Objective:
+    def objective(self, index: int, unit: str = "Gy(RBE)") -> Objective:
+        """The row's objective, checked; ``unit``: the chosen model's dose unit, for
+        messages."""
         return parse_objective(self.structure.text, self.kind.text, self.dose.text,
-                               self.weight.text, self.volume.text, index)
+                               self.weight.text, self.volume.text, index, unit)
 
 
 class PlanPanel(BoxLayout):
@@ -331,12 +334,12 @@ class PlanPanel(BoxLayout):
         about the kept prescription goes once the prescription is changed."""
         if self.model_note.text and self.dose.text.strip() != self._note_rx:
             self.model_note.text = ""
-        try:
-            dose = float(self.dose.text)
-        except ValueError:
+        try:  # a prescription Compute would refuse (5000) rescales nothing
+            dose = parse_prescription(self.dose.text)
+        except InputError:
             return
         old = self._objectives_rx_gy
-        if old is None or dose <= 0 or dose == old:
+        if old is None or dose == old:
             return
         for row in self.objective_row_list:
             try:
@@ -398,9 +401,12 @@ class PlanPanel(BoxLayout):
                 for i, r in enumerate(self.beam_row_list)]
 
     def setup(self) -> PlanSetup:
-        """The checked form; raises InputError naming the first bad field. A prescription
-        typed but not yet left rescales the objectives first (Kivy fires a button before the
-        field loses its focus)."""
+        """The checked form; raises InputError naming the first bad field. The prescription
+        is checked first; a valid one typed but not yet left rescales the objectives before
+        they are read (Kivy fires a button before the field loses its focus), so a refused
+        one is reported as itself, not as the objectives it would have scaled."""
+        unit = model_dose_unit(self._model_key)
+        parse_prescription(self.dose.text, unit)
         self._prescription_changed()
         return parse_plan_setup(
             target=self.target.text, dose_text=self.dose.text,
@@ -410,7 +416,7 @@ class PlanPanel(BoxLayout):
             rapid_scheme=self.rapid_scheme.text,
             spot_spacing_text=self.spot_spacing.text, grid_text=self.grid_mm.text,
             device_label=self.device.text, exchange=bool(self.exchange.active),
-            objectives=[r.objective(i) for i, r in enumerate(self.objective_row_list)],
+            objectives=[r.objective(i, unit) for i, r in enumerate(self.objective_row_list)],
             structures=self._structures)
 
     # --- the form as the workspace keeps it ----------------------------------------------
