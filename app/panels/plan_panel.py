@@ -74,9 +74,6 @@ class BeamRow(BoxLayout):
         self.add_widget(remove)
 
 
-#: Height of the line under an objective row that says how far the last plan is from it, px.
-RESULT_LINE_HEIGHT = 16
-
 class ObjectiveRow(BoxLayout):
     """Structure, type, dose, weight and DVH volume of one objective; below them, once a plan
     was computed with it, how far that plan is from it (:meth:`show_result`)."""
@@ -85,10 +82,11 @@ class ObjectiveRow(BoxLayout):
                  on_remove: Callable[[ObjectiveRow], None]) -> None:
         super().__init__(orientation="vertical", size_hint_y=None, height=ROW_HEIGHT)
         fields = BoxLayout(size_hint_y=None, height=ROW_HEIGHT, spacing=3)
+        # Two lines, wrapped further to the row's width (a long plan name), as high as its lines.
         self.result = Label(text="", size_hint_y=None, height=0, font_size="11sp",
-                            halign="right", valign="top", color=MUTED_TEXT_RGBA,
-                            shorten=True, shorten_from="left")  # a long plan name goes first
-        self.result.bind(size=lambda w, size: setattr(w, "text_size", size))
+                            halign="right", valign="top", color=MUTED_TEXT_RGBA)
+        self.result.bind(width=lambda w, width: setattr(w, "text_size", (width, None)),
+                         texture_size=lambda *_: self._fit_result())
         self.structure = WideSpinner(text=objective.structure, values=list(structures),
                                  size_hint_x=0.3, font_size="12sp", shorten=True)
         self.kind = WideSpinner(text=objective.kind, values=list(OBJECTIVE_KINDS),
@@ -111,9 +109,14 @@ class ObjectiveRow(BoxLayout):
         self.add_widget(self.result)
 
     def show_result(self, text: str) -> None:
-        """One muted line under the fields (``""``: none, and no room taken)."""
+        """Muted lines under the fields, wrapped to their width (``""``: none, and no room
+        taken)."""
         self.result.text = text
-        self.result.height = RESULT_LINE_HEIGHT if text else 0
+        self.result.texture_update()
+        self._fit_result()
+
+    def _fit_result(self) -> None:
+        self.result.height = self.result.texture_size[1] if self.result.text else 0
         self.height = ROW_HEIGHT + self.result.height
 
     def objective(self, index: int, unit: str = "Gy(RBE)") -> Objective:
@@ -351,9 +354,11 @@ class PlanPanel(BoxLayout):
     def show_objective_results(self, plan_name: str, entries: Sequence[Mapping[str, Any]],
                                unit: str) -> None:
         """Under each objective row, how far plan ``plan_name`` is from it: the RMS deviation
-        of its dose over the objective's points and the objective's share of the objective
-        value (report.json's ``objectives``, matched by structure and type in order); rows the
-        plan had no such objective for show nothing."""
+        of its dose over the objective's points (the optimizer's sample points in the
+        structure, :func:`planning.planner.term_entry`, not the DVH's voxels: the line says
+        so) and the objective's share of the objective value (report.json's ``objectives``,
+        matched by structure and type in order); rows the plan had no such objective for show
+        nothing."""
         left = [e for e in entries if "share_percent" in e]
         for row in self.objective_row_list:
             match = next((e for e in left if e["structure"] == row.structure.text
@@ -364,8 +369,9 @@ class PlanPanel(BoxLayout):
             left.remove(match)
             rms = match.get("rms_deviation_gy_rbe")
             rms_text = "-" if rms is None else f"{rms:.2f} {unit}"
-            row.show_result(f"{plan_name}: RMS deviation {rms_text}, "
-                            f"{match['share_percent']:.0f} % of the objective value")
+            row.show_result(f"{plan_name}: RMS deviation at the optimizer's points "
+                            f"{rms_text},\n{match['share_percent']:.0f} % of the objective "
+                            "value")
 
     def add_objective(self, objective: Objective) -> ObjectiveRow:
         row = ObjectiveRow(self._structures, objective, self._remove_objective)
