@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from planning import api
 from planning.errors import InputError, PlanningError
-from planning.optimization import Objective
+from planning.optimization import OBJECTIVE_KINDS, Objective
 from planning.planner import PlanRequest
 from planning.rbe import DEFAULT_TISSUES
 from planning.rbe.lem import DEFAULT_RAPID_SCHEME, RAPID_SCHEMES
@@ -28,6 +28,13 @@ RBE_MODELS: tuple[tuple[str, str], ...] = (
 #: Largest relative difference between the target's squared-deviation objective and the
 #: prescription that the form accepts.
 TARGET_OBJECTIVE_TOLERANCE = 0.02
+#: How the form's objective rows name each type (:data:`planning.optimization.OBJECTIVE_KINDS`):
+#: short enough to be read whole in the row ("squared_deviation" showed as
+#: "square...viation"). The saved form, plan configuration files and report.json keep the keys.
+OBJECTIVE_KIND_LABELS: dict[str, str] = {
+    "squared_deviation": "uniform", "min_dose": "min", "max_dose": "max", "mean_dose": "mean",
+    "max_dvh": "DVH max", "min_dvh": "DVH min"}
+assert tuple(OBJECTIVE_KIND_LABELS) == OBJECTIVE_KINDS
 DEVICES: tuple[tuple[str, str], ...] = (("Auto", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "gpu"))
 #: The LEM I tissue choice that reads alpha_x, beta_x and D_t from three fields.
 CUSTOM_TISSUE = "custom"
@@ -75,6 +82,18 @@ class PlanSetup:
         return (f"{self.target} {self.total_dose_gy_rbe:g} {model_dose_unit(self.rbe)} in "
                 f"{self.fractions} fx, {model}, beams {beams}, spots {self.spot_spacing_mm:g} mm, "
                 f"grid {self.grid_mm:g} mm")
+
+
+def objective_kind_label(kind: str) -> str:
+    """The form's name of the objective type ``kind`` (:data:`OBJECTIVE_KIND_LABELS`; an
+    unknown one as it is)."""
+    return OBJECTIVE_KIND_LABELS.get(kind, kind)
+
+
+def objective_kind_key(label: str) -> str:
+    """The objective type the form's ``label`` names (a type key is taken as it is; an
+    unknown text too, for :class:`Objective` to refuse)."""
+    return next((k for k, v in OBJECTIVE_KIND_LABELS.items() if v == label), label)
 
 
 def model_dose_unit(model_key: str) -> str:

@@ -18,12 +18,15 @@ from app.panels.form_widgets import row_label as _label
 from app.plan_setup import (
     CUSTOM_TISSUE,
     DEVICES,
+    OBJECTIVE_KIND_LABELS,
     RBE_MODELS,
     TISSUE_CHOICES,
     BeamSetup,
     PlanSetup,
     model_dose_unit,
     names_a_structure,
+    objective_kind_key,
+    objective_kind_label,
     parse_beam,
     parse_objective,
     parse_plan_setup,
@@ -74,9 +77,19 @@ class BeamRow(BoxLayout):
         self.add_widget(remove)
 
 
+#: Shares of an objective row's width (structure, type, dose, weight, DVH volume) and the
+#: remove button's width, px: the header's columns are the same. The dose (the number being
+#: edited: "59.04") gets the room of five digits, the type the room of its names
+#: (:data:`OBJECTIVE_KIND_LABELS`), the structure the rest ("PTV ring 15-30 mm").
+OBJECTIVE_COLUMNS = (0.36, 0.26, 0.16, 0.12, 0.10)
+REMOVE_WIDTH = 28
+
+
 class ObjectiveRow(BoxLayout):
     """Structure, type, dose, weight and DVH volume of one objective; below them, once a plan
-    was computed with it, how far that plan is from it (:meth:`show_result`)."""
+    was computed with it, how far that plan is from it (:meth:`show_result`). The type is
+    shown by its form name (:data:`OBJECTIVE_KIND_LABELS`); :attr:`kind_key` is its key.
+    """
 
     def __init__(self, structures: Sequence[str], objective: Objective,
                  on_remove: Callable[[ObjectiveRow], None]) -> None:
@@ -87,21 +100,22 @@ class ObjectiveRow(BoxLayout):
                             halign="right", valign="top", color=MUTED_TEXT_RGBA)
         self.result.bind(width=lambda w, width: setattr(w, "text_size", (width, None)),
                          texture_size=lambda *_: self._fit_result())
+        shares = iter(OBJECTIVE_COLUMNS)
         self.structure = WideSpinner(text=objective.structure, values=list(structures),
-                                 size_hint_x=0.3, font_size="12sp", shorten=True)
-        self.kind = WideSpinner(text=objective.kind, values=list(OBJECTIVE_KINDS),
-                            size_hint_x=0.3, font_size="12sp", shorten=True)
+                                     size_hint_x=next(shares), font_size="12sp", shorten=True)
+        self.kind = WideSpinner(text=objective_kind_label(objective.kind),
+                                values=list(OBJECTIVE_KIND_LABELS.values()),
+                                size_hint_x=next(shares), font_size="12sp", shorten=True)
         self.dose = _field(f"{objective.dose_gy_rbe:.4g}", input_filter="float",
                            font_size="12sp")
         self.weight = _field(f"{objective.weight:g}", input_filter="float", font_size="12sp")
         vf = objective.volume_fraction
         self.volume = _field("" if vf is None else f"{100 * vf:g}", input_filter="float",
                              font_size="12sp", hint_text="%")
-        # The dose (the number being edited: "59.04") gets the room of five digits.
-        for ti, share in ((self.dose, 0.17), (self.weight, 0.11), (self.volume, 0.1)):
-            ti.size_hint_x = share
+        for ti in (self.dose, self.weight, self.volume):
+            ti.size_hint_x = next(shares)
             ti.padding = (4, 6)
-        remove = Button(text="x", size_hint_x=None, width=28)
+        remove = Button(text="x", size_hint_x=None, width=REMOVE_WIDTH)
         remove.bind(on_release=lambda *_: on_remove(self))
         for w in (self.structure, self.kind, self.dose, self.weight, self.volume, remove):
             fields.add_widget(w)
@@ -119,10 +133,15 @@ class ObjectiveRow(BoxLayout):
         self.result.height = self.result.texture_size[1] if self.result.text else 0
         self.height = ROW_HEIGHT + self.result.height
 
+    @property
+    def kind_key(self) -> str:
+        """The objective type chosen (a :data:`planning.optimization.OBJECTIVE_KINDS` key)."""
+        return objective_kind_key(self.kind.text)
+
     def objective(self, index: int, unit: str = "Gy(RBE)") -> Objective:
         """The row's objective, checked; ``unit``: the chosen model's dose unit, for
         messages."""
-        return parse_objective(self.structure.text, self.kind.text, self.dose.text,
+        return parse_objective(self.structure.text, self.kind_key, self.dose.text,
                                self.weight.text, self.volume.text, index, unit)
 
 
@@ -176,7 +195,10 @@ class PlanPanel(BoxLayout):
         row = BoxLayout(size_hint_y=None, height=ROW_HEIGHT, spacing=PAD)
         self.dose = _field("57.6", input_filter="float")
         self.fractions = _field("16", input_filter="int")
-        self.per_fraction = _label("", muted=True)
+        # As wide as its text ("= 3.60 Gy(RBE)/fx" wrapped onto two lines): the fields give way.
+        self.per_fraction = Label(text="", size_hint=(None, None), height=ROW_HEIGHT,
+                                  color=MUTED_TEXT_RGBA)
+        self.per_fraction.bind(texture_size=lambda w, ts: setattr(w, "width", ts[0]))
         for ti in (self.dose, self.fractions):
             ti.bind(text=lambda *_: self._show_per_fraction())
         self.dose.bind(on_text_validate=lambda *_: self._prescription_changed(),
@@ -254,13 +276,13 @@ class PlanPanel(BoxLayout):
 
         form.add_widget(_section("Objectives (whole-plan dose)"))
         header = BoxLayout(size_hint_y=None, height=20, spacing=3)
-        for text, hint in (("structure", 0.3), ("type", 0.34), ("Gy(RBE)", 0.12),
-                           ("weight", 0.12), ("vol %", 0.12)):
+        for text, hint in zip(("structure", "type", "Gy(RBE)", "weight", "vol %"),
+                              OBJECTIVE_COLUMNS, strict=True):
             lab = Label(text=text, font_size="11sp", color=MUTED_TEXT_RGBA, size_hint_x=hint)
             header.add_widget(lab)
             if text == "Gy(RBE)":
                 self.objective_unit = lab  # "Gy" under the physical model
-        header.add_widget(Label(size_hint_x=None, width=28))
+        header.add_widget(Label(size_hint_x=None, width=REMOVE_WIDTH))
         form.add_widget(header)
         self.objective_rows = BoxLayout(orientation="vertical", size_hint_y=None, spacing=3)
         self.objective_rows.bind(minimum_height=self.objective_rows.setter("height"))
@@ -362,7 +384,7 @@ class PlanPanel(BoxLayout):
         left = [e for e in entries if "share_percent" in e]
         for row in self.objective_row_list:
             match = next((e for e in left if e["structure"] == row.structure.text
-                          and e["type"] == row.kind.text), None)
+                          and e["type"] == row.kind_key), None)
             if match is None:
                 row.show_result("")
                 continue
@@ -438,7 +460,7 @@ class PlanPanel(BoxLayout):
             "rapid_scheme": self.rapid_scheme.text,
             "spot_spacing": self.spot_spacing.text, "grid": self.grid_mm.text,
             "device": self.device.text, "exchange": bool(self.exchange.active),
-            "objectives": [[r.structure.text, r.kind.text, r.dose.text, r.weight.text,
+            "objectives": [[r.structure.text, r.kind_key, r.dose.text, r.weight.text,
                             r.volume.text] for r in self.objective_row_list]}
 
     def apply_form_values(self, values: Mapping[str, Any]) -> None:
@@ -488,7 +510,7 @@ class PlanPanel(BoxLayout):
                                                                     self._structures):
                     row.structure.text = structure
                 if kind in OBJECTIVE_KINDS:
-                    row.kind.text = kind
+                    row.kind.text = objective_kind_label(kind)
                 row.dose.text, row.weight.text, row.volume.text = (
                     str(dose), str(weight), str(volume))
         try:

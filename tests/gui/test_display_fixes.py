@@ -243,7 +243,7 @@ def test_plan_display_quantities_menus_beam_view_compare_table_and_reset(gui, tm
     rows = form.objective_row_list
     assert len(rows) == len(reported)
     for row, o in zip(rows, reported, strict=True):
-        assert (row.structure.text, row.kind.text) == (o["structure"], o["type"])
+        assert (row.structure.text, row.kind_key) == (o["structure"], o["type"])
         assert row.result.text == (f"Plan 1: RMS deviation at the optimizer's points "
                                    f"{o['rms_deviation_gy_rbe']:.2f} Gy(RBE),\n"
                                    f"{o['share_percent']:.0f} % of the objective value")

@@ -73,3 +73,61 @@ def test_a_refused_prescription_is_named_and_messages_give_the_models_unit(gui, 
     form.objective_row_list[0].dose.text = "50"
     assert _compute_error(gui, app).startswith(
         "the target objective asks for 50 Gy but the prescription is 60 Gy: ")
+
+
+def _text_width(widget, text: str | None = None) -> float:
+    from kivy.core.text import Label as CoreLabel
+
+    text = widget.text if text is None else text
+    return CoreLabel(font_size=widget.font_size).get_extents(text)[0]
+
+
+def test_objective_types_and_the_dose_per_fraction_are_read_whole(gui, tmp_path):
+    """"squared_deviation" showed as "square...viation" in its row and "= 3.60 Gy(RBE)/fx"
+    wrapped onto two lines at 1440x900 (and 1024x640, the smallest window)."""
+    from kivy.core.text import Label as CoreLabel
+
+    from app.plan_setup import OBJECTIVE_KIND_LABELS
+    from planning.optimization import Objective
+
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    gui.click(screen.tab_items["Plan"])
+    form = screen.plan_panel
+    form.add_objective(Objective("Brainstem", "max_dvh", 30.0, 1.0, 0.05))
+    window = gui.window
+    try:
+        for size in ((1440, 900), (1024, 640)):
+            window.size = size
+            gui.frames(4)
+            line = form.per_fraction
+            assert line.text == "= 3.60 Gy(RBE)/fx"
+            one_line = CoreLabel(font_size=line.font_size).get_extents("X")[1]
+            assert line.texture_size[1] < 1.5 * one_line
+            assert line.texture_size[1] <= line.height and line.width >= _text_width(line)
+            assert line.right <= line.parent.right + 0.5, size
+            rows = form.objective_row_list
+            for row in rows:
+                room = row.kind.width - 12  # WideSpinner's text padding, both sides
+                assert _text_width(row.kind) <= room, (size, row.kind.text, row.kind.width)
+            assert [row.kind.text for row in rows[:3]] == ["uniform", "min", "max"]
+            assert rows[-1].kind.text == "DVH max"
+            for label in OBJECTIVE_KIND_LABELS.values():
+                assert _text_width(rows[0].kind, label) <= rows[0].kind.width - 12, label
+    finally:
+        window.size = (1440, 900)
+        gui.frames(2)
+    # The form keeps, saves and checks the types' keys.
+    rows = form.objective_row_list
+    assert [r.kind_key for r in rows[:3]] == ["squared_deviation", "min_dose", "max_dose"]
+    values = form.form_values()
+    assert [o[1] for o in values["objectives"][:3]] == ["squared_deviation", "min_dose",
+                                                        "max_dose"]
+    assert values["objectives"][-1][1] == "max_dvh"
+    assert form.setup().objectives[-1].kind == "max_dvh"
+    values["objectives"][0][1] = "mean_dose"
+    form.apply_form_values(values)
+    assert form.objective_row_list[0].kind.text == "mean"
+    assert form.objective_row_list[0].kind_key == "mean_dose"
+    # The dropdown offers the readable names.
+    assert form.objective_row_list[0].kind.values == list(OBJECTIVE_KIND_LABELS.values())

@@ -119,7 +119,7 @@ def test_plan_form_and_display_come_back_after_a_restart(gui, tmp_path):
     # The restored plan says how far it is from its objectives, under the rows (as after
     # Compute); rows it had no objective for say nothing.
     rows = form.objective_row_list
-    assert (rows[0].structure.text, rows[0].kind.text) == ("PTV", "squared_deviation")
+    assert (rows[0].structure.text, rows[0].kind_key) == ("PTV", "squared_deviation")
     assert rows[0].result.text == ("Plan 1: RMS deviation at the optimizer's points 1.23 "
                                    "Gy(RBE),\n80 % of the objective value")
     assert all(row.result.text == "" for row in rows[1:])
