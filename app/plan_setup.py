@@ -222,7 +222,7 @@ def parse_plan_setup(*, target: str, dose_text: str, fractions_text: str,
         raise InputError(f"RBE model: {exc}") from None
     if not any(o.structure == target for o in objectives):
         raise InputError(f"the target {target!r} has no objective: add one (e.g. "
-                         "squared_deviation at the prescribed dose)")
+                         "'uniform' at the prescribed dose)")
     for o in objectives:
         if (o.structure == target and o.kind == "squared_deviation"
                 and abs(o.dose_gy_rbe - dose) > TARGET_OBJECTIVE_TOLERANCE * dose):
