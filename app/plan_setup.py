@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from planning import api
 from planning.errors import InputError, PlanningError
 from planning.optimization import OBJECTIVE_KINDS, Objective
+from planning.plan_config import DEFAULT_RINGS
 from planning.planner import PlanRequest
 from planning.rbe import DEFAULT_TISSUES
 from planning.rbe.lem import DEFAULT_RAPID_SCHEME, RAPID_SCHEMES
@@ -94,6 +95,30 @@ def objective_kind_key(label: str) -> str:
     """The objective type the form's ``label`` names (a type key is taken as it is; an
     unknown text too, for :class:`Objective` to refuse)."""
     return next((k for k, v in OBJECTIVE_KIND_LABELS.items() if v == label), label)
+
+
+#: What each default ring's maximum is for (:data:`planning.plan_config.DEFAULT_RINGS`, the
+#: module docstring of :mod:`planning.plan_config`), by (inner, outer) mm.
+RING_PURPOSES: dict[tuple[float, float], str] = {
+    (0.0, 5.0): "no hot spot beside the target",
+    (5.0, 15.0): "the dose fall-off",
+    (15.0, 30.0): "a cap on hot spots outside the target (the body maximum), not a step of "
+                  "the fall-off",
+}
+
+
+def default_rings_note(ring_names: Sequence[str]) -> str:
+    """A hint under the objective rows when ``ring_names`` (the rows' structures) hold a ring
+    around a structure (:mod:`planning.regions`): what the default rings' maxima are for; a
+    far ring at 105 % next to a nearer one at 80 % read as a mistake. ``""`` without rings."""
+    if not any(ring_match(name) for name in ring_names):
+        return ""
+    parts = []
+    for inner, outer, share, _weight in DEFAULT_RINGS:
+        purpose = RING_PURPOSES.get((inner, outer))
+        parts.append(f"{inner:g}-{outer:g} mm max {100 * share:g} %"
+                     + (f": {purpose}" if purpose else ""))
+    return "Default rings around the target: " + "; ".join(parts) + "."
 
 
 def model_dose_unit(model_key: str) -> str:

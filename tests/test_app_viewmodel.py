@@ -156,6 +156,16 @@ def test_form_messages_give_the_unit_of_the_chosen_model():
         parse_objective("Brainstem", "max_dose", "2000", "1", "", 1)
 
 
+def test_the_ring_note_says_what_each_default_ring_is_for():
+    from app.plan_setup import default_rings_note
+
+    assert default_rings_note(["PTV", "Brainstem"]) == ""
+    note = default_rings_note(["PTV", "ptv ring 15-30 mm"])
+    assert note.startswith("Default rings around the target: 0-5 mm max 100 %: no hot spot")
+    assert ("15-30 mm max 105 %: a cap on hot spots outside the target (the body maximum), "
+            "not a step of the fall-off.") in note
+
+
 def test_recent_folders_most_recent_first_without_duplicates(tmp_path):
     recent = RecentFolders(tmp_path / "data", max_entries=3)
     assert recent.load() == []

@@ -23,6 +23,7 @@ from app.plan_setup import (
     TISSUE_CHOICES,
     BeamSetup,
     PlanSetup,
+    default_rings_note,
     model_dose_unit,
     names_a_structure,
     objective_kind_key,
@@ -275,6 +276,14 @@ class PlanPanel(BoxLayout):
         form.add_widget(row)
 
         form.add_widget(_section("Objectives (whole-plan dose)"))
+        # What the default rings' maxima are for, while the rows have rings (a hint line
+        # above them: a far ring at 105 % next to a nearer one at 80 % read as a mistake).
+        self.ring_note = Label(text="", size_hint_y=None, height=0, halign="left",
+                               valign="top", font_size="11sp", color=MUTED_TEXT_RGBA)
+        self.ring_note.bind(width=lambda w, width: setattr(w, "text_size", (width, None)),
+                            texture_size=lambda w, ts: setattr(w, "height",
+                                                               ts[1] if w.text else 0))
+        form.add_widget(self.ring_note)
         header = BoxLayout(size_hint_y=None, height=20, spacing=3)
         for text, hint in zip(("structure", "type", "Gy(RBE)", "weight", "vol %"),
                               OBJECTIVE_COLUMNS, strict=True):
@@ -335,6 +344,7 @@ class PlanPanel(BoxLayout):
         except ValueError:
             return
         self.objective_rows.clear_widgets()
+        self._show_ring_note()
         self._target_name = self.target.text
         self._objectives_rx_gy = dose
         if not self.target.text:
@@ -397,11 +407,20 @@ class PlanPanel(BoxLayout):
 
     def add_objective(self, objective: Objective) -> ObjectiveRow:
         row = ObjectiveRow(self._structures, objective, self._remove_objective)
+        row.structure.bind(text=lambda *_: self._show_ring_note())
         self.objective_rows.add_widget(row, index=0)
+        self._show_ring_note()
         return row
 
     def _remove_objective(self, row: ObjectiveRow) -> None:
         self.objective_rows.remove_widget(row)
+        self._show_ring_note()
+
+    def _show_ring_note(self) -> None:
+        self.ring_note.text = default_rings_note(
+            [r.structure.text for r in self.objective_row_list])
+        if not self.ring_note.text:
+            self.ring_note.height = 0
 
     def add_beam(self, beam: BeamSetup, *, notify: bool = True) -> BeamRow:
         row = BeamRow(beam, self._beams_changed, self._remove_beam)
@@ -503,6 +522,7 @@ class PlanPanel(BoxLayout):
         if isinstance(objectives, list) and all(
                 isinstance(o, list) and len(o) == 5 for o in objectives):
             self.objective_rows.clear_widgets()
+            self._show_ring_note()
             for structure, kind, dose, weight, volume in objectives:
                 row = self.add_objective(Objective(
                     self._structures[0] if self._structures else "", OBJECTIVE_KINDS[0], 0.0))

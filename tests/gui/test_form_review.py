@@ -131,3 +131,28 @@ def test_objective_types_and_the_dose_per_fraction_are_read_whole(gui, tmp_path)
     assert form.objective_row_list[0].kind_key == "mean_dose"
     # The dropdown offers the readable names.
     assert form.objective_row_list[0].kind.values == list(OBJECTIVE_KIND_LABELS.values())
+
+
+def test_a_hint_says_what_the_default_rings_maxima_are_for(gui, tmp_path):
+    """"PTV ring 15-30 mm max 60.48" (105 %) next to "ring 5-15 mm max 46.08" (80 %) read as a
+    mistake: the far ring caps hot spots only (planning.plan_config's docstring)."""
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    gui.click(screen.tab_items["Plan"])
+    gui.frames(2)
+    form = screen.plan_panel
+    note = form.ring_note
+    assert "15-30 mm max 105 %: a cap on hot spots outside the target" in note.text
+    assert "5-15 mm max 80 %: the dose fall-off" in note.text
+    assert note.height >= note.texture_size[1] > 0 and note.texture_size[0] <= note.width
+    # Under the section's title, above the rows.
+    children = list(reversed(form.form.children))
+    assert children.index(note) < children.index(form.objective_rows)
+    assert children[children.index(note) - 1].text == "[b]Objectives (whole-plan dose)[/b]"
+    for row in [r for r in form.objective_row_list if " ring " in r.structure.text]:
+        row.children[-1].children[0].dispatch("on_release")  # its remove button
+        gui.frames(1)
+    assert note.text == "" and note.height == 0
+    form.reset_objectives()
+    gui.frames(2)
+    assert "105 %" in note.text and note.height > 0
