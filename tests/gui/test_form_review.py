@@ -156,3 +156,35 @@ def test_a_hint_says_what_the_default_rings_maxima_are_for(gui, tmp_path):
     form.reset_objectives()
     gui.frames(2)
     assert "105 %" in note.text and note.height > 0
+
+
+def test_structures_without_a_colour_are_told_apart_alike_on_every_screen(gui, tmp_path):
+    """A structure set without ROI Display Colors drew every structure in one grey: outlines,
+    DVH curves and swatches could not be told apart. Each gets its own colour, the same on
+    every screen."""
+    from tests.test_structure_colours import _without_colours
+    from tests.workspace_factory import synthetic_plan_result
+
+    app = _start(gui, tmp_path)
+    session = app.session
+    bare = _without_colours(session.patient)
+    session.set_patient(bare, "demo patient", [])
+    gui.frames(3)
+    ss = bare.structure_set
+    expected = dict(zip(ss.names, ss.display_colours(), strict=True))
+    assert len(set(expected.values())) == len(expected)
+    screen = app.planning
+    assert {o.name: o.colour_rgb for o in screen.state.structures} == expected
+    assert {r.structure_name: r.colour_rgb
+            for r in screen.patient_panel.rows.children} == expected
+    session.add_plan(synthetic_plan_result(bare, 3), "synthetic")
+    gui.click(screen.tab_items["Dose"])
+    gui.frames(3)
+    curves = {c.name: c.colour_rgb for c in screen.dvh.curves}
+    assert len(curves) >= 5 and curves == {name: expected[name] for name in curves}
+    rows = {r.name: r.colour_rgb for r in screen.metrics.rows}
+    assert rows == {name: expected[name] for name in rows}
+    gui.click(app.buttons["compare"])
+    gui.frames(3)
+    for state in app.compare.states:
+        assert {o.name: o.colour_rgb for o in state.structures} == expected
