@@ -431,6 +431,7 @@ class PlanningScreen(Screen):
         panel = RobustPanel(
             plan_name=entry.name, target=entry.result.plan.prescription.target,
             prescription_gy_rbe=entry.prescription_gy_rbe, colours=colours,
+            model_name=entry.model_name,
             on_evaluate=lambda choice: self.evaluate_robustness(entry.name, choice),
             on_error=lambda e: self.host.show_error("Robustness", e),
             on_close=lambda: self.robust_popup.dismiss() if self.robust_popup else None)

@@ -308,6 +308,15 @@ def test_the_robustness_view_gives_the_unit_of_the_plans_model():
     assert "D95 1.90 Gy(RBE) = 95.0 %" in summary_text(mkm, "PTV", 2.0)
 
 
+def test_the_robustness_view_names_the_plans_model_on_its_dose_axis():
+    from app.robust_review import band_axis_label
+
+    assert (band_axis_label("Gy(RBE)", "LEM I chordoma, averaged")
+            == "RBE-weighted dose (LEM I chordoma, averaged) (Gy(RBE))")
+    assert band_axis_label("Gy", "physical dose") == "Physical dose (Gy)"
+    assert band_axis_label("Gy(RBE)") == "RBE-weighted dose (Gy(RBE))"
+
+
 def test_the_robustness_summary_tells_the_two_worst_d95_apart():
     """The view gave "worst D95" of the scenarios and, in the metrics table, a lower D95 of
     the voxel-wise minimum dose, without saying which is which (GUI review)."""

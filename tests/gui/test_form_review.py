@@ -188,3 +188,24 @@ def test_structures_without_a_colour_are_told_apart_alike_on_every_screen(gui, t
     gui.frames(3)
     for state in app.compare.states:
         assert {o.name: o.colour_rgb for o in state.structures} == expected
+
+
+def test_the_robustness_view_names_the_plans_model_as_the_dose_tab_does(gui, tmp_path):
+    """The view's DVH axis read "RBE-weighted dose (Gy(RBE))" for a LEM I plan whose DVH in
+    the Dose tab reads "RBE-weighted dose (LEM I chordoma, averaged) (Gy(RBE))"."""
+    from tests.workspace_factory import synthetic_plan_result, synthetic_robust
+
+    app = _start(gui, tmp_path)
+    session, screen = app.session, app.planning
+    entry = session.add_plan(synthetic_plan_result(session.patient, 3), "synthetic")
+    session.set_robust(entry.name, synthetic_robust(entry.result))
+    gui.click(screen.tab_items["Dose"])
+    screen.dose_panel.select_layer("rbe")
+    gui.frames(3)
+    assert screen.dvh.x_label == "RBE-weighted dose (LEM I chordoma, averaged) (Gy(RBE))"
+    screen.open_robustness()
+    gui.frames(3)
+    panel = screen.robust_popup.content
+    assert panel.bands.x_label == screen.dvh.x_label
+    screen.robust_popup.dismiss()
+    gui.advance(0.5)
