@@ -209,3 +209,14 @@ def test_the_robustness_view_names_the_plans_model_as_the_dose_tab_does(gui, tmp
     assert panel.bands.x_label == screen.dvh.x_label
     screen.robust_popup.dismiss()
     gui.advance(0.5)
+    # The worst case's long title stays under its plot (it ran into the metrics table).
+    screen.dose_panel.select_layer("rbe_min")
+    gui.frames(3)
+    dvh = screen.dvh
+    assert dvh.x_label == ("Worst case: voxel-wise minimum of 3 scenarios (LEM I chordoma, "
+                           "averaged) (Gy(RBE))")
+    x0, y0, x1, y1 = dvh.x_label_box
+    left, bottom, right, _ = dvh.plot_area
+    assert len(dvh.x_label_lines) == 2 and left - 0.5 <= x0 < x1 <= right + 0.5
+    assert dvh.y <= y0 < y1 < bottom
+    gui.save_png(gui.screenshot(), tmp_path / "worst_case.png")
