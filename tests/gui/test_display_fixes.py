@@ -254,6 +254,8 @@ def test_plan_display_quantities_menus_beam_view_compare_table_and_reset(gui, tm
         assert row.result.texture_size[0] <= row.result.width <= row.width
         assert row.result.texture_size[1] <= row.result.height
         assert row.result.height + row.children[-1].height <= row.height
+    form.scroll.scroll_to(rows[2], animate=False)  # the first rows and their lines in view
+    gui.frames(3)
     gui.screenshot("objective_results")
     gui.click(screen.tab_items["Dose"])
     gui.frames(2)
