@@ -44,7 +44,7 @@ class BeamViewDialog(Popup):
         patient = result.patient
         target = patient.structure_set.get(plan.prescription.target)
         self._target_mask = target.mask.to_dense()
-        self._target_rgb = target.colour_rgb or (255, 128, 0)
+        self._target_rgb = patient.structure_set.display_colour(target)  # as in the views
         self._ct_grid = grid_of(patient.ct)
         # Spots were placed along diverging rays; the outline is projected the same way.
         self._sad_mm = result.prepared.machine.sad_mm if result.prepared is not None else None

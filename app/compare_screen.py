@@ -223,9 +223,10 @@ class CompareScreen(Screen):
         self._shown_patient = patient
         self._clear_result()
         self.external.clear()
-        structures = [] if patient.structure_set is None else [
-            StructureOverlay(s.name, s.colour_rgb or (200, 200, 200), s.mask)
-            for s in patient.structure_set.structures]
+        ss = patient.structure_set
+        structures = [] if ss is None else [
+            StructureOverlay(s.name, colour, s.mask)
+            for s, colour in zip(ss.structures, ss.display_colours(), strict=True)]
         # The slider's range first: setting the CT moves the slice, and the slider follows.
         self.slice_slider.max = max(patient.ct.shape[0] - 1, 1)
         for state in self.states:

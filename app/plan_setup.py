@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from planning import api
 from planning.errors import InputError, PlanningError
-from planning.optimization import Objective
+from planning.optimization import OBJECTIVE_KINDS, Objective
+from planning.plan_config import DEFAULT_RINGS
 from planning.planner import PlanRequest
 from planning.rbe import DEFAULT_TISSUES
 from planning.rbe.lem import DEFAULT_RAPID_SCHEME, RAPID_SCHEMES
@@ -28,6 +29,13 @@ RBE_MODELS: tuple[tuple[str, str], ...] = (
 #: Largest relative difference between the target's squared-deviation objective and the
 #: prescription that the form accepts.
 TARGET_OBJECTIVE_TOLERANCE = 0.02
+#: How the form's objective rows name each type (:data:`planning.optimization.OBJECTIVE_KINDS`):
+#: short enough to be read whole in the row ("squared_deviation" showed as
+#: "square...viation"). The saved form, plan configuration files and report.json keep the keys.
+OBJECTIVE_KIND_LABELS: dict[str, str] = {
+    "squared_deviation": "uniform", "min_dose": "min", "max_dose": "max", "mean_dose": "mean",
+    "max_dvh": "DVH max", "min_dvh": "DVH min"}
+assert tuple(OBJECTIVE_KIND_LABELS) == OBJECTIVE_KINDS
 DEVICES: tuple[tuple[str, str], ...] = (("Auto", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "gpu"))
 #: The LEM I tissue choice that reads alpha_x, beta_x and D_t from three fields.
 CUSTOM_TISSUE = "custom"
@@ -77,6 +85,42 @@ class PlanSetup:
                 f"grid {self.grid_mm:g} mm")
 
 
+def objective_kind_label(kind: str) -> str:
+    """The form's name of the objective type ``kind`` (:data:`OBJECTIVE_KIND_LABELS`; an
+    unknown one as it is)."""
+    return OBJECTIVE_KIND_LABELS.get(kind, kind)
+
+
+def objective_kind_key(label: str) -> str:
+    """The objective type the form's ``label`` names (a type key is taken as it is; an
+    unknown text too, for :class:`Objective` to refuse)."""
+    return next((k for k, v in OBJECTIVE_KIND_LABELS.items() if v == label), label)
+
+
+#: What each default ring's maximum is for (:data:`planning.plan_config.DEFAULT_RINGS`, the
+#: module docstring of :mod:`planning.plan_config`), by (inner, outer) mm.
+RING_PURPOSES: dict[tuple[float, float], str] = {
+    (0.0, 5.0): "no hot spot beside the target",
+    (5.0, 15.0): "the dose fall-off",
+    (15.0, 30.0): "a cap on hot spots outside the target (the body maximum), not a step of "
+                  "the fall-off",
+}
+
+
+def default_rings_note(ring_names: Sequence[str]) -> str:
+    """A hint under the objective rows when ``ring_names`` (the rows' structures) hold a ring
+    around a structure (:mod:`planning.regions`): what the default rings' maxima are for; a
+    far ring at 105 % next to a nearer one at 80 % read as a mistake. ``""`` without rings."""
+    if not any(ring_match(name) for name in ring_names):
+        return ""
+    parts = []
+    for inner, outer, share, _weight in DEFAULT_RINGS:
+        purpose = RING_PURPOSES.get((inner, outer))
+        parts.append(f"{inner:g}-{outer:g} mm max {100 * share:g} %"
+                     + (f": {purpose}" if purpose else ""))
+    return "Default rings around the target: " + "; ".join(parts) + "."
+
+
 def model_dose_unit(model_key: str) -> str:
     """The prescription's unit under the model ``model_key`` (an :data:`RBE_MODELS` name): Gy
     under the physical model, Gy(RBE) under the RBE models."""
@@ -104,11 +148,18 @@ def parse_beam(gantry_text: str, couch_text: str, index: int) -> BeamSetup:
     return BeamSetup(g % 360.0, c % 360.0)
 
 
+def parse_prescription(dose_text: str, unit: str = "Gy(RBE)") -> float:
+    """The prescribed dose field: the whole plan's dose, in ``unit`` (the chosen model's,
+    :func:`model_dose_unit`)."""
+    return _number(dose_text, f"prescribed dose ({unit}, whole plan)", lo=0.01, hi=200)
+
+
 def parse_objective(structure: str, kind: str, dose_text: str, weight_text: str,
-                    volume_text: str, index: int) -> Objective:
-    """One objective row; ``volume_text`` is a percentage, needed by the DVH objectives."""
+                    volume_text: str, index: int, unit: str = "Gy(RBE)") -> Objective:
+    """One objective row; ``volume_text`` is a percentage, needed by the DVH objectives;
+    ``unit`` is the chosen model's dose unit (:func:`model_dose_unit`), named in messages."""
     what = f"objective {index + 1} ({structure})"
-    dose = _number(dose_text, f"{what} dose (Gy(RBE), whole plan)", lo=0, hi=1000)
+    dose = _number(dose_text, f"{what} dose ({unit}, whole plan)", lo=0, hi=1000)
     weight = _number(weight_text, f"{what} weight", lo=1e-6, hi=1e6)
     volume = None
     if kind in ("max_dvh", "min_dvh"):
@@ -171,7 +222,9 @@ def parse_plan_setup(*, target: str, dose_text: str, fractions_text: str,
             if not names_a_structure(o.structure, structures):
                 raise InputError(f"objective {i + 1}: the patient has no structure named "
                                  f"{o.structure!r} (nor is it a ring around one)")
-    dose = _number(dose_text, "prescribed dose (Gy(RBE), whole plan)", lo=0.01, hi=200)
+    # The unit of the chosen model names the doses in messages (Gy under the physical model).
+    unit = model_dose_unit(dict(RBE_MODELS).get(rbe_label, ""))
+    dose = parse_prescription(dose_text, unit)
     fractions_value = _number(fractions_text, "number of fractions", lo=1, hi=100)
     if fractions_value != int(fractions_value):
         raise InputError(f"number of fractions must be a whole number, got {fractions_text!r}")
@@ -194,13 +247,13 @@ def parse_plan_setup(*, target: str, dose_text: str, fractions_text: str,
         raise InputError(f"RBE model: {exc}") from None
     if not any(o.structure == target for o in objectives):
         raise InputError(f"the target {target!r} has no objective: add one (e.g. "
-                         "squared_deviation at the prescribed dose)")
+                         "'uniform' at the prescribed dose)")
     for o in objectives:
         if (o.structure == target and o.kind == "squared_deviation"
                 and abs(o.dose_gy_rbe - dose) > TARGET_OBJECTIVE_TOLERANCE * dose):
             raise InputError(
-                f"the target objective asks for {o.dose_gy_rbe:g} Gy(RBE) but the prescription "
-                f"is {dose:g} Gy(RBE): the plan would be optimized to another dose than it is "
+                f"the target objective asks for {o.dose_gy_rbe:g} {unit} but the prescription "
+                f"is {dose:g} {unit}: the plan would be optimized to another dose than it is "
                 "labelled with; press 'Default objectives' or correct the objective")
     spot_spacing_mm = _number(spot_spacing_text, "spot spacing (mm)", lo=0.5, hi=20)
     grid_mm = parse_grid_mm(grid_text)

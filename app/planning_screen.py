@@ -134,8 +134,8 @@ class PlanningScreen(Screen):
         self.state.set_ct(patient.ct)
         ss = patient.structure_set
         structures = [] if ss is None else [
-            StructureOverlay(s.name, s.colour_rgb or (200, 200, 200), s.mask)
-            for s in ss.structures]
+            StructureOverlay(s.name, colour, s.mask)
+            for s, colour in zip(ss.structures, ss.display_colours(), strict=True)]
         self.state.set_structures(structures)
         self.patient_panel.show_patient(patient, self.session.source)
         names = [] if ss is None else list(ss.names)
@@ -427,11 +427,11 @@ class PlanningScreen(Screen):
                                  "recalculates the plan shown in the Dose tab")
             return
         ss = entry.result.patient.structure_set
-        colours = {} if ss is None else {s.name: s.colour_rgb or (200, 200, 200)
-                                         for s in ss.structures}
+        colours = {} if ss is None else dict(zip(ss.names, ss.display_colours(), strict=True))
         panel = RobustPanel(
             plan_name=entry.name, target=entry.result.plan.prescription.target,
             prescription_gy_rbe=entry.prescription_gy_rbe, colours=colours,
+            model_name=entry.model_name,
             on_evaluate=lambda choice: self.evaluate_robustness(entry.name, choice),
             on_error=lambda e: self.host.show_error("Robustness", e),
             on_close=lambda: self.robust_popup.dismiss() if self.robust_popup else None)

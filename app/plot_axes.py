@@ -8,6 +8,7 @@ labels", Graphics Gems, 1990, extended with 2.5).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -216,3 +217,21 @@ def dash_segments(xy_px: ArrayLike, dash_px: float, gap_px: float) -> NDArray[np
     a = np.stack((xb[:-1], yb[:-1]), axis=1)[keep]
     b = np.stack((xb[1:], yb[1:]), axis=1)[keep]
     return np.stack((a, b), axis=1)
+
+
+def wrap_words(text: str, max_width: float, width_of: Callable[[str], float]) -> list[str]:
+    """``text`` broken at spaces into lines of at most ``max_width`` (as ``width_of``
+    measures a line), each as full as it can be; a word wider than ``max_width`` gets a line
+    of its own (the caller shrinks the text for it). An axis title as long as "Worst case:
+    voxel-wise minimum of 9 scenarios (LEM I chordoma, averaged) (Gy(RBE))" ran past its plot.
+    """
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        trial = f"{current} {word}" if current else word
+        if current and width_of(trial) > max_width:
+            lines.append(current)
+            current = word
+        else:
+            current = trial
+    return [*lines, current] if current or not lines else lines

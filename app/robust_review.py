@@ -104,6 +104,16 @@ def band_curves(report: Mapping[str, Any], colours: Mapping[str, tuple[int, int,
     return curves
 
 
+def band_axis_label(unit: str, model_name: str = "") -> str:
+    """The dose axis of the Robustness view's DVH bands: the plan's model named as the Dose
+    tab's DVH names it (``model_name``, e.g. ``"LEM I chordoma, averaged"``,
+    :attr:`app.session.PlanEntry.model_name`); ``unit`` ``"Gy"``: a physical-dose plan."""
+    if unit == "Gy":
+        return "Physical dose (Gy)"
+    return (f"RBE-weighted dose ({model_name}) ({unit})" if model_name
+            else f"RBE-weighted dose ({unit})")
+
+
 def scenario_columns(unit: str = "Gy(RBE)") -> list[str]:
     """The scenario table's metric columns (the scenario's name, which says its stopping-power
     change and shift, is the row's name)."""

@@ -340,6 +340,14 @@ class Structure:
         return self.mask.voxel_count * float(np.prod(spacing_mm)) / 1000.0
 
 
+#: Display colours of structures whose structure set gives no ROI Display Color (RGB 0-255),
+#: by their index in the structure set (:meth:`StructureSet.display_colours`): neighbours
+#: differ, so their outlines and DVH curves can be told apart.
+FALLBACK_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+
+
 @dataclass(frozen=True, eq=False)
 class StructureSet:
     """The structures of an RT Structure Set, rasterized on one CT grid.
@@ -376,6 +384,28 @@ class StructureSet:
     def names(self) -> tuple[str, ...]:
         """ROI names in order."""
         return tuple(s.name for s in self.structures)
+
+    def display_colours(self) -> tuple[tuple[int, int, int], ...]:
+        """The colour each structure is drawn in (outlines, DVH curves, table swatches), in
+        order: its ROI Display Color, or without one :data:`FALLBACK_COLOURS` by its index
+        in the structure set, so that a structure has the same colour on every screen and in
+        every document."""
+        return tuple(s.colour_rgb or FALLBACK_COLOURS[i % len(FALLBACK_COLOURS)]
+                     for i, s in enumerate(self.structures))
+
+    def display_colour(self, structure: Structure) -> tuple[int, int, int]:
+        """The colour of ``structure``, one of this set's structures
+        (:meth:`display_colours`).
+
+        Raises
+        ------
+        KeyError
+            If ``structure`` is not one of this set's.
+        """
+        for s, colour in zip(self.structures, self.display_colours(), strict=True):
+            if s is structure:
+                return colour
+        raise KeyError(f"structure {structure.name!r} is not one of this structure set's")
 
     def get(self, name: str) -> Structure:
         """The structure called ``name`` (exact match first, then case-insensitive).

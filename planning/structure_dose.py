@@ -227,7 +227,7 @@ class StructureDose:
     name : str
         ROI name.
     colour_rgb : tuple of 3 int
-        ROI display colour (a neutral grey when the structure set gave none).
+        The colour it is drawn in (:meth:`planning.patient.StructureSet.display_colours`).
     interpreted_type : str
         RT ROI Interpreted Type.
     dvh : Dvh
@@ -244,9 +244,6 @@ class StructureDose:
     dvh: Dvh
     metrics: DoseMetrics
     samples: int
-
-
-NO_COLOUR_RGB = (200, 200, 200)
 
 
 def structure_dose_statistics(
@@ -291,7 +288,8 @@ def structure_dose_statistics(
                          f"{tuple(dose_grid.shape)}")
     if not (np.isfinite(reference) and reference > 0):
         raise InputError(f"the reference dose must be a positive number, got {reference}")
-    if patient.structure_set is None:
+    structure_set = patient.structure_set
+    if structure_set is None:
         return []
     top = 1.05 * float(cube.max()) if cube.size and cube.max() > 0 else 1.0
     out = []
@@ -299,7 +297,7 @@ def structure_dose_statistics(
         within = labels.within(s.name) if labels is not None else None
         values = samples.dose(cube, within)
         out.append(StructureDose(
-            name=s.name, colour_rgb=s.colour_rgb or NO_COLOUR_RGB,
+            name=s.name, colour_rgb=structure_set.display_colour(s),
             interpreted_type=s.interpreted_type,
             dvh=cumulative_dvh(s.name, values, samples.volume_mm3, max_dose=top, n_bins=n_bins),
             metrics=dose_metrics(values, reference, samples.volume_mm3,

@@ -135,6 +135,37 @@ def test_beam_and_objective_rows():
         parse_objective("Brainstem", "max_dose", "50", "0", "", 0)
 
 
+def test_form_messages_give_the_unit_of_the_chosen_model():
+    """Under the physical model the doses of the form are in Gy: its messages said Gy(RBE)
+    (GUI review)."""
+    with pytest.raises(InputError, match=r"^prescribed dose \(Gy, whole plan\) must lie "
+                                         r"between 0.01 and 200, got -1$"):
+        _setup(rbe_label="Physical dose", dose_text="-1")
+    with pytest.raises(InputError, match=r"^prescribed dose \(Gy\(RBE\), whole plan\)"):
+        _setup(dose_text="-1")
+    with pytest.raises(InputError, match=r"asks for 50 Gy but the prescription is 57.6 Gy: "):
+        _setup(rbe_label="Physical dose",
+               objectives=[Objective("PTV", "squared_deviation", 50.0, 100.0)])
+    with pytest.raises(InputError, match=r"asks for 50 Gy\(RBE\) but the prescription is "
+                                         r"57.6 Gy\(RBE\): "):
+        _setup(objectives=[Objective("PTV", "squared_deviation", 50.0, 100.0)])
+    with pytest.raises(InputError, match=r"^objective 2 \(Brainstem\) dose \(Gy, whole "
+                                         r"plan\) must lie between 0 and 1000, got 2000$"):
+        parse_objective("Brainstem", "max_dose", "2000", "1", "", 1, "Gy")
+    with pytest.raises(InputError, match=r"dose \(Gy\(RBE\), whole plan\)"):
+        parse_objective("Brainstem", "max_dose", "2000", "1", "", 1)
+
+
+def test_the_ring_note_says_what_each_default_ring_is_for():
+    from app.plan_setup import default_rings_note
+
+    assert default_rings_note(["PTV", "Brainstem"]) == ""
+    note = default_rings_note(["PTV", "ptv ring 15-30 mm"])
+    assert note.startswith("Default rings around the target: 0-5 mm max 100 %: no hot spot")
+    assert ("15-30 mm max 105 %: a cap on hot spots outside the target (the body maximum), "
+            "not a step of the fall-off.") in note
+
+
 def test_recent_folders_most_recent_first_without_duplicates(tmp_path):
     recent = RecentFolders(tmp_path / "data", max_entries=3)
     assert recent.load() == []
@@ -275,6 +306,15 @@ def test_the_robustness_view_gives_the_unit_of_the_plans_model():
         report, "PTV", 2.0)
     mkm = {**report, "rbe_model": "mMKM HSG a0=0.172 b=0.0615 rd=0.32um"}
     assert "D95 1.90 Gy(RBE) = 95.0 %" in summary_text(mkm, "PTV", 2.0)
+
+
+def test_the_robustness_view_names_the_plans_model_on_its_dose_axis():
+    from app.robust_review import band_axis_label
+
+    assert (band_axis_label("Gy(RBE)", "LEM I chordoma, averaged")
+            == "RBE-weighted dose (LEM I chordoma, averaged) (Gy(RBE))")
+    assert band_axis_label("Gy", "physical dose") == "Physical dose (Gy)"
+    assert band_axis_label("Gy(RBE)") == "RBE-weighted dose (Gy(RBE))"
 
 
 def test_the_robustness_summary_tells_the_two_worst_d95_apart():

@@ -210,3 +210,22 @@ def test_damaged_files_raise_only_the_domain_error(base: Path, tmp_path: Path, k
                     pytest.fail(f"{label}: folder_info raised {type(exc).__name__}: {exc}")
         shutil.rmtree(folder)
     assert outcomes["error"] > 0, outcomes
+
+
+@pytest.mark.parametrize("content", [b"RT plan notes\n", bytes(range(256)) * 12],
+                         ids=["text", "binary"])
+def test_a_file_that_is_no_dicom_file_is_called_so(tmp_path: Path, content: bytes) -> None:
+    """Importing another file as an RT plan (GUI review) gave pydicom's "... Use force=True to
+    force reading.", which speaks to a developer; every importer of single files says what the
+    file is not."""
+    from planning.dicom import load_rt_dose, load_rt_ion_plan
+    from planning.dicom.rtstruct_import import read_rtstruct_file
+
+    path = tmp_path / "notes.dcm"
+    path.write_bytes(content)
+    for load, what in ((load_rt_ion_plan, "RT Ion Plan"), (load_rt_dose, "RT Dose"),
+                       (read_rtstruct_file, "RT Structure Set")):
+        with pytest.raises(DicomImportError) as info:
+            load(path)
+        assert str(info.value) == (f"{path}: cannot read the {what}: not a DICOM file (no "
+                                   "DICOM preamble and 'DICM' header)")

@@ -17,6 +17,7 @@ from app.plot_axes import (
     tick_labels,
     tick_step,
     ticks_and_labels,
+    wrap_words,
 )
 from planning.errors import InputError
 
@@ -149,3 +150,15 @@ def test_dashes_turn_corners_and_keep_their_length() -> None:
         dash_segments(pts, 0.0, 4.0)
     with pytest.raises(InputError, match="N >= 2"):
         dash_segments([[0.0, 0.0]], 8.0, 4.0)
+
+
+def test_wrap_words_fills_each_line_and_keeps_every_word() -> None:
+    title = "Worst case: voxel-wise minimum of 9 scenarios (LEM I chordoma, averaged) (Gy(RBE))"
+    lines = wrap_words(title, 40, len)
+    assert " ".join(lines) == title
+    assert all(len(line) <= 40 for line in lines)
+    assert lines == ["Worst case: voxel-wise minimum of 9", "scenarios (LEM I chordoma, averaged)",
+                     "(Gy(RBE))"]
+    assert wrap_words("Dose (Gy(RBE))", 40, len) == ["Dose (Gy(RBE))"]
+    assert wrap_words("RBE-weighted dose", 5, len) == ["RBE-weighted", "dose"]  # a long word
+    assert wrap_words("", 10, len) == [""]

@@ -35,6 +35,7 @@ class StructureRow(BoxLayout):
         super().__init__(orientation="horizontal", size_hint_y=None, height=ROW_HEIGHT,
                          spacing=PAD)
         self.structure_name = name
+        self.colour_rgb = colour_rgb
         self.checkbox = CheckBox(active=True, size_hint_x=None, width=30)
         self.checkbox.bind(active=lambda _w, on: on_toggle(name, bool(on)))
         holder = BoxLayout(size_hint_x=None, width=20, padding=(0, 7))
@@ -104,9 +105,10 @@ class PatientPanel(BoxLayout):
         self.rows.clear_widgets()
         if patient.structure_set is None:
             return
-        for s in patient.structure_set.structures:
+        ss = patient.structure_set
+        for s, colour in zip(ss.structures, ss.display_colours(), strict=True):
             self.rows.add_widget(StructureRow(
-                s.name, s.colour_rgb or (200, 200, 200), s.interpreted_type,
+                s.name, colour, s.interpreted_type,
                 s.volume_cm3(ct.spacing_mm), self._on_toggle))
 
     def row(self, name: str) -> StructureRow:

@@ -18,15 +18,20 @@ from app.panels.form_widgets import row_label as _label
 from app.plan_setup import (
     CUSTOM_TISSUE,
     DEVICES,
+    OBJECTIVE_KIND_LABELS,
     RBE_MODELS,
     TISSUE_CHOICES,
     BeamSetup,
     PlanSetup,
+    default_rings_note,
     model_dose_unit,
     names_a_structure,
+    objective_kind_key,
+    objective_kind_label,
     parse_beam,
     parse_objective,
     parse_plan_setup,
+    parse_prescription,
 )
 from app.theme import BUTTON_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
 from app.widgets.menu import WideSpinner
@@ -73,36 +78,45 @@ class BeamRow(BoxLayout):
         self.add_widget(remove)
 
 
-#: Height of the line under an objective row that says how far the last plan is from it, px.
-RESULT_LINE_HEIGHT = 16
+#: Shares of an objective row's width (structure, type, dose, weight, DVH volume) and the
+#: remove button's width, px: the header's columns are the same. The dose (the number being
+#: edited: "59.04") gets the room of five digits, the type the room of its names
+#: (:data:`OBJECTIVE_KIND_LABELS`), the structure the rest ("PTV ring 15-30 mm").
+OBJECTIVE_COLUMNS = (0.36, 0.26, 0.16, 0.12, 0.10)
+REMOVE_WIDTH = 28
+
 
 class ObjectiveRow(BoxLayout):
     """Structure, type, dose, weight and DVH volume of one objective; below them, once a plan
-    was computed with it, how far that plan is from it (:meth:`show_result`)."""
+    was computed with it, how far that plan is from it (:meth:`show_result`). The type is
+    shown by its form name (:data:`OBJECTIVE_KIND_LABELS`); :attr:`kind_key` is its key.
+    """
 
     def __init__(self, structures: Sequence[str], objective: Objective,
                  on_remove: Callable[[ObjectiveRow], None]) -> None:
         super().__init__(orientation="vertical", size_hint_y=None, height=ROW_HEIGHT)
         fields = BoxLayout(size_hint_y=None, height=ROW_HEIGHT, spacing=3)
+        # Two lines, wrapped further to the row's width (a long plan name), as high as its lines.
         self.result = Label(text="", size_hint_y=None, height=0, font_size="11sp",
-                            halign="right", valign="top", color=MUTED_TEXT_RGBA,
-                            shorten=True, shorten_from="left")  # a long plan name goes first
-        self.result.bind(size=lambda w, size: setattr(w, "text_size", size))
+                            halign="right", valign="top", color=MUTED_TEXT_RGBA)
+        self.result.bind(width=lambda w, width: setattr(w, "text_size", (width, None)),
+                         texture_size=lambda *_: self._fit_result())
+        shares = iter(OBJECTIVE_COLUMNS)
         self.structure = WideSpinner(text=objective.structure, values=list(structures),
-                                 size_hint_x=0.3, font_size="12sp", shorten=True)
-        self.kind = WideSpinner(text=objective.kind, values=list(OBJECTIVE_KINDS),
-                            size_hint_x=0.3, font_size="12sp", shorten=True)
+                                     size_hint_x=next(shares), font_size="12sp", shorten=True)
+        self.kind = WideSpinner(text=objective_kind_label(objective.kind),
+                                values=list(OBJECTIVE_KIND_LABELS.values()),
+                                size_hint_x=next(shares), font_size="12sp", shorten=True)
         self.dose = _field(f"{objective.dose_gy_rbe:.4g}", input_filter="float",
                            font_size="12sp")
         self.weight = _field(f"{objective.weight:g}", input_filter="float", font_size="12sp")
         vf = objective.volume_fraction
         self.volume = _field("" if vf is None else f"{100 * vf:g}", input_filter="float",
                              font_size="12sp", hint_text="%")
-        # The dose (the number being edited: "59.04") gets the room of five digits.
-        for ti, share in ((self.dose, 0.17), (self.weight, 0.11), (self.volume, 0.1)):
-            ti.size_hint_x = share
+        for ti in (self.dose, self.weight, self.volume):
+            ti.size_hint_x = next(shares)
             ti.padding = (4, 6)
-        remove = Button(text="x", size_hint_x=None, width=28)
+        remove = Button(text="x", size_hint_x=None, width=REMOVE_WIDTH)
         remove.bind(on_release=lambda *_: on_remove(self))
         for w in (self.structure, self.kind, self.dose, self.weight, self.volume, remove):
             fields.add_widget(w)
@@ -110,14 +124,26 @@ class ObjectiveRow(BoxLayout):
         self.add_widget(self.result)
 
     def show_result(self, text: str) -> None:
-        """One muted line under the fields (``""``: none, and no room taken)."""
+        """Muted lines under the fields, wrapped to their width (``""``: none, and no room
+        taken)."""
         self.result.text = text
-        self.result.height = RESULT_LINE_HEIGHT if text else 0
+        self.result.texture_update()
+        self._fit_result()
+
+    def _fit_result(self) -> None:
+        self.result.height = self.result.texture_size[1] if self.result.text else 0
         self.height = ROW_HEIGHT + self.result.height
 
-    def objective(self, index: int) -> Objective:
-        return parse_objective(self.structure.text, self.kind.text, self.dose.text,
-                               self.weight.text, self.volume.text, index)
+    @property
+    def kind_key(self) -> str:
+        """The objective type chosen (a :data:`planning.optimization.OBJECTIVE_KINDS` key)."""
+        return objective_kind_key(self.kind.text)
+
+    def objective(self, index: int, unit: str = "Gy(RBE)") -> Objective:
+        """The row's objective, checked; ``unit``: the chosen model's dose unit, for
+        messages."""
+        return parse_objective(self.structure.text, self.kind_key, self.dose.text,
+                               self.weight.text, self.volume.text, index, unit)
 
 
 class PlanPanel(BoxLayout):
@@ -170,7 +196,10 @@ class PlanPanel(BoxLayout):
         row = BoxLayout(size_hint_y=None, height=ROW_HEIGHT, spacing=PAD)
         self.dose = _field("57.6", input_filter="float")
         self.fractions = _field("16", input_filter="int")
-        self.per_fraction = _label("", muted=True)
+        # As wide as its text ("= 3.60 Gy(RBE)/fx" wrapped onto two lines): the fields give way.
+        self.per_fraction = Label(text="", size_hint=(None, None), height=ROW_HEIGHT,
+                                  color=MUTED_TEXT_RGBA)
+        self.per_fraction.bind(texture_size=lambda w, ts: setattr(w, "width", ts[0]))
         for ti in (self.dose, self.fractions):
             ti.bind(text=lambda *_: self._show_per_fraction())
         self.dose.bind(on_text_validate=lambda *_: self._prescription_changed(),
@@ -247,14 +276,22 @@ class PlanPanel(BoxLayout):
         form.add_widget(row)
 
         form.add_widget(_section("Objectives (whole-plan dose)"))
+        # What the default rings' maxima are for, while the rows have rings (a hint line
+        # above them: a far ring at 105 % next to a nearer one at 80 % read as a mistake).
+        self.ring_note = Label(text="", size_hint_y=None, height=0, halign="left",
+                               valign="top", font_size="11sp", color=MUTED_TEXT_RGBA)
+        self.ring_note.bind(width=lambda w, width: setattr(w, "text_size", (width, None)),
+                            texture_size=lambda w, ts: setattr(w, "height",
+                                                               ts[1] if w.text else 0))
+        form.add_widget(self.ring_note)
         header = BoxLayout(size_hint_y=None, height=20, spacing=3)
-        for text, hint in (("structure", 0.3), ("type", 0.34), ("Gy(RBE)", 0.12),
-                           ("weight", 0.12), ("vol %", 0.12)):
+        for text, hint in zip(("structure", "type", "Gy(RBE)", "weight", "vol %"),
+                              OBJECTIVE_COLUMNS, strict=True):
             lab = Label(text=text, font_size="11sp", color=MUTED_TEXT_RGBA, size_hint_x=hint)
             header.add_widget(lab)
             if text == "Gy(RBE)":
                 self.objective_unit = lab  # "Gy" under the physical model
-        header.add_widget(Label(size_hint_x=None, width=28))
+        header.add_widget(Label(size_hint_x=None, width=REMOVE_WIDTH))
         form.add_widget(header)
         self.objective_rows = BoxLayout(orientation="vertical", size_hint_y=None, spacing=3)
         self.objective_rows.bind(minimum_height=self.objective_rows.setter("height"))
@@ -307,6 +344,7 @@ class PlanPanel(BoxLayout):
         except ValueError:
             return
         self.objective_rows.clear_widgets()
+        self._show_ring_note()
         self._target_name = self.target.text
         self._objectives_rx_gy = dose
         if not self.target.text:
@@ -331,12 +369,12 @@ class PlanPanel(BoxLayout):
         about the kept prescription goes once the prescription is changed."""
         if self.model_note.text and self.dose.text.strip() != self._note_rx:
             self.model_note.text = ""
-        try:
-            dose = float(self.dose.text)
-        except ValueError:
+        try:  # a prescription Compute would refuse (5000) rescales nothing
+            dose = parse_prescription(self.dose.text)
+        except InputError:
             return
         old = self._objectives_rx_gy
-        if old is None or dose <= 0 or dose == old:
+        if old is None or dose == old:
             return
         for row in self.objective_row_list:
             try:
@@ -348,29 +386,41 @@ class PlanPanel(BoxLayout):
     def show_objective_results(self, plan_name: str, entries: Sequence[Mapping[str, Any]],
                                unit: str) -> None:
         """Under each objective row, how far plan ``plan_name`` is from it: the RMS deviation
-        of its dose over the objective's points and the objective's share of the objective
-        value (report.json's ``objectives``, matched by structure and type in order); rows the
-        plan had no such objective for show nothing."""
+        of its dose over the objective's points (the optimizer's sample points in the
+        structure, :func:`planning.planner.term_entry`, not the DVH's voxels: the line says
+        so) and the objective's share of the objective value (report.json's ``objectives``,
+        matched by structure and type in order); rows the plan had no such objective for show
+        nothing."""
         left = [e for e in entries if "share_percent" in e]
         for row in self.objective_row_list:
             match = next((e for e in left if e["structure"] == row.structure.text
-                          and e["type"] == row.kind.text), None)
+                          and e["type"] == row.kind_key), None)
             if match is None:
                 row.show_result("")
                 continue
             left.remove(match)
             rms = match.get("rms_deviation_gy_rbe")
             rms_text = "-" if rms is None else f"{rms:.2f} {unit}"
-            row.show_result(f"{plan_name}: RMS deviation {rms_text}, "
-                            f"{match['share_percent']:.0f} % of the objective value")
+            row.show_result(f"{plan_name}: RMS deviation at the optimizer's points "
+                            f"{rms_text},\n{match['share_percent']:.0f} % of the objective "
+                            "value")
 
     def add_objective(self, objective: Objective) -> ObjectiveRow:
         row = ObjectiveRow(self._structures, objective, self._remove_objective)
+        row.structure.bind(text=lambda *_: self._show_ring_note())
         self.objective_rows.add_widget(row, index=0)
+        self._show_ring_note()
         return row
 
     def _remove_objective(self, row: ObjectiveRow) -> None:
         self.objective_rows.remove_widget(row)
+        self._show_ring_note()
+
+    def _show_ring_note(self) -> None:
+        self.ring_note.text = default_rings_note(
+            [r.structure.text for r in self.objective_row_list])
+        if not self.ring_note.text:
+            self.ring_note.height = 0
 
     def add_beam(self, beam: BeamSetup, *, notify: bool = True) -> BeamRow:
         row = BeamRow(beam, self._beams_changed, self._remove_beam)
@@ -398,9 +448,12 @@ class PlanPanel(BoxLayout):
                 for i, r in enumerate(self.beam_row_list)]
 
     def setup(self) -> PlanSetup:
-        """The checked form; raises InputError naming the first bad field. A prescription
-        typed but not yet left rescales the objectives first (Kivy fires a button before the
-        field loses its focus)."""
+        """The checked form; raises InputError naming the first bad field. The prescription
+        is checked first; a valid one typed but not yet left rescales the objectives before
+        they are read (Kivy fires a button before the field loses its focus), so a refused
+        one is reported as itself, not as the objectives it would have scaled."""
+        unit = model_dose_unit(self._model_key)
+        parse_prescription(self.dose.text, unit)
         self._prescription_changed()
         return parse_plan_setup(
             target=self.target.text, dose_text=self.dose.text,
@@ -410,7 +463,7 @@ class PlanPanel(BoxLayout):
             rapid_scheme=self.rapid_scheme.text,
             spot_spacing_text=self.spot_spacing.text, grid_text=self.grid_mm.text,
             device_label=self.device.text, exchange=bool(self.exchange.active),
-            objectives=[r.objective(i) for i, r in enumerate(self.objective_row_list)],
+            objectives=[r.objective(i, unit) for i, r in enumerate(self.objective_row_list)],
             structures=self._structures)
 
     # --- the form as the workspace keeps it ----------------------------------------------
@@ -426,7 +479,7 @@ class PlanPanel(BoxLayout):
             "rapid_scheme": self.rapid_scheme.text,
             "spot_spacing": self.spot_spacing.text, "grid": self.grid_mm.text,
             "device": self.device.text, "exchange": bool(self.exchange.active),
-            "objectives": [[r.structure.text, r.kind.text, r.dose.text, r.weight.text,
+            "objectives": [[r.structure.text, r.kind_key, r.dose.text, r.weight.text,
                             r.volume.text] for r in self.objective_row_list]}
 
     def apply_form_values(self, values: Mapping[str, Any]) -> None:
@@ -469,6 +522,7 @@ class PlanPanel(BoxLayout):
         if isinstance(objectives, list) and all(
                 isinstance(o, list) and len(o) == 5 for o in objectives):
             self.objective_rows.clear_widgets()
+            self._show_ring_note()
             for structure, kind, dose, weight, volume in objectives:
                 row = self.add_objective(Objective(
                     self._structures[0] if self._structures else "", OBJECTIVE_KINDS[0], 0.0))
@@ -476,7 +530,7 @@ class PlanPanel(BoxLayout):
                                                                     self._structures):
                     row.structure.text = structure
                 if kind in OBJECTIVE_KINDS:
-                    row.kind.text = kind
+                    row.kind.text = objective_kind_label(kind)
                 row.dose.text, row.weight.text, row.volume.text = (
                     str(dose), str(weight), str(volume))
         try:

@@ -21,6 +21,7 @@ from app.panels.form_widgets import wrapped_label
 from app.robust_review import (
     SCENARIO_SETS,
     RobustChoice,
+    band_axis_label,
     band_curves,
     dose_unit,
     parse_robust_choice,
@@ -52,6 +53,9 @@ class RobustPanel(BoxLayout):
         The plan's target (the structure shown first).
     prescription_gy_rbe : float
         For the summary's percentages.
+    model_name : str
+        The plan's model as the Dose tab names it (``"LEM I chordoma, averaged"``), for the
+        DVH's dose axis.
     colours : mapping of str to (r, g, b)
         Structure colours (RTSTRUCT, 0-255).
     on_evaluate : callable
@@ -64,7 +68,7 @@ class RobustPanel(BoxLayout):
     """
 
     def __init__(self, *, plan_name: str, target: str, prescription_gy_rbe: float,
-                 colours: Mapping[str, tuple[int, int, int]],
+                 colours: Mapping[str, tuple[int, int, int]], model_name: str = "",
                  on_evaluate: Callable[[RobustChoice], None],
                  on_error: Callable[[BaseException], None],
                  on_close: Callable[[], None], **kwargs: Any) -> None:
@@ -72,6 +76,7 @@ class RobustPanel(BoxLayout):
         self.plan_name = plan_name
         self.target = target
         self.prescription_gy_rbe = prescription_gy_rbe
+        self.model_name = model_name
         self.colours = dict(colours)
         self._on_evaluate = on_evaluate
         self._on_error = on_error
@@ -110,7 +115,8 @@ class RobustPanel(BoxLayout):
                                   "at each volume over the scenarios) dashed", muted=True))
         self.add_widget(chooser)
         body = BoxLayout(orientation="horizontal", spacing=PAD)
-        self.bands = DvhPlot(size_hint_x=0.42, x_label="RBE-weighted dose (Gy(RBE))")
+        self.bands = DvhPlot(size_hint_x=0.42,
+                             x_label=band_axis_label("Gy(RBE)", model_name))
         self.table = MetricsTable(name_title="Scenario", size_hint_x=0.58)
         body.add_widget(self.bands)
         body.add_widget(self.table)
@@ -149,8 +155,7 @@ class RobustPanel(BoxLayout):
                                                                   self.prescription_gy_rbe)
         self.summary.color = (1, 1, 1, 1)
         unit = dose_unit(report)
-        self.bands.x_label = ("Physical dose (Gy)" if unit == "Gy"
-                              else "RBE-weighted dose (Gy(RBE))")
+        self.bands.x_label = band_axis_label(unit, self.model_name)
         self.bands.set_curves(band_curves(report, self.colours))
         self.bands.set_prescription(self.prescription_gy_rbe)
         names = list(structures_of(report))

@@ -27,11 +27,20 @@ from kivy.metrics import dp
 from kivy.properties import ColorProperty, NumericProperty, StringProperty
 from kivy.uix.widget import Widget
 
-from app.plot_axes import AxisMapping, dash_segments, nice_upper_limit, ticks_and_labels
+from app.plot_axes import (
+    AxisMapping,
+    dash_segments,
+    nice_upper_limit,
+    ticks_and_labels,
+    wrap_words,
+)
 from app.plot_data import VOLUME_MAX_PERCENT, DvhCurve, FloatArray
 from planning.errors import InputError
 
 _TEXTURE_CACHE_LIMIT = 512
+#: Smallest share of the font size a dose axis title is shrunk to, to fit the plot's width
+#: when one of its words alone is wider (it is wrapped at spaces first).
+_MIN_TITLE_SCALE = 0.6
 
 
 def _unit_of(label: str) -> str:
@@ -86,6 +95,8 @@ class DvhPlot(Widget):
         self._y_map: AxisMapping | None = None
         self._textures: dict[tuple[object, ...], object] = {}
         self._legend_labels: list[str] = []
+        self._x_label_lines: list[str] = []
+        self._x_label_box = (0.0, 0.0, 0.0, 0.0)
         self._bound_window: object | None = None
         self._x_decimals = 0
         # Drawn instructions per curve (by id), reused while axes and line width are unchanged,
@@ -166,6 +177,31 @@ class DvhPlot(Widget):
     def legend_labels(self) -> list[str]:
         """Texts of the legend entries as drawn, top to bottom."""
         return list(self._legend_labels)
+
+    @property
+    def x_label_lines(self) -> list[str]:
+        """The dose axis title's lines as drawn (wrapped at spaces to the plot's width)."""
+        return list(self._x_label_lines)
+
+    @property
+    def x_label_box(self) -> tuple[float, float, float, float]:
+        """(x0, y0, x1, y1) of the dose axis title as drawn, in parent coordinates."""
+        return self._x_label_box
+
+    def _x_title(self, width: float) -> tuple[list[str], float]:
+        """The dose axis title's lines for a plot ``width`` px wide, and their font size:
+        wrapped at spaces, shrunk (to no less than :data:`_MIN_TITLE_SCALE`) if a word alone
+        is wider."""
+        size = float(self.font_size)
+
+        def width_of(text: str) -> float:
+            return float(CoreLabel(font_size=size).get_extents(text)[0])
+
+        lines = wrap_words(self.x_label, width, width_of)
+        widest = max(width_of(line) for line in lines)
+        if widest > width:
+            size *= max(width / widest, _MIN_TITLE_SCALE)
+        return lines, size
 
     @property
     def plot_area(self) -> tuple[float, float, float, float]:
@@ -255,14 +291,17 @@ class DvhPlot(Widget):
         return super().on_touch_up(touch)
 
     # ------------------------------------------------------------------ drawing
-    def _texture(self, text: str, *, bold: bool = False) -> object:
-        """White text texture (tinted by the current Color when drawn), cached by text."""
-        key = (text, float(self.font_size), bold)
+    def _texture(self, text: str, *, bold: bool = False,
+                 font_size: float | None = None) -> object:
+        """White text texture (tinted by the current Color when drawn), cached by text;
+        in the plot's font size unless ``font_size`` is given."""
+        size = float(self.font_size if font_size is None else font_size)
+        key = (text, size, bold)
         tex = self._textures.get(key)
         if tex is None:
             if len(self._textures) > _TEXTURE_CACHE_LIMIT:
                 self._textures.clear()
-            label = CoreLabel(text=text, font_size=self.font_size, bold=bold)
+            label = CoreLabel(text=text, font_size=size, bold=bold)
             label.refresh()
             tex = label.texture
             self._textures[key] = tex
@@ -310,6 +349,8 @@ class DvhPlot(Widget):
         g = self._plot_group
         g.clear()
         self._legend_labels = []
+        self._x_label_lines = []
+        self._x_label_box = (self.x, self.y, self.x, self.y)
         g.add(Color(*self.background_color))
         g.add(Rectangle(pos=self.pos, size=self.size))
         if self.width < dp(80) or self.height < dp(60):
@@ -333,7 +374,11 @@ class DvhPlot(Widget):
         y_text_w = max(self._texture(t).size[0] for t in y_texts)  # type: ignore[attr-defined]
         left = self.x + pad + line_h + pad + y_text_w + tick_len + dp(3)
         right = self.right - pad - legend_w
-        bottom = self.y + pad + line_h + dp(4) + line_h + tick_len + dp(2)
+        # The dose axis title wraps to the plot's width (a long one ran into the next panel).
+        title_lines, title_size = self._x_title(max(right - left, dp(40)))
+        title = [self._texture(t, font_size=title_size) for t in title_lines]
+        title_h = sum(tex.size[1] for tex in title)  # type: ignore[attr-defined]
+        bottom = self.y + pad + title_h + dp(4) + line_h + tick_len + dp(2)
         top = self.top - pad - line_h - dp(4)  # a line for the cursor readout
         if right - left < dp(40) or top - bottom < dp(40):
             self._x_map = self._y_map = None
@@ -369,10 +414,16 @@ class DvhPlot(Widget):
             w, h = tex.size  # type: ignore[attr-defined]
             g.add(Rectangle(texture=tex, size=(w, h),
                             pos=(round(left - tick_len - dp(3) - w), round(yv - h / 2))))
-        tex = self._texture(self.x_label)
-        w, h = tex.size  # type: ignore[attr-defined]
-        g.add(Rectangle(texture=tex, size=(w, h),
-                        pos=(round((left + right) / 2 - w / 2), round(self.y + pad))))
+        ty = self.y + pad + title_h
+        x0 = x1 = (left + right) / 2
+        for tex in title:  # first line on top
+            w, h = tex.size  # type: ignore[attr-defined]
+            ty -= h
+            g.add(Rectangle(texture=tex, size=(w, h),
+                            pos=(round((left + right) / 2 - w / 2), round(ty))))
+            x0, x1 = min(x0, (left + right - w) / 2), max(x1, (left + right + w) / 2)
+        self._x_label_lines = title_lines
+        self._x_label_box = (x0, self.y + pad, x1, self.y + pad + title_h)
         tex = self._texture(self.y_label)
         w, h = tex.size  # type: ignore[attr-defined]
         cx, cy = self.x + pad + h / 2, (bottom + top) / 2

@@ -26,10 +26,6 @@ from planning.structure_dose import sampled_structures, structures_on_grid
 #: Metrics compared, in report order.
 METRICS = ("d98", "d95", "d50", "d2", "mean", "max", "v95")
 DVH_BINS = 200
-#: Colours of structures whose structure set gives none (RGB 0-255).
-FALLBACK_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
-                    (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127),
-                    (188, 189, 34), (23, 190, 207))
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,8 +114,9 @@ def compare_structures(reference: ArrayLike, evaluated: ArrayLike, grid: DoseGri
     ev = np.asarray(evaluated, dtype=np.float64)
     top = 1.05 * max(float(ref.max()), float(ev.max()), 1e-9)
     out = []
-    for i, (s, samples) in enumerate(sampled_structures(patient, grid)):
-        colour = s.colour_rgb or FALLBACK_COLOURS[i % len(FALLBACK_COLOURS)]
+    for s, samples in sampled_structures(patient, grid):
+        assert patient.structure_set is not None  # structures were sampled
+        colour = patient.structure_set.display_colour(s)
         dose_a, dose_b, w = samples.dose(ref), samples.dose(ev), samples.volume_mm3
         out.append(StructureComparison(
             name=s.name, interpreted_type=s.interpreted_type,

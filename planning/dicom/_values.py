@@ -18,6 +18,7 @@ import pydicom
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from planning.dicom.errors import DicomImportError
@@ -26,6 +27,9 @@ PathLike = str | os.PathLike[str]
 
 #: The value length of an element whose end is marked by a delimiter instead.
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+#: What a file without the DICOM preamble and "DICM" prefix is called (pydicom's own message
+#: tells the developer to pass ``force=True``).
+NOT_DICOM = "not a DICOM file (no DICOM preamble and 'DICM' header)"
 
 
 @contextmanager
@@ -42,6 +46,12 @@ def reading(path: PathLike, what: str) -> Iterator[None]:
         raise
     except MemoryError as exc:
         raise DicomImportError(path, f"{what}: the file declares sizes too large to read") from exc
+    except InvalidDicomError as exc:
+        # pydicom says "... 'DICM' prefix is missing from the header. Use force=True to force
+        # reading.": a file that is no DICOM file at all (another file chosen by mistake).
+        if "DICM" not in str(exc):
+            raise DicomImportError(path, f"{what}: {describe_exception(exc)}") from exc
+        raise DicomImportError(path, f"{what}: {NOT_DICOM}") from exc
     except Exception as exc:
         raise DicomImportError(path, f"{what}: {describe_exception(exc)}") from exc
 

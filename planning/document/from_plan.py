@@ -350,9 +350,9 @@ def plan_document(result: PlanResult, plan_name: str, *,
     model, rx = result.model, result.plan.prescription
     unit = dose_unit_of(model)
     reference = rx.total_dose_gy_rbe
-    colours = {s.name: s.colour_rgb or DEFAULT_OUTLINE_RGB
-               for s in (result.patient.structure_set.structures
-                         if result.patient.structure_set is not None else ())}
+    structure_set = result.patient.structure_set
+    colours = ({} if structure_set is None else  # as the app draws them
+               dict(zip(structure_set.names, structure_set.display_colours(), strict=True)))
 
     def stats(cube: NDArray[np.floating], labels: VoxelLabels | None = None
               ) -> list[StructureDose]:

@@ -31,7 +31,8 @@ from planning.patient import Patient
 VIEW_PIXELS = 300
 #: Opacity of the dose colour wash over the CT.
 WASH_ALPHA = 0.5
-#: Colour of outlines of structures without a DICOM colour.
+#: Colour of a DVH line of a structure the structure set does not hold (the structures' own:
+#: :meth:`planning.patient.StructureSet.display_colours`).
 DEFAULT_OUTLINE_RGB = (255, 255, 0)
 
 # Row and column directions (LPS unit vectors), the letters at the top, bottom, left and
@@ -207,8 +208,11 @@ def target_views(patient: Patient, target: str, dose_grid: DoseGrid,
     ct = patient.ct
     ct_grid = DoseGrid(ct.shape, ct.spacing_mm, ct.origin_mm)
     centre, half_width, focus = view_focus(patient, target, dose_grid, dose)
-    masks = [(s.name, s.colour_rgb or DEFAULT_OUTLINE_RGB, s.mask.to_dense())
-             for s in (patient.structure_set.structures if patient.structure_set else ())]
+    structure_set = patient.structure_set
+    masks = [] if structure_set is None else [  # in the colours the app draws them in
+        (s.name, colour, s.mask.to_dense())
+        for s, colour in zip(structure_set.structures, structure_set.display_colours(),
+                             strict=True)]
     views = []
     for name, (_, _, letters, normal) in _AXES.items():
         lps, pixel_mm = _plane_points(centre, name, half_width)

@@ -432,7 +432,7 @@ def test_plan_form_follows_the_prescription_and_asks_before_discarding(gui, tmp_
     screen = app.planning
     _click_tab(gui, screen, "Plan")
     form = screen.plan_panel
-    before = {(r.structure.text, r.kind.text): float(r.dose.text)
+    before = {(r.structure.text, r.kind_key): float(r.dose.text)
               for r in form.objective_row_list}
     assert before[("PTV", "squared_deviation")] == 57.6
     # Every objective dose is readable whole in its field ("59.04" showed as "59.0").
@@ -448,7 +448,7 @@ def test_plan_form_follows_the_prescription_and_asks_before_discarding(gui, tmp_
     form.dose.text = "70.4"
     form.dose.focus = False
     gui.frames(2)
-    after = {(r.structure.text, r.kind.text): float(r.dose.text)
+    after = {(r.structure.text, r.kind_key): float(r.dose.text)
              for r in form.objective_row_list}
     for key, dose in before.items():
         assert after[key] == pytest.approx(dose * 70.4 / 57.6, rel=1e-5)
@@ -462,7 +462,7 @@ def test_plan_form_follows_the_prescription_and_asks_before_discarding(gui, tmp_
     gui.frames(2)
     assert form.dose_unit.text == "Gy(RBE)"
     # An objective that contradicts the prescription is refused with a dialog.
-    row = next(r for r in form.objective_row_list if r.kind.text == "squared_deviation")
+    row = next(r for r in form.objective_row_list if r.kind_key == "squared_deviation")
     row.dose.text = "57.6"
     gui.click(form.compute_button)
     gui.frames(2)

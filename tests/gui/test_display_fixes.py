@@ -237,19 +237,25 @@ def test_plan_display_quantities_menus_beam_view_compare_table_and_reset(gui, tm
     gui.frames(5)
     entry = app.session.latest_plan
     # Under each objective row, how far the plan is from it (its share of the objective value
-    # and the RMS deviation over its points): the numbers of report.json.
+    # and the RMS deviation over the optimizer's points, which the line names: next to a DVH
+    # of the structure's voxels the number was taken for theirs): the numbers of report.json.
     reported = entry.result.report["objectives"]
     rows = form.objective_row_list
     assert len(rows) == len(reported)
     for row, o in zip(rows, reported, strict=True):
-        assert (row.structure.text, row.kind.text) == (o["structure"], o["type"])
-        assert row.result.text == (f"Plan 1: RMS deviation {o['rms_deviation_gy_rbe']:.2f} "
-                                   f"Gy(RBE), {o['share_percent']:.0f} % of the objective value")
+        assert (row.structure.text, row.kind_key) == (o["structure"], o["type"])
+        assert row.result.text == (f"Plan 1: RMS deviation at the optimizer's points "
+                                   f"{o['rms_deviation_gy_rbe']:.2f} Gy(RBE),\n"
+                                   f"{o['share_percent']:.0f} % of the objective value")
         assert row.height > row.result.height > 0
     gui.click(screen.tab_items["Plan"])
     gui.frames(3)
-    for row in rows:  # the line fits its row: the text is not cut off
-        assert row.result.texture_size[0] <= row.result.width
+    for row in rows:  # the lines fit their row: wrapped to its width, none cut off
+        assert row.result.texture_size[0] <= row.result.width <= row.width
+        assert row.result.texture_size[1] <= row.result.height
+        assert row.result.height + row.children[-1].height <= row.height
+    form.scroll.scroll_to(rows[2], animate=False)  # the first rows and their lines in view
+    gui.frames(3)
     gui.screenshot("objective_results")
     gui.click(screen.tab_items["Dose"])
     gui.frames(2)

@@ -430,3 +430,30 @@ def test_plot_follows_a_resize(gui: GuiDriver) -> None:
         x, y = _expected_xy(panel.plot, dose, 100.0 - 100.0 * dose / 80.0)
         rows = np.flatnonzero(blue[:, round(x)])
         assert rows.size and np.abs(rows - _row(gui, y)).min() <= panel.plot.line_width + 2
+
+
+def test_a_long_dose_axis_title_wraps_within_the_plot(gui: GuiDriver) -> None:
+    """"Worst case: voxel-wise minimum of 9 scenarios (LEM I chordoma, averaged) (Gy(RBE))"
+    ran past the plot into the side panel (GUI review): it wraps to the plot's width."""
+    panel = _start(gui)
+    plot = panel.plot
+    title = ("Worst case: voxel-wise minimum of 9 scenarios (LEM I chordoma, averaged) "
+             "(Gy(RBE))")
+    short_area = plot.plot_area
+    assert plot.x_label_lines == ["Dose (Gy(RBE))"]
+    for hint, lines in ((0.58, 1), (0.3, 2), (0.15, 3)):
+        plot.size_hint_x = hint
+        plot.x_label = title
+        gui.frames(3)
+        x0, y0, x1, y1 = plot.x_label_box
+        left, bottom, right, _ = plot.plot_area
+        assert len(plot.x_label_lines) >= lines and " ".join(plot.x_label_lines) == title
+        assert left - 0.5 <= x0 < x1 <= right + 0.5, (hint, plot.x_label_box, plot.plot_area)
+        assert plot.y <= y0 < y1 < bottom
+    # The readout still takes the unit from the title's last brackets.
+    plot.set_cursor_dose(30.0)
+    assert plot.readout_text.startswith("D = 30") and "Gy(RBE)" in plot.readout_text
+    plot.size_hint_x = 0.58
+    plot.x_label = "Dose (Gy(RBE))"
+    gui.frames(3)
+    assert plot.plot_area == short_area

@@ -119,9 +119,9 @@ def test_plan_form_and_display_come_back_after_a_restart(gui, tmp_path):
     # The restored plan says how far it is from its objectives, under the rows (as after
     # Compute); rows it had no objective for say nothing.
     rows = form.objective_row_list
-    assert (rows[0].structure.text, rows[0].kind.text) == ("PTV", "squared_deviation")
-    assert rows[0].result.text == ("Plan 1: RMS deviation 1.23 Gy(RBE), 80 % of the "
-                                   "objective value")
+    assert (rows[0].structure.text, rows[0].kind_key) == ("PTV", "squared_deviation")
+    assert rows[0].result.text == ("Plan 1: RMS deviation at the optimizer's points 1.23 "
+                                   "Gy(RBE),\n80 % of the objective value")
     assert all(row.result.text == "" for row in rows[1:])
     # A restored plan has no kept optimizer matrices: Re-optimize stays offered (a greyed
     # button said nothing) and says why it cannot and what to do.
@@ -152,7 +152,7 @@ def test_rename_a_plan_names_its_export_and_is_kept(gui, tmp_path):
     assert screen.shown_plan is entry
     # The objective results under the Plan tab's rows name the plan by its new name.
     assert screen.plan_panel.objective_row_list[0].result.text.startswith(
-        "Boost phase 2: RMS deviation 1.23 Gy(RBE)")
+        "Boost phase 2: RMS deviation at the optimizer's points 1.23 Gy(RBE)")
     gui.screenshot("dose_tab_renamed_plan")  # the dose is the synthetic test plan's
     # A name in use, or an empty one, is refused in a dialog and nothing changes.
     app.session.add_plan(entry.result, "second")

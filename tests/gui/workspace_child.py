@@ -43,7 +43,7 @@ def _state(app: Any) -> dict[str, Any]:
         "exported": sorted(p.name for p in app.session.plans if p.plan_id in app.exported),
         "shown_plan": screen.dose_panel.plan_name,
         "dose_shown": screen.state.dose is not None,
-        "objectives": [[r.structure.text, r.kind.text, r.dose.text, r.weight.text]
+        "objectives": [[r.structure.text, r.kind_key, r.dose.text, r.weight.text]
                        for r in form.objective_row_list],
         "form": form.form_values(),
         "display": screen.dose_panel.display_settings(),

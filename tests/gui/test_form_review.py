@@ -1,0 +1,222 @@
+"""Fixes from a physicist's drive through the plan form and its views (GUI review): the
+form's messages, the objective rows, structure colours, the Robustness view's axis, long DVH
+axis labels. Plans are made without the dose engine (tests/workspace_factory.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.gui
+
+
+def _start(gui, tmp_path: Path):
+    from app.ionplan_app import IonPlanApp
+
+    app = gui.start(IonPlanApp(user_data_dir_override=str(tmp_path / "data")))
+    gui.wait_until(lambda: app.session.patient is not None or app.last_error, 120,
+                   "the demo patient")
+    assert not app.last_error, app.last_error
+    gui.frames(3)
+    return app
+
+
+def _close_dialogs(gui, name: str) -> None:
+    for ok in reversed(gui.find_all(lambda w: getattr(w, "name", "") == f"{name}_ok")):
+        gui.click(ok)
+        gui.advance(0.5)
+
+
+def _compute_error(gui, app) -> str:
+    """Press Compute on a form that must be refused: the message of its dialog."""
+    app.last_error = ""
+    gui.click(app.planning.plan_panel.compute_button)
+    gui.frames(2)
+    assert app.task is None or not app.task.running
+    _close_dialogs(gui, "error_dialog")
+    return app.last_error
+
+
+def test_a_refused_prescription_is_named_and_messages_give_the_models_unit(gui, tmp_path):
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    gui.click(screen.tab_items["Plan"])
+    gui.frames(2)
+    form = screen.plan_panel
+    doses = [r.dose.text for r in form.objective_row_list]
+    # A prescription of 5000 was reported as "objective 1 (PTV) dose ... must lie between 0
+    # and 1000, got 5000": the objectives had been scaled to it first.
+    form.dose.text = "5000"
+    form.dose.dispatch("on_text_validate")  # the field left: a valid one rescales the rows
+    gui.frames(2)
+    assert [r.dose.text for r in form.objective_row_list] == doses
+    assert _compute_error(gui, app) == ("prescribed dose (Gy(RBE), whole plan) must lie "
+                                        "between 0.01 and 200, got 5000")
+    assert [r.dose.text for r in form.objective_row_list] == doses
+    # The rows follow a valid prescription from the one they were written for.
+    form.dose.text = "60"
+    form.dose.dispatch("on_text_validate")
+    gui.frames(2)
+    assert float(form.objective_row_list[0].dose.text) == pytest.approx(60.0)
+    # Under the physical model the form's doses are in Gy, and its messages say so.
+    form.rbe.text = "Physical dose"
+    gui.frames(2)
+    form.dose.text = "-1"
+    assert _compute_error(gui, app) == ("prescribed dose (Gy, whole plan) must lie between "
+                                        "0.01 and 200, got -1")
+    form.dose.text = "60"
+    form.objective_row_list[1].dose.text = "2000"
+    assert _compute_error(gui, app) == ("objective 2 (PTV) dose (Gy, whole plan) must lie "
+                                        "between 0 and 1000, got 2000")
+    form.objective_row_list[1].dose.text = "60"
+    form.objective_row_list[0].dose.text = "50"
+    assert _compute_error(gui, app).startswith(
+        "the target objective asks for 50 Gy but the prescription is 60 Gy: ")
+
+
+def _text_width(widget, text: str | None = None) -> float:
+    from kivy.core.text import Label as CoreLabel
+
+    text = widget.text if text is None else text
+    return CoreLabel(font_size=widget.font_size).get_extents(text)[0]
+
+
+def test_objective_types_and_the_dose_per_fraction_are_read_whole(gui, tmp_path):
+    """"squared_deviation" showed as "square...viation" in its row and "= 3.60 Gy(RBE)/fx"
+    wrapped onto two lines at 1440x900 (and 1024x640, the smallest window)."""
+    from kivy.core.text import Label as CoreLabel
+
+    from app.plan_setup import OBJECTIVE_KIND_LABELS
+    from planning.optimization import Objective
+
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    gui.click(screen.tab_items["Plan"])
+    form = screen.plan_panel
+    form.add_objective(Objective("Brainstem", "max_dvh", 30.0, 1.0, 0.05))
+    window = gui.window
+    try:
+        for size in ((1440, 900), (1024, 640)):
+            window.size = size
+            gui.frames(4)
+            line = form.per_fraction
+            assert line.text == "= 3.60 Gy(RBE)/fx"
+            one_line = CoreLabel(font_size=line.font_size).get_extents("X")[1]
+            assert line.texture_size[1] < 1.5 * one_line
+            assert line.texture_size[1] <= line.height and line.width >= _text_width(line)
+            assert line.right <= line.parent.right + 0.5, size
+            rows = form.objective_row_list
+            for row in rows:
+                room = row.kind.width - 12  # WideSpinner's text padding, both sides
+                assert _text_width(row.kind) <= room, (size, row.kind.text, row.kind.width)
+            assert [row.kind.text for row in rows[:3]] == ["uniform", "min", "max"]
+            assert rows[-1].kind.text == "DVH max"
+            for label in OBJECTIVE_KIND_LABELS.values():
+                assert _text_width(rows[0].kind, label) <= rows[0].kind.width - 12, label
+    finally:
+        window.size = (1440, 900)
+        gui.frames(2)
+    # The form keeps, saves and checks the types' keys.
+    rows = form.objective_row_list
+    assert [r.kind_key for r in rows[:3]] == ["squared_deviation", "min_dose", "max_dose"]
+    values = form.form_values()
+    assert [o[1] for o in values["objectives"][:3]] == ["squared_deviation", "min_dose",
+                                                        "max_dose"]
+    assert values["objectives"][-1][1] == "max_dvh"
+    assert form.setup().objectives[-1].kind == "max_dvh"
+    values["objectives"][0][1] = "mean_dose"
+    form.apply_form_values(values)
+    assert form.objective_row_list[0].kind.text == "mean"
+    assert form.objective_row_list[0].kind_key == "mean_dose"
+    # The dropdown offers the readable names.
+    assert form.objective_row_list[0].kind.values == list(OBJECTIVE_KIND_LABELS.values())
+
+
+def test_a_hint_says_what_the_default_rings_maxima_are_for(gui, tmp_path):
+    """"PTV ring 15-30 mm max 60.48" (105 %) next to "ring 5-15 mm max 46.08" (80 %) read as a
+    mistake: the far ring caps hot spots only (planning.plan_config's docstring)."""
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    gui.click(screen.tab_items["Plan"])
+    gui.frames(2)
+    form = screen.plan_panel
+    note = form.ring_note
+    assert "15-30 mm max 105 %: a cap on hot spots outside the target" in note.text
+    assert "5-15 mm max 80 %: the dose fall-off" in note.text
+    assert note.height >= note.texture_size[1] > 0 and note.texture_size[0] <= note.width
+    # Under the section's title, above the rows.
+    children = list(reversed(form.form.children))
+    assert children.index(note) < children.index(form.objective_rows)
+    assert children[children.index(note) - 1].text == "[b]Objectives (whole-plan dose)[/b]"
+    for row in [r for r in form.objective_row_list if " ring " in r.structure.text]:
+        row.children[-1].children[0].dispatch("on_release")  # its remove button
+        gui.frames(1)
+    assert note.text == "" and note.height == 0
+    form.reset_objectives()
+    gui.frames(2)
+    assert "105 %" in note.text and note.height > 0
+
+
+def test_structures_without_a_colour_are_told_apart_alike_on_every_screen(gui, tmp_path):
+    """A structure set without ROI Display Colors drew every structure in one grey: outlines,
+    DVH curves and swatches could not be told apart. Each gets its own colour, the same on
+    every screen."""
+    from tests.test_structure_colours import _without_colours
+    from tests.workspace_factory import synthetic_plan_result
+
+    app = _start(gui, tmp_path)
+    session = app.session
+    bare = _without_colours(session.patient)
+    session.set_patient(bare, "demo patient", [])
+    gui.frames(3)
+    ss = bare.structure_set
+    expected = dict(zip(ss.names, ss.display_colours(), strict=True))
+    assert len(set(expected.values())) == len(expected)
+    screen = app.planning
+    assert {o.name: o.colour_rgb for o in screen.state.structures} == expected
+    assert {r.structure_name: r.colour_rgb
+            for r in screen.patient_panel.rows.children} == expected
+    session.add_plan(synthetic_plan_result(bare, 3), "synthetic")
+    gui.click(screen.tab_items["Dose"])
+    gui.frames(3)
+    curves = {c.name: c.colour_rgb for c in screen.dvh.curves}
+    assert len(curves) >= 5 and curves == {name: expected[name] for name in curves}
+    rows = {r.name: r.colour_rgb for r in screen.metrics.rows}
+    assert rows == {name: expected[name] for name in rows}
+    gui.click(app.buttons["compare"])
+    gui.frames(3)
+    for state in app.compare.states:
+        assert {o.name: o.colour_rgb for o in state.structures} == expected
+
+
+def test_the_robustness_view_names_the_plans_model_as_the_dose_tab_does(gui, tmp_path):
+    """The view's DVH axis read "RBE-weighted dose (Gy(RBE))" for a LEM I plan whose DVH in
+    the Dose tab reads "RBE-weighted dose (LEM I chordoma, averaged) (Gy(RBE))"."""
+    from tests.workspace_factory import synthetic_plan_result, synthetic_robust
+
+    app = _start(gui, tmp_path)
+    session, screen = app.session, app.planning
+    entry = session.add_plan(synthetic_plan_result(session.patient, 3), "synthetic")
+    session.set_robust(entry.name, synthetic_robust(entry.result))
+    gui.click(screen.tab_items["Dose"])
+    screen.dose_panel.select_layer("rbe")
+    gui.frames(3)
+    assert screen.dvh.x_label == "RBE-weighted dose (LEM I chordoma, averaged) (Gy(RBE))"
+    screen.open_robustness()
+    gui.frames(3)
+    panel = screen.robust_popup.content
+    assert panel.bands.x_label == screen.dvh.x_label
+    screen.robust_popup.dismiss()
+    gui.advance(0.5)
+    # The worst case's long title stays under its plot (it ran into the metrics table).
+    screen.dose_panel.select_layer("rbe_min")
+    gui.frames(3)
+    dvh = screen.dvh
+    assert dvh.x_label == ("Worst case: voxel-wise minimum of 3 scenarios (LEM I chordoma, "
+                           "averaged) (Gy(RBE))")
+    x0, y0, x1, y1 = dvh.x_label_box
+    left, bottom, right, _ = dvh.plot_area
+    assert len(dvh.x_label_lines) == 2 and left - 0.5 <= x0 < x1 <= right + 0.5
+    assert dvh.y <= y0 < y1 < bottom
+    gui.save_png(gui.screenshot(), tmp_path / "worst_case.png")
