@@ -428,9 +428,10 @@ class PreparedPlan:
                     rows = sample_rows(self.patient, key, self.target, ct_grid, opt_grid,
                                        self.dose_grid)
                 else:  # the points outside it only where the engine computes (the body)
-                    rows = np.intersect1d(max_point_rows(
+                    rows = np.unique(max_point_rows(
                         self.patient, region_name(self.patient, base), self.target, ct_grid,
-                        opt_grid, self.dose_grid), self.opt_engine.rows)
+                        opt_grid, self.dose_grid))
+                    rows = rows[sorted_contains(self.opt_engine.rows, rows)]
                 outside = (0 if self.opt_engine is self.engine  # it computes everywhere
                            else int(np.count_nonzero(~sorted_contains(self.opt_engine.rows,
                                                                       rows))))

@@ -33,17 +33,16 @@ from planning.dicom import (
 )
 from planning.patient import Patient
 from planning.plan import Plan
-from tests.test_rtplan_dicom import (  # noqa: F401  (patient, plan: their fixtures)
+from tests.test_rtplan_dicom import (  # noqa: F401  (plan: its fixture; patient: conftest's)
     SAD_MM,
     _edited,
-    patient,
     plan,
 )
 
 
 @pytest.fixture(scope="module")
 def plan_file(tmp_path_factory: pytest.TempPathFactory, plan: Plan,  # noqa: F811
-              patient: Patient) -> Path:  # noqa: F811
+              patient: Patient) -> Path:
     path = tmp_path_factory.mktemp("rtplan_checks") / "RP_checks.dcm"
     export_rt_ion_plan(plan, patient, path, sad_mm=SAD_MM)
     return path
