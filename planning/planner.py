@@ -458,16 +458,23 @@ class PreparedPlan:
 
         Returns True when they were (re)built.
         """
-        want = np.intersect1d(np.unique(np.concatenate(list(rows_by_name.values()))),
-                              self.opt_engine.rows)  # the optimization region's points
+        def check() -> None:  # between the steps over all rows (seconds on a fine grid)
+            if cancel is not None:
+                cancel.raise_if_cancelled("the optimizer's matrices")
+
+        want = np.unique(np.concatenate(list(rows_by_name.values())))
+        want = want[sorted_contains(self.opt_engine.rows, want)]  # the region's points
+        check()
         if self.matrices is not None and np.all(np.isin(want, self.rows)):
             return False
         rows = np.union1d(want, self.rows)
         skip = set(one_sided)
         asked = [r for name, r in rows_by_name.items() if name not in skip]
-        two_sided = np.intersect1d(rows, np.concatenate(asked)) if asked else rows[:0]
-        parts = [(part, sided) for part, sided in ((two_sided, False),
-                                                   (np.setdiff1d(rows, two_sided), True))
+        is_two_sided = (sorted_contains(np.unique(np.concatenate(asked)), rows) if asked
+                        else np.zeros(rows.size, dtype=bool))
+        check()
+        parts = [(part, sided) for part, sided in ((rows[is_two_sided], False),
+                                                   (rows[~is_two_sided], True))
                  if part.size]
         progress_at = np.cumsum([0, *(part.size for part, _ in parts)]) / rows.size
         host = self.opt_engine.device == "cpu"

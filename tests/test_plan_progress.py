@@ -85,13 +85,15 @@ class _RecordingToken(CancelToken):
 
 def test_cancel_is_checked_between_the_long_steps_over_all_voxels():
     """On a fine grid each step over all the dose grid's voxels (their centres, WEPL, beam's-eye
-    coordinates, spot lattice) takes seconds and sampling a structure's points too: Cancel is
-    checked between them (a 0.5 mm demo plan ran on for minutes after Cancel)."""
+    coordinates, spot lattice) takes seconds, and so do sampling a structure's points and
+    sorting the optimizer's rows: Cancel is checked between them (a 0.5 mm demo plan ran on for
+    minutes after Cancel)."""
     token = _RecordingToken()
     make_plan(_request(), cancel=token)
     # One beam: at least the voxel centres, WEPL and beam's-eye steps of the dose engine.
     assert token.checked.count("water-equivalent depth") >= 4
     assert "sampling the structures" in token.checked
+    assert "the optimizer's matrices" in token.checked
 
 
 def test_sorted_contains_finds_each_value():
