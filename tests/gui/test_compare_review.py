@@ -11,18 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.gui.demo_app import start_on_demo
+
 pytestmark = pytest.mark.gui
 
 
 def _start(gui, tmp_path: Path):
-    from app.ionplan_app import IonPlanApp
-
-    app = gui.start(IonPlanApp(user_data_dir_override=str(tmp_path / "data")))
-    gui.wait_until(lambda: app.session.patient is not None or app.last_error, 120,
-                   "the demo patient")
-    assert not app.last_error, app.last_error
-    gui.frames(3)
-    return app
+    return start_on_demo(gui, tmp_path / "data")
 
 
 def _physical_model(result):
