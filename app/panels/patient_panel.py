@@ -76,9 +76,11 @@ class PatientPanel(BoxLayout):
                              size_hint_y=None, height=120, font_size="13sp")
         self.summary.bind(size=lambda w, s: setattr(w, "text_size", s))
         self.add_widget(self.summary)
-        self.add_widget(Label(text="Structures (visible)", size_hint_y=None, height=24,
-                              halign="left", bold=True,
-                              text_size=(360, 24)))
+        # Wrapped to the panel's width (a fixed text_size pushed it past a narrow panel's edge).
+        self.structures_heading = Label(text="Structures (visible)", size_hint_y=None,
+                                        height=24, halign="left", valign="middle", bold=True)
+        self.structures_heading.bind(size=lambda w, s: setattr(w, "text_size", s))
+        self.add_widget(self.structures_heading)
         scroll = ScrollView()
         self.rows = BoxLayout(orientation="vertical", size_hint_y=None, spacing=2)
         self.rows.bind(minimum_height=self.rows.setter("height"))

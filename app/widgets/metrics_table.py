@@ -184,8 +184,9 @@ class MetricsTable(BoxLayout):
         return float(self._header_height() + self.row_height * len(self._rows))
 
     def _header_height(self) -> float:
-        # Titles with units ("D98 (Gy(RBE))") get room for two lines.
-        two_lines = any(" " in t and len(t) > 6 for t in self._columns)
+        # Titles that can wrap at a space ("D98 Gy(RBE)", "V95 %") get room for two lines: a
+        # narrow column wraps even a short one, and one line's height cut its second line off.
+        two_lines = any(" " in t for t in self._columns)
         return float(self.row_height * (1.8 if two_lines else 1.0))
 
     def cell_texts(self) -> list[list[str]]:

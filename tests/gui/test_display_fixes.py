@@ -93,6 +93,11 @@ def test_small_windows_keep_toolbar_headers_and_sliders(gui, tmp_path):
                     width = CoreLabel(text=word, font_size=cell.font_size,
                                       bold=True).get_extents(word)[0]
                     assert width <= cell.width - 4, (size, word, cell.width)
+                # ... and every line of a wrapped title fits the header's height.
+                wrapped = CoreLabel(text=cell.text, font_size=cell.font_size, bold=True,
+                                    text_size=(cell.text_size[0], None))
+                wrapped.refresh()
+                assert wrapped.texture.size[1] <= cell.height, (size, cell.text)
             for name, view in zip(("axial", "coronal", "sagittal"), screen.viewer.views,
                                   strict=True):
                 assert view.width > 150 and view.height > 100, (size, name, view.size)
@@ -109,6 +114,11 @@ def test_small_windows_keep_toolbar_headers_and_sliders(gui, tmp_path):
                 (bx, by), (bw, bh) = view._info_background.pos, view._info_background.size
                 assert bx <= ix and by <= iy and bx + bw >= ix + iw and by + bh >= iy + ih
             assert _inside_window(gui, screen.viewer.fit_button)
+            # The structure list's heading starts inside its panel (a label's texture is
+            # centred on it: one wider than the label starts left of it).
+            heading = next(w for w in screen.patient_panel.children
+                           if getattr(w, "text", "") == "Structures (visible)")
+            assert heading.texture_size[0] <= heading.width, (size, heading.texture_size)
         gui.screenshot("small_window_1024x640")
         for tab in ("Plan", "Dose"):
             gui.click(screen.tab_items[tab])
