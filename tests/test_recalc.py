@@ -338,6 +338,27 @@ def test_recalc_writes_the_received_plan_unchanged_and_its_doses_refer_to_it(
         assert dose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
 
 
+def test_a_received_plan_replaced_by_another_file_before_the_export_is_named_so(
+        tmp_path_factory, tmp_path):
+    """The received RT Ion Plan is read again when its recalculation is written (the file is
+    copied unchanged). It was read with pydicom directly: a file that is no DICOM file gave
+    pydicom's "... Use force=True to force reading."; it gets the importers' message."""
+    from planning.dicom import DicomImportError
+    from planning.planner import write_plan_outputs
+
+    ct, plan_dir = demo_plan_dirs(tmp_path_factory)
+    received = tmp_path / "received.dcm"
+    received.write_bytes((plan_dir / "RTPLAN.dcm").read_bytes())
+    result = api.recalculate_plan(str(ct), received, grid_mm=8.0, device="cpu")
+    received.write_text("notes on the plan\n")  # e.g. saved over it since
+    with pytest.raises(DicomImportError) as info:
+        write_plan_outputs(result, tmp_path / "out")
+    assert str(info.value) == (
+        f"{received}: the received RT Ion Plan cannot be read again to be written with its "
+        "doses: not a DICOM file (no DICOM preamble and 'DICM' header)")
+    assert not (tmp_path / "out" / "RTPLAN.dcm").exists()
+
+
 def _to_mu(ds: pydicom.Dataset, particles_per_mu) -> None:
     """Rewrite an RT Ion Plan in NP as a plan in MU whose monitor gives ``particles_per_mu(E)``
     particles per MU at E MeV/u: each spot's MU is its particles / particles_per_mu(E)."""
