@@ -55,14 +55,12 @@ def _choice(entry: PlanEntry, quantity: str) -> CompareChoice:
 def choices_for(plans: list[PlanEntry], external: tuple[str, ...] = ()) -> list[CompareChoice]:
     """Every dose the session's plans can put on either side, then the imported RT Doses.
 
-    Each cube is offered once: the plan's own exchange side is not a layer (its dose is
-    offered as ``"rbe"``), and under the physical model the plan's dose is its physical dose
-    (one cube: offered as ``"rbe"``, :data:`PHYSICAL_MODEL_TEXT`, not again as "physical")."""
+    Each cube is offered once, as the plan's layers list it: the plan's own exchange side is
+    not a layer (its dose is offered as ``"rbe"``), nor, under the physical model, its
+    physical dose (the plan's dose: offered as ``"rbe"``, :data:`PHYSICAL_MODEL_TEXT`)."""
     out = []
     for entry in plans:
         keys = {layer.key for layer in entry.layers()}
-        if getattr(entry, "dose_unit", "Gy(RBE)") == "Gy":
-            keys.discard("physical")
         out += [_choice(entry, q) for q, _ in QUANTITIES if q in keys]
     return out + [CompareChoice(name, EXTERNAL) for name in external]
 

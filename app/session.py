@@ -166,16 +166,17 @@ class PlanEntry:
         title = ("Dose of the plan (physical model, no RBE)" if unit == "Gy"
                  else f"RBE-weighted dose ({model})")
         out = [DoseLayer("rbe", title, r.rbe_dose_gy_rbe, grid, unit, p, True, rx,
-                         labels=r.tissue_labels),
-               DoseLayer("physical", "Physical dose", r.physical_dose_gy, grid, "Gy",
-                         _max_or_one(r.physical_dose_gy), True),
-               DoseLayer("letd", "Dose-averaged LET", r.letd_kev_um, grid, "keV/µm",
-                         _max_where(r.letd_kev_um, r.rbe_dose_gy_rbe, low), False, shown_max,
-                         mask_dose=r.rbe_dose_gy_rbe, mask_dose_min=low),
-               DoseLayer("rbe_factor", "RBE", r.rbe, grid, "",
-                         _max_where(r.rbe, r.rbe_dose_gy_rbe, low), False, shown_max,
-                         mask_dose=r.rbe_dose_gy_rbe, mask_dose_min=low,
-                         labels=r.tissue_labels, scale_name="RBE")]
+                         labels=r.tissue_labels)]
+        if self.own_physical_key is None:
+            out.append(DoseLayer("physical", "Physical dose", r.physical_dose_gy, grid, "Gy",
+                                 _max_or_one(r.physical_dose_gy), True))
+        out += [DoseLayer("letd", "Dose-averaged LET", r.letd_kev_um, grid, "keV/µm",
+                          _max_where(r.letd_kev_um, r.rbe_dose_gy_rbe, low), False, shown_max,
+                          mask_dose=r.rbe_dose_gy_rbe, mask_dose_min=low),
+                DoseLayer("rbe_factor", "RBE", r.rbe, grid, "",
+                          _max_where(r.rbe, r.rbe_dose_gy_rbe, low), False, shown_max,
+                          mask_dose=r.rbe_dose_gy_rbe, mask_dose_min=low,
+                          labels=r.tissue_labels, scale_name="RBE")]
         for i, (beam, cube) in enumerate(zip(r.plan.beams, r.beam_physical_dose_gy,
                                              strict=True)):
             out.append(DoseLayer(f"beam{i}", f"Physical dose of beam {beam.beam.label}", cube,
@@ -223,10 +224,19 @@ class PlanEntry:
                 return key
         return None
 
+    @property
+    def own_physical_key(self) -> str | None:
+        """``"physical"`` when the plan's dose is its physical dose (the physical model: the
+        same cube, in Gy), else None. That cube is then not a layer of its own (it was listed
+        twice, with the prescription and with its maximum as 100 %); :meth:`layer` gives the
+        plan's dose (``"rbe"``, 100 % = the prescription) for it."""
+        return "physical" if self.dose_unit == "Gy" else None
+
     def layer(self, key: str) -> DoseLayer:
         """The cube ``key`` (:attr:`DoseLayer.key`); the exchange side that is the plan's own
-        dose (:attr:`own_exchange_key`) gives the plan's dose."""
-        if key == self.own_exchange_key:
+        dose (:attr:`own_exchange_key`) and, under the physical model, its physical dose
+        (:attr:`own_physical_key`) give the plan's dose."""
+        if key in (self.own_exchange_key, self.own_physical_key):
             key = "rbe"
         for candidate in self.layers():
             if candidate.key == key:

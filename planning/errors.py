@@ -45,3 +45,15 @@ class PlanningError(IonPlanError):
 
 class DeviceError(IonPlanError):
     """The requested compute device is not available."""
+
+
+def os_error_reason(exc: OSError) -> str:
+    """What an OSError says is wrong with its file, without the file's name, for a message
+    that begins with it (the OS's text repeats it: "[Errno 2] No such file or directory:
+    '/x/p.dcm'"): ``"no such file"``, ``"a folder, not a file"``, else the OS's reason
+    (``"Permission denied"``)."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "a folder, not a file"
+    return exc.strerror or type(exc).__name__

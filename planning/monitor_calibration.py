@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from planning.errors import InputError
+from planning.errors import InputError, os_error_reason
 from planning.physics.stopping import bethe_stopping_ratio
 
 #: Mean excitation energy of dry air (near sea level), eV (ICRU Report 37; also ICRU 49).
@@ -184,7 +184,10 @@ def _read_table(path: Path) -> MonitorCalibration:
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except OSError as exc:
+        raise InputError(f"monitor calibration {path}: cannot read it "
+                         f"({os_error_reason(exc)})") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"monitor calibration {path}: cannot read it ({exc})") from None
     energies: list[float] = []
     values: list[float] = []

@@ -70,7 +70,8 @@ class Objective:
     kind : str
         One of :data:`OBJECTIVE_KINDS`.
     dose_gy_rbe : float
-        Dose level for the whole plan (all fractions), Gy(RBE).
+        Dose level for the whole plan (all fractions), Gy(RBE) (Gy under the physical model;
+        the objective does not know its model, so its messages name no unit).
     weight : float
         Relative importance (> 0).
     volume_fraction : float or None
@@ -88,7 +89,8 @@ class Objective:
             raise PlanningError(f"objective on {self.structure!r}: unknown type {self.kind!r}; "
                                 f"choose one of {', '.join(OBJECTIVE_KINDS)}")
         if not (math.isfinite(self.dose_gy_rbe) and self.dose_gy_rbe >= 0):
-            raise PlanningError(f"objective on {self.structure!r}: dose must be >= 0 Gy(RBE)")
+            raise PlanningError(f"objective on {self.structure!r}: dose must be >= 0 "
+                                f"(whole plan, in the plan's dose unit), got {self.dose_gy_rbe}")
         if not (math.isfinite(self.weight) and self.weight > 0):
             raise PlanningError(f"objective on {self.structure!r}: weight must be > 0")
         is_dvh = self.kind in ("max_dvh", "min_dvh")

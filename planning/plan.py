@@ -45,8 +45,9 @@ class Prescription:
         if not self.target.strip():
             raise PlanningError("the prescription needs a target structure name")
         if not (math.isfinite(self.total_dose_gy_rbe) and 0 < self.total_dose_gy_rbe <= 200):
-            raise PlanningError(f"prescribed dose must lie in (0, 200] Gy(RBE), got "
-                                f"{self.total_dose_gy_rbe}")
+            # No unit: the prescription does not know its plan's model (Gy under physical).
+            raise PlanningError(f"prescribed dose must lie in (0, 200] (whole plan, in the "
+                                f"plan's dose unit), got {self.total_dose_gy_rbe}")
         if not 1 <= self.n_fractions <= 100:
             raise PlanningError(f"number of fractions must lie in 1..100, got {self.n_fractions}")
 

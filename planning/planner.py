@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import io
 import logging
 import math
 import os
@@ -68,7 +67,7 @@ from planning.engine.problem import (
 )
 from planning.engine.refinement import TARGET_WINDOW, WATCH_LEVEL, refine_target
 from planning.engine.wepl_cubes import WeplCubes
-from planning.errors import InputError, PlanningError
+from planning.errors import InputError, PlanningError, os_error_reason
 from planning.exchange import (
     ExchangeView,
     exchange_report,
@@ -1158,15 +1157,14 @@ def _received_plan_file(report: dict[str, Any]) -> tuple[Path, str] | None:
 def _copy_received_plan(source: Path, sop_instance_uid: str, target: Path) -> str:
     """Copy the received RT Ion Plan file unchanged to ``target`` (atomically) after checking
     that it still holds the plan that was read; return its SOP Instance UID."""
-    import pydicom
+    from planning.dicom import plan_sop_instance_uid
 
+    what = "the received RT Ion Plan cannot be read again to be written with its doses"
     try:
         data = source.read_bytes()
-        held = str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True,
-                                   specific_tags=["SOPInstanceUID"]).get("SOPInstanceUID", ""))
-    except (OSError, pydicom.errors.InvalidDicomError) as exc:
-        raise InputError(f"{source}: the received RT Ion Plan cannot be read again to be "
-                         f"written with its doses ({exc})") from None
+    except OSError as exc:
+        raise InputError(f"{source}: {what} ({os_error_reason(exc)})") from None
+    held = plan_sop_instance_uid(source, data, what=what)
     if held != sop_instance_uid:
         raise PlanningError(f"{source}: the file changed since it was read (SOP Instance UID "
                             f"{held or 'missing'}, read {sop_instance_uid}); recalculate again")

@@ -635,7 +635,7 @@ def write_robust_outputs(result: RobustResult, out_dir: str | os.PathLike[str], 
     # write_plan_outputs writes report.json; it is rewritten below with every file named.
     files = write_plan_outputs(nominal, out, machine=machine, plan_name=plan_name,
                                created=created)
-    plan_uid = _plan_uid(out / "RTPLAN.dcm")
+    plan_uid = str(rep["plan"]["rt_plan_sop_instance_uid"])  # of the RTPLAN.dcm just written
     extra = []
     # Under the physical model the envelopes are physical doses (Gy), and say so.
     kind = "PHYSICAL" if isinstance(nominal.model, PhysicalDose) else "RBE"
@@ -659,10 +659,3 @@ def envelope_label(which: str, n_scenarios: int) -> str:
     """What an envelope dose's Dose Comment and Series Description say after the model, e.g.
     ``"minimum over 9 scenarios"`` (``which``: ``"minimum"`` or ``"maximum"``)."""
     return f"{which} over {n_scenarios} scenario{'s' if n_scenarios != 1 else ''}"
-
-
-def _plan_uid(path: Path) -> str:
-    import pydicom
-
-    return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-               .SOPInstanceUID)

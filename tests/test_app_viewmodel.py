@@ -295,6 +295,28 @@ def test_a_plan_under_the_physical_model_is_never_called_rbe_weighted():
     assert layer.unit == "Gy" and layer.reference_text == "100 % = 60 Gy (prescription)"
 
 
+def test_a_physical_model_plans_dose_is_one_layer_with_the_prescription_as_100_percent():
+    """The Dose tab listed "Dose of the plan (physical model, no RBE)" (100 % = the
+    prescription) and "Physical dose" (100 % = its maximum): one cube twice, under two
+    references. The plan's dose stays; asking for its physical dose gives it."""
+    grid = DoseGrid((2, 2, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    plan = SimpleNamespace(prescription=SimpleNamespace(total_dose_gy_rbe=60.0), beams=(),
+                           rbe_model="physical dose")
+    dose = np.full(grid.shape, 63.0, np.float32)
+    result = SimpleNamespace(
+        plan=plan, report={"rbe_model": "physical dose"}, dose_grid=grid,
+        rbe_dose_gy_rbe=dose, physical_dose_gy=dose.copy(), letd_kev_um=np.ones_like(dose),
+        rbe=np.ones_like(dose), tissue_labels=None, beam_physical_dose_gy=(), exchange=None,
+        structure_tissues=())
+    entry = PlanEntry("Plan 1", result, "")  # type: ignore[arg-type]
+    doses = [layer for layer in entry.layers() if layer.is_dose]
+    assert [layer.label for layer in doses] == ["Dose of the plan (physical model, no RBE)"]
+    assert entry.layer("physical") is entry.layer("rbe")
+    assert entry.layer("physical").reference_text == "100 % = 60 Gy (prescription)"
+    lem = PlanEntry("Plan 2", _fake_result("LEM I chordoma ax=0.1 bx=0.05"), "")
+    assert [layer.key for layer in lem.layers() if layer.is_dose] == ["rbe", "physical"]
+
+
 def test_the_robustness_view_gives_the_unit_of_the_plans_model():
     from app.robust_review import dose_unit, scenario_columns, summary_text
 
@@ -381,7 +403,7 @@ def test_a_physical_model_plan_is_in_gy_in_its_summary_compare_choices_and_refer
         assert layer.reference_text == "100 % = 60 Gy (prescription, physical dose)"
     texts = [c.text for c in choices_for(plans)]
     assert not any("RBE-weighted" in t for t in texts), texts
-    assert "Plan 1: dose (physical model)" in texts
+    assert "Plan 1: dose (physical model)" in texts and "Plan 1: physical" not in texts
     # The pair proposed first is among the choices offered.
     plain = [PlanEntry(p.name, _fake_result("physical dose"), "") for p in plans]
     pair = default_pair(plain)  # type: ignore[arg-type]

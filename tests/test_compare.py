@@ -374,3 +374,29 @@ def test_a_physical_and_an_rbe_weighted_dose_each_keep_their_unit():
                    _side("B", dose, grid, frame, dose_type="PHYSICAL"),
                    settings=CompareSettings(gamma=((3.0, 3.0),), cross_model=False))
     assert (same.unit_a, same.unit_b, same.unit) == ("Gy", "Gy", "Gy")
+
+
+@pytest.mark.parametrize("given", ["file", "folder"])
+def test_a_plan_beside_the_dose_that_is_no_dicom_file_is_named_not_ignored(tmp_path, given):
+    """The RTPLAN.dcm beside a dose was read with pydicom directly and, being no DICOM file,
+    silently ignored: the comparison said "neither side is a plan (RTPLAN.dcm) with a CT".
+    It is read as the importers read files and their message is the side's plan problem (a
+    side with a plan problem and no report.json takes no prescription from a plan it lacks)."""
+    from planning.compare.sources import load_side
+    from planning.dicom import export_rt_dose
+    from planning.rbe import MkmModel
+
+    patient = load_demo_patient()
+    grid = DoseGrid.covering(grid_of(patient.ct), 8.0)
+    export_rt_dose(np.full(grid.shape, 2.0, np.float32), grid, patient,
+                   tmp_path / "RTDOSE_RBE.dcm", dose_type="EFFECTIVE", model=MkmModel(),
+                   referenced_plan_uid="1.2.826.0.1.3680043.8.498.7")
+    plan = tmp_path / "RTPLAN.dcm"
+    plan.write_text("plan notes, not a plan\n")
+    spec = tmp_path / "RTDOSE_RBE.dcm" if given == "file" else tmp_path
+    side = load_side(spec, label="A")
+    assert side.plan is None
+    assert side.plan_problem == (f"{plan}: cannot read the RT Ion Plan: not a DICOM file (no "
+                                 "DICOM preamble and 'DICM' header)")
+    result = compare(side, side, settings=CompareSettings(gamma=((3.0, 3.0),)))
+    assert f"cross-model view of A not computed: {side.plan_problem}" in result.warnings

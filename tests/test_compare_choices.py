@@ -73,8 +73,10 @@ class _PhysicalModelEntry(_Entry):
 
 
 def test_a_physical_model_plans_dose_is_offered_once():
-    """"Plan 1: dose (physical model)" and "Plan 1: physical" were offered, one cube."""
-    texts = [c.text for c in choices_for([_PhysicalModelEntry("Plan 1", EXCHANGE)])]
+    """"Plan 1: dose (physical model)" and "Plan 1: physical" were offered, one cube: the
+    plan's layers no longer list its physical dose apart (test_app_viewmodel)."""
+    no_physical = tuple(k for k in EXCHANGE if k != "physical")
+    texts = [c.text for c in choices_for([_PhysicalModelEntry("Plan 1", no_physical)])]
     assert texts == ["Plan 1: dose (physical model)", "Plan 1: mMKM", "Plan 1: LEM I"]
     assert [c.text for c in choices_for([_PhysicalModelEntry("Plan 1", PLAIN,
                                                              dose_unit="Gy(RBE)")])] == [

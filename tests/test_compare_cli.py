@@ -134,13 +134,14 @@ def test_compare_lem1_of_a_lem1_recalculation_says_its_rbe_dose_is_lem1(demo, tm
 
 @pytest.mark.parametrize("ct_arg, plan_arg, message", [
     ("missing", "plan/RTPLAN.dcm", "not a folder"),
-    ("ct", "missing", "no such file"),
+    ("ct", "missing", "nothing: no such file; give the RT Ion Plan file$"),
+    ("ct", "folder", "plan: a folder, not a file; give the RT Ion Plan file$"),  # no such file
     ("ct", "plan/RTDOSE_RBE.dcm", "not an RT Ion Plan"),
     ("ct", "other/RTPLAN_OTHER.dcm", r"Frame of Reference 1\.2\.3\.4\.99 is not the CT's"),
 ])
 def test_recalc_cli_errors_are_one_line(demo, tmp_path, capsys, ct_arg, plan_arg, message):
     ct, plan_dir, other, _ = demo
-    paths = {"missing": tmp_path / "nothing", "ct": ct,
+    paths = {"missing": tmp_path / "nothing", "ct": ct, "folder": plan_dir,
              "plan/RTPLAN.dcm": plan_dir / "RTPLAN.dcm",
              "plan/RTDOSE_RBE.dcm": plan_dir / "RTDOSE_RBE.dcm",
              "other/RTPLAN_OTHER.dcm": other / "RTPLAN_OTHER.dcm"}

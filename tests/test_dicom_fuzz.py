@@ -229,3 +229,22 @@ def test_a_file_that_is_no_dicom_file_is_called_so(tmp_path: Path, content: byte
             load(path)
         assert str(info.value) == (f"{path}: cannot read the {what}: not a DICOM file (no "
                                    "DICOM preamble and 'DICM' header)")
+
+
+@pytest.mark.parametrize(("kind", "reason"), [("missing", "no such file"),
+                                              ("folder", "a folder, not a file")])
+def test_a_missing_file_is_named_once(tmp_path: Path, kind: str, reason: str) -> None:
+    """A missing file read as an RT object said "/x/p.dcm: cannot read the RT Ion Plan:
+    [Errno 2] No such file or directory: '/x/p.dcm'" (the OS's text repeats the path)."""
+    from planning.dicom import load_rt_dose, load_rt_ion_plan
+    from planning.dicom.rtstruct_import import read_rtstruct_file
+
+    path = tmp_path / "p.dcm"
+    if kind == "folder":
+        path.mkdir()
+    for load, what in ((load_rt_ion_plan, "RT Ion Plan"), (load_rt_dose, "RT Dose"),
+                       (read_rtstruct_file, "RT Structure Set")):
+        with pytest.raises(DicomImportError) as info:
+            load(path)
+        assert str(info.value) == f"{path}: cannot read the {what}: {reason}"
+

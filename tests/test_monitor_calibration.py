@@ -85,6 +85,21 @@ def test_bad_tables_name_the_file_and_row(tmp_path: Path, content, message):
     assert "mu.csv" in str(err.value)
 
 
+def test_an_unreadable_table_is_named_once(tmp_path: Path, monkeypatch):
+    """The OS's text repeats the path ("[Errno 13] Permission denied: '/x/mu.csv'") after the
+    message has named it; the tests run as root, so the refusal is made here."""
+    path = tmp_path / "mu.csv"
+    path.write_text("100,1e5\n200,2e5\n")
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(InputError) as err:
+        parse_monitor_calibration(path)
+    assert str(err.value) == f"monitor calibration {path}: cannot read it (Permission denied)"
+
+
 def test_a_calibration_comes_back_from_its_report_record(tmp_path: Path):
     from planning.monitor_calibration import MonitorCalibration
 

@@ -151,3 +151,25 @@ def test_a_beam_left_without_spots_is_warned_about_with_the_limit_and_its_file()
     assert machine_limit is not None and "the machine's minimum" in machine_limit
     with pytest.raises(PlanningError, match="beams G90, G270"):
         planner.empty_beams_problem(np.zeros(6), beams, spots, 2e5, config)
+
+
+@pytest.mark.parametrize(("dose", "objective_dose", "expected"), [
+    ("300", 50.0, "prescribed dose must lie in (0, 200] (whole plan, in the plan's dose unit), "
+                  "got 300.0"),
+    ("3", -1.0, "objective on 'PTV': dose must be >= 0 (whole plan, in the plan's dose unit), "
+                "got -1.0"),
+])
+def test_a_physical_model_plans_dose_errors_name_no_gy_rbe(
+        demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], dose: str,
+        objective_dose: float, expected: str) -> None:
+    """Under ``--rbe physical`` the doses are in Gy, yet the prescription's and an objective's
+    own checks said "Gy(RBE)": they do not know the plan's model, so they name no unit."""
+    path = _write(tmp_path / "plan.json", {"objectives": [
+        {**_objective("PTV"), "dose_gy_rbe": objective_dose}]})
+    out = tmp_path / "out"
+    assert main(["plan", str(demo_dir), "--target", "PTV", "--dose", dose, "--fractions", "1",
+                 "--gantry", "90", "--rbe", "physical", "--config", str(path),
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert expected in err and "Gy(RBE)" not in err, err
+    assert "Traceback" not in err and not out.exists()

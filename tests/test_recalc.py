@@ -338,6 +338,27 @@ def test_recalc_writes_the_received_plan_unchanged_and_its_doses_refer_to_it(
         assert dose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
 
 
+def test_a_received_plan_replaced_by_another_file_before_the_export_is_named_so(
+        tmp_path_factory, tmp_path):
+    """The received RT Ion Plan is read again when its recalculation is written (the file is
+    copied unchanged). It was read with pydicom directly: a file that is no DICOM file gave
+    pydicom's "... Use force=True to force reading."; it gets the importers' message."""
+    from planning.dicom import DicomImportError
+    from planning.planner import write_plan_outputs
+
+    ct, plan_dir = demo_plan_dirs(tmp_path_factory)
+    received = tmp_path / "received.dcm"
+    received.write_bytes((plan_dir / "RTPLAN.dcm").read_bytes())
+    result = api.recalculate_plan(str(ct), received, grid_mm=8.0, device="cpu")
+    received.write_text("notes on the plan\n")  # e.g. saved over it since
+    with pytest.raises(DicomImportError) as info:
+        write_plan_outputs(result, tmp_path / "out")
+    assert str(info.value) == (
+        f"{received}: the received RT Ion Plan cannot be read again to be written with its "
+        "doses: not a DICOM file (no DICOM preamble and 'DICM' header)")
+    assert not (tmp_path / "out" / "RTPLAN.dcm").exists()
+
+
 def _to_mu(ds: pydicom.Dataset, particles_per_mu) -> None:
     """Rewrite an RT Ion Plan in NP as a plan in MU whose monitor gives ``particles_per_mu(E)``
     particles per MU at E MeV/u: each spot's MU is its particles / particles_per_mu(E)."""
@@ -454,6 +475,15 @@ def test_the_document_of_a_recalculation_under_another_model_does_not_call_it_th
     assert "(the model asked for in this recalculation; the plan was made under mMKM" in text
 
 
+def _save_with_metersets_x1000(ds: pydicom.Dataset, path: Path) -> Path:
+    """Save the RT Ion Plan ``ds`` at ``path`` with every beam's Beam Meterset 1000 times its
+    own (particles, or MU, a plan states 1000 times off); return ``path``."""
+    for ref in ds.FractionGroupSequence[0].ReferencedBeamSequence:
+        ref.BeamMeterset = f"{float(ref.BeamMeterset) * 1000:.10g}"
+    ds.save_as(path)
+    return path
+
+
 def test_a_recalculated_plan_whose_dose_cannot_be_right_is_warned_about(demo, tmp_path):
     """Recalc reported a received plan at D95 838,974 % of its prescription with exit 0 and no
     word (review: Beam Meterset left in particles under an MU unit). Now: the dose at the
@@ -468,10 +498,8 @@ def test_a_recalculated_plan_whose_dose_cannot_be_right_is_warned_about(demo, tm
     calibration = parse_monitor_calibration("3.1e5@300")
     ds = pydicom.dcmread(plan_dir / "RTPLAN.dcm")
     _to_mu(ds, calibration.at)
-    for ref in ds.FractionGroupSequence[0].ReferencedBeamSequence:  # particles left as MU
-        ref.BeamMeterset = f"{float(ref.BeamMeterset) * 1000:.10g}"
-    ds.save_as(tmp_path / "bad.dcm")
-    assert main(["recalc", str(ct), str(tmp_path / "bad.dcm"), "--grid", "8",
+    bad = _save_with_metersets_x1000(ds, tmp_path / "bad.dcm")  # particles left as MU
+    assert main(["recalc", str(ct), str(bad), "--grid", "8",
                  "--particles-per-mu", "3.1e5@300", "--out", str(tmp_path / "bad")]) == 0
     warnings = json.loads((tmp_path / "bad" / "report.json").read_text())["warnings"]
     assert any("far more than RBE models differ" in w for w in warnings), warnings
@@ -506,11 +534,9 @@ def test_a_physical_recalculation_of_a_gy_rbe_plan_is_not_held_against_its_presc
     assert not any("far more than RBE models" in w for w in rep["warnings"]), rep["warnings"]
     assert "far more than RBE models" not in capsys.readouterr().err
     # Meterset error (particles x 1000): the point check, in physical dose, catches it.
-    ds = pydicom.dcmread(plan_dir / "RTPLAN.dcm")
-    for ref in ds.FractionGroupSequence[0].ReferencedBeamSequence:
-        ref.BeamMeterset = f"{float(ref.BeamMeterset) * 1000:.10g}"
-    ds.save_as(tmp_path / "bad.dcm")
-    assert main(["recalc", str(ct), str(tmp_path / "bad.dcm"), "--rbe", "physical",
+    bad = _save_with_metersets_x1000(pydicom.dcmread(plan_dir / "RTPLAN.dcm"),
+                                     tmp_path / "bad.dcm")
+    assert main(["recalc", str(ct), str(bad), "--rbe", "physical",
                  "--grid", "8", "--out", str(tmp_path / "bad")]) == 0
     warnings = json.loads((tmp_path / "bad" / "report.json").read_text())["warnings"]
     assert any("the plan states" in w for w in warnings), warnings

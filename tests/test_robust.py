@@ -16,6 +16,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pydicom
 import pytest
 from pypdf import PdfReader
 
@@ -213,6 +214,10 @@ def test_robust_cli_nominal_equals_recalc_and_writes_the_envelope(tmp_path_facto
     assert np.all(hi.dose_gy >= nominal.dose_gy - tol)
     assert float((hi.dose_gy - lo.dose_gy).max()) > 0.05 * float(hi.dose_gy.max())
     assert lo.rbe is not None and lo.rbe.describe() == nominal.rbe.describe()
+    # The envelopes refer to the RTPLAN.dcm written beside them (the received plan's UID).
+    plan_uid = str(pydicom.dcmread(plan_dir / "RTPLAN.dcm").SOPInstanceUID)
+    assert pydicom.dcmread(out / "RTPLAN.dcm").SOPInstanceUID == plan_uid
+    assert lo.referenced_plan_uid == hi.referenced_plan_uid == plan_uid
     rep = json.loads((out / "report.json").read_text())
     names = [s["name"] for s in rep["scenarios"]]
     assert names == ["nominal", "SPR +3.5% (short)", "SPR -3.5% (long)"]

@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from planning.dicom import export_rtstruct, load_ct_series, load_rtstruct
+from planning.dicom import export_rtstruct, load_ct_series, load_rtstruct, write_demo_patient
 from planning.errors import InputError
 from planning.patient import CtVolume, Patient, RoiMask, Structure, StructureSet
 from tests.dicom_factory import ORIENTATIONS, SeriesSpec, write_ct_series
@@ -53,6 +53,28 @@ def test_demo_round_trip(tmp_path: Path, patient: Patient, structures: Structure
         assert abs(b.mask.voxel_count - a.mask.voxel_count) <= 0.02 * a.mask.voxel_count
         # isolines half-way between voxel centres rasterize back exactly
         np.testing.assert_array_equal(dense_b, dense_a, err_msg=a.name)
+
+
+def test_structures_without_colours_are_written_in_the_colours_ionplan_draws_them(
+        tmp_path: Path, patient: Patient) -> None:
+    """An RT Structure Set without ROI Display Colors: IonPlan draws its structures in
+    fallback colours (screen, PDF) but exported none, so another system showed other ones."""
+    demo = tmp_path / "demo"
+    write_demo_patient(demo)
+    bare = pydicom.dcmread(demo / "RS_demo.dcm")
+    for item in bare.ROIContourSequence:
+        del item.ROIDisplayColor
+    bare.save_as(demo / "RS_demo.dcm")
+    imported = load_rtstruct(demo / "RS_demo.dcm", patient.ct)
+    assert all(s.colour_rgb is None for s in imported.structures)
+    path = tmp_path / "RS.dcm"
+    export_rtstruct(imported, patient.ct, path, label="COLOURS")
+    back = load_rtstruct(path, patient.ct)
+    colours = tuple(s.colour_rgb for s in back.structures)
+    assert colours == imported.display_colours() == back.display_colours()
+    # the fallback palette by index: the first two are blue and orange
+    assert colours[:2] == ((31, 119, 180), (255, 127, 14))
+    assert len(colours) == len(imported.structures) >= 5
 
 
 def test_references_ct(tmp_path: Path, patient: Patient, structures: StructureSet) -> None:
@@ -144,7 +166,7 @@ def test_other_patient_positions(tmp_path: Path, position: str) -> None:
     np.testing.assert_array_equal(back.get("Box").mask.to_dense(), box)
     np.testing.assert_array_equal(back.get("Ring").mask.to_dense(), ring)
     assert back.get("Empty").mask.voxel_count == 0
-    assert back.get("Ring").colour_rgb is None
+    assert back.get("Ring").colour_rgb == (255, 127, 14)  # the second fallback colour
     assert back.get("Box").roi_number == 3
 
 

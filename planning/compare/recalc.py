@@ -569,7 +569,8 @@ def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
         source["path"] = None
     else:
         if not Path(rtplan).is_file():
-            raise InputError(f"{rtplan}: no such file; give the RT Ion Plan file")
+            what = "a folder, not a file" if Path(rtplan).is_dir() else "no such file"
+            raise InputError(f"{rtplan}: {what}; give the RT Ion Plan file")
         imported = load_rt_ion_plan(rtplan, structure_set=patient.structure_set,
                                     monitor_calibration=monitor_calibration)
         in_mu = imported.in_mu

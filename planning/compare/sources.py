@@ -281,7 +281,7 @@ def _side_of_folder(folder: Path, label: str, quantity: str) -> DoseSide:
     prescription = _report_prescription(folder / REPORT_FILE)
     if prescription is not None:
         extra["prescription"] = prescription
-    elif extra:
+    elif "plan" in extra:  # not when the plan could not be read (``plan_problem``)
         extra["prescription"] = extra["plan"].prescription
     patient = _folder_patient(folder)
     if patient is not None:
@@ -334,17 +334,18 @@ def _plan_facts(plan_path: Path, referenced_plan_uid: str,
     """The plan of a dose, when ``plan_path`` is the RT Ion Plan the dose references (or the
     dose references none); empty otherwise. A plan in MU is read with ``calibration`` (the
     one its recalculation used, :func:`_report_calibration`); without one the side records
-    why it has no plan (``plan_problem``)."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    from planning.dicom import load_rt_ion_plan, metersets_in_mu
+    why it has no plan (``plan_problem``), as it does for a file that is no DICOM file."""
+    from planning.dicom import (
+        DicomImportError,
+        load_rt_ion_plan,
+        metersets_in_mu,
+        plan_sop_instance_uid,
+    )
 
     try:
-        uid = str(pydicom.dcmread(plan_path, stop_before_pixels=True,
-                                  specific_tags=["SOPInstanceUID"]).get("SOPInstanceUID", ""))
-    except (OSError, InvalidDicomError):
-        return {}
+        uid = plan_sop_instance_uid(plan_path)
+    except DicomImportError as exc:
+        return {"plan_problem": str(exc)}
     if referenced_plan_uid and uid != referenced_plan_uid:
         return {}
     if calibration is None and metersets_in_mu(plan_path):  # the doses compare; the plan

@@ -22,7 +22,12 @@ from planning.dicom.patient_import import load_patient
 from planning.dicom.rtdose_export import export_rt_dose
 from planning.dicom.rtdose_import import DoseVolume, load_rt_dose
 from planning.dicom.rtplan_export import export_rt_ion_plan
-from planning.dicom.rtplan_import import ImportedPlan, load_rt_ion_plan, metersets_in_mu
+from planning.dicom.rtplan_import import (
+    ImportedPlan,
+    load_rt_ion_plan,
+    metersets_in_mu,
+    plan_sop_instance_uid,
+)
 from planning.dicom.rtstruct_export import export_rtstruct
 from planning.dicom.rtstruct_import import load_rtstruct
 from planning.dicom.scan import scan_folder
@@ -45,6 +50,7 @@ __all__ = [
     "load_rt_ion_plan",
     "load_rtstruct",
     "metersets_in_mu",
+    "plan_sop_instance_uid",
     "scan_folder",
     "write_demo_patient",
 ]

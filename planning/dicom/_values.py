@@ -22,6 +22,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from planning.dicom.errors import DicomImportError
+from planning.errors import os_error_reason
 
 PathLike = str | os.PathLike[str]
 
@@ -46,6 +47,10 @@ def reading(path: PathLike, what: str) -> Iterator[None]:
         raise
     except MemoryError as exc:
         raise DicomImportError(path, f"{what}: the file declares sizes too large to read") from exc
+    except OSError as exc:
+        # Its text repeats the path the message begins with ("[Errno 2] No such file or
+        # directory: '/x/y.dcm'"): say what is wrong only.
+        raise DicomImportError(path, f"{what}: {os_error_reason(exc)}") from exc
     except InvalidDicomError as exc:
         # pydicom says "... 'DICM' prefix is missing from the header. Use force=True to force
         # reading.": a file that is no DICOM file at all (another file chosen by mistake).

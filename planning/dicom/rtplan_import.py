@@ -55,6 +55,7 @@ where they apply).
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 
@@ -73,6 +74,7 @@ from planning.dicom._values import (
     get_sequence,
     get_str,
     read_dicom_file,
+    reading,
 )
 from planning.dicom.errors import DicomImportError
 from planning.errors import PlanningError
@@ -433,6 +435,32 @@ def load_rt_ion_plan(
         monitor_calibration=monitor_calibration,
         lattice_tolerance_mm=lattice_tolerance_mm,
     )
+
+
+def plan_sop_instance_uid(path: PathLike, data: bytes | None = None, *,
+                          what: str = "cannot read the RT Ion Plan") -> str:
+    """The SOP Instance UID of the RT Ion Plan file at ``path``, from its header (``""`` when
+    it has none): to check that a file is still, or is, the plan a dose refers to.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file; named in messages.
+    data : bytes, optional
+        Its bytes, already read (the UID is then the one of what the caller holds); read from
+        ``path`` otherwise.
+    what : str
+        Start of the message if the file cannot be read.
+
+    Raises
+    ------
+    DicomImportError
+        If the file is missing or is no DICOM file (the importers' messages).
+    """
+    with reading(path, what):
+        source = path if data is None else io.BytesIO(data)
+        ds = pydicom.dcmread(source, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        return str(ds.get("SOPInstanceUID", ""))
 
 
 def metersets_in_mu(path: PathLike) -> bool:

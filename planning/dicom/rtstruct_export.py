@@ -1,6 +1,8 @@
 """Export structures as a DICOM RT Structure Set on the planning CT.
 
-Each structure is written with its ROI number, name, RT ROI Interpreted Type and display colour.
+Each structure is written with its ROI number, name, RT ROI Interpreted Type and display colour:
+its own ROI Display Color or, without one, the colour IonPlan draws it in
+(:meth:`planning.patient.StructureSet.display_colours`), so another system shows the same colours.
 Its contours are the structure's own :class:`planning.patient.Contour` list when it has one
 (structures imported from DICOM, written back unchanged) and otherwise are extracted from its
 mask, slice by slice: the 0.5-level isolines of the binary slice
@@ -221,7 +223,9 @@ def export_rtstruct(
     ds.StructureSetTime = identity.time
     ds.ReferencedFrameOfReferenceSequence = sequence([_frame_reference(ct)])
     rois, contour_items, observations = [], [], []
-    for n, s in enumerate(structure_set.structures, start=1):
+    colours = structure_set.display_colours()
+    for n, (s, colour) in enumerate(zip(structure_set.structures, colours, strict=True),
+                                    start=1):
         if s.mask.grid_shape != ct.shape:
             raise InputError(f"structure {s.name!r} has a mask on a {s.mask.grid_shape} grid, "
                              f"the CT is {ct.shape}")
@@ -234,8 +238,7 @@ def export_rtstruct(
         contours = list(s.contours) if s.contours and not from_masks else mask_contours(s, ct)
         roi_contour = Dataset()
         roi_contour.ReferencedROINumber = s.roi_number
-        if s.colour_rgb is not None:
-            roi_contour.ROIDisplayColor = [int(c) for c in s.colour_rgb]
+        roi_contour.ROIDisplayColor = [int(c) for c in colour]
         if contours:
             roi_contour.ContourSequence = sequence(
                 [_contour_item(c, k, ct) for k, c in enumerate(contours, start=1)]
