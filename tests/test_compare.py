@@ -198,7 +198,7 @@ def test_gamma_statistics_at_the_search_cap_are_reported_as_lower_bounds(tmp_pat
     assert table.count(">≥ 2.00</td>") == 2
     for g in data["gamma"]:
         assert f">≥ {g['mean_gamma']:.3g}</td>" in table
-        assert f"{g['voxels_at_cap']} of {g['evaluated_voxels']} voxels for {g['criteria']}" in note
+        assert f"{g['voxels_at_cap']} of {g['evaluated_voxels']} for {g['criteria']}" in note
     assert note.startswith("</table><p>≥: a lower bound. The search for gamma stops at 2 ")
 
 
