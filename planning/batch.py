@@ -12,14 +12,15 @@ Each job is one task on the cluster (:func:`run_job`). It writes into a hidden f
 ``.NAME.partial-XXXX`` beside its final folder and renames it to ``NAME`` when everything,
 ``job.json`` last, is written: a job folder is complete or absent. A job's error (unreadable
 DICOM, missing target, bad option) is caught in the job and recorded with its one-line message;
-the other jobs go on. Its warnings (its reports' and what planning logs at WARNING while it
-runs, :mod:`planning.log_capture`) come back with its outcome and are kept in job.json, for the
-command line to print with the job's name. What needs no computing (the kind, option names and
-types, paths that do not exist, numbers that must be above 0, the RBE model and LEM I tissue)
-is checked when the file is read: such a job is reported as failed before any job runs. A
-finished job (``NAME/job.json`` with status ok, the same options and, for a job that evaluates
-LEM I, the same LEM I model once its defaults are resolved) is skipped unless ``rerun``. Robust
-jobs run their scenarios as further tasks on the same cluster.
+the other jobs go on. Its warnings (its reports', what planning and pydicom log at WARNING
+and the Python warnings made while it runs, its robust scenario tasks' too:
+:mod:`planning.log_capture`) come back with its outcome, each once, and are kept in job.json,
+for the command line to print with the job's name. What needs no computing (the kind, option
+names and types, paths that do not exist, numbers that must be above 0, the RBE model and
+LEM I tissue) is checked when the file is read: such a job is reported as failed before any
+job runs. A finished job (``NAME/job.json`` with status ok, the same options and, for a job
+that evaluates LEM I, the same LEM I model once its defaults are resolved) is skipped unless
+``rerun``. Robust jobs run their scenarios as further tasks on the same cluster.
 
 A compare job whose ``a`` or ``b`` names another job reads that job's folder: it runs after that
 job wherever the two are listed (:func:`schedule_jobs`), its signature holds that job's, and it
@@ -255,8 +256,8 @@ class JobSpec:
 @dataclass(frozen=True)
 class JobOutcome:
     """A job's result: status ``ok``, ``error`` or ``skipped``, its summary rows and its
-    warnings (its reports' and what planning logged at WARNING while it ran; a skipped
-    job's are its earlier run's)."""
+    warnings (its reports', and what was logged at WARNING or warned of with Python warnings
+    while it ran, :mod:`planning.log_capture`; a skipped job's are its earlier run's)."""
 
     name: str
     kind: str
@@ -661,9 +662,10 @@ def _run_compare(job: JobSpec, out: Path, out_root: Path) -> JobRows:
 
 def run_job(job: JobSpec, out_root: str | os.PathLike[str]) -> JobOutcome:
     """Run one job into ``out_root/NAME`` (see the module docstring); never raises for the
-    job's own errors (they are the outcome's ``error``). What planning logs at WARNING in the
-    job's thread meanwhile is not printed by the worker but kept, with its reports' warnings,
-    in the outcome's ``warnings`` (and job.json) for the batch to print with the job's name."""
+    job's own errors (they are the outcome's ``error``). What the job's thread logs at WARNING
+    or warns of with Python warnings meanwhile (:func:`planning.log_capture.collected_warnings`)
+    is not printed by the worker but kept, with its reports' warnings, in the outcome's
+    ``warnings`` (and job.json) for the batch to print with the job's name."""
     from planning.log_capture import collected_warnings
 
     root = Path(out_root)

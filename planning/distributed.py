@@ -8,7 +8,9 @@ into one clear :class:`planning.errors.IonPlanError`.
 - :func:`connect`: a client of an existing ``dask scheduler`` (``tcp://HOST:PORT``);
 - :func:`dask_scenario_runner`: a :data:`planning.robust.ScenarioRunner` whose scenarios are
   tasks on the cluster; inside a task (a batch job), :func:`in_worker_runner` does the same
-  from the worker, seceding from its thread pool while it waits.
+  from the worker, seceding from its thread pool while it waits. What a scenario task warns of
+  comes back with its doses and is logged where the runner waits (in a batch job: the job's
+  thread, which collects it with the job's name, :mod:`planning.log_capture`).
 
 Tasks are pure functions of their arguments (paths and numbers): when a worker dies, the
 scheduler runs its tasks again elsewhere and the result is the same.
@@ -103,16 +105,17 @@ def _run_scenarios(client: Any, factory: Callable[[], Any], scenarios: Sequence[
     """Submit the inputs task and one task per setup position now (its scenarios share the
     traced beams); yield the scenarios' results as their tasks finish."""
     distributed = require_distributed()
-    from planning.robust import by_position, position_doses
+    from planning.robust import by_position
 
     if not scenarios:
         return iter(())
     inputs = client.submit(_inputs_without_repeated_warnings, factory, pure=False)
-    futures = [client.submit(position_doses, inputs, group, pure=False)
+    futures = [client.submit(_position_doses_and_warnings, inputs, group, pure=False)
                for group in by_position(scenarios)]
     n = len(scenarios)
 
     def results() -> Iterator[Any]:
+        logged: set[str] = set()
         try:
             k = 0
             for fut in distributed.as_completed(futures):
@@ -120,12 +123,16 @@ def _run_scenarios(client: Any, factory: Callable[[], Any], scenarios: Sequence[
                     client.cancel(futures)
                     cancel.raise_if_cancelled("robust evaluation")
                 try:
-                    group = fut.result()
+                    group, warned = fut.result()
                 except IonPlanError:
                     raise
                 except Exception as exc:  # a worker's error arrives as its own type
                     raise PlanningError(f"a robust scenario failed on the cluster: "
                                         f"{type(exc).__name__}: {exc}") from None
+                for message in warned:  # once, though each setup position may warn of it
+                    if message not in logged:
+                        logged.add(message)
+                        log.warning("%s", message)
                 for done in group:
                     k += 1
                     report(progress, k / n, f"scenario {done.scenario.name}")
@@ -140,12 +147,25 @@ def _run_scenarios(client: Any, factory: Callable[[], Any], scenarios: Sequence[
 def _inputs_without_repeated_warnings(factory: Callable[[], Any]) -> Any:
     """The scenarios' inputs, made on a worker from the files that the caller has loaded
     already (:func:`planning.robust.robust_files`): what loading them warns of again (a
-    damaged file, an unknown RBE model) was reported there, in a batch with the job's name,
-    and the worker would print it once more without it."""
+    damaged file, a value that pydicom reads as nonconforming) was reported there, in a batch
+    with the job's name, and the worker would print it once more without it."""
     from planning.log_capture import collected_warnings
 
     with collected_warnings():
         return factory()
+
+
+def _position_doses_and_warnings(inputs: Any, group: Sequence[Any]
+                                 ) -> tuple[list[Any], list[str]]:
+    """:func:`planning.robust.position_doses` as a task: the scenarios' doses, and what the
+    task warned of (:func:`planning.log_capture.collected_warnings`), which the worker would
+    print without the job's name, for the runner to log where it waits."""
+    from planning.log_capture import collected_warnings
+    from planning.robust import position_doses
+
+    with collected_warnings() as warned:
+        doses = position_doses(inputs, group)
+    return doses, list(warned)
 
 
 def dask_scenario_runner(client: Any) -> Callable[..., Iterator[Any]]:

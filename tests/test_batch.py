@@ -413,6 +413,91 @@ def test_a_jobs_warnings_come_back_once_each_and_name_the_job(tmp_path, monkeypa
     assert logging.getLogger("planning").propagate and not logging.getLogger("planning").handlers
 
 
+def _nonconforming_foreign_plan(plan_dir: Path, path: Path) -> None:
+    """The plan of ``plan_dir`` as another system might send it: an RT Plan Label longer than
+    SH's 16 characters (pydicom warns when it reads it) and an RBE model IonPlan does not
+    know (in the report's warnings)."""
+    import pydicom
+
+    from planning.dicom._export_common import RBE_MODEL_PREFIX
+    from planning.dicom._rbe_block import PRIVATE_GROUP
+
+    ds = pydicom.dcmread(plan_dir / "RTPLAN.dcm")
+    for tag in [e.tag for e in ds if e.tag.group == PRIVATE_GROUP]:  # IonPlan's model record
+        del ds[tag]
+    ds.RTPlanDescription = f"{RBE_MODEL_PREFIX}XiO RBE table v3"
+    del ds.RTPlanLabel  # read with validation on: a new element, made without it
+    with pydicom.config.disable_value_validation():
+        ds.RTPlanLabel = "Head boost, second series"
+        ds.save_as(path)
+
+
+def test_python_warnings_of_jobs_on_one_worker_each_name_their_job(tmp_path_factory, tmp_path):
+    """A Python warning raised in a job on a worker (pydicom reading a nonconforming value:
+    the worker printed it without the job's name) is printed under the job's name and kept in
+    its job.json, for each of two jobs that run one after the other on the same worker
+    process (test_log_capture: Python shows a warning once per place and process); pydicom
+    logs what it warns of, the unknown model is in the report: each is printed once per job,
+    and nothing without a job's name."""
+    ct, plan = small_plan_dirs(tmp_path_factory)
+    foreign = tmp_path / "foreign.dcm"
+    _nonconforming_foreign_plan(plan, foreign)
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text("".join(f'[[job]]\nname = "{name}"\nkind = "recalc"\nct = "{ct}"\n'
+                            f'plan = "{foreign}"\ngrid = 8.0\ndevice = "cpu"\n\n'
+                            for name in ("pat1", "pat2")))
+    done = subprocess.run([sys.executable, "-m", "planning.cli", "batch", str(jobs), "--out",
+                           str(tmp_path / "out"), "--workers", "1"], capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    label = ("The value length (26) exceeds the maximum length of 16 allowed for VR SH.")
+    model = ("the plan names RBE model 'XiO RBE table v3', which IonPlan does not know: "
+             "mMKM is used")
+    for name in ("pat1", "pat2"):
+        for message in (label, model):
+            assert lines.count(f"ionplan: warning: job {name!r}: {message}") == 1, lines
+        stored = json.loads((tmp_path / "out" / name / "job.json").read_text())["warnings"]
+        assert stored.count(label) == 1 and stored.count(model) == 1, stored
+    assert all(line.startswith(("ionplan: job ", "ionplan: warning: job ")) for line in lines), (
+        lines)
+
+
+def _warning_scenarios(inputs, scenarios, **_):
+    """A scenario task that warns (Python and logged, the same each time) and computes nothing."""
+    import logging
+    import warnings
+
+    from planning.robust import ScenarioDose
+
+    warnings.warn("a RuntimeWarning of the dose engine", RuntimeWarning, stacklevel=1)
+    logging.getLogger("planning.engine").warning("a logged note")
+    return [ScenarioDose(sc, None, None, 0.0) for sc in scenarios]
+
+
+def _no_inputs():
+    return None
+
+
+def test_what_scenario_tasks_warn_of_is_logged_once_where_the_runner_waits(monkeypatch):
+    """A robust job's scenarios are tasks in other threads (or processes) of the cluster: what
+    they warn of comes back with their doses and is logged, once, in the job's thread, which
+    collects it with the job's name."""
+    from planning import robust
+    from planning.distributed import dask_scenario_runner
+    from planning.log_capture import collected_warnings
+
+    monkeypatch.setattr(robust, "position_doses", _warning_scenarios)
+    scenarios = [robust.Scenario(f"shift {x}", 0.0, (float(x), 0.0, 0.0)) for x in (1, 2, 3)]
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+                            dashboard_address=None) as client:
+        with collected_warnings() as job_warnings:
+            done = list(dask_scenario_runner(client)(_no_inputs, scenarios, None, None))
+    assert sorted(d.scenario.name for d in done) == ["shift 1", "shift 2", "shift 3"]
+    assert job_warnings == ["RuntimeWarning: a RuntimeWarning of the dose engine",
+                            "a logged note"]
+
+
 def test_quiet_logs_outlasts_the_import_of_distributed():
     """distributed sets its loggers to INFO when first imported (after quiet_logs, in a batch):
     the scheduler's and workers' INFO lines flooded stderr."""

@@ -153,6 +153,9 @@ def test_report_files_are_self_contained(tmp_path):
     data = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [g["criteria"] for g in data["gamma"]] == ["3%/3mm", "2%/2mm"]
     assert [g["gamma_p95_capped"] for g in data["gamma"]] == [False, False]
+    # B - A is at most 3 % of A's maximum: gamma at most 1.5 for 2 %, never the cap of 2.
+    assert [(g["mean_gamma_capped"], g["voxels_at_cap"]) for g in data["gamma"]] == [
+        (False, 0), (False, 0)]
     assert data["dose_difference"]["percent_of_reference_max"]["max_abs"] == pytest.approx(
         3.0, rel=1e-3)
     assert set(data["structures"]) == set(data["dvh"])
@@ -176,18 +179,27 @@ def test_report_files_are_self_contained(tmp_path):
     assert sum("stroke-dasharray" in p for p in polylines) == len(result.structures)
 
 
-def test_a_gamma_95th_percentile_at_the_search_cap_is_reported_as_a_lower_bound(tmp_path):
-    """report.html reads "≥ 2.00", report.json keeps the number and flags it (both said 2)."""
+def test_gamma_statistics_at_the_search_cap_are_reported_as_lower_bounds(tmp_path):
+    """report.html reads "≥ 2.00" for the 95th percentile and "≥" before the mean, and says
+    how many voxels reached the cap; report.json keeps the numbers and flags them (both read
+    as plain values, the mean as the mean)."""
     grid, dose = _block(value=10.0)
     result = compare(_side("A", dose, grid), _side("B", 1.5 * dose, grid),
                      settings=CompareSettings(cross_model=False))
     write_comparison_report(result, tmp_path / "out")
     data = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [(g["gamma_p95"], g["gamma_p95_capped"]) for g in data["gamma"]] == [(2.0, True)] * 2
+    assert all(g["mean_gamma_capped"] and 0 < g["voxels_at_cap"] <= g["evaluated_voxels"]
+               for g in data["gamma"])
     html = (tmp_path / "out" / "report.html").read_text()
     table = html[html.index("gamma 95th pct"):]
+    note = table[table.index("</table>"):]
     table = table[:table.index("</table>")]
     assert table.count(">≥ 2.00</td>") == 2
+    for g in data["gamma"]:
+        assert f">≥ {g['mean_gamma']:.3g}</td>" in table
+        assert f"{g['voxels_at_cap']} of {g['evaluated_voxels']} for {g['criteria']}" in note
+    assert note.startswith("</table><p>≥: a lower bound. The search for gamma stops at 2 ")
 
 
 def test_png_writer_round_trips_through_an_independent_decoder():

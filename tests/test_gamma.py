@@ -281,6 +281,27 @@ def test_a_95th_percentile_at_the_cap_reads_at_least_the_cap(cap: float) -> None
     assert not below.p95_capped and below.p95_text() == f"{below.gamma_p95:.2f}" == "0.67"
 
 
+def test_a_mean_over_voxels_at_the_cap_reads_as_a_lower_bound() -> None:
+    """A voxel at the cap has a gamma of at least the cap, so a mean over it is a lower bound
+    (it was reported as a plain mean), also when too few voxels reach the cap to move the
+    95th percentile there."""
+    ref = np.full((50, 5, 5), 1.0)
+    ev = ref.copy()
+    ev[43:] = 2.0  # 100 % off: gamma is the distance / 2.75 mm to the slabs z <= 42
+    criteria = GammaCriteria(3.0, 2.75, max_gamma=2.0)  # searched up to 5.5 mm
+    res = gamma_index(ref, ev, (1.0, 1.0, 1.0), criteria)
+    # Slabs 48 and 49 lie 6 and 7 mm from dose 1 (and more than 0.5 mm from any point
+    # whose dose is within 50 %): their gamma is the cap; 43-47 lie within 5 mm.
+    assert res.voxels_at_cap == 2 * 25
+    assert res.mean_capped and not res.p95_capped
+    assert res.mean_text() == f"≥ {res.mean_gamma:.3g}"
+    assert np.all(res.gamma[48:] == pytest.approx(2.0)) and np.all(res.gamma[:48] < 1.9)
+    # Every voxel of the flat plateau at 2 % passes well below the cap.
+    below = gamma_index(ref, np.full((50, 5, 5), 1.02), (1.0, 1.0, 1.0), criteria)
+    assert below.voxels_at_cap == 0 and not below.mean_capped
+    assert below.mean_text() == "0.667"
+
+
 # --------------------------------------------------------------------------- 3D and clinical
 
 

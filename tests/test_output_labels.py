@@ -6,7 +6,8 @@
 - the plan document titles a physical-dose plan by its unit, draws no Gy(RBE) curve on its Gy
   axis, gives mMKM and LEM I their own dash patterns, and shows the plan's label as exported;
 - ``ionplan plan --robust`` writes the plan document;
-- the recalculation report keeps the warning of an unknown RBE model;
+- the recalculation report keeps the warning of an unknown RBE model, and ``ionplan recalc``
+  and ``ionplan robust`` print it once;
 - clinical dates carry their time zone (documents, pictures, DICOM).
 """
 
@@ -18,6 +19,9 @@ import datetime
 import io
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -275,18 +279,19 @@ def test_dicom_dates_are_local_without_an_offset(robust_physical):
     assert abs((written.replace(tzinfo=now.tzinfo) - now).total_seconds()) < 3600
 
 
-def test_recalc_report_keeps_the_unknown_model_warning(robust_physical, caplog):
+UNKNOWN_MODEL = ("the plan names RBE model 'XiO RBE table v3', which IonPlan does not know: "
+                 "mMKM is used")
+
+
+def test_recalc_report_keeps_the_unknown_model_warning(robust_physical):
     from planning.compare.recalc import recalculate_files
     from planning.dicom import load_rt_ion_plan
 
     ct, out = robust_physical
     plan = load_rt_ion_plan(out / "RTPLAN.dcm").plan
     foreign = dataclasses.replace(plan, rbe=None, rbe_tissues=(), rbe_model="XiO RBE table v3")
-    with caplog.at_level("WARNING"):
-        result = recalculate_files(ct, foreign, grid_mm=8.0, device="cpu")
-    message = ("the plan names RBE model 'XiO RBE table v3', which IonPlan does not know: "
-               "mMKM is used")
-    assert message in caplog.text
+    result = recalculate_files(ct, foreign, grid_mm=8.0, device="cpu")
+    message = UNKNOWN_MODEL
     assert result.report["rbe_model_source"] == "default"
     assert message in result.report["warnings"]
     # A plan whose model is known gets no such warning.
@@ -294,6 +299,33 @@ def test_recalc_report_keeps_the_unknown_model_warning(robust_physical, caplog):
                                                       rbe_model=MkmModel().describe()),
                               grid_mm=8.0, device="cpu")
     assert not any("does not know" in w for w in known.report["warnings"])
+
+
+@pytest.mark.parametrize("command", ["recalc", "robust"])
+def test_the_unknown_model_warning_is_printed_once(robust_physical, tmp_path, command):
+    """The command prints its report's warnings; the warning of an unknown RBE model was
+    logged at WARNING as well and read twice on the terminal (run as a process: pytest
+    keeps log records off stderr)."""
+    from planning.dicom._export_common import RBE_MODEL_PREFIX
+    from planning.dicom._rbe_block import PRIVATE_GROUP
+
+    ct, out = robust_physical
+    ds = pydicom.dcmread(out / "RTPLAN.dcm")
+    for tag in [e.tag for e in ds if e.tag.group == PRIVATE_GROUP]:  # IonPlan's model record
+        del ds[tag]
+    ds.RTPlanDescription = f"{RBE_MODEL_PREFIX}XiO RBE table v3"  # as another system's plan
+    foreign = tmp_path / "foreign.dcm"
+    ds.save_as(foreign)
+    scenarios = ["--setup-error", "0"] if command == "robust" else []
+    done = subprocess.run([sys.executable, "-m", "planning.cli", command, str(ct), str(foreign),
+                           "--grid", "8", "--device", "cpu", *scenarios, "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count(UNKNOWN_MODEL) == 1, done.stderr
+    assert f"ionplan: warning: {UNKNOWN_MODEL}\n" in done.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert UNKNOWN_MODEL in report["warnings"]
 
 
 # ------------------------------------------------------------------------- dates with zone

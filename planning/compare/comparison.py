@@ -224,7 +224,9 @@ class ComparisonResult:
                        "global": g.criteria.global_normalization,
                        "normalization_dose_gy": g.normalization_dose_gy,
                        "pass_rate_percent": g.pass_rate_percent,
-                       "evaluated_voxels": g.evaluated_voxels, "mean_gamma": g.mean_gamma,
+                       "evaluated_voxels": g.evaluated_voxels,
+                       "voxels_at_cap": g.voxels_at_cap, "mean_gamma": g.mean_gamma,
+                       "mean_gamma_capped": g.mean_capped,
                        "gamma_p95": g.gamma_p95, "gamma_p95_capped": g.p95_capped,
                        "seconds": t}
                       for g, t in zip(self.gamma, self.gamma_seconds, strict=True)],

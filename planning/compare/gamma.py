@@ -140,11 +140,15 @@ class GammaResult:
     evaluated_voxels : int
         Number of evaluated voxels.
     mean_gamma : float
-        Mean gamma over the evaluated voxels (capped values).
+        Mean gamma over the evaluated voxels (capped values): a lower bound of the mean when
+        any of them reached the cap (:attr:`mean_capped`, :meth:`mean_text`).
     gamma_p95 : float
         95th percentile of gamma over the evaluated voxels (linear interpolation); equal to
         ``criteria.max_gamma`` when at least 5 % of them reach the cap, where the true
         percentile is at least that (:attr:`p95_capped`, :meth:`p95_text`).
+    voxels_at_cap : int
+        Number of evaluated voxels whose gamma is the cap ``criteria.max_gamma`` (their true
+        gamma is at least that).
     normalization_dose_gy : float
         The normalisation dose used, Gy.
     """
@@ -155,14 +159,25 @@ class GammaResult:
     evaluated_voxels: int
     mean_gamma: float
     gamma_p95: float
+    voxels_at_cap: int
     normalization_dose_gy: float
 
     @property
     def p95_capped(self) -> bool:
         """Whether the 95th percentile is the search cap ``criteria.max_gamma``: the search
         stopped there, so the percentile is only known to be at least the cap."""
-        # gamma is float32: sqrt(float32(cap**2)) may differ from the cap in the 7th digit
-        return self.gamma_p95 >= self.criteria.max_gamma * (1.0 - 1e-6)
+        return self.gamma_p95 >= at_cap_gamma(self.criteria.max_gamma)
+
+    @property
+    def mean_capped(self) -> bool:
+        """Whether any evaluated voxel's gamma is the cap: the mean of the capped values is
+        then only known to be a lower bound of the mean."""
+        return self.voxels_at_cap > 0
+
+    def mean_text(self) -> str:
+        """The mean for a table: ``"0.432"``, or ``"≥ 0.432"`` when voxels reached the cap
+        (:attr:`mean_capped`)."""
+        return f"≥ {self.mean_gamma:.3g}" if self.mean_capped else f"{self.mean_gamma:.3g}"
 
     def p95_text(self) -> str:
         """The 95th percentile for a table: ``"0.87"``, or ``"≥ 2.00"`` when it reached the
@@ -170,6 +185,12 @@ class GammaResult:
         if self.p95_capped:
             return f"≥ {self.criteria.max_gamma:.2f}"
         return f"{self.gamma_p95:.2f}"
+
+
+def at_cap_gamma(max_gamma: float) -> float:
+    """The least gamma value that is the cap ``max_gamma``: gamma is float32, and
+    sqrt(float32(cap**2)) may differ from the cap in the 7th digit."""
+    return max_gamma * (1.0 - 1e-6)
 
 
 # --------------------------------------------------------------------------- input checks
@@ -740,5 +761,6 @@ def gamma_index(
         evaluated_voxels=int(flat.size),
         mean_gamma=float(np.mean(gamma_ev, dtype=np.float64)),
         gamma_p95=float(np.percentile(gamma_ev, 95.0)),
+        voxels_at_cap=int(np.count_nonzero(gamma_ev >= at_cap_gamma(criteria.max_gamma))),
         normalization_dose_gy=norm,
     )

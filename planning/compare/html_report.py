@@ -151,10 +151,19 @@ def _stats_table(result: ComparisonResult) -> str:
 def _gamma_table(result: ComparisonResult) -> str:
     rows = []
     for g, t in zip(result.gamma, result.gamma_seconds, strict=True):
-        rows.append((g.criteria.label, g.pass_rate_percent, g.evaluated_voxels, g.mean_gamma,
+        rows.append((g.criteria.label, g.pass_rate_percent, g.evaluated_voxels, g.mean_text(),
                      g.p95_text(), g.normalization_dose_gy, t))
-    return _table(["criteria (global)", "pass rate %", "evaluated voxels", "mean gamma",
-                   "gamma 95th pct", f"normalization ({result.unit_a})", "seconds"], rows)
+    table = _table(["criteria (global)", "pass rate %", "evaluated voxels", "mean gamma",
+                    "gamma 95th pct", f"normalization ({result.unit_a})", "seconds"], rows)
+    capped = [f"{g.voxels_at_cap} of {g.evaluated_voxels} for {g.criteria.label}"
+              for g in result.gamma if g.mean_capped]
+    if not capped:
+        return table
+    caps = sorted({g.criteria.max_gamma for g in result.gamma if g.mean_capped})
+    return table + (f"<p>≥: a lower bound. The search for gamma stops at "
+                    f"{' or '.join(f'{c:g}' for c in caps)} (the cap), and the gamma of a "
+                    "voxel there is only known to be at least that; voxels at the cap: "
+                    f"{escape(', '.join(capped))}.</p>")
 
 
 def _structures_table(result: ComparisonResult) -> str:

@@ -207,13 +207,16 @@ def choose_model(plan: Plan, name: str | None, *, tissue: str | None = None,
     model = plan_model(plan)
     if model is not None:
         return model, "plan"
-    log.warning("%s", unknown_model_warning(plan))
+    # Not a warning here: the report carries it, and every front end shows the report's
+    # warnings (the command line printed it twice).
+    log.info("%s", unknown_model_warning(plan))
     return rbe_model("mkm"), "default"
 
 
 def unknown_model_warning(plan: Plan) -> str:
     """The warning of a plan whose RBE model IonPlan does not know (mMKM is used instead,
-    :func:`choose_model`); printed and in the recalculation's report."""
+    :func:`choose_model`); in the warnings of the recalculation's report (and of a robust
+    evaluation's nominal scenario)."""
     return f"the plan names RBE model {plan.rbe_model!r}, which IonPlan does not know: mMKM is used"
 
 

@@ -1,0 +1,116 @@
+"""planning.log_capture: what a thread logs and warns of, collected by the thread that made it.
+
+Batch jobs run in threads of Dask worker processes, several at once in one process (a worker
+with several threads, a robust job's scenario tasks); Python warnings raised in a job were
+printed by the worker without the job's name.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+
+import numpy as np
+import pydicom
+
+from planning.log_capture import collected_warnings, warning_text
+
+
+def _warn(text: str) -> None:
+    """One place (this line) for every thread's warning: Python shows a warning of the default
+    action once per place and process."""
+    warnings.warn(text, UserWarning, stacklevel=1)
+
+
+def test_each_thread_collects_its_python_warnings_also_those_another_thread_made_first():
+    """Two jobs in two threads of one process, both in their blocks: each gets its own
+    warnings and the shared one, which the second would have lost to the first (Python's
+    once per place); the main thread, which collects nothing, gets neither."""
+    collected: dict[str, list[str]] = {}
+    both_in = threading.Barrier(2)
+    first_warned = threading.Event()
+
+    def job(name: str) -> None:
+        with collected_warnings() as messages:
+            both_in.wait()
+            if name == "second":
+                first_warned.wait()
+            _warn("shared")
+            _warn(f"only {name}")
+            _warn("shared")  # kept once
+            with np.errstate(divide="warn"):
+                np.float64(1.0) / np.float64(0.0)
+            if name == "first":
+                first_warned.set()
+        collected[name] = messages
+
+    showwarning_before, filters_before = warnings.showwarning, list(warnings.filters)
+    with warnings.catch_warnings(record=True) as shown:  # where the main thread's go
+        threads = [threading.Thread(target=job, args=(n,)) for n in ("first", "second")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    divide = "RuntimeWarning: divide by zero encountered in scalar divide"
+    assert collected == {"first": ["shared", "only first", divide],
+                         "second": ["shared", "only second", divide]}
+    assert shown == []  # none of the jobs' warnings reached the process's own showwarning
+    assert warnings.showwarning is showwarning_before and warnings.filters == filters_before
+
+
+def test_a_thread_that_collects_nothing_is_shown_its_warnings_as_before():
+    """While a job collects, another thread's warning goes to the showwarning that was there,
+    once per place (the default action; test_batch checks that its log records go to the
+    root logger's handlers)."""
+    job_in, other_done = threading.Event(), threading.Event()
+    collected: list[str] = []
+
+    def job() -> None:
+        with collected_warnings() as messages:
+            job_in.set()
+            other_done.wait()
+        collected.extend(messages)
+
+    with warnings.catch_warnings(record=True) as shown:
+        t = threading.Thread(target=job)
+        t.start()
+        job_in.wait()
+        for _ in range(3):
+            _warn("not the job's")
+        other_done.set()
+        t.join()
+    assert [str(w.message) for w in shown] == ["not the job's"]
+    assert collected == []
+
+
+def test_blocks_one_after_the_other_each_collect_a_repeated_warning():
+    """Two jobs one after the other on one worker thread: the second gets the warning the
+    first got (Python had shown it once per place and process)."""
+    runs = []
+    for _ in range(2):
+        with collected_warnings() as messages:
+            _warn("a nonconforming value")
+        runs.append(messages)
+    assert runs == [["a nonconforming value"]] * 2
+
+
+def test_pydicom_logs_and_warns_once_in_the_jobs_list(caplog):
+    """pydicom logs each of its warnings besides warning of it: one message, and no record
+    for the root logger's handlers (the worker printed it without the job's name)."""
+    caplog.set_level(logging.WARNING)
+    with collected_warnings() as messages:
+        ds = pydicom.Dataset()
+        ds.RTPlanLabel = "a label of twenty ch"  # SH holds at most 16 characters
+    assert messages == ["The value length (20) exceeds the maximum length of 16 allowed for "
+                        "VR SH."]
+    assert caplog.records == []
+    for name in ("planning", "pydicom"):  # the loggers are as they were
+        logger = logging.getLogger(name)
+        assert logger.propagate and not [h for h in logger.handlers
+                                         if not isinstance(h, logging.NullHandler)]
+
+
+def test_warning_text_names_a_category_other_than_userwarning():
+    assert warning_text("plain", UserWarning) == "plain"
+    assert warning_text(RuntimeWarning("overflow"), RuntimeWarning) == "RuntimeWarning: overflow"
