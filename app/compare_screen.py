@@ -4,6 +4,10 @@ DVH overlay (A solid, B dashed), gamma pass rates and metric differences.
 A and B are any of the session's plans, as RBE-weighted or physical dose, or, for plans
 computed with the exchange view, the same plan under mMKM and under LEM I. The comparison
 itself (resampling, gamma, statistics) is :func:`planning.api.compare_doses`.
+
+A physical dose against an RBE-weighted one: A and B each on its own colour scale in its unit,
+the effective RBE (RBE-weighted over physical dose) in place of the difference, no gamma (the
+summary says why) and B / A in place of B - A in the table.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.label import Label
 from kivy.uix.screenmanager import Screen
+from kivy.utils import escape_markup
 
 from app.compare_choices import EXTERNAL, CompareChoice, choices_for, default_pair
-from app.dose_display import DoseDisplay, difference_overlay, overlay_for
+from app.dose_display import DoseDisplay, difference_overlay, overlay_for, ratio_overlay
 from app.plot_data import DvhCurve, MetricsRow
 from app.session import DoseLayer, Session
 from app.theme import BOTTOM_PANEL_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
@@ -37,7 +42,9 @@ from planning.geometry import lps_to_index
 if TYPE_CHECKING:
     from app.planning_screen import TaskHost
 
-LEGEND_WIDTH_PX = 64
+#: Width of a view's colour legend, px: room for an effective RBE's ticks ("2.4975") and the
+#: value beyond its scale ("max 2.501"), as the Plan & review viewer's legend.
+LEGEND_WIDTH_PX = 78
 #: Least height of the comparison's summary (gamma, B - A, warnings), px.
 SUMMARY_HEIGHT_PX = 70
 #: Height of a one-line view title, px.
@@ -348,24 +355,22 @@ class CompareScreen(Screen):
         self.compared = ((a, self._sources.get(a)), (b, self._sources.get(b)))
         display = DoseDisplay()
         overlays = [overlay_for(self._layer(c), display) for c in (a, b)]
-        # One colour scale for both sides, so that one colour is one dose in A and in B.
-        top = max(o.vmax for o in overlays)
+        unit, unit_a, unit_b = result.unit, result.unit_a, result.unit_b
+        mixed = result.mixed_units
+        if not mixed:
+            # One colour scale for both sides, so that one colour is one dose in A and in B
+            # (of a physical and an RBE-weighted dose, each keeps its own, in its unit).
+            top = max(o.vmax for o in overlays)
+            overlays = [dataclasses.replace(o, vmax=top) for o in overlays]
         for state, panel, choice, overlay in zip(self.states[:2], self.panels[:2], (a, b),
                                                  overlays, strict=True):
-            overlay = dataclasses.replace(overlay, vmax=top)
             state.set_dose(overlay)
             panel.legend.set_overlay(overlay)
             panel.title.text = choice.text
-        # Each side in its own unit; B - A of a physical and an RBE-weighted dose mixes them,
-        # and every label of it says so ("Gy vs Gy(RBE)", A's unit first).
-        unit, unit_a, unit_b = result.unit, result.unit_a, result.unit_b
-        mixed = unit_a != unit_b
-        diff = difference_overlay(result.difference_gy, result.grid, unit,
-                                  label="B - A", threshold=0.01 * result.stats.reference_max_gy)
-        self.states[2].set_dose(diff)
-        self.panels[2].legend.set_overlay(diff)
-        self.panels[2].title.text = (f"Difference B - A ({unit_b} - {unit_a})" if mixed
-                                     else "Difference B - A")
+        third, title = self._third_view(result)
+        self.states[2].set_dose(third)
+        self.panels[2].legend.set_overlay(third)
+        self.panels[2].title.text = title
         self._show_focus(result)
         curves: list[DvhCurve] = []
         for s in result.structures:
@@ -376,17 +381,29 @@ class CompareScreen(Screen):
         self.dvh.x_label = (f"Dose (A solid: {unit_a}, B dashed: {unit_b})" if mixed
                             else f"Dose ({unit})")
         self.dvh.set_curves(curves)
-        gamma = "   ".join(f"γ {g.criteria.label}: [b]{g.pass_rate_percent:.1f} %[/b]"
-                           for g in result.gamma)
-        st = result.stats
-        warnings = "".join(f"\n[color=ffb040]{w}[/color]" for w in result.warnings)
-        self.summary.text = (
-            f"{gamma}\nB - A: mean {st.mean_gy:+.3f}, SD {st.sd_gy:.3f}, max |d| "
-            f"{st.max_abs_gy:.3f} {unit} ({st.voxels} voxels >= "
-            f"{st.threshold_percent:g} % of A's max {st.reference_max_gy:.2f} {unit_a})"
-            f"{warnings}")
-        self.table.set_rows([f"A {unit_a}", f"B {unit_b}", "B - A", "B / A"],
-                            comparison_rows(result.structures))
+        warnings = "".join(f"\n[color=ffb040]{escape_markup(w)}[/color]"
+                           for w in result.warnings)
+        self.summary.text = summary_text(result) + warnings
+        self.table.set_rows([f"A {unit_a}", f"B {unit_b}", *(("B / A",) if mixed
+                                                            else ("B - A", "B / A"))],
+                            comparison_rows(result.structures, mixed=mixed))
+
+    def _third_view(self, result: Any) -> tuple[Any, str]:
+        """The third view's overlay and title: B - A, or of a physical and an RBE-weighted
+        dose their ratio, the effective RBE (a difference of the two is no dose difference)."""
+        if not result.mixed_units:
+            diff = difference_overlay(result.difference_gy, result.grid, result.unit,
+                                      label="B - A",
+                                      threshold=0.01 * result.stats.reference_max_gy,
+                                      least_peak=0.01 * result.stats.reference_max_gy)
+            return diff, "Difference B - A"
+        text = result.rbe_ratio_text
+        physical = "A" if text == "B / A" else "B"
+        threshold = result.rbe_ratio_stats.threshold_percent
+        ratio = ratio_overlay(result.rbe_ratio, result.grid, label=f"effective RBE {text}",
+                              scale_name=f"RBE {text.replace(' ', '')}",
+                              where=f"where {physical} ≥ {threshold:g}% of its max")
+        return ratio, f"Effective RBE {text} (Gy(RBE) / Gy)"
 
     def _show_focus(self, result: Any) -> None:
         """Move the linked cursor to the comparison's focus (target centre or A's maximum)."""
@@ -406,16 +423,41 @@ ORGAN_METRICS = (("d2", "D2"), ("max", "Dmax"), ("mean", "Dmean"))
 _TARGET_TYPES = ("PTV", "CTV", "GTV")
 
 
-def comparison_rows(structures: Any) -> list[MetricsRow]:
-    """Rows "PTV D95", "Brainstem D2", ... of a comparison's structures: A, B, B - A, B / A."""
+def summary_text(result: Any) -> str:
+    """The summary's lines (Kivy markup) before the warnings: gamma pass rates and B - A, or
+    why gamma was not evaluated and the effective RBE."""
+    st = result.stats
+    if st is None:
+        r = result.rbe_ratio_stats
+        text = result.rbe_ratio_text
+        physical = "A" if text == "B / A" else "B"
+        return (f"γ not evaluated: {escape_markup(result.gamma_skipped_reason)}\n"
+                f"Effective RBE {text}: median [b]{r.percentile(50.0):.3f}[/b] (5th-95th "
+                f"percentile {r.percentile(5.0):.3f}-{r.percentile(95.0):.3f}), "
+                f"dose-weighted mean {r.dose_weighted_mean:.3f} ({r.voxels} voxels where "
+                f"{physical} >= {r.threshold_percent:g} % of its max "
+                f"{r.physical_max_gy:.2f} Gy)")
+    gamma = "   ".join(f"γ {g.criteria.label}: [b]{g.pass_rate_percent:.1f} %[/b]"
+                       for g in result.gamma)
+    return (f"{gamma}\nB - A: mean {st.mean_gy:+.3f}, SD {st.sd_gy:.3f}, max |d| "
+            f"{st.max_abs_gy:.3f} {result.unit} ({st.voxels} voxels >= "
+            f"{st.threshold_percent:g} % of A's max {st.reference_max_gy:.2f} "
+            f"{result.unit_a})")
+
+
+def comparison_rows(structures: Any, *, mixed: bool = False) -> list[MetricsRow]:
+    """Rows "PTV D95", "Brainstem D2", ... of a comparison's structures: A, B, B - A, B / A;
+    of a physical and an RBE-weighted dose (``mixed``) A, B, B / A (no B - A: a difference
+    of the two quantities is no dose difference)."""
     rows = []
     for s in structures:
         target = s.interpreted_type.upper() in _TARGET_TYPES
         for key, title in TARGET_METRICS if target else ORGAN_METRICS:
             a, b, d = s.metrics_a[key], s.metrics_b[key], s.difference[key]
             ratio = f"{b / a:.3f}" if a and b is not None else "-"
-            rows.append(MetricsRow(f"{s.name} {title}", s.colour_rgb,
-                                   [_fmt(a), _fmt(b), _fmt(d, signed=True), ratio]))
+            values = [_fmt(a), _fmt(b), ratio] if mixed else [
+                _fmt(a), _fmt(b), _fmt(d, signed=True), ratio]
+            rows.append(MetricsRow(f"{s.name} {title}", s.colour_rgb, values))
     return rows
 
 

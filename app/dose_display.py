@@ -105,11 +105,7 @@ def _masked_quantity_overlay(layer: DoseLayer, display: DoseDisplay) -> DoseOver
     values = layer.cube[keep]
     if display.percent:
         values = values * np.float32(100.0 / layer.reference)
-    lo, hi = ((float(np.percentile(values, SCALE_PERCENTILES[0])),
-               float(np.percentile(values, SCALE_PERCENTILES[1])))
-              if values.size else (0.0, 1.0))
-    if not hi > lo:
-        lo, hi = lo - 0.5 * max(abs(lo), 1e-3), hi + 0.5 * max(abs(hi), 1e-3)
+    lo, hi = _percentile_scale(values)
     cube = np.zeros(layer.cube.shape, np.float32)
     cube[keep] = values
     lowest = float(values.min()) if values.size else 0.0
@@ -125,6 +121,37 @@ def _masked_quantity_overlay(layer: DoseLayer, display: DoseDisplay) -> DoseOver
                        shown_max=highest if values.size else None)
 
 
+def _percentile_scale(values: np.ndarray) -> tuple[float, float]:
+    """The colour scale of a quantity's shown values: :data:`SCALE_PERCENTILES` of them,
+    widened about a single value."""
+    lo, hi = ((float(np.percentile(values, SCALE_PERCENTILES[0])),
+               float(np.percentile(values, SCALE_PERCENTILES[1])))
+              if values.size else (0.0, 1.0))
+    if not hi > lo:
+        lo, hi = lo - 0.5 * max(abs(lo), 1e-3), hi + 0.5 * max(abs(hi), 1e-3)
+    return lo, hi
+
+
+def ratio_overlay(ratio: np.ndarray, grid: DoseGrid, *, label: str, scale_name: str,
+                  where: str, opacity: float = 0.6) -> DoseOverlay:
+    """A dimensionless voxel ratio (the effective RBE of a physical and an RBE-weighted
+    dose), NaN where it was not taken, on :data:`SCALE_PERCENTILES` of its values as a
+    masked quantity is; ``where`` says where it was taken (the legend's note)."""
+    keep = ~np.isnan(ratio)
+    values = np.asarray(ratio[keep], dtype=np.float32)
+    lo, hi = _percentile_scale(values)
+    cube = np.zeros(ratio.shape, np.float32)
+    cube[keep] = values
+    lowest = float(values.min()) if values.size else 0.0
+    p_lo, p_hi = (ordinal(p) for p in SCALE_PERCENTILES)
+    return DoseOverlay(dose=cube, grid=grid, unit="", vmin=lo, vmax=hi,
+                       threshold=0.5 * lowest if lowest > 0 else 0.0, opacity=opacity,
+                       label=label, scale_name=scale_name,
+                       note=f"{where}; scale {p_lo}-{p_hi} percentile",
+                       shown_min=lowest if values.size else None,
+                       shown_max=float(values.max()) if values.size else None)
+
+
 def ordinal(number: float) -> str:
     """``1`` -> ``"1st"``, ``99`` -> ``"99th"``, ``2.5`` -> ``"2.5th"``."""
     n = int(number)
@@ -134,9 +161,12 @@ def ordinal(number: float) -> str:
 
 
 def difference_overlay(diff: np.ndarray, grid: DoseGrid, unit: str, *, label: str,
-                       opacity: float = 0.6, threshold: float = 0.0) -> DoseOverlay:
-    """A symmetric diverging overlay for ``diff`` (B - A) with its own colour scale."""
-    peak = float(np.max(np.abs(diff))) if diff.size else 0.0
+                       opacity: float = 0.6, threshold: float = 0.0,
+                       least_peak: float = 0.0) -> DoseOverlay:
+    """A symmetric diverging overlay for ``diff`` (B - A) with its own colour scale, from
+    -peak to +peak: the largest magnitude of ``diff``, at least ``least_peak`` (so that
+    rounding-level differences of equal doses are not spread over the whole scale)."""
+    peak = max(float(np.max(np.abs(diff))) if diff.size else 0.0, least_peak)
     peak = peak if peak > 0 else 1.0
     return DoseOverlay(dose=np.asarray(diff, dtype=np.float32), grid=grid,
                        unit=unit, vmin=-peak, vmax=peak, threshold=threshold, opacity=opacity,

@@ -23,6 +23,7 @@ correct aspect ratio, and a coarse dose grid is placed over the CT by its own ma
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -449,6 +450,30 @@ def legend_ticks(vmin: float, vmax: float, max_ticks: int = 6) -> NDArray[np.flo
     first = math.ceil(vmin / step - 1e-9) * step
     ticks = np.arange(first, vmax + step * 1e-6, step)
     return np.where(np.abs(ticks) < step * 1e-9, 0.0, ticks)
+
+
+#: Tick steps below this are written in scientific notation (fixed decimals would need more
+#: than four).
+SCIENTIFIC_TICK_STEP = 1e-3
+
+
+def tick_texts(ticks: ArrayLike) -> list[str]:
+    """The texts of ascending, evenly spaced tick values (:func:`legend_ticks`): as many
+    decimals as their step needs (a 2.5 step one, a 10 step none), in scientific notation
+    (``"4e-07"``) for steps below :data:`SCIENTIFIC_TICK_STEP`, and never a negative zero."""
+    values = [float(v) for v in np.ravel(ticks)]
+    if len(values) > 1:
+        step = min(abs(b - a) for a, b in itertools.pairwise(values))
+    else:
+        step = abs(values[0]) if values else 0.0
+    if 0 < step < SCIENTIFIC_TICK_STEP:
+        texts = [f"{v:.3g}" for v in values]
+    else:
+        decimals = 0
+        while decimals < 4 and abs(round(step, decimals) - step) > 1e-9 * max(step, 1.0):
+            decimals += 1
+        texts = [f"{v:.{decimals}f}" for v in values]
+    return [t[1:] if t.startswith("-") and float(t) == 0 else t for t in texts]
 
 
 # --------------------------------------------------------------------------------------------

@@ -517,14 +517,17 @@ def _gamma(value: Any) -> list[tuple[float, float]]:
 
 
 def _row(job: JobSpec, structure: str, a: Mapping[str, Any] | None, model: str = "",
-         b: Mapping[str, Any] | None = None, model_b: str = "") -> dict[str, Any]:
+         b: Mapping[str, Any] | None = None, model_b: str = "", *,
+         difference: bool = True) -> dict[str, Any]:
+    """A summary row; ``difference`` False leaves ``diff_*`` empty (b and a of two
+    quantities, a physical and an RBE-weighted dose: b - a is no dose difference)."""
     row: dict[str, Any] = {"structure": structure, "model": model, "model_b": model_b}
     for k in _METRICS:
         va = None if a is None else a.get(k)
         vb = None if b is None else b.get(k)
         row[k] = va
         row[f"{k}_b"] = vb
-        row[f"diff_{k}"] = None if va is None or vb is None else vb - va
+        row[f"diff_{k}"] = None if va is None or vb is None or not difference else vb - va
     return row
 
 
@@ -656,7 +659,8 @@ def _run_compare(job: JobSpec, out: Path, out_root: Path) -> JobRows:
             return {f"{k}_gy_rbe": m.get(k) for k in ("d98", "d95", "d50", "d2", "mean", "max")}
 
         rows.append({**_row(job, s.name, metrics(s.metrics_a), model_a,
-                            metrics(s.metrics_b), model_b), **gamma})
+                            metrics(s.metrics_b), model_b,
+                            difference=not result.mixed_units), **gamma})
     return rows or [{"structure": "", **gamma}], list(result.warnings)
 
 

@@ -25,6 +25,7 @@ from planning.output_folder import fresh_output_folder
 
 if TYPE_CHECKING:
     from planning.batch import JobOutcome
+    from planning.compare.comparison import ComparisonResult
     from planning.monitor_calibration import MonitorCalibration
 
 EXIT_OK = 0
@@ -255,14 +256,27 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             device=args.device, progress=_terminal_progress("compare"),
             ct_series_uid=args.ct_series)
         api.write_comparison_report(result, args.out)
-    rates = ", ".join(f"{g.criteria.label} {g.pass_rate_percent:.2f} %" for g in result.gamma)
-    st = result.stats
-    print(f"wrote report.json and report.html to {args.out}; gamma pass rates {rates}; "
-          f"B - A mean {st.mean_gy:+.3g}, max |diff| {st.max_abs_gy:.3g} {result.unit} "
-          f"({100 * st.max_abs_gy / st.reference_max_gy:.2f} % of A's max)")
+    print(f"wrote report.json and report.html to {args.out}; {_comparison_summary(result)}")
     for warning in result.warnings:
         print(f"ionplan: warning: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+def _comparison_summary(result: ComparisonResult) -> str:
+    """Gamma pass rates and B - A; for a physical and an RBE-weighted dose, why gamma was
+    not evaluated and their ratio, the effective RBE."""
+    st = result.stats
+    if st is None:
+        r = result.rbe_ratio_stats
+        assert r is not None  # two quantities: their ratio in place of B - A
+        return (f"gamma not evaluated: {result.gamma_skipped_reason}; effective RBE "
+                f"{result.rbe_ratio_text}: median {r.percentile(50.0):.3f} (5th-95th "
+                f"percentile {r.percentile(5.0):.3f}-{r.percentile(95.0):.3f}) where the "
+                f"physical dose reaches {r.threshold_percent:g} % of its maximum")
+    rates = ", ".join(f"{g.criteria.label} {g.pass_rate_percent:.2f} %" for g in result.gamma)
+    return (f"gamma pass rates {rates}; B - A mean {st.mean_gy:+.3g}, max |diff| "
+            f"{st.max_abs_gy:.3g} {result.unit} "
+            f"({100 * st.max_abs_gy / st.reference_max_gy:.2f} % of A's max)")
 
 
 #: Defaults of the scenario options (the options default to None, so that ``plan`` can tell
@@ -673,7 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=_gamma_criterion, action="append", metavar="DOSE%,MM",
                    help="gamma criterion, repeatable (default: --gamma 3,3 --gamma 2,2)")
     p.add_argument("--threshold", type=_percent, default=10.0, metavar="PERCENT",
-                   help="low-dose threshold, %% of A's maximum (default 10)")
+                   help="low-dose threshold, %% of A's maximum (default 10; of the physical "
+                        "dose's maximum for the effective RBE of a physical and an "
+                        "RBE-weighted dose)")
     p.add_argument("--quantity", choices=("rbe", "physical", "mkm", "lem1"), default="rbe",
                    help="dose of a plan folder to compare (default rbe)")
     p.add_argument("--prescription", type=_positive_float, metavar="GY",

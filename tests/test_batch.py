@@ -523,7 +523,15 @@ def test_batch_prints_each_warning_with_its_job_and_no_dask_info(tmp_path_factor
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert lines[0].startswith("ionplan: job pat3-mixed (compare): ok in "), lines
-    assert ("ionplan: warning: job 'pat3-mixed': A's dose is PHYSICAL and B's EFFECTIVE: their "
-            "difference mixes physical and RBE-weighted dose") in lines
+    assert ("ionplan: warning: job 'pat3-mixed': a dose difference or gamma index between a "
+            "physical (A) and an RBE-weighted dose (B) has no clinical meaning: neither is "
+            "computed; B / A is reported, their effective RBE") in lines
     assert all(line.startswith(("ionplan: job ", "ionplan: warning: job 'pat3-mixed': "))
                for line in lines), lines
+    # Its summary rows: each dose in its unit, no difference of the two, no gamma.
+    rows = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"]
+    ptv = next(r for r in rows if r["structure"] == "PTV")
+    assert ptv["model"] == "physical dose" and ptv["d95_gy_rbe_b"] > 1.5 * ptv["d95_gy_rbe"]
+    assert all(r[f"diff_{k}_gy_rbe"] is None for r in rows
+               for k in ("d98", "d95", "d50", "d2", "mean", "max"))
+    assert all(r.get("gamma_pass_pct") is None for r in rows)

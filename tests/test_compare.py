@@ -358,34 +358,119 @@ def test_a_side_summary_names_the_kind_model_plan_and_source():
                                                 "unknown; dose B")
 
 
-def test_a_physical_and_an_rbe_weighted_dose_each_keep_their_unit():
-    """A in Gy against B in Gy(RBE) was labelled Gy throughout (GUI review): each side keeps
-    its unit; B - A, its statistics and the DVHs say that they mix the two."""
-    from planning.compare.html_report import render_html
+def test_effective_rbe_is_the_rbe_weighted_over_the_physical_dose_where_there_is_dose():
+    from planning.compare.dose_ratio import effective_rbe
 
+    physical = np.array([0.0, 0.3, 0.5, 1.0, 2.0, 4.0]).reshape(1, 1, 6)
+    rbe = np.array([0.0, 1.5, 1.5, 2.5, 4.0, 6.0]).reshape(1, 1, 6)
+    ratio, st = effective_rbe(physical, rbe, threshold_percent=10.0)  # 10 % of 4 Gy: 0.4 Gy
+    kept = [3.0, 2.5, 2.0, 1.5]  # 1.5/0.5, 2.5/1, 4/2, 6/4
+    np.testing.assert_allclose(ratio[0, 0, 2:], kept, rtol=1e-6)
+    assert np.all(np.isnan(ratio[0, 0, :2]))
+    assert st.voxels == 4 and st.physical_max_gy == 4.0
+    assert st.mean == pytest.approx(2.25) and st.minimum == 1.5 and st.maximum == 3.0
+    assert st.sd == pytest.approx(np.sqrt(np.mean((np.array(kept) - 2.25) ** 2)))
+    assert st.percentile(50.0) == pytest.approx(2.25)
+    assert st.dose_weighted_mean == pytest.approx(14.0 / 7.5)
+    with pytest.raises(InputError, match="physical dose is zero everywhere"):
+        effective_rbe(np.zeros((1, 1, 2)), np.ones((1, 1, 2)))
+
+
+def _mixed_doses():
+    """The demo patient, a physical dose of 4 Gy in the grid's middle half (each axis) and 10
+    Gy(RBE) there (RBE 2.5)."""
     patient = load_demo_patient()
     grid = DoseGrid.covering(grid_of(patient.ct), 8.0)
-    dose = np.zeros(grid.shape, np.float32)
-    dose[grid.shape[0] // 2, grid.shape[1] // 2, grid.shape[2] // 2] = 20.0
+    physical = np.zeros(grid.shape, np.float32)
+    middle = tuple(slice(n // 4, n - n // 4) for n in grid.shape)
+    physical[middle] = 4.0
+    return patient, grid, physical, 2.5 * physical
+
+
+def test_a_physical_and_an_rbe_weighted_dose_have_no_gamma_and_no_difference_but_a_ratio():
+    """A physical dose (Gy) against an RBE-weighted one (Gy(RBE)): gamma was computed (about
+    0 % pass) and B - A reported as a dose difference. Neither is computed now; the report
+    says why, the ratio B / A is the effective RBE, and the DVH metrics stay, each side in
+    its unit, with B / A for B - A and V95 of the RBE-weighted side only."""
+    from planning.compare.html_report import render_html
+
+    patient, grid, physical, weighted = _mixed_doses()
     frame = patient.ct.frame_of_reference_uid
-    result = compare(_side("A", dose, grid, frame, dose_type="PHYSICAL"),
-                     _side("B", 2.5 * dose, grid, frame), patient=patient,
-                     settings=CompareSettings(gamma=((3.0, 3.0),), cross_model=False))
+    result = compare(_side("A", physical, grid, frame, dose_type="PHYSICAL"),
+                     _side("B", weighted, grid, frame), patient=patient,
+                     settings=CompareSettings(gamma=((3.0, 3.0),), prescription_gy=10.0,
+                                              cross_model=False))
     assert (result.unit_a, result.unit_b, result.unit) == ("Gy", "Gy(RBE)", "Gy vs Gy(RBE)")
+    reason = "A is physical dose (Gy), B is RBE-weighted dose (Gy(RBE))"
+    assert result.gamma == () and result.gamma_skipped_reason == reason
+    assert result.difference_gy is None and result.stats is None
+    assert result.rbe_ratio_text == "B / A"
+    shown = physical >= 0.4
+    np.testing.assert_allclose(result.rbe_ratio[shown], 2.5, rtol=1e-6)
+    assert np.all(np.isnan(result.rbe_ratio[~shown]))
+    r = result.rbe_ratio_stats
+    assert r.voxels == int(np.count_nonzero(shown))
+    assert (r.percentile(50.0), r.dose_weighted_mean) == pytest.approx((2.5, 2.5))
+    assert ("a dose difference or gamma index between a physical (A) and an RBE-weighted dose "
+            "(B) has no clinical meaning: neither is computed; B / A is reported, their "
+            "effective RBE if both are doses of one plan (not known here)") in result.warnings
+    assert "gamma" not in result.timings_s
+
     report = result.to_report()
-    assert (report["a"]["unit"], report["b"]["unit"], report["unit"]) == (
-        "Gy", "Gy(RBE)", "Gy vs Gy(RBE)")
+    assert report["gamma"] == [] and report["gamma_skipped_reason"] == reason
+    assert report["dose_difference"] is None
+    assert report["dose_difference_skipped_reason"] == reason
+    rbe = report["effective_rbe"]
+    assert rbe["ratio"] == "B / A" and rbe["p50"] == pytest.approx(2.5)
+    assert rbe["voxels"] == r.voxels and rbe["physical_max_gy"] == 4.0
+    dosed = [s for s in report["structures"].values() if s["a"]["d50"] > 0]
+    assert dosed
+    for s in report["structures"].values():
+        assert all(v is None for v in s["b_minus_a"].values())
+        assert s["a"]["v95"] is None  # a Gy(RBE) prescription is not the physical dose's
+        assert s["b"]["v95"] is not None
+    for s in dosed:
+        for k in ("d98", "d95", "d50", "d2", "mean", "max"):
+            if s["a"][k] > 0:
+                assert s["b_over_a"][k] == pytest.approx(2.5, rel=1e-5), k
+        assert s["b_over_a"]["v95"] is None
+
     html = render_html(result)
-    for text in ("A (Gy), axial", "B (Gy(RBE)), axial", "B - A (Gy vs Gy(RBE)), axial",
-                 ">20 Gy</td>", ">50 Gy(RBE)</td>", "normalization (Gy)",
-                 "dose (Gy vs Gy(RBE)), shown above", "Doses in Gy (A) and Gy(RBE) (B); B-A "
-                 "mixes them.", "dose (A solid: Gy, B dashed: Gy(RBE))"):
+    for text in (f"<b>Gamma not evaluated</b>: {reason}", f"Gamma not evaluated: {reason}. "
+                 "A gamma index between two quantities has no clinical meaning",
+                 "A (Gy), axial", "B (Gy(RBE)), axial", "effective RBE B / A, axial",
+                 "A (Gy), shown above 10 % of its max", "B (Gy(RBE)), shown above 10 % of "
+                 "its max", "<h2>Effective RBE (B / A)</h2>", ">10 Gy(RBE)</td>", ">4 Gy</td>",
+                 "D95 B/A",
+                 "dose (A solid: Gy, B dashed: Gy(RBE))"):
         assert text in html, text
-    # Both RBE-weighted (or both physical): one unit.
-    same = compare(_side("A", dose, grid, frame, dose_type="PHYSICAL"),
-                   _side("B", dose, grid, frame, dose_type="PHYSICAL"),
+    for text in ("pass rate", "B - A (", "gamma 3%/3mm", "D95 B-A"):
+        assert text not in html, text
+
+
+def test_the_effective_rbe_of_an_rbe_weighted_a_and_a_physical_b_is_a_over_b():
+    """The ratio is always RBE-weighted over physical dose (an RBE, not its inverse)."""
+    patient, grid, physical, weighted = _mixed_doses()
+    frame = patient.ct.frame_of_reference_uid
+    result = compare(_side("A", weighted, grid, frame), _side("B", physical, grid, frame,
+                                                                 dose_type="PHYSICAL"),
+                     settings=CompareSettings(cross_model=False))
+    assert result.rbe_ratio_text == "A / B" and result.gamma == ()
+    assert result.gamma_skipped_reason == ("A is RBE-weighted dose (Gy(RBE)), B is physical "
+                                           "dose (Gy)")
+    assert result.rbe_ratio_stats.percentile(50.0) == pytest.approx(2.5)
+
+
+def test_doses_of_one_quantity_report_no_skipped_gamma_and_metric_ratios():
+    grid, dose = _block()
+    same = compare(_side("A", dose, grid, dose_type="PHYSICAL"),
+                   _side("B", 1.1 * dose, grid, dose_type="PHYSICAL"),
                    settings=CompareSettings(gamma=((3.0, 3.0),), cross_model=False))
     assert (same.unit_a, same.unit_b, same.unit) == ("Gy", "Gy", "Gy")
+    assert not same.mixed_units and same.rbe_ratio is None and len(same.gamma) == 1
+    report = same.to_report()
+    assert report["gamma_skipped_reason"] is None and report["effective_rbe"] is None
+    assert report["dose_difference"]["gy"]["max_abs"] == pytest.approx(1.0, rel=1e-5)
 
 
 @pytest.mark.parametrize("given", ["file", "folder"])

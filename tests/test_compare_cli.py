@@ -168,3 +168,43 @@ def test_compare_report_describes_each_side_in_full(demo, tmp_path, capsys):
                                           f"{plan_dir / 'RTDOSE_RBE.dcm'}")
     assert report["b"]["description"] == f"RBE-weighted dose, {model}; plan unknown; {lone}"
     assert html.escape(report["a"]["description"]) in (out / "report.html").read_text()
+
+
+def test_compare_cli_of_a_physical_and_an_rbe_weighted_dose_says_why_there_is_no_gamma(
+        demo, tmp_path, capsys):
+    """The plan's physical dose against its RBE-weighted dose printed gamma pass rates of
+    about 0 % and a max |diff| in "Gy vs Gy(RBE)": gamma is not evaluated, the line says why
+    and gives the plan's effective RBE, which report.json and report.html hold as well."""
+    ct, plan_dir, _, _ = demo
+    out = tmp_path / "mixed"
+    physical_file, rbe_file = plan_dir / "RTDOSE_PHYSICAL.dcm", plan_dir / "RTDOSE_RBE.dcm"
+    assert main(["compare", str(physical_file), str(rbe_file), "--ct", str(ct),
+                 "--no-cross-model", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    reason = "A is physical dose (Gy), B is RBE-weighted dose (Gy(RBE))"
+    # The plan's own effective RBE, from the two files.
+    physical = load_rt_dose(physical_file).dose_gy.astype(np.float64)
+    weighted = load_rt_dose(rbe_file).dose_gy.astype(np.float64)
+    shown = physical >= 0.1 * physical.max()
+    ratio = weighted[shown] / physical[shown]
+    median, p5, p95 = np.percentile(ratio, [50.0, 5.0, 95.0])
+    assert 1.5 < median < 4.0  # carbon ions
+    assert captured.out.strip() == (
+        f"wrote report.json and report.html to {out}; gamma not evaluated: {reason}; "
+        f"effective RBE B / A: median {median:.3f} (5th-95th percentile {p5:.3f}-{p95:.3f}) "
+        "where the physical dose reaches 10 % of its maximum")
+    # Both doses of the plan beside them: the ratio is its RBE, no caveat.
+    assert ("ionplan: warning: a dose difference or gamma index between a physical (A) and an "
+            "RBE-weighted dose (B) has no clinical meaning: neither is computed; B / A is "
+            "reported, their effective RBE") in captured.err.splitlines()
+    report = json.loads((out / "report.json").read_text())
+    assert report["gamma"] == [] and report["gamma_skipped_reason"] == reason
+    assert report["dose_difference"] is None
+    assert report["effective_rbe"]["voxels"] == int(np.count_nonzero(shown))
+    assert report["effective_rbe"]["p50"] == pytest.approx(median, rel=1e-5)
+    ptv = report["structures"]["PTV"]
+    assert ptv["b_over_a"]["mean"] == pytest.approx(ptv["b"]["mean"] / ptv["a"]["mean"])
+    assert all(v is None for v in ptv["b_minus_a"].values())
+    page = (out / "report.html").read_text()
+    assert f"Gamma not evaluated</b>: {html.escape(reason)}" in page
+    assert "pass rate" not in page

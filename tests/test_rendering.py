@@ -236,6 +236,22 @@ def test_legend_ticks_are_nice_and_inside_the_range() -> None:
     assert np.allclose(steps, steps[0]) and steps[0] == pytest.approx(0.2)
 
 
+def test_tick_texts_fit_their_step_and_have_no_negative_zero() -> None:
+    """The difference legend of two equal doses read "-0.0000" (a rounding-level tick with
+    four fixed decimals)."""
+    assert rendering.tick_texts(rendering.legend_ticks(0.0, 60.0)) == ["0", "20", "40", "60"]
+    assert rendering.tick_texts([-5.0, -2.5, 0.0, 2.5, 5.0]) == [
+        "-5.0", "-2.5", "0.0", "2.5", "5.0"]
+    assert rendering.tick_texts([0.94, 1.0, 1.06]) == ["0.94", "1.00", "1.06"]
+    # A step of 2e-6 (the old four decimals: "-0.0000", "0.0000", "0.0000").
+    assert rendering.tick_texts(rendering.legend_ticks(-3.1e-6, 3.1e-6)) == [
+        "-2e-06", "0", "2e-06"]
+    assert rendering.tick_texts([-2.5e-5, 0.0, 2.5e-5]) == ["-2.5e-05", "0", "2.5e-05"]
+    # A near-zero value beside a coarse step is 0, not -0.
+    assert rendering.tick_texts([-1e-12, 0.25, 0.5]) == ["0.00", "0.25", "0.50"]
+    assert rendering.tick_texts([-0.2, -1e-9, 0.2]) == ["-0.2", "0.0", "0.2"]
+
+
 def test_default_isodose_colours_put_red_on_the_highest_level() -> None:
     from planning.isodose import isodose_colours
 

@@ -32,14 +32,6 @@ def _text_texture(text: str, font_size: float, width: float | None = None) -> Te
     return label.texture
 
 
-def format_tick(value: float, step: float) -> str:
-    """A tick value with as many decimals as the tick step needs (``2.5`` -> 1, ``10`` -> 0)."""
-    decimals = 0
-    while decimals < 4 and abs(round(step, decimals) - step) > 1e-9 * max(abs(step), 1.0):
-        decimals += 1
-    return f"{value:.{decimals}f}"
-
-
 class ColorLegend(Widget):
     """Vertical colour bar with ticks and unit for a :class:`DoseOverlay`.
 
@@ -49,6 +41,8 @@ class ColorLegend(Widget):
         What is shown; set it with :meth:`set_overlay`.
     tick_values : numpy array
         The tick values drawn (empty with no overlay).
+    tick_texts : list of str
+        Their texts (:func:`app.rendering.tick_texts`).
     title : str
         The text above the bar: the unit, or for a quantity without one its name (``"RBE"``,
         ``"LEM/mMKM"``); empty with no overlay.
@@ -61,6 +55,7 @@ class ColorLegend(Widget):
         super().__init__(**kwargs)
         self.overlay: DoseOverlay | None = None
         self.tick_values = np.zeros(0)
+        self.tick_texts: list[str] = []
         self.title = ""
         #: (width, height) px of the title as drawn (it wraps within the legend).
         self.title_size: tuple[int, ...] = (0, 0)
@@ -89,6 +84,7 @@ class ColorLegend(Widget):
         overlay = self.overlay
         if overlay is None or self._bar_texture is None:
             self.tick_values = np.zeros(0)
+            self.tick_texts = []
             self.title = ""
             self.beyond = {}
             return
@@ -111,8 +107,7 @@ class ColorLegend(Widget):
         bar_h = max(self.height - 2 * _MARGIN_PX - unit_texture.height - 16 - note_h
                     - over_h - under_h, 10.0)
         self.tick_values = rendering.legend_ticks(overlay.vmin, overlay.vmax)
-        step = (float(self.tick_values[1] - self.tick_values[0])
-                if len(self.tick_values) > 1 else overlay.vmax - overlay.vmin)
+        self.tick_texts = rendering.tick_texts(self.tick_values)
         span = overlay.vmax - overlay.vmin
         with self.canvas:
             Color(1.0, 1.0, 1.0, 1.0)
@@ -139,10 +134,10 @@ class ColorLegend(Widget):
                 middle = (base + tip) / 2
                 Rectangle(texture=text, size=text.size, pos=(text_x, middle - text.height / 2))
                 arrows.append((middle, text.height))
-            for value in self.tick_values:
+            for value, tick_text in zip(self.tick_values, self.tick_texts, strict=True):
                 y = bar_y + (float(value) - overlay.vmin) / span * bar_h
                 Line(points=[bar_x + _BAR_WIDTH_PX, y, bar_x + _BAR_WIDTH_PX + 4, y], width=1.0)
-                text = _text_texture(format_tick(float(value), step), 11)
+                text = _text_texture(tick_text, 11)
                 if any(abs(y - m) < (text.height + h) / 2 for m, h in arrows):
                     continue  # the arrow's value is written there
                 Rectangle(texture=text, size=text.size,

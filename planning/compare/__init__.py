@@ -7,6 +7,7 @@ Modules, each with one job:
 ``recalc``        forward dose of an imported RT Ion Plan on its CT (``ionplan recalc``)
 ``sources``       what a compare side is: an RT Dose file or a plan output folder, loaded
 ``dose_diff``     dose-difference statistics of two cubes on one grid
+``dose_ratio``    RBE-weighted over physical dose (effective RBE) of two cubes on one grid
 ``dvh_compare``   per-structure DVH curves and metric differences of two doses
 ``cross_model``   a plan's physical dose under both mMKM and LEM I, side by side
 ``comparison``    the compare pipeline (``ionplan compare``) and its typed result

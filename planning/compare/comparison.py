@@ -11,6 +11,13 @@ else the common grid of :func:`planning.compare.resample.common_grid`, trilinear
 - DVHs and metric differences per structure (:mod:`planning.compare.dvh_compare`) when a CT with
   structures is available (given, or found in a side's folder);
 - the cross-model view of each side that is a plan with a CT (:mod:`planning.compare.cross_model`).
+
+A physical dose (Gy) against an RBE-weighted dose (Gy(RBE)) are two quantities: neither B - A,
+its statistics nor the gamma index is computed (a dose difference or gamma between them has no
+clinical meaning; :attr:`ComparisonResult.gamma_skipped_reason` says why). The voxel ratio of
+the RBE-weighted to the physical dose, an effective RBE, takes the difference's place
+(:mod:`planning.compare.dose_ratio`); the DVHs and metrics stay, each side in its unit, with
+B / A for B - A (docs/physics.md, "Comparing a physical with an RBE-weighted dose").
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from numpy.typing import NDArray
 
 from planning.compare.cross_model import CrossModelView, cross_model_view
 from planning.compare.dose_diff import DoseDifferenceStats, difference_stats
+from planning.compare.dose_ratio import EffectiveRbeStats, effective_rbe
 from planning.compare.dvh_compare import (
     StructureComparison,
     compare_structures,
@@ -65,12 +73,14 @@ class CompareSettings:
         Gamma criteria, global; dose in (0, 100] %, DTA in (0, 50] mm.
     threshold_percent : float
         Low-dose threshold of the gamma index and the difference statistics, percent of the
-        reference (A) maximum, in [0, 100).
+        reference (A) maximum, in [0, 100); of the effective RBE of a physical and an
+        RBE-weighted dose, percent of the physical dose's maximum.
     quantity : {"rbe", "physical", "mkm", "lem1"}
         Which dose of a plan output folder.
     prescription_gy : float or None
         Total prescription for V95 and the percentages of the prescription; None takes the
-        prescription of a side's plan (RBE-weighted quantities only).
+        prescription of a side's plan (RBE-weighted quantities only). Of a physical and an
+        RBE-weighted dose, it is the RBE-weighted side's.
     cross_model : bool
         Compute the cross-model view of the sides that are plans with a CT.
     device : {"auto", "cpu", "gpu"}
@@ -128,12 +138,14 @@ class ComparisonResult:
     resampled : tuple of str
         Roles (``"A"``, ``"B"``) of the sides resampled onto ``grid`` (empty when the grids
         were equal), whatever the sides' own labels.
-    reference_gy, evaluated_gy, difference_gy : arrays
-        A, B and B - A on ``grid``.
-    stats : DoseDifferenceStats
-        Difference statistics.
+    reference_gy, evaluated_gy : arrays
+        A and B on ``grid``, each in its unit (:attr:`unit_a`, :attr:`unit_b`).
+    difference_gy : array or None
+        B - A on ``grid``; None when A and B are two quantities (:attr:`mixed_units`).
+    stats : DoseDifferenceStats or None
+        Difference statistics; None when A and B are two quantities.
     gamma : tuple of GammaResult
-        One per criterion, in the settings' order.
+        One per criterion, in the settings' order; empty when A and B are two quantities.
     gamma_seconds : tuple of float
         Time of each gamma evaluation.
     structures : tuple of StructureComparison
@@ -151,6 +163,15 @@ class ComparisonResult:
     settings : CompareSettings
     warnings : tuple of str
     timings_s : dict
+    gamma_skipped_reason : str or None
+        Why neither the gamma index nor B - A was computed (``"A is physical dose (Gy), B is
+        RBE-weighted dose (Gy(RBE))"``); None when they were.
+    rbe_ratio : array or None
+        When A and B are two quantities: RBE-weighted over physical dose (B / A or A / B,
+        :attr:`rbe_ratio_text`) on ``grid`` where the physical dose reaches the low-dose
+        threshold of its maximum, NaN elsewhere; None otherwise.
+    rbe_ratio_stats : EffectiveRbeStats or None
+        Its statistics.
     """
 
     a: DoseSide
@@ -159,8 +180,8 @@ class ComparisonResult:
     resampled: tuple[str, ...]
     reference_gy: NDArray[np.float32]
     evaluated_gy: NDArray[np.float32]
-    difference_gy: NDArray[np.float32]
-    stats: DoseDifferenceStats
+    difference_gy: NDArray[np.float32] | None
+    stats: DoseDifferenceStats | None
     gamma: tuple[GammaResult, ...]
     gamma_seconds: tuple[float, ...]
     structures: tuple[StructureComparison, ...]
@@ -172,6 +193,9 @@ class ComparisonResult:
     settings: CompareSettings
     warnings: tuple[str, ...] = ()
     timings_s: dict[str, float] = field(default_factory=dict)
+    gamma_skipped_reason: str | None = None
+    rbe_ratio: NDArray[np.float32] | None = None
+    rbe_ratio_stats: EffectiveRbeStats | None = None
 
     @property
     def unit_a(self) -> str:
@@ -187,9 +211,23 @@ class ComparisonResult:
     def unit(self) -> str:
         """The unit of both doses and of B - A: ``"Gy(RBE)"`` when both are RBE-weighted,
         ``"Gy"`` when both are physical; for one of each, A's unit vs B's (``"Gy vs
-        Gy(RBE)"``): B - A, the statistics and the DVHs then mix the two quantities."""
+        Gy(RBE)"``), which no single number of the comparison has."""
         a, b = self.unit_a, self.unit_b
         return a if a == b else f"{a} vs {b}"
+
+    @property
+    def mixed_units(self) -> bool:
+        """Whether A and B are two quantities: one physical (Gy), one RBE-weighted
+        (Gy(RBE))."""
+        return self.unit_a != self.unit_b
+
+    @property
+    def rbe_ratio_text(self) -> str | None:
+        """Which ratio :attr:`rbe_ratio` is: ``"B / A"`` (A physical) or ``"A / B"`` (B
+        physical); None when A and B are one quantity."""
+        if not self.mixed_units:
+            return None
+        return "B / A" if self.unit_a == "Gy" else "A / B"
 
     def to_report(self) -> dict[str, Any]:
         """The content of report.json (no cubes; DVH curves rounded)."""
@@ -217,7 +255,15 @@ class ComparisonResult:
             "focus": {"name": self.focus_name, "index_zyx": list(self.focus_index),
                       "lps_mm": [float(v) for v in self.grid.voxel_centers_lps(
                           [np.ravel_multi_index(self.focus_index, self.grid.shape)])[0]]},
-            "dose_difference": self.stats.as_dict(),
+            "dose_difference": None if self.stats is None else self.stats.as_dict(),
+            "dose_difference_skipped_reason": self.gamma_skipped_reason,
+            "gamma_skipped_reason": self.gamma_skipped_reason,
+            "effective_rbe": None if self.rbe_ratio_stats is None else {
+                "ratio": self.rbe_ratio_text,
+                "definition": "RBE-weighted dose (Gy(RBE)) / physical dose (Gy) per voxel, "
+                              "where the physical dose reaches the threshold percentage of "
+                              "its maximum",
+                **self.rbe_ratio_stats.as_dict()},
             "gamma": [{"criteria": g.criteria.label,
                        "dose_percent": g.criteria.dose_percent, "dta_mm": g.criteria.dta_mm,
                        "low_dose_threshold_percent": g.criteria.low_dose_threshold_percent,
@@ -241,6 +287,12 @@ class ComparisonResult:
 def side_unit(side: DoseSide) -> str:
     """The unit of a side's dose: ``"Gy(RBE)"`` (EFFECTIVE) or ``"Gy"`` (PHYSICAL)."""
     return "Gy(RBE)" if side.dose_type == "EFFECTIVE" else "Gy"
+
+
+def side_quantity(side: DoseSide) -> str:
+    """``"RBE-weighted dose (Gy(RBE))"`` or ``"physical dose (Gy)"``."""
+    kind = "RBE-weighted dose" if side.dose_type == "EFFECTIVE" else "physical dose"
+    return f"{kind} ({side_unit(side)})"
 
 
 def _grid_dict(g: DoseGrid) -> dict[str, list[float] | list[int]]:
@@ -386,9 +438,17 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
                 f"({describe_structure_tissues(side.structure_tissues)}): the DVHs here read it "
                 "across the tissue boundaries, where its RBE-weighted dose jumps (its plan's "
                 "own report reads each structure within its tissue)")
-    if side_a.dose_type != side_b.dose_type:
-        warnings.append(f"A's dose is {side_a.dose_type} and B's {side_b.dose_type}: "
-                        "their difference mixes physical and RBE-weighted dose")
+    mixed = side_unit(side_a) != side_unit(side_b)
+    skipped = (f"A is {side_quantity(side_a)}, B is {side_quantity(side_b)}" if mixed
+               else None)
+    if mixed:
+        role_p, role_w = ("A", "B") if side_a.dose_type != "EFFECTIVE" else ("B", "A")
+        one_plan = ("" if _same_plan(side_a, side_b) else
+                    " if both are doses of one plan (not known here)")
+        warnings.append(f"a dose difference or gamma index between a physical ({role_p}) "
+                        f"and an RBE-weighted dose ({role_w}) has no clinical meaning: neither "
+                        f"is computed; {role_w} / {role_p} is reported, their effective "
+                        f"RBE{one_plan}")
     elif side_a.dose_type == "EFFECTIVE" and not _same_plan(side_a, side_b):
         # (one plan under both models is the exchange view, compared on purpose)
         families = [_model_family(s.description) for s in (side_a, side_b)]
@@ -427,27 +487,44 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
                 warnings.append(
                     f"{100 * outside / hot:.1f} % of {side.label}'s voxels at or above "
                     f"{settings.threshold_percent:g} % of its maximum ({outside} of {hot}) lie "
-                    f"outside {other}'s grid and are not compared: gamma, the difference "
-                    "statistics and the DVHs cover the overlap of the two grids only")
+                    f"outside {other}'s grid and are not compared: "
+                    f"{'the ratio' if mixed else 'gamma, the difference statistics'} and the "
+                    "DVHs cover the overlap of the two grids only")
     ref = np.ascontiguousarray(ref, dtype=np.float32)
     ev = np.ascontiguousarray(ev, dtype=np.float32)
     timings["resample"] = time.perf_counter() - t0
 
     prescription = settings.prescription_gy
     plan_rx = side_a.prescription or side_b.prescription
-    if prescription is None and plan_rx is not None and side_a.dose_type == "EFFECTIVE":
+    if mixed:
+        # A prescription of a carbon-ion plan is RBE-weighted: the RBE-weighted side's.
+        effective = side_a if side_a.dose_type == "EFFECTIVE" else side_b
+        if prescription is None and effective.prescription is not None:
+            prescription = effective.prescription.total_dose_gy_rbe
+    elif prescription is None and plan_rx is not None and side_a.dose_type == "EFFECTIVE":
         prescription = plan_rx.total_dose_gy_rbe
     target = plan_rx.target if plan_rx is not None else None
 
     t0 = time.perf_counter()
-    report(progress, 0.1, "dose difference")
-    stats = difference_stats(ref, ev, threshold_percent=settings.threshold_percent,
-                             prescription_gy=prescription)
-    timings["difference"] = time.perf_counter() - t0
+    stats: DoseDifferenceStats | None = None
+    rbe_ratio: NDArray[np.float32] | None = None
+    rbe_ratio_stats: EffectiveRbeStats | None = None
+    if mixed:
+        report(progress, 0.1, "effective RBE")
+        physical, weighted = (ref, ev) if side_a.dose_type != "EFFECTIVE" else (ev, ref)
+        rbe_ratio, rbe_ratio_stats = effective_rbe(
+            physical, weighted, threshold_percent=settings.threshold_percent)
+    else:
+        report(progress, 0.1, "dose difference")
+        stats = difference_stats(ref, ev, threshold_percent=settings.threshold_percent,
+                                 prescription_gy=prescription)
+    timings["effective_rbe" if mixed else "difference"] = time.perf_counter() - t0
 
     gammas, seconds = [], []
     span = 0.5 if settings.cross_model else 0.8
-    if "A" in resampled:
+    if mixed:
+        criteria = ()
+    elif "A" in resampled:
         # Global gamma is normalised to the reference's maximum on its own grid: trilinear
         # resampling lowers a peak that falls between the common grid's points.
         a_max_gy = float(np.max(side_a.dose_gy))
@@ -461,12 +538,20 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
                                   progress=stage_progress(progress, lo, lo + span / len(criteria)),
                                   cancel=cancel))
         seconds.append(time.perf_counter() - t0)
-    timings["gamma"] = float(sum(seconds))
+    if not mixed:
+        timings["gamma"] = float(sum(seconds))
 
     t0 = time.perf_counter()
     report(progress, 0.1 + span, "structures")
     masks = structure_masks(chosen, grid) if chosen is not None else []
-    structures = (compare_structures(ref, ev, grid, chosen, prescription_gy=prescription)
+    if not mixed:
+        rx_a = rx_b = prescription
+    elif side_a.dose_type == "EFFECTIVE":
+        rx_a, rx_b = prescription, None
+    else:
+        rx_a, rx_b = None, prescription
+    structures = (compare_structures(ref, ev, grid, chosen, prescription_gy=rx_a,
+                                     prescription_b_gy=rx_b, same_quantity=not mixed)
                   if chosen is not None else ())
     if chosen is None:
         warnings.append("no CT with structures: give --ct for DVH metrics")
@@ -500,10 +585,11 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
     report(progress, 1.0, "comparison done")
     return ComparisonResult(
         a=side_a, b=side_b, grid=grid, resampled=tuple(resampled), reference_gy=ref,
-        evaluated_gy=ev, difference_gy=(ev - ref).astype(np.float32), stats=stats,
-        gamma=tuple(gammas), gamma_seconds=tuple(seconds), structures=structures,
+        evaluated_gy=ev, difference_gy=None if mixed else (ev - ref).astype(np.float32),
+        stats=stats, gamma=tuple(gammas), gamma_seconds=tuple(seconds), structures=structures,
         cross_model=tuple(views), patient=chosen, ct_hu=ct_hu, focus_index=focus,
-        focus_name=focus_name, settings=settings, warnings=tuple(warnings), timings_s=timings)
+        focus_name=focus_name, settings=settings, warnings=tuple(warnings), timings_s=timings,
+        gamma_skipped_reason=skipped, rbe_ratio=rbe_ratio, rbe_ratio_stats=rbe_ratio_stats)
 
 
 def _cross_model_of(side: DoseSide, patient: Patient | None, settings: CompareSettings,

@@ -8,6 +8,9 @@ belongs to a structure when the CT voxel nearest to its centre does) for the vie
 Metrics follow
 ICRU 83 (:mod:`planning.evaluation`): D98, D95, D50, D2, mean and maximum, and V95 (the fraction
 of the structure receiving at least 95 % of the prescription, only when it is known).
+
+A and B may be two quantities (a physical and an RBE-weighted dose): each side's metrics are
+then in its own unit, B - A is not taken (None) and B / A is the metrics' ratio.
 """
 
 from __future__ import annotations
@@ -45,10 +48,13 @@ class StructureComparison:
     samples : int
         DVH samples of the structure.
     metrics_a, metrics_b : dict
-        ``{metric: value}`` for :data:`METRICS`; doses in Gy (Gy(RBE)), V95 a fraction in
-        [0, 1] or None without a prescription.
+        ``{metric: value}`` for :data:`METRICS`; doses in each side's unit (Gy or Gy(RBE)),
+        V95 a fraction in [0, 1] or None without a prescription of that side's quantity.
     dvh_a, dvh_b : Dvh
-        Cumulative DVHs on the same dose bins.
+        Cumulative DVHs on the same dose bins (each in its side's unit).
+    same_quantity : bool
+        Whether A and B are one quantity (both physical or both RBE-weighted): only then is
+        :attr:`difference` taken.
     """
 
     name: str
@@ -60,14 +66,27 @@ class StructureComparison:
     metrics_b: dict[str, float | None]
     dvh_a: Dvh
     dvh_b: Dvh
+    same_quantity: bool = True
 
     @property
     def difference(self) -> dict[str, float | None]:
-        """``B - A`` of each metric (None where either is None)."""
+        """``B - A`` of each metric (None where either is None, and for every metric of two
+        quantities: a Gy(RBE) minus a Gy is no dose difference)."""
         out: dict[str, float | None] = {}
         for k in METRICS:
             a, b = self.metrics_a[k], self.metrics_b[k]
-            out[k] = None if a is None or b is None else b - a
+            out[k] = None if a is None or b is None or not self.same_quantity else b - a
+        return out
+
+    @property
+    def ratio(self) -> dict[str, float | None]:
+        """``B / A`` of each dose metric (None for V95, and where A is None or not above 0);
+        of a physical A and an RBE-weighted B, B / A of Dmean is the structure's mean RBE
+        weighted by physical dose."""
+        out: dict[str, float | None] = {}
+        for k in METRICS:
+            a, b = self.metrics_a[k], self.metrics_b[k]
+            out[k] = None if k == "v95" or a is None or b is None or not a > 0 else b / a
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -75,7 +94,7 @@ class StructureComparison:
         return {"interpreted_type": self.interpreted_type, "volume_cm3": self.volume_cm3,
                 "dvh_samples": self.samples,
                 "colour_rgb": list(self.colour_rgb), "a": self.metrics_a, "b": self.metrics_b,
-                "b_minus_a": self.difference}
+                "b_minus_a": self.difference, "b_over_a": self.ratio}
 
 
 def structure_masks(patient: Patient, grid: DoseGrid) -> list[tuple[Structure, NDArray[np.int64]]]:
@@ -94,6 +113,7 @@ def _metrics(doses: NDArray[np.float64], volumes_mm3: NDArray[np.float32],
 
 def compare_structures(reference: ArrayLike, evaluated: ArrayLike, grid: DoseGrid,
                        patient: Patient, *, prescription_gy: float | None = None,
+                       prescription_b_gy: float | None = None, same_quantity: bool = True,
                        n_bins: int = DVH_BINS) -> tuple[StructureComparison, ...]:
     """DVHs and metrics of every structure of ``patient`` under both doses.
 
@@ -106,13 +126,18 @@ def compare_structures(reference: ArrayLike, evaluated: ArrayLike, grid: DoseGri
     patient : Patient
         CT and structure set; structures without DVH samples on ``grid`` are left out.
     prescription_gy : float, optional
-        Total prescribed dose for V95.
+        Total prescribed dose for V95 of A, and of B when they are one quantity.
+    prescription_b_gy : float, optional
+        B's, when A and B are two quantities (a prescription is of one of them).
+    same_quantity : bool
+        Whether A and B are one quantity (both physical or both RBE-weighted).
     n_bins : int
         DVH dose bins, shared by A and B (0 to 1.05 x the larger maximum).
     """
     ref = np.asarray(reference, dtype=np.float64)
     ev = np.asarray(evaluated, dtype=np.float64)
     top = 1.05 * max(float(ref.max()), float(ev.max()), 1e-9)
+    rx_b = prescription_gy if same_quantity else prescription_b_gy
     out = []
     for s, samples in sampled_structures(patient, grid):
         assert patient.structure_set is not None  # structures were sampled
@@ -123,9 +148,10 @@ def compare_structures(reference: ArrayLike, evaluated: ArrayLike, grid: DoseGri
             colour_rgb=(int(colour[0]), int(colour[1]), int(colour[2])),
             volume_cm3=samples.volume_cm3, samples=samples.n_samples,
             metrics_a=_metrics(dose_a, w, prescription_gy, samples.maximum(ref, dose_a)),
-            metrics_b=_metrics(dose_b, w, prescription_gy, samples.maximum(ev, dose_b)),
+            metrics_b=_metrics(dose_b, w, rx_b, samples.maximum(ev, dose_b)),
             dvh_a=cumulative_dvh(s.name, dose_a, w, max_dose=top, n_bins=n_bins),
-            dvh_b=cumulative_dvh(s.name, dose_b, w, max_dose=top, n_bins=n_bins)))
+            dvh_b=cumulative_dvh(s.name, dose_b, w, max_dose=top, n_bins=n_bins),
+            same_quantity=same_quantity))
     return tuple(out)
 
 

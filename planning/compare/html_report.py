@@ -5,6 +5,10 @@ target's centre, else the reference maximum) of dose A, dose B, B - A on its own
 scale and each gamma map, over the CT where one is known; the DVH overlay (SVG, A solid, B
 dashed, one colour per structure); and tables of the difference statistics, gamma pass rates,
 DVH metrics and the cross-model view.
+
+A physical against an RBE-weighted dose: A and B each on its own colour scale in its unit, the
+effective RBE (RBE-weighted over physical dose) in place of B - A and its statistics, no gamma
+(the report says why), and B / A in place of B - A in the DVH metrics.
 """
 
 from __future__ import annotations
@@ -83,24 +87,76 @@ def _bar(scale: str, lo: str, hi: str, title: str) -> str:
             f"<span>{escape(hi)}</span></div>")
 
 
-def slice_figures(result: ComparisonResult) -> str:
-    """HTML of the slice images (rows: axial, coronal, sagittal) and their colour scales."""
-    ref, ev, diff = result.reference_gy, result.evaluated_gy, result.difference_gy
-    grid = result.grid
-    top = max(float(ref.max()), float(ev.max()), 1e-9)
+#: The effective RBE's colours span these percentiles of its values (a field edge's outliers
+#: take the end colours).
+RATIO_SCALE_PERCENTILES = (1.0, 99.0)
+
+_Column = tuple[str, NDArray[Any], str, float, float, NDArray[np.bool_] | None]
+
+
+def _dose_columns(result: ComparisonResult) -> tuple[list[_Column], str]:
+    """The slice columns of A and B and their colour bars: one scale for one unit, each side
+    its own for a physical and an RBE-weighted dose (one colour is then no one dose)."""
+    ref, ev = result.reference_gy, result.evaluated_gy
+    threshold = result.settings.threshold_percent
+    wash = threshold / 100.0 * float(ref.max())
+    if not result.mixed_units:
+        top = max(float(ref.max()), float(ev.max()), 1e-9)
+        return ([(f"A ({result.unit_a})", ref, "dose", 0.0, top, ref >= wash),
+                 (f"B ({result.unit_b})", ev, "dose", 0.0, top, ev >= wash)],
+                _bar("dose", "0", f"{top:.3g}",
+                     f"dose ({result.unit}), shown above {threshold:g} % of A's max"))
+    top_a, top_b = max(float(ref.max()), 1e-9), max(float(ev.max()), 1e-9)
+    return ([(f"A ({result.unit_a})", ref, "dose", 0.0, top_a, ref >= wash),
+             (f"B ({result.unit_b})", ev, "dose", 0.0, top_b,
+              ev >= threshold / 100.0 * top_b)],
+            _bar("dose", "0", f"{top_a:.3g}", f"A ({result.unit_a}), shown above "
+                                               f"{threshold:g} % of its max")
+            + _bar("dose", "0", f"{top_b:.3g}", f"B ({result.unit_b}), shown above "
+                                                 f"{threshold:g} % of its max"))
+
+
+def _comparison_column(result: ComparisonResult) -> tuple[_Column, str]:
+    """The slice column of B - A (one quantity) or of the effective RBE (two), and its bar."""
+    ref, ev = result.reference_gy, result.evaluated_gy
+    if result.rbe_ratio is not None:
+        ratio, text = result.rbe_ratio, result.rbe_ratio_text
+        shown = ~np.isnan(ratio)
+        values = ratio[shown]
+        lo, hi = ((float(np.percentile(values, RATIO_SCALE_PERCENTILES[0])),
+                   float(np.percentile(values, RATIO_SCALE_PERCENTILES[1])))
+                  if values.size else (0.0, 1.0))
+        if not hi > lo:
+            lo, hi = lo - 0.05, hi + 0.05
+        title = f"effective RBE {text}"
+        return ((title, ratio, "dose", lo, hi, shown),
+                _bar("dose", f"{lo:.3g}", f"{hi:.3g}",
+                     f"{title} (Gy(RBE) / Gy), where the physical dose reaches "
+                     f"{result.settings.threshold_percent:g} % of its max; scale 1st-99th "
+                     "percentile"))
+    assert result.difference_gy is not None
+    diff = result.difference_gy
     wash = result.settings.threshold_percent / 100.0 * float(ref.max())
     region = (ref >= wash) | (ev >= wash)
     d = np.abs(diff[region])
     limit = max(float(np.percentile(d, 99)) if d.size else 0.0, 0.01 * float(ref.max()), 1e-9)
+    return ((f"B - A ({result.unit})", diff, "diff", -limit, limit, region),
+            _bar("diff", f"{-limit:.3g}", f"{limit:.3g}", f"B - A ({result.unit})"))
+
+
+def slice_figures(result: ComparisonResult) -> str:
+    """HTML of the slice images (rows: axial, coronal, sagittal) and their colour scales."""
+    grid = result.grid
     max_gamma = max((g.criteria.max_gamma for g in result.gamma), default=2.0)
-    unit = result.unit
-    columns: list[tuple[str, NDArray[Any], str, float, float, NDArray[np.bool_] | None]] = [
-        (f"A ({result.unit_a})", ref, "dose", 0.0, top, ref >= wash),
-        (f"B ({result.unit_b})", ev, "dose", 0.0, top, ev >= wash),
-        (f"B - A ({unit})", diff, "diff", -limit, limit, region)]
+    columns, bars = _dose_columns(result)
+    column, bar = _comparison_column(result)
+    columns.append(column)
+    bars += bar
     for g in result.gamma:
         columns.append((f"gamma {g.criteria.label}", g.gamma, "gamma", 0.0, max_gamma,
                         None))
+    if result.gamma:
+        bars += _bar("gamma", "0", f"{max_gamma:g}", "gamma (green passes, < 1)")
     rows = []
     for plane in planes(grid.shape, grid.spacing_mm, result.focus_index):
         base_cube = result.ct_hu
@@ -114,10 +170,6 @@ def slice_figures(result: ComparisonResult) -> str:
             image = overlay(base, colour_map(values, lo, hi, scale), shown)
             rows.append(_img(upscale(image, plane.pixel_mm),
                              f"{title}, {plane.name} slice {plane.index}"))
-    bars = (_bar("dose", "0", f"{top:.3g}", f"dose ({unit}), shown above "
-                                             f"{result.settings.threshold_percent:g} % of A's max")
-            + _bar("diff", f"{-limit:.3g}", f"{limit:.3g}", f"B - A ({unit})")
-            + _bar("gamma", "0", f"{max_gamma:g}", "gamma (green passes, < 1)"))
     return (bars + f'<div class="grid" style="--cols: {len(columns)}">' + "".join(rows)
             + "</div>")
 
@@ -137,6 +189,9 @@ def _sides_table(result: ComparisonResult) -> str:
 
 
 def _stats_table(result: ComparisonResult) -> str:
+    if result.stats is None:
+        return (f"<p>Not computed: {escape(str(result.gamma_skipped_reason))}; a difference of "
+                "the two quantities is no dose difference.</p>")
     st = result.stats.as_dict()
     keys = list(st["gy"])
     rows = [(k, st["gy"][k], st["percent_of_reference_max"][k],
@@ -148,7 +203,28 @@ def _stats_table(result: ComparisonResult) -> str:
     return note + _table(["B - A", result.unit, "% of A max", "% of prescription"], rows)
 
 
+def _rbe_ratio_section(result: ComparisonResult) -> str:
+    """The effective RBE of a physical and an RBE-weighted dose: what it is, its statistics."""
+    st = result.rbe_ratio_stats
+    if st is None:
+        return ""
+    text = str(result.rbe_ratio_text)
+    physical = "A" if text == "B / A" else "B"
+    rows = [("mean", st.mean), ("SD", st.sd), ("minimum", st.minimum),
+            *((f"{p:g}{'st' if p == 1 else 'th'} percentile", v) for p, v in st.percentiles),
+            ("maximum", st.maximum), ("dose-weighted mean", st.dose_weighted_mean)]
+    return (f"<h2>Effective RBE ({escape(text)})</h2><p>{escape(text)}: RBE-weighted dose "
+            f"(Gy(RBE)) over physical dose (Gy) in each of the {st.voxels} voxels where the "
+            f"physical dose {physical} reaches {st.threshold_percent:g} % of its maximum "
+            f"({_fmt(st.physical_max_gy)} Gy); the dose-weighted mean is the sum of the one "
+            "over the sum of the other there. It is the effective RBE of the plan only if "
+            "both are doses of that plan.</p>" + _table([text, "value"], rows))
+
+
 def _gamma_table(result: ComparisonResult) -> str:
+    if result.gamma_skipped_reason is not None:
+        return (f"<p>Gamma not evaluated: {escape(result.gamma_skipped_reason)}. A gamma index "
+                "between two quantities has no clinical meaning.</p>")
     rows = []
     for g, t in zip(result.gamma, result.gamma_seconds, strict=True):
         rows.append((g.criteria.label, g.pass_rate_percent, g.evaluated_voxels, g.mean_text(),
@@ -172,20 +248,27 @@ def _structures_table(result: ComparisonResult) -> str:
     header = ["structure", "volume cm³"]
     names = {"d98": "D98", "d95": "D95", "d50": "D50", "d2": "D2", "mean": "Dmean",
              "max": "Dmax", "v95": "V95 %"}
+    mixed = result.mixed_units
+    third = "B/A" if mixed else "B-A"
     for k in names.values():
-        header += [f"{k} A", f"{k} B", f"{k} B-A"]
+        header += [f"{k} A", f"{k} B", f"{k} {third}"]
     rows = []
     for s in result.structures:
         row: list[Any] = [s.name, s.volume_cm3]
-        diff = s.difference
+        other = s.ratio if mixed else s.difference
         for k in names:
             scale = 100.0 if k == "v95" else 1.0
-            row += [None if v is None else scale * v
-                    for v in (s.metrics_a[k], s.metrics_b[k], diff[k])]
+            row += [None if v is None else scale * v for v in (s.metrics_a[k], s.metrics_b[k])]
+            third_value = other[k]
+            row.append(None if third_value is None
+                       else (1.0 if mixed else scale) * third_value)
         rows.append(row)
-    units = (f"{result.unit}" if result.unit_a == result.unit_b
-             else f"{result.unit_a} (A) and {result.unit_b} (B); B-A mixes them")
-    return f"<p>Doses in {units}.</p>" + _table(header, rows)
+    if not mixed:
+        return f"<p>Doses in {result.unit}.</p>" + _table(header, rows)
+    return (f"<p>Doses in {result.unit_a} (A) and {result.unit_b} (B); B/A is their ratio (no "
+            "B-A: a difference of the two quantities is no dose difference). B/A of Dmean is "
+            "the structure's mean RBE weighted by physical dose, when A and B are doses of one "
+            "plan; V95 only of the RBE-weighted dose.</p>" + _table(header, rows))
 
 
 def _cross_model_section(result: ComparisonResult) -> str:
@@ -231,8 +314,13 @@ def render_html(result: ComparisonResult, *, created: datetime.datetime | None =
     (default now)."""
     when = created if created is not None else datetime.datetime.now().astimezone()
     warnings = "".join(f'<li class="warn">{escape(w)}</li>' for w in result.warnings)
-    gamma_summary = ", ".join(f"{g.criteria.label}: {g.pass_rate_percent:.2f} %"
-                              for g in result.gamma)
+    if result.gamma_skipped_reason is not None:
+        gamma_summary = (f"<b>Gamma not evaluated</b>: {escape(result.gamma_skipped_reason)}")
+    else:
+        rates = ", ".join(f"{g.criteria.label}: {g.pass_rate_percent:.2f} %"
+                          for g in result.gamma)
+        gamma_summary = (f"Gamma pass rates (global, {result.settings.threshold_percent:g} % "
+                         f"low-dose threshold): <b>{escape(rates)}</b>")
     dvh_unit = (result.unit if result.unit_a == result.unit_b
                 else f"A solid: {result.unit_a}, B dashed: {result.unit_b}")
     dvh = (dvh_svg(result.structures, dvh_unit) if result.structures
@@ -243,13 +331,12 @@ def render_html(result: ComparisonResult, *, created: datetime.datetime | None =
         f"<title>IonPlan dose comparison</title><style>{_CSS}</style></head><body>"
         "<h1>IonPlan dose comparison: B against the reference A</h1>"
         + identification_table(result, when) +
-        f"<p>Gamma pass rates (global, {result.settings.threshold_percent:g} % low-dose "
-        f"threshold): <b>{escape(gamma_summary)}</b>. Slices through the "
+        f"<p>{gamma_summary}. Slices through the "
         f"{escape(result.focus_name)} (grid index z, y, x = {result.focus_index}).</p>"
         + (f"<ul>{warnings}</ul>" if warnings else "")
         + "<h2>Doses</h2>" + _sides_table(result)
         + "<h2>Slices</h2>" + slice_figures(result)
-        + "<h2>Dose difference</h2>" + _stats_table(result)
+        + "<h2>Dose difference</h2>" + _stats_table(result) + _rbe_ratio_section(result)
         + "<h2>Gamma index</h2>" + _gamma_table(result)
         + "<h2>DVH</h2><p>A solid, B dashed.</p>" + dvh
         + "<h2>DVH metrics</h2>" + _structures_table(result)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.dose_display import DoseDisplay, difference_overlay, overlay_for, parse_levels
+from app.dose_display import (
+    DoseDisplay,
+    difference_overlay,
+    overlay_for,
+    parse_levels,
+    ratio_overlay,
+)
 from app.session import DoseLayer
 from planning.dose_grid import DoseGrid
 from planning.errors import InputError
@@ -51,6 +57,30 @@ def test_difference_overlay_is_symmetric():
     diff[0, 0, 0], diff[1, 2, 3] = -2.0, 5.0
     o = difference_overlay(diff, GRID, "Gy", label="B - A")
     assert (o.vmin, o.vmax, o.colormap) == (-5.0, 5.0, "diverging")
+
+
+def test_a_rounding_level_difference_is_not_spread_over_the_whole_scale():
+    """Two equal doses differ by float rounding (1e-6 Gy): the scale spanned +-1e-6 Gy and
+    its ticks read "-0.0000"; it spans at least the least peak asked for."""
+    diff = np.zeros(GRID.shape, np.float32)
+    diff[0, 0, 0] = -1e-6
+    o = difference_overlay(diff, GRID, "Gy", label="B - A", least_peak=0.6)
+    assert (o.vmin, o.vmax) == (-0.6, 0.6)
+    diff[1, 1, 1] = 2.0
+    assert difference_overlay(diff, GRID, "Gy", label="B - A", least_peak=0.6).vmax == 2.0
+
+
+def test_ratio_overlay_shows_the_ratio_where_it_was_taken():
+    ratio = np.full(GRID.shape, np.nan, np.float32)
+    ratio[0] = np.linspace(2.0, 3.0, 12).reshape(3, 4)
+    o = ratio_overlay(ratio, GRID, label="effective RBE B / A", scale_name="RBE B/A",
+                      where="where A ≥ 10% of its max")
+    assert o.unit == "" and o.scale_name == "RBE B/A" and o.colormap == "dose"
+    assert o.vmin == pytest.approx(np.percentile(ratio[0], 1.0))
+    assert o.vmax == pytest.approx(np.percentile(ratio[0], 99.0))
+    assert (o.shown_min, o.shown_max) == pytest.approx((2.0, 3.0))
+    assert np.all(o.dose[1] == 0.0) and 0.0 < o.threshold <= 2.0  # not washed where NaN
+    assert o.note == "where A ≥ 10% of its max; scale 1st-99th percentile"
 
 
 def test_isodose_level_text():
