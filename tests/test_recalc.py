@@ -619,3 +619,55 @@ def test_info_shows_a_plan_in_mu_in_mu(demo, tmp_path, capsys):
                    for r in ds.FractionGroupSequence[0].ReferencedBeamSequence)
     shown = sum(float(m) for m in re.findall(r"([\d.e+]+) MU per fraction", out))
     assert shown == pytest.approx(expected, rel=1e-3)
+
+
+def _foreign_plan(plan_dir: Path, path: Path, **changes) -> Path:
+    """The demo plan as another system would send it: no IonPlan private tags, its own RT Plan
+    Description, label and machine name; ``changes``: more attributes of every beam
+    (``VirtualSourceAxisDistances``) or its first control point (``ScanningSpotSize``)."""
+    ds = pydicom.dcmread(plan_dir / "RTPLAN.dcm")
+    ds.remove_private_tags()
+    ds.RTPlanDescription = "Carbon plan from centre B"
+    ds.RTPlanLabel, ds.Manufacturer = "HN_C12_v2", "OtherVendor"
+    for beam in ds.IonBeamSequence:
+        beam.TreatmentMachineName = "CENTRE_B_R1"
+        for key, value in changes.items():
+            target = beam if key == "VirtualSourceAxisDistances" else (
+                beam.IonControlPointSequence[0])
+            setattr(target, key, value)
+    ds.save_as(path)
+    return path
+
+
+def test_a_plan_naming_no_model_is_said_to_name_none_once(demo, tmp_path, capsys, caplog):
+    """Another system's plan names no RBE model: not 'unknown' (review), and the CLI says it
+    once (it was logged and printed from the report)."""
+    ct, plan_dir, _, _, _ = demo
+    path = _foreign_plan(plan_dir, tmp_path / "RP_other.dcm")
+    plan = load_rt_ion_plan(path).plan
+    assert plan.rbe_model is None and plan.rbe is None
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING"):
+        assert main(["recalc", str(ct), str(path), "--grid", "8", "--device", "cpu",
+                     "--out", str(out)]) == 0
+    said = "the plan names no RBE model: its dose is recalculated under mMKM (the default)"
+    err = capsys.readouterr().err
+    assert err.count(said) == 1 and "unknown" not in err
+    assert not [r for r in caplog.records if said in r.getMessage()]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["plan_rbe_model"] is None and rep["rbe_model_source"] == "default"
+    assert said in rep["warnings"]
+    from pypdf import PdfReader
+
+    (pdf,) = out.glob("*.pdf")
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(pdf).pages).split())
+    assert "names no RBE model" in text
+    assert "unknown" not in text and "optimized with" not in text
+    # The recalculation's RT Ion Plan names no model either (not the words 'RBE model: ').
+    assert load_rt_ion_plan(out / "RTPLAN.dcm").plan.rbe_model is None
+    # The comparison's cross-model section of the received plan (side B).
+    api.write_comparison_report(api.compare_doses(plan_dir, out, structures=str(ct),
+                                                  criteria=[(3.0, 3.0)]),
+                                tmp_path / "cmp")
+    html = (tmp_path / "cmp" / "report.html").read_text()
+    assert "The plan names no RBE model; prescription" in html and "unknown" not in html

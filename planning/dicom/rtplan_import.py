@@ -47,7 +47,8 @@ What is read
   are read as spots of weight 0.
 * RBE model: the model of IonPlan's private RBE model record (:mod:`planning.dicom._rbe_block`)
   as ``Plan.rbe``, with its description; without the record, the text after
-  ``"RBE model: "`` in the RT Plan Description (as IonPlan writes it), ``"unknown"`` otherwise.
+  ``"RBE model: "`` in the RT Plan Description (as IonPlan writes it), None when neither is
+  there (the plan names no model).
 
 All bad input raises :class:`DicomImportError` naming the file (and the beam and control point
 where they apply).
@@ -244,12 +245,13 @@ def _prescription(
     return None
 
 
-def _rbe_model(ds: Dataset, path: PathLike) -> str:
+def _rbe_model(ds: Dataset, path: PathLike) -> str | None:
+    """The RBE model the RT Plan Description names after ``"RBE model: "``; None if none."""
     description = get_str(ds, "RTPlanDescription", path)
     at = description.rfind(RBE_MODEL_PREFIX)
     if at < 0:
-        return "unknown"
-    return description[at + len(RBE_MODEL_PREFIX) :].strip() or "unknown"
+        return None
+    return description[at + len(RBE_MODEL_PREFIX) :].strip() or None
 
 
 def read_rt_ion_plan(
