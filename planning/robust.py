@@ -581,11 +581,11 @@ def robust_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike
     from planning.compare.recalc import choose_model, load_patient_and_plan
     from planning.machine import load_machine
 
+    machine = load_machine(machine_path) if machine_path else load_machine()
     patient, plan, source = load_patient_and_plan(
         ct, rtplan, progress=stage_progress(progress, 0.0, 0.67), cancel=cancel,
-        ct_series_uid=ct_series_uid, monitor_calibration=monitor_calibration)
+        ct_series_uid=ct_series_uid, monitor_calibration=monitor_calibration, machine=machine)
     model, model_source = choose_model(plan, rbe, tissue=tissue, rbe_value=rbe_value)
-    machine = load_machine(machine_path) if machine_path else load_machine()
     factory = None
     if runner is not None and not isinstance(ct, Patient) and not isinstance(rtplan, Plan):
         factory = functools.partial(

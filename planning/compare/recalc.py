@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from planning.beams import Beam, SpotMap
+from planning.compare.received_beams import beam_model_warnings
 from planning.dose_grid import DoseGrid
 from planning.dose_interpolation import trilinear_stencil
 from planning.engine import PlanningEngine
@@ -533,13 +534,16 @@ def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
                           progress: ProgressCallback | None = None,
                           cancel: CancelToken | None = None,
                           ct_series_uid: str | None = None,
-                          monitor_calibration: MonitorCalibration | None = None
+                          monitor_calibration: MonitorCalibration | None = None,
+                          machine: Machine | None = None
                           ) -> tuple[Patient, Plan, dict[str, Any]]:
     """The patient and the plan (loaded where given as paths, the plan checked against the
     CT's Frame of Reference and patient position) and the source facts for the report
     (path, SOP Instance UID, warnings; the monitor calibration where one is given).
     ``ct_series_uid`` chooses the CT series of a folder that holds several;
-    ``monitor_calibration`` converts a plan's metersets in MU to particles.
+    ``monitor_calibration`` converts a plan's metersets in MU to particles; ``machine``, the
+    beam model of the dose, is held against the virtual SAD and spot sizes the plan file
+    states (:mod:`planning.compare.received_beams`: warnings).
 
     Raises
     ------
@@ -597,6 +601,9 @@ def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
         if monitor_calibration is not None and not in_mu:
             source["warnings"].append("a monitor calibration was given, but the plan's "
                                       "metersets are particles (NP): it was not used")
+        if machine is not None:
+            source["warnings"] += beam_model_warnings(plan, imported.sad_mm,
+                                                      imported.spot_fwhm_mm, machine)
     return patient, plan, source
 
 
@@ -640,11 +647,12 @@ def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.Pat
     PlanningError
         The plan does not belong to the CT, or cannot be computed.
     """
+    machine = machine or load_machine()
     patient, plan, source = load_patient_and_plan(ct, rtplan, progress=progress, cancel=cancel,
                                                   ct_series_uid=ct_series_uid,
-                                                  monitor_calibration=monitor_calibration)
+                                                  monitor_calibration=monitor_calibration,
+                                                  machine=machine)
     model, model_source = choose_model(plan, rbe, tissue=tissue, rbe_value=rbe_value)
-    machine = machine or load_machine()
     result = recalculate(patient, plan, model=model, model_source=model_source, machine=machine,
                          grid_mm=grid_mm, hlut_path=hlut_path, device=device,
                          cutoff_fraction=cutoff_fraction, exchange=exchange, source=source,

@@ -109,6 +109,9 @@ class ImportedPlan:
         Patient Position of its first patient setup (``""`` if absent).
     sad_mm : tuple of (float, float) or None
         Virtual source-axis distances of each imported beam, if stated.
+    spot_fwhm_mm : tuple of tuples of (float, float, float)
+        Of each imported beam: (energy MeV/u, FWHM x mm, FWHM y mm) of each energy layer whose
+        Scanning Spot Size is stated (in air at the isocentre); empty where none is.
     warnings : tuple of str
         Things ignored or assumed (skipped beams, lateral spreading devices, ...).
     source_path : str
@@ -130,6 +133,7 @@ class ImportedPlan:
     warnings: tuple[str, ...]
     source_path: str
     patient_id: str = ""
+    spot_fwhm_mm: tuple[tuple[tuple[float, float, float], ...], ...] = ()
     in_mu: bool = False
 
 
@@ -295,6 +299,7 @@ def read_rt_ion_plan(
     beams: list[BeamPlan] = []
     read_refs: list[Dataset] = []
     sads: list[tuple[float, float] | None] = []
+    spot_sizes: list[tuple[tuple[float, float, float], ...]] = []
     machines: list[str] = []
     beam_items = get_sequence(ds, "IonBeamSequence", where)
     unknown = sorted(set(metersets) - {get_int(item, "BeamNumber", where) for item in beam_items})
@@ -327,6 +332,7 @@ def read_rt_ion_plan(
         beams.append(read.beam_plan)
         read_refs.append(beam_refs[number])
         sads.append(read.sad_mm)
+        spot_sizes.append(read.spot_fwhm_mm)
         machines.append(read.machine_name)
         warnings.extend(read.warnings)
     if not beams:
@@ -377,6 +383,7 @@ def read_rt_ion_plan(
         ),
         patient_position=position,
         sad_mm=tuple(sads),
+        spot_fwhm_mm=tuple(spot_sizes),
         warnings=tuple(warnings),
         source_path=str(path),
         patient_id=get_str(ds, "PatientID", where).strip(),
