@@ -141,7 +141,9 @@ def test_a_received_plan_keeps_its_rt_plan_label_as_its_name(tmp_path, patient):
 
     session, _, keeper = _keeper(tmp_path, patient)
     made = synthetic_plan_result(patient, 1)
-    received = dataclasses.replace(made, plan=dataclasses.replace(made.plan, label="HN_C12_v2"))
+    # Another system's plan: its RT Plan Label, and no RBE model named.
+    received = dataclasses.replace(made, plan=dataclasses.replace(
+        made.plan, label="HN_C12_v2", rbe=None, rbe_model=None, rbe_tissues=()))
     first = session.add_plan(made, "planned here")
     one = session.add_plan(received, "recalculated", name=received.plan.label)
     two = session.add_plan(received, "recalculated again", name=received.plan.label)
@@ -158,3 +160,4 @@ def test_a_received_plan_keeps_its_rt_plan_label_as_its_name(tmp_path, patient):
     restored = keeper2.restore(patient, "demo patient")
     assert [p.name for p in restored.plans] == ["Plan 1", "HN_C12_v2", "HN_C12_v2 (2)", "Plan 4"]
     assert [p.result.plan.label for p in restored.plans][1:3] == ["HN_C12_v2"] * 2
+    assert [p.result.plan.rbe_model for p in restored.plans][1:3] == [None, None]
