@@ -28,7 +28,7 @@ from app.panels.task_bar import TaskBar
 from app.plan_setup import parse_grid_mm
 from app.planning_screen import PlanningScreen
 from app.recent import RecentFolders, user_data_dir
-from app.session import DoseLayer, PlanEntry, Session
+from app.session import DoseLayer, PlanEntry, Session, received_plan_note
 from app.tasks import BackgroundTask, Work
 from app.theme import BACKGROUND_RGBA, PAD, TOOLBAR_HEIGHT
 from app.workspace_keeper import SAVE_CHECK_S, WorkspaceKeeper
@@ -324,9 +324,11 @@ class IonPlanApp(App):
                 return
             rep = result.report
             model = f"{rep.get('rbe_model', '?')} ({rep.get('rbe_model_source', '?')})"
-            self.session.add_plan(result, f"recalculated from {path}; RBE model {model}")
+            entry = self.session.add_plan(result, f"recalculated from {path}; RBE model {model}",
+                                          name=result.plan.label)
             self.planning.tabs.switch_to(self.planning.tab_items["Dose"])
-            notes = [f"RBE model: {model}", *rep.get("warnings", [])]
+            notes = [received_plan_note(entry, Path(path).name), f"RBE model: {model}",
+                     *rep.get("warnings", [])]
             dialogs.message_dialog("Imported plan recalculated", "\n".join(notes),
                                    name="import_notes_dialog")
 

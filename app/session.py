@@ -299,14 +299,28 @@ class Session:
         self._emit("patient")
         self._emit("plans")
 
-    def add_plan(self, result: PlanResult, summary: str,
-                 setup: Mapping[str, Any] | None = None) -> PlanEntry:
-        """Keep a newly computed plan under a fresh name ("Plan 1", "Plan 2", ...)."""
+    def free_name(self, wanted: str = "") -> str:
+        """``wanted`` (whitespace runs made one space), or ``wanted (2)``, ``wanted (3)``, ...
+        when another plan is called so; without ``wanted`` the first free "Plan N" from the
+        plan count on."""
         taken = {p.name for p in self.plans}
-        n = len(self.plans) + 1
-        while f"Plan {n}" in taken:
+        wanted = " ".join(wanted.split())[:MAX_PLAN_NAME - len(" (99)")]
+        if not wanted:
+            n = len(self.plans) + 1
+            while f"Plan {n}" in taken:
+                n += 1
+            return f"Plan {n}"
+        name, n = wanted, 1
+        while name in taken:
             n += 1
-        entry = PlanEntry(f"Plan {n}", result, summary, dict(setup or {}))
+            name = f"{wanted} ({n})"
+        return name
+
+    def add_plan(self, result: PlanResult, summary: str,
+                 setup: Mapping[str, Any] | None = None, *, name: str = "") -> PlanEntry:
+        """Keep a newly computed plan under :meth:`free_name` of ``name`` (a received plan:
+        its RT Plan Label; none: "Plan 1", "Plan 2", ...)."""
+        entry = PlanEntry(self.free_name(name), result, summary, dict(setup or {}))
         # Only the newest plan is re-optimized from its kept influence: the older ones free
         # their optimizer matrices (they come back, rebuilt, if ever needed).
         for older in self.plans:
@@ -350,3 +364,14 @@ class Session:
     @property
     def latest_plan(self) -> PlanEntry | None:
         return self.plans[-1] if self.plans else None
+
+
+def received_plan_note(entry: PlanEntry, file_name: str) -> str:
+    """The import dialog's line on what a received plan is called: its RT Plan Label (read
+    into ``entry.result.plan.label``) and the name the session keeps it under, with why they
+    differ where they do."""
+    label = entry.result.plan.label
+    note = f"{file_name}: RT Plan Label {label!r}, kept as plan {entry.name!r}"
+    if entry.name != label:
+        note += f" (another plan of this patient is called {label!r})"
+    return note

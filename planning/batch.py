@@ -66,7 +66,9 @@ KINDS = ("plan", "recalc", "compare", "exchange", "robust")
 #: Columns of summary.csv; summary.json's rows have the same keys. ``a`` metrics are the
 #: job's dose (plan, recalc), mMKM (exchange), A (compare) or the nominal scenario (robust);
 #: ``b`` metrics LEM I (exchange), B (compare) or the worst case over the scenarios (robust:
-#: minima of D98/D95/D50, maxima of D2/mean/max); ``diff_*`` = b - a.
+#: a target's lowest D98/D95/D50 and highest D2/mean/max, any other structure's highest of
+#: each, :func:`planning.robust_tables.worst_case_metrics`; ``model_b`` says which, e.g.
+#: ``"worst of 9 scenarios: max of each"``); ``diff_*`` = b - a.
 SUMMARY_COLUMNS = (
     "job", "kind", "status", "error", "seconds", "structure",
     "model", "d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe", "max_gy_rbe",
@@ -600,6 +602,7 @@ def _run_recalc(job: JobSpec, out: Path, *, exchange: bool = False) -> JobRows:
 
 def _run_robust(job: JobSpec, out: Path) -> JobRows:
     from planning.robust import RobustSettings, robust_files
+    from planning.robust_tables import worst_case_metrics
 
     o = job.options
     only = bool(o.get("combined_only", False))
@@ -622,10 +625,9 @@ def _run_robust(job: JobSpec, out: Path) -> JobRows:
     model = _model_name(str(rep.get("rbe_model", "")))
     nominal = rep["scenarios"][0]["structures"]
     rows = []
-    for name, w in rep["worst_case"]["structures"].items():
-        worst = {k: w[f"{k}_min"] if k in ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe")
-                 else w[f"{k}_max"] for k in _METRICS}
-        rows.append(_row(job, name, nominal[name], model, worst, "worst case"))
+    for name in rep["worst_case"]["structures"]:
+        worst, label = worst_case_metrics(rep, name)
+        rows.append(_row(job, name, nominal[name], model, worst, label))
     return rows, list(rep.get("warnings", ()))
 
 

@@ -559,6 +559,12 @@ def pencil_beam_data(machine: Machine, energy_mev_u: float) -> PencilBeamData:
     )
 
 
+def spot_sigma_air_at(machine: Machine, energy_mev_u: float) -> float:
+    """The in-air spot sigma at the isocentre at ``energy_mev_u``, mm: linear between the
+    tabulated energies (as :func:`pencil_beam_data` gives it), the end value beyond them."""
+    return float(np.interp(energy_mev_u, machine.energies_mev_u, machine.spot_sigma_air_mm))
+
+
 def _row(machine: Machine, i: int) -> PencilBeamData:
     return PencilBeamData(
         energy_mev_u=float(machine.energies_mev_u[i]),

@@ -135,9 +135,11 @@ class Plan:
         The beams.
     prescription : Prescription
         Target, total dose and fractions.
-    rbe_model : str
+    rbe_model : str or None
         One-line description of the RBE model the plan was optimized with
-        (``RbeModel.describe()``), e.g. "mMKM HSG Fclin=2.41".
+        (``RbeModel.describe()``), e.g. "mMKM HSG Fclin=2.41", or the words a received plan
+        names its model in; None when the plan names no model (another system's plan
+        without IonPlan's RBE model record or description).
     ion_z, ion_a : int
         The ion species (12C: 6, 12).
     rbe : RbeModel or None
@@ -159,7 +161,7 @@ class Plan:
     machine_name: str
     beams: tuple[BeamPlan, ...]
     prescription: Prescription
-    rbe_model: str
+    rbe_model: str | None
     ion_z: int = 6
     ion_a: int = 12
     notes: tuple[str, ...] = field(default=())

@@ -123,7 +123,12 @@ def plan_notes(result: PlanResult) -> tuple[str, ...]:
                              report.get("iterations"), passes=optimizer_passes(report)[0])
     if stopped is not None:
         notes.append(stopped)
-    if result.model.describe() != result.plan.rbe_model:
-        notes.append(f"The doses were computed with {result.model.describe()}; the plan was "
-                     f"optimized with {result.plan.rbe_model}.")
+    named, used = result.plan.rbe_model, result.model.describe()
+    if named is None:
+        # The default model's case is the report's warning (planning.compare.recalc).
+        if report.get("rbe_model_source") != "default":
+            notes.append(f"The doses were computed with {used}; the plan names no RBE model.")
+    elif used != named:
+        notes.append(f"The doses were computed with {used}; the plan was optimized with "
+                     f"{named}.")
     return tuple(notes)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import logging
 import math
 import os
@@ -76,7 +77,7 @@ from planning.exchange import (
     write_exchange_doses,
 )
 from planning.hlut import HlutUse, ct_stopping_power, load_hlut
-from planning.machine import Machine, load_machine
+from planning.machine import Machine, load_machine, spot_sigma_air_at
 from planning.optimization import (
     ONE_SIDED_KINDS,
     Objective,
@@ -1213,7 +1214,6 @@ def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
     except OSError as exc:
         raise InputError(f"{out}: cannot create the output folder ({exc.strerror})") from None
     machine = machine or load_machine()
-    sigma_e, sigma_mm = machine.energies_mev_u, machine.spot_sigma_air_mm
     delivery = result.report.get("delivery")
     limits = (None if delivery is None else
               (float(delivery["min_particles_per_spot"]),
@@ -1224,7 +1224,7 @@ def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str], *,
     else:
         plan_uid = export_rt_ion_plan(
             result.plan, result.patient, out / "RTPLAN.dcm", sad_mm=machine.sad_mm,
-            machine_spot_sigma_mm=lambda e: float(np.interp(e, sigma_e, sigma_mm)),
+            machine_spot_sigma_mm=functools.partial(spot_sigma_air_at, machine),
             particles_per_spot=limits)
     export_rt_dose(result.physical_dose_gy, result.dose_grid, result.patient,
                    out / "RTDOSE_PHYSICAL.dcm", dose_type="PHYSICAL", model=PhysicalDose(),

@@ -66,6 +66,7 @@ from planning.planner import PlanResult
 from planning.progress import CancelToken, ProgressCallback, report, stage_progress
 from planning.rbe import DepthTables, PhysicalDose, RbeModel
 from planning.report_json import report_json_text
+from planning.robust_tables import SCENARIO_METRICS
 from planning.structure_dose import sampled_structures
 from planning.structure_sampling import DoseSamples
 
@@ -398,14 +399,10 @@ def _dose_at_volumes(rbe_dose: NDArray[np.floating], samples_by_name: dict[str, 
             for name, samples in samples_by_name.items()}
 
 
-_LOWER_IS_WORSE = ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe")
-_HIGHER_IS_WORSE = ("d2_gy_rbe", "mean_gy_rbe", "max_gy_rbe")
-
-
 def worst_case(scenarios: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per structure, each metric's minimum and maximum over the scenarios
-    (``d95_gy_rbe_min``, ``d95_gy_rbe_max``, ...): for a target the minima of D98/D95/D50 and
-    the maximum of D2 are the worst case, for an organ the maxima of the mean, D2 and maximum."""
+    (``d95_gy_rbe_min``, ``d95_gy_rbe_max``, ...); which of the two is the worst case:
+    :func:`planning.robust_tables.worst_extreme`."""
     names: list[str] = []
     for sc in scenarios:
         names += [n for n in sc["structures"] if n not in names]
@@ -413,7 +410,7 @@ def worst_case(scenarios: Sequence[dict[str, Any]]) -> dict[str, dict[str, float
     for name in names:
         rows = [sc["structures"][name] for sc in scenarios if name in sc["structures"]]
         entry = {}
-        for key in (*_LOWER_IS_WORSE, *_HIGHER_IS_WORSE):
+        for _, key in SCENARIO_METRICS:
             values = [r[key] for r in rows]
             entry[f"{key}_min"] = float(min(values))
             entry[f"{key}_max"] = float(max(values))
@@ -584,11 +581,11 @@ def robust_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.PathLike
     from planning.compare.recalc import choose_model, load_patient_and_plan
     from planning.machine import load_machine
 
+    machine = load_machine(machine_path) if machine_path else load_machine()
     patient, plan, source = load_patient_and_plan(
         ct, rtplan, progress=stage_progress(progress, 0.0, 0.67), cancel=cancel,
-        ct_series_uid=ct_series_uid, monitor_calibration=monitor_calibration)
+        ct_series_uid=ct_series_uid, monitor_calibration=monitor_calibration, machine=machine)
     model, model_source = choose_model(plan, rbe, tissue=tissue, rbe_value=rbe_value)
-    machine = load_machine(machine_path) if machine_path else load_machine()
     factory = None
     if runner is not None and not isinstance(ct, Patient) and not isinstance(rtplan, Plan):
         factory = functools.partial(

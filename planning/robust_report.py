@@ -16,7 +16,12 @@ from planning.compare.html_report import _CSS, _fmt, _table
 from planning.compare.images import dvh_frame
 from planning.hlut import describe_hlut_record
 from planning.plan import fractions_text
-from planning.robust_tables import dose_unit, tabled_structures
+from planning.robust_tables import (
+    SCENARIO_METRICS,
+    dose_unit,
+    tabled_structures,
+    worst_extreme,
+)
 
 
 def _combination_text(robust: Mapping[str, Any]) -> str:
@@ -86,12 +91,13 @@ def _scenario_table(rep: Mapping[str, Any]) -> str:
 
 
 def _worst_table(rep: Mapping[str, Any]) -> str:
+    """Every structure's metrics at the extreme that is a target's worst case
+    (:func:`planning.robust_tables.worst_extreme`), each column named by its extreme."""
+    columns = [(worst_extreme(key, target=True), title, key) for title, key in SCENARIO_METRICS]
     rows = []
     for name, w in rep["worst_case"]["structures"].items():
-        rows.append([name, w["d98_gy_rbe_min"], w["d95_gy_rbe_min"], w["d50_gy_rbe_min"],
-                     w["d2_gy_rbe_max"], w["mean_gy_rbe_max"], w["max_gy_rbe_max"]])
-    return _table(["structure", "min D98", "min D95", "min D50", "max D2", "max Dmean",
-                   "max Dmax"], rows)
+        rows.append([name, *(w[f"{key}_{extreme}"] for extreme, _, key in columns)])
+    return _table(["structure", *(f"{extreme} {title}" for extreme, title, _ in columns)], rows)
 
 
 def render_robust_html(rep: Mapping[str, Any]) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from planning.batch import EXAMPLE_JOBS, SUMMARY_COLUMNS, load_jobs, run_batch
+from planning.batch import EXAMPLE_JOBS, SUMMARY_COLUMNS, JobSpec, load_jobs, run_batch, run_job
 from planning.cli import main
 from planning.errors import InputError
 from tests.test_recalc import demo_plan_dirs
@@ -112,7 +112,8 @@ def _check_summary(out: Path) -> None:
     assert (ex["model"], ex["model_b"]) == ("mMKM", lem)
     assert ex["diff_mean_gy_rbe"] == pytest.approx(ex["mean_gy_rbe_b"] - ex["mean_gy_rbe"])
     rb = ptv["robust"]
-    assert rb["model_b"] == "worst case" and rb["d95_gy_rbe_b"] <= rb["d95_gy_rbe"]
+    assert rb["model_b"].endswith("min D98, D95, D50; max D2, Dmean, Dmax")
+    assert rb["d95_gy_rbe_b"] <= rb["d95_gy_rbe"]
     cmp_ = ptv["compare"]
     assert cmp_["gamma_criteria"].startswith("3") and 0 <= cmp_["gamma_pass_pct"] <= 100
     assert (cmp_["model"], cmp_["model_b"]) == ("mMKM", lem)  # plan (mMKM) vs recalc-lem
@@ -453,7 +454,7 @@ def test_python_warnings_of_jobs_on_one_worker_each_name_their_job(tmp_path_fact
     lines = done.stderr.splitlines()
     label = ("The value length (26) exceeds the maximum length of 16 allowed for VR SH.")
     model = ("the plan names RBE model 'XiO RBE table v3', which IonPlan does not know: "
-             "mMKM is used")
+             "its dose is recalculated under mMKM (the default)")
     for name in ("pat1", "pat2"):
         for message in (label, model):
             assert lines.count(f"ionplan: warning: job {name!r}: {message}") == 1, lines
@@ -535,3 +536,46 @@ def test_batch_prints_each_warning_with_its_job_and_no_dask_info(tmp_path_factor
     assert all(r[f"diff_{k}_gy_rbe"] is None for r in rows
                for k in ("d98", "d95", "d50", "d2", "mean", "max"))
     assert all(r.get("gamma_pass_pct") is None for r in rows)
+
+
+def _scenario(name: str, ptv: tuple[float, ...], brainstem: tuple[float, ...]) -> dict:
+    keys = ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe", "max_gy_rbe")
+    return {"name": name, "structures": {"PTV": dict(zip(keys, ptv, strict=True)),
+                                         "Brainstem": dict(zip(keys, brainstem, strict=True))}}
+
+
+def test_robust_summary_row_gives_an_organs_highest_dose_and_names_each_extreme(
+        monkeypatch, tmp_path):
+    """An organ's worst case over the scenarios is its highest dose by every metric (its
+    lowest D50 was labelled "worst case": review); a target's is its lowest D98/D95/D50 and
+    highest D2/Dmean/Dmax; model_b says which extreme each value is."""
+    from planning import robust
+    from planning.robust import worst_case
+
+    scenarios = [_scenario("nominal", (53, 54, 57, 59, 57, 60), (0.2, 0.8, 13.5, 28, 12.8, 42)),
+                 _scenario("SPR +3.5%", (46, 48, 54, 60, 56, 61), (0.1, 0.2, 11.3, 27, 11.0, 40)),
+                 _scenario("shift", (52, 53, 58, 64, 59, 67), (0.3, 0.9, 14.8, 31, 14.4, 46))]
+    rep = {"rbe_model": "mMKM HSG Fclin=2.41", "prescription": {"target": "PTV"},
+           "structures": {"PTV": {"interpreted_type": "PTV"},
+                          "Brainstem": {"interpreted_type": "ORGAN"}},
+           "scenarios": scenarios, "worst_case": {"structures": worst_case(scenarios)},
+           "warnings": []}
+
+    class Result:
+        report = rep
+
+    monkeypatch.setattr(robust, "robust_files", lambda *a, **k: Result())
+    ct = tmp_path / "ct"
+    ct.mkdir()
+    outcome = run_job(JobSpec("rob", "robust", str(ct), {"plan": "p.dcm"}), tmp_path / "out")
+    assert outcome.status == "ok", outcome.error
+    rows = {r["structure"]: r for r in outcome.rows}
+    organ, target = rows["Brainstem"], rows["PTV"]
+    assert [organ[f"{k}_b"] for k in ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe",
+                                      "mean_gy_rbe", "max_gy_rbe")] == [0.3, 0.9, 14.8, 31, 14.4,
+                                                                        46]
+    assert organ["model_b"] == "worst of 3 scenarios: max of each"
+    assert [target[f"{k}_b"] for k in ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe",
+                                       "mean_gy_rbe", "max_gy_rbe")] == [46, 48, 54, 64, 59, 67]
+    assert target["model_b"] == ("worst of 3 scenarios: min D98, D95, D50; "
+                                 "max D2, Dmean, Dmax")

@@ -280,7 +280,7 @@ def test_dicom_dates_are_local_without_an_offset(robust_physical):
 
 
 UNKNOWN_MODEL = ("the plan names RBE model 'XiO RBE table v3', which IonPlan does not know: "
-                 "mMKM is used")
+                 "its dose is recalculated under mMKM (the default)")
 
 
 def test_recalc_report_keeps_the_unknown_model_warning(robust_physical):

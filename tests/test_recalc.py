@@ -619,3 +619,100 @@ def test_info_shows_a_plan_in_mu_in_mu(demo, tmp_path, capsys):
                    for r in ds.FractionGroupSequence[0].ReferencedBeamSequence)
     shown = sum(float(m) for m in re.findall(r"([\d.e+]+) MU per fraction", out))
     assert shown == pytest.approx(expected, rel=1e-3)
+
+
+def _foreign_plan(plan_dir: Path, path: Path, **changes) -> Path:
+    """The demo plan as another system would send it: no IonPlan private tags, its own RT Plan
+    Description, label and machine name; ``changes``: more attributes of every beam
+    (``VirtualSourceAxisDistances``) or every control point (``ScanningSpotSize``)."""
+    ds = pydicom.dcmread(plan_dir / "RTPLAN.dcm")
+    ds.remove_private_tags()
+    ds.RTPlanDescription = "Carbon plan from centre B"
+    ds.RTPlanLabel, ds.Manufacturer = "HN_C12_v2", "OtherVendor"
+    for beam in ds.IonBeamSequence:
+        beam.TreatmentMachineName = "CENTRE_B_R1"
+        for key, value in changes.items():
+            items = [beam] if key == "VirtualSourceAxisDistances" else (
+                beam.IonControlPointSequence)
+            for item in items:
+                setattr(item, key, value)
+    ds.save_as(path)
+    return path
+
+
+def test_a_plan_naming_no_model_is_said_to_name_none_once(demo, tmp_path, capsys, caplog):
+    """Another system's plan names no RBE model: not 'unknown' (review), and the CLI says it
+    once (it was logged and printed from the report)."""
+    ct, plan_dir, _, _, _ = demo
+    path = _foreign_plan(plan_dir, tmp_path / "RP_other.dcm")
+    plan = load_rt_ion_plan(path).plan
+    assert plan.rbe_model is None and plan.rbe is None
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING"):
+        assert main(["recalc", str(ct), str(path), "--grid", "8", "--device", "cpu",
+                     "--out", str(out)]) == 0
+    said = "the plan names no RBE model: its dose is recalculated under mMKM (the default)"
+    err = capsys.readouterr().err
+    assert err.count(said) == 1 and "unknown" not in err
+    assert not [r for r in caplog.records if said in r.getMessage()]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["plan_rbe_model"] is None and rep["rbe_model_source"] == "default"
+    assert said in rep["warnings"]
+    from pypdf import PdfReader
+
+    (pdf,) = out.glob("*.pdf")
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(pdf).pages).split())
+    assert "names no RBE model" in text
+    assert "unknown" not in text and "optimized with" not in text
+    # The recalculation's RT Ion Plan names no model either (not the words 'RBE model: ').
+    assert load_rt_ion_plan(out / "RTPLAN.dcm").plan.rbe_model is None
+    # The comparison's cross-model section of the received plan (side B).
+    api.write_comparison_report(api.compare_doses(plan_dir, out, structures=str(ct),
+                                                  criteria=[(3.0, 3.0)]),
+                                tmp_path / "cmp")
+    html = (tmp_path / "cmp" / "report.html").read_text()
+    assert "The plan names no RBE model; prescription" in html and "unknown" not in html
+
+
+def test_a_plans_own_sad_and_spot_size_are_held_against_the_beam_model(demo, tmp_path,
+                                                                        capsys):
+    """The dose is computed with the machine's beam model whatever SAD and spot size the plan
+    states (review: silently): a warning names both values beyond 1 % (SAD) and 10 % (spot
+    FWHM); the values IonPlan writes, and a spot 5 % larger, get none."""
+    from pypdf import PdfReader
+
+    from planning.machine import load_machine
+
+    ct, plan_dir, patient, _, _ = demo
+    machine = load_machine()
+    path = _foreign_plan(plan_dir, tmp_path / "RP_B.dcm", VirtualSourceAxisDistances=[2000, 2000],
+                         ScanningSpotSize=[20.0, 20.0])
+    out = tmp_path / "out"
+    assert main(["recalc", str(ct), str(path), "--grid", "8", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    sad = (f"the plan states a virtual source-axis distance of 2000 x 2000 mm, the beam model "
+           f"of {machine.name!r} has {machine.sad_mm[0]:g} x {machine.sad_mm[1]:g} mm")
+    warnings = json.loads((out / "report.json").read_text())["warnings"]
+    pdf = " ".join(" ".join(p.extract_text() for p in PdfReader(next(out.glob("*.pdf"))).pages)
+                   .split())
+    for bp in load_rt_ion_plan(path).plan.beams:
+        label = bp.beam.label
+        fwhm_mm = 2.0 * np.sqrt(2.0 * np.log(2.0)) * np.interp(
+            bp.spots.energy_mev_u, machine.energies_mev_u, machine.spot_sigma_air_mm)
+        assert f"ionplan: warning: beam {label!r}: {sad}" in err
+        assert any(w.startswith(f"beam {label!r}: {sad}") for w in warnings)
+        (spot,) = [w for w in warnings if w.startswith(f"beam {label!r}: the plan states a spot")]
+        assert "of 20.0 x 20.0 mm at" in spot and spot in err
+        model_mm = float(re.search(r"has ([0-9.]+) mm \(more than 10 % apart", spot).group(1))
+        assert fwhm_mm.min() - 0.05 <= model_mm <= fwhm_mm.max() + 0.05
+    assert "virtual source-axis distance of 2000 x 2000 mm" in pdf
+    # Every spot 5 % larger than IonPlan wrote it; the values the plan was written with.
+    ds = pydicom.dcmread(_foreign_plan(plan_dir, tmp_path / "RP_near.dcm"))
+    for beam in ds.IonBeamSequence:
+        for cp in beam.IonControlPointSequence:
+            cp.ScanningSpotSize = [1.05 * float(v) for v in cp.ScanningSpotSize]
+    ds.save_as(tmp_path / "RP_near.dcm")
+    for near in (tmp_path / "RP_near.dcm", plan_dir / "RTPLAN.dcm"):
+        result = api.recalculate_plan(patient, near, grid_mm=8.0, device="cpu")
+        assert not [w for w in result.report["warnings"] if "the beam model of" in w], near

@@ -129,3 +129,35 @@ def test_a_robust_evaluation_is_saved_when_it_finishes_and_restored(tmp_path, pa
     assert back.robust is None and "rbe_max" not in [la.key for la in back.layers()]
     assert "robust evaluation of plan 'Plan 1' was not restored" in restored.problem
     assert str(cube) in restored.problem
+
+
+def test_a_received_plan_keeps_its_rt_plan_label_as_its_name(tmp_path, patient):
+    """An imported plan was 'Plan 2' in the GUI, the export folder and report.json while its
+    PDF and RTPLAN called it by its RT Plan Label (review): it keeps the label, made unique
+    by ' (2)', and keeps it through the workspace; the import dialog says both."""
+    import dataclasses
+
+    from app.session import received_plan_note
+
+    session, _, keeper = _keeper(tmp_path, patient)
+    made = synthetic_plan_result(patient, 1)
+    # Another system's plan: its RT Plan Label, and no RBE model named.
+    received = dataclasses.replace(made, plan=dataclasses.replace(
+        made.plan, label="HN_C12_v2", rbe=None, rbe_model=None, rbe_tissues=()))
+    first = session.add_plan(made, "planned here")
+    one = session.add_plan(received, "recalculated", name=received.plan.label)
+    two = session.add_plan(received, "recalculated again", name=received.plan.label)
+    assert (first.name, one.name, two.name) == ("Plan 1", "HN_C12_v2", "HN_C12_v2 (2)")
+    assert received_plan_note(one, "RP_otherTPS.dcm") == (
+        "RP_otherTPS.dcm: RT Plan Label 'HN_C12_v2', kept as plan 'HN_C12_v2'")
+    assert received_plan_note(two, "RP_otherTPS.dcm") == (
+        "RP_otherTPS.dcm: RT Plan Label 'HN_C12_v2', kept as plan 'HN_C12_v2 (2)' (another "
+        "plan of this patient is called 'HN_C12_v2')")
+    assert session.add_plan(made, "next").name == "Plan 4"
+    assert keeper.save_if_changed() is not None
+    keeper.close()
+    _, _, keeper2 = _keeper(tmp_path, patient)
+    restored = keeper2.restore(patient, "demo patient")
+    assert [p.name for p in restored.plans] == ["Plan 1", "HN_C12_v2", "HN_C12_v2 (2)", "Plan 4"]
+    assert [p.result.plan.label for p in restored.plans][1:3] == ["HN_C12_v2"] * 2
+    assert [p.result.plan.rbe_model for p in restored.plans][1:3] == [None, None]

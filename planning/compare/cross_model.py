@@ -35,8 +35,8 @@ class CrossModelView:
         The comparison side it belongs to (``"A"``, ``"B"``).
     plan_label : str
         The plan's RT Plan Label.
-    plan_rbe_model : str
-        The model the plan names (what it was optimized with).
+    plan_rbe_model : str or None
+        The model the plan names (what it was optimized with); None when it names none.
     view : ExchangeView
         Total dose cubes (nz, ny, nx) float32 on the plan's dose grid: physical (Gy), mMKM and
         LEM I RBE-weighted (Gy(RBE)), and the voxel-wise ratio LEM I / mMKM.
@@ -53,7 +53,7 @@ class CrossModelView:
 
     label: str
     plan_label: str
-    plan_rbe_model: str
+    plan_rbe_model: str | None
     view: ExchangeView
     target: str | None
     prescription_gy_rbe: float

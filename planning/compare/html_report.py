@@ -271,6 +271,13 @@ def _structures_table(result: ComparisonResult) -> str:
             "plan; V95 only of the RBE-weighted dose.</p>" + _table(header, rows))
 
 
+def _optimized_with(plan_rbe_model: str | None) -> str:
+    """What the cross-model section says of the model a plan was optimized with (escaped)."""
+    if plan_rbe_model is None:
+        return "The plan names no RBE model"
+    return f"Optimized with {escape(plan_rbe_model)}"
+
+
 def _cross_model_section(result: ComparisonResult) -> str:
     if not result.cross_model:
         return "<p>Not computed: neither side is a plan (RTPLAN.dcm) with its CT.</p>"
@@ -283,7 +290,7 @@ def _cross_model_section(result: ComparisonResult) -> str:
         ratio = v.target_ratio_mean
         out.append(
             f"<h3>{escape(v.label)}: plan {escape(v.plan_label)}</h3>"
-            f"<p>Optimized with {escape(v.plan_rbe_model)}; prescription "
+            f"<p>{_optimized_with(v.plan_rbe_model)}; prescription "
             f"{v.prescription_gy_rbe:g} Gy(RBE) to {escape(str(v.target))}. Under "
             f"<b>mMKM</b> ({escape(v.view.mkm_model)}) and <b>LEM I</b> "
             f"({escape(v.view.lem_model)}); mean LEM I / mMKM ratio in the target: "

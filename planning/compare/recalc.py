@@ -17,7 +17,6 @@ engine does not model them.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import re
 import time
@@ -30,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from planning.beams import Beam, SpotMap
+from planning.compare.received_beams import beam_model_warnings
 from planning.dose_grid import DoseGrid
 from planning.dose_interpolation import trilinear_stencil
 from planning.engine import PlanningEngine
@@ -64,8 +64,6 @@ from planning.rbe.lem import SCHEME_BEFORE_NAMED
 from planning.rbe.record import describe_structure_tissues, model_label
 from planning.resolution import grid_warning
 from planning.structure_dose import body_mask, grid_of
-
-log = logging.getLogger(__name__)
 
 _KEY_VALUE = re.compile(r"([A-Za-z][A-Za-z0-9/]*)=([-+0-9.eE]+)(?:um|Gy)?(?=\s|$)")
 #: The LEM I rapid scheme of a description (``rapid=central``); absent before 2026-12.
@@ -175,8 +173,11 @@ def model_from_description(text: str) -> RbeModel | None:
 def plan_model(plan: Plan) -> RbeModel | None:
     """The RBE model a plan was made with: its recorded model (``Plan.rbe``, from IonPlan's
     RBE model record), else the model its description names (:func:`model_from_description`,
-    for plans written before the record existed), else None."""
-    return plan.rbe if plan.rbe is not None else model_from_description(plan.rbe_model)
+    for plans written before the record existed), else None (also for a plan that names no
+    model)."""
+    if plan.rbe is not None:
+        return plan.rbe
+    return None if plan.rbe_model is None else model_from_description(plan.rbe_model)
 
 
 def choose_model(plan: Plan, name: str | None, *, tissue: str | None = None,
@@ -207,17 +208,18 @@ def choose_model(plan: Plan, name: str | None, *, tissue: str | None = None,
     model = plan_model(plan)
     if model is not None:
         return model, "plan"
-    # Not a warning here: the report carries it, and every front end shows the report's
-    # warnings (the command line printed it twice).
-    log.info("%s", unknown_model_warning(plan))
+    # Not logged here: the recalculation's report carries unknown_model_warning (printed
+    # once by the CLI, shown by the GUI).
     return rbe_model("mkm"), "default"
 
 
 def unknown_model_warning(plan: Plan) -> str:
-    """The warning of a plan whose RBE model IonPlan does not know (mMKM is used instead,
-    :func:`choose_model`); in the warnings of the recalculation's report (and of a robust
-    evaluation's nominal scenario)."""
-    return f"the plan names RBE model {plan.rbe_model!r}, which IonPlan does not know: mMKM is used"
+    """The warning of a plan that names no RBE model, or one IonPlan does not know (mMKM is
+    used instead, :func:`choose_model`); in the recalculation's report."""
+    default = "its dose is recalculated under mMKM (the default)"
+    if plan.rbe_model is None:
+        return f"the plan names no RBE model: {default}"
+    return f"the plan names RBE model {plan.rbe_model!r}, which IonPlan does not know: {default}"
 
 
 def plan_structure_tissues(plan: Plan, model: RbeModel) -> tuple[tuple[str, Tissue], ...]:
@@ -371,7 +373,8 @@ def plausibility_warnings(plan: Plan, model: RbeModel, model_source: str, target
     # of dose: a physical dose is a third or so of a Gy(RBE) prescription, and an RBE-weighted
     # one two or three times a physical prescription, with nothing wrong with the plan (the
     # dose specification point below is checked in physical dose whatever the model).
-    like_with_like = physical == plan.rbe_model.startswith("physical")
+    named = plan.rbe_model or ""  # a plan naming no model: an RBE-weighted prescription
+    like_with_like = physical == named.startswith("physical")
     out: list[str | None] = []
     metrics = structures.get(target) if target is not None else None
     if metrics is not None:
@@ -380,9 +383,9 @@ def plausibility_warnings(plan: Plan, model: RbeModel, model_source: str, target
                                           unit))
         if own_model:
             out.append(coverage_warning(target or "", metrics, rx, unit))
-    if not plan.rbe_model.startswith("physical"):
+    if not named.startswith("physical"):
         out.append(fractionation_warning(rx, plan.prescription.n_fractions,
-                                         lem=plan.rbe_model.startswith("LEM I")))
+                                         lem=named.startswith("LEM I")))
     doses = plan.beam_doses
     if doses is not None:
         stencil, inside = trilinear_stencil([doses.point_mm], dose_grid)
@@ -466,7 +469,7 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
                                 cubes.rbe_dose_gy_rbe, plan.prescription.total_dose_gy_rbe,
                                 target, labels=tissues.labels)
     warnings = [*(source or {}).get("warnings", ()), *setup.warnings]
-    if model_source == "default":  # the plan's model is unknown: choose_model took mMKM
+    if model_source == "default":  # the plan's model is none or unknown: choose_model took mMKM
         warnings.append(unknown_model_warning(plan))
     if plan.rbe_tissues and not structure_tissues:
         warnings.append(f"the plan's LEM I tissues per structure "
@@ -531,13 +534,16 @@ def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
                           progress: ProgressCallback | None = None,
                           cancel: CancelToken | None = None,
                           ct_series_uid: str | None = None,
-                          monitor_calibration: MonitorCalibration | None = None
+                          monitor_calibration: MonitorCalibration | None = None,
+                          machine: Machine | None = None
                           ) -> tuple[Patient, Plan, dict[str, Any]]:
     """The patient and the plan (loaded where given as paths, the plan checked against the
     CT's Frame of Reference and patient position) and the source facts for the report
     (path, SOP Instance UID, warnings; the monitor calibration where one is given).
     ``ct_series_uid`` chooses the CT series of a folder that holds several;
-    ``monitor_calibration`` converts a plan's metersets in MU to particles.
+    ``monitor_calibration`` converts a plan's metersets in MU to particles; ``machine``, the
+    beam model of the dose, is held against the virtual SAD and spot sizes the plan file
+    states (:mod:`planning.compare.received_beams`: warnings).
 
     Raises
     ------
@@ -595,6 +601,9 @@ def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
         if monitor_calibration is not None and not in_mu:
             source["warnings"].append("a monitor calibration was given, but the plan's "
                                       "metersets are particles (NP): it was not used")
+        if machine is not None:
+            source["warnings"] += beam_model_warnings(plan, imported.sad_mm,
+                                                      imported.spot_fwhm_mm, machine)
     return patient, plan, source
 
 
@@ -638,11 +647,12 @@ def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.Pat
     PlanningError
         The plan does not belong to the CT, or cannot be computed.
     """
+    machine = machine or load_machine()
     patient, plan, source = load_patient_and_plan(ct, rtplan, progress=progress, cancel=cancel,
                                                   ct_series_uid=ct_series_uid,
-                                                  monitor_calibration=monitor_calibration)
+                                                  monitor_calibration=monitor_calibration,
+                                                  machine=machine)
     model, model_source = choose_model(plan, rbe, tissue=tissue, rbe_value=rbe_value)
-    machine = machine or load_machine()
     result = recalculate(patient, plan, model=model, model_source=model_source, machine=machine,
                          grid_mm=grid_mm, hlut_path=hlut_path, device=device,
                          cutoff_fraction=cutoff_fraction, exchange=exchange, source=source,

@@ -61,6 +61,9 @@ class BeamRead:
     sad_mm: tuple[float, float] | None
     machine_name: str
     warnings: tuple[str, ...]
+    #: (energy MeV/u, FWHM x mm, FWHM y mm) of each energy layer whose control point states
+    #: a Scanning Spot Size (or carries one over from an earlier control point).
+    spot_fwhm_mm: tuple[tuple[float, float, float], ...] = ()
 
 
 def _check_particle(item: Dataset, path: str, beam: str, s: BeamReadSettings) -> None:
@@ -262,6 +265,20 @@ def _check_pairs(energies: list[float | None], delivering: list[int], path: str,
                                          f"point {index + 1}, at one energy")
 
 
+def _spot_size(cp: Dataset, path: str, label: str, warnings: list[str]
+               ) -> tuple[float, float] | None:
+    """The control point's Scanning Spot Size (FWHM in air at the isocentre, IEC GANTRY X and
+    Y, mm), None when it states none; one that is not two positive widths is a warning."""
+    if not is_present(cp, "ScanningSpotSize", path):
+        return None
+    size = get_float_list(cp, "ScanningSpotSize", path, label)
+    if size.size != 2 or not np.all(size > 0):
+        warnings.append(f"{label}: Scanning Spot Size {size.tolist()} is not two positive "
+                        "widths (mm): not compared with the beam model's")
+        return None
+    return float(size[0]), float(size[1])
+
+
 def read_beam(item: Dataset, path: PathLike, name: str, beam_meterset: float,
               settings: BeamReadSettings) -> BeamRead:
     """Read one beam (see :mod:`planning.dicom.rtplan_import` for the rules).
@@ -305,6 +322,8 @@ def read_beam(item: Dataset, path: PathLike, name: str, beam_meterset: float,
     layers: list[tuple[float, NDArray[np.float64], NDArray[np.float64]]] = []
     point_weights: list[NDArray[np.float64]] = []
     point_energies: list[float | None] = []  # stated or carried over from the point before
+    spot_size: tuple[float, float] | None = None  # likewise
+    spot_sizes: list[tuple[float, float, float]] = []
     delivering: list[int] = []  # control points with a non-zero spot weight
     for index, cp in enumerate(points):
         label = f"beam {name!r}, control point {index}"
@@ -320,6 +339,7 @@ def read_beam(item: Dataset, path: PathLike, name: str, beam_meterset: float,
         stated_energy = get_optional_float(cp, "NominalBeamEnergy", where)
         energy = stated_energy if stated_energy is not None else energy
         point_energies.append(energy)
+        spot_size = _spot_size(cp, where, label, warnings) or spot_size
         positions, weights = _spots(cp, where, label)
         point_weights.append(weights)
         if weights.size == 0 or not np.any(weights > 0):
@@ -332,6 +352,8 @@ def read_beam(item: Dataset, path: PathLike, name: str, beam_meterset: float,
                                           "layers; IonPlan needs one WET per beam")
         wet_mm = total_wet
         layers.append((energy, positions, weights))
+        if spot_size is not None:
+            spot_sizes.append((energy, *spot_size))
         delivering.append(index)
     if not layers:
         raise DicomImportError(where, f"beam {name!r} delivers no spot (all weights zero)")
@@ -395,4 +417,5 @@ def read_beam(item: Dataset, path: PathLike, name: str, beam_meterset: float,
         sad_mm=sad_mm,
         machine_name=get_str(item, "TreatmentMachineName", where),
         warnings=tuple(warnings),
+        spot_fwhm_mm=tuple(spot_sizes),
     )

@@ -5,7 +5,8 @@ What is written
 * RT General Plan: RT Plan Label (the plan label, at most 16 characters), RT Plan Geometry
   PATIENT, the referenced RT Structure Set, and an RT Plan Description that ends with
   ``"RBE model: <Plan.rbe_model>"`` (first-generation RT objects have no field for the RBE model;
-  :mod:`planning.dicom.rtplan_import` reads it back from there). When the plan holds the model
+  :mod:`planning.dicom.rtplan_import` reads it back from there; no such item for a received
+  plan that names no model, ``Plan.rbe_model`` None). When the plan holds the model
   itself (``Plan.rbe``), its complete record goes in IonPlan's private block
   (:mod:`planning.dicom._rbe_block`, docs/dicom.md), which the import prefers.
 * RT Prescription: Dose Reference 1, type TARGET, with the Target Prescription Dose = the
@@ -323,8 +324,9 @@ def _sad(sad_mm: float | Sequence[float]) -> tuple[float, float]:
     return (float(values[0]), float(values[1]))
 
 
-def _model_text(plan: Plan) -> str:
-    """The plan's RBE model in words, with its LEM I tissues per structure if any."""
+def _model_text(plan: Plan) -> str | None:
+    """The plan's RBE model in words, with its LEM I tissues per structure if any; None when
+    the plan names no model (a received plan's)."""
     if plan.rbe is None:
         return plan.rbe_model
     return model_label(plan.rbe, plan.rbe_tissues)
@@ -417,21 +419,25 @@ def export_rt_ion_plan(
     rx = plan.prescription
     ds.RTPlanLabel = clip_text(plan.label, 16, "plan label")
     ds.RTPlanName = clip_text(plan.label, 64, "plan name")
+    model = _model_text(plan)
     head = (f"IonPlan spot-scanning ion plan (Z={plan.ion_z}, A={plan.ion_a}); "
             f"{rx.total_dose_gy_rbe:g} Gy(RBE) in {fractions_text(rx.n_fractions)} "
-            f"to {rx.target}; meterset in particles per fraction; {RBE_MODEL_PREFIX}")
-    # ST holds 1024 characters; the model's words are the last item (read back after the
-    # prefix when a file has no model record), so they must fit whole.
-    ds.RTPlanDescription = head + check_text(_model_text(plan), ST_MAX_CHARS - len(head),
-                                             "RBE model")
+            f"to {rx.target}; meterset in particles per fraction")
+    if model is None:
+        ds.RTPlanDescription = head
+    else:
+        # ST holds 1024 characters; the model's words are the last item (read back after
+        # the prefix when a file has no model record), so they must fit whole.
+        head += f"; {RBE_MODEL_PREFIX}"
+        ds.RTPlanDescription = head + check_text(model, ST_MAX_CHARS - len(head), "RBE model")
     ds.RTPlanDate = identity.date
     ds.RTPlanTime = identity.time
     ds.PlanIntent = "CURATIVE"
     ds.RTPlanGeometry = "PATIENT"
     ds.ReferencedStructureSetSequence = sequence([reference(RT_STRUCTURE_SET_STORAGE, rs_uid)])
     ds.PrescriptionDescription = clip_text(
-        f"{rx.total_dose_gy_rbe:g} Gy(RBE) in {fractions_text(rx.n_fractions)} to {rx.target}, "
-        f"{RBE_MODEL_PREFIX}{_model_text(plan)}",
+        f"{rx.total_dose_gy_rbe:g} Gy(RBE) in {fractions_text(rx.n_fractions)} to {rx.target}"
+        + ("" if model is None else f", {RBE_MODEL_PREFIX}{model}"),
         ST_MAX_CHARS,
         "prescription description",
     )

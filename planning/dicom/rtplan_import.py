@@ -47,7 +47,8 @@ What is read
   are read as spots of weight 0.
 * RBE model: the model of IonPlan's private RBE model record (:mod:`planning.dicom._rbe_block`)
   as ``Plan.rbe``, with its description; without the record, the text after
-  ``"RBE model: "`` in the RT Plan Description (as IonPlan writes it), ``"unknown"`` otherwise.
+  ``"RBE model: "`` in the RT Plan Description (as IonPlan writes it), None when neither is
+  there (the plan names no model).
 
 All bad input raises :class:`DicomImportError` naming the file (and the beam and control point
 where they apply).
@@ -108,6 +109,9 @@ class ImportedPlan:
         Patient Position of its first patient setup (``""`` if absent).
     sad_mm : tuple of (float, float) or None
         Virtual source-axis distances of each imported beam, if stated.
+    spot_fwhm_mm : tuple of tuples of (float, float, float)
+        Of each imported beam: (energy MeV/u, FWHM x mm, FWHM y mm) of each energy layer whose
+        Scanning Spot Size is stated (in air at the isocentre); empty where none is.
     warnings : tuple of str
         Things ignored or assumed (skipped beams, lateral spreading devices, ...).
     source_path : str
@@ -129,6 +133,7 @@ class ImportedPlan:
     warnings: tuple[str, ...]
     source_path: str
     patient_id: str = ""
+    spot_fwhm_mm: tuple[tuple[tuple[float, float, float], ...], ...] = ()
     in_mu: bool = False
 
 
@@ -244,12 +249,13 @@ def _prescription(
     return None
 
 
-def _rbe_model(ds: Dataset, path: PathLike) -> str:
+def _rbe_model(ds: Dataset, path: PathLike) -> str | None:
+    """The RBE model the RT Plan Description names after ``"RBE model: "``; None if none."""
     description = get_str(ds, "RTPlanDescription", path)
     at = description.rfind(RBE_MODEL_PREFIX)
     if at < 0:
-        return "unknown"
-    return description[at + len(RBE_MODEL_PREFIX) :].strip() or "unknown"
+        return None
+    return description[at + len(RBE_MODEL_PREFIX) :].strip() or None
 
 
 def read_rt_ion_plan(
@@ -293,6 +299,7 @@ def read_rt_ion_plan(
     beams: list[BeamPlan] = []
     read_refs: list[Dataset] = []
     sads: list[tuple[float, float] | None] = []
+    spot_sizes: list[tuple[tuple[float, float, float], ...]] = []
     machines: list[str] = []
     beam_items = get_sequence(ds, "IonBeamSequence", where)
     unknown = sorted(set(metersets) - {get_int(item, "BeamNumber", where) for item in beam_items})
@@ -325,6 +332,7 @@ def read_rt_ion_plan(
         beams.append(read.beam_plan)
         read_refs.append(beam_refs[number])
         sads.append(read.sad_mm)
+        spot_sizes.append(read.spot_fwhm_mm)
         machines.append(read.machine_name)
         warnings.extend(read.warnings)
     if not beams:
@@ -375,6 +383,7 @@ def read_rt_ion_plan(
         ),
         patient_position=position,
         sad_mm=tuple(sads),
+        spot_fwhm_mm=tuple(spot_sizes),
         warnings=tuple(warnings),
         source_path=str(path),
         patient_id=get_str(ds, "PatientID", where).strip(),

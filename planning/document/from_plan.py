@@ -301,7 +301,7 @@ def _model_role(result: PlanResult) -> tuple[str, str]:
         return "the plan's model", "plan's model"
     if source == "requested":
         named = result.plan.rbe_model
-        made = ("" if named in ("", "unknown") or named == result.model.describe()
+        made = ("" if not named or named == result.model.describe()
                 else f"; the plan was made under {named}")
         return f"the model asked for in this recalculation{made}", "recalculated"
     return "the default model: the plan names none", "default model"

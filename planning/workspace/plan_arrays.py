@@ -57,6 +57,12 @@ def _xyz(values: Any) -> tuple[float, float, float]:
     return float(values[0]), float(values[1]), float(values[2])
 
 
+def _named_model(stored: Any) -> str | None:
+    """A stored ``Plan.rbe_model``: None (null) for a plan that names no RBE model, as do the
+    ``"unknown"`` of workspaces saved before a received plan's unnamed model was None."""
+    return None if stored is None or stored == "unknown" else str(stored)
+
+
 def plan_to_record(result: PlanResult) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
     """The JSON description and the named arrays of ``result`` (the patient is not included:
     the workspace belongs to it).
@@ -167,7 +173,7 @@ def _rebuild(meta: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]],
         label=str(p["label"]), machine_name=str(p["machine_name"]), beams=tuple(beams),
         prescription=Prescription(str(rx["target"]), float(rx["total_dose_gy_rbe"]),
                                   int(rx["n_fractions"])),
-        rbe_model=str(p["rbe_model"]), ion_z=int(p["ion_z"]), ion_a=int(p["ion_a"]),
+        rbe_model=_named_model(p["rbe_model"]), ion_z=int(p["ion_z"]), ion_a=int(p["ion_a"]),
         notes=tuple(str(n) for n in p["notes"]),
         rbe=None if p["rbe"] is None else model_from_record(p["rbe"]),
         rbe_tissues=() if p["rbe"] is None else structure_tissues_from_record(p["rbe"]),

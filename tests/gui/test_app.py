@@ -301,8 +301,8 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     (pdf,) = out.glob("IONPLAN-DEMO-001_Plan_1_*_report.pdf")
     assert pdf.read_bytes().startswith(b"%PDF")
 
-    # The exported plan comes back as a received plan: recalculated on the CT, it is Plan 2,
-    # and it compares equal to Plan 1.
+    # The exported plan comes back as a received plan: recalculated on the CT, it keeps its
+    # RT Plan Label ("Plan 1", taken: "Plan 1 (2)"), and it compares equal to Plan 1.
     gui.click(app.buttons["import_plan"])
     gui.frames(2)
     dialog = gui.find(lambda w: getattr(w, "name", "") == "folder_dialog")
@@ -312,12 +312,14 @@ def test_plan_review_compare_and_export(gui, tmp_path):
                    "the recalculated plan")
     assert not app.last_error, app.last_error
     notes = gui.find(lambda w: getattr(w, "name", "") == "import_notes_dialog")
-    assert "mMKM" in " ".join(getattr(w, "text", "") for w in notes.walk())
+    text = " ".join(getattr(w, "text", "") for w in notes.walk())
+    assert "mMKM" in text and "RTPLAN.dcm: RT Plan Label 'Plan 1', kept as plan 'Plan 1 (2)'" in (
+        text)
     gui.click(gui.find(lambda w: getattr(w, "name", "") == "import_notes_dialog_ok"))
     gui.advance(0.5)
     gui.click(app.buttons["compare"])
     gui.frames(3)
-    compare.side_a.text, compare.side_b.text = "Plan 1: mMKM", "Plan 2: mMKM"
+    compare.side_a.text, compare.side_b.text = "Plan 1: mMKM", "Plan 1 (2): mMKM"
     _run_comparison(gui, app, compare, "the comparison with the recalculated plan")
     assert min(g.pass_rate_percent for g in compare.result.gamma) == 100.0
     assert compare.result.stats.max_abs_gy < 1e-3 * compare.result.stats.reference_max_gy
