@@ -7,8 +7,10 @@
   its interpreted type, volume (cm^3), number of DVH samples and of dose-grid voxels, D98, D95,
   D50, D5, D2, maximum and mean RBE-weighted dose (Gy(RBE)), mean physical dose (Gy), V95 and
   V107 (fractions of the structure's volume at or above 95 % and 107 % of the prescription) and
-  the homogeneity index (ICRU 83, :mod:`planning.evaluation`); the target also gets the
-  conformity index;
+  the homogeneity index (ICRU 83, :mod:`planning.evaluation`) of target volumes
+  (:data:`planning.patient.TARGET_TYPES`, and the plan's target; null for the other structures,
+  whose D50 may be 0 or float noise: 1.85e9 for the body); the target also gets the conformity
+  index;
 - ``dvh_gy_rbe``: cumulative DVHs of the RBE-weighted dose on :data:`DVH_BINS` bins shared by
   all structures (0 to 1.1 x the cube maximum).
 
@@ -48,7 +50,8 @@ class StructureReport:
     structures : dict
         ``{name: {"interpreted_type", "volume_cm3", "dvh_samples", "voxels", "d98_gy_rbe",
         ..., "homogeneity_index"}}``
-        (and ``"conformity_index"`` for the target), JSON-ready.
+        (and ``"conformity_index"`` for the target), JSON-ready; the homogeneity index None
+        for structures that are not targets.
     dvh_gy_rbe : dict
         ``{name: {"dose_gy_rbe": [...], "volume_fraction": [...]}}``, rounded to 4 and 5
         decimals.
@@ -136,7 +139,9 @@ def structure_report(patient: Patient, dose_grid: DoseGrid,
             "d2_gy_rbe": m.d2, "dmax_gy_rbe": m.max, "mean_gy_rbe": m.mean,
             "mean_gy": float(np.average(samples.dose(physical_dose_gy),
                                         weights=samples.volume_mm3)),
-            "v95": m.v95, "v107": m.v107, "homogeneity_index": m.homogeneity_index}
+            "v95": m.v95, "v107": m.v107,
+            "homogeneity_index": (m.homogeneity_index if s.is_target or s.name == target
+                                  else None)}
         h = cumulative_dvh(s.name, values, samples.volume_mm3, max_dose=top, n_bins=DVH_BINS)
         dvhs[s.name] = {"dose_gy_rbe": [round(float(x), 4) for x in h.dose_gy],
                         "volume_fraction": [round(float(x), 5) for x in h.volume_fraction]}

@@ -87,6 +87,16 @@ def test_recalc_report_is_shaped_like_the_plans(demo):
     planned = json.loads((plan_dir / "report.json").read_text(), parse_constant=strict)
     report = json.loads((recalc_dir / "report.json").read_text(), parse_constant=strict)
     assert planned["structures"]["Eye_L"]["homogeneity_index"] is None  # no dose there
+    # The homogeneity index is the targets' only: the body's D50 is float noise (1e-8 Gy(RBE))
+    # and gave 1.85e9 (review).
+    for name, st in planned["structures"].items():
+        if st["interpreted_type"] in ("PTV", "CTV", "GTV"):
+            assert st["homogeneity_index"] == pytest.approx(
+                (st["d2_gy_rbe"] - st["d98_gy_rbe"]) / st["d50_gy_rbe"]), name
+        else:
+            assert st["homogeneity_index"] is None, name
+    assert {"PTV", "GTV"} <= {n for n, st in planned["structures"].items()
+                              if st["homogeneity_index"] is not None}
     for key in ("prescription", "rbe_model", "machine", "beams", "spots", "dose_grid",
                 "structures", "dvh_gy_rbe", "timings_s", "files"):
         assert key in report, key

@@ -52,6 +52,12 @@ th { background: #f0f0f0; } td.l, th.l { text-align: left; }
 """
 
 
+#: Decimals of the structures table's doses (Gy, Gy(RBE)) and V95 (%): a body's D50 of
+#: 1.02e-08 Gy and a difference of 5.00e-08 are float noise of the dose engine and read 0
+#: (report.json keeps every digit).
+TABLE_DECIMALS = 3
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "&ndash;"
@@ -171,7 +177,7 @@ def _structures_table(result: ComparisonResult) -> str:
         diff = s.difference
         for k in names:
             scale = 100.0 if k == "v95" else 1.0
-            row += [None if v is None else scale * v
+            row += [None if v is None else round(scale * v, TABLE_DECIMALS) + 0.0
                     for v in (s.metrics_a[k], s.metrics_b[k], diff[k])]
         rows.append(row)
     units = (f"{result.unit}" if result.unit_a == result.unit_b
