@@ -124,7 +124,7 @@ def isodose_legend_drawing(display: DoseDisplay, width_pt: float) -> Drawing:
     """One entry per isodose level: its line colour, % of the reference and dose."""
     height = 34.0
     d = Drawing(width_pt, height)
-    d.add(String(0, 27, f"Isodose lines (% of {display.reference_dose:g} {display.unit})",
+    d.add(String(0, 27, f"Isodose lines, {display.reference_text}",
                  fontName=FONT, fontSize=7, fillColor=_INK))
     step = width_pt / max(len(display.isodose_percent), 1)
     for k, (p, c) in enumerate(zip(display.isodose_percent, display.isodose_rgb, strict=True)):
