@@ -115,6 +115,26 @@ def test_a_physical_recalculation_of_a_gy_rbe_plan_keeps_the_prescription_in_gy_
     assert "Isodose lines, 100 % = 57.6 Gy(RBE) (prescription)" in _flat_pdf_text(own_doc)
 
 
+def test_the_machine_is_the_beam_data_that_computed_the_dose(lem_plan):
+    """A received plan naming machine CENTRE_B_R1, recalculated with IonPlan's generic beam
+    data: the document said "Machine CENTRE_B_R1" while report.json and its own warning named
+    the generic machine (review). It names the beam data used and the plan's machine."""
+    received = dataclasses.replace(lem_plan.plan, machine_name="CENTRE_B_R1")
+    recalc = dataclasses.replace(lem_plan, plan=received,
+                                 report={**lem_plan.report, "machine": "IonPlan generic"})
+    facts = dict(plan_document(recalc, "Plan 1").plan_facts.rows)
+    assert facts["Machine"] == ("IonPlan generic (beam data used); the plan names "
+                                "CENTRE_B_R1")
+    # A plan computed with the machine it names (one of 16 characters or more: its plans
+    # carry the first 16) names it once.
+    for machine, named in (("IonPlan generic", "IonPlan generic"),
+                           ("Centre B room 1 carbon", "Centre B room 1 ")):
+        same = dataclasses.replace(lem_plan, plan=dataclasses.replace(lem_plan.plan,
+                                                                      machine_name=named.rstrip()),
+                                   report={**lem_plan.report, "machine": machine})
+        assert dict(plan_document(same, "Plan 1").plan_facts.rows)["Machine"] == machine
+
+
 def test_the_optimizer_status_is_in_words_and_scipys_text_stays_in_the_report(lem_plan):
     """The "Status" row showed scipy's L-BFGS-B text ("CONVERGENCE: REL_REDUCTION_OF_F_<=_
     FACTR*EPSMCH"); it says in words how the optimizer ended, and report.json keeps scipy's

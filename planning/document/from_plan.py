@@ -39,6 +39,7 @@ from planning.document.views import (
 from planning.dose_interpolation import VoxelLabels
 from planning.hlut import describe_hlut_record
 from planning.isodose import STANDARD_ISODOSE_PERCENT
+from planning.machine import TREATMENT_MACHINE_NAME_CHARS
 from planning.plan import fractions_text
 from planning.plan_notes import optimizer_passes, optimizer_status, plan_notes
 from planning.rbe import (
@@ -119,6 +120,16 @@ def _prescription_model(result: PlanResult) -> str:
     return f" ({short_model_name(named)})"
 
 
+def machine_text(result: PlanResult) -> str:
+    """The machine whose beam data computed the dose (report.json's ``machine``) and, for a
+    received plan naming another treatment machine, that name too."""
+    used = str(result.report.get("machine") or result.plan.machine_name)
+    named = result.plan.machine_name
+    if named in (used, used[:TREATMENT_MACHINE_NAME_CHARS].rstrip()):
+        return used
+    return f"{used} (beam data used); the plan names {named}"
+
+
 def _plan_facts(result: PlanResult, plan_name: str) -> TextTable:
     rx, plan, grid = result.plan.prescription, result.plan, result.dose_grid
     unit = prescription_unit_of(plan.rbe_model)
@@ -129,7 +140,7 @@ def _plan_facts(result: PlanResult, plan_name: str) -> TextTable:
                             f"{fractions_text(rx.n_fractions)}{_prescription_model(result)}"),
         ("Dose per fraction", f"{rx.dose_per_fraction_gy_rbe:.3f} {unit}"),
         ("Plan label", plan_label(result, plan_name)),
-        ("Machine", plan.machine_name),
+        ("Machine", machine_text(result)),
         ("Ion", f"Z={plan.ion_z}, A={plan.ion_a}"),
         ("HU calibration (HLUT)", describe_hlut_record(result.report.get("hlut"))),
         ("Dose grid", f"{' x '.join(str(n) for n in grid.shape[::-1])} voxels of "
