@@ -106,13 +106,13 @@ def test_a_physical_recalculation_of_a_gy_rbe_plan_keeps_the_prescription_in_gy_
     assert doc.display.reference_name == "maximum" and doc.display.unit == "Gy"
     assert doc.display.wash_max == pytest.approx(1.1 * top)
     flat = _flat_pdf_text(doc)
-    assert f"Isodose lines, 100 % = {top:.4g} Gy (maximum)" in flat
+    assert f"Isodose lines (solid), 100 % = {top:.4g} Gy (maximum)" in flat
     assert f"{PRESCRIPTION_GY_RBE:g} Gy in" not in flat and "% of 57.6" not in flat
     # The plan's own model keeps the prescription as its 100 %.
     own_doc = plan_document(lem_plan, "Plan 1")
     assert own_doc.display.reference_dose == PRESCRIPTION_GY_RBE
     assert own_doc.display.reference_name == "prescription"
-    assert "Isodose lines, 100 % = 57.6 Gy(RBE) (prescription)" in _flat_pdf_text(own_doc)
+    assert "Isodose lines (solid), 100 % = 57.6 Gy(RBE) (prescription)" in _flat_pdf_text(own_doc)
 
 
 def test_the_machine_is_the_beam_data_that_computed_the_dose(lem_plan):
@@ -230,3 +230,35 @@ def test_structure_names_in_robustness_headings_are_shown_as_named(lem_plan):
     # pypdf breaks the line where the font changes: compare without white space.
     assert "".join(f"{name}, Gy(RBE)".split()) in "".join(text.split())
 
+
+def test_structure_outlines_are_dashed_where_isodose_lines_are_solid(lem_plan):
+    """On the demo head the GTV outline is the red of the 107 % isodose and the PTV outline
+    the orange of the 95 % one: a thin red closed line inside the target read as a 107 % hot
+    spot (review). Outlines are dashed, isodose lines solid, and a legend names the
+    structures and their dashed lines."""
+    from reportlab.graphics.shapes import Group, PolyLine
+
+    from planning.document.drawings import view_drawing
+
+    doc = plan_document(lem_plan, "Plan 1")
+    axial = doc.views[0]
+    colour = {s.label: s.colour_rgb for s in (*axial.structures, *axial.isodoses)}
+    assert colour["GTV"] == colour["107 %"] and colour["PTV"] == colour["95 %"]
+
+    def polylines(node):
+        for child in getattr(node, "contents", ()):
+            if isinstance(child, PolyLine):
+                yield child
+            elif isinstance(child, Group):
+                yield from polylines(child)
+
+    drawing = view_drawing(axial, 200.0)
+    structures, isodoses = (list(polylines(group)) for group in drawing.contents[:2])
+    assert len(structures) == sum(len(s.lines) for s in axial.structures) > 0
+    assert len(isodoses) == sum(len(s.lines) for s in axial.isodoses) > 0
+    assert all(line.strokeDashArray for line in structures)
+    assert not any(line.strokeDashArray for line in isodoses)
+    flat = _flat_pdf_text(doc)
+    legend = flat[flat.index("Structure outlines (dashed):"):]
+    assert "GTV" in legend.split("Three planes")[0] and "PTV" in legend.split("Three planes")[0]
+    assert "Structure outlines thin and dashed, isodose lines thicker and solid" in flat
