@@ -31,7 +31,8 @@ runs.
 
 The summary (``summary.csv``, ``summary.json``, written atomically at the end) has a row per
 job and structure (:data:`SUMMARY_COLUMNS`); a job without structures, or one that failed, has
-one row with an empty structure.
+one row with an empty structure. summary.csv gives doses to :data:`CSV_DOSE_DECIMALS` decimals,
+summary.json every digit.
 """
 
 from __future__ import annotations
@@ -778,12 +779,26 @@ def write_summary(outcomes: Sequence[JobOutcome], out_root: Path) -> tuple[Path,
     writer = csv.DictWriter(buf, fieldnames=list(SUMMARY_COLUMNS), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        writer.writerow({k: _csv_cell(k, v) for k, v in row.items()})
     csv_path, json_path = out_root / "summary.csv", out_root / "summary.json"
     atomic_write_text(csv_path, buf.getvalue())
     atomic_write_text(json_path, json.dumps({"columns": list(SUMMARY_COLUMNS), "rows": rows},
                                             indent=1) + "\n")
     return csv_path, json_path
+
+
+#: Decimals of the doses in summary.csv (0.1 mGy): a body's D50 of 1.02e-08 Gy(RBE) is float
+#: noise of the dose engine and reads 0.0; summary.json keeps every digit, as report.json.
+CSV_DOSE_DECIMALS = 4
+
+
+def _csv_cell(column: str, value: Any) -> Any:
+    """A summary.csv cell: "" for no value, a dose rounded to :data:`CSV_DOSE_DECIMALS`."""
+    if value is None:
+        return ""
+    if column.endswith(("_gy_rbe", "_gy_rbe_b")) and isinstance(value, float):
+        return round(value, CSV_DOSE_DECIMALS) + 0.0  # + 0.0: no "-0.0"
+    return value
 
 
 def _json_ready(value: Any) -> Any:

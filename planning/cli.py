@@ -320,21 +320,28 @@ def _robust_summary(rep: dict[str, Any]) -> str:
 
 def _target_doses(rep: dict[str, Any], target: str,
                   doses: list[tuple[str, float] | tuple[str, float, float]]) -> str:
-    """The target's dose levels for a summary line, as % of the prescription (Gy(RBE)), or
-    in Gy with the prescription beside them when the report's dose is the physical dose
-    (a % of a Gy(RBE) prescription would read as coverage). ``doses``: (label, Gy) or
-    (label, low Gy, high Gy) for a range."""
-    prescription_gy_rbe = float(rep["prescription"]["total_dose_gy_rbe"])
-    physical = str(rep.get("rbe_model", "")).startswith("physical")
+    """The target's dose levels for a summary line, as % of the prescription when the
+    report's dose is of its kind, else (a recalculation under another kind of model,
+    :func:`planning.rbe.prescription_unit_of`) in the dose's unit with the prescription beside
+    them (a % of a Gy(RBE) prescription would read as coverage). ``doses``: (label, dose) or
+    (label, low dose, high dose) for a range."""
+    from planning.rbe import dose_unit_of, prescription_unit_of
 
-    def level(gy: float) -> str:
-        return f"{gy:.3g}" if physical else f"{100 * gy / prescription_gy_rbe:.1f}"
+    prescription = float(rep["prescription"]["total_dose_gy_rbe"])
+    unit = dose_unit_of(str(rep.get("rbe_model", "")))
+    rx_unit = rep["prescription"].get("unit") or prescription_unit_of(  # reports before 2026-12-08
+        str(rep.get("plan_rbe_model", rep.get("rbe_model", ""))))
+    relative = unit == rx_unit
 
-    unit = "Gy" if physical else "%"
-    parts = [f"{label} {' to '.join(level(float(gy)) for gy in levels_gy)} {unit}"
-             for label, *levels_gy in doses]
-    tail = (f" physical dose (prescription {prescription_gy_rbe:g} Gy(RBE))" if physical
-            else f" of {prescription_gy_rbe:g} Gy(RBE)")
+    def level(dose: float) -> str:
+        return f"{100 * dose / prescription:.1f}" if relative else f"{dose:.3g}"
+
+    shown = "%" if relative else unit
+    parts = [f"{label} {' to '.join(level(float(d)) for d in levels)} {shown}"
+             for label, *levels in doses]
+    kind = "physical dose" if unit == "Gy" else "RBE-weighted dose"
+    tail = (f" of {prescription:g} {rx_unit}" if relative
+            else f" {kind} (prescription {prescription:g} {rx_unit})")
     return f"{target} {', '.join(parts)}{tail}"
 
 

@@ -335,9 +335,19 @@ class Structure:
     mask: RoiMask
     contours: tuple[Contour, ...] = ()
 
+    @property
+    def is_target(self) -> bool:
+        """Whether its interpreted type is a target volume's (:data:`TARGET_TYPES`)."""
+        return self.interpreted_type.upper() in TARGET_TYPES
+
     def volume_cm3(self, spacing_mm: Sequence[float]) -> float:
         """Volume in cm^3 of the mask voxels, for a grid spacing ``(sz, sy, sx)`` in mm."""
         return self.mask.voxel_count * float(np.prod(spacing_mm)) / 1000.0
+
+
+#: RT ROI Interpreted Types of target volumes (the structures whose dose is meant to be
+#: uniform: the homogeneity index means something for them only).
+TARGET_TYPES = ("PTV", "CTV", "GTV")
 
 
 #: Display colours of structures whose structure set gives no ROI Display Color (RGB 0-255),

@@ -5,11 +5,15 @@
 
 - ``structures``: for each structure with DVH samples on the dose grid (structure-set order)
   its interpreted type, volume (cm^3), number of DVH samples and of dose-grid voxels, D98, D95,
-  D50, D5, D2, maximum and mean RBE-weighted dose (Gy(RBE)), mean physical dose (Gy), V95 and
-  V107 (fractions of the structure's volume at or above 95 % and 107 % of the prescription) and
-  the homogeneity index (ICRU 83, :mod:`planning.evaluation`); the target also gets the
-  conformity index;
-- ``dvh_gy_rbe``: cumulative DVHs of the RBE-weighted dose on :data:`DVH_BINS` bins shared by
+  D50, D5, D2, maximum and mean dose of the plan's model (the ``*_gy_rbe`` keys: Gy(RBE), or
+  Gy under the physical model: report.json's ``dose_unit`` says which), mean physical dose
+  (Gy), V95 and V107 (fractions of the structure's volume at or above 95 % and 107 % of the
+  prescription; null when the dose is not of the prescription's kind, a recalculation under
+  another kind of model) and the homogeneity index (ICRU 83, :mod:`planning.evaluation`) of
+  target volumes (:data:`planning.patient.TARGET_TYPES`, and the plan's target; null for the
+  other structures, whose D50 may be 0 or float noise: 1.85e9 for the body); the target also
+  gets the conformity index (null like V95);
+- ``dvh_gy_rbe``: cumulative DVHs of that dose on :data:`DVH_BINS` bins shared by
   all structures (0 to 1.1 x the cube maximum).
 
 Doses, volumes and DVHs are those of the clinical DVH samples (contours sampled at 1 mm or
@@ -48,7 +52,9 @@ class StructureReport:
     structures : dict
         ``{name: {"interpreted_type", "volume_cm3", "dvh_samples", "voxels", "d98_gy_rbe",
         ..., "homogeneity_index"}}``
-        (and ``"conformity_index"`` for the target), JSON-ready.
+        (and ``"conformity_index"`` for the target), JSON-ready; V95, V107 and the conformity
+        index None when the dose is not relative to the prescription, the homogeneity index
+        None for structures that are not targets.
     dvh_gy_rbe : dict
         ``{name: {"dose_gy_rbe": [...], "volume_fraction": [...]}}``, rounded to 4 and 5
         decimals.
@@ -77,7 +83,8 @@ def structure_report(patient: Patient, dose_grid: DoseGrid,
                      rbe_dose_gy_rbe: NDArray[np.floating], prescription_gy_rbe: float,
                      target: str | None, *,
                      known_rows: Mapping[str, NDArray[np.int64]] | None = None,
-                     labels: VoxelLabels | None = None) -> StructureReport:
+                     labels: VoxelLabels | None = None,
+                     relative: bool = True) -> StructureReport:
     """Metrics and DVHs of every structure on the whole-plan dose cubes.
 
     Parameters
@@ -88,10 +95,11 @@ def structure_report(patient: Patient, dose_grid: DoseGrid,
     dose_grid : DoseGrid
         Grid of the cubes, in the CT's frame.
     physical_dose_gy, rbe_dose_gy_rbe : (nz, ny, nx) float arrays on ``dose_grid``
-        Total physical dose (Gy) and RBE-weighted dose (Gy(RBE)) of the plan.
+        Total physical dose (Gy) and the dose of the model computed with (Gy(RBE); Gy under
+        the physical model).
     prescription_gy_rbe : float
-        Total prescribed dose, Gy(RBE) (> 0): the reference of V95, V107 and the conformity
-        index.
+        Total prescribed dose, in the prescription's unit (> 0): the reference of V95, V107
+        and the conformity index.
     target : str or None
         Structure-set name of the target, which gets the conformity index; None (or a
         structure without voxels on the grid) gives none.
@@ -100,6 +108,11 @@ def structure_report(patient: Patient, dose_grid: DoseGrid,
     labels : VoxelLabels, optional
         The LEM I tissue region of each voxel and structure (plans with a tissue per
         structure): a listed structure's RBE-weighted dose is read within its own tissue.
+    relative : bool
+        Whether ``rbe_dose_gy_rbe`` is a dose of the prescription's kind
+        (:func:`planning.rbe.prescription_unit_of`); False leaves V95, V107 and the conformity
+        index out (None): against a prescription of the other kind they read 0 % (a physical
+        dose under a Gy(RBE) prescription) or 100 %.
 
     Returns
     -------
@@ -136,12 +149,15 @@ def structure_report(patient: Patient, dose_grid: DoseGrid,
             "d2_gy_rbe": m.d2, "dmax_gy_rbe": m.max, "mean_gy_rbe": m.mean,
             "mean_gy": float(np.average(samples.dose(physical_dose_gy),
                                         weights=samples.volume_mm3)),
-            "v95": m.v95, "v107": m.v107, "homogeneity_index": m.homogeneity_index}
+            "v95": m.v95 if relative else None, "v107": m.v107 if relative else None,
+            "homogeneity_index": (m.homogeneity_index if s.is_target or s.name == target
+                                  else None)}
         h = cumulative_dvh(s.name, values, samples.volume_mm3, max_dose=top, n_bins=DVH_BINS)
         dvhs[s.name] = {"dose_gy_rbe": [round(float(x), 4) for x in h.dose_gy],
                         "volume_fraction": [round(float(x), 5) for x in h.volume_fraction]}
     if target is not None and target in rows_by_name and target in structures:
         on_grid = np.zeros(dose_grid.n_voxels, dtype=bool)
         on_grid[rows_by_name[target]] = True
-        structures[target]["conformity_index"] = conformity_index(rbe, on_grid, p)
+        structures[target]["conformity_index"] = (conformity_index(rbe, on_grid, p)
+                                                  if relative else None)
     return StructureReport(structures, dvhs, rows_by_name, samples_by_name)

@@ -111,7 +111,15 @@ from planning.plan_config import (
 )
 from planning.plan_report import structure_report
 from planning.progress import CancelToken, ProgressCallback, report, stage_progress
-from planning.rbe import DepthTables, LemModel, PhysicalDose, RbeModel, Tissue, depth_tables
+from planning.rbe import (
+    DepthTables,
+    LemModel,
+    PhysicalDose,
+    RbeModel,
+    Tissue,
+    depth_tables,
+    dose_unit_of,
+)
 from planning.rbe.record import model_label
 from planning.regions import is_generated, region_name, ring_name
 from planning.report_json import report_json_text
@@ -940,7 +948,9 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         "prescription": {"target": prepared.target,
                          "total_dose_gy_rbe": prescription.total_dose_gy_rbe,
                          "n_fractions": prescription.n_fractions,
-                         "dose_per_fraction_gy_rbe": prescription.dose_per_fraction_gy_rbe},
+                         "dose_per_fraction_gy_rbe": prescription.dose_per_fraction_gy_rbe,
+                         "unit": dose_unit_of(model)},
+        "dose_unit": dose_unit_of(model),
         "rbe_model": model_label(model, structure_tissues),
         "machine": prepared.machine.treatment_machine_name,
         "hlut": None if prepared.hlut is None else prepared.hlut.record(),

@@ -579,3 +579,27 @@ def test_robust_summary_row_gives_an_organs_highest_dose_and_names_each_extreme(
                                        "mean_gy_rbe", "max_gy_rbe")] == [46, 48, 54, 64, 59, 67]
     assert target["model_b"] == ("worst of 3 scenarios: min D98, D95, D50; "
                                  "max D2, Dmean, Dmax")
+
+
+def test_summary_csv_shows_float_noise_as_zero_and_json_keeps_it(tmp_path):
+    """summary.csv gave the body's D50 as 1.02481072875924e-08 and the exchange difference as
+    4.996e-08 Gy(RBE) (review): float noise of the dose engine, shown as data. The CSV rounds
+    doses to 0.1 mGy(RBE); summary.json keeps every digit, as report.json does."""
+    import csv
+
+    from planning.batch import JobOutcome, write_summary
+
+    a = {"d50_gy_rbe": 1.0248107e-08, "d2_gy_rbe": 19.008229675, "mean_gy_rbe": 1.37506116}
+    b = {"d50_gy_rbe": 6.0208193e-08, "d2_gy_rbe": 31.493018799, "mean_gy_rbe": 2.25618617}
+    row = {"structure": "External", "model": "mMKM", "model_b": "LEM I",
+           **a, **{f"{k}_b": v for k, v in b.items()},
+           **{f"diff_{k}": b[k] - a[k] for k in a}, "diff_d98_gy_rbe": -4.0e-9}
+    csv_path, json_path = write_summary(
+        [JobOutcome("ex", "exchange", "ok", seconds=1.0, rows=(row,))], tmp_path)
+    (written,) = list(csv.DictReader(csv_path.open()))
+    assert written["d50_gy_rbe"] == written["d50_gy_rbe_b"] == "0.0"
+    assert written["diff_d50_gy_rbe"] == "0.0" and written["diff_d98_gy_rbe"] == "0.0"
+    assert written["d2_gy_rbe"] == "19.0082" and written["diff_d2_gy_rbe"] == "12.4848"
+    assert written["mean_gy_rbe_b"] == "2.2562" and written["seconds"] == "1.0"
+    (kept,) = json.loads(json_path.read_text())["rows"]
+    assert kept["d50_gy_rbe"] == 1.0248107e-08 and kept["d2_gy_rbe"] == 19.008229675

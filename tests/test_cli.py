@@ -152,13 +152,22 @@ def test_summary_line_gives_physical_doses_in_gy_not_as_coverage() -> None:
 
     pres = {"target": "PTV", "total_dose_gy_rbe": 60.0}
     rbe = {"prescription": pres, "rbe_model": "mMKM HSG a0=0.172"}
-    physical = {"prescription": pres, "rbe_model": "physical dose"}
+    physical = {"prescription": pres, "rbe_model": "physical dose",
+                "plan_rbe_model": "mMKM HSG a0=0.172"}
     assert _target_doses(rbe, "PTV", [("D95", 58.56), ("D50", 60.18)]) == (
         "PTV D95 97.6 %, D50 100.3 % of 60 Gy(RBE)")
     assert _target_doses(rbe, "PTV", [("D95", 53.7, 58.56), ("D98 down to", 47.46)]) == (
         "PTV D95 89.5 to 97.6 %, D98 down to 79.1 % of 60 Gy(RBE)")
     assert _target_doses(physical, "PTV", [("D95", 19.155), ("D50", 20.71)]) == (
         "PTV D95 19.2 Gy, D50 20.7 Gy physical dose (prescription 60 Gy(RBE))")
+    # A physical-dose plan recalculated under the physical model: its prescription is in Gy
+    # (it said "physical dose (prescription 20 Gy(RBE))"); the unit as report.json states it.
+    own = {"prescription": {**pres, "total_dose_gy_rbe": 20.0}, "rbe_model": "physical dose",
+           "plan_rbe_model": "physical dose"}
+    assert _target_doses(own, "PTV", [("D95", 19.0)]) == "PTV D95 95.0 % of 20 Gy"
+    stated = {**physical, "prescription": {**pres, "unit": "Gy(RBE)"}, "plan_rbe_model": ""}
+    assert _target_doses(stated, "PTV", [("D95", 19.155)]) == (
+        "PTV D95 19.2 Gy physical dose (prescription 60 Gy(RBE))")
 
 
 @pytest.mark.parametrize(("args", "message"), [

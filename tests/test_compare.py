@@ -497,3 +497,30 @@ def test_a_plan_beside_the_dose_that_is_no_dicom_file_is_named_not_ignored(tmp_p
                                  "DICOM preamble and 'DICM' header)")
     result = compare(side, side, settings=CompareSettings(gamma=((3.0, 3.0),)))
     assert f"cross-model view of A not computed: {side.plan_problem}" in result.warnings
+
+
+def test_the_structures_table_shows_float_noise_as_zero():
+    """report.html gave the body's D50 as "1.02e-08" and its difference as "5.00e-08"
+    (review): float noise of the dose engine, shown as data; the table reads 0 there, and
+    keeps the digits of real doses."""
+    from types import SimpleNamespace
+
+    from planning.compare.dvh_compare import METRICS, StructureComparison
+    from planning.compare.html_report import _structures_table
+    from planning.evaluation import cumulative_dvh
+
+    a = dict.fromkeys(METRICS, 0.0) | {"d50": 1.0248e-08, "d2": 19.00823, "v95": None}
+    b = dict.fromkeys(METRICS, 0.0) | {"d50": 6.0208e-08, "d2": 31.49302, "d98": -3e-9,
+                                       "v95": None}
+    dvh = cumulative_dvh("External", [0.0, 1.0], 1.0)
+    body = StructureComparison("External", "EXTERNAL", (0, 255, 0), 2939.465, 100, a, b, dvh,
+                               dvh)
+    html = _structures_table(SimpleNamespace(structures=[body], unit="Gy(RBE)",
+                                             unit_a="Gy(RBE)", unit_b="Gy(RBE)",
+                                             mixed_units=False))
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", html)
+    assert cells[0] == "External" and cells[1] == "2.94e+03"
+    d98, d50, d2 = (cells[2 + 3 * k:5 + 3 * k] for k in (0, 2, 3))
+    assert d98 == ["0", "0", "0"] and d50 == ["0", "0", "0"]  # not "1.02e-08", "-3.00e-09"
+    assert d2 == ["19", "31.5", "12.5"]
+    assert "e-0" not in html

@@ -187,7 +187,8 @@ def test_both_models_metrics_dvh_views_warnings_and_approval(planned):
     assert row is not None and float(row.group(1)) == pytest.approx(ptv["d98_gy_rbe"], abs=0.006)
     assert float(row.group(2)) == pytest.approx(ptv["d95_gy_rbe"], abs=0.006)
     # Colour bar, isodose legend and DVH axes are text; the only images are the three views.
-    for words in ("Dose (Gy(RBE)); no colour below 0.30", "Isodose lines (% of 3 Gy(RBE))",
+    for words in ("Dose (Gy(RBE)); no colour below 0.30",
+                  "Isodose lines (solid), 100 % = 3 Gy(RBE) (prescription)",
                   "95 %", "Volume (%)", "Dose-volume histograms"):
         assert words in flat, words
     # The views' titles are text operators of the page (the views themselves: see

@@ -42,6 +42,13 @@ def _section(sections: tuple[DoseSection, ...], start: str) -> DoseSection:
     return section
 
 
+def _physical_dose_plan(lem_plan):
+    """``lem_plan`` as a plan made under the physical model (prescribed in Gy)."""
+    plan = dataclasses.replace(lem_plan.plan, rbe_model=PhysicalDose().describe(),
+                               rbe=PhysicalDose())
+    return dataclasses.replace(lem_plan, plan=plan, model=PhysicalDose())
+
+
 def test_the_physical_dose_table_has_no_prescription_relative_volumes(lem_plan):
     """V95 and V107 of the physical dose against the Gy(RBE) prescription were 0 % for every
     structure (the physical dose is about a third of it): they are left out, and the table
@@ -65,8 +72,7 @@ def test_the_physical_dose_table_has_no_prescription_relative_volumes(lem_plan):
 def test_a_physical_dose_plan_leaves_the_volumes_out_of_the_rbe_weighted_tables(lem_plan):
     """The other way round: a plan prescribed in Gy (physical) shows V95 and V107 of its own
     dose only, not of the other models' Gy(RBE) doses."""
-    physical_plan = dataclasses.replace(lem_plan, model=PhysicalDose())
-    doc = plan_document(physical_plan, "Plan 1")
+    doc = plan_document(_physical_dose_plan(lem_plan), "Plan 1")
     own = doc.sections[0]
     assert own.title.startswith("Physical dose")
     assert own.metrics.header[-2:] == PRESCRIPTION_RELATIVE_COLUMNS and own.note == ""
@@ -75,6 +81,58 @@ def test_a_physical_dose_plan_leaves_the_volumes_out_of_the_rbe_weighted_tables(
     for section in others:
         assert not set(PRESCRIPTION_RELATIVE_COLUMNS) & set(section.metrics.header)
         assert "the prescription, 57.6 Gy, a physical dose" in section.note
+
+
+def test_a_physical_recalculation_of_a_gy_rbe_plan_keeps_the_prescription_in_gy_rbe(lem_plan):
+    """recalc --rbe physical of a 57.6 Gy(RBE) plan: its document said "Prescribed dose 57.6
+    Gy in 16 fractions", drew isodoses in % of 57.6 Gy over a dose of at most 19.7 Gy and
+    gave V95 0.0 (review). The prescription keeps its unit and model; the physical dose's
+    isodoses, colour scale and table are not tied to it: 100 % is its maximum, as on screen."""
+    physical = PhysicalDose()
+    recalc = dataclasses.replace(lem_plan, model=physical, exchange=None,
+                                 report={**lem_plan.report, "rbe_model": physical.describe(),
+                                         "rbe_model_source": "requested"})
+    doc = plan_document(recalc, "Plan 1")
+    facts = dict(doc.plan_facts.rows)
+    assert facts["Prescribed dose"] == (f"{PRESCRIPTION_GY_RBE:g} Gy(RBE) in 16 fractions "
+                                        "(LEM I chordoma, averaged)")
+    assert facts["Dose per fraction"] == f"{PRESCRIPTION_GY_RBE / 16:.3f} Gy(RBE)"
+    (own,) = doc.sections
+    assert own.title.startswith("Physical dose (the model asked for in this recalculation")
+    assert not set(PRESCRIPTION_RELATIVE_COLUMNS) & set(own.metrics.header)
+    assert f"relative to the prescription, {PRESCRIPTION_GY_RBE:g} Gy(RBE)" in own.note
+    top = float(recalc.rbe_dose_gy_rbe.max())
+    assert doc.display.reference_dose == pytest.approx(top)
+    assert doc.display.reference_name == "maximum" and doc.display.unit == "Gy"
+    assert doc.display.wash_max == pytest.approx(1.1 * top)
+    flat = _flat_pdf_text(doc)
+    assert f"Isodose lines (solid), 100 % = {top:.4g} Gy (maximum)" in flat
+    assert f"{PRESCRIPTION_GY_RBE:g} Gy in" not in flat and "% of 57.6" not in flat
+    # The plan's own model keeps the prescription as its 100 %.
+    own_doc = plan_document(lem_plan, "Plan 1")
+    assert own_doc.display.reference_dose == PRESCRIPTION_GY_RBE
+    assert own_doc.display.reference_name == "prescription"
+    assert "Isodose lines (solid), 100 % = 57.6 Gy(RBE) (prescription)" in _flat_pdf_text(own_doc)
+
+
+def test_the_machine_is_the_beam_data_that_computed_the_dose(lem_plan):
+    """A received plan naming machine CENTRE_B_R1, recalculated with IonPlan's generic beam
+    data: the document said "Machine CENTRE_B_R1" while report.json and its own warning named
+    the generic machine (review). It names the beam data used and the plan's machine."""
+    received = dataclasses.replace(lem_plan.plan, machine_name="CENTRE_B_R1")
+    recalc = dataclasses.replace(lem_plan, plan=received,
+                                 report={**lem_plan.report, "machine": "IonPlan generic"})
+    facts = dict(plan_document(recalc, "Plan 1").plan_facts.rows)
+    assert facts["Machine"] == ("IonPlan generic (beam data used); the plan names "
+                                "CENTRE_B_R1")
+    # A plan computed with the machine it names (one of 16 characters or more: its plans
+    # carry the first 16) names it once.
+    for machine, named in (("IonPlan generic", "IonPlan generic"),
+                           ("Centre B room 1 carbon", "Centre B room 1 ")):
+        same = dataclasses.replace(lem_plan, plan=dataclasses.replace(lem_plan.plan,
+                                                                      machine_name=named.rstrip()),
+                                   report={**lem_plan.report, "machine": machine})
+        assert dict(plan_document(same, "Plan 1").plan_facts.rows)["Machine"] == machine
 
 
 def test_the_optimizer_status_is_in_words_and_scipys_text_stays_in_the_report(lem_plan):
@@ -149,7 +207,7 @@ def test_the_specification_point_of_a_physical_dose_plan_gives_its_dose_once(lem
     spec = {"point_mm": [27.5, 12.5, 10.0], "physical_gy_per_fraction": 1.252,
             "rbe_weighted_gy_rbe_per_fraction": 1.252}
     report = {**lem_plan.report, "dose_specification_point": spec}
-    physical = dataclasses.replace(lem_plan, model=PhysicalDose(), report=report)
+    physical = dataclasses.replace(_physical_dose_plan(lem_plan), report=report)
     rows = dict(plan_document(physical, "Plan 1").plan_facts.rows)
     assert rows["Dose specification point"] == ("(27.5, 12.5, 10.0) mm: 1.252 Gy (physical "
                                                 "dose) per fraction")
@@ -171,3 +229,36 @@ def test_structure_names_in_robustness_headings_are_shown_as_named(lem_plan):
     text = _flat_pdf_text(dataclasses.replace(doc, robustness=section))
     # pypdf breaks the line where the font changes: compare without white space.
     assert "".join(f"{name}, Gy(RBE)".split()) in "".join(text.split())
+
+
+def test_structure_outlines_are_dashed_where_isodose_lines_are_solid(lem_plan):
+    """On the demo head the GTV outline is the red of the 107 % isodose and the PTV outline
+    the orange of the 95 % one: a thin red closed line inside the target read as a 107 % hot
+    spot (review). Outlines are dashed, isodose lines solid, and a legend names the
+    structures and their dashed lines."""
+    from reportlab.graphics.shapes import Group, PolyLine
+
+    from planning.document.drawings import view_drawing
+
+    doc = plan_document(lem_plan, "Plan 1")
+    axial = doc.views[0]
+    colour = {s.label: s.colour_rgb for s in (*axial.structures, *axial.isodoses)}
+    assert colour["GTV"] == colour["107 %"] and colour["PTV"] == colour["95 %"]
+
+    def polylines(node):
+        for child in getattr(node, "contents", ()):
+            if isinstance(child, PolyLine):
+                yield child
+            elif isinstance(child, Group):
+                yield from polylines(child)
+
+    drawing = view_drawing(axial, 200.0)
+    structures, isodoses = (list(polylines(group)) for group in drawing.contents[:2])
+    assert len(structures) == sum(len(s.lines) for s in axial.structures) > 0
+    assert len(isodoses) == sum(len(s.lines) for s in axial.isodoses) > 0
+    assert all(line.strokeDashArray for line in structures)
+    assert not any(line.strokeDashArray for line in isodoses)
+    flat = _flat_pdf_text(doc)
+    legend = flat[flat.index("Structure outlines (dashed):"):]
+    assert "GTV" in legend.split("Three planes")[0] and "PTV" in legend.split("Three planes")[0]
+    assert "Structure outlines thin and dashed, isodose lines thicker and solid" in flat

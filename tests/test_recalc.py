@@ -87,6 +87,16 @@ def test_recalc_report_is_shaped_like_the_plans(demo):
     planned = json.loads((plan_dir / "report.json").read_text(), parse_constant=strict)
     report = json.loads((recalc_dir / "report.json").read_text(), parse_constant=strict)
     assert planned["structures"]["Eye_L"]["homogeneity_index"] is None  # no dose there
+    # The homogeneity index is the targets' only: the body's D50 is float noise (1e-8 Gy(RBE))
+    # and gave 1.85e9 (review).
+    for name, st in planned["structures"].items():
+        if st["interpreted_type"] in ("PTV", "CTV", "GTV"):
+            assert st["homogeneity_index"] == pytest.approx(
+                (st["d2_gy_rbe"] - st["d98_gy_rbe"]) / st["d50_gy_rbe"]), name
+        else:
+            assert st["homogeneity_index"] is None, name
+    assert {"PTV", "GTV"} <= {n for n, st in planned["structures"].items()
+                              if st["homogeneity_index"] is not None}
     for key in ("prescription", "rbe_model", "machine", "beams", "spots", "dose_grid",
                 "structures", "dvh_gy_rbe", "timings_s", "files"):
         assert key in report, key
@@ -533,6 +543,24 @@ def test_a_physical_recalculation_of_a_gy_rbe_plan_is_not_held_against_its_presc
     assert d50 < 0.5 * rep["prescription"]["total_dose_gy_rbe"]  # the check would have fired
     assert not any("far more than RBE models" in w for w in rep["warnings"]), rep["warnings"]
     assert "far more than RBE models" not in capsys.readouterr().err
+    # report.json says what its doses are: the *_gy_rbe keys hold the physical dose here
+    # (review: d95_gy_rbe 17.34 beside a Gy(RBE) prescription, v95 and conformity 0.0).
+    planned = json.loads((plan_dir / "report.json").read_text())
+    assert planned["dose_unit"] == planned["prescription"]["unit"] == "Gy(RBE)"
+    assert rep["dose_unit"] == "Gy" and rep["prescription"]["unit"] == "Gy(RBE)"
+    ptv = rep["structures"]["PTV"]
+    assert ptv["v95"] is None and ptv["v107"] is None and ptv["conformity_index"] is None
+    assert ptv["d95_gy_rbe"] > 0 and ptv["homogeneity_index"] > 0
+    assert rep["prescription_relative_note"] == ("no V95, V107 or conformity index (null): "
+                                                 "the dose is Gy, the prescription 60 Gy(RBE)")
+    assert "prescription_relative_note" not in planned
+    # The document keeps the prescription's unit and model; 100 % is the dose's maximum.
+    from pypdf import PdfReader
+
+    (pdf,) = out.glob("*_report.pdf")
+    text = " ".join(" ".join(page.extract_text() for page in PdfReader(pdf).pages).split())
+    assert "Prescribed dose 60 Gy(RBE) in 12 fractions (mMKM)" in text
+    assert "Gy (maximum)" in text and "60 Gy in" not in text
     # Meterset error (particles x 1000): the point check, in physical dose, catches it.
     bad = _save_with_metersets_x1000(pydicom.dcmread(plan_dir / "RTPLAN.dcm"),
                                      tmp_path / "bad.dcm")

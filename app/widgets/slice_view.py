@@ -8,7 +8,9 @@ instructions only, and a coarse dose grid's texture is placed by its own extent 
 interpolated by the GPU (no resampling in NumPy). A slice change re-uploads the CT and dose
 textures (``blit_buffer`` into textures that are kept) and rebuilds the line groups (isodoses,
 structure outlines: cached per slice). Lines are 1 px GL line strips (``Line`` with width 1,
-joint and cap ``"none"``). Redraws are coalesced to one per frame with a Clock trigger.
+joint and cap ``"none"``); structure outlines are dashed (:data:`STRUCTURE_DASH_MM`), isodose
+lines solid, so that a structure in an isodose's colour is not read as that isodose. Redraws
+are coalesced to one per frame with a Clock trigger.
 
 Interaction
 -----------
@@ -76,6 +78,12 @@ _INFO_BACKGROUND_RGBA = (0.0, 0.0, 0.0, 0.6)
 _FAR_MM = 1.0e5
 #: Beams are drawn from this far upstream of the isocentre (beyond any body).
 BEAM_LENGTH_MM = 250.0
+#: Dash and gap (plane mm; whole numbers, as Kivy's ``Line`` takes them) of the structure
+#: outlines; isodose lines are solid. Structure
+#: colours come from the structure set and may be isodose colours (the demo's GTV is the red
+#: of the 107 % line, its PTV the orange of the 95 % line): the line style tells them apart,
+#: as in the plan document (:data:`planning.document.drawings.STRUCTURE_DASH`).
+STRUCTURE_DASH_MM = (3, 2)
 
 
 def _text_texture(text: str, font_size: float, bold: bool = False) -> Texture:
@@ -405,9 +413,10 @@ class SliceView(Widget):
                 continue
             r, g, b = overlay.colour_rgb
             group.add(Color(r / 255.0, g / 255.0, b / 255.0, 1.0))
+            dash, gap = STRUCTURE_DASH_MM
             for poly in polylines:
                 group.add(Line(points=_flat(poly), width=1.0, cap="none", joint="none",
-                               close=True))
+                               close=True, dash_length=dash, dash_offset=gap))
 
     def _draw_beams(self) -> None:
         group = self._beam_group

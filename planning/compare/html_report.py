@@ -56,6 +56,12 @@ th { background: #f0f0f0; } td.l, th.l { text-align: left; }
 """
 
 
+#: Decimals of the structures table's doses (Gy, Gy(RBE)) and V95 (%): a body's D50 of
+#: 1.02e-08 Gy and a difference of 5.00e-08 are float noise of the dose engine and read 0
+#: (report.json keeps every digit).
+TABLE_DECIMALS = 3
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "&ndash;"
@@ -258,10 +264,11 @@ def _structures_table(result: ComparisonResult) -> str:
         other = s.ratio if mixed else s.difference
         for k in names:
             scale = 100.0 if k == "v95" else 1.0
-            row += [None if v is None else scale * v for v in (s.metrics_a[k], s.metrics_b[k])]
+            row += [None if v is None else round(scale * v, TABLE_DECIMALS) + 0.0
+                    for v in (s.metrics_a[k], s.metrics_b[k])]
             third_value = other[k]
             row.append(None if third_value is None
-                       else (1.0 if mixed else scale) * third_value)
+                       else round((1.0 if mixed else scale) * third_value, TABLE_DECIMALS) + 0.0)
         rows.append(row)
     if not mixed:
         return f"<p>Doses in {result.unit}.</p>" + _table(header, rows)

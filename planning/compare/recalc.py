@@ -59,6 +59,8 @@ from planning.rbe import (
     PhysicalDose,
     RbeModel,
     Tissue,
+    dose_unit_of,
+    prescription_unit_of,
 )
 from planning.rbe.lem import SCHEME_BEFORE_NAMED
 from planning.rbe.record import describe_structure_tissues, model_label
@@ -365,8 +367,7 @@ def plausibility_warnings(plan: Plan, model: RbeModel, model_source: str, target
         Total physical dose on ``dose_grid``, Gy.
     n_fractions : int
     """
-    physical = isinstance(model, PhysicalDose)
-    unit = "Gy" if physical else "Gy(RBE)"
+    unit = dose_unit_of(model)
     rx = plan.prescription.total_dose_gy_rbe
     own_model = model_source == "plan" or model.describe() == plan.rbe_model
     # The target's median is held against the prescription only where both are the same kind
@@ -374,7 +375,7 @@ def plausibility_warnings(plan: Plan, model: RbeModel, model_source: str, target
     # one two or three times a physical prescription, with nothing wrong with the plan (the
     # dose specification point below is checked in physical dose whatever the model).
     named = plan.rbe_model or ""  # a plan naming no model: an RBE-weighted prescription
-    like_with_like = physical == named.startswith("physical")
+    like_with_like = unit == prescription_unit_of(plan.rbe_model)
     out: list[str | None] = []
     metrics = structures.get(target) if target is not None else None
     if metrics is not None:
@@ -465,9 +466,10 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
                           cancel=cancel)
     timings["forward_dose"] = time.perf_counter() - t0
     target = _target_name(patient, plan)
+    unit, rx_unit = dose_unit_of(model), prescription_unit_of(plan.rbe_model)
     sections = structure_report(patient, setup.dose_grid, cubes.physical_dose_gy,
                                 cubes.rbe_dose_gy_rbe, plan.prescription.total_dose_gy_rbe,
-                                target, labels=tissues.labels)
+                                target, labels=tissues.labels, relative=unit == rx_unit)
     warnings = [*(source or {}).get("warnings", ()), *setup.warnings]
     if model_source == "default":  # the plan's model is none or unknown: choose_model took mMKM
         warnings.append(unknown_model_warning(plan))
@@ -489,7 +491,9 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
         "prescription": {"target": target or plan.prescription.target,
                          "total_dose_gy_rbe": plan.prescription.total_dose_gy_rbe,
                          "n_fractions": n_fx,
-                         "dose_per_fraction_gy_rbe": plan.prescription.dose_per_fraction_gy_rbe},
+                         "dose_per_fraction_gy_rbe": plan.prescription.dose_per_fraction_gy_rbe,
+                         "unit": rx_unit},
+        "dose_unit": unit,
         "rbe_model": model_label(model, structure_tissues),
         "rbe_model_source": model_source,
         "plan_rbe_model": plan.rbe_model,
@@ -509,6 +513,9 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
                       "origin_mm": list(setup.dose_grid.origin_mm)},
         "structures": sections.structures,
         "dvh_gy_rbe": sections.dvh_gy_rbe,
+        **({} if unit == rx_unit else {"prescription_relative_note": (
+            f"no V95, V107 or conformity index (null): the dose is {unit}, the prescription "
+            f"{plan.prescription.total_dose_gy_rbe:g} {rx_unit}")}),
         "warnings": warnings,
         "timings_s": timings,
     }

@@ -24,6 +24,11 @@ from planning.document.views import DoseDisplay, OutlineSet, SliceView
 
 _GRID = colors.Color(0.85, 0.86, 0.88)
 _INK = colors.Color(0.1, 0.1, 0.12)
+#: Dash pattern (on, off, points) of the structure outlines on the views; isodose lines are
+#: solid. Structure colours come from the structure set and may be isodose colours (the demo's
+#: GTV is the red of the 107 % line, its PTV the orange of the 95 % line): the line style tells
+#: them apart, as the app's views do.
+STRUCTURE_DASH = (2.0, 1.5)
 
 
 def _text(x: float, y: float, text: str, size: float) -> Group:
@@ -41,14 +46,15 @@ def _rgb(c: Sequence[int]) -> colors.Color:
 
 
 def _outline_group(sets: Sequence[OutlineSet], scale: float, height: float,
-                   width: float) -> Group:
+                   width: float, dash: Sequence[float] = ()) -> Group:
     group = Group()
     for s in sets:
         for line in s.lines:
             pts: list[float] = []
             for col, row in line:
                 pts += [float(col + 0.5) * scale, height - float(row + 0.5) * scale]
-            group.add(PolyLine(pts, strokeColor=_rgb(s.colour_rgb), strokeWidth=width))
+            group.add(PolyLine(pts, strokeColor=_rgb(s.colour_rgb), strokeWidth=width,
+                               strokeDashArray=list(dash) or None))
     return group
 
 
@@ -72,12 +78,13 @@ class _OverPixels(Drawing):
 
 
 def view_drawing(view: SliceView, size_pt: float) -> Drawing:
-    """A square drawing of one view: pixels, structure outlines (thin), isodose lines
-    (thicker), edge letters, the view's name and a 5 cm scale bar."""
+    """A square drawing of one view: pixels, structure outlines (thin, dashed:
+    :data:`STRUCTURE_DASH`), isodose lines (thicker, solid), edge letters, the view's name and
+    a 5 cm scale bar."""
     n = view.rgb.shape[0]
     scale = size_pt / n
     d = _OverPixels(size_pt, size_pt + 12, view.rgb, size_pt)
-    d.add(_outline_group(view.structures, scale, size_pt, 0.6))
+    d.add(_outline_group(view.structures, scale, size_pt, 0.7, STRUCTURE_DASH))
     d.add(_outline_group(view.isodoses, scale, size_pt, 1.0))
     top, bottom, left, right = (view.edge_letters[k] for k in range(4))
     white = colors.white
@@ -124,7 +131,7 @@ def isodose_legend_drawing(display: DoseDisplay, width_pt: float) -> Drawing:
     """One entry per isodose level: its line colour, % of the reference and dose."""
     height = 34.0
     d = Drawing(width_pt, height)
-    d.add(String(0, 27, f"Isodose lines (% of {display.reference_dose:g} {display.unit})",
+    d.add(String(0, 27, f"Isodose lines (solid), {display.reference_text}",
                  fontName=FONT, fontSize=7, fillColor=_INK))
     step = width_pt / max(len(display.isodose_percent), 1)
     for k, (p, c) in enumerate(zip(display.isodose_percent, display.isodose_rgb, strict=True)):
@@ -133,6 +140,32 @@ def isodose_legend_drawing(display: DoseDisplay, width_pt: float) -> Drawing:
         d.add(String(x + 19, 15.5, f"{p:g} %", fontName=FONT, fontSize=7, fillColor=_INK))
         d.add(String(x + 19, 5, f"{p / 100 * display.reference_dose:.2f}", fontName=FONT,
                      fontSize=6, fillColor=_INK))
+    return d
+
+
+def structure_legend_drawing(views: Sequence[SliceView], width_pt: float) -> Drawing:
+    """The structures outlined on ``views`` (in their order of first appearance), each with a
+    dashed sample of its outline, in rows across ``width_pt`` after the title."""
+    size, sample, gap, line_pt = 7.0, 16.0, 12.0, 11.0
+    title = "Structure outlines (dashed):"
+    entries = list(dict.fromkeys((s.label, s.colour_rgb) for v in views for s in v.structures))
+    placed: list[tuple[float, int, str, tuple[int, int, int]]] = []  # x, row, name, colour
+    x, row = stringWidth(title, FONT, size) + gap, 0
+    for name, colour in entries:
+        w = sample + 3 + sum(stringWidth(run, font, size) for run, font in text_runs(name))
+        if x > 0 and x + w > width_pt:
+            x, row = 0.0, row + 1
+        placed.append((x, row, name, colour))
+        x += w + gap
+    height = line_pt * (row + 1)
+    d = Drawing(width_pt, height)
+    top = height - 8
+    d.add(String(0, top, title, fontName=FONT, fontSize=size, fillColor=_INK))
+    for x, k, name, colour in placed:
+        y = top - line_pt * k
+        d.add(Line(x, y + 2.5, x + sample, y + 2.5, strokeColor=_rgb(colour),
+                   strokeWidth=1.2, strokeDashArray=list(STRUCTURE_DASH)))
+        d.add(_text(x + sample + 3, y, name, size))
     return d
 
 

@@ -39,10 +39,18 @@ from planning.document.views import (
 from planning.dose_interpolation import VoxelLabels
 from planning.hlut import describe_hlut_record
 from planning.isodose import STANDARD_ISODOSE_PERCENT
+from planning.machine import TREATMENT_MACHINE_NAME_CHARS
 from planning.plan import fractions_text
 from planning.plan_notes import optimizer_passes, optimizer_status, plan_notes
-from planning.rbe import LemModel, MkmModel, PhysicalDose, RbeModel, dose_unit_of
-from planning.rbe.record import StructureTissues, model_label, model_record
+from planning.rbe import (
+    LemModel,
+    MkmModel,
+    PhysicalDose,
+    RbeModel,
+    dose_unit_of,
+    prescription_unit_of,
+)
+from planning.rbe.record import StructureTissues, model_label, model_record, short_model_name
 from planning.robust_tables import (
     ROBUST_REPORT_KEYS,
     SCENARIO_METRICS,
@@ -101,17 +109,38 @@ def plan_label(result: PlanResult, plan_name: str) -> str:
     return label
 
 
+def _prescription_model(result: PlanResult) -> str:
+    """`` (mMKM)``: the model of the prescription's Gy(RBE) or Gy when the document's dose is
+    of another kind (a recalculation under another kind of model); "" otherwise, and for a
+    plan that names no model."""
+    named = result.plan.rbe_model
+    if (named is None or named in ("", "unknown")
+            or prescription_unit_of(named) == dose_unit_of(result.model)):
+        return ""
+    return f" ({short_model_name(named)})"
+
+
+def machine_text(result: PlanResult) -> str:
+    """The machine whose beam data computed the dose (report.json's ``machine``) and, for a
+    received plan naming another treatment machine, that name too."""
+    used = str(result.report.get("machine") or result.plan.machine_name)
+    named = result.plan.machine_name
+    if named in (used, used[:TREATMENT_MACHINE_NAME_CHARS].rstrip()):
+        return used
+    return f"{used} (beam data used); the plan names {named}"
+
+
 def _plan_facts(result: PlanResult, plan_name: str) -> TextTable:
     rx, plan, grid = result.plan.prescription, result.plan, result.dose_grid
-    unit = dose_unit_of(result.model)
+    unit = prescription_unit_of(plan.rbe_model)
     spec = result.report.get("dose_specification_point")
     rows = [
         ("Target", rx.target),
         ("Prescribed dose", f"{rx.total_dose_gy_rbe:g} {unit} in "
-                            f"{fractions_text(rx.n_fractions)}"),
+                            f"{fractions_text(rx.n_fractions)}{_prescription_model(result)}"),
         ("Dose per fraction", f"{rx.dose_per_fraction_gy_rbe:.3f} {unit}"),
         ("Plan label", plan_label(result, plan_name)),
-        ("Machine", plan.machine_name),
+        ("Machine", machine_text(result)),
         ("Ion", f"Z={plan.ion_z}, A={plan.ion_a}"),
         ("HU calibration (HLUT)", describe_hlut_record(result.report.get("hlut"))),
         ("Dose grid", f"{' x '.join(str(n) for n in grid.shape[::-1])} voxels of "
@@ -342,13 +371,14 @@ def plan_document(result: PlanResult, plan_name: str, *,
                   isodose_percent: Sequence[float] = STANDARD_ISODOSE_PERCENT) -> PlanDocument:
     """The document of ``result`` under the name ``plan_name`` (e.g. "Plan 1"), its views with
     the isodose lines ``isodose_percent`` (% of the prescription: the app passes those on its
-    screen).
+    screen; % of the dose's maximum for a dose of another kind than the prescription's).
 
     A plan whose target is not a structure of the patient (a received plan) still gets its
     document: views through the dose maximum, and a warning.
     """
     model, rx = result.model, result.plan.prescription
     unit = dose_unit_of(model)
+    rx_unit = prescription_unit_of(result.plan.rbe_model)
     reference = rx.total_dose_gy_rbe
     structure_set = result.patient.structure_set
     colours = ({} if structure_set is None else  # as the app draws them
@@ -364,7 +394,8 @@ def plan_document(result: PlanResult, plan_name: str, *,
     label = model_label(model, result.structure_tissues)
     what = "Physical dose" if unit == "Gy" else f"RBE-weighted dose, {label}"
     role, short_role = _model_role(result)
-    sections = [_dose_section(f"{what} ({role}, {unit})", plan_stats, False)]
+    own = unrelated_to_prescription(reference, rx_unit, unit)
+    sections = [_dose_section(f"{what} ({role}, {unit})", plan_stats, False, own)]
     doses: list[tuple[list[StructureDose], tuple[float, ...]]] = [(plan_stats, ())]
     legend: list[tuple[str, tuple[float, ...]]] = [(f"{model.name} ({short_role})", ())]
     drawn = _drawn(result)
@@ -372,20 +403,24 @@ def plan_document(result: PlanResult, plan_name: str, *,
         other_stats = stats(cube)
         sections.append(_dose_section(f"RBE-weighted dose, {other.describe()} (other model, "
                                       "same spots, Gy(RBE))", other_stats, drawn,
-                                      unrelated_to_prescription(reference, unit, "Gy(RBE)")))
+                                      unrelated_to_prescription(reference, rx_unit,
+                                                                "Gy(RBE)")))
         if drawn:  # on the plan's Gy(RBE) axis, each model in its own dash pattern
             doses.append((other_stats, dash_of(other)))
             legend.append((other.name, dash_of(other)))
     if not isinstance(model, PhysicalDose):
         sections.append(_dose_section("Physical dose (same spots, Gy)",
                                       stats(result.physical_dose_gy), False,
-                                      unrelated_to_prescription(reference, unit, "Gy")))
+                                      unrelated_to_prescription(reference, rx_unit, "Gy")))
     lines = tuple(
         DvhLine(st.name, colours.get(st.name, DEFAULT_OUTLINE_RGB), st.dvh.dose_gy,
                 st.dvh.volume_fraction, dash)
         for group, dash in doses for st in group)
-    display = dose_display(reference, float(np.max(result.rbe_dose_gy_rbe)), unit,
-                           isodose_percent)
+    dose_max = float(np.max(result.rbe_dose_gy_rbe))
+    # A dose of another kind than the prescription's: 100 % is its maximum, as in the app.
+    display = (dose_display(reference, dose_max, unit, isodose_percent) if not own else
+               dose_display(dose_max if dose_max > 0 else 1.0, dose_max, unit,
+                            isodose_percent, "maximum"))
     views = target_views(result.patient, rx.target, result.dose_grid, result.rbe_dose_gy_rbe,
                          display)
     variant, parameters = _model_facts(model, result.structure_tissues)

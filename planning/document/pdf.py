@@ -38,6 +38,7 @@ from planning.document.drawings import (
     colour_bar_drawing,
     dvh_drawing,
     isodose_legend_drawing,
+    structure_legend_drawing,
     view_drawing,
 )
 from planning.document.fonts import FONT, text_runs
@@ -137,11 +138,13 @@ def _views(doc: PlanDocument) -> list[Flowable]:
                      isodose_legend_drawing(doc.display, half)]],
                    colWidths=[half + 20, half], hAlign="LEFT",
                    style=TableStyle([("LEFTPADDING", (0, 0), (-1, -1), 0)]))
+    structures = structure_legend_drawing(doc.views, FRAME_WIDTH)
     note = _p(f"Three planes through {doc.views[0].focus}, "
               f"{doc.views[0].pixel_mm * doc.views[0].rgb.shape[0]:.0f} mm wide; "
-              f"colour wash: {doc.sections[0].title}. Structure outlines thin, isodose lines "
-              "thick.", _BODY)
-    return [KeepTogether([Paragraph("Dose", _H2), row, Spacer(1, 3), scales, note])]
+              f"colour wash: {doc.sections[0].title}. Structure outlines thin and dashed, "
+              "isodose lines thicker and solid.", _BODY)
+    return [KeepTogether([Paragraph("Dose", _H2), row, Spacer(1, 3), scales, Spacer(1, 2),
+                          structures, note])]
 
 
 def _robustness(section: RobustnessSection) -> list[Flowable]:

@@ -100,7 +100,8 @@ class DoseDisplay:
     Attributes
     ----------
     reference_dose : float
-        The 100 % of the isodose levels (the prescription), dose units.
+        The 100 % of the isodose levels, dose units: the prescription, or the dose's maximum
+        for a dose of another kind than the prescription's (``reference_name``).
     wash_min, wash_max : float
         Dose where the wash starts (none below) and where its colour scale ends.
     isodose_percent : tuple of float
@@ -109,6 +110,8 @@ class DoseDisplay:
         Colour of each level.
     unit : str
         "Gy(RBE)" or "Gy".
+    reference_name : str
+        What ``reference_dose`` is: ``"prescription"`` or ``"maximum"``.
     """
 
     reference_dose: float
@@ -117,13 +120,21 @@ class DoseDisplay:
     isodose_percent: tuple[float, ...]
     isodose_rgb: tuple[tuple[int, int, int], ...]
     unit: str
+    reference_name: str = "prescription"
+
+    @property
+    def reference_text(self) -> str:
+        """``"100 % = 57.6 Gy(RBE) (prescription)"``, as the app's Dose tab says it."""
+        return f"100 % = {self.reference_dose:.4g} {self.unit} ({self.reference_name})"
 
 
 def dose_display(reference_dose: float, dose_max: float, unit: str,
-                 isodose_percent: Sequence[float] = STANDARD_ISODOSE_PERCENT) -> DoseDisplay:
-    """The document's display: wash from 10 % of the reference to the larger of the dose
-    maximum and 110 % of the reference; ``isodose_percent`` (the app's on screen, else the
-    standard levels) in the app's colours (:mod:`planning.isodose`)."""
+                 isodose_percent: Sequence[float] = STANDARD_ISODOSE_PERCENT,
+                 reference_name: str = "prescription") -> DoseDisplay:
+    """The document's display: wash from 10 % of the reference (``reference_name`` says what
+    it is) to the larger of the dose maximum and 110 % of the reference; ``isodose_percent``
+    (the app's on screen, else the standard levels) in the app's colours
+    (:mod:`planning.isodose`)."""
     if not (np.isfinite(reference_dose) and reference_dose > 0):
         raise InputError(f"the reference dose must be > 0, got {reference_dose}")
     levels = tuple(sorted((float(v) for v in isodose_percent), reverse=True))
@@ -131,7 +142,7 @@ def dose_display(reference_dose: float, dose_max: float, unit: str,
         raise InputError(f"isodose levels must be percentages > 0, got {list(isodose_percent)}")
     return DoseDisplay(reference_dose, 0.1 * reference_dose,
                        max(float(dose_max), 1.1 * reference_dose), levels,
-                       tuple(isodose_colours(levels)), unit)
+                       tuple(isodose_colours(levels)), unit, reference_name)
 
 
 def _sample(volume: NDArray[np.generic], grid: DoseGrid, points_lps: NDArray[np.float64],

@@ -14,6 +14,7 @@ from planning.rbe.models import (
     RbeGradient,
     RbeModel,
     dose_unit_of,
+    prescription_unit_of,
 )
 from planning.rbe.tables import DepthTables, RbeTableRow, depth_tables, rbe_table_rows
 
@@ -32,6 +33,7 @@ __all__ = [
     "depth_tables",
     "dose_unit_of",
     "parse_tissue",
+    "prescription_unit_of",
     "rbe_table_rows",
     "tissue_by_name",
 ]

@@ -208,6 +208,17 @@ def dose_unit_of(model: RbeModel | str) -> str:
     return "Gy" if physical else "Gy(RBE)"
 
 
+def prescription_unit_of(plan_rbe_model: str | None) -> str:
+    """The unit of a plan's prescription: that of the dose of the model the plan was made
+    under (``Plan.rbe_model``), ``"Gy"`` for a physical-dose plan and ``"Gy(RBE)"`` for any
+    other, a plan that names no model included (carbon plans are prescribed RBE-weighted).
+
+    A dose of another unit (a recalculation of the plan under another kind of model) is not
+    read against the prescription: no V95, V107, conformity index or isodoses in % of it; its
+    100 % is its own maximum, as the app's physical-dose layer has it."""
+    return "Gy(RBE)" if plan_rbe_model is None else dose_unit_of(plan_rbe_model)
+
+
 #: The constant RBEs accepted: an ion's RBE is not below that of photons, and no tissue's
 #: carbon RBE reaches 10 (a value outside was a typing slip: 0.01 gave a plan with every spot
 #: at its delivery limit and D95 of 34 %, 1e9 no deliverable spot; CLI review, 2026-12-07).

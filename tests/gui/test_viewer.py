@@ -505,3 +505,35 @@ def test_the_readout_never_shows_minus_zero() -> None:
     text = ViewerState().readout_at((12.34, -0.04, -0.0))
     assert text.startswith("x 12.3 y 0.0 z 0.0 mm"), text
     assert ViewerState().readout_at((-1.26, 0.0, 5.0)).startswith("x -1.3 y 0.0 z 5.0 mm")
+
+
+def test_structure_outlines_are_dashed_and_isodose_lines_solid(viewer) -> None:
+    """The GTV outline (red) and the 107 % isodose (red), the PTV (orange) and the 95 %
+    isodose (orange) were the same 1 px solid lines: a structure reads as a hot spot (review).
+    Structure outlines are dashed, isodose lines solid; on screen, a dashed PTV outline is
+    broken: its pixels along the sphere's outline have gaps."""
+    from kivy.graphics import Line
+
+    from app.widgets.slice_view import STRUCTURE_DASH_MM
+
+    gui, panel, state = viewer
+    state.set_dose(make_dose())
+    gui.frames(2)
+    view = panel.axial
+    outlines = [i for i in view._structure_group.children if isinstance(i, Line)]
+    isodoses = [i for i in view._isodose_group.children if isinstance(i, Line)]
+    assert outlines and isodoses
+    assert all((i.dash_length, i.dash_offset) == STRUCTURE_DASH_MM for i in outlines)
+    assert all(i.dash_offset == 0 for i in isodoses)
+    # Around the PTV's outline (radius 15 mm in the axial plane through its centre): PTV
+    # pixels, and pixels between them that are not.
+    rgba = gui.screenshot()
+    height = rgba.shape[0]
+    hits = []
+    for angle in np.linspace(0.0, 2 * np.pi, 720, endpoint=False):
+        point = (SPHERE_LPS[0] + SPHERE_RADIUS_MM * np.cos(angle),
+                 SPHERE_LPS[1] + SPHERE_RADIUS_MM * np.sin(angle), SPHERE_LPS[2])
+        x, y = (round(v) for v in _window_xy(view, point))
+        near = rgba[height - 1 - y - 1:height - y + 1, x - 1:x + 2, :3]
+        hits.append(bool(np.any(np.all(near == np.asarray(PTV_RGB, np.uint8), axis=-1))))
+    assert 0.2 < np.mean(hits) < 0.9, np.mean(hits)
