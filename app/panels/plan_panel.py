@@ -275,7 +275,8 @@ class PlanPanel(BoxLayout):
         row.add_widget(_label("Also evaluate under mMKM and LEM I (exchange)"))
         form.add_widget(row)
 
-        form.add_widget(_section("Objectives (whole-plan dose)"))
+        self.objectives_heading = _section("Objectives (whole-plan dose)")
+        form.add_widget(self.objectives_heading)
         # What the default rings' maxima are for, while the rows have rings (a hint line
         # above them: a far ring at 105 % next to a nearer one at 80 % read as a mistake).
         self.ring_note = Label(text="", size_hint_y=None, height=0, halign="left",
@@ -293,6 +294,7 @@ class PlanPanel(BoxLayout):
                 self.objective_unit = lab  # "Gy" under the physical model
         header.add_widget(Label(size_hint_x=None, width=REMOVE_WIDTH))
         form.add_widget(header)
+        self.objective_header = header
         self.objective_rows = BoxLayout(orientation="vertical", size_hint_y=None, spacing=3)
         self.objective_rows.bind(minimum_height=self.objective_rows.setter("height"))
         form.add_widget(self.objective_rows)
@@ -417,10 +419,13 @@ class PlanPanel(BoxLayout):
         self._show_ring_note()
 
     def _show_ring_note(self) -> None:
-        self.ring_note.text = default_rings_note(
-            [r.structure.text for r in self.objective_row_list])
-        if not self.ring_note.text:
-            self.ring_note.height = 0
+        """The ring hint for the rows now, as high as its wrapped lines (none: no room). Its
+        height is set here, not only when its texture size changes: the same text again
+        ("Default objectives" over default rows) changes no texture size."""
+        note = self.ring_note
+        note.text = default_rings_note([r.structure.text for r in self.objective_row_list])
+        note.texture_update()
+        note.height = note.texture_size[1] if note.text else 0
 
     def add_beam(self, beam: BeamSetup, *, notify: bool = True) -> BeamRow:
         row = BeamRow(beam, self._beams_changed, self._remove_beam)

@@ -215,3 +215,39 @@ def test_the_robustness_view_names_the_plans_model_as_the_dose_tab_does(gui, tmp
     assert len(dvh.x_label_lines) == 2 and left - 0.5 <= x0 < x1 <= right + 0.5
     assert dvh.y <= y0 < y1 < bottom
     gui.save_png(gui.screenshot(), tmp_path / "worst_case.png")
+
+
+def _overlap_px(a, b) -> float:
+    """Height in px by which widgets ``a`` and ``b`` (children of one layout) overlap."""
+    return max(0.0, min(a.top, b.top) - max(a.y, b.y))
+
+
+def test_default_objectives_keep_the_ring_note_between_heading_and_column_titles(
+        gui, tmp_path):
+    """"Default objectives" pressed while the rows already held rings: the note lost its
+    height (its text came back unchanged, so its texture size did not change) and was drawn
+    over the section's title and the column titles, at every window size."""
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    gui.click(screen.tab_items["Plan"])
+    gui.frames(2)
+    form = screen.plan_panel
+    note, heading, header = form.ring_note, form.objectives_heading, form.objective_header
+    window = gui.window
+    try:
+        for size in ((1440, 900), (1024, 640)):
+            window.size = size
+            gui.frames(4)
+            form.reset_objectives()  # the "Default objectives" button
+            gui.frames(3)
+            assert "105 %" in note.text
+            # The note takes the room its wrapped lines need ...
+            assert note.texture_size[0] <= note.width and note.texture_size[1] <= note.height
+            # ... below the section's title and above the column titles, none over another.
+            assert heading.y >= note.top - 0.5 and note.y >= header.top - 0.5, size
+            for a, b in ((heading, note), (note, header), (heading, header)):
+                assert _overlap_px(a, b) < 0.5, (size, a.text if hasattr(a, "text") else a)
+            assert header.y >= form.objective_rows.top - 0.5
+    finally:
+        window.size = (1440, 900)
+        gui.frames(2)
