@@ -21,6 +21,7 @@ from app.model_note import (
     unit_changes,
 )
 from app.panels.form_widgets import row_label as _label
+from app.panels.form_widgets import wrapped_label
 from app.plan_setup import (
     CUSTOM_TISSUE,
     DEVICES,
@@ -287,12 +288,15 @@ class PlanPanel(BoxLayout):
             grid.add_widget(_label(text, 130))
             grid.add_widget(w)
         form.add_widget(grid)
-        row = BoxLayout(size_hint_y=None, height=ROW_HEIGHT)
+        exchange_row = BoxLayout(size_hint_y=None, height=ROW_HEIGHT)
         self.exchange = CheckBox(active=True, size_hint_x=None, width=30)
         self.exchange.bind(active=lambda *_: self._show_model_fields())
-        row.add_widget(self.exchange)
-        row.add_widget(_label("Also evaluate under mMKM and LEM I (exchange)"))
-        form.add_widget(row)
+        exchange_row.add_widget(self.exchange)
+        # Two lines in a narrow panel (1024 px windows): the row grows with them.
+        self.exchange_label = wrapped_label("Also evaluate under mMKM and LEM I (exchange)")
+        self.exchange_label.bind(height=exchange_row.setter("height"))
+        exchange_row.add_widget(self.exchange_label)
+        form.add_widget(exchange_row)
 
         self.objectives_heading = _section("Objectives (whole-plan dose)")
         form.add_widget(self.objectives_heading)

@@ -227,6 +227,8 @@ def test_default_objectives_keep_the_ring_note_between_heading_and_column_titles
     """"Default objectives" pressed while the rows already held rings: the note lost its
     height (its text came back unchanged, so its texture size did not change) and was drawn
     over the section's title and the column titles, at every window size."""
+    from kivy.core.text import Label as CoreLabel
+
     app = _start(gui, tmp_path)
     screen = app.planning
     gui.click(screen.tab_items["Plan"])
@@ -248,6 +250,13 @@ def test_default_objectives_keep_the_ring_note_between_heading_and_column_titles
             for a, b in ((heading, note), (note, header), (heading, header)):
                 assert _overlap_px(a, b) < 0.5, (size, a.text if hasattr(a, "text") else a)
             assert header.y >= form.objective_rows.top - 0.5
+            # The exchange line above the title (two lines at 1024 px) keeps to its row.
+            line = form.exchange_label
+            wrapped = CoreLabel(text=line.text, font_size=line.font_size,
+                                text_size=(line.width, None))
+            wrapped.refresh()
+            assert wrapped.texture.size[1] <= line.height <= line.parent.height, size
+            assert _overlap_px(line.parent, heading) < 0.5, size
     finally:
         window.size = (1440, 900)
         gui.frames(2)
