@@ -3,21 +3,92 @@
 A prescription in Gy(RBE) is a number of one model: mMKM "clinical dose" and LEM I
 RBE-weighted dose give the same physical dose different numbers (LEM I's are higher in a
 carbon target, about 5-10 % for chordoma-like tissue), so keeping 57.6 Gy(RBE) when switching
-from mMKM to LEM I asks for less physical dose.
+from mMKM to LEM I asks for less physical dose. Between an RBE-weighted model and the physical
+one the number changes quantity: 57.6 Gy(RBE) is roughly 20-30 Gy of carbon-ion physical dose,
+so a kept 57.6 read as Gy asks for about 2-3 times the dose meant (and the other way, a half to
+a third of it); the form holds such a number until the user confirms it
+(:func:`unit_changes`, :func:`unconfirmed_prescription_error`).
 """
 
 from __future__ import annotations
 
+from app.plan_setup import model_dose_unit as dose_unit
+
 #: Short names of the models whose Gy(RBE) numbers are compared.
 _BIOLOGICAL = {"mkm": "mMKM", "lem1": "LEM I", "const": "constant RBE"}
+#: ... and of every model, as the notes name them.
+_NAMES = {**_BIOLOGICAL, "physical": "physical dose"}
+#: The RBE of carbon ions in a target, roughly (it varies with LET, tissue and dose per
+#: fraction): the range the notes use to say what a kept number becomes, not a conversion.
+CARBON_TARGET_RBE = (2.0, 3.0)
+
+
+def unit_changes(old_model: str, new_model: str) -> bool:
+    """Whether a prescription written under ``old_model`` means another quantity under
+    ``new_model``: physical dose (Gy) on one side, RBE-weighted dose (Gy(RBE)) on the other."""
+    return dose_unit(old_model) != dose_unit(new_model)
+
+
+def _physical_range(prescription_text: str) -> str:
+    """``"about 19-29 Gy"``: the physical dose a number of Gy(RBE) stands for with
+    :data:`CARBON_TARGET_RBE`, whole Gy; ``""`` when the field holds no number."""
+    try:
+        value = float(prescription_text.strip().replace(",", "."))
+    except ValueError:
+        return ""
+    low, high = CARBON_TARGET_RBE
+    return f"about {value / high:.0f}-{value / low:.0f} Gy"
+
+
+def _unit_switch_note(old_model: str, new_model: str, prescription_text: str) -> str:
+    """The note for a switch across :func:`unit_changes`."""
+    rx = prescription_text.strip()
+    low, high = (f"{v:g}" for v in CARBON_TARGET_RBE)
+    physical = _physical_range(rx)
+    old, new = _NAMES[old_model], _NAMES[new_model]
+    unit = dose_unit(new_model)
+    if not physical:  # no number kept
+        return f"Model changed from {old} to {new}: the prescription is now in {unit}."
+    if new_model == "physical":
+        meaning = (f"now asks for {rx} Gy of physical dose (no RBE). With a carbon RBE of "
+                   f"roughly {low}-{high} in the target, {rx} Gy(RBE) is {physical} physical, "
+                   f"so keeping {rx} delivers {low}-{high} times the dose meant.")
+    else:
+        meaning = (f"now asks for {rx} Gy(RBE) under {new}. With a carbon RBE of roughly "
+                   f"{low}-{high} in the target, that is {physical} physical, so keeping {rx} "
+                   "delivers a half to a third of the dose meant.")
+    return (f"Model changed from {old} to {new}: the prescription {rx} was entered in "
+            f"{dose_unit(old_model)} and {meaning} Type the prescription in {unit} (the "
+            f"objectives follow it), or press Enter in its field to keep {rx} {unit}; no plan "
+            "is computed until then.")
+
+
+def confirmed_note(model: str, prescription_text: str) -> str:
+    """The line that replaces a :func:`unit_changes` note once the user kept the number."""
+    quantity = "of physical dose (no RBE)" if model == "physical" else f"under {_NAMES[model]}"
+    return (f"Prescription confirmed: {prescription_text.strip()} {dose_unit(model)} "
+            f"{quantity}.")
+
+
+def unconfirmed_prescription_error(old_model: str, new_model: str,
+                                   prescription_text: str) -> str:
+    """Why Compute refuses a prescription entered under ``old_model`` and kept, unconfirmed,
+    across :func:`unit_changes` to ``new_model``."""
+    rx = prescription_text.strip()
+    unit = dose_unit(new_model)
+    return (f"prescribed dose: {rx} was entered in {dose_unit(old_model)} under "
+            f"{_NAMES[old_model]}; under {_NAMES[new_model]} it means {rx} {unit}. Type the "
+            f"prescription in {unit}, or press Enter in its field to keep {rx} {unit}")
 
 
 def model_switch_note(old_model: str, new_model: str, prescription_text: str) -> str:
     """The note for a switch from ``old_model`` to ``new_model`` (CLI names: ``"mkm"``,
-    ``"lem1"``, ``"const"``, ``"physical"``) with the prescription field's text; ``""`` when
-    nothing needs saying (no change, or no number kept across two biological models)."""
-    if old_model == new_model or old_model not in _BIOLOGICAL or new_model not in _BIOLOGICAL:
+    ``"lem1"``, ``"const"``, ``"physical"``) with the prescription field's text; ``""`` only
+    without a change."""
+    if old_model == new_model:
         return ""
+    if unit_changes(old_model, new_model):
+        return _unit_switch_note(old_model, new_model, prescription_text)
     old, new = _BIOLOGICAL[old_model], _BIOLOGICAL[new_model]
     rx = prescription_text.strip() or "the prescription"
     direction = ""

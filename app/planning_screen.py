@@ -141,11 +141,15 @@ class PlanningScreen(Screen):
         names = [] if ss is None else list(ss.names)
         types = [] if ss is None else [s.interpreted_type for s in ss.structures]
         self.plan_panel.set_structures(names, types)
+        self._show_no_dvh()
+        self._show_beams(self._form_beams())
+
+    def _show_no_dvh(self) -> None:
+        """Empty DVH and metrics: the last plan's curves, axis, marker and rows go too."""
         self.dvh.set_curves([])
-        self.dvh.set_prescription(None)  # the last patient's axis and marker must go too
+        self.dvh.set_prescription(None)
         self.dvh.x_label = DvhPlot.x_label.defaultvalue
         self.metrics.set_rows(review.metric_columns(""), [])
-        self._show_beams(self._form_beams())
 
     def _show_plans(self) -> None:
         names = [p.name for p in self.session.plans]
@@ -250,9 +254,10 @@ class PlanningScreen(Screen):
         entry = self.shown_plan
         if self._results_key(entry) != self._results_shown_for:
             self._show_objective_results(entry)
-        if entry is None:
+        if entry is None:  # nothing of the last plan (or patient) stays on screen
             self.state.set_dose(None)
-            self.dose_panel.set_notes([])
+            self.dose_panel.show_no_plan()
+            self._show_no_dvh()
             return
         self.dose_panel.set_layers(entry.layers())
         layer = self.shown_layer

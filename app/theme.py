@@ -11,3 +11,7 @@ BOTTOM_PANEL_HEIGHT = 270
 
 BACKGROUND_RGBA = (0.11, 0.12, 0.14, 1.0)
 MUTED_TEXT_RGBA = (0.7, 0.72, 0.76, 1.0)
+#: Notes that ask the user to check something, and what they point at.
+WARNING_TEXT_RGBA = (1.0, 0.75, 0.3, 1.0)
+#: Background of a field whose number waits for the user's confirmation.
+UNCONFIRMED_FIELD_RGBA = (1.0, 0.8, 0.5, 1.0)

@@ -1,6 +1,12 @@
 """The note shown when the RBE model changes under a kept prescription."""
 
-from app.model_note import model_switch_note, scheme_switch_note
+from app.model_note import (
+    confirmed_note,
+    model_switch_note,
+    scheme_switch_note,
+    unconfirmed_prescription_error,
+    unit_changes,
+)
 
 
 def test_switch_between_biological_models_says_the_physical_dose_differs():
@@ -10,10 +16,50 @@ def test_switch_between_biological_models_says_the_physical_dose_differs():
     assert "delivers more" in model_switch_note("lem1", "mkm", "57.6")
 
 
-def test_no_note_without_a_change_between_biological_models():
+def test_no_note_without_a_change():
     assert model_switch_note("mkm", "mkm", "57.6") == ""
-    assert model_switch_note("mkm", "physical", "57.6") == ""
-    assert model_switch_note("physical", "lem1", "57.6") == ""
+    assert model_switch_note("physical", "physical", "20") == ""
+
+
+def test_only_a_switch_to_or_from_physical_dose_changes_the_prescriptions_unit():
+    assert unit_changes("mkm", "physical") and unit_changes("physical", "const")
+    assert not unit_changes("mkm", "lem1") and not unit_changes("const", "mkm")
+    assert not unit_changes("physical", "physical")
+
+
+def test_a_switch_to_physical_dose_says_the_kept_number_is_now_gy_about_2_3_times_too_much():
+    """57.6 Gy(RBE) under mMKM kept as 57.6 Gy physical: with a carbon RBE of 2-3 in the
+    target, 57.6 Gy(RBE) is 57.6 / 3 = 19.2 to 57.6 / 2 = 28.8 Gy of physical dose."""
+    note = model_switch_note("mkm", "physical", "57.6")
+    assert "from mMKM to physical dose" in note
+    assert "57.6 was entered in Gy(RBE)" in note and "57.6 Gy of physical dose" in note
+    assert "about 19-29 Gy physical" in note and "2-3 times the dose meant" in note
+    assert "press Enter in its field to keep 57.6 Gy;" in note
+    assert "constant RBE to physical dose" in model_switch_note("const", "physical", "57.6")
+
+
+def test_a_switch_from_physical_dose_says_the_kept_number_is_now_gy_rbe_and_too_little():
+    note = model_switch_note("physical", "lem1", "20")
+    assert "from physical dose to LEM I" in note and "entered in Gy and" in note
+    assert "20 Gy(RBE) under LEM I" in note
+    assert "about 7-10 Gy physical" in note  # 20 / 3 = 6.7, 20 / 2 = 10
+    assert "a half to a third of the dose meant" in note
+    assert "keep 20 Gy(RBE);" in note
+
+
+def test_a_unit_switch_without_a_number_names_the_new_unit_only():
+    assert model_switch_note("mkm", "physical", " ") == (
+        "Model changed from mMKM to physical dose: the prescription is now in Gy.")
+
+
+def test_the_refusal_and_the_confirmation_name_the_number_unit_and_models():
+    assert unconfirmed_prescription_error("mkm", "physical", "57.6") == (
+        "prescribed dose: 57.6 was entered in Gy(RBE) under mMKM; under physical dose it "
+        "means 57.6 Gy. Type the prescription in Gy, or press Enter in its field to keep "
+        "57.6 Gy")
+    assert confirmed_note("physical", "57.6") == (
+        "Prescription confirmed: 57.6 Gy of physical dose (no RBE).")
+    assert confirmed_note("lem1", "20") == "Prescription confirmed: 20 Gy(RBE) under LEM I."
 
 
 def test_a_switch_of_the_lem_rapid_scheme_says_which_way_the_numbers_move():

@@ -155,6 +155,13 @@ class DosePanel(BoxLayout):
             self.quantity.text = labels[0] if labels else ""
         self._show_controls()
 
+    def show_no_plan(self) -> None:
+        """No plan shown (a patient without plans): no quantity, reference or warnings of the
+        last plan; the controls as for a dose."""
+        self.set_layers([])
+        self.reference.text = ""
+        self.set_notes([])
+
     def set_notes(self, warnings: Sequence[str]) -> None:
         """Show the shown plan's warnings (none: the note takes no room)."""
         self.notes.text = "\n".join(f"Warning: {w}" for w in warnings)

@@ -13,8 +13,15 @@ from kivy.uix.label import Label
 from kivy.uix.scrollview import ScrollView
 from kivy.uix.textinput import TextInput
 
-from app.model_note import model_switch_note, scheme_switch_note
+from app.model_note import (
+    confirmed_note,
+    model_switch_note,
+    scheme_switch_note,
+    unconfirmed_prescription_error,
+    unit_changes,
+)
 from app.panels.form_widgets import row_label as _label
+from app.panels.form_widgets import wrapped_label
 from app.plan_setup import (
     CUSTOM_TISSUE,
     DEVICES,
@@ -33,7 +40,14 @@ from app.plan_setup import (
     parse_plan_setup,
     parse_prescription,
 )
-from app.theme import BUTTON_HEIGHT, MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
+from app.theme import (
+    BUTTON_HEIGHT,
+    MUTED_TEXT_RGBA,
+    PAD,
+    ROW_HEIGHT,
+    UNCONFIRMED_FIELD_RGBA,
+    WARNING_TEXT_RGBA,
+)
 from app.widgets.menu import WideSpinner
 from planning.errors import InputError
 from planning.optimization import OBJECTIVE_KINDS, Objective
@@ -202,8 +216,10 @@ class PlanPanel(BoxLayout):
         self.per_fraction.bind(texture_size=lambda w, ts: setattr(w, "width", ts[0]))
         for ti in (self.dose, self.fractions):
             ti.bind(text=lambda *_: self._show_per_fraction())
-        self.dose.bind(on_text_validate=lambda *_: self._prescription_changed(),
-                       focus=lambda _w, on: None if on else self._prescription_changed())
+        # Enter keeps (confirms) the number as it is; leaving the field confirms a typed one.
+        self.dose.bind(on_text_validate=lambda *_: self._prescription_changed(confirm=True),
+                       focus=lambda _w, on: None if on else self._prescription_changed(),
+                       text=lambda *_: setattr(self, "_rx_typed", True))
         self.dose_unit = _label("Gy(RBE)", 58)  # "Gy" under the physical model
         for w in (self.dose_unit, self.dose, _label("fx", 22), self.fractions,
                   self.per_fraction):
@@ -224,8 +240,12 @@ class PlanPanel(BoxLayout):
         self.rbe.bind(text=lambda *_: self._show_model_fields())
         form.add_widget(self.rbe)
         self._model_key = dict(RBE_MODELS)[self.rbe.text]
+        # The model the prescription's number was typed or confirmed under: across a change
+        # between Gy(RBE) and Gy it waits for the user (:attr:`prescription_unconfirmed`).
+        self._rx_model = self._model_key
+        self._rx_typed = False  # the field edited since then
         self.model_note = Label(text="", size_hint_y=None, height=0, halign="left",
-                                valign="top", font_size="12sp", color=(1.0, 0.75, 0.3, 1.0))
+                                valign="top", font_size="12sp", color=WARNING_TEXT_RGBA)
         self.model_note.bind(width=lambda w, width: setattr(w, "text_size", (width, None)),
                              texture_size=lambda w, ts: setattr(w, "height", ts[1]))
         form.add_widget(self.model_note)
@@ -268,14 +288,18 @@ class PlanPanel(BoxLayout):
             grid.add_widget(_label(text, 130))
             grid.add_widget(w)
         form.add_widget(grid)
-        row = BoxLayout(size_hint_y=None, height=ROW_HEIGHT)
+        exchange_row = BoxLayout(size_hint_y=None, height=ROW_HEIGHT)
         self.exchange = CheckBox(active=True, size_hint_x=None, width=30)
         self.exchange.bind(active=lambda *_: self._show_model_fields())
-        row.add_widget(self.exchange)
-        row.add_widget(_label("Also evaluate under mMKM and LEM I (exchange)"))
-        form.add_widget(row)
+        exchange_row.add_widget(self.exchange)
+        # Two lines in a narrow panel (1024 px windows): the row grows with them.
+        self.exchange_label = wrapped_label("Also evaluate under mMKM and LEM I (exchange)")
+        self.exchange_label.bind(height=exchange_row.setter("height"))
+        exchange_row.add_widget(self.exchange_label)
+        form.add_widget(exchange_row)
 
-        form.add_widget(_section("Objectives (whole-plan dose)"))
+        self.objectives_heading = _section("Objectives (whole-plan dose)")
+        form.add_widget(self.objectives_heading)
         # What the default rings' maxima are for, while the rows have rings (a hint line
         # above them: a far ring at 105 % next to a nearer one at 80 % read as a mistake).
         self.ring_note = Label(text="", size_hint_y=None, height=0, halign="left",
@@ -293,6 +317,7 @@ class PlanPanel(BoxLayout):
                 self.objective_unit = lab  # "Gy" under the physical model
         header.add_widget(Label(size_hint_x=None, width=REMOVE_WIDTH))
         form.add_widget(header)
+        self.objective_header = header
         self.objective_rows = BoxLayout(orientation="vertical", size_hint_y=None, spacing=3)
         self.objective_rows.bind(minimum_height=self.objective_rows.setter("height"))
         form.add_widget(self.objective_rows)
@@ -364,15 +389,18 @@ class PlanPanel(BoxLayout):
                 row.structure.text = new
         self._target_name = new
 
-    def _prescription_changed(self) -> None:
+    def _prescription_changed(self, confirm: bool = False) -> None:
         """Objective doses follow the prescription: all are scaled by new / old. A model note
-        about the kept prescription goes once the prescription is changed."""
+        about the kept prescription goes once the prescription is changed. A valid number
+        typed, or kept with Enter (``confirm``), is the prescription under the model chosen."""
         if self.model_note.text and self.dose.text.strip() != self._note_rx:
-            self.model_note.text = ""
+            self._show_note("")
         try:  # a prescription Compute would refuse (5000) rescales nothing
             dose = parse_prescription(self.dose.text)
         except InputError:
             return
+        if confirm or self._rx_typed:
+            self._confirm_prescription()
         old = self._objectives_rx_gy
         if old is None or dose == old:
             return
@@ -410,6 +438,7 @@ class PlanPanel(BoxLayout):
         row.structure.bind(text=lambda *_: self._show_ring_note())
         self.objective_rows.add_widget(row, index=0)
         self._show_ring_note()
+        self._show_confirmation()
         return row
 
     def _remove_objective(self, row: ObjectiveRow) -> None:
@@ -417,10 +446,13 @@ class PlanPanel(BoxLayout):
         self._show_ring_note()
 
     def _show_ring_note(self) -> None:
-        self.ring_note.text = default_rings_note(
-            [r.structure.text for r in self.objective_row_list])
-        if not self.ring_note.text:
-            self.ring_note.height = 0
+        """The ring hint for the rows now, as high as its wrapped lines (none: no room). Its
+        height is set here, not only when its texture size changes: the same text again
+        ("Default objectives" over default rows) changes no texture size."""
+        note = self.ring_note
+        note.text = default_rings_note([r.structure.text for r in self.objective_row_list])
+        note.texture_update()
+        note.height = note.texture_size[1] if note.text else 0
 
     def add_beam(self, beam: BeamSetup, *, notify: bool = True) -> BeamRow:
         row = BeamRow(beam, self._beams_changed, self._remove_beam)
@@ -455,6 +487,9 @@ class PlanPanel(BoxLayout):
         unit = model_dose_unit(self._model_key)
         parse_prescription(self.dose.text, unit)
         self._prescription_changed()
+        if self.prescription_unconfirmed:
+            raise InputError(unconfirmed_prescription_error(self._rx_model, self._model_key,
+                                                            self.dose.text))
         return parse_plan_setup(
             target=self.target.text, dose_text=self.dose.text,
             fractions_text=self.fractions.text, beams=self.beams(), rbe_label=self.rbe.text,
@@ -538,8 +573,10 @@ class PlanPanel(BoxLayout):
         except ValueError:
             self._objectives_rx_gy = None
         self._show_model_fields()
-        # A restored model is no switch by the user: no note about the kept prescription.
-        self.model_note.text = ""
+        # A restored model is no switch by the user: no note about the kept prescription,
+        # which is the prescription of that model.
+        self._show_note("")
+        self._confirm_prescription()
         self._show_per_fraction()
         self._beams_changed()
 
@@ -571,8 +608,14 @@ class PlanPanel(BoxLayout):
     def _show_model_fields(self) -> None:
         model = dict(RBE_MODELS).get(self.rbe.text, "mkm")
         if model != self._model_key:
-            self._show_note(model_switch_note(self._model_key, model, self.dose.text))
+            old = self._model_key
             self._model_key = model
+            # Across Gy(RBE) <-> Gy the note speaks of the model the number was entered under
+            # (none when the switch goes back to it).
+            basis = (self._rx_model if unit_changes(old, model)
+                     or unit_changes(self._rx_model, model) else old)
+            self._show_note(model_switch_note(basis, model, self.dose.text))
+            self._show_confirmation()
         # The tissue also sets the LEM I side of the exchange view.
         self.tissue.disabled = model != "lem1" and not self.exchange.active
         for ti in self.tissue_custom:
@@ -590,8 +633,39 @@ class PlanPanel(BoxLayout):
         self._scheme = self.rapid_scheme.text
 
     def _show_note(self, text: str) -> None:
-        self.model_note.text = text
+        """The model note (``""``: none, no room), as high as its wrapped lines: set here
+        too, as the same text again changes no texture size."""
+        note = self.model_note
+        note.text = text
+        note.texture_update()
+        note.height = note.texture_size[1] if text else 0
         self._note_rx = self.dose.text.strip()
+
+    @property
+    def prescription_unconfirmed(self) -> bool:
+        """Whether the prescription's number was entered under a model of the other unit
+        (Gy(RBE) or Gy) and kept: Compute refuses it until it is typed or kept with Enter."""
+        return unit_changes(self._rx_model, self._model_key)
+
+    def _confirm_prescription(self) -> None:
+        """The prescription's number is now meant under the chosen model; a number kept
+        across Gy(RBE) <-> Gy gets a line saying what it now is."""
+        kept = (self.prescription_unconfirmed and self.model_note.text
+                and self.dose.text.strip() == self._note_rx)
+        self._rx_model = self._model_key
+        self._rx_typed = False
+        if kept:
+            self._show_note(confirmed_note(self._model_key, self.dose.text))
+        self._show_confirmation()
+
+    def _show_confirmation(self) -> None:
+        """An unconfirmed prescription marks its field, the objectives' doses (written for
+        it) and their unit; a confirmed one none."""
+        waiting = self.prescription_unconfirmed
+        background = UNCONFIRMED_FIELD_RGBA if waiting else (1.0, 1.0, 1.0, 1.0)
+        for field in (self.dose, *(r.dose for r in self.objective_row_list)):
+            field.background_color = background
+        self.objective_unit.color = WARNING_TEXT_RGBA if waiting else MUTED_TEXT_RGBA
 
     def _show_per_fraction(self) -> None:
         try:

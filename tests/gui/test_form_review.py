@@ -215,3 +215,121 @@ def test_the_robustness_view_names_the_plans_model_as_the_dose_tab_does(gui, tmp
     assert len(dvh.x_label_lines) == 2 and left - 0.5 <= x0 < x1 <= right + 0.5
     assert dvh.y <= y0 < y1 < bottom
     gui.save_png(gui.screenshot(), tmp_path / "worst_case.png")
+
+
+def _overlap_px(a, b) -> float:
+    """Height in px by which widgets ``a`` and ``b`` (children of one layout) overlap."""
+    return max(0.0, min(a.top, b.top) - max(a.y, b.y))
+
+
+def test_default_objectives_keep_the_ring_note_between_heading_and_column_titles(
+        gui, tmp_path):
+    """"Default objectives" pressed while the rows already held rings: the note lost its
+    height (its text came back unchanged, so its texture size did not change) and was drawn
+    over the section's title and the column titles, at every window size."""
+    from kivy.core.text import Label as CoreLabel
+
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    gui.click(screen.tab_items["Plan"])
+    gui.frames(2)
+    form = screen.plan_panel
+    note, heading, header = form.ring_note, form.objectives_heading, form.objective_header
+    window = gui.window
+    try:
+        for size in ((1440, 900), (1024, 640)):
+            window.size = size
+            gui.frames(4)
+            form.reset_objectives()  # the "Default objectives" button
+            gui.frames(3)
+            assert "105 %" in note.text
+            # The note takes the room its wrapped lines need ...
+            assert note.texture_size[0] <= note.width and note.texture_size[1] <= note.height
+            # ... below the section's title and above the column titles, none over another.
+            assert heading.y >= note.top - 0.5 and note.y >= header.top - 0.5, size
+            for a, b in ((heading, note), (note, header), (heading, header)):
+                assert _overlap_px(a, b) < 0.5, (size, a.text if hasattr(a, "text") else a)
+            assert header.y >= form.objective_rows.top - 0.5
+            # The exchange line above the title (two lines at 1024 px) keeps to its row.
+            line = form.exchange_label
+            wrapped = CoreLabel(text=line.text, font_size=line.font_size,
+                                text_size=(line.width, None))
+            wrapped.refresh()
+            assert wrapped.texture.size[1] <= line.height <= line.parent.height, size
+            assert _overlap_px(line.parent, heading) < 0.5, size
+    finally:
+        window.size = (1440, 900)
+        gui.frames(2)
+
+
+def test_a_prescription_kept_across_physical_dose_is_flagged_until_typed_or_confirmed(
+        gui, tmp_path):
+    """mMKM 57.6 Gy(RBE) switched to "Physical dose" became 57.6 Gy (about 2-3 times the
+    physical dose meant) without a word; the switch to LEM I had a note."""
+    from app.theme import MUTED_TEXT_RGBA, UNCONFIRMED_FIELD_RGBA, WARNING_TEXT_RGBA
+
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    gui.click(screen.tab_items["Plan"])
+    gui.frames(2)
+    form = screen.plan_panel
+    note = form.model_note
+    written = [float(r.dose.text) for r in form.objective_row_list]
+    white = (1.0, 1.0, 1.0, 1.0)
+
+    def flagged() -> bool:
+        fields = [form.dose, *(r.dose for r in form.objective_row_list)]
+        colours = {tuple(f.background_color) for f in fields}
+        assert len(colours) == 1, colours  # the prescription and every objective alike
+        assert tuple(form.objective_unit.color) == (
+            WARNING_TEXT_RGBA if colours == {UNCONFIRMED_FIELD_RGBA} else MUTED_TEXT_RGBA)
+        return colours == {UNCONFIRMED_FIELD_RGBA}
+
+    assert not flagged() and tuple(form.dose.background_color) == white
+    form.rbe.text = "Physical dose"
+    gui.frames(2)
+    assert "57.6 Gy of physical dose" in note.text and "about 19-29 Gy physical" in note.text
+    assert note.texture_size[1] <= note.height and note.height > 40
+    assert flagged() and form.prescription_unconfirmed
+    # Compute refuses the number until the user says which it is.
+    assert _compute_error(gui, app) == (
+        "prescribed dose: 57.6 was entered in Gy(RBE) under mMKM; under physical dose it "
+        "means 57.6 Gy. Type the prescription in Gy, or press Enter in its field to keep "
+        "57.6 Gy")
+    # Leaving the field without typing confirms nothing.
+    form.dose.focus = True
+    gui.frames(2)
+    form.dose.focus = False
+    gui.frames(2)
+    assert flagged()
+    # Back to the model it was entered under: nothing to say, nothing to confirm.
+    form.rbe.text = "mMKM (NIRS clinical dose)"
+    gui.frames(2)
+    assert note.text == "" and note.height == 0 and not flagged()
+
+    # A physical prescription typed: the objectives follow it, nothing is flagged.
+    form.rbe.text = "Physical dose"
+    gui.frames(2)
+    form.dose.text = "20"
+    form.dose.dispatch("on_text_validate")
+    gui.frames(2)
+    assert note.text == "" and not flagged()
+    setup = form.setup()
+    assert (setup.rbe, setup.total_dose_gy_rbe) == ("physical", 20.0)
+    assert [o.dose_gy_rbe for o in setup.objectives] == pytest.approx(
+        [d * 20.0 / 57.6 for d in written], rel=1e-5)
+
+    # To LEM I with 20 kept: flagged; Enter keeps it, and the note says what it now is.
+    form.rbe.text = "LEM I"
+    gui.frames(2)
+    assert "20 Gy(RBE) under LEM I" in note.text and "about 7-10 Gy physical" in note.text
+    assert flagged()
+    form.dose.dispatch("on_text_validate")
+    gui.frames(2)
+    assert note.text == "Prescription confirmed: 20 Gy(RBE) under LEM I." and not flagged()
+    setup = form.setup()
+    assert (setup.rbe, setup.total_dose_gy_rbe) == ("lem1", 20.0)
+    # A switch between two RBE models keeps its note and needs no confirmation.
+    form.rbe.text = "mMKM (NIRS clinical dose)"
+    gui.frames(2)
+    assert "delivers more" in note.text and not flagged()

@@ -235,3 +235,53 @@ def test_long_quantity_names_stay_within_their_menu_button(gui, tmp_path):
     spinner.text = longest
     gui.frames(3)
     assert 0 < spinner.texture_size[0] <= spinner.width
+
+
+def test_another_patient_without_plans_shows_no_quantity_reference_or_scale_of_the_last(
+        gui, tmp_path):
+    """With a plan's LETd (or its physical dose, or a worst case) shown, opening a patient
+    without plans left the Dose tab saying "Quantity: Dose-averaged LET" and "100 % = ...
+    (maximum ...)" of the last patient's plan next to "Plan: (no plan yet)", and the isodose
+    controls greyed as for a quantity."""
+    from app.panels.dose_panel import DOSE_HINT
+    from bench.tg119_dicom import write_tg119
+    from tests.workspace_factory import synthetic_plan_result
+
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    panel = screen.dose_panel
+    result = synthetic_plan_result(app.session.patient, 3)
+    result.report["objectives"] = [  # report.json's entry of the form's first row
+        {"structure": "PTV", "type": "squared_deviation", "share_percent": 40.0,
+         "rms_deviation_gy_rbe": 1.5}]
+    entry = app.session.add_plan(result, "synthetic")
+    app.session.set_robust(entry.name, _robust(entry.result, 0.9))
+    gui.click(screen.tab_items["Dose"])
+    gui.frames(2)
+    for key in ("physical", "rbe_min", "letd"):  # each says its own reference
+        panel.select_layer(key)
+        gui.frames(2)
+        assert panel.reference.text == app.session.plan(entry.name).layer(key).reference_text
+    assert panel.quantity.text == "Dose-averaged LET" and panel.levels.disabled
+    assert screen.viewer.legend.title == "keV/µm" and screen.dvh.curves
+    assert screen.plan_panel.objective_row_list[0].result.text.startswith("Plan 1: ")
+    app.exported.add(entry.plan_id)  # nothing to confirm
+
+    other = write_tg119(tmp_path / "tg119")
+    app.load_folder(str(other))
+    gui.wait_until(lambda: app.session.source == str(other) or app.last_error, 120,
+                   "the TG-119 phantom")
+    assert not app.last_error, app.last_error
+    assert app.session.plans == []
+    gui.frames(3)
+    assert panel.plan.text == "(no plan yet)" and panel.plan_name == ""
+    assert panel.quantity.text == "" and panel.quantity.values == []
+    assert panel.reference.text == "" and panel.notes.text == ""
+    assert panel.hint.text == DOSE_HINT
+    assert not any(w.disabled for w in (panel.isodoses, panel.levels, panel.threshold))
+    assert screen.state.dose is None
+    legend = screen.viewer.legend
+    assert legend.overlay is None and legend.title == "" and legend.beyond == {}
+    assert screen.dvh.curves == [] and screen.metrics.rows == []
+    assert all(r.result.text == "" for r in screen.plan_panel.objective_row_list)
+    gui.screenshot()  # draws the new patient's screen without errors
