@@ -11,3 +11,5 @@ BOTTOM_PANEL_HEIGHT = 270
 
 BACKGROUND_RGBA = (0.11, 0.12, 0.14, 1.0)
 MUTED_TEXT_RGBA = (0.7, 0.72, 0.76, 1.0)
+#: Text that asks for attention (a model switch's note, a long plan's estimate).
+NOTE_TEXT_RGBA = (1.0, 0.75, 0.3, 1.0)
