@@ -10,11 +10,12 @@ plan is long (:data:`LONG_PLAN_S`) or will not fit in memory. The command line a
 The time is a range: the likely time on a quiet machine of the measured kind (the CPU engine),
 from :data:`LOW_FACTOR` to :data:`HIGH_FACTOR` times it, or to :data:`BUSY_MARGIN` times
 the machine's load now (:func:`load_factor`: the processes waiting for a core, per core)
-where that is more. The bounds cover
-what the estimate cannot know: the optimizer stopping early or running more settling
-passes, the counts' error (within 1.5x, see :mod:`planning.plan_work`), the rates' spread
-between runs (up to 1.5x within an hour, docs/benchmarks.md) and other work on the machine
-(with a CI run on both cores, load 7, the bench plans took 3.1-4.0 times the likely time).
+where that is more. The bounds cover what the estimate cannot know: the optimizer stopping
+early or running more settling passes, the counts' error (within 1.5x, see
+:mod:`planning.plan_work`), the rates' spread between runs (up to 1.5x within an hour,
+docs/benchmarks.md) and other work on the machine (docs/benchmarks.md, "Pre-flight
+estimate": at 3.5-4.7 processes per core the bench plans took 3.7-4.2 times the likely time,
+and a short one whose optimizer waited for OpenBLAS's threads 7.9 times).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ LOW_FACTOR = 0.6
 HIGH_FACTOR = 2.5
 
 #: On a busy machine the upper end is this times the :func:`load_factor` times the likely
-#: time where that is more (the bench plans took 3.1-4.0 times the likely time at load
-#: factors of 3.4-3.7, docs/benchmarks.md).
+#: time where that is more (the bench plans took 3.7-4.2 times the likely time at load
+#: factors of 3.5-4.7, docs/benchmarks.md).
 BUSY_MARGIN = 1.25
 
 #: A :func:`load_factor` from which the estimate says that the machine is busy.
