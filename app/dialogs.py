@@ -130,16 +130,22 @@ def choice_dialog(title: str, prompt: str, choices: Sequence[tuple[str, str]],
 
 
 def confirm_dialog(title: str, text: str, *, confirm_text: str,
-                   on_confirm: Callable[[], None]) -> Popup:
-    """Ask before something that cannot be undone; Cancel (or Escape) does nothing."""
+                   on_confirm: Callable[[], None], name: str = "confirm_dialog",
+                   size: tuple[int, int] = (520, 220)) -> Popup:
+    """Ask before something that cannot be undone or takes long; Cancel (or Escape, or a
+    click beside the dialog) does nothing."""
     body = BoxLayout(orientation="vertical", spacing=PAD, padding=PAD)
-    body.add_widget(_wrapped_label(text))
+    scroll = ScrollView()
+    scroll.add_widget(_wrapped_label(text))
+    body.add_widget(scroll)
     cancel, confirm = _cancel_and(body, confirm_text)
-    popup = Popup(title=title, content=body, size_hint=(None, None), size=(520, 220),
+    popup = Popup(title=title, content=body, size_hint=(None, None), size=size,
                   auto_dismiss=True)
     cancel.bind(on_release=lambda *_: popup.dismiss())
     confirm.bind(on_release=lambda *_: (popup.dismiss(), on_confirm()))
+    popup.name = name  # type: ignore[attr-defined]
     popup.confirm_button = confirm  # type: ignore[attr-defined]
+    popup.cancel_button = cancel  # type: ignore[attr-defined]
     popup.open()
     return popup
 

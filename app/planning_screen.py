@@ -7,7 +7,7 @@ background tasks (through the :class:`TaskHost`, the application).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.popup import Popup
@@ -31,6 +31,9 @@ from app.widgets.metrics_table import MetricsTable
 from app.widgets.viewer_panel import ViewerPanel
 from planning import api
 from planning.errors import InputError, IonPlanError
+
+if TYPE_CHECKING:
+    from planning.plan_estimate import PlanEstimate
 
 #: Most of the screen's width the side panel takes, and of the right column's height the
 #: DVH and metrics row takes (in small windows).
@@ -345,24 +348,51 @@ class PlanningScreen(Screen):
 
     # --- computing ---------------------------------------------------------------------------
     def compute_plan(self, setup: PlanSetup) -> None:
-        """Optimize the plan of ``setup`` in the background; show it when done."""
+        """Estimate the plan of ``setup`` (work, memory, time: a second or two in the
+        background), show the estimate in the Plan tab, then optimize the plan in the
+        background and show it when done. A long or large plan first asks in a dialog
+        (Continue / Cancel); Cancel leaves the form as it is."""
         patient = self.session.patient
         if patient is None:
             self.host.show_error("Compute plan", "load a patient first")
             return
+        request = dict(
+            target=setup.target, dose_gy_rbe=setup.total_dose_gy_rbe,
+            fractions=setup.fractions, gantry_deg=[b.gantry_deg for b in setup.beams],
+            couch_deg=[b.couch_deg for b in setup.beams], rbe=setup.rbe,
+            rbe_value=setup.rbe_value, tissue=setup.tissue,
+            spot_spacing_mm=setup.spot_spacing_mm, grid_mm=setup.grid_mm,
+            objectives=list(setup.objectives), device=setup.device, exchange=setup.exchange)
+        form = self.plan_panel.form_values()  # the form as it was when the user pressed
+
+        def estimate(progress: Any, cancel: Any) -> Any:
+            return api.estimate_plan(patient, **request, progress=progress, cancel=cancel)
 
         def optimize(progress: Any, cancel: Any) -> Any:
-            return api.plan_patient(
-                patient, target=setup.target, dose_gy_rbe=setup.total_dose_gy_rbe,
-                fractions=setup.fractions, gantry_deg=[b.gantry_deg for b in setup.beams],
-                couch_deg=[b.couch_deg for b in setup.beams], rbe=setup.rbe,
-                rbe_value=setup.rbe_value, tissue=setup.tissue,
-                spot_spacing_mm=setup.spot_spacing_mm, grid_mm=setup.grid_mm,
-                objectives=list(setup.objectives), device=setup.device,
-                exchange=setup.exchange, progress=progress, cancel=cancel)
+            return api.plan_patient(patient, **request, progress=progress, cancel=cancel)
 
-        self._run_plan_task("Computing plan", optimize, setup.total_dose_gy_rbe,
-                            setup.summary())
+        def compute() -> None:
+            self._run_plan_task("Computing plan", optimize, setup.total_dose_gy_rbe,
+                                setup.summary(), form)
+
+        def estimated(estimate: PlanEstimate) -> None:
+            if self.session.patient is not patient:
+                return  # another patient was opened meanwhile
+            self.plan_panel.show_estimate(estimate.summary(),
+                                          large=estimate.needs_confirmation)
+            concern = estimate.concern()
+            if concern is None:
+                compute()
+                return
+            dialogs.confirm_dialog(
+                "Long plan", f"{concern}\n\nThe plan ({estimate.dose_grid_mm:g} mm dose grid, "
+                f"{estimate.spot_spacing_mm:g} mm spots): {estimate.work_text()}.\n\n"
+                "Continue computes it (Cancel in the task bar stops it); Cancel keeps the form "
+                "as it is.",
+                confirm_text="Continue", on_confirm=compute, name="long_plan_dialog",
+                size=(620, 360))
+
+        self.host.run_task("Estimating plan", estimate, estimated)
 
     def reoptimize_plan(self, setup: PlanSetup) -> None:
         """Optimize the plan on screen (the Dose tab's; the latest when none is shown) again with
@@ -395,14 +425,15 @@ class PlanningScreen(Screen):
                 progress=progress, cancel=cancel)
 
         self._run_plan_task("Re-optimizing plan", optimize, setup.total_dose_gy_rbe,
-                            f"{setup.summary()}, re-optimized from {entry.name}")
+                            f"{setup.summary()}, re-optimized from {entry.name}",
+                            self.plan_panel.form_values())
 
     def _run_plan_task(self, name: str, optimize: Any, prescription_gy_rbe: float,
-                       summary: str) -> None:
+                       summary: str, form: dict[str, Any]) -> None:
         """Run ``optimize(progress, cancel) -> PlanResult`` in the background with the first
-        DVHs computed there too (not on the UI thread); add the plan and show it when done."""
+        DVHs computed there too (not on the UI thread); add the plan, with ``form`` (the
+        form's values it was made from), and show it when done."""
         patient = self.session.patient
-        form = self.plan_panel.form_values()  # the form as it was when the user pressed
 
         def work(progress: Any, cancel: Any) -> Any:
             result = optimize(progress, cancel)

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from planning.monitor_calibration import MonitorCalibration
     from planning.optimization import Objective
     from planning.patient import Patient
-    from planning.planner import PlanResult
+    from planning.plan_estimate import PlanEstimate
+    from planning.planner import PlanRequest, PlanResult
     from planning.progress import CancelToken
     from planning.rbe import RbeModel, Tissue
     from planning.structure_dose import StructureDose
@@ -286,19 +287,68 @@ def plan_patient(
     ``objectives``, when given, replace the default objectives entirely;
     ``optimization_grid_mm`` as for :func:`make_plan`.
     """
-    from planning.planner import PlanConfig, PlanRequest
     from planning.planner import make_plan as plan
+
+    request = _patient_request(
+        patient, target=target, dose_gy_rbe=dose_gy_rbe, fractions=fractions,
+        gantry_deg=gantry_deg, couch_deg=couch_deg, rbe=rbe, rbe_value=rbe_value,
+        tissue=tissue, spot_spacing_mm=spot_spacing_mm, grid_mm=grid_mm, objectives=objectives,
+        device=device, exchange=exchange, optimization_grid_mm=optimization_grid_mm)
+    return plan(request, machine=get_machine(), progress=progress, cancel=cancel)
+
+
+def estimate_plan(
+    patient: Patient,
+    *,
+    target: str,
+    dose_gy_rbe: float,
+    fractions: int,
+    gantry_deg: list[float],
+    couch_deg: list[float] | None = None,
+    rbe: str = "mkm",
+    rbe_value: float | None = None,
+    tissue: str | None = None,
+    spot_spacing_mm: float = 3.0,
+    grid_mm: float = 2.5,
+    objectives: list[Objective] | None = None,
+    device: str = "auto",
+    exchange: bool = False,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    optimization_grid_mm: float | None = None,
+) -> PlanEstimate:
+    """The pre-flight estimate (work, memory, time) of the plan :func:`plan_patient` would
+    make with the same arguments; a second or two (:mod:`planning.plan_estimate`).
+
+    Raises what :func:`plan_patient` raises before its long steps (bad request, unreachable
+    target)."""
+    from planning.plan_estimate import estimate_plan as estimate
+
+    request = _patient_request(
+        patient, target=target, dose_gy_rbe=dose_gy_rbe, fractions=fractions,
+        gantry_deg=gantry_deg, couch_deg=couch_deg, rbe=rbe, rbe_value=rbe_value,
+        tissue=tissue, spot_spacing_mm=spot_spacing_mm, grid_mm=grid_mm, objectives=objectives,
+        device=device, exchange=exchange, optimization_grid_mm=optimization_grid_mm)
+    return estimate(request, machine=get_machine(), progress=progress, cancel=cancel)
+
+
+def _patient_request(patient: Patient, *, target: str, dose_gy_rbe: float, fractions: int,
+                     gantry_deg: list[float], couch_deg: list[float] | None, rbe: str,
+                     rbe_value: float | None, tissue: str | None, spot_spacing_mm: float,
+                     grid_mm: float, objectives: list[Objective] | None, device: str,
+                     exchange: bool, optimization_grid_mm: float | None) -> PlanRequest:
+    """The planner's request of :func:`plan_patient`'s arguments."""
+    from planning.planner import PlanConfig, PlanRequest
 
     config = None if objectives is None else PlanConfig(tuple(objectives),
                                                         replace_defaults=True)
-    request = PlanRequest(
+    return PlanRequest(
         target=target, total_dose_gy_rbe=float(dose_gy_rbe), n_fractions=int(fractions),
         gantry_deg=tuple(float(g) for g in gantry_deg),
         couch_deg=tuple(float(c) for c in couch_deg or ()), patient=patient,
         rbe_model=rbe, rbe_value=rbe_value, tissue=tissue, spot_spacing_mm=spot_spacing_mm,
         dose_grid_mm=grid_mm, optimization_grid_mm=optimization_grid_mm, device=device,
         exchange=exchange, config=config)
-    return plan(request, machine=get_machine(), progress=progress, cancel=cancel)
 
 
 def export_plan(result: PlanResult, out_dir: str | os.PathLike[str], *,
@@ -483,6 +533,7 @@ def make_plan(
     robust: Any = None,
     optimization_grid_mm: float | None = None,
     ct_series_uid: str | None = None,
+    on_estimate: Callable[[PlanEstimate], None] | None = None,
 ) -> dict[str, Any]:
     """Plan a CT folder end to end and write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm
     and report.json into ``out_dir`` (see :mod:`planning.planner`); return the report.
@@ -501,7 +552,11 @@ def make_plan(
     outputs into ``out_dir/reoptimized_<k>``; the first report lists them under
     ``"reoptimized"``. All configuration files are read before any work.
 
-    ``ct_series_uid`` chooses the CT series when ``ct_dir`` holds several."""
+    ``ct_series_uid`` chooses the CT series when ``ct_dir`` holds several.
+
+    ``on_estimate(estimate)``, when given, is called with the plan's pre-flight estimate
+    (:mod:`planning.plan_estimate`) once the CT is loaded, before any long step; it may raise
+    to stop (nothing is computed or written then)."""
     from planning.planner import PlanRequest, write_plan_outputs
     from planning.planner import make_plan as plan
 
@@ -518,8 +573,9 @@ def make_plan(
     from planning.progress import stage_progress
 
     configs = [load_plan_config(c) for c in reoptimize_configs]
-    if configs or ct_series_uid is not None:
-        # The re-optimizations' configurations are checked on the CT before the first plan.
+    if configs or ct_series_uid is not None or on_estimate is not None:
+        # The CT is loaded once, here: the re-optimizations' configurations are checked on it
+        # and the estimate made of it before the first plan.
         from planning.dicom import load_patient
 
         tissues = load_plan_config(config_path).tissues if config_path is not None else ()
@@ -533,6 +589,10 @@ def make_plan(
                                     "matrices, so a re-optimization cannot change them")
         request = dataclasses.replace(request, patient=patient, ct_dir=None)
     machine = get_machine()
+    if on_estimate is not None:
+        from planning.plan_estimate import estimate_plan
+
+        on_estimate(estimate_plan(request, machine=machine))
     from planning.report_json import report_json_text
     from planning.robust import write_robust_outputs as write_robust
 

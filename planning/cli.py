@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from planning.batch import JobOutcome
     from planning.compare.comparison import ComparisonResult
     from planning.monitor_calibration import MonitorCalibration
+    from planning.plan_estimate import PlanEstimate
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -174,6 +175,21 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     _check_model_options(args)
     _check_robust_options(args, robust=args.robust)
+
+    def on_estimate(estimate: PlanEstimate) -> None:
+        left_out = [what for what, given in (("the robust evaluation", args.robust),
+                                             ("the re-optimizations", args.reoptimize))
+                    if given]
+        print(_estimate_line(estimate, left_out), flush=True)
+        concern = estimate.concern()
+        if concern is None:
+            return
+        if not args.accept_long:
+            raise IonPlanError(f"{concern} Nothing was computed: rerun with --accept-long to "
+                               "compute it anyway")
+        print(f"ionplan: warning: {concern} Computing it (--accept-long).", file=sys.stderr,
+              flush=True)
+
     with fresh_output_folder(args.out, overwrite=args.overwrite):
         report = api.make_plan(
             args.ct_dir, target=args.target, dose_gy_rbe=args.dose, fractions=args.fractions,
@@ -183,6 +199,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             progress=_terminal_progress("plan"), hlut_path=args.hlut, exchange=args.exchange,
             reoptimize_configs=args.reoptimize or (),
             optimization_grid_mm=args.optimization_grid, ct_series_uid=args.ct_series,
+            on_estimate=on_estimate,
             robust=api.robust_settings(**_robust_options(args)) if args.robust else None)
     print(_plan_line(report, args.target, args.dose, args.out))
     if args.robust:  # the line above named every file, the robust ones too
@@ -193,6 +210,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     for warning in report.get("warnings", ()):
         print(f"ionplan: warning: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+def _estimate_line(estimate: PlanEstimate, left_out: Sequence[str]) -> str:
+    """``ionplan plan``'s line before the work: the estimate's work, memory and time, and
+    what it leaves out (``"the robust evaluation"``, ...)."""
+    what = f" (without {' and '.join(left_out)})" if left_out else ""
+    return (f"estimate of the plan{what}: {estimate.work_text()}; {estimate.memory_text()}; "
+            f"{estimate.time_text()}")
 
 
 def _plan_line(report: dict[str, Any], target_name: str, prescription: float,
@@ -674,6 +699,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dose_options(p, rbe_default="mkm", rbe_help="RBE model (default mkm)")
     p.add_argument("--robust", action="store_true",
                    help="also evaluate the plan's robustness (see 'ionplan robust')")
+    p.add_argument("--accept-long", action="store_true",
+                   help="compute the plan even when its estimate (printed before any long "
+                        "step) says it takes over 10 minutes or more memory than is "
+                        "available; without it such a plan is refused")
     _add_robust_options(p)
     p.set_defaults(func=_cmd_plan)
 

@@ -518,17 +518,55 @@ class PreparedPlan:
         self.row_forward = None
 
 
-def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
-                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None
-                 ) -> PreparedPlan:
-    """Load the patient, place the spots, make the RBE tables and the planning engine.
+@dataclass(frozen=True, eq=False)
+class PlanBasis:
+    """What a plan request fixes before any long work (:func:`plan_basis`).
+
+    Attributes
+    ----------
+    model : RbeModel
+    config : PlanConfig
+    patient : Patient
+    target : str
+        The target ROI's name, in the structure set's spelling.
+    target_mask : (nz, ny, nx) bool array on the CT grid
+    machine : Machine
+    ct_grid, dose_grid : DoseGrid
+    rsp : (nz, ny, nx) float32 array
+        Relative stopping power on the CT grid.
+    hlut : HlutUse
+        The calibration curve that made ``rsp``.
+    beams : tuple of Beam
+        One per gantry angle, isocentre at the target's centroid.
+    settings : DoseEngineSettings
+    """
+
+    model: RbeModel
+    config: PlanConfig
+    patient: Patient
+    target: str
+    target_mask: NDArray[np.bool_]
+    machine: Machine
+    ct_grid: DoseGrid
+    dose_grid: DoseGrid
+    rsp: NDArray[np.float32]
+    hlut: HlutUse
+    beams: tuple[Beam, ...]
+    settings: DoseEngineSettings
+
+
+def plan_basis(request: PlanRequest, *, machine: Machine | None = None,
+               progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+               ) -> PlanBasis:
+    """Check a request and make what it fixes: RBE model, configuration, patient (loaded
+    from ``request.ct_dir`` unless given), target, stopping power, beams, engine settings and
+    dose grid. Seconds at most (the CT's loading, if any, is most of it).
 
     Raises
     ------
-    InputError, PlanningError, DicomImportError, DeviceError
-        Bad request, missing target, unreachable target, unusable data.
+    InputError, PlanningError, DicomImportError
+        Bad request, missing target, unusable data.
     """
-    timings: dict[str, float] = {}
     model = _model(request)
     if request.exchange:  # the exchange view's LEM I tissue, checked before the long work
         _model(dataclasses.replace(request, rbe_model="lem1"))
@@ -540,7 +578,7 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
         from planning.dicom import load_patient
 
         assert request.ct_dir is not None
-        patient = load_patient(request.ct_dir, progress=stage_progress(progress, 0.0, 0.05),
+        patient = load_patient(request.ct_dir, progress=stage_progress(progress, 0.0, 1.0),
                                cancel=cancel)
     if config.tissues and not isinstance(model, LemModel):
         raise PlanningError(f"{config_key(config, 'tissues')}: tissues per structure apply to "
@@ -571,8 +609,31 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
     settings = DoseEngineSettings(device=request.device,
                                   lateral_cutoff_fraction=request.cutoff_fraction,
                                   matrix_cutoff_fraction=request.matrix_cutoff_fraction)
-    dose_grid = DoseGrid.covering(ct_grid, request.dose_grid_mm)
+    return PlanBasis(model, config, patient, target.name, target_mask, machine, ct_grid,
+                     DoseGrid.covering(ct_grid, request.dose_grid_mm), rsp, hlut, beams,
+                     settings)
+
+
+def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
+                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+                 ) -> PreparedPlan:
+    """Load the patient, place the spots, make the RBE tables and the planning engine.
+
+    Raises
+    ------
+    InputError, PlanningError, DicomImportError, DeviceError
+        Bad request, missing target, unreachable target, unusable data.
+    """
+    timings: dict[str, float] = {}
+    basis = plan_basis(request, machine=machine, progress=stage_progress(progress, 0.0, 0.05),
+                       cancel=cancel)
+    model, config, patient, machine = basis.model, basis.config, basis.patient, basis.machine
+    target_mask, ct_grid, dose_grid = basis.target_mask, basis.ct_grid, basis.dose_grid
+    rsp, beams, settings = basis.rsp, basis.beams, basis.settings
+    assert patient.structure_set is not None
+    target = patient.structure_set.get(basis.target)
     cubes = WeplCubes(rsp, ct_grid, settings.wepl_step_mm,
+                      lateral_step_mm=settings.wepl_lateral_step_mm,
                       threads=cpu_threads(settings.n_threads))
     _check_grid_memory(patient, ct_grid, dose_grid, len(beams), model, target_mask,
                        cubes.kept_bytes([b.frame for b in beams]))
@@ -622,10 +683,9 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
                                 cancel=cancel)
         opt_engine, opt_groups = engine, groups
     else:
-        regions = [ring_name(target.name, a, b) for a, b, _, _ in DEFAULT_RINGS]
-        regions += [o.structure for o in config.objectives if is_generated(o.structure)]
-        opt_region, sampled = optimization_region(patient, target.name, regions, ct_grid,
-                                                  opt_grid, dose_grid)
+        opt_region, sampled = optimization_region(patient, target.name,
+                                                  generated_regions(target.name, config),
+                                                  ct_grid, opt_grid, dose_grid)
         check_host_memory(engine_bytes(int(opt_region.sum()), len(beams), 0),
                           f"the optimization grid of {max(opt_grid.spacing_mm):g} mm around "
                           f"the structures ({int(opt_region.sum()):,} points)",
@@ -638,7 +698,14 @@ def prepare_plan(request: PlanRequest, *, machine: Machine | None = None,
     timings["engine_setup"] = time.perf_counter() - t0
     return PreparedPlan(request, model, config, patient, machine, target.name, beams, spot_maps,
                         tables, groups, dose_grid, body, rsp, cubes, settings, region, timings,
-                        opt_engine, opt_groups, engine, region_rows=sampled, hlut=hlut)
+                        opt_engine, opt_groups, engine, region_rows=sampled, hlut=basis.hlut)
+
+
+def generated_regions(target: str, config: PlanConfig) -> list[str]:
+    """The generated regions (:mod:`planning.regions`) a plan's optimization region covers:
+    the default rings around ``target`` and those ``config``'s objectives name."""
+    regions = [ring_name(target, a, b) for a, b, _, _ in DEFAULT_RINGS]
+    return regions + [o.structure for o in config.objectives if is_generated(o.structure)]
 
 
 def _check_grid_memory(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid, n_beams: int,
@@ -669,6 +736,16 @@ def _check_grid_memory(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid,
                       f"a dose grid of {spacing} mm ({dose_grid.n_voxels:,} voxels, about "
                       f"{n_rows:,} in the body{checked}) for {n_beams} beams",
                       "choose a coarser dose grid")
+
+
+def merged_objectives(patient: Patient, target: str, total_dose_gy_rbe: float,
+                      config: PlanConfig, ring_scale: float = 1.0) -> list[Objective]:
+    """A plan's objectives: the defaults (their rings' maxima raised by ``ring_scale``)
+    merged with ``config``'s, under their structures' own names."""
+    merged = merge_objectives(default_objectives(patient, target, total_dose_gy_rbe, ring_scale),
+                              config)
+    return [Objective(region_name(patient, o.structure), o.kind, o.dose_gy_rbe, o.weight,
+                      o.volume_fraction) for o in merged]
 
 
 def on_max_points(objectives: Sequence[Objective], patient: Patient, target: str
@@ -780,13 +857,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     assert patient.structure_set is not None
 
     def plan_objectives(ring_scale: float = 1.0) -> list[Objective]:
-        """The plan's objectives (defaults merged with its configuration) under their
-        structures' own names."""
-        merged = merge_objectives(default_objectives(
-            patient, prepared.target, prescription.total_dose_gy_rbe, ring_scale),
-            prepared.config)
-        return [Objective(region_name(patient, o.structure), o.kind, o.dose_gy_rbe, o.weight,
-                          o.volume_fraction) for o in merged]
+        return merged_objectives(patient, prepared.target, prescription.total_dose_gy_rbe,
+                                 prepared.config, ring_scale)
 
     objectives = plan_objectives()
     solved = on_max_points(objectives, patient, prepared.target)

@@ -139,6 +139,25 @@ def test_optimization_matrices_are_the_influence_rows(case) -> None:  # type: ig
         engine.optimization_matrices(rows[::-1])
 
 
+@pytest.mark.parametrize("kernel", ["numpy", "compiled"])
+def test_entry_counts_are_the_matrices_row_lengths(case, kernel) -> None:  # type: ignore[no-untyped-def]
+    """Counted without building (a work estimate's count): each row's entries of the matrices
+    the optimizer would get, at the matrices' cut-off and at the plan's (the influence)."""
+    if kernel == "compiled" and not pencil_beam_cpu.available():
+        pytest.skip("the compiled CPU kernel was not built with this installation")
+    engine = _engine(case, compiled=kernel == "compiled")
+    rows = np.sort(np.random.default_rng(5).choice(engine.rows, 2000, replace=False))
+    fraction = engine.settings.optimizer_cutoff_fraction
+    dose, _sums, nnz = engine.optimization_matrices(rows, cutoff_fraction=fraction)
+    counts = engine.entry_counts(rows, cutoff_fraction=fraction)
+    assert counts.dtype == np.int64 and counts.sum() == nnz > 0
+    np.testing.assert_array_equal(counts, np.diff(dose.matrix.indptr))
+    whole = engine.influence(store_let=False).dose[rows]
+    np.testing.assert_array_equal(engine.entry_counts(rows), np.diff(whole.indptr))
+    with pytest.raises(PlanningError, match="sorted"):
+        engine.entry_counts(rows[::-1])
+
+
 def test_forward_over_some_rows_equals_the_whole_forward_there(case) -> None:  # type: ignore[no-untyped-def]
     tables = case[5]
     engine = _engine(case)

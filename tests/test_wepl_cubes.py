@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from kernels.wepl import wepl_at_points
-from planning.beams import Beam
+from planning.beams import Beam, SpotMap
 from planning.dicom import load_demo_patient
 from planning.dose_grid import DoseGrid
-from planning.engine import wepl_cubes
+from planning.engine import PlanningEngine, wepl_cubes
+from planning.engine.dose_engine import DoseEngineSettings
 from planning.engine.wepl_cubes import WeplCubes
 from planning.planner import PlanRequest, make_plan, reoptimize
+from tests.synthetic_machine import make_synthetic_machine
 
 
 def _slab_volume() -> tuple[np.ndarray, DoseGrid]:
@@ -114,3 +116,33 @@ def test_a_plan_traces_each_beam_once(monkeypatch) -> None:  # type: ignore[no-u
     reoptimize(result.prepared, total_dose_gy_rbe=3.3)
     assert len(made) == 2
 
+
+
+def test_coarser_rays_make_smaller_cubes_that_only_engines_of_those_rays_take() -> None:
+    """A work estimate's cubes: rays every 4 mm instead of the CT's 2 mm, sampled as the
+    kernel samples such a cube; an engine of the default rays makes its own."""
+    rsp, grid = _slab_volume()
+    frame = Beam((0.0, 0.0, 0.0), 90.0, 0.0, "G90").frame
+    fine, coarse = WeplCubes(rsp, grid, 2.0), WeplCubes(rsp, grid, 2.0, lateral_step_mm=4.0)
+    made = coarse.cube(np, frame)
+    assert made.lateral_step_mm == 4.0
+    assert coarse.kept_bytes([frame]) == made.wepl_mm.nbytes
+    assert 3.0 < fine.kept_bytes([frame]) / made.wepl_mm.nbytes < 5.0  # about (4 / 2)^2
+    pts = _points()
+    expected = wepl_at_points(rsp, grid.spacing_mm, grid.origin_mm, frame.direction,
+                              frame.u_axis, frame.v_axis, pts, lateral_step_mm=4.0,
+                              depth_step_mm=2.0)
+    np.testing.assert_array_equal(coarse.at_points(np, frame, pts), expected)
+    assert coarse.serves(rsp, grid, 2.0, lateral_step_mm=4.0)
+    assert not coarse.serves(rsp, grid, 2.0)
+    assert not fine.serves(rsp, grid, 2.0, lateral_step_mm=4.0)
+    machine = make_synthetic_machine(min_range_mm=20.0, max_range_mm=160.0)
+    spots = SpotMap(np.array([machine.energies_mev_u[10]]), np.array([0]), np.array([0.0]),
+                    np.array([0.0]), (5.0, 5.0))
+    beam = Beam((0.0, 0.0, 0.0), 90.0, 0.0, "G90")
+    for lateral, expect_kept in ((4.0, True), (None, False)):
+        served = WeplCubes(rsp, grid, 2.0, lateral_step_mm=4.0)
+        settings = DoseEngineSettings(device="cpu", wepl_step_mm=2.0,
+                                      wepl_lateral_step_mm=lateral)
+        PlanningEngine(machine, rsp, grid, grid, [beam], [spots], settings, wepl_cubes=served)
+        assert (served.nbytes > 0) is expect_kept

@@ -1,4 +1,5 @@
-"""Plan tab: target, prescription, beams, RBE model, spots, grid, device, objectives, Compute."""
+"""Plan tab: target, prescription, beams, RBE model, spots, grid, device, objectives, the
+plan's estimate, Compute."""
 
 from __future__ import annotations
 
@@ -331,6 +332,15 @@ class PlanPanel(BoxLayout):
         row.add_widget(defaults)
         form.add_widget(row)
 
+        # The last Compute's pre-flight estimate (work, memory, time), above the buttons so
+        # that it stays in sight while the plan runs; it names the grid and spots it is of.
+        self.estimate_note = Label(text="", size_hint_y=None, height=0, halign="left",
+                                   valign="top", font_size="11sp", color=MUTED_TEXT_RGBA,
+                                   padding=(PAD, 2))
+        self.estimate_note.bind(
+            width=lambda w, width: setattr(w, "text_size", (width, None)),
+            texture_size=lambda w, ts: setattr(w, "height", ts[1] if w.text else 0))
+        self.add_widget(self.estimate_note)
         buttons = BoxLayout(size_hint_y=None, height=BUTTON_HEIGHT + 8, spacing=PAD)
         self.compute_button = Button(text="Compute plan", bold=True,
                                      background_color=(0.35, 0.75, 1.0, 1.0))
@@ -432,6 +442,12 @@ class PlanPanel(BoxLayout):
             row.show_result(f"{plan_name}: RMS deviation at the optimizer's points "
                             f"{rms_text},\n{match['share_percent']:.0f} % of the objective "
                             "value")
+
+    def show_estimate(self, text: str, *, large: bool) -> None:
+        """Show a plan's pre-flight estimate above the buttons; ``large`` (long, or over the
+        memory) in the note colour."""
+        self.estimate_note.text = text
+        self.estimate_note.color = WARNING_TEXT_RGBA if large else MUTED_TEXT_RGBA
 
     def add_objective(self, objective: Objective) -> ObjectiveRow:
         row = ObjectiveRow(self._structures, objective, self._remove_objective)

@@ -100,16 +100,10 @@ def build_matrices(xp: Any, work: Sequence[BeamWork], n_rows: int, n_spots: int,
     matrices is checked against the available memory once the entries are counted.
     """
     run = _Run(xp, settings, progress, cancel)
-    n_threads = cpu_threads(settings.n_threads)
     compiled = (xp is np and np.dtype(dtype) == np.float32 and settings.compiled_kernels
                 and pencil_beam_cpu.usable(n_model))
-    size = settings.block_voxels
-    if compiled:  # no per-pair temporaries: many blocks per thread (see compiled_block_voxels)
-        size = compiled_block_voxels(max(bw.voxels.n for bw in work), settings)
-    blocks = [(bw, start, min(start + size, bw.voxels.n))
-              for bw in work for start in range(0, bw.voxels.n, size)]
-    packed = {bw.beam: pack_layers(bw.layers.layers, np) for bw in work} if compiled else {}
-    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+    blocks, packed = _work_items(work, settings, compiled)
+    with ThreadPoolExecutor(max_workers=cpu_threads(settings.n_threads)) as pool:
         try:
             csr = _CsrAssembly(xp, _count_rows(run, pool, blocks, work, n_rows, packed),
                                let=store_let, n_model=n_model, dtype=dtype)
@@ -123,6 +117,36 @@ def build_matrices(xp: Any, work: Sequence[BeamWork], n_rows: int, n_spots: int,
     run.report(0.98, "building sparse matrices")
     release_free_heap()  # the chunks' temporaries, before the matrices are used
     return csr.to_scipy((n_rows, n_spots), sorted_rows=_rows_sorted(work))
+
+
+def count_entries(xp: Any, work: Sequence[BeamWork], n_rows: int,
+                  settings: DoseEngineSettings, *, cancel: CancelToken | None = None) -> Any:
+    """Entries of every row of the matrices :func:`build_matrices` would build: the first of
+    its two passes alone (no pencil beam is evaluated, nothing of the matrices allocated);
+    ``(n_rows,)`` int64 in namespace ``xp``."""
+    run = _Run(xp, settings, None, cancel)
+    compiled = xp is np and settings.compiled_kernels and pencil_beam_cpu.usable(0)
+    blocks, packed = _work_items(work, settings, compiled)
+    with ThreadPoolExecutor(max_workers=cpu_threads(settings.n_threads)) as pool:
+        try:
+            offsets = _count_rows(run, pool, blocks, work, n_rows, packed)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+    return xp.astype(offsets[-1], xp.int64)
+
+
+def _work_items(work: Sequence[BeamWork], settings: DoseEngineSettings, compiled: bool
+                ) -> tuple[list[_Block], dict[int, PackedLayers]]:
+    """The blocks of voxels the passes run on, and each beam's layers packed for the compiled
+    kernel (none without it)."""
+    size = settings.block_voxels
+    if compiled:  # no per-pair temporaries: many blocks per thread (see compiled_block_voxels)
+        size = compiled_block_voxels(max(bw.voxels.n for bw in work), settings)
+    blocks = [(bw, start, min(start + size, bw.voxels.n))
+              for bw in work for start in range(0, bw.voxels.n, size)]
+    packed = {bw.beam: pack_layers(bw.layers.layers, np) for bw in work} if compiled else {}
+    return blocks, packed
 
 
 def _count_rows(run: _Run, pool: ThreadPoolExecutor, blocks: Sequence[_Block],

@@ -103,6 +103,9 @@ class DoseEngineSettings:
     wepl_step_mm : float or None
         Sampling step along the rays of the WEPL calculation; None uses half the smallest CT
         voxel spacing.
+    wepl_lateral_step_mm : float or None
+        Spacing of those rays; None uses the smallest CT voxel spacing (a plan's work
+        estimate takes coarser rays, :mod:`planning.plan_work`).
     n_threads : int or None
         Worker threads on the CPU; None takes :func:`cpu_threads`'s default (the
         ``IONPLAN_THREADS`` or ``OMP_NUM_THREADS`` environment variable, else all cores).
@@ -127,6 +130,7 @@ class DoseEngineSettings:
     matrix_cutoff_fraction: float = 0.8
     device: str = "auto"
     wepl_step_mm: float | None = None
+    wepl_lateral_step_mm: float | None = None
     n_threads: int | None = None
     chunk_candidates: int = DEFAULT_CHUNK_CANDIDATES
     block_voxels: int = 1 << 17
@@ -149,8 +153,10 @@ class DoseEngineSettings:
         if self.device not in backend.DEVICES:
             raise PlanningError(f"device must be one of {', '.join(backend.DEVICES)}, "
                                 f"got {self.device!r}")
-        if self.wepl_step_mm is not None and not (0 < self.wepl_step_mm <= 10):
-            raise PlanningError(f"wepl_step_mm must lie in (0, 10] mm, got {self.wepl_step_mm}")
+        for name in ("wepl_step_mm", "wepl_lateral_step_mm"):
+            step = getattr(self, name)
+            if step is not None and not (0 < step <= 10):
+                raise PlanningError(f"{name} must lie in (0, 10] mm, got {step}")
         if self.n_threads is not None and self.n_threads < 1:
             raise PlanningError(f"n_threads must be >= 1, got {self.n_threads}")
         if self.chunk_candidates < 1024:
@@ -333,8 +339,10 @@ def compute_wepl(
     if pts.ndim != 2 or pts.shape[1] != 3:
         raise PlanningError(f"points must have shape (N, 3), got {pts.shape}")
     xp = backend.namespace_for(resolve_device(settings.device))
-    if cubes is None or not cubes.serves(rsp_volume, ct_grid, settings.wepl_step_mm):
-        cubes = WeplCubes(rsp, ct_grid, settings.wepl_step_mm, keep=False,
+    if cubes is None or not cubes.serves(rsp_volume, ct_grid, settings.wepl_step_mm,
+                                         lateral_step_mm=settings.wepl_lateral_step_mm):
+        cubes = WeplCubes(rsp, ct_grid, settings.wepl_step_mm,
+                          lateral_step_mm=settings.wepl_lateral_step_mm, keep=False,
                           threads=cpu_threads(settings.n_threads))
     w = cubes.at_points(xp, beam.frame, xp.asarray(pts), progress=progress, cancel=cancel)
     return backend.to_numpy(w).astype(np.float32, copy=False)

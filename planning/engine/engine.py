@@ -172,9 +172,11 @@ class PlanningEngine:
                           f"{len(beams)} beams", "use a coarser dose grid")
         self.spots = spot_table(spot_maps)
         cubes = (wepl_cubes if wepl_cubes is not None
-                 and wepl_cubes.serves(rsp_volume, ct_grid, settings.wepl_step_mm)
-                 else WeplCubes(rsp, ct_grid, settings.wepl_step_mm, keep=False,
-                             threads=cpu_threads(settings.n_threads)))
+                 and wepl_cubes.serves(rsp_volume, ct_grid, settings.wepl_step_mm,
+                                       lateral_step_mm=settings.wepl_lateral_step_mm)
+                 else WeplCubes(rsp, ct_grid, settings.wepl_step_mm,
+                                lateral_step_mm=settings.wepl_lateral_step_mm, keep=False,
+                                threads=cpu_threads(settings.n_threads)))
         self._first_spot = np.cumsum([0] + [s.n_spots for s in spot_maps])
         voxels = []
         for b, (beam, sm) in enumerate(zip(beams, spot_maps, strict=True)):
@@ -363,6 +365,28 @@ class PlanningEngine:
             n_model=n_model, dtype=np.float32, progress=progress, cancel=cancel)
         host = host_spot_matrices((dose_m, *model_m), cpu_threads(self.settings.n_threads))
         return host[0], host[1:], int(dose_m.nnz)
+
+    def entry_counts(self, rows: ArrayLike, *, cutoff_fraction: float | None = None,
+                     cancel: CancelToken | None = None) -> NDArray[np.int64]:
+        """Entries of each of ``rows`` (sorted, unique flat dose-grid indices within the
+        calculation region) in the matrices :meth:`optimization_matrices` would build with
+        ``cutoff_fraction`` (the settings' ``lateral_cutoff_fraction`` by default: the
+        (voxel, spot) pairs a forward pass evaluates), counted without building them:
+        ``(len(rows),)`` int64. CPU engines only (a work estimate's, :mod:`planning.plan_work`).
+        """
+        if self.device != "cpu":
+            raise PlanningError("entries are counted by a CPU engine; make one with "
+                                "device='cpu'")
+        rows_np = np.asarray(rows, dtype=np.int64)
+        if rows_np.size == 0 or np.any(np.diff(rows_np) <= 0):
+            raise PlanningError("rows to count must be non-empty, sorted and unique")
+        fraction = (self.settings.lateral_cutoff_fraction if cutoff_fraction is None
+                    else float(cutoff_fraction))
+        voxels = self._voxels_of(rows_np, compact=True)
+        layers = self._beam_layers(None, fraction)
+        work = [BeamWork(b, v, bl) for b, (v, bl) in enumerate(zip(voxels, layers, strict=True))]
+        return np.asarray(cpu_influence.count_entries(np, work, rows_np.size, self.settings,
+                                                      cancel=cancel))
 
     def forward(self, weights: ArrayLike, *, model_tables: DepthTables | None = None,
                 with_let: bool = True, rows: ArrayLike | None = None,

@@ -43,6 +43,10 @@ class WeplCubes:
         Geometry of ``rsp``.
     depth_step_mm : float or None
         Sampling step along the rays (:func:`kernels.wepl.wepl_cube`'s default where None).
+    lateral_step_mm : float or None
+        Spacing of the rays (:func:`kernels.wepl.wepl_cube`'s default, the smallest CT
+        spacing, where None); a coarser one makes coarser cubes faster (a plan's work
+        estimate, :mod:`planning.plan_work`).
     keep : bool
         Keep cubes (within :data:`KEPT_BYTES`); False: make each on every use (for a caller
         that uses each cube once).
@@ -51,16 +55,21 @@ class WeplCubes:
     """
 
     def __init__(self, rsp: NDArray[np.float32], ct_grid: DoseGrid,
-                 depth_step_mm: float | None, *, keep: bool = True, threads: int = 1) -> None:
+                 depth_step_mm: float | None, *, lateral_step_mm: float | None = None,
+                 keep: bool = True, threads: int = 1) -> None:
         self.rsp, self.ct_grid, self.depth_step_mm = rsp, ct_grid, depth_step_mm
+        self.lateral_step_mm = lateral_step_mm
         self._keep, self._threads = keep, threads
         # Keyed by (array namespace, beam axes): a cube lives on the device that made it.
         self._cubes: dict[tuple[str, tuple[float, ...]], WeplCube] = {}
 
-    def serves(self, rsp: Any, ct_grid: DoseGrid, depth_step_mm: float | None) -> bool:
-        """Whether these cubes are those of ``rsp`` (the same array) on ``ct_grid``."""
+    def serves(self, rsp: Any, ct_grid: DoseGrid, depth_step_mm: float | None, *,
+               lateral_step_mm: float | None = None) -> bool:
+        """Whether these cubes are those of ``rsp`` (the same array) on ``ct_grid``, with
+        these steps."""
         return (rsp is self.rsp and ct_grid == self.ct_grid
-                and depth_step_mm == self.depth_step_mm)
+                and depth_step_mm == self.depth_step_mm
+                and lateral_step_mm == self.lateral_step_mm)
 
     def kept_bytes(self, frames: Sequence[BeamFrame]) -> int:
         """Bytes the cubes of beams with axes ``frames`` will keep once made (within
@@ -69,7 +78,8 @@ class WeplCubes:
         for frame in frames:
             size = 4 * math.prod(wepl_cube_shape(
                 self.rsp.shape, self.ct_grid.spacing_mm, self.ct_grid.origin_mm,
-                frame.direction, frame.u_axis, frame.v_axis, depth_step_mm=self.depth_step_mm))
+                frame.direction, frame.u_axis, frame.v_axis, depth_step_mm=self.depth_step_mm,
+                lateral_step_mm=self.lateral_step_mm))
             if total + size <= self._limit():
                 total += size
         return total
@@ -101,7 +111,8 @@ class WeplCubes:
 
         made = wepl_cube(xp.asarray(self.rsp), self.ct_grid.spacing_mm, self.ct_grid.origin_mm,
                          frame.direction, frame.u_axis, frame.v_axis,
-                         depth_step_mm=self.depth_step_mm, on_chunk=on_chunk,
+                         depth_step_mm=self.depth_step_mm,
+                         lateral_step_mm=self.lateral_step_mm, on_chunk=on_chunk,
                          threads=self._threads)
         if self.nbytes + int(made.wepl_mm.nbytes) <= self._limit():
             self._cubes[key] = made

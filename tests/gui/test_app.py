@@ -160,6 +160,9 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     gui.click(form.compute_button)
     gui.frames(2)
     assert app.task is not None and app.task.running
+    # The plan's estimate first (a second or two), then the plan itself.
+    gui.wait_until(lambda: app.task.name == "Computing plan" or app.last_error, 120,
+                   "the plan after its estimate")
     assert "Computing plan" in app.task_bar.status.text
     gui.wait_until(lambda: app.session.plans or app.last_error, PLAN_TIMEOUT_S, "the plan")
     assert not app.last_error, app.last_error
@@ -394,8 +397,8 @@ def test_compute_can_be_cancelled_and_the_app_keeps_responding(gui, tmp_path):
     screen = app.planning
     _click_tab(gui, screen, "Plan")
     gui.click(screen.plan_panel.compute_button)
-    gui.wait_until(lambda: app.task is not None and app.task.fraction > 0.0, 120,
-                   "the plan to start")
+    gui.wait_until(lambda: app.task is not None and app.task.name == "Computing plan"
+                   and app.task.fraction > 0.0, 120, "the plan to start")
     # The interface responds while the plan runs: slices still change.
     before = int(screen.viewer.axial.slice_index)
     gui.scroll(screen.viewer.axial, "down")

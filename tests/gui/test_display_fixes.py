@@ -169,9 +169,10 @@ def test_cancel_stops_the_plan_within_a_second_and_resets_the_bar(gui, tmp_path)
     gui.click(screen.tab_items["Plan"])
     gui.frames(2)
     gui.click(screen.plan_panel.compute_button)
-    # Pressed during the set-up, which used to report nothing for 20 s.
-    gui.wait_until(lambda: app.task is not None and app.task.fraction > 0.03, 300,
-                   "the set-up to report progress")
+    # Pressed during the set-up, which used to report nothing for 20 s (after the plan's
+    # estimate, a task of its own).
+    gui.wait_until(lambda: app.task is not None and app.task.name == "Computing plan"
+                   and app.task.fraction > 0.03, 300, "the set-up to report progress")
     assert app.task.stage == "water-equivalent depth"
     gui.advance(0.2)  # the bar polls the task every 0.1 s
     assert app.task_bar.bar.value > 0.02
@@ -231,8 +232,9 @@ def test_plan_display_quantities_menus_beam_view_compare_table_and_reset(gui, tm
     form.grid_mm.text = "5"
     gui.click(form.compute_button)
     gui.frames(2)
-    seen: list[float] = []
-    gui.wait_until(lambda: seen.append(app.task_bar.bar.value) or app.session.plans
+    seen: list[float] = []  # the plan's bar (its estimate's task has a bar of its own)
+    gui.wait_until(lambda: (app.task is not None and app.task.name == "Computing plan"
+                            and seen.append(app.task_bar.bar.value)) or app.session.plans
                    or app.last_error, PLAN_TIMEOUT_S, "the plan")
     assert not app.last_error, app.last_error
     # The bar never went back, and moved during the set-up (not one step at the end of it).

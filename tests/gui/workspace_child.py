@@ -120,12 +120,18 @@ def work_steps(app: Any, report: Path) -> list[tuple[str, Callable[[], bool]]]:
     def second_compute() -> bool:
         form.grid_mm.text = "5"
         form.compute_button.dispatch("on_release")
+        return True
+
+    def second_plan_running() -> bool:  # after its estimate (a second or two)
+        if app.task is None or app.task.name != "Computing plan" or not app.task.running:
+            return False
         _write(report, {**_state(app), "computing": True})
         return True
 
     return [("patient shown", patient_shown), ("compute pressed", compute),
             ("plan computed", plan_done), ("edits made", edit), ("workspace saved", saved),
-            ("second compute running", second_compute)]
+            ("second compute pressed", second_compute),
+            ("second plan running", second_plan_running)]
 
 
 def check_steps(app: Any, report: Path) -> list[tuple[str, Callable[[], bool]]]:
