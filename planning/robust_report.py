@@ -20,7 +20,7 @@ from planning.robust_tables import (
     SCENARIO_METRICS,
     dose_unit,
     tabled_structures,
-    worst_extreme,
+    worst_case_metrics,
 )
 
 
@@ -91,13 +91,17 @@ def _scenario_table(rep: Mapping[str, Any]) -> str:
 
 
 def _worst_table(rep: Mapping[str, Any]) -> str:
-    """Every structure's metrics at the extreme that is a target's worst case
-    (:func:`planning.robust_tables.worst_extreme`), each column named by its extreme."""
-    columns = [(worst_extreme(key, target=True), title, key) for title, key in SCENARIO_METRICS]
+    """Every structure's worst case over the scenarios: a target's lowest D98, D95, D50 and
+    highest D2, Dmean, Dmax, any other structure's highest of each
+    (:func:`planning.robust_tables.worst_case_metrics`); the last column says which extreme
+    each value is."""
     rows = []
-    for name, w in rep["worst_case"]["structures"].items():
-        rows.append([name, *(w[f"{key}_{extreme}"] for extreme, _, key in columns)])
-    return _table(["structure", *(f"{extreme} {title}" for extreme, title, _ in columns)], rows)
+    for name in rep["worst_case"]["structures"]:
+        values, label = worst_case_metrics(rep, name)
+        rows.append([name, *(values[key] for _, key in SCENARIO_METRICS),
+                     label.split(": ", 1)[1]])
+    return _table(["structure", *(title for title, _ in SCENARIO_METRICS),
+                   "extreme over the scenarios"], rows)
 
 
 def render_robust_html(rep: Mapping[str, Any]) -> str:

@@ -287,3 +287,35 @@ def test_robust_cli_refuses_bad_options(tmp_path, capsys):
     assert main(["robust", str(tmp_path / "none"), "x.dcm", "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("ionplan: error: ") and "not a folder" in err[-1]
+
+
+def test_report_html_worst_case_of_an_organ_is_its_highest_dose():
+    """report.html's "Worst case per structure" gave every structure a target's extremes: an
+    organ's lowest D98/D95/D50 (its best case) under that heading (review). An organ's worst
+    case is its highest dose by every metric, a target's its lowest D98/D95/D50 and highest
+    D2/Dmean/Dmax, and the table says which."""
+    import re
+
+    from planning.robust import worst_case
+    from planning.robust_report import _worst_table
+
+    keys = ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe", "max_gy_rbe")
+
+    def scenario(name, ptv, organ):
+        return {"name": name, "structures": {"PTV": dict(zip(keys, ptv, strict=True)),
+                                             "Brainstem": dict(zip(keys, organ, strict=True))}}
+
+    scenarios = [scenario("nominal", (53, 54, 57, 59, 57, 60), (0.25, 0.75, 13.5, 28, 12.5, 42)),
+                 scenario("range -", (46, 48, 54, 60, 56, 61), (0.125, 0.5, 11.5, 27, 11, 40)),
+                 scenario("shift", (52, 53, 58, 64, 59, 67), (0.375, 1.0, 14.5, 31, 13.5, 46))]
+    rep = {"prescription": {"target": "PTV"},
+           "structures": {"PTV": {"interpreted_type": "PTV"},
+                          "Brainstem": {"interpreted_type": "ORGAN"}},
+           "scenarios": scenarios, "worst_case": {"structures": worst_case(scenarios)}}
+    html = _worst_table(rep)
+    rows = {cells[0]: cells[1:] for cells in
+            (re.findall(r"<td[^>]*>([^<]*)</td>", r) for r in html.split("<tr>")[2:])}
+    assert [float(v) for v in rows["Brainstem"][:6]] == [0.375, 1.0, 14.5, 31, 13.5, 46]
+    assert rows["Brainstem"][6] == "max of each"
+    assert [float(v) for v in rows["PTV"][:6]] == [46, 48, 54, 64, 59, 67]
+    assert rows["PTV"][6] == "min D98, D95, D50; max D2, Dmean, Dmax"
