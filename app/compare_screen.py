@@ -38,6 +38,7 @@ from app.widgets.viewer_panel import SliceSlider
 from planning import api
 from planning.errors import InputError
 from planning.geometry import lps_to_index
+from planning.patient import TARGET_TYPES
 
 if TYPE_CHECKING:
     from app.planning_screen import TaskHost
@@ -420,7 +421,6 @@ class CompareScreen(Screen):
 #: Metrics of the compare table: coverage for targets, hot spots and mean for the rest.
 TARGET_METRICS = (("d95", "D95"), ("mean", "Dmean"), ("d2", "D2"))
 ORGAN_METRICS = (("d2", "D2"), ("max", "Dmax"), ("mean", "Dmean"))
-_TARGET_TYPES = ("PTV", "CTV", "GTV")
 
 
 def summary_text(result: Any) -> str:
@@ -451,7 +451,7 @@ def comparison_rows(structures: Any, *, mixed: bool = False) -> list[MetricsRow]
     of the two quantities is no dose difference)."""
     rows = []
     for s in structures:
-        target = s.interpreted_type.upper() in _TARGET_TYPES
+        target = s.interpreted_type.upper() in TARGET_TYPES
         for key, title in TARGET_METRICS if target else ORGAN_METRICS:
             a, b, d = s.metrics_a[key], s.metrics_b[key], s.difference[key]
             ratio = f"{b / a:.3f}" if a and b is not None else "-"

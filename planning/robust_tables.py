@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from planning.patient import TARGET_TYPES
 from planning.rbe import dose_unit_of
 
 #: The entries a robust evaluation adds to its nominal plan's report (see
@@ -24,8 +25,6 @@ SCENARIO_METRICS = (("D98", "d98_gy_rbe"), ("D95", "d95_gy_rbe"), ("D50", "d50_g
 #: target's other :data:`SCENARIO_METRICS`, and every metric of any other structure, are worst
 #: at their highest (:func:`worst_extreme`).
 LOWER_IS_WORSE_IN_TARGET = ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe")
-#: RT ROI Interpreted Types of a target (:func:`is_target`).
-TARGET_TYPES = ("PTV", "CTV", "GTV")
 #: Names of the two rows after the scenarios in :func:`scenario_metric_rows`.
 LOWEST_ROW, HIGHEST_ROW = "lowest over scenarios", "highest over scenarios"
 

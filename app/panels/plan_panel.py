@@ -52,10 +52,10 @@ from app.theme import (
 from app.widgets.menu import WideSpinner
 from planning.errors import InputError
 from planning.optimization import OBJECTIVE_KINDS, Objective
+from planning.patient import TARGET_TYPES
 from planning.rbe.lem import DEFAULT_RAPID_SCHEME, RAPID_SCHEMES
 
 DEFAULT_BEAMS = (BeamSetup(90.0), BeamSetup(270.0))
-TARGET_TYPES = ("PTV", "CTV", "GTV")
 
 
 def _field(text: str = "", width: int | None = None, **kwargs: object) -> TextInput:
