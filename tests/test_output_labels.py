@@ -229,7 +229,8 @@ def robust_physical(tmp_path_factory):
                    "cpu", "--rbe", "physical", "--robust", "--range-error", "3.5",
                    "--setup-error", "0", "--out", str(out)])
     assert rc == 0
-    plan_line, robust_line = printed.getvalue().splitlines()
+    estimate_line, plan_line, robust_line = printed.getvalue().splitlines()
+    assert estimate_line.startswith("estimate of the plan (without the robust evaluation): ")
     # Every file once, on the plan's line; the robust line adds the scenarios' numbers.
     rep = json.loads((out / "report.json").read_text())
     assert plan_line.startswith(f"wrote {', '.join(rep['files'][:-1])} and report.json to ")
