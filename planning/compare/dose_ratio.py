@@ -18,10 +18,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from planning.compare.dose_diff import PERCENTILES
 from planning.errors import InputError
-
-#: Percentiles of the ratio reported.
-PERCENTILES = (1.0, 5.0, 50.0, 95.0, 99.0)
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,8 @@ class EffectiveRbeStats:
     mean, sd, minimum, maximum : float
         Of the ratio over those voxels (unweighted; SD the population's).
     percentiles : tuple of (float, float)
-        ``(percentile, value)`` of the ratio for :data:`PERCENTILES`.
+        ``(percentile, value)`` of the ratio for :data:`planning.compare.dose_diff.PERCENTILES`
+        (the difference's).
     dose_weighted_mean : float
         Sum of the RBE-weighted over sum of the physical dose in those voxels: the mean
         RBE weighted by physical dose.
@@ -56,7 +55,7 @@ class EffectiveRbeStats:
     dose_weighted_mean: float
 
     def percentile(self, p: float) -> float:
-        """The ``p`` percentile (one of :data:`PERCENTILES`)."""
+        """The ``p`` percentile (one of :data:`planning.compare.dose_diff.PERCENTILES`)."""
         return dict(self.percentiles)[p]
 
     def as_dict(self) -> dict[str, Any]:
