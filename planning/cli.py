@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from planning.about import VersionAction
@@ -778,11 +779,34 @@ class Terminated(BaseException):
         self.signum = signum
 
 
+#: Delay before a termination signal that arrived during an import is delivered again, s.
+IMPORT_RETRY_S = 0.05
+
+
+def _inside_import(frame: FrameType | None) -> bool:
+    """Whether ``frame`` or a frame that called it runs Python's import machinery."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextlib.contextmanager
 def _terminate_as_exception() -> Iterator[None]:
     """While the block runs, SIGTERM and SIGHUP raise :class:`Terminated` (the default
-    handlers ended the process at once, leaving an earlier run's files set aside and hidden)."""
-    def handler(signum: int, _frame: object) -> None:
+    handlers ended the process at once, leaving an earlier run's files set aside and hidden).
+
+    A signal that arrives while a module is being imported is delivered again
+    :data:`IMPORT_RETRY_S` later: raised inside an extension module's initialisation it became
+    ``ImportError: initialization failed``, which an optional import's ``except ImportError``
+    swallowed, and the run went on to the end (exit 0, the earlier files replaced; CI)."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if _inside_import(frame):
+            retry = threading.Timer(IMPORT_RETRY_S, os.kill, (os.getpid(), signum))
+            retry.daemon = True
+            retry.start()
+            return
         raise Terminated(signum)
 
     wanted = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))

@@ -145,6 +145,34 @@ def test_sigterm_during_a_run_puts_the_earlier_files_back(tmp_path: Path) -> Non
     assert (out / "RTPLAN.dcm").read_text() == "first"
 
 
+def test_a_sigterm_during_an_import_stops_the_run_once_the_import_is_done(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI: SIGTERM landed while an extension module was being imported; raised there it became
+    ``ImportError: initialization failed``, an optional import's ``except ImportError`` took it
+    for a missing package, and the run went on to the end (exit 0, the earlier files replaced).
+    Now the signal is delivered again after the import, where nothing mistakes it."""
+    import sys
+    import time
+
+    from planning.cli import Terminated, _terminate_as_exception
+
+    (tmp_path / "ionplan_slow_import_probe.py").write_text(
+        "import os, signal, time\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(0.3)\n"
+        "FINISHED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "ionplan_slow_import_probe", raising=False)
+    with pytest.raises(Terminated):
+        with _terminate_as_exception():
+            try:
+                import ionplan_slow_import_probe  # noqa: F401
+            except ImportError:
+                pytest.fail("the signal was turned into an ImportError")
+            time.sleep(5)  # the signal is delivered again here
+    assert sys.modules["ionplan_slow_import_probe"].FINISHED
+
+
 def test_an_input_among_the_outputs_to_replace_is_refused(tmp_path: Path) -> None:
     """`recalc CT base/RTPLAN.dcm --out base --overwrite` set its own input aside and then
     said it did not exist (CLI review)."""
