@@ -261,12 +261,11 @@ class CompareScreen(Screen):
         if choice.quantity != EXTERNAL:
             return self.session.plan(choice.plan_name).layer(choice.quantity)
         side = self.external[choice.plan_name]
-        rx = side.prescription.total_dose_gy_rbe if side.prescription is not None else None
+        rx = side.dose_prescription()
         top = float(np.max(side.dose_gy)) or 1.0
-        effective = side.dose_type == "EFFECTIVE"
         return DoseLayer(EXTERNAL, choice.text, side.dose_gy, side.grid,
-                         "Gy(RBE)" if effective else "Gy",
-                         rx if rx is not None and effective else top, True)
+                         "Gy(RBE)" if side.dose_type == "EFFECTIVE" else "Gy",
+                         rx.total_dose_gy_rbe if rx is not None else top, True)
 
     def _source(self, choice: CompareChoice) -> Any:
         """What a choice compares: an imported RT Dose side, or the plan's (immutable) result."""

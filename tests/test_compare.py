@@ -461,6 +461,38 @@ def test_the_effective_rbe_of_an_rbe_weighted_a_and_a_physical_b_is_a_over_b():
     assert result.rbe_ratio_stats.percentile(50.0) == pytest.approx(2.5)
 
 
+def test_a_side_prescription_is_read_only_against_a_dose_of_its_unit():
+    """A plan made under the physical-dose model (prescribed 4 Gy) against its recalculation
+    under an RBE model: the 4 Gy was read as 4 Gy(RBE), the RBE-weighted side's V95 and
+    isodoses measured against it (compare/sources.py ignored report.json's unit). Two physical
+    doses of such a plan got no V95 at all; now they are read against its 4 Gy."""
+    from planning.plan import Prescription
+
+    patient, grid, physical, weighted = _mixed_doses()  # 4 Gy; 10 Gy(RBE) where dosed
+    frame = patient.ct.frame_of_reference_uid
+    rx = Prescription("PTV", 4.0, 1)
+    plain = CompareSettings(cross_model=False)
+    mixed = compare(_side("A", physical, grid, frame, dose_type="PHYSICAL", prescription=rx,
+                          prescription_unit="Gy"),
+                    _side("B", weighted, grid, frame, prescription=rx, prescription_unit="Gy"),
+                    patient=patient, settings=plain).to_report()
+    assert mixed["b"]["prescription"]["unit"] == "Gy"
+    assert all(s["b"]["v95"] is None for s in mixed["structures"].values())
+    physical_pair = compare(
+        _side("A", physical, grid, frame, dose_type="PHYSICAL", prescription=rx,
+              prescription_unit="Gy"),
+        _side("B", 0.9 * physical, grid, frame, dose_type="PHYSICAL"),
+        patient=patient, settings=plain).to_report()
+    assert physical_pair["dose_difference"]["prescription_gy"] == 4.0
+    dosed = [s for s in physical_pair["structures"].values() if s["a"]["d50"] >= 4.0]
+    assert dosed and all(s["a"]["v95"] == 1.0 and s["b"]["v95"] == 0.0 for s in dosed)
+    # A prescription of no recorded unit is a carbon plan's: Gy(RBE).
+    legacy = compare(_side("A", weighted, grid, frame, prescription=Prescription("PTV", 10.0, 1)),
+                     _side("B", weighted, grid, frame), patient=patient,
+                     settings=plain).to_report()
+    assert legacy["dose_difference"]["prescription_gy"] == 10.0
+
+
 def test_doses_of_one_quantity_report_no_skipped_gamma_and_metric_ratios():
     grid, dose = _block()
     same = compare(_side("A", dose, grid, dose_type="PHYSICAL"),
@@ -497,6 +529,28 @@ def test_a_plan_beside_the_dose_that_is_no_dicom_file_is_named_not_ignored(tmp_p
                                  "DICOM preamble and 'DICM' header)")
     result = compare(side, side, settings=CompareSettings(gamma=((3.0, 3.0),)))
     assert f"cross-model view of A not computed: {side.plan_problem}" in result.warnings
+
+
+def test_a_folder_side_takes_its_prescription_unit_from_report_json(tmp_path):
+    """An RBE-weighted dose in the folder of a plan prescribed in Gy (physical-dose model,
+    report.json's prescription unit) does not take that prescription; one of a report written
+    before the unit was recorded is read as Gy(RBE)."""
+    from planning.compare.sources import load_side
+    from planning.dicom import export_rt_dose
+    from planning.rbe import MkmModel
+
+    patient = load_demo_patient()
+    grid = DoseGrid.covering(grid_of(patient.ct), 8.0)
+    export_rt_dose(np.full(grid.shape, 2.0, np.float32), grid, patient,
+                   tmp_path / "RTDOSE_RBE.dcm", dose_type="EFFECTIVE", model=MkmModel(),
+                   referenced_plan_uid="1.2.826.0.1.3680043.8.498.7")
+    rx = {"target": "PTV", "total_dose_gy_rbe": 4.0, "n_fractions": 1}
+    for unit, taken in (("Gy", False), ("Gy(RBE)", True), (None, True)):
+        record = rx if unit is None else {**rx, "unit": unit}
+        (tmp_path / "report.json").write_text(json.dumps({"prescription": record}))
+        side = load_side(tmp_path, label="A")
+        assert side.prescription is not None and side.prescription.total_dose_gy_rbe == 4.0
+        assert (side.dose_prescription() is not None) is taken, unit
 
 
 def test_the_structures_table_shows_float_noise_as_zero():

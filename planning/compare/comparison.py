@@ -79,8 +79,9 @@ class CompareSettings:
         Which dose of a plan output folder.
     prescription_gy : float or None
         Total prescription for V95 and the percentages of the prescription; None takes the
-        prescription of a side's plan (RBE-weighted quantities only). Of a physical and an
-        RBE-weighted dose, it is the RBE-weighted side's.
+        prescription of a side's plan where it is of that side's dose unit (Gy(RBE), or Gy
+        for a plan made under the physical-dose model; ``DoseSide.dose_prescription``). Of a
+        physical and an RBE-weighted dose, it is the RBE-weighted side's.
     cross_model : bool
         Compute the cross-model view of the sides that are plans with a CT.
     device : {"auto", "cpu", "gpu"}
@@ -241,7 +242,8 @@ class ComparisonResult:
                     "prescription": None if s.prescription is None else {
                         "target": s.prescription.target,
                         "total_dose_gy_rbe": s.prescription.total_dose_gy_rbe,
-                        "n_fractions": s.prescription.n_fractions}}
+                        "n_fractions": s.prescription.n_fractions,
+                        "unit": s.prescription_unit or "Gy(RBE)"}}
 
         named = next((x for x in (self.a, self.b) if x.patient_id or x.patient_name), None)
         return {
@@ -496,13 +498,14 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
 
     prescription = settings.prescription_gy
     plan_rx = side_a.prescription or side_b.prescription
-    if mixed:
-        # A prescription of a carbon-ion plan is RBE-weighted: the RBE-weighted side's.
-        effective = side_a if side_a.dose_type == "EFFECTIVE" else side_b
-        if prescription is None and effective.prescription is not None:
-            prescription = effective.prescription.total_dose_gy_rbe
-    elif prescription is None and plan_rx is not None and side_a.dose_type == "EFFECTIVE":
-        prescription = plan_rx.total_dose_gy_rbe
+    # A side's plan prescription counts only for a dose of its unit (dose_prescription): of a
+    # physical and an RBE-weighted dose, it is the RBE-weighted one's (carbon plans are
+    # prescribed RBE-weighted) unless the plan was made under the physical-dose model.
+    own = (side_a if side_a.dose_type == "EFFECTIVE" else side_b) if mixed else None
+    own_rx = (own.dose_prescription() if own is not None
+              else side_a.dose_prescription() or side_b.dose_prescription())
+    if prescription is None and own_rx is not None:
+        prescription = own_rx.total_dose_gy_rbe
     target = plan_rx.target if plan_rx is not None else None
 
     t0 = time.perf_counter()

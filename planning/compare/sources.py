@@ -22,7 +22,7 @@ from planning.dose_grid import DoseGrid
 from planning.errors import InputError, IonPlanError
 from planning.monitor_calibration import MonitorCalibration
 from planning.plan import Plan, Prescription
-from planning.rbe import PhysicalDose, Tissue
+from planning.rbe import PhysicalDose, Tissue, prescription_unit_of
 from planning.rbe.record import model_label, short_model_name
 
 if TYPE_CHECKING:
@@ -70,6 +70,10 @@ class DoseSide:
         The plan file's patient position (``""`` when unknown).
     prescription : Prescription or None
         From the folder's report.json or the plan.
+    prescription_unit : str
+        The unit of ``prescription``: ``"Gy(RBE)"``, or ``"Gy"`` for a plan made under the
+        physical-dose model; ``""`` is read as ``"Gy(RBE)"`` (carbon plans are prescribed
+        RBE-weighted). :meth:`dose_prescription` uses it.
     patient : Patient or None
         A CT (with structures) that came with the side (folder CT, or a PlanResult's patient).
     structure_tissues : tuple of (str, Tissue)
@@ -96,6 +100,7 @@ class DoseSide:
     plan_frame_of_reference_uid: str = ""
     plan_patient_position: str = ""
     prescription: Prescription | None = None
+    prescription_unit: str = ""
     patient: Patient | None = None
     structure_tissues: tuple[tuple[str, Tissue], ...] = ()
     plan_problem: str = ""
@@ -107,6 +112,16 @@ class DoseSide:
         if np.shape(self.dose_gy) != tuple(self.grid.shape):
             raise InputError(f"{self.source}: dose shape {np.shape(self.dose_gy)} is not its "
                              f"grid's {self.grid.shape}")
+
+    def dose_prescription(self) -> Prescription | None:
+        """``prescription`` when it is a prescription of this side's dose, i.e. of its unit;
+        else None: a plan prescribed 57.6 Gy(RBE) says nothing of its physical dose, nor a
+        physical-dose plan's 20 Gy of its recalculation under an RBE model
+        (:func:`planning.rbe.prescription_unit_of`)."""
+        unit = "Gy(RBE)" if self.dose_type == "EFFECTIVE" else "Gy"
+        if self.prescription is None or (self.prescription_unit or "Gy(RBE)") != unit:
+            return None
+        return self.prescription
 
     def summary(self) -> str:
         """Everything known of the dose in one line, for the reports: its kind and model,
@@ -240,7 +255,9 @@ def _side_of_result(result: PlanResult, label: str, quantity: str) -> DoseSide:
                     frame_of_reference_uid=ct.frame_of_reference_uid, plan=result.plan,
                     plan_frame_of_reference_uid=ct.frame_of_reference_uid,
                     plan_patient_position=ct.patient_position,
-                    prescription=result.plan.prescription, patient=result.patient,
+                    prescription=result.plan.prescription,
+                    prescription_unit=prescription_unit_of(result.plan.rbe_model),
+                    patient=result.patient,
                     structure_tissues=result.structure_tissues if quantity == "rbe" else (),
                     patient_id=ct.study.patient_id if ct.study else "",
                     patient_name=ct.study.patient_name if ct.study else "")
@@ -256,6 +273,7 @@ def _side_of_file(path: Path, label: str) -> DoseSide:
              if plan_path.is_file() else {})
     if "plan" in extra and "prescription" not in extra:  # not when the plan could not be read
         extra["prescription"] = extra["plan"].prescription
+        extra["prescription_unit"] = prescription_unit_of(extra["plan"].rbe_model)
     return _side_of_volume(volume, label, **extra)
 
 
@@ -278,11 +296,14 @@ def _side_of_folder(folder: Path, label: str, quantity: str) -> DoseSide:
     if plan_path.is_file():
         extra = _plan_facts(plan_path, volume.referenced_plan_uid,
                             _report_calibration(folder / REPORT_FILE))
-    prescription = _report_prescription(folder / REPORT_FILE)
+    plan_unit = prescription_unit_of(extra["plan"].rbe_model) if "plan" in extra else ""
+    prescription, unit = _report_prescription(folder / REPORT_FILE)
     if prescription is not None:
         extra["prescription"] = prescription
+        extra["prescription_unit"] = unit or plan_unit  # reports before 2026-12-08: the plan's
     elif "plan" in extra:  # not when the plan could not be read (``plan_problem``)
         extra["prescription"] = extra["plan"].prescription
+        extra["prescription_unit"] = plan_unit
     patient = _folder_patient(folder)
     if patient is not None:
         extra["patient"] = patient
@@ -370,15 +391,16 @@ def _report_calibration(path: Path) -> MonitorCalibration | None:
         return None
 
 
-def _report_prescription(path: Path) -> Prescription | None:
-    """The prescription of an ``ionplan plan``/``recalc`` report.json, if readable."""
+def _report_prescription(path: Path) -> tuple[Prescription | None, str]:
+    """The prescription of an ``ionplan plan``/``recalc`` report.json and its unit
+    (``""`` in reports written before the unit was recorded); ``(None, "")`` if unreadable."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         p = data["prescription"]
-        return Prescription(str(p["target"]), float(p["total_dose_gy_rbe"]),
-                            int(p["n_fractions"]))
-    except (OSError, ValueError, KeyError, TypeError, IonPlanError):
-        return None
+        return (Prescription(str(p["target"]), float(p["total_dose_gy_rbe"]),
+                             int(p["n_fractions"])), str(p.get("unit") or ""))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IonPlanError):
+        return None, ""
 
 
 def _folder_patient(folder: Path) -> Patient | None:
