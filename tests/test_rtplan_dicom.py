@@ -318,6 +318,45 @@ def test_export_refuses_bad_input(tmp_path: Path, plan: Plan, patient: Patient) 
 # --------------------------------------------------------------------------- round trip
 
 
+def test_a_plan_without_a_label_is_named_by_its_plan_name_or_file(
+        plan_file: Path, patient: Patient, tmp_path: Path) -> None:
+    """Every plan without an RT Plan Label (Type 1) was "imported": two such plans in one
+    comparison or GUI session could not be told apart, and nothing said why."""
+    def no_label(ds: Dataset) -> None:
+        del ds.RTPlanLabel
+        ds.RTPlanName = "Sacrum boost"
+
+    def nothing(ds: Dataset) -> None:
+        del ds.RTPlanLabel
+        if "RTPlanName" in ds:
+            del ds.RTPlanName
+
+    for edit, label, source in ((no_label, "Sacrum boost", "its RT Plan Name"),
+                                (nothing, "edited", "its file")):
+        imported = load_rt_ion_plan(_edited(plan_file, tmp_path, edit),
+                                    structure_set=patient.structure_set)
+        assert imported.plan.label == label
+        assert (f"the plan has no RT Plan Label (300A,0002), which DICOM requires: it is named "
+                f"{label!r} ({source})") in imported.warnings
+
+
+@pytest.mark.parametrize("values", [[0.0, 0.0], [2000.0], [-6.5e3, 6.5e3]])
+def test_virtual_source_axis_distances_that_are_no_distances_are_named(
+        plan_file: Path, patient: Patient, tmp_path: Path, values: list[float]) -> None:
+    """A Virtual Source-Axis Distances of one value or of zeros was dropped without a word,
+    and the plan's SAD went unchecked against the beam model."""
+    def edit(ds: Dataset) -> None:
+        ds.IonBeamSequence[0].VirtualSourceAxisDistances = values
+
+    imported = load_rt_ion_plan(_edited(plan_file, tmp_path, edit),
+                                structure_set=patient.structure_set)
+    name = imported.plan.beams[0].beam.label
+    shown = " / ".join(f"{v:g}" for v in values)
+    assert (f"beam {name!r}: Virtual Source-Axis Distances {shown} mm are not two positive "
+            "distances (x, y): not compared with the beam model's") in imported.warnings
+    assert imported.sad_mm[0] is None and imported.sad_mm[1] == SAD_MM
+
+
 def test_round_trip(plan_file: Path, plan: Plan, patient: Patient) -> None:
     imported = load_rt_ion_plan(plan_file, structure_set=patient.structure_set)
     assert imported.prescription_found

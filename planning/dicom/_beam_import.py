@@ -401,7 +401,12 @@ def read_beam(item: Dataset, path: PathLike, name: str, beam_meterset: float,
     sad_mm = None
     if is_present(item, "VirtualSourceAxisDistances", where):
         sad = get_float_list(item, "VirtualSourceAxisDistances", where, f"beam {name!r}")
-        sad_mm = (float(sad[0]), float(sad[1])) if sad.size == 2 else None
+        if sad.size == 2 and bool(np.all(np.isfinite(sad) & (sad > 0))):
+            sad_mm = (float(sad[0]), float(sad[1]))
+        else:  # was dropped without a word: the beam model's SAD went unchecked
+            warnings.append(f"beam {name!r}: Virtual Source-Axis Distances "
+                            f"{' / '.join(f'{v:g}' for v in sad)} mm are not two positive "
+                            "distances (x, y): not compared with the beam model's")
     try:
         spots = SpotMap(energy_mev_u=energies, layer=layer_ids, u_mm=lattice.u_mm,
                         v_mm=lattice.v_mm, spacing_mm=lattice.spacing_mm,

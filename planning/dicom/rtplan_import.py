@@ -45,6 +45,8 @@ What is read
   physical-dose plan the physical one), they become ``Plan.beam_doses``; otherwise None.
 * Spots: zero-weight spots inside a delivered layer (as files of older IonPlan versions hold)
   are read as spots of weight 0.
+* Label: the RT Plan Label; a plan without one (DICOM requires it) is named after its RT Plan
+  Name, else its file, with a warning.
 * RBE model: the model of IonPlan's private RBE model record (:mod:`planning.dicom._rbe_block`)
   as ``Plan.rbe``, with its description; without the record, the text after
   ``"RBE model: "`` in the RT Plan Description (as IonPlan writes it), None when neither is
@@ -58,7 +60,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -249,6 +253,22 @@ def _prescription(
     return None
 
 
+def _plan_label(ds: Dataset, path: PathLike, where: str, warnings: list[str]) -> str:
+    """The plan's RT Plan Label; of a plan without one (DICOM requires it), its RT Plan Name,
+    else the file's name without its suffix, with a warning naming which (every plan without
+    a label was "imported", and the plans of one comparison could not be told apart)."""
+    label = get_str(ds, "RTPlanLabel", where)
+    if label:
+        return label
+    name = get_str(ds, "RTPlanName", where)
+    stem = Path(os.fspath(path)).stem if os.fspath(path) else ""
+    label, source = ((name, "its RT Plan Name") if name else (stem, "its file") if stem
+                     else ("unlabelled plan", "no name found"))
+    warnings.append(f"the plan has no RT Plan Label (300A,0002), which DICOM requires: it is "
+                    f"named {label!r} ({source})")
+    return label
+
+
 def _rbe_model(ds: Dataset, path: PathLike) -> str | None:
     """The RBE model the RT Plan Description names after ``"RBE model: "``; None if none."""
     description = get_str(ds, "RTPlanDescription", path)
@@ -358,7 +378,7 @@ def read_rt_ion_plan(
     beam_doses = _beam_doses(ds, where, read_refs, physical_plan, warnings)
     try:
         plan = Plan(
-            label=get_str(ds, "RTPlanLabel", where) or "imported",
+            label=_plan_label(ds, path, where, warnings),
             machine_name=machines[0],
             beams=tuple(beams),
             prescription=prescription,
