@@ -20,6 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from planning.about import VersionAction
+from planning.cli_warnings import terminal_warnings
 from planning.dicom.errors import SeriesSelectionError
 from planning.errors import IonPlanError
 from planning.output_folder import fresh_output_folder
@@ -840,7 +841,8 @@ def main(argv: Sequence[str] | None = None, *, gui: GuiRunner | None = None) -> 
     try:
         if args.command == "gui":
             return args.func(args)
-        with _terminate_as_exception():
+        with _terminate_as_exception(), (  # batch prints its jobs' warnings by job
+                contextlib.nullcontext() if args.command == "batch" else terminal_warnings()):
             return args.func(args)
     except Terminated as exc:
         print(f"ionplan: terminated ({signal.Signals(exc.signum).name})", file=sys.stderr)

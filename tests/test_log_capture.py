@@ -114,3 +114,34 @@ def test_pydicom_logs_and_warns_once_in_the_jobs_list(caplog):
 def test_warning_text_names_a_category_other_than_userwarning():
     assert warning_text("plain", UserWarning) == "plain"
     assert warning_text(RuntimeWarning("overflow"), RuntimeWarning) == "RuntimeWarning: overflow"
+
+
+def test_a_command_prints_each_pydicom_warning_once_as_one_line(capsys) -> None:
+    """A single ``ionplan recalc`` of a plan with a nonconforming value printed pydicom's
+    warning twice: "WARNING pydicom: ..." (its log record) and a UserWarning with pydicom's
+    file, line and source code. Now one ``ionplan: warning: pydicom: ...`` line; another
+    library's warning is one line with its category and place."""
+    import logging
+    import warnings
+
+    import numpy as np
+    from pydicom.misc import warn_and_log
+
+    from planning.cli_warnings import terminal_warnings
+
+    before = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with terminal_warnings():
+            for _ in range(2):
+                warn_and_log("The value length (26) exceeds the maximum length of 16 allowed "
+                             "for VR SH.")
+            with np.errstate(divide="warn"):
+                np.float64(1.0) / np.float64(0.0)
+            logging.getLogger("pydicom").info("read at INFO: not a warning")
+    assert warnings.showwarning is before and logging.getLogger("pydicom").propagate
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == ("ionplan: warning: pydicom: The value length (26) exceeds the maximum "
+                      "length of 16 allowed for VR SH.")
+    assert len(err) == 2 and err[1].startswith(
+        "ionplan: warning: RuntimeWarning: divide by zero encountered in scalar divide (")
