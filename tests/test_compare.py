@@ -573,7 +573,7 @@ def test_the_structures_table_shows_float_noise_as_zero():
                                              unit_a="Gy(RBE)", unit_b="Gy(RBE)",
                                              mixed_units=False))
     cells = re.findall(r"<td[^>]*>([^<]*)</td>", html)
-    assert cells[0] == "External" and cells[1] == "2.94e+03"
+    assert cells[0] == "External" and cells[1] == "2939.5"  # was "2.94e+03"
     d98, d50, d2 = (cells[2 + 3 * k:5 + 3 * k] for k in (0, 2, 3))
     assert d98 == ["0", "0", "0"] and d50 == ["0", "0", "0"]  # not "1.02e-08", "-3.00e-09"
     assert d2 == ["19", "31.5", "12.5"]

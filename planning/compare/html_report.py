@@ -260,7 +260,7 @@ def _structures_table(result: ComparisonResult) -> str:
         header += [f"{k} A", f"{k} B", f"{k} {third}"]
     rows = []
     for s in result.structures:
-        row: list[Any] = [s.name, s.volume_cm3]
+        row: list[Any] = [s.name, f"{s.volume_cm3:.1f}"]  # not "2.94e+03" (review)
         other = s.ratio if mixed else s.difference
         for k in names:
             scale = 100.0 if k == "v95" else 1.0
