@@ -59,6 +59,7 @@ from planning.monitor_calibration import MonitorCalibration, parse_monitor_calib
 from planning.progress import ProgressCallback, report
 from planning.rbe import DEFAULT_TISSUES, LemModel, parse_tissue
 from planning.rbe.record import short_model_name
+from planning.robust_tables import dose_unit
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,14 @@ KINDS = ("plan", "recalc", "compare", "exchange", "robust")
 #: ``b`` metrics LEM I (exchange), B (compare) or the worst case over the scenarios (robust:
 #: a target's lowest D98/D95/D50 and highest D2/mean/max, any other structure's highest of
 #: each, :func:`planning.robust_tables.worst_case_metrics`; ``model_b`` says which, e.g.
-#: ``"worst of 9 scenarios: max of each"``); ``diff_*`` = b - a.
+#: ``"worst of 9 scenarios: max of each"``); ``diff_*`` = b - a. ``unit`` and ``unit_b`` say
+#: what the ``*_gy_rbe`` columns of a and b hold: ``"Gy(RBE)"``, or ``"Gy"`` for a physical
+#: dose (the names stay, as report.json's keys do, for the readers of earlier summaries).
 SUMMARY_COLUMNS = (
     "job", "kind", "status", "error", "seconds", "structure",
-    "model", "d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe", "max_gy_rbe",
-    "model_b", "d98_gy_rbe_b", "d95_gy_rbe_b", "d50_gy_rbe_b", "d2_gy_rbe_b", "mean_gy_rbe_b",
+    "model", "unit", "d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe",
+    "max_gy_rbe", "model_b", "unit_b", "d98_gy_rbe_b", "d95_gy_rbe_b", "d50_gy_rbe_b",
+    "d2_gy_rbe_b", "mean_gy_rbe_b",
     "max_gy_rbe_b", "diff_d98_gy_rbe", "diff_d95_gy_rbe", "diff_d50_gy_rbe", "diff_d2_gy_rbe",
     "diff_mean_gy_rbe", "diff_max_gy_rbe", "gamma_criteria", "gamma_pass_pct",
     "gamma2_criteria", "gamma2_pass_pct",
@@ -520,11 +524,15 @@ def _gamma(value: Any) -> list[tuple[float, float]]:
 
 
 def _row(job: JobSpec, structure: str, a: Mapping[str, Any] | None, model: str = "",
-         b: Mapping[str, Any] | None = None, model_b: str = "", *,
-         difference: bool = True) -> dict[str, Any]:
-    """A summary row; ``difference`` False leaves ``diff_*`` empty (b and a of two
-    quantities, a physical and an RBE-weighted dose: b - a is no dose difference)."""
-    row: dict[str, Any] = {"structure": structure, "model": model, "model_b": model_b}
+         b: Mapping[str, Any] | None = None, model_b: str = "", *, unit: str = "Gy(RBE)",
+         unit_b: str | None = None) -> dict[str, Any]:
+    """A summary row; ``unit_b`` defaults to ``unit``. Of two units (a physical and an
+    RBE-weighted dose) ``diff_*`` stay empty: b - a is no dose difference."""
+    unit_b = unit if unit_b is None else unit_b
+    difference = unit == unit_b
+    row: dict[str, Any] = {"structure": structure, "model": model, "model_b": model_b,
+                           "unit": unit if a is not None else None,
+                           "unit_b": unit_b if b is not None else None}
     for k in _METRICS:
         va = None if a is None else a.get(k)
         vb = None if b is None else b.get(k)
@@ -552,7 +560,7 @@ def _plan_rows(job: JobSpec, rep: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name, m in rep.get("structures", {}).items():
         a = {**m, "max_gy_rbe": m.get("dmax_gy_rbe", m.get("max_gy_rbe"))}
-        rows.append(_row(job, name, a, model))
+        rows.append(_row(job, name, a, model, unit=dose_unit(rep)))
     return rows
 
 
@@ -628,7 +636,8 @@ def _run_robust(job: JobSpec, out: Path) -> JobRows:
     rows = []
     for name in rep["worst_case"]["structures"]:
         worst, label = worst_case_metrics(rep, name)
-        rows.append(_row(job, name, nominal[name], model, worst, label))
+        rows.append(_row(job, name, nominal[name], model, worst, label,
+                         unit=dose_unit(rep)))
     return rows, list(rep.get("warnings", ()))
 
 
@@ -662,8 +671,8 @@ def _run_compare(job: JobSpec, out: Path, out_root: Path) -> JobRows:
             return {f"{k}_gy_rbe": m.get(k) for k in ("d98", "d95", "d50", "d2", "mean", "max")}
 
         rows.append({**_row(job, s.name, metrics(s.metrics_a), model_a,
-                            metrics(s.metrics_b), model_b,
-                            difference=not result.mixed_units), **gamma})
+                            metrics(s.metrics_b), model_b, unit=result.a.unit,
+                            unit_b=result.b.unit), **gamma})
     return rows or [{"structure": "", **gamma}], list(result.warnings)
 
 

@@ -32,8 +32,8 @@ LOWEST_ROW, HIGHEST_ROW = "lowest over scenarios", "highest over scenarios"
 def dose_unit(report: Mapping[str, Any]) -> str:
     """``"Gy"`` for a plan evaluated under the physical model, else ``"Gy(RBE)"``: the unit of
     the doses a plan's or robust evaluation's ``report.json`` holds (its ``*_gy_rbe`` keys hold
-    the plan's dose under either)."""
-    return dose_unit_of(str(report.get("rbe_model", "")))
+    the plan's dose under either): its ``dose_unit``, or by its model in reports without it."""
+    return str(report.get("dose_unit") or dose_unit_of(str(report.get("rbe_model", ""))))
 
 
 def scenario_metric_rows(report: Mapping[str, Any], structure: str

@@ -118,6 +118,9 @@ def _check_summary(out: Path) -> None:
     assert cmp_["gamma_criteria"].startswith("3") and 0 <= cmp_["gamma_pass_pct"] <= 100
     assert (cmp_["model"], cmp_["model_b"]) == ("mMKM", lem)  # plan (mMKM) vs recalc-lem
     for job in ("recalc-lem", "exchange", "robust", "compare"):
+        assert ptv[job]["unit"] == "Gy(RBE)", job
+    assert ptv["recalc-lem"]["unit_b"] is None and ptv["compare"]["unit_b"] == "Gy(RBE)"
+    for job in ("recalc-lem", "exchange", "robust", "compare"):
         assert (out / job / "job.json").is_file()
     assert (out / "robust" / "RTDOSE_RBE_MIN.dcm").is_file()
     assert not (out / "broken").exists()
@@ -603,3 +606,23 @@ def test_summary_csv_shows_float_noise_as_zero_and_json_keeps_it(tmp_path):
     assert written["mean_gy_rbe_b"] == "2.2562" and written["seconds"] == "1.0"
     (kept,) = json.loads(json_path.read_text())["rows"]
     assert kept["d50_gy_rbe"] == 1.0248107e-08 and kept["d2_gy_rbe"] == 19.008229675
+
+
+def test_summary_rows_say_the_unit_of_their_doses():
+    """A physical-dose plan's row gave its doses in columns named *_gy_rbe with nothing to say
+    they were Gy (review): ``unit`` and ``unit_b`` say it; doses of two units get no b - a."""
+    from planning.batch import _plan_rows, _row
+    from planning.rbe import PhysicalDose
+
+    job = JobSpec(name="p", kind="plan", ct="ct", options={})
+    metrics = {"d95_gy_rbe": 19.5, "mean_gy_rbe": 20.0, "dmax_gy_rbe": 21.0}
+    for rep, unit in (({"rbe_model": PhysicalDose().describe()}, "Gy"),
+                      ({"rbe_model": "mMKM ...", "dose_unit": "Gy(RBE)"}, "Gy(RBE)"),
+                      ({"rbe_model": "mMKM ...", "dose_unit": "Gy"}, "Gy")):
+        (row,) = _plan_rows(job, {**rep, "structures": {"PTV": metrics}})
+        assert (row["unit"], row["unit_b"], row["max_gy_rbe"]) == (unit, None, 21.0)
+    mixed = _row(job, "PTV", {"mean_gy_rbe": 20.0}, "physical dose", {"mean_gy_rbe": 50.0},
+                 "mMKM", unit="Gy", unit_b="Gy(RBE)")
+    assert (mixed["unit"], mixed["unit_b"], mixed["diff_mean_gy_rbe"]) == ("Gy", "Gy(RBE)", None)
+    same = _row(job, "PTV", {"mean_gy_rbe": 20.0}, "mMKM", {"mean_gy_rbe": 21.0}, "LEM I")
+    assert (same["unit_b"], same["diff_mean_gy_rbe"]) == ("Gy(RBE)", 1.0)

@@ -201,12 +201,12 @@ class ComparisonResult:
     @property
     def unit_a(self) -> str:
         """A's unit: ``"Gy(RBE)"`` for an RBE-weighted dose, ``"Gy"`` for a physical one."""
-        return side_unit(self.a)
+        return self.a.unit
 
     @property
     def unit_b(self) -> str:
         """B's unit (as :attr:`unit_a`)."""
-        return side_unit(self.b)
+        return self.b.unit
 
     @property
     def unit(self) -> str:
@@ -234,7 +234,7 @@ class ComparisonResult:
         """The content of report.json (no cubes; DVH curves rounded)."""
         def side(s: DoseSide) -> dict[str, Any]:
             return {"label": s.label, "source": s.source, "dose_type": s.dose_type,
-                    "unit": side_unit(s),
+                    "unit": s.unit,
                     "description": s.summary(), "model": s.description,
                     "frame_of_reference_uid": s.frame_of_reference_uid,
                     "max_gy": float(s.dose_gy.max()), "grid": _grid_dict(s.grid),
@@ -286,15 +286,10 @@ class ComparisonResult:
         }
 
 
-def side_unit(side: DoseSide) -> str:
-    """The unit of a side's dose: ``"Gy(RBE)"`` (EFFECTIVE) or ``"Gy"`` (PHYSICAL)."""
-    return "Gy(RBE)" if side.dose_type == "EFFECTIVE" else "Gy"
-
-
 def side_quantity(side: DoseSide) -> str:
     """``"RBE-weighted dose (Gy(RBE))"`` or ``"physical dose (Gy)"``."""
     kind = "RBE-weighted dose" if side.dose_type == "EFFECTIVE" else "physical dose"
-    return f"{kind} ({side_unit(side)})"
+    return f"{kind} ({side.unit})"
 
 
 def _grid_dict(g: DoseGrid) -> dict[str, list[float] | list[int]]:
@@ -440,7 +435,7 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
                 f"({describe_structure_tissues(side.structure_tissues)}): the DVHs here read it "
                 "across the tissue boundaries, where its RBE-weighted dose jumps (its plan's "
                 "own report reads each structure within its tissue)")
-    mixed = side_unit(side_a) != side_unit(side_b)
+    mixed = side_a.unit != side_b.unit
     skipped = (f"A is {side_quantity(side_a)}, B is {side_quantity(side_b)}" if mixed
                else None)
     if mixed:

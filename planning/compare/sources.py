@@ -113,13 +113,17 @@ class DoseSide:
             raise InputError(f"{self.source}: dose shape {np.shape(self.dose_gy)} is not its "
                              f"grid's {self.grid.shape}")
 
+    @property
+    def unit(self) -> str:
+        """The unit of the dose: ``"Gy(RBE)"`` (EFFECTIVE) or ``"Gy"`` (PHYSICAL)."""
+        return "Gy(RBE)" if self.dose_type == "EFFECTIVE" else "Gy"
+
     def dose_prescription(self) -> Prescription | None:
         """``prescription`` when it is a prescription of this side's dose, i.e. of its unit;
         else None: a plan prescribed 57.6 Gy(RBE) says nothing of its physical dose, nor a
         physical-dose plan's 20 Gy of its recalculation under an RBE model
         (:func:`planning.rbe.prescription_unit_of`)."""
-        unit = "Gy(RBE)" if self.dose_type == "EFFECTIVE" else "Gy"
-        if self.prescription is None or (self.prescription_unit or "Gy(RBE)") != unit:
+        if self.prescription is None or (self.prescription_unit or "Gy(RBE)") != self.unit:
             return None
         return self.prescription
 
