@@ -114,3 +114,42 @@ def scheme_switch_note(old_scheme: str, new_scheme: str, prescription_text: str)
     return (f"LEM I rapid scheme changed from {old_scheme} to {new_scheme}; the prescription "
             f"stays {rx} Gy(RBE), a different physical dose under the {new_scheme} scheme."
             f"{direction} Check the prescription.")
+
+
+def tissue_switch_note(old_tissue: str, new_tissue: str, prescription_text: str) -> str:
+    """The note for a change of the LEM I tissue (its name, or a custom tissue's parameters)
+    under a LEM I prescription; ``""`` without a change. A tissue's alpha_x, beta_x and
+    threshold dose set LEM I's RBE, so one number of Gy(RBE) is another physical dose."""
+    if old_tissue == new_tissue:
+        return ""
+    rx = prescription_text.strip() or "the prescription"
+    return (f"LEM I tissue changed from {old_tissue} to {new_tissue}; the prescription stays "
+            f"{rx} Gy(RBE), a different physical dose for this tissue's alpha, beta and "
+            "threshold dose. Check the prescription (the plan is optimized to it under the "
+            "new tissue).")
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text.strip().replace(",", "."))
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def rbe_value_switch_note(old_text: str, new_text: str, prescription_text: str) -> str:
+    """The note for a change of the constant RBE under a constant-RBE prescription; ``""``
+    unless both are positive numbers that differ. Physical dose = Gy(RBE) / RBE, so the note
+    gives the physical dose the kept number asks for now and before."""
+    old, new = _number(old_text), _number(new_text)
+    if old is None or new is None or old == new:
+        return ""
+    rx = _number(prescription_text)
+    if rx is None:
+        meaning = "a different physical dose (Gy(RBE) / RBE)"
+    else:
+        meaning = (f"which now asks for {rx / new:.1f} Gy of physical dose (was "
+                   f"{rx / old:.1f} Gy)")
+    shown = prescription_text.strip() or "the prescription"
+    return (f"Constant RBE changed from {old:g} to {new:g}; the prescription stays {shown} "
+            f"Gy(RBE), {meaning}. Check the prescription.")

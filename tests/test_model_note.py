@@ -68,3 +68,24 @@ def test_a_switch_of_the_lem_rapid_scheme_says_which_way_the_numbers_move():
     assert "delivers more" in note  # central: lower alpha, lower numbers
     assert "delivers less" in scheme_switch_note("central", "averaged", "57.6")
     assert scheme_switch_note("central", "central", "57.6") == ""
+
+
+def test_a_tissue_change_under_lem_i_says_the_kept_number_is_another_physical_dose():
+    from app.model_note import tissue_switch_note
+
+    assert tissue_switch_note("chordoma", "chordoma", "57.6") == ""
+    note = tissue_switch_note("chordoma", "HSG", "57.6")
+    assert note.startswith("LEM I tissue changed from chordoma to HSG; the prescription stays "
+                           "57.6 Gy(RBE), a different physical dose")
+
+
+def test_a_constant_rbe_change_gives_the_physical_dose_now_and_before():
+    """57.6 Gy(RBE) with RBE 3 asks for 57.6 / 3 = 19.2 Gy; with RBE 2.5, 23.04 Gy."""
+    from app.model_note import rbe_value_switch_note
+
+    assert rbe_value_switch_note("3", "2.5", "57.6") == (
+        "Constant RBE changed from 3 to 2.5; the prescription stays 57.6 Gy(RBE), which now "
+        "asks for 23.0 Gy of physical dose (was 19.2 Gy). Check the prescription.")
+    assert rbe_value_switch_note("3", "3.0", "57.6") == ""
+    assert rbe_value_switch_note("", "3", "57.6") == ""  # no value before: nothing changed
+    assert "a different physical dose (Gy(RBE) / RBE)" in rbe_value_switch_note("3", "2", "")

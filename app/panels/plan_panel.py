@@ -17,7 +17,9 @@ from kivy.uix.textinput import TextInput
 from app.model_note import (
     confirmed_note,
     model_switch_note,
+    rbe_value_switch_note,
     scheme_switch_note,
+    tissue_switch_note,
     unconfirmed_prescription_error,
     unit_changes,
 )
@@ -258,16 +260,23 @@ class PlanPanel(BoxLayout):
         self.rapid_scheme.bind(text=lambda *_: self._scheme_changed())
         self.tissue = WideSpinner(text=TISSUE_CHOICES[0], values=list(TISSUE_CHOICES),
                                   size_hint_y=None, height=ROW_HEIGHT)
-        self.tissue.bind(text=lambda *_: self._show_model_fields())
+        self.tissue.bind(text=lambda *_: (self._tissue_changed(), self._show_model_fields()))
         # alpha_x (1/Gy), beta_x (1/Gy^2), D_t (Gy) of the "custom" tissue
         self.tissue_custom = [_field(default, input_filter="float", hint_text=hint)
                               for default, hint in (("0.1", "1/Gy"), ("0.05", "1/Gy2"),
                                                     ("30", "Gy"))]
+        for ti in self.tissue_custom:  # a custom value is a change of tissue once left
+            ti.bind(on_text_validate=lambda *_: self._tissue_changed(),
+                    focus=lambda _w, on: None if on else self._tissue_changed())
+        self._tissue = self._tissue_name()
         custom = BoxLayout(size_hint_y=None, height=ROW_HEIGHT, spacing=3)
         for ti, name in zip(self.tissue_custom, ("ax", "bx", "Dt"), strict=True):
             custom.add_widget(_label(name, 22, muted=True))
             custom.add_widget(ti)
         self.rbe_value = _field("", input_filter="float", hint_text="e.g. 3.0")
+        self.rbe_value.bind(on_text_validate=lambda *_: self._rbe_value_changed(),
+                            focus=lambda _w, on: None if on else self._rbe_value_changed())
+        self._rbe_value = self.rbe_value.text
         grid.add_widget(_label("LEM I tissue", 130))
         grid.add_widget(self.tissue)
         grid.add_widget(_label("Custom tissue", 130, muted=True))
@@ -531,7 +540,10 @@ class PlanPanel(BoxLayout):
             "spot_spacing": self.spot_spacing.text, "grid": self.grid_mm.text,
             "device": self.device.text, "exchange": bool(self.exchange.active),
             "objectives": [[r.structure.text, r.kind_key, r.dose.text, r.weight.text,
-                            r.volume.text] for r in self.objective_row_list]}
+                            r.volume.text] for r in self.objective_row_list],
+            # The model the prescription's number was entered under: another unit's number
+            # awaits confirmation after a restart as before it.
+            "prescription_model": self._rx_model}
 
     def apply_form_values(self, values: Mapping[str, Any]) -> None:
         """Fill the form from :meth:`form_values`; entries of the wrong type or naming a
@@ -589,10 +601,19 @@ class PlanPanel(BoxLayout):
         except ValueError:
             self._objectives_rx_gy = None
         self._show_model_fields()
-        # A restored model is no switch by the user: no note about the kept prescription,
-        # which is the prescription of that model.
+        # A restored model, tissue or RBE is no change by the user: no note about the kept
+        # prescription, which is the prescription of them.
+        self._tissue, self._rbe_value = self._tissue_name(), self.rbe_value.text
         self._show_note("")
-        self._confirm_prescription()
+        entered_under = values.get("prescription_model")
+        if entered_under in dict(RBE_MODELS).values() and unit_changes(entered_under,
+                                                                       self._model_key):
+            self._rx_model = entered_under  # still unconfirmed, as when the form was saved
+            self._show_note(model_switch_note(entered_under, self._model_key, self.dose.text))
+            self._rx_typed = False
+            self._show_confirmation()
+        else:
+            self._confirm_prescription()
         self._show_per_fraction()
         self._beams_changed()
 
@@ -641,6 +662,30 @@ class PlanPanel(BoxLayout):
         self.dose_unit.text = model_dose_unit(model)
         self.objective_unit.text = model_dose_unit(model)
         self._show_per_fraction()
+
+    def _tissue_name(self) -> str:
+        """The LEM I tissue as the notes name it: ``"chordoma"``, or ``"custom (alpha_x 0.1,
+        beta_x 0.05, D_t 30)"`` with the custom fields' texts."""
+        if self.tissue.text != CUSTOM_TISSUE:
+            return self.tissue.text
+        ax, bx, dt = (ti.text.strip() for ti in self.tissue_custom)
+        return f"{CUSTOM_TISSUE} (alpha_x {ax}, beta_x {bx}, D_t {dt})"
+
+    def _tissue_changed(self) -> None:
+        """A note when the LEM I tissue changes under a LEM I prescription (the exchange
+        view's LEM I side alone is no prescription's)."""
+        name = self._tissue_name()
+        if name != self._tissue and self._model_key == "lem1":
+            self._show_note(tissue_switch_note(self._tissue, name, self.dose.text))
+        self._tissue = name
+
+    def _rbe_value_changed(self) -> None:
+        """A note when the constant RBE changes under a constant-RBE prescription."""
+        if self._model_key == "const":
+            note = rbe_value_switch_note(self._rbe_value, self.rbe_value.text, self.dose.text)
+            if note:
+                self._show_note(note)
+        self._rbe_value = self.rbe_value.text
 
     def _scheme_changed(self) -> None:
         if self.rapid_scheme.text != self._scheme and self._model_key == "lem1":

@@ -333,3 +333,51 @@ def test_a_prescription_kept_across_physical_dose_is_flagged_until_typed_or_conf
     form.rbe.text = "mMKM (NIRS clinical dose)"
     gui.frames(2)
     assert "delivers more" in note.text and not flagged()
+
+
+def test_a_tissue_or_constant_rbe_change_gets_a_note_and_an_unconfirmed_number_survives_a_restart(
+        gui, tmp_path):
+    """Review: changing the LEM I tissue or the constant RBE under a kept prescription said
+    nothing (the same Gy(RBE) number is another physical dose), and a prescription awaiting
+    confirmation after a switch to physical dose came back confirmed from the workspace."""
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    gui.click(screen.tab_items["Plan"])
+    gui.frames(2)
+    form = screen.plan_panel
+    note = form.model_note
+    form.rbe.text = "LEM I"
+    gui.frames(2)
+    form.dose.dispatch("on_text_validate")  # keep 57.6 Gy(RBE) under LEM I
+    form.tissue.text = "hsg"
+    gui.frames(2)
+    assert note.text.startswith("LEM I tissue changed from chordoma to hsg; the prescription "
+                                "stays 57.6 Gy(RBE)")
+    form.tissue.text = "custom"
+    gui.frames(1)
+    form.tissue_custom[0].text = "0.2"
+    form.tissue_custom[0].dispatch("on_text_validate")
+    gui.frames(1)
+    assert "from custom (alpha_x 0.1, beta_x 0.05, D_t 30) to custom (alpha_x 0.2," in note.text
+    form.rbe.text = "Constant RBE"
+    gui.frames(2)
+    for value in ("3", "2.5"):
+        form.rbe_value.text = value
+        form.rbe_value.dispatch("on_text_validate")
+        gui.frames(1)
+    assert note.text == ("Constant RBE changed from 3 to 2.5; the prescription stays 57.6 "
+                         "Gy(RBE), which now asks for 23.0 Gy of physical dose (was 19.2 Gy). "
+                         "Check the prescription.")
+    form.rbe.text = "Physical dose"
+    gui.frames(2)
+    assert form.prescription_unconfirmed
+    saved = form.form_values()
+    assert saved["prescription_model"] == "lem1"  # last confirmed under LEM I
+    form.dose.dispatch("on_text_validate")  # confirmed here; the saved form was not
+    assert not form.prescription_unconfirmed
+    form.apply_form_values(saved)
+    gui.frames(2)
+    assert form.prescription_unconfirmed
+    assert "Model changed from LEM I to physical dose" in note.text
+    assert _compute_error(gui, app).startswith("prescribed dose: 57.6 was entered in Gy(RBE) "
+                                               "under LEM I")
