@@ -253,9 +253,12 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     dialog = gui.find(lambda w: getattr(w, "name", "") == "folder_dialog")
     dialog.path_input.text = str(out)
     gui.click(dialog.choose_button)
-    # Each export in a new folder named after the patient, the plan and the time.
-    gui.wait_until(lambda: list(out.glob("*/report.json")) or app.last_error, 120,
-                   "the DICOM export")
+    # Each export in a new folder named after the patient, the plan and the time. Done when
+    # its confirmation shows (report.json is written before the plan document: waiting for it
+    # alone failed under load).
+    gui.wait_until(lambda: (list(out.glob("*/report.json")) and gui.find_all(
+        lambda w: getattr(w, "name", "") == "export_dialog_ok")) or app.last_error, 120,
+        "the DICOM export")
     assert not app.last_error, app.last_error
     (exported,) = (p.parent for p in out.glob("*/report.json"))
     assert re.fullmatch(r"IONPLAN-DEMO-001_Plan_1_\d{8}-\d{6}", exported.name), exported.name
