@@ -301,8 +301,8 @@ def _comparison_summary(result: ComparisonResult) -> str:
                 f"percentile {r.percentile(5.0):.3f}-{r.percentile(95.0):.3f}) where the "
                 f"physical dose reaches {r.threshold_percent:g} % of its maximum")
     rates = ", ".join(f"{g.criteria.label} {g.pass_rate_percent:.2f} %" for g in result.gamma)
-    return (f"gamma pass rates {rates}; B - A mean {st.mean_gy:+.3g}, max |diff| "
-            f"{st.max_abs_gy:.3g} {result.unit} "
+    return (f"gamma pass rates {rates}; B - A mean {st.mean_gy:+.3g} {result.unit}, max "
+            f"|diff| {st.max_abs_gy:.3g} {result.unit} "
             f"({100 * st.max_abs_gy / st.reference_max_gy:.2f} % of A's max)")
 
 

@@ -317,7 +317,9 @@ def test_doses_of_two_rbe_models_are_named_in_a_warning():
                    _side("B", dose, grid, description="mMKM HSG"),
                    settings=CompareSettings(cross_model=False))
     assert not any("RBE-weighted dose is" in w for w in same.warnings)
-    # One plan under both models (the exchange view) is compared on purpose: no warning.
+    # One plan under both models (the exchange view, a recalculation under the other model)
+    # is compared on purpose, but its gamma read as a delivery failure (review): the warning
+    # says what the comparison measures.
     from types import SimpleNamespace
 
     plan = SimpleNamespace(label="P", prescription=None)
@@ -325,6 +327,9 @@ def test_doses_of_two_rbe_models_are_named_in_a_warning():
                        _side("B", dose * 1.1, grid, description="LEM I chordoma", plan=plan),
                        settings=CompareSettings(cross_model=False))
     assert not any("RBE-weighted dose is" in w for w in exchange.warnings)
+    assert ("A and B are one plan's RBE-weighted dose under two models (A mMKM, B LEM I): "
+            "gamma and B - A measure the difference between the models, not between "
+            "deliveries") in exchange.warnings
 
 
 def test_global_gamma_is_normalised_to_the_reference_maximum_on_its_own_grid():
