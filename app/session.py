@@ -62,9 +62,6 @@ class DoseLayer:
     labels : VoxelLabels, optional
         For a cube that jumps between LEM I tissues (a plan with a tissue per structure):
         the DVHs read each listed structure within its own tissue.
-    reference_unit : str, optional
-        The unit of ``reference`` when it is not ``unit``: the prescription in Gy of a plan
-        under the physical model, the reference of its exchange view's Gy(RBE) cubes.
     scale_name : str
         What the colour scale's values are when they have no unit (``"RBE"``,
         ``"LEM/mMKM"``); the legend shows it in place of a unit.
@@ -81,14 +78,12 @@ class DoseLayer:
     mask_dose: NDArray[np.float32] | None = None
     mask_dose_min: float = 0.0
     labels: VoxelLabels | None = None
-    reference_unit: str | None = None
     scale_name: str = ""
 
     @property
     def reference_text(self) -> str:
         """``"100 % = 57.6 Gy(RBE) (prescription)"``."""
-        ref_unit = self.unit if self.reference_unit is None else self.reference_unit
-        unit = f" {ref_unit}" if ref_unit else ""
+        unit = f" {self.unit}" if self.unit else ""
         return f"100 % = {self.reference:.4g}{unit} ({self.reference_name})"
 
 
@@ -192,13 +187,18 @@ class PlanEntry:
                               labels=r.tissue_labels)]
         x = r.exchange
         if x is not None:
-            rx_of = f"prescription, {model}"
-            # The prescription is in the plan's unit (Gy under the physical model).
-            sides = [DoseLayer("mkm", "mMKM clinical dose", x.mkm_dose_gy_rbe,
-                               x.dose_grid, "Gy(RBE)", p, True, rx_of, reference_unit=unit),
-                     DoseLayer("lem1", f"RBE-weighted dose ({short_model_name(x.lem_model)})",
-                               x.lem_dose_gy_rbe, x.dose_grid, "Gy(RBE)", p, True, rx_of,
-                               reference_unit=unit)]
+            def side(key: str, label: str, cube: NDArray[np.float32]) -> DoseLayer:
+                # Read against a prescription of its unit only: a physical plan's 66 Gy made
+                # the mMKM dose's 62.7 Gy(RBE) its 95 % line (review); 100 % is then its max.
+                if unit != "Gy(RBE)":
+                    return DoseLayer(key, label, cube, x.dose_grid, "Gy(RBE)",
+                                     _max_or_one(cube), True)
+                return DoseLayer(key, label, cube, x.dose_grid, "Gy(RBE)", p, True,
+                                 f"prescription, {model}")
+
+            sides = [side("mkm", "mMKM clinical dose", x.mkm_dose_gy_rbe),
+                     side("lem1", f"RBE-weighted dose ({short_model_name(x.lem_model)})",
+                          x.lem_dose_gy_rbe)]
             # The side computed with the plan's own model is the plan's dose: shown once.
             out += [s for s in sides if s.key != self.own_exchange_key]
             out.append(DoseLayer("ratio", "LEM I / mMKM ratio", x.ratio_lem_over_mkm,

@@ -396,11 +396,14 @@ def test_a_physical_model_plan_is_in_gy_in_its_summary_compare_choices_and_refer
     plans = [PlanEntry(f"Plan {k}", _fake_result("physical dose", exchange=exchange), "")
              for k in (1, 2)]  # type: ignore[arg-type]
     assert plans[0].dose_unit == "Gy"
-    # The prescription is 60 Gy: the exchange view's cubes (Gy(RBE)) say so.
+    # The prescription is 60 Gy, physical: the exchange view's cubes (Gy(RBE)) are not read
+    # against it (their 95 % line was at 57 Gy(RBE), V95 and the Rx line too; review): 100 %
+    # is their maximum.
     for key in ("mkm", "lem1"):
         layer = plans[0].layer(key)
         assert layer.unit == "Gy(RBE)"
-        assert layer.reference_text == "100 % = 60 Gy (prescription, physical dose)"
+        assert layer.reference_text == "100 % = 1 Gy(RBE) (maximum)"
+        assert layer.reference_name == "maximum"
     texts = [c.text for c in choices_for(plans)]
     assert not any("RBE-weighted" in t for t in texts), texts
     assert "Plan 1: dose (physical model)" in texts and "Plan 1: physical" not in texts
