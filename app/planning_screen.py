@@ -448,6 +448,10 @@ class PlanningScreen(Screen):
                 return  # another patient was opened meanwhile: the plan belongs to the old one
             self._stats_cache[(id(result), "rbe")] = (result.rbe_dose_gy_rbe, stats)
             entry = self.session.add_plan(result, summary, form)
+            # A new plan opens on its own dose, not on the quantity chosen for the plan shown
+            # before (an exchange-view LEM I dose was shown after a physical plan; review).
+            if self.shown_plan is entry:
+                self.dose_panel.select_layer("rbe")
             # How far the plan is from each objective, under the form's rows it was made with.
             self._show_objective_results(entry)
             self.tabs.switch_to(self.tab_items["Dose"])

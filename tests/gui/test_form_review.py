@@ -381,3 +381,27 @@ def test_a_tissue_or_constant_rbe_change_gets_a_note_and_an_unconfirmed_number_s
     assert "Model changed from LEM I to physical dose" in note.text
     assert _compute_error(gui, app).startswith("prescribed dose: 57.6 was entered in Gy(RBE) "
                                                "under LEM I")
+
+
+def test_a_new_plan_opens_on_its_own_dose(gui, tmp_path):
+    """After a plan shown with its exchange view's mMKM dose chosen, a newly computed plan
+    opened on that quantity, not on its own dose (review: a physical plan opened on its LEM I
+    cube)."""
+    from tests.workspace_factory import synthetic_plan_result
+
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    patient = app.session.patient
+    app.session.add_plan(synthetic_plan_result(patient, 3), "synthetic")
+    gui.click(screen.tab_items["Dose"])
+    gui.frames(3)
+    screen.dose_panel.select_layer("mkm")
+    gui.frames(2)
+    assert screen.dose_panel.layer_key == "mkm"
+    screen._run_plan_task("Computing plan", lambda progress, cancel: synthetic_plan_result(
+        patient, 4), 57.6, "synthetic, computed", {})
+    gui.wait_until(lambda: len(app.session.plans) == 2, 60, "the new plan")
+    gui.frames(3)
+    assert screen.shown_plan is app.session.plans[-1]
+    assert screen.dose_panel.layer_key == "rbe"
+    assert screen.shown_layer.key == "rbe"
