@@ -13,14 +13,12 @@ a third of it); the form holds such a number until the user confirms it
 from __future__ import annotations
 
 from app.plan_setup import model_dose_unit as dose_unit
+from planning.plan_checks import CARBON_TARGET_RBE
 
 #: Short names of the models whose Gy(RBE) numbers are compared.
 _BIOLOGICAL = {"mkm": "mMKM", "lem1": "LEM I", "const": "constant RBE"}
 #: ... and of every model, as the notes name them.
 _NAMES = {**_BIOLOGICAL, "physical": "physical dose"}
-#: The RBE of carbon ions in a target, roughly (it varies with LET, tissue and dose per
-#: fraction): the range the notes use to say what a kept number becomes, not a conversion.
-CARBON_TARGET_RBE = (2.0, 3.0)
 
 
 def unit_changes(old_model: str, new_model: str) -> bool:

@@ -15,6 +15,10 @@ An RBE-weighted prescription is compared with the carbon-ion schedules in clinic
   usual schedules give 3 to 4.6 Gy(RBE) per fraction (57.6 or 70.4 Gy(RBE) in 16 fractions at
   NIRS, 60 Gy(RBE) in 20 at HIT). Below :data:`LOWEST_GY_RBE_PER_FRACTION` a total dose was
   probably given as the dose per fraction;
+- schedules of :data:`LONG_SCHEDULE_MIN_FRACTIONS` or more fractions stay at or below 4.4
+  Gy(RBE) per fraction: 70.4 Gy(RBE) in 16 fractions for bone and soft-tissue sarcomas at NIRS
+  (Kamada et al. 2002, J Clin Oncol 20:4466), 60-66 Gy(RBE) in 20-22 at HIT (LEM I). Above
+  :data:`HIGHEST_LONG_SCHEDULE_GY_RBE` it is warned about;
 - schedules of more than :data:`HYPOFRACTIONATED_MAX_FRACTIONS` fractions stay at or below 8.8
   Gy(RBE) per fraction: lung 79.2 Gy(RBE) in 9 fractions (Miyamoto et al. 2003, Radiother
   Oncol 66:127), liver 58.0 Gy(RBE) in 8 and 69.6 in 12 (Kasuya et al. 2017, Cancer
@@ -28,8 +32,14 @@ These are mMKM clinical doses (NIRS/QST). The same plan reads higher under LEM I
 times at 2.7 to 3 Gy(RBE) per fraction, the ratio growing towards lower doses per fraction
 (Zhang et al. 2020, Radiat Oncol 15, doi 10.1186/s13014-020-01723-z). For a LEM I plan the upper
 thresholds are raised by :data:`LEM_MARGIN`; the lower one, far below the lowest schedule,
-holds for every model. A physical-dose plan (Gy: research, QA) is not compared with these
-schedules.
+holds for every model.
+
+A physical-dose plan (Gy: research, QA) is compared through the RBE of carbon ions in a target,
+roughly :data:`CARBON_TARGET_RBE` (it varies with LET, tissue and dose per fraction): its dose
+per fraction is warned about when even the lower RBE puts it above the schedules' limit, or
+the higher one below the lowest dose (:func:`physical_fractionation_warning`). The usual slip
+is a Gy(RBE) number typed for a physical plan: 66 Gy in 22 fractions is 6-9 Gy(RBE) per
+fraction.
 
 Target coverage
 ---------------
@@ -50,6 +60,12 @@ from typing import Any
 LOWEST_GY_RBE_PER_FRACTION = 1.0
 #: The most fractions of a hypofractionated schedule (1 to 4 fractions: lung, liver).
 HYPOFRACTIONATED_MAX_FRACTIONS = 4
+#: The fewest fractions of a long schedule (16 at NIRS, 20-22 at HIT; 12 in liver and
+#: pancreas reach 5.8 Gy(RBE) per fraction and are not long here).
+LONG_SCHEDULE_MIN_FRACTIONS = 13
+#: Above this dose per fraction (Gy(RBE), mMKM), with 13 fractions or more, a prescription is
+#: warned about (published schedules: 4.4 Gy(RBE) at most).
+HIGHEST_LONG_SCHEDULE_GY_RBE = 5.5
 #: Above this dose per fraction (Gy(RBE), mMKM), with more than 4 fractions, a prescription
 #: is warned about (published schedules: 8.8 Gy(RBE) at most).
 HIGHEST_FRACTIONATED_GY_RBE = 10.0
@@ -59,6 +75,10 @@ HIGHEST_HYPOFRACTIONATED_GY_RBE = 50.0
 #: The factor on the upper thresholds for a LEM I plan: LEM I reads the same plan about 1.4
 #: times higher at the usual doses per fraction (Zhang et al. 2020).
 LEM_MARGIN = 1.4
+#: The RBE of carbon ions in a target, roughly (low, high): what a physical dose per fraction
+#: is compared with the schedules through, and what the app's notes use to say what a kept
+#: number becomes; not a conversion.
+CARBON_TARGET_RBE = (2.0, 3.0)
 #: The least target D95 of an optimized plan, a share of the prescription (ICRU 50/62).
 COVERAGE_D95 = 0.95
 #: The most target D2 of an optimized plan, a share of the prescription (ICRU 50/62).
@@ -92,18 +112,59 @@ def fractionation_warning(total_dose_gy_rbe: float, n_fractions: int, *,
     if per_fraction < LOWEST_GY_RBE_PER_FRACTION:
         return (f"{schedule} is below the {LOWEST_GY_RBE_PER_FRACTION:g} Gy(RBE) per fraction "
                 f"of any clinical carbon-ion schedule (the lowest give about 2): {check}")
-    margin = LEM_MARGIN if lem else 1.0
-    if n_fractions <= HYPOFRACTIONATED_MAX_FRACTIONS:
-        limit = HIGHEST_HYPOFRACTIONATED_GY_RBE * margin
-        largest = "50 Gy(RBE) mMKM in one fraction for stage I lung"
-    else:
-        limit = HIGHEST_FRACTIONATED_GY_RBE * margin
-        largest = (f"about 9 Gy(RBE) mMKM per fraction in more than "
-                   f"{HYPOFRACTIONATED_MAX_FRACTIONS} fractions")
+    limit, largest = _schedule_limit(n_fractions, lem)
     if per_fraction <= limit:
         return None
     return (f"{schedule} is above the {limit:g} Gy(RBE) per fraction of clinical carbon-ion "
             f"schedules{' under LEM I' if lem else ''} (the largest: {largest}): {check}")
+
+
+def _schedule_limit(n_fractions: int, lem: bool) -> tuple[float, str]:
+    """The highest dose per fraction (Gy(RBE)) not warned about in ``n_fractions`` fractions
+    and the largest published schedule it stands for."""
+    margin = LEM_MARGIN if lem else 1.0
+    if n_fractions <= HYPOFRACTIONATED_MAX_FRACTIONS:
+        return (HIGHEST_HYPOFRACTIONATED_GY_RBE * margin,
+                "50 Gy(RBE) mMKM in one fraction for stage I lung")
+    if n_fractions >= LONG_SCHEDULE_MIN_FRACTIONS:
+        return (HIGHEST_LONG_SCHEDULE_GY_RBE * margin,
+                f"4.4 Gy(RBE) mMKM per fraction in {LONG_SCHEDULE_MIN_FRACTIONS} fractions "
+                "or more")
+    return (HIGHEST_FRACTIONATED_GY_RBE * margin,
+            f"about 9 Gy(RBE) mMKM per fraction in more than {HYPOFRACTIONATED_MAX_FRACTIONS} "
+            "fractions")
+
+
+def physical_fractionation_warning(total_dose_gy: float, n_fractions: int) -> str | None:
+    """The warning for a physical-dose prescription whose dose per fraction, read through
+    :data:`CARBON_TARGET_RBE`, lies outside the clinical carbon-ion schedules whatever the RBE
+    in that range (a Gy(RBE) number typed for a physical plan, most often), or None.
+
+    Parameters
+    ----------
+    total_dose_gy : float
+        Total prescribed physical dose, Gy (> 0).
+    n_fractions : int
+        Number of fractions (>= 1).
+    """
+    per_fraction = total_dose_gy / n_fractions
+    low_rbe, high_rbe = CARBON_TARGET_RBE
+    low, high = per_fraction * low_rbe, per_fraction * high_rbe
+    limit, largest = _schedule_limit(n_fractions, lem=False)
+    schedule = (f"the prescription of {total_dose_gy:g} Gy in {n_fractions} "
+                f"fraction{'s' if n_fractions > 1 else ''} ({per_fraction:.3g} Gy per fraction) "
+                f"is physical dose: with a carbon-ion RBE of {low_rbe:g}-{high_rbe:g} in a "
+                f"target it is about {low:.3g}-{high:.3g} Gy(RBE) per fraction")
+    if low > limit:
+        return (f"{schedule}, above the {limit:g} Gy(RBE) per fraction of clinical carbon-ion "
+                f"schedules (the largest: {largest}): if {total_dose_gy:g} was meant in "
+                "Gy(RBE), plan under an RBE model; else check the dose and the number of "
+                "fractions")
+    if high < LOWEST_GY_RBE_PER_FRACTION:
+        return (f"{schedule}, below the {LOWEST_GY_RBE_PER_FRACTION:g} Gy(RBE) per fraction "
+                "of any clinical carbon-ion schedule: check the dose (the total, not per "
+                "fraction) and the number of fractions")
+    return None
 
 
 def coverage_warning(target: str, metrics: Mapping[str, Any], prescription: float,

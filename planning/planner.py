@@ -99,7 +99,11 @@ from planning.optimization_grid import (
 )
 from planning.patient import CtVolume, Patient
 from planning.plan import BeamPlan, Plan, Prescription
-from planning.plan_checks import coverage_warning, fractionation_warning
+from planning.plan_checks import (
+    coverage_warning,
+    fractionation_warning,
+    physical_fractionation_warning,
+)
 from planning.plan_config import (
     DEFAULT_RINGS,
     PlanConfig,
@@ -1082,7 +1086,9 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                                  spot_spacing_warning(prepared.machine, spot_maps),
                                  empty_beams,
                                  ring_scale_note(ring_scale),
-                                 None if physical else fractionation_warning(
+                                 physical_fractionation_warning(
+                                     prescription.total_dose_gy_rbe, prescription.n_fractions)
+                                 if physical else fractionation_warning(
                                      prescription.total_dose_gy_rbe, prescription.n_fractions,
                                      lem=isinstance(model, LemModel)),
                                  None if target_metrics is None else coverage_warning(

@@ -3,6 +3,7 @@ target: in report.json, on the CLI's standard error, in the notes of the app and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -49,6 +50,11 @@ def test_clinical_schedules_are_not_warned_about(total: float, fractions: int) -
                      "(the largest: about 9 Gy(RBE) mMKM per fraction in more than 4"),
     (60.0, 5, True, None),
     (72.0, 5, True, "above the 14 Gy(RBE) per fraction"),
+    # 13 fractions or more: the published schedules give at most 4.4 Gy(RBE) per fraction.
+    (150.0, 22, False, "above the 5.5 Gy(RBE) per fraction of clinical carbon-ion schedules "
+                       "(the largest: 4.4 Gy(RBE) mMKM per fraction in 13 fractions or more)"),
+    (150.0, 22, True, None),  # 6.8 within LEM I's 7.7
+    (200.0, 22, True, "above the 7.7 Gy(RBE) per fraction"),
 ])
 def test_implausible_doses_per_fraction_are_warned_about(
     total: float, fractions: int, lem: bool, words: str | None
@@ -109,12 +115,40 @@ def test_a_plan_warns_in_its_report_and_its_notes_for_the_app_and_the_pdf() -> N
     assert low[0] in document.warnings and missed[0] in document.warnings
 
 
-def test_a_physical_dose_plan_is_not_compared_with_clinical_schedules() -> None:
+@pytest.mark.parametrize(("total", "fractions", "words"), [
+    (66.0, 22, "(3 Gy per fraction) is physical dose: with a carbon-ion RBE of 2-3 in a target "
+               "it is about 6-9 Gy(RBE) per fraction, above the 5.5 Gy(RBE) per fraction of "
+               "clinical carbon-ion schedules"),  # a Gy(RBE) number typed for a physical plan
+    (57.6, 16, "about 7.2-10.8 Gy(RBE) per fraction, above the 5.5"),
+    (22.0, 22, None), (20.0, 16, None),  # 1-1.25 Gy: 2-3.75 Gy(RBE) per fraction
+    (2.0, 1, None), (10.0, 1, None),  # QA and single-fraction plans
+    (30.0, 1, "about 60-90 Gy(RBE) per fraction, above the 50 Gy(RBE)"),
+    (0.2, 1, "about 0.4-0.6 Gy(RBE) per fraction, below the 1 Gy(RBE) per fraction"),
+])
+def test_a_physical_dose_per_fraction_is_read_through_the_carbon_rbe(
+        total: float, fractions: int, words: str | None) -> None:
+    """`plan --rbe physical --dose 66 --fractions 22` (66 meant in Gy(RBE)) was accepted
+    without a word: 3 Gy of carbon-ion physical dose per fraction is 6-9 Gy(RBE) (review)."""
+    from planning.plan_checks import physical_fractionation_warning
+
+    warning = physical_fractionation_warning(total, fractions)
+    if words is None:
+        assert warning is None
+    else:
+        assert warning is not None and words in warning, warning
+        assert warning.startswith(f"the prescription of {total:g} Gy in {fractions} ")
+
+
+def test_a_physical_dose_plan_is_warned_of_through_the_carbon_rbe() -> None:
     request = PlanRequest(target="PTV", total_dose_gy_rbe=0.5, n_fractions=1, gantry_deg=(90.0,),
                           patient=load_demo_patient(), rbe_model="physical", spot_spacing_mm=6.0,
                           dose_grid_mm=5.0, device="cpu")
     warnings = make_plan(request, keep_influence=False).report["warnings"]
-    assert not any("per fraction" in w for w in warnings)
+    assert not any("per fraction" in w for w in warnings)  # 0.5 Gy: 1-1.5 Gy(RBE)
+    request = dataclasses.replace(request, total_dose_gy_rbe=48.0, n_fractions=16)
+    warnings = make_plan(request, keep_influence=False).report["warnings"]
+    assert any(w.startswith("the prescription of 48 Gy in 16 fractions (3 Gy per fraction) is "
+                            "physical dose") for w in warnings), warnings
 
 
 def test_the_cli_prints_the_warnings_and_writes_them_to_report_json(

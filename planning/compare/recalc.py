@@ -47,6 +47,7 @@ from planning.plan_checks import (
     coverage_warning,
     fractionation_warning,
     gross_dose_warning,
+    physical_fractionation_warning,
     reference_point_warning,
 )
 from planning.plan_report import structure_report
@@ -384,7 +385,9 @@ def plausibility_warnings(plan: Plan, model: RbeModel, model_source: str, target
                                           unit))
         if own_model:
             out.append(coverage_warning(target or "", metrics, rx, unit))
-    if not named.startswith("physical"):
+    if named.startswith("physical"):
+        out.append(physical_fractionation_warning(rx, plan.prescription.n_fractions))
+    else:
         out.append(fractionation_warning(rx, plan.prescription.n_fractions,
                                          lem=named.startswith("LEM I")))
     doses = plan.beam_doses
