@@ -461,10 +461,9 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
                         f"is computed; {role_w} / {role_p} is reported, their effective "
                         f"RBE{one_plan}")
     elif side_a.dose_type == "EFFECTIVE":
-        families = [_model_family(s.description) for s in (side_a, side_b)]
-        if None not in families and families[0] != families[1]:
-            warnings.append(_models_warning(families[0], families[1],
-                                            _same_plan(side_a, side_b)))
+        family_a, family_b = (_model_family(s.description) for s in (side_a, side_b))
+        if family_a is not None and family_b is not None and family_a != family_b:
+            warnings.append(_models_warning(family_a, family_b, _same_plan(side_a, side_b)))
     frame = side_a.frame_of_reference_uid or side_b.frame_of_reference_uid
     chosen = _patient_for(patient, side_a, side_b, frame, stage_progress(progress, 0.0, 0.05),
                           cancel, ct_series_uid)
