@@ -224,9 +224,10 @@ def _estimate_line(estimate: PlanEstimate, left_out: Sequence[str]) -> str:
 
 def _plan_line(report: dict[str, Any], target_name: str, prescription: float,
                out: str) -> str:
-    """``ionplan plan``'s line: the files written and the target's D95 and D5 as % of the
-    prescription, in the unit of the plan's model (Gy under the physical model, whose
-    prescription is a physical dose; else Gy(RBE))."""
+    """``ionplan plan``'s line: the files written and the target's D98, D95 and D2 (the
+    metrics of the plan document, the app and the plan checks) as % of the prescription, in
+    the unit of the plan's model (Gy under the physical model, whose prescription is a
+    physical dose; else Gy(RBE))."""
     from planning.rbe.models import dose_unit_of
 
     # The report names the ROI in its own spelling ("--target ptv" plans on "PTV").
@@ -236,8 +237,9 @@ def _plan_line(report: dict[str, Any], target_name: str, prescription: float,
     if target is not None:
         p = prescription
         unit = dose_unit_of(str(report.get("rbe_model", "")))
-        line += (f"; {target_name} D95 {100 * target['d95_gy_rbe'] / p:.1f} %, "
-                 f"D5 {100 * target['d5_gy_rbe'] / p:.1f} % of {p:g} {unit}")
+        levels = ", ".join(f"{name} {100 * target[key] / p:.1f} %" for name, key in
+                           (("D98", "d98_gy_rbe"), ("D95", "d95_gy_rbe"), ("D2", "d2_gy_rbe")))
+        line += f"; {target_name} {levels} of {p:g} {unit}"
     return line
 
 
