@@ -470,15 +470,23 @@ def test_compare_of_a_folder_whose_plan_is_in_mu_compares_the_doses_and_says_why
 
 
 def test_the_document_of_a_recalculation_under_another_model_does_not_call_it_the_plans(
-        demo, tmp_path):
+        demo, tmp_path, capsys):
     """An mMKM plan recalculated with --rbe lem1: its document called the LEM I dose "the
-    plan's model" (review); now it says the model was asked for and which the plan's is."""
+    plan's model" (review); now it says the model was asked for and which the plan's is.
+    The note that the model is not the plan's was in the PDF only (user review): it is in
+    report.json's warnings and on the terminal too, once."""
     from pypdf import PdfReader
 
     ct, plan_dir, _, _, _ = demo
     out = tmp_path / "lem"
     assert main(["recalc", str(ct), str(plan_dir / "RTPLAN.dcm"), "--rbe", "lem1", "--grid",
                  "8", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    rep = json.loads((out / "report.json").read_text())
+    note = (f"The doses were computed with {LemModel().describe()}; the plan was optimized "
+            f"with {MkmModel().describe()}.")
+    assert note in rep["warnings"], rep["warnings"]
+    assert err.count(f"ionplan: warning: {note}") == 1 and err.count("the plan was optimized") == 1
     (pdf,) = out.glob("*_report.pdf")
     text = " ".join(" ".join(page.extract_text() for page in PdfReader(pdf).pages).split())
     assert "plan's model" not in text

@@ -49,6 +49,7 @@ from planning.plan_checks import (
     gross_dose_warning,
     reference_point_warning,
 )
+from planning.plan_notes import model_note
 from planning.plan_report import structure_report
 from planning.planner import PlanResult, write_plan_outputs
 from planning.progress import CancelToken, ProgressCallback, report, stage_progress
@@ -483,6 +484,10 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
     if target is None:
         warnings.append(f"the plan's target {plan.prescription.target!r} is not a structure "
                         "of the CT's structure set")
+    if model_source != "default":  # that case has unknown_model_warning
+        other = model_note(plan.rbe_model, model.describe())
+        if other is not None:
+            warnings.append(other)
     warnings += plausibility_warnings(plan, model, model_source, target, sections.structures,
                                       cubes.physical_dose_gy, setup.dose_grid, n_fx)
 
