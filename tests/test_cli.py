@@ -168,6 +168,17 @@ def test_summary_line_gives_physical_doses_in_gy_not_as_coverage() -> None:
     stated = {**physical, "prescription": {**pres, "unit": "Gy(RBE)"}, "plan_rbe_model": ""}
     assert _target_doses(stated, "PTV", [("D95", 19.155)]) == (
         "PTV D95 19.2 Gy physical dose (prescription 60 Gy(RBE))")
+    # A recalculation's report names the prescription's model: under mMKM, the % of a LEM I
+    # prescription are of that number, not a coverage (user review: "PTV D95 79.3 %, D50
+    # 83.5 % of 66 Gy(RBE)" for an mMKM recalculation of a LEM I plan).
+    lem = {"target": "PTV", "total_dose_gy_rbe": 66.0, "unit": "Gy(RBE)",
+           "model": "LEM I chordoma, averaged"}
+    mkm = {"prescription": lem, "rbe_model": "mMKM HSG a0=0.172"}
+    assert _target_doses(mkm, "PTV", [("D95", 52.338)]) == (
+        "PTV D95 79.3 % of the LEM I chordoma, averaged prescription of 66 Gy(RBE)")
+    assert _target_doses({**mkm, "rbe_model": "physical dose"}, "PTV", [("D95", 17.5)]) == (
+        "PTV D95 17.5 Gy physical dose (the LEM I chordoma, averaged prescription of "
+        "66 Gy(RBE))")
 
 
 @pytest.mark.parametrize(("args", "message"), [

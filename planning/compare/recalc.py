@@ -64,7 +64,7 @@ from planning.rbe import (
     prescription_unit_of,
 )
 from planning.rbe.lem import SCHEME_BEFORE_NAMED
-from planning.rbe.record import describe_structure_tissues, model_label
+from planning.rbe.record import describe_structure_tissues, model_label, short_model_name
 from planning.resolution import grid_warning
 from planning.structure_dose import body_mask, grid_of
 
@@ -497,7 +497,10 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
                          "total_dose_gy_rbe": plan.prescription.total_dose_gy_rbe,
                          "n_fractions": n_fx,
                          "dose_per_fraction_gy_rbe": plan.prescription.dose_per_fraction_gy_rbe,
-                         "unit": rx_unit},
+                         "unit": rx_unit,
+                         # Whose Gy(RBE) (or Gy) the prescription is: a dose under another
+                         # model is another number for the same effect.
+                         "model": short_model_name(plan.rbe_model) if plan.rbe_model else None},
         "dose_unit": unit,
         "rbe_model": model_label(model, structure_tissues),
         "rbe_model_source": model_source,
