@@ -138,9 +138,12 @@ def summary_text(report: Mapping[str, Any], target: str, prescription_gy_rbe: fl
     worst = report.get("worst_case", {})
     lowest = worst.get("structures", {}).get(target, {})
     n = robust.get("n_scenarios", len(report.get("scenarios", [])))
-    parts = [f"{n} scenarios (stopping power +/-{robust.get('range_error_pct', 0):g} %, setup "
-             f"{robust.get('setup_error_mm', 0):g} mm, {robust.get('setup_directions', 6)} "
-             "directions)"]
+    range_pct, setup_mm = robust.get("range_error_pct", 0), robust.get("setup_error_mm", 0)
+    # An error of 0 has no scenarios ("setup 0 mm, 6 directions" read as 6 of them).
+    ranged = f"stopping power +/-{range_pct:g} %" if range_pct > 0 else "no range scenarios"
+    shifted = (f"setup {setup_mm:g} mm, {robust.get('setup_directions', 6)} directions"
+               if setup_mm > 0 else "no setup scenarios")
+    parts = [f"{n} scenarios ({ranged}, {shifted})"]
     unit = dose_unit(report)
 
     def dose(value: float) -> str:

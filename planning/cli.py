@@ -224,9 +224,10 @@ def _estimate_line(estimate: PlanEstimate, left_out: Sequence[str]) -> str:
 
 def _plan_line(report: dict[str, Any], target_name: str, prescription: float,
                out: str) -> str:
-    """``ionplan plan``'s line: the files written and the target's D95 and D5 as % of the
-    prescription, in the unit of the plan's model (Gy under the physical model, whose
-    prescription is a physical dose; else Gy(RBE))."""
+    """``ionplan plan``'s line: the files written and the target's D98, D95 and D2 (the
+    metrics of the plan document, the app and the plan checks) as % of the prescription, in
+    the unit of the plan's model (Gy under the physical model, whose prescription is a
+    physical dose; else Gy(RBE))."""
     from planning.rbe.models import dose_unit_of
 
     # The report names the ROI in its own spelling ("--target ptv" plans on "PTV").
@@ -236,8 +237,9 @@ def _plan_line(report: dict[str, Any], target_name: str, prescription: float,
     if target is not None:
         p = prescription
         unit = dose_unit_of(str(report.get("rbe_model", "")))
-        line += (f"; {target_name} D95 {100 * target['d95_gy_rbe'] / p:.1f} %, "
-                 f"D5 {100 * target['d5_gy_rbe'] / p:.1f} % of {p:g} {unit}")
+        levels = ", ".join(f"{name} {100 * target[key] / p:.1f} %" for name, key in
+                           (("D98", "d98_gy_rbe"), ("D95", "d95_gy_rbe"), ("D2", "d2_gy_rbe")))
+        line += f"; {target_name} {levels} of {p:g} {unit}"
     return line
 
 
@@ -260,8 +262,9 @@ def _cmd_recalc(args: argparse.Namespace) -> int:
     target = rep["structures"].get(rep["prescription"]["target"])
     if target is not None:
         line += "; " + _target_doses(rep, rep["prescription"]["target"],
-                                     [("D95", target["d95_gy_rbe"]),
-                                      ("D50", target["d50_gy_rbe"])])
+                                     [(name, target[key]) for name, key in (
+                                         ("D98", "d98_gy_rbe"), ("D95", "d95_gy_rbe"),
+                                         ("D2", "d2_gy_rbe"))])
     print(line)
     for warning in rep["warnings"]:
         print(f"ionplan: warning: {warning}", file=sys.stderr)
@@ -350,8 +353,11 @@ def _target_doses(rep: dict[str, Any], target: str,
     """The target's dose levels for a summary line, as % of the prescription when the
     report's dose is of its kind, else (a recalculation under another kind of model,
     :func:`planning.rbe.prescription_unit_of`) in the dose's unit with the prescription beside
-    them (a % of a Gy(RBE) prescription would read as coverage). ``doses``: (label, dose) or
-    (label, low dose, high dose) for a range."""
+    them (a % of a Gy(RBE) prescription would read as coverage). A prescription whose model
+    the report names (``prescription.model``: recalculations) is said to be of that model:
+    under another RBE model of the same unit the % are of that model's number, not a coverage
+    ("79.3 % of the LEM I chordoma, averaged prescription of 66 Gy(RBE)"). ``doses``: (label,
+    dose) or (label, low dose, high dose) for a range."""
     from planning.rbe import dose_unit_of, prescription_unit_of
 
     prescription = float(rep["prescription"]["total_dose_gy_rbe"])
@@ -367,8 +373,13 @@ def _target_doses(rep: dict[str, Any], target: str,
     parts = [f"{label} {' to '.join(level(float(d)) for d in levels)} {shown}"
              for label, *levels in doses]
     kind = "physical dose" if unit == "Gy" else "RBE-weighted dose"
-    tail = (f" of {prescription:g} {rx_unit}" if relative
-            else f" {kind} (prescription {prescription:g} {rx_unit})")
+    rx_model = rep["prescription"].get("model")
+    if relative:
+        tail = (f" of {prescription:g} {rx_unit}" if not rx_model
+                else f" of the {rx_model} prescription of {prescription:g} {rx_unit}")
+    else:
+        tail = (f" {kind} (prescription {prescription:g} {rx_unit})" if not rx_model
+                else f" {kind} (the {rx_model} prescription of {prescription:g} {rx_unit})")
     return f"{target} {', '.join(parts)}{tail}"
 
 

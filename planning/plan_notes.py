@@ -112,8 +112,22 @@ def optimizer_note(message: str, iterations: int | None = None, *, passes: int =
             "plan is what it reached then; re-optimizing continues from these spot weights.")
 
 
+def model_note(plan_model: str | None, dose_model: str) -> str | None:
+    """The note for a dose computed with ``dose_model`` (a model's description) of a plan
+    optimized with ``plan_model`` (``Plan.rbe_model``; None: the plan names none); None when
+    they are the same model."""
+    if plan_model is None:
+        return f"The doses were computed with {dose_model}; the plan names no RBE model."
+    if dose_model == plan_model:
+        return None
+    return (f"The doses were computed with {dose_model}; the plan was optimized with "
+            f"{plan_model}.")
+
+
 def plan_notes(result: PlanResult) -> tuple[str, ...]:
-    """The notes of the module docstring for ``result``, in that order."""
+    """The notes of the module docstring for ``result``, in that order, each once (report.json's
+    warnings hold the optimizer's and the model's notes of plans and recalculations made since
+    December 2026; older reports do not)."""
     report = result.report
     notes = [str(w) for w in report.get("warnings", ())]
     notes += [str(w) for w in result.patient.warnings]
@@ -123,12 +137,9 @@ def plan_notes(result: PlanResult) -> tuple[str, ...]:
                              report.get("iterations"), passes=optimizer_passes(report)[0])
     if stopped is not None:
         notes.append(stopped)
-    named, used = result.plan.rbe_model, result.model.describe()
-    if named is None:
-        # The default model's case is the report's warning (planning.compare.recalc).
-        if report.get("rbe_model_source") != "default":
-            notes.append(f"The doses were computed with {used}; the plan names no RBE model.")
-    elif used != named:
-        notes.append(f"The doses were computed with {used}; the plan was optimized with "
-                     f"{named}.")
-    return tuple(notes)
+    # The default model's case is the report's warning (planning.compare.recalc).
+    if result.plan.rbe_model is not None or report.get("rbe_model_source") != "default":
+        other = model_note(result.plan.rbe_model, result.model.describe())
+        if other is not None:
+            notes.append(other)
+    return tuple(dict.fromkeys(notes))

@@ -16,6 +16,8 @@ from planning.compare.html_report import _CSS, _fmt, _table
 from planning.compare.images import dvh_frame
 from planning.hlut import describe_hlut_record
 from planning.plan import fractions_text
+from planning.rbe import prescription_unit_of
+from planning.rbe.record import short_model_name
 from planning.robust_tables import (
     SCENARIO_METRICS,
     dose_unit,
@@ -104,6 +106,31 @@ def _worst_table(rep: Mapping[str, Any]) -> str:
                    "extreme over the scenarios"], rows)
 
 
+def _scenario_set_text(robust: Mapping[str, Any]) -> str:
+    """The range and setup errors of the scenarios (HTML), "no ... scenarios" for an error of 0
+    (it said "setup error 0 mm in 6 directions": user review)."""
+    range_pct, setup_mm = float(robust["range_error_pct"]), float(robust["setup_error_mm"])
+    ranged = (f"stopping power error &plusmn;{_fmt(range_pct)} % (+: ranges shorter)"
+              if range_pct > 0 else "no range scenarios")
+    shifted = (f"setup error {_fmt(setup_mm)} mm in {robust['setup_directions']} directions"
+               if setup_mm > 0 else "no setup scenarios")
+    return f"{ranged}, {shifted}"
+
+
+def _prescription_text(rep: Mapping[str, Any]) -> str:
+    """The prescription in its own unit (``prescription.unit``: that of the model the plan was
+    made under; it gave the dose's, "66 Gy" for a 66 Gy(RBE) plan evaluated in physical dose:
+    user review) and, where the report names it, the prescription's model when the doses are
+    under another: ``"66 Gy(RBE) (LEM I chordoma, averaged)"``."""
+    pres = rep.get("prescription", {})
+    unit = pres.get("unit") or prescription_unit_of(rep.get("plan_rbe_model"))
+    text = f"{_fmt(pres.get('total_dose_gy_rbe'))} {unit}"
+    model = pres.get("model")
+    if model and model != short_model_name(str(rep.get("rbe_model", ""))):
+        text += f" ({model})"
+    return text
+
+
 def render_robust_html(rep: Mapping[str, Any]) -> str:
     """The robust evaluation's report page as one HTML string (no external resources)."""
     robust = rep["robust"]
@@ -115,15 +142,13 @@ def render_robust_html(rep: Mapping[str, Any]) -> str:
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>IonPlan robust evaluation</title><style>{_CSS}</style></head><body>"
         "<h1>IonPlan robust evaluation</h1>"
-        f"<p>{robust['n_scenarios']} scenarios: stopping power error &plusmn;"
-        f"{_fmt(robust['range_error_pct'])} % (+: ranges shorter), setup error "
-        f"{_fmt(robust['setup_error_mm'])} mm in {robust['setup_directions']} directions"
+        f"<p>{robust['n_scenarios']} scenarios: {_scenario_set_text(robust)}"
         f"{_combination_text(robust)}. RBE model: "
         f"{escape(str(rep.get('rbe_model', '')))}. Prescription "
-        f"{_fmt(pres.get('total_dose_gy_rbe'))} {unit} to "
+        f"{escape(_prescription_text(rep))} to "
         f"{escape(str(pres.get('target', '')))} in {fractions_text(pres.get('n_fractions'))}. "
         f"HU to stopping power (HLUT): {escape(describe_hlut_record(rep.get('hlut')))}. "
-        f"Doses in {unit}, whole plan.</p>"
+        f"Doses in {unit}{' (physical dose)' if unit == 'Gy' else ''}, whole plan.</p>"
         + (f"<ul>{warnings}</ul>" if warnings else "")
         + "<h2>DVH bands</h2><p>Band: lowest to highest DVH over the scenarios; line: "
           "nominal.</p>" + dvh_band_svg(rep["dvh_bands_gy_rbe"], unit=unit)

@@ -353,6 +353,11 @@ def test_the_robustness_summary_tells_the_two_worst_d95_apart():
             "80.2 %") in text
     assert ("D95 of the voxel-wise minimum dose (every voxel at its lowest in any scenario): "
             "44.00 Gy(RBE) = 76.4 %") in text
+    # No setup scenarios (user review: "setup 0 mm, 6 directions").
+    report["robust"] = {"n_scenarios": 3, "range_error_pct": 3.5, "setup_error_mm": 0.0,
+                        "setup_directions": 6}
+    assert summary_text(report, "PTV", 57.6).startswith(
+        "3 scenarios (stopping power +/-3.5 %, no setup scenarios); ")
 
 
 def _fake_result(model: str, *, tissue_labels=None, exchange=None):

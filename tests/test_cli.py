@@ -168,6 +168,17 @@ def test_summary_line_gives_physical_doses_in_gy_not_as_coverage() -> None:
     stated = {**physical, "prescription": {**pres, "unit": "Gy(RBE)"}, "plan_rbe_model": ""}
     assert _target_doses(stated, "PTV", [("D95", 19.155)]) == (
         "PTV D95 19.2 Gy physical dose (prescription 60 Gy(RBE))")
+    # A recalculation's report names the prescription's model: under mMKM, the % of a LEM I
+    # prescription are of that number, not a coverage (user review: "PTV D95 79.3 %, D50
+    # 83.5 % of 66 Gy(RBE)" for an mMKM recalculation of a LEM I plan).
+    lem = {"target": "PTV", "total_dose_gy_rbe": 66.0, "unit": "Gy(RBE)",
+           "model": "LEM I chordoma, averaged"}
+    mkm = {"prescription": lem, "rbe_model": "mMKM HSG a0=0.172"}
+    assert _target_doses(mkm, "PTV", [("D95", 52.338)]) == (
+        "PTV D95 79.3 % of the LEM I chordoma, averaged prescription of 66 Gy(RBE)")
+    assert _target_doses({**mkm, "rbe_model": "physical dose"}, "PTV", [("D95", 17.5)]) == (
+        "PTV D95 17.5 Gy physical dose (the LEM I chordoma, averaged prescription of "
+        "66 Gy(RBE))")
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -263,15 +274,19 @@ def test_plan_help_gives_the_spot_spacing_and_the_unit_of_the_dose() -> None:
 
 
 def test_plan_line_gives_the_unit_of_the_plans_model() -> None:
-    """plan --rbe physical printed "... of 57.6 Gy(RBE)" (documentation review)."""
+    """plan --rbe physical printed "... of 57.6 Gy(RBE)" (documentation review). The line
+    quotes D98, D95 and D2, the plan document's and the plan checks' metrics (it gave D95 and
+    D5: user review)."""
     from planning.cli import _plan_line
 
-    target = {"d95_gy_rbe": 54.72, "d5_gy_rbe": 58.75}
+    target = {"d98_gy_rbe": 53.568, "d95_gy_rbe": 54.72, "d50_gy_rbe": 57.6,
+              "d5_gy_rbe": 58.75, "d2_gy_rbe": 59.328}
     for model, unit in (("physical dose", "Gy"), ("mMKM HSG a0=0.172", "Gy(RBE)")):
         report = {"files": ["RTPLAN.dcm", "report.json"], "rbe_model": model,
                   "structures": {"PTV": target}}
         assert _plan_line(report, "ptv", 57.6, "out") == (
-            f"wrote RTPLAN.dcm and report.json to out; ptv D95 95.0 %, D5 102.0 % of 57.6 {unit}")
+            f"wrote RTPLAN.dcm and report.json to out; ptv D98 93.0 %, D95 95.0 %, D2 103.0 % "
+            f"of 57.6 {unit}")
 
 
 def test_missing_dask_names_an_install_that_exists(monkeypatch) -> None:  # type: ignore[no-untyped-def]

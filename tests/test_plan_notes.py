@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from planning.plan_notes import (
+    model_note,
     optimizer_note,
     optimizer_passes,
     optimizer_status,
@@ -41,6 +42,21 @@ def test_plan_notes_hold_the_report_patient_structure_set_optimizer_and_model_no
     assert notes[4] == ("The doses were computed with LEM I chordoma; the plan was optimized "
                         "with mMKM HSG.")
     assert len(plan_notes(_result("CONVERGENCE: NORM_OF_PROJECTED_GRADIENT_<=_PGTOL"))) == 3
+
+
+def test_a_note_report_json_already_holds_is_listed_once():
+    """report.json's warnings now hold the optimizer's and the model's notes (user review:
+    they were only in the PDF); reports from before do not: each note is shown once."""
+    stopped = optimizer_note("STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT", 199)
+    model = model_note("mMKM HSG", "LEM I chordoma")
+    assert model == ("The doses were computed with LEM I chordoma; the plan was optimized "
+                     "with mMKM HSG.")
+    assert model_note("mMKM HSG", "mMKM HSG") is None
+    result = _result("STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT", model="LEM I chordoma",
+                     plan_model="mMKM HSG")
+    result.report["warnings"] += [stopped, model]
+    notes = plan_notes(result)
+    assert notes.count(stopped) == 1 and notes.count(model) == 1 and len(notes) == 5
 
 
 @pytest.mark.parametrize(("message", "words"), [

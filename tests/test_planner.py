@@ -186,6 +186,13 @@ def test_plan_cli_lem1_with_config(demo_dir, tmp_path, capsys):
     # the report.
     assert "ionplan: warning: the dose grid of 4 mm is coarser than 2.5 mm" in err
     assert any("coarser than 2.5 mm" in w for w in report["warnings"])
+    # 60 iterations a pass: the optimizer stops at its limit, which the PDF said and the
+    # terminal and report.json did not (user review); said once on the terminal.
+    assert report["optimizer_message"].startswith("STOP: TOTAL NO. OF ITERATIONS")
+    (stopped,) = [w for w in report["warnings"] if "iteration limit" in w]
+    assert stopped.endswith("before its convergence test was met: the plan is what it "
+                            "reached then; re-optimizing continues from these spot weights.")
+    assert err.count("iteration limit") == 1 and f"ionplan: warning: {stopped}" in err
     keys = ("structure", "type", "dose_gy_rbe", "weight", "volume_fraction")
     assert {"structure": "Brainstem", "type": "max_dose", "dose_gy_rbe": 40.0, "weight": 5.0,
             "volume_fraction": None} in [{k: o[k] for k in keys} for o in report["objectives"]]

@@ -470,19 +470,37 @@ def test_compare_of_a_folder_whose_plan_is_in_mu_compares_the_doses_and_says_why
 
 
 def test_the_document_of_a_recalculation_under_another_model_does_not_call_it_the_plans(
-        demo, tmp_path):
+        demo, tmp_path, capsys):
     """An mMKM plan recalculated with --rbe lem1: its document called the LEM I dose "the
-    plan's model" (review); now it says the model was asked for and which the plan's is."""
+    plan's model" (review); now it says the model was asked for and which the plan's is.
+    The note that the model is not the plan's was in the PDF only (user review): it is in
+    report.json's warnings and on the terminal too, once."""
     from pypdf import PdfReader
 
     ct, plan_dir, _, _, _ = demo
     out = tmp_path / "lem"
     assert main(["recalc", str(ct), str(plan_dir / "RTPLAN.dcm"), "--rbe", "lem1", "--grid",
                  "8", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    err = captured.err
+    rep = json.loads((out / "report.json").read_text())
+    note = (f"The doses were computed with {LemModel().describe()}; the plan was optimized "
+            f"with {MkmModel().describe()}.")
+    assert note in rep["warnings"], rep["warnings"]
+    assert err.count(f"ionplan: warning: {note}") == 1 and err.count("the plan was optimized") == 1
+    # The prescription is the mMKM plan's: named so wherever this LEM I dose is read against
+    # it (user review: a bare "60 Gy(RBE)" on the terminal, the PDF and its isodose legend).
+    assert rep["prescription"]["model"] == "mMKM"
+    ptv = rep["structures"]["PTV"]
+    levels = ", ".join(f"{name} {100 * ptv[key] / 60:.1f} %" for name, key in (
+        ("D98", "d98_gy_rbe"), ("D95", "d95_gy_rbe"), ("D2", "d2_gy_rbe")))
+    assert f"; PTV {levels} of the mMKM prescription of 60 Gy(RBE)\n" in captured.out
     (pdf,) = out.glob("*_report.pdf")
     text = " ".join(" ".join(page.extract_text() for page in PdfReader(pdf).pages).split())
     assert "plan's model" not in text
     assert "(the model asked for in this recalculation; the plan was made under mMKM" in text
+    assert "Prescribed dose 60 Gy(RBE) in 12 fractions (mMKM)" in text
+    assert "100 % = 60 Gy(RBE) (prescription, mMKM)" in text
 
 
 def _save_with_metersets_x1000(ds: pydicom.Dataset, path: Path) -> Path:

@@ -319,3 +319,29 @@ def test_report_html_worst_case_of_an_organ_is_its_highest_dose():
     assert rows["Brainstem"][6] == "max of each"
     assert [float(v) for v in rows["PTV"][:6]] == [46, 48, 54, 64, 59, 67]
     assert rows["PTV"][6] == "min D98, D95, D50; max D2, Dmean, Dmax"
+
+
+def test_report_html_gives_the_prescription_in_its_own_unit_and_model():
+    """robust --rbe physical of a 66 Gy(RBE) LEM I plan: report.html said "Prescription 66 Gy
+    to PTV" (the dose's unit) and "setup error 0 mm in 6 directions" without setup scenarios
+    (user review)."""
+    from planning.robust_report import render_robust_html
+
+    lem = "LEM I chordoma rapid=averaged ax=0.1 bx=0.05 Dt=30Gy Rn=5um"
+    rep = {"prescription": {"target": "PTV", "total_dose_gy_rbe": 66.0, "n_fractions": 22,
+                            "unit": "Gy(RBE)", "model": "LEM I chordoma, averaged"},
+           "dose_unit": "Gy", "rbe_model": "physical dose", "plan_rbe_model": lem,
+           "robust": {"n_scenarios": 3, "range_error_pct": 3.5, "setup_error_mm": 0.0,
+                      "setup_directions": 6, "combined": False, "combined_only": False},
+           "dvh_bands_gy_rbe": {}, "worst_case": {"structures": {}}, "scenarios": [],
+           "structures": {}}
+    html = render_robust_html(rep)
+    assert ("3 scenarios: stopping power error &plusmn;3.5 % (+: ranges shorter), no setup "
+            "scenarios. RBE model: physical dose. Prescription 66 Gy(RBE) (LEM I chordoma, "
+            "averaged) to PTV in 22 fractions.") in html
+    assert "Doses in Gy (physical dose), whole plan." in html
+    own = render_robust_html({**rep, "rbe_model": lem, "dose_unit": "Gy(RBE)",
+                              "robust": {**rep["robust"], "range_error_pct": 0.0,
+                                         "setup_error_mm": 3.0, "setup_directions": 14}})
+    assert ("no range scenarios, setup error 3 mm in 14 directions. RBE model: "
+            f"{lem}. Prescription 66 Gy(RBE) to PTV") in own

@@ -50,6 +50,7 @@ from planning.plan_checks import (
     physical_fractionation_warning,
     reference_point_warning,
 )
+from planning.plan_notes import model_note
 from planning.plan_report import structure_report
 from planning.planner import PlanResult, write_plan_outputs
 from planning.progress import CancelToken, ProgressCallback, report, stage_progress
@@ -64,7 +65,7 @@ from planning.rbe import (
     prescription_unit_of,
 )
 from planning.rbe.lem import SCHEME_BEFORE_NAMED
-from planning.rbe.record import describe_structure_tissues, model_label
+from planning.rbe.record import describe_structure_tissues, model_label, short_model_name
 from planning.resolution import grid_warning
 from planning.structure_dose import body_mask, grid_of
 
@@ -486,6 +487,10 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
     if target is None:
         warnings.append(f"the plan's target {plan.prescription.target!r} is not a structure "
                         "of the CT's structure set")
+    if model_source != "default":  # that case has unknown_model_warning
+        other = model_note(plan.rbe_model, model.describe())
+        if other is not None:
+            warnings.append(other)
     warnings += plausibility_warnings(plan, model, model_source, target, sections.structures,
                                       cubes.physical_dose_gy, setup.dose_grid, n_fx)
 
@@ -495,7 +500,10 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
                          "total_dose_gy_rbe": plan.prescription.total_dose_gy_rbe,
                          "n_fractions": n_fx,
                          "dose_per_fraction_gy_rbe": plan.prescription.dose_per_fraction_gy_rbe,
-                         "unit": rx_unit},
+                         "unit": rx_unit,
+                         # Whose Gy(RBE) (or Gy) the prescription is: a dose under another
+                         # model is another number for the same effect.
+                         "model": short_model_name(plan.rbe_model) if plan.rbe_model else None},
         "dose_unit": unit,
         "rbe_model": model_label(model, structure_tissues),
         "rbe_model_source": model_source,

@@ -109,15 +109,21 @@ def plan_label(result: PlanResult, plan_name: str) -> str:
     return label
 
 
-def _prescription_model(result: PlanResult) -> str:
-    """`` (mMKM)``: the model of the prescription's Gy(RBE) or Gy when the document's dose is
-    of another kind (a recalculation under another kind of model); "" otherwise, and for a
-    plan that names no model."""
+def prescription_model(result: PlanResult) -> str | None:
+    """The short name of the model of the prescription's Gy(RBE) or Gy when the document's
+    dose is under another model (a recalculation under another model: of another kind, or
+    another RBE model of the same unit, whose Gy(RBE) are another dose); None otherwise, and
+    for a plan that names no model."""
     named = result.plan.rbe_model
-    if (named is None or named in ("", "unknown")
-            or prescription_unit_of(named) == dose_unit_of(result.model)):
-        return ""
-    return f" ({short_model_name(named)})"
+    if named is None or named in ("", "unknown") or named == result.model.describe():
+        return None
+    return short_model_name(named)
+
+
+def _prescription_model(result: PlanResult) -> str:
+    """`` (mMKM)``: :func:`prescription_model` in brackets, "" for None."""
+    named = prescription_model(result)
+    return "" if named is None else f" ({named})"
 
 
 def machine_text(result: PlanResult) -> str:
@@ -418,7 +424,9 @@ def plan_document(result: PlanResult, plan_name: str, *,
         for group, dash in doses for st in group)
     dose_max = float(np.max(result.rbe_dose_gy_rbe))
     # A dose of another kind than the prescription's: 100 % is its maximum, as in the app.
-    display = (dose_display(reference, dose_max, unit, isodose_percent) if not own else
+    rx_model = prescription_model(result)  # its Gy(RBE) are not this dose's: it is named
+    rx_name = "prescription" if rx_model is None else f"prescription, {rx_model}"
+    display = (dose_display(reference, dose_max, unit, isodose_percent, rx_name) if not own else
                dose_display(dose_max if dose_max > 0 else 1.0, dose_max, unit,
                             isodose_percent, "maximum"))
     views = target_views(result.patient, rx.target, result.dose_grid, result.rbe_dose_gy_rbe,

@@ -215,7 +215,9 @@ def prescription_unit_of(plan_rbe_model: str | None) -> str:
 
     A dose of another unit (a recalculation of the plan under another kind of model) is not
     read against the prescription: no V95, V107, conformity index or isodoses in % of it; its
-    100 % is its own maximum, as the app's physical-dose layer has it."""
+    100 % is its own maximum, as the app's physical-dose layer has it. A dose under another
+    model of the same unit is read against it, with the prescription's model named (its
+    Gy(RBE) are another model's: docs/physics.md)."""
     return "Gy(RBE)" if plan_rbe_model is None else dose_unit_of(plan_rbe_model)
 
 
