@@ -198,7 +198,7 @@ class PlanEntry:
                                x.dose_grid, "Gy(RBE)", p, True, rx_of, reference_unit=unit),
                      DoseLayer("lem1", f"RBE-weighted dose ({short_model_name(x.lem_model)})",
                                x.lem_dose_gy_rbe, x.dose_grid, "Gy(RBE)", p, True, rx_of,
-                               reference_unit=unit)]
+                               reference_unit=unit, labels=x.lem_labels)]
             # The side computed with the plan's own model is the plan's dose: shown once.
             out += [s for s in sides if s.key != self.own_exchange_key]
             out.append(DoseLayer("ratio", "LEM I / mMKM ratio", x.ratio_lem_over_mkm,
@@ -212,11 +212,12 @@ class PlanEntry:
     @cached_property
     def own_exchange_key(self) -> str | None:
         """``"mkm"`` or ``"lem1"`` when that side of the plan's exchange view is the plan's own
-        dose (same model, parameters and grid: an mMKM or LEM I plan), else None. That side is
-        not a layer of its own; :meth:`layer` gives the plan's dose (``"rbe"``) for it."""
+        dose (same model, parameters, LEM I tissues per structure and grid: an mMKM or LEM I
+        plan), else None. That side is not a layer of its own; :meth:`layer` gives the plan's
+        dose (``"rbe"``) for it."""
         r = self.result
         x = r.exchange
-        if x is None or r.structure_tissues or x.dose_grid != r.dose_grid:
+        if x is None or x.dose_grid != r.dose_grid:
             return None
         own = str(r.report.get("rbe_model", r.plan.rbe_model))
         for key, side in (("mkm", "mkm_model"), ("lem1", "lem_model")):
