@@ -187,18 +187,19 @@ class PlanEntry:
                               labels=r.tissue_labels)]
         x = r.exchange
         if x is not None:
-            def side(key: str, label: str, cube: NDArray[np.float32]) -> DoseLayer:
+            def side(key: str, label: str, cube: NDArray[np.float32],
+                     labels: VoxelLabels | None = None) -> DoseLayer:
                 # Read against a prescription of its unit only: a physical plan's 66 Gy made
                 # the mMKM dose's 62.7 Gy(RBE) its 95 % line (review); 100 % is then its max.
                 if unit != "Gy(RBE)":
                     return DoseLayer(key, label, cube, x.dose_grid, "Gy(RBE)",
-                                     _max_or_one(cube), True)
+                                     _max_or_one(cube), True, labels=labels)
                 return DoseLayer(key, label, cube, x.dose_grid, "Gy(RBE)", p, True,
-                                 f"prescription, {model}")
+                                 f"prescription, {model}", labels=labels)
 
             sides = [side("mkm", "mMKM clinical dose", x.mkm_dose_gy_rbe),
                      side("lem1", f"RBE-weighted dose ({short_model_name(x.lem_model)})",
-                          x.lem_dose_gy_rbe)]
+                          x.lem_dose_gy_rbe, x.lem_labels)]
             # The side computed with the plan's own model is the plan's dose: shown once.
             out += [s for s in sides if s.key != self.own_exchange_key]
             out.append(DoseLayer("ratio", "LEM I / mMKM ratio", x.ratio_lem_over_mkm,
@@ -212,11 +213,12 @@ class PlanEntry:
     @cached_property
     def own_exchange_key(self) -> str | None:
         """``"mkm"`` or ``"lem1"`` when that side of the plan's exchange view is the plan's own
-        dose (same model, parameters and grid: an mMKM or LEM I plan), else None. That side is
-        not a layer of its own; :meth:`layer` gives the plan's dose (``"rbe"``) for it."""
+        dose (same model, parameters, LEM I tissues per structure and grid: an mMKM or LEM I
+        plan), else None. That side is not a layer of its own; :meth:`layer` gives the plan's
+        dose (``"rbe"``) for it."""
         r = self.result
         x = r.exchange
-        if x is None or r.structure_tissues or x.dose_grid != r.dose_grid:
+        if x is None or x.dose_grid != r.dose_grid:
             return None
         own = str(r.report.get("rbe_model", r.plan.rbe_model))
         for key, side in (("mkm", "mkm_model"), ("lem1", "lem_model")):

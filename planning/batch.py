@@ -604,7 +604,8 @@ def _run_recalc(job: JobSpec, out: Path, *, exchange: bool = False) -> JobRows:
     assert view is not None
     samples = {s.name: d for s, d in sampled_structures(result.patient, result.dose_grid)}
     mkm = structure_metrics(view.mkm_dose_gy_rbe, result.physical_dose_gy, samples)
-    lem = structure_metrics(view.lem_dose_gy_rbe, result.physical_dose_gy, samples)
+    lem = structure_metrics(view.lem_dose_gy_rbe, result.physical_dose_gy, samples,
+                            labels=view.lem_labels)  # each structure within its LEM I tissue
     lem_name = short_model_name(view.lem_model)  # its tissue and rapid scheme
     return [_row(job, name, mkm[name], "mMKM", lem[name], lem_name) for name in samples], warnings
 

@@ -1110,9 +1110,12 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         t0 = time.perf_counter()
         lem = _model(dataclasses.replace(request, rbe_model="lem1"))  # the request's tissue
         mkm_model, lem_model = paired_models(model, lem if isinstance(lem, LemModel) else None)
+        # A LEM I plan's LEM I side is the plan's own dose: its tissues per structure too.
         view = exchange_view(engine, result.weights, prescription.n_fractions, mkm=mkm_model,
-                             lem=lem_model, progress=stage_progress(progress, 0.9, 1.0),
-                             cancel=cancel)
+                             lem=lem_model, patient=patient,
+                             lem_structure_tissues=(structure_tissues if lem_model == model
+                                                    else ()),
+                             progress=stage_progress(progress, 0.9, 1.0), cancel=cancel)
         rep["exchange"] = exchange_report(view, sections.samples_by_name)
         timings["exchange"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start

@@ -199,6 +199,11 @@ def test_short_model_names():
         "LEM I hsg, central")
     assert short_model_name(LemModel().describe()) == "LEM I chordoma, averaged"
     assert short_model_name("constant RBE 3") == "constant RBE 3"
+    # LEM I with tissues per structure: every tissue stays in the short name.
+    assert short_model_name(
+        "LEM I PTV=chordoma Brainstem=user(0.313,0.0615,8) elsewhere hsg rapid=central "
+        "ax=0.313 bx=0.0615 Dt=7.5Gy Rn=5um") == (
+        "LEM I PTV=chordoma Brainstem=user(0.313,0.0615,8), elsewhere hsg, central")
 
 
 def test_the_dose_layer_names_tissues_per_structure_from_the_result():
@@ -397,7 +402,7 @@ def test_a_physical_model_plan_is_in_gy_in_its_summary_compare_choices_and_refer
     cube = np.ones(grid.shape, np.float32)
     exchange = SimpleNamespace(mkm_dose_gy_rbe=cube, lem_dose_gy_rbe=cube,
                                ratio_lem_over_mkm=cube, dose_grid=grid,
-                               lem_model="LEM I chordoma ax=0.1 bx=0.05")
+                               lem_model="LEM I chordoma ax=0.1 bx=0.05", lem_labels=None)
     plans = [PlanEntry(f"Plan {k}", _fake_result("physical dose", exchange=exchange), "")
              for k in (1, 2)]  # type: ignore[arg-type]
     assert plans[0].dose_unit == "Gy"
@@ -459,7 +464,7 @@ def test_the_exchange_side_computed_with_the_plans_own_model_is_not_a_second_lay
     def entry(model: str, exchange_grid: DoseGrid = grid) -> PlanEntry:
         exchange = SimpleNamespace(mkm_dose_gy_rbe=2 * cube, lem_dose_gy_rbe=3 * cube,
                                    ratio_lem_over_mkm=cube, dose_grid=exchange_grid,
-                                   mkm_model=mkm, lem_model=lem)
+                                   mkm_model=mkm, lem_model=lem, lem_labels=None)
         return PlanEntry("Plan 1", _fake_result(model, exchange=exchange), "")  # type: ignore[arg-type]
 
     def keys(e: PlanEntry) -> list[str]:
@@ -473,6 +478,17 @@ def test_the_exchange_side_computed_with_the_plans_own_model_is_not_a_second_lay
     plan = entry(lem)
     assert plan.own_exchange_key == "lem1" and "lem1" not in keys(plan)
     assert plan.layer("lem1").cube is plan.result.rbe_dose_gy_rbe
+    # A LEM I plan with tissues per structure: its exchange's LEM I side (the same model and
+    # tissues, the same label) is its own dose too.
+    per_structure = ("LEM I PTV=chordoma elsewhere hsg rapid=averaged ax=0.313 bx=0.0615 "
+                     "Dt=7.5Gy Rn=5um")
+    tissues = SimpleNamespace(mkm_dose_gy_rbe=2 * cube, lem_dose_gy_rbe=cube,
+                              ratio_lem_over_mkm=cube, dose_grid=grid, mkm_model=mkm,
+                              lem_model=per_structure, lem_labels=None)
+    result = _fake_result(per_structure, exchange=tissues)
+    result.structure_tissues = (("PTV", Tissue("chordoma", 0.1, 0.05, 30.0)),)
+    plan = PlanEntry("Plan 1", result, "")  # type: ignore[arg-type]
+    assert plan.own_exchange_key == "lem1" and "lem1" not in keys(plan)
     # Another model, or another grid: both sides are cubes of their own.
     for other in (entry("LEM I chordoma ax=0.1 bx=0.05 Dt=30 Rn=5 rapid=central"),
                   entry(mkm, DoseGrid((2, 2, 2), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0)))):
@@ -494,7 +510,7 @@ def _field_with_an_entrance_channel():
     exchange = SimpleNamespace(mkm_dose_gy_rbe=dose, lem_dose_gy_rbe=dose * ratio,
                                ratio_lem_over_mkm=ratio, dose_grid=grid,
                                mkm_model="mMKM HSG a0=0.172 b=0.0615 rd=0.32um",
-                               lem_model="LEM I chordoma ax=0.1 bx=0.05")
+                               lem_model="LEM I chordoma ax=0.1 bx=0.05", lem_labels=None)
     result = _fake_result("mMKM HSG a0=0.172 b=0.0615 rd=0.32um", exchange=exchange)
     result.dose_grid = grid
     result.rbe_dose_gy_rbe = result.physical_dose_gy = result.letd_kev_um = dose

@@ -26,6 +26,7 @@ from planning.rbe.record import (
     model_from_record,
     model_label,
     model_record,
+    short_model_name,
     structure_tissues_from_record,
 )
 
@@ -131,6 +132,21 @@ def test_tissues_per_structure_round_trip_and_lead_the_label():
     label = model_label(lem, tissues)
     assert label.startswith("LEM I PTV=hsg Brain_stem=user(0.2,_0.04,_12) elsewhere chordoma")
     assert model_label(lem) == lem.describe()
+
+
+def test_short_name_of_tissues_per_structure_keeps_every_tissue():
+    """The short name of a LEM I label with tissues per structure names each structure's
+    tissue and the tissue elsewhere with its rapid scheme (it gave "LEM I PTV=hsg, central":
+    the Brain stem's tissue and the tissue elsewhere dropped, the scheme read off chordoma)."""
+    lem = LemModel(tissue_by_name("chordoma", "central"))
+    tissues = (("PTV", tissue_by_name("hsg")),
+               ("Brain stem", Tissue("user(0.2,0.04,12)", 0.2, 0.04, 12.0)))
+    assert short_model_name(model_label(lem, tissues)) == (
+        "LEM I PTV=hsg Brain_stem=user(0.2,0.04,12), elsewhere chordoma, central")
+    assert short_model_name(model_label(lem)) == "LEM I chordoma, central"
+    # A label cut short (a DICOM field) no longer says the tissue elsewhere: shown whole.
+    cut = fit_label(model_label(lem, tissues), 45)
+    assert "elsewhere" not in cut and short_model_name(cut) == cut
 
 
 def test_tissues_per_structure_are_refused_with_another_model_or_malformed():

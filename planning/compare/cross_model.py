@@ -14,14 +14,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from planning.compare.recalc import plan_model, prepare_recalc
+from planning.compare.recalc import plan_model, plan_structure_tissues, prepare_recalc
 from planning.dose_grid import DoseGrid
 from planning.exchange import ExchangeView, exchange_report, exchange_view
 from planning.machine import Machine
 from planning.patient import Patient
 from planning.plan import Plan
 from planning.progress import CancelToken, ProgressCallback
-from planning.rbe import LemModel, MkmModel
+from planning.rbe import LemModel, MkmModel, Tissue
 from planning.structure_dose import sampled_structures
 
 
@@ -97,8 +97,9 @@ def cross_model_view(patient: Patient, plan: Plan, *, label: str = "",
     machine, hlut_path, device :
         See :func:`planning.compare.recalc.prepare_recalc`.
     lem_tissue : str, optional
-        LEM I tissue (name or ``alpha_x,beta_x,D_t``); default: the plan's own when it names a
-        LEM I model, else the default class.
+        LEM I tissue (name or ``alpha_x,beta_x,D_t``) everywhere; default: the plan's own LEM I
+        model when it names one (with its recorded tissues per structure), else the default
+        class.
     progress, cancel : optional
         Progress callback and cancel token.
     """
@@ -108,13 +109,17 @@ def cross_model_view(patient: Patient, plan: Plan, *, label: str = "",
     setup = prepare_recalc(patient, plan, machine=machine, grid_mm=dose_grid,
                            hlut_path=hlut_path, device=device)
     own = plan_model(plan)
+    lem_tissues: tuple[tuple[str, Tissue], ...] = ()
     if lem_tissue is not None:
         lem = LemModel(parse_tissue(lem_tissue))
+    elif isinstance(own, LemModel):  # the plan's own LEM I, with its tissues per structure
+        lem, lem_tissues = own, plan_structure_tissues(plan, own)
     else:
-        lem = own if isinstance(own, LemModel) else LemModel()
+        lem = LemModel()
     mkm = own if isinstance(own, MkmModel) else MkmModel()
     view = exchange_view(setup.engine(cancel=cancel), setup.weights_per_fraction,
-                         plan.prescription.n_fractions, mkm=mkm, lem=lem, progress=progress,
+                         plan.prescription.n_fractions, mkm=mkm, lem=lem,
+                         lem_structure_tissues=lem_tissues, patient=patient, progress=progress,
                          cancel=cancel)
     samples = {s.name: d for s, d in sampled_structures(patient, setup.dose_grid)}
     target = None

@@ -232,6 +232,19 @@ def plan_structure_tissues(plan: Plan, model: RbeModel) -> tuple[tuple[str, Tiss
     return plan.rbe_tissues if model == plan.rbe else ()
 
 
+def exchange_lem_side(plan: Plan, model: RbeModel
+                      ) -> tuple[LemModel | None, tuple[tuple[str, Tissue], ...]]:
+    """The LEM I model and tissues per structure of a recalculation's exchange view: ``model``
+    with the plan's tissues where it is the plan's own LEM I model (:func:`plan_structure_tissues`),
+    another LEM I ``model`` alone, else the plan's own LEM I model with its tissues (a LEM I
+    plan recalculated under another model); (None, ()) for the default LEM I."""
+    if isinstance(model, LemModel):
+        return model, plan_structure_tissues(plan, model)
+    if isinstance(plan.rbe, LemModel):
+        return plan.rbe, plan.rbe_tissues
+    return None, ()
+
+
 def check_plan_on_ct(patient: Patient, frame_of_reference_uid: str, patient_position: str,
                      plan_path: str = "the plan", patient_id: str = "") -> list[str]:
     """Refuse a plan whose patient, Frame of Reference or patient position is not the CT's.
@@ -533,9 +546,10 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
     view = None
     if exchange:
         t0 = time.perf_counter()
-        lem_default = model if isinstance(model, LemModel) else None
-        mkm, lem = paired_models(model, lem_default)
+        lem, lem_tissues = exchange_lem_side(plan, model)
+        mkm, lem = paired_models(model, lem)
         view = exchange_view(engine, setup.weights_per_fraction, n_fx, mkm=mkm, lem=lem,
+                             lem_structure_tissues=lem_tissues, patient=patient,
                              progress=stage_progress(progress, 0.8, 0.99), cancel=cancel)
         rep["exchange"] = exchange_report(view, sections.samples_by_name)
         timings["exchange"] = time.perf_counter() - t0

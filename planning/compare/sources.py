@@ -237,6 +237,7 @@ def _whole_plan_dose(volume: DoseVolume, where: str, prescription: Prescription 
 
 
 def _side_of_result(result: PlanResult, label: str, quantity: str) -> DoseSide:
+    tissues: tuple[tuple[str, Tissue], ...] = ()  # LEM I tissues per structure of the dose
     if quantity == "physical":
         dose, dose_type, text = result.physical_dose_gy, "PHYSICAL", "physical dose"
     elif quantity == "rbe":
@@ -244,6 +245,7 @@ def _side_of_result(result: PlanResult, label: str, quantity: str) -> DoseSide:
         dose, text = (result.rbe_dose_gy_rbe,
                       str(result.report.get("rbe_model", result.plan.rbe_model)))
         dose_type = "PHYSICAL" if isinstance(result.model, PhysicalDose) else "EFFECTIVE"
+        tissues = result.structure_tissues
     elif result.exchange is None:
         raise InputError(f"{label}: the {quantity} dose needs a plan computed with the exchange "
                          "view")
@@ -253,6 +255,7 @@ def _side_of_result(result: PlanResult, label: str, quantity: str) -> DoseSide:
     else:
         dose, dose_type, text = (result.exchange.lem_dose_gy_rbe, "EFFECTIVE",
                                  result.exchange.lem_model)
+        tissues = result.exchange.lem_structure_tissues
     ct = result.patient.ct
     return DoseSide(label=label, source=f"plan {result.plan.label!r} in memory", dose_gy=dose,
                     grid=result.dose_grid, dose_type=dose_type, description=text,
@@ -262,7 +265,7 @@ def _side_of_result(result: PlanResult, label: str, quantity: str) -> DoseSide:
                     prescription=result.plan.prescription,
                     prescription_unit=prescription_unit_of(result.plan.rbe_model),
                     patient=result.patient,
-                    structure_tissues=result.structure_tissues if quantity == "rbe" else (),
+                    structure_tissues=tissues,
                     patient_id=ct.study.patient_id if ct.study else "",
                     patient_name=ct.study.patient_name if ct.study else "")
 

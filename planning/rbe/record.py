@@ -201,12 +201,28 @@ def short_model_name(description: str) -> str:
     """``"mMKM"``, ``"LEM I chordoma, averaged"`` (tissue and rapid scheme), ``"constant RBE
     3"``, ``"physical dose"`` from a model's full description (its parameters are in the plan
     report and the DICOM comment). A LEM I description without ``rapid=`` (written before
-    December 2026) was computed with the averaged scheme."""
+    December 2026) was computed with the averaged scheme.
+
+    A LEM I label with tissues per structure (:func:`model_label`) keeps every one of them:
+    ``"LEM I PTV=chordoma Brainstem=hsg, elsewhere hsg, averaged"`` (the scheme is that of the
+    tissue elsewhere); one cut short (``...``, no ``elsewhere``) is returned whole."""
     words = description.split()
     if description.startswith("LEM I") and len(words) >= 3:
-        scheme = next((w.removeprefix("rapid=") for w in words if w.startswith("rapid=")),
-                      SCHEME_BEFORE_NAMED)
-        return f"{' '.join(words[:3])}, {scheme}"
+        rest = words[2:]
+        if "=" in words[2]:  # tissues per structure first, then "elsewhere <tissue> ..."
+            if "elsewhere" not in rest or rest.index("elsewhere") + 1 >= len(rest):
+                return " ".join(words)
+            k = rest.index("elsewhere")
+            by_structure, rest = rest[:k], rest[k + 1:]
+            return f"LEM I {' '.join(by_structure)}, elsewhere {_tissue_and_scheme(rest)}"
+        return f"LEM I {_tissue_and_scheme(rest)}"
     if description.startswith("mMKM"):
         return "mMKM"
     return description
+
+
+def _tissue_and_scheme(words: list[str]) -> str:
+    """``"chordoma, averaged"`` from the words of a LEM I description after ``"LEM I"``."""
+    scheme = next((w.removeprefix("rapid=") for w in words if w.startswith("rapid=")),
+                  SCHEME_BEFORE_NAMED)
+    return f"{words[0]}, {scheme}"

@@ -115,7 +115,8 @@ def plan_to_record(result: PlanResult) -> tuple[dict[str, Any], dict[str, NDArra
     exchange = None
     if x is not None:
         exchange = {"dose_grid": _grid_json(x.dose_grid), "mkm": model_record(x.mkm),
-                    "lem": model_record(x.lem), "n_fractions": x.n_fractions}
+                    "lem": model_record(x.lem, x.lem_structure_tissues),
+                    "n_fractions": x.n_fractions}
         for name in EXCHANGE_CUBES:
             arrays[f"exchange_{name}"] = np.asarray(getattr(x, name), np.float32)
     meta = {"plan": plan_json, "dose_grid": _grid_json(result.dose_grid),
@@ -189,8 +190,11 @@ def _rebuild(meta: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]],
         if not (isinstance(mkm, MkmModel) and isinstance(lem, LemModel)):
             raise PlanRecordError("the exchange view needs an mMKM and a LEM I model")
         x_cubes = {name: _cube(arrays, f"exchange_{name}", x_grid) for name in EXCHANGE_CUBES}
-        exchange = ExchangeView(dose_grid=x_grid, mkm=mkm, lem=lem,
-                                n_fractions=int(x["n_fractions"]), **x_cubes)
+        lem_tissues = structure_tissues_from_record(x["lem"])
+        exchange = ExchangeView(
+            dose_grid=x_grid, mkm=mkm, lem=lem, n_fractions=int(x["n_fractions"]), **x_cubes,
+            lem_structure_tissues=lem_tissues,
+            lem_labels=recorded_tissue_groups(patient, lem, lem_tissues, x_grid)[2])
     report = meta["report"]
     if not isinstance(report, dict):
         raise PlanRecordError("the report must be an object")
