@@ -18,14 +18,12 @@ from planning.dose_grid import DoseGrid
 from planning.dose_interpolation import VoxelLabels
 from planning.errors import InputError
 from planning.patient import Patient
+from planning.plan import MAX_PLAN_NAME, checked_plan_name
 from planning.planner import PlanResult
 from planning.rbe import dose_unit_of
 from planning.rbe.record import short_model_name
 from planning.robust import RobustResult
 from planning.workspace import new_plan_id
-
-#: Longest plan name the user may give (the RT Plan Label keeps its first 16 characters).
-MAX_PLAN_NAME = 64
 
 
 @dataclass(frozen=True, eq=False)
@@ -336,11 +334,7 @@ class Session:
     def rename_plan(self, entry: PlanEntry, new_name: str) -> None:
         """Call ``entry`` ``new_name`` (stripped); InputError for an empty, over-long or
         already used name."""
-        name = " ".join(new_name.split())
-        if not name:
-            raise InputError("plan name: give a name")
-        if len(name) > MAX_PLAN_NAME:
-            raise InputError(f"plan name: at most {MAX_PLAN_NAME} characters, got {len(name)}")
+        name = checked_plan_name(new_name)
         if any(p.name == name for p in self.plans if p is not entry):
             raise InputError(f"plan name: another plan is already called {name!r}")
         if entry not in self.plans:

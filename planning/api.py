@@ -22,6 +22,7 @@ from planning.atomic import atomic_write_text
 from planning.errors import InputError, PlanningError
 from planning.isodose import STANDARD_ISODOSE_PERCENT
 from planning.machine import Machine, load_machine, pencil_beam_data, save_machine
+from planning.plan import DEFAULT_PLAN_LABEL, checked_plan_name
 
 if TYPE_CHECKING:
     from planning.compare.comparison import ComparisonResult
@@ -534,9 +535,11 @@ def make_plan(
     optimization_grid_mm: float | None = None,
     ct_series_uid: str | None = None,
     on_estimate: Callable[[PlanEstimate], None] | None = None,
+    label: str = DEFAULT_PLAN_LABEL,
 ) -> dict[str, Any]:
     """Plan a CT folder end to end and write RTPLAN.dcm, RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm
     and report.json into ``out_dir`` (see :mod:`planning.planner`); return the report.
+    ``label`` names the plan (:func:`planning.plan.checked_plan_name`).
 
     ``optimization_grid_mm`` is the spacing the optimizer samples the dose on (default half
     the dose grid's, :mod:`planning.optimization_grid`). ``exchange`` adds the mMKM / LEM I
@@ -567,7 +570,8 @@ def make_plan(
         rbe_model=rbe, rbe_value=rbe_value, tissue=tissue, spot_spacing_mm=spot_spacing_mm,
         dose_grid_mm=grid_mm, config_path=None if config_path is None else os.fspath(config_path),
         optimization_grid_mm=optimization_grid_mm, device=device, output_dir=os.fspath(out_dir),
-        hlut_path=None if hlut_path is None else os.fspath(hlut_path), exchange=exchange)
+        hlut_path=None if hlut_path is None else os.fspath(hlut_path), exchange=exchange,
+        label=checked_plan_name(label, "plan label"))
     from planning.plan_config import check_config_structures, config_key, load_plan_config
     from planning.planner import reoptimize
     from planning.progress import stage_progress

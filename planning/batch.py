@@ -56,6 +56,7 @@ from typing import Any
 from planning.atomic import atomic_write_text
 from planning.errors import InputError, IonPlanError
 from planning.monitor_calibration import MonitorCalibration, parse_monitor_calibration
+from planning.plan import checked_plan_name
 from planning.progress import ProgressCallback, report
 from planning.rbe import DEFAULT_TISSUES, LemModel, parse_tissue
 from planning.rbe.record import short_model_name
@@ -88,7 +89,7 @@ _METRICS = ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe"
 OPTIONS: dict[str, frozenset[str]] = {
     "plan": frozenset({"target", "dose", "fractions", "gantry", "couch", "rbe", "rbe_value",
                        "tissue", "spot_spacing", "grid", "config", "hlut", "device",
-                       "exchange", "ct_series"}),
+                       "exchange", "ct_series", "label"}),
     "recalc": frozenset({"plan", "rbe", "rbe_value", "tissue", "machine", "grid", "hlut",
                          "device", "ct_series", "particles_per_mu"}),
     "exchange": frozenset({"plan", "tissue", "machine", "grid", "hlut", "device", "ct_series",
@@ -150,6 +151,7 @@ dose = 57.6
 fractions = 16
 gantry = [90, 270]
 rbe = "mkm"
+label = "p01 PTV C12"    # the plan's name (RT Plan Name); default: the job's name
 
 [[job]]
 name = "p02-recalc-lem"
@@ -419,6 +421,11 @@ def _value_problem(options: Mapping[str, Any]) -> str:
             _calibration(options)
         except InputError as exc:
             return f"particles_per_mu: {exc}"
+    if "label" in options:
+        try:
+            checked_plan_name(str(options["label"]), "label")
+        except InputError as exc:
+            return str(exc)
     return ""
 
 
@@ -580,7 +587,7 @@ def _run_plan(job: JobSpec, out: Path) -> JobRows:
         spot_spacing_mm=float(o.get("spot_spacing", 3.0)), grid_mm=float(o.get("grid", 2.5)),
         config_path=o.get("config"), device=str(o.get("device", "auto")),
         hlut_path=o.get("hlut"), exchange=bool(o.get("exchange", False)),
-        ct_series_uid=o.get("ct_series"))
+        ct_series_uid=o.get("ct_series"), label=str(o.get("label", job.name)))
     if job.options["target"] not in rep["structures"]:
         raise InputError(f"the target {job.options['target']!r} got no dose-grid voxels")
     return _plan_rows(job, rep), list(rep.get("warnings", ()))

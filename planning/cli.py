@@ -24,6 +24,7 @@ from planning.cli_warnings import terminal_warnings
 from planning.dicom.errors import SeriesSelectionError
 from planning.errors import IonPlanError
 from planning.output_folder import fresh_output_folder
+from planning.plan import DEFAULT_PLAN_LABEL, checked_plan_name
 
 if TYPE_CHECKING:
     from planning.batch import JobOutcome
@@ -56,6 +57,13 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value != value or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive finite number")
     return value
+
+
+def _plan_name(text: str) -> str:
+    try:
+        return checked_plan_name(text, "the name")
+    except IonPlanError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _cmd_depth_dose(args: argparse.Namespace) -> int:
@@ -201,7 +209,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             progress=_terminal_progress("plan"), hlut_path=args.hlut, exchange=args.exchange,
             reoptimize_configs=args.reoptimize or (),
             optimization_grid_mm=args.optimization_grid, ct_series_uid=args.ct_series,
-            on_estimate=on_estimate,
+            on_estimate=on_estimate, label=args.label,
             robust=api.robust_settings(**_robust_options(args)) if args.robust else None)
     print(_plan_line(report, args.target, args.dose, args.out))
     if args.robust:  # the line above named every file, the robust ones too
@@ -687,6 +695,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="optimize a carbon-ion plan on a CT and export DICOM RT")
     p.add_argument("ct_dir", metavar="CT_DIR", help="folder with the CT and its RTSTRUCT")
     p.add_argument("--target", required=True, metavar="ROI", help="target structure name")
+    p.add_argument("--label", type=_plan_name, default=DEFAULT_PLAN_LABEL, metavar="NAME",
+                   help=f"the plan's name: RT Plan Name (up to 64 characters) and RT Plan "
+                        f"Label (its first 16), the plan document and its file name (default "
+                        f"{DEFAULT_PLAN_LABEL!r})")
     p.add_argument("--dose", type=_positive_float, required=True, metavar="DOSE",
                    help="total prescribed dose, all fractions: Gy(RBE), or Gy under "
                         "--rbe physical")

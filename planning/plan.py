@@ -13,8 +13,29 @@ import numpy as np
 from numpy.typing import NDArray
 
 from planning.beams import Beam, SpotMap
-from planning.errors import PlanningError
+from planning.errors import InputError, PlanningError
 from planning.rbe import LemModel, RbeModel, Tissue
+
+#: The name of a plan that was given none.
+DEFAULT_PLAN_LABEL = "IonPlan"
+#: Longest plan name (the RT Plan Name, DICOM LO; the RT Plan Label keeps its first 16).
+MAX_PLAN_NAME = 64
+
+
+def checked_plan_name(text: str, what: str = "plan name") -> str:
+    """``text`` as a plan's name: runs of white space made one space; InputError naming
+    ``what`` for an empty name, one over :data:`MAX_PLAN_NAME` characters, or one with a
+    character DICOM text cannot hold (a backslash, a control character)."""
+    name = " ".join(str(text).split())
+    if not name:
+        raise InputError(f"{what}: give a name")
+    if len(name) > MAX_PLAN_NAME:
+        raise InputError(f"{what}: at most {MAX_PLAN_NAME} characters, got {len(name)}")
+    bad = sorted({ch for ch in name if ch == "\\" or not ch.isprintable()})
+    if bad:
+        raise InputError(f"{what}: {name!r} holds {', '.join(repr(ch) for ch in bad)}, "
+                            "which DICOM text cannot hold")
+    return name
 
 
 def fractions_text(n_fractions: int | None) -> str:

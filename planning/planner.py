@@ -98,7 +98,7 @@ from planning.optimization_grid import (
     target_check_grid,
 )
 from planning.patient import CtVolume, Patient
-from planning.plan import BeamPlan, Plan, Prescription
+from planning.plan import DEFAULT_PLAN_LABEL, BeamPlan, Plan, Prescription
 from planning.plan_checks import (
     coverage_warning,
     fractionation_warning,
@@ -198,7 +198,8 @@ class PlanRequest:
     hlut_path : str or None
         HU to relative stopping power CSV (``hu,rsp``); None uses the generic default curve.
     label : str
-        RT Plan Label (at most 16 characters).
+        The plan's name (:func:`planning.plan.checked_plan_name`): RT Plan Name, the first 16
+        characters RT Plan Label.
     exchange : bool
         Also evaluate the optimized plan under mMKM and LEM I (:mod:`planning.exchange`):
         ``report["exchange"]`` and, from :func:`write_plan_outputs`, ``RTDOSE_RBE_MKM.dcm``
@@ -227,7 +228,7 @@ class PlanRequest:
     output_dir: str | None = None
     cutoff_fraction: float = 0.99
     matrix_cutoff_fraction: float = 0.8
-    label: str = "IonPlan"
+    label: str = DEFAULT_PLAN_LABEL
     hlut_path: str | None = None
     exchange: bool = False
     config: PlanConfig | None = None
@@ -1008,7 +1009,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                                prescription.n_fractions)
     structure_tissues = tuple((patient.structure_set.get(name).name, tissue)
                               for name, tissue in prepared.config.tissues)
-    plan = Plan(label=request.label[:16], machine_name=prepared.machine.treatment_machine_name,
+    plan = Plan(label=request.label, machine_name=prepared.machine.treatment_machine_name,
                 beams=tuple(BeamPlan(b, s, result.weights[offsets[i]:offsets[i + 1]])
                             for i, (b, s) in enumerate(zip(beams, spot_maps, strict=True))),
                 prescription=prescription, rbe_model=model.describe(), rbe=model,

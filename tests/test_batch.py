@@ -351,7 +351,9 @@ def test_values_and_paths_are_checked_when_the_file_is_read(tmp_path):
            ("tissue", '"chordoma:bogus"'): "unknown LEM I rapid scheme 'bogus'",
            ("tissue", '"chordoma:"'): "no rapid scheme after ':'",
            ("rbe", '"lem"'): "unknown rbe 'lem'",
-           ("grid", "0"): "grid must be above 0"}
+           ("grid", "0"): "grid must be above 0",
+           ("label", '" "'): "label: give a name",
+           ("label", '"a\\\\b"'): "which DICOM text cannot hold"}
     tables = []
     for i, (key, value) in enumerate(bad):
         entries = {**good, key: value}
@@ -626,3 +628,27 @@ def test_summary_rows_say_the_unit_of_their_doses():
     assert (mixed["unit"], mixed["unit_b"], mixed["diff_mean_gy_rbe"]) == ("Gy", "Gy(RBE)", None)
     same = _row(job, "PTV", {"mean_gy_rbe": 20.0}, "mMKM", {"mean_gy_rbe": 21.0}, "LEM I")
     assert (same["unit_b"], same["diff_mean_gy_rbe"]) == ("Gy(RBE)", 1.0)
+
+
+def test_a_plan_job_is_named_by_its_label_or_its_job_name(tmp_path, monkeypatch):
+    """Every plan of a batch was "IonPlan" (RT Plan Label and Name, document, file names):
+    a plan job is named by its ``label``, else by the job's name (review)."""
+    import planning.api
+    import planning.batch
+
+    seen: list[str] = []
+
+    def capture(*args, **kwargs):
+        seen.append(kwargs["label"])
+        raise InputError("captured")
+
+    monkeypatch.setattr(planning.api, "make_plan", capture)
+    (tmp_path / "p").mkdir()
+    plan = "kind='plan'\nct='p'\ntarget='PTV'\ndose=60.0\nfractions=2\ngantry=[90]\n"
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text(f"[[job]]\nname='p01-boost'\n{plan}[[job]]\nname='p02'\n{plan}"
+                    "label='Sacrum boost, phase 2'\n")
+    for job in load_jobs(jobs):
+        assert not job.problem
+        planning.batch.run_job(job, tmp_path / "out")
+    assert seen == ["p01-boost", "Sacrum boost, phase 2"]

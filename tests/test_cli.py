@@ -299,3 +299,34 @@ def test_missing_dask_names_an_install_that_exists(monkeypatch) -> None:  # type
         require_distributed()
     assert "pip install ionplan" not in str(exc.value)
     assert "pip install . in a clone of the repository" in str(exc.value)
+
+
+def test_a_plan_is_named_by_its_label(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Every plan of `ionplan plan` was "IonPlan": RT Plan Label and Name, the document and its
+    file name could not tell two plans apart (review). --label names it; a name DICOM cannot
+    hold is refused before any work."""
+    import json
+
+    import pydicom
+
+    from planning.dicom import write_demo_patient
+
+    write_demo_patient(tmp_path / "ct")
+    common = ["plan", str(tmp_path / "ct"), "--target", "PTV", "--dose", "3", "--fractions",
+              "1", "--gantry", "90", "--grid", "6", "--spot-spacing", "8", "--device", "cpu"]
+    for bad, words in ((" ", "give a name"), ("a\\b", "which DICOM text cannot hold"),
+                       ("x" * 65, "at most 64 characters, got 65")):
+        with pytest.raises(SystemExit) as exc:
+            main([*common, "--label", bad, "--out", str(tmp_path / "bad")])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --label: the name: " in err and words in err, err
+        assert not (tmp_path / "bad").exists()
+    out = tmp_path / "out"
+    assert main([*common, "--label", "Sacrum  boost, phase 2", "--out", str(out)]) == 0
+    ds = pydicom.dcmread(out / "RTPLAN.dcm")
+    assert (ds.RTPlanName, ds.RTPlanLabel) == ("Sacrum boost, phase 2", "Sacrum boost, ph")
+    assert json.loads((out / "report.json").read_text())["plan"]["label"] == (
+        "Sacrum boost, phase 2")
+    (pdf,) = out.glob("*_report.pdf")
+    assert pdf.name.startswith("IONPLAN-DEMO-001_Sacrum_boost")
