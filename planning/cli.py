@@ -362,11 +362,13 @@ def _target_doses(rep: dict[str, Any], target: str,
     report's dose is of its kind, else (a recalculation under another kind of model,
     :func:`planning.rbe.prescription_unit_of`) in the dose's unit with the prescription beside
     them (a % of a Gy(RBE) prescription would read as coverage). A prescription whose model
-    the report names (``prescription.model``: recalculations) is said to be of that model:
+    the report names (``prescription.model``), when it is not the dose's, is said to be of
+    that model:
     under another RBE model of the same unit the % are of that model's number, not a coverage
     ("79.3 % of the LEM I chordoma, averaged prescription of 66 Gy(RBE)"). ``doses``: (label,
     dose) or (label, low dose, high dose) for a range."""
     from planning.rbe import dose_unit_of, prescription_unit_of
+    from planning.rbe.record import short_model_name
 
     prescription = float(rep["prescription"]["total_dose_gy_rbe"])
     unit = dose_unit_of(str(rep.get("rbe_model", "")))
@@ -382,6 +384,8 @@ def _target_doses(rep: dict[str, Any], target: str,
              for label, *levels in doses]
     kind = "physical dose" if unit == "Gy" else "RBE-weighted dose"
     rx_model = rep["prescription"].get("model")
+    if rx_model == short_model_name(str(rep.get("rbe_model", ""))):
+        rx_model = None  # the dose's own model: nothing to tell apart
     if relative:
         tail = (f" of {prescription:g} {rx_unit}" if not rx_model
                 else f" of the {rx_model} prescription of {prescription:g} {rx_unit}")

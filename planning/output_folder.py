@@ -74,7 +74,7 @@ def fresh_output_folder(out: str | os.PathLike[str], *, overwrite: bool = False,
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: --out names a file, not a folder")
-    made = not folder.exists()
+    made = _missing_folders(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -108,8 +108,8 @@ def fresh_output_folder(out: str | os.PathLike[str], *, overwrite: bool = False,
             for p in aside.iterdir():
                 os.replace(p, folder / p.name)
             aside.rmdir()
-        if made:
-            _remove_if_empty(folder)  # a run that failed leaves no folder it made
+        for path in made:  # a run that failed leaves no folder it made, parents included
+            _remove_if_empty(path)
         raise
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
@@ -132,6 +132,17 @@ def _set_aside(folder: Path, outputs: list[Path]) -> Path:
     for p in outputs:
         os.replace(p, aside / p.name)
     return aside
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its missing parents, deepest first: the folders ``mkdir(parents=True)``
+    makes (a failed ``--out /no/such/out`` left ``/no/such`` behind)."""
+    missing = []
+    for path in (folder, *folder.absolute().parents):
+        if path.exists():
+            break
+        missing.append(path)
+    return missing
 
 
 def _remove_if_empty(folder: Path) -> None:

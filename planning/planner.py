@@ -125,7 +125,7 @@ from planning.rbe import (
     depth_tables,
     dose_unit_of,
 )
-from planning.rbe.record import model_label
+from planning.rbe.record import model_label, short_model_name
 from planning.regions import is_generated, region_name, ring_name
 from planning.report_json import report_json_text
 from planning.resolution import grid_warning, spot_spacing_warning
@@ -1027,7 +1027,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                          "total_dose_gy_rbe": prescription.total_dose_gy_rbe,
                          "n_fractions": prescription.n_fractions,
                          "dose_per_fraction_gy_rbe": prescription.dose_per_fraction_gy_rbe,
-                         "unit": dose_unit_of(model)},
+                         "unit": dose_unit_of(model),
+                         "model": short_model_name(model_label(model, structure_tissues))},
         "dose_unit": dose_unit_of(model),
         "rbe_model": model_label(model, structure_tissues),
         "machine": prepared.machine.treatment_machine_name,

@@ -123,7 +123,9 @@ def _prescription_text(rep: Mapping[str, Any]) -> str:
     user review) and, where the report names it, the prescription's model when the doses are
     under another: ``"66 Gy(RBE) (LEM I chordoma, averaged)"``."""
     pres = rep.get("prescription", {})
-    unit = pres.get("unit") or prescription_unit_of(rep.get("plan_rbe_model"))
+    # A fresh plan's evaluation (`plan --robust`) names no plan model apart from its own.
+    unit = pres.get("unit") or prescription_unit_of(
+        rep.get("plan_rbe_model", rep.get("rbe_model")))
     text = f"{_fmt(pres.get('total_dose_gy_rbe'))} {unit}"
     model = pres.get("model")
     if model and model != short_model_name(str(rep.get("rbe_model", ""))):

@@ -54,6 +54,11 @@ def test_a_failed_run_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
             (out / "RTPLAN.dcm").write_text("partial")
             raise RuntimeError("stopped")
     assert not fresh.exists()  # the run made it: a failed run leaves no folder
+    deep = tmp_path / "no" / "such" / "out"  # `--out /no/such/out` left /no/such behind
+    with pytest.raises(RuntimeError):
+        with fresh_output_folder(deep):
+            raise RuntimeError("stopped")
+    assert not (tmp_path / "no").exists()
 
 
 def test_a_file_or_unwritable_out_is_refused(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -127,7 +127,7 @@ def test_robust_report_of_a_physical_plan_gives_gy():
     assert dose_unit(physical) == "Gy"
     html = render_robust_html(physical)
     assert "Gy(RBE)" not in html
-    assert "Prescription 60 Gy to PTV" in html and "Doses in Gy, whole plan" in html
+    assert "Prescription 60 Gy to PTV" in html and "Doses in Gy (physical dose), whole plan" in html
     assert ">dose (Gy)<" in html  # the band plot's axis
     rbe = _robust_rep(MkmModel().describe())
     assert dose_unit(rbe) == "Gy(RBE)"
@@ -266,7 +266,7 @@ def test_plan_robust_envelopes_and_report_of_a_physical_plan(robust_physical):
         assert comment == f"physical dose {word} over {n} scenarios"
         assert series == f"IonPlan dose physical dose {word} over {n} scenarios"
     html = (out / "report.html").read_text()
-    assert "Gy(RBE)" not in html and "Doses in Gy, whole plan" in html
+    assert "Gy(RBE)" not in html and "Doses in Gy (physical dose), whole plan" in html
 
 
 def test_dicom_dates_are_local_without_an_offset(robust_physical):
