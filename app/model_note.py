@@ -12,6 +12,8 @@ a third of it); the form holds such a number until the user confirms it
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from app.plan_setup import model_dose_unit as dose_unit
 
 #: Short names of the models whose Gy(RBE) numbers are compared.
@@ -64,7 +66,7 @@ def _unit_switch_note(old_model: str, new_model: str, prescription_text: str) ->
 
 
 def confirmed_note(model: str, prescription_text: str) -> str:
-    """The line that replaces a :func:`unit_changes` note once the user kept the number."""
+    """The line that replaces a note on a kept prescription once the user kept the number."""
     quantity = "of physical dose (no RBE)" if model == "physical" else f"under {_NAMES[model]}"
     return (f"Prescription confirmed: {prescription_text.strip()} {dose_unit(model)} "
             f"{quantity}.")
@@ -153,3 +155,31 @@ def rbe_value_switch_note(old_text: str, new_text: str, prescription_text: str) 
     shown = prescription_text.strip() or "the prescription"
     return (f"Constant RBE changed from {old:g} to {new:g}; the prescription stays {shown} "
             f"Gy(RBE), {meaning}. Check the prescription.")
+
+
+@dataclass(frozen=True)
+class PrescriptionBasis:
+    """What gives a prescription's number its meaning: the model (CLI name) and, under LEM I,
+    the tissue (as the notes name it) and rapid scheme, under a constant RBE the RBE field's
+    text. The form keeps the one the number was typed or confirmed under."""
+
+    model: str
+    tissue: str = ""
+    scheme: str = ""
+    rbe_value: str = ""
+
+
+def kept_prescription_note(entered: PrescriptionBasis, now: PrescriptionBasis,
+                           prescription_text: str) -> str:
+    """The note on a prescription entered under ``entered`` and kept to ``now``: the model's
+    change first; under the same model LEM I's tissue and scheme, or the constant RBE;
+    ``""`` when nothing that sets the number's meaning differs (back where it was entered)."""
+    if entered.model != now.model:
+        return model_switch_note(entered.model, now.model, prescription_text)
+    if now.model == "lem1":
+        notes = (tissue_switch_note(entered.tissue, now.tissue, prescription_text),
+                 scheme_switch_note(entered.scheme, now.scheme, prescription_text))
+        return " ".join(n for n in notes if n)
+    if now.model == "const":
+        return rbe_value_switch_note(entered.rbe_value, now.rbe_value, prescription_text)
+    return ""
