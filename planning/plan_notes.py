@@ -91,11 +91,12 @@ def optimizer_status(message: str, *, passes: int = 1) -> str:
     return f"{last + ' ' if last else ''}stopped {words}, before its convergence test was met"
 
 
-def optimizer_note(message: str, iterations: int | None = None, *, passes: int = 1
-                   ) -> str | None:
+def optimizer_note(message: str, iterations: int | None = None, *, passes: int = 1,
+                   restored: bool = False) -> str | None:
     """The note for an optimizer whose last of ``passes`` stopped with ``message`` (scipy's
     L-BFGS-B text) after ``iterations`` in all; None when it converged or no message is
-    known."""
+    known. ``restored``: the plan came back from a saved session without its influence, so
+    re-optimizing cannot continue from it."""
     text = message.strip()
     if not text:
         return None
@@ -108,19 +109,25 @@ def optimizer_note(message: str, iterations: int | None = None, *, passes: int =
         after = f" ({iterations} iterations in all)" if iterations else ""
     else:
         who, after = "The optimizer", f" after {iterations} iterations" if iterations else ""
+    then = ("restored from a saved session, it keeps no influence to re-optimize from: "
+            "compute it again (Compute plan), then re-optimizing continues from the new "
+            "plan's spot weights." if restored
+            else "re-optimizing continues from these spot weights.")
     return (f"{who} stopped {how}{after}, before its convergence test was met: the "
-            "plan is what it reached then; re-optimizing continues from these spot weights.")
+            f"plan is what it reached then; {then}")
 
 
-def plan_notes(result: PlanResult) -> tuple[str, ...]:
-    """The notes of the module docstring for ``result``, in that order."""
+def plan_notes(result: PlanResult, *, restored: bool = False) -> tuple[str, ...]:
+    """The notes of the module docstring for ``result``, in that order (``restored``: see
+    :func:`optimizer_note`)."""
     report = result.report
     notes = [str(w) for w in report.get("warnings", ())]
     notes += [str(w) for w in result.patient.warnings]
     if result.patient.structure_set is not None:
         notes += [str(w) for w in result.patient.structure_set.warnings]
     stopped = optimizer_note(str(report.get("optimizer_message", "")),
-                             report.get("iterations"), passes=optimizer_passes(report)[0])
+                             report.get("iterations"), passes=optimizer_passes(report)[0],
+                             restored=restored)
     if stopped is not None:
         notes.append(stopped)
     named, used = result.plan.rbe_model, result.model.describe()

@@ -348,6 +348,15 @@ class PlanPanel(BoxLayout):
             width=lambda w, width: setattr(w, "text_size", (width, None)),
             texture_size=lambda w, ts: setattr(w, "height", ts[1] if w.text else 0))
         self.add_widget(self.estimate_note)
+        # Why Re-optimize is greyed, while it is (the plan it would start from keeps no
+        # influence).
+        self.reoptimize_note = Label(text="", size_hint_y=None, height=0, halign="left",
+                                     valign="top", font_size="11sp", color=MUTED_TEXT_RGBA,
+                                     padding=(PAD, 2))
+        self.reoptimize_note.bind(
+            width=lambda w, width: setattr(w, "text_size", (width, None)),
+            texture_size=lambda w, ts: setattr(w, "height", ts[1] if w.text else 0))
+        self.add_widget(self.reoptimize_note)
         buttons = BoxLayout(size_hint_y=None, height=BUTTON_HEIGHT + 8, spacing=PAD)
         self.compute_button = Button(text="Compute plan", bold=True,
                                      background_color=(0.35, 0.75, 1.0, 1.0))
@@ -449,6 +458,16 @@ class PlanPanel(BoxLayout):
             row.show_result(f"{plan_name}: RMS deviation at the optimizer's points "
                             f"{rms_text},\n{match['share_percent']:.0f} % of the objective "
                             "value")
+
+    def offer_reoptimize(self, refusal: str | None) -> None:
+        """Re-optimize enabled when ``refusal`` is None, else greyed with ``refusal`` (why it
+        cannot: a plan that keeps no influence; ``""``: no plan, no line) above the
+        buttons."""
+        self.reoptimize_button.disabled = refusal is not None
+        self.reoptimize_note.text = refusal or ""
+        self.reoptimize_note.texture_update()
+        self.reoptimize_note.height = (self.reoptimize_note.texture_size[1]
+                                       if refusal else 0)
 
     def show_estimate(self, text: str, *, large: bool) -> None:
         """Show a plan's pre-flight estimate above the buttons; ``large`` (long, or over the
