@@ -66,7 +66,7 @@ def _unit_switch_note(old_model: str, new_model: str, prescription_text: str) ->
 
 
 def confirmed_note(model: str, prescription_text: str) -> str:
-    """The line that replaces a note on a kept prescription once the user kept the number."""
+    """The line that replaces a :func:`unit_changes` note once the user kept the number."""
     quantity = "of physical dose (no RBE)" if model == "physical" else f"under {_NAMES[model]}"
     return (f"Prescription confirmed: {prescription_text.strip()} {dose_unit(model)} "
             f"{quantity}.")

@@ -722,9 +722,8 @@ class PlanPanel(BoxLayout):
 
     def _confirm_prescription(self) -> None:
         """The prescription's number is now meant under the chosen model (tissue, scheme,
-        constant RBE); a number kept across a change the note spoke of gets a line saying
-        what it now is."""
-        kept = (self._rx_basis != self._basis_now() and self.model_note.text
+        constant RBE); a number kept across Gy(RBE) <-> Gy gets a line saying what it now is."""
+        kept = (self.prescription_unconfirmed and self.model_note.text
                 and self.dose.text.strip() == self._note_rx)
         self._rx_basis = self._basis_now()
         self._rx_typed = False
