@@ -141,7 +141,9 @@ class PlanningScreen(Screen):
         if entry is None:
             self.plan_panel.offer_reoptimize("")
         elif entry.result.prepared is None:
-            self.plan_panel.offer_reoptimize(f"Re-optimize: {_keeps_no_influence(entry)}")
+            self.plan_panel.offer_reoptimize(
+                f"Re-optimize: {entry.name} keeps no influence (a restored or received plan); "
+                "press Compute plan first.")
         else:
             self.plan_panel.offer_reoptimize(None)
 
