@@ -12,6 +12,8 @@ a third of it); the form holds such a number until the user confirms it
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from app.plan_setup import model_dose_unit as dose_unit
 from planning.plan_checks import CARBON_TARGET_RBE
 
@@ -151,3 +153,31 @@ def rbe_value_switch_note(old_text: str, new_text: str, prescription_text: str) 
     shown = prescription_text.strip() or "the prescription"
     return (f"Constant RBE changed from {old:g} to {new:g}; the prescription stays {shown} "
             f"Gy(RBE), {meaning}. Check the prescription.")
+
+
+@dataclass(frozen=True)
+class PrescriptionBasis:
+    """What gives a prescription's number its meaning: the model (CLI name) and, under LEM I,
+    the tissue (as the notes name it) and rapid scheme, under a constant RBE the RBE field's
+    text. The form keeps the one the number was typed or confirmed under."""
+
+    model: str
+    tissue: str = ""
+    scheme: str = ""
+    rbe_value: str = ""
+
+
+def kept_prescription_note(entered: PrescriptionBasis, now: PrescriptionBasis,
+                           prescription_text: str) -> str:
+    """The note on a prescription entered under ``entered`` and kept to ``now``: the model's
+    change first; under the same model LEM I's tissue and scheme, or the constant RBE;
+    ``""`` when nothing that sets the number's meaning differs (back where it was entered)."""
+    if entered.model != now.model:
+        return model_switch_note(entered.model, now.model, prescription_text)
+    if now.model == "lem1":
+        notes = (tissue_switch_note(entered.tissue, now.tissue, prescription_text),
+                 scheme_switch_note(entered.scheme, now.scheme, prescription_text))
+        return " ".join(n for n in notes if n)
+    if now.model == "const":
+        return rbe_value_switch_note(entered.rbe_value, now.rbe_value, prescription_text)
+    return ""

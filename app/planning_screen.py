@@ -43,6 +43,13 @@ BEAM_COLOURS = ((255, 220, 60), (60, 220, 255), (255, 120, 220), (140, 255, 120)
                 (255, 160, 60), (180, 160, 255))
 
 
+def _keeps_no_influence(entry: PlanEntry) -> str:
+    """Why Re-optimize cannot start from ``entry`` (its ``result.prepared`` is None)."""
+    return (f"{entry.name} keeps no influence to re-optimize from (it was restored from a "
+            "saved session or recalculated from a received plan): press Compute plan for a "
+            "new plan (or show a plan computed here)")
+
+
 class TaskHost(Protocol):
     """What the screen needs from the application."""
 
@@ -124,9 +131,21 @@ class PlanningScreen(Screen):
             self._show_patient()
         else:
             self._show_plans()
-        # Offered whenever there is a plan: for one that keeps no influence (restored from a
-        # saved session) the button says why it cannot, which a greyed button did not.
-        self.plan_panel.reoptimize_button.disabled = self.session.latest_plan is None
+        self._offer_reoptimize()
+
+    def _offer_reoptimize(self) -> None:
+        """Re-optimize only for a plan it can start from (the Dose tab's, else the latest):
+        none, or one restored from a saved session (no kept influence), greys it, with a line
+        saying why."""
+        entry = self.shown_plan or self.session.latest_plan
+        if entry is None:
+            self.plan_panel.offer_reoptimize("")
+        elif entry.result.prepared is None:
+            self.plan_panel.offer_reoptimize(
+                f"Re-optimize: {entry.name} keeps no influence (a restored or received plan); "
+                "press Compute plan first.")
+        else:
+            self.plan_panel.offer_reoptimize(None)
 
     def _show_patient(self) -> None:
         patient = self.session.patient
@@ -268,7 +287,9 @@ class PlanningScreen(Screen):
         overlay = overlay_for(layer, self.dose_panel.display())
         self.state.set_dose(overlay)
         self.dose_panel.reference.text = layer.reference_text
-        self.dose_panel.set_notes(api.plan_notes(entry.result))
+        self.dose_panel.set_notes(api.plan_notes(entry.result,
+                                                 restored=entry.result.prepared is None))
+        self._offer_reoptimize()
         beams = entry.result.plan.beams
         self._show_beams([BeamSetup(b.beam.gantry_deg, b.beam.couch_deg) for b in beams],
                          isocenters=[b.beam.isocenter_mm for b in beams])
@@ -405,9 +426,7 @@ class PlanningScreen(Screen):
                                  "from a plan computed here")
             return
         if entry.result.prepared is None:
-            self.host.show_error("Re-optimize", f"{entry.name} was restored from a saved "
-                                 "session and keeps no influence to re-optimize from: press "
-                                 "Compute plan for a new plan (or show a plan computed here)")
+            self.host.show_error("Re-optimize", _keeps_no_influence(entry))
             return
         changed = reoptimization_conflicts(entry.result.prepared.request, setup)
         if changed:

@@ -413,13 +413,14 @@ def write_identified_picture(rgba: np.ndarray, ident: Identification,
     return write_picture(rgba, ident, Path(folder), kind)
 
 
-def plan_notes(result: PlanResult) -> tuple[str, ...]:
+def plan_notes(result: PlanResult, *, restored: bool = False) -> tuple[str, ...]:
     """What a reader of ``result`` must be told beside its numbers: its report's, patient's
     and structure set's warnings, an optimizer stopped before converging, another model than
-    the plan's (:func:`planning.plan_notes.plan_notes`; the PDF lists them too)."""
+    the plan's (:func:`planning.plan_notes.plan_notes`; the PDF lists them too).
+    ``restored``: a plan restored from a saved session (it cannot be re-optimized)."""
     from planning.plan_notes import plan_notes as notes
 
-    return notes(result)
+    return notes(result, restored=restored)
 
 
 def structure_dose_statistics(patient: Patient, dose: np.ndarray, dose_grid: DoseGrid,

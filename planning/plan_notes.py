@@ -91,11 +91,12 @@ def optimizer_status(message: str, *, passes: int = 1) -> str:
     return f"{last + ' ' if last else ''}stopped {words}, before its convergence test was met"
 
 
-def optimizer_note(message: str, iterations: int | None = None, *, passes: int = 1
-                   ) -> str | None:
+def optimizer_note(message: str, iterations: int | None = None, *, passes: int = 1,
+                   restored: bool = False) -> str | None:
     """The note for an optimizer whose last of ``passes`` stopped with ``message`` (scipy's
     L-BFGS-B text) after ``iterations`` in all; None when it converged or no message is
-    known."""
+    known. ``restored``: the plan came back from a saved session without its influence, so
+    re-optimizing cannot continue from it."""
     text = message.strip()
     if not text:
         return None
@@ -108,8 +109,12 @@ def optimizer_note(message: str, iterations: int | None = None, *, passes: int =
         after = f" ({iterations} iterations in all)" if iterations else ""
     else:
         who, after = "The optimizer", f" after {iterations} iterations" if iterations else ""
+    then = ("restored from a saved session, it keeps no influence to re-optimize from: "
+            "compute it again (Compute plan), then re-optimizing continues from the new "
+            "plan's spot weights." if restored
+            else "re-optimizing continues from these spot weights.")
     return (f"{who} stopped {how}{after}, before its convergence test was met: the "
-            "plan is what it reached then; re-optimizing continues from these spot weights.")
+            f"plan is what it reached then; {then}")
 
 
 def model_note(plan_model: str | None, dose_model: str) -> str | None:
@@ -124,18 +129,23 @@ def model_note(plan_model: str | None, dose_model: str) -> str | None:
             f"{plan_model}.")
 
 
-def plan_notes(result: PlanResult) -> tuple[str, ...]:
+def plan_notes(result: PlanResult, *, restored: bool = False) -> tuple[str, ...]:
     """The notes of the module docstring for ``result``, in that order, each once (report.json's
     warnings hold the optimizer's and the model's notes of plans and recalculations made since
-    December 2026; older reports do not)."""
+    December 2026; older reports do not). ``restored``: see :func:`optimizer_note` (its note
+    replaces the report's)."""
     report = result.report
     notes = [str(w) for w in report.get("warnings", ())]
     notes += [str(w) for w in result.patient.warnings]
     if result.patient.structure_set is not None:
         notes += [str(w) for w in result.patient.structure_set.warnings]
-    stopped = optimizer_note(str(report.get("optimizer_message", "")),
-                             report.get("iterations"), passes=optimizer_passes(report)[0])
+    message, iterations = str(report.get("optimizer_message", "")), report.get("iterations")
+    passes = optimizer_passes(report)[0]
+    stopped = optimizer_note(message, iterations, passes=passes, restored=restored)
     if stopped is not None:
+        if restored:  # the report's note says re-optimizing continues: not from this plan
+            plain = optimizer_note(message, iterations, passes=passes)
+            notes = [n for n in notes if n != plain]
         notes.append(stopped)
     # The default model's case is the report's warning (planning.compare.recalc).
     if result.plan.rbe_model is not None or report.get("rbe_model_source") != "default":

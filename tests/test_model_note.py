@@ -1,7 +1,9 @@
 """The note shown when the RBE model changes under a kept prescription."""
 
 from app.model_note import (
+    PrescriptionBasis,
     confirmed_note,
+    kept_prescription_note,
     model_switch_note,
     scheme_switch_note,
     unconfirmed_prescription_error,
@@ -89,3 +91,30 @@ def test_a_constant_rbe_change_gives_the_physical_dose_now_and_before():
     assert rbe_value_switch_note("3", "3.0", "57.6") == ""
     assert rbe_value_switch_note("", "3", "57.6") == ""  # no value before: nothing changed
     assert "a different physical dose (Gy(RBE) / RBE)" in rbe_value_switch_note("3", "2", "")
+
+
+def test_the_kept_prescription_note_compares_with_what_the_number_was_entered_under():
+    """Review: 66 Gy(RBE) entered under LEM I, then mMKM, then LEM I again still warned "Model
+    changed from mMKM to LEM I"; chordoma -> hsg -> chordoma still warned of the tissue."""
+    entered = PrescriptionBasis("lem1", "chordoma", "averaged", "")
+    # Back where it was entered (the constant RBE field does not matter under LEM I).
+    assert kept_prescription_note(entered, PrescriptionBasis("lem1", "chordoma", "averaged",
+                                                             "3"), "66") == ""
+    # Another model: the note names the model the number was entered under, whatever came
+    # between.
+    note = kept_prescription_note(entered, PrescriptionBasis("const", "hsg", "central", "3"),
+                                  "66")
+    assert note.startswith("Model changed from LEM I to constant RBE; the prescription stays 66")
+    note = kept_prescription_note(entered, PrescriptionBasis("lem1", "hsg", "averaged"), "66")
+    assert note.startswith("LEM I tissue changed from chordoma to hsg; the prescription stays "
+                           "66 Gy(RBE)")
+    both = kept_prescription_note(entered, PrescriptionBasis("lem1", "hsg", "central"), "66")
+    assert "tissue changed from chordoma to hsg" in both
+    assert "rapid scheme changed from averaged to central" in both
+    # Under mMKM (or physical dose) the tissue is only the exchange view's: no note.
+    mkm = PrescriptionBasis("mkm", "chordoma", "averaged")
+    assert kept_prescription_note(mkm, PrescriptionBasis("mkm", "hsg", "central"), "66") == ""
+    const = PrescriptionBasis("const", rbe_value="3")
+    assert kept_prescription_note(const, PrescriptionBasis("const", rbe_value="3"), "66") == ""
+    assert kept_prescription_note(const, PrescriptionBasis("const", rbe_value="2"),
+                                  "66").startswith("Constant RBE changed from 3 to 2;")

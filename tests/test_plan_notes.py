@@ -110,3 +110,22 @@ def test_the_status_and_note_of_several_passes_are_the_last_passs():
     result = _result("")
     result.report.update(THREE_PASSES)
     assert plan_notes(result)[3] == note
+
+
+def test_a_restored_plan_at_its_iteration_limit_is_computed_again_to_continue():
+    """Review: a plan restored from the workspace said "re-optimizing continues from these
+    spot weights", which Re-optimize then refused (it keeps no influence)."""
+    message = "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT"
+    assert optimizer_note(message, 199).endswith("re-optimizing continues from these spot "
+                                                 "weights.")
+    note = optimizer_note(message, 199, restored=True)
+    assert note is not None and "continues from these spot weights" not in note
+    assert "restored from a saved session" in note and "compute it again (Compute plan)" in note
+    assert plan_notes(_result(message), restored=True)[3] == note
+    # A report that holds the optimizer's note among its warnings (plans since December 2026):
+    # the restored plan's note takes its place.
+    saved = _result(message)
+    saved.report["warnings"] = [optimizer_note(message, 199)]
+    saved.report["iterations"] = 199
+    notes = plan_notes(saved, restored=True)
+    assert note in notes and not any("continues from these spot weights" in n for n in notes)

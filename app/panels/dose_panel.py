@@ -6,10 +6,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kivy.core.text import Label as CoreLabel
+from kivy.metrics import dp
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.checkbox import CheckBox
 from kivy.uix.label import Label
+from kivy.uix.scrollview import ScrollView
 from kivy.uix.textinput import TextInput
 
 from app.dose_display import SCALE_PERCENTILES, DoseDisplay, ordinal, parse_levels
@@ -29,6 +31,8 @@ QUANTITY_HINT = (f"Not a dose: no isodose lines or threshold. Shown where the do
                  f"ratio, the mMKM dose) reaches {100 * QUANTITY_MASK_FRACTION:g} % Rx; colours "
                  f"span its {ordinal(SCALE_PERCENTILES[0])}-{ordinal(SCALE_PERCENTILES[1])} "
                  "percentile there, arrows on the bar mark values beyond.")
+#: Room right of the warnings for their scroll bar, px.
+_NOTES_BAR_GUTTER = dp(10)
 
 
 def _label(text: str, width: int = 120) -> Label:
@@ -111,12 +115,6 @@ class DosePanel(BoxLayout):
                           size_hint_y=None, height=36, halign="left", valign="top")
         self.hint.bind(width=lambda *_: self._fit_hint())
         self.add_widget(self.hint)
-        # The plan's warnings (e.g. a dose grid too coarse to resolve it), in plain sight.
-        self.notes = Label(text="", size_hint_y=None, height=0, halign="left", valign="top",
-                           font_size="12sp", color=(1.0, 0.7, 0.25, 1.0))
-        self.notes.bind(width=lambda w, width: setattr(w, "text_size", (width, None)),
-                        texture_size=lambda w, size: setattr(w, "height", size[1]))
-        self.add_widget(self.notes)
         self.robustness_button = Button(text="Robustness...", size_hint_y=None,
                                         height=BUTTON_HEIGHT)
         self.robustness_button.bind(on_release=lambda *_: on_robustness())
@@ -125,7 +123,20 @@ class DosePanel(BoxLayout):
                                        height=ROW_HEIGHT)
         self.beam_view_button.bind(on_release=lambda *_: on_beam_view())
         self.add_widget(self.beam_view_button)
-        self.add_widget(Label())  # keeps the rows at the top
+        # The plan's warnings (e.g. a dose grid too coarse to resolve it), in plain sight: in
+        # the room left below the controls (which stay where they are), scrolling when they
+        # need more (a small window), never drawn over the tabs above.
+        self.notes = Label(text="", size_hint=(None, None), height=0, halign="left",
+                           valign="top", font_size="12sp", color=(1.0, 0.7, 0.25, 1.0))
+        self.notes.bind(width=lambda w, width: setattr(w, "text_size", (width, None)),
+                        texture_size=lambda w, size: setattr(w, "height", size[1]))
+        self.notes_scroll = ScrollView(do_scroll_x=False, bar_width=dp(6),
+                                       scroll_type=["bars", "content"])
+        self.notes_scroll.add_widget(self.notes)
+        # The text keeps clear of the scroll bar.
+        self.notes_scroll.bind(width=lambda _w, width: setattr(
+            self.notes, "width", max(width - _NOTES_BAR_GUTTER, 1.0)))
+        self.add_widget(self.notes_scroll)
         self.plan.bind(text=lambda *_: self._changed())
         self.quantity.bind(text=lambda *_: self._quantity_changed())
         self.unit.bind(text=lambda *_: self._changed())
@@ -163,8 +174,9 @@ class DosePanel(BoxLayout):
         self.set_notes([])
 
     def set_notes(self, warnings: Sequence[str]) -> None:
-        """Show the shown plan's warnings (none: the note takes no room)."""
+        """Show the shown plan's warnings (none: the note takes no room), from the first."""
         self.notes.text = "\n".join(f"Warning: {w}" for w in warnings)
+        self.notes_scroll.scroll_y = 1.0
 
     # --- reading ---------------------------------------------------------------------------
     @property

@@ -4,6 +4,7 @@ plan's estimate, Compute."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from kivy.uix.boxlayout import BoxLayout
@@ -15,11 +16,9 @@ from kivy.uix.scrollview import ScrollView
 from kivy.uix.textinput import TextInput
 
 from app.model_note import (
+    PrescriptionBasis,
     confirmed_note,
-    model_switch_note,
-    rbe_value_switch_note,
-    scheme_switch_note,
-    tissue_switch_note,
+    kept_prescription_note,
     unconfirmed_prescription_error,
     unit_changes,
 )
@@ -243,9 +242,6 @@ class PlanPanel(BoxLayout):
         self.rbe.bind(text=lambda *_: self._show_model_fields())
         form.add_widget(self.rbe)
         self._model_key = dict(RBE_MODELS)[self.rbe.text]
-        # The model the prescription's number was typed or confirmed under: across a change
-        # between Gy(RBE) and Gy it waits for the user (:attr:`prescription_unconfirmed`).
-        self._rx_model = self._model_key
         self._rx_typed = False  # the field edited since then
         self.model_note = Label(text="", size_hint_y=None, height=0, halign="left",
                                 valign="top", font_size="12sp", color=WARNING_TEXT_RGBA)
@@ -255,28 +251,30 @@ class PlanPanel(BoxLayout):
         grid = GridLayout(cols=2, size_hint_y=None, height=4 * ROW_HEIGHT + 12, spacing=4)
         self.rapid_scheme = WideSpinner(text=DEFAULT_RAPID_SCHEME, values=list(RAPID_SCHEMES),
                                         size_hint_y=None, height=ROW_HEIGHT)
-        self._scheme = self.rapid_scheme.text
         self._note_rx = ""  # the prescription text the model note speaks of
-        self.rapid_scheme.bind(text=lambda *_: self._scheme_changed())
+        self.rapid_scheme.bind(text=lambda *_: self._show_kept_note())
         self.tissue = WideSpinner(text=TISSUE_CHOICES[0], values=list(TISSUE_CHOICES),
                                   size_hint_y=None, height=ROW_HEIGHT)
-        self.tissue.bind(text=lambda *_: (self._tissue_changed(), self._show_model_fields()))
+        self.tissue.bind(text=lambda *_: self._show_model_fields())
         # alpha_x (1/Gy), beta_x (1/Gy^2), D_t (Gy) of the "custom" tissue
         self.tissue_custom = [_field(default, input_filter="float", hint_text=hint)
                               for default, hint in (("0.1", "1/Gy"), ("0.05", "1/Gy2"),
                                                     ("30", "Gy"))]
         for ti in self.tissue_custom:  # a custom value is a change of tissue once left
-            ti.bind(on_text_validate=lambda *_: self._tissue_changed(),
-                    focus=lambda _w, on: None if on else self._tissue_changed())
-        self._tissue = self._tissue_name()
+            ti.bind(on_text_validate=lambda *_: self._show_kept_note(),
+                    focus=lambda _w, on: None if on else self._show_kept_note())
         custom = BoxLayout(size_hint_y=None, height=ROW_HEIGHT, spacing=3)
         for ti, name in zip(self.tissue_custom, ("ax", "bx", "Dt"), strict=True):
             custom.add_widget(_label(name, 22, muted=True))
             custom.add_widget(ti)
         self.rbe_value = _field("", input_filter="float", hint_text="e.g. 3.0")
-        self.rbe_value.bind(on_text_validate=lambda *_: self._rbe_value_changed(),
-                            focus=lambda _w, on: None if on else self._rbe_value_changed())
-        self._rbe_value = self.rbe_value.text
+        self.rbe_value.bind(on_text_validate=lambda *_: self._show_kept_note(),
+                            focus=lambda _w, on: None if on else self._show_kept_note())
+        # What the prescription's number was typed or confirmed under: a note says what
+        # differs now; across a change between Gy(RBE) and Gy the number waits for the user
+        # (:attr:`prescription_unconfirmed`). And what the note was last made for.
+        self._rx_basis = self._basis_now()
+        self._noted_basis = self._rx_basis
         grid.add_widget(_label("LEM I tissue", 130))
         grid.add_widget(self.tissue)
         grid.add_widget(_label("Custom tissue", 130, muted=True))
@@ -350,6 +348,15 @@ class PlanPanel(BoxLayout):
             width=lambda w, width: setattr(w, "text_size", (width, None)),
             texture_size=lambda w, ts: setattr(w, "height", ts[1] if w.text else 0))
         self.add_widget(self.estimate_note)
+        # Why Re-optimize is greyed, while it is (the plan it would start from keeps no
+        # influence).
+        self.reoptimize_note = Label(text="", size_hint_y=None, height=0, halign="left",
+                                     valign="top", font_size="11sp", color=MUTED_TEXT_RGBA,
+                                     padding=(PAD, 2))
+        self.reoptimize_note.bind(
+            width=lambda w, width: setattr(w, "text_size", (width, None)),
+            texture_size=lambda w, ts: setattr(w, "height", ts[1] if w.text else 0))
+        self.add_widget(self.reoptimize_note)
         buttons = BoxLayout(size_hint_y=None, height=BUTTON_HEIGHT + 8, spacing=PAD)
         self.compute_button = Button(text="Compute plan", bold=True,
                                      background_color=(0.35, 0.75, 1.0, 1.0))
@@ -451,6 +458,16 @@ class PlanPanel(BoxLayout):
             row.show_result(f"{plan_name}: RMS deviation at the optimizer's points "
                             f"{rms_text},\n{match['share_percent']:.0f} % of the objective "
                             "value")
+
+    def offer_reoptimize(self, refusal: str | None) -> None:
+        """Re-optimize enabled when ``refusal`` is None, else greyed with ``refusal`` (why it
+        cannot: a plan that keeps no influence; ``""``: no plan, no line) above the
+        buttons."""
+        self.reoptimize_button.disabled = refusal is not None
+        self.reoptimize_note.text = refusal or ""
+        self.reoptimize_note.texture_update()
+        self.reoptimize_note.height = (self.reoptimize_note.texture_size[1]
+                                       if refusal else 0)
 
     def show_estimate(self, text: str, *, large: bool) -> None:
         """Show a plan's pre-flight estimate above the buttons; ``large`` (long, or over the
@@ -603,13 +620,15 @@ class PlanPanel(BoxLayout):
         self._show_model_fields()
         # A restored model, tissue or RBE is no change by the user: no note about the kept
         # prescription, which is the prescription of them.
-        self._tissue, self._rbe_value = self._tissue_name(), self.rbe_value.text
+        self._noted_basis = self._basis_now()
         self._show_note("")
         entered_under = values.get("prescription_model")
         if entered_under in dict(RBE_MODELS).values() and unit_changes(entered_under,
                                                                        self._model_key):
-            self._rx_model = entered_under  # still unconfirmed, as when the form was saved
-            self._show_note(model_switch_note(entered_under, self._model_key, self.dose.text))
+            # still unconfirmed, as when the form was saved
+            self._rx_basis = replace(self._noted_basis, model=entered_under)
+            self._show_note(kept_prescription_note(self._rx_basis, self._noted_basis,
+                                                   self.dose.text))
             self._rx_typed = False
             self._show_confirmation()
         else:
@@ -645,14 +664,9 @@ class PlanPanel(BoxLayout):
     def _show_model_fields(self) -> None:
         model = dict(RBE_MODELS).get(self.rbe.text, "mkm")
         if model != self._model_key:
-            old = self._model_key
             self._model_key = model
-            # Across Gy(RBE) <-> Gy the note speaks of the model the number was entered under
-            # (none when the switch goes back to it).
-            basis = (self._rx_model if unit_changes(old, model)
-                     or unit_changes(self._rx_model, model) else old)
-            self._show_note(model_switch_note(basis, model, self.dose.text))
             self._show_confirmation()
+        self._show_kept_note()
         # The tissue also sets the LEM I side of the exchange view.
         self.tissue.disabled = model != "lem1" and not self.exchange.active
         for ti in self.tissue_custom:
@@ -671,27 +685,20 @@ class PlanPanel(BoxLayout):
         ax, bx, dt = (ti.text.strip() for ti in self.tissue_custom)
         return f"{CUSTOM_TISSUE} (alpha_x {ax}, beta_x {bx}, D_t {dt})"
 
-    def _tissue_changed(self) -> None:
-        """A note when the LEM I tissue changes under a LEM I prescription (the exchange
-        view's LEM I side alone is no prescription's)."""
-        name = self._tissue_name()
-        if name != self._tissue and self._model_key == "lem1":
-            self._show_note(tissue_switch_note(self._tissue, name, self.dose.text))
-        self._tissue = name
+    def _basis_now(self) -> PrescriptionBasis:
+        """The model, LEM I tissue and scheme, and constant RBE chosen now."""
+        return PrescriptionBasis(self._model_key, self._tissue_name(), self.rapid_scheme.text,
+                                 self.rbe_value.text)
 
-    def _rbe_value_changed(self) -> None:
-        """A note when the constant RBE changes under a constant-RBE prescription."""
-        if self._model_key == "const":
-            note = rbe_value_switch_note(self._rbe_value, self.rbe_value.text, self.dose.text)
-            if note:
-                self._show_note(note)
-        self._rbe_value = self.rbe_value.text
-
-    def _scheme_changed(self) -> None:
-        if self.rapid_scheme.text != self._scheme and self._model_key == "lem1":
-            self._show_note(scheme_switch_note(self._scheme, self.rapid_scheme.text,
-                                               self.dose.text))
-        self._scheme = self.rapid_scheme.text
+    def _show_kept_note(self) -> None:
+        """After a change of model, tissue, scheme or constant RBE: the note on the kept
+        prescription against what it was entered under (none when back there; the exchange
+        view's LEM I tissue alone is no prescription's)."""
+        now = self._basis_now()
+        if now == self._noted_basis:
+            return  # nothing changed (a field left as it was): the note stays
+        self._noted_basis = now
+        self._show_note(kept_prescription_note(self._rx_basis, now, self.dose.text))
 
     def _show_note(self, text: str) -> None:
         """The model note (``""``: none, no room), as high as its wrapped lines: set here
@@ -703,17 +710,22 @@ class PlanPanel(BoxLayout):
         self._note_rx = self.dose.text.strip()
 
     @property
+    def _rx_model(self) -> str:
+        """The model the prescription's number was typed or confirmed under."""
+        return self._rx_basis.model
+
+    @property
     def prescription_unconfirmed(self) -> bool:
         """Whether the prescription's number was entered under a model of the other unit
         (Gy(RBE) or Gy) and kept: Compute refuses it until it is typed or kept with Enter."""
         return unit_changes(self._rx_model, self._model_key)
 
     def _confirm_prescription(self) -> None:
-        """The prescription's number is now meant under the chosen model; a number kept
-        across Gy(RBE) <-> Gy gets a line saying what it now is."""
+        """The prescription's number is now meant under the chosen model (tissue, scheme,
+        constant RBE); a number kept across Gy(RBE) <-> Gy gets a line saying what it now is."""
         kept = (self.prescription_unconfirmed and self.model_note.text
                 and self.dose.text.strip() == self._note_rx)
-        self._rx_model = self._model_key
+        self._rx_basis = self._basis_now()
         self._rx_typed = False
         if kept:
             self._show_note(confirmed_note(self._model_key, self.dose.text))

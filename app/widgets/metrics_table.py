@@ -8,6 +8,7 @@ swatch of the structure's colour.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from kivy.core.text import Label as CoreLabel
 from kivy.graphics import Color, Rectangle
@@ -23,8 +24,10 @@ from app.plot_data import MetricsRow
 from planning.errors import InputError
 
 _NAME_WEIGHT = 1.6  # the name column is this many times as wide as a value column
-#: Smallest font a header title shrinks to, px.
+#: Smallest font a header title or value shrinks to, px.
 _MIN_FONT_SIZE = dp(9)
+#: Room kept free inside a cell, left and right together, px.
+_CELL_MARGIN = dp(4)
 #: Width of the body's scroll bar, px.
 _SCROLL_BAR_WIDTH = dp(6)
 #: Room kept free right of the last column, in the header and every row, so that the scroll
@@ -50,22 +53,31 @@ class _Swatch(Widget):
 
 
 class _Cell(Label):
-    """A label whose text is aligned inside its own box: one line cut short with an ellipsis
-    (``wrap=False``), or wrapped onto more lines at spaces (header titles with units), its
-    font made smaller when a word would not fit the column (never "Dme an")."""
+    """A label whose text is aligned inside its own box, its font made smaller when it would
+    not fit the column: one line, whole (a value: never "51...."); wrapped onto more lines at
+    spaces (``wrap``: header titles with units; each word fits, never "Dme an"); or, for a
+    name (``shorten``), one line cut short with an ellipsis in the font of the table."""
 
-    def __init__(self, *, wrap: bool = False, **kwargs: object) -> None:
-        super().__init__(shorten=not wrap, shorten_from="right", valign="middle", **kwargs)
+    def __init__(self, *, wrap: bool = False, shorten: bool = False,
+                 **kwargs: object) -> None:
+        super().__init__(shorten=shorten, shorten_from="right", valign="middle", **kwargs)
         self._wrap = wrap
         self._full_font_size = float(self.font_size)
         self.bind(size=self._fit)
 
     def _fit(self, *_args: object) -> None:
-        room = max(self.width - dp(6), 0)
+        room = max(self.width - _CELL_MARGIN, 0)
         self.text_size = (room, self.height)
-        if self._wrap:
-            self.font_size = _font_size_fitting(self.text.split(), room, self._full_font_size,
+        if not self.shorten:
+            words = self.text.split() if self._wrap else [self.text]
+            self.font_size = _font_size_fitting(words, room, self._full_font_size,
                                                 bold=self.bold)
+
+
+@lru_cache(maxsize=4096)
+def _text_width(text: str, font_size: float, bold: bool) -> int:
+    """Width of ``text`` on one line in the default font, px."""
+    return int(CoreLabel(text=text, font_size=font_size, bold=bold).get_extents(text)[0])
 
 
 def _font_size_fitting(words: Sequence[str], width: float, font_size: float, *,
@@ -74,8 +86,7 @@ def _font_size_fitting(words: Sequence[str], width: float, font_size: float, *,
     one, at which the widest of ``words`` fits ``width`` pixels."""
     size = font_size
     while size > _MIN_FONT_SIZE:
-        widest = max((CoreLabel(text=w, font_size=size, bold=bold).get_extents(w)[0]
-                      for w in words), default=0)
+        widest = max((_text_width(w, size, bold) for w in words), default=0)
         if widest <= width:
             break
         size -= 1.0
@@ -198,9 +209,9 @@ class MetricsTable(BoxLayout):
 
     # ------------------------------------------------------------------ building
     def _cell(self, text: str, *, bold: bool = False, halign: str = "right",
-              weight: float = 1.0, wrap: bool = False) -> _Cell:
-        return _Cell(wrap=wrap, text=text, bold=bold, halign=halign, font_size=self.font_size,
-                     color=self.foreground_color, size_hint_x=weight)
+              weight: float = 1.0, wrap: bool = False, shorten: bool = False) -> _Cell:
+        return _Cell(wrap=wrap, shorten=shorten, text=text, bold=bold, halign=halign,
+                     font_size=self.font_size, color=self.foreground_color, size_hint_x=weight)
 
     def _rebuild(self, *_args: object) -> None:
         h = self.row_height
@@ -210,7 +221,7 @@ class MetricsTable(BoxLayout):
         self._header_bg_color.rgba = tuple(self.header_color)
         self._header.add_widget(Widget(size_hint_x=None, width=swatch_w))
         self._header.add_widget(self._cell(self.name_title, bold=True, halign="left",
-                                           weight=_NAME_WEIGHT))
+                                           weight=_NAME_WEIGHT, shorten=True))
         for title in self._columns:
             self._header.add_widget(self._cell(title, bold=True, wrap=True))
         self._body.clear_widgets()
@@ -219,7 +230,8 @@ class MetricsTable(BoxLayout):
             row = _Row(stripe, height=h, padding=(0, 0, _SCROLL_BAR_GUTTER, 0))
             rgba = (r.colour_rgb[0] / 255, r.colour_rgb[1] / 255, r.colour_rgb[2] / 255, 1.0)
             row.add_widget(_Swatch(rgba, size_hint_x=None, width=swatch_w))
-            row.add_widget(self._cell(r.name, halign="left", weight=_NAME_WEIGHT))
+            row.add_widget(self._cell(r.name, halign="left", weight=_NAME_WEIGHT,
+                                      shorten=True))
             for v in r.values:
                 row.add_widget(self._cell(v))
             self._body.add_widget(row)

@@ -1,7 +1,8 @@
 """Display fixes of the physicist's working day (issue 16, item 5) in the real window:
 compare views on one slice, small windows, state reset with the patient, view reset.
 
-Screenshots: docs/screenshots/compare_slices.png, small_window_1024x640.png.
+Screenshots: docs/screenshots/compare_slices.png, small_window_1024x640.png,
+small_window_dose_tab_plan.png.
 """
 
 from __future__ import annotations
@@ -207,7 +208,9 @@ def test_plan_display_quantities_menus_beam_view_compare_table_and_reset(gui, tm
     gui.frames(2)
     assert "57.6 Gy(RBE)" in form.model_note.text and "delivers less" in form.model_note.text
     assert form.model_note.height > 20
-    # Under LEM I the rapid scheme is part of the model: its switch gets its note too.
+    # Under LEM I the rapid scheme is part of the model: its switch, under a prescription
+    # kept (Enter) under LEM I, gets its note too.
+    form.dose.dispatch("on_text_validate")
     form.rapid_scheme.text = "central"
     gui.frames(2)
     assert "rapid scheme changed from averaged to central" in form.model_note.text
@@ -415,3 +418,84 @@ def _plane_uv(view, point_lps) -> tuple[float, float]:
 
     (u, v), = rendering.lps_to_plane(point_lps, view.orientation)
     return float(u), float(v)
+
+
+def test_at_1024x640_the_dose_tab_with_a_plans_warnings_keeps_below_its_tabs(gui, tmp_path):
+    """Review: at 1024 x 640 a plan with two warnings (coarse grid, optimizer at its iteration
+    limit) pushed the Dose panel over the tab strip (a click on the Plan header opened the
+    plan chooser), and the metrics table cut values short ("51....")."""
+    from dataclasses import replace
+
+    from kivy.core.text import Label as CoreLabel
+
+    from app.ionplan_app import IonPlanApp
+    from planning import api
+    from planning.workspace import (
+        StoredPlan,
+        Workspace,
+        WorkspaceStore,
+        new_plan_id,
+        patient_key,
+    )
+    from tests.workspace_factory import synthetic_plan_result
+
+    patient = api.demo_patient()
+    result = synthetic_plan_result(patient, 3, grid_mm=4.0)
+    grid_warning = ("the dose grid of 4 mm is coarser than 2.5 mm: the optimizer fits the "
+                    "dose at the grid points only, and carbon Bragg peaks fall from 80 % to "
+                    "20 % within 1-2 mm, so the dose between the points can ripple "
+                    "(recalculate at 2.5 mm or finer to check, or plan on that grid)")
+    result = replace(result, report={
+        **result.report, "warnings": [grid_warning], "iterations": 199,
+        "optimizer_message": "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT"})
+    store = WorkspaceStore(tmp_path / "workspaces")
+    key = patient_key(patient)
+    store.save(Workspace(key, "demo patient",
+                         (StoredPlan(new_plan_id(), "Plan 1", result, summary="seeded"),), {}))
+    store.save_last_patient("demo patient", key)
+    app = gui.start(IonPlanApp(user_data_dir_override=str(tmp_path)))
+    gui.wait_until(lambda: app.session.patient is not None or app.last_error, 120,
+                   "the start-up patient")
+    window = gui.window
+    try:
+        window.size = (1024, 640)
+        gui.frames(4)
+        screen = app.planning
+        gui.click(screen.tab_items["Dose"])
+        gui.frames(4)
+        panel = screen.dose_panel
+        assert panel.notes.text.count("Warning:") == 2
+        # Every part of the panel lies below the tab strip, the warnings in a bounded,
+        # scrolling area at the bottom.
+        strip_bottom = min(item.to_window(*item.pos)[1] for item in screen.tab_items.values())
+        for child in panel.children:
+            assert child.to_window(child.x, child.top)[1] <= strip_bottom + 0.5, child
+        assert panel.notes_scroll.height < panel.notes.height  # they scroll here
+        assert panel.notes_scroll.y >= panel.y
+        # Values of the metrics table whole (no ellipsis), in a font that fits the column.
+        table = screen.metrics
+        rows = [list(reversed(row.children)) for row in table._body.children]
+        cells = [c for row in rows for c in row[2:]]  # after the swatch and the name
+        assert len(cells) == 6 * len(table.rows) > 0
+        for cell in cells:
+            width = CoreLabel(text=cell.text, font_size=cell.font_size).get_extents(
+                cell.text)[0]
+            assert width <= cell.width - 2, (cell.text, width, cell.width)
+            cell.texture_update()  # what is drawn: the whole text on one line
+            drawn = "".join(w.text for line in cell._label._cached_lines for w in line.words)
+            assert drawn == cell.text, (drawn, cell.text)
+        # The title's words fit their columns (no "Gy(RBE" over ")").
+        for cell in table._header.children[:-2]:
+            for word in cell.text.split():
+                width = CoreLabel(text=word, font_size=cell.font_size,
+                                  bold=True).get_extents(word)[0]
+                assert width <= cell.width - 2, (word, width, cell.width)
+        gui.screenshot("small_window_dose_tab_plan")
+        # The Plan header opens the Plan tab (not the plan chooser drawn over it).
+        gui.click(screen.tab_items["Plan"])
+        gui.frames(3)
+        assert screen.tabs.current_tab is screen.tab_items["Plan"]
+        assert len(window.children) == 1  # no drop-down open
+    finally:
+        window.size = (1440, 900)
+        gui.frames(2)

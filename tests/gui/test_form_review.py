@@ -358,13 +358,19 @@ def test_a_tissue_or_constant_rbe_change_gets_a_note_and_an_unconfirmed_number_s
     form.tissue_custom[0].text = "0.2"
     form.tissue_custom[0].dispatch("on_text_validate")
     gui.frames(1)
-    assert "from custom (alpha_x 0.1, beta_x 0.05, D_t 30) to custom (alpha_x 0.2," in note.text
+    # The note speaks of the tissue the number was entered under.
+    assert "from chordoma to custom (alpha_x 0.2, beta_x 0.05, D_t 30);" in note.text
     form.rbe.text = "Constant RBE"
     gui.frames(2)
-    for value in ("3", "2.5"):
-        form.rbe_value.text = value
-        form.rbe_value.dispatch("on_text_validate")
-        gui.frames(1)
+    form.rbe_value.text = "3"
+    form.rbe_value.dispatch("on_text_validate")
+    gui.frames(1)
+    assert note.text.startswith("Model changed from LEM I to constant RBE; the prescription "
+                                "stays 57.6 Gy(RBE)")
+    form.dose.dispatch("on_text_validate")  # keep 57.6 Gy(RBE) under a constant RBE of 3
+    form.rbe_value.text = "2.5"
+    form.rbe_value.dispatch("on_text_validate")
+    gui.frames(1)
     assert note.text == ("Constant RBE changed from 3 to 2.5; the prescription stays 57.6 "
                          "Gy(RBE), which now asks for 23.0 Gy of physical dose (was 19.2 Gy). "
                          "Check the prescription.")
@@ -372,15 +378,66 @@ def test_a_tissue_or_constant_rbe_change_gets_a_note_and_an_unconfirmed_number_s
     gui.frames(2)
     assert form.prescription_unconfirmed
     saved = form.form_values()
-    assert saved["prescription_model"] == "lem1"  # last confirmed under LEM I
+    assert saved["prescription_model"] == "const"  # last confirmed under a constant RBE
     form.dose.dispatch("on_text_validate")  # confirmed here; the saved form was not
     assert not form.prescription_unconfirmed
     form.apply_form_values(saved)
     gui.frames(2)
     assert form.prescription_unconfirmed
-    assert "Model changed from LEM I to physical dose" in note.text
+    assert "Model changed from constant RBE to physical dose" in note.text
     assert _compute_error(gui, app).startswith("prescribed dose: 57.6 was entered in Gy(RBE) "
-                                               "under LEM I")
+                                               "under constant RBE")
+
+
+def test_back_on_the_model_tissue_or_rbe_the_prescription_was_entered_under_the_note_goes(
+        gui, tmp_path):
+    """Review: 66 Gy(RBE) entered under LEM I, then mMKM, then LEM I again: the note still
+    said "Model changed from mMKM to LEM I; the prescription stays 66 Gy(RBE) ... this plan
+    delivers less", and chordoma -> hsg -> chordoma and RBE 3 -> 2 -> 3 kept theirs."""
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    gui.click(screen.tab_items["Plan"])
+    gui.frames(2)
+    form = screen.plan_panel
+    note = form.model_note
+    form.rbe.text = "LEM I"
+    gui.frames(2)
+    form.dose.text = "66"
+    form.dose.dispatch("on_text_validate")
+    gui.frames(2)
+    assert note.text == ""
+    form.rbe.text = "mMKM (NIRS clinical dose)"
+    gui.frames(2)
+    assert note.text.startswith("Model changed from LEM I to mMKM; the prescription stays 66")
+    form.rbe.text = "Constant RBE"
+    gui.frames(2)
+    assert note.text.startswith("Model changed from LEM I to constant RBE;")
+    form.rbe.text = "LEM I"
+    gui.frames(2)
+    assert note.text == "" and note.height == 0
+
+    form.tissue.text = "hsg"
+    gui.frames(2)
+    assert note.text.startswith("LEM I tissue changed from chordoma to hsg;")
+    form.tissue.text = "chordoma"
+    gui.frames(2)
+    assert note.text == "" and note.height == 0
+
+    form.rbe.text = "Constant RBE"
+    form.rbe_value.text = "3"
+    form.rbe_value.dispatch("on_text_validate")
+    form.dose.text = "60"
+    form.dose.dispatch("on_text_validate")  # 60 Gy(RBE) typed under a constant RBE of 3
+    gui.frames(2)
+    assert note.text == ""
+    form.rbe_value.text = "2"
+    form.rbe_value.dispatch("on_text_validate")
+    gui.frames(1)
+    assert note.text.startswith("Constant RBE changed from 3 to 2;")
+    form.rbe_value.text = "3"
+    form.rbe_value.dispatch("on_text_validate")
+    gui.frames(1)
+    assert note.text == ""
 
 
 def test_a_new_plan_opens_on_its_own_dose(gui, tmp_path):

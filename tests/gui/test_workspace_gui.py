@@ -20,8 +20,9 @@ from tests.workspace_factory import synthetic_plan_result
 pytestmark = pytest.mark.gui
 
 
-def _seed(data_dir: Path, name: str = "Plan 1") -> StoredPlan:
-    """A workspace of the demo patient holding one plan, the demo the patient open last."""
+def _seed(data_dir: Path, name: str = "Plan 1", **report_entries: object) -> StoredPlan:
+    """A workspace of the demo patient holding one plan (``report_entries`` added to its
+    report), the demo the patient open last."""
     from planning import api
 
     patient = api.demo_patient()
@@ -30,7 +31,8 @@ def _seed(data_dir: Path, name: str = "Plan 1") -> StoredPlan:
     objectives = [{"structure": "PTV", "type": "squared_deviation", "dose_gy_rbe": 3.0,
                    "weight": 100.0, "volume_fraction": None, "term": 0.5,
                    "share_percent": 80.0, "rms_deviation_gy_rbe": 1.23}]
-    result = replace(result, report={**result.report, "objectives": objectives})
+    result = replace(result, report={**result.report, "objectives": objectives,
+                                     **report_entries})
     stored = StoredPlan(new_plan_id(), name, result, summary="seeded")
     store = WorkspaceStore(data_dir / "workspaces")
     key = patient_key(patient)
@@ -123,13 +125,47 @@ def test_plan_form_and_display_come_back_after_a_restart(gui, tmp_path):
     assert rows[0].result.text == ("Plan 1: RMS deviation at the optimizer's points 1.23 "
                                    "Gy(RBE),\n80 % of the objective value")
     assert all(row.result.text == "" for row in rows[1:])
-    # A restored plan has no kept optimizer matrices: Re-optimize stays offered (a greyed
-    # button said nothing) and says why it cannot and what to do.
-    assert not form.reoptimize_button.disabled
-    form.reoptimize()
+    # A restored plan has no kept optimizer matrices: Re-optimize is greyed, and a line above
+    # it says why and what to do.
+    assert form.reoptimize_button.disabled
+    why = form.reoptimize_note
+    assert why.text == ("Re-optimize: Plan 1 keeps no influence (a restored or received "
+                        "plan); press Compute plan first.")
+    assert why.height >= why.texture_size[1] > 0
+
+
+def test_a_restored_plan_at_its_iteration_limit_is_to_be_computed_again_to_continue(
+        gui, tmp_path):
+    """Review: a plan restored from the workspace that stopped at the optimizer's iteration
+    limit said "re-optimizing continues from these spot weights", with Re-optimize enabled,
+    which then refused it (no kept influence)."""
+    from types import SimpleNamespace
+
+    _seed(tmp_path, optimizer_message="STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT",
+          iterations=199)
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    form, notes = screen.plan_panel, screen.dose_panel.notes
+    assert screen.shown_plan is app.session.plans[0]
+    assert "stopped at its iteration limit after 199 iterations" in notes.text
+    assert "continues from these spot weights" not in notes.text
+    assert ("restored from a saved session, it keeps no influence to re-optimize from: "
+            "compute it again (Compute plan)") in notes.text
+    assert form.reoptimize_button.disabled and "Plan 1 keeps no influence" in (
+        form.reoptimize_note.text)
+    # A plan computed here (it keeps its influence): Re-optimize is offered again.
+    computed = replace(app.session.plans[0].result,
+                       prepared=SimpleNamespace(release=lambda: None))
+    app.session.add_plan(computed, "computed here")
     gui.frames(2)
-    assert "restored from a saved session" in app.last_error, app.last_error
-    assert "Compute plan" in app.last_error
+    assert screen.shown_plan is app.session.plans[1]
+    assert not form.reoptimize_button.disabled
+    assert form.reoptimize_note.text == "" and form.reoptimize_note.height == 0
+    assert notes.text.endswith("re-optimizing continues from these spot weights.")
+    # Showing the restored plan again greys it (Re-optimize starts from the plan shown).
+    screen.dose_panel.plan.text = "Plan 1"
+    gui.frames(2)
+    assert form.reoptimize_button.disabled and form.reoptimize_note.text
 
 
 def test_rename_a_plan_names_its_export_and_is_kept(gui, tmp_path):
