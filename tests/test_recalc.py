@@ -765,3 +765,22 @@ def test_a_plans_own_sad_and_spot_size_are_held_against_the_beam_model(demo, tmp
     for near in (tmp_path / "RP_near.dcm", plan_dir / "RTPLAN.dcm"):
         result = api.recalculate_plan(patient, near, grid_mm=8.0, device="cpu")
         assert not [w for w in result.report["warnings"] if "the beam model of" in w], near
+
+
+def test_a_tissue_for_the_exchange_view_is_its_lem_i_side(demo):
+    """`recalc --rbe mkm --tissue hsg --exchange` accepted --tissue (the CLI says it is the
+    exchange view's LEM I side) and dropped it: the LEM I side was the default chordoma; and an
+    exchange without --rbe refused --tissue (review). Under the plan's own LEM I the tissue
+    would contradict its exchange side: refused, naming what to give."""
+    _, plan_dir, patient, _, _ = demo
+    for rbe in ("mkm", None):
+        result = api.recalculate_plan(patient, plan_dir / "RTPLAN.dcm", rbe=rbe, tissue="hsg",
+                                      grid_mm=8.0, exchange=True)
+        assert result.exchange is not None
+        assert result.exchange.lem_model.startswith("LEM I hsg"), result.exchange.lem_model
+        assert result.report["rbe_model"].startswith("mMKM")
+    lem_plan = dataclasses.replace(load_rt_ion_plan(plan_dir / "RTPLAN.dcm").plan,
+                                   rbe=LemModel(), rbe_model=LemModel().describe())
+    with pytest.raises(InputError, match=r"--tissue hsg: the dose is computed under the plan's "
+                                         r"own LEM I \(LEM I chordoma"):
+        api.recalculate_plan(patient, lem_plan, tissue="hsg", grid_mm=8.0, exchange=True)

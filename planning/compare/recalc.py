@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -232,14 +232,17 @@ def plan_structure_tissues(plan: Plan, model: RbeModel) -> tuple[tuple[str, Tiss
     return plan.rbe_tissues if model == plan.rbe else ()
 
 
-def exchange_lem_side(plan: Plan, model: RbeModel
+def exchange_lem_side(plan: Plan, model: RbeModel, requested: LemModel | None = None
                       ) -> tuple[LemModel | None, tuple[tuple[str, Tissue], ...]]:
     """The LEM I model and tissues per structure of a recalculation's exchange view: ``model``
     with the plan's tissues where it is the plan's own LEM I model (:func:`plan_structure_tissues`),
-    another LEM I ``model`` alone, else the plan's own LEM I model with its tissues (a LEM I
-    plan recalculated under another model); (None, ()) for the default LEM I."""
+    another LEM I ``model`` alone; under another model the ``requested`` LEM I (``--tissue``),
+    else the plan's own LEM I model with its tissues (a LEM I plan recalculated under another
+    model); (None, ()) for the default LEM I."""
     if isinstance(model, LemModel):
         return model, plan_structure_tissues(plan, model)
+    if requested is not None:
+        return requested, ()
     if isinstance(plan.rbe, LemModel):
         return plan.rbe, plan.rbe_tissues
     return None, ()
@@ -427,6 +430,7 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
                 machine: Machine | None = None, grid_mm: float | DoseGrid = 2.5,
                 hlut_path: str | os.PathLike[str] | None = None, device: str = "auto",
                 cutoff_fraction: float = 0.99, exchange: bool = False,
+                exchange_lem: LemModel | None = None,
                 source: Mapping[str, Any] | None = None,
                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None
                 ) -> PlanResult:
@@ -448,6 +452,8 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
         See :func:`prepare_recalc`.
     exchange : bool
         Also evaluate the plan under mMKM and LEM I (:mod:`planning.exchange`).
+    exchange_lem : LemModel, optional
+        The exchange view's LEM I side when ``model`` is not LEM I (:func:`exchange_lem_side`).
     source : mapping, optional
         Facts about the imported file for the report (path, SOP Instance UID, warnings).
     progress, cancel : optional
@@ -546,7 +552,7 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
     view = None
     if exchange:
         t0 = time.perf_counter()
-        lem, lem_tissues = exchange_lem_side(plan, model)
+        lem, lem_tissues = exchange_lem_side(plan, model, exchange_lem)
         mkm, lem = paired_models(model, lem)
         view = exchange_view(engine, setup.weights_per_fraction, n_fx, mkm=mkm, lem=lem,
                              lem_structure_tissues=lem_tissues, patient=patient,
@@ -684,10 +690,24 @@ def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.Pat
                                                   ct_series_uid=ct_series_uid,
                                                   monitor_calibration=monitor_calibration,
                                                   machine=machine)
+    # Under another model than LEM I, the tissue of an exchange view is its LEM I side's
+    # (it was dropped without a word, and an exchange without --rbe was refused).
+    exchange_lem = None
+    if exchange and tissue is not None and rbe != "lem1":
+        from planning.rbe.by_name import rbe_model_by_name
+
+        exchange_lem = cast(LemModel, rbe_model_by_name("lem1", tissue))
+        tissue = None
     model, model_source = choose_model(plan, rbe, tissue=tissue, rbe_value=rbe_value)
+    if isinstance(model, LemModel) and exchange_lem is not None:
+        raise InputError(f"--tissue {exchange_lem.tissue.name}: the dose is computed under the "
+                         f"plan's own LEM I ({short_model_name(model.describe())}), which is "
+                         "also the exchange view's LEM I side; give --rbe lem1 with --tissue "
+                         "to recalculate under another LEM I tissue")
     result = recalculate(patient, plan, model=model, model_source=model_source, machine=machine,
                          grid_mm=grid_mm, hlut_path=hlut_path, device=device,
-                         cutoff_fraction=cutoff_fraction, exchange=exchange, source=source,
+                         cutoff_fraction=cutoff_fraction, exchange=exchange,
+                         exchange_lem=exchange_lem, source=source,
                          progress=stage_progress(progress, 0.03, 1.0), cancel=cancel)
     if out_dir is not None:  # with the plan document, as a plan's (adds timings_s["export"])
         write_plan_outputs(result, out_dir, machine=machine,
