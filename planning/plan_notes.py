@@ -70,6 +70,18 @@ def optimizer_passes(report: Mapping[str, Any]) -> tuple[int, list[tuple[str, in
     return count, [("in the first optimization", first), *later]
 
 
+def settled_by_design(report: Mapping[str, Any]) -> bool:
+    """Whether the optimizer's last pass was a halo correction's settling pass and the settling
+    met its tolerance (``dose_correction``: ``settling_passes``, ``residual_pct`` within
+    ``tolerance_pct``). Such a pass has a sixth of the plan's iterations by design
+    (:mod:`planning.engine.dose_correction`): its stopping at that limit says nothing against
+    the plan, and no note is made of it (every default demo plan had one)."""
+    correction = report.get("dose_correction") or {}
+    residual, tolerance = correction.get("residual_pct"), correction.get("tolerance_pct")
+    return (int(correction.get("settling_passes", 0)) > 0 and residual is not None
+            and tolerance is not None and float(residual) <= float(tolerance))
+
+
 def optimizer_status(message: str, *, passes: int = 1) -> str:
     """How the optimizer ended, in words for the plan document's "Status" row: e.g.
     "converged: the objective stopped decreasing (its relative change per iteration fell below
@@ -141,7 +153,8 @@ def plan_notes(result: PlanResult, *, restored: bool = False) -> tuple[str, ...]
         notes += [str(w) for w in result.patient.structure_set.warnings]
     message, iterations = str(report.get("optimizer_message", "")), report.get("iterations")
     passes = optimizer_passes(report)[0]
-    stopped = optimizer_note(message, iterations, passes=passes, restored=restored)
+    stopped = (None if settled_by_design(report)
+               else optimizer_note(message, iterations, passes=passes, restored=restored))
     if stopped is not None:
         if restored:  # the report's note says re-optimizing continues: not from this plan
             plain = optimizer_note(message, iterations, passes=passes)

@@ -113,7 +113,7 @@ from planning.plan_config import (
     load_plan_config,
     merge_objectives,
 )
-from planning.plan_notes import optimizer_note, optimizer_passes
+from planning.plan_notes import optimizer_note, optimizer_passes, settled_by_design
 from planning.plan_report import structure_report
 from planning.progress import CancelToken, ProgressCallback, report, stage_progress
 from planning.rbe import (
@@ -1101,7 +1101,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     }
     # The note the plan document shows for an optimizer that stopped before its convergence
     # test: in report.json's warnings too, so the terminal and batch say it as well.
-    stopped = optimizer_note(result.message, iterations, passes=optimizer_passes(rep)[0])
+    stopped = (None if settled_by_design(rep) else
+               optimizer_note(result.message, iterations, passes=optimizer_passes(rep)[0]))
     if stopped is not None:
         rep["warnings"].append(stopped)
     if prepared.config.tissues:

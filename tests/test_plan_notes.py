@@ -129,3 +129,21 @@ def test_a_restored_plan_at_its_iteration_limit_is_computed_again_to_continue():
     saved.report["iterations"] = 199
     notes = plan_notes(saved, restored=True)
     assert note in notes and not any("continues from these spot weights" in n for n in notes)
+
+
+def test_a_settling_pass_that_settled_makes_no_iteration_limit_note():
+    """Every default demo plan warned that its optimizer stopped at its iteration limit: its
+    last pass is a settling pass of the halo correction, which has a sixth of the iterations
+    by design; when the settling met its tolerance that says nothing against the plan."""
+    from planning.plan_notes import settled_by_design
+
+    message = "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT"
+    result = _result(message)
+    result.report.update(iterations=199, dose_correction={
+        "settling_passes": 1, "settling_iterations": 33, "residual_pct": 0.1,
+        "tolerance_pct": 0.2})
+    assert settled_by_design(result.report)
+    assert not any("iteration limit" in n for n in plan_notes(result))
+    result.report["dose_correction"]["residual_pct"] = 0.3  # did not settle: the note stays
+    assert not settled_by_design(result.report)
+    assert any("iteration limit" in n for n in plan_notes(result))
