@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kivy.uix.label import Label
 
-from app.theme import MUTED_TEXT_RGBA, ROW_HEIGHT
+from app.theme import MUTED_TEXT_RGBA, PAD, ROW_HEIGHT
 
 
 def row_label(text: str, width: int | None = None, muted: bool = False) -> Label:
@@ -15,6 +15,15 @@ def row_label(text: str, width: int | None = None, muted: bool = False) -> Label
         lab.size_hint_x = None
         lab.width = width
     lab.bind(size=lambda w, s: setattr(w, "text_size", s))
+    return lab
+
+
+def note_label() -> Label:
+    """A small muted note that wraps to the width it gets and takes no room while empty."""
+    lab = Label(text="", size_hint_y=None, height=0, halign="left", valign="top",
+                font_size="11sp", color=MUTED_TEXT_RGBA, padding=(PAD, 2))
+    lab.bind(width=lambda w, width: setattr(w, "text_size", (width, None)),
+             texture_size=lambda w, ts: setattr(w, "height", ts[1] if w.text else 0))
     return lab
 
 

@@ -22,8 +22,8 @@ from app.model_note import (
     unconfirmed_prescription_error,
     unit_changes,
 )
+from app.panels.form_widgets import note_label, wrapped_label
 from app.panels.form_widgets import row_label as _label
-from app.panels.form_widgets import wrapped_label
 from app.plan_setup import (
     CUSTOM_TISSUE,
     DEVICES,
@@ -341,21 +341,11 @@ class PlanPanel(BoxLayout):
 
         # The last Compute's pre-flight estimate (work, memory, time), above the buttons so
         # that it stays in sight while the plan runs; it names the grid and spots it is of.
-        self.estimate_note = Label(text="", size_hint_y=None, height=0, halign="left",
-                                   valign="top", font_size="11sp", color=MUTED_TEXT_RGBA,
-                                   padding=(PAD, 2))
-        self.estimate_note.bind(
-            width=lambda w, width: setattr(w, "text_size", (width, None)),
-            texture_size=lambda w, ts: setattr(w, "height", ts[1] if w.text else 0))
+        self.estimate_note = note_label()
         self.add_widget(self.estimate_note)
         # Why Re-optimize is greyed, while it is (the plan it would start from keeps no
         # influence).
-        self.reoptimize_note = Label(text="", size_hint_y=None, height=0, halign="left",
-                                     valign="top", font_size="11sp", color=MUTED_TEXT_RGBA,
-                                     padding=(PAD, 2))
-        self.reoptimize_note.bind(
-            width=lambda w, width: setattr(w, "text_size", (width, None)),
-            texture_size=lambda w, ts: setattr(w, "height", ts[1] if w.text else 0))
+        self.reoptimize_note = note_label()
         self.add_widget(self.reoptimize_note)
         buttons = BoxLayout(size_hint_y=None, height=BUTTON_HEIGHT + 8, spacing=PAD)
         self.compute_button = Button(text="Compute plan", bold=True,
