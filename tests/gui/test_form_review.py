@@ -17,6 +17,15 @@ def _start(gui, tmp_path: Path):
     return start_on_demo(gui, tmp_path / "data")
 
 
+def _on_plan_tab(gui, tmp_path: Path):
+    """(app, its planning screen, the Plan form) on the demo patient, the Plan tab shown."""
+    app = _start(gui, tmp_path)
+    screen = app.planning
+    gui.click(screen.tab_items["Plan"])
+    gui.frames(2)
+    return app, screen, screen.plan_panel
+
+
 def _close_dialogs(gui, name: str) -> None:
     for ok in reversed(gui.find_all(lambda w: getattr(w, "name", "") == f"{name}_ok")):
         gui.click(ok)
@@ -34,11 +43,7 @@ def _compute_error(gui, app) -> str:
 
 
 def test_a_refused_prescription_is_named_and_messages_give_the_models_unit(gui, tmp_path):
-    app = _start(gui, tmp_path)
-    screen = app.planning
-    gui.click(screen.tab_items["Plan"])
-    gui.frames(2)
-    form = screen.plan_panel
+    app, _screen, form = _on_plan_tab(gui, tmp_path)
     doses = [r.dose.text for r in form.objective_row_list]
     # A prescription of 5000 was reported as "objective 1 (PTV) dose ... must lie between 0
     # and 1000, got 5000": the objectives had been scaled to it first.
@@ -131,11 +136,7 @@ def test_objective_types_and_the_dose_per_fraction_are_read_whole(gui, tmp_path)
 def test_a_hint_says_what_the_default_rings_maxima_are_for(gui, tmp_path):
     """"PTV ring 15-30 mm max 60.48" (105 %) next to "ring 5-15 mm max 46.08" (80 %) read as a
     mistake: the far ring caps hot spots only (planning.plan_config's docstring)."""
-    app = _start(gui, tmp_path)
-    screen = app.planning
-    gui.click(screen.tab_items["Plan"])
-    gui.frames(2)
-    form = screen.plan_panel
+    _app, _screen, form = _on_plan_tab(gui, tmp_path)
     note = form.ring_note
     assert "15-30 mm max 105 %: a cap on hot spots outside the target" in note.text
     assert "5-15 mm max 80 %: the dose fall-off" in note.text
@@ -229,11 +230,7 @@ def test_default_objectives_keep_the_ring_note_between_heading_and_column_titles
     over the section's title and the column titles, at every window size."""
     from kivy.core.text import Label as CoreLabel
 
-    app = _start(gui, tmp_path)
-    screen = app.planning
-    gui.click(screen.tab_items["Plan"])
-    gui.frames(2)
-    form = screen.plan_panel
+    _app, _screen, form = _on_plan_tab(gui, tmp_path)
     note, heading, header = form.ring_note, form.objectives_heading, form.objective_header
     window = gui.window
     try:
@@ -268,11 +265,7 @@ def test_a_prescription_kept_across_physical_dose_is_flagged_until_typed_or_conf
     physical dose meant) without a word; the switch to LEM I had a note."""
     from app.theme import MUTED_TEXT_RGBA, UNCONFIRMED_FIELD_RGBA, WARNING_TEXT_RGBA
 
-    app = _start(gui, tmp_path)
-    screen = app.planning
-    gui.click(screen.tab_items["Plan"])
-    gui.frames(2)
-    form = screen.plan_panel
+    app, _screen, form = _on_plan_tab(gui, tmp_path)
     note = form.model_note
     written = [float(r.dose.text) for r in form.objective_row_list]
     white = (1.0, 1.0, 1.0, 1.0)
@@ -340,11 +333,7 @@ def test_a_tissue_or_constant_rbe_change_gets_a_note_and_an_unconfirmed_number_s
     """Review: changing the LEM I tissue or the constant RBE under a kept prescription said
     nothing (the same Gy(RBE) number is another physical dose), and a prescription awaiting
     confirmation after a switch to physical dose came back confirmed from the workspace."""
-    app = _start(gui, tmp_path)
-    screen = app.planning
-    gui.click(screen.tab_items["Plan"])
-    gui.frames(2)
-    form = screen.plan_panel
+    app, _screen, form = _on_plan_tab(gui, tmp_path)
     note = form.model_note
     form.rbe.text = "LEM I"
     gui.frames(2)
@@ -394,11 +383,7 @@ def test_back_on_the_model_tissue_or_rbe_the_prescription_was_entered_under_the_
     """Review: 66 Gy(RBE) entered under LEM I, then mMKM, then LEM I again: the note still
     said "Model changed from mMKM to LEM I; the prescription stays 66 Gy(RBE) ... this plan
     delivers less", and chordoma -> hsg -> chordoma and RBE 3 -> 2 -> 3 kept theirs."""
-    app = _start(gui, tmp_path)
-    screen = app.planning
-    gui.click(screen.tab_items["Plan"])
-    gui.frames(2)
-    form = screen.plan_panel
+    _app, _screen, form = _on_plan_tab(gui, tmp_path)
     note = form.model_note
     form.rbe.text = "LEM I"
     gui.frames(2)
