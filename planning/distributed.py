@@ -73,7 +73,10 @@ def connect(address: str, *, timeout_s: float = 30.0) -> Any:
 @contextlib.contextmanager
 def local_cluster(n_workers: int | None = None) -> Iterator[Any]:
     """A client of a cluster of worker processes on this machine (one per core by default,
-    one task at a time each), closed on exit. No dashboard, no fixed ports.
+    one task at a time each), closed on exit. No dashboard, no fixed ports: the scheduler
+    always serves a few HTTP routes (health, metrics), on port 8787 unless told otherwise,
+    which warned of a port in use beside any other Dask cluster; here on a free port of the
+    loopback interface.
 
     Each worker's dose engine gets its share of the cores (``IONPLAN_THREADS``, see
     :data:`planning.engine.dose_engine.THREADS_ENV`): with one worker per core, one thread
@@ -86,7 +89,7 @@ def local_cluster(n_workers: int | None = None) -> Iterator[Any]:
         raise IonPlanError(f"a local cluster needs at least one worker, got {n}")
     cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                        env={"IONPLAN_THREADS": str(max(1, cores // n))},
-                                       dashboard_address=None,
+                                       dashboard_address="127.0.0.1:0",
                                        scheduler_kwargs={"dashboard": False},
                                        silence_logs=logging.WARNING)
     try:

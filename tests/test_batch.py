@@ -652,3 +652,40 @@ def test_a_plan_job_is_named_by_its_label_or_its_job_name(tmp_path, monkeypatch)
         assert not job.problem
         planning.batch.run_job(job, tmp_path / "out")
     assert seen == ["p01-boost", "Sacrum boost, phase 2"]
+
+
+_CLUSTER_BESIDE_8787 = """
+import socket, warnings
+from planning.distributed import local_cluster
+
+if __name__ == "__main__":
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        held.bind(("0.0.0.0", 8787))
+        held.listen()
+    except OSError:  # another program holds it: the case under test all the same
+        pass
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with local_cluster(1) as client:
+            info = client.run_on_scheduler(
+                lambda dask_scheduler: dask_scheduler.http_server.address)
+    print(info)
+    print("|".join(str(w.message).splitlines()[0] for w in seen
+                   if issubclass(w.category, UserWarning)))
+"""
+
+
+def test_local_cluster_beside_another_on_port_8787_warns_of_nothing(tmp_path):
+    """The scheduler's HTTP routes took port 8787 and warned ("Port 8787 is already in use")
+    when another Dask cluster ran: a batch run printed it as one of its warnings."""
+    script = tmp_path / "beside.py"
+    script.write_text(_CLUSTER_BESIDE_8787)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    address, warned = done.stdout.splitlines()
+    assert address == "127.0.0.1"
+    assert warned == ""
