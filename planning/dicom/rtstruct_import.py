@@ -414,8 +414,11 @@ def read_structure_set(ds: Dataset, ct: CtVolume, *, path: PathLike = "") -> Str
                 contours=roi.contours,
             )
         )
+    # At INFO (-v): the outputs say them (report.json's warnings, the terminal after a
+    # command, the plan document, the app's patient panel: Patient.import_warnings); at WARNING
+    # the terminal read each twice.
     for line in warnings:
-        logger.warning("%s: %s", where, line)
+        logger.info("%s: %s", where, line)
     return StructureSet(
         structures=tuple(structures),
         frame_of_reference_uid=ct.frame_of_reference_uid,
