@@ -28,6 +28,7 @@ from planning.dicom._values import (
     reading,
 )
 from planning.dicom.errors import DicomImportError
+from planning.dicom.file_context import reading_file
 from planning.dicom.rasterize import (
     CLOSED_TYPES,
     FloatArray,
@@ -456,4 +457,5 @@ def load_rtstruct(path: PathLike, ct: CtVolume) -> StructureSet:
     DicomImportError
         Unreadable file, or any problem listed in :func:`read_structure_set`.
     """
-    return read_structure_set(read_rtstruct_file(path), ct, path=path)
+    with reading_file(path):  # pydicom reads values when they are used: all of them here
+        return read_structure_set(read_rtstruct_file(path), ct, path=path)
