@@ -31,22 +31,10 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from planning.dicom.file_context import file_being_read
-from planning.log_capture import warning_text
+from planning.log_capture import pydicom_message, warning_text
 
 #: The library whose log records and warnings are printed as its own.
 PYDICOM = "pydicom"
-
-
-def _pydicom_line(text: str, files: list[str]) -> str:
-    """The line of pydicom's warning ``text`` about ``files`` (distinct, in the order they
-    gave it; ``""`` for one made while no file was being read): ``"pydicom: FILE: TEXT"``
-    after the first file, ``" (and N more files)"`` after the text with more."""
-    named = [f for f in files if f]
-    if not named:
-        return f"{PYDICOM}: {text}"
-    more = len(named) - 1
-    also = f" (and {more} more file{'s' if more > 1 else ''})" if more else ""
-    return f"{PYDICOM}: {named[0]}: {text}{also}"
 
 
 class _OncePrinter(logging.Handler):
@@ -56,7 +44,7 @@ class _OncePrinter(logging.Handler):
         super().__init__()
         self.stream = stream
         self.shown: set[str] = set()
-        #: pydicom's texts and the files each was about (:func:`_pydicom_line`), until the end.
+        #: pydicom's texts and the files each was about (:func:`pydicom_message`), until the end.
         self.by_pydicom: dict[str, list[str]] = {}
 
     def show(self, text: str) -> None:
@@ -74,7 +62,7 @@ class _OncePrinter(logging.Handler):
     def show_kept(self) -> None:
         """Print pydicom's texts kept so far, one line each (then forget them)."""
         for text, files in self.by_pydicom.items():
-            self.show(_pydicom_line(text, files))
+            self.show(f"{PYDICOM}: {pydicom_message(text, files)}")
         self.by_pydicom.clear()
 
     def emit(self, record: logging.LogRecord) -> None:

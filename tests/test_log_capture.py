@@ -111,6 +111,24 @@ def test_pydicom_logs_and_warns_once_in_the_jobs_list(caplog):
                                          if not isinstance(h, logging.NullHandler)]
 
 
+def test_a_jobs_pydicom_warning_names_its_file_and_counts_the_others():
+    """In a batch job too: pydicom's text after the first file that gave it, with the count
+    of the others (a job's CT folder of 300 slices gave one message naming none); IonPlan's
+    own messages as they are."""
+    from pydicom.misc import warn_and_log
+
+    from planning.dicom.file_context import reading_file
+
+    sh = "The value length (20) exceeds the maximum length of 16 allowed for VR SH."
+    with collected_warnings() as messages:
+        for name in ("CT1.dcm", "CT2.dcm", "CT1.dcm", "CT3.dcm"):
+            with reading_file(name):
+                warn_and_log(sh)
+        with reading_file("RS.dcm"):
+            logging.getLogger("planning.dicom.x").warning("ROI 'A' has no contours")
+    assert messages == [f"CT1.dcm: {sh} (and 2 more files)", "ROI 'A' has no contours"]
+
+
 def test_warning_text_names_a_category_other_than_userwarning():
     assert warning_text("plain", UserWarning) == "plain"
     assert warning_text(RuntimeWarning("overflow"), RuntimeWarning) == "RuntimeWarning: overflow"
