@@ -11,8 +11,10 @@ calling thread warns of while its block runs:
 - Python warnings (:func:`warnings.warn`, also those of NumPy's and SciPy's compiled code), as
   :func:`warning_text`.
 
-Each message is kept once. The batch returns them with the job's outcome and prints them with
-the job's name.
+Each message is kept once; one of pydicom's, which names no file, after the file the
+importers were reading (:func:`planning.dicom.file_context.file_being_read`) and with the count
+of the other files that gave it (:func:`pydicom_message`). The batch returns them with the job's
+outcome and prints them with the job's name.
 
 Threads. One worker process may run several jobs at once, one per thread, and a robust job's
 scenario tasks run in further threads. ``warnings.catch_warnings(record=True)`` cannot tell
@@ -43,10 +45,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any, Protocol, TextIO, cast
+
+from planning.dicom.file_context import file_being_read
 
 #: The loggers whose records (their own and their children's) are collected: IonPlan's, and
 #: pydicom's, which logs each of its warnings besides warning of it.
@@ -70,9 +75,44 @@ def warning_text(message: Warning | str, category: type[Warning]) -> str:
     return text if category is UserWarning else f"{category.__name__}: {text}"
 
 
-def _add(sink: list[str], message: str) -> None:
-    if message not in sink:
-        sink.append(message)
+def pydicom_message(text: str, files: list[str]) -> str:
+    """pydicom's warning ``text`` about ``files`` (distinct, in the order they gave it; ``""``
+    for one made while no file was being read) as one message: ``"FILE: TEXT"`` after the
+    first file, ``" (and N more files)"`` after it with more; ``text`` without a file."""
+    named = [f for f in files if f]
+    if not named:
+        return text
+    more = len(named) - 1
+    also = f" (and {more} more file{'s' if more > 1 else ''})" if more else ""
+    return f"{named[0]}: {text}{also}"
+
+
+class _Sink:
+    """The messages of one collecting block (each once) and, for pydicom's, the files each
+    text was about; its message is rewritten as more files give it."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.files: dict[str, tuple[int, list[str]]] = {}
+
+    def add(self, message: str) -> None:
+        if message not in self.messages:
+            self.messages.append(message)
+
+    def add_pydicom(self, text: str) -> None:
+        """pydicom's ``text`` about the file being read."""
+        if text not in self.files:
+            self.files[text] = (len(self.messages), [])
+            self.messages.append(text)
+        at, files = self.files[text]
+        path = file_being_read() or ""
+        if path not in files:
+            files.append(path)
+            self.messages[at] = pydicom_message(text, files)
+
+    def is_pydicom(self, text: str) -> bool:
+        """Whether pydicom logged ``text`` (it logs, then warns of the same text)."""
+        return text in self.files
 
 
 class _Router(logging.Handler):
@@ -82,7 +122,7 @@ class _Router(logging.Handler):
 
     def __init__(self, show_before: ShowWarning) -> None:
         super().__init__()
-        self.sinks: dict[int, list[str]] = {}
+        self.sinks: dict[int, _Sink] = {}
         self.show_before = show_before
         self.shown: set[tuple[str, type[Warning], str, int]] = set()
         #: The hook, one bound method: it is compared with ``warnings.showwarning`` when taken out.
@@ -93,14 +133,20 @@ class _Router(logging.Handler):
         sink = None if thread is None else self.sinks.get(thread)
         if sink is None:
             logging.getLogger().callHandlers(record)  # as propagation would have
+        elif record.name.partition(".")[0] == "pydicom":
+            sink.add_pydicom(record.getMessage())
         else:
-            _add(sink, record.getMessage())
+            sink.add(record.getMessage())
 
     def _showwarning(self, message: Warning | str, category: type[Warning], filename: str,
                      lineno: int, file: TextIO | None = None, line: str | None = None) -> None:
         sink = self.sinks.get(threading.get_ident())
         if sink is not None:
-            _add(sink, warning_text(message, category))
+            text = warning_text(message, category)
+            if sink.is_pydicom(text) or f"{os.sep}pydicom{os.sep}" in filename:
+                sink.add_pydicom(text)
+            else:
+                sink.add(text)
             return
         place = (str(message), category, filename, lineno)
         if place not in self.shown:  # the ``always`` filter lets repeats through
@@ -153,17 +199,18 @@ def _uninstall_when_idle() -> None:
 
 @contextlib.contextmanager
 def collected_warnings() -> Iterator[list[str]]:
-    """Collect, as messages in the yielded list (each once), what this thread logs at WARNING
-    on :data:`LOGGER_NAMES` and warns of with Python warnings until the block ends (nested
-    blocks each collect their own)."""
+    """Collect, as messages in the yielded list (each once; pydicom's after their file,
+    :func:`pydicom_message`), what this thread logs at WARNING on :data:`LOGGER_NAMES` and
+    warns of with Python warnings until the block ends (nested blocks each collect their
+    own)."""
     thread = threading.get_ident()
-    sink: list[str] = []
+    sink = _Sink()
     with _lock:
         router = _install()
         outer = router.sinks.get(thread)
         router.sinks[thread] = sink
     try:
-        yield sink
+        yield sink.messages
     finally:
         with _lock:
             if outer is None:

@@ -462,6 +462,18 @@ class Patient:
     structure_set: StructureSet | None = None
     warnings: tuple[str, ...] = ()
 
+    def import_warnings(self) -> tuple[str, ...]:
+        """What the import of the patient's files warned of, each once, for the outputs
+        (report.json, the terminal, the plan document): the patient's own notes (skipped and
+        damaged files, no structure set), then its structure set's, each after the file it
+        was read from (``"/data/p1/RS.dcm: ROI 'Eye_L' has an open contour"``; without a file,
+        a structure set built in memory, as it is)."""
+        ss = self.structure_set
+        theirs = () if ss is None else ss.warnings
+        where = "" if ss is None or not ss.source_path else f"{ss.source_path}: "
+        own = [w for w in self.warnings if w not in theirs]  # load_patient copies them
+        return tuple(dict.fromkeys([*own, *(f"{where}{w}" for w in theirs)]))
+
     def record(self) -> dict[str, str | None]:
         """Who and which images, as the output files' reports say it: patient ID and name,
         study, CT series, frame of reference and structure set UIDs (None without one)."""

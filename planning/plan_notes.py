@@ -143,14 +143,14 @@ def model_note(plan_model: str | None, dose_model: str) -> str | None:
 
 def plan_notes(result: PlanResult, *, restored: bool = False) -> tuple[str, ...]:
     """The notes of the module docstring for ``result``, in that order, each once (report.json's
-    warnings hold the optimizer's and the model's notes of plans and recalculations made since
+    warnings hold the optimizer's and the model's notes and the patient's import warnings
+    (:meth:`planning.patient.Patient.import_warnings`) of plans and recalculations made since
     December 2026; older reports do not). ``restored``: see :func:`optimizer_note` (its note
     replaces the report's)."""
     report = result.report
     notes = [str(w) for w in report.get("warnings", ())]
-    notes += [str(w) for w in result.patient.warnings]
-    if result.patient.structure_set is not None:
-        notes += [str(w) for w in result.patient.structure_set.warnings]
+    # Reports since December 2026 hold them too, in the same words (kept once below).
+    notes += result.patient.import_warnings()
     message, iterations = str(report.get("optimizer_message", "")), report.get("iterations")
     passes = optimizer_passes(report)[0]
     stopped = (None if settled_by_design(report)

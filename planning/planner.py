@@ -1084,7 +1084,10 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         "structures": sections.structures,
         "dvh_gy_rbe": sections.dvh_gy_rbe,
         "timings_s": timings,
-        "warnings": [w for w in (None if prepared.hlut is None else prepared.hlut.warning(),
+        # What reading the patient's files warned of first: the PDF and the app show them,
+        # and report.json's readers (exchange staff, batch summaries) see no other output.
+        "warnings": [*patient.import_warnings(), *(
+                     w for w in (None if prepared.hlut is None else prepared.hlut.warning(),
                                  grid_warning(dose_grid.spacing_mm),
                                  spot_spacing_warning(prepared.machine, spot_maps),
                                  empty_beams,
@@ -1097,7 +1100,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                                  None if target_metrics is None else coverage_warning(
                                      prepared.target, target_metrics,
                                      prescription.total_dose_gy_rbe,
-                                     "Gy" if physical else "Gy(RBE)")) if w],
+                                     "Gy" if physical else "Gy(RBE)")) if w)],
     }
     # The note the plan document shows for an optimizer that stopped before its convergence
     # test: in report.json's warnings too, so the terminal and batch say it as well.

@@ -457,7 +457,8 @@ def test_python_warnings_of_jobs_on_one_worker_each_name_their_job(tmp_path_fact
                           text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
-    label = ("The value length (26) exceeds the maximum length of 16 allowed for VR SH.")
+    # pydicom's text after the file it was about (test_log_capture).
+    label = f"{foreign}: The value length (26) exceeds the maximum length of 16 allowed for VR SH."
     model = ("the plan names RBE model 'XiO RBE table v3', which IonPlan does not know: "
              "its dose is recalculated under mMKM (the default)")
     for name in ("pat1", "pat2"):

@@ -111,6 +111,24 @@ def test_pydicom_logs_and_warns_once_in_the_jobs_list(caplog):
                                          if not isinstance(h, logging.NullHandler)]
 
 
+def test_a_jobs_pydicom_warning_names_its_file_and_counts_the_others():
+    """In a batch job too: pydicom's text after the first file that gave it, with the count
+    of the others (a job's CT folder of 300 slices gave one message naming none); IonPlan's
+    own messages as they are."""
+    from pydicom.misc import warn_and_log
+
+    from planning.dicom.file_context import reading_file
+
+    sh = "The value length (20) exceeds the maximum length of 16 allowed for VR SH."
+    with collected_warnings() as messages:
+        for name in ("CT1.dcm", "CT2.dcm", "CT1.dcm", "CT3.dcm"):
+            with reading_file(name):
+                warn_and_log(sh)
+        with reading_file("RS.dcm"):
+            logging.getLogger("planning.dicom.x").warning("ROI 'A' has no contours")
+    assert messages == [f"CT1.dcm: {sh} (and 2 more files)", "ROI 'A' has no contours"]
+
+
 def test_warning_text_names_a_category_other_than_userwarning():
     assert warning_text("plain", UserWarning) == "plain"
     assert warning_text(RuntimeWarning("overflow"), RuntimeWarning) == "RuntimeWarning: overflow"
@@ -141,7 +159,61 @@ def test_a_command_prints_each_pydicom_warning_once_as_one_line(capsys) -> None:
             logging.getLogger("pydicom").info("read at INFO: not a warning")
     assert warnings.showwarning is before and logging.getLogger("pydicom").propagate
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == ("ionplan: warning: pydicom: The value length (26) exceeds the maximum "
-                      "length of 16 allowed for VR SH.")
-    assert len(err) == 2 and err[1].startswith(
+    assert len(err) == 2 and err[0].startswith(
         "ionplan: warning: RuntimeWarning: divide by zero encountered in scalar divide (")
+    # pydicom's when the command ends (with the files that gave them: none here).
+    assert err[1] == ("ionplan: warning: pydicom: The value length (26) exceeds the maximum "
+                      "length of 16 allowed for VR SH.")
+
+
+def test_a_pydicom_warning_names_its_file_and_counts_the_others(capsys) -> None:
+    """pydicom's warnings named no file: in a CT folder of 300 slices the user could not find
+    the one it meant. Each text is said once, after the first file that gave it, with the
+    count of the others."""
+    import warnings
+
+    from pydicom.misc import warn_and_log
+
+    from planning.cli_warnings import terminal_warnings
+    from planning.dicom.file_context import reading_file
+
+    sh, lo = ("The value length (20) exceeds the maximum length of 16 allowed for VR SH.",
+              "The value length (70) exceeds the maximum length of 64 allowed for VR LO.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with terminal_warnings():
+            for name in ("CT1.dcm", "CT2.dcm", "CT3.dcm", "CT2.dcm"):
+                with reading_file(name):
+                    warn_and_log(sh)
+            with reading_file("RS.dcm"):
+                warn_and_log(lo)
+    assert capsys.readouterr().err.splitlines() == [
+        f"ionplan: warning: pydicom: CT1.dcm: {sh} (and 2 more files)",
+        f"ionplan: warning: pydicom: RS.dcm: {lo}"]
+
+
+def test_the_importers_say_which_file_pydicom_warned_of(tmp_path) -> None:
+    """A patient folder whose every file has a Patient ID too long for its VR (LO, 64
+    characters): one line, naming one of them and counting the others."""
+    import io
+    import re
+
+    from planning.cli_warnings import terminal_warnings
+    from planning.dicom import load_patient, write_demo_patient
+
+    write_demo_patient(tmp_path)
+    files = sorted(tmp_path.iterdir())
+    for path in files:
+        ds = pydicom.dcmread(path)
+        with pydicom.config.disable_value_validation():
+            ds.PatientID = "X" * 70
+        ds.save_as(path)
+    err = io.StringIO()
+    with terminal_warnings(err):
+        load_patient(tmp_path)
+    (line,) = err.getvalue().splitlines()
+    said = re.fullmatch(r"ionplan: warning: pydicom: (.+): The value length \(70\) exceeds the "
+                        r"maximum length of 64 allowed for VR LO\. \(and (\d+) more files\)",
+                        line)
+    assert said is not None, line
+    assert said[1] in {str(p) for p in files} and int(said[2]) == len(files) - 1

@@ -19,8 +19,8 @@ def _result(message: str, *, model: str = "mMKM HSG", plan_model: str = "mMKM HS
     return SimpleNamespace(
         report={"warnings": ["the dose grid is coarser than 2.5 mm"],
                 "optimizer_message": message, "iterations": 199},
-        patient=SimpleNamespace(warnings=("CT: 2 slices missing",),
-                                structure_set=SimpleNamespace(warnings=("Eye_L: open contour",))),
+        patient=SimpleNamespace(import_warnings=lambda: ("CT: 2 slices missing",
+                                                         "RS.dcm: Eye_L: open contour")),
         model=SimpleNamespace(describe=lambda: model), plan=SimpleNamespace(rbe_model=plan_model))
 
 
@@ -37,7 +37,7 @@ def test_plan_notes_hold_the_report_patient_structure_set_optimizer_and_model_no
     notes = plan_notes(_result("STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT",
                                model="LEM I chordoma", plan_model="mMKM HSG"))
     assert notes[:3] == ("the dose grid is coarser than 2.5 mm", "CT: 2 slices missing",
-                         "Eye_L: open contour")
+                         "RS.dcm: Eye_L: open contour")
     assert "iteration limit" in notes[3]
     assert notes[4] == ("The doses were computed with LEM I chordoma; the plan was optimized "
                         "with mMKM HSG.")

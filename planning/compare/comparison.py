@@ -468,6 +468,8 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
     chosen = _patient_for(patient, side_a, side_b, frame, stage_progress(progress, 0.0, 0.05),
                           cancel, ct_series_uid)
     warnings += patient_warnings(side_a, side_b, chosen)
+    if chosen is not None:  # its structures' DVHs are compared: what their import warned of
+        warnings += chosen.import_warnings()
     timings["load"] = time.perf_counter() - t0
     if cancel is not None:
         cancel.raise_if_cancelled("the comparison")

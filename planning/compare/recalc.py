@@ -493,7 +493,8 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
     sections = structure_report(patient, setup.dose_grid, cubes.physical_dose_gy,
                                 cubes.rbe_dose_gy_rbe, plan.prescription.total_dose_gy_rbe,
                                 target, labels=tissues.labels, relative=unit == rx_unit)
-    warnings = [*(source or {}).get("warnings", ()), *setup.warnings]
+    warnings = [*patient.import_warnings(), *(source or {}).get("warnings", ()),
+                *setup.warnings]
     if model_source == "default":  # the plan's model is none or unknown: choose_model took mMKM
         warnings.append(unknown_model_warning(plan))
     if plan.rbe_tissues and not structure_tissues:

@@ -22,6 +22,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from planning.dicom.errors import DicomImportError
+from planning.dicom.file_context import reading_file
 from planning.errors import os_error_reason
 
 PathLike = str | os.PathLike[str]
@@ -39,10 +40,12 @@ def reading(path: PathLike, what: str) -> Iterator[None]:
 
     Used around pydicom calls at the I/O boundary, where malformed input can surface as
     ValueError, KeyError, EOFError, struct.error, OverflowError, ... depending on where the
-    bytes are broken.
+    bytes are broken. What pydicom warns of in the block is about ``path``
+    (:func:`planning.dicom.file_context.reading_file`).
     """
     try:
-        yield
+        with reading_file(path):
+            yield
     except DicomImportError:
         raise
     except MemoryError as exc:

@@ -31,6 +31,7 @@ from planning.dicom._values import (
 )
 from planning.dicom.ct_geometry import SeriesGeometry, SliceRecord, series_geometry
 from planning.dicom.errors import DicomImportError, SeriesSelectionError
+from planning.dicom.file_context import reading_file
 from planning.dicom.scan import (
     CtFileHeader,
     CtSeriesFiles,
@@ -128,11 +129,12 @@ def _transfer_syntax(header: CtFileHeader) -> str:
 
 def _decode_pixels(path: str, rows: int, columns: int, syntax: str) -> NDArray[np.integer]:
     try:
-        if syntax == DeflatedExplicitVRLittleEndian:
-            # pixel_array(path) reads the file without inflating it; parse the whole file
-            stored = pixel_array(pydicom.dcmread(path))
-        else:
-            stored = pixel_array(path)
+        with reading_file(path):  # what pydicom warns of names the slice
+            if syntax == DeflatedExplicitVRLittleEndian:
+                # pixel_array(path) reads the file without inflating it; parse the whole file
+                stored = pixel_array(pydicom.dcmread(path))
+            else:
+                stored = pixel_array(path)
     except MemoryError as exc:
         raise DicomImportError(path, "the pixel data declares a size too large to decode") from exc
     except Exception as exc:

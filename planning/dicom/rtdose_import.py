@@ -35,6 +35,7 @@ from planning.dicom._values import (
     reading,
 )
 from planning.dicom.errors import DicomImportError
+from planning.dicom.file_context import reading_file
 from planning.dose_grid import DoseGrid
 from planning.rbe import RbeModel, Tissue
 
@@ -286,7 +287,7 @@ def load_rt_dose(path: PathLike) -> DoseVolume:
         spaced frames; missing or non-positive Dose Grid Scaling; undecodable pixels; an
         invalid IonPlan RBE model record.
     """
-    ds = read_dicom_file(path, "cannot read the RT Dose")
-    volume = read_rt_dose(ds, path=path)
+    with reading_file(path):  # pydicom reads values when they are used: all of them here
+        volume = read_rt_dose(read_dicom_file(path, "cannot read the RT Dose"), path=path)
     logger.info("loaded %s dose %s from %s", volume.dose_type, volume.grid.shape, path)
     return volume

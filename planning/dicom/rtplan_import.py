@@ -82,6 +82,7 @@ from planning.dicom._values import (
     reading,
 )
 from planning.dicom.errors import DicomImportError
+from planning.dicom.file_context import reading_file
 from planning.errors import PlanningError
 from planning.geometry import PATIENT_POSITIONS
 from planning.monitor_calibration import MonitorCalibration
@@ -453,17 +454,17 @@ def load_rt_ion_plan(
         module docstring). The message names the file and, where they apply, the beam and
         control point.
     """
-    ds = read_dicom_file(path, "cannot read the RT Ion Plan")
-    return read_rt_ion_plan(
-        ds,
-        path=path,
-        structure_set=structure_set,
-        fallback_prescription=fallback_prescription,
-        ion_z=ion_z,
-        ion_a=ion_a,
-        monitor_calibration=monitor_calibration,
-        lattice_tolerance_mm=lattice_tolerance_mm,
-    )
+    with reading_file(path):  # pydicom reads values when they are used: all of them here
+        return read_rt_ion_plan(
+            read_dicom_file(path, "cannot read the RT Ion Plan"),
+            path=path,
+            structure_set=structure_set,
+            fallback_prescription=fallback_prescription,
+            ion_z=ion_z,
+            ion_a=ion_a,
+            monitor_calibration=monitor_calibration,
+            lattice_tolerance_mm=lattice_tolerance_mm,
+        )
 
 
 def plan_sop_instance_uid(path: PathLike, data: bytes | None = None, *,

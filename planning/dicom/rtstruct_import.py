@@ -28,6 +28,7 @@ from planning.dicom._values import (
     reading,
 )
 from planning.dicom.errors import DicomImportError
+from planning.dicom.file_context import reading_file
 from planning.dicom.rasterize import (
     CLOSED_TYPES,
     FloatArray,
@@ -414,8 +415,11 @@ def read_structure_set(ds: Dataset, ct: CtVolume, *, path: PathLike = "") -> Str
                 contours=roi.contours,
             )
         )
+    # At INFO (-v): the outputs say them (report.json's warnings, the terminal after a
+    # command, the plan document, the app's patient panel: Patient.import_warnings); at WARNING
+    # the terminal read each twice.
     for line in warnings:
-        logger.warning("%s: %s", where, line)
+        logger.info("%s: %s", where, line)
     return StructureSet(
         structures=tuple(structures),
         frame_of_reference_uid=ct.frame_of_reference_uid,
@@ -453,4 +457,5 @@ def load_rtstruct(path: PathLike, ct: CtVolume) -> StructureSet:
     DicomImportError
         Unreadable file, or any problem listed in :func:`read_structure_set`.
     """
-    return read_structure_set(read_rtstruct_file(path), ct, path=path)
+    with reading_file(path):  # pydicom reads values when they are used: all of them here
+        return read_structure_set(read_rtstruct_file(path), ct, path=path)

@@ -26,6 +26,7 @@ from pydicom.dataset import Dataset
 from planning.dicom._export_common import RT_DOSE_STORAGE, RT_ION_PLAN_STORAGE
 from planning.dicom._values import PathLike, get_sequence, get_str, reading
 from planning.dicom.errors import DicomImportError
+from planning.dicom.file_context import reading_file
 
 logger = logging.getLogger(__name__)
 
@@ -328,7 +329,8 @@ def scan_folder(folder: PathLike) -> FolderScan:
     """
     found = _Found()
     for file in iter_files(folder):
-        _scan_file(file, found)
+        with reading_file(file):  # what pydicom warns of names the file
+            _scan_file(file, found)
     for item in found.skipped:
         logger.info("skipped %s: %s", item.path, item.reason)
     for item in found.damaged:
