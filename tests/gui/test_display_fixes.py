@@ -427,6 +427,7 @@ def test_at_1024x640_the_dose_tab_with_a_plans_warnings_keeps_below_its_tabs(gui
     from dataclasses import replace
 
     from kivy.core.text import Label as CoreLabel
+    from kivy.uix.label import Label
 
     from app.ionplan_app import IonPlanApp
     from planning import api
@@ -490,6 +491,19 @@ def test_at_1024x640_the_dose_tab_with_a_plans_warnings_keeps_below_its_tabs(gui
                 width = CoreLabel(text=word, font_size=cell.font_size,
                                   bold=True).get_extents(word)[0]
                 assert width <= cell.width - 2, (word, width, cell.width)
+        # ... all in one font size: "V95 %" was drawn at 13 px beside "D98 Gy(RBE)" at 9 px.
+        titles = [c for c in table._header.children if isinstance(c, Label)]
+        assert [c.text for c in reversed(titles)][1:] == table.columns
+        assert len({c.font_size for c in titles}) == 1, [(c.text, c.font_size) for c in titles]
+        # The DVH's dose axis title on two lines, not three ("RBE-weighted dose (LEM I" /
+        # "chordoma, averaged)" / "(Gy(RBE))"), left of the legend and below the ticks.
+        dvh = screen.dvh
+        assert dvh.x_label == "RBE-weighted dose (LEM I chordoma, averaged) (Gy(RBE))"
+        assert dvh.x_label_lines == ["RBE-weighted dose (LEM I",
+                                     "chordoma, averaged) (Gy(RBE))"], dvh.x_label_lines
+        x0, y0, x1, y1 = dvh.x_label_box
+        _, bottom, right, _ = dvh.plot_area
+        assert dvh.x <= x0 < x1 <= right + 0.5 and dvh.y <= y0 < y1 < bottom
         gui.screenshot("small_window_dose_tab_plan")
         # The Plan header opens the Plan tab (not the plan chooser drawn over it).
         gui.click(screen.tab_items["Plan"])
