@@ -286,7 +286,7 @@ class PlanningScreen(Screen):
         assert layer is not None
         overlay = overlay_for(layer, self.dose_panel.display())
         self.state.set_dose(overlay)
-        self.dose_panel.reference.text = layer.reference_text
+        self.dose_panel.reference.text = layer.description
         self.dose_panel.set_notes(api.plan_notes(entry.result,
                                                  restored=entry.result.prepared is None))
         self._offer_reoptimize()

@@ -21,7 +21,8 @@ from planning.patient import Patient
 from planning.plan import MAX_PLAN_NAME, checked_plan_name
 from planning.planner import PlanResult
 from planning.rbe import dose_unit_of
-from planning.rbe.record import short_model_name
+from planning.rbe.lem import LemModel, Tissue
+from planning.rbe.record import StructureTissues, short_model_name
 from planning.robust import RobustResult
 from planning.workspace import new_plan_id
 
@@ -63,6 +64,10 @@ class DoseLayer:
     scale_name : str
         What the colour scale's values are when they have no unit (``"RBE"``,
         ``"LEM/mMKM"``); the legend shows it in place of a unit.
+    tissues : str
+        For a dose computed with LEM I tissues per structure (``label`` says only
+        :data:`PER_STRUCTURE_NAME`): each structure's tissue and rapid scheme and the tissue
+        elsewhere (:func:`describe_tissues`); "" otherwise.
     """
 
     key: str
@@ -77,12 +82,19 @@ class DoseLayer:
     mask_dose_min: float = 0.0
     labels: VoxelLabels | None = None
     scale_name: str = ""
+    tissues: str = ""
 
     @property
     def reference_text(self) -> str:
         """``"100 % = 57.6 Gy(RBE) (prescription)"``."""
         unit = f" {self.unit}" if self.unit else ""
         return f"100 % = {self.reference:.4g}{unit} ({self.reference_name})"
+
+    @property
+    def description(self) -> str:
+        """What the Dose tab says of the cube under its chooser: :attr:`reference_text`, and
+        on the next line its LEM I tissues per structure (:attr:`tissues`) if any."""
+        return "\n".join(t for t in (self.reference_text, self.tissues) if t)
 
 
 @dataclass(eq=False)
@@ -158,8 +170,10 @@ class PlanEntry:
         unit = self.dose_unit
         title = ("Dose of the plan (physical model, no RBE)" if unit == "Gy"
                  else f"RBE-weighted dose ({model})")
+        tissues = (describe_tissues(r.structure_tissues, r.model.tissue)
+                   if r.structure_tissues and isinstance(r.model, LemModel) else "")
         out = [DoseLayer("rbe", title, r.rbe_dose_gy_rbe, grid, unit, p, True, rx,
-                         labels=r.tissue_labels)]
+                         labels=r.tissue_labels, tissues=tissues)]
         if self.own_physical_key is None:
             out.append(DoseLayer("physical", "Physical dose", r.physical_dose_gy, grid, "Gy",
                                  _max_or_one(r.physical_dose_gy), True))
@@ -179,25 +193,30 @@ class PlanEntry:
             n = len(rob.scenarios)
             out += [DoseLayer("rbe_min", f"Worst case: voxel-wise minimum of {n} scenarios "
                               f"({model})", rob.rbe_min_gy_rbe, grid, unit, p, True, rx,
-                              labels=r.tissue_labels),
+                              labels=r.tissue_labels, tissues=tissues),
                     DoseLayer("rbe_max", f"Worst case: voxel-wise maximum of {n} scenarios "
                               f"({model})", rob.rbe_max_gy_rbe, grid, unit, p, True, rx,
-                              labels=r.tissue_labels)]
+                              labels=r.tissue_labels, tissues=tissues)]
         x = r.exchange
         if x is not None:
             def side(key: str, label: str, cube: NDArray[np.float32],
-                     labels: VoxelLabels | None = None) -> DoseLayer:
+                     labels: VoxelLabels | None = None, tissues: str = "") -> DoseLayer:
                 # Read against a prescription of its unit only: a physical plan's 66 Gy made
                 # the mMKM dose's 62.7 Gy(RBE) its 95 % line (review); 100 % is then its max.
                 if unit != "Gy(RBE)":
                     return DoseLayer(key, label, cube, x.dose_grid, "Gy(RBE)",
-                                     _max_or_one(cube), True, labels=labels)
+                                     _max_or_one(cube), True, labels=labels, tissues=tissues)
                 return DoseLayer(key, label, cube, x.dose_grid, "Gy(RBE)", p, True,
-                                 f"prescription, {model}", labels=labels)
+                                 f"prescription, {model}", labels=labels, tissues=tissues)
 
+            # LEM I tissues per structure: named short in the chooser, listed below it.
+            lem_tissues = x.lem_structure_tissues
+            lem_name = (PER_STRUCTURE_NAME if lem_tissues
+                        else short_model_name(x.lem_model))
             sides = [side("mkm", "mMKM clinical dose", x.mkm_dose_gy_rbe),
-                     side("lem1", f"RBE-weighted dose ({short_model_name(x.lem_model)})",
-                          x.lem_dose_gy_rbe, x.lem_labels)]
+                     side("lem1", f"RBE-weighted dose ({lem_name})", x.lem_dose_gy_rbe,
+                          x.lem_labels, describe_tissues(lem_tissues, x.lem.tissue)
+                          if lem_tissues else "")]
             # The side computed with the plan's own model is the plan's dose: shown once.
             out += [s for s in sides if s.key != self.own_exchange_key]
             out.append(DoseLayer("ratio", "LEM I / mMKM ratio", x.ratio_lem_over_mkm,
@@ -252,8 +271,18 @@ QUANTITY_MASK_FRACTION = 0.1
 
 
 #: The short model name of a dose computed with LEM I tissues per structure (the tissues are in
-#: the plan report, the DICOM comment and the model record).
+#: the plan report, the DICOM comment, the model record and the Dose tab's line under the
+#: chooser, :attr:`DoseLayer.tissues`).
 PER_STRUCTURE_NAME = "LEM I, tissues per structure"
+
+
+def describe_tissues(structure_tissues: StructureTissues, elsewhere: Tissue) -> str:
+    """The LEM I tissues of a dose computed with a tissue per structure, as the Dose tab
+    shows them: ``"LEM I tissues: PTV hsg (central), Brainstem chordoma (averaged);
+    elsewhere chordoma (averaged)"`` (the first listed structure wins where they overlap)."""
+    listed = ", ".join(f"{name} {t.name} ({t.rapid_scheme})" for name, t in structure_tissues)
+    return (f"LEM I tissues: {listed}; elsewhere {elsewhere.name} "
+            f"({elsewhere.rapid_scheme})")
 
 
 def _max_or_one(cube: NDArray[np.float32]) -> float:

@@ -219,9 +219,42 @@ def test_the_dose_layer_names_tissues_per_structure_from_the_result():
             plan=plan, report={"rbe_model": "LEM I chordoma ax=0.1 bx=0.05"}, dose_grid=grid,
             rbe_dose_gy_rbe=cube, physical_dose_gy=cube, letd_kev_um=cube, rbe=cube,
             tissue_labels=None, beam_physical_dose_gy=(), exchange=None,
-            structure_tissues=tissues)
+            structure_tissues=tissues, model=LemModel(Tissue("chordoma", 0.1, 0.05, 30.0)))
         layer = PlanEntry("Plan 1", result, "").layers()[0]  # type: ignore[arg-type]
         assert layer.label == f"RBE-weighted dose ({expected})"
+
+
+def test_a_dose_with_tissues_per_structure_lists_them_below_its_short_name():
+    """The chooser's short name (LEM I, tissues per structure) says not which tissue each
+    structure has: the layer's description (the Dose tab's line under the chooser) lists
+    them with their rapid schemes, for the plan's dose, its worst cases and an exchange
+    view's LEM I side; a dose with one tissue has no such line."""
+    grid = DoseGrid((2, 2, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    cube = np.ones(grid.shape, np.float32)
+    tissues = (("PTV", tissue_by_name("hsg", "central")), ("Brain stem", tissue_by_name("hsg")))
+    model = LemModel(tissue_by_name("chordoma"))
+    expected = ("LEM I tissues: PTV hsg (central), Brain stem hsg (averaged); elsewhere "
+                "chordoma (averaged)")
+    exchange = SimpleNamespace(mkm_dose_gy_rbe=cube, lem_dose_gy_rbe=cube,
+                               ratio_lem_over_mkm=cube, mkm_model="mMKM HSG",
+                               # Another grid: the LEM I side is a layer of its own.
+                               dose_grid=DoseGrid((2, 2, 2), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0)),
+                               lem_model="LEM I PTV=hsg:central ...", lem_labels=None,
+                               lem=model, lem_structure_tissues=tissues)
+    result = _fake_result("LEM I PTV=hsg:central ...", exchange=exchange)
+    result.structure_tissues, result.model = tissues, model
+    robust = SimpleNamespace(scenarios=("nominal", "SPR +3.5% (short)"), rbe_min_gy_rbe=cube,
+                             rbe_max_gy_rbe=cube)
+    entry = PlanEntry("Plan 1", result, "", robust=robust)  # type: ignore[arg-type]
+    layers = {layer.key: layer for layer in entry.layers()}
+    assert layers["lem1"].label == f"RBE-weighted dose ({PER_STRUCTURE_NAME})"
+    for key in ("rbe", "rbe_min", "rbe_max", "lem1"):
+        assert PER_STRUCTURE_NAME in layers[key].label
+        assert layers[key].tissues == expected
+        assert layers[key].description == f"{layers[key].reference_text}\n{expected}"
+    for key in ("mkm", "physical", "letd", "ratio"):
+        assert layers[key].tissues == "" and layers[key].description == (
+            layers[key].reference_text)
 
 
 def test_structure_statistics_of_a_dose_linear_in_z():
@@ -402,7 +435,8 @@ def test_a_physical_model_plan_is_in_gy_in_its_summary_compare_choices_and_refer
     cube = np.ones(grid.shape, np.float32)
     exchange = SimpleNamespace(mkm_dose_gy_rbe=cube, lem_dose_gy_rbe=cube,
                                ratio_lem_over_mkm=cube, dose_grid=grid,
-                               lem_model="LEM I chordoma ax=0.1 bx=0.05", lem_labels=None)
+                               lem_model="LEM I chordoma ax=0.1 bx=0.05", lem_labels=None,
+                               lem_structure_tissues=())
     plans = [PlanEntry(f"Plan {k}", _fake_result("physical dose", exchange=exchange), "")
              for k in (1, 2)]  # type: ignore[arg-type]
     assert plans[0].dose_unit == "Gy"
@@ -464,7 +498,8 @@ def test_the_exchange_side_computed_with_the_plans_own_model_is_not_a_second_lay
     def entry(model: str, exchange_grid: DoseGrid = grid) -> PlanEntry:
         exchange = SimpleNamespace(mkm_dose_gy_rbe=2 * cube, lem_dose_gy_rbe=3 * cube,
                                    ratio_lem_over_mkm=cube, dose_grid=exchange_grid,
-                                   mkm_model=mkm, lem_model=lem, lem_labels=None)
+                                   mkm_model=mkm, lem_model=lem, lem_labels=None,
+                                   lem_structure_tissues=())
         return PlanEntry("Plan 1", _fake_result(model, exchange=exchange), "")  # type: ignore[arg-type]
 
     def keys(e: PlanEntry) -> list[str]:
@@ -484,9 +519,13 @@ def test_the_exchange_side_computed_with_the_plans_own_model_is_not_a_second_lay
                      "Dt=7.5Gy Rn=5um")
     tissues = SimpleNamespace(mkm_dose_gy_rbe=2 * cube, lem_dose_gy_rbe=cube,
                               ratio_lem_over_mkm=cube, dose_grid=grid, mkm_model=mkm,
-                              lem_model=per_structure, lem_labels=None)
+                              lem_model=per_structure, lem_labels=None,
+                              lem=LemModel(tissue_by_name("hsg")),
+                              lem_structure_tissues=(("PTV", Tissue("chordoma", 0.1, 0.05,
+                                                                    30.0)),))
     result = _fake_result(per_structure, exchange=tissues)
     result.structure_tissues = (("PTV", Tissue("chordoma", 0.1, 0.05, 30.0)),)
+    result.model = LemModel(tissue_by_name("hsg"))
     plan = PlanEntry("Plan 1", result, "")  # type: ignore[arg-type]
     assert plan.own_exchange_key == "lem1" and "lem1" not in keys(plan)
     # Another model, or another grid: both sides are cubes of their own.
@@ -510,7 +549,8 @@ def _field_with_an_entrance_channel():
     exchange = SimpleNamespace(mkm_dose_gy_rbe=dose, lem_dose_gy_rbe=dose * ratio,
                                ratio_lem_over_mkm=ratio, dose_grid=grid,
                                mkm_model="mMKM HSG a0=0.172 b=0.0615 rd=0.32um",
-                               lem_model="LEM I chordoma ax=0.1 bx=0.05", lem_labels=None)
+                               lem_model="LEM I chordoma ax=0.1 bx=0.05", lem_labels=None,
+                               lem_structure_tissues=())
     result = _fake_result("mMKM HSG a0=0.172 b=0.0615 rd=0.32um", exchange=exchange)
     result.dose_grid = grid
     result.rbe_dose_gy_rbe = result.physical_dose_gy = result.letd_kev_um = dose

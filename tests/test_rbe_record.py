@@ -130,7 +130,8 @@ def test_tissues_per_structure_round_trip_and_lead_the_label():
     assert structure_tissues_from_record(record) == tissues
     assert structure_tissues_from_record(model_record(lem)) == ()
     label = model_label(lem, tissues)
-    assert label.startswith("LEM I PTV=hsg Brain_stem=user(0.2,_0.04,_12) elsewhere chordoma")
+    assert label.startswith("LEM I PTV=hsg:averaged Brain_stem=user(0.2,_0.04,_12):averaged "
+                            "elsewhere chordoma rapid=averaged")
     assert model_label(lem) == lem.describe()
 
 
@@ -142,11 +143,38 @@ def test_short_name_of_tissues_per_structure_keeps_every_tissue():
     tissues = (("PTV", tissue_by_name("hsg")),
                ("Brain stem", Tissue("user(0.2,0.04,12)", 0.2, 0.04, 12.0)))
     assert short_model_name(model_label(lem, tissues)) == (
-        "LEM I PTV=hsg Brain_stem=user(0.2,0.04,12), elsewhere chordoma, central")
+        "LEM I PTV=hsg:averaged Brain_stem=user(0.2,0.04,12):averaged, elsewhere chordoma, "
+        "central")
     assert short_model_name(model_label(lem)) == "LEM I chordoma, central"
     # A label cut short (a DICOM field) no longer says the tissue elsewhere: shown whole.
     cut = fit_label(model_label(lem, tissues), 45)
     assert "elsewhere" not in cut and short_model_name(cut) == cut
+
+
+def test_each_structure_names_its_rapid_scheme_in_full_and_64_character_labels():
+    """Two doses whose structures have the same tissues in other LEM I rapid schemes read
+    differently (both read "LEM I PTV=hsg Brainstem=hsg elsewhere chordoma rapid=averaged
+    ..."), also cut to a 64-character DICOM field, where the tissue elsewhere and its scheme
+    no longer fit: each structure kept names its own scheme, and the cut is marked."""
+    lem = LemModel(tissue_by_name("chordoma"))
+    central_ptv = (("PTV", tissue_by_name("hsg", "central")), ("Brainstem", tissue_by_name("hsg")))
+    central_brainstem = (("PTV", tissue_by_name("hsg")),
+                         ("Brainstem", tissue_by_name("hsg", "central")))
+    assert model_label(lem, central_ptv).startswith(
+        "LEM I PTV=hsg:central Brainstem=hsg:averaged elsewhere chordoma rapid=averaged ax=")
+    assert model_label(lem, central_brainstem).startswith(
+        "LEM I PTV=hsg:averaged Brainstem=hsg:central elsewhere chordoma rapid=averaged ax=")
+    assert fit_label(model_label(lem, central_ptv), 64) == (
+        "LEM I PTV=hsg:central Brainstem=hsg:averaged elsewhere ...")
+    assert fit_label(model_label(lem, central_brainstem), 64) == (
+        "LEM I PTV=hsg:averaged Brainstem=hsg:central elsewhere ...")
+    # Every tissue in one scheme, the same as elsewhere: each structure still says which.
+    all_central = LemModel(tissue_by_name("chordoma", "central"))
+    cut = fit_label(model_label(all_central, tuple(
+        (name, tissue_by_name("hsg", "central")) for name, _ in central_ptv)), 64)
+    assert cut == "LEM I PTV=hsg:central Brainstem=hsg:central elsewhere ..."
+    assert short_model_name(model_label(lem, central_ptv)) == (
+        "LEM I PTV=hsg:central Brainstem=hsg:averaged, elsewhere chordoma, averaged")
 
 
 def test_tissues_per_structure_are_refused_with_another_model_or_malformed():

@@ -150,8 +150,8 @@ def _check_files_name_the_tissues(demo_dir, out, report, capsys) -> None:
     recalculation of the exported plan applies them: the same RBE-weighted dose, not the
     plan's default tissue everywhere."""
     dose = pydicom.dcmread(out / "RTDOSE_RBE.dcm")
-    assert dose.DoseComment.startswith("LEM I PTV=hsg Brainstem=")
-    assert "PTV=hsg" in dose.SeriesDescription
+    assert dose.DoseComment.startswith("LEM I PTV=hsg:averaged Brainstem=")
+    assert "PTV=hsg:averaged" in dose.SeriesDescription
     imported = load_rt_ion_plan(out / "RTPLAN.dcm").plan
     assert [(n, t.name) for n, t in imported.rbe_tissues] == [("PTV", "hsg"),
                                                               ("Brainstem", "user(0.1,0.05,30)")]

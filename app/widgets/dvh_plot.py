@@ -374,8 +374,11 @@ class DvhPlot(Widget):
         y_text_w = max(self._texture(t).size[0] for t in y_texts)  # type: ignore[attr-defined]
         left = self.x + pad + line_h + pad + y_text_w + tick_len + dp(3)
         right = self.right - pad - legend_w
-        # The dose axis title wraps to the plot's width (a long one ran into the next panel).
-        title_lines, title_size = self._x_title(max(right - left, dp(40)))
+        # The dose axis title wraps to the width from the widget's left edge to the plot's right
+        # (a long one ran into the next panel): it is below the volume axis's ticks and title,
+        # and the plot alone gave a model's name three lines in a 1024 x 640 window.
+        title_left = self.x + pad
+        title_lines, title_size = self._x_title(max(right - title_left, dp(40)))
         title = [self._texture(t, font_size=title_size) for t in title_lines]
         title_h = sum(tex.size[1] for tex in title)  # type: ignore[attr-defined]
         bottom = self.y + pad + title_h + dp(4) + line_h + tick_len + dp(2)
@@ -416,12 +419,12 @@ class DvhPlot(Widget):
                             pos=(round(left - tick_len - dp(3) - w), round(yv - h / 2))))
         ty = self.y + pad + title_h
         x0 = x1 = (left + right) / 2
-        for tex in title:  # first line on top
+        for tex in title:  # first line on top, centred under the plot as far as it can be
             w, h = tex.size  # type: ignore[attr-defined]
             ty -= h
-            g.add(Rectangle(texture=tex, size=(w, h),
-                            pos=(round((left + right) / 2 - w / 2), round(ty))))
-            x0, x1 = min(x0, (left + right - w) / 2), max(x1, (left + right + w) / 2)
+            tx = max(title_left, min((left + right - w) / 2, right - w))
+            g.add(Rectangle(texture=tex, size=(w, h), pos=(round(tx), round(ty))))
+            x0, x1 = min(x0, tx), max(x1, tx + w)
         self._x_label_lines = title_lines
         self._x_label_box = (x0, self.y + pad, x1, self.y + pad + title_h)
         tex = self._texture(self.y_label)

@@ -56,22 +56,35 @@ class _Cell(Label):
     """A label whose text is aligned inside its own box, its font made smaller when it would
     not fit the column: one line, whole (a value: never "51...."); wrapped onto more lines at
     spaces (``wrap``: header titles with units; each word fits, never "Dme an"); or, for a
-    name (``shorten``), one line cut short with an ellipsis in the font of the table."""
+    name (``shorten``), one line cut short with an ellipsis.
+
+    Cells given the same ``shared`` list (the header's titles) are drawn in one font size,
+    the smallest any of them needs: a title that fits at the table's size ("V95 %") is not
+    drawn larger than one made smaller to fit ("D98 Gy(RBE)")."""
 
     def __init__(self, *, wrap: bool = False, shorten: bool = False,
-                 **kwargs: object) -> None:
+                 shared: list[_Cell] | None = None, **kwargs: object) -> None:
         super().__init__(shorten=shorten, shorten_from="right", valign="middle", **kwargs)
         self._wrap = wrap
         self._full_font_size = float(self.font_size)
+        self._shared = [] if shared is None else shared
+        self._shared.append(self)
         self.bind(size=self._fit)
 
+    def fitting_font_size(self) -> float:
+        """The largest font size, up to the table's, at which this cell's text fits its box
+        (the table's for a name, which is shortened instead)."""
+        if self.shorten:
+            return self._full_font_size
+        words = self.text.split() if self._wrap else [self.text]
+        return _font_size_fitting(words, max(self.width - _CELL_MARGIN, 0),
+                                  self._full_font_size, bold=self.bold)
+
     def _fit(self, *_args: object) -> None:
-        room = max(self.width - _CELL_MARGIN, 0)
-        self.text_size = (room, self.height)
-        if not self.shorten:
-            words = self.text.split() if self._wrap else [self.text]
-            self.font_size = _font_size_fitting(words, room, self._full_font_size,
-                                                bold=self.bold)
+        size = min(cell.fitting_font_size() for cell in self._shared)
+        for cell in self._shared:
+            cell.text_size = (max(cell.width - _CELL_MARGIN, 0), cell.height)
+            cell.font_size = size
 
 
 @lru_cache(maxsize=4096)
@@ -209,9 +222,11 @@ class MetricsTable(BoxLayout):
 
     # ------------------------------------------------------------------ building
     def _cell(self, text: str, *, bold: bool = False, halign: str = "right",
-              weight: float = 1.0, wrap: bool = False, shorten: bool = False) -> _Cell:
-        return _Cell(wrap=wrap, shorten=shorten, text=text, bold=bold, halign=halign,
-                     font_size=self.font_size, color=self.foreground_color, size_hint_x=weight)
+              weight: float = 1.0, wrap: bool = False, shorten: bool = False,
+              shared: list[_Cell] | None = None) -> _Cell:
+        return _Cell(wrap=wrap, shorten=shorten, shared=shared, text=text, bold=bold,
+                     halign=halign, font_size=self.font_size, color=self.foreground_color,
+                     size_hint_x=weight)
 
     def _rebuild(self, *_args: object) -> None:
         h = self.row_height
@@ -220,10 +235,11 @@ class MetricsTable(BoxLayout):
         self._header.height = self._header_height()
         self._header_bg_color.rgba = tuple(self.header_color)
         self._header.add_widget(Widget(size_hint_x=None, width=swatch_w))
+        titles: list[_Cell] = []  # the header's titles, all in one font size
         self._header.add_widget(self._cell(self.name_title, bold=True, halign="left",
-                                           weight=_NAME_WEIGHT, shorten=True))
+                                           weight=_NAME_WEIGHT, shorten=True, shared=titles))
         for title in self._columns:
-            self._header.add_widget(self._cell(title, bold=True, wrap=True))
+            self._header.add_widget(self._cell(title, bold=True, wrap=True, shared=titles))
         self._body.clear_widgets()
         for i, r in enumerate(self._rows):
             stripe = tuple(self.stripe_color) if i % 2 else None

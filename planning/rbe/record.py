@@ -124,9 +124,14 @@ def model_label(model: RbeModel, structure_tissues: StructureTissues = ()) -> st
 
 
 def describe_structure_tissues(structure_tissues: StructureTissues) -> str:
-    """One line naming each structure's tissue, e.g. ``"PTV=chordoma Brainstem=hsg"`` (empty
-    without tissues); labels append it to the model's description."""
-    return " ".join(f"{name.replace(' ', '_')}={t.name.replace(' ', '_')}"
+    """One line naming each structure's tissue and its rapid scheme, e.g.
+    ``"PTV=chordoma:central Brainstem=hsg:averaged"`` (the ``tissue:scheme`` of ``--tissue``;
+    empty without tissues); labels put it after the model's name.
+
+    Every item names its scheme, even where it is that of the tissue elsewhere: a label cut
+    short by whole items (:func:`fit_label`, DICOM's 64 characters) often loses the tissue
+    elsewhere, and each item kept must still say what its structure was computed with."""
+    return " ".join(f"{name.replace(' ', '_')}={t.name.replace(' ', '_')}:{t.rapid_scheme}"
                     for name, t in structure_tissues)
 
 
@@ -203,9 +208,10 @@ def short_model_name(description: str) -> str:
     report and the DICOM comment). A LEM I description without ``rapid=`` (written before
     December 2026) was computed with the averaged scheme.
 
-    A LEM I label with tissues per structure (:func:`model_label`) keeps every one of them:
-    ``"LEM I PTV=chordoma Brainstem=hsg, elsewhere hsg, averaged"`` (the scheme is that of the
-    tissue elsewhere); one cut short (``...``, no ``elsewhere``) is returned whole."""
+    A LEM I label with tissues per structure (:func:`model_label`) keeps every one of them
+    with its scheme: ``"LEM I PTV=chordoma:central Brainstem=hsg:averaged, elsewhere hsg,
+    averaged"`` (the last scheme is that of the tissue elsewhere); one cut short (``...``, no
+    ``elsewhere``) is returned whole."""
     words = description.split()
     if description.startswith("LEM I") and len(words) >= 3:
         rest = words[2:]

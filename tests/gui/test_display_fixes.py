@@ -427,6 +427,7 @@ def test_at_1024x640_the_dose_tab_with_a_plans_warnings_keeps_below_its_tabs(gui
     from dataclasses import replace
 
     from kivy.core.text import Label as CoreLabel
+    from kivy.uix.label import Label
 
     from app.ionplan_app import IonPlanApp
     from planning import api
@@ -490,6 +491,19 @@ def test_at_1024x640_the_dose_tab_with_a_plans_warnings_keeps_below_its_tabs(gui
                 width = CoreLabel(text=word, font_size=cell.font_size,
                                   bold=True).get_extents(word)[0]
                 assert width <= cell.width - 2, (word, width, cell.width)
+        # ... all in one font size: "V95 %" was drawn at 13 px beside "D98 Gy(RBE)" at 9 px.
+        titles = [c for c in table._header.children if isinstance(c, Label)]
+        assert [c.text for c in reversed(titles)][1:] == table.columns
+        assert len({c.font_size for c in titles}) == 1, [(c.text, c.font_size) for c in titles]
+        # The DVH's dose axis title on two lines, not three ("RBE-weighted dose (LEM I" /
+        # "chordoma, averaged)" / "(Gy(RBE))"), left of the legend and below the ticks.
+        dvh = screen.dvh
+        assert dvh.x_label == "RBE-weighted dose (LEM I chordoma, averaged) (Gy(RBE))"
+        assert dvh.x_label_lines == ["RBE-weighted dose (LEM I",
+                                     "chordoma, averaged) (Gy(RBE))"], dvh.x_label_lines
+        x0, y0, x1, y1 = dvh.x_label_box
+        _, bottom, right, _ = dvh.plot_area
+        assert dvh.x <= x0 < x1 <= right + 0.5 and dvh.y <= y0 < y1 < bottom
         gui.screenshot("small_window_dose_tab_plan")
         # The Plan header opens the Plan tab (not the plan chooser drawn over it).
         gui.click(screen.tab_items["Plan"])
@@ -499,3 +513,54 @@ def test_at_1024x640_the_dose_tab_with_a_plans_warnings_keeps_below_its_tabs(gui
     finally:
         window.size = (1440, 900)
         gui.frames(2)
+
+
+def test_a_dose_with_tissues_per_structure_lists_them_under_the_chooser(gui, tmp_path):
+    """The chooser names a dose with LEM I tissues per structure "LEM I, tissues per
+    structure" (short): the line under it says which tissue and rapid scheme each structure
+    has, whole, at 1024 x 640 too, with the panel's buttons in place below it."""
+    import dataclasses
+
+    from planning.rbe import LemModel, tissue_by_name
+    from tests.workspace_factory import synthetic_plan_result
+
+    app = _start(gui, tmp_path)
+    screen, window = app.planning, gui.window
+    result = synthetic_plan_result(app.session.patient, 3)
+    plain = app.session.add_plan(result, "").name
+    per_structure = app.session.add_plan(dataclasses.replace(
+        result, model=LemModel(tissue_by_name("chordoma")),
+        structure_tissues=(("PTV", tissue_by_name("hsg", "central")),
+                           ("Brainstem", tissue_by_name("hsg")))), "").name
+    gui.click(screen.tab_items["Dose"])
+    gui.frames(3)
+    panel = screen.dose_panel
+    tissues = ("LEM I tissues: PTV hsg (central), Brainstem hsg (averaged); elsewhere "
+               "chordoma (averaged)")
+    try:
+        for size in ((1440, 900), (1024, 640)):
+            window.size = size
+            gui.frames(4)
+            panel.plan.text = per_structure
+            gui.frames(3)
+            panel.select_layer("rbe")
+            gui.frames(3)
+            assert panel.quantity.text == "RBE-weighted dose (LEM I, tissues per structure)"
+            assert panel.reference.text == f"100 % = 57.6 Gy(RBE) (prescription)\n{tissues}"
+            # Drawn whole: wrapped to the panel's width, the label as high as its lines.
+            label = panel.reference
+            label.texture_update()
+            drawn = " ".join(w.text for line in label._label._cached_lines
+                             for w in line.words)
+            assert " ".join(drawn.split()) == " ".join(label.text.split()), drawn
+            assert label.texture_size[0] <= label.width and label.height >= label.texture_size[1]
+            assert label.y >= panel.hint.top - 0.5 and panel.beam_view_button.y >= panel.y
+            # A plan of one tissue has no such line.
+            panel.plan.text = plain
+            gui.frames(3)
+            assert panel.reference.text == "100 % = 57.6 Gy(RBE) (prescription)"
+        panel.plan.text = per_structure
+        gui.frames(3)
+        gui.save_png(gui.screenshot(), tmp_path / "tissues_per_structure_1024x640.png")
+    finally:
+        window.size = (1440, 900)
