@@ -4,8 +4,8 @@ The plan report's own warnings (coarse grid, unmet limits, ...), the patient's a
 structure set's (from their import), an optimizer that stopped before its convergence test was
 met, and a dose computed with another RBE model than the plan was optimized with. The PDF
 (:mod:`planning.document.from_plan`) adds what concerns its pictures; the app's Dose tab shows
-these as they are. :func:`optimizer_status` says in the same words how the optimizer ended,
-and :func:`optimizer_passes` what passes it made, for the PDF's optimizer table.
+these as they are. :func:`report_optimizer_status` says in the same words how the optimizer
+ended, and :func:`optimizer_passes` what passes it made, for the PDF's optimizer table.
 """
 
 from __future__ import annotations
@@ -82,6 +82,61 @@ def settled_by_design(report: Mapping[str, Any]) -> bool:
             and tolerance is not None and float(residual) <= float(tolerance))
 
 
+#: The optimizer's passes as report.json's ``optimizer_pass_messages`` names them ("pass"),
+#: in words ("{n}": the settling pass's number).
+PASS_WORDS = {"first": "the first optimization",
+              "refinement": "the pass after the refinement's check",
+              "settling": "settling pass {n} of the halo correction"}
+
+
+def stopped_passes(report: Mapping[str, Any]) -> list[tuple[str, str, int, bool]] | None:
+    """(the pass in words, how it stopped, its iterations, whether it is the last pass) of
+    each of the optimizer's passes that stopped before its convergence test was met, from
+    report.json's ``optimizer_pass_messages`` (plans since December 2026; None for a report
+    without it). How it stopped is in words, or scipy's message in brackets where it is not
+    known here.
+
+    Left out are the passes whose short iteration limit is by design: the halo correction's
+    settling passes where the settling met its tolerance (:func:`settled_by_design`), and,
+    when a later pass continued from their weights, the refinement's pass (a third of the
+    iterations, :mod:`planning.engine.refinement`) and a re-optimization's first pass
+    (``optimizer_start`` "previous plan": a third, :data:`planning.planner.CONTINUED_SHARE`).
+    The refinement's pass of the demo plan stopped at its limit even with 400 iterations a
+    pass (its first pass then converged after 169), so it would be noted on every plan."""
+    ends = report.get("optimizer_pass_messages")
+    if not isinstance(ends, list):
+        return None
+    settled = settled_by_design(report)
+    short = {"refinement", *(("first",) if report.get("optimizer_start") == "previous plan"
+                            else ())}
+    stopped, settling = [], 0
+    for i, end in enumerate(ends):
+        kind = str(end.get("pass"))
+        settling += kind == "settling"
+        text = str(end.get("message", "")).strip()
+        meaning = _meaning(text)
+        by_design = ((kind == "settling" and settled)
+                     or (kind in short and i < len(ends) - 1))
+        if not text or (meaning is not None and meaning[0]) or by_design:
+            continue
+        words = PASS_WORDS.get(kind, f"the {kind} pass").format(n=settling)
+        stopped.append((words, f"({text})" if meaning is None else meaning[1],
+                        int(end.get("iterations", 0)), i == len(ends) - 1))
+    return stopped
+
+
+def report_optimizer_status(report: Mapping[str, Any]) -> str:
+    """:func:`optimizer_status` of ``report``'s last pass (``optimizer_message``), preceded by
+    the passes before it that stopped before their convergence test (:func:`stopped_passes`),
+    e.g. "the first optimization stopped at its iteration limit after 60 iterations, before
+    its convergence test was met; the last of its 3 passes converged: ..."."""
+    last = optimizer_status(str(report.get("optimizer_message", "")),
+                            passes=optimizer_passes(report)[0])
+    earlier = [f"{who} stopped {how} after {n} iterations, before its convergence test was met"
+               for who, how, n, is_last in stopped_passes(report) or [] if not is_last]
+    return "; ".join([*earlier, last])
+
+
 def optimizer_status(message: str, *, passes: int = 1) -> str:
     """How the optimizer ended, in words for the plan document's "Status" row: e.g.
     "converged: the objective stopped decreasing (its relative change per iteration fell below
@@ -121,12 +176,49 @@ def optimizer_note(message: str, iterations: int | None = None, *, passes: int =
         after = f" ({iterations} iterations in all)" if iterations else ""
     else:
         who, after = "The optimizer", f" after {iterations} iterations" if iterations else ""
-    then = ("restored from a saved session, it keeps no influence to re-optimize from: "
+    return (f"{who} stopped {how}{after}, before its convergence test was met: the "
+            f"plan is what it reached then; {_then(restored)}")
+
+
+def _then(restored: bool) -> str:
+    """What re-optimizing a plan that stopped early does (``restored``: see
+    :func:`optimizer_note`)."""
+    return ("restored from a saved session, it keeps no influence to re-optimize from: "
             "compute it again (Compute plan), then re-optimizing continues from the new "
             "plan's spot weights." if restored
             else "re-optimizing continues from these spot weights.")
-    return (f"{who} stopped {how}{after}, before its convergence test was met: the "
-            f"plan is what it reached then; {then}")
+
+
+def report_optimizer_note(report: Mapping[str, Any], *, restored: bool = False) -> str | None:
+    """The note for the optimizer's passes in ``report`` (report.json) that stopped before
+    their convergence test was met, naming them (:func:`stopped_passes`), e.g. "The first
+    optimization stopped at its iteration limit after 60 iterations, before its convergence
+    test was met: ..."; None when none did. A report without the passes' messages (before
+    December 2026) gets :func:`optimizer_note` of its last pass, unless that is a settling
+    pass that settled (:func:`settled_by_design`). ``restored``: see :func:`optimizer_note`."""
+    count = optimizer_passes(report)[0]
+    stopped = stopped_passes(report)
+    if stopped is None:
+        return (None if settled_by_design(report) else optimizer_note(
+            str(report.get("optimizer_message", "")), report.get("iterations"),
+            passes=count, restored=restored))
+    if not stopped:
+        return None
+    last = stopped[-1][3]
+    if len(stopped) == 1:
+        who, how, n, _ = stopped[0]
+        who = "The optimizer" if count == 1 else who[0].upper() + who[1:]
+        then = ("the plan is what it reached then" if last
+                else "the passes after it continued from its spot weights")
+        return (f"{who} stopped {how} after {n} iterations, before its convergence test was "
+                f"met: {then}; {_then(restored)}")
+    which = "; ".join(f"{who} {how} after {n} iterations" for who, how, n, _ in stopped)
+    then = ("the plan is what the last of them reached" if last
+            else "later passes continued from their spot weights")
+    who = (f"{len(stopped)} of the optimizer's {count} passes" if len(stopped) < count
+           else f"All {count} of the optimizer's passes")
+    return (f"{who} stopped before their convergence test was met ({which}): {then}; "
+            f"{_then(restored)}")
 
 
 def model_note(plan_model: str | None, dose_model: str) -> str | None:
@@ -151,13 +243,10 @@ def plan_notes(result: PlanResult, *, restored: bool = False) -> tuple[str, ...]
     notes += [str(w) for w in result.patient.warnings]
     if result.patient.structure_set is not None:
         notes += [str(w) for w in result.patient.structure_set.warnings]
-    message, iterations = str(report.get("optimizer_message", "")), report.get("iterations")
-    passes = optimizer_passes(report)[0]
-    stopped = (None if settled_by_design(report)
-               else optimizer_note(message, iterations, passes=passes, restored=restored))
+    stopped = report_optimizer_note(report, restored=restored)
     if stopped is not None:
         if restored:  # the report's note says re-optimizing continues: not from this plan
-            plain = optimizer_note(message, iterations, passes=passes)
+            plain = report_optimizer_note(report)
             notes = [n for n in notes if n != plain]
         notes.append(stopped)
     # The default model's case is the report's warning (planning.compare.recalc).

@@ -166,6 +166,24 @@ def test_the_optimizer_status_is_in_words_and_scipys_text_stays_in_the_report(le
     assert rows["Iterations"] == ("199 in 3 passes: 133 in the first optimization; 44 after "
                                   "the refinement's check; 22 in 1 settling pass of the halo "
                                   "correction")
+    # Each pass's message kept (plans since December 2026): a first optimization stopped at
+    # its limit is named, though the last pass (a settling pass that settled) says nothing
+    # against the plan; the status no longer reads as the last pass's alone.
+    ends = [{"pass": "first", "iterations": 133, "message": passes["optimizer_message"]},
+            {"pass": "refinement", "iterations": 44, "message": raw},
+            {"pass": "settling", "iterations": 22, "message": raw}]
+    each = {**passes, "optimizer_message": raw, "optimizer_pass_messages": ends,
+            "dose_correction": {**passes["dose_correction"], "residual_pct": 0.1,
+                                "tolerance_pct": 0.2}}
+    doc = plan_document(dataclasses.replace(lem_plan, report=each), "Plan 1")
+    assert dict(doc.optimizer.rows)["Status"] == (
+        "the first optimization stopped at its iteration limit after 133 iterations, before "
+        "its convergence test was met; converged (the last of its 3 passes): the objective "
+        "stopped decreasing (its relative change per iteration fell below the tolerance)")
+    assert [w for w in doc.warnings if "convergence test" in w] == [
+        "The first optimization stopped at its iteration limit after 133 iterations, before "
+        "its convergence test was met: the passes after it continued from its spot weights; "
+        "re-optimizing continues from these spot weights."]
 
 
 #: Headings of the plan document's sections (pdf.py's story).

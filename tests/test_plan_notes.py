@@ -12,6 +12,7 @@ from planning.plan_notes import (
     optimizer_passes,
     optimizer_status,
     plan_notes,
+    report_optimizer_status,
 )
 
 
@@ -147,3 +148,106 @@ def test_a_settling_pass_that_settled_makes_no_iteration_limit_note():
     result.report["dose_correction"]["residual_pct"] = 0.3  # did not settle: the note stays
     assert not settled_by_design(result.report)
     assert any("iteration limit" in n for n in plan_notes(result))
+
+
+@pytest.fixture(scope="module")
+def limited_plan():
+    """A small demo plan (6 mm spots, 5 mm grid) at 60 iterations a pass: its first
+    optimization stops at its iteration limit (measured: 60 + 20 at the minimum spot weight)."""
+    from planning.dicom import load_demo_patient
+    from planning.optimization import OptimizerSettings
+    from planning.plan_config import PlanConfig
+    from planning.planner import PlanRequest, make_plan
+
+    config = PlanConfig(optimizer=OptimizerSettings(max_iterations=60, min_spot_weight=0.0))
+    return make_plan(PlanRequest(target="PTV", total_dose_gy_rbe=57.6, n_fractions=16,
+                                 gantry_deg=(90.0, 270.0), patient=load_demo_patient(),
+                                 spot_spacing_mm=6.0, dose_grid_mm=5.0, device="cpu",
+                                 config=config), keep_influence=False)
+
+
+def test_a_first_optimization_at_its_iteration_limit_is_noted_though_the_last_pass_settled(
+        limited_plan):
+    """Review: report.json kept the last pass's message only; a plan whose first optimization
+    stopped at its iteration limit, its settling passes then settling, had no note at all."""
+    report = limited_plan.report
+    ends = report["optimizer_pass_messages"]
+    assert [e["pass"] for e in ends][:2] == ["first", "refinement"]
+    assert {e["pass"] for e in ends[2:]} <= {"settling"}
+    assert len(ends) == optimizer_passes(report)[0]
+    assert sum(e["iterations"] for e in ends) == report["iterations"]
+    assert ends[-1]["message"] == report["optimizer_message"]  # kept for older readers
+    first = ends[0]
+    assert first["message"].startswith("STOP: TOTAL NO. OF ITERATIONS")
+    assert first["iterations"] >= 60
+    (note,) = [w for w in report["warnings"] if "convergence test" in w]
+    assert note.startswith(f"The first optimization stopped at its iteration limit after "
+                           f"{first['iterations']} iterations, before its convergence test "
+                           "was met")
+    assert plan_notes(limited_plan).count(note) == 1  # the terminal, PDF and Dose tab's list
+    assert report_optimizer_status(report).startswith(
+        f"the first optimization stopped at its iteration limit after {first['iterations']} "
+        "iterations, before its convergence test was met; the last of its ")
+    assert "converged" not in report_optimizer_status(report).split(";")[0]
+
+
+def _passes(*ends, settled=True, start="uniform"):
+    """A report of the optimizer's passes: (pass, message) each, 10 iterations."""
+    return {"optimizer_message": ends[-1][1], "iterations": 10 * len(ends),
+            "optimizer_start": start,
+            "refinement": {"iterations": 10 * sum(p == "refinement" for p, _ in ends)},
+            "dose_correction": {"settling_passes": sum(p == "settling" for p, _ in ends),
+                                "settling_iterations": 10 * sum(p == "settling"
+                                                                for p, _ in ends),
+                                "residual_pct": 0.1 if settled else 0.3,
+                                "tolerance_pct": 0.2},
+            "optimizer_pass_messages": [{"pass": p, "iterations": 10, "message": m}
+                                        for p, m in ends]}
+
+
+LIMIT = "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT"
+CONVERGED = "CONVERGENCE: RELATIVE REDUCTION OF F <= FACTR*EPSMCH"
+
+
+def test_which_passes_stopping_at_their_limit_are_noted():
+    from planning.plan_notes import report_optimizer_note
+
+    # Short passes by design: the refinement's when a pass follows, settled settling passes.
+    assert report_optimizer_note(_passes(("first", CONVERGED), ("refinement", LIMIT),
+                                         ("settling", LIMIT))) is None
+    assert report_optimizer_note(_passes(("first", CONVERGED), ("refinement", LIMIT))) == (
+        "The pass after the refinement's check stopped at its iteration limit after 10 "
+        "iterations, before its convergence test was met: the plan is what it reached then; "
+        "re-optimizing continues from these spot weights.")
+    # A re-optimization's first pass has a third of the iterations.
+    assert report_optimizer_note(_passes(("first", LIMIT), ("refinement", CONVERGED),
+                                         start="previous plan")) is None
+    # Settling that did not settle: its passes are named, with the first optimization's.
+    note = report_optimizer_note(_passes(("first", LIMIT), ("refinement", LIMIT),
+                                         ("settling", LIMIT), ("settling", CONVERGED),
+                                         settled=False), restored=True)
+    assert note == (
+        "2 of the optimizer's 4 passes stopped before their convergence test was met (the "
+        "first optimization at its iteration limit after 10 iterations; settling pass 1 of "
+        "the halo correction at its iteration limit after 10 iterations): later passes "
+        "continued from their spot weights; restored from a saved session, it keeps no "
+        "influence to re-optimize from: compute it again (Compute plan), then re-optimizing "
+        "continues from the new plan's spot weights.")
+    assert report_optimizer_note(_passes(("first", LIMIT), ("refinement", LIMIT))).startswith(
+        "All 2 of the optimizer's passes stopped before their convergence test was met (the "
+        "first optimization at its iteration limit after 10 iterations; the pass after the "
+        "refinement's check at its iteration limit after 10 iterations): the plan is what the "
+        "last of them reached; ")
+    # One pass only: the optimizer's note as before.
+    assert report_optimizer_note(_passes(("first", LIMIT))) == optimizer_note(LIMIT, 10)
+
+
+def test_a_report_without_the_passes_messages_keeps_its_last_pass_note():
+    from planning.plan_notes import report_optimizer_note
+
+    old = _passes(("first", LIMIT), ("refinement", LIMIT), ("settling", LIMIT))
+    del old["optimizer_pass_messages"]
+    assert report_optimizer_note(old) is None  # the settling settled
+    assert report_optimizer_status(old) == optimizer_status(LIMIT, passes=3)
+    old["dose_correction"]["residual_pct"] = 0.3
+    assert report_optimizer_note(old) == optimizer_note(LIMIT, 30, passes=3)

@@ -41,7 +41,7 @@ from planning.hlut import describe_hlut_record
 from planning.isodose import STANDARD_ISODOSE_PERCENT
 from planning.machine import TREATMENT_MACHINE_NAME_CHARS
 from planning.plan import fractions_text
-from planning.plan_notes import optimizer_passes, optimizer_status, plan_notes
+from planning.plan_notes import optimizer_passes, plan_notes, report_optimizer_status
 from planning.rbe import (
     LemModel,
     MkmModel,
@@ -229,7 +229,7 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
         return TextTable((), (("Optimizer", "not optimized here (a recalculated plan)"),))
     delivery = report.get("delivery", {})
     count, parts = optimizer_passes(report)
-    rows = [("Status", optimizer_status(str(report["optimizer_message"]), passes=count)),
+    rows = [("Status", report_optimizer_status(report)),
             ("Iterations", _iterations_text(report.get("iterations"), count, parts)),
             ("Objective value", f"{report.get('objective_value', float('nan')):.6g} "
                                 "(weighted mean squared dose deviations per fraction at the "
