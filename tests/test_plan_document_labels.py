@@ -186,6 +186,23 @@ def test_the_optimizer_status_is_in_words_and_scipys_text_stays_in_the_report(le
         "re-optimizing continues from these spot weights."]
 
 
+def test_a_restored_plans_document_says_it_is_computed_again_to_re_optimize(lem_plan):
+    """The document of a plan the app restored from a saved session (no kept influence) said
+    "re-optimizing continues from these spot weights", which Re-optimize refuses for it; it
+    says what the app's Dose tab says."""
+    stopped = {**lem_plan.report, "optimizer_message": "STOP: TOTAL NO. OF ITERATIONS "
+               "REACHED LIMIT", "iterations": 199}
+    plan = dataclasses.replace(lem_plan, report=stopped)
+    assert any(w.endswith("re-optimizing continues from these spot weights.")
+               for w in plan_document(plan, "Plan 1").warnings)
+    (note,) = [w for w in plan_document(plan, "Plan 1", restored=True).warnings
+               if "iteration limit" in w]
+    assert note.startswith("The optimizer stopped at its iteration limit after 199 iterations")
+    assert note.endswith("restored from a saved session, it keeps no influence to re-optimize "
+                         "from: compute it again (Compute plan), then re-optimizing continues "
+                         "from the new plan's spot weights.")
+
+
 #: Headings of the plan document's sections (pdf.py's story).
 HEADINGS = {"Prescription and plan", "RBE model", "Beams", "Objectives", "Optimizer", "Dose",
             "Dose-volume histograms", "Robustness", "Warnings", "Approval"}
