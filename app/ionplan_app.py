@@ -486,10 +486,14 @@ class IonPlanApp(App):
             dialogs.message_dialog("Plan report", f"Wrote:\n{path}", name="export_dialog")
 
         levels = self.planning.dose_panel.display().isodose_percent  # as on screen
+        # A plan without its influence (restored from the workspace): its notes as the Dose
+        # tab's say that re-optimizing cannot continue from it.
+        restored = entry.result.prepared is None
         self.run_task("Writing the plan report",
                       lambda p, c: api.write_plan_document(entry.result,
                                                            Path(folder).expanduser(),
-                                                           entry.name, isodose_percent=levels),
+                                                           entry.name, isodose_percent=levels,
+                                                           restored=restored),
                       done, cancellable=False)
 
     def on_stop(self) -> None:

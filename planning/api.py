@@ -395,13 +395,17 @@ def new_plan_folder(parent: str | os.PathLike[str], ident: Identification) -> Pa
 
 def write_plan_document(result: PlanResult, folder: str | os.PathLike[str],
                         plan_name: str, *,
-                        isodose_percent: Sequence[float] = STANDARD_ISODOSE_PERCENT) -> Path:
+                        isodose_percent: Sequence[float] = STANDARD_ISODOSE_PERCENT,
+                        restored: bool = False) -> Path:
     """Write the plan document (PDF) of ``result`` into ``folder`` under a new name
     (:func:`planning.document.write_plan_document`); return its path. ``isodose_percent``:
-    the isodose lines of its views (% of the prescription)."""
+    the isodose lines of its views (% of the prescription); ``restored``: a plan restored
+    from a saved session (it cannot be re-optimized; its notes say so as :func:`plan_notes`'s
+    do)."""
     from planning.document import write_plan_document as write
 
-    return write(result, Path(folder), plan_name, isodose_percent=isodose_percent)
+    return write(result, Path(folder), plan_name, isodose_percent=isodose_percent,
+                 restored=restored)
 
 
 def write_identified_picture(rgba: np.ndarray, ident: Identification,

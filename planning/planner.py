@@ -81,6 +81,7 @@ from planning.machine import Machine, load_machine, spot_sigma_air_at
 from planning.optimization import (
     ONE_SIDED_KINDS,
     Objective,
+    OptimizationResult,
     OptimizerSettings,
     RbeGroup,
     initial_weights,
@@ -113,7 +114,7 @@ from planning.plan_config import (
     load_plan_config,
     merge_objectives,
 )
-from planning.plan_notes import optimizer_note, optimizer_passes, settled_by_design
+from planning.plan_notes import report_optimizer_note
 from planning.plan_report import structure_report
 from planning.progress import CancelToken, ProgressCallback, report, stage_progress
 from planning.rbe import (
@@ -949,11 +950,14 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         prescription_per_fraction=dose_per_fraction, again=correcting,
         progress=stage_progress(progress, 0.77, 0.83), cancel=cancel)
     iterations = result.iterations
+    # How each of the optimizer's passes ended, in order (report.json's optimizer_pass_messages).
+    pass_ends = [_pass_end("first", result)]
     refinement_iterations = 0
     if refinement.result is not None:
         result = refinement.result
         iterations += result.iterations
         refinement_iterations = result.iterations
+        pass_ends.append(_pass_end("refinement", result))
     settled: Settled | None = None
     if correcting and refinement.problem is not None:  # until the optimizer's dose is the plan's
         settled = settle_correction(
@@ -963,6 +967,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
             progress=stage_progress(progress, 0.83, 0.85), cancel=cancel)
         result = settled.result
         iterations += settled.iterations
+        pass_ends += [_pass_end("settling", r) for r in settled.pass_results]
         last_forward = settled.forward
     added_rows = refinement.rows
     # Each objective's share of the objective at the final weights, on the optimizer's points
@@ -1081,6 +1086,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                 "tolerance_pct": SETTLE_TOLERANCE_PCT})},
         "objective_value": result.objective,
         "optimizer_message": result.message,
+        "optimizer_pass_messages": pass_ends,
         "structures": sections.structures,
         "dvh_gy_rbe": sections.dvh_gy_rbe,
         "timings_s": timings,
@@ -1104,8 +1110,7 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
     }
     # The note the plan document shows for an optimizer that stopped before its convergence
     # test: in report.json's warnings too, so the terminal and batch say it as well.
-    stopped = (None if settled_by_design(rep) else
-               optimizer_note(result.message, iterations, passes=optimizer_passes(rep)[0]))
+    stopped = report_optimizer_note(rep)
     if stopped is not None:
         rep["warnings"].append(stopped)
     if prepared.config.tissues:
@@ -1188,6 +1193,13 @@ def delivery_limits(machine: Machine, config: PlanConfig) -> tuple[float, float]
         raise PlanningError(f"the most particles per spot ({top:g}) must exceed the fewest "
                             f"({low:g}); check the machine and the [delivery] table")
     return low, top
+
+
+def _pass_end(kind: str, result: OptimizationResult) -> dict[str, Any]:
+    """How one pass of the optimizer ended, for report.json's ``optimizer_pass_messages``:
+    ``kind`` ("first", "refinement" or "settling", :data:`planning.plan_notes.PASS_WORDS`),
+    its iterations and scipy's L-BFGS-B message."""
+    return {"pass": kind, "iterations": result.iterations, "message": result.message}
 
 
 def _optimizer_settings(config: PlanConfig, min_particles: float, max_particles: float

@@ -122,6 +122,14 @@ def test_objectives_and_optimizer_result(planned):
         assert re.search(rf"{o['structure']}\s+{o['type']}\s+{o['dose_gy_rbe']:.2f}", text), o
     status = optimizer_status(report["optimizer_message"],
                               passes=optimizer_passes(report)[0])
+    # Each earlier pass that stopped at its limit is named before the last pass's status.
+    words = {"first": "the first optimization",
+             "refinement": "the pass after the refinement's check"}
+    earlier = [f"{words[e['pass']]} stopped at its iteration limit after {e['iterations']} "
+               "iterations, before its convergence test was met; "
+               for e in report["optimizer_pass_messages"][:-1]
+               if e["pass"] in words and e["message"].startswith("STOP: TOTAL NO. OF ITER")]
+    status = "".join(earlier) + status
     assert f"Status {status}" in " ".join(text.split())
     assert re.search(rf"Iterations\s+{report['iterations']}\b", text)
     added = report["refinement"]["target_points_added"]

@@ -166,6 +166,41 @@ def test_the_optimizer_status_is_in_words_and_scipys_text_stays_in_the_report(le
     assert rows["Iterations"] == ("199 in 3 passes: 133 in the first optimization; 44 after "
                                   "the refinement's check; 22 in 1 settling pass of the halo "
                                   "correction")
+    # Each pass's message kept (plans since December 2026): a first optimization stopped at
+    # its limit is named, though the last pass (a settling pass that settled) says nothing
+    # against the plan; the status no longer reads as the last pass's alone.
+    ends = [{"pass": "first", "iterations": 133, "message": passes["optimizer_message"]},
+            {"pass": "refinement", "iterations": 44, "message": raw},
+            {"pass": "settling", "iterations": 22, "message": raw}]
+    each = {**passes, "optimizer_message": raw, "optimizer_pass_messages": ends,
+            "dose_correction": {**passes["dose_correction"], "residual_pct": 0.1,
+                                "tolerance_pct": 0.2}}
+    doc = plan_document(dataclasses.replace(lem_plan, report=each), "Plan 1")
+    assert dict(doc.optimizer.rows)["Status"] == (
+        "the first optimization stopped at its iteration limit after 133 iterations, before "
+        "its convergence test was met; converged (the last of its 3 passes): the objective "
+        "stopped decreasing (its relative change per iteration fell below the tolerance)")
+    assert [w for w in doc.warnings if "convergence test" in w] == [
+        "The first optimization stopped at its iteration limit after 133 iterations, before "
+        "its convergence test was met: the passes after it continued from its spot weights; "
+        "re-optimizing continues from these spot weights."]
+
+
+def test_a_restored_plans_document_says_it_is_computed_again_to_re_optimize(lem_plan):
+    """The document of a plan the app restored from a saved session (no kept influence) said
+    "re-optimizing continues from these spot weights", which Re-optimize refuses for it; it
+    says what the app's Dose tab says."""
+    stopped = {**lem_plan.report, "optimizer_message": "STOP: TOTAL NO. OF ITERATIONS "
+               "REACHED LIMIT", "iterations": 199}
+    plan = dataclasses.replace(lem_plan, report=stopped)
+    assert any(w.endswith("re-optimizing continues from these spot weights.")
+               for w in plan_document(plan, "Plan 1").warnings)
+    (note,) = [w for w in plan_document(plan, "Plan 1", restored=True).warnings
+               if "iteration limit" in w]
+    assert note.startswith("The optimizer stopped at its iteration limit after 199 iterations")
+    assert note.endswith("restored from a saved session, it keeps no influence to re-optimize "
+                         "from: compute it again (Compute plan), then re-optimizing continues "
+                         "from the new plan's spot weights.")
 
 
 #: Headings of the plan document's sections (pdf.py's story).

@@ -12,6 +12,8 @@ from planning.plan_notes import (
     optimizer_passes,
     optimizer_status,
     plan_notes,
+    report_optimizer_status,
+    settled_by_design,
 )
 
 
@@ -135,8 +137,6 @@ def test_a_settling_pass_that_settled_makes_no_iteration_limit_note():
     """Every default demo plan warned that its optimizer stopped at its iteration limit: its
     last pass is a settling pass of the halo correction, which has a sixth of the iterations
     by design; when the settling met its tolerance that says nothing against the plan."""
-    from planning.plan_notes import settled_by_design
-
     message = "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT"
     result = _result(message)
     result.report.update(iterations=199, dose_correction={
@@ -147,3 +147,107 @@ def test_a_settling_pass_that_settled_makes_no_iteration_limit_note():
     result.report["dose_correction"]["residual_pct"] = 0.3  # did not settle: the note stays
     assert not settled_by_design(result.report)
     assert any("iteration limit" in n for n in plan_notes(result))
+
+
+@pytest.fixture(scope="module")
+def limited_plan():
+    """A small demo plan (6 mm spots, 5 mm grid) at 60 iterations a pass: its first
+    optimization stops at its iteration limit (measured: 60 + 20 at the minimum spot weight)."""
+    from planning.dicom import load_demo_patient
+    from planning.optimization import OptimizerSettings
+    from planning.plan_config import PlanConfig
+    from planning.planner import PlanRequest, make_plan
+
+    config = PlanConfig(optimizer=OptimizerSettings(max_iterations=60, min_spot_weight=0.0))
+    return make_plan(PlanRequest(target="PTV", total_dose_gy_rbe=57.6, n_fractions=16,
+                                 gantry_deg=(90.0, 270.0), patient=load_demo_patient(),
+                                 spot_spacing_mm=6.0, dose_grid_mm=5.0, device="cpu",
+                                 config=config), keep_influence=False)
+
+
+def test_a_first_optimization_at_its_iteration_limit_is_named_in_the_status(limited_plan):
+    """Review: report.json kept the last pass's message only; a plan whose first optimization
+    stopped at its iteration limit, its settling passes then settling, said so nowhere. Each
+    pass's end is recorded and the document's Status row names the stopped ones; no warning,
+    since later passes continued from its weights (measured: report_optimizer_note)."""
+    report = limited_plan.report
+    ends = report["optimizer_pass_messages"]
+    assert [e["pass"] for e in ends][:2] == ["first", "refinement"]
+    assert {e["pass"] for e in ends[2:]} <= {"settling"}
+    assert len(ends) == optimizer_passes(report)[0]
+    assert sum(e["iterations"] for e in ends) == report["iterations"]
+    assert ends[-1]["message"] == report["optimizer_message"]  # kept for older readers
+    first = ends[0]
+    assert first["message"].startswith("STOP: TOTAL NO. OF ITERATIONS")
+    assert first["iterations"] >= 60
+    status = report_optimizer_status(report)
+    assert status.startswith(
+        f"the first optimization stopped at its iteration limit after {first['iterations']} "
+        "iterations, before its convergence test was met; ")
+    assert "converged" not in status.split(";")[0]
+    if settled_by_design(report):
+        assert not [w for w in report["warnings"] if "convergence test" in w]
+    else:
+        (note,) = [w for w in report["warnings"] if "convergence test" in w]
+        assert note.startswith(f"The last of the optimizer's {len(ends)} passes")
+
+
+def _passes(*ends, settled=True, start="uniform"):
+    """A report of the optimizer's passes: (pass, message) each, 10 iterations."""
+    return {"optimizer_message": ends[-1][1], "iterations": 10 * len(ends),
+            "optimizer_start": start,
+            "refinement": {"iterations": 10 * sum(p == "refinement" for p, _ in ends)},
+            "dose_correction": {"settling_passes": sum(p == "settling" for p, _ in ends),
+                                "settling_iterations": 10 * sum(p == "settling"
+                                                                for p, _ in ends),
+                                "residual_pct": 0.1 if settled else 0.3,
+                                "tolerance_pct": 0.2},
+            "optimizer_pass_messages": [{"pass": p, "iterations": 10, "message": m}
+                                        for p, m in ends]}
+
+
+LIMIT = "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT"
+CONVERGED = "CONVERGENCE: RELATIVE REDUCTION OF F <= FACTR*EPSMCH"
+
+
+def test_only_a_last_pass_that_stopped_early_is_noted_and_the_status_names_every_one():
+    from planning.plan_notes import report_optimizer_note
+
+    # Earlier passes at their limit: later passes continued from their weights; no note.
+    assert report_optimizer_note(_passes(("first", LIMIT), ("refinement", LIMIT),
+                                         ("settling", LIMIT))) is None
+    assert report_optimizer_note(_passes(("first", LIMIT), ("refinement", CONVERGED))) is None
+    # The last pass at its limit (not a settling pass that settled): named.
+    assert report_optimizer_note(_passes(("first", CONVERGED), ("refinement", LIMIT))) == (
+        "The last of the optimizer's 2 passes (the pass after the refinement's check) stopped "
+        "at its iteration limit after 10 iterations, before its convergence test was met: the "
+        "plan is what it reached then; re-optimizing continues from these spot weights.")
+    note = report_optimizer_note(_passes(("first", LIMIT), ("refinement", LIMIT),
+                                         ("settling", CONVERGED), ("settling", LIMIT),
+                                         settled=False), restored=True)
+    assert note == (
+        "The last of the optimizer's 4 passes (settling pass 2 of the halo correction) "
+        "stopped at its iteration limit after 10 iterations, before its convergence test was "
+        "met: the plan is what it reached then; restored from a saved session, it keeps no "
+        "influence to re-optimize from: compute it again (Compute plan), then re-optimizing "
+        "continues from the new plan's spot weights.")
+    # The Status row names every pass that stopped, the last one's status after them.
+    assert report_optimizer_status(_passes(("first", LIMIT), ("refinement", LIMIT),
+                                           ("settling", CONVERGED))) == (
+        "the first optimization stopped at its iteration limit after 10 iterations, before "
+        "its convergence test was met; the pass after the refinement's check stopped at its "
+        "iteration limit after 10 iterations, before its convergence test was met; "
+        + optimizer_status(CONVERGED, passes=3))
+    # One pass only: the optimizer's note as before.
+    assert report_optimizer_note(_passes(("first", LIMIT))) == optimizer_note(LIMIT, 10)
+
+
+def test_a_report_without_the_passes_messages_keeps_its_last_pass_note():
+    from planning.plan_notes import report_optimizer_note
+
+    old = _passes(("first", LIMIT), ("refinement", LIMIT), ("settling", LIMIT))
+    del old["optimizer_pass_messages"]
+    assert report_optimizer_note(old) is None  # the settling settled
+    assert report_optimizer_status(old) == optimizer_status(LIMIT, passes=3)
+    old["dose_correction"]["residual_pct"] = 0.3
+    assert report_optimizer_note(old) == optimizer_note(LIMIT, 30, passes=3)

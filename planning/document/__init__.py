@@ -25,9 +25,11 @@ __all__ = ["write_plan_document"]
 
 def write_plan_document(result: PlanResult, folder: str | Path, plan_name: str, *,
                         created: datetime.datetime | None = None,
-                        isodose_percent: Sequence[float] = STANDARD_ISODOSE_PERCENT) -> Path:
-    """Write the plan document of ``result`` (isodose lines ``isodose_percent``) into
-    ``folder`` under a new name (:func:`planning.document.pdf.write_plan_pdf`); return its
-    path."""
+                        isodose_percent: Sequence[float] = STANDARD_ISODOSE_PERCENT,
+                        restored: bool = False) -> Path:
+    """Write the plan document of ``result`` (isodose lines ``isodose_percent``; ``restored``
+    as for :func:`planning.document.from_plan.plan_document`) into ``folder`` under a new name
+    (:func:`planning.document.pdf.write_plan_pdf`); return its path."""
     return write_plan_pdf(plan_document(result, plan_name, created=created,
-                                        isodose_percent=isodose_percent), folder)
+                                        isodose_percent=isodose_percent, restored=restored),
+                          folder)

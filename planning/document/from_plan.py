@@ -41,7 +41,7 @@ from planning.hlut import describe_hlut_record
 from planning.isodose import STANDARD_ISODOSE_PERCENT
 from planning.machine import TREATMENT_MACHINE_NAME_CHARS
 from planning.plan import fractions_text
-from planning.plan_notes import optimizer_passes, optimizer_status, plan_notes
+from planning.plan_notes import optimizer_passes, plan_notes, report_optimizer_status
 from planning.rbe import (
     LemModel,
     MkmModel,
@@ -229,7 +229,7 @@ def _optimizer(report: Mapping[str, Any]) -> TextTable:
         return TextTable((), (("Optimizer", "not optimized here (a recalculated plan)"),))
     delivery = report.get("delivery", {})
     count, parts = optimizer_passes(report)
-    rows = [("Status", optimizer_status(str(report["optimizer_message"]), passes=count)),
+    rows = [("Status", report_optimizer_status(report)),
             ("Iterations", _iterations_text(report.get("iterations"), count, parts)),
             ("Objective value", f"{report.get('objective_value', float('nan')):.6g} "
                                 "(weighted mean squared dose deviations per fraction at the "
@@ -353,10 +353,11 @@ def dash_of(model: RbeModel) -> tuple[float, ...]:
     return MODEL_DASHES.get(model.name, OTHER_DASH)
 
 
-def _warnings(result: PlanResult, views: Sequence[SliceView]) -> tuple[str, ...]:
-    """The plan's notes (:func:`planning.plan_notes.plan_notes`) and what concerns the
-    document's pictures."""
-    notes = list(plan_notes(result))
+def _warnings(result: PlanResult, views: Sequence[SliceView], restored: bool
+              ) -> tuple[str, ...]:
+    """The plan's notes (:func:`planning.plan_notes.plan_notes`, ``restored`` as there) and
+    what concerns the document's pictures."""
+    notes = list(plan_notes(result, restored=restored))
     target = result.plan.prescription.target
     if views and views[0].focus != f"the centre of {target}":
         notes.append(f"The views go through {views[0].focus}: the plan's target {target!r} "
@@ -374,10 +375,13 @@ def _warnings(result: PlanResult, views: Sequence[SliceView]) -> tuple[str, ...]
 
 def plan_document(result: PlanResult, plan_name: str, *,
                   created: datetime.datetime | None = None,
-                  isodose_percent: Sequence[float] = STANDARD_ISODOSE_PERCENT) -> PlanDocument:
+                  isodose_percent: Sequence[float] = STANDARD_ISODOSE_PERCENT,
+                  restored: bool = False) -> PlanDocument:
     """The document of ``result`` under the name ``plan_name`` (e.g. "Plan 1"), its views with
     the isodose lines ``isodose_percent`` (% of the prescription: the app passes those on its
     screen; % of the dose's maximum for a dose of another kind than the prescription's).
+    ``restored``: the app restored the plan from a saved session without its influence, so
+    re-optimizing cannot continue from it (:func:`planning.plan_notes.optimizer_note`).
 
     A plan whose target is not a structure of the patient (a received plan) still gets its
     document: views through the dose maximum, and a warning.
@@ -447,7 +451,7 @@ def plan_document(result: PlanResult, plan_name: str, *,
         dvh_legend=tuple(legend),
         views=views,
         display=display,
-        warnings=_warnings(result, views),
+        warnings=_warnings(result, views, restored),
         robustness=_robustness(result, colours),
     )
 

@@ -234,6 +234,9 @@ class Settled:
     problem : OptimizationProblem
         The problem the last pass optimized (the given one where no pass ran): its
         objective at ``result.weights`` is ``result.objective``.
+    pass_results : tuple of OptimizationResult
+        Each pass's result in order (``passes`` of them; the last is ``result``): how each
+        one's optimizer ended (``message``, ``iterations``).
     """
 
     result: OptimizationResult
@@ -242,6 +245,7 @@ class Settled:
     residual_pct: float
     forward: RowForward
     problem: OptimizationProblem
+    pass_results: tuple[OptimizationResult, ...]
 
 
 def settle_correction(problem: OptimizationProblem, result: OptimizationResult, *,
@@ -269,6 +273,7 @@ def settle_correction(problem: OptimizationProblem, result: OptimizationResult, 
     shorter = dataclasses.replace(settings, max_iterations=max(
         round(SETTLE_ITERATION_SHARE * settings.max_iterations), 1))
     passes = iterations = 0
+    ran: list[OptimizationResult] = []
     while True:
         forward = row_forward(engine, result.weights, tables, rows, cancel=cancel)
         corrected = with_dose_correction(problem, engine, result.weights, tables, rows,
@@ -276,12 +281,14 @@ def settle_correction(problem: OptimizationProblem, result: OptimizationResult, 
         change = correction_change(problem, corrected, result.weights, target,
                                    prescription_per_fraction)
         if change.largest_pct <= SETTLE_TOLERANCE_PCT or passes == SETTLE_PASSES:
-            return Settled(result, passes, iterations, change.largest_pct, forward, problem)
+            return Settled(result, passes, iterations, change.largest_pct, forward, problem,
+                           tuple(ran))
         problem = corrected
         result = optimize_weights(problem, objectives, prescription_per_fraction, target,
                                   shorter, start=result.weights,
                                   progress=stage_progress(progress, passes / SETTLE_PASSES,
                                                           (passes + 1) / SETTLE_PASSES),
                                   cancel=cancel)
+        ran.append(result)
         passes += 1
         iterations += result.iterations

@@ -153,6 +153,21 @@ def test_a_restored_plan_at_its_iteration_limit_is_to_be_computed_again_to_conti
             "compute it again (Compute plan)") in notes.text
     assert form.reoptimize_button.disabled and "Plan 1 keeps no influence" in (
         form.reoptimize_note.text)
+    # Its plan report says so too (it said "re-optimizing continues from these spot weights").
+    from pypdf import PdfReader
+
+    out = tmp_path / "report"
+    out.mkdir()
+    app.export_report_to(str(out))
+    gui.wait_until(lambda: list(out.glob("*_report.pdf")) or app.last_error, 120, "the report")
+    assert not app.last_error, app.last_error
+    gui.advance(0.5)
+    (pdf,) = out.glob("*_report.pdf")
+    text = " ".join(" ".join(page.extract_text() for page in PdfReader(pdf).pages).split())
+    assert "stopped at its iteration limit after 199 iterations" in text
+    assert "continues from these spot weights" not in text
+    assert ("restored from a saved session, it keeps no influence to re-optimize from: "
+            "compute it again (Compute plan)") in text
     # A plan computed here (it keeps its influence): Re-optimize is offered again.
     computed = replace(app.session.plans[0].result,
                        prepared=SimpleNamespace(release=lambda: None))
