@@ -548,7 +548,9 @@ def make_plan(
     RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm and ``report["exchange"]``. ``robust`` (a
     :class:`planning.robust.RobustSettings`, see :func:`robust_settings`) adds the robust
     evaluation of the fresh plan (:func:`robust_evaluation_of_result`): RTDOSE_RBE_MIN.dcm,
-    RTDOSE_RBE_MAX.dcm, report.html and the robust entries of report.json.
+    RTDOSE_RBE_MAX.dcm, report.html and the robust entries of report.json; refused before the
+    plan when the plan and its scenarios would not fit in the memory available
+    (:func:`planning.robust_estimate.check_robust_memory_after_plan`).
 
     Each of ``reoptimize_configs`` (plan configuration files) then re-optimizes the plan from
     its kept influence matrices, starting from the spot weights of the plan before it
@@ -578,9 +580,9 @@ def make_plan(
     from planning.progress import stage_progress
 
     configs = [load_plan_config(c) for c in reoptimize_configs]
-    if configs or ct_series_uid is not None or on_estimate is not None:
+    if configs or ct_series_uid is not None or on_estimate is not None or robust is not None:
         # The CT is loaded once, here: the re-optimizations' configurations are checked on it
-        # and the estimate made of it before the first plan.
+        # and the estimates made of it before the first plan.
         from planning.dicom import load_patient
 
         tissues = load_plan_config(config_path).tissues if config_path is not None else ()
@@ -594,10 +596,16 @@ def make_plan(
                                     "matrices, so a re-optimization cannot change them")
         request = dataclasses.replace(request, patient=patient, ct_dir=None)
     machine = get_machine()
-    if on_estimate is not None:
+    if on_estimate is not None or robust is not None:
         from planning.plan_estimate import estimate_plan
+        from planning.robust_estimate import check_robust_memory_after_plan
 
-        on_estimate(estimate_plan(request, machine=machine))
+        estimate = estimate_plan(request, machine=machine)
+        if on_estimate is not None:
+            on_estimate(estimate)
+        if robust is not None:
+            check_robust_memory_after_plan(estimate, robust,
+                                           keep_influence=bool(reoptimize_configs))
     from planning.report_json import report_json_text
     from planning.robust import write_robust_outputs as write_robust
 

@@ -24,6 +24,7 @@ import math
 import os
 from dataclasses import dataclass
 
+from planning.dose_grid import DoseGrid
 from planning.engine.dose_engine import cpu_threads, resolve_device
 from planning.engine.memory import HOST_MEMORY_FRACTION, available_host_bytes, engine_bytes
 from planning.engine.wepl_cubes import WeplCubes
@@ -82,6 +83,9 @@ class PlanEstimate:
         Memory available now (None where it cannot be read).
     dose_grid_mm, spot_spacing_mm : float
         The plan's dose grid and spot spacing (what the estimate is of).
+    dose_grid : DoseGrid
+        The dose grid of that spacing (for the robust evaluation's check,
+        :func:`planning.robust_estimate.check_robust_memory_after_plan`).
     load_factor : float
         The machine's :func:`load_factor` when the estimate was made (1: idle).
     """
@@ -94,6 +98,7 @@ class PlanEstimate:
     available_bytes: int | None
     dose_grid_mm: float
     spot_spacing_mm: float
+    dose_grid: DoseGrid
     load_factor: float = 1.0
 
     @property
@@ -194,7 +199,7 @@ def estimate_plan(request: PlanRequest, *, machine: Machine | None = None,
     report(progress, 1.0, "estimated")
     return PlanEstimate(work, tuple(parts.items()), threads, device, memory_bytes(work, basis),
                         available_host_bytes(), request.dose_grid_mm, request.spot_spacing_mm,
-                        load_factor())
+                        basis.dose_grid, load_factor())
 
 
 def memory_bytes(work: PlanWork, basis: PlanBasis) -> float:
@@ -205,7 +210,7 @@ def memory_bytes(work: PlanWork, basis: PlanBasis) -> float:
     computed, so the parts add up."""
     cubes = WeplCubes(basis.rsp, basis.ct_grid, basis.settings.wepl_step_mm,
                       lateral_step_mm=basis.settings.wepl_lateral_step_mm)
-    matrices = work.entries * (MATRIX_BYTES_PER_ENTRY + 4 * work.n_model)
+    matrices = matrix_bytes(work)
     opt_engine = 0 if work.grids_shared else engine_bytes(math.ceil(work.opt_engine_points),
                                                            work.n_beams, 0)
     dose_engine = engine_bytes(math.ceil(work.dose_voxels + work.check_points), work.n_beams,
@@ -213,6 +218,12 @@ def memory_bytes(work: PlanWork, basis: PlanBasis) -> float:
     result_cubes = 4.0 * basis.dose_grid.n_voxels * (RESULT_CUBES + work.n_beams)
     return (PROCESS_BYTES + cubes.kept_bytes([b.frame for b in basis.beams]) + matrices
             + opt_engine + dose_engine + result_cubes)
+
+
+def matrix_bytes(work: PlanWork) -> float:
+    """The optimizer's host matrices: :data:`MATRIX_BYTES_PER_ENTRY` per entry and 4 more per
+    model sum."""
+    return work.entries * (MATRIX_BYTES_PER_ENTRY + 4 * work.n_model)
 
 
 def load_factor() -> float:

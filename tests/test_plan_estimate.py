@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from planning import plan_estimate, plan_work
+from planning.dose_grid import DoseGrid
 from planning.optimization import ONE_SIDED_KINDS
 from planning.plan_estimate import PlanEstimate, duration_range
 from planning.plan_work import PlanWork, RowGroup, count_plan_work
@@ -137,7 +138,8 @@ def test_plan_seconds_grow_with_each_kind_of_work() -> None:
 def _estimate(seconds: float, *, memory: float = 1e9, available: int | None = 16 * 2**30,
               device: str = "cpu", load: float = 1.0) -> PlanEstimate:
     return PlanEstimate(_work(), (("optimization", seconds),), 2, device, memory, available,
-                        2.5, 3.0, load)
+                        2.5, 3.0, DoseGrid((40, 80, 80), (2.5, 2.5, 2.5), (0.0, 0.0, 0.0)),
+                        load)
 
 
 def test_a_plan_is_long_beyond_ten_minutes_and_large_beyond_the_memory() -> None:
