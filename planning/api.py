@@ -556,7 +556,10 @@ def make_plan(
     its kept influence matrices, starting from the spot weights of the plan before it
     (:func:`planning.planner.reoptimize`), and writes the same
     outputs into ``out_dir/reoptimized_<k>``; the first report lists them under
-    ``"reoptimized"``. All configuration files are read before any work.
+    ``"reoptimized"``. All configuration files are read before any work; the
+    re-optimizations are refused before the plan when they would not fit in memory beside it
+    (:func:`planning.plan_estimate.check_reoptimization_memory_after_plan`), and each is
+    checked again before it runs (:func:`planning.plan_estimate.check_reoptimization_memory`).
 
     ``ct_series_uid`` chooses the CT series when ``ct_dir`` holds several.
 
@@ -576,6 +579,7 @@ def make_plan(
         hlut_path=None if hlut_path is None else os.fspath(hlut_path), exchange=exchange,
         label=checked_plan_name(label, "plan label"))
     from planning.plan_config import check_config_structures, config_key, load_plan_config
+    from planning.plan_estimate import check_reoptimization_memory
     from planning.planner import reoptimize
     from planning.progress import stage_progress
 
@@ -596,8 +600,8 @@ def make_plan(
                                     "matrices, so a re-optimization cannot change them")
         request = dataclasses.replace(request, patient=patient, ct_dir=None)
     machine = get_machine()
-    if on_estimate is not None or robust is not None:
-        from planning.plan_estimate import estimate_plan
+    if on_estimate is not None or robust is not None or configs:
+        from planning.plan_estimate import check_reoptimization_memory_after_plan, estimate_plan
         from planning.robust_estimate import check_robust_memory_after_plan
 
         estimate = estimate_plan(request, machine=machine)
@@ -606,6 +610,8 @@ def make_plan(
         if robust is not None:
             check_robust_memory_after_plan(estimate, robust,
                                            keep_influence=bool(reoptimize_configs))
+        if configs:
+            check_reoptimization_memory_after_plan(estimate, exchange=exchange)
     from planning.report_json import report_json_text
     from planning.robust import write_robust_outputs as write_robust
 
@@ -615,16 +621,18 @@ def make_plan(
     if robust is None:
         write_plan_outputs(result, out_dir, machine=machine, plan_name=result.plan.label)
     else:
-        robust_result = robust_evaluation_of_result(
+        # Not kept: its cubes are written, and the re-optimizations need the memory.
+        write_robust(robust_evaluation_of_result(
             result, range_error_pct=robust.range_error_pct,
             setup_error_mm=robust.setup_error_mm, setup_directions=robust.setup_directions,
             combined=robust.combined, combined_only=robust.combined_only, device=device,
             hlut_path=hlut_path,
-            progress=stage_progress(progress, share, 1.0))
-        write_robust(robust_result, out_dir, machine=machine, plan_name=result.plan.label)
+            progress=stage_progress(progress, share, 1.0)),
+            out_dir, machine=machine, plan_name=result.plan.label)
     assert result.prepared is not None
     done = []
     for k, (path, config) in enumerate(zip(reoptimize_configs, configs, strict=True), 1):
+        check_reoptimization_memory(result.prepared)
         again = reoptimize(result.prepared, config=config, progress=progress)
         again.report["reoptimized_from"] = {"config": os.fspath(path),
                                             "plan_folder": os.fspath(out_dir)}
@@ -632,6 +640,7 @@ def make_plan(
         write_plan_outputs(again, folder, machine=machine, plan_name=again.plan.label)
         done.append({"config": os.fspath(path), "folder": folder.name,
                      "seconds": again.report["timings_s"]["total"]})
+        del again  # written: not kept beside the next one
     if done:
         result.report["reoptimized"] = done
         atomic_write_text(Path(out_dir) / "report.json", report_json_text(result.report))
@@ -650,13 +659,17 @@ def reoptimize_plan(result: PlanResult, *, total_dose_gy_rbe: float | None = Non
     Raises
     ------
     PlanningError
-        When the plan keeps no prepared state (an imported or recalculated plan).
+        When the plan keeps no prepared state (an imported or recalculated plan), or the new
+        plan would not fit in memory beside it
+        (:func:`planning.plan_estimate.check_reoptimization_memory`).
     """
+    from planning.plan_estimate import check_reoptimization_memory
     from planning.planner import reoptimize
 
     if result.prepared is None:
         raise PlanningError("this plan was not optimized here (imported or recalculated), so "
                             "there is no kept influence to re-optimize from: plan it anew")
+    check_reoptimization_memory(result.prepared, exchange=exchange)
     config = None
     if objectives is not None:
         # The objectives are no longer the file's: errors on them must not name it.

@@ -26,11 +26,8 @@ from collections.abc import Sequence
 
 from planning.dose_grid import DoseGrid
 from planning.engine.memory import VOXEL_BYTES_PER_BEAM, check_host_memory, engine_bytes
-from planning.plan_estimate import PlanEstimate, matrix_bytes
+from planning.plan_estimate import FORWARD_CUBES, RESULT_CUBES, PlanEstimate, matrix_bytes
 from planning.robust import RobustSettings, Scenario, by_position, make_scenarios
-
-#: float32 cubes of a dose (the nominal scenario's) besides one per beam.
-DOSE_CUBES = 4
 
 #: float32 envelope cubes: minimum and maximum of the physical and the RBE-weighted dose.
 ENVELOPE_CUBES = 4
@@ -38,8 +35,6 @@ ENVELOPE_CUBES = 4
 #: float32 cubes a scenario dose keeps until it is folded into the envelopes.
 SCENARIO_CUBES = 2
 
-#: float64 working cubes of one forward pass besides one per beam and per model sum.
-FORWARD_CUBES = 5
 
 
 def robust_memory_bytes(n_voxels: int, n_rows: int, n_beams: int, n_model: int,
@@ -62,7 +57,7 @@ def robust_memory_bytes(n_voxels: int, n_rows: int, n_beams: int, n_model: int,
     others = [sc for sc in scenarios if not sc.is_nominal]
     per_position = max((len(group) for group in by_position(others)), default=0)
     scaled = any(sc.range_error_pct for sc in others)
-    cubes = 4.0 * n_voxels * (DOSE_CUBES + n_beams + ENVELOPE_CUBES
+    cubes = 4.0 * n_voxels * (RESULT_CUBES + n_beams + ENVELOPE_CUBES
                               + SCENARIO_CUBES * per_position)
     forward = 8.0 * n_voxels * (FORWARD_CUBES + n_beams + n_model)
     engine = (engine_bytes(n_rows, n_beams, 2 * n_model)
