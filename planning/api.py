@@ -263,82 +263,37 @@ def target_isocenter_mm(patient: Patient, target: str) -> tuple[float, float, fl
     return iso(patient.ct, mask)
 
 
-def plan_patient(
+def plan_request(
     patient: Patient,
     *,
     target: str,
     dose_gy_rbe: float,
     fractions: int,
-    gantry_deg: list[float],
-    couch_deg: list[float] | None = None,
+    gantry_deg: Sequence[float],
+    couch_deg: Sequence[float] | None = None,
     rbe: str = "mkm",
     rbe_value: float | None = None,
     tissue: str | None = None,
     spot_spacing_mm: float = 3.0,
     grid_mm: float = 2.5,
-    objectives: list[Objective] | None = None,
+    objectives: Sequence[Objective] | None = None,
     device: str = "auto",
     exchange: bool = False,
-    progress: ProgressCallback | None = None,
-    cancel: CancelToken | None = None,
     optimization_grid_mm: float | None = None,
-) -> PlanResult:
-    """Optimize a plan on a loaded patient (nothing written); see :func:`make_plan`.
+) -> PlanRequest:
+    """A plan on a loaded patient, as asked (nothing computed): what :func:`estimate_plan`
+    estimates and :func:`plan_patient` makes, so that the two are given the same request.
 
     ``objectives``, when given, replace the default objectives entirely;
     ``optimization_grid_mm`` as for :func:`make_plan`.
+
+    Raises
+    ------
+    InputError
+        A request no plan can be made of (no gantry angle, a couch angle per beam missing, a
+        beam direction given twice, a spacing out of range:
+        :class:`planning.planner.PlanRequest`).
     """
-    from planning.planner import make_plan as plan
-
-    request = _patient_request(
-        patient, target=target, dose_gy_rbe=dose_gy_rbe, fractions=fractions,
-        gantry_deg=gantry_deg, couch_deg=couch_deg, rbe=rbe, rbe_value=rbe_value,
-        tissue=tissue, spot_spacing_mm=spot_spacing_mm, grid_mm=grid_mm, objectives=objectives,
-        device=device, exchange=exchange, optimization_grid_mm=optimization_grid_mm)
-    return plan(request, machine=get_machine(), progress=progress, cancel=cancel)
-
-
-def estimate_plan(
-    patient: Patient,
-    *,
-    target: str,
-    dose_gy_rbe: float,
-    fractions: int,
-    gantry_deg: list[float],
-    couch_deg: list[float] | None = None,
-    rbe: str = "mkm",
-    rbe_value: float | None = None,
-    tissue: str | None = None,
-    spot_spacing_mm: float = 3.0,
-    grid_mm: float = 2.5,
-    objectives: list[Objective] | None = None,
-    device: str = "auto",
-    exchange: bool = False,
-    progress: ProgressCallback | None = None,
-    cancel: CancelToken | None = None,
-    optimization_grid_mm: float | None = None,
-) -> PlanEstimate:
-    """The pre-flight estimate (work, memory, time) of the plan :func:`plan_patient` would
-    make with the same arguments; a second or two (:mod:`planning.plan_estimate`).
-
-    Raises what :func:`plan_patient` raises before its long steps (bad request, unreachable
-    target)."""
-    from planning.plan_estimate import estimate_plan as estimate
-
-    request = _patient_request(
-        patient, target=target, dose_gy_rbe=dose_gy_rbe, fractions=fractions,
-        gantry_deg=gantry_deg, couch_deg=couch_deg, rbe=rbe, rbe_value=rbe_value,
-        tissue=tissue, spot_spacing_mm=spot_spacing_mm, grid_mm=grid_mm, objectives=objectives,
-        device=device, exchange=exchange, optimization_grid_mm=optimization_grid_mm)
-    return estimate(request, machine=get_machine(), progress=progress, cancel=cancel)
-
-
-def _patient_request(patient: Patient, *, target: str, dose_gy_rbe: float, fractions: int,
-                     gantry_deg: list[float], couch_deg: list[float] | None, rbe: str,
-                     rbe_value: float | None, tissue: str | None, spot_spacing_mm: float,
-                     grid_mm: float, objectives: list[Objective] | None, device: str,
-                     exchange: bool, optimization_grid_mm: float | None) -> PlanRequest:
-    """The planner's request of :func:`plan_patient`'s arguments."""
     from planning.planner import PlanConfig, PlanRequest
 
     config = None if objectives is None else PlanConfig(tuple(objectives),
@@ -350,6 +305,27 @@ def _patient_request(patient: Patient, *, target: str, dose_gy_rbe: float, fract
         rbe_model=rbe, rbe_value=rbe_value, tissue=tissue, spot_spacing_mm=spot_spacing_mm,
         dose_grid_mm=grid_mm, optimization_grid_mm=optimization_grid_mm, device=device,
         exchange=exchange, config=config)
+
+
+def plan_patient(request: PlanRequest, *, progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None) -> PlanResult:
+    """Optimize the plan of ``request`` (:func:`plan_request`) on its loaded patient (nothing
+    written); see :func:`make_plan`."""
+    from planning.planner import make_plan as plan
+
+    return plan(request, machine=get_machine(), progress=progress, cancel=cancel)
+
+
+def estimate_plan(request: PlanRequest, *, progress: ProgressCallback | None = None,
+                  cancel: CancelToken | None = None) -> PlanEstimate:
+    """The pre-flight estimate (work, memory, time) of the plan :func:`plan_patient` would
+    make of ``request``; a second or two (:mod:`planning.plan_estimate`).
+
+    Raises what :func:`plan_patient` raises before its long steps (bad request, unreachable
+    target)."""
+    from planning.plan_estimate import estimate_plan as estimate
+
+    return estimate(request, machine=get_machine(), progress=progress, cancel=cancel)
 
 
 def export_plan(result: PlanResult, out_dir: str | os.PathLike[str], *,
