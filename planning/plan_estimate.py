@@ -33,6 +33,7 @@ from planning.engine.memory import (
     available_host_bytes,
     check_host_memory,
     engine_bytes,
+    size_text,
 )
 from planning.engine.wepl_cubes import WeplCubes
 from planning.machine import Machine
@@ -309,7 +310,7 @@ def check_reoptimization_memory_after_plan(estimate: PlanEstimate, *, exchange: 
                           grid.n_voxels, work.n_beams, work.n_model, n_check, exchange=exchange),
                       _reoptimizing(grid, work.n_beams, exchange, "beside the plan itself and "
                                     f"its kept influence (about "
-                                    f"{_gigabytes(estimate.memory_bytes)})"),
+                                    f"{size_text(estimate.memory_bytes)})"),
                       "make the plan on a coarser dose grid or spot spacing, or leave out "
                       "--reoptimize and plan each configuration on its own")
 

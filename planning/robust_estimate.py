@@ -25,7 +25,12 @@ import math
 from collections.abc import Sequence
 
 from planning.dose_grid import DoseGrid
-from planning.engine.memory import VOXEL_BYTES_PER_BEAM, check_host_memory, engine_bytes
+from planning.engine.memory import (
+    VOXEL_BYTES_PER_BEAM,
+    check_host_memory,
+    engine_bytes,
+    size_text,
+)
 from planning.plan_estimate import FORWARD_CUBES, RESULT_CUBES, PlanEstimate, matrix_bytes
 from planning.robust import RobustSettings, Scenario, by_position, make_scenarios
 
@@ -113,4 +118,4 @@ def check_robust_memory_after_plan(estimate: PlanEstimate, settings: RobustSetti
     check_robust_memory(settings, estimate.dose_grid, math.ceil(work.dose_voxels),
                         work.n_beams, work.n_model, beside_bytes=plan_bytes,
                         beside=f", beside the plan itself{kept} (about "
-                               f"{plan_bytes / 2**30:.1f} GiB)")
+                               f"{size_text(plan_bytes)})")

@@ -54,10 +54,14 @@ def test_the_check_refuses_beyond_the_share_of_the_memory_available(monkeypatch)
     text = str(refused.value)
     assert text.startswith("the robust evaluation's 9 scenarios on a dose grid of 2, 2, 2 mm "
                            "(4,000,000 voxels, about 1,000,000 in the body) for 3 beams "
-                           f"would need {need / 2**30:.1f} GiB of memory, but ")
-    assert "GiB are available (80% of it may be used): choose a coarser dose grid" in text
+                           f"would need {round(need / 2**20)} MiB of memory, but ")
+    assert "MiB are available (80% of it may be used): choose a coarser dose grid" in text
     monkeypatch.setattr(memory, "available_host_bytes", lambda: None)  # unknown: no check
     check_robust_memory(settings, grid, 10**6, 3, 1)
+    # GiB from 1 GiB, else MiB (a small step refused on a machine short of memory read
+    # "would need 0.0 GiB, but 0.0 GiB are available").
+    assert (memory.size_text(2.5 * 2**30), memory.size_text(340 * 2**20),
+            memory.size_text(1000.0)) == ("2.5 GiB", "340 MiB", "1 MiB")
 
 
 def _no_nominal_dose(monkeypatch) -> None:
@@ -81,7 +85,7 @@ def test_ionplan_robust_refuses_before_the_nominal_dose(tmp_path_factory, tmp_pa
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("ionplan: error: the robust evaluation's 17 scenarios on a dose "
                            "grid of 8, 8, 8 mm (")
-    assert "would need " in line and "but 0.0 GiB are available" in line
+    assert "would need " in line and "MiB of memory, but 1 MiB are available" in line
     assert not out.exists()
 
 
@@ -94,7 +98,8 @@ def test_the_evaluation_of_a_plan_in_memory_refuses_before_the_nominal_dose(
     _no_nominal_dose(monkeypatch)
     monkeypatch.setattr(memory, "available_host_bytes", lambda: TINY_BYTES)
     with pytest.raises(PlanningError, match=r"^the robust evaluation's 21 scenarios on a dose "
-                                            r"grid of 8, 8, 8 mm .* would need .* GiB"):
+                                            r"grid of 8, 8, 8 mm .* would need \d+ MiB of "
+                                            r"memory, but 1 MiB"):
         api.robust_evaluation_of_result(result, combined=True, device="cpu")
 
 
