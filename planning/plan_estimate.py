@@ -6,6 +6,9 @@ or two), turns it into seconds with the measured rates of :mod:`planning.through
 bytes as the engine's memory checks do (:mod:`planning.engine.memory`), and says whether the
 plan is long (:data:`LONG_PLAN_S`) or will not fit in memory. The command line asks for
 ``--accept-long`` and the GUI for a confirmation before such a plan (README, "Long plans").
+A re-optimization's memory beside the kept plan is checked before it runs
+(:func:`check_reoptimization_memory`; before the plan for ``ionplan plan --reoptimize``:
+:func:`check_reoptimization_memory_after_plan`).
 
 The time is a range: the likely time on a quiet machine of the measured kind (the CPU engine),
 from :data:`LOW_FACTOR` to :data:`HIGH_FACTOR` times it, or to :data:`BUSY_MARGIN` times
@@ -102,8 +105,9 @@ class PlanEstimate:
     dose_grid_mm, spot_spacing_mm : float
         The plan's dose grid and spot spacing (what the estimate is of).
     dose_grid : DoseGrid
-        The dose grid of that spacing (for the robust evaluation's check,
-        :func:`planning.robust_estimate.check_robust_memory_after_plan`).
+        The dose grid of that spacing (for the checks of what follows the plan:
+        :func:`planning.robust_estimate.check_robust_memory_after_plan`,
+        :func:`check_reoptimization_memory_after_plan`).
     load_factor : float
         The machine's :func:`load_factor` when the estimate was made (1: idle).
     """

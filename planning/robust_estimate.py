@@ -41,7 +41,6 @@ ENVELOPE_CUBES = 4
 SCENARIO_CUBES = 2
 
 
-
 def robust_memory_bytes(n_voxels: int, n_rows: int, n_beams: int, n_model: int,
                         scenarios: Sequence[Scenario]) -> float:
     """Peak bytes a robust evaluation allocates (see the module docstring).
