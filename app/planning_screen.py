@@ -377,20 +377,25 @@ class PlanningScreen(Screen):
         if patient is None:
             self.host.show_error("Compute plan", "load a patient first")
             return
-        request = dict(
-            target=setup.target, dose_gy_rbe=setup.total_dose_gy_rbe,
-            fractions=setup.fractions, gantry_deg=[b.gantry_deg for b in setup.beams],
-            couch_deg=[b.couch_deg for b in setup.beams], rbe=setup.rbe,
-            rbe_value=setup.rbe_value, tissue=setup.tissue,
-            spot_spacing_mm=setup.spot_spacing_mm, grid_mm=setup.grid_mm,
-            objectives=list(setup.objectives), device=setup.device, exchange=setup.exchange)
+        try:
+            request = api.plan_request(
+                patient, target=setup.target, dose_gy_rbe=setup.total_dose_gy_rbe,
+                fractions=setup.fractions, gantry_deg=[b.gantry_deg for b in setup.beams],
+                couch_deg=[b.couch_deg for b in setup.beams], rbe=setup.rbe,
+                rbe_value=setup.rbe_value, tissue=setup.tissue,
+                spot_spacing_mm=setup.spot_spacing_mm, grid_mm=setup.grid_mm,
+                objectives=list(setup.objectives), device=setup.device,
+                exchange=setup.exchange)
+        except InputError as exc:
+            self.host.show_error("Compute plan", exc)
+            return
         form = self.plan_panel.form_values()  # the form as it was when the user pressed
 
         def estimate(progress: Any, cancel: Any) -> Any:
-            return api.estimate_plan(patient, **request, progress=progress, cancel=cancel)
+            return api.estimate_plan(request, progress=progress, cancel=cancel)
 
         def optimize(progress: Any, cancel: Any) -> Any:
-            return api.plan_patient(patient, **request, progress=progress, cancel=cancel)
+            return api.plan_patient(request, progress=progress, cancel=cancel)
 
         def compute() -> None:
             self._run_plan_task("Computing plan", optimize, setup.total_dose_gy_rbe,

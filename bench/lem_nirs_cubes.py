@@ -67,10 +67,10 @@ def main() -> None:
         for nirs in (float(d) for d in args.doses.split(",")):
             t0 = time.perf_counter()
             patient = water_cube_patient(side)
-            result = api.plan_patient(patient, target="PTV", dose_gy_rbe=nirs, fractions=1,
-                                      gantry_deg=[90.0, 270.0], spot_spacing_mm=6.0,
-                                      grid_mm=4.0, optimization_grid_mm=4.0, exchange=True,
-                                      device="cpu")
+            result = api.plan_patient(api.plan_request(
+                patient, target="PTV", dose_gy_rbe=nirs, fractions=1,
+                gantry_deg=[90.0, 270.0], spot_spacing_mm=6.0, grid_mm=4.0,
+                optimization_grid_mm=4.0, exchange=True, device="cpu"))
             assert result.prepared is not None and result.exchange is not None
             engine, w = result.prepared.dose_engine(), result.plan.all_weights()
             averaged = result.exchange  # the plan's exchange view: the default scheme

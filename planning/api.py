@@ -263,82 +263,37 @@ def target_isocenter_mm(patient: Patient, target: str) -> tuple[float, float, fl
     return iso(patient.ct, mask)
 
 
-def plan_patient(
+def plan_request(
     patient: Patient,
     *,
     target: str,
     dose_gy_rbe: float,
     fractions: int,
-    gantry_deg: list[float],
-    couch_deg: list[float] | None = None,
+    gantry_deg: Sequence[float],
+    couch_deg: Sequence[float] | None = None,
     rbe: str = "mkm",
     rbe_value: float | None = None,
     tissue: str | None = None,
     spot_spacing_mm: float = 3.0,
     grid_mm: float = 2.5,
-    objectives: list[Objective] | None = None,
+    objectives: Sequence[Objective] | None = None,
     device: str = "auto",
     exchange: bool = False,
-    progress: ProgressCallback | None = None,
-    cancel: CancelToken | None = None,
     optimization_grid_mm: float | None = None,
-) -> PlanResult:
-    """Optimize a plan on a loaded patient (nothing written); see :func:`make_plan`.
+) -> PlanRequest:
+    """A plan on a loaded patient, as asked (nothing computed): what :func:`estimate_plan`
+    estimates and :func:`plan_patient` makes, so that the two are given the same request.
 
     ``objectives``, when given, replace the default objectives entirely;
     ``optimization_grid_mm`` as for :func:`make_plan`.
+
+    Raises
+    ------
+    InputError
+        A request no plan can be made of (no gantry angle, a couch angle per beam missing, a
+        beam direction given twice, a spacing out of range:
+        :class:`planning.planner.PlanRequest`).
     """
-    from planning.planner import make_plan as plan
-
-    request = _patient_request(
-        patient, target=target, dose_gy_rbe=dose_gy_rbe, fractions=fractions,
-        gantry_deg=gantry_deg, couch_deg=couch_deg, rbe=rbe, rbe_value=rbe_value,
-        tissue=tissue, spot_spacing_mm=spot_spacing_mm, grid_mm=grid_mm, objectives=objectives,
-        device=device, exchange=exchange, optimization_grid_mm=optimization_grid_mm)
-    return plan(request, machine=get_machine(), progress=progress, cancel=cancel)
-
-
-def estimate_plan(
-    patient: Patient,
-    *,
-    target: str,
-    dose_gy_rbe: float,
-    fractions: int,
-    gantry_deg: list[float],
-    couch_deg: list[float] | None = None,
-    rbe: str = "mkm",
-    rbe_value: float | None = None,
-    tissue: str | None = None,
-    spot_spacing_mm: float = 3.0,
-    grid_mm: float = 2.5,
-    objectives: list[Objective] | None = None,
-    device: str = "auto",
-    exchange: bool = False,
-    progress: ProgressCallback | None = None,
-    cancel: CancelToken | None = None,
-    optimization_grid_mm: float | None = None,
-) -> PlanEstimate:
-    """The pre-flight estimate (work, memory, time) of the plan :func:`plan_patient` would
-    make with the same arguments; a second or two (:mod:`planning.plan_estimate`).
-
-    Raises what :func:`plan_patient` raises before its long steps (bad request, unreachable
-    target)."""
-    from planning.plan_estimate import estimate_plan as estimate
-
-    request = _patient_request(
-        patient, target=target, dose_gy_rbe=dose_gy_rbe, fractions=fractions,
-        gantry_deg=gantry_deg, couch_deg=couch_deg, rbe=rbe, rbe_value=rbe_value,
-        tissue=tissue, spot_spacing_mm=spot_spacing_mm, grid_mm=grid_mm, objectives=objectives,
-        device=device, exchange=exchange, optimization_grid_mm=optimization_grid_mm)
-    return estimate(request, machine=get_machine(), progress=progress, cancel=cancel)
-
-
-def _patient_request(patient: Patient, *, target: str, dose_gy_rbe: float, fractions: int,
-                     gantry_deg: list[float], couch_deg: list[float] | None, rbe: str,
-                     rbe_value: float | None, tissue: str | None, spot_spacing_mm: float,
-                     grid_mm: float, objectives: list[Objective] | None, device: str,
-                     exchange: bool, optimization_grid_mm: float | None) -> PlanRequest:
-    """The planner's request of :func:`plan_patient`'s arguments."""
     from planning.planner import PlanConfig, PlanRequest
 
     config = None if objectives is None else PlanConfig(tuple(objectives),
@@ -350,6 +305,27 @@ def _patient_request(patient: Patient, *, target: str, dose_gy_rbe: float, fract
         rbe_model=rbe, rbe_value=rbe_value, tissue=tissue, spot_spacing_mm=spot_spacing_mm,
         dose_grid_mm=grid_mm, optimization_grid_mm=optimization_grid_mm, device=device,
         exchange=exchange, config=config)
+
+
+def plan_patient(request: PlanRequest, *, progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None) -> PlanResult:
+    """Optimize the plan of ``request`` (:func:`plan_request`) on its loaded patient (nothing
+    written); see :func:`make_plan`."""
+    from planning.planner import make_plan as plan
+
+    return plan(request, machine=get_machine(), progress=progress, cancel=cancel)
+
+
+def estimate_plan(request: PlanRequest, *, progress: ProgressCallback | None = None,
+                  cancel: CancelToken | None = None) -> PlanEstimate:
+    """The pre-flight estimate (work, memory, time) of the plan :func:`plan_patient` would
+    make of ``request``; a second or two (:mod:`planning.plan_estimate`).
+
+    Raises what :func:`plan_patient` raises before its long steps (bad request, unreachable
+    target)."""
+    from planning.plan_estimate import estimate_plan as estimate
+
+    return estimate(request, machine=get_machine(), progress=progress, cancel=cancel)
 
 
 def export_plan(result: PlanResult, out_dir: str | os.PathLike[str], *,
@@ -552,13 +528,18 @@ def make_plan(
     RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm and ``report["exchange"]``. ``robust`` (a
     :class:`planning.robust.RobustSettings`, see :func:`robust_settings`) adds the robust
     evaluation of the fresh plan (:func:`robust_evaluation_of_result`): RTDOSE_RBE_MIN.dcm,
-    RTDOSE_RBE_MAX.dcm, report.html and the robust entries of report.json.
+    RTDOSE_RBE_MAX.dcm, report.html and the robust entries of report.json; refused before the
+    plan when the plan and its scenarios would not fit in the memory available
+    (:func:`planning.robust_estimate.check_robust_memory_after_plan`).
 
     Each of ``reoptimize_configs`` (plan configuration files) then re-optimizes the plan from
     its kept influence matrices, starting from the spot weights of the plan before it
     (:func:`planning.planner.reoptimize`), and writes the same
     outputs into ``out_dir/reoptimized_<k>``; the first report lists them under
-    ``"reoptimized"``. All configuration files are read before any work.
+    ``"reoptimized"``. All configuration files are read before any work; the
+    re-optimizations are refused before the plan when they would not fit in memory beside it
+    (:func:`planning.plan_estimate.check_reoptimization_memory_after_plan`), and each is
+    checked again before it runs (:func:`planning.plan_estimate.check_reoptimization_memory`).
 
     ``ct_series_uid`` chooses the CT series when ``ct_dir`` holds several.
 
@@ -578,13 +559,14 @@ def make_plan(
         hlut_path=None if hlut_path is None else os.fspath(hlut_path), exchange=exchange,
         label=checked_plan_name(label, "plan label"))
     from planning.plan_config import check_config_structures, config_key, load_plan_config
+    from planning.plan_estimate import check_reoptimization_memory
     from planning.planner import reoptimize
     from planning.progress import stage_progress
 
     configs = [load_plan_config(c) for c in reoptimize_configs]
-    if configs or ct_series_uid is not None or on_estimate is not None:
+    if configs or ct_series_uid is not None or on_estimate is not None or robust is not None:
         # The CT is loaded once, here: the re-optimizations' configurations are checked on it
-        # and the estimate made of it before the first plan.
+        # and the estimates made of it before the first plan.
         from planning.dicom import load_patient
 
         tissues = load_plan_config(config_path).tissues if config_path is not None else ()
@@ -598,10 +580,18 @@ def make_plan(
                                     "matrices, so a re-optimization cannot change them")
         request = dataclasses.replace(request, patient=patient, ct_dir=None)
     machine = get_machine()
-    if on_estimate is not None:
-        from planning.plan_estimate import estimate_plan
+    if on_estimate is not None or robust is not None or configs:
+        from planning.plan_estimate import check_reoptimization_memory_after_plan, estimate_plan
+        from planning.robust_estimate import check_robust_memory_after_plan
 
-        on_estimate(estimate_plan(request, machine=machine))
+        estimate = estimate_plan(request, machine=machine)
+        if on_estimate is not None:
+            on_estimate(estimate)
+        if robust is not None:
+            check_robust_memory_after_plan(estimate, robust,
+                                           keep_influence=bool(reoptimize_configs))
+        if configs:
+            check_reoptimization_memory_after_plan(estimate, exchange=exchange)
     from planning.report_json import report_json_text
     from planning.robust import write_robust_outputs as write_robust
 
@@ -611,16 +601,18 @@ def make_plan(
     if robust is None:
         write_plan_outputs(result, out_dir, machine=machine, plan_name=result.plan.label)
     else:
-        robust_result = robust_evaluation_of_result(
+        # Not kept: its cubes are written, and the re-optimizations need the memory.
+        write_robust(robust_evaluation_of_result(
             result, range_error_pct=robust.range_error_pct,
             setup_error_mm=robust.setup_error_mm, setup_directions=robust.setup_directions,
             combined=robust.combined, combined_only=robust.combined_only, device=device,
             hlut_path=hlut_path,
-            progress=stage_progress(progress, share, 1.0))
-        write_robust(robust_result, out_dir, machine=machine, plan_name=result.plan.label)
+            progress=stage_progress(progress, share, 1.0)),
+            out_dir, machine=machine, plan_name=result.plan.label)
     assert result.prepared is not None
     done = []
     for k, (path, config) in enumerate(zip(reoptimize_configs, configs, strict=True), 1):
+        check_reoptimization_memory(result.prepared)
         again = reoptimize(result.prepared, config=config, progress=progress)
         again.report["reoptimized_from"] = {"config": os.fspath(path),
                                             "plan_folder": os.fspath(out_dir)}
@@ -628,6 +620,7 @@ def make_plan(
         write_plan_outputs(again, folder, machine=machine, plan_name=again.plan.label)
         done.append({"config": os.fspath(path), "folder": folder.name,
                      "seconds": again.report["timings_s"]["total"]})
+        del again  # written: not kept beside the next one
     if done:
         result.report["reoptimized"] = done
         atomic_write_text(Path(out_dir) / "report.json", report_json_text(result.report))
@@ -646,13 +639,17 @@ def reoptimize_plan(result: PlanResult, *, total_dose_gy_rbe: float | None = Non
     Raises
     ------
     PlanningError
-        When the plan keeps no prepared state (an imported or recalculated plan).
+        When the plan keeps no prepared state (an imported or recalculated plan), or the new
+        plan would not fit in memory beside it
+        (:func:`planning.plan_estimate.check_reoptimization_memory`).
     """
+    from planning.plan_estimate import check_reoptimization_memory
     from planning.planner import reoptimize
 
     if result.prepared is None:
         raise PlanningError("this plan was not optimized here (imported or recalculated), so "
                             "there is no kept influence to re-optimize from: plan it anew")
+    check_reoptimization_memory(result.prepared, exchange=exchange)
     config = None
     if objectives is not None:
         # The objectives are no longer the file's: errors on them must not name it.

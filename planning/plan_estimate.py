@@ -6,6 +6,9 @@ or two), turns it into seconds with the measured rates of :mod:`planning.through
 bytes as the engine's memory checks do (:mod:`planning.engine.memory`), and says whether the
 plan is long (:data:`LONG_PLAN_S`) or will not fit in memory. The command line asks for
 ``--accept-long`` and the GUI for a confirmation before such a plan (README, "Long plans").
+A re-optimization's memory beside the kept plan is checked before it runs
+(:func:`check_reoptimization_memory`; before the plan for ``ionplan plan --reoptimize``:
+:func:`check_reoptimization_memory_after_plan`).
 
 The time is a range: the likely time on a quiet machine of the measured kind (the CPU engine),
 from :data:`LOW_FACTOR` to :data:`HIGH_FACTOR` times it, or to :data:`BUSY_MARGIN` times
@@ -24,13 +27,24 @@ import math
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
+from planning.dose_grid import DoseGrid
 from planning.engine.dose_engine import cpu_threads, resolve_device
-from planning.engine.memory import HOST_MEMORY_FRACTION, available_host_bytes, engine_bytes
+from planning.engine.memory import (
+    HOST_MEMORY_FRACTION,
+    available_host_bytes,
+    check_host_memory,
+    engine_bytes,
+    size_text,
+)
 from planning.engine.wepl_cubes import WeplCubes
 from planning.machine import Machine
+from planning.optimization_grid import target_check_grid
 from planning.plan_work import PlanWork, count_plan_work
-from planning.planner import PlanBasis, PlanRequest, plan_basis
+from planning.planner import PlanBasis, PlanRequest, PreparedPlan, plan_basis
 from planning.progress import CancelToken, ProgressCallback, report
+from planning.structure_dose import grid_of
 from planning.throughput import plan_seconds
 
 #: A plan whose likely time exceeds this (seconds) is long: it needs a confirmation.
@@ -57,6 +71,14 @@ PROCESS_BYTES = 0.45 * 2**30
 #: RBE-weighted dose, LETd and RBE (:class:`planning.planner.PlanResult`).
 RESULT_CUBES = 4
 
+#: float32 cubes of the mMKM / LEM I exchange view (:class:`planning.exchange.ExchangeView`).
+EXCHANGE_CUBES = 4
+
+#: float64 working cubes of a forward pass on the whole dose grid besides one per beam and
+#: per model sum (:func:`planning.engine.forward_dose.cubes_from_sums`: the dose,
+#: LET-weighted dose, RBE-weighted dose, LETd and RBE).
+FORWARD_CUBES = 5
+
 #: Bytes per entry of the optimizer's host matrices besides its model sums: the dose
 #: (float32) and the column index (int32); each model sum adds 4.
 MATRIX_BYTES_PER_ENTRY = 8
@@ -82,6 +104,10 @@ class PlanEstimate:
         Memory available now (None where it cannot be read).
     dose_grid_mm, spot_spacing_mm : float
         The plan's dose grid and spot spacing (what the estimate is of).
+    dose_grid : DoseGrid
+        The dose grid of that spacing (for the checks of what follows the plan:
+        :func:`planning.robust_estimate.check_robust_memory_after_plan`,
+        :func:`check_reoptimization_memory_after_plan`).
     load_factor : float
         The machine's :func:`load_factor` when the estimate was made (1: idle).
     """
@@ -94,6 +120,7 @@ class PlanEstimate:
     available_bytes: int | None
     dose_grid_mm: float
     spot_spacing_mm: float
+    dose_grid: DoseGrid
     load_factor: float = 1.0
 
     @property
@@ -194,7 +221,7 @@ def estimate_plan(request: PlanRequest, *, machine: Machine | None = None,
     report(progress, 1.0, "estimated")
     return PlanEstimate(work, tuple(parts.items()), threads, device, memory_bytes(work, basis),
                         available_host_bytes(), request.dose_grid_mm, request.spot_spacing_mm,
-                        load_factor())
+                        basis.dose_grid, load_factor())
 
 
 def memory_bytes(work: PlanWork, basis: PlanBasis) -> float:
@@ -205,7 +232,7 @@ def memory_bytes(work: PlanWork, basis: PlanBasis) -> float:
     computed, so the parts add up."""
     cubes = WeplCubes(basis.rsp, basis.ct_grid, basis.settings.wepl_step_mm,
                       lateral_step_mm=basis.settings.wepl_lateral_step_mm)
-    matrices = work.entries * (MATRIX_BYTES_PER_ENTRY + 4 * work.n_model)
+    matrices = matrix_bytes(work)
     opt_engine = 0 if work.grids_shared else engine_bytes(math.ceil(work.opt_engine_points),
                                                            work.n_beams, 0)
     dose_engine = engine_bytes(math.ceil(work.dose_voxels + work.check_points), work.n_beams,
@@ -213,6 +240,92 @@ def memory_bytes(work: PlanWork, basis: PlanBasis) -> float:
     result_cubes = 4.0 * basis.dose_grid.n_voxels * (RESULT_CUBES + work.n_beams)
     return (PROCESS_BYTES + cubes.kept_bytes([b.frame for b in basis.beams]) + matrices
             + opt_engine + dose_engine + result_cubes)
+
+
+def matrix_bytes(work: PlanWork) -> float:
+    """The optimizer's host matrices: :data:`MATRIX_BYTES_PER_ENTRY` per entry and 4 more per
+    model sum."""
+    return work.entries * (MATRIX_BYTES_PER_ENTRY + 4 * work.n_model)
+
+
+def reoptimization_bytes(n_voxels: int, n_beams: int, n_model: int, n_check: int, *,
+                         exchange: bool, dose_rows: int = 0) -> float:
+    """Bytes a re-optimization allocates beside what the plan keeps (its matrices, engines and
+    WEPL cubes).
+
+    The new plan's cubes (:data:`RESULT_CUBES` and one per beam on the ``n_voxels`` of the
+    dose grid, and the exchange view's with ``exchange``), one forward pass's float64 working
+    cubes, the refinement's engine over ``n_check`` target points on its check grid (made
+    anew each time; 0 where the check grid is the dose grid) and, where the plan no longer
+    keeps it, the dose grid's engine over ``dose_rows``. Matrices rebuilt for points they
+    lack are checked where they are made (:mod:`planning.engine.cpu_influence`)."""
+    cubes = RESULT_CUBES + n_beams + (EXCHANGE_CUBES if exchange else 0)
+    forward = FORWARD_CUBES + n_beams + n_model
+    return (4.0 * n_voxels * cubes + 8.0 * n_voxels * forward
+            + engine_bytes(n_check + dose_rows, n_beams, 2 * n_model))
+
+
+def check_reoptimization_memory(prepared: PreparedPlan, *, exchange: bool | None = None
+                                ) -> None:
+    """Refuse a re-optimization of ``prepared`` whose new plan would not fit in the memory
+    available now, beside the kept plan (:func:`reoptimization_bytes`; ``exchange`` None: as
+    the plan was made; the target's points on the check grid counted by volume).
+
+    Raises
+    ------
+    PlanningError
+        Naming the dose grid, what the new plan would need and what is available
+        (:func:`planning.engine.memory.check_host_memory`).
+    """
+    view = prepared.request.exchange if exchange is None else exchange
+    grid = prepared.dose_grid
+    check = target_check_grid(grid)
+    n_check = 0
+    if check != grid:
+        assert prepared.patient.structure_set is not None
+        target = prepared.patient.structure_set.get(prepared.target).mask.to_dense()
+        ct_voxel_mm3 = math.prod(grid_of(prepared.patient.ct).spacing_mm)
+        n_check = math.ceil(np.count_nonzero(target) * ct_voxel_mm3
+                            / math.prod(check.spacing_mm))
+    dose_rows = 0
+    if prepared.engine is None:
+        region = prepared.engine_region
+        dose_rows = grid.n_voxels if region is None else int(np.count_nonzero(region))
+    n_beams, n_model = len(prepared.beams), len(prepared.model.quantity_names)
+    check_host_memory(reoptimization_bytes(grid.n_voxels, n_beams, n_model, n_check,
+                                           exchange=view, dose_rows=dose_rows),
+                      _reoptimizing(grid, n_beams, view, "beside the kept plan"),
+                      "close other programs, or make a new plan on a coarser dose grid")
+
+
+def check_reoptimization_memory_after_plan(estimate: PlanEstimate, *, exchange: bool) -> None:
+    """Refuse the re-optimizations of the plan of ``estimate`` before that plan is made
+    (``ionplan plan --reoptimize``): each needs :func:`reoptimization_bytes` beside the plan,
+    which keeps its matrices for them (its estimated peak, ``estimate.memory_bytes``).
+
+    Raises
+    ------
+    PlanningError
+        As :func:`check_reoptimization_memory`.
+    """
+    work, grid = estimate.work, estimate.dose_grid
+    n_check = 0 if target_check_grid(grid) == grid else math.ceil(work.check_points)
+    check_host_memory(estimate.memory_bytes + reoptimization_bytes(
+                          grid.n_voxels, work.n_beams, work.n_model, n_check, exchange=exchange),
+                      _reoptimizing(grid, work.n_beams, exchange, "beside the plan itself and "
+                                    f"its kept influence (about "
+                                    f"{size_text(estimate.memory_bytes)})"),
+                      "make the plan on a coarser dose grid or spot spacing, or leave out "
+                      "--reoptimize and plan each configuration on its own")
+
+
+def _reoptimizing(grid: DoseGrid, n_beams: int, exchange: bool, beside: str) -> str:
+    """What a re-optimization's refusal is of, e.g. ``"re-optimizing the plan on its dose grid
+    of 2, 2, 2 mm (1,234,567 voxels, 2 beams) beside the kept plan"``."""
+    spacing = ", ".join(f"{v:g}" for v in grid.spacing_mm)
+    return (f"re-optimizing the plan on its dose grid of {spacing} mm ({grid.n_voxels:,} "
+            f"voxels, {n_beams} beam{'s' if n_beams != 1 else ''}"
+            f"{', with the exchange view' if exchange else ''}) {beside}")
 
 
 def load_factor() -> float:

@@ -720,20 +720,13 @@ def _check_grid_memory(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid,
                        cube_bytes: int) -> None:
     """Refuse a dose grid whose engines would not fit in memory, before any long work.
 
-    The body's share of the CT (the EXTERNAL structure, else the whole CT) scales the dose
-    grid's voxels; the refinement's engine adds the target's points on its check grid
-    (:func:`planning.optimization_grid.target_check_grid`), counted as if both engines existed
-    at once. The estimate covers the engines' per-beam voxel arrays and one forward
-    pass's sums (:func:`planning.engine.memory.engine_bytes`), and the WEPL cubes the plan
-    keeps (``cube_bytes``, :meth:`planning.engine.wepl_cubes.WeplCubes.kept_bytes`).
+    The body's voxels (:func:`body_voxels`); the refinement's engine adds the target's points
+    on its check grid (:func:`planning.optimization_grid.target_check_grid`), counted as if
+    both engines existed at once. The estimate covers the engines' per-beam voxel arrays and
+    one forward pass's sums (:func:`planning.engine.memory.engine_bytes`), and the WEPL cubes
+    the plan keeps (``cube_bytes``, :meth:`planning.engine.wepl_cubes.WeplCubes.kept_bytes`).
     """
-    share = 1.0
-    assert patient.structure_set is not None
-    for s in patient.structure_set.structures:
-        if s.interpreted_type.upper() == "EXTERNAL":
-            share = float(np.count_nonzero(s.mask.to_dense())) / max(ct_grid.n_voxels, 1)
-            break
-    n_rows = int(share * dose_grid.n_voxels)
+    n_rows = body_voxels(patient, ct_grid, dose_grid)
     check = target_check_grid(dose_grid)
     n_check = 0 if check == dose_grid else structure_rows(target_mask, ct_grid, check).size
     spacing = ", ".join(f"{v:g}" for v in dose_grid.spacing_mm)
@@ -743,6 +736,18 @@ def _check_grid_memory(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid,
                       f"a dose grid of {spacing} mm ({dose_grid.n_voxels:,} voxels, about "
                       f"{n_rows:,} in the body{checked}) for {n_beams} beams",
                       "choose a coarser dose grid")
+
+
+def body_voxels(patient: Patient, ct_grid: DoseGrid, dose_grid: DoseGrid) -> int:
+    """About how many voxels of ``dose_grid`` lie in the body, before any engine is made: the
+    body's share of the CT (the EXTERNAL structure, else the whole CT) of its voxels."""
+    share = 1.0
+    if patient.structure_set is not None:
+        for s in patient.structure_set.structures:
+            if s.interpreted_type.upper() == "EXTERNAL":
+                share = float(np.count_nonzero(s.mask.to_dense())) / max(ct_grid.n_voxels, 1)
+                break
+    return int(share * dose_grid.n_voxels)
 
 
 def merged_objectives(patient: Patient, target: str, total_dose_gy_rbe: float,

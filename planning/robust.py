@@ -45,6 +45,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from planning.compare.recalc import (
+    MAX_GRID_MM,
+    MIN_GRID_MM,
     RecalcSetup,
     plan_structure_tissues,
     prepare_recalc,
@@ -269,6 +271,7 @@ def position_doses(inputs: ScenarioInputs, scenarios: Sequence[Scenario], *,
                               inputs.n_fractions, groups=inputs.groups,
                               progress=stage_progress(progress, i / n, (i + 1) / n),
                               cancel=cancel)
+        del scaled  # one scaled geometry at a time (planning.robust_estimate)
         out.append(ScenarioDose(sc, cubes.physical_dose_gy, cubes.rbe_dose_gy_rbe,
                                 time.perf_counter() - t1 + setup_share))
     return out
@@ -437,7 +440,9 @@ def evaluate_robustness(patient: Patient, plan: Plan, *, model: RbeModel,
     settings : RobustSettings, optional
         The scenario set (default: 3.5 %, 3 mm, 6 directions, not combined).
     runner : ScenarioRunner, optional
-        Where the non-nominal scenarios run (default :func:`local_runner`).
+        Where the non-nominal scenarios run (default :func:`local_runner`: here, after a
+        check that they fit in the memory available, :func:`planning.robust_estimate.
+        check_robust_memory`, before the nominal dose).
     inputs_factory : callable, optional
         Makes the :class:`ScenarioInputs` where the runner runs (a picklable one for a
         cluster, e.g. :func:`inputs_from_files`); default: from ``patient`` and ``plan`` here.
@@ -456,6 +461,8 @@ def evaluate_robustness(patient: Patient, plan: Plan, *, model: RbeModel,
         that each volume percentage receives at least, envelope over the scenarios).
     """
     settings = settings or RobustSettings()
+    if runner is None:
+        _check_memory(patient, plan, model, settings, grid_mm)
     scenarios = make_scenarios(settings)
     others = [sc for sc in scenarios if not sc.is_nominal]
     n = len(scenarios)
@@ -533,6 +540,25 @@ def evaluate_robustness(patient: Patient, plan: Plan, *, model: RbeModel,
     rep["timings_s"]["robust_total"] = time.perf_counter() - t_start
     report(progress, 1.0, "robust evaluation done")
     return RobustResult(nominal, rbe_min, rbe_max, phys_min, phys_max, scenarios)
+
+
+def _check_memory(patient: Patient, plan: Plan, model: RbeModel, settings: RobustSettings,
+                  grid_mm: float | DoseGrid) -> None:
+    """Refuse scenarios that would not fit here (:mod:`planning.robust_estimate`); a dose grid
+    spacing out of range is left to the nominal dose's refusal."""
+    from planning.planner import body_voxels
+    from planning.robust_estimate import check_robust_memory
+    from planning.structure_dose import grid_of
+
+    ct_grid = grid_of(patient.ct)
+    if isinstance(grid_mm, DoseGrid):
+        dose_grid = grid_mm
+    elif math.isfinite(grid_mm) and MIN_GRID_MM <= grid_mm <= MAX_GRID_MM:
+        dose_grid = DoseGrid.covering(ct_grid, float(grid_mm))
+    else:
+        return
+    check_robust_memory(settings, dose_grid, body_voxels(patient, ct_grid, dose_grid),
+                        len(plan.beams), len(model.quantity_names))
 
 
 def inputs_from_files(ct_dir: str, rtplan: str, *, rbe: str | None, rbe_value: float | None,

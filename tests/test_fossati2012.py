@@ -51,10 +51,10 @@ def water_cube_patient(side_mm: float, voxel_mm: float = 4.0) -> Patient:
 
 def lem_minus_nirs_gy_rbe(side_mm: float, nirs_gy_rbe: float) -> float:
     """Target-mean LEM I minus mMKM dose (Gy(RBE)) of a plan optimized under mMKM."""
-    result = api.plan_patient(water_cube_patient(side_mm), target="PTV", dose_gy_rbe=nirs_gy_rbe,
-                              fractions=1, gantry_deg=[90.0, 270.0], spot_spacing_mm=6.0,
-                              grid_mm=4.0, optimization_grid_mm=4.0, exchange=True,
-                              device="cpu")
+    result = api.plan_patient(api.plan_request(
+        water_cube_patient(side_mm), target="PTV", dose_gy_rbe=nirs_gy_rbe, fractions=1,
+        gantry_deg=[90.0, 270.0], spot_spacing_mm=6.0, grid_mm=4.0, optimization_grid_mm=4.0,
+        exchange=True, device="cpu"))
     ptv = result.report["exchange"]["structures"]["PTV"]
     assert ptv["mkm_mean_gy_rbe"] == pytest.approx(nirs_gy_rbe, rel=0.02)
     return float(ptv["lem_mean_gy_rbe"] - ptv["mkm_mean_gy_rbe"])

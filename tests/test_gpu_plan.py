@@ -27,7 +27,7 @@ PLAN = {"target": "PTV", "dose_gy_rbe": 3.6, "fractions": 1, "gantry_deg": [90.0
 def cpu_plan() -> tuple[Patient, PlanResult]:
     """The phantom and its plan on the CPU engine (made before any GPU fixture)."""
     patient = water_cube_patient(40.0)
-    return patient, api.plan_patient(patient, device="cpu", **PLAN)  # type: ignore[arg-type]
+    return patient, api.plan_patient(api.plan_request(patient, device="cpu", **PLAN))  # type: ignore[arg-type]
 
 
 def test_a_plan_on_the_gpu_engine_is_the_cpu_plan(cpu_plan, gpu) -> None:  # type: ignore[no-untyped-def]
@@ -36,7 +36,7 @@ def test_a_plan_on_the_gpu_engine_is_the_cpu_plan(cpu_plan, gpu) -> None:  # typ
     in precision: float32 on the host, float64 on the device), and a re-optimization from the
     kept device matrices reaching its new prescription."""
     patient, cpu = cpu_plan
-    dev = api.plan_patient(patient, device="gpu", **PLAN)  # type: ignore[arg-type]
+    dev = api.plan_patient(api.plan_request(patient, device="gpu", **PLAN))  # type: ignore[arg-type]
     assert (cpu.report["device"], dev.report["device"]) == ("cpu", "gpu")
     a, b = cpu.report["structures"]["PTV"], dev.report["structures"]["PTV"]
     for key in ("d95_gy_rbe", "d5_gy_rbe", "mean_gy_rbe"):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from planning import plan_estimate, plan_work
+from planning.dose_grid import DoseGrid
 from planning.optimization import ONE_SIDED_KINDS
 from planning.plan_estimate import PlanEstimate, duration_range
 from planning.plan_work import PlanWork, RowGroup, count_plan_work
@@ -137,7 +138,8 @@ def test_plan_seconds_grow_with_each_kind_of_work() -> None:
 def _estimate(seconds: float, *, memory: float = 1e9, available: int | None = 16 * 2**30,
               device: str = "cpu", load: float = 1.0) -> PlanEstimate:
     return PlanEstimate(_work(), (("optimization", seconds),), 2, device, memory, available,
-                        2.5, 3.0, load)
+                        2.5, 3.0, DoseGrid((40, 80, 80), (2.5, 2.5, 2.5), (0.0, 0.0, 0.0)),
+                        load)
 
 
 def test_a_plan_is_long_beyond_ten_minutes_and_large_beyond_the_memory() -> None:
@@ -257,3 +259,26 @@ def test_the_estimate_line_names_what_it_leaves_out() -> None:
     assert line.startswith("estimate of the plan (without the robust evaluation and the "
                            "re-optimizations): 1,000 spots in 20 layers")
     assert _estimate_line(_estimate(100.0), []).startswith("estimate of the plan: 1,000 spots")
+
+
+def test_the_facade_s_estimate_and_plan_take_one_request(patient) -> None:
+    """api.plan_request holds the parameter list once; the estimate and the plan are given
+    the same request (the GUI's Compute plan), so they cannot differ in what they are of."""
+    import inspect
+
+    from planning import api
+    from planning.errors import InputError
+
+    for function in (api.estimate_plan, api.plan_patient):
+        assert list(inspect.signature(function).parameters) == ["request", "progress", "cancel"]
+    request = api.plan_request(patient, target="PTV", dose_gy_rbe=57.6, fractions=16,
+                               gantry_deg=[90, 270], spot_spacing_mm=6.0, grid_mm=5.0,
+                               device="cpu")
+    assert (request.dose_grid_mm, request.spot_spacing_mm, request.gantry_deg) == (
+        5.0, 6.0, (90.0, 270.0))
+    estimate = api.estimate_plan(request)
+    assert estimate.summary().startswith("Estimate for a 5 mm dose grid and 6 mm spots: ")
+    assert estimate.dose_grid.spacing_mm == (5.0, 5.0, 5.0)
+    with pytest.raises(InputError, match="give each direction once"):
+        api.plan_request(patient, target="PTV", dose_gy_rbe=57.6, fractions=16,
+                         gantry_deg=[90, 90])

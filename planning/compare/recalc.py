@@ -69,6 +69,10 @@ from planning.rbe.record import describe_structure_tissues, model_label, short_m
 from planning.resolution import grid_warning
 from planning.structure_dose import body_mask, grid_of
 
+#: The dose grid spacings (mm) a recalculation accepts.
+MIN_GRID_MM = 0.5
+MAX_GRID_MM = 20.0
+
 _KEY_VALUE = re.compile(r"([A-Za-z][A-Za-z0-9/]*)=([-+0-9.eE]+)(?:um|Gy)?(?=\s|$)")
 #: The LEM I rapid scheme of a description (``rapid=central``); absent before 2026-12.
 _RAPID = re.compile(r"\brapid=([a-z]+)(?=\s|$)")
@@ -345,8 +349,9 @@ def prepare_recalc(patient: Patient, plan: Plan, *, machine: Machine | None = No
     if isinstance(grid_mm, DoseGrid):
         dose_grid = grid_mm
     else:
-        if not (np.isfinite(grid_mm) and 0.5 <= grid_mm <= 20):
-            raise InputError(f"dose grid spacing must lie in [0.5, 20] mm, got {grid_mm}")
+        if not (np.isfinite(grid_mm) and MIN_GRID_MM <= grid_mm <= MAX_GRID_MM):
+            raise InputError(f"dose grid spacing must lie in [{MIN_GRID_MM:g}, "
+                             f"{MAX_GRID_MM:g}] mm, got {grid_mm}")
         dose_grid = DoseGrid.covering(ct_grid, float(grid_mm))
     rsp, hlut = ct_stopping_power(ct.hu, load_hlut(hlut_path))
     clamped = hlut.warning()

@@ -86,9 +86,17 @@ def check_host_memory(need_bytes: float, what: str, advice: str) -> None:
         return
     if need_bytes > HOST_MEMORY_FRACTION * available:
         raise PlanningError(
-            f"{what} would need {need_bytes / 2**30:.1f} GiB of memory, but "
-            f"{available / 2**30:.1f} GiB are available ({HOST_MEMORY_FRACTION:.0%} of it may "
+            f"{what} would need {size_text(need_bytes)} of memory, but "
+            f"{size_text(available)} are available ({HOST_MEMORY_FRACTION:.0%} of it may "
             f"be used): {advice}")
+
+
+def size_text(n_bytes: float) -> str:
+    """Bytes as a person reads them: ``"2.5 GiB"`` from 1 GiB, else ``"340 MiB"`` (a step
+    of a small grid refused on a machine short of memory read "0.0 GiB")."""
+    if n_bytes >= 2**30:
+        return f"{n_bytes / 2**30:.1f} GiB"
+    return f"{max(n_bytes / 2**20, 1):.0f} MiB"
 
 
 def engine_bytes(n_rows: int, n_beams: int, n_model: int) -> int:
