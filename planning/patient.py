@@ -105,6 +105,10 @@ class CtVolume:
         Series Number, if given.
     source_paths : tuple of str
         Files the slices were read from, in the order of ``hu``; empty for data built in memory.
+    warnings : tuple of str
+        What the import noticed that did not stop it (no Patient Position), each naming the
+        file and series; :func:`planning.dicom.load_patient` copies them into
+        :attr:`Patient.warnings`.
     """
 
     hu: HuArray
@@ -119,6 +123,7 @@ class CtVolume:
     series_description: str = ""
     series_number: int | None = None
     source_paths: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.hu.ndim != 3:
@@ -455,7 +460,8 @@ class Patient:
     structure_set : StructureSet or None
         Its structures on the CT grid.
     warnings : tuple of str
-        Import notes that did not stop the import (skipped files, structure warnings).
+        Import notes that did not stop the import (skipped files, the CT's and the structure
+        set's warnings).
     """
 
     ct: CtVolume

@@ -108,3 +108,31 @@ def test_a_batch_jobs_warnings_hold_them_once(warned, tmp_path):
         assert f"job 'pat1': {text}" in outcome.warning_lines()
     stored = json.loads((tmp_path / "out" / "pat1" / "job.json").read_text())
     assert stored["warnings"] == list(outcome.warnings)
+
+
+def test_a_missing_patient_position_is_one_of_the_reports_warnings(tmp_path, caplog):
+    """A CT series without Patient Position: the import says so in the patient's warnings,
+    naming a slice file and the series, so that report.json holds it (before, it was only
+    logged, and reached the terminal alone)."""
+    ct, out = tmp_path / "ct", tmp_path / "plan"
+    write_demo_patient(ct)
+    slices = sorted(ct.glob("CT_*.dcm"))
+    for path in slices:
+        ds = pydicom.dcmread(path)
+        del ds.PatientPosition
+        ds.save_as(path)
+    series_uid = pydicom.dcmread(slices[0]).SeriesInstanceUID
+    ending = (f" (CT series {series_uid}): Patient Position missing; geometry is taken from "
+              "the images")
+    (warning,) = [w for w in load_patient(ct).import_warnings() if "Patient Position" in w]
+    assert warning.endswith(ending) and warning[: -len(ending)] in {str(p) for p in slices}
+    caplog.clear()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["plan", str(ct), "--target", "PTV", "--dose", "60", "--fractions", "12",
+                     "--gantry", "90", "--spot-spacing", "8", *SMALL, "--out", str(out)]) == 0
+    warnings = json.loads((out / "report.json").read_text())["warnings"]
+    assert warnings.count(warning) == 1, warnings
+    assert err.getvalue().count(warning) == 1, err.getvalue()
+    # Not logged as well: the terminal says it once, as the report's warning.
+    assert not [r for r in caplog.records if "Patient Position" in r.getMessage()]

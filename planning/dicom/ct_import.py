@@ -254,8 +254,9 @@ def load_ct_series(
     ds, path = head.header.dataset, head.path
     _check_one_patient(geometry.slices)
     position = get_str(ds, "PatientPosition", path)
-    if not position:
-        logger.warning("%s: Patient Position missing; geometry is taken from the images", path)
+    warnings = () if position else (
+        f"{path} (CT series {series.series_instance_uid}): Patient Position missing; geometry "
+        "is taken from the images",)
     series_number_text = get_str(ds, "SeriesNumber", path)
     series_number = (
         get_int(ds, "SeriesNumber", path) if series_number_text.lstrip("+-").isdigit() else None
@@ -289,6 +290,7 @@ def load_ct_series(
         series_description=get_str(ds, "SeriesDescription", path),
         series_number=series_number,
         source_paths=tuple(sl.path for sl in ordered),
+        warnings=warnings,
     )
     logger.info(
         "loaded CT %s: %s voxels, spacing %s mm, origin %s mm",

@@ -93,7 +93,7 @@ def load_patient(
         progress=ct_progress if progress is not None else None,
         cancel=cancel,
     )
-    notes = _skipped_note(scan)
+    notes = [*ct.warnings, *_skipped_note(scan)]
     if structure_set_uid is not None:
         chosen = [s for s in scan.structure_sets if s.sop_instance_uid == structure_set_uid]
         if not chosen:
