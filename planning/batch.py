@@ -30,9 +30,9 @@ a job nor a folder of ``--out`` nor a path beside the jobs file, stops the batch
 runs.
 
 The summary (``summary.csv``, ``summary.json``, written atomically at the end) has a row per
-job and structure (:data:`SUMMARY_COLUMNS`); a job without structures, or one that failed, has
-one row with an empty structure. summary.csv gives doses to :data:`CSV_DOSE_DECIMALS` decimals,
-summary.json every digit.
+job and structure (:data:`SUMMARY_COLUMNS`), with the number of the job's warnings; a job
+without structures, or one that failed, has one row with an empty structure. summary.csv gives
+doses to :data:`CSV_DOSE_DECIMALS` decimals, summary.json every digit.
 """
 
 from __future__ import annotations
@@ -74,8 +74,10 @@ KINDS = ("plan", "recalc", "compare", "exchange", "robust")
 #: ``"worst of 9 scenarios: max of each"``); ``diff_*`` = b - a. ``unit`` and ``unit_b`` say
 #: what the ``*_gy_rbe`` columns of a and b hold: ``"Gy(RBE)"``, or ``"Gy"`` for a physical
 #: dose (the names stay, as report.json's keys do, for the readers of earlier summaries).
+#: ``warnings`` is the number of the job's warnings (:attr:`JobOutcome.warnings`, listed in
+#: its job.json), on each of its rows, so that a cohort's warned jobs can be found at a glance.
 SUMMARY_COLUMNS = (
-    "job", "kind", "status", "error", "seconds", "structure",
+    "job", "kind", "status", "error", "seconds", "warnings", "structure",
     "model", "unit", "d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe",
     "max_gy_rbe", "model_b", "unit_b", "d98_gy_rbe_b", "d95_gy_rbe_b", "d50_gy_rbe_b",
     "d2_gy_rbe_b", "mean_gy_rbe_b",
@@ -780,7 +782,7 @@ def summary_rows(outcomes: Iterable[JobOutcome]) -> list[dict[str, Any]]:
     rows = []
     for o in outcomes:
         head = {"job": o.name, "kind": o.kind, "status": o.status, "error": o.error,
-                "seconds": round(o.seconds, 3)}
+                "seconds": round(o.seconds, 3), "warnings": len(o.warnings)}
         for r in o.rows or ({"structure": ""},):
             row = dict.fromkeys(SUMMARY_COLUMNS)
             row.update({k: v for k, v in r.items() if k in row})

@@ -94,7 +94,7 @@ def _results(out: Path) -> list[dict]:
 
 def _check_summary(out: Path) -> None:
     header = (out / "summary.csv").read_text().splitlines()[0].split(",")
-    assert header[:5] == ["job", "kind", "status", "error", "seconds"]
+    assert header[:7] == ["job", "kind", "status", "error", "seconds", "warnings", "structure"]
     assert tuple(header) == SUMMARY_COLUMNS
     rows = json.loads((out / "summary.json").read_text())["rows"]
     status = {r["job"]: r["status"] for r in rows}
@@ -609,6 +609,33 @@ def test_summary_csv_shows_float_noise_as_zero_and_json_keeps_it(tmp_path):
     assert written["mean_gy_rbe_b"] == "2.2562" and written["seconds"] == "1.0"
     (kept,) = json.loads(json_path.read_text())["rows"]
     assert kept["d50_gy_rbe"] == 1.0248107e-08 and kept["d2_gy_rbe"] == 19.008229675
+
+
+def test_summary_counts_each_jobs_warnings_and_keeps_failed_jobs(tmp_path):
+    """Which jobs of a cohort warned could be seen only in each job.json: every row of a job
+    gives the number of its warnings, a failed job's one row too (with its error)."""
+    import csv
+
+    from planning.batch import JobOutcome, write_summary
+
+    outcomes = [
+        JobOutcome("p1", "recalc", "ok", seconds=2.0,
+                   rows=({"structure": "PTV"}, {"structure": "Brainstem"}),
+                   warnings=("1 file(s) skipped", "Patient Position missing")),
+        JobOutcome("p2", "recalc", "skipped", seconds=3.0, rows=({"structure": "PTV"},)),
+        JobOutcome("p3", "plan", "error", "p3/ct: no such file or folder", 0.5,
+                   warnings=("damaged file ignored",)),
+    ]
+    csv_path, json_path = write_summary(outcomes, tmp_path)
+    expected = [("p1", "ok", "PTV", 2, ""), ("p1", "ok", "Brainstem", 2, ""),
+                ("p2", "skipped", "PTV", 0, ""),
+                ("p3", "error", "", 1, "p3/ct: no such file or folder")]
+    rows = json.loads(json_path.read_text())["rows"]
+    assert [(r["job"], r["status"], r["structure"], r["warnings"], r["error"])
+            for r in rows] == expected
+    written = list(csv.DictReader(csv_path.open()))
+    assert [(r["job"], r["status"], r["structure"], r["warnings"], r["error"])
+            for r in written] == [(j, st, name, str(n), e) for j, st, name, n, e in expected]
 
 
 def test_summary_rows_say_the_unit_of_their_doses():
