@@ -161,10 +161,11 @@ class PlanEstimate:
         return f"about {duration_range(self.low_s, self.high_s)} ({where})"
 
     def memory_text(self) -> str:
-        """``"memory about 0.9 GiB (21.3 GiB available)"``."""
-        text = f"memory about {_gigabytes(self.memory_bytes)}"
+        """``"memory about 340 MiB (21.3 GiB available)"``, in the units of the engine's
+        memory refusals (:func:`planning.engine.memory.size_text`)."""
+        text = f"memory about {size_text(self.memory_bytes)}"
         if self.available_bytes is not None:
-            text += f" ({_gigabytes(self.available_bytes)} available)"
+            text += f" ({size_text(self.available_bytes)} available)"
         return text
 
     def work_text(self) -> str:
@@ -189,9 +190,9 @@ class PlanEstimate:
                            f"{_duration(LONG_PLAN_S)})")
         if self.exceeds_memory:
             assert self.available_bytes is not None
-            reasons.append(f"it would need about {_gigabytes(self.memory_bytes)} of memory, "
+            reasons.append(f"it would need about {size_text(self.memory_bytes)} of memory, "
                            f"more than the {HOST_MEMORY_FRACTION:.0%} of the "
-                           f"{_gigabytes(self.available_bytes)} available that a plan may "
+                           f"{size_text(self.available_bytes)} available that a plan may "
                            "use, so it would likely stop with a memory error")
         if not reasons:
             return None
@@ -359,12 +360,6 @@ def _duration(seconds: float) -> str:
         return f"{round(seconds / 60)} min"
     hours = seconds / 3600
     return f"{hours:.1f} h" if hours < 10 else f"{round(hours)} h"
-
-
-def _gigabytes(n_bytes: float) -> str:
-    """GiB, as the engine's memory checks give them."""
-    gib = n_bytes / 2**30
-    return f"{gib:.1f} GiB" if gib < 100 else f"{gib:,.0f} GiB"
 
 
 def _count(n: float) -> str:

@@ -163,7 +163,17 @@ def test_the_estimate_says_what_it_is_of_in_rounded_numbers() -> None:
     assert "1,000 spots in 20 layers, 10,000 optimizer points, 390,000 matrix entries" in text
     assert "about 1-4 min (CPU, 2 threads)" in text
     assert "GPU engine is faster" in _estimate(100.0, device="gpu").time_text()
-    assert "(16.0 GiB available)" in text
+    assert "memory about 954 MiB (16.0 GiB available)" in text  # 1e9 bytes
+
+
+def test_a_small_plans_memory_is_given_in_mib_not_as_zero_gib() -> None:
+    """The estimate line said "memory about 0.0 GiB" of a small plan, while the engine's
+    refusals say MiB below 1 GiB."""
+    small = _estimate(10.0, memory=40 * 2**20, available=512 * 2**20)
+    assert small.memory_text() == "memory about 40 MiB (512 MiB available)"
+    big = _estimate(10.0, memory=0.9 * 10 * 2**30, available=10 * 2**30)
+    assert "it would need about 9.0 GiB of memory" in big.concern()
+    assert "the 10.0 GiB available" in big.concern()
 
 
 def test_a_busy_machine_widens_the_upper_end_by_its_load(monkeypatch) -> None:
