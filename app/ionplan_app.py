@@ -488,7 +488,7 @@ class IonPlanApp(App):
         levels = self.planning.dose_panel.display().isodose_percent  # as on screen
         # A plan without its influence (restored from the workspace): its notes as the Dose
         # tab's say that re-optimizing cannot continue from it.
-        restored = entry.result.prepared is None
+        restored = entry.keeps_no_influence
         self.run_task("Writing the plan report",
                       lambda p, c: api.write_plan_document(entry.result,
                                                            Path(folder).expanduser(),

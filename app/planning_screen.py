@@ -44,7 +44,7 @@ BEAM_COLOURS = ((255, 220, 60), (60, 220, 255), (255, 120, 220), (140, 255, 120)
 
 
 def _keeps_no_influence(entry: PlanEntry) -> str:
-    """Why Re-optimize cannot start from ``entry`` (its ``result.prepared`` is None)."""
+    """Why Re-optimize cannot start from ``entry`` (:attr:`PlanEntry.keeps_no_influence`)."""
     return (f"{entry.name} keeps no influence to re-optimize from (it was restored from a "
             "saved session or recalculated from a received plan): press Compute plan for a "
             "new plan (or show a plan computed here)")
@@ -140,7 +140,7 @@ class PlanningScreen(Screen):
         entry = self.shown_plan or self.session.latest_plan
         if entry is None:
             self.plan_panel.offer_reoptimize("")
-        elif entry.result.prepared is None:
+        elif entry.keeps_no_influence:
             self.plan_panel.offer_reoptimize(
                 f"Re-optimize: {entry.name} keeps no influence (a restored or received plan); "
                 "press Compute plan first.")
@@ -288,7 +288,7 @@ class PlanningScreen(Screen):
         self.state.set_dose(overlay)
         self.dose_panel.reference.text = layer.description
         self.dose_panel.set_notes(api.plan_notes(entry.result,
-                                                 restored=entry.result.prepared is None))
+                                                 restored=entry.keeps_no_influence))
         self._offer_reoptimize()
         beams = entry.result.plan.beams
         self._show_beams([BeamSetup(b.beam.gantry_deg, b.beam.couch_deg) for b in beams],
@@ -430,7 +430,7 @@ class PlanningScreen(Screen):
             self.host.show_error("Re-optimize", "compute a plan first: re-optimization starts "
                                  "from a plan computed here")
             return
-        if entry.result.prepared is None:
+        if entry.keeps_no_influence:
             self.host.show_error("Re-optimize", _keeps_no_influence(entry))
             return
         changed = reoptimization_conflicts(entry.result.prepared.request, setup)

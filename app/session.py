@@ -135,6 +135,12 @@ class PlanEntry:
     def prescription_gy_rbe(self) -> float:
         return self.result.plan.prescription.total_dose_gy_rbe
 
+    @property
+    def keeps_no_influence(self) -> bool:
+        """Whether the plan has no influence to re-optimize from (its ``result.prepared`` is
+        None): it was restored from a saved session or recalculated from a received plan."""
+        return self.result.prepared is None
+
     @cached_property
     def model_name(self) -> str:
         """Short name of the model the plan's dose was computed with (:func:`short_model_name`;
