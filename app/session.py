@@ -238,15 +238,20 @@ class PlanEntry:
         """``"mkm"`` or ``"lem1"`` when that side of the plan's exchange view is the plan's own
         dose (same model, parameters, LEM I tissues per structure and grid: an mMKM or LEM I
         plan), else None. That side is not a layer of its own; :meth:`layer` gives the plan's
-        dose (``"rbe"``) for it."""
+        dose (``"rbe"``) for it.
+
+        The models themselves are compared, not their labels: a plan saved before the labels
+        of LEM I tissues per structure named each structure's rapid scheme keeps its report's
+        older label, while its exchange view's LEM I label is made anew (the side was listed
+        twice)."""
         r = self.result
         x = r.exchange
         if x is None or x.dose_grid != r.dose_grid:
             return None
-        own = str(r.report.get("rbe_model", r.plan.rbe_model))
-        for key, side in (("mkm", "mkm_model"), ("lem1", "lem_model")):
-            if own == getattr(x, side, None):
-                return key
+        if r.model == x.mkm and not r.structure_tissues:
+            return "mkm"
+        if r.model == x.lem and tuple(r.structure_tissues) == tuple(x.lem_structure_tissues):
+            return "lem1"
         return None
 
     @property

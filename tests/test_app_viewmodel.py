@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,9 +17,11 @@ from app.session import PER_STRUCTURE_NAME, PlanEntry, Session, short_model_name
 from planning.dicom import load_demo_patient
 from planning.dose_grid import DoseGrid
 from planning.errors import InputError
+from planning.exchange import ExchangeView
 from planning.optimization import Objective
 from planning.planner import grid_of
-from planning.rbe import LemModel, Tissue, tissue_by_name
+from planning.rbe import LemModel, MkmModel, PhysicalDose, Tissue, tissue_by_name
+from planning.rbe.record import model_label
 from planning.structure_dose import structure_dose_statistics
 
 
@@ -398,9 +401,9 @@ def test_the_robustness_summary_tells_the_two_worst_d95_apart():
         "3 scenarios (stopping power +/-3.5 %, no setup scenarios); ")
 
 
-def _fake_result(model: str, *, tissue_labels=None, exchange=None):
-    """A plan result with 2x2x2 cubes of ones under ``model`` (its description), 60 Gy(RBE) or
-    60 Gy prescribed."""
+def _fake_result(model: str, *, tissue_labels=None, exchange=None, rbe_model=None):
+    """A plan result with 2x2x2 cubes of ones under ``model`` (its description; ``rbe_model``
+    the model itself, where a test needs it), 60 Gy(RBE) or 60 Gy prescribed."""
     grid = DoseGrid((2, 2, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
     cube = np.ones(grid.shape, np.float32)
     plan = SimpleNamespace(prescription=SimpleNamespace(total_dose_gy_rbe=60.0), beams=(),
@@ -408,7 +411,7 @@ def _fake_result(model: str, *, tissue_labels=None, exchange=None):
     return SimpleNamespace(
         plan=plan, report={"rbe_model": model}, dose_grid=grid, rbe_dose_gy_rbe=cube,
         physical_dose_gy=cube, letd_kev_um=cube, rbe=cube, tissue_labels=tissue_labels,
-        beam_physical_dose_gy=(), exchange=exchange, structure_tissues=())
+        beam_physical_dose_gy=(), exchange=exchange, structure_tissues=(), model=rbe_model)
 
 
 def test_the_worst_case_layers_read_each_structure_within_its_lem_tissue():
@@ -436,8 +439,9 @@ def test_a_physical_model_plan_is_in_gy_in_its_summary_compare_choices_and_refer
     exchange = SimpleNamespace(mkm_dose_gy_rbe=cube, lem_dose_gy_rbe=cube,
                                ratio_lem_over_mkm=cube, dose_grid=grid,
                                lem_model="LEM I chordoma ax=0.1 bx=0.05", lem_labels=None,
-                               lem_structure_tissues=())
-    plans = [PlanEntry(f"Plan {k}", _fake_result("physical dose", exchange=exchange), "")
+                               mkm=MkmModel(), lem=LemModel(), lem_structure_tissues=())
+    plans = [PlanEntry(f"Plan {k}", _fake_result("physical dose", exchange=exchange,
+                                                 rbe_model=PhysicalDose()), "")
              for k in (1, 2)]  # type: ignore[arg-type]
     assert plans[0].dose_unit == "Gy"
     # The prescription is 60 Gy, physical: the exchange view's cubes (Gy(RBE)) are not read
@@ -492,46 +496,62 @@ def test_the_exchange_side_computed_with_the_plans_own_model_is_not_a_second_lay
     and "mMKM clinical dose", one cube): the side of the plan's own model is the plan's dose."""
     grid = DoseGrid((2, 2, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
     cube = np.ones(grid.shape, np.float32)
-    mkm = "mMKM HSG a0=0.172 b=0.0615 rd=0.32um"
-    lem = "LEM I chordoma ax=0.1 bx=0.05 Dt=30 Rn=5 rapid=averaged"
+    mkm, lem = MkmModel(), LemModel(tissue_by_name("chordoma"))
 
-    def entry(model: str, exchange_grid: DoseGrid = grid) -> PlanEntry:
-        exchange = SimpleNamespace(mkm_dose_gy_rbe=2 * cube, lem_dose_gy_rbe=3 * cube,
-                                   ratio_lem_over_mkm=cube, dose_grid=exchange_grid,
-                                   mkm_model=mkm, lem_model=lem, lem_labels=None,
-                                   lem_structure_tissues=())
-        return PlanEntry("Plan 1", _fake_result(model, exchange=exchange), "")  # type: ignore[arg-type]
+    def exchange(exchange_grid: DoseGrid = grid, tissues=()) -> ExchangeView:
+        return ExchangeView(exchange_grid, cube, 2 * cube, 3 * cube, cube, mkm, lem, 1,
+                            lem_structure_tissues=tissues)
+
+    def entry(model, x: ExchangeView, tissues=()) -> PlanEntry:
+        result = _fake_result(model_label(model, tissues), exchange=x)
+        result.model, result.structure_tissues = model, tissues
+        return PlanEntry("Plan 1", result, "")  # type: ignore[arg-type]
 
     def keys(e: PlanEntry) -> list[str]:
         return [layer.key for layer in e.layers()]
 
-    plan = entry(mkm)
+    plan = entry(mkm, exchange())
     assert plan.own_exchange_key == "mkm"
     assert "mkm" not in keys(plan) and {"rbe", "lem1", "ratio"} <= set(keys(plan))
     assert plan.layer("mkm") is plan.layer("rbe")
     assert [layer.label for layer in plan.layers()].count("RBE-weighted dose (mMKM)") == 1
-    plan = entry(lem)
+    plan = entry(lem, exchange())
     assert plan.own_exchange_key == "lem1" and "lem1" not in keys(plan)
     assert plan.layer("lem1").cube is plan.result.rbe_dose_gy_rbe
     # A LEM I plan with tissues per structure: its exchange's LEM I side (the same model and
-    # tissues, the same label) is its own dose too.
-    per_structure = ("LEM I PTV=chordoma elsewhere hsg rapid=averaged ax=0.313 bx=0.0615 "
-                     "Dt=7.5Gy Rn=5um")
-    tissues = SimpleNamespace(mkm_dose_gy_rbe=2 * cube, lem_dose_gy_rbe=cube,
-                              ratio_lem_over_mkm=cube, dose_grid=grid, mkm_model=mkm,
-                              lem_model=per_structure, lem_labels=None,
-                              lem=LemModel(tissue_by_name("hsg")),
-                              lem_structure_tissues=(("PTV", Tissue("chordoma", 0.1, 0.05,
-                                                                    30.0)),))
-    result = _fake_result(per_structure, exchange=tissues)
-    result.structure_tissues = (("PTV", Tissue("chordoma", 0.1, 0.05, 30.0)),)
-    result.model = LemModel(tissue_by_name("hsg"))
-    plan = PlanEntry("Plan 1", result, "")  # type: ignore[arg-type]
+    # tissues) is its own dose too; with other tissues per structure it is not.
+    per_structure = (("PTV", tissue_by_name("hsg")),)
+    plan = entry(lem, exchange(tissues=per_structure), per_structure)
     assert plan.own_exchange_key == "lem1" and "lem1" not in keys(plan)
-    # Another model, or another grid: both sides are cubes of their own.
-    for other in (entry("LEM I chordoma ax=0.1 bx=0.05 Dt=30 Rn=5 rapid=central"),
-                  entry(mkm, DoseGrid((2, 2, 2), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0)))):
+    other_tissues = (("PTV", replace(tissue_by_name("hsg"), rapid_scheme="central")),)
+    assert entry(lem, exchange(tissues=other_tissues), per_structure).own_exchange_key is None
+    # Another model (another rapid scheme), or another grid: both sides are cubes of their own.
+    central = LemModel(replace(tissue_by_name("chordoma"), rapid_scheme="central"))
+    for other in (entry(central, exchange()),
+                  entry(mkm, exchange(DoseGrid((2, 2, 2), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))))):
         assert other.own_exchange_key is None and {"mkm", "lem1"} <= set(keys(other))
+
+
+def test_a_lem_plan_saved_with_an_older_label_lists_its_exchange_side_once() -> None:
+    """A LEM I plan with tissues per structure saved before today's labels (which name each
+    structure's rapid scheme): its report's label is in the older form, its exchange view's
+    LEM I label is made anew in the new one; the plan's own side was listed a second time
+    when the two labels were compared."""
+    grid = DoseGrid((2, 2, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    cube = np.ones(grid.shape, np.float32)
+    lem = LemModel(tissue_by_name("hsg"))
+    tissues = (("PTV", tissue_by_name("chordoma")),)
+    x = ExchangeView(grid, cube, 2 * cube, cube, cube, MkmModel(), lem, 1,
+                     lem_structure_tissues=tissues)
+    older = ("LEM I PTV=chordoma elsewhere hsg rapid=averaged ax=0.313 bx=0.0615 Dt=7.5Gy "
+             "Rn=5um")
+    assert x.lem_model != older  # the label as written today differs
+    result = _fake_result(older, exchange=x)
+    result.model, result.structure_tissues = lem, tissues
+    plan = PlanEntry("Plan 1", result, "")  # type: ignore[arg-type]
+    assert plan.own_exchange_key == "lem1"
+    assert [layer.key for layer in plan.layers()].count("lem1") == 0
+    assert plan.layer("lem1").cube is result.rbe_dose_gy_rbe
 
 
 def _field_with_an_entrance_channel():
@@ -550,8 +570,9 @@ def _field_with_an_entrance_channel():
                                ratio_lem_over_mkm=ratio, dose_grid=grid,
                                mkm_model="mMKM HSG a0=0.172 b=0.0615 rd=0.32um",
                                lem_model="LEM I chordoma ax=0.1 bx=0.05", lem_labels=None,
-                               lem_structure_tissues=())
-    result = _fake_result("mMKM HSG a0=0.172 b=0.0615 rd=0.32um", exchange=exchange)
+                               mkm=MkmModel(), lem=LemModel(), lem_structure_tissues=())
+    result = _fake_result("mMKM HSG a0=0.172 b=0.0615 rd=0.32um", exchange=exchange,
+                          rbe_model=MkmModel())
     result.dose_grid = grid
     result.rbe_dose_gy_rbe = result.physical_dose_gy = result.letd_kev_um = dose
     result.rbe = rbe

@@ -89,3 +89,27 @@ def test_recalc_and_cross_model_views_take_the_plans_tissues(planned):
     back = plan_from_record(json.loads(json.dumps(meta)), arrays, patient).exchange
     assert back is not None and back.lem_structure_tissues == TISSUES
     assert back.lem_labels is not None and back.lem_model == x.lem_model
+
+
+def test_a_plan_saved_with_the_older_label_lists_its_exchange_lem_side_once(planned):
+    """A workspace saved before the labels of LEM I tissues per structure named each
+    structure's rapid scheme keeps the plan's older label in its report; its exchange view's
+    LEM I label is made anew. The Dose tab compared the two labels and listed the plan's own
+    LEM I dose a second time, as the exchange's LEM I side."""
+    from app.session import PlanEntry
+
+    ct, out, _ = planned
+    patient = load_patient(ct)
+    own = api.recalculate_plan(patient, out / "RTPLAN.dcm", grid_mm=6.0, exchange=True)
+    meta, arrays = plan_to_record(own)
+    saved = json.loads(json.dumps(meta))
+    older = "LEM I PTV=chordoma Brainstem=user(0.313,0.0615,8) elsewhere hsg rapid=averaged"
+    assert saved["report"]["rbe_model"].startswith(LABEL_START)
+    saved["report"]["rbe_model"] = older + saved["report"]["rbe_model"][len(LABEL_START):]
+    restored = PlanEntry("Plan 1", plan_from_record(saved, arrays, patient), "")
+    assert restored.result.exchange is not None
+    assert restored.result.exchange.lem_model.startswith(LABEL_START)  # today's label
+    assert restored.own_exchange_key == "lem1"
+    keys = [layer.key for layer in restored.layers()]
+    assert "lem1" not in keys and {"rbe", "mkm", "ratio"} <= set(keys)
+    assert restored.layer("lem1").cube is restored.result.rbe_dose_gy_rbe
