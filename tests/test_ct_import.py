@@ -379,6 +379,27 @@ def test_info_reports_bad_series_and_unmatched_structure_sets(tmp_path: Path) ->
     assert f"its CT series {bad.series_uid} is in the folder but could not be loaded" in text
 
 
+def test_a_series_without_patient_position_warns_in_the_volume_and_in_info(tmp_path: Path
+                                                                           ) -> None:
+    """No Patient Position: the CT loads (geometry comes from the images) and says so in its
+    warnings, naming a slice file and the series; ``ionplan info`` lists the warning under
+    the series (it was only logged)."""
+    from planning.dicom import describe_folder
+
+    spec = SeriesSpec(tag="nopos", patient_position="")
+    write_ct_series(tmp_path, spec, linear_hu)
+    ct = load_ct_series(tmp_path)
+    assert ct.patient_position == ""
+    (warning,) = ct.warnings
+    ending = (f" (CT series {spec.series_uid}): Patient Position missing; geometry is taken "
+              "from the images")
+    assert warning.endswith(ending)
+    assert Path(warning[: -len(ending)]).parent == tmp_path
+    assert f"      warning: {warning}" in describe_folder(tmp_path).splitlines()
+    write_ct_series(tmp_path / "with", SeriesSpec(tag="withpos"), linear_hu)
+    assert load_ct_series(tmp_path / "with").warnings == ()
+
+
 @pytest.mark.parametrize(("edits", "message"), [
     ({"RescaleType": "Z_EFF", "MultienergyCTAcquisition": "YES"}, "Rescale Type is 'Z_EFF'"),
     ({"RescaleType": "ED"}, "not Hounsfield units"),

@@ -51,7 +51,8 @@ class SeriesInfo:
     """Summary of one CT series; geometry fields are None when it could not be loaded.
 
     ``dimensions`` is ``(nx, ny, nz)`` voxels, ``spacing_mm`` ``(sx, sy, sz)``, ``origin_mm``
-    the LPS ``(x, y, z)`` of voxel (0, 0, 0) after reorientation, ``hu_range`` (min, max).
+    the LPS ``(x, y, z)`` of voxel (0, 0, 0) after reorientation, ``hu_range`` (min, max);
+    ``warnings`` what its import warned of (:attr:`planning.patient.CtVolume.warnings`).
     """
 
     series_instance_uid: str
@@ -66,6 +67,7 @@ class SeriesInfo:
     origin_mm: tuple[float, float, float] | None = None
     hu_range: tuple[float, float] | None = None
     error: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,7 @@ def _series_info(series: CtSeriesFiles, ct: CtVolume | None, error: str) -> Seri
         origin_mm=origin,
         hu_range=hu_range,
         error=error,
+        warnings=() if ct is None else ct.warnings,
     )
 
 
@@ -491,6 +494,7 @@ def _format_series(series: tuple[SeriesInfo, ...]) -> list[str]:
                 f"origin ({_fmt3(s.origin_mm, 2)}) mm LPS"
             )
             lines.append(f"      HU range {s.hu_range[0]:g} .. {s.hu_range[1]:g}")
+        lines.extend(f"      warning: {w}" for w in s.warnings)
     return lines
 
 
