@@ -457,3 +457,20 @@ def test_the_app_is_offered_no_localizer(tmp_path: Path) -> None:
     write_ct_series(tmp_path, ct, linear_hu)
     write_ct_series(tmp_path, scout, linear_hu, edit=localizer)
     assert [c.series_uid for c in api.list_ct_series(tmp_path)] == [ct.series_uid]
+
+
+def test_a_damaged_file_allowed_is_one_of_the_patients_warnings_and_not_logged_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """With damaged files allowed, the scan logged each at WARNING and the patient's warnings
+    held it too: the terminal and a batch job's warnings (and count) had it twice."""
+    import logging
+
+    from planning.dicom import load_patient
+
+    paths = write_ct_series(tmp_path, SeriesSpec(n_slices=4), linear_hu, names="ordered")
+    paths[3].write_bytes(paths[3].read_bytes()[:300])
+    with caplog.at_level(logging.WARNING):
+        patient = load_patient(tmp_path, allow_damaged=True)
+    assert [w for w in patient.warnings if str(paths[3]) in w] == [
+        next(w for w in patient.warnings if w.startswith("damaged file ignored: "))]
+    assert not [r for r in caplog.records if str(paths[3]) in r.getMessage()]

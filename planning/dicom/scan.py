@@ -333,8 +333,10 @@ def scan_folder(folder: PathLike) -> FolderScan:
             _scan_file(file, found)
     for item in found.skipped:
         logger.info("skipped %s: %s", item.path, item.reason)
+    # Damaged files are not warned of here: the CT import refuses them unless allowed, and
+    # then the patient's warnings (report.json, terminal) hold them; `ionplan info` lists them.
     for item in found.damaged:
-        logger.warning("damaged DICOM file %s: %s", item.path, item.reason)
+        logger.info("damaged DICOM file %s: %s", item.path, item.reason)
     series = tuple(
         CtSeriesFiles(uid, tuple(files)) for uid, files in sorted(found.by_series.items())
     )
