@@ -17,3 +17,23 @@ def start_on_demo(gui, data_dir: Path):
     assert not app.last_error, app.last_error
     gui.frames(3)
     return app
+
+
+#: Seconds a small plan of the demo patient may take in the test window (2 cores, shared).
+SMALL_PLAN_TIMEOUT_S = 600.0
+
+
+def compute_small_plan(gui, app):
+    """A quick plan of the demo patient (6 mm spots, 5 mm grid) computed from the Plan tab,
+    which is opened; fails on an error. Returns the Plan tab's form."""
+    screen = app.planning
+    gui.click(screen.tab_items["Plan"])
+    gui.frames(2)
+    form = screen.plan_panel
+    form.spot_spacing.text = "6"
+    form.grid_mm.text = "5"
+    gui.click(form.compute_button)
+    gui.wait_until(lambda: app.session.plans or app.last_error, SMALL_PLAN_TIMEOUT_S,
+                   "the plan")
+    assert not app.last_error, app.last_error
+    return form

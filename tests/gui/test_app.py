@@ -14,6 +14,7 @@ import pytest
 
 from planning.dicom import load_rt_dose
 from planning.geometry import lps_to_index
+from tests.gui.demo_app import compute_small_plan
 
 pytestmark = pytest.mark.gui
 
@@ -559,13 +560,7 @@ def test_robustness_view_evaluates_in_the_background_and_shows_bands_and_worst_c
     gui.click(gui.find(lambda w: getattr(w, "name", "") == "error_dialog_ok"))
     gui.advance(0.5)
     app.last_error = ""
-    _click_tab(gui, screen, "Plan")
-    form = screen.plan_panel
-    form.spot_spacing.text = "6"
-    form.grid_mm.text = "5"
-    gui.click(form.compute_button)
-    gui.wait_until(lambda: app.session.plans or app.last_error, PLAN_TIMEOUT_S, "the plan")
-    assert not app.last_error, app.last_error
+    compute_small_plan(gui, app)
     _click_tab(gui, screen, "Dose")
     gui.click(screen.dose_panel.robustness_button)
     gui.frames(3)

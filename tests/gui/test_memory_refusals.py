@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.gui.demo_app import start_on_demo
+from tests.gui.demo_app import compute_small_plan, start_on_demo
 
 pytestmark = pytest.mark.gui
-
-PLAN_TIMEOUT_S = 300.0
 
 #: A memory figure no re-optimization or robust evaluation of the demo patient fits in.
 TINY_BYTES = 2**20
@@ -37,13 +35,7 @@ def test_reoptimize_and_robustness_refuse_what_cannot_fit(gui, tmp_path, monkeyp
 
     app = start_on_demo(gui, tmp_path / "data")
     screen = app.planning
-    _click_tab(gui, screen, "Plan")
-    form = screen.plan_panel
-    form.spot_spacing.text = "6"
-    form.grid_mm.text = "5"
-    gui.click(form.compute_button)
-    gui.wait_until(lambda: app.session.plans or app.last_error, PLAN_TIMEOUT_S, "the plan")
-    assert not app.last_error, app.last_error
+    form = compute_small_plan(gui, app)
     n_voxels = app.session.plans[0].result.dose_grid.n_voxels
     monkeypatch.setattr(memory, "available_host_bytes", lambda: TINY_BYTES)
 

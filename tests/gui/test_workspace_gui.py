@@ -66,6 +66,19 @@ def _manifest(data_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _exported_report_text(gui, app, out: Path) -> str:
+    """The text of the plan report (PDF) that the app exports into the new folder ``out``."""
+    from pypdf import PdfReader
+
+    out.mkdir()
+    app.export_report_to(str(out))
+    gui.wait_until(lambda: list(out.glob("*_report.pdf")) or app.last_error, 120, "the report")
+    assert not app.last_error, app.last_error
+    gui.advance(0.5)
+    (pdf,) = out.glob("*_report.pdf")
+    return "\n".join(page.extract_text() for page in PdfReader(pdf).pages)
+
+
 def _dialog(gui, name: str):
     return gui.find(lambda w: getattr(w, "name", "") == name)
 
@@ -154,16 +167,7 @@ def test_a_restored_plan_at_its_iteration_limit_is_to_be_computed_again_to_conti
     assert form.reoptimize_button.disabled and "Plan 1 keeps no influence" in (
         form.reoptimize_note.text)
     # Its plan report says so too (it said "re-optimizing continues from these spot weights").
-    from pypdf import PdfReader
-
-    out = tmp_path / "report"
-    out.mkdir()
-    app.export_report_to(str(out))
-    gui.wait_until(lambda: list(out.glob("*_report.pdf")) or app.last_error, 120, "the report")
-    assert not app.last_error, app.last_error
-    gui.advance(0.5)
-    (pdf,) = out.glob("*_report.pdf")
-    text = " ".join(" ".join(page.extract_text() for page in PdfReader(pdf).pages).split())
+    text = " ".join(_exported_report_text(gui, app, tmp_path / "report").split())
     assert "stopped at its iteration limit after 199 iterations" in text
     assert "continues from these spot weights" not in text
     assert ("restored from a saved session, it keeps no influence to re-optimize from: "
@@ -374,8 +378,6 @@ def test_a_plans_robust_evaluation_comes_back_after_a_restart(gui, tmp_path):
     """A plan saved with its robust evaluation: after a restart the Robustness view shows
     it, its worst-case cubes are quantities again, the saved display brings one back, and
     the plan report has the robustness section."""
-    from pypdf import PdfReader
-
     from planning import api
     from tests.workspace_factory import synthetic_robust
 
@@ -425,12 +427,5 @@ def test_a_plans_robust_evaluation_comes_back_after_a_restart(gui, tmp_path):
     screen = app.planning
     assert app.session.plans[0].robust_id == stored.robust_id
     assert screen.dose_panel.layer_key == "rbe_min"
-    out = tmp_path / "report"
-    out.mkdir()
-    app.export_report_to(str(out))
-    gui.wait_until(lambda: list(out.glob("*_report.pdf")) or app.last_error, 120, "the report")
-    assert not app.last_error, app.last_error
-    gui.advance(0.5)
-    (pdf,) = out.glob("*_report.pdf")
-    text = "\n".join(page.extract_text() for page in PdfReader(pdf).pages)
+    text = _exported_report_text(gui, app, tmp_path / "report")
     assert "Robustness" in text and "SPR -3.5% (long)" in text
