@@ -22,12 +22,14 @@ job runs. A finished job (``NAME/job.json`` with status ok, the same options and
 that evaluates LEM I, the same LEM I model once its defaults are resolved) is skipped unless
 ``rerun``. Robust jobs run their scenarios as further tasks on the same cluster.
 
-A compare job whose ``a`` or ``b`` names another job reads that job's folder: it runs after that
-job wherever the two are listed (:func:`schedule_jobs`), its signature holds that job's, and it
-is skipped only when that job is skipped too, so it never reports numbers of an older run. It
-fails, without running, when that job fails or cannot run. A cycle, or a name that is neither
-a job nor a folder of ``--out`` nor a path beside the jobs file, stops the batch before any job
-runs.
+A job whose ``plan`` (recalc, exchange, robust: the RTPLAN.dcm in that job's folder) or ``a``
+or ``b`` (compare) names another job reads that job's folder: it runs after that job wherever
+the two are listed (:func:`schedule_jobs`), its signature holds that job's, and it is skipped
+only when that job is skipped too, so it never reports numbers of an older run. It fails,
+without running, when that job fails or cannot run. A path into the folder of a job of the
+file in ``--out`` (``run1/p01-plan/RTPLAN.dcm``) is that job, with the same order. A cycle, a
+``plan`` naming a compare job, or a name that is neither a job nor a folder of ``--out`` nor a
+path beside the jobs file, stops the batch before any job runs.
 
 The summary (``summary.csv``, ``summary.json``, written atomically at the end) has a row per
 job and structure (:data:`SUMMARY_COLUMNS`), with the number of the job's warnings; a job
@@ -106,6 +108,8 @@ OPTIONS: dict[str, frozenset[str]] = {
 _REQUIRED = {"plan": ("target", "dose", "fractions", "gantry"), "recalc": ("plan",),
              "exchange": ("plan",), "robust": ("plan",), "compare": ("a", "b")}
 _PATHS = ("ct", "plan", "a", "b", "config", "hlut", "machine")
+#: Options that may name another job (its folder in the output folder) instead of a path.
+_JOB_KEYS = ("plan", "a", "b")
 #: The type each option must have in a jobs file (TOML's: true is not 1, 1.9 not 1).
 _NUMBERS = frozenset({"dose", "rbe_value", "spot_spacing", "grid", "range_error", "setup_error",
                       "threshold", "prescription"})
@@ -154,6 +158,13 @@ fractions = 16
 gantry = [90, 270]
 rbe = "mkm"
 label = "p01 PTV C12"    # the plan's name (RT Plan Name); default: the job's name
+
+[[job]]
+name = "p01-lem"
+kind = "recalc"
+ct = "patients/p01"
+plan = "p01-plan"       # another job's plan (its RTPLAN.dcm; that job runs first)
+rbe = "lem1"
 
 [[job]]
 name = "p02-recalc-lem"
@@ -255,11 +266,12 @@ class JobSpec:
             return None
 
     def reads(self) -> tuple[str, ...]:
-        """Names of the folders in the output folder that this job reads (``a`` / ``b`` of a
-        compare job given as another job's name), in option order, without repeats."""
+        """Names of the folders in the output folder that this job reads (``plan``, ``a`` or
+        ``b`` given as another job's name, or as a path into its folder), in option order,
+        without repeats."""
         if self.problem:
             return ()
-        names = [v[4:] for k in ("a", "b")
+        names = [_read_job(v) for k in _JOB_KEYS
                  if isinstance(v := self.options.get(k), str) and v.startswith("job:")]
         return tuple(dict.fromkeys(names))
 
@@ -295,8 +307,35 @@ def _key(name: str) -> str:
     return name.strip().replace("-", "_")
 
 
-def load_jobs(path: str | os.PathLike[str]) -> list[JobSpec]:
+def _read_job(value: str) -> str:
+    """The job a ``job:NAME`` or ``job:NAME/FILE`` option value reads."""
+    return value[4:].split("/", 1)[0]
+
+
+def _job_reference(raw: str, target: Path, base: Path, out_root: Path | None,
+                   names: frozenset[str]) -> str | None:
+    """``job:NAME`` (or ``job:NAME/FILE``) when an option of :data:`_JOB_KEYS` names another
+    job's folder: a relative name with nothing of that name beside the jobs file, or any path
+    into the folder of a job of this file in ``out_root`` (ordered after that job, not read
+    as whatever an older run left there); else None."""
+    if out_root is not None:
+        full = Path(os.path.normpath(target if target.is_absolute() else base / target))
+        try:
+            inside = full.relative_to(out_root).parts
+        except ValueError:
+            inside = ()
+        if inside and inside[0] in names:
+            return "job:" + "/".join(inside)
+    if not target.is_absolute() and not (base / target).exists():
+        return f"job:{raw}"
+    return None
+
+
+def load_jobs(path: str | os.PathLike[str],
+              out_root: str | os.PathLike[str] | None = None) -> list[JobSpec]:
     """Read a jobs file; a job with a bad kind or options gets a ``problem``, not an error.
+    ``plan``, ``a`` and ``b`` may name another job (``job:NAME``, see :func:`schedule_jobs`),
+    or, with the batch's output folder ``out_root``, a path into a job's folder there.
 
     Raises
     ------
@@ -324,6 +363,8 @@ def load_jobs(path: str | os.PathLike[str]) -> list[JobSpec]:
         raise InputError(f"{p}: unknown option(s) {', '.join(sorted(set(defaults) - known))} "
                          "in [defaults]")
     base = p.resolve().parent
+    root = None if out_root is None else Path(os.path.normpath(Path(out_root).resolve()))
+    names = frozenset(str(raw.get("name", "")).strip() for raw in jobs if isinstance(raw, dict))
     out: list[JobSpec] = []
     seen: set[str] = set()
     for i, raw in enumerate(jobs, start=1):
@@ -355,19 +396,24 @@ def load_jobs(path: str | os.PathLike[str]) -> list[JobSpec]:
                 problem = f"a {kind} job needs {', '.join(missing)}"
             elif typed:
                 problem = "; ".join(typed)
+        bare = set()  # options given as a bare name, for the message when nothing is there
         for k in _PATHS:
             if k in options and isinstance(options[k], str):
                 target = Path(options[k]).expanduser()
-                if k in ("a", "b") and not target.is_absolute() and not (base / target).exists():
-                    options[k] = f"job:{options[k]}"  # resolved against the output folder
+                ref = (_job_reference(options[k], target, base, root, names)
+                       if k in _JOB_KEYS else None)
+                if ref is not None:
+                    options[k] = ref  # resolved against the output folder
                 else:
+                    if len(target.parts) == 1 and not target.is_absolute():
+                        bare.add(k)
                     options[k] = str(target if target.is_absolute() else base / target)
         calibration = options.get("particles_per_mu")
         if isinstance(calibration, str) and _is_table(calibration):  # a CSV file, like the paths
             target = Path(calibration).expanduser()
             options["particles_per_mu"] = str(target if target.is_absolute() else base / target)
         if not problem:  # found here, not after the jobs before it have run for hours
-            problem = _value_problem(options)
+            problem = _value_problem(options, bare)
         ct = str(options.pop("ct", ""))
         out.append(JobSpec(name, kind, ct, options, problem))
     return out
@@ -398,15 +444,18 @@ def file_fingerprint(path: str) -> str:
     return digest.hexdigest()
 
 
-def _value_problem(options: Mapping[str, Any]) -> str:
+def _value_problem(options: Mapping[str, Any], bare: Iterable[str] = ()) -> str:
     """Why a job's well-typed options cannot run (``""`` when they can): a path that does not
     exist (other than another job's folder), a number that must be above 0, an unknown RBE
     model or a tissue that does not parse (checks that needed no computing; the job's own run
-    checks the rest)."""
+    checks the rest). ``bare``: options given as a bare name, which may have been meant as a
+    job's name: their message says which options can name a job."""
     for k in _PATHS:
         value = options.get(k)
         if isinstance(value, str) and not value.startswith("job:") and not Path(value).exists():
-            return f"{k}: {value}: no such file or folder"
+            hint = (f" (only {', '.join(_JOB_KEYS)} can name another job)" if k in bare
+                    else "")
+            return f"{k}: {value}: no such file or folder{hint}"
     for k in _POSITIVE:
         value = options.get(k)
         if value is not None and not (math.isfinite(float(value)) and float(value) > 0):
@@ -471,10 +520,17 @@ def schedule_jobs(jobs: Sequence[JobSpec], out_root: str | os.PathLike[str], *,
     root = Path(out_root)
     for job in jobs:
         for name in job.reads():
+            plan = job.options.get("plan")
+            of_plan = (isinstance(plan, str) and plan.startswith("job:")
+                       and _read_job(plan) == name)
+            verb = f"reads the plan of {name!r}" if of_plan else f"compares {name!r}"
             if name not in by_name and not (root / name).exists():
                 raise InputError(
-                    f"{where}: job {job.name!r} compares {name!r}, which is no job of this file, "
+                    f"{where}: job {job.name!r} {verb}, which is no job of this file, "
                     f"no path beside it and no folder in {root}; name a job, a folder or a file")
+            if of_plan and name in by_name and by_name[name].kind == "compare":
+                raise InputError(f"{where}: job {job.name!r} {verb}, a compare job, which "
+                                 "writes no plan; name a plan, recalc, exchange or robust job")
     done: dict[str, JobSpec] = {}
     path: list[str] = []
 
@@ -652,9 +708,23 @@ def _run_robust(job: JobSpec, out: Path) -> JobRows:
 
 
 def _resolve_side(value: str, out_root: Path) -> str:
+    """The path an option value names: ``job:NAME[/FILE]`` in ``out_root``, else itself."""
     if value.startswith("job:"):
         return str(out_root / value[4:])
     return value
+
+
+def _resolved(job: JobSpec, out_root: Path) -> JobSpec:
+    """The job with its options that name other jobs (:data:`_JOB_KEYS`) as paths into
+    ``out_root``; a ``plan`` that names a job's folder is the RTPLAN.dcm in it."""
+    options = dict(job.options)
+    for k in _JOB_KEYS:
+        value = options.get(k)
+        if isinstance(value, str) and value.startswith("job:"):
+            options[k] = _resolve_side(value, out_root)
+            if k == "plan" and Path(options[k]).is_dir():
+                options[k] = str(Path(options[k]) / "RTPLAN.dcm")
+    return replace(job, options=options)
 
 
 def _run_compare(job: JobSpec, out: Path, out_root: Path) -> JobRows:
@@ -722,6 +792,7 @@ def _run_kind(job: JobSpec, partial: Path, root: Path) -> JobRows:
     """Run the job by its kind into ``partial`` (``root``: the batch's output folder)."""
     if job.ct and not Path(job.ct).is_dir():
         raise InputError(f"{job.ct}: no such patient folder")
+    job = _resolved(job, root)
     if job.kind == "plan":
         return _run_plan(job, partial)
     if job.kind in ("recalc", "exchange"):
@@ -863,8 +934,8 @@ def run_batch(jobs_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     IonPlanError
         No Dask distributed, or no scheduler at ``scheduler``.
     """
-    jobs = load_jobs(jobs_path)
     root = Path(out_dir).resolve()
+    jobs = load_jobs(jobs_path, root)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

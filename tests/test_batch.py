@@ -240,14 +240,17 @@ def test_example_jobs_file_parses(tmp_path, capsys):
     path = tmp_path / "example.toml"
     path.write_text(text)
     jobs = load_jobs(path)
-    assert [j.kind for j in jobs] == ["plan", "recalc", "exchange", "robust", "compare"]
+    assert [j.kind for j in jobs] == ["plan", "recalc", "recalc", "exchange", "robust",
+                                      "compare"]
     # Its patients are not here: every job says which path is missing, before any runs.
     assert all("no such file or folder" in j.problem for j in jobs), [j.problem for j in jobs]
     for folder in ("patients/p01", "patients/p02"):
         (tmp_path / folder).mkdir(parents=True)
     for name in ("RTPLAN.dcm", "RTDOSE_RBE.dcm"):
         (tmp_path / "patients/p02" / name).touch()
-    assert all(not j.problem for j in load_jobs(path))
+    jobs = load_jobs(path)
+    assert all(not j.problem for j in jobs)
+    assert jobs[1].options["plan"] == "job:p01-plan" and jobs[1].reads() == ("p01-plan",)
 
 
 def test_engine_threads_follow_the_environment(monkeypatch):

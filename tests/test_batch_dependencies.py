@@ -50,6 +50,7 @@ def cluster(monkeypatch):
     fake = _Cluster()
     fake.compares = 0
     fake.fail = set()
+    fake.plans = {}  # job name: (the plan path its body got, what that file held)
 
     @contextlib.contextmanager
     def local_cluster(workers=None):
@@ -58,7 +59,10 @@ def cluster(monkeypatch):
     def recalc(job, out, exchange=False):
         if job.name in fake.fail:
             raise InputError(f"{job.name}: stub failure")
+        plan = Path(job.options["plan"])
+        fake.plans[job.name] = (plan, plan.read_text() if plan.is_file() else "missing")
         (out / "rbe.txt").write_text(str(job.options["rbe"]))
+        (out / "RTPLAN.dcm").write_text(f"plan of {job.name} under {job.options['rbe']}")
         return [{"structure": "PTV", "model": str(job.options["rbe"])}], []
 
     def compare(job, out, root):
@@ -257,3 +261,55 @@ def test_a_skipped_jobs_line_says_its_time_is_the_earlier_runs():
     kept = batch.JobOutcome("rec", "recalc", "skipped", seconds=4.6)
     assert ran.line() == "job rec (recalc): ok in 4.6 s"
     assert kept.line() == "job rec (recalc): skipped (up to date; its run took 4.6 s)"
+
+
+def test_a_recalc_s_plan_may_name_a_plan_job_and_runs_after_it(cluster, tmp_path):
+    """``plan`` could not name a job (only compare's a/b could; review): it may now, with the
+    same order and signature rules; the job reads the RTPLAN.dcm in that job's folder."""
+    out = tmp_path / "out"
+    jobs = _jobs(tmp_path, _rec("lem1", "lem").replace('plan="a.dcm"', 'plan="rec"'),
+                 _rec("mkm"))
+    first = batch.run_batch(jobs, out)
+    assert cluster.submitted == [("rec", []), ("lem", ["rec"])]
+    assert cluster.plans["lem"] == (out / "rec" / "RTPLAN.dcm", "plan of rec under mkm")
+    assert [o.status for o in first.outcomes] == ["ok", "ok"]
+    assert [o.status for o in batch.run_batch(jobs, out).outcomes] == ["skipped", "skipped"]
+    # The plan job reruns with other options: its reader reruns on the new plan.
+    jobs.write_text(jobs.read_text().replace('rbe="mkm"', 'rbe="const"'))
+    third = batch.run_batch(jobs, out)
+    assert [o.status for o in third.outcomes] == ["ok", "ok"]
+    assert cluster.plans["lem"][1] == "plan of rec under const"
+
+
+def test_a_path_into_another_job_s_folder_is_that_job(cluster, tmp_path):
+    """A path into --out that belongs to another job's folder had no order: a job read the
+    plan that the same run was replacing and was reported ok (review). It is that job now."""
+    out = tmp_path / "out"
+    reader = _rec("lem1", "lem").replace('plan="a.dcm"', 'plan="out/rec/RTPLAN.dcm"')
+    jobs = _jobs(tmp_path, reader, _rec("mkm"))
+    (spec_lem, _) = batch.load_jobs(jobs, out)
+    assert spec_lem.options["plan"] == "job:rec/RTPLAN.dcm" and spec_lem.reads() == ("rec",)
+    batch.run_batch(jobs, out)
+    assert cluster.submitted == [("rec", []), ("lem", ["rec"])]
+    assert cluster.plans["lem"] == (out / "rec" / "RTPLAN.dcm", "plan of rec under mkm")
+    jobs.write_text(jobs.read_text().replace('rbe="mkm"', 'rbe="const"'))
+    again = batch.run_batch(jobs, out)
+    assert [o.status for o in again.outcomes] == ["ok", "ok"]
+    assert cluster.plans["lem"][1] == "plan of rec under const"
+    # Given absolute, the same.
+    absolute = _rec("lem1", "lem").replace('plan="a.dcm"', f'plan="{out}/rec"')
+    (spec_lem, _) = batch.load_jobs(_jobs(tmp_path, absolute, _rec("mkm")), out)
+    assert spec_lem.options["plan"] == "job:rec"
+
+
+def test_what_can_name_a_job_is_said_and_a_compare_is_no_plan(cluster, tmp_path):
+    out = tmp_path / "out"
+    jobs = _jobs(tmp_path, _rec("lem1", "lem").replace('ct="ct"', 'ct="rec"'), _rec("mkm"))
+    problem = batch.load_jobs(jobs, out)[0].problem
+    assert problem.endswith("rec: no such file or folder (only plan, a, b can name another job)")
+    with pytest.raises(InputError, match="reads the plan of 'nojob', which is no job"):
+        batch.run_batch(_jobs(tmp_path, _rec("lem1").replace('"a.dcm"', '"nojob"')), out)
+    with pytest.raises(InputError, match="reads the plan of 'cmp', a compare job, which writes "
+                                         "no plan"):
+        batch.run_batch(_jobs(tmp_path, _cmp(), _rec().replace('"a.dcm"', '"cmp"')), out)
+    assert cluster.submitted == []
