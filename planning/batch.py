@@ -33,7 +33,10 @@ path beside the jobs file, stops the batch before any job runs.
 
 The summary (``summary.csv``, ``summary.json``, written atomically at the end) has a row per
 job and structure (:data:`SUMMARY_COLUMNS`), with the number of the job's warnings; a job
-without structures, or one that failed, has one row with an empty structure. summary.csv gives
+without structures, or one that failed, has one row with an empty structure. The finished job
+folders of ``--out`` that this jobs file does not name (an earlier run with another jobs file)
+keep their rows, from their job.json, after this file's jobs, with status ``kept``
+(:func:`kept_outcomes`). summary.csv gives
 doses to :data:`CSV_DOSE_DECIMALS` decimals, summary.json every digit.
 """
 
@@ -278,9 +281,11 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """A job's result: status ``ok``, ``error`` or ``skipped``, its summary rows and its
-    warnings (its reports', and what was logged at WARNING or warned of with Python warnings
-    while it ran, :mod:`planning.log_capture`; a skipped job's are its earlier run's)."""
+    """A job's result: status ``ok``, ``error`` or ``skipped`` (or ``kept``: a finished job
+    folder in the output folder that this jobs file does not name, :func:`kept_outcomes`), its
+    summary rows and its warnings (its reports', and what was logged at WARNING or warned of
+    with Python warnings while it ran, :mod:`planning.log_capture`; a skipped or kept job's
+    are its earlier run's)."""
 
     name: str
     kind: str
@@ -291,9 +296,10 @@ class JobOutcome:
     warnings: tuple[str, ...] = ()
 
     def line(self) -> str:
-        """One terminal line; a skipped job's time is its earlier run's, and says so."""
+        """One terminal line; a skipped or kept job's time is its earlier run's, and says so."""
         took = (f"(up to date; its run took {self.seconds:.1f} s)" if self.status == "skipped"
-                else f"in {self.seconds:.1f} s")
+                else f"(not in this jobs file; its earlier run took {self.seconds:.1f} s)"
+                if self.status == "kept" else f"in {self.seconds:.1f} s")
         text = f"job {self.name} ({self.kind}): {self.status} {took}"
         return f"{text}: {self.error}" if self.error else text
 
@@ -831,19 +837,45 @@ def finished_outcome(job: JobSpec, out_root: Path) -> JobOutcome | None:
                       tuple(data.get("rows", ())), tuple(data.get("warnings", ())))
 
 
+def kept_outcomes(out_root: Path, names: Iterable[str]) -> tuple[JobOutcome, ...]:
+    """The finished job folders of ``out_root`` (``NAME/job.json`` with status ok) that are
+    not among ``names`` (the jobs of this jobs file), by name, as ``kept`` outcomes with the
+    rows and warnings of their job.json: a second jobs file run into the same folder must not
+    drop the rows of the first one's jobs from the summary while their folders stay. Their
+    numbers are their run's; nothing here checks them against their inputs now."""
+    skip = set(names)
+    kept = []
+    for folder in sorted(out_root.iterdir()) if out_root.is_dir() else ():
+        if folder.name in skip or folder.name.startswith(".") or not folder.is_dir():
+            continue
+        try:
+            data = json.loads((folder / "job.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or data.get("status") != "ok":
+            continue
+        kept.append(JobOutcome(folder.name, str(data.get("kind", "")), "kept", "",
+                               float(data.get("seconds", 0.0)), tuple(data.get("rows", ())),
+                               tuple(data.get("warnings", ()))))
+    return tuple(kept)
+
+
 # ------------------------------------------------------------------------------ the batch
 
 
 @dataclass(frozen=True)
 class BatchResult:
-    """Outcomes in the order of the jobs file, and the summary files."""
+    """Outcomes in the order of the jobs file, the summary files, and the ``kept`` outcomes
+    of earlier runs' job folders that the jobs file does not name (:func:`kept_outcomes`,
+    listed in the summary after the jobs file's)."""
 
     outcomes: tuple[JobOutcome, ...]
     files: tuple[Path, ...]
+    kept: tuple[JobOutcome, ...] = ()
 
     def counts(self) -> dict[str, int]:
-        out = {"ok": 0, "skipped": 0, "error": 0}
-        for o in self.outcomes:
+        out = {"ok": 0, "skipped": 0, "error": 0, "kept": 0}
+        for o in (*self.outcomes, *self.kept):
             out[o.status] = out.get(o.status, 0) + 1
         return out
 
@@ -983,8 +1015,9 @@ def run_batch(jobs_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     for stale in root.glob(".*.partial-*"):
         shutil.rmtree(stale, ignore_errors=True)
     ordered = tuple(outcomes[j.name] for j in jobs)
-    files = write_summary(ordered, root)
-    return BatchResult(ordered, files)
+    kept = kept_outcomes(root, names)
+    files = write_summary((*ordered, *kept), root)
+    return BatchResult(ordered, files, kept)
 
 
 def _cannot_read(name: str, what: str) -> str:

@@ -313,3 +313,28 @@ def test_what_can_name_a_job_is_said_and_a_compare_is_no_plan(cluster, tmp_path)
                                          "no plan"):
         batch.run_batch(_jobs(tmp_path, _cmp(), _rec().replace('"a.dcm"', '"cmp"')), out)
     assert cluster.submitted == []
+
+
+def test_a_second_jobs_file_into_the_same_folder_keeps_the_first_one_s_rows(cluster, tmp_path,
+                                                                              capsys):
+    """A run of another jobs file into the same --out rewrote the summary with its own jobs
+    only, silently dropping the rows of job folders still there (review): they are kept,
+    last and with status "kept", and the command line says which."""
+    from planning.cli import main
+
+    out = tmp_path / "out"
+    batch.run_batch(_jobs(tmp_path, _rec("lem1"), _cmp()), out)
+    other = tmp_path / "other.toml"
+    other.write_text(_rec("mkm", "second"))
+    assert main(["batch", str(other), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "2 job folder(s) in" in err and "(cmp, rec)" in err and "status 'kept'" in err
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert [(r["job"], r["kind"], r["status"], r["model"], r["model_b"]) for r in rows] == [
+        ("second", "recalc", "ok", "mkm", None), ("cmp", "compare", "kept", "A", "lem1"),
+        ("rec", "recalc", "kept", "lem1", None)]
+    result = batch.run_batch(other, out)
+    assert [o.name for o in result.kept] == ["cmp", "rec"]
+    assert result.counts() == {"ok": 0, "skipped": 1, "error": 0, "kept": 2}
+    (out / "rec" / "job.json").write_text('{"status": "error"}')  # no finished job: no row
+    assert [o.name for o in batch.run_batch(other, out).kept] == ["cmp"]
