@@ -75,8 +75,11 @@ KINDS = ("plan", "recalc", "compare", "exchange", "robust")
 #: job's dose (plan, recalc), mMKM (exchange), A (compare) or the nominal scenario (robust);
 #: ``b`` metrics LEM I (exchange), B (compare) or the worst case over the scenarios (robust:
 #: a target's lowest D98/D95/D50 and highest D2/mean/max, any other structure's highest of
-#: each, :func:`planning.robust_tables.worst_case_metrics`; ``model_b`` says which, e.g.
-#: ``"worst of 9 scenarios: max of each"``); ``diff_*`` = b - a. ``unit`` and ``unit_b`` say
+#: each, :func:`planning.robust_tables.worst_case_metrics`); ``diff_*`` = b - a. ``b_is``
+#: says what side b is (:data:`B_OTHER_MODEL`, :data:`B_COMPARED`, or for robust e.g.
+#: ``"worst of 9 scenarios: max of each (range ±3.5 %, setup 3 mm in 6 directions)"``);
+#: ``model`` and ``model_b`` are always the models of the doses (a robust job's worst case is
+#: under the plan's model, as its nominal dose). ``unit`` and ``unit_b`` say
 #: what the ``*_gy_rbe`` columns of a and b hold: ``"Gy(RBE)"``, or ``"Gy"`` for a physical
 #: dose (the names stay, as report.json's keys do, for the readers of earlier summaries).
 #: ``warnings`` is the number of the job's warnings (:attr:`JobOutcome.warnings`, listed in
@@ -84,12 +87,16 @@ KINDS = ("plan", "recalc", "compare", "exchange", "robust")
 SUMMARY_COLUMNS = (
     "job", "kind", "status", "error", "seconds", "warnings", "structure",
     "model", "unit", "d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe",
-    "max_gy_rbe", "model_b", "unit_b", "d98_gy_rbe_b", "d95_gy_rbe_b", "d50_gy_rbe_b",
+    "max_gy_rbe", "b_is", "model_b", "unit_b", "d98_gy_rbe_b", "d95_gy_rbe_b", "d50_gy_rbe_b",
     "d2_gy_rbe_b", "mean_gy_rbe_b",
     "max_gy_rbe_b", "diff_d98_gy_rbe", "diff_d95_gy_rbe", "diff_d50_gy_rbe", "diff_d2_gy_rbe",
     "diff_mean_gy_rbe", "diff_max_gy_rbe", "gamma_criteria", "gamma_pass_pct",
     "gamma2_criteria", "gamma2_pass_pct",
 )
+#: ``b_is`` of an exchange job's rows: the plan's spots under the other model (LEM I).
+B_OTHER_MODEL = "other model, same spots"
+#: ``b_is`` of a compare job's rows.
+B_COMPARED = "dose B of the comparison"
 _METRICS = ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe", "max_gy_rbe")
 
 #: Options each kind accepts besides name, kind and ct (long option names, ``_`` for ``-``).
@@ -596,12 +603,14 @@ def _gamma(value: Any) -> list[tuple[float, float]]:
 
 def _row(job: JobSpec, structure: str, a: Mapping[str, Any] | None, model: str = "",
          b: Mapping[str, Any] | None = None, model_b: str = "", *, unit: str = "Gy(RBE)",
-         unit_b: str | None = None) -> dict[str, Any]:
-    """A summary row; ``unit_b`` defaults to ``unit``. Of two units (a physical and an
-    RBE-weighted dose) ``diff_*`` stay empty: b - a is no dose difference."""
+         unit_b: str | None = None, b_is: str | None = None) -> dict[str, Any]:
+    """A summary row; ``unit_b`` defaults to ``unit``, ``b_is`` says what side b is. Of two
+    units (a physical and an RBE-weighted dose) ``diff_*`` stay empty: b - a is no dose
+    difference."""
     unit_b = unit if unit_b is None else unit_b
     difference = unit == unit_b
     row: dict[str, Any] = {"structure": structure, "model": model, "model_b": model_b,
+                           "b_is": b_is if b is not None else None,
                            "unit": unit if a is not None else None,
                            "unit_b": unit_b if b is not None else None}
     for k in _METRICS:
@@ -678,7 +687,8 @@ def _run_recalc(job: JobSpec, out: Path, *, exchange: bool = False) -> JobRows:
     lem = structure_metrics(view.lem_dose_gy_rbe, result.physical_dose_gy, samples,
                             labels=view.lem_labels)  # each structure within its LEM I tissue
     lem_name = short_model_name(view.lem_model)  # its tissue and rapid scheme
-    return [_row(job, name, mkm[name], "mMKM", lem[name], lem_name) for name in samples], warnings
+    return [_row(job, name, mkm[name], "mMKM", lem[name], lem_name, b_is=B_OTHER_MODEL)
+            for name in samples], warnings
 
 
 def _run_robust(job: JobSpec, out: Path) -> JobRows:
@@ -706,10 +716,16 @@ def _run_robust(job: JobSpec, out: Path) -> JobRows:
     model = _model_name(str(rep.get("rbe_model", "")))
     nominal = rep["scenarios"][0]["structures"]
     rows = []
+    which = ", ".join(
+        ([f"range ±{settings.range_error_pct:g} %"] if settings.range_error_pct else [])
+        + ([f"setup {settings.setup_error_mm:g} mm in {settings.setup_directions} directions"]
+           if settings.setup_error_mm else [])
+        + (["combined only"] if settings.combined_only else ["and combined"]
+           if settings.combined else []))
     for name in rep["worst_case"]["structures"]:
         worst, label = worst_case_metrics(rep, name)
-        rows.append(_row(job, name, nominal[name], model, worst, label,
-                         unit=dose_unit(rep)))
+        rows.append(_row(job, name, nominal[name], model, worst, model, unit=dose_unit(rep),
+                         b_is=f"{label} ({which})"))
     return rows, list(rep.get("warnings", ()))
 
 
@@ -758,7 +774,7 @@ def _run_compare(job: JobSpec, out: Path, out_root: Path) -> JobRows:
 
         rows.append({**_row(job, s.name, metrics(s.metrics_a), model_a,
                             metrics(s.metrics_b), model_b, unit=result.a.unit,
-                            unit_b=result.b.unit), **gamma})
+                            unit_b=result.b.unit, b_is=B_COMPARED), **gamma})
     return rows or [{"structure": "", **gamma}], list(result.warnings)
 
 

@@ -109,14 +109,17 @@ def _check_summary(out: Path) -> None:
     lem = "LEM I chordoma, averaged"
     assert ptv["recalc-lem"]["model"] == lem and ptv["recalc-lem"]["d95_gy_rbe"] > 0
     ex = ptv["exchange"]
-    assert (ex["model"], ex["model_b"]) == ("mMKM", lem)
+    assert (ex["model"], ex["model_b"], ex["b_is"]) == ("mMKM", lem, "other model, same spots")
     assert ex["diff_mean_gy_rbe"] == pytest.approx(ex["mean_gy_rbe_b"] - ex["mean_gy_rbe"])
     rb = ptv["robust"]
-    assert rb["model_b"].endswith("min D98, D95, D50; max D2, Dmean, Dmax")
+    assert rb["b_is"].endswith("min D98, D95, D50; max D2, Dmean, Dmax "
+                               "(range ±3.5 %)")  # setup_error = 0
+    assert rb["model"] == rb["model_b"] == "mMKM"
     assert rb["d95_gy_rbe_b"] <= rb["d95_gy_rbe"]
     cmp_ = ptv["compare"]
     assert cmp_["gamma_criteria"].startswith("3") and 0 <= cmp_["gamma_pass_pct"] <= 100
     assert (cmp_["model"], cmp_["model_b"]) == ("mMKM", lem)  # plan (mMKM) vs recalc-lem
+    assert cmp_["b_is"] == "dose B of the comparison" and ptv["recalc-lem"]["b_is"] is None
     for job in ("recalc-lem", "exchange", "robust", "compare"):
         assert ptv[job]["unit"] == "Gy(RBE)", job
     assert ptv["recalc-lem"]["unit_b"] is None and ptv["compare"]["unit_b"] == "Gy(RBE)"
@@ -576,18 +579,22 @@ def test_robust_summary_row_gives_an_organs_highest_dose_and_names_each_extreme(
     monkeypatch.setattr(robust, "robust_files", lambda *a, **k: Result())
     ct = tmp_path / "ct"
     ct.mkdir()
-    outcome = run_job(JobSpec("rob", "robust", str(ct), {"plan": "p.dcm"}), tmp_path / "out")
+    options = {"plan": "p.dcm", "range_error": 2.5, "setup_directions": 14, "combined": True}
+    outcome = run_job(JobSpec("rob", "robust", str(ct), options), tmp_path / "out")
     assert outcome.status == "ok", outcome.error
     rows = {r["structure"]: r for r in outcome.rows}
     organ, target = rows["Brainstem"], rows["PTV"]
     assert [organ[f"{k}_b"] for k in ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe",
                                       "mean_gy_rbe", "max_gy_rbe")] == [0.3, 0.9, 14.8, 31, 14.4,
                                                                         46]
-    assert organ["model_b"] == "worst of 3 scenarios: max of each"
+    # model_b is a model (the worst case is under the plan's model); b_is says what b is.
+    assert organ["model"] == organ["model_b"] == target["model_b"] == "mMKM"
+    assert organ["b_is"] == ("worst of 3 scenarios: max of each "
+                             "(range ±2.5 %, setup 3 mm in 14 directions, and combined)")
     assert [target[f"{k}_b"] for k in ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe",
                                        "mean_gy_rbe", "max_gy_rbe")] == [46, 48, 54, 64, 59, 67]
-    assert target["model_b"] == ("worst of 3 scenarios: min D98, D95, D50; "
-                                 "max D2, Dmean, Dmax")
+    assert target["b_is"] == ("worst of 3 scenarios: min D98, D95, D50; max D2, Dmean, Dmax "
+                              "(range ±2.5 %, setup 3 mm in 14 directions, and combined)")
 
 
 def test_summary_csv_shows_float_noise_as_zero_and_json_keeps_it(tmp_path):
