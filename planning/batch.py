@@ -84,8 +84,12 @@ KINDS = ("plan", "recalc", "compare", "exchange", "robust")
 #: dose (the names stay, as report.json's keys do, for the readers of earlier summaries).
 #: ``warnings`` is the number of the job's warnings (:attr:`JobOutcome.warnings`, listed in
 #: its job.json), on each of its rows, so that a cohort's warned jobs can be found at a glance.
+#: ``patient_id`` and the prescription (``target``, ``prescription_dose`` in
+#: ``prescription_unit``, ``fractions``, ``prescription_model``) are those of the job's
+#: report.json (:func:`_context`; a compare job's: side A's plan, else B's, with no model).
 SUMMARY_COLUMNS = (
-    "job", "kind", "status", "error", "seconds", "warnings", "structure",
+    "job", "kind", "status", "error", "seconds", "warnings", "patient_id", "target",
+    "prescription_dose", "prescription_unit", "fractions", "prescription_model", "structure",
     "model", "unit", "d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe",
     "max_gy_rbe", "b_is", "model_b", "unit_b", "d98_gy_rbe_b", "d95_gy_rbe_b", "d50_gy_rbe_b",
     "d2_gy_rbe_b", "mean_gy_rbe_b",
@@ -635,13 +639,34 @@ def _side_model(dose_type: str, description: str) -> str:
     return _model_name(description) or "RBE-weighted, model not named"
 
 
+def _context(rep: Mapping[str, Any]) -> dict[str, Any]:
+    """The patient and prescription columns of a job's rows from its report.json ``rep``:
+    its ``patient`` and ``prescription`` (a compare report's: side A's plan's, else side
+    B's); None where the report names none."""
+    patient = rep.get("patient") or {}
+    rx = rep.get("prescription") or next(
+        (side["prescription"] for side in (rep.get("a"), rep.get("b"))
+         if isinstance(side, Mapping) and side.get("prescription")), None) or {}
+    return {"patient_id": patient.get("patient_id"), "target": rx.get("target"),
+            "prescription_dose": rx.get("total_dose_gy_rbe"),
+            "prescription_unit": rx.get("unit") if rx else None,
+            "fractions": rx.get("n_fractions"), "prescription_model": rx.get("model")}
+
+
+def _with_context(rows: Iterable[dict[str, Any]], rep: Mapping[str, Any]
+                  ) -> list[dict[str, Any]]:
+    """``rows`` with the patient and prescription columns of :func:`_context`."""
+    context = _context(rep)
+    return [{**context, **row} for row in rows]
+
+
 def _plan_rows(job: JobSpec, rep: Mapping[str, Any]) -> list[dict[str, Any]]:
     model = _model_name(str(rep.get("rbe_model", "")))
     rows = []
     for name, m in rep.get("structures", {}).items():
         a = {**m, "max_gy_rbe": m.get("dmax_gy_rbe", m.get("max_gy_rbe"))}
         rows.append(_row(job, name, a, model, unit=dose_unit(rep)))
-    return rows
+    return _with_context(rows, rep)
 
 
 #: What a job's run gives: its summary rows and the warnings of its report.
@@ -687,8 +712,9 @@ def _run_recalc(job: JobSpec, out: Path, *, exchange: bool = False) -> JobRows:
     lem = structure_metrics(view.lem_dose_gy_rbe, result.physical_dose_gy, samples,
                             labels=view.lem_labels)  # each structure within its LEM I tissue
     lem_name = short_model_name(view.lem_model)  # its tissue and rapid scheme
-    return [_row(job, name, mkm[name], "mMKM", lem[name], lem_name, b_is=B_OTHER_MODEL)
-            for name in samples], warnings
+    return _with_context([_row(job, name, mkm[name], "mMKM", lem[name], lem_name,
+                               b_is=B_OTHER_MODEL) for name in samples],
+                         result.report), warnings
 
 
 def _run_robust(job: JobSpec, out: Path) -> JobRows:
@@ -726,7 +752,7 @@ def _run_robust(job: JobSpec, out: Path) -> JobRows:
         worst, label = worst_case_metrics(rep, name)
         rows.append(_row(job, name, nominal[name], model, worst, model, unit=dose_unit(rep),
                          b_is=f"{label} ({which})"))
-    return rows, list(rep.get("warnings", ()))
+    return _with_context(rows, rep), list(rep.get("warnings", ()))
 
 
 def _resolve_side(value: str, out_root: Path) -> str:
@@ -775,7 +801,8 @@ def _run_compare(job: JobSpec, out: Path, out_root: Path) -> JobRows:
         rows.append({**_row(job, s.name, metrics(s.metrics_a), model_a,
                             metrics(s.metrics_b), model_b, unit=result.a.unit,
                             unit_b=result.b.unit, b_is=B_COMPARED), **gamma})
-    return rows or [{"structure": "", **gamma}], list(result.warnings)
+    return (_with_context(rows or [{"structure": "", **gamma}], result.to_report()),
+            list(result.warnings))
 
 
 def run_job(job: JobSpec, out_root: str | os.PathLike[str]) -> JobOutcome:
@@ -888,6 +915,18 @@ class BatchResult:
     outcomes: tuple[JobOutcome, ...]
     files: tuple[Path, ...]
     kept: tuple[JobOutcome, ...] = ()
+
+    def missing_structures(self) -> dict[str, list[str]]:
+        """By job of the jobs file: the structures that other jobs' rows name and its rows do
+        not (a patient without a Brainstem left no row, so a cohort statistic on it silently
+        left that patient out: review), in the order they first appear; jobs that miss none,
+        and jobs without structure rows (failed), are left out."""
+        named = {o.name: [str(r["structure"]) for r in o.rows if r.get("structure")]
+                 for o in (*self.outcomes, *self.kept)}
+        every = list(dict.fromkeys(n for names in named.values() for n in names))
+        missing = {o.name: [n for n in every if n not in named[o.name]] for o in self.outcomes
+                   if named[o.name]}
+        return {job: names for job, names in missing.items() if names}
 
     def counts(self) -> dict[str, int]:
         out = {"ok": 0, "skipped": 0, "error": 0, "kept": 0}

@@ -94,7 +94,9 @@ def _results(out: Path) -> list[dict]:
 
 def _check_summary(out: Path) -> None:
     header = (out / "summary.csv").read_text().splitlines()[0].split(",")
-    assert header[:7] == ["job", "kind", "status", "error", "seconds", "warnings", "structure"]
+    assert header[:13] == ["job", "kind", "status", "error", "seconds", "warnings", "patient_id",
+                           "target", "prescription_dose", "prescription_unit", "fractions",
+                           "prescription_model", "structure"]
     assert tuple(header) == SUMMARY_COLUMNS
     rows = json.loads((out / "summary.json").read_text())["rows"]
     status = {r["job"]: r["status"] for r in rows}
@@ -122,6 +124,12 @@ def _check_summary(out: Path) -> None:
     assert cmp_["b_is"] == "dose B of the comparison" and ptv["recalc-lem"]["b_is"] is None
     for job in ("recalc-lem", "exchange", "robust", "compare"):
         assert ptv[job]["unit"] == "Gy(RBE)", job
+        # The demo patient's plan of small_plan_dirs: 60 Gy(RBE) in 12 fractions to the PTV.
+        assert (ptv[job]["patient_id"], ptv[job]["target"], ptv[job]["prescription_dose"],
+                ptv[job]["prescription_unit"], ptv[job]["fractions"]) == (
+                    "IONPLAN-DEMO-001", "PTV", 60.0, "Gy(RBE)", 12), job
+    assert ptv["recalc-lem"]["prescription_model"] == "mMKM"  # the plan's, not the recalc's
+    assert ptv["compare"]["prescription_model"] is None  # an RT Dose side names none
     assert ptv["recalc-lem"]["unit_b"] is None and ptv["compare"]["unit_b"] == "Gy(RBE)"
     for job in ("recalc-lem", "exchange", "robust", "compare"):
         assert (out / job / "job.json").is_file()
@@ -727,3 +735,29 @@ def test_local_cluster_beside_another_on_port_8787_warns_of_nothing(tmp_path):
     address, warned = done.stdout.splitlines()
     assert address == "127.0.0.1"
     assert warned == ""
+
+
+def test_summary_rows_name_the_patient_and_the_prescription():
+    """A cohort table had no patient ID and no prescription: a patient with another ID showed
+    it only in a PDF's file name (review). Each row gives them from the job's report."""
+    from planning.batch import _context, _plan_rows
+
+    job = JobSpec(name="p02", kind="plan", ct="ct", options={})
+    rep = {"rbe_model": "LEM I chordoma rapid=averaged",
+           "patient": {"patient_id": "EXCH-002", "patient_name": "Exchange^Two"},
+           "prescription": {"target": "PTV", "total_dose_gy_rbe": 66.0, "n_fractions": 22,
+                            "unit": "Gy(RBE)", "model": "LEM I chordoma, averaged"},
+           "structures": {"PTV": {"d95_gy_rbe": 63.0}, "Brainstem": {"d2_gy_rbe": 40.0}}}
+    rows = _plan_rows(job, rep)
+    assert [(r["structure"], r["patient_id"], r["target"], r["prescription_dose"],
+             r["prescription_unit"], r["fractions"], r["prescription_model"]) for r in rows] == [
+        (name, "EXCH-002", "PTV", 66.0, "Gy(RBE)", 22, "LEM I chordoma, averaged")
+        for name in ("PTV", "Brainstem")]
+    # A compare report: the patient of its CT, the prescription of side A's plan, else B's.
+    rx = {"target": "GTV", "total_dose_gy_rbe": 2.0, "n_fractions": 1, "unit": "Gy"}
+    compared = {"patient": {"patient_id": "P9"}, "a": {"prescription": None},
+                "b": {"prescription": rx}}
+    assert _context(compared) == {"patient_id": "P9", "target": "GTV", "prescription_dose": 2.0,
+                                  "prescription_unit": "Gy", "fractions": 1,
+                                  "prescription_model": None}
+    assert set(_context({}).values()) == {None}

@@ -338,3 +338,31 @@ def test_a_second_jobs_file_into_the_same_folder_keeps_the_first_one_s_rows(clus
     assert result.counts() == {"ok": 0, "skipped": 1, "error": 0, "kept": 2}
     (out / "rec" / "job.json").write_text('{"status": "error"}')  # no finished job: no row
     assert [o.name for o in batch.run_batch(other, out).kept] == ["cmp"]
+
+
+def test_the_batch_names_jobs_without_a_row_for_a_structure_other_jobs_report(
+        cluster, tmp_path, capsys, monkeypatch):
+    """A patient without a Brainstem planned "ok" with one row fewer, and a cohort statistic on
+    the Brainstem silently left it out (review): the batch names such a job."""
+    from planning.cli import main
+
+    result = batch.BatchResult(
+        (batch.JobOutcome("p01", "plan", "ok", rows=({"structure": "PTV"},
+                                                     {"structure": "Brainstem"})),
+         batch.JobOutcome("p03", "plan", "ok", rows=({"structure": "PTV"},)),
+         batch.JobOutcome("p04", "plan", "error", "damaged CT")), (),
+        kept=(batch.JobOutcome("p05", "plan", "kept", rows=({"structure": "Lens L"},)),))
+    assert result.missing_structures() == {"p01": ["Lens L"], "p03": ["Brainstem", "Lens L"]}
+    jobs = _jobs(tmp_path, _rec("lem1"), _rec("mkm", "other"))
+    cluster_rows = {"rec": ["PTV", "Brainstem"], "other": ["PTV"]}
+    original = batch._run_recalc  # the cluster fixture's stub
+
+    def rows_by_job(job, out, exchange=False):
+        original(job, out, exchange)
+        return [{"structure": n} for n in cluster_rows[job.name]], []
+
+    monkeypatch.setattr(batch, "_run_recalc", rows_by_job)
+    assert main(["batch", str(jobs), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "note: job 'other' has no row for Brainstem, which other jobs report" in err
+    assert "job 'rec' has no row" not in err
