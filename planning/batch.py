@@ -79,9 +79,10 @@ KINDS = ("plan", "recalc", "compare", "exchange", "robust")
 #: says what side b is (:data:`B_OTHER_MODEL`, :data:`B_COMPARED`, or for robust e.g.
 #: ``"worst of 9 scenarios: max of each (range ±3.5 %, setup 3 mm in 6 directions)"``);
 #: ``model`` and ``model_b`` are always the models of the doses (a robust job's worst case is
-#: under the plan's model, as its nominal dose). ``unit`` and ``unit_b`` say
-#: what the ``*_gy_rbe`` columns of a and b hold: ``"Gy(RBE)"``, or ``"Gy"`` for a physical
-#: dose (the names stay, as report.json's keys do, for the readers of earlier summaries).
+#: under the plan's model, as its nominal dose). The dose columns (``d98`` ... ``max``, their
+#: ``_b`` and ``diff_``) name no unit: ``unit`` and ``unit_b`` say what those of a and b hold,
+#: ``"Gy(RBE)"``, or ``"Gy"`` for a physical dose (they were ``*_gy_rbe`` until 2026-12-07,
+#: Gy or not; rows of job.json files written before are read under the new names).
 #: ``warnings`` is the number of the job's warnings (:attr:`JobOutcome.warnings`, listed in
 #: its job.json), on each of its rows, so that a cohort's warned jobs can be found at a glance.
 #: ``patient_id`` and the prescription (``target``, ``prescription_dose`` in
@@ -90,18 +91,22 @@ KINDS = ("plan", "recalc", "compare", "exchange", "robust")
 SUMMARY_COLUMNS = (
     "job", "kind", "status", "error", "seconds", "warnings", "patient_id", "target",
     "prescription_dose", "prescription_unit", "fractions", "prescription_model", "structure",
-    "model", "unit", "d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe",
-    "max_gy_rbe", "b_is", "model_b", "unit_b", "d98_gy_rbe_b", "d95_gy_rbe_b", "d50_gy_rbe_b",
-    "d2_gy_rbe_b", "mean_gy_rbe_b",
-    "max_gy_rbe_b", "diff_d98_gy_rbe", "diff_d95_gy_rbe", "diff_d50_gy_rbe", "diff_d2_gy_rbe",
-    "diff_mean_gy_rbe", "diff_max_gy_rbe", "gamma_criteria", "gamma_pass_pct",
-    "gamma2_criteria", "gamma2_pass_pct",
+    "model", "unit", "d98", "d95", "d50", "d2", "mean", "max",
+    "b_is", "model_b", "unit_b", "d98_b", "d95_b", "d50_b", "d2_b", "mean_b", "max_b",
+    "diff_d98", "diff_d95", "diff_d50", "diff_d2", "diff_mean", "diff_max",
+    "gamma_criteria", "gamma_pass_pct", "gamma2_criteria", "gamma2_pass_pct",
 )
 #: ``b_is`` of an exchange job's rows: the plan's spots under the other model (LEM I).
 B_OTHER_MODEL = "other model, same spots"
 #: ``b_is`` of a compare job's rows.
 B_COMPARED = "dose B of the comparison"
+#: The metrics' keys in reports (and in rows given to :func:`_row`) and their summary columns.
 _METRICS = ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe", "max_gy_rbe")
+_DOSES = {k: k.removesuffix("_gy_rbe") for k in _METRICS}
+#: The summary's dose columns (a, b and b - a), and the names they had before 2026-12-07.
+_DOSE_COLUMNS = frozenset(c for d in _DOSES.values() for c in (d, f"{d}_b", f"diff_{d}"))
+_FORMER_NAMES = {former: now for k, d in _DOSES.items() for former, now in
+                 ((k, d), (f"{k}_b", f"{d}_b"), (f"diff_{k}", f"diff_{d}"))}
 
 #: Options each kind accepts besides name, kind and ct (long option names, ``_`` for ``-``).
 OPTIONS: dict[str, frozenset[str]] = {
@@ -617,12 +622,12 @@ def _row(job: JobSpec, structure: str, a: Mapping[str, Any] | None, model: str =
                            "b_is": b_is if b is not None else None,
                            "unit": unit if a is not None else None,
                            "unit_b": unit_b if b is not None else None}
-    for k in _METRICS:
+    for k, column in _DOSES.items():
         va = None if a is None else a.get(k)
         vb = None if b is None else b.get(k)
-        row[k] = va
-        row[f"{k}_b"] = vb
-        row[f"diff_{k}"] = None if va is None or vb is None or not difference else vb - va
+        row[column] = va
+        row[f"{column}_b"] = vb
+        row[f"diff_{column}"] = None if va is None or vb is None or not difference else vb - va
     return row
 
 
@@ -943,7 +948,8 @@ def summary_rows(outcomes: Iterable[JobOutcome]) -> list[dict[str, Any]]:
                 "seconds": round(o.seconds, 3), "warnings": len(o.warnings)}
         for r in o.rows or ({"structure": ""},):
             row = dict.fromkeys(SUMMARY_COLUMNS)
-            row.update({k: v for k, v in r.items() if k in row})
+            named = {_FORMER_NAMES.get(k, k): v for k, v in r.items()}  # an older job.json's
+            row.update({k: v for k, v in named.items() if k in row})
             row.update(head)
             rows.append(row)
     return rows
@@ -973,7 +979,7 @@ def _csv_cell(column: str, value: Any) -> Any:
     """A summary.csv cell: "" for no value, a dose rounded to :data:`CSV_DOSE_DECIMALS`."""
     if value is None:
         return ""
-    if column.endswith(("_gy_rbe", "_gy_rbe_b")) and isinstance(value, float):
+    if column in _DOSE_COLUMNS and isinstance(value, float):
         return round(value, CSV_DOSE_DECIMALS) + 0.0  # + 0.0: no "-0.0"
     return value
 

@@ -109,15 +109,15 @@ def _check_summary(out: Path) -> None:
     # Models named as the Dose tab names them, the same in every kind of job (a recalc's
     # LEM I was "LEM", an exchange's "LEM I", a compare's sides "A" and "B": review).
     lem = "LEM I chordoma, averaged"
-    assert ptv["recalc-lem"]["model"] == lem and ptv["recalc-lem"]["d95_gy_rbe"] > 0
+    assert ptv["recalc-lem"]["model"] == lem and ptv["recalc-lem"]["d95"] > 0
     ex = ptv["exchange"]
     assert (ex["model"], ex["model_b"], ex["b_is"]) == ("mMKM", lem, "other model, same spots")
-    assert ex["diff_mean_gy_rbe"] == pytest.approx(ex["mean_gy_rbe_b"] - ex["mean_gy_rbe"])
+    assert ex["diff_mean"] == pytest.approx(ex["mean_b"] - ex["mean"])
     rb = ptv["robust"]
     assert rb["b_is"].endswith("min D98, D95, D50; max D2, Dmean, Dmax "
                                "(range ±3.5 %)")  # setup_error = 0
     assert rb["model"] == rb["model_b"] == "mMKM"
-    assert rb["d95_gy_rbe_b"] <= rb["d95_gy_rbe"]
+    assert rb["d95_b"] <= rb["d95"]
     cmp_ = ptv["compare"]
     assert cmp_["gamma_criteria"].startswith("3") and 0 <= cmp_["gamma_pass_pct"] <= 100
     assert (cmp_["model"], cmp_["model_b"]) == ("mMKM", lem)  # plan (mMKM) vs recalc-lem
@@ -552,8 +552,9 @@ def test_batch_prints_each_warning_with_its_job_and_no_dask_info(tmp_path_factor
     # Its summary rows: each dose in its unit, no difference of the two, no gamma.
     rows = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"]
     ptv = next(r for r in rows if r["structure"] == "PTV")
-    assert ptv["model"] == "physical dose" and ptv["d95_gy_rbe_b"] > 1.5 * ptv["d95_gy_rbe"]
-    assert all(r[f"diff_{k}_gy_rbe"] is None for r in rows
+    assert ptv["model"] == "physical dose" and ptv["d95_b"] > 1.5 * ptv["d95"]
+    assert (ptv["unit"], ptv["unit_b"]) == ("Gy", "Gy(RBE)")
+    assert all(r[f"diff_{k}"] is None for r in rows
                for k in ("d98", "d95", "d50", "d2", "mean", "max"))
     assert all(r.get("gamma_pass_pct") is None for r in rows)
 
@@ -592,15 +593,14 @@ def test_robust_summary_row_gives_an_organs_highest_dose_and_names_each_extreme(
     assert outcome.status == "ok", outcome.error
     rows = {r["structure"]: r for r in outcome.rows}
     organ, target = rows["Brainstem"], rows["PTV"]
-    assert [organ[f"{k}_b"] for k in ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe",
-                                      "mean_gy_rbe", "max_gy_rbe")] == [0.3, 0.9, 14.8, 31, 14.4,
-                                                                        46]
+    assert [organ[f"{k}_b"] for k in ("d98", "d95", "d50", "d2", "mean", "max")] == [
+        0.3, 0.9, 14.8, 31, 14.4, 46]
     # model_b is a model (the worst case is under the plan's model); b_is says what b is.
     assert organ["model"] == organ["model_b"] == target["model_b"] == "mMKM"
     assert organ["b_is"] == ("worst of 3 scenarios: max of each "
                              "(range ±2.5 %, setup 3 mm in 14 directions, and combined)")
-    assert [target[f"{k}_b"] for k in ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe",
-                                       "mean_gy_rbe", "max_gy_rbe")] == [46, 48, 54, 64, 59, 67]
+    assert [target[f"{k}_b"] for k in ("d98", "d95", "d50", "d2", "mean", "max")] == [
+        46, 48, 54, 64, 59, 67]
     assert target["b_is"] == ("worst of 3 scenarios: min D98, D95, D50; max D2, Dmean, Dmax "
                               "(range ±2.5 %, setup 3 mm in 14 directions, and combined)")
 
@@ -613,20 +613,20 @@ def test_summary_csv_shows_float_noise_as_zero_and_json_keeps_it(tmp_path):
 
     from planning.batch import JobOutcome, write_summary
 
-    a = {"d50_gy_rbe": 1.0248107e-08, "d2_gy_rbe": 19.008229675, "mean_gy_rbe": 1.37506116}
-    b = {"d50_gy_rbe": 6.0208193e-08, "d2_gy_rbe": 31.493018799, "mean_gy_rbe": 2.25618617}
+    a = {"d50": 1.0248107e-08, "d2": 19.008229675, "mean": 1.37506116}
+    b = {"d50": 6.0208193e-08, "d2": 31.493018799, "mean": 2.25618617}
     row = {"structure": "External", "model": "mMKM", "model_b": "LEM I",
            **a, **{f"{k}_b": v for k, v in b.items()},
-           **{f"diff_{k}": b[k] - a[k] for k in a}, "diff_d98_gy_rbe": -4.0e-9}
+           **{f"diff_{k}": b[k] - a[k] for k in a}, "diff_d98": -4.0e-9}
     csv_path, json_path = write_summary(
         [JobOutcome("ex", "exchange", "ok", seconds=1.0, rows=(row,))], tmp_path)
     (written,) = list(csv.DictReader(csv_path.open()))
-    assert written["d50_gy_rbe"] == written["d50_gy_rbe_b"] == "0.0"
-    assert written["diff_d50_gy_rbe"] == "0.0" and written["diff_d98_gy_rbe"] == "0.0"
-    assert written["d2_gy_rbe"] == "19.0082" and written["diff_d2_gy_rbe"] == "12.4848"
-    assert written["mean_gy_rbe_b"] == "2.2562" and written["seconds"] == "1.0"
+    assert written["d50"] == written["d50_b"] == "0.0"
+    assert written["diff_d50"] == "0.0" and written["diff_d98"] == "0.0"
+    assert written["d2"] == "19.0082" and written["diff_d2"] == "12.4848"
+    assert written["mean_b"] == "2.2562" and written["seconds"] == "1.0"
     (kept,) = json.loads(json_path.read_text())["rows"]
-    assert kept["d50_gy_rbe"] == 1.0248107e-08 and kept["d2_gy_rbe"] == 19.008229675
+    assert kept["d50"] == 1.0248107e-08 and kept["d2"] == 19.008229675
 
 
 def test_summary_counts_each_jobs_warnings_and_keeps_failed_jobs(tmp_path):
@@ -668,12 +668,12 @@ def test_summary_rows_say_the_unit_of_their_doses():
                       ({"rbe_model": "mMKM ...", "dose_unit": "Gy(RBE)"}, "Gy(RBE)"),
                       ({"rbe_model": "mMKM ...", "dose_unit": "Gy"}, "Gy")):
         (row,) = _plan_rows(job, {**rep, "structures": {"PTV": metrics}})
-        assert (row["unit"], row["unit_b"], row["max_gy_rbe"]) == (unit, None, 21.0)
+        assert (row["unit"], row["unit_b"], row["max"]) == (unit, None, 21.0)
     mixed = _row(job, "PTV", {"mean_gy_rbe": 20.0}, "physical dose", {"mean_gy_rbe": 50.0},
                  "mMKM", unit="Gy", unit_b="Gy(RBE)")
-    assert (mixed["unit"], mixed["unit_b"], mixed["diff_mean_gy_rbe"]) == ("Gy", "Gy(RBE)", None)
+    assert (mixed["unit"], mixed["unit_b"], mixed["diff_mean"]) == ("Gy", "Gy(RBE)", None)
     same = _row(job, "PTV", {"mean_gy_rbe": 20.0}, "mMKM", {"mean_gy_rbe": 21.0}, "LEM I")
-    assert (same["unit_b"], same["diff_mean_gy_rbe"]) == ("Gy(RBE)", 1.0)
+    assert (same["unit_b"], same["diff_mean"]) == ("Gy(RBE)", 1.0)
 
 
 def test_a_plan_job_is_named_by_its_label_or_its_job_name(tmp_path, monkeypatch):
@@ -761,3 +761,18 @@ def test_summary_rows_name_the_patient_and_the_prescription():
                                   "prescription_unit": "Gy", "fractions": 1,
                                   "prescription_model": None}
     assert set(_context({}).values()) == {None}
+
+
+def test_summary_dose_columns_name_no_unit_and_older_job_rows_are_read():
+    """The dose columns were named *_gy_rbe while ``unit`` said Gy for a physical dose (review):
+    they name no unit; ``unit`` says it. A job.json written before keeps its doses."""
+    from planning.batch import JobOutcome, summary_rows
+
+    assert not [c for c in SUMMARY_COLUMNS if "gy" in c.lower()]
+    assert SUMMARY_COLUMNS[SUMMARY_COLUMNS.index("unit"):][:7] == (
+        "unit", "d98", "d95", "d50", "d2", "mean", "max")
+    older = {"structure": "PTV", "model": "physical dose", "unit": "Gy", "d95_gy_rbe": 17.03,
+             "max_gy_rbe_b": 19.6, "diff_d2_gy_rbe": 0.5}
+    (row,) = summary_rows([JobOutcome("phys", "recalc", "skipped", rows=(older,))])
+    assert (row["unit"], row["d95"], row["max_b"], row["diff_d2"]) == ("Gy", 17.03, 19.6, 0.5)
+    assert set(row) == set(SUMMARY_COLUMNS)
