@@ -18,7 +18,9 @@ and the Python warnings made while it runs, its robust scenario tasks' too:
 for the command line to print with the job's name. What needs no computing (the kind, option
 names and types, paths that do not exist, numbers that must be above 0, the RBE model and
 LEM I tissue) is checked when the file is read: such a job is reported as failed before any
-job runs. A finished job (``NAME/job.json`` with status ok, the same options and, for a job
+job runs. A job that fails leaves the folder of its earlier run, if any, as it was, but marks
+its job.json (``last_run_failed``) and says so in its error (:func:`keep_previous`). A finished
+job (``NAME/job.json`` with status ok, the same options and, for a job
 that evaluates LEM I, the same LEM I model once its defaults are resolved) is skipped unless
 ``rerun``. Robust jobs run their scenarios as further tasks on the same cluster.
 
@@ -831,7 +833,8 @@ def run_job(job: JobSpec, out_root: str | os.PathLike[str]) -> JobOutcome:
             warnings = _distinct([*logged, *reported])
             atomic_write_text(partial / "job.json", json.dumps(
                 {"job": job.name, "kind": job.kind, "status": "ok", "seconds": seconds,
-                 "signature": job.signature(), "rows": _json_ready(rows),
+                 "finished": _utc_now(), "signature": job.signature(),
+                 "rows": _json_ready(rows),
                  "warnings": list(warnings)}, indent=1) + "\n")
             _publish(partial, root / job.name)
             return JobOutcome(job.name, job.kind, "ok", "", seconds, tuple(rows), warnings)
@@ -854,6 +857,42 @@ def _run_kind(job: JobSpec, partial: Path, root: Path) -> JobRows:
     if job.kind == "robust":
         return _run_robust(job, partial)
     return _run_compare(job, partial, root)
+
+
+def _utc_now(seconds: float | None = None) -> str:
+    """A time (now by default) as ``"2026-12-07 20:31:05 UTC"``."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+
+def keep_previous(outcome: JobOutcome, out_root: Path) -> JobOutcome:
+    """A failed job whose folder holds the complete result of an earlier run (its job.json
+    with status ok): that job.json gets ``last_run_failed`` (the error, when, and when the
+    result it holds was finished), and the outcome's error says the earlier result is kept,
+    so that neither the folder nor the summary passes it off as the last run's. Any other
+    outcome is returned as it is."""
+    if outcome.status != "error":
+        return outcome
+    path = out_root / outcome.name / "job.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        modified = path.stat().st_mtime
+    except (OSError, ValueError):
+        return outcome
+    if not isinstance(data, dict) or data.get("status") != "ok":
+        return outcome
+    earlier = data.get("last_run_failed")
+    finished = str(data.get("finished") or (earlier or {}).get("result_finished")
+                   or _utc_now(modified))  # a job.json written before "finished" was kept
+    data["last_run_failed"] = {
+        "error": outcome.error, "at": _utc_now(), "result_finished": finished,
+        "note": "this folder holds the result of an earlier run, not of the last run of this "
+                "job, which failed"}
+    try:
+        atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+    except OSError:
+        log.warning("%s: could not mark the earlier result as kept after a failed run", path)
+    return replace(outcome, error=f"{outcome.error} (the earlier result of {finished} is kept "
+                                  f"in {outcome.name}/, marked in its job.json)")
 
 
 def _distinct(messages: Iterable[str]) -> tuple[str, ...]:
@@ -1061,14 +1100,15 @@ def run_batch(jobs_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
             outcomes[job.name] = done
         else:
             todo.append(job)
-    for o in outcomes.values():
+    for o in list(outcomes.values()):
+        outcomes[o.name] = o = keep_previous(o, root)
         if on_job is not None:
             on_job(o)
     n = len(jobs)
     report(progress, len(outcomes) / n, f"{len(todo)} jobs to run")
     if todo:
         for o in _run_on_cluster(todo, root, scheduler, workers):
-            outcomes[o.name] = o
+            outcomes[o.name] = o = keep_previous(o, root)
             if on_job is not None:
                 on_job(o)
             report(progress, len(outcomes) / n, f"job {o.name} {o.status}")

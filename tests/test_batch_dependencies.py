@@ -164,7 +164,7 @@ def test_compare_of_a_failed_or_impossible_job_does_not_read_its_old_folder(clus
     cluster.fail = {"rec"}  # fails at run time: its lem1 folder stays
     result = batch.run_batch(_jobs(tmp_path, _rec("mkm"), _cmp()), out)
     errors = {o.name: (o.status, o.error) for o in result.outcomes}
-    assert errors["rec"] == ("error", "rec: stub failure")
+    assert errors["rec"][0] == "error" and errors["rec"][1].startswith("rec: stub failure")
     assert errors["cmp"][0] == "error" and "'rec'" in errors["cmp"][1]
     assert "failed" in errors["cmp"][1]
     # A job that cannot run at all (unknown option): its reader is not even submitted.
@@ -366,3 +366,32 @@ def test_the_batch_names_jobs_without_a_row_for_a_structure_other_jobs_report(
     err = capsys.readouterr().err
     assert "note: job 'other' has no row for Brainstem, which other jobs report" in err
     assert "job 'rec' has no row" not in err
+
+
+def test_a_failed_rerun_marks_the_earlier_result_its_folder_keeps(cluster, tmp_path):
+    """A job whose rerun failed left its earlier, complete folder with nothing to say so, while
+    the summary reported the job as failed (review): its job.json and its error say it."""
+    out = tmp_path / "out"
+    batch.run_batch(_jobs(tmp_path, _rec("lem1")), out)
+    finished = json.loads((out / "rec" / "job.json").read_text())["finished"]
+    assert finished.endswith(" UTC")
+    cluster.fail = {"rec"}
+    for _ in range(2):  # a second failure keeps the time of the result, not of the first mark
+        (failed,) = batch.run_batch(_jobs(tmp_path, _rec("mkm")), out).outcomes
+        assert failed.status == "error"
+        assert failed.error == (f"rec: stub failure (the earlier result of {finished} is kept "
+                                "in rec/, marked in its job.json)")
+        stored = json.loads((out / "rec" / "job.json").read_text())
+        assert stored["status"] == "ok" and (out / "rec" / "rbe.txt").read_text() == "lem1"
+        mark = stored["last_run_failed"]
+        assert (mark["error"], mark["result_finished"]) == ("rec: stub failure", finished)
+        assert "not of the last run" in mark["note"]
+    (row,) = json.loads((out / "summary.json").read_text())["rows"]
+    assert row["error"] == failed.error
+    cluster.fail = set()
+    batch.run_batch(_jobs(tmp_path, _rec("mkm")), out)
+    assert "last_run_failed" not in json.loads((out / "rec" / "job.json").read_text())
+    # A job without an earlier folder: its error as it is.
+    cluster.fail = {"new"}
+    outcomes = batch.run_batch(_jobs(tmp_path, _rec("mkm", "new")), out).outcomes
+    assert outcomes[0].error == "new: stub failure"
