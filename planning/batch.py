@@ -18,20 +18,27 @@ and the Python warnings made while it runs, its robust scenario tasks' too:
 for the command line to print with the job's name. What needs no computing (the kind, option
 names and types, paths that do not exist, numbers that must be above 0, the RBE model and
 LEM I tissue) is checked when the file is read: such a job is reported as failed before any
-job runs. A finished job (``NAME/job.json`` with status ok, the same options and, for a job
+job runs. A job that fails leaves the folder of its earlier run, if any, as it was, but marks
+its job.json (``last_run_failed``) and says so in its error (:func:`keep_previous`). A finished
+job (``NAME/job.json`` with status ok, the same options and, for a job
 that evaluates LEM I, the same LEM I model once its defaults are resolved) is skipped unless
 ``rerun``. Robust jobs run their scenarios as further tasks on the same cluster.
 
-A compare job whose ``a`` or ``b`` names another job reads that job's folder: it runs after that
-job wherever the two are listed (:func:`schedule_jobs`), its signature holds that job's, and it
-is skipped only when that job is skipped too, so it never reports numbers of an older run. It
-fails, without running, when that job fails or cannot run. A cycle, or a name that is neither
-a job nor a folder of ``--out`` nor a path beside the jobs file, stops the batch before any job
-runs.
+A job whose ``plan`` (recalc, exchange, robust: the RTPLAN.dcm in that job's folder) or ``a``
+or ``b`` (compare) names another job reads that job's folder: it runs after that job wherever
+the two are listed (:func:`schedule_jobs`), its signature holds that job's, and it is skipped
+only when that job is skipped too, so it never reports numbers of an older run. It fails,
+without running, when that job fails or cannot run. A path into the folder of a job of the
+file in ``--out`` (``run1/p01-plan/RTPLAN.dcm``) is that job, with the same order. A cycle, a
+``plan`` naming a compare job, or a name that is neither a job nor a folder of ``--out`` nor a
+path beside the jobs file, stops the batch before any job runs.
 
 The summary (``summary.csv``, ``summary.json``, written atomically at the end) has a row per
 job and structure (:data:`SUMMARY_COLUMNS`), with the number of the job's warnings; a job
-without structures, or one that failed, has one row with an empty structure. summary.csv gives
+without structures, or one that failed, has one row with an empty structure. The finished job
+folders of ``--out`` that this jobs file does not name (an earlier run with another jobs file)
+keep their rows, from their job.json, after this file's jobs, with status ``kept``
+(:func:`kept_outcomes`). summary.csv gives
 doses to :data:`CSV_DOSE_DECIMALS` decimals, summary.json every digit.
 """
 
@@ -70,22 +77,38 @@ KINDS = ("plan", "recalc", "compare", "exchange", "robust")
 #: job's dose (plan, recalc), mMKM (exchange), A (compare) or the nominal scenario (robust);
 #: ``b`` metrics LEM I (exchange), B (compare) or the worst case over the scenarios (robust:
 #: a target's lowest D98/D95/D50 and highest D2/mean/max, any other structure's highest of
-#: each, :func:`planning.robust_tables.worst_case_metrics`; ``model_b`` says which, e.g.
-#: ``"worst of 9 scenarios: max of each"``); ``diff_*`` = b - a. ``unit`` and ``unit_b`` say
-#: what the ``*_gy_rbe`` columns of a and b hold: ``"Gy(RBE)"``, or ``"Gy"`` for a physical
-#: dose (the names stay, as report.json's keys do, for the readers of earlier summaries).
+#: each, :func:`planning.robust_tables.worst_case_metrics`); ``diff_*`` = b - a. ``b_is``
+#: says what side b is (:data:`B_OTHER_MODEL`, :data:`B_COMPARED`, or for robust e.g.
+#: ``"worst of 9 scenarios: max of each (range ±3.5 %, setup 3 mm in 6 directions)"``);
+#: ``model`` and ``model_b`` are always the models of the doses (a robust job's worst case is
+#: under the plan's model, as its nominal dose). The dose columns (``d98`` ... ``max``, their
+#: ``_b`` and ``diff_``) name no unit: ``unit`` and ``unit_b`` say what those of a and b hold,
+#: ``"Gy(RBE)"``, or ``"Gy"`` for a physical dose (they were ``*_gy_rbe`` until 2026-12-07,
+#: Gy or not; rows of job.json files written before are read under the new names).
 #: ``warnings`` is the number of the job's warnings (:attr:`JobOutcome.warnings`, listed in
 #: its job.json), on each of its rows, so that a cohort's warned jobs can be found at a glance.
+#: ``patient_id`` and the prescription (``target``, ``prescription_dose`` in
+#: ``prescription_unit``, ``fractions``, ``prescription_model``) are those of the job's
+#: report.json (:func:`_context`; a compare job's: side A's plan, else B's, with no model).
 SUMMARY_COLUMNS = (
-    "job", "kind", "status", "error", "seconds", "warnings", "structure",
-    "model", "unit", "d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe",
-    "max_gy_rbe", "model_b", "unit_b", "d98_gy_rbe_b", "d95_gy_rbe_b", "d50_gy_rbe_b",
-    "d2_gy_rbe_b", "mean_gy_rbe_b",
-    "max_gy_rbe_b", "diff_d98_gy_rbe", "diff_d95_gy_rbe", "diff_d50_gy_rbe", "diff_d2_gy_rbe",
-    "diff_mean_gy_rbe", "diff_max_gy_rbe", "gamma_criteria", "gamma_pass_pct",
-    "gamma2_criteria", "gamma2_pass_pct",
+    "job", "kind", "status", "error", "seconds", "warnings", "patient_id", "target",
+    "prescription_dose", "prescription_unit", "fractions", "prescription_model", "structure",
+    "model", "unit", "d98", "d95", "d50", "d2", "mean", "max",
+    "b_is", "model_b", "unit_b", "d98_b", "d95_b", "d50_b", "d2_b", "mean_b", "max_b",
+    "diff_d98", "diff_d95", "diff_d50", "diff_d2", "diff_mean", "diff_max",
+    "gamma_criteria", "gamma_pass_pct", "gamma2_criteria", "gamma2_pass_pct",
 )
+#: ``b_is`` of an exchange job's rows: the plan's spots under the other model (LEM I).
+B_OTHER_MODEL = "other model, same spots"
+#: ``b_is`` of a compare job's rows.
+B_COMPARED = "dose B of the comparison"
+#: The metrics' keys in reports (and in rows given to :func:`_row`) and their summary columns.
 _METRICS = ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe", "mean_gy_rbe", "max_gy_rbe")
+_DOSES = {k: k.removesuffix("_gy_rbe") for k in _METRICS}
+#: The summary's dose columns (a, b and b - a), and the names they had before 2026-12-07.
+_DOSE_COLUMNS = frozenset(c for d in _DOSES.values() for c in (d, f"{d}_b", f"diff_{d}"))
+_FORMER_NAMES = {former: now for k, d in _DOSES.items() for former, now in
+                 ((k, d), (f"{k}_b", f"{d}_b"), (f"diff_{k}", f"diff_{d}"))}
 
 #: Options each kind accepts besides name, kind and ct (long option names, ``_`` for ``-``).
 OPTIONS: dict[str, frozenset[str]] = {
@@ -106,6 +129,8 @@ OPTIONS: dict[str, frozenset[str]] = {
 _REQUIRED = {"plan": ("target", "dose", "fractions", "gantry"), "recalc": ("plan",),
              "exchange": ("plan",), "robust": ("plan",), "compare": ("a", "b")}
 _PATHS = ("ct", "plan", "a", "b", "config", "hlut", "machine")
+#: Options that may name another job (its folder in the output folder) instead of a path.
+_JOB_KEYS = ("plan", "a", "b")
 #: The type each option must have in a jobs file (TOML's: true is not 1, 1.9 not 1).
 _NUMBERS = frozenset({"dose", "rbe_value", "spot_spacing", "grid", "range_error", "setup_error",
                       "threshold", "prescription"})
@@ -154,6 +179,13 @@ fractions = 16
 gantry = [90, 270]
 rbe = "mkm"
 label = "p01 PTV C12"    # the plan's name (RT Plan Name); default: the job's name
+
+[[job]]
+name = "p01-lem"
+kind = "recalc"
+ct = "patients/p01"
+plan = "p01-plan"       # another job's plan (its RTPLAN.dcm; that job runs first)
+rbe = "lem1"
 
 [[job]]
 name = "p02-recalc-lem"
@@ -255,20 +287,23 @@ class JobSpec:
             return None
 
     def reads(self) -> tuple[str, ...]:
-        """Names of the folders in the output folder that this job reads (``a`` / ``b`` of a
-        compare job given as another job's name), in option order, without repeats."""
+        """Names of the folders in the output folder that this job reads (``plan``, ``a`` or
+        ``b`` given as another job's name, or as a path into its folder), in option order,
+        without repeats."""
         if self.problem:
             return ()
-        names = [v[4:] for k in ("a", "b")
+        names = [_read_job(v) for k in _JOB_KEYS
                  if isinstance(v := self.options.get(k), str) and v.startswith("job:")]
         return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """A job's result: status ``ok``, ``error`` or ``skipped``, its summary rows and its
-    warnings (its reports', and what was logged at WARNING or warned of with Python warnings
-    while it ran, :mod:`planning.log_capture`; a skipped job's are its earlier run's)."""
+    """A job's result: status ``ok``, ``error`` or ``skipped`` (or ``kept``: a finished job
+    folder in the output folder that this jobs file does not name, :func:`kept_outcomes`), its
+    summary rows and its warnings (its reports', and what was logged at WARNING or warned of
+    with Python warnings while it ran, :mod:`planning.log_capture`; a skipped or kept job's
+    are its earlier run's)."""
 
     name: str
     kind: str
@@ -279,9 +314,10 @@ class JobOutcome:
     warnings: tuple[str, ...] = ()
 
     def line(self) -> str:
-        """One terminal line; a skipped job's time is its earlier run's, and says so."""
+        """One terminal line; a skipped or kept job's time is its earlier run's, and says so."""
         took = (f"(up to date; its run took {self.seconds:.1f} s)" if self.status == "skipped"
-                else f"in {self.seconds:.1f} s")
+                else f"(not in this jobs file; its earlier run took {self.seconds:.1f} s)"
+                if self.status == "kept" else f"in {self.seconds:.1f} s")
         text = f"job {self.name} ({self.kind}): {self.status} {took}"
         return f"{text}: {self.error}" if self.error else text
 
@@ -295,8 +331,35 @@ def _key(name: str) -> str:
     return name.strip().replace("-", "_")
 
 
-def load_jobs(path: str | os.PathLike[str]) -> list[JobSpec]:
+def _read_job(value: str) -> str:
+    """The job a ``job:NAME`` or ``job:NAME/FILE`` option value reads."""
+    return value[4:].split("/", 1)[0]
+
+
+def _job_reference(raw: str, target: Path, base: Path, out_root: Path | None,
+                   names: frozenset[str]) -> str | None:
+    """``job:NAME`` (or ``job:NAME/FILE``) when an option of :data:`_JOB_KEYS` names another
+    job's folder: a relative name with nothing of that name beside the jobs file, or any path
+    into the folder of a job of this file in ``out_root`` (ordered after that job, not read
+    as whatever an older run left there); else None."""
+    if out_root is not None:
+        full = Path(os.path.normpath(target if target.is_absolute() else base / target))
+        try:
+            inside = full.relative_to(out_root).parts
+        except ValueError:
+            inside = ()
+        if inside and inside[0] in names:
+            return "job:" + "/".join(inside)
+    if not target.is_absolute() and not (base / target).exists():
+        return f"job:{raw}"
+    return None
+
+
+def load_jobs(path: str | os.PathLike[str],
+              out_root: str | os.PathLike[str] | None = None) -> list[JobSpec]:
     """Read a jobs file; a job with a bad kind or options gets a ``problem``, not an error.
+    ``plan``, ``a`` and ``b`` may name another job (``job:NAME``, see :func:`schedule_jobs`),
+    or, with the batch's output folder ``out_root``, a path into a job's folder there.
 
     Raises
     ------
@@ -324,6 +387,8 @@ def load_jobs(path: str | os.PathLike[str]) -> list[JobSpec]:
         raise InputError(f"{p}: unknown option(s) {', '.join(sorted(set(defaults) - known))} "
                          "in [defaults]")
     base = p.resolve().parent
+    root = None if out_root is None else Path(os.path.normpath(Path(out_root).resolve()))
+    names = frozenset(str(raw.get("name", "")).strip() for raw in jobs if isinstance(raw, dict))
     out: list[JobSpec] = []
     seen: set[str] = set()
     for i, raw in enumerate(jobs, start=1):
@@ -355,19 +420,24 @@ def load_jobs(path: str | os.PathLike[str]) -> list[JobSpec]:
                 problem = f"a {kind} job needs {', '.join(missing)}"
             elif typed:
                 problem = "; ".join(typed)
+        bare = set()  # options given as a bare name, for the message when nothing is there
         for k in _PATHS:
             if k in options and isinstance(options[k], str):
                 target = Path(options[k]).expanduser()
-                if k in ("a", "b") and not target.is_absolute() and not (base / target).exists():
-                    options[k] = f"job:{options[k]}"  # resolved against the output folder
+                ref = (_job_reference(options[k], target, base, root, names)
+                       if k in _JOB_KEYS else None)
+                if ref is not None:
+                    options[k] = ref  # resolved against the output folder
                 else:
+                    if len(target.parts) == 1 and not target.is_absolute():
+                        bare.add(k)
                     options[k] = str(target if target.is_absolute() else base / target)
         calibration = options.get("particles_per_mu")
         if isinstance(calibration, str) and _is_table(calibration):  # a CSV file, like the paths
             target = Path(calibration).expanduser()
             options["particles_per_mu"] = str(target if target.is_absolute() else base / target)
         if not problem:  # found here, not after the jobs before it have run for hours
-            problem = _value_problem(options)
+            problem = _value_problem(options, bare)
         ct = str(options.pop("ct", ""))
         out.append(JobSpec(name, kind, ct, options, problem))
     return out
@@ -398,15 +468,18 @@ def file_fingerprint(path: str) -> str:
     return digest.hexdigest()
 
 
-def _value_problem(options: Mapping[str, Any]) -> str:
+def _value_problem(options: Mapping[str, Any], bare: Iterable[str] = ()) -> str:
     """Why a job's well-typed options cannot run (``""`` when they can): a path that does not
     exist (other than another job's folder), a number that must be above 0, an unknown RBE
     model or a tissue that does not parse (checks that needed no computing; the job's own run
-    checks the rest)."""
+    checks the rest). ``bare``: options given as a bare name, which may have been meant as a
+    job's name: their message says which options can name a job."""
     for k in _PATHS:
         value = options.get(k)
         if isinstance(value, str) and not value.startswith("job:") and not Path(value).exists():
-            return f"{k}: {value}: no such file or folder"
+            hint = (f" (only {', '.join(_JOB_KEYS)} can name another job)" if k in bare
+                    else "")
+            return f"{k}: {value}: no such file or folder{hint}"
     for k in _POSITIVE:
         value = options.get(k)
         if value is not None and not (math.isfinite(float(value)) and float(value) > 0):
@@ -471,10 +544,17 @@ def schedule_jobs(jobs: Sequence[JobSpec], out_root: str | os.PathLike[str], *,
     root = Path(out_root)
     for job in jobs:
         for name in job.reads():
+            plan = job.options.get("plan")
+            of_plan = (isinstance(plan, str) and plan.startswith("job:")
+                       and _read_job(plan) == name)
+            verb = f"reads the plan of {name!r}" if of_plan else f"compares {name!r}"
             if name not in by_name and not (root / name).exists():
                 raise InputError(
-                    f"{where}: job {job.name!r} compares {name!r}, which is no job of this file, "
+                    f"{where}: job {job.name!r} {verb}, which is no job of this file, "
                     f"no path beside it and no folder in {root}; name a job, a folder or a file")
+            if of_plan and name in by_name and by_name[name].kind == "compare":
+                raise InputError(f"{where}: job {job.name!r} {verb}, a compare job, which "
+                                 "writes no plan; name a plan, recalc, exchange or robust job")
     done: dict[str, JobSpec] = {}
     path: list[str] = []
 
@@ -534,20 +614,22 @@ def _gamma(value: Any) -> list[tuple[float, float]]:
 
 def _row(job: JobSpec, structure: str, a: Mapping[str, Any] | None, model: str = "",
          b: Mapping[str, Any] | None = None, model_b: str = "", *, unit: str = "Gy(RBE)",
-         unit_b: str | None = None) -> dict[str, Any]:
-    """A summary row; ``unit_b`` defaults to ``unit``. Of two units (a physical and an
-    RBE-weighted dose) ``diff_*`` stay empty: b - a is no dose difference."""
+         unit_b: str | None = None, b_is: str | None = None) -> dict[str, Any]:
+    """A summary row; ``unit_b`` defaults to ``unit``, ``b_is`` says what side b is. Of two
+    units (a physical and an RBE-weighted dose) ``diff_*`` stay empty: b - a is no dose
+    difference."""
     unit_b = unit if unit_b is None else unit_b
     difference = unit == unit_b
     row: dict[str, Any] = {"structure": structure, "model": model, "model_b": model_b,
+                           "b_is": b_is if b is not None else None,
                            "unit": unit if a is not None else None,
                            "unit_b": unit_b if b is not None else None}
-    for k in _METRICS:
+    for k, column in _DOSES.items():
         va = None if a is None else a.get(k)
         vb = None if b is None else b.get(k)
-        row[k] = va
-        row[f"{k}_b"] = vb
-        row[f"diff_{k}"] = None if va is None or vb is None or not difference else vb - va
+        row[column] = va
+        row[f"{column}_b"] = vb
+        row[f"diff_{column}"] = None if va is None or vb is None or not difference else vb - va
     return row
 
 
@@ -564,13 +646,34 @@ def _side_model(dose_type: str, description: str) -> str:
     return _model_name(description) or "RBE-weighted, model not named"
 
 
+def _context(rep: Mapping[str, Any]) -> dict[str, Any]:
+    """The patient and prescription columns of a job's rows from its report.json ``rep``:
+    its ``patient`` and ``prescription`` (a compare report's: side A's plan's, else side
+    B's); None where the report names none."""
+    patient = rep.get("patient") or {}
+    rx = rep.get("prescription") or next(
+        (side["prescription"] for side in (rep.get("a"), rep.get("b"))
+         if isinstance(side, Mapping) and side.get("prescription")), None) or {}
+    return {"patient_id": patient.get("patient_id"), "target": rx.get("target"),
+            "prescription_dose": rx.get("total_dose_gy_rbe"),
+            "prescription_unit": rx.get("unit") if rx else None,
+            "fractions": rx.get("n_fractions"), "prescription_model": rx.get("model")}
+
+
+def _with_context(rows: Iterable[dict[str, Any]], rep: Mapping[str, Any]
+                  ) -> list[dict[str, Any]]:
+    """``rows`` with the patient and prescription columns of :func:`_context`."""
+    context = _context(rep)
+    return [{**context, **row} for row in rows]
+
+
 def _plan_rows(job: JobSpec, rep: Mapping[str, Any]) -> list[dict[str, Any]]:
     model = _model_name(str(rep.get("rbe_model", "")))
     rows = []
     for name, m in rep.get("structures", {}).items():
         a = {**m, "max_gy_rbe": m.get("dmax_gy_rbe", m.get("max_gy_rbe"))}
         rows.append(_row(job, name, a, model, unit=dose_unit(rep)))
-    return rows
+    return _with_context(rows, rep)
 
 
 #: What a job's run gives: its summary rows and the warnings of its report.
@@ -616,7 +719,9 @@ def _run_recalc(job: JobSpec, out: Path, *, exchange: bool = False) -> JobRows:
     lem = structure_metrics(view.lem_dose_gy_rbe, result.physical_dose_gy, samples,
                             labels=view.lem_labels)  # each structure within its LEM I tissue
     lem_name = short_model_name(view.lem_model)  # its tissue and rapid scheme
-    return [_row(job, name, mkm[name], "mMKM", lem[name], lem_name) for name in samples], warnings
+    return _with_context([_row(job, name, mkm[name], "mMKM", lem[name], lem_name,
+                               b_is=B_OTHER_MODEL) for name in samples],
+                         result.report), warnings
 
 
 def _run_robust(job: JobSpec, out: Path) -> JobRows:
@@ -644,17 +749,37 @@ def _run_robust(job: JobSpec, out: Path) -> JobRows:
     model = _model_name(str(rep.get("rbe_model", "")))
     nominal = rep["scenarios"][0]["structures"]
     rows = []
+    which = ", ".join(
+        ([f"range ±{settings.range_error_pct:g} %"] if settings.range_error_pct else [])
+        + ([f"setup {settings.setup_error_mm:g} mm in {settings.setup_directions} directions"]
+           if settings.setup_error_mm else [])
+        + (["combined only"] if settings.combined_only else ["and combined"]
+           if settings.combined else []))
     for name in rep["worst_case"]["structures"]:
         worst, label = worst_case_metrics(rep, name)
-        rows.append(_row(job, name, nominal[name], model, worst, label,
-                         unit=dose_unit(rep)))
-    return rows, list(rep.get("warnings", ()))
+        rows.append(_row(job, name, nominal[name], model, worst, model, unit=dose_unit(rep),
+                         b_is=f"{label} ({which})"))
+    return _with_context(rows, rep), list(rep.get("warnings", ()))
 
 
 def _resolve_side(value: str, out_root: Path) -> str:
+    """The path an option value names: ``job:NAME[/FILE]`` in ``out_root``, else itself."""
     if value.startswith("job:"):
         return str(out_root / value[4:])
     return value
+
+
+def _resolved(job: JobSpec, out_root: Path) -> JobSpec:
+    """The job with its options that name other jobs (:data:`_JOB_KEYS`) as paths into
+    ``out_root``; a ``plan`` that names a job's folder is the RTPLAN.dcm in it."""
+    options = dict(job.options)
+    for k in _JOB_KEYS:
+        value = options.get(k)
+        if isinstance(value, str) and value.startswith("job:"):
+            options[k] = _resolve_side(value, out_root)
+            if k == "plan" and Path(options[k]).is_dir():
+                options[k] = str(Path(options[k]) / "RTPLAN.dcm")
+    return replace(job, options=options)
 
 
 def _run_compare(job: JobSpec, out: Path, out_root: Path) -> JobRows:
@@ -682,8 +807,9 @@ def _run_compare(job: JobSpec, out: Path, out_root: Path) -> JobRows:
 
         rows.append({**_row(job, s.name, metrics(s.metrics_a), model_a,
                             metrics(s.metrics_b), model_b, unit=result.a.unit,
-                            unit_b=result.b.unit), **gamma})
-    return rows or [{"structure": "", **gamma}], list(result.warnings)
+                            unit_b=result.b.unit, b_is=B_COMPARED), **gamma})
+    return (_with_context(rows or [{"structure": "", **gamma}], result.to_report()),
+            list(result.warnings))
 
 
 def run_job(job: JobSpec, out_root: str | os.PathLike[str]) -> JobOutcome:
@@ -707,7 +833,8 @@ def run_job(job: JobSpec, out_root: str | os.PathLike[str]) -> JobOutcome:
             warnings = _distinct([*logged, *reported])
             atomic_write_text(partial / "job.json", json.dumps(
                 {"job": job.name, "kind": job.kind, "status": "ok", "seconds": seconds,
-                 "signature": job.signature(), "rows": _json_ready(rows),
+                 "finished": _utc_now(), "signature": job.signature(),
+                 "rows": _json_ready(rows),
                  "warnings": list(warnings)}, indent=1) + "\n")
             _publish(partial, root / job.name)
             return JobOutcome(job.name, job.kind, "ok", "", seconds, tuple(rows), warnings)
@@ -722,6 +849,7 @@ def _run_kind(job: JobSpec, partial: Path, root: Path) -> JobRows:
     """Run the job by its kind into ``partial`` (``root``: the batch's output folder)."""
     if job.ct and not Path(job.ct).is_dir():
         raise InputError(f"{job.ct}: no such patient folder")
+    job = _resolved(job, root)
     if job.kind == "plan":
         return _run_plan(job, partial)
     if job.kind in ("recalc", "exchange"):
@@ -729,6 +857,42 @@ def _run_kind(job: JobSpec, partial: Path, root: Path) -> JobRows:
     if job.kind == "robust":
         return _run_robust(job, partial)
     return _run_compare(job, partial, root)
+
+
+def _utc_now(seconds: float | None = None) -> str:
+    """A time (now by default) as ``"2026-12-07 20:31:05 UTC"``."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+
+def keep_previous(outcome: JobOutcome, out_root: Path) -> JobOutcome:
+    """A failed job whose folder holds the complete result of an earlier run (its job.json
+    with status ok): that job.json gets ``last_run_failed`` (the error, when, and when the
+    result it holds was finished), and the outcome's error says the earlier result is kept,
+    so that neither the folder nor the summary passes it off as the last run's. Any other
+    outcome is returned as it is."""
+    if outcome.status != "error":
+        return outcome
+    path = out_root / outcome.name / "job.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        modified = path.stat().st_mtime
+    except (OSError, ValueError):
+        return outcome
+    if not isinstance(data, dict) or data.get("status") != "ok":
+        return outcome
+    earlier = data.get("last_run_failed")
+    finished = str(data.get("finished") or (earlier or {}).get("result_finished")
+                   or _utc_now(modified))  # a job.json written before "finished" was kept
+    data["last_run_failed"] = {
+        "error": outcome.error, "at": _utc_now(), "result_finished": finished,
+        "note": "this folder holds the result of an earlier run, not of the last run of this "
+                "job, which failed"}
+    try:
+        atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+    except OSError:
+        log.warning("%s: could not mark the earlier result as kept after a failed run", path)
+    return replace(outcome, error=f"{outcome.error} (the earlier result of {finished} is kept "
+                                  f"in {outcome.name}/, marked in its job.json)")
 
 
 def _distinct(messages: Iterable[str]) -> tuple[str, ...]:
@@ -760,19 +924,57 @@ def finished_outcome(job: JobSpec, out_root: Path) -> JobOutcome | None:
                       tuple(data.get("rows", ())), tuple(data.get("warnings", ())))
 
 
+def kept_outcomes(out_root: Path, names: Iterable[str]) -> tuple[JobOutcome, ...]:
+    """The finished job folders of ``out_root`` (``NAME/job.json`` with status ok) that are
+    not among ``names`` (the jobs of this jobs file), by name, as ``kept`` outcomes with the
+    rows and warnings of their job.json: a second jobs file run into the same folder must not
+    drop the rows of the first one's jobs from the summary while their folders stay. Their
+    numbers are their run's; nothing here checks them against their inputs now."""
+    skip = set(names)
+    kept = []
+    for folder in sorted(out_root.iterdir()) if out_root.is_dir() else ():
+        if folder.name in skip or folder.name.startswith(".") or not folder.is_dir():
+            continue
+        try:
+            data = json.loads((folder / "job.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or data.get("status") != "ok":
+            continue
+        kept.append(JobOutcome(folder.name, str(data.get("kind", "")), "kept", "",
+                               float(data.get("seconds", 0.0)), tuple(data.get("rows", ())),
+                               tuple(data.get("warnings", ()))))
+    return tuple(kept)
+
+
 # ------------------------------------------------------------------------------ the batch
 
 
 @dataclass(frozen=True)
 class BatchResult:
-    """Outcomes in the order of the jobs file, and the summary files."""
+    """Outcomes in the order of the jobs file, the summary files, and the ``kept`` outcomes
+    of earlier runs' job folders that the jobs file does not name (:func:`kept_outcomes`,
+    listed in the summary after the jobs file's)."""
 
     outcomes: tuple[JobOutcome, ...]
     files: tuple[Path, ...]
+    kept: tuple[JobOutcome, ...] = ()
+
+    def missing_structures(self) -> dict[str, list[str]]:
+        """By job of the jobs file: the structures that other jobs' rows name and its rows do
+        not (a patient without a Brainstem left no row, so a cohort statistic on it silently
+        left that patient out: review), in the order they first appear; jobs that miss none,
+        and jobs without structure rows (failed), are left out."""
+        named = {o.name: [str(r["structure"]) for r in o.rows if r.get("structure")]
+                 for o in (*self.outcomes, *self.kept)}
+        every = list(dict.fromkeys(n for names in named.values() for n in names))
+        missing = {o.name: [n for n in every if n not in named[o.name]] for o in self.outcomes
+                   if named[o.name]}
+        return {job: names for job, names in missing.items() if names}
 
     def counts(self) -> dict[str, int]:
-        out = {"ok": 0, "skipped": 0, "error": 0}
-        for o in self.outcomes:
+        out = {"ok": 0, "skipped": 0, "error": 0, "kept": 0}
+        for o in (*self.outcomes, *self.kept):
             out[o.status] = out.get(o.status, 0) + 1
         return out
 
@@ -785,7 +987,8 @@ def summary_rows(outcomes: Iterable[JobOutcome]) -> list[dict[str, Any]]:
                 "seconds": round(o.seconds, 3), "warnings": len(o.warnings)}
         for r in o.rows or ({"structure": ""},):
             row = dict.fromkeys(SUMMARY_COLUMNS)
-            row.update({k: v for k, v in r.items() if k in row})
+            named = {_FORMER_NAMES.get(k, k): v for k, v in r.items()}  # an older job.json's
+            row.update({k: v for k, v in named.items() if k in row})
             row.update(head)
             rows.append(row)
     return rows
@@ -815,7 +1018,7 @@ def _csv_cell(column: str, value: Any) -> Any:
     """A summary.csv cell: "" for no value, a dose rounded to :data:`CSV_DOSE_DECIMALS`."""
     if value is None:
         return ""
-    if column.endswith(("_gy_rbe", "_gy_rbe_b")) and isinstance(value, float):
+    if column in _DOSE_COLUMNS and isinstance(value, float):
         return round(value, CSV_DOSE_DECIMALS) + 0.0  # + 0.0: no "-0.0"
     return value
 
@@ -863,8 +1066,8 @@ def run_batch(jobs_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     IonPlanError
         No Dask distributed, or no scheduler at ``scheduler``.
     """
-    jobs = load_jobs(jobs_path)
     root = Path(out_dir).resolve()
+    jobs = load_jobs(jobs_path, root)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -897,14 +1100,15 @@ def run_batch(jobs_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
             outcomes[job.name] = done
         else:
             todo.append(job)
-    for o in outcomes.values():
+    for o in list(outcomes.values()):
+        outcomes[o.name] = o = keep_previous(o, root)
         if on_job is not None:
             on_job(o)
     n = len(jobs)
     report(progress, len(outcomes) / n, f"{len(todo)} jobs to run")
     if todo:
         for o in _run_on_cluster(todo, root, scheduler, workers):
-            outcomes[o.name] = o
+            outcomes[o.name] = o = keep_previous(o, root)
             if on_job is not None:
                 on_job(o)
             report(progress, len(outcomes) / n, f"job {o.name} {o.status}")
@@ -912,8 +1116,9 @@ def run_batch(jobs_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     for stale in root.glob(".*.partial-*"):
         shutil.rmtree(stale, ignore_errors=True)
     ordered = tuple(outcomes[j.name] for j in jobs)
-    files = write_summary(ordered, root)
-    return BatchResult(ordered, files)
+    kept = kept_outcomes(root, names)
+    files = write_summary((*ordered, *kept), root)
+    return BatchResult(ordered, files, kept)
 
 
 def _cannot_read(name: str, what: str) -> str:

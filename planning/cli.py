@@ -433,6 +433,14 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     result = batch.run_batch(args.jobs, args.out, scheduler=args.scheduler,
                              workers=args.workers, rerun=args.rerun,
                              progress=_terminal_progress("batch"), on_job=_print_job)
+    if result.kept:
+        print(f"ionplan: note: {len(result.kept)} job folder(s) in {args.out} are not in this "
+              f"jobs file ({', '.join(o.name for o in result.kept)}): their rows from their "
+              "earlier run stay in the summary, with status 'kept'", file=sys.stderr)
+    for job, names in result.missing_structures().items():
+        print(f"ionplan: note: job {job!r} has no row for {', '.join(names)}, which other jobs "
+              "report (not in its patient's structures, or no dose-grid voxels)",
+              file=sys.stderr)
     counts = result.counts()
     print(f"wrote summary.csv and summary.json to {args.out}: " + ", ".join(
         f"{n} {status}" for status, n in counts.items() if n))

@@ -94,7 +94,9 @@ def _results(out: Path) -> list[dict]:
 
 def _check_summary(out: Path) -> None:
     header = (out / "summary.csv").read_text().splitlines()[0].split(",")
-    assert header[:7] == ["job", "kind", "status", "error", "seconds", "warnings", "structure"]
+    assert header[:13] == ["job", "kind", "status", "error", "seconds", "warnings", "patient_id",
+                           "target", "prescription_dose", "prescription_unit", "fractions",
+                           "prescription_model", "structure"]
     assert tuple(header) == SUMMARY_COLUMNS
     rows = json.loads((out / "summary.json").read_text())["rows"]
     status = {r["job"]: r["status"] for r in rows}
@@ -107,18 +109,27 @@ def _check_summary(out: Path) -> None:
     # Models named as the Dose tab names them, the same in every kind of job (a recalc's
     # LEM I was "LEM", an exchange's "LEM I", a compare's sides "A" and "B": review).
     lem = "LEM I chordoma, averaged"
-    assert ptv["recalc-lem"]["model"] == lem and ptv["recalc-lem"]["d95_gy_rbe"] > 0
+    assert ptv["recalc-lem"]["model"] == lem and ptv["recalc-lem"]["d95"] > 0
     ex = ptv["exchange"]
-    assert (ex["model"], ex["model_b"]) == ("mMKM", lem)
-    assert ex["diff_mean_gy_rbe"] == pytest.approx(ex["mean_gy_rbe_b"] - ex["mean_gy_rbe"])
+    assert (ex["model"], ex["model_b"], ex["b_is"]) == ("mMKM", lem, "other model, same spots")
+    assert ex["diff_mean"] == pytest.approx(ex["mean_b"] - ex["mean"])
     rb = ptv["robust"]
-    assert rb["model_b"].endswith("min D98, D95, D50; max D2, Dmean, Dmax")
-    assert rb["d95_gy_rbe_b"] <= rb["d95_gy_rbe"]
+    assert rb["b_is"].endswith("min D98, D95, D50; max D2, Dmean, Dmax "
+                               "(range ±3.5 %)")  # setup_error = 0
+    assert rb["model"] == rb["model_b"] == "mMKM"
+    assert rb["d95_b"] <= rb["d95"]
     cmp_ = ptv["compare"]
     assert cmp_["gamma_criteria"].startswith("3") and 0 <= cmp_["gamma_pass_pct"] <= 100
     assert (cmp_["model"], cmp_["model_b"]) == ("mMKM", lem)  # plan (mMKM) vs recalc-lem
+    assert cmp_["b_is"] == "dose B of the comparison" and ptv["recalc-lem"]["b_is"] is None
     for job in ("recalc-lem", "exchange", "robust", "compare"):
         assert ptv[job]["unit"] == "Gy(RBE)", job
+        # The demo patient's plan of small_plan_dirs: 60 Gy(RBE) in 12 fractions to the PTV.
+        assert (ptv[job]["patient_id"], ptv[job]["target"], ptv[job]["prescription_dose"],
+                ptv[job]["prescription_unit"], ptv[job]["fractions"]) == (
+                    "IONPLAN-DEMO-001", "PTV", 60.0, "Gy(RBE)", 12), job
+    assert ptv["recalc-lem"]["prescription_model"] == "mMKM"  # the plan's, not the recalc's
+    assert ptv["compare"]["prescription_model"] is None  # an RT Dose side names none
     assert ptv["recalc-lem"]["unit_b"] is None and ptv["compare"]["unit_b"] == "Gy(RBE)"
     for job in ("recalc-lem", "exchange", "robust", "compare"):
         assert (out / job / "job.json").is_file()
@@ -240,14 +251,17 @@ def test_example_jobs_file_parses(tmp_path, capsys):
     path = tmp_path / "example.toml"
     path.write_text(text)
     jobs = load_jobs(path)
-    assert [j.kind for j in jobs] == ["plan", "recalc", "exchange", "robust", "compare"]
+    assert [j.kind for j in jobs] == ["plan", "recalc", "recalc", "exchange", "robust",
+                                      "compare"]
     # Its patients are not here: every job says which path is missing, before any runs.
     assert all("no such file or folder" in j.problem for j in jobs), [j.problem for j in jobs]
     for folder in ("patients/p01", "patients/p02"):
         (tmp_path / folder).mkdir(parents=True)
     for name in ("RTPLAN.dcm", "RTDOSE_RBE.dcm"):
         (tmp_path / "patients/p02" / name).touch()
-    assert all(not j.problem for j in load_jobs(path))
+    jobs = load_jobs(path)
+    assert all(not j.problem for j in jobs)
+    assert jobs[1].options["plan"] == "job:p01-plan" and jobs[1].reads() == ("p01-plan",)
 
 
 def test_engine_threads_follow_the_environment(monkeypatch):
@@ -538,8 +552,9 @@ def test_batch_prints_each_warning_with_its_job_and_no_dask_info(tmp_path_factor
     # Its summary rows: each dose in its unit, no difference of the two, no gamma.
     rows = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"]
     ptv = next(r for r in rows if r["structure"] == "PTV")
-    assert ptv["model"] == "physical dose" and ptv["d95_gy_rbe_b"] > 1.5 * ptv["d95_gy_rbe"]
-    assert all(r[f"diff_{k}_gy_rbe"] is None for r in rows
+    assert ptv["model"] == "physical dose" and ptv["d95_b"] > 1.5 * ptv["d95"]
+    assert (ptv["unit"], ptv["unit_b"]) == ("Gy", "Gy(RBE)")
+    assert all(r[f"diff_{k}"] is None for r in rows
                for k in ("d98", "d95", "d50", "d2", "mean", "max"))
     assert all(r.get("gamma_pass_pct") is None for r in rows)
 
@@ -573,18 +588,21 @@ def test_robust_summary_row_gives_an_organs_highest_dose_and_names_each_extreme(
     monkeypatch.setattr(robust, "robust_files", lambda *a, **k: Result())
     ct = tmp_path / "ct"
     ct.mkdir()
-    outcome = run_job(JobSpec("rob", "robust", str(ct), {"plan": "p.dcm"}), tmp_path / "out")
+    options = {"plan": "p.dcm", "range_error": 2.5, "setup_directions": 14, "combined": True}
+    outcome = run_job(JobSpec("rob", "robust", str(ct), options), tmp_path / "out")
     assert outcome.status == "ok", outcome.error
     rows = {r["structure"]: r for r in outcome.rows}
     organ, target = rows["Brainstem"], rows["PTV"]
-    assert [organ[f"{k}_b"] for k in ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe",
-                                      "mean_gy_rbe", "max_gy_rbe")] == [0.3, 0.9, 14.8, 31, 14.4,
-                                                                        46]
-    assert organ["model_b"] == "worst of 3 scenarios: max of each"
-    assert [target[f"{k}_b"] for k in ("d98_gy_rbe", "d95_gy_rbe", "d50_gy_rbe", "d2_gy_rbe",
-                                       "mean_gy_rbe", "max_gy_rbe")] == [46, 48, 54, 64, 59, 67]
-    assert target["model_b"] == ("worst of 3 scenarios: min D98, D95, D50; "
-                                 "max D2, Dmean, Dmax")
+    assert [organ[f"{k}_b"] for k in ("d98", "d95", "d50", "d2", "mean", "max")] == [
+        0.3, 0.9, 14.8, 31, 14.4, 46]
+    # model_b is a model (the worst case is under the plan's model); b_is says what b is.
+    assert organ["model"] == organ["model_b"] == target["model_b"] == "mMKM"
+    assert organ["b_is"] == ("worst of 3 scenarios: max of each "
+                             "(range ±2.5 %, setup 3 mm in 14 directions, and combined)")
+    assert [target[f"{k}_b"] for k in ("d98", "d95", "d50", "d2", "mean", "max")] == [
+        46, 48, 54, 64, 59, 67]
+    assert target["b_is"] == ("worst of 3 scenarios: min D98, D95, D50; max D2, Dmean, Dmax "
+                              "(range ±2.5 %, setup 3 mm in 14 directions, and combined)")
 
 
 def test_summary_csv_shows_float_noise_as_zero_and_json_keeps_it(tmp_path):
@@ -595,20 +613,20 @@ def test_summary_csv_shows_float_noise_as_zero_and_json_keeps_it(tmp_path):
 
     from planning.batch import JobOutcome, write_summary
 
-    a = {"d50_gy_rbe": 1.0248107e-08, "d2_gy_rbe": 19.008229675, "mean_gy_rbe": 1.37506116}
-    b = {"d50_gy_rbe": 6.0208193e-08, "d2_gy_rbe": 31.493018799, "mean_gy_rbe": 2.25618617}
+    a = {"d50": 1.0248107e-08, "d2": 19.008229675, "mean": 1.37506116}
+    b = {"d50": 6.0208193e-08, "d2": 31.493018799, "mean": 2.25618617}
     row = {"structure": "External", "model": "mMKM", "model_b": "LEM I",
            **a, **{f"{k}_b": v for k, v in b.items()},
-           **{f"diff_{k}": b[k] - a[k] for k in a}, "diff_d98_gy_rbe": -4.0e-9}
+           **{f"diff_{k}": b[k] - a[k] for k in a}, "diff_d98": -4.0e-9}
     csv_path, json_path = write_summary(
         [JobOutcome("ex", "exchange", "ok", seconds=1.0, rows=(row,))], tmp_path)
     (written,) = list(csv.DictReader(csv_path.open()))
-    assert written["d50_gy_rbe"] == written["d50_gy_rbe_b"] == "0.0"
-    assert written["diff_d50_gy_rbe"] == "0.0" and written["diff_d98_gy_rbe"] == "0.0"
-    assert written["d2_gy_rbe"] == "19.0082" and written["diff_d2_gy_rbe"] == "12.4848"
-    assert written["mean_gy_rbe_b"] == "2.2562" and written["seconds"] == "1.0"
+    assert written["d50"] == written["d50_b"] == "0.0"
+    assert written["diff_d50"] == "0.0" and written["diff_d98"] == "0.0"
+    assert written["d2"] == "19.0082" and written["diff_d2"] == "12.4848"
+    assert written["mean_b"] == "2.2562" and written["seconds"] == "1.0"
     (kept,) = json.loads(json_path.read_text())["rows"]
-    assert kept["d50_gy_rbe"] == 1.0248107e-08 and kept["d2_gy_rbe"] == 19.008229675
+    assert kept["d50"] == 1.0248107e-08 and kept["d2"] == 19.008229675
 
 
 def test_summary_counts_each_jobs_warnings_and_keeps_failed_jobs(tmp_path):
@@ -650,12 +668,12 @@ def test_summary_rows_say_the_unit_of_their_doses():
                       ({"rbe_model": "mMKM ...", "dose_unit": "Gy(RBE)"}, "Gy(RBE)"),
                       ({"rbe_model": "mMKM ...", "dose_unit": "Gy"}, "Gy")):
         (row,) = _plan_rows(job, {**rep, "structures": {"PTV": metrics}})
-        assert (row["unit"], row["unit_b"], row["max_gy_rbe"]) == (unit, None, 21.0)
+        assert (row["unit"], row["unit_b"], row["max"]) == (unit, None, 21.0)
     mixed = _row(job, "PTV", {"mean_gy_rbe": 20.0}, "physical dose", {"mean_gy_rbe": 50.0},
                  "mMKM", unit="Gy", unit_b="Gy(RBE)")
-    assert (mixed["unit"], mixed["unit_b"], mixed["diff_mean_gy_rbe"]) == ("Gy", "Gy(RBE)", None)
+    assert (mixed["unit"], mixed["unit_b"], mixed["diff_mean"]) == ("Gy", "Gy(RBE)", None)
     same = _row(job, "PTV", {"mean_gy_rbe": 20.0}, "mMKM", {"mean_gy_rbe": 21.0}, "LEM I")
-    assert (same["unit_b"], same["diff_mean_gy_rbe"]) == ("Gy(RBE)", 1.0)
+    assert (same["unit_b"], same["diff_mean"]) == ("Gy(RBE)", 1.0)
 
 
 def test_a_plan_job_is_named_by_its_label_or_its_job_name(tmp_path, monkeypatch):
@@ -717,3 +735,44 @@ def test_local_cluster_beside_another_on_port_8787_warns_of_nothing(tmp_path):
     address, warned = done.stdout.splitlines()
     assert address == "127.0.0.1"
     assert warned == ""
+
+
+def test_summary_rows_name_the_patient_and_the_prescription():
+    """A cohort table had no patient ID and no prescription: a patient with another ID showed
+    it only in a PDF's file name (review). Each row gives them from the job's report."""
+    from planning.batch import _context, _plan_rows
+
+    job = JobSpec(name="p02", kind="plan", ct="ct", options={})
+    rep = {"rbe_model": "LEM I chordoma rapid=averaged",
+           "patient": {"patient_id": "EXCH-002", "patient_name": "Exchange^Two"},
+           "prescription": {"target": "PTV", "total_dose_gy_rbe": 66.0, "n_fractions": 22,
+                            "unit": "Gy(RBE)", "model": "LEM I chordoma, averaged"},
+           "structures": {"PTV": {"d95_gy_rbe": 63.0}, "Brainstem": {"d2_gy_rbe": 40.0}}}
+    rows = _plan_rows(job, rep)
+    assert [(r["structure"], r["patient_id"], r["target"], r["prescription_dose"],
+             r["prescription_unit"], r["fractions"], r["prescription_model"]) for r in rows] == [
+        (name, "EXCH-002", "PTV", 66.0, "Gy(RBE)", 22, "LEM I chordoma, averaged")
+        for name in ("PTV", "Brainstem")]
+    # A compare report: the patient of its CT, the prescription of side A's plan, else B's.
+    rx = {"target": "GTV", "total_dose_gy_rbe": 2.0, "n_fractions": 1, "unit": "Gy"}
+    compared = {"patient": {"patient_id": "P9"}, "a": {"prescription": None},
+                "b": {"prescription": rx}}
+    assert _context(compared) == {"patient_id": "P9", "target": "GTV", "prescription_dose": 2.0,
+                                  "prescription_unit": "Gy", "fractions": 1,
+                                  "prescription_model": None}
+    assert set(_context({}).values()) == {None}
+
+
+def test_summary_dose_columns_name_no_unit_and_older_job_rows_are_read():
+    """The dose columns were named *_gy_rbe while ``unit`` said Gy for a physical dose (review):
+    they name no unit; ``unit`` says it. A job.json written before keeps its doses."""
+    from planning.batch import JobOutcome, summary_rows
+
+    assert not [c for c in SUMMARY_COLUMNS if "gy" in c.lower()]
+    assert SUMMARY_COLUMNS[SUMMARY_COLUMNS.index("unit"):][:7] == (
+        "unit", "d98", "d95", "d50", "d2", "mean", "max")
+    older = {"structure": "PTV", "model": "physical dose", "unit": "Gy", "d95_gy_rbe": 17.03,
+             "max_gy_rbe_b": 19.6, "diff_d2_gy_rbe": 0.5}
+    (row,) = summary_rows([JobOutcome("phys", "recalc", "skipped", rows=(older,))])
+    assert (row["unit"], row["d95"], row["max_b"], row["diff_d2"]) == ("Gy", 17.03, 19.6, 0.5)
+    assert set(row) == set(SUMMARY_COLUMNS)
