@@ -287,7 +287,8 @@ def test_a_plan_under_the_physical_model_is_a_physical_side():
         result = SimpleNamespace(
             model=model, rbe_dose_gy_rbe=dose, physical_dose_gy=dose, dose_grid=grid,
             report={"rbe_model": model.describe()}, patient=patient,
-            plan=SimpleNamespace(label="P", rbe_model=model.describe(), prescription=None),
+            plan=SimpleNamespace(label="P", rbe_model=model.describe(),
+                                 rbe_label=model.describe(), prescription=None),
             structure_tissues=(), exchange=None)
         assert _side_of_result(result, "A", "rbe").dose_type == kind  # type: ignore[arg-type]
 
@@ -353,7 +354,8 @@ def test_a_side_summary_names_the_kind_model_plan_and_source():
     from types import SimpleNamespace
 
     grid, dose = _block()
-    plan = SimpleNamespace(label="Plan 1", rbe_model="mMKM HSG Fclin=2.41", prescription=None)
+    plan = SimpleNamespace(label="Plan 1", rbe_model="mMKM HSG Fclin=2.41",
+                           rbe_label="mMKM HSG Fclin=2.41", prescription=None)
     assert _side("A", dose, grid, description="LEM I chordoma ax=0.1", plan=plan).summary() == (
         "RBE-weighted dose, LEM I chordoma ax=0.1; plan 'Plan 1'; dose A")
     assert _side("A", dose, grid, dose_type="PHYSICAL", description="physical dose",

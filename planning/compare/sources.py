@@ -139,8 +139,8 @@ class DoseSide:
             kind = "physical dose"
         if self.plan is None:
             plan = "plan unknown"
-        elif self.dose_type == "PHYSICAL" and self.plan.rbe_model:
-            plan = f"plan {self.plan.label!r} (its RBE model: {self.plan.rbe_model})"
+        elif self.dose_type == "PHYSICAL" and self.plan.rbe_label:
+            plan = f"plan {self.plan.label!r} (its RBE model: {self.plan.rbe_label})"
         else:
             plan = f"plan {self.plan.label!r}"
         return f"{kind}; {plan}; {self.source}"

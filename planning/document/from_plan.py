@@ -114,8 +114,9 @@ def prescription_model(result: PlanResult) -> str | None:
     dose is under another model (a recalculation under another model: of another kind, or
     another RBE model of the same unit, whose Gy(RBE) are another dose); None otherwise, and
     for a plan that names no model."""
-    named = result.plan.rbe_model
-    if named is None or named in ("", "unknown") or named == result.model.describe():
+    named = result.plan.rbe_label
+    if (named is None or named in ("", "unknown")
+            or named == model_label(result.model, result.structure_tissues)):
         return None
     return short_model_name(named)
 
@@ -335,8 +336,8 @@ def _model_role(result: PlanResult) -> tuple[str, str]:
     if source == "plan":
         return "the plan's model", "plan's model"
     if source == "requested":
-        named = result.plan.rbe_model
-        made = ("" if not named or named == result.model.describe()
+        named = result.plan.rbe_label
+        made = ("" if not named or named == model_label(result.model, result.structure_tissues)
                 else f"; the plan was made under {named}")
         return f"the model asked for in this recalculation{made}", "recalculated"
     return "the default model: the plan names none", "default model"
