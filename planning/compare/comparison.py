@@ -10,7 +10,8 @@ else the common grid of :func:`planning.compare.resample.common_grid`, trilinear
   2 %/2 mm, 10 % low-dose threshold of A's maximum), with timings;
 - DVHs and metric differences per structure (:mod:`planning.compare.dvh_compare`) when a CT with
   structures is available (given, or found in a side's folder);
-- the cross-model view of each side that is a plan with a CT (:mod:`planning.compare.cross_model`).
+- the cross-model view of each side that is a plan with a CT (:mod:`planning.compare.cross_model`;
+  one for both sides when they are one plan on one grid).
 
 A physical dose (Gy) against an RBE-weighted dose (Gy(RBE)) are two quantities: neither B - A,
 its statistics nor the gamma index is computed (a dose difference or gamma between them has no
@@ -603,11 +604,18 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
     if settings.cross_model:
         t0 = time.perf_counter()
         sides = [s for s in (side_a, side_b) if s.plan is not None]
+        # One plan on one grid (a plan and its recalculation under the other model): the same
+        # spots give the same view, computed and shown once for both sides.
+        both = (_same_plan(side_a, side_b) and grids_equal(side_a.grid, side_b.grid))
+        if both:
+            sides = [side_a]
         for k, s in enumerate(sides):
             ct_patient = s.patient or chosen
             lo = 0.6 + 0.4 * k / len(sides)
             view = _cross_model_of(s, ct_patient, settings, machine, warnings,
-                                   stage_progress(progress, lo, lo + 0.4 / len(sides)), cancel)
+                                   stage_progress(progress, lo, lo + 0.4 / len(sides)), cancel,
+                                   label=f"{side_a.label} and {side_b.label} (the same plan)"
+                                   if both else s.label)
             if view is not None:
                 views.append(view)
         problems = [f"cross-model view of {s.label} not computed: {s.plan_problem}"
@@ -630,9 +638,10 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
 
 def _cross_model_of(side: DoseSide, patient: Patient | None, settings: CompareSettings,
                     machine: Machine | None, warnings: list[str],
-                    progress: ProgressCallback | None, cancel: CancelToken | None
-                    ) -> CrossModelView | None:
-    """The cross-model view of one side, or None (with a warning saying why)."""
+                    progress: ProgressCallback | None, cancel: CancelToken | None,
+                    label: str) -> CrossModelView | None:
+    """The cross-model view of one side, or None (with a warning saying why); ``label``
+    names the sides it serves."""
     from planning.compare.recalc import check_plan_on_ct
 
     assert side.plan is not None
@@ -642,7 +651,7 @@ def _cross_model_of(side: DoseSide, patient: Patient | None, settings: CompareSe
     try:
         check_plan_on_ct(patient, side.plan_frame_of_reference_uid, side.plan_patient_position,
                          side.source)
-        return cross_model_view(patient, side.plan, label=side.label, dose_grid=side.grid,
+        return cross_model_view(patient, side.plan, label=label, dose_grid=side.grid,
                                 machine=machine, hlut_path=settings.hlut_path,
                                 device=settings.device, lem_tissue=settings.lem_tissue,
                                 progress=progress, cancel=cancel)

@@ -32,7 +32,8 @@ class CrossModelView:
     Attributes
     ----------
     label : str
-        The comparison side it belongs to (``"A"``, ``"B"``).
+        The comparison side it belongs to (``"A"``, ``"B"``), or both (``"A and B (the same
+        plan)"``: one plan on one grid).
     plan_label : str
         The plan's RT Plan Label.
     plan_rbe_model : str or None
