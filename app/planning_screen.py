@@ -326,7 +326,7 @@ class PlanningScreen(Screen):
         for s in stats:
             self.dvh.set_visible(s.name, s.name in self.state.visible_structures)
         self.metrics.set_rows(review.metric_columns(layer.unit, layer.reference_name),
-                              review.metrics_rows(stats))
+                              review.metrics_rows(stats, v95=not layer.v95_note))
 
     # --- structures and beams ----------------------------------------------------------------
     def _toggle_structure(self, name: str, visible: bool) -> None:

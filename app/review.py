@@ -21,15 +21,17 @@ def dvh_curves(stats: Sequence[StructureDose], *, dashed: bool = False, group: s
                      dashed=dashed, group=group) for s in stats]
 
 
-def metrics_rows(stats: Sequence[StructureDose], *, suffix: str = "") -> list[MetricsRow]:
-    """D98, D95, D2, Dmean, Dmax (in the cube's unit) and V95 (% of the structure's volume)."""
+def metrics_rows(stats: Sequence[StructureDose], *, suffix: str = "", v95: bool = True
+                 ) -> list[MetricsRow]:
+    """D98, D95, D2, Dmean, Dmax (in the cube's unit) and V95 (% of the structure's volume;
+    "-" with ``v95`` False: a dose under another RBE model than the prescription's)."""
     rows = []
     for s in stats:
         m = s.metrics
         rows.append(MetricsRow(
             f"{s.name} ({suffix})" if suffix else s.name, s.colour_rgb,
             [f"{m.d98:.2f}", f"{m.d95:.2f}", f"{m.d2:.2f}", f"{m.mean:.2f}", f"{m.max:.2f}",
-             f"{100 * m.v95:.1f} %"]))
+             f"{100 * m.v95:.1f} %" if v95 else "-"]))
     return rows
 
 

@@ -22,7 +22,7 @@ from planning.plan import MAX_PLAN_NAME, checked_plan_name
 from planning.planner import PlanResult
 from planning.rbe import dose_unit_of
 from planning.rbe.lem import LemModel, Tissue
-from planning.rbe.record import StructureTissues, short_model_name
+from planning.rbe.record import StructureTissues, same_prescription_model, short_model_name
 from planning.robust import RobustResult
 from planning.workspace import new_plan_id
 
@@ -68,6 +68,9 @@ class DoseLayer:
         For a dose computed with LEM I tissues per structure (``label`` says only
         :data:`PER_STRUCTURE_NAME`): each structure's tissue and rapid scheme and the tissue
         elsewhere (:func:`describe_tissues`); "" otherwise.
+    v95_note : str
+        Why the metrics table gives no V95 of the cube: an RBE-weighted dose under another
+        model than the prescription's, whose 100 % is that prescription; "" otherwise.
     """
 
     key: str
@@ -83,6 +86,7 @@ class DoseLayer:
     labels: VoxelLabels | None = None
     scale_name: str = ""
     tissues: str = ""
+    v95_note: str = ""
 
     @property
     def reference_text(self) -> str:
@@ -93,8 +97,9 @@ class DoseLayer:
     @property
     def description(self) -> str:
         """What the Dose tab says of the cube under its chooser: :attr:`reference_text`, and
-        on the next line its LEM I tissues per structure (:attr:`tissues`) if any."""
-        return "\n".join(t for t in (self.reference_text, self.tissues) if t)
+        on the next lines its LEM I tissues per structure (:attr:`tissues`) and why it has no
+        V95 (:attr:`v95_note`), if any."""
+        return "\n".join(t for t in (self.reference_text, self.tissues, self.v95_note) if t)
 
 
 @dataclass(eq=False)
@@ -205,24 +210,32 @@ class PlanEntry:
                               labels=r.tissue_labels, tissues=tissues)]
         x = r.exchange
         if x is not None:
-            def side(key: str, label: str, cube: NDArray[np.float32],
+            def side(key: str, label: str, described: str, cube: NDArray[np.float32],
                      labels: VoxelLabels | None = None, tissues: str = "") -> DoseLayer:
                 # Read against a prescription of its unit only: a physical plan's 66 Gy made
                 # the mMKM dose's 62.7 Gy(RBE) its 95 % line (review); 100 % is then its max.
                 if unit != "Gy(RBE)":
                     return DoseLayer(key, label, cube, x.dose_grid, "Gy(RBE)",
                                      _max_or_one(cube), True, labels=labels, tissues=tissues)
+                # Its isodoses are of the plan's prescription (named), but not its V95: the
+                # same Gy(RBE) number is another physical dose under another model.
+                rx_model = r.plan.rbe_label
+                note = ("" if same_prescription_model(rx_model, described) else
+                        f"No V95: the prescription is {p:g} Gy(RBE) under "
+                        f"{short_model_name(str(rx_model))}; under another model the same "
+                        "Gy(RBE) is another physical dose")
                 return DoseLayer(key, label, cube, x.dose_grid, "Gy(RBE)", p, True,
-                                 f"prescription, {model}", labels=labels, tissues=tissues)
+                                 f"prescription, {model}", labels=labels, tissues=tissues,
+                                 v95_note=note)
 
             # LEM I tissues per structure: named short in the chooser, listed below it.
             lem_tissues = x.lem_structure_tissues
             lem_name = (PER_STRUCTURE_NAME if lem_tissues
                         else short_model_name(x.lem_model))
-            sides = [side("mkm", "mMKM clinical dose", x.mkm_dose_gy_rbe),
-                     side("lem1", f"RBE-weighted dose ({lem_name})", x.lem_dose_gy_rbe,
-                          x.lem_labels, describe_tissues(lem_tissues, x.lem.tissue)
-                          if lem_tissues else "")]
+            sides = [side("mkm", "mMKM clinical dose", x.mkm_model, x.mkm_dose_gy_rbe),
+                     side("lem1", f"RBE-weighted dose ({lem_name})", x.lem_model,
+                          x.lem_dose_gy_rbe, x.lem_labels,
+                          describe_tissues(lem_tissues, x.lem.tissue) if lem_tissues else "")]
             # The side computed with the plan's own model is the plan's dose: shown once.
             out += [s for s in sides if s.key != self.own_exchange_key]
             out.append(DoseLayer("ratio", "LEM I / mMKM ratio", x.ratio_lem_over_mkm,

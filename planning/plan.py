@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from planning.beams import Beam, SpotMap
 from planning.errors import InputError, PlanningError
 from planning.rbe import LemModel, RbeModel, Tissue
+from planning.rbe.record import model_label
 
 #: The name of a plan that was given none.
 DEFAULT_PLAN_LABEL = "IonPlan"
@@ -201,6 +202,16 @@ class Plan:
         if self.rbe is not None and self.rbe_model != self.rbe.describe():
             raise PlanningError(f"the plan's RBE model text {self.rbe_model!r} is not its "
                                 f"model's description {self.rbe.describe()!r}")
+
+    @property
+    def rbe_label(self) -> str | None:
+        """The plan's RBE model as its labels and reports name it: with LEM I tissues per
+        structure, each structure's tissue first and then the model elsewhere
+        (:func:`planning.rbe.record.model_label`, the words of the plan's own report.json);
+        else :attr:`rbe_model` (None when the plan names no model)."""
+        if self.rbe is None or not self.rbe_tissues:
+            return self.rbe_model
+        return model_label(self.rbe, self.rbe_tissues)
 
     @property
     def n_spots(self) -> int:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from planning.rbe.record import model_label
+
 if TYPE_CHECKING:
     from planning.planner import PlanResult
 
@@ -212,9 +214,9 @@ def report_optimizer_note(report: Mapping[str, Any], *, restored: bool = False) 
 
 
 def model_note(plan_model: str | None, dose_model: str) -> str | None:
-    """The note for a dose computed with ``dose_model`` (a model's description) of a plan
-    optimized with ``plan_model`` (``Plan.rbe_model``; None: the plan names none); None when
-    they are the same model."""
+    """The note for a dose computed with ``dose_model`` (its model's label,
+    :func:`planning.rbe.record.model_label`) of a plan optimized with ``plan_model``
+    (``Plan.rbe_label``; None: the plan names none); None when they are the same model."""
     if plan_model is None:
         return f"The doses were computed with {dose_model}; the plan names no RBE model."
     if dose_model == plan_model:
@@ -241,7 +243,8 @@ def plan_notes(result: PlanResult, *, restored: bool = False) -> tuple[str, ...]
         notes.append(stopped)
     # The default model's case is the report's warning (planning.compare.recalc).
     if result.plan.rbe_model is not None or report.get("rbe_model_source") != "default":
-        other = model_note(result.plan.rbe_model, result.model.describe())
+        other = model_note(result.plan.rbe_label,
+                           model_label(result.model, result.structure_tissues))
         if other is not None:
             notes.append(other)
     return tuple(dict.fromkeys(notes))

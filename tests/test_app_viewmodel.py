@@ -255,9 +255,13 @@ def test_a_dose_with_tissues_per_structure_lists_them_below_its_short_name():
         assert PER_STRUCTURE_NAME in layers[key].label
         assert layers[key].tissues == expected
         assert layers[key].description == f"{layers[key].reference_text}\n{expected}"
-    for key in ("mkm", "physical", "letd", "ratio"):
+    for key in ("physical", "letd", "ratio"):
         assert layers[key].tissues == "" and layers[key].description == (
             layers[key].reference_text)
+    # The mMKM side: no tissues; no V95 of the LEM I prescription, and why.
+    mkm = layers["mkm"]
+    assert mkm.tissues == "" and mkm.v95_note.startswith("No V95: ")
+    assert mkm.description == f"{mkm.reference_text}\n{mkm.v95_note}"
 
 
 def test_structure_statistics_of_a_dose_linear_in_z():
@@ -407,7 +411,7 @@ def _fake_result(model: str, *, tissue_labels=None, exchange=None, rbe_model=Non
     grid = DoseGrid((2, 2, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
     cube = np.ones(grid.shape, np.float32)
     plan = SimpleNamespace(prescription=SimpleNamespace(total_dose_gy_rbe=60.0), beams=(),
-                           rbe_model=model)
+                           rbe_model=model, rbe_label=model)
     return SimpleNamespace(
         plan=plan, report={"rbe_model": model}, dose_grid=grid, rbe_dose_gy_rbe=cube,
         physical_dose_gy=cube, letd_kev_um=cube, rbe=cube, tissue_labels=tissue_labels,
@@ -437,7 +441,7 @@ def test_a_physical_model_plan_is_in_gy_in_its_summary_compare_choices_and_refer
     grid = DoseGrid((2, 2, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
     cube = np.ones(grid.shape, np.float32)
     exchange = SimpleNamespace(mkm_dose_gy_rbe=cube, lem_dose_gy_rbe=cube,
-                               ratio_lem_over_mkm=cube, dose_grid=grid,
+                               ratio_lem_over_mkm=cube, dose_grid=grid, mkm_model="mMKM HSG",
                                lem_model="LEM I chordoma ax=0.1 bx=0.05", lem_labels=None,
                                mkm=MkmModel(), lem=LemModel(), lem_structure_tissues=())
     plans = [PlanEntry(f"Plan {k}", _fake_result("physical dose", exchange=exchange,
@@ -530,6 +534,34 @@ def test_the_exchange_side_computed_with_the_plans_own_model_is_not_a_second_lay
     for other in (entry(central, exchange()),
                   entry(mkm, exchange(DoseGrid((2, 2, 2), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))))):
         assert other.own_exchange_key is None and {"mkm", "lem1"} <= set(keys(other))
+
+
+def test_an_exchange_side_of_another_model_has_no_v95() -> None:
+    """The Dose tab's metrics of an mMKM plan's LEM I side gave V95 against the mMKM
+    prescription (as the PDF's table did, review): the same Gy(RBE) number is another
+    physical dose under another model. Its V95 is "-" and the line under the chooser says
+    why; its isodoses stay those of the named prescription, and the plan's own dose keeps
+    V95."""
+    from app.review import metrics_rows
+
+    grid = DoseGrid((2, 2, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    cube = np.ones(grid.shape, np.float32)
+    mkm, lem = MkmModel(), LemModel(tissue_by_name("chordoma"))
+    x = ExchangeView(grid, cube, 2 * cube, 3 * cube, cube, mkm, lem, 1)
+    result = _fake_result(mkm.describe(), exchange=x)
+    result.model = mkm
+    entry = PlanEntry("Plan 1", result, "")  # type: ignore[arg-type]
+    side = entry.layer("lem1")
+    assert side.reference == 60.0 and side.reference_name == "prescription, mMKM"
+    assert side.v95_note == ("No V95: the prescription is 60 Gy(RBE) under mMKM; under "
+                             "another model the same Gy(RBE) is another physical dose")
+    assert side.description.endswith("\n" + side.v95_note)
+    assert entry.layer("rbe").v95_note == ""
+    patient = load_demo_patient()
+    stats = structure_dose_statistics(patient, np.full(grid_of(patient.ct).shape, 60.0,
+                                                      np.float32), grid_of(patient.ct), 60.0)
+    assert [r.values[-1] for r in metrics_rows(stats, v95=False)] == ["-"] * len(stats)
+    assert all(r.values[-1] == "100.0 %" for r in metrics_rows(stats))
 
 
 def test_a_lem_plan_saved_with_an_older_label_lists_its_exchange_side_once() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import html
 import itertools
 import json
 import re
@@ -287,7 +288,8 @@ def test_a_plan_under_the_physical_model_is_a_physical_side():
         result = SimpleNamespace(
             model=model, rbe_dose_gy_rbe=dose, physical_dose_gy=dose, dose_grid=grid,
             report={"rbe_model": model.describe()}, patient=patient,
-            plan=SimpleNamespace(label="P", rbe_model=model.describe(), prescription=None),
+            plan=SimpleNamespace(label="P", rbe_model=model.describe(),
+                                 rbe_label=model.describe(), prescription=None),
             structure_tissues=(), exchange=None)
         assert _side_of_result(result, "A", "rbe").dose_type == kind  # type: ignore[arg-type]
 
@@ -353,7 +355,8 @@ def test_a_side_summary_names_the_kind_model_plan_and_source():
     from types import SimpleNamespace
 
     grid, dose = _block()
-    plan = SimpleNamespace(label="Plan 1", rbe_model="mMKM HSG Fclin=2.41", prescription=None)
+    plan = SimpleNamespace(label="Plan 1", rbe_model="mMKM HSG Fclin=2.41",
+                           rbe_label="mMKM HSG Fclin=2.41", prescription=None)
     assert _side("A", dose, grid, description="LEM I chordoma ax=0.1", plan=plan).summary() == (
         "RBE-weighted dose, LEM I chordoma ax=0.1; plan 'Plan 1'; dose A")
     assert _side("A", dose, grid, dose_type="PHYSICAL", description="physical dose",
@@ -498,6 +501,52 @@ def test_a_side_prescription_is_read_only_against_a_dose_of_its_unit():
     assert legacy["dose_difference"]["prescription_gy"] == 10.0
 
 
+def test_a_side_prescription_is_read_only_against_a_dose_of_its_model():
+    """An mMKM plan (57.6 Gy(RBE)) against its recalculation under LEM I: B's V95 was the
+    share of B's LEM I dose above 95 % of the mMKM prescription (review: 0.99 for the PTV).
+    The same Gy(RBE) number is another physical dose under another model: B has no V95, and
+    the report says why. Two doses under the plan's model keep V95 on both sides."""
+    from planning.compare.html_report import render_html
+    from planning.plan import Prescription
+    from planning.rbe import LemModel, MkmModel, tissue_by_name
+
+    patient, grid, _, weighted = _mixed_doses()  # 10 Gy(RBE) where dosed
+    frame = patient.ct.frame_of_reference_uid
+    rx = Prescription("PTV", 10.0, 1)
+    mkm, lem = MkmModel().describe(), LemModel(tissue_by_name("chordoma")).describe()
+    plain = CompareSettings(cross_model=False)
+
+    def side(label, dose, model):
+        return _side(label, dose, grid, frame, description=model, prescription=rx,
+                     prescription_model=mkm)
+
+    other = compare(side("A", weighted, mkm), side("B", weighted, lem), patient=patient,
+                    settings=plain)
+    report = other.to_report()
+    dosed = [s for s in report["structures"].values() if s["a"]["d50"] >= 10.0]
+    assert dosed and all(s["a"]["v95"] == 1.0 for s in dosed)
+    assert all(s["b"]["v95"] is None for s in report["structures"].values())
+    assert report["v95_note"] == (
+        "No V95 of B: it is relative to the prescription, 10 Gy(RBE) under mMKM, and B's dose "
+        "is under LEM I chordoma, averaged: the same Gy(RBE) number is a different physical "
+        "dose under another model.")
+    assert report["dose_difference"]["prescription_gy"] == 10.0
+    assert report["v95_note"] in html.unescape(render_html(other))
+    # Swapped: A is the other model's dose, B the plan's.
+    swapped = compare(side("A", weighted, lem), side("B", weighted, mkm), patient=patient,
+                      settings=plain).to_report()
+    assert all(s["a"]["v95"] is None for s in swapped["structures"].values())
+    assert all(swapped["structures"][name]["b"]["v95"] == 1.0
+               for name, s in report["structures"].items() if s["a"]["d50"] >= 10.0)
+    assert swapped["v95_note"].startswith("No V95 of A: ")
+    # Both under the plan's model: V95 of both, no note.
+    same = compare(side("A", weighted, mkm), side("B", 0.9 * weighted, mkm), patient=patient,
+                   settings=plain).to_report()
+    assert all(s["a"]["v95"] == 1.0 and s["b"]["v95"] == 0.0
+               for s in same["structures"].values() if s["a"]["d50"] >= 10.0)
+    assert "v95_note" not in same
+
+
 def test_doses_of_one_quantity_report_no_skipped_gamma_and_metric_ratios():
     grid, dose = _block()
     same = compare(_side("A", dose, grid, dose_type="PHYSICAL"),
@@ -556,6 +605,12 @@ def test_a_folder_side_takes_its_prescription_unit_from_report_json(tmp_path):
         side = load_side(tmp_path, label="A")
         assert side.prescription is not None and side.prescription.total_dose_gy_rbe == 4.0
         assert (side.dose_prescription() is not None) is taken, unit
+    # An mMKM dose in the folder of a LEM I plan's recalculation: not of that prescription.
+    for model, taken in (("LEM I chordoma, averaged", False), ("mMKM", True), (None, True)):
+        record = {**rx, "unit": "Gy(RBE)", **({} if model is None else {"model": model})}
+        (tmp_path / "report.json").write_text(json.dumps({"prescription": record}))
+        side = load_side(tmp_path, label="A")
+        assert (side.dose_prescription() is not None) is taken, model
 
 
 def test_the_structures_table_shows_float_noise_as_zero():
@@ -576,7 +631,7 @@ def test_the_structures_table_shows_float_noise_as_zero():
                                dvh)
     html = _structures_table(SimpleNamespace(structures=[body], unit="Gy(RBE)",
                                              unit_a="Gy(RBE)", unit_b="Gy(RBE)",
-                                             mixed_units=False))
+                                             mixed_units=False, v95_note=""))
     cells = re.findall(r"<td[^>]*>([^<]*)</td>", html)
     assert cells[0] == "External" and cells[1] == "2939.5"  # was "2.94e+03"
     d98, d50, d2 = (cells[2 + 3 * k:5 + 3 * k] for k in (0, 2, 3))

@@ -208,3 +208,26 @@ def test_compare_cli_of_a_physical_and_an_rbe_weighted_dose_says_why_there_is_no
     page = (out / "report.html").read_text()
     assert f"Gamma not evaluated</b>: {html.escape(reason)}" in page
     assert "pass rate" not in page
+
+
+def test_a_plan_against_its_recalculation_under_the_other_model(demo, tmp_path, capsys):
+    """An mMKM plan (A) against its recalculation under LEM I (B): B's V95 was read against
+    the mMKM prescription, and the cross-model view, one plan's same spots, was given twice
+    (review). B has no V95, and a note says why; the view is given once, for A and B."""
+    ct, plan_dir, _, _ = demo
+    lem = tmp_path / "recalc-lem"
+    assert main(["recalc", str(ct), str(plan_dir / "RTPLAN.dcm"), "--rbe", "lem1", "--grid", "4",
+                 "--device", "cpu", "--out", str(lem)]) == 0
+    out = tmp_path / "cmp"
+    assert main(["compare", str(plan_dir), str(lem), "--ct", str(ct), "--out", str(out)]) == 0
+    capsys.readouterr()
+    report = json.loads((out / "report.json").read_text())
+    ptv = report["structures"]["PTV"]
+    assert ptv["a"]["v95"] is not None and ptv["b"]["v95"] is None
+    assert report["v95_note"].startswith("No V95 of B: it is relative to the prescription, "
+                                         "60 Gy(RBE) under mMKM, and B's dose is under LEM I")
+    (view,) = report["cross_model"]
+    assert view["label"] == "A and B (the same plan)"
+    page = html.unescape((out / "report.html").read_text())
+    assert page.count("A and B (the same plan): plan") == 1
+    assert report["v95_note"] in page

@@ -113,3 +113,50 @@ def test_a_plan_saved_with_the_older_label_lists_its_exchange_lem_side_once(plan
     keys = [layer.key for layer in restored.layers()]
     assert "lem1" not in keys and {"rbe", "mkm", "ratio"} <= set(keys)
     assert restored.layer("lem1").cube is restored.result.rbe_dose_gy_rbe
+
+
+#: How the plan's own report names its model in short (report.json ``prescription.model``):
+#: each structure's tissue and scheme, then the tissue elsewhere (not the default tissue alone).
+SHORT_NAME = "LEM I PTV=chordoma:averaged Brainstem=user(0.313,0.0615,8):averaged, elsewhere hsg"
+
+
+def test_an_imported_plan_with_tissues_is_named_with_them(planned, tmp_path, capsys):
+    """The plan's RTPLAN holds its tissues per structure; imported, it was named by its
+    default tissue only ("LEM I hsg, averaged") in recalc's terminal line, report.json,
+    PDF and warning, and in ``ionplan info`` (review)."""
+    from planning.dicom.info import folder_info, format_folder_info
+    from planning.document.from_plan import plan_document, prescription_model
+
+    ct, out, report = planned
+    full = report["rbe_model"]
+    assert report["prescription"]["model"] == f"{SHORT_NAME}, averaged"
+    capsys.readouterr()
+    same = tmp_path / "same"
+    assert main(["recalc", str(ct), str(out / "RTPLAN.dcm"), "--grid", "6", "--out",
+                 str(same)]) == 0
+    line = capsys.readouterr().out
+    rep = json.loads((same / "report.json").read_text())
+    assert rep["prescription"]["model"] == f"{SHORT_NAME}, averaged"
+    assert rep["plan_rbe_model"] == full == rep["rbe_model"]
+    # Its own model: the % are of its own prescription, no model to tell apart.
+    assert "% of 66 Gy(RBE)" in line and "prescription" not in line.split("PTV", 1)[1]
+    assert not any("optimized with" in w for w in rep["warnings"])
+
+    mkm = tmp_path / "mkm"
+    assert main(["recalc", str(ct), str(out / "RTPLAN.dcm"), "--grid", "6", "--rbe", "mkm",
+                 "--out", str(mkm)]) == 0
+    line = capsys.readouterr().out
+    rep = json.loads((mkm / "report.json").read_text())
+    assert rep["prescription"]["model"] == f"{SHORT_NAME}, averaged"
+    assert rep["plan_rbe_model"] == full
+    assert f"of the {SHORT_NAME}, averaged prescription of 66 Gy(RBE)" in line
+    assert any(w.endswith(f"the plan was optimized with {full}.") for w in rep["warnings"])
+    result = api.recalculate_plan(load_patient(ct), out / "RTPLAN.dcm", rbe="mkm",
+                                  grid_mm=6.0)
+    assert prescription_model(result) == f"{SHORT_NAME}, averaged"
+    facts = dict(plan_document(result, "Plan 1").plan_facts.rows)
+    assert facts["Prescribed dose"].endswith(f"({SHORT_NAME}, averaged)")
+
+    (listed,) = folder_info(out).plans
+    assert listed.rbe_model == full
+    assert f"RBE model: {full}" in format_folder_info(folder_info(out))

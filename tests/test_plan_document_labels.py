@@ -60,13 +60,40 @@ def test_the_physical_dose_table_has_no_prescription_relative_volumes(lem_plan):
     assert physical.metrics.header[-1] == "Dmean"
     assert all(len(row) == len(physical.metrics.header) for row in physical.metrics.rows)
     assert f"relative to the prescription, {PRESCRIPTION_GY_RBE:g} Gy(RBE)" in physical.note
-    for section in doc.sections[:2]:  # the plan's model and the other model, both Gy(RBE)
-        assert section.metrics.header[-2:] == PRESCRIPTION_RELATIVE_COLUMNS
-        assert section.note == ""
+    own = doc.sections[0]  # the plan's model: its prescription's
+    assert own.metrics.header[-2:] == PRESCRIPTION_RELATIVE_COLUMNS and own.note == ""
     flat = _flat_pdf_text(doc)
     table = flat[flat.index("Physical dose (same spots, Gy)"):flat.index("Warnings")]
     assert "V95" not in table.split("No V95")[0] and "V107 %" not in table
     assert "No V95 or V107: they are relative to the prescription, 57.6 Gy(RBE)" in table
+
+
+def test_another_models_table_has_no_volumes_of_the_prescription(lem_plan):
+    """The exchange view's mMKM table of a LEM I plan gave "GTV V95 0.0 %": the share above
+    95 % of the LEM I prescription, read off an mMKM dose (review). The same Gy(RBE) number
+    is another physical dose under another model: no V95 or V107 there, and a note; a
+    recalculation under mMKM keeps them in the table of the plan's own LEM I dose."""
+    doc = plan_document(lem_plan, "Plan 1")
+    other = _section(doc.sections, "RBE-weighted dose, mMKM")
+    assert other.title.endswith("(other model, same spots, Gy(RBE))")
+    assert not set(PRESCRIPTION_RELATIVE_COLUMNS) & set(other.metrics.header)
+    assert other.metrics.header[-1] == "Dmean"
+    assert all(len(row) == len(other.metrics.header) for row in other.metrics.rows)
+    assert other.note.startswith(f"No V95 or V107: they are relative to the prescription, "
+                                 f"{PRESCRIPTION_GY_RBE:g} Gy(RBE) under LEM I chordoma, "
+                                 "averaged, and this table's dose is under mMKM")
+    assert "different physical dose under another model" in other.note
+    flat = _flat_pdf_text(doc)
+    table = flat[flat.index("(other model, same spots, Gy(RBE))"):]
+    assert "V95" not in table.split("No V95")[0]
+    # Under mMKM, the LEM I dose beside it is the prescription's model: V95 and V107 stay.
+    x = lem_plan.exchange
+    recalc = dataclasses.replace(lem_plan, model=x.mkm,
+                                 report={**lem_plan.report, "rbe_model": x.mkm_model,
+                                         "rbe_model_source": "requested"})
+    lem = _section(plan_document(recalc, "Plan 1").sections, "RBE-weighted dose, LEM I")
+    assert lem.title.endswith("(other model, same spots, Gy(RBE))")
+    assert lem.metrics.header[-2:] == PRESCRIPTION_RELATIVE_COLUMNS and lem.note == ""
 
 
 def test_a_physical_dose_plan_leaves_the_volumes_out_of_the_rbe_weighted_tables(lem_plan):

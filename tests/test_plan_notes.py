@@ -23,7 +23,8 @@ def _result(message: str, *, model: str = "mMKM HSG", plan_model: str = "mMKM HS
                 "optimizer_message": message, "iterations": 199},
         patient=SimpleNamespace(import_warnings=lambda: ("CT: 2 slices missing",
                                                          "RS.dcm: Eye_L: open contour")),
-        model=SimpleNamespace(describe=lambda: model), plan=SimpleNamespace(rbe_model=plan_model))
+        model=SimpleNamespace(describe=lambda: model), structure_tissues=(),
+        plan=SimpleNamespace(rbe_model=plan_model, rbe_label=plan_model))
 
 
 def test_an_optimizer_at_its_iteration_limit_is_named_in_plain_words():

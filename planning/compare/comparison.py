@@ -10,7 +10,8 @@ else the common grid of :func:`planning.compare.resample.common_grid`, trilinear
   2 %/2 mm, 10 % low-dose threshold of A's maximum), with timings;
 - DVHs and metric differences per structure (:mod:`planning.compare.dvh_compare`) when a CT with
   structures is available (given, or found in a side's folder);
-- the cross-model view of each side that is a plan with a CT (:mod:`planning.compare.cross_model`).
+- the cross-model view of each side that is a plan with a CT (:mod:`planning.compare.cross_model`;
+  one for both sides when they are one plan on one grid).
 
 A physical dose (Gy) against an RBE-weighted dose (Gy(RBE)) are two quantities: neither B - A,
 its statistics nor the gamma index is computed (a dose difference or gamma between them has no
@@ -54,7 +55,7 @@ from planning.errors import InputError, PlanningError
 from planning.machine import Machine
 from planning.patient import Patient
 from planning.progress import CancelToken, ProgressCallback, report, stage_progress
-from planning.rbe.record import describe_structure_tissues
+from planning.rbe.record import describe_structure_tissues, short_model_name
 from planning.structure_dose import grid_of
 
 #: Gamma criteria of a comparison by default: (dose %, distance-to-agreement mm).
@@ -173,6 +174,9 @@ class ComparisonResult:
         threshold of its maximum, NaN elsewhere; None otherwise.
     rbe_ratio_stats : EffectiveRbeStats or None
         Its statistics.
+    v95_note : str
+        Why a side of the same quantity has no V95 (its dose is under another RBE model than
+        the prescription's); ``""`` when none lacks it for that reason.
     """
 
     a: DoseSide
@@ -197,6 +201,7 @@ class ComparisonResult:
     gamma_skipped_reason: str | None = None
     rbe_ratio: NDArray[np.float32] | None = None
     rbe_ratio_stats: EffectiveRbeStats | None = None
+    v95_note: str = ""
 
     @property
     def unit_a(self) -> str:
@@ -279,11 +284,23 @@ class ComparisonResult:
                        "seconds": t}
                       for g, t in zip(self.gamma, self.gamma_seconds, strict=True)],
             "structures": {s.name: s.as_dict() for s in self.structures},
+            **({"v95_note": self.v95_note} if self.v95_note else {}),
             "dvh": dvh_curves_dict(self.structures),
             "cross_model": [v.as_dict() for v in self.cross_model],
             "warnings": list(self.warnings),
             "timings_s": dict(self.timings_s),
         }
+
+
+def other_model_v95_note(prescribed: DoseSide, other: DoseSide) -> str:
+    """Why ``other`` has no V95: the prescription (of ``prescribed``'s plan) is in the Gy(RBE)
+    of another RBE model than ``other``'s dose."""
+    assert prescribed.prescription is not None
+    return (f"No V95 of {other.label}: it is relative to the prescription, "
+            f"{prescribed.prescription.total_dose_gy_rbe:g} Gy(RBE) under "
+            f"{short_model_name(prescribed.prescription_model)}, and {other.label}'s dose is "
+            f"under {short_model_name(other.description)}: the same Gy(RBE) number is a "
+            "different physical dose under another model.")
 
 
 def side_quantity(side: DoseSide) -> str:
@@ -505,6 +522,7 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
     timings["resample"] = time.perf_counter() - t0
 
     prescription = settings.prescription_gy
+    v95_note = ""
     plan_rx = side_a.prescription or side_b.prescription
     # A side's plan prescription counts only for a dose of its unit (dose_prescription): of a
     # physical and an RBE-weighted dose, it is the RBE-weighted one's (carbon plans are
@@ -556,7 +574,14 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
     report(progress, 0.1 + span, "structures")
     masks = structure_masks(chosen, grid) if chosen is not None else []
     if not mixed:
-        rx_a = rx_b = prescription
+        # A prescription of the sides' plans is read against the doses of its own RBE model
+        # only (DoseSide.dose_prescription); one given in the settings against both.
+        rx_side = None if settings.prescription_gy is not None or own_rx is None else (
+            side_a if side_a.dose_prescription() is own_rx else side_b)
+        rx_a, rx_b = (prescription if rx_side is None or s.of_prescription_model(rx_side)
+                      else None for s in (side_a, side_b))
+        if rx_side is not None and None in (rx_a, rx_b):
+            v95_note = other_model_v95_note(rx_side, side_b if rx_b is None else side_a)
     elif side_a.dose_type == "EFFECTIVE":
         rx_a, rx_b = prescription, None
     else:
@@ -579,11 +604,18 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
     if settings.cross_model:
         t0 = time.perf_counter()
         sides = [s for s in (side_a, side_b) if s.plan is not None]
+        # One plan on one grid (a plan and its recalculation under the other model): the same
+        # spots give the same view, computed and shown once for both sides.
+        both = (_same_plan(side_a, side_b) and grids_equal(side_a.grid, side_b.grid))
+        if both:
+            sides = [side_a]
         for k, s in enumerate(sides):
             ct_patient = s.patient or chosen
             lo = 0.6 + 0.4 * k / len(sides)
             view = _cross_model_of(s, ct_patient, settings, machine, warnings,
-                                   stage_progress(progress, lo, lo + 0.4 / len(sides)), cancel)
+                                   stage_progress(progress, lo, lo + 0.4 / len(sides)), cancel,
+                                   label=f"{side_a.label} and {side_b.label} (the same plan)"
+                                   if both else s.label)
             if view is not None:
                 views.append(view)
         problems = [f"cross-model view of {s.label} not computed: {s.plan_problem}"
@@ -600,14 +632,16 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
         stats=stats, gamma=tuple(gammas), gamma_seconds=tuple(seconds), structures=structures,
         cross_model=tuple(views), patient=chosen, ct_hu=ct_hu, focus_index=focus,
         focus_name=focus_name, settings=settings, warnings=tuple(warnings), timings_s=timings,
-        gamma_skipped_reason=skipped, rbe_ratio=rbe_ratio, rbe_ratio_stats=rbe_ratio_stats)
+        gamma_skipped_reason=skipped, rbe_ratio=rbe_ratio, rbe_ratio_stats=rbe_ratio_stats,
+        v95_note=v95_note)
 
 
 def _cross_model_of(side: DoseSide, patient: Patient | None, settings: CompareSettings,
                     machine: Machine | None, warnings: list[str],
-                    progress: ProgressCallback | None, cancel: CancelToken | None
-                    ) -> CrossModelView | None:
-    """The cross-model view of one side, or None (with a warning saying why)."""
+                    progress: ProgressCallback | None, cancel: CancelToken | None,
+                    label: str) -> CrossModelView | None:
+    """The cross-model view of one side, or None (with a warning saying why); ``label``
+    names the sides it serves."""
     from planning.compare.recalc import check_plan_on_ct
 
     assert side.plan is not None
@@ -617,7 +651,7 @@ def _cross_model_of(side: DoseSide, patient: Patient | None, settings: CompareSe
     try:
         check_plan_on_ct(patient, side.plan_frame_of_reference_uid, side.plan_patient_position,
                          side.source)
-        return cross_model_view(patient, side.plan, label=side.label, dose_grid=side.grid,
+        return cross_model_view(patient, side.plan, label=label, dose_grid=side.grid,
                                 machine=machine, hlut_path=settings.hlut_path,
                                 device=settings.device, lem_tissue=settings.lem_tissue,
                                 progress=progress, cancel=cancel)

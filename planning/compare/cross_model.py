@@ -32,7 +32,8 @@ class CrossModelView:
     Attributes
     ----------
     label : str
-        The comparison side it belongs to (``"A"``, ``"B"``).
+        The comparison side it belongs to (``"A"``, ``"B"``), or both (``"A and B (the same
+        plan)"``: one plan on one grid).
     plan_label : str
         The plan's RT Plan Label.
     plan_rbe_model : str or None
@@ -129,7 +130,7 @@ def cross_model_view(patient: Patient, plan: Plan, *, label: str = "",
         except KeyError:
             target = None
     structures = exchange_report(view, samples)["structures"]
-    return CrossModelView(label=label, plan_label=plan.label, plan_rbe_model=plan.rbe_model,
+    return CrossModelView(label=label, plan_label=plan.label, plan_rbe_model=plan.rbe_label,
                           view=view, target=target,
                           prescription_gy_rbe=plan.prescription.total_dose_gy_rbe,
                           structures=structures, seconds=time.perf_counter() - t0)

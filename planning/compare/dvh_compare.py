@@ -126,9 +126,11 @@ def compare_structures(reference: ArrayLike, evaluated: ArrayLike, grid: DoseGri
     patient : Patient
         CT and structure set; structures without DVH samples on ``grid`` are left out.
     prescription_gy : float, optional
-        Total prescribed dose for V95 of A, and of B when they are one quantity.
+        Total prescribed dose for V95 of A (None: no V95 of A).
     prescription_b_gy : float, optional
-        B's, when A and B are two quantities (a prescription is of one of them).
+        B's (None: no V95 of B): the same as A's for doses of one quantity and one RBE
+        model, else that of B's quantity and model, if any (a prescription is of one of
+        them).
     same_quantity : bool
         Whether A and B are one quantity (both physical or both RBE-weighted).
     n_bins : int
@@ -137,7 +139,6 @@ def compare_structures(reference: ArrayLike, evaluated: ArrayLike, grid: DoseGri
     ref = np.asarray(reference, dtype=np.float64)
     ev = np.asarray(evaluated, dtype=np.float64)
     top = 1.05 * max(float(ref.max()), float(ev.max()), 1e-9)
-    rx_b = prescription_gy if same_quantity else prescription_b_gy
     out = []
     for s, samples in sampled_structures(patient, grid):
         assert patient.structure_set is not None  # structures were sampled
@@ -148,7 +149,7 @@ def compare_structures(reference: ArrayLike, evaluated: ArrayLike, grid: DoseGri
             colour_rgb=(int(colour[0]), int(colour[1]), int(colour[2])),
             volume_cm3=samples.volume_cm3, samples=samples.n_samples,
             metrics_a=_metrics(dose_a, w, prescription_gy, samples.maximum(ref, dose_a)),
-            metrics_b=_metrics(dose_b, w, rx_b, samples.maximum(ev, dose_b)),
+            metrics_b=_metrics(dose_b, w, prescription_b_gy, samples.maximum(ev, dose_b)),
             dvh_a=cumulative_dvh(s.name, dose_a, w, max_dose=top, n_bins=n_bins),
             dvh_b=cumulative_dvh(s.name, dose_b, w, max_dose=top, n_bins=n_bins),
             same_quantity=same_quantity))

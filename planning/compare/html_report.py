@@ -271,7 +271,8 @@ def _structures_table(result: ComparisonResult) -> str:
                        else round((1.0 if mixed else scale) * third_value, TABLE_DECIMALS) + 0.0)
         rows.append(row)
     if not mixed:
-        return f"<p>Doses in {result.unit}.</p>" + _table(header, rows)
+        note = f" {escape(result.v95_note)}" if result.v95_note else ""
+        return f"<p>Doses in {result.unit}.{note}</p>" + _table(header, rows)
     return (f"<p>Doses in {result.unit_a} (A) and {result.unit_b} (B); B/A is their ratio (no "
             "B-A: a difference of the two quantities is no dose difference). B/A of Dmean is "
             "the structure's mean RBE weighted by physical dose, when A and B are doses of one "

@@ -513,7 +513,7 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
         warnings.append(f"the plan's target {plan.prescription.target!r} is not a structure "
                         "of the CT's structure set")
     if model_source != "default":  # that case has unknown_model_warning
-        other = model_note(plan.rbe_model, model.describe())
+        other = model_note(plan.rbe_label, model_label(model, structure_tissues))
         if other is not None:
             warnings.append(other)
     warnings += plausibility_warnings(plan, model, model_source, target, sections.structures,
@@ -528,11 +528,11 @@ def recalculate(patient: Patient, plan: Plan, *, model: RbeModel, model_source: 
                          "unit": rx_unit,
                          # Whose Gy(RBE) (or Gy) the prescription is: a dose under another
                          # model is another number for the same effect.
-                         "model": short_model_name(plan.rbe_model) if plan.rbe_model else None},
+                         "model": short_model_name(plan.rbe_label) if plan.rbe_label else None},
         "dose_unit": unit,
         "rbe_model": model_label(model, structure_tissues),
         "rbe_model_source": model_source,
-        "plan_rbe_model": plan.rbe_model,
+        "plan_rbe_model": plan.rbe_label,
         "machine": setup.machine.name,
         "hlut": None if setup.hlut is None else setup.hlut.record(),
         "beams": [{"name": b.label, "gantry_deg": b.gantry_deg, "couch_deg": b.couch_deg,

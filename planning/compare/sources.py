@@ -23,7 +23,7 @@ from planning.errors import InputError, IonPlanError
 from planning.monitor_calibration import MonitorCalibration
 from planning.plan import Plan, Prescription
 from planning.rbe import PhysicalDose, Tissue, prescription_unit_of
-from planning.rbe.record import model_label, short_model_name
+from planning.rbe.record import model_label, same_prescription_model, short_model_name
 
 if TYPE_CHECKING:
     from planning.dicom import DoseVolume
@@ -74,6 +74,10 @@ class DoseSide:
         The unit of ``prescription``: ``"Gy(RBE)"``, or ``"Gy"`` for a plan made under the
         physical-dose model; ``""`` is read as ``"Gy(RBE)"`` (carbon plans are prescribed
         RBE-weighted). :meth:`dose_prescription` uses it.
+    prescription_model : str
+        The RBE model of ``prescription`` (its plan's, as labels name it: full, or the short
+        name of a report.json); ``""`` when unknown. A prescription in Gy(RBE) is of its own
+        model's doses only (:meth:`dose_prescription`).
     patient : Patient or None
         A CT (with structures) that came with the side (folder CT, or a PlanResult's patient).
     structure_tissues : tuple of (str, Tissue)
@@ -101,6 +105,7 @@ class DoseSide:
     plan_patient_position: str = ""
     prescription: Prescription | None = None
     prescription_unit: str = ""
+    prescription_model: str = ""
     patient: Patient | None = None
     structure_tissues: tuple[tuple[str, Tissue], ...] = ()
     plan_problem: str = ""
@@ -119,13 +124,22 @@ class DoseSide:
         return "Gy(RBE)" if self.dose_type == "EFFECTIVE" else "Gy"
 
     def dose_prescription(self) -> Prescription | None:
-        """``prescription`` when it is a prescription of this side's dose, i.e. of its unit;
-        else None: a plan prescribed 57.6 Gy(RBE) says nothing of its physical dose, nor a
-        physical-dose plan's 20 Gy of its recalculation under an RBE model
-        (:func:`planning.rbe.prescription_unit_of`)."""
+        """``prescription`` when it is a prescription of this side's dose, i.e. of its unit
+        and RBE model; else None: a plan prescribed 57.6 Gy(RBE) says nothing of its physical
+        dose, nor a physical-dose plan's 20 Gy of its recalculation under an RBE model
+        (:func:`planning.rbe.prescription_unit_of`), nor an mMKM plan's 57.6 Gy(RBE) of its
+        dose under LEM I (the same Gy(RBE) number is another physical dose under another
+        model; :func:`planning.rbe.record.same_prescription_model`)."""
         if self.prescription is None or (self.prescription_unit or "Gy(RBE)") != self.unit:
             return None
+        if not self.of_prescription_model(self):
+            return None
         return self.prescription
+
+    def of_prescription_model(self, other: DoseSide) -> bool:
+        """Whether this side's dose is under the RBE model of ``other``'s prescription
+        (True where either model is unknown)."""
+        return same_prescription_model(other.prescription_model, self.description)
 
     def summary(self) -> str:
         """Everything known of the dose in one line, for the reports: its kind and model,
@@ -139,8 +153,8 @@ class DoseSide:
             kind = "physical dose"
         if self.plan is None:
             plan = "plan unknown"
-        elif self.dose_type == "PHYSICAL" and self.plan.rbe_model:
-            plan = f"plan {self.plan.label!r} (its RBE model: {self.plan.rbe_model})"
+        elif self.dose_type == "PHYSICAL" and self.plan.rbe_label:
+            plan = f"plan {self.plan.label!r} (its RBE model: {self.plan.rbe_label})"
         else:
             plan = f"plan {self.plan.label!r}"
         return f"{kind}; {plan}; {self.source}"
@@ -264,6 +278,7 @@ def _side_of_result(result: PlanResult, label: str, quantity: str) -> DoseSide:
                     plan_patient_position=ct.patient_position,
                     prescription=result.plan.prescription,
                     prescription_unit=prescription_unit_of(result.plan.rbe_model),
+                    prescription_model=result.plan.rbe_label or "",
                     patient=result.patient,
                     structure_tissues=tissues,
                     patient_id=ct.study.patient_id if ct.study else "",
@@ -281,6 +296,8 @@ def _side_of_file(path: Path, label: str) -> DoseSide:
     if "plan" in extra and "prescription" not in extra:  # not when the plan could not be read
         extra["prescription"] = extra["plan"].prescription
         extra["prescription_unit"] = prescription_unit_of(extra["plan"].rbe_model)
+    if "plan" in extra:
+        extra["prescription_model"] = extra["plan"].rbe_label or ""
     return _side_of_volume(volume, label, **extra)
 
 
@@ -304,13 +321,18 @@ def _side_of_folder(folder: Path, label: str, quantity: str) -> DoseSide:
         extra = _plan_facts(plan_path, volume.referenced_plan_uid,
                             _report_calibration(folder / REPORT_FILE))
     plan_unit = prescription_unit_of(extra["plan"].rbe_model) if "plan" in extra else ""
-    prescription, unit = _report_prescription(folder / REPORT_FILE)
+    prescription, unit, model = _report_prescription(folder / REPORT_FILE)
     if prescription is not None:
         extra["prescription"] = prescription
         extra["prescription_unit"] = unit or plan_unit  # reports before 2026-12-08: the plan's
+        extra["prescription_model"] = model
     elif "plan" in extra:  # not when the plan could not be read (``plan_problem``)
         extra["prescription"] = extra["plan"].prescription
         extra["prescription_unit"] = plan_unit
+    if "plan" in extra:  # its recorded model: report.json's named the default tissue alone
+        # for a plan with LEM I tissues per structure before 2026-12-08
+        extra["prescription_model"] = extra["plan"].rbe_label or extra.get(
+            "prescription_model", "")
     patient = _folder_patient(folder)
     if patient is not None:
         extra["patient"] = patient
@@ -398,16 +420,18 @@ def _report_calibration(path: Path) -> MonitorCalibration | None:
         return None
 
 
-def _report_prescription(path: Path) -> tuple[Prescription | None, str]:
-    """The prescription of an ``ionplan plan``/``recalc`` report.json and its unit
-    (``""`` in reports written before the unit was recorded); ``(None, "")`` if unreadable."""
+def _report_prescription(path: Path) -> tuple[Prescription | None, str, str]:
+    """The prescription of an ``ionplan plan``/``recalc`` report.json, its unit and the short
+    name of its model (each ``""`` in reports written before it was recorded);
+    ``(None, "", "")`` if unreadable."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         p = data["prescription"]
         return (Prescription(str(p["target"]), float(p["total_dose_gy_rbe"]),
-                             int(p["n_fractions"])), str(p.get("unit") or ""))
+                             int(p["n_fractions"])), str(p.get("unit") or ""),
+                str(p.get("model") or ""))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IonPlanError):
-        return None, ""
+        return None, "", ""
 
 
 def _folder_patient(folder: Path) -> Patient | None:

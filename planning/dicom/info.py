@@ -386,7 +386,7 @@ def _plan_info(path: str) -> PlanInfo:
         prescription_found=found,
         target=plan.prescription.target if found else "",
         total_dose_gy_rbe=plan.prescription.total_dose_gy_rbe if found else None,
-        rbe_model=plan.rbe_model or "",
+        rbe_model=plan.rbe_label or "",
         beams=tuple(_beam_info(b, "MU" if in_mu else "particles") for b in plan.beams),
         warnings=(*(w for w in imported.warnings if not w.startswith(_FALLBACK_WARNING)
                     and "metersets in MU converted" not in w),

@@ -50,7 +50,13 @@ from planning.rbe import (
     dose_unit_of,
     prescription_unit_of,
 )
-from planning.rbe.record import StructureTissues, model_label, model_record, short_model_name
+from planning.rbe.record import (
+    StructureTissues,
+    model_label,
+    model_record,
+    same_prescription_model,
+    short_model_name,
+)
 from planning.robust_tables import (
     ROBUST_REPORT_KEYS,
     SCENARIO_METRICS,
@@ -114,8 +120,9 @@ def prescription_model(result: PlanResult) -> str | None:
     dose is under another model (a recalculation under another model: of another kind, or
     another RBE model of the same unit, whose Gy(RBE) are another dose); None otherwise, and
     for a plan that names no model."""
-    named = result.plan.rbe_model
-    if named is None or named in ("", "unknown") or named == result.model.describe():
+    named = result.plan.rbe_label
+    if (named is None or named in ("", "unknown")
+            or named == model_label(result.model, result.structure_tissues)):
         return None
     return short_model_name(named)
 
@@ -318,11 +325,30 @@ def unrelated_to_prescription(prescription: float, prescription_unit: str,
             f"{kinds[table_unit]}; its D-metrics and mean are in {table_unit}.")
 
 
-def _other_models(result: PlanResult) -> list[tuple[RbeModel, NDArray[np.float32]]]:
+def other_model_than_prescription(prescription: float, prescription_model: str | None,
+                                  table_model: str) -> str:
+    """Why a table of the RBE-weighted dose under ``table_model`` (the label of the exchange
+    view's other model) has no V95 and V107 when the prescription's Gy(RBE) are of another model
+    (``prescription_model``, its short name; :func:`same_prescription_model`); "" when they
+    are of one model, or the prescription's model is unknown."""
+    if same_prescription_model(prescription_model, table_model):
+        return ""
+    return (f"No V95 or V107: they are relative to the prescription, {prescription:g} "
+            f"Gy(RBE) under {prescription_model}, and this table's dose is under "
+            f"{short_model_name(table_model)}: the same Gy(RBE) number is a "
+            "different physical dose under another model; its D-metrics and mean are in "
+            "Gy(RBE) of its own model.")
+
+
+def _other_models(result: PlanResult
+                  ) -> list[tuple[RbeModel, str, NDArray[np.float32]]]:
+    """The exchange view's doses under a model other than the dose's own: (model, its label
+    with the LEM I side's tissues per structure, total dose in Gy(RBE))."""
     view = result.exchange
     if view is None:
         return []
-    return [(m, d) for m, d in ((view.mkm, view.mkm_dose_gy_rbe), (view.lem, view.lem_dose_gy_rbe))
+    return [(m, label, d) for m, label, d in ((view.mkm, view.mkm_model, view.mkm_dose_gy_rbe),
+                                              (view.lem, view.lem_model, view.lem_dose_gy_rbe))
             if m != result.model]
 
 
@@ -335,8 +361,8 @@ def _model_role(result: PlanResult) -> tuple[str, str]:
     if source == "plan":
         return "the plan's model", "plan's model"
     if source == "requested":
-        named = result.plan.rbe_model
-        made = ("" if not named or named == result.model.describe()
+        named = result.plan.rbe_label
+        made = ("" if not named or named == model_label(result.model, result.structure_tissues)
                 else f"; the plan was made under {named}")
         return f"the model asked for in this recalculation{made}", "recalculated"
     return "the default model: the plan names none", "default model"
@@ -364,7 +390,7 @@ def _warnings(result: PlanResult, views: Sequence[SliceView], restored: bool
                      "is not a contoured structure of this CT.")
     others = _other_models(result)
     if others and not _drawn(result):
-        names = " and ".join(m.name for m, _ in others)
+        names = " and ".join(m.name for m, _, _ in others)
         notes.append(f"The DVHs show the plan's physical dose (Gy) only: the {names} doses of "
                      "the same spots are RBE-weighted (Gy(RBE)) and are not drawn on its axis; "
                      "their metrics are in their own tables.")
@@ -409,12 +435,14 @@ def plan_document(result: PlanResult, plan_name: str, *,
     doses: list[tuple[list[StructureDose], tuple[float, ...]]] = [(plan_stats, ())]
     legend: list[tuple[str, tuple[float, ...]]] = [(f"{model.name} ({short_role})", ())]
     drawn = _drawn(result)
-    for other, cube in _other_models(result):
+    named = result.plan.rbe_label
+    rx_short = short_model_name(named) if named and named != "unknown" else None
+    for other, other_label, cube in _other_models(result):
         other_stats = stats(cube)
-        sections.append(_dose_section(f"RBE-weighted dose, {other.describe()} (other model, "
-                                      "same spots, Gy(RBE))", other_stats, drawn,
-                                      unrelated_to_prescription(reference, rx_unit,
-                                                                "Gy(RBE)")))
+        unrelated = (unrelated_to_prescription(reference, rx_unit, "Gy(RBE)")
+                     or other_model_than_prescription(reference, rx_short, other_label))
+        sections.append(_dose_section(f"RBE-weighted dose, {other_label} (other model, "
+                                      "same spots, Gy(RBE))", other_stats, drawn, unrelated))
         if drawn:  # on the plan's Gy(RBE) axis, each model in its own dash pattern
             doses.append((other_stats, dash_of(other)))
             legend.append((other.name, dash_of(other)))

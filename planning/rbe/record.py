@@ -227,6 +227,31 @@ def short_model_name(description: str) -> str:
     return description
 
 
+#: The starts of the descriptions of the models IonPlan knows (:func:`short_model_name`).
+_KNOWN_STARTS = (MkmModel.name, LemModel.name, ConstantRbe.name, PhysicalDose.name)
+
+
+def same_prescription_model(prescription_model: str | None, dose_model: str | None) -> bool:
+    """Whether a dose under ``dose_model`` is in the Gy(RBE) of a prescription made under
+    ``prescription_model`` (each a model's description or label, in full or short), so that
+    its V95 and V107 of that prescription mean something: False only when both name models
+    IonPlan knows and their short names (:func:`short_model_name`) differ. The same Gy(RBE)
+    number is another physical dose, another effect, under another RBE model. A model that is
+    unknown (None, ``""``, another system's words) is taken to be the prescription's."""
+    if not prescription_model or not dose_model:
+        return True
+    if not (prescription_model.startswith(_KNOWN_STARTS)
+            and dose_model.startswith(_KNOWN_STARTS)):
+        return True
+    return _short_name(prescription_model) == _short_name(dose_model)
+
+
+def _short_name(text: str) -> str:
+    """:func:`short_model_name` of a description or label; a short name (its LEM I tissue
+    and scheme joined by ", ") as it is."""
+    return text if ", " in text else short_model_name(text)
+
+
 def _tissue_and_scheme(words: list[str]) -> str:
     """``"chordoma, averaged"`` from the words of a LEM I description after ``"LEM I"``."""
     scheme = next((w.removeprefix("rapid=") for w in words if w.startswith("rapid=")),
