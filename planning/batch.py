@@ -873,12 +873,12 @@ def keep_previous(outcome: JobOutcome, out_root: Path) -> JobOutcome:
     if outcome.status != "error":
         return outcome
     path = out_root / outcome.name / "job.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        modified = path.stat().st_mtime
-    except (OSError, ValueError):
+    data = _finished_record(path.parent)
+    if data is None:
         return outcome
-    if not isinstance(data, dict) or data.get("status") != "ok":
+    try:
+        modified = path.stat().st_mtime
+    except OSError:
         return outcome
     earlier = data.get("last_run_failed")
     finished = str(data.get("finished") or (earlier or {}).get("result_finished")
@@ -911,14 +911,20 @@ def _publish(partial: Path, final: Path) -> None:
         os.replace(partial, final)
 
 
-def finished_outcome(job: JobSpec, out_root: Path) -> JobOutcome | None:
-    """The stored outcome of a finished, up-to-date job, as ``skipped``; else None."""
-    path = out_root / job.name / "job.json"
+def _finished_record(folder: Path) -> dict[str, Any] | None:
+    """The job.json of a job folder that holds a finished run (status ok); None when there
+    is none, it cannot be read, or its run did not finish."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads((folder / "job.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if data.get("status") != "ok" or data.get("signature") != _json_ready(job.signature()):
+    return data if isinstance(data, dict) and data.get("status") == "ok" else None
+
+
+def finished_outcome(job: JobSpec, out_root: Path) -> JobOutcome | None:
+    """The stored outcome of a finished, up-to-date job, as ``skipped``; else None."""
+    data = _finished_record(out_root / job.name)
+    if data is None or data.get("signature") != _json_ready(job.signature()):
         return None
     return JobOutcome(job.name, job.kind, "skipped", "", float(data.get("seconds", 0.0)),
                       tuple(data.get("rows", ())), tuple(data.get("warnings", ())))
@@ -935,11 +941,8 @@ def kept_outcomes(out_root: Path, names: Iterable[str]) -> tuple[JobOutcome, ...
     for folder in sorted(out_root.iterdir()) if out_root.is_dir() else ():
         if folder.name in skip or folder.name.startswith(".") or not folder.is_dir():
             continue
-        try:
-            data = json.loads((folder / "job.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(data, dict) or data.get("status") != "ok":
+        data = _finished_record(folder)
+        if data is None:
             continue
         kept.append(JobOutcome(folder.name, str(data.get("kind", "")), "kept", "",
                                float(data.get("seconds", 0.0)), tuple(data.get("rows", ())),
