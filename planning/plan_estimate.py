@@ -249,6 +249,12 @@ def matrix_bytes(work: PlanWork) -> float:
     return work.entries * (MATRIX_BYTES_PER_ENTRY + 4 * work.n_model)
 
 
+def forward_pass_bytes(n_voxels: int, n_beams: int, n_model: int) -> float:
+    """One forward pass's float64 working cubes on the ``n_voxels`` of the dose grid:
+    :data:`FORWARD_CUBES` and one per beam and per model sum."""
+    return 8.0 * n_voxels * (FORWARD_CUBES + n_beams + n_model)
+
+
 def reoptimization_bytes(n_voxels: int, n_beams: int, n_model: int, n_check: int, *,
                          exchange: bool, dose_rows: int = 0) -> float:
     """Bytes a re-optimization allocates beside what the plan keeps (its matrices, engines and
@@ -261,8 +267,7 @@ def reoptimization_bytes(n_voxels: int, n_beams: int, n_model: int, n_check: int
     keeps it, the dose grid's engine over ``dose_rows``. Matrices rebuilt for points they
     lack are checked where they are made (:mod:`planning.engine.cpu_influence`)."""
     cubes = RESULT_CUBES + n_beams + (EXCHANGE_CUBES if exchange else 0)
-    forward = FORWARD_CUBES + n_beams + n_model
-    return (4.0 * n_voxels * cubes + 8.0 * n_voxels * forward
+    return (4.0 * n_voxels * cubes + forward_pass_bytes(n_voxels, n_beams, n_model)
             + engine_bytes(n_check + dose_rows, n_beams, 2 * n_model))
 
 

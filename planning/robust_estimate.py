@@ -31,7 +31,12 @@ from planning.engine.memory import (
     engine_bytes,
     size_text,
 )
-from planning.plan_estimate import FORWARD_CUBES, RESULT_CUBES, PlanEstimate, matrix_bytes
+from planning.plan_estimate import (
+    RESULT_CUBES,
+    PlanEstimate,
+    forward_pass_bytes,
+    matrix_bytes,
+)
 from planning.robust import RobustSettings, Scenario, by_position, make_scenarios
 
 #: float32 envelope cubes: minimum and maximum of the physical and the RBE-weighted dose.
@@ -63,7 +68,7 @@ def robust_memory_bytes(n_voxels: int, n_rows: int, n_beams: int, n_model: int,
     scaled = any(sc.range_error_pct for sc in others)
     cubes = 4.0 * n_voxels * (RESULT_CUBES + n_beams + ENVELOPE_CUBES
                               + SCENARIO_CUBES * per_position)
-    forward = 8.0 * n_voxels * (FORWARD_CUBES + n_beams + n_model)
+    forward = forward_pass_bytes(n_voxels, n_beams, n_model)
     engine = (engine_bytes(n_rows, n_beams, 2 * n_model)
               + (VOXEL_BYTES_PER_BEAM * n_rows * n_beams if scaled else 0))
     return cubes + forward + engine
