@@ -14,12 +14,12 @@ import math
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
-from types import FrameType
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from planning.about import VersionAction
+from planning.cli_termination import Terminated, TerminationSignals, termination_as_exception
 from planning.cli_warnings import terminal_warnings
 from planning.dicom.errors import SeriesSelectionError
 from planning.errors import IonPlanError
@@ -66,6 +66,21 @@ def _plan_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+
+@contextlib.contextmanager
+def _output_folder(args: argparse.Namespace,
+                   inputs: Sequence[str | os.PathLike[str]] = ()) -> Iterator[Path]:
+    """:func:`fresh_output_folder` of ``args.out`` that keeps what the run wrote only when no
+    SIGTERM or SIGHUP arrived during it: one whose :class:`Terminated` something swallowed
+    stops the run here, and the folder is put back as it was (:mod:`planning.cli_termination`).
+    """
+    signals: TerminationSignals | None = getattr(args, "termination", None)
+    with fresh_output_folder(args.out, overwrite=args.overwrite, inputs=inputs) as folder:
+        yield folder
+        if signals is not None:
+            signals.raise_if_received()
+
+
 def _cmd_depth_dose(args: argparse.Namespace) -> int:
     from planning import api
 
@@ -104,7 +119,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.out is None:
         print(run())
     else:
-        with fresh_output_folder(args.out, overwrite=args.overwrite):
+        with _output_folder(args):
             print(run())
     return EXIT_OK
 
@@ -200,7 +215,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(f"ionplan: warning: {concern} Computing it (--accept-long).", file=sys.stderr,
               flush=True)
 
-    with fresh_output_folder(args.out, overwrite=args.overwrite):
+    with _output_folder(args):
         report = api.make_plan(
             args.ct_dir, target=args.target, dose_gy_rbe=args.dose, fractions=args.fractions,
             gantry_deg=args.gantry, couch_deg=args.couch, out_dir=args.out, rbe=args.rbe,
@@ -256,8 +271,7 @@ def _cmd_recalc(args: argparse.Namespace) -> int:
     from planning.rbe.record import short_model_name
 
     _check_model_options(args)
-    with fresh_output_folder(args.out, overwrite=args.overwrite,
-                             inputs=(args.rtplan, args.ct_dir)):
+    with _output_folder(args, inputs=(args.rtplan, args.ct_dir)):
         result = api.recalculate_plan(
             args.ct_dir, args.rtplan, rbe=args.rbe, rbe_value=args.rbe_value,
             tissue=args.tissue, machine_path=args.machine, grid_mm=args.grid,
@@ -285,8 +299,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.ct_series is not None and args.ct is None:
         raise IonPlanError("--ct-series chooses the CT series of the --ct folder; give --ct "
                            "CT_DIR too")
-    with fresh_output_folder(args.out, overwrite=args.overwrite,
-                             inputs=(args.a, args.b)):
+    with _output_folder(args, inputs=(args.a, args.b)):
         result = api.compare_doses(
             args.a, args.b, structures=args.ct, criteria=args.gamma or None,
             threshold_percent=args.threshold, quantity=args.quantity,
@@ -403,8 +416,7 @@ def _cmd_robust(args: argparse.Namespace) -> int:
     if args.exchange:
         raise IonPlanError("--exchange is not an option of robust; run 'ionplan recalc "
                            "--exchange' for the mMKM / LEM I view")
-    with fresh_output_folder(args.out, overwrite=args.overwrite,
-                             inputs=(args.rtplan, args.ct_dir)):
+    with _output_folder(args, inputs=(args.rtplan, args.ct_dir)):
         result = api.robust_evaluation(
             args.ct_dir, args.rtplan, rbe=args.rbe, rbe_value=args.rbe_value,
             tissue=args.tissue, machine_path=args.machine, grid_mm=args.grid,
@@ -805,59 +817,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(BaseException):
-    """SIGTERM or SIGHUP arrived (a scheduler's time limit, ``timeout``, a closed terminal):
-    raised in the main thread so that, as for Ctrl-C, the output folder takes back what the
-    run set aside and drops what it half wrote (:mod:`planning.output_folder`)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-#: Delay before a termination signal that arrived during an import is delivered again, s.
-IMPORT_RETRY_S = 0.05
-
-
-def _inside_import(frame: FrameType | None) -> bool:
-    """Whether ``frame`` or a frame that called it runs Python's import machinery."""
-    while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
-            return True
-        frame = frame.f_back
-    return False
-
-
-@contextlib.contextmanager
-def _terminate_as_exception() -> Iterator[None]:
-    """While the block runs, SIGTERM and SIGHUP raise :class:`Terminated` (the default
-    handlers ended the process at once, leaving an earlier run's files set aside and hidden).
-
-    A signal that arrives while a module is being imported is delivered again
-    :data:`IMPORT_RETRY_S` later: raised inside an extension module's initialisation it became
-    ``ImportError: initialization failed``, which an optional import's ``except ImportError``
-    swallowed, and the run went on to the end (exit 0, the earlier files replaced; CI)."""
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if _inside_import(frame):
-            retry = threading.Timer(IMPORT_RETRY_S, os.kill, (os.getpid(), signum))
-            retry.daemon = True
-            retry.start()
-            return
-        raise Terminated(signum)
-
-    wanted = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
-              if s is not None]
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread (a test driving main() elsewhere)
-        return
-    before = {s: signal.signal(s, handler) for s in wanted}
-    try:
-        yield
-    finally:
-        for s, h in before.items():
-            signal.signal(s, h)
-
-
 def main(argv: Sequence[str] | None = None, *, gui: GuiRunner | None = None) -> int:
     """Run one ``ionplan`` command; returns the exit status.
 
@@ -876,9 +835,12 @@ def main(argv: Sequence[str] | None = None, *, gui: GuiRunner | None = None) -> 
     try:
         if args.command == "gui":
             return args.func(args)
-        with _terminate_as_exception(), (  # batch prints its jobs' warnings by job
+        with termination_as_exception() as signals, (  # batch prints its jobs' warnings by job
                 contextlib.nullcontext() if args.command == "batch" else terminal_warnings()):
-            return args.func(args)
+            args.termination = signals
+            status: int = args.func(args)
+            signals.raise_if_received()  # one whose exception was swallowed on its way up
+            return status
     except Terminated as exc:
         print(f"ionplan: terminated ({signal.Signals(exc.signum).name})", file=sys.stderr)
         return 128 + exc.signum

@@ -150,6 +150,40 @@ def test_sigterm_during_a_run_puts_the_earlier_files_back(tmp_path: Path) -> Non
     assert (out / "RTPLAN.dcm").read_text() == "first"
 
 
+def test_a_sigterm_whose_exception_was_swallowed_still_stops_the_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    """CI: SIGTERM's handler ran inside pydicom's keyword lookup, where ``int(keyword, 16)``
+    then raised its ValueError over the handler's exception and pydicom handled that; the plan
+    went on to the end, exit 0, and the earlier files were replaced. Now the signal is
+    recorded as well, and the run stops before the output folder keeps what it wrote."""
+    import os
+    import signal
+    import time
+
+    from planning import api, cli
+    from planning.cli_termination import Terminated
+
+    def demo_that_swallows(**kwargs: object) -> str:
+        (tmp_path / "out" / "RTPLAN.dcm").write_text("second")
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(2)  # the handler raises here
+        except Terminated:
+            pass  # as C code that sets its own error over it does
+        return "demo finished"
+
+    monkeypatch.setattr(api, "run_headless_demo", demo_that_swallows)
+    out = tmp_path / "out"
+    out.mkdir()
+    _plan_files(out, "first")
+    assert cli.main(["demo", "--out", str(out), "--overwrite"]) == 128 + signal.SIGTERM
+    assert "ionplan: terminated (SIGTERM)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["RTDOSE_RBE.dcm", "RTPLAN.dcm",
+                                                     "report.json"]
+    assert (out / "RTPLAN.dcm").read_text() == "first"
+
+
 def test_a_sigterm_during_an_import_stops_the_run_once_the_import_is_done(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """CI: SIGTERM landed while an extension module was being imported; raised there it became
@@ -159,7 +193,7 @@ def test_a_sigterm_during_an_import_stops_the_run_once_the_import_is_done(
     import sys
     import time
 
-    from planning.cli import Terminated, _terminate_as_exception
+    from planning.cli_termination import Terminated, termination_as_exception
 
     (tmp_path / "ionplan_slow_import_probe.py").write_text(
         "import os, signal, time\n"
@@ -169,7 +203,7 @@ def test_a_sigterm_during_an_import_stops_the_run_once_the_import_is_done(
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "ionplan_slow_import_probe", raising=False)
     with pytest.raises(Terminated):
-        with _terminate_as_exception():
+        with termination_as_exception():
             try:
                 import ionplan_slow_import_probe  # noqa: F401
             except ImportError:
