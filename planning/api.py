@@ -255,11 +255,13 @@ def target_isocenter_mm(patient: Patient, target: str) -> tuple[float, float, fl
     if patient.structure_set is None:
         raise InputError("the patient has no structure set")
     try:
-        mask = patient.structure_set.get(target).mask.to_dense()
+        structure = patient.structure_set.get(target)
     except KeyError as exc:
         raise InputError(str(exc.args[0])) from None
+    mask = structure.mask.to_dense()
     if not mask.any():
-        raise InputError(f"the target {target!r} has no voxels on the CT grid")
+        raise InputError(f"the target {structure.name!r} has no voxels on the CT grid"
+                         + patient.structure_set.empty_structure_text(structure.name))
     return iso(patient.ct, mask)
 
 

@@ -422,6 +422,18 @@ class StructureSet:
                 return colour
         raise KeyError(f"structure {structure.name!r} is not one of this structure set's")
 
+    def empty_structure_text(self, name: str) -> str:
+        """Why the structure called ``name`` may have no voxels, for an error that says it
+        has none: what the import warned of about its ROI, with the file
+        (``"; the import of /data/RS.dcm said: ROI 'PTV': 13 contour(s) outside the CT volume
+        were ignored"``); ``""`` when it warned of nothing about it."""
+        mine = [w for w in self.warnings
+                if w.startswith((f"ROI {name!r}:", f"ROI {name!r} "))]
+        if not mine:
+            return ""
+        where = f" of {self.source_path}" if self.source_path else ""
+        return f"; the import{where} said: {'; '.join(mine)}"
+
     def get(self, name: str) -> Structure:
         """The structure called ``name`` (exact match first, then case-insensitive).
 

@@ -601,7 +601,8 @@ def plan_basis(request: PlanRequest, *, machine: Machine | None = None,
         raise PlanningError(str(exc.args[0])) from None
     target_mask = target.mask.to_dense()
     if not target_mask.any():
-        raise PlanningError(f"the target {target.name!r} has no voxels on the CT grid")
+        raise PlanningError(f"the target {target.name!r} has no voxels on the CT grid"
+                            + patient.structure_set.empty_structure_text(target.name))
     machine = machine or load_machine()
     _check_config(config, patient, machine)
     ct = patient.ct

@@ -125,7 +125,8 @@ def _ring_parts(patient: Patient, name: str) -> tuple[NDArray[np.bool_], float, 
         raise PlanningError(f"ring {name!r}: no structure {roi!r} to put a ring around"
                             ) from None
     if not inside.any():
-        raise PlanningError(f"ring {name!r}: structure {roi!r} has no voxels")
+        raise PlanningError(f"ring {name!r}: structure {roi!r} has no voxels"
+                            + ss.empty_structure_text(roi))
     return inside, inner, outer
 
 

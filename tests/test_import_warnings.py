@@ -21,6 +21,7 @@ import pytest
 from planning import api
 from planning.cli import main
 from planning.dicom import load_patient, write_demo_patient
+from planning.errors import InputError
 from planning.plan_notes import plan_notes
 
 SMALL = ["--grid", "8", "--device", "cpu"]
@@ -136,3 +137,28 @@ def test_a_missing_patient_position_is_one_of_the_reports_warnings(tmp_path, cap
     assert err.getvalue().count(warning) == 1, err.getvalue()
     # Not logged as well: the terminal says it once, as the report's warning.
     assert not [r for r in caplog.records if "Patient Position" in r.getMessage()]
+
+
+def test_an_empty_target_says_what_the_import_warned_of_it(tmp_path, capsys):
+    """A target whose contours all lie outside the CT failed with "the target 'PTV' has no
+    voxels on the CT grid" alone: the import's warning that said why (its contours were
+    ignored) was logged at INFO, shown with -v only, and a failed run writes no report.json."""
+    ct = tmp_path / "ct"
+    write_demo_patient(ct)
+    path = ct / "RS_demo.dcm"
+    ds = pydicom.dcmread(path)
+    names = {r.ROINumber: r.ROIName for r in ds.StructureSetROISequence}
+    (ptv,) = [c for c in ds.ROIContourSequence if names[c.ReferencedROINumber] == "PTV"]
+    for contour in ptv.ContourSequence:  # 500 mm to the left: outside the 256 mm CT
+        contour.ContourData = [v + 500.0 if i % 3 == 0 else v
+                               for i, v in enumerate(contour.ContourData)]
+    ds.save_as(path)
+    why = (f"the target 'PTV' has no voxels on the CT grid; the import of {path} said: "
+           f"ROI 'PTV': {len(ptv.ContourSequence)} contour(s) outside the CT volume were "
+           "ignored")
+    assert main(["plan", str(ct), "--target", "ptv", "--dose", "3", "--fractions", "1",
+                 "--gantry", "90", *SMALL, "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.strip() == f"ionplan: error: {why}"
+    with pytest.raises(InputError, match="the import of"):
+        api.target_isocenter_mm(load_patient(ct), "PTV")
+    assert len(api.target_isocenter_mm(load_patient(ct), "Eye_L")) == 3  # a structure in it
