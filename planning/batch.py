@@ -22,7 +22,8 @@ job runs. A job that fails leaves the folder of its earlier run, if any, as it w
 its job.json (``last_run_failed``) and says so in its error (:func:`keep_previous`). A finished
 job (``NAME/job.json`` with status ok, the same options and, for a job
 that evaluates LEM I, the same LEM I model once its defaults are resolved) is skipped unless
-``rerun``. Robust jobs run their scenarios as further tasks on the same cluster.
+``rerun`` or its last run failed. Robust jobs run their scenarios as further tasks on the
+same cluster.
 
 A job whose ``plan`` (recalc, exchange, robust: the RTPLAN.dcm in that job's folder) or ``a``
 or ``b`` (compare) names another job reads that job's folder: it runs after that job wherever
@@ -922,9 +923,12 @@ def _finished_record(folder: Path) -> dict[str, Any] | None:
 
 
 def finished_outcome(job: JobSpec, out_root: Path) -> JobOutcome | None:
-    """The stored outcome of a finished, up-to-date job, as ``skipped``; else None."""
+    """The stored outcome of a finished, up-to-date job, as ``skipped``; else None. A folder
+    whose job.json is marked ``last_run_failed`` is not up to date: the last run of the same
+    job failed (its inputs or a job it reads changed since), so the job runs again."""
     data = _finished_record(out_root / job.name)
-    if data is None or data.get("signature") != _json_ready(job.signature()):
+    if (data is None or data.get("last_run_failed")
+            or data.get("signature") != _json_ready(job.signature())):
         return None
     return JobOutcome(job.name, job.kind, "skipped", "", float(data.get("seconds", 0.0)),
                       tuple(data.get("rows", ())), tuple(data.get("warnings", ())))

@@ -391,6 +391,15 @@ def test_a_failed_rerun_marks_the_earlier_result_its_folder_keeps(cluster, tmp_p
     cluster.fail = set()
     batch.run_batch(_jobs(tmp_path, _rec("mkm")), out)
     assert "last_run_failed" not in json.loads((out / "rec" / "job.json").read_text())
+    # A failed rerun of the same job (--rerun; its CT changed since): the next batch runs it
+    # again instead of skipping the marked folder as up to date (review).
+    cluster.fail = {"rec"}
+    (failed,) = batch.run_batch(_jobs(tmp_path, _rec("mkm")), out, rerun=True).outcomes
+    assert failed.status == "error"
+    cluster.fail = set()
+    (again,) = batch.run_batch(_jobs(tmp_path, _rec("mkm")), out).outcomes
+    assert again.status == "ok"
+    assert "last_run_failed" not in json.loads((out / "rec" / "job.json").read_text())
     # A job without an earlier folder: its error as it is.
     cluster.fail = {"new"}
     outcomes = batch.run_batch(_jobs(tmp_path, _rec("mkm", "new")), out).outcomes
