@@ -586,7 +586,9 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
         rx_a, rx_b = prescription, None
     else:
         rx_a, rx_b = None, prescription
-    structures = (compare_structures(ref, ev, grid, chosen, prescription_gy=rx_a,
+    # Each dose read on its own grid: a resampled one lost its peaks between the points.
+    structures = (compare_structures(side_a.dose_gy, side_b.dose_gy, side_a.grid, chosen,
+                                     evaluated_grid=side_b.grid, prescription_gy=rx_a,
                                      prescription_b_gy=rx_b, same_quantity=not mixed)
                   if chosen is not None else ())
     if chosen is None:

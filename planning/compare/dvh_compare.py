@@ -24,7 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 from planning.dose_grid import DoseGrid
 from planning.evaluation import Dvh, cumulative_dvh, dose_metrics
 from planning.patient import Patient, Structure
-from planning.structure_dose import sampled_structures, structures_on_grid
+from planning.structure_dose import paired_samples, sampled_structures, structures_on_grid
 
 #: Metrics compared, in report order.
 METRICS = ("d98", "d95", "d50", "d2", "mean", "max", "v95")
@@ -112,19 +112,27 @@ def _metrics(doses: NDArray[np.float64], volumes_mm3: NDArray[np.float32],
 
 
 def compare_structures(reference: ArrayLike, evaluated: ArrayLike, grid: DoseGrid,
-                       patient: Patient, *, prescription_gy: float | None = None,
+                       patient: Patient, *, evaluated_grid: DoseGrid | None = None,
+                       prescription_gy: float | None = None,
                        prescription_b_gy: float | None = None, same_quantity: bool = True,
                        n_bins: int = DVH_BINS) -> tuple[StructureComparison, ...]:
     """DVHs and metrics of every structure of ``patient`` under both doses.
 
     Parameters
     ----------
-    reference, evaluated : (nz, ny, nx) float arrays on ``grid``
-        Doses A and B, Gy or Gy(RBE).
+    reference : (nz, ny, nx) float array on ``grid``
+        Dose A, Gy or Gy(RBE).
+    evaluated : float array on ``evaluated_grid``
+        Dose B.
     grid : DoseGrid
-        Their common grid (same Frame of Reference as the patient's CT).
+        A's grid (same Frame of Reference as the patient's CT).
     patient : Patient
-        CT and structure set; structures without DVH samples on ``grid`` are left out.
+        CT and structure set; structures without DVH samples on the grids are left out.
+    evaluated_grid : DoseGrid, optional
+        B's grid (default: ``grid``). Where it differs, each dose is read on its own grid at
+        the samples that lie on both (:func:`planning.structure_dose.paired_samples`), so
+        that each side's metrics are those of its own report, not of a dose resampled onto
+        the other's grid.
     prescription_gy : float, optional
         Total prescribed dose for V95 of A (None: no V95 of A).
     prescription_b_gy : float, optional
@@ -140,16 +148,19 @@ def compare_structures(reference: ArrayLike, evaluated: ArrayLike, grid: DoseGri
     ev = np.asarray(evaluated, dtype=np.float64)
     top = 1.05 * max(float(ref.max()), float(ev.max()), 1e-9)
     out = []
-    for s, samples in sampled_structures(patient, grid):
+    paired = ([(s, samples, samples) for s, samples in sampled_structures(patient, grid)]
+              if evaluated_grid is None or evaluated_grid == grid
+              else paired_samples(patient, grid, evaluated_grid))
+    for s, on_a, on_b in paired:
         assert patient.structure_set is not None  # structures were sampled
         colour = patient.structure_set.display_colour(s)
-        dose_a, dose_b, w = samples.dose(ref), samples.dose(ev), samples.volume_mm3
+        dose_a, dose_b, w = on_a.dose(ref), on_b.dose(ev), on_a.volume_mm3
         out.append(StructureComparison(
             name=s.name, interpreted_type=s.interpreted_type,
             colour_rgb=(int(colour[0]), int(colour[1]), int(colour[2])),
-            volume_cm3=samples.volume_cm3, samples=samples.n_samples,
-            metrics_a=_metrics(dose_a, w, prescription_gy, samples.maximum(ref, dose_a)),
-            metrics_b=_metrics(dose_b, w, prescription_b_gy, samples.maximum(ev, dose_b)),
+            volume_cm3=on_a.volume_cm3, samples=on_a.n_samples,
+            metrics_a=_metrics(dose_a, w, prescription_gy, on_a.maximum(ref, dose_a)),
+            metrics_b=_metrics(dose_b, w, prescription_b_gy, on_b.maximum(ev, dose_b)),
             dvh_a=cumulative_dvh(s.name, dose_a, w, max_dose=top, n_bins=n_bins),
             dvh_b=cumulative_dvh(s.name, dose_b, w, max_dose=top, n_bins=n_bins),
             same_quantity=same_quantity))
