@@ -79,8 +79,9 @@ def parse_robust_choice(range_text: str, setup_text: str, directions_text: str,
     if range_pct == 0 and setup_mm == 0:
         raise InputError("range error and setup error are both 0: there is nothing to "
                          "evaluate beyond the nominal plan")
-    if scenario_set == "combined only" and (range_pct == 0 or setup_mm == 0):
-        raise InputError("'combined only' needs both a range error and a setup error")
+    if scenario_set != "separate" and (range_pct == 0 or setup_mm == 0):
+        raise InputError(f"'{scenario_set}' needs both a range error and a setup error: "
+                         "with one of them 0 there is no combination (choose 'separate')")
     return RobustChoice(range_pct, setup_mm, int(directions_text), scenario_set)
 
 

@@ -193,6 +193,11 @@ def _check_robust_options(args: argparse.Namespace, *, robust: bool) -> None:
         raise IonPlanError("--range-error 0 and --setup-error 0 leave no error scenario: there "
                            "is nothing to evaluate beyond the nominal dose ('ionplan recalc' "
                            "computes it); give a range error, a setup error or both")
+    if (args.combined or args.combined_only) and 0 in (args.range_error, args.setup_error):
+        zero = "--range-error" if args.range_error == 0 else "--setup-error"
+        raise IonPlanError(f"{'--combined-only' if args.combined_only else '--combined'} "
+                           f"combines every setup shift with each range error: with {zero} 0 "
+                           "there is no combination; leave it out, or give both errors")
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:

@@ -117,7 +117,7 @@ class RobustSettings:
         The six axis directions, or those and the eight diagonals (each of length
         ``setup_error_mm``).
     combined : bool
-        Also every setup shift with each range error.
+        Also every setup shift with each range error (needs both errors).
     combined_only : bool
         With ``combined``: leave out the range-only and setup-only scenarios, keeping the
         nominal one and the combinations, where both errors occur at once (13 with 6
@@ -139,8 +139,11 @@ class RobustSettings:
             raise InputError(f"setup directions must be 6 or 14, got {self.setup_directions}")
         if self.combined_only and not self.combined:
             raise InputError("combined_only needs combined scenarios (combined=True)")
-        if self.combined_only and not (self.range_error_pct and self.setup_error_mm):
-            raise InputError("combined-only scenarios need both a range and a setup error")
+        if self.combined and not (self.range_error_pct and self.setup_error_mm):
+            # With one error 0 there is no combination: the report said "and combined" of
+            # scenarios that were never run (review).
+            raise InputError(f"combined{'-only' if self.combined_only else ''} scenarios need "
+                             "both a range and a setup error")
         if not (self.range_error_pct or self.setup_error_mm):
             raise InputError("range error and setup error are both 0: there is nothing to "
                              "evaluate beyond the nominal plan")

@@ -264,6 +264,24 @@ def test_robust_without_errors_is_refused_before_any_work(tmp_path, capsys, robu
     assert not (tmp_path / "o").exists()
 
 
+
+@pytest.mark.parametrize("robust", [["robust", "{ct}", "p.dcm"],
+                                    ["plan", "{ct}", "--target", "PTV", "--dose", "3",
+                                     "--fractions", "1", "--gantry", "90", "--robust"]])
+@pytest.mark.parametrize("options", [["--combined", "--setup-error", "0"],
+                                     ["--combined-only", "--range-error", "0"]])
+def test_combined_scenarios_without_one_of_the_errors_are_refused(tmp_path, capsys, robust,
+                                                                  options):
+    """`robust --combined --setup-error 0` ran 3 scenarios and reported them as "and
+    combined" (combined: true) although there is no combination (review)."""
+    empty = tmp_path / "ct"
+    empty.mkdir()  # no CT: the refusal comes before the folder is read
+    argv = [a.format(ct=empty) for a in robust]
+    assert main([*argv, *options, "--out", str(tmp_path / "o")]) == 1
+    line = _one_line_error(capsys)
+    assert options[0] in line and f"with {options[1]} 0 there is no combination" in line
+    assert not (tmp_path / "o").exists()
+
 def test_two_structure_sets_error_says_what_to_do(folders, tmp_path, capsys):
     """No option chooses a structure set: the message lists them and says to keep one."""
     two_rs = tmp_path / "two_rtstruct"

@@ -163,6 +163,9 @@ def test_combined_only_set_is_the_nominal_and_the_corners():
         RobustSettings(combined_only=True)
     with pytest.raises(InputError, match="both"):
         RobustSettings(0.0, 3.0, combined=True, combined_only=True)
+    for range_pct, setup_mm in ((0.0, 3.0), (3.5, 0.0)):  # no combination to add (review)
+        with pytest.raises(InputError, match="combined scenarios need both"):
+            RobustSettings(range_pct, setup_mm, combined=True)
 
 
 def test_scenario_sets():
