@@ -91,7 +91,7 @@ KINDS = ("plan", "recalc", "compare", "exchange", "robust")
 #: its job.json), on each of its rows, so that a cohort's warned jobs can be found at a glance.
 #: ``patient_id`` and the prescription (``target``, ``prescription_dose`` in
 #: ``prescription_unit``, ``fractions``, ``prescription_model``) are those of the job's
-#: report.json (:func:`_context`; a compare job's: side A's plan, else B's, with no model).
+#: report.json (:func:`_context`; a compare job's: side A's plan's, else B's).
 SUMMARY_COLUMNS = (
     "job", "kind", "status", "error", "seconds", "warnings", "patient_id", "target",
     "prescription_dose", "prescription_unit", "fractions", "prescription_model", "structure",

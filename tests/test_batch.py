@@ -129,7 +129,7 @@ def _check_summary(out: Path) -> None:
                 ptv[job]["prescription_unit"], ptv[job]["fractions"]) == (
                     "IONPLAN-DEMO-001", "PTV", 60.0, "Gy(RBE)", 12), job
     assert ptv["recalc-lem"]["prescription_model"] == "mMKM"  # the plan's, not the recalc's
-    assert ptv["compare"]["prescription_model"] is None  # an RT Dose side names none
+    assert ptv["compare"]["prescription_model"] == "mMKM"  # side A, the plan folder
     assert ptv["recalc-lem"]["unit_b"] is None and ptv["compare"]["unit_b"] == "Gy(RBE)"
     for job in ("recalc-lem", "exchange", "robust", "compare"):
         assert (out / job / "job.json").is_file()

@@ -248,7 +248,10 @@ class ComparisonResult:
                         "target": s.prescription.target,
                         "total_dose_gy_rbe": s.prescription.total_dose_gy_rbe,
                         "n_fractions": s.prescription.n_fractions,
-                        "unit": s.prescription_unit or "Gy(RBE)"}}
+                        "unit": s.prescription_unit or "Gy(RBE)",
+                        # Whose Gy(RBE) it is, as a plan's report.json names it.
+                        "model": short_model_name(s.prescription_model)
+                        if s.prescription_model else None}}
 
         named = next((x for x in (self.a, self.b) if x.patient_id or x.patient_name), None)
         return {
