@@ -663,3 +663,21 @@ def test_each_sides_prescription_names_its_model_as_a_plans_report_does():
                       settings=CompareSettings(gamma=((3.0, 3.0),), cross_model=False))
     assert unnamed.to_report()["a"]["prescription"]["model"] is None
 
+
+def test_a_cross_model_view_not_asked_for_says_so(tmp_path):
+    """With --no-cross-model, report.html said "Not computed: neither side is a plan
+    (RTPLAN.dcm) with its CT" of two plans with their CT (review). It says it was not asked
+    for, and report.json gives why there is no view, as it does for gamma."""
+    from planning.compare.comparison import CROSS_MODEL_NO_PLAN, CROSS_MODEL_NOT_ASKED
+
+    grid, dose = _block()
+    a, b = _side("A", dose, grid), _side("B", dose, grid)
+    for asked, reason in ((False, CROSS_MODEL_NOT_ASKED), (True, CROSS_MODEL_NO_PLAN)):
+        result = compare(a, b, settings=CompareSettings(gamma=((3.0, 3.0),),
+                                                        cross_model=asked))
+        write_comparison_report(result, tmp_path / str(asked))
+        report = json.loads((tmp_path / str(asked) / "report.json").read_text())
+        assert report["cross_model"] == [] and report["cross_model_skipped_reason"] == reason
+        page = html.unescape((tmp_path / str(asked) / "report.html").read_text())
+        assert f"<p>Not computed: {reason}.</p>" in page
+    assert "--no-cross-model" in CROSS_MODEL_NOT_ASKED
