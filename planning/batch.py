@@ -40,7 +40,8 @@ without structures, or one that failed, has one row with an empty structure. The
 folders of ``--out`` that this jobs file does not name (an earlier run with another jobs file)
 keep their rows, from their job.json, after this file's jobs, with status ``kept``
 (:func:`kept_outcomes`). summary.csv gives
-doses to :data:`CSV_DOSE_DECIMALS` decimals, summary.json every digit.
+doses to :data:`CSV_DOSE_DECIMALS` decimals and gamma pass rates to
+:data:`CSV_PASS_RATE_DECIMALS`, summary.json every digit.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ KINDS = ("plan", "recalc", "compare", "exchange", "robust")
 #: its job.json), on each of its rows, so that a cohort's warned jobs can be found at a glance.
 #: ``patient_id`` and the prescription (``target``, ``prescription_dose`` in
 #: ``prescription_unit``, ``fractions``, ``prescription_model``) are those of the job's
-#: report.json (:func:`_context`; a compare job's: side A's plan, else B's, with no model).
+#: report.json (:func:`_context`; a compare job's: side A's plan's, else B's).
 SUMMARY_COLUMNS = (
     "job", "kind", "status", "error", "seconds", "warnings", "patient_id", "target",
     "prescription_dose", "prescription_unit", "fractions", "prescription_model", "structure",
@@ -1019,14 +1020,21 @@ def write_summary(outcomes: Sequence[JobOutcome], out_root: Path) -> tuple[Path,
 #: Decimals of the doses in summary.csv (0.1 mGy): a body's D50 of 1.02e-08 Gy(RBE) is float
 #: noise of the dose engine and reads 0.0; summary.json keeps every digit, as report.json.
 CSV_DOSE_DECIMALS = 4
+#: Decimals of the gamma pass rates (%) in summary.csv, as the comparison's report.html gives
+#: them: 35.83 %, not 35.83106267029973.
+CSV_PASS_RATE_DECIMALS = 2
+_PASS_RATE_COLUMNS = frozenset({"gamma_pass_pct", "gamma2_pass_pct"})
 
 
 def _csv_cell(column: str, value: Any) -> Any:
-    """A summary.csv cell: "" for no value, a dose rounded to :data:`CSV_DOSE_DECIMALS`."""
+    """A summary.csv cell: "" for no value, a dose rounded to :data:`CSV_DOSE_DECIMALS`, a
+    gamma pass rate (%) to :data:`CSV_PASS_RATE_DECIMALS`."""
     if value is None:
         return ""
-    if column in _DOSE_COLUMNS and isinstance(value, float):
-        return round(value, CSV_DOSE_DECIMALS) + 0.0  # + 0.0: no "-0.0"
+    decimals = (CSV_DOSE_DECIMALS if column in _DOSE_COLUMNS
+                else CSV_PASS_RATE_DECIMALS if column in _PASS_RATE_COLUMNS else None)
+    if decimals is not None and isinstance(value, float):
+        return round(value, decimals) + 0.0  # + 0.0: no "-0.0"
     return value
 
 

@@ -129,7 +129,7 @@ def _check_summary(out: Path) -> None:
                 ptv[job]["prescription_unit"], ptv[job]["fractions"]) == (
                     "IONPLAN-DEMO-001", "PTV", 60.0, "Gy(RBE)", 12), job
     assert ptv["recalc-lem"]["prescription_model"] == "mMKM"  # the plan's, not the recalc's
-    assert ptv["compare"]["prescription_model"] is None  # an RT Dose side names none
+    assert ptv["compare"]["prescription_model"] == "mMKM"  # side A, the plan folder
     assert ptv["recalc-lem"]["unit_b"] is None and ptv["compare"]["unit_b"] == "Gy(RBE)"
     for job in ("recalc-lem", "exchange", "robust", "compare"):
         assert (out / job / "job.json").is_file()
@@ -776,3 +776,22 @@ def test_summary_dose_columns_name_no_unit_and_older_job_rows_are_read():
     (row,) = summary_rows([JobOutcome("phys", "recalc", "skipped", rows=(older,))])
     assert (row["unit"], row["d95"], row["max_b"], row["diff_d2"]) == ("Gy", 17.03, 19.6, 0.5)
     assert set(row) == set(SUMMARY_COLUMNS)
+
+
+def test_summary_csv_rounds_gamma_pass_rates_and_json_keeps_them(tmp_path):
+    """summary.csv gave gamma pass rates as 35.83106267029973 beside rounded doses (review):
+    it gives them to 2 decimals (%), as report.html; summary.json keeps every digit."""
+    import csv
+
+    from planning.batch import JobOutcome, write_summary
+
+    row = {"structure": "PTV", "d95": 54.218123, "gamma_criteria": "3%/3mm",
+           "gamma_pass_pct": 35.83106267029973, "gamma2_criteria": "2%/2mm",
+           "gamma2_pass_pct": 100.0}
+    csv_path, json_path = write_summary(
+        [JobOutcome("cmp", "compare", "ok", seconds=1.0, rows=(row,))], tmp_path)
+    (written,) = list(csv.DictReader(csv_path.open()))
+    assert (written["gamma_pass_pct"], written["gamma2_pass_pct"]) == ("35.83", "100.0")
+    assert written["d95"] == "54.2181"
+    (kept,) = json.loads(json_path.read_text())["rows"]
+    assert kept["gamma_pass_pct"] == 35.83106267029973

@@ -638,3 +638,46 @@ def test_the_structures_table_shows_float_noise_as_zero():
     assert d98 == ["0", "0", "0"] and d50 == ["0", "0", "0"]  # not "1.02e-08", "-3.00e-09"
     assert d2 == ["19", "31.5", "12.5"]
     assert "e-0" not in html
+
+
+def test_each_sides_prescription_names_its_model_as_a_plans_report_does():
+    """A compare job's summary rows had no prescription_model: the sides' prescriptions in
+    report.json named no model (review). Each names it as a plan's report.json does, its
+    short name, and the batch reads side A's."""
+    from planning.batch import _context
+    from planning.plan import Prescription
+    from planning.rbe import MkmModel
+
+    grid, dose = _block()
+    a = _side("A", dose, grid, prescription=Prescription("PTV", 10.0, 5),
+              prescription_unit="Gy(RBE)", prescription_model=MkmModel().describe())
+    # A side whose plan could not be read has the short name its report.json recorded.
+    b = _side("B", dose, grid, prescription=Prescription("PTV", 10.0, 5),
+              prescription_unit="Gy(RBE)", prescription_model="LEM I chordoma, averaged")
+    report = compare(a, b, settings=CompareSettings(gamma=((3.0, 3.0),),
+                                                    cross_model=False)).to_report()
+    assert report["a"]["prescription"]["model"] == "mMKM"
+    assert report["b"]["prescription"]["model"] == "LEM I chordoma, averaged"
+    assert _context(report)["prescription_model"] == "mMKM"
+    unnamed = compare(_side("A", dose, grid, prescription=Prescription("PTV", 10.0, 5)), b,
+                      settings=CompareSettings(gamma=((3.0, 3.0),), cross_model=False))
+    assert unnamed.to_report()["a"]["prescription"]["model"] is None
+
+
+def test_a_cross_model_view_not_asked_for_says_so(tmp_path):
+    """With --no-cross-model, report.html said "Not computed: neither side is a plan
+    (RTPLAN.dcm) with its CT" of two plans with their CT (review). It says it was not asked
+    for, and report.json gives why there is no view, as it does for gamma."""
+    from planning.compare.comparison import CROSS_MODEL_NO_PLAN, CROSS_MODEL_NOT_ASKED
+
+    grid, dose = _block()
+    a, b = _side("A", dose, grid), _side("B", dose, grid)
+    for asked, reason in ((False, CROSS_MODEL_NOT_ASKED), (True, CROSS_MODEL_NO_PLAN)):
+        result = compare(a, b, settings=CompareSettings(gamma=((3.0, 3.0),),
+                                                        cross_model=asked))
+        write_comparison_report(result, tmp_path / str(asked))
+        report = json.loads((tmp_path / str(asked) / "report.json").read_text())
+        assert report["cross_model"] == [] and report["cross_model_skipped_reason"] == reason
+        page = html.unescape((tmp_path / str(asked) / "report.html").read_text())
+        assert f"<p>Not computed: {reason}.</p>" in page
+    assert "--no-cross-model" in CROSS_MODEL_NOT_ASKED

@@ -199,3 +199,14 @@ def test_dose_unit_of_a_model_or_its_description():
     for model in (MkmModel(), LemModel(), ConstantRbe(1.1)):
         assert dose_unit_of(model) == dose_unit_of(model.describe()) == "Gy(RBE)"
     assert dose_unit_of("") == "Gy(RBE)"  # a report without its model: RBE-weighted, as before
+
+
+def test_a_short_name_is_its_own_short_name():
+    """A comparison side's prescription model may be the short name a report.json recorded:
+    it gave "LEM I chordoma,, averaged" (its "chordoma," read as the tissue's name)."""
+    for model in (LemModel(tissue_by_name("chordoma", "central")), MkmModel()):
+        short = short_model_name(model.describe())
+        assert short_model_name(short) == short
+    lem = LemModel(tissue_by_name("chordoma"))
+    short = short_model_name(model_label(lem, (("PTV", tissue_by_name("hsg")),)))
+    assert short_model_name(short) == short

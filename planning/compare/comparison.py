@@ -62,6 +62,10 @@ from planning.structure_dose import grid_of
 DEFAULT_GAMMA = ((3.0, 3.0), (2.0, 2.0))
 #: HU of air, outside the CT (for the CT underlay of the report's slices).
 AIR_HU = -1000.0
+#: Why a comparison has no cross-model view: it was not asked for (``CompareSettings``'s
+#: ``cross_model`` off), or neither side is a plan with a CT.
+CROSS_MODEL_NOT_ASKED = "not asked for (--no-cross-model, or a batch job's no_cross_model = true)"
+CROSS_MODEL_NO_PLAN = "neither side is a plan (RTPLAN.dcm) with a CT"
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,10 @@ class ComparisonResult:
     v95_note : str
         Why a side of the same quantity has no V95 (its dose is under another RBE model than
         the prescription's); ``""`` when none lacks it for that reason.
+    cross_model_skipped_reason : str or None
+        Why :attr:`cross_model` is empty: :data:`CROSS_MODEL_NOT_ASKED`,
+        :data:`CROSS_MODEL_NO_PLAN`, or each side's reason (``"A: no CT (give --ct)"``);
+        None when there is a view.
     """
 
     a: DoseSide
@@ -202,6 +210,7 @@ class ComparisonResult:
     rbe_ratio: NDArray[np.float32] | None = None
     rbe_ratio_stats: EffectiveRbeStats | None = None
     v95_note: str = ""
+    cross_model_skipped_reason: str | None = None
 
     @property
     def unit_a(self) -> str:
@@ -248,7 +257,10 @@ class ComparisonResult:
                         "target": s.prescription.target,
                         "total_dose_gy_rbe": s.prescription.total_dose_gy_rbe,
                         "n_fractions": s.prescription.n_fractions,
-                        "unit": s.prescription_unit or "Gy(RBE)"}}
+                        "unit": s.prescription_unit or "Gy(RBE)",
+                        # Whose Gy(RBE) it is, as a plan's report.json names it.
+                        "model": short_model_name(s.prescription_model)
+                        if s.prescription_model else None}}
 
         named = next((x for x in (self.a, self.b) if x.patient_id or x.patient_name), None)
         return {
@@ -287,6 +299,7 @@ class ComparisonResult:
             **({"v95_note": self.v95_note} if self.v95_note else {}),
             "dvh": dvh_curves_dict(self.structures),
             "cross_model": [v.as_dict() for v in self.cross_model],
+            "cross_model_skipped_reason": self.cross_model_skipped_reason,
             "warnings": list(self.warnings),
             "timings_s": dict(self.timings_s),
         }
@@ -603,28 +616,11 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
     timings["structures"] = time.perf_counter() - t0
 
     views: list[CrossModelView] = []
+    cross_model_skipped = CROSS_MODEL_NOT_ASKED
     if settings.cross_model:
         t0 = time.perf_counter()
-        sides = [s for s in (side_a, side_b) if s.plan is not None]
-        # One plan on one grid (a plan and its recalculation under the other model): the same
-        # spots give the same view, computed and shown once for both sides.
-        both = (_same_plan(side_a, side_b) and grids_equal(side_a.grid, side_b.grid))
-        if both:
-            sides = [side_a]
-        for k, s in enumerate(sides):
-            ct_patient = s.patient or chosen
-            lo = 0.6 + 0.4 * k / len(sides)
-            view = _cross_model_of(s, ct_patient, settings, machine, warnings,
-                                   stage_progress(progress, lo, lo + 0.4 / len(sides)), cancel,
-                                   label=f"{side_a.label} and {side_b.label} (the same plan)"
-                                   if both else s.label)
-            if view is not None:
-                views.append(view)
-        problems = [f"cross-model view of {s.label} not computed: {s.plan_problem}"
-                    for s in (side_a, side_b) if s.plan is None and s.plan_problem]
-        warnings.extend(problems)
-        if not sides and not problems:
-            warnings.append("cross-model view: neither side is a plan (RTPLAN.dcm) with a CT")
+        views, cross_model_skipped = _cross_model_views(side_a, side_b, chosen, settings,
+                                                        machine, warnings, progress, cancel)
         timings["cross_model"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     report(progress, 1.0, "comparison done")
@@ -635,21 +631,54 @@ def compare(a: Any, b: Any, *, patient: Patient | str | os.PathLike[str] | None 
         cross_model=tuple(views), patient=chosen, ct_hu=ct_hu, focus_index=focus,
         focus_name=focus_name, settings=settings, warnings=tuple(warnings), timings_s=timings,
         gamma_skipped_reason=skipped, rbe_ratio=rbe_ratio, rbe_ratio_stats=rbe_ratio_stats,
-        v95_note=v95_note)
+        v95_note=v95_note, cross_model_skipped_reason=None if views else cross_model_skipped)
+
+
+def _cross_model_views(side_a: DoseSide, side_b: DoseSide, chosen: Patient | None,
+                       settings: CompareSettings, machine: Machine | None, warnings: list[str],
+                       progress: ProgressCallback | None, cancel: CancelToken | None
+                       ) -> tuple[list[CrossModelView], str]:
+    """The cross-model view of each side that is a plan with a CT, and why there is none
+    (``"A: no CT (give --ct)"``, each side's reason; ``""`` when there is one). Each side
+    that has none also gets a warning saying why."""
+    sides = [s for s in (side_a, side_b) if s.plan is not None]
+    # One plan on one grid (a plan and its recalculation under the other model): the same
+    # spots give the same view, computed and shown once for both sides.
+    both = (_same_plan(side_a, side_b) and grids_equal(side_a.grid, side_b.grid))
+    if both:
+        sides = [side_a]
+    views: list[CrossModelView] = []
+    missing: list[tuple[str, str]] = []  # (side's label, why it has no view)
+    for k, s in enumerate(sides):
+        lo = 0.6 + 0.4 * k / len(sides)
+        view = _cross_model_of(s, s.patient or chosen, settings, machine,
+                               stage_progress(progress, lo, lo + 0.4 / len(sides)), cancel,
+                               label=f"{side_a.label} and {side_b.label} (the same plan)"
+                               if both else s.label)
+        if isinstance(view, str):
+            missing.append((s.label, view))
+        else:
+            views.append(view)
+    missing += [(s.label, s.plan_problem)
+                for s in (side_a, side_b) if s.plan is None and s.plan_problem]
+    warnings.extend(f"cross-model view of {label} not computed: {why}"
+                    for label, why in missing)
+    if not sides and not missing:
+        warnings.append(f"cross-model view: {CROSS_MODEL_NO_PLAN}")
+        return views, CROSS_MODEL_NO_PLAN
+    return views, "; ".join(f"{label}: {why}" for label, why in missing)
 
 
 def _cross_model_of(side: DoseSide, patient: Patient | None, settings: CompareSettings,
-                    machine: Machine | None, warnings: list[str],
-                    progress: ProgressCallback | None, cancel: CancelToken | None,
-                    label: str) -> CrossModelView | None:
-    """The cross-model view of one side, or None (with a warning saying why); ``label``
-    names the sides it serves."""
+                    machine: Machine | None, progress: ProgressCallback | None,
+                    cancel: CancelToken | None, label: str) -> CrossModelView | str:
+    """The cross-model view of one side, or why it has none; ``label`` names the sides it
+    serves."""
     from planning.compare.recalc import check_plan_on_ct
 
     assert side.plan is not None
     if patient is None:
-        warnings.append(f"cross-model view of {side.label}: no CT (give --ct)")
-        return None
+        return "no CT (give --ct)"
     try:
         check_plan_on_ct(patient, side.plan_frame_of_reference_uid, side.plan_patient_position,
                          side.source)
@@ -658,5 +687,4 @@ def _cross_model_of(side: DoseSide, patient: Patient | None, settings: CompareSe
                                 device=settings.device, lem_tissue=settings.lem_tissue,
                                 progress=progress, cancel=cancel)
     except PlanningError as exc:
-        warnings.append(f"cross-model view of {side.label} not computed: {exc}")
-        return None
+        return str(exc)

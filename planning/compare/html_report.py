@@ -288,7 +288,7 @@ def _optimized_with(plan_rbe_model: str | None) -> str:
 
 def _cross_model_section(result: ComparisonResult) -> str:
     if not result.cross_model:
-        return "<p>Not computed: neither side is a plan (RTPLAN.dcm) with its CT.</p>"
+        return f"<p>Not computed: {escape(str(result.cross_model_skipped_reason))}.</p>"
     out = []
     for v in result.cross_model:
         rows = [(name, m["mkm_d95_gy_rbe"], m["lem_d95_gy_rbe"], m["mkm_d50_gy_rbe"],

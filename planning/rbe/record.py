@@ -211,7 +211,13 @@ def short_model_name(description: str) -> str:
     A LEM I label with tissues per structure (:func:`model_label`) keeps every one of them
     with its scheme: ``"LEM I PTV=chordoma:central Brainstem=hsg:averaged, elsewhere hsg,
     averaged"`` (the last scheme is that of the tissue elsewhere); one cut short (``...``, no
-    ``elsewhere``) is returned whole."""
+    ``elsewhere``) is returned whole.
+
+    A short name (a LEM I one joins its tissue and scheme with ``", "``, which no description
+    holds) is returned as it is: a prescription's model may be the short name a report.json
+    recorded."""
+    if ", " in description:
+        return description
     words = description.split()
     if description.startswith("LEM I") and len(words) >= 3:
         rest = words[2:]
@@ -243,13 +249,7 @@ def same_prescription_model(prescription_model: str | None, dose_model: str | No
     if not (prescription_model.startswith(_KNOWN_STARTS)
             and dose_model.startswith(_KNOWN_STARTS)):
         return True
-    return _short_name(prescription_model) == _short_name(dose_model)
-
-
-def _short_name(text: str) -> str:
-    """:func:`short_model_name` of a description or label; a short name (its LEM I tissue
-    and scheme joined by ", ") as it is."""
-    return text if ", " in text else short_model_name(text)
+    return short_model_name(prescription_model) == short_model_name(dose_model)
 
 
 def _tissue_and_scheme(words: list[str]) -> str:
