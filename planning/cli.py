@@ -209,6 +209,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         concern = estimate.concern()
         if concern is None:
             return
+        # A sentence in the app's dialog; after "ionplan: warning:" in lower case, as the rest.
+        concern = concern[:1].lower() + concern[1:]
         if not args.accept_long:
             raise IonPlanError(f"{concern} Nothing was computed: rerun with --accept-long to "
                                "compute it anyway")
