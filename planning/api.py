@@ -538,7 +538,9 @@ def make_plan(
     its kept influence matrices, starting from the spot weights of the plan before it
     (:func:`planning.planner.reoptimize`), and writes the same
     outputs into ``out_dir/reoptimized_<k>``; the first report lists them under
-    ``"reoptimized"``. All configuration files are read before any work; the
+    ``"reoptimized"`` (configuration file, folder, seconds, and ``own_warnings``: its report's
+    warnings less those of the inputs all the plans share, which the first report gives,
+    :func:`planning.planner.input_warnings`). All configuration files are read before any work; the
     re-optimizations are refused before the plan when they would not fit in memory beside it
     (:func:`planning.plan_estimate.check_reoptimization_memory_after_plan`), and each is
     checked again before it runs (:func:`planning.plan_estimate.check_reoptimization_memory`).
@@ -562,7 +564,7 @@ def make_plan(
         label=checked_plan_name(label, "plan label"))
     from planning.plan_config import check_config_structures, config_key, load_plan_config
     from planning.plan_estimate import check_reoptimization_memory
-    from planning.planner import reoptimize
+    from planning.planner import input_warnings, reoptimize
     from planning.progress import stage_progress
 
     configs = [load_plan_config(c) for c in reoptimize_configs]
@@ -620,8 +622,11 @@ def make_plan(
                                             "plan_folder": os.fspath(out_dir)}
         folder = Path(out_dir) / f"reoptimized_{k}"
         write_plan_outputs(again, folder, machine=machine, plan_name=again.plan.label)
+        # The warnings of the inputs it shares with this plan are in this report already.
+        shared = input_warnings(result.prepared)
         done.append({"config": os.fspath(path), "folder": folder.name,
-                     "seconds": again.report["timings_s"]["total"]})
+                     "seconds": again.report["timings_s"]["total"],
+                     "own_warnings": [w for w in again.report["warnings"] if w not in shared]})
         del again  # written: not kept beside the next one
     if done:
         result.report["reoptimized"] = done

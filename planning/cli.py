@@ -214,6 +214,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         concern = estimate.concern()
         if concern is None:
             return
+        # A sentence in the app's dialog; after "ionplan: warning:" in lower case, as the rest.
+        concern = concern[:1].lower() + concern[1:]
         if not args.accept_long:
             raise IonPlanError(f"{concern} Nothing was computed: rerun with --accept-long to "
                                "compute it anyway")
@@ -234,12 +236,27 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     print(_plan_line(report, args.target, args.dose, args.out))
     if args.robust:  # the line above named every file, the robust ones too
         print(f"robust evaluation in {args.out}: {_robust_summary(report)}")
+    _print_warnings(report.get("warnings", ()))
+    # Each plan's warnings follow its own line: printed after all the lines, the first plan's
+    # under-dose warning read as the last re-optimization's.
     for again in report.get("reoptimized", ()):
+        folder = Path(args.out) / again["folder"]
+        own = json.loads((folder / "report.json").read_text(encoding="utf-8"))
         print(f"re-optimized with {again['config']} from the kept influence in "
-              f"{again['seconds']:.1f} s: {args.out}/{again['folder']}")
-    for warning in report.get("warnings", ()):
-        print(f"ionplan: warning: {warning}", file=sys.stderr)
+              f"{again['seconds']:.1f} s: {folder}"
+              f"{_target_levels(own, args.target, own['prescription']['total_dose_gy_rbe'])}")
+        _print_warnings(again.get("own_warnings", ()), about=again["folder"])
     return EXIT_OK
+
+
+def _print_warnings(warnings: Sequence[str], *, about: str = "") -> None:
+    """``warnings`` on stderr, one ``ionplan: warning:`` line each, after ``about: `` (the
+    plan they are about, where the terminal shows several) when given. Flushed, to stay
+    after the stdout line they follow."""
+    sys.stdout.flush()
+    for warning in warnings:
+        print(f"ionplan: warning: {about + ': ' if about else ''}{warning}", file=sys.stderr,
+              flush=True)
 
 
 def _estimate_line(estimate: PlanEstimate, left_out: Sequence[str]) -> str:
@@ -256,19 +273,26 @@ def _plan_line(report: dict[str, Any], target_name: str, prescription: float,
     metrics of the plan document, the app and the plan checks) as % of the prescription, in
     the unit of the plan's model (Gy under the physical model, whose prescription is a
     physical dose; else Gy(RBE))."""
+    return (f"wrote {', '.join(report['files'][:-1])} and report.json to {out}"
+            f"{_target_levels(report, target_name, prescription)}")
+
+
+def _target_levels(report: dict[str, Any], target_name: str, prescription: float) -> str:
+    """The end of a plan's line (:func:`_plan_line`, a re-optimization's): "; PTV D98 92.1 %,
+    D95 94.1 %, D2 102.0 % of 57.6 Gy(RBE)", the % of ``prescription`` (Gy(RBE), Gy under the
+    physical model); "" when ``report`` has no structure ``target_name``."""
     from planning.rbe.models import dose_unit_of
 
     # The report names the ROI in its own spelling ("--target ptv" plans on "PTV").
     target = next((v for k, v in report["structures"].items()
                    if k.casefold() == target_name.casefold()), None)
-    line = f"wrote {', '.join(report['files'][:-1])} and report.json to {out}"
-    if target is not None:
-        p = prescription
-        unit = dose_unit_of(str(report.get("rbe_model", "")))
-        levels = ", ".join(f"{name} {100 * target[key] / p:.1f} %" for name, key in
-                           (("D98", "d98_gy_rbe"), ("D95", "d95_gy_rbe"), ("D2", "d2_gy_rbe")))
-        line += f"; {target_name} {levels} of {p:g} {unit}"
-    return line
+    if target is None:
+        return ""
+    p = prescription
+    unit = dose_unit_of(str(report.get("rbe_model", "")))
+    levels = ", ".join(f"{name} {100 * target[key] / p:.1f} %" for name, key in
+                       (("D98", "d98_gy_rbe"), ("D95", "d95_gy_rbe"), ("D2", "d2_gy_rbe")))
+    return f"; {target_name} {levels} of {p:g} {unit}"
 
 
 def _cmd_recalc(args: argparse.Namespace) -> int:

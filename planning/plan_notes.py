@@ -6,10 +6,15 @@ met, and a dose computed with another RBE model than the plan was optimized with
 (:mod:`planning.document.from_plan`) adds what concerns its pictures; the app's Dose tab shows
 these as they are. :func:`report_optimizer_status` says in the same words how the optimizer
 ended, and :func:`optimizer_passes` what passes it made, for the PDF's optimizer table.
+
+The notes are made in the words of a warning, in lower case, as report.json's ``warnings`` and
+the terminal's ``ionplan: warning:`` lines give them (they are among them); :func:`plan_notes`
+gives each as a sentence (:func:`as_sentence`), as the PDF and the app list them.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +26,7 @@ if TYPE_CHECKING:
 #: What scipy's L-BFGS-B stop messages mean, by their start once normalised
 #: (:func:`_normalised`: upper case, "_" read as a space, as scipy before 1.15 wrote them):
 #: (start, whether the convergence test was met, plain words). A converged optimizer's words
-#: say which test it met; a stopped one's complete "The optimizer stopped ...".
+#: say which test it met; a stopped one's complete "the optimizer stopped ...".
 _MEANINGS = (
     ("CONVERGENCE: REL", True, "the objective stopped decreasing (its relative change per "
                                "iteration fell below the tolerance)"),
@@ -163,10 +168,10 @@ def optimizer_note(message: str, iterations: int | None = None, *, passes: int =
         return None
     how = f"({text})" if meaning is None else meaning[1]
     if passes > 1:
-        who = f"The last of the optimizer's {passes} passes"
+        who = f"the last of the optimizer's {passes} passes"
         after = f" ({iterations} iterations in all)" if iterations else ""
     else:
-        who, after = "The optimizer", f" after {iterations} iterations" if iterations else ""
+        who, after = "the optimizer", f" after {iterations} iterations" if iterations else ""
     return (f"{who} stopped {how}{after}, before its convergence test was met: the "
             f"plan is what it reached then; {_then(restored)}")
 
@@ -182,7 +187,7 @@ def _then(restored: bool) -> str:
 
 def report_optimizer_note(report: Mapping[str, Any], *, restored: bool = False) -> str | None:
     """The note for an optimizer whose last pass in ``report`` (report.json) stopped before its
-    convergence test was met, naming that pass (:func:`stopped_passes`), e.g. "The last of the
+    convergence test was met, naming that pass (:func:`stopped_passes`), e.g. "the last of the
     optimizer's 2 passes (the pass after the refinement's check) stopped at its iteration
     limit after 44 iterations, ..."; None when it converged or was a settling pass that
     settled. A report without the passes' messages (before December 2026) gets
@@ -207,8 +212,8 @@ def report_optimizer_note(report: Mapping[str, Any], *, restored: bool = False) 
     if not last:
         return None
     ((who, how, n),) = last
-    who = ("The optimizer" if count == 1
-           else f"The last of the optimizer's {count} passes ({who})")
+    who = ("the optimizer" if count == 1
+           else f"the last of the optimizer's {count} passes ({who})")
     return (f"{who} stopped {how} after {n} iterations, before its convergence test was met: "
             f"the plan is what it reached then; {_then(restored)}")
 
@@ -218,15 +223,16 @@ def model_note(plan_model: str | None, dose_model: str) -> str | None:
     :func:`planning.rbe.record.model_label`) of a plan optimized with ``plan_model``
     (``Plan.rbe_label``; None: the plan names none); None when they are the same model."""
     if plan_model is None:
-        return f"The doses were computed with {dose_model}; the plan names no RBE model."
+        return f"the doses were computed with {dose_model}; the plan names no RBE model."
     if dose_model == plan_model:
         return None
-    return (f"The doses were computed with {dose_model}; the plan was optimized with "
+    return (f"the doses were computed with {dose_model}; the plan was optimized with "
             f"{plan_model}.")
 
 
 def plan_notes(result: PlanResult, *, restored: bool = False) -> tuple[str, ...]:
-    """The notes of the module docstring for ``result``, in that order, each once (report.json's
+    """The notes of the module docstring for ``result``, in that order, each once and as a
+    sentence (:func:`as_sentence`; report.json's
     warnings hold the optimizer's and the model's notes and the patient's import warnings
     (:meth:`planning.patient.Patient.import_warnings`) of plans and recalculations made since
     December 2026; older reports do not). ``restored``: see :func:`optimizer_note` (its note
@@ -238,8 +244,8 @@ def plan_notes(result: PlanResult, *, restored: bool = False) -> tuple[str, ...]
     stopped = report_optimizer_note(report, restored=restored)
     if stopped is not None:
         if restored:  # the report's note says re-optimizing continues: not from this plan
-            plain = report_optimizer_note(report)
-            notes = [n for n in notes if n != plain]
+            plain = as_sentence(str(report_optimizer_note(report)))
+            notes = [n for n in notes if as_sentence(n) != plain]
         notes.append(stopped)
     # The default model's case is the report's warning (planning.compare.recalc).
     if result.plan.rbe_model is not None or report.get("rbe_model_source") != "default":
@@ -247,4 +253,14 @@ def plan_notes(result: PlanResult, *, restored: bool = False) -> tuple[str, ...]
                            model_label(result.model, result.structure_tissues))
         if other is not None:
             notes.append(other)
-    return tuple(dict.fromkeys(notes))
+    # As sentences; reports before 2026-12-08 held the optimizer's note capitalised.
+    return tuple(dict.fromkeys(as_sentence(n) for n in notes))
+
+
+def as_sentence(note: str) -> str:
+    """``note`` (a warning as report.json and the terminal give it, after "ionplan: warning:",
+    in lower case) as a sentence of a list: its first letter in upper case when its first word
+    is a plain lower-case word ("the dose grid ..." -> "The dose grid ..."); a note that begins
+    with a file's path ("out/RS.dcm: ..."), a library's name ("pydicom: ...") or a name
+    spelt as it is ("mMKM ...") is left as it is."""
+    return note[:1].upper() + note[1:] if re.match(r"[a-z]+[ ,]", note) else note

@@ -1098,11 +1098,8 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
         "timings_s": timings,
         # What reading the patient's files warned of first: the PDF and the app show them,
         # and report.json's readers (exchange staff, batch summaries) see no other output.
-        "warnings": [*patient.import_warnings(), *(
-                     w for w in (None if prepared.hlut is None else prepared.hlut.warning(),
-                                 grid_warning(dose_grid.spacing_mm),
-                                 spot_spacing_warning(prepared.machine, spot_maps),
-                                 empty_beams,
+        "warnings": [*input_warnings(prepared), *(
+                     w for w in (empty_beams,
                                  ring_scale_note(ring_scale),
                                  physical_fractionation_warning(
                                      prescription.total_dose_gy_rbe, prescription.n_fractions)
@@ -1143,6 +1140,17 @@ def optimize_prepared(prepared: PreparedPlan, *, progress: ProgressCallback | No
                       cubes.letd_kev_um, cubes.rbe, model, report=rep, exchange=view,
                       beam_physical_dose_gy=cubes.beam_physical_dose_gy, prepared=prepared,
                       tissue_labels=labels, structure_tissues=structure_tissues)
+
+
+def input_warnings(prepared: PreparedPlan) -> list[str]:
+    """The warnings of ``prepared``'s plans that concern what they all share, the first plan
+    and each re-optimization from its kept influence alike: the patient's import warnings, the
+    CT conversion's, a coarse dose grid and a wide spot spacing (report.json's ``warnings``
+    begin with them; the rest are about one plan's dose, objectives and optimizer)."""
+    return [*prepared.patient.import_warnings(), *(
+            w for w in (None if prepared.hlut is None else prepared.hlut.warning(),
+                        grid_warning(prepared.dose_grid.spacing_mm),
+                        spot_spacing_warning(prepared.machine, prepared.spot_maps)) if w)]
 
 
 def term_entry(objective: Objective, term: float, total: float, n_fractions: int

@@ -243,13 +243,13 @@ def test_the_command_line_refuses_a_long_plan_without_accept_long(demo_ct, tmp_p
     assert captured.out.startswith("estimate of the plan: ")
     assert "spots in" in captured.out and "(CPU, " in captured.out
     (line,) = captured.err.splitlines()
-    assert line.startswith("ionplan: error: This plan is large: it would take ")
+    assert line.startswith("ionplan: error: this plan is large: it would take ")
     assert line.endswith("rerun with --accept-long to compute it anyway")
     assert not out.exists()  # nothing computed, no folder left behind
     done = tmp_path / "accepted"
     assert main(["plan", str(demo_ct), *PLAN_ARGS, "--accept-long", "--out", str(done)]) == 0
     captured = capsys.readouterr()
-    assert "ionplan: warning: This plan is large" in captured.err
+    assert "ionplan: warning: this plan is large" in captured.err
     assert "(--accept-long)" in captured.err
     assert (done / "RTPLAN.dcm").is_file()
 

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from planning.plan_notes import (
+    as_sentence,
     model_note,
     optimizer_note,
     optimizer_passes,
@@ -39,7 +40,7 @@ def test_an_optimizer_at_its_iteration_limit_is_named_in_plain_words():
 def test_plan_notes_hold_the_report_patient_structure_set_optimizer_and_model_notes():
     notes = plan_notes(_result("STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT",
                                model="LEM I chordoma", plan_model="mMKM HSG"))
-    assert notes[:3] == ("the dose grid is coarser than 2.5 mm", "CT: 2 slices missing",
+    assert notes[:3] == ("The dose grid is coarser than 2.5 mm", "CT: 2 slices missing",
                          "RS.dcm: Eye_L: open contour")
     assert "iteration limit" in notes[3]
     assert notes[4] == ("The doses were computed with LEM I chordoma; the plan was optimized "
@@ -52,14 +53,16 @@ def test_a_note_report_json_already_holds_is_listed_once():
     they were only in the PDF); reports from before do not: each note is shown once."""
     stopped = optimizer_note("STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT", 199)
     model = model_note("mMKM HSG", "LEM I chordoma")
-    assert model == ("The doses were computed with LEM I chordoma; the plan was optimized "
+    assert model == ("the doses were computed with LEM I chordoma; the plan was optimized "
                      "with mMKM HSG.")
     assert model_note("mMKM HSG", "mMKM HSG") is None
+    assert stopped is not None
     result = _result("STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT", model="LEM I chordoma",
                      plan_model="mMKM HSG")
     result.report["warnings"] += [stopped, model]
     notes = plan_notes(result)
-    assert notes.count(stopped) == 1 and notes.count(model) == 1 and len(notes) == 5
+    assert notes.count(as_sentence(stopped)) == 1 and notes.count(as_sentence(model)) == 1
+    assert len(notes) == 5
 
 
 @pytest.mark.parametrize(("message", "words"), [
@@ -108,11 +111,11 @@ def test_the_status_and_note_of_several_passes_are_the_last_passs():
         .startswith("converged (the last of its 3 passes): the objective stopped decreasing")
     note = optimizer_note(THREE_PASSES["optimizer_message"], 199, passes=3)
     assert note is not None and note.startswith(
-        "The last of the optimizer's 3 passes stopped at its iteration limit (199 iterations "
+        "the last of the optimizer's 3 passes stopped at its iteration limit (199 iterations "
         "in all), before its convergence test was met")
     result = _result("")
     result.report.update(THREE_PASSES)
-    assert plan_notes(result)[3] == note
+    assert plan_notes(result)[3] == as_sentence(note)
 
 
 def test_a_restored_plan_at_its_iteration_limit_is_computed_again_to_continue():
@@ -124,14 +127,19 @@ def test_a_restored_plan_at_its_iteration_limit_is_computed_again_to_continue():
     note = optimizer_note(message, 199, restored=True)
     assert note is not None and "continues from these spot weights" not in note
     assert "restored from a saved session" in note and "compute it again (Compute plan)" in note
-    assert plan_notes(_result(message), restored=True)[3] == note
+    assert plan_notes(_result(message), restored=True)[3] == as_sentence(note)
     # A report that holds the optimizer's note among its warnings (plans since December 2026):
     # the restored plan's note takes its place.
     saved = _result(message)
     saved.report["warnings"] = [optimizer_note(message, 199)]
     saved.report["iterations"] = 199
     notes = plan_notes(saved, restored=True)
-    assert note in notes and not any("continues from these spot weights" in n for n in notes)
+    assert as_sentence(note) in notes
+    assert not any("continues from these spot weights" in n for n in notes)
+    # Reports before 2026-12-08 held the note capitalised: replaced as well.
+    saved.report["warnings"] = [as_sentence(optimizer_note(message, 199) or "")]
+    notes = plan_notes(saved, restored=True)
+    assert not any("continues from these spot weights" in n for n in notes)
 
 
 def test_a_settling_pass_that_settled_makes_no_iteration_limit_note():
@@ -190,7 +198,7 @@ def test_a_first_optimization_at_its_iteration_limit_is_named_in_the_status(limi
         assert not [w for w in report["warnings"] if "convergence test" in w]
     else:
         (note,) = [w for w in report["warnings"] if "convergence test" in w]
-        assert note.startswith(f"The last of the optimizer's {len(ends)} passes")
+        assert note.startswith(f"the last of the optimizer's {len(ends)} passes")
 
 
 def _passes(*ends, settled=True, start="uniform"):
@@ -220,14 +228,14 @@ def test_only_a_last_pass_that_stopped_early_is_noted_and_the_status_names_every
     assert report_optimizer_note(_passes(("first", LIMIT), ("refinement", CONVERGED))) is None
     # The last pass at its limit (not a settling pass that settled): named.
     assert report_optimizer_note(_passes(("first", CONVERGED), ("refinement", LIMIT))) == (
-        "The last of the optimizer's 2 passes (the pass after the refinement's check) stopped "
+        "the last of the optimizer's 2 passes (the pass after the refinement's check) stopped "
         "at its iteration limit after 10 iterations, before its convergence test was met: the "
         "plan is what it reached then; re-optimizing continues from these spot weights.")
     note = report_optimizer_note(_passes(("first", LIMIT), ("refinement", LIMIT),
                                          ("settling", CONVERGED), ("settling", LIMIT),
                                          settled=False), restored=True)
     assert note == (
-        "The last of the optimizer's 4 passes (settling pass 2 of the halo correction) "
+        "the last of the optimizer's 4 passes (settling pass 2 of the halo correction) "
         "stopped at its iteration limit after 10 iterations, before its convergence test was "
         "met: the plan is what it reached then; restored from a saved session, it keeps no "
         "influence to re-optimize from: compute it again (Compute plan), then re-optimizing "
@@ -252,3 +260,21 @@ def test_a_report_without_the_passes_messages_keeps_its_last_pass_note():
     assert report_optimizer_status(old) == optimizer_status(LIMIT, passes=3)
     old["dose_correction"]["residual_pct"] = 0.3
     assert report_optimizer_note(old) == optimizer_note(LIMIT, 30, passes=3)
+
+
+def test_notes_are_warnings_in_lower_case_and_sentences_in_the_list():
+    """Review finding 8: the optimizer's and the model's notes began with a capital after
+    "ionplan: warning:" (report.json's warnings, the terminal, batch), unlike every other
+    warning; the plan document and the app list every note as a sentence."""
+    from planning.plan_notes import report_optimizer_note
+
+    stopped = optimizer_note("STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT", 199, passes=3)
+    model = model_note(None, "LEM I chordoma")
+    assert stopped is not None and stopped.startswith("the last of the optimizer's 3 passes")
+    assert model is not None and model.startswith("the doses were computed with LEM I")
+    assert str(report_optimizer_note(_passes(("first", LIMIT)))).startswith(
+        "the optimizer stopped at its iteration limit")
+    assert as_sentence(stopped).startswith("The last of the optimizer's")
+    for kept in ("out/RS.dcm: ROI 'PTV' is empty", "pydicom: a bad UID", "mMKM dose", "CT: 2",
+                 "'PTV' is empty", ""):
+        assert as_sentence(kept) == kept

@@ -484,7 +484,7 @@ def test_the_document_of_a_recalculation_under_another_model_does_not_call_it_th
     captured = capsys.readouterr()
     err = captured.err
     rep = json.loads((out / "report.json").read_text())
-    note = (f"The doses were computed with {LemModel().describe()}; the plan was optimized "
+    note = (f"the doses were computed with {LemModel().describe()}; the plan was optimized "
             f"with {MkmModel().describe()}.")
     assert note in rep["warnings"], rep["warnings"]
     assert err.count(f"ionplan: warning: {note}") == 1 and err.count("the plan was optimized") == 1

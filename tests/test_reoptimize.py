@@ -304,3 +304,36 @@ def test_the_exchange_view_follows_the_re_optimization_request(first) -> None:  
     assert "hsg" in again.report["exchange"]["lem_model"].lower()
     off = reoptimize(first.prepared, exchange=False)
     assert off.exchange is None and "exchange" not in off.report
+
+
+def test_cli_gives_each_re_optimized_plan_s_target_doses_and_own_warnings(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Review finding 4: the re-optimized plans' lines gave no target doses and their
+    warnings were never printed, while the first plan's, printed after all the lines, were
+    read as the last plan's (its under-dose warning with the first plan's D95)."""
+    import json
+
+    from planning.cli import main
+    from planning.dicom import write_demo_patient
+
+    demo = tmp_path / "demo"
+    write_demo_patient(demo)
+    low = tmp_path / "low.json"  # under-doses the target: its own coverage warning
+    low.write_text(json.dumps({"replace_defaults": True, "objectives": [
+        {"structure": "PTV", "type": "squared_deviation", "dose_gy_rbe": 2.7, "weight": 100}]}))
+    out = tmp_path / "out"
+    assert main(["plan", str(demo), "--target", "PTV", "--dose", "3", "--fractions", "1",
+                 "--gantry", "90", "--grid", "5", "--spot-spacing", "6", "--device", "cpu",
+                 "--reoptimize", str(low), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    again = json.loads((out / "reoptimized_1" / "report.json").read_text())
+    d95 = 100 * again["structures"]["PTV"]["d95_gy_rbe"] / 3
+    assert ("from the kept influence in" in captured.out
+            and "reoptimized_1; PTV D98 " in captured.out
+            and f", D95 {d95:.1f} %, D2 " in captured.out)
+    lines = captured.err.splitlines()
+    # The coarse grid is every plan's: said once, with the first plan.
+    assert sum("the dose grid of 5 mm" in line for line in lines) == 1
+    own = [line for line in lines if line.startswith("ionplan: warning: reoptimized_1: ")]
+    assert any(f"D95 is {d95:.1f} % of the prescription" in line for line in own)
+    assert not any("the dose grid" in line for line in own)
+    assert len(own) == len(again["warnings"]) - 1  # all its warnings but the grid's
