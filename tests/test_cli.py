@@ -331,14 +331,3 @@ def test_a_plan_is_named_by_its_label(tmp_path, capsys) -> None:  # type: ignore
     (pdf,) = out.glob("*_report.pdf")
     assert pdf.name.startswith("IONPLAN-DEMO-001_Sacrum_boost")
 
-
-def test_the_plan_line_names_the_target_as_the_structure_set_does():
-    """`--target ptv` plans on 'PTV', and the line said "ptv D98 ..." beside warnings and a
-    report.json that say 'PTV' (review)."""
-    from planning.cli import _target_levels
-
-    report = {"rbe_model": "mMKM HSG", "structures": {"PTV": {
-        "d98_gy_rbe": 2.94, "d95_gy_rbe": 2.97, "d2_gy_rbe": 3.06}}}
-    assert _target_levels(report, "ptv", 3.0) == ("; PTV D98 98.0 %, D95 99.0 %, D2 102.0 % of "
-                                                  "3 Gy(RBE)")
-    assert _target_levels(report, "GTV", 3.0) == ""
