@@ -372,7 +372,7 @@ class Session:
     def add_plan(self, result: PlanResult, summary: str,
                  setup: Mapping[str, Any] | None = None, *, name: str = "") -> PlanEntry:
         """Keep a newly computed plan under :meth:`free_name` of ``name`` (a received plan:
-        its RT Plan Label; none: "Plan 1", "Plan 2", ...)."""
+        its RT Plan Name, else RT Plan Label; none: "Plan 1", "Plan 2", ...)."""
         entry = PlanEntry(self.free_name(name), result, summary, dict(setup or {}))
         # Only the newest plan is re-optimized from its kept influence: the older ones free
         # their optimizer matrices (they come back, rebuilt, if ever needed).
@@ -416,11 +416,13 @@ class Session:
 
 
 def received_plan_note(entry: PlanEntry, file_name: str) -> str:
-    """The import dialog's line on what a received plan is called: its RT Plan Label (read
-    into ``entry.result.plan.label``) and the name the session keeps it under, with why they
+    """The import dialog's line on what a received plan is called: its RT Plan Name, else its
+    RT Plan Label (read into ``entry.result.plan.label``; which of them its report's
+    ``source_plan.name_source`` says) and the name the session keeps it under, with why they
     differ where they do."""
     label = entry.result.plan.label
-    note = f"{file_name}: RT Plan Label {label!r}, kept as plan {entry.name!r}"
+    source = (entry.result.report.get("source_plan") or {}).get("name_source", "RT Plan Name")
+    note = f"{file_name}: {source} {label!r}, kept as plan {entry.name!r}"
     if entry.name != label:
         note += f" (another plan of this patient is called {label!r})"
     return note

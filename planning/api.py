@@ -897,7 +897,7 @@ def robust_evaluation_of_result(result: PlanResult, *, range_error_pct: float = 
 def write_robust_outputs(result: Any, out_dir: str | os.PathLike[str], *,
                          plan_name: str | None = None) -> list[str]:
     """Write a :class:`planning.robust.RobustResult` (files of :func:`robust_evaluation`,
-    the plan document named after ``plan_name``, default the plan's RT Plan Label)."""
+    the plan document named after ``plan_name``, default the plan's name)."""
     from planning.robust import write_robust_outputs as write
 
     name = result.nominal.plan.label if plan_name is None else plan_name

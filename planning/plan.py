@@ -150,7 +150,8 @@ class Plan:
     Attributes
     ----------
     label : str
-        Plan label (DICOM RT Plan Label, at most 16 characters when exported).
+        The plan's name: exported as RT Plan Name (at most 64 characters) and, cut to 16, RT
+        Plan Label; read back from RT Plan Name, else RT Plan Label.
     machine_name : str
         Name of the machine whose beam data the plan was made with.
     beams : tuple of BeamPlan

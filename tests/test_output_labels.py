@@ -209,9 +209,16 @@ def test_document_shows_the_label_the_plan_is_exported_under(planned):
     assert label(planned, "Left parotid boost plan") == "Left parotid boo"
     named = dataclasses.replace(planned, plan=dataclasses.replace(planned.plan, label="HN boost"))
     assert label(named, "Plan 1") == "HN boost"  # a label of its own is kept
-    received = dataclasses.replace(planned, report={
-        **planned.report, "source_plan": {"path": "/in/RTPLAN.dcm", "sop_instance_uid": "1.2"}})
+    long = dataclasses.replace(planned, plan=dataclasses.replace(
+        planned.plan, label="Head C12 boost plan v1"))
+    assert label(long, "Head C12 boost plan v1") == "Head C12 boost p"  # as exported
+    source = {"path": "/in/RTPLAN.dcm", "sop_instance_uid": "1.2"}
+    received = dataclasses.replace(planned, report={**planned.report, "source_plan": source})
     assert label(received, "Plan 2") == "IonPlan"  # written back unchanged
+    # A received plan is named by its RT Plan Name; the file keeps its own RT Plan Label.
+    received = dataclasses.replace(long, report={**planned.report, "source_plan": {
+        **source, "rt_plan_label": "HN_C12_v1"}})
+    assert label(received, "Head C12 boost plan v1") == "HN_C12_v1"
 
 
 # -------------------------------------------------- ionplan plan --robust (physical model)

@@ -784,3 +784,51 @@ def test_a_tissue_for_the_exchange_view_is_its_lem_i_side(demo):
     with pytest.raises(InputError, match=r"--tissue hsg: the dose is computed under the plan's "
                                          r"own LEM I \(LEM I chordoma"):
         api.recalculate_plan(patient, lem_plan, tissue="hsg", grid_mm=8.0, exchange=True)
+
+
+def _named_plan(plan_dir: Path, path: Path, name: str) -> Path:
+    """The demo plan under RT Plan Name ``name`` and, as IonPlan writes it, its first 16
+    characters as RT Plan Label."""
+    ds = pydicom.dcmread(plan_dir / "RTPLAN.dcm")
+    ds.RTPlanName, ds.RTPlanLabel = name, name[:16]
+    ds.save_as(path)
+    return path
+
+
+def test_recalc_and_compare_name_a_plan_by_its_rt_plan_name(tmp_path_factory, tmp_path):
+    """recalc and compare named a plan by its 16-character RT Plan Label: plans "Head C12
+    boost plan v1" and "v2" were both "Head C12 boost p" in report.json, the plan document,
+    its file name and compare's sides (review). The plan document's "Plan label" row keeps
+    the file's own label; a name of 64 characters with spaces and characters no file name
+    holds gives a portable file name."""
+    from planning.document.from_plan import plan_label
+
+    ct, plan_dir = demo_plan_dirs(tmp_path_factory)
+    names = ("Head C12 boost plan v1", "Head C12 boost plan v2")
+    outs = [tmp_path / f"r{k}" for k in (1, 2)]
+    for name, out in zip(names, outs, strict=True):
+        received = _named_plan(plan_dir, tmp_path / f"{out.name}.dcm", name)
+        assert main(["recalc", str(ct), str(received), "--grid", "8", "--device", "cpu",
+                     "--out", str(out)]) == 0
+        rep = json.loads((out / "report.json").read_text())
+        assert rep["plan"]["label"] == name
+        (pdf,) = out.glob("*_report.pdf")
+        assert re.fullmatch(rf"IONPLAN-DEMO-001_{name.replace(' ', '_')}_\d{{8}}-\d{{6}}"
+                            r"_report\.pdf", pdf.name), pdf.name
+    assert main(["compare", str(outs[0]), str(outs[1]), "--no-cross-model", "--gamma", "3,3",
+                 "--out", str(tmp_path / "cmp")]) == 0
+    rep = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    assert (rep["a"]["plan"], rep["b"]["plan"]) == names
+    html = (tmp_path / "cmp" / "report.html").read_text()
+    assert all(f"plan &#x27;{name}&#x27;" in html for name in names)
+
+    odd = 'Head/neck: C12 boost *v2* "2nd" series <3.5% range> | ok? final!'
+    assert len(odd) == 64
+    received = _named_plan(plan_dir, tmp_path / "odd.dcm", odd)
+    result = api.recalculate_plan(str(ct), received, grid_mm=8.0, device="cpu",
+                                  out_dir=tmp_path / "odd")
+    assert result.plan.label == odd
+    assert plan_label(result, odd) == odd[:16]  # the RT Plan Label the file holds
+    (pdf,) = (tmp_path / "odd").glob("*_report.pdf")
+    assert re.fullmatch(r"IONPLAN-DEMO-001_Head_neck_C12_boost_v2_2nd_series_3\.5_ra_"
+                        r"\d{8}-\d{6}_report\.pdf", pdf.name), pdf.name

@@ -318,26 +318,50 @@ def test_export_refuses_bad_input(tmp_path: Path, plan: Plan, patient: Patient) 
 # --------------------------------------------------------------------------- round trip
 
 
-def test_a_plan_without_a_label_is_named_by_its_plan_name_or_file(
-        plan_file: Path, patient: Patient, tmp_path: Path) -> None:
-    """Every plan without an RT Plan Label (Type 1) was "imported": two such plans in one
-    comparison or GUI session could not be told apart, and nothing said why."""
-    def no_label(ds: Dataset) -> None:
-        del ds.RTPlanLabel
-        ds.RTPlanName = "Sacrum boost"
+NAME_V2 = "Head C12 boost plan v2 long name"
 
+
+@pytest.mark.parametrize(("name", "label", "named", "source"), [
+    (NAME_V2, "Head C12 boost p", NAME_V2, "RT Plan Name"),  # IonPlan's: the label is cut
+    ("Sacrum boost", None, "Sacrum boost", "RT Plan Name"),  # no label (DICOM requires it)
+    ("", "HN_C12_v2", "HN_C12_v2", "RT Plan Label"),  # many systems fill only the label
+    (None, "HN_C12_v2", "HN_C12_v2", "RT Plan Label"),
+])
+def test_a_plan_is_named_by_its_plan_name_else_its_label(
+        plan_file: Path, patient: Patient, tmp_path: Path, name: str | None,
+        label: str | None, named: str, source: str) -> None:
+    """A plan was named by its RT Plan Label (16 characters): "Head C12 boost plan v1" and
+    "... v2" were both "Head C12 boost p" in recalc's and compare's outputs (review). Its RT
+    Plan Name (64) names it; the label, where the name is absent or empty."""
+    def edit(ds: Dataset) -> None:
+        for keyword, value in (("RTPlanName", name), ("RTPlanLabel", label)):
+            if value is None:
+                del ds[keyword]
+            else:
+                setattr(ds, keyword, value)
+
+    imported = load_rt_ion_plan(_edited(plan_file, tmp_path, edit),
+                                structure_set=patient.structure_set)
+    assert imported.plan.label == named
+    assert (imported.name_source, imported.rt_plan_label) == (source, label or "")
+    assert not any("RT Plan" in w for w in imported.warnings)
+
+
+def test_a_plan_without_a_name_or_label_is_named_by_its_file(
+        plan_file: Path, patient: Patient, tmp_path: Path) -> None:
+    """Every plan with neither an RT Plan Name nor an RT Plan Label (Type 1) was "imported":
+    two such plans in one comparison or GUI session could not be told apart, and nothing
+    said why."""
     def nothing(ds: Dataset) -> None:
         del ds.RTPlanLabel
         if "RTPlanName" in ds:
             del ds.RTPlanName
 
-    for edit, label, source in ((no_label, "Sacrum boost", "its RT Plan Name"),
-                                (nothing, "edited", "its file")):
-        imported = load_rt_ion_plan(_edited(plan_file, tmp_path, edit),
-                                    structure_set=patient.structure_set)
-        assert imported.plan.label == label
-        assert (f"the plan has no RT Plan Label (300A,0002), which DICOM requires: it is named "
-                f"{label!r} ({source})") in imported.warnings
+    imported = load_rt_ion_plan(_edited(plan_file, tmp_path, nothing),
+                                structure_set=patient.structure_set)
+    assert (imported.plan.label, imported.name_source) == ("edited", "file name")
+    assert ("the plan has neither an RT Plan Name (300A,0003) nor the RT Plan Label "
+            "(300A,0002) DICOM requires: it is named 'edited' (file name)") in imported.warnings
 
 
 @pytest.mark.parametrize("values", [[0.0, 0.0], [2000.0], [-6.5e3, 6.5e3]])

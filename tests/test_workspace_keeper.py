@@ -131,19 +131,23 @@ def test_a_robust_evaluation_is_saved_when_it_finishes_and_restored(tmp_path, pa
     assert str(cube) in restored.problem
 
 
-def test_a_received_plan_keeps_its_rt_plan_label_as_its_name(tmp_path, patient):
+def test_a_received_plan_keeps_its_rt_plan_name_or_label_as_its_name(tmp_path, patient):
     """An imported plan was 'Plan 2' in the GUI, the export folder and report.json while its
-    PDF and RTPLAN called it by its RT Plan Label (review): it keeps the label, made unique
-    by ' (2)', and keeps it through the workspace; the import dialog says both."""
+    PDF and RTPLAN called it by its name (review): it keeps its RT Plan Name, else its RT Plan
+    Label, made unique by ' (2)', and keeps it through the workspace; the import dialog says
+    both, and which attribute named it."""
     import dataclasses
 
-    from app.session import received_plan_note
+    from app.session import PlanEntry, received_plan_note
 
     session, _, keeper = _keeper(tmp_path, patient)
     made = synthetic_plan_result(patient, 1)
-    # Another system's plan: its RT Plan Label, and no RBE model named.
+    # Another system's plan: only an RT Plan Label, and no RBE model named.
     received = dataclasses.replace(made, plan=dataclasses.replace(
-        made.plan, label="HN_C12_v2", rbe=None, rbe_model=None, rbe_tissues=()))
+        made.plan, label="HN_C12_v2", rbe=None, rbe_model=None, rbe_tissues=()), report={
+        **made.report, "source_plan": {"path": "RP_otherTPS.dcm", "sop_instance_uid": "1.2",
+                                       "rt_plan_label": "HN_C12_v2",
+                                       "name_source": "RT Plan Label"}})
     first = session.add_plan(made, "planned here")
     one = session.add_plan(received, "recalculated", name=received.plan.label)
     two = session.add_plan(received, "recalculated again", name=received.plan.label)
@@ -153,6 +157,11 @@ def test_a_received_plan_keeps_its_rt_plan_label_as_its_name(tmp_path, patient):
     assert received_plan_note(two, "RP_otherTPS.dcm") == (
         "RP_otherTPS.dcm: RT Plan Label 'HN_C12_v2', kept as plan 'HN_C12_v2 (2)' (another "
         "plan of this patient is called 'HN_C12_v2')")
+    named = dataclasses.replace(received, plan=dataclasses.replace(
+        received.plan, label="Head C12 boost plan v2"), report={**received.report, "source_plan": {
+            **received.report["source_plan"], "name_source": "RT Plan Name"}})
+    assert received_plan_note(PlanEntry("Head C12 boost plan v2", named, ""), "RP.dcm") == (
+        "RP.dcm: RT Plan Name 'Head C12 boost plan v2', kept as plan 'Head C12 boost plan v2'")
     assert session.add_plan(made, "next").name == "Plan 4"
     assert keeper.save_if_changed() is not None
     keeper.close()

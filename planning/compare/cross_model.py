@@ -35,7 +35,7 @@ class CrossModelView:
         The comparison side it belongs to (``"A"``, ``"B"``), or both (``"A and B (the same
         plan)"``: one plan on one grid).
     plan_label : str
-        The plan's RT Plan Label.
+        The plan's name (of a received plan: RT Plan Name, else RT Plan Label).
     plan_rbe_model : str or None
         The model the plan names (what it was optimized with); None when it names none.
     view : ExchangeView

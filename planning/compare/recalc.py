@@ -636,7 +636,10 @@ def load_patient_and_plan(ct: str | os.PathLike[str] | Patient,
                 and imported.referenced_structure_set_uid != ss.sop_instance_uid):
             warnings.append("the plan references another RT Structure Set than the CT "
                             "folder's; structure metrics use the folder's")
+        # The file is written back unchanged: its RT Plan Label is what the plan document's
+        # "Plan label" gives; the plan is named by its RT Plan Name where it has one.
         source = {"path": str(rtplan), "sop_instance_uid": imported.sop_instance_uid,
+                  "rt_plan_label": imported.rt_plan_label, "name_source": imported.name_source,
                   "frame_of_reference_uid": imported.frame_of_reference_uid,
                   "prescription_found": imported.prescription_found,
                   "monitor_calibration": (monitor_calibration.record() if in_mu
@@ -676,7 +679,7 @@ def recalculate_files(ct: str | os.PathLike[str] | Patient, rtplan: str | os.Pat
     out_dir : path, optional
         Where RTPLAN.dcm (the plan as recalculated), RTDOSE_PHYSICAL.dcm, RTDOSE_RBE.dcm
         (RTDOSE_RBE_MKM.dcm, RTDOSE_RBE_LEM1.dcm with ``exchange``), the plan document (PDF,
-        named after the plan's label) and report.json go.
+        named after the plan's name) and report.json go.
     ct_series_uid : str, optional
         The CT series of a ``ct`` folder that holds several.
     monitor_calibration : MonitorCalibration, optional

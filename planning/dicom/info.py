@@ -143,7 +143,7 @@ class PlanInfo:
     path : str
         The file.
     label : str
-        RT Plan Label.
+        The plan's name: RT Plan Name, else RT Plan Label.
     sop_instance_uid : str
         Its SOP Instance UID.
     n_fractions : int or None

@@ -45,8 +45,10 @@ What is read
   physical-dose plan the physical one), they become ``Plan.beam_doses``; otherwise None.
 * Spots: zero-weight spots inside a delivered layer (as files of older IonPlan versions hold)
   are read as spots of weight 0.
-* Label: the RT Plan Label; a plan without one (DICOM requires it) is named after its RT Plan
-  Name, else its file, with a warning.
+* Name (``Plan.label``): the RT Plan Name (up to 64 characters), else the RT Plan Label (16;
+  many systems fill only this one, some only the name), else the file's name, with a warning.
+  The RT Plan Label alone named two plans "Head C12 boost plan v1" and "... v2" both
+  "Head C12 boost p" in recalc's and compare's outputs.
 * RBE model: the model of IonPlan's private RBE model record (:mod:`planning.dicom._rbe_block`)
   as ``Plan.rbe``, with its description; without the record, the text after
   ``"RBE model: "`` in the RT Plan Description (as IonPlan writes it), None when neither is
@@ -126,6 +128,12 @@ class ImportedPlan:
     in_mu : bool
         Whether a beam's metersets are in MU (converted with the caller's monitor
         calibration).
+    rt_plan_label : str
+        The RT Plan Label as the file holds it (``""`` if absent); the plan is named by
+        ``plan.label``.
+    name_source : str
+        Where ``plan.label`` came from: ``"RT Plan Name"``, ``"RT Plan Label"`` or ``"file
+        name"``.
     """
 
     plan: Plan
@@ -140,6 +148,8 @@ class ImportedPlan:
     patient_id: str = ""
     spot_fwhm_mm: tuple[tuple[tuple[float, float, float], ...], ...] = ()
     in_mu: bool = False
+    rt_plan_label: str = ""
+    name_source: str = "RT Plan Name"
 
 
 def _fraction_group(ds: Dataset, path: PathLike
@@ -254,20 +264,20 @@ def _prescription(
     return None
 
 
-def _plan_label(ds: Dataset, path: PathLike, where: str, warnings: list[str]) -> str:
-    """The plan's RT Plan Label; of a plan without one (DICOM requires it), its RT Plan Name,
-    else the file's name without its suffix, with a warning naming which (every plan without
-    a label was "imported", and the plans of one comparison could not be told apart)."""
-    label = get_str(ds, "RTPlanLabel", where)
-    if label:
-        return label
-    name = get_str(ds, "RTPlanName", where)
+def _plan_name(ds: Dataset, path: PathLike, where: str, warnings: list[str]
+               ) -> tuple[str, str]:
+    """(the plan's name, where it came from): its RT Plan Name, else its RT Plan Label, else
+    the file's name without its suffix, with a warning (every plan with neither was
+    "imported", and the plans of one comparison could not be told apart)."""
+    for keyword, source in (("RTPlanName", "RT Plan Name"), ("RTPlanLabel", "RT Plan Label")):
+        name = get_str(ds, keyword, where)
+        if name:
+            return name, source
     stem = Path(os.fspath(path)).stem if os.fspath(path) else ""
-    label, source = ((name, "its RT Plan Name") if name else (stem, "its file") if stem
-                     else ("unlabelled plan", "no name found"))
-    warnings.append(f"the plan has no RT Plan Label (300A,0002), which DICOM requires: it is "
-                    f"named {label!r} ({source})")
-    return label
+    name, source = (stem, "file name") if stem else ("unlabelled plan", "no name found")
+    warnings.append(f"the plan has neither an RT Plan Name (300A,0003) nor the RT Plan Label "
+                    f"(300A,0002) DICOM requires: it is named {name!r} ({source})")
+    return name, source
 
 
 def _rbe_model(ds: Dataset, path: PathLike) -> str | None:
@@ -377,9 +387,10 @@ def read_rt_ion_plan(
     rbe_text = model.describe() if model is not None else _rbe_model(ds, where)
     physical_plan = isinstance(model, PhysicalDose) or rbe_text == PhysicalDose().describe()
     beam_doses = _beam_doses(ds, where, read_refs, physical_plan, warnings)
+    name, name_source = _plan_name(ds, path, where, warnings)
     try:
         plan = Plan(
-            label=_plan_label(ds, path, where, warnings),
+            label=name,
             machine_name=machines[0],
             beams=tuple(beams),
             prescription=prescription,
@@ -409,6 +420,8 @@ def read_rt_ion_plan(
         source_path=str(path),
         patient_id=get_str(ds, "PatientID", where).strip(),
         in_mu=beams_in_mu(ds),
+        rt_plan_label=get_str(ds, "RTPlanLabel", where),
+        name_source=name_source,
     )
 
 

@@ -97,10 +97,12 @@ def plan_label(result: PlanResult, plan_name: str) -> str:
     """The plan's RT Plan Label as its RTPLAN.dcm carries it.
 
     A received plan (recalculated from an RT Ion Plan file, which is written back unchanged)
-    and a plan labelled by its request keep their own label. A plan computed here under the
-    request's default label (the app's plans) is exported under the name the caller gives it
-    (the app's DICOM export writes the plan's name, its first 16 characters as the label), so
-    the document shows that.
+    gives the file's own label (its report's ``source_plan.rt_plan_label``; the plan is named
+    by its RT Plan Name, which may be longer or another text). A plan labelled by its request
+    keeps its own label, cut to 16 characters as it is exported. A plan computed here under
+    the request's default label (the app's plans) is exported under the name the caller gives
+    it (the app's DICOM export writes the plan's name, its first 16 characters as the label),
+    so the document shows that.
     """
     import dataclasses
 
@@ -109,10 +111,13 @@ def plan_label(result: PlanResult, plan_name: str) -> str:
 
     label = result.plan.label
     default = next(f.default for f in dataclasses.fields(PlanRequest) if f.name == "label")
-    received = bool((result.report.get("source_plan") or {}).get("path"))
-    if plan_name and label == default and not received:
+    source = result.report.get("source_plan") or {}
+    if source.get("path"):
+        held = source.get("rt_plan_label", clip_text(label, PLAN_LABEL_CHARS, "plan label"))
+        return str(held) or "none"
+    if plan_name and label == default:
         return clip_text(plan_name, PLAN_LABEL_CHARS, "plan label") or label
-    return label
+    return clip_text(label, PLAN_LABEL_CHARS, "plan label") or label
 
 
 def prescription_model(result: PlanResult) -> str | None:
