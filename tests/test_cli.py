@@ -284,8 +284,8 @@ def test_plan_line_gives_the_unit_of_the_plans_model() -> None:
     for model, unit in (("physical dose", "Gy"), ("mMKM HSG a0=0.172", "Gy(RBE)")):
         report = {"files": ["RTPLAN.dcm", "report.json"], "rbe_model": model,
                   "structures": {"PTV": target}}
-        assert _plan_line(report, "ptv", 57.6, "out") == (
-            f"wrote RTPLAN.dcm and report.json to out; ptv D98 93.0 %, D95 95.0 %, D2 103.0 % "
+        assert _plan_line(report, "ptv", 57.6, "out") == (  # the structure set's spelling
+            f"wrote RTPLAN.dcm and report.json to out; PTV D98 93.0 %, D95 95.0 %, D2 103.0 % "
             f"of 57.6 {unit}")
 
 
