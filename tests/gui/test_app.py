@@ -309,7 +309,7 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     assert pdf.read_bytes().startswith(b"%PDF")
 
     # The exported plan comes back as a received plan: recalculated on the CT, it keeps its
-    # RT Plan Label ("Plan 1", taken: "Plan 1 (2)"), and it compares equal to Plan 1.
+    # RT Plan Name ("Plan 1", taken: "Plan 1 (2)"), and it compares equal to Plan 1.
     gui.click(app.buttons["import_plan"])
     gui.frames(2)
     dialog = gui.find(lambda w: getattr(w, "name", "") == "folder_dialog")
@@ -320,7 +320,7 @@ def test_plan_review_compare_and_export(gui, tmp_path):
     assert not app.last_error, app.last_error
     notes = gui.find(lambda w: getattr(w, "name", "") == "import_notes_dialog")
     text = " ".join(getattr(w, "text", "") for w in notes.walk())
-    assert "mMKM" in text and "RTPLAN.dcm: RT Plan Label 'Plan 1', kept as plan 'Plan 1 (2)'" in (
+    assert "mMKM" in text and "RTPLAN.dcm: RT Plan Name 'Plan 1', kept as plan 'Plan 1 (2)'" in (
         text)
     gui.click(gui.find(lambda w: getattr(w, "name", "") == "import_notes_dialog_ok"))
     gui.advance(0.5)
