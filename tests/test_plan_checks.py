@@ -17,7 +17,7 @@ from planning.optimization import Objective
 from planning.plan import Prescription
 from planning.plan_checks import coverage_warning, fractionation_warning
 from planning.plan_config import PlanConfig
-from planning.plan_notes import plan_notes
+from planning.plan_notes import as_sentence, plan_notes
 from planning.planner import PlanRequest, make_plan
 
 #: Published carbon-ion schedules (total Gy(RBE), fractions), mMKM unless marked: none may warn.
@@ -109,10 +109,13 @@ def test_a_plan_warns_in_its_report_and_its_notes_for_the_app_and_the_pdf() -> N
     low = [w for w in warnings if w.startswith("the prescription of 0.5 Gy(RBE) in 1 fraction")]
     missed = [w for w in warnings if w.startswith("the target 'PTV' is not covered")]
     assert len(low) == 1 and len(missed) == 1 and "(under-dosed)" in missed[0]
+    # The app and the PDF list them as sentences (plan_notes.as_sentence).
+    expected = [as_sentence(low[0]), as_sentence(missed[0])]
+    assert expected[0].startswith("The prescription of 0.5")
     notes = plan_notes(result)
-    assert low[0] in notes and missed[0] in notes
+    assert all(e in notes for e in expected)
     document = plan_document(result, "warned plan")
-    assert low[0] in document.warnings and missed[0] in document.warnings
+    assert all(e in document.warnings for e in expected)
 
 
 @pytest.mark.parametrize(("total", "fractions", "words"), [
