@@ -285,15 +285,15 @@ def _target_levels(report: dict[str, Any], target_name: str, prescription: float
 
     # The report names the ROI in its own spelling ("--target ptv" plans on "PTV"), and so
     # does the line (it echoed "ptv" beside warnings about 'PTV').
-    name, target = next(((k, v) for k, v in report["structures"].items()
-                         if k.casefold() == target_name.casefold()), (target_name, None))
+    roi, target = next(((k, v) for k, v in report["structures"].items()
+                        if k.casefold() == target_name.casefold()), (target_name, None))
     if target is None:
         return ""
     p = prescription
     unit = dose_unit_of(str(report.get("rbe_model", "")))
     levels = ", ".join(f"{name} {100 * target[key] / p:.1f} %" for name, key in
                        (("D98", "d98_gy_rbe"), ("D95", "d95_gy_rbe"), ("D2", "d2_gy_rbe")))
-    return f"; {name} {levels} of {p:g} {unit}"
+    return f"; {roi} {levels} of {p:g} {unit}"
 
 
 def _cmd_recalc(args: argparse.Namespace) -> int:
